@@ -1,0 +1,339 @@
+"""Everything the sync and async clients share: building, signing and retrying decisions,
+and turning answers into results or exceptions.
+
+Only the send/sleep loop is written twice (``_client.py``); it calls, in order:
+
+1. ``_prepare(options)`` once per logical call: serializes the body to bytes *once*, fixes
+   the URL and request target, and sets the ``Idempotency-Key`` (the caller's, or a new
+   UUID for every POST) *before* the loop, so every retry carries the same key and bytes;
+2. ``_build_attempt(prepared)`` per attempt: a fresh timestamp, nonce and signature over
+   exactly those bytes;
+3. ``_retry_or_raise(prepared, attempt, ...)`` after a failure: a delay, or the mapped
+   exception;
+4. ``_decode(response)`` on success.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    IdempotencyError,
+    InvalidRequestError,
+    PaygateError,
+    RateLimitError,
+)
+from ._retry import IN_PROGRESS_CODE, Backoff, is_retryable_exception, is_retryable_response
+from ._retry import parse_retry_after
+from ._signing import sign_request
+from ._version import __version__
+
+logger = logging.getLogger("paygate")
+
+#: Default HTTP timeouts; long-polls and streams extend the read timeout themselves.
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DEFAULT_MAX_RETRIES = 3
+_MAX_BODY_IN_ERROR = 2000
+
+ParamValue = str | int
+JSONObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """One logical API call, as the resources describe it."""
+
+    method: str
+    path: str
+    params: Mapping[str, ParamValue] | None = None
+    body: Mapping[str, Any] | None = None
+    idempotency_key: str | None = None
+    #: Requests outside ``/api/v1`` (the public checkout keys) are not signed.
+    signed: bool = True
+    timeout: httpx.Timeout | None = None
+    stream: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """What stays fixed across the attempts of one logical call."""
+
+    method: str
+    url: httpx.URL
+    target: str
+    content: bytes
+    headers: Mapping[str, str]
+    timeout: httpx.Timeout
+    stream: bool
+    signed: bool
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.headers.get("Idempotency-Key")
+
+
+def validate_idempotency_key(key: str) -> str:
+    if not 1 <= len(key) <= 255 or not all(" " <= ch <= "~" for ch in key):
+        raise ValueError("idempotency_key must be 1-255 printable ASCII characters")
+    return key
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """The body, serialized once; these exact bytes are hashed, signed and sent."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _mask(key: str) -> str:
+    prefix, sep, _ = key.rpartition("_")
+    return f"{prefix}{sep}…" if sep else "…"
+
+
+_ERROR_CLASS_BY_TYPE: dict[str, type[PaygateError]] = {
+    "invalid_request_error": InvalidRequestError,
+    "authentication_error": AuthenticationError,
+    "idempotency_error": IdempotencyError,
+    "rate_limit_error": RateLimitError,
+    "api_error": APIError,
+}
+
+
+def error_class(status: int | None, code: str | None, error_type: str | None) -> type[PaygateError]:
+    """The exception class for an error answer (SPEC §2's table).
+
+    The HTTP status decides (it is always there; ``type`` may not be), refined by the code
+    for the one 409 that is an idempotency matter. Without a status (an error event on a
+    stream) the wire ``type`` decides.
+    """
+    if status is None:
+        return _ERROR_CLASS_BY_TYPE.get(error_type or "", APIError)
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 422 or (status == 409 and code == IN_PROGRESS_CODE):
+        return IdempotencyError
+    if status == 429:
+        return RateLimitError
+    if 400 <= status < 500:
+        return InvalidRequestError
+    return APIError
+
+
+def error_from_body(
+    body: Any,
+    *,
+    status: int | None,
+    headers: Mapping[str, str] | None = None,
+    text: str | None = None,
+    fallback_message: str,
+) -> PaygateError:
+    """Build the exception for an error body; any shape (or none) is accepted."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+
+    def field_(name: str) -> str | None:
+        value = error.get(name)
+        return value if isinstance(value, str) and value else None
+
+    code, error_type = field_("code"), field_("type")
+    request_id = field_("requestId")
+    if request_id is None and headers is not None:
+        request_id = headers.get("x-request-id")
+    cls = error_class(status, code, error_type)
+    return cls(
+        field_("message") or fallback_message,
+        http_status=status,
+        code=code,
+        param=field_("param"),
+        request_id=request_id,
+        error_type=error_type,
+        headers=headers,
+        http_body=text[:_MAX_BODY_IN_ERROR] if text is not None else None,
+    )
+
+
+def error_from_response(response: httpx.Response) -> PaygateError:
+    """The exception for an error answer whose body has been read. A body that is not
+    JSON (a proxy's HTML page, an empty 502) still gives the right class."""
+    try:
+        text: str | None = response.text
+    except (UnicodeDecodeError, LookupError):
+        text = None
+    try:
+        body: Any = json.loads(response.content) if response.content else None
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    reason = response.reason_phrase or "error"
+    return error_from_body(
+        body,
+        status=response.status_code,
+        headers=response.headers,
+        text=text,
+        fallback_message=f"HTTP {response.status_code} {reason}",
+    )
+
+
+class BaseClient:
+    """Configuration and the request path shared by ``Client`` and ``AsyncClient``."""
+
+    def __init__(
+        self,
+        api_key: str,
+        signing_secret: str,
+        base_url: str,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        backoff: Backoff | None = None,
+        user_agent: str | None = None,
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key is required")
+        if not isinstance(signing_secret, str) or not signing_secret:
+            raise ValueError("signing_secret is required")
+        if api_key.startswith("sk_"):
+            # The signing secret must never go on the wire: refuse before any request.
+            raise ValueError("api_key looks like a signing secret (sk_…); pass the pk_… key")
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("base_url must be an absolute http(s) URL")
+        if url.query or url.fragment:
+            raise ValueError("base_url must not have a query or fragment")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self._api_key = api_key
+        self._signing_secret = signing_secret
+        self.base_url = str(url).rstrip("/")
+        self.max_retries = max_retries
+        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self.backoff = backoff if backoff is not None else Backoff()
+        self._user_agent = user_agent or f"paygate-python/{__version__} httpx/{httpx.__version__}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} base_url={self.base_url!r} api_key={_mask(self._api_key)!r}>"
+
+    # -- the shared request path ----------------------------------------------------------
+
+    def _prepare(self, options: RequestOptions) -> PreparedRequest:
+        method = options.method.upper()
+        params = {k: v for k, v in (options.params or {}).items()}
+        url = httpx.URL(self.base_url + options.path, params=params or None)
+        content = encode_body(options.body) if options.body is not None else b""
+        headers: dict[str, str] = {"Accept": "application/json", "User-Agent": self._user_agent}
+        if content:
+            headers["Content-Type"] = "application/json"
+        if options.signed:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        if method == "POST":
+            # Set once, before the retry loop: every attempt of this call carries it.
+            key = options.idempotency_key
+            headers["Idempotency-Key"] = (
+                validate_idempotency_key(key) if key is not None else str(uuid.uuid4())
+            )
+        elif options.idempotency_key is not None:
+            raise ValueError("idempotency_key only applies to POST requests")
+        headers.update(options.headers)
+        return PreparedRequest(
+            method=method,
+            url=url,
+            # The request target exactly as httpx puts it on the wire (with any base-URL
+            # prefix, percent-encoding and query string).
+            target=url.raw_path.decode("ascii"),
+            content=content,
+            headers=headers,
+            timeout=options.timeout or self.timeout,
+            stream=options.stream,
+            signed=options.signed,
+        )
+
+    def _build_attempt(self, prepared: PreparedRequest) -> httpx.Request:
+        headers = dict(prepared.headers)
+        if prepared.signed:
+            # A fresh timestamp and nonce every attempt: the gateway refuses a reused nonce.
+            headers.update(
+                sign_request(
+                    self._signing_secret, prepared.method, prepared.target, prepared.content
+                )
+            )
+        return httpx.Request(
+            prepared.method,
+            prepared.url,
+            headers=headers,
+            content=prepared.content or None,
+            extensions={"timeout": prepared.timeout.as_dict()},
+        )
+
+    def _retry_or_raise(
+        self,
+        prepared: PreparedRequest,
+        attempt: int,
+        *,
+        response: httpx.Response | None = None,
+        exc: Exception | None = None,
+    ) -> float:
+        """After a failed attempt (``attempt`` 0-based): the delay before the next one, or
+        raise the exception the failure maps to. An error response must have been read."""
+        retryable = (
+            is_retryable_exception(exc)
+            if exc is not None
+            else response is not None and is_retryable_response(response)
+        )
+        if retryable and attempt < self.max_retries:
+            retry_after = parse_retry_after(response.headers) if response is not None else None
+            delay = self.backoff.delay(attempt, retry_after)
+            what = f"HTTP {response.status_code}" if response is not None else type(exc).__name__
+            logger.info(
+                "paygate: %s %s failed (%s); retry %d/%d in %.2f s",
+                prepared.method,
+                prepared.url.path,
+                what,
+                attempt + 1,
+                self.max_retries,
+                delay,
+            )
+            return delay
+        if response is not None:
+            raise error_from_response(response)
+        if isinstance(exc, httpx.TimeoutException):
+            raise APITimeoutError(
+                f"the request timed out ({type(exc).__name__}) after {attempt + 1} attempt(s)"
+            ) from exc
+        raise APIConnectionError(
+            f"could not reach the gateway ({type(exc).__name__}: {exc}) "
+            f"after {attempt + 1} attempt(s)"
+        ) from exc
+
+    def _log_response(self, prepared: PreparedRequest, response: httpx.Response) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "paygate: %s %s -> %d (request id %s)",
+                prepared.method,
+                prepared.url.path,
+                response.status_code,
+                response.headers.get("x-request-id"),
+            )
+
+    @staticmethod
+    def _decode(response: httpx.Response) -> Any:
+        """The JSON of a successful answer (``None`` for an empty one, e.g. 204)."""
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise APIError(
+                f"the gateway answered HTTP {response.status_code} with a body that is not JSON",
+                http_status=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+                headers=response.headers,
+            ) from None

@@ -1,0 +1,353 @@
+"""Typed, immutable results.
+
+The wire is camelCase, Python is snake_case. Every model keeps the whole object it was
+built from in ``raw`` (not shown in ``repr``), so a field the gateway adds later is
+readable by old clients (``intent.raw["newField"]``) and never breaks parsing. Parsing is
+lenient: a missing or mistyped optional field becomes ``None`` rather than an exception.
+Models holding mutable JSON (``metadata``, ``raw``...) are not hashable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from ._exceptions import CardError
+
+__all__ = [
+    "DEFAULT_WAIT_STATUSES",
+    "FINAL_STATUSES",
+    "Card",
+    "Event",
+    "IntentStatus",
+    "LastError",
+    "Page",
+    "PaymentIntent",
+    "PaymentStatus",
+    "Refund",
+    "WebhookEndpoint",
+]
+
+JSONObject = dict[str, Any]
+T = TypeVar("T")
+
+
+class IntentStatus(StrEnum):
+    """The intent statuses (SPEC §4). Members compare equal to their strings, and models
+    keep ``status`` as a plain ``str`` so a status added later does not break parsing."""
+
+    CREATED = "created"
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+#: Statuses an intent never leaves.
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "canceled"})
+#: What ``wait_for_status()`` waits for by default: an outcome the merchant must act on.
+#: ``failed`` is not final (the intent can be processed again with another card) but it
+#: ends the attempt.
+DEFAULT_WAIT_STATUSES: frozenset[str] = frozenset({"succeeded", "canceled", "failed"})
+
+
+# -- lenient field readers ---------------------------------------------------------------
+
+
+def _str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _int(data: Mapping[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _obj(data: Mapping[str, Any], key: str) -> JSONObject | None:
+    value = data.get(key)
+    return dict(value) if isinstance(value, dict) else None
+
+
+def _time(data: Mapping[str, Any], key: str) -> datetime | None:
+    value = data.get(key)
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _str_map(data: Mapping[str, Any], key: str) -> dict[str, str]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Card:
+    """The charged card: brand, last 4 digits and expiry only (never the number)."""
+
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Card:
+        return cls(
+            brand=_str(data, "brand"),
+            last4=_str(data, "last4"),
+            exp_month=_int(data, "expMonth"),
+            exp_year=_int(data, "expYear"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class LastError:
+    """Why the last attempt failed: ``code`` (e.g. ``card_declined``), ``decline_code``
+    (e.g. ``insufficient_funds``) and a human ``message``."""
+
+    code: str | None
+    decline_code: str | None
+    message: str | None
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LastError:
+        return cls(
+            code=_str(data, "code"),
+            decline_code=_str(data, "declineCode"),
+            message=_str(data, "message"),
+            raw=dict(data),
+        )
+
+
+def _last_error(data: Mapping[str, Any]) -> LastError | None:
+    value = data.get("lastError")
+    return LastError.from_dict(value) if isinstance(value, dict) else None
+
+
+def _raise_if_failed(
+    payment: PaymentIntent | PaymentStatus, payment_intent_id: str, last_error: LastError | None
+) -> None:
+    if payment.status != IntentStatus.FAILED:
+        return
+    code = last_error.code if last_error else None
+    decline_code = last_error.decline_code if last_error else None
+    message = (last_error.message if last_error else None) or "the payment attempt failed"
+    raise CardError(
+        message,
+        code=code,
+        decline_code=decline_code,
+        payment_intent_id=payment_intent_id,
+        last_error=last_error,
+        payment=payment,
+    )
+
+
+@dataclass(frozen=True)
+class PaymentIntent:
+    """A payment intent (SPEC §4). ``client_secret`` is only set by ``create`` and is
+    hidden from ``repr``."""
+
+    payment_intent_id: str
+    status: str
+    amount: int | None
+    currency: str | None
+    amount_refunded: int
+    merchant_id: str | None = None
+    product_details: JSONObject | None = None
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    client_secret: str | None = field(default=None, repr=False)
+    last_error: LastError | None = None
+    card: Card | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.payment_intent_id
+
+    @property
+    def is_final(self) -> bool:
+        """``succeeded`` or ``canceled``: the intent never changes status again."""
+        return self.status in FINAL_STATUSES
+
+    def raise_if_failed(self) -> PaymentIntent:
+        """Raise ``CardError`` if the status is ``failed``; otherwise return ``self``."""
+        _raise_if_failed(self, self.payment_intent_id, self.last_error)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PaymentIntent:
+        card = data.get("card")
+        return cls(
+            payment_intent_id=_str(data, "paymentIntentId") or _str(data, "id") or "",
+            status=_str(data, "status") or "",
+            amount=_int(data, "amount"),
+            currency=_str(data, "currency"),
+            amount_refunded=_int(data, "amountRefunded") or 0,
+            merchant_id=_str(data, "merchantId"),
+            product_details=_obj(data, "productDetails"),
+            description=_str(data, "description"),
+            metadata=_str_map(data, "metadata"),
+            client_secret=_str(data, "clientSecret"),
+            last_error=_last_error(data),
+            card=Card.from_dict(card) if isinstance(card, dict) else None,
+            created_at=_time(data, "createdAt"),
+            updated_at=_time(data, "updatedAt"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class PaymentStatus:
+    """The answer of ``GET /api/v1/payment/status`` and of each status-stream event."""
+
+    payment_intent_id: str
+    status: str
+    amount: int | None = None
+    currency: str | None = None
+    amount_refunded: int = 0
+    last_error: LastError | None = None
+    updated_at: datetime | None = None
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.payment_intent_id
+
+    @property
+    def is_final(self) -> bool:
+        """``succeeded`` or ``canceled``: the intent never changes status again."""
+        return self.status in FINAL_STATUSES
+
+    def raise_if_failed(self) -> PaymentStatus:
+        """Raise ``CardError`` if the status is ``failed``; otherwise return ``self``."""
+        _raise_if_failed(self, self.payment_intent_id, self.last_error)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PaymentStatus:
+        return cls(
+            payment_intent_id=_str(data, "paymentIntentId") or "",
+            status=_str(data, "status") or "",
+            amount=_int(data, "amount"),
+            currency=_str(data, "currency"),
+            amount_refunded=_int(data, "amountRefunded") or 0,
+            last_error=_last_error(data),
+            updated_at=_time(data, "updatedAt"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Refund:
+    """A refund: ``POST /api/v1/payment/refund``'s answer, or a refund event's data."""
+
+    refund_id: str
+    payment_intent_id: str | None
+    amount: int | None
+    status: str | None
+    reason: str | None = None
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.refund_id
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Refund:
+        return cls(
+            refund_id=_str(data, "refundId") or _str(data, "id") or "",
+            payment_intent_id=_str(data, "paymentIntentId"),
+            amount=_int(data, "amount"),
+            status=_str(data, "status"),
+            reason=_str(data, "reason"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change: an entry of an intent's history, or a webhook payload.
+
+    ``data`` is the object as it was after the change (an intent or a refund).
+    """
+
+    type: str
+    data: JSONObject
+    event_id: str | None = None
+    created_at: datetime | None = None
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def id(self) -> str | None:
+        return self.event_id
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        return cls(
+            type=_str(data, "type") or "",
+            data=_obj(data, "data") or {},
+            event_id=_str(data, "eventId") or _str(data, "id"),
+            created_at=_time(data, "createdAt") or _time(data, "timestamp"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """A webhook endpoint. ``secret`` (``whsec_…``) is only in ``create``'s answer and is
+    hidden from ``repr``."""
+
+    webhook_endpoint_id: str
+    url: str | None
+    events: tuple[str, ...] | None
+    secret: str | None = field(default=None, repr=False)
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.webhook_endpoint_id
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WebhookEndpoint:
+        events = data.get("events")
+        return cls(
+            webhook_endpoint_id=_str(data, "webhookEndpointId") or _str(data, "id") or "",
+            url=_str(data, "url"),
+            events=tuple(e for e in events if isinstance(e, str))
+            if isinstance(events, list)
+            else None,
+            secret=_str(data, "secret"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list: ``data`` (newest first for intents) and ``has_more``."""
+
+    data: tuple[T, ...]
+    has_more: bool
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)

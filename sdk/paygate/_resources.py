@@ -1,0 +1,458 @@
+"""The API resources, sync and async, with the same names and arguments.
+
+Requests are described and answers parsed by ``_api``; these classes only send (through
+the client's retry loop) and, for the waiting calls, loop.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from . import _api
+from ._models import (
+    DEFAULT_WAIT_STATUSES,
+    FINAL_STATUSES,
+    Event,
+    IntentStatus,
+    Page,
+    PaymentIntent,
+    PaymentStatus,
+    Refund,
+    WebhookEndpoint,
+)
+from ._sse import SSEDecoder
+
+if TYPE_CHECKING:
+    from ._client import AsyncClient, Client
+
+__all__ = [
+    "AsyncPaymentIntents",
+    "AsyncRefunds",
+    "AsyncWebhookEndpoints",
+    "PaymentIntents",
+    "Refunds",
+    "WebhookEndpoints",
+]
+
+Statuses = Iterable[str | IntentStatus]
+
+
+def _reconnect_delay(delay: float, decoder: SSEDecoder) -> float:
+    # The stream's own "retry:" (milliseconds) is a floor, capped like Retry-After.
+    if decoder.retry is not None:
+        delay = max(delay, min(decoder.retry / 1000.0, 60.0))
+    return delay
+
+
+class PaymentIntents:
+    """``client.payment_intents``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        product_details: Mapping[str, Any],
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        merchant_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PaymentIntent:
+        """Create an intent (``amount`` in minor units). The answer has ``client_secret``."""
+        options = _api.create_intent(
+            amount=amount,
+            currency=currency,
+            product_details=product_details,
+            description=description,
+            metadata=metadata,
+            merchant_id=merchant_id,
+            idempotency_key=idempotency_key,
+        )
+        return _api.parse_intent(self._client._request(options))
+
+    def get(self, payment_intent_id: str) -> PaymentIntent:
+        return _api.parse_intent(self._client._request(_api.get_intent(payment_intent_id)))
+
+    def list(
+        self,
+        *,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        status: str | IntentStatus | None = None,
+    ) -> Page[PaymentIntent]:
+        """One page, newest first."""
+        options = _api.list_intents(limit=limit, starting_after=starting_after, status=status)
+        return _api.parse_page(self._client._request(options), PaymentIntent.from_dict, "intents")
+
+    def list_auto_paging(
+        self,
+        *,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        status: str | IntentStatus | None = None,
+    ) -> Iterator[PaymentIntent]:
+        """Every intent, newest first, fetching pages (of ``limit``) as needed."""
+        cursor = starting_after
+        while True:
+            page = self.list(limit=limit, starting_after=cursor, status=status)
+            yield from page.data
+            if not page.has_more or not page.data:
+                return
+            cursor = page.data[-1].payment_intent_id
+
+    def cancel(self, payment_intent_id: str, *, idempotency_key: str | None = None) -> PaymentIntent:
+        """Cancel a ``created`` or ``failed`` intent (else ``InvalidRequestError``, 409)."""
+        options = _api.cancel_intent(payment_intent_id, idempotency_key)
+        return _api.parse_intent(self._client._request(options))
+
+    def process(
+        self,
+        payment_intent_id: str,
+        *,
+        token: str | None = None,
+        encrypted_card: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PaymentIntent:
+        """Charge the intent with a checkout token or an ``encrypt_card()`` JWE.
+
+        Returns the intent: ``in_progress``, or final if the processor answered in time. A
+        decline is *returned* (status ``failed``, ``last_error`` set), not raised; call
+        ``.raise_if_failed()`` on the result to get a ``CardError`` instead.
+        """
+        options = _api.process_intent(
+            payment_intent_id,
+            token=token,
+            encrypted_card=encrypted_card,
+            idempotency_key=idempotency_key,
+        )
+        return _api.parse_intent(self._client._request(options))
+
+    def status(self, payment_intent_id: str, *, wait: float | None = None) -> PaymentStatus:
+        """The status; with ``wait`` (0-60 s) the gateway holds the request until the
+        status changes or ``wait`` passes."""
+        options = _api.get_status(payment_intent_id, wait, self._client.timeout)
+        return _api.parse_status(self._client._request(options))
+
+    def wait_for_status(
+        self,
+        payment_intent_id: str,
+        statuses: Statuses = DEFAULT_WAIT_STATUSES,
+        *,
+        timeout: float | None = 60.0,
+    ) -> PaymentStatus:
+        """Long-poll until the status is one of ``statuses`` (default: succeeded, canceled,
+        failed) and return it; ``WaitTimeoutError`` once ``timeout`` seconds have passed
+        (``None``: no deadline)."""
+        client = self._client
+        plan = _api.WaitPlan(payment_intent_id, _api.wait_statuses(statuses), timeout, client._clock())
+        while True:
+            wait = plan.next_wait(client._clock())
+            started = client._clock()
+            status = self.status(payment_intent_id, wait=wait)
+            done, pause = plan.done(status, started, client._clock())
+            if done:
+                return status
+            if pause > 0:
+                client._sleep(pause)
+
+    def stream_status(
+        self,
+        payment_intent_id: str,
+        *,
+        until: Statuses = FINAL_STATUSES,
+        timeout: float | None = None,
+    ) -> Iterator[PaymentStatus]:
+        """Yield each status change from the server-sent event stream, ending after a
+        status in ``until`` (default: succeeded, canceled) or when the gateway ends the
+        stream. A dropped connection is reopened (with ``Last-Event-ID``), up to
+        ``max_retries`` times in a row; ``timeout`` (seconds, ``None``: none) bounds the
+        whole stream with ``WaitTimeoutError``. Close the generator to stop early."""
+        client = self._client
+        plan = _api.WaitPlan(payment_intent_id, _api.wait_statuses(until), timeout, client._clock())
+        last_event_id: str | None = None
+        failures = 0
+        while True:
+            remaining = plan.remaining(client._clock())
+            read = _api.STREAM_READ_TIMEOUT if remaining is None else min(_api.STREAM_READ_TIMEOUT, remaining)
+            prepared = client._prepare(
+                _api.stream_status(payment_intent_id, last_event_id, client.timeout, read)
+            )
+            response = client._send(prepared)
+            decoder = SSEDecoder()
+            try:
+                if not _api.is_event_stream(response):
+                    raise _api.not_event_stream(response)
+                for chunk in response.iter_bytes():
+                    for event in decoder.feed(chunk):
+                        status = _api.status_from_event(event)
+                        if status is None:
+                            continue
+                        failures = 0
+                        if plan.last is None or status.raw != plan.last.raw:
+                            plan.last = status
+                            yield status
+                        if status.status in plan.statuses:
+                            return
+                return
+            except httpx.ReadTimeout:
+                # Idle past the read timeout: reopen at once (the deadline check is first).
+                pass
+            except httpx.TransportError as exc:
+                delay = client._retry_or_raise(prepared, failures, exc=exc)
+                failures += 1
+                client._sleep(_reconnect_delay(delay, decoder))
+            finally:
+                response.close()
+            last_event_id = decoder.last_event_id or last_event_id
+
+    def history(self, payment_intent_id: str) -> builtins.list[Event]:
+        """Every change of the intent, oldest first."""
+        return _api.parse_history(self._client._request(_api.history(payment_intent_id)))
+
+
+class AsyncPaymentIntents:
+    """``async_client.payment_intents``: ``PaymentIntents``, awaited."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        product_details: Mapping[str, Any],
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        merchant_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PaymentIntent:
+        options = _api.create_intent(
+            amount=amount,
+            currency=currency,
+            product_details=product_details,
+            description=description,
+            metadata=metadata,
+            merchant_id=merchant_id,
+            idempotency_key=idempotency_key,
+        )
+        return _api.parse_intent(await self._client._request(options))
+
+    async def get(self, payment_intent_id: str) -> PaymentIntent:
+        return _api.parse_intent(await self._client._request(_api.get_intent(payment_intent_id)))
+
+    async def list(
+        self,
+        *,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        status: str | IntentStatus | None = None,
+    ) -> Page[PaymentIntent]:
+        options = _api.list_intents(limit=limit, starting_after=starting_after, status=status)
+        body = await self._client._request(options)
+        return _api.parse_page(body, PaymentIntent.from_dict, "intents")
+
+    async def list_auto_paging(
+        self,
+        *,
+        limit: int | None = None,
+        starting_after: str | None = None,
+        status: str | IntentStatus | None = None,
+    ) -> AsyncIterator[PaymentIntent]:
+        cursor = starting_after
+        while True:
+            page = await self.list(limit=limit, starting_after=cursor, status=status)
+            for intent in page.data:
+                yield intent
+            if not page.has_more or not page.data:
+                return
+            cursor = page.data[-1].payment_intent_id
+
+    async def cancel(
+        self, payment_intent_id: str, *, idempotency_key: str | None = None
+    ) -> PaymentIntent:
+        options = _api.cancel_intent(payment_intent_id, idempotency_key)
+        return _api.parse_intent(await self._client._request(options))
+
+    async def process(
+        self,
+        payment_intent_id: str,
+        *,
+        token: str | None = None,
+        encrypted_card: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PaymentIntent:
+        options = _api.process_intent(
+            payment_intent_id,
+            token=token,
+            encrypted_card=encrypted_card,
+            idempotency_key=idempotency_key,
+        )
+        return _api.parse_intent(await self._client._request(options))
+
+    async def status(self, payment_intent_id: str, *, wait: float | None = None) -> PaymentStatus:
+        options = _api.get_status(payment_intent_id, wait, self._client.timeout)
+        return _api.parse_status(await self._client._request(options))
+
+    async def wait_for_status(
+        self,
+        payment_intent_id: str,
+        statuses: Statuses = DEFAULT_WAIT_STATUSES,
+        *,
+        timeout: float | None = 60.0,
+    ) -> PaymentStatus:
+        client = self._client
+        plan = _api.WaitPlan(payment_intent_id, _api.wait_statuses(statuses), timeout, client._clock())
+        while True:
+            wait = plan.next_wait(client._clock())
+            started = client._clock()
+            status = await self.status(payment_intent_id, wait=wait)
+            done, pause = plan.done(status, started, client._clock())
+            if done:
+                return status
+            if pause > 0:
+                await client._sleep(pause)
+
+    async def stream_status(
+        self,
+        payment_intent_id: str,
+        *,
+        until: Statuses = FINAL_STATUSES,
+        timeout: float | None = None,
+    ) -> AsyncIterator[PaymentStatus]:
+        client = self._client
+        plan = _api.WaitPlan(payment_intent_id, _api.wait_statuses(until), timeout, client._clock())
+        last_event_id: str | None = None
+        failures = 0
+        while True:
+            remaining = plan.remaining(client._clock())
+            read = _api.STREAM_READ_TIMEOUT if remaining is None else min(_api.STREAM_READ_TIMEOUT, remaining)
+            prepared = client._prepare(
+                _api.stream_status(payment_intent_id, last_event_id, client.timeout, read)
+            )
+            response = await client._send(prepared)
+            decoder = SSEDecoder()
+            try:
+                if not _api.is_event_stream(response):
+                    raise _api.not_event_stream(response)
+                async for chunk in response.aiter_bytes():
+                    for event in decoder.feed(chunk):
+                        status = _api.status_from_event(event)
+                        if status is None:
+                            continue
+                        failures = 0
+                        if plan.last is None or status.raw != plan.last.raw:
+                            plan.last = status
+                            yield status
+                        if status.status in plan.statuses:
+                            return
+                return
+            except httpx.ReadTimeout:
+                pass
+            except httpx.TransportError as exc:
+                delay = client._retry_or_raise(prepared, failures, exc=exc)
+                failures += 1
+                await client._sleep(_reconnect_delay(delay, decoder))
+            finally:
+                await response.aclose()
+            last_event_id = decoder.last_event_id or last_event_id
+
+    async def history(self, payment_intent_id: str) -> builtins.list[Event]:
+        return _api.parse_history(await self._client._request(_api.history(payment_intent_id)))
+
+
+class Refunds:
+    """``client.refunds``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: int | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Refund:
+        """Refund ``amount`` (minor units; default: all that remains) of a charged intent."""
+        options = _api.create_refund(
+            payment_intent_id, amount=amount, reason=reason, idempotency_key=idempotency_key
+        )
+        return _api.parse_refund(self._client._request(options))
+
+
+class AsyncRefunds:
+    """``async_client.refunds``."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: int | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Refund:
+        options = _api.create_refund(
+            payment_intent_id, amount=amount, reason=reason, idempotency_key=idempotency_key
+        )
+        return _api.parse_refund(await self._client._request(options))
+
+
+class WebhookEndpoints:
+    """``client.webhook_endpoints``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        url: str,
+        *,
+        events: Iterable[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> WebhookEndpoint:
+        """Register an endpoint (``events``: the types to send; default all). The answer's
+        ``secret`` (``whsec_…``) is shown only here: store it to verify deliveries."""
+        options = _api.create_webhook_endpoint(url, events, idempotency_key)
+        return _api.parse_webhook_endpoint(self._client._request(options))
+
+    def list(self) -> Page[WebhookEndpoint]:
+        return _api.parse_webhook_endpoints(self._client._request(_api.list_webhook_endpoints()))
+
+    def delete(self, webhook_endpoint_id: str) -> None:
+        self._client._request(_api.delete_webhook_endpoint(webhook_endpoint_id))
+
+
+class AsyncWebhookEndpoints:
+    """``async_client.webhook_endpoints``."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        url: str,
+        *,
+        events: Iterable[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> WebhookEndpoint:
+        options = _api.create_webhook_endpoint(url, events, idempotency_key)
+        return _api.parse_webhook_endpoint(await self._client._request(options))
+
+    async def list(self) -> Page[WebhookEndpoint]:
+        body = await self._client._request(_api.list_webhook_endpoints())
+        return _api.parse_webhook_endpoints(body)
+
+    async def delete(self, webhook_endpoint_id: str) -> None:
+        await self._client._request(_api.delete_webhook_endpoint(webhook_endpoint_id))

@@ -1,0 +1,165 @@
+"""Webhook signatures (SPEC §6, Standard Webhooks 1.0).
+
+A delivery carries three headers:
+
+- ``webhook-id``: the event id, the same on every retry (deduplicate on it);
+- ``webhook-timestamp``: Unix seconds of this attempt;
+- ``webhook-signature``: space-separated ``v1,<base64>`` entries (several during a
+  secret rotation), each the HMAC-SHA256 of ``"<id>.<timestamp>.<raw body>"`` keyed with
+  the base64-decoded part of the ``whsec_…`` secret.
+
+Verify the raw body bytes as received: parsing and re-serializing JSON changes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ._exceptions import SignatureVerificationError
+from ._models import Event
+
+__all__ = ["DEFAULT_TOLERANCE", "construct_event", "sign", "sign_headers", "verify"]
+
+#: Seconds a timestamp may be off the receiver's clock, in either direction.
+DEFAULT_TOLERANCE = 300
+_SECRET_PREFIX = "whsec_"
+
+
+def _key(secret: str) -> bytes:
+    encoded = secret[len(_SECRET_PREFIX) :] if secret.startswith(_SECRET_PREFIX) else secret
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the webhook secret is not valid base64 after 'whsec_'") from None
+    if not key:
+        raise ValueError("the webhook secret is empty")
+    return key
+
+
+def _body(payload: bytes | str) -> bytes:
+    return payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+
+
+def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
+    message = f"{msg_id}.{timestamp}.".encode() + body
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def sign(payload: bytes | str, secret: str, *, msg_id: str, timestamp: int | datetime) -> str:
+    """The ``webhook-signature`` value (``v1,<base64>``) of one delivery."""
+    ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else int(timestamp)
+    digest = _digest(_key(secret), msg_id, ts, _body(payload))
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def sign_headers(
+    payload: bytes | str,
+    secret: str,
+    *,
+    msg_id: str,
+    timestamp: int | datetime | None = None,
+) -> dict[str, str]:
+    """All three headers of one delivery (``timestamp`` defaults to now): for tests and
+    for tools that replay events to a receiver."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    ts = int(ts.timestamp()) if isinstance(ts, datetime) else int(ts)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(payload, secret, msg_id=msg_id, timestamp=ts),
+    }
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {str(name).lower(): value for name, value in headers.items()}
+
+
+def verify(
+    payload: bytes | str,
+    headers: Mapping[str, str],
+    secret: str,
+    tolerance: int = DEFAULT_TOLERANCE,
+    *,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Verify a delivery and return its JSON payload.
+
+    ``headers`` is any mapping (names are matched case-insensitively). Raises
+    ``SignatureVerificationError`` if a header is missing, the timestamp is more than
+    ``tolerance`` seconds in the past or the future, no ``v1`` signature matches (compared
+    in constant time), or the verified body is not a JSON object. ``now`` (Unix seconds)
+    replaces the clock, for tests.
+    """
+    key = _key(secret)
+    lowered = _lower(headers)
+    msg_id = lowered.get("webhook-id")
+    raw_ts = lowered.get("webhook-timestamp")
+    raw_signatures = lowered.get("webhook-signature")
+    if not msg_id or not raw_ts or not raw_signatures:
+        raise SignatureVerificationError(
+            "missing webhook-id, webhook-timestamp or webhook-signature header"
+        )
+    try:
+        timestamp = int(raw_ts.strip())
+    except ValueError:
+        raise SignatureVerificationError("invalid webhook-timestamp header") from None
+    current = time.time() if now is None else now
+    if timestamp < current - tolerance:
+        raise SignatureVerificationError("webhook timestamp too old")
+    if timestamp > current + tolerance:
+        raise SignatureVerificationError("webhook timestamp too far in the future")
+
+    body = _body(payload)
+    expected = _digest(key, msg_id, timestamp, body)
+    matched = False
+    for entry in raw_signatures.split(" "):
+        version, sep, encoded = entry.partition(",")
+        if not sep or version != "v1":
+            continue
+        try:
+            candidate = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        # No early exit: the time taken does not depend on which entry matched.
+        matched |= hmac.compare_digest(candidate, expected)
+    if not matched:
+        raise SignatureVerificationError("no matching webhook signature")
+
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise SignatureVerificationError("the webhook payload is not JSON") from None
+    if not isinstance(data, dict):
+        raise SignatureVerificationError("the webhook payload is not a JSON object")
+    return data
+
+
+def construct_event(
+    payload: bytes | str,
+    headers: Mapping[str, str],
+    secret: str,
+    tolerance: int = DEFAULT_TOLERANCE,
+    *,
+    now: float | None = None,
+) -> Event:
+    """``verify()``, then an ``Event`` whose ``event_id`` is the ``webhook-id``."""
+    data = verify(payload, headers, secret, tolerance, now=now)
+    event = Event.from_dict(data)
+    if event.event_id is None:
+        msg_id = _lower(headers).get("webhook-id")
+        event = Event(
+            type=event.type,
+            data=event.data,
+            event_id=msg_id,
+            created_at=event.created_at,
+            raw=event.raw,
+        )
+    return event

@@ -1,0 +1,117 @@
+"""The ASGI application factory with a typed lifespan (no import-time singletons)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from paygate_server.auth import Authenticator
+from paygate_server.auth.authenticate import prune_nonces
+from paygate_server.config import Settings
+from paygate_server.crypto import load_master_key
+from paygate_server.db import check_schema, create_database
+from paygate_server.errors import ApiError
+from paygate_server.http.api import error_response, json_response
+from paygate_server.http.idempotency import prune_idempotency_keys
+from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
+from paygate_server.intents import endpoints as intent_endpoints
+from paygate_server.realtime import ChangeNotifier
+from paygate_server.state import Gateway
+
+__all__ = ["create_app", "create_app_from_env", "build_gateway"]
+
+log = logging.getLogger("paygate")
+
+# Extension points: other domains add their routes and background loops here.
+Lifecycle = Callable[[Gateway], Awaitable[None]]
+
+
+async def build_gateway(settings: Settings) -> Gateway:
+    db = create_database(settings.resolved_database_url)
+    try:
+        await check_schema(db)
+    except Exception:
+        await db.dispose()
+        raise
+    master = load_master_key(settings.master_key, settings.master_key_path)
+    authenticator = Authenticator(db, master, tolerance_s=settings.timestamp_tolerance_s,
+                                  cache_ttl_s=settings.key_cache_ttl_s)
+    notifier = ChangeNotifier(db, poll_interval_s=settings.change_poll_interval_s)
+    return Gateway(settings=settings, db=db, master_key=master, authenticator=authenticator,
+                   notifier=notifier)
+
+
+async def _housekeeping(gateway: Gateway) -> None:
+    """Prune expired nonces and idempotency keys once a minute."""
+    while True:
+        try:
+            async with gateway.db.write() as conn:
+                await prune_nonces(conn)
+                await prune_idempotency_keys(conn, gateway.settings.idempotency_ttl_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("housekeeping failed")
+        await asyncio.sleep(60)
+
+
+def _routes() -> list[BaseRoute]:
+    from paygate_server.openapi import openapi_endpoint
+
+    return [
+        *intent_endpoints.routes,
+        Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
+        Route("/healthz", _healthz, methods=["GET"]),
+    ]
+
+
+async def _healthz(request: Request) -> Response:
+    return json_response(200, {"status": "ok"})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "resource_missing", 405: "method_not_allowed"}.get(exc.status_code, "parameter_invalid")
+    message = {404: "no such endpoint", 405: "method not allowed for this endpoint"}.get(
+        exc.status_code, "bad request")
+    return error_response(ApiError(code, message), request_id_of(request.scope))
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
+        gateway = await build_gateway(settings)
+        await gateway.notifier.start()
+        tasks: list[asyncio.Task[None]] = []
+        if settings.run_background:
+            tasks.append(asyncio.create_task(_housekeeping(gateway), name="housekeeping"))
+        try:
+            yield {"gateway": gateway}
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await gateway.notifier.stop()
+            await gateway.db.dispose()
+
+    return Starlette(
+        routes=_routes(),
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+
+
+def create_app_from_env() -> Starlette:
+    """For ``uvicorn --factory`` (several worker processes each build their own)."""
+    return create_app(Settings.from_env())

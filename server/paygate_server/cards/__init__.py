@@ -1,0 +1,57 @@
+"""Card data on the server: the checkout JWE, card numbers, the checkout keys.
+
+- :mod:`.jwe` — :func:`decrypt_card_jwe` turns an ``encryptedCard`` (JWE compact,
+  ``RSA-OAEP-256`` / ``A256GCM``, SPEC §5) into a :class:`CardPayload`, or raises
+  :class:`InvalidCardData` — one exception, one message, whatever went wrong (no oracle).
+  Map it to ``400 parameter_invalid`` with ``param="encryptedCard"``.
+- :mod:`.pan` — Luhn, brand by BIN, and the SPEC §4 plaintext detector
+  (:func:`contains_card_number` over a decoded request body; it skips ``encryptedCard``).
+- :mod:`.keys` — RSA key generation (3072-bit default), the public JWKS for
+  ``GET /checkout/v1/keys``, PKCS#8 DER (de)serialization for encrypted storage, and the
+  keyed card-number :func:`fingerprint`.
+
+This package does no storage, logging or I/O.
+"""
+
+from __future__ import annotations
+
+from .jwe import INVALID_CARD_DATA_MESSAGE, CardPayload, InvalidCardData, decrypt_card_jwe
+from .keys import (
+    DEFAULT_KEY_BITS,
+    fingerprint,
+    generate_private_key,
+    new_kid,
+    private_key_from_pkcs8_der,
+    private_key_to_pkcs8_der,
+    public_jwk,
+    render_jwks,
+)
+from .pan import (
+    BRANDS,
+    card_brand,
+    contains_card_number,
+    last4,
+    looks_like_card_number,
+    luhn_valid,
+)
+
+__all__ = [
+    "BRANDS",
+    "DEFAULT_KEY_BITS",
+    "INVALID_CARD_DATA_MESSAGE",
+    "CardPayload",
+    "InvalidCardData",
+    "card_brand",
+    "contains_card_number",
+    "decrypt_card_jwe",
+    "fingerprint",
+    "generate_private_key",
+    "last4",
+    "looks_like_card_number",
+    "luhn_valid",
+    "new_kid",
+    "private_key_from_pkcs8_der",
+    "private_key_to_pkcs8_der",
+    "public_jwk",
+    "render_jwks",
+]

@@ -1,0 +1,125 @@
+"""The checkout's RSA key pairs, their JWKS, and the keyed card-number fingerprint.
+
+Key size: **3072 bits** by default. NIST SP 800-57 puts RSA-2048 at 112-bit security,
+acceptable only until 2030; 3072 bits is the 128-bit level that matches the AES-256-GCM
+content key, and the cost is paid where it is cheap (one key generation per rotation, one
+RSA-OAEP encryption in the customer's browser). Decryption costs ~3x a 2048-bit key, a few
+milliseconds per tokenization. 2048 is accepted (``generate_private_key(2048)``, and
+:func:`private_key_from_pkcs8_der` loads it) so that tests stay fast; nothing smaller.
+
+Storage is the caller's job: :func:`private_key_to_pkcs8_der` gives the bytes to encrypt
+under the master key, :func:`private_key_from_pkcs8_der` reads them back.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Final, Union
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+__all__ = [
+    "DEFAULT_KEY_BITS",
+    "MIN_KEY_BITS",
+    "fingerprint",
+    "generate_private_key",
+    "new_kid",
+    "private_key_from_pkcs8_der",
+    "private_key_to_pkcs8_der",
+    "public_jwk",
+    "render_jwks",
+]
+
+DEFAULT_KEY_BITS: Final = 3072
+MIN_KEY_BITS: Final = 2048
+_PUBLIC_EXPONENT: Final = 65537
+
+RSAKey = Union[rsa.RSAPrivateKey, rsa.RSAPublicKey]
+
+
+def generate_private_key(bits: int = DEFAULT_KEY_BITS) -> rsa.RSAPrivateKey:
+    """A fresh RSA private key (e = 65537) for RSA-OAEP-256 card encryption."""
+    if bits < MIN_KEY_BITS or bits % 8:
+        raise ValueError(f"RSA key size must be a multiple of 8 and at least {MIN_KEY_BITS}")
+    return rsa.generate_private_key(public_exponent=_PUBLIC_EXPONENT, key_size=bits)
+
+
+def new_kid() -> str:
+    """A random key id for the JWKS (``ck_`` + 96 random bits, hex)."""
+    return "ck_" + secrets.token_hex(12)
+
+
+def _b64url_uint(value: int) -> str:
+    # RFC 7518 §2: Base64urlUInt, big-endian, minimal length (zero is one zero octet).
+    raw = value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def public_jwk(kid: str, key: RSAKey) -> dict[str, str]:
+    """The public JWK of ``key`` (a private key's public half is used) under ``kid``."""
+    if not kid:
+        raise ValueError("kid must not be empty")
+    public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
+    numbers = public.public_numbers()
+    return {
+        "kty": "RSA",
+        "kid": kid,
+        "use": "enc",
+        "alg": "RSA-OAEP-256",
+        "n": _b64url_uint(numbers.n),
+        "e": _b64url_uint(numbers.e),
+    }
+
+
+def render_jwks(
+    keys: Mapping[str, RSAKey] | Iterable[tuple[str, RSAKey]],
+) -> dict[str, list[dict[str, str]]]:
+    """The JWKS document served at ``GET /checkout/v1/keys``.
+
+    Pass the keys browsers should encrypt to, **current key first**: the checkout frame
+    uses the first suitable key. Keep recently retired keys out of the JWKS (browsers must
+    stop using them) but in the mapping given to ``decrypt_card_jwe`` for a while (a page
+    opened before the rotation may still send them).
+    """
+    items = keys.items() if isinstance(keys, Mapping) else keys
+    return {"keys": [public_jwk(kid, key) for kid, key in items]}
+
+
+def private_key_to_pkcs8_der(key: rsa.RSAPrivateKey) -> bytes:
+    """Unencrypted PKCS#8 DER bytes of ``key``; the caller encrypts them before storing."""
+    return key.private_bytes(
+        encoding=serialization.Encoding.DER,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+
+
+def private_key_from_pkcs8_der(data: bytes) -> rsa.RSAPrivateKey:
+    """Load what :func:`private_key_to_pkcs8_der` produced; refuses non-RSA and small keys."""
+    key = serialization.load_der_private_key(data, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("not an RSA private key")
+    if key.key_size < MIN_KEY_BITS:
+        raise ValueError(f"RSA key smaller than {MIN_KEY_BITS} bits")
+    return key
+
+
+def fingerprint(pan: str, key: bytes) -> str:
+    """Keyed fingerprint of a card number: lowercase hex HMAC-SHA256(key, digits).
+
+    The same card gives the same fingerprint under one key (to spot a card reused across
+    intents or merchants) without the hash being reversible by brute force over the small
+    PAN space, as an unkeyed hash would be (PCI DSS 3.5.1.1). Spaces and dashes are ignored.
+    """
+    if len(key) < 16:
+        raise ValueError("fingerprint key must be at least 16 bytes")
+    digits = pan.replace(" ", "").replace("-", "")
+    if not digits.isascii() or not digits.isdigit():
+        # Never echo the value: it may be a card number with a typo.
+        raise ValueError("card number must contain only digits, spaces or dashes")
+    return hmac.new(key, digits.encode("ascii"), hashlib.sha256).hexdigest()

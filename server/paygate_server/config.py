@@ -1,0 +1,86 @@
+"""Configuration from ``PAYGATE_*`` environment variables (SPEC §9), read once at start-up."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+__all__ = ["Settings", "normalize_database_url"]
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick the async driver for a plain URL: aiosqlite for SQLite, asyncpg for PostgreSQL."""
+    if url.startswith("sqlite:///") or url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://"):]
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("paygate-data")
+    database_url: str = ""
+    processor_url: str = "http://127.0.0.1:8081"
+    master_key: str | None = None
+    # The gateway's own public origin (for checkout.js and the iframe); derived from the
+    # request when unset.
+    public_url: str | None = None
+    # Authentication (SPEC §3).
+    timestamp_tolerance_s: int = 300
+    key_cache_ttl_s: float = 1.0
+    # Idempotency keys are kept at least this long (SPEC §3: ≥ 24 h).
+    idempotency_ttl_s: int = 24 * 3600
+    # An in-flight idempotency claim older than this is considered abandoned (crash).
+    idempotency_lock_timeout_s: int = 90
+    max_body_bytes: int = 64 * 1024
+    # Processing (SPEC §7).
+    processor_connect_timeout_s: float = 2.0
+    processor_timeout_s: float = 10.0
+    process_wait_budget_s: float = 5.0
+    # Background work inside `paygate serve`.
+    run_background: bool = True
+    change_poll_interval_s: float = 0.02
+    webhook_allow_private: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def resolved_database_url(self) -> str:
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'paygate.db').resolve()}"
+        return normalize_database_url(url)
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.data_dir / "master.key"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            data_dir=Path(env.get("PAYGATE_DATA_DIR") or d.data_dir),
+            database_url=env.get("PAYGATE_DATABASE_URL", ""),
+            processor_url=env.get("PAYGATE_PROCESSOR_URL") or d.processor_url,
+            master_key=env.get("PAYGATE_MASTER_KEY") or None,
+            public_url=env.get("PAYGATE_PUBLIC_URL") or None,
+            timestamp_tolerance_s=int(env.get("PAYGATE_TIMESTAMP_TOLERANCE_S", d.timestamp_tolerance_s)),
+            key_cache_ttl_s=float(env.get("PAYGATE_KEY_CACHE_TTL_S", d.key_cache_ttl_s)),
+            idempotency_ttl_s=int(env.get("PAYGATE_IDEMPOTENCY_TTL_S", d.idempotency_ttl_s)),
+            processor_timeout_s=float(env.get("PAYGATE_PROCESSOR_TIMEOUT_S", d.processor_timeout_s)),
+            process_wait_budget_s=float(env.get("PAYGATE_PROCESS_WAIT_BUDGET_S", d.process_wait_budget_s)),
+            run_background=_bool(env.get("PAYGATE_RUN_BACKGROUND"), d.run_background),
+            change_poll_interval_s=float(env.get("PAYGATE_CHANGE_POLL_INTERVAL_S", d.change_poll_interval_s)),
+            webhook_allow_private=_bool(env.get("PAYGATE_WEBHOOK_ALLOW_PRIVATE")),
+            extra={k: v for k, v in env.items() if k.startswith("PAYGATE_")},
+        )

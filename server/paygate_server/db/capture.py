@@ -1,0 +1,126 @@
+"""Change capture enforced by the database (SPEC §8).
+
+Triggers on every captured table write one ``change_log`` row per insert or update, in
+the same transaction as the change, so no code path can forget to record history. Each
+row carries a per-intent sequence (``intent_seq``) and a JSON snapshot of the new row
+(never secrets: the captured tables hold no card number, CVC or client secret).
+
+PostgreSQL also gets the writing transaction's id (``txid``) for commit-safe reading, and a
+``NOTIFY paygate_changes`` whose payload is the intent id, delivered at commit — the
+cross-worker wake-up for long-polls and streams.
+
+The DDL lives here (not in a migration file) so migrations and tests build the exact same
+triggers; a migration calls :func:`install` for the dialect it runs on.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Table
+
+from paygate_server.db.schema import CAPTURED_TABLES, metadata
+
+__all__ = ["install_statements", "uninstall_statements", "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL"]
+
+NOTIFY_CHANNEL = "paygate_changes"
+
+# Columns never copied into the history.
+SNAPSHOT_EXCLUDED = {"client_secret_hash", "vault_id", "card_fingerprint"}
+
+
+def _intent_id_expr(table_name: str) -> str:
+    return "NEW.id" if table_name == "payment_intents" else "NEW.intent_id"
+
+
+def _snapshot_columns(table: Table) -> list[str]:
+    return [c.name for c in table.columns if c.name not in SNAPSHOT_EXCLUDED]
+
+
+def _sqlite_statements(table_name: str, entity: str) -> list[str]:
+    table = metadata.tables[table_name]
+    pairs = ", ".join(f"'{c}', NEW.{c}" for c in _snapshot_columns(table))
+    intent = _intent_id_expr(table_name)
+    statements = []
+    for op in ("insert", "update"):
+        statements.append(
+            f"""CREATE TRIGGER trg_{table_name}_capture_{op} AFTER {op.upper()} ON {table_name}
+FOR EACH ROW BEGIN
+  INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at)
+  VALUES ('{entity}', NEW.id, '{op}', {intent}, NEW.merchant_id,
+          (SELECT COALESCE(MAX(intent_seq), 0) + 1 FROM change_log WHERE intent_id = {intent}),
+          json_object({pairs}), NULL, NEW.updated_at);
+END"""
+        )
+    return statements
+
+
+def _postgres_statements(table_name: str, entity: str) -> list[str]:
+    table = metadata.tables[table_name]
+    excluded = " - ".join(f"'{c}'" for c in SNAPSHOT_EXCLUDED if c in table.columns)
+    snapshot = f"to_jsonb(NEW) - {excluded}" if excluded else "to_jsonb(NEW)"
+    intent = _intent_id_expr(table_name)
+    lock = (
+        ""
+        if table_name == "payment_intents"
+        # Serialize all changes of one intent behind its row lock, always taken first,
+        # so intent_seq is gap-free and ordered without deadlocks.
+        else f"  PERFORM 1 FROM payment_intents WHERE id = {intent} FOR UPDATE;\n"
+    )
+    return [
+        f"""CREATE OR REPLACE FUNCTION fn_{table_name}_capture() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  seq BIGINT;
+BEGIN
+{lock}  SELECT COALESCE(MAX(intent_seq), 0) + 1 INTO seq FROM change_log WHERE intent_id = {intent};
+  INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at)
+  VALUES ('{entity}', NEW.id, lower(TG_OP), {intent}, NEW.merchant_id, seq,
+          ({snapshot})::text, pg_current_xact_id()::text::bigint, NEW.updated_at);
+  PERFORM pg_notify('{NOTIFY_CHANNEL}', {intent});
+  RETURN NULL;
+END $$""",
+        f"""CREATE TRIGGER trg_{table_name}_capture AFTER INSERT OR UPDATE ON {table_name}
+FOR EACH ROW EXECUTE FUNCTION fn_{table_name}_capture()""",
+    ]
+
+
+def install_statements(dialect: str) -> list[str]:
+    build = _postgres_statements if dialect == "postgresql" else _sqlite_statements
+    out: list[str] = []
+    for table_name, entity in CAPTURED_TABLES.items():
+        out.extend(build(table_name, entity))
+    if dialect == "postgresql":
+        # The history is append-only: no code path may rewrite or delete it.
+        out.append(
+            """CREATE OR REPLACE FUNCTION fn_change_log_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'change_log is append-only';
+END $$"""
+        )
+        out.append(
+            """CREATE TRIGGER trg_change_log_append_only BEFORE UPDATE OR DELETE ON change_log
+FOR EACH ROW EXECUTE FUNCTION fn_change_log_append_only()"""
+        )
+    else:
+        for op in ("UPDATE", "DELETE"):
+            out.append(
+                f"""CREATE TRIGGER trg_change_log_no_{op.lower()} BEFORE {op} ON change_log
+BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END"""
+            )
+    return out
+
+
+def uninstall_statements(dialect: str) -> list[str]:
+    out: list[str] = []
+    for table_name in CAPTURED_TABLES:
+        if dialect == "postgresql":
+            out.append(f"DROP TRIGGER IF EXISTS trg_{table_name}_capture ON {table_name}")
+            out.append(f"DROP FUNCTION IF EXISTS fn_{table_name}_capture()")
+        else:
+            for op in ("insert", "update"):
+                out.append(f"DROP TRIGGER IF EXISTS trg_{table_name}_capture_{op}")
+    if dialect == "postgresql":
+        out.append("DROP TRIGGER IF EXISTS trg_change_log_append_only ON change_log")
+        out.append("DROP FUNCTION IF EXISTS fn_change_log_append_only()")
+    else:
+        out += [f"DROP TRIGGER IF EXISTS trg_change_log_no_{op}" for op in ("update", "delete")]
+    return out

@@ -1,0 +1,94 @@
+"""The database handle: one async engine per process, SQLite or PostgreSQL.
+
+``Database.write()`` is one transaction per state change. On SQLite it is serialized
+inside the process by an asyncio lock and across processes by ``BEGIN IMMEDIATE`` plus a
+busy timeout, so concurrent writers queue instead of failing with "database is locked".
+``Database.read()`` never takes the write lock.
+"""
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from paygate_server.config import normalize_database_url
+
+__all__ = ["Database", "create_database"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level: we issue BEGIN ourselves (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = normalize_database_url(url)
+        self.dialect = make_url(self.url).get_backend_name()
+        self.is_sqlite = self.dialect == "sqlite"
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=pool_size)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            # Writes take the database lock up front: a deferred transaction that later
+            # upgrades to a write can fail with SQLITE_BUSY without waiting.
+            self._write_engine: AsyncEngine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+            self._read_engine: AsyncEngine = self.engine
+        else:
+            self.engine = create_async_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=False
+            )
+            self._write_engine = self.engine
+            self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        if self._write_lock is not None:
+            async with self._write_lock:
+                async with self._write_engine.begin() as conn:
+                    yield conn
+        else:
+            async with self._write_engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        if self.is_sqlite:
+            # A deferred read transaction: a consistent snapshot, no write lock.
+            async with self._read_engine.begin() as conn:
+                yield conn
+        else:
+            async with self._read_engine.connect() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def raw_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection outside the write discipline (migrations, DDL, tooling)."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_database(url: str, **kw: Any) -> Database:
+    return Database(url, **kw)
+

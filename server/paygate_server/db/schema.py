@@ -1,0 +1,220 @@
+"""The database schema as SQLAlchemy Core tables (no ORM on request paths).
+
+Times are BIGINT microseconds since the epoch (see :mod:`paygate_server.clock`); money is
+BIGINT minor units. JSON documents are stored as text produced by orjson so both SQLite
+and PostgreSQL keep exactly the bytes we wrote.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+__all__ = [
+    "metadata",
+    "merchants",
+    "merchant_origins",
+    "api_keys",
+    "request_nonces",
+    "idempotency_keys",
+    "payment_intents",
+    "transactions",
+    "refunds",
+    "change_log",
+    "sealed_keys",
+    "CAPTURED_TABLES",
+]
+
+metadata = MetaData()
+
+merchants = Table(
+    "merchants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+merchant_origins = Table(
+    "merchant_origins",
+    metadata,
+    Column("merchant_id", String(64), ForeignKey("merchants.id"), primary_key=True),
+    Column("origin", String(300), primary_key=True),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("api_key", String(128), primary_key=True),
+    Column("merchant_id", String(64), ForeignKey("merchants.id"), nullable=False),
+    # The signing secret, AES-256-GCM sealed under the master key with the API key as AAD.
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Index("ix_api_keys_merchant", "merchant_id"),
+)
+
+# Replay protection (SPEC §3): a nonce is remembered for as long as its timestamp is
+# acceptable, by every worker and host, because they all share this table.
+request_nonces = Table(
+    "request_nonces",
+    metadata,
+    Column("api_key", String(128), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Index("ix_request_nonces_expires", "expires_at"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("merchant_id", String(64), primary_key=True),
+    Column("idempotency_key", String(255), primary_key=True),
+    # SHA-256 over method, path and body: "the same request" (SPEC §3).
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # in_progress | done
+    Column("locked_at", BigInteger, nullable=False),
+    Column("response_status", Integer, nullable=True),
+    Column("response_body", LargeBinary, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_idempotency_keys_created", "created_at"),
+)
+
+payment_intents = Table(
+    "payment_intents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("merchant_id", String(64), ForeignKey("merchants.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_refunded", BigInteger, nullable=False, server_default=text("0")),
+    Column("product_details", Text, nullable=True),
+    Column("description", Text, nullable=True),
+    Column("metadata", Text, nullable=True),
+    # SHA-256 of the client secret: the checkout authenticates with it, we never need it back.
+    Column("client_secret_hash", String(64), nullable=False, unique=True),
+    Column("last_error", Text, nullable=True),
+    Column("card", Text, nullable=True),
+    # Bumped on every change; the per-intent order of the change history.
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    Column("failed_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_payment_intents_merchant_created", "merchant_id", "created_at", "id"),
+)
+
+# One charge attempt at the processor. The partial unique indexes make "at most one
+# attempt in flight" and "at most one successful charge, ever" facts the database keeps.
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("intent_id", String(64), ForeignKey("payment_intents.id"), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | unknown | succeeded | failed
+    Column("reference", String(64), nullable=False, unique=True),
+    Column("connector", String(32), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("card_brand", String(16), nullable=True),
+    Column("card_last4", String(4), nullable=True),
+    Column("card_exp_month", Integer, nullable=True),
+    Column("card_exp_year", Integer, nullable=True),
+    Column("card_fingerprint", String(64), nullable=True),
+    Column("vault_id", String(64), nullable=True),
+    Column("auth_code", String(32), nullable=True),
+    Column("decline_code", String(64), nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("check_count", Integer, nullable=False, server_default=text("0")),
+    Column("next_check_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(
+        "ux_transactions_one_in_flight",
+        "intent_id",
+        unique=True,
+        sqlite_where=text("status IN ('pending', 'unknown')"),
+        postgresql_where=text("status IN ('pending', 'unknown')"),
+    ),
+    Index(
+        "ux_transactions_one_success",
+        "intent_id",
+        unique=True,
+        sqlite_where=text("status = 'succeeded'"),
+        postgresql_where=text("status = 'succeeded'"),
+    ),
+    Index("ix_transactions_unsettled", "status", "next_check_at"),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("intent_id", String(64), ForeignKey("payment_intents.id"), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    Column("transaction_id", String(64), nullable=False),
+    Column("reference", String(64), nullable=False, unique=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | unknown | succeeded | failed
+    Column("reason", String(200), nullable=True),
+    Column("check_count", Integer, nullable=False, server_default=text("0")),
+    Column("next_check_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_refunds_intent", "intent_id"),
+    Index("ix_refunds_unsettled", "status", "next_check_at"),
+)
+
+# The change history (SPEC §8), written only by database triggers (see
+# paygate_server.db.capture) in the same transaction as the change itself.
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("entity", String(32), nullable=False),
+    Column("entity_id", String(64), nullable=False),
+    Column("op", String(8), nullable=False),
+    Column("intent_id", String(64), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    Column("intent_seq", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+    # PostgreSQL: the writing transaction's id, to read rows in commit-safe order.
+    Column("txid", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("intent_id", "intent_seq", name="ux_change_log_intent_seq"),
+)
+
+# Key material sealed under the master key: card (JWE) private keys, vault data keys.
+sealed_keys = Table(
+    "sealed_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("purpose", String(32), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("public_jwk", Text, nullable=True),
+    Column("state", String(16), nullable=False),  # active | retired
+    Column("created_at", BigInteger, nullable=False),
+    Column("retired_at", BigInteger, nullable=True),
+    Index("ix_sealed_keys_purpose", "purpose", "state"),
+)
+
+# Tables whose every insert and update is captured into change_log.
+CAPTURED_TABLES: dict[str, str] = {
+    "payment_intents": "payment_intent",
+    "transactions": "transaction",
+    "refunds": "refund",
+}

@@ -1,0 +1,159 @@
+"""The ``/api/v1`` endpoint wrapper: limits, authentication, JSON, errors, idempotency.
+
+Order of work for every request, cheapest refusal first:
+
+1. body over the limit → 413 (by ``Content-Length``, or while streaming), before any
+   parsing or HMAC work;
+2. authentication over the raw bytes (SPEC §3) → 401, and nothing else happens;
+3. the endpoint: parse and validate (400, nothing stored), then execute — with an
+   ``Idempotency-Key``, through :mod:`paygate_server.http.idempotency`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import Response
+
+from paygate_server import jsoncodec
+from paygate_server.cards.pan import contains_card_number
+from paygate_server.errors import ApiError, error_body
+from paygate_server.http.idempotency import IdempotencyScope, parse_idempotency_key
+from paygate_server.http.middleware import request_id_of
+
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+
+__all__ = ["ApiContext", "api_endpoint", "json_response", "error_response", "read_body"]
+
+log = logging.getLogger("paygate.api")
+
+Handler = Callable[["ApiContext"], Awaitable[Response]]
+Operation = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(jsoncodec.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(exc: ApiError, request_id: str) -> Response:
+    body = error_body(exc.code, exc.message, request_id, param=exc.param)
+    return json_response(exc.status, body, exc.headers or None)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise ApiError("body_too_large", f"request bodies are limited to {limit} bytes")
+        except ValueError:
+            raise ApiError("invalid_json", "Content-Length is not a number") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError("body_too_large", f"request bodies are limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def request_target(request: Request) -> str:
+    """The request target exactly as sent: raw path plus ``?`` and the raw query."""
+    scope = request.scope
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else scope["path"]
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+@dataclass(slots=True)
+class ApiContext:
+    request: Request
+    gateway: Gateway
+    request_id: str
+    merchant_id: str
+    api_key: str
+    method: str
+    target: str
+    body: bytes
+    idempotency: IdempotencyScope | None = None
+    _parsed: Any = field(default=None)
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object, refused if it carries a plaintext card number."""
+        if not self.body.strip():
+            raise ApiError("invalid_json", "the request body must be a JSON object")
+        try:
+            value = jsoncodec.loads(self.body)
+        except jsoncodec.JSONDecodeError:
+            raise ApiError("invalid_json", "the request body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise ApiError("invalid_json", "the request body must be a JSON object")
+        if contains_card_number(value):
+            raise ApiError(
+                "plaintext_card_data",
+                "the request contains what looks like a card number outside an encrypted "
+                "field; send card data only through the checkout or encryptedCard",
+            )
+        return value
+
+    def query(self, name: str) -> str | None:
+        return self.request.query_params.get(name)
+
+    async def execute(self, operation: Operation) -> Response:
+        """Run a one-transaction state change, idempotently when the request has a key.
+
+        With a key, the claim, the change and the stored response commit together; a
+        duplicate arriving meanwhile waits on the key's row (PostgreSQL) or the write lock
+        (SQLite) and then replays the stored response.
+        """
+        db = self.gateway.db
+        scope = self.idempotency
+        try:
+            async with db.write() as conn:
+                if scope is not None:
+                    replay = await scope.begin(conn)
+                    if replay is not None:
+                        return replay
+                status, body = await operation(conn)
+                data = jsoncodec.dumps(body)
+                if scope is not None:
+                    await scope.complete(conn, status, data)
+        except ApiError as exc:
+            if scope is not None:
+                await scope.store_error(db, exc, self.request_id)
+            raise
+        return Response(data, status, media_type="application/json")
+
+
+def api_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        rid = request_id_of(request.scope)
+        gateway: Gateway = request.state.gateway
+        try:
+            body = await read_body(request, gateway.settings.max_body_bytes)
+            target = request_target(request)
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+            principal = await gateway.authenticator.authenticate(
+                method=request.method, target=target, headers=headers, body=body
+            )
+            if contains_card_number([v for _, v in request.query_params.multi_items()]):
+                raise ApiError("plaintext_card_data", "the query string contains what looks like a card number")
+            ctx = ApiContext(request, gateway, rid, principal.merchant_id, principal.api_key,
+                             request.method, target, body)
+            if request.method == "POST":
+                key = parse_idempotency_key(headers.get("idempotency-key"))
+                if key is not None:
+                    ctx.idempotency = IdempotencyScope(gateway, principal.merchant_id, key, request.method, target, body)
+            return await handler(ctx)
+        except ApiError as exc:
+            return error_response(exc, rid)
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint

@@ -1,0 +1,142 @@
+"""Idempotency keys (SPEC §3), scoped to the merchant.
+
+A key row is claimed in the same transaction as the change it guards (``begin`` …
+``complete``), so the stored response and the state change commit or vanish together.
+Multi-phase operations (processing: commit the attempt, call the processor, record the
+outcome) instead ``claim`` the key in a transaction of its own; a concurrent duplicate
+then sees it ``in_progress`` and gets ``409 idempotency_request_in_progress``. A claim
+abandoned by a crash is taken over after ``idempotency_lock_timeout_s``.
+
+Same key, same method + target + body → the stored response, with
+``Idempotent-Replayed: true``. Same key, another request → ``422 idempotency_key_reused``.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from paygate_server import jsoncodec
+from paygate_server.clock import now_us
+from paygate_server.db import Database
+from paygate_server.db.dialect import insert_ignore
+from paygate_server.db.schema import idempotency_keys as keys
+from paygate_server.errors import ApiError, error_body
+
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+
+__all__ = ["IdempotencyScope", "parse_idempotency_key", "prune_idempotency_keys"]
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255 or not all(" " <= ch <= "~" for ch in value):
+        raise ApiError(
+            "parameter_invalid",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            param="Idempotency-Key",
+        )
+    return value
+
+
+def _replay(status: int, body: bytes) -> Response:
+    return Response(body, status, {"Idempotent-Replayed": "true"}, media_type="application/json")
+
+
+class IdempotencyScope:
+    def __init__(self, gateway: Gateway, merchant_id: str, key: str, method: str, target: str, body: bytes) -> None:
+        self._gateway = gateway
+        self.merchant_id = merchant_id
+        self.key = key
+        digest = hashlib.sha256(f"{method}\n{target}\n".encode())
+        digest.update(body)
+        self.request_hash = digest.hexdigest()
+
+    def _where(self):  # type: ignore[no-untyped-def]
+        return (keys.c.merchant_id == self.merchant_id) & (keys.c.idempotency_key == self.key)
+
+    async def _insert(self, conn: AsyncConnection, state: str) -> bool:
+        now = now_us()
+        return await insert_ignore(conn, keys, {
+            "merchant_id": self.merchant_id, "idempotency_key": self.key,
+            "request_hash": self.request_hash, "state": state, "locked_at": now, "created_at": now,
+        })
+
+    async def _existing(self, conn: AsyncConnection) -> Response | None:
+        """Judge an existing row: replay, 422, 409, or None when a stale claim was taken over."""
+        row = (await conn.execute(
+            select(keys.c.request_hash, keys.c.state, keys.c.locked_at,
+                   keys.c.response_status, keys.c.response_body).where(self._where())
+        )).first()
+        if row is None:  # pruned between our insert attempt and this read: treat as new
+            return None
+        if row.request_hash != self.request_hash:
+            raise ApiError(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            )
+        if row.state == "done":
+            return _replay(row.response_status, bytes(row.response_body))
+        stale_before = now_us() - self._gateway.settings.idempotency_lock_timeout_s * 1_000_000
+        if row.locked_at >= stale_before:
+            raise ApiError(
+                "idempotency_request_in_progress",
+                "a request with this Idempotency-Key is still being processed; retry later",
+            )
+        taken = await conn.execute(
+            update(keys).where(self._where(), keys.c.state == "in_progress",
+                               keys.c.locked_at == row.locked_at).values(locked_at=now_us())
+        )
+        if taken.rowcount != 1:
+            raise ApiError("idempotency_request_in_progress",
+                           "a request with this Idempotency-Key is still being processed; retry later")
+        return None
+
+    async def begin(self, conn: AsyncConnection) -> Response | None:
+        """Inside the operation's own transaction. A replay, or None to go on."""
+        if await self._insert(conn, "in_progress"):
+            return None
+        return await self._existing(conn)
+
+    async def claim(self, db: Database) -> Response | None:
+        """In a transaction of its own (multi-phase operations)."""
+        async with db.write() as conn:
+            if await self._insert(conn, "in_progress"):
+                return None
+            return await self._existing(conn)
+
+    async def complete(self, conn: AsyncConnection, status: int, body: bytes) -> None:
+        await conn.execute(
+            update(keys).where(self._where())
+            .values(state="done", response_status=status, response_body=body)
+        )
+
+    async def store_error(self, db: Database, exc: ApiError, request_id: str) -> None:
+        """An operation that started and then failed with a client error replays that error."""
+        if exc.code in {"idempotency_key_reused", "idempotency_request_in_progress"}:
+            return
+        body = jsoncodec.dumps(error_body(exc.code, exc.message, request_id, param=exc.param))
+        async with db.write() as conn:
+            if await self._insert(conn, "done"):
+                await self.complete(conn, exc.status, body)
+            else:
+                await conn.execute(
+                    update(keys).where(self._where(), keys.c.state == "in_progress")
+                    .values(state="done", response_status=exc.status, response_body=body)
+                )
+
+    async def release(self, db: Database) -> None:
+        """Forget an in-progress claim after an internal failure, so a retry runs again."""
+        async with db.write() as conn:
+            await conn.execute(delete(keys).where(self._where(), keys.c.state == "in_progress"))
+
+
+async def prune_idempotency_keys(conn: AsyncConnection, ttl_s: int) -> int:
+    cutoff = now_us() - ttl_s * 1_000_000
+    result = await conn.execute(delete(keys).where(keys.c.created_at < cutoff, keys.c.state == "done"))
+    return result.rowcount or 0

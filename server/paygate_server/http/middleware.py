@@ -1,0 +1,59 @@
+"""Pure ASGI middleware: a request id on every response, and errors that never leak.
+
+Pure ASGI (not BaseHTTPMiddleware) keeps the per-request cost to a dict lookup and one
+header append.
+"""
+from __future__ import annotations
+
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from paygate_server import jsoncodec
+from paygate_server.errors import error_body
+from paygate_server.ids import random_token
+
+__all__ = ["RequestIdMiddleware", "request_id_of"]
+
+log = logging.getLogger("paygate.http")
+_KEY = "paygate.request_id"
+
+
+def request_id_of(scope: Scope) -> str:
+    rid = scope.get(_KEY)
+    if rid is None:
+        rid = scope[_KEY] = "req_" + random_token(12)
+    return rid
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id_of(scope)
+        header = (b"x-request-id", rid.encode("ascii"))
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Last line of defence: the traceback goes to the log (with the request id),
+            # never to the client.
+            log.exception("unhandled error", extra={"request_id": rid})
+            if started:
+                raise
+            body = jsoncodec.dumps(error_body("internal_error", "an internal error occurred", rid))
+            await send({"type": "http.response.start", "status": 500, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), header]})
+            await send({"type": "http.response.body", "body": body})

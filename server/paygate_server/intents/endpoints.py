@@ -1,0 +1,175 @@
+"""HTTP endpoints for payment intents (SPEC §4)."""
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from paygate_server import jsoncodec
+from paygate_server.clock import to_rfc3339
+from paygate_server.errors import ApiError
+from paygate_server.http.api import ApiContext, api_endpoint, json_response
+from paygate_server.intents import repository as repo
+from paygate_server.intents.schemas import (
+    FINAL_STATUSES,
+    STATUSES,
+    parse_create,
+    render_intent,
+    render_status,
+)
+from paygate_server.validation import parse_int_param, reject_unknown, require_id
+
+__all__ = ["routes", "load_intent", "watch_status"]
+
+MAX_WAIT_S = 60
+STREAM_KEEPALIVE_S = 15.0
+
+
+async def load_intent(ctx: ApiContext, intent_id: str) -> Any:
+    async with ctx.gateway.db.read() as conn:
+        row = await repo.get_intent(conn, ctx.merchant_id, intent_id)
+    if row is None:
+        raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
+    return row
+
+
+async def create_intent(ctx: ApiContext) -> Response:
+    data = parse_create(ctx.json_object(), ctx.merchant_id)
+
+    async def op(conn: AsyncConnection) -> tuple[int, Any]:
+        row, client_secret = await repo.insert_intent(conn, ctx.merchant_id, data)
+        return 201, render_intent(row, client_secret=client_secret)
+
+    return await ctx.execute(op)
+
+
+async def get_intent(ctx: ApiContext) -> Response:
+    intent_id = require_id(ctx.request.path_params["intent_id"], "paymentIntentId", "pi")
+    return json_response(200, render_intent(await load_intent(ctx, intent_id)))
+
+
+async def list_intents(ctx: ApiContext) -> Response:
+    limit = parse_int_param(ctx.query("limit"), "limit", default=10, minimum=1, maximum=100)
+    status = ctx.query("status")
+    if status is not None and status not in STATUSES:
+        raise ApiError("parameter_invalid", f"status must be one of {', '.join(STATUSES)}", param="status")
+    starting_after = ctx.query("startingAfter")
+    if starting_after is not None:
+        starting_after = require_id(starting_after, "startingAfter", "pi")
+    async with ctx.gateway.db.read() as conn:
+        rows, has_more = await repo.list_intents(
+            conn, ctx.merchant_id, limit=limit, starting_after=starting_after, status=status
+        )
+    return json_response(200, {"data": [render_intent(r) for r in rows], "hasMore": has_more})
+
+
+async def cancel_intent(ctx: ApiContext) -> Response:
+    body = ctx.json_object()
+    reject_unknown(body, ("paymentIntentId",))
+    intent_id = require_id(body.get("paymentIntentId"), "paymentIntentId", "pi")
+
+    async def op(conn: AsyncConnection) -> tuple[int, Any]:
+        row = await repo.transition(conn, ctx.merchant_id, intent_id,
+                                    from_statuses=("created", "failed"), values={"status": "canceled"})
+        if row is None:
+            current = await repo.get_intent(conn, ctx.merchant_id, intent_id)
+            if current is None:
+                raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
+            raise ApiError("intent_state_conflict",
+                           f"a payment intent in status {current['status']} cannot be canceled")
+        return 200, render_intent(row)
+
+    response = await ctx.execute(op)
+    ctx.gateway.notifier.publish(intent_id)
+    return response
+
+
+async def watch_status(ctx: ApiContext, intent_id: str, wait_s: float) -> Any:
+    """The intent now if final, or once it changes, or after ``wait_s`` (SPEC §4 ``wait``)."""
+    deadline = time.monotonic() + wait_s
+    with ctx.gateway.notifier.subscribe(intent_id) as sub:
+        row = await load_intent(ctx, intent_id)
+        if wait_s <= 0 or row["status"] in FINAL_STATUSES:
+            return row
+        first_version = row["version"]
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not await sub.wait(remaining):
+                break
+            row = await load_intent(ctx, intent_id)
+            if row["version"] != first_version or row["status"] in FINAL_STATUSES:
+                return row
+        return await load_intent(ctx, intent_id)
+
+
+async def payment_status(ctx: ApiContext) -> Response:
+    intent_id = require_id(ctx.query("paymentIntentId"), "paymentIntentId", "pi")
+    wait_s = parse_int_param(ctx.query("wait"), "wait", default=0, minimum=0, maximum=MAX_WAIT_S)
+    return json_response(200, render_status(await watch_status(ctx, intent_id, wait_s)))
+
+
+def sse_event(event: str, data: Any, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\n".encode() + b"data: " + jsoncodec.dumps(data) + b"\n\n"
+
+
+async def status_events(ctx: ApiContext, intent_id: str) -> AsyncIterator[bytes]:
+    """One SSE event per status change, ending at a final status (SPEC §4)."""
+    with ctx.gateway.notifier.subscribe(intent_id) as sub:
+        row = await load_intent(ctx, intent_id)
+        version = row["version"]
+        yield sse_event("status", render_status(row), f"{intent_id}:{version}")
+        while row["status"] not in FINAL_STATUSES:
+            if not await sub.wait(STREAM_KEEPALIVE_S):
+                if await ctx.request.is_disconnected():
+                    return
+                yield b": keep-alive\n\n"
+                continue
+            row = await load_intent(ctx, intent_id)
+            if row["version"] != version:
+                version = row["version"]
+                yield sse_event("status", render_status(row), f"{intent_id}:{version}")
+
+
+async def payment_status_stream(ctx: ApiContext) -> Response:
+    intent_id = require_id(ctx.query("paymentIntentId"), "paymentIntentId", "pi")
+    await load_intent(ctx, intent_id)  # 404 before the stream starts
+    return StreamingResponse(
+        status_events(ctx, intent_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def intent_history(ctx: ApiContext) -> Response:
+    intent_id = require_id(ctx.request.path_params["intent_id"], "paymentIntentId", "pi")
+    async with ctx.gateway.db.read() as conn:
+        rows = await repo.history(conn, ctx.merchant_id, intent_id)
+    if not rows:
+        raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
+    return json_response(200, {"data": [render_change(r) for r in rows]})
+
+
+def render_change(row: Any) -> dict[str, Any]:
+    return {
+        "sequence": row["intent_seq"],
+        "object": row["entity"],
+        "objectId": row["entity_id"],
+        "operation": row["op"],
+        "data": jsoncodec.loads(row["data"]),
+        "createdAt": to_rfc3339(row["created_at"]),
+    }
+
+
+routes = [
+    Route("/api/v1/payment/intent", api_endpoint(create_intent), methods=["POST"]),
+    Route("/api/v1/payment/intent/{intent_id}", api_endpoint(get_intent), methods=["GET"]),
+    Route("/api/v1/payment/intent/{intent_id}/history", api_endpoint(intent_history), methods=["GET"]),
+    Route("/api/v1/payment/intents", api_endpoint(list_intents), methods=["GET"]),
+    Route("/api/v1/payment/cancel", api_endpoint(cancel_intent), methods=["POST"]),
+    Route("/api/v1/payment/status", api_endpoint(payment_status), methods=["GET"]),
+    Route("/api/v1/payment/status/stream", api_endpoint(payment_status_stream), methods=["GET"]),
+]
+

@@ -1,0 +1,122 @@
+"""Payment intent storage (SQLAlchemy Core). Every state change is one conditional
+statement, so concurrent requests can never both win a transition."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate_server import jsoncodec
+from paygate_server.clock import now_us
+from paygate_server.db.schema import change_log, payment_intents as intents
+from paygate_server.ids import new_id, random_token
+from paygate_server.intents.schemas import CreateIntent
+
+__all__ = [
+    "insert_intent",
+    "get_intent",
+    "get_intent_by_client_secret",
+    "list_intents",
+    "transition",
+    "history",
+    "hash_client_secret",
+]
+
+
+def hash_client_secret(client_secret: str) -> str:
+    return hashlib.sha256(client_secret.encode()).hexdigest()
+
+
+async def insert_intent(conn: AsyncConnection, merchant_id: str, data: CreateIntent) -> tuple[dict[str, Any], str]:
+    intent_id = new_id("pi")
+    client_secret = f"{intent_id}_secret_{random_token(24)}"
+    now = now_us()
+    row = {
+        "id": intent_id,
+        "merchant_id": merchant_id,
+        "status": "created",
+        "amount": data.amount,
+        "currency": data.currency,
+        "amount_refunded": 0,
+        "product_details": jsoncodec.dumps(data.product_details).decode(),
+        "description": data.description,
+        "metadata": jsoncodec.dumps(data.metadata).decode() if data.metadata else None,
+        "client_secret_hash": hash_client_secret(client_secret),
+        "last_error": None,
+        "card": None,
+        "version": 1,
+        "failed_attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await conn.execute(insert(intents).values(**row))
+    return row, client_secret
+
+
+async def get_intent(conn: AsyncConnection, merchant_id: str, intent_id: str) -> Mapping[str, Any] | None:
+    row = (await conn.execute(
+        select(intents).where(intents.c.id == intent_id, intents.c.merchant_id == merchant_id)
+    )).first()
+    return row._mapping if row else None
+
+
+async def get_intent_by_client_secret(conn: AsyncConnection, client_secret: str) -> Mapping[str, Any] | None:
+    row = (await conn.execute(
+        select(intents).where(intents.c.client_secret_hash == hash_client_secret(client_secret))
+    )).first()
+    return row._mapping if row else None
+
+
+async def list_intents(
+    conn: AsyncConnection, merchant_id: str, *, limit: int, starting_after: str | None, status: str | None
+) -> tuple[list[Mapping[str, Any]], bool]:
+    """Newest first; a cursor is the last id of the previous page."""
+    query = select(intents).where(intents.c.merchant_id == merchant_id)
+    if status is not None:
+        query = query.where(intents.c.status == status)
+    if starting_after is not None:
+        cursor = (await conn.execute(
+            select(intents.c.created_at, intents.c.id)
+            .where(intents.c.id == starting_after, intents.c.merchant_id == merchant_id)
+        )).first()
+        if cursor is None:
+            return [], False
+        query = query.where(
+            or_(intents.c.created_at < cursor.created_at,
+                and_(intents.c.created_at == cursor.created_at, intents.c.id < cursor.id))
+        )
+    query = query.order_by(intents.c.created_at.desc(), intents.c.id.desc()).limit(limit + 1)
+    rows = [r._mapping for r in await conn.execute(query)]
+    return rows[:limit], len(rows) > limit
+
+
+async def transition(
+    conn: AsyncConnection,
+    merchant_id: str,
+    intent_id: str,
+    *,
+    from_statuses: tuple[str, ...],
+    values: dict[str, Any],
+) -> Mapping[str, Any] | None:
+    """Apply ``values`` only if the intent is in one of ``from_statuses``; the new row or None."""
+    stmt = (
+        update(intents)
+        .where(intents.c.id == intent_id, intents.c.merchant_id == merchant_id,
+               intents.c.status.in_(from_statuses))
+        .values(**values, version=intents.c.version + 1, updated_at=now_us())
+        .returning(*intents.c)
+    )
+    row = (await conn.execute(stmt)).first()
+    return row._mapping if row else None
+
+
+async def history(conn: AsyncConnection, merchant_id: str, intent_id: str) -> list[Mapping[str, Any]]:
+    rows = await conn.execute(
+        select(change_log)
+        .where(change_log.c.intent_id == intent_id, change_log.c.merchant_id == merchant_id)
+        .order_by(change_log.c.intent_seq)
+    )
+    return [r._mapping for r in rows]
+

@@ -1,0 +1,113 @@
+"""Payment intent request validation and wire rendering (camelCase, SPEC §4)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from paygate_server import jsoncodec
+from paygate_server.clock import to_rfc3339
+from paygate_server.currencies import is_currency
+from paygate_server.errors import ApiError
+from paygate_server.validation import (
+    json_object_param,
+    optional_str,
+    reject_unknown,
+    require,
+    require_int,
+)
+
+__all__ = [
+    "STATUSES",
+    "FINAL_STATUSES",
+    "CreateIntent",
+    "parse_create",
+    "render_intent",
+    "render_status",
+    "MAX_AMOUNT",
+]
+
+STATUSES = ("created", "in_progress", "succeeded", "failed", "canceled")
+FINAL_STATUSES = frozenset({"succeeded", "canceled"})
+MAX_AMOUNT = 99_999_999
+PRODUCT_DETAILS_MAX_BYTES = 8 * 1024
+DESCRIPTION_MAX = 1000
+METADATA_MAX_KEYS = 20
+METADATA_KEY_MAX = 40
+METADATA_VALUE_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class CreateIntent:
+    amount: int
+    currency: str
+    product_details: dict[str, Any]
+    description: str | None
+    metadata: dict[str, str]
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, str]:
+    value = body.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError("parameter_invalid", "metadata must be an object of strings", param="metadata")
+    if len(value) > METADATA_MAX_KEYS:
+        raise ApiError("parameter_invalid", f"metadata has at most {METADATA_MAX_KEYS} keys", param="metadata")
+    for key, item in value.items():
+        if not 1 <= len(key) <= METADATA_KEY_MAX:
+            raise ApiError("parameter_invalid", f"metadata keys are 1 to {METADATA_KEY_MAX} characters", param="metadata")
+        if not isinstance(item, str) or len(item) > METADATA_VALUE_MAX:
+            raise ApiError("parameter_invalid", f"metadata values are strings of at most {METADATA_VALUE_MAX} characters", param="metadata")
+    return value
+
+
+def parse_create(body: dict[str, Any], merchant_id: str) -> CreateIntent:
+    reject_unknown(body, ("amount", "currency", "productDetails", "merchantId", "description", "metadata"))
+    amount = require_int(body, "amount", minimum=1, maximum=MAX_AMOUNT)
+    currency = require(body, "currency")
+    if not is_currency(currency):
+        raise ApiError("parameter_invalid", "currency must be an upper-case ISO 4217 code, like USD", param="currency")
+    require(body, "productDetails")
+    product_details = json_object_param(body, "productDetails", max_bytes=PRODUCT_DETAILS_MAX_BYTES)
+    assert product_details is not None
+    if "merchantId" in body and body["merchantId"] != merchant_id:
+        raise ApiError("parameter_invalid", "merchantId must be the merchant of the API key", param="merchantId")
+    description = optional_str(body, "description", max_len=DESCRIPTION_MAX)
+    return CreateIntent(amount, currency, product_details, description, _metadata(body))
+
+
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else jsoncodec.loads(text)
+
+
+def render_intent(row: Mapping[str, Any], *, client_secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "paymentIntentId": row["id"],
+        "merchantId": row["merchant_id"],
+        "status": row["status"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "amountRefunded": row["amount_refunded"],
+        "productDetails": _json_or_none(row["product_details"]),
+        "description": row["description"],
+        "metadata": _json_or_none(row["metadata"]) or {},
+        "lastError": _json_or_none(row["last_error"]),
+        "card": _json_or_none(row["card"]),
+        "createdAt": to_rfc3339(row["created_at"]),
+        "updatedAt": to_rfc3339(row["updated_at"]),
+    }
+    if client_secret is not None:
+        out["clientSecret"] = client_secret
+    return out
+
+
+def render_status(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "paymentIntentId": row["id"],
+        "status": row["status"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "amountRefunded": row["amount_refunded"],
+        "lastError": _json_or_none(row["last_error"]),
+        "updatedAt": to_rfc3339(row["updated_at"]),
+    }

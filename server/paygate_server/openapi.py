@@ -1,0 +1,225 @@
+"""The OpenAPI 3.1 document for ``/api/v1`` (served at ``GET /api/v1/openapi.json``).
+
+Written as data next to the code it describes; ``tests/server/test_openapi.py`` keeps the
+two in sync (every route documented, every documented route real, examples valid).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from paygate_server import jsoncodec
+from paygate_server.errors import CODES
+
+__all__ = ["document", "openapi_endpoint", "register"]
+
+_STATUS = {"type": "string", "enum": ["created", "in_progress", "succeeded", "failed", "canceled"]}
+_TIME = {"type": "string", "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object",
+            "required": ["type", "code", "message", "requestId"],
+            "properties": {
+                "type": {"type": "string", "enum": sorted({t for _, t in CODES.values()})},
+                "code": {"type": "string", "enum": sorted(CODES)},
+                "message": {"type": "string"},
+                "param": {"type": "string"},
+                "requestId": {"type": "string"},
+            },
+        }},
+    },
+    "Card": {
+        "type": ["object", "null"],
+        "properties": {
+            "brand": {"type": "string"}, "last4": {"type": "string"},
+            "expMonth": {"type": "integer"}, "expYear": {"type": "integer"},
+        },
+    },
+    "LastError": {
+        "type": ["object", "null"],
+        "properties": {
+            "code": {"type": "string"}, "declineCode": {"type": ["string", "null"]},
+            "message": {"type": "string"},
+        },
+    },
+    "Metadata": {
+        "type": "object", "maxProperties": 20,
+        "propertyNames": {"minLength": 1, "maxLength": 40},
+        "additionalProperties": {"type": "string", "maxLength": 500},
+    },
+    "PaymentIntent": {
+        "type": "object",
+        "required": ["paymentIntentId", "merchantId", "status", "amount", "currency",
+                     "amountRefunded", "lastError", "card", "createdAt", "updatedAt"],
+        "properties": {
+            "paymentIntentId": {"type": "string", "pattern": "^pi_"},
+            "merchantId": {"type": "string", "pattern": "^mer_"},
+            "status": _STATUS,
+            "amount": {"type": "integer", "minimum": 1, "maximum": 99999999},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "amountRefunded": {"type": "integer", "minimum": 0},
+            "productDetails": {"type": ["object", "null"]},
+            "description": {"type": ["string", "null"]},
+            "metadata": {"$ref": "#/components/schemas/Metadata"},
+            "clientSecret": {"type": "string", "description": "Returned by create only."},
+            "lastError": {"$ref": "#/components/schemas/LastError"},
+            "card": {"$ref": "#/components/schemas/Card"},
+            "createdAt": _TIME,
+            "updatedAt": _TIME,
+        },
+    },
+    "PaymentStatus": {
+        "type": "object",
+        "required": ["paymentIntentId", "status", "amount", "currency", "amountRefunded",
+                     "lastError", "updatedAt"],
+        "properties": {
+            "paymentIntentId": {"type": "string"}, "status": _STATUS,
+            "amount": {"type": "integer"}, "currency": {"type": "string"},
+            "amountRefunded": {"type": "integer"},
+            "lastError": {"$ref": "#/components/schemas/LastError"}, "updatedAt": _TIME,
+        },
+    },
+    "PaymentIntentList": {
+        "type": "object", "required": ["data", "hasMore"],
+        "properties": {
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/PaymentIntent"}},
+            "hasMore": {"type": "boolean"},
+        },
+    },
+    "CreatePaymentIntent": {
+        "type": "object", "additionalProperties": False,
+        "required": ["amount", "currency", "productDetails"],
+        "properties": {
+            "amount": {"type": "integer", "minimum": 1, "maximum": 99999999},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "productDetails": {"type": "object", "description": "At most 8 KiB of JSON."},
+            "merchantId": {"type": "string"},
+            "description": {"type": "string", "maxLength": 1000},
+            "metadata": {"$ref": "#/components/schemas/Metadata"},
+        },
+    },
+    "IntentReference": {
+        "type": "object", "additionalProperties": False, "required": ["paymentIntentId"],
+        "properties": {"paymentIntentId": {"type": "string"}},
+    },
+    "HistoryEntry": {
+        "type": "object",
+        "required": ["sequence", "object", "objectId", "operation", "data", "createdAt"],
+        "properties": {
+            "sequence": {"type": "integer"}, "object": {"type": "string"},
+            "objectId": {"type": "string"}, "operation": {"type": "string", "enum": ["insert", "update"]},
+            "data": {"type": "object"}, "createdAt": _TIME,
+        },
+    },
+    "History": {
+        "type": "object", "required": ["data"],
+        "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}},
+    },
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+_ERROR_CODES_BY_STATUS: dict[int, list[str]] = {}
+for _code, (_status, _) in CODES.items():
+    _ERROR_CODES_BY_STATUS.setdefault(_status, []).append(_code)
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    out = {}
+    for status in (400, 401, 413, 429, 500, *statuses):
+        codes = ", ".join(_ERROR_CODES_BY_STATUS.get(status, []))
+        out[str(status)] = {"description": f"Error ({codes})", **_json(_ref("Error"))}
+    return out
+
+
+_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+_INTENT_PATH = {"name": "intent_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _q(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/payment/intent": {"post": {
+        "operationId": "createPaymentIntent", "summary": "Create a payment intent",
+        "parameters": [_IDEMPOTENCY], "requestBody": {"required": True, **_json(_ref("CreatePaymentIntent"))},
+        "responses": {"201": {"description": "Created", **_json(_ref("PaymentIntent"))}, **_errors(409, 422)},
+    }},
+    "/api/v1/payment/intent/{intent_id}": {"get": {
+        "operationId": "getPaymentIntent", "summary": "Retrieve a payment intent",
+        "parameters": [_INTENT_PATH],
+        "responses": {"200": {"description": "The intent", **_json(_ref("PaymentIntent"))}, **_errors(404)},
+    }},
+    "/api/v1/payment/intent/{intent_id}/history": {"get": {
+        "operationId": "getPaymentIntentHistory", "summary": "Every change of an intent, oldest first",
+        "parameters": [_INTENT_PATH],
+        "responses": {"200": {"description": "History", **_json(_ref("History"))}, **_errors(404)},
+    }},
+    "/api/v1/payment/intents": {"get": {
+        "operationId": "listPaymentIntents", "summary": "List intents, newest first",
+        "parameters": [_q("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                       _q("startingAfter", {"type": "string"}), _q("status", _STATUS)],
+        "responses": {"200": {"description": "A page", **_json(_ref("PaymentIntentList"))}, **_errors()},
+    }},
+    "/api/v1/payment/cancel": {"post": {
+        "operationId": "cancelPaymentIntent", "summary": "Cancel a created or failed intent",
+        "parameters": [_IDEMPOTENCY], "requestBody": {"required": True, **_json(_ref("IntentReference"))},
+        "responses": {"200": {"description": "Canceled", **_json(_ref("PaymentIntent"))}, **_errors(404, 409, 422)},
+    }},
+    "/api/v1/payment/status": {"get": {
+        "operationId": "getPaymentStatus", "summary": "Status, with an optional long-poll",
+        "parameters": [_q("paymentIntentId", {"type": "string"}, True),
+                       _q("wait", {"type": "integer", "minimum": 0, "maximum": 60})],
+        "responses": {"200": {"description": "Status", **_json(_ref("PaymentStatus"))}, **_errors(404)},
+    }},
+    "/api/v1/payment/status/stream": {"get": {
+        "operationId": "streamPaymentStatus", "summary": "Server-sent status events until final",
+        "parameters": [_q("paymentIntentId", {"type": "string"}, True)],
+        "responses": {"200": {"description": "text/event-stream of `status` events (data: PaymentStatus)",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      **_errors(404)},
+    }},
+}
+
+
+def register(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
+    """Other domains describe their endpoints here, next to their own code."""
+    for path, operations in paths.items():
+        PATHS.setdefault(path, {}).update(operations)
+    SCHEMAS.update(schemas)
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "paygate API", "version": "1"},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"signedRequest": {
+                "type": "http", "scheme": "bearer",
+                "description": "API key as bearer token, plus X-Request-Timestamp, X-Request-Nonce "
+                               "and X-Signature (HMAC-SHA256, see SPEC §3) on every request.",
+            }},
+        },
+        "security": [{"signedRequest": []}],
+        "paths": PATHS,
+    }
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    return Response(jsoncodec.dumps(document()), media_type="application/json")

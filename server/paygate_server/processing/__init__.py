@@ -1,0 +1,1 @@
+"""Payment processing: charge attempts, processor connectors and reconciliation."""

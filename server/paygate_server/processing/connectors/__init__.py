@@ -1,0 +1,72 @@
+"""Processor connectors: the one interface through which the gateway reaches processors.
+
+Adding a processor means adding one module beside ``simulator.py`` that implements
+:class:`Connector` and exposes ``from_url(url, **options)``; :func:`connector_for_url`
+finds it by the URL's scheme (``acme://…`` or ``acme+https://…`` → module ``acme``).
+Plain ``http``/``https`` URLs speak the simulator's protocol.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .base import (
+    CardDetails,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeResult,
+    Connector,
+    ConnectorError,
+    RefundRequest,
+    RefundResult,
+    SettlementRecord,
+)
+from .simulator import SimulatorConnector
+
+__all__ = [
+    "CardDetails",
+    "ChargeOutcome",
+    "ChargeRequest",
+    "ChargeResult",
+    "Connector",
+    "ConnectorError",
+    "RefundRequest",
+    "RefundResult",
+    "SettlementRecord",
+    "SimulatorConnector",
+    "connector_for_url",
+]
+
+_MODULE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def connector_for_url(url: str, **options: Any) -> Connector:
+    """The connector for a processor URL (``PAYGATE_PROCESSOR_URL``).
+
+    ``http(s)://host`` → the simulator protocol; ``<name>+http(s)://host`` or
+    ``<name>://…`` → ``paygate_server.processing.connectors.<name>.from_url(url)``, where
+    the URL handed over has the ``<name>+`` prefix removed.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        return SimulatorConnector(url, **options)
+    name, plus, transport_scheme = scheme.partition("+")
+    if plus:
+        url = urlunsplit((transport_scheme, *parts[1:]))
+    if not _MODULE_NAME.fullmatch(name) or name == "base":
+        raise ValueError(f"unsupported processor URL scheme {scheme!r}")
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        raise ValueError(f"no connector for processor URL scheme {scheme!r}") from None
+    factory = getattr(module, "from_url", None)
+    if factory is None:
+        raise ValueError(f"connector module {name!r} has no from_url()")
+    connector: Connector = factory(url, **options)
+    return connector

@@ -1,0 +1,279 @@
+"""Connector for the paygate processor simulator's protocol (SPEC §7, docs/simulator.md).
+
+Every answer — or the lack of one — goes through :func:`classify`, the single place that
+decides what an HTTP exchange with the processor means. The rule it keeps: only an
+answer that says so explicitly is a failure; anything else it cannot be sure about is
+``UNKNOWN``, which the reconciler resolves by asking again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from .base import (
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeResult,
+    ConnectorError,
+    RefundRequest,
+    RefundResult,
+    SettlementRecord,
+)
+
+__all__ = ["Answer", "Operation", "SimulatorConnector", "classify", "from_url"]
+
+_MAX_MESSAGE = 200
+
+
+class Operation(str, enum.Enum):
+    CHARGE = "charge"  # POST /v1/charges
+    LOOKUP = "lookup"  # GET /v1/charges/{reference}
+    REFUND = "refund"  # POST /v1/refunds
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    outcome: ChargeOutcome
+    auth_code: str | None = None
+    decline_code: str | None = None
+    message: str | None = None
+
+
+def _text(value: Any) -> str | None:
+    return value[:_MAX_MESSAGE] if isinstance(value, str) and value else None
+
+
+def classify(
+    operation: Operation,
+    reference: str,
+    status_code: int | None,
+    body: bytes | None,
+    error: BaseException | None = None,
+) -> Answer:
+    """Map one exchange with the simulator to an outcome.
+
+    ``error`` is the exception raised instead of an answer (timeout, connection refused
+    or reset, protocol error). The full table is in docs/simulator.md.
+    """
+    unknown = ChargeOutcome.UNKNOWN
+    if error is not None:
+        kind = "timeout" if isinstance(error, httpx.TimeoutException) else "transport error"
+        # The exception's text is not used: only its class, so nothing of the request
+        # can leak into the message.
+        return Answer(unknown, message=f"{kind} ({type(error).__name__}): outcome unknown")
+    if status_code is None:
+        return Answer(unknown, message="no answer: outcome unknown")
+    try:
+        data = orjson.loads(body or b"")
+    except orjson.JSONDecodeError:
+        return Answer(unknown, message=f"unparseable answer (HTTP {status_code}): outcome unknown")
+    if not isinstance(data, dict):
+        return Answer(unknown, message=f"unexpected answer (HTTP {status_code}): outcome unknown")
+    message = _text(data.get("message"))
+
+    if status_code == 200:
+        if data.get("reference") != reference:
+            return Answer(unknown, message="answer for another reference: outcome unknown")
+        status = data.get("status")
+        if operation is Operation.REFUND:
+            if status == "succeeded":
+                return Answer(ChargeOutcome.APPROVED, message=message)
+            return Answer(unknown, message="unexpected refund status: outcome unknown")
+        auth_code = _text(data.get("authCode"))
+        decline_code = _text(data.get("declineCode"))
+        if status == "approved" and auth_code:
+            return Answer(ChargeOutcome.APPROVED, auth_code=auth_code)
+        if status == "declined" and decline_code:
+            return Answer(ChargeOutcome.DECLINED, decline_code=decline_code, message=message)
+        return Answer(unknown, message="unexpected charge status: outcome unknown")
+
+    if data.get("status") != "error":
+        return Answer(unknown, message=f"unexpected answer (HTTP {status_code}): outcome unknown")
+    code = _text(data.get("code"))
+    retryable = data.get("retryable")
+    detail = f"{code}: {message}" if code and message else (code or message)
+
+    if operation is Operation.LOOKUP:
+        # A failing lookup says nothing about the charge itself.
+        if status_code == 404 and code == "charge_not_found":
+            return Answer(ChargeOutcome.NOT_FOUND, message=detail)
+        return Answer(unknown, message=f"lookup failed (HTTP {status_code}): outcome unknown")
+
+    if operation is Operation.REFUND and (
+        (status_code == 404 and code == "charge_not_found") or status_code == 422
+    ):
+        # The processor refused the refund (no such charge, not refundable, too much).
+        return Answer(ChargeOutcome.DECLINED, message=detail)
+
+    if 500 <= status_code <= 599 or status_code in (400, 422):
+        # Only an explicit "retryable" is a promise that nothing was charged.
+        if retryable is True:
+            return Answer(ChargeOutcome.RETRY, message=detail)
+        if retryable is False:
+            return Answer(ChargeOutcome.FAILED, message=detail)
+    # 409 reference_conflict, 5xx without "retryable", other statuses: not knowable.
+    return Answer(
+        unknown, message=f"unclassified answer (HTTP {status_code}, {code}): outcome unknown"
+    )
+
+
+class SimulatorConnector:
+    """Speaks the simulator's protocol over one pooled keep-alive HTTP client."""
+
+    name = "simulator"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 10.0,
+        max_connections: int = 256,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            # pool: waiting for a free connection under load is not the processor's
+            # fault, so it gets the read budget rather than the connect one.
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
+            ),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+            headers={"content-type": "application/json", "user-agent": "paygate-connector"},
+        )
+
+    def __repr__(self) -> str:
+        return f"SimulatorConnector({self.base_url!r})"
+
+    async def _exchange(
+        self, operation: Operation, reference: str, method: str, path: str, body: bytes | None
+    ) -> Answer:
+        try:
+            response = await self._client.request(method, path, content=body)
+        except Exception as exc:  # noqa: BLE001 - every failure to get an answer is UNKNOWN
+            return classify(operation, reference, None, None, exc)
+        return classify(operation, reference, response.status_code, response.content)
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        card: dict[str, Any] = {
+            "number": request.card.number,
+            "expMonth": request.card.exp_month,
+            "expYear": request.card.exp_year,
+        }
+        if request.card.cvc is not None:
+            card["cvc"] = request.card.cvc
+        payload = orjson.dumps(
+            {
+                "reference": request.reference,
+                "paymentIntentId": request.payment_intent_id,
+                "merchantId": request.merchant_id,
+                "amount": request.amount,
+                "currency": request.currency,
+                "card": card,
+            }
+        )
+        answer = await self._exchange(
+            Operation.CHARGE, request.reference, "POST", "/v1/charges", payload
+        )
+        return _charge_result(request.reference, answer)
+
+    async def lookup(self, reference: str) -> ChargeResult:
+        answer = await self._exchange(
+            Operation.LOOKUP, reference, "GET", "/v1/charges/" + quote(reference, safe=""), None
+        )
+        return _charge_result(reference, answer)
+
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        payload = orjson.dumps(
+            {
+                "reference": request.reference,
+                "chargeReference": request.charge_reference,
+                "amount": request.amount,
+            }
+        )
+        answer = await self._exchange(
+            Operation.REFUND, request.reference, "POST", "/v1/refunds", payload
+        )
+        return RefundResult(request.reference, answer.outcome, answer.message)
+
+    async def settlement_report(self, day: _dt.date) -> list[SettlementRecord]:
+        try:
+            response = await self._client.get("/v1/settlements", params={"date": day.isoformat()})
+        except httpx.HTTPError as exc:
+            raise ConnectorError(f"settlement report: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise ConnectorError(f"settlement report: HTTP {response.status_code}")
+        try:
+            data = orjson.loads(response.content)
+            records = [
+                SettlementRecord(
+                    kind="charge",
+                    reference=str(item["reference"]),
+                    payment_intent_id=item.get("paymentIntentId"),
+                    charge_reference=None,
+                    amount=_int(item["amount"]),
+                    currency=str(item["currency"]),
+                    merchant_id=item.get("merchantId"),
+                )
+                for item in data["charges"]
+            ]
+            records += [
+                SettlementRecord(
+                    kind="refund",
+                    reference=str(item["reference"]),
+                    payment_intent_id=item.get("paymentIntentId"),
+                    charge_reference=str(item["chargeReference"]),
+                    amount=_int(item["amount"]),
+                    currency=str(item["currency"]),
+                    merchant_id=item.get("merchantId"),
+                )
+                for item in data["refunds"]
+            ]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ConnectorError("settlement report: malformed answer") from exc
+        return records
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> SimulatorConnector:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("amount is not an integer")
+    return value
+
+
+def _charge_result(reference: str, answer: Answer) -> ChargeResult:
+    return ChargeResult(
+        reference=reference,
+        outcome=answer.outcome,
+        auth_code=answer.auth_code,
+        decline_code=answer.decline_code,
+        message=answer.message,
+    )
+
+
+def from_url(url: str, **options: Any) -> SimulatorConnector:
+    """Factory used by :func:`~paygate_server.processing.connectors.connector_for_url`."""
+    return SimulatorConnector(url, **options)

@@ -1,0 +1,136 @@
+"""Per-process registry of waiters, fed by the database's change signal."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from paygate_server.db import Database
+from paygate_server.db.capture import NOTIFY_CHANNEL
+from paygate_server.db.schema import change_log
+
+__all__ = ["ChangeNotifier", "Subscription"]
+
+log = logging.getLogger("paygate.realtime")
+
+
+class Subscription:
+    """Wakes when its intent changes. Subscribe *before* reading state, so a change between
+    the read and the wait is never missed."""
+
+    def __init__(self, notifier: ChangeNotifier, intent_id: str) -> None:
+        self._notifier = notifier
+        self.intent_id = intent_id
+        self._event = asyncio.Event()
+
+    def _fire(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """True if a change arrived (the flag is then reset), False on timeout."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._notifier._unsubscribe(self)
+
+
+class ChangeNotifier:
+    def __init__(self, db: Database, *, poll_interval_s: float = 0.02) -> None:
+        self._db = db
+        self._poll_interval_s = poll_interval_s
+        self._waiters: dict[str, set[Subscription]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    def subscribe(self, intent_id: str) -> Subscription:
+        sub = Subscription(self, intent_id)
+        self._waiters[intent_id].add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._waiters.get(sub.intent_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._waiters[sub.intent_id]
+
+    def publish(self, intent_id: str) -> None:
+        """Wake this process's waiters for an intent (also called for local writes)."""
+        for sub in tuple(self._waiters.get(intent_id, ())):
+            sub._fire()
+
+    @property
+    def waiter_count(self) -> int:
+        return sum(len(s) for s in self._waiters.values())
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="paygate-change-notifier")
+        # Listening before we serve: no change committed after start-up is missed.
+        await asyncio.wait_for(self._ready.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self._db.is_sqlite:
+                    await self._tail_sqlite()
+                else:
+                    await self._listen_postgres()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("change notifier failed; reconnecting")
+                # Anything missed while down: wake everyone so they re-read.
+                for intent_id in list(self._waiters):
+                    self.publish(intent_id)
+                await asyncio.sleep(1.0)
+
+    async def _tail_sqlite(self) -> None:
+        async with self._db.read() as conn:
+            last = (await conn.execute(select(func.coalesce(func.max(change_log.c.id), 0)))).scalar_one()
+        self._ready.set()
+        query = select(change_log.c.id, change_log.c.intent_id).order_by(change_log.c.id).limit(1000)
+        while True:
+            await asyncio.sleep(self._poll_interval_s)
+            async with self._db.read() as conn:
+                rows = (await conn.execute(query.where(change_log.c.id > last))).all()
+            for row in rows:
+                self.publish(row.intent_id)
+            if rows:
+                last = rows[-1].id
+
+    async def _listen_postgres(self) -> None:
+        import asyncpg  # only with the postgres extra
+
+        url = make_url(self._db.url)
+        conn: Any = await asyncpg.connect(
+            user=url.username, password=url.password, host=url.host, port=url.port,
+            database=url.database,
+        )
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, lambda _c, _pid, _ch, payload: self.publish(payload))
+            self._ready.set()
+            while True:
+                await asyncio.sleep(5)
+                await conn.execute("SELECT 1")  # notice a dead connection promptly
+        finally:
+            await conn.close()

@@ -1,0 +1,45 @@
+"""``python -m paygate_server.simulator [--host H] [--port N] [--store PATH] ...``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .server import DEFAULT_PORT, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m paygate_server.simulator",
+        description="paygate processor simulator (a card-network sandbox)",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument(
+        "--store", default=None,
+        help="SQLite file (default $PAYGATE_SIMULATOR_STORE or $PAYGATE_DATA_DIR/simulator.sqlite3)",
+    )
+    parser.add_argument(
+        "--slow-card-delay", type=float, default=30.0,
+        help="seconds before answering card 4000000000001018 / timeoutRate faults",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed (else PAYGATE_SIMULATOR_SEED)")
+    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--access-log", action="store_true")
+    args = parser.parse_args(argv)
+    serve(
+        args.host,
+        args.port,
+        args.store,
+        args.slow_card_delay,
+        seed=args.seed,
+        fd=args.fd,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

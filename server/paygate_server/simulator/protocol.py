@@ -1,0 +1,324 @@
+"""Wire format of the processor simulator: request validation and response bodies.
+
+Errors use the simulator's own shape (the processor is not the gateway):
+``{"status": "error", "code": ..., "retryable": bool, "message": ..., "param": ...}``.
+``retryable`` tells a client whether the same request may be sent again with the same
+reference; it is present only where the simulator knows that nothing was charged.
+Messages never echo a card value.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .store import ChargeRecord, RefundRecord
+
+__all__ = [
+    "ChargeInput",
+    "DECLINE_MESSAGES",
+    "MAX_BODY_BYTES",
+    "ProtocolError",
+    "RefundInput",
+    "charge_body",
+    "charge_summary",
+    "error_body",
+    "parse_charge",
+    "parse_date",
+    "parse_json",
+    "parse_refund",
+    "refund_body",
+    "rfc3339",
+    "settlement_body",
+]
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_AMOUNT = 99_999_999
+_REFERENCE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_CARD_SEPARATORS = str.maketrans("", "", " -")
+
+DECLINE_MESSAGES: dict[str, str] = {
+    "generic_decline": "The card was declined.",
+    "insufficient_funds": "The card has insufficient funds.",
+    "expired_card": "The card has expired.",
+    "incorrect_cvc": "The card's security code is incorrect.",
+    "invalid_number": "The card number is invalid.",
+}
+
+
+class ProtocolError(Exception):
+    """A request the simulator refuses; rendered by the app as a JSON error."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        retryable: bool | None = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.retryable = retryable
+
+
+def error_body(
+    code: str, message: str, *, param: str | None = None, retryable: bool | None = False
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": "error", "code": code, "message": message}
+    if retryable is not None:
+        body["retryable"] = retryable
+    if param is not None:
+        body["param"] = param
+    return body
+
+
+def rfc3339(moment: _dt.datetime) -> str:
+    """UTC, millisecond precision, ``Z`` suffix; sorts lexicographically by time."""
+    moment = moment.astimezone(_dt.timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise ProtocolError(400, "invalid_json", "request body must be a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(400, "invalid_json", "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(400, "invalid_json", "request body must be a JSON object")
+    return data
+
+
+def _missing(param: str) -> ProtocolError:
+    return ProtocolError(400, "parameter_missing", f"{param} is required", param=param)
+
+
+def _invalid(param: str, message: str) -> ProtocolError:
+    return ProtocolError(400, "parameter_invalid", message, param=param)
+
+
+def _reference(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if value is None:
+        raise _missing(name)
+    if not isinstance(value, str) or not _REFERENCE_RE.fullmatch(value):
+        raise _invalid(name, f"{name} must be 1-255 characters of [A-Za-z0-9_.:-]")
+    return value
+
+
+def _identifier(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if value is None:
+        raise _missing(name)
+    if not isinstance(value, str) or not 1 <= len(value) <= 255 or not value.isprintable():
+        raise _invalid(name, f"{name} must be a string of 1-255 printable characters")
+    return value
+
+
+def _int(data: dict[str, Any], name: str, low: int, high: int, param: str | None = None) -> int:
+    param = param or name
+    value = data.get(name)
+    if value is None:
+        raise _missing(param)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _invalid(param, f"{param} must be an integer between {low} and {high}")
+    return value
+
+
+def _amount(data: dict[str, Any]) -> int:
+    return _int(data, "amount", 1, MAX_AMOUNT)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeInput:
+    reference: str
+    payment_intent_id: str
+    merchant_id: str
+    amount: int
+    currency: str
+    # The card number: kept out of repr so that no traceback or log line shows it.
+    digits: str = field(repr=False)
+    exp_month: int
+    exp_year: int
+
+    @property
+    def last4(self) -> str:
+        return self.digits[-4:]
+
+
+def parse_charge(data: dict[str, Any]) -> ChargeInput:
+    reference = _reference(data, "reference")
+    payment_intent_id = _identifier(data, "paymentIntentId")
+    merchant_id = _identifier(data, "merchantId")
+    amount = _amount(data)
+    currency = data.get("currency")
+    if currency is None:
+        raise _missing("currency")
+    if not isinstance(currency, str) or not _CURRENCY_RE.fullmatch(currency):
+        raise _invalid("currency", "currency must be an upper-case ISO 4217 code")
+    card = data.get("card")
+    if card is None:
+        raise _missing("card")
+    if not isinstance(card, dict):
+        raise _invalid("card", "card must be an object")
+    number = card.get("number")
+    if number is None:
+        raise _missing("card.number")
+    if not isinstance(number, str):
+        raise _invalid("card.number", "card.number must be a string")
+    digits = number.translate(_CARD_SEPARATORS)
+    if not (12 <= len(digits) <= 19 and digits.isascii() and digits.isdigit()):
+        raise _invalid("card.number", "card.number must be 12-19 digits")
+    exp_month = _int(card, "expMonth", 1, 12, "card.expMonth")
+    exp_year = _int(card, "expYear", 0, 2199, "card.expYear")
+    if exp_year < 100:
+        exp_year += 2000  # two-digit years, as printed on the card
+    elif exp_year < 2000:
+        raise _invalid("card.expYear", "card.expYear must be a 2- or 4-digit year")
+    cvc = card.get("cvc")
+    if cvc is not None and not (
+        isinstance(cvc, str) and 3 <= len(cvc) <= 4 and cvc.isascii() and cvc.isdigit()
+    ):
+        raise _invalid("card.cvc", "card.cvc must be 3 or 4 digits")
+    return ChargeInput(
+        reference, payment_intent_id, merchant_id, amount, currency, digits, exp_month, exp_year
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RefundInput:
+    reference: str
+    charge_reference: str
+    amount: int
+
+
+def parse_refund(data: dict[str, Any]) -> RefundInput:
+    return RefundInput(
+        reference=_reference(data, "reference"),
+        charge_reference=_reference(data, "chargeReference"),
+        amount=_amount(data),
+    )
+
+
+def parse_date(value: str | None) -> _dt.date:
+    if value is None:
+        raise _missing("date")
+    if not _DATE_RE.fullmatch(value):
+        raise _invalid("date", "date must be YYYY-MM-DD")
+    try:
+        return _dt.date.fromisoformat(value)
+    except ValueError:
+        raise _invalid("date", "date must be a valid calendar day") from None
+
+
+# --- response bodies ----------------------------------------------------------------------
+
+
+def charge_body(record: ChargeRecord) -> dict[str, Any]:
+    """The answer to ``POST /v1/charges``; identical on every replay of the reference."""
+    return {
+        "reference": record.reference,
+        "status": record.status,
+        "authCode": record.auth_code,
+        "declineCode": record.decline_code,
+        "message": DECLINE_MESSAGES.get(record.decline_code or "") if record.decline_code else None,
+        "paymentIntentId": record.payment_intent_id,
+        "merchantId": record.merchant_id,
+        "amount": record.amount,
+        "currency": record.currency,
+        "card": {"brand": record.card_brand, "last4": record.card_last4},
+        "createdAt": record.created_at,
+    }
+
+
+def charge_summary(record: ChargeRecord) -> dict[str, Any]:
+    """One row of ``GET /v1/charges?paymentIntentId=``."""
+    return {
+        "reference": record.reference,
+        "paymentIntentId": record.payment_intent_id,
+        "merchantId": record.merchant_id,
+        "amount": record.amount,
+        "currency": record.currency,
+        "status": record.status,
+        "authCode": record.auth_code,
+        "declineCode": record.decline_code,
+        "amountRefunded": record.amount_refunded,
+        "createdAt": record.created_at,
+    }
+
+
+def refund_body(record: RefundRecord) -> dict[str, Any]:
+    return {
+        "reference": record.reference,
+        "chargeReference": record.charge_reference,
+        "amount": record.amount,
+        "currency": record.currency,
+        "status": record.status,
+        "createdAt": record.created_at,
+    }
+
+
+def settlement_body(
+    day: _dt.date,
+    charges: list[ChargeRecord],
+    refunds: list[tuple[RefundRecord, ChargeRecord]],
+) -> dict[str, Any]:
+    totals: dict[str, dict[str, int]] = {}
+
+    def bucket(currency: str) -> dict[str, int]:
+        return totals.setdefault(
+            currency,
+            {"chargeCount": 0, "chargedAmount": 0, "refundCount": 0, "refundedAmount": 0,
+             "netAmount": 0},
+        )
+
+    for charge in charges:
+        entry = bucket(charge.currency)
+        entry["chargeCount"] += 1
+        entry["chargedAmount"] += charge.amount
+        entry["netAmount"] += charge.amount
+    for refund, _charge in refunds:
+        entry = bucket(refund.currency)
+        entry["refundCount"] += 1
+        entry["refundedAmount"] += refund.amount
+        entry["netAmount"] -= refund.amount
+    return {
+        "date": day.isoformat(),
+        "charges": [
+            {
+                "reference": c.reference,
+                "paymentIntentId": c.payment_intent_id,
+                "merchantId": c.merchant_id,
+                "amount": c.amount,
+                "currency": c.currency,
+                "authCode": c.auth_code,
+                "createdAt": c.created_at,
+            }
+            for c in charges
+        ],
+        "refunds": [
+            {
+                "reference": r.reference,
+                "chargeReference": r.charge_reference,
+                "paymentIntentId": c.payment_intent_id,
+                "merchantId": c.merchant_id,
+                "amount": r.amount,
+                "currency": r.currency,
+                "createdAt": r.created_at,
+            }
+            for r, c in refunds
+        ],
+        "totals": totals,
+    }

@@ -1,0 +1,74 @@
+"""Running the simulator under uvicorn (``paygate simulator``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import socket
+
+import uvicorn
+
+from .app import create_app, install_log_filter
+
+__all__ = ["DEFAULT_PORT", "default_store_path", "serve"]
+
+DEFAULT_PORT = 8081
+STORE_ENV = "PAYGATE_SIMULATOR_STORE"
+
+logger = logging.getLogger("paygate.simulator")
+
+
+def default_store_path() -> pathlib.Path:
+    """``$PAYGATE_SIMULATOR_STORE``, else ``$PAYGATE_DATA_DIR/simulator.sqlite3``
+    (``PAYGATE_DATA_DIR`` defaults to ``./paygate-data``, as for the gateway)."""
+    explicit = os.environ.get(STORE_ENV)
+    if explicit:
+        return pathlib.Path(explicit)
+    return pathlib.Path(os.environ.get("PAYGATE_DATA_DIR", "paygate-data")) / "simulator.sqlite3"
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    store_path: str | pathlib.Path | None = None,
+    slow_card_delay_s: float = 30.0,
+    *,
+    seed: int | None = None,
+    fd: int | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Serve the simulator until SIGINT/SIGTERM (blocking).
+
+    ``fd``: serve on an already-listening socket inherited from the parent (how the
+    test helper gets a race-free port). The access log is off by default: at
+    benchmark rates it costs more than the simulator itself.
+    """
+    store = pathlib.Path(store_path) if store_path is not None else default_store_path()
+    app = create_app(store, slow_card_delay_s=slow_card_delay_s, seed=seed)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        # Slow answers (card 1018) would otherwise hold a shutdown for 30 s.
+        timeout_graceful_shutdown=2,
+    )
+    # uvicorn configures logging when the Config is built: install the filter after.
+    install_log_filter()
+    server = uvicorn.Server(config)
+    if fd is not None:
+        sock = socket.socket(fileno=fd)
+        host, port = sock.getsockname()[:2]
+        logging.getLogger("uvicorn.error").info(
+            "paygate simulator on http://%s:%d (store %s)", host, port, store
+        )
+        server.run(sockets=[sock])
+    else:
+        logging.getLogger("uvicorn.error").info(
+            "paygate simulator on http://%s:%d (store %s)", host, port, store
+        )
+        server.run()

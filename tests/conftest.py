@@ -1,0 +1,35 @@
+"""Fixtures shared by the whole suite: databases on both backends, the gateway in-process."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from tests.support.app import InProcessGateway, running_gateway, test_settings
+from tests.support.databases import BACKENDS, drop_database, migrate, new_database_url
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One migrated database per backend per test session (tests isolate by merchant)."""
+    url = new_database_url(request.param, tmp_path_factory.mktemp("db"))
+    migrate(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def fresh_database_url(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A brand-new migrated database on the same backend, for tests that need an empty one."""
+    backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    url = new_database_url(backend, tmp_path)
+    migrate(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+async def gw(database_url: str, tmp_path: Path) -> AsyncIterator[InProcessGateway]:
+    async with running_gateway(test_settings(database_url, tmp_path)) as g:
+        yield g

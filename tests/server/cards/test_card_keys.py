@@ -1,0 +1,113 @@
+"""Checkout key generation, JWKS rendering, PKCS#8 round trip and PAN fingerprints."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
+from jwcrypto import jwk as jc_jwk
+
+from paygate_server.cards import (
+    DEFAULT_KEY_BITS,
+    fingerprint,
+    generate_private_key,
+    new_kid,
+    private_key_from_pkcs8_der,
+    private_key_to_pkcs8_der,
+    public_jwk,
+    render_jwks,
+)
+
+
+def _b64url_int(value: str) -> int:
+    return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
+
+
+def test_default_key_size_is_3072() -> None:
+    assert DEFAULT_KEY_BITS == 3072
+    assert generate_private_key().key_size == 3072
+
+
+@pytest.mark.parametrize("bits", [1024, 2047, 0])
+def test_small_keys_are_refused(bits: int) -> None:
+    with pytest.raises(ValueError):
+        generate_private_key(bits)
+
+
+def test_jwks_shape(private_key: rsa.RSAPrivateKey) -> None:
+    other = generate_private_key(2048)
+    jwks = render_jwks({"ck_current": private_key, "ck_next": other.public_key()})
+    assert [key["kid"] for key in jwks["keys"]] == ["ck_current", "ck_next"]
+    first = jwks["keys"][0]
+    assert set(first) == {"kty", "kid", "use", "alg", "n", "e"}
+    assert (first["kty"], first["use"], first["alg"], first["e"]) == ("RSA", "enc", "RSA-OAEP-256", "AQAB")
+    numbers = private_key.public_key().public_numbers()
+    assert _b64url_int(first["n"]) == numbers.n
+    assert "=" not in first["n"] and "+" not in first["n"] and "/" not in first["n"]
+    # Minimal big-endian encoding: no leading zero octet.
+    raw_n = base64.urlsafe_b64decode(first["n"] + "=" * (-len(first["n"]) % 4))
+    assert raw_n[0] != 0 and len(raw_n) == private_key.key_size // 8
+    # Private parts never appear.
+    assert not {"d", "p", "q", "dp", "dq", "qi"} & set(first)
+    json.dumps(jwks)  # serializable as is
+
+
+def test_jwks_accepts_pairs_and_a_third_party_reads_it(private_key: rsa.RSAPrivateKey) -> None:
+    jwks = render_jwks([("ck_a", private_key)])
+    parsed = jc_jwk.JWKSet.from_json(json.dumps(jwks))
+    key = parsed.get_key("ck_a")
+    assert key is not None
+    assert key.export_to_pem() == private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_public_jwk_needs_a_kid(private_key: rsa.RSAPrivateKey) -> None:
+    with pytest.raises(ValueError):
+        public_jwk("", private_key)
+
+
+def test_new_kid_is_random() -> None:
+    kids = {new_kid() for _ in range(100)}
+    assert len(kids) == 100
+    assert all(kid.startswith("ck_") and len(kid) == 27 for kid in kids)
+
+
+def test_pkcs8_der_round_trip(private_key: rsa.RSAPrivateKey) -> None:
+    der = private_key_to_pkcs8_der(private_key)
+    assert der[:1] == b"\x30"  # a DER SEQUENCE
+    loaded = private_key_from_pkcs8_der(der)
+    assert loaded.private_numbers() == private_key.private_numbers()
+
+
+def test_pkcs8_loader_refuses_other_keys() -> None:
+    ec_der = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(ValueError):
+        private_key_from_pkcs8_der(ec_der)
+    small = rsa.generate_private_key(65537, 1024)
+    with pytest.raises(ValueError):
+        private_key_from_pkcs8_der(private_key_to_pkcs8_der(small))
+
+
+def test_fingerprint_is_keyed_hmac_sha256() -> None:
+    key = b"k" * 32
+    expected = hmac.new(key, b"4242424242424242", hashlib.sha256).hexdigest()
+    assert fingerprint("4242424242424242", key) == expected
+    assert fingerprint("4242 4242-4242 4242", key) == expected
+    assert fingerprint("4242424242424242", b"j" * 32) != expected
+    assert expected != hashlib.sha256(b"4242424242424242").hexdigest()
+
+
+def test_fingerprint_errors_do_not_echo_the_value() -> None:
+    with pytest.raises(ValueError) as caught:
+        fingerprint("4242424242424242x", b"k" * 32)
+    assert "4242" not in str(caught.value)
+    with pytest.raises(ValueError):
+        fingerprint("4242424242424242", b"short")

@@ -1,0 +1,50 @@
+"""The gateway app in-process (httpx ASGITransport), with its real lifespan."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import httpx
+
+from paygate_server.app import create_app
+from paygate_server.config import Settings
+from paygate_server.merchants import create_merchant
+from paygate_server.state import Gateway
+from tests.support.signing import Credentials, SignedClient
+
+__all__ = ["InProcessGateway", "running_gateway", "test_settings"]
+
+TEST_MASTER_KEY = "00" * 32
+
+
+def test_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
+    base = Settings(data_dir=data_dir, database_url=database_url, master_key=TEST_MASTER_KEY,
+                    key_cache_ttl_s=0.0, run_background=False)
+    return base.with_overrides(**overrides) if overrides else base
+
+
+@dataclass
+class InProcessGateway:
+    gateway: Gateway
+    http: httpx.AsyncClient
+
+    async def new_merchant(self, name: str = "Test Shop", origins: list[str] | None = None) -> SignedClient:
+        async with self.gateway.db.write() as conn:
+            pair = await create_merchant(conn, self.gateway.master_key, name=name,
+                                         origins=origins or ["http://127.0.0.1:9"])
+        return SignedClient(self.http, Credentials(pair.merchant_id, pair.api_key, pair.signing_secret))
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[InProcessGateway]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app) as state:
+        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
+            scope["state"] = dict(state)
+            await app(scope, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
+            yield InProcessGateway(state["gateway"], http)

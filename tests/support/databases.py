@@ -1,0 +1,65 @@
+"""Fresh, migrated databases for tests: SQLite files and PostgreSQL databases.
+
+PostgreSQL tests need ``PAYGATE_TEST_DATABASE_URL`` (a database on a server where the
+user may CREATE DATABASE); each test session makes its own databases next to it and drops
+them at the end, so parallel workers never share state.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from paygate_server.db import create_database, upgrade
+
+__all__ = ["BACKENDS", "pg_base_url", "new_database_url", "drop_database", "migrate"]
+
+BACKENDS = ["sqlite", "postgresql"]
+PG_ENV = "PAYGATE_TEST_DATABASE_URL"
+
+
+def pg_base_url() -> str:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV} (e.g. postgresql://127.0.0.1:5432/test); .ci/run sets it")
+    return url
+
+
+async def _pg_admin(sql: str) -> None:
+    url = make_url(pg_base_url())
+    conn = await asyncpg.connect(user=url.username, password=url.password, host=url.host or "127.0.0.1",
+                                 port=url.port or 5432, database=url.database)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def new_database_url(backend: str, directory: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{directory / f'paygate-{uuid.uuid4().hex[:8]}.db'}"
+    name = f"paygate_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    return make_url(pg_base_url()).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    if url.startswith("postgres"):
+        name = make_url(url).database
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def migrate(url: str) -> None:
+    async def run() -> None:
+        db = create_database(url)
+        try:
+            await upgrade(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
