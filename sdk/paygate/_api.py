@@ -55,7 +55,9 @@ def _require_id(value: str, name: str) -> str:
 def _check_amount(amount: object, *, name: str = "amount") -> int:
     # No floats near money: amounts are integers in the currency's minor unit.
     if not isinstance(amount, int) or isinstance(amount, bool):
-        raise TypeError(f"{name} must be an int in minor units (cents), not {type(amount).__name__}")
+        raise TypeError(
+            f"{name} must be an int in minor units (cents), not {type(amount).__name__}"
+        )
     return amount
 
 
@@ -101,7 +103,9 @@ def create_intent(
         body["metadata"] = dict(metadata)
     if merchant_id is not None:
         body["merchantId"] = merchant_id
-    return RequestOptions("POST", f"{API}/payment/intent", body=body, idempotency_key=idempotency_key)
+    return RequestOptions(
+        "POST", f"{API}/payment/intent", body=body, idempotency_key=idempotency_key
+    )
 
 
 def get_intent(payment_intent_id: str) -> RequestOptions:
@@ -123,7 +127,9 @@ def list_intents(
 
 def cancel_intent(payment_intent_id: str, idempotency_key: str | None) -> RequestOptions:
     body = {"paymentIntentId": _require_id(payment_intent_id, "payment_intent_id")}
-    return RequestOptions("POST", f"{API}/payment/cancel", body=body, idempotency_key=idempotency_key)
+    return RequestOptions(
+        "POST", f"{API}/payment/cancel", body=body, idempotency_key=idempotency_key
+    )
 
 
 def process_intent(
@@ -141,10 +147,14 @@ def process_intent(
         "paymentMethod": "card",
         "paymentDetails": details,
     }
-    return RequestOptions("POST", f"{API}/payment/process", body=body, idempotency_key=idempotency_key)
+    return RequestOptions(
+        "POST", f"{API}/payment/process", body=body, idempotency_key=idempotency_key
+    )
 
 
-def get_status(payment_intent_id: str, wait: float | None, timeout: httpx.Timeout) -> RequestOptions:
+def get_status(
+    payment_intent_id: str, wait: float | None, timeout: httpx.Timeout
+) -> RequestOptions:
     params: dict[str, ParamValue] = {
         "paymentIntentId": _require_id(payment_intent_id, "payment_intent_id")
     }
@@ -152,11 +162,12 @@ def get_status(payment_intent_id: str, wait: float | None, timeout: httpx.Timeou
         if not 0 <= wait <= MAX_WAIT:
             raise ValueError(f"wait must be between 0 and {MAX_WAIT} seconds")
         # Whole seconds on the wire; round up so the gateway never answers early.
-        params["wait"] = math.ceil(wait)
+        seconds = math.ceil(wait)
+        params["wait"] = seconds
         if timeout.read is not None:
             timeout = httpx.Timeout(
                 connect=timeout.connect,
-                read=max(timeout.read, params["wait"] + LONG_POLL_MARGIN),
+                read=max(timeout.read, seconds + LONG_POLL_MARGIN),
                 write=timeout.write,
                 pool=timeout.pool,
             )
@@ -287,7 +298,8 @@ def status_from_event(event: ServerSentEvent) -> PaymentStatus | None:
 
 
 def is_event_stream(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").split(";")[0].strip() == "text/event-stream"
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip().lower() == "text/event-stream"
 
 
 def not_event_stream(response: httpx.Response) -> APIError:
@@ -314,7 +326,9 @@ def create_refund(
         body["amount"] = _check_amount(amount)
     if reason is not None:
         body["reason"] = reason
-    return RequestOptions("POST", f"{API}/payment/refund", body=body, idempotency_key=idempotency_key)
+    return RequestOptions(
+        "POST", f"{API}/payment/refund", body=body, idempotency_key=idempotency_key
+    )
 
 
 def parse_refund(body: Any) -> Refund:

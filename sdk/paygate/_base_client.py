@@ -34,8 +34,13 @@ from ._exceptions import (
     PaygateError,
     RateLimitError,
 )
-from ._retry import IN_PROGRESS_CODE, Backoff, is_retryable_exception, is_retryable_response
-from ._retry import parse_retry_after
+from ._retry import (
+    IN_PROGRESS_CODE,
+    Backoff,
+    is_retryable_exception,
+    is_retryable_response,
+    parse_retry_after,
+)
 from ._signing import sign_request
 from ._version import __version__
 
@@ -220,7 +225,9 @@ class BaseClient:
         self._user_agent = user_agent or f"paygate-python/{__version__} httpx/{httpx.__version__}"
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} base_url={self.base_url!r} api_key={_mask(self._api_key)!r}>"
+        return (
+            f"<{type(self).__name__} base_url={self.base_url!r} api_key={_mask(self._api_key)!r}>"
+        )
 
     # -- the shared request path ----------------------------------------------------------
 

@@ -10,13 +10,18 @@ import asyncio
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
 from . import _api
-from ._base_client import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, BaseClient, PreparedRequest
-from ._base_client import RequestOptions
+from ._base_client import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    BaseClient,
+    PreparedRequest,
+    RequestOptions,
+)
 from ._jwe import encrypt_card as _encrypt_card
 from ._resources import (
     AsyncPaymentIntents,
@@ -87,7 +92,7 @@ class Client(BaseClient):
     _sleep = staticmethod(time.sleep)
     _clock = staticmethod(time.monotonic)
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -203,7 +208,7 @@ class AsyncClient(BaseClient):
     _sleep = staticmethod(asyncio.sleep)
     _clock = staticmethod(time.monotonic)
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -156,4 +156,3 @@ class WaitTimeoutError(PaygateError, TimeoutError):
 
 class SignatureVerificationError(PaygateError):
     """A webhook's signature, timestamp or headers did not verify."""
-

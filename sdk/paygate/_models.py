@@ -285,13 +285,20 @@ class Refund:
 class Event:
     """One change: an entry of an intent's history, or a webhook payload.
 
-    ``data`` is the object as it was after the change (an intent or a refund).
+    A webhook payload has ``type`` (e.g. ``payment_intent.succeeded``), ``created_at`` (its
+    ``timestamp``) and ``data``; a history entry has ``sequence``, ``object`` (``intent``,
+    ``transaction``, ``refund``...), ``object_id``, ``operation``, ``created_at`` and
+    ``data``, the object as it was after the change. Fields an entry lacks are ``None``.
     """
 
-    type: str
+    type: str | None
     data: JSONObject
     event_id: str | None = None
     created_at: datetime | None = None
+    sequence: int | None = None
+    object: str | None = None
+    object_id: str | None = None
+    operation: str | None = None
     raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -301,10 +308,14 @@ class Event:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
         return cls(
-            type=_str(data, "type") or "",
+            type=_str(data, "type"),
             data=_obj(data, "data") or {},
             event_id=_str(data, "eventId") or _str(data, "id"),
             created_at=_time(data, "createdAt") or _time(data, "timestamp"),
+            sequence=_int(data, "sequence"),
+            object=_str(data, "object"),
+            object_id=_str(data, "objectId"),
+            operation=_str(data, "operation"),
             raw=dict(data),
         )
 

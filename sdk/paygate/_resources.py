@@ -107,7 +107,9 @@ class PaymentIntents:
                 return
             cursor = page.data[-1].payment_intent_id
 
-    def cancel(self, payment_intent_id: str, *, idempotency_key: str | None = None) -> PaymentIntent:
+    def cancel(
+        self, payment_intent_id: str, *, idempotency_key: str | None = None
+    ) -> PaymentIntent:
         """Cancel a ``created`` or ``failed`` intent (else ``InvalidRequestError``, 409)."""
         options = _api.cancel_intent(payment_intent_id, idempotency_key)
         return _api.parse_intent(self._client._request(options))
@@ -151,7 +153,8 @@ class PaymentIntents:
         failed) and return it; ``WaitTimeoutError`` once ``timeout`` seconds have passed
         (``None``: no deadline)."""
         client = self._client
-        plan = _api.WaitPlan(payment_intent_id, _api.wait_statuses(statuses), timeout, client._clock())
+        wanted = _api.wait_statuses(statuses)
+        plan = _api.WaitPlan(payment_intent_id, wanted, timeout, client._clock())
         while True:
             wait = plan.next_wait(client._clock())
             started = client._clock()
@@ -175,12 +178,15 @@ class PaymentIntents:
         ``max_retries`` times in a row; ``timeout`` (seconds, ``None``: none) bounds the
         whole stream with ``WaitTimeoutError``. Close the generator to stop early."""
         client = self._client
-        plan = _api.WaitPlan(payment_intent_id, _api.wait_statuses(until), timeout, client._clock())
+        wanted = _api.wait_statuses(until)
+        plan = _api.WaitPlan(payment_intent_id, wanted, timeout, client._clock())
         last_event_id: str | None = None
         failures = 0
         while True:
             remaining = plan.remaining(client._clock())
-            read = _api.STREAM_READ_TIMEOUT if remaining is None else min(_api.STREAM_READ_TIMEOUT, remaining)
+            read = _api.STREAM_READ_TIMEOUT
+            if remaining is not None:
+                read = min(read, remaining)
             prepared = client._prepare(
                 _api.stream_status(payment_intent_id, last_event_id, client.timeout, read)
             )
@@ -200,6 +206,7 @@ class PaymentIntents:
                             yield status
                         if status.status in plan.statuses:
                             return
+                    plan.remaining(client._clock())  # raises past the deadline
                 return
             except httpx.ReadTimeout:
                 # Idle past the read timeout: reopen at once (the deadline check is first).
@@ -309,7 +316,8 @@ class AsyncPaymentIntents:
         timeout: float | None = 60.0,
     ) -> PaymentStatus:
         client = self._client
-        plan = _api.WaitPlan(payment_intent_id, _api.wait_statuses(statuses), timeout, client._clock())
+        wanted = _api.wait_statuses(statuses)
+        plan = _api.WaitPlan(payment_intent_id, wanted, timeout, client._clock())
         while True:
             wait = plan.next_wait(client._clock())
             started = client._clock()
@@ -328,12 +336,15 @@ class AsyncPaymentIntents:
         timeout: float | None = None,
     ) -> AsyncIterator[PaymentStatus]:
         client = self._client
-        plan = _api.WaitPlan(payment_intent_id, _api.wait_statuses(until), timeout, client._clock())
+        wanted = _api.wait_statuses(until)
+        plan = _api.WaitPlan(payment_intent_id, wanted, timeout, client._clock())
         last_event_id: str | None = None
         failures = 0
         while True:
             remaining = plan.remaining(client._clock())
-            read = _api.STREAM_READ_TIMEOUT if remaining is None else min(_api.STREAM_READ_TIMEOUT, remaining)
+            read = _api.STREAM_READ_TIMEOUT
+            if remaining is not None:
+                read = min(read, remaining)
             prepared = client._prepare(
                 _api.stream_status(payment_intent_id, last_event_id, client.timeout, read)
             )
@@ -353,6 +364,7 @@ class AsyncPaymentIntents:
                             yield status
                         if status.status in plan.statuses:
                             return
+                    plan.remaining(client._clock())  # raises past the deadline
                 return
             except httpx.ReadTimeout:
                 pass

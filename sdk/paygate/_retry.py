@@ -24,10 +24,10 @@ in ``[d/2, d]``, and never less than a (capped) ``Retry-After``.
 from __future__ import annotations
 
 import json
-import random
+import random as _random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -49,11 +49,11 @@ class Backoff:
     initial_delay: float = 0.5
     max_delay: float = 5.0
     max_retry_after: float = 60.0
-    random: Callable[[], float] = field(default=random.random, repr=False, compare=False)
+    random: Callable[[], float] = field(default=_random.random, repr=False, compare=False)
 
     def delay(self, retry_number: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``retry_number`` (0 for the first retry)."""
-        base = min(self.initial_delay * (2 ** max(retry_number, 0)), self.max_delay)
+        base = min(self.initial_delay * float(2 ** max(retry_number, 0)), self.max_delay)
         # Jitter in [base/2, base]: spreads clients that failed together, never waits longer
         # than the cap.
         delay = base * (1.0 - 0.5 * self.random())
@@ -77,8 +77,8 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
     return max((when - now).total_seconds(), 0.0)
 
 

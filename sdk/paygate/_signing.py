@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = [
     "body_sha256",
@@ -83,10 +83,10 @@ def format_timestamp(moment: datetime | None = None) -> str:
     A naive ``datetime`` is taken to be UTC.
     """
     if moment is None:
-        moment = datetime.now(timezone.utc)
+        moment = datetime.now(UTC)
     elif moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def new_nonce() -> str:

@@ -58,8 +58,7 @@ class SSEDecoder:
         text = self._text.decode(chunk)
         if not self._started and text:
             self._started = True
-            if text.startswith("\ufeff"):
-                text = text[1:]
+            text = text.removeprefix("\ufeff")
         return list(self._lines_to_events(self._split(text)))
 
     def _split(self, text: str) -> Iterator[str]:
@@ -108,9 +107,8 @@ class SSEDecoder:
         elif name == "id":
             if "\0" not in value:
                 self._last_id = value
-        elif name == "retry":
-            if value.isascii() and value.isdigit():
-                self._retry = int(value)
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -34,7 +35,7 @@ _SECRET_PREFIX = "whsec_"
 
 
 def _key(secret: str) -> bytes:
-    encoded = secret[len(_SECRET_PREFIX) :] if secret.startswith(_SECRET_PREFIX) else secret
+    encoded = secret.removeprefix(_SECRET_PREFIX)
     try:
         key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
@@ -154,12 +155,5 @@ def construct_event(
     data = verify(payload, headers, secret, tolerance, now=now)
     event = Event.from_dict(data)
     if event.event_id is None:
-        msg_id = _lower(headers).get("webhook-id")
-        event = Event(
-            type=event.type,
-            data=event.data,
-            event_id=msg_id,
-            created_at=event.created_at,
-            raw=event.raw,
-        )
+        event = dataclasses.replace(event, event_id=_lower(headers).get("webhook-id"))
     return event

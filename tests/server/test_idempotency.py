@@ -1,0 +1,87 @@
+"""Idempotency keys (SPEC §3): replay, reuse with another request, concurrency, scope."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.app import InProcessGateway
+
+INTENT = "/api/v1/payment/intent"
+BODY = {"amount": 1999, "currency": "USD", "productDetails": {"sku": "mug-01"}}
+
+
+async def _count(shop) -> int:  # type: ignore[no-untyped-def]
+    return len((await shop.get("/api/v1/payment/intents?limit=100")).json()["data"])
+
+
+async def test_replay_returns_the_stored_response(gw: InProcessGateway) -> None:
+    shop = await gw.new_merchant()
+    first = await shop.post(INTENT, BODY, idempotency_key="order-1042")
+    assert first.status_code == 201 and "idempotent-replayed" not in first.headers
+    again = await shop.post(INTENT, BODY, idempotency_key="order-1042")  # fresh nonce and signature
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert await _count(shop) == 1
+
+
+async def test_same_key_different_request_is_422(gw: InProcessGateway) -> None:
+    shop = await gw.new_merchant()
+    await shop.post(INTENT, BODY, idempotency_key="k1")
+    r = await shop.post(INTENT, {**BODY, "amount": 2000}, idempotency_key="k1")
+    assert r.status_code == 422
+    assert r.json()["error"] == {**r.json()["error"], "type": "idempotency_error", "code": "idempotency_key_reused"}
+    r = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": "pi_x000000000000000"}, idempotency_key="k1")
+    assert r.status_code == 422
+    assert await _count(shop) == 1
+
+
+async def test_keys_are_scoped_to_the_merchant(gw: InProcessGateway) -> None:
+    a, b = await gw.new_merchant(), await gw.new_merchant()
+    ra = await a.post(INTENT, BODY, idempotency_key="shared")
+    rb = await b.post(INTENT, BODY, idempotency_key="shared")
+    assert rb.status_code == 201 and "idempotent-replayed" not in rb.headers
+    assert ra.json()["paymentIntentId"] != rb.json()["paymentIntentId"]
+
+
+async def test_rejected_requests_store_nothing(gw: InProcessGateway) -> None:
+    shop = await gw.new_merchant()
+    bad = await shop.post(INTENT, {**BODY, "amount": -1}, idempotency_key="k-val")
+    assert bad.status_code == 400
+    good = await shop.post(INTENT, BODY, idempotency_key="k-val")
+    assert good.status_code == 201 and "idempotent-replayed" not in good.headers
+    # A request that failed authentication stores nothing either.
+    unauth = await shop.post(INTENT, BODY, idempotency_key="k-auth", secret="sk_test_" + "b" * 40)
+    assert unauth.status_code == 401
+    assert (await shop.post(INTENT, BODY, idempotency_key="k-auth")).status_code == 201
+
+
+async def test_started_request_errors_are_replayed(gw: InProcessGateway) -> None:
+    shop = await gw.new_merchant()
+    pid = (await shop.create_intent())["paymentIntentId"]
+    await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
+    first = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid}, idempotency_key="c1")
+    assert first.status_code == 409
+    again = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid}, idempotency_key="c1")
+    assert again.status_code == 409 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "caf\u00e9"])
+async def test_malformed_keys(gw: InProcessGateway, key: str) -> None:
+    shop = await gw.new_merchant()
+    r = await shop.post(INTENT, BODY, headers={"Idempotency-Key": key.encode("utf-8")})  # type: ignore[dict-item]
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "Idempotency-Key"
+
+
+async def test_concurrent_requests_with_one_key_execute_once(gw: InProcessGateway) -> None:
+    shop = await gw.new_merchant()
+    results = await asyncio.gather(*(shop.post(INTENT, BODY, idempotency_key="race") for _ in range(20)))
+    statuses = {r.status_code for r in results}
+    assert statuses <= {201, 409}
+    created = {r.json()["paymentIntentId"] for r in results if r.status_code == 201}
+    assert len(created) == 1
+    assert sum("idempotent-replayed" not in r.headers for r in results if r.status_code == 201) == 1
+    assert await _count(shop) == 1

@@ -1,0 +1,47 @@
+"""The OpenAPI document is valid 3.1 and describes exactly the routes the app serves."""
+from __future__ import annotations
+
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+from starlette.routing import Route
+
+from paygate_server.app import create_app
+from paygate_server.config import Settings
+from tests.support.app import InProcessGateway
+
+
+def _app_operations() -> set[tuple[str, str]]:
+    app = create_app(Settings())
+    ops = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.path.startswith("/api/v1/") and route.path != "/api/v1/openapi.json":
+            for method in route.methods or ():
+                if method != "HEAD":
+                    ops.add((method.lower(), route.path))
+    return ops
+
+
+async def test_document_is_valid_and_complete(gw: InProcessGateway) -> None:
+    r = await gw.http.get("/api/v1/openapi.json")
+    assert r.status_code == 200
+    doc = r.json()
+    validate(doc)
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert documented == _app_operations()
+
+
+async def test_responses_match_their_schemas(gw: InProcessGateway) -> None:
+    doc = (await gw.http.get("/api/v1/openapi.json")).json()
+    shop = await gw.new_merchant()
+
+    def check(schema_name: str, instance: object) -> None:
+        schema = {**doc["components"]["schemas"][schema_name], "components": doc["components"]}
+        Draft202012Validator(schema).validate(instance)
+
+    intent = await shop.create_intent(metadata={"a": "b"})
+    check("PaymentIntent", intent)
+    pid = intent["paymentIntentId"]
+    check("PaymentStatus", (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json())
+    check("PaymentIntentList", (await shop.get("/api/v1/payment/intents")).json())
+    check("History", (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json())
+    check("Error", (await shop.get("/api/v1/payment/intent/pi_nope00000000000000")).json())
