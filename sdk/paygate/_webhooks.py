@@ -37,7 +37,8 @@ _SECRET_PREFIX = "whsec_"
 def _key(secret: str) -> bytes:
     encoded = secret.removeprefix(_SECRET_PREFIX)
     try:
-        key = base64.b64decode(encoded, validate=True)
+        # Unpadded base64 is accepted too, as other Standard Webhooks libraries do.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("the webhook secret is not valid base64 after 'whsec_'") from None
     if not key:

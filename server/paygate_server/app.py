@@ -22,7 +22,15 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.idempotency import prune_idempotency_keys
 from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
+from paygate_server.cards.keystore import CardKeyStore
+from paygate_server.checkout import endpoints as checkout_endpoints
 from paygate_server.intents import endpoints as intent_endpoints
+from paygate_server.processing import endpoints as processing_endpoints
+from paygate_server.processing.connectors import connector_for_url
+from paygate_server.processing.reconciler import Reconciler
+from paygate_server.processing.service import ProcessingService
+from paygate_server.refunds import endpoints as refund_endpoints
+from paygate_server.refunds.service import RefundService
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.state import Gateway
 
@@ -45,17 +53,30 @@ async def build_gateway(settings: Settings) -> Gateway:
     authenticator = Authenticator(db, master, tolerance_s=settings.timestamp_tolerance_s,
                                   cache_ttl_s=settings.key_cache_ttl_s)
     notifier = ChangeNotifier(db, poll_interval_s=settings.change_poll_interval_s)
-    return Gateway(settings=settings, db=db, master_key=master, authenticator=authenticator,
-                   notifier=notifier)
+    gateway = Gateway(settings=settings, db=db, master_key=master, authenticator=authenticator,
+                      notifier=notifier)
+    card_keys = CardKeyStore(db, master, bits=settings.card_key_bits)
+    await card_keys.ensure_active_key()
+    connector = connector_for_url(settings.processor_url,
+                                  connect_timeout=settings.processor_connect_timeout_s,
+                                  read_timeout=settings.processor_timeout_s)
+    gateway.services.update(
+        card_keys=card_keys,
+        processing=ProcessingService(gateway, connector),
+        refunds=RefundService(gateway, connector),
+        reconciler=Reconciler(db, connector, settings, notifier),
+    )
+    return gateway
 
 
 async def _housekeeping(gateway: Gateway) -> None:
-    """Prune expired nonces and idempotency keys once a minute."""
+    """Once a minute: prune expired nonces and idempotency keys, pick up card-key rotations."""
     while True:
         try:
             async with gateway.db.write() as conn:
                 await prune_nonces(conn)
                 await prune_idempotency_keys(conn, gateway.settings.idempotency_ttl_s)
+            await gateway.services["card_keys"].reload()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -68,6 +89,9 @@ def _routes() -> list[BaseRoute]:
 
     return [
         *intent_endpoints.routes,
+        *processing_endpoints.routes,
+        *refund_endpoints.routes,
+        *checkout_endpoints.routes,
         Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
         Route("/healthz", _healthz, methods=["GET"]),
     ]
@@ -95,12 +119,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         tasks: list[asyncio.Task[None]] = []
         if settings.run_background:
             tasks.append(asyncio.create_task(_housekeeping(gateway), name="housekeeping"))
+            tasks.append(asyncio.create_task(gateway.services["reconciler"].run_forever(), name="reconciler"))
         try:
             yield {"gateway": gateway}
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await gateway.services["processing"].drain(timeout_s=settings.processor_timeout_s)
             await gateway.notifier.stop()
             await gateway.db.dispose()
 

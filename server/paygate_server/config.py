@@ -46,11 +46,25 @@ class Settings:
     processor_connect_timeout_s: float = 2.0
     processor_timeout_s: float = 10.0
     process_wait_budget_s: float = 5.0
+    # Reconciliation (SPEC §7): when to ask the processor again about an unknown outcome
+    # (seconds after each check; the last step repeats), when a reference the processor
+    # never saw may be failed, and how often the safety-net sweep runs.
+    reconcile_schedule_s: tuple[float, ...] = (2.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
+    reconcile_not_found_after_s: float = 300.0
+    reconcile_sweep_interval_s: float = 5.0
+    card_key_bits: int = 2048
+    # Test seam for crash tests: the process SIGKILLs itself at this named point.
+    fault_point: str | None = None
     # Background work inside `paygate serve`.
     run_background: bool = True
     change_poll_interval_s: float = 0.02
     webhook_allow_private: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def in_flight_grace_s(self) -> float:
+        """How long a pending attempt belongs to the request that made it."""
+        return self.processor_connect_timeout_s + self.processor_timeout_s * 3 + 5.0
 
     @property
     def resolved_database_url(self) -> str:
@@ -79,6 +93,12 @@ class Settings:
             idempotency_ttl_s=int(env.get("PAYGATE_IDEMPOTENCY_TTL_S", d.idempotency_ttl_s)),
             processor_timeout_s=float(env.get("PAYGATE_PROCESSOR_TIMEOUT_S", d.processor_timeout_s)),
             process_wait_budget_s=float(env.get("PAYGATE_PROCESS_WAIT_BUDGET_S", d.process_wait_budget_s)),
+            reconcile_schedule_s=tuple(float(x) for x in env["PAYGATE_RECONCILE_SCHEDULE_S"].split(","))
+            if env.get("PAYGATE_RECONCILE_SCHEDULE_S") else d.reconcile_schedule_s,
+            reconcile_not_found_after_s=float(env.get("PAYGATE_RECONCILE_NOT_FOUND_AFTER_S", d.reconcile_not_found_after_s)),
+            reconcile_sweep_interval_s=float(env.get("PAYGATE_RECONCILE_SWEEP_INTERVAL_S", d.reconcile_sweep_interval_s)),
+            card_key_bits=int(env.get("PAYGATE_CARD_KEY_BITS", d.card_key_bits)),
+            fault_point=env.get("PAYGATE_FAULT_POINT") or None,
             run_background=_bool(env.get("PAYGATE_RUN_BACKGROUND"), d.run_background),
             change_poll_interval_s=float(env.get("PAYGATE_CHANGE_POLL_INTERVAL_S", d.change_poll_interval_s)),
             webhook_allow_private=_bool(env.get("PAYGATE_WEBHOOK_ALLOW_PRIVATE")),

@@ -108,6 +108,38 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "additionalProperties": False, "required": ["paymentIntentId"],
         "properties": {"paymentIntentId": {"type": "string"}},
     },
+    "ProcessPayment": {
+        "type": "object", "additionalProperties": False,
+        "required": ["paymentIntentId", "paymentMethod", "paymentDetails"],
+        "properties": {
+            "paymentIntentId": {"type": "string"},
+            "paymentMethod": {"const": "card"},
+            "paymentDetails": {"oneOf": [
+                {"type": "object", "additionalProperties": False, "required": ["token"],
+                 "properties": {"token": {"type": "string", "pattern": "^tok_"}}},
+                {"type": "object", "additionalProperties": False, "required": ["encryptedCard"],
+                 "properties": {"encryptedCard": {"type": "string", "description":
+                     "JWE compact serialization, RSA-OAEP-256 + A256GCM, to a key of GET /checkout/v1/keys"}}},
+            ]},
+        },
+    },
+    "CreateRefund": {
+        "type": "object", "additionalProperties": False, "required": ["paymentIntentId"],
+        "properties": {
+            "paymentIntentId": {"type": "string"},
+            "amount": {"type": "integer", "minimum": 1, "description": "Default: what remains refundable."},
+            "reason": {"type": "string", "maxLength": 200},
+        },
+    },
+    "Refund": {
+        "type": "object", "required": ["refundId", "paymentIntentId", "amount", "status"],
+        "properties": {
+            "refundId": {"type": "string", "pattern": "^re_"}, "paymentIntentId": {"type": "string"},
+            "amount": {"type": "integer"}, "currency": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "unknown", "succeeded", "failed"]},
+            "reason": {"type": ["string", "null"]},
+        },
+    },
     "HistoryEntry": {
         "type": "object",
         "required": ["sequence", "object", "objectId", "operation", "data", "createdAt"],
@@ -180,6 +212,18 @@ PATHS: dict[str, dict[str, Any]] = {
         "operationId": "cancelPaymentIntent", "summary": "Cancel a created or failed intent",
         "parameters": [_IDEMPOTENCY], "requestBody": {"required": True, **_json(_ref("IntentReference"))},
         "responses": {"200": {"description": "Canceled", **_json(_ref("PaymentIntent"))}, **_errors(404, 409, 422)},
+    }},
+    "/api/v1/payment/process": {"post": {
+        "operationId": "processPayment", "summary": "Charge the intent with a token or an encrypted card",
+        "parameters": [_IDEMPOTENCY], "requestBody": {"required": True, **_json(_ref("ProcessPayment"))},
+        "responses": {"200": {"description": "The intent: in_progress, or final if the processor answered "
+                                             "within the wait budget", **_json(_ref("PaymentIntent"))},
+                      **_errors(404, 409, 422)},
+    }},
+    "/api/v1/payment/refund": {"post": {
+        "operationId": "refundPayment", "summary": "Refund all or part of a succeeded intent",
+        "parameters": [_IDEMPOTENCY], "requestBody": {"required": True, **_json(_ref("CreateRefund"))},
+        "responses": {"200": {"description": "The refund", **_json(_ref("Refund"))}, **_errors(404, 409, 422)},
     }},
     "/api/v1/payment/status": {"get": {
         "operationId": "getPaymentStatus", "summary": "Status, with an optional long-poll",

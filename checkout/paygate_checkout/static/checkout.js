@@ -136,6 +136,15 @@
       if (ready || readyTimer !== null) {
         return;
       }
+      try {
+        // Some browsers fire "load" for the initial about:blank; it is same-origin, the
+        // gateway's page (or a browser error page) is not.
+        if (iframe.contentWindow.location.href === "about:blank") {
+          return;
+        }
+      } catch (crossOrigin) {
+        // Expected: the frame is on the gateway's origin.
+      }
       readyTimer = global.setTimeout(function () {
         if (mounted && !ready) {
           callback(options.onError, [{

@@ -107,6 +107,7 @@
     cvcHint.textContent = brand === "amex"
       ? "4 digits on the front of the card"
       : brand === "unknown" ? "3 or 4 digits on the card" : "3 digits on the back of the card";
+    fields.cvc.placeholder = brand === "amex" ? "4 digits" : "CVC";
     if (fields.cvc.value.length > cvcMax) {
       fields.cvc.value = fields.cvc.value.slice(0, cvcMax);
     }

@@ -33,6 +33,7 @@ __all__ = [
     "refunds",
     "change_log",
     "sealed_keys",
+    "reconcile_queue",
     "CAPTURED_TABLES",
 ]
 
@@ -138,8 +139,6 @@ transactions = Table(
     Column("decline_code", String(64), nullable=True),
     Column("error_code", String(64), nullable=True),
     Column("error_message", Text, nullable=True),
-    Column("check_count", Integer, nullable=False, server_default=text("0")),
-    Column("next_check_at", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Index(
@@ -156,7 +155,7 @@ transactions = Table(
         sqlite_where=text("status = 'succeeded'"),
         postgresql_where=text("status = 'succeeded'"),
     ),
-    Index("ix_transactions_unsettled", "status", "next_check_at"),
+    Index("ix_transactions_intent", "intent_id"),
 )
 
 refunds = Table(
@@ -171,12 +170,27 @@ refunds = Table(
     Column("currency", String(3), nullable=False),
     Column("status", String(16), nullable=False),  # pending | unknown | succeeded | failed
     Column("reason", String(200), nullable=True),
-    Column("check_count", Integer, nullable=False, server_default=text("0")),
-    Column("next_check_at", BigInteger, nullable=True),
+    Column("error_code", String(64), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Index("ix_refunds_intent", "intent_id"),
-    Index("ix_refunds_unsettled", "status", "next_check_at"),
+)
+
+# What the reconciler still has to settle: one row per charge attempt or refund whose
+# outcome is not known yet. Kept apart from the captured tables so that scheduling and
+# leases never show up as history.
+reconcile_queue = Table(
+    "reconcile_queue",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # charge | refund
+    Column("object_id", String(64), primary_key=True),
+    Column("intent_id", String(64), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    Column("due_at", BigInteger, nullable=False),
+    Column("checks", Integer, nullable=False, server_default=text("0")),
+    Column("last_result", String(200), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_reconcile_queue_due", "due_at"),
 )
 
 # The change history (SPEC §8), written only by database triggers (see

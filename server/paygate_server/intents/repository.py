@@ -99,12 +99,13 @@ async def transition(
     *,
     from_statuses: tuple[str, ...],
     values: dict[str, Any],
+    extra_where: tuple[Any, ...] = (),
 ) -> Mapping[str, Any] | None:
     """Apply ``values`` only if the intent is in one of ``from_statuses``; the new row or None."""
     stmt = (
         update(intents)
         .where(intents.c.id == intent_id, intents.c.merchant_id == merchant_id,
-               intents.c.status.in_(from_statuses))
+               intents.c.status.in_(from_statuses), *extra_where)
         .values(**values, version=intents.c.version + 1, updated_at=now_us())
         .returning(*intents.c)
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -53,6 +53,11 @@ class ChangeNotifier:
         self._waiters: dict[str, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add_listener(self, callback: Callable[[str], None]) -> None:
+        """Called with the intent id of every change (e.g. to wake the reconciler)."""
+        self._listeners.append(callback)
 
     def subscribe(self, intent_id: str) -> Subscription:
         sub = Subscription(self, intent_id)
@@ -70,6 +75,8 @@ class ChangeNotifier:
         """Wake this process's waiters for an intent (also called for local writes)."""
         for sub in tuple(self._waiters.get(intent_id, ())):
             sub._fire()
+        for callback in self._listeners:
+            callback(intent_id)
 
     @property
     def waiter_count(self) -> int:

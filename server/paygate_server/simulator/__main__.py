@@ -16,15 +16,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument(
-        "--store", default=None,
-        help="SQLite file (default $PAYGATE_SIMULATOR_STORE or $PAYGATE_DATA_DIR/simulator.sqlite3)",
+        "--store",
+        default=None,
+        help="SQLite file (default $PAYGATE_SIMULATOR_STORE or $PAYGATE_DATA_DIR/simulator.db)",
     )
     parser.add_argument(
-        "--slow-card-delay", type=float, default=30.0,
+        "--slow-card-delay",
+        type=float,
+        default=30.0,
         help="seconds before answering card 4000000000001018 / timeoutRate faults",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed (else PAYGATE_SIMULATOR_SEED)")
-    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
+    parser.add_argument(
+        "--fd", type=int, default=None, help="serve on this inherited listening socket"
+    )
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)

@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from paygate_server import jsoncodec
 
 from . import cards
 from .faults import FaultConfig, FaultError, FaultInjector
@@ -92,7 +93,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return jsoncodec.dumps(content)
 
 
 def _error(exc: ProtocolError) -> JSONResponse:
@@ -134,7 +135,7 @@ async def _read_body(request: Request) -> bytes:
 
 
 def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 # --- charges ------------------------------------------------------------------------------
@@ -224,7 +225,9 @@ async def list_charges(request: Request) -> Response:
     merchant = request.query_params.get("merchantId")
     if not intent and not merchant:
         raise ProtocolError(
-            400, "parameter_missing", "paymentIntentId or merchantId is required",
+            400,
+            "parameter_missing",
+            "paymentIntentId or merchantId is required",
             param="paymentIntentId",
         )
     records = await _sim(request).store.list_charges(
@@ -252,25 +255,31 @@ async def post_refund(request: Request) -> Response:
         return response
     if disposition is RefundDisposition.CONFLICT:
         raise ProtocolError(
-            409, "reference_conflict",
+            409,
+            "reference_conflict",
             "this reference was already used for a refund with different details",
-            param="reference", retryable=None,
+            param="reference",
+            retryable=None,
         )
     if disposition is RefundDisposition.CHARGE_NOT_FOUND:
         raise ProtocolError(
-            404, "charge_not_found", "no charge was recorded with this chargeReference",
+            404,
+            "charge_not_found",
+            "no charge was recorded with this chargeReference",
             param="chargeReference",
         )
     assert charge is not None
     if disposition is RefundDisposition.NOT_REFUNDABLE:
         raise ProtocolError(
-            422, "charge_not_refundable",
+            422,
+            "charge_not_refundable",
             f"only approved charges can be refunded (this charge is {charge.status})",
             param="chargeReference",
         )
     remaining = charge.amount - charge.amount_refunded
     raise ProtocolError(
-        422, "amount_exceeds_remaining",
+        422,
+        "amount_exceeds_remaining",
         f"refund amount exceeds what remains of the charge ({remaining})",
         param="amount",
     )

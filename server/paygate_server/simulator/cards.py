@@ -13,9 +13,9 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "TEST_CARDS",
     "Action",
     "Behaviour",
-    "TEST_CARDS",
     "brand_of",
     "evaluate",
     "is_expired",

@@ -14,14 +14,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from paygate_server import jsoncodec
 
 from .store import ChargeRecord, RefundRecord
 
 __all__ = [
-    "ChargeInput",
     "DECLINE_MESSAGES",
     "MAX_BODY_BYTES",
+    "ChargeInput",
     "ProtocolError",
     "RefundInput",
     "charge_body",
@@ -85,7 +85,7 @@ def error_body(
 
 def rfc3339(moment: _dt.datetime) -> str:
     """UTC, millisecond precision, ``Z`` suffix; sorts lexicographically by time."""
-    moment = moment.astimezone(_dt.timezone.utc)
+    moment = moment.astimezone(_dt.UTC)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
 
 
@@ -93,8 +93,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body:
         raise ProtocolError(400, "invalid_json", "request body must be a JSON object")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        data = jsoncodec.loads(body)
+    except jsoncodec.JSONDecodeError:
         raise ProtocolError(400, "invalid_json", "request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError(400, "invalid_json", "request body must be a JSON object")
@@ -280,8 +280,13 @@ def settlement_body(
     def bucket(currency: str) -> dict[str, int]:
         return totals.setdefault(
             currency,
-            {"chargeCount": 0, "chargedAmount": 0, "refundCount": 0, "refundedAmount": 0,
-             "netAmount": 0},
+            {
+                "chargeCount": 0,
+                "chargedAmount": 0,
+                "refundCount": 0,
+                "refundedAmount": 0,
+                "netAmount": 0,
+            },
         )
 
     for charge in charges:

@@ -20,12 +20,12 @@ logger = logging.getLogger("paygate.simulator")
 
 
 def default_store_path() -> pathlib.Path:
-    """``$PAYGATE_SIMULATOR_STORE``, else ``$PAYGATE_DATA_DIR/simulator.sqlite3``
+    """``$PAYGATE_SIMULATOR_STORE``, else ``$PAYGATE_DATA_DIR/simulator.db``
     (``PAYGATE_DATA_DIR`` defaults to ``./paygate-data``, as for the gateway)."""
     explicit = os.environ.get(STORE_ENV)
     if explicit:
         return pathlib.Path(explicit)
-    return pathlib.Path(os.environ.get("PAYGATE_DATA_DIR", "paygate-data")) / "simulator.sqlite3"
+    return pathlib.Path(os.environ.get("PAYGATE_DATA_DIR", "paygate-data")) / "simulator.db"
 
 
 def serve(

@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import httpx
 
@@ -123,11 +123,17 @@ class SimulatorProcess:
             raise RuntimeError("simulator already running")
         fd = self._sock.fileno()
         cmd = [
-            sys.executable, "-m", "paygate_server.simulator",
-            "--fd", str(fd),
-            "--store", str(self.store_path),
-            "--slow-card-delay", repr(self.slow_card_delay_s),
-            "--log-level", "info",
+            sys.executable,
+            "-m",
+            "paygate_server.simulator",
+            "--fd",
+            str(fd),
+            "--store",
+            str(self.store_path),
+            "--slow-card-delay",
+            repr(self.slow_card_delay_s),
+            "--log-level",
+            "info",
         ]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
@@ -201,11 +207,11 @@ class SimulatorProcess:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> SimulatorProcess:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

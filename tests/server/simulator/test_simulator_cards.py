@@ -7,7 +7,6 @@ import time
 
 import httpx
 import pytest
-
 from paygate_server.simulator.testing import TestCards, charge_payload
 
 

@@ -7,7 +7,6 @@ import pathlib
 from collections.abc import Callable
 
 import httpx
-
 from paygate_server.simulator.testing import SimulatorProcess, TestCards, charge_payload
 
 ALL_CARDS = [

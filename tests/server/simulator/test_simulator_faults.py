@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-
 from paygate_server.simulator.testing import SimulatorProcess, TestCards, charge_payload
 
 
@@ -27,12 +26,18 @@ async def _set_faults(client: httpx.AsyncClient, **faults: float) -> None:
 
 async def test_faults_round_trip_and_reset(sim: httpx.AsyncClient) -> None:
     assert (await sim.get("/v1/_faults")).json() == {
-        "latencyMs": 0, "jitterMs": 0, "errorRate": 0.0, "timeoutRate": 0.0,
+        "latencyMs": 0,
+        "jitterMs": 0,
+        "errorRate": 0.0,
+        "timeoutRate": 0.0,
         "dropResponseRate": 0.0,
     }
     await _set_faults(sim, latencyMs=5, jitterMs=2, errorRate=0.25, dropResponseRate=0.5)
     assert (await sim.get("/v1/_faults")).json() == {
-        "latencyMs": 5, "jitterMs": 2, "errorRate": 0.25, "timeoutRate": 0.0,
+        "latencyMs": 5,
+        "jitterMs": 2,
+        "errorRate": 0.25,
+        "timeoutRate": 0.0,
         "dropResponseRate": 0.5,
     }
     # A POST replaces the whole configuration: omitted faults are off.

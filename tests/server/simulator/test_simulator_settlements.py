@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-
 from paygate_server.simulator.testing import SimulatorProcess, TestCards, charge_payload
 
 
@@ -79,7 +78,10 @@ async def test_settlement_lists_the_days_approved_charges_and_refunds(
         }
     ]
     assert totals["USD"] == {
-        "chargeCount": 1, "chargedAmount": 1500, "refundCount": 1, "refundedAmount": 500,
+        "chargeCount": 1,
+        "chargedAmount": 1500,
+        "refundCount": 1,
+        "refundedAmount": 500,
         "netAmount": 1000,
     }
     assert totals["EUR"]["chargedAmount"] == 900 and totals["EUR"]["netAmount"] == 900

@@ -6,7 +6,6 @@ import datetime as dt
 import random
 
 import pytest
-
 from paygate_server.simulator import cards
 from paygate_server.simulator.faults import FaultConfig, FaultError, FaultInjector
 from paygate_server.simulator.protocol import ChargeInput, rfc3339
@@ -17,7 +16,8 @@ TODAY = dt.date(2025, 6, 15)
 
 @pytest.mark.parametrize(
     "number",
-    [v for k, v in vars(TestCards).items() if k.isupper()] + ["4111111111111111", "6011111111111117"],
+    [v for k, v in vars(TestCards).items() if k.isupper()]
+    + ["4111111111111111", "6011111111111117"],
 )
 def test_test_cards_pass_luhn(number: str) -> None:
     assert cards.luhn_valid(number)
@@ -68,7 +68,7 @@ def test_charge_input_repr_hides_the_number() -> None:
 
 
 def test_rfc3339() -> None:
-    moment = dt.datetime(2025, 1, 2, 3, 4, 5, 678900, tzinfo=dt.timezone.utc)
+    moment = dt.datetime(2025, 1, 2, 3, 4, 5, 678900, tzinfo=dt.UTC)
     assert rfc3339(moment) == "2025-01-02T03:04:05.678Z"
 
 
@@ -97,5 +97,7 @@ def test_fault_draws_are_seeded_and_exclusive() -> None:
 
 def test_no_faults_by_default() -> None:
     injector = FaultInjector(random.Random(1))
-    assert all(d.delay_s == 0 and not (d.error or d.timeout or d.drop)
-               for d in (injector.draw() for _ in range(100)))
+    assert all(
+        d.delay_s == 0 and not (d.error or d.timeout or d.drop)
+        for d in (injector.draw() for _ in range(100))
+    )

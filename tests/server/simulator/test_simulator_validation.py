@@ -6,7 +6,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from paygate_server.simulator.testing import TestCards, charge_payload
 
 

@@ -1,5 +1,5 @@
 """Initial schema: merchants and keys, nonces, idempotency keys, intents, transactions,
-refunds, sealed keys, and the change log with its capture triggers.
+refunds, the reconcile queue, sealed keys, and the change log with its capture triggers.
 
 Revision ID: 0001
 Revises:
@@ -50,6 +50,18 @@ def upgrade() -> None:
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
+    op.create_table('reconcile_queue',
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('object_id', sa.String(length=64), nullable=False),
+    sa.Column('intent_id', sa.String(length=64), nullable=False),
+    sa.Column('merchant_id', sa.String(length=64), nullable=False),
+    sa.Column('due_at', sa.BigInteger(), nullable=False),
+    sa.Column('checks', sa.Integer(), server_default=sa.text('0'), nullable=False),
+    sa.Column('last_result', sa.String(length=200), nullable=True),
+    sa.Column('created_at', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('kind', 'object_id')
+    )
+    op.create_index('ix_reconcile_queue_due', 'reconcile_queue', ['due_at'], unique=False)
     op.create_table('request_nonces',
     sa.Column('api_key', sa.String(length=128), nullable=False),
     sa.Column('nonce', sa.String(length=64), nullable=False),
@@ -116,8 +128,7 @@ def upgrade() -> None:
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('reason', sa.String(length=200), nullable=True),
-    sa.Column('check_count', sa.Integer(), server_default=sa.text('0'), nullable=False),
-    sa.Column('next_check_at', sa.BigInteger(), nullable=True),
+    sa.Column('error_code', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['intent_id'], ['payment_intents.id'], ),
@@ -125,7 +136,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('reference')
     )
     op.create_index('ix_refunds_intent', 'refunds', ['intent_id'], unique=False)
-    op.create_index('ix_refunds_unsettled', 'refunds', ['status', 'next_check_at'], unique=False)
     op.create_table('transactions',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('intent_id', sa.String(length=64), nullable=False),
@@ -145,15 +155,13 @@ def upgrade() -> None:
     sa.Column('decline_code', sa.String(length=64), nullable=True),
     sa.Column('error_code', sa.String(length=64), nullable=True),
     sa.Column('error_message', sa.Text(), nullable=True),
-    sa.Column('check_count', sa.Integer(), server_default=sa.text('0'), nullable=False),
-    sa.Column('next_check_at', sa.BigInteger(), nullable=True),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['intent_id'], ['payment_intents.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('reference')
     )
-    op.create_index('ix_transactions_unsettled', 'transactions', ['status', 'next_check_at'], unique=False)
+    op.create_index('ix_transactions_intent', 'transactions', ['intent_id'], unique=False)
     op.create_index('ux_transactions_one_in_flight', 'transactions', ['intent_id'], unique=True, sqlite_where=sa.text("status IN ('pending', 'unknown')"), postgresql_where=sa.text("status IN ('pending', 'unknown')"))
     op.create_index('ux_transactions_one_success', 'transactions', ['intent_id'], unique=True, sqlite_where=sa.text("status = 'succeeded'"), postgresql_where=sa.text("status = 'succeeded'"))
     dialect = op.get_bind().dialect.name
@@ -165,7 +173,7 @@ def downgrade() -> None:
     dialect = op.get_bind().dialect.name
     for statement in capture.uninstall_statements(dialect):
         op.execute(statement)
-    for table in ("change_log", "refunds", "transactions", "payment_intents", "sealed_keys",
+    for table in ("reconcile_queue", "change_log", "refunds", "transactions", "payment_intents", "sealed_keys",
                   "idempotency_keys", "request_nonces", "api_keys", "merchant_origins",
                   "merchants"):
         op.drop_table(table)

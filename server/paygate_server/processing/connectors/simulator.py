@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
-import orjson
+
+from paygate_server import jsoncodec
 
 from .base import (
     ChargeOutcome,
@@ -71,8 +72,8 @@ def classify(
     if status_code is None:
         return Answer(unknown, message="no answer: outcome unknown")
     try:
-        data = orjson.loads(body or b"")
-    except orjson.JSONDecodeError:
+        data = jsoncodec.loads(body or b"")
+    except jsoncodec.JSONDecodeError:
         return Answer(unknown, message=f"unparseable answer (HTTP {status_code}): outcome unknown")
     if not isinstance(data, dict):
         return Answer(unknown, message=f"unexpected answer (HTTP {status_code}): outcome unknown")
@@ -177,7 +178,7 @@ class SimulatorConnector:
         }
         if request.card.cvc is not None:
             card["cvc"] = request.card.cvc
-        payload = orjson.dumps(
+        payload = jsoncodec.dumps(
             {
                 "reference": request.reference,
                 "paymentIntentId": request.payment_intent_id,
@@ -199,7 +200,7 @@ class SimulatorConnector:
         return _charge_result(reference, answer)
 
     async def refund(self, request: RefundRequest) -> RefundResult:
-        payload = orjson.dumps(
+        payload = jsoncodec.dumps(
             {
                 "reference": request.reference,
                 "chargeReference": request.charge_reference,
@@ -214,12 +215,12 @@ class SimulatorConnector:
     async def settlement_report(self, day: _dt.date) -> list[SettlementRecord]:
         try:
             response = await self._client.get("/v1/settlements", params={"date": day.isoformat()})
-        except httpx.HTTPError as exc:
+        except Exception as exc:
             raise ConnectorError(f"settlement report: {type(exc).__name__}") from exc
         if response.status_code != 200:
             raise ConnectorError(f"settlement report: HTTP {response.status_code}")
         try:
-            data = orjson.loads(response.content)
+            data = jsoncodec.loads(response.content)
             records = [
                 SettlementRecord(
                     kind="charge",
@@ -244,14 +245,14 @@ class SimulatorConnector:
                 )
                 for item in data["refunds"]
             ]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (jsoncodec.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ConnectorError("settlement report: malformed answer") from exc
         return records
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def __aenter__(self) -> SimulatorConnector:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -260,7 +261,7 @@ class SimulatorConnector:
 
 def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("amount is not an integer")
+        raise TypeError("amount is not an integer")
     return value
 
 

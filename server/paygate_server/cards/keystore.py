@@ -1,0 +1,117 @@
+"""The checkout's RSA keys, stored sealed under the master key (``sealed_keys`` table).
+
+One key is ``active`` (published in the JWKS, the one browsers and ``encrypt_card``
+encrypt to); ``paygate keys rotate-card-key`` retires it and makes a new one. A retired
+key keeps decrypting for ``RETIRED_GRACE`` — longer than a JWE may live (24 h), so a page
+opened before a rotation still works — and is then ignored.
+
+Decrypted private keys are cached per process; an unknown ``kid`` (another process rotated)
+triggers one reload, at most once a second.
+"""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate_server import jsoncodec
+from paygate_server.cards.keys import (
+    generate_private_key,
+    new_kid,
+    private_key_from_pkcs8_der,
+    private_key_to_pkcs8_der,
+    public_jwk,
+)
+from paygate_server.clock import now_us
+from paygate_server.crypto import MasterKey
+from paygate_server.db import Database
+from paygate_server.db.schema import sealed_keys
+
+__all__ = ["CardKeyStore", "RETIRED_GRACE", "CARD_KEY_PURPOSE", "rotate_card_key"]
+
+CARD_KEY_PURPOSE = "card-jwe"
+RETIRED_GRACE = timedelta(hours=25)
+# 2048-bit RSA: NIST-acceptable through 2030 and ~4x cheaper to decrypt than 3072 — one
+# RSA decryption per payment is on the hot path. Configurable with PAYGATE_CARD_KEY_BITS.
+CARD_KEY_BITS = 2048
+
+
+async def _insert_new_key(conn: AsyncConnection, master: MasterKey, bits: int) -> str:
+    key = generate_private_key(bits)
+    kid = new_kid()
+    await conn.execute(insert(sealed_keys).values(
+        kid=kid, purpose=CARD_KEY_PURPOSE,
+        sealed=master.seal(CARD_KEY_PURPOSE, private_key_to_pkcs8_der(key), aad=kid.encode()),
+        public_jwk=jsoncodec.dumps(public_jwk(kid, key.public_key())).decode(),
+        state="active", created_at=now_us(),
+    ))
+    return kid
+
+
+async def rotate_card_key(db: Database, master: MasterKey, *, bits: int = CARD_KEY_BITS) -> tuple[list[str], str]:
+    """Retire the active key(s) and create a new active one: (retired kids, new kid)."""
+    async with db.write() as conn:
+        retired = [r.kid for r in await conn.execute(
+            select(sealed_keys.c.kid).where(sealed_keys.c.purpose == CARD_KEY_PURPOSE,
+                                            sealed_keys.c.state == "active"))]
+        await conn.execute(update(sealed_keys).where(
+            sealed_keys.c.purpose == CARD_KEY_PURPOSE, sealed_keys.c.state == "active",
+        ).values(state="retired", retired_at=now_us()))
+        kid = await _insert_new_key(conn, master, bits)
+    return retired, kid
+
+
+class CardKeyStore:
+    def __init__(self, db: Database, master: MasterKey, *, bits: int = CARD_KEY_BITS) -> None:
+        self._db = db
+        self._master = master
+        self._bits = bits
+        self._private: dict[str, rsa.RSAPrivateKey] = {}
+        self._jwks: dict[str, list[dict[str, str]]] = {"keys": []}
+        self._loaded_at = 0.0
+
+    async def ensure_active_key(self) -> None:
+        """Create the first key if there is none (under the write lock: one winner)."""
+        async with self._db.write() as conn:
+            active = (await conn.execute(select(sealed_keys.c.kid).where(
+                sealed_keys.c.purpose == CARD_KEY_PURPOSE, sealed_keys.c.state == "active"))).first()
+            if active is None:
+                if self._db.dialect == "postgresql":
+                    await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(77001)")
+                    active = (await conn.execute(select(sealed_keys.c.kid).where(
+                        sealed_keys.c.purpose == CARD_KEY_PURPOSE, sealed_keys.c.state == "active"))).first()
+                if active is None:
+                    await _insert_new_key(conn, self._master, self._bits)
+        await self.reload()
+
+    async def reload(self) -> None:
+        cutoff = now_us() - int(RETIRED_GRACE.total_seconds() * 1_000_000)
+        async with self._db.read() as conn:
+            rows = (await conn.execute(
+                select(sealed_keys).where(sealed_keys.c.purpose == CARD_KEY_PURPOSE)
+                .order_by(sealed_keys.c.created_at.desc())
+            )).all()
+        private: dict[str, rsa.RSAPrivateKey] = {}
+        published = []
+        for row in rows:
+            if row.state == "retired" and (row.retired_at or 0) < cutoff:
+                continue
+            private[row.kid] = self._private.get(row.kid) or private_key_from_pkcs8_der(
+                self._master.open(CARD_KEY_PURPOSE, bytes(row.sealed), aad=row.kid.encode()))
+            if row.state == "active":
+                published.append(jsoncodec.loads(row.public_jwk))
+        self._private = private
+        self._jwks = {"keys": published}
+        self._loaded_at = time.monotonic()
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        return self._jwks
+
+    async def private_keys_for(self, kid: str | None) -> dict[str, rsa.RSAPrivateKey]:
+        """The keys that may decrypt now; reloads once if ``kid`` is new to this process."""
+        if kid is not None and kid not in self._private and time.monotonic() - self._loaded_at > 1.0:
+            await self.reload()
+        return self._private

@@ -1,0 +1,185 @@
+"""The reconciler: settles every charge attempt and refund whose outcome is not known.
+
+It works off ``reconcile_queue`` (a row per unsettled attempt, written in the same
+transaction that made the attempt). Event-driven: every change signal wakes it (at most
+every ``WAKE_MIN_INTERVAL_S``), and a periodic sweep is the safety net. For each due row
+it takes a lease (a conditional update of ``due_at``: two reconcilers never work one row
+at once), asks the processor about the *reference*, and applies the answer with the same
+exactly-once functions the request path uses:
+
+- approved / declined → applied;
+- not found → failed, but only once the attempt is older than the safety window
+  (``PAYGATE_RECONCILE_NOT_FOUND_AFTER_S``): before that the request may still be on its
+  way; the gateway never keeps a card number to resend, so the policy is to fail;
+- no answer or an answer it cannot classify → stays ``unknown``, asked again on the
+  back-off schedule, and listed by ``paygate reconcile`` for the operator.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from paygate_server.clock import now_us, to_rfc3339
+from paygate_server.config import Settings
+from paygate_server.db import Database
+from paygate_server.db.schema import reconcile_queue, refunds, transactions
+from paygate_server.processing.attempts import apply_charge_result
+from paygate_server.processing.connectors import ChargeOutcome, ChargeResult, Connector, RefundRequest
+from paygate_server.realtime import ChangeNotifier
+from paygate_server.refunds.service import apply_refund_result
+
+__all__ = ["Reconciler", "PassReport", "list_unresolved"]
+
+log = logging.getLogger("paygate.reconciler")
+_US = 1_000_000
+WAKE_MIN_INTERVAL_S = 0.1
+BATCH = 200
+
+
+@dataclass
+class PassReport:
+    checked: int = 0
+    settled: int = 0
+    still_unknown: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(self, db: Database, connector: Connector, settings: Settings,
+                 notifier: ChangeNotifier | None = None) -> None:
+        self._db = db
+        self._connector = connector
+        self._settings = settings
+        self._notifier = notifier
+        self._wake = asyncio.Event()
+        self._lease_s = settings.processor_connect_timeout_s + settings.processor_timeout_s + 30.0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        if self._notifier is not None:
+            self._notifier.add_listener(lambda _intent_id: self._wake.set())
+        while True:
+            started = time.monotonic()
+            try:
+                await self.run_once()
+                next_due = await self._seconds_until_next_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciler pass failed")
+                next_due = None
+            timeout = self._settings.reconcile_sweep_interval_s
+            if next_due is not None:
+                timeout = max(0.0, min(timeout, next_due))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            # Many changes in a burst cost one pass, not one each.
+            await asyncio.sleep(max(0.0, WAKE_MIN_INTERVAL_S - (time.monotonic() - started)))
+
+    async def _seconds_until_next_due(self) -> float | None:
+        async with self._db.read() as conn:
+            due = (await conn.execute(select(reconcile_queue.c.due_at)
+                                      .order_by(reconcile_queue.c.due_at).limit(1))).scalar()
+        return None if due is None else max(0.0, (due - now_us()) / _US)
+
+    async def run_once(self) -> PassReport:
+        """Check everything due now; returns what happened."""
+        report = PassReport()
+        while True:
+            async with self._db.read() as conn:
+                rows = (await conn.execute(
+                    select(reconcile_queue).where(reconcile_queue.c.due_at <= now_us())
+                    .order_by(reconcile_queue.c.due_at).limit(BATCH))).all()
+            if not rows:
+                return report
+            results = await asyncio.gather(*(self._check(row) for row in rows), return_exceptions=True)
+            progressed = False
+            for row, result in zip(rows, results):
+                if isinstance(result, BaseException):
+                    log.error("reconciling %s %s failed: %r", row.kind, row.object_id, result)
+                    continue
+                if result is None:
+                    continue  # another reconciler holds the lease
+                progressed = True
+                report.checked += 1
+                report.outcomes[result] = report.outcomes.get(result, 0) + 1
+                if result in ("unknown", "not_found_yet"):
+                    report.still_unknown += 1
+                else:
+                    report.settled += 1
+            if not progressed:
+                return report
+
+    async def _lease(self, row: Any) -> bool:
+        async with self._db.write() as conn:
+            taken = await conn.execute(
+                update(reconcile_queue)
+                .where(reconcile_queue.c.kind == row.kind, reconcile_queue.c.object_id == row.object_id,
+                       reconcile_queue.c.due_at == row.due_at)
+                .values(due_at=now_us() + int(self._lease_s * _US)))
+        return taken.rowcount == 1
+
+    async def _check(self, row: Any) -> str | None:
+        if not await self._lease(row):
+            return None
+        if row.kind == "charge":
+            return await self._check_charge(row)
+        return await self._check_refund(row)
+
+    async def _check_charge(self, row: Any) -> str:
+        async with self._db.read() as conn:
+            txn = (await conn.execute(select(transactions.c.reference, transactions.c.created_at)
+                                      .where(transactions.c.id == row.object_id))).first()
+        assert txn is not None
+        result = await self._connector.lookup(txn.reference)
+        label = result.outcome.value
+        if result.outcome is ChargeOutcome.NOT_FOUND:
+            age_s = (now_us() - txn.created_at) / _US
+            if age_s >= self._settings.reconcile_not_found_after_s:
+                result = ChargeResult(txn.reference, ChargeOutcome.FAILED,
+                                      message="the processor never received this attempt")
+                label = "failed_never_received"
+            else:
+                label = "not_found_yet"
+        async with self._db.write() as conn:
+            await apply_charge_result(conn, row.object_id, result, schedule=self._settings.reconcile_schedule_s,
+                                      checks=row.checks + 1)
+        if self._notifier is not None:
+            self._notifier.publish(row.intent_id)
+        return label
+
+    async def _check_refund(self, row: Any) -> str:
+        async with self._db.read() as conn:
+            refund = (await conn.execute(
+                select(refunds.c.reference, refunds.c.amount, refunds.c.currency, transactions.c.reference.label("charge_reference"))
+                .join(transactions, transactions.c.id == refunds.c.transaction_id)
+                .where(refunds.c.id == row.object_id))).first()
+        assert refund is not None
+        # Refunds are idempotent by reference: asking again *is* the status query.
+        result = await self._connector.refund(RefundRequest(refund.reference, refund.charge_reference,
+                                                            refund.amount, refund.currency))
+        async with self._db.write() as conn:
+            await apply_refund_result(conn, row.object_id, result, schedule=self._settings.reconcile_schedule_s,
+                                      checks=row.checks + 1)
+        if self._notifier is not None:
+            self._notifier.publish(row.intent_id)
+        return f"refund_{result.outcome.value}"
+
+
+async def list_unresolved(db: Database) -> list[dict[str, Any]]:
+    """Everything still on the queue, oldest first: what the operator should look at."""
+    async with db.read() as conn:
+        rows = (await conn.execute(select(reconcile_queue).order_by(reconcile_queue.c.created_at))).all()
+    return [{"kind": r.kind, "id": r.object_id, "paymentIntentId": r.intent_id, "merchantId": r.merchant_id,
+             "checks": r.checks, "lastResult": r.last_result, "nextCheckAt": to_rfc3339(r.due_at),
+             "since": to_rfc3339(r.created_at)} for r in rows]

@@ -1,0 +1,160 @@
+"""The ``process`` operation, in phases (after hyperswitch and rocket-rides-atomic):
+
+1. validate (the endpoint) — nothing stored on a bad request;
+2. claim the idempotency key (its own transaction);
+3. persist the attempt: intent ``in_progress`` + ``pending`` transaction with its processor
+   reference, committed *before* the processor hears of it;
+4. call the connector with that reference as the processor's idempotency key — a retry of
+   the same attempt reuses it, so the processor can never charge twice;
+5. record the outcome in one transaction (or ``unknown`` + a reconciler check);
+6. answer within the wait budget; the call goes on in the background if it takes longer,
+   and the reconciler covers a crash anywhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+
+from starlette.responses import Response
+
+from paygate_server import jsoncodec
+from paygate_server.errors import ApiError
+from paygate_server.faults import crash_point
+from paygate_server.intents import repository as intent_repo
+from paygate_server.intents.schemas import render_intent
+from paygate_server.processing.attempts import Attempt, apply_charge_result, begin_attempt
+from paygate_server.processing.connectors import (
+    CardDetails,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeResult,
+    Connector,
+)
+
+if TYPE_CHECKING:
+    from paygate_server.http.api import ApiContext
+    from paygate_server.state import Gateway
+
+__all__ = ["ProcessingService", "ResolvedCard"]
+
+log = logging.getLogger("paygate.processing")
+
+# The processor said "nothing charged, try again" (e.g. 503): same reference, short backoff.
+RETRY_DELAYS_S = (0.2, 0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ResolvedCard:
+    """A card ready for the processor: the details (in memory only) and what we keep."""
+
+    details: CardDetails
+    summary: dict[str, Any]
+    fingerprint: str | None
+    vault_id: str | None = None
+    # Called once the authorization has an outcome (the vault drops the CVC then).
+    after_authorization: Callable[[], Awaitable[None]] | None = None
+
+    def __repr__(self) -> str:
+        return f"ResolvedCard({self.summary!r})"
+
+
+class ProcessingService:
+    def __init__(self, gateway: Gateway, connector: Connector) -> None:
+        self._gateway = gateway
+        self.connector = connector
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def process(self, ctx: ApiContext, intent_id: str, card: ResolvedCard) -> Response:
+        gateway = self._gateway
+        db = gateway.db
+        settings = gateway.settings
+        scope = ctx.idempotency
+        if scope is not None and (replay := await scope.claim(db)) is not None:
+            return replay
+        try:
+            async with db.write() as conn:
+                _, attempt = await begin_attempt(
+                    conn, merchant_id=ctx.merchant_id, intent_id=intent_id, card=card.summary,
+                    card_fingerprint=card.fingerprint, vault_id=card.vault_id,
+                    connector=self.connector.name, in_flight_grace_s=settings.in_flight_grace_s,
+                )
+        except ApiError as exc:
+            if scope is not None:
+                await scope.store_error(db, exc, ctx.request_id)
+            raise
+        except BaseException:
+            if scope is not None:
+                await scope.release(db)
+            raise
+        gateway.notifier.publish(intent_id)
+        crash_point(settings.fault_point, "after_attempt_commit")
+
+        task = asyncio.create_task(self._charge(attempt, card), name=f"charge-{attempt.transaction_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        row: Mapping[str, Any] | None
+        try:
+            row = await asyncio.wait_for(asyncio.shield(task), settings.process_wait_budget_s)
+        except (TimeoutError, Exception):
+            row = None  # still at the processor, or failed to record: answer with what is stored
+        if row is None:
+            async with db.read() as conn:
+                row = await intent_repo.get_intent(conn, ctx.merchant_id, intent_id)
+        assert row is not None
+        data = jsoncodec.dumps(render_intent(row))
+        if scope is not None:
+            async with db.write() as conn:
+                await scope.complete(conn, 200, data)
+        return Response(data, 200, media_type="application/json")
+
+    async def _call_processor(self, request: ChargeRequest) -> ChargeResult:
+        fault = self._gateway.settings.fault_point
+        killer = None
+        if fault == "during_processor_call":
+            # Die while the processor is working on the request (the tests give it latency).
+            killer = asyncio.get_running_loop().call_later(0.15, os.kill, os.getpid(), signal.SIGKILL)
+        try:
+            result = await self.connector.charge(request)
+            for delay in RETRY_DELAYS_S:
+                if result.outcome is not ChargeOutcome.RETRY:
+                    break
+                await asyncio.sleep(delay)
+                result = await self.connector.charge(request)  # same reference: never twice
+            return result
+        finally:
+            if killer is not None:
+                killer.cancel()
+
+    async def _charge(self, attempt: Attempt, card: ResolvedCard) -> Mapping[str, Any] | None:
+        gateway = self._gateway
+        request = ChargeRequest(
+            reference=attempt.reference, payment_intent_id=attempt.intent_id,
+            merchant_id=attempt.merchant_id, amount=attempt.amount, currency=attempt.currency,
+            card=card.details,
+        )
+        result = await self._call_processor(request)
+        if result.outcome is ChargeOutcome.APPROVED:
+            crash_point(gateway.settings.fault_point, "after_processor_approved")
+        async with gateway.db.write() as conn:
+            row = await apply_charge_result(conn, attempt.transaction_id, result,
+                                            schedule=gateway.settings.reconcile_schedule_s)
+        gateway.notifier.publish(attempt.intent_id)
+        if card.after_authorization is not None and result.outcome not in (ChargeOutcome.UNKNOWN, ChargeOutcome.RETRY):
+            try:
+                await card.after_authorization()
+            except Exception:
+                log.exception("post-authorization clean-up failed for %s", attempt.transaction_id)
+        if row is None:  # a reconciler settled it first: report what is stored
+            async with gateway.db.read() as conn:
+                row = await intent_repo.get_intent(conn, attempt.merchant_id, attempt.intent_id)
+        return row
+
+    async def drain(self, timeout_s: float) -> None:
+        """On shutdown: let in-flight processor calls record their outcome."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        await self.connector.aclose()

@@ -1,0 +1,101 @@
+"""Client construction, headers, context managers, and what reprs and logs never show."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+import paygate
+
+from .conftest import API_KEY, BASE_URL, SIGNING_SECRET, intent_json, reply, resolve
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"api_key": ""}, "api_key"),
+    ({"signing_secret": ""}, "signing_secret"),
+    ({"api_key": "sk_test_oops"}, "signing secret"),
+    ({"base_url": "gateway.test"}, "base_url"),
+    ({"base_url": "ftp://gateway.test"}, "base_url"),
+    ({"base_url": "https://gateway.test/?x=1"}, "base_url"),
+    ({"max_retries": -1}, "max_retries"),
+])
+@pytest.mark.parametrize("cls", [paygate.Client, paygate.AsyncClient])
+def test_invalid_configuration(cls: Any, kwargs: dict[str, Any], message: str) -> None:
+    args: dict[str, Any] = {"api_key": API_KEY, "signing_secret": SIGNING_SECRET,
+                            "base_url": BASE_URL} | kwargs
+    with pytest.raises(ValueError, match=message):
+        cls(args.pop("api_key"), args.pop("signing_secret"), args.pop("base_url"), **args)
+
+
+def test_repr_never_shows_credentials() -> None:
+    client = paygate.Client(API_KEY, SIGNING_SECRET, BASE_URL)
+    try:
+        text = repr(client)
+        assert SIGNING_SECRET not in text and API_KEY not in text
+        assert "pk_test_" in text and BASE_URL in text
+    finally:
+        client.close()
+
+
+def test_sync_context_manager_closes_the_http_client() -> None:
+    with paygate.Client(API_KEY, SIGNING_SECRET, BASE_URL) as client:
+        http = client._http
+    assert http.is_closed
+
+
+async def test_async_context_manager_closes_the_http_client() -> None:
+    async with paygate.AsyncClient(API_KEY, SIGNING_SECRET, BASE_URL) as client:
+        http = client._http
+    assert http.is_closed
+
+
+def test_a_caller_http_client_is_not_closed() -> None:
+    http = httpx.Client(transport=httpx.MockTransport(reply(201, intent_json())))
+    with paygate.Client(API_KEY, SIGNING_SECRET, BASE_URL, http_client=http) as client:
+        assert client.payment_intents.create(amount=1, currency="USD", product_details={}).id
+    assert not http.is_closed
+    http.close()
+    with pytest.raises(ValueError):
+        paygate.Client(API_KEY, SIGNING_SECRET, BASE_URL, http_client=http,
+                       transport=httpx.MockTransport(reply()))
+
+
+async def test_standard_headers(make_client: Any) -> None:
+    client, gateway = make_client(reply(201, intent_json()))
+    await resolve(client.payment_intents.create(amount=1, currency="USD", product_details={}))
+    headers = gateway.requests[0].headers
+    assert headers["authorization"] == f"Bearer {API_KEY}"
+    assert headers["accept"] == "application/json"
+    assert headers["user-agent"].startswith(f"paygate-python/{paygate.__version__}")
+    assert headers["x-request-timestamp"].endswith("Z")
+    assert SIGNING_SECRET not in str(gateway.requests[0].headers)
+    assert SIGNING_SECRET.encode() not in gateway.requests[0].content
+
+
+async def test_timeout_configuration_reaches_the_transport(make_client: Any) -> None:
+    client, gateway = make_client(reply(201, intent_json()), timeout=12.5)
+    await resolve(client.payment_intents.create(amount=1, currency="USD", product_details={}))
+    assert gateway.requests[0].extensions["timeout"] == {"connect": 12.5, "read": 12.5,
+                                                          "write": 12.5, "pool": 12.5}
+
+
+async def test_logs_show_no_bodies_or_secrets(make_client: Any,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="paygate")
+    client, _ = make_client(reply(503), reply(201, intent_json(clientSecret="pi_1_secret_zz")))
+    await resolve(client.payment_intents.create(amount=1, currency="USD",
+                                                product_details={"sku": "hidden-sku"}))
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "retry 1/3" in text and "/api/v1/payment/intent" in text
+    for secret in ("hidden-sku", "pi_1_secret_zz", SIGNING_SECRET, API_KEY):
+        assert secret not in text
+
+
+def test_public_surface() -> None:
+    for name in paygate.__all__:
+        assert hasattr(paygate, name), name
+    assert callable(paygate.webhooks.verify) and callable(paygate.webhooks.sign)
+    assert paygate.Client.__module__ == "paygate"

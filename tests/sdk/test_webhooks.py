@@ -1,0 +1,165 @@
+"""Webhook verification (SPEC §6, Standard Webhooks), checked against the third-party
+``standardwebhooks`` library in both directions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+import paygate
+from paygate import webhooks
+
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()
+PAYLOAD = json.dumps({
+    "type": "payment_intent.succeeded",
+    "timestamp": "2023-10-15T14:22:31Z",
+    "data": {"paymentIntentId": "pi_123", "status": "succeeded", "amount": 1999},
+}, separators=(",", ":"))
+MSG_ID = "evt_2dGx8b3c"
+
+
+def third_party_headers(payload: str = PAYLOAD, secret: str = SECRET,
+                        timestamp: int | None = None) -> dict[str, str]:
+    ts = int(time.time()) if timestamp is None else timestamp
+    signature = Webhook(secret).sign(MSG_ID, datetime.fromtimestamp(ts, tz=timezone.utc), payload)
+    return {"webhook-id": MSG_ID, "webhook-timestamp": str(ts), "webhook-signature": signature}
+
+
+def test_verifies_what_standardwebhooks_signs() -> None:
+    headers = third_party_headers()
+    assert webhooks.verify(PAYLOAD, headers, SECRET) == json.loads(PAYLOAD)
+    assert webhooks.verify(PAYLOAD.encode(), headers, SECRET)["type"] == "payment_intent.succeeded"
+
+
+def test_standardwebhooks_verifies_what_we_sign() -> None:
+    headers = webhooks.sign_headers(PAYLOAD, SECRET, msg_id=MSG_ID)
+    assert Webhook(SECRET).verify(PAYLOAD, headers) == json.loads(PAYLOAD)
+    assert headers["webhook-signature"] == Webhook(SECRET).sign(
+        MSG_ID, datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=timezone.utc),
+        PAYLOAD)
+
+
+def test_header_names_are_case_insensitive() -> None:
+    headers = {k.upper(): v for k, v in third_party_headers().items()}
+    assert webhooks.verify(PAYLOAD, headers, SECRET)
+    assert webhooks.verify(PAYLOAD, httpx.Headers(third_party_headers()), SECRET)
+
+
+def test_tampered_body_is_rejected() -> None:
+    headers = third_party_headers()
+    with pytest.raises(paygate.SignatureVerificationError):
+        webhooks.verify(PAYLOAD.replace("1999", "1"), headers, SECRET)
+    with pytest.raises(paygate.SignatureVerificationError):
+        webhooks.verify(PAYLOAD + " ", headers, SECRET)
+
+
+def test_tampered_id_or_timestamp_is_rejected() -> None:
+    headers = third_party_headers()
+    with pytest.raises(paygate.SignatureVerificationError):
+        webhooks.verify(PAYLOAD, {**headers, "webhook-id": "evt_other"}, SECRET)
+    moved = str(int(headers["webhook-timestamp"]) - 1)
+    with pytest.raises(paygate.SignatureVerificationError):
+        webhooks.verify(PAYLOAD, {**headers, "webhook-timestamp": moved}, SECRET)
+
+
+def test_wrong_secret_is_rejected() -> None:
+    with pytest.raises(paygate.SignatureVerificationError, match="signature"):
+        webhooks.verify(PAYLOAD, third_party_headers(), OTHER_SECRET)
+
+
+@pytest.mark.parametrize("offset, ok", [(-301, False), (-299, True), (0, True), (299, True),
+                                        (301, False), (-86400, False), (86400, False)])
+def test_timestamp_tolerance_in_both_directions(offset: int, ok: bool) -> None:
+    now = 1_700_000_000
+    headers = third_party_headers(timestamp=now + offset)
+    if ok:
+        assert webhooks.verify(PAYLOAD, headers, SECRET, now=now)
+    else:
+        with pytest.raises(paygate.SignatureVerificationError, match="timestamp"):
+            webhooks.verify(PAYLOAD, headers, SECRET, now=now)
+
+
+def test_custom_tolerance() -> None:
+    now = 1_700_000_000
+    headers = third_party_headers(timestamp=now - 60)
+    with pytest.raises(paygate.SignatureVerificationError):
+        webhooks.verify(PAYLOAD, headers, SECRET, tolerance=30, now=now)
+    assert webhooks.verify(PAYLOAD, headers, SECRET, tolerance=90, now=now)
+
+
+def test_stale_and_future_with_the_real_clock() -> None:
+    for offset in (-600, 600):
+        with pytest.raises(paygate.SignatureVerificationError):
+            webhooks.verify(PAYLOAD, third_party_headers(timestamp=int(time.time()) + offset),
+                            SECRET)
+
+
+@pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
+def test_missing_headers_are_rejected(missing: str) -> None:
+    headers = third_party_headers()
+    del headers[missing]
+    with pytest.raises(paygate.SignatureVerificationError, match="missing"):
+        webhooks.verify(PAYLOAD, headers, SECRET)
+    with pytest.raises(paygate.SignatureVerificationError):
+        webhooks.verify(PAYLOAD, {**third_party_headers(), missing: ""}, SECRET)
+
+
+@pytest.mark.parametrize("timestamp", ["soon", "1.5e9", ""])
+def test_malformed_timestamp_is_rejected(timestamp: str) -> None:
+    with pytest.raises(paygate.SignatureVerificationError):
+        webhooks.verify(PAYLOAD, {**third_party_headers(), "webhook-timestamp": timestamp}, SECRET)
+
+
+def test_one_of_several_signatures_is_enough() -> None:
+    headers = third_party_headers()
+    good = headers["webhook-signature"]
+    stale_key = third_party_headers(secret=OTHER_SECRET,
+                                    timestamp=int(headers["webhook-timestamp"]))
+    rotated = " ".join([stale_key["webhook-signature"], "v2,abcd", "garbage", "v1,!!notb64!!",
+                        good])
+    assert webhooks.verify(PAYLOAD, {**headers, "webhook-signature": rotated}, SECRET)
+    only_bad = " ".join([stale_key["webhook-signature"], "v2," + good.split(",", 1)[1]])
+    with pytest.raises(paygate.SignatureVerificationError):
+        webhooks.verify(PAYLOAD, {**headers, "webhook-signature": only_bad}, SECRET)
+
+
+def test_verified_but_not_a_json_object() -> None:
+    for payload in ("[1,2]", "not json"):
+        headers = third_party_headers(payload=payload)
+        with pytest.raises(paygate.SignatureVerificationError, match="JSON"):
+            webhooks.verify(payload, headers, SECRET)
+
+
+def test_secrets() -> None:
+    raw = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    headers = third_party_headers()
+    # Without the prefix, and unpadded, as other libraries accept.
+    assert webhooks.verify(PAYLOAD, headers, raw)
+    unpadded = "whsec_" + base64.b64encode(b"k" * 25).decode().rstrip("=")
+    assert webhooks.verify(PAYLOAD, third_party_headers(secret=unpadded), unpadded)
+    with pytest.raises(ValueError):
+        webhooks.verify(PAYLOAD, headers, "whsec_not*base64")
+    with pytest.raises(ValueError):
+        webhooks.verify(PAYLOAD, headers, "whsec_")
+
+
+def test_construct_event() -> None:
+    event = webhooks.construct_event(PAYLOAD, third_party_headers(), SECRET)
+    assert isinstance(event, paygate.Event)
+    assert event.type == "payment_intent.succeeded"
+    assert event.id == MSG_ID  # the webhook-id: what receivers deduplicate on
+    assert event.data["paymentIntentId"] == "pi_123"
+    assert event.created_at == datetime(2023, 10, 15, 14, 22, 31, tzinfo=timezone.utc)
+
+
+def test_sign_accepts_datetimes() -> None:
+    moment = datetime(2023, 10, 15, 14, 22, 31, tzinfo=timezone.utc)
+    assert webhooks.sign(PAYLOAD, SECRET, msg_id=MSG_ID, timestamp=moment) == webhooks.sign(
+        PAYLOAD, SECRET, msg_id=MSG_ID, timestamp=int(moment.timestamp()))

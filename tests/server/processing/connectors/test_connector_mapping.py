@@ -1,0 +1,396 @@
+"""The answer → outcome table of the simulator connector, branch by branch (no network)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from paygate_server.processing.connectors import (
+    CardDetails,
+    ChargeOutcome,
+    ChargeRequest,
+    Connector,
+    ConnectorError,
+    RefundRequest,
+    SimulatorConnector,
+    connector_for_url,
+)
+from paygate_server.processing.connectors.simulator import Operation, classify
+
+O = ChargeOutcome
+REF = "txn_abc"
+CARD = CardDetails("4242424242424242", 12, 2030, "123")
+REQUEST = ChargeRequest(REF, "pi_1", "mer_1", 1999, "USD", CARD)
+
+
+def _json(status: int, body: Any) -> tuple[int, bytes]:
+    return status, orjson.dumps(body)
+
+
+APPROVED = {"reference": REF, "status": "approved", "authCode": "A1B2C3", "declineCode": None}
+DECLINED = {
+    "reference": REF,
+    "status": "declined",
+    "authCode": None,
+    "declineCode": "insufficient_funds",
+    "message": "The card has insufficient funds.",
+}
+PROCESSING_ERROR = {
+    "status": "error",
+    "code": "processing_error",
+    "retryable": False,
+    "message": "boom",
+}
+UNAVAILABLE = {"status": "error", "code": "temporarily_unavailable", "retryable": True}
+NOT_FOUND = {"status": "error", "code": "charge_not_found", "retryable": False}
+
+# (operation, HTTP status, body) → outcome
+ANSWERS: list[tuple[str, Operation, int, bytes, ChargeOutcome]] = [
+    ("approved", Operation.CHARGE, *_json(200, APPROVED), O.APPROVED),
+    ("declined", Operation.CHARGE, *_json(200, DECLINED), O.DECLINED),
+    (
+        "approved without authCode",
+        Operation.CHARGE,
+        *_json(200, {**APPROVED, "authCode": None}),
+        O.UNKNOWN,
+    ),
+    (
+        "declined without declineCode",
+        Operation.CHARGE,
+        *_json(200, {**DECLINED, "declineCode": ""}),
+        O.UNKNOWN,
+    ),
+    (
+        "other status word",
+        Operation.CHARGE,
+        *_json(200, {**APPROVED, "status": "pending"}),
+        O.UNKNOWN,
+    ),
+    (
+        "answer for another reference",
+        Operation.CHARGE,
+        *_json(200, {**APPROVED, "reference": "txn_other"}),
+        O.UNKNOWN,
+    ),
+    ("200 not JSON", Operation.CHARGE, 200, b"<html>ok</html>", O.UNKNOWN),
+    ("200 empty", Operation.CHARGE, 200, b"", O.UNKNOWN),
+    ("200 JSON list", Operation.CHARGE, *_json(200, [APPROVED]), O.UNKNOWN),
+    ("500 retryable false", Operation.CHARGE, *_json(500, PROCESSING_ERROR), O.FAILED),
+    ("502 retryable false", Operation.CHARGE, *_json(502, PROCESSING_ERROR), O.FAILED),
+    ("503 retryable true", Operation.CHARGE, *_json(503, UNAVAILABLE), O.RETRY),
+    ("500 retryable true", Operation.CHARGE, *_json(500, UNAVAILABLE), O.RETRY),
+    (
+        "500 without retryable",
+        Operation.CHARGE,
+        *_json(500, {"status": "error", "code": "internal_error"}),
+        O.UNKNOWN,
+    ),
+    (
+        "500 retryable as string",
+        Operation.CHARGE,
+        *_json(500, {**PROCESSING_ERROR, "retryable": "false"}),
+        O.UNKNOWN,
+    ),
+    ("503 no body", Operation.CHARGE, 503, b"", O.UNKNOWN),
+    ("502 from a proxy", Operation.CHARGE, 502, b"<html>Bad Gateway</html>", O.UNKNOWN),
+    ("500 JSON without status", Operation.CHARGE, *_json(500, {"retryable": False}), O.UNKNOWN),
+    (
+        "400 rejected",
+        Operation.CHARGE,
+        *_json(400, {"status": "error", "code": "parameter_invalid", "retryable": False}),
+        O.FAILED,
+    ),
+    (
+        "409 reference conflict",
+        Operation.CHARGE,
+        *_json(409, {"status": "error", "code": "reference_conflict"}),
+        O.UNKNOWN,
+    ),
+    (
+        "409 even if it says retryable false",
+        Operation.CHARGE,
+        *_json(409, {"status": "error", "code": "reference_conflict", "retryable": False}),
+        O.UNKNOWN,
+    ),
+    ("404 on charge", Operation.CHARGE, *_json(404, NOT_FOUND), O.UNKNOWN),
+    ("302 redirect", Operation.CHARGE, 302, b"", O.UNKNOWN),
+    ("201 unexpected success code", Operation.CHARGE, *_json(201, APPROVED), O.UNKNOWN),
+    ("429", Operation.CHARGE, *_json(429, {"status": "error", "retryable": True}), O.UNKNOWN),
+    ("lookup approved", Operation.LOOKUP, *_json(200, APPROVED), O.APPROVED),
+    ("lookup declined", Operation.LOOKUP, *_json(200, DECLINED), O.DECLINED),
+    ("lookup 404 charge_not_found", Operation.LOOKUP, *_json(404, NOT_FOUND), O.NOT_FOUND),
+    ("lookup 404 plain text", Operation.LOOKUP, 404, b"Not Found", O.UNKNOWN),
+    (
+        "lookup 404 other code",
+        Operation.LOOKUP,
+        *_json(404, {"status": "error", "code": "not_found"}),
+        O.UNKNOWN,
+    ),
+    ("lookup 500 processing_error", Operation.LOOKUP, *_json(500, PROCESSING_ERROR), O.UNKNOWN),
+    ("lookup 503 retryable", Operation.LOOKUP, *_json(503, UNAVAILABLE), O.UNKNOWN),
+    (
+        "lookup 400",
+        Operation.LOOKUP,
+        *_json(400, {"status": "error", "code": "parameter_invalid", "retryable": False}),
+        O.UNKNOWN,
+    ),
+    (
+        "refund succeeded",
+        Operation.REFUND,
+        *_json(200, {"reference": REF, "status": "succeeded", "amount": 5}),
+        O.APPROVED,
+    ),
+    (
+        "refund other status",
+        Operation.REFUND,
+        *_json(200, {"reference": REF, "status": "pending"}),
+        O.UNKNOWN,
+    ),
+    (
+        "refund for another reference",
+        Operation.REFUND,
+        *_json(200, {"reference": "re_other", "status": "succeeded"}),
+        O.UNKNOWN,
+    ),
+    (
+        "refund exceeds",
+        Operation.REFUND,
+        *_json(422, {"status": "error", "code": "amount_exceeds_remaining", "retryable": False}),
+        O.DECLINED,
+    ),
+    (
+        "refund of a declined charge",
+        Operation.REFUND,
+        *_json(422, {"status": "error", "code": "charge_not_refundable", "retryable": False}),
+        O.DECLINED,
+    ),
+    ("refund of an unknown charge", Operation.REFUND, *_json(404, NOT_FOUND), O.DECLINED),
+    ("refund 404 without code", Operation.REFUND, 404, b"nope", O.UNKNOWN),
+    (
+        "refund 400",
+        Operation.REFUND,
+        *_json(400, {"status": "error", "code": "parameter_invalid", "retryable": False}),
+        O.FAILED,
+    ),
+    (
+        "refund 409 conflict",
+        Operation.REFUND,
+        *_json(409, {"status": "error", "code": "reference_conflict"}),
+        O.UNKNOWN,
+    ),
+    ("refund 503 retryable", Operation.REFUND, *_json(503, UNAVAILABLE), O.RETRY),
+    ("refund 500 unparseable", Operation.REFUND, 500, b"oops", O.UNKNOWN),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "operation", "status", "body", "outcome"), ANSWERS, ids=[a[0] for a in ANSWERS]
+)
+def test_classify(
+    case: str, operation: Operation, status: int, body: bytes, outcome: ChargeOutcome
+) -> None:
+    assert classify(operation, REF, status, body).outcome is outcome
+
+
+def test_classify_carries_codes_and_messages() -> None:
+    approved = classify(Operation.CHARGE, REF, *_json(200, APPROVED))
+    assert approved.auth_code == "A1B2C3" and approved.decline_code is None
+    declined = classify(Operation.CHARGE, REF, *_json(200, DECLINED))
+    assert declined.decline_code == "insufficient_funds"
+    assert declined.message == "The card has insufficient funds."
+    failed = classify(Operation.CHARGE, REF, *_json(500, PROCESSING_ERROR))
+    assert failed.decline_code is None and "processing_error" in (failed.message or "")
+
+
+TRANSPORT_ERRORS: list[Callable[[httpx.Request], Exception]] = [
+    lambda r: httpx.ConnectTimeout("connect timed out", request=r),
+    lambda r: httpx.ReadTimeout("read timed out", request=r),
+    lambda r: httpx.WriteTimeout("write timed out", request=r),
+    lambda r: httpx.PoolTimeout("pool timed out", request=r),
+    lambda r: httpx.ConnectError("refused", request=r),
+    lambda r: httpx.ReadError("reset by peer", request=r),
+    lambda r: httpx.RemoteProtocolError("peer closed connection", request=r),
+    lambda r: OSError("anything else"),
+]
+
+
+def _connector(handler: Callable[[httpx.Request], httpx.Response]) -> SimulatorConnector:
+    return SimulatorConnector("http://processor.test", transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize("make_error", TRANSPORT_ERRORS)
+async def test_transport_errors_are_unknown_never_failed(
+    make_error: Callable[[httpx.Request], Exception],
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise make_error(request)
+
+    async with _connector(handler) as connector:
+        charged = await connector.charge(REQUEST)
+        assert charged.outcome is O.UNKNOWN and charged.reference == REF
+        assert "4242424242424242" not in (charged.message or "")
+        assert (await connector.lookup(REF)).outcome is O.UNKNOWN
+        refund = await connector.refund(RefundRequest("re_1", REF, 100, "USD"))
+        assert refund.outcome is O.UNKNOWN
+        with pytest.raises(ConnectorError):
+            await connector.settlement_report(dt.date(2025, 1, 1))
+
+
+async def test_timeout_message_says_timeout() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    async with _connector(handler) as connector:
+        result = await connector.charge(REQUEST)
+    assert result.outcome is O.UNKNOWN and "timeout" in (result.message or "")
+
+
+@pytest.mark.parametrize(
+    ("case", "operation", "status", "body", "outcome"),
+    [a for a in ANSWERS if a[1] is not Operation.REFUND],
+    ids=[a[0] for a in ANSWERS if a[1] is not Operation.REFUND],
+)
+async def test_connector_uses_the_table(
+    case: str, operation: Operation, status: int, body: bytes, outcome: ChargeOutcome
+) -> None:
+    async with _connector(lambda request: httpx.Response(status, content=body)) as connector:
+        if operation is Operation.CHARGE:
+            result = await connector.charge(REQUEST)
+        else:
+            result = await connector.lookup(REF)
+    assert result.outcome is outcome and result.reference == REF
+
+
+async def test_charge_request_on_the_wire() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=orjson.dumps(APPROVED))
+
+    async with _connector(handler) as connector:
+        result = await connector.charge(REQUEST)
+        no_cvc = ChargeRequest(
+            REF, "pi_1", "mer_1", 1999, "USD", CardDetails("4242424242424242", 1, 2031, None)
+        )
+        await connector.charge(no_cvc)
+    assert result.outcome is O.APPROVED and result.auth_code == "A1B2C3"
+    first, second = seen
+    assert first.method == "POST" and first.url.path == "/v1/charges"
+    assert first.headers["content-type"] == "application/json"
+    assert orjson.loads(first.content) == {
+        "reference": REF,
+        "paymentIntentId": "pi_1",
+        "merchantId": "mer_1",
+        "amount": 1999,
+        "currency": "USD",
+        "card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2030, "cvc": "123"},
+    }
+    assert "cvc" not in orjson.loads(second.content)["card"]
+
+
+async def test_lookup_and_refund_on_the_wire() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.startswith("/v1/charges/"):
+            return httpx.Response(404, content=orjson.dumps(NOT_FOUND))
+        return httpx.Response(
+            200, content=orjson.dumps({"reference": "re_9", "status": "succeeded"})
+        )
+
+    async with _connector(handler) as connector:
+        assert (await connector.lookup("txn_a:b")).outcome is O.NOT_FOUND
+        refund = await connector.refund(RefundRequest("re_9", "txn_a", 250, "USD"))
+    assert refund.outcome is O.APPROVED and refund.reference == "re_9"
+    assert seen[0].method == "GET" and seen[0].url.raw_path == b"/v1/charges/txn_a%3Ab"
+    assert seen[1].url.path == "/v1/refunds"
+    assert orjson.loads(seen[1].content) == {
+        "reference": "re_9",
+        "chargeReference": "txn_a",
+        "amount": 250,
+    }
+
+
+async def test_settlement_report_parsing() -> None:
+    report = {
+        "date": "2025-01-01",
+        "charges": [
+            {
+                "reference": "txn_1",
+                "paymentIntentId": "pi_1",
+                "merchantId": "mer_1",
+                "amount": 1000,
+                "currency": "USD",
+                "authCode": "X",
+                "createdAt": "…",
+            }
+        ],
+        "refunds": [
+            {
+                "reference": "re_1",
+                "chargeReference": "txn_1",
+                "paymentIntentId": "pi_1",
+                "merchantId": "mer_1",
+                "amount": 300,
+                "currency": "USD",
+                "createdAt": "…",
+            }
+        ],
+        "totals": {},
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["date"] == "2025-01-01"
+        return httpx.Response(200, content=orjson.dumps(report))
+
+    async with _connector(handler) as connector:
+        records = await connector.settlement_report(dt.date(2025, 1, 1))
+    assert [
+        (r.kind, r.reference, r.payment_intent_id, r.charge_reference, r.amount, r.currency)
+        for r in records
+    ] == [
+        ("charge", "txn_1", "pi_1", None, 1000, "USD"),
+        ("refund", "re_1", "pi_1", "txn_1", 300, "USD"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, b"{}"),
+        (200, b"not json"),
+        (200, b'{"charges": [{"reference": "t"}], "refunds": []}'),
+        (
+            200,
+            b'{"charges": [{"reference": "t", "amount": "1", "currency": "USD"}], "refunds": []}',
+        ),
+        (200, b"[]"),
+    ],
+)
+async def test_settlement_report_errors(status: int, body: bytes) -> None:
+    async with _connector(lambda request: httpx.Response(status, content=body)) as connector:
+        with pytest.raises(ConnectorError):
+            await connector.settlement_report(dt.date(2025, 1, 1))
+
+
+def test_card_details_repr_hides_number_and_cvc() -> None:
+    for text in (repr(CARD), str(CARD), repr(REQUEST), f"{REQUEST}"):
+        assert "4242424242424242" not in text
+        assert "123" not in text.replace("1999", "")
+        assert "4242" in text  # last4 is fine and helps debugging
+
+
+def test_connector_for_url() -> None:
+    assert isinstance(connector_for_url("http://127.0.0.1:8081"), SimulatorConnector)
+    assert isinstance(connector_for_url("simulator+https://sim.example"), SimulatorConnector)
+    assert connector_for_url("simulator+http://sim.example:9/").base_url == "http://sim.example:9"
+    assert isinstance(connector_for_url("http://x"), Connector)
+    for url in ("acme://processor", "ftp://x", "../../etc://x", "base://x"):
+        with pytest.raises(ValueError):
+            connector_for_url(url)
