@@ -86,7 +86,6 @@ class FrameContext:
     merchant_origin: str | None = None
     description: str | None = None
     test_mode: bool = False
-    base_path: str = DEFAULT_BASE_PATH
 
     def resolved_merchant_origin(self, parent_origin: str | None = None) -> str:
         """The postMessage target; ValueError if it is not one of ``allowed_origins``."""
@@ -110,14 +109,21 @@ def _asset_urls(base_path: str) -> dict[str, str]:
     }
 
 
-def render_frame(context: FrameContext, *, parent_origin: str | None = None) -> str:
+def render_frame(
+    context: FrameContext,
+    *,
+    parent_origin: str | None = None,
+    base_path: str = DEFAULT_BASE_PATH,
+) -> str:
     """The frame page's HTML. Pair it with ``frame_security_headers(context.allowed_origins)``.
+
+    ``base_path`` is where the checkout routes are mounted (assets, keys, tokens).
 
     Page data reaches the scripts through a ``<script type="application/json">`` block
     (``tojson`` escapes ``<``, ``>``, ``&`` and ``'``), so the page needs no inline script.
     """
     merchant_origin = context.resolved_merchant_origin(parent_origin)
-    base = context.base_path.rstrip("/")
+    base = base_path.rstrip("/")
     amount_label = format_amount(context.amount, context.currency)
     config: dict[str, Any] = {
         "clientSecret": context.client_secret,

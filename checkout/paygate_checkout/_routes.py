@@ -123,7 +123,9 @@ def build_frame_route(
         if context is None:
             return _error_page("This checkout link is not valid.", 404, (), base)
         try:
-            html = render_frame(context, parent_origin=request.query_params.get("parentOrigin"))
+            html = render_frame(
+                context, parent_origin=request.query_params.get("parentOrigin"), base_path=base
+            )
         except ValueError:
             # The merchant has no registered origin: nobody could embed the form.
             return _error_page("This checkout cannot be embedded.", 409, (), base)

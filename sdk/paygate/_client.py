@@ -35,8 +35,8 @@ from ._retry import Backoff
 
 __all__ = ["AsyncClient", "Client"]
 
-#: How long a fetched JWKS is reused before ``encrypt_card`` fetches it again.
-JWKS_TTL = 3600.0
+#: How long a fetched JWKS is reused (the gateway serves it with max-age=300).
+JWKS_TTL = 300.0
 
 
 class Client(BaseClient):

@@ -113,7 +113,7 @@ class SSEDecoder:
 
     def _dispatch(self) -> ServerSentEvent | None:
         event_type = self._event or "message"
-        data = "".join(self._data)
+        data = "\n".join(self._data)
         has_data = self._has_data
         self._event = ""
         self._data = []

@@ -319,6 +319,62 @@ def test_amex_formatting_and_cvc(checkout_sites: Any, page_factory: Any) -> None
     assert frame.locator("#pg-cvc").input_value() == "1234"
 
 
+def test_editing_in_the_middle_keeps_the_caret_and_paste_is_formatted(
+    checkout_sites: Any, page_factory: Any
+) -> None:
+    sites = checkout_sites
+    page = page_factory()
+    frame = _open_checkout(page, sites, sites.new_checkout())
+    number = frame.locator("#pg-number")
+    number.fill("4242-4242-4242-4242")  # pasted with dashes
+    assert number.input_value() == "4242 4242 4242 4242"
+
+    def caret() -> int:
+        return int(frame.evaluate("document.getElementById('pg-number').selectionStart"))
+
+    # Backspace right after a separator removes the digit before it (not just the space,
+    # which re-formatting would put back), and the groups re-flow.
+    frame.evaluate("document.getElementById('pg-number').setSelectionRange(5, 5)")
+    number.press("Backspace")
+    assert number.input_value() == "4244 2424 2424 242"
+    assert caret() == 3
+    # Typing in the middle keeps the caret after the new digit.
+    number.press_sequentially("2")
+    assert number.input_value() == "4242 4242 4242 4242"
+    assert caret() == 4
+    # Delete in front of a separator removes the digit after it.
+    number.press("Delete")
+    assert number.input_value() == "4242 2424 2424 242"
+    assert caret() == 4
+    frame.evaluate("document.getElementById('pg-number').setSelectionRange(7, 7)")
+    number.press("Delete")
+    assert number.input_value() == "4242 2442 4242 42"
+    assert caret() == 7
+
+
+def test_enter_submits_and_autofilled_expiry_is_understood(
+    checkout_sites: Any, page_factory: Any
+) -> None:
+    sites = checkout_sites
+    checkout = sites.new_checkout(currency="JPY", amount=1999)
+    page = page_factory()
+    frame = _open_checkout(page, sites, checkout)
+    assert frame.locator("#pg-amount").inner_text() == "¥1,999"
+    frame.locator("#pg-number").press_sequentially("5555 5555 5555 4444")
+    frame.locator("#pg-expiry").fill("07/2031")  # what autofill may put in a cc-exp field
+    assert frame.locator("#pg-expiry").input_value() == "07 / 31"
+    frame.locator("#pg-cvc").press_sequentially("321")
+    frame.locator("#pg-name").press_sequentially("Kenji Sato")
+    frame.locator("#pg-name").press("Enter")
+    page.wait_for_function("window.__paygate.tokens.length === 1")
+    assert page.evaluate("window.__paygate.tokens[0].card") == {
+        "brand": "mastercard", "last4": "4444", "expMonth": 7, "expYear": 2031,
+    }
+    assert [(c.number, c.cvc, c.name) for c in checkout.decrypted] == [
+        ("5555555555554444", "321", "Kenji Sato")
+    ]
+
+
 def test_accessibility_attributes(checkout_sites: Any, page_factory: Any) -> None:
     sites = checkout_sites
     page = page_factory()

@@ -45,10 +45,14 @@ def decrypt_with_jwcrypto(token: str, key: rsa.RSAPrivateKey) -> tuple[dict[str,
     return json.loads(jwe_token.objects["protected"]), jwe_token.payload
 
 
+@pytest.fixture(scope="session")
+def other_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @pytest.fixture
-def jwks(rsa_private_key: rsa.RSAPrivateKey) -> dict[str, Any]:
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return {"keys": [public_jwk(rsa_private_key, "key-2024"), public_jwk(other, "key-2023")]}
+def jwks(rsa_private_key: rsa.RSAPrivateKey, other_rsa_key: rsa.RSAPrivateKey) -> dict[str, Any]:
+    return {"keys": [public_jwk(rsa_private_key, "key-2024"), public_jwk(other_rsa_key, "key-2023")]}
 
 
 def test_encrypt_card_decrypts_with_jwcrypto(rsa_private_key: rsa.RSAPrivateKey,
@@ -183,7 +187,10 @@ async def test_client_fetches_and_caches_the_jwks(make_client: Any, fake_time: A
     assert (request.method, request.url.path) == ("GET", "/checkout/v1/keys")
     # Public keys: not an /api/v1 call, so nothing signed and no credentials sent.
     assert "authorization" not in request.headers and "x-signature" not in request.headers
-    fake_time.now += 3601
+    fake_time.now += 299
+    await resolve(client.card_keys())
+    assert len(gateway.requests) == 1  # still fresh (the gateway says max-age=300)
+    fake_time.now += 2
     await resolve(client.card_keys())
     assert len(gateway.requests) == 2  # the cache expired
     await resolve(client.card_keys(refresh=True))

@@ -85,3 +85,11 @@ async def test_concurrent_requests_with_one_key_execute_once(gw: InProcessGatewa
     assert len(created) == 1
     assert sum("idempotent-replayed" not in r.headers for r in results if r.status_code == 201) == 1
     assert await _count(shop) == 1
+
+
+async def test_card_number_in_idempotency_key_is_refused(gw: InProcessGateway) -> None:
+    shop = await gw.new_merchant()
+    r = await shop.post(INTENT, BODY, idempotency_key="order-4242424242424242")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "plaintext_card_data"
+    assert "4242" not in r.text
+    assert await _count(shop) == 0

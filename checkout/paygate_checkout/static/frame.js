@@ -3,7 +3,7 @@
  *
  * Formats and validates as the customer types, encrypts the card with the gateway's
  * public key (jwe.js), exchanges it for a token at POST tokensUrl, and tells the parent
- * page through postMessage — always to the merchant's registered origin, never "*".
+ * page through postMessage — always to the merchant's registered origin, never a wildcard.
  * Messages: paygate:ready, paygate:resize {height}, paygate:token {token, card},
  * paygate:error {code, message}.
  */

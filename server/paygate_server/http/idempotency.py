@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from paygate_server import jsoncodec
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.clock import now_us
 from paygate_server.db import Database
 from paygate_server.db.dialect import insert_ignore
@@ -41,6 +42,9 @@ def parse_idempotency_key(value: str | None) -> str | None:
             "Idempotency-Key must be 1 to 255 printable ASCII characters",
             param="Idempotency-Key",
         )
+    if contains_card_number(value):  # it would be stored: never a card number
+        raise ApiError("plaintext_card_data", "Idempotency-Key looks like it contains a card number",
+                       param="Idempotency-Key")
     return value
 
 
