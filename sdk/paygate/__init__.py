@@ -16,7 +16,7 @@ Depends on ``httpx`` and ``cryptography`` only. Everything public is listed in
 
 from __future__ import annotations
 
-from . import webhooks
+from . import signing, webhooks
 from ._base_client import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ._client import AsyncClient, Client
 from ._exceptions import (
@@ -93,6 +93,7 @@ __all__ = [
     "format_timestamp",
     "jwe_encrypt",
     "sign_request",
+    "signing",
     "verify_signature",
     "webhooks",
 ]

@@ -27,7 +27,7 @@ Each carries ``http_status``, ``code``, ``param``, ``message``, ``request_id``,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._models import LastError, PaymentIntent, PaymentStatus
@@ -80,6 +80,11 @@ class PaygateError(Exception):
             prefix += f"{self.code}: "
         suffix = f" (request id: {self.request_id})" if self.request_id else ""
         return f"{prefix}{self.message}{suffix}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep every field through pickling (multiprocessing, task queues): the default
+        # would call __init__ with the message alone.
+        return (_restore, (type(self), self.args, self.__dict__))
 
     def __repr__(self) -> str:
         return (
@@ -156,3 +161,10 @@ class WaitTimeoutError(PaygateError, TimeoutError):
 
 class SignatureVerificationError(PaygateError):
     """A webhook's signature, timestamp or headers did not verify."""
+
+
+def _restore(cls: type[PaygateError], args: tuple[Any, ...], state: dict[str, Any]) -> PaygateError:
+    error = cls.__new__(cls, *args)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+import paygate
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-import paygate
 
 API_KEY = "pk_test_0123456789abcdef"
 SIGNING_SECRET = "sk_test_fedcba9876543210"
@@ -24,8 +23,13 @@ T = TypeVar("T")
 Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
 
 
-def reply(status: int = 200, body: Any = None, *, headers: dict[str, str] | None = None,
-          content: bytes | None = None) -> Callable[[httpx.Request], httpx.Response]:
+def reply(
+    status: int = 200,
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+) -> Callable[[httpx.Request], httpx.Response]:
     """A fresh response per call (a Response object cannot be sent twice)."""
 
     def make(request: httpx.Request) -> httpx.Response:
@@ -39,11 +43,21 @@ def reply(status: int = 200, body: Any = None, *, headers: dict[str, str] | None
     return make
 
 
-def error_reply(status: int, code: str, *, type_: str = "invalid_request_error",
-                message: str = "nope", param: str | None = None,
-                headers: dict[str, str] | None = None) -> Callable[[httpx.Request], httpx.Response]:
-    error: dict[str, Any] = {"type": type_, "code": code, "message": message,
-                             "requestId": "req_body"}
+def error_reply(
+    status: int,
+    code: str,
+    *,
+    type_: str = "invalid_request_error",
+    message: str = "nope",
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Callable[[httpx.Request], httpx.Response]:
+    error: dict[str, Any] = {
+        "type": type_,
+        "code": code,
+        "message": message,
+        "requestId": "req_body",
+    }
     if param is not None:
         error["param"] = param
     return reply(status, {"error": error}, headers=headers)
@@ -108,13 +122,23 @@ async def make_client(kind: str, fake_time: FakeTime) -> AsyncIterator[Callable[
         kwargs.setdefault("backoff", paygate.Backoff(random=lambda: 0.0))
         client: paygate.Client | paygate.AsyncClient
         if kind == "sync":
-            client = paygate.Client(API_KEY, SIGNING_SECRET, kwargs.pop("base_url", BASE_URL),
-                                    transport=httpx.MockTransport(gateway), **kwargs)
-            client._sleep = fake_time.sleep  # type: ignore[method-assign]
+            client = paygate.Client(
+                API_KEY,
+                SIGNING_SECRET,
+                kwargs.pop("base_url", BASE_URL),
+                transport=httpx.MockTransport(gateway),
+                **kwargs,
+            )
+            client._sleep = fake_time.sleep  # type: ignore[method-assign,assignment]
         else:
-            client = paygate.AsyncClient(API_KEY, SIGNING_SECRET, kwargs.pop("base_url", BASE_URL),
-                                         transport=httpx.MockTransport(gateway), **kwargs)
-            client._sleep = fake_time.asleep  # type: ignore[method-assign]
+            client = paygate.AsyncClient(
+                API_KEY,
+                SIGNING_SECRET,
+                kwargs.pop("base_url", BASE_URL),
+                transport=httpx.MockTransport(gateway),
+                **kwargs,
+            )
+            client._sleep = fake_time.asleep  # type: ignore[method-assign,assignment]
         client._clock = fake_time.clock  # type: ignore[method-assign]
         made.append(client)
         return client, gateway

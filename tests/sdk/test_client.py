@@ -6,26 +6,32 @@ import logging
 from typing import Any
 
 import httpx
-import pytest
-
 import paygate
+import pytest
+import respx
 
 from .conftest import API_KEY, BASE_URL, SIGNING_SECRET, intent_json, reply, resolve
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"api_key": ""}, "api_key"),
-    ({"signing_secret": ""}, "signing_secret"),
-    ({"api_key": "sk_test_oops"}, "signing secret"),
-    ({"base_url": "gateway.test"}, "base_url"),
-    ({"base_url": "ftp://gateway.test"}, "base_url"),
-    ({"base_url": "https://gateway.test/?x=1"}, "base_url"),
-    ({"max_retries": -1}, "max_retries"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"api_key": ""}, "api_key"),
+        ({"signing_secret": ""}, "signing_secret"),
+        ({"api_key": "sk_test_oops"}, "signing secret"),
+        ({"base_url": "gateway.test"}, "base_url"),
+        ({"base_url": "ftp://gateway.test"}, "base_url"),
+        ({"base_url": "https://gateway.test/?x=1"}, "base_url"),
+        ({"max_retries": -1}, "max_retries"),
+    ],
+)
 @pytest.mark.parametrize("cls", [paygate.Client, paygate.AsyncClient])
 def test_invalid_configuration(cls: Any, kwargs: dict[str, Any], message: str) -> None:
-    args: dict[str, Any] = {"api_key": API_KEY, "signing_secret": SIGNING_SECRET,
-                            "base_url": BASE_URL} | kwargs
+    args: dict[str, Any] = {
+        "api_key": API_KEY,
+        "signing_secret": SIGNING_SECRET,
+        "base_url": BASE_URL,
+    } | kwargs
     with pytest.raises(ValueError, match=message):
         cls(args.pop("api_key"), args.pop("signing_secret"), args.pop("base_url"), **args)
 
@@ -59,8 +65,13 @@ def test_a_caller_http_client_is_not_closed() -> None:
     assert not http.is_closed
     http.close()
     with pytest.raises(ValueError):
-        paygate.Client(API_KEY, SIGNING_SECRET, BASE_URL, http_client=http,
-                       transport=httpx.MockTransport(reply()))
+        paygate.Client(
+            API_KEY,
+            SIGNING_SECRET,
+            BASE_URL,
+            http_client=http,
+            transport=httpx.MockTransport(reply()),
+        )
 
 
 async def test_standard_headers(make_client: Any) -> None:
@@ -78,16 +89,24 @@ async def test_standard_headers(make_client: Any) -> None:
 async def test_timeout_configuration_reaches_the_transport(make_client: Any) -> None:
     client, gateway = make_client(reply(201, intent_json()), timeout=12.5)
     await resolve(client.payment_intents.create(amount=1, currency="USD", product_details={}))
-    assert gateway.requests[0].extensions["timeout"] == {"connect": 12.5, "read": 12.5,
-                                                          "write": 12.5, "pool": 12.5}
+    assert gateway.requests[0].extensions["timeout"] == {
+        "connect": 12.5,
+        "read": 12.5,
+        "write": 12.5,
+        "pool": 12.5,
+    }
 
 
-async def test_logs_show_no_bodies_or_secrets(make_client: Any,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_logs_show_no_bodies_or_secrets(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="paygate")
     client, _ = make_client(reply(503), reply(201, intent_json(clientSecret="pi_1_secret_zz")))
-    await resolve(client.payment_intents.create(amount=1, currency="USD",
-                                                product_details={"sku": "hidden-sku"}))
+    await resolve(
+        client.payment_intents.create(
+            amount=1, currency="USD", product_details={"sku": "hidden-sku"}
+        )
+    )
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "retry 1/3" in text and "/api/v1/payment/intent" in text
     for secret in ("hidden-sku", "pi_1_secret_zz", SIGNING_SECRET, API_KEY):
@@ -99,3 +118,18 @@ def test_public_surface() -> None:
         assert hasattr(paygate, name), name
     assert callable(paygate.webhooks.verify) and callable(paygate.webhooks.sign)
     assert paygate.Client.__module__ == "paygate"
+
+
+@respx.mock
+def test_default_transport_under_respx() -> None:
+    route = respx.post(f"{BASE_URL}/api/v1/payment/intent").mock(
+        side_effect=[httpx.Response(503), httpx.Response(201, json=intent_json())]
+    )
+    no_wait = paygate.Backoff(initial_delay=0.0, max_delay=0.0)
+    with paygate.Client(API_KEY, SIGNING_SECRET, BASE_URL, backoff=no_wait) as client:
+        intent = client.payment_intents.create(amount=1, currency="USD", product_details={})
+    assert intent.id == "pi_123"
+    assert route.call_count == 2
+    first, second = (call.request for call in route.calls)
+    assert first.headers["idempotency-key"] == second.headers["idempotency-key"]
+    assert first.headers["x-request-nonce"] != second.headers["x-request-nonce"]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
-import pytest
-
 import paygate
+import pytest
 from paygate._base_client import error_class
 
 from .conftest import error_reply, reply, resolve
@@ -36,18 +36,25 @@ SPEC_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("status, type_, code, cls", SPEC_ERRORS,
-                         ids=[f"{s}-{c}" for s, _, c, _ in SPEC_ERRORS])
-async def test_error_codes_map_to_classes_with_fields(make_client: Any, status: int, type_: str,
-                                                      code: str, cls: type[Exception]) -> None:
-    client, gateway = make_client(
-        error_reply(status, code, type_=type_, message="something went wrong", param="amount",
-                    headers={"Retry-After": "1"}),
+@pytest.mark.parametrize(
+    "status, type_, code, cls", SPEC_ERRORS, ids=[f"{s}-{c}" for s, _, c, _ in SPEC_ERRORS]
+)
+async def test_error_codes_map_to_classes_with_fields(
+    make_client: Any, status: int, type_: str, code: str, cls: type[Exception]
+) -> None:
+    client, _ = make_client(
+        error_reply(
+            status,
+            code,
+            type_=type_,
+            message="something went wrong",
+            param="amount",
+            headers={"Retry-After": "1"},
+        ),
         max_retries=0,
     )
     with pytest.raises(paygate.PaygateError) as info:
-        await resolve(client.payment_intents.create(amount=1, currency="USD",
-                                                    product_details={}))
+        await resolve(client.payment_intents.create(amount=1, currency="USD", product_details={}))
     error = info.value
     assert type(error) is cls
     assert error.http_status == status
@@ -63,25 +70,37 @@ async def test_error_codes_map_to_classes_with_fields(make_client: Any, status: 
     assert code in repr(error) and "req_body" in repr(error)
 
 
-@pytest.mark.parametrize("status, cls", [
-    (400, paygate.InvalidRequestError),
-    (401, paygate.AuthenticationError),
-    (403, paygate.AuthenticationError),
-    (404, paygate.InvalidRequestError),
-    (409, paygate.InvalidRequestError),
-    (413, paygate.InvalidRequestError),
-    (422, paygate.IdempotencyError),
-    (429, paygate.RateLimitError),
-    (500, paygate.APIError),
-    (502, paygate.APIError),
-    (301, paygate.APIError),
-])
-@pytest.mark.parametrize("content", [b"<html><body>Bad Gateway</body></html>", b"", b"{trunc",
-                                     b'"a json string"', b'{"error": "flat"}', b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "status, cls",
+    [
+        (400, paygate.InvalidRequestError),
+        (401, paygate.AuthenticationError),
+        (403, paygate.AuthenticationError),
+        (404, paygate.InvalidRequestError),
+        (409, paygate.InvalidRequestError),
+        (413, paygate.InvalidRequestError),
+        (422, paygate.IdempotencyError),
+        (429, paygate.RateLimitError),
+        (500, paygate.APIError),
+        (502, paygate.APIError),
+        (301, paygate.APIError),
+    ],
+)
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"<html><body>Bad Gateway</body></html>",
+        b"",
+        b"{trunc",
+        b'"a json string"',
+        b'{"error": "flat"}',
+        b"\xff\xfe",
+    ],
+)
 async def test_non_json_or_odd_error_bodies_still_map_by_status(
     make_client: Any, status: int, cls: type[Exception], content: bytes
 ) -> None:
-    client, gateway = make_client(reply(status, content=content), max_retries=0)
+    client, _ = make_client(reply(status, content=content), max_retries=0)
     with pytest.raises(paygate.PaygateError) as info:
         await resolve(client.payment_intents.get("pi_123"))
     error = info.value
@@ -113,10 +132,17 @@ def test_error_class_without_status_uses_the_type() -> None:
 
 
 def test_hierarchy() -> None:
-    for cls in (paygate.AuthenticationError, paygate.InvalidRequestError,
-                paygate.IdempotencyError, paygate.RateLimitError, paygate.APIError,
-                paygate.APIConnectionError, paygate.CardError, paygate.WaitTimeoutError,
-                paygate.SignatureVerificationError):
+    for cls in (
+        paygate.AuthenticationError,
+        paygate.InvalidRequestError,
+        paygate.IdempotencyError,
+        paygate.RateLimitError,
+        paygate.APIError,
+        paygate.APIConnectionError,
+        paygate.CardError,
+        paygate.WaitTimeoutError,
+        paygate.SignatureVerificationError,
+    ):
         assert issubclass(cls, paygate.PaygateError)
     assert issubclass(paygate.APITimeoutError, paygate.APIConnectionError)
     assert issubclass(paygate.APITimeoutError, TimeoutError)
@@ -129,6 +155,32 @@ def test_hierarchy() -> None:
     assert _exceptions.__doc__ is not None
     for name in _exceptions.__all__:
         assert name in _exceptions.__doc__
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        paygate.InvalidRequestError(
+            "bad",
+            http_status=400,
+            code="parameter_invalid",
+            param="amount",
+            request_id="req_1",
+            error_type="invalid_request_error",
+            headers={"a": "b"},
+        ),
+        paygate.APITimeoutError("slow"),
+        paygate.CardError(
+            "declined", code="card_declined", decline_code="expired_card", payment_intent_id="pi_1"
+        ),
+        paygate.WaitTimeoutError("late"),
+    ],
+)
+def test_errors_pickle_with_their_fields(error: paygate.PaygateError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert copy.__dict__ == error.__dict__
+    assert str(copy) == str(error) and copy.args == error.args
 
 
 def test_errors_without_http_have_empty_fields() -> None:

@@ -4,27 +4,36 @@ lenient parsing."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
-
-import pytest
+from datetime import UTC, datetime
 
 import paygate
+import pytest
 
 from .conftest import intent_json, status_json
 
 
 def test_intent_with_card_and_last_error() -> None:
-    intent = paygate.PaymentIntent.from_dict(intent_json(
-        status="succeeded", amountRefunded=500, clientSecret="pi_123_secret_s3cr3t",
-        card={"brand": "visa", "last4": "4242", "expMonth": 12, "expYear": 2030, "funding": "x"},
-        lastError={"code": "card_declined", "declineCode": "generic_decline", "message": "no"},
-    ))
+    intent = paygate.PaymentIntent.from_dict(
+        intent_json(
+            status="succeeded",
+            amountRefunded=500,
+            clientSecret="pi_123_secret_s3cr3t",
+            card={
+                "brand": "visa",
+                "last4": "4242",
+                "expMonth": 12,
+                "expYear": 2030,
+                "funding": "x",
+            },
+            lastError={"code": "card_declined", "declineCode": "generic_decline", "message": "no"},
+        )
+    )
     assert intent.card == paygate.Card("visa", "4242", 12, 2030)
     assert intent.card.raw["funding"] == "x"
     assert intent.last_error is not None and intent.last_error.decline_code == "generic_decline"
     assert intent.amount_refunded == 500
     assert intent.is_final
-    assert intent.updated_at == datetime(2023, 10, 15, 14, 22, 31, tzinfo=timezone.utc)
+    assert intent.updated_at == datetime(2023, 10, 15, 14, 22, 31, tzinfo=UTC)
 
 
 def test_repr_hides_secrets_and_raw() -> None:
@@ -32,8 +41,9 @@ def test_repr_hides_secrets_and_raw() -> None:
     text = repr(intent)
     assert "s3cr3t" not in text and "raw=" not in text
     assert "pi_123" in text and "created" in text
-    endpoint = paygate.WebhookEndpoint.from_dict({"webhookEndpointId": "we_1",
-                                                  "secret": "whsec_dG9wc2VjcmV0"})
+    endpoint = paygate.WebhookEndpoint.from_dict(
+        {"webhookEndpointId": "we_1", "secret": "whsec_dG9wc2VjcmV0"}
+    )
     assert "dG9wc2VjcmV0" not in repr(endpoint)
 
 
@@ -44,11 +54,18 @@ def test_models_are_frozen() -> None:
 
 
 def test_lenient_parsing_of_odd_fields() -> None:
-    intent = paygate.PaymentIntent.from_dict({
-        "paymentIntentId": "pi_1", "status": "some_future_status", "amount": "12",
-        "createdAt": "not a time", "metadata": {"n": 1}, "card": "??", "lastError": 5,
-        "amountRefunded": True,
-    })
+    intent = paygate.PaymentIntent.from_dict(
+        {
+            "paymentIntentId": "pi_1",
+            "status": "some_future_status",
+            "amount": "12",
+            "createdAt": "not a time",
+            "metadata": {"n": 1},
+            "card": "??",
+            "lastError": 5,
+            "amountRefunded": True,
+        }
+    )
     assert intent.status == "some_future_status"
     assert intent.amount is None and intent.created_at is None
     assert intent.metadata == {"n": "1"}
@@ -72,8 +89,13 @@ def test_card_error_without_last_error() -> None:
 def test_status_constants() -> None:
     assert paygate.FINAL_STATUSES == {"succeeded", "canceled"}
     assert paygate.DEFAULT_WAIT_STATUSES == {"succeeded", "canceled", "failed"}
-    assert {s.value for s in paygate.IntentStatus} == {"created", "in_progress", "succeeded",
-                                                       "failed", "canceled"}
+    assert {s.value for s in paygate.IntentStatus} == {
+        "created",
+        "in_progress",
+        "succeeded",
+        "failed",
+        "canceled",
+    }
     assert paygate.IntentStatus.IN_PROGRESS == "in_progress"
     assert str(paygate.IntentStatus.IN_PROGRESS) == "in_progress"
 

@@ -11,9 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import paygate
+import pytest
 
 SDK_DIR = Path(paygate.__file__).resolve().parent
 
@@ -21,14 +20,50 @@ SDK_DIR = Path(paygate.__file__).resolve().parent
 # happens to be installed (optional codecs, and its command line's click/rich/pygments,
 # which httpx imports eagerly).
 ALLOWED_ROOTS = {
-    "paygate", "httpx", "httpcore", "h11", "h2", "hpack", "hyperframe", "anyio", "sniffio",
-    "idna", "certifi", "cryptography", "_openssl", "_rust", "cffi", "_cffi_backend",
-    "typing_extensions", "exceptiongroup", "brotli", "brotlicffi", "zstandard", "socksio",
-    "click", "rich", "pygments", "markdown_it", "mdurl",
+    "paygate",
+    "httpx",
+    "httpcore",
+    "h11",
+    "h2",
+    "hpack",
+    "hyperframe",
+    "anyio",
+    "sniffio",
+    "idna",
+    "certifi",
+    "cryptography",
+    "_openssl",
+    "_rust",
+    "cffi",
+    "_cffi_backend",
+    "typing_extensions",
+    "exceptiongroup",
+    "brotli",
+    "brotlicffi",
+    "zstandard",
+    "socksio",
+    "click",
+    "rich",
+    "pygments",
+    "markdown_it",
+    "mdurl",
 }
-FORBIDDEN_ROOTS = {"starlette", "sqlalchemy", "orjson", "paygate_server", "paygate_checkout",
-                   "jinja2", "uvicorn", "alembic", "asyncpg", "aiosqlite", "jwcrypto",
-                   "standardwebhooks", "respx", "pytest"}
+FORBIDDEN_ROOTS = {
+    "starlette",
+    "sqlalchemy",
+    "orjson",
+    "paygate_server",
+    "paygate_checkout",
+    "jinja2",
+    "uvicorn",
+    "alembic",
+    "asyncpg",
+    "aiosqlite",
+    "jwcrypto",
+    "standardwebhooks",
+    "respx",
+    "pytest",
+}
 
 PROBE = textwrap.dedent("""
     import json, sys
@@ -42,8 +77,9 @@ PROBE = textwrap.dedent("""
 
 
 def test_import_loads_only_httpx_and_cryptography() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True,
-                         text=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
     roots = set(json.loads(out))
     assert not roots & FORBIDDEN_ROOTS
     assert roots <= ALLOWED_ROOTS, roots - ALLOWED_ROOTS
@@ -91,20 +127,36 @@ def test_sdk_alone_in_a_clean_virtualenv(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "httpx", "cryptography"],
-                   check=True, timeout=240)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "httpx", "cryptography"],
+        check=True,
+        timeout=240,
+    )
     source = tmp_path / "src"
-    shutil.copytree(SDK_DIR, source / "paygate",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        SDK_DIR, source / "paygate", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(source)
-    result = subprocess.run([str(python), "-c", SMOKE], capture_output=True, text=True,
-                            cwd=tmp_path, env=env, timeout=120)
+    result = subprocess.run(
+        [str(python), "-c", SMOKE],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     # The venv really is clean: nothing of the server's stack is installed there.
-    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"],
-                            capture_output=True, text=True, check=True, timeout=60).stdout
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     names = {d["name"].lower() for d in json.loads(listed)}
     assert {"httpx", "cryptography"} <= names
     assert not names & {"starlette", "sqlalchemy", "orjson", "paygate", "jwcrypto"}

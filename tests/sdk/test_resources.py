@@ -3,13 +3,12 @@ auto-pagination; wait_for_status's long-poll loop and deadline."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
-
 import paygate
+import pytest
 
 from .conftest import (
     FakeTime,
@@ -25,17 +24,28 @@ from .conftest import (
 
 
 async def test_create(make_client: Any) -> None:
-    client, gateway = make_client(reply(201, intent_json(clientSecret="pi_123_secret_abc",
-                                                         brandNewField={"x": 1})))
-    intent = await resolve(client.payment_intents.create(
-        amount=1999, currency="USD", product_details={"sku": "mug-01", "name": "Mug"},
-        description="A mug", metadata={"orderId": "1042"}, merchant_id="mer_1",
-    ))
+    client, gateway = make_client(
+        reply(201, intent_json(clientSecret="pi_123_secret_abc", brandNewField={"x": 1}))
+    )
+    intent = await resolve(
+        client.payment_intents.create(
+            amount=1999,
+            currency="USD",
+            product_details={"sku": "mug-01", "name": "Mug"},
+            description="A mug",
+            metadata={"orderId": "1042"},
+            merchant_id="mer_1",
+        )
+    )
     request = gateway.requests[0]
     assert (request.method, request.url.path) == ("POST", "/api/v1/payment/intent")
     assert body_of(request) == {
-        "amount": 1999, "currency": "USD", "productDetails": {"sku": "mug-01", "name": "Mug"},
-        "description": "A mug", "metadata": {"orderId": "1042"}, "merchantId": "mer_1",
+        "amount": 1999,
+        "currency": "USD",
+        "productDetails": {"sku": "mug-01", "name": "Mug"},
+        "description": "A mug",
+        "metadata": {"orderId": "1042"},
+        "merchantId": "mer_1",
     }
     assert request.content.startswith(b'{"amount":1999,"currency":"USD",')  # compact JSON
     assert_signed(request)
@@ -46,7 +56,7 @@ async def test_create(make_client: Any) -> None:
     assert intent.product_details == {"sku": "mug-01", "name": "Mug"}
     assert intent.metadata == {"orderId": "1042"}
     assert intent.client_secret == "pi_123_secret_abc"
-    assert intent.created_at == datetime(2023, 10, 15, 14, 22, 31, tzinfo=timezone.utc)
+    assert intent.created_at == datetime(2023, 10, 15, 14, 22, 31, tzinfo=UTC)
     assert intent.raw["brandNewField"] == {"x": 1}  # unknown fields stay reachable
     assert not intent.is_final
 
@@ -55,8 +65,9 @@ async def test_create(make_client: Any) -> None:
 async def test_amount_must_be_an_int(make_client: Any, amount: Any) -> None:
     client, gateway = make_client(reply(201, intent_json()))
     with pytest.raises(TypeError):
-        await resolve(client.payment_intents.create(amount=amount, currency="USD",
-                                                    product_details={}))
+        await resolve(
+            client.payment_intents.create(amount=amount, currency="USD", product_details={})
+        )
     assert gateway.requests == []
 
 
@@ -68,17 +79,27 @@ async def test_get_quotes_the_id(make_client: Any) -> None:
 
 
 async def test_cancel_and_process(make_client: Any) -> None:
-    failed = intent_json(status="failed", lastError={
-        "code": "card_declined", "declineCode": "insufficient_funds", "message": "Declined"})
-    client, gateway = make_client(reply(200, intent_json(status="canceled")), reply(200, failed),
-                                  reply(200, intent_json(status="in_progress")))
+    failed = intent_json(
+        status="failed",
+        lastError={
+            "code": "card_declined",
+            "declineCode": "insufficient_funds",
+            "message": "Declined",
+        },
+    )
+    client, gateway = make_client(
+        reply(200, intent_json(status="canceled")),
+        reply(200, failed),
+        reply(200, intent_json(status="in_progress")),
+    )
     canceled = await resolve(client.payment_intents.cancel("pi_123", idempotency_key="c-1"))
     assert canceled.status == "canceled" and canceled.is_final
     declined = await resolve(client.payment_intents.process("pi_123", token="tok_abc"))
     # A decline is returned, not raised...
     assert declined.status == "failed"
-    assert declined.last_error == paygate.LastError("card_declined", "insufficient_funds",
-                                                    "Declined")
+    assert declined.last_error == paygate.LastError(
+        "card_declined", "insufficient_funds", "Declined"
+    )
     # ...unless asked for.
     with pytest.raises(paygate.CardError) as info:
         declined.raise_if_failed()
@@ -86,24 +107,32 @@ async def test_cancel_and_process(make_client: Any) -> None:
     assert info.value.decline_code == "insufficient_funds"
     assert info.value.payment_intent_id == "pi_123"
     assert info.value.payment is declined
-    in_progress = await resolve(client.payment_intents.process("pi_123", encrypted_card="a.b.c.d.e"))
+    in_progress = await resolve(
+        client.payment_intents.process("pi_123", encrypted_card="a.b.c.d.e")
+    )
     assert in_progress.raise_if_failed() is in_progress
 
     cancel, token, jwe = gateway.requests
-    assert (cancel.url.path, body_of(cancel)) == ("/api/v1/payment/cancel",
-                                                  {"paymentIntentId": "pi_123"})
+    assert (cancel.url.path, body_of(cancel)) == (
+        "/api/v1/payment/cancel",
+        {"paymentIntentId": "pi_123"},
+    )
     assert cancel.headers["idempotency-key"] == "c-1"
     assert token.url.path == "/api/v1/payment/process"
-    assert body_of(token) == {"paymentIntentId": "pi_123", "paymentMethod": "card",
-                              "paymentDetails": {"token": "tok_abc"}}
+    assert body_of(token) == {
+        "paymentIntentId": "pi_123",
+        "paymentMethod": "card",
+        "paymentDetails": {"token": "tok_abc"},
+    }
     assert body_of(jwe)["paymentDetails"] == {"encryptedCard": "a.b.c.d.e"}
     for request in gateway.requests:
         assert_signed(request)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"token": "tok_a", "encrypted_card": "x"}])
-async def test_process_needs_exactly_one_payment_detail(make_client: Any,
-                                                        kwargs: dict[str, str]) -> None:
+async def test_process_needs_exactly_one_payment_detail(
+    make_client: Any, kwargs: dict[str, str]
+) -> None:
     client, gateway = make_client(reply(200, intent_json()))
     with pytest.raises(ValueError):
         await resolve(client.payment_intents.process("pi_123", **kwargs))
@@ -128,8 +157,14 @@ async def test_status_and_long_poll_timeout(make_client: Any) -> None:
 
 
 async def test_history(make_client: Any) -> None:
-    entry = {"sequence": 1, "object": "intent", "objectId": "pi_123", "operation": "insert",
-             "data": intent_json(), "createdAt": "2023-10-15T14:22:31Z"}
+    entry = {
+        "sequence": 1,
+        "object": "intent",
+        "objectId": "pi_123",
+        "operation": "insert",
+        "data": intent_json(),
+        "createdAt": "2023-10-15T14:22:31Z",
+    }
     client, gateway = make_client(reply(200, {"data": [entry, {**entry, "sequence": 2}]}))
     events = await resolve(client.payment_intents.history("pi_123"))
     assert gateway.requests[0].url.path == "/api/v1/payment/intent/pi_123/history"
@@ -155,10 +190,13 @@ async def test_list_one_page(make_client: Any) -> None:
 
 
 async def test_auto_paging_follows_the_cursor(make_client: Any) -> None:
-    client, gateway = make_client(page_of(["pi_5", "pi_4"], True), page_of(["pi_3", "pi_2"], True),
-                                  page_of(["pi_1"], False))
-    ids = [i.id for i in await collect(client.payment_intents.list_auto_paging(limit=2,
-                                                                              status="succeeded"))]
+    client, gateway = make_client(
+        page_of(["pi_5", "pi_4"], True), page_of(["pi_3", "pi_2"], True), page_of(["pi_1"], False)
+    )
+    ids = [
+        i.id
+        for i in await collect(client.payment_intents.list_auto_paging(limit=2, status="succeeded"))
+    ]
     assert ids == ["pi_5", "pi_4", "pi_3", "pi_2", "pi_1"]
     params = [dict(r.url.params) for r in gateway.requests]
     assert params == [
@@ -212,9 +250,12 @@ async def test_wait_for_status_returns_the_first_awaited_status(
 
 
 async def test_wait_for_status_custom_statuses(make_client: Any, fake_time: FakeTime) -> None:
-    client, gateway = make_client(long_poll(fake_time, ["created", "in_progress", "failed"]))
-    status = await resolve(client.payment_intents.wait_for_status(
-        "pi_123", {paygate.IntentStatus.IN_PROGRESS}, timeout=200))
+    client, _ = make_client(long_poll(fake_time, ["created", "in_progress", "failed"]))
+    status = await resolve(
+        client.payment_intents.wait_for_status(
+            "pi_123", {paygate.IntentStatus.IN_PROGRESS}, timeout=200
+        )
+    )
     assert status.status == "in_progress"
 
 
@@ -243,8 +284,9 @@ async def test_wait_for_status_does_not_hammer_a_gateway_that_ignores_wait(
     assert all(s <= 0.5 for s in fake_time.sleeps)
 
 
-async def test_wait_for_status_timeout_zero_checks_once(make_client: Any,
-                                                        fake_time: FakeTime) -> None:
+async def test_wait_for_status_timeout_zero_checks_once(
+    make_client: Any, fake_time: FakeTime
+) -> None:
     client, gateway = make_client(long_poll(fake_time, ["succeeded"]))
     status = await resolve(client.payment_intents.wait_for_status("pi_123", timeout=0))
     assert status.status == "succeeded"
@@ -252,8 +294,9 @@ async def test_wait_for_status_timeout_zero_checks_once(make_client: Any,
 
 
 async def test_wait_for_status_failed_can_be_raised(make_client: Any, fake_time: FakeTime) -> None:
-    failed = status_json("failed", lastError={"code": "card_declined",
-                                              "declineCode": "expired_card", "message": "m"})
+    failed = status_json(
+        "failed", lastError={"code": "card_declined", "declineCode": "expired_card", "message": "m"}
+    )
     client, _ = make_client(reply(200, failed))
     status = await resolve(client.payment_intents.wait_for_status("pi_123"))
     with pytest.raises(paygate.CardError) as info:
@@ -271,8 +314,7 @@ async def test_wait_for_status_propagates_api_errors(make_client: Any) -> None:
 
 
 async def test_refunds(make_client: Any) -> None:
-    answer = {"refundId": "re_1", "paymentIntentId": "pi_123", "amount": 500,
-              "status": "succeeded"}
+    answer = {"refundId": "re_1", "paymentIntentId": "pi_123", "amount": 500, "status": "succeeded"}
     client, gateway = make_client(reply(200, answer))
     refund = await resolve(client.refunds.create("pi_123", amount=500, reason="damaged"))
     assert refund == paygate.Refund("re_1", "pi_123", 500, "succeeded")
@@ -288,15 +330,22 @@ async def test_refunds(make_client: Any) -> None:
 
 
 async def test_webhook_endpoints(make_client: Any) -> None:
-    created = {"webhookEndpointId": "we_1", "url": "https://shop.test/hooks",
-               "events": ["payment_intent.succeeded"], "secret": "whsec_c2VjcmV0"}
+    created = {
+        "webhookEndpointId": "we_1",
+        "url": "https://shop.test/hooks",
+        "events": ["payment_intent.succeeded"],
+        "secret": "whsec_c2VjcmV0",
+    }
     client, gateway = make_client(
         reply(201, created),
         reply(200, {"data": [{k: v for k, v in created.items() if k != "secret"}]}),
         reply(204),
     )
-    endpoint = await resolve(client.webhook_endpoints.create(
-        "https://shop.test/hooks", events=["payment_intent.succeeded"]))
+    endpoint = await resolve(
+        client.webhook_endpoints.create(
+            "https://shop.test/hooks", events=["payment_intent.succeeded"]
+        )
+    )
     assert endpoint.id == "we_1" and endpoint.secret == "whsec_c2VjcmV0"
     assert endpoint.events == ("payment_intent.succeeded",)
     assert "whsec_" not in repr(endpoint)
@@ -305,8 +354,10 @@ async def test_webhook_endpoints(make_client: Any) -> None:
     assert await resolve(client.webhook_endpoints.delete("we_1")) is None
     create, list_, delete = gateway.requests
     assert (create.method, create.url.path) == ("POST", "/api/v1/webhooks")
-    assert body_of(create) == {"url": "https://shop.test/hooks",
-                               "events": ["payment_intent.succeeded"]}
+    assert body_of(create) == {
+        "url": "https://shop.test/hooks",
+        "events": ["payment_intent.succeeded"],
+    }
     assert (list_.method, list_.url.path) == ("GET", "/api/v1/webhooks")
     assert (delete.method, delete.url.path) == ("DELETE", "/api/v1/webhooks/we_1")
     assert "idempotency-key" not in delete.headers

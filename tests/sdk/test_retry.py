@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import httpx
-import pytest
-
 import paygate
+import pytest
 from paygate._retry import parse_retry_after
 
 from .conftest import (
@@ -41,8 +40,9 @@ async def create(client: Any, **kwargs: Any) -> paygate.PaymentIntent:
 # -- backoff ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("retry_number, cap", [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0),
-                                               (10, 5.0)])
+@pytest.mark.parametrize(
+    "retry_number, cap", [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0)]
+)
 def test_backoff_bounds_with_seeded_random(retry_number: int, cap: float) -> None:
     rng = random.Random(1234)
     backoff = paygate.Backoff(random=rng.random)
@@ -76,7 +76,7 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(httpx.Headers({"Retry-After": " 1.5 "})) == 1.5
     assert parse_retry_after(httpx.Headers({})) is None
     assert parse_retry_after(httpx.Headers({"Retry-After": "soon"})) is None
-    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
     date = format_datetime(now + timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(httpx.Headers({"Retry-After": date}), now=now) == 30.0
     past = format_datetime(now - timedelta(seconds=30), usegmt=True)
@@ -110,21 +110,26 @@ async def test_retried_then_succeeds(make_client: Any, fake_time: FakeTime, fail
 
 NOT_RETRIED = [
     (error_reply(400, "parameter_invalid", param="amount"), paygate.InvalidRequestError),
-    (error_reply(401, "invalid_signature", type_="authentication_error"),
-     paygate.AuthenticationError),
+    (
+        error_reply(401, "invalid_signature", type_="authentication_error"),
+        paygate.AuthenticationError,
+    ),
     (error_reply(401, "nonce_reused", type_="authentication_error"), paygate.AuthenticationError),
     (error_reply(404, "resource_missing"), paygate.InvalidRequestError),
     (error_reply(409, "intent_state_conflict"), paygate.InvalidRequestError),
     (error_reply(413, "body_too_large"), paygate.InvalidRequestError),
-    (error_reply(422, "idempotency_key_reused", type_="idempotency_error"),
-     paygate.IdempotencyError),
+    (
+        error_reply(422, "idempotency_key_reused", type_="idempotency_error"),
+        paygate.IdempotencyError,
+    ),
     (reply(409, content=b"conflict"), paygate.InvalidRequestError),
 ]
 
 
 @pytest.mark.parametrize("failure, error", NOT_RETRIED)
-async def test_not_retried(make_client: Any, fake_time: FakeTime, failure: Any,
-                           error: type[Exception]) -> None:
+async def test_not_retried(
+    make_client: Any, fake_time: FakeTime, failure: Any, error: type[Exception]
+) -> None:
     client, gateway = make_client(failure, CREATED)
     with pytest.raises(error):
         await create(client)
@@ -132,18 +137,21 @@ async def test_not_retried(make_client: Any, fake_time: FakeTime, failure: Any,
     assert fake_time.sleeps == []
 
 
-@pytest.mark.parametrize("failure, error", [
-    (error_reply(409, "idempotency_request_in_progress"), paygate.IdempotencyError),
-    (error_reply(429, "rate_limited", type_="rate_limit_error"), paygate.RateLimitError),
-    (error_reply(503, "service_unavailable", type_="api_error"), paygate.APIError),
-    (httpx.ConnectError("refused"), paygate.APIConnectionError),
-    (httpx.ConnectTimeout("slow"), paygate.APITimeoutError),
-    (httpx.ReadTimeout("slow"), paygate.APITimeoutError),
-])
+@pytest.mark.parametrize(
+    "failure, error",
+    [
+        (error_reply(409, "idempotency_request_in_progress"), paygate.IdempotencyError),
+        (error_reply(429, "rate_limited", type_="rate_limit_error"), paygate.RateLimitError),
+        (error_reply(503, "service_unavailable", type_="api_error"), paygate.APIError),
+        (httpx.ConnectError("refused"), paygate.APIConnectionError),
+        (httpx.ConnectTimeout("slow"), paygate.APITimeoutError),
+        (httpx.ReadTimeout("slow"), paygate.APITimeoutError),
+    ],
+)
 @pytest.mark.parametrize("max_retries", [0, 1, 4])
-async def test_max_retries_then_the_mapped_error(make_client: Any, fake_time: FakeTime,
-                                                 failure: Any, error: type[Exception],
-                                                 max_retries: int) -> None:
+async def test_max_retries_then_the_mapped_error(
+    make_client: Any, fake_time: FakeTime, failure: Any, error: type[Exception], max_retries: int
+) -> None:
     client, gateway = make_client(failure, max_retries=max_retries)
     with pytest.raises(error) as info:
         await create(client)
@@ -155,11 +163,13 @@ async def test_max_retries_then_the_mapped_error(make_client: Any, fake_time: Fa
 
 
 async def test_retry_after_is_honoured(make_client: Any, fake_time: FakeTime) -> None:
-    limited = error_reply(429, "rate_limited", type_="rate_limit_error",
-                          headers={"Retry-After": "7"})
-    too_long = error_reply(503, "service_unavailable", type_="api_error",
-                           headers={"Retry-After": "86400"})
-    client, gateway = make_client(limited, too_long, CREATED)
+    limited = error_reply(
+        429, "rate_limited", type_="rate_limit_error", headers={"Retry-After": "7"}
+    )
+    too_long = error_reply(
+        503, "service_unavailable", type_="api_error", headers={"Retry-After": "86400"}
+    )
+    client, _ = make_client(limited, too_long, CREATED)
     await create(client)
     assert fake_time.sleeps == [7.0, 60.0]
 
@@ -218,8 +228,9 @@ async def test_each_logical_post_gets_its_own_key(make_client: Any) -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "x" * 256, "tab\there", "caf\u00e9"])
-async def test_invalid_idempotency_keys_are_refused_before_sending(make_client: Any,
-                                                                   bad: str) -> None:
+async def test_invalid_idempotency_keys_are_refused_before_sending(
+    make_client: Any, bad: str
+) -> None:
     client, gateway = make_client(CREATED)
     with pytest.raises(ValueError):
         await create(client, idempotency_key=bad)
@@ -240,13 +251,18 @@ async def test_gets_are_retried_without_a_key(make_client: Any, fake_time: FakeT
 
 
 async def test_base_url_prefix_and_query_are_signed_as_sent(make_client: Any) -> None:
-    client, gateway = make_client(reply(200, {"data": [], "hasMore": False}),
-                                  base_url="https://example.test/pay/gateway/")
-    await resolve(client.payment_intents.list(limit=2, status="in_progress",
-                                              starting_after="pi_a b"))
+    client, gateway = make_client(
+        reply(200, {"data": [], "hasMore": False}), base_url="https://example.test/pay/gateway/"
+    )
+    await resolve(
+        client.payment_intents.list(limit=2, status="in_progress", starting_after="pi_a b")
+    )
     request = gateway.requests[0]
     target = request.url.raw_path.decode()
-    assert target == "/pay/gateway/api/v1/payment/intents?limit=2&startingAfter=pi_a+b&status=in_progress"
+    assert (
+        target
+        == "/pay/gateway/api/v1/payment/intents?limit=2&startingAfter=pi_a+b&status=in_progress"
+    )
     assert_signed(request)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timedelta, timezone
-
-import pytest
+from datetime import UTC, datetime, timedelta, timezone
 
 import paygate
+import pytest
 from paygate import _signing
 
 # SPEC §3 reference vector.
@@ -50,12 +49,21 @@ def test_reference_vector_independent_hmac() -> None:
     assert "sha256=" + digest == SIGNATURE
 
 
+def test_public_signing_module() -> None:
+    from paygate import signing
+
+    assert signing.canonical_string(METHOD, TARGET, TIMESTAMP, NONCE, BODY).endswith(BODY_SHA)
+    assert signing.compute_signature(SECRET, METHOD, TARGET, TIMESTAMP, NONCE, BODY) == SIGNATURE
+    assert len(signing.new_nonce()) == 36
+
+
 def test_verify_signature() -> None:
     args = (SECRET, METHOD, TARGET, TIMESTAMP, NONCE)
     assert paygate.verify_signature(*args, BODY, SIGNATURE)
     assert not paygate.verify_signature(*args, BODY + b" ", SIGNATURE)
-    assert not paygate.verify_signature("sk_test_other", METHOD, TARGET, TIMESTAMP, NONCE, BODY,
-                                        SIGNATURE)
+    assert not paygate.verify_signature(
+        "sk_test_other", METHOD, TARGET, TIMESTAMP, NONCE, BODY, SIGNATURE
+    )
     assert not paygate.verify_signature(*args, BODY, SIGNATURE.upper())
     assert not paygate.verify_signature(*args, BODY, "sha256=zz\u00e9")
 
@@ -88,14 +96,14 @@ def test_newlines_cannot_forge_lines() -> None:
 
 
 def test_format_timestamp() -> None:
-    moment = datetime(2023, 10, 15, 14, 22, 31, 987654, tzinfo=timezone.utc)
+    moment = datetime(2023, 10, 15, 14, 22, 31, 987654, tzinfo=UTC)
     assert paygate.format_timestamp(moment) == "2023-10-15T14:22:31Z"
     plus_two = moment.astimezone(timezone(timedelta(hours=2)))
     assert paygate.format_timestamp(plus_two) == "2023-10-15T14:22:31Z"
     assert paygate.format_timestamp(moment.replace(tzinfo=None)) == "2023-10-15T14:22:31Z"
     now = paygate.format_timestamp()
-    parsed = datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    assert abs((parsed - datetime.now(timezone.utc)).total_seconds()) < 5
+    parsed = datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((parsed - datetime.now(UTC)).total_seconds()) < 5
 
 
 def test_fresh_timestamp_and_nonce_each_call() -> None:

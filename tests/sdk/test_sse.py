@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
-import pytest
-
 import paygate
+import pytest
 from paygate._sse import ServerSentEvent, SSEDecoder
 
 from .conftest import FakeTime, assert_signed, collect, error_reply, status_json
@@ -33,7 +32,7 @@ STREAM = (
     "\n"
     "id: 1\n"
     "event: status\n"
-    "data: {\"a\":\n"
+    'data: {"a":\n'
     "data:  1}\n"
     "\n"
     ": keep-alive\n"
@@ -128,8 +127,9 @@ class DualStream(httpx.SyncByteStream, httpx.AsyncByteStream):
 
 
 def event_stream(chunks: Callable[[], Iterator[bytes]]) -> httpx.Response:
-    return httpx.Response(200, headers={"Content-Type": "text/event-stream; charset=utf-8"},
-                          stream=DualStream(chunks))
+    return httpx.Response(
+        200, headers={"Content-Type": "text/event-stream; charset=utf-8"}, stream=DualStream(chunks)
+    )
 
 
 def stream_reply(body: bytes, chunk: int = 7, fail_with: Exception | None = None) -> Any:
@@ -142,8 +142,12 @@ def stream_reply(body: bytes, chunk: int = 7, fail_with: Exception | None = None
 
 
 async def test_stream_yields_until_final(make_client: Any) -> None:
-    body = sse(status_json("created"), status_json("in_progress"), status_json("succeeded"),
-               status_json("refunded-later-ignored"))
+    body = sse(
+        status_json("created"),
+        status_json("in_progress"),
+        status_json("succeeded"),
+        status_json("refunded-later-ignored"),
+    )
     client, gateway = make_client(stream_reply(body))
     statuses = await collect(client.payment_intents.stream_status("pi_123"))
     assert [s.status for s in statuses] == ["created", "in_progress", "succeeded"]
@@ -172,8 +176,10 @@ async def test_stream_until_custom_statuses(make_client: Any) -> None:
 async def test_stream_reconnects_with_last_event_id_and_skips_repeats(
     make_client: Any, fake_time: FakeTime
 ) -> None:
-    first = stream_reply(sse(status_json("created"), status_json("in_progress")),
-                         fail_with=httpx.RemoteProtocolError("peer closed"))
+    first = stream_reply(
+        sse(status_json("created"), status_json("in_progress")),
+        fail_with=httpx.RemoteProtocolError("peer closed"),
+    )
     # On reconnect the gateway starts with the current status again: not yielded twice.
     second = stream_reply(sse(status_json("in_progress"), status_json("succeeded")))
     client, gateway = make_client(first, second)
@@ -202,8 +208,14 @@ async def test_stream_errors_before_it_starts_are_mapped(make_client: Any) -> No
 
 
 async def test_error_event_is_raised(make_client: Any) -> None:
-    error = {"error": {"type": "api_error", "code": "internal_error", "message": "boom",
-                       "requestId": "req_9"}}
+    error = {
+        "error": {
+            "type": "api_error",
+            "code": "internal_error",
+            "message": "boom",
+            "requestId": "req_9",
+        }
+    }
     body = sse(status_json("in_progress")) + f"event: error\ndata: {json.dumps(error)}\n\n".encode()
     client, _ = make_client(stream_reply(body))
     seen: list[str] = []
@@ -254,8 +266,9 @@ async def test_closing_the_stream_early_closes_the_response(make_client: Any) ->
     streams: list[DualStream] = []
 
     def make(request: httpx.Request) -> httpx.Response:
-        response = event_stream(lambda: iter([sse(status_json("created"),
-                                                  status_json("in_progress"))]))
+        response = event_stream(
+            lambda: iter([sse(status_json("created"), status_json("in_progress"))])
+        )
         assert isinstance(response.stream, DualStream)
         streams.append(response.stream)
         return response

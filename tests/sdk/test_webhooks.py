@@ -6,29 +6,32 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
-import pytest
-from standardwebhooks.webhooks import Webhook
-
 import paygate
+import pytest
 from paygate import webhooks
+from standardwebhooks.webhooks import Webhook
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()
-PAYLOAD = json.dumps({
-    "type": "payment_intent.succeeded",
-    "timestamp": "2023-10-15T14:22:31Z",
-    "data": {"paymentIntentId": "pi_123", "status": "succeeded", "amount": 1999},
-}, separators=(",", ":"))
+PAYLOAD = json.dumps(
+    {
+        "type": "payment_intent.succeeded",
+        "timestamp": "2023-10-15T14:22:31Z",
+        "data": {"paymentIntentId": "pi_123", "status": "succeeded", "amount": 1999},
+    },
+    separators=(",", ":"),
+)
 MSG_ID = "evt_2dGx8b3c"
 
 
-def third_party_headers(payload: str = PAYLOAD, secret: str = SECRET,
-                        timestamp: int | None = None) -> dict[str, str]:
+def third_party_headers(
+    payload: str = PAYLOAD, secret: str = SECRET, timestamp: int | None = None
+) -> dict[str, str]:
     ts = int(time.time()) if timestamp is None else timestamp
-    signature = Webhook(secret).sign(MSG_ID, datetime.fromtimestamp(ts, tz=timezone.utc), payload)
+    signature = Webhook(secret).sign(MSG_ID, datetime.fromtimestamp(ts, tz=UTC), payload)
     return {"webhook-id": MSG_ID, "webhook-timestamp": str(ts), "webhook-signature": signature}
 
 
@@ -42,8 +45,8 @@ def test_standardwebhooks_verifies_what_we_sign() -> None:
     headers = webhooks.sign_headers(PAYLOAD, SECRET, msg_id=MSG_ID)
     assert Webhook(SECRET).verify(PAYLOAD, headers) == json.loads(PAYLOAD)
     assert headers["webhook-signature"] == Webhook(SECRET).sign(
-        MSG_ID, datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=timezone.utc),
-        PAYLOAD)
+        MSG_ID, datetime.fromtimestamp(int(headers["webhook-timestamp"]), tz=UTC), PAYLOAD
+    )
 
 
 def test_header_names_are_case_insensitive() -> None:
@@ -74,8 +77,18 @@ def test_wrong_secret_is_rejected() -> None:
         webhooks.verify(PAYLOAD, third_party_headers(), OTHER_SECRET)
 
 
-@pytest.mark.parametrize("offset, ok", [(-301, False), (-299, True), (0, True), (299, True),
-                                        (301, False), (-86400, False), (86400, False)])
+@pytest.mark.parametrize(
+    "offset, ok",
+    [
+        (-301, False),
+        (-299, True),
+        (0, True),
+        (299, True),
+        (301, False),
+        (-86400, False),
+        (86400, False),
+    ],
+)
 def test_timestamp_tolerance_in_both_directions(offset: int, ok: bool) -> None:
     now = 1_700_000_000
     headers = third_party_headers(timestamp=now + offset)
@@ -97,8 +110,9 @@ def test_custom_tolerance() -> None:
 def test_stale_and_future_with_the_real_clock() -> None:
     for offset in (-600, 600):
         with pytest.raises(paygate.SignatureVerificationError):
-            webhooks.verify(PAYLOAD, third_party_headers(timestamp=int(time.time()) + offset),
-                            SECRET)
+            webhooks.verify(
+                PAYLOAD, third_party_headers(timestamp=int(time.time()) + offset), SECRET
+            )
 
 
 @pytest.mark.parametrize("missing", ["webhook-id", "webhook-timestamp", "webhook-signature"])
@@ -120,10 +134,12 @@ def test_malformed_timestamp_is_rejected(timestamp: str) -> None:
 def test_one_of_several_signatures_is_enough() -> None:
     headers = third_party_headers()
     good = headers["webhook-signature"]
-    stale_key = third_party_headers(secret=OTHER_SECRET,
-                                    timestamp=int(headers["webhook-timestamp"]))
-    rotated = " ".join([stale_key["webhook-signature"], "v2,abcd", "garbage", "v1,!!notb64!!",
-                        good])
+    stale_key = third_party_headers(
+        secret=OTHER_SECRET, timestamp=int(headers["webhook-timestamp"])
+    )
+    rotated = " ".join(
+        [stale_key["webhook-signature"], "v2,abcd", "garbage", "v1,!!notb64!!", good]
+    )
     assert webhooks.verify(PAYLOAD, {**headers, "webhook-signature": rotated}, SECRET)
     only_bad = " ".join([stale_key["webhook-signature"], "v2," + good.split(",", 1)[1]])
     with pytest.raises(paygate.SignatureVerificationError):
@@ -156,10 +172,11 @@ def test_construct_event() -> None:
     assert event.type == "payment_intent.succeeded"
     assert event.id == MSG_ID  # the webhook-id: what receivers deduplicate on
     assert event.data["paymentIntentId"] == "pi_123"
-    assert event.created_at == datetime(2023, 10, 15, 14, 22, 31, tzinfo=timezone.utc)
+    assert event.created_at == datetime(2023, 10, 15, 14, 22, 31, tzinfo=UTC)
 
 
 def test_sign_accepts_datetimes() -> None:
-    moment = datetime(2023, 10, 15, 14, 22, 31, tzinfo=timezone.utc)
+    moment = datetime(2023, 10, 15, 14, 22, 31, tzinfo=UTC)
     assert webhooks.sign(PAYLOAD, SECRET, msg_id=MSG_ID, timestamp=moment) == webhooks.sign(
-        PAYLOAD, SECRET, msg_id=MSG_ID, timestamp=int(moment.timestamp()))
+        PAYLOAD, SECRET, msg_id=MSG_ID, timestamp=int(moment.timestamp())
+    )

@@ -128,20 +128,65 @@ def looks_like_card_number(value: str) -> bool:
     return _candidate_is_card("".join(_DIGITS.findall(candidate)))
 
 
-def _string_contains_card_number(text: str) -> bool:
-    for run in _DIGIT_RUN.finditer(text):
-        groups = _DIGITS.findall(run.group())
-        # Any consecutive span of groups may be the card number (the run can have other
-        # digit groups before or after it). Runs are short, so quadratic is fine.
-        for start in range(len(groups)):
-            digits = ""
-            for group in groups[start:]:
-                digits += group
-                if len(digits) > _MAX_DETECTED_DIGITS:
-                    break
-                if _candidate_is_card(digits):
-                    return True
+_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def _run_contains_card_number(groups: list[str]) -> bool:
+    """Whether consecutive digit groups of one run spell a card number.
+
+    The card number may be any span of whole groups (the run can have other digit groups
+    before or after it). Luhn sums come from prefix sums, so a 64 KiB run of hostile
+    ``"4 4 4 4 …"`` costs linear time.
+    """
+    if len(groups) == 1:
+        return _candidate_is_card(groups[0])
+    digits = "".join(groups)
+    size = len(digits)
+    if size < _MIN_DETECTED_DIGITS:
+        return False
+    # plain[parity][k] / doubled[parity][k]: sum over positions p < k with p % 2 == parity
+    # of the digit's value, as is / as Luhn doubles it.
+    plain = ([0] * (size + 1), [0] * (size + 1))
+    doubled = ([0] * (size + 1), [0] * (size + 1))
+    for index, char in enumerate(digits):
+        value = ord(char) - 48
+        parity = index & 1
+        for which in (0, 1):
+            plain[which][index + 1] = plain[which][index] + (value if which == parity else 0)
+            doubled[which][index + 1] = doubled[which][index] + (
+                _DOUBLED[value] if which == parity else 0
+            )
+    starts: list[int] = []
+    ends: set[int] = set()
+    position = 0
+    for group in groups:
+        starts.append(position)
+        position += len(group)
+        ends.add(position)
+    for start in starts:
+        if digits[start] not in _CARD_FIRST_DIGITS:
+            continue
+        for length in range(_MIN_DETECTED_DIGITS, _MAX_DETECTED_DIGITS + 1):
+            end = start + length
+            if end > size:
+                break
+            if end not in ends:
+                continue
+            # Counting from the right end, the last digit is kept, the one before doubled:
+            # positions with the parity of (end - 1) are kept, the others doubled.
+            keep = (end - 1) & 1
+            total = (plain[keep][end] - plain[keep][start]) + (
+                doubled[1 - keep][end] - doubled[1 - keep][start]
+            )
+            if total % 10 == 0:
+                return True
     return False
+
+
+def _string_contains_card_number(text: str) -> bool:
+    return any(
+        _run_contains_card_number(_DIGITS.findall(run.group())) for run in _DIGIT_RUN.finditer(text)
+    )
 
 
 def _walk(value: object) -> Iterator[object]:

@@ -15,16 +15,13 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from typing import IO, Any, Self
+from typing import Any, Self
 
-import httpx
+from paygate_server.procs import ServiceProcess
 
 __all__ = ["SimulatorProcess", "TestCards", "charge_payload", "start_simulator"]
 
@@ -78,7 +75,7 @@ def charge_payload(
     }
 
 
-class SimulatorProcess:
+class SimulatorProcess(ServiceProcess):
     """One simulator child process (restartable) on a fixed, pre-bound address."""
 
     def __init__(
@@ -93,126 +90,36 @@ class SimulatorProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.store_path = pathlib.Path(store_path)
-        self.log_path = (
-            pathlib.Path(log_path)
-            if log_path is not None
-            else self.store_path.with_name(self.store_path.name + ".log")
-        )
         self.slow_card_delay_s = slow_card_delay_s
         self.seed = seed
-        self.startup_timeout_s = startup_timeout_s
-        self.env = env
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind((host, 0))
-        self._sock.listen(1024)
-        self.host, self.port = self._sock.getsockname()[:2]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        super().__init__(
+            self._command,
+            log_path=pathlib.Path(log_path) if log_path is not None
+            else self.store_path.with_name(self.store_path.name + ".log"),
+            env=env,
+            host=host,
+            startup_timeout_s=startup_timeout_s,
+        )
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def start(self) -> None:
-        """Spawn the child and wait until ``/healthz`` answers (or fail with its output)."""
-        if self.proc is not None and self.proc.poll() is None:
-            raise RuntimeError("simulator already running")
-        fd = self._sock.fileno()
+    def _command(self, fd: int) -> list[str]:
         cmd = [
-            sys.executable,
-            "-m",
-            "paygate_server.simulator",
-            "--fd",
-            str(fd),
-            "--store",
-            str(self.store_path),
-            "--slow-card-delay",
-            repr(self.slow_card_delay_s),
-            "--log-level",
-            "info",
+            sys.executable, "-m", "paygate_server.simulator",
+            "--fd", str(fd),
+            "--store", str(self.store_path),
+            "--slow-card-delay", repr(self.slow_card_delay_s),
+            "--log-level", "info",
         ]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
-        if self.env:
-            env.update(self.env)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
-        self.proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, pass_fds=(fd,), env=env
-        )
-        self._wait_healthy()
-
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        with httpx.Client(timeout=1.0) as client:
-            while True:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"simulator exited with {self.proc.returncode}:\n{self.output()}"
-                    )
-                try:
-                    if client.get(self.base_url + "/healthz").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise TimeoutError(f"simulator not healthy in time:\n{self.output()}")
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs (the crash case)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self._close_log()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM (graceful), then SIGKILL if it does not exit in time."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._close_log()
+        return cmd
 
     def restart(self) -> None:
         self.stop()
         self.start()
 
-    def close(self) -> None:
-        """Stop the child and release the listening socket."""
-        self.stop()
-        self._sock.close()
-
-    def output(self) -> str:
-        """Everything the child wrote to stdout/stderr so far."""
-        if self._log is not None:
-            self._log.flush()
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
     def __enter__(self) -> Self:
         self.start()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @contextlib.contextmanager

@@ -196,3 +196,34 @@ def test_deeply_nested_document_does_not_hit_the_recursion_limit() -> None:
     for _ in range(5000):
         document = {"a": [document]}
     assert contains_card_number(document)
+
+
+def test_span_search_matches_a_brute_force_search() -> None:
+    """The prefix-sum Luhn over digit groups agrees with checking every span directly."""
+    import random
+
+    rng = random.Random(20240601)
+
+    def brute_force(text: str) -> bool:
+        groups = text.split(" ")
+        for start in range(len(groups)):
+            digits = ""
+            for group in groups[start:]:
+                digits += group
+                if len(digits) > 19:
+                    break
+                if 13 <= len(digits) and digits[0] in "23456" and luhn_valid(digits):
+                    return True
+        return False
+
+    found = 0
+    for _ in range(20000):
+        groups = [
+            "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 8)))
+            for _ in range(rng.randint(1, 6))
+        ]
+        text = " ".join(groups)
+        expected = brute_force(text)
+        found += expected
+        assert contains_card_number(text) is expected, text
+    assert found > 100  # the sample does exercise positive cases
