@@ -62,9 +62,21 @@ class Settings:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def attempt_deadline_s(self) -> float:
+        """Hard bound on all processor calls for one attempt (retries included)."""
+        return self.processor_connect_timeout_s + self.processor_timeout_s + 2.0
+
+    @property
     def in_flight_grace_s(self) -> float:
-        """How long a pending attempt belongs to the request that made it."""
-        return self.processor_connect_timeout_s + self.processor_timeout_s * 3 + 5.0
+        """How long a pending attempt belongs to the request that made it: past this, no
+        call for it can still be running, and the reconciler takes over."""
+        return self.attempt_deadline_s + 2.0
+
+    @property
+    def not_found_fail_after_s(self) -> float:
+        """A reference the processor has never seen is failed only after this — never
+        while the request that made it could still be calling."""
+        return max(self.reconcile_not_found_after_s, self.in_flight_grace_s)
 
     @property
     def resolved_database_url(self) -> str:
@@ -92,6 +104,7 @@ class Settings:
             key_cache_ttl_s=float(env.get("PAYGATE_KEY_CACHE_TTL_S", d.key_cache_ttl_s)),
             idempotency_ttl_s=int(env.get("PAYGATE_IDEMPOTENCY_TTL_S", d.idempotency_ttl_s)),
             processor_timeout_s=float(env.get("PAYGATE_PROCESSOR_TIMEOUT_S", d.processor_timeout_s)),
+            processor_connect_timeout_s=float(env.get("PAYGATE_PROCESSOR_CONNECT_TIMEOUT_S", d.processor_connect_timeout_s)),
             process_wait_budget_s=float(env.get("PAYGATE_PROCESS_WAIT_BUDGET_S", d.process_wait_budget_s)),
             reconcile_schedule_s=tuple(float(x) for x in env["PAYGATE_RECONCILE_SCHEDULE_S"].split(","))
             if env.get("PAYGATE_RECONCILE_SCHEDULE_S") else d.reconcile_schedule_s,

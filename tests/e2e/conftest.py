@@ -19,6 +19,7 @@ from tests.support.signing import Credentials
 # are minutes to hours (see Settings).
 FAST_RECONCILE = {
     "PAYGATE_PROCESSOR_TIMEOUT_S": "2.5",
+    "PAYGATE_PROCESSOR_CONNECT_TIMEOUT_S": "0.5",
     "PAYGATE_PROCESS_WAIT_BUDGET_S": "5",
     "PAYGATE_RECONCILE_SCHEDULE_S": "0.3,0.5,1",
     "PAYGATE_RECONCILE_NOT_FOUND_AFTER_S": "2",

@@ -145,7 +145,7 @@ class Reconciler:
         label = result.outcome.value
         if result.outcome is ChargeOutcome.NOT_FOUND:
             age_s = (now_us() - txn.created_at) / _US
-            if age_s >= self._settings.reconcile_not_found_after_s:
+            if age_s >= self._settings.not_found_fail_after_s:
                 result = ChargeResult(txn.reference, ChargeOutcome.FAILED,
                                       message="the processor never received this attempt")
                 label = "failed_never_received"

@@ -117,17 +117,23 @@ class ProcessingService:
         if fault == "during_processor_call":
             # Die while the processor is working on the request (the tests give it latency).
             killer = asyncio.get_running_loop().call_later(0.15, os.kill, os.getpid(), signal.SIGKILL)
+        # One hard deadline for every call of this attempt: the reconciler relies on no call
+        # outliving Settings.in_flight_grace_s.
+        result = ChargeResult(request.reference, ChargeOutcome.UNKNOWN, message="attempt deadline passed")
         try:
-            result = await self.connector.charge(request)
-            for delay in RETRY_DELAYS_S:
-                if result.outcome is not ChargeOutcome.RETRY:
-                    break
-                await asyncio.sleep(delay)
-                result = await self.connector.charge(request)  # same reference: never twice
-            return result
+            async with asyncio.timeout(self._gateway.settings.attempt_deadline_s):
+                result = await self.connector.charge(request)
+                for delay in RETRY_DELAYS_S:
+                    if result.outcome is not ChargeOutcome.RETRY:
+                        break
+                    await asyncio.sleep(delay)
+                    result = await self.connector.charge(request)  # same reference: never twice
+        except TimeoutError:
+            pass
         finally:
             if killer is not None:
                 killer.cancel()
+        return result
 
     async def _charge(self, attempt: Attempt, card: ResolvedCard) -> Mapping[str, Any] | None:
         gateway = self._gateway
