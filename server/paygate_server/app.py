@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -38,9 +39,18 @@ __all__ = ["create_app", "create_app_from_env", "build_gateway"]
 
 log = logging.getLogger("paygate")
 
-# Extension points: other domains add their routes and background loops here.
-Lifecycle = Callable[[Gateway], Awaitable[None]]
+# Domains that plug into the gateway. Each module may define:
+#   routes: list[BaseRoute]
+#   middleware: list[Middleware]                      (outermost last)
+#   async def setup(gateway: Gateway) -> None         (register services)
+#   def background_tasks(gateway: Gateway) -> list[Coroutine]   (inside `paygate serve`)
+#   async def teardown(gateway: Gateway) -> None
+EXTENSIONS: tuple[str, ...] = (
+)
 
+
+def _extensions() -> list[Any]:
+    return [importlib.import_module(name) for name in EXTENSIONS]
 
 async def build_gateway(settings: Settings) -> Gateway:
     db = create_database(settings.resolved_database_url)
@@ -66,6 +76,9 @@ async def build_gateway(settings: Settings) -> Gateway:
         refunds=RefundService(gateway, connector),
         reconciler=Reconciler(db, connector, settings, notifier),
     )
+    for extension in _extensions():
+        if hasattr(extension, "setup"):
+            await extension.setup(gateway)
     return gateway
 
 
@@ -92,6 +105,7 @@ def _routes() -> list[BaseRoute]:
         *processing_endpoints.routes,
         *refund_endpoints.routes,
         *checkout_endpoints.routes,
+        *(route for extension in _extensions() for route in getattr(extension, "routes", [])),
         Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
         Route("/healthz", _healthz, methods=["GET"]),
     ]
@@ -120,6 +134,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if settings.run_background:
             tasks.append(asyncio.create_task(_housekeeping(gateway), name="housekeeping"))
             tasks.append(asyncio.create_task(gateway.services["reconciler"].run_forever(), name="reconciler"))
+            for extension in _extensions():
+                for coro in getattr(extension, "background_tasks", lambda _g: [])(gateway):
+                    tasks.append(asyncio.create_task(coro))
         try:
             yield {"gateway": gateway}
         finally:
@@ -127,12 +144,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await gateway.services["processing"].drain(timeout_s=settings.processor_timeout_s)
+            for extension in _extensions():
+                if hasattr(extension, "teardown"):
+                    await extension.teardown(gateway)
             await gateway.notifier.stop()
             await gateway.db.dispose()
 
     return Starlette(
         routes=_routes(),
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            *(m for extension in _extensions() for m in getattr(extension, "middleware", [])),
+            Middleware(RequestIdMiddleware),
+        ],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )

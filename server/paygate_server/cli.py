@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
 from typing import Any, Awaitable, Callable, Sequence
@@ -16,7 +17,7 @@ from paygate_server.crypto import load_master_key
 from paygate_server.db import Database, SchemaMismatch, check_schema, create_database, upgrade
 from paygate_server.merchants import MerchantError, create_key, create_merchant, revoke_key
 
-__all__ = ["main", "CommandError", "register_command"]
+__all__ = ["main", "CommandError", "CLI_EXTENSIONS"]
 
 
 class CommandError(Exception):
@@ -107,12 +108,10 @@ def cmd_simulator(args: argparse.Namespace, settings: Settings) -> None:
     serve(host=args.host, port=args.port, store_path=store)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
-
-
-def register_command(add: Callable[[Any], None]) -> None:
-    """Domains add sub-commands (reconcile, audit, bench, …) without editing this file."""
-    _EXTRA_COMMANDS.append(add)
+# Domains add their sub-commands: each module defines ``add_commands(subparsers)``.
+CLI_EXTENSIONS: tuple[str, ...] = (
+    "paygate_server.demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,11 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="the simulator's SQLite file (default: $PAYGATE_DATA_DIR/simulator.db)")
     p.set_defaults(func=cmd_simulator)
 
-    from paygate_server.demo import add_demo_command
-
-    add_demo_command(sub)
-    for add in _EXTRA_COMMANDS:
-        add(sub)
+    for name in CLI_EXTENSIONS:
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

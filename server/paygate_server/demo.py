@@ -14,7 +14,7 @@ from typing import Any
 
 from paygate_server.config import Settings
 
-__all__ = ["add_demo_command", "ensure_demo_merchant"]
+__all__ = ["add_commands", "ensure_demo_merchant"]
 
 TEST_CARDS = """\
   4242 4242 4242 4242   approved (Visa)        4000 0000 0000 9995   declined: insufficient funds
@@ -100,7 +100,7 @@ Press Ctrl-C to stop.""", flush=True)
         print("paygate demo stopped.")
 
 
-def add_demo_command(sub: Any) -> None:
+def add_commands(sub: Any) -> None:
     p = sub.add_parser("demo", help="gateway + simulator on localhost with a demo merchant")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--simulator-port", type=int, default=8081)

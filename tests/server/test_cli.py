@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.databases import new_database_url, drop_database
+from paygate_server.db.migrate import head_revision
+from tests.support.databases import drop_database, new_database_url
 
 
 def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -34,7 +35,7 @@ def test_operator_flow(empty_db: str, tmp_path: Path) -> None:
 
     r = paygate("db", "upgrade", "--json", env=env)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"from": None, "to": "0001"}
+    assert json.loads(r.stdout) == {"from": None, "to": head_revision()}
     assert "current" in paygate("db", "upgrade", env=env).stdout
 
     key_file = tmp_path / "data" / "master.key"

@@ -232,3 +232,6 @@ CAPTURED_TABLES: dict[str, str] = {
     "transactions": "transaction",
     "refunds": "refund",
 }
+
+# Domain tables live in their own modules and register on the same metadata.
+from paygate_server.db import schema_checkout, schema_history  # noqa: E402,F401
