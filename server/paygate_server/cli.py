@@ -83,6 +83,15 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, {"merchantId": args.merchant, "apiKey": args.key, "revoked": True}, f"revoked {args.key}")
 
 
+def cmd_keys_rotate_card_key(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.cards.keystore import rotate_card_key
+
+    master = load_master_key(settings.master_key, settings.master_key_path)
+    retired, kid = asyncio.run(_with_db(settings, lambda db: rotate_card_key(db, master, bits=settings.card_key_bits)))
+    _emit(args, {"kid": kid, "retired": retired},
+          f"new checkout key {kid}; retired {', '.join(retired) or 'none'} (retired keys keep decrypting for 25 h)")
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
@@ -111,6 +120,7 @@ def cmd_simulator(args: argparse.Namespace, settings: Settings) -> None:
 # Domains add their sub-commands: each module defines ``add_commands(subparsers)``.
 CLI_EXTENSIONS: tuple[str, ...] = (
     "paygate_server.demo",
+    "paygate_server.processing.cli",
 )
 
 
@@ -142,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_revoke)
+    p = keys.add_parser("rotate-card-key", help="new checkout (JWE) key; the old one keeps decrypting for 25 h")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_keys_rotate_card_key)
 
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--host", default="127.0.0.1")
@@ -177,6 +190,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

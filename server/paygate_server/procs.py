@@ -22,7 +22,7 @@ __all__ = ["ServiceProcess", "gateway_command"]
 
 
 def gateway_command(fd: int, *, workers: int = 1) -> list[str]:
-    return [sys.executable, "-m", "paygate_server.cli", "serve", "--fd", str(fd),
+    return [sys.executable, "-m", "paygate_server", "serve", "--fd", str(fd),
             "--workers", str(workers), "--log-level", "warning"]
 
 

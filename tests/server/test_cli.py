@@ -15,7 +15,7 @@ from tests.support.databases import drop_database, new_database_url
 
 
 def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "paygate_server.cli", *args], env={**os.environ, **env},
+    return subprocess.run([sys.executable, "-m", "paygate_server", *args], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=120)
 
 

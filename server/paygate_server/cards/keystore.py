@@ -6,10 +6,11 @@ key keeps decrypting for ``RETIRED_GRACE`` — longer than a JWE may live (24 h)
 opened before a rotation still works — and is then ignored.
 
 Decrypted private keys are cached per process; an unknown ``kid`` (another process rotated)
-triggers one reload, at most once a second.
+triggers a reload (one at a time; keys already known are not decrypted again).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -72,6 +73,7 @@ class CardKeyStore:
         self._private: dict[str, rsa.RSAPrivateKey] = {}
         self._jwks: dict[str, list[dict[str, str]]] = {"keys": []}
         self._loaded_at = 0.0
+        self._reload_lock = asyncio.Lock()
 
     async def ensure_active_key(self) -> None:
         """Create the first key if there is none (under the write lock: one winner)."""
@@ -112,6 +114,8 @@ class CardKeyStore:
 
     async def private_keys_for(self, kid: str | None) -> dict[str, rsa.RSAPrivateKey]:
         """The keys that may decrypt now; reloads once if ``kid`` is new to this process."""
-        if kid is not None and kid not in self._private and time.monotonic() - self._loaded_at > 1.0:
-            await self.reload()
+        if kid is not None and kid not in self._private:
+            async with self._reload_lock:  # concurrent requests with the new kid: one reload
+                if kid not in self._private and time.monotonic() - self._loaded_at > 0.05:
+                    await self.reload()
         return self._private

@@ -1,0 +1,8 @@
+"""``python -m paygate_server`` is the ``paygate`` command."""
+from __future__ import annotations
+
+import sys
+
+from paygate_server.cli import main
+
+sys.exit(main())

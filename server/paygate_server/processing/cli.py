@@ -1,0 +1,105 @@
+"""``paygate reconcile`` and ``paygate reconcile settlement --date D`` (SPEC §7, §9)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from paygate_server.cli import CommandError
+from paygate_server.config import Settings
+from paygate_server.db import Database, check_schema, create_database
+from paygate_server.processing.connectors import ConnectorError, connector_for_url
+from paygate_server.processing.reconciler import Reconciler, list_unresolved
+from paygate_server.processing.settlement import reconcile_settlement
+
+__all__ = ["add_commands"]
+
+
+async def _session(settings: Settings) -> tuple[Database, Any]:
+    db = create_database(settings.resolved_database_url)
+    await check_schema(db)
+    connector = connector_for_url(settings.processor_url, connect_timeout=settings.processor_connect_timeout_s,
+                                  read_timeout=settings.processor_timeout_s)
+    return db, connector
+
+
+def _print_unresolved(items: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        return
+    if not items:
+        print("nothing unresolved")
+        return
+    print(f"{len(items)} unresolved (the processor's answer is not known yet):")
+    print(f"  {'kind':7} {'id':34} {'intent':32} {'checks':>6}  {'since':24} last result")
+    for item in items:
+        print(f"  {item['kind']:7} {item['id']:34} {item['paymentIntentId']:32} {item['checks']:>6}  "
+              f"{item['since']:24} {item['lastResult'] or '-'}")
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
+    async def run() -> dict[str, Any]:
+        db, connector = await _session(settings)
+        try:
+            reconciler = Reconciler(db, connector, settings)
+            if not args.once:
+                logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+                print("reconciler running (Ctrl-C to stop)", flush=True)
+                await reconciler.run_forever()
+            report = await reconciler.run_once()
+            unresolved = await list_unresolved(db)
+            return {"checked": report.checked, "settled": report.settled,
+                    "outcomes": report.outcomes, "unresolved": unresolved}
+        finally:
+            await connector.aclose()
+            await db.dispose()
+
+    result = asyncio.run(run())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"checked {result['checked']}, settled {result['settled']}")
+        _print_unresolved(result["unresolved"], False)
+
+
+def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
+    try:
+        day = dt.date.fromisoformat(args.date)
+    except ValueError:
+        raise CommandError(f"--date must be YYYY-MM-DD, not {args.date!r}") from None
+
+    async def run() -> tuple[list[Any], dict[str, int]]:
+        db, connector = await _session(settings)
+        try:
+            return await reconcile_settlement(db, connector, day)
+        except ConnectorError as exc:
+            raise CommandError(f"could not read the processor's settlement report: {exc}") from None
+        finally:
+            await connector.aclose()
+            await db.dispose()
+
+    mismatches, counts = asyncio.run(run())
+    if args.json:
+        print(json.dumps({"date": day.isoformat(), **counts, "items": [m.as_dict() for m in mismatches]}))
+    else:
+        print(f"settlement {day}: {counts['processorRecords']} processor records, "
+              f"{counts['gatewayRecords']} gateway records, {len(mismatches)} mismatches")
+        for m in mismatches:
+            print(f"  {m.kind:6} {m.problem:21} {m.reference:34} intent={m.payment_intent_id} "
+                  f"gateway={m.gateway} processor={m.processor}")
+    if mismatches:
+        raise SystemExit(1)
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("reconcile", help="settle unknown outcomes; compare settlement reports")
+    p.add_argument("--once", action="store_true", help="one pass, then list what is still unresolved")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
+    inner = p.add_subparsers(dest="reconcile_command", metavar="settlement")
+    s = inner.add_parser("settlement", help="compare the processor's settlement report with our records")
+    s.add_argument("--date", required=True, help="the UTC day, YYYY-MM-DD")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_settlement)

@@ -1,0 +1,99 @@
+"""Settlement reconciliation: the processor's report for a day against our records.
+
+Every mismatch is reported, none is "fixed" here — a mismatch is for a person to look at:
+
+- ``missing_in_gateway``: the processor settled a reference we have no record of;
+- ``missing_at_processor``: we recorded a success the processor did not settle (that day or
+  the next, to allow for a charge made just before midnight and settled just after);
+- ``status_differs``: the processor settled it, but our record is not ``succeeded``;
+- ``amount_differs``: amount or currency disagree.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import and_, select
+
+from paygate_server.db import Database
+from paygate_server.db.schema import refunds, transactions
+from paygate_server.processing.connectors import Connector, SettlementRecord
+
+__all__ = ["Mismatch", "reconcile_settlement"]
+
+_US = 1_000_000
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    kind: str  # charge | refund
+    problem: str
+    reference: str
+    payment_intent_id: str | None
+    gateway: dict[str, Any] | None
+    processor: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _day_bounds(day: dt.date) -> tuple[int, int]:
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    return int(start.timestamp()) * _US, int((start + dt.timedelta(days=1)).timestamp()) * _US
+
+
+def _proc(record: SettlementRecord) -> dict[str, Any]:
+    return {"amount": record.amount, "currency": record.currency, "merchantId": record.merchant_id}
+
+
+async def reconcile_settlement(db: Database, connector: Connector, day: dt.date) -> tuple[list[Mismatch], dict[str, int]]:
+    report = await connector.settlement_report(day)
+    next_day = {r.reference for r in await connector.settlement_report(day + dt.timedelta(days=1))}
+    at_processor = {(r.kind, r.reference): r for r in report}
+    start, end = _day_bounds(day)
+    tables = {"charge": transactions, "refund": refunds}
+    mismatches: list[Mismatch] = []
+    async with db.read() as conn:
+        ours: dict[tuple[str, str], Any] = {}
+        for kind, table in tables.items():
+            refs = [ref for (k, ref) in at_processor if k == kind]
+            rows = (await conn.execute(select(table).where(table.c.reference.in_(refs)))).all() if refs else []
+            for row in rows:
+                ours[(kind, row.reference)] = row
+            # Only what went through this processor (a gateway may have several).
+            query = select(table).where(and_(
+                table.c.status == "succeeded", table.c.created_at >= start, table.c.created_at < end))
+            if table is transactions:
+                query = query.where(transactions.c.connector == connector.name)
+            else:
+                query = query.where(refunds.c.transaction_id.in_(
+                    select(transactions.c.id).where(transactions.c.connector == connector.name)))
+            same_day = (await conn.execute(query)).all()
+            for row in same_day:
+                ours.setdefault((kind, row.reference), row)
+
+    for key, record in at_processor.items():
+        kind, reference = key
+        row = ours.get(key)
+        if row is None:
+            mismatches.append(Mismatch(kind, "missing_in_gateway", reference, record.payment_intent_id, None, _proc(record)))
+            continue
+        gateway = {"status": row.status, "amount": row.amount, "currency": row.currency, "id": row.id}
+        if row.status != "succeeded":
+            mismatches.append(Mismatch(kind, "status_differs", reference, row.intent_id, gateway, _proc(record)))
+        elif (row.amount, row.currency) != (record.amount, record.currency):
+            mismatches.append(Mismatch(kind, "amount_differs", reference, row.intent_id, gateway, _proc(record)))
+    for key, row in ours.items():
+        kind, reference = key
+        if key in at_processor or row.status != "succeeded" or not start <= row.created_at < end:
+            continue
+        if reference in next_day:
+            continue
+        mismatches.append(Mismatch(kind, "missing_at_processor", reference, row.intent_id,
+                                   {"status": row.status, "amount": row.amount, "currency": row.currency, "id": row.id},
+                                   None))
+    counts = {"processorRecords": len(report),
+              "gatewayRecords": sum(1 for r in ours.values() if r.status == "succeeded"),
+              "mismatches": len(mismatches)}
+    return mismatches, counts

@@ -1,0 +1,266 @@
+"""The reconciler against a scripted processor: outcomes applied once, unknowns kept and
+listed, never-received attempts failed only after the safety window; settlement reports."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text, update
+
+import paygate
+from paygate_server.db.schema import change_log, reconcile_queue, transactions
+from paygate_server.processing.connectors import (
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeResult,
+    RefundRequest,
+    RefundResult,
+    SettlementRecord,
+)
+from paygate_server.processing.reconciler import Reconciler, list_unresolved
+from paygate_server.processing.service import ProcessingService
+from paygate_server.processing.settlement import reconcile_settlement
+from tests.support.app import InProcessGateway
+from tests.support.signing import SignedClient
+
+
+@dataclass
+class ScriptedProcessor:
+    """A connector whose answers the test decides; records every call."""
+
+    charge_outcome: ChargeOutcome = ChargeOutcome.UNKNOWN
+    lookup_outcome: ChargeOutcome = ChargeOutcome.APPROVED
+    lookup_delay_s: float = 0.0
+    calls: Counter[str] = field(default_factory=Counter)
+    settled: list[SettlementRecord] = field(default_factory=list)
+    name: str = "scripted"
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        self.calls["charge"] += 1
+        return ChargeResult(request.reference, self.charge_outcome, auth_code="A1B2C3", message="scripted")
+
+    async def lookup(self, reference: str) -> ChargeResult:
+        self.calls["lookup"] += 1
+        await asyncio.sleep(self.lookup_delay_s)  # a slow processor: lets two reconcilers overlap
+        return ChargeResult(reference, self.lookup_outcome, auth_code="A1B2C3", message="scripted lookup")
+
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        self.calls["refund"] += 1
+        return RefundResult(request.reference, ChargeOutcome.APPROVED)
+
+    async def settlement_report(self, day: dt.date) -> list[SettlementRecord]:
+        return list(self.settled) if day == dt.datetime.now(dt.timezone.utc).date() else []
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _start_unknown_payment(gw: InProcessGateway, processor: ScriptedProcessor,
+                                 expect: str = "in_progress") -> tuple[SignedClient, str]:
+    gw.gateway.services["processing"] = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    shop = await gw.new_merchant()
+    pid = (await shop.create_intent())["paymentIntentId"]
+    jwe = paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number="4242424242424242",
+                               exp_month=12, exp_year=2034, cvc="123")
+    r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                    "paymentDetails": {"encryptedCard": jwe}})
+    assert r.status_code == 200 and r.json()["status"] == expect, r.text
+    return shop, pid
+
+
+async def _make_due(gw: InProcessGateway, pid: str) -> None:
+    async with gw.gateway.db.write() as conn:
+        await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
+
+
+async def _statuses(gw: InProcessGateway, pid: str) -> list[tuple[str, str]]:
+    async with gw.gateway.db.read() as conn:
+        rows = await conn.execute(select(change_log.c.entity, change_log.c.data)
+                                  .where(change_log.c.intent_id == pid).order_by(change_log.c.intent_seq))
+        return [(r.entity, __import__("json").loads(r.data)["status"]) for r in rows]
+
+
+async def test_unknown_outcome_is_settled_once_by_racing_reconcilers(gw: InProcessGateway) -> None:
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN, lookup_delay_s=0.05)
+    shop, pid = await _start_unknown_payment(gw, processor)
+    await _make_due(gw, pid)
+    settings = gw.gateway.settings
+    a = Reconciler(gw.gateway.db, processor, settings)  # type: ignore[arg-type]
+    b = Reconciler(gw.gateway.db, processor, settings)  # type: ignore[arg-type]
+    reports = await asyncio.gather(a.run_once(), b.run_once())
+    assert sum(r.settled for r in reports) == 1
+    assert processor.calls["lookup"] == 1  # the lease kept the second one off the row
+    final = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
+    assert final["status"] == "succeeded"
+    history = await _statuses(gw, pid)
+    assert history.count(("payment_intent", "succeeded")) == 1
+    assert history.count(("transaction", "succeeded")) == 1
+    assert await list_unresolved(gw.gateway.db) == [] or all(i["paymentIntentId"] != pid for i in await list_unresolved(gw.gateway.db))
+
+
+async def test_apply_is_idempotent_even_without_the_lease(gw: InProcessGateway) -> None:
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN)
+    _, pid = await _start_unknown_payment(gw, processor)
+    from paygate_server.processing.attempts import apply_charge_result
+
+    async with gw.gateway.db.read() as conn:
+        txn_id = (await conn.execute(select(transactions.c.id).where(transactions.c.intent_id == pid))).scalar_one()
+    approved = ChargeResult("ref", ChargeOutcome.APPROVED, auth_code="X")
+
+    async def apply() -> Any:
+        async with gw.gateway.db.write() as conn:
+            return await apply_charge_result(conn, txn_id, approved, schedule=(1.0,))
+
+    results = await asyncio.gather(*(apply() for _ in range(10)))
+    assert sum(r is not None for r in results) == 1
+    assert (await _statuses(gw, pid)).count(("payment_intent", "succeeded")) == 1
+
+
+async def test_unclassifiable_answers_stay_unknown_and_are_listed(gw: InProcessGateway) -> None:
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN, lookup_outcome=ChargeOutcome.UNKNOWN)
+    shop, pid = await _start_unknown_payment(gw, processor)
+    reconciler = Reconciler(gw.gateway.db, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    for expected_checks in (1, 2, 3):
+        await _make_due(gw, pid)
+        report = await reconciler.run_once()
+        assert report.still_unknown >= 1
+        item = next(i for i in await list_unresolved(gw.gateway.db) if i["paymentIntentId"] == pid)
+        assert item["checks"] == expected_checks and item["lastResult"]
+    assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "in_progress"
+    async with gw.gateway.db.read() as conn:
+        row = (await conn.execute(select(reconcile_queue.c.due_at).where(reconcile_queue.c.intent_id == pid))).one()
+    assert row.due_at > 0  # asked again later, on the back-off schedule
+    # Never turned into "failed" by guesswork.
+    assert ("transaction", "failed") not in await _statuses(gw, pid)
+
+
+async def test_never_received_is_failed_only_after_the_safety_window(gw: InProcessGateway) -> None:
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN, lookup_outcome=ChargeOutcome.NOT_FOUND)
+    shop, pid = await _start_unknown_payment(gw, processor)
+    reconciler = Reconciler(gw.gateway.db, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    await _make_due(gw, pid)
+    assert (await reconciler.run_once()).outcomes == {"not_found_yet": 1}
+    assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "in_progress"
+    # Older than the window (and the in-flight grace): now it is failed, and can be retried.
+    async with gw.gateway.db.write() as conn:
+        await conn.execute(text("UPDATE transactions SET created_at = created_at - 3600000000 WHERE intent_id = :p"), {"p": pid})
+    await _make_due(gw, pid)
+    assert (await reconciler.run_once()).outcomes == {"failed_never_received": 1}
+    status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
+    assert status["status"] == "failed" and status["lastError"]["code"] == "processing_error"
+    processor.charge_outcome = ChargeOutcome.APPROVED
+    jwe = paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number="5555555555554444",
+                               exp_month=1, exp_year=2035, cvc="999")
+    r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                    "paymentDetails": {"encryptedCard": jwe}})
+    assert r.json()["status"] == "succeeded"
+
+
+async def test_ten_failed_attempts_then_rate_limited(gw: InProcessGateway) -> None:
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.DECLINED)
+    shop, pid = await _start_unknown_payment(gw, ScriptedProcessor(charge_outcome=ChargeOutcome.DECLINED), "failed")
+    gw.gateway.services["processing"] = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    jwe = paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number="4000000000000002",
+                               exp_month=12, exp_year=2034, cvc="123")
+    body = {"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}}
+    for _ in range(9):  # the first decline happened in _start_unknown_payment
+        assert (await shop.post("/api/v1/payment/process", body)).json()["status"] == "failed"
+    r = await shop.post("/api/v1/payment/process", body)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited" and r.headers["retry-after"]
+    assert processor.calls["charge"] == 9
+
+
+async def test_settlement_mismatches(gw: InProcessGateway) -> None:
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
+    gw.gateway.services["processing"] = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    shop = await gw.new_merchant()
+    refs = {}
+    for amount in (100, 200, 300):
+        pid = (await shop.create_intent(amount=amount))["paymentIntentId"]
+        jwe = paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number="4242424242424242",
+                                   exp_month=12, exp_year=2034, cvc="123")
+        r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                        "paymentDetails": {"encryptedCard": jwe}})
+        assert r.json()["status"] == "succeeded"
+        async with gw.gateway.db.read() as conn:
+            refs[amount] = (await conn.execute(select(transactions.c.reference).where(transactions.c.intent_id == pid))).scalar_one()
+    record = lambda ref, amount: SettlementRecord("charge", ref, None, None, amount, "USD")  # noqa: E731
+    processor.settled = [record(refs[100], 100), record(refs[200], 250), record("ref_unknown0000000000", 999)]
+    mismatches, counts = await reconcile_settlement(gw.gateway.db, processor, dt.datetime.now(dt.timezone.utc).date())  # type: ignore[arg-type]
+    problems = {(m.problem, m.reference) for m in mismatches}
+    assert ("amount_differs", refs[200]) in problems
+    assert ("missing_in_gateway", "ref_unknown0000000000") in problems
+    assert ("missing_at_processor", refs[300]) in problems
+    assert not any(m.reference == refs[100] for m in mismatches)
+    assert counts["processorRecords"] == 3
+
+
+def test_reconcile_cli_lists_and_settlement_exit_code(fresh_database_url: str, tmp_path: Any) -> None:
+    database_url = fresh_database_url
+    from tests.e2e.conftest import running_stack
+    from tests.server.test_cli import paygate as run_cli
+    from tests.support.processes import gateway_env
+
+    with running_stack(database_url, tmp_path / "stack") as stack:
+        env = gateway_env(database_url, tmp_path, PAYGATE_PROCESSOR_URL=stack.simulator.base_url)
+        r = run_cli("reconcile", "--once", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        assert set(__import__("json").loads(r.stdout)) == {"checked", "settled", "outcomes", "unresolved"}
+        today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+        r = run_cli("reconcile", "settlement", "--date", today, env=env)
+        assert r.returncode == 0 and "0 mismatches" in r.stdout, r.stdout + r.stderr
+        r = run_cli("reconcile", "settlement", "--date", "yesterday", env=env)
+        assert r.returncode == 2 and "YYYY-MM-DD" in r.stderr
+        httpx.post(f"{stack.simulator.base_url}/v1/charges", json={
+            "reference": "ref_outside000000000000", "paymentIntentId": "pi_outside", "merchantId": "mer_x",
+            "amount": 500, "currency": "USD",
+            "card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2034, "cvc": "123"}}).raise_for_status()
+        r = run_cli("reconcile", "settlement", "--date", today, "--json", env=env)
+        assert r.returncode == 1
+        assert [m["problem"] for m in __import__("json").loads(r.stdout)["items"]] == ["missing_in_gateway"]
+
+
+def test_rotate_card_key_keeps_old_kid_decrypting(database_url: str, tmp_path: Any) -> None:
+    pytest.importorskip("jwcrypto")
+    from tests.e2e.conftest import running_stack
+    from tests.server.test_cli import paygate as run_cli
+    from tests.support.processes import gateway_env
+
+    with running_stack(database_url, tmp_path / "stack") as stack:
+        creds = stack.merchant()
+        old_jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
+        r = run_cli("keys", "rotate-card-key", "--json", env=gateway_env(database_url, tmp_path))
+        assert r.returncode == 0, r.stderr
+        new_kid = __import__("json").loads(r.stdout)["kid"]
+        assert new_kid != old_jwks["keys"][0]["kid"]
+
+        async def pay(jwks: dict[str, Any]) -> str:
+            async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as http:
+                shop = SignedClient(http, creds)
+                pid = (await shop.create_intent())["paymentIntentId"]
+                jwe = paygate.encrypt_card(jwks, number="4242424242424242", exp_month=12, exp_year=2034, cvc="123")
+                r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                                "paymentDetails": {"encryptedCard": jwe}})
+                return r.json()["status"]
+
+        assert asyncio.run(pay(old_jwks)) == "succeeded"  # a page opened before the rotation
+
+        async def new_public_jwk() -> dict[str, Any]:
+            from paygate_server.db import create_database
+            from paygate_server.db.schema import sealed_keys
+
+            db = create_database(database_url)
+            try:
+                async with db.read() as conn:
+                    row = (await conn.execute(select(sealed_keys.c.public_jwk).where(sealed_keys.c.kid == new_kid))).one()
+            finally:
+                await db.dispose()
+            return {"keys": [__import__("json").loads(row.public_jwk)]}
+
+        # The running gateway has not reloaded yet: an unknown kid makes it look once.
+        assert asyncio.run(pay(asyncio.run(new_public_jwk()))) == "succeeded"
