@@ -1,0 +1,69 @@
+"""The SDK against a real gateway and simulator (sync and async), end to end."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import paygate
+from tests.e2e.conftest import Stack
+
+
+def test_sync_client_pays_waits_refunds(stack: Stack) -> None:
+    creds = stack.merchant()
+    with paygate.Client(creds.api_key, creds.signing_secret, stack.gateway.base_url) as client:
+        intent = client.payment_intents.create(amount=2500, currency="EUR", product_details={"sku": "tee"},
+                                               metadata={"orderId": "77"})
+        assert intent.status == "created" and intent.client_secret
+        encrypted = client.encrypt_card(number="4000000000001026", exp_month=12, exp_year=2034, cvc="123")
+        processed = client.payment_intents.process(intent.id, encrypted_card=encrypted)
+        assert processed.status == "in_progress"  # the answer was lost: the reconciler settles it
+        final = client.payment_intents.wait_for_status(intent.id, timeout=30)
+        assert final.status == "succeeded"
+        refund = client.refunds.create(intent.id, amount=1000, reason="requested_by_customer")
+        assert (refund.amount, refund.status) == (1000, "succeeded")
+        again = client.payment_intents.get(intent.id)
+        assert again.amount_refunded == 1000 and again.card is not None and again.card.last4 == "1026"
+        history = client.payment_intents.history(intent.id)
+        assert history and history[0].sequence == 1
+        with pytest.raises(paygate.InvalidRequestError) as err:
+            client.payment_intents.get("pi_doesnotexist000000000000")
+        assert err.value.code == "resource_missing" and err.value.http_status == 404 and err.value.request_id
+        with pytest.raises(paygate.InvalidRequestError) as err:
+            client.payment_intents.cancel(intent.id)
+        assert err.value.code == "intent_state_conflict"
+
+
+def test_async_client_declines_then_succeeds_and_streams(stack: Stack) -> None:
+    creds = stack.merchant()
+
+    async def run() -> None:
+        async with paygate.AsyncClient(creds.api_key, creds.signing_secret, stack.gateway.base_url) as client:
+            intent = await client.payment_intents.create(amount=990, currency="USD", product_details={"sku": "mug"})
+            declined = await client.payment_intents.process(
+                intent.id, encrypted_card=await client.encrypt_card(
+                    number="4000000000009995", exp_month=1, exp_year=2035, cvc="321"))
+            assert declined.status == "failed"
+            assert declined.last_error is not None and declined.last_error.decline_code == "insufficient_funds"
+            with pytest.raises(paygate.CardError):
+                declined.raise_if_failed()
+            slow = await client.encrypt_card(number="4000000000001042", exp_month=1, exp_year=2035, cvc="321")
+            stream = client.payment_intents.stream_status(intent.id)
+            processing = asyncio.create_task(client.payment_intents.process(intent.id, encrypted_card=slow))
+            seen = [s.status async for s in stream]
+            assert seen[-1] == "succeeded"
+            assert (await processing).status == "succeeded"
+            page = await client.payment_intents.list(limit=1)
+            assert page.data[0].id == intent.id
+            refund = await client.refunds.create(intent.id)
+            assert refund.amount == 990 and refund.status == "succeeded"
+
+    asyncio.run(run())
+
+
+def test_sdk_is_refused_with_a_revoked_or_wrong_secret(stack: Stack) -> None:
+    creds = stack.merchant()
+    with paygate.Client(creds.api_key, "sk_test_" + "x" * 40, stack.gateway.base_url, max_retries=0) as client:
+        with pytest.raises(paygate.AuthenticationError) as err:
+            client.payment_intents.list()
+        assert err.value.code == "invalid_signature"
