@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
@@ -27,12 +27,13 @@ from paygate_server.http.middleware import request_id_of
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["ApiContext", "api_endpoint", "json_response", "error_response", "read_body"]
+__all__ = ["ApiContext", "Replayed", "api_endpoint", "json_response", "error_response", "read_body"]
 
 log = logging.getLogger("paygate.api")
 
 Handler = Callable[["ApiContext"], Awaitable[Response]]
 Operation = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]
+T = TypeVar("T")
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -130,6 +131,38 @@ class ApiContext:
             raise
         return Response(data, status, media_type="application/json")
 
+    async def first_phase(self, phase: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """The first transaction of a multi-phase operation (processing, refunds).
+
+        With an ``Idempotency-Key`` the key is claimed first, in its own transaction, so a
+        concurrent duplicate sees it in progress (409) rather than waiting. A stored
+        response raises :class:`Replayed`; a client error here is stored for replay; any
+        other failure releases the claim so a retry runs again. The caller completes the
+        key with its final response (``self.idempotency.complete``).
+        """
+        db = self.gateway.db
+        scope = self.idempotency
+        if scope is not None and (replay := await scope.claim(db)) is not None:
+            raise Replayed(replay)
+        try:
+            async with db.write() as conn:
+                return await phase(conn)
+        except ApiError as exc:
+            if scope is not None:
+                await scope.store_error(db, exc, self.request_id)
+            raise
+        except BaseException:
+            if scope is not None:
+                await scope.release(db)
+            raise
+
+
+class Replayed(Exception):
+    """The idempotency key was already used for this request: answer with its response."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
 
 def api_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
@@ -151,6 +184,8 @@ def api_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 if key is not None:
                     ctx.idempotency = IdempotencyScope(gateway, principal.merchant_id, key, request.method, target, body)
             return await handler(ctx)
+        except Replayed as replayed:
+            return replayed.response
         except ApiError as exc:
             return error_response(exc, rid)
 

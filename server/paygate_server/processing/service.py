@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 from starlette.responses import Response
 
 from paygate_server import jsoncodec
-from paygate_server.errors import ApiError
 from paygate_server.faults import crash_point
 from paygate_server.intents import repository as intent_repo
 from paygate_server.intents.schemas import render_intent
@@ -73,23 +72,11 @@ class ProcessingService:
         db = gateway.db
         settings = gateway.settings
         scope = ctx.idempotency
-        if scope is not None and (replay := await scope.claim(db)) is not None:
-            return replay
-        try:
-            async with db.write() as conn:
-                _, attempt = await begin_attempt(
-                    conn, merchant_id=ctx.merchant_id, intent_id=intent_id, card=card.summary,
-                    card_fingerprint=card.fingerprint, vault_id=card.vault_id,
-                    connector=self.connector.name, in_flight_grace_s=settings.in_flight_grace_s,
-                )
-        except ApiError as exc:
-            if scope is not None:
-                await scope.store_error(db, exc, ctx.request_id)
-            raise
-        except BaseException:
-            if scope is not None:
-                await scope.release(db)
-            raise
+        _, attempt = await ctx.first_phase(lambda conn: begin_attempt(
+            conn, merchant_id=ctx.merchant_id, intent_id=intent_id, card=card.summary,
+            card_fingerprint=card.fingerprint, vault_id=card.vault_id,
+            connector=self.connector.name, in_flight_grace_s=settings.in_flight_grace_s,
+        ))
         gateway.notifier.publish(intent_id)
         crash_point(settings.fault_point, "after_attempt_commit")
 

@@ -110,20 +110,8 @@ class RefundService:
         gateway = self._gateway
         db = gateway.db
         scope = ctx.idempotency
-        if scope is not None and (replay := await scope.claim(db)) is not None:
-            return replay
-        try:
-            async with db.write() as conn:
-                row = await _reserve(conn, ctx.merchant_id, intent_id, amount, reason,
-                                     gateway.settings.in_flight_grace_s)
-        except ApiError as exc:
-            if scope is not None:
-                await scope.store_error(db, exc, ctx.request_id)
-            raise
-        except BaseException:
-            if scope is not None:
-                await scope.release(db)
-            raise
+        row = await ctx.first_phase(lambda conn: _reserve(
+            conn, ctx.merchant_id, intent_id, amount, reason, gateway.settings.in_flight_grace_s))
         result = await self._connector.refund(RefundRequest(
             reference=row["reference"], charge_reference=row["charge_reference"],
             amount=row["amount"], currency=row["currency"]))
