@@ -1,0 +1,73 @@
+"""Hostile and malformed input never gets a 500 or a traceback, and never a partial write."""
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.app import InProcessGateway
+
+POSTS = ["/api/v1/payment/intent", "/api/v1/payment/cancel", "/api/v1/payment/process", "/api/v1/payment/refund"]
+GETS = ["/api/v1/payment/intents", "/api/v1/payment/status", "/api/v1/payment/intent/pi_x",
+        "/api/v1/payment/status/stream", "/api/v1/payment/intent/pi_x/history"]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+field_names = st.sampled_from(["amount", "currency", "productDetails", "metadata", "description", "merchantId",
+                               "paymentIntentId", "paymentMethod", "paymentDetails", "reason", "status"])
+bodies = st.dictionaries(field_names, json_values, max_size=6)
+
+
+async def _no_server_error(r: Any) -> None:
+    assert r.status_code < 500, r.text
+    assert "Traceback" not in r.text
+    assert r.headers.get("x-request-id")
+    if r.status_code >= 400:
+        error = r.json()["error"]
+        assert {"type", "code", "message", "requestId"} <= set(error)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(POSTS), body=bodies)
+async def test_signed_random_bodies(gw: InProcessGateway, path: str, body: dict[str, Any]) -> None:
+    shop = gw.__dict__.setdefault("_shop", None) or await gw.new_merchant()
+    gw.__dict__["_shop"] = shop
+    await _no_server_error(await shop.post(path, body))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(GETS), query=st.text(max_size=60))
+async def test_signed_random_queries(gw: InProcessGateway, path: str, query: str) -> None:
+    shop = gw.__dict__.setdefault("_shop", None) or await gw.new_merchant()
+    gw.__dict__["_shop"] = shop
+    from urllib.parse import quote
+
+    target = f"{path}?{quote(query, safe='=&')}" if query else path
+    await _no_server_error(await shop.get(target))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=300), headers=st.dictionaries(
+    st.sampled_from(["Authorization", "X-Request-Timestamp", "X-Request-Nonce", "X-Signature",
+                     "Idempotency-Key", "Content-Length", "Content-Type"]),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80), max_size=7))
+async def test_unsigned_garbage(gw: InProcessGateway, raw: bytes, headers: dict[str, str]) -> None:
+    headers.pop("Content-Length", None)
+    for path in ("/api/v1/payment/intent", "/api/v1/payment/process"):
+        await _no_server_error(await gw.http.post(path, content=raw, headers=headers))
+
+
+async def test_deeply_nested_and_huge_numbers(gw: InProcessGateway) -> None:
+    shop = await gw.new_merchant()
+    nested = "[" * 2000 + '"x"' + "]" * 2000
+    body = ('{"amount": 5, "currency": "USD", "productDetails": {"n": ' + nested + "}}").encode()
+    await _no_server_error(await shop.post("/api/v1/payment/intent", body=body))
+    for amount in ("1e400", "-0", "123456789012345678901234567890", "NaN"):
+        raw = b'{"amount": ' + amount.encode() + b', "currency": "USD", "productDetails": {}}'
+        await _no_server_error(await shop.post("/api/v1/payment/intent", body=raw))
+    assert (await shop.get("/api/v1/payment/intents")).json()["data"] == []
