@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
+
+import pytest
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.app import InProcessGateway
+from tests.support.signing import SignedClient
 
 POSTS = ["/api/v1/payment/intent", "/api/v1/payment/cancel", "/api/v1/payment/process", "/api/v1/payment/refund"]
 GETS = ["/api/v1/payment/intents", "/api/v1/payment/status", "/api/v1/payment/intent/pi_x",
@@ -23,6 +27,12 @@ field_names = st.sampled_from(["amount", "currency", "productDetails", "metadata
 bodies = st.dictionaries(field_names, json_values, max_size=6)
 
 
+@pytest.fixture
+async def shop(gw: InProcessGateway) -> SignedClient:
+    # Function-scoped, so one merchant serves every example hypothesis generates.
+    return await gw.new_merchant()
+
+
 async def _no_server_error(r: Any) -> None:
     assert r.status_code < 500, r.text
     assert "Traceback" not in r.text
@@ -34,19 +44,13 @@ async def _no_server_error(r: Any) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(POSTS), body=bodies)
-async def test_signed_random_bodies(gw: InProcessGateway, path: str, body: dict[str, Any]) -> None:
-    shop = gw.__dict__.setdefault("_shop", None) or await gw.new_merchant()
-    gw.__dict__["_shop"] = shop
+async def test_signed_random_bodies(shop: SignedClient, path: str, body: dict[str, Any]) -> None:
     await _no_server_error(await shop.post(path, body))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(GETS), query=st.text(max_size=60))
-async def test_signed_random_queries(gw: InProcessGateway, path: str, query: str) -> None:
-    shop = gw.__dict__.setdefault("_shop", None) or await gw.new_merchant()
-    gw.__dict__["_shop"] = shop
-    from urllib.parse import quote
-
+async def test_signed_random_queries(shop: SignedClient, path: str, query: str) -> None:
     target = f"{path}?{quote(query, safe='=&')}" if query else path
     await _no_server_error(await shop.get(target))
 
