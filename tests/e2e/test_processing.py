@@ -67,7 +67,7 @@ def test_every_test_card_ends_as_specified(stack: Stack) -> None:
 
     async def one(shop: SignedClient, number: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
         intent = await shop.create_intent(amount=1000 + len(number))
-        r = await process(shop, intent["paymentIntentId"], encrypted(stack, number), idempotency_key=f"p-{len(number)}-{number[-4:]}")
+        r = await process(shop, intent["paymentIntentId"], encrypted(stack, number), idempotency_key=f"p-{number}")
         assert r.status_code == 200, r.text
         assert r.json()["status"] in {"in_progress", "succeeded", "failed"}
         return number, r.json(), await wait_final(shop, intent["paymentIntentId"])

@@ -1,13 +1,14 @@
 """The database handle: one async engine per process, SQLite or PostgreSQL.
 
-``Database.write()`` is one transaction per state change. On SQLite it is serialized
-inside the process by an asyncio lock and across processes by ``BEGIN IMMEDIATE`` plus a
-busy timeout, so concurrent writers queue instead of failing with "database is locked".
+``Database.write()`` is one transaction per state change. On SQLite the writers of one
+process share group commits (see :mod:`.group_commit`: each write is a savepoint on the one
+write connection, one fsync per batch), and processes are serialized by ``BEGIN IMMEDIATE``
+plus a busy timeout, so concurrent writers queue instead of failing with "database is
+locked".
 ``Database.read()`` never takes the write lock.
 """
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -16,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from paygate_server.config import normalize_database_url
+from paygate_server.db.group_commit import GroupCommitter
 
 __all__ = ["Database", "create_database"]
 
@@ -38,7 +40,7 @@ class Database:
         self.url = normalize_database_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._group: GroupCommitter | None = None
         if self.is_sqlite:
             self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=pool_size)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -47,6 +49,7 @@ class Database:
             self._write_engine: AsyncEngine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
             self._read_engine: AsyncEngine = self.engine
+            self._group = GroupCommitter(self._write_engine)
         else:
             self.engine = create_async_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=False
@@ -56,10 +59,9 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is not None:
-            async with self._write_lock:
-                async with self._write_engine.begin() as conn:
-                    yield conn
+        if self._group is not None:
+            async with self._group.unit() as conn:
+                yield conn
         else:
             async with self._write_engine.begin() as conn:
                 yield conn
@@ -81,6 +83,8 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self._group is not None:
+            await self._group.close()
         await self.engine.dispose()
 
 
