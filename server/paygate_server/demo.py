@@ -1,31 +1,65 @@
-"""``paygate demo``: the gateway and the processor simulator on localhost, with a demo
-merchant whose credentials are kept in ``$PAYGATE_DATA_DIR/demo-merchant.json`` so data and
-keys survive restarts."""
+"""``paygate demo``: the gateway, the processor simulator and the sample storefront on
+localhost, with a demo merchant.
+
+The merchant's credentials, its webhook endpoint (pointing at the storefront's receiver)
+and the storefront's admin password are kept in ``$PAYGATE_DATA_DIR/demo-merchant.json``
+(mode 0600), so data, keys and the endpoint survive restarts. Every port may be ``0``
+(the OS picks one); the URLs printed are the real ones.
+
+The storefront is an example, not part of the ``paygate`` wheel: it is run from the
+source tree's ``examples/storefront`` (put on ``PYTHONPATH``), or from an installed
+``storefront`` package. Without either, the demo runs the gateway and simulator alone.
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
+import secrets
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from paygate_server.config import Settings
 
-__all__ = ["add_commands", "ensure_demo_merchant"]
+__all__ = ["add_commands", "ensure_demo_merchant", "ensure_demo_webhook", "find_storefront"]
 
+SHOP_NAME = "Tidewater Coffee"
+WEBHOOK_PATH = "/webhooks/paygate"
 TEST_CARDS = """\
   4242 4242 4242 4242   approved (Visa)        4000 0000 0000 9995   declined: insufficient funds
   5555 5555 5555 4444   approved (Mastercard)  4000 0000 0000 0002   declined: generic
-  4000 0000 0000 1026   approved, answer lost — settled by the reconciler"""
+  4000 0000 0000 1026   approved, but the answer is lost: "processing" until the reconciler settles it
+  any future expiry (e.g. 12 / 34), any CVC, any name"""
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` atomically with ``data``, readable by the owner only."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
 
 
 def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, Any]:
+    """The demo merchant, created on first run; its allowed origins are topped up when the
+    storefront moves to another port. Returns the contents of ``demo-merchant.json``."""
+    from sqlalchemy import insert
+
     from paygate_server.crypto import load_master_key
     from paygate_server.db import create_database, upgrade
-    from paygate_server.merchants import create_merchant
+    from paygate_server.db.schema import merchant_origins
+    from paygate_server.merchants import (
+        create_merchant,
+        get_merchant,
+        list_origins,
+        normalize_origin,
+    )
 
     path = settings.data_dir / "demo-merchant.json"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -34,29 +68,77 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
         db = create_database(settings.resolved_database_url)
         try:
             await upgrade(db)
-            if path.exists():
-                return json.loads(path.read_text())
+            saved = json.loads(path.read_text()) if path.exists() else None
+            if saved is not None:
+                async with db.write() as conn:
+                    if await get_merchant(conn, saved["merchantId"]) is not None:
+                        known = set(await list_origins(conn, saved["merchantId"]))
+                        missing = sorted({normalize_origin(o) for o in origins} - known)
+                        if missing:
+                            await conn.execute(insert(merchant_origins), [
+                                {"merchant_id": saved["merchantId"], "origin": o} for o in missing])
+                        return dict(saved)
+                # The database was reset but the file was not: start over.
             master = load_master_key(settings.master_key, settings.master_key_path)
             async with db.write() as conn:
-                pair = await create_merchant(conn, master, name="Demo Shop", origins=origins)
+                pair = await create_merchant(conn, master, name=SHOP_NAME, origins=origins)
         finally:
             await db.dispose()
         creds = {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(creds, f, indent=2)
+        _write_private(path, creds)
         return creds
 
     return asyncio.run(run())
+
+
+def ensure_demo_webhook(settings: Settings, creds: dict[str, Any], gateway_url: str, url: str) -> dict[str, Any]:
+    """The demo merchant's webhook endpoint for ``url``, created once through the API (with
+    the SDK, as a merchant would) and remembered with its secret in ``demo-merchant.json``.
+    An endpoint for another URL (the storefront moved) is replaced."""
+    import paygate
+
+    with paygate.Client(creds["apiKey"], creds["signingSecret"], gateway_url) as client:
+        existing = {endpoint.id: endpoint for endpoint in client.webhook_endpoints.list()}
+        current = existing.get(creds.get("webhookEndpointId") or "")
+        if current is not None and current.url == url and creds.get("webhookSecret"):
+            return creds
+        if current is not None:
+            client.webhook_endpoints.delete(current.id)
+        endpoint = client.webhook_endpoints.create(url)
+    creds = {**creds, "webhookEndpointId": endpoint.id, "webhookUrl": url, "webhookSecret": endpoint.secret}
+    _write_private(settings.data_dir / "demo-merchant.json", creds)
+    return creds
+
+
+def find_storefront() -> str | None:
+    """Where ``python -m storefront`` can be run from: the source tree's
+    ``examples/storefront`` (returned, for ``PYTHONPATH``), ``""`` if a ``storefront``
+    package is installed, or None."""
+    candidates = [os.environ.get("PAYGATE_DEMO_STOREFRONT_DIR", ""),
+                  str(Path(__file__).resolve().parents[2] / "examples" / "storefront")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "storefront" / "__main__.py").is_file():
+            return str(Path(candidate).resolve())
+    return "" if importlib.util.find_spec("storefront") is not None else None
+
+
+def _admin_password(settings: Settings, creds: dict[str, Any]) -> str:
+    password = os.environ.get("STOREFRONT_ADMIN_PASSWORD") or creds.get("adminPassword")
+    if not password:
+        password = secrets.token_urlsafe(9)
+        creds["adminPassword"] = password
+        _write_private(settings.data_dir / "demo-merchant.json", creds)
+    return str(password)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.procs import ServiceProcess, gateway_command
 
     data_dir = settings.data_dir.resolve()
-    storefront_origin = f"http://127.0.0.1:{args.storefront_port}"
-    creds = ensure_demo_merchant(settings, [storefront_origin, f"http://localhost:{args.storefront_port}"])
     logs = data_dir / "logs"
+    storefront_dir = find_storefront()
+    # Every socket is bound first, so the ports (maybe OS-chosen) are known before anything
+    # starts: the merchant's origins and the webhook URL need the storefront's.
     simulator = ServiceProcess(
         lambda fd: [sys.executable, "-m", "paygate_server.simulator", "--fd", str(fd),
                     "--store", str(data_dir / "simulator.db"), "--log-level", "warning"],
@@ -66,45 +148,73 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
         lambda fd: gateway_command(fd),
         log_path=logs / "gateway.log", port=args.port,
         env={"PAYGATE_DATA_DIR": str(data_dir), "PAYGATE_PROCESSOR_URL": simulator.base_url,
-             "PAYGATE_WEBHOOK_ALLOW_PRIVATE": "1",
-             "PAYGATE_PUBLIC_URL": f"http://127.0.0.1:{args.port}"},
+             "PAYGATE_WEBHOOK_ALLOW_PRIVATE": "1"},
     )
+    gateway.env["PAYGATE_PUBLIC_URL"] = gateway.base_url  # for checkout.js and the iframe
+    storefront: ServiceProcess | None = None
+    if storefront_dir is not None:
+        storefront = ServiceProcess(
+            lambda fd: [sys.executable, "-m", "storefront", "--fd", str(fd), "--log-level", "warning"],
+            log_path=logs / "storefront.log", port=args.storefront_port,
+        )
+    shop_port = storefront.port if storefront is not None else args.storefront_port
+    creds = ensure_demo_merchant(settings, [f"http://127.0.0.1:{shop_port}", f"http://localhost:{shop_port}"])
+    services = [s for s in (simulator, gateway, storefront) if s is not None]
+
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     try:
         simulator.start()
         gateway.start()
+        shop_lines = "  storefront (not found: run the demo from a source checkout to get the sample shop)"
+        if storefront is not None:
+            creds = ensure_demo_webhook(settings, creds, gateway.base_url, storefront.base_url + WEBHOOK_PATH)
+            password = _admin_password(settings, creds)
+            python_path = os.pathsep.join(p for p in (storefront_dir, os.environ.get("PYTHONPATH")) if p)
+            storefront.env.update({
+                "PYTHONPATH": python_path,
+                "STOREFRONT_GATEWAY_URL": gateway.base_url,
+                "STOREFRONT_API_KEY": creds["apiKey"],
+                "STOREFRONT_SIGNING_SECRET": creds["signingSecret"],
+                "STOREFRONT_WEBHOOK_SECRET": creds["webhookSecret"],
+                "STOREFRONT_DATA_DIR": str(data_dir / "storefront"),
+                "STOREFRONT_ADMIN_PASSWORD": password,
+            })
+            storefront.start()
+            shop_lines = (f"  shop       {storefront.base_url}/\n"
+                          f"  admin      {storefront.base_url}/admin     (password: {password})")
         print(f"""
 paygate demo is running (data in {data_dir}; logs in {logs})
 
+{shop_lines}
   gateway    {gateway.base_url}     (API: {gateway.base_url}/api/v1, OpenAPI: {gateway.base_url}/api/v1/openapi.json)
   simulator  {simulator.base_url}     (the card processor stand-in)
 
 demo merchant {creds['merchantId']}
+  PAYGATE_BASE_URL={gateway.base_url}
   PAYGATE_API_KEY={creds['apiKey']}
   PAYGATE_SIGNING_SECRET={creds['signingSecret']}
+  webhook endpoint {creds.get('webhookEndpointId', '(none)')} -> {creds.get('webhookUrl', '(none)')}
 
-test cards (any future expiry, any CVC):
+test cards:
 {TEST_CARDS}
 
 Press Ctrl-C to stop.""", flush=True)
         while not stopped.wait(0.5):
-            for proc in (simulator, gateway):
+            for proc in services:
                 if proc.proc is not None and proc.proc.poll() is not None:
-                    print(f"paygate demo: {proc.log_path.name} exited; see {proc.log_path}", file=sys.stderr)
+                    print(f"paygate demo: {proc.log_path.stem} exited; see {proc.log_path}", file=sys.stderr)
                     stopped.set()
     finally:
-        gateway.close()
-        simulator.close()
-        print("paygate demo stopped.")
+        for proc in reversed(services):
+            proc.close()
+        print("paygate demo stopped.", flush=True)
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser("demo", help="gateway + simulator on localhost with a demo merchant")
-    p.add_argument("--port", type=int, default=8080)
+    p = sub.add_parser("demo", help="gateway + simulator + sample storefront on localhost, with a demo merchant")
+    p.add_argument("--port", type=int, default=8080, help="the gateway's port (0: any free port)")
     p.add_argument("--simulator-port", type=int, default=8081)
     p.add_argument("--storefront-port", type=int, default=8082)
     p.set_defaults(func=cmd_demo)
-
-

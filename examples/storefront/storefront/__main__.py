@@ -1,0 +1,32 @@
+"""``python -m storefront [--host H] [--port P | --fd N]``: serve the shop with uvicorn.
+
+``--fd`` serves on a socket the parent already bound (``paygate demo`` does this)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+from storefront.app import create_app
+from storefront.config import StorefrontConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m storefront", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("STOREFRONT_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("STOREFRONT_PORT", "8082")))
+    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited socket")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args()
+    app = create_app(StorefrontConfig.from_env())
+    # Long-polls are held up to 20 s; on shutdown, browsers simply ask again.
+    options = {"log_level": args.log_level, "server_header": False, "timeout_graceful_shutdown": 3}
+    if args.fd is not None:
+        uvicorn.run(app, fd=args.fd, **options)
+    else:
+        uvicorn.run(app, host=args.host, port=args.port, **options)
+
+
+if __name__ == "__main__":
+    main()

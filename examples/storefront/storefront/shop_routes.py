@@ -1,0 +1,229 @@
+"""The customer's side: catalog, cart, checkout, the order page and its two JSON calls.
+
+Payment, as the browser sees it: the order page mounts the gateway's card form
+(``Paygate.mount``), the form hands back a single-use token, the page POSTs it to
+``/orders/{id}/pay``, and this server — never the browser — processes the payment with the
+SDK. While the payment is ``processing`` the page long-polls ``/orders/{id}/status``, which
+holds the request on a gateway long-poll (SDK ``status(wait=…)``) and answers as soon as
+the intent changes.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+import paygate
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from storefront.catalog import CURRENCY, get_product
+from storefront.states import PaymentUpdate
+from storefront.store import Order
+from storefront.web import (
+    CART_COOKIE,
+    Shop,
+    json_error,
+    order_json,
+    read_form,
+    render,
+    run,
+    same_origin,
+    shop_of,
+)
+
+__all__ = ["ensure_intent", "routes"]
+
+log = logging.getLogger("storefront")
+_TOKEN = re.compile(r"^tok_[A-Za-z0-9_-]{8,200}$")
+_ORDER_ID = re.compile(r"^ord_[A-Za-z0-9_-]{10,64}$")
+
+
+def _quantity(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+async def catalog(request: Request) -> Response:
+    shop = shop_of(request)
+    added = get_product(request.query_params.get("added", ""))
+    return render(request, "catalog.html", cart=shop.cart(request), added=added)
+
+
+async def cart_page(request: Request) -> Response:
+    shop = shop_of(request)
+    cart = shop.cart(request)
+    return render(request, "cart.html", cart=cart, lines=cart.lines(), totals=cart.totals())
+
+
+async def cart_add(request: Request) -> Response:
+    shop = shop_of(request)
+    form = await read_form(request)
+    cart = shop.cart(request)
+    sku = form.get("sku", "")
+    if get_product(sku) is not None:
+        cart.add(sku, max(1, _quantity(form.get("quantity"), 1)))
+    response = _redirect(f"/?added={sku}" if form.get("stay") else "/cart")
+    response.set_cookie(CART_COOKIE, shop.cart_cookie(cart), httponly=True, samesite="lax", max_age=14 * 86400)
+    return response
+
+
+async def cart_update(request: Request) -> Response:
+    shop = shop_of(request)
+    form = await read_form(request)
+    cart = shop.cart(request)
+    cart.set(form.get("sku", ""), max(0, _quantity(form.get("quantity"), 0)))
+    response = _redirect("/cart")
+    response.set_cookie(CART_COOKIE, shop.cart_cookie(cart), httponly=True, samesite="lax", max_age=14 * 86400)
+    return response
+
+
+async def checkout(request: Request) -> Response:
+    """Turn the cart into an order (prices fixed now) and send the customer to pay it."""
+    shop = shop_of(request)
+    if not same_origin(request):
+        return Response("Cross-site request refused.", status_code=403)
+    cart = shop.cart(request)
+    lines = cart.lines()
+    if not lines:
+        return _redirect("/cart")
+    order = await run(shop.store.create, lines, cart.totals(), CURRENCY)
+    response = _redirect(f"/orders/{order.id}")
+    response.delete_cookie(CART_COOKIE)
+    return response
+
+
+async def ensure_intent(shop: Shop, order: Order) -> Order:
+    """The order's payment intent, created once. The idempotency key is derived from the
+    order, so a retry after a crash or a timeout gets the same intent back (replayed,
+    clientSecret included) instead of a second one."""
+    if order.intent_id is not None or not order.payment.payable:
+        return order
+    intent = await shop.client.payment_intents.create(
+        amount=order.total,
+        currency=order.currency,
+        product_details={
+            "orderNumber": order.number,
+            "items": [{"sku": line.sku, "name": line.name, "quantity": line.quantity,
+                       "unitAmount": line.unit_price} for line in order.lines],
+        },
+        description=f"Order #{order.number} · {order.item_count} item{'s' if order.item_count != 1 else ''}",
+        metadata={"orderId": order.id, "orderNumber": str(order.number)},
+        idempotency_key=f"storefront-{order.id}-intent",
+    )
+    await run(shop.store.attach_intent, order.id, intent.id, intent.client_secret)
+    return await run(shop.store.apply, order.id, PaymentUpdate.from_sdk(intent))
+
+
+async def _order_or_none(request: Request) -> Order | None:
+    order_id = request.path_params["order_id"]
+    if not _ORDER_ID.match(order_id):
+        return None
+    return await run(shop_of(request).store.get, order_id)
+
+
+async def order_page(request: Request) -> Response:
+    shop = shop_of(request)
+    order = await _order_or_none(request)
+    if order is None:
+        return render(request, "not_found.html", status_code=404)
+    problem = None
+    try:
+        order = await ensure_intent(shop, order)
+    except paygate.PaygateError as exc:
+        log.warning("creating the payment intent of %s failed: %s", order.id, exc)
+        problem = "The payment service is not reachable right now. Please reload this page in a moment."
+    view = order_json(order)
+    page_config = {"orderId": order.id, "clientSecret": order.client_secret if view["payable"] else None,
+                   "order": view, "payUrl": f"/orders/{order.id}/pay",
+                   "statusUrl": f"/orders/{order.id}/status"}
+    return render(request, "order.html", order=order, view=view, page_config=page_config, problem=problem)
+
+
+async def pay(request: Request) -> Response:
+    """Process the payment with the token the card form produced."""
+    shop = shop_of(request)
+    order = await _order_or_none(request)
+    if order is None:
+        return json_error(404, "No such order.")
+    if not same_origin(request):
+        return json_error(403, "Cross-site request refused.")
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    token = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not _TOKEN.match(token):
+        return json_error(400, "The card form did not send a valid token.", order)
+    if order.intent_id is None or not order.payment.payable:
+        return json_error(409, "This order cannot be paid now.", order)
+    try:
+        intent = await shop.client.payment_intents.process(
+            order.intent_id, token=token, idempotency_key=f"storefront-{order.id}-{token}")
+    except paygate.InvalidRequestError as exc:
+        if exc.code == "intent_state_conflict":  # another attempt is running, or it is paid
+            return json_error(409, "This order is already being paid.", await _refresh(shop, order))
+        if exc.code == "token_invalid":
+            return json_error(400, "Your card details expired. Please enter them again.", order)
+        log.warning("process refused for %s: %s %s", order.id, exc.code, exc.message)
+        return json_error(400, "Your payment could not be submitted. Please try again.", order)
+    except paygate.RateLimitError:
+        return json_error(429, "Too many payment attempts for this order. Please contact us.", order)
+    except paygate.PaygateError as exc:
+        # No answer: the payment may or may not have started. Never tell the customer
+        # they were not charged; the page asks for the status until it knows.
+        log.warning("process for %s got no answer: %s", order.id, exc)
+        return json_error(502, "We could not confirm your payment yet. This page will update by itself.",
+                          order)
+    order = await run(shop.store.apply, order.id, PaymentUpdate.from_sdk(intent))
+    return JSONResponse(order_json(order))
+
+
+async def _refresh(shop: Shop, order: Order, wait: int = 0) -> Order:
+    """The intent's current status from the gateway, applied to the order. While it is
+    ``in_progress``, hold on a long-poll of up to ``wait`` seconds (the gateway answers as
+    soon as it changes). A quick look first: a long-poll on a status that already changed
+    would wait for the *next* change."""
+    if order.intent_id is None:
+        return order
+    status = await shop.client.payment_intents.status(order.intent_id)
+    if status.status == "in_progress" and wait > 0:
+        status = await shop.client.payment_intents.status(order.intent_id, wait=wait)
+    return await run(shop.store.apply, order.id, PaymentUpdate.from_sdk(status))
+
+
+async def status(request: Request) -> Response:
+    shop = shop_of(request)
+    order = await _order_or_none(request)
+    if order is None:
+        return json_error(404, "No such order.")
+    wait = min(max(_quantity(request.query_params.get("wait"), 0), 0), shop.config.status_wait_s)
+    try:
+        order = await _refresh(shop, order, wait)
+    except paygate.PaygateError as exc:
+        log.warning("status of %s unavailable: %s", order.id, exc)
+        return json_error(503, "Payment status temporarily unavailable.", order)
+    return JSONResponse(order_json(order), headers={"Cache-Control": "no-store"})
+
+
+async def healthz(_: Request) -> Response:
+    return Response("ok", media_type="text/plain")
+
+
+routes = [
+    Route("/", catalog, methods=["GET"]),
+    Route("/cart", cart_page, methods=["GET"]),
+    Route("/cart/add", cart_add, methods=["POST"]),
+    Route("/cart/update", cart_update, methods=["POST"]),
+    Route("/checkout", checkout, methods=["POST"]),
+    Route("/orders/{order_id}", order_page, methods=["GET"]),
+    Route("/orders/{order_id}/pay", pay, methods=["POST"]),
+    Route("/orders/{order_id}/status", status, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

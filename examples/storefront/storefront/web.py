@@ -1,0 +1,186 @@
+"""What every route shares: the ``Shop`` (config, database, SDK client, templates) and
+small helpers — rendering with security headers, form bodies, the order as JSON."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import jinja2
+import paygate
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+
+from storefront.cart import FREE_SHIPPING_FROM, Cart
+from storefront.catalog import CATALOG
+from storefront.config import StorefrontConfig
+from storefront.cookies import CookieSigner
+from storefront.money import format_money
+from storefront.states import decline_message
+from storefront.store import Order, OrderStore
+
+__all__ = [
+    "CART_COOKIE",
+    "Shop",
+    "card_label",
+    "json_error",
+    "order_json",
+    "read_form",
+    "render",
+    "run",
+    "same_origin",
+    "shop_of",
+]
+
+T = TypeVar("T")
+HERE = Path(__file__).parent
+CART_COOKIE = "tw_cart"
+CART_MAX_AGE_S = 14 * 24 * 3600
+MAX_FORM_BYTES = 16 * 1024
+
+
+def _static_version() -> str:
+    """Changes whenever a static file does, so browsers never keep a stale script."""
+    digest = hashlib.sha256()
+    for path in sorted((HERE / "static").rglob("*")):
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+@dataclass
+class Shop:
+    config: StorefrontConfig
+    store: OrderStore
+    signer: CookieSigner
+    templates: jinja2.Environment
+    client: paygate.AsyncClient
+
+    @classmethod
+    def build(cls, config: StorefrontConfig, client: paygate.AsyncClient) -> Shop:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=jinja2.select_autoescape(default=True),
+            undefined=jinja2.StrictUndefined,
+        )
+        env.filters["money"] = format_money
+        env.globals.update(shop_name=config.shop_name, catalog=CATALOG, static_version=_static_version(),
+                           gateway_url=config.browser_gateway_url, free_shipping_from=FREE_SHIPPING_FROM)
+        return cls(config=config, store=OrderStore(config.database_path),
+                   signer=CookieSigner(config.secret_key), templates=env, client=client)
+
+    def cart(self, request: Request) -> Cart:
+        return Cart.from_data(self.signer.unsign("cart", request.cookies.get(CART_COOKIE)))
+
+    def cart_cookie(self, cart: Cart) -> str:
+        return self.signer.sign("cart", cart.to_data(), max_age_s=CART_MAX_AGE_S)
+
+    def content_security_policy(self) -> str:
+        gateway = urlsplit(self.config.browser_gateway_url)
+        origin = f"{gateway.scheme}://{gateway.netloc}"
+        # The card form is the gateway's iframe and checkout.js comes from the gateway:
+        # nothing else may run here or be framed, and this page may not be framed at all.
+        return ("default-src 'self'; "
+                f"script-src 'self' {origin}; frame-src {origin}; "
+                "connect-src 'self'; img-src 'self' data:; style-src 'self'; "
+                "base-uri 'none'; form-action 'self'; object-src 'none'; frame-ancestors 'none'")
+
+
+def shop_of(request: Request) -> Shop:
+    shop: Shop = request.app.state.shop
+    return shop
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    shop = shop_of(request)
+    html = shop.templates.get_template(template).render(request=request, **context)
+    return HTMLResponse(html, status_code=status_code, headers={
+        "Content-Security-Policy": shop.content_security_policy(),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "strict-origin-when-cross-origin",
+        "Cache-Control": "no-store",
+    })
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (first value of each field)."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def same_origin(request: Request) -> bool:
+    """POSTs from our own pages only (browsers send Origin on every POST)."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None  # non-browser clients (curl, tests) send none
+    host = request.headers.get("host", "")
+    return urlsplit(origin).netloc == host
+
+
+async def run(fn: Callable[..., T], *args: Any) -> T:
+    """Database calls run on a worker thread, off the event loop."""
+    return await asyncio.to_thread(fn, *args)
+
+
+def card_label(order: Order) -> str | None:
+    payment = order.payment
+    if not payment.card_last4:
+        return None
+    brand = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express"}.get(
+        payment.card_brand or "", (payment.card_brand or "Card").title())
+    return f"{brand} •••• {payment.card_last4}"
+
+
+_DONE_TITLES = {
+    "paid": "Payment received",
+    "partially_refunded": "Payment partially refunded",
+    "refunded": "Payment refunded",
+    "canceled": "Order canceled",
+}
+
+_HEADLINES = {
+    "awaiting_payment": ("Complete your payment", "Enter your card details below to place the order."),
+    "processing": ("Confirming your payment…", "This usually takes a few seconds. You can keep this page open."),
+    "payment_failed": ("Payment declined", "Nothing was charged. Please pay with another card below."),
+    "paid": ("Thank you — your order is confirmed", "We'll email you when it ships."),
+    "partially_refunded": ("Order partially refunded", "Part of your payment has been refunded to your card."),
+    "refunded": ("Order refunded", "Your payment has been refunded to your card."),
+    "canceled": ("Order canceled", "This order was canceled; you have not been charged."),
+}
+
+
+def order_json(order: Order) -> dict[str, Any]:
+    """What the order page's script renders (labels computed here, once)."""
+    status = order.status
+    headline, detail = _HEADLINES[status.value]
+    message = decline_message(order.payment)
+    return {
+        "id": order.id,
+        "number": order.number,
+        "status": status.value,
+        "statusLabel": status.label,
+        "headline": headline,
+        "detail": detail,
+        "doneTitle": _DONE_TITLES.get(status.value, status.label),
+        "payable": order.payment.payable and order.client_secret is not None,
+        "declineMessage": message,
+        "total": order.total,
+        "totalLabel": format_money(order.total, order.currency),
+        "amountRefunded": order.payment.amount_refunded,
+        "amountRefundedLabel": format_money(order.payment.amount_refunded, order.currency),
+        "card": card_label(order),
+    }
+
+
+def json_error(status_code: int, message: str, order: Order | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"message": message}}
+    if order is not None:
+        body["order"] = order_json(order)
+    return JSONResponse(body, status_code=status_code)
