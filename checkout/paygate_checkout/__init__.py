@@ -27,7 +27,8 @@ How the gateway mounts it (Starlette)::
 
 The frame route renders :func:`render_frame` with :func:`frame_security_headers`
 (strict CSP, ``frame-ancestors`` = the merchant's origins). A route written by hand can
-do the same. The frame fetches ``{base}/keys`` and posts ``{"clientSecret",
+do the same, or call :func:`serve_frame` (the gateway does: it needs the request's state
+to look the intent up). The frame fetches ``{base}/keys`` and posts ``{"clientSecret",
 "encryptedCard"}`` to ``{base}/tokens``, expecting ``200 {"token", "card"}`` or the
 SPEC §2 error body, whose ``error.code``/``error.message`` it passes to the merchant page
 as ``paygate:error`` (so messages on that endpoint must be fit for a customer). Client-side
@@ -51,7 +52,7 @@ from ._render import (
     static_dir,
     templates_dir,
 )
-from ._routes import FrameUnavailable, build_frame_route, checkout_static_routes
+from ._routes import FrameUnavailable, build_frame_route, checkout_static_routes, serve_frame
 from ._security import (
     choose_merchant_origin,
     frame_security_headers,
@@ -75,6 +76,7 @@ __all__ = [
     "normalize_origin",
     "render_frame",
     "render_frame_error",
+    "serve_frame",
     "static_dir",
     "static_security_headers",
     "templates_dir",

@@ -21,7 +21,7 @@ from ._render import (
 )
 from ._security import frame_security_headers, static_security_headers
 
-__all__ = ["FrameUnavailable", "build_frame_route", "checkout_static_routes"]
+__all__ = ["FrameUnavailable", "build_frame_route", "checkout_static_routes", "serve_frame"]
 
 _MAX_CLIENT_SECRET_CHARS: Final = 256
 _IMMUTABLE: Final = "public, max-age=31536000, immutable"
@@ -95,6 +95,37 @@ def _error_page(
     )
 
 
+async def serve_frame(
+    request: Request,
+    get_context: Callable[[str], Awaitable[FrameContext | None]],
+    *,
+    base_path: str = DEFAULT_BASE_PATH,
+) -> Response:
+    """The response of ``GET {base}/frame?clientSecret=…[&parentOrigin=…]`` (see
+    :func:`build_frame_route`), for a route written by hand that needs the request to
+    look the checkout up (e.g. the gateway's state on ``request.state``)."""
+    base = base_path.rstrip("/")
+    secret = request.query_params.get("clientSecret", "")
+    if not secret or len(secret) > _MAX_CLIENT_SECRET_CHARS:
+        return _error_page("This checkout link is not valid.", 404, (), base)
+    try:
+        context = await get_context(secret)
+    except FrameUnavailable as unavailable:
+        return _error_page(
+            unavailable.message, unavailable.status_code, unavailable.allowed_origins, base
+        )
+    if context is None:
+        return _error_page("This checkout link is not valid.", 404, (), base)
+    try:
+        html = render_frame(
+            context, parent_origin=request.query_params.get("parentOrigin"), base_path=base
+        )
+    except ValueError:
+        # The merchant has no registered origin: nobody could embed the form.
+        return _error_page("This checkout cannot be embedded.", 409, (), base)
+    return HTMLResponse(html, headers=frame_security_headers(context.allowed_origins))
+
+
 def build_frame_route(
     get_context: Callable[[str], Awaitable[FrameContext | None]],
     *,
@@ -111,24 +142,6 @@ def build_frame_route(
     base = base_path.rstrip("/")
 
     async def frame(request: Request) -> Response:
-        secret = request.query_params.get("clientSecret", "")
-        if not secret or len(secret) > _MAX_CLIENT_SECRET_CHARS:
-            return _error_page("This checkout link is not valid.", 404, (), base)
-        try:
-            context = await get_context(secret)
-        except FrameUnavailable as unavailable:
-            return _error_page(
-                unavailable.message, unavailable.status_code, unavailable.allowed_origins, base
-            )
-        if context is None:
-            return _error_page("This checkout link is not valid.", 404, (), base)
-        try:
-            html = render_frame(
-                context, parent_origin=request.query_params.get("parentOrigin"), base_path=base
-            )
-        except ValueError:
-            # The merchant has no registered origin: nobody could embed the form.
-            return _error_page("This checkout cannot be embedded.", 409, (), base)
-        return HTMLResponse(html, headers=frame_security_headers(context.allowed_origins))
+        return await serve_frame(request, get_context, base_path=base)
 
     return Route(f"{base}/frame", frame, methods=["GET", "HEAD"])

@@ -46,6 +46,9 @@ log = logging.getLogger("paygate")
 #   def background_tasks(gateway: Gateway) -> list[Coroutine]   (inside `paygate serve`)
 #   async def teardown(gateway: Gateway) -> None
 EXTENSIONS: tuple[str, ...] = (
+    "paygate_server.cdc", "paygate_server.webhooks",
+    "paygate_server.observability",
+    "paygate_server.vault.extension",
 )
 
 

@@ -59,6 +59,43 @@ class Settings:
     run_background: bool = True
     change_poll_interval_s: float = 0.02
     webhook_allow_private: bool = False
+    # Hosted checkout (SPEC §5): a card token's lifetime, and how often expired tokens'
+    # CVCs (and unused tokens' cards) are purged from the vault.
+    token_ttl_s: float = 900.0
+    vault_purge_interval_s: float = 30.0
+    # /metrics (docs/performance.md): open unless a bearer token is set; database-derived
+    # gauges (intents by status, backlogs) are re-read at most this often.
+    metrics_token: str | None = None
+    metrics_db_refresh_s: float = 5.0
+    # Change history relay (SPEC §8): runs inside `paygate serve` unless disabled (then run
+    # `paygate relay`). One relay per consumer holds a lease; the others stand by.
+    relay_enabled: bool = True
+    relay_batch_size: int = 500
+    relay_poll_interval_s: float = 0.5
+    relay_lease_retry_s: float = 2.0
+    # Archive: a local folder (default $PAYGATE_DATA_DIR/archive) or an S3-compatible bucket.
+    archive_dir: Path | None = None
+    archive_segment_max_changes: int = 5000
+    archive_linger_s: float = 5.0
+    archive_s3_bucket: str | None = None
+    archive_s3_prefix: str = "paygate-archive"
+    archive_s3_endpoint: str | None = None
+    archive_s3_region: str = "us-east-1"
+    archive_s3_access_key: str | None = None
+    archive_s3_secret_key: str | None = None
+    # Message broker sink for multi-host deployments: nats://host:4222 (JetStream).
+    broker_url: str | None = None
+    broker_stream: str = "PAYGATE_CHANGES"
+    broker_subject_prefix: str = "paygate.changes"
+    # Webhooks (SPEC §6): seconds between attempts (each jittered ±20 %; with the defaults
+    # the last attempt comes at least 3 days after the first), the per-attempt timeout and
+    # how many deliveries run at once, in total and per endpoint.
+    webhook_retry_schedule_s: tuple[float, ...] = (
+        5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0, 86400.0)
+    webhook_timeout_s: float = 15.0
+    webhook_max_concurrency: int = 64
+    webhook_endpoint_concurrency: int = 4
+    webhook_poll_interval_s: float = 1.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -82,6 +119,10 @@ class Settings:
     def resolved_database_url(self) -> str:
         url = self.database_url or f"sqlite:///{(self.data_dir / 'paygate.db').resolve()}"
         return normalize_database_url(url)
+
+    @property
+    def resolved_archive_dir(self) -> Path:
+        return self.archive_dir or self.data_dir / "archive"
 
     @property
     def master_key_path(self) -> Path:
@@ -115,5 +156,33 @@ class Settings:
             run_background=_bool(env.get("PAYGATE_RUN_BACKGROUND"), d.run_background),
             change_poll_interval_s=float(env.get("PAYGATE_CHANGE_POLL_INTERVAL_S", d.change_poll_interval_s)),
             webhook_allow_private=_bool(env.get("PAYGATE_WEBHOOK_ALLOW_PRIVATE")),
+            relay_enabled=_bool(env.get("PAYGATE_RELAY"), d.relay_enabled),
+            relay_batch_size=int(env.get("PAYGATE_RELAY_BATCH_SIZE", d.relay_batch_size)),
+            relay_poll_interval_s=float(env.get("PAYGATE_RELAY_POLL_INTERVAL_S", d.relay_poll_interval_s)),
+            relay_lease_retry_s=float(env.get("PAYGATE_RELAY_LEASE_RETRY_S", d.relay_lease_retry_s)),
+            archive_dir=Path(env["PAYGATE_ARCHIVE_DIR"]) if env.get("PAYGATE_ARCHIVE_DIR") else None,
+            archive_segment_max_changes=int(env.get("PAYGATE_ARCHIVE_SEGMENT_MAX_CHANGES",
+                                                    d.archive_segment_max_changes)),
+            archive_linger_s=float(env.get("PAYGATE_ARCHIVE_LINGER_S", d.archive_linger_s)),
+            archive_s3_bucket=env.get("PAYGATE_ARCHIVE_S3_BUCKET") or None,
+            archive_s3_prefix=env.get("PAYGATE_ARCHIVE_S3_PREFIX", d.archive_s3_prefix),
+            archive_s3_endpoint=env.get("PAYGATE_ARCHIVE_S3_ENDPOINT") or None,
+            archive_s3_region=env.get("PAYGATE_ARCHIVE_S3_REGION") or d.archive_s3_region,
+            archive_s3_access_key=env.get("PAYGATE_ARCHIVE_S3_ACCESS_KEY") or None,
+            archive_s3_secret_key=env.get("PAYGATE_ARCHIVE_S3_SECRET_KEY") or None,
+            broker_url=env.get("PAYGATE_BROKER_URL") or None,
+            broker_stream=env.get("PAYGATE_BROKER_STREAM") or d.broker_stream,
+            broker_subject_prefix=env.get("PAYGATE_BROKER_SUBJECT_PREFIX") or d.broker_subject_prefix,
+            webhook_retry_schedule_s=tuple(float(x) for x in env["PAYGATE_WEBHOOK_RETRY_SCHEDULE_S"].split(","))
+            if env.get("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S") else d.webhook_retry_schedule_s,
+            webhook_timeout_s=float(env.get("PAYGATE_WEBHOOK_TIMEOUT_S", d.webhook_timeout_s)),
+            webhook_max_concurrency=int(env.get("PAYGATE_WEBHOOK_MAX_CONCURRENCY", d.webhook_max_concurrency)),
+            webhook_endpoint_concurrency=int(env.get("PAYGATE_WEBHOOK_ENDPOINT_CONCURRENCY",
+                                                     d.webhook_endpoint_concurrency)),
+            webhook_poll_interval_s=float(env.get("PAYGATE_WEBHOOK_POLL_INTERVAL_S", d.webhook_poll_interval_s)),
+            token_ttl_s=float(env.get("PAYGATE_TOKEN_TTL_S", d.token_ttl_s)),
+            vault_purge_interval_s=float(env.get("PAYGATE_VAULT_PURGE_INTERVAL_S", d.vault_purge_interval_s)),
+            metrics_token=env.get("PAYGATE_METRICS_TOKEN") or None,
+            metrics_db_refresh_s=float(env.get("PAYGATE_METRICS_DB_REFRESH_S", d.metrics_db_refresh_s)),
             extra={k: v for k, v in env.items() if k.startswith("PAYGATE_")},
         )

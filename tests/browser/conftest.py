@@ -1,8 +1,10 @@
 """Browser test harness: Chromium through Playwright, and in-process HTTP servers.
 
-- ``browser``: one headless Chromium per xdist worker (``/usr/bin/chromium``, never a
+- ``browser``: one headless Chromium per test module (``/usr/bin/chromium``, never a
   downloaded browser). Tests are skipped, with the reason, when Chromium or the
-  ``playwright`` package is missing.
+  ``playwright`` package is missing. Module scope, not session: Playwright's sync API
+  keeps its event loop marked as running in this thread while it is open, which would
+  break every asyncio test that the same xdist worker runs afterwards.
 - ``checkout_sites``: a stand-in gateway (``http://127.0.0.1:<p1>``) serving the real
   checkout package — static files, the frame with its real security headers — plus
   ``/checkout/v1/keys`` (a fresh RSA key) and ``/checkout/v1/tokens`` (which really
@@ -49,8 +51,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def launch_browser() -> Iterator[Any]:
+    """Chromium through Playwright, or a skip that says what is missing."""
     if not CHROMIUM.exists() and shutil.which("chromium") is None:
         pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
     try:
@@ -64,6 +66,11 @@ def browser() -> Iterator[Any]:
             yield instance
         finally:
             instance.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    yield from launch_browser()
 
 
 # --- in-process servers --------------------------------------------------------------

@@ -67,3 +67,18 @@ def test_sdk_is_refused_with_a_revoked_or_wrong_secret(stack: Stack) -> None:
         with pytest.raises(paygate.AuthenticationError) as err:
             client.payment_intents.list()
         assert err.value.code == "invalid_signature"
+
+
+def test_webhook_endpoints_through_the_sdk(stack: Stack) -> None:
+    creds = stack.merchant()
+    with paygate.Client(creds.api_key, creds.signing_secret, stack.gateway.base_url) as client:
+        # The gateway refuses private addresses unless the operator allows them.
+        with pytest.raises(paygate.InvalidRequestError) as err:
+            client.webhook_endpoints.create("http://127.0.0.1:9/hooks")
+        assert err.value.http_status == 400
+        endpoint = client.webhook_endpoints.create(
+            "https://93.184.216.34/hooks", events=["payment_intent.succeeded"])  # public, no DNS needed
+        assert endpoint.secret and endpoint.secret.startswith("whsec_")
+        assert [e.id for e in client.webhook_endpoints.list().data] == [endpoint.id]
+        client.webhook_endpoints.delete(endpoint.id)
+        assert client.webhook_endpoints.list().data == ()

@@ -1,13 +1,51 @@
-"""Checkout endpoints served by the gateway under ``/checkout/v1``."""
+"""Checkout endpoints served by the gateway under ``/checkout/v1`` (SPEC §5).
+
+- ``GET  /checkout/v1/checkout.js``, ``/checkout/v1/static/*`` — the front-end's files;
+- ``GET  /checkout/v1/keys`` — the JWKS browsers encrypt card data to;
+- ``GET  /checkout/v1/frame?clientSecret=…`` — the card form, framable only by the
+  merchant's registered origins (``Content-Security-Policy: frame-ancestors``);
+- ``POST /checkout/v1/tokens`` — see :mod:`.tokens`;
+- ``GET  /checkout/v1/status/stream?clientSecret=…`` — the intent's status as SSE.
+
+Everything here is authenticated by the clientSecret alone: no cookies, no API key.
+"""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from paygate_checkout import (
+    FrameContext,
+    FrameUnavailable,
+    checkout_static_routes,
+    is_valid_origin,
+    serve_frame,
+)
+from sqlalchemy import select
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from paygate_server.http.api import json_response
+from paygate_server.checkout.tokens import (
+    MAX_TOKENIZATIONS,
+    TOO_MANY_ATTEMPTS,
+    UNKNOWN_CHECKOUT,
+    create_token,
+    intent_and_tokenizations,
+    state_error,
+    valid_client_secret,
+)
+from paygate_server.db.schema import api_keys
+from paygate_server.errors import ApiError
+from paygate_server.http.api import error_response, json_response
+from paygate_server.http.middleware import request_id_of
+from paygate_server.intents.endpoints import intent_status_events
+from paygate_server.intents.repository import get_intent_by_client_secret
+from paygate_server.merchants import get_merchant, list_origins
 
-__all__ = ["routes"]
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+
+__all__ = ["frame_context", "routes"]
 
 
 async def jwks(request: Request) -> Response:
@@ -19,4 +57,79 @@ async def jwks(request: Request) -> Response:
     })
 
 
-routes = [Route("/checkout/v1/keys", jwks, methods=["GET"])]
+async def frame_context(gateway: Gateway, client_secret: str) -> FrameContext | None:
+    """What the frame shows for a clientSecret; None if it names no intent."""
+    if not valid_client_secret(client_secret):
+        return None
+    async with gateway.db.read() as conn:
+        intent, used = await intent_and_tokenizations(conn, client_secret)
+        if intent is None:
+            return None
+        merchant_id = intent["merchant_id"]
+        merchant = await get_merchant(conn, merchant_id)
+        # Origins are normalized when registered; anything a browser would not write as
+        # an origin is left out rather than put into the CSP.
+        origins = tuple(o for o in await list_origins(conn, merchant_id) if is_valid_origin(o))
+        live = (await conn.execute(select(api_keys.c.api_key).where(
+            api_keys.c.merchant_id == merchant_id, api_keys.c.revoked_at.is_(None),
+            api_keys.c.api_key.like("pk\\_live\\_%", escape="\\")).limit(1))).first() is not None
+    problem = state_error(intent)
+    if problem is None and used >= MAX_TOKENIZATIONS:
+        problem = ApiError("rate_limited", TOO_MANY_ATTEMPTS)
+    if problem is not None:
+        raise FrameUnavailable(problem.message, allowed_origins=origins, status_code=problem.status)
+    return FrameContext(
+        merchant_name=str(merchant["name"]) if merchant else "",
+        amount=int(intent["amount"]),
+        currency=intent["currency"],
+        client_secret=client_secret,
+        allowed_origins=origins,
+        description=intent["description"],
+        test_mode=not live,
+    )
+
+
+async def frame(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+
+    async def lookup(client_secret: str) -> FrameContext | None:
+        return await frame_context(gateway, client_secret)
+
+    return await serve_frame(request, lookup)
+
+
+async def status_stream(request: Request) -> Response:
+    """The intent's status for the checkout page: one SSE event per change, ending at a
+    final status. Merchant pages on a registered origin may read it cross-origin."""
+    rid = request_id_of(request.scope)
+    gateway: Gateway = request.state.gateway
+    secret = request.query_params.get("clientSecret")
+    try:
+        if not valid_client_secret(secret):
+            raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
+        assert secret is not None
+        async with gateway.db.read() as conn:
+            intent = await get_intent_by_client_secret(conn, secret)
+            if intent is None:
+                raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
+            origins = await list_origins(conn, intent["merchant_id"])
+    except ApiError as exc:
+        return error_response(exc, rid)
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Vary": "Origin",
+               "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+    origin = request.headers.get("origin")
+    if origin is not None and origin in origins:
+        headers["Access-Control-Allow-Origin"] = origin
+    return StreamingResponse(
+        intent_status_events(gateway, request, intent["merchant_id"], intent["id"]),
+        media_type="text/event-stream", headers=headers,
+    )
+
+
+routes = [
+    *checkout_static_routes(),
+    Route("/checkout/v1/keys", jwks, methods=["GET"]),
+    Route("/checkout/v1/frame", frame, methods=["GET", "HEAD"]),
+    Route("/checkout/v1/tokens", create_token, methods=["POST"]),
+    Route("/checkout/v1/status/stream", status_stream, methods=["GET"]),
+]

@@ -1,8 +1,82 @@
-"""Tables of the change history's consumers: relay offsets, archive segments, webhooks (SPEC §6, §8)."""
+"""Tables of the change history's consumers: relay offsets, webhooks (SPEC §6, §8).
+
+Neither is captured into ``change_log``: offsets and delivery bookkeeping are not history.
+"""
 from __future__ import annotations
 
-from paygate_server.db.schema import metadata
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint, text
 
-__all__: list[str] = []
+from paygate_server.db.schema import change_log, metadata
 
-_ = metadata
+__all__ = ["cdc_offsets", "webhook_endpoints", "webhook_events", "webhook_deliveries"]
+
+# The relay reads change_log in windows of transaction ids (PostgreSQL); see cdc/reader.py.
+Index("ix_change_log_txid", change_log.c.txid)
+
+# Where each relay consumer is: everything before this position has been delivered.
+# PostgreSQL: every row with txid < horizon, plus, inside the open window
+# [horizon, window_end), every row with id <= last_id. SQLite: every row with id <= last_id.
+cdc_offsets = Table(
+    "cdc_offsets",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("horizon", BigInteger, nullable=False, server_default=text("0")),
+    Column("window_end", BigInteger, nullable=True),
+    Column("last_id", BigInteger, nullable=False, server_default=text("0")),
+    Column("delivered", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("merchant_id", String(64), nullable=False),
+    Column("url", String(2048), nullable=False),
+    # JSON list of event types, NULL for all of them.
+    Column("events", Text, nullable=True),
+    # The whsec_ secret, AES-256-GCM sealed under the master key (the endpoint id as AAD).
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),  # enabled | disabled | deleted
+    Column("disabled_reason", String(200), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_webhook_endpoints_merchant", "merchant_id", "status"),
+)
+
+# One event per status transition found in the change stream; change_id makes the relay's
+# at-least-once delivery create each event exactly once.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("merchant_id", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("change_id", BigInteger, nullable=False),
+    Column("intent_id", String(64), nullable=False),
+    Column("object_id", String(64), nullable=False),
+    # The exact body bytes every attempt sends (signatures cover them).
+    Column("payload", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("change_id", name="ux_webhook_events_change"),
+    Index("ix_webhook_events_merchant", "merchant_id", "created_at"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("endpoint_id", String(64), primary_key=True),
+    Column("merchant_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # When the next attempt is due; while an attempt runs, when its lease ends.
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "status"),
+)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -22,7 +23,10 @@ from paygate_server.intents.schemas import (
 )
 from paygate_server.validation import parse_int_param, reject_unknown, require_id
 
-__all__ = ["routes", "load_intent", "watch_status"]
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+
+__all__ = ["routes", "load_intent", "watch_status", "intent_status_events", "sse_event"]
 
 MAX_WAIT_S = 60
 STREAM_KEEPALIVE_S = 15.0
@@ -115,22 +119,35 @@ def sse_event(event: str, data: Any, event_id: str | None = None) -> bytes:
     return f"{head}event: {event}\n".encode() + b"data: " + jsoncodec.dumps(data) + b"\n\n"
 
 
-async def status_events(ctx: ApiContext, intent_id: str) -> AsyncIterator[bytes]:
-    """One SSE event per status change, ending at a final status (SPEC §4)."""
-    with ctx.gateway.notifier.subscribe(intent_id) as sub:
-        row = await load_intent(ctx, intent_id)
+async def intent_status_events(gateway: Gateway, request: Request, merchant_id: str,
+                               intent_id: str) -> AsyncIterator[bytes]:
+    """One SSE event per status change, ending at a final status (SPEC §4). Shared by the
+    API's stream and the checkout's (``/checkout/v1/status/stream``)."""
+    async def load() -> Any:
+        async with gateway.db.read() as conn:
+            row = await repo.get_intent(conn, merchant_id, intent_id)
+        if row is None:
+            raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
+        return row
+
+    with gateway.notifier.subscribe(intent_id) as sub:
+        row = await load()
         version = row["version"]
         yield sse_event("status", render_status(row), f"{intent_id}:{version}")
         while row["status"] not in FINAL_STATUSES:
             if not await sub.wait(STREAM_KEEPALIVE_S):
-                if await ctx.request.is_disconnected():
+                if await request.is_disconnected():
                     return
                 yield b": keep-alive\n\n"
                 continue
-            row = await load_intent(ctx, intent_id)
+            row = await load()
             if row["version"] != version:
                 version = row["version"]
                 yield sse_event("status", render_status(row), f"{intent_id}:{version}")
+
+
+def status_events(ctx: ApiContext, intent_id: str) -> AsyncIterator[bytes]:
+    return intent_status_events(ctx.gateway, ctx.request, ctx.merchant_id, intent_id)
 
 
 async def payment_status_stream(ctx: ApiContext) -> Response:

@@ -74,7 +74,16 @@ async def process_payment(ctx: ApiContext) -> Response:
         token = details["token"]
         if vault is None or not isinstance(token, str):
             raise ApiError("token_invalid", "the token is not valid for this payment", param="token")
-        card = await vault.redeem(token, merchant_id=ctx.merchant_id, intent_id=intent_id)
+        try:
+            card = await vault.redeem(token, merchant_id=ctx.merchant_id, intent_id=intent_id)
+        except ApiError:
+            # A retry of a request that already consumed the token: replay its answer (or
+            # 409 while it still runs) instead of token_invalid; otherwise store nothing.
+            if ctx.idempotency is not None:
+                if (replay := await ctx.idempotency.claim(gateway.db)) is not None:
+                    return replay
+                await ctx.idempotency.release(gateway.db)
+            raise
     service: ProcessingService = gateway.services["processing"]
     return await service.process(ctx, intent_id, card)
 

@@ -1,0 +1,357 @@
+"""One load-generator process: an asyncio loop (uvloop when installed) driving the gateway.
+
+The parent starts ``procs`` of these (multiprocessing, spawn), sends each the start of the
+measured window, and merges what they send back. A worker records a request only if it
+*started* inside the window and (for a duration-bounded run) *finished* before its end, so
+warm-up and drain traffic never reach the numbers.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+from paygate._signing import compute_signature, format_timestamp
+from paygate_server.bench.http1 import ConnectionPool, HttpConnection, HttpError, Response
+from paygate_server.bench.stats import LatencyHistogram
+
+__all__ = ["WorkerConfig", "worker_main", "Recorder", "Signer", "FINAL_STATUSES", "SCENARIOS"]
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+SCENARIOS = ("payment", "create", "status", "process")
+PRODUCT = {"sku": "bench-01", "name": "Benchmark mug"}
+PROGRESS_EVERY_S = 0.5
+
+Send = Callable[[str, str, bytes, bytes], Awaitable[Response]]
+
+
+@dataclass
+class WorkerConfig:
+    index: int
+    scenario: str
+    host: str
+    port: int
+    merchants: list[dict[str, str]]
+    jwes: list[str]
+    concurrency: int = 0  # closed loop: virtual users in this process
+    rate: float = 0.0  # open loop: flows per second started by this process
+    max_connections: int = 256
+    max_in_flight: int = 10_000
+    count: int | None = None  # measured flows for this process (None: duration-bounded)
+    prepare: int = 0  # intents created before the window (status/process scenarios)
+    amount: int = 1999
+    currency: str = "USD"
+    idempotency_keys: bool = True
+    request_timeout_s: float = 30.0
+    flow_timeout_s: float = 60.0
+    status_wait_s: int = 5
+
+
+class Signer:
+    """SPEC §3 headers for one merchant, with the timestamp string cached per second."""
+
+    def __init__(self, creds: dict[str, str], idempotency_keys: bool) -> None:
+        self.merchant_id = creds["merchantId"]
+        self._secret = creds["signingSecret"]
+        self._auth = f"Authorization: Bearer {creds['apiKey']}\r\nContent-Type: application/json\r\n".encode()
+        self._idempotency = idempotency_keys
+        self._ts_second = -1
+        self._ts = ""
+
+    def headers(self, method: str, target: str, body: bytes) -> bytes:
+        second = int(time.time())
+        if second != self._ts_second:
+            self._ts_second, self._ts = second, format_timestamp()
+        nonce = os.urandom(16).hex()
+        signature = compute_signature(self._secret, method, target, self._ts, nonce, body)
+        # URL-safe base64, not hex: a long run of digits could pass for a card number, which
+        # the gateway refuses in an Idempotency-Key (400 plaintext_card_data).
+        extra = f"Idempotency-Key: bench_{secrets.token_urlsafe(12)}\r\n" if self._idempotency and method == "POST" else ""
+        return self._auth + (
+            f"X-Request-Timestamp: {self._ts}\r\nX-Request-Nonce: {nonce}\r\n"
+            f"X-Signature: {signature}\r\n{extra}"
+        ).encode("ascii")
+
+
+@dataclass
+class Recorder:
+    """Per-endpoint latencies, errors and outcomes inside the measured window."""
+
+    window_start: float = float("inf")
+    window_end: float | None = None
+    histograms: dict[str, LatencyHistogram] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    payments: int = 0  # flows that reached their goal inside the window
+    failed_flows: int = 0
+    error_count: int = 0
+    last_completion: float = 0.0
+
+    def in_window(self, started: float, ended: float) -> bool:
+        return started >= self.window_start and (self.window_end is None or ended <= self.window_end)
+
+    def request(self, endpoint: str, started: float, ended: float, error: str | None) -> None:
+        if not self.in_window(started, ended):
+            return
+        self.requests += 1
+        hist = self.histograms.get(endpoint)
+        if hist is None:
+            hist = self.histograms[endpoint] = LatencyHistogram()
+        hist.record(ended - started)
+        if error is not None:
+            key = f"{endpoint}: {error}"
+            self.errors[key] = self.errors.get(key, 0) + 1
+            self.error_count += 1
+
+    def flow(self, name: str, started: float, ended: float, outcome: str | None) -> None:
+        """A finished flow: ``outcome`` is its final status, or None if it broke off."""
+        if not self.in_window(started, ended):
+            return
+        if outcome is None:
+            self.failed_flows += 1
+            return
+        self.payments += 1
+        self.last_completion = max(self.last_completion, ended)
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        hist = self.histograms.get(name)
+        if hist is None:
+            hist = self.histograms[name] = LatencyHistogram()
+        hist.record(ended - started)
+
+
+def _error_of(response: Response) -> str:
+    try:
+        code = orjson.loads(response.body)["error"]["code"]
+    except Exception:  # noqa: BLE001 - not our error shape
+        code = "unparseable"
+    return f"HTTP {response.status} {code}"
+
+
+class Driver:
+    def __init__(self, cfg: WorkerConfig, recorder: Recorder) -> None:
+        self.cfg = cfg
+        self.rec = recorder
+        self.signers = [Signer(m, cfg.idempotency_keys) for m in cfg.merchants]
+        self.flows_started = 0  # measured flows started (for count-bounded runs)
+        self.seq = 0
+        self.prepared: list[tuple[Signer, str]] = []
+        self.exhausted = False
+        self.dropped = 0
+        self.stop_at: float | None = None
+
+    # -- one request -------------------------------------------------------------------
+
+    async def call(self, send: Send, signer: Signer, endpoint: str, method: str, target: str,
+                   body: bytes, expect: int) -> dict[str, Any] | None:
+        headers = signer.headers(method, target, body)
+        started = time.monotonic()
+        try:
+            response = await send(method, target, headers, body)
+        except HttpError as exc:
+            self.rec.request(endpoint, started, time.monotonic(), f"transport {exc}")
+            return None
+        ended = time.monotonic()
+        if response.status != expect:
+            self.rec.request(endpoint, started, ended, _error_of(response))
+            return None
+        self.rec.request(endpoint, started, ended, None)
+        try:
+            data = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            self.rec.request(endpoint, started, ended, "unparseable body")
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _create_body(self) -> bytes:
+        return orjson.dumps({"amount": self.cfg.amount, "currency": self.cfg.currency, "productDetails": PRODUCT})
+
+    def _next_jwe(self) -> str:
+        self.seq += 1
+        return self.cfg.jwes[self.seq % len(self.cfg.jwes)]
+
+    async def create(self, send: Send, signer: Signer) -> str | None:
+        data = await self.call(send, signer, "create", "POST", "/api/v1/payment/intent", self._create_body(), 201)
+        return None if data is None else data.get("paymentIntentId")
+
+    async def process(self, send: Send, signer: Signer, intent_id: str) -> str | None:
+        body = orjson.dumps({"paymentIntentId": intent_id, "paymentMethod": "card",
+                             "paymentDetails": {"encryptedCard": self._next_jwe()}})
+        data = await self.call(send, signer, "process", "POST", "/api/v1/payment/process", body, 200)
+        return None if data is None else data.get("status")
+
+    async def status(self, send: Send, signer: Signer, intent_id: str, wait: int) -> str | None:
+        target = f"/api/v1/payment/status?paymentIntentId={intent_id}"
+        endpoint = "status"
+        if wait:
+            target += f"&wait={wait}"
+            endpoint = "status_wait"  # long-polls hold on purpose: kept apart from quick reads
+        data = await self.call(send, signer, endpoint, "GET", target, b"", 200)
+        return None if data is None else data.get("status")
+
+    # -- flows ---------------------------------------------------------------------------
+
+    async def payment_flow(self, send: Send, signer: Signer, started: float) -> None:
+        """create → process (encryptedCard) → status until final (at least one read)."""
+        deadline = started + self.cfg.flow_timeout_s
+        outcome: str | None = None
+        intent_id = await self.create(send, signer)
+        if intent_id is not None:
+            status = await self.process(send, signer, intent_id)
+            while status is not None:
+                wait = 0 if status in FINAL_STATUSES else self.cfg.status_wait_s
+                status = await self.status(send, signer, intent_id, wait)
+                if status in FINAL_STATUSES:
+                    outcome = status
+                    break
+                if time.monotonic() > deadline:
+                    self.rec.request("payment", started, time.monotonic(), "flow timeout (not final)")
+                    break
+        self.rec.flow("payment", started, time.monotonic(), outcome)
+
+    async def single_flow(self, send: Send, signer: Signer, started: float) -> None:
+        scenario = self.cfg.scenario
+        outcome: str | None = None
+        if scenario == "create":
+            outcome = "created" if await self.create(send, signer) is not None else None
+        else:
+            if not self.prepared:
+                self.exhausted = True
+                return
+            if scenario == "status":
+                signer, intent_id = self.prepared[self.seq % len(self.prepared)]
+                self.seq += 1
+                outcome = await self.status(send, signer, intent_id, 0)
+            else:  # process: each prepared intent once
+                signer, intent_id = self.prepared.pop()
+                outcome = await self.process(send, signer, intent_id)
+        self.rec.flow(scenario, started, time.monotonic(), outcome)
+
+    def flow(self, send: Send, signer: Signer, started: float) -> Awaitable[None]:
+        if self.cfg.scenario == "payment":
+            return self.payment_flow(send, signer, started)
+        return self.single_flow(send, signer, started)
+
+    def may_start(self, now: float) -> bool:
+        """Whether another flow may start now; counts measured starts."""
+        if self.stop_at is not None and now >= self.stop_at:
+            return False
+        if self.exhausted:
+            return False
+        if now >= self.rec.window_start:
+            if self.cfg.count is not None and self.flows_started >= self.cfg.count:
+                return False
+            self.flows_started += 1
+        return True
+
+    # -- preparation and loops -----------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Intents for the status/process scenarios, made before anything is measured."""
+        if self.cfg.scenario not in ("status", "process") or self.cfg.prepare <= 0:
+            return
+        conn = HttpConnection(self.cfg.host, self.cfg.port)
+        for i in range(self.cfg.prepare):
+            signer = self.signers[i % len(self.signers)]
+            intent_id = await self.create(conn.request, signer)
+            if intent_id is None:
+                raise RuntimeError(f"could not create intents to prepare: {self.rec.errors}")
+            self.prepared.append((signer, intent_id))
+        conn.close()
+
+    async def closed_loop(self) -> None:
+        async def user(u: int) -> None:
+            conn = HttpConnection(self.cfg.host, self.cfg.port)
+            signer = self.signers[(self.cfg.index * self.cfg.concurrency + u) % len(self.signers)]
+            try:
+                while self.may_start(now := time.monotonic()):
+                    await self.flow(conn.request, signer, now)
+            finally:
+                conn.close()
+
+        await asyncio.gather(*(user(u) for u in range(self.cfg.concurrency)))
+
+    async def open_loop(self) -> None:
+        pool = ConnectionPool(self.cfg.host, self.cfg.port, self.cfg.max_connections)
+        in_flight: set[asyncio.Task[None]] = set()
+        interval = 1.0 / self.cfg.rate
+        next_at = time.monotonic()
+        n = 0
+        try:
+            while True:
+                now = time.monotonic()
+                stop = False
+                while next_at <= now:
+                    if not self.may_start(next_at):
+                        stop = True
+                        break
+                    if len(in_flight) >= self.cfg.max_in_flight:
+                        self.dropped += 1  # the gateway fell this far behind: shed, and say so
+                    else:
+                        # Latency counts from the *intended* start (no coordinated omission).
+                        task = asyncio.create_task(self.flow(pool.request, self.signers[n % len(self.signers)], next_at))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                    n += 1
+                    next_at += interval
+                if stop:
+                    break
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if in_flight:
+                await asyncio.wait(set(in_flight), timeout=self.cfg.flow_timeout_s)
+        finally:
+            pool.close()
+
+
+async def _progress(driver: Driver, queue: Any) -> None:
+    rec = driver.rec
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        queue.put(("progress", driver.cfg.index, rec.payments, rec.requests, rec.error_count))
+
+
+async def _run(cfg: WorkerConfig, queue: Any, control: Any) -> None:
+    rec = Recorder()
+    driver = Driver(cfg, rec)
+    await driver.prepare()
+    queue.put(("ready", cfg.index, len(driver.prepared)))
+    loop = asyncio.get_running_loop()
+    # The parent answers with the window: (start, end or None, stop starting flows at).
+    window_start, window_end, stop_at = await loop.run_in_executor(None, control.recv)
+    rec.window_start, rec.window_end, driver.stop_at = window_start, window_end, stop_at
+    reporter = asyncio.create_task(_progress(driver, queue))
+    try:
+        if cfg.rate > 0:
+            await driver.open_loop()
+        else:
+            await driver.closed_loop()
+    finally:
+        reporter.cancel()
+    queue.put(("result", cfg.index, {
+        "histograms": {name: h.to_wire() for name, h in rec.histograms.items()},
+        "errors": rec.errors, "outcomes": rec.outcomes, "requests": rec.requests,
+        "payments": rec.payments, "failed_flows": rec.failed_flows,
+        "last_completion": rec.last_completion, "dropped": driver.dropped,
+        "exhausted": driver.exhausted, "prepared": cfg.prepare,
+    }))
+
+
+def worker_main(cfg: WorkerConfig, queue: Any, control: Any) -> None:
+    """Process entry point (multiprocessing, spawn)."""
+    try:
+        import uvloop  # optional: a faster loop keeps the generator's own cost down
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_run(cfg, queue, control))
+    except BaseException as exc:  # noqa: BLE001 - the parent reports it
+        queue.put(("failed", cfg.index, f"{type(exc).__name__}: {exc}"))
+        raise

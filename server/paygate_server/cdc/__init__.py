@@ -1,0 +1,62 @@
+"""Durable change history (SPEC §8): the relay, the archive, the broker sink, audits.
+
+The database captures every change into ``change_log`` (``db/capture.py``). This package
+ships it: :mod:`.relay` pumps each consumer from its durable offset, reading commit-safely
+(:mod:`.reader`) under a per-consumer lease (:mod:`.lease`); :mod:`.archive` writes
+checksummed segments to a folder or S3 (:mod:`.store`, :mod:`.s3`); :mod:`.broker`
+publishes to NATS JetStream; :mod:`.audit` verifies the archive against the database.
+
+As a gateway extension it builds the relay (``gateway.services["relay"]``) with the archive
+and, when ``PAYGATE_BROKER_URL`` is set, the broker; other domains add their own consumers
+in their ``setup`` (webhooks does). ``paygate serve`` runs the relay in every worker (the
+leases keep one active per consumer) unless ``PAYGATE_RELAY=0``; ``paygate relay`` runs
+it on its own.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Coroutine
+
+from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
+from paygate_server.cdc.broker import BrokerSink, broker_client_for
+from paygate_server.cdc.changes import Change, Position
+from paygate_server.cdc.relay import Consumer, Relay
+from paygate_server.cdc.store import ObjectStore, store_for
+
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+
+__all__ = ["Change", "Position", "Consumer", "Relay", "ArchiveSink", "ArchiveReader", "BrokerSink",
+           "ObjectStore", "store_for", "setup", "background_tasks", "teardown", "build_relay"]
+
+
+def build_relay(gateway: Gateway) -> Relay:
+    settings = gateway.settings
+    relay = Relay(gateway.db, settings)
+    store = store_for(settings)
+    gateway.services["archive_store"] = store
+    relay.add(ArchiveSink(store, batch_size=settings.archive_segment_max_changes,
+                          linger_s=settings.archive_linger_s, fault_point=settings.fault_point))
+    if settings.broker_url:
+        client = broker_client_for(settings.broker_url, stream=settings.broker_stream,
+                                   subject_prefix=settings.broker_subject_prefix)
+        relay.add(BrokerSink(client, subject_prefix=settings.broker_subject_prefix,
+                             batch_size=settings.relay_batch_size, fault_point=settings.fault_point))
+    return relay
+
+
+async def setup(gateway: Gateway) -> None:
+    relay = build_relay(gateway)
+    gateway.services["relay"] = relay
+    gateway.notifier.add_listener(relay.wake)
+
+
+def background_tasks(gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
+    if not gateway.settings.relay_enabled:
+        return []
+    return [gateway.services["relay"].run_forever()]
+
+
+async def teardown(gateway: Gateway) -> None:
+    store = gateway.services.get("archive_store")
+    if store is not None:
+        await store.close()

@@ -1,0 +1,170 @@
+"""The long-term archive: append-only, compressed, checksummed segments and a manifest.
+
+Layout in the object store (a folder by default, or an S3 bucket)::
+
+    segments/000000000001.jsonl.gz   one change per line (gzip), in delivery order
+    manifest/000000000001.json       one entry per segment, written after the segment
+
+A manifest entry names its segment and holds the segment's SHA-256, size, change count,
+first/last change id, the relay position after it, and ``prev`` — the hash of the previous
+entry — and its own ``hash``: a hash chain, so editing, removing or reordering any entry
+or segment is detected by ``paygate audit verify``. Objects are never rewritten: a segment
+whose entry was never written (a crash in between) is simply replaced by the next one.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate_server.cdc.changes import Change, Position
+from paygate_server.cdc.store import ObjectStore
+from paygate_server.clock import now_us, to_rfc3339
+from paygate_server.faults import crash_point
+
+__all__ = ["ArchiveSink", "ArchiveReader", "ManifestEntry", "ArchiveProblem", "GENESIS"]
+
+GENESIS = "0" * 64
+SEGMENTS = "segments/"
+MANIFEST = "manifest/"
+
+
+def _entry_hash(fields: dict[str, Any]) -> str:
+    body = {k: v for k, v in fields.items() if k != "hash"}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    number: int
+    fields: dict[str, Any]
+
+    @property
+    def object(self) -> str:
+        return str(self.fields["object"])
+
+    @property
+    def position(self) -> Position:
+        return Position.from_json(self.fields["position"])
+
+
+class ArchiveProblem(Exception):
+    """Something in the archive does not check out."""
+
+
+def encode_segment(changes: list[Change]) -> bytes:
+    lines = b"".join(orjson.dumps(c.record()) + b"\n" for c in changes)
+    return gzip.compress(lines, compresslevel=6, mtime=0)
+
+
+def decode_segment(data: bytes) -> list[Change]:
+    return [Change.from_record(orjson.loads(line)) for line in gzip.decompress(data).splitlines() if line]
+
+
+class ArchiveSink:
+    """The relay consumer that writes segments (see :mod:`paygate_server.cdc.relay`)."""
+
+    transactional = False
+
+    def __init__(self, store: ObjectStore, *, batch_size: int, linger_s: float, fault_point: str | None = None,
+                 name: str = "archive") -> None:
+        self.store = store
+        self.name = name
+        self.batch_size = batch_size
+        self.linger_s = linger_s
+        self._fault = fault_point
+        self._next = 1
+        self._prev = GENESIS
+
+    async def start(self) -> Position | None:
+        reader = ArchiveReader(self.store)
+        names = await reader.entry_names()
+        if not names:
+            self._next, self._prev = 1, GENESIS
+            return None
+        last = await reader.entry(names[-1])
+        self._next = last.number + 1
+        self._prev = str(last.fields["hash"])
+        return last.position
+
+    async def deliver(self, changes: list[Change], conn: AsyncConnection | None) -> None:
+        data = encode_segment(changes)
+        number = self._next
+        obj = f"{SEGMENTS}{number:012d}.jsonl.gz"
+        await self.store.put(obj, data)
+        crash_point(self._fault, "archive_after_segment")
+        fields: dict[str, Any] = {
+            "version": 1, "segment": number, "object": obj,
+            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "changes": len(changes),
+            "firstId": changes[0].id, "lastId": changes[-1].id,
+            "position": changes[-1].position.to_json(), "createdAt": to_rfc3339(now_us()),
+            "prev": self._prev,
+        }
+        fields["hash"] = _entry_hash(fields)
+        await self.store.put(f"{MANIFEST}{number:012d}.json", orjson.dumps(fields))
+        self._next, self._prev = number + 1, fields["hash"]
+
+    async def close(self) -> None:
+        return None
+
+
+class ArchiveReader:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    async def entry_names(self) -> list[str]:
+        return [n for n in await self.store.list(MANIFEST) if n.endswith(".json")]
+
+    async def entry(self, name: str) -> ManifestEntry:
+        fields = orjson.loads(await self.store.get(name))
+        return ManifestEntry(int(fields["segment"]), fields)
+
+    async def entries(self) -> tuple[list[ManifestEntry], list[str]]:
+        """Every manifest entry in order, and the problems of the chain (if any)."""
+        problems: list[str] = []
+        entries: list[ManifestEntry] = []
+        prev = GENESIS
+        for expected, name in enumerate(await self.entry_names(), start=1):
+            try:
+                entry = await self.entry(name)
+            except Exception as exc:  # unreadable JSON is tampering too
+                problems.append(f"{name}: unreadable manifest entry ({exc.__class__.__name__})")
+                continue
+            if entry.number != expected or name != f"{MANIFEST}{entry.number:012d}.json":
+                problems.append(f"{name}: segment number {entry.number}, expected {expected}")
+            if entry.fields.get("prev") != prev:
+                problems.append(f"{name}: does not chain to the previous entry")
+            if _entry_hash(entry.fields) != entry.fields.get("hash"):
+                problems.append(f"{name}: entry hash mismatch (edited)")
+            prev = str(entry.fields.get("hash"))
+            entries.append(entry)
+        return entries, problems
+
+    async def segment(self, entry: ManifestEntry) -> list[Change]:
+        """The changes of one segment; ArchiveProblem if it is missing or corrupt."""
+        try:
+            data = await self.store.get(entry.object)
+        except KeyError:
+            raise ArchiveProblem(f"{entry.object}: missing") from None
+        if hashlib.sha256(data).hexdigest() != entry.fields["sha256"] or len(data) != entry.fields["bytes"]:
+            raise ArchiveProblem(f"{entry.object}: checksum mismatch (corrupted or tampered)")
+        try:
+            changes = decode_segment(data)
+        except Exception as exc:
+            raise ArchiveProblem(f"{entry.object}: unreadable ({exc.__class__.__name__})") from None
+        if len(changes) != entry.fields["changes"]:
+            raise ArchiveProblem(f"{entry.object}: {len(changes)} changes, manifest says {entry.fields['changes']}")
+        return changes
+
+    async def changes(self) -> AsyncIterator[Change]:
+        """Every archived change in archive order (duplicates included); raises on problems."""
+        entries, problems = await self.entries()
+        if problems:
+            raise ArchiveProblem("; ".join(problems))
+        for entry in entries:
+            for change in await self.segment(entry):
+                yield change

@@ -1,0 +1,162 @@
+"""``paygate audit``: prove the archive holds the history, and show one intent's timeline."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
+from paygate_server.cdc.changes import Change, Position
+from paygate_server.cdc.relay import load_offset
+from paygate_server.clock import to_rfc3339
+from paygate_server.db import Database
+from paygate_server.db.schema import change_log
+
+__all__ = ["VerifyReport", "verify_archive", "timeline", "format_timeline", "covered"]
+
+PAGE = 5000
+MAX_LISTED = 20
+
+
+@dataclass
+class VerifyReport:
+    archive: str
+    segments: int = 0
+    archived: int = 0  # distinct changes in the archive
+    duplicates: int = 0  # extra copies (at-least-once delivery; harmless)
+    database: int = 0  # changes in the database
+    pending: int = 0  # committed changes the relay has not reached yet (not a failure)
+    problems: list[str] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+    mismatched: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.problems or self.missing or self.extra or self.mismatched)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "archive": self.archive, "segments": self.segments, "archived": self.archived,
+                "duplicates": self.duplicates, "database": self.database, "pending": self.pending,
+                "problems": self.problems, "missing": self.missing[:MAX_LISTED], "missingCount": len(self.missing),
+                "extra": self.extra[:MAX_LISTED], "extraCount": len(self.extra),
+                "mismatched": self.mismatched[:MAX_LISTED], "mismatchedCount": len(self.mismatched)}
+
+    def text(self) -> str:
+        lines = [f"archive {self.archive}: {self.segments} segments, {self.archived} changes"
+                 f" ({self.duplicates} duplicate copies)",
+                 f"database: {self.database} changes, {self.pending} not yet archived (relay lag)"]
+        lines += [f"PROBLEM {p}" for p in self.problems]
+        for label, ids in (("missing from the archive", self.missing), ("not in the database", self.extra),
+                           ("differ from the database", self.mismatched)):
+            if ids:
+                shown = ", ".join(str(i) for i in ids[:MAX_LISTED])
+                lines.append(f"PROBLEM {len(ids)} changes {label}: {shown}{' …' if len(ids) > MAX_LISTED else ''}")
+        lines.append("OK: the archive holds every change the database holds" if self.ok else "FAILED")
+        return "\n".join(lines)
+
+
+def covered(pos: Position, change_id: int, txid: int | None) -> bool:
+    """Has a relay at ``pos`` delivered this change?"""
+    if txid is None:  # SQLite
+        return change_id <= pos.last_id
+    if txid < pos.horizon:
+        return True
+    return pos.window_end is not None and txid < pos.window_end and change_id <= pos.last_id
+
+
+async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str = "archive") -> VerifyReport:
+    report = VerifyReport(reader.store.describe())
+    archived: dict[int, Change] = {}
+    last_seq: dict[str, int] = {}
+    entries, report.problems = await reader.entries()
+    report.segments = len(entries)
+    archive_pos = entries[-1].position if entries else None
+    for entry in entries:
+        try:
+            changes = await reader.segment(entry)
+        except ArchiveProblem as exc:
+            report.problems.append(str(exc))
+            continue
+        for change in changes:
+            if change.id in archived:
+                report.duplicates += 1
+                continue
+            archived[change.id] = change
+            if change.intent_seq <= last_seq.get(change.intent_id, 0):
+                report.problems.append(f"change {change.id}: intent {change.intent_id} sequence went back "
+                                       f"to {change.intent_seq}")
+            last_seq[change.intent_id] = change.intent_seq
+    report.archived = len(archived)
+    async with db.read() as conn:
+        pos = await load_offset(conn, consumer)
+    if archive_pos is not None and archive_pos.key() > pos.key():
+        pos = archive_pos
+    after = 0
+    while True:
+        async with db.read() as conn:
+            rows = (await conn.execute(select(change_log).where(change_log.c.id > after)
+                                       .order_by(change_log.c.id).limit(PAGE))).all()
+        if not rows:
+            break
+        after = rows[-1].id
+        for row in rows:
+            report.database += 1
+            have = archived.pop(row.id, None)
+            if have is None:
+                if covered(pos, row.id, row.txid):
+                    report.missing.append(row.id)
+                else:
+                    report.pending += 1
+            elif not have.same_content(Change.from_row(row)):
+                report.mismatched.append(row.id)
+    report.extra = sorted(archived)
+    return report
+
+
+async def timeline(db: Database, intent_id: str, reader: ArchiveReader | None = None) -> list[Change]:
+    """An intent's changes, oldest first: from the database, or from the archive."""
+    if reader is None:
+        async with db.read() as conn:
+            rows = (await conn.execute(select(change_log).where(change_log.c.intent_id == intent_id)
+                                       .order_by(change_log.c.intent_seq))).all()
+        return [Change.from_row(r) for r in rows]
+    seen: dict[int, Change] = {}
+    async for change in reader.changes():
+        if change.intent_id == intent_id:
+            seen.setdefault(change.id, change)
+    return sorted(seen.values(), key=lambda c: c.intent_seq)
+
+
+def _summary(change: Change) -> str:
+    data = change.snapshot()
+    parts = [f"status={data.get('status')}"]
+    if change.entity == "payment_intent":
+        parts.append(f"amount={data.get('amount')} {data.get('currency')}")
+        if data.get("amount_refunded"):
+            parts.append(f"refunded={data['amount_refunded']}")
+    elif change.entity == "transaction":
+        if data.get("card_brand"):
+            parts.append(f"card={data['card_brand']}/{data.get('card_last4')}")
+        for key in ("decline_code", "error_code"):
+            if data.get(key):
+                parts.append(f"{key}={data[key]}")
+    elif change.entity == "refund":
+        parts.append(f"amount={data.get('amount')}")
+    return " ".join(parts)
+
+
+def format_timeline(intent_id: str, changes: list[Change]) -> str:
+    if not changes:
+        return f"{intent_id}: no history"
+    lines = [f"{intent_id} (merchant {changes[0].merchant_id}): {len(changes)} changes"]
+    for c in changes:
+        lines.append(f"  #{c.intent_seq:<3} {to_rfc3339(c.created_at)}  {c.entity:<14} {c.entity_id:<36} "
+                     f"{c.op:<6} {_summary(c)}")
+    return "\n".join(lines)
+
+
+def timeline_json(changes: list[Change]) -> list[dict[str, Any]]:
+    return [{"sequence": c.intent_seq, "object": c.entity, "objectId": c.entity_id, "operation": c.op,
+             "changeId": c.id, "data": c.snapshot(), "createdAt": to_rfc3339(c.created_at)} for c in changes]

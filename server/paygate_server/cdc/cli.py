@@ -1,0 +1,181 @@
+"""``paygate relay`` and ``paygate audit show|verify``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from paygate_server.config import Settings
+
+__all__ = ["add_commands"]
+
+
+async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, int] | None:
+    from paygate_server.app import _extensions, build_gateway
+
+    gateway = await build_gateway(settings)
+    try:
+        relay = gateway.services["relay"]
+        if args.consumer:
+            unknown = set(args.consumer) - {c.name for c in relay.consumers}
+            if unknown:
+                from paygate_server.cli import CommandError
+
+                raise CommandError(f"no relay consumer named {', '.join(sorted(unknown))} "
+                                   f"(have: {', '.join(c.name for c in relay.consumers)})")
+            relay.consumers = [c for c in relay.consumers if c.name in args.consumer]
+        if args.once:
+            try:
+                return await relay.drain(lease_timeout_s=args.lease_timeout)
+            except TimeoutError as exc:
+                from paygate_server.cli import CommandError
+
+                raise CommandError(f"{exc} (is `paygate serve` running the relay? then --once is not needed)") from None
+        await gateway.notifier.start()
+        work = [relay.run_forever()]
+        dispatcher = gateway.services.get("webhook_dispatcher")
+        if dispatcher is not None and not args.no_dispatch:
+            work.append(dispatcher.run_forever())
+        main = asyncio.ensure_future(asyncio.gather(*work))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, main.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+        return None
+    finally:
+        for extension in _extensions():
+            if hasattr(extension, "teardown"):
+                with contextlib.suppress(Exception):
+                    await extension.teardown(gateway)
+        await gateway.notifier.stop()
+        await gateway.db.dispose()
+
+
+def cmd_relay(args: argparse.Namespace, settings: Settings) -> None:
+    counts = asyncio.run(_run_relay(args, settings))
+    if counts is not None:
+        if args.json:
+            print(json.dumps({"delivered": counts}))
+        else:
+            for name, n in counts.items():
+                print(f"{name}: {n} changes delivered")
+
+
+def _open(settings: Settings) -> Any:
+    from paygate_server.db import check_schema, create_database
+
+    async def make() -> Any:
+        db = create_database(settings.resolved_database_url)
+        await check_schema(db)
+        return db
+
+    return make
+
+
+async def _verify(args: argparse.Namespace, settings: Settings) -> Any:
+    from paygate_server.cdc.archive import ArchiveReader
+    from paygate_server.cdc.audit import verify_archive
+    from paygate_server.cdc.store import store_for
+
+    db = await _open(settings)()
+    store = store_for(settings)
+    try:
+        deadline = time.monotonic() + args.wait
+        while True:
+            report = await verify_archive(db, ArchiveReader(store))
+            if not report.ok or report.pending == 0 or time.monotonic() >= deadline:
+                return report
+            await asyncio.sleep(0.25)  # waiting for the relay to catch up, bounded by --wait
+    finally:
+        await store.close()
+        await db.dispose()
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    from paygate_server.cdc.s3 import S3Error
+
+    return (S3Error, httpx.HTTPError)
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.cli import CommandError
+
+    try:
+        report = asyncio.run(_verify(args, settings))
+    except _store_errors() as exc:
+        raise CommandError(f"cannot read the archive: {exc}") from None
+    failed = not report.ok or (args.wait > 0 and report.pending > 0)
+    if args.json:
+        print(json.dumps({**report.to_json(), "ok": not failed}))
+    else:
+        print(report.text() if not (report.ok and failed) else
+              report.text() + f"\nFAILED: {report.pending} changes still not archived after {args.wait} s")
+    if failed:
+        sys.exit(1)
+
+
+async def _show(args: argparse.Namespace, settings: Settings) -> Any:
+    from paygate_server.cdc.archive import ArchiveReader
+    from paygate_server.cdc.audit import timeline
+    from paygate_server.cdc.store import store_for
+
+    db = await _open(settings)()
+    store = store_for(settings) if args.archive else None
+    try:
+        return await timeline(db, args.intent, ArchiveReader(store) if store is not None else None)
+    finally:
+        if store is not None:
+            await store.close()
+        await db.dispose()
+
+
+def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.cdc.audit import format_timeline, timeline_json
+    from paygate_server.cli import CommandError
+
+    if not args.intent.startswith("pi_"):
+        raise CommandError(f"not a payment intent id: {args.intent}")
+    from paygate_server.cdc.archive import ArchiveProblem
+
+    try:
+        changes = asyncio.run(_show(args, settings))
+    except (*_store_errors(), ArchiveProblem) as exc:
+        raise CommandError(f"cannot read the archive: {exc}") from None
+    if not changes:
+        raise CommandError(f"no history for {args.intent}")
+    if args.json:
+        print(json.dumps({"paymentIntentId": args.intent, "data": timeline_json(changes)}))
+    else:
+        print(format_timeline(args.intent, changes))
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("relay", help="ship the change history to the archive, broker and webhooks")
+    p.add_argument("--once", action="store_true", help="deliver what is committed now, then exit")
+    p.add_argument("--consumer", action="append", help="only this consumer (repeatable)")
+    p.add_argument("--no-dispatch", action="store_true", help="do not deliver webhooks from this process")
+    p.add_argument("--lease-timeout", type=float, default=30.0,
+                   help="with --once: how long to wait for a consumer another relay holds")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_relay)
+
+    audit = sub.add_parser("audit", help="the durable change history").add_subparsers(
+        dest="audit_command", required=True)
+    p = audit.add_parser("verify", help="prove the archive holds every change the database holds")
+    p.add_argument("--wait", type=float, default=0.0,
+                   help="wait up to S seconds for the relay to archive everything; then lag is a failure")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit_verify)
+    p = audit.add_parser("show", help="an intent's timeline")
+    p.add_argument("intent", metavar="pi_…")
+    p.add_argument("--archive", action="store_true", help="read it from the archive instead of the database")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit_show)

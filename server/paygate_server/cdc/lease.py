@@ -1,0 +1,133 @@
+"""One relay per consumer at a time, however many workers and hosts run one.
+
+PostgreSQL: a session advisory lock on a connection the relay keeps for as long as it runs,
+and every read and offset write of that consumer goes through the same connection. If the
+process dies (even SIGKILL) or the connection drops, the server releases the lock at once,
+and the old holder cannot write another offset: its connection is gone. SQLite (one host):
+``flock`` on a file next to the database; the kernel releases it when the process dies.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import AsyncIterator
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate_server.db import Database
+
+__all__ = ["ConsumerLease", "LeaseLost"]
+
+log = logging.getLogger("paygate.cdc")
+
+# The advisory lock's first key: "the paygate relay" (the second is the consumer's name).
+_LOCK_CLASS = 7_342_001
+
+
+class LeaseLost(RuntimeError):
+    """The lease is not (or no longer) held."""
+
+
+class ConsumerLease:
+    def __init__(self, db: Database, consumer: str) -> None:
+        self._db = db
+        self.consumer = consumer
+        self._conn: AsyncConnection | None = None
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None or self._fd is not None
+
+    async def acquire(self) -> bool:
+        if self.held:
+            return True
+        if self._db.is_sqlite:
+            return self._acquire_file()
+        conn = await self._db.engine.connect()
+        try:
+            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:c, hashtext(:n))"),
+                                      {"c": _LOCK_CLASS, "n": self.consumer})).scalar_one()
+            await conn.commit()
+        except BaseException:
+            await conn.close()
+            raise
+        if not got:
+            await conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def _lock_path(self) -> Path:
+        database = make_url(self._db.url).database or "paygate.db"
+        return Path(f"{database}.relay-{self.consumer}.lock")
+
+    def _acquire_file(self) -> bool:
+        fd = os.open(self._lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.rollback()
+                await conn.execute(text("SELECT pg_advisory_unlock(:c, hashtext(:n))"),
+                                   {"c": _LOCK_CLASS, "n": self.consumer})
+                await conn.commit()
+                await conn.close()
+            except Exception:
+                # A broken connection: the server has released the lock with it. Never put
+                # a connection that may still hold the lock back into the pool.
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                    await conn.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+    def _held_conn(self) -> AsyncConnection:
+        if self._conn is None:
+            raise LeaseLost(f"the lease of consumer {self.consumer} is not held")
+        return self._conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        if self._db.is_sqlite:
+            if self._fd is None:
+                raise LeaseLost(self.consumer)
+            async with self._db.read() as conn:
+                yield conn
+            return
+        conn = self._held_conn()
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.rollback()
+            raise
+        await conn.commit()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; on PostgreSQL on the lock's own connection (fenced)."""
+        if self._db.is_sqlite:
+            if self._fd is None:
+                raise LeaseLost(self.consumer)
+            async with self._db.write() as conn:
+                yield conn
+            return
+        conn = self._held_conn()
+        await conn.commit()  # end any implicit read transaction
+        async with conn.begin():
+            yield conn

@@ -1,0 +1,173 @@
+"""``POST /checkout/v1/tokens``: an encrypted card in, a single-use token out (SPEC §5).
+
+Authenticated by the clientSecret alone (the frame has no cookies and no API key). Order
+of work, cheapest refusal first: body limit (413), JSON and the plaintext-card detector
+over everything but ``encryptedCard`` (400), the clientSecret (404), the intent's state
+(409) and its limits (429), then the RSA-OAEP/AES-GCM decryption, then one transaction
+that counts the tokenization — conditionally, so the 21st is refused however many
+requests race — and stores the card in the vault.
+
+Messages here reach the customer (the frame shows them), so they are written for one.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import Response
+
+from paygate_server import jsoncodec
+from paygate_server.cards.pan import contains_card_number
+from paygate_server.clock import now_us
+from paygate_server.db.schema import payment_intents as intents
+from paygate_server.db.schema_checkout import checkout_limits
+from paygate_server.errors import ApiError
+from paygate_server.http.api import error_response, json_response, read_body
+from paygate_server.http.middleware import request_id_of
+from paygate_server.intents.repository import hash_client_secret
+from paygate_server.processing.attempts import MAX_FAILED_ATTEMPTS
+from paygate_server.processing.endpoints import resolve_encrypted_card
+
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+    from paygate_server.vault import VaultService
+
+__all__ = [
+    "MAX_TOKENIZATIONS",
+    "PAYABLE_STATUSES",
+    "count_tokenization",
+    "create_token",
+    "tokenizations",
+    "valid_client_secret",
+]
+
+# Card-testing limit (SPEC §5): tokenizations per clientSecret, successful or not.
+MAX_TOKENIZATIONS = 20
+PAYABLE_STATUSES = ("created", "failed")
+RETRY_AFTER_S = 3600
+_CLIENT_SECRET = re.compile(r"pi_[a-z0-9]{10,64}_secret_[a-z0-9]{10,128}")
+_NO_STORE = {"Cache-Control": "no-store"}
+
+UNREADABLE_CARD = "Your card details could not be read. Please try again."
+TOO_MANY_ATTEMPTS = "Too many attempts to pay this order. Please contact the merchant."
+UNKNOWN_CHECKOUT = "This checkout link is not valid."
+
+
+def valid_client_secret(value: Any) -> bool:
+    return isinstance(value, str) and _CLIENT_SECRET.fullmatch(value) is not None
+
+
+def state_error(intent: Mapping[str, Any]) -> ApiError | None:
+    """Why this intent cannot take a card now, or None."""
+    status = intent["status"]
+    if status == "succeeded":
+        return ApiError("intent_state_conflict", "This order has already been paid.")
+    if status == "canceled":
+        return ApiError("intent_state_conflict", "This order has been canceled.")
+    if status not in PAYABLE_STATUSES:
+        return ApiError("intent_state_conflict", "A payment for this order is already being processed.")
+    if intent["failed_attempts"] >= MAX_FAILED_ATTEMPTS:
+        return ApiError("rate_limited", TOO_MANY_ATTEMPTS, headers={"Retry-After": str(RETRY_AFTER_S)})
+    return None
+
+
+async def tokenizations(conn: AsyncConnection, intent_id: str) -> int:
+    value = (await conn.execute(select(checkout_limits.c.tokenizations)
+                                .where(checkout_limits.c.intent_id == intent_id))).scalar()
+    return int(value or 0)
+
+
+async def intent_and_tokenizations(conn: AsyncConnection, client_secret: str) -> tuple[Mapping[str, Any] | None, int]:
+    """The intent a clientSecret names and its tokenizations so far, in one query."""
+    row = (await conn.execute(
+        select(intents, checkout_limits.c.tokenizations.label("checkout_tokenizations"))
+        .select_from(intents.outerjoin(checkout_limits, checkout_limits.c.intent_id == intents.c.id))
+        .where(intents.c.client_secret_hash == hash_client_secret(client_secret))
+    )).first()
+    if row is None:
+        return None, 0
+    return row._mapping, int(row.checkout_tokenizations or 0)
+
+
+async def count_tokenization(conn: AsyncConnection, intent_id: str) -> bool:
+    """Count one tokenization unless the limit is reached: one conditional upsert, so
+    concurrent requests can never push the count past the limit. False when refused."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(checkout_limits).values(intent_id=intent_id, tokenizations=1, updated_at=now_us())
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[checkout_limits.c.intent_id],
+        set_={"tokenizations": checkout_limits.c.tokenizations + 1, "updated_at": stmt.excluded.updated_at},
+        where=checkout_limits.c.tokenizations < MAX_TOKENIZATIONS,
+    ).returning(checkout_limits.c.tokenizations)
+    return (await conn.execute(stmt)).first() is not None
+
+
+def _rate_limited() -> ApiError:
+    return ApiError("rate_limited", TOO_MANY_ATTEMPTS, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _parse(body: bytes) -> tuple[str, Any]:
+    try:
+        value = jsoncodec.loads(body) if body.strip() else None
+    except jsoncodec.JSONDecodeError:
+        raise ApiError("invalid_json", "the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError("invalid_json", "the request body must be a JSON object")
+    if contains_card_number(value):  # skips encryptedCard: it is ciphertext
+        raise ApiError("plaintext_card_data",
+                       "card details must be sent encrypted, only in encryptedCard")
+    for key in value:
+        if key not in ("clientSecret", "encryptedCard"):
+            raise ApiError("parameter_invalid", f"unknown parameter: {key[:60]}", param=key[:60])
+    for key in ("clientSecret", "encryptedCard"):
+        if value.get(key) is None:
+            raise ApiError("parameter_missing", f"{key} is required", param=key)
+    if not valid_client_secret(value["clientSecret"]):
+        raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
+    return value["clientSecret"], value["encryptedCard"]
+
+
+async def _tokenize(gateway: Gateway, body: bytes) -> dict[str, Any]:
+    client_secret, jwe = _parse(body)
+    db = gateway.db
+    async with db.read() as conn:
+        intent, used = await intent_and_tokenizations(conn, client_secret)
+    if intent is None:
+        raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
+    if (problem := state_error(intent)) is not None:
+        raise problem
+    if used >= MAX_TOKENIZATIONS:  # cheap early refusal; the upsert below is what enforces it
+        raise _rate_limited()
+    intent_id, merchant_id = intent["id"], intent["merchant_id"]
+    try:
+        card = await resolve_encrypted_card(gateway, jwe)
+    except ApiError:
+        # A failed decryption counts too: probing with broken ciphertexts is card testing.
+        async with db.write() as conn:
+            counted = await count_tokenization(conn, intent_id)
+        if not counted:
+            raise _rate_limited() from None
+        raise ApiError("parameter_invalid", UNREADABLE_CARD, param="encryptedCard") from None
+    vault: VaultService = gateway.services["vault"]
+    async with db.write() as conn:
+        if not await count_tokenization(conn, intent_id):
+            raise _rate_limited()
+        stored = await vault.store(conn, card, merchant_id=merchant_id, intent_id=intent_id)
+    return {"token": stored.token, "card": stored.summary}
+
+
+async def create_token(request: Request) -> Response:
+    rid = request_id_of(request.scope)
+    gateway: Gateway = request.state.gateway
+    try:
+        body = await read_body(request, gateway.settings.max_body_bytes)
+        return json_response(200, await _tokenize(gateway, body), headers=dict(_NO_STORE))
+    except ApiError as exc:
+        response = error_response(exc, rid)
+        response.headers.update(_NO_STORE)
+        return response

@@ -1,0 +1,42 @@
+"""Prometheus metrics at ``GET /metrics`` (an ``app.EXTENSIONS`` domain).
+
+- ``paygate_http_requests_total{method,route,status}`` and
+  ``paygate_http_request_duration_seconds{method,route}`` — pure ASGI middleware, per route
+  template; ``paygate_http_requests_in_progress``.
+- ``paygate_processor_request_duration_seconds{connector,operation,outcome}`` — the
+  connector is wrapped at start-up (see :mod:`.connector`).
+- Read on scrape: ``paygate_payment_intents{status}``, ``paygate_reconcile_backlog``,
+  ``paygate_reconcile_overdue``, ``paygate_webhook_backlog`` (once webhooks exist).
+
+Open by default; with ``PAYGATE_METRICS_TOKEN`` set, a scrape needs
+``Authorization: Bearer <token>``. Several workers: ``PROMETHEUS_MULTIPROC_DIR``
+(:mod:`.metrics`). Operator notes in docs/performance.md.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from paygate_server.observability.connector import InstrumentedConnector, instrument_connectors
+from paygate_server.observability.metrics import mark_process_dead
+from paygate_server.observability.middleware import MetricsMiddleware
+from paygate_server.observability.scrape import DatabaseGauges, metrics_endpoint
+
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+
+__all__ = ["routes", "middleware", "setup", "teardown", "InstrumentedConnector", "MetricsMiddleware"]
+
+routes = [Route("/metrics", metrics_endpoint, methods=["GET"])]
+middleware = [Middleware(MetricsMiddleware)]
+
+
+async def setup(gateway: Gateway) -> None:
+    gateway.services["metrics_db"] = DatabaseGauges(gateway.settings.metrics_db_refresh_s)
+    instrument_connectors(gateway)
+
+
+async def teardown(gateway: Gateway) -> None:
+    mark_process_dead()

@@ -1,0 +1,123 @@
+"""``GET /metrics``: the registry's series plus gauges read from the database on scrape.
+
+Database-derived gauges (intents by status, the reconciler's and the webhook sender's
+backlogs) are re-read at most every ``PAYGATE_METRICS_DB_REFRESH_S`` (default 5 s), so a
+tight scrape loop cannot turn into a table-scan loop. The webhook backlog is read from
+``webhook_deliveries`` when that table exists (pending deliveries), and left out otherwise.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import func, select, text
+from starlette.requests import Request
+from starlette.responses import Response
+
+from paygate_server.clock import now_us
+from paygate_server.db.schema import payment_intents, reconcile_queue
+from paygate_server.errors import ApiError
+from paygate_server.http.api import error_response
+from paygate_server.http.middleware import request_id_of
+from paygate_server.intents.schemas import STATUSES
+from paygate_server.observability.metrics import scrape_registry
+
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+
+__all__ = ["DatabaseGauges", "metrics_endpoint"]
+
+log = logging.getLogger("paygate.metrics")
+_WEBHOOK_BACKLOG = text("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+
+
+class _Families:
+    """A registry-shaped holder, so ``generate_latest`` can render ready-made families."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+class DatabaseGauges:
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self._at = float("-inf")
+        self._families: list[Metric] = []
+        self._lock = asyncio.Lock()
+
+    async def collect(self, gateway: Gateway) -> list[Metric]:
+        if time.monotonic() - self._at < self.refresh_s:
+            return self._families
+        async with self._lock:
+            if time.monotonic() - self._at >= self.refresh_s:
+                self._families = await self._read(gateway)
+                self._at = time.monotonic()
+        return self._families
+
+    async def _read(self, gateway: Gateway) -> list[Metric]:
+        up = GaugeMetricFamily("paygate_metrics_database_up",
+                               "1 if the last read of the database-derived gauges worked.")
+        try:
+            async with gateway.db.read() as conn:
+                by_status = dict((await conn.execute(
+                    select(payment_intents.c.status, func.count()).group_by(payment_intents.c.status))).all())
+                backlog = (await conn.execute(select(func.count()).select_from(reconcile_queue))).scalar_one()
+                overdue = (await conn.execute(select(func.count()).select_from(reconcile_queue)
+                                              .where(reconcile_queue.c.due_at <= now_us()))).scalar_one()
+        except Exception:
+            log.exception("metrics: reading the database failed")
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        intents = GaugeMetricFamily("paygate_payment_intents", "Payment intents by status.", labels=["status"])
+        for status in STATUSES:
+            intents.add_metric([status], by_status.get(status, 0))
+        reconcile = GaugeMetricFamily("paygate_reconcile_backlog",
+                                      "Charge attempts and refunds whose outcome the reconciler still owns.")
+        reconcile.add_metric([], backlog)
+        due = GaugeMetricFamily("paygate_reconcile_overdue",
+                                "Reconciler queue rows whose next check is due now or past.")
+        due.add_metric([], overdue)
+        families: list[Metric] = [up, intents, reconcile, due]
+        webhooks = await self._webhook_backlog(gateway)
+        if webhooks is not None:
+            family = GaugeMetricFamily("paygate_webhook_backlog", "Webhook deliveries not yet delivered or given up.")
+            family.add_metric([], webhooks)
+            families.append(family)
+        return families
+
+    @staticmethod
+    async def _webhook_backlog(gateway: Gateway) -> int | None:
+        try:
+            async with gateway.db.read() as conn:
+                return int((await conn.execute(_WEBHOOK_BACKLOG)).scalar_one())
+        except Exception:  # noqa: BLE001 - the webhook tables are not there (yet)
+            return None
+
+
+def _authorized(request: Request, token: str) -> bool:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    gateway: Gateway = request.state.gateway
+    token = gateway.settings.metrics_token
+    if token and not _authorized(request, token):
+        code = "missing_credentials" if "authorization" not in request.headers else "invalid_api_key"
+        response = error_response(ApiError(code, "GET /metrics needs Authorization: Bearer <PAYGATE_METRICS_TOKEN>"),
+                                  request_id_of(request.scope))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+    gauges: Any = gateway.services["metrics_db"]
+    families = await gauges.collect(gateway)
+    body = generate_latest(scrape_registry()) + generate_latest(_Families(families))  # type: ignore[arg-type]
+    return Response(body, 200, media_type=CONTENT_TYPE_LATEST)

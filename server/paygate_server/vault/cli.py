@@ -1,0 +1,42 @@
+"""``paygate vault rotate-data-key`` (listed in ``cli.CLI_EXTENSIONS``)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from paygate_server.config import Settings
+from paygate_server.crypto import load_master_key
+from paygate_server.db import check_schema, create_database
+from paygate_server.vault.datakeys import rotate_data_key
+
+__all__ = ["add_commands"]
+
+
+def cmd_rotate_data_key(args: argparse.Namespace, settings: Settings) -> None:
+    master = load_master_key(settings.master_key, settings.master_key_path)
+
+    async def run() -> tuple[list[int], int]:
+        db = create_database(settings.resolved_database_url)
+        try:
+            await check_schema(db)
+            return await rotate_data_key(db, master)
+        finally:
+            await db.dispose()
+
+    retired, version = asyncio.run(run())
+    payload: dict[str, Any] = {"version": version, "retired": retired}
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(f"vault data key version {version} is now active; retired "
+              f"{', '.join(str(v) for v in retired) or 'none'} (old versions keep decrypting; "
+              "running gateways switch within PAYGATE_VAULT_PURGE_INTERVAL_S)")
+
+
+def add_commands(sub: Any) -> None:
+    vault = sub.add_parser("vault", help="the card vault").add_subparsers(dest="vault_command", required=True)
+    p = vault.add_parser("rotate-data-key", help="new vault data key; older versions keep decrypting")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_rotate_data_key)

@@ -1,0 +1,48 @@
+"""The vault's place in the gateway (listed in ``app.EXTENSIONS``).
+
+``setup`` registers :class:`VaultService` as ``gateway.services["vault"]`` (the process
+endpoint redeems ``paymentDetails.token`` through it) after making sure a data key exists;
+``background_tasks`` purges expired tokens' CVCs and picks up data-key rotations made by
+other processes. The checkout's routes are in :mod:`paygate_server.checkout.endpoints`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from paygate_server.vault.service import VaultService
+
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+
+__all__ = ["background_tasks", "setup"]
+
+log = logging.getLogger("paygate.vault")
+
+
+async def setup(gateway: Gateway) -> None:
+    vault = VaultService(gateway)
+    await vault.start()
+    gateway.services["vault"] = vault
+
+
+async def _purge_forever(gateway: Gateway) -> None:
+    vault: VaultService = gateway.services["vault"]
+    interval = max(0.05, gateway.settings.vault_purge_interval_s)
+    while True:
+        try:
+            dropped, deleted = await vault.purge()
+            if dropped or deleted:
+                log.info("vault purge: %d expired CVCs dropped, %d unused cards deleted", dropped, deleted)
+            await vault.keys.reload()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("vault purge failed")
+        await asyncio.sleep(interval)
+
+
+def background_tasks(gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
+    return [_purge_forever(gateway)]

@@ -1,0 +1,247 @@
+"""Webhook delivery (SPEC §6, Standard Webhooks).
+
+Every gateway worker (and ``paygate relay``) runs a dispatcher. It claims due deliveries
+with a lease — a conditional update moving ``next_attempt_at`` past the attempt's timeout —
+so two dispatchers never send the same delivery at once, and a dispatcher that dies
+mid-attempt leaves the delivery to be retried when its lease runs out.
+
+Each attempt POSTs the event's stored body with ``webhook-id`` (the event id, the same on
+every attempt), ``webhook-timestamp`` and ``webhook-signature``; redirects are not followed
+and the private-address guard runs inside the connection. Any 2xx within the timeout
+(15 s) is delivered; ``410 Gone`` disables the endpoint; anything else is retried after
+the next step of ``PAYGATE_WEBHOOK_RETRY_SCHEDULE_S`` (±20 % jitter) until the schedule
+runs out, and the delivery is then ``failed`` — ``paygate webhooks replay`` sends it again.
+
+One slow or dead endpoint never delays the others: at most
+``PAYGATE_WEBHOOK_ENDPOINT_CONCURRENCY`` attempts per endpoint run at once in a process
+(its other due deliveries wait in the table, not in front of anyone), out of
+``PAYGATE_WEBHOOK_MAX_CONCURRENCY`` in total.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections import Counter
+from typing import Any
+
+import httpcore
+from sqlalchemy import select, update
+
+from paygate_server.clock import now_us
+from paygate_server.config import Settings
+from paygate_server.crypto import MasterKey
+from paygate_server.db import Database
+from paygate_server.db.schema_history import webhook_deliveries, webhook_endpoints, webhook_events
+from paygate_server.webhooks.guard import AddressRefused, GuardedBackend
+from paygate_server.webhooks.repository import open_secret, sign
+
+__all__ = ["Dispatcher", "AttemptResult"]
+
+log = logging.getLogger("paygate.webhooks")
+_US = 1_000_000
+JITTER = (0.8, 1.2)
+USER_AGENT = b"paygate-webhooks/1"
+
+
+class AttemptResult:
+    __slots__ = ("status_code", "error")
+
+    def __init__(self, status_code: int | None, error: str | None) -> None:
+        self.status_code, self.error = status_code, error
+
+
+class Dispatcher:
+    def __init__(self, db: Database, master: MasterKey, settings: Settings) -> None:
+        self._db = db
+        self._master = master
+        self._settings = settings
+        self._lease_s = settings.webhook_timeout_s + 15.0
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl.create_default_context(), max_connections=settings.webhook_max_concurrency,
+            keepalive_expiry=30.0, network_backend=GuardedBackend(allow_private=settings.webhook_allow_private))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+        self.attempts = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("webhook dispatch pass failed")
+                timeout = self._settings.webhook_poll_interval_s
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """Claim what is due (within the concurrency limits) and start the attempts."""
+        started = 0
+        per_endpoint = self._settings.webhook_endpoint_concurrency
+        for _ in range(4):  # re-query when a busy endpoint's rows crowded out the others
+            free = self._settings.webhook_max_concurrency - len(self._tasks)
+            if free <= 0:
+                break
+            busy = [e for e, n in self._in_flight.items() if n >= per_endpoint]
+            now = now_us()
+            query = (select(webhook_deliveries.c.event_id, webhook_deliveries.c.endpoint_id,
+                            webhook_deliveries.c.next_attempt_at)
+                     .where(webhook_deliveries.c.status == "pending", webhook_deliveries.c.next_attempt_at <= now)
+                     .order_by(webhook_deliveries.c.next_attempt_at).limit(free * 2))
+            if busy:
+                query = query.where(webhook_deliveries.c.endpoint_id.not_in(busy))
+            async with self._db.read() as conn:
+                rows = (await conn.execute(query)).all()
+            if not rows:
+                break
+            claimed = await self._claim(rows, free, per_endpoint)
+            for event_id, endpoint_id in claimed:
+                self._start(event_id, endpoint_id)
+            started += len(claimed)
+            if len(rows) < free * 2:
+                break
+        return started
+
+    async def _claim(self, rows: list[Any], free: int, per_endpoint: int) -> list[tuple[str, str]]:
+        taken: list[tuple[str, str]] = []
+        counts = Counter(self._in_flight)
+        lease_until = now_us() + int(self._lease_s * _US)
+        async with self._db.write() as conn:
+            for row in rows:
+                if len(taken) >= free or counts[row.endpoint_id] >= per_endpoint:
+                    continue
+                result = await conn.execute(update(webhook_deliveries).where(
+                    webhook_deliveries.c.event_id == row.event_id,
+                    webhook_deliveries.c.endpoint_id == row.endpoint_id,
+                    webhook_deliveries.c.status == "pending",
+                    webhook_deliveries.c.next_attempt_at == row.next_attempt_at,
+                ).values(next_attempt_at=lease_until))
+                if result.rowcount == 1:
+                    taken.append((row.event_id, row.endpoint_id))
+                    counts[row.endpoint_id] += 1
+        return taken
+
+    def _start(self, event_id: str, endpoint_id: str) -> None:
+        self._in_flight[endpoint_id] += 1
+        task = asyncio.create_task(self._deliver(event_id, endpoint_id), name=f"webhook-{event_id}")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._in_flight[endpoint_id] -= 1
+            if self._in_flight[endpoint_id] <= 0:
+                del self._in_flight[endpoint_id]
+            self._wake.set()  # a slot is free
+
+        task.add_done_callback(done)
+
+    async def _deliver(self, event_id: str, endpoint_id: str) -> None:
+        try:
+            async with self._db.read() as conn:
+                row = (await conn.execute(
+                    select(webhook_events.c.payload, webhook_endpoints.c.id, webhook_endpoints.c.url,
+                           webhook_endpoints.c.status, webhook_endpoints.c.secret_sealed,
+                           webhook_deliveries.c.attempts)
+                    .select_from(webhook_deliveries)
+                    .join(webhook_events, webhook_events.c.id == webhook_deliveries.c.event_id)
+                    .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
+                    .where(webhook_deliveries.c.event_id == event_id,
+                           webhook_deliveries.c.endpoint_id == endpoint_id))).first()
+            if row is None:
+                return
+            if row.status != "enabled":
+                await self._finish(event_id, endpoint_id, "failed", row.attempts, None,
+                                   f"endpoint {row.status}")
+                return
+            result = await self.attempt(row.url, open_secret(self._master, row._mapping), event_id,
+                                        row.payload.encode())
+            self.attempts += 1
+            await self._record(event_id, endpoint_id, row.attempts + 1, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease runs out and the delivery is retried; nothing is lost.
+            log.exception("webhook delivery %s -> %s failed unexpectedly", event_id, endpoint_id)
+
+    async def attempt(self, url: str, secret: str, event_id: str, body: bytes) -> AttemptResult:
+        timestamp = int(time.time())
+        headers = [
+            (b"content-type", b"application/json"), (b"user-agent", USER_AGENT),
+            (b"webhook-id", event_id.encode()), (b"webhook-timestamp", str(timestamp).encode()),
+            (b"webhook-signature", sign(secret, event_id, timestamp, body).encode()),
+        ]
+        budget = self._settings.webhook_timeout_s
+        extensions = {"timeout": {"connect": budget, "read": budget, "write": budget, "pool": budget}}
+        try:
+            async with asyncio.timeout(budget):
+                async with self._pool.stream("POST", url, headers=headers, content=body,
+                                             extensions=extensions) as response:
+                    return AttemptResult(response.status, None)
+        except AddressRefused as exc:
+            return AttemptResult(None, str(exc))
+        except TimeoutError:
+            return AttemptResult(None, f"no answer within {budget:g} s")
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+            return AttemptResult(None, f"{exc.__class__.__name__}: {str(exc)[:200]}")
+
+    def next_delay_s(self, attempts: int) -> float | None:
+        """Seconds until the retry after ``attempts`` attempts, or None when they are spent."""
+        schedule = self._settings.webhook_retry_schedule_s
+        if attempts > len(schedule):
+            return None
+        return schedule[attempts - 1] * random.uniform(*JITTER)
+
+    async def _record(self, event_id: str, endpoint_id: str, attempts: int, result: AttemptResult) -> None:
+        code = result.status_code
+        if code is not None and 200 <= code < 300:
+            await self._finish(event_id, endpoint_id, "delivered", attempts, code, None)
+        elif code == 410:
+            async with self._db.write() as conn:
+                await conn.execute(update(webhook_endpoints).where(
+                    webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.status == "enabled")
+                    .values(status="disabled", disabled_reason="the endpoint answered 410 Gone",
+                            updated_at=now_us()))
+            await self._finish(event_id, endpoint_id, "failed", attempts, code, "410 Gone: endpoint disabled")
+        else:
+            error = result.error or f"HTTP {code}"
+            delay = self.next_delay_s(attempts)
+            if delay is None:
+                await self._finish(event_id, endpoint_id, "failed", attempts, code, error)
+            else:
+                await self._finish(event_id, endpoint_id, "pending", attempts, code, error,
+                                   next_at=now_us() + int(delay * _US))
+
+    async def _finish(self, event_id: str, endpoint_id: str, status: str, attempts: int, code: int | None,
+                      error: str | None, *, next_at: int | None = None) -> None:
+        now = now_us()
+        values: dict[str, Any] = {"status": status, "attempts": attempts, "last_status_code": code,
+                                  "last_error": error[:500] if error else None, "updated_at": now}
+        if next_at is not None:
+            values["next_attempt_at"] = next_at
+        if status == "delivered":
+            values["delivered_at"] = now
+        async with self._db.write() as conn:
+            await conn.execute(update(webhook_deliveries).where(
+                webhook_deliveries.c.event_id == event_id, webhook_deliveries.c.endpoint_id == endpoint_id,
+                webhook_deliveries.c.status == "pending").values(**values))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._pool.aclose()

@@ -1,0 +1,144 @@
+"""``/api/v1/webhooks``: a merchant's webhook endpoints (SPEC §4, §6)."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+from starlette.routing import Route
+
+from paygate_server import openapi
+from paygate_server.errors import ApiError
+from paygate_server.http.api import ApiContext, api_endpoint, json_response
+from paygate_server.validation import reject_unknown, require_id, require_str
+from paygate_server.webhooks import repository as repo
+from paygate_server.webhooks.guard import MAX_URL_LENGTH, AddressRefused, check_destination, parse_webhook_url
+
+__all__ = ["routes", "parse_events", "validate_url"]
+
+
+def parse_events(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ApiError("parameter_invalid", "events must be a non-empty list of event types", param="events")
+    unknown = [v for v in value if v not in repo.EVENT_TYPES]
+    if unknown:
+        raise ApiError("parameter_invalid", f"unknown event type {unknown[0][:60]!r}; known: "
+                       f"{', '.join(repo.EVENT_TYPES)}", param="events")
+    return sorted(set(value), key=repo.EVENT_TYPES.index)
+
+
+async def validate_url(url: str, *, allow_private: bool) -> str:
+    """Syntax, then the private-address guard (the delivery checks again, every time)."""
+    try:
+        parts = parse_webhook_url(url)
+    except ValueError as exc:
+        raise ApiError("parameter_invalid", str(exc), param="url") from None
+    try:
+        await check_destination(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
+                                allow_private=allow_private)
+    except AddressRefused as exc:
+        raise ApiError("parameter_invalid", str(exc), param="url") from None
+    return url
+
+
+async def create_webhook_endpoint(ctx: ApiContext) -> Response:
+    body = ctx.json_object()
+    reject_unknown(body, ("url", "events"))
+    url = require_str(body, "url", max_len=MAX_URL_LENGTH)
+    events = parse_events(body.get("events"))
+    await validate_url(url, allow_private=ctx.gateway.settings.webhook_allow_private)
+
+    async def op(conn: AsyncConnection) -> tuple[int, Any]:
+        if await repo.count_active(conn, ctx.merchant_id) >= repo.MAX_ENDPOINTS:
+            raise ApiError("parameter_invalid", f"a merchant has at most {repo.MAX_ENDPOINTS} webhook endpoints",
+                           param="url")
+        row, secret = await repo.insert_endpoint(conn, ctx.gateway.master_key, ctx.merchant_id, url, events)
+        return 201, repo.render_endpoint(row, secret)
+
+    return await ctx.execute(op)
+
+
+async def list_webhook_endpoints(ctx: ApiContext) -> Response:
+    async with ctx.gateway.db.read() as conn:
+        rows = await repo.list_endpoints(conn, ctx.merchant_id)
+    return json_response(200, {"data": [repo.render_endpoint(r) for r in rows], "hasMore": False})
+
+
+async def delete_webhook_endpoint(ctx: ApiContext) -> Response:
+    endpoint_id = require_id(ctx.request.path_params["endpoint_id"], "webhookEndpointId", "we")
+    async with ctx.gateway.db.write() as conn:
+        deleted = await repo.delete_endpoint(conn, ctx.merchant_id, endpoint_id)
+    if not deleted:
+        raise ApiError("resource_missing", f"no such webhook endpoint: {endpoint_id}", param="webhookEndpointId")
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/api/v1/webhooks", api_endpoint(create_webhook_endpoint), methods=["POST"]),
+    Route("/api/v1/webhooks", api_endpoint(list_webhook_endpoints), methods=["GET"]),
+    Route("/api/v1/webhooks/{endpoint_id}", api_endpoint(delete_webhook_endpoint), methods=["DELETE"]),
+]
+
+_EVENT_TYPE = {"type": "string", "enum": list(repo.EVENT_TYPES)}
+_SCHEMAS = {
+    "CreateWebhookEndpoint": {
+        "type": "object", "additionalProperties": False, "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "maxLength": MAX_URL_LENGTH, "description":
+                    "http(s) URL; must resolve to public addresses unless PAYGATE_WEBHOOK_ALLOW_PRIVATE=1"},
+            "events": {"type": "array", "minItems": 1, "items": _EVENT_TYPE,
+                       "description": "Default: every event type."},
+        },
+    },
+    "WebhookEndpoint": {
+        "type": "object", "required": ["webhookEndpointId", "url", "events", "status", "createdAt"],
+        "properties": {
+            "webhookEndpointId": {"type": "string", "pattern": "^we_"}, "url": {"type": "string"},
+            "events": {"type": "array", "items": _EVENT_TYPE},
+            "status": {"type": "string", "enum": ["enabled", "disabled"]},
+            "disabledReason": {"type": ["string", "null"]},
+            "secret": {"type": "string", "pattern": "^whsec_",
+                       "description": "Only in the answer to create: store it to verify deliveries."},
+            "createdAt": {"type": "string", "format": "date-time"},
+        },
+    },
+    "WebhookEndpointList": {
+        "type": "object", "required": ["data", "hasMore"],
+        "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/WebhookEndpoint"}},
+                       "hasMore": {"type": "boolean"}},
+    },
+}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"description": "Error", **_json("Error")} for s in (400, 401, 413, 429, 500, *statuses)}
+
+
+openapi.register({
+    "/api/v1/webhooks": {
+        "post": {
+            "operationId": "createWebhookEndpoint", "summary": "Add a webhook endpoint (its secret is shown once)",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255}}],
+            "requestBody": {"required": True, **_json("CreateWebhookEndpoint")},
+            "responses": {"201": {"description": "Created", **_json("WebhookEndpoint")}, **_errors(409, 422)},
+        },
+        "get": {
+            "operationId": "listWebhookEndpoints", "summary": "The merchant's webhook endpoints, newest first",
+            "responses": {"200": {"description": "Endpoints", **_json("WebhookEndpointList")}, **_errors()},
+        },
+    },
+    "/api/v1/webhooks/{endpoint_id}": {
+        "delete": {
+            "operationId": "deleteWebhookEndpoint", "summary": "Delete a webhook endpoint (no more deliveries)",
+            "parameters": [{"name": "endpoint_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"204": {"description": "Deleted"}, **_errors(404)},
+        },
+    },
+}, _SCHEMAS)

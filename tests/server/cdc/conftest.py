@@ -1,0 +1,90 @@
+"""Helpers for the change-history tests: a database per test, a recording consumer, writers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate_server.cdc.changes import Change, Position
+from paygate_server.clock import now_us
+from paygate_server.crypto import MasterKey
+from paygate_server.db import Database, create_database
+from paygate_server.db.schema import change_log, payment_intents
+from paygate_server.intents.repository import insert_intent
+from paygate_server.intents.schemas import CreateIntent
+from paygate_server.merchants import create_merchant
+from tests.support.app import TEST_MASTER_KEY
+
+
+@dataclass
+class ListSink:
+    """A relay consumer that records what it receives."""
+
+    name: str = "test"
+    batch_size: int = 7
+    linger_s: float = 0.0
+    transactional: bool = False
+    received: list[Change] = field(default_factory=list)
+
+    async def start(self) -> Position | None:
+        return None
+
+    async def deliver(self, changes: list[Change], conn: AsyncConnection | None) -> None:
+        self.received.extend(changes)
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def db(fresh_database_url: str) -> AsyncIterator[Database]:
+    database = create_database(fresh_database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def new_merchant(db: Database) -> str:
+    async with db.write() as conn:
+        pair = await create_merchant(conn, MasterKey(bytes.fromhex(TEST_MASTER_KEY)), name="Shop", origins=[])
+    return pair.merchant_id
+
+
+async def new_intent(conn: AsyncConnection, merchant_id: str, amount: int = 1000) -> str:
+    row, _ = await insert_intent(conn, merchant_id, CreateIntent(amount, "USD", {"sku": "x"}, None, {}))
+    return str(row["id"])
+
+
+async def touch(conn: AsyncConnection, intent_id: str, status: str | None = None) -> None:
+    values: dict[str, object] = {"version": payment_intents.c.version + 1, "updated_at": now_us()}
+    if status is not None:
+        values["status"] = status
+    await conn.execute(update(payment_intents).where(payment_intents.c.id == intent_id).values(**values))
+
+
+async def all_changes(db: Database) -> list[Change]:
+    async with db.read() as conn:
+        return [Change.from_row(r) for r in await conn.execute(select(change_log).order_by(change_log.c.id))]
+
+
+def assert_exactly_once_in_order(received: list[Change], expected: list[Change], *, dedupe: bool = False) -> None:
+    """Every change once (after dedup by id when asked) and per-intent sequences only go up."""
+    seen: dict[int, Change] = {}
+    last: dict[str, int] = {}
+    for change in received:
+        if change.id in seen:
+            assert dedupe, f"change {change.id} delivered twice"
+            continue
+        seen[change.id] = change
+        assert change.intent_seq > last.get(change.intent_id, 0), (
+            f"intent {change.intent_id}: seq {change.intent_seq} after {last.get(change.intent_id)}")
+        last[change.intent_id] = change.intent_seq
+    assert sorted(seen) == sorted(c.id for c in expected), (
+        f"missing {sorted(set(c.id for c in expected) - set(seen))[:10]}, "
+        f"extra {sorted(set(seen) - set(c.id for c in expected))[:10]}")
+    for c in expected:
+        assert seen[c.id].same_content(c)

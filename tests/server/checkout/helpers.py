@@ -1,0 +1,63 @@
+"""Helpers for the checkout and vault tests: encrypted cards, tokens, raw rows."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import paygate
+from paygate_server.cards import card_brand, fingerprint
+from paygate_server.db.schema_checkout import vault_cards
+from paygate_server.processing.connectors import CardDetails
+from paygate_server.processing.endpoints import fingerprint_key
+from paygate_server.processing.service import ResolvedCard
+from sqlalchemy import select
+
+from tests.support.app import InProcessGateway
+
+__all__ = ["VISA", "encrypt", "resolved_card", "tokenize", "vault_row", "wait_for"]
+
+VISA = "4242424242424242"
+CVC = "731"
+
+
+def encrypt(gw: InProcessGateway, number: str = VISA, *, cvc: str = CVC, exp_month: int = 12,
+            exp_year: int = 2034, **kw: Any) -> str:
+    return paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number=number,
+                                exp_month=exp_month, exp_year=exp_year, cvc=cvc, **kw)
+
+
+async def tokenize(gw: InProcessGateway, client_secret: str, number: str = VISA, **kw: Any) -> httpx.Response:
+    return await gw.http.post("/checkout/v1/tokens", json={
+        "clientSecret": client_secret, "encryptedCard": encrypt(gw, number, **kw)})
+
+
+def resolved_card(gw: InProcessGateway, number: str = VISA, cvc: str = CVC) -> ResolvedCard:
+    return ResolvedCard(
+        details=CardDetails(number, 12, 2034, cvc),
+        summary={"brand": card_brand(number), "last4": number[-4:], "expMonth": 12, "expYear": 2034},
+        fingerprint=fingerprint(number, fingerprint_key(gw.gateway)),
+    )
+
+
+async def vault_row(gw: InProcessGateway, **where: Any) -> Any:
+    async with gw.gateway.db.read() as conn:
+        query = select(vault_cards)
+        for name, value in where.items():
+            query = query.where(vault_cards.c[name] == value)
+        return (await conn.execute(query)).first()
+
+
+async def wait_for(predicate: Callable[[], Awaitable[Any]], *, deadline_s: float = 10.0,
+                   what: str = "condition") -> Any:
+    """Poll an async predicate until it is truthy (bounded by a deadline)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

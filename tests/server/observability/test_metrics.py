@@ -1,0 +1,97 @@
+"""GET /metrics: the promised series after real requests, route templates as labels,
+database-derived gauges, processor latency, and bearer-token protection."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from paygate_server.observability import InstrumentedConnector
+from tests.support.app import running_gateway
+from tests.support.app import test_settings as make_settings
+
+INTENT = "/api/v1/payment/intent"
+
+
+def _samples(text: str) -> list[Any]:
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _value(samples: list[Any], name: str, **labels: str) -> float | None:
+    for s in samples:
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+            return float(s.value)
+    return None
+
+
+async def test_metrics_expose_requests_payments_backlogs_and_processor_latency(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path, metrics_db_refresh_s=0.0)
+    async with running_gateway(settings) as gw:
+        shop = await gw.new_merchant()
+        intent = await shop.create_intent()
+        got = await shop.get(f"{INTENT}/{intent['paymentIntentId']}")
+        assert got.status_code == 200
+        assert (await gw.http.get("/no/such/path/abc123")).status_code == 404
+        # The processor is not running: the call fails fast and is timed as "unknown".
+        connector = gw.gateway.services["processing"].connector
+        assert isinstance(connector, InstrumentedConnector)
+        assert gw.gateway.services["reconciler"]._connector is connector  # one wrapper for every caller
+        assert (await connector.lookup("ref_metrics_test")).outcome.value == "unknown"
+
+        r = await gw.http.get("/metrics")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain")
+        samples = _samples(r.text)
+
+    assert (_value(samples, "paygate_http_requests_total", method="POST", route=INTENT, status="201") or 0) >= 1
+    # Route templates, never concrete ids; unknown paths are one label value.
+    assert (_value(samples, "paygate_http_requests_total", method="GET",
+                   route=INTENT + "/{intent_id}", status="200") or 0) >= 1
+    assert (_value(samples, "paygate_http_requests_total", route="unmatched", status="404") or 0) >= 1
+    assert not any(intent["paymentIntentId"] in str(s.labels) for s in samples)
+    assert (_value(samples, "paygate_http_request_duration_seconds_count", method="POST", route=INTENT) or 0) >= 1
+    assert _value(samples, "paygate_http_request_duration_seconds_bucket", method="POST", route=INTENT, le="+Inf")
+    assert _value(samples, "paygate_http_requests_in_progress") is not None
+    assert (_value(samples, "paygate_payment_intents", status="created") or 0) >= 1
+    assert _value(samples, "paygate_payment_intents", status="succeeded") is not None
+    assert _value(samples, "paygate_reconcile_backlog") is not None
+    assert _value(samples, "paygate_reconcile_overdue") is not None
+    assert _value(samples, "paygate_metrics_database_up") == 1.0
+    assert (_value(samples, "paygate_processor_request_duration_seconds_count",
+                   connector="simulator", operation="lookup", outcome="unknown") or 0) >= 1
+
+
+async def test_metrics_token_is_required_when_configured(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path, metrics_token="scrape-secret-1")
+    async with running_gateway(settings) as gw:
+        missing = await gw.http.get("/metrics")
+        wrong = await gw.http.get("/metrics", headers={"Authorization": "Bearer nope"})
+        right = await gw.http.get("/metrics", headers={"Authorization": "Bearer scrape-secret-1"})
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_credentials"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert wrong.status_code == 401 and "paygate_" not in wrong.text
+    assert right.status_code == 200 and "paygate_http_requests_total" in right.text
+
+
+def test_multiprocess_mode_adds_up_every_worker(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, a scrape in one process sees the others' counts."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    record = textwrap.dedent("""
+        from paygate_server.observability.metrics import HTTP_REQUESTS
+        HTTP_REQUESTS.labels("GET", "/healthz", "200").inc(3)
+    """)
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", record], env=env, check=True, timeout=60)
+    scrape = textwrap.dedent("""
+        from prometheus_client import generate_latest
+        from paygate_server.observability.metrics import scrape_registry
+        print(generate_latest(scrape_registry()).decode())
+    """)
+    out = subprocess.run([sys.executable, "-c", scrape], env=env, check=True, timeout=60,
+                         capture_output=True, text=True).stdout
+    assert _value(_samples(out), "paygate_http_requests_total", route="/healthz", status="200") == 6.0

@@ -1,0 +1,279 @@
+"""Webhook delivery end to end in one gateway (relay + dispatcher running), to a real HTTP
+receiver on loopback; every delivery is verified with the third-party ``standardwebhooks``."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+from sqlalchemy import select
+from standardwebhooks.webhooks import Webhook
+
+from paygate_server.db.schema_history import webhook_deliveries, webhook_events
+from paygate_server.webhooks import guard
+from tests.server.webhooks.receiver import Received, Receiver
+from tests.support.app import TEST_MASTER_KEY, InProcessGateway, running_gateway
+from tests.support.app import test_settings as gateway_settings
+from tests.support.signing import SignedClient
+
+HOOKS = "/api/v1/webhooks"
+FAST = dict(run_background=True, webhook_allow_private=True, webhook_retry_schedule_s=(0.05, 0.1, 0.2, 0.4),
+            webhook_poll_interval_s=0.02, relay_poll_interval_s=0.02, relay_lease_retry_s=0.05,
+            archive_linger_s=0.05, reconcile_sweep_interval_s=60.0)
+
+
+@pytest.fixture
+def make_gateway(database_url: str, tmp_path: Path) -> Callable[..., Any]:
+    def make(**overrides: Any) -> Any:
+        return running_gateway(gateway_settings(database_url, tmp_path, **{**FAST, **overrides}))
+
+    return make
+
+
+@pytest.fixture
+async def live(make_gateway: Callable[..., Any]) -> AsyncIterator[InProcessGateway]:
+    async with make_gateway() as g:
+        yield g
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def endpoint(shop: SignedClient, url: str, **extra: Any) -> dict[str, Any]:
+    r = await shop.post(HOOKS, {"url": url, **extra})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def verified(request: Received, secret: str) -> dict[str, Any]:
+    """Verified by the third-party library (raises if the signature is wrong)."""
+    return Webhook(secret).verify(request.body, request.headers)
+
+
+async def test_deliveries_verify_with_standardwebhooks(live: InProcessGateway) -> None:
+    shop = await live.new_merchant()
+    async with Receiver() as everything, Receiver() as only_canceled:
+        hook = await endpoint(shop, everything.url())
+        picky = await endpoint(shop, only_canceled.url(), events=["payment_intent.canceled"])
+        intent = await shop.create_intent()
+        pid = intent["paymentIntentId"]
+        assert (await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})).status_code == 200
+        await wait_until(lambda: len(everything.requests) >= 2 and len(only_canceled.requests) >= 1, what="deliveries")
+
+        payloads = sorted((verified(r, hook["secret"]) for r in everything.requests), key=lambda p: p["timestamp"])
+        assert [p["type"] for p in payloads] == ["payment_intent.created", "payment_intent.canceled"]
+        assert set(payloads[0]) == {"type", "timestamp", "data"} and payloads[0]["timestamp"].endswith("Z")
+        expected = {k: v for k, v in intent.items() if k != "clientSecret"}
+        assert payloads[0]["data"] == expected
+        assert payloads[1]["data"]["status"] == "canceled" and "clientSecret" not in payloads[1]["data"]
+        ids = [r.webhook_id for r in everything.requests]
+        assert all(i.startswith("evt_") for i in ids) and len(set(ids)) == 2
+        request = everything.requests[0]
+        assert request.method == "POST" and request.headers["content-type"] == "application/json"
+        assert request.headers["webhook-signature"].startswith("v1,")
+        assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
+
+        [canceled] = only_canceled.requests
+        assert verified(canceled, picky["secret"])["type"] == "payment_intent.canceled"
+        assert canceled.webhook_id in ids  # one event, the same id to every endpoint
+        with pytest.raises(Exception):
+            verified(canceled, hook["secret"])  # each endpoint has its own secret
+
+
+async def test_a_receiver_failing_for_a_while_gets_every_event_with_the_same_id(live: InProcessGateway) -> None:
+    shop = await live.new_merchant()
+    failures = {"left": 5}
+
+    async def flaky(_: Received) -> tuple[int, dict[str, str]]:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            return 503, {}
+        return 200, {}
+
+    async with Receiver(flaky) as receiver:
+        hook = await endpoint(shop, receiver.url())
+        pids = [(await shop.create_intent())["paymentIntentId"] for _ in range(2)]
+        for pid in pids:
+            await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
+        async def read_events() -> dict[str, str]:
+            async with live.gateway.db.read() as conn:
+                return {r.id: r.payload for r in await conn.execute(
+                    select(webhook_events.c.id, webhook_events.c.payload).where(
+                        webhook_events.c.merchant_id == shop.creds.merchant_id))}
+
+        deadline = time.monotonic() + 15
+        while len(events := await read_events()) < 4 or not receiver.delivered_ids() >= set(events):
+            assert time.monotonic() < deadline, "timed out waiting for recovery"
+            await asyncio.sleep(0.02)
+
+        attempts: dict[str, list[Received]] = {}
+        for r in receiver.requests:
+            attempts.setdefault(r.webhook_id, []).append(r)
+            verified(r, hook["secret"])  # every attempt is signed afresh
+        assert set(attempts) == set(events)
+        assert sum(len(a) for a in attempts.values()) == 4 + 5  # every event once more per failure
+        for event_id, tries in attempts.items():
+            assert {t.body for t in tries} == {events[event_id].encode()}  # same id, same body
+        async def rows() -> list[Any]:
+            async with live.gateway.db.read() as conn:
+                return (await conn.execute(select(webhook_deliveries).where(
+                    webhook_deliveries.c.merchant_id == shop.creds.merchant_id))).all()
+
+        while {r.status for r in await rows()} != {"delivered"}:  # recorded just after the 200
+            assert time.monotonic() < deadline, await rows()
+            await asyncio.sleep(0.02)
+        assert sum(r.attempts for r in await rows()) == 9
+
+
+async def test_410_disables_the_endpoint(live: InProcessGateway) -> None:
+    shop = await live.new_merchant()
+
+    async def gone(_: Received) -> tuple[int, dict[str, str]]:
+        return 410, {}
+
+    async with Receiver(gone) as receiver:
+        hook = await endpoint(shop, receiver.url())
+        await shop.create_intent()
+
+        async def status() -> str:
+            return (await shop.get(HOOKS)).json()["data"][0]["status"]
+
+        deadline = time.monotonic() + 15
+        while await status() != "disabled":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert len(receiver.requests) == 1  # not retried
+        listed = (await shop.get(HOOKS)).json()["data"][0]
+        assert listed["webhookEndpointId"] == hook["webhookEndpointId"] and "410" in listed["disabledReason"]
+
+        pid = (await shop.create_intent())["paymentIntentId"]
+
+        async def event_exists() -> bool:
+            async with live.gateway.db.read() as conn:
+                return (await conn.execute(select(webhook_events.c.id).where(
+                    webhook_events.c.intent_id == pid))).first() is not None
+
+        while not await event_exists():
+            assert time.monotonic() < deadline + 15
+            await asyncio.sleep(0.02)
+        async with live.gateway.db.read() as conn:
+            pending = (await conn.execute(select(webhook_deliveries).where(
+                webhook_deliveries.c.endpoint_id == hook["webhookEndpointId"],
+                webhook_deliveries.c.status == "pending"))).all()
+        assert pending == [] and len(receiver.requests) == 1
+
+
+async def test_failed_deliveries_are_replayed_with_the_same_id(
+        live: InProcessGateway, database_url: str, tmp_path: Path) -> None:
+    shop = await live.new_merchant()
+    healthy = {"ok": False}
+
+    async def down_then_up(_: Received) -> tuple[int, dict[str, str]]:
+        return (200, {}) if healthy["ok"] else (500, {})
+
+    async with Receiver(down_then_up) as receiver:
+        hook = await endpoint(shop, receiver.url(), events=["payment_intent.created"])
+        await shop.create_intent()
+
+        async def failed() -> list[Any]:
+            async with live.gateway.db.read() as conn:
+                return (await conn.execute(select(webhook_deliveries).where(
+                    webhook_deliveries.c.endpoint_id == hook["webhookEndpointId"],
+                    webhook_deliveries.c.status == "failed"))).all()
+
+        deadline = time.monotonic() + 15
+        while not (rows := await failed()):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert rows[0].attempts == 5 and rows[0].last_status_code == 500  # 1 + the 4 retries
+        assert len(receiver.requests) == 5
+
+        healthy["ok"] = True
+        env = {"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path),
+               "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}
+        out = subprocess.run([sys.executable, "-m", "paygate_server", "webhooks", "replay", "--endpoint",
+                              hook["webhookEndpointId"], "--json"], env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and json.loads(out.stdout) == {"replayed": 1}, out.stderr
+        await wait_until(lambda: receiver.delivered_ids(), what="the replayed delivery")
+        assert {r.webhook_id for r in receiver.requests} == receiver.delivered_ids()  # the same id
+        verified(receiver.requests[-1], hook["secret"])
+
+
+async def test_a_slow_endpoint_never_delays_the_others(make_gateway: Callable[..., Any]) -> None:
+    release = asyncio.Event()
+
+    async def hang(_: Received) -> tuple[int, dict[str, str]]:
+        await release.wait()
+        return 200, {}
+
+    async with make_gateway(webhook_timeout_s=8.0, webhook_endpoint_concurrency=2) as live:
+        slow_shop, fast_shop = await live.new_merchant(), await live.new_merchant()
+        async with Receiver(hang) as slow, Receiver() as fast:
+            await endpoint(slow_shop, slow.url())
+            await endpoint(fast_shop, fast.url())
+            for _ in range(6):
+                await slow_shop.create_intent()
+            await wait_until(lambda: len(slow.requests) >= 2, what="the slow endpoint's first attempts")
+            started = time.monotonic()
+            for _ in range(4):
+                await fast_shop.create_intent()
+            await wait_until(lambda: len(fast.delivered_ids()) == 4, timeout=6.0, what="the fast endpoint")
+            assert time.monotonic() - started < 6.0
+            assert len(slow.requests) == 2  # its concurrency bound: the rest wait in the table
+            release.set()
+
+
+async def test_redirects_are_not_followed(live: InProcessGateway) -> None:
+    shop = await live.new_merchant()
+
+    async def moved(request: Received) -> tuple[int, dict[str, str]]:
+        return 307, {"Location": "/elsewhere"}
+
+    async with Receiver(moved) as receiver:
+        hook = await endpoint(shop, receiver.url(), events=["payment_intent.created"])
+        await shop.create_intent()
+        await wait_until(lambda: len(receiver.requests) >= 2, what="a retry")
+        assert {r.path for r in receiver.requests} == {"/hook"}
+        async with live.gateway.db.read() as conn:
+            row = (await conn.execute(select(webhook_deliveries).where(
+                webhook_deliveries.c.endpoint_id == hook["webhookEndpointId"]))).one()
+        assert row.last_status_code == 307 and row.status in ("pending", "failed")
+
+
+async def test_a_name_that_later_resolves_to_loopback_is_refused_at_delivery(
+        make_gateway: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([["93.184.216.34"]])  # public when the endpoint is created ...
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        assert host == "hooks.rebind.test"
+        return next(answers, ["127.0.0.1"])  # ... loopback ever after (DNS rebinding)
+
+    monkeypatch.setattr(guard, "resolve_host", rebinding)
+    async with make_gateway(webhook_allow_private=False) as live, Receiver() as receiver:
+        shop = await live.new_merchant()
+        hook = await endpoint(shop, receiver.url(host="hooks.rebind.test"), events=["payment_intent.created"])
+        await shop.create_intent()
+
+        async def attempted() -> Any:
+            async with live.gateway.db.read() as conn:
+                return (await conn.execute(select(webhook_deliveries).where(
+                    webhook_deliveries.c.endpoint_id == hook["webhookEndpointId"],
+                    webhook_deliveries.c.attempts > 0))).first()
+
+        deadline = time.monotonic() + 15
+        while (row := await attempted()) is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert "loopback, private or link-local" in row.last_error
+        assert receiver.requests == []  # the guard runs before any connection
