@@ -56,7 +56,7 @@ def _extensions() -> list[Any]:
     return [importlib.import_module(name) for name in EXTENSIONS]
 
 async def build_gateway(settings: Settings) -> Gateway:
-    db = create_database(settings.resolved_database_url)
+    db = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     try:
         await check_schema(db)
     except Exception:

@@ -31,6 +31,8 @@ class Settings:
     database_url: str = ""
     processor_url: str = "http://127.0.0.1:8081"
     master_key: str | None = None
+    # Connections kept per process (PostgreSQL); a new one costs the server a fork.
+    db_pool_size: int = 20
     # The gateway's own public origin (for checkout.js and the iframe); derived from the
     # request when unset.
     public_url: str | None = None
@@ -140,6 +142,7 @@ class Settings:
             database_url=env.get("PAYGATE_DATABASE_URL", ""),
             processor_url=env.get("PAYGATE_PROCESSOR_URL") or d.processor_url,
             master_key=env.get("PAYGATE_MASTER_KEY") or None,
+            db_pool_size=int(env.get("PAYGATE_DB_POOL_SIZE", d.db_pool_size)),
             public_url=env.get("PAYGATE_PUBLIC_URL") or None,
             timestamp_tolerance_s=int(env.get("PAYGATE_TIMESTAMP_TOLERANCE_S", d.timestamp_tolerance_s)),
             key_cache_ttl_s=float(env.get("PAYGATE_KEY_CACHE_TTL_S", d.key_cache_ttl_s)),

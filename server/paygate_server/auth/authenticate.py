@@ -90,7 +90,7 @@ class Authenticator:
         # Remember the nonce until its timestamp leaves the window: after that the
         # timestamp check alone refuses a replay.
         expires_at = (ts + self._tolerance_s + 1) * 1_000_000
-        async with self._db.write() as conn:
+        async with self._db.write_one() as conn:
             fresh = await insert_ignore(
                 conn, request_nonces, {"api_key": api_key, "nonce": nonce, "expires_at": expires_at},
             )

@@ -36,7 +36,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = normalize_database_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
@@ -52,7 +52,9 @@ class Database:
             self._group = GroupCommitter(self._write_engine)
         else:
             self.engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=False
+                # A pool big enough for the request concurrency: overflow connections are
+                # closed on return, and a new PostgreSQL connection costs a backend fork.
+                self.url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=False
             )
             self._write_engine = self.engine
             self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -64,6 +66,18 @@ class Database:
                 yield conn
         else:
             async with self._write_engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def write_one(self) -> AsyncIterator[AsyncConnection]:
+        """For a single, self-contained write statement: on PostgreSQL an autocommit
+        connection (one round trip instead of BEGIN + statement + COMMIT); on SQLite a
+        group-commit unit like any write."""
+        if self._group is not None:
+            async with self._group.unit() as conn:
+                yield conn
+        else:
+            async with self._read_engine.connect() as conn:
                 yield conn
 
     @asynccontextmanager

@@ -134,26 +134,23 @@ class ApiContext:
     async def first_phase(self, phase: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """The first transaction of a multi-phase operation (processing, refunds).
 
-        With an ``Idempotency-Key`` the key is claimed first, in its own transaction, so a
-        concurrent duplicate sees it in progress (409) rather than waiting. A stored
-        response raises :class:`Replayed`; a client error here is stored for replay; any
-        other failure releases the claim so a retry runs again. The caller completes the
-        key with its final response (``self.idempotency.complete``).
+        With an ``Idempotency-Key`` the key is claimed ``in_progress`` in the same
+        transaction (so the claim and the first state change commit together); a duplicate
+        arriving while later phases run sees it in progress (409). A stored response
+        raises :class:`Replayed`; a client error is stored for replay (in a transaction of
+        its own, the phase's having rolled back); an internal failure stores nothing. The
+        caller completes the key with its final response.
         """
         db = self.gateway.db
         scope = self.idempotency
-        if scope is not None and (replay := await scope.claim(db)) is not None:
-            raise Replayed(replay)
         try:
             async with db.write() as conn:
+                if scope is not None and (replay := await scope.begin(conn)) is not None:
+                    raise Replayed(replay)
                 return await phase(conn)
         except ApiError as exc:
             if scope is not None:
                 await scope.store_error(db, exc, self.request_id)
-            raise
-        except BaseException:
-            if scope is not None:
-                await scope.release(db)
             raise
 
 

@@ -119,6 +119,19 @@ class IdempotencyScope:
             .values(state="done", response_status=status, response_body=body)
         )
 
+    async def complete_once(self, conn: AsyncConnection, status: int, body: bytes) -> bool:
+        """Store the response unless someone already did (first writer wins)."""
+        result = await conn.execute(
+            update(keys).where(self._where(), keys.c.state == "in_progress")
+            .values(state="done", response_status=status, response_body=body)
+        )
+        return result.rowcount == 1
+
+    async def stored(self, conn: AsyncConnection) -> tuple[int, bytes] | None:
+        row = (await conn.execute(select(keys.c.response_status, keys.c.response_body)
+                                  .where(self._where(), keys.c.state == "done"))).first()
+        return None if row is None else (row.response_status, bytes(row.response_body))
+
     async def store_error(self, db: Database, exc: ApiError, request_id: str) -> None:
         """An operation that started and then failed with a client error replays that error."""
         if exc.code in {"idempotency_key_reused", "idempotency_request_in_progress"}:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -118,8 +118,9 @@ async def begin_attempt(
         # The partial unique index: another attempt is in flight or already succeeded.
         raise ApiError("intent_state_conflict", "another payment attempt is in flight for this intent") from None
     # If this process dies mid-call, the reconciler owns the attempt after the grace period.
-    await schedule_check(conn, "charge", attempt.transaction_id, intent_id, merchant_id,
-                         now + int(in_flight_grace_s * _US))
+    await conn.execute(insert(reconcile_queue).values(
+        kind="charge", object_id=attempt.transaction_id, intent_id=intent_id, merchant_id=merchant_id,
+        due_at=now + int(in_flight_grace_s * _US), checks=0, created_at=now))
     return row, attempt
 
 
@@ -135,6 +136,7 @@ async def apply_charge_result(
     *,
     schedule: tuple[float, ...],
     checks: int = 0,
+    on_settled: Callable[[AsyncConnection, Mapping[str, Any]], Awaitable[None]] | None = None,
 ) -> Mapping[str, Any] | None:
     """Record what the processor said about an attempt, once.
 
@@ -183,5 +185,8 @@ async def apply_charge_result(
         return None
     await conn.execute(delete(reconcile_queue).where(
         reconcile_queue.c.kind == "charge", reconcile_queue.c.object_id == transaction_id))
-    return await intent_repo.transition(conn, txn.merchant_id, txn.intent_id,
-                                        from_statuses=("in_progress",), values=intent_values)
+    row = await intent_repo.transition(conn, txn.merchant_id, txn.intent_id,
+                                       from_statuses=("in_progress",), values=intent_values)
+    if row is not None and on_settled is not None:
+        await on_settled(conn, row)  # e.g. the request's idempotent response, in this transaction
+    return row

@@ -80,7 +80,16 @@ class ProcessingService:
         gateway.notifier.publish(intent_id)
         crash_point(settings.fault_point, "after_attempt_commit")
 
-        task = asyncio.create_task(self._charge(attempt, card), name=f"charge-{attempt.transaction_id}")
+        stored_with_outcome = False
+
+        async def store_final(conn: Any, row: Mapping[str, Any]) -> None:
+            # Settled within the request: its answer commits with the outcome.
+            nonlocal stored_with_outcome
+            if scope is not None:
+                stored_with_outcome = await scope.complete_once(conn, 200, jsoncodec.dumps(render_intent(row)))
+
+        task = asyncio.create_task(self._charge(attempt, card, store_final),
+                                   name=f"charge-{attempt.transaction_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         row: Mapping[str, Any] | None
@@ -93,9 +102,15 @@ class ProcessingService:
                 row = await intent_repo.get_intent(conn, ctx.merchant_id, intent_id)
         assert row is not None
         data = jsoncodec.dumps(render_intent(row))
-        if scope is not None:
+        if scope is not None and row["status"] == "in_progress":
+            # Answering before the outcome: store this answer, unless the outcome's
+            # transaction stored the final one meanwhile — then answer with that.
             async with db.write() as conn:
-                await scope.complete(conn, 200, data)
+                if not await scope.complete_once(conn, 200, data) and (stored := await scope.stored(conn)):
+                    return Response(stored[1], stored[0], media_type="application/json")
+        elif scope is not None and not stored_with_outcome:
+            async with db.write() as conn:  # settled by someone else (a reconciler) first
+                await scope.complete_once(conn, 200, data)
         return Response(data, 200, media_type="application/json")
 
     async def _call_processor(self, request: ChargeRequest) -> ChargeResult:
@@ -122,7 +137,9 @@ class ProcessingService:
                 killer.cancel()
         return result
 
-    async def _charge(self, attempt: Attempt, card: ResolvedCard) -> Mapping[str, Any] | None:
+    async def _charge(self, attempt: Attempt, card: ResolvedCard,
+                      on_settled: Callable[[Any, Mapping[str, Any]], Awaitable[None]] | None = None,
+                      ) -> Mapping[str, Any] | None:
         gateway = self._gateway
         request = ChargeRequest(
             reference=attempt.reference, payment_intent_id=attempt.intent_id,
@@ -134,7 +151,8 @@ class ProcessingService:
             crash_point(gateway.settings.fault_point, "after_processor_approved")
         async with gateway.db.write() as conn:
             row = await apply_charge_result(conn, attempt.transaction_id, result,
-                                            schedule=gateway.settings.reconcile_schedule_s)
+                                            schedule=gateway.settings.reconcile_schedule_s,
+                                            on_settled=on_settled)
         gateway.notifier.publish(attempt.intent_id)
         if card.after_authorization is not None and result.outcome not in (ChargeOutcome.UNKNOWN, ChargeOutcome.RETRY):
             try:
