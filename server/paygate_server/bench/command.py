@@ -45,6 +45,8 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--workers", type=int, default=1, help="--spawn: gateway worker processes (default 1)")
     g.add_argument("--database-url", help="--spawn: the gateway's database (default a fresh SQLite file); "
                                           "otherwise: where to create merchants (with PAYGATE_MASTER_KEY)")
+    g.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="--spawn: extra environment for the gateway (repeatable), e.g. PAYGATE_RELAY=0")
     g.add_argument("--data-dir", type=Path, help="--spawn: keep databases and logs here (default a temp dir, removed)")
     g.add_argument("--gateway-url", help="a running gateway (loopback only)")
     g.add_argument("--simulator-url", help="its processor simulator (for --processor-latency-ms and its CPU)")
@@ -103,6 +105,8 @@ def _check(args: argparse.Namespace) -> None:
         raise CommandError("--procs, --workers, --merchants and --jwe-pool must be at least 1")
     if args.rate < 0 or (args.rate == 0 and args.concurrency < 1):
         raise CommandError("--concurrency must be at least 1 (or give --rate)")
+    if any("=" not in item or not item.split("=", 1)[0] for item in args.gateway_env):
+        raise CommandError("--gateway-env takes NAME=VALUE")
     if args.processor_latency_ms is not None and args.processor_latency_ms < 0:
         raise CommandError("--processor-latency-ms must not be negative")
 
@@ -110,9 +114,10 @@ def _check(args: argparse.Namespace) -> None:
 @contextlib.contextmanager
 def _target(args: argparse.Namespace) -> Iterator[targets.Target]:
     if args.spawn:
+        extra_env = dict(item.split("=", 1) for item in args.gateway_env)
         with targets.spawned_stack(database_url=args.database_url, workers=args.workers,
                                    merchants=args.merchants if args.credentials is None else 1,
-                                   data_dir=args.data_dir) as target:
+                                   data_dir=args.data_dir, extra_env=extra_env) as target:
             if args.credentials is not None:
                 target.merchants = targets.load_credentials(args.credentials)
             yield target
@@ -206,6 +211,7 @@ def _run(args: argparse.Namespace, target: targets.Target) -> dict[str, Any]:
         "jwePool": len(jwes),
         "target": {"gateway": target.gateway_url, "simulator": target.simulator_url,
                    "database": target.database, "workers": target.workers,
-                   "spawned": bool(args.spawn), "dataDir": str(args.data_dir) if args.data_dir else None},
+                   "spawned": bool(args.spawn), "dataDir": str(args.data_dir) if args.data_dir else None,
+                   "gatewayEnv": args.gateway_env or None},
     }
     return build_report(result, scenario=args.scenario, context=context)

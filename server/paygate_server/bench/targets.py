@@ -141,6 +141,19 @@ def _database_kind(url: str) -> str:
     return "sqlite" if url.startswith("sqlite") else "postgresql" if url.startswith("postgres") else url.split(":", 1)[0]
 
 
+def _no_delay(service: ServiceProcess) -> None:
+    """TCP_NODELAY on the pre-bound listening socket (Linux copies it to every accepted
+    connection). uvicorn's ``--fd`` wraps an inherited descriptor as AF_UNIX whatever it
+    is, so it never sets TCP_NODELAY on the TCP connections it accepts, and a response
+    written in two segments (head, then body) waits for the client's delayed ACK: +40 ms
+    on most requests. ``paygate serve --host/--port`` is not affected; procs.py should
+    set this itself (see docs/performance.md) — until then the bench does it for its own
+    stack. ``_sock`` is ServiceProcess's listening socket."""
+    sock: socket.socket = service._sock
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 @contextlib.contextmanager
 def spawned_stack(*, database_url: str | None, workers: int, merchants: int,
                   data_dir: Path | None, extra_env: dict[str, str] | None = None) -> Iterator[Target]:
@@ -169,6 +182,8 @@ def spawned_stack(*, database_url: str | None, workers: int, merchants: int,
         env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
     gateway = ServiceProcess(lambda fd: gateway_command(fd, workers=workers),
                              log_path=folder / "gateway.log", env=env, startup_timeout_s=60.0)
+    for service in (simulator, gateway):
+        _no_delay(service)
     try:
         _migrate(env)
         creds = create_merchants(merchants, env)
