@@ -1,0 +1,64 @@
+"""``paygate bench --spawn``: a short real run (SQLite), its JSON, and a cross-check of the
+payments it reports against the gateway's database and the processor's records."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENDPOINT_FIELDS = {"count", "perSecond", "meanMs", "p50Ms", "p95Ms", "p99Ms", "maxMs", "errors"}
+
+
+def _paygate(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    return subprocess.run([sys.executable, "-m", "paygate_server", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_spawned_bench_reports_payments_that_really_happened(tmp_path: Path) -> None:
+    done = _paygate("bench", "--spawn", "--data-dir", str(tmp_path), "--duration", "3", "--warmup", "0.5",
+                    "--merchants", "2", "--concurrency", "8", "--jwe-pool", "4", "--json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    assert report["scenario"] == "payment" and report["mode"] == "closed"
+    assert report["target"]["database"] == "sqlite" and report["target"]["workers"] == 1
+    completed = report["throughput"]["completed"]
+    assert completed > 0 and report["paymentsPerSecond"] > 0
+    assert report["throughput"]["outcomes"] == {"succeeded": completed}
+    assert report["errors"] == {}
+    for name in ("create", "process", "status", "payment"):
+        assert ENDPOINT_FIELDS <= report["endpoints"][name].keys()
+        e = report["endpoints"][name]
+        assert e["count"] >= completed and e["p50Ms"] <= e["p95Ms"] <= e["p99Ms"] <= e["maxMs"]
+    for group in ("gateway", "simulator", "loadgen"):
+        cpu = report["cpu"][group]
+        assert cpu["seconds"] > 0 and cpu["processes"], group
+        assert report["cpuSecondsPerPayment"][group] == pytest.approx(cpu["seconds"] / completed, rel=0.01)
+    assert len(report["loadAverage"]["before"]) == 3
+
+    # Every payment the gateway calls succeeded was charged exactly once at the processor,
+    # and the window's count is part of them (warm-up and drain payments succeed too).
+    with sqlite3.connect(tmp_path / "paygate.db") as db:
+        succeeded = db.execute("SELECT count(*) FROM payment_intents WHERE status = 'succeeded'").fetchone()[0]
+        merchants = {r[0] for r in db.execute("SELECT DISTINCT merchant_id FROM payment_intents")}
+    with sqlite3.connect(tmp_path / "simulator.db") as sim:
+        approved = sim.execute("SELECT count(*) FROM charges WHERE status = 'approved'").fetchone()[0]
+        per_intent = sim.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM charges GROUP BY payment_intent_id)").fetchone()[0]
+    assert succeeded == approved >= completed
+    assert per_intent == 1
+    assert merchants == set(report["merchantIds"])
+
+
+def test_bench_refuses_targets_off_this_machine(tmp_path: Path) -> None:
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps({"merchantId": "mer_x", "apiKey": "pk_test_x", "signingSecret": "sk_test_x"}))
+    done = _paygate("bench", "--gateway-url", "http://192.0.2.10:8080", "--credentials", str(creds),
+                    "--duration", "1", timeout=30)
+    assert done.returncode == 2
+    assert "loopback" in done.stderr
