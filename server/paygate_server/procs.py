@@ -45,6 +45,10 @@ class ServiceProcess:
         self.startup_timeout_s = startup_timeout_s
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # uvicorn wraps an inherited descriptor as AF_UNIX and so never sets TCP_NODELAY on
+        # what it accepts; set it here (Linux copies it to accepted sockets), or every
+        # response written in two segments waits ~40 ms for the client's delayed ACK.
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.bind((host, port))
         self._sock.listen(2048)
         self.host, self.port = self._sock.getsockname()[:2]

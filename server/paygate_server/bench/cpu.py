@@ -13,21 +13,21 @@ and were reaped by a tracked parent (their CPU moves into the parent's ``cutime`
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 __all__ = [
-    "ProcStat",
-    "CpuSample",
+    "CLOCK_TICKS",
     "CpuGroup",
-    "parse_stat",
+    "CpuSample",
+    "ProcStat",
     "cpu_seconds_between",
     "cpu_split_between",
     "descendants",
-    "pids_listening_on",
     "load_average",
-    "CLOCK_TICKS",
+    "parse_stat",
+    "pids_listening_on",
 ]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["HttpConnection", "HttpError", "Response", "ConnectionPool"]
+__all__ = ["ConnectionPool", "HttpConnection", "HttpError", "Response"]
 
 
 class HttpError(Exception):
@@ -19,7 +19,7 @@ class HttpError(Exception):
 
 
 class Response:
-    __slots__ = ("status", "body", "close")
+    __slots__ = ("body", "close", "status")
 
     def __init__(self, status: int, body: bytes, close: bool) -> None:
         self.status = status
@@ -145,9 +145,11 @@ class HttpConnection:
             await self.connect()
             protocol = self._protocol
             assert protocol is not None and protocol.transport is not None
+        transport = protocol.transport
+        assert transport is not None
         waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         protocol.waiter = waiter
-        protocol.transport.write(b"".join((
+        transport.write(b"".join((
             f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), self._host_header,
             b"Content-Length: %d\r\n" % len(body), headers, b"\r\n", body,
         )))

@@ -5,7 +5,7 @@ from typing import Any
 
 from paygate_server.bench.runner import RunResult
 
-__all__ = ["build_report", "render_table", "ENDPOINT_ORDER"]
+__all__ = ["ENDPOINT_ORDER", "build_report", "render_table"]
 
 ENDPOINT_ORDER = ("create", "process", "status", "status_wait", "payment")
 _UNITS = {"payment": "payments", "create": "intents created", "status": "status reads",

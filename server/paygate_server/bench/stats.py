@@ -8,10 +8,10 @@ not six million floats). Histograms from several worker processes merge by addin
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
-__all__ = ["LatencyHistogram", "exact_percentile", "PERCENTILES"]
+__all__ = ["PERCENTILES", "LatencyHistogram", "exact_percentile"]
 
 PERCENTILES = (50.0, 95.0, 99.0)
 _GROWTH = 1.01  # bucket width: 1 % of the value
@@ -41,10 +41,8 @@ class LatencyHistogram:
         self.counts[index] = self.counts.get(index, 0) + 1
         self.count += 1
         self.total_s += seconds
-        if seconds < self.min_s:
-            self.min_s = seconds
-        if seconds > self.max_s:
-            self.max_s = seconds
+        self.min_s = min(self.min_s, seconds)
+        self.max_s = max(self.max_s, seconds)
 
     def merge(self, other: LatencyHistogram) -> None:
         for index, n in other.counts.items():

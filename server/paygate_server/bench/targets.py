@@ -15,9 +15,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,14 +28,14 @@ from paygate_server.procs import ServiceProcess, gateway_command
 __all__ = [
     "Target",
     "TargetError",
+    "create_merchants",
+    "database_server_pids",
     "ensure_loopback",
     "load_credentials",
-    "create_merchants",
-    "spawned_stack",
-    "set_processor_latency",
-    "restore_faults",
     "make_jwe_pool",
-    "database_server_pids",
+    "restore_faults",
+    "set_processor_latency",
+    "spawned_stack",
 ]
 
 MERCHANT_CLI_PARALLEL = 4
@@ -65,7 +66,7 @@ def ensure_loopback(url: str) -> tuple[str, int]:
     host = parts.hostname
     port = parts.port or 80
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
     except socket.gaierror:
         raise TargetError(f"{url}: cannot resolve {host}") from None
     if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
@@ -115,7 +116,8 @@ def create_merchants(count: int, env: dict[str, str]) -> list[dict[str, str]]:
 
 
 def _migrate(env: dict[str, str]) -> None:
-    done = subprocess.run(_cli("db", "upgrade"), env={**os.environ, **env}, capture_output=True, timeout=300)
+    done = subprocess.run(_cli("db", "upgrade"), env={**os.environ, **env}, capture_output=True, timeout=300,
+                          check=False)
     if done.returncode != 0:
         raise TargetError(f"paygate db upgrade failed: {done.stderr.decode(errors='replace').strip()}")
 

@@ -11,16 +11,17 @@ import asyncio
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
-
 from paygate._signing import compute_signature, format_timestamp
+
 from paygate_server.bench.http1 import ConnectionPool, HttpConnection, HttpError, Response
 from paygate_server.bench.stats import LatencyHistogram
 
-__all__ = ["WorkerConfig", "worker_main", "Recorder", "Signer", "FINAL_STATUSES", "SCENARIOS"]
+__all__ = ["FINAL_STATUSES", "SCENARIOS", "Recorder", "Signer", "WorkerConfig", "worker_main"]
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 SCENARIOS = ("payment", "create", "status", "process")
@@ -232,7 +233,7 @@ class Driver:
                 outcome = await self.process(send, signer, intent_id)
         self.rec.flow(scenario, started, time.monotonic(), outcome)
 
-    def flow(self, send: Send, signer: Signer, started: float) -> Awaitable[None]:
+    def flow(self, send: Send, signer: Signer, started: float) -> Coroutine[Any, Any, None]:
         if self.cfg.scenario == "payment":
             return self.payment_flow(send, signer, started)
         return self.single_flow(send, signer, started)
@@ -294,7 +295,8 @@ class Driver:
                         self.dropped += 1  # the gateway fell this far behind: shed, and say so
                     else:
                         # Latency counts from the *intended* start (no coordinated omission).
-                        task = asyncio.create_task(self.flow(pool.request, self.signers[n % len(self.signers)], next_at))
+                        signer = self.signers[n % len(self.signers)]
+                        task = asyncio.create_task(self.flow(pool.request, signer, next_at))
                         in_flight.add(task)
                         task.add_done_callback(in_flight.discard)
                     n += 1
@@ -352,6 +354,6 @@ def worker_main(cfg: WorkerConfig, queue: Any, control: Any) -> None:
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(_run(cfg, queue, control))
-    except BaseException as exc:  # noqa: BLE001 - the parent reports it
+    except BaseException as exc:
         queue.put(("failed", cfg.index, f"{type(exc).__name__}: {exc}"))
         raise

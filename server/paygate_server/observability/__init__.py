@@ -27,7 +27,7 @@ from paygate_server.observability.scrape import DatabaseGauges, metrics_endpoint
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["routes", "middleware", "setup", "teardown", "InstrumentedConnector", "MetricsMiddleware"]
+__all__ = ["InstrumentedConnector", "MetricsMiddleware", "middleware", "routes", "setup", "teardown"]
 
 routes = [Route("/metrics", metrics_endpoint, methods=["GET"])]
 middleware = [Middleware(MetricsMiddleware)]

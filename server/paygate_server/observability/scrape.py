@@ -11,7 +11,8 @@ import asyncio
 import hmac
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -67,8 +68,9 @@ class DatabaseGauges:
                                "1 if the last read of the database-derived gauges worked.")
         try:
             async with gateway.db.read() as conn:
-                by_status = dict((await conn.execute(
-                    select(payment_intents.c.status, func.count()).group_by(payment_intents.c.status))).all())
+                rows = (await conn.execute(
+                    select(payment_intents.c.status, func.count()).group_by(payment_intents.c.status))).all()
+                by_status: dict[str, int] = {str(status): int(n) for status, n in rows}
                 backlog = (await conn.execute(select(func.count()).select_from(reconcile_queue))).scalar_one()
                 overdue = (await conn.execute(select(func.count()).select_from(reconcile_queue)
                                               .where(reconcile_queue.c.due_at <= now_us()))).scalar_one()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from paygate_server.bench.cpu import (
     CLOCK_TICKS,
     CpuGroup,
