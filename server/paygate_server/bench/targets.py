@@ -148,9 +148,9 @@ def _no_delay(service: ServiceProcess) -> None:
     connection). uvicorn's ``--fd`` wraps an inherited descriptor as AF_UNIX whatever it
     is, so it never sets TCP_NODELAY on the TCP connections it accepts, and a response
     written in two segments (head, then body) waits for the client's delayed ACK: +40 ms
-    on most requests. ``paygate serve --host/--port`` is not affected; procs.py should
-    set this itself (see docs/performance.md) — until then the bench does it for its own
-    stack. ``_sock`` is ServiceProcess's listening socket."""
+    on most requests. ServiceProcess sets it itself now; the bench keeps doing it so its
+    latency numbers cannot regress silently if that changes. ``_sock`` is
+    ServiceProcess's listening socket."""
     sock: socket.socket = service._sock
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
