@@ -15,21 +15,42 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
 from paygate_server.db import Database
-from paygate_server.db.dialect import insert_ignore
 from paygate_server.db.schema import idempotency_keys as keys
+from paygate_server.db.statements import Sql, execute, fetch_one
 from paygate_server.errors import ApiError, error_body
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
 __all__ = ["IdempotencyScope", "parse_idempotency_key", "prune_idempotency_keys"]
+
+_KEY = "merchant_id = :merchant_id AND idempotency_key = :key"
+_INSERT = Sql(
+    "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_hash, state, locked_at, created_at)"
+    " VALUES (:merchant_id, :key, :request_hash, :state, :now, :now) ON CONFLICT DO NOTHING"
+)
+_EXISTING = Sql(
+    "SELECT request_hash, state, locked_at, response_status, response_body"
+    f" FROM idempotency_keys WHERE {_KEY}"
+)
+_TAKE_OVER = Sql(
+    f"UPDATE idempotency_keys SET locked_at = :now WHERE {_KEY}"
+    " AND state = 'in_progress' AND locked_at = :locked_at"
+)
+_COMPLETE = Sql(
+    "UPDATE idempotency_keys SET state = 'done', response_status = :status, response_body = :body"
+    f" WHERE {_KEY}"
+)
+_COMPLETE_ONCE = Sql(_COMPLETE.text + " AND state = 'in_progress'")
+_STORED = Sql(f"SELECT response_status, response_body FROM idempotency_keys WHERE {_KEY} AND state = 'done'")
+_RELEASE = Sql(f"DELETE FROM idempotency_keys WHERE {_KEY} AND state = 'in_progress'")
 
 
 def parse_idempotency_key(value: str | None) -> str | None:
@@ -60,44 +81,33 @@ class IdempotencyScope:
         digest.update(body)
         self.request_hash = digest.hexdigest()
 
-    def _where(self):  # type: ignore[no-untyped-def]
-        return (keys.c.merchant_id == self.merchant_id) & (keys.c.idempotency_key == self.key)
+    def _ids(self) -> dict[str, str]:
+        return {"merchant_id": self.merchant_id, "key": self.key}
 
     async def _insert(self, conn: AsyncConnection, state: str) -> bool:
-        now = now_us()
-        return await insert_ignore(conn, keys, {
-            "merchant_id": self.merchant_id, "idempotency_key": self.key,
-            "request_hash": self.request_hash, "state": state, "locked_at": now, "created_at": now,
-        })
+        return await execute(conn, _INSERT, **self._ids(), request_hash=self.request_hash,
+                             state=state, now=now_us()) == 1
 
     async def _existing(self, conn: AsyncConnection) -> Response | None:
         """Judge an existing row: replay, 422, 409, or None when a stale claim was taken over."""
-        row = (await conn.execute(
-            select(keys.c.request_hash, keys.c.state, keys.c.locked_at,
-                   keys.c.response_status, keys.c.response_body).where(self._where())
-        )).first()
+        row = await fetch_one(conn, _EXISTING, **self._ids())
         if row is None:  # pruned between our insert attempt and this read: treat as new
             return None
-        if row.request_hash != self.request_hash:
+        if row["request_hash"] != self.request_hash:
             raise ApiError(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used with a different request",
             )
-        if row.state == "done":
-            return _replay(row.response_status, bytes(row.response_body))
+        if row["state"] == "done":
+            return _replay(row["response_status"], bytes(row["response_body"]))
         stale_before = now_us() - self._gateway.settings.idempotency_lock_timeout_s * 1_000_000
-        if row.locked_at >= stale_before:
+        if row["locked_at"] >= stale_before or not await execute(
+            conn, _TAKE_OVER, **self._ids(), locked_at=row["locked_at"], now=now_us()
+        ):
             raise ApiError(
                 "idempotency_request_in_progress",
                 "a request with this Idempotency-Key is still being processed; retry later",
             )
-        taken = await conn.execute(
-            update(keys).where(self._where(), keys.c.state == "in_progress",
-                               keys.c.locked_at == row.locked_at).values(locked_at=now_us())
-        )
-        if taken.rowcount != 1:
-            raise ApiError("idempotency_request_in_progress",
-                           "a request with this Idempotency-Key is still being processed; retry later")
         return None
 
     async def begin(self, conn: AsyncConnection) -> Response | None:
@@ -109,28 +119,18 @@ class IdempotencyScope:
     async def claim(self, db: Database) -> Response | None:
         """In a transaction of its own (multi-phase operations)."""
         async with db.write() as conn:
-            if await self._insert(conn, "in_progress"):
-                return None
-            return await self._existing(conn)
+            return await self.begin(conn)
 
     async def complete(self, conn: AsyncConnection, status: int, body: bytes) -> None:
-        await conn.execute(
-            update(keys).where(self._where())
-            .values(state="done", response_status=status, response_body=body)
-        )
+        await execute(conn, _COMPLETE, **self._ids(), status=status, body=body)
 
     async def complete_once(self, conn: AsyncConnection, status: int, body: bytes) -> bool:
         """Store the response unless someone already did (first writer wins)."""
-        result = await conn.execute(
-            update(keys).where(self._where(), keys.c.state == "in_progress")
-            .values(state="done", response_status=status, response_body=body)
-        )
-        return result.rowcount == 1
+        return await execute(conn, _COMPLETE_ONCE, **self._ids(), status=status, body=body) == 1
 
     async def stored(self, conn: AsyncConnection) -> tuple[int, bytes] | None:
-        row = (await conn.execute(select(keys.c.response_status, keys.c.response_body)
-                                  .where(self._where(), keys.c.state == "done"))).first()
-        return None if row is None else (row.response_status, bytes(row.response_body))
+        row = await fetch_one(conn, _STORED, **self._ids())
+        return None if row is None else (row["response_status"], bytes(row["response_body"]))
 
     async def store_error(self, db: Database, exc: ApiError, request_id: str) -> None:
         """An operation that started and then failed with a client error replays that error."""
@@ -141,15 +141,12 @@ class IdempotencyScope:
             if await self._insert(conn, "done"):
                 await self.complete(conn, exc.status, body)
             else:
-                await conn.execute(
-                    update(keys).where(self._where(), keys.c.state == "in_progress")
-                    .values(state="done", response_status=exc.status, response_body=body)
-                )
+                await self.complete_once(conn, exc.status, body)
 
     async def release(self, db: Database) -> None:
         """Forget an in-progress claim after an internal failure, so a retry runs again."""
         async with db.write() as conn:
-            await conn.execute(delete(keys).where(self._where(), keys.c.state == "in_progress"))
+            await execute(conn, _RELEASE, **self._ids())
 
 
 async def prune_idempotency_keys(conn: AsyncConnection, ttl_s: int) -> int:

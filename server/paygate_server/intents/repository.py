@@ -1,16 +1,20 @@
-"""Payment intent storage (SQLAlchemy Core). Every state change is one conditional
-statement, so concurrent requests can never both win a transition."""
+"""Payment intent storage. Every state change is one conditional statement, so concurrent
+requests can never both win a transition.
+
+What every payment runs (insert, read, the processing transitions) is hand-written SQL on
+the driver (:mod:`paygate_server.db.statements`); the rest is SQLAlchemy Core."""
 from __future__ import annotations
 
 import hashlib
 from typing import Any, Mapping
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
 from paygate_server.db.schema import change_log, payment_intents as intents
+from paygate_server.db.statements import Sql, execute, fetch_one
 from paygate_server.ids import new_id, random_token
 from paygate_server.intents.schemas import CreateIntent
 
@@ -20,9 +24,28 @@ __all__ = [
     "get_intent_by_client_secret",
     "list_intents",
     "transition",
+    "start_processing",
+    "settle_processing",
     "history",
     "hash_client_secret",
 ]
+
+
+_COLUMNS = ", ".join(c.name for c in intents.c)
+_INSERT = Sql(f"INSERT INTO payment_intents ({_COLUMNS}) VALUES ({', '.join(':' + c.name for c in intents.c)})")
+_BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
+_GET = Sql(f"SELECT {_COLUMNS} FROM payment_intents WHERE {_BY_ID}")
+_START_PROCESSING = Sql(
+    "UPDATE payment_intents SET status = 'in_progress', card = :card, last_error = NULL,"
+    " version = version + 1, updated_at = :now"
+    f" WHERE {_BY_ID} AND status IN ('created', 'failed') AND failed_attempts < :max_failed"
+    f" RETURNING {_COLUMNS}"
+)
+_SETTLE_PROCESSING = Sql(
+    "UPDATE payment_intents SET status = :status, last_error = :last_error,"
+    " failed_attempts = failed_attempts + :failed, version = version + 1, updated_at = :now"
+    f" WHERE {_BY_ID} AND status = 'in_progress' RETURNING {_COLUMNS}"
+)
 
 
 def hash_client_secret(client_secret: str) -> str:
@@ -51,15 +74,27 @@ async def insert_intent(conn: AsyncConnection, merchant_id: str, data: CreateInt
         "created_at": now,
         "updated_at": now,
     }
-    await conn.execute(insert(intents).values(**row))
+    await execute(conn, _INSERT, **row)
     return row, client_secret
 
 
 async def get_intent(conn: AsyncConnection, merchant_id: str, intent_id: str) -> Mapping[str, Any] | None:
-    row = (await conn.execute(
-        select(intents).where(intents.c.id == intent_id, intents.c.merchant_id == merchant_id)
-    )).first()
-    return row._mapping if row else None
+    return await fetch_one(conn, _GET, intent_id=intent_id, merchant_id=merchant_id)
+
+
+async def start_processing(conn: AsyncConnection, merchant_id: str, intent_id: str, *, card: str,
+                           max_failed_attempts: int) -> Mapping[str, Any] | None:
+    """``created``/``failed`` → ``in_progress`` with the card's summary; the new row or None."""
+    return await fetch_one(conn, _START_PROCESSING, intent_id=intent_id, merchant_id=merchant_id,
+                           card=card, max_failed=max_failed_attempts, now=now_us())
+
+
+async def settle_processing(conn: AsyncConnection, merchant_id: str, intent_id: str, *, status: str,
+                            last_error: str | None) -> Mapping[str, Any] | None:
+    """``in_progress`` → ``succeeded``/``failed`` (counting a failure); the new row or None."""
+    return await fetch_one(conn, _SETTLE_PROCESSING, intent_id=intent_id, merchant_id=merchant_id,
+                           status=status, last_error=last_error, failed=int(status == "failed"),
+                           now=now_us())
 
 
 async def get_intent_by_client_secret(conn: AsyncConnection, client_secret: str) -> Mapping[str, Any] | None:

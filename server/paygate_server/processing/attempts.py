@@ -10,14 +10,12 @@ import random
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
-from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
-from paygate_server.db.schema import payment_intents as intents
-from paygate_server.db.schema import reconcile_queue, transactions
+from paygate_server.db.statements import Sql, execute, fetch_one
 from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
 from paygate_server.intents import repository as intent_repo
@@ -46,6 +44,36 @@ _DECLINE_MESSAGES = {
 }
 
 
+# Hand-written SQL on the driver (paygate_server.db.statements): every payment runs these.
+_LOCK_INTENT = Sql("SELECT id FROM payment_intents WHERE id = :intent_id FOR UPDATE")
+_MOVE_CHECK = Sql(
+    "UPDATE reconcile_queue SET due_at = :due_at, checks = :checks, last_result = :last_result"
+    " WHERE kind = :kind AND object_id = :object_id"
+)
+_ADD_CHECK = Sql(
+    "INSERT INTO reconcile_queue (kind, object_id, intent_id, merchant_id, due_at, checks, last_result,"
+    " created_at) VALUES (:kind, :object_id, :intent_id, :merchant_id, :due_at, :checks, :last_result, :now)"
+)
+_DROP_CHECK = Sql("DELETE FROM reconcile_queue WHERE kind = :kind AND object_id = :object_id")
+_INSERT_ATTEMPT = Sql(
+    "INSERT INTO transactions (id, intent_id, merchant_id, status, reference, connector, amount, currency,"
+    " card_brand, card_last4, card_exp_month, card_exp_year, card_fingerprint, vault_id, created_at,"
+    " updated_at) VALUES (:id, :intent_id, :merchant_id, 'pending', :reference, :connector, :amount,"
+    " :currency, :brand, :last4, :exp_month, :exp_year, :fingerprint, :vault_id, :now, :now)"
+)
+_ATTEMPT = Sql("SELECT intent_id, merchant_id, status FROM transactions WHERE id = :id")
+_MARK_UNKNOWN = Sql(
+    "UPDATE transactions SET status = 'unknown', error_message = :message, updated_at = :now"
+    " WHERE id = :id AND status = 'pending'"
+)
+_UNSETTLED = "WHERE id = :id AND status IN ('pending', 'unknown')"
+_SUCCEED_ATTEMPT = Sql(f"UPDATE transactions SET status = 'succeeded', auth_code = :auth_code, updated_at = :now {_UNSETTLED}")
+_FAIL_ATTEMPT = Sql(
+    "UPDATE transactions SET status = 'failed', decline_code = :decline_code, error_code = :error_code,"
+    f" error_message = :error_message, updated_at = :now {_UNSETTLED}"
+)
+
+
 def decline_message(code: str | None) -> str:
     return _DECLINE_MESSAGES.get(code or "", "The card was declined.")
 
@@ -62,20 +90,16 @@ class Attempt:
 
 async def lock_intent(conn: AsyncConnection, intent_id: str) -> None:
     if conn.dialect.name == "postgresql":
-        await conn.execute(select(intents.c.id).where(intents.c.id == intent_id).with_for_update())
+        await execute(conn, _LOCK_INTENT, intent_id=intent_id)
 
 
 async def schedule_check(conn: AsyncConnection, kind: str, object_id: str, intent_id: str,
                          merchant_id: str, due_at: int, *, checks: int = 0,
                          last_result: str | None = None) -> None:
     """Put (or move) an unsettled charge or refund on the reconciler's queue."""
-    moved = await conn.execute(update(reconcile_queue).where(
-        reconcile_queue.c.kind == kind, reconcile_queue.c.object_id == object_id,
-    ).values(due_at=due_at, checks=checks, last_result=last_result))
-    if moved.rowcount == 0:
-        await conn.execute(insert(reconcile_queue).values(
-            kind=kind, object_id=object_id, intent_id=intent_id, merchant_id=merchant_id,
-            due_at=due_at, checks=checks, last_result=last_result, created_at=now_us()))
+    check = {"kind": kind, "object_id": object_id, "due_at": due_at, "checks": checks, "last_result": last_result}
+    if not await execute(conn, _MOVE_CHECK, **check):
+        await execute(conn, _ADD_CHECK, **check, intent_id=intent_id, merchant_id=merchant_id, now=now_us())
 
 
 async def begin_attempt(
@@ -90,11 +114,8 @@ async def begin_attempt(
     in_flight_grace_s: float,
 ) -> tuple[Mapping[str, Any], Attempt]:
     """Move the intent to ``in_progress`` and record a ``pending`` attempt, atomically."""
-    row = await intent_repo.transition(
-        conn, merchant_id, intent_id, from_statuses=("created", "failed"),
-        values={"status": "in_progress", "card": jsoncodec.dumps(card).decode(), "last_error": None},
-        extra_where=(intents.c.failed_attempts < MAX_FAILED_ATTEMPTS,),
-    )
+    row = await intent_repo.start_processing(conn, merchant_id, intent_id, card=jsoncodec.dumps(card).decode(),
+                                             max_failed_attempts=MAX_FAILED_ATTEMPTS)
     if row is None:
         current = await intent_repo.get_intent(conn, merchant_id, intent_id)
         if current is None:
@@ -107,20 +128,20 @@ async def begin_attempt(
     now = now_us()
     attempt = Attempt(new_id("txn"), new_id("ref"), intent_id, merchant_id, row["amount"], row["currency"])
     try:
-        await conn.execute(insert(transactions).values(
-            id=attempt.transaction_id, intent_id=intent_id, merchant_id=merchant_id, status="pending",
+        await execute(conn, _INSERT_ATTEMPT,
+            id=attempt.transaction_id, intent_id=intent_id, merchant_id=merchant_id,
             reference=attempt.reference, connector=connector, amount=attempt.amount,
-            currency=attempt.currency, card_brand=card["brand"], card_last4=card["last4"],
-            card_exp_month=card["expMonth"], card_exp_year=card["expYear"],
-            card_fingerprint=card_fingerprint, vault_id=vault_id, created_at=now, updated_at=now,
-        ))
+            currency=attempt.currency, brand=card["brand"], last4=card["last4"],
+            exp_month=card["expMonth"], exp_year=card["expYear"],
+            fingerprint=card_fingerprint, vault_id=vault_id, now=now,
+        )
     except IntegrityError:
         # The partial unique index: another attempt is in flight or already succeeded.
         raise ApiError("intent_state_conflict", "another payment attempt is in flight for this intent") from None
     # If this process dies mid-call, the reconciler owns the attempt after the grace period.
-    await conn.execute(insert(reconcile_queue).values(
-        kind="charge", object_id=attempt.transaction_id, intent_id=intent_id, merchant_id=merchant_id,
-        due_at=now + int(in_flight_grace_s * _US), checks=0, created_at=now))
+    await execute(conn, _ADD_CHECK, kind="charge", object_id=attempt.transaction_id, intent_id=intent_id,
+                  merchant_id=merchant_id, due_at=now + int(in_flight_grace_s * _US), checks=0,
+                  last_result=None, now=now)
     return row, attempt
 
 
@@ -146,27 +167,25 @@ async def apply_charge_result(
     reconcilers can race here and the outcome is applied exactly once. Returns the intent
     row after the change, or None if another writer settled the attempt first.
     """
-    txn = (await conn.execute(
-        select(transactions.c.intent_id, transactions.c.merchant_id, transactions.c.status)
-        .where(transactions.c.id == transaction_id))).first()
-    if txn is None or txn.status not in ("pending", "unknown"):
+    txn = await fetch_one(conn, _ATTEMPT, id=transaction_id)
+    if txn is None or txn["status"] not in ("pending", "unknown"):
         return None
-    await lock_intent(conn, txn.intent_id)
+    intent_id, merchant_id = txn["intent_id"], txn["merchant_id"]
+    await lock_intent(conn, intent_id)
     now = now_us()
     outcome = result.outcome
     if outcome in (ChargeOutcome.UNKNOWN, ChargeOutcome.RETRY, ChargeOutcome.NOT_FOUND):
-        if txn.status == "pending":  # history records the change of state, not every check
-            await conn.execute(update(transactions).where(
-                transactions.c.id == transaction_id, transactions.c.status == "pending",
-            ).values(status="unknown", error_message=(result.message or outcome.value)[:500], updated_at=now))
-        await schedule_check(conn, "charge", transaction_id, txn.intent_id, txn.merchant_id,
+        if txn["status"] == "pending":  # history records the change of state, not every check
+            await execute(conn, _MARK_UNKNOWN, id=transaction_id,
+                          message=(result.message or outcome.value)[:500], now=now)
+        await schedule_check(conn, "charge", transaction_id, intent_id, merchant_id,
                              now + int(_next_check_delay(schedule, checks) * _US),
                              checks=checks, last_result=(result.message or outcome.value)[:200])
-        return await intent_repo.get_intent(conn, txn.merchant_id, txn.intent_id)
+        return await intent_repo.get_intent(conn, merchant_id, intent_id)
 
     if outcome is ChargeOutcome.APPROVED:
-        txn_values: dict[str, Any] = {"status": "succeeded", "auth_code": result.auth_code}
-        intent_values: dict[str, Any] = {"status": "succeeded", "last_error": None}
+        status, last_error = "succeeded", None
+        settled = await execute(conn, _SUCCEED_ATTEMPT, id=transaction_id, auth_code=result.auth_code, now=now)
     else:
         if outcome is ChargeOutcome.DECLINED:
             error = {"code": "card_declined", "declineCode": result.decline_code or "generic_decline",
@@ -174,19 +193,13 @@ async def apply_charge_result(
         else:  # FAILED: the processor said nothing was charged
             error = {"code": "processing_error", "declineCode": None,
                      "message": "The processor could not process the payment. Try again or use another card."}
-        txn_values = {"status": "failed", "decline_code": error["declineCode"], "error_code": error["code"],
-                      "error_message": error["message"]}
-        intent_values = {"status": "failed", "last_error": jsoncodec.dumps(error).decode(),
-                         "failed_attempts": intents.c.failed_attempts + 1}
-    settled = await conn.execute(update(transactions).where(
-        transactions.c.id == transaction_id, transactions.c.status.in_(("pending", "unknown")),
-    ).values(**txn_values, updated_at=now))
-    if settled.rowcount != 1:
+        status, last_error = "failed", jsoncodec.dumps(error).decode()
+        settled = await execute(conn, _FAIL_ATTEMPT, id=transaction_id, decline_code=error["declineCode"],
+                                error_code=error["code"], error_message=error["message"], now=now)
+    if settled != 1:
         return None
-    await conn.execute(delete(reconcile_queue).where(
-        reconcile_queue.c.kind == "charge", reconcile_queue.c.object_id == transaction_id))
-    row = await intent_repo.transition(conn, txn.merchant_id, txn.intent_id,
-                                       from_statuses=("in_progress",), values=intent_values)
+    await execute(conn, _DROP_CHECK, kind="charge", object_id=transaction_id)
+    row = await intent_repo.settle_processing(conn, merchant_id, intent_id, status=status, last_error=last_error)
     if row is not None and on_settled is not None:
         await on_settled(conn, row)  # e.g. the request's idempotent response, in this transaction
     return row

@@ -1,0 +1,140 @@
+"""Hot-path SQL, sent straight to the driver beneath SQLAlchemy.
+
+Every payment runs the same dozen statements. Through SQLAlchemy Core each one costs
+~250–300 µs of Python on this machine — building the construct, its cache key, compiling,
+wrapping the result — against ~100 µs for the same statement on the driver
+(docs/performance.md). So those statements are written once, as SQL text with ``:name``
+parameters, and translated once per dialect into the driver's own style: asyncpg's ``$1``
+(a prepared statement asyncpg caches per connection) or sqlite3's named ``:name``. They
+run on the very connection — and inside the very transaction — that the SQLAlchemy
+``AsyncConnection`` of :meth:`Database.write` / :meth:`Database.read` holds, so they mix
+freely with ordinary SQLAlchemy statements in one unit of work (savepoints, group commit
+and rollback included).
+
+What SQLAlchemy would otherwise do for us, done here:
+
+* **the lazy BEGIN** — its asyncpg adapter opens the transaction at the first statement,
+  so :func:`_asyncpg` does the same (a no-op on autocommit connections);
+* **error classes** — a unique or check violation is raised as SQLAlchemy's
+  ``IntegrityError`` on both drivers, so callers catch one thing;
+* **a dead connection** is invalidated, so the pool never hands it out again.
+
+Rows come back as mappings (asyncpg ``Record`` or ``dict``): index them by column name.
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["Sql", "execute", "fetch_all", "fetch_one", "fetch_value"]
+
+try:  # the PostgreSQL driver is an optional extra
+    import asyncpg
+except ImportError:  # pragma: no cover - SQLite-only installs
+    asyncpg = None  # type: ignore[assignment]
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+Row = Mapping[str, Any]
+
+
+class Sql:
+    """One statement: ``:name`` parameters, translated once per driver."""
+
+    __slots__ = ("text", "names", "positional")
+
+    def __init__(self, text: str) -> None:
+        self.text = " ".join(text.split())
+        names: list[str] = []
+        for name in _PARAM.findall(self.text):
+            if name not in names:
+                names.append(name)
+        self.names = tuple(names)
+        # asyncpg: $1, $2, … in order of first appearance (a repeated name reuses its number).
+        self.positional = _PARAM.sub(lambda m: f"${names.index(m.group(1)) + 1}", self.text)
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        if params.keys() != set(self.names):
+            missing, extra = set(self.names) - params.keys(), params.keys() - set(self.names)
+            raise TypeError(f"statement parameters: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        return [params[name] for name in self.names]
+
+    def __repr__(self) -> str:
+        return f"Sql({self.text!r})"
+
+
+def _adapter(conn: AsyncConnection) -> Any:
+    # The pool's proxied DBAPI connection, already checked out by this AsyncConnection.
+    return conn.sync_connection.connection.dbapi_connection
+
+
+async def _run(conn: AsyncConnection, sql: Sql, params: dict[str, Any], rows: bool) -> tuple[list[Row], int]:
+    adapter = _adapter(conn)
+    if conn.dialect.name == "postgresql":
+        return await _asyncpg(conn, adapter, sql, sql.args(params), rows)
+    return await _sqlite(adapter, sql, params, rows)
+
+
+async def _asyncpg(conn: AsyncConnection, adapter: Any, sql: Sql, args: list[Any],
+                   rows: bool) -> tuple[list[Row], int]:
+    if adapter._transaction is None:
+        await adapter._start_transaction()  # returns at once on an autocommit connection
+    driver = adapter._connection  # asyncpg.Connection
+    try:
+        if rows:
+            records = await driver.fetch(sql.positional, *args)
+            return records, len(records)  # type: ignore[return-value]
+        status = await driver.execute(sql.positional, *args)
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        raise IntegrityError(sql.text, args, exc) from None
+    except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError):
+        await conn.invalidate()
+        raise
+    # "UPDATE 3", "DELETE 0", "INSERT 0 1": the count is the last word.
+    count = status.rsplit(" ", 1)[-1]
+    return [], int(count) if count.isdigit() else 0
+
+
+def _sqlite_in_thread(db: sqlite3.Connection, text: str, params: dict[str, Any],
+                      rows: bool) -> tuple[list[Row], int]:
+    cursor = db.execute(text, params)
+    try:
+        if rows and cursor.description is not None:
+            names = [d[0] for d in cursor.description]
+            found: list[Row] = [dict(zip(names, r)) for r in cursor.fetchall()]
+            return found, len(found)
+        return [], cursor.rowcount
+    finally:
+        cursor.close()
+
+
+async def _sqlite(adapter: Any, sql: Sql, params: dict[str, Any], rows: bool) -> tuple[list[Row], int]:
+    driver = adapter._connection  # aiosqlite.Connection: one hop to its thread for the lot
+    try:
+        return await driver._execute(_sqlite_in_thread, driver._conn, sql.text, params, rows)
+    except sqlite3.IntegrityError as exc:
+        raise IntegrityError(sql.text, params, exc) from None
+
+
+async def fetch_all(conn: AsyncConnection, sql: Sql, **params: Any) -> Sequence[Row]:
+    return (await _run(conn, sql, params, True))[0]
+
+
+async def fetch_one(conn: AsyncConnection, sql: Sql, **params: Any) -> Row | None:
+    found = (await _run(conn, sql, params, True))[0]
+    return found[0] if found else None
+
+
+async def fetch_value(conn: AsyncConnection, sql: Sql, **params: Any) -> Any:
+    """The first column of the first row, or None when there is no row."""
+    row = await fetch_one(conn, sql, **params)
+    return None if row is None else next(iter(row.values()))
+
+
+async def execute(conn: AsyncConnection, sql: Sql, **params: Any) -> int:
+    """Run a statement for its effect; the number of rows it changed."""
+    return (await _run(conn, sql, params, False))[1]

@@ -1,0 +1,81 @@
+"""Hand-written statements on the driver: same transaction as SQLAlchemy, same errors."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from paygate_server.db import create_database
+from paygate_server.db.statements import Sql, execute, fetch_all, fetch_one, fetch_value
+
+_INSERT = Sql("INSERT INTO merchants (id, name, created_at) VALUES (:id, :name, :at)")
+_GET = Sql("SELECT id, name, created_at FROM merchants WHERE id = :id")
+_RENAME = Sql("UPDATE merchants SET name = :name WHERE id = :id OR id = :id || '-other'")
+
+
+def test_named_parameters_become_numbered_once_per_name() -> None:
+    sql = Sql("SELECT :a, :b::text, :a, 'x:y', ':c' FROM t WHERE z = :b")
+    assert sql.names == ("a", "b", "c")
+    # ':c' inside a literal is still counted: statements here never put parameters in quotes.
+    assert sql.positional == "SELECT $1, $2::text, $1, 'x:y', '$3' FROM t WHERE z = $2"
+    assert sql.args({"a": 1, "b": 2, "c": 3}) == [1, 2, 3]
+
+
+def test_a_missing_or_unexpected_parameter_is_refused() -> None:
+    sql = Sql("SELECT :a, :b")
+    with pytest.raises(TypeError, match=r"missing \['b'\], unexpected \['c'\]"):
+        sql.args({"a": 1, "c": 3})
+
+
+async def test_statements_share_the_unit_of_work(fresh_database_url: str) -> None:
+    db = create_database(fresh_database_url)
+    try:
+        async with db.write() as conn:
+            assert await execute(conn, _INSERT, id="mer_a", name="A", at=1) == 1
+            # SQLAlchemy sees the driver's uncommitted write, and the driver sees SQLAlchemy's.
+            assert (await conn.execute(text("SELECT name FROM merchants WHERE id = 'mer_a'"))).scalar() == "A"
+            await conn.execute(text("INSERT INTO merchants (id, name, created_at) VALUES ('mer_b', 'B', 2)"))
+            row = await fetch_one(conn, _GET, id="mer_b")
+            assert row is not None and (row["id"], row["name"], row["created_at"]) == ("mer_b", "B", 2)
+            assert await execute(conn, _RENAME, id="mer_a", name="A2") == 1
+        with pytest.raises(RuntimeError):
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_c", name="C", at=3)
+                raise RuntimeError("roll the unit back")
+        async with db.read() as conn:
+            rows = await fetch_all(conn, Sql("SELECT id, name FROM merchants ORDER BY id"))
+            assert [(r["id"], r["name"]) for r in rows] == [("mer_a", "A2"), ("mer_b", "B")]
+            assert await fetch_value(conn, _GET, id="mer_a") == "mer_a"
+            assert await fetch_one(conn, _GET, id="mer_c") is None
+    finally:
+        await db.dispose()
+
+
+async def test_a_unique_violation_is_sqlalchemys_integrity_error_and_rolls_back(fresh_database_url: str) -> None:
+    db = create_database(fresh_database_url)
+    try:
+        async with db.write() as conn:
+            await execute(conn, _INSERT, id="mer_a", name="A", at=1)
+        with pytest.raises(IntegrityError):
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_b", name="B", at=2)
+                await execute(conn, _INSERT, id="mer_a", name="again", at=3)
+        async with db.read() as conn:
+            assert [r["id"] for r in await fetch_all(conn, Sql("SELECT id FROM merchants"))] == ["mer_a"]
+        # The pooled connection is healthy afterwards: no transaction was left open on it.
+        for _ in range(3):
+            async with db.write() as conn:
+                assert await execute(conn, _RENAME, id="mer_a", name="ok") == 1
+    finally:
+        await db.dispose()
+
+
+async def test_single_statement_writes_commit_on_their_own(fresh_database_url: str) -> None:
+    db = create_database(fresh_database_url)
+    try:
+        async with db.write_one() as conn:
+            assert await execute(conn, _INSERT, id="mer_a", name="A", at=1) == 1
+        async with db.read() as conn:
+            assert await fetch_value(conn, Sql("SELECT name FROM merchants WHERE id = :id"), id="mer_a") == "A"
+    finally:
+        await db.dispose()
