@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from paygate_server.auth.nonces import NonceBook
 from paygate_server.auth.signing import signature_matches
 from paygate_server.clock import now_us, parse_rfc3339_seconds
 from paygate_server.crypto import MasterKey
 from paygate_server.db import Database
 from paygate_server.db.schema import request_nonces
-from paygate_server.db.statements import Sql, execute
 from paygate_server.errors import ApiError
 from paygate_server.merchants import load_api_key
 from paygate_server.merchants.repository import StoredKey
@@ -22,10 +22,6 @@ __all__ = ["Authenticator", "Principal", "prune_nonces"]
 
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _API_KEY = re.compile(r"pk_(test|live)_[a-z0-9]{8,64}")
-_REMEMBER_NONCE = Sql(
-    "INSERT INTO request_nonces (api_key, nonce, expires_at) VALUES (:api_key, :nonce, :expires_at)"
-    " ON CONFLICT DO NOTHING"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +41,7 @@ class Authenticator:
         self._tolerance_s = tolerance_s
         self._cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, StoredKey | None]] = {}
+        self.nonces = NonceBook(db)
 
     async def _key(self, api_key: str) -> StoredKey | None:
         now = time.monotonic()
@@ -94,9 +91,7 @@ class Authenticator:
         # Remember the nonce until its timestamp leaves the window: after that the
         # timestamp check alone refuses a replay.
         expires_at = (ts + self._tolerance_s + 1) * 1_000_000
-        async with self._db.write_one() as conn:
-            fresh = await execute(conn, _REMEMBER_NONCE, api_key=api_key, nonce=nonce, expires_at=expires_at)
-        if not fresh:
+        if not await self.nonces.remember(api_key, nonce, expires_at):
             raise ApiError("nonce_reused", "this nonce was already used with this API key")
         return Principal(merchant_id=stored.merchant_id, api_key=api_key)
 

@@ -1,0 +1,69 @@
+"""Nonces written in batches: concurrent requests share one statement, replays still lose."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+
+from paygate_server.auth.nonces import NonceBook
+from paygate_server.db import create_database
+from paygate_server.db.statements import Sql, fetch_value
+
+_COUNT = Sql("SELECT count(*) AS n FROM request_nonces")
+
+
+async def test_concurrent_nonces_share_a_batch_and_each_is_fresh_once(fresh_database_url: str) -> None:
+    db = create_database(fresh_database_url)
+    book = NonceBook(db)
+    try:
+        keys = [f"pk_test_{i % 4:08d}" for i in range(200)]
+        nonces = [f"nonce-{i:012d}" for i in range(200)]
+        results = await asyncio.gather(*(book.remember(k, n, 10**15) for k, n in zip(keys, nonces)))
+        assert all(results) and book.batches == 1
+        # The same 200 again (a replay of each), concurrently with 50 new ones.
+        again = await asyncio.gather(*(book.remember(k, n, 10**15) for k, n in zip(keys, nonces)),
+                                     *(book.remember("pk_test_other000", f"new-nonce-{i:08d}", 1) for i in range(50)))
+        assert again == [False] * 200 + [True] * 50
+        async with db.read() as conn:
+            assert await fetch_value(conn, _COUNT) == 250
+    finally:
+        await db.dispose()
+
+
+async def test_the_same_nonce_twice_in_one_batch_is_fresh_only_once(fresh_database_url: str) -> None:
+    db = create_database(fresh_database_url)
+    book = NonceBook(db)
+    try:
+        first, second, other_key = await asyncio.gather(
+            book.remember("pk_test_aaaaaaaa", "n" * 16, 1), book.remember("pk_test_aaaaaaaa", "n" * 16, 1),
+            book.remember("pk_test_bbbbbbbb", "n" * 16, 1))
+        assert (first, second, other_key) == (True, False, True)
+    finally:
+        await db.dispose()
+
+
+async def test_a_full_batch_is_written_without_waiting_for_the_loop(fresh_database_url: str) -> None:
+    db = create_database(fresh_database_url)
+    book = NonceBook(db, max_batch=10)
+    try:
+        assert all(await asyncio.gather(*(book.remember("pk_test_aaaaaaaa", f"nonce-{i:010d}", 1)
+                                          for i in range(35))))
+        assert book.batches == 4
+    finally:
+        await db.dispose()
+
+
+async def test_a_failed_write_fails_every_request_of_the_batch(fresh_database_url: str) -> None:
+    db = create_database(fresh_database_url)
+    book = NonceBook(db)
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("DROP TABLE request_nonces"))
+        results = await asyncio.gather(*(book.remember("pk_test_aaaaaaaa", f"nonce-{i:010d}", 1) for i in range(3)),
+                                       return_exceptions=True)
+        assert len(results) == 3 and all(isinstance(r, Exception) for r in results)
+        with pytest.raises(Exception):
+            await book.remember("pk_test_aaaaaaaa", "nonce-after-failure", 1)
+    finally:
+        await db.dispose()
