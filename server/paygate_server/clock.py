@@ -8,7 +8,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 __all__ = ["now_us", "to_rfc3339", "parse_rfc3339_seconds", "from_datetime"]
 
