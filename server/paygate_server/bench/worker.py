@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from paygate._signing import compute_signature, format_timestamp
 
-from paygate_server.bench.http1 import ConnectionPool, HttpConnection, HttpError, Response
 from paygate_server.bench.stats import LatencyHistogram
+from paygate_server.http1client import ConnectionPool, HttpConnection, HttpError, Response
 
 __all__ = ["FINAL_STATUSES", "SCENARIOS", "Recorder", "Signer", "WorkerConfig", "worker_main"]
 

@@ -1,14 +1,24 @@
-"""The answer → outcome table of the simulator connector, branch by branch (no network)."""
+"""The answer → outcome table of the simulator connector, branch by branch: ``classify``
+alone, then the connector against a scripted server on 127.0.0.1 (transport failures are
+in test_connector_transport.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import orjson
 import pytest
+from paygate_server.http1client import (
+    ConnectFailed,
+    ConnectionLost,
+    HttpError,
+    HttpTimeout,
+    MalformedResponse,
+    ReusedConnectionClosed,
+)
 from paygate_server.processing.connectors import (
     CardDetails,
     ChargeOutcome,
@@ -20,6 +30,8 @@ from paygate_server.processing.connectors import (
     connector_for_url,
 )
 from paygate_server.processing.connectors.simulator import Operation, classify
+
+from tests.support.http_stub import Reply, Seen, StubServer
 
 O = ChargeOutcome
 REF = "txn_abc"
@@ -206,47 +218,33 @@ def test_classify_carries_codes_and_messages() -> None:
     assert failed.decline_code is None and "processing_error" in (failed.message or "")
 
 
-TRANSPORT_ERRORS: list[Callable[[httpx.Request], Exception]] = [
-    lambda r: httpx.ConnectTimeout("connect timed out", request=r),
-    lambda r: httpx.ReadTimeout("read timed out", request=r),
-    lambda r: httpx.WriteTimeout("write timed out", request=r),
-    lambda r: httpx.PoolTimeout("pool timed out", request=r),
-    lambda r: httpx.ConnectError("refused", request=r),
-    lambda r: httpx.ReadError("reset by peer", request=r),
-    lambda r: httpx.RemoteProtocolError("peer closed connection", request=r),
-    lambda r: OSError("anything else"),
-]
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (HttpTimeout("timeout"), "timeout"),
+        (TimeoutError("asyncio deadline"), "timeout"),
+        (ConnectFailed("connect failed: ConnectionRefusedError"), "transport error"),
+        (ConnectionLost("connection lost: ConnectionResetError"), "transport error"),
+        (ReusedConnectionClosed("connection lost"), "transport error"),
+        (MalformedResponse("malformed response: ValueError"), "transport error"),
+        (HttpError("connection pool closed"), "transport error"),
+        (ConnectionResetError("reset by peer"), "transport error"),
+        (OSError("anything else"), "transport error"),
+        (ValueError("card 4242424242424242"), "transport error"),
+    ],
+)
+def test_classify_errors_are_unknown_and_say_which_kind(error: Exception, kind: str) -> None:
+    for operation in Operation:
+        answer = classify(operation, REF, None, None, error)
+        assert answer.outcome is O.UNKNOWN
+        # The class name only, never the exception's text.
+        assert answer.message == f"{kind} ({type(error).__name__}): outcome unknown"
 
 
-def _connector(handler: Callable[[httpx.Request], httpx.Response]) -> SimulatorConnector:
-    return SimulatorConnector("http://processor.test", transport=httpx.MockTransport(handler))
-
-
-@pytest.mark.parametrize("make_error", TRANSPORT_ERRORS)
-async def test_transport_errors_are_unknown_never_failed(
-    make_error: Callable[[httpx.Request], Exception],
-) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise make_error(request)
-
-    async with _connector(handler) as connector:
-        charged = await connector.charge(REQUEST)
-        assert charged.outcome is O.UNKNOWN and charged.reference == REF
-        assert "4242424242424242" not in (charged.message or "")
-        assert (await connector.lookup(REF)).outcome is O.UNKNOWN
-        refund = await connector.refund(RefundRequest("re_1", REF, 100, "USD"))
-        assert refund.outcome is O.UNKNOWN
-        with pytest.raises(ConnectorError):
-            await connector.settlement_report(dt.date(2025, 1, 1))
-
-
-async def test_timeout_message_says_timeout() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    async with _connector(handler) as connector:
-        result = await connector.charge(REQUEST)
-    assert result.outcome is O.UNKNOWN and "timeout" in (result.message or "")
+@contextlib.asynccontextmanager
+async def _connector(handler: Callable[[Seen], Reply]) -> AsyncIterator[SimulatorConnector]:
+    async with StubServer(handler) as stub, SimulatorConnector(stub.url) as connector:
+        yield connector
 
 
 @pytest.mark.parametrize(
@@ -257,7 +255,7 @@ async def test_timeout_message_says_timeout() -> None:
 async def test_connector_uses_the_table(
     case: str, operation: Operation, status: int, body: bytes, outcome: ChargeOutcome
 ) -> None:
-    async with _connector(lambda request: httpx.Response(status, content=body)) as connector:
+    async with _connector(lambda seen: Reply(status, body)) as connector:
         if operation is Operation.CHARGE:
             result = await connector.charge(REQUEST)
         else:
@@ -266,11 +264,11 @@ async def test_connector_uses_the_table(
 
 
 async def test_charge_request_on_the_wire() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Seen] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Seen) -> Reply:
         seen.append(request)
-        return httpx.Response(200, content=orjson.dumps(APPROVED))
+        return Reply(200, orjson.dumps(APPROVED))
 
     async with _connector(handler) as connector:
         result = await connector.charge(REQUEST)
@@ -280,9 +278,12 @@ async def test_charge_request_on_the_wire() -> None:
         await connector.charge(no_cvc)
     assert result.outcome is O.APPROVED and result.auth_code == "A1B2C3"
     first, second = seen
-    assert first.method == "POST" and first.url.path == "/v1/charges"
+    assert first.method == "POST" and first.target == "/v1/charges"
     assert first.headers["content-type"] == "application/json"
-    assert orjson.loads(first.content) == {
+    assert first.headers["user-agent"] == "paygate-connector"
+    assert first.headers["content-length"] == str(len(first.body))
+    assert (first.connection, second.connection) == (0, 0)  # one keep-alive connection
+    assert orjson.loads(first.body) == {
         "reference": REF,
         "paymentIntentId": "pi_1",
         "merchantId": "mer_1",
@@ -290,27 +291,26 @@ async def test_charge_request_on_the_wire() -> None:
         "currency": "USD",
         "card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2030, "cvc": "123"},
     }
-    assert "cvc" not in orjson.loads(second.content)["card"]
+    assert "cvc" not in orjson.loads(second.body)["card"]
 
 
 async def test_lookup_and_refund_on_the_wire() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Seen] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Seen) -> Reply:
         seen.append(request)
-        if request.url.path.startswith("/v1/charges/"):
-            return httpx.Response(404, content=orjson.dumps(NOT_FOUND))
-        return httpx.Response(
-            200, content=orjson.dumps({"reference": "re_9", "status": "succeeded"})
-        )
+        if request.target.startswith("/v1/charges/"):
+            return Reply(404, orjson.dumps(NOT_FOUND))
+        return Reply(200, orjson.dumps({"reference": "re_9", "status": "succeeded"}))
 
     async with _connector(handler) as connector:
         assert (await connector.lookup("txn_a:b")).outcome is O.NOT_FOUND
         refund = await connector.refund(RefundRequest("re_9", "txn_a", 250, "USD"))
     assert refund.outcome is O.APPROVED and refund.reference == "re_9"
-    assert seen[0].method == "GET" and seen[0].url.raw_path == b"/v1/charges/txn_a%3Ab"
-    assert seen[1].url.path == "/v1/refunds"
-    assert orjson.loads(seen[1].content) == {
+    assert seen[0].method == "GET" and seen[0].target == "/v1/charges/txn_a%3Ab"
+    assert "content-length" not in seen[0].headers  # a GET without a body
+    assert seen[1].method == "POST" and seen[1].target == "/v1/refunds"
+    assert orjson.loads(seen[1].body) == {
         "reference": "re_9",
         "chargeReference": "txn_a",
         "amount": 250,
@@ -345,12 +345,15 @@ async def test_settlement_report_parsing() -> None:
         "totals": {},
     }
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.params["date"] == "2025-01-01"
-        return httpx.Response(200, content=orjson.dumps(report))
+    seen: list[Seen] = []
+
+    def handler(request: Seen) -> Reply:
+        seen.append(request)
+        return Reply(200, orjson.dumps(report))
 
     async with _connector(handler) as connector:
         records = await connector.settlement_report(dt.date(2025, 1, 1))
+    assert [(r.method, r.target) for r in seen] == [("GET", "/v1/settlements?date=2025-01-01")]
     assert [
         (r.kind, r.reference, r.payment_intent_id, r.charge_reference, r.amount, r.currency)
         for r in records
@@ -374,7 +377,7 @@ async def test_settlement_report_parsing() -> None:
     ],
 )
 async def test_settlement_report_errors(status: int, body: bytes) -> None:
-    async with _connector(lambda request: httpx.Response(status, content=body)) as connector:
+    async with _connector(lambda seen: Reply(status, body)) as connector:
         with pytest.raises(ConnectorError):
             await connector.settlement_report(dt.date(2025, 1, 1))
 
@@ -384,6 +387,21 @@ def test_card_details_repr_hides_number_and_cvc() -> None:
         assert "4242424242424242" not in text
         assert "123" not in text.replace("1999", "")
         assert "4242" in text  # last4 is fine and helps debugging
+
+
+async def test_base_url_path_prefix_and_host_header() -> None:
+    seen: list[Seen] = []
+
+    def handler(request: Seen) -> Reply:
+        seen.append(request)
+        return Reply(200, orjson.dumps(APPROVED))
+
+    async with StubServer(handler) as stub:
+        async with SimulatorConnector(stub.url + "/processor/") as connector:
+            assert (await connector.charge(REQUEST)).outcome is O.APPROVED
+            assert (await connector.lookup(REF)).outcome is O.APPROVED
+        assert seen[0].headers["host"] == f"127.0.0.1:{stub.port}"
+    assert [r.target for r in seen] == ["/processor/v1/charges", "/processor/v1/charges/txn_abc"]
 
 
 def test_connector_for_url() -> None:
