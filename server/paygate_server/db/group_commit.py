@@ -21,7 +21,16 @@ from typing import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from paygate_server.db.statements import Sql, execute
+
 __all__ = ["GroupCommitter"]
+
+# Units never nest (the lock runs them one at a time), so one savepoint name will do. They
+# go straight to the driver: through SQLAlchemy's begin_nested() the savepoint and its
+# release cost more than the unit's own statements.
+_SAVEPOINT = Sql("SAVEPOINT paygate_unit")
+_RELEASE = Sql("RELEASE SAVEPOINT paygate_unit")
+_ROLLBACK = Sql("ROLLBACK TO SAVEPOINT paygate_unit")
 
 
 class GroupCommitter:
@@ -81,14 +90,15 @@ class GroupCommitter:
                 await self._open()
             conn, committed = self._conn, self._committed
             assert conn is not None and committed is not None
-            savepoint = await conn.begin_nested()
+            await execute(conn, _SAVEPOINT)
             try:
                 yield conn
             except BaseException:
-                await savepoint.rollback()
+                await execute(conn, _ROLLBACK)
+                await execute(conn, _RELEASE)
                 raise
             else:
-                await savepoint.commit()
+                await execute(conn, _RELEASE)
                 self._units += 1
             finally:
                 # The last writer of a burst, or a batch that is big or old enough, commits.
