@@ -5,6 +5,10 @@ and every read and offset write of that consumer goes through the same connectio
 process dies (even SIGKILL) or the connection drops, the server releases the lock at once,
 and the old holder cannot write another offset: its connection is gone. SQLite (one host):
 ``flock`` on a file next to the database; the kernel releases it when the process dies.
+
+Reads go through a connection the lease keeps (on PostgreSQL the lock's own), so a read
+costs no pool check-out and no transaction of its own: the relay's reader sends single
+statements straight to the driver (see :mod:`paygate_server.cdc.reader`).
 """
 from __future__ import annotations
 
@@ -39,6 +43,8 @@ class ConsumerLease:
         self.consumer = consumer
         self._conn: AsyncConnection | None = None
         self._fd: int | None = None
+        # SQLite: a connection kept for reads while the lease is held (PostgreSQL: _conn).
+        self._read_conn: AsyncConnection | None = None
 
     @property
     def held(self) -> bool:
@@ -48,7 +54,14 @@ class ConsumerLease:
         if self.held:
             return True
         if self._db.is_sqlite:
-            return self._acquire_file()
+            if not self._acquire_file():
+                return False
+            try:
+                self._read_conn = await self._db.engine.connect()
+            except BaseException:
+                await self.release()
+                raise
+            return True
         conn = await self._db.engine.connect()
         try:
             got = (await conn.execute(text("SELECT pg_try_advisory_lock(:c, hashtext(:n))"),
@@ -92,6 +105,10 @@ class ConsumerLease:
                 with contextlib.suppress(Exception):
                     await conn.invalidate()
                     await conn.close()
+        read_conn, self._read_conn = self._read_conn, None
+        if read_conn is not None:
+            with contextlib.suppress(Exception):
+                await read_conn.close()
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # releases the flock
@@ -103,13 +120,14 @@ class ConsumerLease:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        """The lease's read connection. Statements sent through SQLAlchemy run in one
+        transaction, ended here; the reader's driver-level statements need none."""
         if self._db.is_sqlite:
-            if self._fd is None:
+            if self._fd is None or self._read_conn is None:
                 raise LeaseLost(self.consumer)
-            async with self._db.read() as conn:
-                yield conn
-            return
-        conn = self._held_conn()
+            conn = self._read_conn
+        else:
+            conn = self._held_conn()
         try:
             yield conn
         except BaseException:

@@ -24,40 +24,43 @@ predecessor is ever left behind a window, and within a window ids follow ``inten
 
 SQLite has one writer at a time (``BEGIN IMMEDIATE``): ids are assigned in commit order,
 and "everything after the last id" is exact.
+
+Cost: this runs for every read of every consumer, so the statements go straight to the
+driver (no SQLAlchemy construct, compile or result wrapping) outside any transaction —
+each is one consistent statement on its own, and the windows need nothing more. On
+PostgreSQL opening a window is one round trip: the oldest running transaction, the first
+blocked txid, whether committed rows wait beyond the window, and the first page of the
+window come back together; only a split intent (rare) costs the lowering loop and a
+separate page read.
 """
 from __future__ import annotations
 
-from typing import Protocol
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
 
-from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.changes import Change, Position
-from paygate_server.db.schema import change_log
 
-__all__ = ["ChangeReader", "PostgresReader", "SqliteReader", "reader_for", "safe_window_end"]
+__all__ = ["Batch", "ChangeReader", "PostgresReader", "SqliteReader", "reader_for", "safe_window_end"]
 
-_BLOCKED = text("""
+# The columns of a Change, in its field order: ``Change(*row, position)``.
+_COLUMNS = "id, entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at"
+
+_BLOCKED = """
 SELECT min(c.txid) FROM change_log c
 JOIN change_log p ON p.intent_id = c.intent_id AND p.intent_seq = c.intent_seq - 1
-WHERE c.txid >= :h AND c.txid < :x AND p.txid >= :x
-""")
-
-
-class ChangeReader(Protocol):
-    async def next_batch(self, conn: AsyncConnection, pos: Position, limit: int) -> tuple[list[Change], Position]:
-        """Up to ``limit`` changes after ``pos``, in delivery order, and the position after them."""
-        ...
-
+WHERE c.txid >= $1 AND c.txid < $2 AND p.txid >= $2
+"""
 
 # The oldest transaction still running *in this database* (else the next txid). A snapshot's
 # in-progress list spans the whole cluster, and a long transaction in another database can
 # never write our change_log: an xid is skipped only when pg_stat_activity shows it belongs
 # to a backend of another database (a backend never changes database); any xid it cannot
 # place — a race, a prepared transaction, stats hidden by permissions — counts as ours.
-_OLDEST_RUNNING = text("""
-WITH s AS (SELECT pg_current_snapshot() AS snap)
-SELECT least(
+_OLDEST_RUNNING_EXPR = """
+least(
   pg_snapshot_xmax(snap)::text::bigint,
   (SELECT min(x::text::bigint) FROM pg_snapshot_xip(snap) AS x
     WHERE NOT EXISTS (
@@ -65,59 +68,156 @@ SELECT least(
       WHERE a.backend_xid IS NOT NULL
         AND a.backend_xid::text::bigint = x::text::bigint % 4294967296
         AND a.datname IS DISTINCT FROM current_database())))
-FROM s
-""")
+"""
+
+_OLDEST_RUNNING = f"WITH s AS (SELECT pg_current_snapshot() AS snap) SELECT {_OLDEST_RUNNING_EXPR} FROM s"
+
+# Opening a window ($1 = horizon, $2 = page size), one round trip: X (the oldest running
+# transaction, computed once), the smallest txid in [H, X) whose predecessor lies at or
+# beyond X (NULL when no intent is split), whether committed rows already wait at or beyond
+# X, and — when nothing is split — the window's first page (no page: one row of NULL change
+# columns). min() keeps every lookup on the txid index whatever plan the statement gets.
+_OPEN_WINDOW = f"""
+WITH w AS MATERIALIZED (
+  SELECT {_OLDEST_RUNNING_EXPR} AS x FROM (SELECT pg_current_snapshot() AS snap) s),
+b AS MATERIALIZED (
+  SELECT w.x,
+    (SELECT min(c.txid) FROM change_log c
+      JOIN change_log p ON p.intent_id = c.intent_id AND p.intent_seq = c.intent_seq - 1
+      WHERE c.txid >= $1 AND c.txid < w.x AND p.txid >= w.x) AS blocked,
+    (SELECT min(l.txid) FROM change_log l WHERE l.txid >= w.x) IS NOT NULL AS beyond
+  FROM w)
+SELECT b.x, b.blocked, b.beyond, {", ".join("c." + n for n in _COLUMNS.split(", "))}
+FROM b LEFT JOIN LATERAL (
+  SELECT {_COLUMNS} FROM change_log
+  WHERE b.blocked IS NULL AND txid >= $1 AND txid < b.x
+  ORDER BY id LIMIT $2) c ON true
+ORDER BY c.id
+"""
+
+_PAGE = f"""
+SELECT {_COLUMNS} FROM change_log
+WHERE txid >= $1 AND txid < $2 AND id > $3 ORDER BY id LIMIT $4
+"""
+
+_SQLITE_PAGE = f"SELECT {_COLUMNS} FROM change_log WHERE id > ? ORDER BY id LIMIT ?"
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one read found: ``changes`` in delivery order, the position after them, and
+    ``waiting``: committed changes exist that this read could not deliver yet (beyond the
+    window end, held back by a transaction still running) — worth looking again soon,
+    even if no wake-up comes (that transaction may commit without capturing anything)."""
+
+    changes: list[Change]
+    position: Position
+    waiting: bool = False
+
+
+class ChangeReader(Protocol):
+    async def read(self, conn: AsyncConnection, pos: Position, limit: int) -> Batch:
+        """Up to ``limit`` changes after ``pos``, in delivery order, and the position after them."""
+        ...
+
+    async def next_batch(self, conn: AsyncConnection, pos: Position, limit: int) -> tuple[list[Change], Position]:
+        ...
+
+
+def _driver(conn: AsyncConnection) -> Any:
+    """The DBAPI driver's own connection beneath ``conn`` (asyncpg / aiosqlite)."""
+    return conn.sync_connection.connection.dbapi_connection._connection  # type: ignore[union-attr]
+
+
+async def _pg_fetch(conn: AsyncConnection, sql: str, *args: Any) -> Sequence[Any]:
+    # asyncpg prepares and caches the statement per connection. The relay reads outside any
+    # transaction (each statement commits on its own); on a connection whose driver-level
+    # transaction is open, the statement simply runs inside it.
+    return await _driver(conn).fetch(sql, *args)  # type: ignore[no-any-return]
 
 
 async def oldest_running(conn: AsyncConnection) -> int:
     """Every transaction of this database with a smaller txid has finished."""
-    return int((await conn.execute(_OLDEST_RUNNING)).scalar_one())
+    return int((await _pg_fetch(conn, _OLDEST_RUNNING))[0][0])
 
 
-async def safe_window_end(conn: AsyncConnection, horizon: int) -> int:
-    """The end of the next window: finished transactions only, no intent split across it."""
-    x = await oldest_running(conn)
+async def _lower(conn: AsyncConnection, horizon: int, x: int) -> int:
     while x > horizon:
-        blocked = (await conn.execute(_BLOCKED, {"h": horizon, "x": x})).scalar()
+        blocked = (await _pg_fetch(conn, _BLOCKED, horizon, x))[0][0]
         if blocked is None:
             break
         x = blocked
     return max(x, horizon)
 
 
+async def safe_window_end(conn: AsyncConnection, horizon: int) -> int:
+    """The end of the next window: finished transactions only, no intent split across it."""
+    return await _lower(conn, horizon, await oldest_running(conn))
+
+
+def _page(rows: Sequence[Any], horizon: int, end: int, limit: int, skip: int = 0) -> Batch:
+    """Changes from rows (change columns from index ``skip``); closes an exhausted window."""
+    if skip:
+        changes = [Change(*r[skip:], Position(horizon, end, r[skip])) for r in rows]
+    else:
+        changes = [Change(*r, Position(horizon, end, r[0])) for r in rows]
+    if len(changes) < limit:  # the window is exhausted
+        closed = Position(end, None, 0)
+        if changes:
+            changes[-1] = _with_position(changes[-1], closed)
+        # The next window may already hold changes committed meanwhile: look again soon.
+        return Batch(changes, closed, waiting=True)
+    return Batch(changes, changes[-1].position)
+
+
 class PostgresReader:
+    async def read(self, conn: AsyncConnection, pos: Position, limit: int) -> Batch:
+        horizon = pos.horizon
+        if pos.window_end is not None:  # paging through an open window
+            rows = await _pg_fetch(conn, _PAGE, horizon, pos.window_end, pos.last_id, limit)
+            return _page(rows, horizon, pos.window_end, limit)
+        rows = await _pg_fetch(conn, _OPEN_WINDOW, horizon, limit)
+        x, blocked, waiting = rows[0][0], rows[0][1], bool(rows[0][2])
+        if blocked is not None:
+            # An intent is split across X: lower the end until none is (see above).
+            end = await _lower(conn, horizon, blocked)
+            if end <= horizon:
+                return Batch([], pos, waiting=True)
+            rows = await _pg_fetch(conn, _PAGE, horizon, end, 0, limit)
+            batch = _page(rows, horizon, end, limit)
+            return Batch(batch.changes, batch.position, waiting=True)
+        if x <= horizon:
+            return Batch([], pos, waiting=waiting)
+        if rows[0][3] is None:  # an empty window: just move on
+            return Batch([], Position(x, None, 0), waiting=waiting)
+        batch = _page(rows, horizon, x, limit, skip=3)
+        return Batch(batch.changes, batch.position, waiting=waiting)
+
     async def next_batch(self, conn: AsyncConnection, pos: Position, limit: int) -> tuple[list[Change], Position]:
-        if pos.window_end is None:
-            end = await safe_window_end(conn, pos.horizon)
-            if end <= pos.horizon:
-                return [], pos
-            first = (await conn.execute(
-                select(func.min(change_log.c.id))
-                .where(change_log.c.txid >= pos.horizon, change_log.c.txid < end))).scalar()
-            if first is None:
-                return [], Position(end, None, 0)  # an empty window: just move on
-            pos = Position(pos.horizon, end, first - 1)
-        assert pos.window_end is not None
-        rows = (await conn.execute(
-            select(change_log)
-            .where(change_log.c.txid >= pos.horizon, change_log.c.txid < pos.window_end,
-                   change_log.c.id > pos.last_id)
-            .order_by(change_log.c.id).limit(limit))).all()
-        changes = [Change.from_row(r, Position(pos.horizon, pos.window_end, r.id)) for r in rows]
-        if len(rows) < limit:  # the window is exhausted
-            closed = Position(pos.window_end, None, 0)
-            if changes:
-                changes[-1] = _with_position(changes[-1], closed)
-            return changes, closed
-        return changes, changes[-1].position
+        batch = await self.read(conn, pos, limit)
+        return batch.changes, batch.position
+
+
+def _sqlite_fetch_in_thread(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    cursor = db.execute(sql, args)
+    try:
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 class SqliteReader:
+    async def read(self, conn: AsyncConnection, pos: Position, limit: int) -> Batch:
+        # One hop to the driver's thread; outside a transaction the SELECT is its own
+        # consistent read (the driver runs in autocommit mode, see db/engine.py).
+        driver = _driver(conn)
+        rows = await driver._execute(_sqlite_fetch_in_thread, driver._conn, _SQLITE_PAGE, (pos.last_id, limit))
+        changes = [Change(*r, Position(0, None, r[0])) for r in rows]
+        return Batch(changes, changes[-1].position if changes else pos)
+
     async def next_batch(self, conn: AsyncConnection, pos: Position, limit: int) -> tuple[list[Change], Position]:
-        rows = (await conn.execute(
-            select(change_log).where(change_log.c.id > pos.last_id).order_by(change_log.c.id).limit(limit))).all()
-        changes = [Change.from_row(r, Position(0, None, r.id)) for r in rows]
-        return changes, (changes[-1].position if changes else pos)
+        batch = await self.read(conn, pos, limit)
+        return batch.changes, batch.position
 
 
 def _with_position(change: Change, position: Position) -> Change:

@@ -11,6 +11,10 @@ for deduplication). A consumer that lives in the same database delivers *inside*
 offset's transaction, which makes it exactly once; a sink that keeps its own durable
 position (the archive's manifest, the broker's last message) reports it on start, and the
 relay resumes from the later of the two, so a crash costs no duplicate there either.
+
+Every commit wakes the relay, but the work is per batch, not per wake-up: wake-ups that
+arrive while a consumer reads or delivers coalesce, and under load a consumer reads at most
+every ``read_interval_s`` (an idle one reads at once), see :meth:`Relay._pump`.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.changes import START, Change, Position
@@ -32,6 +36,7 @@ from paygate_server.config import Settings
 from paygate_server.db import Database
 from paygate_server.db.dialect import insert_ignore
 from paygate_server.db.schema_history import cdc_offsets
+from paygate_server.db.statements import Sql, execute
 from paygate_server.faults import crash_point
 
 __all__ = ["Consumer", "Relay", "ConsumerStats", "load_offset", "FAULT_POINTS"]
@@ -65,6 +70,7 @@ class Consumer(Protocol):
 class ConsumerStats:
     delivered: int = 0
     batches: int = 0
+    reads: int = 0
     running: bool = False
     last_error: str | None = None
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,16 +90,30 @@ async def _ensure_offset(lease: ConsumerLease) -> Position:
         return await load_offset(conn, lease.consumer)
 
 
+_SAVE_OFFSET = Sql("""
+UPDATE cdc_offsets SET horizon = :horizon, window_end = :window_end, last_id = :last_id,
+  delivered = delivered + :delivered, updated_at = :now
+WHERE consumer = :consumer
+""")
+
+
 async def _save_offset(conn: AsyncConnection, consumer: str, pos: Position, delivered: int) -> None:
-    await conn.execute(update(cdc_offsets).where(cdc_offsets.c.consumer == consumer).values(
-        horizon=pos.horizon, window_end=pos.window_end, last_id=pos.last_id,
-        delivered=cdc_offsets.c.delivered + delivered, updated_at=now_us()))
+    await execute(conn, _SAVE_OFFSET, horizon=pos.horizon, window_end=pos.window_end, last_id=pos.last_id,
+                  delivered=delivered, now=now_us(), consumer=consumer)
+
+
+# Under load, a consumer reads at most this often (from the start of one productive read to
+# the next), so one read and one delivery serve every change committed in between rather
+# than one each per commit. It bounds the latency this adds (an idle relay reads at once).
+READ_INTERVAL_S = 0.01
 
 
 class Relay:
-    def __init__(self, db: Database, settings: Settings, consumers: list[Consumer] | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings, consumers: list[Consumer] | None = None, *,
+                 read_interval_s: float = READ_INTERVAL_S) -> None:
         self._db = db
         self._settings = settings
+        self.read_interval_s = read_interval_s
         self.consumers: list[Consumer] = list(consumers or [])
         self.stats: dict[str, ConsumerStats] = {}
         self._wakes: dict[str, asyncio.Event] = {}
@@ -169,7 +189,23 @@ class Relay:
     async def _pump(self, consumer: Consumer, lease: ConsumerLease,
                     until: tuple[int | None, float] | None = None) -> int:
         """Deliver until cancelled, or with ``until=(target, deadline)`` until caught up with
-        every transaction older than ``target`` (PostgreSQL; None on SQLite)."""
+        every transaction older than ``target`` (PostgreSQL; None on SQLite).
+
+        When to read (live mode; a drain reads on until caught up):
+
+        * a read that filled its page reads on at once (more is waiting);
+        * otherwise the next read waits for a wake-up (or the poll interval) — and wake-ups
+          coalesce: every commit while a batch is read or delivered just leaves "more to
+          read" set, and the next read comes no sooner than ``read_interval_s`` after the
+          previous *productive* one began, so under load one read picks up every change
+          committed meanwhile. A wake-up after an empty read (an idle relay) or after a
+          quiet interval reads at once;
+        * a read that saw committed changes it could not take yet (PostgreSQL: held back by
+          a running transaction, which may end without a wake-up) looks again after
+          ``read_interval_s``, backing off to the poll interval;
+        * a consumer that lingers (the archive) does not read at every wake-up while its
+          partial batch waits: it reads when the linger is over.
+        """
         until_idle = until is not None
         stats = self._stats(consumer.name)
         wake = self._wakes.setdefault(consumer.name, asyncio.Event())
@@ -183,18 +219,25 @@ class Relay:
         pending: list[Change] = []
         pending_since = 0.0
         total = 0
+        poll = self._settings.relay_poll_interval_s
+        interval = self.read_interval_s
+        retry = interval
         while True:
             wake.clear()
+            started = time.monotonic()
+            limit = consumer.batch_size - len(pending)
             async with lease.read() as conn:
-                changes, read_pos = await self._reader.next_batch(
-                    conn, read_pos, consumer.batch_size - len(pending))
+                batch = await self._reader.read(conn, read_pos, limit)
+            stats.reads += 1
+            changes, read_pos = batch.changes, batch.position
             if changes:
                 if not pending:
-                    pending_since = time.monotonic()
+                    pending_since = started
                 pending.extend(changes)
             # An empty window only moves the horizon: not worth an offset write (that write
-            # would itself take a txid and open the next empty window), nor a re-read now.
+            # would itself take a txid and open the next empty window).
             progressed = bool(changes)
+            full = len(changes) >= limit
             lingered = time.monotonic() - pending_since >= consumer.linger_s
             if pending and (len(pending) >= consumer.batch_size or lingered or (until_idle and not progressed)):
                 await self._deliver(consumer, lease, pending, read_pos)
@@ -203,18 +246,35 @@ class Relay:
                 stats.batches += 1
                 pending = []
                 committed = read_pos
-            if progressed:
-                continue
-            if not pending:
-                stats.caught_up.set()
-                if until is not None:
+            if until is not None:
+                if progressed:
+                    continue
+                if not pending:
+                    stats.caught_up.set()
                     target, deadline = until
                     if target is None or read_pos.horizon >= target or time.monotonic() >= deadline:
                         return total
-            timeout = self._settings.relay_poll_interval_s
+                await _wait(wake, poll)
+                continue
+            if full:
+                continue  # more is waiting: read on at once
             if pending:
-                timeout = min(timeout, max(0.0, consumer.linger_s - (time.monotonic() - pending_since)))
+                # Lingering for a fuller batch: no reads until the linger is over.
+                await asyncio.sleep(max(0.0, consumer.linger_s - (time.monotonic() - pending_since)))
+                continue
+            stats.caught_up.set()
+            if batch.waiting:
+                if progressed:
+                    retry = interval
+                timeout, retry = retry, min(poll, retry * 2)
+            else:
+                timeout, retry = poll, interval
             await _wait(wake, timeout)
+            if progressed:
+                # Busy: let the changes committed meanwhile gather for one read.
+                delay = started + interval - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
 
     async def _deliver(self, consumer: Consumer, lease: ConsumerLease, changes: list[Change], pos: Position) -> None:
         fault = self._settings.fault_point

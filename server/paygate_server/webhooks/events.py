@@ -8,20 +8,23 @@ reservation bumping ``amountRefunded``) make no event. The payload is fixed at c
 change — and every enabled endpoint of the merchant subscribed to the type gets a
 delivery row. The relay runs this inside the transaction that records its offset, so each
 change yields its event exactly once (``change_id`` is unique besides).
+
+Cost per batch, not per change: the previous status of an entity is known from the batch
+itself or from the batches this consumer delivered before (remembered once they commit,
+forgotten whenever the relay (re)starts the consumer), and only the rest is looked up, in
+one query; events and their deliveries (to the merchants' endpoints, joined in SQL) are
+written with one statement (PostgreSQL; two on SQLite), sent straight to the driver.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
-from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.cdc.changes import Change, Position
 from paygate_server.clock import now_us, to_rfc3339
-from paygate_server.db.dialect import insert_ignore
-from paygate_server.db.schema import change_log
-from paygate_server.db.schema_history import webhook_deliveries, webhook_endpoints, webhook_events
+from paygate_server.db.statements import Sql, execute, fetch_all
 from paygate_server.ids import new_id
 from paygate_server.intents.schemas import render_intent
 from paygate_server.refunds.service import render_refund
@@ -29,6 +32,57 @@ from paygate_server.refunds.service import render_refund
 __all__ = ["WebhookConsumer", "event_for"]
 
 _INTENT_EVENTS = {"created", "in_progress", "succeeded", "failed", "canceled"}
+_ENTITIES = ("payment_intent", "refund")
+
+# How many entities' last status the consumer remembers between batches (the oldest go).
+KNOWN_STATUSES_MAX = 20_000
+
+# Whatever the number of rows, one fixed statement: PostgreSQL takes arrays (unnest),
+# SQLite a JSON array of rows (json_each). An event whose change has one already is skipped
+# (a re-delivered batch), and so are its deliveries: only the events just inserted get one
+# delivery per enabled endpoint of the merchant subscribed to the type.
+_PG = {
+    "previous": Sql("""
+        SELECT entity, entity_id, intent_seq, data::jsonb ->> 'status' AS status FROM change_log
+        WHERE intent_id = ANY(:intent_ids::text[]) AND entity IN ('payment_intent', 'refund')"""),
+    # Events and their deliveries in one statement.
+    "write": Sql("""
+        WITH ev AS (
+          INSERT INTO webhook_events (id, merchant_id, type, change_id, intent_id, object_id, payload, created_at)
+          SELECT id, merchant_id, type, change_id, intent_id, object_id, payload, :now::bigint
+          FROM unnest(:ids::text[], :merchant_ids::text[], :types::text[], :change_ids::bigint[],
+                      :intent_ids::text[], :object_ids::text[], :payloads::text[])
+               AS t(id, merchant_id, type, change_id, intent_id, object_id, payload)
+          ON CONFLICT DO NOTHING RETURNING id, merchant_id, type)
+        INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, next_attempt_at,
+                                        created_at, updated_at)
+        SELECT ev.id, ep.id, ev.merchant_id, 'pending', 0, :now::bigint, :now::bigint, :now::bigint
+        FROM ev JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id AND ep.status = 'enabled'
+        WHERE ep.events IS NULL OR ep.events::jsonb ? ev.type"""),
+}
+_SQLITE = {
+    "previous": Sql("""
+        SELECT entity, entity_id, intent_seq, json_extract(data, '$.status') AS status FROM change_log
+        WHERE intent_id IN (SELECT value FROM json_each(:intent_ids))
+          AND entity IN ('payment_intent', 'refund')"""),
+    # (WHERE true: SQLite's rule for an upsert clause after INSERT ... SELECT)
+    "events": Sql("""
+        INSERT INTO webhook_events (id, merchant_id, type, change_id, intent_id, object_id, payload, created_at)
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+               json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+               json_extract(value, '$[6]'), :now
+        FROM json_each(:rows) WHERE true
+        ON CONFLICT DO NOTHING"""),
+    # Our fresh event ids exist only where the insert above did not skip the change.
+    "deliveries": Sql("""
+        INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, next_attempt_at,
+                                        created_at, updated_at)
+        SELECT ev.id, ep.id, ev.merchant_id, 'pending', 0, :now, :now, :now
+        FROM webhook_events ev
+        JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id AND ep.status = 'enabled'
+        WHERE ev.id IN (SELECT value FROM json_each(:ids))
+          AND (ep.events IS NULL OR ev.type IN (SELECT value FROM json_each(ep.events)))"""),
+}
 
 
 def event_for(change: Change, snapshot: Mapping[str, Any], previous_status: str | None) -> tuple[str, Any] | None:
@@ -43,13 +97,27 @@ def event_for(change: Change, snapshot: Mapping[str, Any], previous_status: str 
     return None
 
 
-async def _previous_status(conn: AsyncConnection, change: Change) -> str | None:
-    data = (await conn.execute(
-        select(change_log.c.data)
-        .where(change_log.c.intent_id == change.intent_id, change_log.c.entity == change.entity,
-               change_log.c.entity_id == change.entity_id, change_log.c.intent_seq < change.intent_seq)
-        .order_by(change_log.c.intent_seq.desc()).limit(1))).scalar()
-    return None if data is None else jsoncodec.loads(data).get("status")
+def _json(value: Any) -> str:
+    return jsoncodec.dumps(value).decode()
+
+
+async def _previous_statuses(conn: AsyncConnection,
+                             first: Mapping[tuple[str, str], Change]) -> dict[tuple[str, str], Any]:
+    """For each entity, the status of its latest change before the given one (None: none)."""
+    intent_ids = sorted({c.intent_id for c in first.values()})
+    if conn.dialect.name == "postgresql":
+        rows = await fetch_all(conn, _PG["previous"], intent_ids=intent_ids)
+    else:
+        rows = await fetch_all(conn, _SQLITE["previous"], intent_ids=_json(intent_ids))
+    best: dict[tuple[str, str], tuple[int, Any]] = {}
+    for row in rows:
+        key = (row["entity"], row["entity_id"])
+        change = first.get(key)
+        if change is None or row["intent_seq"] >= change.intent_seq:
+            continue
+        if key not in best or row["intent_seq"] > best[key][0]:
+            best[key] = (row["intent_seq"], row["status"])
+    return {key: found[1] for key, found in best.items()}
 
 
 class WebhookConsumer:
@@ -61,54 +129,91 @@ class WebhookConsumer:
         self.batch_size = batch_size
         self._on_created = on_created
         self._created = 0
+        # (entity, entity_id) -> (intent_seq, status) of the last change delivered and
+        # committed since start(): the relay delivers each intent's changes in order and
+        # every one of them, so that is the predecessor of the entity's next change.
+        self._known: dict[tuple[str, str], tuple[int, Any]] = {}
+        # The same for the batch being delivered; becomes known only once it committed.
+        self._staged: dict[tuple[str, str], tuple[int, Any]] = {}
 
     async def start(self) -> Position | None:
+        # Another relay may have delivered meanwhile: remember nothing from before.
+        self._known = {}
+        self._staged = {}
         return None
 
     async def deliver(self, changes: list[Change], conn: AsyncConnection | None) -> None:
         assert conn is not None
-        last_status: dict[tuple[str, str], str | None] = {}
-        endpoints: dict[str, list[tuple[str, list[str] | None]]] = {}
-        now = now_us()
-        for change in changes:
-            if change.entity not in ("payment_intent", "refund"):
-                continue
-            snapshot = change.snapshot()
+        self._created = 0
+        staged: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._staged = staged
+        relevant = [c for c in changes if c.entity in _ENTITIES]
+        if not relevant:
+            return
+        known = self._known
+        # The first change of each entity in the batch: its predecessor is known (memory),
+        # absent (an insert), or looked up — all of those in one query.
+        unknown: dict[tuple[str, str], Change] = {}
+        firsts: set[tuple[str, str]] = set()
+        for change in relevant:
             key = (change.entity, change.entity_id)
-            if change.op == "insert":
+            if key in firsts:
+                continue
+            firsts.add(key)
+            if change.op != "insert":
+                last = known.get(key)
+                if last is None or last[0] >= change.intent_seq:
+                    unknown[key] = change
+        looked_up = await _previous_statuses(conn, unknown) if unknown else {}
+
+        now = now_us()
+        events: list[tuple[str, Change, str, bytes]] = []
+        for change in relevant:
+            key = (change.entity, change.entity_id)
+            snapshot = change.snapshot()
+            if key in staged:
+                previous = staged[key][1]
+            elif change.op == "insert":
                 previous = None
-            elif key in last_status:
-                previous = last_status[key]
+            elif key in unknown:
+                previous = looked_up.get(key)
             else:
-                previous = await _previous_status(conn, change)
-            last_status[key] = snapshot.get("status")
+                previous = known[key][1]
+            staged[key] = (change.intent_seq, snapshot.get("status"))
             found = event_for(change, snapshot, previous)
             if found is None:
                 continue
             type_, obj = found
-            event_id = new_id("evt")
             payload = jsoncodec.dumps({"type": type_, "timestamp": to_rfc3339(change.created_at), "data": obj})
-            inserted = await insert_ignore(conn, webhook_events, {
-                "id": event_id, "merchant_id": change.merchant_id, "type": type_, "change_id": change.id,
-                "intent_id": change.intent_id, "object_id": change.entity_id, "payload": payload.decode(),
-                "created_at": now})
-            if not inserted:
-                continue  # this change's event exists already (a re-delivered batch)
-            if change.merchant_id not in endpoints:
-                rows = await conn.execute(select(webhook_endpoints.c.id, webhook_endpoints.c.events).where(
-                    webhook_endpoints.c.merchant_id == change.merchant_id,
-                    webhook_endpoints.c.status == "enabled"))
-                endpoints[change.merchant_id] = [
-                    (r.id, jsoncodec.loads(r.events) if r.events else None) for r in rows]
-            targets = [eid for eid, types in endpoints[change.merchant_id] if types is None or type_ in types]
-            if targets:
-                await conn.execute(insert(webhook_deliveries), [
-                    {"event_id": event_id, "endpoint_id": eid, "merchant_id": change.merchant_id,
-                     "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
-                     "updated_at": now} for eid in targets])
-                self._created += len(targets)
+            events.append((new_id("evt"), change, type_, payload))
+        if events:
+            await self._write(conn, events, now)
+
+    async def _write(self, conn: AsyncConnection, events: Sequence[tuple[str, Change, str, bytes]],
+                     now: int) -> None:
+        if conn.dialect.name == "postgresql":
+            created = await execute(
+                conn, _PG["write"], now=now, ids=[e[0] for e in events],
+                merchant_ids=[e[1].merchant_id for e in events], types=[e[2] for e in events],
+                change_ids=[e[1].id for e in events], intent_ids=[e[1].intent_id for e in events],
+                object_ids=[e[1].entity_id for e in events], payloads=[e[3].decode() for e in events])
+        else:
+            await execute(conn, _SQLITE["events"], now=now, rows=_json([
+                (event_id, c.merchant_id, type_, c.id, c.intent_id, c.entity_id, payload.decode())
+                for event_id, c, type_, payload in events]))
+            created = await execute(conn, _SQLITE["deliveries"], now=now, ids=_json([e[0] for e in events]))
+        self._created += created
 
     def after_commit(self) -> None:
+        known, staged = self._known, self._staged
+        self._staged = {}
+        for key, value in staged.items():
+            known.pop(key, None)  # re-inserted last: the dict's order is the age
+            known[key] = value
+        excess = len(known) - KNOWN_STATUSES_MAX
+        if excess > 0:
+            for key in list(known)[:excess]:
+                del known[key]
         if self._created and self._on_created is not None:
             self._on_created()
         self._created = 0
