@@ -46,6 +46,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", action="append", default=[], help="run rows whose name contains this")
+    parser.add_argument("--again", action="store_true", help="re-run rows already in --out")
     parser.add_argument("--duration", default="15")
     parser.add_argument("--warmup", default="3")
     parser.add_argument("--pg-database", default="paygate_bench")
@@ -56,6 +57,8 @@ def main() -> int:
     for name, bench_args, half_of in _rows(args.pg_database):
         if args.only and not any(part in name for part in args.only):
             continue
+        if name in results and not args.again:
+            continue  # already measured into --out: resume where a previous run stopped
         extra = list(bench_args)
         if half_of is not None:
             peak = results.get(half_of)
@@ -86,7 +89,7 @@ def summary_line(r: dict) -> str:
     cpu = r["cpu"]
     unit = r["throughput"]["unit"]
     return (f"   {r['throughput']['perSecond']:.1f} {unit}/s, gateway {cpu['gateway']['msPerOperation']:.2f} ms/op "
-            f"({cpu['gateway']['cores']:.2f} cores), db {cpu.get('database', {}).get('msPerOperation', 0):.2f} ms/op, "
+            f"({cpu['gateway']['cores']:.2f} cores), db {(cpu.get('database') or {}).get('msPerOperation') or 0:.2f} ms/op, "
             f"load {r['loadAverage']['before'][0]}→{r['loadAverage']['after'][0]}")
 
 
@@ -106,7 +109,7 @@ def markdown(results: dict[str, dict]) -> str:
     for name, r in results.items():
         cpu = r["cpu"]
         load = f"{r['loadAverage']['before'][0]}→{r['loadAverage']['after'][0]}"
-        db = cpu.get("database", {}).get("msPerOperation")
+        db = (cpu.get("database") or {}).get("msPerOperation")
         db_text = f"{db:.1f}" if db is not None else "–"
         if r["scenario"] == "payment":
             ep = r["endpoints"]
