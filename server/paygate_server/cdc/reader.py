@@ -35,24 +35,24 @@ separate page read.
 """
 from __future__ import annotations
 
-import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.changes import Change, Position
+from paygate_server.db.statements import Sql, fetch_tuples
 
 __all__ = ["Batch", "ChangeReader", "PostgresReader", "SqliteReader", "reader_for", "safe_window_end"]
 
 # The columns of a Change, in its field order: ``Change(*row, position)``.
 _COLUMNS = "id, entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at"
 
-_BLOCKED = """
+_BLOCKED = Sql("""
 SELECT min(c.txid) FROM change_log c
 JOIN change_log p ON p.intent_id = c.intent_id AND p.intent_seq = c.intent_seq - 1
-WHERE c.txid >= $1 AND c.txid < $2 AND p.txid >= $2
-"""
+WHERE c.txid >= :horizon AND c.txid < :x AND p.txid >= :x
+""")
 
 # The oldest transaction still running *in this database* (else the next txid). A snapshot's
 # in-progress list spans the whole cluster, and a long transaction in another database can
@@ -70,37 +70,37 @@ least(
         AND a.datname IS DISTINCT FROM current_database())))
 """
 
-_OLDEST_RUNNING = f"WITH s AS (SELECT pg_current_snapshot() AS snap) SELECT {_OLDEST_RUNNING_EXPR} FROM s"
+_OLDEST_RUNNING = Sql(f"WITH s AS (SELECT pg_current_snapshot() AS snap) SELECT {_OLDEST_RUNNING_EXPR} FROM s")
 
-# Opening a window ($1 = horizon, $2 = page size), one round trip: X (the oldest running
+# Opening a window (:horizon, :page_size), one round trip: X (the oldest running
 # transaction, computed once), the smallest txid in [H, X) whose predecessor lies at or
 # beyond X (NULL when no intent is split), whether committed rows already wait at or beyond
 # X, and — when nothing is split — the window's first page (no page: one row of NULL change
 # columns). min() keeps every lookup on the txid index whatever plan the statement gets.
-_OPEN_WINDOW = f"""
+_OPEN_WINDOW = Sql(f"""
 WITH w AS MATERIALIZED (
   SELECT {_OLDEST_RUNNING_EXPR} AS x FROM (SELECT pg_current_snapshot() AS snap) s),
 b AS MATERIALIZED (
   SELECT w.x,
     (SELECT min(c.txid) FROM change_log c
       JOIN change_log p ON p.intent_id = c.intent_id AND p.intent_seq = c.intent_seq - 1
-      WHERE c.txid >= $1 AND c.txid < w.x AND p.txid >= w.x) AS blocked,
+      WHERE c.txid >= :horizon AND c.txid < w.x AND p.txid >= w.x) AS blocked,
     (SELECT min(l.txid) FROM change_log l WHERE l.txid >= w.x) IS NOT NULL AS beyond
   FROM w)
 SELECT b.x, b.blocked, b.beyond, {", ".join("c." + n for n in _COLUMNS.split(", "))}
 FROM b LEFT JOIN LATERAL (
   SELECT {_COLUMNS} FROM change_log
-  WHERE b.blocked IS NULL AND txid >= $1 AND txid < b.x
-  ORDER BY id LIMIT $2) c ON true
+  WHERE b.blocked IS NULL AND txid >= :horizon AND txid < b.x
+  ORDER BY id LIMIT :page_size) c ON true
 ORDER BY c.id
-"""
+""")
 
-_PAGE = f"""
+_PAGE = Sql(f"""
 SELECT {_COLUMNS} FROM change_log
-WHERE txid >= $1 AND txid < $2 AND id > $3 ORDER BY id LIMIT $4
-"""
+WHERE txid >= :horizon AND txid < :end AND id > :after ORDER BY id LIMIT :page_size
+""")
 
-_SQLITE_PAGE = f"SELECT {_COLUMNS} FROM change_log WHERE id > ? ORDER BY id LIMIT ?"
+_SQLITE_PAGE = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE id > :after ORDER BY id LIMIT :page_size")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +124,10 @@ class ChangeReader(Protocol):
         ...
 
 
-def _driver(conn: AsyncConnection) -> Any:
-    """The DBAPI driver's own connection beneath ``conn`` (asyncpg / aiosqlite)."""
-    return conn.sync_connection.connection.dbapi_connection._connection  # type: ignore[union-attr]
-
-
-async def _pg_fetch(conn: AsyncConnection, sql: str, *args: Any) -> Sequence[Any]:
-    # asyncpg prepares and caches the statement per connection. The relay reads outside any
-    # transaction (each statement commits on its own); on a connection whose driver-level
-    # transaction is open, the statement simply runs inside it.
-    return await _driver(conn).fetch(sql, *args)  # type: ignore[no-any-return]
+async def _pg_fetch(conn: AsyncConnection, sql: Sql, **params: Any) -> Sequence[Sequence[Any]]:
+    # The relay reads outside any transaction (each statement is its own consistent read);
+    # on a connection whose transaction is open, the statement simply runs inside it.
+    return await fetch_tuples(conn, sql, begin=False, **params)
 
 
 async def oldest_running(conn: AsyncConnection) -> int:
@@ -143,7 +137,7 @@ async def oldest_running(conn: AsyncConnection) -> int:
 
 async def _lower(conn: AsyncConnection, horizon: int, x: int) -> int:
     while x > horizon:
-        blocked = (await _pg_fetch(conn, _BLOCKED, horizon, x))[0][0]
+        blocked = (await _pg_fetch(conn, _BLOCKED, horizon=horizon, x=x))[0][0]
         if blocked is None:
             break
         x = blocked
@@ -174,16 +168,17 @@ class PostgresReader:
     async def read(self, conn: AsyncConnection, pos: Position, limit: int) -> Batch:
         horizon = pos.horizon
         if pos.window_end is not None:  # paging through an open window
-            rows = await _pg_fetch(conn, _PAGE, horizon, pos.window_end, pos.last_id, limit)
+            rows = await _pg_fetch(conn, _PAGE, horizon=horizon, end=pos.window_end, after=pos.last_id,
+                                  page_size=limit)
             return _page(rows, horizon, pos.window_end, limit)
-        rows = await _pg_fetch(conn, _OPEN_WINDOW, horizon, limit)
+        rows = await _pg_fetch(conn, _OPEN_WINDOW, horizon=horizon, page_size=limit)
         x, blocked, waiting = rows[0][0], rows[0][1], bool(rows[0][2])
         if blocked is not None:
             # An intent is split across X: lower the end until none is (see above).
             end = await _lower(conn, horizon, blocked)
             if end <= horizon:
                 return Batch([], pos, waiting=True)
-            rows = await _pg_fetch(conn, _PAGE, horizon, end, 0, limit)
+            rows = await _pg_fetch(conn, _PAGE, horizon=horizon, end=end, after=0, page_size=limit)
             batch = _page(rows, horizon, end, limit)
             return Batch(batch.changes, batch.position, waiting=True)
         if x <= horizon:
@@ -198,20 +193,11 @@ class PostgresReader:
         return batch.changes, batch.position
 
 
-def _sqlite_fetch_in_thread(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
-    cursor = db.execute(sql, args)
-    try:
-        return cursor.fetchall()
-    finally:
-        cursor.close()
-
-
 class SqliteReader:
     async def read(self, conn: AsyncConnection, pos: Position, limit: int) -> Batch:
         # One hop to the driver's thread; outside a transaction the SELECT is its own
         # consistent read (the driver runs in autocommit mode, see db/engine.py).
-        driver = _driver(conn)
-        rows = await driver._execute(_sqlite_fetch_in_thread, driver._conn, _SQLITE_PAGE, (pos.last_id, limit))
+        rows = await fetch_tuples(conn, _SQLITE_PAGE, after=pos.last_id, page_size=limit)
         changes = [Change(*r, Position(0, None, r[0])) for r in rows]
         return Batch(changes, changes[-1].position if changes else pos)
 
@@ -221,8 +207,6 @@ class SqliteReader:
 
 
 def _with_position(change: Change, position: Position) -> Change:
-    from dataclasses import replace
-
     return replace(change, position=position)
 
 

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Sql", "execute", "fetch_all", "fetch_one", "fetch_value"]
+__all__ = ["Sql", "execute", "fetch_all", "fetch_one", "fetch_tuples", "fetch_value"]
 
 try:  # the PostgreSQL driver is an optional extra
     import asyncpg
@@ -72,22 +72,27 @@ def _adapter(conn: AsyncConnection) -> Any:
     return conn.sync_connection.connection.dbapi_connection
 
 
-async def _run(conn: AsyncConnection, sql: Sql, params: dict[str, Any], rows: bool) -> tuple[list[Row], int]:
+# What a call wants back: rows as mappings, rows as tuples (column order), or the row count.
+_MAPPINGS, _TUPLES, _COUNT = "mappings", "tuples", "count"
+
+
+async def _run(conn: AsyncConnection, sql: Sql, params: dict[str, Any], mode: str,
+               begin: bool = True) -> tuple[Sequence[Any], int]:
     adapter = _adapter(conn)
     if conn.dialect.name == "postgresql":
-        return await _asyncpg(conn, adapter, sql, sql.args(params), rows)
-    return await _sqlite(adapter, sql, params, rows)
+        return await _asyncpg(conn, adapter, sql, sql.args(params), mode, begin)
+    return await _sqlite(adapter, sql, params, mode)
 
 
 async def _asyncpg(conn: AsyncConnection, adapter: Any, sql: Sql, args: list[Any],
-                   rows: bool) -> tuple[list[Row], int]:
-    if adapter._transaction is None:
+                   mode: str, begin: bool) -> tuple[Sequence[Any], int]:
+    if begin and adapter._transaction is None:
         await adapter._start_transaction()  # returns at once on an autocommit connection
     driver = adapter._connection  # asyncpg.Connection
     try:
-        if rows:
-            records = await driver.fetch(sql.positional, *args)
-            return records, len(records)  # type: ignore[return-value]
+        if mode != _COUNT:
+            records = await driver.fetch(sql.positional, *args)  # Records: mappings and tuples
+            return records, len(records)
         status = await driver.execute(sql.positional, *args)
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise IntegrityError(sql.text, args, exc) from None
@@ -100,33 +105,45 @@ async def _asyncpg(conn: AsyncConnection, adapter: Any, sql: Sql, args: list[Any
 
 
 def _sqlite_in_thread(db: sqlite3.Connection, text: str, params: dict[str, Any],
-                      rows: bool) -> tuple[list[Row], int]:
+                      mode: str) -> tuple[Sequence[Any], int]:
     cursor = db.execute(text, params)
     try:
-        if rows and cursor.description is not None:
+        if mode == _COUNT or cursor.description is None:
+            return [], cursor.rowcount
+        found: list[Any] = cursor.fetchall()
+        if mode == _MAPPINGS:
             names = [d[0] for d in cursor.description]
-            found: list[Row] = [dict(zip(names, r)) for r in cursor.fetchall()]
-            return found, len(found)
-        return [], cursor.rowcount
+            found = [dict(zip(names, r)) for r in found]
+        return found, len(found)
     finally:
         cursor.close()
 
 
-async def _sqlite(adapter: Any, sql: Sql, params: dict[str, Any], rows: bool) -> tuple[list[Row], int]:
+async def _sqlite(adapter: Any, sql: Sql, params: dict[str, Any], mode: str) -> tuple[Sequence[Any], int]:
+    # The driver runs in autocommit mode (db/engine.py): outside a unit of work a statement
+    # is its own transaction, so there is no lazy BEGIN to mirror here.
     driver = adapter._connection  # aiosqlite.Connection: one hop to its thread for the lot
     try:
-        return await driver._execute(_sqlite_in_thread, driver._conn, sql.text, params, rows)
+        return await driver._execute(_sqlite_in_thread, driver._conn, sql.text, params, mode)
     except sqlite3.IntegrityError as exc:
         raise IntegrityError(sql.text, params, exc) from None
 
 
 async def fetch_all(conn: AsyncConnection, sql: Sql, **params: Any) -> Sequence[Row]:
-    return (await _run(conn, sql, params, True))[0]
+    return (await _run(conn, sql, params, _MAPPINGS))[0]
 
 
 async def fetch_one(conn: AsyncConnection, sql: Sql, **params: Any) -> Row | None:
-    found = (await _run(conn, sql, params, True))[0]
+    found = (await _run(conn, sql, params, _MAPPINGS))[0]
     return found[0] if found else None
+
+
+async def fetch_tuples(conn: AsyncConnection, sql: Sql, *, begin: bool = True,
+                       **params: Any) -> Sequence[Sequence[Any]]:
+    """Rows as tuples in column order (cheapest for many rows). ``begin=False``: on a
+    PostgreSQL connection with no transaction open, run the statement on its own instead of
+    opening one (the relay's long-lived reading connection must never hold a snapshot)."""
+    return (await _run(conn, sql, params, _TUPLES, begin))[0]
 
 
 async def fetch_value(conn: AsyncConnection, sql: Sql, **params: Any) -> Any:
@@ -137,4 +154,4 @@ async def fetch_value(conn: AsyncConnection, sql: Sql, **params: Any) -> Any:
 
 async def execute(conn: AsyncConnection, sql: Sql, **params: Any) -> int:
     """Run a statement for its effect; the number of rows it changed."""
-    return (await _run(conn, sql, params, False))[1]
+    return (await _run(conn, sql, params, _COUNT))[1]
