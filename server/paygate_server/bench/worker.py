@@ -110,8 +110,10 @@ class Recorder:
             self.errors[key] = self.errors.get(key, 0) + 1
             self.error_count += 1
 
-    def flow(self, name: str, started: float, ended: float, outcome: str | None) -> None:
-        """A finished flow: ``outcome`` is its final status, or None if it broke off."""
+    def flow(self, name: str | None, started: float, ended: float, outcome: str | None) -> None:
+        """A finished flow: ``outcome`` is its final status, or None if it broke off. ``name``:
+        the histogram of whole-flow latency, or None when the flow is a single request (its
+        latency is already the endpoint's, and recording it twice doubles the count)."""
         if not self.in_window(started, ended):
             return
         if outcome is None:
@@ -120,6 +122,8 @@ class Recorder:
         self.payments += 1
         self.last_completion = max(self.last_completion, ended)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if name is None:
+            return
         hist = self.histograms.get(name)
         if hist is None:
             hist = self.histograms[name] = LatencyHistogram()
@@ -231,7 +235,7 @@ class Driver:
             else:  # process: each prepared intent once
                 signer, intent_id = self.prepared.pop()
                 outcome = await self.process(send, signer, intent_id)
-        self.rec.flow(scenario, started, time.monotonic(), outcome)
+        self.rec.flow(None, started, time.monotonic(), outcome)
 
     def flow(self, send: Send, signer: Signer, started: float) -> Coroutine[Any, Any, None]:
         if self.cfg.scenario == "payment":

@@ -188,3 +188,17 @@ def test_split_spreads_work_evenly() -> None:
     assert split(10, 3) == [4, 3, 3]
     assert split(2, 4) == [1, 1, 0, 0]
     assert sum(split(1001, 7)) == 1001
+
+
+def test_recorder_counts_a_single_request_flow_once() -> None:
+    from paygate_server.bench.worker import Recorder
+
+    rec = Recorder(window_start=0.0)
+    rec.request("status", 1.0, 1.002, None)
+    rec.flow(None, 1.0, 1.002, "created")  # the status scenario: the flow is that one request
+    rec.request("create", 2.0, 2.001, None)
+    rec.request("process", 2.001, 2.01, None)
+    rec.flow("payment", 2.0, 2.02, "succeeded")
+    assert rec.payments == 2
+    assert {name: h.count for name, h in rec.histograms.items()} == {
+        "status": 1, "create": 1, "process": 1, "payment": 1}
