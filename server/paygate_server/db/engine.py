@@ -15,9 +15,11 @@ from typing import Any, AsyncIterator
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from paygate_server.config import normalize_database_url
 from paygate_server.db.group_commit import GroupCommitter
+from paygate_server.db.statements import Autocommit
 
 __all__ = ["Database", "create_database"]
 
@@ -69,16 +71,41 @@ class Database:
                 yield conn
 
     @asynccontextmanager
-    async def write_one(self) -> AsyncIterator[AsyncConnection]:
-        """For a single, self-contained write statement: on PostgreSQL an autocommit
-        connection (one round trip instead of BEGIN + statement + COMMIT); on SQLite a
-        group-commit unit like any write."""
+    async def write_one(self) -> AsyncIterator[AsyncConnection | Autocommit]:
+        """For a single, self-contained write statement (run with :mod:`.statements`): on
+        PostgreSQL an :class:`Autocommit` driver connection (one round trip instead of
+        BEGIN + statement + COMMIT); on SQLite a group-commit unit like any write."""
         if self._group is not None:
             async with self._group.unit() as conn:
                 yield conn
         else:
-            async with self._read_engine.connect() as conn:
+            async with self.autocommit() as conn:
                 yield conn
+
+    @asynccontextmanager
+    async def read_one(self) -> AsyncIterator[Autocommit]:
+        """For a single read statement (run with :mod:`.statements`): an
+        :class:`Autocommit` driver connection. One statement is its own consistent
+        snapshot, so it needs no read transaction."""
+        async with self.autocommit() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Autocommit]:
+        """A pooled driver connection with no transaction: every statement commits on its
+        own. On SQLite, for reads only (writes go through :meth:`write`'s group commit)."""
+        fairy = await self.engine.raw_connection()
+        try:
+            yield Autocommit(self.engine.dialect, fairy)
+        finally:
+            if self.is_sqlite:
+                # The check-in's reset (a ROLLBACK) goes through the async adapter, which
+                # only works inside SQLAlchemy's greenlet bridge.
+                await greenlet_spawn(fairy.close)
+            else:
+                # No transaction was opened, so the asyncpg adapter's reset does no I/O:
+                # skip the bridge (~50 µs).
+                fairy.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

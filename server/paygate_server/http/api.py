@@ -14,14 +14,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
 from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
+from paygate_server.clock import now_us
+from paygate_server.db.statements import Sql, execute
 from paygate_server.errors import ApiError, error_body
-from paygate_server.http.idempotency import IdempotencyScope, parse_idempotency_key
+from paygate_server.http.idempotency import CLAIM_DONE_CTE, IdempotencyScope, parse_idempotency_key
 from paygate_server.http.middleware import request_id_of
 
 if TYPE_CHECKING:
@@ -34,6 +37,16 @@ log = logging.getLogger("paygate.api")
 Handler = Callable[["ApiContext"], Awaitable[Response]]
 Operation = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]
 T = TypeVar("T")
+
+# Insert statements with the Idempotency-Key's claim in front (PostgreSQL), made once each.
+_WITH_CLAIM: dict[Sql, Sql] = {}
+
+
+def _with_claim(sql: Sql) -> Sql:
+    found = _WITH_CLAIM.get(sql)
+    if found is None:
+        found = _WITH_CLAIM[sql] = Sql(f"WITH {CLAIM_DONE_CTE} {sql.text}")
+    return found
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -130,6 +143,38 @@ class ApiContext:
                 await scope.store_error(db, exc, self.request_id)
             raise
         return Response(data, status, media_type="application/json")
+
+    async def execute_insert(self, sql: Sql, params: dict[str, Any], status: int, body: Any) -> Response:
+        """A state change that is one insert whose answer is known before it runs (a create).
+
+        On PostgreSQL that is one statement in autocommit — with an ``Idempotency-Key``,
+        the key's row and its stored answer go into the same statement (a writable CTE) —
+        so one round trip and no BEGIN/COMMIT. A key that already exists fails that
+        statement, which then changed nothing, and the request takes the general way
+        (:meth:`execute`: replay, 409 or 422). SQLite always takes the general way (its
+        writes share group commits instead).
+        """
+        db = self.gateway.db
+        data = jsoncodec.dumps(body)
+
+        async def operation(conn: AsyncConnection) -> tuple[int, Any]:
+            await execute(conn, sql, **params)
+            return status, body
+
+        if db.is_sqlite:
+            return await self.execute(operation)
+        scope = self.idempotency
+        async with db.autocommit() as conn:
+            if scope is None:
+                await execute(conn, sql, **params)
+                return Response(data, status, media_type="application/json")
+            try:
+                await execute(conn, _with_claim(sql), **params, **scope.statement_params(),
+                              idem_now=now_us(), idem_status=status, idem_body=data)
+                return Response(data, status, media_type="application/json")
+            except IntegrityError:
+                pass  # the key exists (a retry, or a reuse): judged below
+        return await self.execute(operation)
 
     async def first_phase(self, phase: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """The first transaction of a multi-phase operation (processing, refunds).

@@ -29,7 +29,14 @@ from paygate_server.errors import ApiError, error_body
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["IdempotencyScope", "parse_idempotency_key", "prune_idempotency_keys"]
+__all__ = [
+    "CLAIM_DONE_CTE",
+    "IdempotencyScope",
+    "answer_cte",
+    "claim_in_progress_cte",
+    "parse_idempotency_key",
+    "prune_idempotency_keys",
+]
 
 _KEY = "merchant_id = :merchant_id AND idempotency_key = :key"
 _INSERT = Sql(
@@ -51,6 +58,31 @@ _COMPLETE = Sql(
 _COMPLETE_ONCE = Sql(_COMPLETE.text + " AND state = 'in_progress'")
 _STORED = Sql(f"SELECT response_status, response_body FROM idempotency_keys WHERE {_KEY} AND state = 'done'")
 _RELEASE = Sql(f"DELETE FROM idempotency_keys WHERE {_KEY} AND state = 'in_progress'")
+
+# The key's row as one CTE of a larger single statement (PostgreSQL's one-round-trip paths:
+# intents/endpoints.py, processing/attempts.py). Parameters: :idem_merchant_id, :idem_key,
+# :idem_request_hash (IdempotencyScope.statement_params), :idem_now, and :idem_status /
+# :idem_body where a response is stored. Without ON CONFLICT: a key that exists makes the
+# whole statement fail (and change nothing), and the caller takes the general path.
+_KEY_COLUMNS = "merchant_id, idempotency_key, request_hash, state, locked_at, created_at"
+_KEY_VALUES = ":idem_merchant_id, :idem_key, :idem_request_hash"
+CLAIM_DONE_CTE = (
+    f"idempotency_claim AS (INSERT INTO idempotency_keys ({_KEY_COLUMNS}, response_status, response_body)"
+    f" VALUES ({_KEY_VALUES}, 'done', :idem_now, :idem_now, :idem_status, :idem_body))"
+)
+
+
+def claim_in_progress_cte(source: str) -> str:
+    """Claim the key ``in_progress`` once per row of the CTE ``source`` (none: no claim)."""
+    return (f"idempotency_claim AS (INSERT INTO idempotency_keys ({_KEY_COLUMNS})"
+            f" SELECT {_KEY_VALUES}, 'in_progress', :idem_now, :idem_now FROM {source})")
+
+
+def answer_cte(guard: str) -> str:
+    """Store :idem_body as the key's response (first writer wins) if ``guard`` holds."""
+    return ("idempotency_answer AS (UPDATE idempotency_keys SET state = 'done', response_status = 200,"
+            " response_body = :idem_body WHERE merchant_id = :idem_merchant_id AND idempotency_key = :idem_key"
+            f" AND state = 'in_progress' AND {guard} RETURNING 1)")
 
 
 def parse_idempotency_key(value: str | None) -> str | None:
@@ -83,6 +115,10 @@ class IdempotencyScope:
 
     def _ids(self) -> dict[str, str]:
         return {"merchant_id": self.merchant_id, "key": self.key}
+
+    def statement_params(self) -> dict[str, str]:
+        """The key's parameters for the CTEs above."""
+        return {"idem_merchant_id": self.merchant_id, "idem_key": self.key, "idem_request_hash": self.request_hash}
 
     async def _insert(self, conn: AsyncConnection, state: str) -> bool:
         return await execute(conn, _INSERT, **self._ids(), request_hash=self.request_hash,

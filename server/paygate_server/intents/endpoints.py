@@ -33,7 +33,7 @@ STREAM_KEEPALIVE_S = 15.0
 
 
 async def load_intent(ctx: ApiContext, intent_id: str) -> Any:
-    async with ctx.gateway.db.read() as conn:
+    async with ctx.gateway.db.read_one() as conn:
         row = await repo.get_intent(conn, ctx.merchant_id, intent_id)
     if row is None:
         raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
@@ -42,12 +42,8 @@ async def load_intent(ctx: ApiContext, intent_id: str) -> Any:
 
 async def create_intent(ctx: ApiContext) -> Response:
     data = parse_create(ctx.json_object(), ctx.merchant_id)
-
-    async def op(conn: AsyncConnection) -> tuple[int, Any]:
-        row, client_secret = await repo.insert_intent(conn, ctx.merchant_id, data)
-        return 201, render_intent(row, client_secret=client_secret)
-
-    return await ctx.execute(op)
+    row, client_secret = repo.new_intent(ctx.merchant_id, data)
+    return await ctx.execute_insert(repo.INSERT_INTENT, row, 201, render_intent(row, client_secret=client_secret))
 
 
 async def get_intent(ctx: ApiContext) -> Response:
@@ -124,7 +120,7 @@ async def intent_status_events(gateway: Gateway, request: Request, merchant_id: 
     """One SSE event per status change, ending at a final status (SPEC §4). Shared by the
     API's stream and the checkout's (``/checkout/v1/status/stream``)."""
     async def load() -> Any:
-        async with gateway.db.read() as conn:
+        async with gateway.db.read_one() as conn:
             row = await repo.get_intent(conn, merchant_id, intent_id)
         if row is None:
             raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")

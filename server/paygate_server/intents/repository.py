@@ -14,11 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
 from paygate_server.db.schema import change_log, payment_intents as intents
-from paygate_server.db.statements import Sql, execute, fetch_one
+from paygate_server.db.statements import Connection, Sql, execute, fetch_one
 from paygate_server.ids import new_id, random_token
 from paygate_server.intents.schemas import CreateIntent
 
 __all__ = [
+    "INSERT_INTENT",
+    "new_intent",
     "insert_intent",
     "get_intent",
     "get_intent_by_client_secret",
@@ -32,7 +34,7 @@ __all__ = [
 
 
 _COLUMNS = ", ".join(c.name for c in intents.c)
-_INSERT = Sql(f"INSERT INTO payment_intents ({_COLUMNS}) VALUES ({', '.join(':' + c.name for c in intents.c)})")
+INSERT_INTENT = Sql(f"INSERT INTO payment_intents ({_COLUMNS}) VALUES ({', '.join(':' + c.name for c in intents.c)})")
 _BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
 _GET = Sql(f"SELECT {_COLUMNS} FROM payment_intents WHERE {_BY_ID}")
 _START_PROCESSING = Sql(
@@ -52,7 +54,8 @@ def hash_client_secret(client_secret: str) -> str:
     return hashlib.sha256(client_secret.encode()).hexdigest()
 
 
-async def insert_intent(conn: AsyncConnection, merchant_id: str, data: CreateIntent) -> tuple[dict[str, Any], str]:
+def new_intent(merchant_id: str, data: CreateIntent) -> tuple[dict[str, Any], str]:
+    """A new intent's row (to insert with :data:`INSERT_INTENT`) and its client secret."""
     intent_id = new_id("pi")
     client_secret = f"{intent_id}_secret_{random_token(24)}"
     now = now_us()
@@ -74,11 +77,16 @@ async def insert_intent(conn: AsyncConnection, merchant_id: str, data: CreateInt
         "created_at": now,
         "updated_at": now,
     }
-    await execute(conn, _INSERT, **row)
     return row, client_secret
 
 
-async def get_intent(conn: AsyncConnection, merchant_id: str, intent_id: str) -> Mapping[str, Any] | None:
+async def insert_intent(conn: Connection, merchant_id: str, data: CreateIntent) -> tuple[dict[str, Any], str]:
+    row, client_secret = new_intent(merchant_id, data)
+    await execute(conn, INSERT_INTENT, **row)
+    return row, client_secret
+
+
+async def get_intent(conn: Connection, merchant_id: str, intent_id: str) -> Mapping[str, Any] | None:
     return await fetch_one(conn, _GET, intent_id=intent_id, merchant_id=merchant_id)
 
 

@@ -98,7 +98,7 @@ class ProcessingService:
         except (TimeoutError, Exception):
             row = None  # still at the processor, or failed to record: answer with what is stored
         if row is None:
-            async with db.read() as conn:
+            async with db.read_one() as conn:
                 row = await intent_repo.get_intent(conn, ctx.merchant_id, intent_id)
         assert row is not None
         data = jsoncodec.dumps(render_intent(row))
@@ -160,7 +160,7 @@ class ProcessingService:
             except Exception:
                 log.exception("post-authorization clean-up failed for %s", attempt.transaction_id)
         if row is None:  # a reconciler settled it first: report what is stored
-            async with gateway.db.read() as conn:
+            async with gateway.db.read_one() as conn:
                 row = await intent_repo.get_intent(conn, attempt.merchant_id, attempt.intent_id)
         return row
 

@@ -120,7 +120,7 @@ class ChangeNotifier:
         self._ready.set()
         while True:
             await asyncio.sleep(self._poll_interval_s)
-            async with self._db.read() as conn:
+            async with self._db.read_one() as conn:
                 rows = await fetch_all(conn, _CHANGES_AFTER, after=last)
             for row in rows:
                 self.publish(row["intent_id"])

@@ -79,3 +79,29 @@ async def test_single_statement_writes_commit_on_their_own(fresh_database_url: s
             assert await fetch_value(conn, Sql("SELECT name FROM merchants WHERE id = :id"), id="mer_a") == "A"
     finally:
         await db.dispose()
+
+
+async def test_autocommit_connections_commit_each_statement_and_survive_errors(fresh_database_url: str) -> None:
+    db = create_database(fresh_database_url)
+    try:
+        if db.is_sqlite:
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_a", name="A", at=1)
+        else:
+            async with db.autocommit() as conn:
+                assert await execute(conn, _INSERT, id="mer_a", name="A", at=1) == 1
+                with pytest.raises(IntegrityError):
+                    await execute(conn, _INSERT, id="mer_a", name="again", at=2)
+                # No transaction was left aborted: the same connection goes on working.
+                assert await execute(conn, _RENAME, id="mer_a", name="A2") == 1
+        for _ in range(3):  # pooled connections come back clean
+            async with db.read_one() as conn:
+                row = await fetch_one(conn, _GET, id="mer_a")
+                assert row is not None and row["name"] == ("A" if db.is_sqlite else "A2")
+        # A writer's commit is visible to the next read_one at once (no snapshot held).
+        async with db.write() as conn:
+            await execute(conn, _RENAME, id="mer_a", name="B")
+        async with db.read_one() as conn:
+            assert await fetch_value(conn, Sql("SELECT name FROM merchants WHERE id = :id"), id="mer_a") == "B"
+    finally:
+        await db.dispose()
