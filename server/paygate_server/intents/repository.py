@@ -37,17 +37,19 @@ _COLUMNS = ", ".join(c.name for c in intents.c)
 INSERT_INTENT = Sql(f"INSERT INTO payment_intents ({_COLUMNS}) VALUES ({', '.join(':' + c.name for c in intents.c)})")
 _BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
 _GET = Sql(f"SELECT {_COLUMNS} FROM payment_intents WHERE {_BY_ID}")
-_START_PROCESSING = Sql(
-    "UPDATE payment_intents SET status = 'in_progress', card = :card, last_error = NULL,"
-    " version = version + 1, updated_at = :now"
+# The processing transitions as text, so processing/at_once.py can put them in larger
+# statements: ``UPDATE payment_intents {…} RETURNING {COLUMNS}``.
+COLUMNS = _COLUMNS
+START_PROCESSING = (
+    "SET status = 'in_progress', card = :card, last_error = NULL, version = version + 1, updated_at = :now"
     f" WHERE {_BY_ID} AND status IN ('created', 'failed') AND failed_attempts < :max_failed"
-    f" RETURNING {_COLUMNS}"
 )
-_SETTLE_PROCESSING = Sql(
-    "UPDATE payment_intents SET status = :status, last_error = :last_error,"
-    " failed_attempts = failed_attempts + :failed, version = version + 1, updated_at = :now"
-    f" WHERE {_BY_ID} AND status = 'in_progress' RETURNING {_COLUMNS}"
+SETTLE_PROCESSING = (
+    "SET status = :status, last_error = :last_error, failed_attempts = failed_attempts + :failed,"
+    f" version = version + 1, updated_at = :now WHERE {_BY_ID} AND status = 'in_progress'"
 )
+_START_PROCESSING = Sql(f"UPDATE payment_intents {START_PROCESSING} RETURNING {_COLUMNS}")
+_SETTLE_PROCESSING = Sql(f"UPDATE payment_intents {SETTLE_PROCESSING} RETURNING {_COLUMNS}")
 
 
 def hash_client_secret(client_secret: str) -> str:

@@ -15,14 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
-from paygate_server.db.statements import Sql, execute, fetch_one
+from paygate_server.db.statements import Autocommit, Sql, execute, fetch_one
 from paygate_server.errors import ApiError
+from paygate_server.http.idempotency import answer_cte, claim_in_progress_cte
 from paygate_server.ids import new_id
 from paygate_server.intents import repository as intent_repo
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 
 __all__ = [
+    "Answer",
     "Attempt",
+    "begin_attempt_at_once",
+    "settle_attempt_at_once",
+    "is_definitive",
     "MAX_FAILED_ATTEMPTS",
     "begin_attempt",
     "apply_charge_result",
@@ -55,11 +60,14 @@ _ADD_CHECK = Sql(
     " created_at) VALUES (:kind, :object_id, :intent_id, :merchant_id, :due_at, :checks, :last_result, :now)"
 )
 _DROP_CHECK = Sql("DELETE FROM reconcile_queue WHERE kind = :kind AND object_id = :object_id")
+_ATTEMPT_COLUMNS = (
+    "id, intent_id, merchant_id, status, reference, connector, amount, currency, card_brand, card_last4,"
+    " card_exp_month, card_exp_year, card_fingerprint, vault_id, created_at, updated_at"
+)
+_ATTEMPT_CARD = ":brand, :last4, :exp_month, :exp_year, :fingerprint, :vault_id, :now, :now"
 _INSERT_ATTEMPT = Sql(
-    "INSERT INTO transactions (id, intent_id, merchant_id, status, reference, connector, amount, currency,"
-    " card_brand, card_last4, card_exp_month, card_exp_year, card_fingerprint, vault_id, created_at,"
-    " updated_at) VALUES (:id, :intent_id, :merchant_id, 'pending', :reference, :connector, :amount,"
-    " :currency, :brand, :last4, :exp_month, :exp_year, :fingerprint, :vault_id, :now, :now)"
+    f"INSERT INTO transactions ({_ATTEMPT_COLUMNS}) VALUES (:id, :intent_id, :merchant_id, 'pending',"
+    f" :reference, :connector, :amount, :currency, {_ATTEMPT_CARD})"
 )
 _ATTEMPT = Sql("SELECT intent_id, merchant_id, status FROM transactions WHERE id = :id")
 _MARK_UNKNOWN = Sql(
@@ -67,15 +75,50 @@ _MARK_UNKNOWN = Sql(
     " WHERE id = :id AND status = 'pending'"
 )
 _UNSETTLED = "WHERE id = :id AND status IN ('pending', 'unknown')"
-_SUCCEED_ATTEMPT = Sql(f"UPDATE transactions SET status = 'succeeded', auth_code = :auth_code, updated_at = :now {_UNSETTLED}")
-_FAIL_ATTEMPT = Sql(
-    "UPDATE transactions SET status = 'failed', decline_code = :decline_code, error_code = :error_code,"
+_SUCCEED = f"SET status = 'succeeded', auth_code = :auth_code, updated_at = :now {_UNSETTLED}"
+_FAIL = (
+    "SET status = 'failed', decline_code = :decline_code, error_code = :error_code,"
     f" error_message = :error_message, updated_at = :now {_UNSETTLED}"
 )
+_SUCCEED_ATTEMPT = Sql(f"UPDATE transactions {_SUCCEED}")
+_FAIL_ATTEMPT = Sql(f"UPDATE transactions {_FAIL}")
 
 
 def decline_message(code: str | None) -> str:
     return _DECLINE_MESSAGES.get(code or "", "The card was declined.")
+
+
+def is_definitive(result: ChargeResult) -> bool:
+    """The processor said yes or no (as opposed to: unknown, try again, never heard of it)."""
+    return result.outcome in (ChargeOutcome.APPROVED, ChargeOutcome.DECLINED, ChargeOutcome.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settlement:
+    """What a definitive outcome writes: the attempt's statement and values, the intent's."""
+
+    attempt_sql: Sql
+    attempt_params: dict[str, Any]
+    status: str
+    last_error: str | None
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "succeeded"
+
+    @classmethod
+    def of(cls, result: ChargeResult) -> _Settlement:
+        if result.outcome is ChargeOutcome.APPROVED:
+            return cls(_SUCCEED_ATTEMPT, {"auth_code": result.auth_code}, "succeeded", None)
+        if result.outcome is ChargeOutcome.DECLINED:
+            error = {"code": "card_declined", "declineCode": result.decline_code or "generic_decline",
+                     "message": decline_message(result.decline_code)}
+        else:  # FAILED: the processor said nothing was charged
+            error = {"code": "processing_error", "declineCode": None,
+                     "message": "The processor could not process the payment. Try again or use another card."}
+        return cls(_FAIL_ATTEMPT, {"decline_code": error["declineCode"], "error_code": error["code"],
+                                   "error_message": error["message"]},
+                   "failed", jsoncodec.dumps(error).decode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,23 +226,129 @@ async def apply_charge_result(
                              checks=checks, last_result=(result.message or outcome.value)[:200])
         return await intent_repo.get_intent(conn, merchant_id, intent_id)
 
-    if outcome is ChargeOutcome.APPROVED:
-        status, last_error = "succeeded", None
-        settled = await execute(conn, _SUCCEED_ATTEMPT, id=transaction_id, auth_code=result.auth_code, now=now)
-    else:
-        if outcome is ChargeOutcome.DECLINED:
-            error = {"code": "card_declined", "declineCode": result.decline_code or "generic_decline",
-                     "message": decline_message(result.decline_code)}
-        else:  # FAILED: the processor said nothing was charged
-            error = {"code": "processing_error", "declineCode": None,
-                     "message": "The processor could not process the payment. Try again or use another card."}
-        status, last_error = "failed", jsoncodec.dumps(error).decode()
-        settled = await execute(conn, _FAIL_ATTEMPT, id=transaction_id, decline_code=error["declineCode"],
-                                error_code=error["code"], error_message=error["message"], now=now)
+    settle = _Settlement.of(result)
+    settled = await execute(conn, settle.attempt_sql, id=transaction_id, **settle.attempt_params, now=now)
     if settled != 1:
         return None
     await execute(conn, _DROP_CHECK, kind="charge", object_id=transaction_id)
-    row = await intent_repo.settle_processing(conn, merchant_id, intent_id, status=status, last_error=last_error)
+    row = await intent_repo.settle_processing(conn, merchant_id, intent_id, status=settle.status,
+                                              last_error=settle.last_error)
     if row is not None and on_settled is not None:
         await on_settled(conn, row)  # e.g. the request's idempotent response, in this transaction
     return row
+
+
+# --- PostgreSQL: each phase of the request's own attempt as one statement ------------------
+#
+# begin_attempt and apply_charge_result run 4–6 statements between BEGIN and COMMIT: 6–8
+# round trips each. On PostgreSQL the request's own path runs each phase as one statement
+# made of writable CTEs instead, in autocommit: one round trip, atomic on its own. The
+# statements take the same locks in the same order (the intent's row first) and write the
+# same rows, so the history is the same. Anything off the happy path (the intent not in a
+# processable state, the Idempotency-Key already used, another attempt in flight, a
+# reconciler that got there first) makes the statement change nothing, and the caller
+# falls back to the general functions above, which judge and answer.
+
+_BEGIN_CTES = (
+    f"WITH intent AS (UPDATE payment_intents {intent_repo.START_PROCESSING} RETURNING {intent_repo.COLUMNS}),"
+    f" attempt AS (INSERT INTO transactions ({_ATTEMPT_COLUMNS}) SELECT :id, id, merchant_id, 'pending',"
+    f" :reference, :connector, amount, currency, {_ATTEMPT_CARD} FROM intent),"
+    " queued AS (INSERT INTO reconcile_queue (kind, object_id, intent_id, merchant_id, due_at, checks, created_at)"
+    " SELECT 'charge', :id, id, merchant_id, :due_at, 0, :now FROM intent)"
+)
+# The main query reads ``intent``, so the intent's update runs (and is captured) first.
+_BEGIN = Sql(f"{_BEGIN_CTES} SELECT {intent_repo.COLUMNS} FROM intent")
+_BEGIN_CLAIMING = Sql(f"{_BEGIN_CTES}, {claim_in_progress_cte('intent')} SELECT {intent_repo.COLUMNS} FROM intent")
+
+
+def _settle_sql(attempt_change: str, answering: bool) -> Sql:
+    # ``locked`` takes the intent's row before the attempt's (the lock order of this
+    # module); each later step runs only if the one before changed a row.
+    text = (
+        "WITH locked AS (SELECT id FROM payment_intents WHERE id = :intent_id FOR UPDATE),"
+        f" attempt AS (UPDATE transactions {attempt_change} AND EXISTS (SELECT 1 FROM locked) RETURNING id),"
+        " dropped AS (DELETE FROM reconcile_queue WHERE kind = 'charge' AND object_id = :id"
+        " AND EXISTS (SELECT 1 FROM attempt)),"
+        f" intent AS (UPDATE payment_intents {intent_repo.SETTLE_PROCESSING} AND EXISTS (SELECT 1 FROM attempt)"
+        f" RETURNING {intent_repo.COLUMNS})"
+    )
+    if not answering:
+        return Sql(f"{text} SELECT {intent_repo.COLUMNS} FROM intent")
+    answer = answer_cte("EXISTS (SELECT 1 FROM intent WHERE version = :expected_version)")
+    return Sql(f"{text}, {answer} SELECT {intent_repo.COLUMNS},"
+               " EXISTS (SELECT 1 FROM idempotency_answer) AS answered FROM intent")
+
+
+_SETTLE = {(approved, answering): _settle_sql(_SUCCEED if approved else _FAIL, answering)
+           for approved in (True, False) for answering in (True, False)}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The request's idempotent answer, stored in the statement that settles its attempt."""
+
+    key: dict[str, str]  # IdempotencyScope.statement_params()
+    before: Mapping[str, Any]  # the intent as the first phase left it
+    render: Callable[[Mapping[str, Any]], bytes]  # the answer's body for a settled intent row
+
+
+async def begin_attempt_at_once(
+    conn: Autocommit,
+    *,
+    merchant_id: str,
+    intent_id: str,
+    card: dict[str, Any],
+    card_fingerprint: str | None,
+    vault_id: str | None,
+    connector: str,
+    in_flight_grace_s: float,
+    key: dict[str, str] | None,
+) -> tuple[Mapping[str, Any], Attempt] | None:
+    """:func:`begin_attempt`, with the key's ``in_progress`` claim, as one statement.
+    None: nothing changed, take the general path."""
+    now = now_us()
+    txn_id, reference = new_id("txn"), new_id("ref")
+    params = {
+        "intent_id": intent_id, "merchant_id": merchant_id, "card": jsoncodec.dumps(card).decode(),
+        "max_failed": MAX_FAILED_ATTEMPTS, "now": now, "id": txn_id, "reference": reference,
+        "connector": connector, "brand": card["brand"], "last4": card["last4"], "exp_month": card["expMonth"],
+        "exp_year": card["expYear"], "fingerprint": card_fingerprint, "vault_id": vault_id,
+        "due_at": now + int(in_flight_grace_s * _US),
+    }
+    try:
+        if key is None:
+            row = await fetch_one(conn, _BEGIN, **params)
+        else:
+            row = await fetch_one(conn, _BEGIN_CLAIMING, **params, **key, idem_now=now)
+    except IntegrityError:
+        return None  # the key exists, or another attempt is in flight: the general path says which
+    if row is None:
+        return None  # not processable (missing, wrong status, too many failures)
+    return row, Attempt(txn_id, reference, intent_id, merchant_id, row["amount"], row["currency"])
+
+
+async def settle_attempt_at_once(conn: Autocommit, attempt: Attempt, result: ChargeResult, *,
+                                 answer: Answer | None) -> tuple[Mapping[str, Any] | None, bool]:
+    """:func:`apply_charge_result` for a definitive outcome, as one statement, storing the
+    request's answer too if the intent is still as the first phase left it (then the
+    answer rendered here in advance is the settled row's). Returns the settled intent row
+    (None: a reconciler settled the attempt first) and whether the answer was stored."""
+    settle = _Settlement.of(result)
+    now = now_us()
+    failed = int(not settle.approved)
+    params = {"id": attempt.transaction_id, **settle.attempt_params, "now": now, "intent_id": attempt.intent_id,
+              "merchant_id": attempt.merchant_id, "status": settle.status, "last_error": settle.last_error,
+              "failed": failed}
+    if answer is None:
+        return await fetch_one(conn, _SETTLE[settle.approved, False], **params), False
+    before = answer.before
+    expected = {**dict(before), "status": settle.status, "last_error": settle.last_error,
+                "failed_attempts": before["failed_attempts"] + failed, "version": before["version"] + 1,
+                "updated_at": now}
+    row = await fetch_one(conn, _SETTLE[settle.approved, True], **params,
+                          idem_merchant_id=answer.key["idem_merchant_id"], idem_key=answer.key["idem_key"],
+                          idem_body=answer.render(expected), expected_version=expected["version"])
+    if row is None:
+        return None, False
+    settled = dict(row)
+    return settled, bool(settled.pop("answered"))

@@ -25,7 +25,15 @@ from paygate_server import jsoncodec
 from paygate_server.faults import crash_point
 from paygate_server.intents import repository as intent_repo
 from paygate_server.intents.schemas import render_intent
-from paygate_server.processing.attempts import Attempt, apply_charge_result, begin_attempt
+from paygate_server.processing.attempts import (
+    Answer,
+    Attempt,
+    apply_charge_result,
+    begin_attempt,
+    begin_attempt_at_once,
+    is_definitive,
+    settle_attempt_at_once,
+)
 from paygate_server.processing.connectors import (
     CardDetails,
     ChargeOutcome,
@@ -36,6 +44,7 @@ from paygate_server.processing.connectors import (
 
 if TYPE_CHECKING:
     from paygate_server.http.api import ApiContext
+    from paygate_server.http.idempotency import IdempotencyScope
     from paygate_server.state import Gateway
 
 __all__ = ["ProcessingService", "ResolvedCard"]
@@ -72,29 +81,34 @@ class ProcessingService:
         db = gateway.db
         settings = gateway.settings
         scope = ctx.idempotency
-        _, attempt = await ctx.first_phase(lambda conn: begin_attempt(
-            conn, merchant_id=ctx.merchant_id, intent_id=intent_id, card=card.summary,
-            card_fingerprint=card.fingerprint, vault_id=card.vault_id,
-            connector=self.connector.name, in_flight_grace_s=settings.in_flight_grace_s,
-        ))
+        attempt_args: dict[str, Any] = {
+            "merchant_id": ctx.merchant_id, "intent_id": intent_id, "card": card.summary,
+            "card_fingerprint": card.fingerprint, "vault_id": card.vault_id,
+            "connector": self.connector.name, "in_flight_grace_s": settings.in_flight_grace_s,
+        }
+        begun = None
+        if not db.is_sqlite:  # one statement; None when off the happy path
+            async with db.autocommit() as conn:
+                begun = await begin_attempt_at_once(
+                    conn, **attempt_args, key=scope.statement_params() if scope is not None else None)
+        if begun is None:
+            begun = await ctx.first_phase(lambda conn: begin_attempt(conn, **attempt_args))
+        before, attempt = begun
         gateway.notifier.publish(intent_id)
         crash_point(settings.fault_point, "after_attempt_commit")
 
-        stored_with_outcome = False
-
-        async def store_final(conn: Any, row: Mapping[str, Any]) -> None:
-            # Settled within the request: its answer commits with the outcome.
-            nonlocal stored_with_outcome
-            if scope is not None:
-                stored_with_outcome = await scope.complete_once(conn, 200, jsoncodec.dumps(render_intent(row)))
-
-        task = asyncio.create_task(self._charge(attempt, card, store_final),
+        answer = None
+        if scope is not None:
+            answer = Answer(scope.statement_params(), before,
+                            lambda row: jsoncodec.dumps(render_intent(row)))
+        task = asyncio.create_task(self._charge(attempt, card, scope, answer),
                                    name=f"charge-{attempt.transaction_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         row: Mapping[str, Any] | None
+        stored_with_outcome = False
         try:
-            row = await asyncio.wait_for(asyncio.shield(task), settings.process_wait_budget_s)
+            row, stored_with_outcome = await asyncio.wait_for(asyncio.shield(task), settings.process_wait_budget_s)
         except (TimeoutError, Exception):
             row = None  # still at the processor, or failed to record: answer with what is stored
         if row is None:
@@ -137,10 +151,12 @@ class ProcessingService:
                 killer.cancel()
         return result
 
-    async def _charge(self, attempt: Attempt, card: ResolvedCard,
-                      on_settled: Callable[[Any, Mapping[str, Any]], Awaitable[None]] | None = None,
-                      ) -> Mapping[str, Any] | None:
+    async def _charge(self, attempt: Attempt, card: ResolvedCard, scope: IdempotencyScope | None = None,
+                      answer: Answer | None = None) -> tuple[Mapping[str, Any] | None, bool]:
+        """Call the processor and record the outcome. Returns the intent row afterwards and
+        whether the request's answer (``scope``/``answer``) was stored with the outcome."""
         gateway = self._gateway
+        db = gateway.db
         request = ChargeRequest(
             reference=attempt.reference, payment_intent_id=attempt.intent_id,
             merchant_id=attempt.merchant_id, amount=attempt.amount, currency=attempt.currency,
@@ -149,10 +165,21 @@ class ProcessingService:
         result = await self._call_processor(request)
         if result.outcome is ChargeOutcome.APPROVED:
             crash_point(gateway.settings.fault_point, "after_processor_approved")
-        async with gateway.db.write() as conn:
-            row = await apply_charge_result(conn, attempt.transaction_id, result,
-                                            schedule=gateway.settings.reconcile_schedule_s,
-                                            on_settled=on_settled)
+        answered = False
+        if not db.is_sqlite and is_definitive(result):
+            async with db.autocommit() as conn:
+                row, answered = await settle_attempt_at_once(conn, attempt, result, answer=answer)
+        else:
+            async def store_answer(conn: Any, settled: Mapping[str, Any]) -> None:
+                # Settled within the request: its answer commits with the outcome.
+                nonlocal answered
+                if scope is not None and answer is not None:
+                    answered = await scope.complete_once(conn, 200, answer.render(settled))
+
+            async with db.write() as conn:
+                row = await apply_charge_result(conn, attempt.transaction_id, result,
+                                                schedule=gateway.settings.reconcile_schedule_s,
+                                                on_settled=store_answer)
         gateway.notifier.publish(attempt.intent_id)
         if card.after_authorization is not None and result.outcome not in (ChargeOutcome.UNKNOWN, ChargeOutcome.RETRY):
             try:
@@ -160,9 +187,9 @@ class ProcessingService:
             except Exception:
                 log.exception("post-authorization clean-up failed for %s", attempt.transaction_id)
         if row is None:  # a reconciler settled it first: report what is stored
-            async with gateway.db.read_one() as conn:
+            async with db.read_one() as conn:
                 row = await intent_repo.get_intent(conn, attempt.merchant_id, attempt.intent_id)
-        return row
+        return row, answered
 
     async def drain(self, timeout_s: float) -> None:
         """On shutdown: let in-flight processor calls record their outcome."""
