@@ -98,14 +98,10 @@ class Database:
         try:
             yield Autocommit(self.engine.dialect, fairy)
         finally:
-            if self.is_sqlite:
-                # The check-in's reset (a ROLLBACK) goes through the async adapter, which
-                # only works inside SQLAlchemy's greenlet bridge.
-                await greenlet_spawn(fairy.close)
-            else:
-                # No transaction was opened, so the asyncpg adapter's reset does no I/O:
-                # skip the bridge (~50 µs).
-                fairy.close()
+            # Nothing was opened, so the check-in skips the pool's reset (on SQLite a ROLLBACK
+            # costs a hop to aiosqlite's thread). The bridge is still needed: a check-in past
+            # the pool's size closes the connection, which is async I/O.
+            await greenlet_spawn(fairy._close_special, True)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

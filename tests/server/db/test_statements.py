@@ -105,3 +105,35 @@ async def test_autocommit_connections_commit_each_statement_and_survive_errors(f
             assert await fetch_value(conn, Sql("SELECT name FROM merchants WHERE id = :id"), id="mer_a") == "B"
     finally:
         await db.dispose()
+
+
+async def test_autocommit_check_in_past_the_pool_size_closes_cleanly(
+        fresh_database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # pool_size=2: the third connection is an overflow one, closed when it comes back —
+    # async I/O that must run inside SQLAlchemy's greenlet bridge.
+    import asyncio
+    import logging
+
+    db = create_database(fresh_database_url, pool_size=2)
+    release = asyncio.Event()
+
+    async def hold() -> int:
+        async with db.read_one() as conn:
+            value = await fetch_value(conn, Sql("SELECT 1 AS one"))
+            await release.wait()
+            return int(value)
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="sqlalchemy"):
+            holders = [asyncio.create_task(hold()) for _ in range(3)]
+            await asyncio.sleep(0)
+            while db.engine.sync_engine.pool.checkedout() < 3:
+                await asyncio.sleep(0.01)
+            release.set()
+            assert await asyncio.gather(*holders) == [1, 1, 1]
+        assert db.engine.sync_engine.pool.checkedout() == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        async with db.read_one() as conn:  # and the pool still serves
+            assert await fetch_value(conn, Sql("SELECT 2 AS two")) == 2
+    finally:
+        await db.dispose()
