@@ -126,15 +126,20 @@ def test_pids_listening_on_skips_a_launcher_that_prebound_the_socket() -> None:
     for s in (a, b):
         s.bind(("127.0.0.1", 0))
         s.listen()
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
-                             pass_fds=(a.fileno(),))
+    child = subprocess.Popen([sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(a.fileno(),))
     try:
+        # Until the child has exec'd it is a copy of this process (same command line), and
+        # the launcher rule cannot tell them apart: wait for it to be itself.
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
         assert pids_listening_on(a.getsockname()[1]) == [child.pid]
         assert pids_listening_on(b.getsockname()[1]) == [os.getpid()]
     finally:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
         a.close()
         b.close()
 
