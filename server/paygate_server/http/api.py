@@ -155,7 +155,6 @@ class ApiContext:
         writes share group commits instead).
         """
         db = self.gateway.db
-        data = jsoncodec.dumps(body)
 
         async def operation(conn: AsyncConnection) -> tuple[int, Any]:
             await execute(conn, sql, **params)
@@ -164,6 +163,7 @@ class ApiContext:
         if db.is_sqlite:
             return await self.execute(operation)
         scope = self.idempotency
+        data = jsoncodec.dumps(body)
         async with db.autocommit() as conn:
             if scope is None:
                 await execute(conn, sql, **params)

@@ -25,6 +25,7 @@ from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 __all__ = [
     "Answer",
     "Attempt",
+    "NewAttempt",
     "begin_attempt_at_once",
     "settle_attempt_at_once",
     "is_definitive",
@@ -122,6 +123,19 @@ class _Settlement:
 
 
 @dataclass(frozen=True, slots=True)
+class NewAttempt:
+    """What starting an attempt needs (both forms: general and one-statement)."""
+
+    merchant_id: str
+    intent_id: str
+    card: dict[str, Any]
+    card_fingerprint: str | None
+    vault_id: str | None
+    connector: str
+    in_flight_grace_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     transaction_id: str
     reference: str
@@ -145,19 +159,17 @@ async def schedule_check(conn: AsyncConnection, kind: str, object_id: str, inten
         await execute(conn, _ADD_CHECK, **check, intent_id=intent_id, merchant_id=merchant_id, now=now_us())
 
 
-async def begin_attempt(
-    conn: AsyncConnection,
-    *,
-    merchant_id: str,
-    intent_id: str,
-    card: dict[str, Any],
-    card_fingerprint: str | None,
-    vault_id: str | None,
-    connector: str,
-    in_flight_grace_s: float,
-) -> tuple[Mapping[str, Any], Attempt]:
+def _card_params(new: NewAttempt) -> dict[str, Any]:
+    """The attempt's card columns (``_ATTEMPT_CARD``): a summary, never the number."""
+    card = new.card
+    return {"brand": card["brand"], "last4": card["last4"], "exp_month": card["expMonth"],
+            "exp_year": card["expYear"], "fingerprint": new.card_fingerprint, "vault_id": new.vault_id}
+
+
+async def begin_attempt(conn: AsyncConnection, new: NewAttempt) -> tuple[Mapping[str, Any], Attempt]:
     """Move the intent to ``in_progress`` and record a ``pending`` attempt, atomically."""
-    row = await intent_repo.start_processing(conn, merchant_id, intent_id, card=jsoncodec.dumps(card).decode(),
+    merchant_id, intent_id = new.merchant_id, new.intent_id
+    row = await intent_repo.start_processing(conn, merchant_id, intent_id, card=jsoncodec.dumps(new.card).decode(),
                                              max_failed_attempts=MAX_FAILED_ATTEMPTS)
     if row is None:
         current = await intent_repo.get_intent(conn, merchant_id, intent_id)
@@ -171,19 +183,15 @@ async def begin_attempt(
     now = now_us()
     attempt = Attempt(new_id("txn"), new_id("ref"), intent_id, merchant_id, row["amount"], row["currency"])
     try:
-        await execute(conn, _INSERT_ATTEMPT,
-            id=attempt.transaction_id, intent_id=intent_id, merchant_id=merchant_id,
-            reference=attempt.reference, connector=connector, amount=attempt.amount,
-            currency=attempt.currency, brand=card["brand"], last4=card["last4"],
-            exp_month=card["expMonth"], exp_year=card["expYear"],
-            fingerprint=card_fingerprint, vault_id=vault_id, now=now,
-        )
+        await execute(conn, _INSERT_ATTEMPT, id=attempt.transaction_id, intent_id=intent_id,
+                      merchant_id=merchant_id, reference=attempt.reference, connector=new.connector,
+                      amount=attempt.amount, currency=attempt.currency, **_card_params(new), now=now)
     except IntegrityError:
         # The partial unique index: another attempt is in flight or already succeeded.
         raise ApiError("intent_state_conflict", "another payment attempt is in flight for this intent") from None
     # If this process dies mid-call, the reconciler owns the attempt after the grace period.
     await execute(conn, _ADD_CHECK, kind="charge", object_id=attempt.transaction_id, intent_id=intent_id,
-                  merchant_id=merchant_id, due_at=now + int(in_flight_grace_s * _US), checks=0,
+                  merchant_id=merchant_id, due_at=now + int(new.in_flight_grace_s * _US), checks=0,
                   last_result=None, now=now)
     return row, attempt
 
@@ -292,28 +300,16 @@ class Answer:
     render: Callable[[Mapping[str, Any]], bytes]  # the answer's body for a settled intent row
 
 
-async def begin_attempt_at_once(
-    conn: Autocommit,
-    *,
-    merchant_id: str,
-    intent_id: str,
-    card: dict[str, Any],
-    card_fingerprint: str | None,
-    vault_id: str | None,
-    connector: str,
-    in_flight_grace_s: float,
-    key: dict[str, str] | None,
-) -> tuple[Mapping[str, Any], Attempt] | None:
+async def begin_attempt_at_once(conn: Autocommit, new: NewAttempt, *,
+                                key: dict[str, str] | None) -> tuple[Mapping[str, Any], Attempt] | None:
     """:func:`begin_attempt`, with the key's ``in_progress`` claim, as one statement.
     None: nothing changed, take the general path."""
     now = now_us()
     txn_id, reference = new_id("txn"), new_id("ref")
     params = {
-        "intent_id": intent_id, "merchant_id": merchant_id, "card": jsoncodec.dumps(card).decode(),
+        "intent_id": new.intent_id, "merchant_id": new.merchant_id, "card": jsoncodec.dumps(new.card).decode(),
         "max_failed": MAX_FAILED_ATTEMPTS, "now": now, "id": txn_id, "reference": reference,
-        "connector": connector, "brand": card["brand"], "last4": card["last4"], "exp_month": card["expMonth"],
-        "exp_year": card["expYear"], "fingerprint": card_fingerprint, "vault_id": vault_id,
-        "due_at": now + int(in_flight_grace_s * _US),
+        "connector": new.connector, **_card_params(new), "due_at": now + int(new.in_flight_grace_s * _US),
     }
     try:
         if key is None:
@@ -324,7 +320,7 @@ async def begin_attempt_at_once(
         return None  # the key exists, or another attempt is in flight: the general path says which
     if row is None:
         return None  # not processable (missing, wrong status, too many failures)
-    return row, Attempt(txn_id, reference, intent_id, merchant_id, row["amount"], row["currency"])
+    return row, Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"], row["currency"])
 
 
 async def settle_attempt_at_once(conn: Autocommit, attempt: Attempt, result: ChargeResult, *,

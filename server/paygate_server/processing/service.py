@@ -28,6 +28,7 @@ from paygate_server.intents.schemas import render_intent
 from paygate_server.processing.attempts import (
     Answer,
     Attempt,
+    NewAttempt,
     apply_charge_result,
     begin_attempt,
     begin_attempt_at_once,
@@ -81,18 +82,15 @@ class ProcessingService:
         db = gateway.db
         settings = gateway.settings
         scope = ctx.idempotency
-        attempt_args: dict[str, Any] = {
-            "merchant_id": ctx.merchant_id, "intent_id": intent_id, "card": card.summary,
-            "card_fingerprint": card.fingerprint, "vault_id": card.vault_id,
-            "connector": self.connector.name, "in_flight_grace_s": settings.in_flight_grace_s,
-        }
+        new = NewAttempt(ctx.merchant_id, intent_id, card.summary, card.fingerprint, card.vault_id,
+                         self.connector.name, settings.in_flight_grace_s)
         begun = None
         if not db.is_sqlite:  # one statement; None when off the happy path
             async with db.autocommit() as conn:
                 begun = await begin_attempt_at_once(
-                    conn, **attempt_args, key=scope.statement_params() if scope is not None else None)
+                    conn, new, key=scope.statement_params() if scope is not None else None)
         if begun is None:
-            begun = await ctx.first_phase(lambda conn: begin_attempt(conn, **attempt_args))
+            begun = await ctx.first_phase(lambda conn: begin_attempt(conn, new))
         before, attempt = begun
         gateway.notifier.publish(intent_id)
         crash_point(settings.fault_point, "after_attempt_commit")

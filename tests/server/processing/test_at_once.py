@@ -16,6 +16,7 @@ from paygate_server.intents.schemas import render_intent
 from paygate_server.processing.attempts import (
     Answer,
     Attempt,
+    NewAttempt,
     apply_charge_result,
     begin_attempt,
     begin_attempt_at_once,
@@ -44,9 +45,8 @@ def _postgresql_only(gw: InProcessGateway) -> None:
         pytest.skip("the one-statement phases are PostgreSQL's (SQLite has no writable CTEs)")
 
 
-def _attempt_args(merchant_id: str, intent_id: str) -> dict[str, Any]:
-    return {"merchant_id": merchant_id, "intent_id": intent_id, "card": CARD, "card_fingerprint": "f" * 64,
-            "vault_id": None, "connector": "simulator", "in_flight_grace_s": 60.0}
+def _new(merchant_id: str, intent_id: str) -> NewAttempt:
+    return NewAttempt(merchant_id, intent_id, CARD, "f" * 64, None, "simulator", 60.0)
 
 
 def _scope(gw: InProcessGateway, shop: SignedClient, key: str) -> IdempotencyScope:
@@ -88,9 +88,9 @@ async def test_one_statement_phases_write_what_the_general_ones_write(gw: InProc
     general_scope, at_once_scope = _scope(gw, shop, "general"), _scope(gw, shop, "at-once")
     async with db.write() as conn:
         assert await general_scope.begin(conn) is None
-        _, general = await begin_attempt(conn, **_attempt_args(merchant_id, general_id))
+        _, general = await begin_attempt(conn, _new(merchant_id, general_id))
     async with db.autocommit() as conn:
-        begun = await begin_attempt_at_once(conn, **_attempt_args(merchant_id, at_once_id),
+        begun = await begin_attempt_at_once(conn, _new(merchant_id, at_once_id),
                                             key=at_once_scope.statement_params())
     assert begun is not None
     before, at_once = begun
@@ -131,19 +131,19 @@ async def test_begin_changes_nothing_off_the_happy_path(gw: InProcessGateway) ->
 
     async with db.autocommit() as conn:
         # The key exists: the whole statement fails, the intent stays as it was.
-        assert await begin_attempt_at_once(conn, **_attempt_args(merchant_id, intent_id),
+        assert await begin_attempt_at_once(conn, _new(merchant_id, intent_id),
                                            key=scope.statement_params()) is None
         # No such intent, or another merchant's.
-        assert await begin_attempt_at_once(conn, **_attempt_args(merchant_id, "pi_missing"), key=None) is None
-        assert await begin_attempt_at_once(conn, **_attempt_args("mer_other", intent_id), key=None) is None
+        assert await begin_attempt_at_once(conn, _new(merchant_id, "pi_missing"), key=None) is None
+        assert await begin_attempt_at_once(conn, _new("mer_other", intent_id), key=None) is None
     assert await _state(gw, intent_id) == untouched
 
     async with db.autocommit() as conn:
-        assert await begin_attempt_at_once(conn, **_attempt_args(merchant_id, intent_id), key=None) is not None
+        assert await begin_attempt_at_once(conn, _new(merchant_id, intent_id), key=None) is not None
         in_progress = await _state(gw, intent_id)
         # Already in progress: no second attempt, no claim of a fresh key.
         fresh = _scope(gw, shop, "fresh")
-        assert await begin_attempt_at_once(conn, **_attempt_args(merchant_id, intent_id),
+        assert await begin_attempt_at_once(conn, _new(merchant_id, intent_id),
                                            key=fresh.statement_params()) is None
     assert await _state(gw, intent_id) == in_progress
     assert await _key_row(gw, fresh) is None
@@ -155,7 +155,7 @@ async def test_settle_after_a_reconciler_changes_nothing(gw: InProcessGateway) -
     merchant_id = shop.creds.merchant_id
     intent_id = (await shop.create_intent())["paymentIntentId"]
     async with db.autocommit() as conn:
-        begun = await begin_attempt_at_once(conn, **_attempt_args(merchant_id, intent_id), key=None)
+        begun = await begin_attempt_at_once(conn, _new(merchant_id, intent_id), key=None)
     assert begun is not None
     before, attempt = begun
     async with db.write() as conn:  # the reconciler learns the outcome first
@@ -176,7 +176,7 @@ async def test_the_answer_is_stored_only_if_the_intent_is_as_the_first_phase_lef
     intent_id = (await shop.create_intent())["paymentIntentId"]
     scope = _scope(gw, shop, "k")
     async with db.autocommit() as conn:
-        begun = await begin_attempt_at_once(conn, **_attempt_args(merchant_id, intent_id),
+        begun = await begin_attempt_at_once(conn, _new(merchant_id, intent_id),
                                             key=scope.statement_params())
         assert begun is not None
         before, attempt = begun
@@ -198,7 +198,7 @@ async def test_racing_a_reconciler_settles_once_without_deadlock(gw: InProcessGa
     for _ in range(12):
         intent_id = (await shop.create_intent())["paymentIntentId"]
         async with db.autocommit() as conn:
-            begun = await begin_attempt_at_once(conn, **_attempt_args(merchant_id, intent_id), key=None)
+            begun = await begin_attempt_at_once(conn, _new(merchant_id, intent_id), key=None)
         assert begun is not None
         attempts.append(begun[1])
 
