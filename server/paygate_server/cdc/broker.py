@@ -77,7 +77,8 @@ class NatsClient:
         for m in messages:
             futures.append(await self._js.publish_async(
                 m.subject, m.body, stream=self.stream, headers={"Nats-Msg-Id": m.msg_id, **m.headers}))
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+        async with asyncio.timeout(30):  # not wait_for: see paygate_server.waiting
+            await asyncio.gather(*futures)
 
     async def last_position(self) -> Position | None:
         info = await self._js.stream_info(self.stream)

@@ -38,6 +38,7 @@ from paygate_server.db.dialect import insert_ignore
 from paygate_server.db.schema_history import cdc_offsets
 from paygate_server.db.statements import Sql, execute
 from paygate_server.faults import crash_point
+from paygate_server.waiting import wait_event
 
 __all__ = ["Consumer", "Relay", "ConsumerStats", "load_offset", "FAULT_POINTS"]
 
@@ -254,7 +255,7 @@ class Relay:
                     target, deadline = until
                     if target is None or read_pos.horizon >= target or time.monotonic() >= deadline:
                         return total
-                await _wait(wake, poll)
+                await wait_event(wake, poll)
                 continue
             if full:
                 continue  # more is waiting: read on at once
@@ -269,7 +270,7 @@ class Relay:
                 timeout, retry = retry, min(poll, retry * 2)
             else:
                 timeout, retry = poll, interval
-            await _wait(wake, timeout)
+            await wait_event(wake, timeout)
             if progressed:
                 # Busy: let the changes committed meanwhile gather for one read.
                 delay = started + interval - time.monotonic()
@@ -293,6 +294,4 @@ class Relay:
             await _save_offset(conn, consumer.name, pos, len(changes))
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+

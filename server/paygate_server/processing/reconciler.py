@@ -32,6 +32,7 @@ from paygate_server.processing.attempts import apply_charge_result
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult, Connector, RefundRequest
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.refunds.service import apply_refund_result
+from paygate_server.waiting import wait_event
 
 __all__ = ["Reconciler", "PassReport", "list_unresolved"]
 
@@ -79,10 +80,7 @@ class Reconciler:
             if next_due is not None:
                 timeout = max(0.0, min(timeout, next_due))
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, timeout)
             # Many changes in a burst cost one pass, not one each.
             await asyncio.sleep(max(0.0, WAKE_MIN_INTERVAL_S - (time.monotonic() - started)))
 

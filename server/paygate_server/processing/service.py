@@ -106,7 +106,8 @@ class ProcessingService:
         row: Mapping[str, Any] | None
         stored_with_outcome = False
         try:
-            row, stored_with_outcome = await asyncio.wait_for(asyncio.shield(task), settings.process_wait_budget_s)
+            async with asyncio.timeout(settings.process_wait_budget_s):  # not wait_for: see waiting.py
+                row, stored_with_outcome = await asyncio.shield(task)
         except (TimeoutError, Exception):
             row = None  # still at the processor, or failed to record: answer with what is stored
         if row is None:

@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from paygate_server.db import Database
 from paygate_server.db.capture import NOTIFY_CHANNEL
 from paygate_server.db.statements import Sql, fetch_all, fetch_value
+from paygate_server.waiting import wait_event
 
 __all__ = ["ChangeNotifier", "Subscription"]
 
@@ -35,9 +36,7 @@ class Subscription:
 
     async def wait(self, timeout: float) -> bool:
         """True if a change arrived (the flag is then reset), False on timeout."""
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
+        if not await wait_event(self._event, timeout):
             return False
         self._event.clear()
         return True
@@ -88,7 +87,8 @@ class ChangeNotifier:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="paygate-change-notifier")
         # Listening before we serve: no change committed after start-up is missed.
-        await asyncio.wait_for(self._ready.wait(), timeout=30)
+        if not await wait_event(self._ready, 30):
+            raise TimeoutError("the change notifier did not start listening within 30 s")
 
     async def stop(self) -> None:
         if self._task is not None:

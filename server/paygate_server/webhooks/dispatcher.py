@@ -20,7 +20,6 @@ One slow or dead endpoint never delays the others: at most
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -38,6 +37,7 @@ from paygate_server.db import Database
 from paygate_server.db.schema_history import webhook_deliveries, webhook_endpoints, webhook_events
 from paygate_server.webhooks.guard import AddressRefused, GuardedBackend
 from paygate_server.webhooks.repository import open_secret, sign
+from paygate_server.waiting import wait_event
 
 __all__ = ["Dispatcher", "AttemptResult"]
 
@@ -82,8 +82,7 @@ class Dispatcher:
                 except Exception:
                     log.exception("webhook dispatch pass failed")
                 timeout = self._settings.webhook_poll_interval_s
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                await wait_event(self._wake, timeout)
         finally:
             for task in list(self._tasks):
                 task.cancel()
