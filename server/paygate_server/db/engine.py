@@ -38,7 +38,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 0) -> None:
         self.url = normalize_database_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
@@ -54,9 +54,13 @@ class Database:
             self._group = GroupCommitter(self._write_engine)
         else:
             self.engine = create_async_engine(
-                # A pool big enough for the request concurrency: overflow connections are
-                # closed on return, and a new PostgreSQL connection costs a backend fork.
-                self.url, pool_size=pool_size, max_overflow=pool_size // 2, pool_pre_ping=False
+                # A fixed ceiling, no overflow by default: the pool opens connections as
+                # they are first needed and keeps them, and past the ceiling a request
+                # waits for one. Overflow connections are closed on return, so a pool that
+                # overflows under steady load opens and closes connections all the time,
+                # and each new one costs PostgreSQL a backend fork, its catalog caches and
+                # every prepared statement again (docs/performance.md, fourth pass).
+                self.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False
             )
             self._write_engine = self.engine
             self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -132,4 +136,5 @@ def _sqlite_begin(conn: Any) -> None:
 
 def create_database(url: str, **kw: Any) -> Database:
     return Database(url, **kw)
+
 

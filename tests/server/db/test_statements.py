@@ -109,12 +109,12 @@ async def test_autocommit_connections_commit_each_statement_and_survive_errors(f
 
 async def test_autocommit_check_in_past_the_pool_size_closes_cleanly(
         fresh_database_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    # pool_size=2: the third connection is an overflow one, closed when it comes back —
+    # pool_size=2 with one overflow connection: the third is closed when it comes back —
     # async I/O that must run inside SQLAlchemy's greenlet bridge.
     import asyncio
     import logging
 
-    db = create_database(fresh_database_url, pool_size=2)
+    db = create_database(fresh_database_url, pool_size=2, max_overflow=1)
     release = asyncio.Event()
 
     async def hold() -> int:
@@ -135,5 +135,44 @@ async def test_autocommit_check_in_past_the_pool_size_closes_cleanly(
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
         async with db.read_one() as conn:  # and the pool still serves
             assert await fetch_value(conn, Sql("SELECT 2 AS two")) == 2
+    finally:
+        await db.dispose()
+
+
+async def test_a_burst_past_the_pool_size_waits_instead_of_opening_connections(database_url: str) -> None:
+    """PostgreSQL: the pool's ceiling is fixed. A burst of 4× the pool size is served by the
+    pool's own connections, kept and reused, instead of overflow connections that would be
+    closed on return (a backend fork each, every time the load bursts)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL: SQLite connections are files, not server processes")
+    import asyncio
+
+    from sqlalchemy import event
+
+    db = create_database(database_url, pool_size=3)
+    opened = 0
+
+    def count(*_: object) -> None:
+        nonlocal opened
+        opened += 1
+
+    event.listen(db.engine.sync_engine.pool, "connect", count)
+    gate = asyncio.Event()
+
+    async def read() -> int:
+        async with db.read_one() as conn:
+            await gate.wait()
+            return int(await fetch_value(conn, Sql("SELECT 1 AS one")))
+
+    try:
+        for _ in range(3):
+            gate.clear()
+            readers = [asyncio.create_task(read()) for _ in range(12)]
+            while db.engine.sync_engine.pool.checkedout() < 3:
+                await asyncio.sleep(0.005)
+            gate.set()
+            assert await asyncio.gather(*readers) == [1] * 12
+        assert opened == 3
+        assert db.engine.sync_engine.pool.checkedout() == 0
     finally:
         await db.dispose()
