@@ -292,6 +292,3 @@ class Relay:
         crash_point(fault, "relay_after_deliver")
         async with lease.write() as conn:
             await _save_offset(conn, consumer.name, pos, len(changes))
-
-
-

@@ -136,5 +136,3 @@ def _sqlite_begin(conn: Any) -> None:
 
 def create_database(url: str, **kw: Any) -> Database:
     return Database(url, **kw)
-
-

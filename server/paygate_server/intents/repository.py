@@ -19,7 +19,10 @@ from paygate_server.ids import new_id, random_token
 from paygate_server.intents.schemas import CreateIntent
 
 __all__ = [
+    "COLUMNS",
     "INSERT_INTENT",
+    "START_PROCESSING",
+    "SETTLE_PROCESSING",
     "new_intent",
     "insert_intent",
     "get_intent",
@@ -33,13 +36,13 @@ __all__ = [
 ]
 
 
-_COLUMNS = ", ".join(c.name for c in intents.c)
-INSERT_INTENT = Sql(f"INSERT INTO payment_intents ({_COLUMNS}) VALUES ({', '.join(':' + c.name for c in intents.c)})")
+# Every column, in table order: the SELECT and RETURNING list of every statement here.
+COLUMNS = ", ".join(c.name for c in intents.c)
+INSERT_INTENT = Sql(f"INSERT INTO payment_intents ({COLUMNS}) VALUES ({', '.join(':' + c.name for c in intents.c)})")
 _BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
-_GET = Sql(f"SELECT {_COLUMNS} FROM payment_intents WHERE {_BY_ID}")
-# The processing transitions as text, so processing/at_once.py can put them in larger
+_GET = Sql(f"SELECT {COLUMNS} FROM payment_intents WHERE {_BY_ID}")
+# The processing transitions as text, so processing/attempts.py can put them in larger
 # statements: ``UPDATE payment_intents {…} RETURNING {COLUMNS}``.
-COLUMNS = _COLUMNS
 START_PROCESSING = (
     "SET status = 'in_progress', card = :card, last_error = NULL, version = version + 1, updated_at = :now"
     f" WHERE {_BY_ID} AND status IN ('created', 'failed') AND failed_attempts < :max_failed"
@@ -48,8 +51,8 @@ SETTLE_PROCESSING = (
     "SET status = :status, last_error = :last_error, failed_attempts = failed_attempts + :failed,"
     f" version = version + 1, updated_at = :now WHERE {_BY_ID} AND status = 'in_progress'"
 )
-_START_PROCESSING = Sql(f"UPDATE payment_intents {START_PROCESSING} RETURNING {_COLUMNS}")
-_SETTLE_PROCESSING = Sql(f"UPDATE payment_intents {SETTLE_PROCESSING} RETURNING {_COLUMNS}")
+_START_PROCESSING = Sql(f"UPDATE payment_intents {START_PROCESSING} RETURNING {COLUMNS}")
+_SETTLE_PROCESSING = Sql(f"UPDATE payment_intents {SETTLE_PROCESSING} RETURNING {COLUMNS}")
 
 
 def hash_client_secret(client_secret: str) -> str:

@@ -53,20 +53,23 @@ def _scope(gw: InProcessGateway, shop: SignedClient, key: str) -> IdempotencySco
     return IdempotencyScope(gw.gateway, shop.creds.merchant_id, key, "POST", "/api/v1/payment/process", b"{}")
 
 
+async def _shop_with_intent(gw: InProcessGateway) -> tuple[SignedClient, str, str]:
+    """A new merchant's client, its merchant id, and one fresh intent of it."""
+    shop = await gw.new_merchant()
+    return shop, shop.creds.merchant_id, (await shop.create_intent())["paymentIntentId"]
+
+
 def _plain(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in dict(row).items() if k not in _VARYING}
 
 
 async def _state(gw: InProcessGateway, intent_id: str) -> dict[str, Any]:
     """Everything the phases write for one intent, without what varies by payment."""
-    async with gw.gateway.db.read_one() as conn:
+    async with gw.gateway.db.read() as conn:  # one snapshot for the four reads
         history = [(r["entity"], r["op"], r["intent_seq"], _plain(jsoncodec.loads(r["data"])))
                    for r in await fetch_all(conn, _HISTORY, intent_id=intent_id)]
-    async with gw.gateway.db.read_one() as conn:
         attempts = [_plain(r) for r in await fetch_all(conn, _ATTEMPTS, intent_id=intent_id)]
-    async with gw.gateway.db.read_one() as conn:
         queued = await fetch_value(conn, _QUEUE, intent_id=intent_id)
-    async with gw.gateway.db.read_one() as conn:
         intent = _plain(await fetch_one(conn, _INTENT, intent_id=intent_id) or {})
     return {"history": history, "attempts": attempts, "queued": queued, "intent": intent}
 
@@ -121,9 +124,7 @@ async def test_one_statement_phases_write_what_the_general_ones_write(gw: InProc
 
 async def test_begin_changes_nothing_off_the_happy_path(gw: InProcessGateway) -> None:
     db = gw.gateway.db
-    shop = await gw.new_merchant()
-    merchant_id = shop.creds.merchant_id
-    intent_id = (await shop.create_intent())["paymentIntentId"]
+    shop, merchant_id, intent_id = await _shop_with_intent(gw)
     scope = _scope(gw, shop, "used")
     async with db.write() as conn:
         assert await scope.begin(conn) is None  # the key is taken (a retry, or a reuse)
@@ -151,9 +152,7 @@ async def test_begin_changes_nothing_off_the_happy_path(gw: InProcessGateway) ->
 
 async def test_settle_after_a_reconciler_changes_nothing(gw: InProcessGateway) -> None:
     db = gw.gateway.db
-    shop = await gw.new_merchant()
-    merchant_id = shop.creds.merchant_id
-    intent_id = (await shop.create_intent())["paymentIntentId"]
+    shop, merchant_id, intent_id = await _shop_with_intent(gw)
     async with db.autocommit() as conn:
         begun = await begin_attempt_at_once(conn, _new(merchant_id, intent_id), key=None)
     assert begun is not None
@@ -171,9 +170,7 @@ async def test_settle_after_a_reconciler_changes_nothing(gw: InProcessGateway) -
 
 async def test_the_answer_is_stored_only_if_the_intent_is_as_the_first_phase_left_it(gw: InProcessGateway) -> None:
     db = gw.gateway.db
-    shop = await gw.new_merchant()
-    merchant_id = shop.creds.merchant_id
-    intent_id = (await shop.create_intent())["paymentIntentId"]
+    shop, merchant_id, intent_id = await _shop_with_intent(gw)
     scope = _scope(gw, shop, "k")
     async with db.autocommit() as conn:
         begun = await begin_attempt_at_once(conn, _new(merchant_id, intent_id),
