@@ -19,6 +19,7 @@ from paygate_server.auth.authenticate import prune_nonces
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.db import check_schema, create_database
+from paygate_server.heap import settle_after_startup
 from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.idempotency import prune_idempotency_keys
@@ -126,13 +127,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(code, message), request_id_of(request.scope))
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
+    """The gateway. ``serving``: this process exists to serve it (``paygate serve``), so
+    the garbage collector is tuned for that once startup is done (:mod:`.heap`)."""
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
         gateway = await build_gateway(settings)
         await gateway.notifier.start()
+        if serving:
+            settle_after_startup()
         tasks: list[asyncio.Task[None]] = []
         if settings.run_background:
             tasks.append(asyncio.create_task(_housekeeping(gateway), name="housekeeping"))
@@ -166,4 +171,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 def create_app_from_env() -> Starlette:
     """For ``uvicorn --factory`` (several worker processes each build their own)."""
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), serving=True)
