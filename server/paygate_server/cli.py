@@ -95,6 +95,8 @@ def cmd_keys_rotate_card_key(args: argparse.Namespace, settings: Settings) -> No
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from paygate_server.http.protocol import CoalescingHttpToolsProtocol
+
     asyncio.run(_with_db(settings, lambda db: asyncio.sleep(0)))  # refuse a wrong schema up front
     uvicorn.run(
         "paygate_server.app:create_app_from_env",
@@ -106,6 +108,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         log_level=args.log_level,
         access_log=False,
         server_header=False,
+        # One send per response (see paygate_server.http.protocol).
+        http=CoalescingHttpToolsProtocol,
+        # Nothing in the gateway reads the client's address, so X-Forwarded-For need not be
+        # parsed on every request.
+        proxy_headers=False,
     )
 
 
