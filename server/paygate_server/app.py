@@ -19,8 +19,8 @@ from paygate_server.auth.authenticate import prune_nonces
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.db import check_schema, create_database
-from paygate_server.heap import settle_after_startup
 from paygate_server.errors import ApiError
+from paygate_server.heap import settle_after_startup
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.idempotency import prune_idempotency_keys
 from paygate_server.http.middleware import RequestIdMiddleware, request_id_of

@@ -27,7 +27,6 @@ def interpreter_gc() -> Iterator[tuple[int, int, int]]:
 def test_settling_freezes_the_startup_heap_and_widens_the_young_generation(
     interpreter_gc: tuple[int, int, int],
 ) -> None:
-    startup_objects = [object() for _ in range(10)]  # noqa: F841 - alive at the freeze
     settle_after_startup()
     assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, *interpreter_gc[1:])
