@@ -2,27 +2,36 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# The demo installs only what it runs (the server); the tests add PostgreSQL, NATS and the
+# test toolchain on top of the same virtualenv.
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 # pytest-xdist workers; tests that start processes bound their own ports.
 WORKERS ?= 2
 
-.PHONY: demo test venv clean bench lint
+.PHONY: demo demo-venv test venv clean bench lint
 
-$(STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[server]"
+	touch $@
+
+$(TEST_STAMP): $(DEMO_STAMP)
 	$(BIN)/pip install --quiet -e ".[server,postgres,nats,test]"
-	touch $(STAMP)
+	touch $@
 
-venv: $(STAMP)
+venv: $(TEST_STAMP)
 
-demo: $(STAMP)
+demo-venv: $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/paygate demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(DEMO_STAMP)
 	$(BIN)/paygate bench
 
 clean:

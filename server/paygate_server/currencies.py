@@ -5,7 +5,7 @@ Amounts are integers in the minor unit (SPEC §2); the exponent says how to disp
 """
 from __future__ import annotations
 
-__all__ = ["EXPONENTS", "is_currency"]
+__all__ = ["EXPONENTS", "currency_problem", "is_currency"]
 
 _ZERO = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _THREE = "BHD IQD JOD KWD LYD OMR TND"
@@ -30,3 +30,14 @@ EXPONENTS: dict[str, int] = {
 
 def is_currency(code: object) -> bool:
     return isinstance(code, str) and code in EXPONENTS
+
+
+def currency_problem(code: object) -> str | None:
+    """Why ``code`` is not a currency the gateway takes, in words for an error message, or
+    None when it is one. A well-formed code that is not in circulation (``XXX``, ``XTS``,
+    a typo like ``USX``) is "not supported"; only a malformed one is told about the format."""
+    if is_currency(code):
+        return None
+    if isinstance(code, str) and len(code) == 3 and code.isascii() and code.isalpha() and code.isupper():
+        return f"currency {code} is not supported; use an ISO 4217 currency in circulation, like USD"
+    return "currency must be an upper-case ISO 4217 code, like USD"

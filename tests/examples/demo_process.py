@@ -64,13 +64,14 @@ def banner_url(banner: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def running_demo(data_dir: Path, **env: str) -> Iterator[Demo]:
-    """Start ``paygate demo`` with ``PAYGATE_DATA_DIR=data_dir``; on exit, stop it with
-    SIGINT and check that it exited 0, said so, and took its children with it."""
+def running_demo(data_dir: Path, python: str = sys.executable, **env: str) -> Iterator[Demo]:
+    """Start ``paygate demo`` with ``PAYGATE_DATA_DIR=data_dir`` (under ``python``, this
+    interpreter by default); on exit, stop it with SIGINT and check that it exited 0, said
+    so, and took its children with it."""
     full_env = {**os.environ, "PAYGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **env}
     full_env.pop("PAYGATE_DATABASE_URL", None)  # the demo's own SQLite file in its data dir
     proc = subprocess.Popen(
-        [sys.executable, "-m", "paygate_server", "demo", "--port", "0", "--simulator-port", "0",
+        [python, "-m", "paygate_server", "demo", "--port", "0", "--simulator-port", "0",
          "--storefront-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=REPO,
     )

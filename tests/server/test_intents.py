@@ -214,3 +214,24 @@ async def test_history_is_captured_by_the_database(gw: InProcessGateway) -> None
     assert [(h["sequence"], h["operation"], h["data"]["status"]) for h in history] == [
         (1, "insert", "created"), (2, "update", "canceled")]
     assert all("client_secret_hash" not in h["data"] for h in history)
+
+
+@pytest.mark.parametrize(
+    ("currency", "says"),
+    [
+        ("XXX", "currency XXX is not supported"),
+        ("XTS", "currency XTS is not supported"),
+        ("USX", "currency USX is not supported"),
+        ("usd", "upper-case ISO 4217"),
+        ("US", "upper-case ISO 4217"),
+        ("ÜSD", "upper-case ISO 4217"),
+        (840, "upper-case ISO 4217"),
+    ],
+)
+async def test_currency_error_says_what_is_wrong(gw: InProcessGateway, currency: object, says: str) -> None:
+    """A well-formed code that is not in circulation is "not supported", not "must be
+    upper-case ISO 4217" (which it is)."""
+    shop = await gw.new_merchant()
+    r = await shop.post(INTENT, _body(currency=currency))
+    assert r.status_code == 400, r.text
+    assert says in r.json()["error"]["message"]

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from paygate_server import jsoncodec
 from paygate_server.clock import to_rfc3339
-from paygate_server.currencies import is_currency
+from paygate_server.currencies import currency_problem
 from paygate_server.errors import ApiError
 from paygate_server.validation import (
     json_object_param,
@@ -65,8 +65,9 @@ def parse_create(body: dict[str, Any], merchant_id: str) -> CreateIntent:
     reject_unknown(body, ("amount", "currency", "productDetails", "merchantId", "description", "metadata"))
     amount = require_int(body, "amount", minimum=1, maximum=MAX_AMOUNT)
     currency = require(body, "currency")
-    if not is_currency(currency):
-        raise ApiError("parameter_invalid", "currency must be an upper-case ISO 4217 code, like USD", param="currency")
+    problem = currency_problem(currency)
+    if problem is not None:
+        raise ApiError("parameter_invalid", problem, param="currency")
     require(body, "productDetails")
     product_details = json_object_param(body, "productDetails", max_bytes=PRODUCT_DETAILS_MAX_BYTES)
     assert product_details is not None
