@@ -57,7 +57,8 @@ def _extensions() -> list[Any]:
     return [importlib.import_module(name) for name in EXTENSIONS]
 
 async def build_gateway(settings: Settings) -> Gateway:
-    db = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    db = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                         pool_timeout_s=settings.db_pool_timeout_s)
     try:
         await check_schema(db)
     except Exception:

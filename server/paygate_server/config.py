@@ -33,6 +33,9 @@ class Settings:
     master_key: str | None = None
     # Connections kept per process (PostgreSQL); a new one costs the server a fork.
     db_pool_size: int = 20
+    # How long a request waits for a free pooled connection before it is answered 503
+    # service_unavailable with Retry-After (SQLAlchemy's default, 30 s, outlasts clients).
+    db_pool_timeout_s: float = 10.0
     # The gateway's own public origin (for checkout.js and the iframe); derived from the
     # request when unset.
     public_url: str | None = None
@@ -143,6 +146,7 @@ class Settings:
             processor_url=env.get("PAYGATE_PROCESSOR_URL") or d.processor_url,
             master_key=env.get("PAYGATE_MASTER_KEY") or None,
             db_pool_size=int(env.get("PAYGATE_DB_POOL_SIZE", d.db_pool_size)),
+            db_pool_timeout_s=float(env.get("PAYGATE_DB_POOL_TIMEOUT_S", d.db_pool_timeout_s)),
             public_url=env.get("PAYGATE_PUBLIC_URL") or None,
             timestamp_tolerance_s=int(env.get("PAYGATE_TIMESTAMP_TOLERANCE_S", d.timestamp_tolerance_s)),
             key_cache_ttl_s=float(env.get("PAYGATE_KEY_CACHE_TTL_S", d.key_cache_ttl_s)),

@@ -71,7 +71,9 @@ def require_id(value: Any, name: str, prefix: str) -> str:
 def parse_int_param(raw: str | None, name: str, *, default: int, minimum: int, maximum: int) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not minimum <= int(raw) <= maximum:
+    # ASCII digits only: str.isdigit() also takes "²" or "٣", which int() then refuses
+    # (or reads), and a bounded length keeps int() off Python's 4300-digit limit.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not minimum <= int(raw) <= maximum:
         raise ApiError("parameter_invalid", f"{name} must be an integer from {minimum} to {maximum}", param=name)
     return int(raw)
 

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
-from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
 from paygate_server.clock import now_us
 from paygate_server.db.schema import payment_intents as intents
@@ -29,6 +28,7 @@ from paygate_server.db.schema_checkout import checkout_limits
 from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response, read_body
 from paygate_server.http.middleware import request_id_of
+from paygate_server.http.request_input import parse_json_object
 from paygate_server.intents.repository import hash_client_secret
 from paygate_server.processing.attempts import MAX_FAILED_ATTEMPTS
 from paygate_server.processing.endpoints import resolve_encrypted_card
@@ -112,12 +112,7 @@ def _rate_limited() -> ApiError:
 
 
 def _parse(body: bytes) -> tuple[str, Any]:
-    try:
-        value = jsoncodec.loads(body) if body.strip() else None
-    except jsoncodec.JSONDecodeError:
-        raise ApiError("invalid_json", "the request body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ApiError("invalid_json", "the request body must be a JSON object")
+    value = parse_json_object(body)
     if contains_card_number(value):  # skips encryptedCard: it is ciphertext
         raise ApiError("plaintext_card_data",
                        "card details must be sent encrypted, only in encryptedCard")

@@ -38,13 +38,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 0,
+                 pool_timeout_s: float = 10.0) -> None:
         self.url = normalize_database_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         self.is_sqlite = self.dialect == "sqlite"
         self._group: GroupCommitter | None = None
         if self.is_sqlite:
-            self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=pool_size)
+            self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
+                                              pool_timeout=pool_timeout_s, hide_parameters=True)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             # Writes take the database lock up front: a deferred transaction that later
             # upgrades to a write can fail with SQLITE_BUSY without waiting.
@@ -60,7 +62,14 @@ class Database:
                 # overflows under steady load opens and closes connections all the time,
                 # and each new one costs PostgreSQL a backend fork, its catalog caches and
                 # every prepared statement again (docs/performance.md, fourth pass).
-                self.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False
+                # No pre-ping (a round trip per checkout): a connection the server dropped
+                # is invalidated when it fails, with every older one (db/statements.py
+                # _drop_dead, SQLAlchemy's disconnect handling), so the pool reconnects by
+                # itself after an outage. Past pool_timeout_s without a free connection a
+                # request gets 503 (db/availability.py). hide_parameters: statement values
+                # never appear in an error's text, so never in a log.
+                self.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False,
+                pool_timeout=pool_timeout_s, hide_parameters=True,
             )
             self._write_engine = self.engine
             self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")

@@ -17,7 +17,8 @@ What SQLAlchemy would otherwise do for us, done here:
   so :func:`_asyncpg` does the same (a no-op on autocommit connections);
 * **error classes** — a unique or check violation is raised as SQLAlchemy's
   ``IntegrityError`` on both drivers, so callers catch one thing;
-* **a dead connection** is invalidated, so the pool never hands it out again.
+* **a dead connection** is invalidated, with every pooled connection older than it, so
+  the pool never hands one out again (:func:`_drop_dead`).
 
 They also run on an :class:`Autocommit` connection (:meth:`Database.read_one`,
 :meth:`Database.write_one`): a pooled driver connection with no transaction and no
@@ -36,6 +37,8 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import greenlet_spawn
+
+from paygate_server.db.availability import is_database_unavailable
 
 __all__ = ["Autocommit", "Connection", "Sql", "execute", "fetch_all", "fetch_one", "fetch_tuples", "fetch_value"]
 
@@ -127,13 +130,29 @@ async def _asyncpg(conn: Connection, adapter: Any, sql: Sql, args: list[Any],
             return records, len(records)
         status = await driver.execute(sql.positional, *args)
     except asyncpg.IntegrityConstraintViolationError as exc:
-        raise IntegrityError(sql.text, args, exc) from None
-    except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError):
-        await conn.invalidate()
+        # hide_parameters: the values (card-adjacent data, secrets' hashes) never reach a
+        # log line or a traceback through this error's text.
+        raise IntegrityError(sql.text, None, exc, hide_parameters=True) from None
+    except Exception as exc:
+        if is_database_unavailable(exc):
+            await _drop_dead(conn)
         raise
     # "UPDATE 3", "DELETE 0", "INSERT 0 1": the count is the last word.
     count = status.rsplit(" ", 1)[-1]
     return [], int(count) if count.isdigit() else 0
+
+
+async def _drop_dead(conn: Connection) -> None:
+    """Invalidate a connection the server dropped — and every pooled connection opened
+    before it: a restart or a terminated backend kills them all, and the pool then replaces
+    each at its next checkout instead of handing it out to fail one more request."""
+    if type(conn) is Autocommit:
+        fairy = conn._fairy
+        fairy._pool._invalidate(fairy, None, _checkin=False)
+    else:
+        fairy = conn.sync_connection.connection  # type: ignore[union-attr]
+        conn.sync_engine.pool._invalidate(fairy, None, _checkin=False)
+    await conn.invalidate()
 
 
 def _sqlite_in_thread(db: sqlite3.Connection, text: str, params: dict[str, Any],
@@ -158,7 +177,7 @@ async def _sqlite(adapter: Any, sql: Sql, params: dict[str, Any], mode: str) -> 
     try:
         return await driver._execute(_sqlite_in_thread, driver._conn, sql.text, params, mode)
     except sqlite3.IntegrityError as exc:
-        raise IntegrityError(sql.text, params, exc) from None
+        raise IntegrityError(sql.text, None, exc, hide_parameters=True) from None
 
 
 async def fetch_all(conn: Connection, sql: Sql, **params: Any) -> Sequence[Row]:

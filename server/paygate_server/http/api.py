@@ -26,6 +26,7 @@ from paygate_server.db.statements import Sql, execute
 from paygate_server.errors import ApiError, error_body
 from paygate_server.http.idempotency import CLAIM_DONE_CTE, IdempotencyScope, parse_idempotency_key
 from paygate_server.http.middleware import request_id_of
+from paygate_server.http.request_input import parse_json_object, refuse_nul
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -100,14 +101,7 @@ class ApiContext:
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object, refused if it carries a plaintext card number."""
-        if not self.body.strip():
-            raise ApiError("invalid_json", "the request body must be a JSON object")
-        try:
-            value = jsoncodec.loads(self.body)
-        except jsoncodec.JSONDecodeError:
-            raise ApiError("invalid_json", "the request body is not valid JSON") from None
-        if not isinstance(value, dict):
-            raise ApiError("invalid_json", "the request body must be a JSON object")
+        value = parse_json_object(self.body)
         if contains_card_number(value):
             raise ApiError(
                 "plaintext_card_data",
@@ -219,6 +213,8 @@ def api_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             )
             if contains_card_number([v for _, v in request.query_params.multi_items()]):
                 raise ApiError("plaintext_card_data", "the query string contains what looks like a card number")
+            refuse_nul(request.query_params.multi_items())
+            refuse_nul(request.path_params.items())
             ctx = ApiContext(request, gateway, rid, principal.merchant_id, principal.api_key,
                              request.method, target, body)
             if request.method == "POST":

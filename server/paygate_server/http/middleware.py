@@ -10,6 +10,7 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paygate_server import jsoncodec
+from paygate_server.db.availability import RETRY_AFTER_S, is_database_unavailable
 from paygate_server.errors import error_body
 from paygate_server.ids import random_token
 
@@ -47,13 +48,23 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
-            # Last line of defence: the traceback goes to the log (with the request id),
-            # never to the client.
-            log.exception("unhandled error", extra={"request_id": rid})
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                # An outage, not a bug (SPEC §2): one line in the log, 503 + Retry-After to
+                # the client, who may retry (with its Idempotency-Key) once it is over.
+                log.warning("database unavailable: %s", type(exc).__name__, extra={"request_id": rid})
+                status, code, message = 503, "service_unavailable", "the service is temporarily unavailable; retry later"
+                extra = [(b"retry-after", str(RETRY_AFTER_S).encode())]
+            else:
+                # Last line of defence: the traceback goes to the log (with the request id),
+                # never to the client.
+                log.exception("unhandled error", extra={"request_id": rid})
+                status, code, message = 500, "internal_error", "an internal error occurred"
+                extra = []
             if started:
                 raise
-            body = jsoncodec.dumps(error_body("internal_error", "an internal error occurred", rid))
-            await send({"type": "http.response.start", "status": 500, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), header]})
+            body = jsoncodec.dumps(error_body(code, message, rid))
+            await send({"type": "http.response.start", "status": status, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                *extra, header]})
             await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,81 @@
+"""Which failures mean "the database is unavailable right now" (SPEC §2 ``503``).
+
+A restarted or unreachable PostgreSQL, a connection the server dropped, a pool with no
+connection free within its timeout, a SQLite database locked past its busy timeout: none
+of these is the request's fault or a bug, and retrying shortly will most likely work. The
+HTTP layer answers them ``503 service_unavailable`` with ``Retry-After`` instead of
+``500 internal_error`` (http/middleware.py). Everything about drivers and pools is decided
+here, so the HTTP layer names no driver.
+"""
+from __future__ import annotations
+
+import socket
+import sqlite3
+from typing import Final
+
+from sqlalchemy import exc as sa_exc
+
+try:  # the PostgreSQL driver is an optional extra
+    import asyncpg
+    from asyncpg import exceptions as pg_exc
+except ImportError:  # pragma: no cover - SQLite-only installs
+    asyncpg = None  # type: ignore[assignment]
+
+__all__ = ["RETRY_AFTER_S", "is_database_unavailable"]
+
+# What a 503 tells the client to wait: long enough for a pool to reconnect or a failover
+# to finish its first step, short enough that a checkout customer does not notice.
+RETRY_AFTER_S: Final = 2
+
+if asyncpg is not None:
+    _PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+        pg_exc.PostgresConnectionError,       # class 08: connection gone / refused / failed
+        pg_exc.OperatorInterventionError,     # 57P01-03: admin shutdown, crash, starting up
+        pg_exc.TooManyConnectionsError,       # 53300: the server's connection slots are full
+    )
+    _PG_INTERFACE: tuple[type[BaseException], ...] = (pg_exc.InterfaceError,)
+else:  # pragma: no cover
+    _PG_UNAVAILABLE = ()
+    _PG_INTERFACE = ()
+
+# Network failures reaching the server. Not every OSError: a full disk or a missing file
+# is not something a retry in two seconds fixes.
+_NETWORK: Final = (ConnectionError, TimeoutError, socket.gaierror)
+
+
+def _is_unavailable_one(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.TimeoutError):  # the pool had no connection within its timeout
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, _PG_UNAVAILABLE):
+        return True
+    if isinstance(exc, _PG_INTERFACE):
+        # asyncpg's InterfaceError is also raised for misuse; only a closed connection is
+        # an outage ("connection is closed", "connection was closed in the middle of …").
+        return "closed" in str(exc)
+    if isinstance(exc, _NETWORK):
+        return True
+    if type(exc) is OSError:  # asyncpg's "Multiple exceptions: [Errno 111] Connect call failed …"
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        message = str(exc)
+        return "database is locked" in message or "database is busy" in message
+    return False
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` — or what it wraps (SQLAlchemy's ``.orig``, an explicit
+    ``__cause__``) — is the database being unreachable, restarting or saturated. Not
+    ``__context__``: an error raised while handling an outage is not itself one."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen or len(seen) > 16:
+            continue
+        seen.add(id(item))
+        if _is_unavailable_one(item):
+            return True
+        todo.extend((getattr(item, "orig", None), item.__cause__))
+    return False
