@@ -130,9 +130,12 @@ async def _asyncpg(conn: Connection, adapter: Any, sql: Sql, args: list[Any],
             return records, len(records)
         status = await driver.execute(sql.positional, *args)
     except asyncpg.IntegrityConstraintViolationError as exc:
-        # hide_parameters: the values (card-adjacent data, secrets' hashes) never reach a
-        # log line or a traceback through this error's text.
-        raise IntegrityError(sql.text, None, exc, hide_parameters=True) from None
+        # Neither the parameters nor PostgreSQL's DETAIL ("Key (id)=(…)", "Failing row
+        # contains (…)": the values again) may reach a log line through this error's text;
+        # the class (hence the SQLSTATE) and the constraint's name stay.
+        clean = type(exc)(exc.args[0] if exc.args else "")
+        clean.constraint_name = getattr(exc, "constraint_name", None)
+        raise IntegrityError(sql.text, None, clean, hide_parameters=True) from None
     except Exception as exc:
         if is_database_unavailable(exc):
             await _drop_dead(conn)
