@@ -86,7 +86,7 @@ def admin_order(page: Any, demo: Demo, order_id: str) -> dict[str, Any]:
     response = page.request.get(f"{demo.shop}/admin/api/orders/{order_id}")
     if response.status == 401:
         login = page.request.post(f"{demo.shop}/admin/login", form={"password": ADMIN_PASSWORD},
-                                  max_redirects=0)
+                                  headers={"Origin": demo.shop}, max_redirects=0)
         assert login.status == 303
         response = page.request.get(f"{demo.shop}/admin/api/orders/{order_id}")
     assert response.ok, response.text()

@@ -117,6 +117,13 @@ class ShopHarness:
     http: httpx.AsyncClient
     gateway: FakeGateway
     config: StorefrontConfig
+    app: Any = None
+
+    def client(self, *, peer: str = "127.0.0.1", **headers: str) -> httpx.AsyncClient:
+        """Another client of the same shop, from address ``peer``, sending only ``headers``
+        (no Origin unless given): a cross-site page, a script, another admin's machine."""
+        transport = httpx.ASGITransport(app=self.app, client=(peer, 40000))
+        return httpx.AsyncClient(transport=transport, base_url=SHOP, headers=headers)
 
     async def place_order(self, *skus: str) -> str:
         for sku in skus or ("tw-mug-12",):
@@ -151,8 +158,9 @@ async def running_shop(tmp_path: Path, **overrides: Any) -> AsyncIterator[ShopHa
     app = create_app(config, transport=gateway.transport())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=SHOP) as http:
-            yield ShopHarness(http, gateway, config)
+        # As a browser on the shop's own pages: state-changing POSTs carry the shop's Origin.
+        async with httpx.AsyncClient(transport=transport, base_url=SHOP, headers={"origin": SHOP}) as http:
+            yield ShopHarness(http, gateway, config, app)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_the_demo_keeps_its_data_across_restarts(tmp_path: Path) -> None:
         assert creds["webhookUrl"] == f"{first.shop}/webhooks/paygate"
         password = re.search(r"\(password: (\S+)\)", first.banner)
         assert password is not None
-        with httpx.Client(base_url=first.shop) as shop:
+        with httpx.Client(base_url=first.shop, headers={"origin": first.shop}) as shop:
             shop.post("/cart/add", data={"sku": "tw-mug-12"})
             order_path = shop.post("/checkout").headers["location"]
             assert "Order #1001" in shop.get(order_path).text

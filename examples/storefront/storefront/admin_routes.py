@@ -1,16 +1,23 @@
 """``/admin``: the shop owner's pages — orders, and refunds through the SDK.
 
-Login is a password (``STOREFRONT_ADMIN_PASSWORD``) exchanged for a signed session cookie
-(``HttpOnly``, ``SameSite=Strict``, path ``/admin``, 8 hours); every form carries a CSRF
-token derived from the session, and POSTs must come from this origin.
+Login is a password (``STOREFRONT_ADMIN_PASSWORD``) exchanged for a server-side session
+(:mod:`storefront.admin_auth`: at most 5 failed passwords per client per 15 minutes) named
+by a signed cookie (``HttpOnly``, ``SameSite=Strict``, path ``/admin``, 8 hours). Logging
+out ends the session on the server. Every form carries a CSRF token derived from the
+session, and POSTs must come from this origin (:mod:`storefront.origin`).
+
+Refunds: a form that fails keeps what was typed; refunding everything that is left asks
+for a confirmation first (a second page, so it works without JavaScript).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import paygate
@@ -18,10 +25,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from storefront.admin_auth import client_key
 from storefront.money import format_decimal, format_money, parse_money
 from storefront.states import PaymentUpdate
 from storefront.store import Order
-from storefront.web import order_json, read_form, render, run, same_origin, shop_of
+from storefront.web import order_json, read_form, render, run, sentence, shop_of
 
 __all__ = ["REFUND_REASONS", "routes"]
 
@@ -37,10 +45,14 @@ REFUND_REASONS = {
 _KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
-def _session(request: Request) -> str | None:
-    data = shop_of(request).signer.unsign("admin", request.cookies.get(SESSION_COOKIE))
+async def _session(request: Request) -> str | None:
+    """The session id, if the cookie is genuine and the session is still open on the server."""
+    shop = shop_of(request)
+    data = shop.signer.unsign("admin", request.cookies.get(SESSION_COOKIE))
     sid = data.get("sid") if data else None
-    return sid if isinstance(sid, str) else None
+    if not isinstance(sid, str) or not await run(shop.auth.session_is_open, sid):
+        return None
+    return sid
 
 
 def _csrf(request: Request, sid: str) -> str:
@@ -48,10 +60,13 @@ def _csrf(request: Request, sid: str) -> str:
     return hmac.new(key, b"csrf\x00" + sid.encode(), hashlib.sha256).hexdigest()
 
 
-def _authorized_post(request: Request, form: dict[str, str]) -> bool:
-    sid = _session(request)
-    return (sid is not None and same_origin(request)
-            and hmac.compare_digest(form.get("csrf", ""), _csrf(request, sid)))
+async def _authorized_post(request: Request, form: dict[str, str]) -> str | None:
+    """The session id of a logged-in POST with its CSRF token (the origin is checked by
+    the middleware before any route runs)."""
+    sid = await _session(request)
+    if sid is None or not hmac.compare_digest(form.get("csrf", ""), _csrf(request, sid)):
+        return None
+    return sid
 
 
 def _login(request: Request, error: str | None = None, status_code: int = 200) -> Response:
@@ -59,7 +74,7 @@ def _login(request: Request, error: str | None = None, status_code: int = 200) -
 
 
 async def admin_home(request: Request) -> Response:
-    sid = _session(request)
+    sid = await _session(request)
     if sid is None:
         return _login(request)
     orders = await run(shop_of(request).store.list_orders, 100)
@@ -69,13 +84,21 @@ async def admin_home(request: Request) -> Response:
 async def login(request: Request) -> Response:
     shop = shop_of(request)
     form = await read_form(request)
-    if not same_origin(request):
-        return _login(request, "Cross-site login refused.", 403)
+    client = client_key(request.client.host if request.client else None)
+    verdict = await run(shop.auth.begin_login, client)
+    if not verdict.allowed:
+        minutes = math.ceil(verdict.retry_after_s / 60)
+        response = _login(request, f"Too many wrong passwords. Try again in {minutes} minute"
+                                   f"{'s' if minutes != 1 else ''}.", 429)
+        response.headers["Retry-After"] = str(verdict.retry_after_s)
+        return response
     expected = shop.config.admin_password.encode()
     if not expected or not hmac.compare_digest(form.get("password", "").encode(), expected):
         return _login(request, "That password is not right.", 401)
+    await run(shop.auth.login_succeeded, client)
+    sid = await run(shop.auth.open_session, SESSION_MAX_AGE_S)
     response = RedirectResponse("/admin", status_code=303)
-    token = shop.signer.sign("admin", {"sid": secrets.token_urlsafe(16)}, max_age_s=SESSION_MAX_AGE_S)
+    token = shop.signer.sign("admin", {"sid": sid}, max_age_s=SESSION_MAX_AGE_S)
     response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE_S, path="/admin",
                         httponly=True, samesite="strict", secure=request.url.scheme == "https")
     return response
@@ -84,26 +107,51 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     form = await read_form(request)
     response = RedirectResponse("/admin", status_code=303)
-    if _authorized_post(request, form):
-        response.delete_cookie(SESSION_COOKIE, path="/admin")
+    sid = await _authorized_post(request, form)
+    if sid is not None:
+        # Ended on the server: the cookie, wherever a copy of it is, opens nothing now.
+        await run(shop_of(request).auth.close_session, sid)
+        response.delete_cookie(SESSION_COOKIE, path="/admin", httponly=True, samesite="strict")
     return response
 
 
-async def _detail(request: Request, order: Order, sid: str, *, error: str | None = None,
-                  notice: str | None = None, status_code: int = 200) -> Response:
+@dataclass(frozen=True)
+class RefundDraft:
+    """What the refund form holds: typed by the merchant, or the defaults for a fresh form."""
+
+    amount: str
+    reason: str
+    key: str
+
+    @classmethod
+    def fresh(cls, order: Order) -> RefundDraft:
+        remaining = order.payment.refundable
+        return cls(amount=format_decimal(remaining, order.currency) if remaining > 0 else "",
+                   reason=next(iter(REFUND_REASONS)), key=secrets.token_urlsafe(18))
+
+    @classmethod
+    def typed(cls, form: dict[str, str]) -> RefundDraft:
+        key = form.get("key", "")
+        reason = form.get("reason", "")
+        return cls(amount=form.get("amount", "")[:40],
+                   reason=reason if reason in REFUND_REASONS else next(iter(REFUND_REASONS)),
+                   # A retry of the same refund keeps its key: the gateway replays, never repeats.
+                   key=key if _KEY.match(key) else secrets.token_urlsafe(18))
+
+
+async def _detail(request: Request, order: Order, sid: str, *, draft: RefundDraft | None = None,
+                  error: str | None = None, notice: str | None = None, status_code: int = 200) -> Response:
     store = shop_of(request).store
     refunds = await run(store.refunds, order.id)
     events = await run(store.webhook_events, order.id)
-    remaining = order.payment.refundable
     return render(request, "admin_order.html", status_code=status_code, order=order,
                   view=order_json(order), refunds=refunds, events=events, csrf=_csrf(request, sid),
-                  refund_key=secrets.token_urlsafe(18), reasons=REFUND_REASONS, error=error,
-                  notice=notice, remaining=remaining,
-                  remaining_input=format_decimal(remaining, order.currency) if remaining else "")
+                  draft=draft or RefundDraft.fresh(order), reasons=REFUND_REASONS, error=error,
+                  notice=notice, remaining=order.payment.refundable)
 
 
 async def admin_order(request: Request) -> Response:
-    sid = _session(request)
+    sid = await _session(request)
     if sid is None:
         return RedirectResponse("/admin", status_code=303)
     order = await run(shop_of(request).store.get, request.path_params["order_id"])
@@ -119,32 +167,40 @@ async def admin_order(request: Request) -> Response:
 async def refund(request: Request) -> Response:
     shop = shop_of(request)
     form = await read_form(request)
-    sid = _session(request)
-    if sid is None or not _authorized_post(request, form):
+    sid = await _authorized_post(request, form)
+    if sid is None:
         return Response("Forbidden.", status_code=403)
     order = await run(shop.store.get, request.path_params["order_id"])
     if order is None:
         return render(request, "not_found.html", status_code=404)
     if order.intent_id is None or order.payment.refundable <= 0:
         return await _detail(request, order, sid, error="Nothing left to refund on this order.", status_code=409)
+    draft = RefundDraft.typed(form)
     try:
-        amount = parse_money(form.get("amount", ""), order.currency)
+        amount = parse_money(draft.amount, order.currency)
     except ValueError as exc:
-        return await _detail(request, order, sid, error=str(exc).capitalize() + ".", status_code=400)
-    if not 0 < amount <= order.payment.refundable:
-        limit = format_money(order.payment.refundable, order.currency)
-        return await _detail(request, order, sid, error=f"Refund between {format_money(1, order.currency)} and {limit}.", status_code=400)
-    key = form.get("key", "")
-    reason = form.get("reason") if form.get("reason") in REFUND_REASONS else None
+        return await _detail(request, order, sid, draft=draft, error=sentence(str(exc)), status_code=400)
+    remaining = order.payment.refundable
+    if not 0 < amount <= remaining:
+        limit = format_money(remaining, order.currency)
+        return await _detail(request, order, sid, draft=draft, status_code=400,
+                             error=f"Refund between {format_money(1, order.currency)} and {limit}.")
+    if amount == remaining and form.get("confirm") != "full":
+        # Everything that is left, in one click, is the costly slip: ask once more.
+        return render(request, "admin_refund_confirm.html", order=order, csrf=_csrf(request, sid),
+                      draft=draft, amount=amount, reason_label=REFUND_REASONS[draft.reason])
     try:
-        # The form's one-time key makes a double-submitted form one refund, not two.
+        # The form's one-time key makes a double-submitted form one refund, not two. The
+        # amount and reason are part of it: after an error the merchant may change them,
+        # and that is another refund, which the gateway would refuse under the old key.
         result = await shop.client.refunds.create(
-            order.intent_id, amount=amount, reason=reason,
-            idempotency_key=f"storefront-refund-{key}" if _KEY.match(key) else None)
+            order.intent_id, amount=amount, reason=draft.reason,
+            idempotency_key=f"storefront-refund-{draft.key}-{amount}-{draft.reason}")
     except paygate.PaygateError as exc:
         log.warning("refund of %s failed: %s", order.id, exc)
         message = exc.message or "The gateway refused the refund."
-        return await _detail(request, order, sid, error=f"Refund failed: {message}", status_code=502)
+        return await _detail(request, order, sid, draft=draft, error=f"Refund failed: {message}",
+                             status_code=502)
     order = await run(shop.store.record_refund, order.id, result.raw, "admin")
     try:
         intent = await shop.client.payment_intents.get(order.intent_id or "")
@@ -165,7 +221,7 @@ def _camel(row: dict[str, Any]) -> dict[str, Any]:
 async def order_api(request: Request) -> Response:
     """The order as the shop sees it, with its refunds and the webhooks received: for
     support staff and for the end-to-end tests."""
-    if _session(request) is None:
+    if await _session(request) is None:
         return JSONResponse({"error": {"message": "log in at /admin"}}, status_code=401)
     store = shop_of(request).store
     order = await run(store.get, request.path_params["order_id"])

@@ -10,11 +10,13 @@ import paygate
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from storefront import admin_routes, shop_routes, webhook_routes
 from storefront.config import StorefrontConfig
+from storefront.origin import OriginGuard
 from storefront.web import Shop, render
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -44,6 +46,8 @@ def create_app(config: StorefrontConfig, *, transport: httpx.AsyncBaseTransport 
         ],
         lifespan=lifespan,
         exception_handlers={404: not_found},
+        # Outermost, so a cross-site POST is refused before anything reads its body.
+        middleware=[Middleware(OriginGuard, exempt_paths=webhook_routes.CROSS_SITE_PATHS)],
     )
 
 

@@ -9,17 +9,17 @@ a redelivery is recognised and changes nothing.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from storefront.cart import CartLine, Totals
+from storefront.sqlite import SQLiteDatabase
 from storefront.states import (
     PAID_STATUSES,
     OrderStatus,
@@ -137,35 +137,9 @@ class WebhookReceipt:
     order_id: str | None
 
 
-class OrderStore:
+class OrderStore(SQLiteDatabase):
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # One short-lived connection per operation: callers run on worker threads.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA foreign_keys=ON")
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        super().__init__(path, _SCHEMA)
 
     # --- reading ----------------------------------------------------------------------
 

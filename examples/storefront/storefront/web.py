@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import jinja2
 import paygate
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
+from storefront.admin_auth import AdminAuthStore
 from storefront.cart import FREE_SHIPPING_FROM, Cart
 from storefront.catalog import CATALOG
 from storefront.config import StorefrontConfig
@@ -29,10 +32,12 @@ __all__ = [
     "card_label",
     "json_error",
     "order_json",
+    "read_body",
     "read_form",
+    "read_json",
     "render",
     "run",
-    "same_origin",
+    "sentence",
     "shop_of",
 ]
 
@@ -56,6 +61,7 @@ def _static_version() -> str:
 class Shop:
     config: StorefrontConfig
     store: OrderStore
+    auth: AdminAuthStore
     signer: CookieSigner
     templates: jinja2.Environment
     client: paygate.AsyncClient
@@ -71,7 +77,7 @@ class Shop:
         env.globals.update(shop_name=config.shop_name, catalog=CATALOG, static_version=_static_version(),
                            gateway_url=config.browser_gateway_url, free_shipping_from=FREE_SHIPPING_FROM)
         return cls(config=config, store=OrderStore(config.database_path),
-                   signer=CookieSigner(config.secret_key), templates=env, client=client)
+                   auth=AdminAuthStore(config.database_path), signer=CookieSigner(config.secret_key), templates=env, client=client)
 
     def cart(self, request: Request) -> Cart:
         return Cart.from_data(self.signer.unsign("cart", request.cookies.get(CART_COOKIE)))
@@ -106,22 +112,43 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     })
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with ``413`` as soon as it is longer than ``limit``.
+
+    Read as a stream and dropped at the limit, so a client announcing (or simply sending)
+    megabytes costs the shop ``limit`` bytes, not the whole upload. The answer closes the
+    connection: the rest of the body is never read, so the connection cannot be reused.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"Request body over {limit // 1024} KiB.", headers={"Connection": "close"})
+
+
 async def read_form(request: Request) -> dict[str, str]:
-    """An ``application/x-www-form-urlencoded`` body (first value of each field)."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return {}
+    """An ``application/x-www-form-urlencoded`` body (first value of each field), at most
+    ``MAX_FORM_BYTES``."""
+    body = await read_body(request, MAX_FORM_BYTES)
     parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {key: values[0] for key, values in parsed.items()}
 
 
-def same_origin(request: Request) -> bool:
-    """POSTs from our own pages only (browsers send Origin on every POST)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None  # non-browser clients (curl, tests) send none
-    host = request.headers.get("host", "")
-    return urlsplit(origin).netloc == host
+async def read_json(request: Request) -> Any:
+    """A JSON body of at most ``MAX_FORM_BYTES``; ``None`` if it is not JSON."""
+    body = await read_body(request, MAX_FORM_BYTES)
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 async def run(fn: Callable[..., T], *args: Any) -> T:
@@ -129,13 +156,27 @@ async def run(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args)
 
 
+#: Brands as their owners write them ("JCB", "UnionPay"): ``str.title()`` would not.
+_BRAND_NAMES = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express",
+                "discover": "Discover", "jcb": "JCB", "diners": "Diners Club", "unionpay": "UnionPay"}
+
+
 def card_label(order: Order) -> str | None:
     payment = order.payment
     if not payment.card_last4:
         return None
-    brand = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express"}.get(
-        payment.card_brand or "", (payment.card_brand or "Card").title())
+    brand = _BRAND_NAMES.get(payment.card_brand or "", "Card")
     return f"{brand} •••• {payment.card_last4}"
+
+
+def sentence(message: str) -> str:
+    """A lower-case message as a sentence: only the first letter is raised, so "USD
+    amounts …" stays "USD" (``str.capitalize()`` would lower the rest: "Usd amounts")."""
+    text = message.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 _DONE_TITLES = {

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from storefront.web import run, shop_of
+from storefront.web import read_body, run, shop_of
 
-__all__ = ["MAX_WEBHOOK_BYTES", "routes"]
+__all__ = ["CROSS_SITE_PATHS", "MAX_WEBHOOK_BYTES", "routes"]
 
 log = logging.getLogger("storefront.webhooks")
 MAX_WEBHOOK_BYTES = 256 * 1024
@@ -29,9 +29,7 @@ async def receive(request: Request) -> Response:
     if not secret:
         # Not configured yet: a 5xx makes the gateway keep the event and retry later.
         return JSONResponse({"error": "webhooks are not configured"}, status_code=503)
-    body = await request.body()
-    if len(body) > MAX_WEBHOOK_BYTES:
-        return JSONResponse({"error": "payload too large"}, status_code=413)
+    body = await read_body(request, MAX_WEBHOOK_BYTES)
     try:
         payload = paygate.webhooks.verify(body, request.headers, secret)
     except paygate.SignatureVerificationError as exc:
@@ -43,4 +41,7 @@ async def receive(request: Request) -> Response:
     return JSONResponse({"received": True, "duplicate": receipt.duplicate})
 
 
-routes = [Route("/webhooks/paygate", receive, methods=["POST"])]
+PATH = "/webhooks/paygate"
+#: The gateway posts here server to server (no Origin); the signature is the proof instead.
+CROSS_SITE_PATHS = frozenset({PATH})
+routes = [Route(PATH, receive, methods=["POST"])]
