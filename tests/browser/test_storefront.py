@@ -203,9 +203,13 @@ def test_a_refund_from_the_admin_page_reaches_the_gateway(demo: Demo, page_facto
     with demo.sdk() as client:
         assert client.payment_intents.get(intent_id).amount_refunded == 600
 
-    # The rest: the form is pre-filled with what remains.
+    # The rest: the form is pre-filled with what remains, and everything needs a confirmation.
     expect(admin.locator("#refund-amount")).to_have_value("37.00")
     admin.locator("#refund-button").click()
+    expect(admin.locator("#confirm-amount")).to_have_text("$37.00")
+    with demo.sdk() as client:
+        assert client.payment_intents.get(intent_id).amount_refunded == 600
+    admin.locator("#confirm-refund-button").click()
     expect(admin.locator("#admin-order-status")).to_have_text("Refunded")
     with demo.sdk() as client:
         assert client.payment_intents.get(intent_id).amount_refunded == 4300
@@ -220,8 +224,50 @@ def test_a_refund_from_the_admin_page_reaches_the_gateway(demo: Demo, page_facto
     assert order["amountRefunded"] == 4300 and len(order["refunds"]) == 2
 
 
+ADMIN_CELLS_FIT = """(width) => {
+    const cells = [...document.querySelectorAll("main th, main td, main dt, main dd, main code, main .badge")];
+    const out = cells.filter((c) => {
+        const r = c.getBoundingClientRect();
+        return !c.checkVisibility() || r.width === 0 || r.left < 0 || r.right > width;
+    }).map((c) => c.textContent.trim());
+    return {scrollWidth: document.documentElement.scrollWidth, cells: cells.length, outside: out};
+}"""
+
+
+def test_the_admin_fits_a_390px_phone(demo: Demo, page_factory: Any) -> None:
+    """No sideways scrolling and every column on screen, with long ids and a refund row."""
+    from playwright.sync_api import expect
+
+    page = page_factory()
+    order_id = checkout(page, demo, "tw-dripper-02", "tw-mug-12")
+    pay(page, PAN)
+    expect_status(page, "paid")
+    phone = page_factory(width=390, height=844, is_mobile=True, has_touch=True)
+    phone.goto(f"{demo.shop}/admin")
+    phone.fill("#password", ADMIN_PASSWORD)
+    phone.locator("button[type=submit]", has_text="Log in").click()
+    expect(phone.locator(f'tr[data-order="{order_id}"]')).to_be_visible()
+    phone.locator(f'tr[data-order="{order_id}"] a').click()
+    phone.fill("#refund-amount", "6.00")
+    phone.locator("#refund-button").click()
+    expect(phone.locator("#admin-order-status")).to_have_text("Partially refunded")
+    for path in ("/admin", f"/admin/orders/{order_id}"):
+        phone.goto(demo.shop + path)
+        fit = phone.evaluate(ADMIN_CELLS_FIT, 390)
+        assert fit["scrollWidth"] <= 390 and fit["cells"] > 6 and fit["outside"] == [], (path, fit)
+        assert phone.locator(".test-banner").count() == 0
+    phone.goto(demo.shop + "/admin")
+    for column in ("Order", "Placed (UTC)", "Items", "Total", "Refunded", "Status"):
+        expect(phone.locator("#orders th", has_text=column)).to_be_in_viewport()
+    row = phone.locator(f'#orders tr[data-order="{order_id}"]')
+    for text in ("$56.00", "$6.00", "Partially refunded", "2"):
+        expect(row.locator("td", has_text=text).first).to_be_in_viewport()
+
+
 @pytest.mark.skipif(os.environ.get("PAYGATE_SCREENSHOTS") != "1", reason="set PAYGATE_SCREENSHOTS=1")
 def test_screenshots(demo: Demo, page_factory: Any) -> None:
+    from playwright.sync_api import expect
+
     images = REPO / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
 
@@ -253,6 +299,7 @@ def test_screenshots(demo: Demo, page_factory: Any) -> None:
     admin.goto(f"{demo.shop}/admin/orders/{order_id}")
     admin.fill("#refund-amount", "4.00")
     admin.locator("#refund-button").click()
+    expect(admin.locator("#admin-order-status")).to_have_text("Partially refunded")
     wait_until(lambda: "refund.succeeded" in [e["type"] for e in admin_order(page, demo, order_id)["webhookEvents"]],
                what="the refund webhook")
     admin.goto(f"{demo.shop}/admin/orders/{order_id}")
