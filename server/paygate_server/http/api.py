@@ -164,7 +164,7 @@ class ApiContext:
                 return Response(data, status, media_type="application/json")
             try:
                 await execute(conn, _with_claim(sql), **params, **scope.statement_params(),
-                              idem_now=now_us(), idem_status=status, idem_body=data)
+                              idem_now=now_us(), idem_status=status, idem_body=scope.seal(data))
                 return Response(data, status, media_type="application/json")
             except IntegrityError:
                 pass  # the key exists (a retry, or a reuse): judged below

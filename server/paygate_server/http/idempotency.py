@@ -9,11 +9,19 @@ abandoned by a crash is taken over after ``idempotency_lock_timeout_s``.
 
 Same key, same method + target + body → the stored response, with
 ``Idempotent-Replayed: true``. Same key, another request → ``422 idempotency_key_reused``.
+
+Stored responses are sealed (AES-256-GCM under the master key's ``idempotency-response``
+sub-key, bound to the merchant and the key's digest): an answer can hold a secret that is
+kept nowhere else in the clear — an intent's ``clientSecret`` (only its hash is stored), a
+webhook endpoint's ``whsec_`` secret (sealed in its own row) — and whoever reads the
+database must not learn it from here. Every stored body goes through :meth:`IdempotencyScope.seal`,
+the one-statement CTEs below included (their ``:idem_body`` is sealed by the caller).
 """
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any, Mapping
 
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,6 +29,7 @@ from starlette.responses import Response
 
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
+from paygate_server.crypto import SealError
 from paygate_server.db import Database
 from paygate_server.db.schema import idempotency_keys as keys
 from paygate_server.db.statements import Sql, execute, fetch_one
@@ -37,6 +46,16 @@ __all__ = [
     "parse_idempotency_key",
     "prune_idempotency_keys",
 ]
+
+log = logging.getLogger("paygate.idempotency")
+
+SEAL_PURPOSE = "idempotency-response"
+# A response stored before answers were sealed is JSON (sealed values start with 0x01);
+# such rows are replayed as they are until they expire (idempotency_ttl_s after the upgrade).
+_LEGACY_PLAINTEXT = b"{"
+# Refusals that are judgements of the request itself, not a start of the operation: like a
+# validation error, they store nothing (SPEC §3), so the key stays free for a corrected request.
+_NOT_STORED = frozenset({"idempotency_key_reused", "idempotency_request_in_progress", "token_invalid"})
 
 _KEY = "merchant_id = :merchant_id AND idempotency_key = :key"
 _INSERT = Sql(
@@ -97,6 +116,13 @@ def parse_idempotency_key(value: str | None) -> str | None:
     return value
 
 
+def _in_progress() -> ApiError:
+    return ApiError(
+        "idempotency_request_in_progress",
+        "a request with this Idempotency-Key is still being processed; retry later",
+    )
+
+
 def _replay(status: int, body: bytes) -> Response:
     return Response(body, status, {"Idempotent-Replayed": "true"}, media_type="application/json")
 
@@ -116,6 +142,24 @@ class IdempotencyScope:
     def _ids(self) -> dict[str, str]:
         return {"merchant_id": self.merchant_id, "key": self.key}
 
+    def _aad(self) -> bytes:
+        # Bound to its row: a sealed answer copied under another merchant or key does not open.
+        return f"paygate/idempotency/v1\x00{self.merchant_id}\x00{self.key}".encode()
+
+    def seal(self, body: bytes) -> bytes:
+        """A response body as stored (see the module's docstring)."""
+        return self._gateway.master_key.seal(SEAL_PURPOSE, body, self._aad())
+
+    def _open(self, stored: bytes) -> bytes:
+        if stored[:1] == _LEGACY_PLAINTEXT:
+            return stored
+        try:
+            return self._gateway.master_key.open(SEAL_PURPOSE, stored, self._aad())
+        except SealError:
+            # Another master key, or a tampered row: an operator's problem, not the client's.
+            log.error("stored idempotent response for merchant %s does not open", self.merchant_id)
+            raise ApiError("internal_error", "an internal error occurred") from None
+
     def statement_params(self) -> dict[str, str]:
         """The key's parameters for the CTEs above."""
         return {"idem_merchant_id": self.merchant_id, "idem_key": self.key, "idem_request_hash": self.request_hash}
@@ -124,27 +168,37 @@ class IdempotencyScope:
         return await execute(conn, _INSERT, **self._ids(), request_hash=self.request_hash,
                              state=state, now=now_us()) == 1
 
-    async def _existing(self, conn: AsyncConnection) -> Response | None:
-        """Judge an existing row: replay, 422, 409, or None when a stale claim was taken over."""
-        row = await fetch_one(conn, _EXISTING, **self._ids())
-        if row is None:  # pruned between our insert attempt and this read: treat as new
-            return None
+    def _judge(self, row: Mapping[str, Any]) -> Response | None:
+        """An existing row: its replay, 422, 409 while it runs, or None for a stale claim."""
         if row["request_hash"] != self.request_hash:
             raise ApiError(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used with a different request",
             )
         if row["state"] == "done":
-            return _replay(row["response_status"], bytes(row["response_body"]))
+            return _replay(row["response_status"], self._open(bytes(row["response_body"])))
         stale_before = now_us() - self._gateway.settings.idempotency_lock_timeout_s * 1_000_000
-        if row["locked_at"] >= stale_before or not await execute(
-            conn, _TAKE_OVER, **self._ids(), locked_at=row["locked_at"], now=now_us()
-        ):
-            raise ApiError(
-                "idempotency_request_in_progress",
-                "a request with this Idempotency-Key is still being processed; retry later",
-            )
+        if row["locked_at"] >= stale_before:
+            raise _in_progress()
         return None
+
+    async def _existing(self, conn: AsyncConnection) -> Response | None:
+        """Judge an existing row: replay, 422, 409, or None when a stale claim was taken over."""
+        row = await fetch_one(conn, _EXISTING, **self._ids())
+        if row is None:  # pruned between our insert attempt and this read: treat as new
+            return None
+        replay = self._judge(row)
+        if replay is None and not await execute(conn, _TAKE_OVER, **self._ids(), locked_at=row["locked_at"],
+                                                now=now_us()):
+            raise _in_progress()
+        return replay
+
+    async def peek(self, db: Database) -> Response | None:
+        """Judge the key without claiming it (one read): the stored answer, 422 or 409 as
+        :meth:`begin` would give; None if the key is free (or its claim abandoned)."""
+        async with db.read_one() as conn:
+            row = await fetch_one(conn, _EXISTING, **self._ids())
+        return None if row is None else self._judge(row)
 
     async def begin(self, conn: AsyncConnection) -> Response | None:
         """Inside the operation's own transaction. A replay, or None to go on."""
@@ -158,19 +212,19 @@ class IdempotencyScope:
             return await self.begin(conn)
 
     async def complete(self, conn: AsyncConnection, status: int, body: bytes) -> None:
-        await execute(conn, _COMPLETE, **self._ids(), status=status, body=body)
+        await execute(conn, _COMPLETE, **self._ids(), status=status, body=self.seal(body))
 
     async def complete_once(self, conn: AsyncConnection, status: int, body: bytes) -> bool:
         """Store the response unless someone already did (first writer wins)."""
-        return await execute(conn, _COMPLETE_ONCE, **self._ids(), status=status, body=body) == 1
+        return await execute(conn, _COMPLETE_ONCE, **self._ids(), status=status, body=self.seal(body)) == 1
 
     async def stored(self, conn: AsyncConnection) -> tuple[int, bytes] | None:
         row = await fetch_one(conn, _STORED, **self._ids())
-        return None if row is None else (row["response_status"], bytes(row["response_body"]))
+        return None if row is None else (row["response_status"], self._open(bytes(row["response_body"])))
 
     async def store_error(self, db: Database, exc: ApiError, request_id: str) -> None:
         """An operation that started and then failed with a client error replays that error."""
-        if exc.code in {"idempotency_key_reused", "idempotency_request_in_progress"}:
+        if exc.code in _NOT_STORED or exc.status >= 500:  # a 5xx is not the request's answer
             return
         body = jsoncodec.dumps(error_body(exc.code, exc.message, request_id, param=exc.param))
         async with db.write() as conn:

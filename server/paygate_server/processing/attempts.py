@@ -2,7 +2,8 @@
 
 Lock order (PostgreSQL): every transaction that touches an intent's rows takes the intent
 row first — here explicitly, in the capture triggers implicitly — so concurrent writers
-queue instead of deadlocking.
+queue instead of deadlocking. An attempt consumes its card token (vault row) after the
+intent's row, in both forms.
 """
 from __future__ import annotations
 
@@ -22,14 +23,20 @@ from paygate_server.ids import new_id
 from paygate_server.intents import repository as intent_repo
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 
+# The message of ``token_invalid`` (SPEC §5), shared with the vault's own refusals.
+TOKEN_INVALID_MESSAGE = ("the token is not valid for this payment (tokens are single-use, expire,"
+                         " and belong to one payment intent)")
+
 __all__ = [
     "Answer",
     "Attempt",
     "NewAttempt",
     "begin_attempt_at_once",
+    "redeem_token",
     "settle_attempt_at_once",
     "is_definitive",
     "MAX_FAILED_ATTEMPTS",
+    "TOKEN_INVALID_MESSAGE",
     "begin_attempt",
     "apply_charge_result",
     "lock_intent",
@@ -81,6 +88,11 @@ _FAIL = (
     "SET status = 'failed', decline_code = :decline_code, error_code = :error_code,"
     f" error_message = :error_message, updated_at = :now {_UNSETTLED}"
 )
+# The attempt consumes the card token it charges, in its own transaction (both forms): a
+# request refused by its Idempotency-Key, a non-processable intent or a lost race rolls
+# back and leaves the token redeemable.
+_REDEEM_WHERE = "id = :vault_id AND used_at IS NULL AND expires_at > :now"
+_REDEEM_TOKEN = Sql(f"UPDATE vault_cards SET used_at = :now WHERE {_REDEEM_WHERE}")
 _SUCCEED_ATTEMPT = Sql(f"UPDATE transactions {_SUCCEED}")
 _FAIL_ATTEMPT = Sql(f"UPDATE transactions {_FAIL}")
 
@@ -166,8 +178,14 @@ def _card_params(new: NewAttempt) -> dict[str, Any]:
             "exp_year": card["expYear"], "fingerprint": new.card_fingerprint, "vault_id": new.vault_id}
 
 
+async def redeem_token(conn: AsyncConnection | Autocommit, vault_id: str) -> bool:
+    """Mark a vault token used, unless it already is or has expired (then False)."""
+    return await execute(conn, _REDEEM_TOKEN, vault_id=vault_id, now=now_us()) == 1
+
+
 async def begin_attempt(conn: AsyncConnection, new: NewAttempt) -> tuple[Mapping[str, Any], Attempt]:
-    """Move the intent to ``in_progress`` and record a ``pending`` attempt, atomically."""
+    """Move the intent to ``in_progress`` and record a ``pending`` attempt, atomically
+    (consuming the card's vault token, if it came from one)."""
     merchant_id, intent_id = new.merchant_id, new.intent_id
     row = await intent_repo.start_processing(conn, merchant_id, intent_id, card=jsoncodec.dumps(new.card).decode(),
                                              max_failed_attempts=MAX_FAILED_ATTEMPTS)
@@ -180,6 +198,9 @@ async def begin_attempt(conn: AsyncConnection, new: NewAttempt) -> tuple[Mapping
                            headers={"Retry-After": "3600"})
         raise ApiError("intent_state_conflict",
                        f"a payment intent in status {current['status']} cannot be processed")
+    if new.vault_id is not None and not await redeem_token(conn, new.vault_id):
+        # Used by a concurrent request (or expired) since the card was read.
+        raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
     now = now_us()
     attempt = Attempt(new_id("txn"), new_id("ref"), intent_id, merchant_id, row["amount"], row["currency"])
     try:
@@ -257,16 +278,35 @@ async def apply_charge_result(
 # reconciler that got there first) makes the statement change nothing, and the caller
 # falls back to the general functions above, which judge and answer.
 
-_BEGIN_CTES = (
-    f"WITH intent AS (UPDATE payment_intents {intent_repo.START_PROCESSING} RETURNING {intent_repo.COLUMNS}),"
-    f" attempt AS (INSERT INTO transactions ({_ATTEMPT_COLUMNS}) SELECT :id, id, merchant_id, 'pending',"
-    f" :reference, :connector, amount, currency, {_ATTEMPT_CARD} FROM intent),"
-    " queued AS (INSERT INTO reconcile_queue (kind, object_id, intent_id, merchant_id, due_at, checks, created_at)"
-    " SELECT 'charge', :id, id, merchant_id, :due_at, 0, :now FROM intent)"
-)
+def _begin_ctes(redeeming: bool) -> str:
+    if redeeming:
+        # The token is redeemed only if the intent moved (intent row first, as everywhere).
+        # A token already used or expired leaves the attempt's status NULL: the not-null
+        # violation fails the whole statement, which then changed nothing (the token stays
+        # as it was, and the general path answers token_invalid).
+        redeem = (f" redeemed AS (UPDATE vault_cards SET used_at = :now WHERE {_REDEEM_WHERE}"
+                  " AND EXISTS (SELECT 1 FROM intent) RETURNING id),")
+        status, source = "CASE WHEN redeemed.id IS NOT NULL THEN 'pending' END", "intent LEFT JOIN redeemed ON true"
+    else:
+        redeem, status, source = "", "'pending'", "intent"
+    return (
+        f"WITH intent AS (UPDATE payment_intents {intent_repo.START_PROCESSING} RETURNING {intent_repo.COLUMNS}),"
+        f"{redeem}"
+        f" attempt AS (INSERT INTO transactions ({_ATTEMPT_COLUMNS}) SELECT :id, intent.id, intent.merchant_id,"
+        f" {status}, :reference, :connector, intent.amount, intent.currency, {_ATTEMPT_CARD} FROM {source}),"
+        " queued AS (INSERT INTO reconcile_queue (kind, object_id, intent_id, merchant_id, due_at, checks, created_at)"
+        " SELECT 'charge', :id, id, merchant_id, :due_at, 0, :now FROM intent)"
+    )
+
+
 # The main query reads ``intent``, so the intent's update runs (and is captured) first.
-_BEGIN = Sql(f"{_BEGIN_CTES} SELECT {intent_repo.COLUMNS} FROM intent")
-_BEGIN_CLAIMING = Sql(f"{_BEGIN_CTES}, {claim_in_progress_cte('intent')} SELECT {intent_repo.COLUMNS} FROM intent")
+# Keyed by (redeeming a token, claiming an Idempotency-Key).
+_BEGIN = {
+    (redeeming, claiming): Sql(f"{_begin_ctes(redeeming)}"
+                               f"{', ' + claim_in_progress_cte('intent') if claiming else ''}"
+                               f" SELECT {intent_repo.COLUMNS} FROM intent")
+    for redeeming in (False, True) for claiming in (False, True)
+}
 
 
 def _settle_sql(attempt_change: str, answering: bool) -> Sql:
@@ -298,6 +338,7 @@ class Answer:
     key: dict[str, str]  # IdempotencyScope.statement_params()
     before: Mapping[str, Any]  # the intent as the first phase left it
     render: Callable[[Mapping[str, Any]], bytes]  # the answer's body for a settled intent row
+    seal: Callable[[bytes], bytes]  # a body as stored (IdempotencyScope.seal)
 
 
 async def begin_attempt_at_once(conn: Autocommit, new: NewAttempt, *,
@@ -311,15 +352,13 @@ async def begin_attempt_at_once(conn: Autocommit, new: NewAttempt, *,
         "max_failed": MAX_FAILED_ATTEMPTS, "now": now, "id": txn_id, "reference": reference,
         "connector": new.connector, **_card_params(new), "due_at": now + int(new.in_flight_grace_s * _US),
     }
+    sql = _BEGIN[new.vault_id is not None, key is not None]
     try:
-        if key is None:
-            row = await fetch_one(conn, _BEGIN, **params)
-        else:
-            row = await fetch_one(conn, _BEGIN_CLAIMING, **params, **key, idem_now=now)
+        row = await fetch_one(conn, sql, **params, **(key or {}), **({"idem_now": now} if key else {}))
     except IntegrityError:
         return None  # the key exists, or another attempt is in flight: the general path says which
     if row is None:
-        return None  # not processable (missing, wrong status, too many failures)
+        return None  # not processable (missing, wrong status, too many failures, token used)
     return row, Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"], row["currency"])
 
 
@@ -343,7 +382,7 @@ async def settle_attempt_at_once(conn: Autocommit, attempt: Attempt, result: Cha
                 "updated_at": now}
     row = await fetch_one(conn, _SETTLE[settle.approved, True], **params,
                           idem_merchant_id=answer.key["idem_merchant_id"], idem_key=answer.key["idem_key"],
-                          idem_body=answer.render(expected), expected_version=expected["version"])
+                          idem_body=answer.seal(answer.render(expected)), expected_version=expected["version"])
     if row is None:
         return None, False
     settled = dict(row)

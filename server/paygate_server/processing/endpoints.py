@@ -75,14 +75,15 @@ async def process_payment(ctx: ApiContext) -> Response:
         if vault is None or not isinstance(token, str):
             raise ApiError("token_invalid", "the token is not valid for this payment", param="token")
         try:
-            card = await vault.redeem(token, merchant_id=ctx.merchant_id, intent_id=intent_id)
+            # Read, not consumed: the attempt consumes the token in its own transaction, after
+            # the key was judged, so a refused request leaves the token redeemable.
+            card = await vault.resolve_token(token, merchant_id=ctx.merchant_id, intent_id=intent_id)
         except ApiError:
-            # A retry of a request that already consumed the token: replay its answer (or
-            # 409 while it still runs) instead of token_invalid; otherwise store nothing.
-            if ctx.idempotency is not None:
-                if (replay := await ctx.idempotency.claim(gateway.db)) is not None:
-                    return replay
-                await ctx.idempotency.release(gateway.db)
+            # A retry of a request that already consumed the token: its answer (or 409 while
+            # it still runs, 422 for another request) instead of token_invalid. Judged
+            # without claiming the key, so a racing original is never refused by this retry.
+            if ctx.idempotency is not None and (replay := await ctx.idempotency.peek(gateway.db)) is not None:
+                return replay
             raise
     service: ProcessingService = gateway.services["processing"]
     return await service.process(ctx, intent_id, card)

@@ -98,7 +98,7 @@ class ProcessingService:
         answer = None
         if scope is not None:
             answer = Answer(scope.statement_params(), before,
-                            lambda row: jsoncodec.dumps(render_intent(row)))
+                            lambda row: jsoncodec.dumps(render_intent(row)), scope.seal)
         task = asyncio.create_task(self._charge(attempt, card, scope, answer),
                                    name=f"charge-{attempt.transaction_id}")
         self._tasks.add(task)

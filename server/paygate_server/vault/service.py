@@ -1,10 +1,12 @@
 """The card vault and its single-use tokens (SPEC §5).
 
 ``store`` keeps a decrypted card (from the checkout's JWE) and returns a token ``tok_…``
-bound to the payment intent whose clientSecret made it. ``redeem`` turns the token back
-into a card for ``POST /api/v1/payment/process`` — once, for that intent and merchant,
-before it expires — with one conditional UPDATE, so two concurrent redemptions cannot
-both win. The CVC is dropped as soon as the authorization has an outcome
+bound to the payment intent whose clientSecret made it. ``resolve_token`` turns the token
+back into a card for ``POST /api/v1/payment/process`` — for that intent and merchant, before
+it expires, if unused — without consuming it: the attempt that charges the card consumes
+the token in its own transaction (``processing.attempts``, one conditional UPDATE, so two
+concurrent redemptions cannot both win), after the request's Idempotency-Key was judged.
+A refused request therefore never burns a token. The CVC is dropped as soon as the authorization has an outcome
 (``ResolvedCard.after_authorization``) or when the token expires (``purge``), whichever
 comes first.
 
@@ -27,8 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.clock import now_us
 from paygate_server.db.schema_checkout import vault_cards
+from paygate_server.db.statements import Sql, fetch_one
 from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
+from paygate_server.processing.attempts import TOKEN_INVALID_MESSAGE, redeem_token
 from paygate_server.processing.connectors import CardDetails
 from paygate_server.processing.service import ResolvedCard
 from paygate_server.vault.datakeys import DataKeyStore, VaultDecryptError
@@ -40,8 +44,12 @@ __all__ = ["TOKEN_INVALID_MESSAGE", "StoredCard", "VaultService", "hash_token"]
 
 log = logging.getLogger("paygate.vault")
 
-TOKEN_INVALID_MESSAGE = "the token is not valid for this payment (tokens are single-use, expire, and belong to one payment intent)"
 _TOKEN = re.compile(r"tok_[a-z0-9]{20,64}")
+_USABLE = Sql(
+    "SELECT id, merchant_id, intent_id, data_key_version, pan_sealed, cvc_sealed, fingerprint, brand, last4,"
+    " exp_month, exp_year FROM vault_cards WHERE token_hash = :token_hash AND used_at IS NULL"
+    " AND expires_at > :now AND intent_id = :intent_id AND merchant_id = :merchant_id"
+)
 _US = 1_000_000
 
 
@@ -102,24 +110,27 @@ class VaultService:
         ))
         return StoredCard(token, vault_id, dict(summary), expires_at)
 
-    async def redeem(self, token: Any, *, merchant_id: str, intent_id: str) -> ResolvedCard:
-        """The card behind ``token``, consuming it: ``400 token_invalid`` unless the token is
-        unused, unexpired, and was made for this intent of this merchant."""
+    async def resolve_token(self, token: Any, *, merchant_id: str, intent_id: str) -> ResolvedCard:
+        """The card behind ``token``, not consuming it (its attempt does, see the module's
+        docstring): ``400 token_invalid`` unless the token is unused, unexpired, and was
+        made for this intent of this merchant."""
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
-        now = now_us()
-        async with self._gateway.db.write() as conn:
-            row = (await conn.execute(
-                update(vault_cards)
-                .where(vault_cards.c.token_hash == hash_token(token), vault_cards.c.used_at.is_(None),
-                       vault_cards.c.expires_at > now, vault_cards.c.intent_id == intent_id,
-                       vault_cards.c.merchant_id == merchant_id)
-                .values(used_at=now)
-                .returning(*vault_cards.c)
-            )).first()
+        async with self._gateway.db.read_one() as conn:
+            row = await fetch_one(conn, _USABLE, token_hash=hash_token(token), now=now_us(),
+                                  intent_id=intent_id, merchant_id=merchant_id)
         if row is None:
             raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
-        return await self._resolve(row._mapping)
+        return await self._resolve(row)
+
+    async def redeem(self, token: Any, *, merchant_id: str, intent_id: str) -> ResolvedCard:
+        """The card behind ``token``, consuming it on its own (outside a payment attempt)."""
+        card = await self.resolve_token(token, merchant_id=merchant_id, intent_id=intent_id)
+        assert card.vault_id is not None
+        async with self._gateway.db.write() as conn:
+            if not await redeem_token(conn, card.vault_id):
+                raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
+        return card
 
     async def _resolve(self, row: Any) -> ResolvedCard:
         vault_id, version = row["id"], row["data_key_version"]

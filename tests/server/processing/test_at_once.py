@@ -110,7 +110,8 @@ async def test_one_statement_phases_write_what_the_general_ones_write(gw: InProc
     async with db.write() as conn:
         general_row = await apply_charge_result(conn, general.transaction_id, result(general),
                                                 schedule=SCHEDULE, on_settled=answer_general)
-    answer = Answer(at_once_scope.statement_params(), before, lambda row: jsoncodec.dumps(render_intent(row)))
+    answer = Answer(at_once_scope.statement_params(), before, lambda row: jsoncodec.dumps(render_intent(row)),
+                    at_once_scope.seal)
     async with db.autocommit() as conn:
         at_once_row, answered = await settle_attempt_at_once(conn, at_once, result(at_once), answer=answer)
     assert general_row is not None and at_once_row is not None and answered
@@ -119,7 +120,8 @@ async def test_one_statement_phases_write_what_the_general_ones_write(gw: InProc
     # The answer rendered in advance is byte for byte the settled row's.
     stored = await _key_row(gw, at_once_scope)
     assert stored is not None and stored["state"] == "done" and stored["response_status"] == 200
-    assert bytes(stored["response_body"]) == jsoncodec.dumps(render_intent(at_once_row))
+    async with gw.gateway.db.read() as conn:
+        assert await at_once_scope.stored(conn) == (200, jsoncodec.dumps(render_intent(at_once_row)))
 
 
 async def test_begin_changes_nothing_off_the_happy_path(gw: InProcessGateway) -> None:
@@ -180,7 +182,8 @@ async def test_the_answer_is_stored_only_if_the_intent_is_as_the_first_phase_lef
         # Someone else changed the intent meanwhile: the answer rendered from ``before``
         # would be stale, so it is not stored (the caller stores the real one).
         await execute(conn, Sql("UPDATE payment_intents SET version = version + 1 WHERE id = :id"), id=intent_id)
-        answer = Answer(scope.statement_params(), before, lambda row: jsoncodec.dumps(render_intent(row)))
+        answer = Answer(scope.statement_params(), before, lambda row: jsoncodec.dumps(render_intent(row)),
+                        scope.seal)
         row, answered = await settle_attempt_at_once(
             conn, attempt, ChargeResult(attempt.reference, ChargeOutcome.APPROVED, auth_code="X"), answer=answer)
     assert row is not None and row["status"] == "succeeded" and not answered
