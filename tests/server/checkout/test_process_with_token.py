@@ -3,14 +3,17 @@ simulator: single use, binding, expiry, idempotent retries, the CVC's end, and t
 10-failed-attempts limit."""
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from paygate_server.db.schema import transactions
 from paygate_server.processing.attempts import MAX_FAILED_ATTEMPTS
 from paygate_server.simulator.testing import TestCards
+from sqlalchemy import select
 
 from tests.server.checkout.helpers import tokenize, vault_row, wait_for
 from tests.support.app import InProcessGateway, running_gateway
@@ -140,3 +143,61 @@ async def test_ten_failed_attempts_then_rate_limited(pgw: InProcessGateway) -> N
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
     frame = await pgw.http.get("/checkout/v1/frame", params={"clientSecret": intent["clientSecret"]})
     assert frame.status_code == 429 and "Too many attempts" in frame.text
+
+
+async def test_a_refused_process_does_not_burn_the_token(pgw: InProcessGateway) -> None:
+    """#15.8: a second token sent with a used Idempotency-Key gets 422 and stays redeemable."""
+    shop = await pgw.new_merchant()
+    intent = await shop.create_intent()
+    pid = intent["paymentIntentId"]
+    declined = await _token(pgw, intent, TestCards.GENERIC_DECLINE)
+    assert (await _process(shop, pid, declined, idempotency_key="pay-1")).status_code == 200
+    assert (await _final(shop, pid))["status"] == "failed"  # processable again
+    second = await _token(pgw, intent)
+    r = await _process(shop, pid, second, idempotency_key="pay-1")
+    assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_key_reused", r.text
+    assert (await vault_row(pgw, intent_id=pid, last4="4242")).used_at is None
+    r = await _process(shop, pid, second, idempotency_key="pay-2")
+    assert r.status_code == 200, r.text
+    assert (await _final(shop, pid))["status"] == "succeeded"
+
+
+async def test_a_retry_racing_the_original_never_burns_or_refuses(pgw: InProcessGateway) -> None:
+    """#15.8: the original is held after its card was read and before its attempt; its
+    retry (same key, same token) runs the payment, and the original then replays that
+    answer — no token_invalid, no 409 after a consumed token, one attempt."""
+    shop = await pgw.new_merchant()
+    intent = await shop.create_intent()
+    pid = intent["paymentIntentId"]
+    token = await _token(pgw, intent)
+    service = pgw.gateway.services["processing"]
+    real_process = service.process
+    held, release = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def process(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the original: hold it at the point between its card and its attempt
+            held.set()
+            await release.wait()
+        return await real_process(*args, **kw)
+
+    service.process = process
+    try:
+        original = asyncio.create_task(_process(shop, pid, token, idempotency_key="order-7"))
+        async with asyncio.timeout(10):
+            await held.wait()
+        retry = await _process(shop, pid, token, idempotency_key="order-7")
+        assert retry.status_code == 200, retry.text
+        release.set()
+        first = await original
+    finally:
+        service.process = real_process
+        release.set()
+    assert first.status_code == 200, first.text
+    assert first.headers.get("idempotent-replayed") == "true" and first.content == retry.content
+    async with pgw.gateway.db.read() as conn:
+        attempts = (await conn.execute(select(transactions.c.id).where(transactions.c.intent_id == pid))).all()
+    assert len(attempts) == 1
+    assert (await _final(shop, pid))["status"] == "succeeded"
