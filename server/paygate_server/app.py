@@ -24,6 +24,7 @@ from paygate_server.heap import settle_after_startup
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.idempotency import prune_idempotency_keys
 from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
+from paygate_server.private_files import private_dir
 from paygate_server.cards.keystore import CardKeyStore
 from paygate_server.checkout import endpoints as checkout_endpoints
 from paygate_server.intents import endpoints as intent_endpoints
@@ -57,6 +58,7 @@ def _extensions() -> list[Any]:
     return [importlib.import_module(name) for name in EXTENSIONS]
 
 async def build_gateway(settings: Settings) -> Gateway:
+    private_dir(settings.data_dir)  # 0700: the key file, the SQLite files, logs, archives
     db = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size,
                          pool_timeout_s=settings.db_pool_timeout_s)
     try:

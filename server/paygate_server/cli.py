@@ -16,6 +16,7 @@ from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.db import Database, SchemaMismatch, check_schema, create_database, upgrade
 from paygate_server.merchants import MerchantError, create_key, create_merchant, revoke_key
+from paygate_server.private_files import private_dir, use_private_umask
 
 __all__ = ["main", "CommandError", "CLI_EXTENSIONS"]
 
@@ -42,7 +43,7 @@ async def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]],
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     before, after = asyncio.run(_with_db(settings, upgrade, check=False))
     _emit(args, {"from": before, "to": after},
           f"database schema: {before or 'empty'} -> {after}" if before != after else f"database schema is current ({after})")
@@ -119,7 +120,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_simulator(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.simulator import serve
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     store = args.store or str(settings.data_dir / "simulator.db")
     serve(host=args.host, port=args.port, store_path=store)
 
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    use_private_umask()  # the data directory's files, logs and archives: owner only
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from paygate_server.config import Settings
+from paygate_server.private_files import private_dir
 
 __all__ = ["add_commands", "ensure_demo_merchant", "ensure_demo_webhook", "find_storefront"]
 
@@ -62,7 +63,7 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
     )
 
     path = settings.data_dir / "demo-merchant.json"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
 
     async def run() -> dict[str, Any]:
         db = create_database(settings.resolved_database_url)

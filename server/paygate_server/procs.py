@@ -18,6 +18,8 @@ from typing import IO, Any, Callable, Sequence
 
 import httpx
 
+from paygate_server.private_files import private_dir
+
 __all__ = ["ServiceProcess", "gateway_command"]
 
 
@@ -68,8 +70,9 @@ class ServiceProcess:
             raise RuntimeError("already running")
         fd = self._sock.fileno()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()/kill()
+        private_dir(self.log_path.parent)
+        # Logs may name merchants and intents: owner only, like the rest of the data directory.
+        self._log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         self.proc = subprocess.Popen(
             list(self._command(fd)), stdout=self._log, stderr=subprocess.STDOUT,
             pass_fds=(fd,), env=env, start_new_session=True,

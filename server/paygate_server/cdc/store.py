@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from paygate_server.config import Settings
+from paygate_server.private_files import private_dir
 
 __all__ = ["ObjectStore", "LocalStore", "ObjectMissing", "store_for"]
 
@@ -51,9 +52,9 @@ class LocalStore:
 
     def _put(self, name: str, data: bytes) -> None:
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # payment history: owner only
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

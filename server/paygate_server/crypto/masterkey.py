@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from paygate_server.private_files import private_dir
+
 __all__ = ["MasterKey", "SealError", "load_master_key"]
 
 _FORMAT_V1 = b"\x01"
@@ -72,7 +74,7 @@ def load_master_key(configured: str | None, key_file: Path) -> MasterKey:
         return MasterKey(_decode_key(configured))
     if key_file.exists():
         return MasterKey(_decode_key(key_file.read_text()))
-    key_file.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(key_file.parent)
     key = os.urandom(32)
     # Write a private temp file, then hard-link it into place: the link either appears
     # complete or fails because another process already published its key.

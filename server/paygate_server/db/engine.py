@@ -9,7 +9,9 @@ locked".
 """
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from sqlalchemy import event
@@ -20,6 +22,7 @@ from sqlalchemy.util import greenlet_spawn
 from paygate_server.config import normalize_database_url
 from paygate_server.db.group_commit import GroupCommitter
 from paygate_server.db.statements import Autocommit
+from paygate_server.private_files import private_dir, private_file
 
 __all__ = ["Database", "create_database"]
 
@@ -45,6 +48,7 @@ class Database:
         self.is_sqlite = self.dialect == "sqlite"
         self._group: GroupCommitter | None = None
         if self.is_sqlite:
+            _private_sqlite_files(make_url(self.url).database)
             self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
                                               pool_timeout=pool_timeout_s, hide_parameters=True)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -136,6 +140,20 @@ class Database:
         if self._group is not None:
             await self._group.close()
         await self.engine.dispose()
+
+
+def _private_sqlite_files(database: str | None) -> None:
+    """The database file is made 0600 before SQLite opens it: SQLite creates its ``-wal``
+    and ``-shm`` with the main file's mode. Files of an older install are tightened."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    private_dir(path.parent, tighten=False)
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists() and companion.stat().st_uid == os.getuid():
+            os.chmod(companion, 0o600)
 
 
 def _sqlite_begin(conn: Any) -> None:

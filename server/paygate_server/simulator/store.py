@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from paygate_server.private_files import private_dir, private_file
+
 __all__ = [
     "ChargeDisposition",
     "ChargeMode",
@@ -367,7 +369,9 @@ class Store:
 
     def open(self) -> None:
         """Create the schema and start the writer. Call from the event loop thread."""
-        pathlib.Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path != ":memory:":
+            private_dir(pathlib.Path(self.path).parent, tighten=False)
+            private_file(pathlib.Path(self.path))  # SQLite's -wal and -shm take its mode
         self._loop = asyncio.get_running_loop()
         conn = _connect(self.path)
         conn.executescript(_SCHEMA)

@@ -1,0 +1,48 @@
+"""Files and folders the gateway keeps: readable by its own user only.
+
+The data directory holds the master key file, the SQLite database (with its ``-wal`` and
+``-shm``), logs, the change archive and the simulator's store — any of them lets a reader
+learn or forge payment data. So folders the gateway creates are 0700 and files 0600.
+``paygate`` sets the umask to 077 first thing (children it starts inherit it); the
+helpers here set the modes explicitly too, so an embedding process with a looser umask
+gets the same.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["PRIVATE_UMASK", "private_dir", "private_file", "use_private_umask"]
+
+PRIVATE_UMASK = 0o077
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+
+
+def use_private_umask() -> None:
+    """Everything this process (and its children) creates from now on is private."""
+    os.umask(PRIVATE_UMASK)
+
+
+def private_dir(path: Path, *, tighten: bool = True) -> Path:
+    """Create ``path`` (and missing parents) 0700. With ``tighten``, an existing folder
+    owned by us is made 0700 too (never a parent: someone may share it)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+    for created in missing:  # mkdir's mode is filtered by the umask; parents get the default
+        os.chmod(created, _DIR_MODE)
+    if tighten and path not in missing and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+        os.chmod(path, _DIR_MODE)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Make sure ``path`` exists as a 0600 file (created empty if missing; an existing one
+    owned by us is tightened). For files another library opens by name, e.g. SQLite's."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, _FILE_MODE)
+    try:
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, _FILE_MODE)
+    finally:
+        os.close(fd)
+    return path
