@@ -17,7 +17,7 @@ import httpx
 from ._base_client import ParamValue, RequestOptions, error_from_body
 from ._exceptions import APIError, WaitTimeoutError
 from ._models import (
-    Event,
+    HistoryEvent,
     IntentStatus,
     Page,
     PaymentIntent,
@@ -198,8 +198,8 @@ def history(payment_intent_id: str) -> RequestOptions:
     )
 
 
-def parse_history(body: Any) -> list[Event]:
-    return list(parse_page(body, Event.from_dict, "an intent's history").data)
+def parse_history(body: Any) -> list[HistoryEvent]:
+    return list(parse_page(body, HistoryEvent.from_dict, "an intent's history").data)
 
 
 def parse_intent(body: Any) -> PaymentIntent:

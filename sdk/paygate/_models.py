@@ -9,7 +9,7 @@ Models holding mutable JSON (``metadata``, ``raw``...) are not hashable.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -20,8 +20,10 @@ from ._exceptions import CardError
 __all__ = [
     "DEFAULT_WAIT_STATUSES",
     "FINAL_STATUSES",
+    "Attempt",
     "Card",
     "Event",
+    "HistoryEvent",
     "IntentStatus",
     "LastError",
     "Page",
@@ -282,23 +284,99 @@ class Refund:
 
 
 @dataclass(frozen=True)
-class Event:
-    """One change: an entry of an intent's history, or a webhook payload.
+class Attempt:
+    """One attempt at the processor, as an intent's history shows it: ``kind``
+    (``charge``, ``authorization``, ``capture``, ``void``), ``status`` (``pending``,
+    ``unknown``, ``succeeded``, ``failed``), the amount, the card (brand, last 4 and expiry
+    only) and, for a decline, its ``decline_code``."""
 
-    A webhook payload has ``type`` (e.g. ``payment_intent.succeeded``), ``created_at`` (its
-    ``timestamp``) and ``data``; a history entry has ``sequence``, ``object`` (``intent``,
-    ``transaction``, ``refund``...), ``object_id``, ``operation``, ``created_at`` and
-    ``data``, the object as it was after the change. Fields an entry lacks are ``None``.
+    attempt_id: str
+    payment_intent_id: str | None
+    kind: str | None
+    status: str | None
+    amount: int | None
+    currency: str | None
+    card: Card | None = None
+    decline_code: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.attempt_id
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Attempt:
+        card = data.get("card")
+        return cls(
+            attempt_id=_str(data, "attemptId") or "",
+            payment_intent_id=_str(data, "paymentIntentId"),
+            kind=_str(data, "kind"),
+            status=_str(data, "status"),
+            amount=_int(data, "amount"),
+            currency=_str(data, "currency"),
+            card=Card.from_dict(card) if isinstance(card, dict) else None,
+            decline_code=_str(data, "declineCode"),
+            created_at=_time(data, "createdAt"),
+            updated_at=_time(data, "updatedAt"),
+            raw=dict(data),
+        )
+
+
+# The object each history event type carries, by the type's prefix.
+_HISTORY_OBJECTS: dict[str, Callable[[Mapping[str, Any]], PaymentIntent | Attempt | Refund]] = {
+    "payment_intent": PaymentIntent.from_dict,
+    "attempt": Attempt.from_dict,
+    "refund": Refund.from_dict,
+}
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One change of a payment intent (``payment_intents.history()``, oldest first).
+
+    ``sequence`` counts the intent's changes (gap-free, from 1); ``type`` is
+    ``payment_intent.created``/``.updated``, ``attempt.created``/``.updated`` or
+    ``refund.created``/``.updated``; ``data`` is the object as it was after the change, in
+    its API shape, and ``object`` the same parsed: a ``PaymentIntent``, ``Attempt`` or
+    ``Refund`` (``None`` for a type this SDK version does not know).
     """
+
+    sequence: int
+    type: str
+    object_id: str
+    data: JSONObject
+    object: PaymentIntent | Attempt | Refund | None = None
+    created_at: datetime | None = None
+    raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HistoryEvent:
+        type_ = _str(data, "type") or ""
+        obj = _obj(data, "data") or {}
+        parse = _HISTORY_OBJECTS.get(type_.rpartition(".")[0])
+        return cls(
+            sequence=_int(data, "sequence") or 0,
+            type=type_,
+            object_id=_str(data, "objectId") or "",
+            data=obj,
+            object=parse(obj) if parse is not None else None,
+            created_at=_time(data, "createdAt"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """A webhook payload: ``type`` (e.g. ``payment_intent.succeeded``), ``created_at`` (its
+    ``timestamp``), ``data`` (the object) and ``event_id`` (the ``webhook-id``). An intent's
+    history is a list of ``HistoryEvent``."""
 
     type: str | None
     data: JSONObject
     event_id: str | None = None
     created_at: datetime | None = None
-    sequence: int | None = None
-    object: str | None = None
-    object_id: str | None = None
-    operation: str | None = None
     raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -312,10 +390,6 @@ class Event:
             data=_obj(data, "data") or {},
             event_id=_str(data, "eventId") or _str(data, "id"),
             created_at=_time(data, "createdAt") or _time(data, "timestamp"),
-            sequence=_int(data, "sequence"),
-            object=_str(data, "object"),
-            object_id=_str(data, "objectId"),
-            operation=_str(data, "operation"),
             raw=dict(data),
         )
 

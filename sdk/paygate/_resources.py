@@ -16,7 +16,7 @@ from . import _api
 from ._models import (
     DEFAULT_WAIT_STATUSES,
     FINAL_STATUSES,
-    Event,
+    HistoryEvent,
     IntentStatus,
     Page,
     PaymentIntent,
@@ -219,7 +219,7 @@ class PaymentIntents:
                 response.close()
             last_event_id = decoder.last_event_id or last_event_id
 
-    def history(self, payment_intent_id: str) -> builtins.list[Event]:
+    def history(self, payment_intent_id: str) -> builtins.list[HistoryEvent]:
         """Every change of the intent, oldest first."""
         return _api.parse_history(self._client._request(_api.history(payment_intent_id)))
 
@@ -376,7 +376,7 @@ class AsyncPaymentIntents:
                 await response.aclose()
             last_event_id = decoder.last_event_id or last_event_id
 
-    async def history(self, payment_intent_id: str) -> builtins.list[Event]:
+    async def history(self, payment_intent_id: str) -> builtins.list[HistoryEvent]:
         return _api.parse_history(await self._client._request(_api.history(payment_intent_id)))
 
 

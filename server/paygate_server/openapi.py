@@ -12,6 +12,8 @@ from starlette.responses import Response
 
 from paygate_server import jsoncodec
 from paygate_server.errors import CODES
+from paygate_server.intents.history import EVENT_TYPES
+from paygate_server.processing.schemas import ATTEMPT_KINDS
 
 __all__ = ["document", "openapi_endpoint", "register"]
 
@@ -35,7 +37,7 @@ SCHEMAS: dict[str, Any] = {
         }},
     },
     "Card": {
-        "type": ["object", "null"],
+        "type": ["object", "null"], "additionalProperties": False,  # never more of a card than this
         "properties": {
             "brand": {"type": "string"}, "last4": {"type": "string"},
             "expMonth": {"type": "integer"}, "expYear": {"type": "integer"},
@@ -140,18 +142,39 @@ SCHEMAS: dict[str, Any] = {
             "reason": {"type": ["string", "null"]},
         },
     },
-    "HistoryEntry": {
-        "type": "object",
-        "required": ["sequence", "object", "objectId", "operation", "data", "createdAt"],
+    "Attempt": {
+        "type": "object", "additionalProperties": False,
+        "required": ["attemptId", "paymentIntentId", "kind", "status", "amount", "currency", "card",
+                     "declineCode", "createdAt", "updatedAt"],
         "properties": {
-            "sequence": {"type": "integer"}, "object": {"type": "string"},
-            "objectId": {"type": "string"}, "operation": {"type": "string", "enum": ["insert", "update"]},
-            "data": {"type": "object"}, "createdAt": _TIME,
+            "attemptId": {"type": "string", "pattern": "^txn_"}, "paymentIntentId": {"type": "string", "pattern": "^pi_"},
+            "kind": {"type": "string", "enum": list(ATTEMPT_KINDS)},
+            "status": {"type": "string", "enum": ["pending", "unknown", "succeeded", "failed"]},
+            "amount": {"type": "integer"}, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "card": {"$ref": "#/components/schemas/Card"}, "declineCode": {"type": ["string", "null"]},
+            "createdAt": _TIME, "updatedAt": _TIME,
         },
+    },
+    "HistoryEvent": {
+        "type": "object", "additionalProperties": False,
+        "required": ["sequence", "type", "objectId", "data", "createdAt"],
+        "properties": {
+            "sequence": {"type": "integer", "minimum": 1, "description": "Per intent, gap-free."},
+            "type": {"type": "string", "enum": list(EVENT_TYPES)},
+            "objectId": {"type": "string"}, "data": {"type": "object"}, "createdAt": _TIME,
+        },
+        # ``data`` is the object of ``type`` in its API shape (an intent never with its clientSecret).
+        "oneOf": [
+            {"properties": {"type": {"enum": [f"{kind}.created", f"{kind}.updated"]},
+                            "data": {"$ref": f"#/components/schemas/{schema}",
+                                     **({"not": {"required": ["clientSecret"]}} if kind == "payment_intent" else {})}}}
+            for kind, schema in (("payment_intent", "PaymentIntent"), ("attempt", "Attempt"), ("refund", "Refund"))
+        ],
     },
     "History": {
         "type": "object", "required": ["data"],
-        "properties": {"data": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}},
+        "properties": {"data": {"type": "array", "description": "Oldest first.",
+                                "items": {"$ref": "#/components/schemas/HistoryEvent"}}},
     },
 }
 

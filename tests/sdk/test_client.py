@@ -118,6 +118,9 @@ def test_public_surface() -> None:
         assert hasattr(paygate, name), name
     assert callable(paygate.webhooks.verify) and callable(paygate.webhooks.sign)
     assert paygate.Client.__module__ == "paygate"
+    # The typed history (SPEC §4): events and the attempt object.
+    assert {"HistoryEvent", "Attempt"} <= set(paygate.__all__)
+    assert paygate.HistoryEvent.__module__ == paygate.Attempt.__module__ == "paygate"
 
 
 @respx.mock

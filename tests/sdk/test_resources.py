@@ -157,21 +157,46 @@ async def test_status_and_long_poll_timeout(make_client: Any) -> None:
 
 
 async def test_history(make_client: Any) -> None:
-    entry = {
-        "sequence": 1,
-        "object": "intent",
-        "objectId": "pi_123",
-        "operation": "insert",
-        "data": intent_json(),
-        "createdAt": "2023-10-15T14:22:31Z",
+    attempt = {
+        "attemptId": "txn_1",
+        "paymentIntentId": "pi_123",
+        "kind": "charge",
+        "status": "failed",
+        "amount": 1999,
+        "currency": "USD",
+        "card": {"brand": "visa", "last4": "0002", "expMonth": 12, "expYear": 2030},
+        "declineCode": "generic_decline",
+        "createdAt": "2023-10-15T14:22:31.000Z",
+        "updatedAt": "2023-10-15T14:22:32.000Z",
     }
-    client, gateway = make_client(reply(200, {"data": [entry, {**entry, "sequence": 2}]}))
+    refund = {"refundId": "re_1", "paymentIntentId": "pi_123", "amount": 500, "status": "pending"}
+
+    def event(sequence: int, type_: str, object_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"sequence": sequence, "type": type_, "objectId": object_id, "data": data,
+                "createdAt": "2023-10-15T14:22:31.000Z"}
+
+    body = {"data": [
+        event(1, "payment_intent.created", "pi_123", intent_json()),
+        event(2, "attempt.updated", "txn_1", attempt),
+        event(3, "refund.created", "re_1", refund),
+        event(4, "dispute.created", "dp_1", {"disputeId": "dp_1"}),
+    ]}
+    client, gateway = make_client(reply(200, body))
     events = await resolve(client.payment_intents.history("pi_123"))
     assert gateway.requests[0].url.path == "/api/v1/payment/intent/pi_123/history"
-    assert [e.sequence for e in events] == [1, 2]
-    assert events[0].object == "intent" and events[0].operation == "insert"
-    assert events[0].object_id == "pi_123"
-    assert events[0].data["paymentIntentId"] == "pi_123"
+    assert all(isinstance(e, paygate.HistoryEvent) for e in events)
+    assert [(e.sequence, e.type, e.object_id) for e in events] == [
+        (1, "payment_intent.created", "pi_123"), (2, "attempt.updated", "txn_1"),
+        (3, "refund.created", "re_1"), (4, "dispute.created", "dp_1")]
+    assert events[0].created_at is not None and events[0].created_at.tzinfo is not None
+    intent, failed, refunded, unknown = (e.object for e in events)
+    assert isinstance(intent, paygate.PaymentIntent) and intent.id == "pi_123"
+    assert isinstance(failed, paygate.Attempt)
+    assert (failed.id, failed.kind, failed.status, failed.decline_code) == (
+        "txn_1", "charge", "failed", "generic_decline")
+    assert failed.card is not None and failed.card.last4 == "0002" and failed.updated_at is not None
+    assert isinstance(refunded, paygate.Refund) and refunded.amount == 500
+    assert unknown is None and events[3].data == {"disputeId": "dp_1"}  # a newer type: data kept
 
 
 # -- lists and auto-pagination -------------------------------------------------------------

@@ -211,9 +211,9 @@ async def test_history_is_captured_by_the_database(gw: InProcessGateway) -> None
     pid = (await shop.create_intent())["paymentIntentId"]
     await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
     history = (await shop.get(f"{INTENT}/{pid}/history")).json()["data"]
-    assert [(h["sequence"], h["operation"], h["data"]["status"]) for h in history] == [
-        (1, "insert", "created"), (2, "update", "canceled")]
-    assert all("client_secret_hash" not in h["data"] for h in history)
+    assert [(h["sequence"], h["type"], h["data"]["status"]) for h in history] == [
+        (1, "payment_intent.created", "created"), (2, "payment_intent.updated", "canceled")]
+    assert all("clientSecret" not in h["data"] and "client_secret_hash" not in h["data"] for h in history)
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ from sqlalchemy import select
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
 from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import load_offset
-from paygate_server.clock import to_rfc3339
 from paygate_server.db import Database
 from paygate_server.db.schema import change_log
+from paygate_server.intents.history import render_history
 
-__all__ = ["VerifyReport", "verify_archive", "timeline", "format_timeline", "covered"]
+__all__ = ["VerifyReport", "verify_archive", "timeline", "format_timeline", "timeline_json", "covered"]
 
 PAGE = 5000
 MAX_LISTED = 20
@@ -129,21 +129,20 @@ async def timeline(db: Database, intent_id: str, reader: ArchiveReader | None = 
     return sorted(seen.values(), key=lambda c: c.intent_seq)
 
 
-def _summary(change: Change) -> str:
-    data = change.snapshot()
+def _summary(data: dict[str, Any]) -> str:
+    """One line of an event's object (its API shape, as ``GET …/history`` shows it)."""
     parts = [f"status={data.get('status')}"]
-    if change.entity == "payment_intent":
-        parts.append(f"amount={data.get('amount')} {data.get('currency')}")
-        if data.get("amount_refunded"):
-            parts.append(f"refunded={data['amount_refunded']}")
-    elif change.entity == "transaction":
-        if data.get("card_brand"):
-            parts.append(f"card={data['card_brand']}/{data.get('card_last4')}")
-        for key in ("decline_code", "error_code"):
-            if data.get(key):
-                parts.append(f"{key}={data[key]}")
-    elif change.entity == "refund":
-        parts.append(f"amount={data.get('amount')}")
+    if data.get("amount") is not None:
+        parts.append(f"amount={data['amount']} {data.get('currency') or ''}".rstrip())
+    if data.get("amountRefunded"):
+        parts.append(f"refunded={data['amountRefunded']}")
+    card = data.get("card")
+    if isinstance(card, dict) and card.get("brand"):
+        parts.append(f"card={card['brand']}/{card.get('last4')}")
+    error = data.get("lastError")
+    decline = data.get("declineCode") or (error.get("declineCode") if isinstance(error, dict) else None)
+    if decline:
+        parts.append(f"decline={decline}")
     return " ".join(parts)
 
 
@@ -151,12 +150,12 @@ def format_timeline(intent_id: str, changes: list[Change]) -> str:
     if not changes:
         return f"{intent_id}: no history"
     lines = [f"{intent_id} (merchant {changes[0].merchant_id}): {len(changes)} changes"]
-    for c in changes:
-        lines.append(f"  #{c.intent_seq:<3} {to_rfc3339(c.created_at)}  {c.entity:<14} {c.entity_id:<36} "
-                     f"{c.op:<6} {_summary(c)}")
+    for e in render_history(changes):
+        lines.append(f"  #{e['sequence']:<3} {e['createdAt']}  {e['type']:<22} {e['objectId']:<36} "
+                     f"{_summary(e['data'])}")
     return "\n".join(lines)
 
 
 def timeline_json(changes: list[Change]) -> list[dict[str, Any]]:
-    return [{"sequence": c.intent_seq, "object": c.entity, "objectId": c.entity_id, "operation": c.op,
-             "changeId": c.id, "data": c.snapshot(), "createdAt": to_rfc3339(c.created_at)} for c in changes]
+    """The same events as ``GET …/history``."""
+    return render_history(changes)

@@ -10,10 +10,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from paygate_server import jsoncodec
-from paygate_server.clock import to_rfc3339
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint, json_response
 from paygate_server.intents import repository as repo
+from paygate_server.intents.history import render_history
 from paygate_server.intents.schemas import (
     FINAL_STATUSES,
     STATUSES,
@@ -159,21 +159,10 @@ async def payment_status_stream(ctx: ApiContext) -> Response:
 async def intent_history(ctx: ApiContext) -> Response:
     intent_id = require_id(ctx.request.path_params["intent_id"], "paymentIntentId", "pi")
     async with ctx.gateway.db.read() as conn:
-        rows = await repo.history(conn, ctx.merchant_id, intent_id)
-    if not rows:
+        changes = await repo.history(conn, ctx.merchant_id, intent_id)
+    if not changes:
         raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
-    return json_response(200, {"data": [render_change(r) for r in rows]})
-
-
-def render_change(row: Any) -> dict[str, Any]:
-    return {
-        "sequence": row["intent_seq"],
-        "object": row["entity"],
-        "objectId": row["entity_id"],
-        "operation": row["op"],
-        "data": jsoncodec.loads(row["data"]),
-        "createdAt": to_rfc3339(row["created_at"]),
-    }
+    return json_response(200, {"data": render_history(changes)})
 
 
 routes = [

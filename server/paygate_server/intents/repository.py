@@ -12,6 +12,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
+from paygate_server.cdc.changes import Change
 from paygate_server.clock import now_us
 from paygate_server.db.schema import change_log, payment_intents as intents
 from paygate_server.db.statements import Connection, Sql, execute, fetch_one
@@ -161,11 +162,12 @@ async def transition(
     return row._mapping if row else None
 
 
-async def history(conn: AsyncConnection, merchant_id: str, intent_id: str) -> list[Mapping[str, Any]]:
+async def history(conn: AsyncConnection, merchant_id: str, intent_id: str) -> list[Change]:
+    """The intent's changes, oldest first (none: no such intent for this merchant)."""
     rows = await conn.execute(
         select(change_log)
         .where(change_log.c.intent_id == intent_id, change_log.c.merchant_id == merchant_id)
         .order_by(change_log.c.intent_seq)
     )
-    return [r._mapping for r in rows]
+    return [Change.from_row(r) for r in rows]
 

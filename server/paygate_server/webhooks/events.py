@@ -26,8 +26,7 @@ from paygate_server.cdc.changes import Change, Position
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.db.statements import Sql, execute, fetch_all
 from paygate_server.ids import new_id
-from paygate_server.intents.schemas import render_intent
-from paygate_server.refunds.service import render_refund
+from paygate_server.intents.history import render_object
 
 __all__ = ["WebhookConsumer", "event_for"]
 
@@ -91,9 +90,9 @@ def event_for(change: Change, snapshot: Mapping[str, Any], previous_status: str 
     if status == previous_status:
         return None
     if change.entity == "payment_intent" and status in _INTENT_EVENTS:
-        return f"payment_intent.{status}", render_intent(snapshot)
+        return f"payment_intent.{status}", render_object(change.entity, snapshot)
     if change.entity == "refund" and status == "succeeded":
-        return "refund.succeeded", render_refund(snapshot)
+        return "refund.succeeded", render_object(change.entity, snapshot)
     return None
 
 
