@@ -147,7 +147,8 @@ SCHEMAS: dict[str, Any] = {
         "required": ["attemptId", "paymentIntentId", "kind", "status", "amount", "currency", "card",
                      "declineCode", "createdAt", "updatedAt"],
         "properties": {
-            "attemptId": {"type": "string", "pattern": "^txn_"}, "paymentIntentId": {"type": "string", "pattern": "^pi_"},
+            "attemptId": {"type": "string", "pattern": "^txn_"},
+            "paymentIntentId": {"type": "string", "pattern": "^pi_"},
             "kind": {"type": "string", "enum": list(ATTEMPT_KINDS)},
             "status": {"type": "string", "enum": ["pending", "unknown", "succeeded", "failed"]},
             "amount": {"type": "integer"}, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
@@ -165,10 +166,13 @@ SCHEMAS: dict[str, Any] = {
         },
         # ``data`` is the object of ``type`` in its API shape (an intent never with its clientSecret).
         "oneOf": [
-            {"properties": {"type": {"enum": [f"{kind}.created", f"{kind}.updated"]},
-                            "data": {"$ref": f"#/components/schemas/{schema}",
-                                     **({"not": {"required": ["clientSecret"]}} if kind == "payment_intent" else {})}}}
-            for kind, schema in (("payment_intent", "PaymentIntent"), ("attempt", "Attempt"), ("refund", "Refund"))
+            {"properties": {"type": {"enum": [f"{kind}.created", f"{kind}.updated"]}, "data": data}}
+            for kind, data in (
+                ("payment_intent", {"$ref": "#/components/schemas/PaymentIntent",
+                                    "not": {"required": ["clientSecret"]}}),
+                ("attempt", {"$ref": "#/components/schemas/Attempt"}),
+                ("refund", {"$ref": "#/components/schemas/Refund"}),
+            )
         ],
     },
     "History": {

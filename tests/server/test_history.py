@@ -17,9 +17,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import paygate
+from paygate_server.cdc.changes import Change
 from paygate_server.db.schema import CAPTURED_TABLES
 from paygate_server.intents.history import OBJECT_KINDS, history_event
-from paygate_server.cdc.changes import Change
 from paygate_server.simulator.testing import start_simulator
 from tests.support.app import TEST_MASTER_KEY, InProcessGateway, running_gateway
 from tests.support.app import test_settings as gateway_settings
@@ -35,9 +35,11 @@ def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-async def own_gw(fresh_database_url: str, tmp_path: Path, simulator_url: str) -> AsyncIterator[InProcessGateway]:
+async def own_gw(fresh_database_url: str, tmp_path: Path,
+                 simulator_url: str) -> AsyncIterator[InProcessGateway]:
     # A database of its own: the archive test runs the relay, whose offsets live in the database.
-    async with running_gateway(gateway_settings(fresh_database_url, tmp_path, processor_url=simulator_url)) as g:
+    settings = gateway_settings(fresh_database_url, tmp_path, processor_url=simulator_url)
+    async with running_gateway(settings) as g:
         yield g
 
 
@@ -134,8 +136,9 @@ async def test_history_events_have_the_api_shape(own_gw: InProcessGateway, tmp_p
     doc = (await gw.http.get("/api/v1/openapi.json")).json()
     schema = {**doc["components"]["schemas"]["History"], "components": doc["components"]}
     Draft202012Validator(schema).validate(r.json())
-    leaked = {**r.json()["data"][2], "data": {**r.json()["data"][2]["data"], "reference": "ref_x"}}
-    assert not Draft202012Validator(schema).is_valid({"data": [leaked]})
+    for index, extra in ((2, {"reference": "ref_x"}), (0, {"clientSecret": "pi_x_secret_y"})):
+        leaked = {**events[index], "data": {**events[index]["data"], **extra}}
+        assert not Draft202012Validator(schema).is_valid({"data": [leaked]}), extra
 
     # `paygate audit show` prints the same events, from the database and from the archive.
     env = {"PAYGATE_DATABASE_URL": gw.gateway.settings.database_url, "PAYGATE_DATA_DIR": str(tmp_path),
@@ -153,7 +156,8 @@ async def test_history_events_have_the_api_shape(own_gw: InProcessGateway, tmp_p
 async def test_history_is_per_merchant_and_404s(own_gw: InProcessGateway) -> None:
     shop, pid, _ = await _decline_pay_refund(own_gw)
     other = await own_gw.new_merchant()
-    for client, path in ((other, f"{INTENT}/{pid}/history"), (shop, f"{INTENT}/pi_doesnotexist00000000000/history")):
+    missing = f"{INTENT}/pi_doesnotexist00000000000/history"
+    for client, path in ((other, f"{INTENT}/{pid}/history"), (shop, missing)):
         r = await client.get(path)
         assert r.status_code == 404 and r.json()["error"]["code"] == "resource_missing"
 
