@@ -5,7 +5,8 @@
   :class:`InvalidCardData` — one exception, one message, whatever went wrong (no oracle).
   Map it to ``400 parameter_invalid`` with ``param="encryptedCard"``.
 - :mod:`.pan` — Luhn, brand by BIN, and the SPEC §4 plaintext detector
-  (:func:`contains_card_number` over a decoded request body; it skips ``encryptedCard``).
+  (:func:`contains_card_number` over a decoded request body; it skips a JWE only at the
+  ciphertext paths the endpoint names).
 - :mod:`.keys` — RSA key generation (3072-bit default), the public JWKS for
   ``GET /checkout/v1/keys``, PKCS#8 DER (de)serialization for encrypted storage, and the
   keyed card-number :func:`fingerprint`.
@@ -32,6 +33,7 @@ from .pan import (
     contains_card_number,
     last4,
     looks_like_card_number,
+    looks_like_jwe_compact,
     luhn_valid,
 )
 
@@ -48,6 +50,7 @@ __all__ = [
     "generate_private_key",
     "last4",
     "looks_like_card_number",
+    "looks_like_jwe_compact",
     "luhn_valid",
     "new_kid",
     "private_key_from_pkcs8_der",

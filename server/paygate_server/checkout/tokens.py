@@ -2,7 +2,7 @@
 
 Authenticated by the clientSecret alone (the frame has no cookies and no API key). Order
 of work, cheapest refusal first: body limit (413), JSON and the plaintext-card detector
-over everything but ``encryptedCard`` (400), the clientSecret (404), the intent's state
+over everything but a JWE in ``encryptedCard`` (400), the clientSecret (404), the intent's state
 (409) and its limits (429), then the RSA-OAEP/AES-GCM decryption, then one transaction
 that counts the tokenization — conditionally, so the 21st is refused however many
 requests race — and stores the card in the vault.
@@ -50,6 +50,8 @@ __all__ = [
 MAX_TOKENIZATIONS = 20
 PAYABLE_STATUSES = ("created", "failed")
 RETRY_AFTER_S = 3600
+# Where a tokens body carries ciphertext: the plaintext-card detector skips a JWE there.
+CIPHERTEXT_AT = (("encryptedCard",),)
 _CLIENT_SECRET = re.compile(r"pi_[a-z0-9]{10,64}_secret_[a-z0-9]{10,128}")
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -113,7 +115,7 @@ def _rate_limited() -> ApiError:
 
 def _parse(body: bytes) -> tuple[str, Any]:
     value = parse_json_object(body)
-    if contains_card_number(value):  # skips encryptedCard: it is ciphertext
+    if contains_card_number(value, ciphertext_at=CIPHERTEXT_AT):
         raise ApiError("plaintext_card_data",
                        "card details must be sent encrypted, only in encryptedCard")
     for key in value:

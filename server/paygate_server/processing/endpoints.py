@@ -20,6 +20,8 @@ from paygate_server.validation import reject_unknown, require, require_id
 __all__ = ["routes", "resolve_encrypted_card", "fingerprint_key"]
 
 MAX_JWE_LENGTH = 8 * 1024
+# Where a process body carries ciphertext: the plaintext-card detector skips a JWE there.
+CIPHERTEXT_AT = (("paymentDetails", "encryptedCard"),)
 FINGERPRINT_PURPOSE = "card-fingerprint"
 
 
@@ -56,7 +58,7 @@ async def resolve_encrypted_card(gateway: Gateway, jwe: Any, *, param: str = "en
 
 
 async def process_payment(ctx: ApiContext) -> Response:
-    body = ctx.json_object()
+    body = ctx.json_object(ciphertext_at=CIPHERTEXT_AT)
     reject_unknown(body, ("paymentIntentId", "paymentMethod", "paymentDetails"))
     intent_id = require_id(body.get("paymentIntentId"), "paymentIntentId", "pi")
     if require(body, "paymentMethod") != "card":

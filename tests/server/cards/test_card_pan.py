@@ -106,6 +106,21 @@ def test_last4() -> None:
         "3056 9309 0259 04",
         "6200000000000005",
         "4000000000000000006",  # 19 digits
+        # Issue #15.2: every separator a person or a program plausibly puts between groups.
+        "4242  4242 4242 4242",  # two spaces
+        "4242--4242-4242-4242",  # two dashes
+        "4242\t4242\t4242\t4242",  # tabs
+        "4242\u00a04242\u00a04242\u00a04242",  # no-break spaces
+        "4242\u202f4242\u20094242\u30004242",  # narrow no-break, thin, ideographic spaces
+        "4242\u200b4242\u200b4242\u200b4242",  # zero-width spaces (copy-paste)
+        "4242\u20134242\u20144242\u22124242",  # en dash, em dash, minus sign
+        "4242 - 4242 - 4242 - 4242",
+        "4242.4242.4242.4242",
+        "4242 . 4242 . 4242 . 4242",
+        "4242/4242/4242/4242",
+        "4242\\4242\\4242\\4242",
+        "\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12",  # full-width
+        "2223 0031 2200 3222",  # Mastercard 2-series
     ],
 )
 def test_looks_like_card_number(value: str) -> None:
@@ -118,11 +133,13 @@ def test_looks_like_card_number(value: str) -> None:
         "4242424242424241",  # Luhn fails
         "424242424242",  # 12 digits (Luhn-valid, too short)
         "42424242424242424242",  # 20 digits
-        "4242  4242 4242 4242",  # double space
-        "4242--4242-4242-4242",  # double dash
-        "4242.4242.4242.4242",
+        "4242    4242 4242 4242",  # four spaces: not one number any more
+        "4242.4242/4242.4242",  # dots and slashes mixed
+        "4242.4242 4242.4242",  # two families: "24.99 35.99" is a price list
+        "4242, 4242, 4242, 4242",  # a list of numbers
         "4242 4242 4242 4242x",
         "1697379751003",  # a millisecond Unix timestamp (Luhn-valid, but starts with 1)
+        "20240101000006",  # a compact timestamp (Luhn-valid, but 20/21 is not issued)
         "2023-10-15T14:22:31Z",
         "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
         "",
@@ -160,6 +177,17 @@ def test_millisecond_timestamp_fixture_really_passes_luhn() -> None:
         "4242424242424242",
         4242424242424242,
         {"paymentDetails": {"encryptedCard": "x", "card": "4242424242424242"}},
+        # Issue #15.1: a key named encryptedCard exempts nothing by its name.
+        {"paymentDetails": {"encryptedCard": "4242424242424242"}},
+        {"encryptedCard": ["4242424242424242"]},
+        {"productDetails": {"encryptedCard": {"number": "5105105105105100", "cvc": "931"}}},
+        {"metadata": {"encryptedCard": "5105 1051 0510 5100"}},
+        # Issue #15.2: separators and places.
+        {"metadata": {"note": "card 4242  4242\t4242\u00a04242 thanks"}},
+        {"description": "paid with 4242.4242.4242.4242, exp 12/34"},
+        {"description": "exp 12/34 4242/4242/4242/4242"},
+        [("4242424242424242", "")],  # a query-string key with no value
+        {"note": "+1 555 0100, card 4242 4242 4242 4242"},
     ],
 )
 def test_contains_card_number(document: Any) -> None:
@@ -176,11 +204,12 @@ def test_contains_card_number(document: Any) -> None:
         {"metadata": {"uuid": "a1b2c3d4-e5f6-7890-abcd-ef1234567890"}},
         {"metadata": {"uuid": "12345678-1234-5678-1234-567812345678"}},
         {"metadata": {"phone": "+1 415 555 2671"}},
+        {"metadata": {"phone": "+4915112345678", "mobile": "+49 151 1234 5678"}},
+        {"metadata": {"when": "2024-10-15 14:22:31", "at": "25.12.2023 10.30.00"}},
+        {"metadata": {"stamp": "20240101000006", "order": "A-2024-10-15-00042"}},
         {"metadata": {"ref": "424242424242"}},
         {"metadata": {"almost": "4242424242424241"}},
         {"metadata": {"long": "42424242424242424242424242"}},
-        {"paymentDetails": {"encryptedCard": "4242424242424242"}},
-        {"encryptedCard": ["4242424242424242"]},
         {"flag": True, "none": None, "ratio": 0.5, "big": 1e300},
         [],
         {},
@@ -212,7 +241,8 @@ def test_span_search_matches_a_brute_force_search() -> None:
                 digits += group
                 if len(digits) > 19:
                     break
-                if 13 <= len(digits) and digits[0] in "23456" and luhn_valid(digits):
+                if (13 <= len(digits) and digits[0] in "23456" and not digits.startswith(("20", "21"))
+                        and luhn_valid(digits)):
                     return True
         return False
 

@@ -80,9 +80,13 @@ async def test_plaintext_card_numbers_are_refused_outside_encrypted_card(gw: InP
     ):
         error = assert_error(await gw.http.post(TOKENS, json=body), 400, "plaintext_card_data")
         assert "4242" not in error["message"]
-    # Inside encryptedCard the detector does not look: a plaintext number there is just an
-    # undecryptable JWE, with the one generic answer.
+    # encryptedCard is exempt only when it holds a JWE compact string: a plaintext number
+    # there is plaintext card data (issue #15.1); a JWE-shaped string is left to decryption,
+    # with the one generic answer.
     error = assert_error(await gw.http.post(TOKENS, json={"clientSecret": secret, "encryptedCard": VISA}),
+                         400, "plaintext_card_data")
+    assert "4242" not in error["message"]
+    error = assert_error(await gw.http.post(TOKENS, json={"clientSecret": secret, "encryptedCard": jwe[:-4] + "AAAA"}),
                          400, "parameter_invalid", "encryptedCard")
     assert error["message"] == "Your card details could not be read. Please try again."
 
