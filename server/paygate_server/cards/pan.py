@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, Final
 
 from paygate_server import jsoncodec
@@ -298,7 +299,9 @@ _CIPHERTEXT: Final = object()
 _Trie = dict[str, Any]
 
 
-def _trie(paths: Iterable[Sequence[str]]) -> _Trie | None:
+@functools.lru_cache(maxsize=64)
+def _trie(paths: tuple[tuple[str, ...], ...]) -> _Trie | None:
+    # Cached: the paths are an endpoint's constant, and this runs on every request.
     root: _Trie = {}
     for path in paths:
         node = root
@@ -330,13 +333,13 @@ def _walk(value: object, ciphertext: _Trie | None) -> Iterator[object]:
             yield item
 
 
-def contains_card_number(value: object, *, ciphertext_at: Iterable[Sequence[str]] = ()) -> bool:
+def contains_card_number(value: object, *, ciphertext_at: tuple[tuple[str, ...], ...] = ()) -> bool:
     """Whether a decoded JSON document holds something that looks like a card number.
 
     Walks dicts, lists, strings and numbers, dict keys included, and searches inside
     strings (``"card 4242 4242 4242 4242 please"`` counts). ``ciphertext_at`` names the
     positions of one endpoint's body that carry a card JWE, as key paths from the root
-    (``[("paymentDetails", "encryptedCard")]``): a JWE compact string there is skipped,
+    (``(("paymentDetails", "encryptedCard"),)``): a JWE compact string there is skipped,
     since its base64url is not text; anything else there (an object, a bare number) is
     searched like the rest. A key name alone exempts nothing. Integers and integral
     floats are checked as their decimal digits; booleans and ``None`` never match.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -99,7 +99,7 @@ class ApiContext:
     idempotency: IdempotencyScope | None = None
     _parsed: Any = field(default=None)
 
-    def json_object(self, *, ciphertext_at: Sequence[tuple[str, ...]] = ()) -> dict[str, Any]:
+    def json_object(self, *, ciphertext_at: tuple[tuple[str, ...], ...] = ()) -> dict[str, Any]:
         """The body as a JSON object, refused if it carries a plaintext card number.
 
         ``ciphertext_at``: the key paths where this endpoint takes a card JWE (the only

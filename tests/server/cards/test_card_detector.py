@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from paygate_server.cards import contains_card_number, looks_like_jwe_compact, luhn_valid
 
-PROCESS = [("paymentDetails", "encryptedCard")]
-TOKENS = [("encryptedCard",)]
+PROCESS = (("paymentDetails", "encryptedCard"),)
+TOKENS = (("encryptedCard",),)
 HEADER = b64url(json.dumps({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": "k1"}).encode())
 # JWE-shaped, with a segment that the detector would read as a card number if it looked:
 # proves that the exemption really skips the string (and only where it applies).
@@ -49,7 +49,7 @@ def test_a_real_jwe_is_exempt(build_jwe: Any) -> None:
     ("document", "paths"),
     [
         # The key name alone exempts nothing, at any depth.
-        ({"paymentDetails": {"encryptedCard": DIGITY_JWE}}, []),
+        ({"paymentDetails": {"encryptedCard": DIGITY_JWE}}, ()),
         ({"metadata": {"encryptedCard": DIGITY_JWE}}, PROCESS),
         ({"productDetails": {"paymentDetails": {"encryptedCard": DIGITY_JWE}}}, PROCESS),
         ({"encryptedCard": DIGITY_JWE}, PROCESS),  # the tokens position, on process
