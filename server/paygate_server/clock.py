@@ -2,6 +2,10 @@
 
 Stored as BIGINT in both databases (exact, sortable, cheap to compare) and rendered as
 RFC 3339 UTC with ``Z`` on the wire (SPEC §2).
+
+Every timestamp the gateway stores or compares comes from :func:`now_us`, so a test can run
+the gateway on another clock (:func:`set_source`) and check timing rules — e.g. the
+reconciler's deadlines — without waiting for them.
 """
 from __future__ import annotations
 
@@ -9,14 +13,29 @@ import calendar
 import re
 import time
 from datetime import datetime
+from typing import Callable
 
-__all__ = ["now_us", "to_rfc3339", "parse_rfc3339_seconds", "from_datetime"]
+__all__ = ["now_us", "set_source", "to_rfc3339", "parse_rfc3339_seconds", "from_datetime"]
 
 _US = 1_000_000
 
 
-def now_us() -> int:
+def _wall_us() -> int:
     return time.time_ns() // 1000
+
+
+_source: Callable[[], int] = _wall_us
+
+
+def now_us() -> int:
+    return _source()
+
+
+def set_source(source: Callable[[], int] | None) -> None:
+    """Read the time from ``source`` (microseconds since the epoch) instead of the wall
+    clock; None goes back to the wall clock. For tests: a fake clock."""
+    global _source
+    _source = _wall_us if source is None else source
 
 
 _REQUEST_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z", re.ASCII)

@@ -77,7 +77,7 @@ _INSERT_ATTEMPT = Sql(
     f"INSERT INTO transactions ({_ATTEMPT_COLUMNS}) VALUES (:id, :intent_id, :merchant_id, 'pending',"
     f" :reference, :connector, :amount, :currency, {_ATTEMPT_CARD})"
 )
-_ATTEMPT = Sql("SELECT intent_id, merchant_id, status FROM transactions WHERE id = :id")
+_ATTEMPT = Sql("SELECT intent_id, merchant_id, status, vault_id FROM transactions WHERE id = :id")
 _MARK_UNKNOWN = Sql(
     "UPDATE transactions SET status = 'unknown', error_message = :message, updated_at = :now"
     " WHERE id = :id AND status = 'pending'"
@@ -95,6 +95,12 @@ _REDEEM_WHERE = "id = :vault_id AND used_at IS NULL AND expires_at > :now"
 _REDEEM_TOKEN = Sql(f"UPDATE vault_cards SET used_at = :now WHERE {_REDEEM_WHERE}")
 _SUCCEED_ATTEMPT = Sql(f"UPDATE transactions {_SUCCEED}")
 _FAIL_ATTEMPT = Sql(f"UPDATE transactions {_FAIL}")
+# The CVC may be kept only until the authorization (SPEC §5): it goes with the outcome, in
+# the same transaction (or statement), whoever records it — the request, a reconciler, a
+# processor's notification. The vault row is taken after the intent's, as the token's
+# redemption in begin_attempt does; its other writers (purge) hold no intent lock.
+_DROP_CVC = "UPDATE vault_cards SET cvc_sealed = NULL WHERE id = {vault_id} AND cvc_sealed IS NOT NULL"
+_DROP_ATTEMPT_CVC = Sql(_DROP_CVC.format(vault_id=":vault_id"))
 
 
 def decline_message(code: str | None) -> str:
@@ -229,12 +235,15 @@ async def apply_charge_result(
     *,
     schedule: tuple[float, ...],
     checks: int = 0,
+    check_by: int | None = None,
     on_settled: Callable[[AsyncConnection, Mapping[str, Any]], Awaitable[None]] | None = None,
 ) -> Mapping[str, Any] | None:
     """Record what the processor said about an attempt, once.
 
-    Definitive outcomes settle the attempt and the intent and leave the reconciler's
-    queue; an unknown one marks the attempt ``unknown`` and schedules the next check. Only
+    Definitive outcomes settle the attempt and the intent, drop the vaulted CVC and leave
+    the reconciler's queue; an unknown one marks the attempt ``unknown`` and schedules the
+    next check: the back-off step, but no later than ``check_by`` (µs; a deadline at which
+    the answer is judged differently, e.g. "not found" becoming "never received"). Only
     an attempt still ``pending``/``unknown`` changes, so the request and any number of
     reconcilers can race here and the outcome is applied exactly once. Returns the intent
     row after the change, or None if another writer settled the attempt first.
@@ -250,8 +259,10 @@ async def apply_charge_result(
         if txn["status"] == "pending":  # history records the change of state, not every check
             await execute(conn, _MARK_UNKNOWN, id=transaction_id,
                           message=(result.message or outcome.value)[:500], now=now)
-        await schedule_check(conn, "charge", transaction_id, intent_id, merchant_id,
-                             now + int(_next_check_delay(schedule, checks) * _US),
+        due_at = now + int(_next_check_delay(schedule, checks) * _US)
+        if check_by is not None:
+            due_at = min(due_at, check_by)
+        await schedule_check(conn, "charge", transaction_id, intent_id, merchant_id, due_at,
                              checks=checks, last_result=(result.message or outcome.value)[:200])
         return await intent_repo.get_intent(conn, merchant_id, intent_id)
 
@@ -259,6 +270,8 @@ async def apply_charge_result(
     settled = await execute(conn, settle.attempt_sql, id=transaction_id, **settle.attempt_params, now=now)
     if settled != 1:
         return None
+    if txn["vault_id"] is not None:  # paid with a checkout token (an encrypted card kept nothing)
+        await execute(conn, _DROP_ATTEMPT_CVC, vault_id=txn["vault_id"])
     await execute(conn, _DROP_CHECK, kind="charge", object_id=transaction_id)
     row = await intent_repo.settle_processing(conn, merchant_id, intent_id, status=settle.status,
                                               last_error=settle.last_error)
@@ -314,7 +327,8 @@ def _settle_sql(attempt_change: str, answering: bool) -> Sql:
     # module); each later step runs only if the one before changed a row.
     text = (
         "WITH locked AS (SELECT id FROM payment_intents WHERE id = :intent_id FOR UPDATE),"
-        f" attempt AS (UPDATE transactions {attempt_change} AND EXISTS (SELECT 1 FROM locked) RETURNING id),"
+        f" attempt AS (UPDATE transactions {attempt_change} AND EXISTS (SELECT 1 FROM locked) RETURNING id, vault_id),"
+        f" cvc AS ({_DROP_CVC.format(vault_id='(SELECT vault_id FROM attempt)')}),"
         " dropped AS (DELETE FROM reconcile_queue WHERE kind = 'charge' AND object_id = :id"
         " AND EXISTS (SELECT 1 FROM attempt)),"
         f" intent AS (UPDATE payment_intents {intent_repo.SETTLE_PROCESSING} AND EXISTS (SELECT 1 FROM attempt)"

@@ -10,7 +10,9 @@ exactly-once functions the request path uses:
 - approved / declined → applied;
 - not found → failed, but only once the attempt is older than the safety window
   (``PAYGATE_RECONCILE_NOT_FOUND_AFTER_S``): before that the request may still be on its
-  way; the gateway never keeps a card number to resend, so the policy is to fail;
+  way; the gateway never keeps a card number to resend, so the policy is to fail. Until
+  then it is asked again at the earlier of the back-off step and the window's end, so the
+  charge fails at the window's end, not at the first back-off step after it;
 - no answer or an answer it cannot classify → stays ``unknown``, asked again on the
   back-off schedule, and listed by ``paygate reconcile`` for the operator.
 """
@@ -141,17 +143,20 @@ class Reconciler:
         assert txn is not None
         result = await self._connector.lookup(txn.reference)
         label = result.outcome.value
+        check_by = None
         if result.outcome is ChargeOutcome.NOT_FOUND:
-            age_s = (now_us() - txn.created_at) / _US
-            if age_s >= self._settings.not_found_fail_after_s:
+            # Integer µs on both sides: a check due exactly at the deadline is past it.
+            never_received_at = txn.created_at + round(self._settings.not_found_fail_after_s * _US)
+            if now_us() >= never_received_at:
                 result = ChargeResult(txn.reference, ChargeOutcome.FAILED,
                                       message="the processor never received this attempt")
                 label = "failed_never_received"
             else:
                 label = "not_found_yet"
+                check_by = never_received_at
         async with self._db.write() as conn:
             await apply_charge_result(conn, row.object_id, result, schedule=self._settings.reconcile_schedule_s,
-                                      checks=row.checks + 1)
+                                      checks=row.checks + 1, check_by=check_by)
         if self._notifier is not None:
             self._notifier.publish(row.intent_id)
         return label

@@ -13,11 +13,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from starlette.responses import Response
 
@@ -50,8 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ProcessingService", "ResolvedCard"]
 
-log = logging.getLogger("paygate.processing")
-
 # The processor said "nothing charged, try again" (e.g. 503): same reference, short backoff.
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)
 
@@ -63,9 +60,9 @@ class ResolvedCard:
     details: CardDetails
     summary: dict[str, Any]
     fingerprint: str | None
+    # The vault row the card came from: recording the attempt's outcome drops its CVC
+    # (processing/attempts.py, in the outcome's own transaction).
     vault_id: str | None = None
-    # Called once the authorization has an outcome (the vault drops the CVC then).
-    after_authorization: Callable[[], Awaitable[None]] | None = None
 
     def __repr__(self) -> str:
         return f"ResolvedCard({self.summary!r})"
@@ -180,11 +177,6 @@ class ProcessingService:
                                                 schedule=gateway.settings.reconcile_schedule_s,
                                                 on_settled=store_answer)
         gateway.notifier.publish(attempt.intent_id)
-        if card.after_authorization is not None and result.outcome not in (ChargeOutcome.UNKNOWN, ChargeOutcome.RETRY):
-            try:
-                await card.after_authorization()
-            except Exception:
-                log.exception("post-authorization clean-up failed for %s", attempt.transaction_id)
         if row is None:  # a reconciler settled it first: report what is stored
             async with db.read_one() as conn:
                 row = await intent_repo.get_intent(conn, attempt.merchant_id, attempt.intent_id)

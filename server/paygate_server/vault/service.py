@@ -6,9 +6,10 @@ back into a card for ``POST /api/v1/payment/process`` — for that intent and me
 it expires, if unused — without consuming it: the attempt that charges the card consumes
 the token in its own transaction (``processing.attempts``, one conditional UPDATE, so two
 concurrent redemptions cannot both win), after the request's Idempotency-Key was judged.
-A refused request therefore never burns a token. The CVC is dropped as soon as the authorization has an outcome
-(``ResolvedCard.after_authorization``) or when the token expires (``purge``), whichever
-comes first.
+A refused request therefore never burns a token. The CVC is dropped as soon as the
+authorization has an outcome — by the statements that record it (``processing.attempts``),
+in the same transaction, whoever learns it — or when the token expires (``purge``),
+whichever comes first.
 
 What is encrypted, and how it is bound to its row: the card number and the CVC are two
 AES-256-GCM ciphertexts under the row's own key (HKDF of the active data key and the
@@ -147,21 +148,10 @@ class VaultService:
             raise ApiError("internal_error", "an internal error occurred") from None
         summary = {"brand": row["brand"], "last4": row["last4"],
                    "expMonth": row["exp_month"], "expYear": row["exp_year"]}
-
-        async def drop_cvc() -> None:
-            await self.drop_cvc(vault_id)
-
         return ResolvedCard(
             details=CardDetails(number, row["exp_month"], row["exp_year"], cvc),
             summary=summary, fingerprint=row["fingerprint"], vault_id=vault_id,
-            after_authorization=drop_cvc,
         )
-
-    async def drop_cvc(self, vault_id: str) -> None:
-        async with self._gateway.db.write() as conn:
-            await conn.execute(update(vault_cards).where(
-                vault_cards.c.id == vault_id, vault_cards.c.cvc_sealed.is_not(None),
-            ).values(cvc_sealed=None))
 
     async def purge(self) -> tuple[int, int]:
         """Expired tokens: drop their CVCs, and the whole row of a token never used (its

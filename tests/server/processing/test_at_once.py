@@ -23,6 +23,7 @@ from paygate_server.processing.attempts import (
     settle_attempt_at_once,
 )
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
+from tests.server.checkout.helpers import resolved_card
 from tests.support.app import InProcessGateway
 from tests.support.signing import SignedClient
 
@@ -34,9 +35,11 @@ _QUEUE = Sql("SELECT count(*) FROM reconcile_queue WHERE intent_id = :intent_id"
 _KEY = Sql("SELECT state, response_status, response_body FROM idempotency_keys"
            " WHERE merchant_id = :merchant_id AND idempotency_key = :key")
 _INTENT = Sql("SELECT * FROM payment_intents WHERE id = :intent_id")
+_CVC_KEPT = Sql("SELECT count(*) FROM vault_cards WHERE intent_id = :intent_id AND cvc_sealed IS NOT NULL")
 
 # Values that differ between any two payments: ids, times, references.
-_VARYING = {"id", "intent_id", "entity_id", "reference", "created_at", "updated_at", "txid", "client_secret_hash"}
+_VARYING = {"id", "intent_id", "entity_id", "reference", "created_at", "updated_at", "txid", "client_secret_hash",
+            "vault_id"}
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +48,16 @@ def _postgresql_only(gw: InProcessGateway) -> None:
         pytest.skip("the one-statement phases are PostgreSQL's (SQLite has no writable CTEs)")
 
 
-def _new(merchant_id: str, intent_id: str) -> NewAttempt:
-    return NewAttempt(merchant_id, intent_id, CARD, "f" * 64, None, "simulator", 60.0)
+def _new(merchant_id: str, intent_id: str, vault_id: str | None = None) -> NewAttempt:
+    return NewAttempt(merchant_id, intent_id, CARD, "f" * 64, vault_id, "simulator", 60.0)
+
+
+async def _vaulted(gw: InProcessGateway, merchant_id: str, intent_id: str) -> str:
+    """A vault row (with its CVC) for the intent, as a checkout token makes; its id."""
+    vault = gw.gateway.services["vault"]
+    async with gw.gateway.db.write() as conn:
+        stored = await vault.store(conn, resolved_card(gw), merchant_id=merchant_id, intent_id=intent_id)
+    return stored.vault_id
 
 
 def _scope(gw: InProcessGateway, shop: SignedClient, key: str) -> IdempotencyScope:
@@ -71,7 +82,8 @@ async def _state(gw: InProcessGateway, intent_id: str) -> dict[str, Any]:
         attempts = [_plain(r) for r in await fetch_all(conn, _ATTEMPTS, intent_id=intent_id)]
         queued = await fetch_value(conn, _QUEUE, intent_id=intent_id)
         intent = _plain(await fetch_one(conn, _INTENT, intent_id=intent_id) or {})
-    return {"history": history, "attempts": attempts, "queued": queued, "intent": intent}
+        cvc_kept = await fetch_value(conn, _CVC_KEPT, intent_id=intent_id)
+    return {"history": history, "attempts": attempts, "queued": queued, "intent": intent, "cvc_kept": cvc_kept}
 
 
 async def _key_row(gw: InProcessGateway, scope: IdempotencyScope) -> Mapping[str, Any] | None:
@@ -89,11 +101,13 @@ async def test_one_statement_phases_write_what_the_general_ones_write(gw: InProc
     merchant_id = shop.creds.merchant_id
 
     general_scope, at_once_scope = _scope(gw, shop, "general"), _scope(gw, shop, "at-once")
+    # Paid with checkout tokens: settling drops the vaulted CVC (the vault ids differ by payment).
+    general_vault, at_once_vault = await _vaulted(gw, merchant_id, general_id), await _vaulted(gw, merchant_id, at_once_id)
     async with db.write() as conn:
         assert await general_scope.begin(conn) is None
-        _, general = await begin_attempt(conn, _new(merchant_id, general_id))
+        _, general = await begin_attempt(conn, _new(merchant_id, general_id, general_vault))
     async with db.autocommit() as conn:
-        begun = await begin_attempt_at_once(conn, _new(merchant_id, at_once_id),
+        begun = await begin_attempt_at_once(conn, _new(merchant_id, at_once_id, at_once_vault),
                                             key=at_once_scope.statement_params())
     assert begun is not None
     before, at_once = begun
@@ -117,6 +131,7 @@ async def test_one_statement_phases_write_what_the_general_ones_write(gw: InProc
     assert general_row is not None and at_once_row is not None and answered
     assert _plain(general_row) == _plain(at_once_row)
     assert await _state(gw, general_id) == await _state(gw, at_once_id)
+    assert (await _state(gw, at_once_id))["cvc_kept"] == 0
     # The answer rendered in advance is byte for byte the settled row's.
     stored = await _key_row(gw, at_once_scope)
     assert stored is not None and stored["state"] == "done" and stored["response_status"] == 200

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +27,9 @@ from paygate_server.processing.connectors import (
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.service import ProcessingService
 from paygate_server.processing.settlement import reconcile_settlement
-from tests.support.app import InProcessGateway
+from tests.server.checkout.helpers import tokenize, vault_row
+from tests.support.app import InProcessGateway, running_gateway, test_settings
+from tests.support.clock import FakeClock, fake_clock
 from tests.support.signing import SignedClient
 
 
@@ -264,3 +268,94 @@ def test_rotate_card_key_keeps_old_kid_decrypting(database_url: str, tmp_path: A
 
         # The running gateway has not reloaded yet: an unknown kid makes it look once.
         assert asyncio.run(pay(asyncio.run(new_public_jwk()))) == "succeeded"
+
+
+# --- The not-found deadline, on a fake clock ------------------------------------------------
+
+WINDOW_S = 20.0
+SCHEDULE_S = (5.0, 600.0)
+
+
+@pytest.fixture
+async def clocked(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[tuple[InProcessGateway, FakeClock]]:
+    """A gateway on its own database (a reconciler pass sees only this test's rows) and a
+    fake clock; the window (20 s) is past the in-flight grace (16 s with the defaults)."""
+    settings = test_settings(fresh_database_url, tmp_path, reconcile_schedule_s=SCHEDULE_S,
+                             reconcile_not_found_after_s=WINDOW_S)
+    assert settings.not_found_fail_after_s == WINDOW_S
+    with fake_clock() as clock:
+        async with running_gateway(settings) as g:
+            yield g, clock
+
+
+async def _pay_with_token(gw: InProcessGateway, processor: ScriptedProcessor) -> tuple[SignedClient, str]:
+    gw.gateway.services["processing"] = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    shop = await gw.new_merchant()
+    intent = await shop.create_intent()
+    token = (await tokenize(gw, intent["clientSecret"])).json()["token"]
+    pid = intent["paymentIntentId"]
+    r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                    "paymentDetails": {"token": token}})
+    assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
+    return shop, pid
+
+
+async def _next_due_s(gw: InProcessGateway, clock: FakeClock) -> float | None:
+    async with gw.gateway.db.read() as conn:
+        due = (await conn.execute(select(reconcile_queue.c.due_at))).scalar()
+    return None if due is None else (due - clock.start_us) / 1_000_000
+
+
+async def _run_reconciler(gw: InProcessGateway, clock: FakeClock, processor: ScriptedProcessor,
+                          until_s: float) -> list[tuple[float, str]]:
+    """What ``run_forever`` does, without its waiting: move the clock to the next due check,
+    run a pass; until the queue is empty or the next check is past ``until_s``."""
+    reconciler = Reconciler(gw.gateway.db, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    checks: list[tuple[float, str]] = []
+    while (due_s := await _next_due_s(gw, clock)) is not None and due_s <= until_s:
+        clock.set_elapsed(max(due_s, clock.elapsed_s))
+        report = await reconciler.run_once()
+        checks += [(clock.elapsed_s, outcome) for outcome, n in report.outcomes.items() for _ in range(n)]
+    return checks
+
+
+async def test_a_charge_never_received_is_failed_at_the_window_not_the_next_back_off_step(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    gw, clock = clocked
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN, lookup_outcome=ChargeOutcome.NOT_FOUND)
+    shop, pid = await _pay_with_token(gw, processor)  # the answer was lost; unknown at 0 s
+    checks = await _run_reconciler(gw, clock, processor, until_s=3600)
+    # First check on the back-off (5 s ± 20 %): not found yet. The next back-off step is
+    # 600 s; the deadline (20 s) comes first, and at the deadline the charge is failed.
+    assert [outcome for _, outcome in checks] == ["not_found_yet", "failed_never_received"], checks
+    assert 4.0 <= checks[0][0] <= 6.0
+    assert checks[1][0] == WINDOW_S
+    status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
+    assert status["status"] == "failed" and status["lastError"]["code"] == "processing_error"
+    assert (await vault_row(gw, intent_id=pid)).cvc_sealed is None  # the outcome is known: the CVC goes
+
+
+async def test_a_pending_charge_never_received_is_failed_at_the_window(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """The gateway died during the call: the reconciler's first check is at the in-flight
+    grace (16 s), the next at the window (20 s), not 600 s later."""
+    gw, clock = clocked
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN, lookup_outcome=ChargeOutcome.NOT_FOUND)
+    _, pid = await _pay_with_token(gw, processor)
+    async with gw.gateway.db.write() as conn:  # as if the request never recorded its answer
+        await conn.execute(update(transactions).where(transactions.c.intent_id == pid).values(status="pending"))
+        await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(
+            due_at=clock.start_us + round(gw.gateway.settings.in_flight_grace_s * 1_000_000), checks=0))
+    checks = await _run_reconciler(gw, clock, processor, until_s=3600)
+    assert checks == [(gw.gateway.settings.in_flight_grace_s, "not_found_yet"), (WINDOW_S, "failed_never_received")]
+
+
+async def test_a_found_but_unknown_charge_keeps_the_back_off(clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    gw, clock = clocked
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN, lookup_outcome=ChargeOutcome.UNKNOWN)
+    shop, pid = await _pay_with_token(gw, processor)
+    checks = await _run_reconciler(gw, clock, processor, until_s=60)
+    assert [outcome for _, outcome in checks] == ["unknown"]
+    next_s = await _next_due_s(gw, clock)
+    assert next_s is not None and 0.8 * SCHEDULE_S[1] <= next_s - checks[0][0] <= 1.2 * SCHEDULE_S[1]
+    assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "in_progress"

@@ -12,6 +12,8 @@ from paygate_server.clock import now_us
 from paygate_server.db.schema import sealed_keys
 from paygate_server.db.schema_checkout import vault_cards
 from paygate_server.errors import ApiError
+from paygate_server.processing.attempts import NewAttempt, apply_charge_result, begin_attempt
+from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 from paygate_server.vault import DATA_KEY_PURPOSE, VaultService, hash_token, rotate_data_key
 from sqlalchemy import select, text, update
 
@@ -132,14 +134,25 @@ async def _past(us: int) -> bool:
     return now_us() > us
 
 
-async def test_cvc_is_dropped_after_authorization(gw: InProcessGateway) -> None:
+@pytest.mark.parametrize("outcome", [ChargeOutcome.APPROVED, ChargeOutcome.DECLINED, ChargeOutcome.FAILED])
+async def test_cvc_is_dropped_with_the_authorizations_outcome(gw: InProcessGateway, outcome: ChargeOutcome) -> None:
     shop, intent = await _intent(gw)
-    stored = await _store(gw, shop.creds.merchant_id, intent["paymentIntentId"])
-    card = await _vault(gw).redeem(stored.token, merchant_id=shop.creds.merchant_id,
-                                   intent_id=intent["paymentIntentId"])
-    assert (await vault_row(gw, id=stored.vault_id)).cvc_sealed is not None
-    assert card.after_authorization is not None
-    await card.after_authorization()
+    mid, pid = shop.creds.merchant_id, intent["paymentIntentId"]
+    stored = await _store(gw, mid, pid)
+    card = await _vault(gw).redeem(stored.token, merchant_id=mid, intent_id=pid)
+    new = NewAttempt(mid, pid, card.summary, card.fingerprint, card.vault_id, "simulator", 60.0)
+    async with gw.gateway.db.write() as conn:
+        _, attempt = await begin_attempt(conn, new)
+    unknown = ChargeResult(attempt.reference, ChargeOutcome.UNKNOWN)
+    async with gw.gateway.db.write() as conn:
+        await apply_charge_result(conn, attempt.transaction_id, unknown, schedule=(1.0,))
+    assert (await vault_row(gw, id=stored.vault_id)).cvc_sealed is not None  # no outcome yet
+    async with gw.gateway.db.write() as conn:
+        result = ChargeResult(attempt.reference, outcome, auth_code="A1", decline_code="generic_decline")
+        assert await apply_charge_result(conn, attempt.transaction_id, result, schedule=(1.0,)) is not None
+        # In the outcome's own transaction, not after it: no moment has one without the other.
+        cvc = (await conn.execute(select(vault_cards.c.cvc_sealed).where(vault_cards.c.id == stored.vault_id))).scalar()
+        assert cvc is None
     row = await vault_row(gw, id=stored.vault_id)
     assert row.cvc_sealed is None and row.pan_sealed is not None
 
