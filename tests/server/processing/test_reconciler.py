@@ -28,7 +28,8 @@ from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.service import ProcessingService
 from paygate_server.processing.settlement import reconcile_settlement
 from tests.server.checkout.helpers import tokenize, vault_row
-from tests.support.app import InProcessGateway, running_gateway, test_settings
+from tests.support.app import InProcessGateway, running_gateway
+from tests.support.app import test_settings as settings_for
 from tests.support.clock import FakeClock, fake_clock
 from tests.support.signing import SignedClient
 
@@ -280,7 +281,7 @@ SCHEDULE_S = (5.0, 600.0)
 async def clocked(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[tuple[InProcessGateway, FakeClock]]:
     """A gateway on its own database (a reconciler pass sees only this test's rows) and a
     fake clock; the window (20 s) is past the in-flight grace (16 s with the defaults)."""
-    settings = test_settings(fresh_database_url, tmp_path, reconcile_schedule_s=SCHEDULE_S,
+    settings = settings_for(fresh_database_url, tmp_path, reconcile_schedule_s=SCHEDULE_S,
                              reconcile_not_found_after_s=WINDOW_S)
     assert settings.not_found_fail_after_s == WINDOW_S
     with fake_clock() as clock:
