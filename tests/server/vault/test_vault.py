@@ -139,7 +139,7 @@ async def test_cvc_is_dropped_with_the_authorizations_outcome(gw: InProcessGatew
     shop, intent = await _intent(gw)
     mid, pid = shop.creds.merchant_id, intent["paymentIntentId"]
     stored = await _store(gw, mid, pid)
-    card = await _vault(gw).redeem(stored.token, merchant_id=mid, intent_id=pid)
+    card = await _vault(gw).resolve_token(stored.token, merchant_id=mid, intent_id=pid)  # the attempt consumes it
     new = NewAttempt(mid, pid, card.summary, card.fingerprint, card.vault_id, "simulator", 60.0)
     async with gw.gateway.db.write() as conn:
         _, attempt = await begin_attempt(conn, new)
