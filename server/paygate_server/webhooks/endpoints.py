@@ -12,7 +12,13 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint, json_response
 from paygate_server.validation import reject_unknown, require_id, require_str
 from paygate_server.webhooks import repository as repo
-from paygate_server.webhooks.guard import MAX_URL_LENGTH, AddressRefused, check_destination, parse_webhook_url
+from paygate_server.webhooks.guard import (
+    MAX_URL_LENGTH,
+    AddressRefused,
+    check_destination,
+    default_port,
+    parse_webhook_url,
+)
 
 __all__ = ["routes", "parse_events", "validate_url"]
 
@@ -36,8 +42,7 @@ async def validate_url(url: str, *, allow_private: bool) -> str:
     except ValueError as exc:
         raise ApiError("parameter_invalid", str(exc), param="url") from None
     try:
-        await check_destination(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
-                                allow_private=allow_private)
+        await check_destination(parts.hostname or "", default_port(parts), allow_private=allow_private)
     except AddressRefused as exc:
         raise ApiError("parameter_invalid", str(exc), param="url") from None
     return url

@@ -2,7 +2,9 @@
 
 A webhook URL must not let a merchant make the gateway call into its own network (SSRF).
 Its host is resolved and refused if any address is loopback, private, link-local,
-multicast, reserved or otherwise not globally routable — unless the operator allows it
+multicast, reserved or otherwise not globally routable — for IPv6: anything but global
+unicast, or an address that carries a refused IPv4 destination (IPv4-mapped, NAT64, 6to4;
+Teredo and the other IPv4-carrying forms are refused outright) — unless the operator allows it
 (``PAYGATE_WEBHOOK_ALLOW_PRIVATE=1``, the local demo). The check runs when the endpoint is
 created *and* on every delivery, inside the connection itself (:class:`GuardedBackend`):
 the gateway connects to the very addresses it has just checked, so a DNS answer that
@@ -18,10 +20,12 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpcore
 
-__all__ = ["AddressRefused", "parse_webhook_url", "address_allowed", "check_destination", "resolve_host",
-           "GuardedBackend", "MAX_URL_LENGTH"]
+__all__ = ["AddressRefused", "parse_webhook_url", "default_port", "address_allowed", "check_destination", "resolve_host",
+           "GuardedBackend", "MAX_URL_LENGTH", "ALLOW_PRIVATE_VARIABLE"]
 
 MAX_URL_LENGTH = 2048
+# The operator's switch (config.Settings.webhook_allow_private), named in refusals.
+ALLOW_PRIVATE_VARIABLE = "PAYGATE_WEBHOOK_ALLOW_PRIVATE"
 
 
 class AddressRefused(Exception):
@@ -48,13 +52,50 @@ def default_port(parts: SplitResult) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+# IPv6 is judged by an allow-list, not by ``is_global`` alone: Python's tables lag the
+# registries (3.11 calls NAT64, ``fec0::/10``, ``::a.b.c.d`` and ``3fff::/20`` global) and
+# know nothing of an IPv4 destination carried inside an IPv6 address. Only global unicast
+# (2000::/3) may be used, minus the parts of it that are not a host on the internet.
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_REFUSED_V6 = tuple(ipaddress.IPv6Network(n) for n in (
+    "2001::/23",      # IETF protocol assignments: Teredo 2001::/32 (tunnels to an IPv4 host), benchmarking, ORCHID
+    "2001:db8::/32",  # documentation
+    "3fff::/20",      # documentation (RFC 9637)
+))
+# Forms that carry an IPv4 destination and are judged by it. The local-use NAT64 prefix
+# 64:ff9b:1::/48, IPv4-compatible ::a.b.c.d and IPv4-translated ::ffff:0:a.b.c.d are not
+# listed: they lie outside 2000::/3 and are refused whatever they carry.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix: DNS64 networks reach public IPv4 through it
+# IPv4 blocks that Python's ``is_private`` (3.11) misses; ``is_global`` covers the rest.
+_REFUSED_V4 = tuple(ipaddress.IPv4Network(n) for n in (
+    "192.0.0.0/24",   # IETF protocol assignments
+    "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+))
+
+
+def _ipv4_allowed(addr: ipaddress.IPv4Address) -> bool:
+    return addr.is_global and not addr.is_multicast and not any(addr in net for net in _REFUSED_V4)
+
+
+def _ipv6_allowed(addr: ipaddress.IPv6Address) -> bool:
+    if addr.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 host itself on a dual-stack socket
+        return _ipv4_allowed(addr.ipv4_mapped)
+    if addr in _NAT64:
+        return _ipv4_allowed(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+    if addr not in _GLOBAL_UNICAST or any(addr in net for net in _REFUSED_V6):
+        return False
+    if addr.sixtofour is not None and not _ipv4_allowed(addr.sixtofour):  # 2002:a.b.c.d::/48 tunnels to it
+        return False
+    return addr.is_global
+
+
 def address_allowed(ip: str) -> bool:
+    """True if a webhook may connect to ``ip``: a global unicast address that carries no
+    refused IPv4 destination (mapped, NAT64 or 6to4)."""
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address):
-        embedded = addr.ipv4_mapped or addr.sixtofour or (addr.teredo[1] if addr.teredo else None)
-        if embedded is not None:
-            addr = embedded
-    return addr.is_global and not addr.is_multicast
+    if isinstance(addr, ipaddress.IPv4Address):
+        return _ipv4_allowed(addr)
+    return _ipv6_allowed(addr)
 
 
 async def resolve_host(host: str, port: int) -> list[str]:
@@ -71,17 +112,19 @@ async def resolve_host(host: str, port: int) -> list[str]:
 async def check_destination(host: str, port: int, *, allow_private: bool) -> list[str]:
     """The addresses to connect to; AddressRefused if none may be used."""
     host = host.strip("[]")
+    shown = host if len(host) <= 100 else host[:100] + "…"
     try:
         ips = await resolve_host(host, port)
     except (OSError, UnicodeError) as exc:
-        raise AddressRefused(f"the host {host} does not resolve") from exc
+        raise AddressRefused(f"the host {shown} does not resolve") from exc
     if not ips:
-        raise AddressRefused(f"the host {host} does not resolve")
-    if not allow_private:
-        refused = [ip for ip in ips if not address_allowed(ip)]
-        if refused:
-            raise AddressRefused(f"the host {host} resolves to a loopback, private or link-local address "
-                                 f"({refused[0]}); webhooks go to public addresses only")
+        raise AddressRefused(f"the host {shown} does not resolve")
+    if not allow_private and not all(address_allowed(ip) for ip in ips):
+        # Never say which address: the answer would map the gateway's internal DNS for
+        # whoever registers URLs (a merchant probing names one request at a time).
+        raise AddressRefused(f"the host {shown} resolves to a loopback, private or link-local (not public) "
+                             f"address; webhooks go to public addresses only, unless the operator sets "
+                             f"{ALLOW_PRIVATE_VARIABLE}=1")
     return ips
 
 
