@@ -10,15 +10,20 @@ import asyncio
 import importlib
 import json
 import sys
-from typing import Any, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.db import Database, SchemaMismatch, check_schema, create_database, upgrade
-from paygate_server.merchants import MerchantError, create_key, create_merchant, revoke_key
+from paygate_server.db.opening import describe_open_error, display_url, sqlite_file
+from paygate_server.merchants import MerchantError, create_key, create_merchant, get_merchant, revoke_key
 from paygate_server.private_files import private_dir, use_private_umask
 
-__all__ = ["main", "CommandError", "CLI_EXTENSIONS"]
+__all__ = ["main", "CommandError", "CLI_EXTENSIONS", "open_database", "run_with_db", "require_merchant"]
 
 
 class CommandError(Exception):
@@ -32,44 +37,107 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
         print(text)
 
 
-async def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *, check: bool = True) -> Any:
-    db = create_database(settings.resolved_database_url)
+def _configured(settings: Settings) -> str:
+    """The variable that chose the database (what to fix when it is wrong)."""
+    return "PAYGATE_DATABASE_URL" if settings.database_url else "PAYGATE_DATA_DIR"
+
+
+def _check_data_files(settings: Settings, *, create: bool) -> None:
+    """A command that needs the database must not create an empty one (nor a fresh master
+    key beside it) because PAYGATE_DATA_DIR has a typo: say what is missing instead. One
+    that creates them (``db upgrade``, ``demo``) still needs a folder where a folder should be."""
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        raise CommandError(f"{settings.data_dir} is not a folder (PAYGATE_DATA_DIR): set PAYGATE_DATA_DIR "
+                           "to your data folder")
+    path = sqlite_file(settings.resolved_database_url)
+    if path is None:
+        return
+    folder, configured = path.parent, _configured(settings)
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"{folder} is not a folder ({configured}): set {configured} to your data folder")
+    if path.is_dir():
+        raise CommandError(f"the database {path} is a folder, not a file ({configured})")
+    if create or path.exists():
+        return  # (the engine creates a missing file and folder, private)
+    if not folder.exists():
+        raise CommandError(f"no data folder {folder} ({configured}): run `paygate db upgrade` to create it, "
+                           f"or set {configured} to your data folder")
+    raise CommandError(f"no database {path}: run `paygate db upgrade` to create it, or set {configured} "
+                       "to where your database is")
+
+
+@asynccontextmanager
+async def open_database(settings: Settings, *, check: bool = True) -> AsyncIterator[Database]:
+    """The database for one command: refused in one line if it is missing or cannot be
+    reached, and (``check``) if its schema is not this code's; ``check=False`` is for the
+    commands that create it. Every command opens it here."""
+    _check_data_files(settings, create=not check)
+    url = settings.resolved_database_url
+    db = create_database(url)
     try:
-        if check:
-            await check_schema(db)
-        return await fn(db)
+        try:
+            if check:
+                await check_schema(db)
+            else:
+                async with db.raw_connection():
+                    pass
+        except (DBAPIError, OSError) as exc:
+            reason = describe_open_error(exc)
+            if reason is None:
+                raise
+            shown = sqlite_file(url) or display_url(url)
+            server = "" if sqlite_file(url) else " and that the database server is running"
+            raise CommandError(f"cannot open the database {shown} ({reason}): check {_configured(settings)}"
+                               f"{server}") from None
+        yield db
     finally:
         await db.dispose()
 
 
+async def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *, check: bool = True) -> Any:
+    async with open_database(settings, check=check) as db:
+        return await fn(db)
+
+
+def run_with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *, check: bool = True) -> Any:
+    """Run ``fn(db)`` on the opened database (see :func:`open_database`) to completion."""
+    return asyncio.run(_with_db(settings, fn, check=check))
+
+
+async def require_merchant(conn: AsyncConnection, merchant_id: str) -> None:
+    """Every command that names a merchant refuses an unknown one the same way."""
+    if await get_merchant(conn, merchant_id) is None:
+        raise CommandError(f"no merchant {merchant_id}")
+
+
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
-    private_dir(settings.data_dir)
-    before, after = asyncio.run(_with_db(settings, upgrade, check=False))
+    before, after = run_with_db(settings, upgrade, check=False)
+    private_dir(settings.data_dir)  # the master key's folder, also when the database is elsewhere
     _emit(args, {"from": before, "to": after},
           f"database schema: {before or 'empty'} -> {after}" if before != after else f"database schema is current ({after})")
 
 
 def cmd_merchants_create(args: argparse.Namespace, settings: Settings) -> None:
-    master = load_master_key(settings.master_key, settings.master_key_path)
-
     async def run(db: Database) -> Any:
+        # The key only once the database is known to exist: it may create the key file.
+        master = load_master_key(settings.master_key, settings.master_key_path)
         async with db.write() as conn:
             return await create_merchant(conn, master, name=args.name, origins=args.origin or [], live=args.live)
 
-    pair = asyncio.run(_with_db(settings, run))
+    pair = run_with_db(settings, run)
     _emit(args, {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret},
           f"merchant:       {pair.merchant_id}\napi key:        {pair.api_key}\n"
           f"signing secret: {pair.signing_secret}\n(the signing secret is shown only now: store it safely)")
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
-    master = load_master_key(settings.master_key, settings.master_key_path)
-
     async def run(db: Database) -> Any:
+        master = load_master_key(settings.master_key, settings.master_key_path)
         async with db.write() as conn:
+            await require_merchant(conn, args.merchant)
             return await create_key(conn, master, args.merchant, live=args.live)
 
-    pair = asyncio.run(_with_db(settings, run))
+    pair = run_with_db(settings, run)
     _emit(args, {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret},
           f"api key:        {pair.api_key}\nsigning secret: {pair.signing_secret}\n"
           "(the signing secret is shown only now: store it safely)")
@@ -78,17 +146,21 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
     async def run(db: Database) -> None:
         async with db.write() as conn:
+            await require_merchant(conn, args.merchant)
             await revoke_key(conn, args.merchant, args.key)
 
-    asyncio.run(_with_db(settings, run))
+    run_with_db(settings, run)
     _emit(args, {"merchantId": args.merchant, "apiKey": args.key, "revoked": True}, f"revoked {args.key}")
 
 
 def cmd_keys_rotate_card_key(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.cards.keystore import rotate_card_key
 
-    master = load_master_key(settings.master_key, settings.master_key_path)
-    retired, kid = asyncio.run(_with_db(settings, lambda db: rotate_card_key(db, master, bits=settings.card_key_bits)))
+    async def run(db: Database) -> Any:
+        master = load_master_key(settings.master_key, settings.master_key_path)
+        return await rotate_card_key(db, master, bits=settings.card_key_bits)
+
+    retired, kid = run_with_db(settings, run)
     _emit(args, {"kid": kid, "retired": retired},
           f"new checkout key {kid}; retired {', '.join(retired) or 'none'} (retired keys keep decrypting for 25 h)")
 
@@ -98,7 +170,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
 
-    asyncio.run(_with_db(settings, lambda db: asyncio.sleep(0)))  # refuse a wrong schema up front
+    run_with_db(settings, lambda db: asyncio.sleep(0))  # refuse a missing database or wrong schema up front
     uvicorn.run(
         "paygate_server.app:create_app_from_env",
         factory=True,
@@ -136,15 +208,19 @@ CLI_EXTENSIONS: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paygate", description="paygate payment gateway")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="paygate", description="paygate payment gateway. Configuration: PAYGATE_* environment variables "
+        "(PAYGATE_DATA_DIR, default ./paygate-data; PAYGATE_DATABASE_URL; PAYGATE_PROCESSOR_URL; ...).",
+        formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
-    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db = sub.add_parser("db", help="the database schema: `db upgrade` creates or migrates it").add_subparsers(
+        dest="db_command", required=True)
     p = db.add_parser("upgrade", help="apply schema migrations")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_db_upgrade)
 
-    merchants = sub.add_parser("merchants", help="merchants").add_subparsers(dest="merchants_command", required=True)
+    merchants = sub.add_parser("merchants", help="create a merchant and its first API key pair").add_subparsers(dest="merchants_command", required=True)
     p = merchants.add_parser("create", help="create a merchant and its first key pair")
     p.add_argument("--name", required=True)
     p.add_argument("--origin", action="append", help="an allowed checkout origin (repeatable)")
@@ -152,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_merchants_create)
 
-    keys = sub.add_parser("keys", help="API key pairs").add_subparsers(dest="keys_command", required=True)
+    keys = sub.add_parser("keys", help="API key pairs (create, revoke) and the checkout card key").add_subparsers(dest="keys_command", required=True)
     p = keys.add_parser("create", help="add a key pair to a merchant (rotation)")
     p.add_argument("--merchant", required=True)
     p.add_argument("--live", action="store_true")
@@ -167,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_rotate_card_key)
 
-    p = sub.add_parser("serve", help="run the gateway")
+    p = sub.add_parser("serve", help="run the gateway (API, hosted checkout, background workers)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1)
@@ -175,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("simulator", help="run the processor simulator")
+    p = sub.add_parser("simulator", help="run the processor simulator (the card processor stand-in)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
     p.add_argument("--store", help="the simulator's SQLite file (default: $PAYGATE_DATA_DIR/simulator.db)")
@@ -183,7 +259,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in CLI_EXTENSIONS:
         importlib.import_module(name).add_commands(sub)
+    _describe(parser)
     return parser
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse measures command names one indent short of where it prints them, so a
+    name as long as ``merchants`` pushed its description onto the next line."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max((len(name) for name in action.choices), default=0)
+            self._action_max_length = max(self._action_max_length,
+                                          longest + self._current_indent + 2 * self._indent_increment)
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Each command's ``--help`` opens with the line ``paygate --help`` shows for it (set
+    once here rather than repeated as ``description=`` in every module)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                command = action.choices[choice.dest]
+                if command.formatter_class is argparse.HelpFormatter:
+                    command.formatter_class = _Formatter
+                if command.description is None and choice.help:
+                    command.description = choice.help[:1].upper() + choice.help[1:] + "."
+                _describe(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"paygate: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"paygate: {exc.strerror or exc}", file=sys.stderr)
+        # Which file: "Permission denied" alone does not say what to fix.
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"paygate: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

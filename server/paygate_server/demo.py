@@ -22,10 +22,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from paygate_server.config import Settings
 from paygate_server.private_files import private_dir
+
+if TYPE_CHECKING:
+    from paygate_server.procs import ServiceProcess
 
 __all__ = ["add_commands", "ensure_demo_merchant", "ensure_demo_webhook", "find_storefront"]
 
@@ -52,8 +55,9 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
     storefront moves to another port. Returns the contents of ``demo-merchant.json``."""
     from sqlalchemy import insert
 
+    from paygate_server.cli import open_database
     from paygate_server.crypto import load_master_key
-    from paygate_server.db import create_database, upgrade
+    from paygate_server.db import upgrade
     from paygate_server.db.schema import merchant_origins
     from paygate_server.merchants import (
         create_merchant,
@@ -66,8 +70,7 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
     private_dir(settings.data_dir)
 
     async def run() -> dict[str, Any]:
-        db = create_database(settings.resolved_database_url)
-        try:
+        async with open_database(settings, check=False) as db:
             await upgrade(db)
             saved = json.loads(path.read_text()) if path.exists() else None
             if saved is not None:
@@ -83,8 +86,6 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
             master = load_master_key(settings.master_key, settings.master_key_path)
             async with db.write() as conn:
                 pair = await create_merchant(conn, master, name=SHOP_NAME, origins=origins)
-        finally:
-            await db.dispose()
         creds = {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret}
         _write_private(path, creds)
         return creds
@@ -132,6 +133,18 @@ def _admin_password(settings: Settings, creds: dict[str, Any]) -> str:
     return str(password)
 
 
+def _listen(option: str, bind: Callable[[], ServiceProcess], port: int) -> ServiceProcess:
+    """Bind one of the demo's sockets; a port in use is the usual mistake (another demo, or
+    another server), so say which port and which option moves it."""
+    from paygate_server.cli import CommandError
+
+    try:
+        return bind()
+    except OSError as exc:
+        raise CommandError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}): choose another port "
+                           f"with {option} (0: any free port)") from None
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.procs import ServiceProcess, gateway_command
 
@@ -140,27 +153,34 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     storefront_dir = find_storefront()
     # Every socket is bound first, so the ports (maybe OS-chosen) are known before anything
     # starts: the merchant's origins and the webhook URL need the storefront's.
-    simulator = ServiceProcess(
+    simulator = _listen("--simulator-port", lambda: ServiceProcess(
         lambda fd: [sys.executable, "-m", "paygate_server.simulator", "--fd", str(fd),
                     "--store", str(data_dir / "simulator.db"), "--log-level", "warning"],
         log_path=logs / "simulator.log", port=args.simulator_port,
-    )
-    gateway = ServiceProcess(
-        lambda fd: gateway_command(fd),
-        log_path=logs / "gateway.log", port=args.port,
-        env={"PAYGATE_DATA_DIR": str(data_dir), "PAYGATE_PROCESSOR_URL": simulator.base_url,
-             "PAYGATE_WEBHOOK_ALLOW_PRIVATE": "1"},
-    )
-    gateway.env["PAYGATE_PUBLIC_URL"] = gateway.base_url  # for checkout.js and the iframe
-    storefront: ServiceProcess | None = None
-    if storefront_dir is not None:
-        storefront = ServiceProcess(
-            lambda fd: [sys.executable, "-m", "storefront", "--fd", str(fd), "--log-level", "warning"],
-            log_path=logs / "storefront.log", port=args.storefront_port,
-        )
+    ), args.simulator_port)
+    services = [simulator]
+    try:
+        gateway = _listen("--port", lambda: ServiceProcess(
+            lambda fd: gateway_command(fd),
+            log_path=logs / "gateway.log", port=args.port,
+            env={"PAYGATE_DATA_DIR": str(data_dir), "PAYGATE_PROCESSOR_URL": simulator.base_url,
+                 "PAYGATE_WEBHOOK_ALLOW_PRIVATE": "1"},
+        ), args.port)
+        services.append(gateway)
+        gateway.env["PAYGATE_PUBLIC_URL"] = gateway.base_url  # for checkout.js and the iframe
+        storefront: ServiceProcess | None = None
+        if storefront_dir is not None:
+            storefront = _listen("--storefront-port", lambda: ServiceProcess(
+                lambda fd: [sys.executable, "-m", "storefront", "--fd", str(fd), "--log-level", "warning"],
+                log_path=logs / "storefront.log", port=args.storefront_port,
+            ), args.storefront_port)
+            services.append(storefront)
+    except BaseException:
+        for proc in services:
+            proc.close()  # the sockets already bound
+        raise
     shop_port = storefront.port if storefront is not None else args.storefront_port
     creds = ensure_demo_merchant(settings, [f"http://127.0.0.1:{shop_port}", f"http://localhost:{shop_port}"])
-    services = [s for s in (simulator, gateway, storefront) if s is not None]
 
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -17,7 +17,10 @@ __all__ = ["add_commands"]
 
 async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, int] | None:
     from paygate_server.app import _extensions, build_gateway
+    from paygate_server.cli import open_database
 
+    async with open_database(settings):
+        pass  # a missing or unreachable database, or a wrong schema: one line, before anything starts
     gateway = await build_gateway(settings)
     try:
         relay = gateway.services["relay"]
@@ -67,15 +70,6 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> None:
                 print(f"{name}: {n} changes delivered")
 
 
-def _open(settings: Settings) -> Any:
-    from paygate_server.db import check_schema, create_database
-
-    async def make() -> Any:
-        db = create_database(settings.resolved_database_url)
-        await check_schema(db)
-        return db
-
-    return make
 
 
 async def _verify(args: argparse.Namespace, settings: Settings) -> Any:
@@ -83,18 +77,19 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> Any:
     from paygate_server.cdc.audit import verify_archive
     from paygate_server.cdc.store import store_for
 
-    db = await _open(settings)()
-    store = store_for(settings)
-    try:
-        deadline = time.monotonic() + args.wait
-        while True:
-            report = await verify_archive(db, ArchiveReader(store))
-            if not report.ok or report.pending == 0 or time.monotonic() >= deadline:
-                return report
-            await asyncio.sleep(0.25)  # waiting for the relay to catch up, bounded by --wait
-    finally:
-        await store.close()
-        await db.dispose()
+    from paygate_server.cli import open_database
+
+    async with open_database(settings) as db:
+        store = store_for(settings)
+        try:
+            deadline = time.monotonic() + args.wait
+            while True:
+                report = await verify_archive(db, ArchiveReader(store))
+                if not report.ok or report.pending == 0 or time.monotonic() >= deadline:
+                    return report
+                await asyncio.sleep(0.25)  # waiting for the relay to catch up, bounded by --wait
+        finally:
+            await store.close()
 
 
 def _store_errors() -> tuple[type[BaseException], ...]:
@@ -127,14 +122,15 @@ async def _show(args: argparse.Namespace, settings: Settings) -> Any:
     from paygate_server.cdc.audit import timeline
     from paygate_server.cdc.store import store_for
 
-    db = await _open(settings)()
-    store = store_for(settings) if args.archive else None
-    try:
-        return await timeline(db, args.intent, ArchiveReader(store) if store is not None else None)
-    finally:
-        if store is not None:
-            await store.close()
-        await db.dispose()
+    from paygate_server.cli import open_database
+
+    async with open_database(settings) as db:
+        store = store_for(settings) if args.archive else None
+        try:
+            return await timeline(db, args.intent, ArchiveReader(store) if store is not None else None)
+        finally:
+            if store is not None:
+                await store.close()
 
 
 def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:

@@ -8,9 +8,8 @@ import json
 import logging
 from typing import Any
 
-from paygate_server.cli import CommandError
+from paygate_server.cli import CommandError, open_database
 from paygate_server.config import Settings
-from paygate_server.db import Database, check_schema, create_database
 from paygate_server.processing.connectors import ConnectorError, connector_for_url
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.settlement import reconcile_settlement
@@ -18,12 +17,9 @@ from paygate_server.processing.settlement import reconcile_settlement
 __all__ = ["add_commands"]
 
 
-async def _session(settings: Settings) -> tuple[Database, Any]:
-    db = create_database(settings.resolved_database_url)
-    await check_schema(db)
-    connector = connector_for_url(settings.processor_url, connect_timeout=settings.processor_connect_timeout_s,
-                                  read_timeout=settings.processor_timeout_s)
-    return db, connector
+def _connector(settings: Settings) -> Any:
+    return connector_for_url(settings.processor_url, connect_timeout=settings.processor_connect_timeout_s,
+                             read_timeout=settings.processor_timeout_s)
 
 
 def _print_unresolved(items: list[dict[str, Any]], as_json: bool) -> None:
@@ -41,20 +37,20 @@ def _print_unresolved(items: list[dict[str, Any]], as_json: bool) -> None:
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
     async def run() -> dict[str, Any]:
-        db, connector = await _session(settings)
-        try:
-            reconciler = Reconciler(db, connector, settings)
-            if not args.once:
-                logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-                print("reconciler running (Ctrl-C to stop)", flush=True)
-                await reconciler.run_forever()
-            report = await reconciler.run_once()
-            unresolved = await list_unresolved(db)
-            return {"checked": report.checked, "settled": report.settled,
-                    "outcomes": report.outcomes, "unresolved": unresolved}
-        finally:
-            await connector.aclose()
-            await db.dispose()
+        async with open_database(settings) as db:
+            connector = _connector(settings)
+            try:
+                reconciler = Reconciler(db, connector, settings)
+                if not args.once:
+                    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+                    print("reconciler running (Ctrl-C to stop)", flush=True)
+                    await reconciler.run_forever()
+                report = await reconciler.run_once()
+                unresolved = await list_unresolved(db)
+                return {"checked": report.checked, "settled": report.settled,
+                        "outcomes": report.outcomes, "unresolved": unresolved}
+            finally:
+                await connector.aclose()
 
     result = asyncio.run(run())
     if args.json:
@@ -71,14 +67,14 @@ def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(f"--date must be YYYY-MM-DD, not {args.date!r}") from None
 
     async def run() -> tuple[list[Any], dict[str, int]]:
-        db, connector = await _session(settings)
-        try:
-            return await reconcile_settlement(db, connector, day)
-        except ConnectorError as exc:
-            raise CommandError(f"could not read the processor's settlement report: {exc}") from None
-        finally:
-            await connector.aclose()
-            await db.dispose()
+        async with open_database(settings) as db:
+            connector = _connector(settings)
+            try:
+                return await reconcile_settlement(db, connector, day)
+            except ConnectorError as exc:
+                raise CommandError(f"could not read the processor's settlement report: {exc}") from None
+            finally:
+                await connector.aclose()
 
     mismatches, counts = asyncio.run(run())
     if args.json:
@@ -94,11 +90,15 @@ def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    p = sub.add_parser("reconcile", help="settle unknown outcomes; compare settlement reports")
+    # Two forms; the usage line says so (argparse would print ``settlement ...`` as if it
+    # were required).
+    p = sub.add_parser("reconcile", help="settle unknown outcomes (`reconcile settlement`: compare a day's "
+                                         "settlement report)",
+                       usage="%(prog)s [--once] [--json]\n       %(prog)s settlement --date YYYY-MM-DD [--json]")
     p.add_argument("--once", action="store_true", help="one pass, then list what is still unresolved")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
-    inner = p.add_subparsers(dest="reconcile_command", metavar="settlement")
+    inner = p.add_subparsers(dest="reconcile_command", metavar="[settlement]", title="optional command")
     s = inner.add_parser("settlement", help="compare the processor's settlement report with our records")
     s.add_argument("--date", required=True, help="the UTC day, YYYY-MM-DD")
     s.add_argument("--json", action="store_true")

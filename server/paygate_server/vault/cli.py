@@ -2,30 +2,24 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import Any
 
+from paygate_server.cli import run_with_db
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
-from paygate_server.db import check_schema, create_database
+from paygate_server.db import Database
 from paygate_server.vault.datakeys import rotate_data_key
 
 __all__ = ["add_commands"]
 
 
 def cmd_rotate_data_key(args: argparse.Namespace, settings: Settings) -> None:
-    master = load_master_key(settings.master_key, settings.master_key_path)
+    async def run(db: Database) -> tuple[list[int], int]:
+        master = load_master_key(settings.master_key, settings.master_key_path)
+        return await rotate_data_key(db, master)
 
-    async def run() -> tuple[list[int], int]:
-        db = create_database(settings.resolved_database_url)
-        try:
-            await check_schema(db)
-            return await rotate_data_key(db, master)
-        finally:
-            await db.dispose()
-
-    retired, version = asyncio.run(run())
+    retired, version = run_with_db(settings, run)
     payload: dict[str, Any] = {"version": version, "retired": retired}
     if args.json:
         print(json.dumps(payload))

@@ -2,27 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any
 
+from paygate_server.cli import CommandError, require_merchant, run_with_db
 from paygate_server.config import Settings
 
 __all__ = ["add_commands"]
-
-
-def _run(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
-    from paygate_server.db import check_schema, create_database
-
-    async def main() -> Any:
-        db = create_database(settings.resolved_database_url)
-        try:
-            await check_schema(db)
-            return await fn(db)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(main())
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
@@ -30,30 +16,27 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.cli import CommandError
     from paygate_server.crypto import load_master_key
     from paygate_server.errors import ApiError
-    from paygate_server.merchants import get_merchant
     from paygate_server.webhooks import repository as repo
     from paygate_server.webhooks.endpoints import parse_events, validate_url
 
-    master = load_master_key(settings.master_key, settings.master_key_path)
-
     async def run(db: Any) -> dict[str, Any]:
+        master = load_master_key(settings.master_key, settings.master_key_path)
+        async with db.read() as conn:  # an unknown merchant first, before any DNS look-up
+            await require_merchant(conn, args.merchant)
         try:
             events = parse_events(args.event)
             await validate_url(args.url, allow_private=settings.webhook_allow_private)
         except ApiError as exc:
             raise CommandError(exc.message) from None
         async with db.write() as conn:
-            if await get_merchant(conn, args.merchant) is None:
-                raise CommandError(f"no merchant {args.merchant}")
             if await repo.count_active(conn, args.merchant) >= repo.MAX_ENDPOINTS:
                 raise CommandError(f"a merchant has at most {repo.MAX_ENDPOINTS} webhook endpoints")
             row, secret = await repo.insert_endpoint(conn, master, args.merchant, args.url, events)
         return repo.render_endpoint(row, secret)
 
-    endpoint = _run(settings, run)
+    endpoint = run_with_db(settings, run)
     _emit(args, endpoint, f"webhook endpoint: {endpoint['webhookEndpointId']}\nurl:              {endpoint['url']}\n"
                           f"events:           {', '.join(endpoint['events'])}\nsecret:           {endpoint['secret']}\n"
                           "(the secret is shown only now: store it safely)")
@@ -64,9 +47,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
 
     async def run(db: Any) -> list[dict[str, Any]]:
         async with db.read() as conn:
+            await require_merchant(conn, args.merchant)
             return [repo.render_endpoint(r) for r in await repo.list_endpoints(conn, args.merchant)]
 
-    endpoints = _run(settings, run)
+    endpoints = run_with_db(settings, run)
     _emit(args, {"data": endpoints}, "\n".join(
         f"{e['webhookEndpointId']}  {e['status']:<8}  {e['url']}  ({', '.join(e['events'])})" for e in endpoints)
         or "no webhook endpoints")
@@ -77,16 +61,17 @@ def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> None:
 
     async def run(db: Any) -> list[dict[str, Any]]:
         async with db.read() as conn:
+            if args.merchant is not None:
+                await require_merchant(conn, args.merchant)
             return await repo.list_deliveries(conn, status=args.status, merchant_id=args.merchant, limit=args.limit)
 
-    rows = _run(settings, run)
+    rows = run_with_db(settings, run)
     _emit(args, {"data": rows}, "\n".join(
         f"{d['eventId']}  {d['webhookEndpointId']}  {d['status']:<9}  attempts={d['attempts']}  "
         f"last={d['lastStatusCode'] or d['lastError'] or '-'}" for d in rows) or "no deliveries")
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.cli import CommandError
     from paygate_server.webhooks import repository as repo
 
     if not (args.all or args.endpoint or args.event or args.merchant):
@@ -94,10 +79,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
 
     async def run(db: Any) -> int:
         async with db.write() as conn:
+            if args.merchant is not None:
+                await require_merchant(conn, args.merchant)
             return await repo.replay_failed(conn, merchant_id=args.merchant, endpoint_id=args.endpoint,
                                             event_id=args.event)
 
-    count = _run(settings, run)
+    count = run_with_db(settings, run)
     _emit(args, {"replayed": count}, f"{count} failed deliveries scheduled again")
 
 

@@ -1,0 +1,174 @@
+"""The mistakes a new operator makes with ``paygate`` (issue #15 item 14): one line that
+says what is wrong and what to do, exit status 2, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from paygate_server.cli import build_parser, main
+from tests.support.app import TEST_MASTER_KEY
+from tests.support.processes import make_merchant
+
+
+def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    return subprocess.run([sys.executable, "-m", "paygate_server", *args], env={**base, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line(r: subprocess.CompletedProcess[str], *wanted: str) -> str:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and r.stdout == "", r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("paygate: "), r.stderr
+    for text in wanted:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- a missing or unreadable data folder or database -------------------------------------
+
+def test_missing_data_folder_is_named_and_not_created(tmp_path: Path) -> None:
+    data = tmp_path / "paygate-dta"  # a typo
+    for args in (["merchants", "create", "--name", "Shop"], ["webhooks", "list", "--merchant", "mer_x"],
+                 ["vault", "rotate-data-key"], ["serve", "--port", "0"], ["audit", "verify"]):
+        line = assert_one_line(paygate(*args, env={"PAYGATE_DATA_DIR": str(data)}),
+                               "no data folder", str(data), "PAYGATE_DATA_DIR", "paygate db upgrade")
+        assert not data.exists(), line  # neither a database nor a fresh master key in the wrong place
+
+
+def test_missing_database_file(tmp_path: Path) -> None:
+    assert_one_line(paygate("keys", "create", "--merchant", "mer_x", env={"PAYGATE_DATA_DIR": str(tmp_path)}),
+                    "no database", str(tmp_path / "paygate.db"), "paygate db upgrade")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unusable_data_folder_or_file(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    for args in (["db", "upgrade"], ["webhooks", "list", "--merchant", "mer_x"]):
+        assert_one_line(paygate(*args, env={"PAYGATE_DATA_DIR": str(not_a_folder)}), "is not a folder",
+                        "PAYGATE_DATA_DIR")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not an sqlite file, but long enough to have a header" * 100)
+    assert_one_line(paygate("webhooks", "list", "--merchant", "mer_x",
+                            env={"PAYGATE_DATABASE_URL": f"sqlite:///{garbage}"}),
+                    str(garbage), "not a database", "PAYGATE_DATABASE_URL")
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    assert_one_line(paygate("webhooks", "list", "--merchant", "mer_x",
+                            env={"PAYGATE_DATABASE_URL": f"sqlite:///{folder}"}), str(folder), "folder")
+
+
+def test_unreachable_postgresql_never_shows_the_password(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there now: connection refused
+    env = {"PAYGATE_DATABASE_URL": f"postgresql://paygate:hunter2secret@127.0.0.1:{port}/paygate",
+           "PAYGATE_DATA_DIR": str(tmp_path)}
+    for args in (["db", "upgrade"], ["merchants", "create", "--name", "Shop"]):
+        r = paygate(*args, env=env)
+        line = assert_one_line(r, f"127.0.0.1:{port}", "connection refused", "PAYGATE_DATABASE_URL")
+        assert "hunter2secret" not in r.stderr, line
+
+
+def test_postgresql_database_that_does_not_exist() -> None:
+    base = os.environ.get("PAYGATE_TEST_DATABASE_URL")
+    if not base:
+        pytest.skip("PAYGATE_TEST_DATABASE_URL is not set")
+    url = base.rsplit("/", 1)[0] + "/paygate_no_such_database_here"
+    assert_one_line(paygate("webhooks", "list", "--merchant", "mer_x", env={"PAYGATE_DATABASE_URL": url}),
+                    "paygate_no_such_database_here", "does not exist", "PAYGATE_DATABASE_URL")
+
+
+# ---- an unknown merchant, in every subcommand that names one -----------------------------
+
+@pytest.fixture
+def operator_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    for name, value in {"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path),
+                        "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PAYGATE_WEBHOOK_ALLOW_PRIVATE", raising=False)
+    yield database_url
+
+
+@pytest.mark.parametrize("args", [
+    ["keys", "create", "--merchant", "{m}"],
+    ["keys", "revoke", "--merchant", "{m}", "--key", "pk_test_0000000000000000"],
+    ["webhooks", "create", "--merchant", "{m}", "--url", "https://93.184.216.34/hook"],
+    ["webhooks", "list", "--merchant", "{m}"],
+    ["webhooks", "deliveries", "--merchant", "{m}"],
+    ["webhooks", "replay", "--merchant", "{m}"],
+], ids=lambda a: " ".join(a[:2]))
+def test_unknown_merchant(operator_env: str, capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    unknown = "mer_0000000000000000000000nope"
+    code = main([a.format(m=unknown) for a in args])
+    out = capsys.readouterr()
+    assert code == 2 and out.out == "" and out.err == f"paygate: no merchant {unknown}\n", out
+
+
+def test_private_webhook_url_names_the_switch(operator_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    merchant = make_merchant(operator_env).merchant_id
+    for url, hidden in (("http://127.0.0.1:9/hook", None), ("http://localhost:9/hook", "127.0.0.1")):
+        code = main(["webhooks", "create", "--merchant", merchant, "--url", url])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.splitlines()) == 1 and "PAYGATE_WEBHOOK_ALLOW_PRIVATE=1" in err, err
+        if hidden is not None:
+            assert hidden not in err, err  # never what the name resolves to
+
+
+# ---- paygate demo with a port taken ------------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--port", "--simulator-port", "--storefront-port"])
+def test_demo_port_taken(tmp_path: Path, option: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        ports = {"--port": "0", "--simulator-port": "0", "--storefront-port": "0", option: str(port)}
+        r = paygate("demo", *[x for pair in ports.items() for x in pair], env={"PAYGATE_DATA_DIR": str(tmp_path)})
+    assert_one_line(r, f"127.0.0.1:{port}", f"with {option} ")
+
+
+# ---- --help ------------------------------------------------------------------------------
+
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str, argparse.ArgumentParser]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+            for name, command in action.choices.items():
+                yield (*path, name), helps.get(name, ""), command
+                yield from _commands(command, (*path, name))
+
+
+def test_help_describes_every_command() -> None:
+    top = paygate("--help", env={})
+    assert top.returncode == 0, top.stderr
+    # "    name   description": the name and the start of its description on one line.
+    listed = {m.group(1): m.group(2) for m in re.finditer(r"^    (\S+) {2,}(\S.*)$", top.stdout, re.MULTILINE)}
+    commands = list(_commands(build_parser()))
+    assert len(commands) > 20
+    for path, help_text, command in commands:
+        assert help_text.strip(), f"`paygate {' '.join(path)}` has no one-line description"
+        assert command.description, f"`paygate {' '.join(path)} --help` does not say what it does"
+        if len(path) == 1:
+            # On the command's own line, not wrapped below its name.
+            assert listed.get(path[0], "").startswith(help_text.split()[0]), (path, top.stdout)
+
+
+def test_reconcile_settlement_reads_as_optional() -> None:
+    r = paygate("reconcile", "--help", env={})
+    usage = r.stdout.split("\n\n")[0]
+    assert "paygate reconcile [--once] [--json]\n" in usage and "paygate reconcile settlement --date" in usage, usage
