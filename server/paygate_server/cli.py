@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import socket
 import sys
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
@@ -23,7 +24,8 @@ from paygate_server.db.opening import describe_open_error, display_url, sqlite_f
 from paygate_server.merchants import MerchantError, create_key, create_merchant, get_merchant, revoke_key
 from paygate_server.private_files import private_dir, use_private_umask
 
-__all__ = ["main", "CommandError", "CLI_EXTENSIONS", "open_database", "run_with_db", "require_merchant"]
+__all__ = ["main", "CommandError", "CLI_EXTENSIONS", "open_database", "run_with_db", "require_merchant",
+           "port_taken", "check_port_free"]
 
 
 class CommandError(Exception):
@@ -104,6 +106,24 @@ def run_with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *,
     return asyncio.run(_with_db(settings, fn, check=check))
 
 
+def port_taken(host: str, port: int, option: str, exc: OSError) -> CommandError:
+    """The one-line refusal for a listening port that cannot be had: which one, and the
+    option that moves it (a second demo or gateway on the same port is the usual case)."""
+    return CommandError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another port with "
+                        f"{option} (0: any free port)")
+
+
+def check_port_free(host: str, port: int, option: str) -> None:
+    """Refuse a port in use before a server starts (uvicorn would log its startup first and
+    then fail); binding is the only reliable test. The server binds it again right after."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise port_taken(host, port, option, exc) from None
+
+
 async def require_merchant(conn: AsyncConnection, merchant_id: str) -> None:
     """Every command that names a merchant refuses an unknown one the same way."""
     if await get_merchant(conn, merchant_id) is None:
@@ -171,6 +191,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
 
     run_with_db(settings, lambda db: asyncio.sleep(0))  # refuse a missing database or wrong schema up front
+    if args.fd is None:
+        check_port_free(args.host, args.port, "--port")
     uvicorn.run(
         "paygate_server.app:create_app_from_env",
         factory=True,
@@ -192,6 +214,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_simulator(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.simulator import serve
 
+    check_port_free(args.host, args.port, "--port")
     private_dir(settings.data_dir)
     store = args.store or str(settings.data_dir / "simulator.db")
     serve(host=args.host, port=args.port, store_path=store)

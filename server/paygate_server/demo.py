@@ -136,13 +136,12 @@ def _admin_password(settings: Settings, creds: dict[str, Any]) -> str:
 def _listen(option: str, bind: Callable[[], ServiceProcess], port: int) -> ServiceProcess:
     """Bind one of the demo's sockets; a port in use is the usual mistake (another demo, or
     another server), so say which port and which option moves it."""
-    from paygate_server.cli import CommandError
+    from paygate_server.cli import port_taken
 
     try:
         return bind()
     except OSError as exc:
-        raise CommandError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}): choose another port "
-                           f"with {option} (0: any free port)") from None
+        raise port_taken("127.0.0.1", port, option, exc) from None
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:

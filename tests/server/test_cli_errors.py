@@ -142,6 +142,17 @@ def test_demo_port_taken(tmp_path: Path, option: str) -> None:
     assert_one_line(r, f"127.0.0.1:{port}", f"with {option} ")
 
 
+@pytest.mark.parametrize("command", ["serve", "simulator"])
+def test_server_port_taken(database_url: str, tmp_path: Path, command: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = paygate(command, "--port", str(port),
+                    env={"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path)})
+    assert_one_line(r, f"127.0.0.1:{port}", "with --port ")
+
+
 # ---- --help ------------------------------------------------------------------------------
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str, argparse.ArgumentParser]]:
