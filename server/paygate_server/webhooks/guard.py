@@ -84,8 +84,9 @@ def _ipv6_allowed(addr: ipaddress.IPv6Address) -> bool:
         return _ipv4_allowed(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
     if addr not in _GLOBAL_UNICAST or any(addr in net for net in _REFUSED_V6):
         return False
-    if addr.sixtofour is not None and not _ipv4_allowed(addr.sixtofour):  # 2002:a.b.c.d::/48 tunnels to it
-        return False
+    if addr.sixtofour is not None:  # 2002:a.b.c.d::/48 is a tunnel to that IPv4 host
+        # (judged by it alone: newer Pythons call all of 2002::/16 not global)
+        return _ipv4_allowed(addr.sixtofour)
     return addr.is_global
 
 
