@@ -41,7 +41,9 @@ def describe_open_error(exc: BaseException) -> str | None:
         # The driver's own sentence ("database "x" does not exist", "file is not a
         # database", "password authentication failed …"): first line only.
         return str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
-    if isinstance(exc, ConnectionRefusedError):
+    if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in str(exc):
+        # (asyncpg raises a plain OSError, "Multiple exceptions: …", when the host name has
+        # several addresses and every one refused)
         return "connection refused"
     if isinstance(exc, socket.gaierror):
         return "the host name does not resolve"
