@@ -7,6 +7,10 @@ import argparse
 import os
 
 import uvicorn
+# Not the payment integration (that is the SDK alone): the HTTP server's limits on request
+# heads (size, count, time), shared by every paygate server and shipped in the same
+# `paygate` distribution as the SDK.
+from paygate_server.headerguard import uvicorn_http_options
 
 from storefront.app import create_app
 from storefront.config import StorefrontConfig
@@ -21,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     app = create_app(StorefrontConfig.from_env())
     # Long-polls are held up to 20 s; on shutdown, browsers simply ask again.
-    options = {"log_level": args.log_level, "server_header": False, "timeout_graceful_shutdown": 3}
+    options = {"log_level": args.log_level, "timeout_graceful_shutdown": 3, **uvicorn_http_options()}
     if args.fd is not None:
         uvicorn.run(app, fd=args.fd, **options)
     else:

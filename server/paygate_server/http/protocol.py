@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from paygate_server.headerguard import GuardedHttpToolsProtocol
 
 __all__ = ["CoalescingHttpToolsProtocol", "CoalescingTransport"]
 
@@ -61,8 +61,9 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a :class:`CoalescingTransport` (``uvicorn.run(http=…)``)."""
+class CoalescingHttpToolsProtocol(GuardedHttpToolsProtocol):
+    """uvicorn's httptools protocol, with the request-head limits of
+    :mod:`paygate_server.headerguard`, on a :class:`CoalescingTransport` (``uvicorn.run(http=…)``)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]

@@ -9,6 +9,8 @@ import socket
 
 import uvicorn
 
+from paygate_server.headerguard import uvicorn_http_options
+
 from .app import create_app, install_log_filter
 
 __all__ = ["DEFAULT_PORT", "default_store_path", "serve"]
@@ -56,6 +58,7 @@ def serve(
         lifespan="on",
         # Slow answers (card 1018) would otherwise hold a shutdown for 30 s.
         timeout_graceful_shutdown=2,
+        **uvicorn_http_options(),
     )
     # uvicorn configures logging when the Config is built: install the filter after.
     install_log_filter()
