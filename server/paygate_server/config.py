@@ -68,7 +68,7 @@ class Settings:
     # CVCs (and unused tokens' cards) are purged from the vault.
     token_ttl_s: float = 900.0
     vault_purge_interval_s: float = 30.0
-    # /metrics (docs/performance.md): open unless a bearer token is set; database-derived
+    # /metrics (docs/performance.md): loopback only unless a bearer token is set; database-derived
     # gauges (intents by status, backlogs) are re-read at most this often.
     metrics_token: str | None = None
     metrics_db_refresh_s: float = 5.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import httpx
 
@@ -29,6 +29,12 @@ def test_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
 class InProcessGateway:
     gateway: Gateway
     http: httpx.AsyncClient
+    asgi: Any = None  # the app with its lifespan state, for clients of other addresses
+
+    def client_from(self, host: str) -> httpx.AsyncClient:
+        """A client whose requests reach the app from ``host`` (the ASGI scope's client)."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.asgi, client=(host, 40000)),
+                                 base_url="http://gateway.test")
 
     async def new_merchant(self, name: str = "Test Shop", origins: list[str] | None = None) -> SignedClient:
         async with self.gateway.db.write() as conn:
@@ -47,4 +53,4 @@ async def running_gateway(settings: Settings) -> AsyncIterator[InProcessGateway]
 
         transport = httpx.ASGITransport(app=with_state)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-            yield InProcessGateway(state["gateway"], http)
+            yield InProcessGateway(state["gateway"], http, with_state)

@@ -8,8 +8,8 @@
 - Read on scrape: ``paygate_payment_intents{status}``, ``paygate_reconcile_backlog``,
   ``paygate_reconcile_overdue``, ``paygate_webhook_backlog`` (once webhooks exist).
 
-Open by default; with ``PAYGATE_METRICS_TOKEN`` set, a scrape needs
-``Authorization: Bearer <token>``. Several workers: ``PROMETHEUS_MULTIPROC_DIR``
+Without ``PAYGATE_METRICS_TOKEN``, served only to direct loopback clients (anyone else
+gets ``404``); with it, a scrape needs ``Authorization: Bearer <token>`` from anywhere. Several workers: ``PROMETHEUS_MULTIPROC_DIR``
 (:mod:`.metrics`). Operator notes in docs/performance.md.
 """
 from __future__ import annotations

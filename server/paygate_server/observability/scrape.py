@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select, text
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from paygate_server.clock import now_us
 from paygate_server.db.schema import payment_intents, reconcile_queue
@@ -31,7 +33,7 @@ from paygate_server.observability.metrics import scrape_registry
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["DatabaseGauges", "metrics_endpoint"]
+__all__ = ["DatabaseGauges", "is_direct_loopback", "metrics_endpoint"]
 
 log = logging.getLogger("paygate.metrics")
 _WEBHOOK_BACKLOG = text("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
@@ -110,9 +112,36 @@ def _authorized(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
+# Headers a reverse proxy adds: a request carrying one was relayed for someone else, so
+# its loopback peer address (a proxy on the same host) says nothing about the client.
+_FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+
+
+def is_direct_loopback(scope: Scope) -> bool:
+    """The TCP peer is this host (127.0.0.0/8, ::1, ::ffff:127.x) and no proxy relayed the
+    request. No peer address (a Unix socket): not loopback, so the default stays closed."""
+    client = scope.get("client")
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if not address.is_loopback:
+        return False
+    return not any(name in _FORWARDING_HEADERS for name, _ in scope["headers"])
+
+
 async def metrics_endpoint(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     token = gateway.settings.metrics_token
+    if not token and not is_direct_loopback(request.scope):
+        # Without a token, /metrics exists only for this host (a local Prometheus agent or
+        # an operator on the box): from anywhere else it answers like an unknown path, so
+        # the public API port reveals nothing about traffic or backlogs.
+        return error_response(ApiError("resource_missing", "no such endpoint"), request_id_of(request.scope))
     if token and not _authorized(request, token):
         code = "missing_credentials" if "authorization" not in request.headers else "invalid_api_key"
         response = error_response(ApiError(code, "GET /metrics needs Authorization: Bearer <PAYGATE_METRICS_TOKEN>"),

@@ -95,3 +95,53 @@ def test_multiprocess_mode_adds_up_every_worker(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", scrape], env=env, check=True, timeout=60,
                          capture_output=True, text=True).stdout
     assert _value(_samples(out), "paygate_http_requests_total", route="/healthz", status="200") == 6.0
+
+
+async def test_without_a_token_metrics_are_served_to_direct_loopback_clients_only(
+        database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path)
+    async with running_gateway(settings) as gw:
+        answers = {}
+        for host in ("127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1", "10.1.2.3", "192.168.0.7",
+                     "2001:db8::1", "::ffff:10.1.2.3"):
+            async with gw.client_from(host) as client:
+                answers[host] = await client.get("/metrics")
+        # Through a reverse proxy on the same host: loopback peer, but relayed for someone.
+        async with gw.client_from("127.0.0.1") as client:
+            proxied = [await client.get("/metrics", headers={name: "203.0.113.9"})
+                       for name in ("X-Forwarded-For", "Forwarded", "X-Real-IP")]
+    for host in ("127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1"):
+        assert answers[host].status_code == 200 and "paygate_http_requests_total" in answers[host].text, host
+    for host in ("10.1.2.3", "192.168.0.7", "2001:db8::1", "::ffff:10.1.2.3"):
+        assert answers[host].status_code == 404, host
+        assert answers[host].json()["error"]["code"] == "resource_missing" and "paygate_" not in answers[host].text
+    assert [r.status_code for r in proxied] == [404, 404, 404]
+
+
+async def test_with_a_token_metrics_need_it_from_everywhere_loopback_included(
+        database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path, metrics_token="scrape-secret-2")
+    async with running_gateway(settings) as gw:
+        async with gw.client_from("10.1.2.3") as remote, gw.client_from("127.0.0.1") as local:
+            remote_ok = await remote.get("/metrics", headers={"Authorization": "Bearer scrape-secret-2"})
+            local_without = await local.get("/metrics")
+            remote_without = await remote.get("/metrics")
+    assert remote_ok.status_code == 200 and "paygate_http_requests_total" in remote_ok.text
+    assert local_without.status_code == 401 and remote_without.status_code == 401
+
+
+def test_a_real_gateway_process_sees_its_loopback_scraper(tmp_path: Path) -> None:
+    """uvicorn (on the socket ``paygate serve --fd`` inherits) puts the real TCP peer in the
+    scope: a scraper on this host gets the metrics, the same one relayed by a proxy does not."""
+    import httpx
+
+    from tests.support.databases import migrate, new_database_url
+    from tests.support.processes import start_gateway
+
+    url = new_database_url("sqlite", tmp_path)
+    migrate(url)
+    with start_gateway(url, tmp_path) as gateway:
+        direct = httpx.get(gateway.base_url + "/metrics")
+        relayed = httpx.get(gateway.base_url + "/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert direct.status_code == 200 and "paygate_http_requests_total" in direct.text
+    assert relayed.status_code == 404
