@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
 import json
+import os
 import socket
 import sys
 from contextlib import asynccontextmanager
@@ -185,14 +187,38 @@ def cmd_keys_rotate_card_key(args: argparse.Namespace, settings: Settings) -> No
           f"new checkout key {kid}; retired {', '.join(retired) or 'none'} (retired keys keep decrypting for 25 h)")
 
 
+def _listen_address(args: argparse.Namespace) -> str:
+    if args.fd is None:
+        return f"{args.host}:{args.port}"
+    sock = socket.socket(fileno=os.dup(args.fd))  # a duplicate: the original stays uvicorn's
+    try:
+        host, port = sock.getsockname()[:2]
+    except (OSError, ValueError):
+        return f"fd {args.fd}"
+    finally:
+        sock.close()
+    return f"{host}:{port} (fd {args.fd})"
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import logging
+    import logging.config
+
     import uvicorn
 
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
+    from paygate_server.logs import STARTUP_LOGGER, logging_config, redact_url
 
+    log_config = logging_config(args.log_level)
     run_with_db(settings, lambda db: asyncio.sleep(0))  # refuse a missing database or wrong schema up front
     if args.fd is None:
         check_port_free(args.host, args.port, "--port")
+    logging.config.dictConfig(log_config)
+    database = settings.resolved_database_url
+    logging.getLogger(STARTUP_LOGGER).info("paygate serve starting", extra={"fields": {
+        "version": _version(), "database": database.split(":", 1)[0].split("+", 1)[0],
+        "database_at": redact_url(database), "processor": redact_url(settings.processor_url),
+        "listen": _listen_address(args), "workers": args.workers}})
     uvicorn.run(
         "paygate_server.app:create_app_from_env",
         factory=True,
@@ -201,14 +227,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         fd=args.fd,
         workers=args.workers,
         log_level=args.log_level,
-        access_log=False,
+        log_config=log_config,
+        access_log=False,  # paygate.request logs each request (route templates, no raw paths)
         server_header=False,
-        # One send per response (see paygate_server.http.protocol).
+        # One send per response, and limits on request heads (see paygate_server.http.protocol).
         http=CoalescingHttpToolsProtocol,
-        # Nothing in the gateway reads the client's address, so X-Forwarded-For need not be
-        # parsed on every request.
+        # Nothing in the gateway trusts the client's address from a header: /metrics treats a
+        # forwarded request as remote (observability.scrape), so X-Forwarded-For is not parsed.
         proxy_headers=False,
     )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("paygate")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def cmd_simulator(args: argparse.Namespace, settings: Settings) -> None:

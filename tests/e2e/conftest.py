@@ -12,6 +12,7 @@ import pytest
 
 from paygate_server.procs import ServiceProcess
 from paygate_server.simulator.testing import SimulatorProcess
+from tests.support.logscan import SessionLogs, scan_server_logs
 from tests.support.processes import make_merchant, start_gateway
 from tests.support.signing import Credentials
 
@@ -25,6 +26,18 @@ FAST_RECONCILE = {
     "PAYGATE_RECONCILE_NOT_FOUND_AFTER_S": "2",
     "PAYGATE_RECONCILE_SWEEP_INTERVAL_S": "0.5",
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_secrets_in_server_logs(scan_server_logs: SessionLogs) -> Iterator[None]:
+    """Every line the module's gateway and simulator processes logged is scanned for card
+    numbers, CVCs, secrets and signatures (teardown runs after the stack has stopped)."""
+    yield
+    scan_server_logs.assert_clean()
+    assert scan_server_logs.request_lines > 0, "no request log line reached the scan: it proves nothing"
+
+
+__all__ = ["scan_server_logs"]
 
 
 @dataclass

@@ -6,10 +6,15 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from tests.support.logscan import scan_server_logs
 from tests.support.processes import make_merchant, start_gateway
 from tests.support.signing import SignedClient
 
+# Every line these gateway processes log is scanned for secrets after the module.
+pytestmark = pytest.mark.usefixtures("scan_server_logs")
+__all__ = ["scan_server_logs"]
 
 def test_nonce_replayed_on_another_process_is_refused(database_url: str, tmp_path: Path) -> None:
     creds = make_merchant(database_url)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import logging.config
 import os
 
 import uvicorn
@@ -11,6 +13,7 @@ import uvicorn
 # heads (size, count, time), shared by every paygate server and shipped in the same
 # `paygate` distribution as the SDK.
 from paygate_server.headerguard import uvicorn_http_options
+from paygate_server.logs import STARTUP_LOGGER, logging_config, redact_url
 
 from storefront.app import create_app
 from storefront.config import StorefrontConfig
@@ -23,9 +26,16 @@ def main() -> None:
     parser.add_argument("--fd", type=int, default=None, help="serve on this inherited socket")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
-    app = create_app(StorefrontConfig.from_env())
+    config = StorefrontConfig.from_env()
+    app = create_app(config)
+    log_config = logging_config(args.log_level)
+    logging.config.dictConfig(log_config)
+    logging.getLogger(STARTUP_LOGGER).info("storefront starting", extra={"fields": {
+        "listen": f"fd {args.fd}" if args.fd is not None else f"{args.host}:{args.port}",
+        "gateway": redact_url(config.gateway_url)}})
     # Long-polls are held up to 20 s; on shutdown, browsers simply ask again.
-    options = {"log_level": args.log_level, "timeout_graceful_shutdown": 3, **uvicorn_http_options()}
+    options = {"log_level": args.log_level, "log_config": log_config, "timeout_graceful_shutdown": 3,
+               **uvicorn_http_options()}
     if args.fd is not None:
         uvicorn.run(app, fd=args.fd, **options)
     else:

@@ -25,7 +25,7 @@ from paygate_server.clock import now_us
 from paygate_server.db.statements import Sql, execute
 from paygate_server.errors import ApiError, error_body
 from paygate_server.http.idempotency import CLAIM_DONE_CTE, IdempotencyScope, parse_idempotency_key
-from paygate_server.http.middleware import request_id_of
+from paygate_server.http.middleware import MERCHANT_KEY, request_id_of
 from paygate_server.http.request_input import parse_json_object, refuse_nul
 
 if TYPE_CHECKING:
@@ -215,6 +215,7 @@ def api_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             principal = await gateway.authenticator.authenticate(
                 method=request.method, target=target, headers=headers, body=body
             )
+            request.scope[MERCHANT_KEY] = principal.merchant_id
             # Keys too: "?4242424242424242" is a key with an empty value.
             if contains_card_number(request.query_params.multi_items()):
                 raise ApiError("plaintext_card_data", "the query string contains what looks like a card number")

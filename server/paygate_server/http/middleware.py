@@ -14,10 +14,12 @@ from paygate_server.db.availability import RETRY_AFTER_S, is_database_unavailabl
 from paygate_server.errors import error_body
 from paygate_server.ids import random_token
 
-__all__ = ["RequestIdMiddleware", "request_id_of"]
+__all__ = ["MERCHANT_KEY", "RequestIdMiddleware", "request_id_of"]
 
 log = logging.getLogger("paygate.http")
 _KEY = "paygate.request_id"
+# The authenticated merchant of a request, for its log line (set by ``api_endpoint``).
+MERCHANT_KEY = "paygate.merchant_id"
 
 
 def request_id_of(scope: Scope) -> str:

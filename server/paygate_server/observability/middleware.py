@@ -4,19 +4,40 @@ The route template (``/api/v1/payment/intent/{intent_id}``, never the concrete p
 from ``scope["route"]``, which Starlette's router sets on the shared scope; requests that
 match no route are counted as ``unmatched``, so random paths cannot blow up the label set.
 Labelled children are cached, so the hot path is one dict lookup per metric.
+
+The same numbers make the request log: one ``paygate.request`` line per request (time,
+request id, merchant id, method, route template, status, latency, error code; see
+:mod:`paygate_server.logs`). The error code is read from the SPEC §2 error body of a
+``>= 400`` answer, whoever produced it (the endpoint, the 500 fallback, a 503 handler), so
+successful requests never pay for it; the merchant id is what ``api_endpoint`` puts in the
+scope once a request is authenticated.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+import orjson
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from paygate_server.http.middleware import MERCHANT_KEY, request_id_of
+from paygate_server.logs import REQUEST_LOGGER
 from paygate_server.observability.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS
 
 __all__ = ["MetricsMiddleware"]
 
 UNMATCHED = "unmatched"
+request_log = logging.getLogger(REQUEST_LOGGER)
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        code = orjson.loads(body)["error"]["code"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 class MetricsMiddleware:
@@ -31,12 +52,15 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before answering
+        error_code: str | None = None
         HTTP_IN_PROGRESS.inc()
 
         async def send_and_note(message: Message) -> None:
-            nonlocal status
+            nonlocal status, error_code
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif status >= 400 and error_code is None and message["type"] == "http.response.body":
+                error_code = _error_code(message.get("body", b""))
             await send(message)
 
         try:
@@ -55,4 +79,10 @@ class MetricsMiddleware:
             histogram = self._histograms.get(hkey)
             if histogram is None:
                 histogram = self._histograms[hkey] = HTTP_DURATION.labels(method, template)
-            histogram.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            histogram.observe(elapsed)
+            if request_log.isEnabledFor(logging.INFO):
+                request_log.info("request", extra={"fields": {
+                    "request_id": request_id_of(scope), "merchant_id": scope.get(MERCHANT_KEY),
+                    "method": method, "route": template, "status": status,
+                    "latency_ms": round(elapsed * 1000, 2), "error_code": error_code}})

@@ -10,6 +10,7 @@ import socket
 import uvicorn
 
 from paygate_server.headerguard import uvicorn_http_options
+from paygate_server.logs import STARTUP_LOGGER, logging_config
 
 from .app import create_app, install_log_filter
 
@@ -54,6 +55,7 @@ def serve(
         host=host,
         port=port,
         log_level=log_level,
+        log_config=logging_config(log_level),
         access_log=access_log,
         lifespan="on",
         # Slow answers (card 1018) would otherwise hold a shutdown for 30 s.
@@ -63,15 +65,9 @@ def serve(
     # uvicorn configures logging when the Config is built: install the filter after.
     install_log_filter()
     server = uvicorn.Server(config)
-    if fd is not None:
-        sock = socket.socket(fileno=fd)
+    sock = socket.socket(fileno=fd) if fd is not None else None
+    if sock is not None:
         host, port = sock.getsockname()[:2]
-        logging.getLogger("uvicorn.error").info(
-            "paygate simulator on http://%s:%d (store %s)", host, port, store
-        )
-        server.run(sockets=[sock])
-    else:
-        logging.getLogger("uvicorn.error").info(
-            "paygate simulator on http://%s:%d (store %s)", host, port, store
-        )
-        server.run()
+    logging.getLogger(STARTUP_LOGGER).info("paygate simulator starting", extra={"fields": {
+        "listen": f"{host}:{port}", "store": str(store)}})
+    server.run(sockets=[sock] if sock is not None else None)
