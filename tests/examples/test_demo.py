@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from tests.examples.demo_process import running_demo
+from tests.support.logscan import leaks_in
 
 
 def _page_config(html: str) -> dict[str, object]:
@@ -29,6 +30,12 @@ def test_the_demo_keeps_its_data_across_restarts(tmp_path: Path) -> None:
             order_path = shop.post("/checkout").headers["location"]
             assert "Order #1001" in shop.get(order_path).text
     assert (data_dir / "demo-merchant.json").stat().st_mode & 0o777 == 0o600
+    # Each service's log got its startup line, the gateway's a line per request; none
+    # holds a card number or a secret.
+    logs = {name: (data_dir / "logs" / f"{name}.log").read_text() for name in ("gateway", "simulator", "storefront")}
+    assert "paygate serve starting" in logs["gateway"] and "paygate.request" in logs["gateway"]
+    assert "paygate simulator starting" in logs["simulator"] and "storefront starting" in logs["storefront"]
+    assert not [line for text in logs.values() for line in text.splitlines() if leaks_in(line)]
 
     with running_demo(data_dir) as second:
         again = second.credentials()
