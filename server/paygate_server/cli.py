@@ -206,6 +206,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     import uvicorn
 
+    from paygate_server.headerguard import keep_alive_s
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
     from paygate_server.logs import STARTUP_LOGGER, logging_config, redact_url
 
@@ -232,6 +233,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         server_header=False,
         # One send per response, and limits on request heads (see paygate_server.http.protocol).
         http=CoalescingHttpToolsProtocol,
+        timeout_keep_alive=keep_alive_s(),  # clients close idle connections first (headerguard)
         # Nothing in the gateway trusts the client's address from a header: /metrics treats a
         # forwarded request as remote (observability.scrape), so X-Forwarded-For is not parsed.
         proxy_headers=False,

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HeadLimits", "GuardedHttpToolsProtocol", "HeadTooLarge", "uvicorn_http_options"]
+__all__ = ["KEEP_ALIVE_S", "HeadLimits", "GuardedHttpToolsProtocol", "HeadTooLarge", "keep_alive_s", "uvicorn_http_options"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+#: How long an idle keep-alive connection stays open. Longer than a client's own idle expiry
+#: (httpx: 5 s, browsers: 60 s or less), so the client closes first: with uvicorn's 5 s,
+#: equal to httpx's, a request sent on a connection just as the server closed it met a reset
+#: (an `httpx.ReadError` on a POST, which no client may blindly retry). nginx's default.
+KEEP_ALIVE_S = 75.0
+
+
+def keep_alive_s(env: dict[str, str] | None = None) -> float:
+    value = float((os.environ if env is None else env).get("PAYGATE_HTTP_KEEPALIVE_S", KEEP_ALIVE_S))
+    if not value > 0:
+        raise ValueError("PAYGATE_HTTP_KEEPALIVE_S must be > 0")
+    return value
+
+
 def uvicorn_http_options() -> dict[str, Any]:
-    """What every paygate server passes to uvicorn: the guarded protocol, no Server header."""
-    return {"http": GuardedHttpToolsProtocol, "server_header": False}
+    """What every paygate server passes to uvicorn: the guarded protocol, no Server header,
+    the idle keep-alive time (:data:`KEEP_ALIVE_S`)."""
+    return {"http": GuardedHttpToolsProtocol, "server_header": False, "timeout_keep_alive": keep_alive_s()}

@@ -6,7 +6,8 @@ bash from a folder that looks like the repository root (``.venv``, ``paygate-dat
 
 The reader's placeholders become the demo's values: the demo's URLs for the documented
 ports 8080/8081/8082, ``mer_…`` its merchant, ``pk_test_…``/``sk_test_…`` its key pair,
-``pi_…`` a paid intent made for the purpose.
+``pk_test_…old`` a second key pair of it (for a rotation to revoke), ``pi_…`` a paid
+intent made for the purpose.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import ast
 import asyncio
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -44,7 +46,13 @@ class Session:
                 intent.id, encrypted_card=client.encrypt_card(
                     number="4242424242424242", exp_month=12, exp_year=2034, cvc="123"))
             client.payment_intents.wait_for_status(intent.id, timeout=30)
+        # A second key pair, the "old" one a rotation example revokes (not the demo's own).
+        old = subprocess.run([sys.executable, "-m", "paygate_server", "keys", "create", "--merchant",
+                              creds["merchantId"], "--json"], cwd=workdir, capture_output=True, text=True,
+                             check=True, timeout=60, env={k: v for k, v in os.environ.items()
+                                                          if k not in ("PAYGATE_DATA_DIR", "PAYGATE_DATABASE_URL")})
         self.values = {
+            "pk_test_…old": json.loads(old.stdout)["apiKey"],
             "http://127.0.0.1:8080": demo.gateway,
             "http://127.0.0.1:8081": demo.simulator,
             "http://127.0.0.1:8082": demo.shop,

@@ -190,3 +190,26 @@ def test_a_slow_second_head_on_a_keep_alive_connection_is_closed_too(server: Ser
         sock.settimeout(HEAD_TIMEOUT_S + 5)
         rest = _read_until_closed(sock)
     assert _status(rest) == 0 and time.monotonic() - started < HEAD_TIMEOUT_S + 3
+
+
+def test_an_idle_keep_alive_connection_outlives_a_clients_own_expiry(server: ServiceProcess) -> None:
+    """httpx drops an idle pooled connection after 5 s; the server must keep it longer, or a
+    request sent as the server closes it meets a reset (a POST that cannot be retried). The
+    wait is the condition under test: idle past the client's expiry, then reuse."""
+    import httpx
+
+    idle_s = httpx.Limits().keepalive_expiry or 5.0
+    with _connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = b""
+        while b"\r\n\r\n" not in first:
+            first += sock.recv(65536)
+        head, _, body = first.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        while len(body) < length:
+            body += sock.recv(65536)
+        assert _status(first) == 200
+        time.sleep(idle_s + 0.5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert _status(_read_until_closed(sock)) == 200
