@@ -159,7 +159,7 @@ class _Protocol(asyncio.Protocol):
         self.received = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:  # also HttpParserUpgrade: 101 never asked
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:  # 101: not asked
             if not self._complete:
                 waiter.set_exception(
                     self._error or MalformedResponse(f"malformed response: {type(exc).__name__}"))
@@ -189,8 +189,9 @@ class _Protocol(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._complete:
+        if self._complete:  # a second answer to one request: stop before it mixes in
             self.stray = True
+            raise MalformedResponse("malformed response: bytes after the answer")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()

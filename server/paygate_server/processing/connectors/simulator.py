@@ -20,7 +20,7 @@ from typing import Any, Self
 from urllib.parse import quote, urlencode, urlsplit
 
 from paygate_server import jsoncodec
-from paygate_server.http1client import ConnectionPool, HttpTimeout
+from paygate_server.http1client import ConnectionPool, HttpTimeout, Transport
 
 from .base import (
     ChargeOutcome,
@@ -138,6 +138,8 @@ class SimulatorConnector:
     ``connect_timeout`` bounds opening a connection; ``read_timeout`` bounds both the wait
     for a free pooled connection (waiting under load is not the processor's fault) and the
     time from writing a request to its complete answer. ``max_connections`` caps the pool.
+    ``transport``: what carries the requests instead of that pool (the seam for tests that
+    script the processor's answers without a socket); the timeouts and the cap are then its.
     """
 
     name = "simulator"
@@ -149,6 +151,7 @@ class SimulatorConnector:
         connect_timeout: float = 2.0,
         read_timeout: float = 10.0,
         max_connections: int = 256,
+        transport: Transport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
@@ -163,6 +166,9 @@ class SimulatorConnector:
             tls = ssl.create_default_context(cafile=certifi.where())
         self._prefix = parts.path  # base_url has no trailing "/"
         self._read_timeout = read_timeout
+        if transport is not None:
+            self._pool: Transport = transport
+            return
         self._pool = ConnectionPool(
             parts.hostname,
             parts.port or (443 if tls is not None else 80),
