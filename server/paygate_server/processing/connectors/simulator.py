@@ -139,7 +139,8 @@ class SimulatorConnector:
     for a free pooled connection (waiting under load is not the processor's fault) and the
     time from writing a request to its complete answer. ``max_connections`` caps the pool.
     ``transport``: what carries the requests instead of that pool (the seam for tests that
-    script the processor's answers without a socket); the timeouts and the cap are then its.
+    script the processor's answers without a socket); opening connections, waiting for a
+    free one and the cap are then its, ``read_timeout`` is still passed with each request.
     """
 
     name = "simulator"
