@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.changes import Change, Position
+from paygate_server.cdc.relay import Consumer
 from paygate_server.cdc.store import ObjectStore
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.faults import crash_point
@@ -65,7 +66,7 @@ def decode_segment(data: bytes) -> list[Change]:
     return [Change.from_record(orjson.loads(line)) for line in gzip.decompress(data).splitlines() if line]
 
 
-class ArchiveSink:
+class ArchiveSink(Consumer):
     """The relay consumer that writes segments (see :mod:`paygate_server.cdc.relay`)."""
 
     transactional = False

@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.changes import Change, Position
+from paygate_server.cdc.relay import Consumer
 from paygate_server.faults import crash_point
 
 __all__ = ["BrokerClient", "BrokerMessage", "BrokerSink", "NatsClient", "broker_client_for"]
@@ -100,7 +101,7 @@ def broker_client_for(url: str, *, stream: str, subject_prefix: str) -> BrokerCl
     raise ValueError(f"unsupported PAYGATE_BROKER_URL scheme: {url.split(':', 1)[0]} (nats:// is supported)")
 
 
-class BrokerSink:
+class BrokerSink(Consumer):
     transactional = False
 
     def __init__(self, client: BrokerClient, *, subject_prefix: str, batch_size: int,

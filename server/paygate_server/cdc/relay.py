@@ -18,12 +18,12 @@ every ``read_interval_s`` (an idle one reads at once), see :meth:`Relay._pump`.
 """
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -48,8 +48,9 @@ log = logging.getLogger("paygate.cdc")
 FAULT_POINTS = ("relay_after_deliver", "archive_after_segment", "broker_mid_batch")
 
 
-class Consumer(Protocol):
-    """Something the relay delivers changes to."""
+class Consumer(abc.ABC):
+    """Something the relay delivers changes to. Every consumer subclasses this, so the relay
+    calls each hook directly: what a consumer does not override is declared here."""
 
     name: str
     batch_size: int
@@ -58,12 +59,20 @@ class Consumer(Protocol):
     # True: deliver() runs inside the offset's transaction, on ``conn`` (same database).
     transactional: bool
 
+    @abc.abstractmethod
     async def start(self) -> Position | None:
         """Open resources; return the sink's own durable position if it keeps one."""
-        ...
 
+    @abc.abstractmethod
     async def deliver(self, changes: list[Change], conn: AsyncConnection | None) -> None: ...
 
+    def after_commit(self) -> None:
+        """The batch just delivered is recorded: its offset committed (for a transactional
+        consumer, with what ``deliver`` wrote). Memory that must only learn what is durable
+        (the webhook consumer's last statuses) is updated here. Default: nothing."""
+        return None
+
+    @abc.abstractmethod
     async def close(self) -> None: ...
 
 
@@ -146,12 +155,14 @@ class Relay:
             async with self._db.read() as conn:
                 target = (await conn.execute(text(
                     "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"))).scalar_one()
+        # One deadline for the whole drain (waiting for running transactions); the lease
+        # wait has its own, per consumer, and must not replace it.
         deadline = time.monotonic() + timeout_s
         for consumer in self.consumers:
             lease = ConsumerLease(self._db, consumer.name)
-            deadline = time.monotonic() + lease_timeout_s
+            lease_deadline = time.monotonic() + lease_timeout_s
             while not await lease.acquire():
-                if time.monotonic() > deadline:
+                if time.monotonic() > lease_deadline:
                     raise TimeoutError(f"consumer {consumer.name} is held by another relay")
                 await asyncio.sleep(0.2)  # polling a lease another process holds
             try:
@@ -250,12 +261,13 @@ class Relay:
             if until is not None:
                 if progressed:
                     continue
+                target, deadline = until
                 if not pending:
                     stats.caught_up.set()
-                    target, deadline = until
                     if target is None or read_pos.horizon >= target or time.monotonic() >= deadline:
                         return total
-                await wait_event(wake, poll)
+                # No wait outlasts the drain's own deadline.
+                await wait_event(wake, min(poll, max(0.0, deadline - time.monotonic())))
                 continue
             if full:
                 continue  # more is waiting: read on at once
@@ -284,11 +296,9 @@ class Relay:
                 await consumer.deliver(changes, conn)
                 crash_point(fault, "relay_after_deliver")
                 await _save_offset(conn, consumer.name, pos, len(changes))
-            after_commit = getattr(consumer, "after_commit", None)
-            if after_commit is not None:
-                after_commit()
-            return
-        await consumer.deliver(changes, None)
-        crash_point(fault, "relay_after_deliver")
-        async with lease.write() as conn:
-            await _save_offset(conn, consumer.name, pos, len(changes))
+        else:
+            await consumer.deliver(changes, None)
+            crash_point(fault, "relay_after_deliver")
+            async with lease.write() as conn:
+                await _save_offset(conn, consumer.name, pos, len(changes))
+        consumer.after_commit()

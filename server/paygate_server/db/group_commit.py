@@ -1,13 +1,15 @@
 """Group commit for SQLite: many logical write transactions, one fsync.
 
 SQLite commits one transaction at a time and, with ``synchronous=FULL``, each commit is
-an fsync: measured here ≈ 3,200 single-row commits/s against ≈ 24,700 rows/s in batches
-(REFERENCES.md). So writers share a batch: each logical transaction ("unit") runs on the one
-write connection inside a ``SAVEPOINT`` — its failure rolls back only itself — and the
-batch's single ``COMMIT`` makes all of them durable together. A unit's caller gets control
-back only after that commit, so "returned" still means "durable". The last unit of a burst
-(no one else waiting) commits at once, so an idle gateway pays no extra latency; a busy one
-commits at least every ``max_units`` units or ``max_age_s`` seconds.
+an fsync: ≈ 3,200 single-row commits/s against ≈ 24,700 rows/s in batches, measured on the
+development machine when this was written (the figure is recorded nowhere else;
+``docs/performance.md`` has the current per-payment costs). So writers share a batch:
+each logical transaction ("unit") runs on the one write connection inside a ``SAVEPOINT``
+— its failure rolls back only itself — and the batch's single ``COMMIT`` makes all of them
+durable together. A unit's caller gets control back only after that commit, so "returned"
+still means "durable". The last unit of a burst (no one else waiting) commits at once, so
+an idle gateway pays no extra latency; a busy one commits at least every ``max_units``
+units or ``max_age_s`` seconds.
 
 Every unit of a batch sees the uncommitted writes of the units before it; they all commit
 or all fail together, so no unit can act on a write that is then lost.

@@ -10,9 +10,13 @@ exactly-once functions the request path uses:
 - approved / declined → applied;
 - not found → failed, but only once the attempt is older than the safety window
   (``PAYGATE_RECONCILE_NOT_FOUND_AFTER_S``): before that the request may still be on its
-  way; the gateway never keeps a card number to resend, so the policy is to fail. Until
-  then it is asked again at the earlier of the back-off step and the window's end, so the
-  charge fails at the window's end, not at the first back-off step after it;
+  way. It never resends a charge: a direct ``encryptedCard`` is decrypted in memory only,
+  and a vaulted card (token payment), though kept encrypted — the number for as long as
+  the used token's row lives, the CVC until the attempt's outcome or the token's expiry —
+  was given for this attempt, not for a new authorization nobody asked for. So the policy
+  is to fail (the customer can pay again). Until then it is asked again at the earlier of
+  the back-off step and the window's end, so the charge fails at the window's end, not at
+  the first back-off step after it;
 - no answer or an answer it cannot classify → stays ``unknown``, asked again on the
   back-off schedule, and listed by ``paygate reconcile`` for the operator.
 """

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.cdc.changes import Change, Position
+from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.db.statements import Sql, execute, fetch_all
 from paygate_server.ids import new_id
@@ -119,7 +120,7 @@ async def _previous_statuses(conn: AsyncConnection,
     return {key: found[1] for key, found in best.items()}
 
 
-class WebhookConsumer:
+class WebhookConsumer(Consumer):
     name = "webhooks"
     transactional = True
     linger_s = 0.0

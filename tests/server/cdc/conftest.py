@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.changes import Change, Position
+from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
 from paygate_server.db import Database, create_database
@@ -20,7 +21,7 @@ from tests.support.app import TEST_MASTER_KEY
 
 
 @dataclass
-class ListSink:
+class ListSink(Consumer):
     """A relay consumer that records what it receives."""
 
     name: str = "test"

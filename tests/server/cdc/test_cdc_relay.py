@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from sqlalchemy import select, text
 
 from paygate_server.cdc.lease import ConsumerLease
@@ -110,3 +111,50 @@ async def test_a_sink_ahead_of_the_offset_is_not_sent_changes_again(db: Database
     again = Remembers(name="ahead")
     await Relay(db, FAST, [again]).drain()
     assert [c.id for c in again.received] == [c.id for c in sink.received[3:]]
+
+
+async def test_drain_returns_by_its_timeout_when_the_lease_wait_is_longer(db: Database) -> None:
+    """``timeout_s`` bounds the wait for transactions still running; ``lease_timeout_s`` only
+    the wait for the lease — the longer of the two must not stand in for the shorter."""
+    if db.is_sqlite:
+        pytest.skip("SQLite has no transaction a drain waits for (one writer, ids in commit order)")
+    merchant = await new_merchant(db)
+    async with db.write() as conn:
+        await new_intent(conn, merchant)
+    # A transaction that began before the drain and is still running when it ends: the
+    # drain can never catch up with it, so only its own timeout makes it return.
+    async with db.engine.connect() as running:
+        await running.execute(text("SELECT pg_current_xact_id()"))  # takes a transaction id
+        sink = ListSink(name="bounded")
+        started = time.monotonic()
+        counts = await Relay(db, FAST, [sink]).drain(lease_timeout_s=60.0, timeout_s=0.5)
+        took = time.monotonic() - started
+        await running.rollback()
+    assert counts["bounded"] == len(sink.received)
+    assert took < 10.0, f"drain(timeout_s=0.5) took {took:.1f} s"
+
+
+@pytest.mark.parametrize("transactional", [True, False])
+async def test_after_commit_follows_each_committed_batch(db: Database, transactional: bool) -> None:
+    """Every consumer has the hook (declared on :class:`Consumer`, a no-op by default) and the
+    relay calls it once per batch, after the batch's offset committed — in-database and
+    external consumers alike."""
+    merchant = await new_merchant(db)
+    async with db.write() as conn:
+        for _ in range(7):
+            await new_intent(conn, merchant)
+
+    class Counts(ListSink):
+        def __init__(self) -> None:
+            super().__init__(name="hooked", batch_size=3, transactional=transactional)
+            self.seen_at_commit: list[int] = []
+
+        def after_commit(self) -> None:
+            self.seen_at_commit.append(len(self.received))
+
+    sink = Counts()
+    assert (await Relay(db, FAST, [sink]).drain())["hooked"] == 7
+    assert sink.seen_at_commit == [3, 6, 7]
+    # A consumer that does not override it inherits the no-op.
+    plain = ListSink(name="plain")
+    assert (await Relay(db, FAST, [plain]).drain())["plain"] == 7
