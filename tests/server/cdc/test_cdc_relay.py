@@ -119,12 +119,12 @@ async def test_drain_returns_by_its_timeout_when_the_lease_wait_is_longer(db: Da
     if db.is_sqlite:
         pytest.skip("SQLite has no transaction a drain waits for (one writer, ids in commit order)")
     merchant = await new_merchant(db)
-    async with db.write() as conn:
-        await new_intent(conn, merchant)
     # A transaction that began before the drain and is still running when it ends: the
     # drain can never catch up with it, so only its own timeout makes it return.
     async with db.engine.connect() as running:
         await running.execute(text("SELECT pg_current_xact_id()"))  # takes a transaction id
+        async with db.write() as conn:  # a later one commits: the drain's target passes it
+            await new_intent(conn, merchant)
         sink = ListSink(name="bounded")
         started = time.monotonic()
         counts = await Relay(db, FAST, [sink]).drain(lease_timeout_s=60.0, timeout_s=0.5)
