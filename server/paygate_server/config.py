@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
+from paygate_server.cards.keys import DEFAULT_KEY_BITS
+
 __all__ = ["Settings", "normalize_database_url"]
 
 
@@ -57,7 +59,7 @@ class Settings:
     reconcile_schedule_s: tuple[float, ...] = (2.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
     reconcile_not_found_after_s: float = 300.0
     reconcile_sweep_interval_s: float = 5.0
-    card_key_bits: int = 2048
+    card_key_bits: int = DEFAULT_KEY_BITS  # RSA size of new checkout keys (cards/keys.py)
     # Test seam for crash tests: the process SIGKILLs itself at this named point.
     fault_point: str | None = None
     # Background work inside `paygate serve`.

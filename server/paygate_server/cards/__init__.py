@@ -7,11 +7,15 @@
 - :mod:`.pan` — Luhn, brand by BIN, and the SPEC §4 plaintext detector
   (:func:`contains_card_number` over a decoded request body; it skips a JWE only at the
   ciphertext paths the endpoint names).
-- :mod:`.keys` — RSA key generation (3072-bit default), the public JWKS for
-  ``GET /checkout/v1/keys``, PKCS#8 DER (de)serialization for encrypted storage, and the
-  keyed card-number :func:`fingerprint`.
+- :mod:`.keys` — RSA key generation (``DEFAULT_KEY_BITS``, 2048-bit, the one default for
+  every checkout key), the public JWKS for ``GET /checkout/v1/keys``, PKCS#8 DER
+  (de)serialization for encrypted storage, and the keyed card-number :func:`fingerprint`.
+- :mod:`.keystore` — the checkout keys stored sealed in the database (``sealed_keys``),
+  rotation, and the per-process cache of decrypted keys.
 
-This package does no storage, logging or I/O.
+Only :mod:`.keystore` does I/O (the database); the other modules do no storage, logging
+or I/O, and it is not imported here, so ``import paygate_server.cards`` touches no
+database.
 """
 
 from __future__ import annotations

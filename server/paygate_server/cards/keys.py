@@ -1,11 +1,13 @@
 """The checkout's RSA key pairs, their JWKS, and the keyed card-number fingerprint.
 
-Key size: **3072 bits** by default. NIST SP 800-57 puts RSA-2048 at 112-bit security,
-acceptable only until 2030; 3072 bits is the 128-bit level that matches the AES-256-GCM
-content key, and the cost is paid where it is cheap (one key generation per rotation, one
-RSA-OAEP encryption in the customer's browser). Decryption costs ~3x a 2048-bit key, a few
-milliseconds per tokenization. 2048 is accepted (``generate_private_key(2048)``, and
-:func:`private_key_from_pkcs8_der` loads it) so that tests stay fast; nothing smaller.
+Key size: :data:`DEFAULT_KEY_BITS` (**2048 bits**) by default — the one default every new
+checkout key comes from (``Settings.card_key_bits``, ``PAYGATE_CARD_KEY_BITS``, the key
+store, :func:`generate_private_key`). NIST SP 800-57 puts RSA-2048 at 112-bit security,
+acceptable through 2030, and one RSA-OAEP decryption runs per payment, on the hot path:
+3072 bits (the 128-bit level) costs about four times as much per decryption, so it is a
+setting (``PAYGATE_CARD_KEY_BITS=3072``), not the default (decision in
+``docs/processing.md``, "Checkout keys"). Nothing under :data:`MIN_KEY_BITS` is generated or
+loaded.
 
 Storage is the caller's job: :func:`private_key_to_pkcs8_der` gives the bytes to encrypt
 under the master key, :func:`private_key_from_pkcs8_der` reads them back.
@@ -35,7 +37,7 @@ __all__ = [
     "render_jwks",
 ]
 
-DEFAULT_KEY_BITS: Final = 3072
+DEFAULT_KEY_BITS: Final = 2048
 MIN_KEY_BITS: Final = 2048
 _PUBLIC_EXPONENT: Final = 65537
 

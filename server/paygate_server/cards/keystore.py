@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.cards.keys import (
+    DEFAULT_KEY_BITS,
     generate_private_key,
     new_kid,
     private_key_from_pkcs8_der,
@@ -35,9 +36,6 @@ __all__ = ["CardKeyStore", "RETIRED_GRACE", "CARD_KEY_PURPOSE", "rotate_card_key
 
 CARD_KEY_PURPOSE = "card-jwe"
 RETIRED_GRACE = timedelta(hours=25)
-# 2048-bit RSA: NIST-acceptable through 2030 and ~4x cheaper to decrypt than 3072 — one
-# RSA decryption per payment is on the hot path. Configurable with PAYGATE_CARD_KEY_BITS.
-CARD_KEY_BITS = 2048
 
 
 async def _insert_new_key(conn: AsyncConnection, master: MasterKey, bits: int) -> str:
@@ -52,7 +50,7 @@ async def _insert_new_key(conn: AsyncConnection, master: MasterKey, bits: int) -
     return kid
 
 
-async def rotate_card_key(db: Database, master: MasterKey, *, bits: int = CARD_KEY_BITS) -> tuple[list[str], str]:
+async def rotate_card_key(db: Database, master: MasterKey, *, bits: int = DEFAULT_KEY_BITS) -> tuple[list[str], str]:
     """Retire the active key(s) and create a new active one: (retired kids, new kid)."""
     async with db.write() as conn:
         retired = [r.kid for r in await conn.execute(
@@ -66,7 +64,7 @@ async def rotate_card_key(db: Database, master: MasterKey, *, bits: int = CARD_K
 
 
 class CardKeyStore:
-    def __init__(self, db: Database, master: MasterKey, *, bits: int = CARD_KEY_BITS) -> None:
+    def __init__(self, db: Database, master: MasterKey, *, bits: int = DEFAULT_KEY_BITS) -> None:
         self._db = db
         self._master = master
         self._bits = bits

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import inspect
 import json
+import re
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -22,15 +25,37 @@ from paygate_server.cards import (
     public_jwk,
     render_jwks,
 )
+from paygate_server.cards.keystore import CardKeyStore, rotate_card_key
+from paygate_server.config import Settings
+from tests.support.app import running_gateway
+from tests.support.app import test_settings as settings_for
 
 
 def _b64url_int(value: str) -> int:
     return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
 
 
-def test_default_key_size_is_3072() -> None:
-    assert DEFAULT_KEY_BITS == 3072
-    assert generate_private_key().key_size == 3072
+def _documented_default_bits() -> int:
+    """The default of ``PAYGATE_CARD_KEY_BITS`` in the operator's configuration table."""
+    table = (Path(__file__).parents[3] / "docs" / "operations.md").read_text()
+    found = re.search(r"^\| `PAYGATE_CARD_KEY_BITS` \| `(\d+)` \|", table, re.MULTILINE)
+    assert found, "docs/operations.md lists no default for PAYGATE_CARD_KEY_BITS"
+    return int(found.group(1))
+
+
+async def test_every_checkout_key_default_is_the_documented_size(fresh_database_url: str, tmp_path: Path) -> None:
+    """One default for the RSA size (``DEFAULT_KEY_BITS``), the documented one, wherever a
+    key can be made: the settings, the key store and rotation, the bare generator — and
+    the key a fresh gateway actually generates and publishes."""
+    documented = _documented_default_bits()
+    assert DEFAULT_KEY_BITS == documented
+    assert Settings().card_key_bits == documented
+    for made_by in (rotate_card_key, CardKeyStore.__init__):
+        assert inspect.signature(made_by).parameters["bits"].default == documented, made_by
+    assert generate_private_key().key_size == documented
+    async with running_gateway(settings_for(fresh_database_url, tmp_path)) as g:
+        jwks = (await g.http.get("/checkout/v1/keys")).json()
+    assert [_b64url_int(k["n"]).bit_length() for k in jwks["keys"]] == [documented]
 
 
 @pytest.mark.parametrize("bits", [1024, 2047, 0])
