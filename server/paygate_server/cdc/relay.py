@@ -147,7 +147,8 @@ class Relay:
         """Deliver everything committed so far to every consumer, then return (``--once``).
 
         On PostgreSQL "so far" means every transaction that had begun when the drain
-        started: the drain waits (up to ``timeout_s``) for those still running to end.
+        started: the drain waits (up to ``timeout_s``, for the whole drain) for those still
+        running to end. ``lease_timeout_s`` bounds only the wait for each consumer's lease.
         """
         counts = {}
         target = None
