@@ -29,12 +29,15 @@ FAST_RECONCILE = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _no_secrets_in_server_logs(scan_server_logs: SessionLogs) -> Iterator[None]:
+def _no_secrets_in_server_logs(scan_server_logs: SessionLogs, request: pytest.FixtureRequest) -> Iterator[None]:
     """Every line the module's gateway and simulator processes logged is scanned for card
-    numbers, CVCs, secrets and signatures (teardown runs after the stack has stopped)."""
+    numbers, CVCs, secrets and signatures (teardown runs after the stack has stopped). A
+    module whose processes serve no HTTP requests (``SERVES_REQUESTS = False``: the relay
+    crash test drives ``paygate relay``) is scanned too, but cannot show request lines."""
     yield
     scan_server_logs.assert_clean()
-    assert scan_server_logs.request_lines > 0, "no request log line reached the scan: it proves nothing"
+    if getattr(request.module, "SERVES_REQUESTS", True):
+        assert scan_server_logs.request_lines > 0, "no request log line reached the scan: it proves nothing"
 
 
 __all__ = ["scan_server_logs"]

@@ -36,6 +36,9 @@ from paygate_server.webhooks.repository import insert_endpoint
 from tests.server.cdc.conftest import all_changes, assert_exactly_once_in_order, new_intent, new_merchant, touch
 from tests.support.app import TEST_MASTER_KEY
 
+# Only `paygate relay` processes: no HTTP requests to log (tests/e2e/conftest.py).
+SERVES_REQUESTS = False
+
 ROUNDS = int(os.environ.get("PAYGATE_RELAY_CRASH_ROUNDS", "6"))
 FAULTS = ["relay_after_deliver", None, "archive_after_segment", None, "broker_mid_batch", None]
 NATS_URL = os.environ.get("PAYGATE_TEST_NATS_URL", "nats://127.0.0.1:4222")
