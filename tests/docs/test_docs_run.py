@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.docs.blocks import RUNNABLE, Block, blocks_of, documents
+from tests.docs.blocks import REPO, RUNNABLE, Block, blocks_of, documents
 from tests.examples.demo_process import Demo, running_demo
 
 BLOCK_TIMEOUT_S = 90
@@ -111,7 +111,7 @@ def _run_sh(block: Block, code: str, session: Session) -> None:
         f"\n--- stderr\n{result.stderr}")
 
 
-@pytest.mark.parametrize("document", DOCS, ids=lambda d: d.name if d.parent.name == "docs" else str(d.parent.name + "/" + d.name))
+@pytest.mark.parametrize("document", DOCS, ids=lambda d: str(d.relative_to(REPO)))
 def test_every_block_runs_as_written(document: Path, session: Session) -> None:
     namespace: dict[str, Any] = {"__name__": "__docs__"}
     loop = asyncio.new_event_loop()
