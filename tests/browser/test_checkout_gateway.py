@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from tests.browser.conftest import (
     launch_browser,
 )
 from tests.e2e.conftest import Stack, running_stack
+from tests.support.eventually import eventually_sync
 from tests.support.processes import make_merchant, start_gateway
 from tests.support.signing import Credentials, SignedClient
 
@@ -61,17 +61,6 @@ def off_thread(fn: Callable[..., T], *args: Any) -> T:
 def run_async(make: Callable[[], Awaitable[T]]) -> T:
     """Run async code beside Playwright's sync API (see the module docstring)."""
     return off_thread(lambda: asyncio.run(make()))  # type: ignore[arg-type]
-
-
-def wait_until(predicate: Callable[[], Any], *, deadline_s: float = 15.0, what: str = "condition") -> Any:
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # polling a condition in another process, bounded by the deadline
 
 
 @dataclass
@@ -168,17 +157,6 @@ def _fill(frame: Any, number: str = "4242 4242 4242 4242") -> None:
     frame.locator("#pg-name").press_sequentially("Jane Doe")
 
 
-async def _wait_final(shop: SignedClient, intent_id: str) -> dict[str, Any]:
-    end = time.monotonic() + 20
-    wait = 0
-    while time.monotonic() < end:
-        status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={intent_id}&wait={wait}")).json()
-        if status["status"] in ("succeeded", "failed", "canceled"):
-            return status
-        wait = 5
-    raise AssertionError(f"{intent_id} did not finish: {status}")
-
-
 def _process(real: Real, creds: Credentials, intent_id: str, token: str) -> httpx.Response:
     return real.api(creds, lambda shop: shop.post("/api/v1/payment/process", {
         "paymentIntentId": intent_id, "paymentMethod": "card", "paymentDetails": {"token": token}}))
@@ -260,7 +238,7 @@ def test_pay_with_a_token_from_the_frame(real: Real, page_factory: Any, tmp_path
     # The merchant's server charges the token through the signed API.
     answer = _process(real, creds, pid, token["token"])
     assert answer.status_code == 200, answer.text
-    final = real.api(creds, lambda shop: _wait_final(shop, pid))
+    final = real.api(creds, lambda shop: shop.final_status(pid))
     assert final["status"] == "succeeded" and final["amount"] == 2599
     charges = real.stack.charges_at_processor(pid)
     assert [(c["status"], c["amount"]) for c in charges] == [("approved", 2599)]
@@ -276,7 +254,7 @@ def test_pay_with_a_token_from_the_frame(real: Real, page_factory: Any, tmp_path
                           .where(vault_cards.c.intent_id == pid))
         return rows if rows and rows[0].cvc_sealed is None else None
 
-    rows = wait_until(vault_state, what="the CVC to be dropped")
+    rows = eventually_sync(vault_state, interval=0.05, what="the CVC to be dropped")
     assert len(rows) == 1 and rows[0].used_at is not None
 
     # Nothing captured on the wire carries the card in the clear: the browser's whole flow
@@ -384,8 +362,8 @@ def test_expired_token_is_refused(real: Real, tmp_path: Path) -> None:
         r = _tokenize(short.base_url, intent["clientSecret"])
         assert r.status_code == 200, r.text
     # Expired, then purged (its card was never charged: the whole row goes).
-    wait_until(lambda: not real.query(select(vault_cards.c.id).where(
-        vault_cards.c.intent_id == intent["paymentIntentId"])), what="the expired token to be purged")
+    eventually_sync(lambda: not real.query(select(vault_cards.c.id).where(
+        vault_cards.c.intent_id == intent["paymentIntentId"])), interval=0.05, what="the expired token to be purged")
     refused = _process(real, creds, intent["paymentIntentId"], r.json()["token"])
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "token_invalid"
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import FAST_RECONCILE
 from tests.examples.demo_process import REPO, Demo, running_demo
+from tests.support.eventually import eventually_sync
 
 ADMIN_PASSWORD = "browser-test-admin"
 PAN = "4242424242424242"
@@ -33,17 +33,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         assert f"(password: {ADMIN_PASSWORD})" in running.banner
         assert "4000 0000 0000 1026" in running.banner
         yield running
-
-
-def wait_until(predicate: Callable[[], Any], *, deadline_s: float = 20.0, what: str = "condition") -> Any:
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)  # polling another process's state, bounded by the deadline
 
 
 # --- shopping ---------------------------------------------------------------------------
@@ -128,10 +117,10 @@ def test_paying_with_4242_shows_paid_live_and_the_shop_gets_the_webhook(demo: De
     expect(page.locator("#order-card")).to_have_text("Visa •••• 4242")
 
     # The storefront heard it from the gateway too: a signed, verified webhook.
-    order = wait_until(
-        lambda: (o := admin_order(page, demo, order_id))
-        and "payment_intent.succeeded" in [e["type"] for e in o["webhookEvents"]] and o,
-        what="the payment_intent.succeeded webhook")
+    order = eventually_sync(
+        lambda: admin_order(page, demo, order_id),
+        until=lambda o: bool(o) and "payment_intent.succeeded" in [e["type"] for e in o["webhookEvents"]],
+        timeout=20, interval=0.1, what="the payment_intent.succeeded webhook")
     assert order["status"] == "paid" and order["total"] == 1800 + 2400 + 500
     with demo.sdk() as client:
         intent = client.payment_intents.get(order["paymentIntentId"])
@@ -217,10 +206,10 @@ def test_a_refund_from_the_admin_page_reaches_the_gateway(demo: Demo, page_facto
     page.reload()
     expect(page.locator("#order-status")).to_have_text("Refunded")
     expect(page.locator("#order-refunded")).to_have_text("$43.00")
-    order = wait_until(
-        lambda: (o := admin_order(page, demo, order_id))
-        and [e["type"] for e in o["webhookEvents"]].count("refund.succeeded") == 2 and o,
-        what="both refund.succeeded webhooks")
+    order = eventually_sync(
+        lambda: admin_order(page, demo, order_id),
+        until=lambda o: bool(o) and [e["type"] for e in o["webhookEvents"]].count("refund.succeeded") == 2,
+        timeout=20, interval=0.1, what="both refund.succeeded webhooks")
     assert order["amountRefunded"] == 4300 and len(order["refunds"]) == 2
 
 
@@ -300,8 +289,8 @@ def test_screenshots(demo: Demo, page_factory: Any) -> None:
     admin.fill("#refund-amount", "4.00")
     admin.locator("#refund-button").click()
     expect(admin.locator("#admin-order-status")).to_have_text("Partially refunded")
-    wait_until(lambda: "refund.succeeded" in [e["type"] for e in admin_order(page, demo, order_id)["webhookEvents"]],
-               what="the refund webhook")
+    eventually_sync(lambda: "refund.succeeded" in [e["type"] for e in admin_order(page, demo, order_id)["webhookEvents"]],
+                    timeout=20, interval=0.1, what="the refund webhook")
     admin.goto(f"{demo.shop}/admin/orders/{order_id}")
     shot(admin, "storefront-admin-order.png")
 

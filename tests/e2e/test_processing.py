@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -18,7 +17,6 @@ import paygate
 from tests.e2e.conftest import Stack
 from tests.support.signing import SignedClient
 
-FINAL = {"succeeded", "failed", "canceled"}
 
 # card -> (final status, decline code or error code); SPEC §7.
 CARDS = {
@@ -47,16 +45,6 @@ def encrypted(stack: Stack, number: str, **kw: Any) -> str:
     return paygate.encrypt_card(jwks(stack), number=number, exp_month=12, exp_year=2034, cvc=cvc, **kw)
 
 
-async def wait_final(shop: SignedClient, pid: str, deadline_s: float = 30) -> dict[str, Any]:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        r = await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}&wait=5")
-        status = r.json()
-        if status["status"] in FINAL:
-            return status
-    raise AssertionError(f"{pid} not final after {deadline_s}s: {status}")
-
-
 async def process(shop: SignedClient, pid: str, jwe: str, **kw: Any) -> httpx.Response:
     return await shop.post("/api/v1/payment/process", {
         "paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}}, **kw)
@@ -70,7 +58,7 @@ def test_every_test_card_ends_as_specified(stack: Stack) -> None:
         r = await process(shop, intent["paymentIntentId"], encrypted(stack, number), idempotency_key=f"p-{number}")
         assert r.status_code == 200, r.text
         assert r.json()["status"] in {"in_progress", "succeeded", "failed"}
-        return number, r.json(), await wait_final(shop, intent["paymentIntentId"])
+        return number, r.json(), await shop.final_status(intent["paymentIntentId"])
 
     async def run() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
         async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=40) as http:
@@ -111,7 +99,7 @@ def test_concurrent_process_calls_charge_once(stack: Stack) -> None:
             pid = (await shop.create_intent())["paymentIntentId"]
             jwe = encrypted(stack, "4242424242424242")
             results = await asyncio.gather(*(process(shop, pid, jwe, idempotency_key=f"k{i}") for i in range(200)))
-            await wait_final(shop, pid)
+            await shop.final_status(pid)
             return pid, results
 
     pid, results = asyncio.run(run())

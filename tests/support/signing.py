@@ -12,7 +12,12 @@ import httpx
 
 from paygate._signing import compute_signature, format_timestamp
 
+from tests.support.eventually import eventually
+
 __all__ = ["Credentials", "SignedClient"]
+
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -68,3 +73,17 @@ class SignedClient:
         response = await self.post("/api/v1/payment/intent", body)
         assert response.status_code == 201, response.text
         return response.json()
+
+    async def final_status(self, intent_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        """The intent's status once it is final, long-polling the status endpoint. "failed" is
+        not final for the long-poll (the intent may be processed again): the first look
+        does not wait."""
+        waits = iter([0])
+
+        async def look() -> dict[str, Any]:
+            target = f"/api/v1/payment/status?paymentIntentId={intent_id}&wait={next(waits, 5)}"
+            status: dict[str, Any] = (await self.get(target)).json()
+            return status
+
+        return await eventually(look, until=lambda s: s.get("status") in FINAL_STATUSES, timeout=timeout,
+                                interval=0, what=f"{intent_id} to be final")  # the long-poll paces it

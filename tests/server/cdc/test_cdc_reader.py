@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import pytest
 from sqlalchemy import func, select, text
@@ -16,6 +15,7 @@ from paygate_server.config import Settings
 from paygate_server.db import Database
 from paygate_server.db.schema import change_log
 from tests.server.cdc.conftest import ListSink, all_changes, assert_exactly_once_in_order, new_intent, new_merchant, touch
+from tests.support.eventually import eventually
 
 
 async def _read_all(db: Database, pos: Position, limit: int = 3) -> tuple[list[Change], Position]:
@@ -122,10 +122,9 @@ async def test_concurrent_differently_long_transactions_skip_nothing(db: Databas
     try:
         await asyncio.gather(*(writer(n) for n in range(8)))
         expected = await all_changes(db)
-        deadline = time.monotonic() + 30
-        while "test" not in relay.stats or relay.stats["test"].delivered < len(expected):  # offsets saved too
-            assert time.monotonic() < deadline, f"relay delivered {len(sink.received)} of {len(expected)}"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: relay.stats["test"].delivered if "test" in relay.stats else 0,  # offsets saved too
+                         until=lambda delivered: delivered >= len(expected), timeout=30,
+                         what=f"the relay to deliver all {len(expected)} changes")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

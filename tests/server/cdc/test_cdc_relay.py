@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from sqlalchemy import select, text
@@ -13,15 +12,9 @@ from paygate_server.config import Settings
 from paygate_server.db import Database
 from paygate_server.db.schema_history import cdc_offsets
 from tests.server.cdc.conftest import ListSink, all_changes, assert_exactly_once_in_order, new_intent, new_merchant, touch
+from tests.support.eventually import eventually
 
 FAST = Settings(relay_poll_interval_s=0.01, relay_lease_retry_s=0.02)
-
-
-async def _wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_lease_is_exclusive_and_released(db: Database) -> None:
@@ -38,17 +31,14 @@ async def test_lease_is_exclusive_and_released(db: Database) -> None:
 
 async def test_a_dead_lease_holders_connection_frees_the_lease(db: Database) -> None:
     if db.is_sqlite:
-        return  # flock: released by the kernel with the process (the e2e crash test shows it)
+        pytest.skip("SQLite leases are flocks, released by the kernel with the process (the e2e crash test shows it)")
     a, b = ConsumerLease(db, "archive"), ConsumerLease(db, "archive")
     assert await a.acquire()
     async with a.read() as conn:
         pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
     async with db.read() as conn:
         await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-    deadline = time.monotonic() + 10
-    while not await b.acquire():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await eventually(b.acquire, timeout=10, interval=0.05, what="the lease freed")
     await b.release()
     await a.release()  # the broken connection is discarded, not returned to the pool
 
@@ -64,7 +54,7 @@ async def test_two_relays_on_one_consumer_deliver_each_change_once(db: Database)
                 pid = await new_intent(conn, merchant)
                 await touch(conn, pid, "canceled")
         expected = await all_changes(db)
-        await _wait_for(lambda: len(one.received) + len(two.received) >= len(expected))
+        await eventually(lambda: len(one.received) + len(two.received) >= len(expected))
     finally:
         for t in tasks:
             t.cancel()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, AsyncIterator, Callable
 
 import pytest
@@ -17,16 +18,12 @@ from paygate_server.cdc.relay import ConsumerStats, Relay
 from paygate_server.config import Settings
 from paygate_server.db import Database
 from tests.server.cdc.conftest import ListSink, all_changes, assert_exactly_once_in_order, new_intent, new_merchant
+from tests.support.eventually import eventually
 
 # A poll far beyond every wait below: whatever is delivered in time was not found by polling.
 NO_POLL = Settings(relay_poll_interval_s=60.0, relay_lease_retry_s=0.02)
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+# Polled often: the tests below time how soon the relay reads.
+_until = partial(eventually, timeout=20.0, interval=0.005)
 
 
 @dataclass

@@ -1,9 +1,6 @@
 """Helpers for the checkout and vault tests: encrypted cards, tokens, raw rows."""
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -17,7 +14,7 @@ from sqlalchemy import select
 
 from tests.support.app import InProcessGateway
 
-__all__ = ["VISA", "encrypt", "resolved_card", "tokenize", "vault_row", "wait_for"]
+__all__ = ["VISA", "encrypt", "resolved_card", "tokenize", "vault_row"]
 
 VISA = "4242424242424242"
 CVC = "731"
@@ -48,16 +45,3 @@ async def vault_row(gw: InProcessGateway, **where: Any) -> Any:
         for name, value in where.items():
             query = query.where(vault_cards.c[name] == value)
         return (await conn.execute(query)).first()
-
-
-async def wait_for(predicate: Callable[[], Awaitable[Any]], *, deadline_s: float = 10.0,
-                   what: str = "condition") -> Any:
-    """Poll an async predicate until it is truthy (bounded by a deadline)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)

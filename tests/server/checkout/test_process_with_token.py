@@ -15,9 +15,10 @@ from paygate_server.processing.attempts import MAX_FAILED_ATTEMPTS
 from paygate_server.simulator.testing import TestCards
 from sqlalchemy import select
 
-from tests.server.checkout.helpers import tokenize, vault_row, wait_for
+from tests.server.checkout.helpers import tokenize, vault_row
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
+from tests.support.eventually import eventually
 from tests.support.signing import SignedClient
 
 PROCESS = "/api/v1/payment/process"
@@ -34,17 +35,6 @@ async def _process(shop: SignedClient, intent_id: str, token: str, **kw: Any) ->
                                      "paymentDetails": {"token": token}}, **kw)
 
 
-async def _final(shop: SignedClient, intent_id: str) -> dict[str, Any]:
-    end = time.monotonic() + 20
-    wait = 0  # "failed" is not final for the long-poll (it may be processed again): look first
-    while time.monotonic() < end:
-        status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={intent_id}&wait={wait}")).json()
-        if status["status"] in ("succeeded", "failed", "canceled"):
-            return status
-        wait = 5
-    raise AssertionError(f"{intent_id} not final: {status}")
-
-
 async def test_token_pays_once_and_the_cvc_goes(pgw: InProcessGateway) -> None:
     shop = await pgw.new_merchant()
     intent = await shop.create_intent()
@@ -53,9 +43,9 @@ async def test_token_pays_once_and_the_cvc_goes(pgw: InProcessGateway) -> None:
     r = await _process(shop, pid, token)
     assert r.status_code == 200, r.text
     assert r.json()["card"] == {"brand": "visa", "last4": "4242", "expMonth": 12, "expYear": 2034}
-    assert (await _final(shop, pid))["status"] == "succeeded"
+    assert (await shop.final_status(pid))["status"] == "succeeded"
     # The CVC is dropped once the authorization has an outcome.
-    await wait_for(lambda: _cvc_gone(pgw, pid), what="the CVC to be dropped")
+    await eventually(lambda: _cvc_gone(pgw, pid), timeout=10, what="the CVC to be dropped")
     row = await vault_row(pgw, intent_id=pid)
     assert row.used_at is not None and row.pan_sealed is not None
 
@@ -120,7 +110,7 @@ async def test_expired_token_is_refused(short_ttl_pgw: InProcessGateway) -> None
     async def expired() -> bool:
         return time.time_ns() // 1000 > row.expires_at
 
-    await wait_for(expired, what="the token's expiry")
+    await eventually(expired, timeout=10, what="the token's expiry")
     r = await _process(shop, intent["paymentIntentId"], token)
     assert r.status_code == 400 and r.json()["error"]["code"] == "token_invalid"
 
@@ -133,7 +123,7 @@ async def test_ten_failed_attempts_then_rate_limited(pgw: InProcessGateway) -> N
     for attempt in range(MAX_FAILED_ATTEMPTS):
         r = await _process(shop, pid, await _token(pgw, intent, TestCards.GENERIC_DECLINE))
         assert r.status_code == 200, (attempt, r.text)
-        assert (await _final(shop, pid))["status"] == "failed"
+        assert (await shop.final_status(pid))["status"] == "failed"
     r = await _process(shop, pid, spare)
     assert r.status_code == 429, r.text
     assert r.json()["error"]["code"] == "rate_limited" and int(r.headers["retry-after"]) > 0
@@ -152,14 +142,14 @@ async def test_a_refused_process_does_not_burn_the_token(pgw: InProcessGateway) 
     pid = intent["paymentIntentId"]
     declined = await _token(pgw, intent, TestCards.GENERIC_DECLINE)
     assert (await _process(shop, pid, declined, idempotency_key="pay-1")).status_code == 200
-    assert (await _final(shop, pid))["status"] == "failed"  # processable again
+    assert (await shop.final_status(pid))["status"] == "failed"  # processable again
     second = await _token(pgw, intent)
     r = await _process(shop, pid, second, idempotency_key="pay-1")
     assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_key_reused", r.text
     assert (await vault_row(pgw, intent_id=pid, last4="4242")).used_at is None
     r = await _process(shop, pid, second, idempotency_key="pay-2")
     assert r.status_code == 200, r.text
-    assert (await _final(shop, pid))["status"] == "succeeded"
+    assert (await shop.final_status(pid))["status"] == "succeeded"
 
 
 async def test_a_retry_racing_the_original_never_burns_or_refuses(pgw: InProcessGateway) -> None:
@@ -200,4 +190,4 @@ async def test_a_retry_racing_the_original_never_burns_or_refuses(pgw: InProcess
     async with pgw.gateway.db.read() as conn:
         attempts = (await conn.execute(select(transactions.c.id).where(transactions.c.intent_id == pid))).all()
     assert len(attempts) == 1
-    assert (await _final(shop, pid))["status"] == "succeeded"
+    assert (await shop.final_status(pid))["status"] == "succeeded"

@@ -28,6 +28,7 @@ from paygate_server.db.statements import Sql, execute
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as settings_for
 from tests.support.databases import pg_base_url
+from tests.support.eventually import eventually
 
 DEADLINE_S = 20.0
 
@@ -51,10 +52,8 @@ async def _terminate_backends(database: str) -> None:
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = $1 AND pid <> pg_backend_pid()) t", database)
         assert killed > 0
-        deadline = time.monotonic() + DEADLINE_S
-        while await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database):
-            assert time.monotonic() < deadline, "backends still alive"
-            await asyncio.sleep(0.02)  # polling a condition, with a deadline
+        await eventually(lambda: admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database),
+                         until=lambda alive: alive == 0, timeout=DEADLINE_S, what="the backends to be gone")
     finally:
         await admin.close()
 
@@ -70,14 +69,14 @@ def _unavailable(r: httpx.Response) -> None:
 
 async def _until_ok(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
     """The gateway recovers by itself: a later request succeeds, within a deadline."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
+    async def answer() -> httpx.Response:
         r = await call()
-        if r.status_code < 300:
-            return r
-        _unavailable(r)
-        assert time.monotonic() < deadline, "the gateway did not reconnect"
-        await asyncio.sleep(0.05)
+        if r.status_code >= 300:
+            _unavailable(r)  # until then, every answer is a proper 503
+        return r
+
+    return await eventually(answer, until=lambda r: r.status_code < 300, timeout=DEADLINE_S, interval=0.05,
+                            what="the gateway to reconnect")
 
 
 # --- the classification, on real errors ----------------------------------------------

@@ -17,9 +17,10 @@ from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 from paygate_server.vault import DATA_KEY_PURPOSE, VaultService, hash_token, rotate_data_key
 from sqlalchemy import select, text, update
 
-from tests.server.checkout.helpers import CVC, VISA, resolved_card, vault_row, wait_for
+from tests.server.checkout.helpers import CVC, VISA, resolved_card, vault_row
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
+from tests.support.eventually import eventually
 
 MASTERCARD = "5555555555554444"
 
@@ -113,7 +114,7 @@ async def test_expired_token_is_refused_and_purged(short_ttl_gw: InProcessGatewa
     unused = await _store(gw, mid, pid)
     used = await _store(gw, mid, pid)
     await _vault(gw).redeem(used.token, merchant_id=mid, intent_id=pid)  # outcome never known
-    await wait_for(lambda: _past(used.expires_at), what="the tokens' expiry")
+    await eventually(lambda: _past(used.expires_at), timeout=10, what="the tokens' expiry")
     with pytest.raises(ApiError) as expired:
         await _vault(gw).redeem(unused.token, merchant_id=mid, intent_id=pid)
     assert expired.value.code == "token_invalid"

@@ -20,6 +20,7 @@ from paygate_server.webhooks import guard
 from tests.server.webhooks.receiver import Received, Receiver
 from tests.support.app import TEST_MASTER_KEY, InProcessGateway, running_gateway
 from tests.support.app import test_settings as gateway_settings
+from tests.support.eventually import eventually
 from tests.support.signing import SignedClient
 
 HOOKS = "/api/v1/webhooks"
@@ -42,13 +43,6 @@ async def live(make_gateway: Callable[..., Any]) -> AsyncIterator[InProcessGatew
         yield g
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 async def endpoint(shop: SignedClient, url: str, **extra: Any) -> dict[str, Any]:
     r = await shop.post(HOOKS, {"url": url, **extra})
     assert r.status_code == 201, r.text
@@ -68,7 +62,7 @@ async def test_deliveries_verify_with_standardwebhooks(live: InProcessGateway) -
         intent = await shop.create_intent()
         pid = intent["paymentIntentId"]
         assert (await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})).status_code == 200
-        await wait_until(lambda: len(everything.requests) >= 2 and len(only_canceled.requests) >= 1, what="deliveries")
+        await eventually(lambda: len(everything.requests) >= 2 and len(only_canceled.requests) >= 1, what="deliveries")
 
         payloads = sorted((verified(r, hook["secret"]) for r in everything.requests), key=lambda p: p["timestamp"])
         assert [p["type"] for p in payloads] == ["payment_intent.created", "payment_intent.canceled"]
@@ -111,10 +105,8 @@ async def test_a_receiver_failing_for_a_while_gets_every_event_with_the_same_id(
                     select(webhook_events.c.id, webhook_events.c.payload).where(
                         webhook_events.c.merchant_id == shop.creds.merchant_id))}
 
-        deadline = time.monotonic() + 15
-        while len(events := await read_events()) < 4 or not receiver.delivered_ids() >= set(events):
-            assert time.monotonic() < deadline, "timed out waiting for recovery"
-            await asyncio.sleep(0.02)
+        events = await eventually(read_events, until=lambda e: len(e) >= 4 and receiver.delivered_ids() >= set(e),
+                                  what="recovery")
 
         attempts: dict[str, list[Received]] = {}
         for r in receiver.requests:
@@ -129,9 +121,8 @@ async def test_a_receiver_failing_for_a_while_gets_every_event_with_the_same_id(
                 return (await conn.execute(select(webhook_deliveries).where(
                     webhook_deliveries.c.merchant_id == shop.creds.merchant_id))).all()
 
-        while {r.status for r in await rows()} != {"delivered"}:  # recorded just after the 200
-            assert time.monotonic() < deadline, await rows()
-            await asyncio.sleep(0.02)
+        await eventually(rows, until=lambda rs: {r.status for r in rs} == {"delivered"},  # recorded just after the 200
+                         what="every delivery recorded as delivered")
         assert sum(r.attempts for r in await rows()) == 9
 
 
@@ -148,10 +139,7 @@ async def test_410_disables_the_endpoint(live: InProcessGateway) -> None:
         async def status() -> str:
             return (await shop.get(HOOKS)).json()["data"][0]["status"]
 
-        deadline = time.monotonic() + 15
-        while await status() != "disabled":
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await eventually(status, until=lambda s: s == "disabled", what="the endpoint disabled")
         assert len(receiver.requests) == 1  # not retried
         listed = (await shop.get(HOOKS)).json()["data"][0]
         assert listed["webhookEndpointId"] == hook["webhookEndpointId"] and "410" in listed["disabledReason"]
@@ -163,9 +151,7 @@ async def test_410_disables_the_endpoint(live: InProcessGateway) -> None:
                 return (await conn.execute(select(webhook_events.c.id).where(
                     webhook_events.c.intent_id == pid))).first() is not None
 
-        while not await event_exists():
-            assert time.monotonic() < deadline + 15
-            await asyncio.sleep(0.02)
+        await eventually(event_exists, what="the event")
         async with live.gateway.db.read() as conn:
             pending = (await conn.execute(select(webhook_deliveries).where(
                 webhook_deliveries.c.endpoint_id == hook["webhookEndpointId"],
@@ -191,10 +177,7 @@ async def test_failed_deliveries_are_replayed_with_the_same_id(
                     webhook_deliveries.c.endpoint_id == hook["webhookEndpointId"],
                     webhook_deliveries.c.status == "failed"))).all()
 
-        deadline = time.monotonic() + 15
-        while not (rows := await failed()):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        rows = await eventually(failed, what="the delivery failed")
         assert rows[0].attempts == 5 and rows[0].last_status_code == 500  # 1 + the 4 retries
         assert len(receiver.requests) == 5
 
@@ -205,7 +188,7 @@ async def test_failed_deliveries_are_replayed_with_the_same_id(
                               hook["webhookEndpointId"], "--json"], env={**os.environ, **env},
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and json.loads(out.stdout) == {"replayed": 1}, out.stderr
-        await wait_until(lambda: receiver.delivered_ids(), what="the replayed delivery")
+        await eventually(lambda: receiver.delivered_ids(), what="the replayed delivery")
         assert {r.webhook_id for r in receiver.requests} == receiver.delivered_ids()  # the same id
         verified(receiver.requests[-1], hook["secret"])
 
@@ -224,11 +207,11 @@ async def test_a_slow_endpoint_never_delays_the_others(make_gateway: Callable[..
             await endpoint(fast_shop, fast.url())
             for _ in range(6):
                 await slow_shop.create_intent()
-            await wait_until(lambda: len(slow.requests) >= 2, what="the slow endpoint's first attempts")
+            await eventually(lambda: len(slow.requests) >= 2, what="the slow endpoint's first attempts")
             started = time.monotonic()
             for _ in range(4):
                 await fast_shop.create_intent()
-            await wait_until(lambda: len(fast.delivered_ids()) == 4, timeout=6.0, what="the fast endpoint")
+            await eventually(lambda: len(fast.delivered_ids()) == 4, timeout=6.0, what="the fast endpoint")
             assert time.monotonic() - started < 6.0
             assert len(slow.requests) == 2  # its concurrency bound: the rest wait in the table
             release.set()
@@ -243,7 +226,7 @@ async def test_redirects_are_not_followed(live: InProcessGateway) -> None:
     async with Receiver(moved) as receiver:
         hook = await endpoint(shop, receiver.url(), events=["payment_intent.created"])
         await shop.create_intent()
-        await wait_until(lambda: len(receiver.requests) >= 2, what="a retry")
+        await eventually(lambda: len(receiver.requests) >= 2, what="a retry")
         assert {r.path for r in receiver.requests} == {"/hook"}
         async with live.gateway.db.read() as conn:
             row = (await conn.execute(select(webhook_deliveries).where(
@@ -271,9 +254,6 @@ async def test_a_name_that_later_resolves_to_loopback_is_refused_at_delivery(
                     webhook_deliveries.c.endpoint_id == hook["webhookEndpointId"],
                     webhook_deliveries.c.attempts > 0))).first()
 
-        deadline = time.monotonic() + 15
-        while (row := await attempted()) is None:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        row = await eventually(attempted, what="a delivery attempt")
         assert "loopback, private or link-local" in row.last_error
         assert receiver.requests == []  # the guard runs before any connection

@@ -3,7 +3,6 @@ failed deliveries; each event gets one delivery per enabled endpoint subscribed 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from sqlalchemy import select, update
@@ -20,6 +19,7 @@ from paygate_server.webhooks.events import WebhookConsumer
 from paygate_server.webhooks.repository import insert_endpoint
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)
 from tests.support.app import TEST_MASTER_KEY
+from tests.support.eventually import eventually
 
 FAST = Settings(relay_poll_interval_s=0.01, relay_lease_retry_s=0.02)
 MASTER = MasterKey(bytes.fromhex(TEST_MASTER_KEY))
@@ -83,10 +83,8 @@ async def test_a_failed_delivery_is_redone_with_the_same_events(db: Database) ->
     try:
         await _statuses(db, pid, "in_progress")
         relay.wake()
-        deadline = time.monotonic() + 20
-        while len(await _types(db)) < 2:
-            assert time.monotonic() < deadline, "the in_progress event was never made"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: _types(db), until=lambda types: len(types) >= 2, timeout=20,
+                         what="the in_progress event")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
