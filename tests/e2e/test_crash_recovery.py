@@ -5,12 +5,17 @@ Two gateway processes share the database, as in a multi-worker deployment: the *
 runs with ``PAYGATE_FAULT_POINT`` and kills itself (SIGKILL: no clean-up of any kind) at
 that point of the first payment it handles, then is restarted; the *survivor* serves the
 checks and runs the reconciler.
+
+Rounds (kills) per point: 3 by default, 20 when the run selects the slow set (``-m slow``;
+each database gets them, like every test). The test is marked ``slow`` so that ``-m slow``
+picks it; it counts as a slow-set run when it would not have been selected without that
+mark (see ``_rounds``); the count shows in the test id. ``PAYGATE_CRASH_ROUNDS`` overrides both.
 """
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import httpx
@@ -22,12 +27,50 @@ from tests.e2e.conftest import FAST_RECONCILE, Stack, running_stack
 from tests.support.processes import gateway_env
 from tests.support.signing import SignedClient
 
-ROUNDS = int(os.environ.get("PAYGATE_CRASH_ROUNDS", "20"))
+ROUNDS, SLOW_ROUNDS = 3, 20
 POINTS = ["after_attempt_commit", "during_processor_call", "after_processor_approved"]
 
 
+def _selected(expr: ast.expr, marks: set[str]) -> bool:
+    """Evaluate a ``-m`` expression (``and``/``or``/``not``/names) against a set of marks."""
+    match expr:
+        case ast.BoolOp(op=ast.And(), values=values):
+            return all(_selected(v, marks) for v in values)
+        case ast.BoolOp(op=ast.Or(), values=values):
+            return any(_selected(v, marks) for v in values)
+        case ast.UnaryOp(op=ast.Not(), operand=operand):
+            return not _selected(operand, marks)
+        case ast.Name(id=name) | ast.Call(func=ast.Name(id=name)):
+            return name in marks
+    raise SyntaxError(ast.dump(expr))
+
+
+def _rounds(config: pytest.Config, marks: set[str]) -> int:
+    """20 rounds when the ``-m`` expression selects a test only because it is ``slow``
+    (``-m slow``, ``-m "slow and not browser"``), 3 otherwise (no ``-m``, ``-m "not browser"``)."""
+    if "PAYGATE_CRASH_ROUNDS" in os.environ:
+        return int(os.environ["PAYGATE_CRASH_ROUNDS"])
+    markexpr = (config.getoption("markexpr") or "").strip()
+    if not markexpr:
+        return ROUNDS
+    try:  # pytest's mark grammar is a subset of Python's boolean expressions
+        tree = ast.parse(markexpr, mode="eval").body
+        return ROUNDS if _selected(tree, marks - {"slow"}) else SLOW_ROUNDS
+    except SyntaxError:  # an expression beyond that subset: the default
+        return ROUNDS
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The round count is a parameter, so the test id says it (``[3-rounds-...]``)."""
+    if "rounds" in metafunc.fixturenames:
+        rounds = _rounds(metafunc.config, {m.name for m in metafunc.definition.iter_markers()})
+        metafunc.parametrize("rounds", [rounds], ids=[f"{rounds}-rounds"])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("point", POINTS)
-def test_sigkill_at_each_point_never_double_charges_or_loses(point: str, database_url: str, tmp_path: Path) -> None:
+def test_sigkill_at_each_point_never_double_charges_or_loses(
+        point: str, rounds: int, database_url: str, tmp_path: Path) -> None:
     with running_stack(database_url, tmp_path) as stack:
         if point == "during_processor_call":
             stack.set_faults(latencyMs=600)  # the kill (150 ms in) lands mid-call
@@ -40,17 +83,19 @@ def test_sigkill_at_each_point_never_double_charges_or_loses(point: str, databas
         jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
         intents: list[str] = []
         try:
-            asyncio.run(_crash_rounds(stack, victim, creds, jwks, intents))
+            asyncio.run(_crash_rounds(stack, victim, creds, jwks, intents, rounds))
         finally:
             victim.close()
+        assert len(intents) == rounds
         asyncio.run(_check_settled(stack, creds, intents))
         assert "Traceback" not in stack.gateway.output()
 
 
-async def _crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, intents: list[str]) -> None:  # type: ignore[no-untyped-def]
+async def _crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, intents: list[str],  # type: ignore[no-untyped-def]
+                       rounds: int) -> None:
     async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as survivor_http:
         survivor = SignedClient(survivor_http, creds)
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             victim.start()
             pid = (await survivor.create_intent())["paymentIntentId"]
             intents.append(pid)
@@ -67,15 +112,7 @@ async def _crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, inten
 async def _check_settled(stack: Stack, creds, intents: list[str]) -> None:  # type: ignore[no-untyped-def]
     async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as http:
         shop = SignedClient(http, creds)
-        deadline = time.monotonic() + 60
-        statuses: dict[str, str] = {}
-        for pid in intents:
-            while True:
-                status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}&wait=5")).json()["status"]
-                if status != "in_progress" or time.monotonic() > deadline:
-                    break
-            statuses[pid] = status
-    assert "in_progress" not in statuses.values(), statuses
+        statuses = {pid: (await shop.final_status(pid, timeout=60))["status"] for pid in intents}
     for pid, status in statuses.items():
         approved = [c for c in stack.charges_at_processor(pid) if c["status"] == "approved"]
         # Charges at the processor == succeeded intents: none twice, none lost.
