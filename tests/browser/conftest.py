@@ -22,7 +22,6 @@ import secrets
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.eventually import eventually_sync
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -103,13 +104,12 @@ class ServerThread:
 
     def start(self) -> None:
         self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("test server thread died while starting")
-            if time.monotonic() > deadline:
-                raise TimeoutError("test server did not start within 15 s")
-            self.thread.join(0.01)
+        eventually_sync(self._started, timeout=15, interval=0.01, what="the test server to start")
+
+    def _started(self) -> bool:
+        if not self.thread.is_alive():
+            raise RuntimeError("test server thread died while starting")
+        return bool(self.server.started)
 
     def stop(self) -> None:
         self.server.should_exit = True

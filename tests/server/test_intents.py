@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.support.app import InProcessGateway
+from tests.support.eventually import eventually
 
 INTENT = "/api/v1/payment/intent"
 
@@ -186,8 +187,7 @@ async def test_status_and_long_poll(gw: InProcessGateway) -> None:
     }
     waiter = asyncio.create_task(shop.get(f"/api/v1/payment/status?paymentIntentId={pid}&wait=30"))
     # The waiter is registered once the notifier counts it; then change the intent.
-    while gw.gateway.notifier.waiter_count == 0:
-        await asyncio.sleep(0.005)
+    await eventually(lambda: gw.gateway.notifier.waiter_count, interval=0.005, what="the waiter to register")
     assert not waiter.done()
     await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
     answered = await asyncio.wait_for(waiter, 5)

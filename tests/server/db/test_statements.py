@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from paygate_server.db import create_database
 from paygate_server.db.statements import Sql, execute, fetch_all, fetch_one, fetch_value
+from tests.support.eventually import eventually
 
 _INSERT = Sql("INSERT INTO merchants (id, name, created_at) VALUES (:id, :name, :at)")
 _GET = Sql("SELECT id, name, created_at FROM merchants WHERE id = :id")
@@ -126,9 +127,7 @@ async def test_autocommit_check_in_past_the_pool_size_closes_cleanly(
     try:
         with caplog.at_level(logging.ERROR, logger="sqlalchemy"):
             holders = [asyncio.create_task(hold()) for _ in range(3)]
-            await asyncio.sleep(0)
-            while db.engine.sync_engine.pool.checkedout() < 3:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: db.engine.sync_engine.pool.checkedout() >= 3, what="3 connections held")
             release.set()
             assert await asyncio.gather(*holders) == [1, 1, 1]
         assert db.engine.sync_engine.pool.checkedout() == 0
@@ -168,8 +167,8 @@ async def test_a_burst_past_the_pool_size_waits_instead_of_opening_connections(d
         for _ in range(3):
             gate.clear()
             readers = [asyncio.create_task(read()) for _ in range(12)]
-            while db.engine.sync_engine.pool.checkedout() < 3:
-                await asyncio.sleep(0.005)
+            await eventually(lambda: db.engine.sync_engine.pool.checkedout() >= 3, interval=0.005,
+                             what="the pool's 3 connections held")
             gate.set()
             assert await asyncio.gather(*readers) == [1] * 12
         assert opened == 3
