@@ -52,9 +52,8 @@ def test_no_polling_loop_outside_eventually() -> None:
         if (path, function.name) in NOT_A_WAIT:
             continue
         for node in _own_nodes(function):
-            sleeping_loop = isinstance(node, ast.While) and _calls(node, "sleep")
-            deadline = (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
-                        and _calls(node.left, "monotonic"))
-            if sleeping_loop or deadline:
+            if isinstance(node, ast.While) and _calls(node, "sleep") or (  # a loop that sleeps
+                    isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+                    and _calls(node.left, "monotonic")):  # a deadline: time.monotonic() + timeout
                 loops.append(f"{path}:{node.lineno} {function.name}")
     assert loops == [], "wait with tests.support.eventually: " + ", ".join(loops)
