@@ -138,7 +138,7 @@ async def _scenario(url: str, tmp_path: Path, use_nats: bool) -> None:
                     code = await asyncio.wait_for(proc.wait(), 60)
                     assert code == -signal.SIGKILL, f"round {round_}: relay exited {code} instead of dying at {fault}"
                 else:
-                    await eventually(lambda: _delivered_by_live(db, proc, tmp_path / "relay.log"),
+                    await eventually(lambda proc=proc: _delivered_by_live(db, proc, tmp_path / "relay.log"),
                                      until=lambda n, before=before: n != before, timeout=60,
                                      what="the relay to deliver")
                     await asyncio.sleep(rng.uniform(0, 0.3))  # a random moment mid-stream
