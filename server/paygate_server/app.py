@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import Sequence
+from typing import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,10 +25,13 @@ from paygate_server.http.api import error_response, json_response
 from paygate_server.http.idempotency import prune_idempotency_keys
 from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
 from paygate_server.private_files import private_dir
+from paygate_server import cdc, observability, webhooks
 from paygate_server.cards.keystore import CardKeyStore
 from paygate_server.checkout import endpoints as checkout_endpoints
+from paygate_server.extensions import Extension, check_order, check_provided
 from paygate_server.intents import endpoints as intent_endpoints
 from paygate_server.processing import endpoints as processing_endpoints
+from paygate_server.processing.endpoints import FINGERPRINT_PURPOSE
 from paygate_server.processing.connectors import connector_for_url
 from paygate_server.processing.reconciler import Reconciler
 from paygate_server.processing.service import ProcessingService
@@ -36,28 +39,25 @@ from paygate_server.refunds import endpoints as refund_endpoints
 from paygate_server.refunds.service import RefundService
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.state import Gateway
+from paygate_server.vault import extension as vault_extension
 
 __all__ = ["create_app", "create_app_from_env", "build_gateway"]
 
 log = logging.getLogger("paygate")
 
-# Domains that plug into the gateway. Each module may define:
-#   routes: list[BaseRoute]
-#   middleware: list[Middleware]                      (outermost last)
-#   async def setup(gateway: Gateway) -> None         (register services)
-#   def background_tasks(gateway: Gateway) -> list[Coroutine]   (inside `paygate serve`)
-#   async def teardown(gateway: Gateway) -> None
-EXTENSIONS: tuple[str, ...] = (
-    "paygate_server.cdc", "paygate_server.webhooks",
-    "paygate_server.observability",
-    "paygate_server.vault.extension",
+# Domains that plug into the gateway (paygate_server.extensions.Extension), in set-up order:
+# each declares the gateway slots it requires and provides, and build_gateway refuses an
+# order where one would run before what it needs.
+EXTENSIONS: tuple[Extension, ...] = (
+    cdc.extension,
+    webhooks.extension,  # requires the relay
+    observability.extension,
+    vault_extension.extension,
 )
 
 
-def _extensions() -> list[Any]:
-    return [importlib.import_module(name) for name in EXTENSIONS]
-
-async def build_gateway(settings: Settings) -> Gateway:
+async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EXTENSIONS) -> Gateway:
+    check_order(extensions, Gateway.slot_names())  # before anything is opened
     private_dir(settings.data_dir)  # 0700: the key file, the SQLite files, logs, archives
     db = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size,
                          pool_timeout_s=settings.db_pool_timeout_s)
@@ -70,22 +70,22 @@ async def build_gateway(settings: Settings) -> Gateway:
     authenticator = Authenticator(db, master, tolerance_s=settings.timestamp_tolerance_s,
                                   cache_ttl_s=settings.key_cache_ttl_s)
     notifier = ChangeNotifier(db, poll_interval_s=settings.change_poll_interval_s)
-    gateway = Gateway(settings=settings, db=db, master_key=master, authenticator=authenticator,
-                      notifier=notifier)
     card_keys = CardKeyStore(db, master, bits=settings.card_key_bits)
     await card_keys.ensure_active_key()
     connector = connector_for_url(settings.processor_url,
                                   connect_timeout=settings.processor_connect_timeout_s,
                                   read_timeout=settings.processor_timeout_s)
-    gateway.services.update(
-        card_keys=card_keys,
-        processing=ProcessingService(gateway, connector),
-        refunds=RefundService(gateway, connector),
-        reconciler=Reconciler(db, connector, settings, notifier),
-    )
-    for extension in _extensions():
-        if hasattr(extension, "setup"):
-            await extension.setup(gateway)
+    for extension in extensions:  # wrapped once, before any service holds it
+        connector = extension.wrap_connector(connector)
+    gateway = Gateway(settings=settings, db=db, master_key=master, authenticator=authenticator,
+                      notifier=notifier, card_keys=card_keys, connector=connector,
+                      fingerprint_key=master.derive(FINGERPRINT_PURPOSE))
+    gateway.processing = ProcessingService(gateway, connector)
+    gateway.refunds = RefundService(gateway, connector)
+    gateway.reconciler = Reconciler(db, connector, settings, notifier)
+    for extension in extensions:
+        await extension.setup(gateway)
+        check_provided(extension, gateway)
     return gateway
 
 
@@ -96,7 +96,7 @@ async def _housekeeping(gateway: Gateway) -> None:
             async with gateway.db.write() as conn:
                 await prune_nonces(conn)
                 await prune_idempotency_keys(conn, gateway.settings.idempotency_ttl_s)
-            await gateway.services["card_keys"].reload()
+            await gateway.card_keys.reload()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -104,7 +104,7 @@ async def _housekeeping(gateway: Gateway) -> None:
         await asyncio.sleep(60)
 
 
-def _routes() -> list[BaseRoute]:
+def _routes(extensions: Sequence[Extension]) -> list[BaseRoute]:
     from paygate_server.openapi import openapi_endpoint
 
     return [
@@ -112,7 +112,7 @@ def _routes() -> list[BaseRoute]:
         *processing_endpoints.routes,
         *refund_endpoints.routes,
         *checkout_endpoints.routes,
-        *(route for extension in _extensions() for route in getattr(extension, "routes", [])),
+        *(route for extension in extensions for route in extension.routes),
         Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
         Route("/healthz", _healthz, methods=["GET"]),
     ]
@@ -130,23 +130,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(code, message), request_id_of(request.scope))
 
 
-def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
+def create_app(settings: Settings | None = None, *, serving: bool = False,
+               extensions: Sequence[Extension] = EXTENSIONS) -> Starlette:
     """The gateway. ``serving``: this process exists to serve it (``paygate serve``), so
     the garbage collector is tuned for that once startup is done (:mod:`.heap`)."""
     settings = settings or Settings.from_env()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
-        gateway = await build_gateway(settings)
+        gateway = await build_gateway(settings, extensions)
         await gateway.notifier.start()
         if serving:
             settle_after_startup()
         tasks: list[asyncio.Task[None]] = []
         if settings.run_background:
             tasks.append(asyncio.create_task(_housekeeping(gateway), name="housekeeping"))
-            tasks.append(asyncio.create_task(gateway.services["reconciler"].run_forever(), name="reconciler"))
-            for extension in _extensions():
-                for coro in getattr(extension, "background_tasks", lambda _g: [])(gateway):
+            tasks.append(asyncio.create_task(gateway.reconciler.run_forever(), name="reconciler"))
+            for extension in extensions:
+                for coro in extension.background_tasks(gateway):
                     tasks.append(asyncio.create_task(coro))
         try:
             yield {"gateway": gateway}
@@ -154,17 +155,16 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await gateway.services["processing"].drain(timeout_s=settings.processor_timeout_s)
-            for extension in _extensions():
-                if hasattr(extension, "teardown"):
-                    await extension.teardown(gateway)
+            await gateway.processing.drain(timeout_s=settings.processor_timeout_s)
+            for extension in extensions:
+                await extension.teardown(gateway)
             await gateway.notifier.stop()
             await gateway.db.dispose()
 
     return Starlette(
-        routes=_routes(),
+        routes=_routes(extensions),
         middleware=[
-            *(m for extension in _extensions() for m in getattr(extension, "middleware", [])),
+            *(m for extension in extensions for m in extension.middleware),
             Middleware(RequestIdMiddleware),
         ],
         exception_handlers={HTTPException: _http_error},

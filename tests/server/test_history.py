@@ -44,7 +44,7 @@ async def own_gw(fresh_database_url: str, tmp_path: Path,
 
 
 async def _pay(gw: InProcessGateway, shop: SignedClient, pid: str, number: str) -> dict[str, Any]:
-    jwe = paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number=number,
+    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=number,
                                exp_month=12, exp_year=2034, cvc="123")
     r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
                                                     "paymentDetails": {"encryptedCard": jwe}})

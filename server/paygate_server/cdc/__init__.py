@@ -6,7 +6,7 @@ ships it: :mod:`.relay` pumps each consumer from its durable offset, reading com
 checksummed segments to a folder or S3 (:mod:`.store`, :mod:`.s3`); :mod:`.broker`
 publishes to NATS JetStream; :mod:`.audit` verifies the archive against the database.
 
-As a gateway extension it builds the relay (``gateway.services["relay"]``) with the archive
+As a gateway extension (:data:`extension`) it builds the relay (``gateway.relay``) with the archive
 and, when ``PAYGATE_BROKER_URL`` is set, the broker; other domains add their own consumers
 in their ``setup`` (webhooks does). ``paygate serve`` runs the relay in every worker (the
 leases keep one active per consumer) unless ``PAYGATE_RELAY=0``; ``paygate relay`` runs
@@ -21,19 +21,20 @@ from paygate_server.cdc.broker import BrokerSink, broker_client_for
 from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer, Relay
 from paygate_server.cdc.store import ObjectStore, store_for
+from paygate_server.extensions import Extension
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
 __all__ = ["Change", "Position", "Consumer", "Relay", "ArchiveSink", "ArchiveReader", "BrokerSink",
-           "ObjectStore", "store_for", "setup", "background_tasks", "teardown", "build_relay"]
+           "ObjectStore", "store_for", "CdcExtension", "extension", "build_relay"]
 
 
 def build_relay(gateway: Gateway) -> Relay:
     settings = gateway.settings
     relay = Relay(gateway.db, settings)
     store = store_for(settings)
-    gateway.services["archive_store"] = store
+    gateway.archive_store = store
     relay.add(ArchiveSink(store, batch_size=settings.archive_segment_max_changes,
                           linger_s=settings.archive_linger_s, fault_point=settings.fault_point))
     if settings.broker_url:
@@ -44,19 +45,23 @@ def build_relay(gateway: Gateway) -> Relay:
     return relay
 
 
-async def setup(gateway: Gateway) -> None:
-    relay = build_relay(gateway)
-    gateway.services["relay"] = relay
-    gateway.notifier.add_listener(relay.wake)
+class CdcExtension(Extension):
+    name = "cdc"
+    provides = ("relay", "archive_store")
+
+    async def setup(self, gateway: Gateway) -> None:
+        relay = build_relay(gateway)
+        gateway.relay = relay
+        gateway.notifier.add_listener(relay.wake)
+
+    def background_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
+        if not gateway.settings.relay_enabled:
+            return []
+        return [gateway.relay.run_forever()]
+
+    async def teardown(self, gateway: Gateway) -> None:
+        if gateway.has("archive_store"):
+            await gateway.archive_store.close()
 
 
-def background_tasks(gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
-    if not gateway.settings.relay_enabled:
-        return []
-    return [gateway.services["relay"].run_forever()]
-
-
-async def teardown(gateway: Gateway) -> None:
-    store = gateway.services.get("archive_store")
-    if store is not None:
-        await store.close()
+extension = CdcExtension()

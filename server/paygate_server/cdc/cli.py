@@ -16,14 +16,14 @@ __all__ = ["add_commands"]
 
 
 async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, int] | None:
-    from paygate_server.app import _extensions, build_gateway
+    from paygate_server.app import EXTENSIONS, build_gateway
     from paygate_server.cli import open_database
 
     async with open_database(settings):
         pass  # a missing or unreachable database, or a wrong schema: one line, before anything starts
     gateway = await build_gateway(settings)
     try:
-        relay = gateway.services["relay"]
+        relay = gateway.relay
         if args.consumer:
             unknown = set(args.consumer) - {c.name for c in relay.consumers}
             if unknown:
@@ -41,9 +41,8 @@ async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, 
                 raise CommandError(f"{exc} (is `paygate serve` running the relay? then --once is not needed)") from None
         await gateway.notifier.start()
         work = [relay.run_forever()]
-        dispatcher = gateway.services.get("webhook_dispatcher")
-        if dispatcher is not None and not args.no_dispatch:
-            work.append(dispatcher.run_forever())
+        if gateway.has("webhook_dispatcher") and not args.no_dispatch:
+            work.append(gateway.webhook_dispatcher.run_forever())
         main = asyncio.ensure_future(asyncio.gather(*work))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -52,10 +51,9 @@ async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, 
             await main
         return None
     finally:
-        for extension in _extensions():
-            if hasattr(extension, "teardown"):
-                with contextlib.suppress(Exception):
-                    await extension.teardown(gateway)
+        for extension in EXTENSIONS:
+            with contextlib.suppress(Exception):
+                await extension.teardown(gateway)
         await gateway.notifier.stop()
         await gateway.db.dispose()
 

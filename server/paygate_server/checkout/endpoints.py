@@ -50,8 +50,8 @@ __all__ = ["frame_context", "routes"]
 
 async def jwks(request: Request) -> Response:
     """The public keys browsers (and ``encrypt_card``) encrypt card data to."""
-    store = request.state.gateway.services["card_keys"]
-    return json_response(200, store.jwks(), headers={
+    gateway: Gateway = request.state.gateway
+    return json_response(200, gateway.card_keys.jwks(), headers={
         "Cache-Control": "public, max-age=300",
         "Access-Control-Allow-Origin": "*",
     })

@@ -35,7 +35,6 @@ from paygate_server.processing.endpoints import resolve_encrypted_card
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
-    from paygate_server.vault import VaultService
 
 __all__ = [
     "MAX_TOKENIZATIONS",
@@ -150,7 +149,7 @@ async def _tokenize(gateway: Gateway, body: bytes) -> dict[str, Any]:
         if not counted:
             raise _rate_limited() from None
         raise ApiError("parameter_invalid", UNREADABLE_CARD, param="encryptedCard") from None
-    vault: VaultService = gateway.services["vault"]
+    vault = gateway.vault
     async with db.write() as conn:
         if not await count_tokenization(conn, intent_id):
             raise _rate_limited()

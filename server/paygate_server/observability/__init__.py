@@ -1,10 +1,10 @@
-"""Prometheus metrics at ``GET /metrics`` (an ``app.EXTENSIONS`` domain).
+"""Prometheus metrics at ``GET /metrics`` (:data:`extension`, listed in ``app.EXTENSIONS``).
 
 - ``paygate_http_requests_total{method,route,status}`` and
   ``paygate_http_request_duration_seconds{method,route}`` — pure ASGI middleware, per route
   template; ``paygate_http_requests_in_progress``.
 - ``paygate_processor_request_duration_seconds{connector,operation,outcome}`` — the
-  connector is wrapped at start-up (see :mod:`.connector`).
+  connector is wrapped once at start-up, before any service gets it (see :mod:`.connector`).
 - Read on scrape: ``paygate_payment_intents{status}``, ``paygate_reconcile_backlog``,
   ``paygate_reconcile_overdue``, ``paygate_webhook_backlog`` (once webhooks exist).
 
@@ -19,24 +19,32 @@ from typing import TYPE_CHECKING
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from paygate_server.observability.connector import InstrumentedConnector, instrument_connectors
+from paygate_server.extensions import Extension
+from paygate_server.observability.connector import InstrumentedConnector
 from paygate_server.observability.metrics import mark_process_dead
 from paygate_server.observability.middleware import MetricsMiddleware
 from paygate_server.observability.scrape import DatabaseGauges, metrics_endpoint
 
 if TYPE_CHECKING:
+    from paygate_server.processing.connectors import Connector
     from paygate_server.state import Gateway
 
-__all__ = ["InstrumentedConnector", "MetricsMiddleware", "middleware", "routes", "setup", "teardown"]
+__all__ = ["InstrumentedConnector", "MetricsMiddleware", "ObservabilityExtension", "extension"]
 
-routes = [Route("/metrics", metrics_endpoint, methods=["GET"])]
-middleware = [Middleware(MetricsMiddleware)]
+class ObservabilityExtension(Extension):
+    name = "observability"
+    provides = ("metrics_db",)
+    routes = (Route("/metrics", metrics_endpoint, methods=["GET"]),)
+    middleware = (Middleware(MetricsMiddleware),)
+
+    def wrap_connector(self, connector: Connector) -> Connector:
+        return InstrumentedConnector(connector)
+
+    async def setup(self, gateway: Gateway) -> None:
+        gateway.metrics_db = DatabaseGauges(gateway.settings.metrics_db_refresh_s)
+
+    async def teardown(self, gateway: Gateway) -> None:
+        mark_process_dead()
 
 
-async def setup(gateway: Gateway) -> None:
-    gateway.services["metrics_db"] = DatabaseGauges(gateway.settings.metrics_db_refresh_s)
-    instrument_connectors(gateway)
-
-
-async def teardown(gateway: Gateway) -> None:
-    mark_process_dead()
+extension = ObservabilityExtension()

@@ -1,17 +1,14 @@
 """Processor latency: a connector wrapper that times every call.
 
-Installed by :func:`instrument_connectors` at start-up, without touching the processing
-code: the processing service's public ``connector`` is wrapped, and the refund service and
-reconciler, which hold the *same* connector object in their ``_connector`` attribute, get
-the same wrapper. That attribute name is the one coupling to those modules (a test pins it);
-the clean alternative, proposed in docs/performance.md, is a ``gateway.services
-["connector"]`` that every domain reads.
+The observability extension's ``wrap_connector`` returns it; ``app.build_gateway`` applies
+that once, before building the services, so processing, refunds and the reconciler all
+receive this one wrapper (``gateway.connector``) and nothing is swapped afterwards.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from paygate_server.observability.metrics import PROCESSOR_DURATION
 from paygate_server.processing.connectors import (
@@ -23,10 +20,7 @@ from paygate_server.processing.connectors import (
     SettlementRecord,
 )
 
-if TYPE_CHECKING:
-    from paygate_server.state import Gateway
-
-__all__ = ["InstrumentedConnector", "instrument_connectors"]
+__all__ = ["InstrumentedConnector"]
 
 
 class InstrumentedConnector:
@@ -92,19 +86,3 @@ class InstrumentedConnector:
 
     def __repr__(self) -> str:
         return f"InstrumentedConnector({self.inner!r})"
-
-
-def instrument_connectors(gateway: Gateway) -> InstrumentedConnector | None:
-    processing = gateway.services.get("processing")
-    if processing is None:
-        return None
-    inner = processing.connector
-    if isinstance(inner, InstrumentedConnector):
-        return inner
-    wrapped = InstrumentedConnector(inner)
-    processing.connector = wrapped
-    for name in ("refunds", "reconciler"):
-        service = gateway.services.get(name)
-        if service is not None and getattr(service, "_connector", None) is inner:
-            service._connector = wrapped
-    return wrapped

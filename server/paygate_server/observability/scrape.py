@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -148,7 +148,6 @@ async def metrics_endpoint(request: Request) -> Response:
                                   request_id_of(request.scope))
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
-    gauges: Any = gateway.services["metrics_db"]
-    families = await gauges.collect(gateway)
+    families = await gateway.metrics_db.collect(gateway)
     body = generate_latest(scrape_registry()) + generate_latest(_Families(families))  # type: ignore[arg-type]
     return Response(body, 200, media_type=CONTENT_TYPE_LATEST)

@@ -13,23 +13,16 @@ from paygate_server.cards import InvalidCardData, decrypt_card_jwe, fingerprint
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint
 from paygate_server.processing.connectors import CardDetails
-from paygate_server.processing.service import ProcessingService, ResolvedCard
+from paygate_server.processing.service import ResolvedCard
 from paygate_server.state import Gateway
 from paygate_server.validation import reject_unknown, require, require_id
 
-__all__ = ["routes", "resolve_encrypted_card", "fingerprint_key"]
+__all__ = ["routes", "resolve_encrypted_card", "FINGERPRINT_PURPOSE"]
 
 MAX_JWE_LENGTH = 8 * 1024
 # Where a process body carries ciphertext: the plaintext-card detector skips a JWE there.
 CIPHERTEXT_AT = (("paymentDetails", "encryptedCard"),)
-FINGERPRINT_PURPOSE = "card-fingerprint"
-
-
-def fingerprint_key(gateway: Gateway) -> bytes:
-    key = gateway.services.get("fingerprint_key")
-    if key is None:
-        key = gateway.services["fingerprint_key"] = gateway.master_key.derive(FINGERPRINT_PURPOSE)
-    return key
+FINGERPRINT_PURPOSE = "card-fingerprint"  # the master-key derivation of gateway.fingerprint_key
 
 
 def _kid_of(jwe: str) -> str | None:
@@ -45,7 +38,7 @@ async def resolve_encrypted_card(gateway: Gateway, jwe: Any, *, param: str = "en
     """Decrypt an ``encryptedCard`` JWE; every bad one gets the same error (no oracle)."""
     if not isinstance(jwe, str) or not 0 < len(jwe) <= MAX_JWE_LENGTH:
         raise ApiError("parameter_invalid", "encryptedCard could not be decrypted", param=param)
-    keys = await gateway.services["card_keys"].private_keys_for(_kid_of(jwe))
+    keys = await gateway.card_keys.private_keys_for(_kid_of(jwe))
     try:
         payload = decrypt_card_jwe(jwe, keys, now=datetime.now(timezone.utc))
     except InvalidCardData:
@@ -53,7 +46,7 @@ async def resolve_encrypted_card(gateway: Gateway, jwe: Any, *, param: str = "en
     return ResolvedCard(
         details=CardDetails(payload.number, payload.exp_month, payload.exp_year, payload.cvc),
         summary=payload.summary(),
-        fingerprint=fingerprint(payload.number, fingerprint_key(gateway)),
+        fingerprint=fingerprint(payload.number, gateway.fingerprint_key),
     )
 
 
@@ -72,14 +65,13 @@ async def process_payment(ctx: ApiContext) -> Response:
     if "encryptedCard" in details:
         card = await resolve_encrypted_card(gateway, details["encryptedCard"])
     else:
-        vault = gateway.services.get("vault")
         token = details["token"]
-        if vault is None or not isinstance(token, str):
+        if not gateway.has("vault") or not isinstance(token, str):
             raise ApiError("token_invalid", "the token is not valid for this payment", param="token")
         try:
             # Read, not consumed: the attempt consumes the token in its own transaction, after
             # the key was judged, so a refused request leaves the token redeemable.
-            card = await vault.resolve_token(token, merchant_id=ctx.merchant_id, intent_id=intent_id)
+            card = await gateway.vault.resolve_token(token, merchant_id=ctx.merchant_id, intent_id=intent_id)
         except ApiError:
             # A retry of a request that already consumed the token: its answer (or 409 while
             # it still runs, 422 for another request) instead of token_invalid. Judged
@@ -87,8 +79,7 @@ async def process_payment(ctx: ApiContext) -> Response:
             if ctx.idempotency is not None and (replay := await ctx.idempotency.peek(gateway.db)) is not None:
                 return replay
             raise
-    service: ProcessingService = gateway.services["processing"]
-    return await service.process(ctx, intent_id, card)
+    return await gateway.processing.process(ctx, intent_id, card)
 
 
 routes = [Route("/api/v1/payment/process", api_endpoint(process_payment), methods=["POST"])]

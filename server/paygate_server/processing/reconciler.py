@@ -60,7 +60,7 @@ class Reconciler:
     def __init__(self, db: Database, connector: Connector, settings: Settings,
                  notifier: ChangeNotifier | None = None) -> None:
         self._db = db
-        self._connector = connector
+        self.connector = connector
         self._settings = settings
         self._notifier = notifier
         self._wake = asyncio.Event()
@@ -145,7 +145,7 @@ class Reconciler:
             txn = (await conn.execute(select(transactions.c.reference, transactions.c.created_at)
                                       .where(transactions.c.id == row.object_id))).first()
         assert txn is not None
-        result = await self._connector.lookup(txn.reference)
+        result = await self.connector.lookup(txn.reference)
         label = result.outcome.value
         check_by = None
         if result.outcome is ChargeOutcome.NOT_FOUND:
@@ -173,7 +173,7 @@ class Reconciler:
                 .where(refunds.c.id == row.object_id))).first()
         assert refund is not None
         # Refunds are idempotent by reference: asking again *is* the status query.
-        result = await self._connector.refund(RefundRequest(refund.reference, refund.charge_reference,
+        result = await self.connector.refund(RefundRequest(refund.reference, refund.charge_reference,
                                                             refund.amount, refund.currency))
         async with self._db.write() as conn:
             await apply_refund_result(conn, row.object_id, result, schedule=self._settings.reconcile_schedule_s,

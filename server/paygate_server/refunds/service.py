@@ -104,7 +104,7 @@ async def apply_refund_result(conn: AsyncConnection, refund_id: str, result: Ref
 class RefundService:
     def __init__(self, gateway: Gateway, connector: Connector) -> None:
         self._gateway = gateway
-        self._connector = connector
+        self.connector = connector
 
     async def refund(self, ctx: ApiContext, intent_id: str, amount: int | None, reason: str | None) -> Response:
         gateway = self._gateway
@@ -112,7 +112,7 @@ class RefundService:
         scope = ctx.idempotency
         row = await ctx.first_phase(lambda conn: _reserve(
             conn, ctx.merchant_id, intent_id, amount, reason, gateway.settings.in_flight_grace_s))
-        result = await self._connector.refund(RefundRequest(
+        result = await self.connector.refund(RefundRequest(
             reference=row["reference"], charge_reference=row["charge_reference"],
             amount=row["amount"], currency=row["currency"]))
         async with db.write() as conn:

@@ -1,6 +1,6 @@
 """The card vault (SPEC §5): cards behind checkout tokens, encrypted at rest.
 
-- :mod:`.service` — :class:`VaultService` (``gateway.services["vault"]``): ``store`` a
+- :mod:`.service` — :class:`VaultService` (``gateway.vault``): ``store`` a
   decrypted card and get a single-use token; ``redeem`` a token into a
   :class:`~paygate_server.processing.service.ResolvedCard` for ``process``; ``purge``
   expired tokens' CVCs.

@@ -1,6 +1,6 @@
-"""The vault's place in the gateway (listed in ``app.EXTENSIONS``).
+"""The vault's place in the gateway (:data:`extension`, listed in ``app.EXTENSIONS``).
 
-``setup`` registers :class:`VaultService` as ``gateway.services["vault"]`` (the process
+``setup`` registers :class:`VaultService` as ``gateway.vault`` (the process
 endpoint redeems ``paymentDetails.token`` through it) after making sure a data key exists;
 ``background_tasks`` purges expired tokens' CVCs and picks up data-key rotations made by
 other processes. The checkout's routes are in :mod:`paygate_server.checkout.endpoints`.
@@ -12,24 +12,19 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from paygate_server.extensions import Extension
 from paygate_server.vault.service import VaultService
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["background_tasks", "setup"]
+__all__ = ["VaultExtension", "extension"]
 
 log = logging.getLogger("paygate.vault")
 
 
-async def setup(gateway: Gateway) -> None:
-    vault = VaultService(gateway)
-    await vault.start()
-    gateway.services["vault"] = vault
-
-
 async def _purge_forever(gateway: Gateway) -> None:
-    vault: VaultService = gateway.services["vault"]
+    vault = gateway.vault
     interval = max(0.05, gateway.settings.vault_purge_interval_s)
     while True:
         try:
@@ -44,5 +39,17 @@ async def _purge_forever(gateway: Gateway) -> None:
         await asyncio.sleep(interval)
 
 
-def background_tasks(gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
-    return [_purge_forever(gateway)]
+class VaultExtension(Extension):
+    name = "vault"
+    provides = ("vault",)
+
+    async def setup(self, gateway: Gateway) -> None:
+        vault = VaultService(gateway)
+        await vault.start()
+        gateway.vault = vault
+
+    def background_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
+        return [_purge_forever(gateway)]
+
+
+extension = VaultExtension()

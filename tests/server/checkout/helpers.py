@@ -8,7 +8,6 @@ import paygate
 from paygate_server.cards import card_brand, fingerprint
 from paygate_server.db.schema_checkout import vault_cards
 from paygate_server.processing.connectors import CardDetails
-from paygate_server.processing.endpoints import fingerprint_key
 from paygate_server.processing.service import ResolvedCard
 from sqlalchemy import select
 
@@ -22,7 +21,7 @@ CVC = "731"
 
 def encrypt(gw: InProcessGateway, number: str = VISA, *, cvc: str = CVC, exp_month: int = 12,
             exp_year: int = 2034, **kw: Any) -> str:
-    return paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number=number,
+    return paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=number,
                                 exp_month=exp_month, exp_year=exp_year, cvc=cvc, **kw)
 
 
@@ -35,7 +34,7 @@ def resolved_card(gw: InProcessGateway, number: str = VISA, cvc: str = CVC) -> R
     return ResolvedCard(
         details=CardDetails(number, 12, 2034, cvc),
         summary={"brand": card_brand(number), "last4": number[-4:], "expMonth": 12, "expYear": 2034},
-        fingerprint=fingerprint(number, fingerprint_key(gw.gateway)),
+        fingerprint=fingerprint(number, gw.gateway.fingerprint_key),
     )
 
 

@@ -160,7 +160,7 @@ async def test_a_retry_racing_the_original_never_burns_or_refuses(pgw: InProcess
     intent = await shop.create_intent()
     pid = intent["paymentIntentId"]
     token = await _token(pgw, intent)
-    service = pgw.gateway.services["processing"]
+    service = pgw.gateway.processing
     real_process = service.process
     held, release = asyncio.Event(), asyncio.Event()
     calls = 0

@@ -38,9 +38,12 @@ async def test_metrics_expose_requests_payments_backlogs_and_processor_latency(d
         assert got.status_code == 200
         assert (await gw.http.get("/no/such/path/abc123")).status_code == 404
         # The processor is not running: the call fails fast and is timed as "unknown".
-        connector = gw.gateway.services["processing"].connector
+        connector = gw.gateway.connector
         assert isinstance(connector, InstrumentedConnector)
-        assert gw.gateway.services["reconciler"]._connector is connector  # one wrapper for every caller
+        # Built once and injected: one wrapper for every caller.
+        assert gw.gateway.processing.connector is connector
+        assert gw.gateway.refunds.connector is connector
+        assert gw.gateway.reconciler.connector is connector
         assert (await connector.lookup("ref_metrics_test")).outcome.value == "unknown"
 
         r = await gw.http.get("/metrics")

@@ -54,7 +54,7 @@ def _new(merchant_id: str, intent_id: str, vault_id: str | None = None) -> NewAt
 
 async def _vaulted(gw: InProcessGateway, merchant_id: str, intent_id: str) -> str:
     """A vault row (with its CVC) for the intent, as a checkout token makes; its id."""
-    vault = gw.gateway.services["vault"]
+    vault = gw.gateway.vault
     async with gw.gateway.db.write() as conn:
         stored = await vault.store(conn, resolved_card(gw), merchant_id=merchant_id, intent_id=intent_id)
     return stored.vault_id

@@ -67,10 +67,10 @@ class ScriptedProcessor:
 
 async def _start_unknown_payment(gw: InProcessGateway, processor: ScriptedProcessor,
                                  expect: str = "in_progress") -> tuple[SignedClient, str]:
-    gw.gateway.services["processing"] = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
     shop = await gw.new_merchant()
     pid = (await shop.create_intent())["paymentIntentId"]
-    jwe = paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number="4242424242424242",
+    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4242424242424242",
                                exp_month=12, exp_year=2034, cvc="123")
     r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
                                                     "paymentDetails": {"encryptedCard": jwe}})
@@ -159,7 +159,7 @@ async def test_never_received_is_failed_only_after_the_safety_window(gw: InProce
     status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
     assert status["status"] == "failed" and status["lastError"]["code"] == "processing_error"
     processor.charge_outcome = ChargeOutcome.APPROVED
-    jwe = paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number="5555555555554444",
+    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="5555555555554444",
                                exp_month=1, exp_year=2035, cvc="999")
     r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
                                                     "paymentDetails": {"encryptedCard": jwe}})
@@ -169,8 +169,8 @@ async def test_never_received_is_failed_only_after_the_safety_window(gw: InProce
 async def test_ten_failed_attempts_then_rate_limited(gw: InProcessGateway) -> None:
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.DECLINED)
     shop, pid = await _start_unknown_payment(gw, ScriptedProcessor(charge_outcome=ChargeOutcome.DECLINED), "failed")
-    gw.gateway.services["processing"] = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
-    jwe = paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number="4000000000000002",
+    gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4000000000000002",
                                exp_month=12, exp_year=2034, cvc="123")
     body = {"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}}
     for _ in range(9):  # the first decline happened in _start_unknown_payment
@@ -182,12 +182,12 @@ async def test_ten_failed_attempts_then_rate_limited(gw: InProcessGateway) -> No
 
 async def test_settlement_mismatches(gw: InProcessGateway) -> None:
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
-    gw.gateway.services["processing"] = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
     shop = await gw.new_merchant()
     refs = {}
     for amount in (100, 200, 300):
         pid = (await shop.create_intent(amount=amount))["paymentIntentId"]
-        jwe = paygate.encrypt_card(gw.gateway.services["card_keys"].jwks(), number="4242424242424242",
+        jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4242424242424242",
                                    exp_month=12, exp_year=2034, cvc="123")
         r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
                                                         "paymentDetails": {"encryptedCard": jwe}})
@@ -290,7 +290,7 @@ async def clocked(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[tupl
 
 
 async def _pay_with_token(gw: InProcessGateway, processor: ScriptedProcessor) -> tuple[SignedClient, str]:
-    gw.gateway.services["processing"] = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
     shop = await gw.new_merchant()
     intent = await shop.create_intent()
     token = (await tokenize(gw, intent["clientSecret"])).json()["token"]

@@ -31,13 +31,13 @@ async def _intent(gw: InProcessGateway, shop: Any = None) -> tuple[Any, dict[str
 
 
 async def _store(gw: InProcessGateway, merchant_id: str, intent_id: str, number: str = VISA) -> Any:
-    vault: VaultService = gw.gateway.services["vault"]
+    vault: VaultService = gw.gateway.vault
     async with gw.gateway.db.write() as conn:
         return await vault.store(conn, resolved_card(gw, number), merchant_id=merchant_id, intent_id=intent_id)
 
 
 def _vault(gw: InProcessGateway) -> VaultService:
-    return gw.gateway.services["vault"]
+    return gw.gateway.vault
 
 
 async def test_card_is_encrypted_at_rest_and_redeemed_once(gw: InProcessGateway) -> None:
