@@ -1,8 +1,8 @@
 """Fixtures shared by the whole suite: databases on both backends, the gateway in-process."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 

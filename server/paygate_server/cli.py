@@ -13,8 +13,9 @@ import json
 import os
 import socket
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,7 +24,13 @@ from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.db import Database, SchemaMismatch, check_schema, create_database, upgrade
 from paygate_server.db.opening import describe_open_error, display_url, sqlite_file
-from paygate_server.merchants import MerchantError, create_key, create_merchant, get_merchant, revoke_key
+from paygate_server.merchants import (
+    MerchantError,
+    create_key,
+    create_merchant,
+    get_merchant,
+    revoke_key,
+)
 from paygate_server.private_files import private_dir, use_private_umask
 
 __all__ = ["main", "CommandError", "CLI_EXTENSIONS", "open_database", "run_with_db", "require_merchant",

@@ -21,8 +21,9 @@ import secrets
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.config import Settings
 from paygate_server.private_files import private_dir

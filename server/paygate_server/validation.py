@@ -6,7 +6,8 @@ server owns (``status``, ``amountRefunded``, …) by mass assignment.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from paygate_server import jsoncodec
 from paygate_server.errors import ApiError

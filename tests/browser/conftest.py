@@ -24,7 +24,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,7 @@ def _gateway_app(sites_box: dict[str, Sites], private_key: Any, kid: str) -> Any
             return error(*checkout.fail_with)
         try:
             card = decrypt_card_jwe(
-                body.get("encryptedCard"), {kid: private_key}, now=datetime.now(timezone.utc)
+                body.get("encryptedCard"), {kid: private_key}, now=datetime.now(UTC)
             )
         except InvalidCardData as exc:
             return error(400, "invalid_request_error", "parameter_invalid", str(exc), "encryptedCard")

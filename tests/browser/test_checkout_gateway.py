@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import paygate
 import pytest
-from paygate_server.db import create_database
-from paygate_server.db.schema_checkout import vault_cards
 from sqlalchemy import select, text
 
+import paygate
+from paygate_server.db import create_database
+from paygate_server.db.schema_checkout import vault_cards
 from tests.browser.conftest import (
     CHROMIUM,
     ServerThread,

@@ -3,9 +3,9 @@ talking HTTP over loopback, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest

@@ -32,7 +32,13 @@ from paygate_server.db import Database, create_database
 from paygate_server.db.schema import change_log
 from paygate_server.db.schema_history import cdc_offsets, webhook_deliveries, webhook_events
 from paygate_server.webhooks.repository import insert_endpoint
-from tests.server.cdc.conftest import all_changes, assert_exactly_once_in_order, new_intent, new_merchant, touch
+from tests.server.cdc.conftest import (
+    all_changes,
+    assert_exactly_once_in_order,
+    new_intent,
+    new_merchant,
+    touch,
+)
 from tests.support.app import TEST_MASTER_KEY
 from tests.support.eventually import eventually
 

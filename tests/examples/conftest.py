@@ -20,7 +20,7 @@ STOREFRONT_DIR = Path(__file__).resolve().parents[2] / "examples" / "storefront"
 if str(STOREFRONT_DIR) not in sys.path:
     sys.path.insert(0, str(STOREFRONT_DIR))
 
-from storefront import StorefrontConfig, create_app
+from storefront import StorefrontConfig, create_app  # noqa: E402 - needs the sys.path entry above
 
 ADMIN_PASSWORD = "correct horse battery"
 SHOP = "http://shop.test"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 import paygate
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.examples.conftest import ADMIN_PASSWORD, SHOP, ShopHarness

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 from paygate import webhooks
-
 from tests.examples.conftest import ShopHarness, new_webhook_secret, running_shop
 
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
-import paygate
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+import paygate
 
 API_KEY = "pk_test_0123456789abcdef"
 SIGNING_SECRET = "sk_test_fedcba9876543210"

@@ -6,9 +6,10 @@ import logging
 from typing import Any
 
 import httpx
-import paygate
 import pytest
 import respx
+
+import paygate
 
 from .conftest import API_KEY, BASE_URL, SIGNING_SECRET, intent_json, reply, resolve
 

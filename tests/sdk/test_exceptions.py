@@ -5,8 +5,9 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-import paygate
 import pytest
+
+import paygate
 from paygate._base_client import error_class
 
 from .conftest import error_reply, reply, resolve

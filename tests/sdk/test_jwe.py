@@ -9,12 +9,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import paygate
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwcrypto import jwe, jwk
+
+import paygate
 from paygate._jwe import public_key_from_jwk, select_jwk
 
 from .conftest import reply, resolve
@@ -110,7 +111,7 @@ def test_every_encryption_is_fresh(jwks: dict[str, Any]) -> None:
     a = paygate.encrypt_card(jwks, number=PAN, exp_month=1, exp_year=2030, cvc="123")
     b = paygate.encrypt_card(jwks, number=PAN, exp_month=1, exp_year=2030, cvc="123")
     assert a.split(".")[0] == b.split(".")[0]
-    assert all(x != y for x, y in zip(a.split(".")[1:], b.split(".")[1:]))
+    assert all(x != y for x, y in zip(a.split(".")[1:], b.split(".")[1:], strict=True))
 
 
 def test_kid_selects_a_key(rsa_private_key: rsa.RSAPrivateKey, jwks: dict[str, Any]) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-import paygate
 import pytest
+
+import paygate
 
 from .conftest import intent_json, status_json
 

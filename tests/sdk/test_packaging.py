@@ -11,8 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import paygate
 import pytest
+
+import paygate
 
 SDK_DIR = Path(paygate.__file__).resolve().parent
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import paygate
 import pytest
+
+import paygate
 
 from .conftest import (
     FakeTime,

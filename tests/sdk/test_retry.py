@@ -10,8 +10,9 @@ from email.utils import format_datetime
 from typing import Any
 
 import httpx
-import paygate
 import pytest
+
+import paygate
 from paygate._retry import parse_retry_after
 
 from .conftest import (

@@ -7,8 +7,9 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta, timezone
 
-import paygate
 import pytest
+
+import paygate
 from paygate import _signing
 
 # SPEC §3 reference vector.

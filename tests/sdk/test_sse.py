@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
-import paygate
 import pytest
+
+import paygate
 from paygate._sse import ServerSentEvent, SSEDecoder
 
 from .conftest import FakeTime, assert_signed, collect, error_reply, status_json

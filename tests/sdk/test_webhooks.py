@@ -9,10 +9,11 @@ import time
 from datetime import UTC, datetime
 
 import httpx
-import paygate
 import pytest
-from paygate import webhooks
 from standardwebhooks.webhooks import Webhook
+
+import paygate
+from paygate import webhooks
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()

@@ -1,7 +1,7 @@
 """Request authentication (SPEC §3): every 401 code, windows, replays, limits."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -29,7 +29,7 @@ def test_reference_vector() -> None:
 
 
 def _ts(delta_s: int) -> str:
-    return format_timestamp(datetime.now(timezone.utc) + timedelta(seconds=delta_s))
+    return format_timestamp(datetime.now(UTC) + timedelta(seconds=delta_s))
 
 
 async def _code(response) -> str:  # type: ignore[no-untyped-def]

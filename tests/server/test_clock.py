@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +13,7 @@ def test_rendering_and_parsing_agree_with_datetime() -> None:
     rng = random.Random(8)
     for _ in range(20_000):
         us = rng.randrange(0, 4_102_444_800_000_000)  # 1970 .. 2100
-        dt = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc)
+        dt = datetime.fromtimestamp(us // 1_000_000, tz=UTC)
         assert to_rfc3339(us) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000 // 1000:03d}Z"
         assert parse_rfc3339_seconds(dt.strftime("%Y-%m-%dT%H:%M:%SZ")) == us // 1_000_000
     assert to_rfc3339(None) is None

@@ -5,7 +5,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

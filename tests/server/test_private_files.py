@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from paygate_server.db import create_database
 from sqlalchemy import text
+
+from paygate_server.db import create_database
 
 
 def _mode(path: Path) -> int:

@@ -1,11 +1,10 @@
 """Migrations produce exactly the schema the code declares; versions are checked."""
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
-
-import pytest
 
 from paygate_server.db import SchemaMismatch, check_schema, create_database
 from paygate_server.db.schema import metadata

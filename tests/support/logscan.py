@@ -9,8 +9,8 @@ module, from where the previous scan stopped, so each line is judged once.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from paygate_server.crypto import MasterKey
 from paygate_server.db import create_database

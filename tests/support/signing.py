@@ -2,11 +2,10 @@
 server does not get to choose), with knobs to break each part of a request on purpose."""
 from __future__ import annotations
 
+import json as stdlib_json
 import uuid
 from dataclasses import dataclass
 from typing import Any
-
-import json as stdlib_json
 
 import httpx
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from paygate._signing import compute_signature, format_timestamp
 
+from paygate._signing import compute_signature, format_timestamp
 from paygate_server.bench.stats import LatencyHistogram
 from paygate_server.http1client import ConnectionPool, HttpConnection, HttpError, Response
 

@@ -28,7 +28,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
@@ -220,7 +220,7 @@ def _parse_rfc3339(value: object) -> datetime:
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     micro = int((fraction[1:] + "000000")[:6]) if fraction else 0
     if offset in ("Z", "z"):
-        tz = timezone.utc
+        tz = UTC
     else:
         sign = 1 if offset[0] == "+" else -1
         hours, minutes = int(offset[1:3]), int(offset[4:6])
@@ -268,7 +268,7 @@ def _payload(
         exp_year=exp_year,
         cvc=cvc,
         name=name,
-        generation_time=generated.astimezone(timezone.utc),
+        generation_time=generated.astimezone(UTC),
     )
 
 

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Mapping
-from typing import Final, Union
+from typing import Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -41,7 +41,7 @@ DEFAULT_KEY_BITS: Final = 2048
 MIN_KEY_BITS: Final = 2048
 _PUBLIC_EXPONENT: Final = 65537
 
-RSAKey = Union[rsa.RSAPrivateKey, rsa.RSAPublicKey]
+RSAKey = rsa.RSAPrivateKey | rsa.RSAPublicKey
 
 
 def generate_private_key(bits: int = DEFAULT_KEY_BITS) -> rsa.RSAPrivateKey:

@@ -14,7 +14,8 @@ it on its own.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Coroutine
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
 from paygate_server.cdc.broker import BrokerSink, broker_client_for

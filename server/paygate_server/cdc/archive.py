@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection

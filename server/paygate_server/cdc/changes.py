@@ -1,8 +1,9 @@
 """One captured change, a relay position, and the record format every sink writes."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from paygate_server import jsoncodec
 

@@ -74,7 +74,6 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> Any:
     from paygate_server.cdc.archive import ArchiveReader
     from paygate_server.cdc.audit import verify_archive
     from paygate_server.cdc.store import store_for
-
     from paygate_server.cli import open_database
 
     async with open_database(settings) as db:
@@ -119,7 +118,6 @@ async def _show(args: argparse.Namespace, settings: Settings) -> Any:
     from paygate_server.cdc.archive import ArchiveReader
     from paygate_server.cdc.audit import timeline
     from paygate_server.cdc.store import store_for
-
     from paygate_server.cli import open_database
 
     async with open_database(settings) as db:

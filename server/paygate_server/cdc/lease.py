@@ -16,8 +16,8 @@ import contextlib
 import fcntl
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url

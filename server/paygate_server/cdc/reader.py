@@ -35,8 +35,9 @@ separate page read.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import os
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -96,7 +96,7 @@ class S3Store:
         path += f"/{key}" if key is not None else "/"
         query = query or {}
         payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-        amz_date = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        amz_date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = {"host": urlsplit(self._base).netloc, "x-amz-date": amz_date,
                    "x-amz-content-sha256": payload_hash}
         headers["authorization"] = sign_v4(method, path, query, headers, payload_hash, access_key=self._access_key,

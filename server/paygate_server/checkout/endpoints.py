@@ -13,6 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
 from paygate_checkout import (
     FrameContext,
     FrameUnavailable,
@@ -20,11 +25,6 @@ from paygate_checkout import (
     is_valid_origin,
     serve_frame,
 )
-from sqlalchemy import select
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
-
 from paygate_server.checkout.tokens import (
     MAX_TOKENIZATIONS,
     TOO_MANY_ATTEMPTS,

@@ -4,7 +4,18 @@ Neither is captured into ``change_log``: offsets and delivery bookkeeping are no
 """
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
 
 from paygate_server.db.schema import change_log, metadata
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -167,7 +168,7 @@ def _sqlite_in_thread(db: sqlite3.Connection, text: str, params: dict[str, Any],
         found: list[Any] = cursor.fetchall()
         if mode == _MAPPINGS:
             names = [d[0] for d in cursor.description]
-            found = [dict(zip(names, r)) for r in found]
+            found = [dict(zip(names, r, strict=True)) for r in found]
         return found, len(found)
     finally:
         cursor.close()

@@ -18,7 +18,8 @@ character in a string, and orjson refuses one), and a body with at most
 from __future__ import annotations
 
 import re
-from typing import Any, Final, Iterable
+from collections.abc import Iterable
+from typing import Any, Final
 
 from paygate_server import jsoncodec
 from paygate_server.errors import ApiError

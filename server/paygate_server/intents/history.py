@@ -13,7 +13,8 @@ per-intent ``intent_seq`` (gap-free), ``type`` ``<kind>.created`` for an insert 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from paygate_server.cdc.changes import Change
 from paygate_server.clock import to_rfc3339

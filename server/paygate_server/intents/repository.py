@@ -6,7 +6,8 @@ the driver (:mod:`paygate_server.db.statements`); the rest is SQLAlchemy Core.""
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -14,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate_server import jsoncodec
 from paygate_server.cdc.changes import Change
 from paygate_server.clock import now_us
-from paygate_server.db.schema import change_log, payment_intents as intents
+from paygate_server.db.schema import change_log
+from paygate_server.db.schema import payment_intents as intents
 from paygate_server.db.statements import Connection, Sql, execute, fetch_one
 from paygate_server.ids import new_id, random_token
 from paygate_server.intents.schemas import CreateIntent

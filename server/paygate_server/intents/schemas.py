@@ -1,8 +1,9 @@
 """Payment intent request validation and wire rendering (camelCase, SPEC §4)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from paygate_server import jsoncodec
 from paygate_server.clock import to_rfc3339

@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import orjson
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paygate_server.http.middleware import MERCHANT_KEY, request_id_of

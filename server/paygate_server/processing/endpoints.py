@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.responses import Response
@@ -40,7 +40,7 @@ async def resolve_encrypted_card(gateway: Gateway, jwe: Any, *, param: str = "en
         raise ApiError("parameter_invalid", "encryptedCard could not be decrypted", param=param)
     keys = await gateway.card_keys.private_keys_for(_kid_of(jwe))
     try:
-        payload = decrypt_card_jwe(jwe, keys, now=datetime.now(timezone.utc))
+        payload = decrypt_card_jwe(jwe, keys, now=datetime.now(UTC))
     except InvalidCardData:
         raise ApiError("parameter_invalid", "encryptedCard could not be decrypted", param=param) from None
     return ResolvedCard(

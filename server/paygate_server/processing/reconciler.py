@@ -35,7 +35,12 @@ from paygate_server.config import Settings
 from paygate_server.db import Database
 from paygate_server.db.schema import reconcile_queue, refunds, transactions
 from paygate_server.processing.attempts import apply_charge_result
-from paygate_server.processing.connectors import ChargeOutcome, ChargeResult, Connector, RefundRequest
+from paygate_server.processing.connectors import (
+    ChargeOutcome,
+    ChargeResult,
+    Connector,
+    RefundRequest,
+)
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.refunds.service import apply_refund_result
 from paygate_server.waiting import wait_event
@@ -108,7 +113,7 @@ class Reconciler:
                 return report
             results = await asyncio.gather(*(self._check(row) for row in rows), return_exceptions=True)
             progressed = False
-            for row, result in zip(rows, results):
+            for row, result in zip(rows, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error("reconciling %s %s failed: %r", row.kind, row.object_id, result)
                     continue

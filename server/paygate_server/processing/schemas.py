@@ -8,7 +8,8 @@ fingerprint and vault id never reach the change history, see ``db/capture.py``).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from paygate_server.clock import to_rfc3339
 

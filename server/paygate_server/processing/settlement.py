@@ -39,7 +39,7 @@ class Mismatch:
 
 
 def _day_bounds(day: dt.date) -> tuple[int, int]:
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     return int(start.timestamp()) * _US, int((start + dt.timedelta(days=1)).timestamp()) * _US
 
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,7 +16,12 @@ from paygate_server.db.schema import reconcile_queue, refunds, transactions
 from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
 from paygate_server.processing.attempts import lock_intent, schedule_check
-from paygate_server.processing.connectors import ChargeOutcome, Connector, RefundRequest, RefundResult
+from paygate_server.processing.connectors import (
+    ChargeOutcome,
+    Connector,
+    RefundRequest,
+    RefundResult,
+)
 
 if TYPE_CHECKING:
     from paygate_server.http.api import ApiContext

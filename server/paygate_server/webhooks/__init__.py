@@ -12,7 +12,8 @@ refuses a list with cdc after it) and runs the dispatcher inside ``paygate serve
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Coroutine
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.extensions import Extension
 from paygate_server.webhooks.dispatcher import Dispatcher

@@ -35,9 +35,9 @@ from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
 from paygate_server.db import Database
 from paygate_server.db.schema_history import webhook_deliveries, webhook_endpoints, webhook_events
+from paygate_server.waiting import wait_event
 from paygate_server.webhooks.guard import AddressRefused, GuardedBackend
 from paygate_server.webhooks.repository import open_secret, sign
-from paygate_server.waiting import wait_event
 
 __all__ = ["Dispatcher", "AttemptResult"]
 

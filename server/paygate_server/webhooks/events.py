@@ -17,7 +17,8 @@ written with one statement (PostgreSQL; two on SQLite), sent straight to the dri
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 

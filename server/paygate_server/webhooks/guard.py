@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import httpcore
@@ -42,7 +43,7 @@ def parse_webhook_url(url: str) -> SplitResult:
     if parts.username or parts.password or parts.fragment:
         raise ValueError("url must not contain credentials or a fragment")
     try:
-        parts.port
+        _ = parts.port  # reading the port is what validates it
     except ValueError:
         raise ValueError("url has an invalid port") from None
     return parts

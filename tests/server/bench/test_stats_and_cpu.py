@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from paygate_server.bench.cpu import (
     CLOCK_TICKS,
     CpuGroup,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-NOW = datetime(2030, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2030, 6, 15, 12, 0, 0, tzinfo=UTC)
 KID = "ck_test_current"
 
 OAEP_SHA256 = padding.OAEP(
@@ -22,7 +22,7 @@ def b64url(data: bytes) -> str:
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace(
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z"
     )
 

@@ -5,7 +5,7 @@ exemptions, separators of every plausible kind (property tests), and false posit
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -127,7 +127,7 @@ def written_card_numbers(draw: st.DrawFn) -> tuple[str, str]:
     """(the card number, as a person or a program might write it: grouped, separated)."""
     number = draw(card_numbers())
     cuts = sorted(draw(st.sets(st.integers(1, len(number) - 1), max_size=6)))
-    groups = [number[a:b] for a, b in zip([0, *cuts], [*cuts, len(number)])]
+    groups = [number[a:b] for a, b in zip([0, *cuts], [*cuts, len(number)], strict=True)]
     family = draw(st.sampled_from(sorted(_FAMILY_CHARS)))
     text = groups[0]
     for group in groups[1:]:
@@ -171,7 +171,7 @@ def phone_numbers(draw: st.DrawFn) -> str:
     size = 10 if code in ("1", "7") else draw(st.integers(6, 12))
     national = "".join(draw(st.lists(st.sampled_from("0123456789"), min_size=size, max_size=size)))
     cuts = sorted(draw(st.sets(st.integers(1, size - 1), max_size=3)))
-    groups = [national[a:b] for a, b in zip([0, *cuts], [*cuts, size])]
+    groups = [national[a:b] for a, b in zip([0, *cuts], [*cuts, size], strict=True)]
     separator = draw(st.sampled_from([" ", "-", ".", "\u00a0", ""]))
     style = draw(st.sampled_from(["+", "00", "+ (0)"]))
     if style == "+":
@@ -189,7 +189,7 @@ _TIMESTAMP_FORMATS = ["%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%d %H:%M:%S", "%Y%m%d%H%M%
 @st.composite
 def timestamps(draw: st.DrawFn) -> str:
     moment = draw(st.datetimes(min_value=datetime(2001, 9, 10), max_value=datetime(2033, 5, 17),
-                               timezones=st.just(timezone.utc)))
+                               timezones=st.just(UTC)))
     kind = draw(st.sampled_from(["format", "epoch-s", "epoch-ms", "epoch-us"]))
     if kind == "format":
         return moment.strftime(draw(st.sampled_from(_TIMESTAMP_FORMATS)))

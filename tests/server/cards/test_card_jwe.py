@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -134,7 +134,7 @@ def test_generation_time_window_edges_accepted(
 def test_generation_time_with_offset_and_nanoseconds(build_jwe: BuildJwe, keys: dict[str, Any]) -> None:
     token = build_jwe(card_payload(generationTime="2030-06-15T13:30:00.123456789+02:00"))
     card = decrypt_card_jwe(token, keys, now=NOW)
-    assert card.generation_time == datetime(2030, 6, 15, 11, 30, 0, 123456, tzinfo=timezone.utc)
+    assert card.generation_time == datetime(2030, 6, 15, 11, 30, 0, 123456, tzinfo=UTC)
 
 
 def test_max_age_is_configurable(build_jwe: BuildJwe, keys: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """Helpers for the change-history tests: a database per test, a recording consumer, writers."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 import pytest
 from sqlalchemy import select, update

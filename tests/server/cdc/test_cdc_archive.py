@@ -21,7 +21,13 @@ from paygate_server.cdc.s3 import S3Store, sign_v4
 from paygate_server.cdc.store import LocalStore
 from paygate_server.config import Settings
 from paygate_server.db import Database
-from tests.server.cdc.conftest import all_changes, assert_exactly_once_in_order, new_intent, new_merchant, touch
+from tests.server.cdc.conftest import (
+    all_changes,
+    assert_exactly_once_in_order,
+    new_intent,
+    new_merchant,
+    touch,
+)
 from tests.support.app import TEST_MASTER_KEY
 
 FAST = Settings(relay_poll_interval_s=0.01, relay_lease_retry_s=0.02)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -15,7 +16,13 @@ from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.db import Database
 from paygate_server.db.schema_history import cdc_offsets
-from tests.server.cdc.conftest import all_changes, assert_exactly_once_in_order, new_intent, new_merchant, touch
+from tests.server.cdc.conftest import (
+    all_changes,
+    assert_exactly_once_in_order,
+    new_intent,
+    new_merchant,
+    touch,
+)
 
 NATS_URL = os.environ.get("PAYGATE_TEST_NATS_URL", "nats://127.0.0.1:4222")
 FAST = Settings(relay_poll_interval_s=0.01, relay_lease_retry_s=0.02)

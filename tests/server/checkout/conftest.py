@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from paygate_server.simulator.testing import start_simulator
 
+from paygate_server.simulator.testing import start_simulator
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import select
+
 import paygate
 from paygate_server.cards import card_brand, fingerprint
 from paygate_server.db.schema_checkout import vault_cards
 from paygate_server.processing.connectors import CardDetails
 from paygate_server.processing.service import ResolvedCard
-from sqlalchemy import select
-
 from tests.support.app import InProcessGateway
 
 __all__ = ["VISA", "encrypt", "resolved_card", "tokenize", "vault_row"]

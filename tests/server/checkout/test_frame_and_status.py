@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 from paygate_server.checkout.tokens import MAX_TOKENIZATIONS
-
 from tests.server.checkout.helpers import encrypt
 from tests.support.app import InProcessGateway
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from paygate_server.checkout.tokens import MAX_TOKENIZATIONS
 
+from paygate_server.checkout.tokens import MAX_TOKENIZATIONS
 from tests.server.checkout.helpers import VISA, encrypt, tokenize, vault_row
 from tests.support.app import InProcessGateway
 

@@ -11,9 +11,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+
 from paygate_server.http.request_input import MAX_JSON_DEPTH
 from paygate_server.simulator.testing import start_simulator
-
 from tests.server.checkout.helpers import encrypt
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for

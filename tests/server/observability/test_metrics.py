@@ -9,9 +9,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from paygate_server.observability import InstrumentedConnector
 from prometheus_client.parser import text_string_to_metric_families
 
+from paygate_server.observability import InstrumentedConnector
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as make_settings
 

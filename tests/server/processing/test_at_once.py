@@ -5,7 +5,8 @@ reconciler settling the same attempt."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 

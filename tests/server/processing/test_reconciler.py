@@ -59,7 +59,7 @@ class ScriptedProcessor:
         return RefundResult(request.reference, ChargeOutcome.APPROVED)
 
     async def settlement_report(self, day: dt.date) -> list[SettlementRecord]:
-        return list(self.settled) if day == dt.datetime.now(dt.timezone.utc).date() else []
+        return list(self.settled) if day == dt.datetime.now(dt.UTC).date() else []
 
     async def aclose(self) -> None:
         pass
@@ -196,7 +196,7 @@ async def test_settlement_mismatches(gw: InProcessGateway) -> None:
             refs[amount] = (await conn.execute(select(transactions.c.reference).where(transactions.c.intent_id == pid))).scalar_one()
     record = lambda ref, amount: SettlementRecord("charge", ref, None, None, amount, "USD")  # noqa: E731
     processor.settled = [record(refs[100], 100), record(refs[200], 250), record("ref_unknown0000000000", 999)]
-    mismatches, counts = await reconcile_settlement(gw.gateway.db, processor, dt.datetime.now(dt.timezone.utc).date())  # type: ignore[arg-type]
+    mismatches, counts = await reconcile_settlement(gw.gateway.db, processor, dt.datetime.now(dt.UTC).date())  # type: ignore[arg-type]
     problems = {(m.problem, m.reference) for m in mismatches}
     assert ("amount_differs", refs[200]) in problems
     assert ("missing_in_gateway", "ref_unknown0000000000") in problems
@@ -216,7 +216,7 @@ def test_reconcile_cli_lists_and_settlement_exit_code(fresh_database_url: str, t
         r = run_cli("reconcile", "--once", "--json", env=env)
         assert r.returncode == 0, r.stderr
         assert set(__import__("json").loads(r.stdout)) == {"checked", "settled", "outcomes", "unresolved"}
-        today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+        today = dt.datetime.now(dt.UTC).date().isoformat()
         r = run_cli("reconcile", "settlement", "--date", today, env=env)
         assert r.returncode == 0 and "0 mismatches" in r.stdout, r.stdout + r.stderr
         r = run_cli("reconcile", "settlement", "--date", "yesterday", env=env)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from paygate_server.simulator.testing import SimulatorProcess, start_simulator
 
 # Short enough to keep the suite fast, long enough to be told apart from an instant answer.

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+
 from paygate_server.simulator.testing import TestCards, charge_payload
 
 

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 
 import httpx
+
 from paygate_server.simulator.testing import SimulatorProcess, TestCards, charge_payload
 
 ALL_CARDS = [
@@ -34,7 +35,7 @@ async def test_charges_survive_sigkill_right_after_the_answer(
             p["reference"] for p in payloads
         )
         # Every answer given before the crash is still the answer after it.
-        for payload, answer in zip(payloads, answers):
+        for payload, answer in zip(payloads, answers, strict=True):
             replay = await c.post("/v1/charges", json=payload)
             assert replay.content == answer.content
             assert replay.headers["idempotent-replayed"] == "true"

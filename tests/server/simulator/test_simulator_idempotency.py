@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+
 from paygate_server.simulator.testing import TestCards, charge_payload
 
 

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import httpx
+
 from paygate_server.simulator.testing import TestCards, charge_payload
 
 

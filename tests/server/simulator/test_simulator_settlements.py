@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+
 from paygate_server.simulator.testing import SimulatorProcess, TestCards, charge_payload
 
 

@@ -7,6 +7,7 @@ import pathlib
 import sqlite3
 
 import pytest
+
 from paygate_server.simulator.store import (
     ChargeDisposition,
     ChargeMode,

@@ -6,6 +6,7 @@ import datetime as dt
 import random
 
 import pytest
+
 from paygate_server.simulator import cards
 from paygate_server.simulator.faults import FaultConfig, FaultError, FaultInjector
 from paygate_server.simulator.protocol import ChargeInput, rfc3339

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from paygate_server.simulator.testing import TestCards, charge_payload
 
 

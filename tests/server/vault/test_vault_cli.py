@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqlalchemy import select
+
 from paygate_server.db import create_database
 from paygate_server.db.schema import sealed_keys
 from paygate_server.vault import DATA_KEY_PURPOSE
-from sqlalchemy import select
-
 from tests.support.app import TEST_MASTER_KEY
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from paygate_server.simulator.testing import start_simulator
 
 SLOW_CARD_DELAY_S = 1.0

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from paygate_server.http1client import (
     ConnectFailed,
     ConnectionLost,
@@ -30,10 +31,9 @@ from paygate_server.processing.connectors import (
     connector_for_url,
 )
 from paygate_server.processing.connectors.simulator import Operation, classify
-
 from tests.support.http_stub import Reply, Seen, StubServer
 
-O = ChargeOutcome
+O = ChargeOutcome  # noqa: E741 - a one-letter alias keeps the outcome tables readable
 REF = "txn_abc"
 CARD = CardDetails("4242424242424242", 12, 2030, "123")
 REQUEST = ChargeRequest(REF, "pi_1", "mer_1", 1999, "USD", CARD)

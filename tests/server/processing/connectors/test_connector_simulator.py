@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+
 from paygate_server.processing.connectors import (
     CardDetails,
     ChargeOutcome,
@@ -18,7 +19,7 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.simulator.testing import TestCards
 
-O = ChargeOutcome
+O = ChargeOutcome  # noqa: E741 - a one-letter alias keeps the outcome tables readable
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
+
 from paygate_server.processing.connectors import (
     CardDetails,
     ChargeOutcome,
@@ -28,10 +29,9 @@ from paygate_server.processing.connectors import (
     RefundRequest,
     SimulatorConnector,
 )
-
 from tests.support.http_stub import CLOSE, HANG, RESET, Action, Raw, Reply, Seen, StubServer
 
-O = ChargeOutcome
+O = ChargeOutcome  # noqa: E741 - a one-letter alias keeps the outcome tables readable
 REF = "txn_transport"
 CARD = CardDetails("4242424242424242", 12, 2030, "123")
 REQUEST = ChargeRequest(REF, "pi_1", "mer_1", 1999, "USD", CARD)
