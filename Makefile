@@ -28,6 +28,13 @@ demo-venv: $(DEMO_STAMP)
 demo: $(DEMO_STAMP)
 	$(BIN)/paygate demo
 
+# ruff over the Python the repo ships and tests; mypy --strict on the SDK (it ships py.typed),
+# and a plain pass over the server and the hosted checkout (settings in pyproject.toml).
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check sdk server checkout tests
+	$(BIN)/mypy --strict sdk/paygate
+	$(BIN)/mypy server/paygate_server checkout/paygate_checkout
+
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
@@ -35,4 +42,4 @@ bench: $(DEMO_STAMP)
 	$(BIN)/paygate bench
 
 clean:
-	rm -rf $(VENV) paygate-data .pytest_cache
+	rm -rf $(VENV) paygate-data .pytest_cache .mypy_cache .ruff_cache

@@ -240,7 +240,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         server_header=False,
         # One send per response, and limits on request heads (see paygate_server.http.protocol).
         http=CoalescingHttpToolsProtocol,
-        timeout_keep_alive=keep_alive_s(),  # clients close idle connections first (headerguard)
+        timeout_keep_alive=keep_alive_s(),  # type: ignore[arg-type]  # uvicorn takes seconds as a float too; clients close idle connections first (headerguard)
         # Nothing in the gateway trusts the client's address from a header: /metrics treats a
         # forwarded request as remote (observability.scrape), so X-Forwarded-For is not parsed.
         proxy_headers=False,

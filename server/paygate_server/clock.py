@@ -63,7 +63,7 @@ def parse_rfc3339_seconds(value: str) -> int | None:
         return None
     fields = tuple(int(part) for part in match.groups())
     try:
-        datetime(*fields)  # validates the calendar (month 1-12, day of that month, 23:59:59)
+        datetime(*fields)  # type: ignore[arg-type]  # six ints, by the pattern; validates the calendar (month 1-12, day of that month, 23:59:59)
     except ValueError:
         return None
     return calendar.timegm(fields)

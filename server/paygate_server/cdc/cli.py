@@ -139,7 +139,7 @@ def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
 
     try:
         changes = asyncio.run(_show(args, settings))
-    except (*_store_errors(), ArchiveProblem) as exc:
+    except (*_store_errors(), ArchiveProblem) as exc:  # type: ignore[misc]  # mypy does not follow the star
         raise CommandError(f"cannot read the archive: {exc}") from None
     if not changes:
         raise CommandError(f"no history for {args.intent}")

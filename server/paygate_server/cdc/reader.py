@@ -153,9 +153,9 @@ async def safe_window_end(conn: AsyncConnection, horizon: int) -> int:
 def _page(rows: Sequence[Any], horizon: int, end: int, limit: int, skip: int = 0) -> Batch:
     """Changes from rows (change columns from index ``skip``); closes an exhausted window."""
     if skip:
-        changes = [Change(*r[skip:], Position(horizon, end, r[skip])) for r in rows]
+        changes = [Change(*r[skip:], Position(horizon, end, r[skip])) for r in rows]  # type: ignore[call-arg]  # rows hold the change columns in order
     else:
-        changes = [Change(*r, Position(horizon, end, r[0])) for r in rows]
+        changes = [Change(*r, Position(horizon, end, r[0])) for r in rows]  # type: ignore[call-arg]  # rows hold the change columns in order
     if len(changes) < limit:  # the window is exhausted
         closed = Position(end, None, 0)
         if changes:
@@ -199,7 +199,7 @@ class SqliteReader:
         # One hop to the driver's thread; outside a transaction the SELECT is its own
         # consistent read (the driver runs in autocommit mode, see db/engine.py).
         rows = await fetch_tuples(conn, _SQLITE_PAGE, after=pos.last_id, page_size=limit)
-        changes = [Change(*r, Position(0, None, r[0])) for r in rows]
+        changes = [Change(*r, Position(0, None, r[0])) for r in rows]  # type: ignore[call-arg]  # as in _page
         return Batch(changes, changes[-1].position if changes else pos)
 
     async def next_batch(self, conn: AsyncConnection, pos: Position, limit: int) -> tuple[list[Change], Position]:

@@ -92,7 +92,7 @@ async def intent_and_tokenizations(conn: AsyncConnection, client_secret: str) ->
     )).first()
     if row is None:
         return None, 0
-    return row._mapping, int(row.checkout_tokenizations or 0)
+    return row._mapping, int(row.checkout_tokenizations or 0)  # type: ignore[return-value]  # RowMapping is keyed str | Column
 
 
 async def count_tokenization(conn: AsyncConnection, intent_id: str) -> bool:

@@ -41,7 +41,7 @@ async def current_revision(db: Database) -> str | None:
         return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
 
 
-async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str]:
+async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate to ``revision``; returns (before, after)."""
     before = await current_revision(db)
 

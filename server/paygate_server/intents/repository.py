@@ -117,7 +117,7 @@ async def get_intent_by_client_secret(conn: AsyncConnection, client_secret: str)
     row = (await conn.execute(
         select(intents).where(intents.c.client_secret_hash == hash_client_secret(client_secret))
     )).first()
-    return row._mapping if row else None
+    return row._mapping if row else None  # type: ignore[return-value]  # RowMapping is keyed str | Column
 
 
 async def list_intents(
@@ -140,7 +140,7 @@ async def list_intents(
         )
     query = query.order_by(intents.c.created_at.desc(), intents.c.id.desc()).limit(limit + 1)
     rows = [r._mapping for r in await conn.execute(query)]
-    return rows[:limit], len(rows) > limit
+    return rows[:limit], len(rows) > limit  # type: ignore[return-value]  # RowMapping is keyed str | Column
 
 
 async def transition(
@@ -161,7 +161,7 @@ async def transition(
         .returning(*intents.c)
     )
     row = (await conn.execute(stmt)).first()
-    return row._mapping if row else None
+    return row._mapping if row else None  # type: ignore[return-value]  # RowMapping is keyed str | Column
 
 
 async def history(conn: AsyncConnection, merchant_id: str, intent_id: str) -> list[Change]:

@@ -131,7 +131,7 @@ class _Settlement:
         if result.outcome is ChargeOutcome.APPROVED:
             return cls(_SUCCEED_ATTEMPT, {"auth_code": result.auth_code}, "succeeded", None)
         if result.outcome is ChargeOutcome.DECLINED:
-            error = {"code": "card_declined", "declineCode": result.decline_code or "generic_decline",
+            error: dict[str, str | None] = {"code": "card_declined", "declineCode": result.decline_code or "generic_decline",
                      "message": decline_message(result.decline_code)}
         else:  # FAILED: the processor said nothing was charged
             error = {"code": "processing_error", "declineCode": None,

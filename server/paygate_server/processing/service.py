@@ -84,9 +84,9 @@ class ProcessingService:
                          self.connector.name, settings.in_flight_grace_s)
         begun = None
         if not db.is_sqlite:  # one statement; None when off the happy path
-            async with db.autocommit() as conn:
+            async with db.autocommit() as driver:
                 begun = await begin_attempt_at_once(
-                    conn, new, key=scope.statement_params() if scope is not None else None)
+                    driver, new, key=scope.statement_params() if scope is not None else None)
         if begun is None:
             begun = await ctx.first_phase(lambda conn: begin_attempt(conn, new))
         before, attempt = begun
@@ -109,8 +109,8 @@ class ProcessingService:
         except (TimeoutError, Exception):
             row = None  # still at the processor, or failed to record: answer with what is stored
         if row is None:
-            async with db.read_one() as conn:
-                row = await intent_repo.get_intent(conn, ctx.merchant_id, intent_id)
+            async with db.read_one() as driver:
+                row = await intent_repo.get_intent(driver, ctx.merchant_id, intent_id)
         assert row is not None
         data = jsoncodec.dumps(render_intent(row))
         if scope is not None and row["status"] == "in_progress":
@@ -164,8 +164,8 @@ class ProcessingService:
             crash_point(gateway.settings.fault_point, "after_processor_approved")
         answered = False
         if not db.is_sqlite and is_definitive(result):
-            async with db.autocommit() as conn:
-                row, answered = await settle_attempt_at_once(conn, attempt, result, answer=answer)
+            async with db.autocommit() as driver:
+                row, answered = await settle_attempt_at_once(driver, attempt, result, answer=answer)
         else:
             async def store_answer(conn: Any, settled: Mapping[str, Any]) -> None:
                 # Settled within the request: its answer commits with the outcome.
@@ -179,8 +179,8 @@ class ProcessingService:
                                                 on_settled=store_answer)
         gateway.notifier.publish(attempt.intent_id)
         if row is None:  # a reconciler settled it first: report what is stored
-            async with db.read_one() as conn:
-                row = await intent_repo.get_intent(conn, attempt.merchant_id, attempt.intent_id)
+            async with db.read_one() as driver:
+                row = await intent_repo.get_intent(driver, attempt.merchant_id, attempt.intent_id)
         return row, answered
 
     async def drain(self, timeout_s: float) -> None:

@@ -75,7 +75,7 @@ async def reconcile_settlement(db: Database, connector: Connector, day: dt.date)
 
     for key, record in at_processor.items():
         kind, reference = key
-        row = ours.get(key)
+        row = ours.get(key)  # type: ignore[assignment]  # the table rows above, or None
         if row is None:
             mismatches.append(Mismatch(kind, "missing_in_gateway", reference, record.payment_intent_id, None, _proc(record)))
             continue
@@ -84,7 +84,7 @@ async def reconcile_settlement(db: Database, connector: Connector, day: dt.date)
             mismatches.append(Mismatch(kind, "status_differs", reference, row.intent_id, gateway, _proc(record)))
         elif (row.amount, row.currency) != (record.amount, record.currency):
             mismatches.append(Mismatch(kind, "amount_differs", reference, row.intent_id, gateway, _proc(record)))
-    for key, row in ours.items():
+    for key, row in ours.items():  # type: ignore[assignment]  # str kinds, as at the processor
         kind, reference = key
         if key in at_processor or row.status != "succeeded" or not start <= row.created_at < end:
             continue

@@ -104,7 +104,7 @@ async def apply_refund_result(conn: AsyncConnection, refund_id: str, result: Ref
                 updated_at=now))
         await conn.execute(delete(reconcile_queue).where(
             reconcile_queue.c.kind == "refund", reconcile_queue.c.object_id == refund_id))
-    return (await conn.execute(select(refunds).where(refunds.c.id == refund_id))).first()._mapping  # type: ignore[union-attr]
+    return (await conn.execute(select(refunds).where(refunds.c.id == refund_id))).first()._mapping  # type: ignore[union-attr, return-value]  # written above; RowMapping is keyed str | Column
 
 
 class RefundService:
@@ -125,8 +125,8 @@ class RefundService:
             settled = await apply_refund_result(conn, row["id"], result,
                                                 schedule=gateway.settings.reconcile_schedule_s)
             if settled is None:
-                settled = (await conn.execute(select(refunds).where(refunds.c.id == row["id"]))).first()._mapping  # type: ignore[union-attr]
-            data = jsoncodec.dumps(render_refund(settled))
+                settled = (await conn.execute(select(refunds).where(refunds.c.id == row["id"]))).first()._mapping  # type: ignore[union-attr, assignment]  # written above; RowMapping is keyed str | Column
+            data = jsoncodec.dumps(render_refund(settled))  # type: ignore[arg-type]  # set just above
             if scope is not None:
                 await scope.complete(conn, 200, data)
         gateway.notifier.publish(intent_id)

@@ -89,7 +89,7 @@ class VaultService:
         return {
             "data_key_version": version,
             "pan_sealed": self.keys.encrypt(version, vault_id, card.details.number.encode("ascii"), _aad("pan", *ids)),
-            "cvc_sealed": self.keys.encrypt(version, vault_id, card.details.cvc.encode("ascii"), _aad("cvc", *ids)),
+            "cvc_sealed": self.keys.encrypt(version, vault_id, card.details.cvc.encode("ascii"), _aad("cvc", *ids)),  # type: ignore[union-attr]
         }
 
     async def store(self, conn: AsyncConnection, card: ResolvedCard, *, merchant_id: str,

@@ -25,6 +25,7 @@ import random
 import ssl
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import httpcore
@@ -116,7 +117,7 @@ class Dispatcher:
                 break
         return started
 
-    async def _claim(self, rows: list[Any], free: int, per_endpoint: int) -> list[tuple[str, str]]:
+    async def _claim(self, rows: Sequence[Any], free: int, per_endpoint: int) -> list[tuple[str, str]]:
         taken: list[tuple[str, str]] = []
         counts = Counter(self._in_flight)
         lease_until = now_us() + int(self._lease_s * _US)
@@ -167,7 +168,7 @@ class Dispatcher:
                 await self._finish(event_id, endpoint_id, "failed", row.attempts, None,
                                    f"endpoint {row.status}")
                 return
-            result = await self.attempt(row.url, open_secret(self._master, row._mapping), event_id,
+            result = await self.attempt(row.url, open_secret(self._master, row._mapping), event_id,  # type: ignore[arg-type]  # RowMapping is keyed str | Column
                                         row.payload.encode())
             self.attempts += 1
             await self._record(event_id, endpoint_id, row.attempts + 1, result)

@@ -93,7 +93,7 @@ async def list_endpoints(conn: AsyncConnection, merchant_id: str) -> list[Mappin
     rows = await conn.execute(select(webhook_endpoints).where(
         webhook_endpoints.c.merchant_id == merchant_id, webhook_endpoints.c.status != "deleted")
         .order_by(webhook_endpoints.c.created_at.desc(), webhook_endpoints.c.id.desc()))
-    return [r._mapping for r in rows]
+    return [r._mapping for r in rows]  # type: ignore[misc]  # RowMapping is keyed str | Column
 
 
 async def delete_endpoint(conn: AsyncConnection, merchant_id: str, endpoint_id: str) -> bool:
