@@ -112,3 +112,5 @@ for _name in __all__:
         except (AttributeError, TypeError):  # pragma: no cover - builtins, constants
             pass
 del _name, _obj
+# The `from __future__` import binds a public-looking name; the compiler flag outlives it.
+del annotations

@@ -114,16 +114,6 @@ async def test_logs_show_no_bodies_or_secrets(
         assert secret not in text
 
 
-def test_public_surface() -> None:
-    for name in paygate.__all__:
-        assert hasattr(paygate, name), name
-    assert callable(paygate.webhooks.verify) and callable(paygate.webhooks.sign)
-    assert paygate.Client.__module__ == "paygate"
-    # The typed history (SPEC §4): events and the attempt object.
-    assert {"HistoryEvent", "Attempt"} <= set(paygate.__all__)
-    assert paygate.HistoryEvent.__module__ == paygate.Attempt.__module__ == "paygate"
-
-
 @respx.mock
 def test_default_transport_under_respx() -> None:
     route = respx.post(f"{BASE_URL}/api/v1/payment/intent").mock(
