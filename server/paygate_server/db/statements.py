@@ -155,7 +155,7 @@ async def _drop_dead(conn: Connection) -> None:
         fairy._pool._invalidate(fairy, None, _checkin=False)
     else:
         fairy = conn.sync_connection.connection  # type: ignore[union-attr]
-        conn.sync_engine.pool._invalidate(fairy, None, _checkin=False)  # type: ignore[union-attr]
+        conn.sync_engine.pool._invalidate(fairy, None, _checkin=False)  # type: ignore[union-attr]  # mypy does not narrow on type() is
     await conn.invalidate()
 
 
