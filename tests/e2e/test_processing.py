@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from jwcrypto import jwe as jw_jwe
 from jwcrypto import jwk as jw_jwk
 
 import paygate
 from tests.e2e.conftest import Stack
 from tests.support.signing import SignedClient
-
 
 # card -> (final status, decline code or error code); SPEC §7.
 CARDS = {
@@ -177,7 +175,7 @@ def test_concurrent_partial_refunds_never_exceed_the_charge(stack: Stack) -> Non
             none_left = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid})
             assert none_left.status_code == 400
             settled = httpx.get(f"{stack.simulator.base_url}/v1/settlements",
-                                params={"date": datetime.now(timezone.utc).date().isoformat()}).json()
+                                params={"date": datetime.now(UTC).date().isoformat()}).json()
             refunded_at_processor = sum(r["amount"] for r in settled["refunds"]
                                         if r["chargeReference"] in {c["reference"] for c in stack.charges_at_processor(pid)})
             assert refunded_at_processor == 1000
@@ -215,7 +213,7 @@ def test_jwe_boundary(stack: Stack) -> None:
     creds = stack.merchant()
     keys = jwks(stack)
     public = jw_jwk.JWK(**keys["keys"][0])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def third_party(payload: dict[str, Any], alg: str = "RSA-OAEP-256", enc: str = "A256GCM", kid: str | None = None) -> str:
         token = jw_jwe.JWE(json.dumps(payload).encode(), protected=json.dumps(

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 
 from paygate._signing import compute_signature, format_timestamp
-
 from tests.support.eventually import eventually
 
 __all__ = ["Credentials", "SignedClient"]

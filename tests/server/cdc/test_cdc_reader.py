@@ -14,7 +14,14 @@ from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.db import Database
 from paygate_server.db.schema import change_log
-from tests.server.cdc.conftest import ListSink, all_changes, assert_exactly_once_in_order, new_intent, new_merchant, touch
+from tests.server.cdc.conftest import (
+    ListSink,
+    all_changes,
+    assert_exactly_once_in_order,
+    new_intent,
+    new_merchant,
+    touch,
+)
 from tests.support.eventually import eventually
 
 

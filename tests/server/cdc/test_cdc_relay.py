@@ -12,7 +12,14 @@ from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.db import Database
 from paygate_server.db.schema_history import cdc_offsets
-from tests.server.cdc.conftest import ListSink, all_changes, assert_exactly_once_in_order, new_intent, new_merchant, touch
+from tests.server.cdc.conftest import (
+    ListSink,
+    all_changes,
+    assert_exactly_once_in_order,
+    new_intent,
+    new_merchant,
+    touch,
+)
 from tests.support.eventually import eventually
 
 FAST = Settings(relay_poll_interval_s=0.01, relay_lease_retry_s=0.02)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -17,7 +18,13 @@ from paygate_server.cdc.changes import Change
 from paygate_server.cdc.relay import ConsumerStats, Relay
 from paygate_server.config import Settings
 from paygate_server.db import Database
-from tests.server.cdc.conftest import ListSink, all_changes, assert_exactly_once_in_order, new_intent, new_merchant
+from tests.server.cdc.conftest import (
+    ListSink,
+    all_changes,
+    assert_exactly_once_in_order,
+    new_intent,
+    new_merchant,
+)
 from tests.support.eventually import eventually
 
 # A poll far beyond every wait below: whatever is delivered in time was not found by polling.

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+
 from paygate_server.db.schema import transactions
 from paygate_server.processing.attempts import MAX_FAILED_ATTEMPTS
 from paygate_server.simulator.testing import TestCards
-from sqlalchemy import select
-
 from tests.server.checkout.helpers import tokenize, vault_row
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for

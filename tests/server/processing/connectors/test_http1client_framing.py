@@ -14,6 +14,7 @@ import gzip
 
 import orjson
 import pytest
+
 from paygate_server.http1client import (
     ConnectionLost,
     ConnectionPool,
@@ -30,7 +31,6 @@ from paygate_server.processing.connectors import (
     ChargeRequest,
     SimulatorConnector,
 )
-
 from tests.support.http_stub import CLOSE, Action, Raw, Reply, Seen, StubServer
 
 REF = "txn_framing"
