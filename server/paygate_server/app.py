@@ -4,8 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,30 +13,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from paygate_server import cdc, observability, webhooks
 from paygate_server.auth import Authenticator
 from paygate_server.auth.authenticate import prune_nonces
+from paygate_server.cards.keystore import CardKeyStore
+from paygate_server.checkout import endpoints as checkout_endpoints
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.db import check_schema, create_database
 from paygate_server.errors import ApiError
+from paygate_server.extensions import Extension, check_order, check_provided
 from paygate_server.heap import settle_after_startup
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.idempotency import prune_idempotency_keys
 from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
-from paygate_server.private_files import private_dir
-from paygate_server import cdc, observability, webhooks
-from paygate_server.cards.keystore import CardKeyStore
-from paygate_server.checkout import endpoints as checkout_endpoints
-from paygate_server.extensions import Extension, check_order, check_provided
 from paygate_server.intents import endpoints as intent_endpoints
+from paygate_server.private_files import private_dir
 from paygate_server.processing import endpoints as processing_endpoints
-from paygate_server.processing.endpoints import FINGERPRINT_PURPOSE
 from paygate_server.processing.connectors import connector_for_url
+from paygate_server.processing.endpoints import FINGERPRINT_PURPOSE
 from paygate_server.processing.reconciler import Reconciler
 from paygate_server.processing.service import ProcessingService
+from paygate_server.realtime import ChangeNotifier
 from paygate_server.refunds import endpoints as refund_endpoints
 from paygate_server.refunds.service import RefundService
-from paygate_server.realtime import ChangeNotifier
 from paygate_server.state import Gateway
 from paygate_server.vault import extension as vault_extension
 

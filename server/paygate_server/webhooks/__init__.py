@@ -16,8 +16,8 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from paygate_server.extensions import Extension
-from paygate_server.webhooks.dispatcher import Dispatcher
 from paygate_server.webhooks import endpoints
+from paygate_server.webhooks.dispatcher import Dispatcher
 from paygate_server.webhooks.events import WebhookConsumer
 from paygate_server.webhooks.repository import EVENT_TYPES
 
