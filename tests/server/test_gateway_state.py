@@ -2,15 +2,12 @@
 order, and the processor connector wrapped once and injected into every service."""
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
 
-import httpx
 import pytest
 
-from paygate_server.app import EXTENSIONS, build_gateway, create_app
+from paygate_server.app import EXTENSIONS, build_gateway
 from paygate_server.cdc import CdcExtension
 from paygate_server.extensions import Extension, ExtensionOrderError
 from paygate_server.observability import InstrumentedConnector, ObservabilityExtension
@@ -18,22 +15,8 @@ from paygate_server.processing.connectors import Connector
 from paygate_server.state import Gateway, ServiceMissing
 from paygate_server.vault.extension import VaultExtension
 from paygate_server.webhooks import WebhooksExtension
-from tests.support.app import InProcessGateway
+from tests.support.app import running_gateway
 from tests.support.app import test_settings as make_settings
-
-
-@contextlib.asynccontextmanager
-async def _gateway_with(settings_dir: Path, database_url: str,
-                        extensions: tuple[Extension, ...]) -> AsyncIterator[InProcessGateway]:
-    app = create_app(make_settings(database_url, settings_dir), extensions=extensions)
-    async with app.router.lifespan_context(app) as state:
-        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
-            scope["state"] = dict(state)
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=with_state)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-            yield InProcessGateway(state["gateway"], http, with_state)
 
 
 @pytest.mark.parametrize("extensions, message", [
@@ -85,7 +68,7 @@ async def test_the_shipped_order_sets_up_every_declared_slot(database_url: str, 
 
 async def test_an_unfilled_slot_is_a_clear_error_and_the_gateway_works_without_it(
         database_url: str, tmp_path: Path) -> None:
-    async with _gateway_with(tmp_path, database_url, ()) as gw:
+    async with running_gateway(make_settings(database_url, tmp_path), extensions=()) as gw:
         gateway = gw.gateway
         assert not gateway.has("vault") and gateway.has("processing")
         with pytest.raises(ServiceMissing, match=r"gateway\.vault is not set: it is provided by the vault extension"):

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from paygate_server.app import create_app
+from paygate_server.app import EXTENSIONS, create_app
 from paygate_server.config import Settings
+from paygate_server.extensions import Extension
 from paygate_server.merchants import create_merchant
 from paygate_server.state import Gateway
 from tests.support.signing import Credentials, SignedClient
@@ -45,8 +46,10 @@ class InProcessGateway:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[InProcessGateway]:
-    app = create_app(settings)
+async def running_gateway(settings: Settings,
+                          extensions: Sequence[Extension] = EXTENSIONS) -> AsyncIterator[InProcessGateway]:
+    """The gateway in this process, with its lifespan (``extensions``: the app's by default)."""
+    app = create_app(settings, extensions=extensions)
     async with app.router.lifespan_context(app) as state:
         async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
             scope["state"] = dict(state)
