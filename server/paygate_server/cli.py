@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.db import Database, SchemaMismatch, check_schema, create_database, upgrade
-from paygate_server.db.opening import describe_open_error, display_url, sqlite_file
+from paygate_server.db.opening import describe_open_error, sqlite_file
+from paygate_server.logs import redact_url
 from paygate_server.merchants import (
     MerchantError,
     create_key,
@@ -96,7 +97,7 @@ async def open_database(settings: Settings, *, check: bool = True) -> AsyncItera
             reason = describe_open_error(exc)
             if reason is None:
                 raise
-            shown = sqlite_file(url) or display_url(url)
+            shown = sqlite_file(url) or redact_url(url)  # no credentials, nor a query string that may hold one
             server = "" if sqlite_file(url) else " and that the database server is running"
             raise CommandError(f"cannot open the database {shown} ({reason}): check {_configured(settings)}"
                                f"{server}") from None
@@ -215,7 +216,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from paygate_server.headerguard import keep_alive_s
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
-    from paygate_server.logs import STARTUP_LOGGER, logging_config, redact_url
+    from paygate_server.logs import STARTUP_LOGGER, logging_config
 
     log_config = logging_config(args.log_level)
     run_with_db(settings, lambda db: asyncio.sleep(0))  # refuse a missing database or wrong schema up front

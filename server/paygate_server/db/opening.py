@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from paygate_server.config import normalize_database_url
 
-__all__ = ["sqlite_file", "display_url", "describe_open_error"]
+__all__ = ["sqlite_file", "describe_open_error"]
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -24,12 +24,6 @@ def sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     return Path(parsed.database)
-
-
-def display_url(url: str) -> str:
-    """The URL as it may be printed: never the password, nor the driver we picked."""
-    parsed = make_url(url)
-    return parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=True)
 
 
 def describe_open_error(exc: BaseException) -> str | None:
