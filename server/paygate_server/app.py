@@ -20,7 +20,6 @@ from paygate_server.cards.keystore import CardKeyStore
 from paygate_server.checkout import endpoints as checkout_endpoints
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
-from paygate_server.db import check_schema, create_database
 from paygate_server.errors import ApiError
 from paygate_server.extensions import Extension, check_order, check_provided
 from paygate_server.heap import settle_after_startup
@@ -38,6 +37,7 @@ from paygate_server.realtime import ChangeNotifier
 from paygate_server.refunds import endpoints as refund_endpoints
 from paygate_server.refunds.service import RefundService
 from paygate_server.state import Gateway
+from paygate_server.storage import check_schema, create_database
 from paygate_server.vault import extension as vault_extension
 
 __all__ = ["create_app", "create_app_from_env", "build_gateway"]

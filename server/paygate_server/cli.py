@@ -22,8 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
-from paygate_server.db import Database, SchemaMismatch, check_schema, create_database, upgrade
-from paygate_server.db.opening import describe_open_error, sqlite_file
 from paygate_server.logs import redact_url
 from paygate_server.merchants import (
     MerchantError,
@@ -33,6 +31,8 @@ from paygate_server.merchants import (
     revoke_key,
 )
 from paygate_server.private_files import private_dir, use_private_umask
+from paygate_server.storage import Database, SchemaMismatch, check_schema, create_database, upgrade
+from paygate_server.storage.opening import describe_open_error, sqlite_file
 
 __all__ = ["main", "CommandError", "CLI_EXTENSIONS", "open_database", "run_with_db", "require_merchant",
            "port_taken", "check_port_free"]

@@ -58,14 +58,14 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
 
     from paygate_server.cli import open_database
     from paygate_server.crypto import load_master_key
-    from paygate_server.db import upgrade
-    from paygate_server.db.schema import merchant_origins
     from paygate_server.merchants import (
         create_merchant,
         get_merchant,
         list_origins,
         normalize_origin,
     )
+    from paygate_server.storage import upgrade
+    from paygate_server.storage.schema import merchant_origins
 
     path = settings.data_dir / "demo-merchant.json"
     private_dir(settings.data_dir)

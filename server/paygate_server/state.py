@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar, overload
 from paygate_server.auth import Authenticator
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
-from paygate_server.db import Database
 from paygate_server.realtime import ChangeNotifier
+from paygate_server.storage import Database
 
 if TYPE_CHECKING:
     from paygate_server.cards.keystore import CardKeyStore

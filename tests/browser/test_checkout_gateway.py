@@ -31,8 +31,8 @@ import pytest
 from sqlalchemy import select, text
 
 import paygate
-from paygate_server.db import create_database
-from paygate_server.db.schema_checkout import vault_cards
+from paygate_server.storage import create_database
+from paygate_server.storage.schema_checkout import vault_cards
 from tests.browser.conftest import (
     CHROMIUM,
     ServerThread,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from paygate_server.db import create_database
+from paygate_server.storage import create_database
 from tests.server.cdc.conftest import new_intent, touch
 from tests.support.processes import make_merchant, start_gateway
 from tests.support.signing import Credentials, SignedClient

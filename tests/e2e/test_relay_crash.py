@@ -28,9 +28,9 @@ from paygate_server.cdc.audit import verify_archive
 from paygate_server.cdc.changes import Change
 from paygate_server.cdc.store import LocalStore
 from paygate_server.crypto import MasterKey
-from paygate_server.db import Database, create_database
-from paygate_server.db.schema import change_log
-from paygate_server.db.schema_history import cdc_offsets, webhook_deliveries, webhook_events
+from paygate_server.storage import Database, create_database
+from paygate_server.storage.schema import change_log
+from paygate_server.storage.schema_history import cdc_offsets, webhook_deliveries, webhook_events
 from paygate_server.webhooks.repository import insert_endpoint
 from tests.server.cdc.conftest import (
     all_changes,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from paygate_server.db.migrate import head_revision
+from paygate_server.storage.migrate import head_revision
 from tests.support.databases import drop_database, new_database_url
 
 

@@ -92,7 +92,7 @@ async def test_keys_are_stored_only_as_digests(gw: InProcessGateway) -> None:
     # accepted, and only their SHA-256 is stored.
     from sqlalchemy import select
 
-    from paygate_server.db.schema import idempotency_keys
+    from paygate_server.storage.schema import idempotency_keys
 
     shop = await gw.new_merchant()
     r = await shop.post(INTENT, BODY, idempotency_key="order-4242424242424242")

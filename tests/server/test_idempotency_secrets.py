@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from paygate_server.db.statements import Sql, execute, fetch_all
 from paygate_server.http.idempotency import IdempotencyScope
+from paygate_server.storage.statements import Sql, execute, fetch_all
 from tests.support.app import InProcessGateway
 
 _ROWS = Sql("SELECT idempotency_key, request_hash, response_body FROM idempotency_keys WHERE merchant_id = :m")

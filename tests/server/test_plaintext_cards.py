@@ -14,9 +14,14 @@ import pytest
 from sqlalchemy import func, select
 
 from paygate_server.cards import contains_card_number
-from paygate_server.db.schema import change_log, idempotency_keys, payment_intents, transactions
-from paygate_server.db.schema_checkout import checkout_limits, vault_cards
-from paygate_server.db.schema_history import webhook_endpoints
+from paygate_server.storage.schema import (
+    change_log,
+    idempotency_keys,
+    payment_intents,
+    transactions,
+)
+from paygate_server.storage.schema_checkout import checkout_limits, vault_cards
+from paygate_server.storage.schema_history import webhook_endpoints
 from tests.server.checkout.helpers import encrypt
 from tests.support.app import InProcessGateway
 from tests.support.signing import SignedClient

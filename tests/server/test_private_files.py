@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from paygate_server.db import create_database
+from paygate_server.storage import create_database
 
 
 def _mode(path: Path) -> int:

@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from paygate_server.db import SchemaMismatch, check_schema, create_database
-from paygate_server.db.schema import metadata
+from paygate_server.storage import SchemaMismatch, check_schema, create_database
+from paygate_server.storage.schema import metadata
 
 
 async def test_migrated_schema_matches_metadata(database_url: str) -> None:

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from paygate_server.db import create_database, upgrade
+from paygate_server.storage import create_database, upgrade
 
 __all__ = ["BACKENDS", "pg_base_url", "new_database_url", "drop_database", "migrate"]
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from paygate_server.crypto import MasterKey
-from paygate_server.db import create_database
 from paygate_server.merchants import create_merchant
 from paygate_server.procs import ServiceProcess, gateway_command
+from paygate_server.storage import create_database
 from tests.support.app import TEST_MASTER_KEY
 from tests.support.signing import Credentials
 

@@ -12,11 +12,11 @@ from paygate_server.auth.nonces import NonceBook
 from paygate_server.auth.signing import signature_matches
 from paygate_server.clock import now_us, parse_rfc3339_seconds
 from paygate_server.crypto import MasterKey
-from paygate_server.db import Database
-from paygate_server.db.schema import request_nonces
 from paygate_server.errors import ApiError
 from paygate_server.merchants import load_api_key
 from paygate_server.merchants.repository import StoredKey
+from paygate_server.storage import Database
+from paygate_server.storage.schema import request_nonces
 
 __all__ = ["Authenticator", "Principal", "prune_nonces"]
 

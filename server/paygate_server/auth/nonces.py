@@ -17,10 +17,10 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from paygate_server import jsoncodec
-from paygate_server.db.statements import Sql, fetch_all
+from paygate_server.storage.statements import Sql, fetch_all
 
 if TYPE_CHECKING:
-    from paygate_server.db import Database
+    from paygate_server.storage import Database
 
 __all__ = ["NonceBook"]
 

@@ -29,8 +29,8 @@ from paygate_server.cards.keys import (
 )
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
-from paygate_server.db import Database
-from paygate_server.db.schema import sealed_keys
+from paygate_server.storage import Database
+from paygate_server.storage.schema import sealed_keys
 
 __all__ = ["CardKeyStore", "RETIRED_GRACE", "CARD_KEY_PURPOSE", "rotate_card_key"]
 

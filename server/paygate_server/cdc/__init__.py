@@ -1,6 +1,6 @@
 """Durable change history (SPEC §8): the relay, the archive, the broker sink, audits.
 
-The database captures every change into ``change_log`` (``db/capture.py``). This package
+The database captures every change into ``change_log`` (``storage/capture.py``). This package
 ships it: :mod:`.relay` pumps each consumer from its durable offset, reading commit-safely
 (:mod:`.reader`) under a per-consumer lease (:mod:`.lease`); :mod:`.archive` writes
 checksummed segments to a folder or S3 (:mod:`.store`, :mod:`.s3`); :mod:`.broker`

@@ -9,9 +9,9 @@ from sqlalchemy import select
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
 from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import load_offset
-from paygate_server.db import Database
-from paygate_server.db.schema import change_log
 from paygate_server.intents.history import render_history
+from paygate_server.storage import Database
+from paygate_server.storage.schema import change_log
 
 __all__ = ["VerifyReport", "verify_archive", "timeline", "format_timeline", "timeline_json", "covered"]
 

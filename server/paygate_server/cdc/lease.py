@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paygate_server.db import Database
+from paygate_server.storage import Database
 
 __all__ = ["ConsumerLease", "LeaseLost"]
 

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.changes import Change, Position
-from paygate_server.db.statements import Sql, fetch_tuples
+from paygate_server.storage.statements import Sql, fetch_tuples
 
 __all__ = ["Batch", "ChangeReader", "PostgresReader", "SqliteReader", "reader_for", "safe_window_end"]
 
@@ -197,7 +197,7 @@ class PostgresReader:
 class SqliteReader:
     async def read(self, conn: AsyncConnection, pos: Position, limit: int) -> Batch:
         # One hop to the driver's thread; outside a transaction the SELECT is its own
-        # consistent read (the driver runs in autocommit mode, see db/engine.py).
+        # consistent read (the driver runs in autocommit mode, see storage/engine.py).
         rows = await fetch_tuples(conn, _SQLITE_PAGE, after=pos.last_id, page_size=limit)
         changes = [Change(*r, Position(0, None, r[0])) for r in rows]  # type: ignore[call-arg]  # as in _page
         return Batch(changes, changes[-1].position if changes else pos)

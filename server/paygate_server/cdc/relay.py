@@ -33,11 +33,11 @@ from paygate_server.cdc.lease import ConsumerLease
 from paygate_server.cdc.reader import reader_for
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
-from paygate_server.db import Database
-from paygate_server.db.dialect import insert_ignore
-from paygate_server.db.schema_history import cdc_offsets
-from paygate_server.db.statements import Sql, execute
 from paygate_server.faults import crash_point
+from paygate_server.storage import Database
+from paygate_server.storage.dialect import insert_ignore
+from paygate_server.storage.schema_history import cdc_offsets
+from paygate_server.storage.statements import Sql, execute
 from paygate_server.waiting import wait_event
 
 __all__ = ["Consumer", "Relay", "ConsumerStats", "load_offset", "FAULT_POINTS"]

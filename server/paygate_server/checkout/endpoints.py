@@ -34,13 +34,13 @@ from paygate_server.checkout.tokens import (
     state_error,
     valid_client_secret,
 )
-from paygate_server.db.schema import api_keys
 from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.endpoints import intent_status_events
 from paygate_server.intents.repository import get_intent_by_client_secret
 from paygate_server.merchants import get_merchant, list_origins
+from paygate_server.storage.schema import api_keys
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway

@@ -23,11 +23,11 @@ from starlette.responses import Response
 from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
 from paygate_server.clock import now_us
-from paygate_server.db.statements import Sql, execute
 from paygate_server.errors import ApiError, error_body
 from paygate_server.http.idempotency import CLAIM_DONE_CTE, IdempotencyScope, parse_idempotency_key
 from paygate_server.http.middleware import MERCHANT_KEY, request_id_of
 from paygate_server.http.request_input import parse_json_object, refuse_nul
+from paygate_server.storage.statements import Sql, execute
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway

@@ -31,10 +31,10 @@ from starlette.responses import Response
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
 from paygate_server.crypto import SealError
-from paygate_server.db import Database
-from paygate_server.db.schema import idempotency_keys as keys
-from paygate_server.db.statements import Sql, execute, fetch_one
 from paygate_server.errors import ApiError, error_body
+from paygate_server.storage import Database
+from paygate_server.storage.schema import idempotency_keys as keys
+from paygate_server.storage.statements import Sql, execute, fetch_one
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway

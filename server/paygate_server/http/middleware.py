@@ -10,9 +10,9 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paygate_server import jsoncodec
-from paygate_server.db.availability import RETRY_AFTER_S, is_database_unavailable
 from paygate_server.errors import error_body
 from paygate_server.ids import random_token
+from paygate_server.storage.availability import RETRY_AFTER_S, is_database_unavailable
 
 __all__ = ["MERCHANT_KEY", "RequestIdMiddleware", "request_id_of"]
 

@@ -2,7 +2,7 @@
 requests can never both win a transition.
 
 What every payment runs (insert, read, the processing transitions) is hand-written SQL on
-the driver (:mod:`paygate_server.db.statements`); the rest is SQLAlchemy Core."""
+the driver (:mod:`paygate_server.storage.statements`); the rest is SQLAlchemy Core."""
 from __future__ import annotations
 
 import hashlib
@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate_server import jsoncodec
 from paygate_server.cdc.changes import Change
 from paygate_server.clock import now_us
-from paygate_server.db.schema import change_log
-from paygate_server.db.schema import payment_intents as intents
-from paygate_server.db.statements import Connection, Sql, execute, fetch_one
 from paygate_server.ids import new_id, random_token
 from paygate_server.intents.schemas import CreateIntent
+from paygate_server.storage.schema import change_log
+from paygate_server.storage.schema import payment_intents as intents
+from paygate_server.storage.statements import Connection, Sql, execute, fetch_one
 
 __all__ = [
     "COLUMNS",

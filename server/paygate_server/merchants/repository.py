@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
-from paygate_server.db.schema import api_keys, merchant_origins, merchants
 from paygate_server.ids import new_id, random_token
+from paygate_server.storage.schema import api_keys, merchant_origins, merchants
 
 __all__ = [
     "KeyPair",

@@ -23,12 +23,12 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from paygate_server.clock import now_us
-from paygate_server.db.schema import payment_intents, reconcile_queue
 from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response
 from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.schemas import STATUSES
 from paygate_server.observability.metrics import scrape_registry
+from paygate_server.storage.schema import payment_intents, reconcile_queue
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway

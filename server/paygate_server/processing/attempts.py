@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
-from paygate_server.db.statements import Autocommit, Sql, execute, fetch_one
 from paygate_server.errors import ApiError
 from paygate_server.http.idempotency import answer_cte, claim_in_progress_cte
 from paygate_server.ids import new_id
 from paygate_server.intents import repository as intent_repo
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
+from paygate_server.storage.statements import Autocommit, Sql, execute, fetch_one
 
 # The message of ``token_invalid`` (SPEC §5), shared with the vault's own refusals.
 TOKEN_INVALID_MESSAGE = ("the token is not valid for this payment (tokens are single-use, expire,"
@@ -58,7 +58,7 @@ _DECLINE_MESSAGES = {
 }
 
 
-# Hand-written SQL on the driver (paygate_server.db.statements): every payment runs these.
+# Hand-written SQL on the driver (paygate_server.storage.statements): every payment runs these.
 _LOCK_INTENT = Sql("SELECT id FROM payment_intents WHERE id = :intent_id FOR UPDATE")
 _MOVE_CHECK = Sql(
     "UPDATE reconcile_queue SET due_at = :due_at, checks = :checks, last_result = :last_result"

@@ -32,8 +32,6 @@ from sqlalchemy import select, update
 
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.config import Settings
-from paygate_server.db import Database
-from paygate_server.db.schema import reconcile_queue, refunds, transactions
 from paygate_server.processing.attempts import apply_charge_result
 from paygate_server.processing.connectors import (
     ChargeOutcome,
@@ -43,6 +41,8 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.refunds.service import apply_refund_result
+from paygate_server.storage import Database
+from paygate_server.storage.schema import reconcile_queue, refunds, transactions
 from paygate_server.waiting import wait_event
 
 __all__ = ["Reconciler", "PassReport", "list_unresolved"]

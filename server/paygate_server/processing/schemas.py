@@ -4,7 +4,7 @@ The attempt object appears in an intent's history (``attempt.created``/``.update
 says what the processor was asked and what it answered, and nothing a merchant must not
 hold: no processor reference, connector, authorization code or raw processor message, and
 of the card only brand, last 4 and expiry (the table holds no number or CVC; its
-fingerprint and vault id never reach the change history, see ``db/capture.py``).
+fingerprint and vault id never reach the change history, see ``storage/capture.py``).
 """
 from __future__ import annotations
 

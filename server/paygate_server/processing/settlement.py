@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import and_, select
 
-from paygate_server.db import Database
-from paygate_server.db.schema import refunds, transactions
 from paygate_server.processing.connectors import Connector, SettlementRecord
+from paygate_server.storage import Database
+from paygate_server.storage.schema import refunds, transactions
 
 __all__ = ["Mismatch", "reconcile_settlement"]
 

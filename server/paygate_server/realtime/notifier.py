@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from paygate_server.db import Database
-from paygate_server.db.capture import NOTIFY_CHANNEL
-from paygate_server.db.statements import Sql, fetch_all, fetch_value
+from paygate_server.storage import Database
+from paygate_server.storage.capture import NOTIFY_CHANNEL
+from paygate_server.storage.statements import Sql, fetch_all, fetch_value
 from paygate_server.waiting import wait_event
 
 __all__ = ["ChangeNotifier", "Subscription"]

@@ -11,8 +11,6 @@ from starlette.responses import Response
 
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
-from paygate_server.db.schema import payment_intents as intents
-from paygate_server.db.schema import reconcile_queue, refunds, transactions
 from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
 from paygate_server.processing.attempts import lock_intent, schedule_check
@@ -22,6 +20,8 @@ from paygate_server.processing.connectors import (
     RefundRequest,
     RefundResult,
 )
+from paygate_server.storage.schema import payment_intents as intents
+from paygate_server.storage.schema import reconcile_queue, refunds, transactions
 
 if TYPE_CHECKING:
     from paygate_server.http.api import ApiContext

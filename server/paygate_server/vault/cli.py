@@ -8,7 +8,7 @@ from typing import Any
 from paygate_server.cli import run_with_db
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
-from paygate_server.db import Database
+from paygate_server.storage import Database
 from paygate_server.vault.datakeys import rotate_data_key
 
 __all__ = ["add_commands"]

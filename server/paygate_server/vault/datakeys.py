@@ -28,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
-from paygate_server.db import Database
-from paygate_server.db.dialect import insert_ignore
-from paygate_server.db.schema import sealed_keys
+from paygate_server.storage import Database
+from paygate_server.storage.dialect import insert_ignore
+from paygate_server.storage.schema import sealed_keys
 
 __all__ = [
     "DATA_KEY_PURPOSE",

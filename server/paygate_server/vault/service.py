@@ -29,13 +29,13 @@ from sqlalchemy import delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.clock import now_us
-from paygate_server.db.schema_checkout import vault_cards
-from paygate_server.db.statements import Sql, fetch_one
 from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
 from paygate_server.processing.attempts import TOKEN_INVALID_MESSAGE, redeem_token
 from paygate_server.processing.connectors import CardDetails
 from paygate_server.processing.service import ResolvedCard
+from paygate_server.storage.schema_checkout import vault_cards
+from paygate_server.storage.statements import Sql, fetch_one
 from paygate_server.vault.datakeys import DataKeyStore, VaultDecryptError
 
 if TYPE_CHECKING:

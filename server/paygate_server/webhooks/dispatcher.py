@@ -34,8 +34,12 @@ from sqlalchemy import select, update
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
-from paygate_server.db import Database
-from paygate_server.db.schema_history import webhook_deliveries, webhook_endpoints, webhook_events
+from paygate_server.storage import Database
+from paygate_server.storage.schema_history import (
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_events,
+)
 from paygate_server.waiting import wait_event
 from paygate_server.webhooks.guard import AddressRefused, GuardedBackend
 from paygate_server.webhooks.repository import open_secret, sign

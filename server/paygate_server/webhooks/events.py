@@ -26,9 +26,9 @@ from paygate_server import jsoncodec
 from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us, to_rfc3339
-from paygate_server.db.statements import Sql, execute, fetch_all
 from paygate_server.ids import new_id
 from paygate_server.intents.history import render_object
+from paygate_server.storage.statements import Sql, execute, fetch_all
 
 __all__ = ["WebhookConsumer", "event_for"]
 

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.crypto import MasterKey
-from paygate_server.db.schema_history import webhook_deliveries, webhook_endpoints
 from paygate_server.ids import new_id
+from paygate_server.storage.schema_history import webhook_deliveries, webhook_endpoints
 
 __all__ = [
     "EVENT_TYPES",

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import text
 
 from paygate_server.auth.nonces import NonceBook
-from paygate_server.db import create_database
-from paygate_server.db.statements import Sql, fetch_value
+from paygate_server.storage import create_database
+from paygate_server.storage.statements import Sql, fetch_value
 
 _COUNT = Sql("SELECT count(*) AS n FROM request_nonces")
 

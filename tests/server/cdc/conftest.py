@@ -12,11 +12,11 @@ from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
-from paygate_server.db import Database, create_database
-from paygate_server.db.schema import change_log, payment_intents
 from paygate_server.intents.repository import insert_intent
 from paygate_server.intents.schemas import CreateIntent
 from paygate_server.merchants import create_merchant
+from paygate_server.storage import Database, create_database
+from paygate_server.storage.schema import change_log, payment_intents
 from tests.support.app import TEST_MASTER_KEY
 
 

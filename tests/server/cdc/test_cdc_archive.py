@@ -20,7 +20,7 @@ from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.s3 import S3Store, sign_v4
 from paygate_server.cdc.store import LocalStore
 from paygate_server.config import Settings
-from paygate_server.db import Database
+from paygate_server.storage import Database
 from tests.server.cdc.conftest import (
     all_changes,
     assert_exactly_once_in_order,

@@ -14,8 +14,8 @@ from paygate_server.cdc.broker import BrokerSink, NatsClient
 from paygate_server.cdc.changes import Change
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
-from paygate_server.db import Database
-from paygate_server.db.schema_history import cdc_offsets
+from paygate_server.storage import Database
+from paygate_server.storage.schema_history import cdc_offsets
 from tests.server.cdc.conftest import (
     all_changes,
     assert_exactly_once_in_order,

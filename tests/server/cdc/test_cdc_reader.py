@@ -12,8 +12,8 @@ from paygate_server.cdc.changes import START, Change, Position
 from paygate_server.cdc.reader import PostgresReader, reader_for, safe_window_end
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
-from paygate_server.db import Database
-from paygate_server.db.schema import change_log
+from paygate_server.storage import Database
+from paygate_server.storage.schema import change_log
 from tests.server.cdc.conftest import (
     ListSink,
     all_changes,

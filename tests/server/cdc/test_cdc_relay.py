@@ -10,8 +10,8 @@ from sqlalchemy import select, text
 from paygate_server.cdc.lease import ConsumerLease
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
-from paygate_server.db import Database
-from paygate_server.db.schema_history import cdc_offsets
+from paygate_server.storage import Database
+from paygate_server.storage.schema_history import cdc_offsets
 from tests.server.cdc.conftest import (
     ListSink,
     all_changes,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from paygate_server.db.schema import reconcile_queue
 from paygate_server.processing.reconciler import Reconciler
 from paygate_server.simulator.testing import TestCards
+from paygate_server.storage.schema import reconcile_queue
 from tests.server.checkout.helpers import tokenize, vault_row
 from tests.support.app import InProcessGateway
 from tests.support.signing import SignedClient

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from paygate_server.db.schema import transactions
 from paygate_server.processing.attempts import MAX_FAILED_ATTEMPTS
 from paygate_server.simulator.testing import TestCards
+from paygate_server.storage.schema import transactions
 from tests.server.checkout.helpers import tokenize, vault_row
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for

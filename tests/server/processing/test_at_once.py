@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from paygate_server import jsoncodec
-from paygate_server.db.statements import Sql, execute, fetch_all, fetch_one, fetch_value
 from paygate_server.http.idempotency import IdempotencyScope
 from paygate_server.intents.schemas import render_intent
 from paygate_server.processing.attempts import (
@@ -24,6 +23,7 @@ from paygate_server.processing.attempts import (
     settle_attempt_at_once,
 )
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
+from paygate_server.storage.statements import Sql, execute, fetch_all, fetch_one, fetch_value
 from tests.server.checkout.helpers import resolved_card
 from tests.support.app import InProcessGateway
 from tests.support.signing import SignedClient

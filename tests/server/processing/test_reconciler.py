@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select, text, update
 
 import paygate
-from paygate_server.db.schema import change_log, reconcile_queue, transactions
 from paygate_server.processing.connectors import (
     ChargeOutcome,
     ChargeRequest,
@@ -27,6 +26,7 @@ from paygate_server.processing.connectors import (
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.service import ProcessingService
 from paygate_server.processing.settlement import reconcile_settlement
+from paygate_server.storage.schema import change_log, reconcile_queue, transactions
 from tests.server.checkout.helpers import tokenize, vault_row
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
@@ -256,8 +256,8 @@ def test_rotate_card_key_keeps_old_kid_decrypting(database_url: str, tmp_path: A
         assert asyncio.run(pay(old_jwks)) == "succeeded"  # a page opened before the rotation
 
         async def new_public_jwk() -> dict[str, Any]:
-            from paygate_server.db import create_database
-            from paygate_server.db.schema import sealed_keys
+            from paygate_server.storage import create_database
+            from paygate_server.storage.schema import sealed_keys
 
             db = create_database(database_url)
             try:

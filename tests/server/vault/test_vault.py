@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select, text, update
 
 from paygate_server.clock import now_us
-from paygate_server.db.schema import sealed_keys
-from paygate_server.db.schema_checkout import vault_cards
 from paygate_server.errors import ApiError
 from paygate_server.processing.attempts import NewAttempt, apply_charge_result, begin_attempt
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
+from paygate_server.storage.schema import sealed_keys
+from paygate_server.storage.schema_checkout import vault_cards
 from paygate_server.vault import DATA_KEY_PURPOSE, VaultService, hash_token, rotate_data_key
 from tests.server.checkout.helpers import CVC, VISA, resolved_card, vault_row
 from tests.support.app import InProcessGateway, running_gateway

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from paygate_server.db import create_database
-from paygate_server.db.schema import sealed_keys
+from paygate_server.storage import create_database
+from paygate_server.storage.schema import sealed_keys
 from paygate_server.vault import DATA_KEY_PURPOSE
 from tests.support.app import TEST_MASTER_KEY
 

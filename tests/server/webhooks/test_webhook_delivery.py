@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from paygate_server.db.schema_history import webhook_deliveries, webhook_events
+from paygate_server.storage.schema_history import webhook_deliveries, webhook_events
 from paygate_server.webhooks import guard
 from tests.server.webhooks.receiver import Received, Receiver
 from tests.support.app import TEST_MASTER_KEY, InProcessGateway, running_gateway

@@ -8,9 +8,9 @@ from paygate_server.cdc.relay import Relay
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
-from paygate_server.db import Database
-from paygate_server.db.schema import refunds
-from paygate_server.db.schema_history import cdc_offsets, webhook_deliveries, webhook_events
+from paygate_server.storage import Database
+from paygate_server.storage.schema import refunds
+from paygate_server.storage.schema_history import cdc_offsets, webhook_deliveries, webhook_events
 from paygate_server.webhooks.events import WebhookConsumer
 from paygate_server.webhooks.repository import insert_endpoint
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)

@@ -5,8 +5,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from paygate_server.db import create_database
-from paygate_server.db.statements import Sql, execute, fetch_all, fetch_one, fetch_value
+from paygate_server.storage import create_database
+from paygate_server.storage.statements import Sql, execute, fetch_all, fetch_one, fetch_value
 from tests.support.eventually import eventually
 
 _INSERT = Sql("INSERT INTO merchants (id, name, created_at) VALUES (:id, :name, :at)")

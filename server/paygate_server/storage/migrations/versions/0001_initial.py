@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from paygate_server.db import capture
+from paygate_server.storage import capture
 
 revision = "0001"
 down_revision = None

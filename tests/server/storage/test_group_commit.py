@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from paygate_server.db import create_database
-from paygate_server.db.migrate import upgrade
-from paygate_server.db.statements import Sql, execute, fetch_all
+from paygate_server.storage import create_database
+from paygate_server.storage.migrate import upgrade
+from paygate_server.storage.statements import Sql, execute, fetch_all
 
 _INSERT = Sql("INSERT INTO merchants (id, name, created_at) VALUES (:id, :name, 1)")
 

@@ -22,9 +22,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from paygate_server.db import create_database
-from paygate_server.db.availability import RETRY_AFTER_S, is_database_unavailable
-from paygate_server.db.statements import Sql, execute
+from paygate_server.storage import create_database
+from paygate_server.storage.availability import RETRY_AFTER_S, is_database_unavailable
+from paygate_server.storage.statements import Sql, execute
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as settings_for
 from tests.support.databases import pg_base_url

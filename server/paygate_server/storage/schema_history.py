@@ -17,7 +17,7 @@ from sqlalchemy import (
     text,
 )
 
-from paygate_server.db.schema import change_log, metadata
+from paygate_server.storage.schema import change_log, metadata
 
 __all__ = ["cdc_offsets", "webhook_endpoints", "webhook_events", "webhook_deliveries"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from paygate_server.db.schema import CAPTURED_TABLES, metadata
+from paygate_server.storage.schema import CAPTURED_TABLES, metadata
 
 __all__ = ["install_statements", "uninstall_statements", "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL"]
 

@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import greenlet_spawn
 
-from paygate_server.db.availability import is_database_unavailable
+from paygate_server.storage.availability import is_database_unavailable
 
 __all__ = ["Autocommit", "Connection", "Sql", "execute", "fetch_all", "fetch_one", "fetch_tuples", "fetch_value"]
 
@@ -84,7 +84,7 @@ class Autocommit:
     Checked out with SQLAlchemy's pool (so pool limits, recycling and the SQLite pragmas
     still apply) but used on the driver only. Nothing here opens a transaction: on
     PostgreSQL each statement is its own transaction; on SQLite (driver in autocommit mode,
-    db/engine.py) likewise — use it there for reads only, writes go through group commit.
+    storage/engine.py) likewise — use it there for reads only, writes go through group commit.
     """
 
     __slots__ = ("dialect", "adapter", "_fairy")
@@ -175,7 +175,7 @@ def _sqlite_in_thread(db: sqlite3.Connection, text: str, params: dict[str, Any],
 
 
 async def _sqlite(adapter: Any, sql: Sql, params: dict[str, Any], mode: str) -> tuple[Sequence[Any], int]:
-    # The driver runs in autocommit mode (db/engine.py): outside a unit of work a statement
+    # The driver runs in autocommit mode (storage/engine.py): outside a unit of work a statement
     # is its own transaction, so there is no lazy BEGIN to mirror here.
     driver = adapter._connection  # aiosqlite.Connection: one hop to its thread for the lot
     try:

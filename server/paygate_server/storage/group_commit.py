@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from paygate_server.db.statements import Sql, execute
+from paygate_server.storage.statements import Sql, execute
 
 __all__ = ["GroupCommitter"]
 

@@ -194,7 +194,7 @@ reconcile_queue = Table(
 )
 
 # The change history (SPEC §8), written only by database triggers (see
-# paygate_server.db.capture) in the same transaction as the change itself.
+# paygate_server.storage.capture) in the same transaction as the change itself.
 change_log = Table(
     "change_log",
     metadata,
@@ -234,4 +234,4 @@ CAPTURED_TABLES: dict[str, str] = {
 }
 
 # Domain tables live in their own modules and register on the same metadata.
-from paygate_server.db import schema_checkout, schema_history  # noqa: E402,F401
+from paygate_server.storage import schema_checkout, schema_history  # noqa: E402,F401

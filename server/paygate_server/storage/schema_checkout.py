@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table
 
-from paygate_server.db.schema import metadata
+from paygate_server.storage.schema import metadata
 
 __all__ = ["checkout_limits", "vault_cards"]
 

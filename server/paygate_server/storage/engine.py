@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import greenlet_spawn
 
 from paygate_server.config import normalize_database_url
-from paygate_server.db.group_commit import GroupCommitter
-from paygate_server.db.statements import Autocommit
 from paygate_server.private_files import private_dir, private_file
+from paygate_server.storage.group_commit import GroupCommitter
+from paygate_server.storage.statements import Autocommit
 
 __all__ = ["Database", "create_database"]
 
@@ -68,10 +68,10 @@ class Database:
                 # and each new one costs PostgreSQL a backend fork, its catalog caches and
                 # every prepared statement again (docs/performance.md, fourth pass).
                 # No pre-ping (a round trip per checkout): a connection the server dropped
-                # is invalidated when it fails, with every older one (db/statements.py
+                # is invalidated when it fails, with every older one (storage/statements.py
                 # _drop_dead, SQLAlchemy's disconnect handling), so the pool reconnects by
                 # itself after an outage. Past pool_timeout_s without a free connection a
-                # request gets 503 (db/availability.py). hide_parameters: statement values
+                # request gets 503 (storage/availability.py). hide_parameters: statement values
                 # never appear in an error's text, so never in a log.
                 self.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False,
                 pool_timeout=pool_timeout_s, hide_parameters=True,

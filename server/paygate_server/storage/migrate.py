@@ -9,11 +9,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from paygate_server.db.engine import Database
+from paygate_server.storage.engine import Database
 
 __all__ = ["upgrade", "check_schema", "head_revision", "current_revision", "SchemaMismatch"]
 
-_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 class SchemaMismatch(RuntimeError):
