@@ -18,19 +18,19 @@ from paygate_server.auth import Authenticator
 from paygate_server.auth.authenticate import prune_nonces
 from paygate_server.cards.keystore import CardKeyStore
 from paygate_server.checkout import endpoints as checkout_endpoints
+from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.errors import ApiError
 from paygate_server.extensions import Extension, check_order, check_provided
 from paygate_server.heap import settle_after_startup
 from paygate_server.http.api import error_response, json_response
-from paygate_server.http.idempotency import prune_idempotency_keys
 from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
 from paygate_server.intents import endpoints as intent_endpoints
 from paygate_server.private_files import private_dir
 from paygate_server.processing import endpoints as processing_endpoints
+from paygate_server.processing.cards import FINGERPRINT_PURPOSE
 from paygate_server.processing.connectors import connector_for_url
-from paygate_server.processing.endpoints import FINGERPRINT_PURPOSE
 from paygate_server.processing.reconciler import Reconciler
 from paygate_server.processing.service import ProcessingService
 from paygate_server.realtime import ChangeNotifier
@@ -81,7 +81,7 @@ async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EX
                       fingerprint_key=master.derive(FINGERPRINT_PURPOSE))
     gateway.processing = ProcessingService(gateway, connector)
     gateway.refunds = RefundService(gateway, connector)
-    gateway.reconciler = Reconciler(db, connector, settings, notifier)
+    gateway.reconciler = Reconciler(gateway.payments, connector, settings, notifier)
     for extension in extensions:
         await extension.setup(gateway)
         check_provided(extension, gateway)
@@ -94,7 +94,7 @@ async def _housekeeping(gateway: Gateway) -> None:
         try:
             async with gateway.db.write() as conn:
                 await prune_nonces(conn)
-                await prune_idempotency_keys(conn, gateway.settings.idempotency_ttl_s)
+            await gateway.payments.prune_keys(now_us() - gateway.settings.idempotency_ttl_s * 1_000_000)
             await gateway.card_keys.reload()
         except asyncio.CancelledError:
             raise

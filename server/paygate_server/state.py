@@ -9,14 +9,15 @@ fails three calls later.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 from paygate_server.auth import Authenticator
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
 from paygate_server.realtime import ChangeNotifier
-from paygate_server.storage import Database
+from paygate_server.storage import Database, open_payment_store
+from paygate_server.storage.port import PaymentStore
 
 if TYPE_CHECKING:
     from paygate_server.cards.keystore import CardKeyStore
@@ -79,6 +80,11 @@ class Gateway:
     # any service got it: built once, injected, never swapped afterwards.
     connector: Connector
     fingerprint_key: bytes  # HMAC key of card fingerprints, derived once from the master key
+    # The payment core's storage port, on the gateway's database.
+    payments: PaymentStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.payments = open_payment_store(self.db)
 
     # Slots are plain class attributes, not dataclass fields: no constructor argument.
     # Core services: they hold the gateway, so they are set right after it is built.

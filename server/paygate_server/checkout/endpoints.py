@@ -38,7 +38,7 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.endpoints import intent_status_events
-from paygate_server.intents.repository import get_intent_by_client_secret
+from paygate_server.intents.service import intent_by_client_secret
 from paygate_server.merchants import get_merchant, list_origins
 from paygate_server.storage.schema import api_keys
 
@@ -108,10 +108,10 @@ async def status_stream(request: Request) -> Response:
         if not valid_client_secret(secret):
             raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
         assert secret is not None
+        intent = await intent_by_client_secret(gateway.payments, secret)
+        if intent is None:
+            raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
         async with gateway.db.read() as conn:
-            intent = await get_intent_by_client_secret(conn, secret)
-            if intent is None:
-                raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
             origins = await list_origins(conn, intent["merchant_id"])
     except ApiError as exc:
         return error_response(exc, rid)

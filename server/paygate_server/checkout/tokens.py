@@ -27,9 +27,9 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response, read_body
 from paygate_server.http.middleware import request_id_of
 from paygate_server.http.request_input import parse_json_object
-from paygate_server.intents.repository import hash_client_secret
-from paygate_server.processing.attempts import MAX_FAILED_ATTEMPTS
-from paygate_server.processing.endpoints import resolve_encrypted_card
+from paygate_server.intents.service import hash_client_secret
+from paygate_server.processing.cards import resolve_encrypted_card
+from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
 from paygate_server.storage.schema import payment_intents as intents
 from paygate_server.storage.schema_checkout import checkout_limits
 

@@ -15,19 +15,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
 from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
-from paygate_server.clock import now_us
 from paygate_server.errors import ApiError, error_body
-from paygate_server.http.idempotency import CLAIM_DONE_CTE, IdempotencyScope, parse_idempotency_key
+from paygate_server.http.idempotency import IdempotencyScope, parse_idempotency_key
 from paygate_server.http.middleware import MERCHANT_KEY, request_id_of
 from paygate_server.http.request_input import parse_json_object, refuse_nul
-from paygate_server.storage.statements import Sql, execute
+from paygate_server.storage.port import ExistingKey, KeyClaim
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -37,18 +34,7 @@ __all__ = ["ApiContext", "Replayed", "api_endpoint", "json_response", "error_res
 log = logging.getLogger("paygate.api")
 
 Handler = Callable[["ApiContext"], Awaitable[Response]]
-Operation = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]
 T = TypeVar("T")
-
-# Insert statements with the Idempotency-Key's claim in front (PostgreSQL), made once each.
-_WITH_CLAIM: dict[Sql, Sql] = {}
-
-
-def _with_claim(sql: Sql) -> Sql:
-    found = _WITH_CLAIM.get(sql)
-    if found is None:
-        found = _WITH_CLAIM[sql] = Sql(f"WITH {CLAIM_DONE_CTE} {sql.text}")
-    return found
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -118,84 +104,45 @@ class ApiContext:
     def query(self, name: str) -> str | None:
         return self.request.query_params.get(name)
 
-    async def execute(self, operation: Operation) -> Response:
-        """Run a one-transaction state change, idempotently when the request has a key.
+    async def idempotently(self, operation: Callable[[KeyClaim | None], Awaitable[T | ExistingKey]]) -> T:
+        """Run an operation under the request's ``Idempotency-Key``, if it has one: the
+        one wrapper of every idempotent endpoint.
 
-        With a key, the claim, the change and the stored response commit together; a
-        duplicate arriving meanwhile waits on the key's row (PostgreSQL) or the write lock
-        (SQLite) and then replays the stored response.
+        The operation gets the key's claim, which the store makes in the same transaction
+        (or statement) as the operation's first change, storing the answer with the last
+        one where it can. A key that was there already comes back as
+        :class:`ExistingKey` and is judged here (:class:`Replayed` with the stored answer,
+        422 or 409). A client error is stored for replay; an internal failure stores
+        nothing.
         """
-        db = self.gateway.db
         scope = self.idempotency
         try:
-            async with db.write() as conn:
-                if scope is not None:
-                    replay = await scope.begin(conn)
-                    if replay is not None:
-                        return replay
-                status, body = await operation(conn)
-                data = jsoncodec.dumps(body)
-                if scope is not None:
-                    await scope.complete(conn, status, data)
+            result = await operation(None if scope is None else scope.claim)
         except ApiError as exc:
             if scope is not None:
-                await scope.store_error(db, exc, self.request_id)
+                await scope.store_error(self.gateway.payments, exc, self.request_id)
             raise
+        if isinstance(result, ExistingKey):
+            assert scope is not None  # only a claim finds a key
+            raise Replayed(scope.judge(result))
+        return result
+
+    async def execute(self, change: Callable[[Any], Awaitable[tuple[int, Any]]]) -> Response:
+        """A one-transaction change of another domain (its storage functions run on the
+        transaction ``change`` is given), idempotently when the request has a key."""
+        async def encoded(conn: Any) -> tuple[int, bytes]:
+            status, body = await change(conn)
+            return status, jsoncodec.dumps(body)
+
+        status, data = await self.idempotently(lambda claim: self.gateway.payments.change_with_key(claim, encoded))
         return Response(data, status, media_type="application/json")
 
-    async def execute_insert(self, sql: Sql, params: dict[str, Any], status: int, body: Any) -> Response:
-        """A state change that is one insert whose answer is known before it runs (a create).
-
-        On PostgreSQL that is one statement in autocommit — with an ``Idempotency-Key``,
-        the key's row and its stored answer go into the same statement (a writable CTE) —
-        so one round trip and no BEGIN/COMMIT. A key that already exists fails that
-        statement, which then changed nothing, and the request takes the general way
-        (:meth:`execute`: replay, 409 or 422). SQLite always takes the general way (its
-        writes share group commits instead).
-        """
-        db = self.gateway.db
-
-        async def operation(conn: AsyncConnection) -> tuple[int, Any]:
-            await execute(conn, sql, **params)
-            return status, body
-
-        if db.is_sqlite:
-            return await self.execute(operation)
-        scope = self.idempotency
-        data = jsoncodec.dumps(body)
-        async with db.autocommit() as conn:
-            if scope is None:
-                await execute(conn, sql, **params)
-                return Response(data, status, media_type="application/json")
-            try:
-                await execute(conn, _with_claim(sql), **params, **scope.statement_params(),
-                              idem_now=now_us(), idem_status=status, idem_body=scope.seal(data))
-                return Response(data, status, media_type="application/json")
-            except IntegrityError:
-                pass  # the key exists (a retry, or a reuse): judged below
-        return await self.execute(operation)
-
-    async def first_phase(self, phase: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """The first transaction of a multi-phase operation (processing, refunds).
-
-        With an ``Idempotency-Key`` the key is claimed ``in_progress`` in the same
-        transaction (so the claim and the first state change commit together); a duplicate
-        arriving while later phases run sees it in progress (409). A stored response
-        raises :class:`Replayed`; a client error is stored for replay (in a transaction of
-        its own, the phase's having rolled back); an internal failure stores nothing. The
-        caller completes the key with its final response.
-        """
-        db = self.gateway.db
-        scope = self.idempotency
-        try:
-            async with db.write() as conn:
-                if scope is not None and (replay := await scope.begin(conn)) is not None:
-                    raise Replayed(replay)
-                return await phase(conn)
-        except ApiError as exc:
-            if scope is not None:
-                await scope.store_error(db, exc, self.request_id)
-            raise
+    async def answer(self, status: int, data: bytes, *, stored: bool) -> Response:
+        """The response, stored first as the key's answer unless the operation ``stored`` it
+        with its change (then another answer stored meanwhile wins)."""
+        if self.idempotency is None or stored:
+            return Response(data, status, media_type="application/json")
+        return await self.idempotency.answer(self.gateway.payments, status, data)
 
 
 class Replayed(Exception):

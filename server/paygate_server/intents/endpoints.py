@@ -5,16 +5,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from paygate_server import jsoncodec
+from paygate_server.cdc.changes import Change
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint, json_response
-from paygate_server.intents import repository as repo
+from paygate_server.intents import service
 from paygate_server.intents.history import render_history
+from paygate_server.intents.refusals import no_such_intent
 from paygate_server.intents.schemas import (
     FINAL_STATUSES,
     STATUSES,
@@ -34,17 +35,17 @@ STREAM_KEEPALIVE_S = 15.0
 
 
 async def load_intent(ctx: ApiContext, intent_id: str) -> Any:
-    async with ctx.gateway.db.read_one() as conn:
-        row = await repo.get_intent(conn, ctx.merchant_id, intent_id)
+    row = await ctx.gateway.payments.get_intent(ctx.merchant_id, intent_id)
     if row is None:
-        raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
+        raise no_such_intent(intent_id)
     return row
 
 
 async def create_intent(ctx: ApiContext) -> Response:
     data = parse_create(ctx.json_object(), ctx.merchant_id)
-    row, client_secret = repo.new_intent(ctx.merchant_id, data)
-    return await ctx.execute_insert(repo.INSERT_INTENT, row, 201, render_intent(row, client_secret=client_secret))
+    created = await ctx.idempotently(lambda claim: service.create_intent(ctx.gateway.payments, ctx.merchant_id,
+                                                                         data, claim))
+    return await ctx.answer(201, created.answer, stored=True)
 
 
 async def get_intent(ctx: ApiContext) -> Response:
@@ -60,10 +61,8 @@ async def list_intents(ctx: ApiContext) -> Response:
     starting_after = ctx.query("startingAfter")
     if starting_after is not None:
         starting_after = require_id(starting_after, "startingAfter", "pi")
-    async with ctx.gateway.db.read() as conn:
-        rows, has_more = await repo.list_intents(
-            conn, ctx.merchant_id, limit=limit, starting_after=starting_after, status=status
-        )
+    rows, has_more = await ctx.gateway.payments.list_intents(
+        ctx.merchant_id, limit=limit, starting_after=starting_after, status=status)
     return json_response(200, {"data": [render_intent(r) for r in rows], "hasMore": has_more})
 
 
@@ -71,19 +70,9 @@ async def cancel_intent(ctx: ApiContext) -> Response:
     body = ctx.json_object()
     reject_unknown(body, ("paymentIntentId",))
     intent_id = require_id(body.get("paymentIntentId"), "paymentIntentId", "pi")
-
-    async def op(conn: AsyncConnection) -> tuple[int, Any]:
-        row = await repo.transition(conn, ctx.merchant_id, intent_id,
-                                    from_statuses=("created", "failed"), values={"status": "canceled"})
-        if row is None:
-            current = await repo.get_intent(conn, ctx.merchant_id, intent_id)
-            if current is None:
-                raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
-            raise ApiError("intent_state_conflict",
-                           f"a payment intent in status {current['status']} cannot be canceled")
-        return 200, render_intent(row)
-
-    response = await ctx.execute(op)
+    row = await ctx.idempotently(lambda claim: service.cancel_intent(ctx.gateway.payments, ctx.merchant_id,
+                                                                     intent_id, claim))
+    response = await ctx.answer(200, jsoncodec.dumps(render_intent(row)), stored=True)
     ctx.gateway.notifier.publish(intent_id)
     return response
 
@@ -121,10 +110,9 @@ async def intent_status_events(gateway: Gateway, request: Request, merchant_id: 
     """One SSE event per status change, ending at a final status (SPEC §4). Shared by the
     API's stream and the checkout's (``/checkout/v1/status/stream``)."""
     async def load() -> Any:
-        async with gateway.db.read_one() as conn:
-            row = await repo.get_intent(conn, merchant_id, intent_id)
+        row = await gateway.payments.get_intent(merchant_id, intent_id)
         if row is None:
-            raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
+            raise no_such_intent(intent_id)
         return row
 
     with gateway.notifier.subscribe(intent_id) as sub:
@@ -159,10 +147,9 @@ async def payment_status_stream(ctx: ApiContext) -> Response:
 
 async def intent_history(ctx: ApiContext) -> Response:
     intent_id = require_id(ctx.request.path_params["intent_id"], "paymentIntentId", "pi")
-    async with ctx.gateway.db.read() as conn:
-        changes = await repo.history(conn, ctx.merchant_id, intent_id)
+    changes = [Change.from_row(r) for r in await ctx.gateway.payments.intent_changes(ctx.merchant_id, intent_id)]
     if not changes:
-        raise ApiError("resource_missing", f"no such payment intent: {intent_id}", param="paymentIntentId")
+        raise no_such_intent(intent_id)
     return json_response(200, {"data": render_history(changes)})
 
 

@@ -20,7 +20,7 @@ from paygate_server.cdc.changes import Change
 from paygate_server.clock import to_rfc3339
 from paygate_server.intents.schemas import render_intent
 from paygate_server.processing.schemas import render_attempt
-from paygate_server.refunds.service import render_refund
+from paygate_server.refunds.schemas import render_refund
 
 __all__ = ["OBJECT_KINDS", "EVENT_TYPES", "render_object", "history_event", "render_history"]
 

@@ -13,6 +13,7 @@ from paygate_server.config import Settings
 from paygate_server.processing.connectors import ConnectorError, connector_for_url
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.settlement import reconcile_settlement
+from paygate_server.storage import open_payment_store
 
 __all__ = ["add_commands"]
 
@@ -40,13 +41,13 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
         async with open_database(settings) as db:
             connector = _connector(settings)
             try:
-                reconciler = Reconciler(db, connector, settings)
+                reconciler = Reconciler(open_payment_store(db), connector, settings)
                 if not args.once:
                     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
                     print("reconciler running (Ctrl-C to stop)", flush=True)
                     await reconciler.run_forever()
                 report = await reconciler.run_once()
-                unresolved = await list_unresolved(db)
+                unresolved = await list_unresolved(open_payment_store(db))
                 return {"checked": report.checked, "settled": report.settled,
                         "outcomes": report.outcomes, "unresolved": unresolved}
             finally:
@@ -70,7 +71,7 @@ def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
         async with open_database(settings) as db:
             connector = _connector(settings)
             try:
-                return await reconcile_settlement(db, connector, day)
+                return await reconcile_settlement(open_payment_store(db), connector, day)
             except ConnectorError as exc:
                 raise CommandError(f"could not read the processor's settlement report: {exc}") from None
             finally:

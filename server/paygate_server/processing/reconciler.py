@@ -28,21 +28,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
-
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.config import Settings
-from paygate_server.processing.attempts import apply_charge_result
 from paygate_server.processing.connectors import (
     ChargeOutcome,
     ChargeResult,
     Connector,
     RefundRequest,
 )
+from paygate_server.processing.settle import charge_outcome, refund_outcome
 from paygate_server.realtime import ChangeNotifier
-from paygate_server.refunds.service import apply_refund_result
-from paygate_server.storage import Database
-from paygate_server.storage.schema import reconcile_queue, refunds, transactions
+from paygate_server.storage.port import Attempt, Check, PaymentStore
 from paygate_server.waiting import wait_event
 
 __all__ = ["Reconciler", "PassReport", "list_unresolved"]
@@ -62,9 +58,9 @@ class PassReport:
 
 
 class Reconciler:
-    def __init__(self, db: Database, connector: Connector, settings: Settings,
+    def __init__(self, store: PaymentStore, connector: Connector, settings: Settings,
                  notifier: ChangeNotifier | None = None) -> None:
-        self._db = db
+        self._store = store
         self.connector = connector
         self._settings = settings
         self._notifier = notifier
@@ -96,19 +92,14 @@ class Reconciler:
             await asyncio.sleep(max(0.0, WAKE_MIN_INTERVAL_S - (time.monotonic() - started)))
 
     async def _seconds_until_next_due(self) -> float | None:
-        async with self._db.read() as conn:
-            due = (await conn.execute(select(reconcile_queue.c.due_at)
-                                      .order_by(reconcile_queue.c.due_at).limit(1))).scalar()
+        due = await self._store.next_check_due()
         return None if due is None else max(0.0, (due - now_us()) / _US)
 
     async def run_once(self) -> PassReport:
         """Check everything due now; returns what happened."""
         report = PassReport()
         while True:
-            async with self._db.read() as conn:
-                rows = (await conn.execute(
-                    select(reconcile_queue).where(reconcile_queue.c.due_at <= now_us())
-                    .order_by(reconcile_queue.c.due_at).limit(BATCH))).all()
+            rows = await self._store.due_checks(now_us(), BATCH)
             if not rows:
                 return report
             results = await asyncio.gather(*(self._check(row) for row in rows), return_exceptions=True)
@@ -129,69 +120,53 @@ class Reconciler:
             if not progressed:
                 return report
 
-    async def _lease(self, row: Any) -> bool:
-        async with self._db.write() as conn:
-            taken = await conn.execute(
-                update(reconcile_queue)
-                .where(reconcile_queue.c.kind == row.kind, reconcile_queue.c.object_id == row.object_id,
-                       reconcile_queue.c.due_at == row.due_at)
-                .values(due_at=now_us() + int(self._lease_s * _US)))
-        return taken.rowcount == 1
-
-    async def _check(self, row: Any) -> str | None:
-        if not await self._lease(row):
+    async def _check(self, check: Check) -> str | None:
+        if not await self._store.lease_check(check, now_us() + int(self._lease_s * _US)):
             return None
-        if row.kind == "charge":
-            return await self._check_charge(row)
-        return await self._check_refund(row)
+        if check.kind == "charge":
+            return await self._check_charge(check)
+        return await self._check_refund(check)
 
-    async def _check_charge(self, row: Any) -> str:
-        async with self._db.read() as conn:
-            txn = (await conn.execute(select(transactions.c.reference, transactions.c.created_at)
-                                      .where(transactions.c.id == row.object_id))).first()
+    async def _check_charge(self, check: Check) -> str:
+        txn = await self._store.attempt_for_check(check.object_id)
         assert txn is not None
-        result = await self.connector.lookup(txn.reference)
+        result = await self.connector.lookup(txn["reference"])
         label = result.outcome.value
         check_by = None
         if result.outcome is ChargeOutcome.NOT_FOUND:
             # Integer µs on both sides: a check due exactly at the deadline is past it.
-            never_received_at = txn.created_at + round(self._settings.not_found_fail_after_s * _US)
+            never_received_at = txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)
             if now_us() >= never_received_at:
-                result = ChargeResult(txn.reference, ChargeOutcome.FAILED,
+                result = ChargeResult(txn["reference"], ChargeOutcome.FAILED,
                                       message="the processor never received this attempt")
                 label = "failed_never_received"
             else:
                 label = "not_found_yet"
                 check_by = never_received_at
-        async with self._db.write() as conn:
-            await apply_charge_result(conn, row.object_id, result, schedule=self._settings.reconcile_schedule_s,
-                                      checks=row.checks + 1, check_by=check_by)
+        attempt = Attempt(txn["id"], txn["reference"], txn["intent_id"], txn["merchant_id"], txn["amount"],
+                          txn["currency"])
+        await self._store.settle_attempt(attempt, charge_outcome(
+            result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1, check_by=check_by))
         if self._notifier is not None:
-            self._notifier.publish(row.intent_id)
+            self._notifier.publish(check.intent_id)
         return label
 
-    async def _check_refund(self, row: Any) -> str:
-        async with self._db.read() as conn:
-            refund = (await conn.execute(
-                select(refunds.c.reference, refunds.c.amount, refunds.c.currency, transactions.c.reference.label("charge_reference"))
-                .join(transactions, transactions.c.id == refunds.c.transaction_id)
-                .where(refunds.c.id == row.object_id))).first()
+    async def _check_refund(self, check: Check) -> str:
+        refund = await self._store.refund_for_check(check.object_id)
         assert refund is not None
         # Refunds are idempotent by reference: asking again *is* the status query.
-        result = await self.connector.refund(RefundRequest(refund.reference, refund.charge_reference,
-                                                            refund.amount, refund.currency))
-        async with self._db.write() as conn:
-            await apply_refund_result(conn, row.object_id, result, schedule=self._settings.reconcile_schedule_s,
-                                      checks=row.checks + 1)
+        result = await self.connector.refund(RefundRequest(refund["reference"], refund["charge_reference"],
+                                                            refund["amount"], refund["currency"]))
+        await self._store.settle_refund(check.object_id, refund_outcome(
+            result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1))
         if self._notifier is not None:
-            self._notifier.publish(row.intent_id)
+            self._notifier.publish(check.intent_id)
         return f"refund_{result.outcome.value}"
 
 
-async def list_unresolved(db: Database) -> list[dict[str, Any]]:
+async def list_unresolved(store: PaymentStore) -> list[dict[str, Any]]:
     """Everything still on the queue, oldest first: what the operator should look at."""
-    async with db.read() as conn:
-        rows = (await conn.execute(select(reconcile_queue).order_by(reconcile_queue.c.created_at))).all()
+    rows = await store.all_checks()
     return [{"kind": r.kind, "id": r.object_id, "paymentIntentId": r.intent_id, "merchantId": r.merchant_id,
              "checks": r.checks, "lastResult": r.last_result, "nextCheckAt": to_rfc3339(r.due_at),
              "since": to_rfc3339(r.created_at)} for r in rows]

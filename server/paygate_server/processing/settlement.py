@@ -14,11 +14,8 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import and_, select
-
 from paygate_server.processing.connectors import Connector, SettlementRecord
-from paygate_server.storage import Database
-from paygate_server.storage.schema import refunds, transactions
+from paygate_server.storage.port import PaymentStore
 
 __all__ = ["Mismatch", "reconcile_settlement"]
 
@@ -43,57 +40,46 @@ def _day_bounds(day: dt.date) -> tuple[int, int]:
     return int(start.timestamp()) * _US, int((start + dt.timedelta(days=1)).timestamp()) * _US
 
 
+def _ours(row: Any) -> dict[str, Any]:
+    return {"status": row["status"], "amount": row["amount"], "currency": row["currency"], "id": row["id"]}
+
+
 def _proc(record: SettlementRecord) -> dict[str, Any]:
     return {"amount": record.amount, "currency": record.currency, "merchantId": record.merchant_id}
 
 
-async def reconcile_settlement(db: Database, connector: Connector, day: dt.date) -> tuple[list[Mismatch], dict[str, int]]:
+async def reconcile_settlement(store: PaymentStore, connector: Connector,
+                               day: dt.date) -> tuple[list[Mismatch], dict[str, int]]:
     report = await connector.settlement_report(day)
     next_day = {r.reference for r in await connector.settlement_report(day + dt.timedelta(days=1))}
     at_processor = {(r.kind, r.reference): r for r in report}
     start, end = _day_bounds(day)
-    tables = {"charge": transactions, "refund": refunds}
     mismatches: list[Mismatch] = []
-    async with db.read() as conn:
-        ours: dict[tuple[str, str], Any] = {}
-        for kind, table in tables.items():
-            refs = [ref for (k, ref) in at_processor if k == kind]
-            rows = (await conn.execute(select(table).where(table.c.reference.in_(refs)))).all() if refs else []
-            for row in rows:
-                ours[(kind, row.reference)] = row
-            # Only what went through this processor (a gateway may have several).
-            query = select(table).where(and_(
-                table.c.status == "succeeded", table.c.created_at >= start, table.c.created_at < end))
-            if table is transactions:
-                query = query.where(transactions.c.connector == connector.name)
-            else:
-                query = query.where(refunds.c.transaction_id.in_(
-                    select(transactions.c.id).where(transactions.c.connector == connector.name)))
-            same_day = (await conn.execute(query)).all()
-            for row in same_day:
-                ours.setdefault((kind, row.reference), row)
+    ours: dict[tuple[str, str], Any] = {}
+    for table in ("charge", "refund"):
+        refs = [ref for (k, ref) in at_processor if k == table]
+        # Only what went through this processor (a gateway may have several).
+        for found in await store.settled_records(table, connector.name, refs, start, end):
+            ours[(table, found["reference"])] = found
 
     for key, record in at_processor.items():
         kind, reference = key
-        row = ours.get(key)  # type: ignore[assignment]  # the table rows above, or None
+        row = ours.get(key)
         if row is None:
             mismatches.append(Mismatch(kind, "missing_in_gateway", reference, record.payment_intent_id, None, _proc(record)))
             continue
-        gateway = {"status": row.status, "amount": row.amount, "currency": row.currency, "id": row.id}
-        if row.status != "succeeded":
-            mismatches.append(Mismatch(kind, "status_differs", reference, row.intent_id, gateway, _proc(record)))
-        elif (row.amount, row.currency) != (record.amount, record.currency):
-            mismatches.append(Mismatch(kind, "amount_differs", reference, row.intent_id, gateway, _proc(record)))
-    for key, row in ours.items():  # type: ignore[assignment]  # str kinds, as at the processor
-        kind, reference = key
-        if key in at_processor or row.status != "succeeded" or not start <= row.created_at < end:
+        gateway = _ours(row)
+        if row["status"] != "succeeded":
+            mismatches.append(Mismatch(kind, "status_differs", reference, row["intent_id"], gateway, _proc(record)))
+        elif (row["amount"], row["currency"]) != (record.amount, record.currency):
+            mismatches.append(Mismatch(kind, "amount_differs", reference, row["intent_id"], gateway, _proc(record)))
+    for (ours_kind, reference), row in ours.items():
+        if (ours_kind, reference) in at_processor or row["status"] != "succeeded" or not start <= row["created_at"] < end:
             continue
         if reference in next_day:
             continue
-        mismatches.append(Mismatch(kind, "missing_at_processor", reference, row.intent_id,
-                                   {"status": row.status, "amount": row.amount, "currency": row.currency, "id": row.id},
-                                   None))
+        mismatches.append(Mismatch(ours_kind, "missing_at_processor", reference, row["intent_id"], _ours(row), None))
     counts = {"processorRecords": len(report),
-              "gatewayRecords": sum(1 for r in ours.values() if r.status == "succeeded"),
+              "gatewayRecords": sum(1 for r in ours.values() if r["status"] == "succeeded"),
               "mismatches": len(mismatches)}
     return mismatches, counts

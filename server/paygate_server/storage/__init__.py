@@ -1,7 +1,23 @@
-"""Storage: SQLAlchemy Core tables, the async database handle, migrations, change capture."""
+"""Storage: the one home of SQL and of the choice of database.
+
+The payment core reaches it through one port (:mod:`.port`, :func:`open_payment_store`);
+SQLAlchemy Core tables, the async database handle, migrations and change capture live
+here too. Nothing outside this package writes SQL or asks which database it runs on.
+"""
 from __future__ import annotations
 
 from paygate_server.storage.engine import Database, create_database
 from paygate_server.storage.migrate import SchemaMismatch, check_schema, upgrade
+from paygate_server.storage.port import PaymentStore
 
-__all__ = ["Database", "create_database", "SchemaMismatch", "check_schema", "upgrade"]
+__all__ = ["Database", "PaymentStore", "create_database", "open_payment_store", "SchemaMismatch", "check_schema",
+           "upgrade"]
+
+
+def open_payment_store(db: Database) -> PaymentStore:
+    """The payment core's store for ``db``'s kind of database."""
+    if db.is_sqlite:
+        from paygate_server.storage.payments import SqlitePaymentStore
+        return SqlitePaymentStore(db)
+    from paygate_server.storage.payments_pg import PostgresPaymentStore
+    return PostgresPaymentStore(db)

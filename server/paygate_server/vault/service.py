@@ -4,10 +4,10 @@
 bound to the payment intent whose clientSecret made it. ``resolve_token`` turns the token
 back into a card for ``POST /api/v1/payment/process`` — for that intent and merchant, before
 it expires, if unused — without consuming it: the attempt that charges the card consumes
-the token in its own transaction (``processing.attempts``, one conditional UPDATE, so two
+the token in its own transaction (the payment store's ``begin_attempt``, one conditional UPDATE, so two
 concurrent redemptions cannot both win), after the request's Idempotency-Key was judged.
 A refused request therefore never burns a token. The CVC is dropped as soon as the
-authorization has an outcome — by the statements that record it (``processing.attempts``),
+authorization has an outcome — by the statements that record it (the payment store's ``settle_attempt``),
 in the same transaction, whoever learns it — or when the token expires (``purge``),
 whichever comes first.
 
@@ -31,9 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
-from paygate_server.processing.attempts import TOKEN_INVALID_MESSAGE, redeem_token
+from paygate_server.intents.refusals import TOKEN_INVALID_MESSAGE
+from paygate_server.processing.cards import ResolvedCard
 from paygate_server.processing.connectors import CardDetails
-from paygate_server.processing.service import ResolvedCard
 from paygate_server.storage.schema_checkout import vault_cards
 from paygate_server.storage.statements import Sql, fetch_one
 from paygate_server.vault.datakeys import DataKeyStore, VaultDecryptError
@@ -128,9 +128,8 @@ class VaultService:
         """The card behind ``token``, consuming it on its own (outside a payment attempt)."""
         card = await self.resolve_token(token, merchant_id=merchant_id, intent_id=intent_id)
         assert card.vault_id is not None
-        async with self._gateway.db.write() as conn:
-            if not await redeem_token(conn, card.vault_id):
-                raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
+        if not await self._gateway.payments.redeem_token(card.vault_id):
+            raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
         return card
 
     async def _resolve(self, row: Any) -> ResolvedCard:

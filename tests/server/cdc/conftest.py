@@ -12,11 +12,13 @@ from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
-from paygate_server.intents.repository import insert_intent
 from paygate_server.intents.schemas import CreateIntent
+from paygate_server.intents.service import new_intent as new_intent_row
 from paygate_server.merchants import create_merchant
 from paygate_server.storage import Database, create_database
+from paygate_server.storage.payments import INSERT_INTENT
 from paygate_server.storage.schema import change_log, payment_intents
+from paygate_server.storage.statements import execute
 from tests.support.app import TEST_MASTER_KEY
 
 
@@ -56,7 +58,8 @@ async def new_merchant(db: Database) -> str:
 
 
 async def new_intent(conn: AsyncConnection, merchant_id: str, amount: int = 1000) -> str:
-    row, _ = await insert_intent(conn, merchant_id, CreateIntent(amount, "USD", {"sku": "x"}, None, {}))
+    row, _ = new_intent_row(merchant_id, CreateIntent(amount, "USD", {"sku": "x"}, None, {}))
+    await execute(conn, INSERT_INTENT, **row)
     return str(row["id"])
 
 

@@ -50,7 +50,7 @@ async def test_the_reconciler_that_learns_the_outcome_drops_the_cvc(pgw: InProce
     async with pgw.gateway.db.write() as conn:  # due now, not after the first back-off step
         await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
     processing = pgw.gateway.processing
-    await Reconciler(pgw.gateway.db, processing.connector, pgw.gateway.settings).run_once()
+    await Reconciler(pgw.gateway.payments, processing.connector, pgw.gateway.settings).run_once()
     assert (await _status(shop, pid))["status"] == "succeeded"
     row = await vault_row(pgw, intent_id=pid)
     assert row.cvc_sealed is None and row.pan_sealed is not None

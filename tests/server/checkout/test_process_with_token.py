@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from paygate_server.processing.attempts import MAX_FAILED_ATTEMPTS
+from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
 from paygate_server.simulator.testing import TestCards
 from paygate_server.storage.schema import transactions
 from tests.server.checkout.helpers import tokenize, vault_row

@@ -25,7 +25,9 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.service import ProcessingService
+from paygate_server.processing.settle import charge_outcome
 from paygate_server.processing.settlement import reconcile_settlement
+from paygate_server.storage.port import Attempt
 from paygate_server.storage.schema import change_log, reconcile_queue, transactions
 from tests.server.checkout.helpers import tokenize, vault_row
 from tests.support.app import InProcessGateway, running_gateway
@@ -95,8 +97,8 @@ async def test_unknown_outcome_is_settled_once_by_racing_reconcilers(gw: InProce
     shop, pid = await _start_unknown_payment(gw, processor)
     await _make_due(gw, pid)
     settings = gw.gateway.settings
-    a = Reconciler(gw.gateway.db, processor, settings)  # type: ignore[arg-type]
-    b = Reconciler(gw.gateway.db, processor, settings)  # type: ignore[arg-type]
+    a = Reconciler(gw.gateway.payments, processor, settings)  # type: ignore[arg-type]
+    b = Reconciler(gw.gateway.payments, processor, settings)  # type: ignore[arg-type]
     reports = await asyncio.gather(a.run_once(), b.run_once())
     assert sum(r.settled for r in reports) == 1
     assert processor.calls["lookup"] == 1  # the lease kept the second one off the row
@@ -105,36 +107,34 @@ async def test_unknown_outcome_is_settled_once_by_racing_reconcilers(gw: InProce
     history = await _statuses(gw, pid)
     assert history.count(("payment_intent", "succeeded")) == 1
     assert history.count(("transaction", "succeeded")) == 1
-    assert await list_unresolved(gw.gateway.db) == [] or all(i["paymentIntentId"] != pid for i in await list_unresolved(gw.gateway.db))
+    assert await list_unresolved(gw.gateway.payments) == [] or all(i["paymentIntentId"] != pid for i in await list_unresolved(gw.gateway.payments))
 
 
 async def test_apply_is_idempotent_even_without_the_lease(gw: InProcessGateway) -> None:
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN)
     _, pid = await _start_unknown_payment(gw, processor)
-    from paygate_server.processing.attempts import apply_charge_result
-
     async with gw.gateway.db.read() as conn:
         txn_id = (await conn.execute(select(transactions.c.id).where(transactions.c.intent_id == pid))).scalar_one()
-    approved = ChargeResult("ref", ChargeOutcome.APPROVED, auth_code="X")
+    store = gw.gateway.payments
+    txn = await store.attempt_for_check(txn_id)
+    assert txn is not None
+    attempt = Attempt(txn_id, txn["reference"], pid, txn["merchant_id"], txn["amount"], txn["currency"])
+    approved = charge_outcome(ChargeResult("ref", ChargeOutcome.APPROVED, auth_code="X"), schedule=(1.0,))
 
-    async def apply() -> Any:
-        async with gw.gateway.db.write() as conn:
-            return await apply_charge_result(conn, txn_id, approved, schedule=(1.0,))
-
-    results = await asyncio.gather(*(apply() for _ in range(10)))
-    assert sum(r is not None for r in results) == 1
+    results = await asyncio.gather(*(store.settle_attempt(attempt, approved) for _ in range(10)))
+    assert sum(row is not None for row, _ in results) == 1
     assert (await _statuses(gw, pid)).count(("payment_intent", "succeeded")) == 1
 
 
 async def test_unclassifiable_answers_stay_unknown_and_are_listed(gw: InProcessGateway) -> None:
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN, lookup_outcome=ChargeOutcome.UNKNOWN)
     shop, pid = await _start_unknown_payment(gw, processor)
-    reconciler = Reconciler(gw.gateway.db, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    reconciler = Reconciler(gw.gateway.payments, processor, gw.gateway.settings)  # type: ignore[arg-type]
     for expected_checks in (1, 2, 3):
         await _make_due(gw, pid)
         report = await reconciler.run_once()
         assert report.still_unknown >= 1
-        item = next(i for i in await list_unresolved(gw.gateway.db) if i["paymentIntentId"] == pid)
+        item = next(i for i in await list_unresolved(gw.gateway.payments) if i["paymentIntentId"] == pid)
         assert item["checks"] == expected_checks and item["lastResult"]
     assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "in_progress"
     async with gw.gateway.db.read() as conn:
@@ -147,7 +147,7 @@ async def test_unclassifiable_answers_stay_unknown_and_are_listed(gw: InProcessG
 async def test_never_received_is_failed_only_after_the_safety_window(gw: InProcessGateway) -> None:
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN, lookup_outcome=ChargeOutcome.NOT_FOUND)
     shop, pid = await _start_unknown_payment(gw, processor)
-    reconciler = Reconciler(gw.gateway.db, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    reconciler = Reconciler(gw.gateway.payments, processor, gw.gateway.settings)  # type: ignore[arg-type]
     await _make_due(gw, pid)
     assert (await reconciler.run_once()).outcomes == {"not_found_yet": 1}
     assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "in_progress"
@@ -196,7 +196,7 @@ async def test_settlement_mismatches(gw: InProcessGateway) -> None:
             refs[amount] = (await conn.execute(select(transactions.c.reference).where(transactions.c.intent_id == pid))).scalar_one()
     record = lambda ref, amount: SettlementRecord("charge", ref, None, None, amount, "USD")  # noqa: E731
     processor.settled = [record(refs[100], 100), record(refs[200], 250), record("ref_unknown0000000000", 999)]
-    mismatches, counts = await reconcile_settlement(gw.gateway.db, processor, dt.datetime.now(dt.UTC).date())  # type: ignore[arg-type]
+    mismatches, counts = await reconcile_settlement(gw.gateway.payments, processor, dt.datetime.now(dt.UTC).date())  # type: ignore[arg-type]
     problems = {(m.problem, m.reference) for m in mismatches}
     assert ("amount_differs", refs[200]) in problems
     assert ("missing_in_gateway", "ref_unknown0000000000") in problems
@@ -311,7 +311,7 @@ async def _run_reconciler(gw: InProcessGateway, clock: FakeClock, processor: Scr
                           until_s: float) -> list[tuple[float, str]]:
     """What ``run_forever`` does, without its waiting: move the clock to the next due check,
     run a pass; until the queue is empty or the next check is past ``until_s``."""
-    reconciler = Reconciler(gw.gateway.db, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    reconciler = Reconciler(gw.gateway.payments, processor, gw.gateway.settings)  # type: ignore[arg-type]
     checks: list[tuple[float, str]] = []
     while (due_s := await _next_due_s(gw, clock)) is not None and due_s <= until_s:
         clock.set_elapsed(max(due_s, clock.elapsed_s))

@@ -12,8 +12,9 @@ from sqlalchemy import select, text, update
 
 from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
-from paygate_server.processing.attempts import NewAttempt, apply_charge_result, begin_attempt
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
+from paygate_server.processing.settle import charge_outcome
+from paygate_server.storage.port import NewAttempt
 from paygate_server.storage.schema import sealed_keys
 from paygate_server.storage.schema_checkout import vault_cards
 from paygate_server.vault import DATA_KEY_PURPOSE, VaultService, hash_token, rotate_data_key
@@ -141,19 +142,18 @@ async def test_cvc_is_dropped_with_the_authorizations_outcome(gw: InProcessGatew
     mid, pid = shop.creds.merchant_id, intent["paymentIntentId"]
     stored = await _store(gw, mid, pid)
     card = await _vault(gw).resolve_token(stored.token, merchant_id=mid, intent_id=pid)  # the attempt consumes it
-    new = NewAttempt(mid, pid, card.summary, card.fingerprint, card.vault_id, "simulator", 60.0)
-    async with gw.gateway.db.write() as conn:
-        _, attempt = await begin_attempt(conn, new)
+    store = gw.gateway.payments
+    new = NewAttempt(mid, pid, card.summary, card.fingerprint, card.vault_id, "simulator", 60_000_000, 10)
+    begun = await store.begin_attempt(new, None)
+    assert isinstance(begun, tuple)
+    _, attempt = begun
     unknown = ChargeResult(attempt.reference, ChargeOutcome.UNKNOWN)
-    async with gw.gateway.db.write() as conn:
-        await apply_charge_result(conn, attempt.transaction_id, unknown, schedule=(1.0,))
+    await store.settle_attempt(attempt, charge_outcome(unknown, schedule=(1.0,)))
     assert (await vault_row(gw, id=stored.vault_id)).cvc_sealed is not None  # no outcome yet
-    async with gw.gateway.db.write() as conn:
-        result = ChargeResult(attempt.reference, outcome, auth_code="A1", decline_code="generic_decline")
-        assert await apply_charge_result(conn, attempt.transaction_id, result, schedule=(1.0,)) is not None
-        # In the outcome's own transaction, not after it: no moment has one without the other.
-        cvc = (await conn.execute(select(vault_cards.c.cvc_sealed).where(vault_cards.c.id == stored.vault_id))).scalar()
-        assert cvc is None
+    result = ChargeResult(attempt.reference, outcome, auth_code="A1", decline_code="generic_decline")
+    # In the outcome's own transaction or statement (the store's settle_attempt).
+    settled, _ = await store.settle_attempt(attempt, charge_outcome(result, schedule=(1.0,)))
+    assert settled is not None
     row = await vault_row(gw, id=stored.vault_id)
     assert row.cvc_sealed is None and row.pan_sealed is not None
 

@@ -1,0 +1,89 @@
+"""Payment intent operations (SPEC §4): create and cancel, commands in, rows out.
+
+Every state change is one conditional statement in the store, so concurrent requests can
+never both win a transition; the request's Idempotency-Key is claimed and answered in the
+same transaction (or statement).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from paygate_server import jsoncodec
+from paygate_server.clock import now_us
+from paygate_server.ids import new_id, random_token
+from paygate_server.intents.refusals import refusal_error
+from paygate_server.intents.schemas import CreateIntent, render_intent
+from paygate_server.storage.port import (
+    AnswerSpec,
+    ExistingKey,
+    KeyClaim,
+    PaymentStore,
+    Row,
+    StoreRefusal,
+)
+
+__all__ = ["Created", "cancel_intent", "create_intent", "hash_client_secret", "intent_by_client_secret",
+           "new_intent"]
+
+
+def hash_client_secret(client_secret: str) -> str:
+    return hashlib.sha256(client_secret.encode()).hexdigest()
+
+
+def new_intent(merchant_id: str, data: CreateIntent) -> tuple[dict[str, Any], str]:
+    """A new intent's row and its client secret (returned once, stored only as a hash)."""
+    intent_id = new_id("pi")
+    client_secret = f"{intent_id}_secret_{random_token(24)}"
+    now = now_us()
+    row = {
+        "id": intent_id,
+        "merchant_id": merchant_id,
+        "status": "created",
+        "amount": data.amount,
+        "currency": data.currency,
+        "amount_refunded": 0,
+        "product_details": jsoncodec.dumps(data.product_details).decode(),
+        "description": data.description,
+        "metadata": jsoncodec.dumps(data.metadata).decode() if data.metadata else None,
+        "client_secret_hash": hash_client_secret(client_secret),
+        "last_error": None,
+        "card": None,
+        "version": 1,
+        "failed_attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return row, client_secret
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    answer: bytes  # the create's answer: the only one that carries the client secret
+
+
+async def create_intent(store: PaymentStore, merchant_id: str, data: CreateIntent,
+                        claim: KeyClaim | None) -> Created | ExistingKey:
+    row, client_secret = new_intent(merchant_id, data)
+    answer = jsoncodec.dumps(render_intent(row, client_secret=client_secret))
+    existing = await store.create_intent(row, claim, answer)
+    return Created(answer) if existing is None else existing
+
+
+def _render_answer(row: Row) -> bytes:
+    return jsoncodec.dumps(render_intent(row))
+
+
+async def cancel_intent(store: PaymentStore, merchant_id: str, intent_id: str,
+                        claim: KeyClaim | None) -> Row | ExistingKey:
+    """``created``/``failed`` → ``canceled``."""
+    try:
+        return await store.cancel_intent(merchant_id, intent_id,
+                                         None if claim is None else AnswerSpec(claim, _render_answer))
+    except StoreRefusal as refusal:
+        raise refusal_error(refusal, intent_id, "canceled") from None
+
+
+async def intent_by_client_secret(store: PaymentStore, client_secret: str) -> Row | None:
+    return await store.get_intent_by_client_secret_hash(hash_client_secret(client_secret))

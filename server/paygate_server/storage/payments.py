@@ -1,0 +1,532 @@
+"""The payment core's store on SQL: the general form, the same on both databases.
+
+Every change is one transaction (``Database.write``: group commit on SQLite). Statements
+that every payment runs are hand-written SQL on the driver (:mod:`.statements`); the rest
+(listing, settlement) is SQLAlchemy Core. :class:`SqlitePaymentStore` is this form as it
+is: SQLite serializes writers with its write lock, so nothing else needs locking.
+:mod:`.payments_pg` adds PostgreSQL's row lock and its one-statement forms.
+
+Lock order (PostgreSQL): every transaction that touches an intent's rows takes the
+intent's row first — explicitly (:meth:`SqlPaymentStore._lock_intent`), by updating it,
+or in the capture triggers — so concurrent writers queue instead of deadlocking. An
+attempt consumes its card token (vault row) after the intent's row.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from paygate_server import jsoncodec
+from paygate_server.clock import now_us
+from paygate_server.ids import new_id
+from paygate_server.storage.engine import Database
+from paygate_server.storage.port import (
+    AnswerSpec,
+    Attempt,
+    AttemptInFlight,
+    Check,
+    ExistingKey,
+    IntentMissing,
+    IntentNotInStatus,
+    KeyClaim,
+    NewAttempt,
+    NewRefund,
+    Outcome,
+    OverRefund,
+    Row,
+    StoreRefusal,
+    TokenSpent,
+    TooManyFailures,
+)
+from paygate_server.storage.schema import change_log, payment_intents, refunds, transactions
+from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
+
+__all__ = ["SqlPaymentStore", "SqlitePaymentStore"]
+
+# Every intent column, in table order: the SELECT and RETURNING list of every statement.
+COLUMNS = ", ".join(c.name for c in payment_intents.c)
+INSERT_INTENT = Sql(f"INSERT INTO payment_intents ({COLUMNS})"
+                    f" VALUES ({', '.join(':' + c.name for c in payment_intents.c)})")
+_BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
+_GET_INTENT = Sql(f"SELECT {COLUMNS} FROM payment_intents WHERE {_BY_ID}")
+_CANCEL = Sql(f"UPDATE payment_intents SET status = 'canceled', version = version + 1, updated_at = :now"
+              f" WHERE {_BY_ID} AND status IN ('created', 'failed') RETURNING {COLUMNS}")
+# The processing transitions, also the heart of PostgreSQL's one-statement forms.
+START_PROCESSING = (
+    "SET status = 'in_progress', card = :card, last_error = NULL, version = version + 1, updated_at = :now"
+    f" WHERE {_BY_ID} AND status IN ('created', 'failed') AND failed_attempts < :max_failed"
+)
+SETTLE_PROCESSING = (
+    "SET status = :status, last_error = :last_error, failed_attempts = failed_attempts + :failed,"
+    f" version = version + 1, updated_at = :now WHERE {_BY_ID} AND status = 'in_progress'"
+)
+_START_PROCESSING = Sql(f"UPDATE payment_intents {START_PROCESSING} RETURNING {COLUMNS}")
+_SETTLE_PROCESSING = Sql(f"UPDATE payment_intents {SETTLE_PROCESSING} RETURNING {COLUMNS}")
+
+# Why an intent cannot start an attempt, read in one statement (no row is locked).
+_WHY_NOT_BEGIN = Sql(
+    "SELECT i.status, i.failed_attempts,"
+    " EXISTS (SELECT 1 FROM transactions t WHERE t.intent_id = :intent_id"
+    " AND t.status IN ('pending', 'unknown', 'succeeded')) AS in_flight,"
+    " EXISTS (SELECT 1 FROM vault_cards v WHERE v.id = :vault_id AND v.used_at IS NULL"
+    " AND v.expires_at > :now) AS token_ok"
+    " FROM (SELECT 1 AS one) AS one LEFT JOIN payment_intents i"
+    " ON i.id = :intent_id AND i.merchant_id = :merchant_id"
+)
+
+ATTEMPT_COLUMNS = (
+    "id, intent_id, merchant_id, status, reference, connector, amount, currency, card_brand, card_last4,"
+    " card_exp_month, card_exp_year, card_fingerprint, vault_id, created_at, updated_at"
+)
+ATTEMPT_CARD = ":brand, :last4, :exp_month, :exp_year, :fingerprint, :vault_id, :now, :now"
+_INSERT_ATTEMPT = Sql(
+    f"INSERT INTO transactions ({ATTEMPT_COLUMNS}) VALUES (:id, :intent_id, :merchant_id, 'pending',"
+    f" :reference, :connector, :amount, :currency, {ATTEMPT_CARD})"
+)
+_ATTEMPT = Sql("SELECT id, intent_id, merchant_id, status, reference, amount, currency, vault_id, created_at"
+               " FROM transactions WHERE id = :id")
+_UNSETTLED = "WHERE id = :id AND status IN ('pending', 'unknown')"
+SUCCEED = f"SET status = 'succeeded', auth_code = :auth_code, updated_at = :now {_UNSETTLED}"
+FAIL = (
+    "SET status = 'failed', decline_code = :decline_code, error_code = :error_code,"
+    f" error_message = :error_message, updated_at = :now {_UNSETTLED}"
+)
+_SUCCEED_ATTEMPT = Sql(f"UPDATE transactions {SUCCEED}")
+_FAIL_ATTEMPT = Sql(f"UPDATE transactions {FAIL}")
+_MARK_ATTEMPT_UNKNOWN = Sql("UPDATE transactions SET status = 'unknown', error_message = :message,"
+                            " updated_at = :now WHERE id = :id AND status = 'pending'")
+# The attempt consumes the card token it charges, in its own transaction: a request refused
+# by its Idempotency-Key, a non-processable intent or a lost race rolls back and leaves the
+# token redeemable.
+REDEEM_WHERE = "id = :vault_id AND used_at IS NULL AND expires_at > :now"
+_REDEEM_TOKEN = Sql(f"UPDATE vault_cards SET used_at = :now WHERE {REDEEM_WHERE}")
+# The CVC may be kept only until the authorization (SPEC §5): it goes with the outcome, in
+# the same transaction (or statement), whoever records it — the request, a reconciler, a
+# processor's notification.
+DROP_CVC = "UPDATE vault_cards SET cvc_sealed = NULL WHERE id = {vault_id} AND cvc_sealed IS NOT NULL"
+_DROP_ATTEMPT_CVC = Sql(DROP_CVC.format(vault_id=":vault_id"))
+
+# The reconciler's queue: a row per operation whose outcome is not known yet.
+_ADD_CHECK = Sql(
+    "INSERT INTO reconcile_queue (kind, object_id, intent_id, merchant_id, due_at, checks, last_result,"
+    " created_at) VALUES (:kind, :object_id, :intent_id, :merchant_id, :due_at, :checks, :last_result, :now)"
+)
+_MOVE_CHECK = Sql("UPDATE reconcile_queue SET due_at = :due_at, checks = :checks, last_result = :last_result"
+                  " WHERE kind = :kind AND object_id = :object_id")
+_DROP_CHECK = Sql("DELETE FROM reconcile_queue WHERE kind = :kind AND object_id = :object_id")
+_CHECK_COLUMNS = "kind, object_id, intent_id, merchant_id, due_at, checks, last_result, created_at"
+_DUE_CHECKS = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue WHERE due_at <= :now ORDER BY due_at LIMIT :limit")
+_NEXT_DUE = Sql("SELECT min(due_at) AS due_at FROM reconcile_queue")
+_LEASE_CHECK = Sql("UPDATE reconcile_queue SET due_at = :until"
+                   " WHERE kind = :kind AND object_id = :object_id AND due_at = :due_at")
+_ALL_CHECKS = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue ORDER BY created_at")
+
+_REFUND_COLUMNS = "id, intent_id, merchant_id, transaction_id, reference, amount, currency, status, reason," \
+                  " error_code, created_at, updated_at"
+_REFUNDABLE = Sql(f"SELECT status, amount, amount_refunded, currency FROM payment_intents WHERE {_BY_ID}")
+_RESERVE = Sql("UPDATE payment_intents SET amount_refunded = amount_refunded + :amount, version = version + 1,"
+               " updated_at = :now WHERE id = :intent_id AND status = 'succeeded'"
+               " AND amount_refunded + :amount <= amount")
+_RELEASE = Sql("UPDATE payment_intents SET amount_refunded = amount_refunded - :amount, version = version + 1,"
+               " updated_at = :now WHERE id = :intent_id")
+_CHARGE = Sql("SELECT id, reference FROM transactions WHERE intent_id = :intent_id AND status = 'succeeded'")
+_INSERT_REFUND = Sql(f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (:id, :intent_id, :merchant_id,"
+                     " :transaction_id, :reference, :amount, :currency, 'pending', :reason, NULL, :now, :now)")
+_GET_REFUND = Sql(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = :id")
+_SETTLE_REFUND = Sql("UPDATE refunds SET status = :status, error_code = :error_code, updated_at = :now"
+                     f" {_UNSETTLED}")
+_MARK_REFUND_UNKNOWN = Sql("UPDATE refunds SET status = 'unknown', updated_at = :now"
+                           " WHERE id = :id AND status = 'pending'")
+_REFUND_FOR_CHECK = Sql("SELECT r.id, r.intent_id, r.merchant_id, r.reference, r.amount, r.currency,"
+                        " t.reference AS charge_reference FROM refunds r"
+                        " JOIN transactions t ON t.id = r.transaction_id WHERE r.id = :id")
+
+# Idempotency keys (SPEC §3). A claim is made in the transaction of the change it guards.
+_KEY = "merchant_id = :merchant_id AND idempotency_key = :key"
+_INSERT_KEY = Sql(
+    "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_hash, state, locked_at, created_at)"
+    " VALUES (:merchant_id, :key, :request_hash, 'in_progress', :now, :now) ON CONFLICT DO NOTHING"
+)
+_FIND_KEY = Sql(f"SELECT request_hash, state, locked_at, response_status, response_body"
+                f" FROM idempotency_keys WHERE {_KEY}")
+_TAKE_OVER_KEY = Sql(f"UPDATE idempotency_keys SET locked_at = :now WHERE {_KEY}"
+                     " AND state = 'in_progress' AND locked_at = :locked_at")
+_COMPLETE_KEY = Sql("UPDATE idempotency_keys SET state = 'done', response_status = :status,"
+                    f" response_body = :body WHERE {_KEY} AND state = 'in_progress'")
+_STORED_ANSWER = Sql(f"SELECT response_status, response_body FROM idempotency_keys WHERE {_KEY} AND state = 'done'")
+_RELEASE_KEY = Sql(f"DELETE FROM idempotency_keys WHERE {_KEY} AND state = 'in_progress'")
+_PRUNE_KEYS = Sql("DELETE FROM idempotency_keys WHERE created_at < :before AND state = 'done'")
+
+
+def existing_key(row: Row) -> ExistingKey:
+    body = row["response_body"]
+    return ExistingKey(row["request_hash"], row["state"], row["locked_at"], row["response_status"],
+                       None if body is None else bytes(body))
+
+
+def card_params(new: NewAttempt) -> dict[str, Any]:
+    """The attempt's card columns (``ATTEMPT_CARD``): a summary, never the number."""
+    card = new.card
+    return {"brand": card["brand"], "last4": card["last4"], "exp_month": card["expMonth"],
+            "exp_year": card["expYear"], "fingerprint": new.card_fingerprint, "vault_id": new.vault_id}
+
+
+def attempt_outcome_params(outcome: Outcome) -> tuple[Sql, dict[str, Any]]:
+    """The attempt's settling statement (``SUCCEED``/``FAIL``) and its values."""
+    if outcome.status == "succeeded":
+        return _SUCCEED_ATTEMPT, {"auth_code": outcome.auth_code}
+    return _FAIL_ATTEMPT, {"decline_code": outcome.decline_code, "error_code": outcome.error_code,
+                           "error_message": outcome.error_message}
+
+
+def refusal_to_begin(why: Row | None, new: NewAttempt) -> StoreRefusal | None:
+    """What stands in the way of an attempt (``_WHY_NOT_BEGIN``'s row); None: nothing now."""
+    if why is None or why["status"] is None:
+        return IntentMissing()
+    status = why["status"]
+    if status == "failed" and why["failed_attempts"] >= new.max_failed_attempts:
+        return TooManyFailures()
+    if status not in ("created", "failed"):
+        return IntentNotInStatus(status)
+    if new.vault_id is not None and not why["token_ok"]:
+        return TokenSpent()
+    if why["in_flight"]:
+        return AttemptInFlight()
+    return None
+
+
+class SqlPaymentStore:
+    """:class:`~paygate_server.storage.port.PaymentStore`, one transaction per change."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def _lock_intent(self, conn: Connection, intent_id: str) -> None:
+        """Take the intent's row before anything else (PostgreSQL); SQLite's write lock
+        already serializes writers."""
+
+    # --- idempotency keys, inside the change's transaction ---------------------------
+
+    async def _claim(self, conn: Connection, claim: KeyClaim) -> ExistingKey | None:
+        """Claim the key; an abandoned claim of the same request is taken over. Otherwise
+        the key's row, for the endpoint to judge (nothing claimed)."""
+        ids = {"merchant_id": claim.merchant_id, "key": claim.key}
+        if await execute(conn, _INSERT_KEY, **ids, request_hash=claim.request_hash, now=now_us()):
+            return None
+        row = await fetch_one(conn, _FIND_KEY, **ids)
+        if row is None:  # pruned between the insert and the read: claim it now
+            await execute(conn, _INSERT_KEY, **ids, request_hash=claim.request_hash, now=now_us())
+            return None
+        found = existing_key(row)
+        if (found.request_hash == claim.request_hash and found.state == "in_progress"
+                and found.locked_at < claim.stale_before
+                and await execute(conn, _TAKE_OVER_KEY, **ids, locked_at=found.locked_at, now=now_us())):
+            return None
+        return found
+
+    async def _complete(self, conn: Connection, claim: KeyClaim, status: int, body: bytes) -> bool:
+        """Store the answer of a claimed key, unless someone already did (first writer wins)."""
+        return await execute(conn, _COMPLETE_KEY, merchant_id=claim.merchant_id, key=claim.key,
+                             status=status, body=claim.seal(body)) == 1
+
+    async def change_with_key(self, claim: KeyClaim | None,
+                              change: Callable[[Connection], Awaitable[tuple[int, bytes]]]) -> tuple[int, bytes] | ExistingKey:
+        """Any other one-transaction change (e.g. creating a webhook endpoint) under a key:
+        the claim, the change and its answer ``(status, body)`` commit together."""
+        async with self._db.write() as conn:
+            if claim is not None and (existing := await self._claim(conn, claim)) is not None:
+                return existing
+            status, body = await change(conn)
+            if claim is not None:
+                await self._complete(conn, claim, status, body)
+            return status, body
+
+    async def find_key(self, merchant_id: str, key: str) -> ExistingKey | None:
+        async with self._db.read_one() as conn:
+            row = await fetch_one(conn, _FIND_KEY, merchant_id=merchant_id, key=key)
+        return None if row is None else existing_key(row)
+
+    async def store_answer(self, claim: KeyClaim, status: int, body: bytes) -> bool:
+        """Store an answer for the key: a fresh row, or the ``in_progress`` claim's (first
+        writer wins). False: an answer was there already."""
+        async with self._db.write() as conn:
+            await self._claim(conn, claim)
+            return await self._complete(conn, claim, status, body)
+
+    async def stored_answer(self, claim: KeyClaim) -> tuple[int, bytes] | None:
+        async with self._db.read_one() as conn:
+            row = await fetch_one(conn, _STORED_ANSWER, merchant_id=claim.merchant_id, key=claim.key)
+        return None if row is None else (row["response_status"], bytes(row["response_body"]))
+
+    async def release_key(self, claim: KeyClaim) -> None:
+        async with self._db.write() as conn:
+            await execute(conn, _RELEASE_KEY, merchant_id=claim.merchant_id, key=claim.key)
+
+    async def prune_keys(self, created_before: int) -> int:
+        async with self._db.write() as conn:
+            return await execute(conn, _PRUNE_KEYS, before=created_before)
+
+    # --- intents ----------------------------------------------------------------------
+
+    async def create_intent(self, row: Row, claim: KeyClaim | None, answer: bytes) -> ExistingKey | None:
+        async with self._db.write() as conn:
+            if claim is not None and (existing := await self._claim(conn, claim)) is not None:
+                return existing
+            await execute(conn, INSERT_INTENT, **row)
+            if claim is not None:
+                await self._complete(conn, claim, 201, answer)
+        return None
+
+    async def get_intent(self, merchant_id: str, intent_id: str) -> Row | None:
+        async with self._db.read_one() as conn:
+            return await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
+
+    async def get_intent_by_client_secret_hash(self, secret_hash: str) -> Row | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(payment_intents).where(
+                payment_intents.c.client_secret_hash == secret_hash))).first()
+        return None if row is None else dict(row._mapping)
+
+    async def list_intents(self, merchant_id: str, *, limit: int, starting_after: str | None,
+                           status: str | None) -> tuple[list[Row], bool]:
+        """Newest first; a cursor is the last id of the previous page."""
+        t = payment_intents
+        query = select(t).where(t.c.merchant_id == merchant_id)
+        if status is not None:
+            query = query.where(t.c.status == status)
+        async with self._db.read() as conn:
+            if starting_after is not None:
+                cursor = (await conn.execute(select(t.c.created_at, t.c.id).where(
+                    t.c.id == starting_after, t.c.merchant_id == merchant_id))).first()
+                if cursor is None:
+                    return [], False
+                query = query.where(or_(t.c.created_at < cursor.created_at,
+                                        and_(t.c.created_at == cursor.created_at, t.c.id < cursor.id)))
+            query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit + 1)
+            rows: list[Row] = [dict(r._mapping) for r in await conn.execute(query)]
+        return rows[:limit], len(rows) > limit
+
+    async def intent_changes(self, merchant_id: str, intent_id: str) -> list[Row]:
+        async with self._db.read() as conn:
+            rows = await conn.execute(select(change_log).where(
+                change_log.c.intent_id == intent_id, change_log.c.merchant_id == merchant_id,
+            ).order_by(change_log.c.intent_seq))
+            return [dict(r._mapping) for r in rows]
+
+    async def cancel_intent(self, merchant_id: str, intent_id: str, answer: AnswerSpec | None) -> Row | ExistingKey:
+        async with self._db.write() as conn:
+            if answer is not None and (existing := await self._claim(conn, answer.claim)) is not None:
+                return existing
+            row = await fetch_one(conn, _CANCEL, intent_id=intent_id, merchant_id=merchant_id, now=now_us())
+            if row is None:
+                current = await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
+                raise IntentMissing() if current is None else IntentNotInStatus(current["status"])
+            if answer is not None:
+                await self._complete(conn, answer.claim, 200, answer.render(row))
+            return row
+
+    # --- charge attempts --------------------------------------------------------------
+
+    async def why_not_begin(self, conn: Connection, new: NewAttempt) -> StoreRefusal | None:
+        why = await fetch_one(conn, _WHY_NOT_BEGIN, intent_id=new.intent_id, merchant_id=new.merchant_id,
+                              vault_id=new.vault_id, now=now_us())
+        return refusal_to_begin(why, new)
+
+    async def begin_attempt(self, new: NewAttempt, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey:
+        """Move the intent to ``in_progress`` and record a ``pending`` attempt with its
+        processor reference and its reconciler check, atomically (consuming the card's
+        vault token, if it came from one)."""
+        async with self._db.write() as conn:
+            if claim is not None and (existing := await self._claim(conn, claim)) is not None:
+                return existing
+            now = now_us()
+            row = await fetch_one(conn, _START_PROCESSING, intent_id=new.intent_id, merchant_id=new.merchant_id,
+                                  card=jsoncodec.dumps(new.card).decode(), max_failed=new.max_failed_attempts, now=now)
+            if row is None:
+                raise await self.why_not_begin(conn, new) or IntentNotInStatus("in_progress")
+            if new.vault_id is not None and not await execute(conn, _REDEEM_TOKEN, vault_id=new.vault_id, now=now):
+                raise TokenSpent()  # used by a concurrent request (or expired) since it was read
+            attempt = Attempt(new_id("txn"), new_id("ref"), new.intent_id, new.merchant_id, row["amount"],
+                              row["currency"])
+            try:
+                await execute(conn, _INSERT_ATTEMPT, id=attempt.transaction_id, intent_id=new.intent_id,
+                              merchant_id=new.merchant_id, reference=attempt.reference, connector=new.connector,
+                              amount=attempt.amount, currency=attempt.currency, **card_params(new), now=now)
+            except IntegrityError:  # the partial unique index: another attempt is in flight
+                raise AttemptInFlight() from None
+            # If this process dies mid-call, the reconciler owns the attempt after the grace period.
+            await self._add_check(conn, "charge", attempt.transaction_id, new.intent_id, new.merchant_id,
+                                  now + new.check_after_us, now)
+            return row, attempt
+
+    async def settle_attempt(self, attempt: Attempt, outcome: Outcome, *, before: Row | None = None,
+                             answer: AnswerSpec | None = None) -> tuple[Row | None, bool]:
+        """Record what the processor said about an attempt, once (only an attempt still
+        ``pending``/``unknown`` changes, so the request and any number of reconcilers can
+        race here). Returns the intent after the change (None: someone settled it first)
+        and whether ``answer`` was stored with it."""
+        async with self._db.write() as conn:
+            txn = await fetch_one(conn, _ATTEMPT, id=attempt.transaction_id)
+            if txn is None or txn["status"] not in ("pending", "unknown"):
+                return None, False
+            await self._lock_intent(conn, attempt.intent_id)
+            now = now_us()
+            if not outcome.settles:
+                await self._defer(conn, "charge", _MARK_ATTEMPT_UNKNOWN, txn, outcome, now)
+                return await fetch_one(conn, _GET_INTENT, intent_id=attempt.intent_id,
+                                       merchant_id=attempt.merchant_id), False
+            sql, params = attempt_outcome_params(outcome)
+            if await execute(conn, sql, id=attempt.transaction_id, **params, now=now) != 1:
+                return None, False
+            if txn["vault_id"] is not None:  # paid with a checkout token
+                await execute(conn, _DROP_ATTEMPT_CVC, vault_id=txn["vault_id"])
+            await execute(conn, _DROP_CHECK, kind="charge", object_id=attempt.transaction_id)
+            row = await fetch_one(conn, _SETTLE_PROCESSING, intent_id=attempt.intent_id,
+                                  merchant_id=attempt.merchant_id, status=outcome.status,
+                                  last_error=outcome.intent_error, failed=int(outcome.status == "failed"), now=now)
+            answered = False
+            if row is not None and answer is not None:
+                answered = await self._complete(conn, answer.claim, 200, answer.render(row))
+            return row, answered
+
+    async def redeem_token(self, vault_id: str) -> bool:
+        """Consume a card token outside an attempt; False if used or expired already."""
+        async with self._db.write() as conn:
+            return await execute(conn, _REDEEM_TOKEN, vault_id=vault_id, now=now_us()) == 1
+
+    async def attempt_for_check(self, transaction_id: str) -> Row | None:
+        async with self._db.read_one() as conn:
+            return await fetch_one(conn, _ATTEMPT, id=transaction_id)
+
+    # --- the settle path shared by every processor operation ---------------------------
+
+    async def _add_check(self, conn: Connection, kind: str, object_id: str, intent_id: str, merchant_id: str,
+                         due_at: int, now: int) -> None:
+        await execute(conn, _ADD_CHECK, kind=kind, object_id=object_id, intent_id=intent_id,
+                      merchant_id=merchant_id, due_at=due_at, checks=0, last_result=None, now=now)
+
+    async def _defer(self, conn: Connection, kind: str, mark_unknown: Sql, row: Row, outcome: Outcome,
+                     now: int) -> None:
+        """An unknown outcome: the operation becomes ``unknown`` (once: the history records
+        the change of state, not every check) and its check moves to ``outcome.due_at``."""
+        if row["status"] == "pending":
+            await execute(conn, mark_unknown, id=row["id"], now=now,
+                          **({"message": outcome.error_message} if kind == "charge" else {}))
+        check = {"kind": kind, "object_id": row["id"], "due_at": outcome.due_at, "checks": outcome.checks,
+                 "last_result": outcome.last_result}
+        if not await execute(conn, _MOVE_CHECK, **check):
+            await execute(conn, _ADD_CHECK, **check, intent_id=row["intent_id"], merchant_id=row["merchant_id"],
+                          now=now)
+
+    # --- refunds ----------------------------------------------------------------------
+
+    async def reserve_refund(self, new: NewRefund, claim: KeyClaim | None) -> Row | ExistingKey:
+        """Reserve the amount on the intent (``amount_refunded + x <= amount``, one
+        conditional statement) and record a ``pending`` refund with its reference."""
+        async with self._db.write() as conn:
+            if claim is not None and (existing := await self._claim(conn, claim)) is not None:
+                return existing
+            await self._lock_intent(conn, new.intent_id)
+            intent = await fetch_one(conn, _REFUNDABLE, intent_id=new.intent_id, merchant_id=new.merchant_id)
+            if intent is None:
+                raise IntentMissing()
+            if intent["status"] != "succeeded":
+                raise IntentNotInStatus(intent["status"])
+            remaining = intent["amount"] - intent["amount_refunded"]
+            amount = remaining if new.amount is None else new.amount
+            if amount <= 0 or amount > remaining:
+                raise OverRefund(remaining)
+            now = now_us()
+            if await execute(conn, _RESERVE, intent_id=new.intent_id, amount=amount, now=now) != 1:
+                raise OverRefund(None)
+            charge = await fetch_one(conn, _CHARGE, intent_id=new.intent_id)
+            assert charge is not None  # a succeeded intent has its succeeded attempt
+            refund = {"id": new_id("re"), "intent_id": new.intent_id, "merchant_id": new.merchant_id,
+                      "transaction_id": charge["id"], "reference": new_id("rref"), "amount": amount,
+                      "currency": intent["currency"], "reason": new.reason}
+            await execute(conn, _INSERT_REFUND, **refund, now=now)
+            await self._add_check(conn, "refund", refund["id"], new.intent_id, new.merchant_id,
+                                  now + new.check_after_us, now)
+            return {**refund, "status": "pending", "error_code": None, "created_at": now, "updated_at": now,
+                    "charge_reference": charge["reference"]}
+
+    async def settle_refund(self, refund_id: str, outcome: Outcome, answer: AnswerSpec | None = None) -> Row | None:
+        """Record the processor's answer about a refund, once; a refused one releases its
+        reservation. Returns the refund as it is afterwards (settled here or before), and
+        stores ``answer`` for it in the same transaction."""
+        async with self._db.write() as conn:
+            row = await fetch_one(conn, _GET_REFUND, id=refund_id)
+            if row is None:
+                return None
+            if row["status"] in ("pending", "unknown"):
+                await self._lock_intent(conn, row["intent_id"])
+                now = now_us()
+                if not outcome.settles:
+                    await self._defer(conn, "refund", _MARK_REFUND_UNKNOWN, row, outcome, now)
+                elif await execute(conn, _SETTLE_REFUND, id=refund_id, status=outcome.status,
+                                   error_code=outcome.error_code, now=now) == 1:
+                    if outcome.status != "succeeded":
+                        await execute(conn, _RELEASE, intent_id=row["intent_id"], amount=row["amount"], now=now)
+                    await execute(conn, _DROP_CHECK, kind="refund", object_id=refund_id)
+                row = await fetch_one(conn, _GET_REFUND, id=refund_id)
+                assert row is not None
+            if answer is not None:
+                await self._complete(conn, answer.claim, 200, answer.render(row))
+            return row
+
+    async def get_refund(self, refund_id: str) -> Row | None:
+        async with self._db.read_one() as conn:
+            return await fetch_one(conn, _GET_REFUND, id=refund_id)
+
+    async def refund_for_check(self, refund_id: str) -> Row | None:
+        async with self._db.read_one() as conn:
+            return await fetch_one(conn, _REFUND_FOR_CHECK, id=refund_id)
+
+    # --- the reconciler's queue and the settlement report -------------------------------
+
+    async def due_checks(self, now: int, limit: int) -> list[Check]:
+        async with self._db.read_one() as conn:
+            return [Check(**r) for r in await fetch_all(conn, _DUE_CHECKS, now=now, limit=limit)]
+
+    async def next_check_due(self) -> int | None:
+        async with self._db.read_one() as conn:
+            row = await fetch_one(conn, _NEXT_DUE)
+        return None if row is None else row["due_at"]
+
+    async def lease_check(self, check: Check, until: int) -> bool:
+        """Take a due check for ``until`` (µs): two reconcilers never work one at once."""
+        async with self._db.write() as conn:
+            return await execute(conn, _LEASE_CHECK, kind=check.kind, object_id=check.object_id,
+                                 due_at=check.due_at, until=until) == 1
+
+    async def all_checks(self) -> list[Check]:
+        async with self._db.read_one() as conn:
+            return [Check(**r) for r in await fetch_all(conn, _ALL_CHECKS)]
+
+    async def settled_records(self, kind: str, connector: str, references: Sequence[str],
+                              start: int, end: int) -> list[Row]:
+        """A processor's records for a settlement day: ours with these references, and
+        our successes of the day at ``connector`` (charges, or refunds of its charges)."""
+        table = transactions if kind == "charge" else refunds
+        found: dict[str, Row] = {}
+        async with self._db.read() as conn:
+            if references:
+                for r in await conn.execute(select(table).where(table.c.reference.in_(list(references)))):
+                    found[r.reference] = dict(r._mapping)
+            query = select(table).where(table.c.status == "succeeded", table.c.created_at >= start,
+                                        table.c.created_at < end)
+            if table is transactions:
+                query = query.where(transactions.c.connector == connector)
+            else:
+                query = query.where(refunds.c.transaction_id.in_(
+                    select(transactions.c.id).where(transactions.c.connector == connector)))
+            for r in await conn.execute(query):
+                found.setdefault(r.reference, dict(r._mapping))
+        return list(found.values())
+
+
+class SqlitePaymentStore(SqlPaymentStore):
+    """SQLite: the general form as it is (group commit, the write lock serializes writers)."""

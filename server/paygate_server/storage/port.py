@@ -1,0 +1,227 @@
+"""The payment core's storage port: what the operations ask of the database, and nothing else.
+
+One interface (:class:`PaymentStore`, after hyperswitch's ``StorageInterface``), one
+implementation per database (:mod:`.payments`: SQLite and the general form,
+:mod:`.payments_pg`: PostgreSQL's one-statement forms), chosen by :func:`open_payment_store`
+— the only place that looks at the database kind for the payment core.
+
+The types here are the domain's side of the port: commands in (:class:`NewAttempt`,
+:class:`KeyClaim`, :class:`Outcome`), plain rows (mappings keyed by column name) and small
+results out. Refusals are exceptions the operations turn into API errors:
+
+    StoreRefusal
+    ├── IntentMissing          no such intent for this merchant
+    ├── IntentNotInStatus      the intent's status does not allow the change
+    ├── TooManyFailures        the card-testing limit (SPEC §5)
+    ├── AttemptInFlight        another attempt is pending or already succeeded
+    ├── TokenSpent             the card token was used (or expired) since it was read
+    └── OverRefund             more than what remains refundable
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "AnswerSpec",
+    "Attempt",
+    "AttemptInFlight",
+    "Check",
+    "ExistingKey",
+    "IntentMissing",
+    "IntentNotInStatus",
+    "KeyClaim",
+    "NewAttempt",
+    "NewRefund",
+    "Outcome",
+    "OverRefund",
+    "PaymentStore",
+    "Row",
+    "StoreRefusal",
+    "TokenSpent",
+    "TooManyFailures",
+]
+
+Row = Mapping[str, Any]
+
+
+class StoreRefusal(Exception):
+    """The store changed nothing because the change is not allowed (see the module tree)."""
+
+
+class IntentMissing(StoreRefusal):
+    pass
+
+
+class IntentNotInStatus(StoreRefusal):
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class TooManyFailures(StoreRefusal):
+    pass
+
+
+class AttemptInFlight(StoreRefusal):
+    pass
+
+
+class TokenSpent(StoreRefusal):
+    pass
+
+
+class OverRefund(StoreRefusal):
+    def __init__(self, remaining: int | None) -> None:
+        super().__init__(remaining)
+        self.remaining = remaining  # None: the guard lost a race, the figure moved
+
+
+@dataclass(frozen=True, slots=True)
+class KeyClaim:
+    """An ``Idempotency-Key`` to claim in the same transaction (or statement) as a change.
+
+    ``key`` is the digest of the client's key; ``stale_before`` (µs) is when an
+    ``in_progress`` claim counts as abandoned and may be taken over; ``seal`` turns an
+    answer into what is stored (the answers are sealed, http/idempotency.py)."""
+
+    merchant_id: str
+    key: str
+    request_hash: str
+    stale_before: int
+    seal: Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingKey:
+    """The key was there already: nothing changed. The endpoint judges it (replay, 409, 422)."""
+
+    request_hash: str
+    state: str
+    locked_at: int
+    response_status: int | None
+    response_body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSpec:
+    """The request's answer, stored with the change that settles it (same transaction)."""
+
+    claim: KeyClaim
+    render: Callable[[Row], bytes]  # the answer's body for the row after the change
+
+
+@dataclass(frozen=True, slots=True)
+class NewAttempt:
+    """Starting a charge attempt: the intent moves to ``in_progress`` with the card's summary."""
+
+    merchant_id: str
+    intent_id: str
+    card: dict[str, Any]  # brand, last4, expMonth, expYear: never the number
+    card_fingerprint: str | None
+    vault_id: str | None  # the checkout token's vault row, consumed by the attempt
+    connector: str
+    check_after_us: int  # the reconciler owns the attempt after this long
+    max_failed_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    transaction_id: str
+    reference: str
+    intent_id: str
+    merchant_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewRefund:
+    merchant_id: str
+    intent_id: str
+    amount: int | None  # None: what remains
+    reason: str | None
+    check_after_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the processor said about an operation, as the store writes it.
+
+    ``status`` ``succeeded``/``failed`` settles it once; ``unknown`` marks it so and moves
+    its reconciler check to ``due_at``."""
+
+    status: str
+    auth_code: str | None = None
+    decline_code: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    intent_error: str | None = None  # the intent's ``last_error`` (JSON) on a failed charge
+    due_at: int = 0  # unknown only
+    checks: int = 0  # unknown only
+    last_result: str | None = None  # unknown only
+
+    @property
+    def settles(self) -> bool:
+        return self.status != "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A row of the reconciler's queue."""
+
+    kind: str  # charge | refund
+    object_id: str
+    intent_id: str
+    merchant_id: str
+    due_at: int
+    checks: int
+    last_result: str | None
+    created_at: int
+
+
+class PaymentStore(Protocol):
+    """The payment core's operations on storage. Every change is atomic; every settle
+    applies once (a second settle of the same attempt or refund changes nothing)."""
+
+    # Intents
+    async def create_intent(self, row: Row, claim: KeyClaim | None, answer: bytes) -> ExistingKey | None: ...
+    async def get_intent(self, merchant_id: str, intent_id: str) -> Row | None: ...
+    async def get_intent_by_client_secret_hash(self, secret_hash: str) -> Row | None: ...
+    async def list_intents(self, merchant_id: str, *, limit: int, starting_after: str | None,
+                           status: str | None) -> tuple[list[Row], bool]: ...
+    async def intent_changes(self, merchant_id: str, intent_id: str) -> list[Row]: ...
+    async def cancel_intent(self, merchant_id: str, intent_id: str,
+                            answer: AnswerSpec | None) -> Row | ExistingKey: ...
+
+    # Charges
+    async def begin_attempt(self, new: NewAttempt, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey: ...
+    async def settle_attempt(self, attempt: Attempt, outcome: Outcome, *, before: Row | None = None,
+                             answer: AnswerSpec | None = None) -> tuple[Row | None, bool]: ...
+    async def attempt_for_check(self, transaction_id: str) -> Row | None: ...
+    async def redeem_token(self, vault_id: str) -> bool: ...
+
+    # Refunds
+    async def reserve_refund(self, new: NewRefund, claim: KeyClaim | None) -> Row | ExistingKey: ...
+    async def settle_refund(self, refund_id: str, outcome: Outcome,
+                            answer: AnswerSpec | None = None) -> Row | None: ...
+    async def get_refund(self, refund_id: str) -> Row | None: ...
+    async def refund_for_check(self, refund_id: str) -> Row | None: ...
+
+    # Idempotency keys beyond the claims above
+    async def change_with_key(self, claim: KeyClaim | None,
+                              change: Callable[[Any], Awaitable[tuple[int, bytes]]]) -> tuple[int, bytes] | ExistingKey: ...
+    async def find_key(self, merchant_id: str, key: str) -> ExistingKey | None: ...
+    async def store_answer(self, claim: KeyClaim, status: int, body: bytes) -> bool: ...
+    async def stored_answer(self, claim: KeyClaim) -> tuple[int, bytes] | None: ...
+    async def release_key(self, claim: KeyClaim) -> None: ...
+    async def prune_keys(self, created_before: int) -> int: ...
+
+    # The reconciler's queue and the settlement report
+    async def due_checks(self, now: int, limit: int) -> list[Check]: ...
+    async def next_check_due(self) -> int | None: ...
+    async def lease_check(self, check: Check, until: int) -> bool: ...
+    async def all_checks(self) -> list[Check]: ...
+    async def settled_records(self, kind: str, connector: str, references: Sequence[str],
+                              start: int, end: int) -> list[Row]: ...
