@@ -15,8 +15,6 @@ import time
 from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.cards.keys import (
@@ -30,7 +28,7 @@ from paygate_server.cards.keys import (
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database
-from paygate_server.storage.schema import sealed_keys
+from paygate_server.storage.sealed_keys import SealedKey, add_first_key, keys_of, rotate_keys
 
 __all__ = ["CardKeyStore", "RETIRED_GRACE", "CARD_KEY_PURPOSE", "rotate_card_key"]
 
@@ -38,29 +36,20 @@ CARD_KEY_PURPOSE = "card-jwe"
 RETIRED_GRACE = timedelta(hours=25)
 
 
-async def _insert_new_key(conn: AsyncConnection, master: MasterKey, bits: int) -> str:
+def _new_key(master: MasterKey, bits: int) -> SealedKey:
     key = generate_private_key(bits)
     kid = new_kid()
-    await conn.execute(insert(sealed_keys).values(
-        kid=kid, purpose=CARD_KEY_PURPOSE,
-        sealed=master.seal(CARD_KEY_PURPOSE, private_key_to_pkcs8_der(key), aad=kid.encode()),
+    return SealedKey(
+        kid, CARD_KEY_PURPOSE, master.seal(CARD_KEY_PURPOSE, private_key_to_pkcs8_der(key), aad=kid.encode()),
         public_jwk=jsoncodec.dumps(public_jwk(kid, key.public_key())).decode(),
         state="active", created_at=now_us(),
-    ))
-    return kid
+    )
 
 
 async def rotate_card_key(db: Database, master: MasterKey, *, bits: int = DEFAULT_KEY_BITS) -> tuple[list[str], str]:
     """Retire the active key(s) and create a new active one: (retired kids, new kid)."""
-    async with db.write() as conn:
-        retired = [r.kid for r in await conn.execute(
-            select(sealed_keys.c.kid).where(sealed_keys.c.purpose == CARD_KEY_PURPOSE,
-                                            sealed_keys.c.state == "active"))]
-        await conn.execute(update(sealed_keys).where(
-            sealed_keys.c.purpose == CARD_KEY_PURPOSE, sealed_keys.c.state == "active",
-        ).values(state="retired", retired_at=now_us()))
-        kid = await _insert_new_key(conn, master, bits)
-    return retired, kid
+    retired, new = await rotate_keys(db, CARD_KEY_PURPOSE, lambda _before: _new_key(master, bits))
+    return [key.kid for key in retired], new.kid
 
 
 class CardKeyStore:
@@ -74,34 +63,21 @@ class CardKeyStore:
         self._reload_lock = asyncio.Lock()
 
     async def ensure_active_key(self) -> None:
-        """Create the first key if there is none (under the write lock: one winner)."""
-        async with self._db.write() as conn:
-            active = (await conn.execute(select(sealed_keys.c.kid).where(
-                sealed_keys.c.purpose == CARD_KEY_PURPOSE, sealed_keys.c.state == "active"))).first()
-            if active is None:
-                if self._db.dialect == "postgresql":
-                    await conn.exec_driver_sql("SELECT pg_advisory_xact_lock(77001)")
-                    active = (await conn.execute(select(sealed_keys.c.kid).where(
-                        sealed_keys.c.purpose == CARD_KEY_PURPOSE, sealed_keys.c.state == "active"))).first()
-                if active is None:
-                    await _insert_new_key(conn, self._master, self._bits)
+        """Create the first key if there is none (one winner among gateways starting together)."""
+        await add_first_key(self._db, CARD_KEY_PURPOSE, lambda: _new_key(self._master, self._bits))
         await self.reload()
 
     async def reload(self) -> None:
         cutoff = now_us() - int(RETIRED_GRACE.total_seconds() * 1_000_000)
-        async with self._db.read() as conn:
-            rows = (await conn.execute(
-                select(sealed_keys).where(sealed_keys.c.purpose == CARD_KEY_PURPOSE)
-                .order_by(sealed_keys.c.created_at.desc())
-            )).all()
+        rows = await keys_of(self._db, CARD_KEY_PURPOSE)
         private: dict[str, rsa.RSAPrivateKey] = {}
         published = []
         for row in rows:
             if row.state == "retired" and (row.retired_at or 0) < cutoff:
                 continue
             private[row.kid] = self._private.get(row.kid) or private_key_from_pkcs8_der(
-                self._master.open(CARD_KEY_PURPOSE, bytes(row.sealed), aad=row.kid.encode()))
-            if row.state == "active":
+                self._master.open(CARD_KEY_PURPOSE, row.sealed, aad=row.kid.encode()))
+            if row.state == "active" and row.public_jwk is not None:
                 published.append(jsoncodec.loads(row.public_jwk))
         self._private = private
         self._jwks = {"keys": published}

@@ -12,12 +12,8 @@ Messages here reach the customer (the frame shows them), so they are written for
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,8 +26,9 @@ from paygate_server.http.request_input import parse_json_object
 from paygate_server.intents.service import hash_client_secret
 from paygate_server.processing.cards import resolve_encrypted_card
 from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
-from paygate_server.storage.schema import payment_intents as intents
-from paygate_server.storage.schema_checkout import checkout_limits
+from paygate_server.storage import checkout as checkout_store
+from paygate_server.storage.checkout import CheckoutIntent
+from paygate_server.storage.statements import Connection
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -41,7 +38,8 @@ __all__ = [
     "PAYABLE_STATUSES",
     "count_tokenization",
     "create_token",
-    "tokenizations",
+    "intent_for_checkout",
+    "state_error",
     "valid_client_secret",
 ]
 
@@ -63,49 +61,29 @@ def valid_client_secret(value: Any) -> bool:
     return isinstance(value, str) and _CLIENT_SECRET.fullmatch(value) is not None
 
 
-def state_error(intent: Mapping[str, Any]) -> ApiError | None:
+def state_error(intent: CheckoutIntent) -> ApiError | None:
     """Why this intent cannot take a card now, or None."""
-    status = intent["status"]
+    status = intent.status
     if status == "succeeded":
         return ApiError("intent_state_conflict", "This order has already been paid.")
     if status == "canceled":
         return ApiError("intent_state_conflict", "This order has been canceled.")
     if status not in PAYABLE_STATUSES:
         return ApiError("intent_state_conflict", "A payment for this order is already being processed.")
-    if intent["failed_attempts"] >= MAX_FAILED_ATTEMPTS:
+    if intent.failed_attempts >= MAX_FAILED_ATTEMPTS:
         return ApiError("rate_limited", TOO_MANY_ATTEMPTS, headers={"Retry-After": str(RETRY_AFTER_S)})
     return None
 
 
-async def tokenizations(conn: AsyncConnection, intent_id: str) -> int:
-    value = (await conn.execute(select(checkout_limits.c.tokenizations)
-                                .where(checkout_limits.c.intent_id == intent_id))).scalar()
-    return int(value or 0)
+async def intent_for_checkout(conn: Connection, client_secret: str) -> CheckoutIntent | None:
+    """The intent a clientSecret names, with its tokenizations so far (one query)."""
+    return await checkout_store.intent_for_checkout(conn, hash_client_secret(client_secret))
 
 
-async def intent_and_tokenizations(conn: AsyncConnection, client_secret: str) -> tuple[Mapping[str, Any] | None, int]:
-    """The intent a clientSecret names and its tokenizations so far, in one query."""
-    row = (await conn.execute(
-        select(intents, checkout_limits.c.tokenizations.label("checkout_tokenizations"))
-        .select_from(intents.outerjoin(checkout_limits, checkout_limits.c.intent_id == intents.c.id))
-        .where(intents.c.client_secret_hash == hash_client_secret(client_secret))
-    )).first()
-    if row is None:
-        return None, 0
-    return row._mapping, int(row.checkout_tokenizations or 0)  # type: ignore[return-value]  # RowMapping is keyed str | Column
-
-
-async def count_tokenization(conn: AsyncConnection, intent_id: str) -> bool:
-    """Count one tokenization unless the limit is reached: one conditional upsert, so
-    concurrent requests can never push the count past the limit. False when refused."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(checkout_limits).values(intent_id=intent_id, tokenizations=1, updated_at=now_us())
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[checkout_limits.c.intent_id],
-        set_={"tokenizations": checkout_limits.c.tokenizations + 1, "updated_at": stmt.excluded.updated_at},
-        where=checkout_limits.c.tokenizations < MAX_TOKENIZATIONS,
-    ).returning(checkout_limits.c.tokenizations)
-    return (await conn.execute(stmt)).first() is not None
+async def count_tokenization(conn: Connection, intent_id: str) -> bool:
+    """Count one tokenization unless the limit is reached (concurrent requests can never
+    push the count past it). False when refused."""
+    return await checkout_store.count_tokenization(conn, intent_id, limit=MAX_TOKENIZATIONS, now=now_us())
 
 
 def _rate_limited() -> ApiError:
@@ -131,20 +109,20 @@ def _parse(body: bytes) -> tuple[str, Any]:
 async def _tokenize(gateway: Gateway, body: bytes) -> dict[str, Any]:
     client_secret, jwe = _parse(body)
     db = gateway.db
-    async with db.read() as conn:
-        intent, used = await intent_and_tokenizations(conn, client_secret)
+    async with db.read_one() as conn:
+        intent = await intent_for_checkout(conn, client_secret)
     if intent is None:
         raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
     if (problem := state_error(intent)) is not None:
         raise problem
-    if used >= MAX_TOKENIZATIONS:  # cheap early refusal; the upsert below is what enforces it
+    if intent.tokenizations >= MAX_TOKENIZATIONS:  # cheap early refusal; the upsert below is what enforces it
         raise _rate_limited()
-    intent_id, merchant_id = intent["id"], intent["merchant_id"]
+    intent_id, merchant_id = intent.id, intent.merchant_id
     try:
         card = await resolve_encrypted_card(gateway, jwe)
     except ApiError:
         # A failed decryption counts too: probing with broken ciphertexts is card testing.
-        async with db.write() as conn:
+        async with db.write_one() as conn:
             counted = await count_tokenization(conn, intent_id)
         if not counted:
             raise _rate_limited() from None

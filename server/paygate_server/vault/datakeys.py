@@ -18,19 +18,17 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database
-from paygate_server.storage.dialect import insert_ignore
-from paygate_server.storage.schema import sealed_keys
+from paygate_server.storage.sealed_keys import SealedKey, add_first_key, keys_of, rotate_keys
 
 __all__ = [
     "DATA_KEY_PURPOSE",
@@ -60,13 +58,10 @@ def _version_of(kid: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-async def _insert_version(conn: AsyncConnection, master: MasterKey, version: int) -> bool:
+def _new_version(master: MasterKey, version: int) -> SealedKey:
     kid = kid_for(version)
-    return await insert_ignore(conn, sealed_keys, {
-        "kid": kid, "purpose": DATA_KEY_PURPOSE,
-        "sealed": master.seal(DATA_KEY_PURPOSE, os.urandom(32), aad=kid.encode()),
-        "public_jwk": None, "state": "active", "created_at": now_us(),
-    })
+    return SealedKey(kid, DATA_KEY_PURPOSE, master.seal(DATA_KEY_PURPOSE, os.urandom(32), aad=kid.encode()),
+                     public_jwk=None, state="active", created_at=now_us())
 
 
 async def rotate_data_key(db: Database, master: MasterKey) -> tuple[list[int], int]:
@@ -75,19 +70,14 @@ async def rotate_data_key(db: Database, master: MasterKey) -> tuple[list[int], i
     Two rotations racing on PostgreSQL both aim at the same next version; the primary key
     lets one win, and the loser raises instead of creating a second active key.
     """
-    async with db.write() as conn:
-        rows = (await conn.execute(
-            select(sealed_keys.c.kid, sealed_keys.c.state)
-            .where(sealed_keys.c.purpose == DATA_KEY_PURPOSE))).all()
-        versions = [v for v in (_version_of(r.kid) for r in rows) if v is not None]
-        retired = sorted(v for r in rows if r.state == "active" and (v := _version_of(r.kid)) is not None)
-        await conn.execute(update(sealed_keys).where(
-            sealed_keys.c.purpose == DATA_KEY_PURPOSE, sealed_keys.c.state == "active",
-        ).values(state="retired", retired_at=now_us()))
-        new_version = max(versions, default=0) + 1
-        if not await _insert_version(conn, master, new_version):
-            raise RuntimeError("another data-key rotation ran at the same time; try again")
-    return retired, new_version
+    def next_version(before: Sequence[SealedKey]) -> SealedKey:
+        versions = [v for v in (_version_of(key.kid) for key in before) if v is not None]
+        return _new_version(master, max(versions, default=0) + 1)
+
+    retired, new = await rotate_keys(db, DATA_KEY_PURPOSE, next_version)
+    new_version = _version_of(new.kid)
+    assert new_version is not None
+    return sorted(v for key in retired if (v := _version_of(key.kid)) is not None), new_version
 
 
 def _record_key(data_key: bytes, record_id: str) -> AESGCM:
@@ -114,21 +104,13 @@ class DataKeyStore:
         return self._active
 
     async def ensure_active_key(self) -> None:
-        """Create version 1 on a fresh database. Workers starting together race on the
-        primary key: one insert wins, the others read the winner's key."""
-        async with self._db.read() as conn:
-            count = (await conn.execute(select(func.count()).select_from(sealed_keys).where(
-                sealed_keys.c.purpose == DATA_KEY_PURPOSE))).scalar_one()
-        if count == 0:
-            async with self._db.write() as conn:
-                await _insert_version(conn, self._master, 1)
+        """Create version 1 on a fresh database (one winner among workers starting
+        together, the others read its key)."""
+        await add_first_key(self._db, DATA_KEY_PURPOSE, lambda: _new_version(self._master, 1))
         await self.reload()
 
     async def reload(self) -> None:
-        async with self._db.read() as conn:
-            rows = (await conn.execute(
-                select(sealed_keys.c.kid, sealed_keys.c.sealed, sealed_keys.c.state)
-                .where(sealed_keys.c.purpose == DATA_KEY_PURPOSE))).all()
+        rows = await keys_of(self._db, DATA_KEY_PURPOSE)
         keys: dict[int, bytes] = {}
         active: list[int] = []
         for row in rows:
@@ -136,7 +118,7 @@ class DataKeyStore:
             if version is None:
                 continue
             keys[version] = self._keys.get(version) or self._master.open(
-                DATA_KEY_PURPOSE, bytes(row.sealed), aad=row.kid.encode())
+                DATA_KEY_PURPOSE, row.sealed, aad=row.kid.encode())
             if row.state == "active":
                 active.append(version)
         self._keys = keys

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from paygate_server.checkout.tokens import MAX_TOKENIZATIONS
+from paygate_server.storage.checkout import tokenizations
 from tests.server.checkout.helpers import VISA, encrypt, tokenize, vault_row
 from tests.support.app import InProcessGateway
 
@@ -151,9 +152,7 @@ async def test_limit_holds_under_concurrency(gw: InProcessGateway) -> None:
         gw.http.post(TOKENS, json={"clientSecret": secret, "encryptedCard": jwe}) for _ in range(35)))
     codes = sorted(r.status_code for r in results)
     assert codes == [200] * MAX_TOKENIZATIONS + [429] * (35 - MAX_TOKENIZATIONS), codes
-    async with gw.gateway.db.read() as conn:
-        from paygate_server.checkout.tokens import tokenizations
-        assert await tokenizations(conn, intent["paymentIntentId"]) == MAX_TOKENIZATIONS
+    assert await tokenizations(gw.gateway.db, intent["paymentIntentId"]) == MAX_TOKENIZATIONS
 
 
 @pytest.mark.parametrize("origin", ["http://localhost:5173"])

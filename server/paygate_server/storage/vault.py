@@ -1,0 +1,96 @@
+"""The vault's rows (``vault_cards``): sealed cards behind single-use checkout tokens.
+
+Rows come in already sealed (``vault.service`` encrypts the card number and the CVC before
+they reach this module) and go out sealed; tokens are kept only as their SHA-256. Each
+statement is written once, valid on both databases (:mod:`.statements`): storing and
+resolving a token run once per checkout payment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from paygate_server.storage.engine import Database
+from paygate_server.storage.statements import Connection, Row, Sql, execute, fetch_one
+
+__all__ = ["SealedCard", "VaultCard", "insert_card", "purge_expired", "usable_card"]
+
+
+@dataclass(frozen=True, slots=True)
+class SealedCard:
+    """What a vault row holds about its card: the two ciphertexts and the displayable rest."""
+
+    data_key_version: int
+    pan_sealed: bytes = field(repr=False)
+    cvc_sealed: bytes | None = field(repr=False)  # None once dropped (authorized or expired)
+    fingerprint: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+@dataclass(frozen=True, slots=True)
+class VaultCard:
+    """A vault row: whose it is, and its card."""
+
+    id: str
+    merchant_id: str
+    intent_id: str
+    card: SealedCard
+
+
+_INSERT = Sql(
+    "INSERT INTO vault_cards (id, token_hash, merchant_id, intent_id, data_key_version, pan_sealed,"
+    " cvc_sealed, fingerprint, brand, last4, exp_month, exp_year, created_at, expires_at, used_at)"
+    " VALUES (:id, :token_hash, :merchant_id, :intent_id, :data_key_version, :pan_sealed, :cvc_sealed,"
+    " :fingerprint, :brand, :last4, :exp_month, :exp_year, :created_at, :expires_at, NULL)"
+)
+_USABLE = Sql(
+    "SELECT id, merchant_id, intent_id, data_key_version, pan_sealed, cvc_sealed, fingerprint, brand, last4,"
+    " exp_month, exp_year FROM vault_cards WHERE token_hash = :token_hash AND used_at IS NULL"
+    " AND expires_at > :now AND intent_id = :intent_id AND merchant_id = :merchant_id"
+)
+# An expired token that was never used: its card was never charged, nothing needs the row.
+_DELETE_UNUSED = Sql("DELETE FROM vault_cards WHERE expires_at <= :now AND used_at IS NULL")
+_DROP_CVCS = Sql("UPDATE vault_cards SET cvc_sealed = NULL WHERE expires_at <= :now AND cvc_sealed IS NOT NULL")
+
+
+async def insert_card(conn: Connection, card: VaultCard, *, token_hash: str, created_at: int,
+                      expires_at: int) -> None:
+    """A new vault row, inside the caller's unit of work (the checkout counts the
+    tokenization in the same transaction)."""
+    sealed = card.card
+    await execute(
+        conn, _INSERT, id=card.id, token_hash=token_hash, merchant_id=card.merchant_id,
+        intent_id=card.intent_id, data_key_version=sealed.data_key_version, pan_sealed=sealed.pan_sealed,
+        cvc_sealed=sealed.cvc_sealed, fingerprint=sealed.fingerprint, brand=sealed.brand,
+        last4=sealed.last4, exp_month=sealed.exp_month, exp_year=sealed.exp_year,
+        created_at=created_at, expires_at=expires_at,
+    )
+
+
+def _vault_card(row: Row) -> VaultCard:
+    cvc = row["cvc_sealed"]
+    return VaultCard(row["id"], row["merchant_id"], row["intent_id"], SealedCard(
+        row["data_key_version"], bytes(row["pan_sealed"]), None if cvc is None else bytes(cvc),
+        row["fingerprint"], row["brand"], row["last4"], row["exp_month"], row["exp_year"],
+    ))
+
+
+async def usable_card(db: Database, *, token_hash: str, merchant_id: str, intent_id: str,
+                      now: int) -> VaultCard | None:
+    """The row behind a token if it is unused, unexpired at ``now``, and was made for this
+    intent of this merchant; None otherwise (which of these failed is not told)."""
+    async with db.read_one() as conn:
+        row = await fetch_one(conn, _USABLE, token_hash=token_hash, now=now,
+                              intent_id=intent_id, merchant_id=merchant_id)
+    return None if row is None else _vault_card(row)
+
+
+async def purge_expired(db: Database, now: int) -> tuple[int, int]:
+    """Tokens expired at ``now``: delete the rows never used, drop the CVCs of the others.
+    (CVCs dropped, rows deleted)."""
+    async with db.write() as conn:
+        deleted = await execute(conn, _DELETE_UNUSED, now=now)
+        dropped = await execute(conn, _DROP_CVCS, now=now)
+    return dropped, deleted
