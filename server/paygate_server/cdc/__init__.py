@@ -2,7 +2,8 @@
 
 The database captures every change into ``change_log`` (``storage/capture.py``). This package
 ships it: :mod:`.relay` pumps each consumer from its durable offset, reading commit-safely
-(:mod:`.reader`) under a per-consumer lease (:mod:`.lease`); :mod:`.archive` writes
+under a per-consumer lease (the statements, per database, are the storage package's:
+``storage/change_log.py``, ``relay_leases.py``, ``relay_offsets.py``); :mod:`.archive` writes
 checksummed segments to a folder or S3 (:mod:`.store`, :mod:`.s3`); :mod:`.broker`
 publishes to NATS JetStream; :mod:`.audit` verifies the archive against the database.
 

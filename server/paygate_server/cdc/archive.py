@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer
 from paygate_server.cdc.store import ObjectStore
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.faults import crash_point
+from paygate_server.storage import Transaction
 
 __all__ = ["ArchiveSink", "ArchiveReader", "ManifestEntry", "ArchiveProblem", "GENESIS"]
 
@@ -93,7 +93,7 @@ class ArchiveSink(Consumer):
         self._prev = str(last.fields["hash"])
         return last.position
 
-    async def deliver(self, changes: list[Change], conn: AsyncConnection | None) -> None:
+    async def deliver(self, changes: list[Change], conn: Transaction | None) -> None:
         data = encode_segment(changes)
         number = self._next
         obj = f"{SEGMENTS}{number:012d}.jsonl.gz"

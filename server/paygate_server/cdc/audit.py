@@ -4,16 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
-from paygate_server.cdc.changes import Change, Position
-from paygate_server.cdc.relay import load_offset
+from paygate_server.cdc.changes import Change
 from paygate_server.intents.history import render_history
 from paygate_server.storage import Database
-from paygate_server.storage.schema import change_log
+from paygate_server.storage.change_log import ChangeLog
+from paygate_server.storage.relay_offsets import read_offset
 
-__all__ = ["VerifyReport", "verify_archive", "timeline", "format_timeline", "timeline_json", "covered"]
+__all__ = ["VerifyReport", "verify_archive", "timeline", "format_timeline", "timeline_json"]
 
 PAGE = 5000
 MAX_LISTED = 20
@@ -57,15 +55,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def covered(pos: Position, change_id: int, txid: int | None) -> bool:
-    """Has a relay at ``pos`` delivered this change?"""
-    if txid is None:  # SQLite
-        return change_id <= pos.last_id
-    if txid < pos.horizon:
-        return True
-    return pos.window_end is not None and txid < pos.window_end and change_id <= pos.last_id
-
-
 async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str = "archive") -> VerifyReport:
     report = VerifyReport(reader.store.describe())
     archived: dict[int, Change] = {}
@@ -89,28 +78,23 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
                                        f"to {change.intent_seq}")
             last_seq[change.intent_id] = change.intent_seq
     report.archived = len(archived)
-    async with db.read() as conn:
-        pos = await load_offset(conn, consumer)
+    pos = await read_offset(db, consumer)
     if archive_pos is not None and archive_pos.key() > pos.key():
         pos = archive_pos
+    log = ChangeLog(db)
     after = 0
-    while True:
-        async with db.read() as conn:
-            rows = (await conn.execute(select(change_log).where(change_log.c.id > after)
-                                       .order_by(change_log.c.id).limit(PAGE))).all()
-        if not rows:
-            break
-        after = rows[-1].id
-        for row in rows:
+    while changes := await log.after(after, PAGE):
+        after = changes[-1].id
+        for stored in changes:
             report.database += 1
-            have = archived.pop(row.id, None)
+            have = archived.pop(stored.id, None)
             if have is None:
-                if covered(pos, row.id, row.txid):
-                    report.missing.append(row.id)
+                if pos.covers(stored.id, stored.txid):
+                    report.missing.append(stored.id)
                 else:
                     report.pending += 1
-            elif not have.same_content(Change.from_row(row)):
-                report.mismatched.append(row.id)
+            elif not have.same_content(stored):
+                report.mismatched.append(stored.id)
     report.extra = sorted(archived)
     return report
 
@@ -118,10 +102,7 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
 async def timeline(db: Database, intent_id: str, reader: ArchiveReader | None = None) -> list[Change]:
     """An intent's changes, oldest first: from the database, or from the archive."""
     if reader is None:
-        async with db.read() as conn:
-            rows = (await conn.execute(select(change_log).where(change_log.c.intent_id == intent_id)
-                                       .order_by(change_log.c.intent_seq))).all()
-        return [Change.from_row(r) for r in rows]
+        return await ChangeLog(db).of_intent(intent_id)
     seen: dict[int, Change] = {}
     async for change in reader.changes():
         if change.intent_id == intent_id:

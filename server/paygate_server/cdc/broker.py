@@ -19,11 +19,11 @@ import asyncio
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer
 from paygate_server.faults import crash_point
+from paygate_server.storage import Transaction
 
 __all__ = ["BrokerClient", "BrokerMessage", "BrokerSink", "NatsClient", "broker_client_for"]
 
@@ -124,7 +124,7 @@ class BrokerSink(Consumer):
                              orjson.dumps(change.record()), f"chg-{change.id}",
                              {POSITION_HEADER: change.position.encode()})
 
-    async def deliver(self, changes: list[Change], conn: AsyncConnection | None) -> None:
+    async def deliver(self, changes: list[Change], conn: Transaction | None) -> None:
         messages = [self.message(c) for c in changes]
         if self._fault == "broker_mid_batch" and len(messages) > 1:
             await self.client.publish(messages[: len(messages) // 2])

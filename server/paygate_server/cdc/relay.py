@@ -5,7 +5,7 @@ task with its own durable offset (``cdc_offsets``) and its own lease, so a slow 
 sink never holds the others back, and a consumer runs in exactly one process at a time.
 
 For each consumer: read the next changes after its position (commit-safe, see
-:mod:`paygate_server.cdc.reader`), deliver them, then record the new position. A crash
+:mod:`paygate_server.storage.change_log`), deliver them, then record the new position. A crash
 between the two re-delivers that batch (at least once; every record carries its change id
 for deduplication). A consumer that lives in the same database delivers *inside* the
 offset's transaction, which makes it exactly once; a sink that keeps its own durable
@@ -25,22 +25,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from paygate_server.cdc.changes import START, Change, Position
-from paygate_server.cdc.lease import ConsumerLease
-from paygate_server.cdc.reader import reader_for
-from paygate_server.clock import now_us
+from paygate_server.cdc.changes import Change, Position
 from paygate_server.config import Settings
 from paygate_server.faults import crash_point
-from paygate_server.storage import Database
-from paygate_server.storage.dialect import insert_ignore
-from paygate_server.storage.schema_history import cdc_offsets
-from paygate_server.storage.statements import Sql, execute
+from paygate_server.storage import Database, Transaction
+from paygate_server.storage.change_log import ChangeLog
+from paygate_server.storage.relay_leases import ConsumerLease
 from paygate_server.waiting import wait_event
 
-__all__ = ["Consumer", "Relay", "ConsumerStats", "load_offset", "FAULT_POINTS"]
+__all__ = ["Consumer", "Relay", "ConsumerStats", "FAULT_POINTS"]
 
 log = logging.getLogger("paygate.cdc")
 
@@ -56,7 +49,7 @@ class Consumer(abc.ABC):
     batch_size: int
     # How long a partial batch may wait for more changes (archive segments); 0: at once.
     linger_s: float
-    # True: deliver() runs inside the offset's transaction, on ``conn`` (same database).
+    # True: deliver() runs inside the offset's transaction, given as ``conn`` (same database).
     transactional: bool
 
     @abc.abstractmethod
@@ -64,7 +57,8 @@ class Consumer(abc.ABC):
         """Open resources; return the sink's own durable position if it keeps one."""
 
     @abc.abstractmethod
-    async def deliver(self, changes: list[Change], conn: AsyncConnection | None) -> None: ...
+    async def deliver(self, changes: list[Change], conn: Transaction | None) -> None:
+        """Deliver one batch; ``conn``: the offset's transaction (transactional consumers only)."""
 
     def after_commit(self) -> None:
         """The batch just delivered is recorded: its offset committed (for a transactional
@@ -86,32 +80,6 @@ class ConsumerStats:
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-async def load_offset(conn: AsyncConnection, consumer: str) -> Position:
-    row = (await conn.execute(select(cdc_offsets).where(cdc_offsets.c.consumer == consumer))).first()
-    if row is None:
-        return START
-    return Position(row.horizon, row.window_end, row.last_id)
-
-
-async def _ensure_offset(lease: ConsumerLease) -> Position:
-    async with lease.write() as conn:
-        await insert_ignore(conn, cdc_offsets, {"consumer": lease.consumer, "horizon": 0, "window_end": None,
-                                                "last_id": 0, "delivered": 0, "updated_at": now_us()})
-        return await load_offset(conn, lease.consumer)
-
-
-_SAVE_OFFSET = Sql("""
-UPDATE cdc_offsets SET horizon = :horizon, window_end = :window_end, last_id = :last_id,
-  delivered = delivered + :delivered, updated_at = :now
-WHERE consumer = :consumer
-""")
-
-
-async def _save_offset(conn: AsyncConnection, consumer: str, pos: Position, delivered: int) -> None:
-    await execute(conn, _SAVE_OFFSET, horizon=pos.horizon, window_end=pos.window_end, last_id=pos.last_id,
-                  delivered=delivered, now=now_us(), consumer=consumer)
-
-
 # Under load, a consumer reads at most this often (from the start of one productive read to
 # the next), so one read and one delivery serve every change committed in between rather
 # than one each per commit. It bounds the latency this adds (an idle relay reads at once).
@@ -127,7 +95,6 @@ class Relay:
         self.consumers: list[Consumer] = list(consumers or [])
         self.stats: dict[str, ConsumerStats] = {}
         self._wakes: dict[str, asyncio.Event] = {}
-        self._reader = reader_for(db.dialect)
 
     def add(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
@@ -151,11 +118,7 @@ class Relay:
         running to end. ``lease_timeout_s`` bounds only the wait for each consumer's lease.
         """
         counts = {}
-        target = None
-        if not self._db.is_sqlite:
-            async with self._db.read() as conn:
-                target = (await conn.execute(text(
-                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"))).scalar_one()
+        target = await ChangeLog(self._db).drain_target()
         # One deadline for the whole drain (waiting for running transactions); the lease
         # wait has its own, per consumer, and must not replace it.
         deadline = time.monotonic() + timeout_s
@@ -222,11 +185,10 @@ class Relay:
         until_idle = until is not None
         stats = self._stats(consumer.name)
         wake = self._wakes.setdefault(consumer.name, asyncio.Event())
-        committed = await _ensure_offset(lease)
+        committed = await lease.start_offset()
         own = await consumer.start()
         if own is not None and own.key() > committed.key():
-            async with lease.write() as conn:
-                await _save_offset(conn, consumer.name, own, 0)
+            await lease.save_offset(own, 0)
             committed = own
         read_pos = committed
         pending: list[Change] = []
@@ -239,8 +201,7 @@ class Relay:
             wake.clear()
             started = time.monotonic()
             limit = consumer.batch_size - len(pending)
-            async with lease.read() as conn:
-                batch = await self._reader.read(conn, read_pos, limit)
+            batch = await lease.read_changes(read_pos, limit)
             stats.reads += 1
             changes, read_pos = batch.changes, batch.position
             if changes:
@@ -293,13 +254,12 @@ class Relay:
     async def _deliver(self, consumer: Consumer, lease: ConsumerLease, changes: list[Change], pos: Position) -> None:
         fault = self._settings.fault_point
         if consumer.transactional:
-            async with lease.write() as conn:
-                await consumer.deliver(changes, conn)
+            async with lease.write() as tx:
+                await consumer.deliver(changes, tx)
                 crash_point(fault, "relay_after_deliver")
-                await _save_offset(conn, consumer.name, pos, len(changes))
+                await lease.save_offset(pos, len(changes), tx)
         else:
             await consumer.deliver(changes, None)
             crash_point(fault, "relay_after_deliver")
-            async with lease.write() as conn:
-                await _save_offset(conn, consumer.name, pos, len(changes))
+            await lease.save_offset(pos, len(changes))
         consumer.after_commit()

@@ -6,12 +6,21 @@ here too. Nothing outside this package writes SQL or asks which database it runs
 """
 from __future__ import annotations
 
+from typing import TypeAlias
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from paygate_server.storage.engine import Database, create_database
 from paygate_server.storage.migrate import SchemaMismatch, check_schema, upgrade
 from paygate_server.storage.port import PaymentStore
 
-__all__ = ["Database", "PaymentStore", "create_database", "open_payment_store", "SchemaMismatch", "check_schema",
-           "upgrade"]
+__all__ = ["Database", "PaymentStore", "Transaction", "create_database", "open_payment_store", "SchemaMismatch",
+           "check_schema", "upgrade"]
+
+# One unit of work's connection (``Database.write()``, a relay lease's ``write()``), as code
+# outside this package holds it: handed on to storage functions that join that transaction,
+# never used for a statement of its own.
+Transaction: TypeAlias = AsyncConnection
 
 
 def open_payment_store(db: Database) -> PaymentStore:

@@ -21,7 +21,7 @@ from paygate_server.storage.schema import change_log, metadata
 
 __all__ = ["cdc_offsets", "webhook_endpoints", "webhook_events", "webhook_deliveries"]
 
-# The relay reads change_log in windows of transaction ids (PostgreSQL); see cdc/reader.py.
+# The relay reads change_log in windows of transaction ids (PostgreSQL); see storage/change_log.py.
 Index("ix_change_log_txid", change_log.c.txid)
 
 # Where each relay consumer is: everything before this position has been delivered.

@@ -1,5 +1,5 @@
 """Commit-safe reading of change_log: concurrent, differently-long transactions skip nothing,
-and one intent's changes are never delivered backwards (cdc/reader.py explains why)."""
+and one intent's changes are never delivered backwards (storage/change_log.py explains why)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select, text
 
 from paygate_server.cdc.changes import START, Change, Position
-from paygate_server.cdc.reader import PostgresReader, reader_for, safe_window_end
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.storage import Database
+from paygate_server.storage.change_log import PostgresReader, reader_for, safe_window_end
 from paygate_server.storage.schema import change_log
 from tests.server.cdc.conftest import (
     ListSink,
@@ -26,11 +26,12 @@ from tests.support.eventually import eventually
 
 
 async def _read_all(db: Database, pos: Position, limit: int = 3) -> tuple[list[Change], Position]:
-    reader = reader_for(db.dialect)
+    reader = reader_for(db)
     out: list[Change] = []
     while True:
         async with db.read() as conn:
-            changes, new_pos = await reader.next_batch(conn, pos, limit)
+            batch = await reader.read(conn, pos, limit)
+        changes, new_pos = batch.changes, batch.position
         out.extend(changes)
         if not changes and new_pos == pos:
             return out, pos
@@ -148,7 +149,8 @@ async def test_postgres_reader_pages_inside_a_window(db: Database) -> None:
             await new_intent(conn, merchant)
     reader = PostgresReader()
     async with db.read() as conn:
-        first, pos = await reader.next_batch(conn, START, 4)
+        batch = await reader.read(conn, START, 4)
+    first, pos = batch.changes, batch.position
     assert len(first) == 4 and pos.window_end is not None and pos.last_id == first[-1].id
     rest, final = await _read_all(db, pos, limit=4)
     assert final.window_end is None and final.horizon > 0

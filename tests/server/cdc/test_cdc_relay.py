@@ -7,10 +7,10 @@ import time
 import pytest
 from sqlalchemy import select, text
 
-from paygate_server.cdc.lease import ConsumerLease
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.storage import Database
+from paygate_server.storage.relay_leases import ConsumerLease
 from paygate_server.storage.schema_history import cdc_offsets
 from tests.server.cdc.conftest import (
     ListSink,

@@ -1,4 +1,7 @@
-"""Commit-safe reading of ``change_log``: nothing skipped, per-intent order kept.
+"""Reading ``change_log``: the relay's commit-safe reader on each database, and the
+audit's and timeline's plain reads (:class:`ChangeLog`).
+
+Commit-safe reading: nothing skipped, per-intent order kept.
 
 The polling-outbox trap: ids (and ``txid``) are taken *before* commit, so on PostgreSQL a row
 with a smaller id can become visible after one with a larger id. A reader that remembers
@@ -41,10 +44,11 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paygate_server.cdc.changes import Change, Position
+from paygate_server.storage.changes import START, Change, Position
+from paygate_server.storage.engine import Database
 from paygate_server.storage.statements import Sql, fetch_tuples
 
-__all__ = ["Batch", "ChangeReader", "PostgresReader", "SqliteReader", "reader_for", "safe_window_end"]
+__all__ = ["Batch", "ChangeLog", "ChangeReader", "PostgresReader", "SqliteReader", "reader_for", "safe_window_end"]
 
 # The columns of a Change, in its field order: ``Change(*row, position)``.
 _COLUMNS = "id, entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at"
@@ -101,7 +105,8 @@ SELECT {_COLUMNS} FROM change_log
 WHERE txid >= :horizon AND txid < :end AND id > :after ORDER BY id LIMIT :page_size
 """)
 
-_SQLITE_PAGE = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE id > :after ORDER BY id LIMIT :page_size")
+# SQLite's page, and the audit's walk of the whole log on either database.
+_AFTER = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE id > :after ORDER BY id LIMIT :page_size")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +124,6 @@ class Batch:
 class ChangeReader(Protocol):
     async def read(self, conn: AsyncConnection, pos: Position, limit: int) -> Batch:
         """Up to ``limit`` changes after ``pos``, in delivery order, and the position after them."""
-        ...
-
-    async def next_batch(self, conn: AsyncConnection, pos: Position, limit: int) -> tuple[list[Change], Position]:
         ...
 
 
@@ -150,12 +152,16 @@ async def safe_window_end(conn: AsyncConnection, horizon: int) -> int:
     return await _lower(conn, horizon, await oldest_running(conn))
 
 
+def _change(row: Sequence[Any], position: Position = START) -> Change:
+    return Change(*row, position)  # type: ignore[call-arg]  # the row holds _COLUMNS: a Change's fields in order
+
+
 def _page(rows: Sequence[Any], horizon: int, end: int, limit: int, skip: int = 0) -> Batch:
     """Changes from rows (change columns from index ``skip``); closes an exhausted window."""
     if skip:
-        changes = [Change(*r[skip:], Position(horizon, end, r[skip])) for r in rows]  # type: ignore[call-arg]  # rows hold the change columns in order
+        changes = [_change(r[skip:], Position(horizon, end, r[skip])) for r in rows]
     else:
-        changes = [Change(*r, Position(horizon, end, r[0])) for r in rows]  # type: ignore[call-arg]  # rows hold the change columns in order
+        changes = [_change(r, Position(horizon, end, r[0])) for r in rows]
     if len(changes) < limit:  # the window is exhausted
         closed = Position(end, None, 0)
         if changes:
@@ -189,27 +195,53 @@ class PostgresReader:
         batch = _page(rows, horizon, x, limit, skip=3)
         return Batch(batch.changes, batch.position, waiting=waiting)
 
-    async def next_batch(self, conn: AsyncConnection, pos: Position, limit: int) -> tuple[list[Change], Position]:
-        batch = await self.read(conn, pos, limit)
-        return batch.changes, batch.position
-
 
 class SqliteReader:
     async def read(self, conn: AsyncConnection, pos: Position, limit: int) -> Batch:
         # One hop to the driver's thread; outside a transaction the SELECT is its own
         # consistent read (the driver runs in autocommit mode, see storage/engine.py).
-        rows = await fetch_tuples(conn, _SQLITE_PAGE, after=pos.last_id, page_size=limit)
-        changes = [Change(*r, Position(0, None, r[0])) for r in rows]  # type: ignore[call-arg]  # as in _page
+        rows = await fetch_tuples(conn, _AFTER, after=pos.last_id, page_size=limit)
+        changes = [_change(r, Position(0, None, r[0])) for r in rows]
         return Batch(changes, changes[-1].position if changes else pos)
-
-    async def next_batch(self, conn: AsyncConnection, pos: Position, limit: int) -> tuple[list[Change], Position]:
-        batch = await self.read(conn, pos, limit)
-        return batch.changes, batch.position
 
 
 def _with_position(change: Change, position: Position) -> Change:
     return replace(change, position=position)
 
 
-def reader_for(dialect: str) -> ChangeReader:
-    return PostgresReader() if dialect == "postgresql" else SqliteReader()
+def reader_for(db: Database) -> ChangeReader:
+    return SqliteReader() if db.is_sqlite else PostgresReader()
+
+
+# Every transaction that has begun has a smaller txid (PostgreSQL).
+_NEXT_TXID = Sql("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+
+_OF_INTENT = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE intent_id = :intent_id ORDER BY intent_seq")
+
+
+class ChangeLog:
+    """Plain reads of the whole log, each in a transaction of its own (the audit, timelines)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def after(self, after_id: int, limit: int) -> list[Change]:
+        """Up to ``limit`` changes with an id above ``after_id``, by id."""
+        async with self._db.read() as conn:
+            rows = await fetch_tuples(conn, _AFTER, after=after_id, page_size=limit)
+        return [_change(r) for r in rows]
+
+    async def of_intent(self, intent_id: str) -> list[Change]:
+        """An intent's changes, oldest first."""
+        async with self._db.read() as conn:
+            rows = await fetch_tuples(conn, _OF_INTENT, intent_id=intent_id)
+        return [_change(r) for r in rows]
+
+    async def drain_target(self) -> int | None:
+        """What a drain must reach to deliver everything committed or in progress now: on
+        PostgreSQL the next transaction id (a position whose horizon reaches it has seen
+        every transaction begun before), on SQLite None (reading to the last id is exact)."""
+        if self._db.is_sqlite:
+            return None
+        async with self._db.read() as conn:
+            return int((await fetch_tuples(conn, _NEXT_TXID))[0][0])

@@ -7,14 +7,15 @@ and the old holder cannot write another offset: its connection is gone. SQLite (
 ``flock`` on a file next to the database; the kernel releases it when the process dies.
 
 Reads go through a connection the lease keeps (on PostgreSQL the lock's own), so a read
-costs no pool check-out and no transaction of its own: the relay's reader sends single
-statements straight to the driver (see :mod:`paygate_server.cdc.reader`).
+costs no pool check-out and no transaction of its own: the reader sends single statements
+straight to the driver (see :mod:`.change_log`). The consumer's offset is written under the
+lease too (:mod:`.relay_offsets`): on PostgreSQL through the lock's connection, so only the
+holder can move it.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,14 +24,17 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paygate_server.storage import Database
+from paygate_server.storage.change_log import Batch, reader_for
+from paygate_server.storage.changes import Position
+from paygate_server.storage.engine import Database
+from paygate_server.storage.relay_offsets import ensure_offset, save_offset
 
 __all__ = ["ConsumerLease", "LeaseLost"]
 
-log = logging.getLogger("paygate.cdc")
-
 # The advisory lock's first key: "the paygate relay" (the second is the consumer's name).
 _LOCK_CLASS = 7_342_001
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:c, hashtext(:n))")
+_UNLOCK = text("SELECT pg_advisory_unlock(:c, hashtext(:n))")
 
 
 class LeaseLost(RuntimeError):
@@ -45,6 +49,7 @@ class ConsumerLease:
         self._fd: int | None = None
         # SQLite: a connection kept for reads while the lease is held (PostgreSQL: _conn).
         self._read_conn: AsyncConnection | None = None
+        self._reader = reader_for(db)
 
     @property
     def held(self) -> bool:
@@ -64,8 +69,7 @@ class ConsumerLease:
             return True
         conn = await self._db.engine.connect()
         try:
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:c, hashtext(:n))"),
-                                      {"c": _LOCK_CLASS, "n": self.consumer})).scalar_one()
+            got = (await conn.execute(_TRY_LOCK, {"c": _LOCK_CLASS, "n": self.consumer})).scalar_one()
             await conn.commit()
         except BaseException:
             await conn.close()
@@ -95,8 +99,7 @@ class ConsumerLease:
         if conn is not None:
             try:
                 await conn.rollback()
-                await conn.execute(text("SELECT pg_advisory_unlock(:c, hashtext(:n))"),
-                                   {"c": _LOCK_CLASS, "n": self.consumer})
+                await conn.execute(_UNLOCK, {"c": _LOCK_CLASS, "n": self.consumer})
                 await conn.commit()
                 await conn.close()
             except Exception:
@@ -149,3 +152,22 @@ class ConsumerLease:
         await conn.commit()  # end any implicit read transaction
         async with conn.begin():
             yield conn
+
+    async def read_changes(self, pos: Position, limit: int) -> Batch:
+        """Up to ``limit`` changes after ``pos``, commit-safely (see :mod:`.change_log`)."""
+        async with self.read() as conn:
+            return await self._reader.read(conn, pos, limit)
+
+    async def start_offset(self) -> Position:
+        """The consumer's durable position (a new consumer's is recorded as the start)."""
+        async with self.write() as conn:
+            return await ensure_offset(conn, self.consumer)
+
+    async def save_offset(self, pos: Position, delivered: int, tx: AsyncConnection | None = None) -> None:
+        """Record the consumer at ``pos``: inside ``tx`` (a transaction of :meth:`write`,
+        holding what the consumer delivered) or in a transaction of its own."""
+        if tx is not None:
+            await save_offset(tx, self.consumer, pos, delivered)
+            return
+        async with self.write() as conn:
+            await save_offset(conn, self.consumer, pos, delivered)
