@@ -10,7 +10,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from paygate_server import jsoncodec
-from paygate_server.cdc.changes import Change
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint, json_response
 from paygate_server.intents import service
@@ -23,6 +22,7 @@ from paygate_server.intents.schemas import (
     render_intent,
     render_status,
 )
+from paygate_server.storage.change_log import ChangeLog
 from paygate_server.validation import parse_int_param, reject_unknown, require_id
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ async def payment_status_stream(ctx: ApiContext) -> Response:
 
 async def intent_history(ctx: ApiContext) -> Response:
     intent_id = require_id(ctx.request.path_params["intent_id"], "paymentIntentId", "pi")
-    changes = [Change.from_row(r) for r in await ctx.gateway.payments.intent_changes(ctx.merchant_id, intent_id)]
+    changes = await ChangeLog(ctx.gateway.db).of_intent(intent_id, merchant_id=ctx.merchant_id)
     if not changes:
         raise no_such_intent(intent_id)
     return json_response(200, {"data": render_history(changes)})

@@ -217,6 +217,8 @@ def reader_for(db: Database) -> ChangeReader:
 _NEXT_TXID = Sql("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
 
 _OF_INTENT = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE intent_id = :intent_id ORDER BY intent_seq")
+_OF_MERCHANTS_INTENT = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE intent_id = :intent_id"
+                           " AND merchant_id = :merchant_id ORDER BY intent_seq")
 
 
 class ChangeLog:
@@ -231,10 +233,13 @@ class ChangeLog:
             rows = await fetch_tuples(conn, _AFTER, after=after_id, page_size=limit)
         return [_change(r) for r in rows]
 
-    async def of_intent(self, intent_id: str) -> list[Change]:
-        """An intent's changes, oldest first."""
+    async def of_intent(self, intent_id: str, *, merchant_id: str | None = None) -> list[Change]:
+        """An intent's changes, oldest first (only if it is ``merchant_id``'s, when given)."""
         async with self._db.read() as conn:
-            rows = await fetch_tuples(conn, _OF_INTENT, intent_id=intent_id)
+            if merchant_id is None:
+                rows = await fetch_tuples(conn, _OF_INTENT, intent_id=intent_id)
+            else:
+                rows = await fetch_tuples(conn, _OF_MERCHANTS_INTENT, intent_id=intent_id, merchant_id=merchant_id)
         return [_change(r) for r in rows]
 
     async def drain_target(self) -> int | None:

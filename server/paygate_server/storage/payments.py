@@ -41,7 +41,7 @@ from paygate_server.storage.port import (
     TokenSpent,
     TooManyFailures,
 )
-from paygate_server.storage.schema import change_log, payment_intents, refunds, transactions
+from paygate_server.storage.schema import payment_intents, refunds, transactions
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
 
 __all__ = ["SqlPaymentStore", "SqlitePaymentStore"]
@@ -308,13 +308,6 @@ class SqlPaymentStore:
             query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit + 1)
             rows: list[Row] = [dict(r._mapping) for r in await conn.execute(query)]
         return rows[:limit], len(rows) > limit
-
-    async def intent_changes(self, merchant_id: str, intent_id: str) -> list[Row]:
-        async with self._db.read() as conn:
-            rows = await conn.execute(select(change_log).where(
-                change_log.c.intent_id == intent_id, change_log.c.merchant_id == merchant_id,
-            ).order_by(change_log.c.intent_seq))
-            return [dict(r._mapping) for r in rows]
 
     async def cancel_intent(self, merchant_id: str, intent_id: str, answer: AnswerSpec | None) -> Row | ExistingKey:
         async with self._db.write() as conn:
