@@ -31,7 +31,7 @@ from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database, create_database
 from paygate_server.storage.schema import change_log
 from paygate_server.storage.schema_history import cdc_offsets, webhook_deliveries, webhook_events
-from paygate_server.webhooks.repository import insert_endpoint
+from paygate_server.webhooks.model import create_endpoint
 from tests.server.cdc.conftest import (
     all_changes,
     assert_exactly_once_in_order,
@@ -126,7 +126,7 @@ async def _scenario(url: str, tmp_path: Path, use_nats: bool) -> None:
     try:
         merchant = await new_merchant(db)
         async with db.write() as conn:
-            await insert_endpoint(conn, MasterKey(bytes.fromhex(TEST_MASTER_KEY)), merchant, "http://h.test/", None)
+            await create_endpoint(conn, MasterKey(bytes.fromhex(TEST_MASTER_KEY)), merchant, "http://h.test/", None)
         stop = asyncio.Event()
         writers = [asyncio.create_task(_load(db, merchant, stop, random.Random(i))) for i in range(3)]
         log = open(tmp_path / "relay.log", "ab")  # noqa: SIM115

@@ -7,6 +7,8 @@ connection per worker process. On SQLite (one host), each worker tails ``change_
 every ``PAYGATE_CHANGE_POLL_INTERVAL_S`` (20 ms): SQLite has one writer at a time, so ids
 become visible in commit order and a high-water mark skips nothing. Either way the worker
 then wakes its local waiters for that intent, which re-read the intent from the database.
+The signal is read in ``paygate_server.storage.notifications``; :mod:`.notifier` only
+fans it out.
 """
 from __future__ import annotations
 

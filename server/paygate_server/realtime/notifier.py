@@ -1,26 +1,18 @@
-"""Per-process registry of waiters, fed by the database's change signal."""
+"""Per-process registry of waiters, fed by the database's change signal (storage/notifications.py)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
-
-from sqlalchemy.engine import make_url
 
 from paygate_server.storage import Database
-from paygate_server.storage.capture import NOTIFY_CHANNEL
-from paygate_server.storage.statements import Sql, fetch_all, fetch_value
+from paygate_server.storage.notifications import follow_changes
 from paygate_server.waiting import wait_event
 
 __all__ = ["ChangeNotifier", "Subscription"]
 
 log = logging.getLogger("paygate.realtime")
-
-# SQLite: the change log's tail, polled (50 times a second by default, so kept cheap).
-_LAST_CHANGE = Sql("SELECT coalesce(max(id), 0) AS last FROM change_log")
-_CHANGES_AFTER = Sql("SELECT id, intent_id FROM change_log WHERE id > :after ORDER BY id LIMIT 1000")
 
 
 class Subscription:
@@ -102,10 +94,8 @@ class ChangeNotifier:
     async def _run(self) -> None:
         while True:
             try:
-                if self._db.is_sqlite:
-                    await self._tail_sqlite()
-                else:
-                    await self._listen_postgres()
+                await follow_changes(self._db, self.publish, self._ready.set,
+                                     poll_interval_s=self._poll_interval_s)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -114,33 +104,3 @@ class ChangeNotifier:
                 for intent_id in list(self._waiters):
                     self.publish(intent_id)
                 await asyncio.sleep(1.0)
-
-    async def _tail_sqlite(self) -> None:
-        async with self._db.read() as conn:
-            last = await fetch_value(conn, _LAST_CHANGE)
-        self._ready.set()
-        while True:
-            await asyncio.sleep(self._poll_interval_s)
-            async with self._db.read_one() as conn:
-                rows = await fetch_all(conn, _CHANGES_AFTER, after=last)
-            for row in rows:
-                self.publish(row["intent_id"])
-            if rows:
-                last = rows[-1]["id"]
-
-    async def _listen_postgres(self) -> None:
-        import asyncpg  # only with the postgres extra
-
-        url = make_url(self._db.url)
-        conn: Any = await asyncpg.connect(
-            user=url.username, password=url.password, host=url.host, port=url.port,
-            database=url.database,
-        )
-        try:
-            await conn.add_listener(NOTIFY_CHANNEL, lambda _c, _pid, _ch, payload: self.publish(payload))
-            self._ready.set()
-            while True:
-                await asyncio.sleep(5)
-                await conn.execute("SELECT 1")  # notice a dead connection promptly
-        finally:
-            await conn.close()

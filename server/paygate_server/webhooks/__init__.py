@@ -4,7 +4,11 @@
 - :mod:`.events` — the relay consumer that turns status transitions into events and
   delivery rows, exactly once per change;
 - :mod:`.dispatcher` — signs and sends deliveries with retries, in every worker;
-- :mod:`.guard` — URL rules and the private-address guard (creation and every delivery).
+- :mod:`.guard` — URL rules and the private-address guard (creation and every delivery);
+- :mod:`.model` — event types, endpoint secrets, signatures and wire shapes.
+
+Their rows are read and written by ``paygate_server.storage.webhook_endpoints``,
+``.webhook_events`` and ``.webhook_deliveries``.
 
 As a gateway extension (:data:`extension`) it adds the routes, registers its consumer with
 the relay built by :mod:`paygate_server.cdc` (it ``requires`` the relay, so the order check
@@ -19,7 +23,7 @@ from paygate_server.extensions import Extension
 from paygate_server.webhooks import endpoints
 from paygate_server.webhooks.dispatcher import Dispatcher
 from paygate_server.webhooks.events import WebhookConsumer
-from paygate_server.webhooks.repository import EVENT_TYPES
+from paygate_server.webhooks.model import EVENT_TYPES
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway

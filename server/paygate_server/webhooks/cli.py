@@ -18,7 +18,7 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 def cmd_create(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.crypto import load_master_key
     from paygate_server.errors import ApiError
-    from paygate_server.webhooks import repository as repo
+    from paygate_server.webhooks import model
     from paygate_server.webhooks.endpoints import parse_events, validate_url
 
     async def run(db: Any) -> dict[str, Any]:
@@ -28,13 +28,11 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> None:
         try:
             events = parse_events(args.event)
             await validate_url(args.url, allow_private=settings.webhook_allow_private)
+            async with db.write() as conn:
+                endpoint, secret = await model.create_endpoint(conn, master, args.merchant, args.url, events)
         except ApiError as exc:
             raise CommandError(exc.message) from None
-        async with db.write() as conn:
-            if await repo.count_active(conn, args.merchant) >= repo.MAX_ENDPOINTS:
-                raise CommandError(f"a merchant has at most {repo.MAX_ENDPOINTS} webhook endpoints")
-            row, secret = await repo.insert_endpoint(conn, master, args.merchant, args.url, events)
-        return repo.render_endpoint(row, secret)
+        return model.render_endpoint(endpoint, secret)
 
     endpoint = run_with_db(settings, run)
     _emit(args, endpoint, f"webhook endpoint: {endpoint['webhookEndpointId']}\nurl:              {endpoint['url']}\n"
@@ -43,12 +41,13 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.webhooks import repository as repo
+    from paygate_server.storage.webhook_endpoints import list_endpoints
+    from paygate_server.webhooks.model import render_endpoint
 
     async def run(db: Any) -> list[dict[str, Any]]:
         async with db.read() as conn:
             await require_merchant(conn, args.merchant)
-            return [repo.render_endpoint(r) for r in await repo.list_endpoints(conn, args.merchant)]
+            return [render_endpoint(e) for e in await list_endpoints(conn, args.merchant)]
 
     endpoints = run_with_db(settings, run)
     _emit(args, {"data": endpoints}, "\n".join(
@@ -57,13 +56,15 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.webhooks import repository as repo
+    from paygate_server.storage.webhook_deliveries import DeliveryQueue
+    from paygate_server.webhooks.model import render_delivery
 
     async def run(db: Any) -> list[dict[str, Any]]:
-        async with db.read() as conn:
-            if args.merchant is not None:
+        if args.merchant is not None:
+            async with db.read() as conn:
                 await require_merchant(conn, args.merchant)
-            return await repo.list_deliveries(conn, status=args.status, merchant_id=args.merchant, limit=args.limit)
+        return [render_delivery(d) for d in await DeliveryQueue(db).recent(
+            status=args.status, merchant_id=args.merchant, limit=args.limit)]
 
     rows = run_with_db(settings, run)
     _emit(args, {"data": rows}, "\n".join(
@@ -72,17 +73,18 @@ def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.webhooks import repository as repo
+    from paygate_server.clock import now_us
+    from paygate_server.storage.webhook_deliveries import DeliveryQueue
 
     if not (args.all or args.endpoint or args.event or args.merchant):
         raise CommandError("say which failed deliveries to replay: --endpoint, --event, --merchant or --all")
 
     async def run(db: Any) -> int:
-        async with db.write() as conn:
-            if args.merchant is not None:
+        if args.merchant is not None:
+            async with db.read() as conn:
                 await require_merchant(conn, args.merchant)
-            return await repo.replay_failed(conn, merchant_id=args.merchant, endpoint_id=args.endpoint,
-                                            event_id=args.event)
+        return await DeliveryQueue(db).replay_failed(now_us(), merchant_id=args.merchant, endpoint_id=args.endpoint,
+                                                     event_id=args.event)
 
     count = run_with_db(settings, run)
     _emit(args, {"replayed": count}, f"{count} failed deliveries scheduled again")

@@ -26,23 +26,17 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 import httpcore
-from sqlalchemy import select, update
 
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database
-from paygate_server.storage.schema_history import (
-    webhook_deliveries,
-    webhook_endpoints,
-    webhook_events,
-)
+from paygate_server.storage.webhook_deliveries import DeliveryQueue, DueDelivery
 from paygate_server.waiting import wait_event
 from paygate_server.webhooks.guard import AddressRefused, GuardedBackend
-from paygate_server.webhooks.repository import open_secret, sign
+from paygate_server.webhooks.model import open_secret, sign
 
 __all__ = ["Dispatcher", "AttemptResult"]
 
@@ -61,7 +55,7 @@ class AttemptResult:
 
 class Dispatcher:
     def __init__(self, db: Database, master: MasterKey, settings: Settings) -> None:
-        self._db = db
+        self._queue = DeliveryQueue(db)
         self._master = master
         self._settings = settings
         self._lease_s = settings.webhook_timeout_s + 15.0
@@ -102,15 +96,7 @@ class Dispatcher:
             if free <= 0:
                 break
             busy = [e for e, n in self._in_flight.items() if n >= per_endpoint]
-            now = now_us()
-            query = (select(webhook_deliveries.c.event_id, webhook_deliveries.c.endpoint_id,
-                            webhook_deliveries.c.next_attempt_at)
-                     .where(webhook_deliveries.c.status == "pending", webhook_deliveries.c.next_attempt_at <= now)
-                     .order_by(webhook_deliveries.c.next_attempt_at).limit(free * 2))
-            if busy:
-                query = query.where(webhook_deliveries.c.endpoint_id.not_in(busy))
-            async with self._db.read() as conn:
-                rows = (await conn.execute(query)).all()
+            rows = await self._queue.due(now_us(), free * 2, skip_endpoints=busy)
             if not rows:
                 break
             claimed = await self._claim(rows, free, per_endpoint)
@@ -121,21 +107,15 @@ class Dispatcher:
                 break
         return started
 
-    async def _claim(self, rows: Sequence[Any], free: int, per_endpoint: int) -> list[tuple[str, str]]:
+    async def _claim(self, rows: Sequence[DueDelivery], free: int, per_endpoint: int) -> list[tuple[str, str]]:
         taken: list[tuple[str, str]] = []
         counts = Counter(self._in_flight)
         lease_until = now_us() + int(self._lease_s * _US)
-        async with self._db.write() as conn:
+        async with self._queue.claiming(lease_until) as claim:
             for row in rows:
                 if len(taken) >= free or counts[row.endpoint_id] >= per_endpoint:
                     continue
-                result = await conn.execute(update(webhook_deliveries).where(
-                    webhook_deliveries.c.event_id == row.event_id,
-                    webhook_deliveries.c.endpoint_id == row.endpoint_id,
-                    webhook_deliveries.c.status == "pending",
-                    webhook_deliveries.c.next_attempt_at == row.next_attempt_at,
-                ).values(next_attempt_at=lease_until))
-                if result.rowcount == 1:
+                if await claim(row):
                     taken.append((row.event_id, row.endpoint_id))
                     counts[row.endpoint_id] += 1
         return taken
@@ -156,26 +136,17 @@ class Dispatcher:
 
     async def _deliver(self, event_id: str, endpoint_id: str) -> None:
         try:
-            async with self._db.read() as conn:
-                row = (await conn.execute(
-                    select(webhook_events.c.payload, webhook_endpoints.c.id, webhook_endpoints.c.url,
-                           webhook_endpoints.c.status, webhook_endpoints.c.secret_sealed,
-                           webhook_deliveries.c.attempts)
-                    .select_from(webhook_deliveries)
-                    .join(webhook_events, webhook_events.c.id == webhook_deliveries.c.event_id)
-                    .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
-                    .where(webhook_deliveries.c.event_id == event_id,
-                           webhook_deliveries.c.endpoint_id == endpoint_id))).first()
-            if row is None:
+            target = await self._queue.target(event_id, endpoint_id)
+            if target is None:
                 return
-            if row.status != "enabled":
-                await self._finish(event_id, endpoint_id, "failed", row.attempts, None,
-                                   f"endpoint {row.status}")
+            if target.endpoint_status != "enabled":
+                await self._finish(event_id, endpoint_id, "failed", target.attempts, None,
+                                   f"endpoint {target.endpoint_status}")
                 return
-            result = await self.attempt(row.url, open_secret(self._master, row._mapping), event_id,  # type: ignore[arg-type]  # RowMapping is keyed str | Column
-                                        row.payload.encode())
+            secret = open_secret(self._master, target.endpoint_id, target.secret_sealed)
+            result = await self.attempt(target.url, secret, event_id, target.payload.encode())
             self.attempts += 1
-            await self._record(event_id, endpoint_id, row.attempts + 1, result)
+            await self._record(event_id, endpoint_id, target.attempts + 1, result)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -215,11 +186,7 @@ class Dispatcher:
         if code is not None and 200 <= code < 300:
             await self._finish(event_id, endpoint_id, "delivered", attempts, code, None)
         elif code == 410:
-            async with self._db.write() as conn:
-                await conn.execute(update(webhook_endpoints).where(
-                    webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.status == "enabled")
-                    .values(status="disabled", disabled_reason="the endpoint answered 410 Gone",
-                            updated_at=now_us()))
+            await self._queue.disable_endpoint(endpoint_id, "the endpoint answered 410 Gone", now_us())
             await self._finish(event_id, endpoint_id, "failed", attempts, code, "410 Gone: endpoint disabled")
         else:
             error = result.error or f"HTTP {code}"
@@ -232,17 +199,8 @@ class Dispatcher:
 
     async def _finish(self, event_id: str, endpoint_id: str, status: str, attempts: int, code: int | None,
                       error: str | None, *, next_at: int | None = None) -> None:
-        now = now_us()
-        values: dict[str, Any] = {"status": status, "attempts": attempts, "last_status_code": code,
-                                  "last_error": error[:500] if error else None, "updated_at": now}
-        if next_at is not None:
-            values["next_attempt_at"] = next_at
-        if status == "delivered":
-            values["delivered_at"] = now
-        async with self._db.write() as conn:
-            await conn.execute(update(webhook_deliveries).where(
-                webhook_deliveries.c.event_id == event_id, webhook_deliveries.c.endpoint_id == endpoint_id,
-                webhook_deliveries.c.status == "pending").values(**values))
+        await self._queue.finish(event_id, endpoint_id, status=status, attempts=attempts, status_code=code,
+                                 error=error, now=now_us(), next_at=next_at)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 from starlette.routing import Route
 
 from paygate_server import openapi
+from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint, json_response
+from paygate_server.storage import webhook_endpoints as store
+from paygate_server.storage.statements import Connection
 from paygate_server.validation import reject_unknown, require_id, require_str
-from paygate_server.webhooks import repository as repo
+from paygate_server.webhooks import model
 from paygate_server.webhooks.guard import (
     MAX_URL_LENGTH,
     AddressRefused,
@@ -28,11 +30,11 @@ def parse_events(value: Any) -> list[str] | None:
         return None
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ApiError("parameter_invalid", "events must be a non-empty list of event types", param="events")
-    unknown = [v for v in value if v not in repo.EVENT_TYPES]
+    unknown = [v for v in value if v not in model.EVENT_TYPES]
     if unknown:
         raise ApiError("parameter_invalid", f"unknown event type {unknown[0][:60]!r}; known: "
-                       f"{', '.join(repo.EVENT_TYPES)}", param="events")
-    return sorted(set(value), key=repo.EVENT_TYPES.index)
+                       f"{', '.join(model.EVENT_TYPES)}", param="events")
+    return sorted(set(value), key=model.EVENT_TYPES.index)
 
 
 async def validate_url(url: str, *, allow_private: bool) -> str:
@@ -55,26 +57,23 @@ async def create_webhook_endpoint(ctx: ApiContext) -> Response:
     events = parse_events(body.get("events"))
     await validate_url(url, allow_private=ctx.gateway.settings.webhook_allow_private)
 
-    async def op(conn: AsyncConnection) -> tuple[int, Any]:
-        if await repo.count_active(conn, ctx.merchant_id) >= repo.MAX_ENDPOINTS:
-            raise ApiError("parameter_invalid", f"a merchant has at most {repo.MAX_ENDPOINTS} webhook endpoints",
-                           param="url")
-        row, secret = await repo.insert_endpoint(conn, ctx.gateway.master_key, ctx.merchant_id, url, events)
-        return 201, repo.render_endpoint(row, secret)
+    async def op(conn: Connection) -> tuple[int, Any]:
+        endpoint, secret = await model.create_endpoint(conn, ctx.gateway.master_key, ctx.merchant_id, url, events)
+        return 201, model.render_endpoint(endpoint, secret)
 
     return await ctx.execute(op)
 
 
 async def list_webhook_endpoints(ctx: ApiContext) -> Response:
     async with ctx.gateway.db.read() as conn:
-        rows = await repo.list_endpoints(conn, ctx.merchant_id)
-    return json_response(200, {"data": [repo.render_endpoint(r) for r in rows], "hasMore": False})
+        endpoints = await store.list_endpoints(conn, ctx.merchant_id)
+    return json_response(200, {"data": [model.render_endpoint(e) for e in endpoints], "hasMore": False})
 
 
 async def delete_webhook_endpoint(ctx: ApiContext) -> Response:
     endpoint_id = require_id(ctx.request.path_params["endpoint_id"], "webhookEndpointId", "we")
     async with ctx.gateway.db.write() as conn:
-        deleted = await repo.delete_endpoint(conn, ctx.merchant_id, endpoint_id)
+        deleted = await store.delete_endpoint(conn, ctx.merchant_id, endpoint_id, now_us())
     if not deleted:
         raise ApiError("resource_missing", f"no such webhook endpoint: {endpoint_id}", param="webhookEndpointId")
     return Response(status_code=204)
@@ -86,7 +85,7 @@ routes = [
     Route("/api/v1/webhooks/{endpoint_id}", api_endpoint(delete_webhook_endpoint), methods=["DELETE"]),
 ]
 
-_EVENT_TYPE = {"type": "string", "enum": list(repo.EVENT_TYPES)}
+_EVENT_TYPE = {"type": "string", "enum": list(model.EVENT_TYPES)}
 _SCHEMAS = {
     "CreateWebhookEndpoint": {
         "type": "object", "additionalProperties": False, "required": ["url"],

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.cdc.changes import Change
@@ -19,8 +18,9 @@ from paygate_server.storage.schema_history import (
     webhook_endpoints,
     webhook_events,
 )
+from paygate_server.storage.statements import Connection
 from paygate_server.webhooks.events import WebhookConsumer
-from paygate_server.webhooks.repository import insert_endpoint
+from paygate_server.webhooks.model import create_endpoint
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)
 from tests.support.app import TEST_MASTER_KEY
 from tests.support.eventually import eventually
@@ -69,7 +69,7 @@ class FailsOnce(WebhookConsumer):
 
     failed = False
 
-    async def deliver(self, changes: list[Change], conn: AsyncConnection | None) -> None:
+    async def deliver(self, changes: list[Change], conn: Connection | None) -> None:
         await super().deliver(changes, conn)
         if not self.failed and any(c.entity == "payment_intent" and c.op == "update" for c in changes):
             self.failed = True
@@ -99,12 +99,12 @@ async def test_a_failed_delivery_is_redone_with_the_same_events(db: Database) ->
 async def test_one_delivery_per_enabled_subscribed_endpoint(db: Database) -> None:  # noqa: F811
     shop, other = await new_merchant(db), await new_merchant(db)
     async with db.write() as conn:
-        everything, _ = await insert_endpoint(conn, MASTER, shop, "http://all.test/", None)
-        canceled_only, _ = await insert_endpoint(conn, MASTER, shop, "http://c.test/", ["payment_intent.canceled"])
-        off, _ = await insert_endpoint(conn, MASTER, shop, "http://off.test/", None)
-        await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == off["id"])
+        everything, _ = await create_endpoint(conn, MASTER, shop, "http://all.test/", None)
+        canceled_only, _ = await create_endpoint(conn, MASTER, shop, "http://c.test/", ["payment_intent.canceled"])
+        off, _ = await create_endpoint(conn, MASTER, shop, "http://off.test/", None)
+        await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == off.id)
                            .values(status="disabled"))
-        elsewhere, _ = await insert_endpoint(conn, MASTER, other, "http://other.test/", None)
+        elsewhere, _ = await create_endpoint(conn, MASTER, other, "http://other.test/", None)
         x = await new_intent(conn, shop)
         y = await new_intent(conn, other)
     await _statuses(db, x, "canceled")
@@ -115,11 +115,11 @@ async def test_one_delivery_per_enabled_subscribed_endpoint(db: Database) -> Non
         deliveries = sorted((events[r.event_id], r.endpoint_id, r.merchant_id, r.status)
                             for r in await conn.execute(select(webhook_deliveries)))
     expected: list[Any] = [
-        ((x, "payment_intent.created"), everything["id"], shop, "pending"),
-        ((x, "payment_intent.canceled"), everything["id"], shop, "pending"),
-        ((x, "payment_intent.canceled"), canceled_only["id"], shop, "pending"),
-        ((y, "payment_intent.created"), elsewhere["id"], other, "pending"),
-        ((y, "payment_intent.in_progress"), elsewhere["id"], other, "pending"),
+        ((x, "payment_intent.created"), everything.id, shop, "pending"),
+        ((x, "payment_intent.canceled"), everything.id, shop, "pending"),
+        ((x, "payment_intent.canceled"), canceled_only.id, shop, "pending"),
+        ((y, "payment_intent.created"), elsewhere.id, other, "pending"),
+        ((y, "payment_intent.in_progress"), elsewhere.id, other, "pending"),
     ]
     assert deliveries == sorted(expected)
     async with db.read() as conn:

@@ -12,7 +12,7 @@ from paygate_server.storage import Database
 from paygate_server.storage.schema import refunds
 from paygate_server.storage.schema_history import cdc_offsets, webhook_deliveries, webhook_events
 from paygate_server.webhooks.events import WebhookConsumer
-from paygate_server.webhooks.repository import insert_endpoint
+from paygate_server.webhooks.model import create_endpoint
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)
 from tests.support.app import TEST_MASTER_KEY
 
@@ -28,7 +28,7 @@ async def _events(database: Database) -> list[tuple[str, dict]]:  # type: ignore
 async def test_status_transitions_become_events_exactly_once(db: Database) -> None:  # noqa: F811
     merchant = await new_merchant(db)
     async with db.write() as conn:
-        await insert_endpoint(conn, MasterKey(bytes.fromhex(TEST_MASTER_KEY)), merchant, "http://h.test/", None)
+        await create_endpoint(conn, MasterKey(bytes.fromhex(TEST_MASTER_KEY)), merchant, "http://h.test/", None)
         pid = await new_intent(conn, merchant, amount=500)
     for status in ("in_progress", "failed", "in_progress", "succeeded"):
         async with db.write() as conn:

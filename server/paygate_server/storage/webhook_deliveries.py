@@ -1,0 +1,156 @@
+"""Webhook deliveries' rows: the dispatcher's queue and the operator's view of it.
+
+A delivery is claimed with a lease: a conditional update moving ``next_attempt_at`` past
+the attempt's timeout, guarded by the value just read, so of two dispatchers that read the
+same due row only one wins it (webhooks/dispatcher.py). Each method opens its own unit of
+work on the :class:`Database`; the statements are the same on SQLite and PostgreSQL.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, select, update
+
+from paygate_server.storage.engine import Database
+from paygate_server.storage.schema_history import (
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_events,
+)
+
+__all__ = ["DueDelivery", "DeliveryTarget", "DeliveryRecord", "DeliveryQueue", "MAX_ERROR_LENGTH"]
+
+MAX_ERROR_LENGTH = 500  # the last_error column's size
+
+_delivery = webhook_deliveries.c
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    event_id: str
+    endpoint_id: str
+    next_attempt_at: int  # as read: the claim only wins if nobody moved it since
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTarget:
+    """What one attempt needs: the body, where to send it and the endpoint's sealed secret."""
+    payload: str
+    endpoint_id: str
+    url: str
+    endpoint_status: str
+    secret_sealed: bytes
+    attempts: int  # made so far
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    event_id: str
+    endpoint_id: str
+    url: str
+    status: str  # pending | delivered | failed
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: int
+    delivered_at: int | None
+
+
+class DeliveryQueue:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def due(self, now: int, limit: int, *, skip_endpoints: Collection[str] = ()) -> list[DueDelivery]:
+        """Pending deliveries due by ``now``, earliest first, except those of ``skip_endpoints``."""
+        query = (select(_delivery.event_id, _delivery.endpoint_id, _delivery.next_attempt_at)
+                 .where(_delivery.status == "pending", _delivery.next_attempt_at <= now)
+                 .order_by(_delivery.next_attempt_at).limit(limit))
+        if skip_endpoints:
+            query = query.where(_delivery.endpoint_id.not_in(list(skip_endpoints)))
+        async with self._db.read() as conn:
+            return [DueDelivery(*row) for row in await conn.execute(query)]
+
+    @asynccontextmanager
+    async def claiming(self, lease_until: int) -> AsyncIterator[Callable[[DueDelivery], Awaitable[bool]]]:
+        """One unit of work for a round of claims: ``await claim(due)`` is True when this
+        caller won the delivery (its lease now runs until ``lease_until``)."""
+        async with self._db.write() as conn:
+            async def claim(due: DueDelivery) -> bool:
+                result = await conn.execute(update(webhook_deliveries).where(
+                    _delivery.event_id == due.event_id, _delivery.endpoint_id == due.endpoint_id,
+                    _delivery.status == "pending", _delivery.next_attempt_at == due.next_attempt_at,
+                ).values(next_attempt_at=lease_until))
+                return result.rowcount == 1
+
+            yield claim
+
+    async def target(self, event_id: str, endpoint_id: str) -> DeliveryTarget | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(
+                select(webhook_events.c.payload, webhook_endpoints.c.id, webhook_endpoints.c.url,
+                       webhook_endpoints.c.status, webhook_endpoints.c.secret_sealed, _delivery.attempts)
+                .select_from(webhook_deliveries)
+                .join(webhook_events, webhook_events.c.id == _delivery.event_id)
+                .join(webhook_endpoints, webhook_endpoints.c.id == _delivery.endpoint_id)
+                .where(_delivery.event_id == event_id, _delivery.endpoint_id == endpoint_id))).first()
+        return None if row is None else DeliveryTarget(row[0], row[1], row[2], row[3], bytes(row[4]), row[5])
+
+    async def disable_endpoint(self, endpoint_id: str, reason: str, now: int) -> None:
+        """An enabled endpoint stops receiving deliveries until replayed."""
+        async with self._db.write() as conn:
+            await conn.execute(update(webhook_endpoints).where(
+                webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.status == "enabled")
+                .values(status="disabled", disabled_reason=reason, updated_at=now))
+
+    async def finish(self, event_id: str, endpoint_id: str, *, status: str, attempts: int,
+                     status_code: int | None, error: str | None, now: int, next_at: int | None = None) -> None:
+        """Record an attempt's outcome on a pending delivery: ``delivered``, ``failed``, or
+        ``pending`` again (due at ``next_at``)."""
+        values: dict[str, Any] = {"status": status, "attempts": attempts, "last_status_code": status_code,
+                                  "last_error": error[:MAX_ERROR_LENGTH] if error else None, "updated_at": now}
+        if next_at is not None:
+            values["next_attempt_at"] = next_at
+        if status == "delivered":
+            values["delivered_at"] = now
+        async with self._db.write() as conn:
+            await conn.execute(update(webhook_deliveries).where(
+                _delivery.event_id == event_id, _delivery.endpoint_id == endpoint_id,
+                _delivery.status == "pending").values(**values))
+
+    async def replay_failed(self, now: int, *, merchant_id: str | None = None, endpoint_id: str | None = None,
+                            event_id: str | None = None) -> int:
+        """Failed deliveries matching the filters go back to ``pending``, due now, with a fresh
+        retry schedule; their disabled endpoints are enabled again (the operator asked)."""
+        where = [_delivery.status == "failed"]
+        if merchant_id:
+            where.append(_delivery.merchant_id == merchant_id)
+        if endpoint_id:
+            where.append(_delivery.endpoint_id == endpoint_id)
+        if event_id:
+            where.append(_delivery.event_id == event_id)
+        async with self._db.write() as conn:
+            endpoint_ids = [r[0] for r in await conn.execute(select(_delivery.endpoint_id).where(and_(*where)).distinct())]
+            if endpoint_ids:
+                await conn.execute(update(webhook_endpoints).where(
+                    webhook_endpoints.c.id.in_(endpoint_ids), webhook_endpoints.c.status == "disabled")
+                    .values(status="enabled", disabled_reason=None, updated_at=now))
+            result = await conn.execute(update(webhook_deliveries).where(and_(*where)).values(
+                status="pending", attempts=0, next_attempt_at=now, last_error=None, updated_at=now))
+        return result.rowcount
+
+    async def recent(self, *, status: str | None = None, merchant_id: str | None = None,
+                     limit: int = 100) -> list[DeliveryRecord]:
+        """The most recently updated deliveries, with their endpoint's URL."""
+        query = select(_delivery.event_id, _delivery.endpoint_id, webhook_endpoints.c.url, _delivery.status, _delivery.attempts,
+                       _delivery.last_status_code, _delivery.last_error, _delivery.next_attempt_at, _delivery.delivered_at).join(
+            webhook_endpoints, webhook_endpoints.c.id == _delivery.endpoint_id)
+        if status:
+            query = query.where(_delivery.status == status)
+        if merchant_id:
+            query = query.where(_delivery.merchant_id == merchant_id)
+        async with self._db.read() as conn:
+            rows = await conn.execute(query.order_by(_delivery.updated_at.desc()).limit(limit))
+            return [DeliveryRecord(*row) for row in rows]

@@ -1,0 +1,68 @@
+"""Webhook endpoints' rows: create, count, list, delete.
+
+Each function runs on the caller's connection, so a create commits with whatever else its
+unit of work holds (the ``Idempotency-Key`` claim and stored answer of ``POST
+/api/v1/webhooks``; the count that enforces the per-merchant limit). The statements are
+the same on SQLite and PostgreSQL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paygate_server import jsoncodec
+from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_value
+
+__all__ = ["Endpoint", "count_active", "insert_endpoint", "list_endpoints", "delete_endpoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    id: str
+    merchant_id: str
+    url: str
+    events: tuple[str, ...] | None  # None: every event type
+    status: str  # enabled | disabled (deleted ones are never returned)
+    disabled_reason: str | None
+    created_at: int
+
+
+_COLUMNS = "id, merchant_id, url, events, status, disabled_reason, created_at"
+_COUNT_ACTIVE = Sql("""
+    SELECT count(*) AS n FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'""")
+_INSERT = Sql("""
+    INSERT INTO webhook_endpoints (id, merchant_id, url, events, secret_sealed, status, disabled_reason,
+                                   created_at, updated_at)
+    VALUES (:id, :merchant_id, :url, :events, :secret_sealed, 'enabled', NULL, :now, :now)""")
+_LIST = Sql(f"""
+    SELECT {_COLUMNS} FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'
+    ORDER BY created_at DESC, id DESC""")
+_DELETE = Sql("""
+    UPDATE webhook_endpoints SET status = 'deleted', updated_at = :now
+    WHERE id = :id AND merchant_id = :merchant_id AND status <> 'deleted'""")
+
+
+async def count_active(conn: Connection, merchant_id: str) -> int:
+    """The merchant's endpoints that are not deleted (enabled or disabled)."""
+    return int(await fetch_value(conn, _COUNT_ACTIVE, merchant_id=merchant_id))
+
+
+async def insert_endpoint(conn: Connection, *, endpoint_id: str, merchant_id: str, url: str,
+                          events: list[str] | None, secret_sealed: bytes, now: int) -> Endpoint:
+    """A new, enabled endpoint; ``events`` None or empty: every event type."""
+    await execute(conn, _INSERT, id=endpoint_id, merchant_id=merchant_id, url=url,
+                  events=jsoncodec.dumps(events).decode() if events else None,
+                  secret_sealed=secret_sealed, now=now)
+    return Endpoint(endpoint_id, merchant_id, url, tuple(events) if events else None, "enabled", None, now)
+
+
+async def list_endpoints(conn: Connection, merchant_id: str) -> list[Endpoint]:
+    """The merchant's endpoints that are not deleted, newest first."""
+    return [Endpoint(r["id"], r["merchant_id"], r["url"],
+                     tuple(jsoncodec.loads(r["events"])) if r["events"] else None,
+                     r["status"], r["disabled_reason"], r["created_at"])
+            for r in await fetch_all(conn, _LIST, merchant_id=merchant_id)]
+
+
+async def delete_endpoint(conn: Connection, merchant_id: str, endpoint_id: str, now: int) -> bool:
+    """True when the merchant had this endpoint (not deleted yet); it gets no more deliveries."""
+    return await execute(conn, _DELETE, id=endpoint_id, merchant_id=merchant_id, now=now) == 1

@@ -1,0 +1,112 @@
+"""Webhook events and their deliveries, written in the relay's transaction.
+
+The webhook consumer (webhooks/events.py) runs inside the transaction that records its
+relay offset, on that transaction's connection: what is written here commits with the
+offset or not at all. Whatever the number of events, one fixed statement per step:
+PostgreSQL takes arrays (``unnest``), SQLite a JSON array of rows (``json_each``). An event
+whose change has one already is skipped (a re-delivered batch), and so are its deliveries:
+only the events just inserted get one delivery per enabled endpoint of the merchant
+subscribed to the type.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from paygate_server import jsoncodec
+from paygate_server.storage.statements import Connection, Sql, execute, fetch_all
+
+__all__ = ["NewEvent", "EntityStatus", "entity_statuses", "insert_events"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    id: str
+    merchant_id: str
+    type: str
+    change_id: int
+    intent_id: str
+    object_id: str
+    payload: str  # the exact body every attempt sends
+
+
+@dataclass(frozen=True, slots=True)
+class EntityStatus:
+    """The status an intent or refund had at one change of the history."""
+    entity: str
+    entity_id: str
+    intent_seq: int
+    status: Any
+
+
+# Each statement in its two spellings, side by side.
+_PG = {
+    "statuses": Sql("""
+        SELECT entity, entity_id, intent_seq, data::jsonb ->> 'status' AS status FROM change_log
+        WHERE intent_id = ANY(:intent_ids::text[]) AND entity IN ('payment_intent', 'refund')"""),
+    # Events and their deliveries in one statement.
+    "write": Sql("""
+        WITH ev AS (
+          INSERT INTO webhook_events (id, merchant_id, type, change_id, intent_id, object_id, payload, created_at)
+          SELECT id, merchant_id, type, change_id, intent_id, object_id, payload, :now::bigint
+          FROM unnest(:ids::text[], :merchant_ids::text[], :types::text[], :change_ids::bigint[],
+                      :intent_ids::text[], :object_ids::text[], :payloads::text[])
+               AS t(id, merchant_id, type, change_id, intent_id, object_id, payload)
+          ON CONFLICT DO NOTHING RETURNING id, merchant_id, type)
+        INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, next_attempt_at,
+                                        created_at, updated_at)
+        SELECT ev.id, ep.id, ev.merchant_id, 'pending', 0, :now::bigint, :now::bigint, :now::bigint
+        FROM ev JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id AND ep.status = 'enabled'
+        WHERE ep.events IS NULL OR ep.events::jsonb ? ev.type"""),
+}
+_SQLITE = {
+    "statuses": Sql("""
+        SELECT entity, entity_id, intent_seq, json_extract(data, '$.status') AS status FROM change_log
+        WHERE intent_id IN (SELECT value FROM json_each(:intent_ids))
+          AND entity IN ('payment_intent', 'refund')"""),
+    # (WHERE true: SQLite's rule for an upsert clause after INSERT ... SELECT)
+    "events": Sql("""
+        INSERT INTO webhook_events (id, merchant_id, type, change_id, intent_id, object_id, payload, created_at)
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+               json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+               json_extract(value, '$[6]'), :now
+        FROM json_each(:rows) WHERE true
+        ON CONFLICT DO NOTHING"""),
+    # Our fresh event ids exist only where the insert above did not skip the change.
+    "deliveries": Sql("""
+        INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, next_attempt_at,
+                                        created_at, updated_at)
+        SELECT ev.id, ep.id, ev.merchant_id, 'pending', 0, :now, :now, :now
+        FROM webhook_events ev
+        JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id AND ep.status = 'enabled'
+        WHERE ev.id IN (SELECT value FROM json_each(:ids))
+          AND (ep.events IS NULL OR ev.type IN (SELECT value FROM json_each(ep.events)))"""),
+}
+
+
+def _json(value: Any) -> str:
+    return jsoncodec.dumps(value).decode()
+
+
+async def entity_statuses(conn: Connection, intent_ids: Sequence[str]) -> list[EntityStatus]:
+    """The status at every change of the intents' payment intents and refunds, in one query."""
+    if conn.dialect.name == "postgresql":
+        rows = await fetch_all(conn, _PG["statuses"], intent_ids=list(intent_ids))
+    else:
+        rows = await fetch_all(conn, _SQLITE["statuses"], intent_ids=_json(list(intent_ids)))
+    return [EntityStatus(r["entity"], r["entity_id"], r["intent_seq"], r["status"]) for r in rows]
+
+
+async def insert_events(conn: Connection, events: Sequence[NewEvent], now: int) -> int:
+    """Insert the events whose change has none yet, and their deliveries; the number of
+    deliveries created."""
+    if conn.dialect.name == "postgresql":
+        return await execute(
+            conn, _PG["write"], now=now, ids=[e.id for e in events], merchant_ids=[e.merchant_id for e in events],
+            types=[e.type for e in events], change_ids=[e.change_id for e in events],
+            intent_ids=[e.intent_id for e in events], object_ids=[e.object_id for e in events],
+            payloads=[e.payload for e in events])
+    await execute(conn, _SQLITE["events"], now=now, rows=_json([
+        (e.id, e.merchant_id, e.type, e.change_id, e.intent_id, e.object_id, e.payload) for e in events]))
+    return await execute(conn, _SQLITE["deliveries"], now=now, ids=_json([e.id for e in events]))
