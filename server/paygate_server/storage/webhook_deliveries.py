@@ -21,9 +21,9 @@ from paygate_server.storage.schema_history import (
     webhook_events,
 )
 
-__all__ = ["DueDelivery", "DeliveryTarget", "DeliveryRecord", "DeliveryQueue", "MAX_ERROR_LENGTH"]
+__all__ = ["DueDelivery", "DeliveryTarget", "DeliveryRecord", "DeliveryQueue"]
 
-MAX_ERROR_LENGTH = 500  # the last_error column's size
+_MAX_ERROR_LENGTH = 500  # the last_error column's size
 
 _delivery = webhook_deliveries.c
 
@@ -110,7 +110,7 @@ class DeliveryQueue:
         """Record an attempt's outcome on a pending delivery: ``delivered``, ``failed``, or
         ``pending`` again (due at ``next_at``)."""
         values: dict[str, Any] = {"status": status, "attempts": attempts, "last_status_code": status_code,
-                                  "last_error": error[:MAX_ERROR_LENGTH] if error else None, "updated_at": now}
+                                  "last_error": error[:_MAX_ERROR_LENGTH] if error else None, "updated_at": now}
         if next_at is not None:
             values["next_attempt_at"] = next_at
         if status == "delivered":
