@@ -10,8 +10,8 @@ from paygate_server import openapi
 from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint, json_response
+from paygate_server.storage import Transaction
 from paygate_server.storage import webhook_endpoints as store
-from paygate_server.storage.statements import Connection
 from paygate_server.validation import reject_unknown, require_id, require_str
 from paygate_server.webhooks import model
 from paygate_server.webhooks.guard import (
@@ -57,7 +57,7 @@ async def create_webhook_endpoint(ctx: ApiContext) -> Response:
     events = parse_events(body.get("events"))
     await validate_url(url, allow_private=ctx.gateway.settings.webhook_allow_private)
 
-    async def op(conn: Connection) -> tuple[int, Any]:
+    async def op(conn: Transaction) -> tuple[int, Any]:
         endpoint, secret = await model.create_endpoint(conn, ctx.gateway.master_key, ctx.merchant_id, url, events)
         return 201, model.render_endpoint(endpoint, secret)
 

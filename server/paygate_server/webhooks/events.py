@@ -27,7 +27,7 @@ from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.ids import new_id
 from paygate_server.intents.history import render_object
-from paygate_server.storage.statements import Connection
+from paygate_server.storage import Transaction
 from paygate_server.storage.webhook_events import NewEvent, entity_statuses, insert_events
 
 __all__ = ["WebhookConsumer", "event_for"]
@@ -51,7 +51,7 @@ def event_for(change: Change, snapshot: Mapping[str, Any], previous_status: str 
     return None
 
 
-async def _previous_statuses(conn: Connection,
+async def _previous_statuses(conn: Transaction,
                              first: Mapping[tuple[str, str], Change]) -> dict[tuple[str, str], Any]:
     """For each entity, the status of its latest change before the given one (None: none)."""
     best: dict[tuple[str, str], tuple[int, Any]] = {}
@@ -87,7 +87,7 @@ class WebhookConsumer(Consumer):
         self._staged = {}
         return None
 
-    async def deliver(self, changes: list[Change], conn: Connection | None) -> None:
+    async def deliver(self, changes: list[Change], conn: Transaction | None) -> None:
         assert conn is not None
         self._created = 0
         staged: dict[tuple[str, str], tuple[int, Any]] = {}

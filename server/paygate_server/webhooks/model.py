@@ -12,8 +12,8 @@ from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.crypto import MasterKey
 from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
+from paygate_server.storage import Transaction
 from paygate_server.storage import webhook_endpoints as store
-from paygate_server.storage.statements import Connection
 from paygate_server.storage.webhook_deliveries import DeliveryRecord
 
 __all__ = [
@@ -71,7 +71,7 @@ def render_delivery(d: DeliveryRecord) -> dict[str, Any]:
             "deliveredAt": to_rfc3339(d.delivered_at)}
 
 
-async def create_endpoint(conn: Connection, master: MasterKey, merchant_id: str, url: str,
+async def create_endpoint(conn: Transaction, master: MasterKey, merchant_id: str, url: str,
                           events: list[str] | None) -> tuple[store.Endpoint, str]:
     """A new endpoint and its secret (in clear: shown once, stored sealed), in the caller's
     unit of work; ``parameter_invalid`` when the merchant has :data:`MAX_ENDPOINTS` already."""

@@ -12,13 +12,12 @@ from paygate_server.cdc.changes import Change
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
-from paygate_server.storage import Database
+from paygate_server.storage import Database, Transaction
 from paygate_server.storage.schema_history import (
     webhook_deliveries,
     webhook_endpoints,
     webhook_events,
 )
-from paygate_server.storage.statements import Connection
 from paygate_server.webhooks.events import WebhookConsumer
 from paygate_server.webhooks.model import create_endpoint
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)
@@ -69,7 +68,7 @@ class FailsOnce(WebhookConsumer):
 
     failed = False
 
-    async def deliver(self, changes: list[Change], conn: Connection | None) -> None:
+    async def deliver(self, changes: list[Change], conn: Transaction | None) -> None:
         await super().deliver(changes, conn)
         if not self.failed and any(c.entity == "payment_intent" and c.op == "update" for c in changes):
             self.failed = True
