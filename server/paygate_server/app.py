@@ -15,7 +15,6 @@ from starlette.routing import BaseRoute, Route
 
 from paygate_server import cdc, observability, webhooks
 from paygate_server.auth import Authenticator
-from paygate_server.auth.authenticate import prune_nonces
 from paygate_server.cards.keystore import CardKeyStore
 from paygate_server.checkout import endpoints as checkout_endpoints
 from paygate_server.clock import now_us
@@ -38,6 +37,7 @@ from paygate_server.refunds import endpoints as refund_endpoints
 from paygate_server.refunds.service import RefundService
 from paygate_server.state import Gateway
 from paygate_server.storage import check_schema, create_database
+from paygate_server.storage.nonces import prune_nonces
 from paygate_server.vault import extension as vault_extension
 
 __all__ = ["create_app", "create_app_from_env", "build_gateway"]

@@ -17,9 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.logs import redact_url
@@ -31,8 +28,16 @@ from paygate_server.merchants import (
     revoke_key,
 )
 from paygate_server.private_files import private_dir, use_private_umask
-from paygate_server.storage import Database, SchemaMismatch, check_schema, create_database, upgrade
-from paygate_server.storage.opening import describe_open_error, sqlite_file
+from paygate_server.storage import (
+    CannotOpen,
+    Database,
+    SchemaMismatch,
+    Transaction,
+    create_database,
+    upgrade,
+)
+from paygate_server.storage.opening import first_contact
+from paygate_server.storage.urls import database_file, database_kind
 
 __all__ = ["main", "CommandError", "CLI_EXTENSIONS", "open_database", "run_with_db", "require_merchant",
            "port_taken", "check_port_free"]
@@ -61,7 +66,7 @@ def _check_data_files(settings: Settings, *, create: bool) -> None:
     if settings.data_dir.exists() and not settings.data_dir.is_dir():
         raise CommandError(f"{settings.data_dir} is not a folder (PAYGATE_DATA_DIR): set PAYGATE_DATA_DIR "
                            "to your data folder")
-    path = sqlite_file(settings.resolved_database_url)
+    path = database_file(settings.resolved_database_url)
     if path is None:
         return
     folder, configured = path.parent, _configured(settings)
@@ -88,18 +93,11 @@ async def open_database(settings: Settings, *, check: bool = True) -> AsyncItera
     db = create_database(url)
     try:
         try:
-            if check:
-                await check_schema(db)
-            else:
-                async with db.raw_connection():
-                    pass
-        except (DBAPIError, OSError) as exc:
-            reason = describe_open_error(exc)
-            if reason is None:
-                raise
-            shown = sqlite_file(url) or redact_url(url)  # no credentials, nor a query string that may hold one
-            server = "" if sqlite_file(url) else " and that the database server is running"
-            raise CommandError(f"cannot open the database {shown} ({reason}): check {_configured(settings)}"
+            await first_contact(db, check=check)
+        except CannotOpen as exc:
+            shown = database_file(url) or redact_url(url)  # no credentials, nor a query string that may hold one
+            server = "" if database_file(url) else " and that the database server is running"
+            raise CommandError(f"cannot open the database {shown} ({exc.reason}): check {_configured(settings)}"
                                f"{server}") from None
         yield db
     finally:
@@ -134,7 +132,7 @@ def check_port_free(host: str, port: int, option: str) -> None:
             raise port_taken(host, port, option, exc) from None
 
 
-async def require_merchant(conn: AsyncConnection, merchant_id: str) -> None:
+async def require_merchant(conn: Transaction, merchant_id: str) -> None:
     """Every command that names a merchant refuses an unknown one the same way."""
     if await get_merchant(conn, merchant_id) is None:
         raise CommandError(f"no merchant {merchant_id}")
@@ -225,7 +223,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     logging.config.dictConfig(log_config)
     database = settings.resolved_database_url
     logging.getLogger(STARTUP_LOGGER).info("paygate serve starting", extra={"fields": {
-        "version": _version(), "database": database.split(":", 1)[0].split("+", 1)[0],
+        "version": _version(), "database": database_kind(database),
         "database_at": redact_url(database), "processor": redact_url(settings.processor_url),
         "listen": _listen_address(args), "workers": args.workers}})
     uvicorn.run(

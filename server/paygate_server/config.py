@@ -8,23 +8,13 @@ from pathlib import Path
 
 from paygate_server.cards.keys import DEFAULT_KEY_BITS
 
-__all__ = ["Settings", "normalize_database_url"]
+__all__ = ["Settings"]
 
 
 def _bool(value: str | None, default: bool = False) -> bool:
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def normalize_database_url(url: str) -> str:
-    """Pick the async driver for a plain URL: aiosqlite for SQLite, asyncpg for PostgreSQL."""
-    if url.startswith("sqlite:///") or url.startswith("sqlite://"):
-        return "sqlite+aiosqlite://" + url[len("sqlite://"):]
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
-    return url
 
 
 @dataclass(frozen=True)
@@ -124,8 +114,8 @@ class Settings:
 
     @property
     def resolved_database_url(self) -> str:
-        url = self.database_url or f"sqlite:///{(self.data_dir / 'paygate.db').resolve()}"
-        return normalize_database_url(url)
+        """The configured URL, or the data folder's SQLite file (the storage package picks the driver)."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'paygate.db').resolve()}"
 
     @property
     def resolved_archive_dir(self) -> Path:

@@ -54,18 +54,10 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
 def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, Any]:
     """The demo merchant, created on first run; its allowed origins are topped up when the
     storefront moves to another port. Returns the contents of ``demo-merchant.json``."""
-    from sqlalchemy import insert
-
     from paygate_server.cli import open_database
     from paygate_server.crypto import load_master_key
-    from paygate_server.merchants import (
-        create_merchant,
-        get_merchant,
-        list_origins,
-        normalize_origin,
-    )
+    from paygate_server.merchants import allow_origins, create_merchant, get_merchant
     from paygate_server.storage import upgrade
-    from paygate_server.storage.schema import merchant_origins
 
     path = settings.data_dir / "demo-merchant.json"
     private_dir(settings.data_dir)
@@ -77,11 +69,7 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
             if saved is not None:
                 async with db.write() as conn:
                     if await get_merchant(conn, saved["merchantId"]) is not None:
-                        known = set(await list_origins(conn, saved["merchantId"]))
-                        missing = sorted({normalize_origin(o) for o in origins} - known)
-                        if missing:
-                            await conn.execute(insert(merchant_origins), [
-                                {"merchant_id": saved["merchantId"], "origin": o} for o in missing])
+                        await allow_origins(conn, saved["merchantId"], origins)
                         return dict(saved)
                 # The database was reset but the file was not: start over.
             master = load_master_key(settings.master_key, settings.master_key_path)

@@ -5,20 +5,16 @@ import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from paygate_server.auth.nonces import NonceBook
 from paygate_server.auth.signing import signature_matches
-from paygate_server.clock import now_us, parse_rfc3339_seconds
+from paygate_server.clock import parse_rfc3339_seconds
 from paygate_server.crypto import MasterKey
 from paygate_server.errors import ApiError
 from paygate_server.merchants import load_api_key
 from paygate_server.merchants.repository import StoredKey
 from paygate_server.storage import Database
-from paygate_server.storage.schema import request_nonces
 
-__all__ = ["Authenticator", "Principal", "prune_nonces"]
+__all__ = ["Authenticator", "Principal"]
 
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _API_KEY = re.compile(r"pk_(test|live)_[a-z0-9]{8,64}")
@@ -95,7 +91,3 @@ class Authenticator:
             raise ApiError("nonce_reused", "this nonce was already used with this API key")
         return Principal(merchant_id=stored.merchant_id, api_key=api_key)
 
-
-async def prune_nonces(conn: AsyncConnection) -> int:
-    result = await conn.execute(delete(request_nonces).where(request_nonces.c.expires_at < now_us()))
-    return result.rowcount or 0

@@ -124,23 +124,18 @@ def _migrate(env: dict[str, str]) -> None:
 
 def database_server_pids(url: str | None) -> list[int]:
     """The PostgreSQL server's listening process, when the database is on this machine."""
-    if not url or not url.startswith("postgres"):
-        return []
-    from sqlalchemy.engine import make_url
-
     from paygate_server.bench.cpu import pids_listening_on
+    from paygate_server.storage.urls import server_address
 
-    parsed = make_url(url)
-    host = parsed.host or "127.0.0.1"
+    address = server_address(url) if url else None
+    if address is None:
+        return []
+    host, port = address
     try:
-        ensure_loopback(f"http://{host}:{parsed.port or 5432}")
+        ensure_loopback(f"http://{host}:{port}")
     except TargetError:
         return []
-    return pids_listening_on(parsed.port or 5432)
-
-
-def _database_kind(url: str) -> str:
-    return "sqlite" if url.startswith("sqlite") else "postgresql" if url.startswith("postgres") else url.split(":", 1)[0]
+    return pids_listening_on(port)
 
 
 def _no_delay(service: ServiceProcess) -> None:
@@ -161,6 +156,8 @@ def spawned_stack(*, database_url: str | None, workers: int, merchants: int,
                   data_dir: Path | None, extra_env: dict[str, str] | None = None) -> Iterator[Target]:
     """Simulator + gateway (``--workers N``) on loopback ports the OS picks; a fresh SQLite
     database in a temporary folder unless ``database_url`` is given (it is migrated)."""
+    from paygate_server.storage.urls import database_kind
+
     owned = data_dir is None
     folder = Path(tempfile.mkdtemp(prefix="paygate-bench-")) if data_dir is None else data_dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -195,7 +192,7 @@ def spawned_stack(*, database_url: str | None, workers: int, merchants: int,
         yield Target(gateway_url=gateway.base_url, simulator_url=simulator.base_url, merchants=creds,
                      gateway_pids=[gateway.pid], simulator_pids=[simulator.pid],
                      database_pids=database_server_pids(url),
-                     database=_database_kind(url), workers=workers, data_dir=str(folder))
+                     database=database_kind(url), workers=workers, data_dir=str(folder))
     finally:
         gateway.close()
         simulator.close()

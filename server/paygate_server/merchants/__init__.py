@@ -9,6 +9,7 @@ from __future__ import annotations
 from paygate_server.merchants.repository import (
     KeyPair,
     MerchantError,
+    allow_origins,
     create_key,
     create_merchant,
     get_merchant,
@@ -21,6 +22,7 @@ from paygate_server.merchants.repository import (
 __all__ = [
     "KeyPair",
     "MerchantError",
+    "allow_origins",
     "create_key",
     "create_merchant",
     "get_merchant",

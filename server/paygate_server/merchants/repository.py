@@ -1,21 +1,29 @@
-"""Storage of merchants and keys (SQLAlchemy Core)."""
+"""Merchants and their keys: input checks, key generation, sealing the signing secret.
+
+The rows are read and written by :mod:`paygate_server.storage.merchants` and
+:mod:`paygate_server.storage.api_keys`, on the caller's unit of work (``conn``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
 from paygate_server.ids import new_id, random_token
-from paygate_server.storage.schema import api_keys, merchant_origins, merchants
+from paygate_server.storage import Transaction
+from paygate_server.storage.api_keys import find_api_key, insert_api_key, revoke_api_key
+from paygate_server.storage.merchants import (
+    add_origins,
+    get_merchant,
+    insert_merchant,
+    list_origins,
+)
 
 __all__ = [
     "KeyPair",
     "MerchantError",
     "StoredKey",
+    "allow_origins",
     "create_merchant",
     "create_key",
     "revoke_key",
@@ -81,50 +89,33 @@ def _new_key_pair(merchant_id: str, live: bool) -> KeyPair:
     )
 
 
-async def _insert_key(conn: AsyncConnection, master: MasterKey, pair: KeyPair) -> None:
+async def _insert_key(conn: Transaction, master: MasterKey, pair: KeyPair) -> None:
     sealed = master.seal(SECRET_PURPOSE, pair.signing_secret.encode(), aad=pair.api_key.encode())
-    await conn.execute(
-        insert(api_keys).values(
-            api_key=pair.api_key,
-            merchant_id=pair.merchant_id,
-            secret_sealed=sealed,
-            created_at=now_us(),
-        )
-    )
+    await insert_api_key(conn, pair.api_key, pair.merchant_id, sealed)
 
 
 async def create_merchant(
-    conn: AsyncConnection, master: MasterKey, *, name: str, origins: list[str], live: bool = False
+    conn: Transaction, master: MasterKey, *, name: str, origins: list[str], live: bool = False
 ) -> KeyPair:
     name = name.strip()
     if not name or len(name) > 200:
         raise MerchantError("a merchant name is 1 to 200 characters")
     normalized = sorted({normalize_origin(o) for o in origins})
     merchant_id = new_id("mer")
-    await conn.execute(insert(merchants).values(id=merchant_id, name=name, created_at=now_us()))
-    if normalized:
-        await conn.execute(
-            insert(merchant_origins), [{"merchant_id": merchant_id, "origin": o} for o in normalized]
-        )
+    await insert_merchant(conn, merchant_id, name, normalized)
     pair = _new_key_pair(merchant_id, live)
     await _insert_key(conn, master, pair)
     return pair
 
 
-async def get_merchant(conn: AsyncConnection, merchant_id: str) -> dict[str, object] | None:
-    row = (await conn.execute(select(merchants).where(merchants.c.id == merchant_id))).first()
-    return dict(row._mapping) if row else None
-
-
-async def list_origins(conn: AsyncConnection, merchant_id: str) -> list[str]:
-    rows = await conn.execute(
-        select(merchant_origins.c.origin).where(merchant_origins.c.merchant_id == merchant_id)
-    )
-    return sorted(r[0] for r in rows)
+async def allow_origins(conn: Transaction, merchant_id: str, origins: list[str]) -> None:
+    """Add the origins the merchant does not allow yet (``origins`` as an operator wrote them)."""
+    known = set(await list_origins(conn, merchant_id))
+    await add_origins(conn, merchant_id, sorted({normalize_origin(o) for o in origins} - known))
 
 
 async def create_key(
-    conn: AsyncConnection, master: MasterKey, merchant_id: str, *, live: bool = False
+    conn: Transaction, master: MasterKey, merchant_id: str, *, live: bool = False
 ) -> KeyPair:
     if await get_merchant(conn, merchant_id) is None:
         raise MerchantError(f"no merchant {merchant_id}")
@@ -133,26 +124,14 @@ async def create_key(
     return pair
 
 
-async def revoke_key(conn: AsyncConnection, merchant_id: str, api_key: str) -> None:
-    result = await conn.execute(
-        update(api_keys)
-        .where(api_keys.c.api_key == api_key, api_keys.c.merchant_id == merchant_id,
-               api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=now_us())
-    )
-    if result.rowcount != 1:
+async def revoke_key(conn: Transaction, merchant_id: str, api_key: str) -> None:
+    if not await revoke_api_key(conn, merchant_id, api_key):
         raise MerchantError(f"merchant {merchant_id} has no active key {api_key}")
 
 
-async def load_api_key(conn: AsyncConnection, master: MasterKey, api_key: str) -> StoredKey | None:
-    row = (
-        await conn.execute(
-            select(api_keys.c.merchant_id, api_keys.c.secret_sealed, api_keys.c.revoked_at)
-            .where(api_keys.c.api_key == api_key)
-        )
-    ).first()
-    if row is None:
+async def load_api_key(conn: Transaction, master: MasterKey, api_key: str) -> StoredKey | None:
+    found = await find_api_key(conn, api_key)
+    if found is None:
         return None
-    secret = master.open(SECRET_PURPOSE, bytes(row.secret_sealed), aad=api_key.encode()).decode()
-    return StoredKey(api_key=api_key, merchant_id=row.merchant_id, secret=secret,
-                     revoked=row.revoked_at is not None)
+    secret = master.open(SECRET_PURPOSE, found.secret_sealed, aad=api_key.encode()).decode()
+    return StoredKey(api_key=api_key, merchant_id=found.merchant_id, secret=secret, revoked=found.revoked)

@@ -17,18 +17,16 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
-from sqlalchemy import func, select, text
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response
 from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.schemas import STATUSES
 from paygate_server.observability.metrics import scrape_registry
-from paygate_server.storage.schema import payment_intents, reconcile_queue
+from paygate_server.storage.gauges import read_payment_counts, read_webhook_backlog
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -36,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["DatabaseGauges", "is_direct_loopback", "metrics_endpoint"]
 
 log = logging.getLogger("paygate.metrics")
-_WEBHOOK_BACKLOG = text("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
 
 
 class _Families:
@@ -69,13 +66,7 @@ class DatabaseGauges:
         up = GaugeMetricFamily("paygate_metrics_database_up",
                                "1 if the last read of the database-derived gauges worked.")
         try:
-            async with gateway.db.read() as conn:
-                rows = (await conn.execute(
-                    select(payment_intents.c.status, func.count()).group_by(payment_intents.c.status))).all()
-                by_status: dict[str, int] = {str(status): int(n) for status, n in rows}
-                backlog = (await conn.execute(select(func.count()).select_from(reconcile_queue))).scalar_one()
-                overdue = (await conn.execute(select(func.count()).select_from(reconcile_queue)
-                                              .where(reconcile_queue.c.due_at <= now_us()))).scalar_one()
+            counts = await read_payment_counts(gateway.db)
         except Exception:
             log.exception("metrics: reading the database failed")
             up.add_metric([], 0)
@@ -83,28 +74,20 @@ class DatabaseGauges:
         up.add_metric([], 1)
         intents = GaugeMetricFamily("paygate_payment_intents", "Payment intents by status.", labels=["status"])
         for status in STATUSES:
-            intents.add_metric([status], by_status.get(status, 0))
+            intents.add_metric([status], counts.intents_by_status.get(status, 0))
         reconcile = GaugeMetricFamily("paygate_reconcile_backlog",
                                       "Charge attempts and refunds whose outcome the reconciler still owns.")
-        reconcile.add_metric([], backlog)
+        reconcile.add_metric([], counts.reconcile_backlog)
         due = GaugeMetricFamily("paygate_reconcile_overdue",
                                 "Reconciler queue rows whose next check is due now or past.")
-        due.add_metric([], overdue)
+        due.add_metric([], counts.reconcile_overdue)
         families: list[Metric] = [up, intents, reconcile, due]
-        webhooks = await self._webhook_backlog(gateway)
+        webhooks = await read_webhook_backlog(gateway.db)
         if webhooks is not None:
             family = GaugeMetricFamily("paygate_webhook_backlog", "Webhook deliveries not yet delivered or given up.")
             family.add_metric([], webhooks)
             families.append(family)
         return families
-
-    @staticmethod
-    async def _webhook_backlog(gateway: Gateway) -> int | None:
-        try:
-            async with gateway.db.read() as conn:
-                return int((await conn.execute(_WEBHOOK_BACKLOG)).scalar_one())
-        except Exception:  # noqa: BLE001 - the webhook tables are not there (yet)
-            return None
 
 
 def _authorized(request: Request, token: str) -> bool:

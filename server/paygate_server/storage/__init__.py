@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.storage.engine import Database, create_database
 from paygate_server.storage.migrate import SchemaMismatch, check_schema, upgrade
+from paygate_server.storage.opening import CannotOpen
 from paygate_server.storage.port import PaymentStore
 
-__all__ = ["Database", "PaymentStore", "Transaction", "create_database", "open_payment_store", "SchemaMismatch",
+__all__ = ["CannotOpen", "Database", "PaymentStore", "Transaction", "create_database", "open_payment_store", "SchemaMismatch",
            "check_schema", "upgrade"]
 
 # One unit of work's connection (``Database.write()``, a relay lease's ``write()``), as code

@@ -20,10 +20,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
-from paygate_server.config import normalize_database_url
 from paygate_server.private_files import private_dir, private_file
 from paygate_server.storage.group_commit import GroupCommitter
 from paygate_server.storage.statements import Autocommit
+from paygate_server.storage.urls import normalize_database_url
 
 __all__ = ["Database", "create_database"]
 

@@ -3,30 +3,47 @@
 The command line opens the database once per command; a wrong ``PAYGATE_DATA_DIR`` or
 ``PAYGATE_DATABASE_URL``, a server that is down or a file that is not a database is an
 operator's mistake, not a bug, and deserves one line instead of a driver traceback. The
-URL/driver knowledge lives here, beside the engine; the CLI adds what to do about it.
+driver knowledge lives here, beside the engine: :func:`first_contact` turns such a failure
+into :class:`CannotOpen`, and the CLI adds what to do about it.
 """
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from paygate_server.config import normalize_database_url
+from paygate_server.storage.engine import Database
+from paygate_server.storage.migrate import check_schema
 
-__all__ = ["sqlite_file", "describe_open_error"]
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of an SQLite URL (None for another backend or an in-memory database)."""
-    parsed = make_url(normalize_database_url(url))
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database)
+__all__ = ["CannotOpen", "first_contact"]
 
 
-def describe_open_error(exc: BaseException) -> str | None:
+class CannotOpen(Exception):
+    """The database cannot be reached or opened; ``reason`` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def first_contact(db: Database, *, check: bool = True) -> None:
+    """Reach a fresh handle's database once: check its schema (``check``, may raise
+    :class:`~paygate_server.storage.migrate.SchemaMismatch`) or just connect. A failure to
+    reach or open it raises :class:`CannotOpen`; anything else propagates as is."""
+    try:
+        if check:
+            await check_schema(db)
+        else:
+            async with db.raw_connection():
+                pass
+    except (DBAPIError, OSError) as exc:
+        reason = _describe_open_error(exc)
+        if reason is None:
+            raise
+        raise CannotOpen(reason) from None
+
+
+def _describe_open_error(exc: BaseException) -> str | None:
     """One line for a failure to connect to (or open) the database; None if ``exc`` is not one.
 
     Only meant for the first statement on a fresh handle: there, any driver or socket error

@@ -1,0 +1,41 @@
+"""The counts behind ``/metrics``' database gauges (read on scrape, cached by the caller)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
+
+from paygate_server.clock import now_us
+from paygate_server.storage.engine import Database
+from paygate_server.storage.schema import payment_intents, reconcile_queue
+
+__all__ = ["PaymentCounts", "read_payment_counts", "read_webhook_backlog"]
+
+_WEBHOOK_BACKLOG = text("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentCounts:
+    intents_by_status: dict[str, int]  # statuses with no intent are absent
+    reconcile_backlog: int  # reconciler queue rows
+    reconcile_overdue: int  # of which the next check is due now or past
+
+
+async def read_payment_counts(db: Database) -> PaymentCounts:
+    """One read transaction, so the three counts are of the same moment."""
+    async with db.read() as conn:
+        rows = (await conn.execute(
+            select(payment_intents.c.status, func.count()).group_by(payment_intents.c.status))).all()
+        backlog = (await conn.execute(select(func.count()).select_from(reconcile_queue))).scalar_one()
+        overdue = (await conn.execute(select(func.count()).select_from(reconcile_queue)
+                                      .where(reconcile_queue.c.due_at <= now_us()))).scalar_one()
+    return PaymentCounts({str(status): int(n) for status, n in rows}, int(backlog), int(overdue))
+
+
+async def read_webhook_backlog(db: Database) -> int | None:
+    """Pending webhook deliveries; None when the webhook tables are not there (yet)."""
+    try:
+        async with db.read() as conn:
+            return int((await conn.execute(_WEBHOOK_BACKLOG)).scalar_one())
+    except Exception:  # noqa: BLE001 - the webhook tables are not there (yet)
+        return None

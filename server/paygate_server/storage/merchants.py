@@ -1,0 +1,44 @@
+"""Merchants and their allowed checkout origins: the rows, on the caller's unit of work.
+
+Each function runs on the connection of a :meth:`Database.write` / :meth:`Database.read`
+the caller opened, so a merchant, its origins and its first key commit together. The
+statements are the same on SQLite and PostgreSQL.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from paygate_server.clock import now_us
+from paygate_server.storage.schema import merchant_origins, merchants
+
+__all__ = ["add_origins", "get_merchant", "insert_merchant", "list_origins"]
+
+
+async def insert_merchant(conn: AsyncConnection, merchant_id: str, name: str, origins: Iterable[str]) -> None:
+    """A new merchant with its allowed origins (already normalized)."""
+    await conn.execute(insert(merchants).values(id=merchant_id, name=name, created_at=now_us()))
+    await add_origins(conn, merchant_id, origins)
+
+
+async def add_origins(conn: AsyncConnection, merchant_id: str, origins: Iterable[str]) -> None:
+    """Allow more origins (normalized, none of them allowed yet) for the merchant."""
+    rows = [{"merchant_id": merchant_id, "origin": origin} for origin in origins]
+    if rows:
+        await conn.execute(insert(merchant_origins), rows)
+
+
+async def get_merchant(conn: AsyncConnection, merchant_id: str) -> dict[str, object] | None:
+    """The merchant's row (``id``, ``name``, ``created_at``), or None."""
+    row = (await conn.execute(select(merchants).where(merchants.c.id == merchant_id))).first()
+    return dict(row._mapping) if row else None
+
+
+async def list_origins(conn: AsyncConnection, merchant_id: str) -> list[str]:
+    """The merchant's allowed origins, sorted."""
+    rows = await conn.execute(
+        select(merchant_origins.c.origin).where(merchant_origins.c.merchant_id == merchant_id)
+    )
+    return sorted(r[0] for r in rows)
