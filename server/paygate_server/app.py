@@ -92,8 +92,7 @@ async def _housekeeping(gateway: Gateway) -> None:
     """Once a minute: prune expired nonces and idempotency keys, pick up card-key rotations."""
     while True:
         try:
-            async with gateway.db.write() as conn:
-                await prune_nonces(conn)
+            await prune_nonces(gateway.db)
             await gateway.payments.prune_keys(now_us() - gateway.settings.idempotency_ttl_s * 1_000_000)
             await gateway.card_keys.reload()
         except asyncio.CancelledError:

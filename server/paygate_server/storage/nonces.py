@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
@@ -45,7 +44,8 @@ async def record_nonces(db: Database, batch: Sequence[tuple[str, str, int]]) -> 
     return {(row["api_key"], row["nonce"]) for row in rows}
 
 
-async def prune_nonces(conn: AsyncConnection) -> int:
-    """Delete the nonces whose timestamp left the window; how many."""
-    result = await conn.execute(delete(request_nonces).where(request_nonces.c.expires_at < now_us()))
+async def prune_nonces(db: Database) -> int:
+    """Delete the nonces whose timestamp left the window (one transaction); how many."""
+    async with db.write() as conn:
+        result = await conn.execute(delete(request_nonces).where(request_nonces.c.expires_at < now_us()))
     return result.rowcount or 0
