@@ -75,3 +75,16 @@ def test_the_walk_finds_what_it_looks_for(tmp_path: Path) -> None:
         "    return conn.dialect.name, 'UPDATE t SET a = 1', 'DELETE FROM t', 'select the card'\n"
     )
     assert [v.split(":")[0] for v in violations(bad)] == ["2", "3", "5", "6", "7", "7", "7"]
+
+
+# The operations and what they stand on: commands in, domain results out, no HTTP types.
+_BELOW_HTTP = sorted([*SERVER.glob("*/service.py"), *STORAGE.rglob("*.py"), SERVER / "processing" / "settle.py",
+                      SERVER / "processing" / "reconciler.py", SERVER / "processing" / "settlement.py"])
+
+
+@pytest.mark.parametrize("path", _BELOW_HTTP, ids=lambda p: str(p.relative_to(SERVER)))
+def test_operations_and_storage_do_not_import_starlette(path: Path) -> None:
+    tree = ast.parse(path.read_text(), str(path))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported if m.split(".")[0] == "starlette"}
