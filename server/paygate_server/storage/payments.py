@@ -362,10 +362,13 @@ class SqlPaymentStore:
         race here). Returns the intent after the change (None: someone settled it first)
         and whether ``answer`` was stored with it."""
         async with self._db.write() as conn:
+            # The lock first, then the attempt: read before it, a settle committed while this
+            # waited would go unseen, and an unknown outcome put the settled attempt back on
+            # the queue.
+            await self._lock_intent(conn, attempt.intent_id)
             txn = await fetch_one(conn, _ATTEMPT, id=attempt.transaction_id)
             if txn is None or txn["status"] not in ("pending", "unknown"):
                 return None, False
-            await self._lock_intent(conn, attempt.intent_id)
             now = now_us()
             if not outcome.settles:
                 await self._defer(conn, "charge", _MARK_ATTEMPT_UNKNOWN, txn, outcome, now)
@@ -458,7 +461,11 @@ class SqlPaymentStore:
                 await self._lock_intent(conn, row["intent_id"])
                 now = now_us()
                 if not outcome.settles:
-                    await self._defer(conn, "refund", _MARK_REFUND_UNKNOWN, row, outcome, now)
+                    # Read again under the lock: settled while this waited, the refund must
+                    # not go back on the queue (the settle below is conditional on its own).
+                    current = await fetch_one(conn, _GET_REFUND, id=refund_id)
+                    if current is not None and current["status"] in ("pending", "unknown"):
+                        await self._defer(conn, "refund", _MARK_REFUND_UNKNOWN, current, outcome, now)
                 elif await execute(conn, _SETTLE_REFUND, id=refund_id, status=outcome.status,
                                    error_code=outcome.error_code, now=now) == 1:
                     if outcome.status != "succeeded":

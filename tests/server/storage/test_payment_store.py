@@ -427,6 +427,16 @@ async def test_concurrent_settles_settle_once(shop: Shop) -> None:
     assert txn["status"] == {"succeeded": "succeeded", "failed": "failed"}[won[0]["status"]]
 
 
+async def test_an_unknown_outcome_racing_a_settle_leaves_no_check_behind(shop: Shop) -> None:
+    """An unknown outcome that reads the attempt before a settle commits, and gets the lock
+    after it, must not put the settled attempt back on the reconciler's queue."""
+    attempts = [(await shop.begin((await shop.intent())["id"]))[1] for _ in range(20)]
+    await asyncio.gather(*(shop.store.settle_attempt(attempt, outcome) for attempt in attempts
+                           for outcome in (unknown(now_us() + MINUTE_US, 1), APPROVED)))
+    for attempt in attempts:
+        assert [t["status"] for t in await shop.attempts(attempt.intent_id)] == ["succeeded"]
+        assert await shop.checks(attempt.intent_id) == []
+
 async def test_concurrent_begins_start_one_attempt(shop: Shop) -> None:
     intent = await shop.intent()
     results = await asyncio.gather(*(shop.store.begin_attempt(shop.new_attempt(intent["id"]), None)
@@ -502,6 +512,18 @@ async def test_refund_unknown_keeps_its_check(shop: Shop) -> None:
     row = await shop.store.settle_refund(refund["id"], REFUNDED)
     assert row is not None and row["status"] == "succeeded" and await shop.checks(charge.intent_id) == []
 
+
+async def test_an_unknown_refund_outcome_racing_a_settle_leaves_no_check_behind(shop: Shop) -> None:
+    refunds = []
+    for _ in range(10):
+        reserved = await shop.store.reserve_refund(new_refund(shop, (await shop.paid()).intent_id, None), None)
+        assert not isinstance(reserved, ExistingKey)
+        refunds.append(reserved)
+    await asyncio.gather(*(shop.store.settle_refund(refund["id"], outcome) for refund in refunds
+                           for outcome in (unknown(now_us() + MINUTE_US, 1), REFUNDED)))
+    for refund in refunds:
+        assert (await shop.store.get_refund(refund["id"]))["status"] == "succeeded"  # type: ignore[index]
+        assert await shop.checks(refund["intent_id"]) == []
 
 async def test_refund_with_a_key_stores_its_answer(shop: Shop) -> None:
     store = shop.store
