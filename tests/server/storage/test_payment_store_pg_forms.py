@@ -1,9 +1,8 @@
 """PostgreSQL's one-statement forms (:class:`PostgresPaymentStore`) against the general form
-(:class:`SqlPaymentStore` on the same database, whose methods run the multi-statement
-transactions): the same rows and history, nothing changed off the happy path (and no
-fall-back to the general form there), the request's answer stored only when it is the
-settled row's, and one settlement without deadlock when racing the general form (the
-reconciler's path)."""
+(:class:`SqlPaymentStore`'s multi-statement transactions, on the same database): the same
+rows and history, nothing changed off the happy path (and no fall-back to the general form
+there), the request's answer stored only when it is the settled row's, and one settlement
+without deadlock when racing the general form (the reconciler's path)."""
 from __future__ import annotations
 
 import asyncio
@@ -55,11 +54,21 @@ def _postgresql_only(gw: InProcessGateway) -> None:
         pytest.skip("the one-statement forms are PostgreSQL's (SQLite has no writable CTEs)")
 
 
-def _stores(gw: InProcessGateway) -> tuple[PostgresPaymentStore, SqlPaymentStore]:
+class GeneralForm(PostgresPaymentStore):
+    """The general form as PostgreSQL runs it: :class:`SqlPaymentStore`'s multi-statement
+    transactions with PostgreSQL's intent row lock — what the one-statement forms fall back
+    to, and what an unknown outcome takes. (A bare ``SqlPaymentStore`` takes no row lock:
+    on PostgreSQL it would deadlock against the one-statement settle.)"""
+
+    begin_attempt = SqlPaymentStore.begin_attempt
+    settle_attempt = SqlPaymentStore.settle_attempt
+
+
+def _stores(gw: InProcessGateway) -> tuple[PostgresPaymentStore, GeneralForm]:
     """The gateway's store (one statement per phase) and the general form on its database."""
     at_once = gw.gateway.payments
     assert isinstance(at_once, PostgresPaymentStore)
-    return at_once, SqlPaymentStore(gw.gateway.db)
+    return at_once, GeneralForm(gw.gateway.db)
 
 
 def _new(merchant_id: str, intent_id: str, vault_id: str | None = None) -> NewAttempt:
@@ -93,7 +102,7 @@ async def _shop_with_intent(gw: InProcessGateway) -> tuple[SignedClient, str, st
     return shop, shop.creds.merchant_id, (await shop.create_intent())["paymentIntentId"]
 
 
-async def _begun(store: SqlPaymentStore, new: NewAttempt, scope: IdempotencyScope | None = None) -> tuple[Row, Attempt]:
+async def _begun(store: PostgresPaymentStore, new: NewAttempt, scope: IdempotencyScope | None = None) -> tuple[Row, Attempt]:
     begun = await store.begin_attempt(new, None if scope is None else scope.claim)
     assert not isinstance(begun, ExistingKey)
     return begun
@@ -229,7 +238,7 @@ async def test_racing_a_reconciler_settles_once_without_deadlock(gw: InProcessGa
     shop = await gw.new_merchant()
     merchant_id = shop.creds.merchant_id
     attempts: list[Attempt] = []
-    for _ in range(12):
+    for _ in range(40):
         intent_id = (await shop.create_intent())["paymentIntentId"]
         attempts.append((await _begun(store, _new(merchant_id, intent_id)))[1])
 
