@@ -5,7 +5,7 @@ phase of a payment: 6–8 round trips. Here each phase of the request's own path
 begin the attempt, settle it) is one statement of writable CTEs in autocommit instead: one
 round trip, atomic on its own. The statements take the same locks in the same order (the
 intent's row first) and write the same rows, so the history is the same
-(tests/server/storage/test_payment_store.py compares them).
+(tests/server/storage/test_payment_store_pg_forms.py compares them).
 
 Off the happy path (the Idempotency-Key already there, the intent not processable, the
 token spent, another attempt in flight) the statement changes nothing, and a read-only
