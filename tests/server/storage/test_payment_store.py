@@ -18,6 +18,7 @@ from paygate_server.http.idempotency import IdempotencyScope
 from paygate_server.intents.schemas import CreateIntent, render_intent
 from paygate_server.intents.service import new_intent
 from paygate_server.refunds.schemas import render_refund
+from paygate_server.storage.change_log import ChangeLog
 from paygate_server.storage.port import (
     AnswerSpec,
     Attempt,
@@ -205,15 +206,6 @@ async def test_list_intents_pages_newest_first_and_filters_by_status(gw: InProce
     assert await store.list_intents(mid, limit=10, starting_after="pi_missing", status=None) == ([], False)
     other = await new_shop(gw)
     assert await store.list_intents(other.merchant_id, limit=10, starting_after=None, status=None) == ([], False)
-
-
-async def test_intent_changes_in_order(shop: Shop) -> None:
-    row = await shop.intent()
-    await shop.store.cancel_intent(shop.merchant_id, row["id"], None)
-    changes = await shop.store.intent_changes(shop.merchant_id, row["id"])
-    assert [(c["intent_seq"], c["op"]) for c in changes] == [(1, "insert"), (2, "update")]
-    assert jsoncodec.loads(changes[-1]["data"])["status"] == "canceled"
-    assert await shop.store.intent_changes("mer_other", row["id"]) == []
 
 
 async def test_cancel_intent(shop: Shop) -> None:
@@ -421,8 +413,8 @@ async def test_concurrent_settles_settle_once(shop: Shop) -> None:
                                      for i in range(10)))
     won = [row for row, _ in results if row is not None]
     assert len(won) == 1 and dict(won[0]) == await shop.current(intent["id"])
-    changes = await shop.store.intent_changes(shop.merchant_id, intent["id"])
-    assert [c["intent_seq"] for c in changes] == [1, 2, 3, 4, 5]  # create, begin (2), one settle (2)
+    changes = await ChangeLog(shop.gw.gateway.db).of_intent(intent["id"], merchant_id=shop.merchant_id)
+    assert [c.intent_seq for c in changes] == [1, 2, 3, 4, 5]  # create, begin (2), one settle (2)
     [txn] = await shop.attempts(intent["id"])
     assert txn["status"] == {"succeeded": "succeeded", "failed": "failed"}[won[0]["status"]]
 
