@@ -150,7 +150,7 @@ _INSERT_KEY = Sql(
     "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_hash, state, locked_at, created_at)"
     " VALUES (:merchant_id, :key, :request_hash, 'in_progress', :now, :now) ON CONFLICT DO NOTHING"
 )
-_FIND_KEY = Sql(f"SELECT request_hash, state, locked_at, response_status, response_body"
+FIND_KEY = Sql(f"SELECT request_hash, state, locked_at, response_status, response_body"
                 f" FROM idempotency_keys WHERE {_KEY}")
 _TAKE_OVER_KEY = Sql(f"UPDATE idempotency_keys SET locked_at = :now WHERE {_KEY}"
                      " AND state = 'in_progress' AND locked_at = :locked_at")
@@ -216,7 +216,7 @@ class SqlPaymentStore:
         ids = {"merchant_id": claim.merchant_id, "key": claim.key}
         if await execute(conn, _INSERT_KEY, **ids, request_hash=claim.request_hash, now=now_us()):
             return None
-        row = await fetch_one(conn, _FIND_KEY, **ids)
+        row = await fetch_one(conn, FIND_KEY, **ids)
         if row is None:  # pruned between the insert and the read: claim it now
             await execute(conn, _INSERT_KEY, **ids, request_hash=claim.request_hash, now=now_us())
             return None
@@ -246,7 +246,7 @@ class SqlPaymentStore:
 
     async def find_key(self, merchant_id: str, key: str) -> ExistingKey | None:
         async with self._db.read_one() as conn:
-            row = await fetch_one(conn, _FIND_KEY, merchant_id=merchant_id, key=key)
+            row = await fetch_one(conn, FIND_KEY, merchant_id=merchant_id, key=key)
         return None if row is None else existing_key(row)
 
     async def store_answer(self, claim: KeyClaim, status: int, body: bytes) -> bool:

@@ -27,6 +27,7 @@ from paygate_server.storage.payments import (
     COLUMNS,
     DROP_CVC,
     FAIL,
+    FIND_KEY,
     INSERT_INTENT,
     REDEEM_WHERE,
     SETTLE_PROCESSING,
@@ -35,6 +36,7 @@ from paygate_server.storage.payments import (
     SqlPaymentStore,
     attempt_outcome_params,
     card_params,
+    existing_key,
 )
 from paygate_server.storage.port import (
     AnswerSpec,
@@ -128,12 +130,17 @@ class PostgresPaymentStore(SqlPaymentStore):
     async def _lock_intent(self, conn: Connection, intent_id: str) -> None:
         await execute(conn, _LOCK_INTENT, intent_id=intent_id)
 
-    async def _key_in_the_way(self, claim: KeyClaim | None) -> ExistingKey | None | bool:
+    async def _key_in_the_way(self, conn: Connection, claim: KeyClaim | None) -> ExistingKey | None | bool:
         """After a one-statement form changed nothing: the key that stopped it (for the
         endpoint to judge), True if it is an abandoned claim the general form takes over,
-        None if no key stands in the way."""
-        if claim is None or (found := await self.find_key(claim.merchant_id, claim.key)) is None:
+        None if no key stands in the way. On the caller's connection: a request never
+        holds two (under a burst, two each would exhaust the pool)."""
+        if claim is None:
             return None
+        row = await fetch_one(conn, FIND_KEY, merchant_id=claim.merchant_id, key=claim.key)
+        if row is None:
+            return None
+        found = existing_key(row)
         if (found.request_hash == claim.request_hash and found.state == "in_progress"
                 and found.locked_at < claim.stale_before):
             return True
@@ -150,7 +157,8 @@ class PostgresPaymentStore(SqlPaymentStore):
         except IntegrityError:
             if claim is None:
                 raise
-        in_the_way = await self._key_in_the_way(claim)
+        async with self._db.read_one() as conn:
+            in_the_way = await self._key_in_the_way(conn, claim)
         if isinstance(in_the_way, ExistingKey):
             return in_the_way
         return await super().create_intent(row, claim, answer)
@@ -173,7 +181,7 @@ class PostgresPaymentStore(SqlPaymentStore):
             if row is not None:
                 return row, Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"],
                                     row["currency"])
-            in_the_way = await self._key_in_the_way(claim)
+            in_the_way = await self._key_in_the_way(conn, claim)
             if isinstance(in_the_way, ExistingKey):
                 return in_the_way
             if in_the_way is None and (refusal := await self.why_not_begin(conn, new)) is not None:
