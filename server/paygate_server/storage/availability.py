@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-from typing import Final
+import time
+from typing import Any, Final
 
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 try:  # the PostgreSQL driver is an optional extra
     import asyncpg
@@ -21,7 +25,7 @@ try:  # the PostgreSQL driver is an optional extra
 except ImportError:  # pragma: no cover - SQLite-only installs
     asyncpg = None  # type: ignore[assignment]
 
-__all__ = ["RETRY_AFTER_S", "is_database_unavailable"]
+__all__ = ["RETRY_AFTER_S", "StaleConnections", "connection_found_dead", "is_database_unavailable"]
 
 # What a 503 tells the client to wait: long enough for a pool to reconnect or a failover
 # to finish its first step, short enough that a checkout customer does not notice.
@@ -79,3 +83,42 @@ def is_database_unavailable(exc: BaseException) -> bool:
             return True
         todo.extend((getattr(item, "orig", None), item.__cause__))
     return False
+
+
+# Keys of the pooled connection's ``info`` (SQLAlchemy's per-connection dict for its users).
+_OPENED = "paygate_opened_at"
+_STALE = "paygate_stale_connections"
+
+
+class StaleConnections:
+    """Every pooled connection opened before a dead one is replaced at its next checkout.
+
+    SQLAlchemy does this itself when one of its own statements meets a dropped connection;
+    the statements run on the driver (storage/statements.py) report theirs through
+    :func:`connection_found_dead`. A restart or a terminated backend kills every connection
+    of the pool at once: replaced at checkout, none is handed out to fail one more request.
+    Built on the pool's public events: ``connect`` stamps a connection's opening time,
+    ``checkout`` raises SQLAlchemy's ``DisconnectionError`` for one older than the last dead
+    connection, and the pool then reconnects it before handing it out.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.dead_at = 0.0  # time.monotonic() when a dead connection was last found
+        event.listen(engine, "connect", self._opened)
+        event.listen(engine, "checkout", self._checkout)
+
+    def _opened(self, _dbapi_connection: Any, entry: ConnectionPoolEntry) -> None:
+        entry.info[_OPENED] = time.monotonic()
+        entry.info[_STALE] = self
+
+    def _checkout(self, _dbapi_connection: Any, entry: ConnectionPoolEntry, _proxy: Any) -> None:
+        if entry.info.get(_OPENED, 0.0) < self.dead_at:
+            raise sa_exc.DisconnectionError("opened before a connection found dead")
+
+
+def connection_found_dead(info: dict[Any, Any]) -> None:
+    """The connection whose ``info`` this is was found dead: every pooled connection opened
+    before now is stale (:class:`StaleConnections`). A no-op on an unwatched pool."""
+    stale = info.get(_STALE)
+    if stale is not None:
+        stale.dead_at = time.monotonic()

@@ -18,9 +18,10 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from paygate_server.private_files import private_dir, private_file
+from paygate_server.storage.availability import StaleConnections
 from paygate_server.storage.group_commit import GroupCommitter
 from paygate_server.storage.statements import Autocommit
 from paygate_server.storage.urls import normalize_database_url
@@ -50,9 +51,13 @@ class Database:
         self._group: GroupCommitter | None = None
         if self.is_sqlite:
             _private_sqlite_files(make_url(self.url).database)
+            # No rollback on every check-in (a hop to aiosqlite's thread): _sqlite_reset rolls
+            # back only a connection that is in a transaction.
             self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
-                                              pool_timeout=pool_timeout_s, hide_parameters=True)
+                                              pool_timeout=pool_timeout_s, hide_parameters=True,
+                                              pool_reset_on_return=None)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "reset", _sqlite_reset)
             # Writes take the database lock up front: a deferred transaction that later
             # upgrades to a write can fail with SQLITE_BUSY without waiting.
             self._write_engine: AsyncEngine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
@@ -68,14 +73,15 @@ class Database:
                 # and each new one costs PostgreSQL a backend fork, its catalog caches and
                 # every prepared statement again (docs/performance.md, fourth pass).
                 # No pre-ping (a round trip per checkout): a connection the server dropped
-                # is invalidated when it fails, with every older one (storage/statements.py
-                # _drop_dead, SQLAlchemy's disconnect handling), so the pool reconnects by
-                # itself after an outage. Past pool_timeout_s without a free connection a
+                # is invalidated when it fails, with every older one (SQLAlchemy's disconnect
+                # handling, and StaleConnections for the statements run on the driver), so
+                # the pool reconnects by itself after an outage. Past pool_timeout_s without a free connection a
                 # request gets 503 (storage/availability.py). hide_parameters: statement values
                 # never appear in an error's text, so never in a log.
                 self.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False,
                 pool_timeout=pool_timeout_s, hide_parameters=True,
             )
+            StaleConnections(self.engine.sync_engine)
             self._write_engine = self.engine
             self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -112,14 +118,11 @@ class Database:
     async def autocommit(self) -> AsyncIterator[Autocommit]:
         """A pooled driver connection with no transaction: every statement commits on its
         own. On SQLite, for reads only (writes go through :meth:`write`'s group commit)."""
-        fairy = await self.engine.raw_connection()
+        conn = Autocommit(self.engine.dialect, await self.engine.raw_connection())
         try:
-            yield Autocommit(self.engine.dialect, fairy)
+            yield conn
         finally:
-            # Nothing was opened, so the check-in skips the pool's reset (on SQLite a ROLLBACK
-            # costs a hop to aiosqlite's thread). The bridge is still needed: a check-in past
-            # the pool's size closes the connection, which is async I/O.
-            await greenlet_spawn(fairy._close_special, True)
+            await conn.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -155,6 +158,15 @@ def _private_sqlite_files(database: str | None) -> None:
         companion = path.with_name(path.name + suffix)
         if companion.exists() and companion.stat().st_uid == os.getuid():
             os.chmod(companion, 0o600)
+
+
+def _sqlite_reset(dbapi_connection: Any, _entry: ConnectionPoolEntry, state: PoolResetState) -> None:
+    """The pool's reset on check-in, SQLite: roll back only a connection the driver says is
+    in a transaction. Most come back with none (SQLAlchemy ended theirs, an
+    :class:`Autocommit` never opened one), and a ROLLBACK costs a hop to aiosqlite's thread."""
+    if (state.asyncio_safe and not state.transaction_was_reset
+            and dbapi_connection.driver_connection.in_transaction):
+        dbapi_connection.rollback()
 
 
 def _sqlite_begin(conn: Any) -> None:

@@ -9,16 +9,21 @@ parameters, and translated once per dialect into the driver's own style: asyncpg
 run on the very connection — and inside the very transaction — that the SQLAlchemy
 ``AsyncConnection`` of :meth:`Database.write` / :meth:`Database.read` holds, so they mix
 freely with ordinary SQLAlchemy statements in one unit of work (savepoints, group commit
-and rollback included).
+and rollback included). Only the drivers' public APIs are used: the connection comes from
+SQLAlchemy's ``driver_connection``; asyncpg's ``fetch``/``execute``/``is_in_transaction``,
+aiosqlite's ``execute``/``execute_fetchall``/``row_factory`` do the rest.
 
 What SQLAlchemy would otherwise do for us, done here:
 
-* **the lazy BEGIN** — its asyncpg adapter opens the transaction at the first statement,
-  so :func:`_asyncpg` does the same (a no-op on autocommit connections);
+* **the lazy BEGIN** — SQLAlchemy's asyncpg adapter opens a transaction at its first
+  statement and commits only a transaction it opened itself. So when a PostgreSQL
+  connection of a unit of work has no transaction open yet, the statement goes through
+  SQLAlchemy (``exec_driver_sql``: the same SQL, with the adapter's BEGIN in front); every
+  later one goes straight to asyncpg (:func:`_asyncpg`). Autocommit connections never begin;
 * **error classes** — a unique or check violation is raised as SQLAlchemy's
   ``IntegrityError`` on both drivers, so callers catch one thing;
 * **a dead connection** is invalidated, with every pooled connection older than it, so
-  the pool never hands one out again (:func:`_drop_dead`).
+  the pool never hands one out again (:func:`_drop_dead`, ``availability.StaleConnections``).
 
 They also run on an :class:`Autocommit` connection (:meth:`Database.read_one`,
 :meth:`Database.write_one`): a pooled driver connection with no transaction and no
@@ -26,7 +31,8 @@ SQLAlchemy ``Connection`` around it, so each statement commits on its own. That 
 ``Connection`` set-up (~0.1 ms) and, on PostgreSQL, the ``BEGIN``/``COMMIT`` round trips of
 a one-statement unit of work.
 
-Rows come back as mappings (asyncpg ``Record`` or ``dict``): index them by column name.
+Rows come back as mappings (asyncpg ``Record``, SQLAlchemy ``RowMapping`` or ``dict``):
+index them by column name.
 """
 from __future__ import annotations
 
@@ -35,11 +41,13 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
-from paygate_server.storage.availability import is_database_unavailable
+from paygate_server.storage.availability import connection_found_dead, is_database_unavailable
 
 __all__ = ["Autocommit", "Connection", "Sql", "execute", "fetch_all", "fetch_one", "fetch_tuples", "fetch_value"]
 
@@ -87,25 +95,35 @@ class Autocommit:
     storage/engine.py) likewise — use it there for reads only, writes go through group commit.
     """
 
-    __slots__ = ("dialect", "adapter", "_fairy")
+    __slots__ = ("dialect", "driver", "_pooled")
 
-    def __init__(self, dialect: Any, fairy: Any) -> None:
-        self.dialect = dialect  # SQLAlchemy's Dialect: ``.name`` is "postgresql" or "sqlite"
-        self._fairy = fairy  # the pool's proxied connection
-        self.adapter = fairy.dbapi_connection
+    def __init__(self, dialect: Dialect, pooled: PoolProxiedConnection) -> None:
+        self.dialect = dialect  # ``.name`` is "postgresql" or "sqlite"
+        self._pooled = pooled
+        self.driver: Any = pooled.driver_connection  # asyncpg.Connection or aiosqlite.Connection
 
+    @property
+    def info(self) -> dict[Any, Any]:
+        """The pooled connection's ``info`` (as ``AsyncConnection.info``)."""
+        return self._pooled.info
+
+    # The pool's calls are synchronous but may do I/O (closing a connection past the pool's
+    # size, say): SQLAlchemy's greenlet bridge runs them.
     async def invalidate(self) -> None:
-        await greenlet_spawn(self._fairy.invalidate)
+        await greenlet_spawn(self._pooled.invalidate)
+
+    async def close(self) -> None:
+        await greenlet_spawn(self._pooled.close)
 
 
 Connection = AsyncConnection | Autocommit
 
 
-def _adapter(conn: Connection) -> Any:
+def _driver(conn: Connection) -> Any:
     if type(conn) is Autocommit:
-        return conn.adapter
-    # The pool's proxied DBAPI connection, already checked out by this AsyncConnection.
-    return conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        return conn.driver
+    # The pool's proxied connection, already checked out by this AsyncConnection.
+    return conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
 
 
 # What a call wants back: rows as mappings, rows as tuples (column order), or the row count.
@@ -114,29 +132,31 @@ _MAPPINGS, _TUPLES, _COUNT = "mappings", "tuples", "count"
 
 async def _run(conn: Connection, sql: Sql, params: dict[str, Any], mode: str,
                begin: bool = True) -> tuple[Sequence[Any], int]:
-    adapter = _adapter(conn)
     if conn.dialect.name == "postgresql":
-        return await _asyncpg(conn, adapter, sql, sql.args(params), mode, begin and type(conn) is not Autocommit)
-    return await _sqlite(adapter, sql, params, mode)
+        return await _asyncpg(conn, sql, sql.args(params), mode, begin)
+    return await _sqlite(_driver(conn), sql, params, mode)
 
 
-async def _asyncpg(conn: Connection, adapter: Any, sql: Sql, args: list[Any],
-                   mode: str, begin: bool) -> tuple[Sequence[Any], int]:
-    if begin and adapter._transaction is None:
-        await adapter._start_transaction()  # returns at once on an autocommit connection
-    driver = adapter._connection  # asyncpg.Connection
+def _opens_transactions(conn: Connection) -> bool:
+    """Whether SQLAlchemy's adapter begins a transaction at this connection's next statement."""
+    if type(conn) is Autocommit:
+        return False
+    options = conn.sync_connection.get_execution_options()  # type: ignore[union-attr]
+    return options.get("isolation_level") != "AUTOCOMMIT"
+
+
+async def _asyncpg(conn: Connection, sql: Sql, args: list[Any], mode: str,
+                   begin: bool) -> tuple[Sequence[Any], int]:
+    driver = _driver(conn)  # asyncpg.Connection
+    if begin and not driver.is_in_transaction() and _opens_transactions(conn):
+        return await _first_of_transaction(conn, sql, args, mode)  # type: ignore[arg-type]
     try:
         if mode != _COUNT:
             records = await driver.fetch(sql.positional, *args)  # Records: mappings and tuples
             return records, len(records)
         status = await driver.execute(sql.positional, *args)
     except asyncpg.IntegrityConstraintViolationError as exc:
-        # Neither the parameters nor PostgreSQL's DETAIL ("Key (id)=(…)", "Failing row
-        # contains (…)": the values again) may reach a log line through this error's text;
-        # the class (hence the SQLSTATE) and the constraint's name stay.
-        clean = type(exc)(exc.args[0] if exc.args else "")
-        clean.constraint_name = getattr(exc, "constraint_name", None)
-        raise IntegrityError(sql.text, None, clean, hide_parameters=True) from None
+        raise _integrity_error(sql, exc) from None
     except Exception as exc:
         if is_database_unavailable(exc):
             await _drop_dead(conn)
@@ -146,40 +166,67 @@ async def _asyncpg(conn: Connection, adapter: Any, sql: Sql, args: list[Any],
     return [], int(count) if count.isdigit() else 0
 
 
+async def _first_of_transaction(conn: AsyncConnection, sql: Sql, args: list[Any],
+                                mode: str) -> tuple[Sequence[Any], int]:
+    """The statement through SQLAlchemy, whose adapter sends its BEGIN first and then owns
+    the transaction (commits or rolls it back with the unit of work). A dropped connection
+    is SQLAlchemy's to handle here: it invalidates the pool like :func:`_drop_dead`."""
+    try:
+        result = await conn.exec_driver_sql(sql.positional, tuple(args))
+    except IntegrityError as exc:
+        # The adapter's error carries asyncpg's as its cause.
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        if asyncpg is not None and isinstance(cause, asyncpg.IntegrityConstraintViolationError):
+            raise _integrity_error(sql, cause) from None
+        raise
+    if mode == _COUNT:
+        return [], result.rowcount
+    found: Sequence[Any] = result.mappings().all() if mode == _MAPPINGS else result.all()
+    return found, len(found)
+
+
+def _integrity_error(sql: Sql, exc: Exception) -> IntegrityError:
+    # Neither the parameters nor PostgreSQL's DETAIL ("Key (id)=(…)", "Failing row
+    # contains (…)": the values again) may reach a log line through this error's text;
+    # the class (hence the SQLSTATE) and the constraint's name stay.
+    clean = type(exc)(exc.args[0] if exc.args else "")
+    clean.constraint_name = getattr(exc, "constraint_name", None)  # type: ignore[attr-defined]
+    return IntegrityError(sql.text, None, clean, hide_parameters=True)
+
+
 async def _drop_dead(conn: Connection) -> None:
     """Invalidate a connection the server dropped — and every pooled connection opened
     before it: a restart or a terminated backend kills them all, and the pool then replaces
     each at its next checkout instead of handing it out to fail one more request."""
-    if type(conn) is Autocommit:
-        fairy = conn._fairy
-        fairy._pool._invalidate(fairy, None, _checkin=False)
-    else:
-        fairy = conn.sync_connection.connection  # type: ignore[union-attr]
-        conn.sync_engine.pool._invalidate(fairy, None, _checkin=False)  # type: ignore[union-attr]  # mypy does not narrow on type() is
+    connection_found_dead(conn.info)
     await conn.invalidate()
 
 
-def _sqlite_in_thread(db: sqlite3.Connection, text: str, params: dict[str, Any],
-                      mode: str) -> tuple[Sequence[Any], int]:
-    cursor = db.execute(text, params)
+def _mapping_rows(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
+    if not rows:
+        return []
+    names = rows[0].keys()
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+async def _sqlite(driver: Any, sql: Sql, params: dict[str, Any], mode: str) -> tuple[Sequence[Any], int]:
+    # ``driver`` is the aiosqlite.Connection: each call below is one hop to its thread. It
+    # runs in autocommit mode (storage/engine.py): outside a unit of work a statement is its
+    # own transaction, so there is no lazy BEGIN to mirror here.
     try:
-        if mode == _COUNT or cursor.description is None:
-            return [], cursor.rowcount
-        found: list[Any] = cursor.fetchall()
-        if mode == _MAPPINGS:
-            names = [d[0] for d in cursor.description]
-            found = [dict(zip(names, r, strict=True)) for r in found]
+        if mode == _COUNT:
+            return [], (await driver.execute(sql.text, params)).rowcount
+        if mode == _TUPLES:
+            found: list[Any] = await driver.execute_fetchall(sql.text, params)
+            return found, len(found)
+        # Rows named by column for this statement only: SQLAlchemy reads this connection's
+        # rows as tuples. No other statement runs on it meanwhile (one task owns it).
+        driver.row_factory = sqlite3.Row
+        try:
+            found = _mapping_rows(await driver.execute_fetchall(sql.text, params))
+        finally:
+            driver.row_factory = None
         return found, len(found)
-    finally:
-        cursor.close()
-
-
-async def _sqlite(adapter: Any, sql: Sql, params: dict[str, Any], mode: str) -> tuple[Sequence[Any], int]:
-    # The driver runs in autocommit mode (storage/engine.py): outside a unit of work a statement
-    # is its own transaction, so there is no lazy BEGIN to mirror here.
-    driver = adapter._connection  # aiosqlite.Connection: one hop to its thread for the lot
-    try:
-        return await driver._execute(_sqlite_in_thread, driver._conn, sql.text, params, mode)
     except sqlite3.IntegrityError as exc:
         raise IntegrityError(sql.text, None, exc, hide_parameters=True) from None
 
