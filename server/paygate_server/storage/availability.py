@@ -5,7 +5,8 @@ connection free within its timeout, a SQLite database locked past its busy timeo
 of these is the request's fault or a bug, and retrying shortly will most likely work. The
 HTTP layer answers them ``503 service_unavailable`` with ``Retry-After`` instead of
 ``500 internal_error`` (http/middleware.py). Everything about drivers and pools is decided
-here, so the HTTP layer names no driver.
+here, so the HTTP layer names no driver. :class:`StaleConnections` makes the pool recover
+from such an outage by itself: every connection opened before a dead one is replaced.
 """
 from __future__ import annotations
 

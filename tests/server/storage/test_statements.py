@@ -175,3 +175,50 @@ async def test_a_burst_past_the_pool_size_waits_instead_of_opening_connections(d
         assert db.engine.sync_engine.pool.checkedout() == 0
     finally:
         await db.dispose()
+
+
+async def test_a_dead_connection_retires_every_older_pooled_one(database_url: str) -> None:
+    """PostgreSQL: the server killed every backend of the pool (a restart, say). The first
+    statement to meet one fails; each later checkout is handed a new connection, not one of
+    the other dead ones (FIFO pool: without the fence, the next two would fail too)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL: SQLite connections are files, not server processes")
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from paygate_server.storage.availability import is_database_unavailable
+
+    db = create_database(database_url, pool_size=3)
+    gate = asyncio.Event()
+
+    async def server_pid() -> int:
+        async with db.read_one() as conn:
+            await gate.wait()
+            return int(await fetch_value(conn, Sql("SELECT pg_backend_pid() AS pid")))
+
+    try:
+        readers = [asyncio.create_task(server_pid()) for _ in range(3)]
+        await eventually(lambda: db.engine.sync_engine.pool.checkedout() >= 3, what="3 pooled connections")
+        gate.set()
+        pids = await asyncio.gather(*readers)
+        url = make_url(database_url)
+        admin = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
+        try:
+            assert await admin.fetchval("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
+                                        "pg_stat_activity WHERE pid = any($1::int[])) t", pids) == 3
+            await eventually(lambda: admin.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                                    "WHERE pid = any($1::int[])", pids),
+                             until=lambda alive: alive == 0, what="the backends to be gone")
+        finally:
+            await admin.close()
+        with pytest.raises(Exception) as caught:
+            async with db.read_one() as conn:
+                await fetch_value(conn, Sql("SELECT 1 AS one"))
+        assert is_database_unavailable(caught.value)
+        for _ in range(3):
+            async with db.read_one() as conn:
+                assert await fetch_value(conn, Sql("SELECT pg_backend_pid() AS pid")) not in pids
+    finally:
+        await db.dispose()
