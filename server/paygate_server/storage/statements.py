@@ -137,10 +137,8 @@ async def _run(conn: Connection, sql: Sql, params: dict[str, Any], mode: str,
     return await _sqlite(_driver(conn), sql, params, mode)
 
 
-def _opens_transactions(conn: Connection) -> bool:
+def _opens_transactions(conn: AsyncConnection) -> bool:
     """Whether SQLAlchemy's adapter begins a transaction at this connection's next statement."""
-    if type(conn) is Autocommit:
-        return False
     options = conn.sync_connection.get_execution_options()  # type: ignore[union-attr]
     return options.get("isolation_level") != "AUTOCOMMIT"
 
@@ -148,8 +146,9 @@ def _opens_transactions(conn: Connection) -> bool:
 async def _asyncpg(conn: Connection, sql: Sql, args: list[Any], mode: str,
                    begin: bool) -> tuple[Sequence[Any], int]:
     driver = _driver(conn)  # asyncpg.Connection
-    if begin and not driver.is_in_transaction() and _opens_transactions(conn):
-        return await _first_of_transaction(conn, sql, args, mode)  # type: ignore[arg-type]
+    if (begin and not isinstance(conn, Autocommit) and not driver.is_in_transaction()
+            and _opens_transactions(conn)):
+        return await _first_of_transaction(conn, sql, args, mode)
     try:
         if mode != _COUNT:
             records = await driver.fetch(sql.positional, *args)  # Records: mappings and tuples
