@@ -17,8 +17,8 @@ What SQLAlchemy would otherwise do for us, done here:
 
 * **the lazy BEGIN** — SQLAlchemy's asyncpg adapter opens a transaction at its first
   statement and commits only a transaction it opened itself. So when a PostgreSQL
-  connection of a unit of work has no transaction open yet, the statement goes through
-  SQLAlchemy (``exec_driver_sql``: the same SQL, with the adapter's BEGIN in front); every
+  connection of a unit of work has no transaction open yet, the statement goes through a
+  cursor of the adapter (PEP 249: the same SQL, with the adapter's BEGIN in front); every
   later one goes straight to asyncpg (:func:`_asyncpg`). Autocommit connections never begin;
 * **error classes** — a unique or check violation is raised as SQLAlchemy's
   ``IntegrityError`` on both drivers, so callers catch one thing;
@@ -167,21 +167,26 @@ async def _asyncpg(conn: Connection, sql: Sql, args: list[Any], mode: str,
 
 async def _first_of_transaction(conn: AsyncConnection, sql: Sql, args: list[Any],
                                 mode: str) -> tuple[Sequence[Any], int]:
-    """The statement through SQLAlchemy, whose adapter sends its BEGIN first and then owns
-    the transaction (commits or rolls it back with the unit of work). A dropped connection
-    is SQLAlchemy's to handle here: it invalidates the pool like :func:`_drop_dead`."""
+    """The statement through a cursor of SQLAlchemy's DBAPI connection (PEP 249), whose
+    adapter sends its BEGIN first and then owns the transaction: SQLAlchemy commits or rolls
+    it back with the unit of work. The cursor is synchronous (it waits on asyncpg inside
+    SQLAlchemy's greenlet bridge) and far cheaper than a SQLAlchemy execution."""
+    cursor = conn.sync_connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        result = await conn.exec_driver_sql(sql.positional, tuple(args))
-    except IntegrityError as exc:
-        # The adapter's error carries asyncpg's as its cause.
-        cause = exc.orig.__cause__ if exc.orig is not None else None
-        if asyncpg is not None and isinstance(cause, asyncpg.IntegrityConstraintViolationError):
-            raise _integrity_error(sql, cause) from None
+        await greenlet_spawn(cursor.execute, sql.positional, args)
+        if mode == _COUNT:
+            return [], cursor.rowcount
+        found: Sequence[Any] = cursor.fetchall()  # asyncpg Records, as on the driver
+        return found, len(found)
+    except Exception as exc:
+        # The adapter raises its own DBAPI error, asyncpg's as the cause.
+        if asyncpg is not None and isinstance(exc.__cause__, asyncpg.IntegrityConstraintViolationError):
+            raise _integrity_error(sql, exc.__cause__) from None
+        if is_database_unavailable(exc):
+            await _drop_dead(conn)
         raise
-    if mode == _COUNT:
-        return [], result.rowcount
-    found: Sequence[Any] = result.mappings().all() if mode == _MAPPINGS else result.all()
-    return found, len(found)
+    finally:
+        cursor.close()
 
 
 def _integrity_error(sql: Sql, exc: Exception) -> IntegrityError:
