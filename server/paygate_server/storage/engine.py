@@ -75,9 +75,10 @@ class Database:
                 # No pre-ping (a round trip per checkout): a connection the server dropped
                 # is invalidated when it fails, with every older one (SQLAlchemy's disconnect
                 # handling, and StaleConnections for the statements run on the driver), so
-                # the pool reconnects by itself after an outage. Past pool_timeout_s without a free connection a
-                # request gets 503 (storage/availability.py). hide_parameters: statement values
-                # never appear in an error's text, so never in a log.
+                # the pool reconnects by itself after an outage. Past pool_timeout_s without a
+                # free connection a request gets 503 (storage/availability.py).
+                # hide_parameters: statement values never appear in an error's text, so never
+                # in a log.
                 self.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False,
                 pool_timeout=pool_timeout_s, hide_parameters=True,
             )
