@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from paygate_server.storage import create_database
+from paygate_server.storage import Database, create_database
 from paygate_server.storage.statements import Sql, execute, fetch_all, fetch_one, fetch_value
 from tests.support.eventually import eventually
 
@@ -138,13 +138,31 @@ async def test_autocommit_check_in_past_the_pool_size_closes_cleanly(
         await db.dispose()
 
 
+async def _read_together(db: Database, sql: Sql, *, readers: int, held: int) -> list[int]:
+    """``readers`` single reads at once, each holding its pooled connection until ``held``
+    connections are checked out together; their values, in order."""
+    import asyncio
+
+    gate = asyncio.Event()
+
+    async def read() -> int:
+        async with db.read_one() as conn:
+            await gate.wait()
+            return int(await fetch_value(conn, sql))
+
+    tasks = [asyncio.create_task(read()) for _ in range(readers)]
+    await eventually(lambda: db.engine.sync_engine.pool.checkedout() >= held, interval=0.005,
+                     what=f"{held} pooled connections held")
+    gate.set()
+    return list(await asyncio.gather(*tasks))
+
+
 async def test_a_burst_past_the_pool_size_waits_instead_of_opening_connections(database_url: str) -> None:
     """PostgreSQL: the pool's ceiling is fixed. A burst of 4× the pool size is served by the
     pool's own connections, kept and reused, instead of overflow connections that would be
     closed on return (a backend fork each, every time the load bursts)."""
     if database_url.startswith("sqlite"):
         pytest.skip("PostgreSQL: SQLite connections are files, not server processes")
-    import asyncio
 
     from sqlalchemy import event
 
@@ -156,21 +174,9 @@ async def test_a_burst_past_the_pool_size_waits_instead_of_opening_connections(d
         opened += 1
 
     event.listen(db.engine.sync_engine.pool, "connect", count)
-    gate = asyncio.Event()
-
-    async def read() -> int:
-        async with db.read_one() as conn:
-            await gate.wait()
-            return int(await fetch_value(conn, Sql("SELECT 1 AS one")))
-
     try:
         for _ in range(3):
-            gate.clear()
-            readers = [asyncio.create_task(read()) for _ in range(12)]
-            await eventually(lambda: db.engine.sync_engine.pool.checkedout() >= 3, interval=0.005,
-                             what="the pool's 3 connections held")
-            gate.set()
-            assert await asyncio.gather(*readers) == [1] * 12
+            assert await _read_together(db, Sql("SELECT 1 AS one"), readers=12, held=3) == [1] * 12
         assert opened == 3
         assert db.engine.sync_engine.pool.checkedout() == 0
     finally:
@@ -183,7 +189,6 @@ async def test_a_dead_connection_retires_every_older_pooled_one(database_url: st
     the other dead ones (FIFO pool: without the fence, the next two would fail too)."""
     if database_url.startswith("sqlite"):
         pytest.skip("PostgreSQL: SQLite connections are files, not server processes")
-    import asyncio
 
     import asyncpg
     from sqlalchemy.engine import make_url
@@ -191,18 +196,8 @@ async def test_a_dead_connection_retires_every_older_pooled_one(database_url: st
     from paygate_server.storage.availability import is_database_unavailable
 
     db = create_database(database_url, pool_size=3)
-    gate = asyncio.Event()
-
-    async def server_pid() -> int:
-        async with db.read_one() as conn:
-            await gate.wait()
-            return int(await fetch_value(conn, Sql("SELECT pg_backend_pid() AS pid")))
-
     try:
-        readers = [asyncio.create_task(server_pid()) for _ in range(3)]
-        await eventually(lambda: db.engine.sync_engine.pool.checkedout() >= 3, what="3 pooled connections")
-        gate.set()
-        pids = await asyncio.gather(*readers)
+        pids = await _read_together(db, Sql("SELECT pg_backend_pid() AS pid"), readers=3, held=3)
         url = make_url(database_url)
         admin = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
         try:
