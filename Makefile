@@ -30,7 +30,7 @@ demo: $(DEMO_STAMP)
 
 # ruff over the Python the repo ships and tests; mypy --strict on the SDK (it ships py.typed),
 # and a pass over the server and the hosted checkout, strict on the payment core (processing,
-# intents, refunds: per-module settings in pyproject.toml).
+# intents, refunds and the payment store: per-module settings in pyproject.toml).
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check sdk server checkout tests
 	$(BIN)/mypy --strict sdk/paygate
