@@ -25,10 +25,10 @@ from sqlalchemy import func, select
 
 from paygate_server.cdc.archive import ArchiveReader
 from paygate_server.cdc.audit import verify_archive
-from paygate_server.cdc.changes import Change
 from paygate_server.cdc.store import LocalStore
 from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database, create_database
+from paygate_server.storage.changes import Change
 from paygate_server.storage.schema import change_log
 from paygate_server.storage.schema_history import cdc_offsets, webhook_deliveries, webhook_events
 from paygate_server.webhooks.model import create_endpoint

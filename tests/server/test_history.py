@@ -18,9 +18,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import paygate
-from paygate_server.cdc.changes import Change
 from paygate_server.intents.history import OBJECT_KINDS, history_event
 from paygate_server.simulator.testing import start_simulator
+from paygate_server.storage.changes import Change
 from paygate_server.storage.schema import CAPTURED_TABLES
 from tests.support.app import TEST_MASTER_KEY, InProcessGateway, running_gateway
 from tests.support.app import test_settings as gateway_settings

@@ -10,8 +10,7 @@ from paygate_server.auth.signing import signature_matches
 from paygate_server.clock import parse_rfc3339_seconds
 from paygate_server.crypto import MasterKey
 from paygate_server.errors import ApiError
-from paygate_server.merchants import load_api_key
-from paygate_server.merchants.repository import StoredKey
+from paygate_server.merchants import StoredKey, load_api_key
 from paygate_server.storage import Database
 
 __all__ = ["Authenticator", "Principal"]

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
 from paygate_server.cdc.broker import BrokerSink, broker_client_for
-from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer, Relay
 from paygate_server.cdc.store import ObjectStore, store_for
 from paygate_server.extensions import Extension
+from paygate_server.storage.changes import Change, Position
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway

@@ -21,12 +21,12 @@ from typing import Any
 
 import orjson
 
-from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer
 from paygate_server.cdc.store import ObjectStore
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.faults import crash_point
 from paygate_server.storage import Transaction
+from paygate_server.storage.changes import Change, Position
 
 __all__ = ["ArchiveSink", "ArchiveReader", "ManifestEntry", "ArchiveProblem", "GENESIS"]
 

@@ -5,13 +5,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
-from paygate_server.cdc.changes import Change
 from paygate_server.intents.history import render_history
 from paygate_server.storage import Database
 from paygate_server.storage.change_log import ChangeLog
+from paygate_server.storage.changes import Change
 from paygate_server.storage.relay_offsets import read_offset
 
-__all__ = ["VerifyReport", "verify_archive", "timeline", "format_timeline", "timeline_json"]
+__all__ = ["VerifyReport", "verify_archive", "timeline", "format_timeline"]
 
 PAGE = 5000
 MAX_LISTED = 20
@@ -135,8 +135,3 @@ def format_timeline(intent_id: str, changes: list[Change]) -> str:
         lines.append(f"  #{e['sequence']:<3} {e['createdAt']}  {e['type']:<22} {e['objectId']:<36} "
                      f"{_summary(e['data'])}")
     return "\n".join(lines)
-
-
-def timeline_json(changes: list[Change]) -> list[dict[str, Any]]:
-    """The same events as ``GET …/history``."""
-    return render_history(changes)

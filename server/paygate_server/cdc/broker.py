@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer
 from paygate_server.faults import crash_point
 from paygate_server.storage import Transaction
+from paygate_server.storage.changes import Change, Position
 
 __all__ = ["BrokerClient", "BrokerMessage", "BrokerSink", "NatsClient", "broker_client_for"]
 

@@ -68,8 +68,6 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> None:
                 print(f"{name}: {n} changes delivered")
 
 
-
-
 async def _verify(args: argparse.Namespace, settings: Settings) -> Any:
     from paygate_server.cdc.archive import ArchiveReader
     from paygate_server.cdc.audit import verify_archive
@@ -130,8 +128,9 @@ async def _show(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.cdc.audit import format_timeline, timeline_json
+    from paygate_server.cdc.audit import format_timeline
     from paygate_server.cli import CommandError
+    from paygate_server.intents.history import render_history
 
     if not args.intent.startswith("pi_"):
         raise CommandError(f"not a payment intent id: {args.intent}")
@@ -144,7 +143,7 @@ def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
     if not changes:
         raise CommandError(f"no history for {args.intent}")
     if args.json:
-        print(json.dumps({"paymentIntentId": args.intent, "data": timeline_json(changes)}))
+        print(json.dumps({"paymentIntentId": args.intent, "data": render_history(changes)}))
     else:
         print(format_timeline(args.intent, changes))
 

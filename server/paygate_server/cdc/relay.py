@@ -25,11 +25,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from paygate_server.cdc.changes import Change, Position
 from paygate_server.config import Settings
 from paygate_server.faults import crash_point
 from paygate_server.storage import Database, Transaction
 from paygate_server.storage.change_log import ChangeLog
+from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.relay_leases import ConsumerLease
 from paygate_server.waiting import wait_event
 

@@ -29,7 +29,6 @@ from paygate_server.checkout.tokens import (
     TOO_MANY_ATTEMPTS,
     UNKNOWN_CHECKOUT,
     create_token,
-    intent_for_checkout,
     state_error,
     valid_client_secret,
 )
@@ -39,7 +38,7 @@ from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.endpoints import intent_status_events
 from paygate_server.intents.service import intent_by_client_secret
 from paygate_server.merchants import get_merchant, list_origins
-from paygate_server.storage.checkout import merchant_is_live
+from paygate_server.storage.checkout import merchant_is_live, tokenizations
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -60,28 +59,28 @@ async def frame_context(gateway: Gateway, client_secret: str) -> FrameContext | 
     """What the frame shows for a clientSecret; None if it names no intent."""
     if not valid_client_secret(client_secret):
         return None
+    intent = await intent_by_client_secret(gateway.payments, client_secret)
+    if intent is None:
+        return None
+    merchant_id = intent["merchant_id"]
     async with gateway.db.read() as conn:
-        intent = await intent_for_checkout(conn, client_secret)
-        if intent is None:
-            return None
-        merchant_id = intent.merchant_id
         merchant = await get_merchant(conn, merchant_id)
         # Origins are normalized when registered; anything a browser would not write as
         # an origin is left out rather than put into the CSP.
         origins = tuple(o for o in await list_origins(conn, merchant_id) if is_valid_origin(o))
         live = await merchant_is_live(conn, merchant_id)
     problem = state_error(intent)
-    if problem is None and intent.tokenizations >= MAX_TOKENIZATIONS:
+    if problem is None and await tokenizations(gateway.db, intent["id"]) >= MAX_TOKENIZATIONS:
         problem = ApiError("rate_limited", TOO_MANY_ATTEMPTS)
     if problem is not None:
         raise FrameUnavailable(problem.message, allowed_origins=origins, status_code=problem.status)
     return FrameContext(
         merchant_name=str(merchant["name"]) if merchant else "",
-        amount=intent.amount,
-        currency=intent.currency,
+        amount=intent["amount"],
+        currency=intent["currency"],
         client_secret=client_secret,
         allowed_origins=origins,
-        description=intent.description,
+        description=intent["description"],
         test_mode=not live,
     )
 

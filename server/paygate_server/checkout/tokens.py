@@ -23,11 +23,11 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response, read_body
 from paygate_server.http.middleware import request_id_of
 from paygate_server.http.request_input import parse_json_object
-from paygate_server.intents.service import hash_client_secret
+from paygate_server.intents.service import intent_by_client_secret
 from paygate_server.processing.cards import resolve_encrypted_card
 from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
 from paygate_server.storage import checkout as checkout_store
-from paygate_server.storage.checkout import CheckoutIntent
+from paygate_server.storage.port import Row
 from paygate_server.storage.statements import Connection
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ __all__ = [
     "PAYABLE_STATUSES",
     "count_tokenization",
     "create_token",
-    "intent_for_checkout",
     "state_error",
     "valid_client_secret",
 ]
@@ -61,23 +60,18 @@ def valid_client_secret(value: Any) -> bool:
     return isinstance(value, str) and _CLIENT_SECRET.fullmatch(value) is not None
 
 
-def state_error(intent: CheckoutIntent) -> ApiError | None:
+def state_error(intent: Row) -> ApiError | None:
     """Why this intent cannot take a card now, or None."""
-    status = intent.status
+    status = intent["status"]
     if status == "succeeded":
         return ApiError("intent_state_conflict", "This order has already been paid.")
     if status == "canceled":
         return ApiError("intent_state_conflict", "This order has been canceled.")
     if status not in PAYABLE_STATUSES:
         return ApiError("intent_state_conflict", "A payment for this order is already being processed.")
-    if intent.failed_attempts >= MAX_FAILED_ATTEMPTS:
-        return ApiError("rate_limited", TOO_MANY_ATTEMPTS, headers={"Retry-After": str(RETRY_AFTER_S)})
+    if intent["failed_attempts"] >= MAX_FAILED_ATTEMPTS:
+        return _rate_limited()
     return None
-
-
-async def intent_for_checkout(conn: Connection, client_secret: str) -> CheckoutIntent | None:
-    """The intent a clientSecret names, with its tokenizations so far (one query)."""
-    return await checkout_store.intent_for_checkout(conn, hash_client_secret(client_secret))
 
 
 async def count_tokenization(conn: Connection, intent_id: str) -> bool:
@@ -109,15 +103,15 @@ def _parse(body: bytes) -> tuple[str, Any]:
 async def _tokenize(gateway: Gateway, body: bytes) -> dict[str, Any]:
     client_secret, jwe = _parse(body)
     db = gateway.db
-    async with db.read_one() as conn:
-        intent = await intent_for_checkout(conn, client_secret)
+    intent = await intent_by_client_secret(gateway.payments, client_secret)
     if intent is None:
         raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
     if (problem := state_error(intent)) is not None:
         raise problem
-    if intent.tokenizations >= MAX_TOKENIZATIONS:  # cheap early refusal; the upsert below is what enforces it
+    intent_id, merchant_id = intent["id"], intent["merchant_id"]
+    # A cheap early refusal, before the decryption; the upsert below is what enforces it.
+    if await checkout_store.tokenizations(db, intent_id) >= MAX_TOKENIZATIONS:
         raise _rate_limited()
-    intent_id, merchant_id = intent.id, intent.merchant_id
     try:
         card = await resolve_encrypted_card(gateway, jwe)
     except ApiError:

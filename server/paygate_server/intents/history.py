@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from paygate_server.cdc.changes import Change
 from paygate_server.clock import to_rfc3339
 from paygate_server.intents.schemas import render_intent
 from paygate_server.processing.schemas import render_attempt
 from paygate_server.refunds.schemas import render_refund
+from paygate_server.storage.changes import Change
 
 __all__ = ["OBJECT_KINDS", "EVENT_TYPES", "render_object", "history_event", "render_history"]
 

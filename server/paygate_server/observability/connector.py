@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from paygate_server.observability.metrics import PROCESSOR_DURATION
 from paygate_server.processing.connectors import (
@@ -21,6 +22,12 @@ from paygate_server.processing.connectors import (
 )
 
 __all__ = ["InstrumentedConnector"]
+
+T = TypeVar("T")
+
+
+def _outcome(result: ChargeResult | RefundResult) -> str:
+    return result.outcome.value
 
 
 class InstrumentedConnector:
@@ -38,45 +45,27 @@ class InstrumentedConnector:
             child = self._children[key] = PROCESSOR_DURATION.labels(self.name, operation, outcome)
         child.observe(time.perf_counter() - started)
 
-    async def charge(self, request: ChargeRequest) -> ChargeResult:
+    async def _timed(self, operation: str, call: Awaitable[T], outcome: Callable[[T], str]) -> T:
         started = time.perf_counter()
         try:
-            result = await self.inner.charge(request)
+            result = await call
         except BaseException:
-            self._observe("charge", "exception", started)
+            self._observe(operation, "exception", started)
             raise
-        self._observe("charge", result.outcome.value, started)
+        self._observe(operation, outcome(result), started)
         return result
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        return await self._timed("charge", self.inner.charge(request), _outcome)
 
     async def lookup(self, reference: str) -> ChargeResult:
-        started = time.perf_counter()
-        try:
-            result = await self.inner.lookup(reference)
-        except BaseException:
-            self._observe("lookup", "exception", started)
-            raise
-        self._observe("lookup", result.outcome.value, started)
-        return result
+        return await self._timed("lookup", self.inner.lookup(reference), _outcome)
 
     async def refund(self, request: RefundRequest) -> RefundResult:
-        started = time.perf_counter()
-        try:
-            result = await self.inner.refund(request)
-        except BaseException:
-            self._observe("refund", "exception", started)
-            raise
-        self._observe("refund", result.outcome.value, started)
-        return result
+        return await self._timed("refund", self.inner.refund(request), _outcome)
 
     async def settlement_report(self, day: _dt.date) -> list[SettlementRecord]:
-        started = time.perf_counter()
-        try:
-            records = await self.inner.settlement_report(day)
-        except BaseException:
-            self._observe("settlement_report", "exception", started)
-            raise
-        self._observe("settlement_report", "ok", started)
-        return records
+        return await self._timed("settlement_report", self.inner.settlement_report(day), lambda _records: "ok")
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -5,22 +5,13 @@ only ciphertext crosses this module. The statements are the same on SQLite and P
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.clock import now_us
 from paygate_server.storage.schema import api_keys
 
-__all__ = ["SealedKey", "find_api_key", "insert_api_key", "revoke_api_key"]
-
-
-@dataclass(frozen=True, slots=True)
-class SealedKey:
-    merchant_id: str
-    secret_sealed: bytes = field(repr=False)
-    revoked: bool
+__all__ = ["find_api_key", "insert_api_key", "revoke_api_key"]
 
 
 async def insert_api_key(conn: AsyncConnection, api_key: str, merchant_id: str, secret_sealed: bytes) -> None:
@@ -39,7 +30,8 @@ async def revoke_api_key(conn: AsyncConnection, merchant_id: str, api_key: str) 
     return result.rowcount == 1
 
 
-async def find_api_key(conn: AsyncConnection, api_key: str) -> SealedKey | None:
+async def find_api_key(conn: AsyncConnection, api_key: str) -> tuple[str, bytes, bool] | None:
+    """The key's ``(merchant_id, secret_sealed, revoked)``, or None."""
     row = (
         await conn.execute(
             select(api_keys.c.merchant_id, api_keys.c.secret_sealed, api_keys.c.revoked_at)
@@ -48,5 +40,4 @@ async def find_api_key(conn: AsyncConnection, api_key: str) -> SealedKey | None:
     ).first()
     if row is None:
         return None
-    return SealedKey(merchant_id=row.merchant_id, secret_sealed=bytes(row.secret_sealed),
-                     revoked=row.revoked_at is not None)
+    return row.merchant_id, bytes(row.secret_sealed), row.revoked_at is not None

@@ -165,7 +165,7 @@ def _page(rows: Sequence[Any], horizon: int, end: int, limit: int, skip: int = 0
     if len(changes) < limit:  # the window is exhausted
         closed = Position(end, None, 0)
         if changes:
-            changes[-1] = _with_position(changes[-1], closed)
+            changes[-1] = replace(changes[-1], position=closed)
         # The next window may already hold changes committed meanwhile: look again soon.
         return Batch(changes, closed, waiting=True)
     return Batch(changes, changes[-1].position)
@@ -203,10 +203,6 @@ class SqliteReader:
         rows = await fetch_tuples(conn, _AFTER, after=pos.last_id, page_size=limit)
         changes = [_change(r, Position(0, None, r[0])) for r in rows]
         return Batch(changes, changes[-1].position if changes else pos)
-
-
-def _with_position(change: Change, position: Position) -> Change:
-    return replace(change, position=position)
 
 
 def reader_for(db: Database) -> ChangeReader:

@@ -1,4 +1,4 @@
-"""What the hosted checkout reads and writes: the intent a clientSecret names, its
+"""What the hosted checkout reads and writes besides the intent (the payment store's): its
 tokenization count (``checkout_limits``, the card-testing limit), and whether the merchant
 is live.
 
@@ -8,33 +8,11 @@ SQLite (3.35+) and PostgreSQL.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from paygate_server.storage.engine import Database
 from paygate_server.storage.statements import Connection, Sql, fetch_one, fetch_value
 
-__all__ = ["CheckoutIntent", "count_tokenization", "intent_for_checkout", "merchant_is_live", "tokenizations"]
+__all__ = ["count_tokenization", "merchant_is_live", "tokenizations"]
 
-
-@dataclass(frozen=True, slots=True)
-class CheckoutIntent:
-    """The intent behind a clientSecret, as the checkout needs it."""
-
-    id: str
-    merchant_id: str
-    status: str
-    amount: int  # minor units of ``currency``
-    currency: str
-    description: str | None
-    failed_attempts: int
-    tokenizations: int  # cards tokenized for it so far, successful or not
-
-
-_INTENT = Sql(
-    "SELECT i.id, i.merchant_id, i.status, i.amount, i.currency, i.description, i.failed_attempts,"
-    " l.tokenizations FROM payment_intents i LEFT JOIN checkout_limits l ON l.intent_id = i.id"
-    " WHERE i.client_secret_hash = :client_secret_hash"
-)
 _TOKENIZATIONS = Sql("SELECT tokenizations FROM checkout_limits WHERE intent_id = :intent_id")
 # Conditional, so concurrent requests can never push the count past the limit: at the limit
 # the update does nothing and returns no row.
@@ -49,16 +27,6 @@ _LIVE_KEY = Sql(
     "SELECT 1 FROM api_keys WHERE merchant_id = :merchant_id AND revoked_at IS NULL"
     " AND api_key LIKE 'pk\\_live\\_%' ESCAPE '\\' LIMIT 1"
 )
-
-
-async def intent_for_checkout(conn: Connection, client_secret_hash: str) -> CheckoutIntent | None:
-    """The intent whose clientSecret hashes to ``client_secret_hash``, with its
-    tokenizations, in one query; None if there is none."""
-    row = await fetch_one(conn, _INTENT, client_secret_hash=client_secret_hash)
-    if row is None:
-        return None
-    return CheckoutIntent(row["id"], row["merchant_id"], row["status"], int(row["amount"]), row["currency"],
-                          row["description"], int(row["failed_attempts"]), int(row["tokenizations"] or 0))
 
 
 async def tokenizations(db: Database, intent_id: str) -> int:

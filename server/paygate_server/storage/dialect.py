@@ -13,7 +13,6 @@ __all__ = ["insert_ignore"]
 async def insert_ignore(conn: AsyncConnection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT unless the primary/unique key exists; True when the row was inserted."""
     module = postgresql if conn.dialect.name == "postgresql" else sqlite
-    pk = [c for c in table.primary_key.columns]
-    stmt = module.insert(table).values(**values).on_conflict_do_nothing().returning(pk[0])
+    stmt = module.insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
     result = await conn.execute(stmt)
     return result.first() is not None

@@ -62,10 +62,6 @@ async def _has_active(conn: AsyncConnection, purpose: str) -> bool:
     return found.first() is not None
 
 
-async def _insert(conn: AsyncConnection, key: SealedKey) -> bool:
-    return await insert_ignore(conn, sealed_keys, asdict(key))
-
-
 async def add_first_key(db: Database, purpose: str, make: Callable[[], SealedKey]) -> bool:
     """Add ``make()`` unless ``purpose`` has an active key; True when it was added.
 
@@ -80,7 +76,7 @@ async def add_first_key(db: Database, purpose: str, make: Callable[[], SealedKey
             await conn.execute(select(func.pg_advisory_xact_lock(_FIRST_KEY_LOCK)))
         if await _has_active(conn, purpose):
             return False
-        return await _insert(conn, make())
+        return await insert_ignore(conn, sealed_keys, asdict(make()))
 
 
 async def rotate_keys(db: Database, purpose: str,
@@ -94,6 +90,6 @@ async def rotate_keys(db: Database, purpose: str,
             sealed_keys.c.purpose == purpose, sealed_keys.c.state == "active",
         ).values(state="retired", retired_at=now_us()))
         new = make(before)
-        if not await _insert(conn, new):
+        if not await insert_ignore(conn, sealed_keys, asdict(new)):
             raise RuntimeError(f"another {purpose} rotation ran at the same time; try again")
     return [key for key in before if key.state == "active"], new

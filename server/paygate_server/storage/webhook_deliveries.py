@@ -21,7 +21,7 @@ from paygate_server.storage.schema_history import (
     webhook_events,
 )
 
-__all__ = ["DueDelivery", "DeliveryTarget", "DeliveryRecord", "DeliveryQueue"]
+__all__ = ["DueDelivery", "DeliveryTarget", "DeliveryQueue"]
 
 _MAX_ERROR_LENGTH = 500  # the last_error column's size
 
@@ -44,19 +44,6 @@ class DeliveryTarget:
     endpoint_status: str
     secret_sealed: bytes
     attempts: int  # made so far
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRecord:
-    event_id: str
-    endpoint_id: str
-    url: str
-    status: str  # pending | delivered | failed
-    attempts: int
-    last_status_code: int | None
-    last_error: str | None
-    next_attempt_at: int
-    delivered_at: int | None
 
 
 class DeliveryQueue:
@@ -142,8 +129,8 @@ class DeliveryQueue:
         return result.rowcount
 
     async def recent(self, *, status: str | None = None, merchant_id: str | None = None,
-                     limit: int = 100) -> list[DeliveryRecord]:
-        """The most recently updated deliveries, with their endpoint's URL."""
+                     limit: int = 100) -> list[dict[str, Any]]:
+        """The most recently updated deliveries (their columns by name), with their endpoint's URL."""
         query = select(_delivery.event_id, _delivery.endpoint_id, webhook_endpoints.c.url, _delivery.status, _delivery.attempts,
                        _delivery.last_status_code, _delivery.last_error, _delivery.next_attempt_at, _delivery.delivered_at).join(
             webhook_endpoints, webhook_endpoints.c.id == _delivery.endpoint_id)
@@ -153,4 +140,4 @@ class DeliveryQueue:
             query = query.where(_delivery.merchant_id == merchant_id)
         async with self._db.read() as conn:
             rows = await conn.execute(query.order_by(_delivery.updated_at.desc()).limit(limit))
-            return [DeliveryRecord(*row) for row in rows]
+            return [dict(row._mapping) for row in rows]

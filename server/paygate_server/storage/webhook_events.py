@@ -17,7 +17,7 @@ from typing import Any
 from paygate_server import jsoncodec
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all
 
-__all__ = ["NewEvent", "EntityStatus", "entity_statuses", "insert_events"]
+__all__ = ["NewEvent", "entity_statuses", "insert_events"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +29,6 @@ class NewEvent:
     intent_id: str
     object_id: str
     payload: str  # the exact body every attempt sends
-
-
-@dataclass(frozen=True, slots=True)
-class EntityStatus:
-    """The status an intent or refund had at one change of the history."""
-    entity: str
-    entity_id: str
-    intent_seq: int
-    status: Any
 
 
 # Each statement in its two spellings, side by side.
@@ -89,13 +80,14 @@ def _json(value: Any) -> str:
     return jsoncodec.dumps(value).decode()
 
 
-async def entity_statuses(conn: Connection, intent_ids: Sequence[str]) -> list[EntityStatus]:
-    """The status at every change of the intents' payment intents and refunds, in one query."""
+async def entity_statuses(conn: Connection, intent_ids: Sequence[str]) -> list[tuple[str, str, int, Any]]:
+    """The status at every change of the intents' payment intents and refunds, in one query:
+    ``(entity, entity_id, intent_seq, status)``."""
     if conn.dialect.name == "postgresql":
         rows = await fetch_all(conn, _PG["statuses"], intent_ids=list(intent_ids))
     else:
         rows = await fetch_all(conn, _SQLITE["statuses"], intent_ids=_json(list(intent_ids)))
-    return [EntityStatus(r["entity"], r["entity_id"], r["intent_seq"], r["status"]) for r in rows]
+    return [(r["entity"], r["entity_id"], r["intent_seq"], r["status"]) for r in rows]
 
 
 async def insert_events(conn: Connection, events: Sequence[NewEvent], now: int) -> int:

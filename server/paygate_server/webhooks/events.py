@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from paygate_server import jsoncodec
-from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.ids import new_id
 from paygate_server.intents.history import render_object
 from paygate_server.storage import Transaction
+from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.webhook_events import NewEvent, entity_statuses, insert_events
 
 __all__ = ["WebhookConsumer", "event_for"]
@@ -55,13 +55,13 @@ async def _previous_statuses(conn: Transaction,
                              first: Mapping[tuple[str, str], Change]) -> dict[tuple[str, str], Any]:
     """For each entity, the status of its latest change before the given one (None: none)."""
     best: dict[tuple[str, str], tuple[int, Any]] = {}
-    for row in await entity_statuses(conn, sorted({c.intent_id for c in first.values()})):
-        key = (row.entity, row.entity_id)
+    for entity, entity_id, seq, status in await entity_statuses(conn, sorted({c.intent_id for c in first.values()})):
+        key = (entity, entity_id)
         change = first.get(key)
-        if change is None or row.intent_seq >= change.intent_seq:
+        if change is None or seq >= change.intent_seq:
             continue
-        if key not in best or row.intent_seq > best[key][0]:
-            best[key] = (row.intent_seq, row.status)
+        if key not in best or seq > best[key][0]:
+            best[key] = (seq, status)
     return {key: found[1] for key, found in best.items()}
 
 

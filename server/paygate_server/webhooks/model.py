@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from paygate_server.clock import now_us, to_rfc3339
@@ -14,7 +15,6 @@ from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
 from paygate_server.storage import Transaction
 from paygate_server.storage import webhook_endpoints as store
-from paygate_server.storage.webhook_deliveries import DeliveryRecord
 
 __all__ = [
     "EVENT_TYPES",
@@ -63,12 +63,12 @@ def render_endpoint(endpoint: store.Endpoint, secret: str | None = None) -> dict
     return out
 
 
-def render_delivery(d: DeliveryRecord) -> dict[str, Any]:
-    """A delivery as ``paygate webhooks deliveries`` shows it."""
-    return {"eventId": d.event_id, "webhookEndpointId": d.endpoint_id, "url": d.url, "status": d.status,
-            "attempts": d.attempts, "lastStatusCode": d.last_status_code, "lastError": d.last_error,
-            "nextAttemptAt": to_rfc3339(d.next_attempt_at) if d.status == "pending" else None,
-            "deliveredAt": to_rfc3339(d.delivered_at)}
+def render_delivery(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A delivery (``DeliveryQueue.recent``'s row) as ``paygate webhooks deliveries`` shows it."""
+    return {"eventId": d["event_id"], "webhookEndpointId": d["endpoint_id"], "url": d["url"], "status": d["status"],
+            "attempts": d["attempts"], "lastStatusCode": d["last_status_code"], "lastError": d["last_error"],
+            "nextAttemptAt": to_rfc3339(d["next_attempt_at"]) if d["status"] == "pending" else None,
+            "deliveredAt": to_rfc3339(d["delivered_at"])}
 
 
 async def create_endpoint(conn: Transaction, master: MasterKey, merchant_id: str, url: str,

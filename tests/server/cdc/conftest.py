@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paygate_server.cdc.changes import Change, Position
 from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
@@ -16,6 +15,7 @@ from paygate_server.intents.schemas import CreateIntent
 from paygate_server.intents.service import new_intent as new_intent_row
 from paygate_server.merchants import create_merchant
 from paygate_server.storage import Database, create_database
+from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.payments import INSERT_INTENT
 from paygate_server.storage.schema import change_log, payment_intents
 from paygate_server.storage.statements import execute

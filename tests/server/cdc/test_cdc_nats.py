@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from paygate_server.cdc.broker import BrokerSink, NatsClient
-from paygate_server.cdc.changes import Change
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.storage import Database
+from paygate_server.storage.changes import Change
 from paygate_server.storage.schema_history import cdc_offsets
 from tests.server.cdc.conftest import (
     all_changes,

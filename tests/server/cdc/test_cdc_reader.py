@@ -8,11 +8,11 @@ import random
 import pytest
 from sqlalchemy import func, select, text
 
-from paygate_server.cdc.changes import START, Change, Position
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.storage import Database
 from paygate_server.storage.change_log import PostgresReader, reader_for, safe_window_end
+from paygate_server.storage.changes import START, Change, Position
 from paygate_server.storage.schema import change_log
 from tests.server.cdc.conftest import (
     ListSink,

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paygate_server.cdc.changes import Change
 from paygate_server.cdc.relay import ConsumerStats, Relay
 from paygate_server.config import Settings
 from paygate_server.storage import Database
+from paygate_server.storage.changes import Change
 from tests.server.cdc.conftest import (
     ListSink,
     all_changes,

@@ -17,7 +17,8 @@ from paygate_server.processing.settle import charge_outcome
 from paygate_server.storage.port import NewAttempt
 from paygate_server.storage.schema import sealed_keys
 from paygate_server.storage.schema_checkout import vault_cards
-from paygate_server.vault import DATA_KEY_PURPOSE, VaultService, hash_token, rotate_data_key
+from paygate_server.vault.datakeys import DATA_KEY_PURPOSE, rotate_data_key
+from paygate_server.vault.service import VaultService, hash_token
 from tests.server.checkout.helpers import CVC, VISA, resolved_card, vault_row
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from paygate_server.storage import create_database
 from paygate_server.storage.schema import sealed_keys
-from paygate_server.vault import DATA_KEY_PURPOSE
+from paygate_server.vault.datakeys import DATA_KEY_PURPOSE
 from tests.support.app import TEST_MASTER_KEY
 
 

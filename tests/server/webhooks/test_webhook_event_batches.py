@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import select, update
 
 from paygate_server import jsoncodec
-from paygate_server.cdc.changes import Change
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database, Transaction
+from paygate_server.storage.changes import Change
 from paygate_server.storage.schema_history import (
     webhook_deliveries,
     webhook_endpoints,

@@ -1,4 +1,10 @@
-"""AES-256-GCM sealing under purpose-specific sub-keys of the master key."""
+"""Secrets at rest: the master key and what it protects.
+
+The master key (``PAYGATE_MASTER_KEY``, else a 0600 key file made on first run) never
+encrypts data directly: HKDF derives one sub-key per purpose once at start-up, so a
+signing secret can never be decrypted as a card key and vice versa. Sealing is
+AES-256-GCM under those sub-keys.
+"""
 from __future__ import annotations
 
 import base64

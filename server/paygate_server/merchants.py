@@ -1,7 +1,12 @@
-"""Merchants and their keys: input checks, key generation, sealing the signing secret.
+"""Merchants, their allowed origins, and their API key pairs.
 
-The rows are read and written by :mod:`paygate_server.storage.merchants` and
-:mod:`paygate_server.storage.api_keys`, on the caller's unit of work (``conn``).
+A key pair is the API key (``pk_…``, sent on every request) and its signing secret
+(``sk_…``, never sent). The secret is needed to verify HMACs, so it is stored sealed under
+the master key (AES-256-GCM, the API key as associated data) and shown once, at creation.
+
+Input checks, key generation and sealing are here; the rows are read and written by
+:mod:`paygate_server.storage.merchants` and :mod:`paygate_server.storage.api_keys`, on the
+caller's unit of work (``conn``).
 """
 from __future__ import annotations
 
@@ -133,5 +138,6 @@ async def load_api_key(conn: Transaction, master: MasterKey, api_key: str) -> St
     found = await find_api_key(conn, api_key)
     if found is None:
         return None
-    secret = master.open(SECRET_PURPOSE, found.secret_sealed, aad=api_key.encode()).decode()
-    return StoredKey(api_key=api_key, merchant_id=found.merchant_id, secret=secret, revoked=found.revoked)
+    merchant_id, sealed, revoked = found
+    secret = master.open(SECRET_PURPOSE, sealed, aad=api_key.encode()).decode()
+    return StoredKey(api_key=api_key, merchant_id=merchant_id, secret=secret, revoked=revoked)
