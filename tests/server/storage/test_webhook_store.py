@@ -70,7 +70,7 @@ async def test_previous_statuses_come_from_the_history(db: Database) -> None:  #
         await touch(conn, pid, "in_progress")
     async with db.read() as conn:
         found = await entity_statuses(conn, [pid, "pi_none"])
-    assert [(s.entity, s.entity_id, s.intent_seq, s.status) for s in sorted(found, key=lambda s: s.intent_seq)] == [
+    assert sorted(found, key=lambda s: s[2]) == [
         ("payment_intent", pid, 1, "created"), ("payment_intent", pid, 2, "in_progress")]
 
 
@@ -93,17 +93,17 @@ async def test_claims_outcomes_and_replay(db: Database) -> None:  # noqa: F811
                        error="HTTP 500", now=50, next_at=70)
     await queue.finish(first.event_id, endpoint.id, status="failed", attempts=9, status_code=None,
                        error="late", now=60)  # only a pending delivery takes an outcome
-    recent = {r.event_id: r for r in await queue.recent(merchant_id=shop)}
-    assert (recent[first.event_id].status, recent[first.event_id].delivered_at,
-            recent[first.event_id].last_status_code) == ("delivered", 50, 200)
-    assert (recent[second.event_id].status, recent[second.event_id].next_attempt_at,
-            recent[second.event_id].last_error) == ("pending", 70, "HTTP 500")
+    recent = {r["event_id"]: r for r in await queue.recent(merchant_id=shop)}
+    assert (recent[first.event_id]["status"], recent[first.event_id]["delivered_at"],
+            recent[first.event_id]["last_status_code"]) == ("delivered", 50, 200)
+    assert (recent[second.event_id]["status"], recent[second.event_id]["next_attempt_at"],
+            recent[second.event_id]["last_error"]) == ("pending", 70, "HTTP 500")
 
     await queue.finish(second.event_id, endpoint.id, status="failed", attempts=2, status_code=410,
                        error="x" * 600, now=80)
     await queue.disable_endpoint(endpoint.id, "the endpoint answered 410 Gone", 80)
     [failed] = await queue.recent(status="failed")
-    assert failed.event_id == second.event_id and failed.last_error == "x" * 500
+    assert failed["event_id"] == second.event_id and failed["last_error"] == "x" * 500
     async with db.read() as conn:
         assert (await endpoints.list_endpoints(conn, shop))[0].status == "disabled"
 
