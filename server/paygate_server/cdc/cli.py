@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from paygate_server.cli import CommandError, open_database
 from paygate_server.config import Settings
 
 __all__ = ["add_commands"]
@@ -17,7 +18,6 @@ __all__ = ["add_commands"]
 
 async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, int] | None:
     from paygate_server.app import EXTENSIONS, build_gateway
-    from paygate_server.cli import open_database
 
     async with open_database(settings):
         pass  # a missing or unreachable database, or a wrong schema: one line, before anything starts
@@ -27,8 +27,6 @@ async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, 
         if args.consumer:
             unknown = set(args.consumer) - {c.name for c in relay.consumers}
             if unknown:
-                from paygate_server.cli import CommandError
-
                 raise CommandError(f"no relay consumer named {', '.join(sorted(unknown))} "
                                    f"(have: {', '.join(c.name for c in relay.consumers)})")
             relay.consumers = [c for c in relay.consumers if c.name in args.consumer]
@@ -36,8 +34,6 @@ async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, 
             try:
                 return await relay.drain(lease_timeout_s=args.lease_timeout)
             except TimeoutError as exc:
-                from paygate_server.cli import CommandError
-
                 raise CommandError(f"{exc} (is `paygate serve` running the relay? then --once is not needed)") from None
         await gateway.notifier.start()
         work = [relay.run_forever()]
@@ -72,7 +68,6 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> Any:
     from paygate_server.cdc.archive import ArchiveReader
     from paygate_server.cdc.audit import verify_archive
     from paygate_server.cdc.store import store_for
-    from paygate_server.cli import open_database
 
     async with open_database(settings) as db:
         store = store_for(settings)
@@ -96,8 +91,6 @@ def _store_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.cli import CommandError
-
     try:
         report = asyncio.run(_verify(args, settings))
     except _store_errors() as exc:
@@ -116,7 +109,6 @@ async def _show(args: argparse.Namespace, settings: Settings) -> Any:
     from paygate_server.cdc.archive import ArchiveReader
     from paygate_server.cdc.audit import timeline
     from paygate_server.cdc.store import store_for
-    from paygate_server.cli import open_database
 
     async with open_database(settings) as db:
         store = store_for(settings) if args.archive else None
@@ -129,7 +121,6 @@ async def _show(args: argparse.Namespace, settings: Settings) -> Any:
 
 def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.cdc.audit import format_timeline
-    from paygate_server.cli import CommandError
     from paygate_server.intents.history import render_history
 
     if not args.intent.startswith("pi_"):

@@ -133,11 +133,6 @@ async def _pg_fetch(conn: AsyncConnection, sql: Sql, **params: Any) -> Sequence[
     return await fetch_tuples(conn, sql, begin=False, **params)
 
 
-async def oldest_running(conn: AsyncConnection) -> int:
-    """Every transaction of this database with a smaller txid has finished."""
-    return int((await _pg_fetch(conn, _OLDEST_RUNNING))[0][0])
-
-
 async def _lower(conn: AsyncConnection, horizon: int, x: int) -> int:
     while x > horizon:
         blocked = (await _pg_fetch(conn, _BLOCKED, horizon=horizon, x=x))[0][0]
@@ -149,7 +144,7 @@ async def _lower(conn: AsyncConnection, horizon: int, x: int) -> int:
 
 async def safe_window_end(conn: AsyncConnection, horizon: int) -> int:
     """The end of the next window: finished transactions only, no intent split across it."""
-    return await _lower(conn, horizon, await oldest_running(conn))
+    return await _lower(conn, horizon, int((await _pg_fetch(conn, _OLDEST_RUNNING))[0][0]))
 
 
 def _change(row: Sequence[Any], position: Position = START) -> Change:

@@ -73,12 +73,6 @@ class Change:
     # Where the relay stands once this change is delivered (set by the reader).
     position: Position = START
 
-    @classmethod
-    def from_row(cls, row: Any, position: Position = START) -> Change:
-        m = row._mapping if hasattr(row, "_mapping") else row
-        return cls(m["id"], m["entity"], m["entity_id"], m["op"], m["intent_id"], m["merchant_id"],
-                   m["intent_seq"], m["data"], m["txid"], m["created_at"], position)
-
     def snapshot(self) -> dict[str, Any]:
         value = jsoncodec.loads(self.data)
         assert isinstance(value, dict)

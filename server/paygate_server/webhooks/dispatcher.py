@@ -26,6 +26,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import httpcore
 
@@ -46,11 +47,9 @@ JITTER = (0.8, 1.2)
 USER_AGENT = b"paygate-webhooks/1"
 
 
-class AttemptResult:
-    __slots__ = ("status_code", "error")
-
-    def __init__(self, status_code: int | None, error: str | None) -> None:
-        self.status_code, self.error = status_code, error
+class AttemptResult(NamedTuple):
+    status_code: int | None
+    error: str | None
 
 
 class Dispatcher:
@@ -80,8 +79,7 @@ class Dispatcher:
                     raise
                 except Exception:
                     log.exception("webhook dispatch pass failed")
-                timeout = self._settings.webhook_poll_interval_s
-                await wait_event(self._wake, timeout)
+                await wait_event(self._wake, self._settings.webhook_poll_interval_s)
         finally:
             for task in list(self._tasks):
                 task.cancel()

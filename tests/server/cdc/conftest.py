@@ -72,7 +72,7 @@ async def touch(conn: AsyncConnection, intent_id: str, status: str | None = None
 
 async def all_changes(db: Database) -> list[Change]:
     async with db.read() as conn:
-        return [Change.from_row(r) for r in await conn.execute(select(change_log).order_by(change_log.c.id))]
+        return [Change(**r._mapping) for r in await conn.execute(select(change_log).order_by(change_log.c.id))]
 
 
 def assert_exactly_once_in_order(received: list[Change], expected: list[Change], *, dedupe: bool = False) -> None:
