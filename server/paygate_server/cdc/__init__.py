@@ -18,18 +18,16 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
+from paygate_server.cdc.archive import ArchiveSink
 from paygate_server.cdc.broker import BrokerSink, broker_client_for
-from paygate_server.cdc.relay import Consumer, Relay
-from paygate_server.cdc.store import ObjectStore, store_for
+from paygate_server.cdc.relay import Relay
+from paygate_server.cdc.store import store_for
 from paygate_server.extensions import Extension
-from paygate_server.storage.changes import Change, Position
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["Change", "Position", "Consumer", "Relay", "ArchiveSink", "ArchiveReader", "BrokerSink",
-           "ObjectStore", "store_for", "CdcExtension", "extension", "build_relay"]
+__all__ = ["CdcExtension", "extension", "build_relay"]
 
 
 def build_relay(gateway: Gateway) -> Relay:

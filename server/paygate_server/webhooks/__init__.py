@@ -23,12 +23,11 @@ from paygate_server.extensions import Extension
 from paygate_server.webhooks import endpoints
 from paygate_server.webhooks.dispatcher import Dispatcher
 from paygate_server.webhooks.events import WebhookConsumer
-from paygate_server.webhooks.model import EVENT_TYPES
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["WebhooksExtension", "extension", "Dispatcher", "WebhookConsumer", "EVENT_TYPES"]
+__all__ = ["WebhooksExtension", "extension"]
 
 
 class WebhooksExtension(Extension):
