@@ -23,9 +23,9 @@ from tests.support.app import running_gateway, test_settings
 from tests.support.databases import migrate
 
 # Run by every endpoint, or the same code before and after the storage port.
-COMMON = ("http/middleware", "headerguard", "logs", "auth/", "cards/", "crypto/", "jsoncodec", "clock", "ids",
-          "validation", "http/request_input", "realtime/", "faults", "intents/schemas", "processing/connectors",
-          "observability/", "state", "errors", "storage/availability", "storage/group_commit", "cdc/changes")
+COMMON = ("http/middleware", "headerguard", "logs", "auth/", "cards/", "crypto", "jsoncodec", "clock", "ids",
+          "validation", "http/request_input", "realtime", "faults", "intents/schemas", "processing/connectors",
+          "observability/", "state", "errors", "storage/availability", "storage/group_commit", "storage/changes")
 
 
 class Approve:
