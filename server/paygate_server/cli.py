@@ -21,6 +21,7 @@ from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.logs import redact_url
 from paygate_server.merchants import (
+    KeyPair,
     MerchantError,
     create_key,
     create_merchant,
@@ -52,6 +53,12 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
         print(json.dumps(payload))
     else:
         print(text)
+
+
+def _emit_pair(args: argparse.Namespace, pair: KeyPair, heading: str = "") -> None:
+    _emit(args, {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret},
+          f"{heading}api key:        {pair.api_key}\nsigning secret: {pair.signing_secret}\n"
+          "(the signing secret is shown only now: store it safely)")
 
 
 def _configured(settings: Settings) -> str:
@@ -104,14 +111,13 @@ async def open_database(settings: Settings, *, check: bool = True) -> AsyncItera
         await db.dispose()
 
 
-async def _with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *, check: bool = True) -> Any:
-    async with open_database(settings, check=check) as db:
-        return await fn(db)
-
-
 def run_with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *, check: bool = True) -> Any:
     """Run ``fn(db)`` on the opened database (see :func:`open_database`) to completion."""
-    return asyncio.run(_with_db(settings, fn, check=check))
+    async def run() -> Any:
+        async with open_database(settings, check=check) as db:
+            return await fn(db)
+
+    return asyncio.run(run())
 
 
 def port_taken(host: str, port: int, option: str, exc: OSError) -> CommandError:
@@ -153,9 +159,7 @@ def cmd_merchants_create(args: argparse.Namespace, settings: Settings) -> None:
             return await create_merchant(conn, master, name=args.name, origins=args.origin or [], live=args.live)
 
     pair = run_with_db(settings, run)
-    _emit(args, {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret},
-          f"merchant:       {pair.merchant_id}\napi key:        {pair.api_key}\n"
-          f"signing secret: {pair.signing_secret}\n(the signing secret is shown only now: store it safely)")
+    _emit_pair(args, pair, f"merchant:       {pair.merchant_id}\n")
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
@@ -165,10 +169,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
             await require_merchant(conn, args.merchant)
             return await create_key(conn, master, args.merchant, live=args.live)
 
-    pair = run_with_db(settings, run)
-    _emit(args, {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret},
-          f"api key:        {pair.api_key}\nsigning secret: {pair.signing_secret}\n"
-          "(the signing secret is shown only now: store it safely)")
+    _emit_pair(args, run_with_db(settings, run))
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
@@ -267,7 +268,7 @@ CLI_EXTENSIONS: tuple[str, ...] = (
     "paygate_server.cdc.cli", "paygate_server.webhooks.cli",
     "paygate_server.vault.cli",
     "paygate_server.demo",
-    "paygate_server.bench",
+    "paygate_server.bench.command",
     "paygate_server.processing.cli",
 )
 

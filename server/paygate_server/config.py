@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from paygate_server.cards.keys import DEFAULT_KEY_BITS
@@ -124,9 +124,6 @@ class Settings:
     @property
     def master_key_path(self) -> Path:
         return self.data_dir / "master.key"
-
-    def with_overrides(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -488,9 +488,5 @@ class ConnectionPool:
             if not waiter.done():
                 waiter.set_result(None)
 
-    @property
-    def open_connections(self) -> int:
-        return self._open
-
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"ConnectionPool({self.host}:{self.port}, open={self._open}, idle={len(self._idle)})"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ TEST_MASTER_KEY = "00" * 32
 def test_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:
     base = Settings(data_dir=data_dir, database_url=database_url, master_key=TEST_MASTER_KEY,
                     key_cache_ttl_s=0.0, run_background=False)
-    return base.with_overrides(**overrides) if overrides else base
+    return replace(base, **overrides)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -6,8 +6,3 @@ target rate), always bounded by a duration or a count; it reports payments/s, pe
 latency percentiles, errors by code, and the CPU the gateway, the simulator and the
 generator itself used, read from ``/proc``. See docs/performance.md.
 """
-from __future__ import annotations
-
-from paygate_server.bench.command import add_commands
-
-__all__ = ["add_commands"]

@@ -113,10 +113,9 @@ def cpu_seconds_between(start: CpuSample, end: CpuSample) -> float:
 
 
 class CpuGroup:
-    """A named set of processes whose CPU is sampled together."""
+    """A set of processes whose CPU is sampled together."""
 
-    def __init__(self, name: str, roots: Iterable[int], *, include_children: bool = True) -> None:
-        self.name = name
+    def __init__(self, roots: Iterable[int], *, include_children: bool = True) -> None:
         self.roots = list(roots)
         self.include_children = include_children
         self.pids: set[int] = set(self.roots)

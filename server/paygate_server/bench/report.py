@@ -12,11 +12,12 @@ _UNITS = {"payment": "payments", "create": "intents created", "status": "status 
           "process": "process calls"}
 
 
-def _cpu_entry(seconds: float | None, user_sys: tuple[float, float] | None, pids: list[int],
-               window_s: float, completed: int) -> dict[str, Any]:
-    if seconds is None or user_sys is None:
+def _cpu_entry(user_sys: tuple[float, float] | None, pids: list[int], window_s: float,
+               completed: int) -> dict[str, Any]:
+    if user_sys is None:
         return {"seconds": None, "userSeconds": None, "systemSeconds": None, "cores": None,
                 "secondsPerOperation": None, "msPerOperation": None, "processes": pids}
+    seconds = sum(user_sys)
     per = seconds / completed if completed else None
     return {
         "seconds": round(seconds, 3),
@@ -40,8 +41,7 @@ def build_report(result: RunResult, *, scenario: str, context: dict[str, Any]) -
         stats["perSecond"] = round(result.histograms[name].count / window, 1) if window > 0 else None
         endpoints[name] = stats
     per_second = result.completed / window if window > 0 else 0.0
-    cpu = {name: _cpu_entry(result.cpu_s[name], result.cpu_user_sys[name], result.cpu_pids[name], window,
-                            result.completed)
+    cpu = {name: _cpu_entry(result.cpu_user_sys[name], result.cpu_pids[name], window, result.completed)
            for name in ("gateway", "simulator", "database", "loadgen")}
     report: dict[str, Any] = {
         "scenario": scenario,

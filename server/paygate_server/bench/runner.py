@@ -51,7 +51,6 @@ class RunResult:
     failed_flows: int
     dropped: int
     exhausted: bool
-    cpu_s: dict[str, float | None]
     cpu_user_sys: dict[str, tuple[float, float] | None]
     cpu_pids: dict[str, list[int]]
     load_before: tuple[float, float, float]
@@ -150,13 +149,17 @@ def _drive(plan: RunPlan, workers: list[Any], pipes: list[Any], results_q: Any,
             ready += 1
 
     groups = {
-        "gateway": CpuGroup("gateway", plan.gateway_pids) if plan.gateway_pids else None,
-        "simulator": CpuGroup("simulator", plan.simulator_pids) if plan.simulator_pids else None,
-        "database": CpuGroup("database", plan.database_pids) if plan.database_pids else None,
+        "gateway": CpuGroup(plan.gateway_pids) if plan.gateway_pids else None,
+        "simulator": CpuGroup(plan.simulator_pids) if plan.simulator_pids else None,
+        "database": CpuGroup(plan.database_pids) if plan.database_pids else None,
         # Our own processes only: in --spawn mode the gateway and simulator are our
         # children too, so no descendant walk here.
-        "loadgen": CpuGroup("loadgen", [os.getpid(), *(p.pid for p in workers)], include_children=False),
+        "loadgen": CpuGroup([os.getpid(), *(p.pid for p in workers)], include_children=False),
     }
+
+    def sample_groups() -> dict[str, Any]:
+        return {k: g.sample() for k, g in groups.items() if g is not None}
+
     began = time.monotonic()
     window_start = began + plan.warmup_s
     window_end = window_start + plan.duration_s if plan.duration_s is not None else None
@@ -177,10 +180,10 @@ def _drive(plan: RunPlan, workers: list[Any], pipes: list[Any], results_q: Any,
         now = time.monotonic()
         if not start_samples and now >= window_start:
             load_before = load_average()
-            start_samples = {k: g.sample() for k, g in groups.items() if g is not None}
+            start_samples = sample_groups()
             probe_start = plan.probe.sample() if plan.probe else None
         if start_samples and not end_samples and window_end is not None and now >= window_end:
-            end_samples = {k: g.sample() for k, g in groups.items() if g is not None}
+            end_samples = sample_groups()
             probe_end = plan.probe.sample() if plan.probe else None
             load_after = load_average()
         gw = groups["gateway"] if progress_out is not None else None  # --quiet: no extra /proc scans
@@ -212,10 +215,10 @@ def _drive(plan: RunPlan, workers: list[Any], pipes: list[Any], results_q: Any,
             raise RuntimeError(f"load generator process {index} failed: {msg[2]}")
 
     if not start_samples:  # everything ended inside the warm-up (tiny --count)
-        start_samples = {k: g.sample() for k, g in groups.items() if g is not None}
+        start_samples = sample_groups()
         window_start = time.monotonic()
     if not end_samples:  # count-bounded: the window ends at the last completion
-        end_samples = {k: g.sample() for k, g in groups.items() if g is not None}
+        end_samples = sample_groups()
         probe_end = plan.probe.sample() if plan.probe else None
         load_after = load_average()
         last = max((r["last_completion"] for r in results.values()), default=0.0)
@@ -233,17 +236,9 @@ def _drive(plan: RunPlan, workers: list[Any], pipes: list[Any], results_q: Any,
             errors[key] = errors.get(key, 0) + n
         for key, n in r["outcomes"].items():
             outcomes[key] = outcomes.get(key, 0) + n
-    cpu_s: dict[str, float | None] = {}
-    cpu_user_sys: dict[str, tuple[float, float] | None] = {}
-    cpu_pids: dict[str, list[int]] = {}
-    for name, group in groups.items():
-        if group is None:
-            cpu_s[name] = cpu_user_sys[name] = None
-            cpu_pids[name] = []
-        else:
-            cpu_user_sys[name] = cpu_split_between(start_samples[name], end_samples[name])
-            cpu_s[name] = sum(cpu_user_sys[name])  # type: ignore[arg-type]
-            cpu_pids[name] = sorted(group.pids)
+    cpu_user_sys = {name: None if group is None else cpu_split_between(start_samples[name], end_samples[name])
+                    for name, group in groups.items()}
+    cpu_pids = {name: [] if group is None else sorted(group.pids) for name, group in groups.items()}
     return RunResult(
         window_s=window_end - window_start, histograms=histograms, errors=errors, outcomes=outcomes,
         requests=sum(r["requests"] for r in results.values()),
@@ -251,6 +246,6 @@ def _drive(plan: RunPlan, workers: list[Any], pipes: list[Any], results_q: Any,
         failed_flows=sum(r["failed_flows"] for r in results.values()),
         dropped=sum(r["dropped"] for r in results.values()),
         exhausted=any(r["exhausted"] for r in results.values()),
-        cpu_s=cpu_s, cpu_user_sys=cpu_user_sys, cpu_pids=cpu_pids, load_before=load_before, load_after=load_after,
+        cpu_user_sys=cpu_user_sys, cpu_pids=cpu_pids, load_before=load_before, load_after=load_after,
         processor=processor_between(probe_start, probe_end),
     )

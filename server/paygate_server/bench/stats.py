@@ -8,10 +8,9 @@ not six million floats). Histograms from several worker processes merge by addin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["PERCENTILES", "LatencyHistogram", "exact_percentile"]
+__all__ = ["PERCENTILES", "LatencyHistogram"]
 
 PERCENTILES = (50.0, 95.0, 99.0)
 _GROWTH = 1.01  # bucket width: 1 % of the value
@@ -99,11 +98,3 @@ class LatencyHistogram:
                    min_s=math.inf if minimum is None else float(minimum),  # type: ignore[arg-type]
                    max_s=float(data["max_s"]))  # type: ignore[arg-type]
 
-
-def exact_percentile(values: Iterable[float], p: float) -> float | None:
-    """Nearest-rank percentile of raw values (the reference the histogram is tested against)."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
-    return ordered[rank - 1]

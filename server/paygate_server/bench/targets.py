@@ -138,19 +138,6 @@ def database_server_pids(url: str | None) -> list[int]:
     return pids_listening_on(port)
 
 
-def _no_delay(service: ServiceProcess) -> None:
-    """TCP_NODELAY on the pre-bound listening socket (Linux copies it to every accepted
-    connection). uvicorn's ``--fd`` wraps an inherited descriptor as AF_UNIX whatever it
-    is, so it never sets TCP_NODELAY on the TCP connections it accepts, and a response
-    written in two segments (head, then body) waits for the client's delayed ACK: +40 ms
-    on most requests. ServiceProcess sets it itself now; the bench keeps doing it so its
-    latency numbers cannot regress silently if that changes. ``_sock`` is
-    ServiceProcess's listening socket."""
-    sock: socket.socket = service._sock
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 @contextlib.contextmanager
 def spawned_stack(*, database_url: str | None, workers: int, merchants: int,
                   data_dir: Path | None, extra_env: dict[str, str] | None = None) -> Iterator[Target]:
@@ -181,8 +168,6 @@ def spawned_stack(*, database_url: str | None, workers: int, merchants: int,
         env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
     gateway = ServiceProcess(lambda fd: gateway_command(fd, workers=workers),
                              log_path=folder / "gateway.log", env=env, startup_timeout_s=60.0)
-    for service in (simulator, gateway):
-        _no_delay(service)
     try:
         _migrate(env)
         creds = create_merchants(merchants, env)

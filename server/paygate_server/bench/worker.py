@@ -101,10 +101,7 @@ class Recorder:
         if not self.in_window(started, ended):
             return
         self.requests += 1
-        hist = self.histograms.get(endpoint)
-        if hist is None:
-            hist = self.histograms[endpoint] = LatencyHistogram()
-        hist.record(ended - started)
+        self._record(endpoint, ended - started)
         if error is not None:
             key = f"{endpoint}: {error}"
             self.errors[key] = self.errors.get(key, 0) + 1
@@ -122,12 +119,14 @@ class Recorder:
         self.payments += 1
         self.last_completion = max(self.last_completion, ended)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-        if name is None:
-            return
+        if name is not None:
+            self._record(name, ended - started)
+
+    def _record(self, name: str, seconds: float) -> None:
         hist = self.histograms.get(name)
         if hist is None:
             hist = self.histograms[name] = LatencyHistogram()
-        hist.record(ended - started)
+        hist.record(seconds)
 
 
 def _error_of(response: Response) -> str:

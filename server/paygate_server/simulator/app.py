@@ -312,14 +312,13 @@ async def post_faults(request: Request) -> Response:
         config = FaultConfig.from_json(data)
     except FaultError as exc:
         raise ProtocolError(400, "parameter_invalid", str(exc), param=exc.param) from None
-    sim.faults.set(config)
+    sim.faults.config = config
     return JSONResponse(config.to_json())
 
 
 async def delete_faults(request: Request) -> Response:
-    sim = _sim(request)
-    sim.faults.set(FaultConfig())
-    return JSONResponse(sim.faults.config.to_json())
+    config = _sim(request).faults.config = FaultConfig()
+    return JSONResponse(config.to_json())
 
 
 async def healthz(request: Request) -> Response:

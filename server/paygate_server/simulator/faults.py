@@ -105,9 +105,6 @@ class FaultInjector:
         self.rng = rng
         self.config = FaultConfig()
 
-    def set(self, config: FaultConfig) -> None:
-        self.config = config
-
     def draw(self) -> FaultDecision:
         cfg = self.config
         if cfg == _DEFAULT_CONFIG:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import enum
+import operator
 import pathlib
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from paygate_server.private_files import private_dir, private_file
@@ -80,13 +81,6 @@ CREATE TABLE IF NOT EXISTS retry_marks (
 ) WITHOUT ROWID;
 """
 
-_CHARGE_COLUMNS = (
-    "reference, payment_intent_id, merchant_id, amount, currency, card_brand, card_last4, "
-    "status, auth_code, decline_code, created_at, amount_refunded"
-)
-_REFUND_COLUMNS = "reference, charge_reference, amount, currency, status, created_at"
-
-
 @dataclass(frozen=True, slots=True)
 class ChargeRecord:
     reference: str
@@ -122,6 +116,16 @@ class RefundRecord:
     currency: str
     status: str  # "succeeded"
     created_at: str
+
+
+# The tables' columns are named after the records' fields, in the same order: a row is a
+# record's fields, and a record's values are a row.
+_CHARGE_FIELDS = [f.name for f in fields(ChargeRecord)]
+_REFUND_FIELDS = [f.name for f in fields(RefundRecord)]
+_CHARGE_COLUMNS = ", ".join(_CHARGE_FIELDS)
+_REFUND_COLUMNS = ", ".join(_REFUND_FIELDS)
+_charge_values = operator.attrgetter(*_CHARGE_FIELDS)
+_refund_values = operator.attrgetter(*_REFUND_FIELDS)
 
 
 class ChargeMode(enum.Enum):
@@ -170,31 +174,6 @@ _INSERT_CHARGE_IF_NEW = (
 )
 
 
-def _charge_params(record: ChargeRecord) -> tuple[Any, ...]:
-    return (
-        record.reference,
-        record.payment_intent_id,
-        record.merchant_id,
-        record.amount,
-        record.currency,
-        record.card_brand,
-        record.card_last4,
-        record.status,
-        record.auth_code,
-        record.decline_code,
-        record.created_at,
-        0,
-    )
-
-
-def _charge_from_row(row: tuple[Any, ...]) -> ChargeRecord:
-    return ChargeRecord(*row)
-
-
-def _refund_from_row(row: tuple[Any, ...]) -> RefundRecord:
-    return RefundRecord(*row)
-
-
 # --- operations run by the writer thread -------------------------------------------------
 
 
@@ -204,12 +183,12 @@ def _op_charge(
     if mode is ChargeMode.RECORD:
         # The common case in one statement: a new reference is inserted, an existing one
         # is left alone (and read back below).
-        inserted = conn.execute(_INSERT_CHARGE_IF_NEW, _charge_params(record)).rowcount
+        inserted = conn.execute(_INSERT_CHARGE_IF_NEW, _charge_values(record)).rowcount
         if inserted:
             return ChargeDisposition.CREATED, record
     row = conn.execute(_SELECT_CHARGE, (record.reference,)).fetchone()
     if row is not None:
-        existing = _charge_from_row(row)
+        existing = ChargeRecord(*row)
         if existing.same_request(record):
             return ChargeDisposition.EXISTING, existing
         return ChargeDisposition.CONFLICT, existing
@@ -225,7 +204,7 @@ def _op_charge(
             (record.reference, record.created_at),
         )
         return ChargeDisposition.RETRY_LATER, None
-    conn.execute(_INSERT_CHARGE_IF_NEW, _charge_params(record))
+    conn.execute(_INSERT_CHARGE_IF_NEW, _charge_values(record))
     return ChargeDisposition.CREATED, record
 
 
@@ -236,14 +215,14 @@ def _op_refund(
         f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE reference = ?", (reference,)
     ).fetchone()
     if row is not None:
-        existing = _refund_from_row(row)
+        existing = RefundRecord(*row)
         if existing.charge_reference == charge_reference and existing.amount == amount:
             return RefundDisposition.EXISTING, existing, None
         return RefundDisposition.CONFLICT, existing, None
     row = conn.execute(_SELECT_CHARGE, (charge_reference,)).fetchone()
     if row is None:
         return RefundDisposition.CHARGE_NOT_FOUND, None, None
-    charge = _charge_from_row(row)
+    charge = ChargeRecord(*row)
     if charge.status != "approved":
         return RefundDisposition.NOT_REFUNDABLE, None, charge
     if charge.amount_refunded + amount > charge.amount:
@@ -252,15 +231,7 @@ def _op_refund(
         reference, charge_reference, amount, charge.currency, "succeeded", created_at
     )
     conn.execute(
-        f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            refund.reference,
-            refund.charge_reference,
-            refund.amount,
-            refund.currency,
-            refund.status,
-            refund.created_at,
-        ),
+        f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", _refund_values(refund)
     )
     conn.execute(
         "UPDATE charges SET amount_refunded = amount_refunded + ? WHERE reference = ?",
@@ -434,10 +405,8 @@ class Store:
 
     async def get_charge(self, reference: str) -> ChargeRecord | None:
         def run(conn: sqlite3.Connection) -> ChargeRecord | None:
-            row = conn.execute(
-                f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE reference = ?", (reference,)
-            ).fetchone()
-            return None if row is None else _charge_from_row(row)
+            row = conn.execute(_SELECT_CHARGE, (reference,)).fetchone()
+            return None if row is None else ChargeRecord(*row)
 
         return await self._read(run)
 
@@ -446,7 +415,7 @@ class Store:
             row = conn.execute(
                 f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE reference = ?", (reference,)
             ).fetchone()
-            return None if row is None else _refund_from_row(row)
+            return None if row is None else RefundRecord(*row)
 
         return await self._read(run)
 
@@ -465,7 +434,7 @@ class Store:
         sql = f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE {where} ORDER BY created_at, reference"
 
         def run(conn: sqlite3.Connection) -> list[ChargeRecord]:
-            return [_charge_from_row(row) for row in conn.execute(sql, params)]
+            return [ChargeRecord(*row) for row in conn.execute(sql, params)]
 
         return await self._read(run)
 
@@ -475,8 +444,9 @@ class Store:
         """Approved charges and succeeded refunds recorded on ``day`` (UTC)."""
         start = day.isoformat() + "T"
         end = (day + _dt.timedelta(days=1)).isoformat() + "T"
-        refund_cols = ", ".join(f"r.{c.strip()}" for c in _REFUND_COLUMNS.split(","))
-        charge_cols = ", ".join(f"c.{c.strip()}" for c in _CHARGE_COLUMNS.split(","))
+        refund_cols = ", ".join(f"r.{name}" for name in _REFUND_FIELDS)
+        charge_cols = ", ".join(f"c.{name}" for name in _CHARGE_FIELDS)
+        split = len(_REFUND_FIELDS)  # a joined row: the refund's columns, then the charge's
 
         def run(
             conn: sqlite3.Connection,
@@ -485,7 +455,7 @@ class Store:
             conn.execute("BEGIN")
             try:
                 charges = [
-                    _charge_from_row(row)
+                    ChargeRecord(*row)
                     for row in conn.execute(
                         f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE status = 'approved' "
                         "AND created_at >= ? AND created_at < ? ORDER BY created_at, reference",
@@ -493,7 +463,7 @@ class Store:
                     )
                 ]
                 refunds = [
-                    (_refund_from_row(row[:6]), _charge_from_row(row[6:]))
+                    (RefundRecord(*row[:split]), ChargeRecord(*row[split:]))
                     for row in conn.execute(
                         f"SELECT {refund_cols}, {charge_cols} FROM refunds r "
                         "JOIN charges c ON c.reference = r.charge_reference "

@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, Self
+from typing import Any
 
 from paygate_server.procs import ServiceProcess
 
@@ -112,14 +112,6 @@ class SimulatorProcess(ServiceProcess):
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
         return cmd
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
 
 
 @contextlib.contextmanager

@@ -3,11 +3,13 @@ parsing, the HTTP/1.1 response parser, and how work is split between processes."
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,8 +23,17 @@ from paygate_server.bench.cpu import (
     pids_listening_on,
 )
 from paygate_server.bench.runner import split
-from paygate_server.bench.stats import LatencyHistogram, exact_percentile
+from paygate_server.bench.stats import LatencyHistogram
 from paygate_server.http1client import HttpConnection, HttpError
+from paygate_server.procs import ServiceProcess
+
+
+def exact_percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of raw values: the reference the histogram is tested against."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[max(1, math.ceil(p / 100.0 * len(ordered))) - 1]
 
 
 def test_histogram_percentiles_are_within_one_percent_of_exact() -> None:
@@ -100,7 +111,7 @@ def test_descendants_walks_the_tree() -> None:
 
 
 def test_cpu_group_sees_this_process_and_a_busy_child() -> None:
-    group = CpuGroup("me", [os.getpid()])
+    group = CpuGroup([os.getpid()])
     before = group.sample()
     # Burn 0.2 s of this process's CPU time (not of the wall clock: on a loaded machine the
     # process may get a small share of it), with a generous wall deadline.
@@ -210,3 +221,14 @@ def test_recorder_counts_a_single_request_flow_once() -> None:
     assert rec.payments == 2
     assert {name: h.count for name, h in rec.histograms.items()} == {
         "status": 1, "create": 1, "process": 1, "payment": 1}
+
+
+def test_service_process_sets_tcp_nodelay_on_its_listening_socket(tmp_path: Path) -> None:
+    # uvicorn never sets it on what it accepts from an inherited descriptor: without it a
+    # response written in two segments waits ~40 ms for the delayed ACK, and every bench
+    # latency figure (and the gateway's processor calls to the simulator) would include it.
+    service = ServiceProcess(lambda fd: ["true"], log_path=tmp_path / "service.log")
+    try:
+        assert service._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        service.close()

@@ -86,7 +86,7 @@ def test_fault_draws_are_seeded_and_exclusive() -> None:
     draws = []
     for _ in range(2):
         injector = FaultInjector(random.Random(99))
-        injector.set(config)
+        injector.config = config
         draws.append([injector.draw() for _ in range(500)])
     assert draws[0] == draws[1]
     for decision in draws[0]:
