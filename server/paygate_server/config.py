@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from paygate_server.cards.keys import DEFAULT_KEY_BITS
 
@@ -127,58 +128,33 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Each setting from ``PAYGATE_<NAME>`` (its name in capitals; see _ENV_NAMES), read
+        as the type of its default; an unset variable keeps the default."""
         env = os.environ if env is None else env
-        d = cls()
-        return cls(
-            data_dir=Path(env.get("PAYGATE_DATA_DIR") or d.data_dir),
-            database_url=env.get("PAYGATE_DATABASE_URL", ""),
-            processor_url=env.get("PAYGATE_PROCESSOR_URL") or d.processor_url,
-            master_key=env.get("PAYGATE_MASTER_KEY") or None,
-            db_pool_size=int(env.get("PAYGATE_DB_POOL_SIZE", d.db_pool_size)),
-            db_pool_timeout_s=float(env.get("PAYGATE_DB_POOL_TIMEOUT_S", d.db_pool_timeout_s)),
-            public_url=env.get("PAYGATE_PUBLIC_URL") or None,
-            timestamp_tolerance_s=int(env.get("PAYGATE_TIMESTAMP_TOLERANCE_S", d.timestamp_tolerance_s)),
-            key_cache_ttl_s=float(env.get("PAYGATE_KEY_CACHE_TTL_S", d.key_cache_ttl_s)),
-            idempotency_ttl_s=int(env.get("PAYGATE_IDEMPOTENCY_TTL_S", d.idempotency_ttl_s)),
-            processor_timeout_s=float(env.get("PAYGATE_PROCESSOR_TIMEOUT_S", d.processor_timeout_s)),
-            processor_connect_timeout_s=float(env.get("PAYGATE_PROCESSOR_CONNECT_TIMEOUT_S", d.processor_connect_timeout_s)),
-            process_wait_budget_s=float(env.get("PAYGATE_PROCESS_WAIT_BUDGET_S", d.process_wait_budget_s)),
-            reconcile_schedule_s=tuple(float(x) for x in env["PAYGATE_RECONCILE_SCHEDULE_S"].split(","))
-            if env.get("PAYGATE_RECONCILE_SCHEDULE_S") else d.reconcile_schedule_s,
-            reconcile_not_found_after_s=float(env.get("PAYGATE_RECONCILE_NOT_FOUND_AFTER_S", d.reconcile_not_found_after_s)),
-            reconcile_sweep_interval_s=float(env.get("PAYGATE_RECONCILE_SWEEP_INTERVAL_S", d.reconcile_sweep_interval_s)),
-            card_key_bits=int(env.get("PAYGATE_CARD_KEY_BITS", d.card_key_bits)),
-            fault_point=env.get("PAYGATE_FAULT_POINT") or None,
-            run_background=_bool(env.get("PAYGATE_RUN_BACKGROUND"), d.run_background),
-            change_poll_interval_s=float(env.get("PAYGATE_CHANGE_POLL_INTERVAL_S", d.change_poll_interval_s)),
-            webhook_allow_private=_bool(env.get("PAYGATE_WEBHOOK_ALLOW_PRIVATE")),
-            relay_enabled=_bool(env.get("PAYGATE_RELAY"), d.relay_enabled),
-            relay_batch_size=int(env.get("PAYGATE_RELAY_BATCH_SIZE", d.relay_batch_size)),
-            relay_poll_interval_s=float(env.get("PAYGATE_RELAY_POLL_INTERVAL_S", d.relay_poll_interval_s)),
-            relay_lease_retry_s=float(env.get("PAYGATE_RELAY_LEASE_RETRY_S", d.relay_lease_retry_s)),
-            archive_dir=Path(env["PAYGATE_ARCHIVE_DIR"]) if env.get("PAYGATE_ARCHIVE_DIR") else None,
-            archive_segment_max_changes=int(env.get("PAYGATE_ARCHIVE_SEGMENT_MAX_CHANGES",
-                                                    d.archive_segment_max_changes)),
-            archive_linger_s=float(env.get("PAYGATE_ARCHIVE_LINGER_S", d.archive_linger_s)),
-            archive_s3_bucket=env.get("PAYGATE_ARCHIVE_S3_BUCKET") or None,
-            archive_s3_prefix=env.get("PAYGATE_ARCHIVE_S3_PREFIX", d.archive_s3_prefix),
-            archive_s3_endpoint=env.get("PAYGATE_ARCHIVE_S3_ENDPOINT") or None,
-            archive_s3_region=env.get("PAYGATE_ARCHIVE_S3_REGION") or d.archive_s3_region,
-            archive_s3_access_key=env.get("PAYGATE_ARCHIVE_S3_ACCESS_KEY") or None,
-            archive_s3_secret_key=env.get("PAYGATE_ARCHIVE_S3_SECRET_KEY") or None,
-            broker_url=env.get("PAYGATE_BROKER_URL") or None,
-            broker_stream=env.get("PAYGATE_BROKER_STREAM") or d.broker_stream,
-            broker_subject_prefix=env.get("PAYGATE_BROKER_SUBJECT_PREFIX") or d.broker_subject_prefix,
-            webhook_retry_schedule_s=tuple(float(x) for x in env["PAYGATE_WEBHOOK_RETRY_SCHEDULE_S"].split(","))
-            if env.get("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S") else d.webhook_retry_schedule_s,
-            webhook_timeout_s=float(env.get("PAYGATE_WEBHOOK_TIMEOUT_S", d.webhook_timeout_s)),
-            webhook_max_concurrency=int(env.get("PAYGATE_WEBHOOK_MAX_CONCURRENCY", d.webhook_max_concurrency)),
-            webhook_endpoint_concurrency=int(env.get("PAYGATE_WEBHOOK_ENDPOINT_CONCURRENCY",
-                                                     d.webhook_endpoint_concurrency)),
-            webhook_poll_interval_s=float(env.get("PAYGATE_WEBHOOK_POLL_INTERVAL_S", d.webhook_poll_interval_s)),
-            token_ttl_s=float(env.get("PAYGATE_TOKEN_TTL_S", d.token_ttl_s)),
-            vault_purge_interval_s=float(env.get("PAYGATE_VAULT_PURGE_INTERVAL_S", d.vault_purge_interval_s)),
-            metrics_token=env.get("PAYGATE_METRICS_TOKEN") or None,
-            metrics_db_refresh_s=float(env.get("PAYGATE_METRICS_DB_REFRESH_S", d.metrics_db_refresh_s)),
-            extra={k: v for k, v in env.items() if k.startswith("PAYGATE_")},
-        )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(_ENV_NAMES.get(f.name, "PAYGATE_" + f.name.upper()))
+            if raw is not None and f.name not in _NOT_FROM_ENV:
+                values[f.name] = _parse(f.name, raw, f.default)
+        return cls(**values, extra={k: v for k, v in env.items() if k.startswith("PAYGATE_")})
+
+
+# The variables not named PAYGATE_ + the setting's name, and the settings no variable sets.
+_ENV_NAMES = {"relay_enabled": "PAYGATE_RELAY"}
+_NOT_FROM_ENV = frozenset({"idempotency_lock_timeout_s", "max_body_bytes", "extra"})
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    """One variable's value. Empty means the default, except for a number (refused: a
+    typo should not pass for the default) and for the S3 prefix (empty: the bucket's root)."""
+    if isinstance(default, bool):
+        return _bool(raw, default)
+    if isinstance(default, int | float):
+        return type(default)(raw)
+    if isinstance(default, tuple):
+        return tuple(float(x) for x in raw.split(",")) if raw else default
+    if name == "archive_dir":
+        return Path(raw) if raw else None
+    if isinstance(default, Path):
+        return Path(raw or default)
+    return raw if name == "archive_s3_prefix" else raw or default

@@ -96,6 +96,13 @@ class JSONResponse(Response):
         return jsoncodec.dumps(content)
 
 
+def _answer(body: dict[str, Any], *, replayed: bool) -> JSONResponse:
+    response = JSONResponse(body)
+    if replayed:  # the same reference again: the first answer, marked as a replay
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
 def _error(exc: ProtocolError) -> JSONResponse:
     return JSONResponse(
         error_body(exc.code, exc.message, param=exc.param, retryable=exc.retryable),
@@ -205,10 +212,7 @@ async def post_charge(request: Request) -> Response:
         await asyncio.sleep(sim.slow_card_delay_s)
     if fault.drop or (created and action is cards.Action.DROP):
         return _DroppedResponse()
-    response = JSONResponse(charge_body(stored))
-    if not created:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return _answer(charge_body(stored), replayed=not created)
 
 
 async def get_charge(request: Request) -> Response:
@@ -245,14 +249,9 @@ async def post_refund(request: Request) -> Response:
     disposition, stored, charge = await sim.store.refund(
         refund.reference, refund.charge_reference, refund.amount, rfc3339(_utcnow())
     )
-    if disposition is RefundDisposition.CREATED:
+    if disposition in (RefundDisposition.CREATED, RefundDisposition.EXISTING):
         assert stored is not None
-        return JSONResponse(refund_body(stored))
-    if disposition is RefundDisposition.EXISTING:
-        assert stored is not None
-        response = JSONResponse(refund_body(stored))
-        response.headers["Idempotent-Replayed"] = "true"
-        return response
+        return _answer(refund_body(stored), replayed=disposition is RefundDisposition.EXISTING)
     if disposition is RefundDisposition.CONFLICT:
         raise ProtocolError(
             409,

@@ -42,6 +42,8 @@ _REFERENCE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CARD_SEPARATORS = str.maketrans("", "", " -")
+# A settlement's totals per currency, in the order they are shown.
+_TOTALS = ("chargeCount", "chargedAmount", "refundCount", "refundedAmount", "netAmount")
 
 DECLINE_MESSAGES: dict[str, str] = {
     "generic_decline": "The card was declined.",
@@ -109,19 +111,22 @@ def _invalid(param: str, message: str) -> ProtocolError:
     return ProtocolError(400, "parameter_invalid", message, param=param)
 
 
-def _reference(data: dict[str, Any], name: str) -> str:
+def _required(data: dict[str, Any], name: str, param: str | None = None) -> Any:
     value = data.get(name)
     if value is None:
-        raise _missing(name)
+        raise _missing(param or name)
+    return value
+
+
+def _reference(data: dict[str, Any], name: str) -> str:
+    value = _required(data, name)
     if not isinstance(value, str) or not _REFERENCE_RE.fullmatch(value):
         raise _invalid(name, f"{name} must be 1-255 characters of [A-Za-z0-9_.:-]")
     return value
 
 
 def _identifier(data: dict[str, Any], name: str) -> str:
-    value = data.get(name)
-    if value is None:
-        raise _missing(name)
+    value = _required(data, name)
     if not isinstance(value, str) or not 1 <= len(value) <= 255 or not value.isprintable():
         raise _invalid(name, f"{name} must be a string of 1-255 printable characters")
     return value
@@ -129,9 +134,7 @@ def _identifier(data: dict[str, Any], name: str) -> str:
 
 def _int(data: dict[str, Any], name: str, low: int, high: int, param: str | None = None) -> int:
     param = param or name
-    value = data.get(name)
-    if value is None:
-        raise _missing(param)
+    value = _required(data, name, param)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise _invalid(param, f"{param} must be an integer between {low} and {high}")
     return value
@@ -163,19 +166,13 @@ def parse_charge(data: dict[str, Any]) -> ChargeInput:
     payment_intent_id = _identifier(data, "paymentIntentId")
     merchant_id = _identifier(data, "merchantId")
     amount = _amount(data)
-    currency = data.get("currency")
-    if currency is None:
-        raise _missing("currency")
+    currency = _required(data, "currency")
     if not isinstance(currency, str) or not _CURRENCY_RE.fullmatch(currency):
         raise _invalid("currency", "currency must be an upper-case ISO 4217 code")
-    card = data.get("card")
-    if card is None:
-        raise _missing("card")
+    card = _required(data, "card")
     if not isinstance(card, dict):
         raise _invalid("card", "card must be an object")
-    number = card.get("number")
-    if number is None:
-        raise _missing("card.number")
+    number = _required(card, "number", "card.number")
     if not isinstance(number, str):
         raise _invalid("card.number", "card.number must be a string")
     digits = number.translate(_CARD_SEPARATORS)
@@ -276,26 +273,13 @@ def settlement_body(
     refunds: list[tuple[RefundRecord, ChargeRecord]],
 ) -> dict[str, Any]:
     totals: dict[str, dict[str, int]] = {}
-
-    def bucket(currency: str) -> dict[str, int]:
-        return totals.setdefault(
-            currency,
-            {
-                "chargeCount": 0,
-                "chargedAmount": 0,
-                "refundCount": 0,
-                "refundedAmount": 0,
-                "netAmount": 0,
-            },
-        )
-
     for charge in charges:
-        entry = bucket(charge.currency)
+        entry = totals.setdefault(charge.currency, dict.fromkeys(_TOTALS, 0))
         entry["chargeCount"] += 1
         entry["chargedAmount"] += charge.amount
         entry["netAmount"] += charge.amount
     for refund, _charge in refunds:
-        entry = bucket(refund.currency)
+        entry = totals.setdefault(refund.currency, dict.fromkeys(_TOTALS, 0))
         entry["refundCount"] += 1
         entry["refundedAmount"] += refund.amount
         entry["netAmount"] -= refund.amount
