@@ -134,7 +134,7 @@ def _listen(option: str, bind: Callable[[], ServiceProcess], port: int) -> Servi
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.procs import ServiceProcess, gateway_command
+    from paygate_server.procs import ServiceProcess, gateway_command, simulator_command
 
     data_dir = settings.data_dir.resolve()
     logs = data_dir / "logs"
@@ -142,8 +142,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     # Every socket is bound first, so the ports (maybe OS-chosen) are known before anything
     # starts: the merchant's origins and the webhook URL need the storefront's.
     simulator = _listen("--simulator-port", lambda: ServiceProcess(
-        lambda fd: [sys.executable, "-m", "paygate_server.simulator", "--fd", str(fd),
-                    "--store", str(data_dir / "simulator.db"), "--log-level", "warning"],
+        lambda fd: simulator_command(fd, data_dir / "simulator.db"),
         log_path=logs / "simulator.log", port=args.simulator_port,
     ), args.simulator_port)
     services = [simulator]

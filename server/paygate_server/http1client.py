@@ -36,6 +36,7 @@ import asyncio
 import collections
 import socket
 import ssl as _ssl
+from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 import httptools
@@ -94,13 +95,11 @@ class ReusedConnectionClosed(ConnectionLost):
     the request was written. Whether the request reached the server is unknown."""
 
 
+@dataclass(slots=True, eq=False)
 class Response:
-    __slots__ = ("body", "close", "status")
-
-    def __init__(self, status: int, body: bytes, close: bool) -> None:
-        self.status = status
-        self.body = body
-        self.close = close
+    status: int
+    body: bytes
+    close: bool  # the server ends the connection after this answer
 
 
 class Transport(Protocol):

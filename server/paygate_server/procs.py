@@ -21,12 +21,17 @@ import httpx
 
 from paygate_server.private_files import private_dir
 
-__all__ = ["ServiceProcess", "gateway_command"]
+__all__ = ["ServiceProcess", "gateway_command", "simulator_command"]
 
 
 def gateway_command(fd: int, *, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "paygate_server", "serve", "--fd", str(fd),
             "--workers", str(workers), "--log-level", "warning"]
+
+
+def simulator_command(fd: int, store: Path) -> list[str]:
+    return [sys.executable, "-m", "paygate_server.simulator", "--fd", str(fd), "--store", str(store),
+            "--log-level", "warning"]
 
 
 class ServiceProcess:

@@ -123,19 +123,16 @@ def _target(args: argparse.Namespace) -> Iterator[targets.Target]:
                 target.merchants = targets.load_credentials(args.credentials)
             yield target
         return
-    targets.ensure_loopback(args.gateway_url)
-    if args.simulator_url:
-        targets.ensure_loopback(args.simulator_url)
+    gateway_port = targets.ensure_loopback(args.gateway_url)[1]
+    simulator_port = targets.ensure_loopback(args.simulator_url)[1] if args.simulator_url else None
     if args.credentials is not None:
         merchants = targets.load_credentials(args.credentials)
     elif args.database_url:
         merchants = targets.create_merchants(args.merchants, {"PAYGATE_DATABASE_URL": args.database_url})
     else:
         raise targets.TargetError("give --credentials FILE, or --database-url to create merchants")
-    gateway_port = targets.ensure_loopback(args.gateway_url)[1]
     gateway_pids = args.gateway_pid or pids_listening_on(gateway_port)
-    simulator_pids = args.simulator_pid or (
-        pids_listening_on(targets.ensure_loopback(args.simulator_url)[1]) if args.simulator_url else [])
+    simulator_pids = args.simulator_pid or (pids_listening_on(simulator_port) if simulator_port is not None else [])
     yield targets.Target(gateway_url=args.gateway_url.rstrip("/"), simulator_url=args.simulator_url,
                          merchants=merchants, gateway_pids=gateway_pids, simulator_pids=simulator_pids,
                          database_pids=args.database_pid or targets.database_server_pids(args.database_url))

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from paygate_server.procs import ServiceProcess, gateway_command
+from paygate_server.procs import ServiceProcess, gateway_command, simulator_command
 
 __all__ = [
     "Target",
@@ -149,10 +149,8 @@ def spawned_stack(*, database_url: str | None, workers: int, merchants: int,
     folder = Path(tempfile.mkdtemp(prefix="paygate-bench-")) if data_dir is None else data_dir
     folder.mkdir(parents=True, exist_ok=True)
     url = database_url or f"sqlite:///{(folder / 'paygate.db').resolve()}"
-    simulator = ServiceProcess(
-        lambda fd: [sys.executable, "-m", "paygate_server.simulator", "--fd", str(fd),
-                    "--store", str(folder / "simulator.db"), "--log-level", "warning"],
-        log_path=folder / "simulator.log")
+    simulator = ServiceProcess(lambda fd: simulator_command(fd, folder / "simulator.db"),
+                               log_path=folder / "simulator.log")
     env = {
         "PAYGATE_DATABASE_URL": url,
         "PAYGATE_DATA_DIR": str(folder),

@@ -12,6 +12,9 @@ import datetime as _dt
 import enum
 from dataclasses import dataclass
 
+# The gateway's Luhn check: both sides agree on what a valid number is.
+from paygate_server.cards.pan import luhn_valid
+
 __all__ = [
     "TEST_CARDS",
     "Action",
@@ -64,20 +67,6 @@ TEST_CARDS: dict[str, Behaviour] = {
     "4000000000001034": Behaviour(Action.RETRY_FIRST),
     "4000000000001042": Behaviour(Action.APPROVE, delay_s=1.5),
 }
-
-
-def luhn_valid(digits: str) -> bool:
-    """Luhn checksum of a string of ASCII digits."""
-    total = 0
-    parity = len(digits) % 2
-    for index, char in enumerate(digits):
-        value = ord(char) - 48
-        if index % 2 == parity:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
 
 
 def brand_of(digits: str) -> str:
