@@ -8,6 +8,6 @@ See docs/simulator.md.
 from __future__ import annotations
 
 from .app import create_app
-from .server import DEFAULT_PORT, default_store_path, serve
+from .server import DEFAULT_PORT, serve
 
-__all__ = ["DEFAULT_PORT", "create_app", "default_store_path", "serve"]
+__all__ = ["DEFAULT_PORT", "create_app", "serve"]

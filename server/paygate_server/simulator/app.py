@@ -103,13 +103,6 @@ def _answer(body: dict[str, Any], *, replayed: bool) -> JSONResponse:
     return response
 
 
-def _error(exc: ProtocolError) -> JSONResponse:
-    return JSONResponse(
-        error_body(exc.code, exc.message, param=exc.param, retryable=exc.retryable),
-        status_code=exc.status,
-    )
-
-
 @dataclass(slots=True)
 class Simulator:
     """Process-wide state, reachable from handlers as ``request.app.state.simulator``."""
@@ -329,7 +322,10 @@ async def healthz(request: Request) -> Response:
 
 async def _protocol_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProtocolError)
-    return _error(exc)
+    return JSONResponse(
+        error_body(exc.code, exc.message, param=exc.param, retryable=exc.retryable),
+        status_code=exc.status,
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -351,11 +347,6 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def _seed_from_env() -> int | None:
-    value = os.environ.get(SEED_ENV)
-    return int(value) if value not in (None, "") else None
-
-
 def create_app(
     store_path: str | pathlib.Path,
     *,
@@ -366,8 +357,8 @@ def create_app(
     auth codes, for reproducible runs."""
     if slow_card_delay_s < 0:
         raise ValueError("slow_card_delay_s must be >= 0")
-    if seed is None:
-        seed = _seed_from_env()
+    if seed is None and os.environ.get(SEED_ENV):
+        seed = int(os.environ[SEED_ENV])
     rng = random.Random(seed)
     simulator = Simulator(
         store=Store(store_path),

@@ -14,21 +14,12 @@ from paygate_server.logs import STARTUP_LOGGER, logging_config
 
 from .app import create_app, install_log_filter
 
-__all__ = ["DEFAULT_PORT", "default_store_path", "serve"]
+__all__ = ["DEFAULT_PORT", "serve"]
 
 DEFAULT_PORT = 8081
 STORE_ENV = "PAYGATE_SIMULATOR_STORE"
 
 logger = logging.getLogger("paygate.simulator")
-
-
-def default_store_path() -> pathlib.Path:
-    """``$PAYGATE_SIMULATOR_STORE``, else ``$PAYGATE_DATA_DIR/simulator.db``
-    (``PAYGATE_DATA_DIR`` defaults to ``./paygate-data``, as for the gateway)."""
-    explicit = os.environ.get(STORE_ENV)
-    if explicit:
-        return pathlib.Path(explicit)
-    return pathlib.Path(os.environ.get("PAYGATE_DATA_DIR", "paygate-data")) / "simulator.db"
 
 
 def serve(
@@ -48,7 +39,9 @@ def serve(
     test helper gets a race-free port). The access log is off by default: at
     benchmark rates it costs more than the simulator itself.
     """
-    store = pathlib.Path(store_path) if store_path is not None else default_store_path()
+    # --store, else $PAYGATE_SIMULATOR_STORE, else the data folder's (./paygate-data, as for the gateway).
+    data_dir = pathlib.Path(os.environ.get("PAYGATE_DATA_DIR", "paygate-data"))
+    store = pathlib.Path(store_path or os.environ.get(STORE_ENV) or data_dir / "simulator.db")
     app = create_app(store, slow_card_delay_s=slow_card_delay_s, seed=seed)
     config = uvicorn.Config(
         app,
