@@ -45,10 +45,6 @@ class ProcStat:
     starttime: int
 
     @property
-    def ticks(self) -> int:
-        return self.utime + self.stime + self.cutime + self.cstime
-
-    @property
     def user_sys(self) -> tuple[int, int]:
         return self.utime + self.cutime, self.stime + self.cstime
 
