@@ -168,7 +168,7 @@ async def post_charge(request: Request) -> Response:
         amount=charge.amount,
         currency=charge.currency,
         card_brand=cards.brand_of(charge.digits),
-        card_last4=charge.last4,
+        card_last4=charge.digits[-4:],
         status="declined" if declined else "approved",
         auth_code=None if declined else sim.auth_code(),
         decline_code=behaviour.decline_code if declined else None,

@@ -156,10 +156,6 @@ class ChargeInput:
     exp_month: int
     exp_year: int
 
-    @property
-    def last4(self) -> str:
-        return self.digits[-4:]
-
 
 def parse_charge(data: dict[str, Any]) -> ChargeInput:
     reference = _reference(data, "reference")
