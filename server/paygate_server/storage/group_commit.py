@@ -12,20 +12,24 @@ an idle gateway pays no extra latency; a busy one commits at least every ``max_u
 units or ``max_age_s`` seconds.
 
 Every unit of a batch sees the uncommitted writes of the units before it; they all commit
-or all fail together, so no unit can act on a write that is then lost.
+or all fail together, so no unit can act on a write that is then lost. A unit that leaves
+the connection unusable (cancelled inside a statement, say, so that not even its own
+rollback runs) loses the whole batch: every unit of it fails with :class:`BatchLost`, the
+connection is dropped, and the next unit starts a new batch on a new one.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paygate_server.storage.statements import Sql, execute
 
-__all__ = ["GroupCommitter"]
+__all__ = ["BatchLost", "GroupCommitter"]
 
 # Units never nest (the lock runs them one at a time), so one savepoint name will do. They
 # go straight to the driver: through SQLAlchemy's begin_nested() the savepoint and its
@@ -33,6 +37,10 @@ __all__ = ["GroupCommitter"]
 _SAVEPOINT = Sql("SAVEPOINT paygate_unit")
 _RELEASE = Sql("RELEASE SAVEPOINT paygate_unit")
 _ROLLBACK = Sql("ROLLBACK TO SAVEPOINT paygate_unit")
+
+
+class BatchLost(Exception):
+    """The batch's connection broke before its commit: none of its units was written."""
 
 
 class GroupCommitter:
@@ -92,25 +100,47 @@ class GroupCommitter:
                 await self._open()
             conn, committed = self._conn, self._committed
             assert conn is not None and committed is not None
-            await execute(conn, _SAVEPOINT)
+            if (failed := await self._step(execute(conn, _SAVEPOINT))) is not None:
+                raise failed
             try:
                 yield conn
             except BaseException:
-                await execute(conn, _ROLLBACK)
-                await execute(conn, _RELEASE)
+                # The unit's own failure is what its caller hears (a cancellation stays one),
+                # whether or not the batch survives it.
+                if await self._step(execute(conn, _ROLLBACK)) is None:
+                    await self._step(execute(conn, _RELEASE))
                 raise
             else:
-                await execute(conn, _RELEASE)
+                if (failed := await self._step(execute(conn, _RELEASE))) is not None:
+                    raise failed
                 self._units += 1
             finally:
                 # The last writer of a burst, or a batch that is big or old enough, commits.
-                if (self._waiting == 0 or self._units >= self.max_units
-                        or time.monotonic() - self._started >= self.max_age_s):
+                if self._conn is not None and (self._waiting == 0 or self._units >= self.max_units
+                                               or time.monotonic() - self._started >= self.max_age_s):
                     await self._commit()
         finally:
             self._lock.release()
         # Durable only once the batch has committed (possibly by a later unit).
         await asyncio.shield(committed)
+
+    async def _step(self, step: Awaitable[object]) -> BaseException | None:
+        """Run a savepoint step; if it fails, the connection is unusable and the batch lost
+        (returns why)."""
+        try:
+            await step
+            return None
+        except BaseException as exc:
+            conn, committed = self._conn, self._committed
+            self._conn = self._committed = None
+            if committed is not None and not committed.done():
+                committed.set_exception(BatchLost(f"the write batch was lost with its connection: {exc!r}"))
+                committed.exception()  # consumed here: a unit of it may have been cancelled meanwhile
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+                    await conn.close()
+            return exc
 
     async def close(self) -> None:
         async with self._lock:

@@ -48,3 +48,48 @@ async def test_concurrent_units_share_commits_and_fail_alone(sqlite_url: str) ->
         assert [(r["id"], r["name"]) for r in rows] == [(f"mer_{i:03d}", "second") for i in range(100) if i not in failed]
     finally:
         await other.dispose()
+
+
+async def test_a_unit_that_breaks_the_connection_loses_its_batch_and_nobody_hangs(sqlite_url: str) -> None:
+    """A unit that leaves the connection unusable (as a cancellation inside a SQLAlchemy
+    statement does: not even its rollback runs) fails every unit of its batch, instead of
+    leaving them waiting for a commit that never comes; the next unit gets a new batch."""
+    from paygate_server.storage.group_commit import BatchLost
+    from tests.support.eventually import eventually
+
+    db = create_database(sqlite_url)
+    group = db._group
+    assert group is not None
+    group.max_age_s = 60.0  # the batch stays open while the test arranges its units
+    try:
+        first_written = asyncio.Event()
+
+        async def first() -> None:  # writes, then waits for the batch's commit
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_first", name="first")
+                first_written.set()
+                await eventually(lambda: group._waiting == 1, what="the breaking unit queued")
+
+        breaking_in = asyncio.Event()
+
+        async def breaking() -> None:
+            await first_written.wait()
+            async with db.write() as conn:
+                breaking_in.set()
+                await eventually(lambda: group._waiting == 1, what="the third unit queued")
+                await conn.invalidate()  # the connection is gone: the savepoint rollback fails
+                raise RuntimeError("the unit's own failure")
+
+        async def third() -> None:  # queued behind the breaking unit: a new batch
+            await breaking_in.wait()
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_after", name="after")
+
+        results = await asyncio.wait_for(asyncio.gather(first(), breaking(), third(), return_exceptions=True), 10)
+        assert isinstance(results[0], BatchLost) and isinstance(results[1], RuntimeError), results
+        assert results[2] is None, results
+        async with db.read() as conn:
+            names = [r["id"] for r in await fetch_all(conn, Sql("SELECT id FROM merchants ORDER BY id"))]
+        assert names == ["mer_after"]  # the lost batch wrote nothing
+    finally:
+        await db.dispose()
