@@ -205,8 +205,9 @@ class SqlPaymentStore:
         self._db = db
 
     async def _lock_intent(self, conn: Connection, intent_id: str) -> None:
-        """Take the intent's row before anything else (PostgreSQL); SQLite's write lock
-        already serializes writers."""
+        """Serialize the writers of one intent: each database says how (this form alone,
+        on PostgreSQL, would race a one-statement settle into a deadlock)."""
+        raise NotImplementedError
 
     # --- idempotency keys, inside the change's transaction ---------------------------
 
@@ -530,3 +531,6 @@ class SqlPaymentStore:
 
 class SqlitePaymentStore(SqlPaymentStore):
     """SQLite: the general form as it is (group commit, the write lock serializes writers)."""
+
+    async def _lock_intent(self, conn: Connection, intent_id: str) -> None:
+        """Nothing to take: SQLite's write lock already serializes every writer."""
