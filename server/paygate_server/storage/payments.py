@@ -13,6 +13,7 @@ attempt consumes its card token (vault row) after the intent's row.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -157,7 +158,6 @@ _TAKE_OVER_KEY = Sql(f"UPDATE idempotency_keys SET locked_at = :now WHERE {_KEY}
 _COMPLETE_KEY = Sql("UPDATE idempotency_keys SET state = 'done', response_status = :status,"
                     f" response_body = :body WHERE {_KEY} AND state = 'in_progress'")
 _STORED_ANSWER = Sql(f"SELECT response_status, response_body FROM idempotency_keys WHERE {_KEY} AND state = 'done'")
-_RELEASE_KEY = Sql(f"DELETE FROM idempotency_keys WHERE {_KEY} AND state = 'in_progress'")
 _PRUNE_KEYS = Sql("DELETE FROM idempotency_keys WHERE created_at < :before AND state = 'done'")
 
 
@@ -198,16 +198,16 @@ def refusal_to_begin(why: Row | None, new: NewAttempt) -> StoreRefusal | None:
     return None
 
 
-class SqlPaymentStore:
+class SqlPaymentStore(ABC):
     """:class:`~paygate_server.storage.port.PaymentStore`, one transaction per change."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @abstractmethod
     async def _lock_intent(self, conn: Connection, intent_id: str) -> None:
         """Serialize the writers of one intent: each database says how (this form alone,
         on PostgreSQL, would race a one-statement settle into a deadlock)."""
-        raise NotImplementedError
 
     # --- idempotency keys, inside the change's transaction ---------------------------
 
@@ -261,10 +261,6 @@ class SqlPaymentStore:
         async with self._db.read_one() as conn:
             row = await fetch_one(conn, _STORED_ANSWER, merchant_id=claim.merchant_id, key=claim.key)
         return None if row is None else (row["response_status"], bytes(row["response_body"]))
-
-    async def release_key(self, claim: KeyClaim) -> None:
-        async with self._db.write() as conn:
-            await execute(conn, _RELEASE_KEY, merchant_id=claim.merchant_id, key=claim.key)
 
     async def prune_keys(self, created_before: int) -> int:
         async with self._db.write() as conn:

@@ -36,18 +36,13 @@ async def test_store_answer_first_writer_wins(shop: Shop) -> None:
     assert stored[1] == found.response_body != b'{"first":1}'  # stored sealed
 
 
-async def test_store_answer_completes_a_claim_and_release_drops_one(shop: Shop) -> None:
+async def test_store_answer_completes_a_claim(shop: Shop) -> None:
     store = shop.store
-    answered, released = shop.scope("claimed"), shop.scope("released")
+    answered = shop.scope("claimed")
     await shop.begin((await shop.intent())["id"], claim=answered.claim)
-    await shop.begin((await shop.intent())["id"], claim=released.claim)
     assert await store.stored_answer(answered.claim) is None  # in progress: nothing to replay
     assert await store.store_answer(answered.claim, 200, b"{}") is True
     assert await store.stored_answer(answered.claim) is not None
-
-    await store.release_key(released.claim)
-    assert await store.find_key(shop.merchant_id, released.key) is None
-    await store.release_key(answered.claim)  # an answered key stays
     assert (await store.find_key(shop.merchant_id, answered.key)).state == "done"  # type: ignore[union-attr]
 
 
