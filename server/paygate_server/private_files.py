@@ -38,11 +38,17 @@ def private_dir(path: Path, *, tighten: bool = True) -> Path:
 
 def private_file(path: Path) -> Path:
     """Make sure ``path`` exists as a 0600 file (created empty if missing; an existing one
-    owned by us is tightened). For files another library opens by name, e.g. SQLite's."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, _FILE_MODE)
+    owned by us is tightened). For files another library opens by name, e.g. SQLite's.
+
+    An existing file is never opened here: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, and SQLite's connections in this process (another
+    ``Database`` on the same file) would go on writing without their locks — a corrupt
+    database (sqlite.org/howtocorrupt.html, 2.2)."""
     try:
-        if os.fstat(fd).st_uid == os.getuid():
-            os.fchmod(fd, _FILE_MODE)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+    except FileExistsError:
+        if os.stat(path).st_uid == os.getuid():
+            os.chmod(path, _FILE_MODE)
+    else:
+        os.close(fd)  # a new file: nobody holds a lock on it yet
     return path

@@ -71,3 +71,20 @@ def test_sqlite_files_are_private_and_old_ones_are_tightened(tmp_path: Path, loo
     for p in path.parent.iterdir():
         os.chmod(p, 0o644)
     asyncio.run(write(path))
+
+
+def test_tightening_an_existing_file_keeps_this_process_s_locks_on_it(tmp_path: Path) -> None:
+    """SQLite's POSIX locks die with any close() of the file in this process: tightening a
+    database file another connection holds must not open it (a corrupt database)."""
+    import fcntl
+
+    from paygate_server.private_files import private_file
+
+    path = tmp_path / "held.db"
+    path.write_bytes(b"x")
+    with open(path, "r+b") as held:
+        fcntl.lockf(held, fcntl.LOCK_EX)  # as a SQLite connection holds its lock bytes
+        private_file(path)
+        probe = ("import fcntl, sys\nf = open(sys.argv[1], 'r+b')\n"
+                 "try:\n    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(3)\n")
+        assert subprocess.run([sys.executable, "-c", probe, str(path)]).returncode == 3, "the lock was dropped"
