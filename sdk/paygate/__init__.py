@@ -36,6 +36,7 @@ from ._jwe import encrypt_card, jwe_encrypt
 from ._models import (
     DEFAULT_WAIT_STATUSES,
     FINAL_STATUSES,
+    STREAM_END_STATUSES,
     Attempt,
     Card,
     Event,
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_WAIT_STATUSES",
     "FINAL_STATUSES",
+    "STREAM_END_STATUSES",
     "APIConnectionError",
     "APIError",
     "APITimeoutError",

@@ -20,6 +20,7 @@ from ._exceptions import CardError
 __all__ = [
     "DEFAULT_WAIT_STATUSES",
     "FINAL_STATUSES",
+    "STREAM_END_STATUSES",
     "Attempt",
     "Card",
     "Event",
@@ -43,6 +44,9 @@ class IntentStatus(StrEnum):
 
     CREATED = "created"
     IN_PROGRESS = "in_progress"
+    #: Only with ``capture_method="manual"``: the card is authorized and the funds held;
+    #: ``capture()`` takes them, ``cancel()`` voids the hold.
+    REQUIRES_CAPTURE = "requires_capture"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -52,8 +56,15 @@ class IntentStatus(StrEnum):
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "canceled"})
 #: What ``wait_for_status()`` waits for by default: an outcome the merchant must act on.
 #: ``failed`` is not final (the intent can be processed again with another card) but it
-#: ends the attempt.
-DEFAULT_WAIT_STATUSES: frozenset[str] = frozenset({"succeeded", "canceled", "failed"})
+#: ends the attempt; ``requires_capture`` is not final either, but nothing happens to the
+#: held funds until the merchant captures or cancels (or the hold expires, days later).
+DEFAULT_WAIT_STATUSES: frozenset[str] = frozenset(
+    {"succeeded", "canceled", "failed", "requires_capture"}
+)
+#: Where ``stream_status()`` stops by default: where the gateway ends the status stream
+#: (SPEC §4), a final status or ``requires_capture``. Not ``failed``: the shopper may try
+#: another card on the same intent, and the stream stays open for it.
+STREAM_END_STATUSES: frozenset[str] = FINAL_STATUSES | {"requires_capture"}
 
 
 # -- lenient field readers ---------------------------------------------------------------
@@ -161,7 +172,15 @@ def _raise_if_failed(
 @dataclass(frozen=True)
 class PaymentIntent:
     """A payment intent (SPEC §4). ``client_secret`` is only set by ``create`` and is
-    hidden from ``repr``."""
+    hidden from ``repr``.
+
+    Manual capture: ``capture_method`` (``"automatic"`` or ``"manual"``),
+    ``amount_capturable`` (what is held and may still be captured: non-zero only in
+    ``requires_capture``), ``amount_received`` (what was charged or captured) and
+    ``cancellation_reason`` (``None``, ``"requested"`` or ``"expired"``). Each is ``None``
+    when the gateway does not send it (one older than manual capture): the SDK does not
+    guess, e.g. ``amount_received`` of an older gateway's ``succeeded`` intent.
+    """
 
     payment_intent_id: str
     status: str
@@ -177,6 +196,11 @@ class PaymentIntent:
     card: Card | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # Appended after the older fields so positional construction keeps its meaning.
+    capture_method: str | None = None
+    amount_capturable: int | None = None
+    amount_received: int | None = None
+    cancellation_reason: str | None = None
     raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -211,6 +235,10 @@ class PaymentIntent:
             card=Card.from_dict(card) if isinstance(card, dict) else None,
             created_at=_time(data, "createdAt"),
             updated_at=_time(data, "updatedAt"),
+            capture_method=_str(data, "captureMethod"),
+            amount_capturable=_int(data, "amountCapturable"),
+            amount_received=_int(data, "amountReceived"),
+            cancellation_reason=_str(data, "cancellationReason"),
             raw=dict(data),
         )
 

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from . import _api
+from ._api import CaptureMethod
 from ._models import (
     DEFAULT_WAIT_STATUSES,
-    FINAL_STATUSES,
+    STREAM_END_STATUSES,
     HistoryEvent,
     IntentStatus,
     Page,
@@ -63,9 +64,14 @@ class PaymentIntents:
         description: str | None = None,
         metadata: Mapping[str, str] | None = None,
         merchant_id: str | None = None,
+        capture_method: CaptureMethod | None = None,
         idempotency_key: str | None = None,
     ) -> PaymentIntent:
-        """Create an intent (``amount`` in minor units). The answer has ``client_secret``."""
+        """Create an intent (``amount`` in minor units). The answer has ``client_secret``.
+
+        ``capture_method="manual"`` authorizes without charging: ``process`` then ends in
+        ``requires_capture`` and ``capture`` (or ``cancel``) settles the hold. Omitted, the
+        gateway's default applies (``"automatic"``)."""
         options = _api.create_intent(
             amount=amount,
             currency=currency,
@@ -73,6 +79,7 @@ class PaymentIntents:
             description=description,
             metadata=metadata,
             merchant_id=merchant_id,
+            capture_method=capture_method,
             idempotency_key=idempotency_key,
         )
         return _api.parse_intent(self._client._request(options))
@@ -110,8 +117,32 @@ class PaymentIntents:
     def cancel(
         self, payment_intent_id: str, *, idempotency_key: str | None = None
     ) -> PaymentIntent:
-        """Cancel a ``created`` or ``failed`` intent (else ``InvalidRequestError``, 409)."""
+        """Cancel a ``created``, ``failed`` or ``requires_capture`` intent (else
+        ``InvalidRequestError``, 409). On ``requires_capture`` the gateway voids the
+        authorization at the processor, releasing the held funds."""
         options = _api.cancel_intent(payment_intent_id, idempotency_key)
+        return _api.parse_intent(self._client._request(options))
+
+    def capture(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> PaymentIntent:
+        """Capture a ``requires_capture`` intent's hold: ``amount`` (minor units, at most
+        ``amount_capturable``) or, by default, all of it. One capture per authorization:
+        the rest is released.
+
+        Returns the intent: ``succeeded``, or ``in_progress`` if the processor has not
+        answered within the gateway's wait budget (``wait_for_status`` then). A capture the
+        processor refused with nothing changed leaves ``requires_capture`` with
+        ``last_error``; one refused because the hold is gone ends ``canceled`` with
+        ``cancellation_reason="expired"``. Any other status: ``InvalidRequestError`` (409
+        ``intent_state_conflict``)."""
+        options = _api.capture_intent(
+            payment_intent_id, amount=amount, idempotency_key=idempotency_key
+        )
         return _api.parse_intent(self._client._request(options))
 
     def process(
@@ -124,9 +155,10 @@ class PaymentIntents:
     ) -> PaymentIntent:
         """Charge the intent with a checkout token or an ``encrypt_card()`` JWE.
 
-        Returns the intent: ``in_progress``, or final if the processor answered in time. A
-        decline is *returned* (status ``failed``, ``last_error`` set), not raised; call
-        ``.raise_if_failed()`` on the result to get a ``CardError`` instead.
+        Returns the intent: ``in_progress``, or final (``requires_capture`` for a manual
+        capture intent) if the processor answered in time. A decline is *returned* (status
+        ``failed``, ``last_error`` set), not raised; call ``.raise_if_failed()`` on the
+        result to get a ``CardError`` instead.
         """
         options = _api.process_intent(
             payment_intent_id,
@@ -150,8 +182,8 @@ class PaymentIntents:
         timeout: float | None = 60.0,
     ) -> PaymentStatus:
         """Long-poll until the status is one of ``statuses`` (default: succeeded, canceled,
-        failed) and return it; ``WaitTimeoutError`` once ``timeout`` seconds have passed
-        (``None``: no deadline)."""
+        failed, requires_capture) and return it; ``WaitTimeoutError`` once ``timeout``
+        seconds have passed (``None``: no deadline)."""
         client = self._client
         wanted = _api.wait_statuses(statuses)
         plan = _api.WaitPlan(payment_intent_id, wanted, timeout, client._clock())
@@ -169,14 +201,15 @@ class PaymentIntents:
         self,
         payment_intent_id: str,
         *,
-        until: Statuses = FINAL_STATUSES,
+        until: Statuses = STREAM_END_STATUSES,
         timeout: float | None = None,
     ) -> Iterator[PaymentStatus]:
         """Yield each status change from the server-sent event stream, ending after a
-        status in ``until`` (default: succeeded, canceled) or when the gateway ends the
-        stream. A dropped connection is reopened (with ``Last-Event-ID``), up to
-        ``max_retries`` times in a row; ``timeout`` (seconds, ``None``: none) bounds the
-        whole stream with ``WaitTimeoutError``. Close the generator to stop early."""
+        status in ``until`` (default ``STREAM_END_STATUSES``: succeeded, canceled,
+        requires_capture) or when the gateway ends the stream. A dropped connection is
+        reopened (with ``Last-Event-ID``), up to ``max_retries`` times in a row; ``timeout``
+        (seconds, ``None``: none) bounds the whole stream with ``WaitTimeoutError``. Close
+        the generator to stop early."""
         client = self._client
         wanted = _api.wait_statuses(until)
         plan = _api.WaitPlan(payment_intent_id, wanted, timeout, client._clock())
@@ -239,6 +272,7 @@ class AsyncPaymentIntents:
         description: str | None = None,
         metadata: Mapping[str, str] | None = None,
         merchant_id: str | None = None,
+        capture_method: CaptureMethod | None = None,
         idempotency_key: str | None = None,
     ) -> PaymentIntent:
         options = _api.create_intent(
@@ -248,6 +282,7 @@ class AsyncPaymentIntents:
             description=description,
             metadata=metadata,
             merchant_id=merchant_id,
+            capture_method=capture_method,
             idempotency_key=idempotency_key,
         )
         return _api.parse_intent(await self._client._request(options))
@@ -286,6 +321,18 @@ class AsyncPaymentIntents:
         self, payment_intent_id: str, *, idempotency_key: str | None = None
     ) -> PaymentIntent:
         options = _api.cancel_intent(payment_intent_id, idempotency_key)
+        return _api.parse_intent(await self._client._request(options))
+
+    async def capture(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> PaymentIntent:
+        options = _api.capture_intent(
+            payment_intent_id, amount=amount, idempotency_key=idempotency_key
+        )
         return _api.parse_intent(await self._client._request(options))
 
     async def process(
@@ -332,7 +379,7 @@ class AsyncPaymentIntents:
         self,
         payment_intent_id: str,
         *,
-        until: Statuses = FINAL_STATUSES,
+        until: Statuses = STREAM_END_STATUSES,
         timeout: float | None = None,
     ) -> AsyncIterator[PaymentStatus]:
         client = self._client

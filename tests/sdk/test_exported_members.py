@@ -14,6 +14,7 @@ EXPECTED = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_WAIT_STATUSES",
     "FINAL_STATUSES",
+    "STREAM_END_STATUSES",  # stream_status()'s default: where the gateway ends the stream
     "APIConnectionError",
     "APIError",
     "APITimeoutError",

@@ -89,10 +89,17 @@ def test_card_error_without_last_error() -> None:
 
 def test_status_constants() -> None:
     assert paygate.FINAL_STATUSES == {"succeeded", "canceled"}
-    assert paygate.DEFAULT_WAIT_STATUSES == {"succeeded", "canceled", "failed"}
+    assert paygate.DEFAULT_WAIT_STATUSES == {
+        "succeeded",
+        "canceled",
+        "failed",
+        "requires_capture",
+    }
+    assert paygate.STREAM_END_STATUSES == {"succeeded", "canceled", "requires_capture"}
     assert {s.value for s in paygate.IntentStatus} == {
         "created",
         "in_progress",
+        "requires_capture",
         "succeeded",
         "failed",
         "canceled",
