@@ -81,7 +81,7 @@ async def test_create_omits_capture_method_when_not_given(make_client: Any) -> N
 
 async def test_create_refuses_a_capture_method_that_is_not_a_string(make_client: Any) -> None:
     client, gateway = make_client(reply(201, intent_json()))
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="capture_method must be a str"):
         await resolve(
             client.payment_intents.create(
                 amount=1999, currency="USD", product_details={}, capture_method=True
