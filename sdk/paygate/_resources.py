@@ -155,10 +155,10 @@ class PaymentIntents:
     ) -> PaymentIntent:
         """Charge the intent with a checkout token or an ``encrypt_card()`` JWE.
 
-        Returns the intent: ``in_progress``, or final (``requires_capture`` for a manual
-        capture intent) if the processor answered in time. A decline is *returned* (status
-        ``failed``, ``last_error`` set), not raised; call ``.raise_if_failed()`` on the
-        result to get a ``CardError`` instead.
+        Returns the intent: ``in_progress``, or the processor's outcome if it answered in
+        time (``succeeded``, ``failed``, or ``requires_capture`` for a manual-capture
+        intent). A decline is *returned* (status ``failed``, ``last_error`` set), not
+        raised; call ``.raise_if_failed()`` on the result to get a ``CardError`` instead.
         """
         options = _api.process_intent(
             payment_intent_id,
