@@ -1,34 +1,41 @@
-"""The simulator's Starlette application: routes and the charge/refund flows."""
+"""The simulator's Starlette application: routes, the charge and refund flows, faults and
+the clock (captures and voids: ``holds.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime as _dt
-import logging
 import os
 import pathlib
 import random
-import string
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
-
-from paygate_server import jsoncodec
 
 from . import cards
+from .clock import SimClock
+from .context import (
+    ConnectionDropped,
+    DroppedResponse,
+    JSONResponse,
+    Simulator,
+    answer,
+    install_log_filter,
+    processing_error,
+    read_body,
+    sim,
+)
 from .faults import FaultConfig, FaultError, FaultInjector
+from .holds import get_capture, get_void, post_capture, post_void
 from .protocol import (
-    MAX_BODY_BYTES,
     ProtocolError,
     charge_body,
+    charge_state,
     charge_summary,
     error_body,
     parse_charge,
@@ -44,115 +51,23 @@ from .store import ChargeDisposition, ChargeMode, ChargeRecord, RefundDispositio
 __all__ = ["ConnectionDropped", "Simulator", "create_app", "install_log_filter"]
 
 SEED_ENV = "PAYGATE_SIMULATOR_SEED"
-_AUTH_ALPHABET = string.ascii_uppercase + string.digits
-
-
-class ConnectionDropped(Exception):
-    """Raised after a partial response so that the server closes the connection.
-
-    This is how the simulator "loses" an answer (card 4000000000001026,
-    ``dropResponseRate``): the response head and part of the body are written, then the
-    ASGI app fails; uvicorn can only close the transport, and the client sees the
-    connection end before the promised ``Content-Length``.
-    """
-
-
-class _DropFilter(logging.Filter):
-    """Keeps uvicorn from logging a traceback for every deliberate drop."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info
-        return not (exc and isinstance(exc[1], ConnectionDropped))
-
-
-_DROP_FILTER = _DropFilter()
-
-
-def install_log_filter() -> None:
-    # addFilter ignores a filter that is already installed, so this is idempotent.
-    logging.getLogger("uvicorn.error").addFilter(_DROP_FILTER)
-
-
-class _DroppedResponse(Response):
-    def __init__(self) -> None:  # no body to render
-        super().__init__(status_code=200)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"1024")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b'{"reference":', "more_body": True})
-        raise ConnectionDropped("response dropped on purpose")
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return jsoncodec.dumps(content)
-
-
-def _answer(body: dict[str, Any], *, replayed: bool) -> JSONResponse:
-    response = JSONResponse(body)
-    if replayed:  # the same reference again: the first answer, marked as a replay
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
-
-
-@dataclass(slots=True)
-class Simulator:
-    """Process-wide state, reachable from handlers as ``request.app.state.simulator``."""
-
-    store: Store
-    faults: FaultInjector
-    rng: random.Random
-    slow_card_delay_s: float
-
-    def auth_code(self) -> str:
-        return "".join(self.rng.choices(_AUTH_ALPHABET, k=6))
-
-
-def _sim(request: Request) -> Simulator:
-    return request.app.state.simulator  # type: ignore[no-any-return]
-
-
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ProtocolError(413, "body_too_large", "request body is larger than 64 KiB")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ProtocolError(413, "body_too_large", "request body is larger than 64 KiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC)
+# How far one POST /v1/_clock may move the clock (ten years).
+MAX_CLOCK_ADVANCE_S = 10 * 365 * 24 * 3600
 
 
 # --- charges ------------------------------------------------------------------------------
 
 
 async def post_charge(request: Request) -> Response:
-    sim = _sim(request)
-    charge = parse_charge(parse_json(await _read_body(request)))
-    fault = sim.faults.draw()
-    if fault.delay_s:
-        await asyncio.sleep(fault.delay_s)
-    now = _utcnow()
+    simulator = sim(request)
+    charge = parse_charge(parse_json(await read_body(request)))
+    fault = await simulator.draw_faults()
+    now = simulator.clock.now()
     behaviour = cards.evaluate(charge.digits, charge.exp_month, charge.exp_year, now.date())
     if behaviour.delay_s:
         # Processing time (card 1042): the charge is recorded when it is over.
         await asyncio.sleep(behaviour.delay_s)
-        now = _utcnow()
+        now = simulator.clock.now()
     action = behaviour.action
     if fault.error or action is cards.Action.ERROR:
         mode = ChargeMode.ERROR_IF_NEW
@@ -161,6 +76,11 @@ async def post_charge(request: Request) -> Response:
     else:
         mode = ChargeMode.RECORD
     declined = action is cards.Action.DECLINE
+    # An approved authorization holds its amount for the TTL in force now.
+    expires_at = None
+    if not charge.capture and not declined:
+        ttl = _dt.timedelta(seconds=simulator.faults.config.authorization_ttl_s)
+        expires_at = rfc3339(now + ttl)
     record = ChargeRecord(
         reference=charge.reference,
         payment_intent_id=charge.payment_intent_id,
@@ -170,11 +90,13 @@ async def post_charge(request: Request) -> Response:
         card_brand=cards.brand_of(charge.digits),
         card_last4=charge.digits[-4:],
         status="declined" if declined else "approved",
-        auth_code=None if declined else sim.auth_code(),
+        auth_code=None if declined else simulator.auth_code(),
         decline_code=behaviour.decline_code if declined else None,
         created_at=rfc3339(now),
+        capture=charge.capture,
+        expires_at=expires_at,
     )
-    disposition, stored = await sim.store.charge(record, mode)
+    disposition, stored = await simulator.store.charge(record, mode)
     if disposition is ChargeDisposition.ERROR:
         raise ProtocolError(
             500, "processing_error", "the processor failed; nothing was charged", retryable=False
@@ -202,19 +124,19 @@ async def post_charge(request: Request) -> Response:
     # reference answers at once (it is how a client recovers). Random faults apply to
     # every request, replays included.
     if fault.timeout or (created and action is cards.Action.SLOW_ANSWER):
-        await asyncio.sleep(sim.slow_card_delay_s)
+        await asyncio.sleep(simulator.slow_card_delay_s)
     if fault.drop or (created and action is cards.Action.DROP):
-        return _DroppedResponse()
-    return _answer(charge_body(stored), replayed=not created)
+        return DroppedResponse()
+    return answer(charge_body(stored), replayed=not created)
 
 
 async def get_charge(request: Request) -> Response:
-    record = await _sim(request).store.get_charge(request.path_params["reference"])
+    simulator = sim(request)
+    record = await simulator.store.get_charge(request.path_params["reference"])
     if record is None:
         raise ProtocolError(404, "charge_not_found", "no charge was recorded with this reference")
-    body = charge_body(record)
-    body["amountRefunded"] = record.amount_refunded
-    return JSONResponse(body)
+    # The first answer, plus where the charge stands now (captured, refunded, voided...).
+    return JSONResponse({**charge_body(record), **charge_state(record, simulator.now())})
 
 
 async def list_charges(request: Request) -> Response:
@@ -227,24 +149,35 @@ async def list_charges(request: Request) -> Response:
             "paymentIntentId or merchantId is required",
             param="paymentIntentId",
         )
-    records = await _sim(request).store.list_charges(
+    simulator = sim(request)
+    records = await simulator.store.list_charges(
         payment_intent_id=intent or None, merchant_id=merchant or None
     )
-    return JSONResponse({"data": [charge_summary(r) for r in records]})
+    now = simulator.now()
+    return JSONResponse({"data": [charge_summary(r, now) for r in records]})
 
 
 # --- refunds ------------------------------------------------------------------------------
 
 
 async def post_refund(request: Request) -> Response:
-    sim = _sim(request)
-    refund = parse_refund(parse_json(await _read_body(request)))
-    disposition, stored, charge = await sim.store.refund(
-        refund.reference, refund.charge_reference, refund.amount, rfc3339(_utcnow())
+    simulator = sim(request)
+    refund = parse_refund(parse_json(await read_body(request)))
+    fault = await simulator.draw_faults()
+    disposition, stored, charge = await simulator.store.refund(
+        refund.reference,
+        refund.charge_reference,
+        refund.amount,
+        simulator.now(),
+        error_if_new=fault.error,
     )
     if disposition in (RefundDisposition.CREATED, RefundDisposition.EXISTING):
         assert stored is not None
-        return _answer(refund_body(stored), replayed=disposition is RefundDisposition.EXISTING)
+        return await simulator.deliver(
+            fault, refund_body(stored), replayed=disposition is RefundDisposition.EXISTING
+        )
+    if disposition is RefundDisposition.ERROR:
+        raise processing_error()
     if disposition is RefundDisposition.CONFLICT:
         raise ProtocolError(
             409,
@@ -265,10 +198,11 @@ async def post_refund(request: Request) -> Response:
         raise ProtocolError(
             422,
             "charge_not_refundable",
-            f"only approved charges can be refunded (this charge is {charge.status})",
+            "only what was captured can be refunded (this charge is "
+            f"{charge.status}, {charge.captured_amount} captured)",
             param="chargeReference",
         )
-    remaining = charge.amount - charge.amount_refunded
+    remaining = charge.captured_amount - charge.amount_refunded
     raise ProtocolError(
         422,
         "amount_exceeds_remaining",
@@ -278,7 +212,7 @@ async def post_refund(request: Request) -> Response:
 
 
 async def get_refund(request: Request) -> Response:
-    record = await _sim(request).store.get_refund(request.path_params["reference"])
+    record = await sim(request).store.get_refund(request.path_params["reference"])
     if record is None:
         raise ProtocolError(404, "refund_not_found", "no refund was recorded with this reference")
     return JSONResponse(refund_body(record))
@@ -289,28 +223,58 @@ async def get_refund(request: Request) -> Response:
 
 async def get_settlement(request: Request) -> Response:
     day = parse_date(request.query_params.get("date"))
-    charges, refunds = await _sim(request).store.settlement(day)
-    return JSONResponse(settlement_body(day, charges, refunds))
+    return JSONResponse(settlement_body(day, await sim(request).store.settlement(day)))
 
 
 async def get_faults(request: Request) -> Response:
-    return JSONResponse(_sim(request).faults.config.to_json())
+    return JSONResponse(sim(request).faults.config.to_json())
 
 
 async def post_faults(request: Request) -> Response:
-    sim = _sim(request)
-    data = parse_json(await _read_body(request))
+    simulator = sim(request)
+    data = parse_json(await read_body(request))
     try:
         config = FaultConfig.from_json(data)
     except FaultError as exc:
         raise ProtocolError(400, "parameter_invalid", str(exc), param=exc.param) from None
-    sim.faults.config = config
+    simulator.faults.config = config
     return JSONResponse(config.to_json())
 
 
 async def delete_faults(request: Request) -> Response:
-    config = _sim(request).faults.config = FaultConfig()
+    config = sim(request).faults.config = FaultConfig()
     return JSONResponse(config.to_json())
+
+
+def _clock_body(simulator: Simulator) -> dict[str, object]:
+    return {"now": simulator.now(), "offsetS": simulator.clock.offset_us / 1_000_000}
+
+
+async def get_clock(request: Request) -> Response:
+    return JSONResponse(_clock_body(sim(request)))
+
+
+async def post_clock(request: Request) -> Response:
+    """Move the simulator's clock forward (``{"advanceS": N}``), durably: how a test makes
+    a hold expire without waiting. Never backwards, so no record is from the future."""
+    simulator = sim(request)
+    data = parse_json(await read_body(request))
+    advance = data.get("advanceS")
+    if advance is None:
+        raise ProtocolError(400, "parameter_missing", "advanceS is required", param="advanceS")
+    if (
+        isinstance(advance, bool)
+        or not isinstance(advance, (int, float))
+        or not 0 <= advance <= MAX_CLOCK_ADVANCE_S
+    ):
+        raise ProtocolError(
+            400,
+            "parameter_invalid",
+            f"advanceS must be a number of seconds between 0 and {MAX_CLOCK_ADVANCE_S}",
+            param="advanceS",
+        )
+    await simulator.store.advance_clock(round(advance * 1_000_000))
+    return JSONResponse(_clock_body(simulator))
 
 
 async def healthz(request: Request) -> Response:
@@ -360,11 +324,13 @@ def create_app(
     if seed is None and os.environ.get(SEED_ENV):
         seed = int(os.environ[SEED_ENV])
     rng = random.Random(seed)
+    store = Store(store_path)
     simulator = Simulator(
-        store=Store(store_path),
+        store=store,
         faults=FaultInjector(rng),
         rng=rng,
         slow_card_delay_s=slow_card_delay_s,
+        clock=SimClock(store),
     )
 
     @contextlib.asynccontextmanager
@@ -382,10 +348,16 @@ def create_app(
         Route("/v1/charges/{reference}", get_charge, methods=["GET"]),
         Route("/v1/refunds", post_refund, methods=["POST"]),
         Route("/v1/refunds/{reference}", get_refund, methods=["GET"]),
+        Route("/v1/captures", post_capture, methods=["POST"]),
+        Route("/v1/captures/{reference}", get_capture, methods=["GET"]),
+        Route("/v1/voids", post_void, methods=["POST"]),
+        Route("/v1/voids/{reference}", get_void, methods=["GET"]),
         Route("/v1/settlements", get_settlement, methods=["GET"]),
         Route("/v1/_faults", get_faults, methods=["GET"]),
         Route("/v1/_faults", post_faults, methods=["POST"]),
         Route("/v1/_faults", delete_faults, methods=["DELETE"]),
+        Route("/v1/_clock", get_clock, methods=["GET"]),
+        Route("/v1/_clock", post_clock, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

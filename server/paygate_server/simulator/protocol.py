@@ -16,24 +16,31 @@ from typing import Any
 
 from paygate_server import jsoncodec
 
-from .store import ChargeRecord, RefundRecord
+from .records import CaptureRecord, ChargeRecord, RefundRecord, Settlement, VoidRecord
 
 __all__ = [
     "DECLINE_MESSAGES",
     "MAX_BODY_BYTES",
+    "CaptureInput",
     "ChargeInput",
     "ProtocolError",
     "RefundInput",
+    "VoidInput",
+    "capture_body",
     "charge_body",
+    "charge_state",
     "charge_summary",
     "error_body",
+    "parse_capture",
     "parse_charge",
     "parse_date",
     "parse_json",
     "parse_refund",
+    "parse_void",
     "refund_body",
     "rfc3339",
     "settlement_body",
+    "void_body",
 ]
 
 MAX_BODY_BYTES = 64 * 1024
@@ -43,7 +50,15 @@ _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CARD_SEPARATORS = str.maketrans("", "", " -")
 # A settlement's totals per currency, in the order they are shown.
-_TOTALS = ("chargeCount", "chargedAmount", "refundCount", "refundedAmount", "netAmount")
+_TOTALS = (
+    "chargeCount",
+    "chargedAmount",
+    "captureCount",
+    "capturedAmount",
+    "refundCount",
+    "refundedAmount",
+    "netAmount",
+)
 
 DECLINE_MESSAGES: dict[str, str] = {
     "generic_decline": "The card was declined.",
@@ -51,6 +66,9 @@ DECLINE_MESSAGES: dict[str, str] = {
     "expired_card": "The card has expired.",
     "incorrect_cvc": "The card's security code is incorrect.",
     "invalid_number": "The card number is invalid.",
+    "already_captured": "The charge was already captured.",
+    "authorization_expired": "The authorization expired; nothing is held any more.",
+    "authorization_voided": "The authorization was voided; nothing is held any more.",
 }
 
 
@@ -155,6 +173,8 @@ class ChargeInput:
     digits: str = field(repr=False)
     exp_month: int
     exp_year: int
+    # False: an authorization (the amount is held until captured, voided or expired).
+    capture: bool = True
 
 
 def parse_charge(data: dict[str, Any]) -> ChargeInput:
@@ -185,8 +205,19 @@ def parse_charge(data: dict[str, Any]) -> ChargeInput:
         isinstance(cvc, str) and 3 <= len(cvc) <= 4 and cvc.isascii() and cvc.isdigit()
     ):
         raise _invalid("card.cvc", "card.cvc must be 3 or 4 digits")
+    capture = data.get("capture", True)
+    if not isinstance(capture, bool):
+        raise _invalid("capture", "capture must be true or false")
     return ChargeInput(
-        reference, payment_intent_id, merchant_id, amount, currency, digits, exp_month, exp_year
+        reference,
+        payment_intent_id,
+        merchant_id,
+        amount,
+        currency,
+        digits,
+        exp_month,
+        exp_year,
+        capture,
     )
 
 
@@ -202,6 +233,34 @@ def parse_refund(data: dict[str, Any]) -> RefundInput:
         reference=_reference(data, "reference"),
         charge_reference=_reference(data, "chargeReference"),
         amount=_amount(data),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureInput:
+    reference: str
+    charge_reference: str
+    amount: int
+
+
+def parse_capture(data: dict[str, Any]) -> CaptureInput:
+    return CaptureInput(
+        reference=_reference(data, "reference"),
+        charge_reference=_reference(data, "chargeReference"),
+        amount=_amount(data),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VoidInput:
+    reference: str
+    charge_reference: str
+
+
+def parse_void(data: dict[str, Any]) -> VoidInput:
+    return VoidInput(
+        reference=_reference(data, "reference"),
+        charge_reference=_reference(data, "chargeReference"),
     )
 
 
@@ -232,11 +291,28 @@ def charge_body(record: ChargeRecord) -> dict[str, Any]:
         "amount": record.amount,
         "currency": record.currency,
         "card": {"brand": record.card_brand, "last4": record.card_last4},
+        "capture": record.capture,
+        "expiresAt": record.expires_at,
         "createdAt": record.created_at,
     }
 
 
-def charge_summary(record: ChargeRecord) -> dict[str, Any]:
+def charge_state(record: ChargeRecord, now: str) -> dict[str, Any]:
+    """Where a charge stands now (changes after its answer, so never in a replay):
+    ``captured``/``amountCaptured`` (an approved automatic charge is captured in full),
+    ``voided``, ``expired`` (an authorization's hold ended on the simulator's clock
+    ``now``, uncaptured)."""
+    captured = record.captured_amount
+    return {
+        "captured": captured > 0,
+        "amountCaptured": captured,
+        "voided": record.voided,
+        "expired": record.expired(now),
+        "amountRefunded": record.amount_refunded,
+    }
+
+
+def charge_summary(record: ChargeRecord, now: str) -> dict[str, Any]:
     """One row of ``GET /v1/charges?paymentIntentId=``."""
     return {
         "reference": record.reference,
@@ -247,7 +323,9 @@ def charge_summary(record: ChargeRecord) -> dict[str, Any]:
         "status": record.status,
         "authCode": record.auth_code,
         "declineCode": record.decline_code,
-        "amountRefunded": record.amount_refunded,
+        "capture": record.capture,
+        "expiresAt": record.expires_at,
+        **charge_state(record, now),
         "createdAt": record.created_at,
     }
 
@@ -263,22 +341,54 @@ def refund_body(record: RefundRecord) -> dict[str, Any]:
     }
 
 
-def settlement_body(
-    day: _dt.date,
-    charges: list[ChargeRecord],
-    refunds: list[tuple[RefundRecord, ChargeRecord]],
-) -> dict[str, Any]:
+def capture_body(record: CaptureRecord) -> dict[str, Any]:
+    """The answer to ``POST /v1/captures``, identical on every replay. ``amount`` is the
+    capture's (as asked); on ``refused`` nothing was captured."""
+    return {
+        "reference": record.reference,
+        "chargeReference": record.charge_reference,
+        "status": record.status,
+        "amount": record.amount,
+        "currency": record.currency,
+        "declineCode": record.decline_code,
+        "message": DECLINE_MESSAGES.get(record.decline_code) if record.decline_code else None,
+        "createdAt": record.created_at,
+    }
+
+
+def void_body(record: VoidRecord) -> dict[str, Any]:
+    """The answer to ``POST /v1/voids``, identical on every replay."""
+    return {
+        "reference": record.reference,
+        "chargeReference": record.charge_reference,
+        "status": record.status,
+        "declineCode": record.decline_code,
+        "message": DECLINE_MESSAGES.get(record.decline_code) if record.decline_code else None,
+        "createdAt": record.created_at,
+    }
+
+
+def settlement_body(day: _dt.date, settled: Settlement) -> dict[str, Any]:
     totals: dict[str, dict[str, int]] = {}
-    for charge in charges:
-        entry = totals.setdefault(charge.currency, dict.fromkeys(_TOTALS, 0))
-        entry["chargeCount"] += 1
-        entry["chargedAmount"] += charge.amount
-        entry["netAmount"] += charge.amount
-    for refund, _charge in refunds:
-        entry = totals.setdefault(refund.currency, dict.fromkeys(_TOTALS, 0))
-        entry["refundCount"] += 1
-        entry["refundedAmount"] += refund.amount
-        entry["netAmount"] -= refund.amount
+
+    def entry(currency: str) -> dict[str, int]:
+        return totals.setdefault(currency, dict.fromkeys(_TOTALS, 0))
+
+    for charge in settled.charges:
+        bucket = entry(charge.currency)
+        bucket["chargeCount"] += 1
+        bucket["chargedAmount"] += charge.amount
+        bucket["netAmount"] += charge.amount
+    for capture, _charge in settled.captures:
+        bucket = entry(capture.currency)
+        bucket["captureCount"] += 1
+        bucket["capturedAmount"] += capture.amount
+        bucket["netAmount"] += capture.amount
+    for refund, _charge in settled.refunds:
+        bucket = entry(refund.currency)
+        bucket["refundCount"] += 1
+        bucket["refundedAmount"] += refund.amount
+        bucket["netAmount"] -= refund.amount
     return {
         "date": day.isoformat(),
         "charges": [
@@ -291,7 +401,20 @@ def settlement_body(
                 "authCode": c.auth_code,
                 "createdAt": c.created_at,
             }
-            for c in charges
+            for c in settled.charges
+        ],
+        "captures": [
+            {
+                "reference": k.reference,
+                "chargeReference": k.charge_reference,
+                "paymentIntentId": c.payment_intent_id,
+                "merchantId": c.merchant_id,
+                "amount": k.amount,
+                "currency": k.currency,
+                "authCode": c.auth_code,
+                "createdAt": k.created_at,
+            }
+            for k, c in settled.captures
         ],
         "refunds": [
             {
@@ -303,7 +426,7 @@ def settlement_body(
                 "currency": r.currency,
                 "createdAt": r.created_at,
             }
-            for r, c in refunds
+            for r, c in settled.refunds
         ],
         "totals": totals,
     }

@@ -1,13 +1,15 @@
 """The simulator's durable store: one SQLite file (WAL, ``synchronous=FULL``).
 
 Why a single writer thread: every decision that must be atomic ("is this reference
-new? then record it") runs inside that thread, one operation after another, so the same
-reference posted by 200 clients at once is recorded exactly once without any locking
-in the request handlers. The writer drains its queue in batches and commits each batch
-in one transaction (group commit), so thousands of charges per second cost a few
-hundred fsyncs, and no request is answered before its batch is durable: a SIGKILL right
-after an answer cannot lose the charge. Reads go through a small pool of read-only
-connections, which WAL lets run beside the writer.
+new? then record it"; "is this hold still capturable? then capture it") runs inside that
+thread, one operation after another, so the same reference posted by 200 clients at once
+is recorded exactly once, and a capture racing a void or another capture of the same
+authorization finds the other's effect, without any locking in the request handlers. The
+writer drains its queue in batches and commits each batch in one transaction (group
+commit), so thousands of charges per second cost a few hundred fsyncs, and no request is
+answered before its batch is durable: a SIGKILL right after an answer cannot lose the
+charge. Across processes on one file, ``BEGIN IMMEDIATE`` serializes the writers. Reads go
+through a small pool of read-only connections, which WAL lets run beside the writer.
 
 Only the card's brand and last four digits are stored, never the number or the CVC.
 """
@@ -16,34 +18,49 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import enum
 import operator
 import pathlib
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, TypeVar
 
 from paygate_server.private_files import private_dir, private_file
 
+from .records import (
+    ALREADY_CAPTURED,
+    AUTHORIZATION_EXPIRED,
+    AUTHORIZATION_VOIDED,
+    CaptureRecord,
+    ChargeDisposition,
+    ChargeMode,
+    ChargeRecord,
+    HoldDisposition,
+    RefundDisposition,
+    RefundRecord,
+    Settlement,
+    VoidRecord,
+)
+from .writer import Writer
+
 __all__ = [
+    "CaptureRecord",
     "ChargeDisposition",
     "ChargeMode",
     "ChargeRecord",
+    "HoldDisposition",
     "RefundDisposition",
     "RefundRecord",
+    "Settlement",
     "Store",
     "StoreClosed",
+    "VoidRecord",
 ]
 
 T = TypeVar("T")
 
-# Upper bound of operations per transaction: big enough to amortise the fsync, small
-# enough that one batch never holds the write lock for long.
-MAX_BATCH = 1024
 READ_THREADS = 4
 
 _SCHEMA = """
@@ -79,76 +96,77 @@ CREATE TABLE IF NOT EXISTS retry_marks (
     reference  TEXT PRIMARY KEY,
     created_at TEXT NOT NULL
 ) WITHOUT ROWID;
+-- Every capture and void request's result, refusals included (a replay returns it).
+CREATE TABLE IF NOT EXISTS captures (
+    reference        TEXT PRIMARY KEY,
+    charge_reference TEXT NOT NULL,
+    amount           INTEGER NOT NULL,
+    currency         TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    decline_code     TEXT,
+    created_at       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS captures_by_charge ON captures (charge_reference);
+CREATE INDEX IF NOT EXISTS captures_by_created ON captures (created_at);
+-- One capture per authorization, whatever the code above it decides.
+CREATE UNIQUE INDEX IF NOT EXISTS captures_one_per_charge
+    ON captures (charge_reference) WHERE status = 'captured';
+CREATE TABLE IF NOT EXISTS voids (
+    reference        TEXT PRIMARY KEY,
+    charge_reference TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    decline_code     TEXT,
+    created_at       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS voids_by_charge ON voids (charge_reference);
+-- The simulator's clock: how far POST /v1/_clock moved it ahead of the wall clock. Kept
+-- so that time never runs backwards across a restart (a hold that expired stays so).
+CREATE TABLE IF NOT EXISTS clock (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    offset_us INTEGER NOT NULL
+);
 """
 
-@dataclass(frozen=True, slots=True)
-class ChargeRecord:
-    reference: str
-    payment_intent_id: str
-    merchant_id: str
-    amount: int
-    currency: str
-    card_brand: str
-    card_last4: str
-    status: str  # "approved" | "declined"
-    auth_code: str | None
-    decline_code: str | None
-    created_at: str
-    amount_refunded: int = 0
-
-    def same_request(self, other: ChargeRecord) -> bool:
-        """Whether ``other`` asks for the same charge (the idempotency check)."""
-        return (
-            self.amount == other.amount
-            and self.currency == other.currency
-            and self.merchant_id == other.merchant_id
-            and self.payment_intent_id == other.payment_intent_id
-            and self.card_brand == other.card_brand
-            and self.card_last4 == other.card_last4
-        )
+# Columns added with authorizations; a store file from before gets them on open.
+_CHARGE_COLUMNS_ADDED = (
+    ("capture", "INTEGER NOT NULL DEFAULT 1"),
+    ("expires_at", "TEXT"),
+    ("amount_captured", "INTEGER NOT NULL DEFAULT 0"),
+    ("voided", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
-@dataclass(frozen=True, slots=True)
-class RefundRecord:
-    reference: str
-    charge_reference: str
-    amount: int
-    currency: str
-    status: str  # "succeeded"
-    created_at: str
+def _migrate(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(charges)")}
+    for name, ddl in _CHARGE_COLUMNS_ADDED:
+        if name not in have:
+            conn.execute(f"ALTER TABLE charges ADD COLUMN {name} {ddl}")
 
 
 # The tables' columns are named after the records' fields, in the same order: a row is a
 # record's fields, and a record's values are a row.
 _CHARGE_FIELDS = [f.name for f in fields(ChargeRecord)]
 _REFUND_FIELDS = [f.name for f in fields(RefundRecord)]
+_CAPTURE_FIELDS = [f.name for f in fields(CaptureRecord)]
+_VOID_FIELDS = [f.name for f in fields(VoidRecord)]
 _CHARGE_COLUMNS = ", ".join(_CHARGE_FIELDS)
 _REFUND_COLUMNS = ", ".join(_REFUND_FIELDS)
+_CAPTURE_COLUMNS = ", ".join(_CAPTURE_FIELDS)
+_VOID_COLUMNS = ", ".join(_VOID_FIELDS)
 _charge_values = operator.attrgetter(*_CHARGE_FIELDS)
 _refund_values = operator.attrgetter(*_REFUND_FIELDS)
+_capture_values = operator.attrgetter(*_CAPTURE_FIELDS)
+_void_values = operator.attrgetter(*_VOID_FIELDS)
+_CAPTURE_IX = _CHARGE_FIELDS.index("capture")
+_VOIDED_IX = _CHARGE_FIELDS.index("voided")
 
 
-class ChargeMode(enum.Enum):
-    RECORD = "record"  # record the charge unless the reference exists
-    ERROR_IF_NEW = "error_if_new"  # never record; replay an existing reference
-    RETRY_FIRST = "retry_first"  # first sighting: mark and refuse; second: record
-
-
-class ChargeDisposition(enum.Enum):
-    CREATED = "created"
-    EXISTING = "existing"  # the same request again: replay the first result
-    CONFLICT = "conflict"  # the reference exists with other details
-    ERROR = "error"  # nothing recorded (ERROR_IF_NEW on a new reference)
-    RETRY_LATER = "retry_later"  # nothing recorded (RETRY_FIRST, first sighting)
-
-
-class RefundDisposition(enum.Enum):
-    CREATED = "created"
-    EXISTING = "existing"
-    CONFLICT = "conflict"
-    CHARGE_NOT_FOUND = "charge_not_found"
-    NOT_REFUNDABLE = "not_refundable"
-    EXCEEDS_REMAINING = "exceeds_remaining"
+def _charge_from(row: tuple[Any, ...]) -> ChargeRecord:
+    # SQLite has no boolean: the two flags come back as 0/1.
+    values = list(row)
+    values[_CAPTURE_IX] = bool(values[_CAPTURE_IX])
+    values[_VOIDED_IX] = bool(values[_VOIDED_IX])
+    return ChargeRecord(*values)
 
 
 class StoreClosed(RuntimeError):
@@ -167,9 +185,13 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _marks(names: list[str]) -> str:
+    return ", ".join("?" for _ in names)
+
+
 _SELECT_CHARGE = f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE reference = ?"
 _INSERT_CHARGE_IF_NEW = (
-    f"INSERT INTO charges ({_CHARGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO charges ({_CHARGE_COLUMNS}) VALUES ({_marks(_CHARGE_FIELDS)}) "
     "ON CONFLICT (reference) DO NOTHING"
 )
 
@@ -188,7 +210,7 @@ def _op_charge(
             return ChargeDisposition.CREATED, record
     row = conn.execute(_SELECT_CHARGE, (record.reference,)).fetchone()
     if row is not None:
-        existing = ChargeRecord(*row)
+        existing = _charge_from(row)
         if existing.same_request(record):
             return ChargeDisposition.EXISTING, existing
         return ChargeDisposition.CONFLICT, existing
@@ -209,7 +231,12 @@ def _op_charge(
 
 
 def _op_refund(
-    conn: sqlite3.Connection, reference: str, charge_reference: str, amount: int, created_at: str
+    conn: sqlite3.Connection,
+    reference: str,
+    charge_reference: str,
+    amount: int,
+    created_at: str,
+    error_if_new: bool = False,
 ) -> tuple[RefundDisposition, RefundRecord | None, ChargeRecord | None]:
     row = conn.execute(
         f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE reference = ?", (reference,)
@@ -219,19 +246,24 @@ def _op_refund(
         if existing.charge_reference == charge_reference and existing.amount == amount:
             return RefundDisposition.EXISTING, existing, None
         return RefundDisposition.CONFLICT, existing, None
+    if error_if_new:
+        return RefundDisposition.ERROR, None, None
     row = conn.execute(_SELECT_CHARGE, (charge_reference,)).fetchone()
     if row is None:
         return RefundDisposition.CHARGE_NOT_FOUND, None, None
-    charge = ChargeRecord(*row)
-    if charge.status != "approved":
+    charge = _charge_from(row)
+    # Only what was taken can be given back: an authorization before its capture (or
+    # after its void) has nothing to refund, a partial capture bounds the refunds.
+    if charge.captured_amount == 0:
         return RefundDisposition.NOT_REFUNDABLE, None, charge
-    if charge.amount_refunded + amount > charge.amount:
+    if charge.amount_refunded + amount > charge.captured_amount:
         return RefundDisposition.EXCEEDS_REMAINING, None, charge
     refund = RefundRecord(
         reference, charge_reference, amount, charge.currency, "succeeded", created_at
     )
     conn.execute(
-        f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", _refund_values(refund)
+        f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES ({_marks(_REFUND_FIELDS)})",
+        _refund_values(refund),
     )
     conn.execute(
         "UPDATE charges SET amount_refunded = amount_refunded + ? WHERE reference = ?",
@@ -240,88 +272,129 @@ def _op_refund(
     return RefundDisposition.CREATED, refund, charge
 
 
-_Item = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+def _hold_of(
+    conn: sqlite3.Connection, charge_reference: str
+) -> tuple[HoldDisposition | None, ChargeRecord | None]:
+    """The charge a capture or void names, or why there is no hold to act on."""
+    row = conn.execute(_SELECT_CHARGE, (charge_reference,)).fetchone()
+    if row is None:
+        return HoldDisposition.CHARGE_NOT_FOUND, None
+    charge = _charge_from(row)
+    if charge.status != "approved":
+        return HoldDisposition.NOT_AUTHORIZED, charge
+    return None, charge
 
 
-def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, value, error in results:
-        if fut.done():  # the awaiting request was cancelled
-            continue
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(value)
+def _op_capture(
+    conn: sqlite3.Connection,
+    reference: str,
+    charge_reference: str,
+    amount: int,
+    now: str,
+    error_if_new: bool,
+) -> tuple[HoldDisposition, CaptureRecord | None, ChargeRecord | None]:
+    row = conn.execute(
+        f"SELECT {_CAPTURE_COLUMNS} FROM captures WHERE reference = ?", (reference,)
+    ).fetchone()
+    if row is not None:
+        existing = CaptureRecord(*row)
+        if existing.charge_reference == charge_reference and existing.amount == amount:
+            return HoldDisposition.EXISTING, existing, None
+        return HoldDisposition.CONFLICT, existing, None
+    if error_if_new:
+        return HoldDisposition.ERROR, None, None
+    refusal, charge = _hold_of(conn, charge_reference)
+    if refusal is not None:
+        return refusal, None, charge
+    assert charge is not None
+    if amount > charge.amount:
+        # A malformed request whatever the hold's state: nothing recorded.
+        return HoldDisposition.EXCEEDS_AUTHORIZED, None, charge
+    decline: str | None = None
+    if charge.capture or charge.amount_captured:
+        decline = ALREADY_CAPTURED  # an automatic charge was captured when it was made
+    elif charge.voided:
+        decline = AUTHORIZATION_VOIDED
+    elif charge.expired(now):
+        decline = AUTHORIZATION_EXPIRED
+    else:
+        # Conditional, like every transition: a hold captured or voided meanwhile (by
+        # another process on this file) is not captured again.
+        taken = conn.execute(
+            "UPDATE charges SET amount_captured = ? "
+            "WHERE reference = ? AND capture = 0 AND amount_captured = 0 AND voided = 0",
+            (amount, charge_reference),
+        ).rowcount
+        if not taken:
+            raise RuntimeError("hold changed under the writer's transaction")
+    capture = CaptureRecord(
+        reference=reference,
+        charge_reference=charge_reference,
+        amount=amount,
+        currency=charge.currency,
+        status="refused" if decline else "captured",
+        decline_code=decline,
+        created_at=now,
+    )
+    conn.execute(
+        f"INSERT INTO captures ({_CAPTURE_COLUMNS}) VALUES ({_marks(_CAPTURE_FIELDS)})",
+        _capture_values(capture),
+    )
+    return HoldDisposition.CREATED, capture, charge
 
 
-class _Writer(threading.Thread):
-    """Owns the only write connection; runs operations in group-committed batches."""
-
-    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(name="simulator-store-writer", daemon=True)
-        self._conn = conn
-        self._loop = loop
-        self.queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-
-    def run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self.queue.get()
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    nxt = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            self._loop.call_soon_threadsafe(_deliver, self._run_batch(batch))
-        self._conn.close()
-
-    def _run_batch(
-        self, batch: list[_Item]
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
-                (fut, op(conn), None) for op, fut in batch
-            ]
-            conn.execute("COMMIT")
-            return results
-        except Exception:  # noqa: BLE001 - retried below, one operation at a time
-            _rollback(conn)
-        # Something in the batch failed: run each operation in its own transaction, so
-        # that one bad operation neither half-commits nor takes the others down with it.
-        # (Cheaper than a savepoint per operation on the fast path.)
-        out: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        for op, fut in batch:
-            value, error = self._run_alone(op)
-            out.append((fut, value, error))
-        return out
-
-    def _run_alone(
-        self, op: Callable[[sqlite3.Connection], Any]
-    ) -> tuple[Any, BaseException | None]:
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            value = op(conn)
-            conn.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting request
-            _rollback(conn)
-            return None, exc
-        return value, None
+def _op_void(
+    conn: sqlite3.Connection,
+    reference: str,
+    charge_reference: str,
+    now: str,
+    error_if_new: bool,
+) -> tuple[HoldDisposition, VoidRecord | None, ChargeRecord | None]:
+    row = conn.execute(
+        f"SELECT {_VOID_COLUMNS} FROM voids WHERE reference = ?", (reference,)
+    ).fetchone()
+    if row is not None:
+        existing = VoidRecord(*row)
+        if existing.charge_reference == charge_reference:
+            return HoldDisposition.EXISTING, existing, None
+        return HoldDisposition.CONFLICT, existing, None
+    if error_if_new:
+        return HoldDisposition.ERROR, None, None
+    refusal, charge = _hold_of(conn, charge_reference)
+    if refusal is not None:
+        return refusal, None, charge
+    assert charge is not None
+    decline: str | None = None
+    if charge.capture or charge.amount_captured:
+        decline = ALREADY_CAPTURED
+    else:
+        # A hold already voided or expired is voided all the same: nothing is left to
+        # release, and the caller asked for exactly that state.
+        conn.execute(
+            "UPDATE charges SET voided = 1 WHERE reference = ? AND amount_captured = 0",
+            (charge_reference,),
+        )
+    void = VoidRecord(
+        reference=reference,
+        charge_reference=charge_reference,
+        status="refused" if decline else "voided",
+        decline_code=decline,
+        created_at=now,
+    )
+    conn.execute(
+        f"INSERT INTO voids ({_VOID_COLUMNS}) VALUES ({_marks(_VOID_FIELDS)})",
+        _void_values(void),
+    )
+    return HoldDisposition.CREATED, void, charge
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass  # no transaction was open
+def _op_advance_clock(conn: sqlite3.Connection, by_us: int) -> int:
+    conn.execute(
+        "INSERT INTO clock (id, offset_us) VALUES (1, ?) "
+        "ON CONFLICT (id) DO UPDATE SET offset_us = offset_us + excluded.offset_us",
+        (by_us,),
+    )
+    return int(conn.execute("SELECT offset_us FROM clock WHERE id = 1").fetchone()[0])
 
 
 class Store:
@@ -329,12 +402,14 @@ class Store:
 
     def __init__(self, path: str | pathlib.Path) -> None:
         self.path = str(path)
-        self._writer: _Writer | None = None
+        self._writer: Writer[sqlite3.Connection] | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._read_conns: list[sqlite3.Connection] = []
         self._local = threading.local()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The simulator clock's lead over the wall clock, as last stored (read on open).
+        self.clock_offset_us = 0
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -346,7 +421,10 @@ class Store:
         self._loop = asyncio.get_running_loop()
         conn = _connect(self.path)
         conn.executescript(_SCHEMA)
-        self._writer = _Writer(conn, self._loop)
+        _migrate(conn)
+        row = conn.execute("SELECT offset_us FROM clock WHERE id = 1").fetchone()
+        self.clock_offset_us = 0 if row is None else int(row[0])
+        self._writer = Writer(conn, self._loop)
         self._writer.start()
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="simulator-store-read")
 
@@ -395,18 +473,75 @@ class Store:
         return await self._write(lambda conn: _op_charge(conn, record, mode))
 
     async def refund(
-        self, reference: str, charge_reference: str, amount: int, created_at: str
+        self,
+        reference: str,
+        charge_reference: str,
+        amount: int,
+        created_at: str,
+        *,
+        error_if_new: bool = False,
     ) -> tuple[RefundDisposition, RefundRecord | None, ChargeRecord | None]:
+        """``error_if_new``: an injected processing error, which records nothing but
+        still replays a reference that was recorded."""
         return await self._write(
-            lambda conn: _op_refund(conn, reference, charge_reference, amount, created_at)
+            lambda conn: _op_refund(
+                conn, reference, charge_reference, amount, created_at, error_if_new
+            )
         )
+
+    async def capture(
+        self,
+        reference: str,
+        charge_reference: str,
+        amount: int,
+        now: str,
+        *,
+        error_if_new: bool = False,
+    ) -> tuple[HoldDisposition, CaptureRecord | None, ChargeRecord | None]:
+        """Capture ``amount`` of an authorization's hold, once; ``now`` (the simulator's
+        clock) decides whether the hold has expired and stamps the record."""
+        return await self._write(
+            lambda conn: _op_capture(
+                conn, reference, charge_reference, amount, now, error_if_new
+            )
+        )
+
+    async def void(
+        self, reference: str, charge_reference: str, now: str, *, error_if_new: bool = False
+    ) -> tuple[HoldDisposition, VoidRecord | None, ChargeRecord | None]:
+        return await self._write(
+            lambda conn: _op_void(conn, reference, charge_reference, now, error_if_new)
+        )
+
+    async def advance_clock(self, by_us: int) -> int:
+        """Move the simulator's clock ahead by ``by_us``, durably; the new offset."""
+        self.clock_offset_us = await self._write(lambda conn: _op_advance_clock(conn, by_us))
+        return self.clock_offset_us
 
     # --- reads ----------------------------------------------------------------------
 
     async def get_charge(self, reference: str) -> ChargeRecord | None:
         def run(conn: sqlite3.Connection) -> ChargeRecord | None:
             row = conn.execute(_SELECT_CHARGE, (reference,)).fetchone()
-            return None if row is None else ChargeRecord(*row)
+            return None if row is None else _charge_from(row)
+
+        return await self._read(run)
+
+    async def get_capture(self, reference: str) -> CaptureRecord | None:
+        def run(conn: sqlite3.Connection) -> CaptureRecord | None:
+            row = conn.execute(
+                f"SELECT {_CAPTURE_COLUMNS} FROM captures WHERE reference = ?", (reference,)
+            ).fetchone()
+            return None if row is None else CaptureRecord(*row)
+
+        return await self._read(run)
+
+    async def get_void(self, reference: str) -> VoidRecord | None:
+        def run(conn: sqlite3.Connection) -> VoidRecord | None:
+            row = conn.execute(
+                f"SELECT {_VOID_COLUMNS} FROM voids WHERE reference = ?", (reference,)
+            ).fetchone()
+            return None if row is None else VoidRecord(*row)
 
         return await self._read(run)
 
@@ -434,46 +569,57 @@ class Store:
         sql = f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE {where} ORDER BY created_at, reference"
 
         def run(conn: sqlite3.Connection) -> list[ChargeRecord]:
-            return [ChargeRecord(*row) for row in conn.execute(sql, params)]
+            return [_charge_from(row) for row in conn.execute(sql, params)]
 
         return await self._read(run)
 
-    async def settlement(
-        self, day: _dt.date
-    ) -> tuple[list[ChargeRecord], list[tuple[RefundRecord, ChargeRecord]]]:
-        """Approved charges and succeeded refunds recorded on ``day`` (UTC)."""
+    async def settlement(self, day: _dt.date) -> Settlement:
+        """Approved automatic charges, captures and succeeded refunds recorded on ``day``
+        (UTC). An authorization is not in it: what settles is its capture."""
         start = day.isoformat() + "T"
         end = (day + _dt.timedelta(days=1)).isoformat() + "T"
-        refund_cols = ", ".join(f"r.{name}" for name in _REFUND_FIELDS)
         charge_cols = ", ".join(f"c.{name}" for name in _CHARGE_FIELDS)
-        split = len(_REFUND_FIELDS)  # a joined row: the refund's columns, then the charge's
 
-        def run(
-            conn: sqlite3.Connection,
-        ) -> tuple[list[ChargeRecord], list[tuple[RefundRecord, ChargeRecord]]]:
-            # One read transaction, so charges and refunds come from the same snapshot.
+        def joined(
+            conn: sqlite3.Connection, table: str, columns: list[str], status: str
+        ) -> list[tuple[Any, ChargeRecord]]:
+            # A joined row: the operation's columns, then its charge's.
+            cols = ", ".join(f"o.{name}" for name in columns)
+            split = len(columns)
+            return [
+                (row[:split], _charge_from(row[split:]))
+                for row in conn.execute(
+                    f"SELECT {cols}, {charge_cols} FROM {table} o "
+                    "JOIN charges c ON c.reference = o.charge_reference "
+                    "WHERE o.status = ? AND o.created_at >= ? AND o.created_at < ? "
+                    "ORDER BY o.created_at, o.reference",
+                    (status, start, end),
+                )
+            ]
+
+        def run(conn: sqlite3.Connection) -> Settlement:
+            # One read transaction, so every list comes from the same snapshot.
             conn.execute("BEGIN")
             try:
                 charges = [
-                    ChargeRecord(*row)
+                    _charge_from(row)
                     for row in conn.execute(
                         f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE status = 'approved' "
-                        "AND created_at >= ? AND created_at < ? ORDER BY created_at, reference",
+                        "AND capture = 1 AND created_at >= ? AND created_at < ? "
+                        "ORDER BY created_at, reference",
                         (start, end),
                     )
                 ]
+                captures = [
+                    (CaptureRecord(*op), charge)
+                    for op, charge in joined(conn, "captures", _CAPTURE_FIELDS, "captured")
+                ]
                 refunds = [
-                    (RefundRecord(*row[:split]), ChargeRecord(*row[split:]))
-                    for row in conn.execute(
-                        f"SELECT {refund_cols}, {charge_cols} FROM refunds r "
-                        "JOIN charges c ON c.reference = r.charge_reference "
-                        "WHERE r.status = 'succeeded' AND r.created_at >= ? AND r.created_at < ? "
-                        "ORDER BY r.created_at, r.reference",
-                        (start, end),
-                    )
+                    (RefundRecord(*op), charge)
+                    for op, charge in joined(conn, "refunds", _REFUND_FIELDS, "succeeded")
                 ]
             finally:
                 conn.execute("COMMIT")
-            return charges, refunds
+            return Settlement(charges, captures, refunds)
 
         return await self._read(run)

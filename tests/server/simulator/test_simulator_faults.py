@@ -32,6 +32,7 @@ async def test_faults_round_trip_and_reset(sim: httpx.AsyncClient) -> None:
         "errorRate": 0.0,
         "timeoutRate": 0.0,
         "dropResponseRate": 0.0,
+        "authorizationTtlS": 7 * 24 * 3600,
     }
     await _set_faults(sim, latencyMs=5, jitterMs=2, errorRate=0.25, dropResponseRate=0.5)
     assert (await sim.get("/v1/_faults")).json() == {
@@ -40,6 +41,7 @@ async def test_faults_round_trip_and_reset(sim: httpx.AsyncClient) -> None:
         "errorRate": 0.25,
         "timeoutRate": 0.0,
         "dropResponseRate": 0.5,
+        "authorizationTtlS": 7 * 24 * 3600,
     }
     # A POST replaces the whole configuration: omitted faults are off.
     await _set_faults(sim, timeoutRate=0.1)

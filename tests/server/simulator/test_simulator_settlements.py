@@ -81,6 +81,8 @@ async def test_settlement_lists_the_days_approved_charges_and_refunds(
     assert totals["USD"] == {
         "chargeCount": 1,
         "chargedAmount": 1500,
+        "captureCount": 0,
+        "capturedAmount": 0,
         "refundCount": 1,
         "refundedAmount": 500,
         "netAmount": 1000,
@@ -93,7 +95,7 @@ async def test_settlement_of_another_day_is_empty(fresh: httpx.AsyncClient) -> N
     day = dt.date.fromisoformat(charge["createdAt"][:10])
     for other in (day - dt.timedelta(days=1), day + dt.timedelta(days=1)):
         report = (await fresh.get("/v1/settlements", params={"date": other.isoformat()})).json()
-        assert report == {"date": other.isoformat(), "charges": [], "refunds": [], "totals": {}}
+        assert report == {"date": other.isoformat(), "charges": [], "captures": [], "refunds": [], "totals": {}}
 
 
 @pytest.mark.parametrize("value", ["", "2024-13-01", "2024-02-30", "20240101", "yesterday"])
