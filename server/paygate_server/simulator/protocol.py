@@ -205,8 +205,10 @@ def parse_charge(data: dict[str, Any]) -> ChargeInput:
         isinstance(cvc, str) and 3 <= len(cvc) <= 4 and cvc.isascii() and cvc.isdigit()
     ):
         raise _invalid("card.cvc", "card.cvc must be 3 or 4 digits")
-    capture = data.get("capture", True)
-    if not isinstance(capture, bool):
+    capture = data.get("capture")
+    if capture is None:  # left out (or null, as for every optional field): a charge
+        capture = True
+    elif not isinstance(capture, bool):
         raise _invalid("capture", "capture must be true or false")
     return ChargeInput(
         reference,

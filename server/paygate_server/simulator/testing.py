@@ -21,9 +21,21 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
+
 from paygate_server.procs import ServiceProcess
 
-__all__ = ["SimulatorProcess", "TestCards", "charge_payload", "start_simulator"]
+__all__ = [
+    "SimulatorProcess",
+    "TestCards",
+    "advance_clock",
+    "capture_payload",
+    "charge_payload",
+    "list_charges",
+    "set_faults",
+    "start_simulator",
+    "void_payload",
+]
 
 
 class TestCards:
@@ -56,8 +68,10 @@ def charge_payload(
     exp_month: int = 12,
     exp_year: int | None = None,
     cvc: str | None = "123",
+    capture: bool | None = None,
 ) -> dict[str, Any]:
-    """A ``POST /v1/charges`` body; fresh random reference and intent unless given."""
+    """A ``POST /v1/charges`` body; fresh random reference and intent unless given.
+    ``capture=False``: an authorization (left out: the simulator's default, a charge)."""
     card: dict[str, Any] = {
         "number": number,
         "expMonth": exp_month,
@@ -65,7 +79,7 @@ def charge_payload(
     }
     if cvc is not None:
         card["cvc"] = cvc
-    return {
+    payload: dict[str, Any] = {
         "reference": reference or f"txn_{uuid.uuid4().hex}",
         "paymentIntentId": payment_intent_id or f"pi_{uuid.uuid4().hex}",
         "merchantId": merchant_id,
@@ -73,6 +87,58 @@ def charge_payload(
         "currency": currency,
         "card": card,
     }
+    if capture is not None:
+        payload["capture"] = capture
+    return payload
+
+
+def capture_payload(
+    charge_reference: str, amount: int, *, reference: str | None = None
+) -> dict[str, Any]:
+    """A ``POST /v1/captures`` body; a fresh random reference unless given."""
+    return {
+        "reference": reference or f"cap_{uuid.uuid4().hex}",
+        "chargeReference": charge_reference,
+        "amount": amount,
+    }
+
+
+def void_payload(charge_reference: str, *, reference: str | None = None) -> dict[str, Any]:
+    """A ``POST /v1/voids`` body; a fresh random reference unless given."""
+    return {"reference": reference or f"void_{uuid.uuid4().hex}", "chargeReference": charge_reference}
+
+
+# Blocking helpers for tests that hold the simulator's records up as the oracle.
+
+
+def list_charges(base_url: str, payment_intent_id: str) -> list[dict[str, Any]]:
+    """Every charge and authorization the simulator recorded for an intent, oldest first:
+    rows of ``GET /v1/charges`` (``status``, ``capture``, ``captured``,
+    ``amountCaptured``, ``voided``, ``expired``, ``amountRefunded``, ...)."""
+    with httpx.Client(base_url=base_url, timeout=10.0, trust_env=False) as client:
+        response = client.get("/v1/charges", params={"paymentIntentId": payment_intent_id})
+        response.raise_for_status()
+        data: list[dict[str, Any]] = response.json()["data"]
+        return data
+
+
+def set_faults(base_url: str, **faults: float) -> dict[str, Any]:
+    """Replace the fault configuration (``latencyMs``, ``errorRate``, ...,
+    ``authorizationTtlS``); omitted faults are off. Returns the new configuration."""
+    with httpx.Client(base_url=base_url, timeout=10.0, trust_env=False) as client:
+        response = client.post("/v1/_faults", json=faults)
+        response.raise_for_status()
+        config: dict[str, Any] = response.json()
+        return config
+
+
+def advance_clock(base_url: str, seconds: float) -> dict[str, Any]:
+    """Move the simulator's clock ahead (holds expire on it): ``{"now", "offsetS"}``."""
+    with httpx.Client(base_url=base_url, timeout=10.0, trust_env=False) as client:
+        response = client.post("/v1/_clock", json={"advanceS": seconds})
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
 
 
 class SimulatorProcess(ServiceProcess):
