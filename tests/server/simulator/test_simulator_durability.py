@@ -9,7 +9,14 @@ from collections.abc import Callable
 
 import httpx
 
-from paygate_server.simulator.testing import SimulatorProcess, TestCards, charge_payload
+from paygate_server.simulator.testing import (
+    SimulatorProcess,
+    TestCards,
+    capture_payload,
+    charge_payload,
+    list_charges,
+    void_payload,
+)
 
 ALL_CARDS = [
     value for name, value in vars(TestCards).items() if name.isupper() and isinstance(value, str)
@@ -57,6 +64,46 @@ async def test_1034_retry_mark_survives_a_restart(
         assert (await c.post("/v1/charges", json=payload)).status_code == 200
 
 
+async def test_authorizations_captures_and_voids_survive_sigkill(
+    simulator_factory: Callable[..., SimulatorProcess],
+) -> None:
+    process = simulator_factory("durable-holds")
+    intent = "pi_durable_holds"
+    auths = [charge_payload(TestCards.VISA, payment_intent_id=intent, capture=False)
+             for _ in range(30)]
+    async with httpx.AsyncClient(base_url=process.base_url, timeout=10.0) as c:
+        await asyncio.gather(*(c.post("/v1/charges", json=p) for p in auths))
+        captures = [capture_payload(p["reference"], 100 + i) for i, p in enumerate(auths[:10])]
+        voids = [void_payload(p["reference"]) for p in auths[10:20]]
+        answers = await asyncio.gather(
+            *(c.post("/v1/captures", json=p) for p in captures),
+            *(c.post("/v1/voids", json=p) for p in voids),
+        )
+        assert [a.json()["status"] for a in answers] == ["captured"] * 10 + ["voided"] * 10
+    process.kill()  # right after the answers: no shutdown code, no checkpoint
+    process.start()
+    async with httpx.AsyncClient(base_url=process.base_url, timeout=10.0) as c:
+        rows = {r["reference"]: r for r in list_charges(process.base_url, intent)}
+        assert len(rows) == 30
+        for i, p in enumerate(auths):
+            row = rows[p["reference"]]
+            assert row["capture"] is False
+            assert row["amountCaptured"] == (100 + i if i < 10 else 0)
+            assert row["voided"] is (10 <= i < 20)
+        # Every answer given before the crash is still the answer after it...
+        for payload, answer in zip(captures + voids, answers, strict=True):
+            path = "captures" if payload in captures else "voids"
+            replay = await c.post(f"/v1/{path}", json=payload)
+            assert replay.content == answer.content
+            assert replay.headers["idempotent-replayed"] == "true"
+        # ...and a hold is still taken once: a new capture of a captured one is refused.
+        again = await c.post("/v1/captures", json=capture_payload(auths[0]["reference"], 1))
+        assert again.json()["declineCode"] == "already_captured"
+        # The untouched holds are still capturable.
+        late = await c.post("/v1/captures", json=capture_payload(auths[25]["reference"], 1000))
+        assert late.json()["status"] == "captured"
+
+
 def _store_bytes(process: SimulatorProcess) -> bytes:
     files = sorted(process.store_path.parent.glob(process.store_path.name + "*"))
     files = [f for f in files if not f.name.endswith(".log")]
@@ -71,6 +118,8 @@ async def test_no_card_number_or_cvc_in_store_or_output(
     cvc = "8461"
     extra = ["4111111111111111", "4242424242424241"]  # any valid card, a bad-Luhn one
     payloads = [charge_payload(number, cvc=cvc) for number in ALL_CARDS + extra]
+    # The same cards again as authorizations (capture: false).
+    payloads += [charge_payload(number, cvc=cvc, capture=False) for number in ALL_CARDS + extra]
     async with httpx.AsyncClient(base_url=process.base_url, timeout=10.0) as c:
 
         async def post(payload: dict) -> None:

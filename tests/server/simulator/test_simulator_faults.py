@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
-from paygate_server.simulator.testing import SimulatorProcess, TestCards, charge_payload
+from paygate_server.simulator.testing import (
+    SimulatorProcess,
+    TestCards,
+    capture_payload,
+    charge_payload,
+    void_payload,
+)
 
 
 @pytest.fixture
@@ -147,3 +154,109 @@ async def test_seeded_faults_are_reproducible(
     second = await outcomes("seed-b")
     assert first == second
     assert 200 in first and 500 in first  # the rate really is applied, both ways
+
+
+# --- faults on captures, voids and refunds ---------------------------------------------------
+
+
+async def _authorized(sim: httpx.AsyncClient, amount: int = 1000) -> dict:
+    body = (await sim.post("/v1/charges", json=charge_payload(amount=amount, capture=False))).json()
+    assert body["status"] == "approved"
+    return body
+
+
+def _operations(charge_reference: str) -> list[tuple[str, dict]]:
+    """A capture, a void and a refund request, each with a fresh reference."""
+    return [
+        ("captures", capture_payload(charge_reference, 400)),
+        ("voids", void_payload(charge_reference)),
+        ("refunds", {"reference": f"re_{uuid.uuid4().hex}", "chargeReference": charge_reference,
+                     "amount": 100}),
+    ]
+
+
+async def test_error_rate_fails_captures_voids_refunds_without_recording(
+    sim: httpx.AsyncClient,
+) -> None:
+    auth = await _authorized(sim)
+    charge = (await sim.post("/v1/charges", json=charge_payload(TestCards.VISA))).json()
+    await _set_faults(sim, errorRate=1.0)
+    for path, payload in _operations(auth["reference"])[:2] + _operations(charge["reference"])[2:]:
+        response = await sim.post(f"/v1/{path}", json=payload)
+        assert response.status_code == 500, path
+        assert (response.json()["code"], response.json()["retryable"]) == ("processing_error", False)
+        assert (await sim.get(f"/v1/{path}/{payload['reference']}")).status_code == 404, path
+    row = (await sim.get(f"/v1/charges/{auth['reference']}")).json()
+    assert (row["captured"], row["voided"]) == (False, False)
+    assert (await sim.get(f"/v1/charges/{charge['reference']}")).json()["amountRefunded"] == 0
+
+
+async def test_error_rate_never_denies_a_recorded_capture_void_or_refund(
+    sim: httpx.AsyncClient,
+) -> None:
+    capture = capture_payload((await _authorized(sim))["reference"], 1000)
+    void = void_payload((await _authorized(sim))["reference"])
+    charge = (await sim.post("/v1/charges", json=charge_payload(TestCards.VISA))).json()
+    refund = {"reference": f"re_{uuid.uuid4().hex}", "chargeReference": charge["reference"], "amount": 5}
+    firsts = [await sim.post(f"/v1/{path}", json=p)
+              for path, p in (("captures", capture), ("voids", void), ("refunds", refund))]
+    await _set_faults(sim, errorRate=1.0)
+    for (path, payload), first in zip(
+        (("captures", capture), ("voids", void), ("refunds", refund)), firsts, strict=True
+    ):
+        replay = await sim.post(f"/v1/{path}", json=payload)
+        assert replay.status_code == 200 and replay.content == first.content, path
+
+
+async def test_drop_response_rate_records_captures_voids_refunds_then_drops(
+    sim: httpx.AsyncClient,
+) -> None:
+    captured = await _authorized(sim)
+    voided = await _authorized(sim)
+    charge = (await sim.post("/v1/charges", json=charge_payload(TestCards.VISA))).json()
+    await _set_faults(sim, dropResponseRate=1.0)
+    ops = [_operations(captured["reference"])[0], _operations(voided["reference"])[1],
+           _operations(charge["reference"])[2]]
+    for path, payload in ops:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await sim.post(f"/v1/{path}", json=payload)
+    # Lost answers, recorded results: the lookups tell what happened.
+    assert (await sim.get(f"/v1/captures/{ops[0][1]['reference']}")).json()["status"] == "captured"
+    assert (await sim.get(f"/v1/voids/{ops[1][1]['reference']}")).json()["status"] == "voided"
+    assert (await sim.get(f"/v1/refunds/{ops[2][1]['reference']}")).json()["status"] == "succeeded"
+    # The replay of a lost capture is dropped too (faults hit replays), until they stop.
+    with pytest.raises(httpx.RemoteProtocolError):
+        await sim.post("/v1/captures", json=ops[0][1])
+    await _set_faults(sim)
+    replay = await sim.post("/v1/captures", json=ops[0][1])
+    assert replay.json()["status"] == "captured" and replay.headers["idempotent-replayed"] == "true"
+    assert (await sim.get(f"/v1/charges/{captured['reference']}")).json()["amountCaptured"] == 400
+
+
+async def test_timeout_rate_records_captures_and_voids_then_answers_late(
+    sim: httpx.AsyncClient, slow_card_delay_s: float
+) -> None:
+    captured = await _authorized(sim)
+    voided = await _authorized(sim)
+    await _set_faults(sim, timeoutRate=1.0)
+    ops = [_operations(captured["reference"])[0], _operations(voided["reference"])[1]]
+    for path, payload in ops:
+        with pytest.raises(httpx.ReadTimeout):
+            await sim.post(f"/v1/{path}", json=payload,
+                           timeout=httpx.Timeout(5.0, read=slow_card_delay_s / 4))
+    assert (await sim.get(f"/v1/captures/{ops[0][1]['reference']}")).json()["status"] == "captured"
+    assert (await sim.get(f"/v1/voids/{ops[1][1]['reference']}")).json()["status"] == "voided"
+
+
+async def test_latency_applies_to_captures_voids_and_refunds(sim: httpx.AsyncClient) -> None:
+    auth = await _authorized(sim)
+    other = await _authorized(sim)
+    charge = (await sim.post("/v1/charges", json=charge_payload(TestCards.VISA))).json()
+    await _set_faults(sim, latencyMs=300)
+    ops = [_operations(auth["reference"])[0], _operations(other["reference"])[1],
+           _operations(charge["reference"])[2]]
+    for path, payload in ops:
+        started = time.monotonic()
+        response = await sim.post(f"/v1/{path}", json=payload)
+        assert response.status_code == 200, path
+        assert time.monotonic() - started >= 0.3, path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -12,6 +13,7 @@ from paygate_server.simulator.store import (
     ChargeDisposition,
     ChargeMode,
     ChargeRecord,
+    HoldDisposition,
     RefundDisposition,
     Store,
     StoreClosed,
@@ -135,3 +137,91 @@ async def test_reopen_keeps_everything_and_closed_store_refuses(tmp_path: pathli
         assert mode == "wal"
     finally:
         await again.close()
+
+
+# The charges table as it was before authorizations (a store file an older simulator wrote).
+_OLD_SCHEMA = """
+CREATE TABLE charges (
+    reference TEXT PRIMARY KEY, payment_intent_id TEXT NOT NULL, merchant_id TEXT NOT NULL,
+    amount INTEGER NOT NULL, currency TEXT NOT NULL, card_brand TEXT NOT NULL,
+    card_last4 TEXT NOT NULL, status TEXT NOT NULL, auth_code TEXT, decline_code TEXT,
+    created_at TEXT NOT NULL, amount_refunded INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO charges VALUES ('txn_old', 'pi_old', 'mer_old', 700, 'USD', 'visa', '4242',
+    'approved', 'ABC123', NULL, '2025-03-04T05:06:07.089Z', 100);
+"""
+
+
+async def test_a_store_from_before_authorizations_opens_with_its_charges_captured(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(_OLD_SCHEMA)
+    conn.close()
+    store = Store(path)
+    store.open()
+    try:
+        charge = await store.get_charge("txn_old")
+        assert charge is not None
+        assert (charge.capture, charge.voided, charge.expires_at) == (True, False, None)
+        assert charge.captured_amount == 700 and charge.amount_refunded == 100
+        now = "2025-03-05T00:00:00.000Z"
+        assert (await store.refund("re_old", "txn_old", 600, now))[0] is RefundDisposition.CREATED
+        disposition, capture, _ = await store.capture("cap_old", "txn_old", 1, now)
+        assert disposition is HoldDisposition.CREATED and capture is not None
+        assert (capture.status, capture.decline_code) == ("refused", "already_captured")
+    finally:
+        await store.close()
+    again = Store(path)  # and opening it again changes nothing
+    again.open()
+    try:
+        charge = await again.get_charge("txn_old")
+        assert charge is not None and charge.amount_refunded == 700
+    finally:
+        await again.close()
+
+
+async def test_one_capture_per_authorization_is_also_the_schemas_rule(
+    tmp_path: pathlib.Path,
+) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    store.open()
+    try:
+        auth = replace(_record("txn_auth"), capture=False, expires_at="2999-01-01T00:00:00.000Z")
+        await store.charge(auth)
+        now = "2025-03-04T05:06:08.000Z"
+        assert (await store.capture("cap_1", "txn_auth", 60, now))[1].status == "captured"  # type: ignore[union-attr]
+
+        def second_captured_row(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO captures (reference, charge_reference, amount, currency, status, "
+                "decline_code, created_at) VALUES ('cap_2', 'txn_auth', 40, 'USD', 'captured', "
+                "NULL, ?)",
+                (now,),
+            )
+
+        with pytest.raises(sqlite3.IntegrityError):
+            await store._write(second_captured_row)
+        charge = await store.get_charge("txn_auth")
+        assert charge is not None and charge.amount_captured == 60
+    finally:
+        await store.close()
+
+
+async def test_expiry_is_decided_on_the_time_given(tmp_path: pathlib.Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    store.open()
+    try:
+        ends = "2025-03-04T06:00:00.000Z"
+        await store.charge(replace(_record("txn_a"), capture=False, expires_at=ends))
+        await store.charge(replace(_record("txn_b"), capture=False, expires_at=ends))
+        before, at = "2025-03-04T05:59:59.999Z", ends
+        _, held, _ = await store.capture("cap_a", "txn_a", 100, before)
+        _, gone, _ = await store.capture("cap_b", "txn_b", 100, at)
+        assert held is not None and held.status == "captured"
+        assert gone is not None and gone.decline_code == "authorization_expired"
+        charge = await store.get_charge("txn_b")
+        assert charge is not None and charge.expired(at) and not charge.expired(before)
+    finally:
+        await store.close()
