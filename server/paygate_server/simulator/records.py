@@ -11,6 +11,9 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "ALREADY_CAPTURED",
+    "AUTHORIZATION_EXPIRED",
+    "AUTHORIZATION_VOIDED",
     "CAPTURE_REFUSALS",
     "ChargeDisposition",
     "ChargeMode",
