@@ -11,6 +11,7 @@ Everything here is authenticated by the clientSecret alone: no cookies, no API k
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -27,8 +28,8 @@ from paygate_checkout import (
 from paygate_server.checkout.tokens import (
     MAX_TOKENIZATIONS,
     TOO_MANY_ATTEMPTS,
-    UNKNOWN_CHECKOUT,
     create_token,
+    intent_of,
     state_error,
     valid_client_secret,
 )
@@ -86,12 +87,7 @@ async def frame_context(gateway: Gateway, client_secret: str) -> FrameContext | 
 
 
 async def frame(request: Request) -> Response:
-    gateway: Gateway = request.state.gateway
-
-    async def lookup(client_secret: str) -> FrameContext | None:
-        return await frame_context(gateway, client_secret)
-
-    return await serve_frame(request, lookup)
+    return await serve_frame(request, functools.partial(frame_context, request.state.gateway))
 
 
 async def status_stream(request: Request) -> Response:
@@ -99,14 +95,8 @@ async def status_stream(request: Request) -> Response:
     final status. Merchant pages on a registered origin may read it cross-origin."""
     rid = request_id_of(request.scope)
     gateway: Gateway = request.state.gateway
-    secret = request.query_params.get("clientSecret")
     try:
-        if not valid_client_secret(secret):
-            raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
-        assert secret is not None
-        intent = await intent_by_client_secret(gateway.payments, secret)
-        if intent is None:
-            raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
+        intent = await intent_of(gateway, request.query_params.get("clientSecret"))
         async with gateway.db.read() as conn:
             origins = await list_origins(conn, intent["merchant_id"])
     except ApiError as exc:

@@ -28,19 +28,12 @@ from paygate_server.processing.cards import resolve_encrypted_card
 from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
 from paygate_server.storage import checkout as checkout_store
 from paygate_server.storage.port import Row
-from paygate_server.storage.statements import Connection
+from paygate_server.validation import reject_unknown, require
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = [
-    "MAX_TOKENIZATIONS",
-    "PAYABLE_STATUSES",
-    "count_tokenization",
-    "create_token",
-    "state_error",
-    "valid_client_secret",
-]
+__all__ = ["MAX_TOKENIZATIONS", "create_token", "intent_of", "state_error", "valid_client_secret"]
 
 # Card-testing limit (SPEC §5): tokenizations per clientSecret, successful or not.
 MAX_TOKENIZATIONS = 20
@@ -74,38 +67,31 @@ def state_error(intent: Row) -> ApiError | None:
     return None
 
 
-async def count_tokenization(conn: Connection, intent_id: str) -> bool:
-    """Count one tokenization unless the limit is reached (concurrent requests can never
-    push the count past it). False when refused."""
-    return await checkout_store.count_tokenization(conn, intent_id, limit=MAX_TOKENIZATIONS, now=now_us())
+async def intent_of(gateway: Gateway, client_secret: Any) -> Row:
+    """The intent a clientSecret names; ``404 resource_missing`` if none."""
+    if valid_client_secret(client_secret):
+        intent = await intent_by_client_secret(gateway.payments, client_secret)
+        if intent is not None:
+            return intent
+    raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
 
 
 def _rate_limited() -> ApiError:
     return ApiError("rate_limited", TOO_MANY_ATTEMPTS, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-def _parse(body: bytes) -> tuple[str, Any]:
+def _parse(body: bytes) -> tuple[Any, Any]:
     value = parse_json_object(body)
     if contains_card_number(value, ciphertext_at=CIPHERTEXT_AT):
-        raise ApiError("plaintext_card_data",
-                       "card details must be sent encrypted, only in encryptedCard")
-    for key in value:
-        if key not in ("clientSecret", "encryptedCard"):
-            raise ApiError("parameter_invalid", f"unknown parameter: {key[:60]}", param=key[:60])
-    for key in ("clientSecret", "encryptedCard"):
-        if value.get(key) is None:
-            raise ApiError("parameter_missing", f"{key} is required", param=key)
-    if not valid_client_secret(value["clientSecret"]):
-        raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
-    return value["clientSecret"], value["encryptedCard"]
+        raise ApiError("plaintext_card_data", "card details must be sent encrypted, only in encryptedCard")
+    reject_unknown(value, ("clientSecret", "encryptedCard"))
+    return require(value, "clientSecret"), require(value, "encryptedCard")
 
 
 async def _tokenize(gateway: Gateway, body: bytes) -> dict[str, Any]:
     client_secret, jwe = _parse(body)
     db = gateway.db
-    intent = await intent_by_client_secret(gateway.payments, client_secret)
-    if intent is None:
-        raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
+    intent = await intent_of(gateway, client_secret)
     if (problem := state_error(intent)) is not None:
         raise problem
     intent_id, merchant_id = intent["id"], intent["merchant_id"]
@@ -117,13 +103,14 @@ async def _tokenize(gateway: Gateway, body: bytes) -> dict[str, Any]:
     except ApiError:
         # A failed decryption counts too: probing with broken ciphertexts is card testing.
         async with db.write_one() as conn:
-            counted = await count_tokenization(conn, intent_id)
+            counted = await checkout_store.count_tokenization(conn, intent_id, limit=MAX_TOKENIZATIONS,
+                                                               now=now_us())
         if not counted:
             raise _rate_limited() from None
         raise ApiError("parameter_invalid", UNREADABLE_CARD, param="encryptedCard") from None
     vault = gateway.vault
     async with db.write() as conn:
-        if not await count_tokenization(conn, intent_id):
+        if not await checkout_store.count_tokenization(conn, intent_id, limit=MAX_TOKENIZATIONS, now=now_us()):
             raise _rate_limited()
         stored = await vault.store(conn, card, merchant_id=merchant_id, intent_id=intent_id)
     return {"token": stored.token, "card": stored.summary}
