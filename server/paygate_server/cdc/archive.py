@@ -110,9 +110,6 @@ class ArchiveSink(Consumer):
         await self.store.put(f"{MANIFEST}{number:012d}.json", orjson.dumps(fields))
         self._next, self._prev = number + 1, fields["hash"]
 
-    async def close(self) -> None:
-        return None
-
 
 class ArchiveReader:
     def __init__(self, store: ObjectStore) -> None:

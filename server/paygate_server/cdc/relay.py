@@ -33,12 +33,9 @@ from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.relay_leases import ConsumerLease
 from paygate_server.waiting import wait_event
 
-__all__ = ["Consumer", "Relay", "ConsumerStats", "FAULT_POINTS"]
+__all__ = ["Consumer", "Relay", "ConsumerStats"]
 
 log = logging.getLogger("paygate.cdc")
-
-# Crash points for the relay's crash tests (PAYGATE_FAULT_POINT, see faults.py).
-FAULT_POINTS = ("relay_after_deliver", "archive_after_segment", "broker_mid_batch")
 
 
 class Consumer(abc.ABC):
@@ -66,8 +63,9 @@ class Consumer(abc.ABC):
         (the webhook consumer's last statuses) is updated here. Default: nothing."""
         return None
 
-    @abc.abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release what ``start`` opened. Default: nothing."""
+        return None
 
 
 @dataclass
@@ -75,7 +73,6 @@ class ConsumerStats:
     delivered: int = 0
     batches: int = 0
     reads: int = 0
-    running: bool = False
     last_error: str | None = None
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -147,7 +144,6 @@ class Relay:
                     # would try the lease at the rate of changes), just asked again later.
                     await asyncio.sleep(self._settings.relay_lease_retry_s)
                     continue
-                stats.running = True
                 await self._pump(consumer, lease)
             except asyncio.CancelledError:
                 raise
@@ -156,7 +152,6 @@ class Relay:
                 log.exception("relay consumer %s failed; retrying", consumer.name)
                 await asyncio.sleep(1.0)
             finally:
-                stats.running = False
                 with contextlib.suppress(Exception):
                     await lease.release()
                 with contextlib.suppress(Exception):

@@ -55,7 +55,6 @@ class GroupCommitter:
         self.max_units = max_units
         self.max_age_s = max_age_s
         self.batches = 0
-        self.units_committed = 0
 
     async def _open(self) -> None:
         conn = await self._engine.connect()
@@ -70,7 +69,7 @@ class GroupCommitter:
         self._started = time.monotonic()
 
     async def _commit(self) -> None:
-        conn, committed, units = self._conn, self._committed, self._units
+        conn, committed = self._conn, self._committed
         assert conn is not None and committed is not None
         self._conn = self._committed = None
         try:
@@ -83,7 +82,6 @@ class GroupCommitter:
         else:
             committed.set_result(None)
             self.batches += 1
-            self.units_committed += units
         finally:
             await conn.close()
 

@@ -147,6 +147,3 @@ class WebhookConsumer(Consumer):
         if self._created and self._on_created is not None:
             self._on_created()
         self._created = 0
-
-    async def close(self) -> None:
-        return None
