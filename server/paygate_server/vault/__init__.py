@@ -1,7 +1,7 @@
 """The card vault (SPEC §5): cards behind checkout tokens, encrypted at rest.
 
 - :mod:`.service` — :class:`VaultService` (``gateway.vault``): ``store`` a
-  decrypted card and get a single-use token; ``redeem`` a token into a
+  decrypted card and get a single-use token; ``resolve_token`` turns a token into a
   :class:`~paygate_server.processing.cards.ResolvedCard` for ``process``; ``purge``
   expired tokens' CVCs.
 - :mod:`.datakeys` — versioned AES-256 data keys wrapped by the master key, and

@@ -114,14 +114,6 @@ class VaultService:
             raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
         return await self._resolve(row)
 
-    async def redeem(self, token: Any, *, merchant_id: str, intent_id: str) -> ResolvedCard:
-        """The card behind ``token``, consuming it on its own (outside a payment attempt)."""
-        card = await self.resolve_token(token, merchant_id=merchant_id, intent_id=intent_id)
-        assert card.vault_id is not None
-        if not await self._gateway.payments.redeem_token(card.vault_id):
-            raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
-        return card
-
     async def _resolve(self, row: VaultCard) -> ResolvedCard:
         vault_id, card = row.id, row.card
         version = card.data_key_version

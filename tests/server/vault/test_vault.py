@@ -12,13 +12,14 @@ from sqlalchemy import select, text, update
 
 from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
+from paygate_server.processing.cards import ResolvedCard
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 from paygate_server.processing.settle import charge_outcome
 from paygate_server.storage.port import NewAttempt
 from paygate_server.storage.schema import sealed_keys
 from paygate_server.storage.schema_checkout import vault_cards
 from paygate_server.vault.datakeys import DATA_KEY_PURPOSE, rotate_data_key
-from paygate_server.vault.service import VaultService, hash_token
+from paygate_server.vault.service import TOKEN_INVALID_MESSAGE, VaultService, hash_token
 from tests.server.checkout.helpers import CVC, VISA, resolved_card, vault_row
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
@@ -42,6 +43,16 @@ def _vault(gw: InProcessGateway) -> VaultService:
     return gw.gateway.vault
 
 
+async def _redeem(gw: InProcessGateway, token: Any, *, merchant_id: str, intent_id: str,
+                  vault: VaultService | None = None) -> ResolvedCard:
+    """The card behind ``token``, consuming it as a payment attempt does (in its own transaction here)."""
+    card = await (vault or _vault(gw)).resolve_token(token, merchant_id=merchant_id, intent_id=intent_id)
+    assert card.vault_id is not None
+    if not await gw.gateway.payments.redeem_token(card.vault_id):
+        raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
+    return card
+
+
 async def test_card_is_encrypted_at_rest_and_redeemed_once(gw: InProcessGateway) -> None:
     shop, intent = await _intent(gw)
     pid, mid = intent["paymentIntentId"], shop.creds.merchant_id
@@ -58,13 +69,13 @@ async def test_card_is_encrypted_at_rest_and_redeemed_once(gw: InProcessGateway)
     assert row.intent_id == pid and row.merchant_id == mid and row.used_at is None
     assert row.expires_at - row.created_at == 900 * 1_000_000  # 15 minutes (SPEC §5)
 
-    card = await _vault(gw).redeem(stored.token, merchant_id=mid, intent_id=pid)
+    card = await _redeem(gw, stored.token, merchant_id=mid, intent_id=pid)
     assert (card.details.number, card.details.cvc, card.details.exp_month, card.details.exp_year) == (VISA, CVC, 12, 2034)
     assert card.vault_id == stored.vault_id and card.fingerprint == row.fingerprint
     assert VISA not in repr(card) and CVC not in repr(card)
 
     with pytest.raises(ApiError) as again:
-        await _vault(gw).redeem(stored.token, merchant_id=mid, intent_id=pid)
+        await _redeem(gw, stored.token, merchant_id=mid, intent_id=pid)
     assert (again.value.status, again.value.code) == (400, "token_invalid")
     assert (await vault_row(gw, id=stored.vault_id)).used_at is not None
 
@@ -81,14 +92,14 @@ async def test_token_is_bound_to_its_intent_and_merchant(gw: InProcessGateway) -
         (other_shop.creds.merchant_id, pid),                 # the right intent, wrong merchant
     ]:
         with pytest.raises(ApiError) as refused:
-            await _vault(gw).redeem(stored.token, merchant_id=merchant_id, intent_id=intent_id)
+            await _redeem(gw, stored.token, merchant_id=merchant_id, intent_id=intent_id)
         assert refused.value.code == "token_invalid"
     for bogus in ("", "tok_", "tok_" + "a" * 32, stored.token.upper(), None, 42, stored.token + "x"):
         with pytest.raises(ApiError) as refused:
-            await _vault(gw).redeem(bogus, merchant_id=mid, intent_id=pid)
+            await _redeem(gw, bogus, merchant_id=mid, intent_id=pid)
         assert refused.value.code == "token_invalid"
     # None of the refusals consumed it.
-    card = await _vault(gw).redeem(stored.token, merchant_id=mid, intent_id=pid)
+    card = await _redeem(gw, stored.token, merchant_id=mid, intent_id=pid)
     assert card.details.number == VISA
 
 
@@ -96,7 +107,7 @@ async def test_concurrent_redemptions_have_one_winner(gw: InProcessGateway) -> N
     shop, intent = await _intent(gw)
     stored = await _store(gw, shop.creds.merchant_id, intent["paymentIntentId"])
     results = await asyncio.gather(*(
-        _vault(gw).redeem(stored.token, merchant_id=shop.creds.merchant_id, intent_id=intent["paymentIntentId"])
+        _redeem(gw, stored.token, merchant_id=shop.creds.merchant_id, intent_id=intent["paymentIntentId"])
         for _ in range(20)), return_exceptions=True)
     winners = [r for r in results if not isinstance(r, BaseException)]
     assert len(winners) == 1
@@ -115,10 +126,10 @@ async def test_expired_token_is_refused_and_purged(short_ttl_gw: InProcessGatewa
     pid, mid = intent["paymentIntentId"], shop.creds.merchant_id
     unused = await _store(gw, mid, pid)
     used = await _store(gw, mid, pid)
-    await _vault(gw).redeem(used.token, merchant_id=mid, intent_id=pid)  # outcome never known
+    await _redeem(gw, used.token, merchant_id=mid, intent_id=pid)  # outcome never known
     await eventually(lambda: _past(used.expires_at), timeout=10, what="the tokens' expiry")
     with pytest.raises(ApiError) as expired:
-        await _vault(gw).redeem(unused.token, merchant_id=mid, intent_id=pid)
+        await _redeem(gw, unused.token, merchant_id=mid, intent_id=pid)
     assert expired.value.code == "token_invalid"
     assert (await vault_row(gw, id=unused.vault_id)).cvc_sealed is not None  # until the purge
 
@@ -175,11 +186,11 @@ async def test_ciphertexts_cannot_be_moved_between_rows(gw: InProcessGateway) ->
                            .values(pan_sealed=vault_cards.c.cvc_sealed))
     for stored, pid in ((b, other["paymentIntentId"]), (c, intent["paymentIntentId"])):
         with pytest.raises(ApiError) as refused:
-            await _vault(gw).redeem(stored.token, merchant_id=mid, intent_id=pid)
+            await _redeem(gw, stored.token, merchant_id=mid, intent_id=pid)
         assert (refused.value.status, refused.value.code) == (500, "internal_error")
         assert VISA not in refused.value.message
     # The untouched row still opens.
-    card = await _vault(gw).redeem(a.token, merchant_id=mid, intent_id=intent["paymentIntentId"])
+    card = await _redeem(gw, a.token, merchant_id=mid, intent_id=intent["paymentIntentId"])
     assert card.details.number == VISA
 
 
@@ -201,8 +212,8 @@ async def test_data_key_rotation_keeps_old_versions_decrypting(gw: InProcessGate
     fresh = VaultService(gw.gateway)
     await fresh.start()
     assert fresh.keys.active_version == new_version
-    assert (await fresh.redeem(before.token, merchant_id=mid, intent_id=pid)).details.number == VISA
-    assert (await fresh.redeem(after.token, merchant_id=mid, intent_id=pid)).details.number == MASTERCARD
+    assert (await _redeem(gw, before.token, merchant_id=mid, intent_id=pid, vault=fresh)).details.number == VISA
+    assert (await _redeem(gw, after.token, merchant_id=mid, intent_id=pid, vault=fresh)).details.number == MASTERCARD
 
     async with gw.gateway.db.read() as conn:
         keys = (await conn.execute(select(sealed_keys).where(sealed_keys.c.purpose == DATA_KEY_PURPOSE))).all()
