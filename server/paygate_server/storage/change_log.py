@@ -9,7 +9,7 @@ with a smaller id can become visible after one with a larger id. A reader that r
 
 PostgreSQL — windows of transaction ids. ``X`` is the oldest transaction still running (as
 ``pg_snapshot_xmin(pg_current_snapshot())``, but ignoring other databases' transactions, see
-``_OLDEST_RUNNING``): every transaction with ``txid < X`` has finished, and
+``_OLDEST_RUNNING_EXPR``): every transaction with ``txid < X`` has finished, and
 every transaction that will ever write a row from now on has ``txid >= X``. So the set of
 rows with ``H <= txid < X`` is final: the reader delivers it completely (by id, in pages)
 and then moves its horizon ``H`` to ``X``. Nothing committed is skipped, whatever the
@@ -48,7 +48,7 @@ from paygate_server.storage.changes import START, Change, Position
 from paygate_server.storage.engine import Database
 from paygate_server.storage.statements import Sql, fetch_tuples
 
-__all__ = ["Batch", "ChangeLog", "ChangeReader", "PostgresReader", "SqliteReader", "reader_for", "safe_window_end"]
+__all__ = ["Batch", "ChangeLog", "ChangeReader", "PostgresReader", "SqliteReader", "reader_for"]
 
 # The columns of a Change, in its field order: ``Change(*row, position)``.
 _COLUMNS = "id, entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at"
@@ -74,8 +74,6 @@ least(
         AND a.backend_xid::text::bigint = x::text::bigint % 4294967296
         AND a.datname IS DISTINCT FROM current_database())))
 """
-
-_OLDEST_RUNNING = Sql(f"WITH s AS (SELECT pg_current_snapshot() AS snap) SELECT {_OLDEST_RUNNING_EXPR} FROM s")
 
 # Opening a window (:horizon, :page_size), one round trip: X (the oldest running
 # transaction, computed once), the smallest txid in [H, X) whose predecessor lies at or
@@ -140,11 +138,6 @@ async def _lower(conn: AsyncConnection, horizon: int, x: int) -> int:
             break
         x = blocked
     return max(x, horizon)
-
-
-async def safe_window_end(conn: AsyncConnection, horizon: int) -> int:
-    """The end of the next window: finished transactions only, no intent split across it."""
-    return await _lower(conn, horizon, int((await _pg_fetch(conn, _OLDEST_RUNNING))[0][0]))
 
 
 def _change(row: Sequence[Any], position: Position = START) -> Change:

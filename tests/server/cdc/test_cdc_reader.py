@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.storage import Database
-from paygate_server.storage.change_log import PostgresReader, reader_for, safe_window_end
+from paygate_server.storage.change_log import PostgresReader, reader_for
 from paygate_server.storage.changes import START, Change, Position
 from paygate_server.storage.schema import change_log
 from tests.server.cdc.conftest import (
@@ -95,11 +95,13 @@ async def test_window_end_never_splits_an_intent(db: Database) -> None:
         await touch(b, x)
         await tb.commit()
         async with db.read() as conn:
-            end = await safe_window_end(conn, 0)
+            batch = await PostgresReader().read(conn, START, 100)
             seqs = {r.intent_seq: r.txid for r in await conn.execute(
                 select(change_log.c.intent_seq, change_log.c.txid).where(change_log.c.intent_id == x))}
         assert seqs[3] < seqs[2]  # the inversion is really there
-        assert end <= seqs[3], "the window would deliver seq 3 without seq 2"
+        # The window was lowered to end before seq 3, and delivered what lies below it.
+        assert batch.position.horizon <= seqs[3], "the window would deliver seq 3 without seq 2"
+        assert [c.intent_seq for c in batch.changes if c.intent_id == x] == [1]
         await th.rollback()
     finally:
         await b.close()
