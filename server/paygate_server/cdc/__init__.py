@@ -27,22 +27,7 @@ from paygate_server.extensions import Extension
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["CdcExtension", "extension", "build_relay"]
-
-
-def build_relay(gateway: Gateway) -> Relay:
-    settings = gateway.settings
-    relay = Relay(gateway.db, settings)
-    store = store_for(settings)
-    gateway.archive_store = store
-    relay.add(ArchiveSink(store, batch_size=settings.archive_segment_max_changes,
-                          linger_s=settings.archive_linger_s, fault_point=settings.fault_point))
-    if settings.broker_url:
-        client = broker_client_for(settings.broker_url, stream=settings.broker_stream,
-                                   subject_prefix=settings.broker_subject_prefix)
-        relay.add(BrokerSink(client, subject_prefix=settings.broker_subject_prefix,
-                             batch_size=settings.relay_batch_size, fault_point=settings.fault_point))
-    return relay
+__all__ = ["CdcExtension", "extension"]
 
 
 class CdcExtension(Extension):
@@ -50,7 +35,17 @@ class CdcExtension(Extension):
     provides = ("relay", "archive_store")
 
     async def setup(self, gateway: Gateway) -> None:
-        relay = build_relay(gateway)
+        settings = gateway.settings
+        relay = Relay(gateway.db, settings)
+        store = store_for(settings)
+        gateway.archive_store = store
+        relay.add(ArchiveSink(store, batch_size=settings.archive_segment_max_changes,
+                              linger_s=settings.archive_linger_s, fault_point=settings.fault_point))
+        if settings.broker_url:
+            client = broker_client_for(settings.broker_url, stream=settings.broker_stream,
+                                       subject_prefix=settings.broker_subject_prefix)
+            relay.add(BrokerSink(client, subject_prefix=settings.broker_subject_prefix,
+                                 batch_size=settings.relay_batch_size, fault_point=settings.fault_point))
         gateway.relay = relay
         gateway.notifier.add_listener(relay.wake)
 

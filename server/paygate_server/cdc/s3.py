@@ -38,16 +38,18 @@ def _uri_encode(value: str, *, keep_slash: bool) -> str:
     return quote(value, safe="/-_.~" if keep_slash else "-_.~")
 
 
+def _query_string(query: dict[str, str]) -> str:
+    return "&".join(f"{_uri_encode(k, keep_slash=False)}={_uri_encode(v, keep_slash=False)}" for k, v in sorted(query.items()))
+
+
 def sign_v4(method: str, path: str, query: dict[str, str], headers: dict[str, str], payload_sha256: str, *,
             access_key: str, secret_key: str, region: str, amz_date: str, service: str = "s3") -> str:
     """The ``Authorization`` header value (AWS Signature Version 4). ``headers`` must hold
     every header to sign (``host``, ``x-amz-date``, ``x-amz-content-sha256``, …)."""
-    canonical_query = "&".join(
-        f"{_uri_encode(k, keep_slash=False)}={_uri_encode(v, keep_slash=False)}" for k, v in sorted(query.items()))
     lowered = {k.lower(): " ".join(v.strip().split()) for k, v in headers.items()}
     signed = sorted(lowered)
     canonical_headers = "".join(f"{name}:{lowered[name]}\n" for name in signed)
-    canonical_request = "\n".join([method, _uri_encode(path, keep_slash=True), canonical_query,
+    canonical_request = "\n".join([method, _uri_encode(path, keep_slash=True), _query_string(query),
                                    canonical_headers, ";".join(signed), payload_sha256])
     date = amz_date[:8]
     scope = f"{date}/{region}/{service}/aws4_request"
@@ -103,8 +105,7 @@ class S3Store:
                                            secret_key=self._secret_key, region=self.region, amz_date=amz_date)
         url = self._base + _uri_encode(path, keep_slash=True)
         if query:
-            url += "?" + "&".join(f"{_uri_encode(k, keep_slash=False)}={_uri_encode(v, keep_slash=False)}"
-                                  for k, v in sorted(query.items()))
+            url += "?" + _query_string(query)
         return await self._http.request(method, url, headers=headers, content=body or None)
 
     async def put(self, name: str, data: bytes) -> None:

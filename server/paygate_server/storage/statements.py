@@ -68,10 +68,7 @@ class Sql:
 
     def __init__(self, text: str) -> None:
         self.text = " ".join(text.split())
-        names: list[str] = []
-        for name in _PARAM.findall(self.text):
-            if name not in names:
-                names.append(name)
+        names = list(dict.fromkeys(_PARAM.findall(self.text)))
         self.names = tuple(names)
         # asyncpg: $1, $2, … in order of first appearance (a repeated name reuses its number).
         self.positional = _PARAM.sub(lambda m: f"${names.index(m.group(1)) + 1}", self.text)

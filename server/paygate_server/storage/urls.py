@@ -17,7 +17,7 @@ POSTGRESQL_DEFAULT_PORT = 5432
 
 def normalize_database_url(url: str) -> str:
     """Pick the async driver for a plain URL: aiosqlite for SQLite, asyncpg for PostgreSQL."""
-    if url.startswith("sqlite:///") or url.startswith("sqlite://"):
+    if url.startswith("sqlite://"):
         return "sqlite+aiosqlite://" + url[len("sqlite://"):]
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):

@@ -103,12 +103,7 @@ def address_allowed(ip: str) -> bool:
 async def resolve_host(host: str, port: int) -> list[str]:
     """Every address the host resolves to (tests replace this to simulate DNS)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    seen: list[str] = []
-    for info in infos:
-        ip = str(info[4][0])
-        if ip not in seen:
-            seen.append(ip)
-    return seen
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # in order, without repeats
 
 
 async def check_destination(host: str, port: int, *, allow_private: bool) -> list[str]:
