@@ -68,12 +68,9 @@ class S3Store:
         self.region = region
         self._access_key = access_key
         self._secret_key = secret_key
-        if endpoint:
-            self._base = endpoint.rstrip("/")
-            self._path_style = True
-        else:
-            self._base = f"https://{bucket}.s3.{region}.amazonaws.com"
-            self._path_style = False
+        # An explicit endpoint (MinIO, …) is addressed path-style, AWS virtual-hosted-style.
+        self._path_style = bool(endpoint)
+        self._base = endpoint.rstrip("/") if endpoint else f"https://{bucket}.s3.{region}.amazonaws.com"
         self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
 
     @classmethod

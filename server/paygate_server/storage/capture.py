@@ -38,18 +38,13 @@ def _sqlite_statements(table_name: str, entity: str) -> list[str]:
     table = metadata.tables[table_name]
     pairs = ", ".join(f"'{c}', NEW.{c}" for c in _snapshot_columns(table))
     intent = _intent_id_expr(table_name)
-    statements = []
-    for op in ("insert", "update"):
-        statements.append(
-            f"""CREATE TRIGGER trg_{table_name}_capture_{op} AFTER {op.upper()} ON {table_name}
+    return [f"""CREATE TRIGGER trg_{table_name}_capture_{op} AFTER {op.upper()} ON {table_name}
 FOR EACH ROW BEGIN
   INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at)
   VALUES ('{entity}', NEW.id, '{op}', {intent}, NEW.merchant_id,
           (SELECT COALESCE(MAX(intent_seq), 0) + 1 FROM change_log WHERE intent_id = {intent}),
           json_object({pairs}), NULL, NEW.updated_at);
-END"""
-        )
-    return statements
+END""" for op in ("insert", "update")]
 
 
 def _postgres_statements(table_name: str, entity: str) -> list[str]:
@@ -82,45 +77,33 @@ FOR EACH ROW EXECUTE FUNCTION fn_{table_name}_capture()""",
     ]
 
 
-def install_statements(dialect: str) -> list[str]:
-    build = _postgres_statements if dialect == "postgresql" else _sqlite_statements
-    out: list[str] = []
-    for table_name, entity in CAPTURED_TABLES.items():
-        out.extend(build(table_name, entity))
-    if dialect == "postgresql":
-        # The history is append-only: no code path may rewrite or delete it.
-        out.append(
-            """CREATE OR REPLACE FUNCTION fn_change_log_append_only() RETURNS trigger
+# The history is append-only: no code path may rewrite or delete it.
+_APPEND_ONLY_POSTGRES = [
+    """CREATE OR REPLACE FUNCTION fn_change_log_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
   RAISE EXCEPTION 'change_log is append-only';
-END $$"""
-        )
-        out.append(
-            """CREATE TRIGGER trg_change_log_append_only BEFORE UPDATE OR DELETE ON change_log
-FOR EACH ROW EXECUTE FUNCTION fn_change_log_append_only()"""
-        )
-    else:
-        for op in ("UPDATE", "DELETE"):
-            out.append(
-                f"""CREATE TRIGGER trg_change_log_no_{op.lower()} BEFORE {op} ON change_log
-BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END"""
-            )
-    return out
+END $$""",
+    """CREATE TRIGGER trg_change_log_append_only BEFORE UPDATE OR DELETE ON change_log
+FOR EACH ROW EXECUTE FUNCTION fn_change_log_append_only()""",
+]
+_APPEND_ONLY_SQLITE = [f"""CREATE TRIGGER trg_change_log_no_{op.lower()} BEFORE {op} ON change_log
+BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END""" for op in ("UPDATE", "DELETE")]
+
+
+def install_statements(dialect: str) -> list[str]:
+    if dialect == "postgresql":
+        captures = [s for name, entity in CAPTURED_TABLES.items() for s in _postgres_statements(name, entity)]
+        return captures + _APPEND_ONLY_POSTGRES
+    captures = [s for name, entity in CAPTURED_TABLES.items() for s in _sqlite_statements(name, entity)]
+    return captures + _APPEND_ONLY_SQLITE
 
 
 def uninstall_statements(dialect: str) -> list[str]:
-    out: list[str] = []
-    for table_name in CAPTURED_TABLES:
-        if dialect == "postgresql":
-            out.append(f"DROP TRIGGER IF EXISTS trg_{table_name}_capture ON {table_name}")
-            out.append(f"DROP FUNCTION IF EXISTS fn_{table_name}_capture()")
-        else:
-            for op in ("insert", "update"):
-                out.append(f"DROP TRIGGER IF EXISTS trg_{table_name}_capture_{op}")
     if dialect == "postgresql":
-        out.append("DROP TRIGGER IF EXISTS trg_change_log_append_only ON change_log")
-        out.append("DROP FUNCTION IF EXISTS fn_change_log_append_only()")
-    else:
-        out += [f"DROP TRIGGER IF EXISTS trg_change_log_no_{op}" for op in ("update", "delete")]
-    return out
+        return [*(s for name in CAPTURED_TABLES for s in (f"DROP TRIGGER IF EXISTS trg_{name}_capture ON {name}",
+                                                          f"DROP FUNCTION IF EXISTS fn_{name}_capture()")),
+                "DROP TRIGGER IF EXISTS trg_change_log_append_only ON change_log",
+                "DROP FUNCTION IF EXISTS fn_change_log_append_only()"]
+    return [*(f"DROP TRIGGER IF EXISTS trg_{name}_capture_{op}" for name in CAPTURED_TABLES for op in ("insert", "update")),
+            *(f"DROP TRIGGER IF EXISTS trg_change_log_no_{op}" for op in ("update", "delete"))]

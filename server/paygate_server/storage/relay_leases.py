@@ -45,38 +45,36 @@ class ConsumerLease:
     def __init__(self, db: Database, consumer: str) -> None:
         self._db = db
         self.consumer = consumer
+        # The connection kept while the lease is held: on PostgreSQL the one holding the lock,
+        # on SQLite one for reads (the lock is the flock on _fd).
         self._conn: AsyncConnection | None = None
         self._fd: int | None = None
-        # SQLite: a connection kept for reads while the lease is held (PostgreSQL: _conn).
-        self._read_conn: AsyncConnection | None = None
         self._reader = reader_for(db)
 
     @property
     def held(self) -> bool:
-        return self._conn is not None or self._fd is not None
+        return self._conn is not None
 
     async def acquire(self) -> bool:
         if self.held:
             return True
-        if self._db.is_sqlite:
-            if not self._acquire_file():
-                return False
-            try:
-                self._read_conn = await self._db.engine.connect()
-            except BaseException:
-                await self.release()
-                raise
-            return True
-        conn = await self._db.engine.connect()
-        try:
-            got = (await conn.execute(_TRY_LOCK, {"c": _LOCK_CLASS, "n": self.consumer})).scalar_one()
-            await conn.commit()
-        except BaseException:
-            await conn.close()
-            raise
-        if not got:
-            await conn.close()
+        if self._db.is_sqlite and not self._acquire_file():
             return False
+        try:
+            conn = await self._db.engine.connect()
+        except BaseException:
+            await self.release()
+            raise
+        if not self._db.is_sqlite:
+            try:
+                got = (await conn.execute(_TRY_LOCK, {"c": _LOCK_CLASS, "n": self.consumer})).scalar_one()
+                await conn.commit()
+            except BaseException:
+                await conn.close()
+                raise
+            if not got:
+                await conn.close()
+                return False
         self._conn = conn
         return True
 
@@ -96,7 +94,10 @@ class ConsumerLease:
 
     async def release(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is not None and self._db.is_sqlite:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        elif conn is not None:
             try:
                 await conn.rollback()
                 await conn.execute(_UNLOCK, {"c": _LOCK_CLASS, "n": self.consumer})
@@ -108,10 +109,6 @@ class ConsumerLease:
                 with contextlib.suppress(Exception):
                     await conn.invalidate()
                     await conn.close()
-        read_conn, self._read_conn = self._read_conn, None
-        if read_conn is not None:
-            with contextlib.suppress(Exception):
-                await read_conn.close()
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # releases the flock
@@ -125,12 +122,7 @@ class ConsumerLease:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """The lease's read connection. Statements sent through SQLAlchemy run in one
         transaction, ended here; the reader's driver-level statements need none."""
-        if self._db.is_sqlite:
-            if self._fd is None or self._read_conn is None:
-                raise LeaseLost(self.consumer)
-            conn = self._read_conn
-        else:
-            conn = self._held_conn()
+        conn = self._held_conn()
         try:
             yield conn
         except BaseException:
@@ -142,13 +134,11 @@ class ConsumerLease:
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; on PostgreSQL on the lock's own connection (fenced)."""
-        if self._db.is_sqlite:
-            if self._fd is None:
-                raise LeaseLost(self.consumer)
-            async with self._db.write() as conn:
-                yield conn
-            return
         conn = self._held_conn()
+        if self._db.is_sqlite:
+            async with self._db.write() as tx:
+                yield tx
+            return
         await conn.commit()  # end any implicit read transaction
         async with conn.begin():
             yield conn

@@ -21,21 +21,9 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = [
-    "metadata",
-    "merchants",
-    "merchant_origins",
-    "api_keys",
-    "request_nonces",
-    "idempotency_keys",
-    "payment_intents",
-    "transactions",
-    "refunds",
-    "change_log",
-    "sealed_keys",
-    "reconcile_queue",
-    "CAPTURED_TABLES",
-]
+__all__ = ["metadata", "merchants", "merchant_origins", "api_keys", "request_nonces",
+           "idempotency_keys", "payment_intents", "transactions", "refunds", "change_log",
+           "sealed_keys", "reconcile_queue", "CAPTURED_TABLES"]
 
 metadata = MetaData()
 

@@ -30,13 +30,7 @@ from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database
 from paygate_server.storage.sealed_keys import SealedKey, add_first_key, keys_of, rotate_keys
 
-__all__ = [
-    "DATA_KEY_PURPOSE",
-    "DataKeyStore",
-    "VaultDecryptError",
-    "kid_for",
-    "rotate_data_key",
-]
+__all__ = ["DATA_KEY_PURPOSE", "DataKeyStore", "VaultDecryptError", "kid_for", "rotate_data_key"]
 
 DATA_KEY_PURPOSE = "vault-data-key"
 _KID = re.compile(r"vdk_([0-9]{1,9})")

@@ -16,16 +16,8 @@ from paygate_server.ids import new_id
 from paygate_server.storage import Transaction
 from paygate_server.storage import webhook_endpoints as store
 
-__all__ = [
-    "EVENT_TYPES",
-    "MAX_ENDPOINTS",
-    "new_secret",
-    "sign",
-    "create_endpoint",
-    "open_secret",
-    "render_endpoint",
-    "render_delivery",
-]
+__all__ = ["EVENT_TYPES", "MAX_ENDPOINTS", "new_secret", "sign", "create_endpoint", "open_secret",
+           "render_endpoint", "render_delivery"]
 
 EVENT_TYPES = (
     "payment_intent.created",
