@@ -145,8 +145,6 @@ class Relay:
                     await asyncio.sleep(self._settings.relay_lease_retry_s)
                     continue
                 await self._pump(consumer, lease)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 stats.last_error = repr(exc)[:300]
                 log.exception("relay consumer %s failed; retrying", consumer.name)
@@ -177,7 +175,6 @@ class Relay:
         * a consumer that lingers (the archive) does not read at every wake-up while its
           partial batch waits: it reads when the linger is over.
         """
-        until_idle = until is not None
         stats = self._stats(consumer.name)
         wake = self._wakes.setdefault(consumer.name, asyncio.Event())
         committed = await lease.start_offset()
@@ -208,7 +205,7 @@ class Relay:
             progressed = bool(changes)
             full = len(changes) >= limit
             lingered = time.monotonic() - pending_since >= consumer.linger_s
-            if pending and (len(pending) >= consumer.batch_size or lingered or (until_idle and not progressed)):
+            if pending and (len(pending) >= consumer.batch_size or lingered or (until is not None and not progressed)):
                 await self._deliver(consumer, lease, pending, read_pos)
                 total += len(pending)
                 stats.delivered += len(pending)
@@ -242,9 +239,7 @@ class Relay:
             await wait_event(wake, timeout)
             if progressed:
                 # Busy: let the changes committed meanwhile gather for one read.
-                delay = started + interval - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
 
     async def _deliver(self, consumer: Consumer, lease: ConsumerLease, changes: list[Change], pos: Position) -> None:
         fault = self._settings.fault_point

@@ -174,14 +174,12 @@ class PostgresReader:
             if end <= horizon:
                 return Batch([], pos, waiting=True)
             rows = await _pg_fetch(conn, _PAGE, horizon=horizon, end=end, after=0, page_size=limit)
-            batch = _page(rows, horizon, end, limit)
-            return Batch(batch.changes, batch.position, waiting=True)
+            return replace(_page(rows, horizon, end, limit), waiting=True)
         if x <= horizon:
             return Batch([], pos, waiting=waiting)
         if rows[0][3] is None:  # an empty window: just move on
             return Batch([], Position(x, None, 0), waiting=waiting)
-        batch = _page(rows, horizon, x, limit, skip=3)
-        return Batch(batch.changes, batch.position, waiting=waiting)
+        return replace(_page(rows, horizon, x, limit, skip=3), waiting=waiting)
 
 
 class SqliteReader:

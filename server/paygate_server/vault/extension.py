@@ -32,8 +32,6 @@ async def _purge_forever(gateway: Gateway) -> None:
             if dropped or deleted:
                 log.info("vault purge: %d expired CVCs dropped, %d unused cards deleted", dropped, deleted)
             await vault.keys.reload()
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("vault purge failed")
         await asyncio.sleep(interval)

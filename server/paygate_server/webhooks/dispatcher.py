@@ -75,8 +75,6 @@ class Dispatcher:
                 self._wake.clear()
                 try:
                     await self.run_once()
-                except asyncio.CancelledError:
-                    raise
                 except Exception:
                     log.exception("webhook dispatch pass failed")
                 await wait_event(self._wake, self._settings.webhook_poll_interval_s)
@@ -145,8 +143,6 @@ class Dispatcher:
             result = await self.attempt(target.url, secret, event_id, target.payload.encode())
             self.attempts += 1
             await self._record(event_id, endpoint_id, target.attempts + 1, result)
-        except asyncio.CancelledError:
-            raise
         except Exception:
             # The lease runs out and the delivery is retried; nothing is lost.
             log.exception("webhook delivery %s -> %s failed unexpectedly", event_id, endpoint_id)

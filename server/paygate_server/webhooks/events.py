@@ -98,17 +98,11 @@ class WebhookConsumer(Consumer):
         known = self._known
         # The first change of each entity in the batch: its predecessor is known (memory),
         # absent (an insert), or looked up — all of those in one query.
-        unknown: dict[tuple[str, str], Change] = {}
-        firsts: set[tuple[str, str]] = set()
+        firsts: dict[tuple[str, str], Change] = {}
         for change in relevant:
-            key = (change.entity, change.entity_id)
-            if key in firsts:
-                continue
-            firsts.add(key)
-            if change.op != "insert":
-                last = known.get(key)
-                if last is None or last[0] >= change.intent_seq:
-                    unknown[key] = change
+            firsts.setdefault((change.entity, change.entity_id), change)
+        unknown = {key: change for key, change in firsts.items()
+                   if change.op != "insert" and (key not in known or known[key][0] >= change.intent_seq)}
         looked_up = await _previous_statuses(conn, unknown) if unknown else {}
 
         events: list[NewEvent] = []
