@@ -70,12 +70,11 @@ def decode_segment(data: bytes) -> list[Change]:
 class ArchiveSink(Consumer):
     """The relay consumer that writes segments (see :mod:`paygate_server.cdc.relay`)."""
 
+    name = "archive"
     transactional = False
 
-    def __init__(self, store: ObjectStore, *, batch_size: int, linger_s: float, fault_point: str | None = None,
-                 name: str = "archive") -> None:
+    def __init__(self, store: ObjectStore, *, batch_size: int, linger_s: float, fault_point: str | None = None) -> None:
         self.store = store
-        self.name = name
         self.batch_size = batch_size
         self.linger_s = linger_s
         self._fault = fault_point

@@ -102,15 +102,15 @@ def broker_client_for(url: str, *, stream: str, subject_prefix: str) -> BrokerCl
 
 
 class BrokerSink(Consumer):
+    name = "broker"
     transactional = False
+    linger_s = 0.0
 
     def __init__(self, client: BrokerClient, *, subject_prefix: str, batch_size: int,
-                 fault_point: str | None = None, name: str = "broker") -> None:
+                 fault_point: str | None = None) -> None:
         self.client = client
-        self.name = name
         self.subject_prefix = subject_prefix
         self.batch_size = batch_size
-        self.linger_s = 0.0
         self._fault = fault_point
         self._connected = False
 

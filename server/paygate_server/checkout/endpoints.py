@@ -31,13 +31,11 @@ from paygate_server.checkout.tokens import (
     create_token,
     intent_of,
     state_error,
-    valid_client_secret,
 )
 from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.endpoints import intent_status_events
-from paygate_server.intents.service import intent_by_client_secret
 from paygate_server.merchants import get_merchant, list_origins
 from paygate_server.storage.checkout import merchant_is_live, tokenizations
 
@@ -58,10 +56,9 @@ async def jwks(request: Request) -> Response:
 
 async def frame_context(gateway: Gateway, client_secret: str) -> FrameContext | None:
     """What the frame shows for a clientSecret; None if it names no intent."""
-    if not valid_client_secret(client_secret):
-        return None
-    intent = await intent_by_client_secret(gateway.payments, client_secret)
-    if intent is None:
+    try:
+        intent = await intent_of(gateway, client_secret)
+    except ApiError:
         return None
     merchant_id = intent["merchant_id"]
     async with gateway.db.read() as conn:

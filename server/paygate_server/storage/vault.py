@@ -7,7 +7,7 @@ resolving a token run once per checkout payment.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from paygate_server.storage.engine import Database
 from paygate_server.storage.statements import Connection, Row, Sql, execute, fetch_one
@@ -59,14 +59,8 @@ async def insert_card(conn: Connection, card: VaultCard, *, token_hash: str, cre
                       expires_at: int) -> None:
     """A new vault row, inside the caller's unit of work (the checkout counts the
     tokenization in the same transaction)."""
-    sealed = card.card
-    await execute(
-        conn, _INSERT, id=card.id, token_hash=token_hash, merchant_id=card.merchant_id,
-        intent_id=card.intent_id, data_key_version=sealed.data_key_version, pan_sealed=sealed.pan_sealed,
-        cvc_sealed=sealed.cvc_sealed, fingerprint=sealed.fingerprint, brand=sealed.brand,
-        last4=sealed.last4, exp_month=sealed.exp_month, exp_year=sealed.exp_year,
-        created_at=created_at, expires_at=expires_at,
-    )
+    await execute(conn, _INSERT, id=card.id, token_hash=token_hash, merchant_id=card.merchant_id,
+                  intent_id=card.intent_id, created_at=created_at, expires_at=expires_at, **asdict(card.card))
 
 
 def _vault_card(row: Row) -> VaultCard:

@@ -20,9 +20,8 @@ def cmd_rotate_data_key(args: argparse.Namespace, settings: Settings) -> None:
         return await rotate_data_key(db, master)
 
     retired, version = run_with_db(settings, run)
-    payload: dict[str, Any] = {"version": version, "retired": retired}
     if args.json:
-        print(json.dumps(payload))
+        print(json.dumps({"version": version, "retired": retired}))
     else:
         print(f"vault data key version {version} is now active; retired "
               f"{', '.join(str(v) for v in retired) or 'none'} (old versions keep decrypting; "

@@ -30,7 +30,7 @@ from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database
 from paygate_server.storage.sealed_keys import SealedKey, add_first_key, keys_of, rotate_keys
 
-__all__ = ["DATA_KEY_PURPOSE", "DataKeyStore", "VaultDecryptError", "kid_for", "rotate_data_key"]
+__all__ = ["DATA_KEY_PURPOSE", "DataKeyStore", "VaultDecryptError", "rotate_data_key"]
 
 DATA_KEY_PURPOSE = "vault-data-key"
 _KID = re.compile(r"vdk_([0-9]{1,9})")
@@ -43,17 +43,13 @@ class VaultDecryptError(Exception):
     """A vault ciphertext did not open: wrong row, wrong key version, or tampered."""
 
 
-def kid_for(version: int) -> str:
-    return f"vdk_{version}"
-
-
 def _version_of(kid: str) -> int | None:
     match = _KID.fullmatch(kid)
     return int(match.group(1)) if match else None
 
 
 def _new_version(master: MasterKey, version: int) -> SealedKey:
-    kid = kid_for(version)
+    kid = f"vdk_{version}"  # (read back by _KID)
     return SealedKey(kid, DATA_KEY_PURPOSE, master.seal(DATA_KEY_PURPOSE, os.urandom(32), aad=kid.encode()),
                      public_jwk=None, state="active", created_at=now_us())
 
