@@ -135,7 +135,6 @@ class Relay:
 
     async def _run_consumer(self, consumer: Consumer) -> None:
         stats = self._stats(consumer.name)
-        self._wakes.setdefault(consumer.name, asyncio.Event())
         while True:
             lease = ConsumerLease(self._db, consumer.name)
             try:

@@ -46,8 +46,7 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 0,
                  pool_timeout_s: float = 10.0) -> None:
         self.url = normalize_database_url(url)
-        self.dialect = make_url(self.url).get_backend_name()
-        self.is_sqlite = self.dialect == "sqlite"
+        self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         self._group: GroupCommitter | None = None
         if self.is_sqlite:
             _private_sqlite_files(make_url(self.url).database)
@@ -58,12 +57,11 @@ class Database:
                                               pool_reset_on_return=None)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "reset", _sqlite_reset)
-            # Writes take the database lock up front: a deferred transaction that later
-            # upgrades to a write can fail with SQLITE_BUSY without waiting.
-            self._write_engine: AsyncEngine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
             self._read_engine: AsyncEngine = self.engine
-            self._group = GroupCommitter(self._write_engine)
+            # Writes take the database lock up front: a deferred transaction that later
+            # upgrades to a write can fail with SQLITE_BUSY without waiting.
+            self._group = GroupCommitter(self.engine.execution_options(sqlite_begin="IMMEDIATE"))
         else:
             self.engine = create_async_engine(
                 # A fixed ceiling, no overflow by default: the pool opens connections as
@@ -83,7 +81,6 @@ class Database:
                 pool_timeout=pool_timeout_s, hide_parameters=True,
             )
             StaleConnections(self.engine.sync_engine)
-            self._write_engine = self.engine
             self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @asynccontextmanager
@@ -92,7 +89,7 @@ class Database:
             async with self._group.unit() as conn:
                 yield conn
         else:
-            async with self._write_engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 yield conn
 
     @asynccontextmanager

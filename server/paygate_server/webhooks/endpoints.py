@@ -37,17 +37,13 @@ def parse_events(value: Any) -> list[str] | None:
     return sorted(set(value), key=model.EVENT_TYPES.index)
 
 
-async def validate_url(url: str, *, allow_private: bool) -> str:
+async def validate_url(url: str, *, allow_private: bool) -> None:
     """Syntax, then the private-address guard (the delivery checks again, every time)."""
     try:
         parts = parse_webhook_url(url)
-    except ValueError as exc:
-        raise ApiError("parameter_invalid", str(exc), param="url") from None
-    try:
         await check_destination(parts.hostname or "", default_port(parts), allow_private=allow_private)
-    except AddressRefused as exc:
+    except (ValueError, AddressRefused) as exc:
         raise ApiError("parameter_invalid", str(exc), param="url") from None
-    return url
 
 
 async def create_webhook_endpoint(ctx: ApiContext) -> Response:
