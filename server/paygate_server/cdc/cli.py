@@ -82,18 +82,20 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> Any:
             await store.close()
 
 
-def _store_errors() -> tuple[type[BaseException], ...]:
+def _archive_errors() -> tuple[type[BaseException], ...]:
+    """What reading the archive raises when it cannot be read (answered in one line)."""
     import httpx
 
+    from paygate_server.cdc.archive import ArchiveProblem
     from paygate_server.cdc.s3 import S3Error
 
-    return (S3Error, httpx.HTTPError)
+    return (S3Error, httpx.HTTPError, ArchiveProblem)
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
     try:
         report = asyncio.run(_verify(args, settings))
-    except _store_errors() as exc:
+    except _archive_errors() as exc:
         raise CommandError(f"cannot read the archive: {exc}") from None
     failed = not report.ok or (args.wait > 0 and report.pending > 0)
     if args.json:
@@ -125,11 +127,9 @@ def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
 
     if not args.intent.startswith("pi_"):
         raise CommandError(f"not a payment intent id: {args.intent}")
-    from paygate_server.cdc.archive import ArchiveProblem
-
     try:
         changes = asyncio.run(_show(args, settings))
-    except (*_store_errors(), ArchiveProblem) as exc:  # type: ignore[misc]  # mypy does not follow the star
+    except _archive_errors() as exc:
         raise CommandError(f"cannot read the archive: {exc}") from None
     if not changes:
         raise CommandError(f"no history for {args.intent}")

@@ -24,9 +24,8 @@ __all__ = ["cdc_offsets", "webhook_endpoints", "webhook_events", "webhook_delive
 # The relay reads change_log in windows of transaction ids (PostgreSQL); see storage/change_log.py.
 Index("ix_change_log_txid", change_log.c.txid)
 
-# Where each relay consumer is: everything before this position has been delivered.
-# PostgreSQL: every row with txid < horizon, plus, inside the open window
-# [horizon, window_end), every row with id <= last_id. SQLite: every row with id <= last_id.
+# Where each relay consumer is: everything before this position (storage.changes.Position,
+# which says what it covers on each database) has been delivered.
 cdc_offsets = Table(
     "cdc_offsets",
     metadata,
