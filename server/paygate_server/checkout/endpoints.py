@@ -48,10 +48,8 @@ __all__ = ["frame_context", "routes"]
 async def jwks(request: Request) -> Response:
     """The public keys browsers (and ``encrypt_card``) encrypt card data to."""
     gateway: Gateway = request.state.gateway
-    return json_response(200, gateway.card_keys.jwks(), headers={
-        "Cache-Control": "public, max-age=300",
-        "Access-Control-Allow-Origin": "*",
-    })
+    return json_response(200, gateway.card_keys.jwks(),
+                         headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"})
 
 
 async def frame_context(gateway: Gateway, client_secret: str) -> FrameContext | None:
@@ -72,15 +70,9 @@ async def frame_context(gateway: Gateway, client_secret: str) -> FrameContext | 
         problem = ApiError("rate_limited", TOO_MANY_ATTEMPTS)
     if problem is not None:
         raise FrameUnavailable(problem.message, allowed_origins=origins, status_code=problem.status)
-    return FrameContext(
-        merchant_name=str(merchant["name"]) if merchant else "",
-        amount=intent["amount"],
-        currency=intent["currency"],
-        client_secret=client_secret,
-        allowed_origins=origins,
-        description=intent["description"],
-        test_mode=not live,
-    )
+    return FrameContext(merchant_name=str(merchant["name"]) if merchant else "", amount=intent["amount"],
+                        currency=intent["currency"], client_secret=client_secret, allowed_origins=origins,
+                        description=intent["description"], test_mode=not live)
 
 
 async def frame(request: Request) -> Response:
@@ -103,10 +95,8 @@ async def status_stream(request: Request) -> Response:
     origin = request.headers.get("origin")
     if origin is not None and origin in origins:
         headers["Access-Control-Allow-Origin"] = origin
-    return StreamingResponse(
-        intent_status_events(gateway, request, intent["merchant_id"], intent["id"]),
-        media_type="text/event-stream", headers=headers,
-    )
+    return StreamingResponse(intent_status_events(gateway, request, intent["merchant_id"], intent["id"]),
+                             media_type="text/event-stream", headers=headers)
 
 
 routes = [

@@ -21,23 +21,16 @@ async def insert_api_key(conn: AsyncConnection, api_key: str, merchant_id: str, 
 
 async def revoke_api_key(conn: AsyncConnection, merchant_id: str, api_key: str) -> bool:
     """Revoke the merchant's key; False if it has no such key, or it was already revoked."""
-    result = await conn.execute(
-        update(api_keys)
-        .where(api_keys.c.api_key == api_key, api_keys.c.merchant_id == merchant_id,
-               api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=now_us())
-    )
+    result = await conn.execute(update(api_keys).where(
+        api_keys.c.api_key == api_key, api_keys.c.merchant_id == merchant_id, api_keys.c.revoked_at.is_(None),
+    ).values(revoked_at=now_us()))
     return result.rowcount == 1
 
 
 async def find_api_key(conn: AsyncConnection, api_key: str) -> tuple[str, bytes, bool] | None:
     """The key's ``(merchant_id, secret_sealed, revoked)``, or None."""
-    row = (
-        await conn.execute(
-            select(api_keys.c.merchant_id, api_keys.c.secret_sealed, api_keys.c.revoked_at)
-            .where(api_keys.c.api_key == api_key)
-        )
-    ).first()
+    row = (await conn.execute(select(api_keys.c.merchant_id, api_keys.c.secret_sealed, api_keys.c.revoked_at)
+                              .where(api_keys.c.api_key == api_key))).first()
     if row is None:
         return None
     return row.merchant_id, bytes(row.secret_sealed), row.revoked_at is not None

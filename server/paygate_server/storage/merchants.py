@@ -38,7 +38,5 @@ async def get_merchant(conn: AsyncConnection, merchant_id: str) -> dict[str, obj
 
 async def list_origins(conn: AsyncConnection, merchant_id: str) -> list[str]:
     """The merchant's allowed origins, sorted."""
-    rows = await conn.execute(
-        select(merchant_origins.c.origin).where(merchant_origins.c.merchant_id == merchant_id)
-    )
+    rows = await conn.execute(select(merchant_origins.c.origin).where(merchant_origins.c.merchant_id == merchant_id))
     return sorted(r[0] for r in rows)

@@ -62,15 +62,9 @@ async def check_schema(db: Database) -> None:
     if current == head:
         return
     if current is None:
-        raise SchemaMismatch(
-            "the database has no paygate schema yet: run `paygate db upgrade` first"
-        )
+        raise SchemaMismatch("the database has no paygate schema yet: run `paygate db upgrade` first")
     if current not in _known_revisions():
-        raise SchemaMismatch(
-            f"the database schema is at revision {current}, which is newer than this code "
-            f"(it knows up to {head}): upgrade paygate before starting it on this database"
-        )
-    raise SchemaMismatch(
-        f"the database schema is at revision {current} but this code needs {head}: "
-        "run `paygate db upgrade`"
-    )
+        raise SchemaMismatch(f"the database schema is at revision {current}, which is newer than this code "
+                             f"(it knows up to {head}): upgrade paygate before starting it on this database")
+    raise SchemaMismatch(f"the database schema is at revision {current} but this code needs {head}: "
+                         "run `paygate db upgrade`")

@@ -54,10 +54,8 @@ async def _listen_postgres(db: Database, on_change: Callable[[str], None], on_re
     import asyncpg  # only with the postgres extra
 
     url = make_url(db.url)
-    conn: Any = await asyncpg.connect(
-        user=url.username, password=url.password, host=url.host, port=url.port,
-        database=url.database,
-    )
+    conn: Any = await asyncpg.connect(user=url.username, password=url.password, host=url.host, port=url.port,
+                                      database=url.database)
     try:
         await conn.add_listener(NOTIFY_CHANNEL, lambda _c, _pid, _ch, payload: on_change(payload))
         on_ready()

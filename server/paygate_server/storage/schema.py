@@ -129,20 +129,10 @@ transactions = Table(
     Column("error_message", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
-    Index(
-        "ux_transactions_one_in_flight",
-        "intent_id",
-        unique=True,
-        sqlite_where=text("status IN ('pending', 'unknown')"),
-        postgresql_where=text("status IN ('pending', 'unknown')"),
-    ),
-    Index(
-        "ux_transactions_one_success",
-        "intent_id",
-        unique=True,
-        sqlite_where=text("status = 'succeeded'"),
-        postgresql_where=text("status = 'succeeded'"),
-    ),
+    Index("ux_transactions_one_in_flight", "intent_id", unique=True,
+          sqlite_where=text("status IN ('pending', 'unknown')"), postgresql_where=text("status IN ('pending', 'unknown')")),
+    Index("ux_transactions_one_success", "intent_id", unique=True,
+          sqlite_where=text("status = 'succeeded'"), postgresql_where=text("status = 'succeeded'")),
     Index("ix_transactions_intent", "intent_id"),
 )
 

@@ -128,10 +128,8 @@ class VaultService:
             log.error("vault row %s does not decrypt", vault_id)
             raise ApiError("internal_error", "an internal error occurred") from None
         summary = {"brand": card.brand, "last4": card.last4, "expMonth": card.exp_month, "expYear": card.exp_year}
-        return ResolvedCard(
-            details=CardDetails(number, card.exp_month, card.exp_year, cvc),
-            summary=summary, fingerprint=card.fingerprint, vault_id=vault_id,
-        )
+        return ResolvedCard(details=CardDetails(number, card.exp_month, card.exp_year, cvc), summary=summary,
+                            fingerprint=card.fingerprint, vault_id=vault_id)
 
     async def purge(self) -> tuple[int, int]:
         """Expired tokens: drop their CVCs, and the whole row of a token never used (its
