@@ -28,23 +28,20 @@ __all__ = ["metadata", "merchants", "merchant_origins", "api_keys", "request_non
 metadata = MetaData()
 
 merchants = Table(
-    "merchants",
-    metadata,
+    "merchants", metadata,
     Column("id", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
 
 merchant_origins = Table(
-    "merchant_origins",
-    metadata,
+    "merchant_origins", metadata,
     Column("merchant_id", String(64), ForeignKey("merchants.id"), primary_key=True),
     Column("origin", String(300), primary_key=True),
 )
 
 api_keys = Table(
-    "api_keys",
-    metadata,
+    "api_keys", metadata,
     Column("api_key", String(128), primary_key=True),
     Column("merchant_id", String(64), ForeignKey("merchants.id"), nullable=False),
     # The signing secret, AES-256-GCM sealed under the master key with the API key as AAD.
@@ -57,8 +54,7 @@ api_keys = Table(
 # Replay protection (SPEC §3): a nonce is remembered for as long as its timestamp is
 # acceptable, by every worker and host, because they all share this table.
 request_nonces = Table(
-    "request_nonces",
-    metadata,
+    "request_nonces", metadata,
     Column("api_key", String(128), primary_key=True),
     Column("nonce", String(64), primary_key=True),
     Column("expires_at", BigInteger, nullable=False),
@@ -66,8 +62,7 @@ request_nonces = Table(
 )
 
 idempotency_keys = Table(
-    "idempotency_keys",
-    metadata,
+    "idempotency_keys", metadata,
     Column("merchant_id", String(64), primary_key=True),
     Column("idempotency_key", String(255), primary_key=True),
     # SHA-256 over method, path and body: "the same request" (SPEC §3).
@@ -81,8 +76,7 @@ idempotency_keys = Table(
 )
 
 payment_intents = Table(
-    "payment_intents",
-    metadata,
+    "payment_intents", metadata,
     Column("id", String(64), primary_key=True),
     Column("merchant_id", String(64), ForeignKey("merchants.id"), nullable=False),
     Column("status", String(16), nullable=False),
@@ -107,8 +101,7 @@ payment_intents = Table(
 # One charge attempt at the processor. The partial unique indexes make "at most one
 # attempt in flight" and "at most one successful charge, ever" facts the database keeps.
 transactions = Table(
-    "transactions",
-    metadata,
+    "transactions", metadata,
     Column("id", String(64), primary_key=True),
     Column("intent_id", String(64), ForeignKey("payment_intents.id"), nullable=False),
     Column("merchant_id", String(64), nullable=False),
@@ -137,8 +130,7 @@ transactions = Table(
 )
 
 refunds = Table(
-    "refunds",
-    metadata,
+    "refunds", metadata,
     Column("id", String(64), primary_key=True),
     Column("intent_id", String(64), ForeignKey("payment_intents.id"), nullable=False),
     Column("merchant_id", String(64), nullable=False),
@@ -158,8 +150,7 @@ refunds = Table(
 # outcome is not known yet. Kept apart from the captured tables so that scheduling and
 # leases never show up as history.
 reconcile_queue = Table(
-    "reconcile_queue",
-    metadata,
+    "reconcile_queue", metadata,
     Column("kind", String(16), primary_key=True),  # charge | refund
     Column("object_id", String(64), primary_key=True),
     Column("intent_id", String(64), nullable=False),
@@ -174,8 +165,7 @@ reconcile_queue = Table(
 # The change history (SPEC §8), written only by database triggers (see
 # paygate_server.storage.capture) in the same transaction as the change itself.
 change_log = Table(
-    "change_log",
-    metadata,
+    "change_log", metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("entity", String(32), nullable=False),
     Column("entity_id", String(64), nullable=False),
@@ -192,8 +182,7 @@ change_log = Table(
 
 # Key material sealed under the master key: card (JWE) private keys, vault data keys.
 sealed_keys = Table(
-    "sealed_keys",
-    metadata,
+    "sealed_keys", metadata,
     Column("kid", String(64), primary_key=True),
     Column("purpose", String(32), nullable=False),
     Column("sealed", LargeBinary, nullable=False),

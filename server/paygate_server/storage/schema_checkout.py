@@ -20,8 +20,7 @@ from paygate_server.storage.schema import metadata
 __all__ = ["checkout_limits", "vault_cards"]
 
 vault_cards = Table(
-    "vault_cards",
-    metadata,
+    "vault_cards", metadata,
     Column("id", String(64), primary_key=True),
     # SHA-256 (hex) of the token ``tok_…``: redemption looks it up, a dump cannot replay it.
     Column("token_hash", String(64), nullable=False, unique=True),
@@ -44,8 +43,7 @@ vault_cards = Table(
 )
 
 checkout_limits = Table(
-    "checkout_limits",
-    metadata,
+    "checkout_limits", metadata,
     Column("intent_id", String(64), primary_key=True),
     Column("tokenizations", Integer, nullable=False),
     Column("updated_at", BigInteger, nullable=False),

@@ -27,8 +27,7 @@ Index("ix_change_log_txid", change_log.c.txid)
 # Where each relay consumer is: everything before this position (storage.changes.Position,
 # which says what it covers on each database) has been delivered.
 cdc_offsets = Table(
-    "cdc_offsets",
-    metadata,
+    "cdc_offsets", metadata,
     Column("consumer", String(64), primary_key=True),
     Column("horizon", BigInteger, nullable=False, server_default=text("0")),
     Column("window_end", BigInteger, nullable=True),
@@ -38,8 +37,7 @@ cdc_offsets = Table(
 )
 
 webhook_endpoints = Table(
-    "webhook_endpoints",
-    metadata,
+    "webhook_endpoints", metadata,
     Column("id", String(64), primary_key=True),
     Column("merchant_id", String(64), nullable=False),
     Column("url", String(2048), nullable=False),
@@ -57,8 +55,7 @@ webhook_endpoints = Table(
 # One event per status transition found in the change stream; change_id makes the relay's
 # at-least-once delivery create each event exactly once.
 webhook_events = Table(
-    "webhook_events",
-    metadata,
+    "webhook_events", metadata,
     Column("id", String(64), primary_key=True),
     Column("merchant_id", String(64), nullable=False),
     Column("type", String(64), nullable=False),
@@ -73,8 +70,7 @@ webhook_events = Table(
 )
 
 webhook_deliveries = Table(
-    "webhook_deliveries",
-    metadata,
+    "webhook_deliveries", metadata,
     Column("event_id", String(64), primary_key=True),
     Column("endpoint_id", String(64), primary_key=True),
     Column("merchant_id", String(64), nullable=False),
