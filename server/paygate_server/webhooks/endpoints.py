@@ -41,8 +41,11 @@ async def validate_url(url: str, *, allow_private: bool) -> None:
     """Syntax, then the private-address guard (the delivery checks again, every time)."""
     try:
         parts = parse_webhook_url(url)
+    except ValueError as exc:
+        raise ApiError("parameter_invalid", str(exc), param="url") from None
+    try:
         await check_destination(parts.hostname or "", default_port(parts), allow_private=allow_private)
-    except (ValueError, AddressRefused) as exc:
+    except AddressRefused as exc:  # (its message never names an address)
         raise ApiError("parameter_invalid", str(exc), param="url") from None
 
 
