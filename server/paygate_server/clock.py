@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-__all__ = ["now_us", "set_source", "to_rfc3339", "parse_rfc3339_seconds", "from_datetime"]
+__all__ = ["now_us", "set_source", "to_rfc3339", "parse_rfc3339_seconds"]
 
 _US = 1_000_000
 
@@ -50,10 +50,6 @@ def to_rfc3339(us: int | None) -> str | None:
     t = time.gmtime(seconds)
     return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - the measured fast path
         t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, rest // 1000)
-
-
-def from_datetime(dt: datetime) -> int:
-    return int(dt.timestamp() * _US)
 
 
 def parse_rfc3339_seconds(value: str) -> int | None:

@@ -12,12 +12,6 @@ from paygate_server.cards.keys import DEFAULT_KEY_BITS
 __all__ = ["Settings"]
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("paygate-data")
@@ -148,7 +142,7 @@ def _parse(name: str, raw: str, default: object) -> object:
     """One variable's value. Empty means the default, except for a number (refused: a
     typo should not pass for the default) and for the S3 prefix (empty: the bucket's root)."""
     if isinstance(default, bool):
-        return _bool(raw, default)
+        return raw.strip().lower() in {"1", "true", "yes", "on"} if raw else default
     if isinstance(default, int | float):
         return type(default)(raw)
     if isinstance(default, tuple):

@@ -35,9 +35,6 @@ class Subscription:
         self.intent_id = intent_id
         self._event = asyncio.Event()
 
-    def _fire(self) -> None:
-        self._event.set()
-
     async def wait(self, timeout: float) -> bool:
         """True if a change arrived (the flag is then reset), False on timeout."""
         if not await wait_event(self._event, timeout):
@@ -80,7 +77,7 @@ class ChangeNotifier:
     def publish(self, intent_id: str) -> None:
         """Wake this process's waiters for an intent (also called for local writes)."""
         for sub in tuple(self._waiters.get(intent_id, ())):
-            sub._fire()
+            sub._event.set()
         for callback in self._listeners:
             callback(intent_id)
 

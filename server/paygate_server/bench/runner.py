@@ -7,6 +7,7 @@ import os
 import queue as queue_module
 import sys
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -226,16 +227,14 @@ def _drive(plan: RunPlan, workers: list[Any], pipes: list[Any], results_q: Any,
     assert window_end is not None
     progress.show("done", time.monotonic() - began, gateway_cores, final=True)
 
-    histograms: dict[str, LatencyHistogram] = {}
-    errors: dict[str, int] = {}
-    outcomes: dict[str, int] = {}
+    histograms: defaultdict[str, LatencyHistogram] = defaultdict(LatencyHistogram)
+    errors: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
     for r in results.values():
         for name, wire in r["histograms"].items():
-            histograms.setdefault(name, LatencyHistogram()).merge(LatencyHistogram.from_wire(wire))
-        for key, n in r["errors"].items():
-            errors[key] = errors.get(key, 0) + n
-        for key, n in r["outcomes"].items():
-            outcomes[key] = outcomes.get(key, 0) + n
+            histograms[name].merge(LatencyHistogram.from_wire(wire))
+        errors.update(r["errors"])
+        outcomes.update(r["outcomes"])
     cpu_user_sys = {name: None if group is None else cpu_split_between(start_samples[name], end_samples[name])
                     for name, group in groups.items()}
     cpu_pids = {name: [] if group is None else sorted(group.pids) for name, group in groups.items()}

@@ -55,7 +55,6 @@ class Target:
     database_pids: list[int] = field(default_factory=list)
     database: str | None = None
     workers: int | None = None
-    data_dir: str | None = None
 
 
 def ensure_loopback(url: str) -> tuple[str, int]:
@@ -175,7 +174,7 @@ def spawned_stack(*, database_url: str | None, workers: int, merchants: int,
         yield Target(gateway_url=gateway.base_url, simulator_url=simulator.base_url, merchants=creds,
                      gateway_pids=[gateway.pid], simulator_pids=[simulator.pid],
                      database_pids=database_server_pids(url),
-                     database=database_kind(url), workers=workers, data_dir=str(folder))
+                     database=database_kind(url), workers=workers)
     finally:
         gateway.close()
         simulator.close()

@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import time
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ SCENARIOS = ("payment", "create", "status", "process")
 PRODUCT = {"sku": "bench-01", "name": "Benchmark mug"}
 PROGRESS_EVERY_S = 0.5
 
-Send = Callable[[str, str, bytes, bytes], Awaitable[Response]]
+Send = Callable[[str, str, bytes, bytes, float], Awaitable[Response]]  # method, target, headers, body, timeout
 
 
 @dataclass
@@ -85,9 +86,9 @@ class Recorder:
 
     window_start: float = float("inf")
     window_end: float | None = None
-    histograms: dict[str, LatencyHistogram] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-    outcomes: dict[str, int] = field(default_factory=dict)
+    histograms: defaultdict[str, LatencyHistogram] = field(default_factory=lambda: defaultdict(LatencyHistogram))
+    errors: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     payments: int = 0  # flows that reached their goal inside the window
     failed_flows: int = 0
@@ -101,10 +102,9 @@ class Recorder:
         if not self.in_window(started, ended):
             return
         self.requests += 1
-        self._record(endpoint, ended - started)
+        self.histograms[endpoint].record(ended - started)
         if error is not None:
-            key = f"{endpoint}: {error}"
-            self.errors[key] = self.errors.get(key, 0) + 1
+            self.errors[f"{endpoint}: {error}"] += 1
             self.error_count += 1
 
     def flow(self, name: str | None, started: float, ended: float, outcome: str | None) -> None:
@@ -118,15 +118,9 @@ class Recorder:
             return
         self.payments += 1
         self.last_completion = max(self.last_completion, ended)
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.outcomes[outcome] += 1
         if name is not None:
-            self._record(name, ended - started)
-
-    def _record(self, name: str, seconds: float) -> None:
-        hist = self.histograms.get(name)
-        if hist is None:
-            hist = self.histograms[name] = LatencyHistogram()
-        hist.record(seconds)
+            self.histograms[name].record(ended - started)
 
 
 def _error_of(response: Response) -> str:
@@ -156,7 +150,7 @@ class Driver:
         headers = signer.headers(method, target, body)
         started = time.monotonic()
         try:
-            response = await send(method, target, headers, body)
+            response = await send(method, target, headers, body, self.cfg.request_timeout_s)
         except HttpError as exc:
             self.rec.request(endpoint, started, time.monotonic(), f"transport {exc}")
             return None
@@ -339,7 +333,7 @@ async def _run(cfg: WorkerConfig, queue: Any, control: Any) -> None:
         reporter.cancel()
     queue.put(("result", cfg.index, {
         "histograms": {name: h.to_wire() for name, h in rec.histograms.items()},
-        "errors": rec.errors, "outcomes": rec.outcomes, "requests": rec.requests,
+        "errors": dict(rec.errors), "outcomes": dict(rec.outcomes), "requests": rec.requests,
         "payments": rec.payments, "failed_flows": rec.failed_flows,
         "last_completion": rec.last_completion, "dropped": driver.dropped,
         "exhausted": driver.exhausted, "prepared": cfg.prepare,

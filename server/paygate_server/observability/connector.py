@@ -7,6 +7,7 @@ receive this one wrapper (``gateway.connector``) and nothing is swapped afterwar
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -36,14 +37,11 @@ class InstrumentedConnector:
     def __init__(self, inner: Connector) -> None:
         self.inner = inner
         self.name = inner.name
-        self._children: dict[tuple[str, str], Any] = {}
+        # Labelled children, cached (one dict lookup a call).
+        self._child = functools.cache(functools.partial(PROCESSOR_DURATION.labels, self.name))
 
     def _observe(self, operation: str, outcome: str, started: float) -> None:
-        key = (operation, outcome)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = PROCESSOR_DURATION.labels(self.name, operation, outcome)
-        child.observe(time.perf_counter() - started)
+        self._child(operation, outcome).observe(time.perf_counter() - started)
 
     async def _timed(self, operation: str, call: Awaitable[T], outcome: Callable[[T], str]) -> T:
         started = time.perf_counter()

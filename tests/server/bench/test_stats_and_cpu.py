@@ -232,3 +232,29 @@ def test_service_process_sets_tcp_nodelay_on_its_listening_socket(tmp_path: Path
         assert service._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         service.close()
+
+
+async def test_bench_requests_time_out_after_request_timeout() -> None:
+    # `paygate bench --request-timeout` reached WorkerConfig but no request: every call
+    # waited the client's default 30 s on a gateway that never answered.
+    from paygate_server.bench.worker import Driver, Recorder, Signer, WorkerConfig
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    creds = {"merchantId": "mer_x", "apiKey": "pk_test_x", "signingSecret": "sk_test_x"}
+    cfg = WorkerConfig(index=0, scenario="create", host="127.0.0.1", port=port, merchants=[creds], jwes=[],
+                       request_timeout_s=0.2)
+    driver = Driver(cfg, Recorder(window_start=0.0))
+    conn = HttpConnection("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(10):
+            assert await driver.create(conn.request, Signer(creds, True)) is None
+        assert driver.rec.errors == {"create: transport timeout": 1}
+    finally:
+        conn.close()
+        server.close()
+        await server.wait_closed()
