@@ -274,6 +274,8 @@ CLI_EXTENSIONS: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag.add_argument("--json", action="store_true")
     parser = argparse.ArgumentParser(
         prog="paygate", description="paygate payment gateway. Configuration: PAYGATE_* environment variables "
         "(PAYGATE_DATA_DIR, default ./paygate-data; PAYGATE_DATABASE_URL; PAYGATE_PROCESSOR_URL; ...).",
@@ -282,31 +284,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="the database schema: `db upgrade` creates or migrates it").add_subparsers(
         dest="db_command", required=True)
-    p = db.add_parser("upgrade", help="apply schema migrations")
-    p.add_argument("--json", action="store_true")
+    p = db.add_parser("upgrade", help="apply schema migrations", parents=[json_flag])
     p.set_defaults(func=cmd_db_upgrade)
 
     merchants = sub.add_parser("merchants", help="create a merchant and its first API key pair").add_subparsers(dest="merchants_command", required=True)
-    p = merchants.add_parser("create", help="create a merchant and its first key pair")
+    p = merchants.add_parser("create", help="create a merchant and its first key pair", parents=[json_flag])
     p.add_argument("--name", required=True)
     p.add_argument("--origin", action="append", help="an allowed checkout origin (repeatable)")
     p.add_argument("--live", action="store_true", help="a live key pair (pk_live_/sk_live_)")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_merchants_create)
 
     keys = sub.add_parser("keys", help="API key pairs (create, revoke) and the checkout card key").add_subparsers(dest="keys_command", required=True)
-    p = keys.add_parser("create", help="add a key pair to a merchant (rotation)")
+    p = keys.add_parser("create", help="add a key pair to a merchant (rotation)", parents=[json_flag])
     p.add_argument("--merchant", required=True)
     p.add_argument("--live", action="store_true")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_create)
-    p = keys.add_parser("revoke", help="revoke a key pair")
+    p = keys.add_parser("revoke", help="revoke a key pair", parents=[json_flag])
     p.add_argument("--merchant", required=True)
     p.add_argument("--key", required=True)
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_keys_revoke)
-    p = keys.add_parser("rotate-card-key", help="new checkout (JWE) key; the old one keeps decrypting for 25 h")
-    p.add_argument("--json", action="store_true")
+    p = keys.add_parser("rotate-card-key", help="new checkout (JWE) key; the old one keeps decrypting for 25 h",
+                        parents=[json_flag])
     p.set_defaults(func=cmd_keys_rotate_card_key)
 
     p = sub.add_parser("serve", help="run the gateway (API, hosted checkout, background workers)")

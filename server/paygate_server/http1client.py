@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import socket
 import ssl as _ssl
 from dataclasses import dataclass
@@ -368,8 +369,7 @@ class ConnectionPool:
         self.host = host
         self.port = port
         self.limit = limit
-        self.ssl = ssl
-        self.connect_timeout = connect_timeout
+        self._new_connection = functools.partial(HttpConnection, host, port, ssl=ssl, connect_timeout=connect_timeout)
         self.pool_timeout = pool_timeout
         self.idle_timeout = idle_timeout
         self._idle: list[tuple[HttpConnection, float]] = []  # (connection, idle since)
@@ -420,8 +420,7 @@ class ConnectionPool:
             return conn
         if self._open < self.limit:
             self._open += 1
-            conn = HttpConnection(self.host, self.port, ssl=self.ssl,
-                                  connect_timeout=self.connect_timeout)
+            conn = self._new_connection()
             self._mine.add(conn)
             return conn
         waiter: asyncio.Future[HttpConnection | None] = loop.create_future()
