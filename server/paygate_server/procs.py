@@ -35,21 +35,11 @@ def simulator_command(fd: int, store: Path) -> list[str]:
 
 
 class ServiceProcess:
-    def __init__(
-        self,
-        command: Callable[[int], Sequence[str]],
-        *,
-        log_path: Path,
-        env: dict[str, str] | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        health_path: str = "/healthz",
-        startup_timeout_s: float = 30.0,
-    ) -> None:
+    def __init__(self, command: Callable[[int], Sequence[str]], *, log_path: Path, env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1", port: int = 0, startup_timeout_s: float = 30.0) -> None:
         self._command = command
         self.log_path = Path(log_path)
         self.env = env or {}
-        self.health_path = health_path
         self.startup_timeout_s = startup_timeout_s
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -71,7 +61,8 @@ class ServiceProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    def start(self, *, wait: bool = True) -> None:
+    def start(self) -> None:
+        """Start the child and wait until it answers ``GET /healthz``."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("already running")
         fd = self._sock.fileno()
@@ -83,18 +74,13 @@ class ServiceProcess:
             list(self._command(fd)), stdout=self._log, stderr=subprocess.STDOUT,
             pass_fds=(fd,), env=env, start_new_session=True,
         )
-        if wait:
-            self.wait_healthy()
-
-    def wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=1.0) as client:
             while True:
-                assert self.proc is not None
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.log_path.name}: exited with {self.proc.returncode}:\n{self.output()}")
                 try:
-                    if client.get(self.base_url + self.health_path).status_code == 200:
+                    if client.get(self.base_url + "/healthz").status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass

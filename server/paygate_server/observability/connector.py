@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from paygate_server.observability.metrics import PROCESSOR_DURATION
@@ -27,10 +27,6 @@ __all__ = ["InstrumentedConnector"]
 T = TypeVar("T")
 
 
-def _outcome(result: ChargeResult | RefundResult) -> str:
-    return result.outcome.value
-
-
 class InstrumentedConnector:
     """Delegates to ``inner`` and observes ``paygate_processor_request_duration_seconds``."""
 
@@ -40,30 +36,27 @@ class InstrumentedConnector:
         # Labelled children, cached (one dict lookup a call).
         self._child = functools.cache(functools.partial(PROCESSOR_DURATION.labels, self.name))
 
-    def _observe(self, operation: str, outcome: str, started: float) -> None:
-        self._child(operation, outcome).observe(time.perf_counter() - started)
-
-    async def _timed(self, operation: str, call: Awaitable[T], outcome: Callable[[T], str]) -> T:
+    async def _timed(self, operation: str, call: Awaitable[T]) -> T:
         started = time.perf_counter()
+        outcome = "exception"
         try:
             result = await call
-        except BaseException:
-            self._observe(operation, "exception", started)
-            raise
-        self._observe(operation, outcome(result), started)
-        return result
+            outcome = result.outcome.value if isinstance(result, ChargeResult | RefundResult) else "ok"
+            return result
+        finally:
+            self._child(operation, outcome).observe(time.perf_counter() - started)
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
-        return await self._timed("charge", self.inner.charge(request), _outcome)
+        return await self._timed("charge", self.inner.charge(request))
 
     async def lookup(self, reference: str) -> ChargeResult:
-        return await self._timed("lookup", self.inner.lookup(reference), _outcome)
+        return await self._timed("lookup", self.inner.lookup(reference))
 
     async def refund(self, request: RefundRequest) -> RefundResult:
-        return await self._timed("refund", self.inner.refund(request), _outcome)
+        return await self._timed("refund", self.inner.refund(request))
 
     async def settlement_report(self, day: _dt.date) -> list[SettlementRecord]:
-        return await self._timed("settlement_report", self.inner.settlement_report(day), lambda _records: "ok")
+        return await self._timed("settlement_report", self.inner.settlement_report(day))
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -60,10 +60,10 @@ def scrape_registry() -> CollectorRegistry:
     return registry
 
 
-def mark_process_dead(pid: int | None = None) -> None:
-    """Drop a stopped worker's live gauges (multiprocess mode only)."""
+def mark_process_dead() -> None:
+    """Drop this stopping worker's live gauges (multiprocess mode only)."""
     if multiprocess_dir() is not None:
-        multiprocess.mark_process_dead(os.getpid() if pid is None else pid)
+        multiprocess.mark_process_dead(os.getpid())
 
 
 if multiprocess_dir() is None:

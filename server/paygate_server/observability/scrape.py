@@ -63,30 +63,30 @@ class DatabaseGauges:
         return self._families
 
     async def _read(self, gateway: Gateway) -> list[Metric]:
-        up = GaugeMetricFamily("paygate_metrics_database_up",
-                               "1 if the last read of the database-derived gauges worked.")
+        def up(value: int) -> Metric:
+            return GaugeMetricFamily("paygate_metrics_database_up",
+                                     "1 if the last read of the database-derived gauges worked.", value=value)
+
         try:
             counts = await read_payment_counts(gateway.db)
         except Exception:
             log.exception("metrics: reading the database failed")
-            up.add_metric([], 0)
-            return [up]
-        up.add_metric([], 1)
+            return [up(0)]
         intents = GaugeMetricFamily("paygate_payment_intents", "Payment intents by status.", labels=["status"])
         for status in STATUSES:
             intents.add_metric([status], counts.intents_by_status.get(status, 0))
-        reconcile = GaugeMetricFamily("paygate_reconcile_backlog",
-                                      "Charge attempts and refunds whose outcome the reconciler still owns.")
-        reconcile.add_metric([], counts.reconcile_backlog)
-        due = GaugeMetricFamily("paygate_reconcile_overdue",
-                                "Reconciler queue rows whose next check is due now or past.")
-        due.add_metric([], counts.reconcile_overdue)
-        families: list[Metric] = [up, intents, reconcile, due]
+        families = [
+            up(1), intents,
+            GaugeMetricFamily("paygate_reconcile_backlog",
+                              "Charge attempts and refunds whose outcome the reconciler still owns.",
+                              value=counts.reconcile_backlog),
+            GaugeMetricFamily("paygate_reconcile_overdue", "Reconciler queue rows whose next check is due now or past.",
+                              value=counts.reconcile_overdue),
+        ]
         webhooks = await read_webhook_backlog(gateway.db)
         if webhooks is not None:
-            family = GaugeMetricFamily("paygate_webhook_backlog", "Webhook deliveries not yet delivered or given up.")
-            family.add_metric([], webhooks)
-            families.append(family)
+            families.append(GaugeMetricFamily("paygate_webhook_backlog",
+                                              "Webhook deliveries not yet delivered or given up.", value=webhooks))
         return families
 
 
