@@ -271,14 +271,10 @@ class HttpConnection:
                 and not p.transport.is_closing())
 
     async def connect(self) -> None:
-        loop = asyncio.get_running_loop()
-
-        def factory() -> _Protocol:
-            return _Protocol(self.max_head, self.max_body)
-
+        factory = functools.partial(_Protocol, self.max_head, self.max_body)
         try:
             async with asyncio.timeout(self.connect_timeout):  # None: no limit
-                _, protocol = await loop.create_connection(
+                _, protocol = await asyncio.get_running_loop().create_connection(
                     factory, self.host, self.port, ssl=self.ssl)
         except TimeoutError:  # asyncio's deadline, or the kernel's (ETIMEDOUT)
             raise HttpTimeout("connect timeout") from None

@@ -87,9 +87,8 @@ def logging_config(level: str = "warning", env: dict[str, str] | None = None) ->
         "loggers": {
             # uvicorn's own loggers carry handlers in its default config: here they only
             # propagate to the one handler above.
-            "uvicorn": {"handlers": [], "level": level, "propagate": True},
-            "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
-            "uvicorn.access": {"handlers": [], "level": level, "propagate": True},
+            **{name: {"handlers": [], "level": level, "propagate": True}
+               for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
             STARTUP_LOGGER: {"level": "INFO"},
             REQUEST_LOGGER: {"level": "INFO" if access else "CRITICAL"},
         },

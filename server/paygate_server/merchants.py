@@ -10,7 +10,7 @@ caller's unit of work (``conn``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from paygate_server.crypto import MasterKey
@@ -45,25 +45,20 @@ class MerchantError(ValueError):
     """Bad input to a merchant or key operation (shown to the operator as is)."""
 
 
+# The secrets stay out of repr (logs, tracebacks, debuggers).
 @dataclass(frozen=True)
 class KeyPair:
     merchant_id: str
     api_key: str
-    signing_secret: str
-
-    def __repr__(self) -> str:
-        return f"KeyPair(merchant_id={self.merchant_id!r}, api_key={self.api_key!r}, signing_secret=<redacted>)"
+    signing_secret: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class StoredKey:
     api_key: str
     merchant_id: str
-    secret: str
+    secret: str = field(repr=False)
     revoked: bool
-
-    def __repr__(self) -> str:
-        return f"StoredKey(api_key={self.api_key!r}, merchant_id={self.merchant_id!r}, secret=<redacted>)"
 
 
 def normalize_origin(value: str) -> str:

@@ -12,7 +12,7 @@ import os
 import secrets
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +142,7 @@ class Driver:
         self.exhausted = False
         self.dropped = 0
         self.stop_at: float | None = None
+        self.flow = self.payment_flow if cfg.scenario == "payment" else self.single_flow
 
     # -- one request -------------------------------------------------------------------
 
@@ -229,11 +230,6 @@ class Driver:
                 signer, intent_id = self.prepared.pop()
                 outcome = await self.process(send, signer, intent_id)
         self.rec.flow(None, started, time.monotonic(), outcome)
-
-    def flow(self, send: Send, signer: Signer, started: float) -> Coroutine[Any, Any, None]:
-        if self.cfg.scenario == "payment":
-            return self.payment_flow(send, signer, started)
-        return self.single_flow(send, signer, started)
 
     def may_start(self, now: float) -> bool:
         """Whether another flow may start now; counts measured starts."""

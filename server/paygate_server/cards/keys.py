@@ -19,7 +19,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
 from cryptography.hazmat.primitives import serialization
@@ -78,9 +78,7 @@ def public_jwk(kid: str, key: RSAKey) -> dict[str, str]:
     }
 
 
-def render_jwks(
-    keys: Mapping[str, RSAKey] | Iterable[tuple[str, RSAKey]],
-) -> dict[str, list[dict[str, str]]]:
+def render_jwks(keys: Mapping[str, RSAKey]) -> dict[str, list[dict[str, str]]]:
     """The JWKS document served at ``GET /checkout/v1/keys``.
 
     Pass the keys browsers should encrypt to, **current key first**: the checkout frame
@@ -88,8 +86,7 @@ def render_jwks(
     stop using them) but in the mapping given to ``decrypt_card_jwe`` for a while (a page
     opened before the rotation may still send them).
     """
-    items = keys.items() if isinstance(keys, Mapping) else keys
-    return {"keys": [public_jwk(kid, key) for kid, key in items]}
+    return {"keys": [public_jwk(kid, key) for kid, key in keys.items()]}
 
 
 def private_key_to_pkcs8_der(key: rsa.RSAPrivateKey) -> bytes:

@@ -82,8 +82,8 @@ def test_jwks_shape(private_key: rsa.RSAPrivateKey) -> None:
     json.dumps(jwks)  # serializable as is
 
 
-def test_jwks_accepts_pairs_and_a_third_party_reads_it(private_key: rsa.RSAPrivateKey) -> None:
-    jwks = render_jwks([("ck_a", private_key)])
+def test_a_third_party_reads_the_jwks(private_key: rsa.RSAPrivateKey) -> None:
+    jwks = render_jwks({"ck_a": private_key})
     parsed = jc_jwk.JWKSet.from_json(json.dumps(jwks))
     key = parsed.get_key("ck_a")
     assert key is not None
