@@ -40,14 +40,8 @@ CODES: dict[str, tuple[int, str]] = {
 class ApiError(Exception):
     """A client-visible error: the code decides the HTTP status and type."""
 
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, code: str, message: str, *, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.type = CODES[code]
         self.code = code
@@ -56,9 +50,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_body(
-    code: str, message: str, request_id: str, *, param: str | None = None
-) -> dict[str, Any]:
+def error_body(code: str, message: str, request_id: str, *, param: str | None = None) -> dict[str, Any]:
     _, type_ = CODES[code]
     error: dict[str, Any] = {"type": type_, "code": code, "message": message}
     if param is not None:

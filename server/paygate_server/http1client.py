@@ -42,21 +42,9 @@ from typing import NoReturn, Protocol
 
 import httptools
 
-__all__ = [
-    "MAX_BODY",
-    "MAX_HEAD",
-    "ConnectFailed",
-    "ConnectionLost",
-    "ConnectionPool",
-    "HttpConnection",
-    "HttpError",
-    "HttpTimeout",
-    "MalformedResponse",
-    "Response",
-    "ResponseTooLarge",
-    "ReusedConnectionClosed",
-    "Transport",
-]
+__all__ = ["MAX_BODY", "MAX_HEAD", "ConnectFailed", "ConnectionLost", "ConnectionPool", "HttpConnection",
+           "HttpError", "HttpTimeout", "MalformedResponse", "Response", "ResponseTooLarge",
+           "ReusedConnectionClosed", "Transport"]
 
 # Bounds on what one answer may hold in memory. A processor answer is a few hundred bytes;
 # the largest legitimate one is a day's settlement report (~200 bytes per charge or
@@ -267,8 +255,7 @@ class HttpConnection:
     @property
     def connected(self) -> bool:
         p = self._protocol
-        return (p is not None and p.lost is None and p.transport is not None
-                and not p.transport.is_closing())
+        return p is not None and p.lost is None and p.transport is not None and not p.transport.is_closing()
 
     async def connect(self) -> None:
         factory = functools.partial(_Protocol, self.max_head, self.max_body)

@@ -24,19 +24,8 @@ from paygate_server.storage.merchants import (
     list_origins,
 )
 
-__all__ = [
-    "KeyPair",
-    "MerchantError",
-    "StoredKey",
-    "allow_origins",
-    "create_merchant",
-    "create_key",
-    "revoke_key",
-    "load_api_key",
-    "get_merchant",
-    "list_origins",
-    "normalize_origin",
-]
+__all__ = ["KeyPair", "MerchantError", "StoredKey", "allow_origins", "create_merchant", "create_key",
+           "revoke_key", "load_api_key", "get_merchant", "list_origins", "normalize_origin"]
 
 SECRET_PURPOSE = "api-key-signing-secret"
 
@@ -82,11 +71,7 @@ def normalize_origin(value: str) -> str:
 
 def _new_key_pair(merchant_id: str, live: bool) -> KeyPair:
     mode = "live" if live else "test"
-    return KeyPair(
-        merchant_id=merchant_id,
-        api_key=f"pk_{mode}_{random_token(20)}",
-        signing_secret=f"sk_{mode}_{random_token(32)}",
-    )
+    return KeyPair(merchant_id, api_key=f"pk_{mode}_{random_token(20)}", signing_secret=f"sk_{mode}_{random_token(32)}")
 
 
 async def _insert_key(conn: Transaction, master: MasterKey, pair: KeyPair) -> None:
@@ -94,9 +79,8 @@ async def _insert_key(conn: Transaction, master: MasterKey, pair: KeyPair) -> No
     await insert_api_key(conn, pair.api_key, pair.merchant_id, sealed)
 
 
-async def create_merchant(
-    conn: Transaction, master: MasterKey, *, name: str, origins: list[str], live: bool = False
-) -> KeyPair:
+async def create_merchant(conn: Transaction, master: MasterKey, *, name: str, origins: list[str],
+                          live: bool = False) -> KeyPair:
     name = name.strip()
     if not name or len(name) > 200:
         raise MerchantError("a merchant name is 1 to 200 characters")
@@ -114,9 +98,7 @@ async def allow_origins(conn: Transaction, merchant_id: str, origins: list[str])
     await add_origins(conn, merchant_id, sorted({normalize_origin(o) for o in origins} - known))
 
 
-async def create_key(
-    conn: Transaction, master: MasterKey, merchant_id: str, *, live: bool = False
-) -> KeyPair:
+async def create_key(conn: Transaction, master: MasterKey, merchant_id: str, *, live: bool = False) -> KeyPair:
     if await get_merchant(conn, merchant_id) is None:
         raise MerchantError(f"no merchant {merchant_id}")
     pair = _new_key_pair(merchant_id, live)

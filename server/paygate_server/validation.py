@@ -12,16 +12,8 @@ from typing import Any
 from paygate_server import jsoncodec
 from paygate_server.errors import ApiError
 
-__all__ = [
-    "reject_unknown",
-    "require",
-    "optional_str",
-    "require_str",
-    "require_int",
-    "parse_int_param",
-    "require_id",
-    "json_object_param",
-]
+__all__ = ["reject_unknown", "require", "optional_str", "require_str", "require_int", "parse_int_param",
+           "require_id", "json_object_param"]
 
 _ID = re.compile(r"[a-z]{2,4}_[a-z0-9]{10,64}")
 

@@ -50,27 +50,20 @@ class Authenticator:
         self._cache[api_key] = (now, stored)
         return stored
 
-    async def authenticate(
-        self, *, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> Principal:
+    async def authenticate(self, *, method: str, target: str, headers: dict[str, str], body: bytes) -> Principal:
         authorization = headers.get("authorization")
         timestamp = headers.get("x-request-timestamp")
         nonce = headers.get("x-request-nonce")
         signature = headers.get("x-signature")
         if not authorization or not timestamp or not nonce or not signature:
-            raise ApiError(
-                "missing_credentials",
-                "Authorization, X-Request-Timestamp, X-Request-Nonce and X-Signature are required",
-            )
+            raise ApiError("missing_credentials",
+                           "Authorization, X-Request-Timestamp, X-Request-Nonce and X-Signature are required")
         scheme, _, api_key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not _API_KEY.fullmatch(api_key.strip()):
             raise ApiError("invalid_api_key", "the API key is not valid")
         api_key = api_key.strip()
         if not _NONCE.fullmatch(nonce):
-            raise ApiError(
-                "invalid_signature",
-                "X-Request-Nonce must be 16 to 64 characters of [A-Za-z0-9_-]",
-            )
+            raise ApiError("invalid_signature", "X-Request-Nonce must be 16 to 64 characters of [A-Za-z0-9_-]")
         stored = await self._key(api_key)
         if stored is None or stored.revoked:
             raise ApiError("invalid_api_key", "the API key is not valid")

@@ -13,9 +13,8 @@ from paygate._signing import compute_signature
 __all__ = ["signature_matches"]
 
 
-def signature_matches(
-    secret: str, method: str, target: str, timestamp: str, nonce: str, body: bytes, presented: str
-) -> bool:
+def signature_matches(secret: str, method: str, target: str, timestamp: str, nonce: str, body: bytes,
+                      presented: str) -> bool:
     try:
         expected = compute_signature(secret, method, target, timestamp, nonce, body)
         presented_bytes = presented.encode("ascii")

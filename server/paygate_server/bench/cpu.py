@@ -17,18 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = [
-    "CLOCK_TICKS",
-    "CpuGroup",
-    "CpuSample",
-    "ProcStat",
-    "cpu_seconds_between",
-    "cpu_split_between",
-    "descendants",
-    "load_average",
-    "parse_stat",
-    "pids_listening_on",
-]
+__all__ = ["CLOCK_TICKS", "CpuGroup", "CpuSample", "ProcStat", "cpu_seconds_between", "cpu_split_between",
+           "descendants", "load_average", "parse_stat", "pids_listening_on"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 PROC = Path("/proc")

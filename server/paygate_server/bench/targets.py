@@ -25,18 +25,8 @@ import httpx
 
 from paygate_server.procs import ServiceProcess, gateway_command, simulator_command
 
-__all__ = [
-    "Target",
-    "TargetError",
-    "create_merchants",
-    "database_server_pids",
-    "ensure_loopback",
-    "load_credentials",
-    "make_jwe_pool",
-    "restore_faults",
-    "set_processor_latency",
-    "spawned_stack",
-]
+__all__ = ["Target", "TargetError", "create_merchants", "database_server_pids", "ensure_loopback",
+           "load_credentials", "make_jwe_pool", "restore_faults", "set_processor_latency", "spawned_stack"]
 
 MERCHANT_CLI_PARALLEL = 4
 

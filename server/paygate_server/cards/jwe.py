@@ -38,23 +38,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .pan import card_brand, last4, luhn_valid
 
-__all__ = [
-    "ALG",
-    "ENC",
-    "INVALID_CARD_DATA_MESSAGE",
-    "CardPayload",
-    "InvalidCardData",
-    "decrypt_card_jwe",
-]
+__all__ = ["ALG", "ENC", "INVALID_CARD_DATA_MESSAGE", "CardPayload", "InvalidCardData", "decrypt_card_jwe"]
 
 ALG: Final = "RSA-OAEP-256"
 ENC: Final = "A256GCM"
 INVALID_CARD_DATA_MESSAGE: Final = "encryptedCard is invalid or could not be decrypted"
 
 _ALLOWED_HEADER_MEMBERS: Final = frozenset({"alg", "enc", "kid", "typ", "cty"})
-_PAYLOAD_MEMBERS: Final = frozenset(
-    {"number", "expMonth", "expYear", "cvc", "name", "generationTime"}
-)
+_PAYLOAD_MEMBERS: Final = frozenset({"number", "expMonth", "expYear", "cvc", "name", "generationTime"})
 _IV_BYTES: Final = 12
 _TAG_BYTES: Final = 16
 _CEK_BYTES: Final = 32
@@ -65,9 +56,7 @@ _MAX_HEADER_BYTES: Final = 512
 _MAX_NAME_CHARS: Final = 200
 _DEFAULT_MAX_FUTURE_SKEW: Final = timedelta(minutes=5)
 
-_OAEP: Final = padding.OAEP(
-    mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
-)
+_OAEP: Final = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 _DIGITS = re.compile(r"[0-9]+")
@@ -113,18 +102,11 @@ class CardPayload:
 
     def summary(self) -> dict[str, Any]:
         """The wire ``card`` object: ``{"brand", "last4", "expMonth", "expYear"}``."""
-        return {
-            "brand": self.brand,
-            "last4": self.last4,
-            "expMonth": self.exp_month,
-            "expYear": self.exp_year,
-        }
+        return {"brand": self.brand, "last4": self.last4, "expMonth": self.exp_month, "expYear": self.exp_year}
 
     def __repr__(self) -> str:
-        return (
-            f"CardPayload(brand={self.brand!r}, last4={self.last4!r}, "
-            f"exp_month={self.exp_month}, exp_year={self.exp_year})"
-        )
+        return (f"CardPayload(brand={self.brand!r}, last4={self.last4!r}, "
+                f"exp_month={self.exp_month}, exp_year={self.exp_year})")
 
     __str__ = __repr__
 
@@ -164,9 +146,7 @@ def _strict_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def _check_header(
-    header: dict[str, Any], private_keys: Mapping[str, rsa.RSAPrivateKey]
-) -> rsa.RSAPrivateKey:
+def _check_header(header: dict[str, Any], private_keys: Mapping[str, rsa.RSAPrivateKey]) -> rsa.RSAPrivateKey:
     if not set(header) <= _ALLOWED_HEADER_MEMBERS:
         raise _Reject
     if header.get("alg") != ALG or header.get("enc") != ENC:
@@ -221,9 +201,7 @@ def _parse_rfc3339(value: object) -> datetime:
         raise _Reject from None
 
 
-def _payload(
-    document: dict[str, Any], *, now: datetime, max_age: timedelta, max_future_skew: timedelta
-) -> CardPayload:
+def _payload(document: dict[str, Any], *, now: datetime, max_age: timedelta, max_future_skew: timedelta) -> CardPayload:
     if not set(document) <= _PAYLOAD_MEMBERS:
         raise _Reject
     number = document.get("number")
@@ -248,24 +226,12 @@ def _payload(
     generated = _parse_rfc3339(document.get("generationTime"))
     if generated < now - max_age or generated > now + max_future_skew:
         raise _Reject
-    return CardPayload(
-        number=number,
-        exp_month=exp_month,
-        exp_year=exp_year,
-        cvc=cvc,
-        name=name,
-        generation_time=generated.astimezone(UTC),
-    )
+    return CardPayload(number=number, exp_month=exp_month, exp_year=exp_year, cvc=cvc, name=name,
+                       generation_time=generated.astimezone(UTC))
 
 
-def _decrypt(
-    token: str,
-    private_keys: Mapping[str, rsa.RSAPrivateKey],
-    *,
-    now: datetime,
-    max_age: timedelta,
-    max_future_skew: timedelta,
-) -> CardPayload:
+def _decrypt(token: str, private_keys: Mapping[str, rsa.RSAPrivateKey], *, now: datetime, max_age: timedelta,
+             max_future_skew: timedelta) -> CardPayload:
     if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS or not token.isascii():
         raise _Reject
     parts = token.split(".")
@@ -280,12 +246,8 @@ def _decrypt(
     iv = _b64url_decode(iv_b64)
     ciphertext = _b64url_decode(ciphertext_b64)
     tag = _b64url_decode(tag_b64)
-    if (
-        len(encrypted_key) != key.key_size // 8
-        or len(iv) != _IV_BYTES
-        or len(tag) != _TAG_BYTES
-        or not 0 < len(ciphertext) <= _MAX_CIPHERTEXT_BYTES
-    ):
+    if (len(encrypted_key) != key.key_size // 8 or len(iv) != _IV_BYTES or len(tag) != _TAG_BYTES
+            or not 0 < len(ciphertext) <= _MAX_CIPHERTEXT_BYTES):
         raise _Reject
     cek, cek_ok = _unwrap_cek(key, encrypted_key)
     try:
@@ -295,22 +257,12 @@ def _decrypt(
     if not cek_ok:
         # Unreachable in practice (a random key will not authenticate), but never trust it.
         raise _Reject
-    return _payload(
-        _strict_json_object(plaintext),
-        now=now,
-        max_age=max_age,
-        max_future_skew=max_future_skew,
-    )
+    return _payload(_strict_json_object(plaintext), now=now, max_age=max_age, max_future_skew=max_future_skew)
 
 
-def decrypt_card_jwe(
-    token: str,
-    private_keys: Mapping[str, rsa.RSAPrivateKey],
-    *,
-    now: datetime,
-    max_age: timedelta = timedelta(hours=24),
-    max_future_skew: timedelta = _DEFAULT_MAX_FUTURE_SKEW,
-) -> CardPayload:
+def decrypt_card_jwe(token: str, private_keys: Mapping[str, rsa.RSAPrivateKey], *, now: datetime,
+                     max_age: timedelta = timedelta(hours=24),
+                     max_future_skew: timedelta = _DEFAULT_MAX_FUTURE_SKEW) -> CardPayload:
     """Decrypt and validate an ``encryptedCard`` JWE.
 
     ``private_keys`` maps ``kid`` to key: the current key and the recently retired ones the
@@ -326,9 +278,7 @@ def decrypt_card_jwe(
     if max_age <= timedelta(0) or max_future_skew < timedelta(0):
         raise ValueError("max_age must be positive and max_future_skew not negative")
     try:
-        return _decrypt(
-            token, private_keys, now=now, max_age=max_age, max_future_skew=max_future_skew
-        )
+        return _decrypt(token, private_keys, now=now, max_age=max_age, max_future_skew=max_future_skew)
     except (_Reject, ValueError, TypeError, OverflowError, UnicodeError):
         # ValueError & co. cover anything unforeseen in the parsing of hostile input;
         # whatever it was, the answer is the same.

@@ -25,17 +25,8 @@ from typing import Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = [
-    "DEFAULT_KEY_BITS",
-    "MIN_KEY_BITS",
-    "fingerprint",
-    "generate_private_key",
-    "new_kid",
-    "private_key_from_pkcs8_der",
-    "private_key_to_pkcs8_der",
-    "public_jwk",
-    "render_jwks",
-]
+__all__ = ["DEFAULT_KEY_BITS", "MIN_KEY_BITS", "fingerprint", "generate_private_key", "new_kid",
+           "private_key_from_pkcs8_der", "private_key_to_pkcs8_der", "public_jwk", "render_jwks"]
 
 DEFAULT_KEY_BITS: Final = 2048
 MIN_KEY_BITS: Final = 2048

@@ -24,15 +24,8 @@ from typing import Any, Final
 
 from paygate_server import jsoncodec
 
-__all__ = [
-    "BRANDS",
-    "card_brand",
-    "contains_card_number",
-    "last4",
-    "looks_like_card_number",
-    "looks_like_jwe_compact",
-    "luhn_valid",
-]
+__all__ = ["BRANDS", "card_brand", "contains_card_number", "last4", "looks_like_card_number",
+           "looks_like_jwe_compact", "luhn_valid"]
 
 #: Every value :func:`card_brand` can return.
 BRANDS: Final = ("visa", "mastercard", "amex", "discover", "jcb", "diners", "unionpay", "unknown")
@@ -230,9 +223,7 @@ def _groups_contain_card_number(groups: list[str], *, skip_first: bool = False) 
         parity = index & 1
         for which in (0, 1):
             plain[which][index + 1] = plain[which][index] + (value if which == parity else 0)
-            doubled[which][index + 1] = doubled[which][index] + (
-                _DOUBLED[value] if which == parity else 0
-            )
+            doubled[which][index + 1] = doubled[which][index] + (_DOUBLED[value] if which == parity else 0)
     starts: list[int] = []
     ends: set[int] = set()
     position = 0
