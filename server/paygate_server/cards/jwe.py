@@ -201,7 +201,7 @@ def _parse_rfc3339(value: object) -> datetime:
         raise _Reject from None
 
 
-def _payload(document: dict[str, Any], *, now: datetime, max_age: timedelta, max_future_skew: timedelta) -> CardPayload:
+def _payload(document: dict[str, Any], window: tuple[datetime, datetime]) -> CardPayload:
     if not set(document) <= _PAYLOAD_MEMBERS:
         raise _Reject
     number = document.get("number")
@@ -224,14 +224,14 @@ def _payload(document: dict[str, Any], *, now: datetime, max_age: timedelta, max
             raise _Reject
         name = name.strip() or None
     generated = _parse_rfc3339(document.get("generationTime"))
-    if generated < now - max_age or generated > now + max_future_skew:
+    if not window[0] <= generated <= window[1]:
         raise _Reject
     return CardPayload(number=number, exp_month=exp_month, exp_year=exp_year, cvc=cvc, name=name,
                        generation_time=generated.astimezone(UTC))
 
 
-def _decrypt(token: str, private_keys: Mapping[str, rsa.RSAPrivateKey], *, now: datetime, max_age: timedelta,
-             max_future_skew: timedelta) -> CardPayload:
+def _decrypt(token: str, private_keys: Mapping[str, rsa.RSAPrivateKey], window: tuple[datetime, datetime]) -> CardPayload:
+    """``window``: the earliest and latest ``generationTime`` accepted."""
     if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS or not token.isascii():
         raise _Reject
     parts = token.split(".")
@@ -257,7 +257,7 @@ def _decrypt(token: str, private_keys: Mapping[str, rsa.RSAPrivateKey], *, now: 
     if not cek_ok:
         # Unreachable in practice (a random key will not authenticate), but never trust it.
         raise _Reject
-    return _payload(_strict_json_object(plaintext), now=now, max_age=max_age, max_future_skew=max_future_skew)
+    return _payload(_strict_json_object(plaintext), window)
 
 
 def decrypt_card_jwe(token: str, private_keys: Mapping[str, rsa.RSAPrivateKey], *, now: datetime,
@@ -278,7 +278,7 @@ def decrypt_card_jwe(token: str, private_keys: Mapping[str, rsa.RSAPrivateKey], 
     if max_age <= timedelta(0) or max_future_skew < timedelta(0):
         raise ValueError("max_age must be positive and max_future_skew not negative")
     try:
-        return _decrypt(token, private_keys, now=now, max_age=max_age, max_future_skew=max_future_skew)
+        return _decrypt(token, private_keys, (now - max_age, now + max_future_skew))
     except (_Reject, ValueError, TypeError, OverflowError, UnicodeError):
         # ValueError & co. cover anything unforeseen in the parsing of hostile input;
         # whatever it was, the answer is the same.

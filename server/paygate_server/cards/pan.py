@@ -214,16 +214,13 @@ def _groups_contain_card_number(groups: list[str], *, skip_first: bool = False) 
     size = len(digits)
     if size < _MIN_DETECTED_DIGITS:
         return False
-    # plain[parity][k] / doubled[parity][k]: sum over positions p < k with p % 2 == parity
-    # of the digit's value, as is / as Luhn doubles it.
-    plain = ([0] * (size + 1), [0] * (size + 1))
-    doubled = ([0] * (size + 1), [0] * (size + 1))
+    # luhn[keep][k]: the Luhn sum of the digits at positions p < k for a number whose last
+    # digit has parity ``keep``: digits at that parity count as they are, the others doubled.
+    luhn = ([0] * (size + 1), [0] * (size + 1))
     for index, char in enumerate(digits):
         value = ord(char) - 48
-        parity = index & 1
-        for which in (0, 1):
-            plain[which][index + 1] = plain[which][index] + (value if which == parity else 0)
-            doubled[which][index + 1] = doubled[which][index] + (_DOUBLED[value] if which == parity else 0)
+        for keep in (0, 1):
+            luhn[keep][index + 1] = luhn[keep][index] + (value if index & 1 == keep else _DOUBLED[value])
     starts: list[int] = []
     ends: set[int] = set()
     position = 0
@@ -240,13 +237,9 @@ def _groups_contain_card_number(groups: list[str], *, skip_first: bool = False) 
                 break
             if end not in ends:
                 continue
-            # Counting from the right end, the last digit is kept, the one before doubled:
-            # positions with the parity of (end - 1) are kept, the others doubled.
+            # Counting from the right end, the last digit is kept, the one before doubled.
             keep = (end - 1) & 1
-            total = (plain[keep][end] - plain[keep][start]) + (
-                doubled[1 - keep][end] - doubled[1 - keep][start]
-            )
-            if total % 10 == 0:
+            if (luhn[keep][end] - luhn[keep][start]) % 10 == 0:
                 return True
     return False
 
