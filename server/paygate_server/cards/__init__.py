@@ -36,12 +36,11 @@ from .pan import (
     card_brand,
     contains_card_number,
     last4,
-    looks_like_card_number,
     looks_like_jwe_compact,
     luhn_valid,
 )
 
 __all__ = ["BRANDS", "DEFAULT_KEY_BITS", "INVALID_CARD_DATA_MESSAGE", "CardPayload", "InvalidCardData",
            "card_brand", "contains_card_number", "decrypt_card_jwe", "fingerprint", "generate_private_key",
-           "last4", "looks_like_card_number", "looks_like_jwe_compact", "luhn_valid", "new_kid",
+           "last4", "looks_like_jwe_compact", "luhn_valid", "new_kid",
            "private_key_from_pkcs8_der", "private_key_to_pkcs8_der", "public_jwk", "render_jwks"]

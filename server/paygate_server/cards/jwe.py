@@ -28,7 +28,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
@@ -95,10 +95,6 @@ class CardPayload:
     @property
     def last4(self) -> str:
         return last4(self.number)
-
-    def is_expired(self, today: date) -> bool:
-        """Whether the card's expiry month has ended before ``today``."""
-        return (self.exp_year, self.exp_month) < (today.year, today.month)
 
     def summary(self) -> dict[str, Any]:
         """The wire ``card`` object: ``{"brand", "last4", "expMonth", "expYear"}``."""

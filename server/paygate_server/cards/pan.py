@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from paygate_server import jsoncodec
 
-__all__ = ["BRANDS", "card_brand", "contains_card_number", "last4", "looks_like_card_number",
+__all__ = ["BRANDS", "card_brand", "contains_card_number", "last4",
            "looks_like_jwe_compact", "luhn_valid"]
 
 #: Every value :func:`card_brand` can return.
@@ -180,21 +180,6 @@ def _stretches(run: str) -> Iterator[tuple[int, list[str]]]:
             first = index if joined is not None else index + 1
         family = joined
     yield first, groups[first:]
-
-
-def looks_like_card_number(value: str) -> bool:
-    """Whether the whole string reads as a card number (SPEC §4 plaintext detector).
-
-    13–19 digits, Luhn-valid, starting like a card network's number (2–6, but not 20/21),
-    possibly in groups joined by up to three separator characters of one family
-    (``"4242-4242-4242-4242"``, ``"4242  4242\u00a04242\t4242"``, ``"4242.4242.4242.4242"``).
-    Leading/trailing whitespace is ignored.
-    """
-    candidate = value.strip()
-    if not _DIGIT_RUN.fullmatch(candidate):
-        return False
-    stretches = list(_stretches(candidate))
-    return len(stretches) == 1 and _candidate_is_card("".join(stretches[0][1]))
 
 
 _DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)

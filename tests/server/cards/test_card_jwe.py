@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -422,10 +422,3 @@ def test_card_payload_is_frozen() -> None:
     card = CardPayload("4242424242424242", 12, 2034, "123", None, NOW)
     with pytest.raises(AttributeError):
         card.number = "5555555555554444"  # type: ignore[misc]
-
-
-def test_card_payload_expiry() -> None:
-    card = CardPayload("4242424242424242", 6, 2030, "123", None, NOW)
-    assert not card.is_expired(date(2030, 6, 30))
-    assert card.is_expired(date(2030, 7, 1))
-    assert not card.is_expired(date(2029, 12, 1))

@@ -11,7 +11,6 @@ from paygate_server.cards import (
     card_brand,
     contains_card_number,
     last4,
-    looks_like_card_number,
     luhn_valid,
 )
 
@@ -121,10 +120,12 @@ def test_last4() -> None:
         "4242\\4242\\4242\\4242",
         "\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12\uff14\uff12",  # full-width
         "2223 0031 2200 3222",  # Mastercard 2-series
+        "4242 4242 4242 4242x",  # inside text
+        "tok_4242424242424242",
     ],
 )
-def test_looks_like_card_number(value: str) -> None:
-    assert looks_like_card_number(value)
+def test_card_numbers_are_found(value: str) -> None:
+    assert contains_card_number(value)
 
 
 @pytest.mark.parametrize(
@@ -137,17 +138,15 @@ def test_looks_like_card_number(value: str) -> None:
         "4242.4242/4242.4242",  # dots and slashes mixed
         "4242.4242 4242.4242",  # two families: "24.99 35.99" is a price list
         "4242, 4242, 4242, 4242",  # a list of numbers
-        "4242 4242 4242 4242x",
         "1697379751003",  # a millisecond Unix timestamp (Luhn-valid, but starts with 1)
         "20240101000006",  # a compact timestamp (Luhn-valid, but 20/21 is not issued)
         "2023-10-15T14:22:31Z",
         "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
         "",
-        "tok_4242424242424242",
     ],
 )
-def test_does_not_look_like_card_number(value: str) -> None:
-    assert not looks_like_card_number(value)
+def test_what_is_no_card_number(value: str) -> None:
+    assert not contains_card_number(value)
 
 
 def test_twelve_digit_luhn_valid_number_is_not_flagged() -> None:
