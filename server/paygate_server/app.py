@@ -159,15 +159,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False,
             await gateway.notifier.stop()
             await gateway.db.dispose()
 
-    return Starlette(
-        routes=_routes(extensions),
-        middleware=[
-            *(m for extension in extensions for m in extension.middleware),
-            Middleware(RequestIdMiddleware),
-        ],
-        exception_handlers={HTTPException: _http_error},
-        lifespan=lifespan,
-    )
+    middleware = [*(m for extension in extensions for m in extension.middleware), Middleware(RequestIdMiddleware)]
+    return Starlette(routes=_routes(extensions), middleware=middleware, exception_handlers={HTTPException: _http_error},
+                     lifespan=lifespan)
 
 
 def create_app_from_env() -> Starlette:

@@ -70,10 +70,8 @@ class ServiceProcess:
         private_dir(self.log_path.parent)
         # Logs may name merchants and intents: owner only, like the rest of the data directory.
         self._log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
-        self.proc = subprocess.Popen(
-            list(self._command(fd)), stdout=self._log, stderr=subprocess.STDOUT,
-            pass_fds=(fd,), env=env, start_new_session=True,
-        )
+        self.proc = subprocess.Popen(list(self._command(fd)), stdout=self._log, stderr=subprocess.STDOUT,
+                                     pass_fds=(fd,), env=env, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=1.0) as client:
             while True:

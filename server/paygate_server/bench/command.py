@@ -170,12 +170,10 @@ def _run(args: argparse.Namespace, target: targets.Target) -> dict[str, Any]:
     cards = args.card or [DEFAULT_CARD]
     jwes = targets.make_jwe_pool(target.gateway_url, cards, args.jwe_pool) \
         if args.scenario in ("payment", "process") else []
-    base = WorkerConfig(
-        index=0, scenario=args.scenario, host=host, port=port, merchants=target.merchants, jwes=jwes,
-        max_connections=args.connections, amount=args.amount, currency=args.currency,
-        idempotency_keys=not args.no_idempotency_keys, request_timeout_s=args.request_timeout,
-        status_wait_s=args.status_wait,
-    )
+    base = WorkerConfig(index=0, scenario=args.scenario, host=host, port=port, merchants=target.merchants, jwes=jwes,
+                        max_connections=args.connections, amount=args.amount, currency=args.currency,
+                        idempotency_keys=not args.no_idempotency_keys, request_timeout_s=args.request_timeout,
+                        status_wait_s=args.status_wait)
     plan = RunPlan(base=base, procs=args.procs, concurrency=args.concurrency, rate=args.rate,
                    duration_s=args.duration, count=args.count, warmup_s=args.warmup,
                    time_limit_s=args.time_limit, prepare=_prepare_count(args),

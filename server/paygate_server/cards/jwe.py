@@ -226,7 +226,8 @@ def _payload(document: dict[str, Any], window: tuple[datetime, datetime]) -> Car
                        generation_time=generated.astimezone(UTC))
 
 
-def _decrypt(token: str, private_keys: Mapping[str, rsa.RSAPrivateKey], window: tuple[datetime, datetime]) -> CardPayload:
+def _decrypt(token: str, private_keys: Mapping[str, rsa.RSAPrivateKey],
+             window: tuple[datetime, datetime]) -> CardPayload:
     """``window``: the earliest and latest ``generationTime`` accepted."""
     if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS or not token.isascii():
         raise _Reject

@@ -82,11 +82,8 @@ def render_jwks(keys: Mapping[str, RSAKey]) -> dict[str, list[dict[str, str]]]:
 
 def private_key_to_pkcs8_der(key: rsa.RSAPrivateKey) -> bytes:
     """Unencrypted PKCS#8 DER bytes of ``key``; the caller encrypts them before storing."""
-    return key.private_bytes(
-        encoding=serialization.Encoding.DER,
-        format=serialization.PrivateFormat.PKCS8,
-        encryption_algorithm=serialization.NoEncryption(),
-    )
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def private_key_from_pkcs8_der(data: bytes) -> rsa.RSAPrivateKey:

@@ -39,11 +39,9 @@ RETIRED_GRACE = timedelta(hours=25)
 def _new_key(master: MasterKey, bits: int) -> SealedKey:
     key = generate_private_key(bits)
     kid = new_kid()
-    return SealedKey(
-        kid, CARD_KEY_PURPOSE, master.seal(CARD_KEY_PURPOSE, private_key_to_pkcs8_der(key), aad=kid.encode()),
-        public_jwk=jsoncodec.dumps(public_jwk(kid, key.public_key())).decode(),
-        state="active", created_at=now_us(),
-    )
+    sealed = master.seal(CARD_KEY_PURPOSE, private_key_to_pkcs8_der(key), aad=kid.encode())
+    jwk = jsoncodec.dumps(public_jwk(kid, key.public_key())).decode()
+    return SealedKey(kid, CARD_KEY_PURPOSE, sealed, public_jwk=jwk, state="active", created_at=now_us())
 
 
 async def rotate_card_key(db: Database, master: MasterKey, *, bits: int = DEFAULT_KEY_BITS) -> tuple[list[str], str]:

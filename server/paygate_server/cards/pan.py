@@ -138,11 +138,8 @@ def _starts_like_card(digits: str, start: int = 0) -> bool:
 
 
 def _candidate_is_card(digits: str) -> bool:
-    return (
-        _MIN_DETECTED_DIGITS <= len(digits) <= _MAX_DETECTED_DIGITS
-        and _starts_like_card(digits)
-        and luhn_valid(digits)
-    )
+    return (_MIN_DETECTED_DIGITS <= len(digits) <= _MAX_DETECTED_DIGITS and _starts_like_card(digits)
+            and luhn_valid(digits))
 
 
 def _ascii_digits(group: str) -> str:
