@@ -57,13 +57,8 @@ def read_stat(pid: int) -> ProcStat | None:
 
 
 def _all_stats() -> list[ProcStat]:
-    stats = []
-    for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            stat = read_stat(int(entry.name))
-            if stat is not None:
-                stats.append(stat)
-    return stats
+    stats = (read_stat(int(entry.name)) for entry in PROC.iterdir() if entry.name.isdigit())
+    return [stat for stat in stats if stat is not None]
 
 
 def descendants(roots: Iterable[int], stats: Iterable[ProcStat]) -> set[int]:

@@ -8,6 +8,7 @@ not six million floats). Histograms from several worker processes merge by addin
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 __all__ = ["PERCENTILES", "LatencyHistogram"]
@@ -29,23 +30,21 @@ def _bucket_value(index: int) -> float:
 
 @dataclass
 class LatencyHistogram:
-    counts: dict[int, int] = field(default_factory=dict)
+    counts: Counter[int] = field(default_factory=Counter)
     count: int = 0
     total_s: float = 0.0
     min_s: float = math.inf
     max_s: float = 0.0
 
     def record(self, seconds: float) -> None:
-        index = _bucket(seconds)
-        self.counts[index] = self.counts.get(index, 0) + 1
+        self.counts[_bucket(seconds)] += 1
         self.count += 1
         self.total_s += seconds
         self.min_s = min(self.min_s, seconds)
         self.max_s = max(self.max_s, seconds)
 
     def merge(self, other: LatencyHistogram) -> None:
-        for index, n in other.counts.items():
-            self.counts[index] = self.counts.get(index, 0) + n
+        self.counts.update(other.counts)
         self.count += other.count
         self.total_s += other.total_s
         self.min_s = min(self.min_s, other.min_s)
@@ -91,7 +90,7 @@ class LatencyHistogram:
 
     @classmethod
     def from_wire(cls, data: dict[str, object]) -> LatencyHistogram:
-        counts = {int(k): int(v) for k, v in dict(data["counts"]).items()}  # type: ignore[call-overload]
+        counts = Counter({int(k): int(v) for k, v in dict(data["counts"]).items()})  # type: ignore[call-overload]
         minimum = data.get("min_s")
         return cls(counts=counts, count=int(data["count"]),  # type: ignore[call-overload]
                    total_s=float(data["total_s"]),  # type: ignore[arg-type]

@@ -172,14 +172,9 @@ def _unwrap_cek(key: rsa.RSAPrivateKey, encrypted_key: bytes) -> tuple[bytes, bo
 
 
 def _int_field(value: object, digits: tuple[int, int]) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | str):  # bool: True is no month
         raise _Reject
-    if isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value
-    else:
-        raise _Reject
+    text = str(value)
     if not _DIGITS.fullmatch(text) or not digits[0] <= len(text) <= digits[1]:
         raise _Reject
     return int(text)
