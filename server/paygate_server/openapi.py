@@ -213,58 +213,48 @@ def _q(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, A
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
+def _operation(operation_id: str, summary: str, parameters: list[dict[str, Any]], body: str | None,
+               answer: tuple[str, str, dict[str, Any]], *errors: int) -> dict[str, Any]:
+    """``body``: the JSON request body's schema, if any; ``answer``: (status, description, content)."""
+    status, description, content = answer
+    request = {"requestBody": {"required": True, **_json(_ref(body))}} if body else {}
+    return {"operationId": operation_id, "summary": summary, "parameters": parameters, **request,
+            "responses": {status: {"description": description, **content}, **_errors(*errors)}}
+
+
 PATHS: dict[str, dict[str, Any]] = {
-    "/api/v1/payment/intent": {"post": {
-        "operationId": "createPaymentIntent", "summary": "Create a payment intent",
-        "parameters": [_IDEMPOTENCY], "requestBody": {"required": True, **_json(_ref("CreatePaymentIntent"))},
-        "responses": {"201": {"description": "Created", **_json(_ref("PaymentIntent"))}, **_errors(409, 422)},
-    }},
-    "/api/v1/payment/intent/{intent_id}": {"get": {
-        "operationId": "getPaymentIntent", "summary": "Retrieve a payment intent",
-        "parameters": [_INTENT_PATH],
-        "responses": {"200": {"description": "The intent", **_json(_ref("PaymentIntent"))}, **_errors(404)},
-    }},
-    "/api/v1/payment/intent/{intent_id}/history": {"get": {
-        "operationId": "getPaymentIntentHistory", "summary": "Every change of an intent, oldest first",
-        "parameters": [_INTENT_PATH],
-        "responses": {"200": {"description": "History", **_json(_ref("History"))}, **_errors(404)},
-    }},
-    "/api/v1/payment/intents": {"get": {
-        "operationId": "listPaymentIntents", "summary": "List intents, newest first",
-        "parameters": [_q("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
-                       _q("startingAfter", {"type": "string"}), _q("status", _STATUS)],
-        "responses": {"200": {"description": "A page", **_json(_ref("PaymentIntentList"))}, **_errors()},
-    }},
-    "/api/v1/payment/cancel": {"post": {
-        "operationId": "cancelPaymentIntent", "summary": "Cancel a created or failed intent",
-        "parameters": [_IDEMPOTENCY], "requestBody": {"required": True, **_json(_ref("IntentReference"))},
-        "responses": {"200": {"description": "Canceled", **_json(_ref("PaymentIntent"))}, **_errors(404, 409, 422)},
-    }},
-    "/api/v1/payment/process": {"post": {
-        "operationId": "processPayment", "summary": "Charge the intent with a token or an encrypted card",
-        "parameters": [_IDEMPOTENCY], "requestBody": {"required": True, **_json(_ref("ProcessPayment"))},
-        "responses": {"200": {"description": "The intent: in_progress, or final if the processor answered "
-                                             "within the wait budget", **_json(_ref("PaymentIntent"))},
-                      **_errors(404, 409, 422)},
-    }},
-    "/api/v1/payment/refund": {"post": {
-        "operationId": "refundPayment", "summary": "Refund all or part of a succeeded intent",
-        "parameters": [_IDEMPOTENCY], "requestBody": {"required": True, **_json(_ref("CreateRefund"))},
-        "responses": {"200": {"description": "The refund", **_json(_ref("Refund"))}, **_errors(404, 409, 422)},
-    }},
-    "/api/v1/payment/status": {"get": {
-        "operationId": "getPaymentStatus", "summary": "Status, with an optional long-poll",
-        "parameters": [_q("paymentIntentId", {"type": "string"}, True),
-                       _q("wait", {"type": "integer", "minimum": 0, "maximum": 60})],
-        "responses": {"200": {"description": "Status", **_json(_ref("PaymentStatus"))}, **_errors(404)},
-    }},
-    "/api/v1/payment/status/stream": {"get": {
-        "operationId": "streamPaymentStatus", "summary": "Server-sent status events until final",
-        "parameters": [_q("paymentIntentId", {"type": "string"}, True)],
-        "responses": {"200": {"description": "text/event-stream of `status` events (data: PaymentStatus)",
-                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                      **_errors(404)},
-    }},
+    "/api/v1/payment/intent": {"post": _operation(
+        "createPaymentIntent", "Create a payment intent", [_IDEMPOTENCY], "CreatePaymentIntent",
+        ("201", "Created", _json(_ref("PaymentIntent"))), 409, 422)},
+    "/api/v1/payment/intent/{intent_id}": {"get": _operation(
+        "getPaymentIntent", "Retrieve a payment intent", [_INTENT_PATH], None,
+        ("200", "The intent", _json(_ref("PaymentIntent"))), 404)},
+    "/api/v1/payment/intent/{intent_id}/history": {"get": _operation(
+        "getPaymentIntentHistory", "Every change of an intent, oldest first", [_INTENT_PATH], None,
+        ("200", "History", _json(_ref("History"))), 404)},
+    "/api/v1/payment/intents": {"get": _operation(
+        "listPaymentIntents", "List intents, newest first",
+        [_q("limit", {"type": "integer", "minimum": 1, "maximum": 100}), _q("startingAfter", {"type": "string"}),
+         _q("status", _STATUS)], None,
+        ("200", "A page", _json(_ref("PaymentIntentList"))))},
+    "/api/v1/payment/cancel": {"post": _operation(
+        "cancelPaymentIntent", "Cancel a created or failed intent", [_IDEMPOTENCY], "IntentReference",
+        ("200", "Canceled", _json(_ref("PaymentIntent"))), 404, 409, 422)},
+    "/api/v1/payment/process": {"post": _operation(
+        "processPayment", "Charge the intent with a token or an encrypted card", [_IDEMPOTENCY], "ProcessPayment",
+        ("200", "The intent: in_progress, or final if the processor answered within the wait budget",
+         _json(_ref("PaymentIntent"))), 404, 409, 422)},
+    "/api/v1/payment/refund": {"post": _operation(
+        "refundPayment", "Refund all or part of a succeeded intent", [_IDEMPOTENCY], "CreateRefund",
+        ("200", "The refund", _json(_ref("Refund"))), 404, 409, 422)},
+    "/api/v1/payment/status": {"get": _operation(
+        "getPaymentStatus", "Status, with an optional long-poll",
+        [_q("paymentIntentId", {"type": "string"}, True), _q("wait", {"type": "integer", "minimum": 0, "maximum": 60})],
+        None, ("200", "Status", _json(_ref("PaymentStatus"))), 404)},
+    "/api/v1/payment/status/stream": {"get": _operation(
+        "streamPaymentStatus", "Server-sent status events until final", [_q("paymentIntentId", {"type": "string"}, True)],
+        None, ("200", "text/event-stream of `status` events (data: PaymentStatus)",
+               {"content": {"text/event-stream": {"schema": {"type": "string"}}}}), 404)},
 }
 
 

@@ -43,7 +43,7 @@ def build_report(result: RunResult, *, scenario: str, context: dict[str, Any]) -
     per_second = result.completed / window if window > 0 else 0.0
     cpu = {name: _cpu_entry(result.cpu_user_sys[name], result.cpu_pids[name], window, result.completed)
            for name in ("gateway", "simulator", "database", "loadgen")}
-    report: dict[str, Any] = {
+    return {
         "scenario": scenario,
         **context,
         "windowSeconds": round(window, 3),
@@ -70,7 +70,6 @@ def build_report(result: RunResult, *, scenario: str, context: dict[str, Any]) -
         "processorCalls": result.processor,
         "processGatewayMeanMs": _gateway_share(endpoints.get("process"), result.processor),
     }
-    return report
 
 
 def _gateway_share(process: dict[str, Any] | None, processor: dict[str, Any] | None) -> float | None:

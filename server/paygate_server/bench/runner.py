@@ -69,13 +69,11 @@ class _Progress:
     def __init__(self, out: TextIO | None, procs: int) -> None:
         self.out = out
         self.tty = bool(out is not None and out.isatty())
+        # Each process's latest (completed, requests, errors).
         self.latest: dict[int, tuple[int, int, int]] = {i: (0, 0, 0) for i in range(procs)}
         self.last_print = 0.0
         self.last_completed = 0
         self.last_t = time.monotonic()
-
-    def update(self, index: int, completed: int, requests: int, errors: int) -> None:
-        self.latest[index] = (completed, requests, errors)
 
     def show(self, phase: str, elapsed: float, gateway_cores: float | None, final: bool = False) -> None:
         if self.out is None:
@@ -83,9 +81,7 @@ class _Progress:
         now = time.monotonic()
         if not final and now - self.last_print < (PROGRESS_EVERY_S if self.tty else 5.0):
             return
-        completed = sum(v[0] for v in self.latest.values())
-        requests = sum(v[1] for v in self.latest.values())
-        errors = sum(v[2] for v in self.latest.values())
+        completed, requests, errors = map(sum, zip(*self.latest.values(), strict=True))
         rate = (completed - self.last_completed) / max(now - self.last_t, 1e-9)
         self.last_completed, self.last_t, self.last_print = completed, now, now
         cpu = f"  gateway CPU {gateway_cores * 100:.0f}%" if gateway_cores is not None else ""
@@ -208,10 +204,10 @@ def _drive(plan: RunPlan, workers: list[Any], pipes: list[Any], results_q: Any,
             continue
         kind, index = msg[0], msg[1]
         if kind == "progress":
-            progress.update(index, msg[2], msg[3], msg[4])
+            progress.latest[index] = (msg[2], msg[3], msg[4])
         elif kind == "result":
             results[index] = msg[2]
-            progress.update(index, msg[2]["payments"], msg[2]["requests"], sum(msg[2]["errors"].values()))
+            progress.latest[index] = (msg[2]["payments"], msg[2]["requests"], sum(msg[2]["errors"].values()))
         elif kind == "failed":
             raise RuntimeError(f"load generator process {index} failed: {msg[2]}")
 
