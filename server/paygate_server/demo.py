@@ -122,45 +122,42 @@ def _admin_password(settings: Settings, creds: dict[str, Any]) -> str:
     return str(password)
 
 
-def _listen(option: str, bind: Callable[[], ServiceProcess], port: int) -> ServiceProcess:
+def _listen(option: str, port: int, command: Callable[[int], list[str]], log_path: Path,
+            env: dict[str, str] | None = None) -> ServiceProcess:
     """Bind one of the demo's sockets; a port in use is the usual mistake (another demo, or
     another server), so say which port and which option moves it."""
     from paygate_server.cli import port_taken
+    from paygate_server.procs import ServiceProcess
 
     try:
-        return bind()
+        return ServiceProcess(command, log_path=log_path, port=port, env=env)
     except OSError as exc:
         raise port_taken("127.0.0.1", port, option, exc) from None
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.procs import ServiceProcess, gateway_command, simulator_command
+    from paygate_server.procs import gateway_command, simulator_command
 
     data_dir = settings.data_dir.resolve()
     logs = data_dir / "logs"
     storefront_dir = find_storefront()
     # Every socket is bound first, so the ports (maybe OS-chosen) are known before anything
     # starts: the merchant's origins and the webhook URL need the storefront's.
-    simulator = _listen("--simulator-port", lambda: ServiceProcess(
-        lambda fd: simulator_command(fd, data_dir / "simulator.db"),
-        log_path=logs / "simulator.log", port=args.simulator_port,
-    ), args.simulator_port)
+    simulator = _listen("--simulator-port", args.simulator_port,
+                        lambda fd: simulator_command(fd, data_dir / "simulator.db"), logs / "simulator.log")
     services = [simulator]
     try:
-        gateway = _listen("--port", lambda: ServiceProcess(
-            lambda fd: gateway_command(fd),
-            log_path=logs / "gateway.log", port=args.port,
-            env={"PAYGATE_DATA_DIR": str(data_dir), "PAYGATE_PROCESSOR_URL": simulator.base_url,
-                 "PAYGATE_WEBHOOK_ALLOW_PRIVATE": "1"},
-        ), args.port)
+        gateway = _listen("--port", args.port, gateway_command, logs / "gateway.log",
+                          env={"PAYGATE_DATA_DIR": str(data_dir), "PAYGATE_PROCESSOR_URL": simulator.base_url,
+                               "PAYGATE_WEBHOOK_ALLOW_PRIVATE": "1"})
         services.append(gateway)
         gateway.env["PAYGATE_PUBLIC_URL"] = gateway.base_url  # for checkout.js and the iframe
         storefront: ServiceProcess | None = None
         if storefront_dir is not None:
-            storefront = _listen("--storefront-port", lambda: ServiceProcess(
+            storefront = _listen(
+                "--storefront-port", args.storefront_port,
                 lambda fd: [sys.executable, "-m", "storefront", "--fd", str(fd), "--log-level", "warning"],
-                log_path=logs / "storefront.log", port=args.storefront_port,
-            ), args.storefront_port)
+                logs / "storefront.log")
             services.append(storefront)
     except BaseException:
         for proc in services:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import socket
 import ssl as _ssl
@@ -281,10 +282,8 @@ class HttpConnection:
             # TCP connection at least; the transport's finalizer frees the descriptor.
             sock = protocol.transport.get_extra_info("socket")
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     async def request(self, method: str, target: str, headers: bytes = b"", body: bytes = b"",
                       timeout: float | None = 30.0) -> Response:

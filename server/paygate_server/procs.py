@@ -7,6 +7,7 @@ restarts on the very same address.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -77,11 +78,9 @@ class ServiceProcess:
             while True:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.log_path.name}: exited with {self.proc.returncode}:\n{self.output()}")
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     if client.get(self.base_url + "/healthz").status_code == 200:
                         return
-                except httpx.HTTPError:
-                    pass
                 if time.monotonic() > deadline:
                     self.kill()
                     raise TimeoutError(f"{self.log_path.name}: not healthy in time:\n{self.output()}")
@@ -89,10 +88,8 @@ class ServiceProcess:
 
     def _signal_group(self, sig: int) -> None:
         assert self.proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)  # the child and any workers it forked
-        except ProcessLookupError:
-            pass
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs (the crash case)."""
