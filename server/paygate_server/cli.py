@@ -207,7 +207,6 @@ def _listen_address(args: argparse.Namespace) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
-    import logging
     import logging.config
 
     import uvicorn

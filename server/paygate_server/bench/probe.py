@@ -29,18 +29,10 @@ class MetricsProbe:
             response = httpx.get(self.url, headers=self.headers, timeout=5.0, trust_env=False)
             if response.status_code != 200:
                 return None
-            total = count = 0.0
-            for family in text_string_to_metric_families(response.text):
-                if family.name != _NAME:
-                    continue
-                for s in family.samples:
-                    if s.labels.get("operation") != "charge":
-                        continue
-                    if s.name == _NAME + "_sum":
-                        total += s.value
-                    elif s.name == _NAME + "_count":
-                        count += s.value
-            return {"sum": total, "count": count}
+            charges = [s for family in text_string_to_metric_families(response.text) if family.name == _NAME
+                       for s in family.samples if s.labels.get("operation") == "charge"]
+            return {"sum": sum(s.value for s in charges if s.name == _NAME + "_sum"),
+                    "count": sum(s.value for s in charges if s.name == _NAME + "_count")}
         except (httpx.HTTPError, ValueError):
             return None
 
