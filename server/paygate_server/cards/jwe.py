@@ -143,17 +143,12 @@ def _strict_json_object(raw: bytes) -> dict[str, Any]:
 
 
 def _check_header(header: dict[str, Any], private_keys: Mapping[str, rsa.RSAPrivateKey]) -> rsa.RSAPrivateKey:
-    if not set(header) <= _ALLOWED_HEADER_MEMBERS:
+    if not set(header) <= _ALLOWED_HEADER_MEMBERS or header.get("alg") != ALG or header.get("enc") != ENC:
         raise _Reject
-    if header.get("alg") != ALG or header.get("enc") != ENC:
+    if not all(isinstance(header.get(optional, ""), str) for optional in ("typ", "cty")):
         raise _Reject
-    for optional in ("typ", "cty"):
-        if optional in header and not isinstance(header[optional], str):
-            raise _Reject
     kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise _Reject
-    key = private_keys.get(kid)
+    key = private_keys.get(kid) if isinstance(kid, str) and kid else None
     if key is None:
         raise _Reject
     return key
