@@ -44,6 +44,8 @@ class Settings:
     reconcile_schedule_s: tuple[float, ...] = (2.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
     reconcile_not_found_after_s: float = 300.0
     reconcile_sweep_interval_s: float = 5.0
+    # Manual capture (SPEC §4): a hold not captured within this long is voided by the gateway.
+    authorization_ttl_s: float = 7 * 24 * 3600.0
     card_key_bits: int = DEFAULT_KEY_BITS  # RSA size of new checkout keys (cards/keys.py)
     # Test seam for crash tests: the process SIGKILLs itself at this named point.
     fault_point: str | None = None

@@ -13,12 +13,14 @@ from starlette.responses import Response
 from paygate_server import jsoncodec
 from paygate_server.errors import CODES
 from paygate_server.intents.history import EVENT_TYPES
+from paygate_server.intents.schemas import CAPTURE_METHODS, STATUSES
 from paygate_server.processing.schemas import ATTEMPT_KINDS
 
 __all__ = ["document", "openapi_endpoint", "register"]
 
-_STATUS = {"type": "string", "enum": ["created", "in_progress", "succeeded", "failed", "canceled"]}
+_STATUS = {"type": "string", "enum": list(STATUSES)}
 _TIME = {"type": "string", "format": "date-time"}
+_CAPTURE_METHOD = {"type": "string", "enum": list(CAPTURE_METHODS), "default": "automatic"}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -58,14 +60,20 @@ SCHEMAS: dict[str, Any] = {
     "PaymentIntent": {
         "type": "object",
         "required": ["paymentIntentId", "merchantId", "status", "amount", "currency",
-                     "amountRefunded", "lastError", "card", "createdAt", "updatedAt"],
+                     "captureMethod", "amountCapturable", "amountReceived", "amountRefunded",
+                     "cancellationReason", "lastError", "card", "createdAt", "updatedAt"],
         "properties": {
             "paymentIntentId": {"type": "string", "pattern": "^pi_"},
             "merchantId": {"type": "string", "pattern": "^mer_"},
             "status": _STATUS,
             "amount": {"type": "integer", "minimum": 1, "maximum": 99999999},
             "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "captureMethod": _CAPTURE_METHOD,
+            "amountCapturable": {"type": "integer", "minimum": 0,
+                                 "description": "Held and capturable: non-zero only in requires_capture."},
+            "amountReceived": {"type": "integer", "minimum": 0, "description": "Charged or captured."},
             "amountRefunded": {"type": "integer", "minimum": 0},
+            "cancellationReason": {"type": ["string", "null"], "enum": ["requested", "expired", None]},
             "productDetails": {"type": ["object", "null"]},
             "description": {"type": ["string", "null"]},
             "metadata": {"$ref": "#/components/schemas/Metadata"},
@@ -104,6 +112,15 @@ SCHEMAS: dict[str, Any] = {
             "merchantId": {"type": "string"},
             "description": {"type": "string", "maxLength": 1000},
             "metadata": {"$ref": "#/components/schemas/Metadata"},
+            "captureMethod": _CAPTURE_METHOD,
+        },
+    },
+    "CapturePayment": {
+        "type": "object", "additionalProperties": False, "required": ["paymentIntentId"],
+        "properties": {
+            "paymentIntentId": {"type": "string"},
+            "amount": {"type": "integer", "minimum": 1,
+                       "description": "Default: all of amountCapturable; the rest of the hold is released."},
         },
     },
     "IntentReference": {
@@ -238,14 +255,19 @@ PATHS: dict[str, dict[str, Any]] = {
          _q("status", _STATUS)], None,
         ("200", "A page", _json(_ref("PaymentIntentList"))))},
     "/api/v1/payment/cancel": {"post": _operation(
-        "cancelPaymentIntent", "Cancel a created or failed intent", [_IDEMPOTENCY], "IntentReference",
+        "cancelPaymentIntent",
+        "Cancel a created or failed intent, or void a requires_capture one's authorization", [_IDEMPOTENCY], "IntentReference",
         ("200", "Canceled", _json(_ref("PaymentIntent"))), 404, 409, 422)},
     "/api/v1/payment/process": {"post": _operation(
         "processPayment", "Charge the intent with a token or an encrypted card", [_IDEMPOTENCY], "ProcessPayment",
-        ("200", "The intent: in_progress, or final if the processor answered within the wait budget",
+        ("200", "The intent: in_progress, or final (requires_capture for a manual capture) if the processor "
+         "answered within the wait budget", _json(_ref("PaymentIntent"))), 404, 409, 422)},
+    "/api/v1/payment/capture": {"post": _operation(
+        "capturePayment", "Capture all or part of a requires_capture intent's hold", [_IDEMPOTENCY], "CapturePayment",
+        ("200", "The intent: succeeded, or in_progress if the processor has not answered within the wait budget",
          _json(_ref("PaymentIntent"))), 404, 409, 422)},
     "/api/v1/payment/refund": {"post": _operation(
-        "refundPayment", "Refund all or part of a succeeded intent", [_IDEMPOTENCY], "CreateRefund",
+        "refundPayment", "Refund all or part of what a succeeded intent received", [_IDEMPOTENCY], "CreateRefund",
         ("200", "The refund", _json(_ref("Refund"))), 404, 409, 422)},
     "/api/v1/payment/status": {"get": _operation(
         "getPaymentStatus", "Status, with an optional long-poll",

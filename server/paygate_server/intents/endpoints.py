@@ -16,7 +16,7 @@ from paygate_server.intents import service
 from paygate_server.intents.history import render_history
 from paygate_server.intents.refusals import no_such_intent
 from paygate_server.intents.schemas import (
-    FINAL_STATUSES,
+    RESTING_STATUSES,
     STATUSES,
     parse_create,
     render_intent,
@@ -70,26 +70,25 @@ async def cancel_intent(ctx: ApiContext) -> Response:
     body = ctx.json_object()
     reject_unknown(body, ("paymentIntentId",))
     intent_id = require_id(body.get("paymentIntentId"), "paymentIntentId", "pi")
-    row = await ctx.idempotently(lambda claim: service.cancel_intent(ctx.gateway.payments, ctx.merchant_id,
-                                                                     intent_id, claim))
-    response = await ctx.answer(200, jsoncodec.dumps(render_intent(row)), stored=True)
+    done = await ctx.idempotently(lambda claim: ctx.gateway.processing.cancel(ctx.merchant_id, intent_id, claim))
+    response = await ctx.answer(200, jsoncodec.dumps(render_intent(done.intent)), stored=done.answered)
     ctx.gateway.notifier.publish(intent_id)
     return response
 
 
 async def watch_status(ctx: ApiContext, intent_id: str, wait_s: float) -> Any:
-    """The intent now if final, or once it changes, or after ``wait_s`` (SPEC §4 ``wait``)."""
+    """The intent now if final or ``requires_capture``, or once it changes, or after ``wait_s`` (SPEC §4 ``wait``)."""
     deadline = time.monotonic() + wait_s
     with ctx.gateway.notifier.subscribe(intent_id) as sub:
         row = await load_intent(ctx, intent_id)
-        if wait_s <= 0 or row["status"] in FINAL_STATUSES:
+        if wait_s <= 0 or row["status"] in RESTING_STATUSES:
             return row
         first_version = row["version"]
         while (remaining := deadline - time.monotonic()) > 0:
             if not await sub.wait(remaining):
                 break
             row = await load_intent(ctx, intent_id)
-            if row["version"] != first_version or row["status"] in FINAL_STATUSES:
+            if row["version"] != first_version or row["status"] in RESTING_STATUSES:
                 return row
         return await load_intent(ctx, intent_id)
 
@@ -107,7 +106,7 @@ def sse_event(event: str, data: Any, event_id: str | None = None) -> bytes:
 
 async def intent_status_events(gateway: Gateway, request: Request, merchant_id: str,
                                intent_id: str) -> AsyncIterator[bytes]:
-    """One SSE event per status change, ending at a final status (SPEC §4). Shared by the
+    """One SSE event per status change, ending at a final status or ``requires_capture`` (SPEC §4). Shared by the
     API's stream and the checkout's (``/checkout/v1/status/stream``)."""
     async def load() -> Any:
         row = await gateway.payments.get_intent(merchant_id, intent_id)
@@ -119,7 +118,7 @@ async def intent_status_events(gateway: Gateway, request: Request, merchant_id: 
         row = await load()
         version = row["version"]
         yield sse_event("status", render_status(row), f"{intent_id}:{version}")
-        while row["status"] not in FINAL_STATUSES:
+        while row["status"] not in RESTING_STATUSES:
             if not await sub.wait(STREAM_KEEPALIVE_S):
                 if await request.is_disconnected():
                     return

@@ -7,6 +7,7 @@ from paygate_server.storage.port import (
     AttemptInFlight,
     IntentMissing,
     IntentNotInStatus,
+    OverCapture,
     OverRefund,
     StoreRefusal,
     TokenSpent,
@@ -25,7 +26,7 @@ def no_such_intent(intent_id: str) -> ApiError:
 
 
 def refusal_error(refusal: StoreRefusal, intent_id: str, verb: str) -> ApiError:
-    """``verb``: what was refused, as in "cannot be processed" (processed, canceled, refunded)."""
+    """``verb``: what was refused, as in "cannot be processed" (processed, canceled, refunded, captured)."""
     if isinstance(refusal, IntentMissing):
         return no_such_intent(intent_id)
     if isinstance(refusal, IntentNotInStatus):
@@ -42,4 +43,7 @@ def refusal_error(refusal: StoreRefusal, intent_id: str, verb: str) -> ApiError:
             return ApiError("parameter_invalid", "amount exceeds what remains refundable", param="amount")
         return ApiError("parameter_invalid",
                         f"amount must be at most what remains refundable ({refusal.remaining})", param="amount")
+    if isinstance(refusal, OverCapture):
+        return ApiError("parameter_invalid", f"amount must be at most what is capturable ({refusal.capturable})",
+                        param="amount")
     raise TypeError(f"unhandled store refusal {refusal!r}")

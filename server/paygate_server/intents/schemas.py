@@ -18,8 +18,10 @@ from paygate_server.validation import (
 )
 
 __all__ = [
+    "CAPTURE_METHODS",
     "STATUSES",
     "FINAL_STATUSES",
+    "RESTING_STATUSES",
     "CreateIntent",
     "parse_create",
     "render_intent",
@@ -27,8 +29,11 @@ __all__ = [
     "MAX_AMOUNT",
 ]
 
-STATUSES = ("created", "in_progress", "succeeded", "failed", "canceled")
+STATUSES = ("created", "in_progress", "requires_capture", "succeeded", "failed", "canceled")
+CAPTURE_METHODS = ("automatic", "manual")
 FINAL_STATUSES = frozenset({"succeeded", "canceled"})
+# Where a waiter stops (``wait``, the status stream): final, or waiting for the merchant.
+RESTING_STATUSES = FINAL_STATUSES | {"requires_capture"}
 MAX_AMOUNT = 99_999_999
 PRODUCT_DETAILS_MAX_BYTES = 8 * 1024
 DESCRIPTION_MAX = 1000
@@ -44,6 +49,7 @@ class CreateIntent:
     product_details: dict[str, Any]
     description: str | None
     metadata: dict[str, str]
+    capture_method: str = "automatic"
 
 
 def _metadata(body: dict[str, Any]) -> dict[str, str]:
@@ -63,7 +69,8 @@ def _metadata(body: dict[str, Any]) -> dict[str, str]:
 
 
 def parse_create(body: dict[str, Any], merchant_id: str) -> CreateIntent:
-    reject_unknown(body, ("amount", "currency", "productDetails", "merchantId", "description", "metadata"))
+    reject_unknown(body, ("amount", "currency", "productDetails", "merchantId", "description", "metadata",
+                          "captureMethod"))
     amount = require_int(body, "amount", minimum=1, maximum=MAX_AMOUNT)
     currency = require(body, "currency")
     problem = currency_problem(currency)
@@ -75,7 +82,10 @@ def parse_create(body: dict[str, Any], merchant_id: str) -> CreateIntent:
     if "merchantId" in body and body["merchantId"] != merchant_id:
         raise ApiError("parameter_invalid", "merchantId must be the merchant of the API key", param="merchantId")
     description = optional_str(body, "description", max_len=DESCRIPTION_MAX)
-    return CreateIntent(amount, currency, product_details, description, _metadata(body))
+    capture_method = body.get("captureMethod", "automatic")
+    if capture_method not in CAPTURE_METHODS:
+        raise ApiError("parameter_invalid", 'captureMethod must be "automatic" or "manual"', param="captureMethod")
+    return CreateIntent(amount, currency, product_details, description, _metadata(body), capture_method)
 
 
 def _json_or_none(text: str | None) -> Any:
@@ -89,7 +99,12 @@ def render_intent(row: Mapping[str, Any], *, client_secret: str | None = None) -
         "status": row["status"],
         "amount": row["amount"],
         "currency": row["currency"],
+        # A snapshot captured before manual capture existed (0004) has none of these.
+        "captureMethod": row["capture_method"] or "automatic",
+        "amountCapturable": row["amount_capturable"] or 0,
+        "amountReceived": row["amount_received"] or 0,
         "amountRefunded": row["amount_refunded"],
+        "cancellationReason": row["cancellation_reason"],
         "productDetails": _json_or_none(row["product_details"]),
         "description": row["description"],
         "metadata": _json_or_none(row["metadata"]) or {},

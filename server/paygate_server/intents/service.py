@@ -1,4 +1,4 @@
-"""Payment intent operations (SPEC §4): create and cancel, commands in, rows out.
+"""Payment intent operations (SPEC §4): create (cancel is processing's: it may void a hold).
 
 Every state change is one conditional statement in the store, so concurrent requests can
 never both win a transition; the request's Idempotency-Key is claimed and answered in the
@@ -13,18 +13,15 @@ from typing import Any
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
 from paygate_server.ids import new_id, random_token
-from paygate_server.intents.refusals import refusal_error
 from paygate_server.intents.schemas import CreateIntent, render_intent
 from paygate_server.storage.port import (
-    AnswerSpec,
     ExistingKey,
     KeyClaim,
     PaymentStore,
     Row,
-    StoreRefusal,
 )
 
-__all__ = ["Created", "cancel_intent", "create_intent", "hash_client_secret", "intent_by_client_secret",
+__all__ = ["Created", "create_intent", "hash_client_secret", "intent_by_client_secret",
            "new_intent"]
 
 
@@ -54,6 +51,10 @@ def new_intent(merchant_id: str, data: CreateIntent) -> tuple[dict[str, Any], st
         "failed_attempts": 0,
         "created_at": now,
         "updated_at": now,
+        "capture_method": data.capture_method,
+        "amount_capturable": 0,
+        "amount_received": 0,
+        "cancellation_reason": None,
     }
     return row, client_secret
 
@@ -69,20 +70,6 @@ async def create_intent(store: PaymentStore, merchant_id: str, data: CreateInten
     answer = jsoncodec.dumps(render_intent(row, client_secret=client_secret))
     existing = await store.create_intent(row, claim, answer)
     return Created(answer) if existing is None else existing
-
-
-def _render_answer(row: Row) -> bytes:
-    return jsoncodec.dumps(render_intent(row))
-
-
-async def cancel_intent(store: PaymentStore, merchant_id: str, intent_id: str,
-                        claim: KeyClaim | None) -> Row | ExistingKey:
-    """``created``/``failed`` → ``canceled``."""
-    try:
-        return await store.cancel_intent(merchant_id, intent_id,
-                                         None if claim is None else AnswerSpec(claim, _render_answer))
-    except StoreRefusal as refusal:
-        raise refusal_error(refusal, intent_id, "canceled") from None
 
 
 async def intent_by_client_secret(store: PaymentStore, client_secret: str) -> Row | None:

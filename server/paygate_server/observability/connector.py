@@ -14,12 +14,15 @@ from typing import Any, TypeVar
 
 from paygate_server.observability.metrics import PROCESSOR_DURATION
 from paygate_server.processing.connectors import (
+    CaptureRequest,
     ChargeRequest,
     ChargeResult,
     Connector,
     RefundRequest,
     RefundResult,
     SettlementRecord,
+    SyncKind,
+    VoidRequest,
 )
 
 __all__ = ["InstrumentedConnector"]
@@ -49,8 +52,14 @@ class InstrumentedConnector:
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         return await self._timed("charge", self.inner.charge(request))
 
-    async def lookup(self, reference: str) -> ChargeResult:
-        return await self._timed("lookup", self.inner.lookup(reference))
+    async def capture(self, request: CaptureRequest) -> ChargeResult:
+        return await self._timed("capture", self.inner.capture(request))
+
+    async def void(self, request: VoidRequest) -> ChargeResult:
+        return await self._timed("void", self.inner.void(request))
+
+    async def lookup(self, reference: str, kind: SyncKind = "charge") -> ChargeResult:
+        return await self._timed("lookup", self.inner.lookup(reference, kind))
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         return await self._timed("refund", self.inner.refund(request))

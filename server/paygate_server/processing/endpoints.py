@@ -1,4 +1,4 @@
-"""``POST /api/v1/payment/process`` (SPEC §4): validate, resolve the card, hand over."""
+"""``POST /api/v1/payment/process`` and ``…/capture`` (SPEC §4): validate, resolve the card, hand over."""
 from __future__ import annotations
 
 from starlette.responses import Response
@@ -7,10 +7,10 @@ from starlette.routing import Route
 from paygate_server import jsoncodec
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint
-from paygate_server.intents.schemas import render_intent
+from paygate_server.intents.schemas import MAX_AMOUNT, render_intent
 from paygate_server.processing.cards import resolve_encrypted_card
-from paygate_server.processing.service import ProcessPayment
-from paygate_server.validation import reject_unknown, require, require_id
+from paygate_server.processing.service import CapturePayment, ProcessPayment
+from paygate_server.validation import reject_unknown, require, require_id, require_int
 
 __all__ = ["routes"]
 
@@ -52,4 +52,15 @@ async def process_payment(ctx: ApiContext) -> Response:
     return await ctx.answer(200, jsoncodec.dumps(render_intent(done.intent)), stored=done.answered)
 
 
-routes = [Route("/api/v1/payment/process", api_endpoint(process_payment), methods=["POST"])]
+async def capture_payment(ctx: ApiContext) -> Response:
+    body = ctx.json_object()
+    reject_unknown(body, ("paymentIntentId", "amount"))
+    intent_id = require_id(body.get("paymentIntentId"), "paymentIntentId", "pi")
+    amount = None if body.get("amount") is None else require_int(body, "amount", minimum=1, maximum=MAX_AMOUNT)
+    command = CapturePayment(ctx.merchant_id, intent_id, amount)
+    done = await ctx.idempotently(lambda claim: ctx.gateway.processing.capture(command, claim))
+    return await ctx.answer(200, jsoncodec.dumps(render_intent(done.intent)), stored=done.answered)
+
+
+routes = [Route("/api/v1/payment/process", api_endpoint(process_payment), methods=["POST"]),
+          Route("/api/v1/payment/capture", api_endpoint(capture_payment), methods=["POST"])]

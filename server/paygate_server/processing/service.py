@@ -19,27 +19,35 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from paygate_server import jsoncodec
+from paygate_server.clock import now_us
 from paygate_server.faults import crash_point
 from paygate_server.intents.refusals import refusal_error
 from paygate_server.intents.schemas import render_intent
 from paygate_server.processing.cards import ResolvedCard
 from paygate_server.processing.connectors import (
+    CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
     ChargeResult,
     Connector,
+    VoidRequest,
 )
-from paygate_server.processing.settle import charge_outcome
+from paygate_server.processing.settle import charge_outcome, follow_up_outcome
 from paygate_server.storage.port import (
     AnswerSpec,
     Attempt,
     ExistingKey,
+    IntentNotInStatus,
     KeyClaim,
     NewAttempt,
+    NewCapture,
+    NewVoid,
     Row,
     StoreRefusal,
 )
@@ -47,7 +55,7 @@ from paygate_server.storage.port import (
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["MAX_FAILED_ATTEMPTS", "ProcessPayment", "Processed", "ProcessingService"]
+__all__ = ["MAX_FAILED_ATTEMPTS", "CapturePayment", "ProcessPayment", "Processed", "ProcessingService"]
 
 # The processor said "nothing charged, try again" (e.g. 503): same reference, short backoff.
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)
@@ -61,6 +69,13 @@ class ProcessPayment:
     merchant_id: str
     intent_id: str
     card: ResolvedCard
+
+
+@dataclass(frozen=True, slots=True)
+class CapturePayment:
+    merchant_id: str
+    intent_id: str
+    amount: int | None  # None: all that is held
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,20 +112,92 @@ class ProcessingService:
         crash_point(settings.fault_point, "after_attempt_commit")
 
         answer = None if claim is None else AnswerSpec(claim, _render_answer)
-        task = asyncio.create_task(self._charge(attempt, card, before, answer),
-                                   name=f"charge-{attempt.transaction_id}")
+        return await self._within_budget(attempt, self._charge(attempt, card, before, answer))
+
+    async def _within_budget(self, attempt: Attempt, work: Coroutine[Any, Any, Processed]) -> Processed:
+        """Run the processor call and its settle in the background (it outlives a request
+        that stops waiting) and answer when it is done or the wait budget is spent."""
+        task = asyncio.create_task(work, name=f"{attempt.kind}-{attempt.transaction_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
-            async with asyncio.timeout(settings.process_wait_budget_s):  # not wait_for: see waiting.py
+            async with asyncio.timeout(self._gateway.settings.process_wait_budget_s):  # not wait_for: see waiting.py
                 return await asyncio.shield(task)
         except (TimeoutError, Exception):
             pass  # still at the processor, or failed to record: answer with what is stored
-        row = await store.get_intent(command.merchant_id, command.intent_id)
+        row = await self._gateway.payments.get_intent(attempt.merchant_id, attempt.intent_id)
         assert row is not None
         return Processed(row, False)
 
-    async def _call_processor(self, request: ChargeRequest) -> ChargeResult:
+    # --- captures and voids of held authorizations (manual capture) -------------------
+
+    async def capture(self, command: CapturePayment, claim: KeyClaim | None) -> Processed | ExistingKey:
+        """``requires_capture`` → ``in_progress`` with a ``pending`` capture of all or part
+        of the hold (committed with its reference first, like a charge) → the processor."""
+        new = NewCapture(command.merchant_id, command.intent_id, command.amount,
+                         int(self._gateway.settings.in_flight_grace_s * _US))
+        try:
+            begun = await self._gateway.payments.begin_capture(new, claim)
+        except StoreRefusal as refusal:
+            raise refusal_error(refusal, command.intent_id, "captured") from None
+        return begun if isinstance(begun, ExistingKey) else await self._follow_up(begun, claim)
+
+    async def cancel(self, merchant_id: str, intent_id: str, claim: KeyClaim | None) -> Processed | ExistingKey:
+        """``created``/``failed`` → ``canceled`` at once; ``requires_capture`` → the hold is
+        voided at the processor first (exactly once, like a capture)."""
+        store = self._gateway.payments
+        try:
+            cancelled = await store.cancel_intent(merchant_id, intent_id,
+                                                  None if claim is None else AnswerSpec(claim, _render_answer))
+            return cancelled if isinstance(cancelled, ExistingKey) else Processed(cancelled, claim is not None)
+        except IntentNotInStatus as refusal:
+            if refusal.status != "requires_capture":
+                raise refusal_error(refusal, intent_id, "canceled") from None
+        except StoreRefusal as refusal:
+            raise refusal_error(refusal, intent_id, "canceled") from None
+        try:
+            begun = await store.begin_void(NewVoid(merchant_id, intent_id, "requested",
+                                                   int(self._gateway.settings.in_flight_grace_s * _US)), claim)
+        except StoreRefusal as refusal:
+            raise refusal_error(refusal, intent_id, "canceled") from None
+        return begun if isinstance(begun, ExistingKey) else await self._follow_up(begun, claim)
+
+    async def expire_holds(self, limit: int = 100) -> int:
+        """Void the holds older than ``PAYGATE_AUTHORIZATION_TTL_S`` (their intents end
+        ``canceled``, ``expired``); returns how many voids were begun here."""
+        settings = self._gateway.settings
+        store = self._gateway.payments
+        begun = 0
+        for row in await store.expired_holds(now_us() - int(settings.authorization_ttl_s * _US), limit):
+            try:
+                void = await store.begin_void(NewVoid(row["merchant_id"], row["id"], "expired",
+                                                      int(settings.in_flight_grace_s * _US)), None)
+            except StoreRefusal:
+                continue  # captured, voided or being worked on since it was listed
+            assert not isinstance(void, ExistingKey)
+            begun += 1
+            await self._follow_up(void, None)
+        return begun
+
+    async def _follow_up(self, begun: tuple[Row, Attempt], claim: KeyClaim | None) -> Processed:
+        _, attempt = begun
+        self._gateway.notifier.publish(attempt.intent_id)
+        answer = None if claim is None else AnswerSpec(claim, _render_answer)
+        return await self._within_budget(attempt, self._hold_operation(attempt, answer))
+
+    async def _hold_operation(self, attempt: Attempt, answer: AnswerSpec | None) -> Processed:
+        gateway = self._gateway
+        assert attempt.charge_reference is not None
+        if attempt.kind == "capture":
+            call = partial(self.connector.capture, CaptureRequest(attempt.reference, attempt.charge_reference,
+                                                                  attempt.amount, attempt.currency))
+        else:
+            call = partial(self.connector.void, VoidRequest(attempt.reference, attempt.charge_reference))
+        result = await self._call_processor(call)
+        outcome = follow_up_outcome(attempt.kind, result, schedule=gateway.settings.reconcile_schedule_s)
+        return await self._recorded(attempt, await gateway.payments.settle_follow_up(attempt, outcome, answer))
+
+    async def _call_processor(self, call: Callable[[], Awaitable[ChargeResult]]) -> ChargeResult:
         fault = self._gateway.settings.fault_point
         killer = None
         if fault == "during_processor_call":
@@ -118,15 +205,15 @@ class ProcessingService:
             killer = asyncio.get_running_loop().call_later(0.15, os.kill, os.getpid(), signal.SIGKILL)
         # One hard deadline for every call of this attempt: the reconciler relies on no call
         # outliving Settings.in_flight_grace_s.
-        result = ChargeResult(request.reference, ChargeOutcome.UNKNOWN, message="attempt deadline passed")
+        result = ChargeResult("", ChargeOutcome.UNKNOWN, message="attempt deadline passed")
         try:
             async with asyncio.timeout(self._gateway.settings.attempt_deadline_s):
-                result = await self.connector.charge(request)
+                result = await call()
                 for delay in RETRY_DELAYS_S:
                     if result.outcome is not ChargeOutcome.RETRY:
                         break
                     await asyncio.sleep(delay)
-                    result = await self.connector.charge(request)  # same reference: never twice
+                    result = await call()  # same reference: never twice
         except TimeoutError:
             pass
         finally:
@@ -142,16 +229,20 @@ class ProcessingService:
         request = ChargeRequest(
             reference=attempt.reference, payment_intent_id=attempt.intent_id,
             merchant_id=attempt.merchant_id, amount=attempt.amount, currency=attempt.currency,
-            card=card.details,
+            card=card.details, capture=attempt.kind == "charge",
         )
-        result = await self._call_processor(request)
+        result = await self._call_processor(partial(self.connector.charge, request))
         if result.outcome is ChargeOutcome.APPROVED:
             crash_point(gateway.settings.fault_point, "after_processor_approved")
         outcome = charge_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
-        row, answered = await gateway.payments.settle_attempt(attempt, outcome, before=before, answer=answer)
-        gateway.notifier.publish(attempt.intent_id)
+        return await self._recorded(attempt, await gateway.payments.settle_attempt(
+            attempt, outcome, before=before, answer=answer))
+
+    async def _recorded(self, attempt: Attempt, settled: tuple[Row | None, bool]) -> Processed:
+        self._gateway.notifier.publish(attempt.intent_id)
+        row, answered = settled
         if row is None:  # a reconciler settled it first: report what is stored
-            row = await gateway.payments.get_intent(attempt.merchant_id, attempt.intent_id)
+            row = await self._gateway.payments.get_intent(attempt.merchant_id, attempt.intent_id)
             assert row is not None
         return Processed(row, answered)
 

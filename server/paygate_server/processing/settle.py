@@ -19,7 +19,8 @@ from paygate_server.clock import now_us
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult, RefundResult
 from paygate_server.storage.port import Outcome
 
-__all__ = ["charge_outcome", "decline_message", "is_definitive", "next_check_at", "refund_outcome"]
+__all__ = ["HOLD_GONE", "charge_outcome", "decline_message", "follow_up_outcome", "is_definitive", "next_check_at",
+           "refund_outcome"]
 
 _US = 1_000_000
 _DEFINITIVE = (ChargeOutcome.APPROVED, ChargeOutcome.DECLINED, ChargeOutcome.FAILED)
@@ -69,6 +70,32 @@ def charge_outcome(result: ChargeResult, *, schedule: tuple[float, ...], checks:
                  "message": "The processor could not process the payment. Try again or use another card."}
     return Outcome("failed", decline_code=error["declineCode"], error_code=error["code"],
                    error_message=error["message"], intent_error=jsoncodec.dumps(error).decode())
+
+
+# A capture or void refused because the hold is gone: the intent ends canceled, expired.
+HOLD_GONE = frozenset({"authorization_expired", "authorization_voided"})
+_REFUSED_MESSAGES = {
+    "capture": "The processor refused the capture; the authorization is still held.",
+    "void": "The processor refused to void the authorization; it is still held.",
+}
+
+
+def follow_up_outcome(kind: str, result: ChargeResult, *, schedule: tuple[float, ...], checks: int = 0,
+                      check_by: int | None = None) -> Outcome:
+    """A capture's or void's outcome, with where its intent goes: done (``succeeded`` /
+    ``canceled``), the hold gone (``canceled``, ``expired``), or refused with nothing
+    changed (back to ``requires_capture`` with ``lastError``)."""
+    if not is_definitive(result.outcome):
+        return _unknown(result.outcome, result.message, schedule, checks, check_by)
+    if result.outcome is ChargeOutcome.APPROVED:
+        return Outcome("succeeded", intent_status="succeeded" if kind == "capture" else "canceled")
+    code = result.decline_code or "processing_error"
+    if code in HOLD_GONE:
+        return Outcome("failed", decline_code=code, error_code=code, error_message=result.message,
+                       intent_status="canceled", cancellation_reason="expired")
+    error = {"code": "processing_error", "declineCode": code, "message": _REFUSED_MESSAGES[kind]}
+    return Outcome("failed", decline_code=code, error_code="processing_error", error_message=result.message,
+                   intent_error=jsoncodec.dumps(error).decode(), intent_status="requires_capture")
 
 
 def refund_outcome(result: RefundResult, *, schedule: tuple[float, ...], checks: int = 0) -> Outcome:

@@ -14,11 +14,13 @@ triggers; a migration calls :func:`install` for the dialect it runs on.
 """
 from __future__ import annotations
 
-from sqlalchemy import Table
+from collections.abc import Collection, Mapping
+
+from sqlalchemy import Connection, Table, inspect
 
 from paygate_server.storage.schema import CAPTURED_TABLES, metadata
 
-__all__ = ["install_statements", "uninstall_statements", "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL"]
+__all__ = ["install_statements", "live_columns", "uninstall_statements", "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL"]
 
 NOTIFY_CHANNEL = "paygate_changes"
 
@@ -30,13 +32,14 @@ def _intent_id_expr(table_name: str) -> str:
     return "NEW.id" if table_name == "payment_intents" else "NEW.intent_id"
 
 
-def _snapshot_columns(table: Table) -> list[str]:
-    return [c.name for c in table.columns if c.name not in SNAPSHOT_EXCLUDED]
+def _snapshot_columns(table: Table, present: Collection[str] | None) -> list[str]:
+    return [c.name for c in table.columns
+            if c.name not in SNAPSHOT_EXCLUDED and (present is None or c.name in present)]
 
 
-def _sqlite_statements(table_name: str, entity: str) -> list[str]:
+def _sqlite_statements(table_name: str, entity: str, present: Collection[str] | None) -> list[str]:
     table = metadata.tables[table_name]
-    pairs = ", ".join(f"'{c}', NEW.{c}" for c in _snapshot_columns(table))
+    pairs = ", ".join(f"'{c}', NEW.{c}" for c in _snapshot_columns(table, present))
     intent = _intent_id_expr(table_name)
     return [f"""CREATE TRIGGER trg_{table_name}_capture_{op} AFTER {op.upper()} ON {table_name}
 FOR EACH ROW BEGIN
@@ -47,7 +50,7 @@ FOR EACH ROW BEGIN
 END""" for op in ("insert", "update")]
 
 
-def _postgres_statements(table_name: str, entity: str) -> list[str]:
+def _postgres_statements(table_name: str, entity: str, _present: Collection[str] | None) -> list[str]:
     table = metadata.tables[table_name]
     excluded = " - ".join(f"'{c}'" for c in SNAPSHOT_EXCLUDED if c in table.columns)
     snapshot = f"to_jsonb(NEW) - {excluded}" if excluded else "to_jsonb(NEW)"
@@ -91,12 +94,20 @@ _APPEND_ONLY_SQLITE = [f"""CREATE TRIGGER trg_change_log_no_{op.lower()} BEFORE 
 BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END""" for op in ("UPDATE", "DELETE")]
 
 
-def install_statements(dialect: str) -> list[str]:
-    if dialect == "postgresql":
-        captures = [s for name, entity in CAPTURED_TABLES.items() for s in _postgres_statements(name, entity)]
-        return captures + _APPEND_ONLY_POSTGRES
-    captures = [s for name, entity in CAPTURED_TABLES.items() for s in _sqlite_statements(name, entity)]
-    return captures + _APPEND_ONLY_SQLITE
+def install_statements(dialect: str, columns: Mapping[str, Collection[str]] | None = None) -> list[str]:
+    """The triggers' DDL. ``columns``: the captured tables' columns as they are in the
+    database being migrated (SQLite names each column in its snapshot, and a migration
+    runs before later ones add theirs); None: as the schema declares them."""
+    build, append_only = ((_postgres_statements, _APPEND_ONLY_POSTGRES) if dialect == "postgresql"
+                          else (_sqlite_statements, _APPEND_ONLY_SQLITE))
+    return [s for name, entity in CAPTURED_TABLES.items()
+            for s in build(name, entity, None if columns is None else columns[name])] + append_only
+
+
+def live_columns(bind: Connection) -> dict[str, list[str]]:
+    """The captured tables' columns as the database has them now (for a migration)."""
+    inspector = inspect(bind)
+    return {name: [c["name"] for c in inspector.get_columns(name)] for name in CAPTURED_TABLES}
 
 
 def uninstall_statements(dialect: str) -> list[str]:

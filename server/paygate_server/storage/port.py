@@ -15,7 +15,8 @@ results out. Refusals are exceptions the operations turn into API errors:
     ├── TooManyFailures        the card-testing limit (SPEC §5)
     ├── AttemptInFlight        another attempt is pending or already succeeded
     ├── TokenSpent             the card token was used (or expired) since it was read
-    └── OverRefund             more than what remains refundable
+    ├── OverRefund             more than what remains refundable
+    └── OverCapture            more than what is held
 """
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ __all__ = [
     "IntentNotInStatus",
     "KeyClaim",
     "NewAttempt",
+    "NewCapture",
     "NewRefund",
+    "NewVoid",
     "Outcome",
+    "OverCapture",
     "OverRefund",
     "PaymentStore",
     "Row",
@@ -76,6 +80,12 @@ class OverRefund(StoreRefusal):
     def __init__(self, remaining: int | None) -> None:
         super().__init__(remaining)
         self.remaining = remaining  # None: the guard lost a race, the figure moved
+
+
+class OverCapture(StoreRefusal):
+    def __init__(self, capturable: int) -> None:
+        super().__init__(capturable)
+        self.capturable = capturable
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +144,28 @@ class Attempt:
     merchant_id: str
     amount: int
     currency: str
+    kind: str = "charge"  # charge | authorization | capture | void
+    charge_reference: str | None = None  # a capture's or void's: its authorization's reference
+
+
+@dataclass(frozen=True, slots=True)
+class NewCapture:
+    """Capturing a held authorization: all of it (``amount`` None) or part, the rest released."""
+
+    merchant_id: str
+    intent_id: str
+    amount: int | None
+    check_after_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewVoid:
+    """Voiding a held authorization; ``reason`` becomes the intent's cancellation reason."""
+
+    merchant_id: str
+    intent_id: str
+    reason: str  # requested | expired
+    check_after_us: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +193,10 @@ class Outcome:
     due_at: int = 0  # unknown only
     checks: int = 0  # unknown only
     last_result: str | None = None  # unknown only
+    # A capture's or void's: where its intent goes (succeeded, canceled, back to
+    # requires_capture), and why it is canceled (requested | expired; None: the void's reason).
+    intent_status: str | None = None
+    cancellation_reason: str | None = None
 
     @property
     def settles(self) -> bool:
@@ -200,6 +236,13 @@ class PaymentStore(Protocol):
                              answer: AnswerSpec | None = None) -> tuple[Row | None, bool]: ...
     async def attempt_for_check(self, transaction_id: str) -> Row | None: ...
     async def redeem_token(self, vault_id: str) -> bool: ...
+
+    # Captures and voids of held authorizations (manual capture)
+    async def begin_capture(self, new: NewCapture, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey: ...
+    async def begin_void(self, new: NewVoid, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey: ...
+    async def settle_follow_up(self, attempt: Attempt, outcome: Outcome,
+                               answer: AnswerSpec | None = None) -> tuple[Row | None, bool]: ...
+    async def expired_holds(self, authorized_before: int, limit: int) -> list[Row]: ...
 
     # Refunds
     async def reserve_refund(self, new: NewRefund, claim: KeyClaim | None) -> Row | ExistingKey: ...

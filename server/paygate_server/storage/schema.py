@@ -95,11 +95,18 @@ payment_intents = Table(
     Column("failed_attempts", Integer, nullable=False, server_default=text("0")),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Manual capture (SPEC §4); added by migration 0004, hence after the rest.
+    Column("capture_method", String(16), nullable=False, server_default=text("'automatic'")),
+    Column("amount_capturable", BigInteger, nullable=False, server_default=text("0")),  # held, requires_capture only
+    Column("amount_received", BigInteger, nullable=False, server_default=text("0")),  # charged or captured
+    Column("cancellation_reason", String(16), nullable=True),  # requested | expired
     Index("ix_payment_intents_merchant_created", "merchant_id", "created_at", "id"),
 )
 
-# One charge attempt at the processor. The partial unique indexes make "at most one
-# attempt in flight" and "at most one successful charge, ever" facts the database keeps.
+# One operation at the processor: a charge, an authorization, or a capture or void of an
+# authorization (``parent_id``). The partial unique indexes make "at most one operation in
+# flight per intent" and "at most one success of each kind, ever" (a charge, or an
+# authorization and its capture or void) facts the database keeps.
 transactions = Table(
     "transactions", metadata,
     Column("id", String(64), primary_key=True),
@@ -122,9 +129,12 @@ transactions = Table(
     Column("error_message", Text, nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False, server_default=text("'charge'")),  # charge | authorization | capture | void
+    Column("parent_id", String(64), nullable=True),  # a capture's or void's authorization
+    Column("reason", String(16), nullable=True),  # a void's: requested | expired
     Index("ux_transactions_one_in_flight", "intent_id", unique=True,
           sqlite_where=text("status IN ('pending', 'unknown')"), postgresql_where=text("status IN ('pending', 'unknown')")),
-    Index("ux_transactions_one_success", "intent_id", unique=True,
+    Index("ux_transactions_one_success", "intent_id", "kind", unique=True,
           sqlite_where=text("status = 'succeeded'"), postgresql_where=text("status = 'succeeded'")),
     Index("ix_transactions_intent", "intent_id"),
 )

@@ -32,7 +32,7 @@ from paygate_server.storage.webhook_events import NewEvent, entity_statuses, ins
 
 __all__ = ["WebhookConsumer", "event_for"]
 
-_INTENT_EVENTS = {"created", "in_progress", "succeeded", "failed", "canceled"}
+_INTENT_EVENTS = {"created", "in_progress", "requires_capture", "succeeded", "failed", "canceled"}
 _ENTITIES = ("payment_intent", "refund")
 
 # How many entities' last status the consumer remembers between batches (the oldest go).

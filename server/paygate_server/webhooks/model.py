@@ -19,8 +19,8 @@ from paygate_server.storage import webhook_endpoints as store
 __all__ = ["EVENT_TYPES", "MAX_ENDPOINTS", "new_secret", "sign", "create_endpoint", "open_secret",
            "render_endpoint", "render_delivery"]
 
-EVENT_TYPES = ("payment_intent.created", "payment_intent.in_progress", "payment_intent.succeeded",
-               "payment_intent.failed", "payment_intent.canceled", "refund.succeeded")
+EVENT_TYPES = ("payment_intent.created", "payment_intent.in_progress", "payment_intent.requires_capture",
+               "payment_intent.succeeded", "payment_intent.failed", "payment_intent.canceled", "refund.succeeded")
 MAX_ENDPOINTS = 16
 SECRET_PURPOSE = "webhook-endpoint-secret"
 SECRET_BYTES = 32

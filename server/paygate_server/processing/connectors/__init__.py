@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .base import (
+    CaptureRequest,
     CardDetails,
     ChargeOutcome,
     ChargeRequest,
@@ -23,10 +24,13 @@ from .base import (
     RefundRequest,
     RefundResult,
     SettlementRecord,
+    SyncKind,
+    VoidRequest,
 )
 from .simulator import SimulatorConnector
 
 __all__ = [
+    "CaptureRequest",
     "CardDetails",
     "ChargeOutcome",
     "ChargeRequest",
@@ -37,6 +41,8 @@ __all__ = [
     "RefundResult",
     "SettlementRecord",
     "SimulatorConnector",
+    "SyncKind",
+    "VoidRequest",
     "connector_for_url",
 ]
 

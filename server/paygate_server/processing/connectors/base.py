@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
+    "CaptureRequest",
     "CardDetails",
     "ChargeOutcome",
     "ChargeRequest",
@@ -23,7 +24,12 @@ __all__ = [
     "RefundRequest",
     "RefundResult",
     "SettlementRecord",
+    "SyncKind",
+    "VoidRequest",
 ]
+
+# What :meth:`Connector.lookup` looks up by the gateway's reference.
+SyncKind = Literal["charge", "capture", "void"]
 
 
 class ChargeOutcome(str, enum.Enum):
@@ -67,6 +73,21 @@ class ChargeRequest:
     amount: int  # minor units
     currency: str
     card: CardDetails
+    capture: bool = True  # False: authorize only (hold the amount; captured or voided later)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRequest:
+    reference: str  # the capture's own idempotency key at the processor
+    charge_reference: str  # the authorization's
+    amount: int  # at most what is held; the rest is released
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class VoidRequest:
+    reference: str  # the void's own idempotency key at the processor
+    charge_reference: str  # the authorization's
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +136,20 @@ class Connector(Protocol):
         returns ``UNKNOWN``."""
         ...
 
-    async def lookup(self, reference: str) -> ChargeResult:
-        """What the processor recorded: APPROVED, DECLINED, NOT_FOUND or UNKNOWN."""
+    async def capture(self, request: CaptureRequest) -> ChargeResult:
+        """Capture an authorization once per ``request.reference``: APPROVED captured,
+        DECLINED refused (``decline_code`` says why, e.g. ``authorization_expired``);
+        never raises on network trouble."""
+        ...
+
+    async def void(self, request: VoidRequest) -> ChargeResult:
+        """Void an authorization once per ``request.reference``: APPROVED voided,
+        DECLINED refused; never raises on network trouble."""
+        ...
+
+    async def lookup(self, reference: str, kind: SyncKind = "charge") -> ChargeResult:
+        """What the processor recorded for the charge (or authorization), capture or void
+        with this reference: APPROVED, DECLINED, NOT_FOUND or UNKNOWN."""
         ...
 
     async def refund(self, request: RefundRequest) -> RefundResult:

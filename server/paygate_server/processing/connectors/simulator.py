@@ -23,6 +23,7 @@ from paygate_server import jsoncodec
 from paygate_server.http1client import ConnectionPool, HttpTimeout, Transport
 
 from .base import (
+    CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
     ChargeResult,
@@ -30,6 +31,8 @@ from .base import (
     RefundRequest,
     RefundResult,
     SettlementRecord,
+    SyncKind,
+    VoidRequest,
 )
 
 __all__ = ["Answer", "Operation", "SimulatorConnector", "classify", "from_url"]
@@ -41,9 +44,23 @@ _KEEPALIVE_EXPIRY_S = 30.0
 
 
 class Operation(str, enum.Enum):
-    CHARGE = "charge"  # POST /v1/charges
+    CHARGE = "charge"  # POST /v1/charges (capture true or false)
+    CAPTURE = "capture"  # POST /v1/captures
+    VOID = "void"  # POST /v1/voids
     LOOKUP = "lookup"  # GET /v1/charges/{reference}
+    LOOKUP_CAPTURE = "lookup_capture"  # GET /v1/captures/{reference}
+    LOOKUP_VOID = "lookup_void"  # GET /v1/voids/{reference}
     REFUND = "refund"  # POST /v1/refunds
+
+
+# The answer's ``status`` that means done, and the one that means refused, per operation.
+_STATUSES = {
+    Operation.CHARGE: ("approved", "declined"), Operation.LOOKUP: ("approved", "declined"),
+    Operation.CAPTURE: ("captured", "refused"), Operation.LOOKUP_CAPTURE: ("captured", "refused"),
+    Operation.VOID: ("voided", "refused"), Operation.LOOKUP_VOID: ("voided", "refused"),
+}
+_LOOKUPS = {"charge": Operation.LOOKUP, "capture": Operation.LOOKUP_CAPTURE, "void": Operation.LOOKUP_VOID}
+_NOT_FOUND = {"charge_not_found", "capture_not_found", "void_not_found"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +111,15 @@ def classify(
             if status == "succeeded":
                 return Answer(ChargeOutcome.APPROVED, message=message)
             return Answer(unknown, message="unexpected refund status: outcome unknown")
+        done, refused = _STATUSES[operation]
         auth_code = _text(data.get("authCode"))
         decline_code = _text(data.get("declineCode"))
-        if status == "approved" and auth_code:
+        # A charge's approval carries its authorization code; a capture or void has none.
+        if status == done and (auth_code or done != "approved"):
             return Answer(ChargeOutcome.APPROVED, auth_code=auth_code)
-        if status == "declined" and decline_code:
+        if status == refused and decline_code:
             return Answer(ChargeOutcome.DECLINED, decline_code=decline_code, message=message)
-        return Answer(unknown, message="unexpected charge status: outcome unknown")
+        return Answer(unknown, message=f"unexpected {operation.value} status: outcome unknown")
 
     if data.get("status") != "error":
         return Answer(unknown, message=f"unexpected answer (HTTP {status_code}): outcome unknown")
@@ -108,9 +127,9 @@ def classify(
     retryable = data.get("retryable")
     detail = f"{code}: {message}" if code and message else (code or message)
 
-    if operation is Operation.LOOKUP:
-        # A failing lookup says nothing about the charge itself.
-        if status_code == 404 and code == "charge_not_found":
+    if operation in _LOOKUPS.values():
+        # A failing lookup says nothing about the operation itself.
+        if status_code == 404 and code in _NOT_FOUND:
             return Answer(ChargeOutcome.NOT_FOUND, message=detail)
         return Answer(unknown, message=f"lookup failed (HTTP {status_code}): outcome unknown")
 
@@ -220,6 +239,8 @@ class SimulatorConnector:
                 "amount": request.amount,
                 "currency": request.currency,
                 "card": card,
+                # Sent only to authorize: a charge's request is what it was before holds.
+                **({} if request.capture else {"capture": False}),
             }
         )
         answer = await self._exchange(
@@ -227,10 +248,20 @@ class SimulatorConnector:
         )
         return _charge_result(request.reference, answer)
 
-    async def lookup(self, reference: str) -> ChargeResult:
-        answer = await self._exchange(
-            Operation.LOOKUP, reference, "GET", "/v1/charges/" + quote(reference, safe=""), None
-        )
+    async def capture(self, request: CaptureRequest) -> ChargeResult:
+        payload = jsoncodec.dumps({"reference": request.reference, "chargeReference": request.charge_reference,
+                                   "amount": request.amount})
+        answer = await self._exchange(Operation.CAPTURE, request.reference, "POST", "/v1/captures", payload)
+        return _charge_result(request.reference, answer)
+
+    async def void(self, request: VoidRequest) -> ChargeResult:
+        payload = jsoncodec.dumps({"reference": request.reference, "chargeReference": request.charge_reference})
+        answer = await self._exchange(Operation.VOID, request.reference, "POST", "/v1/voids", payload)
+        return _charge_result(request.reference, answer)
+
+    async def lookup(self, reference: str, kind: SyncKind = "charge") -> ChargeResult:
+        path = {"charge": "/v1/charges/", "capture": "/v1/captures/", "void": "/v1/voids/"}[kind]
+        answer = await self._exchange(_LOOKUPS[kind], reference, "GET", path + quote(reference, safe=""), None)
         return _charge_result(reference, answer)
 
     async def refund(self, request: RefundRequest) -> RefundResult:
