@@ -1,4 +1,5 @@
-"""The reconciler: settles every charge attempt and refund whose outcome is not known.
+"""The reconciler: settles every processor operation (charge, authorization, capture, void,
+refund) whose outcome is not known, and voids holds past ``PAYGATE_AUTHORIZATION_TTL_S``.
 
 It works off ``reconcile_queue`` (a row per unsettled attempt, written in the same
 transaction that made the attempt). Event-driven: every change signal wakes it (at most
@@ -31,14 +32,16 @@ from typing import Any
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.processing.connectors import (
+    CaptureRequest,
     ChargeOutcome,
     ChargeResult,
     Connector,
     RefundRequest,
+    VoidRequest,
 )
-from paygate_server.processing.settle import charge_outcome, refund_outcome
+from paygate_server.processing.settle import charge_outcome, follow_up_outcome, refund_outcome
 from paygate_server.realtime import ChangeNotifier
-from paygate_server.storage.port import Attempt, Check, PaymentStore
+from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, StoreRefusal
 from paygate_server.waiting import wait_event
 
 __all__ = ["Reconciler", "PassReport", "list_unresolved"]
@@ -55,6 +58,7 @@ class PassReport:
     settled: int = 0
     still_unknown: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    holds_expired: int = 0  # voids begun for holds past PAYGATE_AUTHORIZATION_TTL_S
 
 
 class Reconciler:
@@ -95,9 +99,26 @@ class Reconciler:
         due = await self._store.next_check_due()
         return None if due is None else max(0.0, (due - now_us()) / _US)
 
+    async def expire_holds(self, limit: int = BATCH) -> int:
+        """Begin a void of every hold older than ``PAYGATE_AUTHORIZATION_TTL_S`` (its intent
+        ends ``canceled``, ``expired``), due for checking at once: the check sends it, like
+        any void the processor has not heard of. Returns how many were begun."""
+        cutoff = now_us() - int(self._settings.authorization_ttl_s * _US)
+        begun = 0
+        for row in await self._store.expired_holds(cutoff, limit):
+            try:
+                await self._store.begin_void(NewVoid(row["merchant_id"], row["id"], "expired", 0), None)
+            except StoreRefusal:
+                continue  # captured, voided or being worked on since it was listed
+            begun += 1
+            if self._notifier is not None:
+                self._notifier.publish(row["id"])
+        return begun
+
     async def run_once(self) -> PassReport:
-        """Check everything due now; returns what happened."""
+        """Void expired holds, then check everything due now; returns what happened."""
         report = PassReport()
+        report.holds_expired = await self.expire_holds()
         while True:
             rows = await self._store.due_checks(now_us(), BATCH)
             if not rows:
@@ -113,7 +134,7 @@ class Reconciler:
                 progressed = True
                 report.checked += 1
                 report.outcomes[result] = report.outcomes.get(result, 0) + 1
-                if result in ("unknown", "not_found_yet"):
+                if result in ("unknown", "not_found_yet") or result.endswith(("_unknown", "_retry")):
                     report.still_unknown += 1
                 else:
                     report.settled += 1
@@ -123,13 +144,18 @@ class Reconciler:
     async def _check(self, check: Check) -> str | None:
         if not await self._store.lease_check(check, now_us() + int(self._lease_s * _US)):
             return None
-        if check.kind == "charge":
-            return await self._check_charge(check)
-        return await self._check_refund(check)
+        if check.kind == "refund":
+            return await self._check_refund(check)
+        return await self._check_attempt(check)
 
-    async def _check_charge(self, check: Check) -> str:
+    async def _check_attempt(self, check: Check) -> str:
         txn = await self._store.attempt_for_check(check.object_id)
         assert txn is not None
+        kind = txn["kind"]
+        attempt = Attempt(txn["id"], txn["reference"], txn["intent_id"], txn["merchant_id"], txn["amount"],
+                          txn["currency"], kind, txn["charge_reference"])
+        if kind in ("capture", "void"):
+            return await self._check_follow_up(check, attempt)
         result = await self.connector.lookup(txn["reference"])
         label = result.outcome.value
         check_by = None
@@ -143,10 +169,28 @@ class Reconciler:
             else:
                 label = "not_found_yet"
                 check_by = never_received_at
-        attempt = Attempt(txn["id"], txn["reference"], txn["intent_id"], txn["merchant_id"], txn["amount"],
-                          txn["currency"])
         await self._store.settle_attempt(attempt, charge_outcome(
             result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1, check_by=check_by))
+        if self._notifier is not None:
+            self._notifier.publish(check.intent_id)
+        return label
+
+    async def _check_follow_up(self, check: Check, attempt: Attempt) -> str:
+        """A capture or void: looked up by its reference; one the processor has not heard
+        of is sent (again) with that same reference — it was asked for, and the processor
+        does it once per reference, so this can neither double it nor guess its outcome."""
+        assert attempt.charge_reference is not None
+        result = await self.connector.lookup(attempt.reference, "capture" if attempt.kind == "capture" else "void")
+        label = f"{attempt.kind}_{result.outcome.value}"
+        if result.outcome is ChargeOutcome.NOT_FOUND:
+            if attempt.kind == "capture":
+                result = await self.connector.capture(CaptureRequest(attempt.reference, attempt.charge_reference,
+                                                                     attempt.amount, attempt.currency))
+            else:
+                result = await self.connector.void(VoidRequest(attempt.reference, attempt.charge_reference))
+            label = f"{attempt.kind}_sent_{result.outcome.value}"
+        await self._store.settle_follow_up(attempt, follow_up_outcome(
+            attempt.kind, result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1))
         if self._notifier is not None:
             self._notifier.publish(check.intent_id)
         return label

@@ -25,7 +25,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from paygate_server import jsoncodec
-from paygate_server.clock import now_us
 from paygate_server.faults import crash_point
 from paygate_server.intents.refusals import refusal_error
 from paygate_server.intents.schemas import render_intent
@@ -161,23 +160,6 @@ class ProcessingService:
         except StoreRefusal as refusal:
             raise refusal_error(refusal, intent_id, "canceled") from None
         return begun if isinstance(begun, ExistingKey) else await self._follow_up(begun, claim)
-
-    async def expire_holds(self, limit: int = 100) -> int:
-        """Void the holds older than ``PAYGATE_AUTHORIZATION_TTL_S`` (their intents end
-        ``canceled``, ``expired``); returns how many voids were begun here."""
-        settings = self._gateway.settings
-        store = self._gateway.payments
-        begun = 0
-        for row in await store.expired_holds(now_us() - int(settings.authorization_ttl_s * _US), limit):
-            try:
-                void = await store.begin_void(NewVoid(row["merchant_id"], row["id"], "expired",
-                                                      int(settings.in_flight_grace_s * _US)), None)
-            except StoreRefusal:
-                continue  # captured, voided or being worked on since it was listed
-            assert not isinstance(void, ExistingKey)
-            begun += 1
-            await self._follow_up(void, None)
-        return begun
 
     async def _follow_up(self, begun: tuple[Row, Attempt], claim: KeyClaim | None) -> Processed:
         _, attempt = begun
