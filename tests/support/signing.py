@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as stdlib_json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,8 @@ class SignedClient:
         assert response.status_code == 201, response.text
         return response.json()
 
-    async def final_status(self, intent_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
+    async def final_status(self, intent_id: str, *, timeout: float = 30.0,
+                           until: Collection[str] = FINAL_STATUSES) -> dict[str, Any]:
         """The intent's status once it is final, long-polling the status endpoint. "failed" is
         not final for the long-poll (the intent may be processed again): the first look
         does not wait."""
@@ -83,5 +85,5 @@ class SignedClient:
             status: dict[str, Any] = (await self.get(target)).json()
             return status
 
-        return await eventually(look, until=lambda s: s.get("status") in FINAL_STATUSES, timeout=timeout,
+        return await eventually(look, until=lambda s: s.get("status") in until, timeout=timeout,
                                 interval=0, what=f"{intent_id} to be final")  # the long-poll paces it

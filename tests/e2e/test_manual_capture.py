@@ -1,0 +1,215 @@
+"""Manual capture over real processes on both databases (SPEC §4, §7): authorize, capture
+all or part, refund part of what was captured, void, holds that expire — at the gateway's
+TTL (it voids them) and at the processor's (a capture refused because the hold is gone) —
+every test card on the manual path, and exactly one operation at the processor when
+captures and voids race."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Stack, running_stack
+from tests.e2e.test_processing import CARDS, encrypted, process
+from tests.support.signing import SignedClient
+
+HELD = frozenset({"requires_capture", "failed", "canceled", "succeeded"})
+
+
+def run(stack: Stack, body: Any) -> Any:
+    async def go() -> Any:
+        async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=40) as http:
+            return await body(SignedClient(http, stack.merchant()))
+    return asyncio.run(go())
+
+
+async def authorized(stack: Stack, shop: SignedClient, amount: int = 5000,
+                     number: str = "4242424242424242") -> dict[str, Any]:
+    intent = await shop.create_intent(amount=amount, captureMethod="manual")
+    assert intent["captureMethod"] == "manual" and intent["amountCapturable"] == 0
+    r = await process(shop, intent["paymentIntentId"], encrypted(stack, number))
+    assert r.status_code == 200, r.text
+    await shop.final_status(intent["paymentIntentId"], until=HELD)
+    got = (await shop.get(f"/api/v1/payment/intent/{intent['paymentIntentId']}")).json()
+    return got  # type: ignore[no-any-return]
+
+
+def only_charge(stack: Stack, intent_id: str) -> dict[str, Any]:
+    charges = stack.charges_at_processor(intent_id)
+    assert len(charges) == 1, charges
+    return charges[0]  # type: ignore[no-any-return]
+
+
+def test_authorize_then_capture_part_then_refund_part(stack: Stack) -> None:
+    async def body(shop: SignedClient) -> None:
+        held = await authorized(stack, shop, 5000)
+        pid = held["paymentIntentId"]
+        assert held["status"] == "requires_capture", held
+        assert (held["amountCapturable"], held["amountReceived"]) == (5000, 0)
+        assert held["card"]["last4"] == "4242"
+        at_processor = only_charge(stack, pid)
+        assert (at_processor["status"], at_processor["captured"], at_processor["amountCaptured"]) == \
+            ("approved", False, 0)
+        # Nothing was received yet: nothing to refund.
+        r = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "intent_state_conflict", r.text
+        # More than is held: refused, nothing changes.
+        r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 5001})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "amount", r.text
+
+        r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 3000},
+                            idempotency_key="cap-1")
+        assert r.status_code == 200, r.text
+        captured = r.json()
+        assert captured["status"] == "succeeded", captured
+        assert (captured["amountCapturable"], captured["amountReceived"]) == (0, 3000)
+        again = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 3000},
+                                idempotency_key="cap-1")
+        assert again.status_code == 200 and again.json() == captured  # the stored answer
+        at_processor = only_charge(stack, pid)
+        assert (at_processor["captured"], at_processor["amountCaptured"]) == (True, 3000)
+        # One capture per authorization: the rest was released.
+        r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid})
+        assert r.status_code == 409, r.text
+
+        r = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 3001})
+        assert r.status_code == 400, r.text  # more than was received
+        r = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 1000})
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+        final = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+        assert (final["amountReceived"], final["amountRefunded"]) == (3000, 1000)
+
+        history = (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]
+        kinds = [e["data"]["kind"] for e in history if e["type"] == "attempt.created"]
+        assert kinds == ["authorization", "capture"], kinds
+        statuses = [e["data"]["status"] for e in history if e["type"].startswith("payment_intent.")]
+        assert statuses == ["created", "in_progress", "requires_capture", "in_progress", "succeeded",
+                            "succeeded"], statuses  # the last: the refund raised amountRefunded
+    run(stack, body)
+
+
+def test_capture_of_everything_by_default(stack: Stack) -> None:
+    async def body(shop: SignedClient) -> None:
+        pid = (await authorized(stack, shop, 2500))["paymentIntentId"]
+        r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid})
+        assert r.status_code == 200 and r.json()["amountReceived"] == 2500, r.text
+        assert only_charge(stack, pid)["amountCaptured"] == 2500
+    run(stack, body)
+
+
+def test_authorize_then_void(stack: Stack) -> None:
+    async def body(shop: SignedClient) -> None:
+        pid = (await authorized(stack, shop))["paymentIntentId"]
+        r = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid}, idempotency_key="void-1")
+        assert r.status_code == 200, r.text
+        canceled = r.json()
+        assert (canceled["status"], canceled["cancellationReason"]) == ("canceled", "requested"), canceled
+        assert (canceled["amountCapturable"], canceled["amountReceived"]) == (0, 0)
+        at_processor = only_charge(stack, pid)
+        assert (at_processor["voided"], at_processor["captured"]) == (True, False), at_processor
+        r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid})
+        assert r.status_code == 409, r.text
+        replay = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid}, idempotency_key="void-1")
+        assert replay.json() == canceled
+    run(stack, body)
+
+
+def test_every_test_card_on_the_manual_path(stack: Stack) -> None:
+    async def one(shop: SignedClient, number: str) -> tuple[str, dict[str, Any]]:
+        return number, await authorized(stack, shop, 1000 + len(number), number)
+
+    async def body(shop: SignedClient) -> list[tuple[str, dict[str, Any]]]:
+        return await asyncio.gather(*(one(shop, n) for n in CARDS))
+
+    for number, held in run(stack, body):
+        expected, code = CARDS[number]
+        pid = held["paymentIntentId"]
+        charges = stack.charges_at_processor(pid)
+        if expected == "succeeded":
+            assert held["status"] == "requires_capture", (number, held)
+            assert held["amountCapturable"] == held["amount"]
+            assert [(c["status"], c["captured"]) for c in charges] == [("approved", False)], (number, charges)
+        else:
+            assert held["status"] == "failed", (number, held)
+            assert code in (held["lastError"]["declineCode"], held["lastError"]["code"]), (number, held)
+            assert [c for c in charges if c["status"] == "approved"] == [], (number, charges)
+
+
+def test_capture_racing_void_and_two_captures_reach_the_processor_once(stack: Stack) -> None:
+    async def body(shop: SignedClient) -> None:
+        for racers in (("capture", "cancel"), ("capture", "capture")):
+            pid = (await authorized(stack, shop))["paymentIntentId"]
+            answers = await asyncio.gather(*(shop.post(f"/api/v1/payment/{op}", {"paymentIntentId": pid})
+                                             for op in racers))
+            codes = sorted(r.status_code for r in answers)
+            assert codes == [200, 409], [(r.status_code, r.text) for r in answers]
+            winner = next(r.json() for r in answers if r.status_code == 200)
+            charge = only_charge(stack, pid)
+            if winner["status"] == "succeeded":
+                assert (charge["captured"], charge["voided"]) == (True, False)
+            else:
+                assert winner["status"] == "canceled"
+                assert (charge["captured"], charge["voided"]) == (False, True)
+    run(stack, body)
+
+
+def test_a_capture_whose_answer_is_lost_is_reconciled(stack: Stack) -> None:
+    async def body(shop: SignedClient) -> None:
+        pid = (await authorized(stack, shop, 4200))["paymentIntentId"]
+        stack.set_faults(dropResponseRate=1.0)
+        try:
+            r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 4000})
+        finally:
+            stack.set_faults(dropResponseRate=0.0)
+        assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
+        final = await shop.final_status(pid)
+        assert (final["status"], final["amountRefunded"]) == ("succeeded", 0), final
+        got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+        assert got["amountReceived"] == 4000
+        assert only_charge(stack, pid)["amountCaptured"] == 4000
+    run(stack, body)
+
+
+def test_refused_on_an_automatic_intent_and_bad_input(stack: Stack) -> None:
+    async def body(shop: SignedClient) -> None:
+        auto = await shop.create_intent(amount=1000)
+        assert auto["captureMethod"] == "automatic"
+        pid = auto["paymentIntentId"]
+        r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "intent_state_conflict", r.text
+        for bad in ({"paymentIntentId": pid, "amount": 0}, {"paymentIntentId": pid, "amount": "10"},
+                    {"paymentIntentId": pid, "amount": 1.5}, {"paymentIntentId": pid, "extra": 1}, {}):
+            r = await shop.post("/api/v1/payment/capture", bad)
+            assert r.status_code == 400, (bad, r.text)
+        r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": "pi_missing"})
+        assert r.status_code == 404, r.text
+        r = await shop.post("/api/v1/payment/intent", {"amount": 100, "currency": "USD", "productDetails": {},
+                                                       "captureMethod": "later"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "captureMethod", r.text
+        held = await authorized(stack, shop)
+        r = await process(shop, held["paymentIntentId"], encrypted(stack, "4242424242424242"))
+        assert r.status_code == 409, r.text
+    run(stack, body)
+
+
+@pytest.fixture(scope="module")
+def short_holds(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway that voids holds after 2 s."""
+    with running_stack(database_url, tmp_path_factory.mktemp("holds"), PAYGATE_AUTHORIZATION_TTL_S="2") as s:
+        yield s
+
+
+def test_a_hold_past_the_gateways_ttl_is_voided(short_holds: Stack) -> None:
+    async def body(shop: SignedClient) -> None:
+        pid = (await authorized(short_holds, shop))["paymentIntentId"]
+        final = await shop.final_status(pid, timeout=30)
+        got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+        assert (final["status"], got["cancellationReason"]) == ("canceled", "expired"), got
+        assert only_charge(short_holds, pid)["voided"] is True
+        kinds = [e["data"]["kind"] for e in (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]
+                 if e["type"] == "attempt.created"]
+        assert kinds == ["authorization", "void"]
+    run(short_holds, body)
