@@ -24,6 +24,7 @@ from paygate_server import jsoncodec
 from paygate_server.clock import now_us
 from paygate_server.ids import new_id
 from paygate_server.storage.engine import Database
+from paygate_server.storage.holds import HoldOperations, queue_kind
 from paygate_server.storage.port import (
     AnswerSpec,
     Attempt,
@@ -60,8 +61,13 @@ START_PROCESSING = (
     "SET status = 'in_progress', card = :card, last_error = NULL, version = version + 1, updated_at = :now"
     f" WHERE {_BY_ID} AND status IN ('created', 'failed') AND failed_attempts < :max_failed"
 )
+# An approved authorization holds the amount (requires_capture); an approved charge has received it.
+_HOLDS = "(:status = 'succeeded' AND capture_method = 'manual')"
 SETTLE_PROCESSING = (
-    "SET status = :status, last_error = :last_error, failed_attempts = failed_attempts + :failed,"
+    f"SET status = CASE WHEN {_HOLDS} THEN 'requires_capture' ELSE :status END,"
+    f" amount_capturable = CASE WHEN {_HOLDS} THEN amount ELSE 0 END,"
+    " amount_received = CASE WHEN :status = 'succeeded' AND capture_method = 'automatic' THEN amount ELSE 0 END,"
+    " last_error = :last_error, failed_attempts = failed_attempts + :failed,"
     f" version = version + 1, updated_at = :now WHERE {_BY_ID} AND status = 'in_progress'"
 )
 _START_PROCESSING = Sql(f"UPDATE payment_intents {START_PROCESSING} RETURNING {COLUMNS}")
@@ -80,15 +86,22 @@ _WHY_NOT_BEGIN = Sql(
 
 ATTEMPT_COLUMNS = (
     "id, intent_id, merchant_id, status, reference, connector, amount, currency, card_brand, card_last4,"
-    " card_exp_month, card_exp_year, card_fingerprint, vault_id, created_at, updated_at"
+    " card_exp_month, card_exp_year, card_fingerprint, vault_id, created_at, updated_at, kind"
 )
 ATTEMPT_CARD = ":brand, :last4, :exp_month, :exp_year, :fingerprint, :vault_id, :now, :now"
+# A manual-capture intent's attempt authorizes only (``{intent}``: the intent's row).
+ATTEMPT_KIND = "CASE WHEN {intent}.capture_method = 'manual' THEN 'authorization' ELSE 'charge' END"
 _INSERT_ATTEMPT = Sql(
-    f"INSERT INTO transactions ({ATTEMPT_COLUMNS}) VALUES (:id, :intent_id, :merchant_id, 'pending',"
-    f" :reference, :connector, :amount, :currency, {ATTEMPT_CARD})"
+    f"INSERT INTO transactions ({ATTEMPT_COLUMNS}) SELECT :id, id, merchant_id, 'pending',"
+    f" :reference, :connector, amount, currency, {ATTEMPT_CARD}, {ATTEMPT_KIND.format(intent='payment_intents')}"
+    " FROM payment_intents WHERE id = :intent_id RETURNING kind"
 )
-_ATTEMPT = Sql("SELECT id, intent_id, merchant_id, status, reference, amount, currency, vault_id, created_at"
+_ATTEMPT = Sql("SELECT id, intent_id, merchant_id, status, kind, reference, amount, currency, vault_id, created_at"
                " FROM transactions WHERE id = :id")
+# The reconciler's view: a capture's or void's authorization reference is what it acts on.
+_ATTEMPT_FOR_CHECK = Sql("SELECT t.id, t.intent_id, t.merchant_id, t.status, t.kind, t.reference, t.amount,"
+                         " t.currency, t.created_at, p.reference AS charge_reference FROM transactions t"
+                         " LEFT JOIN transactions p ON p.id = t.parent_id WHERE t.id = :id")
 _UNSETTLED = "WHERE id = :id AND status IN ('pending', 'unknown')"
 SUCCEED = f"SET status = 'succeeded', auth_code = :auth_code, updated_at = :now {_UNSETTLED}"
 FAIL = (
@@ -127,13 +140,17 @@ _ALL_CHECKS = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue ORDER BY create
 
 _REFUND_COLUMNS = "id, intent_id, merchant_id, transaction_id, reference, amount, currency, status, reason," \
                   " error_code, created_at, updated_at"
-_REFUNDABLE = Sql(f"SELECT status, amount, amount_refunded, currency FROM payment_intents WHERE {_BY_ID}")
+_REFUNDABLE = Sql(f"SELECT status, amount_received, amount_refunded, currency FROM payment_intents WHERE {_BY_ID}")
 _RESERVE = Sql("UPDATE payment_intents SET amount_refunded = amount_refunded + :amount, version = version + 1,"
                " updated_at = :now WHERE id = :intent_id AND status = 'succeeded'"
-               " AND amount_refunded + :amount <= amount")
+               " AND amount_refunded + :amount <= amount_received")
 _RELEASE = Sql("UPDATE payment_intents SET amount_refunded = amount_refunded - :amount, version = version + 1,"
                " updated_at = :now WHERE id = :intent_id")
-_CHARGE = Sql("SELECT id, reference FROM transactions WHERE intent_id = :intent_id AND status = 'succeeded'")
+# What received the money: a charge, or a capture (refunded at the processor against its
+# authorization's reference, where the money was taken).
+_RECEIVED = ("FROM transactions t LEFT JOIN transactions p ON p.id = t.parent_id"
+             " WHERE t.intent_id = :intent_id AND t.status = 'succeeded' AND t.kind IN ('charge', 'capture')")
+_CHARGE = Sql(f"SELECT t.id, COALESCE(p.reference, t.reference) AS reference {_RECEIVED}")
 _INSERT_REFUND = Sql(f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (:id, :intent_id, :merchant_id,"
                      " :transaction_id, :reference, :amount, :currency, 'pending', :reason, NULL, :now, :now)")
 _GET_REFUND = Sql(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = :id")
@@ -142,8 +159,9 @@ _SETTLE_REFUND = Sql("UPDATE refunds SET status = :status, error_code = :error_c
 _MARK_REFUND_UNKNOWN = Sql("UPDATE refunds SET status = 'unknown', updated_at = :now"
                            " WHERE id = :id AND status = 'pending'")
 _REFUND_FOR_CHECK = Sql("SELECT r.id, r.intent_id, r.merchant_id, r.reference, r.amount, r.currency,"
-                        " t.reference AS charge_reference FROM refunds r"
-                        " JOIN transactions t ON t.id = r.transaction_id WHERE r.id = :id")
+                        " COALESCE(p.reference, t.reference) AS charge_reference FROM refunds r"
+                        " JOIN transactions t ON t.id = r.transaction_id"
+                        " LEFT JOIN transactions p ON p.id = t.parent_id WHERE r.id = :id")
 
 # Idempotency keys (SPEC §3). A claim is made in the transaction of the change it guards.
 _KEY = "merchant_id = :merchant_id AND idempotency_key = :key"
@@ -198,7 +216,7 @@ def refusal_to_begin(why: Row | None, new: NewAttempt) -> StoreRefusal | None:
     return None
 
 
-class SqlPaymentStore(ABC):
+class SqlPaymentStore(HoldOperations, ABC):
     """:class:`~paygate_server.storage.port.PaymentStore`, one transaction per change."""
 
     def __init__(self, db: Database) -> None:
@@ -339,14 +357,15 @@ class SqlPaymentStore(ABC):
                 raise await self.why_not_begin(conn, new) or IntentNotInStatus("in_progress")
             if new.vault_id is not None and not await execute(conn, _REDEEM_TOKEN, vault_id=new.vault_id, now=now):
                 raise TokenSpent()  # used by a concurrent request (or expired) since it was read
-            attempt = Attempt(new_id("txn"), new_id("ref"), new.intent_id, new.merchant_id, row["amount"],
-                              row["currency"])
+            txn_id, reference = new_id("txn"), new_id("ref")
             try:
-                await execute(conn, _INSERT_ATTEMPT, id=attempt.transaction_id, intent_id=new.intent_id,
-                              merchant_id=new.merchant_id, reference=attempt.reference, connector=new.connector,
-                              amount=attempt.amount, currency=attempt.currency, **card_params(new), now=now)
+                inserted = await fetch_one(conn, _INSERT_ATTEMPT, id=txn_id, intent_id=new.intent_id,
+                                           reference=reference, connector=new.connector, **card_params(new), now=now)
             except IntegrityError:  # the partial unique index: another attempt is in flight
                 raise AttemptInFlight() from None
+            assert inserted is not None
+            attempt = Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"], row["currency"],
+                              inserted["kind"])
             # If this process dies mid-call, the reconciler owns the attempt after the grace period.
             await self._add_check(conn, "charge", attempt.transaction_id, new.intent_id, new.merchant_id,
                                   now + new.check_after_us, now)
@@ -367,16 +386,11 @@ class SqlPaymentStore(ABC):
             if txn is None or txn["status"] not in ("pending", "unknown"):
                 return None, False
             now = now_us()
+            if not await self._settle_operation(conn, txn, outcome, now):
+                return None, False
             if not outcome.settles:
-                await self._defer(conn, "charge", _MARK_ATTEMPT_UNKNOWN, txn, outcome, now)
                 return await fetch_one(conn, _GET_INTENT, intent_id=attempt.intent_id,
                                        merchant_id=attempt.merchant_id), False
-            sql, params = attempt_outcome_params(outcome)
-            if await execute(conn, sql, id=attempt.transaction_id, **params, now=now) != 1:
-                return None, False
-            if txn["vault_id"] is not None:  # paid with a checkout token
-                await execute(conn, _DROP_ATTEMPT_CVC, vault_id=txn["vault_id"])
-            await execute(conn, _DROP_CHECK, kind="charge", object_id=attempt.transaction_id)
             row = await fetch_one(conn, _SETTLE_PROCESSING, intent_id=attempt.intent_id,
                                   merchant_id=attempt.merchant_id, status=outcome.status,
                                   last_error=outcome.intent_error, failed=int(outcome.status == "failed"), now=now)
@@ -392,7 +406,7 @@ class SqlPaymentStore(ABC):
 
     async def attempt_for_check(self, transaction_id: str) -> Row | None:
         async with self._db.read_one() as conn:
-            return await fetch_one(conn, _ATTEMPT, id=transaction_id)
+            return await fetch_one(conn, _ATTEMPT_FOR_CHECK, id=transaction_id)
 
     # --- the settle path shared by every processor operation ---------------------------
 
@@ -401,13 +415,28 @@ class SqlPaymentStore(ABC):
         await execute(conn, _ADD_CHECK, kind=kind, object_id=object_id, intent_id=intent_id,
                       merchant_id=merchant_id, due_at=due_at, checks=0, last_result=None, now=now)
 
+    async def _settle_operation(self, conn: Connection, txn: Row, outcome: Outcome, now: int) -> bool:
+        """Write a processor operation's outcome on its row, once (False: settled already),
+        or mark it unknown and move its check. An authorization's outcome takes the CVC."""
+        kind = queue_kind(txn["kind"])
+        if not outcome.settles:
+            await self._defer(conn, kind, _MARK_ATTEMPT_UNKNOWN, txn, outcome, now)
+            return True
+        sql, params = attempt_outcome_params(outcome)
+        if await execute(conn, sql, id=txn["id"], **params, now=now) != 1:
+            return False
+        if txn["vault_id"] is not None:  # paid with a checkout token
+            await execute(conn, _DROP_ATTEMPT_CVC, vault_id=txn["vault_id"])
+        await execute(conn, _DROP_CHECK, kind=kind, object_id=txn["id"])
+        return True
+
     async def _defer(self, conn: Connection, kind: str, mark_unknown: Sql, row: Row, outcome: Outcome,
                      now: int) -> None:
         """An unknown outcome: the operation becomes ``unknown`` (once: the history records
         the change of state, not every check) and its check moves to ``outcome.due_at``."""
         if row["status"] == "pending":
             await execute(conn, mark_unknown, id=row["id"], now=now,
-                          **({"message": outcome.error_message} if kind == "charge" else {}))
+                          **({} if kind == "refund" else {"message": outcome.error_message}))
         check = {"kind": kind, "object_id": row["id"], "due_at": outcome.due_at, "checks": outcome.checks,
                  "last_result": outcome.last_result}
         if not await execute(conn, _MOVE_CHECK, **check):
@@ -428,7 +457,7 @@ class SqlPaymentStore(ABC):
                 raise IntentMissing()
             if intent["status"] != "succeeded":
                 raise IntentNotInStatus(intent["status"])
-            remaining = intent["amount"] - intent["amount_refunded"]
+            remaining = intent["amount_received"] - intent["amount_refunded"]
             amount = remaining if new.amount is None else new.amount
             if amount <= 0 or amount > remaining:
                 raise OverRefund(remaining)

@@ -24,6 +24,7 @@ from paygate_server.ids import new_id
 from paygate_server.storage.payments import (
     ATTEMPT_CARD,
     ATTEMPT_COLUMNS,
+    ATTEMPT_KIND,
     COLUMNS,
     DROP_CVC,
     FAIL,
@@ -83,11 +84,12 @@ def _begin_sql(redeeming: bool, claiming: bool) -> Sql:
         f"WITH intent AS (UPDATE payment_intents {START_PROCESSING} RETURNING {COLUMNS}),"
         f"{redeem}"
         f" attempt AS (INSERT INTO transactions ({ATTEMPT_COLUMNS}) SELECT :id, intent.id, intent.merchant_id,"
-        f" {status}, :reference, :connector, intent.amount, intent.currency, {ATTEMPT_CARD} FROM {source}),"
+        f" {status}, :reference, :connector, intent.amount, intent.currency, {ATTEMPT_CARD},"
+        f" {ATTEMPT_KIND.format(intent='intent')} FROM {source} RETURNING kind),"
         " queued AS (INSERT INTO reconcile_queue (kind, object_id, intent_id, merchant_id, due_at, checks, created_at)"
         " SELECT 'charge', :id, id, merchant_id, :due_at, 0, :now FROM intent)"
         f"{', ' + _claim_in_progress('intent') if claiming else ''}"
-        f" SELECT {COLUMNS} FROM intent"
+        f" SELECT {COLUMNS}, (SELECT kind FROM attempt) AS attempt_kind FROM intent"
     )
 
 
@@ -179,8 +181,9 @@ class PostgresPaymentStore(SqlPaymentStore):
             except IntegrityError:
                 pass  # the key exists, or another attempt is in flight, or the token is spent
             if row is not None:
-                return row, Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"],
-                                    row["currency"])
+                intent = dict(row)
+                return intent, Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"],
+                                       row["currency"], intent.pop("attempt_kind"))
             in_the_way = await self._key_in_the_way(conn, claim)
             if isinstance(in_the_way, ExistingKey):
                 return in_the_way
@@ -203,9 +206,12 @@ class PostgresPaymentStore(SqlPaymentStore):
                 return await fetch_one(conn, _SETTLE[approved, False], **params), False
             # The row SETTLE_PROCESSING will write, rendered in advance: the statement stores
             # it only if that is the row it writes (see _settle_sql).
-            expected = {**dict(before), "status": outcome.status, "last_error": outcome.intent_error,
-                        "failed_attempts": before["failed_attempts"] + failed, "version": before["version"] + 1,
-                        "updated_at": now}
+            holds = approved and before["capture_method"] == "manual"
+            expected = {**dict(before), "status": "requires_capture" if holds else outcome.status,
+                        "amount_capturable": before["amount"] if holds else 0,
+                        "amount_received": before["amount"] if approved and not holds else 0,
+                        "last_error": outcome.intent_error, "failed_attempts": before["failed_attempts"] + failed,
+                        "version": before["version"] + 1, "updated_at": now}
             row = await fetch_one(conn, _SETTLE[approved, True], **params,
                                   idem_merchant_id=answer.claim.merchant_id, idem_key=answer.claim.key,
                                   idem_body=answer.claim.seal(answer.render(expected)),

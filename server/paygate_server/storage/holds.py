@@ -1,0 +1,164 @@
+"""Captures and voids of held authorizations (manual capture, SPEC §4): the store's side.
+
+The same shape as a charge: one transaction moves the intent from ``requires_capture`` to
+``in_progress`` and records a ``pending`` operation (``kind`` capture or void, its
+authorization as ``parent_id``) with its own processor reference and its reconciler check,
+before the processor hears of it; one transaction settles it once. The general form on
+both databases: these are not on every payment's path, and PostgreSQL's row lock
+(:meth:`_lock_intent`) serializes them with everything else done to the intent.
+
+:class:`HoldOperations` is a part of :class:`~paygate_server.storage.payments.SqlPaymentStore`;
+the shared steps (claiming a key, the reconciler's check, settling an operation's row) are
+the store's.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from paygate_server.clock import now_us
+from paygate_server.ids import new_id
+from paygate_server.storage.engine import Database
+from paygate_server.storage.port import (
+    AnswerSpec,
+    Attempt,
+    ExistingKey,
+    IntentMissing,
+    IntentNotInStatus,
+    KeyClaim,
+    NewCapture,
+    NewVoid,
+    Outcome,
+    OverCapture,
+    Row,
+)
+from paygate_server.storage.schema import payment_intents
+from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
+
+__all__ = ["HoldOperations", "queue_kind"]
+
+_COLUMNS = ", ".join(c.name for c in payment_intents.c)
+_BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
+_HELD = Sql(f"SELECT status, amount_capturable FROM payment_intents WHERE {_BY_ID}")
+_AUTHORIZATION = Sql("SELECT id, reference, amount FROM transactions WHERE intent_id = :intent_id"
+                     " AND kind = 'authorization' AND status = 'succeeded'")
+_TO_IN_PROGRESS = Sql("UPDATE payment_intents SET status = 'in_progress', amount_capturable = 0, last_error = NULL,"
+                      f" version = version + 1, updated_at = :now WHERE {_BY_ID} AND status = 'requires_capture'"
+                      f" RETURNING {_COLUMNS}")
+# A capture or void carries its authorization's connector and card summary.
+_INSERT_FOLLOW_UP = Sql(
+    "INSERT INTO transactions (id, intent_id, merchant_id, status, kind, parent_id, reason, reference, connector,"
+    " amount, currency, card_brand, card_last4, card_exp_month, card_exp_year, created_at, updated_at)"
+    " SELECT :id, intent_id, merchant_id, 'pending', :kind, id, :reason, :reference, connector, :amount, currency,"
+    " card_brand, card_last4, card_exp_month, card_exp_year, :now, :now FROM transactions WHERE id = :parent_id"
+)
+_FOLLOW_UP = Sql("SELECT t.id, t.status, t.kind, t.reason, t.intent_id, t.merchant_id, t.amount,"
+                 " t.vault_id, p.amount AS held FROM transactions t JOIN transactions p ON p.id = t.parent_id"
+                 " WHERE t.id = :id")
+# Where the intent goes is the domain's (Outcome.intent_status); what that means for the
+# amounts is written here once.
+_SETTLE_INTENT = Sql(
+    "UPDATE payment_intents SET status = :status,"
+    " amount_received = CASE WHEN :status = 'succeeded' THEN :amount ELSE amount_received END,"
+    " amount_capturable = CASE WHEN :status = 'requires_capture' THEN :held ELSE 0 END,"
+    " cancellation_reason = CASE WHEN :status = 'canceled' THEN :reason ELSE cancellation_reason END,"
+    " last_error = :last_error, version = version + 1, updated_at = :now"
+    f" WHERE {_BY_ID} AND status = 'in_progress' RETURNING {_COLUMNS}"
+)
+_GET_INTENT = Sql(f"SELECT {_COLUMNS} FROM payment_intents WHERE {_BY_ID}")
+_EXPIRED = Sql(
+    "SELECT i.id, i.merchant_id FROM payment_intents i JOIN transactions t ON t.intent_id = i.id"
+    " AND t.kind = 'authorization' AND t.status = 'succeeded'"
+    " WHERE i.status = 'requires_capture' AND t.updated_at < :before ORDER BY t.updated_at LIMIT :limit"
+)
+
+
+def queue_kind(kind: str) -> str:
+    """The reconciler queue's kind for an operation: an authorization is checked as a charge."""
+    return "charge" if kind == "authorization" else kind
+
+
+class HoldOperations(ABC):
+    _db: Database
+
+    @abstractmethod
+    async def _lock_intent(self, conn: Connection, intent_id: str) -> None: ...
+
+    @abstractmethod
+    async def _claim(self, conn: Connection, claim: KeyClaim) -> ExistingKey | None: ...
+
+    @abstractmethod
+    async def _complete(self, conn: Connection, claim: KeyClaim, status: int, body: bytes) -> bool: ...
+
+    @abstractmethod
+    async def _add_check(self, conn: Connection, kind: str, object_id: str, intent_id: str, merchant_id: str,
+                         due_at: int, now: int) -> None: ...
+
+    @abstractmethod
+    async def _settle_operation(self, conn: Connection, txn: Row, outcome: Outcome, now: int) -> bool:
+        """Write the outcome on the operation's row (once: False if it was settled already),
+        or mark it unknown and move its check."""
+
+    async def begin_capture(self, new: NewCapture, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey:
+        return await self._begin(new.merchant_id, new.intent_id, "capture", new.amount, None, new.check_after_us,
+                                 claim)
+
+    async def begin_void(self, new: NewVoid, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey:
+        return await self._begin(new.merchant_id, new.intent_id, "void", None, new.reason, new.check_after_us, claim)
+
+    async def _begin(self, merchant_id: str, intent_id: str, kind: str, amount: int | None, reason: str | None,
+                     check_after_us: int, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey:
+        ids = {"intent_id": intent_id, "merchant_id": merchant_id}
+        async with self._db.write() as conn:
+            if claim is not None and (existing := await self._claim(conn, claim)) is not None:
+                return existing
+            await self._lock_intent(conn, intent_id)
+            held = await fetch_one(conn, _HELD, **ids)
+            if held is None:
+                raise IntentMissing()
+            if held["status"] != "requires_capture":
+                raise IntentNotInStatus(held["status"])
+            capturable = held["amount_capturable"]
+            if kind == "capture" and amount is not None and amount > capturable:
+                raise OverCapture(capturable)
+            authorization = await fetch_one(conn, _AUTHORIZATION, intent_id=intent_id)
+            assert authorization is not None  # requires_capture: its authorization succeeded
+            # A capture takes what it asks for (all that is held by default); a void, the hold.
+            amount = capturable if amount is None or kind == "void" else amount
+            now = now_us()
+            row = await fetch_one(conn, _TO_IN_PROGRESS, **ids, now=now)
+            assert row is not None  # under the intent's lock, in requires_capture
+            attempt = Attempt(new_id("txn"), new_id("ref"), intent_id, merchant_id, amount, row["currency"], kind,
+                              authorization["reference"])
+            await execute(conn, _INSERT_FOLLOW_UP, id=attempt.transaction_id, kind=kind, reason=reason,
+                          reference=attempt.reference, amount=amount, parent_id=authorization["id"], now=now)
+            await self._add_check(conn, kind, attempt.transaction_id, intent_id, merchant_id, now + check_after_us,
+                                  now)
+            return row, attempt
+
+    async def settle_follow_up(self, attempt: Attempt, outcome: Outcome,
+                               answer: AnswerSpec | None = None) -> tuple[Row | None, bool]:
+        """Record the processor's answer about a capture or void, once, and move its intent
+        where ``outcome.intent_status`` says (with the request's answer, if given)."""
+        ids = {"intent_id": attempt.intent_id, "merchant_id": attempt.merchant_id}
+        async with self._db.write() as conn:
+            await self._lock_intent(conn, attempt.intent_id)
+            txn = await fetch_one(conn, _FOLLOW_UP, id=attempt.transaction_id)
+            if txn is None or txn["status"] not in ("pending", "unknown"):
+                return None, False
+            now = now_us()
+            if not await self._settle_operation(conn, txn, outcome, now):
+                return None, False
+            if not outcome.settles:
+                return await fetch_one(conn, _GET_INTENT, **ids), False
+            row = await fetch_one(conn, _SETTLE_INTENT, **ids, status=outcome.intent_status, amount=txn["amount"],
+                                  held=txn["held"], reason=outcome.cancellation_reason or txn["reason"],
+                                  last_error=outcome.intent_error, now=now)
+            answered = False
+            if row is not None and answer is not None:
+                answered = await self._complete(conn, answer.claim, 200, answer.render(row))
+            return row, answered
+
+    async def expired_holds(self, authorized_before: int, limit: int) -> list[Row]:
+        """Intents in ``requires_capture`` whose authorization is older than the cut-off."""
+        async with self._db.read_one() as conn:
+            return await fetch_all(conn, _EXPIRED, before=authorized_before, limit=limit)
