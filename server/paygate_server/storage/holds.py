@@ -56,11 +56,12 @@ _FOLLOW_UP = Sql("SELECT t.id, t.status, t.kind, t.reason, t.intent_id, t.mercha
                  " WHERE t.id = :id")
 # Where the intent goes is the domain's (Outcome.intent_status); what that means for the
 # amounts is written here once.
+_TO = "CAST(:status AS VARCHAR(16))"  # one type for the parameter wherever it appears (PostgreSQL)
 _SETTLE_INTENT = Sql(
     "UPDATE payment_intents SET status = :status,"
-    " amount_received = CASE WHEN :status = 'succeeded' THEN :amount ELSE amount_received END,"
-    " amount_capturable = CASE WHEN :status = 'requires_capture' THEN :held ELSE 0 END,"
-    " cancellation_reason = CASE WHEN :status = 'canceled' THEN :reason ELSE cancellation_reason END,"
+    f" amount_received = CASE WHEN {_TO} = 'succeeded' THEN :amount ELSE amount_received END,"
+    f" amount_capturable = CASE WHEN {_TO} = 'requires_capture' THEN :held ELSE 0 END,"
+    f" cancellation_reason = CASE WHEN {_TO} = 'canceled' THEN :reason ELSE cancellation_reason END,"
     " last_error = :last_error, version = version + 1, updated_at = :now"
     f" WHERE {_BY_ID} AND status = 'in_progress' RETURNING {_COLUMNS}"
 )

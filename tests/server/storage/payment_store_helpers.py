@@ -64,8 +64,8 @@ class Shop:
         """A request's key as the endpoint makes it (``.claim``; ``.open`` reads what it stores)."""
         return IdempotencyScope(self.gw.gateway, self.merchant_id, key, "POST", target, b"{}")
 
-    async def intent(self, amount: int = 1999) -> dict[str, Any]:
-        row, _ = new_intent(self.merchant_id, CreateIntent(amount, "USD", {"name": "Mug"}, None, {}))
+    async def intent(self, amount: int = 1999, capture_method: str = "automatic") -> dict[str, Any]:
+        row, _ = new_intent(self.merchant_id, CreateIntent(amount, "USD", {"name": "Mug"}, None, {}, capture_method))
         assert await self.store.create_intent(row, None, b"{}") is None
         return row
 
@@ -84,6 +84,14 @@ class Shop:
         _, attempt = await self.begin((await self.intent())["id"])
         row, _ = await self.store.settle_attempt(attempt, APPROVED)
         assert row is not None and row["status"] == "succeeded"
+        return attempt
+
+    async def held(self, amount: int = 5000) -> Attempt:
+        """A manual-capture intent in requires_capture; its authorization."""
+        _, attempt = await self.begin((await self.intent(amount, "manual"))["id"])
+        assert attempt.kind == "authorization"
+        row, _ = await self.store.settle_attempt(attempt, APPROVED)
+        assert row is not None and (row["status"], row["amount_capturable"]) == ("requires_capture", amount)
         return attempt
 
     async def vaulted(self, intent_id: str) -> str:
