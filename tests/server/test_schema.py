@@ -1,13 +1,18 @@
 """Migrations produce exactly the schema the code declares; versions are checked."""
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from paygate_server.storage import SchemaMismatch, check_schema, create_database
+from paygate_server.storage import SchemaMismatch, check_schema, create_database, upgrade
 from paygate_server.storage.schema import metadata
+from tests.support.databases import drop_database, new_database_url
 
 
 async def test_migrated_schema_matches_metadata(database_url: str) -> None:
@@ -46,5 +51,64 @@ async def test_change_log_is_append_only(fresh_database_url: str) -> None:
                     await conn.execute(text(statement))
         async with db.read() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM change_log"))).scalar_one() == 1
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def unmigrated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    url = new_database_url("sqlite" if database_url.startswith("sqlite") else "postgresql", tmp_path)
+    yield url
+    drop_database(url)
+
+
+async def test_0004_moves_a_database_of_the_old_code_without_losing_a_row(unmigrated_url: str) -> None:
+    """A database at 0003 with intents, charges and a refund as the code before manual capture
+    wrote them (through its triggers): 0004 keeps every row, says what a succeeded intent
+    received, writes no history of its own, and later changes are captured with the new
+    columns (SQLite's triggers name every column)."""
+    db = create_database(unmigrated_url)
+    try:
+        await upgrade(db, "0003")
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO merchants VALUES ('mer_1', 'x', 1)"))
+            for pid, status in (("pi_paid", "succeeded"), ("pi_new", "created"), ("pi_declined", "failed")):
+                await conn.execute(text(
+                    "INSERT INTO payment_intents (id, merchant_id, status, amount, amount_refunded, currency,"
+                    " client_secret_hash, created_at, updated_at) VALUES (:id, 'mer_1', 'created', 700, 0, 'EUR',"
+                    " :h, 1, 1)"), {"id": pid, "h": pid})
+                if status != "created":
+                    await conn.execute(text(
+                        "INSERT INTO transactions (id, intent_id, merchant_id, status, reference, connector, amount,"
+                        " currency, created_at, updated_at) VALUES (:t, :id, 'mer_1', :s, :r, 'simulator', 700,"
+                        " 'EUR', 2, 2)"), {"t": f"txn_{pid}", "id": pid, "s": status, "r": f"ref_{pid}"})
+                    await conn.execute(text("UPDATE payment_intents SET status = :s, updated_at = 3 WHERE id = :id"),
+                                       {"s": status, "id": pid})
+            await conn.execute(text("UPDATE payment_intents SET amount_refunded = 200 WHERE id = 'pi_paid'"))
+        async with db.read() as conn:
+            history_before = (await conn.execute(text("SELECT count(*) FROM change_log"))).scalar_one()
+
+        await upgrade(db)
+        async with db.read() as conn:
+            intents = {r.id: r for r in await conn.execute(text(
+                "SELECT id, status, amount_refunded, capture_method, amount_received, amount_capturable,"
+                " cancellation_reason FROM payment_intents"))}
+            kinds = {r.id: r.kind for r in await conn.execute(text("SELECT id, kind FROM transactions"))}
+            assert (await conn.execute(text("SELECT count(*) FROM change_log"))).scalar_one() == history_before
+        assert {k: tuple(v)[1:] for k, v in intents.items()} == {
+            "pi_paid": ("succeeded", 200, "automatic", 700, 0, None),
+            "pi_new": ("created", 0, "automatic", 0, 0, None),
+            "pi_declined": ("failed", 0, "automatic", 0, 0, None),
+        }
+        assert kinds == {"txn_pi_paid": "charge", "txn_pi_declined": "charge"}
+
+        async with db.write() as conn:
+            await conn.execute(text("UPDATE payment_intents SET status = 'canceled', updated_at = 4"
+                                    " WHERE id = 'pi_new'"))
+        async with db.read() as conn:
+            last = (await conn.execute(text("SELECT data FROM change_log ORDER BY id DESC LIMIT 1"))).scalar_one()
+        snapshot = json.loads(last)
+        assert (snapshot["status"], snapshot["capture_method"], snapshot["amount_received"]) == \
+            ("canceled", "automatic", 0)
     finally:
         await db.dispose()
