@@ -24,7 +24,7 @@ _US = 1_000_000
 
 @dataclass(frozen=True)
 class Mismatch:
-    kind: str  # charge | refund
+    kind: str  # charge | capture | refund
     problem: str
     reference: str
     payment_intent_id: str | None
@@ -56,7 +56,7 @@ async def reconcile_settlement(store: PaymentStore, connector: Connector,
     start, end = _day_bounds(day)
     mismatches: list[Mismatch] = []
     ours: dict[tuple[str, str], Any] = {}
-    for table in ("charge", "refund"):
+    for table in ("charge", "capture", "refund"):
         refs = [ref for (k, ref) in at_processor if k == table]
         # Only what went through this processor (a gateway may have several).
         for found in await store.settled_records(table, connector.name, refs, start, end):

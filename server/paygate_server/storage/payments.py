@@ -535,8 +535,9 @@ class SqlPaymentStore(HoldOperations, ABC):
     async def settled_records(self, kind: str, connector: str, references: Sequence[str],
                               start: int, end: int) -> list[Row]:
         """A processor's records for a settlement day: ours with these references, and
-        our successes of the day at ``connector`` (charges, or refunds of its charges)."""
-        table = transactions if kind == "charge" else refunds
+        our successes of the day at ``connector`` (charges, captures, or refunds of its
+        charges and captures; never an authorization: its capture is what settles)."""
+        table = refunds if kind == "refund" else transactions
         found: dict[str, Row] = {}
         async with self._db.read() as conn:
             if references:
@@ -545,7 +546,7 @@ class SqlPaymentStore(HoldOperations, ABC):
             query = select(table).where(table.c.status == "succeeded", table.c.created_at >= start,
                                         table.c.created_at < end)
             if table is transactions:
-                query = query.where(transactions.c.connector == connector)
+                query = query.where(transactions.c.connector == connector, transactions.c.kind == kind)
             else:
                 query = query.where(refunds.c.transaction_id.in_(
                     select(transactions.c.id).where(transactions.c.connector == connector)))

@@ -116,7 +116,7 @@ class RefundResult:
 
 @dataclass(frozen=True, slots=True)
 class SettlementRecord:
-    kind: Literal["charge", "refund"]
+    kind: Literal["charge", "capture", "refund"]  # what settles: never an uncaptured authorization
     reference: str
     payment_intent_id: str | None
     charge_reference: str | None
@@ -157,7 +157,7 @@ class Connector(Protocol):
         ...
 
     async def settlement_report(self, day: _dt.date) -> list[SettlementRecord]:
-        """Settled charges and refunds of a UTC day; raises :class:`ConnectorError`."""
+        """Settled charges, captures and refunds of a UTC day; raises :class:`ConnectorError`."""
         ...
 
     async def aclose(self) -> None: ...

@@ -303,6 +303,18 @@ class SimulatorConnector:
             ]
             records += [
                 SettlementRecord(
+                    kind="capture",
+                    reference=str(item["reference"]),
+                    payment_intent_id=item.get("paymentIntentId"),
+                    charge_reference=str(item["chargeReference"]),
+                    amount=_int(item["amount"]),
+                    currency=str(item["currency"]),
+                    merchant_id=item.get("merchantId"),
+                )
+                for item in data.get("captures", [])
+            ]
+            records += [
+                SettlementRecord(
                     kind="refund",
                     reference=str(item["reference"]),
                     payment_intent_id=item.get("paymentIntentId"),

@@ -21,6 +21,7 @@ from paygate_server.http1client import (
     ReusedConnectionClosed,
 )
 from paygate_server.processing.connectors import (
+    CaptureRequest,
     CardDetails,
     ChargeOutcome,
     ChargeRequest,
@@ -28,6 +29,7 @@ from paygate_server.processing.connectors import (
     ConnectorError,
     RefundRequest,
     SimulatorConnector,
+    VoidRequest,
     connector_for_url,
 )
 from paygate_server.processing.connectors.simulator import Operation, classify
@@ -317,6 +319,57 @@ async def test_lookup_and_refund_on_the_wire() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("operation", "body", "outcome", "decline_code"),
+    [
+        (Operation.CAPTURE, {"reference": REF, "status": "captured", "amount": 600}, O.APPROVED, None),
+        (Operation.CAPTURE, {"reference": REF, "status": "refused", "declineCode": "authorization_expired"},
+         O.DECLINED, "authorization_expired"),
+        (Operation.CAPTURE, {"reference": REF, "status": "refused"}, O.UNKNOWN, None),  # refused, but why?
+        (Operation.CAPTURE, {"reference": REF, "status": "approved", "authCode": "A"}, O.UNKNOWN, None),
+        (Operation.CAPTURE, {"reference": "other", "status": "captured"}, O.UNKNOWN, None),
+        (Operation.VOID, {"reference": REF, "status": "voided"}, O.APPROVED, None),
+        (Operation.VOID, {"reference": REF, "status": "refused", "declineCode": "already_captured"},
+         O.DECLINED, "already_captured"),
+        (Operation.VOID, {"reference": REF, "status": "captured"}, O.UNKNOWN, None),
+        (Operation.LOOKUP_CAPTURE, {"reference": REF, "status": "captured"}, O.APPROVED, None),
+        (Operation.LOOKUP_VOID, {"reference": REF, "status": "voided"}, O.APPROVED, None),
+    ],
+)
+def test_capture_and_void_statuses(operation: Operation, body: dict[str, Any], outcome: ChargeOutcome,
+                                   decline_code: str | None) -> None:
+    answer = classify(operation, REF, 200, orjson.dumps(body))
+    assert (answer.outcome, answer.decline_code) == (outcome, decline_code)
+
+
+async def test_authorize_capture_void_and_their_lookups_on_the_wire() -> None:
+    seen: list[Seen] = []
+
+    def handler(request: Seen) -> Reply:
+        seen.append(request)
+        if request.target == "/v1/charges":
+            return Reply(200, orjson.dumps(APPROVED))
+        if request.target == "/v1/captures":
+            return Reply(200, orjson.dumps({"reference": "cap_1", "status": "captured", "amount": 600}))
+        if request.target == "/v1/voids":
+            return Reply(200, orjson.dumps({"reference": "void_1", "status": "voided"}))
+        code = {"captures": "capture_not_found", "voids": "void_not_found"}[request.target.split("/")[2]]
+        return Reply(404, orjson.dumps({"status": "error", "code": code, "retryable": False}))
+
+    authorize = ChargeRequest(REF, "pi_1", "mer_1", 1999, "USD", CARD, capture=False)
+    async with _connector(handler) as connector:
+        assert (await connector.charge(authorize)).outcome is O.APPROVED
+        captured = await connector.capture(CaptureRequest("cap_1", REF, 600, "USD"))
+        voided = await connector.void(VoidRequest("void_1", REF))
+        assert (await connector.lookup("cap_1", "capture")).outcome is O.NOT_FOUND
+        assert (await connector.lookup("void_1", "void")).outcome is O.NOT_FOUND
+    assert (captured.outcome, captured.reference, voided.outcome) == (O.APPROVED, "cap_1", O.APPROVED)
+    assert orjson.loads(seen[0].body)["capture"] is False
+    assert orjson.loads(seen[1].body) == {"reference": "cap_1", "chargeReference": REF, "amount": 600}
+    assert orjson.loads(seen[2].body) == {"reference": "void_1", "chargeReference": REF}
+    assert [(s.method, s.target) for s in seen[3:]] == [("GET", "/v1/captures/cap_1"), ("GET", "/v1/voids/void_1")]
+
+
 async def test_settlement_report_parsing() -> None:
     report = {
         "date": "2025-01-01",
@@ -330,6 +383,10 @@ async def test_settlement_report_parsing() -> None:
                 "authCode": "X",
                 "createdAt": "…",
             }
+        ],
+        "captures": [
+            {"reference": "cap_1", "chargeReference": "txn_0", "paymentIntentId": "pi_0", "merchantId": "mer_1",
+             "amount": 600, "currency": "USD", "authCode": "Q", "createdAt": "…"}
         ],
         "refunds": [
             {
@@ -359,6 +416,7 @@ async def test_settlement_report_parsing() -> None:
         for r in records
     ] == [
         ("charge", "txn_1", "pi_1", None, 1000, "USD"),
+        ("capture", "cap_1", "pi_0", "txn_0", 600, "USD"),
         ("refund", "re_1", "pi_1", "txn_1", 300, "USD"),
     ]
 
