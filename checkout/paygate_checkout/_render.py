@@ -86,6 +86,8 @@ class FrameContext:
     merchant_origin: str | None = None
     description: str | None = None
     test_mode: bool = False
+    # Manual capture: the card is authorized now and charged later; the frame says so.
+    authorize_only: bool = False
 
     def resolved_merchant_origin(self, parent_origin: str | None = None) -> str:
         """The postMessage target; ValueError if it is not one of ``allowed_origins``."""
@@ -130,7 +132,7 @@ def render_frame(
         "merchantOrigin": merchant_origin,
         "keysUrl": f"{base}/keys",
         "tokensUrl": f"{base}/tokens",
-        "amountLabel": amount_label,
+        "submitLabel": f"{'Authorize' if context.authorize_only else 'Pay'} {amount_label}",
     }
     return _environment().get_template("frame.html").render(
         merchant_name=context.merchant_name,
@@ -138,6 +140,7 @@ def render_frame(
         currency=context.currency.upper(),
         description=context.description,
         test_mode=context.test_mode,
+        authorize_only=context.authorize_only,
         config=config,
         assets=_asset_urls(base),
     )

@@ -105,7 +105,7 @@ def test_config_block() -> None:
         "merchantOrigin": ORIGIN,
         "keysUrl": "/checkout/v1/keys",
         "tokensUrl": "/checkout/v1/tokens",
-        "amountLabel": "$19.99",
+        "submitLabel": "Pay $19.99",
     }
 
 
@@ -152,6 +152,14 @@ def test_amount_and_badges() -> None:
     assert "Mug" in html
     plain = render_frame(_context())
     assert "Test mode" not in plain and "pg-description" not in plain
+    assert _config(_parse(plain))["submitLabel"] == "Pay $19.99" and "Authorize" not in plain
+
+
+def test_a_manual_capture_checkout_says_authorize() -> None:
+    html = render_frame(_context(amount=1999, currency="USD", authorize_only=True))
+    assert "Authorize $19.99" in html and "Pay $19.99" not in html
+    assert _config(_parse(html))["submitLabel"] == "Authorize $19.99"
+    assert "charged when" in html and 'id="pg-hold-note"' in html
 
 
 def test_form_fields() -> None:

@@ -210,7 +210,7 @@
     submit.disabled = value;
     submit.classList.toggle("pg-busy", value);
     submit.setAttribute("aria-busy", value ? "true" : "false");
-    submitLabel.textContent = value ? "Processing\u2026" : "Pay " + config.amountLabel;
+    submitLabel.textContent = value ? "Processing\u2026" : config.submitLabel;
     order.forEach(function (name) {
       fields[name].readOnly = value;
     });

@@ -72,7 +72,8 @@ async def frame_context(gateway: Gateway, client_secret: str) -> FrameContext | 
         raise FrameUnavailable(problem.message, allowed_origins=origins, status_code=problem.status)
     return FrameContext(merchant_name=str(merchant["name"]) if merchant else "", amount=intent["amount"],
                         currency=intent["currency"], client_secret=client_secret, allowed_origins=origins,
-                        description=intent["description"], test_mode=not live)
+                        description=intent["description"], test_mode=not live,
+                        authorize_only=intent["capture_method"] == "manual")
 
 
 async def frame(request: Request) -> Response:

@@ -62,6 +62,15 @@ async def test_frame_shows_the_intent_and_allows_only_the_merchants_origins(gw: 
     assert _config(r.text)["merchantOrigin"] in SHOP_ORIGINS and "evil" not in r.text
 
 
+async def test_the_frame_of_a_manual_capture_says_authorize(gw: InProcessGateway) -> None:
+    shop = await gw.new_merchant(origins=SHOP_ORIGINS)
+    for method, label in (("manual", "Authorize €19.99"), ("automatic", "Pay €19.99")):
+        intent = await shop.create_intent(amount=1999, currency="EUR", captureMethod=method)
+        r = await gw.http.get("/checkout/v1/frame", params={"clientSecret": intent["clientSecret"]})
+        assert r.status_code == 200 and _config(r.text)["submitLabel"] == label
+        assert ("pg-hold-note" in r.text) == (method == "manual")
+
+
 async def test_frame_for_unknown_or_finished_checkouts(gw: InProcessGateway) -> None:
     shop = await gw.new_merchant(origins=SHOP_ORIGINS)
     for secret in ("pi_nope_secret_nope", "", "x" * 400):
