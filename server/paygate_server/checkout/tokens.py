@@ -60,6 +60,8 @@ def state_error(intent: Row) -> ApiError | None:
         return ApiError("intent_state_conflict", "This order has already been paid.")
     if status == "canceled":
         return ApiError("intent_state_conflict", "This order has been canceled.")
+    if status == "requires_capture":
+        return ApiError("intent_state_conflict", "This order's card has been authorized already.")
     if status not in PAYABLE_STATUSES:
         return ApiError("intent_state_conflict", "A payment for this order is already being processed.")
     if intent["failed_attempts"] >= MAX_FAILED_ATTEMPTS:
