@@ -20,9 +20,11 @@ HELD = frozenset({"requires_capture", "failed", "canceled", "succeeded"})
 
 
 def run(stack: Stack, body: Any) -> Any:
+    creds = stack.merchant()
+
     async def go() -> Any:
         async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=40) as http:
-            return await body(SignedClient(http, stack.merchant()))
+            return await body(SignedClient(http, creds))
     return asyncio.run(go())
 
 
@@ -213,3 +215,19 @@ def test_a_hold_past_the_gateways_ttl_is_voided(short_holds: Stack) -> None:
                  if e["type"] == "attempt.created"]
         assert kinds == ["authorization", "void"]
     run(short_holds, body)
+
+
+def test_a_capture_after_the_processors_hold_ended_cancels_expired(stack: Stack) -> None:
+    async def body(shop: SignedClient) -> None:
+        stack.set_faults(authorizationTtlS=0)  # the simulator's holds end as soon as they are granted
+        try:
+            pid = (await authorized(stack, shop))["paymentIntentId"]
+        finally:
+            stack.set_faults()
+        assert only_charge(stack, pid)["expired"] is True
+        r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert (got["status"], got["cancellationReason"], got["amountReceived"]) == ("canceled", "expired", 0), got
+        assert only_charge(stack, pid)["captured"] is False
+    run(stack, body)
