@@ -61,3 +61,17 @@ async def test_status_transitions_become_events_exactly_once(db: Database) -> No
     assert len(await _events(db)) == 6
     async with db.read() as conn:
         assert len((await conn.execute(select(webhook_deliveries))).all()) == 6
+
+
+async def test_an_authorized_manual_capture_is_an_event(db: Database) -> None:  # noqa: F811
+    merchant = await new_merchant(db)
+    async with db.write() as conn:
+        await create_endpoint(conn, MasterKey(bytes.fromhex(TEST_MASTER_KEY)), merchant, "http://h.test/", None)
+        pid = await new_intent(conn, merchant, amount=500)
+    for status in ("in_progress", "requires_capture", "in_progress", "succeeded"):
+        async with db.write() as conn:
+            await touch(conn, pid, status)
+    await Relay(db, FAST, [WebhookConsumer(batch_size=10)]).drain()
+    assert [t for t, _ in await _events(db)] == [
+        "payment_intent.created", "payment_intent.in_progress", "payment_intent.requires_capture",
+        "payment_intent.in_progress", "payment_intent.succeeded"]
