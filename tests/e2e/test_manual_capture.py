@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from paygate_server.processing.connectors import SimulatorConnector
+from paygate_server.processing.settlement import reconcile_settlement
+from paygate_server.storage import create_database, open_payment_store
 from tests.e2e.conftest import Stack, running_stack
 from tests.e2e.test_processing import CARDS, encrypted, process
 from tests.support.signing import SignedClient
@@ -231,3 +235,35 @@ def test_a_capture_after_the_processors_hold_ended_cancels_expired(stack: Stack)
         assert (got["status"], got["cancellationReason"], got["amountReceived"]) == ("canceled", "expired", 0), got
         assert only_charge(stack, pid)["captured"] is False
     run(stack, body)
+
+
+def test_settlement_reconciliation_covers_captures(stack: Stack) -> None:
+    """The simulator settles the capture (never the authorization); the gateway's records
+    agree with its report for these intents."""
+    async def body(shop: SignedClient) -> tuple[str, str]:
+        captured = (await authorized(stack, shop, 3100))["paymentIntentId"]
+        r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": captured, "amount": 3000})
+        assert r.json()["status"] == "succeeded", r.text
+        r = await shop.post("/api/v1/payment/refund", {"paymentIntentId": captured, "amount": 500})
+        assert r.json()["status"] == "succeeded", r.text
+        held = (await authorized(stack, shop, 900))["paymentIntentId"]
+        return captured, held
+
+    captured, held = run(stack, body)
+
+    async def reconcile() -> tuple[list[Any], list[Any]]:
+        db = create_database(stack.database_url)
+        try:
+            async with SimulatorConnector(stack.simulator.base_url) as connector:
+                today = datetime.now(UTC).date()
+                report = await connector.settlement_report(today)
+                mismatches, _ = await reconcile_settlement(open_payment_store(db), connector, today)
+            return report, mismatches
+        finally:
+            await db.dispose()
+
+    report, mismatches = asyncio.run(reconcile())
+    ours = {captured, held}
+    assert sorted((r.kind, r.amount) for r in report if r.payment_intent_id in ours) == \
+        [("capture", 3000), ("refund", 500)]
+    assert [m for m in mismatches if m.payment_intent_id in ours] == []
