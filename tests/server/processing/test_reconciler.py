@@ -3,6 +3,7 @@ listed, never-received attempts failed only after the safety window; settlement 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -16,12 +17,14 @@ from sqlalchemy import select, text, update
 
 import paygate
 from paygate_server.processing.connectors import (
+    CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
     ChargeResult,
     RefundRequest,
     RefundResult,
     SettlementRecord,
+    VoidRequest,
 )
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.service import ProcessingService
@@ -46,13 +49,29 @@ class ScriptedProcessor:
     calls: Counter[str] = field(default_factory=Counter)
     settled: list[SettlementRecord] = field(default_factory=list)
     name: str = "scripted"
+    # Captures and voids: what sending one answers, and what looking one up answers.
+    follow_up_outcome: ChargeOutcome = ChargeOutcome.APPROVED
+    follow_up_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         self.calls["charge"] += 1
         return ChargeResult(request.reference, self.charge_outcome, auth_code="A1B2C3", message="scripted")
 
-    async def lookup(self, reference: str) -> ChargeResult:
-        self.calls["lookup"] += 1
+    async def capture(self, request: CaptureRequest) -> ChargeResult:
+        self.calls["capture"] += 1
+        self.sent.append(("capture", request.reference, request.charge_reference))
+        return ChargeResult(request.reference, self.follow_up_outcome)
+
+    async def void(self, request: VoidRequest) -> ChargeResult:
+        self.calls["void"] += 1
+        self.sent.append(("void", request.reference, request.charge_reference))
+        return ChargeResult(request.reference, self.follow_up_outcome)
+
+    async def lookup(self, reference: str, kind: str = "charge") -> ChargeResult:
+        self.calls["lookup" if kind == "charge" else f"lookup_{kind}"] += 1
+        if kind != "charge":
+            return ChargeResult(reference, self.follow_up_lookup)
         await asyncio.sleep(self.lookup_delay_s)  # a slow processor: lets two reconcilers overlap
         return ChargeResult(reference, self.lookup_outcome, auth_code="A1B2C3", message="scripted lookup")
 
@@ -360,3 +379,57 @@ async def test_a_found_but_unknown_charge_keeps_the_back_off(clocked: tuple[InPr
     next_s = await _next_due_s(gw, clock)
     assert next_s is not None and 0.8 * SCHEDULE_S[1] <= next_s - checks[0][0] <= 1.2 * SCHEDULE_S[1]
     assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "in_progress"
+
+
+async def _held(gw: InProcessGateway, processor: ScriptedProcessor) -> tuple[SignedClient, str]:
+    """A manual-capture intent authorized by ``processor`` (requires_capture)."""
+    gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    shop = await gw.new_merchant()
+    pid = (await shop.create_intent(captureMethod="manual"))["paymentIntentId"]
+    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4242424242424242",
+                               exp_month=12, exp_year=2034, cvc="123")
+    r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                    "paymentDetails": {"encryptedCard": jwe}})
+    assert r.status_code == 200 and r.json()["status"] == "requires_capture", r.text
+    return shop, pid
+
+
+async def test_a_capture_the_processor_never_received_is_sent_again_with_its_reference(gw: InProcessGateway) -> None:
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_outcome=ChargeOutcome.UNKNOWN)
+    shop, pid = await _held(gw, processor)
+    r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1500})
+    assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
+    [(_, reference, authorization)] = processor.sent
+    processor.follow_up_outcome = ChargeOutcome.APPROVED  # the processor never saw it; now it answers
+    reconciler = Reconciler(gw.gateway.payments, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    await _make_due(gw, pid)
+    assert (await reconciler.run_once()).outcomes == {"capture_sent_approved": 1}
+    assert processor.sent[1] == ("capture", reference, authorization)  # the same reference, once more
+    got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (got["status"], got["amountReceived"]) == ("succeeded", 1500)
+    await _make_due(gw, pid)
+    assert (await reconciler.run_once()).checked == 0  # settled: off the queue
+
+
+async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGateway) -> None:
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
+    shop, pid = await _held(gw, processor)
+    async with gw.gateway.db.read() as conn:
+        authorization = (await conn.execute(select(transactions.c.reference).where(
+            transactions.c.intent_id == pid, transactions.c.kind == "authorization"))).scalar_one()
+
+    def voids_of_this_hold() -> list[tuple[str, str, str]]:
+        return [s for s in processor.sent if s[0] == "void" and s[2] == authorization]
+
+    await Reconciler(gw.gateway.payments, processor, gw.gateway.settings).run_once()  # type: ignore[arg-type]
+    assert voids_of_this_hold() == []  # 7 days by default: still held
+    assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["status"] == "requires_capture"
+
+    expiring = dataclasses.replace(gw.gateway.settings, authorization_ttl_s=0.0)
+    reconcilers = [Reconciler(gw.gateway.payments, processor, expiring) for _ in range(3)]  # type: ignore[arg-type]
+    await asyncio.gather(*(r.run_once() for r in reconcilers))
+    assert len(voids_of_this_hold()) == 1  # three reconcilers, one void
+    got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (got["status"], got["cancellationReason"], got["amountCapturable"]) == ("canceled", "expired", 0)
+    await reconcilers[0].run_once()
+    assert len(voids_of_this_hold()) == 1
