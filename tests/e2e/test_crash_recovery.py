@@ -118,3 +118,74 @@ async def _check_settled(stack: Stack, creds, intents: list[str]) -> None:  # ty
         # Charges at the processor == succeeded intents: none twice, none lost.
         assert len(approved) == (1 if status == "succeeded" else 0), (pid, status, approved)
         assert status in {"succeeded", "failed"}
+
+
+CAPTURE_POINTS = ["after_capture_commit", "during_processor_call"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", CAPTURE_POINTS)
+def test_sigkill_between_capture_committed_and_answered_captures_once(
+        point: str, rounds: int, database_url: str, tmp_path: Path) -> None:
+    """The victim authorizes nothing: the survivor does; the victim dies while capturing
+    (before it sent the capture, or with the capture at the processor); the survivor's
+    reconciler finds it or sends it again with its reference: captured exactly once. A third
+    of the charge test's rounds (1 by default, 6 in the slow set): each waits out the
+    in-flight grace before the reconciler may act."""
+    rounds = max(1, rounds // 3)
+    with running_stack(database_url, tmp_path) as stack:
+        victim = ServiceProcess(
+            lambda fd: gateway_command(fd), log_path=tmp_path / "victim.log",
+            env=gateway_env(database_url, tmp_path, PAYGATE_PROCESSOR_URL=stack.simulator.base_url,
+                            PAYGATE_FAULT_POINT=point, PAYGATE_RUN_BACKGROUND="0", **FAST_RECONCILE),
+        )
+        creds = stack.merchant()
+        jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
+        intents: list[str] = []
+        try:
+            asyncio.run(_capture_crash_rounds(stack, victim, creds, jwks, intents, rounds, point))
+        finally:
+            victim.close()
+        assert len(intents) == rounds
+        asyncio.run(_check_captured_once(stack, creds, intents))
+        assert "Traceback" not in stack.gateway.output()
+
+
+async def _capture_crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, intents: list[str],  # type: ignore[no-untyped-def]
+                                rounds: int, point: str) -> None:
+    async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as survivor_http:
+        survivor = SignedClient(survivor_http, creds)
+        for _ in range(rounds):
+            pid = (await survivor.create_intent(amount=2000, captureMethod="manual"))["paymentIntentId"]
+            intents.append(pid)
+            jwe = paygate.encrypt_card(jwks, number="4242424242424242", exp_month=12, exp_year=2034, cvc="123")
+            r = await survivor.post("/api/v1/payment/process", {
+                "paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}})
+            assert r.json()["status"] == "requires_capture", r.text
+            if point == "during_processor_call":
+                stack.set_faults(latencyMs=600)  # the kill (150 ms in) lands mid-call
+            victim.start()
+            try:
+                async with httpx.AsyncClient(base_url=victim.base_url, timeout=30) as victim_http:
+                    with pytest.raises(httpx.TransportError):
+                        await SignedClient(victim_http, creds).post("/api/v1/payment/capture",
+                                                                    {"paymentIntentId": pid, "amount": 1500})
+            finally:
+                stack.set_faults()
+            assert victim.proc is not None
+            assert victim.proc.wait(timeout=10) == -9  # it really died by SIGKILL at the point
+            victim.stop()
+
+
+async def _check_captured_once(stack: Stack, creds, intents: list[str]) -> None:  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as http:
+        shop = SignedClient(http, creds)
+        for pid in intents:
+            assert (await shop.final_status(pid, timeout=60))["status"] == "succeeded"
+            got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+            assert got["amountReceived"] == 1500
+            history = (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]
+            assert [e["data"]["kind"] for e in history if e["type"] == "attempt.created"] == \
+                ["authorization", "capture"]
+            [charge] = stack.charges_at_processor(pid)
+            assert (charge["captured"], charge["amountCaptured"], charge["voided"]) == (True, 1500, False)

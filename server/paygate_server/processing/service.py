@@ -164,6 +164,7 @@ class ProcessingService:
     async def _follow_up(self, begun: tuple[Row, Attempt], claim: KeyClaim | None) -> Processed:
         _, attempt = begun
         self._gateway.notifier.publish(attempt.intent_id)
+        crash_point(self._gateway.settings.fault_point, f"after_{attempt.kind}_commit")
         answer = None if claim is None else AnswerSpec(claim, _render_answer)
         return await self._within_budget(attempt, self._hold_operation(attempt, answer))
 
