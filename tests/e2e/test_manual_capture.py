@@ -144,21 +144,44 @@ def test_every_test_card_on_the_manual_path(stack: Stack) -> None:
             assert [c for c in charges if c["status"] == "approved"] == [], (number, charges)
 
 
-def test_capture_racing_void_and_two_captures_reach_the_processor_once(stack: Stack) -> None:
+async def _history_kinds(shop: SignedClient, pid: str) -> list[str]:
+    history = (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]
+    return [e["data"]["kind"] for e in history if e["type"] == "attempt.created"]
+
+
+def test_100_concurrent_captures_capture_once(stack: Stack) -> None:
     async def body(shop: SignedClient) -> None:
-        for racers in (("capture", "cancel"), ("capture", "capture")):
-            pid = (await authorized(stack, shop))["paymentIntentId"]
-            answers = await asyncio.gather(*(shop.post(f"/api/v1/payment/{op}", {"paymentIntentId": pid})
-                                             for op in racers))
-            codes = sorted(r.status_code for r in answers)
-            assert codes == [200, 409], [(r.status_code, r.text) for r in answers]
-            winner = next(r.json() for r in answers if r.status_code == 200)
-            charge = only_charge(stack, pid)
-            if winner["status"] == "succeeded":
-                assert (charge["captured"], charge["voided"]) == (True, False)
-            else:
-                assert winner["status"] == "canceled"
-                assert (charge["captured"], charge["voided"]) == (False, True)
+        pid = (await authorized(stack, shop, 10_000))["paymentIntentId"]
+        answers = await asyncio.gather(*(shop.post("/api/v1/payment/capture", {"paymentIntentId": pid,
+                                                                               "amount": 100 + i})
+                                         for i in range(100)))
+        won = [r for r in answers if r.status_code == 200]
+        assert len(won) == 1 and sorted({r.status_code for r in answers}) == [200, 409], \
+            sorted(r.status_code for r in answers)
+        amount = won[0].json()["amountReceived"]
+        # The processor's records are the oracle: one capture, of the winner's amount.
+        charge = only_charge(stack, pid)
+        assert (charge["captured"], charge["amountCaptured"]) == (True, amount)
+        assert await _history_kinds(shop, pid) == ["authorization", "capture"]
+    run(stack, body)
+
+
+def test_50_concurrent_captures_and_cancels_settle_one(stack: Stack) -> None:
+    async def body(shop: SignedClient) -> None:
+        pid = (await authorized(stack, shop))["paymentIntentId"]
+        ops = ["capture", "cancel"] * 25
+        answers = await asyncio.gather(*(shop.post(f"/api/v1/payment/{op}", {"paymentIntentId": pid})
+                                         for op in ops))
+        won = [(op, r.json()) for op, r in zip(ops, answers, strict=True) if r.status_code == 200]
+        assert len(won) == 1 and all(r.status_code in (200, 409) for r in answers)
+        [(op, intent)] = won
+        charge = only_charge(stack, pid)
+        if op == "capture":
+            assert intent["status"] == "succeeded" and (charge["captured"], charge["voided"]) == (True, False)
+        else:
+            assert (intent["status"], intent["cancellationReason"]) == ("canceled", "requested")
+            assert (charge["captured"], charge["voided"]) == (False, True)
+        assert await _history_kinds(shop, pid) == ["authorization", "capture" if op == "capture" else "void"]
     run(stack, body)
 
 
