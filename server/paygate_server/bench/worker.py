@@ -25,6 +25,8 @@ from paygate_server.http1client import ConnectionPool, HttpConnection, HttpError
 __all__ = ["FINAL_STATUSES", "SCENARIOS", "Recorder", "Signer", "WorkerConfig", "worker_main"]
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+# Where a manual-capture payment's first half ends (then the flow captures it).
+HELD = "requires_capture"
 SCENARIOS = ("payment", "create", "status", "process")
 PRODUCT = {"sku": "bench-01", "name": "Benchmark mug"}
 PROGRESS_EVERY_S = 0.5
@@ -52,6 +54,7 @@ class WorkerConfig:
     request_timeout_s: float = 30.0
     flow_timeout_s: float = 60.0
     status_wait_s: int = 5
+    capture_method: str = "automatic"  # manual: the payment flow authorizes, then captures
 
 
 class Signer:
@@ -168,7 +171,10 @@ class Driver:
         return data if isinstance(data, dict) else None
 
     def _create_body(self) -> bytes:
-        return orjson.dumps({"amount": self.cfg.amount, "currency": self.cfg.currency, "productDetails": PRODUCT})
+        body: dict[str, Any] = {"amount": self.cfg.amount, "currency": self.cfg.currency, "productDetails": PRODUCT}
+        if self.cfg.capture_method != "automatic":
+            body["captureMethod"] = self.cfg.capture_method
+        return orjson.dumps(body)
 
     def _next_jwe(self) -> str:
         self.seq += 1
@@ -184,6 +190,11 @@ class Driver:
         data = await self.call(send, signer, "process", "POST", "/api/v1/payment/process", body, 200)
         return None if data is None else data.get("status")
 
+    async def capture(self, send: Send, signer: Signer, intent_id: str) -> str | None:
+        body = orjson.dumps({"paymentIntentId": intent_id})
+        data = await self.call(send, signer, "capture", "POST", "/api/v1/payment/capture", body, 200)
+        return None if data is None else data.get("status")
+
     async def status(self, send: Send, signer: Signer, intent_id: str, wait: int) -> str | None:
         target = f"/api/v1/payment/status?paymentIntentId={intent_id}"
         endpoint = "status"
@@ -196,22 +207,31 @@ class Driver:
     # -- flows ---------------------------------------------------------------------------
 
     async def payment_flow(self, send: Send, signer: Signer, started: float) -> None:
-        """create → process (encryptedCard) → status until final (at least one read)."""
-        deadline = started + self.cfg.flow_timeout_s
+        """create → process (encryptedCard) → status until final (at least one read); with
+        manual capture: → status until requires_capture → capture → status until final."""
         outcome: str | None = None
         intent_id = await self.create(send, signer)
         if intent_id is not None:
-            status = await self.process(send, signer, intent_id)
-            while status is not None:
-                wait = 0 if status in FINAL_STATUSES else self.cfg.status_wait_s
-                status = await self.status(send, signer, intent_id, wait)
-                if status in FINAL_STATUSES:
-                    outcome = status
-                    break
-                if time.monotonic() > deadline:
-                    self.rec.request("payment", started, time.monotonic(), "flow timeout (not final)")
-                    break
+            stop = FINAL_STATUSES | {HELD} if self.cfg.capture_method == "manual" else FINAL_STATUSES
+            outcome = await self._until(send, signer, intent_id, await self.process(send, signer, intent_id),
+                                        stop, started)
+            if outcome == HELD:
+                outcome = await self._until(send, signer, intent_id, await self.capture(send, signer, intent_id),
+                                            FINAL_STATUSES, started)
         self.rec.flow("payment", started, time.monotonic(), outcome)
+
+    async def _until(self, send: Send, signer: Signer, intent_id: str, status: str | None,
+                     stop: frozenset[str], started: float) -> str | None:
+        """Status reads (at least one) until one of ``stop``; None on an error or the flow's timeout."""
+        while status is not None:
+            wait = 0 if status in stop else self.cfg.status_wait_s
+            status = await self.status(send, signer, intent_id, wait)
+            if status in stop:
+                return status
+            if time.monotonic() > started + self.cfg.flow_timeout_s:
+                self.rec.request("payment", started, time.monotonic(), "flow timeout (not final)")
+                return None
+        return None
 
     async def single_flow(self, send: Send, signer: Signer, started: float) -> None:
         scenario = self.cfg.scenario

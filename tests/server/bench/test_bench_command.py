@@ -55,6 +55,26 @@ def test_spawned_bench_reports_payments_that_really_happened(tmp_path: Path) -> 
     assert merchants == set(report["merchantIds"])
 
 
+def test_bench_with_manual_capture_authorizes_then_captures(tmp_path: Path) -> None:
+    done = _paygate("bench", "--spawn", "--data-dir", str(tmp_path), "--duration", "3", "--warmup", "0.5",
+                    "--merchants", "2", "--concurrency", "8", "--jwe-pool", "4", "--capture-method", "manual",
+                    "--json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    completed = report["throughput"]["completed"]
+    assert report["captureMethod"] == "manual" and completed > 0
+    assert report["throughput"]["outcomes"] == {"succeeded": completed} and report["errors"] == {}
+    assert report["endpoints"]["capture"]["count"] >= completed
+    # Every succeeded payment is an authorization captured once at the processor (in full).
+    with sqlite3.connect(tmp_path / "paygate.db") as db:
+        succeeded = db.execute("SELECT count(*) FROM payment_intents WHERE status = 'succeeded'"
+                               " AND capture_method = 'manual' AND amount_received = amount").fetchone()[0]
+    with sqlite3.connect(tmp_path / "simulator.db") as sim:
+        captured = sim.execute("SELECT count(*) FROM captures WHERE status = 'captured'").fetchone()[0]
+        automatic = sim.execute("SELECT count(*) FROM charges WHERE capture = 1").fetchone()[0]
+    assert succeeded == captured >= completed and automatic == 0
+
+
 def test_bench_refuses_targets_off_this_machine(tmp_path: Path) -> None:
     creds = tmp_path / "creds.json"
     creds.write_text(json.dumps({"merchantId": "mer_x", "apiKey": "pk_test_x", "signingSecret": "sk_test_x"}))
