@@ -74,11 +74,7 @@ def test_sigkill_at_each_point_never_double_charges_or_loses(
     with running_stack(database_url, tmp_path) as stack:
         if point == "during_processor_call":
             stack.set_faults(latencyMs=600)  # the kill (150 ms in) lands mid-call
-        victim = ServiceProcess(
-            lambda fd: gateway_command(fd), log_path=tmp_path / "victim.log",
-            env=gateway_env(database_url, tmp_path, PAYGATE_PROCESSOR_URL=stack.simulator.base_url,
-                            PAYGATE_FAULT_POINT=point, PAYGATE_RUN_BACKGROUND="0", **FAST_RECONCILE),
-        )
+        victim = _victim(stack, database_url, tmp_path, point)
         creds = stack.merchant()
         jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
         intents: list[str] = []
@@ -89,6 +85,15 @@ def test_sigkill_at_each_point_never_double_charges_or_loses(
         assert len(intents) == rounds
         asyncio.run(_check_settled(stack, creds, intents))
         assert "Traceback" not in stack.gateway.output()
+
+
+def _victim(stack: Stack, database_url: str, tmp_path: Path, point: str) -> ServiceProcess:
+    """A gateway on the stack's database and processor that SIGKILLs itself at ``point``."""
+    return ServiceProcess(
+        lambda fd: gateway_command(fd), log_path=tmp_path / "victim.log",
+        env=gateway_env(database_url, tmp_path, PAYGATE_PROCESSOR_URL=stack.simulator.base_url,
+                        PAYGATE_FAULT_POINT=point, PAYGATE_RUN_BACKGROUND="0", **FAST_RECONCILE),
+    )
 
 
 async def _crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, intents: list[str],  # type: ignore[no-untyped-def]
@@ -134,11 +139,7 @@ def test_sigkill_between_capture_committed_and_answered_captures_once(
     in-flight grace before the reconciler may act."""
     rounds = max(1, rounds // 3)
     with running_stack(database_url, tmp_path) as stack:
-        victim = ServiceProcess(
-            lambda fd: gateway_command(fd), log_path=tmp_path / "victim.log",
-            env=gateway_env(database_url, tmp_path, PAYGATE_PROCESSOR_URL=stack.simulator.base_url,
-                            PAYGATE_FAULT_POINT=point, PAYGATE_RUN_BACKGROUND="0", **FAST_RECONCILE),
-        )
+        victim = _victim(stack, database_url, tmp_path, point)
         creds = stack.merchant()
         jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
         intents: list[str] = []

@@ -16,7 +16,7 @@ import datetime as _dt
 import enum
 import ssl
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import quote, urlencode, urlsplit
 
 from paygate_server import jsoncodec
@@ -289,42 +289,9 @@ class SimulatorConnector:
             raise ConnectorError(f"settlement report: HTTP {response.status}")
         try:
             data = jsoncodec.loads(response.body)
-            records = [
-                SettlementRecord(
-                    kind="charge",
-                    reference=str(item["reference"]),
-                    payment_intent_id=item.get("paymentIntentId"),
-                    charge_reference=None,
-                    amount=_int(item["amount"]),
-                    currency=str(item["currency"]),
-                    merchant_id=item.get("merchantId"),
-                )
-                for item in data["charges"]
-            ]
-            records += [
-                SettlementRecord(
-                    kind="capture",
-                    reference=str(item["reference"]),
-                    payment_intent_id=item.get("paymentIntentId"),
-                    charge_reference=str(item["chargeReference"]),
-                    amount=_int(item["amount"]),
-                    currency=str(item["currency"]),
-                    merchant_id=item.get("merchantId"),
-                )
-                for item in data.get("captures", [])
-            ]
-            records += [
-                SettlementRecord(
-                    kind="refund",
-                    reference=str(item["reference"]),
-                    payment_intent_id=item.get("paymentIntentId"),
-                    charge_reference=str(item["chargeReference"]),
-                    amount=_int(item["amount"]),
-                    currency=str(item["currency"]),
-                    merchant_id=item.get("merchantId"),
-                )
-                for item in data["refunds"]
-            ]
+            # A report from before captures existed has no "captures" list.
+            records = [_settlement_record(kind, item) for kind, key in _REPORT_LISTS
+                       for item in (data.get(key, []) if key == "captures" else data[key])]
         except (jsoncodec.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ConnectorError("settlement report: malformed answer") from exc
         return records
@@ -343,6 +310,24 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError("amount is not an integer")
     return value
+
+
+_REPORT_LISTS: tuple[tuple[Literal["charge", "capture", "refund"], str], ...] = (
+    ("charge", "charges"), ("capture", "captures"), ("refund", "refunds"))
+
+
+def _settlement_record(kind: Literal["charge", "capture", "refund"], item: dict[str, Any]) -> SettlementRecord:
+    """One entry of the report; a charge settles under its own reference, a capture or a
+    refund names the charge it belongs to."""
+    return SettlementRecord(
+        kind=kind,
+        reference=str(item["reference"]),
+        payment_intent_id=item.get("paymentIntentId"),
+        charge_reference=None if kind == "charge" else str(item["chargeReference"]),
+        amount=_int(item["amount"]),
+        currency=str(item["currency"]),
+        merchant_id=item.get("merchantId"),
+    )
 
 
 def _charge_result(reference: str, answer: Answer) -> ChargeResult:
