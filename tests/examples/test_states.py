@@ -94,7 +94,7 @@ def test_updates_in_any_order_reach_the_same_state() -> None:
 
 
 def test_an_unknown_status_changes_nothing() -> None:
-    state = apply_update(new_order(), PaymentUpdate("requires_capture", 0, at(1)))
+    state = apply_update(new_order(), PaymentUpdate("requires_action", 0, at(1)))
     assert state.status is OrderStatus.AWAITING_PAYMENT
 
 

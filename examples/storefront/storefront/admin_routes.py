@@ -31,7 +31,7 @@ from storefront.states import PaymentUpdate
 from storefront.store import Order
 from storefront.web import order_json, read_form, render, run, sentence, shop_of
 
-__all__ = ["REFUND_REASONS", "routes"]
+__all__ = ["REFUND_REASONS", "authorized_post", "order_detail", "routes"]
 
 log = logging.getLogger("storefront.admin")
 SESSION_COOKIE = "tw_admin"
@@ -140,14 +140,22 @@ class RefundDraft:
 
 
 async def _detail(request: Request, order: Order, sid: str, *, draft: RefundDraft | None = None,
-                  error: str | None = None, notice: str | None = None, status_code: int = 200) -> Response:
+                  error: str | None = None, notice: str | None = None, status_code: int = 200,
+                  capture_key: str | None = None, unshipped: frozenset[int] = frozenset()) -> Response:
     store = shop_of(request).store
     refunds = await run(store.refunds, order.id)
     events = await run(store.webhook_events, order.id)
     return render(request, "admin_order.html", status_code=status_code, order=order,
                   view=order_json(order), refunds=refunds, events=events, csrf=_csrf(request, sid),
                   draft=draft or RefundDraft.fresh(order), reasons=REFUND_REASONS, error=error,
-                  notice=notice, remaining=order.payment.refundable)
+                  notice=notice, remaining=order.payment.refundable,
+                  # The capture form's one-time key (kept on a retry: the gateway replays).
+                  capture_key=capture_key or secrets.token_urlsafe(18), unshipped=unshipped)
+
+
+#: For the capture and void routes (storefront.hold_routes).
+order_detail = _detail
+authorized_post = _authorized_post
 
 
 async def admin_order(request: Request) -> Response:
@@ -161,6 +169,9 @@ async def admin_order(request: Request) -> Response:
     refunded = request.query_params.get("refunded")
     if refunded:
         notice = f"Refund {refunded} sent to the gateway."
+    done = request.query_params.get("hold")
+    if done in _HOLD_NOTICES:
+        notice = _HOLD_NOTICES[done]
     return await _detail(request, order, sid, notice=notice)
 
 
@@ -208,6 +219,14 @@ async def refund(request: Request) -> Response:
     except paygate.PaygateError as exc:  # the webhook will bring the total anyway
         log.warning("could not re-read %s after its refund: %s", order.id, exc)
     return RedirectResponse(f"/admin/orders/{order.id}?refunded={result.id}", status_code=303)
+
+
+_HOLD_NOTICES = {
+    "captured": "Captured: the customer's card is charged.",
+    "capturing": "Capture sent; the processor has not answered yet. This page shows the outcome once it does.",
+    "voided": "Voided: the hold on the customer's card is released.",
+    "voiding": "Void sent; the processor has not answered yet.",
+}
 
 
 def _camel(row: dict[str, Any]) -> dict[str, Any]:

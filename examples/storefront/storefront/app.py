@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from storefront import admin_routes, shop_routes, webhook_routes
+from storefront import admin_routes, hold_routes, shop_routes, webhook_routes
 from storefront.config import StorefrontConfig
 from storefront.origin import OriginGuard
 from storefront.web import Shop, render
@@ -42,6 +42,7 @@ def create_app(config: StorefrontConfig, *, transport: httpx.AsyncBaseTransport 
             *shop_routes.routes,
             *webhook_routes.routes,
             *admin_routes.routes,
+            *hold_routes.routes,
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ],
         lifespan=lifespan,

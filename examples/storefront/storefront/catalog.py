@@ -16,6 +16,9 @@ class Product:
     price: int  # minor units (cents)
     art: str  # which illustration the templates draw
     tint: str  # the illustration's accent colour
+    #: Made to order: not in the warehouse at checkout. An order with such an item is
+    #: "ship then capture": the card is authorized at checkout, charged when it ships.
+    ships_later: bool = False
 
 
 CATALOG: tuple[Product, ...] = (
@@ -31,6 +34,9 @@ CATALOG: tuple[Product, ...] = (
             3200, "dripper", "#b8573f"),
     Product("tw-filters-100", "Paper Filters", "Size 02, oxygen-bleached. Pack of 100.",
             600, "filters", "#8c7a5b"),
+    Product("tw-potter-set", "Potter's Pour-over Set", "Hand-thrown to order: dripper, mug and server. "
+            "Ships in about two weeks; your card is charged when it ships.",
+            8600, "dripper", "#6d4c7d", ships_later=True),
 )
 
 _BY_SKU = {product.sku: product for product in CATALOG}

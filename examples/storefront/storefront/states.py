@@ -8,6 +8,16 @@ webhooks — in any order and possibly more than once. ``apply_update`` makes th
 - a paid order stays paid (``succeeded`` is final at the gateway; a late
   ``payment_intent.in_progress`` webhook must not "un-pay" it); a canceled one stays canceled;
 - ``amountRefunded`` only grows; refunds turn a paid order partially or fully refunded.
+
+"Ship then capture" orders (``captureMethod: "manual"``) add a hold: ``requires_capture``
+is *authorized* (nothing charged), ``succeeded`` is *captured* (``amountReceived``, which
+may be less than the total), and the end of a hold that was never captured is *voided*
+(the shop released it) or *expired* (nobody captured it in time). The canceled family is
+final; a bare ``canceled`` (the status call carries no ``cancellationReason``) may later
+be told apart by an event that names the reason, never the other way round. An authorized
+order moves only forward: a late ``in_progress`` (the authorization's) does not take it
+back to *processing*, although a capture or void in flight is ``in_progress`` too — the
+order stays *authorized* until the outcome, which is what the hold really is until then.
 """
 from __future__ import annotations
 
@@ -21,6 +31,7 @@ from typing import Any
 import paygate
 
 __all__ = [
+    "ENDED_HOLD_STATUSES",
     "PAID_STATUSES",
     "PAYABLE_STATUSES",
     "OrderStatus",
@@ -37,9 +48,13 @@ class OrderStatus(StrEnum):
     PROCESSING = "processing"
     PAYMENT_FAILED = "payment_failed"
     PAID = "paid"
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
     CANCELED = "canceled"
+    VOIDED = "voided"
+    EXPIRED = "expired"
 
     @property
     def label(self) -> str:
@@ -51,20 +66,29 @@ _LABELS = {
     OrderStatus.PROCESSING: "Processing",
     OrderStatus.PAYMENT_FAILED: "Payment declined",
     OrderStatus.PAID: "Paid",
+    OrderStatus.AUTHORIZED: "Authorized",
+    OrderStatus.CAPTURED: "Captured",
     OrderStatus.PARTIALLY_REFUNDED: "Partially refunded",
     OrderStatus.REFUNDED: "Refunded",
     OrderStatus.CANCELED: "Canceled",
+    OrderStatus.VOIDED: "Voided",
+    OrderStatus.EXPIRED: "Authorization expired",
 }
 
-PAID_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED})
+PAID_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.CAPTURED, OrderStatus.PARTIALLY_REFUNDED,
+                           OrderStatus.REFUNDED})
 PAYABLE_STATUSES = frozenset({OrderStatus.AWAITING_PAYMENT, OrderStatus.PAYMENT_FAILED})
-_STICKY = PAID_STATUSES | {OrderStatus.CANCELED}
+#: A hold that ended without a capture: the customer was never charged.
+ENDED_HOLD_STATUSES = frozenset({OrderStatus.VOIDED, OrderStatus.EXPIRED})
+_CANCELED = ENDED_HOLD_STATUSES | {OrderStatus.CANCELED}
+_STICKY = PAID_STATUSES | _CANCELED
 
 _FROM_INTENT = {
     "created": OrderStatus.AWAITING_PAYMENT,
     "in_progress": OrderStatus.PROCESSING,
     "failed": OrderStatus.PAYMENT_FAILED,
     "succeeded": OrderStatus.PAID,
+    "requires_capture": OrderStatus.AUTHORIZED,
     "canceled": OrderStatus.CANCELED,
 }
 
@@ -81,11 +105,16 @@ class PaymentUpdate:
     error_message: str | None = None
     card_brand: str | None = None
     card_last4: str | None = None
+    #: Only an intent object carries these (the status call does not): None = not said.
+    amount_capturable: int | None = None
+    amount_received: int | None = None
+    cancellation_reason: str | None = None
 
     @classmethod
     def from_sdk(cls, obj: paygate.PaymentIntent | paygate.PaymentStatus) -> PaymentUpdate:
         error = obj.last_error
-        card = obj.card if isinstance(obj, paygate.PaymentIntent) else None
+        intent = obj if isinstance(obj, paygate.PaymentIntent) else None
+        card = intent.card if intent else None
         return cls(
             status=obj.status,
             amount_refunded=obj.amount_refunded,
@@ -95,6 +124,9 @@ class PaymentUpdate:
             error_message=error.message if error else None,
             card_brand=card.brand if card else None,
             card_last4=card.last4 if card else None,
+            amount_capturable=intent.amount_capturable if intent else None,
+            amount_received=intent.amount_received if intent else None,
+            cancellation_reason=intent.cancellation_reason if intent else None,
         )
 
     @classmethod
@@ -116,35 +148,98 @@ class PaymentState:
     error_message: str | None = None
     card_brand: str | None = None
     card_last4: str | None = None
+    #: "Ship then capture": the card is authorized at checkout and captured on shipping.
+    manual_capture: bool = False
+    #: What the hold allows to capture now (only while authorized).
+    amount_capturable: int = 0
+    #: What was charged or captured; None until the gateway says (a paid automatic
+    #: order took its total).
+    amount_received: int | None = None
 
     @property
     def payable(self) -> bool:
         return self.status in PAYABLE_STATUSES
 
     @property
+    def received(self) -> int:
+        """What the customer was actually charged (0 unless paid)."""
+        if self.status not in PAID_STATUSES:
+            return 0
+        if self.amount_received is None:  # not said yet: a capture's amount is never guessed
+            return 0 if self.manual_capture else self.total
+        return self.amount_received
+
+    @property
+    def held(self) -> int:
+        """What is on hold on the card, not charged (only while authorized)."""
+        return self.amount_capturable if self.status is OrderStatus.AUTHORIZED else 0
+
+    @property
+    def capturable(self) -> bool:
+        return self.status is OrderStatus.AUTHORIZED and self.amount_capturable > 0
+
+    @property
     def refundable(self) -> int:
-        """How much can still be refunded (0 unless paid)."""
-        return self.total - self.amount_refunded if self.status in PAID_STATUSES else 0
+        """How much can still be refunded: what was received, less refunds (0 unless paid)."""
+        return max(self.received - self.amount_refunded, 0)
 
 
 def _with_refunds(state: PaymentState, refunded: int) -> PaymentState:
-    refunded = min(max(state.amount_refunded, refunded), state.total)
+    # Bounded by what was charged: a partial capture received less than the total.
+    ceiling = state.received if state.status in PAID_STATUSES else state.total
+    refunded = min(max(state.amount_refunded, refunded), ceiling)
     status = state.status
     if status in PAID_STATUSES:
-        if refunded >= state.total:
+        if refunded > 0 and refunded >= state.received:
             status = OrderStatus.REFUNDED
         elif refunded > 0:
             status = OrderStatus.PARTIALLY_REFUNDED
         else:
-            status = OrderStatus.PAID
+            status = OrderStatus.CAPTURED if state.manual_capture else OrderStatus.PAID
     return dataclasses.replace(state, status=status, amount_refunded=refunded)
+
+
+def _target(state: PaymentState, update: PaymentUpdate) -> OrderStatus | None:
+    """The status ``update`` asks for, given the order (None: it changes no status)."""
+    new_status = _FROM_INTENT.get(update.status)  # an unknown status changes nothing
+    if new_status is OrderStatus.PAID and state.manual_capture:
+        return OrderStatus.CAPTURED
+    if new_status is OrderStatus.CANCELED:
+        if update.cancellation_reason == "expired":
+            return OrderStatus.EXPIRED
+        # Canceled with a card on it: it was authorized, and the shop released the hold.
+        if update.cancellation_reason == "requested" and (update.card_last4 or state.card_last4):
+            return OrderStatus.VOIDED
+    return new_status
+
+
+def _may_move(current: OrderStatus, target: OrderStatus) -> bool:
+    if current is OrderStatus.CANCELED:
+        return target in ENDED_HOLD_STATUSES  # a bare "canceled", told apart later
+    if current in _STICKY:
+        return False
+    if current is OrderStatus.AUTHORIZED:
+        # Only forward: a capture or a release. "in_progress" is the authorization's own
+        # late echo, or a capture or void in flight: the hold is still what it is.
+        return target in PAID_STATUSES or target in _CANCELED
+    return True
 
 
 def apply_update(state: PaymentState, update: PaymentUpdate) -> PaymentState:
     stale = (update.updated_at is not None and state.intent_updated_at is not None
              and update.updated_at < state.intent_updated_at)
-    new_status = _FROM_INTENT.get(update.status)  # an unknown status changes nothing
-    if not stale and new_status is not None and state.status not in _STICKY:
+    new_status = _target(state, update)
+    # Amounts the gateway states are facts about the intent now: taken unless stale.
+    if not stale:
+        state = dataclasses.replace(
+            state,
+            amount_capturable=(update.amount_capturable if update.amount_capturable is not None
+                               else state.amount_capturable),
+            # Zero is "nothing yet", not a fact worth keeping over a capture already seen.
+            amount_received=(update.amount_received if update.amount_received
+                             else state.amount_received),
+        )
+    if not stale and new_status is not None and _may_move(state.status, new_status):
         failed = new_status is OrderStatus.PAYMENT_FAILED
         state = dataclasses.replace(
             state,

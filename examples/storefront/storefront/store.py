@@ -51,7 +51,10 @@ CREATE TABLE IF NOT EXISTS orders (
     card_last4 TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    paid_at TEXT
+    paid_at TEXT,
+    capture_method TEXT NOT NULL DEFAULT 'automatic',
+    amount_capturable INTEGER NOT NULL DEFAULT 0,
+    amount_received INTEGER
 );
 CREATE TABLE IF NOT EXISTS order_lines (
     order_id TEXT NOT NULL REFERENCES orders(id),
@@ -81,6 +84,13 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 );
 CREATE INDEX IF NOT EXISTS webhook_events_order ON webhook_events (order_id);
 """
+
+# Columns added after the first release: a shop database made before them gains them.
+_ADDED_COLUMNS = {
+    "capture_method": "TEXT NOT NULL DEFAULT 'automatic'",
+    "amount_capturable": "INTEGER NOT NULL DEFAULT 0",
+    "amount_received": "INTEGER",
+}
 
 # Refund statuses that count towards what was refunded (the gateway reserves pending ones).
 _COUNTED_REFUNDS = ("succeeded", "pending", "unknown")
@@ -127,6 +137,10 @@ class Order:
         return self.payment.status
 
     @property
+    def capture_method(self) -> str:
+        return "manual" if self.payment.manual_capture else "automatic"
+
+    @property
     def item_count(self) -> int:
         return sum(line.quantity for line in self.lines)
 
@@ -140,6 +154,11 @@ class WebhookReceipt:
 class OrderStore(SQLiteDatabase):
     def __init__(self, path: Path) -> None:
         super().__init__(path, _SCHEMA)
+        with self._write() as conn:
+            have = {row["name"] for row in conn.execute("PRAGMA table_info(orders)")}
+            for name, decl in _ADDED_COLUMNS.items():
+                if name not in have:
+                    conn.execute(f"ALTER TABLE orders ADD COLUMN {name} {decl}")
 
     # --- reading ----------------------------------------------------------------------
 
@@ -156,6 +175,8 @@ class OrderStore(SQLiteDatabase):
             amount_refunded=row["amount_refunded"], intent_updated_at=_time(row["intent_updated_at"]),
             error_code=row["error_code"], decline_code=row["decline_code"],
             error_message=row["error_message"], card_brand=row["card_brand"], card_last4=row["card_last4"],
+            manual_capture=row["capture_method"] == "manual", amount_capturable=row["amount_capturable"],
+            amount_received=row["amount_received"],
         )
         return Order(
             id=row["id"], number=row["number"], currency=row["currency"], subtotal=row["subtotal"],
@@ -191,17 +212,20 @@ class OrderStore(SQLiteDatabase):
     # --- writing ----------------------------------------------------------------------
 
     def create(self, lines: list[CartLine], totals: Totals, currency: str) -> Order:
+        """The capture method is decided here, once: an order with a made-to-order item
+        (``ships_later``) is authorized at checkout and captured when it ships."""
         if not lines or totals.total <= 0:
             raise ValueError("an order needs at least one line")
+        capture_method = "manual" if any(line.product.ships_later for line in lines) else "automatic"
         order_id = "ord_" + secrets.token_urlsafe(18)  # the order page's URL: unguessable
         now = _now()
         with self._write() as conn:
             number = conn.execute("SELECT COALESCE(MAX(number), 1000) + 1 FROM orders").fetchone()[0]
             conn.execute(
                 "INSERT INTO orders (id, number, currency, subtotal, shipping, total, status,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " capture_method, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (order_id, number, currency, totals.subtotal, totals.shipping, totals.total,
-                 OrderStatus.AWAITING_PAYMENT.value, now, now))
+                 OrderStatus.AWAITING_PAYMENT.value, capture_method, now, now))
             conn.executemany(
                 "INSERT INTO order_lines (order_id, position, sku, name, unit_price, quantity)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -230,11 +254,11 @@ class OrderStore(SQLiteDatabase):
         conn.execute(
             "UPDATE orders SET status = ?, amount_refunded = ?, intent_updated_at = ?, error_code = ?,"
             " decline_code = ?, error_message = ?, card_brand = ?, card_last4 = ?, updated_at = ?,"
-            " paid_at = ? WHERE id = ?",
+            " paid_at = ?, amount_capturable = ?, amount_received = ? WHERE id = ?",
             (state.status.value, state.amount_refunded,
              state.intent_updated_at.isoformat() if state.intent_updated_at else None,
              state.error_code, state.decline_code, state.error_message, state.card_brand,
-             state.card_last4, now, paid_at, order.id))
+             state.card_last4, now, paid_at, state.amount_capturable, state.amount_received, order.id))
         return replace(order, payment=state, updated_at=now, paid_at=paid_at)
 
     def _locked(self, conn: sqlite3.Connection, order_id: str) -> Order:

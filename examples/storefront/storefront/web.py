@@ -23,13 +23,15 @@ from storefront.catalog import CATALOG
 from storefront.config import StorefrontConfig
 from storefront.cookies import CookieSigner
 from storefront.money import format_money
-from storefront.states import decline_message
+from storefront.states import PAID_STATUSES, OrderStatus, decline_message
 from storefront.store import Order, OrderStore
 
 __all__ = [
     "CART_COOKIE",
+    "MAX_FORM_BYTES",
     "Shop",
     "card_label",
+    "hold_state",
     "json_error",
     "order_json",
     "read_body",
@@ -74,6 +76,7 @@ class Shop:
             undefined=jinja2.StrictUndefined,
         )
         env.filters["money"] = format_money
+        env.globals["hold_state"] = hold_state
         env.globals.update(shop_name=config.shop_name, catalog=CATALOG, static_version=_static_version(),
                            gateway_url=config.browser_gateway_url, free_shipping_from=FREE_SHIPPING_FROM)
         return cls(config=config, store=OrderStore(config.database_path),
@@ -169,6 +172,25 @@ def card_label(order: Order) -> str | None:
     return f"{brand} •••• {payment.card_last4}"
 
 
+def hold_state(order: Order) -> str:
+    """The authorization of a "ship then capture" order, in the back office's words."""
+    payment = order.payment
+    status = payment.status
+    if status is OrderStatus.AUTHORIZED:
+        return "Held: capture when it ships, or void"
+    if status in PAID_STATUSES:
+        if 0 < payment.received < order.total:
+            return f"Captured {format_money(payment.received, order.currency)}; the rest released"
+        return "Captured"
+    if status is OrderStatus.VOIDED:
+        return "Released (voided)"
+    if status is OrderStatus.EXPIRED:
+        return "Expired, released"
+    if status is OrderStatus.PROCESSING:
+        return "Authorizing…"
+    return "No authorization"
+
+
 def sentence(message: str) -> str:
     """A lower-case message as a sentence: only the first letter is raised, so "USD
     amounts …" stays "USD" (``str.capitalize()`` would lower the rest: "Usd amounts")."""
@@ -184,6 +206,10 @@ _DONE_TITLES = {
     "partially_refunded": "Payment partially refunded",
     "refunded": "Payment refunded",
     "canceled": "Order canceled",
+    "authorized": "Card authorized — not charged yet",
+    "captured": "Order shipped and charged",
+    "voided": "Order canceled — hold released",
+    "expired": "Authorization expired — hold released",
 }
 
 _HEADLINES = {
@@ -194,13 +220,38 @@ _HEADLINES = {
     "partially_refunded": ("Order partially refunded", "Part of your payment has been refunded to your card."),
     "refunded": ("Order refunded", "Your payment has been refunded to your card."),
     "canceled": ("Order canceled", "This order was canceled; you have not been charged."),
+    "authorized": ("Thank you — your order is placed",
+                   "Your card is authorized, not charged: we charge it when your order ships."),
+    "captured": ("Your order has shipped", "Your card was charged when it shipped."),
+    "voided": ("Order canceled", "The hold on your card was released; you have not been charged."),
+    "expired": ("Order canceled",
+                "The authorization on your card expired and was released; you have not been charged."),
 }
+
+
+def _detail(order: Order, status: str, detail: str) -> str:
+    """The order page's line under the headline, with the amounts of a hold."""
+    payment = order.payment
+    if payment.manual_capture and status in ("awaiting_payment", "payment_failed"):
+        return detail + " Your card is authorized now and charged only when your order ships."
+    if status == "authorized":
+        held = format_money(payment.held or order.total, order.currency)
+        return f"Your card is authorized for {held}, not charged: we charge it when your order ships."
+    if payment.manual_capture and status in ("captured", "partially_refunded", "refunded"):
+        charged = format_money(payment.received, order.currency)
+        if 0 < payment.received < order.total:
+            return (f"We charged {charged} for what shipped; the rest of the hold on your card "
+                    "was released." + ("" if status == "captured" else " " + detail))
+        if status == "captured":
+            return f"Your card was charged {charged} when it shipped."
+    return detail
 
 
 def order_json(order: Order) -> dict[str, Any]:
     """What the order page's script renders (labels computed here, once)."""
     status = order.status
     headline, detail = _HEADLINES[status.value]
+    detail = _detail(order, status.value, detail)
     message = decline_message(order.payment)
     return {
         "id": order.id,
@@ -217,6 +268,12 @@ def order_json(order: Order) -> dict[str, Any]:
         "amountRefunded": order.payment.amount_refunded,
         "amountRefundedLabel": format_money(order.payment.amount_refunded, order.currency),
         "card": card_label(order),
+        # "Ship then capture": what is on hold (not charged) and what was charged.
+        "captureMethod": order.capture_method,
+        "amountHeld": order.payment.held,
+        "amountHeldLabel": format_money(order.payment.held, order.currency),
+        "amountReceived": order.payment.received,
+        "amountReceivedLabel": format_money(order.payment.received, order.currency),
     }
 
 

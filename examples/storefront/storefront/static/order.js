@@ -64,6 +64,10 @@
     setText("order-card", order.card || "\u2014");
     setText("order-refunded", order.amountRefundedLabel);
     el("refunded-row").hidden = !order.amountRefunded;
+    setText("order-held", order.amountHeldLabel || "");
+    el("held-row").hidden = !order.amountHeld;
+    setText("order-charged", order.amountReceivedLabel || "");
+    el("charged-row").hidden = !(order.captureMethod === "manual" && order.amountReceived);
 
     var processing = order.status === "processing";
     el("progress-panel").hidden = !processing;
