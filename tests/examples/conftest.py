@@ -45,12 +45,17 @@ class FakeGateway:
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     idempotent: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: list[dict[str, Any]] = field(default_factory=list)
+    captures: list[tuple[str, int]] = field(default_factory=list)
+    voids: list[str] = field(default_factory=list)
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
 
     def settle(self, intent_id: str, status: str = "succeeded") -> None:
-        self.intents[intent_id].update(status=status, updatedAt=_now())
+        intent = self.intents[intent_id]
+        intent.update(status=status, updatedAt=_now())
+        if status == "succeeded" and intent["captureMethod"] == "automatic":
+            intent["amountReceived"] = intent["amount"]
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         assert request.headers["authorization"].startswith("Bearer pk_test_")
@@ -73,6 +78,8 @@ class FakeGateway:
                       "amount": body["amount"], "currency": body["currency"], "amountRefunded": 0,
                       "productDetails": body["productDetails"], "description": body.get("description"),
                       "metadata": body.get("metadata", {}), "lastError": None, "card": None,
+                      "captureMethod": body.get("captureMethod", "automatic"), "amountCapturable": 0,
+                      "amountReceived": 0, "cancellationReason": None,
                       "createdAt": _now(), "updatedAt": _now()}
             self.intents[pid] = intent
             return 201, {**intent, "clientSecret": f"{pid}_secret_{secrets.token_hex(8)}"}
@@ -89,9 +96,28 @@ class FakeGateway:
                               "declineCode": "insufficient_funds", "message": "declined"})
             elif token.startswith("tok_slow"):
                 intent.update(status="in_progress", lastError=None)
+            elif intent["captureMethod"] == "manual":
+                intent.update(status="requires_capture", lastError=None, amountCapturable=intent["amount"])
             else:
-                intent.update(status="succeeded", lastError=None)
+                intent.update(status="succeeded", lastError=None, amountReceived=intent["amount"])
             intent["updatedAt"] = _now()
+            return 200, intent
+        if path == "/api/v1/payment/capture":
+            intent = self.intents[body["paymentIntentId"]]
+            if intent["status"] != "requires_capture":
+                return 409, {"error": {"type": "invalid_request_error", "code": "intent_state_conflict",
+                                       "message": "not capturable", "requestId": "req_1"}}
+            amount = body.get("amount", intent["amountCapturable"])
+            self.captures.append((intent["paymentIntentId"], amount))
+            intent.update(status="succeeded", amountCapturable=0, amountReceived=amount, updatedAt=_now())
+            return 200, intent
+        if path == "/api/v1/payment/cancel":
+            intent = self.intents[body["paymentIntentId"]]
+            if intent["status"] not in ("created", "failed", "requires_capture"):
+                return 409, {"error": {"type": "invalid_request_error", "code": "intent_state_conflict",
+                                       "message": "not cancelable", "requestId": "req_1"}}
+            self.voids.append(intent["paymentIntentId"])
+            intent.update(status="canceled", amountCapturable=0, cancellationReason="requested", updatedAt=_now())
             return 200, intent
         if path == "/api/v1/payment/status":
             intent = self.intents[request.url.params["paymentIntentId"]]
@@ -101,7 +127,10 @@ class FakeGateway:
             return 200, self.intents[path.rsplit("/", 1)[1]]
         if path == "/api/v1/payment/refund":
             intent = self.intents[body["paymentIntentId"]]
-            amount = body.get("amount", intent["amount"] - intent["amountRefunded"])
+            if intent["amountRefunded"] + body.get("amount", 0) > intent["amountReceived"]:
+                return 400, {"error": {"type": "invalid_request_error", "code": "amount_too_large",
+                                       "message": "more than was received", "requestId": "req_1"}}
+            amount = body.get("amount", intent["amountReceived"] - intent["amountRefunded"])
             intent["amountRefunded"] += amount
             refund = {"refundId": "re_" + secrets.token_hex(8), "paymentIntentId": intent["paymentIntentId"],
                       "amount": amount, "currency": intent["currency"], "status": "succeeded",

@@ -88,8 +88,10 @@ async def capture(request: Request) -> Response:
     key = key if _KEY.match(key) else None
     shipped = _positions(items, len(order.lines))
     if order.intent_id is None or not order.payment.capturable:
+        done = order.payment.received > 0
         return await order_detail(request, order, sid, status_code=409,
-                                  error="This order has no authorization to capture.")
+                                  error="This order is already captured: one capture per order." if done
+                                  else "This order has no authorization to capture.")
     amount = capture_amount(order, shipped)
     unshipped = frozenset(set(range(len(order.lines))) - shipped)
     if amount <= 0:
