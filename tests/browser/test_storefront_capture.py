@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 import paygate
-from tests.browser.test_storefront import ADMIN_PASSWORD, PAN, admin_order, checkout, expect_status, pay
+from tests.browser.test_storefront import (
+    ADMIN_CELLS_FIT,
+    ADMIN_PASSWORD,
+    PAN,
+    admin_order,
+    checkout,
+    expect_status,
+    pay,
+)
 from tests.e2e.conftest import FAST_RECONCILE
 from tests.examples.demo_process import Demo, running_demo
 from tests.support.eventually import eventually_sync
@@ -155,3 +163,24 @@ def test_a_voided_order_releases_the_hold(demo: Demo, page_factory: Any) -> None
                     until=lambda types: "payment_intent.canceled" in types,
                     timeout=20, interval=0.1, what="the payment_intent.canceled webhook")
     assert admin_order(page, demo, order_id)["status"] == "voided"  # the webhook did not change it
+
+
+def test_an_authorized_order_on_the_admin_fits_a_390px_phone(demo: Demo, page_factory: Any) -> None:
+    """The hold's facts, the capture form's lines and the void form: no sideways scrolling."""
+    from playwright.sync_api import expect
+
+    page = page_factory()
+    order_id, _ = authorize(page, demo, MADE_TO_ORDER, "tw-dripper-02", "tw-filters-100")
+    phone = page_factory(width=390, height=844, is_mobile=True, has_touch=True)
+    phone.goto(f"{demo.shop}/admin")
+    phone.fill("#password", ADMIN_PASSWORD)
+    phone.locator("button[type=submit]", has_text="Log in").click()
+    row = phone.locator(f'#orders tr[data-order="{order_id}"]')
+    expect(row.locator(".hold-note")).to_have_text("$124.00 held")
+    for path in ("/admin", f"/admin/orders/{order_id}"):
+        phone.goto(demo.shop + path)
+        fit = phone.evaluate(ADMIN_CELLS_FIT, 390)
+        assert fit["scrollWidth"] <= 390 and fit["cells"] > 6 and fit["outside"] == [], (path, fit)
+    for box in ("#ship-0", "#ship-1", "#ship-2", "#void-confirm"):
+        phone.locator(box).scroll_into_view_if_needed()
+        expect(phone.locator(box)).to_be_in_viewport()

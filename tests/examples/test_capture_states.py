@@ -5,7 +5,13 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from storefront.states import OrderStatus, PaymentState, PaymentUpdate, apply_refunded_total, apply_update
+from storefront.states import (
+    OrderStatus,
+    PaymentState,
+    PaymentUpdate,
+    apply_refunded_total,
+    apply_update,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

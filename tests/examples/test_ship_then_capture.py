@@ -73,6 +73,8 @@ async def test_an_order_of_stock_items_is_still_charged_at_once(shop: ShopHarnes
 async def test_admin_captures_less_when_a_line_is_out_of_stock_then_refunds_within_it(shop: ShopHarness) -> None:
     order_id = await authorized_order(shop, MADE_TO_ORDER, "tw-mug-12")  # lines 0 and 1, free shipping
     await shop.login()
+    listing = (await shop.http.get("/admin")).text
+    assert '<span class="muted hold-note">$110.00 held</span>' in listing
     page = (await shop.http.get(f"/admin/orders/{order_id}")).text
     assert 'id="admin-hold-state">Held: capture when it ships, or void<' in page
     assert 'id="admin-held">$110.00<' in page
@@ -84,6 +86,7 @@ async def test_admin_captures_less_when_a_line_is_out_of_stock_then_refunds_with
     assert (order["status"], order["amountReceived"], order["amountHeld"]) == ("captured", 8600, 0)
     page = (await shop.http.get(f"/admin/orders/{order_id}")).text
     assert "Captured $86.00; the rest released" in page and 'id="capture-form"' not in page
+    assert '<span class="muted hold-note">$86.00 captured</span>' in (await shop.http.get("/admin")).text
     assert 'value="86.00"' in page  # the refund form offers what was captured, not the total
     customer = page_config((await shop.http.get(f"/orders/{order_id}")).text)["order"]
     assert customer["amountReceivedLabel"] == "$86.00"

@@ -84,8 +84,8 @@ async def capture(request: Request) -> Response:
     order = await run(shop.store.get, request.path_params["order_id"])
     if order is None:
         return render(request, "not_found.html", status_code=404)
-    key = form.get("key", "")
-    key = key if _KEY.match(key) else None
+    typed = form.get("key", "")
+    key = typed if _KEY.match(typed) else None
     shipped = _positions(items, len(order.lines))
     if order.intent_id is None or not order.payment.capturable:
         done = order.payment.received > 0
