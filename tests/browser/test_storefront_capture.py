@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import paygate
+from paygate_server.simulator.testing import advance_clock
 from tests.browser.test_storefront import (
     ADMIN_CELLS_FIT,
     ADMIN_PASSWORD,
@@ -184,3 +185,52 @@ def test_an_authorized_order_on_the_admin_fits_a_390px_phone(demo: Demo, page_fa
     for box in ("#ship-0", "#ship-1", "#ship-2", "#void-confirm"):
         phone.locator(box).scroll_into_view_if_needed()
         expect(phone.locator(box)).to_be_in_viewport()
+
+
+def test_a_capture_after_the_hold_ended_shows_the_order_expired(demo: Demo, page_factory: Any) -> None:
+    """The processor's hold ran out while the order waited to ship (the simulator's clock
+    moved past it): the admin's capture ends the intent canceled/expired, and the shop says
+    so instead of "captured"."""
+    from playwright.sync_api import expect
+
+    page = page_factory()
+    order_id, intent_id = authorize(page, demo, MADE_TO_ORDER)
+    advance_clock(demo.simulator, 8 * 24 * 3600)  # past the simulator's 7-day holds
+    admin = admin_page(page, demo, order_id)
+    admin.locator("#capture-button").click()
+    expect(admin.locator("#admin-order-status")).to_have_text("Authorization expired")
+    expect(admin.locator("#admin-hold-state")).to_have_text("Expired, released")
+    expect(admin.locator("#hold-panel")).to_have_count(0)
+    with demo.sdk() as client:
+        intent = client.payment_intents.get(intent_id)
+    assert (intent.status, intent.cancellation_reason, intent.amount_received) == ("canceled", "expired", 0)
+    (auth,) = demo.charges(intent_id)
+    assert (auth["expired"], auth["captured"]) == (True, False)
+    page.reload()
+    expect(page.locator("#order-status")).to_have_text("Authorization expired")
+    expect(page.locator("#order-detail")).to_contain_text("you have not been charged")
+
+
+@pytest.fixture(scope="module")
+def short_holds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """A demo whose gateway voids holds nobody captured after 2 s."""
+    data_dir = tmp_path_factory.mktemp("holds") / "paygate-data"
+    with running_demo(data_dir, **FAST_RECONCILE, PAYGATE_AUTHORIZATION_TTL_S="2",
+                      STOREFRONT_ADMIN_PASSWORD=ADMIN_PASSWORD) as running:
+        yield running
+
+
+def test_a_hold_the_gateway_voids_at_its_ttl_reaches_the_shop_by_webhook(short_holds: Demo,
+                                                                         page_factory: Any) -> None:
+    """Nobody captured in time: the gateway voids the hold; the shop hears it only from the
+    ``payment_intent.canceled`` webhook (no page is polling) and records the order expired."""
+    page = page_factory()
+    order_id = checkout(page, short_holds, MADE_TO_ORDER)
+    pay(page, PAN)
+    order = eventually_sync(lambda: admin_order(page, short_holds, order_id),
+                            until=lambda o: o["status"] == "expired", timeout=30, interval=0.2,
+                            what="the order to be recorded expired")
+    assert "payment_intent.canceled" in [e["type"] for e in order["webhookEvents"]]
+    assert (order["amountHeld"], order["amountReceived"]) == (0, 0)
+    (auth,) = short_holds.charges(order["paymentIntentId"])
+    assert (auth["voided"], auth["captured"]) == (True, False)
