@@ -162,4 +162,4 @@ class HoldOperations(ABC):
     async def expired_holds(self, authorized_before: int, limit: int) -> list[Row]:
         """Intents in ``requires_capture`` whose authorization is older than the cut-off."""
         async with self._db.read_one() as conn:
-            return await fetch_all(conn, _EXPIRED, before=authorized_before, limit=limit)
+            return list(await fetch_all(conn, _EXPIRED, before=authorized_before, limit=limit))
