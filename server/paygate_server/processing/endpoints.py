@@ -5,10 +5,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from paygate_server import jsoncodec
+from paygate_server.cards.resolved import resolve_encrypted_card
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint
 from paygate_server.intents.schemas import render_intent
-from paygate_server.processing.cards import resolve_encrypted_card
 from paygate_server.processing.service import ProcessPayment
 from paygate_server.validation import reject_unknown, require, require_id
 
@@ -49,7 +49,9 @@ async def process_payment(ctx: ApiContext) -> Response:
             raise
     command = ProcessPayment(ctx.merchant_id, intent_id, card)
     done = await ctx.idempotently(lambda claim: gateway.processing.process(command, claim))
-    return await ctx.answer(200, jsoncodec.dumps(render_intent(done.intent)), stored=done.answered)
+    if done.answer is not None:  # stored with the outcome: the same bytes
+        return await ctx.answer(200, done.answer, stored=True)
+    return await ctx.answer(200, jsoncodec.dumps(render_intent(done.intent)), stored=False)
 
 
 routes = [Route("/api/v1/payment/process", api_endpoint(process_payment), methods=["POST"])]

@@ -36,7 +36,8 @@ from paygate_server.processing.connectors import (
     Connector,
     RefundRequest,
 )
-from paygate_server.processing.settle import charge_outcome, refund_outcome
+from paygate_server.processing.service import charge_outcome
+from paygate_server.processing.settle import refund_outcome
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.port import Attempt, Check, PaymentStore
 from paygate_server.waiting import wait_event

@@ -23,23 +23,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from paygate_server import jsoncodec
+from paygate_server.cards.resolved import ResolvedCard
 from paygate_server.faults import crash_point
 from paygate_server.intents.refusals import refusal_error
 from paygate_server.intents.schemas import render_intent
-from paygate_server.processing.cards import ResolvedCard
 from paygate_server.processing.connectors import (
     ChargeOutcome,
     ChargeRequest,
     ChargeResult,
     Connector,
 )
-from paygate_server.processing.settle import charge_outcome
+from paygate_server.processing.settle import unknown_outcome
 from paygate_server.storage.port import (
     AnswerSpec,
     Attempt,
     ExistingKey,
     KeyClaim,
     NewAttempt,
+    Outcome,
     Row,
     StoreRefusal,
 )
@@ -47,13 +48,20 @@ from paygate_server.storage.port import (
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["MAX_FAILED_ATTEMPTS", "ProcessPayment", "Processed", "ProcessingService"]
+__all__ = ["MAX_FAILED_ATTEMPTS", "ProcessPayment", "Processed", "ProcessingService", "charge_outcome"]
 
 # The processor said "nothing charged, try again" (e.g. 503): same reference, short backoff.
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)
 # Card-testing limit (SPEC §5): past this many failed attempts an intent is refused.
 MAX_FAILED_ATTEMPTS = 10
 _US = 1_000_000
+_DECLINE_MESSAGES = {
+    "generic_decline": "The card was declined.",
+    "insufficient_funds": "The card has insufficient funds.",
+    "expired_card": "The card has expired.",
+    "incorrect_cvc": "The card's security code is incorrect.",
+    "invalid_number": "The card number is invalid.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +74,39 @@ class ProcessPayment:
 @dataclass(frozen=True, slots=True)
 class Processed:
     intent: Row  # as it is when the answer is due: settled, or still in_progress
-    answered: bool  # the request's answer was stored with the outcome
+    answer: bytes | None  # the request's answer as stored with the outcome (None: not stored)
 
 
-def _render_answer(row: Row) -> bytes:
-    return jsoncodec.dumps(render_intent(row))
+def charge_outcome(result: ChargeResult, *, schedule: tuple[float, ...], checks: int = 0,
+                   check_by: int | None = None) -> Outcome:
+    """What a charge's answer writes (the request's and the reconciler's alike)."""
+    if result.outcome is ChargeOutcome.APPROVED:
+        return Outcome("succeeded", auth_code=result.auth_code)
+    if result.outcome is ChargeOutcome.DECLINED:
+        error: dict[str, str | None] = {"code": "card_declined", "declineCode": result.decline_code or "generic_decline",
+                                        "message": _DECLINE_MESSAGES.get(result.decline_code or "",
+                                                                    "The card was declined.")}
+    elif result.outcome is ChargeOutcome.FAILED:  # the processor said nothing was charged
+        error = {"code": "processing_error", "declineCode": None,
+                 "message": "The processor could not process the payment. Try again or use another card."}
+    else:
+        return unknown_outcome(result.outcome, result.message, schedule, checks, check_by)
+    return Outcome("failed", decline_code=error["declineCode"], error_code=error["code"],
+                   error_message=error["message"], intent_error=jsoncodec.dumps(error).decode())
+
+
+class _Rendered:
+    """Renders the answer the outcome's change stores, and keeps it: the response is that
+    body (the intent is rendered once, not once for the store and once for the wire)."""
+
+    __slots__ = ("body",)
+
+    def __init__(self) -> None:
+        self.body = b""
+
+    def __call__(self, row: Row) -> bytes:
+        self.body = jsoncodec.dumps(render_intent(row))
+        return self.body
 
 
 class ProcessingService:
@@ -96,8 +132,7 @@ class ProcessingService:
         gateway.notifier.publish(command.intent_id)
         crash_point(settings.fault_point, "after_attempt_commit")
 
-        answer = None if claim is None else AnswerSpec(claim, _render_answer)
-        task = asyncio.create_task(self._charge(attempt, card, before, answer),
+        task = asyncio.create_task(self._charge(attempt, card, before, claim),
                                    name=f"charge-{attempt.transaction_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -108,7 +143,7 @@ class ProcessingService:
             pass  # still at the processor, or failed to record: answer with what is stored
         row = await store.get_intent(command.merchant_id, command.intent_id)
         assert row is not None
-        return Processed(row, False)
+        return Processed(row, None)
 
     async def _call_processor(self, request: ChargeRequest) -> ChargeResult:
         fault = self._gateway.settings.fault_point
@@ -135,7 +170,7 @@ class ProcessingService:
         return result
 
     async def _charge(self, attempt: Attempt, card: ResolvedCard, before: Row,
-                      answer: AnswerSpec | None) -> Processed:
+                      claim: KeyClaim | None) -> Processed:
         """Call the processor and record the outcome (with the request's answer, if the
         outcome's transaction can store it)."""
         gateway = self._gateway
@@ -148,12 +183,14 @@ class ProcessingService:
         if result.outcome is ChargeOutcome.APPROVED:
             crash_point(gateway.settings.fault_point, "after_processor_approved")
         outcome = charge_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
+        rendered = _Rendered()
+        answer = None if claim is None else AnswerSpec(claim, rendered)
         row, answered = await gateway.payments.settle_attempt(attempt, outcome, before=before, answer=answer)
         gateway.notifier.publish(attempt.intent_id)
         if row is None:  # a reconciler settled it first: report what is stored
             row = await gateway.payments.get_intent(attempt.merchant_id, attempt.intent_id)
             assert row is not None
-        return Processed(row, answered)
+        return Processed(row, rendered.body if answered else None)
 
     async def drain(self, timeout_s: float) -> None:
         """On shutdown: let in-flight processor calls record their outcome."""

@@ -167,14 +167,14 @@ def existing_key(row: Row) -> ExistingKey:
                        None if body is None else bytes(body))
 
 
-def card_params(new: NewAttempt) -> dict[str, Any]:
+def _card_params(new: NewAttempt) -> dict[str, Any]:
     """The attempt's card columns (``ATTEMPT_CARD``): a summary, never the number."""
     card = new.card
     return {"brand": card["brand"], "last4": card["last4"], "exp_month": card["expMonth"],
             "exp_year": card["expYear"], "fingerprint": new.card_fingerprint, "vault_id": new.vault_id}
 
 
-def attempt_outcome_params(outcome: Outcome) -> tuple[Sql, dict[str, Any]]:
+def _attempt_outcome_params(outcome: Outcome) -> tuple[Sql, dict[str, Any]]:
     """The attempt's settling statement (``SUCCEED``/``FAIL``) and its values."""
     if outcome.status == "succeeded":
         return _SUCCEED_ATTEMPT, {"auth_code": outcome.auth_code}
@@ -344,7 +344,7 @@ class SqlPaymentStore(ABC):
             try:
                 await execute(conn, _INSERT_ATTEMPT, id=attempt.transaction_id, intent_id=new.intent_id,
                               merchant_id=new.merchant_id, reference=attempt.reference, connector=new.connector,
-                              amount=attempt.amount, currency=attempt.currency, **card_params(new), now=now)
+                              amount=attempt.amount, currency=attempt.currency, **_card_params(new), now=now)
             except IntegrityError:  # the partial unique index: another attempt is in flight
                 raise AttemptInFlight() from None
             # If this process dies mid-call, the reconciler owns the attempt after the grace period.
@@ -367,11 +367,11 @@ class SqlPaymentStore(ABC):
             if txn is None or txn["status"] not in ("pending", "unknown"):
                 return None, False
             now = now_us()
-            if not outcome.settles:
+            if outcome.status == "unknown":
                 await self._defer(conn, "charge", _MARK_ATTEMPT_UNKNOWN, txn, outcome, now)
                 return await fetch_one(conn, _GET_INTENT, intent_id=attempt.intent_id,
                                        merchant_id=attempt.merchant_id), False
-            sql, params = attempt_outcome_params(outcome)
+            sql, params = _attempt_outcome_params(outcome)
             if await execute(conn, sql, id=attempt.transaction_id, **params, now=now) != 1:
                 return None, False
             if txn["vault_id"] is not None:  # paid with a checkout token
@@ -457,7 +457,7 @@ class SqlPaymentStore(ABC):
             if row["status"] in ("pending", "unknown"):
                 await self._lock_intent(conn, row["intent_id"])
                 now = now_us()
-                if not outcome.settles:
+                if outcome.status == "unknown":
                     # Read again under the lock: settled while this waited, the refund must
                     # not go back on the queue (the settle below is conditional on its own).
                     current = await fetch_one(conn, _GET_REFUND, id=refund_id)

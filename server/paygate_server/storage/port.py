@@ -84,7 +84,7 @@ class KeyClaim:
 
     ``key`` is the digest of the client's key; ``stale_before`` (µs) is when an
     ``in_progress`` claim counts as abandoned and may be taken over; ``seal`` turns an
-    answer into what is stored (the answers are sealed, http/idempotency.py)."""
+    answer into what is stored (the answers are sealed, http/api.py)."""
 
     merchant_id: str
     key: str
@@ -161,10 +161,6 @@ class Outcome:
     due_at: int = 0  # unknown only
     checks: int = 0  # unknown only
     last_result: str | None = None  # unknown only
-
-    @property
-    def settles(self) -> bool:
-        return self.status != "unknown"
 
 
 @dataclass(frozen=True, slots=True)
