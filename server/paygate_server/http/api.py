@@ -116,10 +116,6 @@ def parse_idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def replay(status: int, body: bytes) -> Response:
-    return Response(body, status, {"Idempotent-Replayed": "true"}, media_type="application/json")
-
-
 class IdempotencyScope:
     def __init__(self, gateway: Gateway, merchant_id: str, key: str, method: str, target: str, body: bytes) -> None:
         self._gateway = gateway
@@ -157,7 +153,8 @@ class IdempotencyScope:
         if existing.request_hash != self.request_hash:
             raise ApiError("idempotency_key_reused", "this Idempotency-Key was used with a different request")
         if existing.state == "done" and existing.response_status is not None and existing.response_body is not None:
-            return replay(existing.response_status, self.open(existing.response_body))
+            return Response(self.open(existing.response_body), existing.response_status,
+                            {"Idempotent-Replayed": "true"}, media_type="application/json")
         raise ApiError("idempotency_request_in_progress",
                        "a request with this Idempotency-Key is still being processed; retry later")
 

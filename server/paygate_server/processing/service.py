@@ -96,8 +96,7 @@ def charge_outcome(result: ChargeResult, *, schedule: tuple[float, ...], checks:
 
 
 class _Rendered:
-    """Renders the answer the outcome's change stores, and keeps it: the response is that
-    body (the intent is rendered once, not once for the store and once for the wire)."""
+    """The answer stored with the outcome, kept: the response is that body (one rendering)."""
 
     __slots__ = ("body",)
 
