@@ -22,10 +22,15 @@ from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 from tests.support.app import running_gateway, test_settings
 from tests.support.databases import migrate
 
-# Run by every endpoint, or the same code before and after the storage port.
+# Run by every endpoint, or the same code before and after the storage port. Authentication's
+# storage (merchants, storage/api_keys, storage/nonces) and Settings' properties run for every
+# endpoint; the relay's wake-up (cdc/, from storage/notifications' NOTIFY listener) is the
+# commit's echo on the event loop, not the request's path (before: merchants/repository.py,
+# config.py, cdc/relay.py, left out of its 7 the same way).
 COMMON = ("http/middleware", "headerguard", "logs", "auth/", "cards/", "crypto", "jsoncodec", "clock", "ids",
           "validation", "http/request_input", "realtime", "faults", "intents/schemas", "processing/connectors",
-          "observability/", "state", "errors", "storage/availability", "storage/group_commit", "storage/changes")
+          "observability/", "state", "errors", "storage/availability", "storage/group_commit", "storage/changes",
+          "config", "merchants", "storage/api_keys", "storage/nonces", "cdc/", "storage/notifications")
 
 
 class Approve:

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from paygate_server import cdc, observability, webhooks
 from paygate_server.auth import Authenticator
 from paygate_server.cards.keystore import CardKeyStore
+from paygate_server.cards.resolved import FINGERPRINT_PURPOSE
 from paygate_server.checkout import endpoints as checkout_endpoints
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
@@ -28,7 +29,6 @@ from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
 from paygate_server.intents import endpoints as intent_endpoints
 from paygate_server.private_files import private_dir
 from paygate_server.processing import endpoints as processing_endpoints
-from paygate_server.processing.cards import FINGERPRINT_PURPOSE
 from paygate_server.processing.connectors import connector_for_url
 from paygate_server.processing.reconciler import Reconciler
 from paygate_server.processing.service import ProcessingService

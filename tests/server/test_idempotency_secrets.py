@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from paygate_server.http.idempotency import IdempotencyScope
+from paygate_server.http.api import IdempotencyScope
 from paygate_server.storage.statements import Sql, execute, fetch_all
 from tests.support.app import InProcessGateway
 

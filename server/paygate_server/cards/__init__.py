@@ -12,9 +12,11 @@
   (de)serialization for encrypted storage, and the keyed card-number :func:`fingerprint`.
 - :mod:`.keystore` — the checkout keys stored sealed in the database (``sealed_keys``),
   rotation, and the per-process cache of decrypted keys.
+- :mod:`.resolved` — :class:`ResolvedCard`, a card ready for the processor, and
+  :func:`resolve_encrypted_card` (an ``encryptedCard`` through the keystore's keys).
 
-Only :mod:`.keystore` does I/O (the database); the other modules do no storage, logging
-or I/O, and it is not imported here, so ``import paygate_server.cards`` touches no
+Only :mod:`.keystore` (and :mod:`.resolved`, through it) does I/O (the database); the other modules do no storage, logging
+or I/O, and neither is imported here, so ``import paygate_server.cards`` touches no
 database.
 """
 

@@ -18,13 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from paygate_server.cards.pan import contains_card_number
+from paygate_server.cards.resolved import resolve_encrypted_card
 from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response, read_body
 from paygate_server.http.middleware import request_id_of
 from paygate_server.http.request_input import parse_json_object
 from paygate_server.intents.service import intent_by_client_secret
-from paygate_server.processing.cards import resolve_encrypted_card
 from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
 from paygate_server.storage import checkout as checkout_store
 from paygate_server.storage.port import Row

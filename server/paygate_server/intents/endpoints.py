@@ -23,7 +23,7 @@ from paygate_server.intents.schemas import (
     render_status,
 )
 from paygate_server.storage.change_log import ChangeLog
-from paygate_server.validation import parse_int_param, reject_unknown, require_id
+from paygate_server.validation import parse_int_param, require_id
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -64,16 +64,6 @@ async def list_intents(ctx: ApiContext) -> Response:
     rows, has_more = await ctx.gateway.payments.list_intents(
         ctx.merchant_id, limit=limit, starting_after=starting_after, status=status)
     return json_response(200, {"data": [render_intent(r) for r in rows], "hasMore": has_more})
-
-
-async def cancel_intent(ctx: ApiContext) -> Response:
-    body = ctx.json_object()
-    reject_unknown(body, ("paymentIntentId",))
-    intent_id = require_id(body.get("paymentIntentId"), "paymentIntentId", "pi")
-    done = await ctx.idempotently(lambda claim: ctx.gateway.processing.cancel(ctx.merchant_id, intent_id, claim))
-    response = await ctx.answer(200, jsoncodec.dumps(render_intent(done.intent)), stored=done.answered)
-    ctx.gateway.notifier.publish(intent_id)
-    return response
 
 
 async def watch_status(ctx: ApiContext, intent_id: str, wait_s: float) -> Any:
@@ -157,7 +147,6 @@ routes = [
     Route("/api/v1/payment/intent/{intent_id}", api_endpoint(get_intent), methods=["GET"]),
     Route("/api/v1/payment/intent/{intent_id}/history", api_endpoint(intent_history), methods=["GET"]),
     Route("/api/v1/payment/intents", api_endpoint(list_intents), methods=["GET"]),
-    Route("/api/v1/payment/cancel", api_endpoint(cancel_intent), methods=["POST"]),
     Route("/api/v1/payment/status", api_endpoint(payment_status), methods=["GET"]),
     Route("/api/v1/payment/status/stream", api_endpoint(payment_status_stream), methods=["GET"]),
 ]

@@ -2,13 +2,12 @@
 
 One module per phase, in the order a payment meets them:
 
-- :mod:`.attempts` — persist the attempt (``txn_…``, ``pending``, its processor
-  ``reference``) before the processor is called, and apply an outcome afterwards; every
-  state change is one conditional statement guarded by the database (at most one attempt in
-  flight per intent, at most one successful charge, ever).
-- :mod:`.service` — the ``process`` operation: resolve the card, persist the attempt, call
-  the connector (retrying with the *same* reference), record the outcome, answer within the
-  wait budget.
+- :mod:`.service` — the ``process`` operation: persist the attempt (``txn_…``, ``pending``,
+  its processor ``reference``) before the processor is called, call the connector (retrying
+  with the *same* reference), turn its answer into the outcome the store applies once,
+  answer within the wait budget.
+- :mod:`.settle` — what every processor operation shares: unknown answers and the
+  reconciler's back-off.
 - :mod:`.reconciler` — settle every attempt whose outcome is not known.
 - :mod:`.connectors` — the processors.
 """

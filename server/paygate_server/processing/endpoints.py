@@ -1,18 +1,18 @@
-"""``POST /api/v1/payment/process`` and ``…/capture`` (SPEC §4): validate, resolve the card, hand over."""
+"""``POST /api/v1/payment/process``, ``…/capture`` and ``…/cancel`` (SPEC §4): validate, resolve the card, hand over."""
 from __future__ import annotations
 
 from starlette.responses import Response
 from starlette.routing import Route
 
 from paygate_server import jsoncodec
+from paygate_server.cards.resolved import resolve_encrypted_card
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint
 from paygate_server.intents.schemas import MAX_AMOUNT, render_intent
-from paygate_server.processing.cards import resolve_encrypted_card
-from paygate_server.processing.service import CapturePayment, ProcessPayment
+from paygate_server.processing.service import CapturePayment, Processed, ProcessPayment
 from paygate_server.validation import reject_unknown, require, require_id, require_int
 
-__all__ = ["routes"]
+__all__ = ["answer_processed", "routes"]
 
 # Where a process body carries ciphertext: the plaintext-card detector skips a JWE there.
 CIPHERTEXT_AT = (("paymentDetails", "encryptedCard"),)
@@ -48,8 +48,14 @@ async def process_payment(ctx: ApiContext) -> Response:
                 return replay
             raise
     command = ProcessPayment(ctx.merchant_id, intent_id, card)
-    done = await ctx.idempotently(lambda claim: gateway.processing.process(command, claim))
-    return await ctx.answer(200, jsoncodec.dumps(render_intent(done.intent)), stored=done.answered)
+    return await answer_processed(ctx, await ctx.idempotently(lambda claim: gateway.processing.process(command, claim)))
+
+
+async def answer_processed(ctx: ApiContext, done: Processed) -> Response:
+    """The intent as the operation left it: the answer stored with the outcome is the response."""
+    if done.answer is not None:  # stored with the outcome: the same bytes
+        return await ctx.answer(200, done.answer, stored=True)
+    return await ctx.answer(200, jsoncodec.dumps(render_intent(done.intent)), stored=False)
 
 
 async def capture_payment(ctx: ApiContext) -> Response:
@@ -58,9 +64,20 @@ async def capture_payment(ctx: ApiContext) -> Response:
     intent_id = require_id(body.get("paymentIntentId"), "paymentIntentId", "pi")
     amount = None if body.get("amount") is None else require_int(body, "amount", minimum=1, maximum=MAX_AMOUNT)
     command = CapturePayment(ctx.merchant_id, intent_id, amount)
-    done = await ctx.idempotently(lambda claim: ctx.gateway.processing.capture(command, claim))
-    return await ctx.answer(200, jsoncodec.dumps(render_intent(done.intent)), stored=done.answered)
+    return await answer_processed(ctx, await ctx.idempotently(lambda claim: ctx.gateway.processing.capture(command, claim)))
+
+
+async def cancel_intent(ctx: ApiContext) -> Response:
+    """``created``/``failed`` canceled at once; ``requires_capture`` voided first (a processing operation)."""
+    body = ctx.json_object()
+    reject_unknown(body, ("paymentIntentId",))
+    intent_id = require_id(body.get("paymentIntentId"), "paymentIntentId", "pi")
+    response = await answer_processed(ctx, await ctx.idempotently(
+        lambda claim: ctx.gateway.processing.cancel(ctx.merchant_id, intent_id, claim)))
+    ctx.gateway.notifier.publish(intent_id)
+    return response
 
 
 routes = [Route("/api/v1/payment/process", api_endpoint(process_payment), methods=["POST"]),
-          Route("/api/v1/payment/capture", api_endpoint(capture_payment), methods=["POST"])]
+          Route("/api/v1/payment/capture", api_endpoint(capture_payment), methods=["POST"]),
+          Route("/api/v1/payment/cancel", api_endpoint(cancel_intent), methods=["POST"])]

@@ -39,7 +39,8 @@ from paygate_server.processing.connectors import (
     RefundRequest,
     VoidRequest,
 )
-from paygate_server.processing.settle import charge_outcome, follow_up_outcome, refund_outcome
+from paygate_server.processing.service import charge_outcome, follow_up_outcome
+from paygate_server.processing.settle import refund_outcome
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, StoreRefusal
 from paygate_server.waiting import wait_event

@@ -11,8 +11,11 @@
 5. answer within the wait budget; the call goes on in the background if it takes longer,
    and the reconciler covers a crash anywhere.
 
-A command in (:class:`ProcessPayment`), a domain result out (:class:`Processed`); the
-endpoint turns it into HTTP.
+The same phases serve a manual capture's ``capture`` and ``cancel`` (a void): each is an
+operation of its own with its own reference, committed before the processor hears of it.
+
+A command in (:class:`ProcessPayment`, :class:`CapturePayment`), a domain result out
+(:class:`Processed`); the endpoint turns it into HTTP.
 """
 from __future__ import annotations
 
@@ -25,10 +28,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from paygate_server import jsoncodec
+from paygate_server.cards.resolved import ResolvedCard
 from paygate_server.faults import crash_point
 from paygate_server.intents.refusals import refusal_error
 from paygate_server.intents.schemas import render_intent
-from paygate_server.processing.cards import ResolvedCard
 from paygate_server.processing.connectors import (
     CaptureRequest,
     ChargeOutcome,
@@ -37,7 +40,7 @@ from paygate_server.processing.connectors import (
     Connector,
     VoidRequest,
 )
-from paygate_server.processing.settle import charge_outcome, follow_up_outcome
+from paygate_server.processing.settle import is_definitive, unknown_outcome
 from paygate_server.storage.port import (
     AnswerSpec,
     Attempt,
@@ -47,6 +50,7 @@ from paygate_server.storage.port import (
     NewAttempt,
     NewCapture,
     NewVoid,
+    Outcome,
     Row,
     StoreRefusal,
 )
@@ -54,13 +58,21 @@ from paygate_server.storage.port import (
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["MAX_FAILED_ATTEMPTS", "CapturePayment", "ProcessPayment", "Processed", "ProcessingService"]
+__all__ = ["HOLD_GONE", "MAX_FAILED_ATTEMPTS", "CapturePayment", "ProcessPayment", "Processed", "ProcessingService",
+           "charge_outcome", "follow_up_outcome"]
 
 # The processor said "nothing charged, try again" (e.g. 503): same reference, short backoff.
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)
 # Card-testing limit (SPEC §5): past this many failed attempts an intent is refused.
 MAX_FAILED_ATTEMPTS = 10
 _US = 1_000_000
+_DECLINE_MESSAGES = {
+    "generic_decline": "The card was declined.",
+    "insufficient_funds": "The card has insufficient funds.",
+    "expired_card": "The card has expired.",
+    "incorrect_cvc": "The card's security code is incorrect.",
+    "invalid_number": "The card number is invalid.",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +92,64 @@ class CapturePayment:
 @dataclass(frozen=True, slots=True)
 class Processed:
     intent: Row  # as it is when the answer is due: settled, or still in_progress
-    answered: bool  # the request's answer was stored with the outcome
+    answer: bytes | None  # the request's answer as stored with the outcome (None: not stored)
 
 
-def _render_answer(row: Row) -> bytes:
-    return jsoncodec.dumps(render_intent(row))
+def charge_outcome(result: ChargeResult, *, schedule: tuple[float, ...], checks: int = 0,
+                   check_by: int | None = None) -> Outcome:
+    """What a charge's answer writes (the request's and the reconciler's alike)."""
+    if result.outcome is ChargeOutcome.APPROVED:
+        return Outcome("succeeded", auth_code=result.auth_code)
+    if result.outcome is ChargeOutcome.DECLINED:
+        error: dict[str, str | None] = {"code": "card_declined", "declineCode": result.decline_code or "generic_decline",
+                                        "message": _DECLINE_MESSAGES.get(result.decline_code or "",
+                                                                    "The card was declined.")}
+    elif result.outcome is ChargeOutcome.FAILED:  # the processor said nothing was charged
+        error = {"code": "processing_error", "declineCode": None,
+                 "message": "The processor could not process the payment. Try again or use another card."}
+    else:
+        return unknown_outcome(result.outcome, result.message, schedule, checks, check_by)
+    return Outcome("failed", decline_code=error["declineCode"], error_code=error["code"],
+                   error_message=error["message"], intent_error=jsoncodec.dumps(error).decode())
+
+
+# A capture or void refused because the hold is gone: the intent ends canceled, expired.
+HOLD_GONE = frozenset({"authorization_expired", "authorization_voided"})
+_REFUSED_MESSAGES = {
+    "capture": "The processor refused the capture; the authorization is still held.",
+    "void": "The processor refused to void the authorization; it is still held.",
+}
+
+
+def follow_up_outcome(kind: str, result: ChargeResult, *, schedule: tuple[float, ...], checks: int = 0,
+                      check_by: int | None = None) -> Outcome:
+    """A capture's or void's outcome, with where its intent goes: done (``succeeded`` /
+    ``canceled``), the hold gone (``canceled``, ``expired``), or refused with nothing
+    changed (back to ``requires_capture`` with ``lastError``)."""
+    if not is_definitive(result.outcome):
+        return unknown_outcome(result.outcome, result.message, schedule, checks, check_by)
+    if result.outcome is ChargeOutcome.APPROVED:
+        return Outcome("succeeded", intent_status="succeeded" if kind == "capture" else "canceled")
+    code = result.decline_code or "processing_error"
+    if code in HOLD_GONE:
+        return Outcome("failed", decline_code=code, error_code=code, error_message=result.message,
+                       intent_status="canceled", cancellation_reason="expired")
+    error = {"code": "processing_error", "declineCode": code, "message": _REFUSED_MESSAGES[kind]}
+    return Outcome("failed", decline_code=code, error_code="processing_error", error_message=result.message,
+                   intent_error=jsoncodec.dumps(error).decode(), intent_status="requires_capture")
+
+
+class _Rendered:
+    """The answer stored with the outcome, kept: the response is that body (one rendering)."""
+
+    __slots__ = ("body",)
+
+    def __init__(self) -> None:
+        self.body = b""
+
+    def __call__(self, row: Row) -> bytes:
+        self.body = jsoncodec.dumps(render_intent(row))
+        return self.body
 
 
 class ProcessingService:
@@ -110,8 +175,7 @@ class ProcessingService:
         gateway.notifier.publish(command.intent_id)
         crash_point(settings.fault_point, "after_attempt_commit")
 
-        answer = None if claim is None else AnswerSpec(claim, _render_answer)
-        return await self._within_budget(attempt, self._charge(attempt, card, before, answer))
+        return await self._within_budget(attempt, self._charge(attempt, card, before, claim))
 
     async def _within_budget(self, attempt: Attempt, work: Coroutine[Any, Any, Processed]) -> Processed:
         """Run the processor call and its settle in the background (it outlives a request
@@ -126,7 +190,7 @@ class ProcessingService:
             pass  # still at the processor, or failed to record: answer with what is stored
         row = await self._gateway.payments.get_intent(attempt.merchant_id, attempt.intent_id)
         assert row is not None
-        return Processed(row, False)
+        return Processed(row, None)
 
     # --- captures and voids of held authorizations (manual capture) -------------------
 
@@ -145,10 +209,13 @@ class ProcessingService:
         """``created``/``failed`` → ``canceled`` at once; ``requires_capture`` → the hold is
         voided at the processor first (exactly once, like a capture)."""
         store = self._gateway.payments
+        rendered = _Rendered()
         try:
-            cancelled = await store.cancel_intent(merchant_id, intent_id,
-                                                  None if claim is None else AnswerSpec(claim, _render_answer))
-            return cancelled if isinstance(cancelled, ExistingKey) else Processed(cancelled, claim is not None)
+            canceled = await store.cancel_intent(merchant_id, intent_id,
+                                                 None if claim is None else AnswerSpec(claim, rendered))
+            if isinstance(canceled, ExistingKey):
+                return canceled
+            return Processed(canceled, rendered.body if claim is not None else None)
         except IntentNotInStatus as refusal:
             if refusal.status != "requires_capture":
                 raise refusal_error(refusal, intent_id, "canceled") from None
@@ -165,10 +232,9 @@ class ProcessingService:
         _, attempt = begun
         self._gateway.notifier.publish(attempt.intent_id)
         crash_point(self._gateway.settings.fault_point, f"after_{attempt.kind}_commit")
-        answer = None if claim is None else AnswerSpec(claim, _render_answer)
-        return await self._within_budget(attempt, self._hold_operation(attempt, answer))
+        return await self._within_budget(attempt, self._hold_operation(attempt, claim))
 
-    async def _hold_operation(self, attempt: Attempt, answer: AnswerSpec | None) -> Processed:
+    async def _hold_operation(self, attempt: Attempt, claim: KeyClaim | None) -> Processed:
         gateway = self._gateway
         assert attempt.charge_reference is not None
         if attempt.kind == "capture":
@@ -178,7 +244,10 @@ class ProcessingService:
             call = partial(self.connector.void, VoidRequest(attempt.reference, attempt.charge_reference))
         result = await self._call_processor(call)
         outcome = follow_up_outcome(attempt.kind, result, schedule=gateway.settings.reconcile_schedule_s)
-        return await self._recorded(attempt, await gateway.payments.settle_follow_up(attempt, outcome, answer))
+        rendered = _Rendered()
+        settled = await gateway.payments.settle_follow_up(attempt, outcome,
+                                                          None if claim is None else AnswerSpec(claim, rendered))
+        return await self._recorded(attempt, settled, rendered)
 
     async def _call_processor(self, call: Callable[[], Awaitable[ChargeResult]]) -> ChargeResult:
         fault = self._gateway.settings.fault_point
@@ -205,7 +274,7 @@ class ProcessingService:
         return result
 
     async def _charge(self, attempt: Attempt, card: ResolvedCard, before: Row,
-                      answer: AnswerSpec | None) -> Processed:
+                      claim: KeyClaim | None) -> Processed:
         """Call the processor and record the outcome (with the request's answer, if the
         outcome's transaction can store it)."""
         gateway = self._gateway
@@ -218,16 +287,18 @@ class ProcessingService:
         if result.outcome is ChargeOutcome.APPROVED:
             crash_point(gateway.settings.fault_point, "after_processor_approved")
         outcome = charge_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
-        return await self._recorded(attempt, await gateway.payments.settle_attempt(
-            attempt, outcome, before=before, answer=answer))
+        rendered = _Rendered()
+        answer = None if claim is None else AnswerSpec(claim, rendered)
+        settled = await gateway.payments.settle_attempt(attempt, outcome, before=before, answer=answer)
+        return await self._recorded(attempt, settled, rendered)
 
-    async def _recorded(self, attempt: Attempt, settled: tuple[Row | None, bool]) -> Processed:
+    async def _recorded(self, attempt: Attempt, settled: tuple[Row | None, bool], rendered: _Rendered) -> Processed:
         self._gateway.notifier.publish(attempt.intent_id)
         row, answered = settled
         if row is None:  # a reconciler settled it first: report what is stored
             row = await self._gateway.payments.get_intent(attempt.merchant_id, attempt.intent_id)
             assert row is not None
-        return Processed(row, answered)
+        return Processed(row, rendered.body if answered else None)
 
     async def drain(self, timeout_s: float) -> None:
         """On shutdown: let in-flight processor calls record their outcome."""

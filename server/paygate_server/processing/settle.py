@@ -1,6 +1,7 @@
 """The one settle path of every processor operation (charge now; capture, void, refund).
 
-What the processor said becomes an :class:`~paygate_server.storage.port.Outcome` here, and
+What the processor said becomes an :class:`~paygate_server.storage.port.Outcome` (a
+charge's in :func:`paygate_server.processing.service.charge_outcome`, a refund's here), and
 the store applies it once (the lock, the conditional update, dropping or moving the
 reconciler's check are the store's: ``settle_attempt``/``settle_refund`` share them):
 
@@ -14,27 +15,14 @@ from __future__ import annotations
 
 import random
 
-from paygate_server import jsoncodec
 from paygate_server.clock import now_us
-from paygate_server.processing.connectors import ChargeOutcome, ChargeResult, RefundResult
+from paygate_server.processing.connectors import ChargeOutcome, RefundResult
 from paygate_server.storage.port import Outcome
 
-__all__ = ["HOLD_GONE", "charge_outcome", "decline_message", "follow_up_outcome", "is_definitive", "next_check_at",
-           "refund_outcome"]
+__all__ = ["is_definitive", "next_check_at", "refund_outcome", "unknown_outcome"]
 
 _US = 1_000_000
 _DEFINITIVE = (ChargeOutcome.APPROVED, ChargeOutcome.DECLINED, ChargeOutcome.FAILED)
-_DECLINE_MESSAGES = {
-    "generic_decline": "The card was declined.",
-    "insufficient_funds": "The card has insufficient funds.",
-    "expired_card": "The card has expired.",
-    "incorrect_cvc": "The card's security code is incorrect.",
-    "invalid_number": "The card number is invalid.",
-}
-
-
-def decline_message(code: str | None) -> str:
-    return _DECLINE_MESSAGES.get(code or "", "The card was declined.")
 
 
 def is_definitive(outcome: ChargeOutcome) -> bool:
@@ -49,58 +37,17 @@ def next_check_at(schedule: tuple[float, ...], checks: int, check_by: int | None
     return due_at if check_by is None else min(due_at, check_by)
 
 
-def _unknown(outcome: ChargeOutcome, message: str | None, schedule: tuple[float, ...], checks: int,
-             check_by: int | None) -> Outcome:
+def unknown_outcome(outcome: ChargeOutcome, message: str | None, schedule: tuple[float, ...], checks: int,
+                    check_by: int | None) -> Outcome:
+    """Not a definitive answer: the operation stays ``unknown``, its check moves on."""
     said = message or outcome.value
     return Outcome("unknown", error_message=said[:500], last_result=said[:200],
                    due_at=next_check_at(schedule, checks, check_by), checks=checks)
 
 
-def charge_outcome(result: ChargeResult, *, schedule: tuple[float, ...], checks: int = 0,
-                   check_by: int | None = None) -> Outcome:
-    if not is_definitive(result.outcome):
-        return _unknown(result.outcome, result.message, schedule, checks, check_by)
-    if result.outcome is ChargeOutcome.APPROVED:
-        return Outcome("succeeded", auth_code=result.auth_code)
-    if result.outcome is ChargeOutcome.DECLINED:
-        error: dict[str, str | None] = {"code": "card_declined", "declineCode": result.decline_code or "generic_decline",
-                                        "message": decline_message(result.decline_code)}
-    else:  # FAILED: the processor said nothing was charged
-        error = {"code": "processing_error", "declineCode": None,
-                 "message": "The processor could not process the payment. Try again or use another card."}
-    return Outcome("failed", decline_code=error["declineCode"], error_code=error["code"],
-                   error_message=error["message"], intent_error=jsoncodec.dumps(error).decode())
-
-
-# A capture or void refused because the hold is gone: the intent ends canceled, expired.
-HOLD_GONE = frozenset({"authorization_expired", "authorization_voided"})
-_REFUSED_MESSAGES = {
-    "capture": "The processor refused the capture; the authorization is still held.",
-    "void": "The processor refused to void the authorization; it is still held.",
-}
-
-
-def follow_up_outcome(kind: str, result: ChargeResult, *, schedule: tuple[float, ...], checks: int = 0,
-                      check_by: int | None = None) -> Outcome:
-    """A capture's or void's outcome, with where its intent goes: done (``succeeded`` /
-    ``canceled``), the hold gone (``canceled``, ``expired``), or refused with nothing
-    changed (back to ``requires_capture`` with ``lastError``)."""
-    if not is_definitive(result.outcome):
-        return _unknown(result.outcome, result.message, schedule, checks, check_by)
-    if result.outcome is ChargeOutcome.APPROVED:
-        return Outcome("succeeded", intent_status="succeeded" if kind == "capture" else "canceled")
-    code = result.decline_code or "processing_error"
-    if code in HOLD_GONE:
-        return Outcome("failed", decline_code=code, error_code=code, error_message=result.message,
-                       intent_status="canceled", cancellation_reason="expired")
-    error = {"code": "processing_error", "declineCode": code, "message": _REFUSED_MESSAGES[kind]}
-    return Outcome("failed", decline_code=code, error_code="processing_error", error_message=result.message,
-                   intent_error=jsoncodec.dumps(error).decode(), intent_status="requires_capture")
-
-
 def refund_outcome(result: RefundResult, *, schedule: tuple[float, ...], checks: int = 0) -> Outcome:
     if not is_definitive(result.outcome):
-        return _unknown(result.outcome, result.message, schedule, checks, None)
+        return unknown_outcome(result.outcome, result.message, schedule, checks, None)
     if result.outcome is ChargeOutcome.APPROVED:
         return Outcome("succeeded")
     return Outcome("failed", error_code="refund_refused")

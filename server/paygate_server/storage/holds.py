@@ -149,7 +149,7 @@ class HoldOperations(ABC):
             now = now_us()
             if not await self._settle_operation(conn, txn, outcome, now):
                 return None, False
-            if not outcome.settles:
+            if outcome.status == "unknown":
                 return await fetch_one(conn, _GET_INTENT, **ids), False
             row = await fetch_one(conn, _SETTLE_INTENT, **ids, status=outcome.intent_status, amount=txn["amount"],
                                   held=txn["held"], reason=outcome.cancellation_reason or txn["reason"],

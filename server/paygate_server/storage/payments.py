@@ -185,14 +185,14 @@ def existing_key(row: Row) -> ExistingKey:
                        None if body is None else bytes(body))
 
 
-def card_params(new: NewAttempt) -> dict[str, Any]:
+def _card_params(new: NewAttempt) -> dict[str, Any]:
     """The attempt's card columns (``ATTEMPT_CARD``): a summary, never the number."""
     card = new.card
     return {"brand": card["brand"], "last4": card["last4"], "exp_month": card["expMonth"],
             "exp_year": card["expYear"], "fingerprint": new.card_fingerprint, "vault_id": new.vault_id}
 
 
-def attempt_outcome_params(outcome: Outcome) -> tuple[Sql, dict[str, Any]]:
+def _attempt_outcome_params(outcome: Outcome) -> tuple[Sql, dict[str, Any]]:
     """The attempt's settling statement (``SUCCEED``/``FAIL``) and its values."""
     if outcome.status == "succeeded":
         return _SUCCEED_ATTEMPT, {"auth_code": outcome.auth_code}
@@ -360,7 +360,7 @@ class SqlPaymentStore(HoldOperations, ABC):
             txn_id, reference = new_id("txn"), new_id("ref")
             try:
                 inserted = await fetch_one(conn, _INSERT_ATTEMPT, id=txn_id, intent_id=new.intent_id,
-                                           reference=reference, connector=new.connector, **card_params(new), now=now)
+                                           reference=reference, connector=new.connector, **_card_params(new), now=now)
             except IntegrityError:  # the partial unique index: another attempt is in flight
                 raise AttemptInFlight() from None
             assert inserted is not None
@@ -388,7 +388,7 @@ class SqlPaymentStore(HoldOperations, ABC):
             now = now_us()
             if not await self._settle_operation(conn, txn, outcome, now):
                 return None, False
-            if not outcome.settles:
+            if outcome.status == "unknown":
                 return await fetch_one(conn, _GET_INTENT, intent_id=attempt.intent_id,
                                        merchant_id=attempt.merchant_id), False
             row = await fetch_one(conn, _SETTLE_PROCESSING, intent_id=attempt.intent_id,
@@ -419,10 +419,10 @@ class SqlPaymentStore(HoldOperations, ABC):
         """Write a processor operation's outcome on its row, once (False: settled already),
         or mark it unknown and move its check. An authorization's outcome takes the CVC."""
         kind = queue_kind(txn["kind"])
-        if not outcome.settles:
+        if outcome.status == "unknown":
             await self._defer(conn, kind, _MARK_ATTEMPT_UNKNOWN, txn, outcome, now)
             return True
-        sql, params = attempt_outcome_params(outcome)
+        sql, params = _attempt_outcome_params(outcome)
         if await execute(conn, sql, id=txn["id"], **params, now=now) != 1:
             return False
         if txn["vault_id"] is not None:  # paid with a checkout token
@@ -486,7 +486,7 @@ class SqlPaymentStore(HoldOperations, ABC):
             if row["status"] in ("pending", "unknown"):
                 await self._lock_intent(conn, row["intent_id"])
                 now = now_us()
-                if not outcome.settles:
+                if outcome.status == "unknown":
                     # Read again under the lock: settled while this waited, the refund must
                     # not go back on the queue (the settle below is conditional on its own).
                     current = await fetch_one(conn, _GET_REFUND, id=refund_id)

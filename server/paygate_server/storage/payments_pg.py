@@ -35,8 +35,6 @@ from paygate_server.storage.payments import (
     START_PROCESSING,
     SUCCEED,
     SqlPaymentStore,
-    attempt_outcome_params,
-    card_params,
     existing_key,
 )
 from paygate_server.storage.port import (
@@ -165,13 +163,19 @@ class PostgresPaymentStore(SqlPaymentStore):
             return in_the_way
         return await super().create_intent(row, claim, answer)
 
+    # The happy path of each phase runs this module's code only (and the driver's): what the
+    # general form shares with it is SQL text, evaluated at import.
+
     async def begin_attempt(self, new: NewAttempt, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey:
         now = now_us()
         txn_id, reference = new_id("txn"), new_id("ref")
+        card = new.card
         params: dict[str, Any] = {
-            "intent_id": new.intent_id, "merchant_id": new.merchant_id, "card": jsoncodec.dumps(new.card).decode(),
+            "intent_id": new.intent_id, "merchant_id": new.merchant_id, "card": jsoncodec.dumps(card).decode(),
             "max_failed": new.max_failed_attempts, "now": now, "id": txn_id, "reference": reference,
-            "connector": new.connector, **card_params(new), "due_at": now + new.check_after_us,
+            "connector": new.connector, "due_at": now + new.check_after_us, "brand": card["brand"],
+            "last4": card["last4"], "exp_month": card["expMonth"], "exp_year": card["expYear"],
+            "fingerprint": new.card_fingerprint, "vault_id": new.vault_id,
             **(_key_params(claim) if claim is not None else {}),
         }
         row = None
@@ -193,14 +197,17 @@ class PostgresPaymentStore(SqlPaymentStore):
 
     async def settle_attempt(self, attempt: Attempt, outcome: Outcome, *, before: Row | None = None,
                              answer: AnswerSpec | None = None) -> tuple[Row | None, bool]:
-        if not outcome.settles:
+        if outcome.status == "unknown":
             return await super().settle_attempt(attempt, outcome, before=before, answer=answer)
         now = now_us()
         approved = outcome.status == "succeeded"
         failed = int(not approved)
-        params = {"id": attempt.transaction_id, **attempt_outcome_params(outcome)[1], "now": now,
-                  "intent_id": attempt.intent_id, "merchant_id": attempt.merchant_id, "status": outcome.status,
-                  "last_error": outcome.intent_error, "failed": failed}
+        params: dict[str, Any] = {
+            "id": attempt.transaction_id, "now": now, "intent_id": attempt.intent_id,
+            "merchant_id": attempt.merchant_id, "status": outcome.status, "last_error": outcome.intent_error,
+            "failed": failed, **({"auth_code": outcome.auth_code} if approved else {
+                "decline_code": outcome.decline_code, "error_code": outcome.error_code,
+                "error_message": outcome.error_message})}
         async with self._db.autocommit() as conn:
             if answer is None or before is None:
                 return await fetch_one(conn, _SETTLE[approved, False], **params), False

@@ -94,7 +94,7 @@ class KeyClaim:
 
     ``key`` is the digest of the client's key; ``stale_before`` (µs) is when an
     ``in_progress`` claim counts as abandoned and may be taken over; ``seal`` turns an
-    answer into what is stored (the answers are sealed, http/idempotency.py)."""
+    answer into what is stored (the answers are sealed, http/api.py)."""
 
     merchant_id: str
     key: str
@@ -197,10 +197,6 @@ class Outcome:
     # requires_capture), and why it is canceled (requested | expired; None: the void's reason).
     intent_status: str | None = None
     cancellation_reason: str | None = None
-
-    @property
-    def settles(self) -> bool:
-        return self.status != "unknown"
 
 
 @dataclass(frozen=True, slots=True)

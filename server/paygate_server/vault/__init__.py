@@ -2,7 +2,7 @@
 
 - :mod:`.service` — :class:`VaultService` (``gateway.vault``): ``store`` a
   decrypted card and get a single-use token; ``resolve_token`` turns a token into a
-  :class:`~paygate_server.processing.cards.ResolvedCard` for ``process``; ``purge``
+  :class:`~paygate_server.cards.resolved.ResolvedCard` for ``process``; ``purge``
   expired tokens' CVCs.
 - :mod:`.datakeys` — versioned AES-256 data keys wrapped by the master key, and
   ``rotate_data_key`` (``paygate vault rotate-data-key``).

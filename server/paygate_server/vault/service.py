@@ -25,11 +25,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from paygate_server.cards.resolved import ResolvedCard
 from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
 from paygate_server.intents.refusals import TOKEN_INVALID_MESSAGE
-from paygate_server.processing.cards import ResolvedCard
 from paygate_server.processing.connectors import CardDetails
 from paygate_server.storage import vault as vault_store
 from paygate_server.storage.statements import Connection

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 import paygate
 from paygate_server.cards import card_brand, fingerprint
-from paygate_server.processing.cards import ResolvedCard
+from paygate_server.cards.resolved import ResolvedCard
 from paygate_server.processing.connectors import CardDetails
 from paygate_server.storage.schema_checkout import vault_cards
 from tests.support.app import InProcessGateway

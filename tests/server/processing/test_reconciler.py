@@ -27,8 +27,7 @@ from paygate_server.processing.connectors import (
     VoidRequest,
 )
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
-from paygate_server.processing.service import ProcessingService
-from paygate_server.processing.settle import charge_outcome
+from paygate_server.processing.service import ProcessingService, charge_outcome
 from paygate_server.processing.settlement import reconcile_settlement
 from paygate_server.storage.port import Attempt
 from paygate_server.storage.schema import change_log, reconcile_queue, transactions

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from paygate_server import jsoncodec
-from paygate_server.http.idempotency import IdempotencyScope
+from paygate_server.http.api import IdempotencyScope
 from paygate_server.intents.schemas import CreateIntent, render_intent
 from paygate_server.intents.service import new_intent
 from paygate_server.refunds.schemas import render_refund

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from paygate_server import jsoncodec
-from paygate_server.http.idempotency import IdempotencyScope
+from paygate_server.http.api import IdempotencyScope
 from paygate_server.intents.schemas import render_intent
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
-from paygate_server.processing.settle import charge_outcome
+from paygate_server.processing.service import charge_outcome
 from paygate_server.storage.payments import SqlPaymentStore
 from paygate_server.storage.payments_pg import PostgresPaymentStore
 from paygate_server.storage.port import (

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text, update
 
+from paygate_server.cards.resolved import ResolvedCard
 from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
-from paygate_server.processing.cards import ResolvedCard
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
-from paygate_server.processing.settle import charge_outcome
+from paygate_server.processing.service import charge_outcome
 from paygate_server.storage.port import NewAttempt
 from paygate_server.storage.schema import sealed_keys
 from paygate_server.storage.schema_checkout import vault_cards
