@@ -23,9 +23,6 @@ class Settings:
     # How long a request waits for a free pooled connection before it is answered 503
     # service_unavailable with Retry-After (SQLAlchemy's default, 30 s, outlasts clients).
     db_pool_timeout_s: float = 10.0
-    # The gateway's own public origin (for checkout.js and the iframe); derived from the
-    # request when unset.
-    public_url: str | None = None
     # Authentication (SPEC §3).
     timestamp_tolerance_s: int = 300
     key_cache_ttl_s: float = 1.0

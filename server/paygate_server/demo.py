@@ -151,7 +151,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
                           env={"PAYGATE_DATA_DIR": str(data_dir), "PAYGATE_PROCESSOR_URL": simulator.base_url,
                                "PAYGATE_WEBHOOK_ALLOW_PRIVATE": "1"})
         services.append(gateway)
-        gateway.env["PAYGATE_PUBLIC_URL"] = gateway.base_url  # for checkout.js and the iframe
         storefront: ServiceProcess | None = None
         if storefront_dir is not None:
             storefront = _listen(
