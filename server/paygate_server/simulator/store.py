@@ -527,32 +527,22 @@ class Store:
 
         return await self._read(run)
 
-    async def get_capture(self, reference: str) -> CaptureRecord | None:
-        def run(conn: sqlite3.Connection) -> CaptureRecord | None:
-            row = conn.execute(
-                f"SELECT {_CAPTURE_COLUMNS} FROM captures WHERE reference = ?", (reference,)
-            ).fetchone()
-            return None if row is None else CaptureRecord(*row)
+    async def _record(self, table: str, columns: str, make: Callable[..., T], reference: str) -> T | None:
+        """The row of ``table`` with this reference as a record, or None."""
+        def run(conn: sqlite3.Connection) -> T | None:
+            row = conn.execute(f"SELECT {columns} FROM {table} WHERE reference = ?", (reference,)).fetchone()
+            return None if row is None else make(*row)
 
         return await self._read(run)
+
+    async def get_capture(self, reference: str) -> CaptureRecord | None:
+        return await self._record("captures", _CAPTURE_COLUMNS, CaptureRecord, reference)
 
     async def get_void(self, reference: str) -> VoidRecord | None:
-        def run(conn: sqlite3.Connection) -> VoidRecord | None:
-            row = conn.execute(
-                f"SELECT {_VOID_COLUMNS} FROM voids WHERE reference = ?", (reference,)
-            ).fetchone()
-            return None if row is None else VoidRecord(*row)
-
-        return await self._read(run)
+        return await self._record("voids", _VOID_COLUMNS, VoidRecord, reference)
 
     async def get_refund(self, reference: str) -> RefundRecord | None:
-        def run(conn: sqlite3.Connection) -> RefundRecord | None:
-            row = conn.execute(
-                f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE reference = ?", (reference,)
-            ).fetchone()
-            return None if row is None else RefundRecord(*row)
-
-        return await self._read(run)
+        return await self._record("refunds", _REFUND_COLUMNS, RefundRecord, reference)
 
     async def list_charges(
         self, *, payment_intent_id: str | None = None, merchant_id: str | None = None
