@@ -71,6 +71,7 @@ class Reconciler:
         self._notifier = notifier
         self._wake = asyncio.Event()
         self._lease_s = settings.processor_connect_timeout_s + settings.processor_timeout_s + 30.0
+        self._holds_due = 0.0  # monotonic time of the next expiry sweep
 
     def wake(self) -> None:
         self._wake.set()
@@ -117,9 +118,12 @@ class Reconciler:
         return begun
 
     async def run_once(self) -> PassReport:
-        """Void expired holds, then check everything due now; returns what happened."""
+        """Void expired holds (at most once per sweep interval: a pass runs on every change
+        signal), then check everything due now; returns what happened."""
         report = PassReport()
-        report.holds_expired = await self.expire_holds()
+        if time.monotonic() >= self._holds_due:
+            self._holds_due = time.monotonic() + self._settings.reconcile_sweep_interval_s
+            report.holds_expired = await self.expire_holds()
         while True:
             rows = await self._store.due_checks(now_us(), BATCH)
             if not rows:

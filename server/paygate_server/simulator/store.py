@@ -230,6 +230,13 @@ def _op_charge(
     return ChargeDisposition.CREATED, record
 
 
+def _by_reference(conn: sqlite3.Connection, table: str, columns: str, make: Callable[..., T],
+                  reference: str) -> T | None:
+    """The record of ``table`` with this reference (a refund, capture or void), or None."""
+    row = conn.execute(f"SELECT {columns} FROM {table} WHERE reference = ?", (reference,)).fetchone()
+    return None if row is None else make(*row)
+
+
 def _op_refund(
     conn: sqlite3.Connection,
     reference: str,
@@ -238,11 +245,8 @@ def _op_refund(
     created_at: str,
     error_if_new: bool = False,
 ) -> tuple[RefundDisposition, RefundRecord | None, ChargeRecord | None]:
-    row = conn.execute(
-        f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE reference = ?", (reference,)
-    ).fetchone()
-    if row is not None:
-        existing = RefundRecord(*row)
+    existing = _by_reference(conn, "refunds", _REFUND_COLUMNS, RefundRecord, reference)
+    if existing is not None:
         if existing.charge_reference == charge_reference and existing.amount == amount:
             return RefundDisposition.EXISTING, existing, None
         return RefundDisposition.CONFLICT, existing, None
@@ -293,11 +297,8 @@ def _op_capture(
     now: str,
     error_if_new: bool,
 ) -> tuple[HoldDisposition, CaptureRecord | None, ChargeRecord | None]:
-    row = conn.execute(
-        f"SELECT {_CAPTURE_COLUMNS} FROM captures WHERE reference = ?", (reference,)
-    ).fetchone()
-    if row is not None:
-        existing = CaptureRecord(*row)
+    existing = _by_reference(conn, "captures", _CAPTURE_COLUMNS, CaptureRecord, reference)
+    if existing is not None:
         if existing.charge_reference == charge_reference and existing.amount == amount:
             return HoldDisposition.EXISTING, existing, None
         return HoldDisposition.CONFLICT, existing, None
@@ -350,11 +351,8 @@ def _op_void(
     now: str,
     error_if_new: bool,
 ) -> tuple[HoldDisposition, VoidRecord | None, ChargeRecord | None]:
-    row = conn.execute(
-        f"SELECT {_VOID_COLUMNS} FROM voids WHERE reference = ?", (reference,)
-    ).fetchone()
-    if row is not None:
-        existing = VoidRecord(*row)
+    existing = _by_reference(conn, "voids", _VOID_COLUMNS, VoidRecord, reference)
+    if existing is not None:
         if existing.charge_reference == charge_reference:
             return HoldDisposition.EXISTING, existing, None
         return HoldDisposition.CONFLICT, existing, None
@@ -528,12 +526,7 @@ class Store:
         return await self._read(run)
 
     async def _record(self, table: str, columns: str, make: Callable[..., T], reference: str) -> T | None:
-        """The row of ``table`` with this reference as a record, or None."""
-        def run(conn: sqlite3.Connection) -> T | None:
-            row = conn.execute(f"SELECT {columns} FROM {table} WHERE reference = ?", (reference,)).fetchone()
-            return None if row is None else make(*row)
-
-        return await self._read(run)
+        return await self._read(lambda conn: _by_reference(conn, table, columns, make, reference))
 
     async def get_capture(self, reference: str) -> CaptureRecord | None:
         return await self._record("captures", _CAPTURE_COLUMNS, CaptureRecord, reference)

@@ -65,7 +65,6 @@ _SETTLE_INTENT = Sql(
     " last_error = :last_error, version = version + 1, updated_at = :now"
     f" WHERE {_BY_ID} AND status = 'in_progress' RETURNING {_COLUMNS}"
 )
-_GET_INTENT = Sql(f"SELECT {_COLUMNS} FROM payment_intents WHERE {_BY_ID}")
 _EXPIRED = Sql(
     "SELECT i.id, i.merchant_id FROM payment_intents i JOIN transactions t ON t.intent_id = i.id"
     " AND t.kind = 'authorization' AND t.status = 'succeeded'"
@@ -93,6 +92,10 @@ class HoldOperations(ABC):
     @abstractmethod
     async def _add_check(self, conn: Connection, kind: str, object_id: str, intent_id: str, merchant_id: str,
                          due_at: int, now: int) -> None: ...
+
+    @abstractmethod
+    async def _intent(self, conn: Connection, intent_id: str, merchant_id: str) -> Row | None:
+        """The intent's row, read on ``conn``."""
 
     @abstractmethod
     async def _settle_operation(self, conn: Connection, txn: Row, outcome: Outcome, now: int) -> bool:
@@ -150,7 +153,7 @@ class HoldOperations(ABC):
             if not await self._settle_operation(conn, txn, outcome, now):
                 return None, False
             if outcome.status == "unknown":
-                return await fetch_one(conn, _GET_INTENT, **ids), False
+                return await self._intent(conn, attempt.intent_id, attempt.merchant_id), False
             row = await fetch_one(conn, _SETTLE_INTENT, **ids, status=outcome.intent_status, amount=txn["amount"],
                                   held=txn["held"], reason=outcome.cancellation_reason or txn["reason"],
                                   last_error=outcome.intent_error, now=now)

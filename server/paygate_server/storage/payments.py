@@ -415,6 +415,9 @@ class SqlPaymentStore(HoldOperations, ABC):
         await execute(conn, _ADD_CHECK, kind=kind, object_id=object_id, intent_id=intent_id,
                       merchant_id=merchant_id, due_at=due_at, checks=0, last_result=None, now=now)
 
+    async def _intent(self, conn: Connection, intent_id: str, merchant_id: str) -> Row | None:
+        return await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
+
     async def _settle_operation(self, conn: Connection, txn: Row, outcome: Outcome, now: int) -> bool:
         """Write a processor operation's outcome on its row, once (False: settled already),
         or mark it unknown and move its check. An authorization's outcome takes the CVC."""

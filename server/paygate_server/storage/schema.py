@@ -101,6 +101,9 @@ payment_intents = Table(
     Column("amount_received", BigInteger, nullable=False, server_default=text("0")),  # charged or captured
     Column("cancellation_reason", String(16), nullable=True),  # requested | expired
     Index("ix_payment_intents_merchant_created", "merchant_id", "created_at", "id"),
+    # The holds (the reconciler's expiry sweep reads them): few rows, not a table scan.
+    Index("ix_payment_intents_held", "id", sqlite_where=text("status = 'requires_capture'"),
+          postgresql_where=text("status = 'requires_capture'")),
 )
 
 # One operation at the processor: a charge, an authorization, or a capture or void of an

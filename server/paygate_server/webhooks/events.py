@@ -26,13 +26,14 @@ from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.ids import new_id
 from paygate_server.intents.history import render_object
+from paygate_server.intents.schemas import STATUSES
 from paygate_server.storage import Transaction
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.webhook_events import NewEvent, entity_statuses, insert_events
 
 __all__ = ["WebhookConsumer", "event_for"]
 
-_INTENT_EVENTS = {"created", "in_progress", "requires_capture", "succeeded", "failed", "canceled"}
+_INTENT_EVENTS = frozenset(STATUSES)  # every intent status is an event (SPEC §6)
 _ENTITIES = ("payment_intent", "refund")
 
 # How many entities' last status the consumer remembers between batches (the oldest go).

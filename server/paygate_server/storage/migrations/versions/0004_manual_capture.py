@@ -1,6 +1,6 @@
 """manual capture: an intent's capture method, capturable and received amounts and
 cancellation reason; an operation's kind (charge, authorization, capture, void), its
-authorization and a void's reason; "one success" per kind.
+authorization and a void's reason; "one success" per kind; an index of the holds.
 
 Intents that succeeded before this revision received their whole amount: the backfill
 says so, with the capture triggers off (a schema change, not a payment's history).
@@ -21,6 +21,7 @@ branch_labels = None
 depends_on = None
 
 _SUCCEEDED = sa.text("status = 'succeeded'")
+_HELD = sa.text("status = 'requires_capture'")
 
 
 def upgrade() -> None:
@@ -43,6 +44,8 @@ def upgrade() -> None:
     op.drop_index("ux_transactions_one_success", table_name="transactions")
     op.create_index("ux_transactions_one_success", "transactions", ["intent_id", "kind"], unique=True,
                     sqlite_where=_SUCCEEDED, postgresql_where=_SUCCEEDED)
+    op.create_index("ix_payment_intents_held", "payment_intents", ["id"], unique=False,
+                    sqlite_where=_HELD, postgresql_where=_HELD)
     for statement in capture.install_statements(dialect, capture.live_columns(bind)):
         op.execute(statement)
 
@@ -52,6 +55,7 @@ def downgrade() -> None:
     dialect = bind.dialect.name
     for statement in capture.uninstall_statements(dialect):
         op.execute(statement)
+    op.drop_index("ix_payment_intents_held", table_name="payment_intents")
     op.drop_index("ux_transactions_one_success", table_name="transactions")
     op.create_index("ux_transactions_one_success", "transactions", ["intent_id"], unique=True,
                     sqlite_where=_SUCCEEDED, postgresql_where=_SUCCEEDED)
