@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 from paygate_server.observability.metrics import PROCESSOR_DURATION
@@ -23,6 +23,7 @@ from paygate_server.processing.connectors import (
     SettlementRecord,
     SyncKind,
     VoidRequest,
+    WebhookReply,
 )
 
 __all__ = ["InstrumentedConnector"]
@@ -58,8 +59,12 @@ class InstrumentedConnector:
     async def void(self, request: VoidRequest) -> ChargeResult:
         return await self._timed("void", self.inner.void(request))
 
-    async def lookup(self, reference: str, kind: SyncKind = "charge") -> ChargeResult:
-        return await self._timed("lookup", self.inner.lookup(reference, kind))
+    async def lookup(self, reference: str, kind: SyncKind = "charge", *,
+                     processor_id: str | None = None) -> ChargeResult:
+        return await self._timed("lookup", self.inner.lookup(reference, kind, processor_id=processor_id))
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
+        return self.inner.parse_webhook(headers, body)
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         return await self._timed("refund", self.inner.refund(request))

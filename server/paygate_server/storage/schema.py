@@ -117,6 +117,9 @@ transactions = Table(
     Column("merchant_id", String(64), nullable=False),
     Column("status", String(16), nullable=False),  # pending | unknown | succeeded | failed
     Column("reference", String(64), nullable=False, unique=True),
+    # Where the operation went: a processor account (``pa_…``), or the name of the
+    # gateway's default connector for a merchant with no account. A capture, void or
+    # refund always goes where its authorization went.
     Column("connector", String(32), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
@@ -135,6 +138,10 @@ transactions = Table(
     Column("kind", String(16), nullable=False, server_default=text("'charge'")),  # charge | authorization | capture | void
     Column("parent_id", String(64), nullable=True),  # a capture's or void's authorization
     Column("reason", String(16), nullable=True),  # a void's: requested | expired
+    # The processor's own id of the operation's object (Stripe ``pi_…``, Adyen
+    # ``pspReference``), recorded as soon as it is known: captures, voids, refunds and
+    # look-ups of a lost answer address the processor by it. Migration 0005.
+    Column("processor_id", String(128), nullable=True),
     Index("ux_transactions_one_in_flight", "intent_id", unique=True,
           sqlite_where=text("status IN ('pending', 'unknown')"), postgresql_where=text("status IN ('pending', 'unknown')")),
     Index("ux_transactions_one_success", "intent_id", "kind", unique=True,
@@ -214,4 +221,4 @@ CAPTURED_TABLES: dict[str, str] = {
 }
 
 # Domain tables live in their own modules and register on the same metadata.
-from paygate_server.storage import schema_checkout, schema_history  # noqa: E402,F401
+from paygate_server.storage import schema_checkout, schema_history, schema_processors  # noqa: E402,F401

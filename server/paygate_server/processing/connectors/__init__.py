@@ -21,11 +21,15 @@ from .base import (
     ChargeResult,
     Connector,
     ConnectorError,
+    ConnectorKind,
+    ProcessorEvent,
     RefundRequest,
     RefundResult,
     SettlementRecord,
     SyncKind,
     VoidRequest,
+    WebhookRejected,
+    WebhookReply,
 )
 from .simulator import SimulatorConnector
 
@@ -37,14 +41,23 @@ __all__ = [
     "ChargeResult",
     "Connector",
     "ConnectorError",
+    "ConnectorKind",
+    "ProcessorEvent",
     "RefundRequest",
     "RefundResult",
     "SettlementRecord",
     "SimulatorConnector",
     "SyncKind",
     "VoidRequest",
+    "WebhookRejected",
+    "WebhookReply",
+    "KINDS",
     "connector_for_url",
+    "connector_kind",
 ]
+
+# The kinds of processor account (SPEC §7): each is the module of that name here.
+KINDS = ("simulator", "stripe", "adyen")
 
 _MODULE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -76,3 +89,11 @@ def connector_for_url(url: str, **options: Any) -> Connector:
         raise ValueError(f"connector module {name!r} has no from_url()")
     connector: Connector = factory(url, **options)
     return connector
+
+
+def connector_kind(name: str) -> ConnectorKind:
+    """The kind of processor account called ``name``; ValueError if there is none."""
+    if name not in KINDS:
+        raise ValueError(f"unknown processor kind {name!r} (kinds: {', '.join(KINDS)})")
+    kind: ConnectorKind = importlib.import_module(f"{__name__}.{name}").KIND
+    return kind

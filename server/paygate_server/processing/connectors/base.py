@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -21,15 +22,20 @@ __all__ = [
     "ChargeResult",
     "Connector",
     "ConnectorError",
+    "ConnectorKind",
+    "ProcessorEvent",
     "RefundRequest",
     "RefundResult",
     "SettlementRecord",
     "SyncKind",
     "VoidRequest",
+    "WebhookRejected",
+    "WebhookReply",
 ]
 
-# What :meth:`Connector.lookup` looks up by the gateway's reference.
-SyncKind = Literal["charge", "capture", "void"]
+# What :meth:`Connector.lookup` looks up by the gateway's reference ("charge" covers an
+# authorization too), and what a processor's notification is about.
+SyncKind = Literal["charge", "capture", "void", "refund"]
 
 
 class ChargeOutcome(str, enum.Enum):
@@ -43,6 +49,12 @@ class ChargeOutcome(str, enum.Enum):
 
 class ConnectorError(Exception):
     """A request whose answer is not an outcome (e.g. a settlement report) failed."""
+
+
+class WebhookRejected(ConnectorError):
+    """A processor notification that cannot be verified (no, stale or wrong signature) or
+    read: answered ``400`` and nothing of it applied. The text names the reason only,
+    never a secret or the body."""
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -74,6 +86,11 @@ class ChargeRequest:
     currency: str
     card: CardDetails
     capture: bool = True  # False: authorize only (hold the amount; captured or voided later)
+    # Called with the processor's id of the payment object before the step that moves
+    # money, by connectors whose processor cannot be asked by the gateway's reference
+    # (e.g. Stripe: create, record the id, then confirm). It returns once the id is
+    # committed; if it raises, the connector does not go on (nothing charged: FAILED).
+    record_processor_id: Callable[[str], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +99,14 @@ class CaptureRequest:
     charge_reference: str  # the authorization's
     amount: int  # at most what is held; the rest is released
     currency: str
+    charge_processor_id: str | None = None  # the authorization's id at the processor
 
 
 @dataclass(frozen=True, slots=True)
 class VoidRequest:
     reference: str  # the void's own idempotency key at the processor
     charge_reference: str  # the authorization's
+    charge_processor_id: str | None = None  # the authorization's id at the processor
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +116,7 @@ class ChargeResult:
     auth_code: str | None = None
     decline_code: str | None = None
     message: str | None = None
+    processor_id: str | None = None  # the processor's id of the payment, when it says it
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +125,7 @@ class RefundRequest:
     charge_reference: str
     amount: int
     currency: str
+    charge_processor_id: str | None = None  # the charge's id at the processor
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +144,31 @@ class SettlementRecord:
     amount: int
     currency: str
     merchant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorEvent:
+    """One outcome a processor's notification states, about one operation.
+
+    ``result.reference`` is the gateway's reference of the operation when the notification
+    carries it ("" when it does not); ``payment_processor_id`` is the processor's id of the
+    payment the operation belongs to (a Stripe payment intent, an Adyen payment's
+    ``pspReference``). The gateway finds the operation by the first, else by the second and
+    ``kind``. Only outcomes are events: APPROVED or DECLINED (FAILED for "nothing done")."""
+
+    kind: SyncKind
+    result: ChargeResult
+    payment_processor_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReply:
+    """A verified notification: what it says, and the answer its processor expects."""
+
+    events: tuple[ProcessorEvent, ...]
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
 
 
 @runtime_checkable
@@ -147,9 +193,12 @@ class Connector(Protocol):
         DECLINED refused; never raises on network trouble."""
         ...
 
-    async def lookup(self, reference: str, kind: SyncKind = "charge") -> ChargeResult:
-        """What the processor recorded for the charge (or authorization), capture or void
-        with this reference: APPROVED, DECLINED, NOT_FOUND or UNKNOWN."""
+    async def lookup(self, reference: str, kind: SyncKind = "charge", *,
+                     processor_id: str | None = None) -> ChargeResult:
+        """What the processor recorded for the charge (or authorization), capture, void or
+        refund with this reference: APPROVED, DECLINED, NOT_FOUND or UNKNOWN.
+        ``processor_id``: the processor's id of the payment it belongs to, if recorded
+        (for a charge, its own). A processor that cannot be asked answers UNKNOWN."""
         ...
 
     async def refund(self, request: RefundRequest) -> RefundResult:
@@ -160,4 +209,48 @@ class Connector(Protocol):
         """Settled charges, captures and refunds of a UTC day; raises :class:`ConnectorError`."""
         ...
 
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
+        """Verify and read one of the processor's notifications (``headers`` with
+        lower-case names); raises :class:`WebhookRejected` when it cannot be verified."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorKind:
+    """A kind of processor account (SPEC §7): what it is configured with, and how its
+    connector is built. Each connector module exposes one as ``KIND``.
+
+    ``settings``: name → default (``None``: required), stored in the clear;
+    ``credentials``: the required secret names, stored sealed; ``build(settings,
+    credentials, **options)`` gets both complete (defaults filled in) and the gateway's
+    transport options (``connect_timeout``, ``read_timeout``, ``max_connections``,
+    ``transport``)."""
+
+    name: str
+    settings: Mapping[str, str | None]
+    credentials: tuple[str, ...]
+    build: Callable[..., Connector]
+
+    def complete_settings(self, given: Mapping[str, str]) -> dict[str, str]:
+        """``given`` with defaults filled in; raises ValueError naming an unknown or
+        missing setting."""
+        unknown = sorted(set(given) - set(self.settings))
+        if unknown:
+            raise ValueError(f"{self.name} has no setting {unknown[0]!r} (settings: {', '.join(self.settings)})")
+        complete = {name: given.get(name, default) for name, default in self.settings.items()}
+        missing = [name for name, value in complete.items() if not value]
+        if missing:
+            raise ValueError(f"{self.name} needs the setting {missing[0]!r}")
+        return {name: value for name, value in complete.items() if value is not None}
+
+    def check_credentials(self, given: Mapping[str, str]) -> None:
+        """Raises ValueError naming an unknown or missing credential (never its value)."""
+        unknown = sorted(set(given) - set(self.credentials))
+        if unknown:
+            raise ValueError(f"{self.name} has no credential {unknown[0]!r} "
+                             f"(credentials: {', '.join(self.credentials) or 'none'})")
+        missing = [name for name in self.credentials if not given.get(name)]
+        if missing:
+            raise ValueError(f"{self.name} needs the credential {missing[0]!r}")

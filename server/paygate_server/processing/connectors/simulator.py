@@ -15,12 +15,13 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 from urllib.parse import quote, urlencode, urlsplit
 
 from paygate_server import jsoncodec
-from paygate_server.http1client import ConnectionPool, HttpTimeout, Transport
+from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeout, Transport
 
 from .base import (
     CaptureRequest,
@@ -28,14 +29,17 @@ from .base import (
     ChargeRequest,
     ChargeResult,
     ConnectorError,
+    ConnectorKind,
     RefundRequest,
     RefundResult,
     SettlementRecord,
     SyncKind,
     VoidRequest,
+    WebhookRejected,
+    WebhookReply,
 )
 
-__all__ = ["Answer", "Operation", "SimulatorConnector", "classify", "from_url"]
+__all__ = ["KIND", "Answer", "Operation", "SimulatorConnector", "classify", "from_url"]
 
 _MAX_MESSAGE = 200
 _HEADERS = b"Content-Type: application/json\r\nUser-Agent: paygate-connector\r\n"
@@ -50,6 +54,7 @@ class Operation(str, enum.Enum):
     LOOKUP = "lookup"  # GET /v1/charges/{reference}
     LOOKUP_CAPTURE = "lookup_capture"  # GET /v1/captures/{reference}
     LOOKUP_VOID = "lookup_void"  # GET /v1/voids/{reference}
+    LOOKUP_REFUND = "lookup_refund"  # GET /v1/refunds/{reference}
     REFUND = "refund"  # POST /v1/refunds
 
 
@@ -59,8 +64,10 @@ _STATUSES = {
     Operation.CAPTURE: ("captured", "refused"), Operation.LOOKUP_CAPTURE: ("captured", "refused"),
     Operation.VOID: ("voided", "refused"), Operation.LOOKUP_VOID: ("voided", "refused"),
 }
-_LOOKUPS = {"charge": Operation.LOOKUP, "capture": Operation.LOOKUP_CAPTURE, "void": Operation.LOOKUP_VOID}
-_NOT_FOUND = {"charge_not_found", "capture_not_found", "void_not_found"}
+_LOOKUPS = {"charge": Operation.LOOKUP, "capture": Operation.LOOKUP_CAPTURE, "void": Operation.LOOKUP_VOID,
+            "refund": Operation.LOOKUP_REFUND}
+_LOOKUP_PATHS = {"charge": "/v1/charges/", "capture": "/v1/captures/", "void": "/v1/voids/", "refund": "/v1/refunds/"}
+_NOT_FOUND = {"charge_not_found", "capture_not_found", "void_not_found", "refund_not_found"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,10 @@ def classify(
     or reset, protocol error). The full table is in docs/simulator.md.
     """
     unknown = ChargeOutcome.UNKNOWN
+    if isinstance(error, ConnectFailed) and operation not in _LOOKUPS.values():
+        # No connection, so not a byte of the request left: nothing was done (SPEC §7:
+        # a processor account may fail over to the next one).
+        return Answer(ChargeOutcome.FAILED, message=f"could not connect ({type(error).__name__}): nothing sent")
     if error is not None:
         kind = "timeout" if isinstance(error, HttpTimeout | TimeoutError) else "transport error"
         # The exception's text is not used: only its class, so nothing of the request
@@ -107,7 +118,7 @@ def classify(
         if data.get("reference") != reference:
             return Answer(unknown, message="answer for another reference: outcome unknown")
         status = data.get("status")
-        if operation is Operation.REFUND:
+        if operation in (Operation.REFUND, Operation.LOOKUP_REFUND):
             if status == "succeeded":
                 return Answer(ChargeOutcome.APPROVED, message=message)
             return Answer(unknown, message="unexpected refund status: outcome unknown")
@@ -259,10 +270,14 @@ class SimulatorConnector:
         answer = await self._exchange(Operation.VOID, request.reference, "POST", "/v1/voids", payload)
         return _charge_result(request.reference, answer)
 
-    async def lookup(self, reference: str, kind: SyncKind = "charge") -> ChargeResult:
-        path = {"charge": "/v1/charges/", "capture": "/v1/captures/", "void": "/v1/voids/"}[kind]
-        answer = await self._exchange(_LOOKUPS[kind], reference, "GET", path + quote(reference, safe=""), None)
-        return _charge_result(reference, answer)
+    async def lookup(self, reference: str, kind: SyncKind = "charge", *,
+                     processor_id: str | None = None) -> ChargeResult:
+        # The simulator keeps every record by the gateway's reference: no processor id needed.
+        path = _LOOKUP_PATHS[kind] + quote(reference, safe="")
+        return _charge_result(reference, await self._exchange(_LOOKUPS[kind], reference, "GET", path, None))
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
+        raise WebhookRejected("the simulator sends no notifications: every outcome is in its answers")
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         payload = jsoncodec.dumps(
@@ -343,3 +358,10 @@ def _charge_result(reference: str, answer: Answer) -> ChargeResult:
 def from_url(url: str, **options: Any) -> SimulatorConnector:
     """Factory used by :func:`~paygate_server.processing.connectors.connector_for_url`."""
     return SimulatorConnector(url, **options)
+
+
+def _from_account(settings: Mapping[str, str], credentials: Mapping[str, str], **options: Any) -> SimulatorConnector:
+    return SimulatorConnector(settings["url"], **options)
+
+
+KIND = ConnectorKind("simulator", settings={"url": None}, credentials=(), build=_from_account)

@@ -225,7 +225,6 @@ def test_classify_carries_codes_and_messages() -> None:
     [
         (HttpTimeout("timeout"), "timeout"),
         (TimeoutError("asyncio deadline"), "timeout"),
-        (ConnectFailed("connect failed: ConnectionRefusedError"), "transport error"),
         (ConnectionLost("connection lost: ConnectionResetError"), "transport error"),
         (ReusedConnectionClosed("connection lost"), "transport error"),
         (MalformedResponse("malformed response: ValueError"), "transport error"),
@@ -241,6 +240,19 @@ def test_classify_errors_are_unknown_and_say_which_kind(error: Exception, kind: 
         assert answer.outcome is O.UNKNOWN
         # The class name only, never the exception's text.
         assert answer.message == f"{kind} ({type(error).__name__}): outcome unknown"
+
+
+def test_a_connection_that_never_opened_sent_nothing_so_it_failed_and_a_lookup_is_unknown() -> None:
+    """SPEC §7: "a connection refused before the request was sent" says nothing was done —
+    the one transport error that is definitive (and lets an account fail over)."""
+    error = ConnectFailed("connect failed: ConnectionRefusedError")
+    for operation in Operation:
+        answer = classify(operation, REF, None, None, error)
+        if operation.value.startswith("lookup"):
+            assert answer.outcome is O.UNKNOWN  # a look-up that did not happen says nothing
+        else:
+            assert answer.outcome is O.FAILED
+            assert answer.message == "could not connect (ConnectFailed): nothing sent"
 
 
 @contextlib.asynccontextmanager

@@ -134,12 +134,12 @@ async def test_refunds_and_settlement(connector: SimulatorConnector) -> None:
     assert refunds[0].amount == 400
 
 
-async def test_unreachable_processor_is_unknown() -> None:
-    # A port that was just free: nothing listens on it.
+async def test_unreachable_processor_charged_nothing_and_a_lookup_is_unknown() -> None:
+    # A port that was just free: nothing listens on it, so no request ever left.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     async with SimulatorConnector(f"http://127.0.0.1:{port}", connect_timeout=0.5) as c:
         result = await c.charge(_request(TestCards.VISA))
-        assert result.outcome is O.UNKNOWN
+        assert result.outcome is O.FAILED
         assert (await c.lookup(result.reference)).outcome is O.UNKNOWN

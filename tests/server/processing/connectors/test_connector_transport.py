@@ -189,13 +189,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_connection_refused_is_unknown_transport_error() -> None:
+async def test_connection_refused_sent_nothing_so_operations_failed_and_lookups_are_unknown() -> None:
     async with SimulatorConnector(f"http://127.0.0.1:{_free_port()}", connect_timeout=0.5) as c:
         charged = await c.charge(REQUEST)
-        assert charged.outcome is O.UNKNOWN
-        assert charged.message == "transport error (ConnectFailed): outcome unknown"
+        assert charged.outcome is O.FAILED
+        assert charged.message == "could not connect (ConnectFailed): nothing sent"
         assert (await c.lookup(REF)).outcome is O.UNKNOWN
-        assert (await c.refund(RefundRequest("re_1", REF, 100, "USD"))).outcome is O.UNKNOWN
+        assert (await c.refund(RefundRequest("re_1", REF, 100, "USD"))).outcome is O.FAILED
         with pytest.raises(ConnectorError, match=r"^settlement report: ConnectFailed$"):
             await c.settlement_report(dt.date(2025, 1, 1))
 
