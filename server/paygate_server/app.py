@@ -29,9 +29,11 @@ from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
 from paygate_server.intents import endpoints as intent_endpoints
 from paygate_server.private_files import private_dir
 from paygate_server.processing import endpoints as processing_endpoints
-from paygate_server.processing.connectors import connector_for_url
+from paygate_server.processing.connectors import Connector, connector_for_url
 from paygate_server.processing.reconciler import Reconciler
 from paygate_server.processing.service import ProcessingService
+from paygate_server.processors import endpoints as processor_endpoints
+from paygate_server.processors.registry import ProcessorRoutes
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.refunds import endpoints as refund_endpoints
 from paygate_server.refunds.service import RefundService
@@ -71,17 +73,21 @@ async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EX
     notifier = ChangeNotifier(db, poll_interval_s=settings.change_poll_interval_s)
     card_keys = CardKeyStore(db, master, bits=settings.card_key_bits)
     await card_keys.ensure_active_key()
-    connector = connector_for_url(settings.processor_url,
-                                  connect_timeout=settings.processor_connect_timeout_s,
-                                  read_timeout=settings.processor_timeout_s)
-    for extension in extensions:  # wrapped once, before any service holds it
-        connector = extension.wrap_connector(connector)
+    timeouts = {"connect_timeout": settings.processor_connect_timeout_s, "read_timeout": settings.processor_timeout_s}
+
+    def wrap(connector: Connector) -> Connector:  # every connector, the default's and each account's
+        for extension in extensions:
+            connector = extension.wrap_connector(connector)
+        return connector
+
+    connector = wrap(connector_for_url(settings.processor_url, **timeouts))  # once, before any service holds it
+    processors = ProcessorRoutes(db, master, cache_ttl_s=settings.key_cache_ttl_s, wrap=wrap, **timeouts)
     gateway = Gateway(settings=settings, db=db, master_key=master, authenticator=authenticator,
-                      notifier=notifier, card_keys=card_keys, connector=connector,
+                      notifier=notifier, card_keys=card_keys, connector=connector, processors=processors,
                       fingerprint_key=master.derive(FINGERPRINT_PURPOSE))
     gateway.processing = ProcessingService(gateway, connector)
     gateway.refunds = RefundService(gateway, connector)
-    gateway.reconciler = Reconciler(gateway.payments, connector, settings, notifier)
+    gateway.reconciler = Reconciler(gateway.payments, connector, settings, notifier, processors)
     for extension in extensions:
         await extension.setup(gateway)
         check_provided(extension, gateway)
@@ -109,6 +115,7 @@ def _routes(extensions: Sequence[Extension]) -> list[BaseRoute]:
         *intent_endpoints.routes,
         *processing_endpoints.routes,
         *refund_endpoints.routes,
+        *processor_endpoints.routes,
         *checkout_endpoints.routes,
         *(route for extension in extensions for route in extension.routes),
         Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from paygate_server.processing.connectors import Connector
     from paygate_server.processing.reconciler import Reconciler
     from paygate_server.processing.service import ProcessingService
+    from paygate_server.processors.registry import ProcessorRoutes
     from paygate_server.refunds.service import RefundService
     from paygate_server.vault.service import VaultService
     from paygate_server.webhooks.dispatcher import Dispatcher
@@ -79,6 +80,9 @@ class Gateway:
     # The one connector object every domain calls, wrapped by extensions (metrics) before
     # any service got it: built once, injected, never swapped afterwards.
     connector: Connector
+    # Where each payment goes: the merchant's processor accounts (their connectors wrapped
+    # like ``connector``) and routing, or ``connector`` for a merchant with none.
+    processors: ProcessorRoutes
     fingerprint_key: bytes  # HMAC key of card fingerprints, derived once from the master key
     # The payment core's storage port, on the gateway's database.
     payments: PaymentStore = field(init=False)

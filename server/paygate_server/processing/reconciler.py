@@ -37,10 +37,12 @@ from paygate_server.processing.connectors import (
     ChargeResult,
     Connector,
     RefundRequest,
+    RefundResult,
     VoidRequest,
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import refund_outcome
+from paygate_server.processors.registry import ProcessorRoutes
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, StoreRefusal
 from paygate_server.waiting import wait_event
@@ -64,9 +66,10 @@ class PassReport:
 
 class Reconciler:
     def __init__(self, store: PaymentStore, connector: Connector, settings: Settings,
-                 notifier: ChangeNotifier | None = None) -> None:
+                 notifier: ChangeNotifier | None = None, processors: ProcessorRoutes | None = None) -> None:
         self._store = store
-        self.connector = connector
+        self.connector = connector  # the default processor's
+        self._processors = processors  # the merchants' accounts (None: the default only)
         self._settings = settings
         self._notifier = notifier
         self._wake = asyncio.Event()
@@ -146,6 +149,12 @@ class Reconciler:
             if not progressed:
                 return report
 
+    async def _connector(self, route: str) -> Connector:
+        """Where the operation went is where it is asked about: never another processor."""
+        if self._processors is None:
+            return self.connector
+        return await self._processors.connector(route, self.connector)
+
     async def _check(self, check: Check) -> str | None:
         if not await self._store.lease_check(check, now_us() + int(self._lease_s * _US)):
             return None
@@ -158,10 +167,11 @@ class Reconciler:
         assert txn is not None
         kind = txn["kind"]
         attempt = Attempt(txn["id"], txn["reference"], txn["intent_id"], txn["merchant_id"], txn["amount"],
-                          txn["currency"], kind, txn["charge_reference"])
+                          txn["currency"], kind, txn["charge_reference"], txn["connector"], txn["processor_id"])
+        connector = await self._connector(attempt.connector)
         if kind in ("capture", "void"):
-            return await self._check_follow_up(check, attempt)
-        result = await self.connector.lookup(txn["reference"])
+            return await self._check_follow_up(check, attempt, connector)
+        result = await connector.lookup(txn["reference"], processor_id=attempt.processor_id)
         label = result.outcome.value
         check_by = None
         if result.outcome is ChargeOutcome.NOT_FOUND:
@@ -180,19 +190,21 @@ class Reconciler:
             self._notifier.publish(check.intent_id)
         return label
 
-    async def _check_follow_up(self, check: Check, attempt: Attempt) -> str:
+    async def _check_follow_up(self, check: Check, attempt: Attempt, connector: Connector) -> str:
         """A capture or void: looked up by its reference; one the processor has not heard
         of is sent (again) with that same reference — it was asked for, and the processor
         does it once per reference, so this can neither double it nor guess its outcome."""
         assert attempt.charge_reference is not None
-        result = await self.connector.lookup(attempt.reference, "capture" if attempt.kind == "capture" else "void")
+        result = await connector.lookup(attempt.reference, "capture" if attempt.kind == "capture" else "void",
+                                        processor_id=attempt.processor_id)
         label = f"{attempt.kind}_{result.outcome.value}"
         if result.outcome is ChargeOutcome.NOT_FOUND:
             if attempt.kind == "capture":
-                result = await self.connector.capture(CaptureRequest(attempt.reference, attempt.charge_reference,
-                                                                     attempt.amount, attempt.currency))
+                result = await connector.capture(CaptureRequest(attempt.reference, attempt.charge_reference,
+                                                                attempt.amount, attempt.currency, attempt.processor_id))
             else:
-                result = await self.connector.void(VoidRequest(attempt.reference, attempt.charge_reference))
+                result = await connector.void(VoidRequest(attempt.reference, attempt.charge_reference,
+                                                          attempt.processor_id))
             label = f"{attempt.kind}_sent_{result.outcome.value}"
         await self._store.settle_follow_up(attempt, follow_up_outcome(
             attempt.kind, result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1))
@@ -203,14 +215,22 @@ class Reconciler:
     async def _check_refund(self, check: Check) -> str:
         refund = await self._store.refund_for_check(check.object_id)
         assert refund is not None
-        # Refunds are idempotent by reference: asking again *is* the status query.
-        result = await self.connector.refund(RefundRequest(refund["reference"], refund["charge_reference"],
-                                                            refund["amount"], refund["currency"]))
+        connector = await self._connector(refund["connector"])
+        # Looked up by its reference first; one the processor has not heard of is sent
+        # (again) with that same reference, which the processor refunds once.
+        looked_up = await connector.lookup(refund["reference"], "refund", processor_id=refund["charge_processor_id"])
+        result = RefundResult(refund["reference"], looked_up.outcome, looked_up.message)
+        label = f"refund_{result.outcome.value}"
+        if looked_up.outcome is ChargeOutcome.NOT_FOUND:
+            result = await connector.refund(RefundRequest(refund["reference"], refund["charge_reference"],
+                                                          refund["amount"], refund["currency"],
+                                                          refund["charge_processor_id"]))
+            label = f"refund_sent_{result.outcome.value}"
         await self._store.settle_refund(check.object_id, refund_outcome(
             result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1))
         if self._notifier is not None:
             self._notifier.publish(check.intent_id)
-        return f"refund_{result.outcome.value}"
+        return label
 
 
 async def list_unresolved(store: PaymentStore) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ from paygate_server.processing.connectors import (
     VoidRequest,
 )
 from paygate_server.processing.settle import is_definitive, unknown_outcome
+from paygate_server.processors.routing import Payment
 from paygate_server.storage.port import (
     AnswerSpec,
     Attempt,
@@ -99,7 +100,7 @@ def charge_outcome(result: ChargeResult, *, schedule: tuple[float, ...], checks:
                    check_by: int | None = None) -> Outcome:
     """What a charge's answer writes (the request's and the reconciler's alike)."""
     if result.outcome is ChargeOutcome.APPROVED:
-        return Outcome("succeeded", auth_code=result.auth_code)
+        return Outcome("succeeded", auth_code=result.auth_code, processor_id=result.processor_id)
     if result.outcome is ChargeOutcome.DECLINED:
         error: dict[str, str | None] = {"code": "card_declined", "declineCode": result.decline_code or "generic_decline",
                                         "message": _DECLINE_MESSAGES.get(result.decline_code or "",
@@ -108,9 +109,10 @@ def charge_outcome(result: ChargeResult, *, schedule: tuple[float, ...], checks:
         error = {"code": "processing_error", "declineCode": None,
                  "message": "The processor could not process the payment. Try again or use another card."}
     else:
-        return unknown_outcome(result.outcome, result.message, schedule, checks, check_by)
+        return unknown_outcome(result.outcome, result.message, schedule, checks, check_by, result.processor_id)
     return Outcome("failed", decline_code=error["declineCode"], error_code=error["code"],
-                   error_message=error["message"], intent_error=jsoncodec.dumps(error).decode())
+                   error_message=error["message"], intent_error=jsoncodec.dumps(error).decode(),
+                   processor_id=result.processor_id)
 
 
 # A capture or void refused because the hold is gone: the intent ends canceled, expired.
@@ -163,8 +165,9 @@ class ProcessingService:
         settings = gateway.settings
         store = gateway.payments
         card = command.card
+        routes = await self._routes(command)
         new = NewAttempt(command.merchant_id, command.intent_id, card.summary, card.fingerprint, card.vault_id,
-                         self.connector.name, int(settings.in_flight_grace_s * _US), MAX_FAILED_ATTEMPTS)
+                         routes[0], int(settings.in_flight_grace_s * _US), MAX_FAILED_ATTEMPTS)
         try:
             begun = await store.begin_attempt(new, claim)
         except StoreRefusal as refusal:
@@ -175,7 +178,20 @@ class ProcessingService:
         gateway.notifier.publish(command.intent_id)
         crash_point(settings.fault_point, "after_attempt_commit")
 
-        return await self._within_budget(attempt, self._charge(attempt, card, before, claim))
+        return await self._within_budget(attempt, self._charge(attempt, card, before, claim, routes[1:]))
+
+    async def _routes(self, command: ProcessPayment) -> tuple[str, ...]:
+        """Where the attempt goes (SPEC §7): the merchant's accounts by its routing rules,
+        the first first and the rest its failover; the default connector without accounts."""
+        routing = await self._gateway.processors.route(command.merchant_id)
+        if routing is None:
+            return (self.connector.name,)
+        intent = await self._gateway.payments.get_intent(command.merchant_id, command.intent_id)
+        if intent is None:
+            return routing.accounts[:1]  # begin_attempt refuses it: the intent does not exist
+        chosen = routing.choose(Payment(intent["currency"], str(command.card.summary["brand"]), intent["amount"],
+                                        intent["capture_method"]))
+        return chosen or routing.accounts[:1]
 
     async def _within_budget(self, attempt: Attempt, work: Coroutine[Any, Any, Processed]) -> Processed:
         """Run the processor call and its settle in the background (it outlives a request
@@ -237,11 +253,13 @@ class ProcessingService:
     async def _hold_operation(self, attempt: Attempt, claim: KeyClaim | None) -> Processed:
         gateway = self._gateway
         assert attempt.charge_reference is not None
+        connector = await gateway.processors.connector(attempt.connector, self.connector)
         if attempt.kind == "capture":
-            call = partial(self.connector.capture, CaptureRequest(attempt.reference, attempt.charge_reference,
-                                                                  attempt.amount, attempt.currency))
+            call = partial(connector.capture, CaptureRequest(attempt.reference, attempt.charge_reference,
+                                                             attempt.amount, attempt.currency, attempt.processor_id))
         else:
-            call = partial(self.connector.void, VoidRequest(attempt.reference, attempt.charge_reference))
+            call = partial(connector.void, VoidRequest(attempt.reference, attempt.charge_reference,
+                                                       attempt.processor_id))
         result = await self._call_processor(call)
         outcome = follow_up_outcome(attempt.kind, result, schedule=gateway.settings.reconcile_schedule_s)
         rendered = _Rendered()
@@ -274,16 +292,34 @@ class ProcessingService:
         return result
 
     async def _charge(self, attempt: Attempt, card: ResolvedCard, before: Row,
-                      claim: KeyClaim | None) -> Processed:
+                      claim: KeyClaim | None, failover: tuple[str, ...]) -> Processed:
         """Call the processor and record the outcome (with the request's answer, if the
-        outcome's transaction can store it)."""
+        outcome's transaction can store it). An account that answered that nothing was
+        charged hands over to the next of ``failover`` — never on anything less certain."""
         gateway = self._gateway
-        request = ChargeRequest(
-            reference=attempt.reference, payment_intent_id=attempt.intent_id,
-            merchant_id=attempt.merchant_id, amount=attempt.amount, currency=attempt.currency,
-            card=card.details, capture=attempt.kind == "charge",
-        )
-        result = await self._call_processor(partial(self.connector.charge, request))
+        store = gateway.payments
+        while True:
+            request = ChargeRequest(
+                reference=attempt.reference, payment_intent_id=attempt.intent_id,
+                merchant_id=attempt.merchant_id, amount=attempt.amount, currency=attempt.currency,
+                card=card.details, capture=attempt.kind == "charge",
+                record_processor_id=partial(store.record_processor_id, attempt.transaction_id),
+            )
+            try:
+                connector = await gateway.processors.connector(attempt.connector, self.connector)
+            except Exception as exc:  # noqa: BLE001 - an account that cannot be used was sent nothing
+                result = ChargeResult(attempt.reference, ChargeOutcome.FAILED,
+                                      message=f"processor account unusable ({type(exc).__name__}): nothing sent")
+            else:
+                result = await self._call_processor(partial(connector.charge, request))
+            if result.outcome is not ChargeOutcome.FAILED or not failover:
+                break
+            following = await store.fail_over(attempt, charge_outcome(result, schedule=()), failover[0],
+                                              int(gateway.settings.in_flight_grace_s * _US))
+            if following is None:  # settled meanwhile (a reconciler): nothing more to do here
+                break
+            attempt, failover = following, failover[1:]
+            gateway.notifier.publish(attempt.intent_id)
         if result.outcome is ChargeOutcome.APPROVED:
             crash_point(gateway.settings.fault_point, "after_processor_approved")
         outcome = charge_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
@@ -305,3 +341,4 @@ class ProcessingService:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
         await self.connector.aclose()
+        await self._gateway.processors.aclose()

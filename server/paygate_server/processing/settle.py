@@ -38,11 +38,12 @@ def next_check_at(schedule: tuple[float, ...], checks: int, check_by: int | None
 
 
 def unknown_outcome(outcome: ChargeOutcome, message: str | None, schedule: tuple[float, ...], checks: int,
-                    check_by: int | None) -> Outcome:
-    """Not a definitive answer: the operation stays ``unknown``, its check moves on."""
+                    check_by: int | None, processor_id: str | None = None) -> Outcome:
+    """Not a definitive answer: the operation stays ``unknown``, its check moves on (the
+    processor's id of its payment kept, if the answer had one)."""
     said = message or outcome.value
     return Outcome("unknown", error_message=said[:500], last_result=said[:200],
-                   due_at=next_check_at(schedule, checks, check_by), checks=checks)
+                   due_at=next_check_at(schedule, checks, check_by), checks=checks, processor_id=processor_id)
 
 
 def refund_outcome(result: RefundResult, *, schedule: tuple[float, ...], checks: int = 0) -> Outcome:

@@ -61,9 +61,11 @@ class RefundService:
             raise refusal_error(refusal, command.intent_id, "refunded") from None
         if isinstance(reserved, ExistingKey):
             return reserved
-        result = await self.connector.refund(RefundRequest(
+        connector = await gateway.processors.connector(reserved["connector"], self.connector)  # where the money was
+        result = await connector.refund(RefundRequest(
             reference=reserved["reference"], charge_reference=reserved["charge_reference"],
-            amount=reserved["amount"], currency=reserved["currency"]))
+            amount=reserved["amount"], currency=reserved["currency"],
+            charge_processor_id=reserved["charge_processor_id"]))
         outcome = refund_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
         row = await store.settle_refund(reserved["id"], outcome,
                                         None if claim is None else AnswerSpec(claim, _render_answer))

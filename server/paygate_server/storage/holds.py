@@ -39,7 +39,7 @@ __all__ = ["HoldOperations", "queue_kind"]
 _COLUMNS = ", ".join(c.name for c in payment_intents.c)
 _BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
 _HELD = Sql(f"SELECT status, amount_capturable FROM payment_intents WHERE {_BY_ID}")
-_AUTHORIZATION = Sql("SELECT id, reference, amount FROM transactions WHERE intent_id = :intent_id"
+_AUTHORIZATION = Sql("SELECT id, reference, amount, connector, processor_id FROM transactions WHERE intent_id = :intent_id"
                      " AND kind = 'authorization' AND status = 'succeeded'")
 _TO_IN_PROGRESS = Sql("UPDATE payment_intents SET status = 'in_progress', amount_capturable = 0, last_error = NULL,"
                       f" version = version + 1, updated_at = :now WHERE {_BY_ID} AND status = 'requires_capture'"
@@ -132,7 +132,7 @@ class HoldOperations(ABC):
             row = await fetch_one(conn, _TO_IN_PROGRESS, **ids, now=now)
             assert row is not None  # under the intent's lock, in requires_capture
             attempt = Attempt(new_id("txn"), new_id("ref"), intent_id, merchant_id, amount, row["currency"], kind,
-                              authorization["reference"])
+                              authorization["reference"], authorization["connector"], authorization["processor_id"])
             await execute(conn, _INSERT_FOLLOW_UP, id=attempt.transaction_id, kind=kind, reason=reason,
                           reference=attempt.reference, amount=amount, parent_id=authorization["id"], now=now)
             await self._add_check(conn, kind, attempt.transaction_id, intent_id, merchant_id, now + check_after_us,

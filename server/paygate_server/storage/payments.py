@@ -98,20 +98,42 @@ _INSERT_ATTEMPT = Sql(
 )
 _ATTEMPT = Sql("SELECT id, intent_id, merchant_id, status, kind, reference, amount, currency, vault_id, created_at"
                " FROM transactions WHERE id = :id")
-# The reconciler's view: a capture's or void's authorization reference is what it acts on.
-_ATTEMPT_FOR_CHECK = Sql("SELECT t.id, t.intent_id, t.merchant_id, t.status, t.kind, t.reference, t.amount,"
-                         " t.currency, t.created_at, p.reference AS charge_reference FROM transactions t"
-                         " LEFT JOIN transactions p ON p.id = t.parent_id WHERE t.id = :id")
+# An operation as the reconciler and a processor's notification see it: a capture's or
+# void's authorization's reference and processor id are what it acts on.
+OPERATION = ("SELECT t.id, t.intent_id, t.merchant_id, t.status, t.kind, t.reference, t.amount, t.currency,"
+             " t.created_at, t.connector, p.reference AS charge_reference,"
+             " CASE WHEN t.parent_id IS NULL THEN t.processor_id ELSE p.processor_id END AS processor_id"
+             " FROM transactions t LEFT JOIN transactions p ON p.id = t.parent_id")
+_ATTEMPT_FOR_CHECK = Sql(f"{OPERATION} WHERE t.id = :id")
 _UNSETTLED = "WHERE id = :id AND status IN ('pending', 'unknown')"
-SUCCEED = f"SET status = 'succeeded', auth_code = :auth_code, updated_at = :now {_UNSETTLED}"
+# The processor's id of an operation is kept once known (an answer without one keeps it).
+_PROCESSOR_ID = "processor_id = COALESCE(:processor_id, processor_id)"
+SUCCEED = f"SET status = 'succeeded', auth_code = :auth_code, {_PROCESSOR_ID}, updated_at = :now {_UNSETTLED}"
 FAIL = (
     "SET status = 'failed', decline_code = :decline_code, error_code = :error_code,"
-    f" error_message = :error_message, updated_at = :now {_UNSETTLED}"
+    f" error_message = :error_message, {_PROCESSOR_ID}, updated_at = :now {_UNSETTLED}"
 )
 _SUCCEED_ATTEMPT = Sql(f"UPDATE transactions {SUCCEED}")
 _FAIL_ATTEMPT = Sql(f"UPDATE transactions {FAIL}")
-_MARK_ATTEMPT_UNKNOWN = Sql("UPDATE transactions SET status = 'unknown', error_message = :message,"
+_MARK_ATTEMPT_UNKNOWN = Sql(f"UPDATE transactions SET status = 'unknown', error_message = :message, {_PROCESSOR_ID},"
                             " updated_at = :now WHERE id = :id AND status = 'pending'")
+# Failover (SPEC §7): the next attempt, at another account, with the same card's summary.
+_INSERT_FAILOVER = Sql(
+    f"INSERT INTO transactions ({ATTEMPT_COLUMNS}) SELECT :id, intent_id, merchant_id, 'pending', :reference,"
+    " :connector, amount, currency, card_brand, card_last4, card_exp_month, card_exp_year, card_fingerprint,"
+    " vault_id, :now, :now, kind FROM transactions WHERE id = :previous"
+)
+# A processor's notification names an operation by the gateway's reference, or by the
+# processor's id of its payment (the newest such operation of the account).
+_KINDS = {"charge": "('charge', 'authorization')", "capture": "('capture')", "void": "('void')"}
+_BY_REFERENCE = {kind: Sql(f"{OPERATION} WHERE t.reference = :reference AND t.connector = :connector"
+                           f" AND t.kind IN {kinds}") for kind, kinds in _KINDS.items()}
+_BY_PROCESSOR_ID = {kind: Sql(
+    f"{OPERATION} WHERE {'t' if kind == 'charge' else 'p'}.processor_id = :processor_id"
+    f" AND t.connector = :connector AND t.kind IN {kinds} ORDER BY t.created_at DESC LIMIT 1")
+    for kind, kinds in _KINDS.items()}
+_RECORD_PROCESSOR_ID = Sql("UPDATE transactions SET processor_id = :processor_id, updated_at = :now"
+                           " WHERE id = :id AND status = 'pending' AND processor_id IS NULL")
 # The attempt consumes the card token it charges, in its own transaction: a request refused
 # by its Idempotency-Key, a non-processable intent or a lost race rolls back and leaves the
 # token redeemable.
@@ -150,7 +172,8 @@ _RELEASE = Sql("UPDATE payment_intents SET amount_refunded = amount_refunded - :
 # authorization's reference, where the money was taken).
 _RECEIVED = ("FROM transactions t LEFT JOIN transactions p ON p.id = t.parent_id"
              " WHERE t.intent_id = :intent_id AND t.status = 'succeeded' AND t.kind IN ('charge', 'capture')")
-_CHARGE = Sql(f"SELECT t.id, COALESCE(p.reference, t.reference) AS reference {_RECEIVED}")
+_CHARGE = Sql(f"SELECT t.id, COALESCE(p.reference, t.reference) AS reference, t.connector,"
+              f" COALESCE(p.processor_id, t.processor_id) AS processor_id {_RECEIVED}")
 _INSERT_REFUND = Sql(f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (:id, :intent_id, :merchant_id,"
                      " :transaction_id, :reference, :amount, :currency, 'pending', :reason, NULL, :now, :now)")
 _GET_REFUND = Sql(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = :id")
@@ -158,10 +181,14 @@ _SETTLE_REFUND = Sql("UPDATE refunds SET status = :status, error_code = :error_c
                      f" {_UNSETTLED}")
 _MARK_REFUND_UNKNOWN = Sql("UPDATE refunds SET status = 'unknown', updated_at = :now"
                            " WHERE id = :id AND status = 'pending'")
-_REFUND_FOR_CHECK = Sql("SELECT r.id, r.intent_id, r.merchant_id, r.reference, r.amount, r.currency,"
-                        " COALESCE(p.reference, t.reference) AS charge_reference FROM refunds r"
-                        " JOIN transactions t ON t.id = r.transaction_id"
-                        " LEFT JOIN transactions p ON p.id = t.parent_id WHERE r.id = :id")
+# A refund with what it is sent against: where its money was taken, and how that is named there.
+REFUND_OPERATION = ("SELECT r.id, r.intent_id, r.merchant_id, r.reference, r.amount, r.currency, r.status,"
+                    " t.connector, COALESCE(p.reference, t.reference) AS charge_reference,"
+                    " COALESCE(p.processor_id, t.processor_id) AS charge_processor_id FROM refunds r"
+                    " JOIN transactions t ON t.id = r.transaction_id"
+                    " LEFT JOIN transactions p ON p.id = t.parent_id")
+_REFUND_FOR_CHECK = Sql(f"{REFUND_OPERATION} WHERE r.id = :id")
+_REFUND_BY_REFERENCE = Sql(f"{REFUND_OPERATION} WHERE r.reference = :reference AND t.connector = :connector")
 
 # Idempotency keys (SPEC §3). A claim is made in the transaction of the change it guards.
 _KEY = "merchant_id = :merchant_id AND idempotency_key = :key"
@@ -195,9 +222,9 @@ def _card_params(new: NewAttempt) -> dict[str, Any]:
 def _attempt_outcome_params(outcome: Outcome) -> tuple[Sql, dict[str, Any]]:
     """The attempt's settling statement (``SUCCEED``/``FAIL``) and its values."""
     if outcome.status == "succeeded":
-        return _SUCCEED_ATTEMPT, {"auth_code": outcome.auth_code}
+        return _SUCCEED_ATTEMPT, {"auth_code": outcome.auth_code, "processor_id": outcome.processor_id}
     return _FAIL_ATTEMPT, {"decline_code": outcome.decline_code, "error_code": outcome.error_code,
-                           "error_message": outcome.error_message}
+                           "error_message": outcome.error_message, "processor_id": outcome.processor_id}
 
 
 def refusal_to_begin(why: Row | None, new: NewAttempt) -> StoreRefusal | None:
@@ -365,7 +392,7 @@ class SqlPaymentStore(HoldOperations, ABC):
                 raise AttemptInFlight() from None
             assert inserted is not None
             attempt = Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"], row["currency"],
-                              inserted["kind"])
+                              inserted["kind"], connector=new.connector)
             # If this process dies mid-call, the reconciler owns the attempt after the grace period.
             await self._add_check(conn, "charge", attempt.transaction_id, new.intent_id, new.merchant_id,
                                   now + new.check_after_us, now)
@@ -408,6 +435,50 @@ class SqlPaymentStore(HoldOperations, ABC):
         async with self._db.read_one() as conn:
             return await fetch_one(conn, _ATTEMPT_FOR_CHECK, id=transaction_id)
 
+    async def record_processor_id(self, transaction_id: str, processor_id: str) -> None:
+        """Commit the processor's id of a pending attempt's payment before the step that
+        moves money (a connector's checkpoint): a lost answer is then looked up by it."""
+        async with self._db.write() as conn:
+            await execute(conn, _RECORD_PROCESSOR_ID, id=transaction_id, processor_id=processor_id, now=now_us())
+
+    async def fail_over(self, attempt: Attempt, outcome: Outcome, connector: str,
+                        check_after_us: int) -> Attempt | None:
+        """Settle an attempt that the processor said charged nothing (``outcome`` failed)
+        and record the next one, at ``connector``, in one transaction: the intent stays
+        ``in_progress`` and this is not a failure of the card. None: settled by someone
+        else meanwhile (nothing written)."""
+        async with self._db.write() as conn:
+            await self._lock_intent(conn, attempt.intent_id)
+            txn = await fetch_one(conn, _ATTEMPT, id=attempt.transaction_id)
+            if txn is None or txn["status"] not in ("pending", "unknown"):
+                return None
+            now = now_us()
+            if not await self._settle_operation(conn, txn, outcome, now):
+                return None
+            following = Attempt(new_id("txn"), new_id("ref"), attempt.intent_id, attempt.merchant_id,
+                                attempt.amount, attempt.currency, attempt.kind, connector=connector)
+            await execute(conn, _INSERT_FAILOVER, id=following.transaction_id, reference=following.reference,
+                          connector=connector, previous=attempt.transaction_id, now=now)
+            await self._add_check(conn, "charge", following.transaction_id, attempt.intent_id, attempt.merchant_id,
+                                  now + check_after_us, now)
+            return following
+
+    async def find_operation(self, connector: str, kind: str, reference: str,
+                             payment_processor_id: str | None) -> Row | None:
+        """The operation a processor's notification is about, among those sent through
+        ``connector``: a charge/authorization, capture or void (``OPERATION``'s columns)
+        or a refund (``REFUND_OPERATION``'s); None if there is none."""
+        async with self._db.read_one() as conn:
+            if kind == "refund":
+                return await fetch_one(conn, _REFUND_BY_REFERENCE, reference=reference, connector=connector) \
+                    if reference else None
+            if reference:
+                return await fetch_one(conn, _BY_REFERENCE[kind], reference=reference, connector=connector)
+            if payment_processor_id:
+                return await fetch_one(conn, _BY_PROCESSOR_ID[kind], processor_id=payment_processor_id,
+                                       connector=connector)
+            return None
+
     # --- the settle path shared by every processor operation ---------------------------
 
     async def _add_check(self, conn: Connection, kind: str, object_id: str, intent_id: str, merchant_id: str,
@@ -438,8 +509,8 @@ class SqlPaymentStore(HoldOperations, ABC):
         """An unknown outcome: the operation becomes ``unknown`` (once: the history records
         the change of state, not every check) and its check moves to ``outcome.due_at``."""
         if row["status"] == "pending":
-            await execute(conn, mark_unknown, id=row["id"], now=now,
-                          **({} if kind == "refund" else {"message": outcome.error_message}))
+            await execute(conn, mark_unknown, id=row["id"], now=now, **({} if kind == "refund" else {
+                "message": outcome.error_message, "processor_id": outcome.processor_id}))
         check = {"kind": kind, "object_id": row["id"], "due_at": outcome.due_at, "checks": outcome.checks,
                  "last_result": outcome.last_result}
         if not await execute(conn, _MOVE_CHECK, **check):
@@ -476,7 +547,8 @@ class SqlPaymentStore(HoldOperations, ABC):
             await self._add_check(conn, "refund", refund["id"], new.intent_id, new.merchant_id,
                                   now + new.check_after_us, now)
             return {**refund, "status": "pending", "error_code": None, "created_at": now, "updated_at": now,
-                    "charge_reference": charge["reference"]}
+                    "charge_reference": charge["reference"], "connector": charge["connector"],
+                    "charge_processor_id": charge["processor_id"]}
 
     async def settle_refund(self, refund_id: str, outcome: Outcome, answer: AnswerSpec | None = None) -> Row | None:
         """Record the processor's answer about a refund, once; a refused one releases its

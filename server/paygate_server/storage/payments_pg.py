@@ -187,7 +187,7 @@ class PostgresPaymentStore(SqlPaymentStore):
             if row is not None:
                 intent = dict(row)
                 return intent, Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"],
-                                       row["currency"], intent.pop("attempt_kind"))
+                                       row["currency"], intent.pop("attempt_kind"), connector=new.connector)
             in_the_way = await self._key_in_the_way(conn, claim)
             if isinstance(in_the_way, ExistingKey):
                 return in_the_way
@@ -205,7 +205,7 @@ class PostgresPaymentStore(SqlPaymentStore):
         params: dict[str, Any] = {
             "id": attempt.transaction_id, "now": now, "intent_id": attempt.intent_id,
             "merchant_id": attempt.merchant_id, "status": outcome.status, "last_error": outcome.intent_error,
-            "failed": failed, **({"auth_code": outcome.auth_code} if approved else {
+            "failed": failed, "processor_id": outcome.processor_id, **({"auth_code": outcome.auth_code} if approved else {
                 "decline_code": outcome.decline_code, "error_code": outcome.error_code,
                 "error_message": outcome.error_message})}
         async with self._db.autocommit() as conn:

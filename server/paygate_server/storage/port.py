@@ -146,6 +146,10 @@ class Attempt:
     currency: str
     kind: str = "charge"  # charge | authorization | capture | void
     charge_reference: str | None = None  # a capture's or void's: its authorization's reference
+    connector: str = ""  # where it goes: a processor account (pa_…) or the default connector's name
+    # The processor's id of the payment it belongs to, if recorded: a charge's own, a
+    # capture's or void's authorization's.
+    processor_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +201,7 @@ class Outcome:
     # requires_capture), and why it is canceled (requested | expired; None: the void's reason).
     intent_status: str | None = None
     cancellation_reason: str | None = None
+    processor_id: str | None = None  # the processor's id of the operation's object, if it said it
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +237,11 @@ class PaymentStore(Protocol):
                              answer: AnswerSpec | None = None) -> tuple[Row | None, bool]: ...
     async def attempt_for_check(self, transaction_id: str) -> Row | None: ...
     async def redeem_token(self, vault_id: str) -> bool: ...
+    async def record_processor_id(self, transaction_id: str, processor_id: str) -> None: ...
+    async def fail_over(self, attempt: Attempt, outcome: Outcome, connector: str,
+                        check_after_us: int) -> Attempt | None: ...
+    async def find_operation(self, connector: str, kind: str, reference: str,
+                             payment_processor_id: str | None) -> Row | None: ...
 
     # Captures and voids of held authorizations (manual capture)
     async def begin_capture(self, new: NewCapture, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey: ...

@@ -52,6 +52,8 @@ class ScriptedProcessor:
     follow_up_outcome: ChargeOutcome = ChargeOutcome.APPROVED
     follow_up_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
     sent: list[tuple[str, str, str]] = field(default_factory=list)
+    # Refunds: what looking one up answers (not found: the reconciler sends it again).
+    refund_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         self.calls["charge"] += 1
@@ -67,8 +69,10 @@ class ScriptedProcessor:
         self.sent.append(("void", request.reference, request.charge_reference))
         return ChargeResult(request.reference, self.follow_up_outcome)
 
-    async def lookup(self, reference: str, kind: str = "charge") -> ChargeResult:
+    async def lookup(self, reference: str, kind: str = "charge", *, processor_id: str | None = None) -> ChargeResult:
         self.calls["lookup" if kind == "charge" else f"lookup_{kind}"] += 1
+        if kind == "refund":
+            return ChargeResult(reference, self.refund_lookup)
         if kind != "charge":
             return ChargeResult(reference, self.follow_up_lookup)
         await asyncio.sleep(self.lookup_delay_s)  # a slow processor: lets two reconcilers overlap

@@ -337,6 +337,6 @@ def test_every_operation_of_the_port_is_covered() -> None:
     here = Path(__file__).parent
     source = "".join((here / name).read_text() for name in (
         "test_payment_store.py", "test_payment_store_refunds.py", "test_payment_store_keys_queue.py",
-        "test_payment_store_holds.py"))
+        "test_payment_store_holds.py", "test_payment_store_processors.py"))
     operations = [name for name in vars(PaymentStore) if not name.startswith("_")]
     assert operations and [name for name in operations if f"store.{name}(" not in source] == []

@@ -1,0 +1,1 @@
+"""Processor accounts, routing and processors' notifications (SPEC §7)."""
