@@ -6,7 +6,13 @@ or by the processor's id, only among the operations of that account."""
 from __future__ import annotations
 
 from paygate_server.storage.port import NewCapture, Outcome
-from tests.server.storage.payment_store_helpers import APPROVED, MINUTE_US, Shop, new_refund, unknown
+from tests.server.storage.payment_store_helpers import (
+    APPROVED,
+    MINUTE_US,
+    Shop,
+    new_refund,
+    unknown,
+)
 
 NOTHING_CHARGED = Outcome("failed", error_code="processing_error", error_message="could not connect: nothing sent")
 
