@@ -165,11 +165,9 @@ class Reconciler:
     async def _check_attempt(self, check: Check) -> str:
         txn = await self._store.attempt_for_check(check.object_id)
         assert txn is not None
-        kind = txn["kind"]
-        attempt = Attempt(txn["id"], txn["reference"], txn["intent_id"], txn["merchant_id"], txn["amount"],
-                          txn["currency"], kind, txn["charge_reference"], txn["connector"], txn["processor_id"])
+        attempt = Attempt.of(txn)
         connector = await self._connector(attempt.connector)
-        if kind in ("capture", "void"):
+        if attempt.kind in ("capture", "void"):
             return await self._check_follow_up(check, attempt, connector)
         result = await connector.lookup(txn["reference"], processor_id=attempt.processor_id)
         label = result.outcome.value

@@ -151,6 +151,12 @@ class Attempt:
     # capture's or void's authorization's.
     processor_id: str | None = None
 
+    @classmethod
+    def of(cls, row: Row) -> Attempt:
+        """The operation as ``attempt_for_check`` / ``find_operation`` read it."""
+        return cls(row["id"], row["reference"], row["intent_id"], row["merchant_id"], row["amount"], row["currency"],
+                   row["kind"], row["charge_reference"], row["connector"], row["processor_id"])
+
 
 @dataclass(frozen=True, slots=True)
 class NewCapture:

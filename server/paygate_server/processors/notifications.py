@@ -1,0 +1,76 @@
+"""A processor's own notifications (SPEC §7): verified by the account's connector, then fed
+to the same exactly-once settle path as the request and the reconciler.
+
+The notification names an operation (by the gateway's reference, or by the processor's id
+of its payment); only an operation sent through *this* account can be settled by it, so a
+notification signed with one account's secret can never touch another's payments. What
+it states is an outcome like any other answer: the store applies the first one and
+ignores the rest, so a notification racing a reconciler's look-up, or replayed by the
+processor, settles the operation once.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from paygate_server.processing.connectors import ProcessorEvent, RefundResult, WebhookReply
+from paygate_server.processing.service import charge_outcome, follow_up_outcome
+from paygate_server.processing.settle import is_definitive, refund_outcome
+from paygate_server.storage.port import Attempt
+from paygate_server.storage.processor_accounts import get_account
+
+if TYPE_CHECKING:
+    from paygate_server.state import Gateway
+
+__all__ = ["AccountUnknown", "receive_notification"]
+
+log = logging.getLogger("paygate.processors")
+
+
+class AccountUnknown(LookupError):
+    """No processor account has this id."""
+
+
+async def receive_notification(gateway: Gateway, account_id: str, headers: Mapping[str, str],
+                               body: bytes) -> tuple[WebhookReply, int]:
+    """Verify (raises ``WebhookRejected``) and apply; returns the processor's expected
+    answer and how many operations this notification settled."""
+    async with gateway.db.read() as conn:
+        if await get_account(conn, account_id) is None:
+            raise AccountUnknown(account_id)
+    connector = await gateway.processors.connector(account_id, gateway.connector)
+    reply = connector.parse_webhook(headers, body)
+    settled = 0
+    for event in reply.events:
+        settled += await _apply(gateway, account_id, event)
+    return reply, settled
+
+
+async def _apply(gateway: Gateway, account_id: str, event: ProcessorEvent) -> int:
+    result = event.result
+    if not is_definitive(result.outcome):
+        return 0  # "still working on it": the reconciler keeps asking
+    store = gateway.payments
+    found = await store.find_operation(account_id, event.kind, result.reference, event.payment_processor_id)
+    if found is None:
+        # Not one of ours (another integration on the same processor account), or not yet
+        # committed: acknowledged, the reconciler settles ours by asking.
+        log.info("processor notification (%s) names no operation of %s", event.kind, account_id)
+        return 0
+    schedule = gateway.settings.reconcile_schedule_s
+    if event.kind == "refund":
+        row = await store.settle_refund(found["id"], refund_outcome(
+            RefundResult(result.reference, result.outcome, result.message), schedule=schedule))
+        changed = row is not None and row["status"] != found["status"]
+    else:
+        attempt = Attempt.of(found)
+        if event.kind == "charge":
+            settled, _ = await store.settle_attempt(attempt, charge_outcome(result, schedule=schedule))
+        else:
+            settled, _ = await store.settle_follow_up(attempt, follow_up_outcome(attempt.kind, result,
+                                                                                 schedule=schedule))
+        changed = settled is not None
+    if changed:
+        gateway.notifier.publish(found["intent_id"])
+    return int(changed)
