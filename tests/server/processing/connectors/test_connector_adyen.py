@@ -438,6 +438,12 @@ async def test_a_refused_connection_is_failed_with_nothing_sent() -> None:
 # --- the account kind and secrets -----------------------------------------------------------
 
 
+@pytest.mark.parametrize("api_base", ["ftp://checkout-test.adyen.com", "checkout-test.adyen.com", "https://"])
+def test_api_base_must_be_an_http_url(api_base: str) -> None:
+    with pytest.raises(ValueError, match="apiBase"):
+        AdyenConnector(api_base, MERCHANT, API_KEY, HMAC_KEY, transport=Script([]))
+
+
 def test_the_kind_builds_a_connector() -> None:
     assert connector_kind("adyen") is KIND
     settings = KIND.complete_settings({"apiBase": "https://checkout-test.adyen.com", "merchantAccount": MERCHANT})
@@ -479,9 +485,11 @@ async def test_no_secret_or_card_data_in_messages_or_reprs() -> None:
                                                             "refusalReason": f"bad {CARD.number}"}),
         ConnectionLost(f"lost {CARD.number} {API_KEY}"), HttpTimeout(API_KEY), _json(500, echoing),
     ]
-    connector, script = _connector(*answers)
+    connector, _ = _connector(*answers)
     results = [await connector.charge(_request()) for _ in answers]
-    texts = [repr(connector), repr(script.sent[0].headers.keys())]
+    with pytest.raises(ConnectorError) as report_error:
+        await connector.settlement_report(dt.date(2026, 12, 1))
+    texts = [repr(connector), str(connector), str(report_error.value), repr(CARD), repr(_request())]
     texts += [repr(r) for r in results] + [str(r.message) for r in results]
     for text in texts:
         for secret in secrets:
