@@ -61,10 +61,11 @@ __all__ = ["API_VERSION", "KIND", "RESULT_CODES", "AdyenConnector", "Answer", "O
 # reviewed change of this constant and of those tables, never a silent drift.
 API_VERSION = "v71"
 
-# The Checkout API requires a ``returnUrl`` on /payments, used only when the shopper must be
-# redirected (3-D Secure, redirect methods). This connector declines those results (see
-# RESULT_CODES) and never redirects anyone, so the URL is never visited: a name under the
-# reserved ``.invalid`` top-level domain (RFC 2606) that no one can own says exactly that.
+# v71's PaymentRequest schema requires a ``returnUrl`` (with merchantAccount, reference,
+# amount and paymentMethod); it is used only when the shopper must be redirected (3-D
+# Secure, redirect methods). This connector declines those results (see RESULT_CODES) and
+# never redirects anyone, so the URL is never visited: a name under the reserved
+# ``.invalid`` top-level domain (RFC 2606), which no one can own, says exactly that.
 _RETURN_URL = "https://no-redirect.paygate.invalid/adyen"
 
 _MAX_MESSAGE = 200
@@ -533,8 +534,8 @@ def _event(item: dict[str, Any]) -> ProcessorEvent | None:
     reason = _text(item.get("reason"))
     if kind == "charge":
         if success == "true":
-            # The code is in additionalData.authCode when enabled; else the card's reason
-            # reads "authCode:last4:expiry" (docs.adyen.com/api-explorer/Webhooks/1/post/AUTHORISATION).
+            # The code is in additionalData.authCode when enabled; else, for visa, mc and amex,
+            # the reason reads "authCode:last4:expiry" (Webhooks API, AUTHORISATION's reason).
             auth_code = _text(extra.get("authCode"))
             if auth_code is None and reason and reason.count(":") == 2:
                 auth_code = reason.split(":", 1)[0] or None
