@@ -1,0 +1,568 @@
+"""Connector for Adyen's Checkout API (SPEC §7, issue #18).
+
+A card payment is one ``POST /v71/payments``; its ``resultCode`` is the outcome. Captures,
+cancels and refunds are *requests*: Adyen answers ``201 {"status": "received"}`` and states
+the outcome later in a notification (a webhook signed with HMAC-SHA256), so those calls
+return ``UNKNOWN`` and the gateway's reconciler waits for :meth:`AdyenConnector.parse_webhook`
+to report the outcome. Adyen cannot be asked about a payment by the gateway's reference,
+so :meth:`AdyenConnector.lookup` always answers ``UNKNOWN``.
+
+Every exchange goes through :func:`classify`, the one place that decides what it means,
+with the explicit :data:`RESULT_CODES` table for a payment's ``resultCode``. The rule it
+keeps: only an answer that says so is an outcome or a "nothing done"; anything else is
+``UNKNOWN``, never ``FAILED``.
+
+Forwarding card numbers (``paymentMethod.number``/``cvc``) to Adyen needs the merchant
+account's raw-card-data permission ("API PCI Payments role", PCI DSS SAQ D): without it
+Adyen refuses every payment with a validation error, which is ``FAILED`` (nothing charged).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import enum
+import hashlib
+import hmac
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
+
+from paygate_server import jsoncodec
+from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeout, Transport
+
+from .base import (
+    CaptureRequest,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeResult,
+    ConnectorError,
+    ConnectorKind,
+    ProcessorEvent,
+    RefundRequest,
+    RefundResult,
+    SettlementRecord,
+    SyncKind,
+    VoidRequest,
+    WebhookRejected,
+    WebhookReply,
+)
+
+__all__ = ["API_VERSION", "KIND", "RESULT_CODES", "AdyenConnector", "Answer", "Operation", "classify",
+           "decline_code_for", "signing_string"]
+
+# The Checkout API version, pinned in every URL: Adyen versions the request and answer
+# shapes by this path segment, and the tables below (result codes, error bodies, the
+# "received" answers of modifications) are read from v71's reference. A new version is a
+# reviewed change of this constant and of those tables, never a silent drift.
+API_VERSION = "v71"
+
+# v71's PaymentRequest schema requires a ``returnUrl`` (with merchantAccount, reference,
+# amount and paymentMethod); it is used only when the shopper must be redirected (3-D
+# Secure, redirect methods). This connector declines those results (see RESULT_CODES) and
+# never redirects anyone, so the URL is never visited: a name under the reserved
+# ``.invalid`` top-level domain (RFC 2606), which no one can own, says exactly that.
+_RETURN_URL = "https://no-redirect.paygate.invalid/adyen"
+
+_MAX_MESSAGE = 200
+_KEEPALIVE_EXPIRY_S = 30.0
+# Adyen's Idempotency-Key is at most 64 characters; anything but printable ASCII could
+# also break the request's head, so such a reference is refused before a byte is sent.
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
+# Belt and braces: a run of 12+ digits in any text taken from Adyen is cut out of the
+# messages this module makes, so a card number echoed back can never reach a log.
+_LONG_DIGITS = re.compile(r"\d{12,}")
+
+
+class Operation(str, enum.Enum):
+    CHARGE = "charge"  # POST /v71/payments (capture true or false)
+    CAPTURE = "capture"  # POST /v71/payments/{pspReference}/captures
+    VOID = "void"  # POST /v71/payments/{pspReference}/cancels
+    REFUND = "refund"  # POST /v71/payments/{pspReference}/refunds
+    CANCEL_BY_REFERENCE = "cancel_by_reference"  # POST /v71/cancels
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    outcome: ChargeOutcome
+    auth_code: str | None = None
+    decline_code: str | None = None
+    message: str | None = None
+    processor_id: str | None = None  # the payment's pspReference, when Adyen said it
+
+
+# A payment's resultCode → outcome (docs.adyen.com/online-payments/build-your-integration/
+# payment-result-codes). Any string not here is UNKNOWN.
+RESULT_CODES: dict[str, ChargeOutcome] = {
+    "Authorised": ChargeOutcome.APPROVED,
+    "Refused": ChargeOutcome.DECLINED,  # the issuer or Adyen's risk checks said no; final
+    "Cancelled": ChargeOutcome.DECLINED,  # cancelled before processing completed; final
+    # "There was an error when the payment was being processed ... This is a final state"
+    # (the AUTHORISATION notification follows with success=false): nothing was authorised,
+    # but no one declined the card either — the gateway's "processing error, try again".
+    "Error": ChargeOutcome.FAILED,
+    # 3-D Secure: the shopper must act (redirect, device fingerprint, challenge). Not
+    # supported yet: no authorisation exists, and without the shopper none will.
+    "RedirectShopper": ChargeOutcome.DECLINED,
+    "IdentifyShopper": ChargeOutcome.DECLINED,
+    "ChallengeShopper": ChargeOutcome.DECLINED,
+    # Not final: the outcome comes in the AUTHORISATION notification.
+    "Received": ChargeOutcome.UNKNOWN,
+    "Pending": ChargeOutcome.UNKNOWN,
+    "PresentToShopper": ChargeOutcome.UNKNOWN,
+}
+_AUTHENTICATION = frozenset({"RedirectShopper", "IdentifyShopper", "ChallengeShopper"})
+
+# Adyen's refusal reasons (docs.adyen.com/development-resources/refusal-reasons), by
+# refusalReasonCode and by refusalReason text (a notification carries only the text),
+# → the gateway's decline codes. Every other reason is a generic decline.
+_REFUSAL_CODES = {
+    "6": "expired_card",
+    "8": "invalid_number",
+    "11": "authentication_required",  # 3D Not Authenticated
+    "12": "insufficient_funds",  # Not enough balance
+    "24": "incorrect_cvc",  # CVC Declined
+    "38": "authentication_required",  # Authentication required
+    "42": "authentication_required",  # 3DS Authentication Error
+}
+_REFUSAL_TEXTS = {
+    "expired card": "expired_card",
+    "invalid card number": "invalid_number",
+    "3d not authenticated": "authentication_required",
+    "not enough balance": "insufficient_funds",
+    "cvc declined": "incorrect_cvc",
+    "authentication required": "authentication_required",
+    "3ds authentication error": "authentication_required",
+}
+
+
+def decline_code_for(reason_code: Any, reason: Any) -> str:
+    """The gateway's decline code for an Adyen refusal (code first, then its text)."""
+    if isinstance(reason_code, str | int) and str(reason_code) in _REFUSAL_CODES:
+        return _REFUSAL_CODES[str(reason_code)]
+    if isinstance(reason, str):
+        return _REFUSAL_TEXTS.get(reason.strip().lower(), "generic_decline")
+    return "generic_decline"
+
+
+def _text(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return _LONG_DIGITS.sub("[digits removed]", value[:_MAX_MESSAGE])
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def classify(
+    operation: Operation,
+    reference: str,
+    status_code: int | None,
+    body: bytes | None,
+    error: BaseException | None = None,
+) -> Answer:
+    """Map one exchange with Adyen to an outcome. ``error`` is the exception raised
+    instead of an answer (timeout, connection refused or lost, malformed answer)."""
+    unknown = ChargeOutcome.UNKNOWN
+    if isinstance(error, ConnectFailed):
+        # The connection never opened, so not a byte left: nothing done (SPEC §7 failover).
+        return Answer(ChargeOutcome.FAILED, message=f"could not connect ({type(error).__name__}): nothing sent")
+    if error is not None:
+        kind = "timeout" if isinstance(error, HttpTimeout | TimeoutError) else "transport error"
+        # Only the exception's class: its text could carry something of the exchange.
+        return Answer(unknown, message=f"{kind} ({type(error).__name__}): outcome unknown")
+    if status_code is None:
+        return Answer(unknown, message="no answer: outcome unknown")
+    try:
+        data = jsoncodec.loads(body or b"")
+    except jsoncodec.JSONDecodeError:
+        return Answer(unknown, message=f"unparseable answer (HTTP {status_code}): outcome unknown")
+    if not isinstance(data, dict):
+        return Answer(unknown, message=f"unexpected answer (HTTP {status_code}): outcome unknown")
+
+    if operation is Operation.CHARGE and status_code == 200:
+        return _payment(reference, data)
+    if operation is not Operation.CHARGE and status_code in (200, 201):
+        return _modification(operation, reference, data)
+    return _error(status_code, data)
+
+
+def _payment(reference: str, data: dict[str, Any]) -> Answer:
+    """A /payments answer (docs.adyen.com/api-explorer/Checkout/71/post/payments)."""
+    unknown = ChargeOutcome.UNKNOWN
+    merchant_reference = data.get("merchantReference")
+    if merchant_reference is not None and merchant_reference != reference:
+        return Answer(unknown, message="answer for another reference: outcome unknown")
+    result_code = data.get("resultCode")
+    psp_reference = _str(data.get("pspReference"))
+    outcome = RESULT_CODES.get(result_code) if isinstance(result_code, str) else None
+    if outcome is None:
+        return Answer(unknown, message="unexpected resultCode: outcome unknown", processor_id=psp_reference)
+    reason = _text(data.get("refusalReason"))
+    if outcome is ChargeOutcome.APPROVED:
+        if psp_reference is None:
+            # Without its pspReference the payment could never be captured or refunded; the
+            # AUTHORISATION notification carries it.
+            return Answer(unknown, message="Authorised without a pspReference: outcome unknown")
+        extra = data.get("additionalData")
+        # additionalData.authCode is sent only when the merchant account enables it (Customer
+        # Area > Developers > Additional data); otherwise there is no code to give: None.
+        auth_code = _text(extra.get("authCode")) if isinstance(extra, dict) else None
+        return Answer(outcome, auth_code=auth_code, processor_id=psp_reference)
+    if result_code in _AUTHENTICATION:
+        return Answer(outcome, decline_code="authentication_required", processor_id=psp_reference,
+                      message=f"Adyen asks for 3-D Secure ({result_code}): not supported by this connector")
+    if outcome is ChargeOutcome.DECLINED:
+        return Answer(outcome, decline_code=decline_code_for(data.get("refusalReasonCode"), reason),
+                      message=f"{result_code}: {reason}" if reason else result_code, processor_id=psp_reference)
+    if outcome is ChargeOutcome.FAILED:
+        detail = f" ({reason})" if reason else ""
+        return Answer(outcome, processor_id=psp_reference,
+                      message=f"Adyen: error processing the payment{detail}: nothing authorised")
+    return Answer(unknown, processor_id=psp_reference,
+                  message=f"payment {result_code}: the outcome comes by notification")
+
+
+def _modification(operation: Operation, reference: str, data: dict[str, Any]) -> Answer:
+    """A capture's, cancel's or refund's answer: a request received, not an outcome."""
+    unknown = ChargeOutcome.UNKNOWN
+    if data.get("status") != "received":
+        return Answer(unknown, message=f"unexpected {operation.value} answer: outcome unknown")
+    if data.get("reference") not in (None, reference):
+        return Answer(unknown, message="answer for another reference: outcome unknown")
+    payment = _str(data.get("paymentPspReference"))
+    event = "TECHNICAL_CANCEL" if operation is Operation.CANCEL_BY_REFERENCE else _EVENT_OF[operation]
+    return Answer(unknown, processor_id=payment,
+                  message=f"{operation.value} received by Adyen: the outcome comes by a {event} notification")
+
+
+_EVENT_OF = {Operation.CAPTURE: "CAPTURE", Operation.VOID: "CANCELLATION", Operation.REFUND: "REFUND"}
+_PATHS = {Operation.CAPTURE: "captures", Operation.VOID: "cancels", Operation.REFUND: "refunds"}
+
+
+def _error(status_code: int, data: dict[str, Any]) -> Answer:
+    """An error answer: ``{status, errorCode, message, errorType, pspReference}``
+    (docs.adyen.com/development-resources/response-handling)."""
+    unknown = ChargeOutcome.UNKNOWN
+    code = _text(data.get("errorCode"))
+    if code is None:
+        return Answer(unknown, message=f"unclassified answer (HTTP {status_code}): outcome unknown")
+    error_type = _text(data.get("errorType"))
+    # Adyen's free text is left out: errorCode and errorType say what happened, and a
+    # validation message may quote the request.
+    detail = f"Adyen {error_type or 'error'} {code} (HTTP {status_code})"
+    if code == "704":
+        # "request already processed or in progress" (422 or 409): the Idempotency-Key was
+        # seen before, so the first request may well have charged. Never "nothing done".
+        return Answer(unknown, message=f"{detail}: the same reference is in progress, outcome unknown")
+    if status_code in (400, 422):
+        return Answer(ChargeOutcome.FAILED, message=f"{detail}: request refused, nothing done")
+    if status_code in (401, 403):
+        return Answer(ChargeOutcome.FAILED, message=f"{detail}: not authorised, nothing done")
+    if status_code == 429:
+        return Answer(ChargeOutcome.RETRY, message=f"{detail}: rate limited, nothing done")
+    return Answer(unknown, message=f"{detail}: outcome unknown")
+
+
+# -- notifications ---------------------------------------------------------------------------
+
+# The fields Adyen signs, in its documented order (docs.adyen.com/development-resources/
+# webhooks/verify-hmac-signatures): amount.value and amount.currency are the 5th and 6th.
+_SIGNED = ("pspReference", "originalReference", "merchantAccountCode", "merchantReference",
+           "value", "currency", "eventCode", "success")
+
+
+def signing_string(item: Mapping[str, Any]) -> str:
+    """The text Adyen signs for one NotificationRequestItem; ValueError if a signed field
+    has a type Adyen never sends (it could not be the text Adyen signed)."""
+    amount = item.get("amount")
+    if not isinstance(amount, dict):
+        raise ValueError("no amount")
+    fields = {**item, "value": amount.get("value"), "currency": amount.get("currency")}
+    parts = []
+    for name in _SIGNED:
+        value = fields.get(name)
+        if value is None:
+            parts.append("")
+        elif isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            parts.append(str(value))
+        else:
+            raise ValueError(f"{name} is not a string")
+    return ":".join(parts)
+
+
+# eventCode → what it is about. CANCEL_OR_REFUND is decided per item (below).
+_EVENT_KINDS: dict[str, SyncKind] = {
+    "AUTHORISATION": "charge",
+    "CAPTURE": "capture", "CAPTURE_FAILED": "capture",
+    "CANCELLATION": "void", "TECHNICAL_CANCEL": "void",
+    "REFUND": "refund", "REFUND_FAILED": "refund",
+}
+_ACTIONS: dict[Any, SyncKind] = {"cancel": "void", "refund": "refund"}
+# Events that report a failure whatever their "success" says: the scheme rejected a capture
+# or a refund Adyen had accepted earlier.
+_FAILURES = frozenset({"CAPTURE_FAILED", "REFUND_FAILED"})
+_ACCEPTED = b"[accepted]"  # the answer Adyen expects, else it sends the batch again
+
+
+# -- the connector ---------------------------------------------------------------------------
+
+
+class AdyenConnector:
+    """Adyen's Checkout API over one pool of keep-alive HTTP/1.1 connections.
+
+    ``api_base``: e.g. ``https://checkout-test.adyen.com`` (live: the company's
+    ``https://{PREFIX}-checkout-live.adyenpayments.com/checkout``); ``api_key``: the web
+    service user's key (``X-API-Key``); ``hmac_key``: the webhook's HMAC key, hex.
+    ``connect_timeout``, ``read_timeout``, ``max_connections`` and ``transport`` as for
+    :class:`~paygate_server.processing.connectors.simulator.SimulatorConnector`.
+
+    The merchant account must capture automatically at once (Adyen's default) for a charge
+    (``capture`` true) to be money taken when it is Authorised; an authorization is sent
+    with ``additionalData.manualCapture`` so it stays held until :meth:`capture`.
+    """
+
+    name = "adyen"
+
+    def __init__(
+        self,
+        api_base: str,
+        merchant_account: str,
+        api_key: str,
+        hmac_key: str,
+        *,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 10.0,
+        max_connections: int = 256,
+        transport: Transport | None = None,
+    ) -> None:
+        self.api_base = api_base.rstrip("/")
+        parts = urlsplit(self.api_base)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the adyen connector needs an http(s)://host[:port][/path] apiBase")
+        if not merchant_account:
+            raise ValueError("the adyen connector needs a merchantAccount")
+        # Checked here so that a bad credential fails the set-up, not a payment; the
+        # messages name the credential, never its value.
+        if not _HEADER_VALUE.fullmatch(api_key):
+            raise ValueError("the adyen credential 'apiKey' is not a valid header value")
+        try:
+            self._hmac_key = binascii.unhexlify(hmac_key)
+        except (binascii.Error, ValueError):
+            raise ValueError("the adyen credential 'hmacKey' is not hexadecimal") from None
+        if not self._hmac_key:
+            raise ValueError("the adyen credential 'hmacKey' is empty")
+        self.merchant_account = merchant_account
+        self._headers = (b"Content-Type: application/json\r\nUser-Agent: paygate-connector\r\n"
+                         b"X-API-Key: " + api_key.encode("ascii") + b"\r\n")
+        self._prefix = f"{parts.path}/{API_VERSION}"
+        self._read_timeout = read_timeout
+        if transport is not None:
+            self._pool: Transport = transport
+            return
+        tls = None
+        if scheme == "https":
+            import certifi
+
+            tls = ssl.create_default_context(cafile=certifi.where())
+        self._pool = ConnectionPool(
+            parts.hostname, parts.port or (443 if tls is not None else 80), max_connections, ssl=tls,
+            connect_timeout=connect_timeout, pool_timeout=read_timeout, idle_timeout=_KEEPALIVE_EXPIRY_S)
+
+    def __repr__(self) -> str:
+        return f"AdyenConnector({self.api_base!r}, merchant_account={self.merchant_account!r})"
+
+    async def _post(self, operation: Operation, reference: str, path: str, payload: dict[str, Any]) -> Answer:
+        if not _IDEMPOTENCY_KEY.fullmatch(reference):
+            return Answer(ChargeOutcome.FAILED,
+                          message="reference unusable as an Idempotency-Key (1-64 printable ASCII): nothing sent")
+        headers = self._headers + b"Idempotency-Key: " + reference.encode("ascii") + b"\r\n"
+        # idempotent=True: a request that met a pooled connection Adyen closed while idle
+        # is written once more. Safe because every request carries its Idempotency-Key:
+        # Adyen performs it once and replays the first answer (or says 704, in progress).
+        try:
+            response = await self._pool.request("POST", self._prefix + path, headers, jsoncodec.dumps(payload),
+                                                self._read_timeout, idempotent=True)
+        except Exception as exc:  # noqa: BLE001 - every failure to get an answer is classified
+            return classify(operation, reference, None, None, exc)
+        return classify(operation, reference, response.status, response.body)
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        """``POST /v71/payments`` with the raw card (see the module's note on PCI)."""
+        method: dict[str, Any] = {
+            "type": "scheme",
+            "number": request.card.number,
+            "expiryMonth": f"{request.card.exp_month:02d}",
+            "expiryYear": str(request.card.exp_year),
+        }
+        if request.card.cvc is not None:
+            method["cvc"] = request.card.cvc
+        payload: dict[str, Any] = {
+            "merchantAccount": self.merchant_account,
+            "reference": request.reference,
+            "amount": {"value": request.amount, "currency": request.currency},
+            "paymentMethod": method,
+            "shopperInteraction": "Ecommerce",
+            "returnUrl": _RETURN_URL,
+        }
+        if not request.capture:
+            # Adyen's per-payment manual capture: authorised and held until a /captures.
+            payload["additionalData"] = {"manualCapture": "true"}
+        answer = await self._post(Operation.CHARGE, request.reference, "/payments", payload)
+        return _result(request.reference, answer)
+
+    async def capture(self, request: CaptureRequest) -> ChargeResult:
+        """Requests the capture; Adyen's CAPTURE notification says whether it happened."""
+        payload = {"merchantAccount": self.merchant_account, "reference": request.reference,
+                   "amount": {"value": request.amount, "currency": request.currency}}
+        return await self._modify(Operation.CAPTURE, request.reference, request.charge_processor_id, payload)
+
+    async def void(self, request: VoidRequest) -> ChargeResult:
+        """Requests the cancel; Adyen's CANCELLATION notification says whether it happened."""
+        payload = {"merchantAccount": self.merchant_account, "reference": request.reference}
+        return await self._modify(Operation.VOID, request.reference, request.charge_processor_id, payload)
+
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        """Requests the refund; Adyen's REFUND notification says whether it happened."""
+        payload = {"merchantAccount": self.merchant_account, "reference": request.reference,
+                   "amount": {"value": request.amount, "currency": request.currency}}
+        result = await self._modify(Operation.REFUND, request.reference, request.charge_processor_id, payload)
+        return RefundResult(request.reference, result.outcome, result.message)
+
+    async def _modify(self, operation: Operation, reference: str, payment: str | None,
+                      payload: dict[str, Any]) -> ChargeResult:
+        if not payment:
+            # Adyen modifies a payment by its pspReference only; without it nothing is sent.
+            return ChargeResult(reference, ChargeOutcome.FAILED,
+                                message=f"{operation.value}: the payment's pspReference is not known: nothing sent")
+        path = f"/payments/{quote(payment, safe='')}/{_PATHS[operation]}"
+        return _result(reference, await self._post(operation, reference, path, payload))
+
+    async def cancel_by_reference(self, payment_reference: str, reference: str) -> ChargeResult:
+        """Cancels the authorization made with the gateway's ``payment_reference`` when its
+        pspReference never arrived (``POST /v71/cancels``, the cancel's own ``reference``).
+
+        Returns ``UNKNOWN`` once Adyen has received it ("the outcome comes by a
+        TECHNICAL_CANCEL notification"), ``FAILED`` when Adyen refused it or it was never
+        sent, ``RETRY`` when rate limited, ``UNKNOWN`` otherwise. A cancel only undoes an
+        authorization not yet captured: a payment captured already (a charge, or an
+        authorization captured since) stays as it is and the notification says
+        success=false."""
+        payload = {"merchantAccount": self.merchant_account, "paymentReference": payment_reference,
+                   "reference": reference}
+        return _result(reference, await self._post(Operation.CANCEL_BY_REFERENCE, reference, "/cancels", payload))
+
+    async def lookup(self, reference: str, kind: SyncKind = "charge", *,
+                     processor_id: str | None = None) -> ChargeResult:
+        # The Checkout API has no read of a payment or a modification: outcomes arrive only
+        # as notifications (and in the reports of the Customer Area).
+        return ChargeResult(reference, ChargeOutcome.UNKNOWN,
+                            message=f"Adyen cannot be asked about a {kind}: its outcome comes by notification")
+
+    async def settlement_report(self, day: _dt.date) -> list[SettlementRecord]:
+        raise ConnectorError(
+            "adyen: settlement reports are files downloaded from the Customer Area by a report "
+            "user with its own credentials, which this connector does not hold")
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
+        """Verifies every item of a standard notification, then reads them all; one item
+        unverifiable, for another merchant account or unreadable rejects the whole batch."""
+        try:
+            data = jsoncodec.loads(body)
+        except jsoncodec.JSONDecodeError:
+            raise WebhookRejected("not JSON") from None
+        items = data.get("notificationItems") if isinstance(data, dict) else None
+        if not isinstance(items, list) or not items:
+            raise WebhookRejected("no notificationItems")
+        verified = []
+        for wrapper in items:
+            item = wrapper.get("NotificationRequestItem") if isinstance(wrapper, dict) else None
+            if not isinstance(item, dict):
+                raise WebhookRejected("an item is not a NotificationRequestItem")
+            self._verify(item)
+            verified.append(item)
+        events = tuple(event for item in verified if (event := _event(item)) is not None)
+        return WebhookReply(events, status=200, body=_ACCEPTED, content_type="text/plain")
+
+    def _verify(self, item: dict[str, Any]) -> None:
+        extra = item.get("additionalData")
+        signature = extra.get("hmacSignature") if isinstance(extra, dict) else None
+        if not isinstance(signature, str) or not signature:
+            raise WebhookRejected("an item has no hmacSignature")
+        try:
+            text = signing_string(item)
+            given = base64.b64decode(signature, validate=True)
+        except (ValueError, binascii.Error):
+            raise WebhookRejected("an item cannot be read") from None
+        expected = hmac.new(self._hmac_key, text.encode("utf-8"), hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, given):
+            raise WebhookRejected("an item's hmacSignature does not match")
+        # Checked after the signature, so an unsigned item learns nothing of the account.
+        if item.get("merchantAccountCode") != self.merchant_account:
+            raise WebhookRejected("an item is for another merchant account")
+
+    async def aclose(self) -> None:
+        self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _event(item: dict[str, Any]) -> ProcessorEvent | None:
+    """What one verified item states, or None when it states no outcome the gateway uses."""
+    code = item.get("eventCode")
+    extra = item.get("additionalData") or {}
+    kind: SyncKind | None = _EVENT_KINDS.get(code) if isinstance(code, str) else None
+    if code == "CANCEL_OR_REFUND":
+        # Adyen says which it did in additionalData["modification.action"].
+        kind = _ACTIONS.get(extra.get("modification.action"))
+    success = item.get("success")
+    if kind is None or success not in ("true", "false"):
+        return None
+    psp_reference = _str(item.get("pspReference"))
+    reference = _str(item.get("merchantReference")) or ""
+    reason = _text(item.get("reason"))
+    if kind == "charge":
+        if success == "true":
+            # The code is in additionalData.authCode when enabled; else, for visa, mc and amex,
+            # the reason reads "authCode:last4:expiry" (Webhooks API, AUTHORISATION's reason).
+            auth_code = _text(extra.get("authCode"))
+            if auth_code is None and reason and reason.count(":") == 2:
+                auth_code = reason.split(":", 1)[0] or None
+            result = ChargeResult(reference, ChargeOutcome.APPROVED, auth_code=auth_code, processor_id=psp_reference)
+        else:
+            result = ChargeResult(reference, ChargeOutcome.DECLINED, decline_code=decline_code_for(None, reason),
+                                  message=f"Refused: {reason}" if reason else "Refused", processor_id=psp_reference)
+        return ProcessorEvent("charge", result, payment_processor_id=psp_reference)
+    payment = _str(item.get("originalReference"))
+    if success == "true" and code not in _FAILURES:
+        result = ChargeResult(reference, ChargeOutcome.APPROVED, processor_id=payment)
+    else:
+        detail = f": {reason}" if reason else ""
+        result = ChargeResult(reference, ChargeOutcome.DECLINED, processor_id=payment,
+                              message=f"Adyen {code}{detail}")
+    return ProcessorEvent(kind, result, payment_processor_id=payment)
+
+
+def _result(reference: str, answer: Answer) -> ChargeResult:
+    return ChargeResult(reference=reference, outcome=answer.outcome, auth_code=answer.auth_code,
+                        decline_code=answer.decline_code, message=answer.message, processor_id=answer.processor_id)
+
+
+def _from_account(settings: Mapping[str, str], credentials: Mapping[str, str], **options: Any) -> AdyenConnector:
+    return AdyenConnector(settings["apiBase"], settings["merchantAccount"], credentials["apiKey"],
+                          credentials["hmacKey"], **options)
+
+
+KIND = ConnectorKind("adyen", settings={"apiBase": None, "merchantAccount": None},
+                     credentials=("apiKey", "hmacKey"), build=_from_account)
