@@ -63,6 +63,9 @@ class InstrumentedConnector:
                      processor_id: str | None = None) -> ChargeResult:
         return await self._timed("lookup", self.inner.lookup(reference, kind, processor_id=processor_id))
 
+    async def cancel_by_reference(self, payment_reference: str, reference: str) -> ChargeResult | None:
+        return await self._timed("cancel_by_reference", self.inner.cancel_by_reference(payment_reference, reference))
+
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
         return self.inner.parse_webhook(headers, body)
 

@@ -19,7 +19,14 @@ exactly-once functions the request path uses:
   the back-off step and the window's end, so the charge fails at the window's end, not at
   the first back-off step after it;
 - no answer or an answer it cannot classify → stays ``unknown``, asked again on the
-  back-off schedule, and listed by ``paygate reconcile`` for the operator.
+  back-off schedule, and listed by ``paygate reconcile`` for the operator;
+- a processor that cannot be asked at all (Adyen: outcomes come only by notification)
+  answers every look-up "unknown": the attempt waits for its notification; past the same
+  safety window the reconciler cancels the authorization by its reference (once; the
+  processor keeps it idempotent), so that a lost authorization does not hold the shopper's
+  funds. It is still never failed by guesswork: the cancel's own notification settles it
+  (success: the authorization existed and is released — nothing charged), or the
+  authorization's does (docs/processors.md, "Adyen").
 """
 from __future__ import annotations
 
@@ -52,6 +59,8 @@ __all__ = ["Reconciler", "PassReport", "list_unresolved"]
 log = logging.getLogger("paygate.reconciler")
 _US = 1_000_000
 WAKE_MIN_INTERVAL_S = 0.1
+# The check's last result once the authorization was canceled by reference (sent once).
+_CANCEL_SENT = "canceled by reference at the processor; its notification settles the attempt"
 BATCH = 200
 
 
@@ -142,7 +151,7 @@ class Reconciler:
                 progressed = True
                 report.checked += 1
                 report.outcomes[result] = report.outcomes.get(result, 0) + 1
-                if result in ("unknown", "not_found_yet") or result.endswith(("_unknown", "_retry")):
+                if result in ("unknown", "not_found_yet", "cancel_sent") or result.endswith(("_unknown", "_retry")):
                     report.still_unknown += 1
                 else:
                     report.settled += 1
@@ -172,6 +181,15 @@ class Reconciler:
         result = await connector.lookup(txn["reference"], processor_id=attempt.processor_id)
         label = result.outcome.value
         check_by = None
+        past_window = now_us() >= txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)
+        if result.outcome is ChargeOutcome.UNKNOWN and past_window:
+            sent = check.last_result == _CANCEL_SENT
+            if not sent:
+                # The cancel's own reference is the payment's: its notification names the attempt.
+                canceled = await connector.cancel_by_reference(attempt.reference, attempt.reference)
+                sent = canceled is not None and canceled.outcome is ChargeOutcome.UNKNOWN  # the processor has it
+            if sent:
+                result, label = ChargeResult(attempt.reference, ChargeOutcome.UNKNOWN, message=_CANCEL_SENT), "cancel_sent"
         if result.outcome is ChargeOutcome.NOT_FOUND:
             # Integer µs on both sides: a check due exactly at the deadline is past it.
             never_received_at = txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)

@@ -14,10 +14,16 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from paygate_server.processing.connectors import ProcessorEvent, RefundResult, WebhookReply
+from paygate_server.processing.connectors import (
+    ChargeOutcome,
+    ChargeResult,
+    ProcessorEvent,
+    RefundResult,
+    WebhookReply,
+)
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import is_definitive, refund_outcome
-from paygate_server.storage.port import Attempt
+from paygate_server.storage.port import Attempt, Row
 from paygate_server.storage.processor_accounts import get_account
 
 if TYPE_CHECKING:
@@ -53,6 +59,10 @@ async def _apply(gateway: Gateway, account_id: str, event: ProcessorEvent) -> in
         return 0  # "still working on it": the reconciler keeps asking
     store = gateway.payments
     found = await store.find_operation(account_id, event.kind, result.reference, event.payment_processor_id)
+    if found is None and event.kind == "void" and result.reference:
+        found = await store.find_operation(account_id, "charge", result.reference, None)
+        if found is not None:
+            return await _canceled_by_reference(gateway, found, event)
     if found is None:
         # Not one of ours (another integration on the same processor account), or not yet
         # committed: acknowledged, the reconciler settles ours by asking.
@@ -74,3 +84,21 @@ async def _apply(gateway: Gateway, account_id: str, event: ProcessorEvent) -> in
     if changed:
         gateway.notifier.publish(found["intent_id"])
     return int(changed)
+
+
+async def _canceled_by_reference(gateway: Gateway, found: Row, event: ProcessorEvent) -> int:
+    """The reconciler canceled an authorization whose outcome never arrived, by its own
+    reference (processing/reconciler.py). Success proves the authorization existed and is
+    released: the attempt charged nothing. A refused cancel proves nothing (the payment may
+    have been captured): the attempt stays unknown, for its own notification or the operator."""
+    if event.result.outcome is not ChargeOutcome.APPROVED:
+        log.warning("a cancel by reference was refused for %s: the attempt stays unknown", found["id"])
+        return 0
+    nothing = ChargeResult(found["reference"], ChargeOutcome.FAILED,
+                           message="canceled at the processor by reference (its outcome never arrived)",
+                           processor_id=event.payment_processor_id)
+    settled, _ = await gateway.payments.settle_attempt(Attempt.of(found), charge_outcome(
+        nothing, schedule=gateway.settings.reconcile_schedule_s))
+    if settled is not None:
+        gateway.notifier.publish(found["intent_id"])
+    return int(settled is not None)

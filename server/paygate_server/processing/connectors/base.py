@@ -209,6 +209,13 @@ class Connector(Protocol):
         """Settled charges, captures and refunds of a UTC day; raises :class:`ConnectorError`."""
         ...
 
+    async def cancel_by_reference(self, payment_reference: str, reference: str) -> ChargeResult | None:
+        """Release an authorization whose outcome never arrived, by the gateway's reference,
+        for a processor that cannot be asked about it (lookups always UNKNOWN): the outcome
+        comes by notification. A processor that answers look-ups has nothing to do here:
+        None, nothing sent."""
+        ...
+
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
         """Verify and read one of the processor's notifications (``headers`` with
         lower-case names); raises :class:`WebhookRejected` when it cannot be verified."""

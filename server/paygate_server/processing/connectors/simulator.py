@@ -276,6 +276,9 @@ class SimulatorConnector:
         path = _LOOKUP_PATHS[kind] + quote(reference, safe="")
         return _charge_result(reference, await self._exchange(_LOOKUPS[kind], reference, "GET", path, None))
 
+    async def cancel_by_reference(self, payment_reference: str, reference: str) -> None:
+        return None  # the simulator answers look-ups
+
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
         raise WebhookRejected("the simulator sends no notifications: every outcome is in its answers")
 
