@@ -24,6 +24,7 @@ from tests.support.app import TEST_MASTER_KEY
 from tests.support.eventually import eventually
 from tests.support.fake_adyen import LOST, FakeAdyen
 from tests.support.http_stub import StubServer
+from tests.support.secret_scan import places_holding
 from tests.support.signing import SignedClient
 
 HMAC_KEY = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
@@ -38,7 +39,7 @@ _ROWS = {
 @pytest.fixture(scope="module")
 def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("adyen")
-    with running_stack(database_url, data_dir) as s:
+    with running_stack(database_url, data_dir, PAYGATE_ARCHIVE_LINGER_S="0.2") as s:
         yield s
 
 
@@ -70,6 +71,15 @@ def _run(stack: Stack, scenario: Scenario) -> None:
             finally:
                 await db.dispose()
             await scenario(stack, SignedClient(http, creds), http, fake, f"/processors/v1/{account.id}/webhooks")
+            # The credentials are nowhere in the clear: logs, the archive, any column.
+            archived = stack.data_dir / "archive"
+            await eventually(lambda: [p for p in archived.rglob("*.gz")] if archived.exists() else [],
+                             what="the history archived")
+            assert await places_holding(("test-api-key", HMAC_KEY, HMAC_KEY.lower()), data_dir=stack.data_dir,
+                                        database_url=stack.database_url) == []
+            # The scan sees what is there: a setting is stored in the clear, on purpose.
+            assert "processor_accounts.settings" in await places_holding(
+                ("ShopECOM",), data_dir=stack.data_dir, database_url=stack.database_url)
 
     asyncio.run(run())
 
