@@ -166,3 +166,36 @@ def test_a_refund_goes_to_the_account_that_took_the_money(routed: Routed) -> Non
                   params={"date": __import__("datetime").date.today().isoformat()})
     refunds = [x for x in r.json()["refunds"] if x["paymentIntentId"] == final["paymentIntentId"]]
     assert [x["amount"] for x in refunds] == [1000]
+
+
+def test_settlement_is_reconciled_per_account(routed: Routed) -> None:
+    """``paygate reconcile settlement --account pa_…`` compares that account's report with
+    the operations that went there (and the default processor's with its own)."""
+    import datetime as dt
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.processes import gateway_env
+
+    final = _pay(routed, amount=4321)  # down → failing → second
+    env = {**os.environ, **gateway_env(routed.stack.database_url, routed.stack.data_dir,
+                                       PAYGATE_PROCESSOR_URL=routed.stack.simulator.base_url)}
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+
+    def settlement(*extra: str) -> dict[str, Any]:
+        done = subprocess.run([sys.executable, "-m", "paygate_server", "reconcile", "settlement", "--date", today,
+                               "--json", *extra], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr  # 1 would mean mismatches
+        return dict(json.loads(done.stdout))
+
+    second = settlement("--account", routed.accounts["second"])
+    assert second["mismatches"] == 0 and second["processorRecords"] >= 1
+    assert second["processorRecords"] == second["gatewayRecords"]
+    charge = routed.charges("second", final["paymentIntentId"])
+    assert len(charge) == 1
+    assert settlement()["mismatches"] == 0  # the default's report knows nothing of the accounts'
+    done = subprocess.run([sys.executable, "-m", "paygate_server", "reconcile", "settlement", "--date", today,
+                           "--account", "pa_nosuchaccount"], env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (2, "paygate: no processor account pa_nosuchaccount")

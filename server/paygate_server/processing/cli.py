@@ -10,17 +10,28 @@ from typing import Any
 
 from paygate_server.cli import CommandError, open_database
 from paygate_server.config import Settings
+from paygate_server.crypto import load_master_key
 from paygate_server.processing.connectors import ConnectorError, connector_for_url
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.settlement import reconcile_settlement
-from paygate_server.storage import open_payment_store
+from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
+from paygate_server.storage import Database, open_payment_store
 
 __all__ = ["add_commands"]
 
 
+def _timeouts(settings: Settings) -> dict[str, Any]:
+    return {"connect_timeout": settings.processor_connect_timeout_s, "read_timeout": settings.processor_timeout_s}
+
+
 def _connector(settings: Settings) -> Any:
-    return connector_for_url(settings.processor_url, connect_timeout=settings.processor_connect_timeout_s,
-                             read_timeout=settings.processor_timeout_s)
+    return connector_for_url(settings.processor_url, **_timeouts(settings))
+
+
+def _processors(settings: Settings, db: Database) -> ProcessorRoutes:
+    """The merchants' processor accounts, so that every operation is asked about where it went."""
+    master = load_master_key(settings.master_key, settings.master_key_path)
+    return ProcessorRoutes(db, master, cache_ttl_s=settings.key_cache_ttl_s, **_timeouts(settings))
 
 
 def _print_unresolved(items: list[dict[str, Any]], as_json: bool) -> None:
@@ -40,8 +51,9 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
     async def run() -> dict[str, Any]:
         async with open_database(settings) as db:
             connector = _connector(settings)
+            processors = _processors(settings, db)
             try:
-                reconciler = Reconciler(open_payment_store(db), connector, settings)
+                reconciler = Reconciler(open_payment_store(db), connector, settings, processors=processors)
                 if not args.once:
                     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
                     print("reconciler running (Ctrl-C to stop)", flush=True)
@@ -52,6 +64,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
                         "outcomes": report.outcomes, "unresolved": unresolved}
             finally:
                 await connector.aclose()
+                await processors.aclose()
 
     result = asyncio.run(run())
     if args.json:
@@ -69,13 +82,26 @@ def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
 
     async def run() -> tuple[list[Any], dict[str, int]]:
         async with open_database(settings) as db:
-            connector = _connector(settings)
+            processors = _processors(settings, db)
+            default = _connector(settings)
             try:
-                return await reconcile_settlement(open_payment_store(db), connector, day)
+                route = default.name
+                if args.account is not None:
+                    if not is_account(args.account):
+                        raise CommandError(f"--account must be a processor account id (pa_…), not {args.account!r}")
+                    try:
+                        connector = await processors.connector(args.account, default)
+                    except AccountMissing:
+                        raise CommandError(f"no processor account {args.account}") from None
+                    route = args.account
+                else:
+                    connector = default
+                return await reconcile_settlement(open_payment_store(db), connector, day, route)
             except ConnectorError as exc:
                 raise CommandError(f"could not read the processor's settlement report: {exc}") from None
             finally:
-                await connector.aclose()
+                await default.aclose()
+                await processors.aclose()
 
     mismatches, counts = asyncio.run(run())
     if args.json:
@@ -95,12 +121,14 @@ def add_commands(sub: Any) -> None:
     # were required).
     p = sub.add_parser("reconcile", help="settle unknown outcomes (`reconcile settlement`: compare a day's "
                                          "settlement report)",
-                       usage="%(prog)s [--once] [--json]\n       %(prog)s settlement --date YYYY-MM-DD [--json]")
+                       usage="%(prog)s [--once] [--json]\n       %(prog)s settlement --date YYYY-MM-DD [--account pa_…] [--json]")
     p.add_argument("--once", action="store_true", help="one pass, then list what is still unresolved")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
     inner = p.add_subparsers(dest="reconcile_command", metavar="[settlement]", title="optional command")
     s = inner.add_parser("settlement", help="compare the processor's settlement report with our records")
     s.add_argument("--date", required=True, help="the UTC day, YYYY-MM-DD")
+    s.add_argument("--account", metavar="pa_…", help="a processor account's report (default: the gateway's "
+                                                       "default processor, PAYGATE_PROCESSOR_URL)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_settlement)

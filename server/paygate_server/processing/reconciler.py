@@ -49,7 +49,7 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import refund_outcome
-from paygate_server.processors.registry import ProcessorRoutes
+from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, StoreRefusal
 from paygate_server.waiting import wait_event
@@ -161,6 +161,8 @@ class Reconciler:
     async def _connector(self, route: str) -> Connector:
         """Where the operation went is where it is asked about: never another processor."""
         if self._processors is None:
+            if is_account(route):  # built without the accounts: it must not ask the default instead
+                raise AccountMissing(route)
             return self.connector
         return await self._processors.connector(route, self.connector)
 

@@ -48,8 +48,10 @@ def _proc(record: SettlementRecord) -> dict[str, Any]:
     return {"amount": record.amount, "currency": record.currency, "merchantId": record.merchant_id}
 
 
-async def reconcile_settlement(store: PaymentStore, connector: Connector,
-                               day: dt.date) -> tuple[list[Mismatch], dict[str, int]]:
+async def reconcile_settlement(store: PaymentStore, connector: Connector, day: dt.date,
+                               route: str | None = None) -> tuple[list[Mismatch], dict[str, int]]:
+    """``route``: whose records ours are compared with — a processor account (``pa_…``),
+    or by default the connector's name (the gateway's default processor)."""
     report = await connector.settlement_report(day)
     next_day = {r.reference for r in await connector.settlement_report(day + dt.timedelta(days=1))}
     at_processor = {(r.kind, r.reference): r for r in report}
@@ -59,7 +61,7 @@ async def reconcile_settlement(store: PaymentStore, connector: Connector,
     for table in ("charge", "capture", "refund"):
         refs = [ref for (k, ref) in at_processor if k == table]
         # Only what went through this processor (a gateway may have several).
-        for found in await store.settled_records(table, connector.name, refs, start, end):
+        for found in await store.settled_records(table, route or connector.name, refs, start, end):
             ours[(table, found["reference"])] = found
 
     for key, record in at_processor.items():
