@@ -18,6 +18,7 @@ tests that need it are skipped with the reason.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -48,10 +49,8 @@ web.run_app(server.app, sock=sock, print=None, access_log=None)
 @contextlib.contextmanager
 def start_localstripe(log_dir: Path, *, startup_timeout_s: float = 20.0) -> Iterator[str]:
     """Run localstripe; yields its base URL (``http://127.0.0.1:PORT``)."""
-    try:
-        import localstripe  # noqa: F401 - only: is it installed?
-    except ImportError as exc:
-        raise RuntimeError(f"localstripe is not installed ({type(exc).__name__})") from None
+    if importlib.util.find_spec("localstripe") is None:
+        raise RuntimeError("localstripe is not installed")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
