@@ -29,8 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-__all__ = ["SECRET_KEY", "start_localstripe"]
+__all__ = ["SECRET_KEY", "localstripe_or_skip", "start_localstripe"]
 
 # localstripe accepts any key that starts with "sk_"; this one is the tests' own.
 SECRET_KEY = "sk_test_paygate_localstripe_0123456789"
@@ -87,3 +88,14 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float, log_p
             if time.monotonic() > deadline:
                 raise RuntimeError(f"localstripe did not answer within {timeout_s} s")
             time.sleep(0.05)  # paces the polling only; the deadline decides
+
+
+def localstripe_or_skip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The body of a module-scoped fixture (``yield from`` it): one localstripe per test
+    module; the module's tests are skipped, with the reason, if it cannot start."""
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(start_localstripe(tmp_path_factory.mktemp("localstripe")))
+        except RuntimeError as exc:
+            pytest.skip(f"localstripe cannot start: {exc}")
+        yield url

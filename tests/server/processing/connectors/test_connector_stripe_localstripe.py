@@ -21,7 +21,6 @@ localstripe's gaps, and how the tests live with them:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -37,7 +36,7 @@ from paygate_server.processing.connectors import (
     VoidRequest,
 )
 from paygate_server.processing.connectors.stripe import StripeConnector
-from tests.support.localstripe import SECRET_KEY, start_localstripe
+from tests.support.localstripe import SECRET_KEY, localstripe_or_skip
 from tests.support.tcp_proxy import DroppingProxy
 
 O = ChargeOutcome  # noqa: E741 - a one-letter alias keeps the tables readable
@@ -52,12 +51,7 @@ def card(number: str = APPROVE) -> CardDetails:
 
 @pytest.fixture(scope="module")
 def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with contextlib.ExitStack() as stack:
-        try:
-            url = stack.enter_context(start_localstripe(tmp_path_factory.mktemp("localstripe")))
-        except RuntimeError as exc:
-            pytest.skip(f"localstripe cannot start: {exc}")
-        yield url
+    yield from localstripe_or_skip(tmp_path_factory)
 
 
 @pytest.fixture
