@@ -11,11 +11,12 @@ the last of the dated releases before the ``acacia``/``basil`` series; what is r
 (``latest_charge`` as an id, ``cancellation_reason``, ``last_payment_error``, refund
 statuses) is the same there. Bodies are form-encoded (``metadata[paygate_reference]=…``).
 
-**A charge is four requests**, so that there is always a Stripe id to ask about before
-anything can move money:
+**A charge is three requests and a checkpoint**, so that there is always a Stripe id to
+ask about before anything can move money:
 
 1. ``POST /v1/payment_methods`` — the card (forwarding card numbers needs Stripe's
-   raw-card-data access, PCI DSS); moves no money;
+   raw-card-data access, PCI DSS; without it Stripe refuses with a 400: FAILED, nothing
+   charged); moves no money;
 2. ``POST /v1/payment_intents`` — amount, currency, ``capture_method`` (``manual`` for an
    authorization), that payment method, ``metadata[paygate_reference]``/``[paygate_intent]``
    /``[paygate_merchant]``; moves no money;
@@ -25,9 +26,11 @@ anything can move money:
 
 Each request has its own ``Idempotency-Key``: ``<reference>-pm``, ``-create``, ``-confirm``
 (a retry of the attempt with the same reference replays each step). Because money moves
-only at step 4, an unclassifiable answer at steps 1–3 (a timeout, a 5xx) is FAILED, not
-UNKNOWN: nothing was ever confirmed, so nothing can have been charged — whatever Stripe
-did with the request, the intent it may have created stays unconfirmed for good.
+only at step 4, an answer at steps 1–2 that is not an outcome (a timeout, a 5xx) is
+FAILED, not UNKNOWN: nothing was ever confirmed, so nothing can have been charged —
+whatever Stripe did with the request, an intent it may have created stays unconfirmed for
+good (and a look-up of the attempt says NOT_FOUND). The same holds for the tag before a
+capture or a void (below): the hold is as it was.
 
 The payment method comes first, not with the confirm (``payment_method_data``), because
 localstripe accepts neither ``payment_method_data`` nor ``payment_method`` on a confirm;
@@ -117,11 +120,11 @@ def _result(reference: str, answer: Answer, processor_id: str | None = None) -> 
                         processor_id)
 
 
-def _nothing_confirmed(answer: Answer) -> Answer:
-    """A step before the confirm that did not succeed: nothing was confirmed, so an answer
-    that is not an outcome still means nothing was charged (see the module's docstring)."""
+def _nothing_moved(answer: Answer) -> Answer:
+    """A step before the one that moves money did not succeed: an answer that is not an
+    outcome still means nothing was done (see the module's docstring)."""
     if answer.outcome is O.UNKNOWN:
-        return Answer(O.FAILED, message=f"{answer.message or 'no answer'} (before the confirm: nothing charged)")
+        return Answer(O.FAILED, message=f"{answer.message or 'no answer'}; no money moved")
     return answer
 
 
@@ -226,7 +229,7 @@ class StripeConnector:
         made = await self._call(Step.PAYMENT_METHOD, "POST", "/v1/payment_methods", card_form, f"{ref}-pm")
         pm_id = _object_id(made.obj, "pm_")
         if pm_id is None:
-            return _result(ref, _nothing_confirmed(made.answer or _no_id("payment method")))
+            return _result(ref, _nothing_moved(made.answer or _no_id("payment method")))
         created = await self._call(Step.CREATE, "POST", "/v1/payment_intents", [
             ("amount", str(request.amount)), ("currency", request.currency.lower()),
             ("capture_method", "automatic" if request.capture else "manual"),
@@ -236,7 +239,7 @@ class StripeConnector:
         ], f"{ref}-create")
         pi_id = _object_id(created.obj, "pi_")
         if pi_id is None:
-            return _result(ref, _nothing_confirmed(created.answer or _no_id("payment intent")))
+            return _result(ref, _nothing_moved(created.answer or _no_id("payment intent")))
         if request.record_processor_id is not None:
             try:
                 await request.record_processor_id(pi_id)
@@ -262,7 +265,7 @@ class StripeConnector:
         if tagged.obj is None:
             assert tagged.answer is not None
             # Nothing but metadata was asked for: the hold is as it was.
-            return _result(reference, _nothing_confirmed(tagged.answer), pi_id)
+            return _result(reference, _nothing_moved(tagged.answer), pi_id)
         done = await self._call(step, "POST", f"/v1/payment_intents/{quoted}/{action}", form, reference)
         if done.obj is None:
             return _result(reference, await self._explain(step, done, pi_id), pi_id)

@@ -235,7 +235,8 @@ async def _delivered(receiver: StubServer, kind: str, pi_id: str) -> Seen:
             if event["type"] == kind and event["data"]["object"]["id"] == pi_id:
                 return seen
         return None
-    found: Seen = await eventually(find, what=f"{kind} for {pi_id}")
+    found = await eventually(find, what=f"{kind} for {pi_id}")
+    assert found is not None
     return found
 
 
