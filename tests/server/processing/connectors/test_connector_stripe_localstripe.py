@@ -268,3 +268,20 @@ async def test_a_lost_confirm_answer_is_unknown_then_found_approved(localstripe_
     assert looked.outcome is O.APPROVED
     charges = _succeeded_charges(direct, recorded[0])
     assert len(charges) == 1 and charges[0]["amount"] == 4200 and looked.auth_code == charges[0]["id"]
+
+
+# -- secrets ---------------------------------------------------------------------------------------------------
+
+async def test_no_result_carries_the_key_or_a_card_number(localstripe_url: str, stripe: StripeConnector) -> None:
+    results: list[object] = []
+    for reference, number in (("txn_ls_s1", APPROVE), ("txn_ls_s2", DECLINE), ("txn_ls_s3", THREE_D_SECURE),
+                              ("txn_ls_s4", "4242424242424241")):  # not Luhn-valid
+        result = await stripe.charge(ChargeRequest(reference, "pi_gw", "mer_1", 500, "USD", card(number)))
+        results += [result, await stripe.lookup(reference, processor_id=result.processor_id)]
+    async with StripeConnector(SECRET_KEY + "_revoked", "whsec", api_base=localstripe_url + "/nowhere") as wrong:
+        results.append(await wrong.charge(ChargeRequest("txn_ls_s5", "pi_gw", "mer_1", 500, "USD", card())))
+        results.append(wrong)
+    results.append(stripe)
+    for shown in map(repr, results):
+        assert "sk_test" not in shown
+        assert not any(number in shown for number in (APPROVE, DECLINE, THREE_D_SECURE, "4242424242424241"))

@@ -7,6 +7,7 @@ including the cases localstripe cannot produce (timeouts before and after the co
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -474,3 +475,14 @@ async def test_no_result_carries_the_key_or_the_card() -> None:
     assert result.outcome is O.DECLINED
     assert result.message == "card_declined"
     no_secrets(result)
+
+
+async def test_a_refused_connection_is_failed_for_a_charge_and_unknown_for_a_lookup() -> None:
+    with socket.socket() as bound:  # bound, never listening: the kernel refuses connections
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        async with StripeConnector(KEY, "whsec", api_base=f"http://127.0.0.1:{port}", connect_timeout=2.0) as stripe:
+            charged = await stripe.charge(ChargeRequest(REF, "pi_gw", "mer_1", 500, "USD", CARD))
+            looked = await stripe.lookup(REF, processor_id="pi_1")
+    assert (charged.outcome, charged.message) == (O.FAILED, "could not connect (ConnectFailed): nothing sent")
+    assert looked.outcome is O.UNKNOWN
