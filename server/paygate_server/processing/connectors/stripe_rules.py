@@ -256,7 +256,8 @@ def void_answer(pi: dict[str, Any], *, lookup: bool = False) -> Answer:
     """What a payment intent says about its void (after the cancel, or looked up)."""
     rule = _VOID_STATUSES.get(str(pi.get("status")))
     if rule == "voided":
-        return Answer(O.APPROVED)
+        # Canceled by Stripe itself: the authorization expired before any void.
+        return _hold_gone(pi) if pi.get("cancellation_reason") == "automatic" else Answer(O.APPROVED)
     if rule == "already_captured":
         return Answer(O.DECLINED, decline_code="already_captured", message="the authorization was captured")
     if rule == "not_voided" and lookup:
@@ -280,9 +281,7 @@ def refusal_by_payment_intent(step: Step, refused: Answer, pi: dict[str, Any] | 
         if status == "succeeded":
             return Answer(O.DECLINED, decline_code="already_captured", message="the authorization was captured")
     if step is Step.VOID:
-        if status == "canceled":
-            return Answer(O.APPROVED) if pi.get("cancellation_reason") != "automatic" else _hold_gone(pi)
-        if status == "succeeded":
+        if status in ("canceled", "succeeded"):
             return void_answer(pi)
     return refused
 

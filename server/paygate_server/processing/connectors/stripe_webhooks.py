@@ -22,7 +22,7 @@ from typing import Any
 from paygate_server import jsoncodec
 
 from .base import ChargeOutcome, ChargeResult, ProcessorEvent, WebhookRejected, WebhookReply
-from .stripe_rules import Answer, charge_answer, decline_code, refund_answer
+from .stripe_rules import Answer, charge_answer, decline_code, refund_answer, void_answer
 
 __all__ = ["TOLERANCE_S", "parse_webhook", "sign", "verify_signature"]
 
@@ -101,8 +101,9 @@ def _events(kind: str, obj: dict[str, Any]) -> tuple[ProcessorEvent, ...]:
         answer = Answer(ChargeOutcome.DECLINED, decline_code=decline_code(error))
         return (ProcessorEvent("charge", _result(_metadata(obj, "paygate_reference"), answer, pi_id), pi_id),)
     if kind == "payment_intent.canceled":
-        return (ProcessorEvent("void", _result(_metadata(obj, "paygate_void"), Answer(ChargeOutcome.APPROVED)),
-                               pi_id),)
+        # Voided (APPROVED), or canceled by Stripe when the authorization expired (DECLINED
+        # authorization_expired): the same reading as a void's look-up.
+        return (ProcessorEvent("void", _result(_metadata(obj, "paygate_void"), void_answer(obj)), pi_id),)
     if kind in ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated"):
         reference = _metadata(obj, "paygate_reference")
         answer = refund_answer(obj)

@@ -266,6 +266,9 @@ def test_capture_table() -> None:
 
 def test_void_table() -> None:
     assert void_answer(_pi("canceled")) == Answer(O.APPROVED)
+    assert void_answer(_pi("canceled", cancellation_reason="requested_by_customer")) == Answer(O.APPROVED)
+    expired = void_answer(_pi("canceled", cancellation_reason="automatic"), lookup=True)
+    assert (expired.outcome, expired.decline_code) == (O.DECLINED, "authorization_expired")
     assert void_answer(_pi("succeeded")).decline_code == "already_captured"
     assert void_answer(_pi("requires_capture")).outcome is O.UNKNOWN
     assert void_answer(_pi("requires_capture"), lookup=True).outcome is O.NOT_FOUND

@@ -183,6 +183,13 @@ def test_canceled_is_the_void() -> None:
     assert event == ProcessorEvent("void", ChargeResult("void_1", O.APPROVED), "pi_1")
 
 
+def test_canceled_by_stripe_is_an_expired_authorization() -> None:
+    (event,) = _parse("payment_intent.canceled", _pi("canceled", capture_method="manual",
+                                                     cancellation_reason="automatic")).events
+    assert (event.kind, event.result.reference, event.result.outcome, event.result.decline_code,
+            event.payment_processor_id) == ("void", "", O.DECLINED, "authorization_expired", "pi_1")
+
+
 @pytest.mark.parametrize("kind", ["refund.created", "refund.updated", "refund.failed", "charge.refund.updated"])
 @pytest.mark.parametrize(("status", "outcome"), [("succeeded", O.APPROVED), ("failed", O.DECLINED),
                                                  ("canceled", O.DECLINED), ("pending", None)])
