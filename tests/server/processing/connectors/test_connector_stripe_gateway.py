@@ -33,8 +33,9 @@ async def _shop_at(gw: InProcessGateway, api_base: str) -> SignedClient:
     return shop
 
 
-async def _pay(gw: InProcessGateway, shop: SignedClient, number: str, amount: int = 2500) -> tuple[str, dict[str, Any]]:
-    pid = (await shop.create_intent(amount=amount, currency="EUR"))["paymentIntentId"]
+async def _pay(gw: InProcessGateway, shop: SignedClient, number: str, amount: int = 2500,
+               **intent: Any) -> tuple[str, dict[str, Any]]:
+    pid = (await shop.create_intent(amount=amount, currency="EUR", **intent))["paymentIntentId"]
     jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=number, exp_month=12, exp_year=2034, cvc="123")
     answer = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
                                                          "paymentDetails": {"encryptedCard": jwe}})
@@ -42,9 +43,10 @@ async def _pay(gw: InProcessGateway, shop: SignedClient, number: str, amount: in
     return pid, answer.json()
 
 
-async def _attempt(gw: InProcessGateway, pid: str) -> Any:
+async def _attempt(gw: InProcessGateway, pid: str, kind: str = "charge") -> Any:
     async with gw.gateway.db.read() as conn:
-        return (await conn.execute(select(transactions).where(transactions.c.intent_id == pid))).one()
+        return (await conn.execute(select(transactions).where(transactions.c.intent_id == pid,
+                                                              transactions.c.kind == kind))).one()
 
 
 def _intent_at_stripe(url: str, pi_id: str) -> dict[str, Any]:
@@ -73,6 +75,34 @@ async def test_a_decline_through_a_stripe_account(gw: InProcessGateway, localstr
     assert paid["status"] == "failed"
     status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
     assert status["lastError"]["declineCode"] == "generic_decline"
+
+
+async def test_authorize_capture_part_and_refund(gw: InProcessGateway, localstripe_url: str) -> None:
+    shop = await _shop_at(gw, localstripe_url)
+    pid, held = await _pay(gw, shop, "4242424242424242", amount=5000, captureMethod="manual")
+    assert held["status"] == "requires_capture"
+    authorization = await _attempt(gw, pid, "authorization")
+    assert _intent_at_stripe(localstripe_url, authorization.processor_id)["status"] == "requires_capture"
+    captured = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 3000})
+    assert captured.status_code == 200 and captured.json()["status"] == "succeeded", captured.text
+    capture = await _attempt(gw, pid, "capture")
+    intent = _intent_at_stripe(localstripe_url, authorization.processor_id)
+    assert intent["status"] == "succeeded" and intent["metadata"]["paygate_capture"] == capture.reference
+    refunded = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 1000})
+    assert refunded.status_code == 200 and refunded.json()["status"] == "succeeded", refunded.text
+    refunds = httpx.get(f"{localstripe_url}/v1/refunds", params={"payment_intent": authorization.processor_id},
+                        headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()["data"]
+    assert [r["amount"] for r in refunds if r["metadata"].get("paygate_reference")] == [1000]
+
+
+async def test_authorize_then_cancel_voids_at_stripe(gw: InProcessGateway, localstripe_url: str) -> None:
+    shop = await _shop_at(gw, localstripe_url)
+    pid, held = await _pay(gw, shop, "4242424242424242", captureMethod="manual")
+    assert held["status"] == "requires_capture"
+    canceled = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled", canceled.text
+    authorization = await _attempt(gw, pid, "authorization")
+    assert _intent_at_stripe(localstripe_url, authorization.processor_id)["status"] == "canceled"
 
 
 async def test_a_lost_answer_is_settled_by_the_reconciler(gw: InProcessGateway, localstripe_url: str) -> None:
