@@ -7,9 +7,10 @@ is for a fake Stripe on loopback, e.g. localstripe in the tests); credentials ``
 Every request carries ``Stripe-Version: 2024-06-20`` (:data:`STRIPE_VERSION`): the answers
 this module reads are those of that version, whatever the account's default is, so a
 version upgrade on Stripe's dashboard cannot change what the connector sees. 2024-06-20 is
-the last of the dated releases before the ``acacia``/``basil`` series; what is read here
-(``latest_charge`` as an id, ``cancellation_reason``, ``last_payment_error``, refund
-statuses) is the same there. Bodies are form-encoded (``metadata[paygate_reference]=…``).
+the last dated release before Stripe's named (``acacia``, …) series, and it has everything
+read here (``latest_charge`` as an id, ``cancellation_reason``, ``last_payment_error``,
+refund statuses); moving to a newer version is a deliberate change of this constant, made
+with its changelog in hand. Bodies are form-encoded (``metadata[paygate_reference]=…``).
 
 **A charge is three requests and a checkpoint**, so that there is always a Stripe id to
 ask about before anything can move money:
@@ -44,8 +45,10 @@ A refund is ``POST /v1/refunds`` (``payment_intent``, ``amount``,
 ``metadata[paygate_reference]``), key = the reference.
 
 ``auth_code``: a payment intent has no authorization code; the charge's id
-(``latest_charge``, ``ch_…``, within the column's 32 characters) stands in for it: it is
-what an operator looks up on Stripe's dashboard.
+(``latest_charge``, ``ch_…``) stands in for it: it is what an operator looks up on
+Stripe's dashboard. Stripe ids are 27 characters today but may grow (Stripe allows for
+255); one longer than the gateway's 32-character column is left out (no auth code) rather
+than cut.
 
 What each answer means is :mod:`.stripe_rules`'s (the classifier, the status tables);
 webhooks are :mod:`.stripe_webhooks`'s.

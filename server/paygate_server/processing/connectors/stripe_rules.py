@@ -30,6 +30,7 @@ __all__ = ["Answer", "Step", "capture_answer", "charge_answer", "classify_error"
 
 O = ChargeOutcome  # noqa: E741 - a short alias keeps the tables readable
 _MAX_MESSAGE = 200
+_MAX_AUTH_CODE = 32  # transactions.auth_code
 # An API key in any form Stripe knows (secret, restricted, publishable; live or test).
 _KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_\w+")
 
@@ -207,6 +208,11 @@ def _latest_charge_id(pi: dict[str, Any]) -> str | None:
     return charge if isinstance(charge, str) and charge else None
 
 
+def _auth_code(charge_id: str) -> str | None:
+    # The gateway keeps at most 32 characters; a cut id would name no charge.
+    return charge_id if len(charge_id) <= _MAX_AUTH_CODE else None
+
+
 def _hold_gone(pi: dict[str, Any]) -> Answer:
     # Stripe cancels an uncaptured payment intent by itself when the authorization expires
     # (cancellation_reason "automatic"); any other reason is a void.
@@ -226,14 +232,14 @@ def charge_answer(pi: dict[str, Any], *, lookup: bool = False) -> Answer:
     if rule == "approved" or (rule == "authorized" and manual):
         if auth_code is None:
             return Answer(O.UNKNOWN, message="approved without a charge id: outcome unknown")
-        return Answer(O.APPROVED, auth_code=auth_code)
+        return Answer(O.APPROVED, auth_code=_auth_code(auth_code))
     if rule in ("payment_error", "canceled") and isinstance(payment_error, dict):
         return Answer(O.DECLINED, decline_code=decline_code(payment_error), message=_detail(payment_error))
     if rule == "authentication":
         return Answer(O.DECLINED, decline_code="authentication_required",
                       message="the card requires authentication (3-D Secure), which is not supported yet")
     if rule == "canceled" and manual and auth_code is not None:
-        return Answer(O.APPROVED, auth_code=auth_code)  # authorized, voided since
+        return Answer(O.APPROVED, auth_code=_auth_code(auth_code))  # authorized, voided since
     if lookup and rule in ("payment_error", "not_confirmed", "canceled"):
         # No payment error and no charge: the intent was never confirmed, nothing charged.
         return Answer(O.NOT_FOUND, message="never confirmed")

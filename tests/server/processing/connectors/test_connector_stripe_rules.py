@@ -197,6 +197,12 @@ def test_an_expanded_latest_charge_gives_its_id() -> None:
     assert charge_answer(_pi("succeeded", latest_charge={"id": "ch_2"})).auth_code == "ch_2"
 
 
+def test_a_charge_id_too_long_for_the_gateway_is_no_auth_code() -> None:
+    answer = charge_answer(_pi("succeeded", latest_charge="ch_" + "x" * 30))
+    assert answer == Answer(O.APPROVED, auth_code=None)
+    assert charge_answer(_pi("succeeded", latest_charge="ch_" + "x" * 29)).auth_code == "ch_" + "x" * 29
+
+
 def test_succeeded_without_a_charge_is_unknown() -> None:
     assert charge_answer(_pi("succeeded")).outcome is O.UNKNOWN
 
