@@ -1,6 +1,8 @@
 """The Stripe connector in the gateway: a merchant's Stripe processor account pointed at
 localstripe (a real process on loopback), payments through ``/api/v1/payment/process``,
-and an answer lost after the confirm settled by the reconciler with the recorded id."""
+captures, voids and refunds, and an answer lost after the confirm settled by the
+reconciler with the recorded id — or by localstripe's own signed webhook, delivered to
+``/processors/v1/{account}/webhooks``."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import select, update
 
@@ -15,6 +18,8 @@ import paygate
 from paygate_server.processors.accounts import add_account
 from paygate_server.storage.schema import reconcile_queue, transactions
 from tests.support.app import InProcessGateway
+from tests.support.eventually import eventually
+from tests.support.http_stub import Reply, Seen, StubServer
 from tests.support.localstripe import SECRET_KEY, localstripe_or_skip
 from tests.support.signing import SignedClient
 from tests.support.tcp_proxy import DroppingProxy
@@ -25,12 +30,19 @@ def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield from localstripe_or_skip(tmp_path_factory)
 
 
+WEBHOOK_SECRET = "whsec_gateway"
+
+
 async def _shop_at(gw: InProcessGateway, api_base: str) -> SignedClient:
+    return (await _shop_and_account(gw, api_base))[0]
+
+
+async def _shop_and_account(gw: InProcessGateway, api_base: str) -> tuple[SignedClient, str]:
     shop = await gw.new_merchant()
-    await add_account(gw.gateway.db, gw.gateway.master_key, merchant_id=shop.creds.merchant_id, kind="stripe",
+    account = await add_account(gw.gateway.db, gw.gateway.master_key, merchant_id=shop.creds.merchant_id, kind="stripe",
                       name="Stripe", settings={"apiBase": api_base},
-                      credentials={"secretKey": SECRET_KEY, "webhookSecret": "whsec_gateway"})
-    return shop
+                      credentials={"secretKey": SECRET_KEY, "webhookSecret": WEBHOOK_SECRET})
+    return shop, account.id
 
 
 async def _pay(gw: InProcessGateway, shop: SignedClient, number: str, amount: int = 2500,
@@ -129,3 +141,35 @@ async def test_a_lost_answer_is_settled_by_the_reconciler(gw: InProcessGateway, 
                         headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()["data"]
     mine = [c for c in charges if c["payment_intent"] == row.processor_id and c["status"] == "succeeded"]
     assert len(mine) == 1 and mine[0]["amount"] == 3100
+
+
+async def test_a_lost_answer_is_settled_by_stripes_webhook(gw: InProcessGateway, localstripe_url: str) -> None:
+    host, port = localstripe_url.removeprefix("http://").split(":")
+    proxy = DroppingProxy(host, int(port), lambda data: b"/confirm HTTP/1.1" in data)
+    async with StubServer(lambda seen: Reply(200, b"")) as relay:
+        registered = httpx.post(f"{localstripe_url}/_config/webhooks/gateway-test", data={
+            "url": relay.url + "/relay", "secret": WEBHOOK_SECRET, "events[]": ["payment_intent.succeeded"]})
+        assert registered.status_code == 200
+        try:
+            shop, account = await _shop_and_account(gw, await proxy.start())
+            pid, paid = await _pay(gw, shop, "4242424242424242", amount=4700)
+        finally:
+            await proxy.close()
+        assert paid["status"] == "in_progress"
+        pi_id = (await _attempt(gw, pid)).processor_id
+
+        def delivered() -> Seen | None:
+            return next((seen for seen in relay.seen if orjson.loads(seen.body)["data"]["object"]["id"] == pi_id), None)
+
+        event = await eventually(delivered, what=f"localstripe's payment_intent.succeeded for {pi_id}")
+        assert event is not None
+    # What localstripe sent, as it sent it, to the account's endpoint.
+    headers = {"stripe-signature": event.headers["stripe-signature"], "content-type": "application/json"}
+    answer = await gw.http.post(f"/processors/v1/{account}/webhooks", content=event.body, headers=headers)
+    assert (answer.status_code, answer.content) == (200, b'{"received":true}')
+    assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "succeeded"
+    assert (await _attempt(gw, pid)).auth_code.startswith("ch_")
+    # Tampered: refused, nothing applied (and the payment stays as the first delivery left it).
+    tampered = event.body.replace(b"4700", b"4701")
+    refused = await gw.http.post(f"/processors/v1/{account}/webhooks", content=tampered, headers=headers)
+    assert refused.status_code == 400
