@@ -377,6 +377,11 @@ class StripeConnector:
                 records.append(record)
         return records
 
+    async def cancel_by_reference(self, payment_reference: str, reference: str) -> ChargeResult | None:
+        """Nothing to do: Stripe answers look-ups (by the intent's id, recorded before the
+        confirm), so an authorization whose outcome never arrived is found, not guessed."""
+        return None
+
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
         return _parse_webhook(self._webhook_secret, headers, body, clock=self._clock)
 

@@ -486,3 +486,9 @@ async def test_a_refused_connection_is_failed_for_a_charge_and_unknown_for_a_loo
             looked = await stripe.lookup(REF, processor_id="pi_1")
     assert (charged.outcome, charged.message) == (O.FAILED, "could not connect (ConnectFailed): nothing sent")
     assert looked.outcome is O.UNKNOWN
+
+
+async def test_cancel_by_reference_has_nothing_to_do() -> None:
+    stripe, script = connector(stripe_like())
+    assert await stripe.cancel_by_reference(REF, "void_1") is None
+    assert script.sent == []
