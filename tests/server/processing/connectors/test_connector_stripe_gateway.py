@@ -1,0 +1,175 @@
+"""The Stripe connector in the gateway: a merchant's Stripe processor account pointed at
+localstripe (a real process on loopback), payments through ``/api/v1/payment/process``,
+captures, voids and refunds, and an answer lost after the confirm settled by the
+reconciler with the recorded id — or by localstripe's own signed webhook, delivered to
+``/processors/v1/{account}/webhooks``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import select, update
+
+import paygate
+from paygate_server.processors.accounts import add_account
+from paygate_server.storage.schema import reconcile_queue, transactions
+from tests.support.app import InProcessGateway
+from tests.support.eventually import eventually
+from tests.support.http_stub import Reply, Seen, StubServer
+from tests.support.localstripe import SECRET_KEY, localstripe_or_skip
+from tests.support.signing import SignedClient
+from tests.support.tcp_proxy import DroppingProxy
+
+
+@pytest.fixture(scope="module")
+def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from localstripe_or_skip(tmp_path_factory)
+
+
+WEBHOOK_SECRET = "whsec_gateway"
+
+
+async def _shop_at(gw: InProcessGateway, api_base: str) -> SignedClient:
+    return (await _shop_and_account(gw, api_base))[0]
+
+
+async def _shop_and_account(gw: InProcessGateway, api_base: str) -> tuple[SignedClient, str]:
+    shop = await gw.new_merchant()
+    account = await add_account(gw.gateway.db, gw.gateway.master_key, merchant_id=shop.creds.merchant_id, kind="stripe",
+                      name="Stripe", settings={"apiBase": api_base},
+                      credentials={"secretKey": SECRET_KEY, "webhookSecret": WEBHOOK_SECRET})
+    return shop, account.id
+
+
+async def _pay(gw: InProcessGateway, shop: SignedClient, number: str, amount: int = 2500,
+               **intent: Any) -> tuple[str, dict[str, Any]]:
+    pid = (await shop.create_intent(amount=amount, currency="EUR", **intent))["paymentIntentId"]
+    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=number, exp_month=12, exp_year=2034, cvc="123")
+    answer = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                         "paymentDetails": {"encryptedCard": jwe}})
+    assert answer.status_code == 200, answer.text
+    return pid, answer.json()
+
+
+async def _attempt(gw: InProcessGateway, pid: str, kind: str = "charge") -> Any:
+    async with gw.gateway.db.read() as conn:
+        return (await conn.execute(select(transactions).where(transactions.c.intent_id == pid,
+                                                              transactions.c.kind == kind))).one()
+
+
+def _intent_at_stripe(url: str, pi_id: str) -> dict[str, Any]:
+    answer = httpx.get(f"{url}/v1/payment_intents/{pi_id}", headers={"Authorization": f"Bearer {SECRET_KEY}"})
+    assert answer.status_code == 200
+    data: dict[str, Any] = answer.json()
+    return data
+
+
+async def test_a_payment_through_a_stripe_account(gw: InProcessGateway, localstripe_url: str) -> None:
+    shop = await _shop_at(gw, localstripe_url)
+    pid, paid = await _pay(gw, shop, "4242424242424242")
+    assert paid["status"] == "succeeded"
+    row = await _attempt(gw, pid)
+    assert row.connector.startswith("pa_") and row.processor_id.startswith("pi_")
+    assert row.auth_code.startswith("ch_")
+    intent = _intent_at_stripe(localstripe_url, row.processor_id)
+    assert (intent["status"], intent["amount"], intent["currency"]) == ("succeeded", 2500, "eur")
+    assert intent["metadata"]["paygate_reference"] == row.reference
+    assert intent["metadata"]["paygate_intent"] == pid
+
+
+async def test_a_decline_through_a_stripe_account(gw: InProcessGateway, localstripe_url: str) -> None:
+    shop = await _shop_at(gw, localstripe_url)
+    pid, paid = await _pay(gw, shop, "4000000000000341")
+    assert paid["status"] == "failed"
+    status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
+    assert status["lastError"]["declineCode"] == "generic_decline"
+
+
+async def test_authorize_capture_part_and_refund(gw: InProcessGateway, localstripe_url: str) -> None:
+    shop = await _shop_at(gw, localstripe_url)
+    pid, held = await _pay(gw, shop, "4242424242424242", amount=5000, captureMethod="manual")
+    assert held["status"] == "requires_capture"
+    authorization = await _attempt(gw, pid, "authorization")
+    assert _intent_at_stripe(localstripe_url, authorization.processor_id)["status"] == "requires_capture"
+    captured = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 3000})
+    assert captured.status_code == 200 and captured.json()["status"] == "succeeded", captured.text
+    capture = await _attempt(gw, pid, "capture")
+    intent = _intent_at_stripe(localstripe_url, authorization.processor_id)
+    assert intent["status"] == "succeeded" and intent["metadata"]["paygate_capture"] == capture.reference
+    refunded = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 1000})
+    assert refunded.status_code == 200 and refunded.json()["status"] == "succeeded", refunded.text
+    refunds = httpx.get(f"{localstripe_url}/v1/refunds", params={"payment_intent": authorization.processor_id},
+                        headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()["data"]
+    assert [r["amount"] for r in refunds if r["metadata"].get("paygate_reference")] == [1000]
+
+
+async def test_authorize_then_cancel_voids_at_stripe(gw: InProcessGateway, localstripe_url: str) -> None:
+    shop = await _shop_at(gw, localstripe_url)
+    pid, held = await _pay(gw, shop, "4242424242424242", captureMethod="manual")
+    assert held["status"] == "requires_capture"
+    canceled = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled", canceled.text
+    authorization = await _attempt(gw, pid, "authorization")
+    assert _intent_at_stripe(localstripe_url, authorization.processor_id)["status"] == "canceled"
+
+
+async def test_a_lost_answer_is_settled_by_the_reconciler(gw: InProcessGateway, localstripe_url: str) -> None:
+    host, port = localstripe_url.removeprefix("http://").split(":")
+    losing = [True]
+    proxy = DroppingProxy(host, int(port), lambda data: losing[0] and b"/confirm HTTP/1.1" in data)
+    try:
+        shop = await _shop_at(gw, await proxy.start())
+        pid, paid = await _pay(gw, shop, "4242424242424242", amount=3100)
+        assert paid["status"] == "in_progress"  # unknown: the reconciler's
+        row = await _attempt(gw, pid)
+        assert row.status == "unknown" and row.processor_id.startswith("pi_")  # recorded before the confirm
+        # The reconciler asks the attempt's account (through the proxy, which loses nothing now).
+        losing[0] = False
+        async with gw.gateway.db.write() as conn:
+            await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
+        await gw.gateway.reconciler.run_once()
+    finally:
+        await proxy.close()
+    final = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
+    assert final["status"] == "succeeded"
+    assert (await _attempt(gw, pid)).auth_code.startswith("ch_")
+    charges = httpx.get(f"{localstripe_url}/v1/charges", params={"limit": 1000},
+                        headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()["data"]
+    mine = [c for c in charges if c["payment_intent"] == row.processor_id and c["status"] == "succeeded"]
+    assert len(mine) == 1 and mine[0]["amount"] == 3100
+
+
+async def test_a_lost_answer_is_settled_by_stripes_webhook(gw: InProcessGateway, localstripe_url: str) -> None:
+    host, port = localstripe_url.removeprefix("http://").split(":")
+    proxy = DroppingProxy(host, int(port), lambda data: b"/confirm HTTP/1.1" in data)
+    async with StubServer(lambda seen: Reply(200, b"")) as relay:
+        registered = httpx.post(f"{localstripe_url}/_config/webhooks/gateway-test", data={
+            "url": relay.url + "/relay", "secret": WEBHOOK_SECRET, "events[]": ["payment_intent.succeeded"]})
+        assert registered.status_code == 200
+        try:
+            shop, account = await _shop_and_account(gw, await proxy.start())
+            pid, paid = await _pay(gw, shop, "4242424242424242", amount=4700)
+        finally:
+            await proxy.close()
+        assert paid["status"] == "in_progress"
+        pi_id = (await _attempt(gw, pid)).processor_id
+
+        def delivered() -> Seen | None:
+            return next((seen for seen in relay.seen if orjson.loads(seen.body)["data"]["object"]["id"] == pi_id), None)
+
+        event = await eventually(delivered, what=f"localstripe's payment_intent.succeeded for {pi_id}")
+        assert event is not None
+    # What localstripe sent, as it sent it, to the account's endpoint.
+    headers = {"stripe-signature": event.headers["stripe-signature"], "content-type": "application/json"}
+    answer = await gw.http.post(f"/processors/v1/{account}/webhooks", content=event.body, headers=headers)
+    assert (answer.status_code, answer.content) == (200, b'{"received":true}')
+    assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "succeeded"
+    assert (await _attempt(gw, pid)).auth_code.startswith("ch_")
+    # Tampered: refused, nothing applied (and the payment stays as the first delivery left it).
+    tampered = event.body.replace(b"4700", b"4701")
+    refused = await gw.http.post(f"/processors/v1/{account}/webhooks", content=tampered, headers=headers)
+    assert refused.status_code == 400
