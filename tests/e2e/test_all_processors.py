@@ -123,7 +123,11 @@ def test_one_merchant_routed_to_adyen_stripe_and_the_simulator_with_failover(wor
                                                              product_details={"sku": what},
                                                              capture_method=capture)  # type: ignore[arg-type]
                 jwe = await client.encrypt_card(number=card, exp_month=12, exp_year=2034, cvc="123")
-                processed = await client.payment_intents.process(intent.id, encrypted_card=jwe)
+                key = f"process-{intent.id}"
+                processed = await client.payment_intents.process(intent.id, encrypted_card=jwe, idempotency_key=key)
+                # The same request again (a client that lost the answer): the same answer, nothing sent.
+                again = await client.payment_intents.process(intent.id, encrypted_card=jwe, idempotency_key=key)
+                assert (again.status, again.id) == (processed.status, processed.id)
                 if capture == "manual":
                     assert processed.status == "requires_capture", (what, processed)
                     captured = await client.payment_intents.capture(intent.id, amount=amount - 2000 if
@@ -135,6 +139,8 @@ def test_one_merchant_routed_to_adyen_stripe_and_the_simulator_with_failover(wor
                 final = processed if processed.status == "failed" else \
                     await client.payment_intents.wait_for_status(intent.id, timeout=30)
                 attempts = await _attempts(stack, intent.id)
+                assert len([t for t in attempts if t["kind"] in ("charge", "authorization")]) == len(
+                    {t["connector"] for t in attempts if t["kind"] in ("charge", "authorization")})  # one per account
                 paid[what] = attempts
                 route = next(r["use"] for r in RULES if "when" not in r or currency in r["when"]["currency"])
                 table.append((what, " → ".join(route),
