@@ -17,6 +17,7 @@ import httpx
 from ._base_client import ParamValue, RequestOptions, error_from_body
 from ._exceptions import APIError, WaitTimeoutError
 from ._models import (
+    STREAM_END_STATUSES,
     HistoryEvent,
     IntentStatus,
     Page,
@@ -269,9 +270,15 @@ class WaitPlan:
 
     def next_wait(self, now: float) -> int:
         """The ``wait`` of the next poll; raises ``WaitTimeoutError`` past the deadline
-        (but there is always a first poll, so ``timeout=0`` means "check once")."""
+        (but there is always a first poll, so ``timeout=0`` means "check once").
+
+        The gateway's long-poll ends at once only on a final status or
+        ``requires_capture``; a wait that also ends on another one (``failed`` by default)
+        checks first without waiting, so an intent already there is answered at once."""
         first, self._polled = not self._polled, True
         if first and self.deadline is not None and self.deadline <= now:
+            return 0
+        if first and not self.statuses <= STREAM_END_STATUSES:
             return 0
         remaining = self.remaining(now)
         if remaining is None:

@@ -135,9 +135,7 @@ def test_one_merchant_routed_to_adyen_stripe_and_the_simulator_with_failover(wor
                     if currency == "EUR":  # Adyen: received, completed by its notification
                         assert captured.status == "in_progress"
                         assert (await fake.deliver(http, hook)).text == "[accepted]"
-                # (A failed intent may be processed again: the long-poll does not end on it.)
-                final = processed if processed.status == "failed" else \
-                    await client.payment_intents.wait_for_status(intent.id, timeout=30)
+                final = await client.payment_intents.wait_for_status(intent.id, timeout=30)
                 attempts = await _attempts(stack, intent.id)
                 assert len([t for t in attempts if t["kind"] in ("charge", "authorization")]) == len(
                     {t["connector"] for t in attempts if t["kind"] in ("charge", "authorization")})  # one per account

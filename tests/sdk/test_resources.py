@@ -270,9 +270,29 @@ async def test_wait_for_status_returns_the_first_awaited_status(
     client, gateway = make_client(long_poll(fake_time, ["created", "in_progress", "failed"]))
     status = await resolve(client.payment_intents.wait_for_status("pi_123", timeout=200))
     assert status.status == "failed"
-    assert [r.url.params["wait"] for r in gateway.requests] == ["60", "60", "60"]
+    # The first look does not wait: the gateway's long-poll does not end on "failed".
+    assert [r.url.params["wait"] for r in gateway.requests] == ["0", "60", "60"]
     for request in gateway.requests:
         assert_signed(request)
+
+
+async def test_wait_for_an_intent_already_failed_answers_at_once(make_client: Any, fake_time: FakeTime) -> None:
+    """The gateway holds a long-poll on a failed intent (it may be processed again): a wait
+    that ends on "failed" looks first, so an intent already failed is answered at once."""
+    client, gateway = make_client(long_poll(fake_time, ["failed"]))
+    start = fake_time.now
+    status = await resolve(client.payment_intents.wait_for_status("pi_123", timeout=200))
+    assert status.status == "failed" and fake_time.now == start
+    assert [r.url.params["wait"] for r in gateway.requests] == ["0"]
+
+
+async def test_waiting_only_for_resting_statuses_long_polls_from_the_start(
+    make_client: Any, fake_time: FakeTime
+) -> None:
+    client, gateway = make_client(long_poll(fake_time, ["in_progress", "succeeded"]))
+    status = await resolve(client.payment_intents.wait_for_status("pi_123", paygate.FINAL_STATUSES, timeout=200))
+    assert status.status == "succeeded"
+    assert [r.url.params["wait"] for r in gateway.requests] == ["60", "60"]
 
 
 async def test_wait_for_status_custom_statuses(make_client: Any, fake_time: FakeTime) -> None:
@@ -290,8 +310,8 @@ async def test_wait_for_status_deadline(make_client: Any, fake_time: FakeTime) -
     start = fake_time.now
     with pytest.raises(paygate.WaitTimeoutError) as info:
         await resolve(client.payment_intents.wait_for_status("pi_123", timeout=65))
-    # Polls shrink to fit the deadline: 60 s, then the 5 s left.
-    assert [r.url.params["wait"] for r in gateway.requests] == ["60", "5"]
+    # A first look, then polls that shrink to fit the deadline: 60 s, then the 5 s left.
+    assert [r.url.params["wait"] for r in gateway.requests] == ["0", "60", "5"]
     assert fake_time.now - start == 65
     assert isinstance(info.value, TimeoutError)
     assert info.value.last_status is not None
