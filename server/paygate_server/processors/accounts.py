@@ -21,6 +21,7 @@ from paygate_server.storage.merchants import get_merchant
 from paygate_server.storage.processor_accounts import (
     AccountRow,
     get_rules,
+    hold_active,
     insert_account,
     list_accounts,
     mark_removed,
@@ -87,7 +88,7 @@ async def add_account(db: Database, master: MasterKey, *, merchant_id: str, kind
     except ValueError as exc:
         raise AccountError(str(exc)) from None
     name = name.strip()
-    if not name or len(name) > _MAX_NAME or any(ord(c) < 32 for c in name):
+    if not name or len(name) > _MAX_NAME or not name.isprintable():
         raise AccountError(f"the name must be 1 to {_MAX_NAME} printable characters")
     await _merchant_exists(db, merchant_id)
     account_id = new_id("pa", 12)
@@ -109,12 +110,16 @@ async def list_processor_accounts(db: Database, merchant_id: str) -> list[Proces
 async def remove_account(db: Database, *, merchant_id: str, account_id: str) -> None:
     """No more payments go to it; its attempts are still reconciled, captured and refunded
     there. Refused while the routing rules name it."""
+    await _merchant_exists(db, merchant_id)
     async with db.write() as conn:
+        # Marked first, rules read second: the mark locks the row that set_routing holds
+        # while it stores rules naming the account, so on PostgreSQL either this sees those
+        # rules (and is rolled back) or set_routing sees the account removed. Never both.
+        if not await mark_removed(conn, merchant_id, account_id, now_us()):
+            raise AccountError(f"merchant {merchant_id} has no processor account {account_id}")
         stored = await get_rules(conn, merchant_id)
         if stored is not None and any(account_id in rule.use for rule in parse_rules(jsoncodec.loads(stored))):
             raise AccountError(f"the routing rules use {account_id}: set rules without it first")
-        if not await mark_removed(conn, merchant_id, account_id, now_us()):
-            raise AccountError(f"merchant {merchant_id} has no processor account {account_id}")
 
 
 async def set_routing(db: Database, *, merchant_id: str, document: Any) -> list[dict[str, Any]]:
@@ -126,12 +131,14 @@ async def set_routing(db: Database, *, merchant_id: str, document: Any) -> list[
         raise AccountError(str(exc)) from None
     await _merchant_exists(db, merchant_id)
     async with db.write() as conn:
-        active = {row.id for row in await list_accounts(conn, merchant_id)}
+        held: set[str] = set()
         for index, rule in enumerate(rules):
             for account_id in rule.use:
-                if account_id not in active:
+                # Held (locked) to the commit, so a removal cannot slip in between (remove_account).
+                if account_id not in held and not await hold_active(conn, merchant_id, account_id):
                     raise AccountError(f"rule {index + 1}: {account_id} is not an active processor account "
                                        f"of merchant {merchant_id}")
+                held.add(account_id)
         rendered = render_rules(rules)
         await set_rules(conn, merchant_id, jsoncodec.dumps(rendered).decode(), now_us())
     return rendered

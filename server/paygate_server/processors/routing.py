@@ -3,9 +3,11 @@
 A merchant's rules are an ordered list; the first rule whose conditions all match the
 payment gives its accounts (the first is tried first; the next ones are its failover).
 Conditions: ``currency`` and ``brand`` (lists), ``amountMin``/``amountMax`` (minor units,
-inclusive), ``captureMethod`` (a list, or one string). The last rule must have no
-condition, so that every payment has somewhere to go: a merchant never finds out in
-production that a currency nobody thought of cannot be paid.
+inclusive), ``captureMethod`` (a list, or one string); a currency or brand the gateway
+does not know is refused (a typo would make a rule that never matches). The last rule
+must have no condition, so that every payment has somewhere to go: a merchant never finds
+out in production that a currency nobody thought of cannot be paid; and only the last:
+the rules after an unconditional one could never apply.
 
 Pure functions: parsing a rule list (with a one-line reason for the first thing wrong)
 and choosing the accounts for a payment.
@@ -15,6 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from paygate_server.cards import BRANDS
+from paygate_server.currencies import is_currency
 
 __all__ = ["Payment", "Rule", "RulesInvalid", "choose", "parse_rules", "render_rules"]
 
@@ -93,6 +98,15 @@ def _rule(index: int, item: Any) -> Rule:
     unknown = sorted(set(when) - set(_CONDITIONS))
     if unknown:
         raise RulesInvalid(f"{where}: unknown condition {unknown[0]!r} (conditions: {', '.join(_CONDITIONS)})")
+    # A typo ("EURO", "Vsia") would make a rule that silently never matches: refused instead.
+    currency = _strings(f"{where}: currency", when["currency"], upper=True) if "currency" in when else None
+    unknown = sorted(c for c in currency or () if not is_currency(c))
+    if unknown:
+        raise RulesInvalid(f"{where}: currency {unknown[0]!r} is not an ISO 4217 currency the gateway takes")
+    brand = _strings(f"{where}: brand", when["brand"]) if "brand" in when else None
+    unknown = sorted((brand or set()) - set(BRANDS))
+    if unknown:
+        raise RulesInvalid(f"{where}: unknown brand {unknown[0]!r} (brands: {', '.join(BRANDS)})")
     capture = None
     if "captureMethod" in when:
         capture = _strings(f"{where}: captureMethod", when["captureMethod"])
@@ -100,8 +114,8 @@ def _rule(index: int, item: Any) -> Rule:
             raise RulesInvalid(f"{where}: captureMethod must be automatic or manual")
     rule = Rule(
         use=tuple(use),
-        currency=_strings(f"{where}: currency", when["currency"], upper=True) if "currency" in when else None,
-        brand=_strings(f"{where}: brand", when["brand"]) if "brand" in when else None,
+        currency=currency,
+        brand=brand,
         amount_min=_amount(f"{where}: amountMin", when["amountMin"]) if "amountMin" in when else None,
         amount_max=_amount(f"{where}: amountMax", when["amountMax"]) if "amountMax" in when else None,
         capture_method=capture,
@@ -117,10 +131,15 @@ def parse_rules(document: Any) -> tuple[Rule, ...]:
         raise RulesInvalid("routing rules must be a non-empty JSON list of rules")
     if len(document) > MAX_RULES:
         raise RulesInvalid(f"at most {MAX_RULES} routing rules")
-    rules = tuple(_rule(i, item) for i, item in enumerate(document))
+    rules: list[Rule] = []
+    for index, item in enumerate(document):
+        if rules and rules[-1].unconditional:  # every payment stops there: this rule could never apply
+            raise RulesInvalid(f"rule {index} has no \"when\", so the rules after it never apply: "
+                               "only the last rule may have no condition")
+        rules.append(_rule(index, item))
     if not rules[-1].unconditional:
         raise RulesInvalid("the last rule must have no \"when\": every payment needs somewhere to go")
-    return rules
+    return tuple(rules)
 
 
 def render_rules(rules: Sequence[Rule]) -> list[dict[str, Any]]:

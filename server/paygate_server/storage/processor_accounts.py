@@ -11,7 +11,8 @@ from typing import Any
 
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
 
-__all__ = ["AccountRow", "get_account", "get_rules", "insert_account", "list_accounts", "mark_removed", "set_rules"]
+__all__ = ["AccountRow", "get_account", "get_rules", "hold_active", "insert_account", "list_accounts", "mark_removed",
+           "set_rules"]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -37,6 +38,9 @@ _LIST = Sql(f"SELECT {_COLUMNS} FROM processor_accounts WHERE merchant_id = :mer
             " AND (removed_at IS NULL OR :with_removed = 1) ORDER BY created_at, id")
 _REMOVE = Sql("UPDATE processor_accounts SET removed_at = :now"
               " WHERE id = :id AND merchant_id = :merchant_id AND removed_at IS NULL")
+# A write that changes nothing, for its row lock (PostgreSQL; SQLite has one writer anyway).
+_HOLD = Sql("UPDATE processor_accounts SET removed_at = removed_at"
+            " WHERE id = :id AND merchant_id = :merchant_id AND removed_at IS NULL")
 _GET_RULES = Sql("SELECT rules FROM routing_rules WHERE merchant_id = :merchant_id")
 _UPDATE_RULES = Sql("UPDATE routing_rules SET rules = :rules, updated_at = :now WHERE merchant_id = :merchant_id")
 _INSERT_RULES = Sql("INSERT INTO routing_rules (merchant_id, rules, updated_at) VALUES (:merchant_id, :rules, :now)")
@@ -67,6 +71,12 @@ async def list_accounts(conn: Connection, merchant_id: str, *, with_removed: boo
 async def mark_removed(conn: Connection, merchant_id: str, account_id: str, now: int) -> bool:
     """False: no such active account of this merchant."""
     return await execute(conn, _REMOVE, id=account_id, merchant_id=merchant_id, now=now) == 1
+
+
+async def hold_active(conn: Connection, merchant_id: str, account_id: str) -> bool:
+    """Lock the merchant's active account until the transaction ends; False: there is no
+    such active account (now: a removal committed meanwhile is seen, not raced)."""
+    return await execute(conn, _HOLD, id=account_id, merchant_id=merchant_id) == 1
 
 
 async def get_rules(conn: Connection, merchant_id: str) -> str | None:

@@ -95,5 +95,11 @@ def connector_kind(name: str) -> ConnectorKind:
     """The kind of processor account called ``name``; ValueError if there is none."""
     if name not in KINDS:
         raise ValueError(f"unknown processor kind {name!r} (kinds: {', '.join(KINDS)})")
-    kind: ConnectorKind = importlib.import_module(f"{__name__}.{name}").KIND
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        raise ValueError(f"processor kind {name!r} is not available in this installation") from None
+    kind: ConnectorKind = module.KIND
     return kind
