@@ -20,6 +20,7 @@ from paygate_server.storage import Database
 from paygate_server.storage.merchants import get_merchant
 from paygate_server.storage.processor_accounts import (
     AccountRow,
+    delete_rules,
     get_rules,
     hold_active,
     insert_account,
@@ -28,8 +29,8 @@ from paygate_server.storage.processor_accounts import (
     set_rules,
 )
 
-__all__ = ["CREDENTIALS_PURPOSE", "AccountError", "ProcessorAccount", "add_account", "list_processor_accounts",
-           "open_credentials", "remove_account", "set_routing", "show_routing"]
+__all__ = ["CREDENTIALS_PURPOSE", "AccountError", "ProcessorAccount", "add_account", "clear_routing",
+           "list_processor_accounts", "open_credentials", "remove_account", "set_routing", "show_routing"]
 
 CREDENTIALS_PURPOSE = "processor-credentials"
 _MAX_NAME = 200
@@ -149,3 +150,13 @@ async def show_routing(db: Database, merchant_id: str) -> list[dict[str, Any]] |
     async with db.read() as conn:
         stored = await get_rules(conn, merchant_id)
     return None if stored is None else list(jsoncodec.loads(stored))
+
+
+async def clear_routing(db: Database, merchant_id: str) -> bool:
+    """Drop the merchant's rules: payments go to its active accounts in the order they were
+    added again (or, with none, to the default processor). The only way back from rules to
+    no account at all: the rules must name an active account, and an account they name
+    cannot be removed. False: there were no rules."""
+    await _merchant_exists(db, merchant_id)
+    async with db.write() as conn:
+        return await delete_rules(conn, merchant_id)

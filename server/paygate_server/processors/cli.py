@@ -1,4 +1,4 @@
-"""``paygate processors add|list|remove`` and ``paygate routing set|show`` (SPEC §7, §9).
+"""``paygate processors add|list|remove`` and ``paygate routing set|show|clear`` (SPEC §7, §9).
 
 Listed in ``cli.CLI_EXTENSIONS``. The work is done by :mod:`paygate_server.processors.accounts`;
 this module reads the operator's arguments and prints the results.
@@ -26,6 +26,7 @@ from paygate_server.processors.accounts import (
     AccountError,
     ProcessorAccount,
     add_account,
+    clear_routing,
     list_processor_accounts,
     remove_account,
     set_routing,
@@ -190,6 +191,15 @@ def cmd_routing_show(args: argparse.Namespace, settings: Settings) -> None:
               "(PAYGATE_PROCESSOR_URL)")
 
 
+def cmd_routing_clear(args: argparse.Namespace, settings: Settings) -> None:
+    cleared = _run(settings, lambda db: clear_routing(db, args.merchant))
+    if args.json:
+        print(json.dumps({"merchantId": args.merchant, "cleared": cleared}))
+    else:
+        print("routing rules removed: payments go to the active processor accounts in the order they were added "
+              "(none: the default processor)" if cleared else "there were no routing rules")
+
+
 def add_commands(sub: Any) -> None:
     processors = sub.add_parser("processors", help="a merchant's processor accounts (credentials sealed)").add_subparsers(
         dest="processors_command", required=True)
@@ -223,6 +233,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--file", required=True, help="the rules (a JSON list); - reads standard input")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_routing_set)
+    p = routing.add_parser("clear", help="drop the routing rules (every active account in turn, or the default)")
+    p.add_argument("--merchant", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_routing_clear)
     p = routing.add_parser("show", help="the routing rules")
     p.add_argument("--merchant", required=True)
     p.add_argument("--json", action="store_true")

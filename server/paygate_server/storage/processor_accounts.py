@@ -11,8 +11,8 @@ from typing import Any
 
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
 
-__all__ = ["AccountRow", "get_account", "get_rules", "hold_active", "insert_account", "list_accounts", "mark_removed",
-           "set_rules"]
+__all__ = ["AccountRow", "delete_rules", "get_account", "get_rules", "hold_active", "insert_account", "list_accounts",
+           "mark_removed", "set_rules"]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -43,6 +43,7 @@ _HOLD = Sql("UPDATE processor_accounts SET removed_at = removed_at"
             " WHERE id = :id AND merchant_id = :merchant_id AND removed_at IS NULL")
 _GET_RULES = Sql("SELECT rules FROM routing_rules WHERE merchant_id = :merchant_id")
 _UPDATE_RULES = Sql("UPDATE routing_rules SET rules = :rules, updated_at = :now WHERE merchant_id = :merchant_id")
+_DELETE_RULES = Sql("DELETE FROM routing_rules WHERE merchant_id = :merchant_id")
 _INSERT_RULES = Sql("INSERT INTO routing_rules (merchant_id, rules, updated_at) VALUES (:merchant_id, :rules, :now)")
 
 
@@ -88,3 +89,8 @@ async def get_rules(conn: Connection, merchant_id: str) -> str | None:
 async def set_rules(conn: Connection, merchant_id: str, rules: str, now: int) -> None:
     if not await execute(conn, _UPDATE_RULES, merchant_id=merchant_id, rules=rules, now=now):
         await execute(conn, _INSERT_RULES, merchant_id=merchant_id, rules=rules, now=now)
+
+
+async def delete_rules(conn: Connection, merchant_id: str) -> bool:
+    """False: the merchant had no rules."""
+    return await execute(conn, _DELETE_RULES, merchant_id=merchant_id) == 1

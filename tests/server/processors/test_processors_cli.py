@@ -166,6 +166,16 @@ def test_routing_set_and_show(paygate: Run, merchant: str, tmp_path: Path) -> No
     paygate.ok("processors", "remove", "--merchant", merchant, "--account", a)
 
 
+def test_routing_clear_is_the_way_back_to_no_account(paygate: Run, merchant: str, tmp_path: Path) -> None:
+    a = add(paygate, merchant)
+    paygate.ok("routing", "set", "--merchant", merchant, "--file", rules_file(tmp_path, [{"use": [a]}]))
+    paygate.refused("processors", "remove", "--merchant", merchant, "--account", a)
+    assert paygate.json("routing", "clear", "--merchant", merchant) == {"merchantId": merchant, "cleared": True}
+    assert paygate.json("routing", "show", "--merchant", merchant)["rules"] is None
+    paygate.ok("processors", "remove", "--merchant", merchant, "--account", a)
+    assert paygate.ok("routing", "clear", "--merchant", merchant) == "there were no routing rules\n"
+
+
 def test_routing_set_reads_standard_input(paygate: Run, merchant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     a = add(paygate, merchant)
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps([{"use": [a]}])))
@@ -183,6 +193,7 @@ def test_routing_show_without_accounts_names_the_default(paygate: Run, merchant:
     ["processors", "list", "--merchant", "{m}"],
     ["processors", "remove", "--merchant", "{m}", "--account", UNKNOWN_ACCOUNT],
     ["routing", "show", "--merchant", "{m}"],
+    ["routing", "clear", "--merchant", "{m}"],
     ["routing", "set", "--merchant", "{m}", "--file", "{rules}"],
 ], ids=lambda a: " ".join(a[:2]))
 def test_unknown_merchant(paygate: Run, operator_env: str, tmp_path: Path, args: list[str]) -> None:
