@@ -78,9 +78,24 @@ async def _merchant_exists(db: Database, merchant_id: str) -> None:
             raise AccountError(f"no merchant {merchant_id}")
 
 
+async def _check_builds(kind: ConnectorKind, settings: dict[str, str], credentials: dict[str, str]) -> None:
+    """Build the connector once (no request is sent) so that a setting or credential its
+    connector refuses (an Adyen hmacKey that is not hex, an apiBase that is not a URL)
+    fails here, in front of the operator, rather than at a customer's payment."""
+    try:
+        built = kind.build(settings, credentials)
+    except ValueError as exc:
+        message = str(exc)
+        # Connectors name a credential, never its value; should one ever slip, say less.
+        if any(len(value) >= 4 and value in message for value in credentials.values()):
+            message = f"the {kind.name} connector refused its settings or credentials"
+        raise AccountError(message) from None
+    await built.aclose()
+
+
 async def add_account(db: Database, master: MasterKey, *, merchant_id: str, kind: str, name: str,
                       settings: Mapping[str, Any], credentials: Mapping[str, Any]) -> ProcessorAccount:
-    """A new account; its credentials sealed, never returned."""
+    """A new account, checked by building its connector; its credentials sealed, never returned."""
     try:
         connector: ConnectorKind = connector_kind(kind)
         complete = connector.complete_settings(_strings("setting", settings))
@@ -88,6 +103,7 @@ async def add_account(db: Database, master: MasterKey, *, merchant_id: str, kind
         connector.check_credentials(secrets)
     except ValueError as exc:
         raise AccountError(str(exc)) from None
+    await _check_builds(connector, complete, secrets)
     name = name.strip()
     if not name or len(name) > _MAX_NAME or not name.isprintable():
         raise AccountError(f"the name must be 1 to {_MAX_NAME} printable characters")

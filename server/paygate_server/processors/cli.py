@@ -110,6 +110,8 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
         return
     print(f"processor account: {account.id}\nkind:              {account.kind}\nname:              {account.name}\n"
           f"settings:          {_settings_text(account.settings)}\n"
+          f"notifications:     POST /processors/v1/{account.id}/webhooks on the gateway's public URL "
+          "(register it at the processor)\n"
           f"credentials:       {', '.join(sorted(credentials)) or 'none'} "
           "(sealed under the master key: not shown again)")
 

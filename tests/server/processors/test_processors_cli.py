@@ -118,6 +118,7 @@ def test_add_prints_the_account_and_never_credentials(paygate: Run, merchant: st
     assert lines["processor account"].strip().startswith("pa_")
     assert lines["kind"].strip() == "simulator" and lines["name"].strip() == "Backup"
     assert lines["settings"].strip() == f"url={URL}"
+    assert f"/processors/v1/{lines['processor account'].strip()}/webhooks" in lines["notifications"]
     assert "sealed" in lines["credentials"] and "not shown again" in lines["credentials"]
 
 
@@ -206,6 +207,8 @@ def test_unknown_merchant(paygate: Run, operator_env: str, tmp_path: Path, args:
     (["--kind", "paypal", "--setting", f"url={URL}"], "unknown processor kind 'paypal' (kinds: simulator, stripe, adyen)"),
     (["--kind", "simulator"], "simulator needs the setting 'url'"),
     (["--kind", "simulator", "--setting", "url="], "simulator needs the setting 'url'"),
+    (["--kind", "simulator", "--setting", "url=ftp://127.0.0.1:9"],
+     "the simulator connector needs an http(s)://host[:port][/path] URL"),
     (["--kind", "simulator", "--setting", f"url={URL}", "--setting", "region=eu"],
      "simulator has no setting 'region' (settings: url)"),
     (["--kind", "simulator", "--setting", f"url={URL}", "--credential", "apiKey=k"],
@@ -239,23 +242,43 @@ def test_add_refuses_secret_credentials_of_the_wrong_name(paygate: Run, merchant
     assert line == "simulator has no credential 'apikey' (credentials: apiKey, hmacKey)"
 
 
-def test_stripe_and_adyen_kinds_validate_their_settings(paygate: Run, merchant: str) -> None:
+ADYEN = ["--kind", "adyen", "--setting", "apiBase=https://checkout-test.adyen.com",
+         "--setting", "merchantAccount=ShopECOM"]
+
+
+def test_adyen_accounts_are_checked_by_building_their_connector(paygate: Run, merchant: str) -> None:
+    base = ["processors", "add", "--merchant", merchant, "--name", "Adyen"]
+    hmac_key = secrets.token_hex(32)
+    assert paygate.refused(*base, *ADYEN[:4], "--credential", "apiKey=k", "--credential", f"hmacKey={hmac_key}") == (
+        "adyen needs the setting 'merchantAccount'")
+    assert paygate.refused(*base, *ADYEN, "--credential", "apiKey=k") == "adyen needs the credential 'hmacKey'"
+    # What only the connector knows: refused now, not at a customer's payment.
+    assert paygate.refused(*base, *ADYEN, "--credential", "apiKey=k", "--credential", "hmacKey=not-hex") == (
+        "the adyen credential 'hmacKey' is not hexadecimal")
+    assert paygate.refused(*base, "--kind", "adyen", "--setting", "apiBase=checkout-test.adyen.com",
+                           "--setting", "merchantAccount=M", "--credential", "apiKey=k",
+                           "--credential", f"hmacKey={hmac_key}") == (
+        "the adyen connector needs an http(s)://host[:port][/path] apiBase")
+    assert paygate.json("processors", "list", "--merchant", merchant) == {"data": []}
+    created = paygate.json(*base, *ADYEN, "--credential", "apiKey=k", "--credential", f"hmacKey={hmac_key}")
+    assert created == {"processorAccountId": created["processorAccountId"], "kind": "adyen", "name": "Adyen"}
+    (listed,) = paygate.json("processors", "list", "--merchant", merchant)["data"]
+    assert listed["settings"] == {"apiBase": "https://checkout-test.adyen.com", "merchantAccount": "ShopECOM"}
+    assert hmac_key not in "".join(paygate.seen)
+
+
+def test_stripe_accounts_get_the_default_api_base(paygate: Run, merchant: str) -> None:
     from importlib.util import find_spec
 
-    missing = [k for k in ("stripe", "adyen") if find_spec(f"paygate_server.processing.connectors.{k}") is None]
-    if missing:
-        pytest.skip(f"the {' and '.join(missing)} connector module(s) are not on this branch yet")
-    base = ["processors", "add", "--merchant", merchant, "--name", "X"]
-    assert paygate.refused(*base, "--kind", "stripe", "--credential", "secretKey=sk_test_x") == (
+    if find_spec("paygate_server.processing.connectors.stripe") is None:
+        pytest.skip("the stripe connector module is not on this branch yet")
+    base = ["processors", "add", "--merchant", merchant, "--name", "Stripe", "--kind", "stripe"]
+    assert paygate.refused(*base, "--credential", "secretKey=sk_test_x") == (
         "stripe needs the credential 'webhookSecret'")
-    created = paygate.json(*base, "--kind", "stripe", "--credential", "secretKey=sk_test_x",
-                           "--credential", "webhookSecret=whsec_x")
+    created = paygate.json(*base, "--credential", "secretKey=sk_test_x", "--credential", "webhookSecret=whsec_x")
     assert created["kind"] == "stripe"
-    listed = paygate.json("processors", "list", "--merchant", merchant)["data"]
-    assert listed[0]["settings"] == {"apiBase": "https://api.stripe.com"}
-    assert paygate.refused(*base, "--kind", "adyen", "--setting", "apiBase=https://checkout-test.adyen.com",
-                           "--credential", "apiKey=k", "--credential", "hmacKey=00") == (
-        "adyen needs the setting 'merchantAccount'")
+    (listed,) = paygate.json("processors", "list", "--merchant", merchant)["data"]
+    assert listed["settings"] == {"apiBase": "https://api.stripe.com"}
 
 
 def test_routing_file_refusals(paygate: Run, merchant: str, tmp_path: Path) -> None:
