@@ -118,10 +118,12 @@ async def add_account(db: Database, master: MasterKey, *, merchant_id: str, kind
     return ProcessorAccount(account_id, merchant_id, connector.name, name, complete, now, None)
 
 
-async def list_processor_accounts(db: Database, merchant_id: str) -> list[ProcessorAccount]:
+async def list_processor_accounts(db: Database, merchant_id: str, *,
+                                  with_removed: bool = False) -> list[ProcessorAccount]:
+    """The merchant's active accounts (``with_removed``: and the removed ones), oldest first."""
     await _merchant_exists(db, merchant_id)
     async with db.read() as conn:
-        return [ProcessorAccount.of(row) for row in await list_accounts(conn, merchant_id)]
+        return [ProcessorAccount.of(row) for row in await list_accounts(conn, merchant_id, with_removed=with_removed)]
 
 
 async def remove_account(db: Database, *, merchant_id: str, account_id: str) -> None:

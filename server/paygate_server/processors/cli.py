@@ -88,9 +88,10 @@ def _settings_text(settings: dict[str, str]) -> str:
     return ", ".join(f"{name}={value}" for name, value in settings.items()) or "-"
 
 
-def _account_json(account: ProcessorAccount) -> dict[str, Any]:
-    return {"processorAccountId": account.id, "kind": account.kind, "name": account.name,
-            "settings": account.settings, "created": to_rfc3339(account.created_at)}
+def _account_json(account: ProcessorAccount, with_removed: bool) -> dict[str, Any]:
+    shown = {"processorAccountId": account.id, "kind": account.kind, "name": account.name,
+             "settings": account.settings, "created": to_rfc3339(account.created_at)}
+    return {**shown, "removed": to_rfc3339(account.removed_at)} if with_removed else shown
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
@@ -117,14 +118,16 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
-    accounts = _run(settings, lambda db: list_processor_accounts(db, args.merchant))
+    accounts = _run(settings, lambda db: list_processor_accounts(db, args.merchant, with_removed=args.all))
     if args.json:
-        print(json.dumps({"data": [_account_json(a) for a in accounts]}))
+        print(json.dumps({"data": [_account_json(a, args.all) for a in accounts]}))
         return
-    if not accounts:
-        print("no processor accounts (payments go to the gateway's default processor, PAYGATE_PROCESSOR_URL)")
+    if not any(a.removed_at is None for a in accounts):
+        print("no active processor accounts (payments go to the gateway's default processor, PAYGATE_PROCESSOR_URL)")
     for a in accounts:
-        print(f"{a.id}  {a.kind:<9}  {a.name}  ({_settings_text(a.settings)})  created {to_rfc3339(a.created_at)}")
+        removed = "" if a.removed_at is None else f", removed {to_rfc3339(a.removed_at)}"
+        print(f"{a.id}  {a.kind:<9}  {a.name}  ({_settings_text(a.settings)})  created {to_rfc3339(a.created_at)}"
+              f"{removed}")
 
 
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> None:
@@ -220,6 +223,8 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_add)
     p = processors.add_parser("list", help="a merchant's active processor accounts (never their credentials)")
     p.add_argument("--merchant", required=True)
+    p.add_argument("--all", action="store_true",
+                   help="the removed accounts too (their payments are still settled and refunded there)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
     p = processors.add_parser("remove", help="no new payments to an account (its payments stay reconcilable)")

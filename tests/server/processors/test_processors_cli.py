@@ -124,7 +124,7 @@ def test_add_prints_the_account_and_never_credentials(paygate: Run, merchant: st
 
 def test_list_shows_active_accounts_oldest_first(paygate: Run, merchant: str) -> None:
     assert paygate.json("processors", "list", "--merchant", merchant) == {"data": []}
-    assert "no processor accounts" in paygate.ok("processors", "list", "--merchant", merchant)
+    assert "no active processor accounts" in paygate.ok("processors", "list", "--merchant", merchant)
     first, second = add(paygate, merchant, "First"), add(paygate, merchant, "Second")
     listed = paygate.json("processors", "list", "--merchant", merchant)["data"]
     assert [a["processorAccountId"] for a in listed] == [first, second]
@@ -145,6 +145,13 @@ def test_remove_takes_the_account_out_of_the_list(paygate: Run, merchant: str) -
     assert "refunded there" in paygate.ok("processors", "remove", "--merchant", merchant, "--account", second)
     assert paygate.refused("processors", "remove", "--merchant", merchant, "--account", second) == (
         f"merchant {merchant} has no processor account {second}")
+    assert "no active processor accounts" in paygate.ok("processors", "list", "--merchant", merchant)
+    # --all: the removed ones too, with when (their payments are still settled there).
+    every = paygate.json("processors", "list", "--merchant", merchant, "--all")["data"]
+    assert [a["processorAccountId"] for a in every] == [first, second]
+    assert all(a["removed"].endswith("Z") and a["removed"] >= a["created"] for a in every)
+    lines = paygate.ok("processors", "list", "--merchant", merchant, "--all").splitlines()
+    assert lines[1].startswith(first) and ", removed " in lines[1] and lines[2].startswith(second)
 
 
 def test_routing_set_and_show(paygate: Run, merchant: str, tmp_path: Path) -> None:
@@ -230,6 +237,15 @@ def test_add_refusals(paygate: Run, merchant: str, extra: list[str], message: st
 def test_add_refuses_a_bad_name(paygate: Run, merchant: str, name: str) -> None:
     assert paygate.refused("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", name,
                            "--setting", f"url={URL}") == "the name must be 1 to 200 printable characters"
+
+
+def test_a_kind_whose_module_is_absent_is_one_line(paygate: Run, merchant: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from paygate_server.processing import connectors
+
+    monkeypatch.setattr(connectors, "KINDS", (*connectors.KINDS, "nosuchprocessor"))
+    assert paygate.refused("processors", "add", "--merchant", merchant, "--kind", "nosuchprocessor",
+                           "--name", "X") == "processor kind 'nosuchprocessor' is not available in this installation"
 
 
 def test_add_refuses_secret_credentials_of_the_wrong_name(paygate: Run, merchant: str, secret_kind: None) -> None:
