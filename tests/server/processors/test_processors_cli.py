@@ -5,7 +5,6 @@ in no output, error or column in the clear, and bound to their own account's row
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import json
 import logging
@@ -22,7 +21,6 @@ from sqlalchemy import text
 
 from paygate_server.cli import main
 from paygate_server.crypto import MasterKey, SealError
-from paygate_server.processing.connectors import simulator
 from paygate_server.processors import accounts
 from paygate_server.storage import create_database
 from paygate_server.storage.processor_accounts import AccountRow, get_account
@@ -33,9 +31,9 @@ from tests.support.processes import make_merchant
 URL = "http://127.0.0.1:9"
 UNKNOWN_MERCHANT = "mer_0000000000000000000000nope"
 UNKNOWN_ACCOUNT = "pa_00000000000000000000"
-# The simulator needs no credentials; this kind is the simulator with two, so that sealing
-# can be tested before the Stripe and Adyen modules exist (the kind's name is stored as is).
-WITH_SECRETS = dataclasses.replace(simulator.KIND, credentials=("apiKey", "hmacKey"))
+# An Adyen account: two credentials, and a connector that checks them when it is built.
+ADYEN = ["--kind", "adyen", "--setting", "apiBase=https://checkout-test.adyen.com",
+         "--setting", "merchantAccount=ShopECOM"]
 
 
 @pytest.fixture
@@ -49,12 +47,6 @@ def operator_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 @pytest.fixture
 def merchant(operator_env: str) -> str:
     return make_merchant(operator_env).merchant_id
-
-
-@pytest.fixture
-def secret_kind(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = accounts.connector_kind
-    monkeypatch.setattr(accounts, "connector_kind", lambda name: WITH_SECRETS if name == "simulator" else real(name))
 
 
 class Run:
@@ -248,18 +240,10 @@ def test_a_kind_whose_module_is_absent_is_one_line(paygate: Run, merchant: str,
                            "--name", "X") == "processor kind 'nosuchprocessor' is not available in this installation"
 
 
-def test_add_refuses_secret_credentials_of_the_wrong_name(paygate: Run, merchant: str, secret_kind: None) -> None:
-    line = paygate.refused("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", "X",
-                           "--setting", f"url={URL}", "--credential", "apiKey=k")
-    assert line == "simulator needs the credential 'hmacKey'"
-    line = paygate.refused("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", "X",
-                           "--setting", f"url={URL}", "--credential", "apiKey=k", "--credential", "hmacKey=h",
-                           "--credential", "apikey=k")
-    assert line == "simulator has no credential 'apikey' (credentials: apiKey, hmacKey)"
-
-
-ADYEN = ["--kind", "adyen", "--setting", "apiBase=https://checkout-test.adyen.com",
-         "--setting", "merchantAccount=ShopECOM"]
+def test_add_refuses_credentials_of_the_wrong_name(paygate: Run, merchant: str) -> None:
+    line = paygate.refused("processors", "add", "--merchant", merchant, "--name", "X", *ADYEN,
+                           "--credential", "apiKey=k", "--credential", "hmacKey=00", "--credential", "apikey=k")
+    assert line == "adyen has no credential 'apikey' (credentials: apiKey, hmacKey)"
 
 
 def test_adyen_accounts_are_checked_by_building_their_connector(paygate: Run, merchant: str) -> None:
@@ -388,28 +372,30 @@ async def _move_sealed(url: str, source: str, target: str) -> None:
 
 
 def test_credentials_appear_nowhere_in_the_clear(paygate: Run, operator_env: str, merchant: str, tmp_path: Path,
-                                                 secret_kind: None, caplog: pytest.LogCaptureFixture) -> None:
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     api_key, hmac_key = f"ak_{secrets.token_hex(16)}", secrets.token_hex(32)
     key_file = tmp_path / "hmac.key"
     key_file.write_text(hmac_key + "\n")  # as `echo` writes it: the newline is not part of the key
-    created = paygate.json("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", "Sealed",
-                           "--setting", f"url={URL}", "--credential", f"apiKey={api_key}",
-                           "--credential", f"hmacKey=@{key_file}")
+    created = paygate.json("processors", "add", "--merchant", merchant, "--name", "Sealed", *ADYEN,
+                           "--credential", f"apiKey={api_key}", "--credential", f"hmacKey=@{key_file}")
     account = created["processorAccountId"]
-    paygate.ok("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", "Text",
-               "--setting", f"url={URL}", "--credential", f"apiKey={api_key}", "--credential", f"hmacKey={hmac_key}")
+    paygate.ok("processors", "add", "--merchant", merchant, "--name", "Text", *ADYEN,
+               "--credential", f"apiKey={api_key}", "--credential", f"hmacKey={hmac_key}")
     paygate.ok("processors", "list", "--merchant", merchant)
     paygate.json("processors", "list", "--merchant", merchant)
     paygate.ok("routing", "set", "--merchant", merchant, "--file", rules_file(tmp_path, [{"use": [account]}]))
     paygate.ok("routing", "show", "--merchant", merchant)
     # Refusals that had a secret in hand: typed without its name, or under a wrong name.
-    base = ["processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", "X", "--setting", f"url={URL}"]
+    base = ["processors", "add", "--merchant", merchant, "--name", "X", *ADYEN]
     paygate.refused(*base, "--credential", api_key)
     paygate.refused(*base, "--credential", f"{hmac_key}=={api_key}")  # a base64 key with its padding
     paygate.refused(*base, "--credential", f"apiKey={api_key}", "--credential", f"hmac={hmac_key}")
     paygate.refused(*base, "--credential", f"apiKey={api_key}")
-    paygate.refused(*base[:5], "paypal", *base[6:], "--credential", f"apiKey={api_key}", "--credential", f"hmacKey={hmac_key}")
+    paygate.refused(*base, "--credential", f"apiKey={api_key}", "--credential", f"hmacKey={api_key}")  # not hex
+    paygate.refused(*base[:9], "apiBase=ftp://x", *base[10:], "--credential", f"apiKey={api_key}",
+                    "--credential", f"hmacKey={hmac_key}")
+    paygate.refused(*base[:7], "paypal", *base[8:], "--credential", f"apiKey={api_key}", "--credential", f"hmacKey={hmac_key}")
     paygate.refused(*[a.replace(merchant, UNKNOWN_MERCHANT) for a in base],
                     "--credential", f"apiKey={api_key}", "--credential", f"hmacKey={hmac_key}")
 
@@ -436,10 +422,14 @@ def test_credentials_appear_nowhere_in_the_clear(paygate: Run, operator_env: str
     assert accounts.open_credentials(master, row) == {"apiKey": api_key, "hmacKey": hmac_key}
 
 
-def test_a_sealed_blob_moved_to_another_row_does_not_open(paygate: Run, operator_env: str, merchant: str,
-                                                         secret_kind: None) -> None:
-    first = add(paygate, merchant, "First", "--credential", "apiKey=first-key", "--credential", "hmacKey=h1")
-    second = add(paygate, merchant, "Second", "--credential", "apiKey=second-key", "--credential", "hmacKey=h2")
+def test_a_sealed_blob_moved_to_another_row_does_not_open(paygate: Run, operator_env: str, merchant: str) -> None:
+    def adyen(name: str, api_key: str) -> str:
+        created = paygate.json("processors", "add", "--merchant", merchant, "--name", name, *ADYEN,
+                               "--credential", f"apiKey={api_key}", "--credential", "hmacKey=00ff")
+        account: str = created["processorAccountId"]
+        return account
+
+    first, second = adyen("First", "first-key"), adyen("Second", "second-key")
     master = MasterKey(bytes.fromhex(TEST_MASTER_KEY))
     asyncio.run(_move_sealed(operator_env, first, second))
     moved_first, moved_second = asyncio.run(_read_rows(operator_env, first, second))
