@@ -24,12 +24,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.eventually import eventually_sync
 
 __all__ = ["SECRET_KEY", "localstripe_or_skip", "start_localstripe"]
 
@@ -72,22 +73,23 @@ def start_localstripe(log_dir: Path, *, startup_timeout_s: float = 20.0) -> Iter
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=1.0) as client:
-        while True:
+
+        def serving() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"localstripe exited with {proc.returncode}: "
                                    f"{log_path.read_text(errors='replace')[-2000:]}")
             try:
                 # Any authenticated answer means the app is serving.
                 answer = client.get(url + "/v1/balance", headers={"Authorization": f"Bearer {SECRET_KEY}"})
-                if answer.status_code == 200:
-                    return
             except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"localstripe did not answer within {timeout_s} s")
-            time.sleep(0.05)  # paces the polling only; the deadline decides
+                return False
+            return answer.status_code == 200
+
+        try:
+            eventually_sync(serving, timeout=timeout_s, interval=0.05, what="localstripe answering")
+        except AssertionError:
+            raise RuntimeError(f"localstripe did not answer within {timeout_s} s") from None
 
 
 def localstripe_or_skip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
