@@ -26,15 +26,15 @@ import enum
 import hashlib
 import hmac
 import re
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from paygate_server import jsoncodec
-from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeout, Transport
+from paygate_server.http1client import Transport
 
+from ._transport import connection_pool, json_object, transport_failure
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -170,21 +170,13 @@ def classify(
     """Map one exchange with Adyen to an outcome. ``error`` is the exception raised
     instead of an answer (timeout, connection refused or lost, malformed answer)."""
     unknown = ChargeOutcome.UNKNOWN
-    if isinstance(error, ConnectFailed):
-        # The connection never opened, so not a byte left: nothing done (SPEC §7 failover).
-        return Answer(ChargeOutcome.FAILED, message=f"could not connect ({type(error).__name__}): nothing sent")
-    if error is not None:
-        kind = "timeout" if isinstance(error, HttpTimeout | TimeoutError) else "transport error"
-        # Only the exception's class: its text could carry something of the exchange.
-        return Answer(unknown, message=f"{kind} ({type(error).__name__}): outcome unknown")
-    if status_code is None:
-        return Answer(unknown, message="no answer: outcome unknown")
-    try:
-        data = jsoncodec.loads(body or b"")
-    except jsoncodec.JSONDecodeError:
-        return Answer(unknown, message=f"unparseable answer (HTTP {status_code}): outcome unknown")
-    if not isinstance(data, dict):
-        return Answer(unknown, message=f"unexpected answer (HTTP {status_code}): outcome unknown")
+    failed = transport_failure(error, status_code, lookup=False)  # (Adyen is never looked up)
+    if failed is not None:
+        return Answer(failed[0], message=failed[1])
+    assert status_code is not None
+    data = json_object(status_code, body)
+    if isinstance(data, str):
+        return Answer(unknown, message=data)
 
     if operation is Operation.CHARGE and status_code == 200:
         return _payment(reference, data)
@@ -343,10 +335,9 @@ class AdyenConnector:
         transport: Transport | None = None,
     ) -> None:
         self.api_base = api_base.rstrip("/")
-        parts = urlsplit(self.api_base)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("the adyen connector needs an http(s)://host[:port][/path] apiBase")
+        self._pool, parts = connection_pool(self.api_base, "adyen", "apiBase", connect_timeout=connect_timeout,
+                                            read_timeout=read_timeout, max_connections=max_connections,
+                                            transport=transport)
         if not merchant_account:
             raise ValueError("the adyen connector needs a merchantAccount")
         # Checked here so that a bad credential fails the set-up, not a payment; the
@@ -364,17 +355,6 @@ class AdyenConnector:
                          b"X-API-Key: " + api_key.encode("ascii") + b"\r\n")
         self._prefix = f"{parts.path}/{API_VERSION}"
         self._read_timeout = read_timeout
-        if transport is not None:
-            self._pool: Transport = transport
-            return
-        tls = None
-        if scheme == "https":
-            import certifi
-
-            tls = ssl.create_default_context(cafile=certifi.where())
-        self._pool = ConnectionPool(
-            parts.hostname, parts.port or (443 if tls is not None else 80), max_connections, ssl=tls,
-            connect_timeout=connect_timeout, pool_timeout=read_timeout, idle_timeout=_KEEPALIVE_EXPIRY_S)
 
     def __repr__(self) -> str:
         return f"AdyenConnector({self.api_base!r}, merchant_account={self.merchant_account!r})"

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from paygate_server import jsoncodec
-from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeout, Transport
+from paygate_server.http1client import Transport
 
+from ._transport import connection_pool, json_object, transport_failure
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -43,8 +43,6 @@ __all__ = ["KIND", "Answer", "Operation", "SimulatorConnector", "classify", "fro
 
 _MAX_MESSAGE = 200
 _HEADERS = b"Content-Type: application/json\r\nUser-Agent: paygate-connector\r\n"
-# Idle keep-alive connections older than this are replaced rather than reused.
-_KEEPALIVE_EXPIRY_S = 30.0
 
 
 class Operation(str, enum.Enum):
@@ -95,23 +93,13 @@ def classify(
     or reset, protocol error). The full table is in docs/simulator.md.
     """
     unknown = ChargeOutcome.UNKNOWN
-    if isinstance(error, ConnectFailed) and operation not in _LOOKUPS.values():
-        # No connection, so not a byte of the request left: nothing was done (SPEC §7:
-        # a processor account may fail over to the next one).
-        return Answer(ChargeOutcome.FAILED, message=f"could not connect ({type(error).__name__}): nothing sent")
-    if error is not None:
-        kind = "timeout" if isinstance(error, HttpTimeout | TimeoutError) else "transport error"
-        # The exception's text is not used: only its class, so nothing of the request
-        # can leak into the message.
-        return Answer(unknown, message=f"{kind} ({type(error).__name__}): outcome unknown")
-    if status_code is None:
-        return Answer(unknown, message="no answer: outcome unknown")
-    try:
-        data = jsoncodec.loads(body or b"")
-    except jsoncodec.JSONDecodeError:
-        return Answer(unknown, message=f"unparseable answer (HTTP {status_code}): outcome unknown")
-    if not isinstance(data, dict):
-        return Answer(unknown, message=f"unexpected answer (HTTP {status_code}): outcome unknown")
+    failed = transport_failure(error, status_code, lookup=operation in _LOOKUPS.values())
+    if failed is not None:
+        return Answer(failed[0], message=failed[1])
+    assert status_code is not None
+    data = json_object(status_code, body)
+    if isinstance(data, str):
+        return Answer(unknown, message=data)
     message = _text(data.get("message"))
 
     if status_code == 200:
@@ -185,30 +173,11 @@ class SimulatorConnector:
         transport: Transport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        parts = urlsplit(self.base_url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("the simulator connector needs an http(s)://host[:port][/path] URL")
-        tls = None
-        if scheme == "https":
-            # The CA bundle httpx used here before (certifi, which httpx depends on).
-            import certifi
-
-            tls = ssl.create_default_context(cafile=certifi.where())
+        self._pool, parts = connection_pool(self.base_url, "simulator", "URL", connect_timeout=connect_timeout,
+                                            read_timeout=read_timeout, max_connections=max_connections,
+                                            transport=transport)
         self._prefix = parts.path  # base_url has no trailing "/"
         self._read_timeout = read_timeout
-        if transport is not None:
-            self._pool: Transport = transport
-            return
-        self._pool = ConnectionPool(
-            parts.hostname,
-            parts.port or (443 if tls is not None else 80),
-            max_connections,
-            ssl=tls,
-            connect_timeout=connect_timeout,
-            pool_timeout=read_timeout,
-            idle_timeout=_KEEPALIVE_EXPIRY_S,
-        )
 
     def __repr__(self) -> str:
         return f"SimulatorConnector({self.base_url!r})"

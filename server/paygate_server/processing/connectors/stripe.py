@@ -58,16 +58,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from paygate_server import jsoncodec
-from paygate_server.http1client import ConnectionPool, Transport
+from paygate_server.http1client import Transport
 
+from ._transport import connection_pool
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -149,27 +149,15 @@ class StripeConnector:
         if not _HEADER_SAFE.fullmatch(secret_key):
             raise ValueError("the Stripe secret key is not a header-safe token")  # never its value
         self.api_base = api_base.rstrip("/")
-        parts = urlsplit(self.api_base)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("the Stripe connector needs an http(s)://host[:port][/path] apiBase")
+        self._pool, parts = connection_pool(self.api_base, "Stripe", "apiBase", connect_timeout=connect_timeout,
+                                            read_timeout=read_timeout, max_connections=max_connections,
+                                            transport=transport)
         self._prefix = parts.path
         self._auth = (f"Authorization: Bearer {secret_key}\r\nStripe-Version: {STRIPE_VERSION}\r\n"
                       "User-Agent: paygate-connector\r\n").encode("ascii")
         self._webhook_secret = webhook_secret
         self._clock = clock
         self._read_timeout = read_timeout
-        if transport is not None:
-            self._pool: Transport = transport
-            return
-        tls = None
-        if scheme == "https":
-            import certifi
-
-            tls = ssl.create_default_context(cafile=certifi.where())
-        self._pool = ConnectionPool(parts.hostname, parts.port or (443 if tls is not None else 80),
-                                    max_connections, ssl=tls, connect_timeout=connect_timeout,
-                                    pool_timeout=read_timeout, idle_timeout=_KEEPALIVE_EXPIRY_S)
 
     def __repr__(self) -> str:
         return f"StripeConnector({self.api_base!r})"  # never the keys

@@ -21,8 +21,8 @@ from typing import Any
 
 from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
-from paygate_server.http1client import ConnectFailed, HttpTimeout
 
+from ._transport import transport_failure
 from .base import ChargeOutcome
 
 __all__ = ["Answer", "Step", "capture_answer", "charge_answer", "classify_error", "decline_code",
@@ -136,14 +136,9 @@ def classify_error(step: Step, status_code: int | None, body: bytes | None,
     - 409, 5xx, anything else: UNKNOWN.
     """
     unknown = O.UNKNOWN
-    if isinstance(error, ConnectFailed) and step not in _LOOKUPS:
-        return Answer(O.FAILED, message=f"could not connect ({type(error).__name__}): nothing sent")
-    if error is not None:
-        kind = "timeout" if isinstance(error, HttpTimeout | TimeoutError) else "transport error"
-        # Only the class: an exception's text could carry bytes of the request.
-        return Answer(unknown, message=f"{kind} ({type(error).__name__}): outcome unknown")
-    if status_code is None:
-        return Answer(unknown, message="no answer: outcome unknown")
+    failed = transport_failure(error, status_code, lookup=step in _LOOKUPS)
+    if failed is not None:
+        return Answer(failed[0], message=failed[1])
     body_error = error_body(body)
     if body_error is None:
         return Answer(unknown, message=f"unreadable answer (HTTP {status_code}): outcome unknown")

@@ -1,0 +1,72 @@
+"""What every connector shares about the wire: its connection pool, and what a failure to
+get an answer means (SPEC §7).
+
+- no connection (``ConnectFailed``): not a byte of the request left, so nothing was done —
+  ``FAILED`` for an operation (an account may fail over), ``UNKNOWN`` for a look-up (a
+  look-up that did not happen says nothing);
+- a timeout, a connection lost after sending, a malformed answer, any other transport
+  error: ``UNKNOWN``. Messages name the exception's class only: its text could carry bytes
+  of the request.
+"""
+from __future__ import annotations
+
+import ssl
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from paygate_server import jsoncodec
+from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeout, Transport
+
+from .base import ChargeOutcome
+
+__all__ = ["KEEPALIVE_EXPIRY_S", "connection_pool", "json_object", "transport_failure"]
+
+# Idle keep-alive connections older than this are replaced rather than reused.
+KEEPALIVE_EXPIRY_S = 30.0
+
+
+def connection_pool(base_url: str, what: str, setting: str, *, connect_timeout: float, read_timeout: float,
+                    max_connections: int, transport: Transport | None) -> tuple[Transport, SplitResult]:
+    """The pool of keep-alive connections to ``base_url`` (``transport``, the tests' seam,
+    instead if given) and the URL's parts; ValueError naming the connector (``what``) and
+    its ``setting`` unless it is ``http(s)://host…``.
+    ``read_timeout`` also bounds the wait for a free pooled connection."""
+    parts = urlsplit(base_url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the {what} connector needs an http(s)://host[:port][/path] {setting}")
+    if transport is not None:
+        return transport, parts
+    tls = None
+    if scheme == "https":
+        import certifi  # the CA bundle httpx uses (a dependency of httpx)
+
+        tls = ssl.create_default_context(cafile=certifi.where())
+    pool = ConnectionPool(parts.hostname, parts.port or (443 if tls is not None else 80), max_connections,
+                          ssl=tls, connect_timeout=connect_timeout, pool_timeout=read_timeout,
+                          idle_timeout=KEEPALIVE_EXPIRY_S)
+    return pool, parts
+
+
+def transport_failure(error: BaseException | None, status_code: int | None, *,
+                      lookup: bool) -> tuple[ChargeOutcome, str] | None:
+    """The outcome of an exchange that brought no answer (None: there is one to read)."""
+    if isinstance(error, ConnectFailed) and not lookup:
+        return ChargeOutcome.FAILED, f"could not connect ({type(error).__name__}): nothing sent"
+    if error is not None:
+        kind = "timeout" if isinstance(error, HttpTimeout | TimeoutError) else "transport error"
+        return ChargeOutcome.UNKNOWN, f"{kind} ({type(error).__name__}): outcome unknown"
+    if status_code is None:
+        return ChargeOutcome.UNKNOWN, "no answer: outcome unknown"
+    return None
+
+
+def json_object(status_code: int, body: bytes | None) -> dict[str, Any] | str:
+    """The answer's JSON object, or why it is not one (a message: the outcome is unknown)."""
+    try:
+        data = jsoncodec.loads(body or b"")
+    except jsoncodec.JSONDecodeError:
+        return f"unparseable answer (HTTP {status_code}): outcome unknown"
+    if not isinstance(data, dict):
+        return f"unexpected answer (HTTP {status_code}): outcome unknown"
+    return data
