@@ -51,7 +51,9 @@ def check_gap_free(intent_id: str, changes: list[Change]) -> None:
     repeated = sorted({s for s in seqs if seqs.count(s) > 1})
     parts = []
     if missing:
-        parts.append(f"sequences {_ranges(missing)} are in neither the database nor the archive")
+        many = len(missing) > 1
+        parts.append(f"sequence{'s' if many else ''} {_ranges(missing)} {'are' if many else 'is'}"
+                     " in neither the database nor the archive")
     if repeated:
         parts.append(f"sequences {_ranges(repeated)} appear under more than one change id")
     raise HistoryGap(f"history of {intent_id} is incomplete: {'; '.join(parts)}")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
 from paygate_server.cdc.audit import verify_archive
@@ -153,16 +152,6 @@ def test_sigv4_matches_the_aws_reference_example() -> None:
                    region="us-east-1", amz_date="20130524T000000Z")
     assert auth.endswith("Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
     assert "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date" in auth
-
-
-@pytest.fixture
-def moto_s3() -> Any:
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 async def test_archive_in_an_s3_compatible_bucket(db: Database, moto_s3: str) -> None:
