@@ -157,7 +157,10 @@ async def intent_history(ctx: ApiContext) -> Response:
         log.error("history of %s: the archive cannot be read (%s)", intent_id, exc.__class__.__name__)
         raise ApiError("service_unavailable", "the archived history cannot be read now; retry later") from None
     if not changes:
-        raise no_such_intent(intent_id)
+        await load_intent(ctx, intent_id)  # 404 unless the intent is the merchant's
+        # It is, and neither place has any of its history: lost, not empty.
+        log.error("history of %s: in neither the database nor the archive's index", intent_id)
+        raise ApiError("internal_error", "the history of this intent is incomplete")
     return json_response(200, {"data": render_history(changes)})
 
 

@@ -1,9 +1,7 @@
 """The archive's index by intent, whole timelines (archive + database) and the streaming verify,
 on both databases, in a folder and in an S3 bucket (moto).
 
-Pruning is simulated by :func:`prune_rows`: it deletes change-log rows with the append-only
-triggers switched off inside its own transaction (the real pruning path, with its guard, is
-the ``prune`` branch's and was not on main when this was written).
+Pruning is simulated by ``tests/support/pruning.py`` (see there).
 """
 from __future__ import annotations
 
@@ -15,7 +13,6 @@ import sys
 import uuid
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -34,6 +31,7 @@ from paygate_server.storage.change_log import ChangeLog
 from paygate_server.storage.changes import Change
 from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, touch
 from tests.support.app import TEST_MASTER_KEY
+from tests.support.pruning import prune_rows, unguarded
 
 FAST = Settings(relay_poll_interval_s=0.01, relay_lease_retry_s=0.02)
 
@@ -62,30 +60,6 @@ class SpyStore:
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-async def _unguarded(db: Database, statement: str, **params: Any) -> int:
-    """Run one statement on change_log with its append-only triggers off for this one
-    transaction only; the number of rows it touched."""
-    async with db.write() as conn:
-        if db.is_sqlite:
-            triggers = (await conn.execute(text(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'change_log'"))).all()
-            for name, _ in triggers:
-                await conn.execute(text(f"DROP TRIGGER {name}"))
-            touched = (await conn.execute(text(statement), params)).rowcount
-            for _, sql in triggers:
-                await conn.execute(text(sql))
-        else:
-            await conn.execute(text("ALTER TABLE change_log DISABLE TRIGGER USER"))
-            touched = (await conn.execute(text(statement), params)).rowcount
-            await conn.execute(text("ALTER TABLE change_log ENABLE TRIGGER USER"))
-    return int(touched)
-
-
-async def prune_rows(db: Database, where: str, **params: Any) -> int:
-    """Delete the change-log rows matching ``where``, as pruning would."""
-    return await _unguarded(db, f"DELETE FROM change_log WHERE {where}", **params)
 
 
 async def _still_append_only(db: Database) -> None:
@@ -324,7 +298,7 @@ async def test_verify_counts_duplicates_and_flags_a_different_copy(db: Database,
     assert report.ok and report.duplicates == 2 and report.archived == len(changes), report.text()
 
     # A database copy that differs from the archive's (edited behind the guard).
-    await _unguarded(db, "UPDATE change_log SET created_at = created_at + 1 WHERE id = :id", id=changes[1].id)
+    await unguarded(db, "UPDATE change_log SET created_at = created_at + 1 WHERE id = :id", id=changes[1].id)
     report = await verify_archive(db, ArchiveReader(store))
     assert not report.ok and report.mismatched.first == [changes[1].id], report.text()
     assert f"1 changes differ between the archive and the database: {changes[1].id}" in report.text()
