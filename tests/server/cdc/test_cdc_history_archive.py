@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader, ArchiveSink, decode_segment
-from paygate_server.cdc.audit import verify_archive
+from paygate_server.cdc.audit import IdIntervals, SequenceTracker, holes, verify_archive
 from paygate_server.cdc.index import INDEX, index_objects, reindex, segments_of
 from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.s3 import S3Store
@@ -391,3 +391,56 @@ async def test_verify_memory_is_bounded_by_the_gaps(db: Database, tmp_path: Path
     assert "intent pi_synthetic000009: sequence 100 in neither the archive nor the database" in report.problems
     segment = decode_segment((tmp_path / "archive" / "segments" / "000000000001.jsonl.gz").read_bytes())
     assert len(segment) == 1998  # ids 1..2000 but 1000 and 2000
+
+
+# -- verify's structures, case by case -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("adds", "intervals", "fresh"), [
+    ([1, 2, 3], [(1, 3)], [True, True, True]),
+    ([1, 3], [(1, 1), (3, 3)], [True, True]),
+    ([1, 3, 2], [(1, 3)], [True, True, True]),  # fills the hole: joins both sides
+    ([5, 4], [(4, 5)], [True, True]),  # joins the interval to its right
+    ([1, 2, 2, 1], [(1, 2)], [True, True, False, False]),  # duplicates are not fresh
+    ([10, 1, 5, 6, 4], [(1, 1), (4, 6), (10, 10)], [True] * 5),
+    ([], [], []),
+])
+def test_id_intervals(adds: list[int], intervals: list[tuple[int, int]], fresh: list[bool]) -> None:
+    ids = IdIntervals()
+    assert [ids.add(i) for i in adds] == fresh
+    assert ids.intervals() == intervals
+    assert all(i in ids for i in adds) and 0 not in ids and 11 not in ids
+
+
+@pytest.mark.parametrize(("a", "b", "upto", "expected"), [
+    ([1, 2, 3], [], 3, []),
+    ([1, 3], [], 3, [(2, 2)]),
+    ([1], [3], 3, [(2, 2)]),
+    ([2, 3], [5], 6, [(1, 1), (4, 4), (6, 6)]),
+    ([], [], 2, [(1, 2)]),
+    ([1, 2], [2, 3], 3, []),  # overlapping sources
+])
+def test_holes_across_both_places(a: list[int], b: list[int], upto: int, expected: list[tuple[int, int]]) -> None:
+    left, right = IdIntervals(), IdIntervals()
+    for i in a:
+        left.add(i)
+    for i in b:
+        right.add(i)
+    assert holes(left, right, upto) == expected
+
+
+@pytest.mark.parametrize(("seqs", "problems", "gaps"), [
+    ([1, 2, 3], [], []),
+    ([1, 3], [], ["intent pi_a: sequence 2 in neither the archive nor the database"]),
+    ([1, 4, 2, 3], [], []),  # the other place fills the hole
+    ([1, 5, 3], [], ["intent pi_a: sequence 2 in neither the archive nor the database",
+                     "intent pi_a: sequence 4 in neither the archive nor the database"]),
+    ([1, 2, 2], ["intent pi_a: sequence 2 appears under two change ids"], []),
+    ([2, 3], [], ["intent pi_a: sequence 1 in neither the archive nor the database"]),
+    ([1, 6], [], ["intent pi_a: sequences 2-5 in neither the archive nor the database"]),
+])
+def test_sequence_tracker(seqs: list[int], problems: list[str], gaps: list[str]) -> None:
+    tracker = SequenceTracker()
+    assert [p for s in seqs if (p := tracker.add("pi_a", s)) is not None] == problems
+    assert tracker.gaps() == gaps
+    assert len(tracker.next) == 1  # one integer for the intent
