@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 import uuid
 from collections.abc import Collection
 from pathlib import Path
@@ -374,8 +375,20 @@ async def _write_synthetic(store: ObjectStore, total: int, intents: int, skip: C
 async def test_verify_streams_200000_changes_holding_one_interval_per_run(db: Database, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "archive")
     await _write_synthetic(store, 200_000, intents=50, skip=set())
-    report = await verify_archive(db, ArchiveReader(store))
+    # What holding one segment's changes takes (verify holding all 40 would take 40 times that).
+    tracemalloc.start()
+    try:
+        one = decode_segment((tmp_path / "archive" / "segments" / "000000000001.jsonl.gz").read_bytes())
+        one_segment = tracemalloc.get_traced_memory()[0]
+        del one
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        report = await verify_archive(db, ArchiveReader(store))
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
     assert report.ok, report.text()
+    assert peak < 8 * one_segment, (peak, one_segment)  # a few segments' worth at most, never 40
     assert (report.segments, report.archived, report.archive_only, report.newest) == (40, 200_000, 200_000, 200_000)
     # Held while verifying: one id interval (no gap), one integer per intent — not 200,000 ids.
     assert report.intervals_peak == 1 and report.intents_tracked == 50
