@@ -160,6 +160,7 @@ async def reindex(reader: ArchiveReader) -> ReindexReport:
             report.problems.append(str(exc))
             continue
         report.objects += await write_index(reader.store, entry.number, changes)
-        await reader.store.put(f"{REINDEXED}{entry.number:012d}", b"")
+        # Not empty: an S3 PUT without a body is refused by some stores (no Content-Length).
+        await reader.store.put(f"{REINDEXED}{entry.number:012d}", orjson.dumps({"segment": entry.number}))
         report.indexed += 1
     return report

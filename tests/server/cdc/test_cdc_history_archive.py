@@ -236,6 +236,23 @@ async def test_timeline_and_verify_in_an_s3_bucket(db: Database, moto_s3: str) -
         report = await verify_archive(db, ArchiveReader(store))
         assert report.ok and report.archive_only == pruned and report.database == 4, report.text()
 
+        # An archive written before the index, in the bucket: reindex builds it there too.
+        index_keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="prod/index/")["Contents"]]
+        for key in index_keys:
+            s3.delete_object(Bucket=bucket, Key=key)
+        for name, body in _old_style_entries([s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in sorted(
+                o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="prod/manifest/")["Contents"])]):
+            s3.put_object(Bucket=bucket, Key=f"prod/{name}", Body=body)
+        assert not (await verify_archive(db, ArchiveReader(store))).ok
+        with pytest.raises(HistoryGap):
+            await whole_timeline(db, ids[2], store)
+        done = await reindex(ArchiveReader(store))
+        assert done.indexed == done.segments == 4 and not done.problems
+        rebuilt = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="prod/index/")["Contents"]]
+        assert sorted(rebuilt) == sorted(index_keys)
+        assert _same(await whole_timeline(db, ids[2], store, merchant_id=merchant), before)
+        assert (await verify_archive(db, ArchiveReader(store))).ok
+
         s3.delete_object(Bucket=bucket, Key="prod/segments/000000000002.jsonl.gz")
         report = await verify_archive(db, ArchiveReader(store))
         assert not report.ok and "segments/000000000002.jsonl.gz: missing" in report.problems
@@ -330,20 +347,29 @@ async def test_reindex_builds_the_index_of_an_archive_written_before_it(
     assert _same(await archived_timeline(store, ids[0]), before)
 
 
-def _make_old_style(root: Path) -> None:
-    """Turn an archive into what the sink wrote before the index: no index/, version 1 entries
-    (the hash chain recomputed as that sink computed it)."""
-    for path in sorted((root / "index").rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    (root / "index").rmdir()
+def _old_style_entries(entries: list[bytes]) -> list[tuple[str, bytes]]:
+    """Manifest entries as the sink wrote them before the index: version 1, the hash chain
+    recomputed as that sink computed it."""
+    out = []
     prev = "0" * 64
-    for path in sorted((root / "manifest").glob("*.json")):
-        fields = json.loads(path.read_text())
+    for raw in entries:
+        fields = json.loads(raw)
         fields.update(version=1, prev=prev)
         fields.pop("hash")
         fields["hash"] = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        path.write_text(json.dumps(fields))
+        out.append((f"manifest/{fields['segment']:012d}.json", orjson.dumps(fields)))
         prev = fields["hash"]
+    return out
+
+
+def _make_old_style(root: Path) -> None:
+    """Turn a folder archive into what the sink wrote before the index existed."""
+    for path in sorted((root / "index").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (root / "index").rmdir()
+    manifest = sorted((root / "manifest").glob("*.json"))
+    for name, body in _old_style_entries([p.read_bytes() for p in manifest]):
+        (root / name).write_bytes(body)
 
 
 # -- verify's memory -------------------------------------------------------------------------
