@@ -18,12 +18,15 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import paygate
+from paygate_server.cdc.archive import ArchiveReader
+from paygate_server.cdc.audit import verify_archive
 from paygate_server.intents.history import OBJECT_KINDS, history_event
 from paygate_server.simulator.testing import start_simulator
 from paygate_server.storage.changes import Change
 from paygate_server.storage.schema import CAPTURED_TABLES
 from tests.support.app import TEST_MASTER_KEY, InProcessGateway, running_gateway
 from tests.support.app import test_settings as gateway_settings
+from tests.support.pruning import prune_rows
 from tests.support.signing import SignedClient
 
 INTENT = "/api/v1/payment/intent"
@@ -152,6 +155,40 @@ async def test_history_events_have_the_api_shape(own_gw: InProcessGateway, tmp_p
     _paygate("relay", "--once", env=env)
     archived = _paygate("audit", "show", pid, "--archive", "--json", env=env)
     assert json.loads(archived.stdout)["data"] == events
+
+
+async def test_history_is_whole_after_the_database_lets_it_go(own_gw: InProcessGateway, tmp_path: Path) -> None:
+    gw = own_gw
+    shop, pid, _ = await _decline_pay_refund(gw)
+    events = (await shop.get(f"{INTENT}/{pid}/history")).json()["data"]
+    await gw.gateway.relay.drain()  # into the archive (a folder under the data dir)
+    db = gw.gateway.db
+    env = {"PAYGATE_DATABASE_URL": gw.gateway.settings.database_url, "PAYGATE_DATA_DIR": str(tmp_path),
+           "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}
+
+    # The oldest half, then all of it, leaves the database: the same events, read from both.
+    assert await prune_rows(db, "intent_id = :pid AND intent_seq <= 6", pid=pid) == 6
+    r = await shop.get(f"{INTENT}/{pid}/history")
+    assert r.status_code == 200 and r.json()["data"] == events, r.text
+    assert await prune_rows(db, "intent_id = :pid", pid=pid) == len(EXPECTED) - 6
+    r = await shop.get(f"{INTENT}/{pid}/history")
+    assert r.status_code == 200 and r.json()["data"] == events, r.text
+    assert json.loads(_paygate("audit", "show", pid, "--json", env=env).stdout)["data"] == events
+    other = await gw.new_merchant()
+    assert (await other.get(f"{INTENT}/{pid}/history")).status_code == 404
+    # Pruned or not, verify proves the history whole (ids gap-free on PostgreSQL too: the
+    # decline, payment and refund rolled back nothing that captured).
+    report = await verify_archive(db, ArchiveReader(gw.gateway.archive_store))
+    assert report.ok and report.archive_only == len(EXPECTED) and report.lost == [], report.text()
+
+    # An archived part the index no longer finds: an error, never a shorter history.
+    (index_file,) = [p for p in (tmp_path / "archive" / "index" / pid).iterdir()]
+    index_file.unlink()
+    r = await shop.get(f"{INTENT}/{pid}/history")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error", r.text
+    shown = subprocess.run([sys.executable, "-m", "paygate_server", "audit", "show", pid],
+                           env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 2 and f"history of {pid} is incomplete" in shown.stderr, shown.stderr
 
 
 async def test_history_is_per_merchant_and_404s(own_gw: InProcessGateway) -> None:

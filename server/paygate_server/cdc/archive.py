@@ -3,6 +3,8 @@
 Layout in the object store (a folder by default, or an S3 bucket)::
 
     segments/000000000001.jsonl.gz   one change per line (gzip), in delivery order
+    index/<intent id>/<segment>.…     which segments hold an intent (:mod:`.index`), written
+                                     after the segment, before its entry
     manifest/000000000001.json       one entry per segment, written after the segment
 
 A manifest entry names its segment and holds the segment's SHA-256, size, change count,
@@ -21,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from paygate_server.cdc.index import INDEXED_VERSION, write_index
 from paygate_server.cdc.relay import Consumer
 from paygate_server.cdc.store import ObjectStore
 from paygate_server.clock import now_us, to_rfc3339
@@ -56,6 +59,11 @@ class ManifestEntry:
 
 class ArchiveProblem(Exception):
     """Something in the archive does not check out."""
+
+
+def _segments_named(first: int, last: int) -> str:
+    shown = ", ".join(f"{SEGMENTS}{n:012d}.jsonl.gz" for n in range(first, min(last, first + 4) + 1))
+    return ("segment " if first == last else "segments ") + shown + (" …" if last > first + 4 else "")
 
 
 def encode_segment(changes: list[Change]) -> bytes:
@@ -98,8 +106,10 @@ class ArchiveSink(Consumer):
         obj = f"{SEGMENTS}{number:012d}.jsonl.gz"
         await self.store.put(obj, data)
         crash_point(self._fault, "archive_after_segment")
+        # The index before the entry: an entry in the manifest implies its index is complete.
+        await write_index(self.store, number, changes)
         fields: dict[str, Any] = {
-            "version": 1, "segment": number, "object": obj,
+            "version": INDEXED_VERSION, "segment": number, "object": obj,
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "changes": len(changes),
             "firstId": changes[0].id, "lastId": changes[-1].id,
             "position": changes[-1].position.to_json(), "createdAt": to_rfc3339(now_us()),
@@ -124,23 +134,48 @@ class ArchiveReader:
     async def entries(self) -> tuple[list[ManifestEntry], list[str]]:
         """Every manifest entry in order, and the problems of the chain (if any)."""
         problems: list[str] = []
-        entries: list[ManifestEntry] = []
+        entries = [entry async for entry in self.walk(problems)]
+        return entries, problems
+
+    async def walk(self, problems: list[str]) -> AsyncIterator[ManifestEntry]:
+        """The manifest entries in order, one at a time (only the entries' names are held),
+        checking the hash chain on the way; what does not check out is added to ``problems``
+        (a missing entry names the segment numbers it leaves out)."""
         prev = GENESIS
-        for expected, name in enumerate(await self.entry_names(), start=1):
+        expected = 1
+        for name in await self.entry_names():
             try:
                 entry = await self.entry(name)
             except Exception as exc:  # unreadable JSON is tampering too
                 problems.append(f"{name}: unreadable manifest entry ({exc.__class__.__name__})")
+                expected += 1
                 continue
-            if entry.number != expected or name != f"{MANIFEST}{entry.number:012d}.json":
+            if entry.number > expected and name == f"{MANIFEST}{entry.number:012d}.json":
+                problems.append(f"{_segments_named(expected, entry.number - 1)}: manifest entry absent"
+                                f" (expected segment {expected}, found {entry.number})")
+            elif entry.number != expected or name != f"{MANIFEST}{entry.number:012d}.json":
                 problems.append(f"{name}: segment number {entry.number}, expected {expected}")
             if entry.fields.get("prev") != prev:
                 problems.append(f"{name}: does not chain to the previous entry")
             if _entry_hash(entry.fields) != entry.fields.get("hash"):
                 problems.append(f"{name}: entry hash mismatch (edited)")
             prev = str(entry.fields.get("hash"))
-            entries.append(entry)
-        return entries, problems
+            expected = max(expected, entry.number) + 1
+            yield entry
+
+    async def entry_for(self, number: int) -> ManifestEntry:
+        """Segment ``number``'s entry, its own hash checked (not the whole chain: that is
+        ``paygate audit verify``'s walk); ArchiveProblem if it is absent or edited."""
+        name = f"{MANIFEST}{number:012d}.json"
+        try:
+            entry = await self.entry(name)
+        except KeyError:
+            raise ArchiveProblem(f"{name}: missing") from None
+        except Exception as exc:
+            raise ArchiveProblem(f"{name}: unreadable manifest entry ({exc.__class__.__name__})") from None
+        if entry.number != number or _entry_hash(entry.fields) != entry.fields.get("hash"):
+            raise ArchiveProblem(f"{name}: entry hash mismatch (edited)")
+        return entry
 
     async def segment(self, entry: ManifestEntry) -> list[Change]:
         """The changes of one segment; ArchiveProblem if it is missing or corrupt."""

@@ -1,20 +1,155 @@
-"""``paygate audit``: prove the archive holds the history, and show one intent's timeline."""
+"""``paygate audit``: prove that the history is whole over all time, and show one intent's timeline.
+
+``paygate audit verify`` (:func:`verify_archive`) checks, pruned or not: the manifest's hash
+chain; each segment's checksum, size and count; change ids gap-free from 1 to the newest
+across archive ∪ database; each intent's sequences gap-free; every change held in both
+places identical; every segment in the index by intent. Duplicates are counted, harmless.
+It streams (see the function).
+"""
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
+from paygate_server.cdc.index import is_indexed, reindexed_segments
 from paygate_server.intents.history import render_history
 from paygate_server.storage import Database
 from paygate_server.storage.change_log import ChangeLog
 from paygate_server.storage.changes import Change
 from paygate_server.storage.relay_offsets import read_offset
 
-__all__ = ["VerifyReport", "verify_archive", "timeline", "format_timeline"]
+__all__ = ["VerifyReport", "verify_archive", "format_timeline", "IdIntervals", "SequenceTracker", "holes"]
 
 PAGE = 5000
 MAX_LISTED = 20
+MAX_PROBLEMS = 200
+
+
+class IdIntervals:
+    """A set of integers held as sorted, disjoint, non-adjacent closed intervals: the memory
+    is one pair per run of consecutive ids, i.e. bounded by the gaps, not by how many ids.
+    Ids arrive nearly in order (the relay delivers by id within a window), so an add is
+    almost always an extension of the last interval."""
+
+    __slots__ = ("starts", "ends", "peak")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.peak = 0  # the most intervals ever held at once
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __contains__(self, value: int) -> bool:
+        i = bisect_right(self.starts, value) - 1
+        return i >= 0 and value <= self.ends[i]
+
+    def add(self, value: int) -> bool:
+        """Add ``value``; False if it was there already."""
+        starts, ends = self.starts, self.ends
+        if ends and value == ends[-1] + 1:  # the usual case
+            ends[-1] = value
+            return True
+        i = bisect_right(starts, value) - 1
+        if i >= 0 and value <= ends[i]:
+            return False
+        joins_left = i >= 0 and ends[i] == value - 1
+        joins_right = i + 1 < len(starts) and starts[i + 1] == value + 1
+        if joins_left and joins_right:
+            ends[i] = ends[i + 1]
+            del starts[i + 1], ends[i + 1]
+        elif joins_left:
+            ends[i] = value
+        elif joins_right:
+            starts[i + 1] = value
+        else:
+            starts.insert(i + 1, value)
+            ends.insert(i + 1, value)
+            self.peak = max(self.peak, len(starts))
+        return True
+
+    def intervals(self) -> list[tuple[int, int]]:
+        return list(zip(self.starts, self.ends, strict=True))
+
+
+def holes(a: IdIntervals, b: IdIntervals, upto: int) -> list[tuple[int, int]]:
+    """The ranges of 1..upto in neither ``a`` nor ``b``."""
+    out: list[tuple[int, int]] = []
+    covered = 0  # 1..covered are in a or b
+    for start, end in sorted(a.intervals() + b.intervals()):
+        if covered >= upto:
+            break
+        if start > covered + 1:
+            out.append((covered + 1, min(start - 1, upto)))
+        covered = max(covered, end)
+    if covered < upto:
+        out.append((covered + 1, upto))
+    return out
+
+
+class SequenceTracker:
+    """Per intent: the next sequence expected, and the holes left so far. Each source gives
+    an intent's changes in sequence order (the archive in delivery order, the database by
+    id), so a hole one source leaves can be filled only by the other. Memory: one integer
+    per intent seen, plus one pair per open hole."""
+
+    def __init__(self) -> None:
+        self.next: dict[str, int] = {}
+        self.open: dict[str, list[list[int]]] = {}
+
+    def add(self, intent_id: str, seq: int) -> str | None:
+        """Record ``seq``; a problem if it repeats one already seen."""
+        expected = self.next.get(intent_id, 1)
+        if seq == expected:
+            self.next[intent_id] = seq + 1
+            return None
+        if seq > expected:
+            self.open.setdefault(intent_id, []).append([expected, seq - 1])
+            self.next[intent_id] = seq + 1
+            return None
+        ranges = self.open.get(intent_id, [])
+        for hole in ranges:  # an earlier sequence: it fills a hole, or it repeats one
+            if hole[0] <= seq <= hole[1]:
+                if hole[0] == hole[1]:
+                    ranges.remove(hole)
+                elif seq == hole[0]:
+                    hole[0] += 1
+                elif seq == hole[1]:
+                    hole[1] -= 1
+                else:
+                    ranges.append([seq + 1, hole[1]])
+                    hole[1] = seq - 1
+                if not ranges:
+                    del self.open[intent_id]
+                return None
+        return f"intent {intent_id}: sequence {seq} appears under two change ids"
+
+    def gaps(self) -> list[str]:
+        return [f"intent {intent_id}: sequence{'s' if a != b else ''} {a}{f'-{b}' if a != b else ''}"
+                " in neither the archive nor the database"
+                for intent_id, ranges in sorted(self.open.items()) for a, b in sorted(ranges)]
+
+
+@dataclass
+class IdSample:
+    """How many ids, and the first few of them (a report's memory stays bounded)."""
+
+    count: int = 0
+    first: list[int] = field(default_factory=list)
+
+    def add(self, value: int) -> None:
+        self.count += 1
+        if len(self.first) < MAX_LISTED:
+            self.first.append(value)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def text(self) -> str:
+        return ", ".join(map(str, self.first)) + (" …" if self.count > len(self.first) else "")
 
 
 @dataclass
@@ -24,90 +159,145 @@ class VerifyReport:
     archived: int = 0  # distinct changes in the archive
     duplicates: int = 0  # extra copies (at-least-once delivery; harmless)
     database: int = 0  # changes in the database
+    archive_only: int = 0  # pruned from the database, held by the archive (fine)
     pending: int = 0  # committed changes the relay has not reached yet (not a failure)
+    newest: int = 0  # the newest change id, in either place
     problems: list[str] = field(default_factory=list)
-    missing: list[int] = field(default_factory=list)
-    extra: list[int] = field(default_factory=list)
-    mismatched: list[int] = field(default_factory=list)
+    missing: IdSample = field(default_factory=IdSample)  # the relay passed it, the archive lacks it
+    mismatched: IdSample = field(default_factory=IdSample)  # archive and database differ
+    lost: list[tuple[int, int]] = field(default_factory=list)  # id ranges in neither place
+    # What verify held, for the operator and the tests: the most id intervals at once
+    # (bounded by gaps) and the intents tracked (one integer each).
+    intervals_peak: int = 0
+    intents_tracked: int = 0
+
+    @property
+    def lost_count(self) -> int:
+        return sum(b - a + 1 for a, b in self.lost)
 
     @property
     def ok(self) -> bool:
-        return not (self.problems or self.missing or self.extra or self.mismatched)
+        return not (self.problems or self.missing or self.mismatched or self.lost)
+
+    def lost_text(self) -> str:
+        shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in self.lost[:MAX_LISTED]]
+        return ", ".join(shown) + (" …" if len(self.lost) > MAX_LISTED else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "archive": self.archive, "segments": self.segments, "archived": self.archived,
-                "duplicates": self.duplicates, "database": self.database, "pending": self.pending,
-                "problems": self.problems, "missing": self.missing[:MAX_LISTED], "missingCount": len(self.missing),
-                "extra": self.extra[:MAX_LISTED], "extraCount": len(self.extra),
-                "mismatched": self.mismatched[:MAX_LISTED], "mismatchedCount": len(self.mismatched)}
+                "duplicates": self.duplicates, "database": self.database, "archiveOnly": self.archive_only,
+                "pending": self.pending, "newest": self.newest, "problems": self.problems,
+                "missing": self.missing.first, "missingCount": self.missing.count,
+                "mismatched": self.mismatched.first, "mismatchedCount": self.mismatched.count,
+                "lost": [list(r) for r in self.lost[:MAX_LISTED]], "lostCount": self.lost_count,
+                "intervalsPeak": self.intervals_peak, "intentsTracked": self.intents_tracked}
 
     def text(self) -> str:
         lines = [f"archive {self.archive}: {self.segments} segments, {self.archived} changes"
                  f" ({self.duplicates} duplicate copies)",
-                 f"database: {self.database} changes, {self.pending} not yet archived (relay lag)"]
+                 f"database: {self.database} changes, {self.pending} not yet archived (relay lag),"
+                 f" {self.archive_only} archived changes no longer in it (pruned)",
+                 f"change ids 1..{self.newest}"]
         lines += [f"PROBLEM {p}" for p in self.problems]
-        for label, ids in (("missing from the archive", self.missing), ("not in the database", self.extra),
-                           ("differ from the database", self.mismatched)):
-            if ids:
-                shown = ", ".join(str(i) for i in ids[:MAX_LISTED])
-                lines.append(f"PROBLEM {len(ids)} changes {label}: {shown}{' …' if len(ids) > MAX_LISTED else ''}")
-        lines.append("OK: the archive holds every change the database holds" if self.ok else "FAILED")
+        for label, sample in (("missing from the archive", self.missing),
+                              ("differ between the archive and the database", self.mismatched)):
+            if sample.count:
+                lines.append(f"PROBLEM {sample.count} changes {label}: {sample.text()}")
+        if self.lost:
+            lines.append(f"PROBLEM {self.lost_count} changes in neither the archive nor the database:"
+                         f" {self.lost_text()}")
+        lines.append("OK: every change ever captured is in the archive or the database, identical where in both"
+                     if self.ok else "FAILED")
         return "\n".join(lines)
 
 
+def _problem(report: VerifyReport, text: str) -> None:
+    if len(report.problems) < MAX_PROBLEMS:
+        report.problems.append(text)
+    elif len(report.problems) == MAX_PROBLEMS:
+        report.problems.append("… more problems not listed")
+
+
+async def _compare(log: ChangeLog, segment: list[Change], report: VerifyReport) -> None:
+    """Compare one segment's (first-seen) changes with the database's copies in its id range."""
+    if not segment:
+        return
+    mine = {c.id: c for c in segment}
+    found = 0
+    after, upto = min(mine) - 1, max(mine)
+    while page := await log.between(after, upto, PAGE):
+        after = page[-1].id
+        for stored in page:
+            have = mine.get(stored.id)
+            if have is None:
+                continue
+            found += 1
+            if not have.same_content(stored):
+                report.mismatched.add(stored.id)
+    report.archive_only += len(mine) - found
+
+
 async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str = "archive") -> VerifyReport:
+    """Prove that every change ever captured is in the archive or the database, identical where
+    it is in both: one streaming pass over the archive (a segment at a time, each compared with
+    the database's rows in its id range) and one over the database (a page at a time). Held in
+    memory: the manifest's entry names, the ids seen as intervals (:class:`IdIntervals`:
+    bounded by the gaps), one integer per intent seen (:class:`SequenceTracker`), one segment."""
     report = VerifyReport(reader.store.describe())
-    archived: dict[int, Change] = {}
-    last_seq: dict[str, int] = {}
-    entries, report.problems = await reader.entries()
-    report.segments = len(entries)
-    archive_pos = entries[-1].position if entries else None
-    for entry in entries:
+    archived, database_only = IdIntervals(), IdIntervals()
+    sequences = SequenceTracker()
+    log = ChangeLog(db)
+    reindexed = await reindexed_segments(reader.store)
+    unindexed: list[int] = []
+    archive_pos = None
+    async for entry in reader.walk(report.problems):
+        report.segments += 1
+        archive_pos = entry.position
+        if not is_indexed(entry, reindexed) and len(unindexed) < MAX_LISTED:
+            unindexed.append(entry.number)
         try:
             changes = await reader.segment(entry)
         except ArchiveProblem as exc:
-            report.problems.append(str(exc))
+            _problem(report, str(exc))
             continue
+        fresh = []
         for change in changes:
-            if change.id in archived:
+            if not archived.add(change.id):
                 report.duplicates += 1
                 continue
-            archived[change.id] = change
-            if change.intent_seq <= last_seq.get(change.intent_id, 0):
-                report.problems.append(f"change {change.id}: intent {change.intent_id} sequence went back "
-                                       f"to {change.intent_seq}")
-            last_seq[change.intent_id] = change.intent_seq
-    report.archived = len(archived)
+            fresh.append(change)
+            if (problem := sequences.add(change.intent_id, change.intent_seq)) is not None:
+                _problem(report, problem)
+        report.archived += len(fresh)
+        await _compare(log, fresh, report)
+    if unindexed:
+        _problem(report, f"segments not in the index by intent: {', '.join(map(str, unindexed))}"
+                         " (run `paygate audit reindex`)")
+
     pos = await read_offset(db, consumer)
     if archive_pos is not None and archive_pos.key() > pos.key():
         pos = archive_pos
-    log = ChangeLog(db)
     after = 0
-    while changes := await log.after(after, PAGE):
-        after = changes[-1].id
-        for stored in changes:
+    while page := await log.after(after, PAGE):
+        after = page[-1].id
+        for stored in page:
             report.database += 1
-            have = archived.pop(stored.id, None)
-            if have is None:
-                if pos.covers(stored.id, stored.txid):
-                    report.missing.append(stored.id)
-                else:
-                    report.pending += 1
-            elif not have.same_content(stored):
-                report.mismatched.append(stored.id)
-    report.extra = sorted(archived)
+            if stored.id in archived:
+                continue  # compared with the archive's copy above
+            database_only.add(stored.id)
+            if pos.covers(stored.id, stored.txid):
+                report.missing.add(stored.id)
+            else:
+                report.pending += 1
+            if (problem := sequences.add(stored.intent_id, stored.intent_seq)) is not None:
+                _problem(report, problem)
+    for gap in sequences.gaps():
+        _problem(report, gap)
+    report.newest = max(archived.ends[-1] if len(archived) else 0, after)
+    report.lost = holes(archived, database_only, report.newest)
+    report.intervals_peak = max(archived.peak, database_only.peak)
+    report.intents_tracked = len(sequences.next)
     return report
-
-
-async def timeline(db: Database, intent_id: str, reader: ArchiveReader | None = None) -> list[Change]:
-    """An intent's changes, oldest first: from the database, or from the archive."""
-    if reader is None:
-        return await ChangeLog(db).of_intent(intent_id)
-    seen: dict[int, Change] = {}
-    async for change in reader.changes():
-        if change.intent_id == intent_id:
-            seen.setdefault(change.id, change)
-    return sorted(seen.values(), key=lambda c: c.intent_seq)
 
 
 def _summary(data: dict[str, Any]) -> str:

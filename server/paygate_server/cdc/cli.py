@@ -1,4 +1,4 @@
-"""``paygate relay`` and ``paygate audit show|verify``."""
+"""``paygate relay`` and ``paygate audit show|verify|reindex``."""
 from __future__ import annotations
 
 import argparse
@@ -108,35 +108,78 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def _show(args: argparse.Namespace, settings: Settings) -> Any:
-    from paygate_server.cdc.archive import ArchiveReader
-    from paygate_server.cdc.audit import timeline
+    from sqlalchemy import select
+
     from paygate_server.cdc.store import store_for
+    from paygate_server.cdc.timeline import HistoryGap, archived_timeline, whole_timeline
+    from paygate_server.storage.schema import payment_intents
 
     async with open_database(settings) as db:
-        store = store_for(settings) if args.archive else None
+        store = store_for(settings)
         try:
-            return await timeline(db, args.intent, ArchiveReader(store) if store is not None else None)
+            if args.archive:
+                return await archived_timeline(store, args.intent)
+            changes = await whole_timeline(db, args.intent, store)
+            if not changes:
+                async with db.read() as conn:
+                    exists = (await conn.execute(
+                        select(payment_intents.c.id).where(payment_intents.c.id == args.intent))).first()
+                if exists is not None:  # an intent without any history: lost, not empty
+                    raise HistoryGap(f"history of {args.intent} is incomplete:"
+                                     " in neither the database nor the archive's index")
+            return changes
         finally:
-            if store is not None:
-                await store.close()
+            await store.close()
 
 
 def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.cdc.audit import format_timeline
+    from paygate_server.cdc.timeline import HistoryGap
     from paygate_server.intents.history import render_history
 
     if not args.intent.startswith("pi_"):
         raise CommandError(f"not a payment intent id: {args.intent}")
     try:
         changes = asyncio.run(_show(args, settings))
+    except HistoryGap as exc:  # never a shortened history
+        raise CommandError(str(exc)) from None
     except _archive_errors() as exc:
         raise CommandError(f"cannot read the archive: {exc}") from None
     if not changes:
-        raise CommandError(f"no history for {args.intent}")
+        hint = " in the archive's index (archived before the index existed? `paygate audit reindex`)" if args.archive else ""
+        raise CommandError(f"no history for {args.intent}{hint}")
     if args.json:
         print(json.dumps({"paymentIntentId": args.intent, "data": render_history(changes)}))
     else:
         print(format_timeline(args.intent, changes))
+
+
+async def _reindex(settings: Settings) -> Any:
+    from paygate_server.cdc.archive import ArchiveReader
+    from paygate_server.cdc.index import reindex
+    from paygate_server.cdc.store import store_for
+
+    store = store_for(settings)
+    try:
+        return await reindex(ArchiveReader(store))
+    finally:
+        await store.close()
+
+
+def cmd_audit_reindex(args: argparse.Namespace, settings: Settings) -> None:
+    try:
+        report = asyncio.run(_reindex(settings))
+    except _archive_errors() as exc:
+        raise CommandError(f"cannot read the archive: {exc}") from None
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(f"{report.segments} segments: {report.indexed} indexed now ({report.objects} index objects),"
+              f" the others were already")
+        for problem in report.problems:
+            print(f"PROBLEM {problem}")
+    if report.problems:
+        sys.exit(1)
 
 
 def add_commands(sub: Any) -> None:
@@ -158,6 +201,9 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_audit_verify)
     p = audit.add_parser("show", help="an intent's timeline")
     p.add_argument("intent", metavar="pi_…")
-    p.add_argument("--archive", action="store_true", help="read it from the archive instead of the database")
+    p.add_argument("--archive", action="store_true", help="read it from the archive alone (not the database)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_show)
+    p = audit.add_parser("reindex", help="build the index by intent of segments archived before it existed")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit_reindex)

@@ -1,15 +1,19 @@
 """HTTP endpoints for payment intents (SPEC §4)."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from paygate_server import jsoncodec
+from paygate_server.cdc.archive import ArchiveProblem
+from paygate_server.cdc.timeline import HistoryGap, whole_timeline
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint, json_response
 from paygate_server.intents import service
@@ -22,13 +26,14 @@ from paygate_server.intents.schemas import (
     render_intent,
     render_status,
 )
-from paygate_server.storage.change_log import ChangeLog
 from paygate_server.validation import parse_int_param, require_id
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
 __all__ = ["routes", "load_intent", "watch_status", "intent_status_events", "sse_event"]
+
+log = logging.getLogger("paygate.history")
 
 MAX_WAIT_S = 60
 STREAM_KEEPALIVE_S = 15.0
@@ -136,9 +141,26 @@ async def payment_status_stream(ctx: ApiContext) -> Response:
 
 async def intent_history(ctx: ApiContext) -> Response:
     intent_id = require_id(ctx.request.path_params["intent_id"], "paymentIntentId", "pi")
-    changes = await ChangeLog(ctx.gateway.db).of_intent(intent_id, merchant_id=ctx.merchant_id)
+    # The older part of a pruned history lives in the archive (read only when the database
+    # no longer holds the intent's first change: cdc/timeline.py).
+    gateway = ctx.gateway
+    store = gateway.archive_store if gateway.has("archive_store") else None
+    try:
+        changes = await whole_timeline(gateway.db, intent_id, store, merchant_id=ctx.merchant_id)
+    except HistoryGap as exc:  # never a shortened history: the operator must see this
+        log.error("history of %s: %s", intent_id, exc)
+        raise ApiError("internal_error", "the history of this intent is incomplete") from None
+    except ArchiveProblem as exc:  # a segment it needs is missing or fails its checksum (our own words)
+        log.error("history of %s: %s", intent_id, exc)
+        raise ApiError("service_unavailable", "the archived history cannot be read now; retry later") from None
+    except (OSError, RuntimeError, httpx.HTTPError) as exc:  # the folder or the bucket unreachable
+        log.error("history of %s: the archive cannot be read (%s)", intent_id, exc.__class__.__name__)
+        raise ApiError("service_unavailable", "the archived history cannot be read now; retry later") from None
     if not changes:
-        raise no_such_intent(intent_id)
+        await load_intent(ctx, intent_id)  # 404 unless the intent is the merchant's
+        # It is, and neither place has any of its history: lost, not empty.
+        log.error("history of %s: in neither the database nor the archive's index", intent_id)
+        raise ApiError("internal_error", "the history of this intent is incomplete")
     return json_response(200, {"data": render_history(changes)})
 
 

@@ -105,6 +105,8 @@ WHERE txid >= :horizon AND txid < :end AND id > :after ORDER BY id LIMIT :page_s
 
 # SQLite's page, and the audit's walk of the whole log on either database.
 _AFTER = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE id > :after ORDER BY id LIMIT :page_size")
+# The audit's look-up of one archived segment's id range.
+_BETWEEN = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE id > :after AND id <= :upto ORDER BY id LIMIT :page_size")
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,12 @@ class ChangeLog:
         """Up to ``limit`` changes with an id above ``after_id``, by id."""
         async with self._db.read() as conn:
             rows = await fetch_tuples(conn, _AFTER, after=after_id, page_size=limit)
+        return [_change(r) for r in rows]
+
+    async def between(self, after_id: int, upto_id: int, limit: int) -> list[Change]:
+        """Up to ``limit`` changes with ``after_id < id <= upto_id``, by id."""
+        async with self._db.read() as conn:
+            rows = await fetch_tuples(conn, _BETWEEN, after=after_id, upto=upto_id, page_size=limit)
         return [_change(r) for r in rows]
 
     async def of_intent(self, intent_id: str, *, merchant_id: str | None = None) -> list[Change]:

@@ -1,7 +1,7 @@
 """Helpers for the change-history tests: a database per test, a recording consumer, writers."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -40,6 +40,16 @@ class ListSink(Consumer):
 
     async def close(self) -> None:
         return None
+
+
+@pytest.fixture
+def moto_s3() -> Iterator[str]:
+    server_mod = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture
