@@ -71,7 +71,8 @@ class ProcessorRoutes:
         cached = self._routing.get(merchant_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with self._db.read() as conn:
+        # One statement, no transaction, for a merchant with no account (the usual case).
+        async with self._db.read_one() as conn:
             accounts = tuple(row.id for row in await list_accounts(conn, merchant_id))
             stored = await get_rules(conn, merchant_id) if accounts else None
         routing = None if not accounts else Routing(
