@@ -173,3 +173,43 @@ async def test_a_lost_answer_is_settled_by_stripes_webhook(gw: InProcessGateway,
     tampered = event.body.replace(b"4700", b"4701")
     refused = await gw.http.post(f"/processors/v1/{account}/webhooks", content=tampered, headers=headers)
     assert refused.status_code == 400
+
+
+async def test_a_notification_racing_the_reconcilers_lookup_settles_the_attempt_once(
+        gw: InProcessGateway, localstripe_url: str) -> None:
+    """SPEC §7: a notification and a sync racing each other settle the attempt once. Three
+    lost answers; for each, Stripe's signed event and a reconciler pass run at the same time."""
+    import asyncio
+
+    host, port = localstripe_url.removeprefix("http://").split(":")
+    proxy = DroppingProxy(host, int(port), lambda data: b"/confirm HTTP/1.1" in data)
+    async with StubServer(lambda seen: Reply(200, b"")) as relay:
+        assert httpx.post(f"{localstripe_url}/_config/webhooks/gateway-race", data={
+            "url": relay.url + "/relay", "secret": WEBHOOK_SECRET,
+            "events[]": ["payment_intent.succeeded"]}).status_code == 200
+        try:
+            shop, account = await _shop_and_account(gw, await proxy.start())
+            paid = [await _pay(gw, shop, "4242424242424242", amount=5100 + i) for i in range(3)]
+        finally:
+            await proxy.close()
+        for pid, answer in paid:
+            assert answer["status"] == "in_progress"
+            pi_id = (await _attempt(gw, pid)).processor_id
+
+            def delivered(pi_id: str = pi_id) -> Seen | None:
+                return next((s for s in relay.seen if orjson.loads(s.body)["data"]["object"]["id"] == pi_id), None)
+
+            event = await eventually(delivered, what=f"localstripe's event for {pi_id}")
+            assert event is not None
+            async with gw.gateway.db.write() as conn:
+                await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
+            headers = {"stripe-signature": event.headers["stripe-signature"], "content-type": "application/json"}
+            hook, _ = await asyncio.gather(
+                gw.http.post(f"/processors/v1/{account}/webhooks", content=event.body, headers=headers),
+                gw.gateway.reconciler.run_once())
+            assert hook.status_code == 200
+            history = (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]
+            txn = (await _attempt(gw, pid)).id
+            settled = [e for e in history if e["objectId"] == txn and e["data"]["status"] == "succeeded"]
+            assert len(settled) == 1, history  # one settle, whoever won
+            assert [e["data"]["status"] for e in history if e["type"].startswith("payment_intent")][-1] == "succeeded"
