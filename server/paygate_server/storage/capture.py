@@ -37,7 +37,15 @@ def _snapshot_columns(table: Table, present: Collection[str] | None) -> list[str
             if c.name not in SNAPSHOT_EXCLUDED and (present is None or c.name in present)]
 
 
-def _sqlite_statements(table_name: str, entity: str, present: Collection[str] | None) -> list[str]:
+def _last_seq(intent: str, pruning: bool) -> str:
+    """The intent's last sequence number: its newest change in the log or, once pruning
+    has taken all of them, the one ``change_log_floor`` remembers — so a change after
+    pruning continues the intent's sequence instead of restarting it at 1."""
+    floor = f"(SELECT last_seq FROM change_log_floor WHERE intent_id = {intent}), " if pruning else ""
+    return f"COALESCE(MAX(intent_seq), {floor}0)"
+
+
+def _sqlite_statements(table_name: str, entity: str, present: Collection[str] | None, pruning: bool) -> list[str]:
     table = metadata.tables[table_name]
     pairs = ", ".join(f"'{c}', NEW.{c}" for c in _snapshot_columns(table, present))
     intent = _intent_id_expr(table_name)
@@ -45,12 +53,12 @@ def _sqlite_statements(table_name: str, entity: str, present: Collection[str] | 
 FOR EACH ROW BEGIN
   INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at)
   VALUES ('{entity}', NEW.id, '{op}', {intent}, NEW.merchant_id,
-          (SELECT COALESCE(MAX(intent_seq), 0) + 1 FROM change_log WHERE intent_id = {intent}),
+          (SELECT {_last_seq(intent, pruning)} + 1 FROM change_log WHERE intent_id = {intent}),
           json_object({pairs}), NULL, NEW.updated_at);
 END""" for op in ("insert", "update")]
 
 
-def _postgres_statements(table_name: str, entity: str, _present: Collection[str] | None) -> list[str]:
+def _postgres_statements(table_name: str, entity: str, _present: Collection[str] | None, pruning: bool) -> list[str]:
     table = metadata.tables[table_name]
     excluded = " - ".join(f"'{c}'" for c in SNAPSHOT_EXCLUDED if c in table.columns)
     snapshot = f"to_jsonb(NEW) - {excluded}" if excluded else "to_jsonb(NEW)"
@@ -68,7 +76,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   seq BIGINT;
 BEGIN
-{lock}  SELECT COALESCE(MAX(intent_seq), 0) + 1 INTO seq FROM change_log WHERE intent_id = {intent};
+{lock}  SELECT {_last_seq(intent, pruning)} + 1 INTO seq FROM change_log WHERE intent_id = {intent};
   INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at)
   VALUES ('{entity}', NEW.id, lower(TG_OP), {intent}, NEW.merchant_id, seq,
           ({snapshot})::text, pg_current_xact_id()::text::bigint, NEW.updated_at);
@@ -80,7 +88,11 @@ FOR EACH ROW EXECUTE FUNCTION fn_{table_name}_capture()""",
     ]
 
 
-# The history is append-only: no code path may rewrite or delete it.
+# The history is append-only: no code path may rewrite it, and rows leave only through
+# the pruning path (storage/history_prune.py, docs/history.md "Retention"): a DELETE is
+# refused unless the row's id is at or below change_log_prune.through_id, which only the
+# pruning transaction sets — and resets before it commits, so no other transaction ever
+# sees it above 0.
 _APPEND_ONLY_POSTGRES = [
     """CREATE OR REPLACE FUNCTION fn_change_log_append_only() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -90,18 +102,48 @@ END $$""",
     """CREATE TRIGGER trg_change_log_append_only BEFORE UPDATE OR DELETE ON change_log
 FOR EACH ROW EXECUTE FUNCTION fn_change_log_append_only()""",
 ]
+_GUARDED_POSTGRES = [
+    """CREATE OR REPLACE FUNCTION fn_change_log_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    IF OLD.id <= (SELECT through_id FROM change_log_prune WHERE id = 1) THEN
+      RETURN OLD;
+    END IF;
+  END IF;
+  RAISE EXCEPTION 'change_log is append-only';
+END $$""",
+    """CREATE TRIGGER trg_change_log_append_only BEFORE UPDATE OR DELETE ON change_log
+FOR EACH ROW EXECUTE FUNCTION fn_change_log_append_only()""",
+    # TRUNCATE fires no row trigger.
+    """CREATE TRIGGER trg_change_log_no_truncate BEFORE TRUNCATE ON change_log
+FOR EACH STATEMENT EXECUTE FUNCTION fn_change_log_append_only()""",
+]
 _APPEND_ONLY_SQLITE = [f"""CREATE TRIGGER trg_change_log_no_{op.lower()} BEFORE {op} ON change_log
 BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END""" for op in ("UPDATE", "DELETE")]
+_GUARDED_SQLITE = [
+    _APPEND_ONLY_SQLITE[0],
+    """CREATE TRIGGER trg_change_log_no_delete BEFORE DELETE ON change_log
+WHEN OLD.id > COALESCE((SELECT through_id FROM change_log_prune WHERE id = 1), 0)
+BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END""",
+]
 
 
-def install_statements(dialect: str, columns: Mapping[str, Collection[str]] | None = None) -> list[str]:
+def install_statements(dialect: str, columns: Mapping[str, Collection[str]] | None = None, *,
+                       pruning: bool = True) -> list[str]:
     """The triggers' DDL. ``columns``: the captured tables' columns as they are in the
     database being migrated (SQLite names each column in its snapshot, and a migration
-    runs before later ones add theirs); None: as the schema declares them."""
-    build, append_only = ((_postgres_statements, _APPEND_ONLY_POSTGRES) if dialect == "postgresql"
-                          else (_sqlite_statements, _APPEND_ONLY_SQLITE))
+    runs before later ones add theirs); None: as the schema declares them. ``pruning``:
+    the database has the pruning path's tables (revision 0006 on); the migrations before
+    it build the triggers of their time with False."""
+    postgres = dialect == "postgresql"
+    build = _postgres_statements if postgres else _sqlite_statements
+    if postgres:
+        append_only = _GUARDED_POSTGRES if pruning else _APPEND_ONLY_POSTGRES
+    else:
+        append_only = _GUARDED_SQLITE if pruning else _APPEND_ONLY_SQLITE
     return [s for name, entity in CAPTURED_TABLES.items()
-            for s in build(name, entity, None if columns is None else columns[name])] + append_only
+            for s in build(name, entity, None if columns is None else columns[name], pruning)] + append_only
 
 
 def live_columns(bind: Connection) -> dict[str, list[str]]:
@@ -115,6 +157,7 @@ def uninstall_statements(dialect: str) -> list[str]:
         return [*(s for name in CAPTURED_TABLES for s in (f"DROP TRIGGER IF EXISTS trg_{name}_capture ON {name}",
                                                           f"DROP FUNCTION IF EXISTS fn_{name}_capture()")),
                 "DROP TRIGGER IF EXISTS trg_change_log_append_only ON change_log",
+                "DROP TRIGGER IF EXISTS trg_change_log_no_truncate ON change_log",
                 "DROP FUNCTION IF EXISTS fn_change_log_append_only()"]
     return [*(f"DROP TRIGGER IF EXISTS trg_{name}_capture_{op}" for name in CAPTURED_TABLES for op in ("insert", "update")),
             *(f"DROP TRIGGER IF EXISTS trg_change_log_no_{op}" for op in ("update", "delete"))]

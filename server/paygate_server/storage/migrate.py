@@ -52,7 +52,28 @@ async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str
 
     async with db.engine.begin() as conn:
         await conn.run_sync(run)
+    await _sqlite_incremental_vacuum(db)
     return before, await current_revision(db)
+
+
+async def _sqlite_incremental_vacuum(db: Database) -> None:
+    """SQLite: ``auto_vacuum=INCREMENTAL``, so the pages pruning frees can be handed back
+    (``PRAGMA incremental_vacuum``). An existing file switches only through a VACUUM, which
+    rewrites it (once; it takes as long as copying the file) and cannot run in a
+    transaction — hence here, after the migrations' transaction."""
+    if not db.is_sqlite:
+        return
+    raw = await db.engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None
+        async with driver.execute("PRAGMA auto_vacuum") as cursor:
+            row = await cursor.fetchone()
+        if row is not None and row[0] != 2:  # 2: INCREMENTAL
+            await driver.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            await driver.execute("VACUUM")
+    finally:
+        raw.close()
 
 
 async def check_schema(db: Database) -> None:

@@ -197,7 +197,13 @@ change_log = Table(
     # PostgreSQL: the writing transaction's id, to read rows in commit-safe order.
     Column("txid", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
-    UniqueConstraint("intent_id", "intent_seq", name="ux_change_log_intent_seq"),
+    # Not unique: on PostgreSQL the table is partitioned by id and a unique index must
+    # include the partition key. The capture trigger numbers an intent's changes under
+    # its row lock (storage/capture.py) and `paygate audit verify` checks every intent's
+    # sequence is gap-free (docs/history.md "Retention").
+    Index("ix_change_log_intent_seq", "intent_id", "intent_seq"),
+    # SQLite: AUTOINCREMENT, so an id is never reused after pruning emptied the table's end.
+    sqlite_autoincrement=True,
 )
 
 # Key material sealed under the master key: card (JWE) private keys, vault data keys.

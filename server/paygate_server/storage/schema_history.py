@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     Index,
     Integer,
@@ -19,7 +20,8 @@ from sqlalchemy import (
 
 from paygate_server.storage.schema import change_log, metadata
 
-__all__ = ["cdc_offsets", "webhook_endpoints", "webhook_events", "webhook_deliveries"]
+__all__ = ["cdc_offsets", "change_log_prune", "change_log_floor", "webhook_endpoints", "webhook_events",
+           "webhook_deliveries"]
 
 # The relay reads change_log in windows of transaction ids (PostgreSQL); see storage/change_log.py.
 Index("ix_change_log_txid", change_log.c.txid)
@@ -34,6 +36,30 @@ cdc_offsets = Table(
     Column("last_id", BigInteger, nullable=False, server_default=text("0")),
     Column("delivered", BigInteger, nullable=False, server_default=text("0")),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+# The pruning path's one row (docs/history.md "Retention"). ``through_id``: the change-log
+# DELETE trigger lets a row go only if its id is at or below it; the pruning transaction
+# sets it and resets it to 0 before committing. ``pruned_through``: every change with an id
+# at or below it has left the database (after being verified in the archive);
+# ``next_segment``: the first archive segment that may still hold a change above it.
+change_log_prune = Table(
+    "change_log_prune", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("through_id", BigInteger, nullable=False, server_default=text("0")),
+    Column("pruned_through", BigInteger, nullable=False, server_default=text("0")),
+    Column("next_segment", BigInteger, nullable=False, server_default=text("1")),
+    Column("updated_at", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("id = 1", name="ck_change_log_prune_one_row"),
+)
+
+# An intent's last pruned sequence number, for intents whose every change was pruned: the
+# capture trigger continues from it (storage/capture.py), so a change after pruning gets
+# the next number, never 1 again. One row per pruned intent, written by pruning only.
+change_log_floor = Table(
+    "change_log_floor", metadata,
+    Column("intent_id", String(64), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
 )
 
 webhook_endpoints = Table(
