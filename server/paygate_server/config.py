@@ -74,6 +74,12 @@ class Settings:
     archive_s3_region: str = "us-east-1"
     archive_s3_access_key: str | None = None
     archive_s3_secret_key: str | None = None
+    # Retention of the change log in the database (SPEC §8, docs/history.md "Retention"): a
+    # change leaves once every consumer has it, the archive holds it verified and this long
+    # has passed since it was captured; the gateway prunes every interval (0: never, then
+    # run `paygate history prune`).
+    history_retention_s: int = 7 * 24 * 3600
+    history_prune_interval_s: float = 600.0
     # Message broker sink for multi-host deployments: nats://host:4222 (JetStream).
     broker_url: str | None = None
     broker_stream: str = "PAYGATE_CHANGES"

@@ -15,6 +15,8 @@ POINTS = (
     "after_attempt_commit",  # the attempt is committed, the processor not yet called
     "during_processor_call",  # the request is at the processor, its answer not yet read
     "after_processor_approved",  # the processor approved; the gateway has not committed
+    "prune_before_commit",  # a pruning transaction deleted its rows (or dropped its partition), not committed
+    "prune_after_commit",  # a pruning transaction committed, the next one not begun
 )
 
 

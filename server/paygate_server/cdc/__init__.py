@@ -11,7 +11,8 @@ As a gateway extension (:data:`extension`) it builds the relay (``gateway.relay`
 and, when ``PAYGATE_BROKER_URL`` is set, the broker; other domains add their own consumers
 in their ``setup`` (webhooks does). ``paygate serve`` runs the relay in every worker (the
 leases keep one active per consumer) unless ``PAYGATE_RELAY=0``; ``paygate relay`` runs
-it on its own.
+it on its own. It also prunes the change log every ``PAYGATE_HISTORY_PRUNE_INTERVAL_S``
+(:mod:`.prune`, under a lease: one process prunes) unless that is 0.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from paygate_server.cdc.archive import ArchiveSink
 from paygate_server.cdc.broker import BrokerSink, broker_client_for
+from paygate_server.cdc.prune import run_scheduled
 from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.store import store_for
 from paygate_server.extensions import Extension
@@ -50,9 +52,11 @@ class CdcExtension(Extension):
         gateway.notifier.add_listener(relay.wake)
 
     def background_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
-        if not gateway.settings.relay_enabled:
-            return []
-        return [gateway.relay.run_forever()]
+        settings = gateway.settings
+        tasks = [gateway.relay.run_forever()] if settings.relay_enabled else []
+        if settings.history_prune_interval_s > 0:
+            tasks.append(run_scheduled(gateway.db, gateway.archive_store, settings))
+        return tasks
 
     async def teardown(self, gateway: Gateway) -> None:
         if gateway.has("archive_store"):

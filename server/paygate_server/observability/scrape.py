@@ -4,6 +4,8 @@ Database-derived gauges (intents by status, the reconciler's and the webhook sen
 backlogs) are re-read at most every ``PAYGATE_METRICS_DB_REFRESH_S`` (default 5 s), so a
 tight scrape loop cannot turn into a table-scan loop. The webhook backlog is read from
 ``webhook_deliveries`` when that table exists (pending deliveries), and left out otherwise.
+The change log's rows and bytes and the archive's lag (changes the archive consumer has
+not been delivered) come from :class:`.storage.history_prune.HistoryPruneStore`.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.schemas import STATUSES
 from paygate_server.observability.metrics import scrape_registry
 from paygate_server.storage.gauges import read_payment_counts, read_webhook_backlog
+from paygate_server.storage.history_prune import HistoryPruneStore
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -83,11 +86,31 @@ class DatabaseGauges:
             GaugeMetricFamily("paygate_reconcile_overdue", "Reconciler queue rows whose next check is due now or past.",
                               value=counts.reconcile_overdue),
         ]
+        families.extend(await _history_gauges(gateway))
         webhooks = await read_webhook_backlog(gateway.db)
         if webhooks is not None:
             families.append(GaugeMetricFamily("paygate_webhook_backlog",
                                               "Webhook deliveries not yet delivered or given up.", value=webhooks))
         return families
+
+
+async def _history_gauges(gateway: Gateway) -> list[Metric]:
+    """The change log's size in the database and the archive's lag (docs/history.md)."""
+    try:
+        size = await HistoryPruneStore(gateway.db).size()
+    except Exception:
+        log.exception("metrics: reading the change log's size failed")
+        return []
+    families: list[Metric] = [
+        GaugeMetricFamily("paygate_change_log_rows",
+                          "Change-log rows in the database (PostgreSQL: the planner's estimate).", value=size.rows),
+        GaugeMetricFamily("paygate_change_log_bytes",
+                          "Bytes the change log and its indexes take in the database.", value=size.bytes),
+    ]
+    if size.pending_archive is not None:
+        families.append(GaugeMetricFamily("paygate_archive_lag_changes",
+                                          "Changes captured but not yet archived.", value=size.pending_archive))
+    return families
 
 
 def _authorized(request: Request, token: str) -> bool:

@@ -74,12 +74,14 @@ def _round_up(value: int, width: int) -> int:
 
 
 def plan_ahead(existing: list[Partition], next_id: int, default_max_id: int | None,
-               width: int = PARTITION_IDS) -> list[tuple[int, int]]:
+               width: int | None = None) -> list[tuple[int, int]]:
     """The ``[lo, hi)`` ranges to create so that ``PARTITIONS_AHEAD`` partitions lie beyond
     the one ``next_id`` falls in. ``default_max_id``: the largest id in the DEFAULT partition
-    (None: empty) — new partitions start above it."""
+    (None: empty) — new partitions start above it. ``width``: of the last partition, else
+    ``PARTITION_IDS``."""
     if existing:
         width = existing[-1].hi - existing[-1].lo
+    width = width or PARTITION_IDS
     top = existing[-1].hi if existing else 0
     if default_max_id is not None and default_max_id >= top:
         top = _round_up(default_max_id + 1, width)

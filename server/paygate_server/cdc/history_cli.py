@@ -1,0 +1,67 @@
+"""``paygate history prune [--dry-run]`` and ``paygate history forget-consumer NAME``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from paygate_server.cli import CommandError, open_database
+from paygate_server.config import Settings
+
+__all__ = ["add_commands"]
+
+
+async def _prune(args: argparse.Namespace, settings: Settings) -> Any:
+    from paygate_server.cdc.prune import HistoryPruner
+    from paygate_server.cdc.store import store_for
+
+    async with open_database(settings) as db:
+        store = store_for(settings)
+        try:
+            return await HistoryPruner(db, store, settings).run(dry_run=args.dry_run)
+        finally:
+            await store.close()
+
+
+def cmd_history_prune(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.cdc.cli import _archive_errors
+    from paygate_server.storage.history_prune import PruneMoved
+
+    try:
+        report = asyncio.run(_prune(args, settings))
+    except _archive_errors() as exc:
+        raise CommandError(f"cannot read the archive: {exc}") from None
+    except PruneMoved as exc:
+        raise CommandError(f"pruning stopped: {exc}") from None
+    print(json.dumps(report.to_json()) if args.json else report.text())
+
+
+async def _forget(args: argparse.Namespace, settings: Settings) -> bool:
+    from paygate_server.storage.history_prune import HistoryPruneStore
+
+    async with open_database(settings) as db:
+        return await HistoryPruneStore(db).forget_consumer(args.consumer)
+
+
+def cmd_history_forget_consumer(args: argparse.Namespace, settings: Settings) -> None:
+    if not asyncio.run(_forget(args, settings)):
+        raise CommandError(f"no relay consumer named {args.consumer} has an offset")
+    if args.json:
+        print(json.dumps({"forgotten": args.consumer}))
+    else:
+        print(f"forgot relay consumer {args.consumer}: it no longer holds back pruning")
+
+
+def add_commands(sub: Any) -> None:
+    history = sub.add_parser("history", help="the change log in the database: retention").add_subparsers(
+        dest="history_command", required=True)
+    p = history.add_parser("prune", help="delete archived, verified change-log rows past retention")
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted; change nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history_prune)
+    p = history.add_parser("forget-consumer",
+                           help="drop the offset of a relay consumer no longer configured (it blocks pruning)")
+    p.add_argument("consumer")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history_forget_consumer)

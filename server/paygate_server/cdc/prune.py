@@ -1,0 +1,275 @@
+"""Pruning the change log (SPEC §8, ``paygate history prune``, the gateway's schedule).
+
+A change may leave the database only when (a) every relay consumer has it, (b) the archive
+holds it in a verified segment, and (c) ``PAYGATE_HISTORY_RETENTION_S`` has passed since it
+was captured — and, on PostgreSQL, when no transaction can still commit a change below it
+(ids are taken before commit). All four are expressed as "every id at or below B", so what
+goes is always a range above the last run's end; the bound is the smallest of them.
+
+(b) is checked by reading, not trusted: the manifest chain must hold up to the segment, the
+segment's SHA-256 and size must match its entry, and every change in the range must be in
+it and equal to the database's row (ids, sequence, snapshot) before the row is deleted. A
+missing, corrupt or different segment stops the bound just before the first change it
+should have held. Segments are read from a cursor kept with the pruning state
+(``change_log_prune.next_segment``), so a run reads only the segments it needs.
+
+SQLite deletes in batches, each its own transaction (a crash loses at most the batch in
+progress, which rolls back), then hands freed pages back (incremental vacuum). PostgreSQL
+drops whole partitions at or below the bound (one transaction each) and creates those the
+next ids need. The storage side — the guard, the queries — is
+:mod:`paygate_server.storage.history_prune`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader, ManifestEntry
+from paygate_server.cdc.store import ObjectStore
+from paygate_server.clock import now_us
+from paygate_server.config import Settings
+from paygate_server.faults import crash_point
+from paygate_server.storage.change_log_partitions import Partition
+from paygate_server.storage.changes import Change
+from paygate_server.storage.engine import Database
+from paygate_server.storage.history_prune import HistoryPruneStore
+from paygate_server.storage.relay_leases import ConsumerLease
+
+__all__ = ["HistoryPruner", "PruneReport", "BATCH_ROWS", "LEASE_NAME", "run_scheduled"]
+
+log = logging.getLogger("paygate.cdc")
+
+# Rows verified and deleted per transaction (SQLite) and read per verification step.
+BATCH_ROWS = 10_000
+# The lease (as the relay's: one holder among all workers and hosts) for scheduled pruning.
+LEASE_NAME = "history-prune"
+
+
+@dataclass
+class PruneReport:
+    dry_run: bool
+    pruned_before: int  # every id at or below it had already left
+    bound: int  # every id at or below it may leave (the smallest of ``limits``)
+    limits: dict[str, int | None] = field(default_factory=dict)  # None: not evaluated
+    limited_by: list[str] = field(default_factory=list)
+    consumer: str | None = None  # the consumer that set the consumers' limit
+    archive_problem: str | None = None
+    rows: int = 0  # deleted (or, dry run, that would be)
+    first_id: int | None = None
+    last_id: int | None = None
+    partitions_dropped: list[str] = field(default_factory=list)
+    partitions_created: list[str] = field(default_factory=list)
+    pruned_through: int = 0  # after this run
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dryRun": self.dry_run, "prunedBefore": self.pruned_before, "bound": self.bound,
+                "limits": self.limits, "limitedBy": self.limited_by, "consumer": self.consumer,
+                "archiveProblem": self.archive_problem, "rows": self.rows,
+                "idRange": None if self.first_id is None else [self.first_id, self.last_id],
+                "partitionsDropped": self.partitions_dropped, "partitionsCreated": self.partitions_created,
+                "prunedThrough": self.pruned_through}
+
+    def text(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        span = "" if self.first_id is None else f" (ids {self.first_id}..{self.last_id})"
+        lines = [f"{verb} {self.rows} change-log rows{span}; pruned through id {self.pruned_through}"]
+        why = ", ".join(self.limited_by) or "nothing"
+        if self.consumer and "consumers" in self.limited_by:
+            why = why.replace("consumers", f"consumers ({self.consumer})")
+        lines.append(f"bound: id {self.bound}, limited by {why}")
+        for name, value in self.limits.items():
+            lines.append(f"  {name}: {'not checked' if value is None else value}")
+        if self.archive_problem:
+            lines.append(f"archive: {self.archive_problem}")
+        if self.partitions_dropped:
+            lines.append(f"partitions {'to drop' if self.dry_run else 'dropped'}: {', '.join(self.partitions_dropped)}")
+        if self.partitions_created:
+            lines.append(f"partitions created: {', '.join(self.partitions_created)}")
+        return "\n".join(lines)
+
+
+class _ArchiveWalk:
+    """The archived changes of the segments from the cursor on, read lazily in order."""
+
+    def __init__(self, reader: ArchiveReader, entries: list[ManifestEntry], first: int) -> None:
+        self._reader = reader
+        self._entries = [e for e in entries if e.number >= first]
+        self._next = 0
+        self.found: dict[int, Change] = {}
+        self.read: list[tuple[int, int]] = []  # (segment number, largest id in it)
+        self.problem: str | None = None
+        self.first = first
+
+    async def find(self, change_id: int, above: int) -> Change | None:
+        """The archived change with this id (reading more segments as needed); only
+        changes above ``above`` are kept."""
+        while change_id not in self.found and self.problem is None and self._next < len(self._entries):
+            entry = self._entries[self._next]
+            try:
+                changes = await self._reader.segment(entry)
+            except ArchiveProblem as exc:
+                self.problem = str(exc)
+                break
+            self._next += 1
+            self.read.append((entry.number, max((c.id for c in changes), default=0)))
+            for change in changes:
+                if change.id > above:
+                    self.found.setdefault(change.id, change)
+        return self.found.get(change_id)
+
+    def forget_through(self, through: int) -> None:
+        self.found = {k: v for k, v in self.found.items() if k > through}
+
+    def cursor(self, through: int) -> int:
+        """The first segment that may hold a change above ``through``."""
+        for number, largest in self.read:
+            if largest > through:
+                return number
+        return self.read[-1][0] + 1 if self.read else self.first
+
+
+def _trusted(entries: list[ManifestEntry], problems: list[str]) -> list[ManifestEntry]:
+    """The entries before the first one the manifest chain check complains about."""
+    bad = {p.split(": ", 1)[0] for p in problems}
+    kept = []
+    for number, entry in enumerate(entries, start=1):
+        if entry.number != number or any(name.endswith(f"{entry.number:012d}.json") for name in bad):
+            break
+        kept.append(entry)
+    return kept
+
+
+class HistoryPruner:
+    def __init__(self, db: Database, archive: ObjectStore, settings: Settings, *,
+                 batch_rows: int = BATCH_ROWS) -> None:
+        self._db = db
+        self._store = HistoryPruneStore(db)
+        self._reader = ArchiveReader(archive)
+        self._settings = settings
+        self._batch = batch_rows
+        self._fault = settings.fault_point
+
+    async def run(self, *, dry_run: bool = False, now: int | None = None) -> PruneReport:
+        store = self._store
+        state = await store.state()
+        pruned = state.pruned_through
+        report = PruneReport(dry_run, pruned, pruned, pruned_through=pruned)
+        final = await store.final_id()
+        report.limits["final"] = final
+        if final is None or final <= pruned:
+            return await self._finish(report, ["final"])
+        consumers = await store.consumer_bound(pruned, final)
+        report.limits["consumers"], report.consumer = consumers.bound, consumers.consumer
+        cutoff = (now_us() if now is None else now) - self._settings.history_retention_s * 1_000_000
+        report.limits["retention"] = await store.retention_bound(pruned, final, cutoff)
+        candidate = min(v for v in report.limits.values() if v is not None)
+        report.limits["archive"] = None
+        target = candidate
+        droppable = []
+        if store.partitioned:
+            partitions, _ = await store.partitions()
+            droppable = [p for p in partitions if pruned < p.hi - 1 <= candidate]
+            target = droppable[-1].hi - 1 if droppable else pruned
+        if target > pruned:
+            verified, walk = await self._verify_and_delete(report, state.next_segment, pruned, target, dry_run)
+            report.limits["archive"] = verified
+            if store.partitioned:
+                await self._drop(report, [p for p in droppable if p.hi - 1 <= verified], walk, dry_run)
+        bounds = [v for v in report.limits.values() if v is not None]
+        report.bound = min(bounds)
+        return await self._finish(report, [k for k, v in report.limits.items() if v == report.bound])
+
+    async def _finish(self, report: PruneReport, limited_by: list[str]) -> PruneReport:
+        report.limited_by = limited_by
+        if not report.dry_run:
+            if self._store.partitioned:
+                report.partitions_created = await self._store.ensure_partitions()
+            elif report.rows:
+                await self._store.reclaim_space()
+        return report
+
+    async def _verify_and_delete(self, report: PruneReport, next_segment: int, pruned: int, target: int,
+                                 dry_run: bool) -> tuple[int, _ArchiveWalk]:
+        """Verify (pruned, target] against the archive batch by batch; on SQLite delete each
+        verified batch at once. Returns how far the archive vouches for."""
+        entries, problems = await self._reader.entries()
+        trusted = _trusted(entries, problems)
+        if problems:
+            report.archive_problem = problems[0]
+        walk = _ArchiveWalk(self._reader, trusted, next_segment)
+        lo = pruned
+        while lo < target:
+            hi = min(lo + self._batch, target)
+            verified = hi
+            for row in await self._store.rows(lo, hi):
+                archived = await walk.find(row.id, lo)
+                if archived is None or not archived.same_content(row):
+                    verified = row.id - 1
+                    report.archive_problem = walk.problem or report.archive_problem or (
+                        f"change {row.id} is not in a verified archive segment" if archived is None
+                        else f"change {row.id} differs from the archived copy")
+                    break
+            if verified > lo and not self._store.partitioned:
+                await self._delete(report, lo, verified, walk.cursor(verified), dry_run)
+            walk.forget_through(verified)
+            if verified < hi:
+                return verified, walk
+            lo = hi
+        return target, walk
+
+    async def _delete(self, report: PruneReport, lo: int, hi: int, cursor: int, dry_run: bool) -> None:
+        if dry_run:
+            deleted = len(await self._store.rows(lo, hi))
+        else:
+            deleted = await self._store.delete_range(
+                lo, hi, cursor, fault=lambda: crash_point(self._fault, "prune_before_commit"))
+            crash_point(self._fault, "prune_after_commit")
+            report.pruned_through = hi
+        self._count(report, lo, hi, deleted)
+
+    async def _drop(self, report: PruneReport, partitions: list[Partition], walk: _ArchiveWalk,
+                    dry_run: bool) -> None:
+        lo = report.pruned_before
+        for partition in partitions:
+            if dry_run:
+                deleted = len(await self._store.rows(lo, partition.hi - 1))
+            else:
+                deleted = await self._store.drop_partition(
+                    partition, lo, walk.cursor(partition.hi - 1), fault=lambda: crash_point(self._fault, "prune_before_commit"))
+                crash_point(self._fault, "prune_after_commit")
+                report.pruned_through = partition.hi - 1
+            report.partitions_dropped.append(partition.name)
+            self._count(report, lo, partition.hi - 1, deleted)
+            lo = partition.hi - 1
+
+    @staticmethod
+    def _count(report: PruneReport, lo: int, hi: int, deleted: int) -> None:
+        if deleted:
+            report.first_id = lo + 1 if report.first_id is None else report.first_id
+            report.last_id = hi
+        report.rows += deleted
+
+
+async def run_scheduled(db: Database, archive: ObjectStore, settings: Settings) -> None:
+    """The gateway's pruning: every ``PAYGATE_HISTORY_PRUNE_INTERVAL_S``, under a lease so
+    one process among all workers and hosts prunes (the others keep trying for it)."""
+    pruner = HistoryPruner(db, archive, settings)
+    lease = ConsumerLease(db, LEASE_NAME)
+    try:
+        while True:
+            try:
+                if await lease.acquire():
+                    report = await pruner.run()
+                    if report.rows or report.partitions_created:
+                        log.info("history pruned: %d rows, through id %d, limited by %s", report.rows,
+                                 report.pruned_through, ", ".join(report.limited_by))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("history pruning failed (%s)", exc.__class__.__name__)
+                await lease.release()
+            await asyncio.sleep(settings.history_prune_interval_s)
+    finally:
+        await lease.release()
