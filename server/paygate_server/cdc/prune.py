@@ -165,21 +165,30 @@ class HistoryPruner:
         cutoff = (now_us() if now is None else now) - self._settings.history_retention_s * 1_000_000
         report.limits["retention"] = await store.retention_bound(pruned, final, cutoff)
         candidate = min(v for v in report.limits.values() if v is not None)
-        report.limits["archive"] = None
         target = candidate
         droppable = []
         if store.partitioned:
             partitions, _ = await store.partitions()
             droppable = [p for p in partitions if pruned < p.hi - 1 <= candidate]
             target = droppable[-1].hi - 1 if droppable else pruned
+            report.limits["partition"] = target  # whole partitions only
+        report.limits["archive"] = None
         if target > pruned:
             verified, walk = await self._verify_and_delete(report, state.next_segment, pruned, target, dry_run)
             report.limits["archive"] = verified
             if store.partitioned:
                 await self._drop(report, [p for p in droppable if p.hi - 1 <= verified], walk, dry_run)
-        bounds = [v for v in report.limits.values() if v is not None]
-        report.bound = min(bounds)
-        return await self._finish(report, [k for k, v in report.limits.items() if v == report.bound])
+        report.bound = min(v for v in report.limits.values() if v is not None)
+        # What held the bound back: each stage can only lower what the one before allowed
+        # (the limits, then whole partitions, then what the archive vouches for); the last
+        # stage that lowered it is the answer.
+        limited_by = [k for k in ("consumers", "retention") if report.limits[k] == candidate < final] or ["final"]
+        if store.partitioned and target < candidate:
+            limited_by = ["partition"]
+        archive = report.limits["archive"]
+        if archive is not None and archive < target:
+            limited_by = ["archive"]
+        return await self._finish(report, limited_by)
 
     async def _finish(self, report: PruneReport, limited_by: list[str]) -> PruneReport:
         report.limited_by = limited_by

@@ -259,11 +259,16 @@ class HistoryPruneStore:
         left. PostgreSQL: nothing to do (a dropped partition's files go at commit)."""
         if not self._db.is_sqlite:
             return 0
-        async with self._db.write() as conn:
-            # Stepped to the end (.all()): each step of the pragma frees one page.
-            (await conn.execute(text(f"PRAGMA incremental_vacuum({int(max_pages)})"))).all()
-        async with self._db.read() as conn:
-            return int((await conn.execute(text("PRAGMA freelist_count"))).scalar_one())
+        # On a driver connection of its own, in autocommit: each step of the pragma frees one
+        # page and yields a row, so it is stepped to the end (fetchall) — through SQLAlchemy
+        # (a result with no columns) it would stop after the first page and hold the
+        # transaction open. SQLite's own lock and busy timeout order it with the writers.
+        async with self._db.autocommit() as conn:
+            async with conn.driver.execute(f"PRAGMA incremental_vacuum({int(max_pages)})") as cursor:
+                await cursor.fetchall()
+            async with conn.driver.execute("PRAGMA freelist_count") as cursor:
+                row = await cursor.fetchone()
+        return int(row[0])
 
     async def size(self) -> LogSize:
         async with self._db.read() as conn:

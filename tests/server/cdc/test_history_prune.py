@@ -1,0 +1,307 @@
+"""Pruning the change log (SPEC §8): the bound under each of its limits, the guard, the
+archive checked before anything goes, --dry-run, partitions (PostgreSQL), size gauges.
+
+Both databases. On PostgreSQL each test's database is migrated with small partitions (20
+ids) so that pruning drops and creates real partitions with a few dozen changes.
+"""
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
+from paygate_server.cdc.prune import HistoryPruner
+from paygate_server.cdc.relay import Relay
+from paygate_server.cdc.store import LocalStore
+from paygate_server.clock import now_us
+from paygate_server.config import Settings
+from paygate_server.storage import Database, create_database
+from paygate_server.storage import change_log_partitions as parts
+from paygate_server.storage.changes import Change, Position
+from paygate_server.storage.history_prune import HistoryPruneStore
+from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, touch
+from tests.support.databases import drop_database, migrate, new_database_url
+
+WIDTH = 20  # ids per partition in these tests (PostgreSQL)
+SEGMENT = 8  # changes per archive segment
+
+
+@pytest.fixture
+def small_url(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setattr(parts, "PARTITION_IDS", WIDTH)
+    url = new_database_url("sqlite" if database_url.startswith("sqlite") else "postgresql", tmp_path)
+    migrate(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+async def pdb(small_url: str) -> AsyncIterator[Database]:
+    db = create_database(small_url)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "archive")
+
+
+def settings(tmp_path: Path, retention_s: int = 0) -> Settings:
+    return Settings(data_dir=tmp_path, history_retention_s=retention_s)
+
+
+async def write_changes(db: Database, intents: int, touches: int = 3) -> list[str]:
+    merchant = await new_merchant(db)
+    ids = []
+    for _ in range(intents):
+        async with db.write() as conn:
+            pid = await new_intent(conn, merchant)
+        for _ in range(touches):
+            async with db.write() as conn:
+                await touch(conn, pid)
+        ids.append(pid)
+    return ids
+
+
+async def archive(db: Database, store: LocalStore, tmp_path: Path) -> None:
+    await Relay(db, settings(tmp_path), [ArchiveSink(store, batch_size=SEGMENT, linger_s=0.0)]).drain()
+
+
+async def archived(store: LocalStore) -> dict[int, Change]:
+    return {c.id: c async for c in ArchiveReader(store).changes()}
+
+
+async def count(db: Database, sql: str = "SELECT count(*) FROM change_log") -> int:
+    async with db.read() as conn:
+        return int((await conn.execute(text(sql))).scalar_one())
+
+
+async def test_only_the_pruning_path_deletes(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    """A plain DELETE, any UPDATE (and TRUNCATE on PostgreSQL) are refused before and after
+    a pruning run; the guard is closed again after it."""
+    await write_changes(pdb, 12)
+    await archive(pdb, store, tmp_path)
+    statements = ["DELETE FROM change_log", "DELETE FROM change_log WHERE id = (SELECT min(id) FROM change_log)",
+                  "UPDATE change_log SET data = '{}'", "UPDATE change_log SET intent_seq = intent_seq + 100"]
+    if not pdb.is_sqlite:
+        statements.append("TRUNCATE change_log")
+    total = await count(pdb)
+
+    async def refused() -> None:
+        for statement in statements:
+            with pytest.raises(Exception, match="append-only"):
+                async with pdb.write() as conn:
+                    await conn.execute(text(statement))
+
+    await refused()
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert report.rows > 0 and await count(pdb) == total - report.rows
+    assert await count(pdb, "SELECT through_id FROM change_log_prune") == 0
+    await write_changes(pdb, 1)  # (on SQLite everything went)
+    await refused()
+
+
+async def test_everything_archived_and_delivered_past_retention_goes(
+        pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    intents = await write_changes(pdb, 12)
+    before = await all_changes(pdb)
+    await archive(pdb, store, tmp_path)
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    kept = await all_changes(pdb)
+    if pdb.is_sqlite:
+        assert kept == [] and report.rows == len(before) and report.pruned_through == before[-1].id
+    else:
+        # Whole partitions only: what is left is the last partition's part at or below the bound.
+        assert report.partitions_dropped and all(c.id >= report.pruned_through for c in kept)
+        assert report.rows == len(before) - len(kept) and report.pruned_through % WIDTH == WIDTH - 1
+    assert (report.first_id, report.last_id) == (before[0].id, report.pruned_through)
+    # Every change is in the archive, equal to what the database held.
+    copies = await archived(store)
+    assert all(copies[c.id].same_content(c) for c in before)
+    # A change after pruning continues its intent's sequence.
+    async with pdb.write() as conn:
+        await touch(pdb_conn := conn, intents[0])  # noqa: F841 - named for clarity
+    last = (await all_changes(pdb))[-1]
+    assert (last.intent_id, last.intent_seq) == (intents[0], 5)
+
+
+async def test_retention_limits_the_bound(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    await write_changes(pdb, 12)
+    await archive(pdb, store, tmp_path)
+    total = await count(pdb)
+    report = await HistoryPruner(pdb, store, settings(tmp_path, retention_s=3600)).run()
+    assert (report.rows, report.limited_by, await count(pdb)) == (0, ["retention"], total)
+    # An hour later they are past retention.
+    later = await HistoryPruner(pdb, store, settings(tmp_path, retention_s=3600)).run(now=now_us() + 3601 * 10**6)
+    assert later.rows > 0 and "retention" not in later.limited_by
+
+
+async def test_retention_counts_from_each_change(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    """Old changes go, recent ones (captured after the cutoff) stay, whatever their neighbours."""
+    await write_changes(pdb, 2)
+    cutoff = now_us()
+    await write_changes(pdb, 2)
+    await archive(pdb, store, tmp_path)
+    changes = await all_changes(pdb)
+    first_recent = next(c.id for c in changes if c.created_at > cutoff)
+    report = await HistoryPruner(pdb, store, settings(tmp_path, retention_s=1)).run(now=cutoff + 10**6)
+    assert report.limits["retention"] == first_recent - 1
+    assert report.bound <= first_recent - 1
+    assert all(c.id >= first_recent or c.id > report.pruned_through for c in await all_changes(pdb))
+
+
+async def test_a_consumer_behind_blocks_what_it_has_not_had(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    """Every consumer in cdc_offsets counts — also one no longer configured — until forgotten."""
+    await write_changes(pdb, 10)
+    await archive(pdb, store, tmp_path)
+    changes = await all_changes(pdb)
+    behind = changes[len(changes) // 2].id
+    # A position that covers exactly the ids up to `behind` (Position.covers) on either database.
+    pos = Position(0, 2**62, behind)
+    async with pdb.write() as conn:
+        await conn.execute(text("INSERT INTO cdc_offsets (consumer, horizon, window_end, last_id, delivered,"
+                                " updated_at) VALUES ('gone', :h, :w, :l, 0, 0)"),
+                           {"h": pos.horizon, "w": pos.window_end, "l": pos.last_id})
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert report.limits["consumers"] == behind and report.consumer == "gone"
+    # On PostgreSQL the bound falls to the end of the last whole partition below it.
+    assert report.limited_by == (["consumers"] if pdb.is_sqlite else ["partition"])
+    assert report.pruned_through <= behind
+    assert [c.id for c in await all_changes(pdb)] == [c.id for c in changes if c.id > report.pruned_through]
+    assert await HistoryPruneStore(pdb).forget_consumer("gone")
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert report.consumer is None or report.limits["consumers"] == changes[-1].id
+
+
+async def test_nothing_unarchived_is_deleted(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    """Changes captured after the archive ran stay (the archive consumer has not had them)."""
+    await write_changes(pdb, 6)
+    await archive(pdb, store, tmp_path)
+    archived_ids = set(await archived(store))
+    await write_changes(pdb, 6)
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    left = {c.id for c in await all_changes(pdb)}
+    assert report.rows > 0 and report.pruned_through <= max(archived_ids)
+    assert all(i in left for i in range(max(archived_ids) + 1, max(left) + 1))
+    assert all(i in archived_ids for i in range(1, report.pruned_through + 1))
+
+
+def _segment_files(store: LocalStore) -> list[Path]:
+    return sorted((store.root / "segments").iterdir())
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing", "different"])
+async def test_a_bad_segment_blocks_its_range(pdb: Database, store: LocalStore, tmp_path: Path, damage: str) -> None:
+    await write_changes(pdb, 10)
+    await archive(pdb, store, tmp_path)
+    before = await all_changes(pdb)
+    segments = _segment_files(store)
+    assert len(segments) >= 4
+    victim = segments[1]
+    first_in_victim = min(c.id for c in await ArchiveReader(store).segment(
+        (await ArchiveReader(store).entries())[0][1]))
+    if damage == "corrupt":
+        victim.write_bytes(victim.read_bytes()[:-5] + b"xxxxx")
+    elif damage == "missing":
+        victim.unlink()
+    else:
+        # A well-formed segment whose checksum matches its entry but whose change differs
+        # from the database cannot be made without editing the manifest (caught by the chain):
+        # so edit the database side's view instead — compare against a copy with one change altered.
+        lines = gzip.decompress(victim.read_bytes()).splitlines()
+        victim.write_bytes(gzip.compress(b"\n".join([lines[0].replace(b'"op":', b'"op" :'), *lines[1:]]) + b"\n",
+                                         mtime=0))
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert report.limits["archive"] is not None and report.limits["archive"] < first_in_victim
+    assert "archive" in report.limited_by and report.archive_problem
+    assert report.pruned_through < first_in_victim
+    left = await all_changes(pdb)
+    assert [c.id for c in left] == [c.id for c in before if c.id > report.pruned_through]
+
+
+async def test_a_change_differing_from_its_archived_copy_is_kept(
+        pdb: Database, store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    await write_changes(pdb, 6)
+    await archive(pdb, store, tmp_path)
+    changes = await all_changes(pdb)
+    altered = changes[5].id
+    real_segment = ArchiveReader.segment
+
+    async def segment(self: ArchiveReader, entry: object) -> list[Change]:
+        got = await real_segment(self, entry)  # type: ignore[arg-type]
+        return [replace(c, data='{"status": "forged"}') if c.id == altered else c for c in got]
+
+    monkeypatch.setattr(ArchiveReader, "segment", segment)
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert report.limits["archive"] == altered - 1
+    assert report.archive_problem == f"change {altered} differs from the archived copy"
+    left = {c.id for c in await all_changes(pdb)}
+    assert all(c.id in left for c in changes if c.id >= altered)
+
+
+async def test_dry_run_changes_nothing(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    await write_changes(pdb, 12)
+    await archive(pdb, store, tmp_path)
+    before = await all_changes(pdb)
+    layout = await HistoryPruneStore(pdb).partitions() if not pdb.is_sqlite else None
+    state = await HistoryPruneStore(pdb).state()
+    dry = await HistoryPruner(pdb, store, settings(tmp_path)).run(dry_run=True)
+    assert dry.rows > 0 and dry.dry_run
+    assert await all_changes(pdb) == before
+    assert await HistoryPruneStore(pdb).state() == state
+    if layout is not None:
+        assert await HistoryPruneStore(pdb).partitions() == layout
+    real = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert (real.rows, real.first_id, real.last_id, real.partitions_dropped) == (
+        dry.rows, dry.first_id, dry.last_id, dry.partitions_dropped)
+
+
+async def test_partitions_dropped_and_created_ahead(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    if pdb.is_sqlite:
+        pytest.skip("partitions are PostgreSQL's")
+    hist = HistoryPruneStore(pdb)
+    initial, has_default = await hist.partitions()
+    assert has_default and [(p.lo, p.hi) for p in initial] == [(0, 20), (20, 40), (40, 60)]
+    await write_changes(pdb, 15)  # 60 changes: ids 1..60, past the last partition made at migration
+    assert await count(pdb, f"SELECT count(*) FROM {parts.DEFAULT_PARTITION}") == 1  # id 60
+    await archive(pdb, store, tmp_path)
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert report.partitions_dropped == ["change_log_p000000000000000", "change_log_p000000000000020",
+                                         "change_log_p000000000000040"]
+    assert report.pruned_through == 59 and report.rows == 59
+    after, _ = await hist.partitions()
+    # New partitions start above the DEFAULT partition's row (60) and reach 2 beyond the one
+    # the next id (61) falls in; until then ids go to DEFAULT.
+    assert [(p.lo, p.hi) for p in after] == [(80, 100), (100, 120)]
+    assert report.partitions_created == [p.name for p in after]
+    # The row in DEFAULT goes, under the guard, with the next partition dropped above it.
+    await write_changes(pdb, 10)
+    await archive(pdb, store, tmp_path)
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert report.partitions_dropped == ["change_log_p000000000000080"]
+    assert await count(pdb, f"SELECT count(*) FROM {parts.DEFAULT_PARTITION}") == 0
+    assert min(c.id for c in await all_changes(pdb)) == 100
+    copies = await archived(store)
+    assert all(i in copies for i in range(1, 100))
+
+
+async def test_sizes_and_archive_lag(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    await write_changes(pdb, 4)
+    size = await HistoryPruneStore(pdb).size()
+    assert size.pending_archive is None  # no archive consumer yet
+    await archive(pdb, store, tmp_path)
+    await write_changes(pdb, 2)
+    if not pdb.is_sqlite:
+        async with pdb.write() as conn:
+            await conn.execute(text("ANALYZE change_log"))
+    size = await HistoryPruneStore(pdb).size()
+    assert size.pending_archive == 8
+    assert size.rows == 24 and size.bytes > 0
