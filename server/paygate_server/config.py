@@ -80,6 +80,8 @@ class Settings:
     # run `paygate history prune`).
     history_retention_s: int = 7 * 24 * 3600
     history_prune_interval_s: float = 600.0
+    # Rows verified and deleted per transaction (SQLite; PostgreSQL drops whole partitions).
+    history_prune_batch_rows: int = 10_000
     # Message broker sink for multi-host deployments: nats://host:4222 (JetStream).
     broker_url: str | None = None
     broker_stream: str = "PAYGATE_CHANGES"

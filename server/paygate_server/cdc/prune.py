@@ -41,8 +41,8 @@ __all__ = ["HistoryPruner", "PruneReport", "BATCH_ROWS", "LEASE_NAME", "run_sche
 
 log = logging.getLogger("paygate.cdc")
 
-# Rows verified and deleted per transaction (SQLite) and read per verification step.
-BATCH_ROWS = 10_000
+# Rows verified and deleted per transaction (SQLite) and read per verification step: the default.
+BATCH_ROWS = Settings.history_prune_batch_rows
 # The lease (as the relay's: one holder among all workers and hosts) for scheduled pruning.
 LEASE_NAME = "history-prune"
 
@@ -143,12 +143,12 @@ def _trusted(entries: list[ManifestEntry], problems: list[str]) -> list[Manifest
 
 class HistoryPruner:
     def __init__(self, db: Database, archive: ObjectStore, settings: Settings, *,
-                 batch_rows: int = BATCH_ROWS) -> None:
+                 batch_rows: int | None = None) -> None:
         self._db = db
         self._store = HistoryPruneStore(db)
         self._reader = ArchiveReader(archive)
         self._settings = settings
-        self._batch = batch_rows
+        self._batch = batch_rows or settings.history_prune_batch_rows
         self._fault = settings.fault_point
 
     async def run(self, *, dry_run: bool = False, now: int | None = None) -> PruneReport:

@@ -3,23 +3,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.relay import Consumer
+from paygate_server.cdc.store import LocalStore
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
 from paygate_server.intents.schemas import CreateIntent
 from paygate_server.intents.service import new_intent as new_intent_row
 from paygate_server.merchants import create_merchant
 from paygate_server.storage import Database, create_database
+from paygate_server.storage import change_log_partitions as parts
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.payments import INSERT_INTENT
 from paygate_server.storage.schema import change_log, payment_intents
 from paygate_server.storage.statements import execute
 from tests.support.app import TEST_MASTER_KEY
+from tests.support.databases import drop_database, migrate, new_database_url
+
+PRUNE_PARTITION_IDS = 20  # ids per change-log partition in the pruning tests (PostgreSQL)
 
 
 @dataclass
@@ -102,3 +108,28 @@ def assert_exactly_once_in_order(received: list[Change], expected: list[Change],
         f"extra {sorted(set(seen) - set(c.id for c in expected))[:10]}")
     for c in expected:
         assert seen[c.id].same_content(c)
+
+
+# The history-pruning tests (test_history_prune*.py, helpers in prune_support.py): a database
+# of its own migrated with small change-log partitions (PostgreSQL), and a folder archive.
+@pytest.fixture
+def small_url(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setattr(parts, "PARTITION_IDS", PRUNE_PARTITION_IDS)
+    url = new_database_url("sqlite" if database_url.startswith("sqlite") else "postgresql", tmp_path)
+    migrate(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+async def pdb(small_url: str) -> AsyncIterator[Database]:
+    db = create_database(small_url)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "archive")

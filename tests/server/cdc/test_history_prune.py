@@ -7,81 +7,22 @@ ids) so that pruning drops and creates real partitions with a few dozen changes.
 from __future__ import annotations
 
 import gzip
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
+from paygate_server.cdc.archive import ArchiveReader
 from paygate_server.cdc.prune import HistoryPruner
-from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.store import LocalStore
 from paygate_server.clock import now_us
-from paygate_server.config import Settings
-from paygate_server.storage import Database, create_database
+from paygate_server.storage import Database
 from paygate_server.storage import change_log_partitions as parts
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.history_prune import HistoryPruneStore
-from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, touch
-from tests.support.databases import drop_database, migrate, new_database_url
-
-WIDTH = 20  # ids per partition in these tests (PostgreSQL)
-SEGMENT = 8  # changes per archive segment
-
-
-@pytest.fixture
-def small_url(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setattr(parts, "PARTITION_IDS", WIDTH)
-    url = new_database_url("sqlite" if database_url.startswith("sqlite") else "postgresql", tmp_path)
-    migrate(url)
-    yield url
-    drop_database(url)
-
-
-@pytest.fixture
-async def pdb(small_url: str) -> AsyncIterator[Database]:
-    db = create_database(small_url)
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalStore:
-    return LocalStore(tmp_path / "archive")
-
-
-def settings(tmp_path: Path, retention_s: int = 0) -> Settings:
-    return Settings(data_dir=tmp_path, history_retention_s=retention_s)
-
-
-async def write_changes(db: Database, intents: int, touches: int = 3) -> list[str]:
-    merchant = await new_merchant(db)
-    ids = []
-    for _ in range(intents):
-        async with db.write() as conn:
-            pid = await new_intent(conn, merchant)
-        for _ in range(touches):
-            async with db.write() as conn:
-                await touch(conn, pid)
-        ids.append(pid)
-    return ids
-
-
-async def archive(db: Database, store: LocalStore, tmp_path: Path) -> None:
-    await Relay(db, settings(tmp_path), [ArchiveSink(store, batch_size=SEGMENT, linger_s=0.0)]).drain()
-
-
-async def archived(store: LocalStore) -> dict[int, Change]:
-    return {c.id: c async for c in ArchiveReader(store).changes()}
-
-
-async def count(db: Database, sql: str = "SELECT count(*) FROM change_log") -> int:
-    async with db.read() as conn:
-        return int((await conn.execute(text(sql))).scalar_one())
+from tests.server.cdc.conftest import all_changes, touch
+from tests.server.cdc.prune_support import WIDTH, archive, archived, count, settings, write_changes
 
 
 async def test_only_the_pruning_path_deletes(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
