@@ -93,6 +93,8 @@ webhook_events = Table(
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("change_id", name="ux_webhook_events_change"),
     Index("ix_webhook_events_merchant", "merchant_id", "created_at"),
+    # An entity's latest event: its status once pruning took its earlier changes (webhooks/events.py).
+    Index("ix_webhook_events_object", "object_id", "change_id"),
 )
 
 webhook_deliveries = Table(

@@ -17,7 +17,7 @@ from typing import Any
 from paygate_server import jsoncodec
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all
 
-__all__ = ["NewEvent", "entity_statuses", "insert_events"]
+__all__ = ["NewEvent", "entity_statuses", "insert_events", "last_event_types"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,9 @@ _PG = {
         SELECT ev.id, ep.id, ev.merchant_id, 'pending', 0, :now::bigint, :now::bigint, :now::bigint
         FROM ev JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id AND ep.status = 'enabled'
         WHERE ep.events IS NULL OR ep.events::jsonb ? ev.type"""),
+    "last_events": Sql("""
+        SELECT DISTINCT ON (object_id) object_id, type FROM webhook_events
+        WHERE object_id = ANY(:object_ids::text[]) ORDER BY object_id, change_id DESC"""),
 }
 _SQLITE = {
     "statuses": Sql("""
@@ -73,6 +76,10 @@ _SQLITE = {
         JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id AND ep.status = 'enabled'
         WHERE ev.id IN (SELECT value FROM json_each(:ids))
           AND (ep.events IS NULL OR ev.type IN (SELECT value FROM json_each(ep.events)))"""),
+    "last_events": Sql("""
+        SELECT w.object_id, w.type FROM webhook_events w
+        WHERE w.object_id IN (SELECT value FROM json_each(:object_ids))
+          AND w.change_id = (SELECT max(change_id) FROM webhook_events WHERE object_id = w.object_id)"""),
 }
 
 
@@ -88,6 +95,15 @@ async def entity_statuses(conn: Connection, intent_ids: Sequence[str]) -> list[t
     else:
         rows = await fetch_all(conn, _SQLITE["statuses"], intent_ids=_json(list(intent_ids)))
     return [(r["entity"], r["entity_id"], r["intent_seq"], r["status"]) for r in rows]
+
+
+async def last_event_types(conn: Connection, object_ids: Sequence[str]) -> dict[str, str]:
+    """The type of each object's latest event (objects without one are absent)."""
+    if conn.dialect.name == "postgresql":
+        rows = await fetch_all(conn, _PG["last_events"], object_ids=list(object_ids))
+    else:
+        rows = await fetch_all(conn, _SQLITE["last_events"], object_ids=_json(list(object_ids)))
+    return {r["object_id"]: r["type"] for r in rows}
 
 
 async def insert_events(conn: Connection, events: Sequence[NewEvent], now: int) -> int:

@@ -29,7 +29,12 @@ from paygate_server.intents.history import render_object
 from paygate_server.intents.schemas import STATUSES
 from paygate_server.storage import Transaction
 from paygate_server.storage.changes import Change, Position
-from paygate_server.storage.webhook_events import NewEvent, entity_statuses, insert_events
+from paygate_server.storage.webhook_events import (
+    NewEvent,
+    entity_statuses,
+    insert_events,
+    last_event_types,
+)
 
 __all__ = ["WebhookConsumer", "event_for"]
 
@@ -63,7 +68,17 @@ async def _previous_statuses(conn: Transaction,
             continue
         if key not in best or seq > best[key][0]:
             best[key] = (seq, status)
-    return {key: found[1] for key, found in best.items()}
+    # No earlier change in the log: pruning took them (docs/history.md "Retention"). The
+    # last event sent for the entity says its status at the last transition that made one —
+    # every intent status makes one, so for an intent that is the previous status.
+    found = {key: value[1] for key, value in best.items()}
+    missing = [key for key in first if key not in best]
+    announced = await last_event_types(conn, [entity_id for _, entity_id in missing]) if missing else {}
+    for entity, entity_id in missing:
+        type_ = announced.get(entity_id)
+        if type_ is not None and type_.startswith(f"{entity}."):
+            found[(entity, entity_id)] = type_.removeprefix(f"{entity}.")
+    return found
 
 
 class WebhookConsumer(Consumer):

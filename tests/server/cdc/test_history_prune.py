@@ -13,15 +13,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from paygate_server.cdc.archive import ArchiveReader
+from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
 from paygate_server.cdc.prune import HistoryPruner
+from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.store import LocalStore
 from paygate_server.clock import now_us
 from paygate_server.storage import Database
 from paygate_server.storage import change_log_partitions as parts
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.history_prune import HistoryPruneStore
-from tests.server.cdc.conftest import all_changes, touch
+from paygate_server.webhooks.events import WebhookConsumer
+from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, touch
 from tests.server.cdc.prune_support import WIDTH, archive, archived, count, settings, write_changes
 
 
@@ -246,3 +248,38 @@ async def test_sizes_and_archive_lag(pdb: Database, store: LocalStore, tmp_path:
     size = await HistoryPruneStore(pdb).size()
     assert size.pending_archive == 8
     assert size.rows == 24 and size.bytes > 0
+
+
+async def test_webhooks_after_pruning_announce_only_real_transitions(
+        pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    """A change to an intent whose earlier changes were pruned, seen by a webhook consumer
+    that remembers nothing (a restart): no second payment_intent.succeeded for an update that
+    kept the status, and a real transition is still announced."""
+    merchant = await new_merchant(pdb)
+    intents = []
+    for _ in range(12):  # 36 changes: one whole partition and more on PostgreSQL
+        async with pdb.write() as conn:
+            pid = await new_intent(conn, merchant)
+        for status in ("in_progress", "succeeded"):
+            async with pdb.write() as conn:
+                await touch(conn, pid, status)
+        intents.append(pid)
+
+    async def deliver() -> None:
+        await Relay(pdb, settings(tmp_path), [ArchiveSink(store, batch_size=8, linger_s=0.0),
+                                              WebhookConsumer(batch_size=50)]).drain()
+
+    await deliver()
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    first = intents[0]
+    assert report.pruned_through >= 3 and not [c for c in await all_changes(pdb) if c.intent_id == first]
+    events = "SELECT count(*) FROM webhook_events WHERE object_id = '{}'"
+    assert await count(pdb, events.format(first)) == 3  # created, in_progress, succeeded
+    async with pdb.write() as conn:
+        await touch(conn, first)  # an update that keeps the status
+    await deliver()
+    assert await count(pdb, events.format(first)) == 3
+    async with pdb.write() as conn:
+        await touch(conn, first, "canceled")
+    await deliver()
+    assert await count(pdb, events.format(first)) == 4

@@ -1,5 +1,6 @@
 """history retention: the change log's one pruning path (a guard row the DELETE trigger
-checks), the per-intent sequence floor, an intent-sequence index that is no longer unique;
+checks), the per-intent sequence floor, an intent-sequence index that is no longer unique,
+an index of each webhook object's events;
 on PostgreSQL the change log partitioned by id range (every row moved over), on SQLite
 AUTOINCREMENT ids (never reused once pruning emptied the table's end).
 
@@ -100,6 +101,8 @@ def upgrade() -> None:
         _sqlite_rebuild(bind)
     for statement in capture.install_statements(dialect, capture.live_columns(bind)):
         op.execute(statement)
+    # The webhook consumer's look-up of an entity's last event, once its changes are pruned.
+    op.create_index("ix_webhook_events_object", "webhook_events", ["object_id", "change_id"])
 
 
 def downgrade() -> None:
