@@ -74,13 +74,14 @@ class PruneReport:
     def text(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
         span = "" if self.first_id is None else f" (ids {self.first_id}..{self.last_id})"
-        lines = [f"{verb} {self.rows} change-log rows{span}; pruned through id {self.pruned_through}"]
+        now = "now " if self.dry_run else ""
+        lines = [f"{verb} {self.rows} change-log rows{span}; {now}pruned through id {self.pruned_through}"]
         why = ", ".join(self.limited_by) or "nothing"
         if self.consumer and "consumers" in self.limited_by:
             why = why.replace("consumers", f"consumers ({self.consumer})")
         lines.append(f"bound: id {self.bound}, limited by {why}")
         for name, value in self.limits.items():
-            lines.append(f"  {name}: {'not checked' if value is None else value}")
+            lines.append(f"  {name}: {_UNSET[name] if value is None else value}  ({_MEANING[name]})")
         if self.archive_problem:
             lines.append(f"archive: {self.archive_problem}")
         if self.partitions_dropped:
@@ -88,6 +89,21 @@ class PruneReport:
         if self.partitions_created:
             lines.append(f"partitions created: {', '.join(self.partitions_created)}")
         return "\n".join(lines)
+
+
+# What each limit of the bound is, and what it means when it has no value (the report's text).
+_MEANING = {
+    "final": "no change at or below it can still appear",
+    "consumers": "every relay consumer has it",
+    "retention": "captured at least PAYGATE_HISTORY_RETENTION_S ago",
+    "partition": "the end of the last whole partition below the limits",
+    "archive": "in a verified archive segment, equal to the database's row",
+}
+_UNSET = {
+    "final": "none: no change yet, or transactions that could still add one did not end",
+    "consumers": "not checked", "retention": "not checked", "partition": "not checked",
+    "archive": "not checked: nothing to verify",
+}
 
 
 class _ArchiveWalk:
@@ -153,9 +169,12 @@ class HistoryPruner:
 
     async def run(self, *, dry_run: bool = False, now: int | None = None) -> PruneReport:
         store = self._store
+        # Partitions first: the next ids need them whatever happens to the rest of the run
+        # (an archive that cannot be read, say).
+        created = [] if dry_run or not store.partitioned else await store.ensure_partitions()
         state = await store.state()
         pruned = state.pruned_through
-        report = PruneReport(dry_run, pruned, pruned, pruned_through=pruned)
+        report = PruneReport(dry_run, pruned, pruned, pruned_through=pruned, partitions_created=created)
         final = await store.final_id()
         report.limits["final"] = final
         if final is None or final <= pruned:
@@ -192,11 +211,8 @@ class HistoryPruner:
 
     async def _finish(self, report: PruneReport, limited_by: list[str]) -> PruneReport:
         report.limited_by = limited_by
-        if not report.dry_run:
-            if self._store.partitioned:
-                report.partitions_created = await self._store.ensure_partitions()
-            elif report.rows:
-                await self._store.reclaim_space()
+        if not report.dry_run and report.rows and not self._store.partitioned:
+            await self._store.reclaim_space()
         return report
 
     async def _verify_and_delete(self, report: PruneReport, next_segment: int, pruned: int, target: int,
