@@ -10,8 +10,10 @@ goes is always a range above the last run's end; the bound is the smallest of th
 segment's SHA-256 and size must match its entry, and every change in the range must be in
 it and equal to the database's row (ids, sequence, snapshot) before the row is deleted. A
 missing, corrupt or different segment stops the bound just before the first change it
-should have held. Segments are read from a cursor kept with the pruning state
-(``change_log_prune.next_segment``), so a run reads only the segments it needs.
+should have held. Entries and segments are read from a cursor kept with the pruning state
+(``change_log_prune.next_segment`` and the hash its entry must chain to, ``segment_prev``),
+so a run reads only the entries and segments it needs, not the whole archive: the chain
+before the cursor was checked by the runs that moved it there.
 
 SQLite deletes in batches, each its own transaction (a crash loses at most the batch in
 progress, which rolls back), then hands freed pages back (incremental vacuum). PostgreSQL
@@ -26,7 +28,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader, ManifestEntry
+from paygate_server.cdc.archive import MANIFEST, ArchiveProblem, ArchiveReader, ManifestEntry
+from paygate_server.cdc.archive import _entry_hash as entry_hash
 from paygate_server.cdc.store import ObjectStore
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
@@ -34,7 +37,7 @@ from paygate_server.faults import crash_point
 from paygate_server.storage.change_log_partitions import Partition
 from paygate_server.storage.changes import Change
 from paygate_server.storage.engine import Database
-from paygate_server.storage.history_prune import HistoryPruneStore
+from paygate_server.storage.history_prune import Cursor, HistoryPruneStore
 from paygate_server.storage.relay_leases import ConsumerLease
 
 __all__ = ["HistoryPruner", "PruneReport", "BATCH_ROWS", "LEASE_NAME", "run_scheduled"]
@@ -107,29 +110,55 @@ _UNSET = {
 
 
 class _ArchiveWalk:
-    """The archived changes of the segments from the cursor on, read lazily in order."""
+    """The archived changes of the segments from the cursor on, read lazily in manifest
+    order, each entry checked against the chain (its number, its ``prev`` — for the first,
+    the hash the cursor recorded — and its own hash) and each segment against its entry
+    (``ArchiveReader.segment``). The first thing that does not check out ends the walk
+    (``problem``): nothing after it is vouched for."""
 
-    def __init__(self, reader: ArchiveReader, entries: list[ManifestEntry], first: int) -> None:
+    def __init__(self, reader: ArchiveReader, names: list[str], cursor: Cursor) -> None:
         self._reader = reader
-        self._entries = [e for e in entries if e.number >= first]
-        self._next = 0
+        self._names = names
+        self._number = cursor.next_segment
+        self._prev = cursor.prev_hash
+        self.start = cursor
         self.found: dict[int, Change] = {}
-        self.read: list[tuple[int, int]] = []  # (segment number, largest id in it)
+        self.read: list[tuple[int, int, str, str]] = []  # (segment, largest id, prev, hash)
         self.problem: str | None = None
-        self.first = first
+
+    async def _entry(self) -> ManifestEntry | None:
+        if self._number > len(self._names):
+            return None  # the end of the archive
+        name = f"{MANIFEST}{self._number:012d}.json"
+        if self._names[self._number - 1] != name:
+            self.problem = f"{name}: missing from the manifest"
+            return None
+        try:
+            entry = await self._reader.entry(name)
+        except Exception as exc:  # unreadable JSON is tampering too
+            self.problem = f"{name}: unreadable manifest entry ({exc.__class__.__name__})"
+            return None
+        if entry.number != self._number or entry.fields.get("prev") != self._prev \
+                or entry_hash(entry.fields) != entry.fields.get("hash"):
+            self.problem = f"{name}: does not chain to the previous entry (edited)"
+            return None
+        return entry
 
     async def find(self, change_id: int, above: int) -> Change | None:
         """The archived change with this id (reading more segments as needed); only
         changes above ``above`` are kept."""
-        while change_id not in self.found and self.problem is None and self._next < len(self._entries):
-            entry = self._entries[self._next]
+        while change_id not in self.found and self.problem is None:
+            entry = await self._entry()
+            if entry is None:
+                break
             try:
                 changes = await self._reader.segment(entry)
             except ArchiveProblem as exc:
                 self.problem = str(exc)
                 break
-            self._next += 1
-            self.read.append((entry.number, max((c.id for c in changes), default=0)))
+            digest = str(entry.fields["hash"])
+            self.read.append((entry.number, max((c.id for c in changes), default=0), self._prev, digest))
+            self._number, self._prev = entry.number + 1, digest
             for change in changes:
                 if change.id > above:
                     self.found.setdefault(change.id, change)
@@ -138,23 +167,15 @@ class _ArchiveWalk:
     def forget_through(self, through: int) -> None:
         self.found = {k: v for k, v in self.found.items() if k > through}
 
-    def cursor(self, through: int) -> int:
-        """The first segment that may hold a change above ``through``."""
-        for number, largest in self.read:
+    def cursor(self, through: int) -> Cursor:
+        """The first segment that may hold a change above ``through``, and the hash its
+        entry must chain to."""
+        for number, largest, prev, _ in self.read:
             if largest > through:
-                return number
-        return self.read[-1][0] + 1 if self.read else self.first
-
-
-def _trusted(entries: list[ManifestEntry], problems: list[str]) -> list[ManifestEntry]:
-    """The entries before the first one the manifest chain check complains about."""
-    bad = {p.split(": ", 1)[0] for p in problems}
-    kept = []
-    for number, entry in enumerate(entries, start=1):
-        if entry.number != number or any(name.endswith(f"{entry.number:012d}.json") for name in bad):
-            break
-        kept.append(entry)
-    return kept
+                return Cursor(number, prev)
+        if self.read:
+            return Cursor(self.read[-1][0] + 1, self.read[-1][3])
+        return self.start
 
 
 class HistoryPruner:
@@ -193,7 +214,7 @@ class HistoryPruner:
             report.limits["partition"] = target  # whole partitions only
         report.limits["archive"] = None
         if target > pruned:
-            verified, walk = await self._verify_and_delete(report, state.next_segment, pruned, target, dry_run)
+            verified, walk = await self._verify_and_delete(report, state.cursor, pruned, target, dry_run)
             report.limits["archive"] = verified
             if store.partitioned:
                 await self._drop(report, [p for p in droppable if p.hi - 1 <= verified], walk, dry_run)
@@ -215,15 +236,11 @@ class HistoryPruner:
             await self._store.reclaim_space()
         return report
 
-    async def _verify_and_delete(self, report: PruneReport, next_segment: int, pruned: int, target: int,
+    async def _verify_and_delete(self, report: PruneReport, cursor: Cursor, pruned: int, target: int,
                                  dry_run: bool) -> tuple[int, _ArchiveWalk]:
         """Verify (pruned, target] against the archive batch by batch; on SQLite delete each
         verified batch at once. Returns how far the archive vouches for."""
-        entries, problems = await self._reader.entries()
-        trusted = _trusted(entries, problems)
-        if problems:
-            report.archive_problem = problems[0]
-        walk = _ArchiveWalk(self._reader, trusted, next_segment)
+        walk = _ArchiveWalk(self._reader, await self._reader.entry_names(), cursor)
         lo = pruned
         while lo < target:
             hi = min(lo + self._batch, target)
@@ -244,7 +261,7 @@ class HistoryPruner:
             lo = hi
         return target, walk
 
-    async def _delete(self, report: PruneReport, lo: int, hi: int, cursor: int, dry_run: bool) -> None:
+    async def _delete(self, report: PruneReport, lo: int, hi: int, cursor: Cursor, dry_run: bool) -> None:
         if dry_run:
             deleted = len(await self._store.rows(lo, hi))
         else:

@@ -31,7 +31,7 @@ from paygate_server.storage.change_log import _COLUMNS, _OLDEST_RUNNING_EXPR
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.engine import Database
 
-__all__ = ["PruneState", "ConsumerBound", "HistoryPruneStore", "LogSize", "PruneMoved"]
+__all__ = ["Cursor", "PruneState", "ConsumerBound", "HistoryPruneStore", "LogSize", "PruneMoved"]
 
 # Lock waits of the pruning path on PostgreSQL: a partition drop needs the table for an
 # instant, and must not queue behind a long transaction with every insert queued behind it.
@@ -43,9 +43,18 @@ class PruneMoved(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where pruning's reading of the archive resumes: the first segment that may hold a
+    change above ``pruned_through``, and the hash its manifest entry must chain to."""
+
+    next_segment: int = 1
+    prev_hash: str = "0" * 64  # the archive's genesis (cdc/archive.py GENESIS)
+
+
+@dataclass(frozen=True, slots=True)
 class PruneState:
     pruned_through: int  # every change with an id at or below it has left the database
-    next_segment: int  # the first archive segment that may hold a change above it
+    cursor: Cursor
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +82,11 @@ ON CONFLICT (intent_id) DO UPDATE SET last_seq = GREATEST(change_log_floor.last_
 """
 _OPEN_GUARD = text("UPDATE change_log_prune SET through_id = :hi WHERE id = 1")
 _CLOSE_GUARD = text("UPDATE change_log_prune SET through_id = 0, pruned_through = :through,"
-                    " next_segment = :next_segment, updated_at = :now WHERE id = 1")
-_STATE = text("SELECT pruned_through, next_segment, through_id FROM change_log_prune WHERE id = 1")
+                    " next_segment = :next_segment, segment_prev = :segment_prev, updated_at = :now WHERE id = 1")
+_STATE = text("SELECT pruned_through, next_segment, segment_prev FROM change_log_prune WHERE id = 1")
 # Inside the pruning transaction: the row lock makes a second pruner wait, then see it moved.
 _STATE_LOCKED_PG = text("SELECT pruned_through FROM change_log_prune WHERE id = 1 FOR UPDATE")
 _STATE_LOCKED_SQLITE = text("SELECT pruned_through FROM change_log_prune WHERE id = 1")
-_SAVE_SEGMENT = text("UPDATE change_log_prune SET next_segment = :next_segment WHERE id = 1")
 _ROWS = text(f"SELECT {_COLUMNS} FROM change_log WHERE id > :lo AND id <= :hi ORDER BY id")
 _FIRST_RECENT = text("SELECT min(id) FROM change_log WHERE id > :lo AND id <= :hi AND created_at > :cutoff")
 _MAX_ID = text("SELECT max(id) FROM change_log")
@@ -107,8 +115,8 @@ class HistoryPruneStore:
 
     async def state(self) -> PruneState:
         async with self._db.read() as conn:
-            pruned, segment, _ = (await conn.execute(_STATE)).one()
-        return PruneState(int(pruned), int(segment))
+            pruned, segment, prev = (await conn.execute(_STATE)).one()
+        return PruneState(int(pruned), Cursor(int(segment), str(prev)))
 
     async def final_id(self, *, wait_s: float = 10.0) -> int | None:
         """The largest id such that no change at or below it can still appear (None: no
@@ -182,17 +190,13 @@ class HistoryPruneStore:
         async with self._db.read() as conn:
             return [Change(*r) for r in (await conn.execute(_ROWS, {"lo": lo, "hi": hi})).all()]
 
-    async def save_next_segment(self, next_segment: int) -> None:
-        async with self._db.write() as conn:
-            await conn.execute(_SAVE_SEGMENT, {"next_segment": next_segment})
-
     async def _guarded_delete(self, conn: AsyncConnection, table: str, lo: int, hi: int) -> int:
         floor = _SQLITE_FLOOR if self._db.is_sqlite else _PG_FLOOR
         await conn.execute(text(floor.format(table=table)), {"lo": lo, "hi": hi})
         result = await conn.execute(text(f"DELETE FROM {table} WHERE id > :lo AND id <= :hi"), {"lo": lo, "hi": hi})
         return int(result.rowcount)
 
-    async def delete_range(self, lo: int, hi: int, next_segment: int, *, fault: Any = None) -> int:
+    async def delete_range(self, lo: int, hi: int, cursor: Cursor, *, fault: Any = None) -> int:
         """Delete the changes with ids in (lo, hi] through the guard, in one transaction
         that also records them pruned; returns how many rows went. ``fault``: called
         after the delete, before the commit (the crash tests' hook)."""
@@ -204,7 +208,8 @@ class HistoryPruneStore:
             deleted = await self._guarded_delete(conn, "change_log", lo, hi)
             if fault is not None:
                 fault()
-            await conn.execute(_CLOSE_GUARD, {"through": hi, "next_segment": next_segment, "now": now_us()})
+            await conn.execute(_CLOSE_GUARD, {"through": hi, "next_segment": cursor.next_segment,
+                                              "segment_prev": cursor.prev_hash, "now": now_us()})
         return deleted
 
     # PostgreSQL partitions ------------------------------------------------------------
@@ -214,7 +219,7 @@ class HistoryPruneStore:
             rows = [(str(n), str(b)) for n, b in (await conn.execute(text(parts.LIST_PARTITIONS))).all()]
         return parts.parse_partitions(rows)
 
-    async def drop_partition(self, partition: parts.Partition, lo: int, next_segment: int, *,
+    async def drop_partition(self, partition: parts.Partition, lo: int, cursor: Cursor, *,
                              fault: Any = None) -> int:
         """Drop ``partition`` (every id in it is at or below the bound) and, through the
         guard, the DEFAULT partition's rows up to its end; record everything below its
@@ -232,7 +237,8 @@ class HistoryPruneStore:
             await conn.execute(text(f"DROP TABLE {partition.name}"))
             if fault is not None:
                 fault()
-            await conn.execute(_CLOSE_GUARD, {"through": through, "next_segment": next_segment, "now": now_us()})
+            await conn.execute(_CLOSE_GUARD, {"through": through, "next_segment": cursor.next_segment,
+                                              "segment_prev": cursor.prev_hash, "now": now_us()})
         return rows
 
     async def ensure_partitions(self) -> list[str]:

@@ -7,6 +7,7 @@ ids) so that pruning drops and creates real partitions with a few dozen changes.
 from __future__ import annotations
 
 import gzip
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -283,3 +284,31 @@ async def test_webhooks_after_pruning_announce_only_real_transitions(
         await touch(conn, first, "canceled")
     await deliver()
     assert await count(pdb, events.format(first)) == 4
+
+
+async def test_a_run_reads_the_archive_from_its_cursor(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    """The next run resumes at the cursor: segments wholly pruned before are not read again
+    (here they are gone and it still prunes), and the chain is checked from the hash the
+    cursor recorded — an entry edited after it blocks."""
+    await write_changes(pdb, 12)
+    await archive(pdb, store, tmp_path)
+    first = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    cursor = (await HistoryPruneStore(pdb).state()).cursor
+    assert first.rows > 0 and cursor.next_segment > 1 and cursor.prev_hash != "0" * 64
+    for number in range(1, cursor.next_segment):
+        (store.root / f"segments/{number:012d}.jsonl.gz").unlink()
+    await write_changes(pdb, 12)
+    await archive(pdb, store, tmp_path)
+    second = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert second.rows > 0 and second.archive_problem is None
+    # An entry after the new cursor, edited: pruning stops before its changes.
+    cursor = (await HistoryPruneStore(pdb).state()).cursor
+    await write_changes(pdb, 12)
+    await archive(pdb, store, tmp_path)
+    entry = store.root / f"manifest/{cursor.next_segment:012d}.json"
+    fields = json.loads(entry.read_bytes())
+    fields["createdAt"] = "2000-01-01T00:00:00Z"
+    entry.write_text(json.dumps(fields))
+    third = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert third.archive_problem == f"manifest/{cursor.next_segment:012d}.json: does not chain to the previous entry (edited)"
+    assert third.pruned_through == second.pruned_through

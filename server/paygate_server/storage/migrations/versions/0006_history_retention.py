@@ -36,6 +36,8 @@ def _guard_tables() -> None:
         sa.Column("through_id", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("pruned_through", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("next_segment", sa.BigInteger(), server_default=sa.text("1"), nullable=False),
+        sa.Column("segment_prev", sa.String(length=64), server_default=sa.text("'" + "0" * 64 + "'"),
+                  nullable=False),
         sa.Column("updated_at", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.CheckConstraint("id = 1", name="ck_change_log_prune_one_row"),
         sa.PrimaryKeyConstraint("id"),
