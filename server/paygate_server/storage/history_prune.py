@@ -265,13 +265,12 @@ class HistoryPruneStore:
         left. PostgreSQL: nothing to do (a dropped partition's files go at commit)."""
         if not self._db.is_sqlite:
             return 0
-        # On a driver connection of its own, in autocommit: each step of the pragma frees one
-        # page and yields a row, so it is stepped to the end (fetchall) — through SQLAlchemy
-        # (a result with no columns) it would stop after the first page and hold the
-        # transaction open. SQLite's own lock and busy timeout order it with the writers.
+        # On a driver connection of its own, in autocommit, as a script: the pragma frees one
+        # page per step, and sqlite3's execute() (so SQLAlchemy too) steps a statement without
+        # result columns once — one page — while executescript() steps it to the end.
+        # SQLite's own lock and busy timeout order it with the writers.
         async with self._db.autocommit() as conn:
-            async with conn.driver.execute(f"PRAGMA incremental_vacuum({int(max_pages)})") as cursor:
-                await cursor.fetchall()
+            await conn.driver.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
             async with conn.driver.execute("PRAGMA freelist_count") as cursor:
                 row = await cursor.fetchone()
         return int(row[0])
