@@ -108,11 +108,9 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def _show(args: argparse.Namespace, settings: Settings) -> Any:
-    from sqlalchemy import select
-
     from paygate_server.cdc.store import store_for
     from paygate_server.cdc.timeline import HistoryGap, archived_timeline, whole_timeline
-    from paygate_server.storage.schema import payment_intents
+    from paygate_server.storage.change_log import ChangeLog
 
     async with open_database(settings) as db:
         store = store_for(settings)
@@ -120,13 +118,10 @@ async def _show(args: argparse.Namespace, settings: Settings) -> Any:
             if args.archive:
                 return await archived_timeline(store, args.intent)
             changes = await whole_timeline(db, args.intent, store)
-            if not changes:
-                async with db.read() as conn:
-                    exists = (await conn.execute(
-                        select(payment_intents.c.id).where(payment_intents.c.id == args.intent))).first()
-                if exists is not None:  # an intent without any history: lost, not empty
-                    raise HistoryGap(f"history of {args.intent} is incomplete:"
-                                     " in neither the database nor the archive's index")
+            if not changes and await ChangeLog(db).intent_exists(args.intent):
+                # An intent without any history has lost it: it is not empty.
+                raise HistoryGap(f"history of {args.intent} is incomplete:"
+                                 " in neither the database nor the archive's index")
             return changes
         finally:
             await store.close()

@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.storage.changes import START, Change, Position
 from paygate_server.storage.engine import Database
-from paygate_server.storage.statements import Sql, fetch_tuples
+from paygate_server.storage.statements import Sql, fetch_one, fetch_tuples
 
 __all__ = ["Batch", "ChangeLog", "ChangeReader", "PostgresReader", "SqliteReader", "reader_for"]
 
@@ -201,6 +201,7 @@ def reader_for(db: Database) -> ChangeReader:
 _NEXT_TXID = Sql("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
 
 _OF_INTENT = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE intent_id = :intent_id ORDER BY intent_seq")
+_INTENT_EXISTS = Sql("SELECT 1 AS one FROM payment_intents WHERE id = :intent_id")
 _OF_MERCHANTS_INTENT = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE intent_id = :intent_id"
                            " AND merchant_id = :merchant_id ORDER BY intent_seq")
 
@@ -231,6 +232,11 @@ class ChangeLog:
             else:
                 rows = await fetch_tuples(conn, _OF_MERCHANTS_INTENT, intent_id=intent_id, merchant_id=merchant_id)
         return [_change(r) for r in rows]
+
+    async def intent_exists(self, intent_id: str) -> bool:
+        """Whether the intent exists (one whose history is nowhere has lost it: not empty)."""
+        async with self._db.read_one() as conn:
+            return await fetch_one(conn, _INTENT_EXISTS, intent_id=intent_id) is not None
 
     async def drain_target(self) -> int | None:
         """What a drain must reach to deliver everything committed or in progress now: on
