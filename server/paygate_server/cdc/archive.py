@@ -31,14 +31,14 @@ from paygate_server.faults import crash_point
 from paygate_server.storage import Transaction
 from paygate_server.storage.changes import Change, Position
 
-__all__ = ["ArchiveSink", "ArchiveReader", "ManifestEntry", "ArchiveProblem", "GENESIS"]
+__all__ = ["ArchiveSink", "ArchiveReader", "ManifestEntry", "ArchiveProblem", "GENESIS", "entry_hash"]
 
 GENESIS = "0" * 64
 SEGMENTS = "segments/"
 MANIFEST = "manifest/"
 
 
-def _entry_hash(fields: dict[str, Any]) -> str:
+def entry_hash(fields: dict[str, Any]) -> str:
     body = {k: v for k, v in fields.items() if k != "hash"}
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -115,7 +115,7 @@ class ArchiveSink(Consumer):
             "position": changes[-1].position.to_json(), "createdAt": to_rfc3339(now_us()),
             "prev": self._prev,
         }
-        fields["hash"] = _entry_hash(fields)
+        fields["hash"] = entry_hash(fields)
         await self.store.put(f"{MANIFEST}{number:012d}.json", orjson.dumps(fields))
         self._next, self._prev = number + 1, fields["hash"]
 
@@ -157,7 +157,7 @@ class ArchiveReader:
                 problems.append(f"{name}: segment number {entry.number}, expected {expected}")
             if entry.fields.get("prev") != prev:
                 problems.append(f"{name}: does not chain to the previous entry")
-            if _entry_hash(entry.fields) != entry.fields.get("hash"):
+            if entry_hash(entry.fields) != entry.fields.get("hash"):
                 problems.append(f"{name}: entry hash mismatch (edited)")
             prev = str(entry.fields.get("hash"))
             expected = max(expected, entry.number) + 1
@@ -173,7 +173,7 @@ class ArchiveReader:
             raise ArchiveProblem(f"{name}: missing") from None
         except Exception as exc:
             raise ArchiveProblem(f"{name}: unreadable manifest entry ({exc.__class__.__name__})") from None
-        if entry.number != number or _entry_hash(entry.fields) != entry.fields.get("hash"):
+        if entry.number != number or entry_hash(entry.fields) != entry.fields.get("hash"):
             raise ArchiveProblem(f"{name}: entry hash mismatch (edited)")
         return entry
 

@@ -28,8 +28,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from paygate_server.cdc.archive import MANIFEST, ArchiveProblem, ArchiveReader, ManifestEntry
-from paygate_server.cdc.archive import _entry_hash as entry_hash
+from paygate_server.cdc.archive import (
+    MANIFEST,
+    ArchiveProblem,
+    ArchiveReader,
+    ManifestEntry,
+    entry_hash,
+)
+from paygate_server.cdc.index import is_indexed, reindexed_segments
 from paygate_server.cdc.store import ObjectStore
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
@@ -125,6 +131,7 @@ class _ArchiveWalk:
         self.found: dict[int, Change] = {}
         self.read: list[tuple[int, int, str, str]] = []  # (segment, largest id, prev, hash)
         self.problem: str | None = None
+        self._reindexed: set[int] | None = None
 
     async def _entry(self) -> ManifestEntry | None:
         if self._number > len(self._names):
@@ -142,6 +149,14 @@ class _ArchiveWalk:
                 or entry_hash(entry.fields) != entry.fields.get("hash"):
             self.problem = f"{name}: does not chain to the previous entry (edited)"
             return None
+        if not is_indexed(entry, self._reindexed if self._reindexed is not None else set()):
+            # Only an archive written before the index exists has such segments: listed once.
+            if self._reindexed is None:
+                self._reindexed = await reindexed_segments(self._reader.store)
+            if not is_indexed(entry, self._reindexed):
+                # Its changes could not be found by intent once gone from the database.
+                self.problem = f"{entry.object}: not indexed by intent (run `paygate audit reindex`)"
+                return None
         return entry
 
     async def find(self, change_id: int, above: int) -> Change | None:
