@@ -104,7 +104,15 @@ async def whole_timeline(db: Database, intent_id: str, store: ObjectStore | None
         return _merge(intent_id, recent)  # no archive to complete it from: a gap, if any, is an error
     older = await _from_archive(ArchiveReader(store), intent_id, below=recent[0].intent_seq if recent else None,
                                 merchant_id=merchant_id)
-    return _merge(intent_id, older, recent)
+    merged = _merge(intent_id, older, recent)
+    if not recent and merged:
+        # Wholly pruned: pruning recorded the last sequence it took, so the archive must reach
+        # it — a history short at its end would otherwise look whole.
+        pruned = await ChangeLog(db).pruned_seq(intent_id)
+        if merged[-1].intent_seq < pruned:
+            raise HistoryGap(f"history of {intent_id} is incomplete: the archive ends at sequence "
+                             f"{merged[-1].intent_seq}, the database pruned through {pruned}")
+    return merged
 
 
 async def archived_timeline(store: ObjectStore, intent_id: str) -> list[Change]:

@@ -202,6 +202,7 @@ _NEXT_TXID = Sql("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
 
 _OF_INTENT = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE intent_id = :intent_id ORDER BY intent_seq")
 _INTENT_EXISTS = Sql("SELECT 1 AS one FROM payment_intents WHERE id = :intent_id")
+_PRUNED_SEQ = Sql("SELECT last_seq FROM change_log_floor WHERE intent_id = :intent_id")
 _OF_MERCHANTS_INTENT = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE intent_id = :intent_id"
                            " AND merchant_id = :merchant_id ORDER BY intent_seq")
 
@@ -237,6 +238,12 @@ class ChangeLog:
         """Whether the intent exists (one whose history is nowhere has lost it: not empty)."""
         async with self._db.read_one() as conn:
             return await fetch_one(conn, _INTENT_EXISTS, intent_id=intent_id) is not None
+
+    async def pruned_seq(self, intent_id: str) -> int:
+        """The intent's last sequence that pruning took out of the database (0: none)."""
+        async with self._db.read_one() as conn:
+            row = await fetch_one(conn, _PRUNED_SEQ, intent_id=intent_id)
+        return 0 if row is None else int(row["last_seq"])
 
     async def drain_target(self) -> int | None:
         """What a drain must reach to deliver everything committed or in progress now: on

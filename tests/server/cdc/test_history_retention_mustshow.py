@@ -42,7 +42,9 @@ def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def gw(small_url: str, tmp_path: Path, simulator_url: str) -> AsyncIterator[InProcessGateway]:
-    settings = gateway_settings(small_url, tmp_path, processor_url=simulator_url, archive_linger_s=0.0)
+    # Small segments: an intent's changes span several, as they do under load.
+    settings = gateway_settings(small_url, tmp_path, processor_url=simulator_url, archive_linger_s=0.0,
+                                archive_segment_max_changes=3)
     async with running_gateway(settings) as g:
         yield g
 
@@ -111,6 +113,14 @@ async def test_the_history_leaves_the_database_and_stays_whole(gw: InProcessGate
     report = await verify_archive(db, ArchiveReader(store))
     assert report.ok, report.text()
     assert report.archive_only > 0  # some of what it proved lives only in the archive now
+
+    # A wholly pruned intent whose last archived part the index no longer finds: an error,
+    # never a history that merely ends early.
+    pid = first[0]
+    *_, last = sorted((tmp_path / "archive" / "index" / pid).iterdir())
+    last.unlink()
+    r = await shop.get(f"/api/v1/payment/intent/{pid}/history")
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error", r.text
 
     # One archived segment deleted: verify fails and names it.
     victim = "segments/000000000001.jsonl.gz"
