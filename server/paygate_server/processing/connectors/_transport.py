@@ -11,7 +11,8 @@ get an answer means (SPEC §7).
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 from urllib.parse import SplitResult, urlsplit
 
 from paygate_server import jsoncodec
@@ -19,7 +20,33 @@ from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeou
 
 from .base import ChargeOutcome
 
-__all__ = ["KEEPALIVE_EXPIRY_S", "connection_pool", "json_object", "transport_failure"]
+__all__ = ["KEEPALIVE_EXPIRY_S", "Answer", "PooledConnector", "connection_pool", "json_object", "transport_failure"]
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one exchange with a processor means, as a connector's classifier decides it."""
+
+    outcome: ChargeOutcome
+    auth_code: str | None = None
+    decline_code: str | None = None
+    message: str | None = None
+    processor_id: str | None = None  # the processor's id of the payment, when it said it
+
+
+class PooledConnector:
+    """The lifecycle every connector over :func:`connection_pool` shares."""
+
+    _pool: Transport
+
+    async def aclose(self) -> None:
+        self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
 
 # Idle keep-alive connections older than this are replaced rather than reused.
 KEEPALIVE_EXPIRY_S = 30.0

@@ -27,14 +27,13 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 from paygate_server import jsoncodec
 from paygate_server.http1client import Transport
 
-from ._transport import connection_pool, json_object, transport_failure
+from ._transport import Answer, PooledConnector, connection_pool, json_object, transport_failure
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -85,15 +84,6 @@ class Operation(str, enum.Enum):
     VOID = "void"  # POST /v71/payments/{pspReference}/cancels
     REFUND = "refund"  # POST /v71/payments/{pspReference}/refunds
     CANCEL_BY_REFERENCE = "cancel_by_reference"  # POST /v71/cancels
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    outcome: ChargeOutcome
-    auth_code: str | None = None
-    decline_code: str | None = None
-    message: str | None = None
-    processor_id: str | None = None  # the payment's pspReference, when Adyen said it
 
 
 # A payment's resultCode → outcome (docs.adyen.com/online-payments/build-your-integration/
@@ -306,7 +296,7 @@ _ACCEPTED = b"[accepted]"  # the answer Adyen expects, else it sends the batch a
 # -- the connector ---------------------------------------------------------------------------
 
 
-class AdyenConnector:
+class AdyenConnector(PooledConnector):
     """Adyen's Checkout API over one pool of keep-alive HTTP/1.1 connections.
 
     ``api_base``: e.g. ``https://checkout-test.adyen.com`` (live: the company's
@@ -488,14 +478,6 @@ class AdyenConnector:
         if item.get("merchantAccountCode") != self.merchant_account:
             raise WebhookRejected("an item is for another merchant account")
 
-    async def aclose(self) -> None:
-        self._pool.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 def _event(item: dict[str, Any]) -> ProcessorEvent | None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from paygate_server import jsoncodec
 from paygate_server.http1client import Transport
 
-from ._transport import connection_pool, json_object, transport_failure
+from ._transport import Answer, PooledConnector, connection_pool, json_object, transport_failure
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -66,14 +65,6 @@ _LOOKUPS = {"charge": Operation.LOOKUP, "capture": Operation.LOOKUP_CAPTURE, "vo
             "refund": Operation.LOOKUP_REFUND}
 _LOOKUP_PATHS = {"charge": "/v1/charges/", "capture": "/v1/captures/", "void": "/v1/voids/", "refund": "/v1/refunds/"}
 _NOT_FOUND = {"charge_not_found", "capture_not_found", "void_not_found", "refund_not_found"}
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    outcome: ChargeOutcome
-    auth_code: str | None = None
-    decline_code: str | None = None
-    message: str | None = None
 
 
 def _text(value: Any) -> str | None:
@@ -150,7 +141,7 @@ def classify(
     )
 
 
-class SimulatorConnector:
+class SimulatorConnector(PooledConnector):
     """Speaks the simulator's protocol over one pool of keep-alive HTTP/1.1 connections.
 
     ``connect_timeout`` bounds opening a connection; ``read_timeout`` bounds both the wait
@@ -283,14 +274,6 @@ class SimulatorConnector:
             raise ConnectorError("settlement report: malformed answer") from exc
         return records
 
-    async def aclose(self) -> None:
-        self._pool.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 def _int(value: Any) -> int:

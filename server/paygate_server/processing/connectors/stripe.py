@@ -61,13 +61,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from paygate_server import jsoncodec
 from paygate_server.http1client import Transport
 
-from ._transport import connection_pool
+from ._transport import PooledConnector, connection_pool
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -131,7 +131,7 @@ def _nothing_moved(answer: Answer) -> Answer:
     return answer
 
 
-class StripeConnector:
+class StripeConnector(PooledConnector):
     """Speaks Stripe's PaymentIntents API over one pool of keep-alive HTTP/1.1 connections.
 
     ``connect_timeout``, ``read_timeout``, ``max_connections`` and ``transport`` are the
@@ -373,14 +373,6 @@ class StripeConnector:
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
         return _parse_webhook(self._webhook_secret, headers, body, clock=self._clock)
 
-    async def aclose(self) -> None:
-        self._pool.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 def _no_id(what: str) -> Answer:

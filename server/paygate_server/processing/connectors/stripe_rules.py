@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
 
-from ._transport import transport_failure
+from ._transport import Answer, transport_failure
 from .base import ChargeOutcome
 
 __all__ = ["Answer", "Step", "capture_answer", "charge_answer", "classify_error", "decline_code",
@@ -50,14 +49,6 @@ class Step(str, enum.Enum):
 
 
 _LOOKUPS = frozenset({Step.RETRIEVE, Step.LIST_REFUNDS})
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    outcome: ChargeOutcome
-    auth_code: str | None = None
-    decline_code: str | None = None
-    message: str | None = None
 
 
 def _text(value: Any) -> str | None:
