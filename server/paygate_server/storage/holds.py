@@ -34,7 +34,7 @@ from paygate_server.storage.port import (
 from paygate_server.storage.schema import payment_intents
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
 
-__all__ = ["HoldOperations", "queue_kind"]
+__all__ = ["HoldOperations"]
 
 _COLUMNS = ", ".join(c.name for c in payment_intents.c)
 _BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
@@ -70,11 +70,6 @@ _EXPIRED = Sql(
     " AND t.kind = 'authorization' AND t.status = 'succeeded'"
     " WHERE i.status = 'requires_capture' AND t.updated_at < :before ORDER BY t.updated_at LIMIT :limit"
 )
-
-
-def queue_kind(kind: str) -> str:
-    """The reconciler queue's kind for an operation: an authorization is checked as a charge."""
-    return "charge" if kind == "authorization" else kind
 
 
 class HoldOperations(ABC):

@@ -24,7 +24,7 @@ from paygate_server import jsoncodec
 from paygate_server.clock import now_us
 from paygate_server.ids import new_id
 from paygate_server.storage.engine import Database
-from paygate_server.storage.holds import HoldOperations, queue_kind
+from paygate_server.storage.holds import HoldOperations
 from paygate_server.storage.port import (
     AnswerSpec,
     Attempt,
@@ -204,6 +204,11 @@ _COMPLETE_KEY = Sql("UPDATE idempotency_keys SET state = 'done', response_status
                     f" response_body = :body WHERE {_KEY} AND state = 'in_progress'")
 _STORED_ANSWER = Sql(f"SELECT response_status, response_body FROM idempotency_keys WHERE {_KEY} AND state = 'done'")
 _PRUNE_KEYS = Sql("DELETE FROM idempotency_keys WHERE created_at < :before AND state = 'done'")
+
+
+def _queue_kind(kind: str) -> str:
+    """The reconciler queue's kind for an operation: an authorization is checked as a charge."""
+    return "charge" if kind == "authorization" else kind
 
 
 def existing_key(row: Row) -> ExistingKey:
@@ -492,7 +497,7 @@ class SqlPaymentStore(HoldOperations, ABC):
     async def _settle_operation(self, conn: Connection, txn: Row, outcome: Outcome, now: int) -> bool:
         """Write a processor operation's outcome on its row, once (False: settled already),
         or mark it unknown and move its check. An authorization's outcome takes the CVC."""
-        kind = queue_kind(txn["kind"])
+        kind = _queue_kind(txn["kind"])
         if outcome.status == "unknown":
             await self._defer(conn, kind, _MARK_ATTEMPT_UNKNOWN, txn, outcome, now)
             return True
