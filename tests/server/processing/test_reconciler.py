@@ -29,7 +29,7 @@ from paygate_server.processing.connectors import (
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.service import ProcessingService, charge_outcome
 from paygate_server.processing.settlement import reconcile_settlement
-from paygate_server.storage.port import Attempt
+from paygate_server.storage.port import Attempt, NewAttempt
 from paygate_server.storage.schema import change_log, reconcile_queue, transactions
 from tests.server.checkout.helpers import tokenize, vault_row
 from tests.support.app import InProcessGateway, running_gateway
@@ -437,3 +437,27 @@ async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGate
     assert (got["status"], got["cancellationReason"], got["amountCapturable"]) == ("canceled", "expired", 0)
     await reconcilers[0].run_once()
     assert len(voids_of_this_hold()) == 1
+
+
+async def test_a_reconciler_without_the_accounts_never_asks_the_default_about_an_accounts_attempt(
+        gw: InProcessGateway) -> None:
+    """An attempt routed to a processor account is asked about at that account only: a
+    reconciler built without the accounts (as ``paygate reconcile`` once was) refuses it
+    instead of asking the default processor, whose "not found" would fail a charge the
+    account may have taken."""
+    processor = ScriptedProcessor(lookup_outcome=ChargeOutcome.NOT_FOUND)
+    gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    shop = await gw.new_merchant()
+    pid = (await shop.create_intent())["paymentIntentId"]
+    # An attempt recorded as routed to an account, due for checking at once.
+    new = NewAttempt(shop.creds.merchant_id, pid, {"brand": "visa", "last4": "4242", "expMonth": 12,
+                                                  "expYear": 2034}, None, None, "pa_elsewhere", 0, 10)
+    begun = await gw.gateway.payments.begin_attempt(new, None)
+    assert isinstance(begun, tuple)
+    _, attempt = begun
+    report = await Reconciler(gw.gateway.payments, processor, gw.gateway.settings).run_once()  # type: ignore[arg-type]
+    assert processor.calls["lookup"] == 0 and report.settled == 0
+    async with gw.gateway.db.read() as conn:
+        status = (await conn.execute(select(transactions.c.status).where(
+            transactions.c.id == attempt.transaction_id))).scalar_one()
+    assert status == "pending"  # untouched: still the account's to answer
