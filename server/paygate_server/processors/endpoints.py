@@ -17,6 +17,7 @@ from paygate_server.http.api import error_response, read_body
 from paygate_server.http.middleware import request_id_of
 from paygate_server.processing.connectors import WebhookRejected
 from paygate_server.processors.notifications import AccountUnknown, receive_notification
+from paygate_server.processors.registry import is_account
 from paygate_server.state import Gateway
 
 __all__ = ["routes"]
@@ -31,7 +32,8 @@ async def processor_webhook(request: Request) -> Response:
     account_id = request.path_params["account_id"]
     try:
         body = await read_body(request, _MAX_BODY)
-        if not account_id.startswith("pa_") or len(account_id) > 32:
+        # Only an account id: any other route would name the default connector, not an account.
+        if not is_account(account_id) or len(account_id) > 32:
             raise ApiError("resource_missing", "no such processor account")
         headers = {name.lower(): value for name, value in request.headers.items()}
         try:

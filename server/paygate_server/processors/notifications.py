@@ -23,8 +23,8 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import is_definitive, refund_outcome
+from paygate_server.processors.registry import AccountMissing
 from paygate_server.storage.port import Attempt, Row
-from paygate_server.storage.processor_accounts import get_account
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -42,10 +42,10 @@ async def receive_notification(gateway: Gateway, account_id: str, headers: Mappi
                                body: bytes) -> tuple[WebhookReply, int]:
     """Verify (raises ``WebhookRejected``) and apply; returns the processor's expected
     answer and how many operations this notification settled."""
-    async with gateway.db.read() as conn:
-        if await get_account(conn, account_id) is None:
-            raise AccountUnknown(account_id)
-    connector = await gateway.processors.connector(account_id, gateway.connector)
+    try:  # built once per process, then kept: no read of the account per notification
+        connector = await gateway.processors.connector(account_id, gateway.connector)
+    except AccountMissing:
+        raise AccountUnknown(account_id) from None
     reply = connector.parse_webhook(headers, body)
     settled = 0
     for event in reply.events:

@@ -268,10 +268,6 @@ def test_adyen_accounts_are_checked_by_building_their_connector(paygate: Run, me
 
 
 def test_stripe_accounts_get_the_default_api_base(paygate: Run, merchant: str) -> None:
-    from importlib.util import find_spec
-
-    if find_spec("paygate_server.processing.connectors.stripe") is None:
-        pytest.skip("the stripe connector module is not on this branch yet")
     base = ["processors", "add", "--merchant", merchant, "--name", "Stripe", "--kind", "stripe"]
     assert paygate.refused(*base, "--credential", "secretKey=sk_test_x") == (
         "stripe needs the credential 'webhookSecret'")

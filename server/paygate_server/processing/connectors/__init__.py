@@ -78,12 +78,7 @@ def connector_for_url(url: str, **options: Any) -> Connector:
         url = urlunsplit((transport_scheme, *parts[1:]))
     if not _MODULE_NAME.fullmatch(name) or name == "base":
         raise ValueError(f"unsupported processor URL scheme {scheme!r}")
-    try:
-        module = importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            raise
-        raise ValueError(f"no connector for processor URL scheme {scheme!r}") from None
+    module = _connector_module(name, f"no connector for processor URL scheme {scheme!r}")
     factory = getattr(module, "from_url", None)
     if factory is None:
         raise ValueError(f"connector module {name!r} has no from_url()")
@@ -95,11 +90,17 @@ def connector_kind(name: str) -> ConnectorKind:
     """The kind of processor account called ``name``; ValueError if there is none."""
     if name not in KINDS:
         raise ValueError(f"unknown processor kind {name!r} (kinds: {', '.join(KINDS)})")
+    kind: ConnectorKind = _connector_module(name, f"processor kind {name!r} is not available in this "
+                                                  "installation").KIND
+    return kind
+
+
+def _connector_module(name: str, missing: str) -> Any:
+    """The connector module ``name`` of this package; ValueError(``missing``) if there is none
+    (an import error inside an existing module is raised as it is)."""
     try:
-        module = importlib.import_module(f"{__name__}.{name}")
+        return importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as exc:
         if exc.name != f"{__name__}.{name}":
             raise
-        raise ValueError(f"processor kind {name!r} is not available in this installation") from None
-    kind: ConnectorKind = module.KIND
-    return kind
+        raise ValueError(missing) from None
