@@ -226,4 +226,9 @@ CAPTURED_TABLES: dict[str, str] = {
 }
 
 # Domain tables live in their own modules and register on the same metadata.
-from paygate_server.storage import schema_checkout, schema_history, schema_processors  # noqa: E402,F401
+from paygate_server.storage import (  # noqa: E402,F401
+    schema_checkout,
+    schema_console,
+    schema_history,
+    schema_processors,
+)
