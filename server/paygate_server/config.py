@@ -95,6 +95,14 @@ class Settings:
     webhook_max_concurrency: int = 64
     webhook_endpoint_concurrency: int = 4
     webhook_poll_interval_s: float = 1.0
+    # Operator console (SPEC §12, docs/operations.md "Console"): a session ends after this
+    # long without a request, and this long after login whatever happens.
+    console_idle_timeout_s: int = 30 * 60
+    console_session_ttl_s: int = 12 * 3600
+    # The console's public origin (https://console.example.com) when it is served behind a
+    # proxy: state changes must come from it, and over https its cookie is Secure. Unset:
+    # the origin each request was addressed to.
+    console_origin: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property

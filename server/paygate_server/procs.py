@@ -22,12 +22,16 @@ import httpx
 
 from paygate_server.private_files import private_dir
 
-__all__ = ["ServiceProcess", "gateway_command", "simulator_command"]
+__all__ = ["ServiceProcess", "console_command", "gateway_command", "simulator_command"]
 
 
 def gateway_command(fd: int, *, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "paygate_server", "serve", "--fd", str(fd),
             "--workers", str(workers), "--log-level", "warning"]
+
+
+def console_command(fd: int) -> list[str]:
+    return [sys.executable, "-m", "paygate_server", "console", "--fd", str(fd), "--log-level", "warning"]
 
 
 def simulator_command(fd: int, store: Path) -> list[str]:

@@ -1,0 +1,87 @@
+"""The console's ASGI application: its own process and port (``paygate console``), on the
+gateway's database.
+
+Its lifespan builds the gateway's services with :func:`paygate_server.app.build_gateway`,
+so an operator's refund or capture runs through the very operations the API runs (same
+exactly-once rules, same idempotency) — but starts none of the gateway's background work
+(reconciler, relay, webhook deliveries, housekeeping): those belong to ``paygate serve``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from paygate_server.app import EXTENSIONS, build_gateway
+from paygate_server.config import Settings
+from paygate_server.console.accounts import Accounts
+from paygate_server.console.pages import PAGE_MODULES
+from paygate_server.console.security import CsrfTokens, SecurityHeaders
+from paygate_server.console.sessions import COOKIE_NAME, SessionPolicy, Sessions
+from paygate_server.console.web import NAV, Console, console_of, error_page
+
+__all__ = ["create_console_app", "create_console_app_from_env"]
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def _healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    signed_in = None
+    if exc.status_code == 404:  # name the operator in the header if they are signed in
+        signed_in = await console_of(request).sessions.resume(request.cookies.get(COOKIE_NAME))
+    message = {404: "There is no such page in the console: use the navigation above, or go to the Overview.",
+               405: "This page cannot be used that way: open it from the console's navigation."}.get(
+        exc.status_code, "The request could not be understood: open the page from the console and try again.")
+    return error_page(request, signed_in, exc.status_code, message)
+
+
+def _routes(modules: Sequence[str]) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [Route("/healthz", _healthz, methods=["GET"]),
+                               Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
+    for name in modules:
+        routes.extend(importlib.import_module(name).routes)
+    return routes
+
+
+def create_console_app(settings: Settings | None = None, *, page_modules: Sequence[str] = PAGE_MODULES) -> Starlette:
+    settings = replace(settings or Settings.from_env(), run_background=False)
+    routes = _routes(page_modules)
+    routed = {route.path for route in routes if isinstance(route, Route)}
+    nav = tuple(item for item in NAV if item.path in routed)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Console]]:
+        gateway = await build_gateway(settings)
+        console = Console(gateway=gateway, settings=settings, accounts=Accounts(gateway.db),
+                          sessions=Sessions(gateway.db, SessionPolicy.from_settings(settings)),
+                          csrf=CsrfTokens(gateway.master_key), nav=nav)
+        try:
+            yield {"console": console}
+        finally:
+            await gateway.processing.drain(timeout_s=settings.processor_timeout_s)
+            for extension in EXTENSIONS:  # as the gateway's app tears them down
+                await extension.teardown(gateway)
+            await gateway.db.dispose()
+
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
+                     exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
+
+
+def create_console_app_from_env() -> Starlette:
+    """For ``uvicorn --factory`` (``paygate console``)."""
+    return create_console_app(Settings.from_env())

@@ -1,0 +1,141 @@
+"""``paygate console`` and ``paygate operators create|disable|list`` (SPEC §9, §12).
+
+Listed in ``cli.CLI_EXTENSIONS``. A password is never an argument (it would stay in the
+shell's history): it is asked for twice, or read from standard input's first line with
+``--password-stdin`` (for scripts).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from typing import Any
+
+from paygate_server.cli import CommandError, check_port_free, run_with_db
+from paygate_server.clock import to_rfc3339
+from paygate_server.config import Settings
+from paygate_server.console.accounts import AccountError, Accounts, check_password, normalize_email
+from paygate_server.console.roles import ROLES, is_role
+from paygate_server.storage import Database
+from paygate_server.storage.operators import OperatorRow
+
+__all__ = ["add_commands"]
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        password = getpass.getpass("password for the new operator: ")
+        if getpass.getpass("the same password again: ") != password:
+            raise CommandError("the two passwords differ: nothing was created")
+    try:
+        check_password(password)
+    except AccountError as exc:
+        raise CommandError(str(exc)) from None
+    return password
+
+
+def _run_accounts(settings: Settings, work: Any) -> Any:
+    async def run(db: Database) -> Any:
+        try:
+            return await work(Accounts(db))
+        except AccountError as exc:
+            raise CommandError(str(exc)) from None
+
+    return run_with_db(settings, run)
+
+
+def _shown(row: OperatorRow) -> dict[str, Any]:
+    return {"id": row.id, "email": row.email, "role": row.role, "createdAt": to_rfc3339(row.created_at),
+            "disabledAt": to_rfc3339(row.disabled_at)}
+
+
+def cmd_operators_create(args: argparse.Namespace, settings: Settings) -> None:
+    try:  # the arguments first: a typo costs no password typing
+        email = normalize_email(args.email)
+    except AccountError as exc:
+        raise CommandError(str(exc)) from None
+    if not is_role(args.role):
+        raise CommandError(f"no role {args.role[:40]!r}: one of {', '.join(ROLES)}")
+    password = _read_password(args.password_stdin)
+    row: OperatorRow = _run_accounts(settings, lambda accounts: accounts.create(email, args.role, password))
+    if args.json:
+        print(json.dumps(_shown(row)))
+    else:
+        print(f"operator {row.email} ({row.role}) created: {row.id}")
+
+
+def cmd_operators_disable(args: argparse.Namespace, settings: Settings) -> None:
+    row: OperatorRow = _run_accounts(settings, lambda accounts: accounts.disable(args.email))
+    if args.json:
+        print(json.dumps({**_shown(row), "disabled": True}))
+    else:
+        print(f"operator {row.email} disabled; their sessions are revoked")
+
+
+def cmd_operators_list(args: argparse.Namespace, settings: Settings) -> None:
+    rows: list[OperatorRow] = _run_accounts(settings, lambda accounts: accounts.list())
+    if args.json:
+        print(json.dumps([_shown(row) for row in rows]))
+        return
+    if not rows:
+        print("no operators yet: paygate operators create --email E --role admin")
+    for row in rows:
+        status = f"disabled {to_rfc3339(row.disabled_at)}" if row.disabled_at else "active"
+        print(f"{row.email}  {row.role}  {status}  {row.id}")
+
+
+def cmd_console(args: argparse.Namespace, settings: Settings) -> None:
+    import logging.config
+
+    import uvicorn
+
+    from paygate_server.http.protocol import CoalescingHttpToolsProtocol
+    from paygate_server.logs import logging_config
+
+    log_config = logging_config(args.log_level)
+    run_with_db(settings, lambda db: asyncio.sleep(0))  # refuse a missing database or wrong schema up front
+    if args.fd is None:
+        check_port_free(args.host, args.port, "--port")
+    logging.config.dictConfig(log_config)
+    uvicorn.run(
+        "paygate_server.console.app:create_console_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        fd=args.fd,
+        log_level=args.log_level,
+        log_config=log_config,
+        access_log=False,
+        server_header=False,
+        http=CoalescingHttpToolsProtocol,  # limits on request heads (headerguard)
+        proxy_headers=False,  # the remote address recorded is the peer's, never a header's claim
+    )
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("console", help="run the operator console (a web console on its own port)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8083)
+    p.add_argument("--fd", type=int, help="serve on this inherited listening socket")
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(func=cmd_console)
+
+    operators = sub.add_parser("operators", help="console accounts: create, disable, list").add_subparsers(
+        dest="operators_command", required=True)
+    p = operators.add_parser("create", help="create a console account (the password is asked for)")
+    p.add_argument("--email", required=True)
+    p.add_argument("--role", required=True, help=f"one of {', '.join(ROLES)}")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input's first line")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_operators_create)
+    p = operators.add_parser("disable", help="disable a console account and revoke its sessions")
+    p.add_argument("--email", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_operators_disable)
+    p = operators.add_parser("list", help="the console accounts")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_operators_list)
