@@ -148,7 +148,7 @@ class FormRefused(Exception):
 async def read_form(request: Request) -> Form:
     """The url-encoded form's fields (the first value of each); FormRefused otherwise."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
+    if content_type not in ("application/x-www-form-urlencoded", ""):
         raise FormRefused(415, "Send the form from the console's page (url-encoded).")
     try:
         body = (await read_body(request, MAX_FORM_BYTES)).decode("utf-8")
@@ -159,6 +159,8 @@ async def read_form(request: Request) -> Form:
         raise FormRefused(413, f"The form is larger than {MAX_FORM_BYTES // 1024} KiB.") from None
     except (UnicodeDecodeError, ValueError):
         raise FormRefused(400, "The form could not be read: send it again from the console's page.") from None
+    if not content_type and fields:  # no type is an empty form, nothing else
+        raise FormRefused(415, "Send the form from the console's page (url-encoded).")
     return {name: values[0] for name, values in fields.items()}
 
 

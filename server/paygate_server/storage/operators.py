@@ -93,7 +93,7 @@ _ACTION_COLUMNS = ("SELECT a.id, a.operator_id, o.email, a.action, a.target, a.d
 _LIST_ACTIONS = Sql(f"{_ACTION_COLUMNS} WHERE a.id < :before ORDER BY a.id DESC LIMIT :limit")
 _LIST_ACTIONS_OF = Sql(f"{_ACTION_COLUMNS} WHERE a.id < :before AND a.target = :target"
                        " ORDER BY a.id DESC LIMIT :limit")
-_NO_KEYSET = 2**62  # above any id: the first page
+_NO_KEYSET = 2**31 - 1  # the largest id (INTEGER): the first page
 
 
 def _operator(m: Mapping[str, Any]) -> OperatorRow:
@@ -185,7 +185,7 @@ async def list_actions(conn: Connection, *, limit: int, before_id: int | None = 
                        target: str | None = None) -> list[ActionRow]:
     """Operators' actions newest first, older than ``before_id`` (the keyset: the last id of
     the previous page), only those on ``target`` if given."""
-    before = _NO_KEYSET if before_id is None else before_id
+    before = _NO_KEYSET if before_id is None else min(before_id, _NO_KEYSET)
     if target is None:
         rows = await fetch_all(conn, _LIST_ACTIONS, before=before, limit=limit)
     else:

@@ -1,0 +1,145 @@
+"""Console accounts: Argon2id hashing and rehashing, validation, the lockout's window and
+its edges (on the fake clock), unknown and disabled emails; SQLite and PostgreSQL."""
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from argon2 import PasswordHasher
+from argon2.profiles import CHEAPEST
+
+from paygate_server.console.accounts import LOCKOUT_WINDOW_S, AccountError, Accounts
+from paygate_server.console.sessions import SessionPolicy, Sessions
+from paygate_server.storage import Database
+from paygate_server.storage.operators import find_operator_by_email
+from tests.server.console.conftest import PASSWORD, new_email
+from tests.support.clock import fake_clock
+
+
+async def test_password_stored_as_argon2id_and_checked(accounts: Accounts) -> None:
+    email = new_email()
+    row = await accounts.create(email.upper(), "support", PASSWORD)
+    assert row.email == email and row.password_hash.startswith("$argon2id$") and PASSWORD not in row.password_hash
+    assert (await accounts.login(email.upper(), PASSWORD, "192.0.2.1")).operator == row
+    assert (await accounts.login(email, PASSWORD + "x", "192.0.2.1")).operator is None
+
+
+@pytest.mark.parametrize(("email", "role", "password", "says"), [
+    ("not-an-email", "viewer", PASSWORD, "not an email address"),
+    ("a b@example.com", "viewer", PASSWORD, "not an email address"),
+    ("x@" + "y" * 260 + ".com", "viewer", PASSWORD, "not an email address"),
+    ("ok@example.com", "root", PASSWORD, "no role 'root'"),
+    ("ok@example.com", "viewer", "short", "at least 12 characters"),
+    ("ok@example.com", "viewer", "p" * 1025, "at most 1024 characters"),
+])
+async def test_create_refuses_bad_input(accounts: Accounts, email: str, role: str, password: str, says: str) -> None:
+    with pytest.raises(AccountError, match=says):
+        await accounts.create(email, role, password)
+
+
+async def test_duplicate_email_whatever_its_case(accounts: Accounts) -> None:
+    email = new_email()
+    await accounts.create(email, "viewer", PASSWORD)
+    with pytest.raises(AccountError, match="already an operator"):
+        await accounts.create(email.upper(), "admin", PASSWORD)
+
+
+async def test_hash_under_old_parameters_is_replaced_at_login(db: Database) -> None:
+    email = new_email()
+    await Accounts(db, PasswordHasher.from_parameters(CHEAPEST)).create(email, "viewer", PASSWORD)
+    stronger = PasswordHasher(time_cost=2, memory_cost=CHEAPEST.memory_cost * 2, parallelism=1)
+    accounts = Accounts(db, stronger)
+    before = (await accounts.find(email)).password_hash  # type: ignore[union-attr]
+    assert stronger.check_needs_rehash(before)
+    assert (await accounts.login(email, PASSWORD, None)).operator is not None
+    after = (await accounts.find(email)).password_hash  # type: ignore[union-attr]
+    assert after != before and not stronger.check_needs_rehash(after)
+    assert (await accounts.login(email, PASSWORD, None)).operator is not None
+
+
+class CountingHasher(PasswordHasher):
+    def __init__(self) -> None:
+        super().__init__(time_cost=CHEAPEST.time_cost, memory_cost=CHEAPEST.memory_cost,
+                         parallelism=CHEAPEST.parallelism, hash_len=CHEAPEST.hash_len, salt_len=CHEAPEST.salt_len)
+        self.verified: list[str] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self.verified.append(str(hash))
+        return super().verify(hash, password)
+
+
+async def test_unknown_and_disabled_emails_do_the_same_work(db: Database) -> None:
+    hasher = CountingHasher()
+    accounts = Accounts(db, hasher)
+    email = new_email()
+    await accounts.create(email, "viewer", PASSWORD)
+    await accounts.disable(email)
+    for who in ("nobody@example.com", email, "not an email"):
+        assert (await accounts.login(who, PASSWORD, None)).operator is None
+    assert len(hasher.verified) == 3  # one Argon2 verification each, against the dummy hash
+    assert len(set(hasher.verified)) == 1
+
+
+async def test_ten_failures_in_the_window_lock_for_fifteen_minutes(accounts: Accounts, db: Database) -> None:
+    email = new_email()
+    await accounts.create(email, "viewer", PASSWORD)
+    sessions = Sessions(db, SessionPolicy())
+
+    async def good_login() -> bool:
+        """As the login page does: a good password starts a session (the record of the login)."""
+        operator = (await accounts.login(email, PASSWORD, None)).operator
+        if operator is not None:
+            await sessions.start(operator.id, remote_addr=None, user_agent=None)
+        return operator is not None
+
+    with fake_clock() as clock:
+        for n in range(9):
+            clock.set_elapsed(n * 100)  # 9 failures across 800 s
+            assert (await accounts.login(email, "wrong password!", None)).operator is None
+        assert await good_login()  # 9: not locked
+        for n in range(9):  # only failures after the good login count
+            clock.set_elapsed(900 + n)
+            await accounts.login(email, "wrong password!", None)
+        assert await good_login()
+        start = 1000
+        for n in range(10):
+            clock.set_elapsed(start + n * 10)  # the tenth at start + 90
+            await accounts.login(email, "wrong password!", None)
+        locked = await accounts.login(email, PASSWORD, None)
+        assert locked.operator is None and locked.locked  # even the right password
+        clock.set_elapsed(start + 90 + LOCKOUT_WINDOW_S - 1)
+        assert (await accounts.login(email, PASSWORD, None)).locked  # 1 s before the end
+        clock.set_elapsed(start + 90 + LOCKOUT_WINDOW_S)
+        assert await good_login()  # the lock is over
+
+
+async def test_ten_failures_spread_wider_than_the_window_do_not_lock(accounts: Accounts) -> None:
+    email = new_email()
+    await accounts.create(email, "viewer", PASSWORD)
+    with fake_clock() as clock:
+        for n in range(10):
+            clock.set_elapsed(n * (LOCKOUT_WINDOW_S / 9 + 1))  # first to tenth: just over 15 min
+            await accounts.login(email, "wrong password!", None)
+        assert (await accounts.login(email, PASSWORD, None)).operator is not None
+
+
+async def test_failures_while_locked_are_not_recorded(accounts: Accounts, db: Database) -> None:
+    email = new_email()
+    row = await accounts.create(email, "viewer", PASSWORD)
+    with fake_clock():
+        for _ in range(15):
+            await accounts.login(email, "wrong password!", None)
+    async with db.read() as conn:
+        assert await find_operator_by_email(conn, email) is not None
+        from paygate_server.storage.operators import recent_failures
+        assert len(await recent_failures(conn, row.id, after=0, limit=100)) == 10
+
+
+async def test_disable_unknown_and_twice(accounts: Accounts) -> None:
+    with pytest.raises(AccountError, match="no operator"):
+        await accounts.disable("nobody@example.com")
+    email = new_email()
+    await accounts.create(email, "viewer", PASSWORD)
+    assert (await accounts.disable(email)).email == email
+    await accounts.disable(email)  # not an error
+    assert (await accounts.login(email, PASSWORD, None)).operator is None

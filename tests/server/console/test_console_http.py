@@ -1,0 +1,301 @@
+"""The console app over HTTP (httpx → ASGI, its real lifespan), SQLite and PostgreSQL:
+login and its refusals, cookie flags, sessions' expiry, CSRF and Origin, security
+headers, roles on pages and on POSTs, operators' management, the activity page, hostile
+forms, and that the console process starts none of the gateway's background work."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from paygate_server.console.accounts import LOGIN_REFUSED
+from paygate_server.console.roles import PERMISSIONS, ROLES, can
+from paygate_server.console.security import CONTENT_SECURITY_POLICY
+from paygate_server.console.sessions import COOKIE_NAME
+from tests.server.console.conftest import PASSWORD, InProcessConsole, new_email, running_console
+from tests.support.app import test_settings as make_settings
+from tests.support.clock import fake_clock
+
+
+def _cookie_header(response_headers: list[str]) -> str:
+    [cookie] = [h for h in response_headers if h.startswith(COOKIE_NAME + "=")]
+    return cookie
+
+
+async def test_healthz_static_and_headers(con: InProcessConsole) -> None:
+    health = await con.http.get("/healthz")
+    assert (health.status_code, health.text) == (200, "ok")
+    login = await con.http.get("/login")
+    assert login.status_code == 200 and "Log in" in login.text
+    for response in (health, login):
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY and "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "same-origin"
+        assert response.headers["cache-control"] == "no-store"
+    for path in ("/static/console.css", "/static/vendor/htmx.min.js"):
+        static = await con.http.get(path)
+        assert static.status_code == 200 and static.headers.get("cache-control") != "no-store"
+        assert static.headers["x-content-type-options"] == "nosniff"
+    assert "style=" not in login.text and "<style" not in login.text and "<script>" not in login.text
+    missing = await con.http.get("/nowhere")
+    assert missing.status_code == 404 and "no such page" in missing.text
+
+
+async def test_pages_need_a_session(con: InProcessConsole) -> None:
+    for path in ("/", "/activity", "/operators"):
+        response = await con.http.get(path)
+        assert (response.status_code, response.headers["location"]) == (303, "/login")
+    forged = await con.http.get("/", headers={"cookie": f"{COOKIE_NAME}={"A" * 43}"})
+    assert forged.status_code == 303
+    junk = await con.http.get("/", headers={"cookie": f"{COOKIE_NAME}={"not base64 at all!"}"})
+    assert junk.status_code == 303
+
+
+async def test_login_refusals_read_the_same(con: InProcessConsole) -> None:
+    email = await con.operator("viewer")
+    wrong = await con.log_in(email, "wrong password!")
+    unknown = await con.log_in("nobody@example.com", PASSWORD)
+    for response in (wrong, unknown):
+        assert response.status_code == 401 and LOGIN_REFUSED.replace(",", "") in response.text.replace(",", "")
+        assert COOKIE_NAME not in response.headers.get("set-cookie", "")
+    empty = await con.http.post("/login", data={"email": "", "password": ""}, headers={"origin": con.origin})
+    assert empty.status_code == 400 and "Enter your email" in empty.text
+    assert PASSWORD not in wrong.text
+
+
+async def test_login_sets_a_strict_httponly_cookie_and_records_it(con: InProcessConsole) -> None:
+    email = await con.operator("support")
+    response = await con.log_in(email)
+    assert (response.status_code, response.headers["location"]) == (303, "/")
+    cookie = _cookie_header(response.headers.get_list("set-cookie")).lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert "secure" not in cookie  # plain http (loopback): a Secure cookie would never come back
+    home = await con.http.get("/")
+    assert home.status_code == 200 and email in home.text and "support" in home.text
+    activity = await con.http.get("/activity")
+    assert "login" in activity.text and "203.0.113.7" in activity.text
+
+
+async def test_cookie_is_secure_over_https(database_url: str, tmp_path: Path) -> None:
+    async with running_console(make_settings(database_url, tmp_path), base_url="https://console.test") as con:
+        email = await con.operator("viewer")
+        response = await con.log_in(email)
+        assert response.status_code == 303
+        assert "secure" in _cookie_header(response.headers.get_list("set-cookie")).lower()
+
+
+async def test_cookie_is_secure_when_the_configured_origin_is_https(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path, console_origin="https://console.example.com")
+    async with running_console(settings) as con:
+        email = await con.operator("viewer")
+        here = await con.log_in(email)
+        assert here.status_code == 403  # the request's own origin is not the configured one
+        response = await con.http.post("/login", data={"email": email, "password": PASSWORD},
+                                       headers={"origin": "https://console.example.com"})
+        assert response.status_code == 303
+        assert "secure" in _cookie_header(response.headers.get_list("set-cookie")).lower()
+
+
+@pytest.mark.parametrize("origin", [None, "http://evil.test", "null", "http://console.test:8083"])
+async def test_post_without_or_from_a_foreign_origin_is_refused(con: InProcessConsole, origin: str | None) -> None:
+    email = await con.operator("admin")
+    assert (await con.log_in(email)).status_code == 303
+    token = await con.csrf()
+    headers = {} if origin is None else {"origin": origin}
+    for path, data in (("/logout", {"csrf": token}), ("/operators", {"csrf": token, "email": new_email(),
+                                                                     "role": "viewer"})):
+        response = await con.http.post(path, data=data, headers=headers)
+        assert response.status_code == 403 and "not sent from the console" in response.text
+    login = await con.http.post("/login", data={"email": email, "password": PASSWORD}, headers=headers)
+    assert login.status_code == 403
+    assert (await con.http.get("/")).status_code == 200  # still signed in: nothing happened
+
+
+async def test_post_without_or_with_a_wrong_csrf_token_is_refused(con: InProcessConsole) -> None:
+    email = await con.operator("admin")
+    await con.log_in(email)
+    token = await con.csrf()
+    for data in ({}, {"csrf": ""}, {"csrf": "0" * 64}, {"csrf": token[:-1] + ("0" if token[-1] != "0" else "1")}):
+        response = await con.http.post("/logout", data=data, headers={"origin": con.origin})
+        assert response.status_code == 403 and "reload the page" in response.text
+    assert (await con.http.get("/")).status_code == 200
+    # Another session's token is no good here either.
+    other = await con.operator("admin")
+    async with running_console(con.console.settings) as second:
+        await second.log_in(other)
+        foreign = await second.csrf()
+    refused = await con.http.post("/logout", data={"csrf": foreign}, headers={"origin": con.origin})
+    assert refused.status_code == 403
+
+
+async def test_logout_revokes_the_session(con: InProcessConsole) -> None:
+    email = await con.operator("viewer")
+    await con.log_in(email)
+    cookie = con.http.cookies[COOKIE_NAME]
+    response = await con.http.post("/logout", data={"csrf": await con.csrf()}, headers={"origin": con.origin})
+    assert (response.status_code, response.headers["location"]) == (303, "/login")
+    replay = await con.http.get("/", headers={"cookie": f"{COOKIE_NAME}={cookie}"})
+    assert (replay.status_code, replay.headers["location"]) == (303, "/login")
+
+
+async def test_hostile_forms_get_readable_refusals(con: InProcessConsole) -> None:
+    email = await con.operator("admin")
+    await con.log_in(email)
+    token = await con.csrf()
+    big = await con.http.post("/operators", data={"csrf": token, "email": "x" * 20_000, "role": "viewer"},
+                              headers={"origin": con.origin})
+    assert big.status_code == 413 and "larger than" in big.text
+    as_json = await con.http.post("/operators", json={"csrf": token}, headers={"origin": con.origin})
+    assert as_json.status_code == 415
+    not_utf8 = await con.http.post("/operators", content=b"csrf=\xff\xfe", headers={
+        "origin": con.origin, "content-type": "application/x-www-form-urlencoded"})
+    assert not_utf8.status_code == 400
+    many = await con.http.post("/operators", content="&".join(f"f{n}=1" for n in range(200)).encode(), headers={
+        "origin": con.origin, "content-type": "application/x-www-form-urlencoded"})
+    assert many.status_code == 400
+    big_login = await con.http.post("/login", content=b"a=" + b"x" * 40_000, headers={
+        "origin": con.origin, "content-type": "application/x-www-form-urlencoded"})
+    assert big_login.status_code == 413
+    wrong_method = await con.http.delete("/operators")
+    assert wrong_method.status_code == 405 and "cannot be used that way" in wrong_method.text
+
+
+async def test_session_idle_and_absolute_deadlines(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path, console_idle_timeout_s=600, console_session_ttl_s=3600)
+    async with running_console(settings) as con:
+        email = await con.operator("viewer")
+        with fake_clock() as clock:
+            await con.log_in(email)
+            for minute in range(1, 60, 9):  # a request every 9 minutes keeps it alive...
+                clock.set_elapsed(minute * 60)
+                assert (await con.http.get("/")).status_code == 200, minute
+            clock.set_elapsed(3600 + 1)  # ...until 1 h after login, whatever happens
+            assert (await con.http.get("/")).status_code == 303
+            await con.log_in(email)
+            clock.set_elapsed(3600 + 1 + 600 + 61)  # 10 min idle (and the last touch up to a minute old)
+            assert (await con.http.get("/")).status_code == 303
+
+
+async def test_last_seen_is_written_at_most_once_a_minute(con: InProcessConsole) -> None:
+    import base64
+
+    from paygate_server.console.sessions import hash_session_id
+    from paygate_server.storage.operators import find_session
+
+    email = await con.operator("viewer")
+    with fake_clock() as clock:
+        await con.log_in(email)
+        session_id = base64.urlsafe_b64decode(con.http.cookies[COOKIE_NAME] + "=")
+
+        async def last_seen() -> int:
+            async with con.console.gateway.db.read() as conn:
+                row = await find_session(conn, hash_session_id(session_id))
+            assert row is not None
+            return row.last_seen_at
+
+        login_at = await last_seen()
+        clock.set_elapsed(59)
+        await con.http.get("/")
+        assert await last_seen() == login_at
+        clock.set_elapsed(60)
+        await con.http.get("/")
+        assert await last_seen() == login_at + 60_000_000
+
+
+async def test_viewer_sees_no_operators_entry_and_its_post_is_refused(con: InProcessConsole) -> None:
+    email = await con.operator("viewer")
+    await con.log_in(email)
+    home = await con.http.get("/")
+    assert 'href="/activity"' in home.text and 'href="/operators"' not in home.text
+    assert (await con.http.get("/operators")).status_code == 403
+    victim = new_email()
+    refused = await con.http.post("/operators", data={"csrf": await con.csrf(), "email": victim, "role": "admin"},
+                                  headers={"origin": con.origin})
+    assert refused.status_code == 403 and "role cannot" in refused.text
+    assert await con.console.accounts.find(victim) is None
+
+
+async def test_admin_creates_an_operator_who_logs_in_then_disables_them(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path)
+    async with running_console(settings) as admin, running_console(settings) as colleague:
+        await admin.log_in(await admin.operator("admin"))
+        assert 'href="/operators"' in (await admin.http.get("/")).text
+        email = new_email("new")
+        created = await admin.http.post("/operators", data={"csrf": await admin.csrf(), "email": email,
+                                                            "role": "support"}, headers={"origin": admin.origin})
+        assert created.status_code == 200 and "shown only now" in created.text
+        marker = '<code class="secret">'
+        password = created.text[created.text.index(marker) + len(marker):].split("<", 1)[0]
+        assert len(password) == 20
+        assert password not in (await admin.http.get("/operators")).text  # once
+        assert (await colleague.log_in(email, password)).status_code == 303
+        assert (await colleague.http.get("/")).status_code == 200
+        again = await admin.http.post("/operators", data={"csrf": await admin.csrf(), "email": email.upper(),
+                                                          "role": "viewer"}, headers={"origin": admin.origin})
+        assert again.status_code == 400 and "already an operator" in again.text
+        bad = await admin.http.post("/operators", data={"csrf": await admin.csrf(), "email": "nope",
+                                                        "role": "viewer"}, headers={"origin": admin.origin})
+        assert bad.status_code == 400 and "not an email address" in bad.text
+        disabled = await admin.http.post("/operators/disable", data={"csrf": await admin.csrf(), "email": email},
+                                         headers={"origin": admin.origin})
+        assert disabled.status_code == 200 and "signed out everywhere" in disabled.text
+        assert (await colleague.http.get("/")).status_code == 303  # the live session is revoked
+        assert (await colleague.log_in(email, password)).status_code == 401
+        activity = (await admin.http.get("/activity")).text
+        assert "operator.create" in activity and "operator.disable" in activity and password not in activity
+
+
+async def test_admin_cannot_disable_themselves(con: InProcessConsole) -> None:
+    email = await con.operator("admin")
+    await con.log_in(email)
+    response = await con.http.post("/operators/disable", data={"csrf": await con.csrf(), "email": email},
+                                   headers={"origin": con.origin})
+    assert response.status_code == 400 and "your own account" in response.text
+    assert (await con.http.get("/")).status_code == 200
+
+
+async def test_activity_pages_and_filter(con: InProcessConsole) -> None:
+    from paygate_server.console.actions import record_action
+    from paygate_server.console.pages.activity import PAGE_SIZE
+    from paygate_server.ids import new_id
+
+    email = await con.operator("viewer")
+    await con.log_in(email)
+    operator = await con.console.accounts.find(email)
+    assert operator is not None
+    target = new_id("pi")
+    for n in range(PAGE_SIZE + 3):
+        await record_action(con.console.gateway.db, operator_id=operator.id, action="refund", target=target,
+                            detail={"amount": n, "currency": "EUR"}, remote_addr="198.51.100.1")
+    first = await con.http.get("/activity", params={"target": target})
+    assert first.text.count("<tr>") == PAGE_SIZE + 1  # the header row and a full page
+    assert f"amount={PAGE_SIZE + 2}" in first.text and "Older" in first.text
+    older_href = first.text.split('href="/activity?before=', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    second = await con.http.get("/activity?before=" + older_href)
+    assert second.text.count("<tr>") == 4 and "amount=0," in second.text and "Older" not in second.text
+    none = await con.http.get("/activity", params={"target": "pi_none"})
+    assert "No action on pi_none yet" in none.text
+    for bad in ({"before": "abc"}, {"before": "-1"}, {"target": "x" * 65}):
+        assert (await con.http.get("/activity", params=bad)).status_code == 400
+    huge = await con.http.get("/activity", params={"before": str(2**40)})
+    assert huge.status_code == 200
+
+
+def test_role_table() -> None:
+    assert ROLES == ("admin", "support", "viewer")
+    assert all(can("admin", p) for p in PERMISSIONS["admin"]) and can("admin", "manage_operators")
+    assert [p for p in ("read", "refund", "cancel", "capture", "reconcile", "replay") if can("support", p)] == [
+        "read", "refund", "cancel", "capture", "reconcile", "replay"]
+    assert not can("support", "manage_operators") and not can("support", "manage_merchants")
+    assert can("viewer", "read") and not any(can("viewer", p) for p in PERMISSIONS["admin"] - {"read"})
+    assert not can("root", "read")
+
+
+async def test_the_console_starts_no_background_work(database_url: str, tmp_path: Path) -> None:
+    before = asyncio.all_tasks()
+    async with running_console(make_settings(database_url, tmp_path, run_background=True)) as con:
+        assert con.console.settings.run_background is False
+        assert asyncio.all_tasks() - before == set()
