@@ -3,7 +3,9 @@ localhost, with a demo merchant.
 
 The merchant's credentials, its webhook endpoint (pointing at the storefront's receiver)
 and the storefront's admin password are kept in ``$PAYGATE_DATA_DIR/demo-merchant.json``
-(mode 0600), so data, keys and the endpoint survive restarts. Every port may be ``0``
+(mode 0600), so data, keys and the endpoint survive restarts. The operator console runs
+too, with a demo admin (``demo@paygate.local``) whose generated password is kept in
+``demo-operator.json`` (mode 0600). Every port may be ``0``
 (the OS picks one); the URLs printed are the real ones.
 
 The storefront is an example, not part of the ``paygate`` wheel: it is run from the
@@ -31,9 +33,10 @@ from paygate_server.private_files import private_dir
 if TYPE_CHECKING:
     from paygate_server.procs import ServiceProcess
 
-__all__ = ["add_commands", "ensure_demo_merchant", "ensure_demo_webhook", "find_storefront"]
+__all__ = ["add_commands", "ensure_demo_merchant", "ensure_demo_operator", "ensure_demo_webhook", "find_storefront"]
 
 SHOP_NAME = "Tidewater Coffee"
+DEMO_OPERATOR = "demo@paygate.local"
 WEBHOOK_PATH = "/webhooks/paygate"
 TEST_CARDS = """\
   4242 4242 4242 4242   approved (Visa)        4000 0000 0000 9995   declined: insufficient funds
@@ -78,6 +81,32 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
         creds = {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret}
         _write_private(path, creds)
         return creds
+
+    return asyncio.run(run())
+
+
+def ensure_demo_operator(settings: Settings) -> dict[str, str]:
+    """The console's demo admin, created on first run (the database already upgraded);
+    returns the contents of ``demo-operator.json`` (its email and password)."""
+    from paygate_server.cli import open_database
+    from paygate_server.console.accounts import Accounts
+
+    path = settings.data_dir / "demo-operator.json"
+
+    async def run() -> dict[str, str]:
+        async with open_database(settings) as db:
+            accounts = Accounts(db)
+            saved = json.loads(path.read_text()) if path.exists() else None
+            existing = await accounts.find(DEMO_OPERATOR)
+            if saved is not None and existing is not None and existing.disabled_at is None:
+                return {"email": str(saved["email"]), "password": str(saved["password"])}
+            if existing is not None:  # the file is gone or the account disabled: say so, do not guess
+                return {"email": DEMO_OPERATOR, "password": "(unknown: see paygate operators create)"}
+            password = secrets.token_urlsafe(15)
+            await accounts.create(DEMO_OPERATOR, "admin", password)
+        login = {"email": DEMO_OPERATOR, "password": password}
+        _write_private(path, login)
+        return login
 
     return asyncio.run(run())
 
@@ -136,7 +165,7 @@ def _listen(option: str, port: int, command: Callable[[int], list[str]], log_pat
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.procs import gateway_command, simulator_command
+    from paygate_server.procs import console_command, gateway_command, simulator_command
 
     data_dir = settings.data_dir.resolve()
     logs = data_dir / "logs"
@@ -151,6 +180,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
                           env={"PAYGATE_DATA_DIR": str(data_dir), "PAYGATE_PROCESSOR_URL": simulator.base_url,
                                "PAYGATE_WEBHOOK_ALLOW_PRIVATE": "1"})
         services.append(gateway)
+        console = _listen("--console-port", args.console_port, console_command, logs / "console.log",
+                          env={"PAYGATE_DATA_DIR": str(data_dir), "PAYGATE_PROCESSOR_URL": simulator.base_url})
+        services.append(console)
         storefront: ServiceProcess | None = None
         if storefront_dir is not None:
             storefront = _listen(
@@ -164,6 +196,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
         raise
     shop_port = storefront.port if storefront is not None else args.storefront_port
     creds = ensure_demo_merchant(settings, [f"http://127.0.0.1:{shop_port}", f"http://localhost:{shop_port}"])
+    operator = ensure_demo_operator(settings)
 
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -171,6 +204,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     try:
         simulator.start()
         gateway.start()
+        console.start()
         shop_lines = "  storefront (not found: run the demo from a source checkout to get the sample shop)"
         if storefront is not None:
             creds = ensure_demo_webhook(settings, creds, gateway.base_url, storefront.base_url + WEBHOOK_PATH)
@@ -194,6 +228,7 @@ paygate demo is running (data in {data_dir}; logs in {logs})
 {shop_lines}
   gateway    {gateway.base_url}     (API: {gateway.base_url}/api/v1, OpenAPI: {gateway.base_url}/api/v1/openapi.json)
   simulator  {simulator.base_url}     (the card processor stand-in)
+  console    {console.base_url}/     (operator console: {operator['email']} / {operator['password']})
 
 demo merchant {creds['merchantId']}
   PAYGATE_BASE_URL={gateway.base_url}
@@ -221,4 +256,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8080, help="the gateway's port (0: any free port)")
     p.add_argument("--simulator-port", type=int, default=8081)
     p.add_argument("--storefront-port", type=int, default=8082)
+    p.add_argument("--console-port", type=int, default=8083, help="the operator console's port")
     p.set_defaults(func=cmd_demo)

@@ -33,6 +33,7 @@ class Demo:
     shop: str
     gateway: str
     simulator: str
+    console: str
     data_dir: Path
 
     @property
@@ -73,7 +74,7 @@ def running_demo(data_dir: Path, python: str = sys.executable, **env: str) -> It
     full_env.pop("PAYGATE_DATABASE_URL", None)  # the demo's own SQLite file in its data dir
     proc = subprocess.Popen(
         [python, "-m", "paygate_server", "demo", "--port", "0", "--simulator-port", "0",
-         "--storefront-port", "0"],
+         "--storefront-port", "0", "--console-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=REPO,
     )
     lines: list[str] = []
@@ -91,7 +92,7 @@ def running_demo(data_dir: Path, python: str = sys.executable, **env: str) -> It
             lines.append(line)
         banner = "\n".join(lines)
         yield Demo(proc, lines, banner_url(banner, "shop"), banner_url(banner, "gateway"),
-                   banner_url(banner, "simulator"), data_dir)
+                   banner_url(banner, "simulator"), banner_url(banner, "console"), data_dir)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
@@ -104,7 +105,7 @@ def running_demo(data_dir: Path, python: str = sys.executable, **env: str) -> It
     assert code == 0, "\n".join(lines)
     assert lines[-1] == "paygate demo stopped."
     banner = "\n".join(lines)
-    for name in ("shop", "gateway", "simulator"):
+    for name in ("shop", "gateway", "simulator", "console"):
         try:
             httpx.get(banner_url(banner, name) + "/healthz", timeout=2)
         except httpx.ConnectError:

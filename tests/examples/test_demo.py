@@ -18,6 +18,18 @@ def _page_config(html: str) -> dict[str, object]:
     return json.loads(match.group(1))  # type: ignore[no-any-return]
 
 
+def _console_login(console: str, banner: str) -> tuple[str, str]:
+    """Log in to the console with the demo operator the banner prints; returns the login."""
+    match = re.search(r"operator console: (\S+) / (\S+)\)", banner)
+    assert match is not None, banner
+    email, password = match.groups()
+    with httpx.Client(base_url=console, headers={"origin": console}) as client:
+        assert client.post("/login", data={"email": email, "password": password}).status_code == 303
+        home = client.get("/")
+        assert home.status_code == 200 and email in home.text and "admin" in home.text
+    return email, password
+
+
 def test_the_demo_keeps_its_data_across_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "paygate-data"
     with running_demo(data_dir) as first:
@@ -29,7 +41,9 @@ def test_the_demo_keeps_its_data_across_restarts(tmp_path: Path) -> None:
             shop.post("/cart/add", data={"sku": "tw-mug-12"})
             order_path = shop.post("/checkout").headers["location"]
             assert "Order #1001" in shop.get(order_path).text
+        operator = _console_login(first.console, first.banner)
     assert (data_dir / "demo-merchant.json").stat().st_mode & 0o777 == 0o600
+    assert (data_dir / "demo-operator.json").stat().st_mode & 0o777 == 0o600
     # Each service's log got its startup line, the gateway's a line per request; none
     # holds a card number or a secret.
     logs = {name: (data_dir / "logs" / f"{name}.log").read_text() for name in ("gateway", "simulator", "storefront")}
@@ -41,6 +55,7 @@ def test_the_demo_keeps_its_data_across_restarts(tmp_path: Path) -> None:
         again = second.credentials()
         assert (again["merchantId"], again["apiKey"]) == (creds["merchantId"], creds["apiKey"])
         assert f"(password: {password.group(1)})" in second.banner
+        assert _console_login(second.console, second.banner) == operator  # the same demo admin
         # The shop came back on another port: its webhook endpoint moved with it.
         assert second.shop != first.shop
         with second.sdk() as client:

@@ -1,0 +1,118 @@
+"""``paygate operators create|disable|list`` and ``paygate console``'s refusals (SPEC §9):
+one line and exit status 2 for every mistake; SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+import getpass
+import io
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from paygate_server.cli import main
+from paygate_server.console.accounts import Accounts
+from paygate_server.storage import create_database
+from tests.server.console.conftest import CHEAP, PASSWORD, new_email
+from tests.support.app import TEST_MASTER_KEY
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    for name, value in {"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path),
+                        "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}.items():
+        monkeypatch.setenv(name, value)
+    yield database_url
+
+
+def _login(url: str, email: str, password: str) -> bool:
+    async def run() -> bool:
+        db = create_database(url)
+        try:
+            return (await Accounts(db, CHEAP).login(email, password, None)).operator is not None
+        finally:
+            await db.dispose()
+    return asyncio.run(run())
+
+
+def _one_line_refusal(capsys: pytest.CaptureFixture[str], says: str) -> None:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("paygate: ") and says in err, err
+    assert "Traceback" not in err
+
+
+def test_create_from_stdin_then_disable_and_list(env: str, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    email = new_email("cli")
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["operators", "create", "--email", email.upper(), "--role", "support", "--password-stdin",
+                 "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["email"], shown["role"], shown["disabledAt"]) == (email, "support", None)
+    assert shown["id"].startswith("op_") and PASSWORD not in json.dumps(shown)
+    assert _login(env, email, PASSWORD)
+    assert main(["operators", "list"]) == 0
+    assert any(line.startswith(f"{email}  support  active") for line in capsys.readouterr().out.splitlines())
+    assert main(["operators", "disable", "--email", email]) == 0
+    assert "sessions are revoked" in capsys.readouterr().out
+    assert not _login(env, email, PASSWORD)
+    assert main(["operators", "list", "--json"]) == 0
+    [row] = [r for r in json.loads(capsys.readouterr().out) if r["email"] == email]
+    assert row["disabledAt"] is not None
+
+
+def test_create_asks_twice(env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    answers = iter([PASSWORD, PASSWORD])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(answers))
+    email = new_email("ask")
+    assert main(["operators", "create", "--email", email, "--role", "viewer"]) == 0
+    assert f"operator {email} (viewer) created" in capsys.readouterr().out
+    assert _login(env, email, PASSWORD)
+    answers = iter([PASSWORD, PASSWORD + "!"])
+    other = new_email("ask")
+    assert main(["operators", "create", "--email", other, "--role", "viewer"]) == 2
+    _one_line_refusal(capsys, "the two passwords differ")
+
+
+@pytest.mark.parametrize(("args", "stdin", "says"), [
+    (["--email", "nope", "--role", "viewer"], PASSWORD, "not an email address"),
+    (["--email", "a@example.com", "--role", "root"], PASSWORD, "no role 'root': one of admin, support, viewer"),
+    (["--email", "a@example.com", "--role", "viewer"], "short", "at least 12 characters"),
+    (["--email", "a@example.com", "--role", "viewer"], "", "at least 12 characters"),
+])
+def test_create_refusals(env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                         args: list[str], stdin: str, says: str) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin + "\n"))
+    assert main(["operators", "create", *args, "--password-stdin"]) == 2
+    _one_line_refusal(capsys, says)
+
+
+def test_duplicate_and_unknown(env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    email = new_email("dup")
+    for expected in (0, 2):
+        monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+        assert main(["operators", "create", "--email", email, "--role", "viewer", "--password-stdin"]) == expected
+    _one_line_refusal(capsys, f"there is already an operator {email}")
+    assert main(["operators", "disable", "--email", "nobody@example.com"]) == 2
+    _one_line_refusal(capsys, "no operator nobody@example.com")
+    assert main(["operators", "disable", "--email", "bad address"]) == 2
+    _one_line_refusal(capsys, "not an email address")
+
+
+def test_console_refuses_a_taken_port(env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["console", "--port", str(port)]) == 2
+    _one_line_refusal(capsys, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_console_refuses_a_missing_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("PAYGATE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("PAYGATE_DATA_DIR", str(tmp_path / "typo"))
+    assert main(["console", "--port", "0"]) == 2
+    _one_line_refusal(capsys, "paygate db upgrade")
