@@ -4,10 +4,10 @@ logout revoking the session, CSRF and Origin refusals, and a viewer's missing co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from starlette.applications import Starlette
@@ -23,6 +23,14 @@ from tests.support.databases import migrate, new_database_url
 from tests.support.processes import gateway_env
 
 REFUSED = "Wrong email or password"
+T = TypeVar("T")
+
+
+def _off_thread(fn: Callable[[], T]) -> T:
+    """Run blocking set-up (``asyncio.run`` inside) on another thread: Playwright's sync API
+    keeps an event loop running on this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
 
 
 @dataclass
@@ -40,7 +48,7 @@ class ConsoleSite:
                 await Accounts(db, CHEAP).create(email, role, PASSWORD)
             finally:
                 await db.dispose()
-        asyncio.run(run())
+        _off_thread(lambda: asyncio.run(run()))
         return email
 
     def operator_exists(self, email: str) -> bool:
@@ -50,7 +58,7 @@ class ConsoleSite:
                 return await Accounts(db, CHEAP).find(email) is not None
             finally:
                 await db.dispose()
-        return asyncio.run(run())
+        return _off_thread(lambda: asyncio.run(run()))
 
 
 def _stranger(console_url: str) -> Starlette:
@@ -65,7 +73,7 @@ def _stranger(console_url: str) -> Starlette:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSite]:
     data_dir = tmp_path_factory.mktemp("console")
     url = new_database_url("sqlite", data_dir)
-    migrate(url)
+    _off_thread(lambda: migrate(url))
     with ServiceProcess(console_command, log_path=data_dir / "console.log",
                         env=gateway_env(url, data_dir)) as proc:
         stranger = ServerThread(_stranger(proc.base_url), [_listening_socket()])
