@@ -25,7 +25,6 @@ from functools import cached_property
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy.exc import IntegrityError
 
 from paygate_server.clock import now_us
 from paygate_server.console.roles import ROLES, is_role
@@ -110,12 +109,14 @@ class Accounts:
             raise AccountError(f"no role {role[:40]!r}: one of {', '.join(ROLES)}")
         check_password(password)
         row = OperatorRow(new_id("op"), email, role, await self.hash(password), now_us(), None)
-        try:
-            async with self.db.write() as conn:
-                await insert_operator(conn, operator_id=row.id, email=email, role=role,
-                                      password_hash=row.password_hash, now=row.created_at)
-        except IntegrityError:
-            raise AccountError(f"there is already an operator {email}") from None
+        async with self.db.write() as conn:
+            if await find_operator_by_email(conn, email) is None:
+                created = await insert_operator(conn, operator_id=row.id, email=email, role=role,
+                                                password_hash=row.password_hash, now=row.created_at)
+            else:
+                created = False
+        if not created:  # taken before, or by a concurrent create (the unique email decides)
+            raise AccountError(f"there is already an operator {email}")
         return row
 
     async def disable(self, email: str) -> OperatorRow:

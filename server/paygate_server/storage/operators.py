@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
 
 __all__ = ["ActionRow", "OperatorRow", "SessionRow", "disable_operator", "find_operator_by_email", "get_operator",
@@ -101,10 +103,15 @@ def _operator(m: Mapping[str, Any]) -> OperatorRow:
 
 
 async def insert_operator(conn: Connection, *, operator_id: str, email: str, role: str, password_hash: str,
-                          now: int) -> None:
-    """A new account; the email already lower-cased (a taken one raises IntegrityError)."""
-    await execute(conn, _INSERT_OPERATOR, id=operator_id, email=email, role=role, password_hash=password_hash,
-                  now=now)
+                          now: int) -> bool:
+    """A new account, the email already lower-cased; False: the email is taken (nothing
+    written; on PostgreSQL the transaction is then aborted: the caller ends it)."""
+    try:
+        await execute(conn, _INSERT_OPERATOR, id=operator_id, email=email, role=role, password_hash=password_hash,
+                      now=now)
+    except IntegrityError:
+        return False
+    return True
 
 
 async def get_operator(conn: Connection, operator_id: str) -> OperatorRow | None:

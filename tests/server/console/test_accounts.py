@@ -2,6 +2,7 @@
 its edges (on the fake clock), unknown and disabled emails; SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
 import pytest
@@ -143,3 +144,12 @@ async def test_disable_unknown_and_twice(accounts: Accounts) -> None:
     assert (await accounts.disable(email)).email == email
     await accounts.disable(email)  # not an error
     assert (await accounts.login(email, PASSWORD, None)).operator is None
+
+
+async def test_two_concurrent_creates_of_one_email_make_one_account(accounts: Accounts) -> None:
+    email = new_email("race")
+    results = await asyncio.gather(*(accounts.create(email, "viewer", PASSWORD) for _ in range(4)),
+                                   return_exceptions=True)
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, AccountError) for r in results if isinstance(r, BaseException))
+    assert len([op for op in await accounts.list() if op.email == email]) == 1
