@@ -46,9 +46,11 @@ def test_the_demo_keeps_its_data_across_restarts(tmp_path: Path) -> None:
     assert (data_dir / "demo-operator.json").stat().st_mode & 0o777 == 0o600
     # Each service's log got its startup line, the gateway's a line per request; none
     # holds a card number or a secret.
-    logs = {name: (data_dir / "logs" / f"{name}.log").read_text() for name in ("gateway", "simulator", "storefront")}
+    services = ("gateway", "simulator", "storefront", "console")
+    logs = {name: (data_dir / "logs" / f"{name}.log").read_text() for name in services}
     assert "paygate serve starting" in logs["gateway"] and "paygate.request" in logs["gateway"]
     assert "paygate simulator starting" in logs["simulator"] and "storefront starting" in logs["storefront"]
+    assert "paygate console starting" in logs["console"]
     assert not [line for text in logs.values() for line in text.splitlines() if leaks_in(line)]
 
     with running_demo(data_dir) as second:

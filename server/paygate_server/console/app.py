@@ -26,7 +26,7 @@ from paygate_server.app import EXTENSIONS, build_gateway
 from paygate_server.config import Settings
 from paygate_server.console.accounts import Accounts
 from paygate_server.console.pages import PAGE_MODULES
-from paygate_server.console.security import CsrfTokens, SecurityHeaders
+from paygate_server.console.security import CsrfTokens, SecurityHeaders, check_console_origin
 from paygate_server.console.sessions import COOKIE_NAME, SessionPolicy, Sessions
 from paygate_server.console.web import NAV, Console, console_of, error_page
 
@@ -60,6 +60,7 @@ def _routes(modules: Sequence[str]) -> list[BaseRoute]:
 
 def create_console_app(settings: Settings | None = None, *, page_modules: Sequence[str] = PAGE_MODULES) -> Starlette:
     settings = replace(settings or Settings.from_env(), run_background=False)
+    check_console_origin(settings.console_origin)
     routes = _routes(page_modules)
     routed = {route.path for route in routes if isinstance(route, Route)}
     nav = tuple(item for item in NAV if item.path in routed)

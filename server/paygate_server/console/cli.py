@@ -18,8 +18,10 @@ from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.console.accounts import AccountError, Accounts, check_password, normalize_email
 from paygate_server.console.roles import ROLES, is_role
+from paygate_server.console.security import check_console_origin
 from paygate_server.storage import Database
 from paygate_server.storage.operators import OperatorRow
+from paygate_server.storage.urls import database_kind
 
 __all__ = ["add_commands"]
 
@@ -94,13 +96,17 @@ def cmd_console(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
-    from paygate_server.logs import logging_config
+    from paygate_server.logs import STARTUP_LOGGER, logging_config
 
+    check_console_origin(settings.console_origin)  # ValueError: one line
     log_config = logging_config(args.log_level)
     run_with_db(settings, lambda db: asyncio.sleep(0))  # refuse a missing database or wrong schema up front
     if args.fd is None:
         check_port_free(args.host, args.port, "--port")
     logging.config.dictConfig(log_config)
+    listen = f"fd {args.fd}" if args.fd is not None else f"{args.host}:{args.port}"
+    logging.getLogger(STARTUP_LOGGER).info("paygate console starting", extra={"fields": {
+        "database": database_kind(settings.resolved_database_url), "listen": listen}})
     uvicorn.run(
         "paygate_server.console.app:create_console_app_from_env",
         factory=True,

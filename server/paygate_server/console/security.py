@@ -22,13 +22,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paygate_server.crypto import MasterKey
 
-__all__ = ["CONTENT_SECURITY_POLICY", "CSRF_FIELD", "CsrfTokens", "SecurityHeaders", "cookie_is_secure",
+__all__ = ["CONTENT_SECURITY_POLICY", "CSRF_FIELD", "CsrfTokens", "SecurityHeaders", "check_console_origin",
+           "cookie_is_secure",
            "expected_origin", "origin_allowed"]
 
 CSRF_PURPOSE = "console-csrf"
@@ -52,6 +54,18 @@ class CsrfTokens:
 
     def valid(self, session_id: bytes, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(self.token(session_id), token)
+
+
+def check_console_origin(configured: str | None) -> None:
+    """A configured origin must be ``scheme://host[:port]`` (what browsers send), or every
+    form would be refused; ValueError says what is wrong."""
+    if not configured:
+        return
+    parts = urlsplit(configured)
+    if (parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/")
+            or parts.query or parts.fragment or "@" in parts.netloc):
+        raise ValueError(f"PAYGATE_CONSOLE_ORIGIN must be an origin like https://console.example.com, "
+                         f"not {configured[:100]!r}")
 
 
 def expected_origin(scheme: str, host: str | None, configured: str | None) -> str | None:

@@ -116,3 +116,12 @@ def test_console_refuses_a_missing_database(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("PAYGATE_DATA_DIR", str(tmp_path / "typo"))
     assert main(["console", "--port", "0"]) == 2
     _one_line_refusal(capsys, "paygate db upgrade")
+
+
+@pytest.mark.parametrize("origin", ["console.example.com", "https://console.example.com/path", "ftp://x.example",
+                                    "https://user@console.example.com"])
+def test_console_refuses_a_malformed_origin(env: str, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str], origin: str) -> None:
+    monkeypatch.setenv("PAYGATE_CONSOLE_ORIGIN", origin)
+    assert main(["console", "--port", "0"]) == 2
+    _one_line_refusal(capsys, "PAYGATE_CONSOLE_ORIGIN must be an origin")
