@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,13 +27,19 @@ from paygate_server.app import EXTENSIONS, build_gateway
 from paygate_server.config import Settings
 from paygate_server.console.accounts import Accounts
 from paygate_server.console.pages import PAGE_MODULES
-from paygate_server.console.security import CsrfTokens, SecurityHeaders, check_console_origin
+from paygate_server.console.security import (
+    CsrfTokens,
+    SecurityHeaders,
+    add_security_headers,
+    check_console_origin,
+)
 from paygate_server.console.sessions import COOKIE_NAME, SessionPolicy, Sessions
 from paygate_server.console.web import NAV, Console, console_of, error_page
 
 __all__ = ["create_console_app", "create_console_app_from_env"]
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("paygate.console")
 
 
 async def _healthz(request: Request) -> Response:
@@ -48,6 +55,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                405: "This page cannot be used that way: open it from the console's navigation."}.get(
         exc.status_code, "The request could not be understood: open the page from the console and try again.")
     return error_page(request, signed_in, exc.status_code, message)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug or an outage (the database down): a readable page, the traceback in the log only."""
+    log.error("console request failed", exc_info=exc)
+    response = error_page(request, None, 500, "Something went wrong on the console's side: reload the page to see "
+                                              "what was done, then try again; if it persists, the console's log "
+                                              "says why.")
+    add_security_headers(response.headers)
+    return response
 
 
 def _routes(modules: Sequence[str]) -> list[BaseRoute]:
@@ -80,7 +97,7 @@ def create_console_app(settings: Settings | None = None, *, page_modules: Sequen
             await gateway.db.dispose()
 
     return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
-                     exception_handlers={HTTPException: _http_error}, lifespan=lifespan)
+                     exception_handlers={HTTPException: _http_error, Exception: _unexpected}, lifespan=lifespan)
 
 
 def create_console_app_from_env() -> Starlette:

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paygate_server.crypto import MasterKey
 
-__all__ = ["CONTENT_SECURITY_POLICY", "CSRF_FIELD", "CsrfTokens", "SecurityHeaders", "check_console_origin",
+__all__ = ["CONTENT_SECURITY_POLICY", "CSRF_FIELD", "CsrfTokens", "SecurityHeaders", "add_security_headers", "check_console_origin",
            "cookie_is_secure",
            "expected_origin", "origin_allowed"]
 
@@ -84,6 +84,15 @@ def cookie_is_secure(scheme: str, configured: str | None) -> bool:
     return scheme == "https" or bool(configured and configured.startswith("https://"))
 
 
+def add_security_headers(headers: MutableHeaders, *, static: bool = False) -> None:
+    """The headers above (and no-store unless ``static``). Also used by the error handler
+    of last resort, which Starlette runs outside every middleware."""
+    for name, value in _HEADERS.items():
+        headers[name] = value
+    if not static:
+        headers["cache-control"] = "no-store"
+
+
 class SecurityHeaders:
     """Pure ASGI middleware: the headers above on every response; ``Cache-Control:
     no-store`` on all but the static files (pages show who is signed in and payments)."""
@@ -100,11 +109,7 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in _HEADERS.items():
-                    headers[name] = value
-                if not static:
-                    headers["cache-control"] = "no-store"
+                add_security_headers(MutableHeaders(scope=message), static=static)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -7,13 +7,20 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 
-from paygate_server.console.accounts import LOGIN_REFUSED
+from paygate_server.console.accounts import LOGIN_REFUSED, Accounts
 from paygate_server.console.roles import PERMISSIONS, ROLES, can
 from paygate_server.console.security import CONTENT_SECURITY_POLICY
 from paygate_server.console.sessions import COOKIE_NAME
-from tests.server.console.conftest import PASSWORD, InProcessConsole, new_email, running_console
+from tests.server.console.conftest import (
+    CHEAP,
+    PASSWORD,
+    InProcessConsole,
+    new_email,
+    running_console,
+)
 from tests.support.app import test_settings as make_settings
 from tests.support.clock import fake_clock
 
@@ -299,3 +306,29 @@ async def test_the_console_starts_no_background_work(database_url: str, tmp_path
     async with running_console(make_settings(database_url, tmp_path, run_background=True)) as con:
         assert con.console.settings.run_background is False
         assert asyncio.all_tasks() - before == set()
+
+
+async def test_a_failing_page_is_a_readable_500(database_url: str, tmp_path: Path) -> None:
+    from paygate_server.console.app import create_console_app
+    from paygate_server.console.pages import PAGE_MODULES
+
+    app = create_console_app(make_settings(database_url, tmp_path),
+                             page_modules=(*PAGE_MODULES, "tests.server.console.failing_page"))
+    async with app.router.lifespan_context(app) as state:
+        state["console"].accounts = Accounts(state["console"].gateway.db, CHEAP)
+
+        async def with_state(scope, receive, send):  # type: ignore[no-untyped-def]
+            scope["state"] = dict(state)
+            await app(scope, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as http:
+            email = new_email()
+            await state["console"].accounts.create(email, "viewer", PASSWORD)
+            await http.post("/login", data={"email": email, "password": PASSWORD},
+                            headers={"origin": "http://console.test"})
+            response = await http.get("/broken")
+    assert response.status_code == 500 and "reload the page" in response.text
+    assert "4242424242424242" not in response.text and "sk_test" not in response.text
+    assert "Traceback" not in response.text
+    assert response.headers["content-security-policy"]
