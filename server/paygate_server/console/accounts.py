@@ -2,8 +2,9 @@
 
 Passwords are kept as Argon2id hashes (``argon2.PasswordHasher``, its RFC 9106 default
 parameters); a hash made under older parameters is replaced at the next good login.
-Hashing runs in a worker thread (tens of milliseconds of CPU) so the event loop keeps
-serving other requests.
+Hashing runs in a worker thread (tens of milliseconds of CPU and 64 MiB each) so the
+event loop keeps serving other requests, at most ``HASHING_AT_ONCE`` at a time per process,
+so a flood of login attempts queues instead of taking the machine's memory.
 
 Lockout (SPEC §12): ten failed logins for one account within 15 minutes lock it for 15
 minutes from the tenth. While locked, even the right password is refused and nothing more
@@ -49,6 +50,7 @@ MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # Argon2 takes any length; a bound keeps a hostile body from costing more
 LOCKOUT_FAILURES = 10
 LOCKOUT_WINDOW_S = 15 * 60  # failures counted within it; also how long the lock lasts
+HASHING_AT_ONCE = 2
 LOGIN_REFUSED = "Wrong email or password, or the account is locked for a while after too many failed attempts."
 _US = 1_000_000
 # One address, no spaces, a dot in the domain: enough to catch a typo; delivery is not our concern.
@@ -87,6 +89,7 @@ class Accounts:
     def __init__(self, db: Database, hasher: PasswordHasher | None = None) -> None:
         self.db = db
         self.hasher = hasher or PasswordHasher()
+        self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
 
     @cached_property
     def _dummy_hash(self) -> str:
@@ -94,12 +97,19 @@ class Accounts:
         an unknown email."""
         return self.hasher.hash(new_id("dummy"))
 
+    async def prepare(self) -> None:
+        """Make the dummy hash now (at start-up), so the first unknown email does not take
+        one hashing longer than the others."""
+        await asyncio.to_thread(lambda: self._dummy_hash)
+
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self.hasher.hash, password)
+        async with self._hashing:
+            return await asyncio.to_thread(self.hasher.hash, password)
 
     async def _verify(self, password_hash: str, password: str) -> bool:
         try:
-            return await asyncio.to_thread(self.hasher.verify, password_hash, password)
+            async with self._hashing:
+                return await asyncio.to_thread(self.hasher.verify, password_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 

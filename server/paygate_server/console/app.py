@@ -88,6 +88,7 @@ def create_console_app(settings: Settings | None = None, *, page_modules: Sequen
         console = Console(gateway=gateway, settings=settings, accounts=Accounts(gateway.db),
                           sessions=Sessions(gateway.db, SessionPolicy.from_settings(settings)),
                           csrf=CsrfTokens(gateway.master_key), nav=nav)
+        await console.accounts.prepare()
         try:
             yield {"console": console}
         finally:
