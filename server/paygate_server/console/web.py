@@ -31,8 +31,8 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import read_body
 from paygate_server.state import Gateway
 
-__all__ = ["Console", "Form", "FormRefused", "read_form", "origin_ok", "NAV", "NavItem", "console_of", "error_page", "form_action", "page", "remote_addr",
-           "render"]
+__all__ = ["Console", "FORBIDDEN_ORIGIN", "Form", "FormRefused", "NAV", "NavItem", "console_of", "error_page",
+           "form_action", "origin_ok", "page", "read_form", "remote_addr", "render"]
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 50
