@@ -5,6 +5,8 @@
   template; ``paygate_http_requests_in_progress``.
 - ``paygate_processor_request_duration_seconds{connector,operation,outcome}`` — the
   connector is wrapped once at start-up, before any service gets it (see :mod:`.connector`).
+- The console overview's per-minute latency and backlog samples, written by every worker
+  to the database (:mod:`.console_sampler`, a background task).
 - Read on scrape: ``paygate_payment_intents{status}``, ``paygate_reconcile_backlog``,
   ``paygate_reconcile_overdue``, ``paygate_webhook_backlog`` (once webhooks exist).
 
@@ -14,13 +16,15 @@ gets ``404``); with it, a scrape needs ``Authorization: Bearer <token>`` from an
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from paygate_server.extensions import Extension
 from paygate_server.observability.connector import InstrumentedConnector
+from paygate_server.observability.console_sampler import ConsoleSampler, worker_name
 from paygate_server.observability.metrics import mark_process_dead
 from paygate_server.observability.middleware import MetricsMiddleware
 from paygate_server.observability.scrape import DatabaseGauges, metrics_endpoint
@@ -42,6 +46,9 @@ class ObservabilityExtension(Extension):
 
     async def setup(self, gateway: Gateway) -> None:
         gateway.metrics_db = DatabaseGauges(gateway.settings.metrics_db_refresh_s)
+
+    def background_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
+        return [ConsoleSampler(gateway.db, worker_name()).run_forever()]
 
     async def teardown(self, gateway: Gateway) -> None:
         mark_process_dead()

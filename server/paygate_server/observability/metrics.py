@@ -14,10 +14,13 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.process_collector import ProcessCollector
 
+from paygate_server.storage.console_samples import LATENCY_BOUNDS_S
+
 __all__ = ["HTTP_DURATION", "HTTP_IN_PROGRESS", "HTTP_REQUESTS", "PROCESSOR_DURATION", "mark_process_dead",
            "multiprocess_dir", "scrape_registry"]
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# The console's per-minute latency samples use the same buckets (storage/console_samples.py).
+_LATENCY_BUCKETS = LATENCY_BOUNDS_S
 
 # Definitions are registered in a private registry (never the global default one), so
 # importing this module twice in one process (tests) or in a host application is harmless.

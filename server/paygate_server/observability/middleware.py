@@ -3,7 +3,9 @@
 The route template (``/api/v1/payment/intent/{intent_id}``, never the concrete path) comes
 from ``scope["route"]``, which Starlette's router sets on the shared scope; requests that
 match no route are counted as ``unmatched``, so random paths cannot blow up the label set.
-Labelled children are cached, so the hot path is one dict lookup per metric.
+Labelled children are cached, so the hot path is one dict lookup per metric. The same
+latency also goes into this worker's per-minute histogram for the console's overview
+(:mod:`.console_sampler`).
 
 The same numbers make the request log: one ``paygate.request`` line per request (time,
 request id, merchant id, method, route template, status, latency, error code; see
@@ -23,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paygate_server.http.middleware import MERCHANT_KEY, request_id_of
 from paygate_server.logs import REQUEST_LOGGER
+from paygate_server.observability.console_sampler import MINUTE_LATENCY
 from paygate_server.observability.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS
 
 __all__ = ["MetricsMiddleware"]
@@ -73,6 +76,7 @@ class MetricsMiddleware:
             self._counter(method, template, status).inc()
             elapsed = time.perf_counter() - started
             self._histogram(method, template).observe(elapsed)
+            MINUTE_LATENCY.observe(elapsed)
             if request_log.isEnabledFor(logging.INFO):
                 request_log.info("request", extra={"fields": {
                     "request_id": request_id_of(scope), "merchant_id": scope.get(MERCHANT_KEY),

@@ -7,7 +7,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["insert_ignore"]
+__all__ = ["insert_ignore", "upsert"]
 
 
 async def insert_ignore(conn: AsyncConnection, table: Table, values: dict[str, Any]) -> bool:
@@ -16,3 +16,10 @@ async def insert_ignore(conn: AsyncConnection, table: Table, values: dict[str, A
     stmt = module.insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key.columns)
     result = await conn.execute(stmt)
     return result.first() is not None
+
+
+async def upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], update: dict[str, Any]) -> None:
+    """INSERT, or on a primary key conflict UPDATE the row with ``update``."""
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = module.insert(table).values(**values)
+    await conn.execute(stmt.on_conflict_do_update(index_elements=list(table.primary_key.columns), set_=update))

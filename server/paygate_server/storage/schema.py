@@ -100,6 +100,9 @@ payment_intents = Table(
     Column("amount_received", BigInteger, nullable=False, server_default=text("0")),  # charged or captured
     Column("cancellation_reason", String(16), nullable=True),  # requested | expired
     Index("ix_payment_intents_merchant_created", "merchant_id", "created_at", "id"),
+    # The console's payment search, newest first (migration 0008): all payments, by status.
+    Index("ix_payment_intents_created", "created_at", "id"),
+    Index("ix_payment_intents_status_created", "status", "created_at", "id"),
     # The holds (the reconciler's expiry sweep reads them): few rows, not a table scan.
     Index("ix_payment_intents_held", "id", sqlite_where=text("status = 'requires_capture'"),
           postgresql_where=text("status = 'requires_capture'")),
@@ -146,6 +149,9 @@ transactions = Table(
     Index("ux_transactions_one_success", "intent_id", "kind", unique=True,
           sqlite_where=text("status = 'succeeded'"), postgresql_where=text("status = 'succeeded'")),
     Index("ix_transactions_intent", "intent_id"),
+    # The console (migration 0008): search by card last 4; the overview's minutes of settles.
+    Index("ix_transactions_last4", "card_last4", "intent_id"),
+    Index("ix_transactions_updated", "updated_at"),
 )
 
 refunds = Table(
@@ -231,4 +237,5 @@ from paygate_server.storage import (  # noqa: E402,F401
     schema_console,
     schema_history,
     schema_processors,
+    schema_samples,
 )

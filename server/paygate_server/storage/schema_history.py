@@ -97,6 +97,7 @@ webhook_events = Table(
     Index("ix_webhook_events_merchant", "merchant_id", "created_at"),
     # An entity's latest event: its status once pruning took its earlier changes (webhooks/events.py).
     Index("ix_webhook_events_object", "object_id", "change_id"),
+    Index("ix_webhook_events_intent", "intent_id", "change_id"),  # a payment's page (0008)
 )
 
 webhook_deliveries = Table(

@@ -1,0 +1,155 @@
+"""The console's payment search (SPEC §12 "Payments"): filters, newest first, keyset pages.
+
+A page is read with one statement. Pagination is by keyset, never ``OFFSET``: the cursor
+is the ``(created_at, id)`` of the last row shown, and the next page is the rows strictly
+before it in the order ``created_at DESC, id DESC`` — so a later page costs what the first
+does, and payments created while an operator pages do not shift or repeat rows. The
+indexes that keep every filter fast at 100,000 payments are migration 0008's
+(docs/performance.md "Console").
+
+Exceptions::
+
+    ValueError
+     └── InvalidSearch   a filter or a cursor the search cannot take (the message says which)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from paygate_server.storage.engine import Database
+from paygate_server.storage.schema import payment_intents, transactions
+
+__all__ = ["InvalidSearch", "PaymentSearch", "PaymentRow", "PaymentPage", "search_payments",
+           "encode_cursor", "decode_cursor", "MAX_PAGE_SIZE"]
+
+MAX_PAGE_SIZE = 200
+_LAST4 = re.compile(r"[0-9]{4}")
+_CURSOR = re.compile(r"([0-9]{1,19})\.([A-Za-z0-9_]{1,64})")
+_MAX_ID = 64  # the id columns' size
+
+_pi = payment_intents.c
+_tx = transactions.c
+# An attempt at the processor that carries the card: a charge or an authorization (a
+# capture or void repeats its authorization's card).
+_CARD_KINDS = ("charge", "authorization")
+
+
+class InvalidSearch(ValueError):
+    """A filter or cursor the search refuses; ``str()`` is a message for the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSearch:
+    """Filters, all optional and combined with AND. Amounts are minor units and times
+    microseconds since the epoch; both ranges include their edges. ``after`` is the
+    ``next_cursor`` of the previous page."""
+
+    intent_id: str | None = None  # exact pi_…
+    merchant_id: str | None = None
+    status: str | None = None  # a payment intent status
+    amount_min: int | None = None
+    amount_max: int | None = None
+    card_last4: str | None = None  # any of the intent's attempts
+    created_from: int | None = None
+    created_to: int | None = None
+    limit: int = 50
+    after: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("intent_id", "merchant_id", "status"):
+            value = getattr(self, name)
+            if value is not None and (not value or len(value) > _MAX_ID):
+                raise InvalidSearch(f"{name} must be 1 to {_MAX_ID} characters")
+        for name in ("amount_min", "amount_max", "created_from", "created_to", "limit"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 0 or value >= 2**63):
+                raise InvalidSearch(f"{name} must be a whole number from 0")
+        if self.card_last4 is not None and not _LAST4.fullmatch(self.card_last4):
+            raise InvalidSearch("card_last4 must be exactly 4 digits")
+        if not 1 <= self.limit <= MAX_PAGE_SIZE:
+            raise InvalidSearch(f"limit must be from 1 to {MAX_PAGE_SIZE}")
+        if self.after is not None:
+            decode_cursor(self.after)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    id: str
+    merchant_id: str
+    status: str
+    amount: int
+    currency: str
+    amount_received: int
+    amount_refunded: int
+    created_at: int  # microseconds
+    card_brand: str | None  # of the latest charge or authorization; None before any
+    card_last4: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentPage:
+    rows: list[PaymentRow]  # newest first
+    next_cursor: str | None  # pass as ``PaymentSearch.after``; None on the last page
+
+
+def encode_cursor(created_at: int, intent_id: str) -> str:
+    return f"{created_at}.{intent_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """``(created_at, id)`` of a cursor; InvalidSearch for anything this module did not make."""
+    match = _CURSOR.fullmatch(cursor) if isinstance(cursor, str) else None
+    if match is None or int(match.group(1)) >= 2**63:
+        raise InvalidSearch("the page cursor is not valid: start the search again")
+    return int(match.group(1)), match.group(2)
+
+
+def _filters(search: PaymentSearch) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if search.intent_id is not None:
+        where.append(_pi.id == search.intent_id)
+    if search.merchant_id is not None:
+        where.append(_pi.merchant_id == search.merchant_id)
+    if search.status is not None:
+        where.append(_pi.status == search.status)
+    if search.amount_min is not None:
+        where.append(_pi.amount >= search.amount_min)
+    if search.amount_max is not None:
+        where.append(_pi.amount <= search.amount_max)
+    if search.created_from is not None:
+        where.append(_pi.created_at >= search.created_from)
+    if search.created_to is not None:
+        where.append(_pi.created_at <= search.created_to)
+    if search.card_last4 is not None:
+        where.append(exists().where(_tx.intent_id == _pi.id, _tx.card_last4 == search.card_last4))
+    if search.after is not None:
+        created_at, intent_id = decode_cursor(search.after)
+        where.append(or_(_pi.created_at < created_at, and_(_pi.created_at == created_at, _pi.id < intent_id)))
+    return where
+
+
+def _latest_card_attempt() -> ColumnElement[str]:
+    """The id of the intent's latest charge or authorization (a scalar subquery per row)."""
+    return (select(_tx.id).where(_tx.intent_id == _pi.id, _tx.kind.in_(_CARD_KINDS))
+            .order_by(_tx.created_at.desc(), _tx.id.desc()).limit(1).scalar_subquery())
+
+
+async def search_payments(db: Database, search: PaymentSearch) -> PaymentPage:
+    """One page of the payments matching ``search``, newest first."""
+    latest = transactions.alias("latest")
+    query = (select(_pi.id, _pi.merchant_id, _pi.status, _pi.amount, _pi.currency, _pi.amount_received,
+                    _pi.amount_refunded, _pi.created_at, latest.c.card_brand, latest.c.card_last4)
+             .select_from(payment_intents.outerjoin(latest, latest.c.id == _latest_card_attempt()))
+             .where(*_filters(search))
+             .order_by(_pi.created_at.desc(), _pi.id.desc())
+             .limit(search.limit + 1))  # one more: is there a next page?
+    async with db.read() as conn:
+        rows = [PaymentRow(*row) for row in await conn.execute(query)]
+    if len(rows) <= search.limit:
+        return PaymentPage(rows, None)
+    rows = rows[:search.limit]
+    return PaymentPage(rows, encode_cursor(rows[-1].created_at, rows[-1].id))
