@@ -23,7 +23,12 @@ import socket
 import time
 
 from paygate_server.ids import random_token
-from paygate_server.storage.console_samples import LATENCY_BOUNDS_S, prune_samples, sample_backlogs, write_latency
+from paygate_server.storage.console_samples import (
+    LATENCY_BOUNDS_S,
+    prune_samples,
+    sample_backlogs,
+    write_latency,
+)
 from paygate_server.storage.engine import Database
 
 __all__ = ["FLUSH_S", "KEEP_S", "MinuteLatency", "MINUTE_LATENCY", "ConsoleSampler", "worker_name"]

@@ -14,7 +14,13 @@ from typing import Any
 from sqlalchemy import Table
 
 from paygate_server.storage.engine import Database
-from paygate_server.storage.schema import merchants, payment_intents, reconcile_queue, refunds, transactions
+from paygate_server.storage.schema import (
+    merchants,
+    payment_intents,
+    reconcile_queue,
+    refunds,
+    transactions,
+)
 
 __all__ = ["insert_payments"]
 

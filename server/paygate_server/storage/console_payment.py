@@ -20,7 +20,11 @@ from sqlalchemy import select
 
 from paygate_server.storage.engine import Database
 from paygate_server.storage.schema import payment_intents, refunds, transactions
-from paygate_server.storage.schema_history import webhook_deliveries, webhook_endpoints, webhook_events
+from paygate_server.storage.schema_history import (
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_events,
+)
 
 __all__ = ["IntentSummary", "AttemptView", "RefundView", "DeliveryView", "WebhookEventView", "PaymentDetail",
            "payment_detail"]

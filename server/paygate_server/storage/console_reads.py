@@ -48,7 +48,11 @@ from paygate_server.storage.console_payment import (
     WebhookEventView,
     payment_detail,
 )
-from paygate_server.storage.console_reconciliation import ReconciliationPage, StuckOperation, reconciliation_queue
+from paygate_server.storage.console_reconciliation import (
+    ReconciliationPage,
+    StuckOperation,
+    reconciliation_queue,
+)
 from paygate_server.storage.console_search import (
     MAX_PAGE_SIZE,
     InvalidSearch,

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import Select, exists, func, literal, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from paygate_server.storage.engine import Database
@@ -27,6 +29,7 @@ __all__ = ["InvalidSearch", "PaymentSearch", "PaymentRow", "PaymentPage", "searc
            "encode_cursor", "decode_cursor", "MAX_PAGE_SIZE"]
 
 MAX_PAGE_SIZE = 200
+COMMON_CARD = 5000  # attempts with one last 4 past which its payments are found by walking
 _LAST4 = re.compile(r"[0-9]{4}")
 _CURSOR = re.compile(r"([0-9]{1,19})\.([A-Za-z0-9_]{1,64})")
 _MAX_ID = 64  # the id columns' size
@@ -108,7 +111,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
-def _filters(search: PaymentSearch) -> list[ColumnElement[bool]]:
+def _filters(search: PaymentSearch, common_card: bool) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = []
     if search.intent_id is not None:
         where.append(_pi.id == search.intent_id)
@@ -125,30 +128,55 @@ def _filters(search: PaymentSearch) -> list[ColumnElement[bool]]:
     if search.created_to is not None:
         where.append(_pi.created_at <= search.created_to)
     if search.card_last4 is not None:
-        where.append(exists().where(_tx.intent_id == _pi.id, _tx.card_last4 == search.card_last4))
+        if common_card:
+            # Many payments: walk the payments newest first and test each (a page fills fast).
+            where.append(exists().where(_tx.intent_id == _pi.id, _tx.card_last4 == search.card_last4))
+        else:
+            # Few: start from the card's attempts (the last-4 index), then sort those payments.
+            where.append(_pi.id.in_(select(_tx.intent_id).where(_tx.card_last4 == search.card_last4)))
     if search.after is not None:
         created_at, intent_id = decode_cursor(search.after)
-        where.append(or_(_pi.created_at < created_at, and_(_pi.created_at == created_at, _pi.id < intent_id)))
+        # A row value: both databases seek the (created_at, id) index to it.
+        where.append(tuple_(_pi.created_at, _pi.id) < tuple_(literal(created_at), literal(intent_id)))
     return where
 
 
-def _latest_card_attempt() -> ColumnElement[str]:
+def _latest_card_attempt(intent_id: ColumnElement[str]) -> ColumnElement[str]:
     """The id of the intent's latest charge or authorization (a scalar subquery per row)."""
-    return (select(_tx.id).where(_tx.intent_id == _pi.id, _tx.kind.in_(_CARD_KINDS))
+    return (select(_tx.id).where(_tx.intent_id == intent_id, _tx.kind.in_(_CARD_KINDS))
             .order_by(_tx.created_at.desc(), _tx.id.desc()).limit(1).scalar_subquery())
+
+
+async def _is_common_card(conn: AsyncConnection, last4: str) -> bool:
+    """More than :data:`COMMON_CARD` attempts with these last 4 (counted no further)? A
+    test card or a popular range: then the two ways of finding its payments differ by 10×
+    on SQLite, whose planner cannot tell (at 100,000 payments, a last 4 shared by 30 %:
+    ~400 ms sorting them all against ~5 ms walking the newest; docs/performance.md)."""
+    some = select(_tx.intent_id).where(_tx.card_last4 == last4).limit(COMMON_CARD + 1).subquery()
+    return int((await conn.execute(select(func.count()).select_from(some))).scalar_one()) > COMMON_CARD
+
+
+def _page_query(search: PaymentSearch, common_card: bool) -> Select[Any]:
+    # The page first, the card of each of its rows after: the latest attempt is looked up
+    # for the page's rows only, not for every match before the sort picks the page.
+    page = (select(_pi.id, _pi.merchant_id, _pi.status, _pi.amount, _pi.currency, _pi.amount_received,
+                   _pi.amount_refunded, _pi.created_at)
+            .where(*_filters(search, common_card))
+            .order_by(_pi.created_at.desc(), _pi.id.desc())
+            .limit(search.limit + 1)  # one more: is there a next page?
+            .subquery("page"))
+    latest = transactions.alias("latest")
+    query = (select(page, latest.c.card_brand, latest.c.card_last4)
+             .select_from(page.outerjoin(latest, latest.c.id == _latest_card_attempt(page.c.id)))
+             .order_by(page.c.created_at.desc(), page.c.id.desc()))
+    return query
 
 
 async def search_payments(db: Database, search: PaymentSearch) -> PaymentPage:
     """One page of the payments matching ``search``, newest first."""
-    latest = transactions.alias("latest")
-    query = (select(_pi.id, _pi.merchant_id, _pi.status, _pi.amount, _pi.currency, _pi.amount_received,
-                    _pi.amount_refunded, _pi.created_at, latest.c.card_brand, latest.c.card_last4)
-             .select_from(payment_intents.outerjoin(latest, latest.c.id == _latest_card_attempt()))
-             .where(*_filters(search))
-             .order_by(_pi.created_at.desc(), _pi.id.desc())
-             .limit(search.limit + 1))  # one more: is there a next page?
     async with db.read() as conn:
-        rows = [PaymentRow(*row) for row in await conn.execute(query)]
+        common_card = search.card_last4 is not None and await _is_common_card(conn, search.card_last4)
+        rows = [PaymentRow(*row) for row in await conn.execute(_page_query(search, common_card))]
     if len(rows) <= search.limit:
         return PaymentPage(rows, None)
     rows = rows[:search.limit]

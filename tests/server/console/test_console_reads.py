@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from paygate_server.clock import now_us
 from paygate_server.observability.console_sampler import ConsoleSampler, MinuteLatency
-from paygate_server.storage import create_database
+from paygate_server.storage import console_search, create_database
 from paygate_server.storage.console_overview import POINTS, quantile
 from paygate_server.storage.console_reads import (
     InvalidSearch,
@@ -22,7 +22,12 @@ from paygate_server.storage.console_reads import (
     reconciliation_queue,
     search_payments,
 )
-from paygate_server.storage.console_samples import LATENCY_BOUNDS_S, prune_samples, sample_backlogs, write_latency
+from paygate_server.storage.console_samples import (
+    LATENCY_BOUNDS_S,
+    prune_samples,
+    sample_backlogs,
+    write_latency,
+)
 from paygate_server.storage.engine import Database
 from tests.support.console_seed import COMMON_LAST4, MINUTE_US, Seeded, seed_payments
 
@@ -66,7 +71,10 @@ async def test_pages_return_every_payment_once_newest_first(db: Database, seeded
     assert len({r.id for r in rows}) == 400
 
 
-async def test_search_by_last4_finds_exactly_the_payments_with_that_card(db: Database, seeded: Seeded) -> None:
+@pytest.mark.parametrize("common_past", [console_search.COMMON_CARD, 10], ids=["few", "common"])
+async def test_search_by_last4_finds_exactly_the_payments_with_that_card(
+        db: Database, seeded: Seeded, common_past: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console_search, "COMMON_CARD", common_past)  # both ways of finding them
     rare = next(a["card_last4"] for a in seeded.attempts if a["card_last4"] != COMMON_LAST4)
     for last4 in (rare, COMMON_LAST4):
         expected = {a["intent_id"] for a in seeded.attempts if a["card_last4"] == last4}
@@ -267,7 +275,7 @@ async def test_overview_counts_every_workers_payments(fresh_database_url: str) -
         assert set(seen.routes) <= {"simulator", "pa_seedalpha", "pa_seedbeta"}
 
         latest = seen.latency[-1]
-        merged = [a + b for a, b in zip(fast, slow)]
+        merged = [a + b for a, b in zip(fast, slow, strict=True)]
         assert latest.requests == 100
         assert latest.p50_ms == round(quantile(0.5, merged) * 1000, 3)  # type: ignore[operator]
         assert latest.p99_ms == round(quantile(0.99, merged) * 1000, 3)  # type: ignore[operator]
@@ -336,3 +344,35 @@ def test_quantiles_interpolate_within_a_bucket() -> None:
     counts[-1] = 1000  # slower than the last bound
     assert quantile(0.99, counts) == LATENCY_BOUNDS_S[-1]
     assert quantile(0.5, [0] * len(counts)) is None
+
+
+# --- at the load check's size ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_reads_count_right_at_100000_payments(db: Database) -> None:
+    """The load check's database (docs/perf/console_load.py: speed is in docs/performance.md,
+    not asserted here): the reads still find exactly what is there."""
+    seeded = await seed_payments(db, 100_000, now=NOW)
+    held = await every_page(db, PaymentSearch(status="in_progress", limit=200))
+    assert [r.id for r in held] == newest_first([i for i in seeded.intents if i["status"] == "in_progress"])
+    rare = next(a["card_last4"] for a in seeded.attempts if a["card_last4"] != COMMON_LAST4)
+    found = await every_page(db, PaymentSearch(card_last4=rare, limit=10))
+    assert {r.id for r in found} == {a["intent_id"] for a in seeded.attempts if a["card_last4"] == rare}
+    merchant = seeded.merchants[5]
+    page = await search_payments(db, PaymentSearch(merchant_id=merchant, amount_min=1999, amount_max=2098, limit=200))
+    assert [r.id for r in page.rows] == newest_first(
+        [i for i in seeded.intents if i["merchant_id"] == merchant and 1999 <= i["amount"] <= 2098])[:200]
+
+    queue = []
+    cursor = None
+    while True:
+        stuck = await reconciliation_queue(db, 200, cursor, now=NOW)
+        queue += stuck.rows
+        if (cursor := stuck.next_cursor) is None:
+            break
+    assert sorted(r.object_id for r in queue) == sorted(q["object_id"] for q in seeded.queue)
+
+    seen = await overview(db, now=NOW)
+    expected = settled_in_window([seeded], NOW)
+    assert {name: sum(getattr(p, name) for p in seen.outcomes) for name in expected} == expected

@@ -18,7 +18,7 @@ _INDEXES = (
     ("ix_payment_intents_created", "payment_intents", ["created_at", "id"]),
     ("ix_payment_intents_status_created", "payment_intents", ["status", "created_at", "id"]),
     ("ix_transactions_last4", "transactions", ["card_last4", "intent_id"]),
-    ("ix_transactions_updated", "transactions", ["updated_at"]),
+    ("ix_transactions_updated", "transactions", ["updated_at", "kind", "status", "connector"]),
     ("ix_webhook_events_intent", "webhook_events", ["intent_id", "change_id"]),
 )
 
