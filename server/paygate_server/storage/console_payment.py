@@ -151,10 +151,11 @@ async def payment_detail(db: Database, intent_id: str) -> PaymentDetail | None:
             .order_by(_dl.event_id, _dl.endpoint_id))).all()
         by_event: dict[str, list[DeliveryView]] = {}
         for row in deliveries:
-            by_event.setdefault(row[0], []).append(DeliveryView(*row[1:]))
+            columns = dict(row._mapping)
+            by_event.setdefault(columns.pop("event_id"), []).append(DeliveryView(**columns))
         return PaymentDetail(
-            IntentSummary(*intent),
-            [AttemptView(*row) for row in attempts],
-            [RefundView(*row) for row in refund_rows],
-            [WebhookEventView(*row, deliveries=by_event.get(row[0], [])) for row in events],
+            IntentSummary(**intent._mapping),
+            [AttemptView(**row._mapping) for row in attempts],
+            [RefundView(**row._mapping) for row in refund_rows],
+            [WebhookEventView(**row._mapping, deliveries=by_event.get(row.id, [])) for row in events],
         )

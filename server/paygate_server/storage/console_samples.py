@@ -14,7 +14,7 @@ the two tell the same story; changing them changes how older rows read.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import delete, func, select
 
@@ -35,7 +35,7 @@ WEBHOOK_BACKLOG = "webhook_backlog"
 CLUSTER = ""  # the worker of a cluster-wide sample
 
 
-async def write_latency(db: Database, worker: str, minutes: dict[int, Sequence[int]]) -> None:
+async def write_latency(db: Database, worker: str, minutes: Mapping[int, Sequence[int]]) -> None:
     """Store ``worker``'s histogram of each minute (Unix seconds), replacing what it wrote
     before for that minute."""
     if not minutes:

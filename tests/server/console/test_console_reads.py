@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from paygate_server.clock import now_us
+from paygate_server.observability import extension, middleware
 from paygate_server.observability.console_sampler import ConsoleSampler, MinuteLatency
 from paygate_server.storage import console_search, create_database
 from paygate_server.storage.console_overview import POINTS, quantile
@@ -29,6 +31,7 @@ from paygate_server.storage.console_samples import (
     write_latency,
 )
 from paygate_server.storage.engine import Database
+from tests.support.app import running_gateway, test_settings
 from tests.support.console_seed import COMMON_LAST4, MINUTE_US, Seeded, seed_payments
 
 NOW = now_us()
@@ -335,6 +338,24 @@ async def test_a_worker_sampler_writes_its_minutes_and_prunes_old_ones(db: Datab
     assert (await overview(db, now=NOW)).latency[-1].requests == 5
     assert await prune_samples(db, minute - 24 * 3600) == 0  # the flush deleted the 25 h old row already
     assert seen.backlogs[-1].reconcile == 0
+
+
+async def test_the_gateways_requests_reach_the_overview(
+        fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the app: the metrics middleware counts each request into the worker's
+    minute, its sampler (the observability extension's background task) writes it."""
+    latency = MinuteLatency()
+    monkeypatch.setattr(middleware, "MINUTE_LATENCY", latency)
+    async with running_gateway(test_settings(fresh_database_url, tmp_path)) as gw:
+        tasks = extension.background_tasks(gw.gateway)
+        assert len(tasks) == 1
+        tasks[0].close()  # built, not run: the test flushes by hand
+        for _ in range(3):
+            assert (await gw.http.get("/no/such/path")).status_code == 404
+        monkeypatch.setattr(middleware, "MINUTE_LATENCY", MinuteLatency())  # nothing more counted here
+        await ConsoleSampler(gw.gateway.db, "w1", latency).flush()
+        seen = await overview(gw.gateway.db)
+        assert sum(p.requests for p in seen.latency[-2:]) == 3
 
 
 def test_quantiles_interpolate_within_a_bucket() -> None:
