@@ -119,6 +119,7 @@ def _outcome(kind: str, status: str) -> str | None:
     return None  # pending: not settled yet; a failed capture or void leaves the payment as it was
 
 
+_OUTCOMES = ("succeeded", "requires_capture", "captured", "canceled", "failed", "unknown")  # OutcomeMinute's order
 _ROUTE_OUTCOME = {"succeeded": "approved", "failed": "declined", "unknown": "unknown"}
 
 
@@ -169,7 +170,7 @@ async def overview(db: Database, now: int | None = None) -> Overview:
     span = range(first, last + 1)
     return Overview(
         minutes=minutes,
-        outcomes=[OutcomeMinute(m * 60, *(outcomes[m].get(k, 0) for k in OutcomeMinute._fields[1:])) for m in span],
+        outcomes=[OutcomeMinute(m * 60, *(outcomes[m].get(name, 0) for name in _OUTCOMES)) for m in span],
         success_rate=[RateMinute(m * 60, rate(outcomes[m])) for m in span],
         routes={route: [RouteMinute(m * 60, by_minute[m].get("approved", 0), by_minute[m].get("declined", 0),
                                     by_minute[m].get("unknown", 0)) for m in span]
