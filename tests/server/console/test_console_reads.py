@@ -31,7 +31,8 @@ from paygate_server.storage.console_samples import (
     write_latency,
 )
 from paygate_server.storage.engine import Database
-from tests.support.app import running_gateway, test_settings
+from tests.support.app import running_gateway
+from tests.support.app import test_settings as gateway_settings
 from tests.support.console_seed import COMMON_LAST4, MINUTE_US, Seeded, seed_payments
 
 NOW = now_us()
@@ -346,7 +347,7 @@ async def test_the_gateways_requests_reach_the_overview(
     minute, its sampler (the observability extension's background task) writes it."""
     latency = MinuteLatency()
     monkeypatch.setattr(middleware, "MINUTE_LATENCY", latency)
-    async with running_gateway(test_settings(fresh_database_url, tmp_path)) as gw:
+    async with running_gateway(gateway_settings(fresh_database_url, tmp_path)) as gw:
         tasks = extension.background_tasks(gw.gateway)
         assert len(tasks) == 1
         tasks[0].close()  # built, not run: the test flushes by hand
@@ -371,9 +372,13 @@ def test_quantiles_interpolate_within_a_bucket() -> None:
 
 
 @pytest.mark.slow
-async def test_reads_count_right_at_100000_payments(db: Database) -> None:
+async def test_reads_count_right_at_100000_payments(db: Database, fresh_database_url: str) -> None:
     """The load check's database (docs/perf/console_load.py: speed is in docs/performance.md,
-    not asserted here): the reads still find exactly what is there."""
+    not asserted here): the reads still find exactly what is there. SQLite seeds it in ~40 s;
+    PostgreSQL took 58–106 s here (past this suite's budget of ~60 s), so there the load
+    script is the check at this size and the tests above check the same reads."""
+    if fresh_database_url.startswith("postgres"):
+        pytest.skip("seeding 100,000 payments takes 58-106 s on PostgreSQL; docs/perf/console_load.py covers it")
     seeded = await seed_payments(db, 100_000, now=NOW)
     held = await every_page(db, PaymentSearch(status="in_progress", limit=200))
     assert [r.id for r in held] == newest_first([i for i in seeded.intents if i["status"] == "in_progress"])
