@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, exists, func, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from paygate_server.storage.engine import Database
 from paygate_server.storage.schema import payment_intents, transactions
@@ -131,7 +131,7 @@ def _filters(search: PaymentSearch, common_card: bool) -> list[ColumnElement[boo
         # Written into the statement, not bound: a prepared statement's generic plan (asyncpg's,
         # after five runs) would plan every last 4 as a rare one, 400+ ms for a common one.
         # Safe as text: PaymentSearch only takes four digits.
-        last4 = bindparam("card_last4", search.card_last4, literal_execute=True)
+        last4: BindParameter[str] = bindparam("card_last4", search.card_last4, literal_execute=True)
         if common_card:
             # Many payments: walk the payments newest first and test each (a page fills fast).
             where.append(exists().where(_tx.intent_id == _pi.id, _tx.card_last4 == last4))
