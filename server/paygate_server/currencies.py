@@ -1,11 +1,20 @@
 """ISO 4217 currencies in circulation and their minor-unit exponents.
 
 Amounts are integers in the minor unit (SPEC §2); the exponent says how to display them
-(JPY 0: 1999 is ¥1999; USD 2: 1999 is $19.99; KWD 3).
+(JPY 0: 1999 is ¥1999; USD 2: 1999 is $19.99; KWD 3). :func:`format_minor` and
+:func:`parse_major` convert between the two by string digits alone — never a float, so
+"0.29" is 29 cents exactly.
+
+Exceptions::
+
+    ValueError
+     └── AmountError   a typed amount that is not one of the currency (the message says why)
 """
 from __future__ import annotations
 
-__all__ = ["EXPONENTS", "currency_problem", "is_currency"]
+import re
+
+__all__ = ["EXPONENTS", "AmountError", "currency_problem", "format_minor", "is_currency", "parse_major"]
 
 _ZERO = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _THREE = "BHD IQD JOD KWD LYD OMR TND"
@@ -41,3 +50,48 @@ def currency_problem(code: object) -> str | None:
     if isinstance(code, str) and len(code) == 3 and code.isascii() and code.isalpha() and code.isupper():
         return f"currency {code} is not supported; use an ISO 4217 currency in circulation, like USD"
     return "currency must be an upper-case ISO 4217 code, like USD"
+
+
+class AmountError(ValueError):
+    """A typed amount :func:`parse_major` refuses; ``str()`` is a message for a person."""
+
+
+# Digits, then at most one point and digits: no sign, no exponent, no grouping.
+_MAJOR = re.compile(r"([0-9]+)(?:\.([0-9]*))?|\.([0-9]+)")
+_MAX_DIGITS = 30  # far past any amount; refused before int() sees a long string
+
+
+def format_minor(amount: int, currency: str) -> str:
+    """``amount`` minor units as the major unit's digits: 1250 USD → "12.50", 1250 JPY →
+    "1250", -5 USD → "-0.05". An unknown currency shows the minor units as they are."""
+    exponent = EXPONENTS.get(currency, 0)
+    sign, digits = ("-" if amount < 0 else ""), str(abs(amount))
+    if exponent == 0:
+        return sign + digits
+    digits = digits.rjust(exponent + 1, "0")
+    return f"{sign}{digits[:-exponent]}.{digits[-exponent:]}"
+
+
+def parse_major(text: str, currency: str) -> int:
+    """The minor units of an amount typed in the major unit: "12.50" USD → 1250, "1250"
+    JPY → 1250, "12.5" USD → 1250. AmountError for anything else: a sign, letters, more
+    decimals than the currency has ("12.505" USD, "12.5" JPY), or an unknown currency."""
+    if currency not in EXPONENTS:
+        raise AmountError(f"{currency[:10]!r} is not a currency the gateway takes")
+    text = text.strip()
+    if not text:
+        raise AmountError("enter an amount")
+    if len(text) > _MAX_DIGITS:
+        raise AmountError("the amount is too long")
+    match = _MAJOR.fullmatch(text)
+    if match is None:
+        raise AmountError(f"the amount must be digits with at most one decimal point, like "
+                          f"{format_minor(1250, currency)}")
+    whole = match.group(1) or "0"
+    fraction = match.group(2) if match.group(1) is not None else match.group(3)
+    fraction = fraction or ""
+    exponent = EXPONENTS[currency]
+    if len(fraction) > exponent:
+        places = "no decimals" if exponent == 0 else f"at most {exponent} decimal{'s' if exponent > 1 else ''}"
+        raise AmountError(f"{currency} amounts have {places}")
+    return int(whole + fraction.ljust(exponent, "0"))

@@ -27,6 +27,7 @@ from paygate_server.console.accounts import Accounts
 from paygate_server.console.roles import Permission, can
 from paygate_server.console.security import CSRF_FIELD, CsrfTokens, expected_origin, origin_allowed
 from paygate_server.console.sessions import COOKIE_NAME, Sessions, SignedIn
+from paygate_server.currencies import format_minor
 from paygate_server.errors import ApiError
 from paygate_server.http.api import read_body
 from paygate_server.state import Gateway
@@ -76,6 +77,7 @@ def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = lambda us: to_rfc3339(us) or ""
+    env.filters["money"] = format_minor  # {{ amount | money(currency) }}: minor units shown in the major
     env.globals["can"] = can
     return env
 

@@ -177,6 +177,20 @@ class IdempotencyScope:
                 return Response(self.open(stored[1]), stored[0], media_type="application/json")
         return Response(body, status, media_type="application/json")
 
+    async def run(self, store: PaymentStore, operation: Callable[[KeyClaim | None], Awaitable[T | ExistingKey]],
+                  request_id: str) -> T:
+        """Run ``operation`` under this key: its result; :class:`Replayed` with the stored
+        answer (or ApiError 422/409) when the key was there already; a client error stored
+        for replay and raised. Needs no request: the console's forms use it too."""
+        try:
+            result = await operation(self.claim)
+        except ApiError as exc:
+            await self.store_error(store, exc, request_id)
+            raise
+        if isinstance(result, ExistingKey):
+            raise Replayed(self.judge(result))
+        return result
+
     async def store_error(self, store: PaymentStore, exc: ApiError, request_id: str) -> None:
         """An operation that started and then failed with a client error replays that error."""
         if exc.code in _NOT_STORED or exc.status >= 500:  # a 5xx is not the request's answer
@@ -227,16 +241,10 @@ class ApiContext:
         422 or 409). A client error is stored for replay; an internal failure stores
         nothing.
         """
-        scope = self.idempotency
-        try:
-            result = await operation(None if scope is None else scope.claim)
-        except ApiError as exc:
-            if scope is not None:
-                await scope.store_error(self.gateway.payments, exc, self.request_id)
-            raise
-        if isinstance(result, ExistingKey):
-            assert scope is not None  # only a claim finds a key
-            raise Replayed(scope.judge(result))
+        if self.idempotency is not None:
+            return await self.idempotency.run(self.gateway.payments, operation, self.request_id)
+        result = await operation(None)
+        assert not isinstance(result, ExistingKey)  # only a claim finds a key
         return result
 
     async def execute(self, change: Callable[[Any], Awaitable[tuple[int, Any]]]) -> Response:

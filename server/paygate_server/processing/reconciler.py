@@ -158,6 +158,21 @@ class Reconciler:
             if not progressed:
                 return report
 
+    async def check_now(self, kind: str, object_id: str) -> str | None:
+        """Ask the processor about one operation now, whenever its check is due (an
+        operator's "ask now"): its queue row is leased and worked like any due check.
+        Returns the check's label (as a pass counts it), or None when the operation is not
+        waiting for an outcome (settled, or no such one) or its row changed since it was
+        read. A lease a reconciler holds looks like a later due time, so the two may ask
+        about the same operation at once: harmless — a look-up changes nothing, a resend
+        carries the same reference (the processor does it once) and an outcome is applied
+        once. ``kind``: ``charge`` (any attempt: charge, authorization, capture, void) or
+        ``refund``."""
+        check = await self._store.check_of(kind, object_id)
+        if check is None:
+            return None
+        return await self._check(check)
+
     async def _connector(self, route: str) -> Connector:
         """Where the operation went is where it is asked about: never another processor."""
         if self._processors is None:

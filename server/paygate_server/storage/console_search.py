@@ -54,6 +54,7 @@ class PaymentSearch:
     intent_id: str | None = None  # exact pi_…
     merchant_id: str | None = None
     status: str | None = None  # a payment intent status
+    currency: str | None = None  # exact ISO code: an amount range means one currency's units
     amount_min: int | None = None
     amount_max: int | None = None
     card_last4: str | None = None  # any of the intent's attempts
@@ -63,7 +64,7 @@ class PaymentSearch:
     after: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("intent_id", "merchant_id", "status"):
+        for name in ("intent_id", "merchant_id", "status", "currency"):
             value = getattr(self, name)
             if value is not None and (not value or len(value) > _MAX_ID):
                 raise InvalidSearch(f"{name} must be 1 to {_MAX_ID} characters")
@@ -119,6 +120,8 @@ def _filters(search: PaymentSearch, common_card: bool) -> list[ColumnElement[boo
         where.append(_pi.merchant_id == search.merchant_id)
     if search.status is not None:
         where.append(_pi.status == search.status)
+    if search.currency is not None:
+        where.append(_pi.currency == search.currency)
     if search.amount_min is not None:
         where.append(_pi.amount >= search.amount_min)
     if search.amount_max is not None:

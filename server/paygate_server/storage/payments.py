@@ -159,6 +159,7 @@ _NEXT_DUE = Sql("SELECT min(due_at) AS due_at FROM reconcile_queue")
 _LEASE_CHECK = Sql("UPDATE reconcile_queue SET due_at = :until"
                    " WHERE kind = :kind AND object_id = :object_id AND due_at = :due_at")
 _ALL_CHECKS = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue ORDER BY created_at")
+_CHECK_OF = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue WHERE kind = :kind AND object_id = :object_id")
 
 _REFUND_COLUMNS = "id, intent_id, merchant_id, transaction_id, reference, amount, currency, status, reason," \
                   " error_code, created_at, updated_at"
@@ -611,6 +612,12 @@ class SqlPaymentStore(HoldOperations, ABC):
     async def all_checks(self) -> list[Check]:
         async with self._db.read_one() as conn:
             return [Check(**r) for r in await fetch_all(conn, _ALL_CHECKS)]
+
+    async def check_of(self, kind: str, object_id: str) -> Check | None:
+        """The queue's row of one operation (None: its outcome is known, or no such one)."""
+        async with self._db.read_one() as conn:
+            row = await fetch_one(conn, _CHECK_OF, kind=kind, object_id=object_id)
+        return None if row is None else Check(**row)
 
     async def settled_records(self, kind: str, connector: str, references: Sequence[str],
                               start: int, end: int) -> list[Row]:

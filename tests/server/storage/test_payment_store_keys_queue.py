@@ -142,3 +142,16 @@ async def test_settled_records(lone: Shop) -> None:
     assert (record["id"], record["status"], record["amount"]) == (paid.transaction_id, "succeeded", 1999)
     assert refs(await store.settled_records("refund", "simulator", [], start, end)) == {refund["reference"]}
     assert await store.settled_records("refund", "other", [], start, end) == []
+
+async def test_check_of_one_operation(lone: Shop) -> None:
+    store = lone.store
+    _, attempt = await lone.begin((await lone.intent())["id"])
+    await store.settle_attempt(attempt, unknown(1000, 1))
+    check = await store.check_of("charge", attempt.transaction_id)
+    assert check is not None and (check.kind, check.object_id, check.due_at, check.checks) == \
+        ("charge", attempt.transaction_id, 1000, 1)
+    assert [check] == await store.all_checks()
+    assert await store.check_of("refund", attempt.transaction_id) is None  # the kind is part of the key
+    assert await store.check_of("charge", "txn_nosuchone") is None
+    await store.settle_attempt(attempt, DECLINED)
+    assert await store.check_of("charge", attempt.transaction_id) is None  # settled: off the queue

@@ -7,6 +7,9 @@ __all__ = ["PAGE_MODULES"]
 PAGE_MODULES: tuple[str, ...] = (
     "paygate_server.console.pages.auth",
     "paygate_server.console.pages.overview",
+    "paygate_server.console.pages.payments",
+    "paygate_server.console.pages.payment",
+    "paygate_server.console.pages.payment_actions",
     "paygate_server.console.pages.activity",
     "paygate_server.console.pages.operators",
 )

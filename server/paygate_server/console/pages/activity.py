@@ -12,21 +12,21 @@ from paygate_server.console.actions import recent_actions
 from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import console_of, error_page, page, render
 
-__all__ = ["PAGE_SIZE", "routes"]
+__all__ = ["PAGE_SIZE", "facts", "routes"]
 
 PAGE_SIZE = 50
 _MAX_TARGET = 64
 
 
-def _facts(detail: str | None) -> str:
+def facts(detail: str | None) -> str:
     """The detail's facts as ``name=value`` pairs for the table."""
     if not detail:
         return ""
     try:
-        facts = json.loads(detail)
+        parsed = json.loads(detail)
     except ValueError:
         return ""
-    return ", ".join(f"{name}={value}" for name, value in facts.items()) if isinstance(facts, dict) else ""
+    return ", ".join(f"{name}={value}" for name, value in parsed.items()) if isinstance(parsed, dict) else ""
 
 
 @page("read")
@@ -42,7 +42,7 @@ async def activity(request: Request, signed_in: SignedIn) -> Response:
                                 before_id=int(before_raw) if before_raw else None, target=target)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    return render(request, "activity.html", signed_in, actions=[(row, _facts(row.detail)) for row in rows],
+    return render(request, "activity.html", signed_in, actions=[(row, facts(row.detail)) for row in rows],
                   target=target or "", next_before=rows[-1].id if more else None, first_page=not before_raw)
 
 
