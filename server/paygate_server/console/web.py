@@ -163,6 +163,9 @@ async def read_form(request: Request) -> Form:
         raise FormRefused(400, "The form could not be read: send it again from the console's page.") from None
     if not content_type and fields:  # no type is an empty form, nothing else
         raise FormRefused(415, "Send the form from the console's page (url-encoded).")
+    if any("\x00" in name or "\x00" in value for name, values in fields.items() for value in values):
+        # No text the console stores or looks up holds a NUL, and PostgreSQL refuses one in text.
+        raise FormRefused(400, "The form holds a character no field takes (NUL): type the values again.")
     return {name: values[0] for name, values in fields.items()}
 
 

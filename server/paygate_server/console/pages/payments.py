@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import console_of, page, render
-from paygate_server.currencies import AmountError, is_currency, parse_major
-from paygate_server.intents.schemas import STATUSES
+from paygate_server.currencies import AmountError, format_minor, is_currency, parse_major
+from paygate_server.intents.schemas import MAX_AMOUNT, STATUSES
 from paygate_server.storage.console_reads import (
     InvalidSearch,
     PaymentPage,
@@ -35,6 +35,7 @@ __all__ = ["PAGE_SIZE", "SearchForm", "parse_search", "routes"]
 
 PAGE_SIZE = 50
 _MAX_FIELD = 64  # ids are shorter; anything longer is not one
+_ID_TEXT = re.compile(r"[A-Za-z0-9_]+")
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _US_PER_DAY = 86_400 * 1_000_000
 FIELDS = ("id", "merchant", "status", "currency", "amount_min", "amount_max", "last4", "from", "to")
@@ -68,6 +69,8 @@ def parse_search(query: Mapping[str, str]) -> SearchForm:
     for name, label in (("id", "A payment id"), ("merchant", "A merchant id")):
         if len(values[name]) > _MAX_FIELD:
             problems[name] = f"{label} is at most {_MAX_FIELD} characters."
+        elif values[name] and not _ID_TEXT.fullmatch(values[name]):
+            problems[name] = f"{label} is letters, digits and _ only, like {'pi_' if name == 'id' else 'mer_'}…"
     if values["status"] and values["status"] not in STATUSES:
         problems["status"] = "Choose a status from the list."
     currency = values["currency"].upper()
@@ -86,6 +89,9 @@ def parse_search(query: Mapping[str, str]) -> SearchForm:
             amounts[name] = parse_major(values[name], currency)
         except AmountError as exc:
             problems[name] = f"{str(exc).capitalize()}."
+            continue
+        if amounts[name] > MAX_AMOUNT:
+            problems[name] = f"No payment is larger than {format_minor(MAX_AMOUNT, currency)} {currency}."
     if "amount_min" in amounts and "amount_max" in amounts and amounts["amount_min"] > amounts["amount_max"]:
         problems["amount_max"] = "The largest amount is smaller than the smallest."
     if values["last4"] and not re.fullmatch(r"[0-9]{4}", values["last4"]):
@@ -109,7 +115,7 @@ def parse_search(query: Mapping[str, str]) -> SearchForm:
             card_last4=values["last4"] or None, created_from=days.get("from"),
             created_to=days["to"] + _US_PER_DAY - 1 if "to" in days else None,
             limit=PAGE_SIZE, after=query.get("after") or None)
-    except InvalidSearch as exc:  # the amounts past 2**63, or a cursor someone edited
+    except InvalidSearch as exc:  # a cursor someone edited
         problems["form"] = f"{str(exc).capitalize()}."
     return form
 
