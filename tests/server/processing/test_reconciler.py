@@ -132,6 +132,23 @@ async def test_unknown_outcome_is_settled_once_by_racing_reconcilers(gw: InProce
     assert await list_unresolved(gw.gateway.payments) == [] or all(i["paymentIntentId"] != pid for i in await list_unresolved(gw.gateway.payments))
 
 
+async def test_check_now_asks_about_one_operation_before_it_is_due(gw: InProcessGateway) -> None:
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN)
+    shop, pid = await _start_unknown_payment(gw, processor)
+    other_shop, other = await _start_unknown_payment(gw, processor)
+    [txn] = [c.object_id for c in await gw.gateway.payments.all_checks() if c.intent_id == pid]
+    reconciler = Reconciler(gw.gateway.payments, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    assert (await reconciler.run_once()).checked == 0  # neither is due yet
+    assert await reconciler.check_now("refund", txn) is None  # the kind is part of what names it
+    assert await reconciler.check_now("charge", txn) == "approved"
+    assert processor.calls["lookup"] == 1
+    assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "succeeded"
+    assert await reconciler.check_now("charge", txn) is None  # settled: nothing to ask
+    assert processor.calls["lookup"] == 1
+    status = (await other_shop.get(f"/api/v1/payment/status?paymentIntentId={other}")).json()["status"]
+    assert status == "in_progress"  # only the one asked about
+
+
 async def test_apply_is_idempotent_even_without_the_lease(gw: InProcessGateway) -> None:
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN)
     _, pid = await _start_unknown_payment(gw, processor)
