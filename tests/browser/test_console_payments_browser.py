@@ -194,3 +194,16 @@ def test_replay_a_failed_webhook_delivery(demo: Demo, site: ConsoleSite, page: A
         expect(page.locator("table").last).to_contain_text("payment.replay")
     finally:
         receiver.stop()
+
+
+def test_the_payments_pages_fit_a_390px_phone(browser: Any, demo: Demo, site: ConsoleSite) -> None:
+    pid = paid(demo, 990)
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        signed_in(page, site, "support")
+        for path in ("/payments", f"/payments/{pid}", "/payments?last4=12a4"):
+            page.goto(site.url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+    finally:
+        context.close()

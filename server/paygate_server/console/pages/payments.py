@@ -120,8 +120,12 @@ def parse_search(query: Mapping[str, str]) -> SearchForm:
     return form
 
 
-def _older_link(form: SearchForm, cursor: str) -> str:
-    return "/payments?" + urlencode({**{k: v for k, v in form.values.items() if v}, "after": cursor})
+def _search_link(form: SearchForm, cursor: str | None = None) -> str:
+    """This search's URL: its first page, or the page after ``cursor``."""
+    query = {name: value for name, value in form.values.items() if value}
+    if cursor is not None:
+        query["after"] = cursor
+    return "/payments?" + urlencode(query) if query else "/payments"
 
 
 @page("read")
@@ -133,7 +137,8 @@ async def payments_page(request: Request, signed_in: SignedIn) -> Response:
     context: dict[str, Any] = {
         "form": form, "values": form.values, "problems": form.problems, "statuses": STATUSES,
         "results": results, "paged": bool(request.query_params.get("after")),
-        "older": _older_link(form, results.next_cursor) if results and results.next_cursor else None,
+        "older": _search_link(form, results.next_cursor) if results and results.next_cursor else None,
+        "newest": _search_link(form),
     }
     return render(request, "payments.html", signed_in, status=400 if form.problems else 200, **context)
 
