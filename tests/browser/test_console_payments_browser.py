@@ -82,6 +82,11 @@ def test_search_by_last4_open_the_timeline_and_refund_part_as_support(demo: Demo
     expect(page.get_by_role("link", name=pid)).to_be_visible()
     expect(page.get_by_role("link", name=other)).to_have_count(0)
     assert "last4=4444" in page.url  # the search is in the URL, with or without htmx
+    page.get_by_label("Card last 4").fill("44x4")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#p-last4")).to_have_text("Type the card's last 4 digits, like 4242.")
+    page.get_by_label("Card last 4").fill("4444")
+    page.get_by_role("button", name="Search").click()
     page.get_by_role("link", name=pid).click()
     page.wait_for_url(f"{site.url}/payments/{pid}")
     expect(page.locator("#intent-status")).to_have_text("succeeded")

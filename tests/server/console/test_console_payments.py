@@ -179,6 +179,8 @@ async def test_search_refuses_bad_filters_readably(bench: Bench) -> None:
         r = await bench.con.http.get("/payments?" + query)
         assert r.status_code == 400, (query, r.status_code)
         assert says in html.unescape(r.text), (query, r.text[-1500:])
+    swapped = await bench.con.http.get("/payments?last4=12a4", headers={"hx-request": "true"})
+    assert swapped.status_code == 200 and "last 4 digits" in swapped.text  # htmx swaps a 2xx only
     nothing = await bench.con.http.get("/payments", params={"id": "pi_" + "0" * 20})
     assert nothing.status_code == 200 and "No payment matches" in nothing.text and "Widen the search" in nothing.text
 

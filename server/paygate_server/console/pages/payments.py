@@ -1,7 +1,8 @@
 """``GET /payments``: the payments search (SPEC §12 "Payments").
 
-A plain GET form — it works without script; with htmx the form swaps only the results
-(``hx-select``), and the URL is the search either way, so a search can be bookmarked or
+A plain GET form — it works without script; with htmx the search (form and results, so
+a field's problem shows beside it) is swapped in place (``hx-select``), and the URL is the
+search either way, so a search can be bookmarked or
 sent to a colleague. Newest first, a page at a time by keyset (``after`` carries
 ``PaymentPage.next_cursor``). Amounts are typed in the currency's major unit and turned into
 minor units by :func:`paygate_server.currencies.parse_major` (digits only, never a float);
@@ -140,7 +141,10 @@ async def payments_page(request: Request, signed_in: SignedIn) -> Response:
         "older": _search_link(form, results.next_cursor) if results and results.next_cursor else None,
         "newest": _search_link(form),
     }
-    return render(request, "payments.html", signed_in, status=400 if form.problems else 200, **context)
+    # htmx swaps only a 2xx answer: its request gets the form's problems with a 200, so
+    # they show; a plain GET (no script) gets the 400 they are.
+    refused = 400 if request.headers.get("hx-request") != "true" else 200
+    return render(request, "payments.html", signed_in, status=refused if form.problems else 200, **context)
 
 
 routes = [Route("/payments", payments_page, methods=["GET"])]
