@@ -147,6 +147,9 @@ async def test_check_now_asks_about_one_operation_before_it_is_due(gw: InProcess
     assert processor.calls["lookup"] == 1
     status = (await other_shop.get(f"/api/v1/payment/status?paymentIntentId={other}")).json()["status"]
     assert status == "in_progress"  # only the one asked about
+    # Settled too, so that the queue (one per database) is left as it was found.
+    [other_txn] = [c.object_id for c in await gw.gateway.payments.all_checks() if c.intent_id == other]
+    assert await reconciler.check_now("charge", other_txn) == "approved"
 
 
 async def test_apply_is_idempotent_even_without_the_lease(gw: InProcessGateway) -> None:
