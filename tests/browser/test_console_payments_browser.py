@@ -78,8 +78,10 @@ def test_search_by_last4_open_the_timeline_and_refund_part_as_support(demo: Demo
     signed_in(page, site, "support")
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Payments").click()
     page.get_by_label("Card last 4").fill("4444")
+    page.evaluate("window.sameDocument = true")  # gone if the search loads a new page
     page.get_by_role("button", name="Search").click()
     expect(page.get_by_role("link", name=pid)).to_be_visible()
+    assert page.evaluate("window.sameDocument === true")  # htmx swapped the results in place
     expect(page.get_by_role("link", name=other)).to_have_count(0)
     assert "last4=4444" in page.url  # the search is in the URL, with or without htmx
     page.get_by_label("Card last 4").fill("44x4")
