@@ -127,6 +127,10 @@ def page(permission: Permission = "read") -> Callable[[PageHandler], Callable[[R
             if not can(signed_in.role, permission):
                 return error_page(request, signed_in, 403, "Your role cannot open this page. Ask an admin if you "
                                                            "need it.")
+            if any("\x00" in name or "\x00" in value for name, value in request.query_params.multi_items()):
+                # As in read_form: no id or filter holds a NUL, and PostgreSQL refuses one in text.
+                return error_page(request, signed_in, 400, "The address holds a character no field takes (NUL): "
+                                                           "start again from the page's links.")
             return await handler(request, signed_in)
         return endpoint
     return wrap

@@ -285,7 +285,7 @@ async def test_activity_pages_and_filter(con: InProcessConsole) -> None:
     assert second.text.count("<tr>") == 4 and "amount=0," in second.text and "Older" not in second.text
     none = await con.http.get("/activity", params={"target": "pi_none"})
     assert "No action on pi_none yet" in none.text
-    for bad in ({"before": "abc"}, {"before": "-1"}, {"target": "x" * 65}):
+    for bad in ({"before": "abc"}, {"before": "-1"}, {"target": "x" * 65}, {"target": "pi_\x00"}):
         assert (await con.http.get("/activity", params=bad)).status_code == 400
     huge = await con.http.get("/activity", params={"before": str(2**40)})
     assert huge.status_code == 200
