@@ -23,6 +23,12 @@ class Settings:
     # How long a request waits for a free pooled connection before it is answered 503
     # service_unavailable with Retry-After (SQLAlchemy's default, 30 s, outlasts clients).
     db_pool_timeout_s: float = 10.0
+    # PostgreSQL over a network that can fail (docs/operations.md, "Database timeouts"): how
+    # long opening a connection may take, and any one statement's round trip (0: no limit).
+    # A statement past its timeout ends the request with 503 and its connection is dropped:
+    # without these a blackholed or half-open connection hangs the request for good.
+    db_connect_timeout_s: float = 5.0
+    db_command_timeout_s: float = 10.0
     # Authentication (SPEC §3).
     timestamp_tolerance_s: int = 300
     key_cache_ttl_s: float = 1.0

@@ -44,7 +44,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 class Database:
     def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 0,
-                 pool_timeout_s: float = 10.0) -> None:
+                 pool_timeout_s: float = 10.0, connect_timeout_s: float | None = None,
+                 command_timeout_s: float | None = None) -> None:
         self.url = normalize_database_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         self._group: GroupCommitter | None = None
@@ -77,8 +78,13 @@ class Database:
                 # free connection a request gets 503 (storage/availability.py).
                 # hide_parameters: statement values never appear in an error's text, so never
                 # in a log.
+                # connect_timeout_s / command_timeout_s (asyncpg's own ``timeout`` and
+                # ``command_timeout``): a server that stops answering — blackholed, half-open —
+                # fails a connect or a statement after that long instead of never, and
+                # StaleConnections drops the connection (docs/operations.md, "Database timeouts").
                 self.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False,
                 pool_timeout=pool_timeout_s, hide_parameters=True,
+                connect_args=_asyncpg_timeouts(connect_timeout_s, command_timeout_s),
             )
             StaleConnections(self.engine.sync_engine)
             self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -156,6 +162,15 @@ def _private_sqlite_files(database: str | None) -> None:
         companion = path.with_name(path.name + suffix)
         if companion.exists() and companion.stat().st_uid == os.getuid():
             os.chmod(companion, 0o600)
+
+
+def _asyncpg_timeouts(connect_s: float | None, command_s: float | None) -> dict[str, float]:
+    args = {}
+    if connect_s:
+        args["timeout"] = connect_s
+    if command_s:
+        args["command_timeout"] = command_s
+    return args
 
 
 def _sqlite_reset(dbapi_connection: Any, _entry: ConnectionPoolEntry, state: PoolResetState) -> None:
