@@ -62,7 +62,8 @@ async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EX
     private_dir(settings.data_dir)  # 0700: the key file, the SQLite files, logs, archives
     db = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size,
                          pool_timeout_s=settings.db_pool_timeout_s, connect_timeout_s=settings.db_connect_timeout_s,
-                         command_timeout_s=settings.db_command_timeout_s or None)
+                         command_timeout_s=settings.db_command_timeout_s or None,
+                         idle_in_transaction_timeout_s=settings.db_idle_in_transaction_timeout_s or None)
     try:
         await check_schema(db)
     except Exception:

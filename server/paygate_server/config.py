@@ -29,6 +29,10 @@ class Settings:
     # without these a blackholed or half-open connection hangs the request for good.
     db_connect_timeout_s: float = 5.0
     db_command_timeout_s: float = 10.0
+    # The server ends a session of ours left idle inside a transaction this long (PostgreSQL's
+    # idle_in_transaction_session_timeout, set per connection; 0: never): a connection that
+    # lost its way back to us mid-transaction would otherwise hold its row locks for good.
+    db_idle_in_transaction_timeout_s: float = 60.0
     # Authentication (SPEC §3).
     timestamp_tolerance_s: int = 300
     key_cache_ttl_s: float = 1.0

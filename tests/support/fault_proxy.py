@@ -18,8 +18,9 @@ Faults (each switchable at any time from the proxy's event loop, any combination
   connection stays open, and server→client bytes still flow: the server never hears the
   client again. A connection that lost a byte is *torn* for good (its stream can never be
   in step again): it keeps dropping, even the client's close, after the fault is switched
-  off, so only the server (a timeout of its own) or the client ends it — as with a peer
-  that vanished without a FIN. New connections during the fault are torn from the start.
+  off, and so are its close and its reset: only the server (a timeout of its own) ends it,
+  as with a peer whose packets no longer reach the server. New connections during the
+  fault are torn from the start.
 
 :class:`FaultProxy.stats` counts what was done, for the test's report.
 """
@@ -196,6 +197,15 @@ class FaultProxy:
             link.torn = True
             self.stats.torn += 1
 
+    @staticmethod
+    async def _read(source: asyncio.StreamReader, link: _Link, upstream: bool) -> bytes:
+        try:
+            return await source.read(_CHUNK)
+        except (ConnectionError, OSError):
+            if upstream and link.torn:
+                return b""  # the client's reset is lost like its bytes
+            raise
+
     async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, link: _Link,
                     *, upstream: bool) -> None:
         """Read from one side and deliver to the other after the direction's latency, in
@@ -220,13 +230,19 @@ class FaultProxy:
                     self.stats.held_chunks += 1
                     await self._flowing.wait()
                 queue.popleft()
-                if data:
-                    sink.write(data)
-                    await sink.drain()
+                if data and not sink.is_closing():
+                    try:
+                        sink.write(data)
+                        await sink.drain()
+                    except (ConnectionError, OSError):
+                        if not link.torn:
+                            raise
+                        # A torn link's client is gone, and its reset is lost with the
+                        # rest: the server goes on sending into the void.
 
         delivering = asyncio.ensure_future(deliver())
         try:
-            while data := await source.read(_CHUNK):
+            while data := await self._read(source, link, upstream):
                 if upstream and (self.half_open or link.torn):
                     self._tear(link)
                     self.stats.dropped_bytes += len(data)

@@ -45,7 +45,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 0,
                  pool_timeout_s: float = 10.0, connect_timeout_s: float | None = None,
-                 command_timeout_s: float | None = None) -> None:
+                 command_timeout_s: float | None = None,
+                 idle_in_transaction_timeout_s: float | None = None) -> None:
         self.url = normalize_database_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         self._group: GroupCommitter | None = None
@@ -80,11 +81,15 @@ class Database:
                 # in a log.
                 # connect_timeout_s / command_timeout_s (asyncpg's own ``timeout`` and
                 # ``command_timeout``): a server that stops answering — blackholed, half-open —
-                # fails a connect or a statement after that long instead of never, and
-                # StaleConnections drops the connection (docs/operations.md, "Database timeouts").
+                # fails a connect after that long instead of never, and a statement after at
+                # most twice that (asyncpg then sends a cancel request, bounded by the same
+                # timeout, and closes a connection it could not cancel on: never reused);
+                # idle_in_transaction_timeout_s has the server end a transaction whose client
+                # went silent, and its locks with it (docs/operations.md, "Database timeouts").
                 self.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False,
                 pool_timeout=pool_timeout_s, hide_parameters=True,
-                connect_args=_asyncpg_timeouts(connect_timeout_s, command_timeout_s),
+                connect_args=_asyncpg_timeouts(connect_timeout_s, command_timeout_s,
+                                               idle_in_transaction_timeout_s),
             )
             StaleConnections(self.engine.sync_engine)
             self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -164,12 +169,17 @@ def _private_sqlite_files(database: str | None) -> None:
             os.chmod(companion, 0o600)
 
 
-def _asyncpg_timeouts(connect_s: float | None, command_s: float | None) -> dict[str, float]:
-    args = {}
+def _asyncpg_timeouts(connect_s: float | None, command_s: float | None,
+                     idle_in_transaction_s: float | None) -> dict[str, Any]:
+    """asyncpg's ``connect()`` arguments for the timeouts given (None: the driver's default)."""
+    args: dict[str, Any] = {}
     if connect_s:
         args["timeout"] = connect_s
     if command_s:
         args["command_timeout"] = command_s
+    if idle_in_transaction_s:
+        # A session setting in the start-up packet: no server configuration involved.
+        args["server_settings"] = {"idle_in_transaction_session_timeout": str(max(1, round(idle_in_transaction_s * 1000)))}
     return args
 
 
