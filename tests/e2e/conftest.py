@@ -12,7 +12,9 @@ import pytest
 
 from paygate_server.procs import ServiceProcess
 from paygate_server.simulator.testing import SimulatorProcess
+from tests.support.databases import migrate
 from tests.support.logscan import SessionLogs, scan_server_logs
+from tests.support.private_postgres import PrivatePostgres, Unavailable
 from tests.support.processes import make_merchant, start_gateway
 from tests.support.signing import Credentials
 
@@ -75,3 +77,16 @@ def running_stack(database_url: str, data_dir: Path, **env: str) -> Iterator[Sta
 def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(database_url, tmp_path_factory.mktemp("stack")) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A migrated PostgreSQL server of the module's own, for faults no test may inflict on
+    the shared one (a restart, a proxy the test controls in front of every connection)."""
+    try:
+        pg = PrivatePostgres()
+    except Unavailable as exc:
+        pytest.skip(f"no private PostgreSQL for fault tests: {exc}")
+    with pg:
+        migrate(pg.url())
+        yield pg
