@@ -39,9 +39,11 @@ if asyncpg is not None:
         pg_exc.TooManyConnectionsError,       # 53300: the server's connection slots are full
     )
     _PG_INTERFACE: tuple[type[BaseException], ...] = (pg_exc.InterfaceError,)
+    _PG_INTERNAL: tuple[type[BaseException], ...] = (pg_exc.InternalClientError,)
 else:  # pragma: no cover
     _PG_UNAVAILABLE = ()
     _PG_INTERFACE = ()
+    _PG_INTERNAL = ()
 
 # Network failures reaching the server. Not every OSError: a full disk or a missing file
 # is not something a retry in two seconds fixes.
@@ -59,6 +61,12 @@ def _is_unavailable_one(exc: BaseException) -> bool:
         # asyncpg's InterfaceError is also raised for misuse; only a closed connection is
         # an outage ("connection is closed", "connection was closed in the middle of …").
         return "closed" in str(exc)
+    if isinstance(exc, _PG_INTERNAL):
+        # A connection the server is closing under a statement (a restart: "terminating
+        # connection due to administrator command") is left consuming that error when the
+        # next statement starts on it: "cannot switch to state 11; another operation (2) is
+        # in progress". Seen under load across `pg_ctl restart` (tests/e2e/test_postgres_restart.py).
+        return str(exc).startswith("cannot switch to state")
     if isinstance(exc, _NETWORK):
         return True
     if type(exc) is OSError:  # asyncpg's "Multiple exceptions: [Errno 111] Connect call failed …"

@@ -96,6 +96,11 @@ def test_classification_of_real_errors(tmp_path: Path) -> None:
     assert is_database_unavailable(wrapped)
     assert is_database_unavailable(sa_exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached"))
     assert is_database_unavailable(ConnectionRefusedError(111, "Connect call failed"))
+    # asyncpg on a connection the server is closing under it (seen across a restart under
+    # load: tests/e2e/test_postgres_restart.py); its other internal errors stay bugs.
+    assert is_database_unavailable(asyncpg.InternalClientError(
+        "cannot switch to state 11; another operation (2) is in progress"))
+    assert not is_database_unavailable(asyncpg.InternalClientError("unexpected codec"))
     # Bugs and bad data stay 500s / 400s: not an outage.
     for exc in (ValueError("x"), FileNotFoundError("x"), KeyError("x"),
                 sa_exc.IntegrityError("INSERT", None, sqlite3.IntegrityError("UNIQUE"))):
