@@ -122,6 +122,16 @@ class FaultProxy:
     def open_connections(self) -> int:
         return len(self._links)
 
+    def upstream_ports(self) -> set[int]:
+        """The local ports of the open upstream connections: how the server knows them
+        (PostgreSQL's ``pg_stat_activity.client_port``), to tell whose a session is."""
+        ports = set()
+        for link in self._links:
+            name = link.upstream.get_extra_info("sockname") if link.upstream is not None else None
+            if name:
+                ports.add(int(name[1]))
+        return ports
+
     # --- life cycle ------------------------------------------------------------------
 
     async def start(self) -> int:
@@ -334,3 +344,6 @@ class FaultProxyThread:
 
     def heal(self) -> None:
         self.call(lambda p: p.heal())
+
+    def upstream_ports(self) -> set[int]:
+        return self.call(lambda p: p.upstream_ports())

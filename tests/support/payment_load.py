@@ -39,6 +39,9 @@ CLIENT_TIMEOUT_S = 20.0
 TRIES = 4
 RETRY_PAUSE_S = 0.1  # between tries: a retry loop's pacing (Retry-After is 2 s; load wants more calls)
 CARD = "4242424242424242"
+# Answers retried with the same key: the gateway's 503, and a load balancer's 502/504 for a
+# request in flight on a host that died (safe: the Idempotency-Key makes it one request).
+RETRIED = frozenset({502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,10 @@ class PaymentLoad:
             try:
                 r = await client.post(path, body, idempotency_key=key)
             except httpx.TransportError as exc:  # includes the client's timeout
+                # Recorded (never acceptable during a window), and retried with the key like
+                # any answer that may not have been the request's last word.
                 self.calls.append(Call(op, started, time.monotonic() - started, None, failure=type(exc).__name__))
-                return None
+                continue
             seconds = time.monotonic() - started
             code = None
             if r.status_code >= 400:
@@ -111,7 +116,7 @@ class PaymentLoad:
             if r.status_code < 300:
                 answer: dict[str, Any] = r.json()
                 return answer
-            if r.status_code != 503 and code != "idempotency_request_in_progress":
+            if r.status_code not in RETRIED and code != "idempotency_request_in_progress":
                 return None
             await asyncio.sleep(RETRY_PAUSE_S)  # pacing between tries
         return None
