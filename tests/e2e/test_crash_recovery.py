@@ -13,7 +13,6 @@ mark (see ``_rounds``); the count shows in the test id. ``PAYGATE_CRASH_ROUNDS``
 """
 from __future__ import annotations
 
-import ast
 import asyncio
 import os
 from pathlib import Path
@@ -26,38 +25,17 @@ from paygate_server.procs import ServiceProcess, gateway_command
 from tests.e2e.conftest import FAST_RECONCILE, Stack, running_stack
 from tests.support.processes import gateway_env
 from tests.support.signing import SignedClient
+from tests.support.slow_set import is_slow_run
 
 ROUNDS, SLOW_ROUNDS = 3, 20
 POINTS = ["after_attempt_commit", "during_processor_call", "after_processor_approved"]
 
 
-def _selected(expr: ast.expr, marks: set[str]) -> bool:
-    """Evaluate a ``-m`` expression (``and``/``or``/``not``/names) against a set of marks."""
-    match expr:
-        case ast.BoolOp(op=ast.And(), values=values):
-            return all(_selected(v, marks) for v in values)
-        case ast.BoolOp(op=ast.Or(), values=values):
-            return any(_selected(v, marks) for v in values)
-        case ast.UnaryOp(op=ast.Not(), operand=operand):
-            return not _selected(operand, marks)
-        case ast.Name(id=name) | ast.Call(func=ast.Name(id=name)):
-            return name in marks
-    raise SyntaxError(ast.dump(expr))
-
-
 def _rounds(config: pytest.Config, marks: set[str]) -> int:
-    """20 rounds when the ``-m`` expression selects a test only because it is ``slow``
-    (``-m slow``, ``-m "slow and not browser"``), 3 otherwise (no ``-m``, ``-m "not browser"``)."""
+    """20 rounds in the slow set (tests/support/slow_set.py), 3 otherwise."""
     if "PAYGATE_CRASH_ROUNDS" in os.environ:
         return int(os.environ["PAYGATE_CRASH_ROUNDS"])
-    markexpr = (config.getoption("markexpr") or "").strip()
-    if not markexpr:
-        return ROUNDS
-    try:  # pytest's mark grammar is a subset of Python's boolean expressions
-        tree = ast.parse(markexpr, mode="eval").body
-        return ROUNDS if _selected(tree, marks - {"slow"}) else SLOW_ROUNDS
-    except SyntaxError:  # an expression beyond that subset: the default
-        return ROUNDS
+    return SLOW_ROUNDS if is_slow_run(config, marks) else ROUNDS
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

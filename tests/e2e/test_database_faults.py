@@ -17,7 +17,7 @@ import pytest
 from paygate_server.simulator.testing import SimulatorProcess
 from tests.e2e.conftest import FAST_RECONCILE
 from tests.support.fault_proxy import FaultProxyThread
-from tests.support.fault_windows import Fault, check_windows, run_windows
+from tests.support.fault_windows import Fault, Plan, check_windows, parametrize_plan, run_windows
 from tests.support.payment_load import PaymentLoad, check_settled
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.processes import make_merchant, start_gateway
@@ -47,16 +47,19 @@ DB_FAULTS = [
 ]
 
 
-# The default run: the faults that hang a connection or break it, short; the slow set: all, long.
-QUICK = [f for f in DB_FAULTS if f.name in {"connection resets", "blackhole", "half-open"}]
+# Every run: the two faults that hang a connection, briefly (resets: the restart test and
+# tests/server/storage/test_availability.py); the slow set: all, longer.
+QUICK = Plan("quick", [f for f in DB_FAULTS if f.name in {"blackhole", "half-open"}], WINDOW_S)
+FULL = Plan("all-long", DB_FAULTS, SLOW_WINDOW_S)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_plan(metafunc, QUICK, FULL)
+
+
+@pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.parametrize(("faults", "window_s"), [
-    pytest.param(QUICK, WINDOW_S, id="quick"),
-    pytest.param(DB_FAULTS, SLOW_WINDOW_S, id="all-long", marks=pytest.mark.slow)])
-def test_database_faults_under_load(private_pg: PrivatePostgres, tmp_path: Path, faults: list[Fault],
-                                    window_s: float) -> None:
+def test_database_faults_under_load(private_pg: PrivatePostgres, tmp_path: Path, plan: Plan) -> None:
     with FaultProxyThread("127.0.0.1", private_pg.port) as proxy, \
             SimulatorProcess(tmp_path / "simulator.db") as simulator, \
             start_gateway(private_pg.url(port=proxy.port), tmp_path, PAYGATE_PROCESSOR_URL=simulator.base_url,
@@ -66,7 +69,7 @@ def test_database_faults_under_load(private_pg: PrivatePostgres, tmp_path: Path,
 
         async def scenario() -> None:
             load = PaymentLoad(gateway.base_url, creds, jwks)
-            windows = await run_windows(load, proxy, faults, window_s)
+            windows = await run_windows(load, proxy, plan.faults, plan.window_s)
             started = time.monotonic()
             settled = await check_settled(gateway.base_url, simulator.base_url, load)
             print(f"settled {settled} in {time.monotonic() - started:.1f}s after the last fault")

@@ -23,11 +23,21 @@ from tests.support.fault_windows import check_windows, steady
 from tests.support.payment_load import PaymentLoad, Window, check_settled, summarize
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.processes import make_merchant, start_gateway
+from tests.support.slow_set import is_slow_run
+
+RESTARTS, SLOW_RESTARTS = 1, 20
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One restart in every run, 20 in the slow set (the count shows in the test id)."""
+    if "restarts" in metafunc.fixturenames:
+        slow = is_slow_run(metafunc.config, {m.name for m in metafunc.definition.iter_markers()})
+        restarts = SLOW_RESTARTS if slow else RESTARTS
+        metafunc.parametrize("restarts", [restarts], ids=[f"{restarts}-restarts"])
+
+
+@pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.parametrize("restarts", [pytest.param(1, id="once"),
-                                      pytest.param(20, id="20-times", marks=pytest.mark.slow)])
 def test_postgres_restarted_under_load(private_pg: PrivatePostgres, tmp_path: Path, restarts: int) -> None:
     with SimulatorProcess(tmp_path / "simulator.db") as simulator, \
             start_gateway(private_pg.url(), tmp_path, PAYGATE_PROCESSOR_URL=simulator.base_url,

@@ -21,7 +21,7 @@ import pytest
 from paygate_server.simulator.testing import SimulatorProcess
 from tests.e2e.conftest import FAST_RECONCILE
 from tests.support.fault_proxy import FaultProxyThread
-from tests.support.fault_windows import Fault, check_windows, run_windows
+from tests.support.fault_windows import Fault, Plan, check_windows, parametrize_plan, run_windows
 from tests.support.payment_load import PaymentLoad, check_settled
 from tests.support.processes import make_merchant, start_gateway
 
@@ -41,14 +41,20 @@ PROCESSOR_FAULTS = [
 ]
 
 
-# The default run: the two faults that leave outcomes unknown, short; the slow set: all, long.
-QUICK = [f for f in PROCESSOR_FAULTS if f.name in {"answers 3 s late", "half-open"}]
+# Every run: the two faults that leave outcomes unknown, briefly, on SQLite; the slow set:
+# all, longer, on both databases.
+QUICK = Plan("quick", [f for f in PROCESSOR_FAULTS if f.name in {"answers 3 s late", "half-open"}], WINDOW_S)
+FULL = Plan("all-long", PROCESSOR_FAULTS, SLOW_WINDOW_S)
 
 
-@pytest.mark.parametrize(("faults", "window_s"), [
-    pytest.param(QUICK, WINDOW_S, id="quick"),
-    pytest.param(PROCESSOR_FAULTS, SLOW_WINDOW_S, id="all-long", marks=pytest.mark.slow)])
-def test_processor_faults_under_load(database_url: str, tmp_path: Path, faults: list[Fault], window_s: float) -> None:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_plan(metafunc, QUICK, FULL)
+
+
+@pytest.mark.slow
+def test_processor_faults_under_load(database_url: str, tmp_path: Path, plan: Plan) -> None:
+    if plan is QUICK and not database_url.startswith("sqlite"):
+        pytest.skip("the quick run uses one database (SQLite); the slow set (-m slow) runs both")
     with SimulatorProcess(tmp_path / "simulator.db") as simulator, \
             FaultProxyThread("127.0.0.1", int(urlsplit(simulator.base_url).port or 0)) as proxy, \
             start_gateway(database_url, tmp_path, PAYGATE_PROCESSOR_URL=f"http://127.0.0.1:{proxy.port}",
@@ -58,7 +64,7 @@ def test_processor_faults_under_load(database_url: str, tmp_path: Path, faults: 
 
         async def scenario() -> None:
             load = PaymentLoad(gateway.base_url, creds, jwks)
-            windows = await run_windows(load, proxy, faults, window_s)
+            windows = await run_windows(load, proxy, plan.faults, plan.window_s)
             started = time.monotonic()
             settled = await check_settled(gateway.base_url, simulator.base_url, load)
             print(f"settled {settled} in {time.monotonic() - started:.1f}s after the last fault")

@@ -50,6 +50,7 @@ from tests.support.payment_load import PaymentLoad, check_settled, intents_of, s
 from tests.support.private_postgres import PrivatePostgres
 from tests.support.processes import make_merchant
 from tests.support.signing import SignedClient
+from tests.support.slow_set import is_slow_run
 
 NATS = ("127.0.0.1", 4222)
 GATEWAY_PORT = 8080
@@ -209,7 +210,9 @@ async def delete_stream(stream: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_several_hosts_behind_haproxy(private_pg: PrivatePostgres, tmp_path: Path) -> None:
+def test_several_hosts_behind_haproxy(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    if not is_slow_run(request.config, {m.name for m in request.node.iter_markers()}):
+        pytest.skip("the slow set only (-m slow): about a minute of three hosts under load")
     if shutil.which("haproxy") is None:
         pytest.skip("HAProxy is not installed (apt-get install -y haproxy; .ci/run does)")
     if not _nats_up():
@@ -226,6 +229,7 @@ def test_several_hosts_behind_haproxy(private_pg: PrivatePostgres, tmp_path: Pat
         except Unavailable as exc:
             pytest.skip(f"several hosts: {exc}")
         stack.callback(lambda: asyncio.run(delete_stream(stream)))
+        private_pg: PrivatePostgres = request.getfixturevalue("private_pg")  # made only when it runs
         simulator = stack.enter_context(SimulatorProcess(tmp_path / "simulator.db"))
         sim_port = int(urlsplit(simulator.base_url).port or 0)
         gateways = []

@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
+
 from tests.support.eventually import eventually
 from tests.support.fault_proxy import FaultProxyThread
 from tests.support.payment_load import PaymentLoad, Window, summarize
+from tests.support.slow_set import is_slow_run
 
-__all__ = ["Fault", "check_windows", "run_windows", "steady"]
+__all__ = ["Fault", "Plan", "check_windows", "parametrize_plan", "run_windows", "steady"]
 
 DURING_EVERY_S = 0.3  # how often a fault's ``during`` runs again (a reset storm's pace)
 RECOVERY_TIMEOUT_S = 30.0
@@ -28,6 +31,23 @@ class Fault:
     name: str
     on: Callable[[FaultProxyThread], object]
     during: Callable[[FaultProxyThread], object] | None = None  # again every DURING_EVERY_S
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which faults, and for how long each: a quick plan for every run, a full one for the
+    slow set (``-m slow``: tests/support/slow_set.py)."""
+
+    name: str
+    faults: list[Fault]
+    window_s: float
+
+
+def parametrize_plan(metafunc: pytest.Metafunc, quick: Plan, full: Plan) -> None:
+    """From a module's ``pytest_generate_tests``: its ``plan`` argument, named in the test id."""
+    if "plan" in metafunc.fixturenames:
+        plan = full if is_slow_run(metafunc.config, {m.name for m in metafunc.definition.iter_markers()}) else quick
+        metafunc.parametrize("plan", [plan], ids=[plan.name])
 
 
 async def steady(load: PaymentLoad, since: float) -> None:
