@@ -13,6 +13,9 @@ HELPER = TESTS / "support" / "eventually.py"
 NOT_A_WAIT = {
     ("e2e/test_relay_crash.py", "_load"),  # sleeps to pace the background write load
     ("examples/demo_process.py", "running_demo"),  # blocks on each log line, bounded by one deadline
+    ("support/fault_proxy.py", "_pump"),  # stamps each chunk with when the injected latency lets it through
+    ("support/fault_proxy.py", "deliver"),  # holds each chunk for the injected latency
+    ("support/fault_windows.py", "run_windows"),  # keeps a fault on for its window (a reset every 0.3 s)
 }
 
 
