@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ import pytest
 
 from paygate_server.simulator.testing import SimulatorProcess
 from tests.e2e.conftest import FAST_RECONCILE
+from tests.support.databases import BACKENDS, drop_database, migrate, new_database_url
 from tests.support.fault_proxy import FaultProxyThread
 from tests.support.fault_windows import Fault, Plan, check_windows, parametrize_plan, run_windows
 from tests.support.payment_load import PaymentLoad, check_settled
@@ -48,13 +50,22 @@ FULL = Plan("all-long", PROCESSOR_FAULTS, SLOW_WINDOW_S)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    parametrize_plan(metafunc, QUICK, FULL)
+    plan = parametrize_plan(metafunc, QUICK, FULL)
+    if "backend" in metafunc.fixturenames:
+        # One database in every run (the faults are the processor's); both in the slow set.
+        metafunc.parametrize("backend", ["sqlite"] if plan is QUICK else BACKENDS)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    url = new_database_url(backend, tmp_path)
+    migrate(url)
+    yield url
+    drop_database(url)
 
 
 @pytest.mark.slow
 def test_processor_faults_under_load(database_url: str, tmp_path: Path, plan: Plan) -> None:
-    if plan is QUICK and not database_url.startswith("sqlite"):
-        pytest.skip("the quick run uses one database (SQLite); the slow set (-m slow) runs both")
     with SimulatorProcess(tmp_path / "simulator.db") as simulator, \
             FaultProxyThread("127.0.0.1", int(urlsplit(simulator.base_url).port or 0)) as proxy, \
             start_gateway(database_url, tmp_path, PAYGATE_PROCESSOR_URL=f"http://127.0.0.1:{proxy.port}",

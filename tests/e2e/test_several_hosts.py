@@ -208,24 +208,30 @@ async def delete_stream(stream: str) -> None:
         await nc.close()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The slow set only: skipped by a mark otherwise, so no server of the module starts."""
+    if "hosts" in metafunc.fixturenames:
+        slow = is_slow_run(metafunc.config, {m.name for m in metafunc.definition.iter_markers()})
+        marks = () if slow else pytest.mark.skip(reason="the slow set only (-m slow): a minute of three hosts")
+        metafunc.parametrize("hosts", [pytest.param(3, id="3-hosts", marks=marks)])
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_several_hosts_behind_haproxy(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    if not is_slow_run(request.config, {m.name for m in request.node.iter_markers()}):
-        pytest.skip("the slow set only (-m slow): about a minute of three hosts under load")
+def test_several_hosts_behind_haproxy(request: pytest.FixtureRequest, tmp_path: Path, hosts: int) -> None:
     if shutil.which("haproxy") is None:
         pytest.skip("HAProxy is not installed (apt-get install -y haproxy; .ci/run does)")
     if not _nats_up():
         pytest.skip("no NATS server on 127.0.0.1:4222 (.ci/run starts one)")
     try:
-        hosts_cm = Hosts(3)
+        hosts_cm = Hosts(hosts)
     except Unavailable as exc:
         pytest.skip(f"several hosts: {exc}")
     tag = uuid.uuid4().hex[:10]
     stream, prefix = f"PGT_{tag}", f"pgt{tag}.changes"
     with contextlib.ExitStack() as stack:
         try:
-            hosts = stack.enter_context(hosts_cm).hosts
+            made = stack.enter_context(hosts_cm).hosts
         except Unavailable as exc:
             pytest.skip(f"several hosts: {exc}")
         stack.callback(lambda: asyncio.run(delete_stream(stream)))
@@ -233,7 +239,7 @@ def test_several_hosts_behind_haproxy(request: pytest.FixtureRequest, tmp_path: 
         simulator = stack.enter_context(SimulatorProcess(tmp_path / "simulator.db"))
         sim_port = int(urlsplit(simulator.base_url).port or 0)
         gateways = []
-        for host in hosts:
+        for host in made:
             # The host's ways out, each a proxy listening on its link: the database (the one
             # a test may cut), NATS and the processor.
             database = stack.enter_context(FaultProxyThread("127.0.0.1", private_pg.port, listen_host=host.gateway_side))

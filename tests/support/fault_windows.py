@@ -43,11 +43,14 @@ class Plan:
     window_s: float
 
 
-def parametrize_plan(metafunc: pytest.Metafunc, quick: Plan, full: Plan) -> None:
-    """From a module's ``pytest_generate_tests``: its ``plan`` argument, named in the test id."""
-    if "plan" in metafunc.fixturenames:
-        plan = full if is_slow_run(metafunc.config, {m.name for m in metafunc.definition.iter_markers()}) else quick
-        metafunc.parametrize("plan", [plan], ids=[plan.name])
+def parametrize_plan(metafunc: pytest.Metafunc, quick: Plan, full: Plan) -> Plan | None:
+    """From a module's ``pytest_generate_tests``: its ``plan`` argument, named in the test
+    id; the plan chosen (None for a test without one)."""
+    if "plan" not in metafunc.fixturenames:
+        return None
+    plan = full if is_slow_run(metafunc.config, {m.name for m in metafunc.definition.iter_markers()}) else quick
+    metafunc.parametrize("plan", [plan], ids=[plan.name])
+    return plan
 
 
 async def steady(load: PaymentLoad, since: float) -> None:
