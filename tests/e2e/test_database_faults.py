@@ -33,7 +33,7 @@ DB_TIMEOUTS = {
 }
 # No call may take longer than this during a fault that silences the database: pool wait +
 # connect + twice (timeout and cancel) for each of at most two statements that meet it
-# (docs/operations.md, "Database timeouts"); up to 5.2 s is observed.
+# (docs/operations.md, "Database timeouts"); up to 5.6 s is observed.
 MAX_LATENCY_S = sum(float(DB_TIMEOUTS[f"PAYGATE_DB_{name}_S"]) for name in ("POOL_TIMEOUT", "CONNECT_TIMEOUT")) \
     + 4 * float(DB_TIMEOUTS["PAYGATE_DB_COMMAND_TIMEOUT_S"])
 WINDOW_S, SLOW_WINDOW_S = 2.5, 8.0

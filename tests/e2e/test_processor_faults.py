@@ -28,7 +28,7 @@ from tests.support.payment_load import PaymentLoad, check_settled
 from tests.support.processes import make_merchant, start_gateway
 
 # FAST_RECONCILE's processor timeouts (connect 0.5 s, read 2.5 s) and wait budget (5 s)
-# bound a process call (the wait budget, then reading the intent to answer); up to 2.9 s is observed.
+# bound a process call (the wait budget, then reading the intent to answer); up to 3.3 s is observed.
 MAX_LATENCY_S = 10.0
 WINDOW_S, SLOW_WINDOW_S = 2.5, 8.0
 
