@@ -24,6 +24,7 @@ class EchoServer:
         self.closed_by_client = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.peer_ports: set[int] = set()  # the client ports the server saw
         self.port = 0
 
     def hang_up(self) -> None:
@@ -33,6 +34,7 @@ class EchoServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self.peer_ports.add(writer.get_extra_info("peername")[1])
         writer.write(GREETING)
         try:
             while line := await reader.readline():
@@ -198,3 +200,13 @@ async def test_a_torn_connection_ends_when_the_server_closes_it(proxy: FaultProx
     assert await asyncio.wait_for(reader.read(), 5) == b""  # the server's close reaches the client
     await eventually(lambda: proxy.open_connections == 0, what="the link to be gone")
     writer.close()
+
+
+async def test_upstream_ports_are_the_ports_the_server_sees(proxy: FaultProxy, echo: EchoServer) -> None:
+    """How a test traces a server-side session (pg_stat_activity.client_port) to its proxy."""
+    connections = [await _connect(proxy) for _ in range(3)]
+    for reader, _ in connections:
+        await reader.readline()
+    assert proxy.upstream_ports() == echo.peer_ports and len(echo.peer_ports) == 3
+    for _, writer in connections:
+        writer.close()
