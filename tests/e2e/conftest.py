@@ -79,10 +79,11 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield s
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def private_pg() -> Iterator[PrivatePostgres]:
-    """A migrated PostgreSQL server of the module's own, for faults no test may inflict on
-    the shared one (a restart, a proxy the test controls in front of every connection)."""
+    """A migrated PostgreSQL server of this test session's own (per xdist worker), for
+    faults no test may inflict on the shared one (a restart, a proxy the test controls in
+    front of every connection). Tests isolate by merchant; one restarts it."""
     try:
         pg = PrivatePostgres()
     except Unavailable as exc:
