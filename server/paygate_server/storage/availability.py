@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine, ExceptionContext
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 try:  # the PostgreSQL driver is an optional extra
@@ -115,17 +115,6 @@ class StaleConnections:
         self.dead_at = 0.0  # time.monotonic() when a dead connection was last found
         event.listen(engine, "connect", self._opened)
         event.listen(engine, "checkout", self._checkout)
-        event.listen(engine, "handle_error", self._failed)
-
-    @staticmethod
-    def _failed(context: ExceptionContext) -> None:
-        # SQLAlchemy invalidates a connection only when its driver says it is closed; a
-        # statement that timed out on a blackholed or half-open connection (asyncpg's
-        # command_timeout: a bare TimeoutError) leaves one that would hang the next user and
-        # the rollback. Any outage counts as a disconnect: this connection is dropped, and
-        # every older one with it (SQLAlchemy's pool invalidation on disconnect).
-        if not context.is_disconnect and is_database_unavailable(context.original_exception):
-            context.is_disconnect = True
 
     def _opened(self, _dbapi_connection: Any, entry: ConnectionPoolEntry) -> None:
         entry.info[_OPENED] = time.monotonic()
