@@ -250,8 +250,7 @@ def test_several_hosts_behind_haproxy(request: pytest.FixtureRequest, tmp_path: 
             gateway = GatewayHost(host, database, tmp_path / f"gateway-{host.index}.log")
             stack.callback(gateway.kill)
             gateway.start({
-                "PAYGATE_DATABASE_URL": private_pg.url().replace("127.0.0.1", f"{host.gateway_side}")
-                .replace(f":{private_pg.port}/", f":{database.port}/"),
+                "PAYGATE_DATABASE_URL": private_pg.url(port=database.port, host=host.gateway_side),
                 "PAYGATE_DATA_DIR": str(data_dir),
                 "PAYGATE_ARCHIVE_DIR": str(tmp_path / "archive"),  # shared, as a bucket would be
                 "PAYGATE_MASTER_KEY": TEST_MASTER_KEY,

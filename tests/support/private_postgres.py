@@ -60,8 +60,9 @@ class PrivatePostgres:
         self.port = _free_port()
         self.user = self._owner.pw_name if self._owner is not None else pwd.getpwuid(os.geteuid()).pw_name
 
-    def url(self, database: str = "postgres", port: int | None = None) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{port or self.port}/{database}"
+    def url(self, database: str = "postgres", port: int | None = None, host: str = "127.0.0.1") -> str:
+        """The server's URL, or that of a proxy in front of it (``host``, ``port``)."""
+        return f"postgresql://{self.user}@{host}:{port or self.port}/{database}"
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
         done = subprocess.run([*self._as_user, str(self._bin / tool), *args], capture_output=True,
