@@ -23,9 +23,23 @@ from starlette.routing import Route
 from paygate_server.clock import now_us
 from paygate_server.console.actions import record_action, record_action_in
 from paygate_server.console.sessions import SignedIn
-from paygate_server.console.web import Form, console_of, error_page, form_action, page, remote_addr, render
+from paygate_server.console.web import (
+    Form,
+    console_of,
+    error_page,
+    form_action,
+    page,
+    remote_addr,
+    render,
+)
 from paygate_server.errors import ApiError
-from paygate_server.merchants import MerchantError, allow_origins, create_key, create_merchant, revoke_key
+from paygate_server.merchants import (
+    MerchantError,
+    allow_origins,
+    create_key,
+    create_merchant,
+    revoke_key,
+)
 from paygate_server.processors.accounts import list_processor_accounts, show_routing
 from paygate_server.processors.routing import rule_text
 from paygate_server.storage.api_keys import list_api_keys

@@ -24,7 +24,15 @@ from starlette.routing import Route
 
 from paygate_server.console.actions import record_action
 from paygate_server.console.sessions import SignedIn
-from paygate_server.console.web import Form, console_of, error_page, form_action, page, remote_addr, render
+from paygate_server.console.web import (
+    Form,
+    console_of,
+    error_page,
+    form_action,
+    page,
+    remote_addr,
+    render,
+)
 from paygate_server.processing.connectors import ConnectorError
 from paygate_server.processing.reconciler import NotQueued
 from paygate_server.processing.settlement import Mismatch, reconcile_settlement
