@@ -126,7 +126,7 @@ async def test_ask_again_settles_through_the_reconciler_and_is_recorded(
     assert stuck["object_id"] not in asked.text.split('id="queue"')[1]  # off the queue
     again = await con.http.post("/reconciliation/check", headers={"origin": con.origin},
                                 data={"csrf": await con.csrf(), "kind": "charge", "object_id": stuck["object_id"]})
-    assert again.status_code == 200 and "settled already" in again.text
+    assert again.status_code == 200 and "its outcome is known already" in again.text
     [action] = await recent_actions(con.console.gateway.db, limit=5, target=stuck["object_id"])
     assert action.action == "reconcile.check_now" and "failed_never_received" in (action.detail or "")
 

@@ -34,7 +34,6 @@ from paygate_server.console.web import (
     render,
 )
 from paygate_server.processing.connectors import ConnectorError
-from paygate_server.processing.reconciler import NotQueued
 from paygate_server.processing.settlement import Mismatch, reconcile_settlement
 from paygate_server.processors.registry import AccountMissing, is_account
 from paygate_server.storage.console_reads import InvalidSearch, reconciliation_queue
@@ -130,15 +129,14 @@ async def check_now(request: Request, signed_in: SignedIn, form: Form) -> Respon
                            message="That operation cannot be asked about: use the button on its row.")
     try:
         label = await console.gateway.reconciler.check_now(kind, object_id)
-    except NotQueued:
-        return await _page(request, signed_in, message=f"{object_id} is settled already: nothing to ask.")
     except (ConnectorError, AccountMissing) as exc:
         return await _page(request, signed_in, status=502, failed=True,
                            message=f"The processor could not be asked about {object_id}: {exc}. The reconciler "
                                    "keeps trying on its own.")
     if label is None:
-        return await _page(request, signed_in, message=f"The reconciler is asking about {object_id} right now: "
-                                                        "reload in a moment to see its answer.")
+        return await _page(request, signed_in, message=f"Nothing to ask about {object_id}: its outcome is known "
+                                                        "already, or the reconciler was asking at that moment — "
+                                                        "the list below is as it is now.")
     await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="reconcile.check_now",
                         target=object_id, detail={"kind": kind, "result": label}, remote_addr=remote_addr(request))
     return await _page(request, signed_in, message=f"Asked the processor about {object_id}: {label}.")
