@@ -110,7 +110,11 @@ def main() -> None:
             seeded = asyncio.run(_prepare(url, n))
             with ServiceProcess(console_command, log_path=Path(folder) / "console.log",
                                 env=gateway_env(url, Path(folder))) as console:
-                results = measure(console.base_url, seeded)
+                try:
+                    results = measure(console.base_url, seeded)
+                except httpx.HTTPError:
+                    print(console.output()[-3000:], file=sys.stderr)  # what the console said
+                    raise
         finally:
             drop_database(url)
     print(f"| page over HTTP ({backend}, {n:,} payments, {RUNS} requests) | p50 ms | p99 ms |\n|---|---|---|")
