@@ -4,7 +4,8 @@ Starts the processor simulator, the gateway and the console on a new SQLite data
 real payments through the gateway (approved, declined, a refund, a manual capture), adds a
 few hundred seeded payments over the last hour and month (tests/support/console_seed.py:
 unknown outcomes among them, for the reconciliation queue), signs an admin in with real
-Chromium and saves each page at 1280×800 and at 390×844 into this directory:
+Chromium and saves each page at 1280×800 and at 390×844 into this directory (the overview as a whole
+page, its charts run below the fold):
 
     PYTHONPATH=. .venv/bin/python docs/images/console/make_screenshots.py
 
@@ -94,7 +95,8 @@ def main() -> int:
                         if name == "overview":
                             page.wait_for_function("window.paygateOverview && window.paygateOverview.fetches >= 1")
                         target = HERE / f"{name}-{size}.png"
-                        page.screenshot(path=str(target))
+                        # The overview whole (its charts run below the fold); the others as seen.
+                        page.screenshot(path=str(target), full_page=name == "overview")
                         print(f"wrote {target.relative_to(HERE.parent.parent.parent)}")
                     context.close()
     return 0

@@ -19,17 +19,23 @@
 
   function width(el) { return Math.max(240, Math.floor(el.getBoundingClientRect().width)); }
 
+  // Sampled series (a rate, a latency, a backlog) may have a lone minute between empty
+  // ones: its point is drawn as a dot, or a line through nothing would hide it.
+  var dotted = { success_rate: true, p50_ms: true, p99_ms: true, reconcile: true, webhooks: true };
+
   function spec(names) {
     var series = [{}];
     names.forEach(function (name) {
-      series.push({ label: labels[name] || name, stroke: colors[name] || "#57606a", width: 2, spanGaps: false });
+      series.push({ label: labels[name] || name, stroke: colors[name] || "#57606a", width: 2, spanGaps: false,
+                    points: dotted[name] ? { show: true, size: 5, fill: colors[name] } : {} });
     });
     return series;
   }
 
   function make(el, names, columns) {
+    var y = names[0] === "success_rate" ? { range: [0, 100] } : {};  // a rate is read against 0–100 %
     var opts = { width: width(el), height: 200, series: spec(names), legend: { live: false },
-                 scales: { x: { time: true } }, axes: [{}, { size: 50 }] };
+                 scales: { x: { time: true }, y: y }, axes: [{}, { size: 50 }] };
     return new uPlot(opts, columns, el);
   }
 
