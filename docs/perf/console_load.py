@@ -84,20 +84,27 @@ def reads(db: Database, seeded: Seeded, now: int) -> dict[str, Callable[[], Awai
     }
 
 
+async def seed_as_after_a_day(db: Database, n: int, now: int) -> Seeded:
+    """``n`` seeded payments, the database then as autovacuum would leave it (also used by
+    console_http_load.py)."""
+    started = time.perf_counter()
+    seeded = await seed_payments(db, n, now=now)
+    print(f"seeded {n} payments in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if not db.is_sqlite:
+        # Statistics for the planner and the visibility map for index-only scans, as
+        # autovacuum makes them after a bulk load (without statistics PostgreSQL guesses
+        # a last 4 matches 58 rows and plans 100× slower).
+        async with db.raw_connection() as conn:
+            quiet = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await quiet.exec_driver_sql("VACUUM ANALYZE")
+    return seeded
+
+
 async def measure(url: str, n: int) -> list[tuple[str, float, float]]:
     db = create_database(url)
     try:
         now = now_us()
-        started = time.perf_counter()
-        seeded = await seed_payments(db, n, now=now)
-        print(f"seeded {n} payments in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        if not db.is_sqlite:
-            # Statistics for the planner and the visibility map for index-only scans, as
-            # autovacuum makes them after a bulk load (without statistics PostgreSQL guesses
-            # a last 4 matches 58 rows and plans 100× slower).
-            async with db.raw_connection() as conn:
-                quiet = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await quiet.exec_driver_sql("VACUUM ANALYZE")
+        seeded = await seed_as_after_a_day(db, n, now)
         results = []
         for name, read in reads(db, seeded, now).items():
             await read()  # warm: the plan, the pool, the pages

@@ -32,6 +32,7 @@ from paygate_server.processors.accounts import (
     set_routing,
     show_routing,
 )
+from paygate_server.processors.routing import rule_text
 from paygate_server.storage import Database
 
 __all__ = ["add_commands", "parse_pairs"]
@@ -157,16 +158,9 @@ def _read_rules(file: str) -> Any:
                            f"{exc.lineno} column {exc.colno})") from None
 
 
-def _rule_text(rule: dict[str, Any]) -> str:
-    when = rule.get("when", {})
-    conditions = [f"{name} {', '.join(map(str, value)) if isinstance(value, list) else value}"
-                  for name, value in when.items()]
-    return f"{'; '.join(conditions) or 'every other payment'} -> {', '.join(rule['use'])}"
-
-
 def _print_rules(rules: list[dict[str, Any]]) -> None:
     for number, rule in enumerate(rules, 1):
-        print(f"{number}. {_rule_text(rule)}")
+        print(f"{number}. {rule_text(rule)}")
 
 
 def cmd_routing_set(args: argparse.Namespace, settings: Settings) -> None:

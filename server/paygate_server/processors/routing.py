@@ -21,7 +21,7 @@ from typing import Any
 from paygate_server.cards import BRANDS
 from paygate_server.currencies import is_currency
 
-__all__ = ["Payment", "Rule", "RulesInvalid", "choose", "parse_rules", "render_rules"]
+__all__ = ["Payment", "Rule", "RulesInvalid", "choose", "parse_rules", "render_rules", "rule_text"]
 
 _CONDITIONS = ("currency", "brand", "amountMin", "amountMax", "captureMethod")
 _CAPTURE_METHODS = ("automatic", "manual")
@@ -167,3 +167,11 @@ def choose(rules: Sequence[Rule], payment: Payment) -> tuple[str, ...]:
         if rule.matches(payment):
             return rule.use
     return ()
+
+
+def rule_text(rule: dict[str, Any]) -> str:
+    """A rendered rule in one line, as ``paygate routing show`` prints it and the console shows it."""
+    when = rule.get("when", {})
+    conditions = [f"{name} {', '.join(map(str, value)) if isinstance(value, list) else value}"
+                  for name, value in when.items()]
+    return f"{'; '.join(conditions) or 'every other payment'} -> {', '.join(rule['use'])}"

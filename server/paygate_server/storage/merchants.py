@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate_server.clock import now_us
 from paygate_server.storage.schema import merchant_origins, merchants
 
-__all__ = ["add_origins", "get_merchant", "insert_merchant", "list_origins"]
+__all__ = ["add_origins", "get_merchant", "insert_merchant", "list_merchants", "list_origins"]
 
 
 async def insert_merchant(conn: AsyncConnection, merchant_id: str, name: str, origins: Iterable[str]) -> None:
@@ -40,3 +40,9 @@ async def list_origins(conn: AsyncConnection, merchant_id: str) -> list[str]:
     """The merchant's allowed origins, sorted."""
     rows = await conn.execute(select(merchant_origins.c.origin).where(merchant_origins.c.merchant_id == merchant_id))
     return sorted(r[0] for r in rows)
+
+
+async def list_merchants(conn: AsyncConnection, *, limit: int) -> list[dict[str, object]]:
+    """The newest ``limit`` merchants' rows (``id``, ``name``, ``created_at``), newest first."""
+    rows = await conn.execute(select(merchants).order_by(merchants.c.created_at.desc(), merchants.c.id).limit(limit))
+    return [dict(row._mapping) for row in rows]

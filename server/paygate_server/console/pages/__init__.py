@@ -10,6 +10,8 @@ PAGE_MODULES: tuple[str, ...] = (
     "paygate_server.console.pages.payments",
     "paygate_server.console.pages.payment",
     "paygate_server.console.pages.payment_actions",
+    "paygate_server.console.pages.reconciliation",
+    "paygate_server.console.pages.merchants",
     "paygate_server.console.pages.activity",
     "paygate_server.console.pages.operators",
 )

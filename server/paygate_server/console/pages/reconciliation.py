@@ -1,0 +1,148 @@
+"""``GET /reconciliation``: what the gateway does not know yet, and a day's settlement
+(SPEC §12 "Reconciliation").
+
+* The queue: unknown operations (and pending ones past the safety window), oldest first,
+  with their age, route, reference and the processor's last answer
+  (:func:`~paygate_server.storage.console_reads.reconciliation_queue`).
+* "Ask again" (``POST /reconciliation/check``, support and admin): the reconciler's own
+  :meth:`~paygate_server.processing.reconciler.Reconciler.check_now` — the same lease,
+  look-up and settle as its passes, so an operator's click can never settle an operation
+  twice or differently. Recorded as ``reconcile.check_now``.
+* The settlement report of a day (``?date=YYYY-MM-DD[&account=pa_…]``): what
+  ``paygate reconcile settlement`` prints, through the same
+  :func:`~paygate_server.processing.settlement.reconcile_settlement`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from paygate_server.console.actions import record_action
+from paygate_server.console.sessions import SignedIn
+from paygate_server.console.web import (
+    Form,
+    console_of,
+    error_page,
+    form_action,
+    page,
+    remote_addr,
+    render,
+)
+from paygate_server.processing.connectors import ConnectorError
+from paygate_server.processing.settlement import Mismatch, reconcile_settlement
+from paygate_server.processors.registry import AccountMissing, is_account
+from paygate_server.storage.console_reads import InvalidSearch, reconciliation_queue
+
+__all__ = ["routes"]
+
+PAGE_SIZE = 50
+_KINDS = ("charge", "capture", "void", "refund")
+_OBJECT_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    day: dt.date
+    route: str
+    counts: dict[str, int]
+    mismatches: list[Mismatch]
+
+
+def age_text(age_us: int) -> str:
+    seconds = age_us // 1_000_000
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+class SettlementRefused(ValueError):
+    """A settlement request that cannot be run: the message says what to change."""
+
+
+async def _settlement(request: Request, date: str, account: str) -> Settlement:
+    try:
+        day = dt.date.fromisoformat(date)
+    except ValueError:
+        raise SettlementRefused(f"The date must be a day like 2026-01-31, not {date[:40]!r}.") from None
+    if day > dt.datetime.now(dt.UTC).date():
+        raise SettlementRefused("That day has not happened yet: choose today or an earlier day.")
+    gateway = console_of(request).gateway
+    default = gateway.reconciler.connector
+    connector, route = default, default.name
+    if account:
+        if not is_account(account):
+            raise SettlementRefused(f"The account must be a processor account id (pa_…), not {account[:40]!r}.")
+        try:
+            connector = await gateway.processors.connector(account, default)
+        except AccountMissing:
+            raise SettlementRefused(f"There is no processor account {account}.") from None
+        route = account
+    try:
+        mismatches, counts = await reconcile_settlement(gateway.payments, connector, day, route)
+    except ConnectorError as exc:
+        raise SettlementRefused(f"The processor's settlement report could not be read: {exc}. Try again "
+                                "later.") from None
+    return Settlement(day, route, counts, mismatches)
+
+
+async def _page(request: Request, signed_in: SignedIn, *, status: int = 200, message: str = "",
+                failed: bool = False) -> Response:
+    params = request.query_params
+    after = params.get("after") or None
+    date, account = params.get("date", "")[:40].strip(), params.get("account", "")[:70].strip()
+    try:
+        queue = await reconciliation_queue(console_of(request).gateway.db, PAGE_SIZE, after)
+    except InvalidSearch as exc:
+        return error_page(request, signed_in, 400, f"The queue could not be shown: {exc}.")
+    settlement, settlement_error = None, ""
+    if date:
+        try:
+            settlement = await _settlement(request, date, account)
+        except SettlementRefused as exc:
+            settlement_error, status = str(exc), 400 if status == 200 else status
+    return render(request, "reconciliation.html", signed_in, status=status, queue=queue, after=after,
+                  age_text=age_text, message=message, failed=failed, date=date, account=account,
+                  today=dt.datetime.now(dt.UTC).date().isoformat(), settlement=settlement,
+                  settlement_error=settlement_error)
+
+
+@page("read")
+async def reconciliation_page(request: Request, signed_in: SignedIn) -> Response:
+    return await _page(request, signed_in)
+
+
+@form_action("reconcile")
+async def check_now(request: Request, signed_in: SignedIn, form: Form) -> Response:
+    console = console_of(request)
+    kind, object_id = form.get("kind", ""), form.get("object_id", "")
+    if kind not in _KINDS or not _OBJECT_ID.fullmatch(object_id):
+        return await _page(request, signed_in, status=400, failed=True,
+                           message="That operation cannot be asked about: use the button on its row.")
+    try:
+        label = await console.gateway.reconciler.check_now(kind, object_id)
+    except (ConnectorError, AccountMissing) as exc:
+        return await _page(request, signed_in, status=502, failed=True,
+                           message=f"The processor could not be asked about {object_id}: {exc}. The reconciler "
+                                   "keeps trying on its own.")
+    if label is None:
+        return await _page(request, signed_in, message=f"Nothing to ask about {object_id}: its outcome is known "
+                                                        "already, or the reconciler was asking at that moment — "
+                                                        "the list below is as it is now.")
+    await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="reconcile.check_now",
+                        target=object_id, detail={"kind": kind, "result": label}, remote_addr=remote_addr(request))
+    return await _page(request, signed_in, message=f"Asked the processor about {object_id}: {label}.")
+
+
+routes = [
+    Route("/reconciliation", reconciliation_page, methods=["GET"]),
+    Route("/reconciliation/check", check_now, methods=["POST"]),
+]
