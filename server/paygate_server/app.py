@@ -57,7 +57,10 @@ EXTENSIONS: tuple[Extension, ...] = (
 )
 
 
-async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EXTENSIONS) -> Gateway:
+async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EXTENSIONS, *,
+                        connector: Connector | None = None) -> Gateway:
+    """The gateway's services over its database. ``connector``: the default processor's
+    connector, instead of one for ``settings.processor_url`` (the simulation's processor)."""
     check_order(extensions, Gateway.slot_names())  # before anything is opened
     private_dir(settings.data_dir)  # 0700: the key file, the SQLite files, logs, archives
     db = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size,
@@ -82,7 +85,8 @@ async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EX
             connector = extension.wrap_connector(connector)
         return connector
 
-    connector = wrap(connector_for_url(settings.processor_url, **timeouts))  # once, before any service holds it
+    # Once, before any service holds it.
+    connector = wrap(connector if connector is not None else connector_for_url(settings.processor_url, **timeouts))
     processors = ProcessorRoutes(db, master, cache_ttl_s=settings.key_cache_ttl_s, wrap=wrap, **timeouts)
     gateway = Gateway(settings=settings, db=db, master_key=master, authenticator=authenticator,
                       notifier=notifier, card_keys=card_keys, connector=connector, processors=processors,

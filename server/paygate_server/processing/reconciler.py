@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +82,7 @@ class Reconciler:
         self._notifier = notifier
         self._wake = asyncio.Event()
         self._lease_s = settings.processor_connect_timeout_s + settings.processor_timeout_s + 30.0
-        self._holds_due = 0.0  # monotonic time of the next expiry sweep
+        self._holds_due = 0.0  # the loop's time of the next expiry sweep
 
     def wake(self) -> None:
         self._wake.set()
@@ -91,8 +90,9 @@ class Reconciler:
     async def run_forever(self) -> None:
         if self._notifier is not None:
             self._notifier.add_listener(lambda _intent_id: self._wake.set())
+        loop = asyncio.get_running_loop()
         while True:
-            started = time.monotonic()
+            started = loop.time()
             try:
                 await self.run_once()
                 next_due = await self._seconds_until_next_due()
@@ -107,7 +107,7 @@ class Reconciler:
             self._wake.clear()
             await wait_event(self._wake, timeout)
             # Many changes in a burst cost one pass, not one each.
-            await asyncio.sleep(max(0.0, WAKE_MIN_INTERVAL_S - (time.monotonic() - started)))
+            await asyncio.sleep(max(0.0, WAKE_MIN_INTERVAL_S - (loop.time() - started)))
 
     async def _seconds_until_next_due(self) -> float | None:
         due = await self._store.next_check_due()
@@ -133,8 +133,10 @@ class Reconciler:
         """Void expired holds (at most once per sweep interval: a pass runs on every change
         signal), then check everything due now; returns what happened."""
         report = PassReport()
-        if time.monotonic() >= self._holds_due:
-            self._holds_due = time.monotonic() + self._settings.reconcile_sweep_interval_s
+        # The loop's clock (monotonic; a simulation's virtual time), like every timer here.
+        now = asyncio.get_running_loop().time()
+        if now >= self._holds_due:
+            self._holds_due = now + self._settings.reconcile_sweep_interval_s
             report.holds_expired = await self.expire_holds()
         while True:
             rows = await self._store.due_checks(now_us(), BATCH)
