@@ -12,7 +12,7 @@ from pathlib import Path
 
 from paygate_server import ids
 from paygate_server.cards.keystore import CardKeyStore
-from paygate_server.crypto import load_master_key
+from paygate_server.crypto import MasterKey, load_master_key
 from paygate_server.merchants import create_merchant
 from paygate_server.storage import create_database
 from paygate_server.storage.migrate import upgrade
@@ -28,6 +28,10 @@ class Template:
     path: Path
     merchant_id: str
     master_key: str = MASTER_KEY
+
+    @property
+    def master(self) -> MasterKey:
+        return load_master_key(self.master_key, self.path.with_suffix(".key"))
 
     @classmethod
     def create(cls, directory: Path) -> Template:
