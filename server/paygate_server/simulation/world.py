@@ -80,12 +80,11 @@ class SeedResult:
 
 
 class World:
-    def __init__(self, seed: int, template: Template, workdir: Path, plant: str | None) -> None:
+    def __init__(self, seed: int, template: Template, workdir: Path) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.template = template
         self.workdir = workdir
-        self.plant = plant
         self.result = SeedResult(seed)
         self.hold_ttl_s = self.rng.choice((7 * 24 * 3600.0, 30.0))
         self.ids = random.Random(seed ^ 0x5EED)  # every id the gateway makes
@@ -149,6 +148,7 @@ class World:
                 self.now = loop.time()
                 connector.dead = True
                 self.log(f"CRASH at turn {loop.turns}")
+                self.faults.counts["crash"] += 1
                 self.generation += 1
                 fresh = self.workdir / f"gw{self.generation}.db"
                 copy_committed(path, fresh)
@@ -291,10 +291,10 @@ def seeded(seed: int, world: World) -> Iterator[None]:
         random.setstate(state)
 
 
-def run_seed(seed: int, template: Template, workdir: Path, plant: str | None = None) -> SeedResult:
+def run_seed(seed: int, template: Template, workdir: Path) -> SeedResult:
     """Run one seed in ``workdir`` (emptied first: its files are this seed's)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    world = World(seed, template, workdir, plant)
+    world = World(seed, template, workdir)
     with seeded(seed, world):
         return world.run()
