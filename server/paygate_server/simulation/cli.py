@@ -37,31 +37,33 @@ def cmd_simulate(args: argparse.Namespace, _settings: Settings) -> None:
         raise CommandError("--trace needs --seed S (one seed's history)")
     if args.jobs < 1 or args.jobs > 64:
         raise CommandError("--jobs must be 1 to 64")
+    digest = None
     if args.seed is not None:
         result = run_one(args.seed, args.plant)
         summary = Summary()
         summary.add(result)
+        digest = result.digest
         if args.trace and not args.json:
             print("\n".join(result.trace))
-            print(f"digest {result.digest}")
     else:
         count = 1000 if args.seeds is None else args.seeds
         if count == 0:
             raise CommandError("--seeds must be at least 1")
         summary = run_seeds(range(args.start, args.start + count), jobs=args.jobs, plant=args.plant)
-    _report(summary, args)
+    _report(summary, args, digest)
     if summary.failing_seeds:
         raise SystemExit(1)
 
 
-def _report(summary: Summary, args: argparse.Namespace) -> None:
+def _report(summary: Summary, args: argparse.Namespace, digest: str | None) -> None:
     per_seed_ms = 1000 * summary.elapsed_s / summary.seeds if summary.seeds and summary.elapsed_s else 0.0
     failures = [{"seed": seed, "violations": found, "replay": replay_command(seed, args.plant)}
                 for seed, found in summary.failures]
     if args.json:
         print(json.dumps({"seeds": summary.seeds, "steps": summary.steps, "histories": summary.histories,
                           "faults": dict(sorted(summary.faults.items())), "violations": summary.failing_seeds,
-                          "failures": failures, "plant": args.plant, "elapsedS": round(summary.elapsed_s, 3)}))
+                          "failures": failures, "plant": args.plant, "elapsedS": round(summary.elapsed_s, 3),
+                          **({"digest": digest} if digest else {})}))
         return
     print(f"seeds run: {summary.seeds}" + (f" in {summary.elapsed_s:.1f} s ({per_seed_ms:.0f} ms a seed, "
                                            f"{args.jobs} process{'es' if args.jobs > 1 else ''})"
@@ -69,6 +71,8 @@ def _report(summary: Summary, args: argparse.Namespace) -> None:
     print(f"steps: {summary.steps}")
     print("faults injected: " + (", ".join(f"{kind} {n}" for kind, n in sorted(summary.faults.items())) or "none"))
     print(f"histories checked: {summary.histories}")
+    if digest:
+        print(f"history digest: {digest}")
     print(f"violations: {summary.failing_seeds} seed(s)")
     for failure in failures:
         print(f"  seed {failure['seed']}: {failure['violations'][0]}"

@@ -270,6 +270,11 @@ class SimulatedConnector:
         self.dead = False
 
     async def _request(self, what: str, act: Callable[[], ChargeResult], faults: tuple[str, ...]) -> ChargeResult:
+        result = await self._exchange(what, act, faults)
+        self.log(f"answer {what} -> {result.outcome.value}")
+        return result
+
+    async def _exchange(self, what: str, act: Callable[[], ChargeResult], faults: tuple[str, ...]) -> ChargeResult:
         if self.dead:
             raise asyncio.CancelledError  # the process is gone
         loop = asyncio.get_running_loop()

@@ -167,6 +167,8 @@ class World:
                 break
         self.result.faults.update(self.faults.counts)
         self.result.violations[:0] = self.ledger.violations
+        for violation in self.result.violations:
+            self.log(f"VIOLATION {violation}")
         self.result.virtual_s = self.now
         self.result.digest = hashlib.sha256("\n".join(self.result.trace).encode()).hexdigest()
         return self.result
