@@ -57,7 +57,7 @@ def cmd_simulate(args: argparse.Namespace, _settings: Settings) -> None:
 
 def _report(summary: Summary, args: argparse.Namespace, digest: str | None) -> None:
     per_seed_ms = 1000 * summary.elapsed_s / summary.seeds if summary.seeds and summary.elapsed_s else 0.0
-    failures = [{"seed": seed, "violations": found, "replay": replay_command(seed, args.plant)}
+    failures: list[dict[str, Any]] = [{"seed": seed, "violations": found, "replay": replay_command(seed, args.plant)}
                 for seed, found in summary.failures]
     if args.json:
         print(json.dumps({"seeds": summary.seeds, "steps": summary.steps, "histories": summary.histories,

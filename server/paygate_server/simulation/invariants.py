@@ -91,10 +91,10 @@ def _intent_problems(intent: Row, txns: list[Row], refunds: list[Row], ledger: L
         if row["status"] not in ("succeeded", "failed"):
             problems.append(f"{row['id']} left {row['status']}")
         op = ops.get(row["reference"])
-        approved = op is not None and op.approved
-        if (row["status"] == "succeeded") != approved:
+        done = op is not None and op.approved
+        if (row["status"] == "succeeded") != done:
             problems.append(f"{row.get('kind', 'refund')} {row['reference']} is {row['status']} in the gateway, "
-                            f"{'approved' if approved else 'not approved'} at the processor")
+                            f"{'approved' if done else 'not approved'} at the processor")
     for op in ops.values():
         if op.approved and op.reference not in ours:
             problems.append(f"the processor's {op.kind} {op.reference} is unknown to the gateway")

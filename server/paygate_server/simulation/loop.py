@@ -109,7 +109,8 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
             self._sim_cond.notify_all()
         return asyncio.Handle(callback, args, self, context)  # the caller ignores it (aiosqlite does)
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def run_in_executor(self, executor: Any, func: Callable[..., Any],  # type: ignore[override]
+                        *args: Any) -> asyncio.Future[Any]:
         future = self.create_future()
         try:
             future.set_result(func(*args))

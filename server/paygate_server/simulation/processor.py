@@ -45,8 +45,8 @@ from paygate_server.processing.connectors import (
     SettlementRecord,
     SyncKind,
     VoidRequest,
-    WebhookReply,
     WebhookRejected,
+    WebhookReply,
 )
 
 __all__ = ["FAULT_KINDS", "Arrival", "Ledger", "Operation", "SimulatedConnector"]

@@ -228,6 +228,7 @@ class World:
         intent_id = self.intent_ids[op.intent]
         merchant = self.template.merchant_id
         self.log(f"op {op.number} {op.kind} {intent_id} {op.amount}")
+        outcome: Any
         try:
             if op.kind == "process":
                 outcome = await gateway.processing.process(ProcessPayment(merchant, intent_id, CARD), None)
