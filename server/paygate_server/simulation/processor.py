@@ -89,6 +89,7 @@ class Ledger:
     ops: dict[str, Operation] = field(default_factory=dict)
     arrivals: list[Arrival] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    live_loop: asyncio.AbstractEventLoop | None = None  # the gateway process now running
 
     # --- what the processor does, once per reference ---------------------------------
 
@@ -194,7 +195,9 @@ class Ledger:
 
     def schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         """Deliver the undelivered arrivals on ``loop`` (a new process's, after a crash):
-        whoever waited for their answers is gone."""
+        whoever waited for their answers is gone. From now on only that loop delivers: a
+        dead process's loop, run once more to free its resources, reaches nothing."""
+        self.live_loop = loop
         for arrival in self.arrivals:
             if not arrival.done:
                 arrival.answer = None
@@ -207,7 +210,7 @@ class Ledger:
         loop.call_at(arrival.at, self._arrive, arrival)
 
     def _arrive(self, arrival: Arrival) -> None:
-        if arrival.done:
+        if arrival.done or asyncio.get_running_loop() is not self.live_loop:
             return
         arrival.done = True
         self.arrivals.remove(arrival)

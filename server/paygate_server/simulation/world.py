@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import random
 import shutil
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,7 +41,7 @@ from paygate_server.simulation.loop import SimulatedCrash, SimulatedLoop, Stalle
 from paygate_server.simulation.processor import Faults, Ledger, SimulatedConnector
 from paygate_server.simulation.template import Template
 from paygate_server.state import Gateway
-from paygate_server.storage import create_database
+from paygate_server.storage import Database, create_database
 from paygate_server.storage.port import ExistingKey
 from paygate_server.storage.sqlite_copy import copy_committed, sqlite_url
 
@@ -100,6 +102,7 @@ class World:
         self.ops = self._plan_ops()
         self.now = 0.0
         self.generation = 0
+        self.db: Database | None = None  # the running process's
 
     def settings(self, path: Path) -> Settings:
         # A short hold life in some seeds: the reconciler's expiry void races the clients' capture.
@@ -115,17 +118,24 @@ class World:
         return self.now if loop is None else loop.time()
 
     def _plan_ops(self) -> list[Op]:
+        """Per intent: its payment, then (manual capture) a capture, a cancel, both or two
+        captures, then refunds — each phase some seconds after the last, or at once (then
+        they all race), and the requests of a phase close together (they race too)."""
         rng, ops = self.rng, []
         for index, (amount, method) in enumerate(self.intents):
-            # Each intent's requests come close together (they race), around a time of its own.
             base = rng.uniform(0.0, CLIENT_WINDOW_S)
-            kinds = ["process"] * rng.randint(1, 3)
+            gap = rng.choice((0.0, 1.0, 6.0, 20.0))  # between phases
+            spread = rng.choice((0.01, 0.5, 3.0))  # within a phase
+            phases = [["process"] * rng.choice((1, 1, 2, 3))]
             if method == "manual":
-                kinds += rng.choice((["capture"], ["cancel"], ["capture", "cancel"], ["capture", "capture"], []))
-            kinds += ["refund"] * rng.choice((0, 1, 2, 3))
-            for kind in kinds:
-                part = rng.choice((None, amount // 3, amount // 2, amount)) if kind in ("capture", "refund") else None
-                ops.append(Op(0, base + rng.expovariate(1.0 / rng.choice((0.01, 1.0, 8.0))), index, kind, part))
+                phases.append(rng.choice((["capture"], ["cancel"], ["capture", "cancel"], ["capture", "capture"], [])))
+            elif rng.random() < 0.1:
+                phases.append(["cancel"])
+            phases.append(["refund"] * rng.choice((0, 1, 2, 3)))
+            for number, phase in enumerate(phases):
+                for kind in phase:
+                    part = rng.choice((None, amount // 3, amount // 2, amount)) if kind in ("capture", "refund") else None
+                    ops.append(Op(0, base + number * gap + rng.expovariate(1.0 / spread), index, kind, part))
         ops.sort(key=lambda op: op.at)
         for number, op in enumerate(ops):
             op.number = number
@@ -152,7 +162,7 @@ class World:
                 self.generation += 1
                 fresh = self.workdir / f"gw{self.generation}.db"
                 copy_committed(path, fresh)
-                _bury(loop, self.ids)
+                _bury(loop, self.db, self.ids)
                 path = fresh
                 self.now += self.rng.uniform(0.1, 30.0)  # down for a while
                 for op in self.ops:
@@ -163,7 +173,7 @@ class World:
                             op.state = "abandoned"
             except Stalled as stalled:
                 self.result.violations.append(f"stalled: {stalled}")
-                _bury(loop, self.ids)
+                _bury(loop, self.db, self.ids)
                 break
         self.result.faults.update(self.faults.counts)
         self.result.violations[:0] = self.ledger.violations
@@ -177,8 +187,8 @@ class World:
         self.log(f"start generation {self.generation}")
         self.ledger.schedule(loop)
         settings = self.settings(path)
-        gateway = core_gateway(settings, create_database(settings.database_url, pool_size=settings.db_pool_size),
-                               self.template.master, connector)
+        self.db = create_database(settings.database_url, pool_size=settings.db_pool_size)
+        gateway = core_gateway(settings, self.db, self.template.master, connector)
         reconciler = asyncio.create_task(gateway.reconciler.run_forever(), name="reconciler")
         if not self.intent_ids:
             for amount, method in self.intents:
@@ -258,7 +268,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _bury(loop: SimulatedLoop, ids_source: random.Random) -> None:
+def _bury(loop: SimulatedLoop, db: Database | None, ids_source: random.Random) -> None:
     """Free what a crashed process held (its connections, its threads): its tasks are
     cancelled and run to their end on its own loop. Nothing of it reaches the world any
     more: the database is a copy now, the connector is dead, and its ids and jitter are
@@ -273,6 +283,14 @@ def _bury(loop: SimulatedLoop, ids_source: random.Random) -> None:
             loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         with contextlib.suppress(BaseException):
             loop.run_until_complete(loop.shutdown_asyncgens())
+        if db is not None:
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(db.dispose())
+        # A connection a cancelled task never gave back is freed now, not by a collection
+        # at some later turn of the next process (its clean-up is work on a thread).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gc.collect()
         loop.close()
     finally:
         random.setstate(state)
