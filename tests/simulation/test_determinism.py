@@ -7,24 +7,19 @@ import os
 import subprocess
 import sys
 
-from paygate_server.simulation.runner import run_one
+from paygate_server.simulation.runner import run_traced
 
-# Seeds with crashes, faults of several kinds and racing clients (their traces say so).
-SEEDS = (3, 7, 82)
-
-
-def test_a_seed_runs_the_same_twice_in_one_process() -> None:
-    for seed in SEEDS:
-        first, second = run_one(seed), run_one(seed)
-        assert first.trace == second.trace
-        assert first.digest == second.digest
-        assert first.steps > 0 and sum(first.faults.values()) > 0
+SEEDS = range(12)
 
 
-def test_the_seeds_exercise_crashes_and_races() -> None:
-    traces = [run_one(seed).trace for seed in SEEDS]
+def test_seeds_run_the_same_twice_in_one_process_with_crashes_faults_and_races() -> None:
+    first, second = run_traced(SEEDS), run_traced([*SEEDS][::-1])[::-1]  # another order, another history before
+    assert [r.trace for r in first] == [r.trace for r in second]
+    assert [r.digest for r in first] == [r.digest for r in second]
+    traces = [r.trace for r in first]
     assert any("CRASH" in line for trace in traces for line in trace)
-    # two requests of one intent in flight together: an op starts before the previous one answered
+    assert sum(sum(r.faults.values()) for r in first) > len(SEEDS)
+    # two requests of one intent in flight together: an op starts before an earlier one answered
     raced = 0
     for trace in traces:
         open_ops: set[str] = set()
@@ -35,13 +30,13 @@ def test_the_seeds_exercise_crashes_and_races() -> None:
                 open_ops.add(words[2])
             elif words[1] == "op":
                 open_ops.discard(words[2])
-    assert raced > 0
+    assert raced > len(SEEDS)
 
 
 def test_a_seed_runs_the_same_in_another_process() -> None:
-    here = run_one(SEEDS[0]).digest
+    seed = next(r for r in run_traced(SEEDS) if r.faults["crash"])
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-m", "paygate_server", "simulate", "--seed", str(SEEDS[0]), "--json"],
+    out = subprocess.run([sys.executable, "-m", "paygate_server", "simulate", "--seed", str(seed.seed), "--json"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["digest"] == here
+    assert json.loads(out.stdout)["digest"] == seed.digest

@@ -7,16 +7,20 @@ import pytest
 
 from paygate_server.simulation.runner import replay_command, run_one, run_seeds
 
-# plant → seeds searched (each found its first violation well within these, see the docs).
+# plant → at most this many seeds searched (docs/reliability.md has where each was found).
 WITHIN = {
-    "unknown-is-failure": 20,
-    "early-never-received": 150,
+    "unknown-is-failure": 200,
+    "early-never-received": 2000,
 }
+CHUNK = 100
 
 
 @pytest.mark.parametrize("plant", sorted(WITHIN))
 def test_the_simulation_finds_a_planted_bug(plant: str) -> None:
-    summary = run_seeds(range(WITHIN[plant]), plant=plant)
+    for start in range(0, WITHIN[plant], CHUNK):  # from seed 0, a chunk at a time, until found
+        summary = run_seeds(range(start, start + CHUNK), plant=plant)
+        if summary.failing_seeds:
+            break
     assert summary.failing_seeds > 0, f"{plant}: no violation in {WITHIN[plant]} seeds"
     seed, found = summary.failures[0]
     command = replay_command(seed, plant)

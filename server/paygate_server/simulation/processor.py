@@ -296,8 +296,11 @@ class SimulatedConnector:
             return ChargeResult("", ChargeOutcome.UNKNOWN, message="unreadable answer")
         answer: asyncio.Future[ChargeResult] = loop.create_future()
         if fault == "timeout":
-            # It arrives before or after the gateway stops waiting — never after the attempt's deadline.
-            self.ledger.send(loop, self.faults.rng.uniform(0.0, self.faults.attempt_deadline_s), act, None, 0.0)
+            # It arrives before or, as often, after the gateway stopped waiting — never after
+            # the attempt's deadline (what the in-flight grace relies on).
+            rng, read, deadline = self.faults.rng, self.faults.read_timeout_s, self.faults.attempt_deadline_s
+            self.ledger.send(loop, rng.uniform(0.0, read) if rng.random() < 0.5 else rng.uniform(read, deadline),
+                             act, None, 0.0)
         else:
             self.ledger.send(loop, going, act, None if fault == "lost" else answer, coming)
             if fault == "duplicate":

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import logging
 import random
 import shutil
 import warnings
@@ -89,6 +90,10 @@ class World:
         self.workdir = workdir
         self.result = SeedResult(seed)
         self.hold_ttl_s = self.rng.choice((7 * 24 * 3600.0, 30.0))
+        # Timing settings vary too: a short read timeout and a quick first check bring the
+        # reconciler's look-up close to a request still on its way.
+        self.read_timeout_s = self.rng.choice((2.0, 5.0, 10.0))
+        self.schedule = self.rng.choice(((2.0, 10.0, 60.0, 300.0, 1800.0), (0.5, 2.0, 10.0, 60.0, 300.0)))
         self.ids = random.Random(seed ^ 0x5EED)  # every id the gateway makes
         self.ledger = Ledger(random.Random(self.rng.random()), self.rng.choice((0.0, 0.1, 0.3)), self.log)
         settings = self.settings(workdir / "gw0.db")
@@ -108,7 +113,8 @@ class World:
         # A short hold life in some seeds: the reconciler's expiry void races the clients' capture.
         return Settings(data_dir=self.workdir, database_url=sqlite_url(path), master_key=self.template.master_key,
                         key_cache_ttl_s=1e9, run_background=False, db_pool_size=4,
-                        reconcile_sweep_interval_s=SWEEP_INTERVAL_S, authorization_ttl_s=self.hold_ttl_s)
+                        reconcile_sweep_interval_s=SWEEP_INTERVAL_S, authorization_ttl_s=self.hold_ttl_s,
+                        processor_timeout_s=self.read_timeout_s, reconcile_schedule_s=self.schedule)
 
     def log(self, line: str) -> None:
         self.result.trace.append(f"{self.now_s():10.4f} {line}")
@@ -184,6 +190,7 @@ class World:
         return self.result
 
     async def _process(self, loop: SimulatedLoop, path: Path, connector: SimulatedConnector) -> None:
+        _collect_garbage()
         self.log(f"start generation {self.generation}")
         self.ledger.schedule(loop)
         settings = self.settings(path)
@@ -275,6 +282,7 @@ def _bury(loop: SimulatedLoop, db: Database | None, ids_source: random.Random) -
     drawn from a throwaway source."""
     state = random.getstate()
     ids.set_source(random.Random(0).randbytes)
+    logging.disable(logging.ERROR)  # the pool's "exception closing connection" (cancelled mid-statement)
     try:
         tasks = asyncio.all_tasks(loop)
         for task in tasks:
@@ -286,20 +294,33 @@ def _bury(loop: SimulatedLoop, db: Database | None, ids_source: random.Random) -
         if db is not None:
             with contextlib.suppress(BaseException):
                 loop.run_until_complete(db.dispose())
-        # A connection a cancelled task never gave back is freed now, not by a collection
-        # at some later turn of the next process (its clean-up is work on a thread).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            gc.collect()
         loop.close()
     finally:
+        logging.disable(logging.NOTSET)
         random.setstate(state)
         ids.set_source(ids_source.randbytes)
 
 
+def _collect_garbage() -> None:
+    """Collect now, at a point of the seed's own choosing. A connection that a crashed
+    process's task never gave back is closed when it is collected — work for a database
+    thread, on whatever loop runs then — so collections happen only here (the automatic
+    collector is off during a seed): at the start of each process, the same in every run."""
+    logging.disable(logging.ERROR)  # the pool's "cleaning up a connection not checked in"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gc.collect()
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 @contextlib.contextmanager
 def seeded(seed: int, world: World) -> Iterator[None]:
-    """The process-wide sources of time and randomness, the seed's for the run."""
+    """The process-wide sources of time and randomness, the seed's for the run; no
+    automatic garbage collection (see :func:`_collect_garbage`)."""
+    collecting = gc.isenabled()
+    gc.disable()
     state = random.getstate()
     random.seed(seed)
     ids.set_source(world.ids.randbytes)
@@ -310,6 +331,8 @@ def seeded(seed: int, world: World) -> Iterator[None]:
         clock.set_source(None)
         ids.set_source(None)
         random.setstate(state)
+        if collecting:
+            gc.enable()
 
 
 def run_seed(seed: int, template: Template, workdir: Path) -> SeedResult:
