@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,7 +20,7 @@ from paygate_server.cards.resolved import FINGERPRINT_PURPOSE
 from paygate_server.checkout import endpoints as checkout_endpoints
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
-from paygate_server.crypto import load_master_key
+from paygate_server.crypto import MasterKey, load_master_key
 from paygate_server.errors import ApiError
 from paygate_server.extensions import Extension, check_order, check_provided
 from paygate_server.heap import settle_after_startup
@@ -38,11 +38,11 @@ from paygate_server.realtime import ChangeNotifier
 from paygate_server.refunds import endpoints as refund_endpoints
 from paygate_server.refunds.service import RefundService
 from paygate_server.state import Gateway
-from paygate_server.storage import check_schema, create_database
+from paygate_server.storage import Database, check_schema, create_database
 from paygate_server.storage.nonces import prune_nonces
 from paygate_server.vault import extension as vault_extension
 
-__all__ = ["create_app", "create_app_from_env", "build_gateway"]
+__all__ = ["create_app", "create_app_from_env", "build_gateway", "core_gateway"]
 
 log = logging.getLogger("paygate")
 
@@ -70,11 +70,6 @@ async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EX
         await db.dispose()
         raise
     master = load_master_key(settings.master_key, settings.master_key_path)
-    authenticator = Authenticator(db, master, tolerance_s=settings.timestamp_tolerance_s,
-                                  cache_ttl_s=settings.key_cache_ttl_s)
-    notifier = ChangeNotifier(db, poll_interval_s=settings.change_poll_interval_s)
-    card_keys = CardKeyStore(db, master, bits=settings.card_key_bits)
-    await card_keys.ensure_active_key()
     timeouts = {"connect_timeout": settings.processor_connect_timeout_s, "read_timeout": settings.processor_timeout_s}
 
     def wrap(connector: Connector) -> Connector:  # every connector, the default's and each account's
@@ -82,7 +77,26 @@ async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EX
             connector = extension.wrap_connector(connector)
         return connector
 
-    connector = wrap(connector_for_url(settings.processor_url, **timeouts))  # once, before any service holds it
+    gateway = core_gateway(settings, db, master, connector_for_url(settings.processor_url, **timeouts), wrap)
+    await gateway.card_keys.ensure_active_key()
+    for extension in extensions:
+        await extension.setup(gateway)
+        check_provided(extension, gateway)
+    return gateway
+
+
+def core_gateway(settings: Settings, db: Database, master: MasterKey, connector: Connector,
+                 wrap: Callable[[Connector], Connector] = lambda connector: connector) -> Gateway:
+    """The gateway and its core services (processing, refunds, the reconciler) over an open
+    database, with ``connector`` (wrapped by ``wrap``, as every account's connector is) as
+    the default processor's; the checkout keys are not loaded yet. :func:`build_gateway`'s
+    core, and all of the deterministic simulation's gateway (``paygate simulate``)."""
+    timeouts = {"connect_timeout": settings.processor_connect_timeout_s, "read_timeout": settings.processor_timeout_s}
+    authenticator = Authenticator(db, master, tolerance_s=settings.timestamp_tolerance_s,
+                                  cache_ttl_s=settings.key_cache_ttl_s)
+    notifier = ChangeNotifier(db, poll_interval_s=settings.change_poll_interval_s)
+    card_keys = CardKeyStore(db, master, bits=settings.card_key_bits)
+    connector = wrap(connector)  # once, before any service holds it
     processors = ProcessorRoutes(db, master, cache_ttl_s=settings.key_cache_ttl_s, wrap=wrap, **timeouts)
     gateway = Gateway(settings=settings, db=db, master_key=master, authenticator=authenticator,
                       notifier=notifier, card_keys=card_keys, connector=connector, processors=processors,
@@ -90,9 +104,6 @@ async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EX
     gateway.processing = ProcessingService(gateway, connector)
     gateway.refunds = RefundService(gateway, connector)
     gateway.reconciler = Reconciler(gateway.payments, connector, settings, notifier, processors)
-    for extension in extensions:
-        await extension.setup(gateway)
-        check_provided(extension, gateway)
     return gateway
 
 

@@ -265,7 +265,8 @@ def cmd_simulator(args: argparse.Namespace, settings: Settings) -> None:
 CLI_EXTENSIONS: tuple[str, ...] = (
     "paygate_server.cdc.cli", "paygate_server.cdc.history_cli", "paygate_server.webhooks.cli",
     "paygate_server.vault.cli", "paygate_server.demo", "paygate_server.bench.command",
-    "paygate_server.processing.cli", "paygate_server.processors.cli", "paygate_server.console.cli")
+    "paygate_server.processing.cli", "paygate_server.processors.cli", "paygate_server.console.cli",
+    "paygate_server.simulation.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

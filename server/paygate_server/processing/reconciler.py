@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +50,7 @@ from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import refund_outcome
 from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
 from paygate_server.realtime import ChangeNotifier
-from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, StoreRefusal
+from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, Row, StoreRefusal
 from paygate_server.waiting import wait_event
 
 __all__ = ["Reconciler", "PassReport", "list_unresolved"]
@@ -83,7 +82,7 @@ class Reconciler:
         self._notifier = notifier
         self._wake = asyncio.Event()
         self._lease_s = settings.processor_connect_timeout_s + settings.processor_timeout_s + 30.0
-        self._holds_due = 0.0  # monotonic time of the next expiry sweep
+        self._holds_due = 0.0  # the loop's time of the next expiry sweep
 
     def wake(self) -> None:
         self._wake.set()
@@ -91,8 +90,9 @@ class Reconciler:
     async def run_forever(self) -> None:
         if self._notifier is not None:
             self._notifier.add_listener(lambda _intent_id: self._wake.set())
+        loop = asyncio.get_running_loop()
         while True:
-            started = time.monotonic()
+            started = loop.time()
             try:
                 await self.run_once()
                 next_due = await self._seconds_until_next_due()
@@ -107,7 +107,7 @@ class Reconciler:
             self._wake.clear()
             await wait_event(self._wake, timeout)
             # Many changes in a burst cost one pass, not one each.
-            await asyncio.sleep(max(0.0, WAKE_MIN_INTERVAL_S - (time.monotonic() - started)))
+            await asyncio.sleep(max(0.0, WAKE_MIN_INTERVAL_S - (loop.time() - started)))
 
     async def _seconds_until_next_due(self) -> float | None:
         due = await self._store.next_check_due()
@@ -133,8 +133,10 @@ class Reconciler:
         """Void expired holds (at most once per sweep interval: a pass runs on every change
         signal), then check everything due now; returns what happened."""
         report = PassReport()
-        if time.monotonic() >= self._holds_due:
-            self._holds_due = time.monotonic() + self._settings.reconcile_sweep_interval_s
+        # The loop's clock (monotonic; a simulation's virtual time), like every timer here.
+        now = asyncio.get_running_loop().time()
+        if now >= self._holds_due:
+            self._holds_due = now + self._settings.reconcile_sweep_interval_s
             report.holds_expired = await self.expire_holds()
         while True:
             rows = await self._store.due_checks(now_us(), BATCH)
@@ -151,7 +153,8 @@ class Reconciler:
                 progressed = True
                 report.checked += 1
                 report.outcomes[result] = report.outcomes.get(result, 0) + 1
-                if result in ("unknown", "not_found_yet", "cancel_sent") or result.endswith(("_unknown", "_retry")):
+                if result in ("unknown", "not_found_yet", "cancel_sent") or result.endswith(
+                        ("_unknown", "_retry", "_not_found_yet")):
                     report.still_unknown += 1
                 else:
                     report.settled += 1
@@ -194,7 +197,7 @@ class Reconciler:
         attempt = Attempt.of(txn)
         connector = await self._connector(attempt.connector)
         if attempt.kind in ("capture", "void"):
-            return await self._check_follow_up(check, attempt, connector)
+            return await self._check_follow_up(check, txn, attempt, connector)
         result = await connector.lookup(txn["reference"], processor_id=attempt.processor_id)
         label = result.outcome.value
         check_by = None
@@ -223,24 +226,44 @@ class Reconciler:
             self._notifier.publish(check.intent_id)
         return label
 
-    async def _check_follow_up(self, check: Check, attempt: Attempt, connector: Connector) -> str:
+    def _in_flight_until(self, created_at: int) -> int:
+        """Until when the request that sent an operation may still reach the processor."""
+        return created_at + round(self._settings.in_flight_grace_s * _US)
+
+    async def _check_follow_up(self, check: Check, txn: Row, attempt: Attempt, connector: Connector) -> str:
         """A capture or void: looked up by its reference; one the processor has not heard
         of is sent (again) with that same reference — it was asked for, and the processor
-        does it once per reference, so this can neither double it nor guess its outcome."""
+        does it once per reference, so this can neither double it nor guess its outcome.
+
+        But only once no earlier send can still be on its way: a resend answered "nothing
+        done" settles the operation as refused, and an earlier request arriving afterwards
+        would then do it at the processor behind the gateway's back (found by the
+        simulation, docs/reliability.md). So: not before the request path's in-flight grace
+        (a hold-expiry void is the reconciler's own: nobody sent it before), and after a
+        resend without an answer, not before that resend's own grace."""
         assert attempt.charge_reference is not None
         result = await connector.lookup(attempt.reference, "capture" if attempt.kind == "capture" else "void",
                                         processor_id=attempt.processor_id)
         label = f"{attempt.kind}_{result.outcome.value}"
+        check_by = not_before = None
         if result.outcome is ChargeOutcome.NOT_FOUND:
-            if attempt.kind == "capture":
-                result = await connector.capture(CaptureRequest(attempt.reference, attempt.charge_reference,
-                                                                attempt.amount, attempt.currency, attempt.processor_id))
+            sent_by_request = not (attempt.kind == "void" and txn["reason"] == "expired")
+            in_flight_until = self._in_flight_until(txn["created_at"]) if sent_by_request else 0
+            if now_us() < in_flight_until:
+                label, check_by = f"{attempt.kind}_not_found_yet", in_flight_until
             else:
-                result = await connector.void(VoidRequest(attempt.reference, attempt.charge_reference,
-                                                          attempt.processor_id))
-            label = f"{attempt.kind}_sent_{result.outcome.value}"
+                if attempt.kind == "capture":
+                    result = await connector.capture(CaptureRequest(attempt.reference, attempt.charge_reference,
+                                                                    attempt.amount, attempt.currency,
+                                                                    attempt.processor_id))
+                else:
+                    result = await connector.void(VoidRequest(attempt.reference, attempt.charge_reference,
+                                                              attempt.processor_id))
+                label = f"{attempt.kind}_sent_{result.outcome.value}"
+                not_before = self._in_flight_until(now_us())
         await self._store.settle_follow_up(attempt, follow_up_outcome(
-            attempt.kind, result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1))
+            attempt.kind, result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1,
+            check_by=check_by, not_before=not_before))
         if self._notifier is not None:
             self._notifier.publish(check.intent_id)
         return label
@@ -251,16 +274,24 @@ class Reconciler:
         connector = await self._connector(refund["connector"])
         # Looked up by its reference first; one the processor has not heard of is sent
         # (again) with that same reference, which the processor refunds once.
+        # Not while an earlier send may still be on its way (see _check_follow_up).
         looked_up = await connector.lookup(refund["reference"], "refund", processor_id=refund["charge_processor_id"])
         result = RefundResult(refund["reference"], looked_up.outcome, looked_up.message)
         label = f"refund_{result.outcome.value}"
+        check_by = not_before = None
         if looked_up.outcome is ChargeOutcome.NOT_FOUND:
-            result = await connector.refund(RefundRequest(refund["reference"], refund["charge_reference"],
-                                                          refund["amount"], refund["currency"],
-                                                          refund["charge_processor_id"]))
-            label = f"refund_sent_{result.outcome.value}"
+            in_flight_until = self._in_flight_until(refund["created_at"])
+            if now_us() < in_flight_until:
+                label, check_by = "refund_not_found_yet", in_flight_until
+            else:
+                result = await connector.refund(RefundRequest(refund["reference"], refund["charge_reference"],
+                                                              refund["amount"], refund["currency"],
+                                                              refund["charge_processor_id"]))
+                label = f"refund_sent_{result.outcome.value}"
+                not_before = self._in_flight_until(now_us())
         await self._store.settle_refund(check.object_id, refund_outcome(
-            result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1))
+            result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1,
+            check_by=check_by, not_before=not_before))
         if self._notifier is not None:
             self._notifier.publish(check.intent_id)
         return label

@@ -124,12 +124,12 @@ _REFUSED_MESSAGES = {
 
 
 def follow_up_outcome(kind: str, result: ChargeResult, *, schedule: tuple[float, ...], checks: int = 0,
-                      check_by: int | None = None) -> Outcome:
+                      check_by: int | None = None, not_before: int | None = None) -> Outcome:
     """A capture's or void's outcome, with where its intent goes: done (``succeeded`` /
     ``canceled``), the hold gone (``canceled``, ``expired``), or refused with nothing
     changed (back to ``requires_capture`` with ``lastError``)."""
     if not is_definitive(result.outcome):
-        return unknown_outcome(result.outcome, result.message, schedule, checks, check_by)
+        return unknown_outcome(result.outcome, result.message, schedule, checks, check_by, not_before=not_before)
     if result.outcome is ChargeOutcome.APPROVED:
         return Outcome("succeeded", intent_status="succeeded" if kind == "capture" else "canceled")
     code = result.decline_code or "processing_error"

@@ -30,25 +30,32 @@ def is_definitive(outcome: ChargeOutcome) -> bool:
     return outcome in _DEFINITIVE
 
 
-def next_check_at(schedule: tuple[float, ...], checks: int, check_by: int | None = None) -> int:
-    """When to ask the processor again (µs) after ``checks`` checks."""
+def next_check_at(schedule: tuple[float, ...], checks: int, check_by: int | None = None,
+                  not_before: int | None = None) -> int:
+    """When to ask the processor again (µs) after ``checks`` checks: the back-off step, no
+    earlier than ``not_before`` (a request sent without an answer may still be on its way
+    until then), no later than ``check_by``."""
     base = schedule[min(checks, len(schedule) - 1)]
     due_at = now_us() + int(base * random.uniform(0.8, 1.2) * _US)
+    if not_before is not None:
+        due_at = max(due_at, not_before)
     return due_at if check_by is None else min(due_at, check_by)
 
 
 def unknown_outcome(outcome: ChargeOutcome, message: str | None, schedule: tuple[float, ...], checks: int,
-                    check_by: int | None, processor_id: str | None = None) -> Outcome:
+                    check_by: int | None, processor_id: str | None = None, not_before: int | None = None) -> Outcome:
     """Not a definitive answer: the operation stays ``unknown``, its check moves on (the
     processor's id of its payment kept, if the answer had one)."""
     said = message or outcome.value
     return Outcome("unknown", error_message=said[:500], last_result=said[:200],
-                   due_at=next_check_at(schedule, checks, check_by), checks=checks, processor_id=processor_id)
+                   due_at=next_check_at(schedule, checks, check_by, not_before), checks=checks,
+                   processor_id=processor_id)
 
 
-def refund_outcome(result: RefundResult, *, schedule: tuple[float, ...], checks: int = 0) -> Outcome:
+def refund_outcome(result: RefundResult, *, schedule: tuple[float, ...], checks: int = 0,
+                   check_by: int | None = None, not_before: int | None = None) -> Outcome:
     if not is_definitive(result.outcome):
-        return unknown_outcome(result.outcome, result.message, schedule, checks, None)
+        return unknown_outcome(result.outcome, result.message, schedule, checks, check_by, not_before=not_before)
     if result.outcome is ChargeOutcome.APPROVED:
         return Outcome("succeeded")
     return Outcome("failed", error_code="refund_refused")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
@@ -66,7 +65,7 @@ class GroupCommitter:
         self._conn = conn
         self._committed = asyncio.get_running_loop().create_future()
         self._units = 0
-        self._started = time.monotonic()
+        self._started = asyncio.get_running_loop().time()
 
     async def _commit(self) -> None:
         conn, committed = self._conn, self._committed
@@ -115,7 +114,7 @@ class GroupCommitter:
             finally:
                 # The last writer of a burst, or a batch that is big or old enough, commits.
                 if self._conn is not None and (self._waiting == 0 or self._units >= self.max_units
-                                               or time.monotonic() - self._started >= self.max_age_s):
+                                               or asyncio.get_running_loop().time() - self._started >= self.max_age_s):
                     await self._commit()
         finally:
             self._lock.release()

@@ -101,7 +101,7 @@ _ATTEMPT = Sql("SELECT id, intent_id, merchant_id, status, kind, reference, amou
 # An operation as the reconciler and a processor's notification see it: a capture's or
 # void's authorization's reference and processor id are what it acts on.
 OPERATION = ("SELECT t.id, t.intent_id, t.merchant_id, t.status, t.kind, t.reference, t.amount, t.currency,"
-             " t.created_at, t.connector, p.reference AS charge_reference,"
+             " t.created_at, t.reason, t.connector, p.reference AS charge_reference,"
              " CASE WHEN t.parent_id IS NULL THEN t.processor_id ELSE p.processor_id END AS processor_id"
              " FROM transactions t LEFT JOIN transactions p ON p.id = t.parent_id")
 _ATTEMPT_FOR_CHECK = Sql(f"{OPERATION} WHERE t.id = :id")
@@ -184,7 +184,7 @@ _MARK_REFUND_UNKNOWN = Sql("UPDATE refunds SET status = 'unknown', updated_at = 
                            " WHERE id = :id AND status = 'pending'")
 # A refund with what it is sent against: where its money was taken, and how that is named there.
 REFUND_OPERATION = ("SELECT r.id, r.intent_id, r.merchant_id, r.reference, r.amount, r.currency, r.status,"
-                    " t.connector, COALESCE(p.reference, t.reference) AS charge_reference,"
+                    " r.created_at, t.connector, COALESCE(p.reference, t.reference) AS charge_reference,"
                     " COALESCE(p.processor_id, t.processor_id) AS charge_processor_id FROM refunds r"
                     " JOIN transactions t ON t.id = r.transaction_id"
                     " LEFT JOIN transactions p ON p.id = t.parent_id")

@@ -417,22 +417,49 @@ async def _held(gw: InProcessGateway, processor: ScriptedProcessor) -> tuple[Sig
     return shop, pid
 
 
-async def test_a_capture_the_processor_never_received_is_sent_again_with_its_reference(gw: InProcessGateway) -> None:
+async def test_a_capture_the_processor_never_received_is_sent_again_with_its_reference(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """Once the request that sent it can no longer be on its way (the in-flight grace), not
+    before: until then "not found" may only mean "not arrived yet"."""
+    gw, clock = clocked
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_outcome=ChargeOutcome.UNKNOWN)
     shop, pid = await _held(gw, processor)
     r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1500})
     assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
     [(_, reference, authorization)] = processor.sent
     processor.follow_up_outcome = ChargeOutcome.APPROVED  # the processor never saw it; now it answers
-    reconciler = Reconciler(gw.gateway.payments, processor, gw.gateway.settings)  # type: ignore[arg-type]
-    await _make_due(gw, pid)
-    await reconciler.run_once()  # (it may check other tests' leftovers in the shared database too)
+    checks = await _run_reconciler(gw, clock, processor, until_s=3600)
+    grace = gw.gateway.settings.in_flight_grace_s
+    assert [outcome for _, outcome in checks] == ["capture_not_found_yet", "capture_sent_approved"], checks
+    assert checks[0][0] < grace and checks[1][0] == grace
     # The same reference, once more, and only once.
     assert [s for s in processor.sent if s[1] == reference] == [("capture", reference, authorization)] * 2
     got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
     assert (got["status"], got["amountReceived"]) == ("succeeded", 1500)
     async with gw.gateway.db.read() as conn:  # settled: off the queue
         assert (await conn.execute(select(reconcile_queue).where(reconcile_queue.c.intent_id == pid))).all() == []
+
+
+async def test_a_resend_without_an_answer_is_not_followed_by_another_within_its_grace(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """Regression (found by the simulation, docs/reliability.md): a capture whose answer was
+    lost was sent again at its first check; that resend's "nothing done" settled it as
+    refused — and the first request, still on its way, then captured at the processor. A
+    resend comes only when no earlier send can still arrive, so "nothing done" is the truth."""
+    gw, clock = clocked
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_outcome=ChargeOutcome.UNKNOWN)
+    shop, pid = await _held(gw, processor)
+    r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1500})
+    assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
+    grace = gw.gateway.settings.in_flight_grace_s
+    first = await _run_reconciler(gw, clock, processor, until_s=grace)  # the resend's answer is lost too
+    assert [outcome for _, outcome in first] == ["capture_not_found_yet", "capture_sent_unknown"], first
+    processor.follow_up_outcome = ChargeOutcome.FAILED
+    later = await _run_reconciler(gw, clock, processor, until_s=3600)
+    assert [outcome for _, outcome in later] == ["capture_sent_failed"], later
+    assert later[0][0] >= first[1][0] + grace  # not while the first resend may still be on its way
+    assert len(processor.sent) == 3
+    assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["status"] == "requires_capture"
 
 
 async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGateway) -> None:

@@ -1,0 +1,1 @@
+"""A deterministic simulation of the payment core (docs/reliability.md)."""

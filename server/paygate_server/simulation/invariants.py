@@ -1,0 +1,117 @@
+"""The invariants (SPEC §4, §7), checked against the processor's ledger.
+
+The gateway's view is read from its change history alone (``change_log``: every insert
+and update of intents, transactions and refunds, with the row after it), so the history
+is checked too: a state the history does not show is not the gateway's state.
+
+After every processor operation (:meth:`~.processor.Ledger.check`): at most one
+successful charge or authorization per intent, at most one capture, captured ≤
+authorized, refunded ≤ received — at the processor, where the money is.
+
+At quiescence (faults stopped, in-flight calls finished, the reconciler run until its
+queue is empty), :func:`check_quiescent`:
+
+- nothing left to settle: no intent ``in_progress``, no attempt or refund ``pending`` or
+  ``unknown``, the reconciler's queue empty;
+- every intent final (``succeeded``, ``failed``, ``canceled``), ``requires_capture``, or
+  ``created`` with no attempt;
+- the gateway's view equals the processor's: every operation the processor approved is
+  ``succeeded`` in the gateway with its reference, and every one the gateway says
+  ``succeeded`` the processor approved; an intent is ``succeeded`` exactly when the
+  processor took its money (a charge, or a capture), with ``amountReceived`` what it took,
+  ``requires_capture`` exactly when it holds an authorization neither captured nor voided,
+  and ``amountRefunded`` is the sum of the refunds the processor made;
+- each intent's history is gap-free: its ``intent_seq`` runs 1, 2, 3, … in the order
+  the changes were written.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from paygate_server.simulation.processor import Ledger
+from paygate_server.state import Gateway
+from paygate_server.storage.change_log import ChangeLog
+
+__all__ = ["GatewayView", "check_quiescent", "gateway_view"]
+
+Row = dict[str, Any]
+_WHOLE_LOG = 1_000_000
+
+
+@dataclass
+class GatewayView:
+    intents: dict[str, Row] = field(default_factory=dict)
+    transactions: dict[str, Row] = field(default_factory=dict)
+    refunds: dict[str, Row] = field(default_factory=dict)
+    seqs: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    queued: int = 0  # rows left on the reconciler's queue
+
+
+async def gateway_view(gateway: Gateway) -> GatewayView:
+    view = GatewayView()
+    tables = {"payment_intent": view.intents, "transaction": view.transactions, "refund": view.refunds}
+    for change in await ChangeLog(gateway.db).after(0, _WHOLE_LOG):
+        tables[change.entity][change.entity_id] = change.snapshot()
+        view.seqs[change.intent_id].append(change.intent_seq)
+    view.queued = len(await gateway.payments.all_checks())
+    return view
+
+
+def check_quiescent(view: GatewayView, ledger: Ledger) -> list[str]:
+    found: list[str] = []
+    if view.queued:
+        found.append(f"{view.queued} check(s) left on the reconciler's queue")
+    by_intent: dict[str, list[Row]] = defaultdict(list)
+    for txn in view.transactions.values():
+        by_intent[txn["intent_id"]].append(txn)
+    refunds: dict[str, list[Row]] = defaultdict(list)
+    for refund in view.refunds.values():
+        refunds[refund["intent_id"]].append(refund)
+    for intent_id, intent in view.intents.items():
+        found += [f"{intent_id}: {problem}" for problem in
+                  _intent_problems(intent, by_intent[intent_id], refunds[intent_id], ledger)]
+        seqs = view.seqs[intent_id]
+        if seqs != list(range(1, len(seqs) + 1)):
+            found.append(f"{intent_id}: history not gap-free: intent_seq {seqs}")
+    return found
+
+
+def _intent_problems(intent: Row, txns: list[Row], refunds: list[Row], ledger: Ledger) -> list[str]:
+    problems = []
+    status = intent["status"]
+    if status not in ("succeeded", "failed", "canceled", "requires_capture", "created"):
+        problems.append(f"left {status}")
+    if status == "created" and txns:
+        problems.append("created with attempts")
+    ops = {op.reference: op for op in ledger.of_intent(intent["id"])}
+    ours = {row["reference"]: row for row in [*txns, *refunds]}
+    for row in [*txns, *refunds]:
+        if row["status"] not in ("succeeded", "failed"):
+            problems.append(f"{row['id']} left {row['status']}")
+        op = ops.get(row["reference"])
+        done = op is not None and op.approved
+        if (row["status"] == "succeeded") != done:
+            problems.append(f"{row.get('kind', 'refund')} {row['reference']} is {row['status']} in the gateway, "
+                            f"{'approved' if done else 'not approved'} at the processor")
+    for op in ops.values():
+        if op.approved and op.reference not in ours:
+            problems.append(f"the processor's {op.kind} {op.reference} is unknown to the gateway")
+    approved = [op for op in ops.values() if op.approved]
+    taken = sum(op.amount for op in approved if op.kind in ("charge", "capture"))
+    held = any(op.kind == "authorization" for op in approved) and not any(
+        op.kind in ("capture", "void") for op in approved)
+    took = any(op.kind in ("charge", "capture") for op in approved)
+    if (status == "succeeded") != took:
+        problems.append(f"is {status}, the processor {'took' if took else 'took no'} money")
+    if (status == "requires_capture") != held:
+        problems.append(f"is {status}, the processor {'holds' if held else 'holds no'} authorization")
+    if intent["amount_received"] != taken:
+        problems.append(f"amountReceived {intent['amount_received']}, the processor took {taken}")
+    refunded = sum(op.amount for op in approved if op.kind == "refund")
+    if intent["amount_refunded"] != refunded:
+        problems.append(f"amountRefunded {intent['amount_refunded']}, the processor refunded {refunded}")
+    if intent["amount_refunded"] > intent["amount_received"]:
+        problems.append(f"amountRefunded {intent['amount_refunded']} > amountReceived {intent['amount_received']}")
+    return problems

@@ -1,0 +1,143 @@
+"""A deterministic asyncio event loop: virtual time, and database threads waited for.
+
+Two things make an ordinary run of the gateway differ from the next with the same inputs:
+the clock, and aiosqlite's worker threads. A statement runs on its connection's thread and
+its result is handed back with ``call_soon_threadsafe`` whenever the thread is done — so
+which task runs next depends on how fast a thread was. This loop removes both:
+
+- **virtual time**: :meth:`SimulatedLoop.time` is a number the loop moves. When nothing is
+  ready and no database work is outstanding, the loop jumps to its next timer instead of
+  waiting for it (an ``asyncio.sleep(300)`` costs nothing), and the gateway's clock
+  (:mod:`paygate_server.clock`) reads the same number;
+- **a barrier at every turn**: a future made by aiosqlite (its ``core`` module calls
+  ``create_future`` for each statement it hands to its thread) is counted; results coming
+  back from threads are not put on the ready queue as they arrive but held, and at the start
+  of each turn of the loop (the selector's ``select``, which the loop calls once per turn)
+  the loop waits until *every* outstanding statement has come back, then schedules their
+  results in the order the statements were submitted. Threads still run the statements,
+  but when they finish no longer decides anything.
+
+Everything else is the standard loop: ready callbacks run first-in first-out, timers fire
+in order of their time. The loop also counts its turns, and can be told to crash at a turn
+(:class:`SimulatedCrash` escapes ``run_until_complete``, the tasks stay where they were:
+the simulation abandons them, as a killed process would).
+
+Only public interfaces: a ``selector`` given to :class:`asyncio.SelectorEventLoop`, and
+the loop's public methods ``time``, ``create_future``, ``call_soon_threadsafe`` and
+``run_in_executor`` overridden (the last runs the function at once: no thread decides).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import selectors
+import threading
+from collections.abc import Callable
+from contextvars import Context
+from typing import Any
+
+__all__ = ["SimulatedCrash", "SimulatedLoop", "Stalled"]
+
+# Modules whose futures are completed from a thread (by call_soon_threadsafe): each
+# ``create_future`` call made by them is one statement handed to a worker thread —
+# aiosqlite's, and SQLAlchemy's adapter of it (which queues its isolation-level change on
+# the same thread). A new release that hands work to the thread from elsewhere makes the
+# simulation stop with :class:`Stalled` naming this list, never go on nondeterministically.
+THREAD_MODULES = frozenset({"aiosqlite.core", "sqlalchemy.dialects.sqlite.aiosqlite"})
+# A statement of the simulation's small database takes milliseconds; this long means a
+# thread is blocked (a lock held by a connection whose owner cannot run meanwhile).
+STALL_AFTER_S = 30.0
+
+
+class SimulatedCrash(BaseException):
+    """The loop was told to crash at this turn (a BaseException: no ``except Exception``
+    in the gateway's code catches it)."""
+
+
+class Stalled(Exception):
+    """Nothing can run: no ready callback, no timer, no outstanding thread work — or a
+    thread's statement never came back."""
+
+
+class _TurnSelector(selectors.DefaultSelector):
+    """The loop's selector: there is no I/O in a simulation; ``select`` is the loop's hook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_turn: Callable[[float | None], None] = lambda timeout: None
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.on_turn(timeout)
+        return []
+
+
+class SimulatedLoop(asyncio.SelectorEventLoop):
+    def __init__(self, start_s: float = 0.0) -> None:
+        selector = _TurnSelector()
+        super().__init__(selector)
+        selector.on_turn = self._sim_turn
+        self._sim_now = start_s
+        self._sim_cond = threading.Condition()
+        self._sim_submitted: dict[asyncio.Future[Any], int] = {}  # outstanding: future → submission number
+        self._sim_next = 0
+        self._sim_arrived: list[tuple[int, Callable[..., object], tuple[Any, ...], Context | None]] = []
+        self.turns = 0
+        self.crash_at_turn: int | None = None
+
+    def time(self) -> float:
+        return self._sim_now
+
+    def create_future(self) -> asyncio.Future[Any]:
+        future = super().create_future()
+        frame = inspect.currentframe()
+        caller = frame.f_back if frame is not None else None
+        if caller is not None and caller.f_globals.get("__name__") in THREAD_MODULES:
+            with self._sim_cond:
+                self._sim_submitted[future] = self._sim_next
+                self._sim_next += 1
+        return future
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any,  # type: ignore[override]
+                             context: Context | None = None) -> asyncio.Handle:
+        """From a worker thread: held until the loop's next turn (see the module's doc)."""
+        with self._sim_cond:
+            future = args[0] if args else None
+            number = self._sim_submitted.pop(future, None) if isinstance(future, asyncio.Future) else None
+            if number is None:  # not a counted statement: keep the order of arrival after them
+                number = (1 << 62) + len(self._sim_arrived)
+            self._sim_arrived.append((number, callback, args, context))
+            self._sim_cond.notify_all()
+        return asyncio.Handle(callback, args, self, context)  # the caller ignores it (aiosqlite does)
+
+    def run_in_executor(self, executor: Any, func: Callable[..., Any],  # type: ignore[override]
+                        *args: Any) -> asyncio.Future[Any]:
+        future = self.create_future()
+        try:
+            future.set_result(func(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, as an executor would
+            future.set_exception(exc)
+        return future
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (a restart's downtime, say)."""
+        self._sim_now += max(0.0, seconds)
+
+    def _sim_turn(self, timeout: float | None) -> None:
+        self.turns += 1
+        if self.crash_at_turn is not None and self.turns >= self.crash_at_turn:
+            self.crash_at_turn = None
+            raise SimulatedCrash(f"crash at turn {self.turns}")
+        with self._sim_cond:
+            if not self._sim_cond.wait_for(lambda: not self._sim_submitted, timeout=STALL_AFTER_S):
+                raise Stalled(f"{len(self._sim_submitted)} database statement(s) did not come back "
+                              f"in {STALL_AFTER_S:.0f} s")
+            arrived = sorted(self._sim_arrived, key=lambda item: item[0])
+            self._sim_arrived.clear()
+        for _number, callback, args, context in arrived:
+            self.call_soon(callback, *args, context=context)
+        if arrived or timeout == 0:
+            return
+        if timeout is None:
+            raise Stalled("every task waits and nothing can wake one: no timer, no database work "
+                          f"(or a thread's work was not counted: THREAD_MODULES = {sorted(THREAD_MODULES)})")
+        self._sim_now += timeout

@@ -1,0 +1,58 @@
+"""Known bugs the simulation must find: each one undoes a rule of the payment core for
+the length of a run (``paygate simulate --plant NAME``; the tests plant them too).
+
+A simulation that never reports anything proves nothing: these show that it catches the
+mistakes the rules exist for, within a stated number of seeds, and prints the command
+that replays the seed that caught it.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from paygate_server.config import Settings
+from paygate_server.processing import service
+from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
+
+__all__ = ["PLANTS", "planted"]
+
+
+@contextlib.contextmanager
+def _unknown_is_failure() -> Iterator[None]:
+    """The request path records a charge whose answer it never got (timeout, reset) as
+    failed — the one thing a connector's "unknown" must never become."""
+    real = service.charge_outcome
+
+    def charge_outcome(result: ChargeResult, **kwargs: Any) -> Any:
+        if result.outcome is ChargeOutcome.UNKNOWN:
+            result = ChargeResult(result.reference, ChargeOutcome.FAILED, message="planted: unknown taken as failed")
+        return real(result, **kwargs)
+
+    service.charge_outcome = charge_outcome  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        service.charge_outcome = real
+
+
+@contextlib.contextmanager
+def _early_never_received() -> Iterator[None]:
+    """The reconciler fails a charge the processor has not seen at its first look-up,
+    without waiting out the window in which the request may still be on its way."""
+    real = Settings.not_found_fail_after_s
+    Settings.not_found_fail_after_s = property(lambda self: 0.0)  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        Settings.not_found_fail_after_s = real  # type: ignore[method-assign]
+
+
+PLANTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+    "unknown-is-failure": _unknown_is_failure,
+    "early-never-received": _early_never_received,
+}
+
+
+def planted(name: str | None) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext() if name is None else PLANTS[name]()

@@ -1,0 +1,62 @@
+"""The database every seed starts from: migrated, one merchant, a checkout key.
+
+Made once per process (migrations and an RSA key take a second) and copied per seed.
+Its ids come from a fixed source, so every process's template is the same.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from paygate_server import ids
+from paygate_server.cards.keystore import CardKeyStore
+from paygate_server.crypto import MasterKey, load_master_key
+from paygate_server.merchants import create_merchant
+from paygate_server.storage import create_database
+from paygate_server.storage.migrate import upgrade
+from paygate_server.storage.sqlite_copy import copy_committed, sqlite_url
+
+__all__ = ["Template"]
+
+MASTER_KEY = "5e" * 32  # the simulation's own: its databases hold no real secret
+
+
+@dataclass(frozen=True)
+class Template:
+    path: Path
+    merchant_id: str
+    master_key: str = MASTER_KEY
+
+    @property
+    def master(self) -> MasterKey:
+        return load_master_key(self.master_key, self.path.with_suffix(".key"))
+
+    @classmethod
+    def create(cls, directory: Path) -> Template:
+        directory.mkdir(parents=True, exist_ok=True)
+        building = directory / "template-building.db"
+        for old in directory.glob("template*"):
+            old.unlink()
+        ids.set_source(random.Random(0).randbytes)
+        try:
+            merchant_id = asyncio.run(_build(building))
+        finally:
+            ids.set_source(None)
+        path = directory / "template.db"
+        copy_committed(building, path)
+        return cls(path, merchant_id)
+
+
+async def _build(path: Path) -> str:
+    db = create_database(sqlite_url(path))
+    try:
+        await upgrade(db)
+        master = load_master_key(MASTER_KEY, path.with_suffix(".key"))
+        async with db.write() as conn:
+            pair = await create_merchant(conn, master, name="Simulated Shop", origins=["http://127.0.0.1:9"])
+        await CardKeyStore(db, master).ensure_active_key()
+        return pair.merchant_id
+    finally:
+        await db.dispose()

@@ -1,0 +1,344 @@
+"""One seed of the simulation: a plan drawn from the seed, run over the real services.
+
+A seed decides everything: the intents (amount, automatic or manual capture), the clients'
+operations and when they start (processing twice, capture against cancel, refunds racing
+each other), how often the processor's network misbehaves, how many crashes and at which
+turn of the event loop. Every process of the gateway (one per crash, plus one) runs on its
+own :class:`~.loop.SimulatedLoop` over the database that the previous one left; the
+processor's ledger and the clients live outside, in the world, as they would.
+
+After the clients are done the faults stop, the background work finishes, the real
+reconciler is run until its queue is empty (the clock jumping to each next check), and the
+invariants (:mod:`.invariants`) are checked against the processor's ledger.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+import logging
+import random
+import shutil
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from paygate_server import clock, ids, jsoncodec
+from paygate_server.app import core_gateway
+from paygate_server.cards.resolved import ResolvedCard
+from paygate_server.config import Settings
+from paygate_server.errors import ApiError
+from paygate_server.intents.schemas import CreateIntent
+from paygate_server.intents.service import create_intent
+from paygate_server.processing.connectors import CardDetails
+from paygate_server.processing.service import CapturePayment, ProcessPayment
+from paygate_server.refunds.service import RefundPayment
+from paygate_server.simulation.invariants import check_quiescent, gateway_view
+from paygate_server.simulation.loop import SimulatedCrash, SimulatedLoop, Stalled
+from paygate_server.simulation.processor import Faults, Ledger, SimulatedConnector
+from paygate_server.simulation.template import Template
+from paygate_server.state import Gateway
+from paygate_server.storage import Database, create_database
+from paygate_server.storage.port import ExistingKey
+from paygate_server.storage.sqlite_copy import copy_committed, sqlite_url
+
+__all__ = ["SeedResult", "run_seed"]
+
+EPOCH_US = 1_800_000_000 * 1_000_000  # the virtual clock's zero: 2027-01-15
+CARD = ResolvedCard(CardDetails("4242424242424242", 12, 2030, "123"),
+                    {"brand": "visa", "last4": "4242", "expMonth": 12, "expYear": 2030}, None)
+MAX_RECONCILER_PASSES = 60
+CLIENT_WINDOW_S = 40.0
+# The reconciler's safety-net sweep (5 s by default): every pass it makes is event-driven
+# anyway, and each sweep costs statements that make a seed slower, not more searching.
+SWEEP_INTERVAL_S = 20.0  # the clients' operations start within this much virtual time
+
+
+@dataclass
+class Op:
+    """A client's request, planned; a request cut off by a crash may be sent again."""
+
+    number: int
+    at: float
+    intent: int
+    kind: str  # process | capture | cancel | refund
+    amount: int | None = None
+    state: str = "planned"  # planned | sent | answered | abandoned
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    steps: int = 0  # client requests answered + reconciler passes
+    faults: Counter[str] = field(default_factory=Counter)
+    histories: int = 0  # intents whose history and state were checked
+    violations: list[str] = field(default_factory=list)
+    digest: str = ""
+    virtual_s: float = 0.0
+    trace: list[str] = field(default_factory=list)
+
+
+class World:
+    def __init__(self, seed: int, template: Template, workdir: Path) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.template = template
+        self.workdir = workdir
+        self.result = SeedResult(seed)
+        self.hold_ttl_s = self.rng.choice((7 * 24 * 3600.0, 30.0))
+        # Timing settings vary too: a short read timeout and a quick first check bring the
+        # reconciler's look-up close to a request still on its way.
+        self.read_timeout_s = self.rng.choice((2.0, 5.0, 10.0))
+        self.schedule = self.rng.choice(((2.0, 10.0, 60.0, 300.0, 1800.0), (0.5, 2.0, 10.0, 60.0, 300.0)))
+        self.ids = random.Random(seed ^ 0x5EED)  # every id the gateway makes
+        self.ledger = Ledger(random.Random(self.rng.random()), self.rng.choice((0.0, 0.1, 0.3)), self.log)
+        settings = self.settings(workdir / "gw0.db")
+        self.faults = Faults(random.Random(self.rng.random()), self.rng.choice((0.0, 0.1, 0.25, 0.5)),
+                             settings.processor_timeout_s, settings.attempt_deadline_s)
+        self.crashes_left = self.rng.choice((0, 0, 1, 1, 2, 3))
+        self.intents: list[tuple[int, str]] = [(self.rng.choice((1000, 2500, 9999)),
+                                                self.rng.choice(("automatic", "manual")))
+                                               for _ in range(self.rng.randint(1, 3))]
+        self.intent_ids: list[str] = []
+        self.ops = self._plan_ops()
+        self.now = 0.0
+        self.generation = 0
+        self.db: Database | None = None  # the running process's
+
+    def settings(self, path: Path) -> Settings:
+        # A short hold life in some seeds: the reconciler's expiry void races the clients' capture.
+        return Settings(data_dir=self.workdir, database_url=sqlite_url(path), master_key=self.template.master_key,
+                        key_cache_ttl_s=1e9, run_background=False, db_pool_size=4,
+                        reconcile_sweep_interval_s=SWEEP_INTERVAL_S, authorization_ttl_s=self.hold_ttl_s,
+                        processor_timeout_s=self.read_timeout_s, reconcile_schedule_s=self.schedule)
+
+    def log(self, line: str) -> None:
+        self.result.trace.append(f"{self.now_s():10.4f} {line}")
+
+    def now_s(self) -> float:
+        loop = _running_loop()
+        return self.now if loop is None else loop.time()
+
+    def _plan_ops(self) -> list[Op]:
+        """Per intent: its payment, then (manual capture) a capture, a cancel, both or two
+        captures, then refunds — each phase some seconds after the last, or at once (then
+        they all race), and the requests of a phase close together (they race too)."""
+        rng, ops = self.rng, []
+        for index, (amount, method) in enumerate(self.intents):
+            base = rng.uniform(0.0, CLIENT_WINDOW_S)
+            gap = rng.choice((0.0, 1.0, 6.0, 20.0))  # between phases
+            spread = rng.choice((0.01, 0.5, 3.0))  # within a phase
+            phases = [["process"] * rng.choice((1, 1, 2, 3))]
+            if method == "manual":
+                phases.append(rng.choice((["capture"], ["cancel"], ["capture", "cancel"], ["capture", "capture"], [])))
+            elif rng.random() < 0.1:
+                phases.append(["cancel"])
+            phases.append(["refund"] * rng.choice((0, 1, 2, 3)))
+            for number, phase in enumerate(phases):
+                for kind in phase:
+                    part = rng.choice((None, amount // 3, amount // 2, amount)) if kind in ("capture", "refund") else None
+                    ops.append(Op(0, base + number * gap + rng.expovariate(1.0 / spread), index, kind, part))
+        ops.sort(key=lambda op: op.at)
+        for number, op in enumerate(ops):
+            op.number = number
+        return ops
+
+    # --- one process of the gateway ------------------------------------------------
+
+    def run(self) -> SeedResult:
+        path = self.workdir / "gw0.db"
+        shutil.copyfile(self.template.path, path)
+        while True:
+            loop = SimulatedLoop(start_s=self.now)
+            connector = SimulatedConnector(self.ledger, self.faults, self.log)
+            try:
+                loop.run_until_complete(self._process(loop, path, connector))
+                self.now = loop.time()
+                loop.close()
+                break
+            except SimulatedCrash:
+                self.now = loop.time()
+                connector.dead = True
+                self.log(f"CRASH at turn {loop.turns}")
+                self.faults.counts["crash"] += 1
+                self.generation += 1
+                fresh = self.workdir / f"gw{self.generation}.db"
+                copy_committed(path, fresh)
+                _bury(loop, self.db, self.ids)
+                path = fresh
+                self.now += self.rng.uniform(0.1, 30.0)  # down for a while
+                for op in self.ops:
+                    if op.state == "sent":  # cut off: the client sends it again, or gives up
+                        if self.rng.random() < 0.6:
+                            op.state, op.at = "planned", self.now + self.rng.uniform(0.0, 10.0)
+                        else:
+                            op.state = "abandoned"
+            except Stalled as stalled:
+                self.result.violations.append(f"stalled: {stalled}")
+                _bury(loop, self.db, self.ids)
+                break
+        self.result.faults.update(self.faults.counts)
+        self.result.violations[:0] = self.ledger.violations
+        for violation in self.result.violations:
+            self.log(f"VIOLATION {violation}")
+        self.result.virtual_s = self.now
+        self.result.digest = hashlib.sha256("\n".join(self.result.trace).encode()).hexdigest()
+        return self.result
+
+    async def _process(self, loop: SimulatedLoop, path: Path, connector: SimulatedConnector) -> None:
+        _collect_garbage()
+        self.log(f"start generation {self.generation}")
+        self.ledger.schedule(loop)
+        settings = self.settings(path)
+        self.db = create_database(settings.database_url, pool_size=settings.db_pool_size)
+        gateway = core_gateway(settings, self.db, self.template.master, connector)
+        reconciler = asyncio.create_task(gateway.reconciler.run_forever(), name="reconciler")
+        if not self.intent_ids:
+            for amount, method in self.intents:
+                data = CreateIntent(amount, "USD", {}, None, {}, method)
+                created = await create_intent(gateway.payments, self.template.merchant_id, data, None)
+                assert not isinstance(created, ExistingKey)  # no key, nothing to find
+                intent_id = jsoncodec.loads(created.answer)["paymentIntentId"]
+                self.intent_ids.append(intent_id)
+                self.log(f"created {intent_id} {amount} {method}")
+        if self.crashes_left:
+            self.crashes_left -= 1
+            loop.crash_at_turn = loop.turns + self.rng.randint(1, 600)
+        await asyncio.gather(*(self._client(gateway, op) for op in self.ops if op.state == "planned"))
+        # Calm: no more faults; what is in flight finishes; the reconciler settles the rest.
+        self.faults.enabled = False
+        self.log("calm")
+        await gateway.processing.drain(timeout_s=gateway.settings.attempt_deadline_s + 1)
+        reconciler.cancel()
+        await asyncio.gather(reconciler, return_exceptions=True)
+        await self._settle(gateway)
+        view = await gateway_view(gateway)
+        self.result.histories += len(view.intents)
+        self.result.violations += check_quiescent(view, self.ledger)
+        loop.crash_at_turn = None
+        await gateway.db.dispose()
+
+    async def _settle(self, gateway: Gateway) -> None:
+        store = gateway.payments
+        for _ in range(MAX_RECONCILER_PASSES):
+            while self.ledger.arrivals:  # requests still on their way reach the processor first
+                await asyncio.sleep(max(0.001, min(a.at for a in self.ledger.arrivals) - self.now_s()))
+            due = await store.next_check_due()
+            if due is None:
+                return
+            wait = (due - clock.now_us()) / 1_000_000
+            if wait > 0:
+                await asyncio.sleep(wait)
+            report = await gateway.reconciler.run_once()
+            self.result.steps += 1
+            self.log(f"reconciler pass {sorted(report.outcomes.items())}")
+        self.result.violations.append(f"the reconciler did not settle everything in {MAX_RECONCILER_PASSES} passes")
+
+    async def _client(self, gateway: Gateway, op: Op) -> None:
+        if (wait := op.at - self.now_s()) > 0:
+            await asyncio.sleep(wait)
+        op.state = "sent"
+        intent_id = self.intent_ids[op.intent]
+        merchant = self.template.merchant_id
+        self.log(f"op {op.number} {op.kind} {intent_id} {op.amount}")
+        outcome: Any
+        try:
+            if op.kind == "process":
+                outcome = await gateway.processing.process(ProcessPayment(merchant, intent_id, CARD), None)
+            elif op.kind == "capture":
+                outcome = await gateway.processing.capture(CapturePayment(merchant, intent_id, op.amount), None)
+            elif op.kind == "cancel":
+                outcome = await gateway.processing.cancel(merchant, intent_id, None)
+            else:
+                outcome = await gateway.refunds.refund(RefundPayment(merchant, intent_id, op.amount, None), None)
+            said = _said(outcome)
+        except ApiError as error:
+            said = f"error {error.code}"
+        op.state = "answered"
+        self.result.steps += 1
+        self.log(f"op {op.number} -> {said}")
+
+
+def _said(outcome: Any) -> str:
+    row = getattr(outcome, "intent", outcome)
+    return f"{row['status']}"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _bury(loop: SimulatedLoop, db: Database | None, ids_source: random.Random) -> None:
+    """Free what a crashed process held (its connections, its threads): its tasks are
+    cancelled and run to their end on its own loop. Nothing of it reaches the world any
+    more: the database is a copy now, the connector is dead, and its ids and jitter are
+    drawn from a throwaway source."""
+    state = random.getstate()
+    ids.set_source(random.Random(0).randbytes)
+    logging.disable(logging.ERROR)  # the pool's "exception closing connection" (cancelled mid-statement)
+    try:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        if db is not None:
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(db.dispose())
+        loop.close()
+    finally:
+        logging.disable(logging.NOTSET)
+        random.setstate(state)
+        ids.set_source(ids_source.randbytes)
+
+
+def _collect_garbage() -> None:
+    """Collect now, at a point of the seed's own choosing. A connection that a crashed
+    process's task never gave back is closed when it is collected — work for a database
+    thread, on whatever loop runs then — so collections happen only here (the automatic
+    collector is off during a seed): at the start of each process, the same in every run."""
+    logging.disable(logging.ERROR)  # the pool's "cleaning up a connection not checked in"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gc.collect()
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, world: World) -> Iterator[None]:
+    """The process-wide sources of time and randomness, the seed's for the run; no
+    automatic garbage collection (see :func:`_collect_garbage`)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    state = random.getstate()
+    random.seed(seed)
+    ids.set_source(world.ids.randbytes)
+    clock.set_source(lambda: EPOCH_US + round(world.now_s() * 1_000_000))
+    try:
+        yield
+    finally:
+        clock.set_source(None)
+        ids.set_source(None)
+        random.setstate(state)
+        if collecting:
+            gc.enable()
+
+
+def run_seed(seed: int, template: Template, workdir: Path) -> SeedResult:
+    """Run one seed in ``workdir`` (emptied first: its files are this seed's)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    world = World(seed, template, workdir)
+    with seeded(seed, world):
+        return world.run()
