@@ -231,7 +231,9 @@ async def test_support_refunds_part_once_however_often_the_form_is_sent(bench: B
     shown = await bench.con.http.get(f"/payments/{pid}")
     assert "Operator actions" in shown.text and "payment.refund" in shown.text and "amount=1250" in shown.text
     activity = await bench.con.http.get("/activity", params={"target": pid})
-    assert activity.text.count("payment.refund") == 4 and "outcome=replayed" in activity.text
+    # Each of the 4 forms: recorded when it started and with its outcome.
+    assert activity.text.count("payment.refund") == 8 and activity.text.count("outcome=started") == 4
+    assert "outcome=replayed" in activity.text
     assert "203.0.113.7" in activity.text  # from where
 
 

@@ -113,14 +113,21 @@ async def _act(request: Request, signed_in: SignedIn, form: Form, action: str,
     if detail is None:
         return error_page(request, signed_in, 404, "There is no such payment: nothing was done. Find it from the "
                                                    "Payments search.")
+    async def record(facts: Detail) -> None:
+        await record_action(console.gateway.db, operator_id=signed_in.operator_id, action=f"payment.{action}",
+                            target=detail.intent.id, detail=facts, remote_addr=remote_addr(request))
+
+    # Recorded before the operation as well as after: if this process dies while the money
+    # moves, the record still says who started what (the operation itself is settled by
+    # the reconciler, and a resent form replays it by its key).
+    await record({"outcome": "started"})
     try:
         outcome = await run(detail)
     except Unusable as exc:
+        await record({"outcome": "unusable"})
         return await payment_view(request, signed_in, detail, status=400, notice=Notice(str(exc), failed=True),
                                   typed={action: form.get("amount", "")[:40]})
-    record: Detail = {**(outcome.facts or {}), "outcome": outcome.label}
-    await record_action(console.gateway.db, operator_id=signed_in.operator_id, action=f"payment.{action}",
-                        target=detail.intent.id, detail=record, remote_addr=remote_addr(request))
+    await record({**(outcome.facts or {}), "outcome": outcome.label})
     fresh = await payment_detail(console.gateway.db, detail.intent.id)
     assert fresh is not None  # intents are never deleted
     return await payment_view(request, signed_in, fresh, status=409 if outcome.failed else 200,
