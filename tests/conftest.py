@@ -8,6 +8,8 @@ import pytest
 
 from tests.support.app import InProcessGateway, running_gateway, test_settings
 from tests.support.databases import BACKENDS, drop_database, migrate, new_database_url
+from tests.support.simulation_summary import SimulationTotals
+from tests.support.simulation_summary import record as record_simulation
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -33,3 +35,16 @@ def fresh_database_url(request: pytest.FixtureRequest, database_url: str, tmp_pa
 async def gw(database_url: str, tmp_path: Path) -> AsyncIterator[InProcessGateway]:
     async with running_gateway(test_settings(database_url, tmp_path)) as g:
         yield g
+
+
+_SIMULATION = SimulationTotals()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    record_simulation(_SIMULATION, report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    line = _SIMULATION.line()
+    if line is not None:
+        terminalreporter.write_line(line)

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from paygate_server.simulation.runner import replay_command, run_seeds
+from tests.support.simulation_summary import SIMULATION_PROPERTY
 from tests.support.slow_set import is_slow_run
 
 DEFAULT_SEEDS, SLOW_SEEDS = 200, 10_000
@@ -32,8 +33,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.mark.slow
-def test_no_seed_breaks_an_invariant(chunk: range) -> None:
+def test_no_seed_breaks_an_invariant(chunk: range, record_property: pytest.RecordProperty) -> None:
     summary = run_seeds(chunk)
+    # Summed over every chunk (and xdist worker) into one line at the end of the run
+    # (tests/conftest.py): how many seeds ran and which faults they injected.
+    record_property(SIMULATION_PROPERTY, {"seeds": summary.seeds, "steps": summary.steps,
+                                          "histories": summary.histories, "failing": summary.failing_seeds,
+                                          "faults": dict(summary.faults)})
     assert summary.seeds == len(chunk)
     assert summary.histories >= len(chunk)  # every seed checked at least one intent's history
     failures = "\n".join(f"seed {seed}: {found}\n  replay: {replay_command(seed, None)}"
