@@ -20,7 +20,7 @@ def test_a_run_reports_seeds_steps_faults_histories_and_violations() -> None:
     lines = out.stdout.splitlines()
     assert lines[0].startswith("seeds run: 6 in ")
     assert [line.split(":")[0] for line in lines[1:]] == ["steps", "faults injected", "histories checked",
-                                                          "violations"]
+                                                          "webhook events checked", "violations"]
     assert lines[-1] == "violations: 0 seed(s)"
 
 
@@ -31,7 +31,7 @@ def test_json_and_a_violation_exit_1_with_the_replay_command() -> None:
     assert report["seeds"] == 3 and report["violations"] >= 1
     first = report["failures"][0]
     assert first["replay"] == f"paygate simulate --seed {first['seed']} --plant unknown-is-failure --trace"
-    assert set(report) >= {"steps", "histories", "faults", "elapsedS"}
+    assert set(report) >= {"steps", "histories", "events", "faults", "elapsedS"}
 
 
 @pytest.mark.parametrize("args", [

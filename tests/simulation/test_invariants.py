@@ -4,8 +4,16 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from paygate_server.simulation.invariants import GatewayView, check_quiescent
+from paygate_server import jsoncodec
+from paygate_server.simulation.invariants import (
+    GatewayView,
+    check_quiescent,
+    check_webhooks,
+    expected_events,
+)
 from paygate_server.simulation.processor import Ledger, Operation
+from paygate_server.storage.changes import Change
+from paygate_server.storage.console_payment import DeliveryView, WebhookEventView
 
 
 def _view(intent_status: str = "succeeded", txn_status: str = "succeeded", received: int = 1000,
@@ -58,3 +66,77 @@ def test_the_processor_side_invariants_are_checked_after_every_operation() -> No
     ledger.check("pi_1")
     assert any("2 successful charges" in v for v in ledger.violations)
     assert any("refunded 2500 > received" in v for v in ledger.violations)
+
+
+# --- the webhook checks -------------------------------------------------------------
+
+def _change(change_id: int, entity: str, entity_id: str, status: str) -> Change:
+    return Change(change_id, entity, entity_id, "insert" if change_id == 1 else "update", "pi_1", "m_1",
+                  change_id, jsoncodec.dumps({"id": entity_id, "status": status}).decode(), None, 0)
+
+
+def _event(event_id: str, change_id: int, type_: str, object_id: str, status: str = "delivered",
+           attempts: int = 1) -> WebhookEventView:
+    return WebhookEventView(event_id, type_, change_id, object_id, 0,
+                            [DeliveryView("we_1", "https://shop.invalid/webhooks", status, attempts, 200, None, 0,
+                                          None, 0)])
+
+
+def _body(type_: str, object_id: str) -> bytes:
+    key = "refundId" if type_.startswith("refund.") else "paymentIntentId"
+    return jsoncodec.dumps({"type": type_, "timestamp": "t", "data": {key: object_id}})
+
+
+def _webhook_view() -> tuple[GatewayView, dict[str, list[bytes]]]:
+    """An intent created, processed, succeeded, its amountRefunded bumped (no event) and a
+    refund succeeded: four events, each received once (one of them twice, the same body)."""
+    view = GatewayView()
+    view.changes = [_change(1, "payment_intent", "pi_1", "created"),
+                    _change(2, "payment_intent", "pi_1", "in_progress"),
+                    _change(3, "payment_intent", "pi_1", "succeeded"),
+                    _change(4, "refund", "re_1", "pending"),
+                    _change(5, "payment_intent", "pi_1", "succeeded"),
+                    _change(6, "refund", "re_1", "succeeded")]
+    view.events = [_event("evt_1", 1, "payment_intent.created", "pi_1"),
+                   _event("evt_2", 2, "payment_intent.in_progress", "pi_1"),
+                   _event("evt_3", 3, "payment_intent.succeeded", "pi_1"),
+                   _event("evt_4", 6, "refund.succeeded", "re_1")]
+    received = {e.id: [_body(e.type, e.object_id)] for e in view.events}
+    received["evt_2"].append(received["evt_2"][0])  # a lost answer: sent again, the same body
+    return view, received
+
+
+def test_consistent_webhooks_pass() -> None:
+    view, received = _webhook_view()
+    assert expected_events(view.changes) == {1: ("payment_intent.created", "pi_1"),
+                                             2: ("payment_intent.in_progress", "pi_1"),
+                                             3: ("payment_intent.succeeded", "pi_1"),
+                                             6: ("refund.succeeded", "re_1")}
+    assert check_webhooks(view, received, retries=8) == []
+
+
+def test_each_broken_webhook_state_is_reported() -> None:
+    def broken(change: Any) -> list[str]:
+        view, received = _webhook_view()
+        change(view, received)
+        return check_webhooks(view, received, retries=8)
+
+    cases: dict[str, Any] = {
+        "events [], expected": lambda v, r: v.events.pop(1),  # a change without its event
+        "expected []": lambda v, r: v.events.append(_event("evt_5", 5, "payment_intent.succeeded", "pi_1")),
+        "events [(": lambda v, r: v.events.append(_event("evt_6", 3, "payment_intent.succeeded", "pi_1")),
+        "before its retries ran out": lambda v, r: v.events.__setitem__(
+            0, _event("evt_1", 1, "payment_intent.created", "pi_1", "failed", 3)),
+        "still pending": lambda v, r: v.events.__setitem__(
+            0, _event("evt_1", 1, "payment_intent.created", "pi_1", "pending", 2)),
+        "never received it": lambda v, r: r.pop("evt_3"),
+        "different bodies": lambda v, r: r["evt_3"].append(_body("payment_intent.failed", "pi_1")),
+        "not payment_intent.succeeded": lambda v, r: r.__setitem__("evt_3", [_body("payment_intent.failed", "pi_1")]),
+        "no record of": lambda v, r: r.__setitem__("evt_9", [_body("payment_intent.created", "pi_1")]),
+    }
+    for expected, change in cases.items():
+        found = broken(change)
+        assert any(expected in problem for problem in found), (expected, found)
+    # Failed once every retry was spent: the schedule ran out, not a bug.
+    assert broken(lambda v, r: v.events.__setitem__(
+        0, _event("evt_1", 1, "payment_intent.created", "pi_1", "failed", 9))) == []

@@ -11,6 +11,8 @@ from paygate_server.simulation.runner import replay_command, run_one, run_seeds
 WITHIN = {
     "unknown-is-failure": 200,
     "early-never-received": 2000,
+    "offset-before-events": 400,
+    "no-answer-is-delivered": 200,
 }
 CHUNK = 100
 

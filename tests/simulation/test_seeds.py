@@ -38,7 +38,8 @@ def test_no_seed_breaks_an_invariant(chunk: range, record_property: pytest.Recor
     # Summed over every chunk (and xdist worker) into one line at the end of the run
     # (tests/conftest.py): how many seeds ran and which faults they injected.
     record_property(SIMULATION_PROPERTY, {"seeds": summary.seeds, "steps": summary.steps,
-                                          "histories": summary.histories, "failing": summary.failing_seeds,
+                                          "histories": summary.histories, "events": summary.events,
+                                          "failing": summary.failing_seeds,
                                           "faults": dict(summary.faults)})
     assert summary.seeds == len(chunk)
     assert summary.histories >= len(chunk)  # every seed checked at least one intent's history
@@ -46,4 +47,5 @@ def test_no_seed_breaks_an_invariant(chunk: range, record_property: pytest.Recor
                          for seed, found in summary.failures)
     assert summary.failing_seeds == 0, failures
     print(f"{summary.seeds} seeds, {summary.steps} steps, {summary.histories} histories, "
+          f"{summary.events} webhook events, "
           f"faults {dict(sorted(summary.faults.items()))}, {summary.elapsed_s:.1f} s")

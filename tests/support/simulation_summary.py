@@ -24,7 +24,7 @@ class SimulationTotals:
         for name, value in report.user_properties:
             if name == SIMULATION_PROPERTY and isinstance(value, dict):
                 self.chunks += 1
-                self.counts.update({key: int(value.get(key, 0)) for key in ("seeds", "steps", "histories", "failing")})
+                self.counts.update({key: int(value.get(key, 0)) for key in ("seeds", "steps", "histories", "events", "failing")})
                 self.faults.update({str(kind): int(n) for kind, n in dict(value.get("faults", {})).items()})
 
     def line(self) -> str | None:
@@ -33,7 +33,7 @@ class SimulationTotals:
         faults = ", ".join(f"{kind} {n:,}" for kind, n in self.faults.most_common())
         c = self.counts
         return (f"simulation: {c['seeds']:,} seeds in {self.chunks} chunks, {c['steps']:,} steps, "
-                f"{c['histories']:,} histories checked, {c['failing']} failing seeds; faults injected: "
+                f"{c['histories']:,} histories and {c['events']:,} webhook events checked, {c['failing']} failing seeds; faults injected: "
                 f"{faults or 'none'}")
 
 

@@ -22,7 +22,6 @@ import abc
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 
 from paygate_server.config import Settings
@@ -36,6 +35,12 @@ from paygate_server.waiting import wait_event
 __all__ = ["Consumer", "Relay", "ConsumerStats"]
 
 log = logging.getLogger("paygate.cdc")
+
+
+def _now() -> float:
+    """The running loop's clock: monotonic, and a simulation's virtual time (every wait of the
+    relay is a loop timer, so its deadlines must read the same clock)."""
+    return asyncio.get_running_loop().time()
 
 
 class Consumer(abc.ABC):
@@ -118,12 +123,12 @@ class Relay:
         target = await ChangeLog(self._db).drain_target()
         # One deadline for the whole drain (waiting for running transactions); the lease
         # wait has its own, per consumer, and must not replace it.
-        deadline = time.monotonic() + timeout_s
+        deadline = _now() + timeout_s
         for consumer in self.consumers:
             lease = ConsumerLease(self._db, consumer.name)
-            lease_deadline = time.monotonic() + lease_timeout_s
+            lease_deadline = _now() + lease_timeout_s
             while not await lease.acquire():
-                if time.monotonic() > lease_deadline:
+                if _now() > lease_deadline:
                     raise TimeoutError(f"consumer {consumer.name} is held by another relay")
                 await asyncio.sleep(0.2)  # polling a lease another process holds
             try:
@@ -190,7 +195,7 @@ class Relay:
         retry = interval
         while True:
             wake.clear()
-            started = time.monotonic()
+            started = _now()
             limit = consumer.batch_size - len(pending)
             batch = await lease.read_changes(read_pos, limit)
             stats.reads += 1
@@ -203,9 +208,9 @@ class Relay:
             # would itself take a txid and open the next empty window).
             progressed = bool(changes)
             full = len(changes) >= limit
-            lingered = time.monotonic() - pending_since >= consumer.linger_s
+            lingered = _now() - pending_since >= consumer.linger_s
             if pending and (len(pending) >= consumer.batch_size or lingered or (until is not None and not progressed)):
-                await self._deliver(consumer, lease, pending, read_pos)
+                await self._deliver_batch(consumer, lease, pending, read_pos)
                 total += len(pending)
                 stats.delivered += len(pending)
                 stats.batches += 1
@@ -217,16 +222,16 @@ class Relay:
                 target, deadline = until
                 if not pending:
                     stats.caught_up.set()
-                    if target is None or read_pos.horizon >= target or time.monotonic() >= deadline:
+                    if target is None or read_pos.horizon >= target or _now() >= deadline:
                         return total
                 # No wait outlasts the drain's own deadline.
-                await wait_event(wake, min(poll, max(0.0, deadline - time.monotonic())))
+                await wait_event(wake, min(poll, max(0.0, deadline - _now())))
                 continue
             if full:
                 continue  # more is waiting: read on at once
             if pending:
                 # Lingering for a fuller batch: no reads until the linger is over.
-                await asyncio.sleep(max(0.0, consumer.linger_s - (time.monotonic() - pending_since)))
+                await asyncio.sleep(max(0.0, consumer.linger_s - (_now() - pending_since)))
                 continue
             stats.caught_up.set()
             if batch.waiting:
@@ -238,9 +243,9 @@ class Relay:
             await wait_event(wake, timeout)
             if progressed:
                 # Busy: let the changes committed meanwhile gather for one read.
-                await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
+                await asyncio.sleep(max(0.0, started + interval - _now()))
 
-    async def _deliver(self, consumer: Consumer, lease: ConsumerLease, changes: list[Change], pos: Position) -> None:
+    async def _deliver_batch(self, consumer: Consumer, lease: ConsumerLease, changes: list[Change], pos: Position) -> None:
         fault = self._settings.fault_point
         if consumer.transactional:
             async with lease.write() as tx:

@@ -60,7 +60,7 @@ def _report(summary: Summary, args: argparse.Namespace, digest: str | None) -> N
     failures: list[dict[str, Any]] = [{"seed": seed, "violations": found, "replay": replay_command(seed, args.plant)}
                 for seed, found in summary.failures]
     if args.json:
-        print(json.dumps({"seeds": summary.seeds, "steps": summary.steps, "histories": summary.histories,
+        print(json.dumps({"seeds": summary.seeds, "steps": summary.steps, "histories": summary.histories, "events": summary.events,
                           "faults": dict(sorted(summary.faults.items())), "violations": summary.failing_seeds,
                           "failures": failures, "plant": args.plant, "elapsedS": round(summary.elapsed_s, 3),
                           **({"digest": digest} if digest else {})}))
@@ -71,6 +71,7 @@ def _report(summary: Summary, args: argparse.Namespace, digest: str | None) -> N
     print(f"steps: {summary.steps}")
     print("faults injected: " + (", ".join(f"{kind} {n}" for kind, n in sorted(summary.faults.items())) or "none"))
     print(f"histories checked: {summary.histories}")
+    print(f"webhook events checked: {summary.events}")
     if digest:
         print(f"history digest: {digest}")
     print(f"violations: {summary.failing_seeds} seed(s)")

@@ -23,6 +23,18 @@ queue is empty), :func:`check_quiescent`:
   and ``amountRefunded`` is the sum of the refunds the processor made;
 - each intent's history is gap-free: its ``intent_seq`` runs 1, 2, 3, … in the order
   the changes were written.
+
+And the webhooks (once the relay has delivered every change and the dispatcher has nothing
+left to send), :func:`check_webhooks`:
+
+- exactly one event per change that makes one, and none for any other change: an
+  intent's every change of status (its insert included) is ``payment_intent.<status>``, a
+  refund reaching ``succeeded`` is ``refund.succeeded`` (SPEC §6) — worked out here from
+  the history alone, not by the gateway's own rule;
+- each event has one delivery (the merchant has one endpoint), ``delivered`` — or
+  ``failed`` only once every retry of the schedule was spent;
+- the merchant received every delivered event, each time with the same body, of the
+  event's type and object; and never an event the gateway has no record of.
 """
 from __future__ import annotations
 
@@ -30,11 +42,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from paygate_server import jsoncodec
 from paygate_server.simulation.processor import Ledger
 from paygate_server.state import Gateway
 from paygate_server.storage.change_log import ChangeLog
+from paygate_server.storage.changes import Change
+from paygate_server.storage.console_payment import WebhookEventView, payment_detail
 
-__all__ = ["GatewayView", "check_quiescent", "gateway_view"]
+__all__ = ["GatewayView", "check_quiescent", "check_webhooks", "gateway_view"]
 
 Row = dict[str, Any]
 _WHOLE_LOG = 1_000_000
@@ -47,16 +62,79 @@ class GatewayView:
     refunds: dict[str, Row] = field(default_factory=dict)
     seqs: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     queued: int = 0  # rows left on the reconciler's queue
+    changes: list[Change] = field(default_factory=list)  # the whole history, in order
+    events: list[WebhookEventView] = field(default_factory=list)  # every intent's webhook events
 
 
-async def gateway_view(gateway: Gateway) -> GatewayView:
+async def gateway_view(gateway: Gateway, *, events: bool = True) -> GatewayView:
+    """What the gateway's history says, and (``events``) every intent's webhook events."""
     view = GatewayView()
     tables = {"payment_intent": view.intents, "transaction": view.transactions, "refund": view.refunds}
-    for change in await ChangeLog(gateway.db).after(0, _WHOLE_LOG):
+    view.changes = await ChangeLog(gateway.db).after(0, _WHOLE_LOG)
+    for change in view.changes:
         tables[change.entity][change.entity_id] = change.snapshot()
         view.seqs[change.intent_id].append(change.intent_seq)
     view.queued = len(await gateway.payments.all_checks())
+    for intent_id in view.intents if events else ():
+        detail = await payment_detail(gateway.db, intent_id)
+        assert detail is not None  # its history says it exists
+        view.events += detail.webhook_events
     return view
+
+
+def expected_events(changes: list[Change]) -> dict[int, tuple[str, str]]:
+    """change id → (event type, object id), for each change that makes an event (SPEC §6)."""
+    expected: dict[int, tuple[str, str]] = {}
+    last: dict[tuple[str, str], Any] = {}
+    for change in changes:
+        key = (change.entity, change.entity_id)
+        status, previous = change.snapshot().get("status"), last.get(key)
+        last[key] = status
+        if status == previous:
+            continue
+        if change.entity == "payment_intent" or (change.entity == "refund" and status == "succeeded"):
+            expected[change.id] = (f"{change.entity}.{status}", change.entity_id)
+    return expected
+
+
+def check_webhooks(view: GatewayView, received: dict[str, list[bytes]], retries: int) -> list[str]:
+    """The webhook invariants (module doc); ``received``: event id → every body the merchant
+    got; ``retries``: the length of the retry schedule."""
+    found: list[str] = []
+    expected = expected_events(view.changes)
+    made: dict[int, list[WebhookEventView]] = defaultdict(list)
+    for event in view.events:
+        made[event.change_id].append(event)
+    for change_id in sorted(expected.keys() | made.keys()):
+        want, got = expected.get(change_id), [(e.type, e.object_id) for e in made.get(change_id, [])]
+        if got != ([want] if want else []):
+            found.append(f"change {change_id}: events {got}, expected {[want] if want else []}")
+    known = {event.id: event for event in view.events}
+    for event in view.events:
+        states = [(d.status, d.attempts) for d in event.deliveries]
+        if len(states) != 1:
+            found.append(f"event {event.id}: {len(states)} deliveries, expected 1")
+            continue
+        status, attempts = states[0]
+        if status == "failed" and attempts <= retries:
+            found.append(f"event {event.id}: failed after {attempts} attempt(s), before its retries ran out")
+        elif status == "pending":
+            found.append(f"event {event.id}: still pending")
+        bodies = received.get(event.id, [])
+        if status == "delivered" and not bodies:
+            found.append(f"event {event.id}: delivered, but the merchant never received it")
+        if len(set(bodies)) > 1:
+            found.append(f"event {event.id}: the merchant received {len(set(bodies))} different bodies")
+        for body in set(bodies):
+            told = jsoncodec.loads(body)
+            data = told.get("data", {})
+            about = data.get("refundId") or data.get("paymentIntentId")  # the object's id, by its kind
+            if (told.get("type"), about) != (event.type, event.object_id):
+                found.append(f"event {event.id}: the merchant received {told.get('type')} of {about}, "
+                             f"not {event.type} of {event.object_id}")
+    found += [f"the merchant received {event_id}, an event the gateway has no record of"
+              for event_id in sorted(received.keys() - known.keys())]
+    return found
 
 
 def check_quiescent(view: GatewayView, ledger: Ledger) -> list[str]:

@@ -32,6 +32,7 @@ import asyncio
 import inspect
 import selectors
 import threading
+import weakref
 from collections.abc import Callable
 from contextvars import Context
 from typing import Any
@@ -44,6 +45,13 @@ __all__ = ["SimulatedCrash", "SimulatedLoop", "Stalled"]
 # the same thread). A new release that hands work to the thread from elsewhere makes the
 # simulation stop with :class:`Stalled` naming this list, never go on nondeterministically.
 THREAD_MODULES = frozenset({"aiosqlite.core", "sqlalchemy.dialects.sqlite.aiosqlite"})
+# aiosqlite's ``Connection.stop`` queues the sentinel that ends the connection's thread, with
+# a future for it. A second ``stop`` of the same connection (SQLAlchemy force-closes a
+# connection whose graceful close was cancelled, and that close then stops it again: both
+# happen when a crashed process's tasks are cancelled) queues a second sentinel behind the
+# first: the thread has ended by then, and that future would never come back. It is not
+# counted, and completed here: the thread it asks to stop is stopping.
+STOP = "stop"
 # A statement of the simulation's small database takes milliseconds; this long means a
 # thread is blocked (a lock held by a connection whose owner cannot run meanwhile).
 STALL_AFTER_S = 30.0
@@ -57,6 +65,11 @@ class SimulatedCrash(BaseException):
 class Stalled(Exception):
     """Nothing can run: no ready callback, no timer, no outstanding thread work — or a
     thread's statement never came back."""
+
+
+def _complete(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _TurnSelector(selectors.DefaultSelector):
@@ -81,6 +94,7 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
         self._sim_submitted: dict[asyncio.Future[Any], int] = {}  # outstanding: future → submission number
         self._sim_next = 0
         self._sim_arrived: list[tuple[int, Callable[..., object], tuple[Any, ...], Context | None]] = []
+        self._sim_stopped: weakref.WeakSet[object] = weakref.WeakSet()  # connections told to stop
         self.turns = 0
         self.crash_at_turn: int | None = None
 
@@ -92,6 +106,12 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
         frame = inspect.currentframe()
         caller = frame.f_back if frame is not None else None
         if caller is not None and caller.f_globals.get("__name__") in THREAD_MODULES:
+            if caller.f_code.co_name == STOP:
+                connection = caller.f_locals.get("self")
+                if connection in self._sim_stopped:
+                    self.call_soon(_complete, future)
+                    return future
+                self._sim_stopped.add(connection)
             with self._sim_cond:
                 self._sim_submitted[future] = self._sim_next
                 self._sim_next += 1

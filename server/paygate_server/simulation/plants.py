@@ -11,9 +11,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from paygate_server.cdc.relay import Consumer, Relay
 from paygate_server.config import Settings
 from paygate_server.processing import service
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
+from paygate_server.storage.changes import Change, Position
+from paygate_server.storage.relay_leases import ConsumerLease
+from paygate_server.webhooks.dispatcher import AttemptResult, Dispatcher
 
 __all__ = ["PLANTS", "planted"]
 
@@ -48,9 +52,50 @@ def _early_never_received() -> Iterator[None]:
         Settings.not_found_fail_after_s = real  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def _offset_before_events() -> Iterator[None]:
+    """The relay records a batch as delivered before it delivers it: the offset in one
+    transaction, the webhook events in the next. A crash between the two loses the batch's
+    events (at most once, where the rule is exactly once)."""
+    real = Relay._deliver_batch
+
+    async def deliver(self: Relay, consumer: Consumer, lease: ConsumerLease, changes: list[Change],
+                      pos: Position) -> None:
+        await lease.save_offset(pos, len(changes))
+        async with lease.write() as tx:
+            await consumer.deliver(changes, tx)
+        consumer.after_commit()
+
+    Relay._deliver_batch = deliver  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Relay._deliver_batch = real  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _no_answer_is_delivered() -> Iterator[None]:
+    """The dispatcher takes an attempt that got no answer (a timeout, a reset) as delivered,
+    though the endpoint may never have had the event."""
+    real = Dispatcher._record
+
+    async def record(self: Dispatcher, event_id: str, endpoint_id: str, attempts: int,
+                     result: AttemptResult) -> None:
+        await real(self, event_id, endpoint_id, attempts,
+                   AttemptResult(200, None) if result.status_code is None else result)
+
+    Dispatcher._record = record  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Dispatcher._record = real  # type: ignore[method-assign]
+
+
 PLANTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "unknown-is-failure": _unknown_is_failure,
     "early-never-received": _early_never_received,
+    "offset-before-events": _offset_before_events,
+    "no-answer-is-delivered": _no_answer_is_delivered,
 }
 
 

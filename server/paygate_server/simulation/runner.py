@@ -32,6 +32,7 @@ class Summary:
     seeds: int = 0
     steps: int = 0
     histories: int = 0
+    events: int = 0  # webhook events checked
     faults: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[int, list[str]]] = field(default_factory=list)  # (seed, violations)
     failing_seeds: int = 0
@@ -41,6 +42,7 @@ class Summary:
         self.seeds += 1
         self.steps += result.steps
         self.histories += result.histories
+        self.events += result.events
         self.faults.update(result.faults)
         if result.violations:
             self.failing_seeds += 1
@@ -110,6 +112,7 @@ def run_seeds(seeds: Sequence[int], *, jobs: int = 1, plant: str | None = None) 
                 total.seeds += part.seeds
                 total.steps += part.steps
                 total.histories += part.histories
+                total.events += part.events
                 total.faults.update(part.faults)
                 total.failing_seeds += part.failing_seeds
                 total.failures += part.failures

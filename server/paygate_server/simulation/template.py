@@ -1,4 +1,5 @@
-"""The database every seed starts from: migrated, one merchant, a checkout key.
+"""The database every seed starts from: migrated, one merchant with a webhook endpoint for
+every event type, a checkout key.
 
 Made once per process (migrations and an RSA key take a second) and copied per seed.
 Its ids come from a fixed source, so every process's template is the same.
@@ -17,10 +18,12 @@ from paygate_server.merchants import create_merchant
 from paygate_server.storage import create_database
 from paygate_server.storage.migrate import upgrade
 from paygate_server.storage.sqlite_copy import copy_committed, sqlite_url
+from paygate_server.webhooks.model import create_endpoint
 
 __all__ = ["Template"]
 
 MASTER_KEY = "5e" * 32  # the simulation's own: its databases hold no real secret
+MERCHANT_URL = "https://shop.invalid/webhooks"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ async def _build(path: Path) -> str:
         master = load_master_key(MASTER_KEY, path.with_suffix(".key"))
         async with db.write() as conn:
             pair = await create_merchant(conn, master, name="Simulated Shop", origins=["http://127.0.0.1:9"])
+            # Where its events go: the simulation's merchant (simulation/merchant.py), not a network.
+            await create_endpoint(conn, master, pair.merchant_id, MERCHANT_URL, None)
         await CardKeyStore(db, master).ensure_active_key()
         return pair.merchant_id
     finally:

@@ -5,11 +5,15 @@ operations and when they start (processing twice, capture against cancel, refund
 each other), how often the processor's network misbehaves, how many crashes and at which
 turn of the event loop. Every process of the gateway (one per crash, plus one) runs on its
 own :class:`~.loop.SimulatedLoop` over the database that the previous one left; the
-processor's ledger and the clients live outside, in the world, as they would.
+processor's ledger, the merchant's webhook endpoint and the clients live outside, in the
+world, as they would. Each process runs the real reconciler, and the real relay (with the
+webhook consumer) and webhook dispatcher, as ``paygate serve`` does.
 
 After the clients are done the faults stop, the background work finishes, the real
-reconciler is run until its queue is empty (the clock jumping to each next check), and the
-invariants (:mod:`.invariants`) are checked against the processor's ledger.
+reconciler is run until its queue is empty (the clock jumping to each next check), the
+relay delivers every change and the dispatcher sends every event, and the invariants
+(:mod:`.invariants`) are checked against the processor's ledger and what the merchant
+received.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from typing import Any
 from paygate_server import clock, ids, jsoncodec
 from paygate_server.app import core_gateway
 from paygate_server.cards.resolved import ResolvedCard
+from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.errors import ApiError
 from paygate_server.intents.schemas import CreateIntent
@@ -37,14 +42,17 @@ from paygate_server.intents.service import create_intent
 from paygate_server.processing.connectors import CardDetails
 from paygate_server.processing.service import CapturePayment, ProcessPayment
 from paygate_server.refunds.service import RefundPayment
-from paygate_server.simulation.invariants import check_quiescent, gateway_view
+from paygate_server.simulation.invariants import check_quiescent, check_webhooks, gateway_view
 from paygate_server.simulation.loop import SimulatedCrash, SimulatedLoop, Stalled
+from paygate_server.simulation.merchant import Merchant, SimulatedDispatcher
 from paygate_server.simulation.processor import Faults, Ledger, SimulatedConnector
 from paygate_server.simulation.template import Template
 from paygate_server.state import Gateway
 from paygate_server.storage import Database, create_database
 from paygate_server.storage.port import ExistingKey
 from paygate_server.storage.sqlite_copy import copy_committed, sqlite_url
+from paygate_server.storage.webhook_deliveries import DeliveryQueue
+from paygate_server.webhooks.events import WebhookConsumer
 
 __all__ = ["SeedResult", "run_seed"]
 
@@ -56,6 +64,17 @@ CLIENT_WINDOW_S = 40.0
 # The reconciler's safety-net sweep (5 s by default): every pass it makes is event-driven
 # anyway, and each sweep costs statements that make a seed slower, not more searching.
 SWEEP_INTERVAL_S = 20.0  # the clients' operations start within this much virtual time
+# The relay and the dispatcher poll this often besides being woken by every commit and every
+# new event (0.5 s and 1 s in production): each poll is a statement, and a seed spans
+# virtual hours.
+POLL_S = 60.0
+# The webhook retry schedule: shorter than production's (which spans days), as many steps.
+HOOK_RETRIES_S = (1.0, 5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0)
+MAX_DISPATCH_ROUNDS = 60
+# The seeds that run the relay and the dispatcher (and check the webhooks): a seed with them
+# costs about four times one without (some 30 statements per webhook attempt), and the
+# payment core's faults are the bulk of the search.
+WEBHOOK_SHARE = 0.25
 
 
 @dataclass
@@ -76,6 +95,7 @@ class SeedResult:
     steps: int = 0  # client requests answered + reconciler passes
     faults: Counter[str] = field(default_factory=Counter)
     histories: int = 0  # intents whose history and state were checked
+    events: int = 0  # webhook events checked
     violations: list[str] = field(default_factory=list)
     digest: str = ""
     virtual_s: float = 0.0
@@ -95,6 +115,13 @@ class World:
         self.read_timeout_s = self.rng.choice((2.0, 5.0, 10.0))
         self.schedule = self.rng.choice(((2.0, 10.0, 60.0, 300.0, 1800.0), (0.5, 2.0, 10.0, 60.0, 300.0)))
         self.ids = random.Random(seed ^ 0x5EED)  # every id the gateway makes
+        # The merchant's side (its endpoint's faults, the dispatcher's timeout) draws from a
+        # source of its own, so the rest of a seed's plan does not depend on it.
+        hooks = random.Random(seed ^ 0x400C)
+        self.webhooks = hooks.random() < WEBHOOK_SHARE
+        self.merchant = Merchant(Faults(random.Random(hooks.random()), hooks.choice((0.0, 0.1, 0.25, 0.5)),
+                                        self.read_timeout_s, 0.0),
+                                 hooks.choice((2.0, 15.0)), self.log)
         self.ledger = Ledger(random.Random(self.rng.random()), self.rng.choice((0.0, 0.1, 0.3)), self.log)
         settings = self.settings(workdir / "gw0.db")
         self.faults = Faults(random.Random(self.rng.random()), self.rng.choice((0.0, 0.1, 0.25, 0.5)),
@@ -114,7 +141,9 @@ class World:
         return Settings(data_dir=self.workdir, database_url=sqlite_url(path), master_key=self.template.master_key,
                         key_cache_ttl_s=1e9, run_background=False, db_pool_size=4,
                         reconcile_sweep_interval_s=SWEEP_INTERVAL_S, authorization_ttl_s=self.hold_ttl_s,
-                        processor_timeout_s=self.read_timeout_s, reconcile_schedule_s=self.schedule)
+                        processor_timeout_s=self.read_timeout_s, reconcile_schedule_s=self.schedule,
+                        relay_poll_interval_s=POLL_S, webhook_poll_interval_s=POLL_S,
+                        webhook_timeout_s=self.merchant.timeout_s, webhook_retry_schedule_s=HOOK_RETRIES_S)
 
     def log(self, line: str) -> None:
         self.result.trace.append(f"{self.now_s():10.4f} {line}")
@@ -182,6 +211,7 @@ class World:
                 _bury(loop, self.db, self.ids)
                 break
         self.result.faults.update(self.faults.counts)
+        self.result.faults.update(self.merchant.faults.counts)
         self.result.violations[:0] = self.ledger.violations
         for violation in self.result.violations:
             self.log(f"VIOLATION {violation}")
@@ -196,7 +226,13 @@ class World:
         settings = self.settings(path)
         self.db = create_database(settings.database_url, pool_size=settings.db_pool_size)
         gateway = core_gateway(settings, self.db, self.template.master, connector)
+        # As the cdc and webhooks extensions wire them (cdc/__init__.py, webhooks/__init__.py).
+        dispatcher = SimulatedDispatcher(self.db, self.template.master, settings, self.merchant)
+        relay = Relay(self.db, settings, [self._webhook_consumer(settings, dispatcher)])
+        gateway.notifier.add_listener(relay.wake)
         reconciler = asyncio.create_task(gateway.reconciler.run_forever(), name="reconciler")
+        background = [asyncio.create_task(relay.run_forever(), name="relay"),
+                      asyncio.create_task(dispatcher.run_forever(), name="dispatcher")] if self.webhooks else []
         if not self.intent_ids:
             for amount, method in self.intents:
                 data = CreateIntent(amount, "USD", {}, None, {}, method)
@@ -210,17 +246,45 @@ class World:
             loop.crash_at_turn = loop.turns + self.rng.randint(1, 600)
         await asyncio.gather(*(self._client(gateway, op) for op in self.ops if op.state == "planned"))
         # Calm: no more faults; what is in flight finishes; the reconciler settles the rest.
-        self.faults.enabled = False
+        self.faults.enabled = self.merchant.faults.enabled = False
         self.log("calm")
         await gateway.processing.drain(timeout_s=gateway.settings.attempt_deadline_s + 1)
-        reconciler.cancel()
-        await asyncio.gather(reconciler, return_exceptions=True)
+        # The background work stops (each would poll through the virtual hours ahead); what
+        # it left is finished below by the same code run once.
+        for task in (reconciler, *background):
+            task.cancel()
+        await asyncio.gather(reconciler, *background, return_exceptions=True)
         await self._settle(gateway)
-        view = await gateway_view(gateway)
+        if self.webhooks:
+            await self._send_webhooks(gateway, dispatcher)
+        view = await gateway_view(gateway, events=self.webhooks)
         self.result.histories += len(view.intents)
         self.result.violations += check_quiescent(view, self.ledger)
+        if self.webhooks:
+            self.result.events += len(view.events)
+            self.result.violations += check_webhooks(view, self.merchant.received, len(HOOK_RETRIES_S))
         loop.crash_at_turn = None
         await gateway.db.dispose()
+
+    @staticmethod
+    def _webhook_consumer(settings: Settings, dispatcher: SimulatedDispatcher) -> WebhookConsumer:
+        return WebhookConsumer(batch_size=settings.relay_batch_size, on_created=dispatcher.wake)
+
+    async def _send_webhooks(self, gateway: Gateway, dispatcher: SimulatedDispatcher) -> None:
+        """A relay run once delivers every change left (``paygate relay --once``); then the
+        dispatcher sends what is pending, the clock jumping to each next attempt."""
+        drained = Relay(gateway.db, gateway.settings, [self._webhook_consumer(gateway.settings, dispatcher)])
+        await drained.drain()
+        queue = DeliveryQueue(gateway.db)
+        for _ in range(MAX_DISPATCH_ROUNDS):
+            pending = await queue.recent(status="pending", limit=1000)
+            if not pending:
+                return
+            wait = (min(row["next_attempt_at"] for row in pending) - clock.now_us()) / 1_000_000
+            await asyncio.sleep(max(0.0, wait))
+            await dispatcher.send_due()
+            self.result.steps += 1
+        self.result.violations.append(f"webhooks still pending after {MAX_DISPATCH_ROUNDS} dispatch rounds")
 
     async def _settle(self, gateway: Gateway) -> None:
         store = gateway.payments

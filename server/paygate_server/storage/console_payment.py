@@ -109,6 +109,7 @@ class DeliveryView:
 class WebhookEventView:
     id: str
     type: str
+    change_id: int  # the change it tells (one event per change at most)
     object_id: str
     created_at: int
     deliveries: list[DeliveryView]  # one per endpoint it was sent to, by endpoint id
@@ -141,7 +142,7 @@ async def payment_detail(db: Database, intent_id: str) -> PaymentDetail | None:
             _rf.id, _rf.transaction_id, _rf.reference, _rf.amount, _rf.currency, _rf.status, _rf.reason,
             _rf.error_code, _rf.created_at, _rf.updated_at,
         ).where(_rf.intent_id == intent_id).order_by(_rf.created_at, _rf.id))
-        events = (await conn.execute(select(_ev.id, _ev.type, _ev.object_id, _ev.created_at)
+        events = (await conn.execute(select(_ev.id, _ev.type, _ev.change_id, _ev.object_id, _ev.created_at)
                                      .where(_ev.intent_id == intent_id).order_by(_ev.change_id))).all()
         deliveries = (await conn.execute(select(
             _dl.event_id, _dl.endpoint_id, webhook_endpoints.c.url, _dl.status, _dl.attempts, _dl.last_status_code,

@@ -58,9 +58,7 @@ class Dispatcher:
         self._master = master
         self._settings = settings
         self._lease_s = settings.webhook_timeout_s + 15.0
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(), max_connections=settings.webhook_max_concurrency,
-            keepalive_expiry=30.0, network_backend=GuardedBackend(allow_private=settings.webhook_allow_private))
+        self._pool: httpcore.AsyncConnectionPool | None = None  # made at the first attempt
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: Counter[str] = Counter()
         self._wake = asyncio.Event()
@@ -101,6 +99,13 @@ class Dispatcher:
             started += len(claimed)
             if len(rows) < free * 2:
                 break
+        return started
+
+    async def send_due(self) -> int:
+        """One pass (:meth:`run_once`) and the attempts it started, to their end: for a caller
+        that drives the dispatcher itself rather than running it (the simulation)."""
+        started = await self.run_once()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         return started
 
     async def _claim(self, rows: Sequence[DueDelivery], free: int, per_endpoint: int) -> list[tuple[str, str]]:
@@ -147,7 +152,19 @@ class Dispatcher:
             # The lease runs out and the delivery is retried; nothing is lost.
             log.exception("webhook delivery %s -> %s failed unexpectedly", event_id, endpoint_id)
 
+    def _connections(self) -> httpcore.AsyncConnectionPool:
+        # Made when first needed: loading the system's CA certificates costs milliseconds that
+        # a worker which never sends (or the simulation, whose attempts go nowhere) should not pay.
+        if self._pool is None:
+            self._pool = httpcore.AsyncConnectionPool(
+                ssl_context=ssl.create_default_context(), max_connections=self._settings.webhook_max_concurrency,
+                keepalive_expiry=30.0,
+                network_backend=GuardedBackend(allow_private=self._settings.webhook_allow_private))
+        return self._pool
+
     async def attempt(self, url: str, secret: str, event_id: str, body: bytes) -> AttemptResult:
+        """One signed POST of an event's body; what the endpoint answered, or why nothing did.
+        The delivery's network step alone (the simulation puts its merchant here)."""
         timestamp = int(time.time())
         headers = [
             (b"content-type", b"application/json"), (b"user-agent", USER_AGENT),
@@ -158,7 +175,7 @@ class Dispatcher:
         extensions = {"timeout": {"connect": budget, "read": budget, "write": budget, "pool": budget}}
         try:
             async with asyncio.timeout(budget):
-                async with self._pool.stream("POST", url, headers=headers, content=body,
+                async with self._connections().stream("POST", url, headers=headers, content=body,
                                              extensions=extensions) as response:
                     return AttemptResult(response.status, None)
         except AddressRefused as exc:
@@ -200,4 +217,5 @@ class Dispatcher:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._pool.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
