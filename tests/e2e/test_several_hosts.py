@@ -70,9 +70,10 @@ METRICS_TOKEN = "several-hosts-metrics"  # /metrics from outside the host's loop
 # a row, up after RISE successes (docs/operations.md, "Health checks").
 CHECK_INTER_MS, FALL, RISE = 500, 2, 2
 READY_TIMEOUT_S, READY_CACHE_S = 1.0, 0.5  # the gateways' PAYGATE_READY_* (their defaults)
-# A cut host is out of rotation within: its cached "ready" running out, one probe's bound,
-# FALL checks, and a loaded machine's slack (a check in flight, scheduling).
-LEAVE_BOUND_S = READY_CACHE_S + READY_TIMEOUT_S + FALL * CHECK_INTER_MS / 1000 + 2.0
+# A cut host is out of rotation within: its cached "ready" running out, then FALL failed
+# checks, each a probe waiting out its bound (a new probe meets another silent pooled
+# connection) and the check interval after it; and a loaded machine's slack. ~3 s observed.
+LEAVE_BOUND_S = READY_CACHE_S + FALL * (READY_TIMEOUT_S + CHECK_INTER_MS / 1000) + 2.0
 # Healed, it is back within: its pool reconnecting (connect timeout 1 s), RISE checks, slack.
 RETURN_BOUND_S = 1.0 + READY_CACHE_S + RISE * CHECK_INTER_MS / 1000 + 2.0
 # How long the cut lasts at least once the host is out of rotation: the window in which
