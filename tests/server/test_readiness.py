@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from paygate_server.readiness import NOT_READY, Readiness
 from paygate_server.storage.availability import RETRY_AFTER_S
-from tests.server.console.conftest import running_console
+from tests.server.console.conftest import InProcessConsole, running_console
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as make_settings
 from tests.support.eventually import eventually
@@ -135,8 +135,10 @@ async def test_the_gateway_and_the_console_are_ready(gw: InProcessGateway, datab
 
 
 @pytest.fixture
-async def proxied_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[FaultProxy, InProcessGateway]]:
-    """The gateway in-process on a PostgreSQL it reaches only through a fault proxy."""
+async def proxied_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[FaultProxy, InProcessGateway,
+                                                                                   InProcessConsole]]:
+    """The gateway and the console in-process on a PostgreSQL they reach only through a
+    fault proxy."""
     if not database_url.startswith("postgres"):
         pytest.skip("a database server the network can cut off (PostgreSQL)")
     url = make_url(database_url)
@@ -144,24 +146,25 @@ async def proxied_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[tu
         through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         settings = make_settings(through, tmp_path, ready_timeout_s=BOUND_S, ready_cache_s=0.2, db_pool_size=4,
                                  db_pool_timeout_s=1.0, db_connect_timeout_s=1.0, db_command_timeout_s=1.0)
-        async with running_gateway(settings) as gw:
-            yield proxy, gw
+        async with running_gateway(settings) as gw, running_console(settings) as con:
+            yield proxy, gw, con
 
 
 @pytest.mark.parametrize("fault", ["blackhole", "refuse"])
 async def test_not_ready_while_the_database_is_cut_off_then_ready_again(
-        proxied_gateway: tuple[FaultProxy, InProcessGateway], fault: str) -> None:
-    proxy, gw = proxied_gateway
+        proxied_gateway: tuple[FaultProxy, InProcessGateway, InProcessConsole], fault: str) -> None:
+    proxy, gw, con = proxied_gateway
     assert (await gw.http.get("/readyz")).status_code == 200  # a pooled connection, made before the fault
+    assert (await con.http.get("/readyz")).status_code == 200
     if fault == "blackhole":
         proxy.blackhole()
     else:
         proxy.refuse = True
         proxy.reset_all()  # the pooled connections die; new ones are refused
 
-    async def timed_check() -> tuple[int, float, httpx.Response]:
+    async def timed_check(http: httpx.AsyncClient = gw.http) -> tuple[int, float, httpx.Response]:
         started = time.monotonic()
-        r = await gw.http.get("/readyz")
+        r = await http.get("/readyz")
         seconds = time.monotonic() - started
         assert seconds < BOUND_S + SLACK_S, f"answered {r.status_code} in {seconds:.2f}s"
         return r.status_code, seconds, r
@@ -178,12 +181,19 @@ async def test_not_ready_while_the_database_is_cut_off_then_ready_again(
         assert error["requestId"] == r.headers["x-request-id"]
         health = await gw.http.get("/healthz")  # liveness does not look at the database
         assert health.status_code == 200
+    # The console's own check, on its own pool, sees the same database.
+    status, _, r = await eventually(lambda: timed_check(con.http), until=lambda answer: answer[0] == 503,
+                                    timeout=5, interval=0.05, what="the console's /readyz to answer 503")
+    assert r.headers["retry-after"] == str(RETRY_AFTER_S) and r.json()["error"]["code"] == "service_unavailable"
+    assert (await con.http.get("/healthz")).status_code == 200
 
     proxy.heal()
     healed_at = time.monotonic()
     r = await eventually(lambda: gw.http.get("/readyz"), until=lambda r: r.status_code == 200, timeout=15,
                          interval=0.1, what="/readyz to answer 200 once the database is back")
     assert r.json() == {"status": "ready"}
+    await eventually(lambda: con.http.get("/readyz"), until=lambda r: r.status_code == 200, timeout=15,
+                     interval=0.1, what="the console's /readyz to answer 200 again")
     print(f"{fault}: ready again {time.monotonic() - healed_at:.2f}s after the path healed")
     # And the pool serves requests again: the probe left no broken connection behind.
     merchant = await gw.new_merchant()
