@@ -34,6 +34,7 @@ from paygate_server.processing.reconciler import Reconciler
 from paygate_server.processing.service import ProcessingService
 from paygate_server.processors import endpoints as processor_endpoints
 from paygate_server.processors.registry import ProcessorRoutes
+from paygate_server.readiness import readiness_response
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.refunds import endpoints as refund_endpoints
 from paygate_server.refunds.service import RefundService
@@ -133,11 +134,19 @@ def _routes(extensions: Sequence[Extension]) -> list[BaseRoute]:
         *(route for extension in extensions for route in extension.routes),
         Route("/api/v1/openapi.json", openapi_endpoint, methods=["GET"]),
         Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", _readyz, methods=["GET"]),
     ]
 
 
 async def _healthz(request: Request) -> Response:
+    """Liveness: the worker serves. Never looks at the database (that is /readyz)."""
     return json_response(200, {"status": "ok"})
+
+
+async def _readyz(request: Request) -> Response:
+    """Readiness: the database answers (paygate_server/readiness.py); for load balancers."""
+    gateway: Gateway = request.state.gateway
+    return await readiness_response(gateway.readiness, request_id_of(request.scope))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -177,6 +186,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False,
             for extension in extensions:
                 await extension.teardown(gateway)
             await gateway.notifier.stop()
+            await gateway.readiness.close()
             await gateway.db.dispose()
 
     middleware = [*(m for extension in extensions for m in extension.middleware), Middleware(RequestIdMiddleware)]

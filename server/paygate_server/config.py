@@ -33,6 +33,11 @@ class Settings:
     # idle_in_transaction_session_timeout, set per connection; 0: never): a connection that
     # lost its way back to us mid-transaction would otherwise hold its row locks for good.
     db_idle_in_transaction_timeout_s: float = 60.0
+    # GET /readyz (docs/operations.md, "Health checks"): the longest a check waits for its
+    # SELECT 1 before answering 503, and how long an outcome stands before the next check
+    # queries again (a burst of checks, or several balancers, cost one query).
+    ready_timeout_s: float = 1.0
+    ready_cache_s: float = 0.5
     # Authentication (SPEC §3).
     timestamp_tolerance_s: int = 300
     key_cache_ttl_s: float = 1.0

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Generic, TypeVar, overload
 from paygate_server.auth import Authenticator
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
+from paygate_server.readiness import Readiness
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage import Database, open_payment_store
+from paygate_server.storage.ping import ping
 from paygate_server.storage.port import PaymentStore
 
 if TYPE_CHECKING:
@@ -87,8 +89,13 @@ class Gateway:
     # The payment core's storage port, on the gateway's database.
     payments: PaymentStore = field(init=False)
 
+    # GET /readyz's view of the database (one per process, shared by its checks).
+    readiness: Readiness = field(init=False)
+
     def __post_init__(self) -> None:
         self.payments = open_payment_store(self.db)
+        db, bound = self.db, self.settings.ready_timeout_s
+        self.readiness = Readiness(lambda: ping(db, bound), timeout_s=bound, cache_s=self.settings.ready_cache_s)
 
     # Slots are plain class attributes, not dataclass fields: no constructor argument.
     # Core services: they hold the gateway, so they are set right after it is built.

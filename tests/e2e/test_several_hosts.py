@@ -7,8 +7,10 @@ HAProxy, sharing one PostgreSQL and NATS, under load.
   changes made through the other; the broker stream still holds every change of every
   intent, gap-free; nothing lost, doubled or left unknown (the simulator is the oracle).
 * **One host cut from PostgreSQL** (its path to the database blackholed): it answers 503
-  with Retry-After within the timeouts' bound, the others keep serving, and it serves
-  again once the path is back, without a restart.
+  with Retry-After within the timeouts' bound, the others keep serving; HAProxy, checking
+  ``GET /readyz``, takes it out of rotation within :data:`LEAVE_BOUND_S`, after which no
+  client through HAProxy gets a 503; once the path is back it serves again, without a
+  restart, and HAProxy puts it back within :data:`RETURN_BOUND_S`.
 
 Each host reaches PostgreSQL, NATS and the processor simulator through a fault proxy of
 the test listening on the host's link (also how a database session is traced back to its
@@ -64,6 +66,20 @@ _LOCK_CLASS = 7_342_001  # storage/relay_leases.py
 WAITERS = 4
 WAKE_BOUND_S = 3.0  # a long-poll on one host hears a change made on another within this
 METRICS_TOKEN = "several-hosts-metrics"  # /metrics from outside the host's loopback needs one
+# HAProxy's check of each host: GET /readyz every CHECK_INTER_MS, down after FALL failures in
+# a row, up after RISE successes (docs/operations.md, "Health checks").
+CHECK_INTER_MS, FALL, RISE = 500, 2, 2
+READY_TIMEOUT_S, READY_CACHE_S = 1.0, 0.5  # the gateways' PAYGATE_READY_* (their defaults)
+# A cut host is out of rotation within: its cached "ready" running out, then FALL failed
+# checks, each a probe waiting out its bound (a new probe meets another silent pooled
+# connection) and the check interval after it; and a loaded machine's slack. ~3 s observed.
+LEAVE_BOUND_S = READY_CACHE_S + FALL * (READY_TIMEOUT_S + CHECK_INTER_MS / 1000) + 2.0
+# Healed, it is back within: its pool reconnecting (connect timeout 1 s), RISE checks, slack.
+RETURN_BOUND_S = 1.0 + READY_CACHE_S + RISE * CHECK_INTER_MS / 1000 + 2.0
+# How long the cut lasts at least once the host is out of rotation: the window in which
+# clients through HAProxy must see no 503.
+OUT_OF_ROTATION_S = 3.0
+STATS_PATH = "/haproxy-stats"  # HAProxy's own page on the front end (never forwarded)
 
 
 def _nats_up() -> bool:
@@ -118,8 +134,8 @@ def haproxy(hosts: list[GatewayHost], directory: Path) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    servers = "\n".join(f"    server h{g.host.index} {g.host.address}:{GATEWAY_PORT} check inter 300 fall 2 rise 2"
-                        for g in hosts)
+    servers = "\n".join(f"    server h{g.host.index} {g.host.address}:{GATEWAY_PORT} "
+                        f"check inter {CHECK_INTER_MS} fall {FALL} rise {RISE}" for g in hosts)
     config = directory / "haproxy.cfg"
     config.write_text(f"""global
     maxconn 512
@@ -128,14 +144,19 @@ defaults
     timeout connect 1s
     timeout client 30s
     timeout server 30s
+    # A check waits this long for /readyz's answer (it answers within its 1 s bound):
+    # without it HAProxy gives a check only "inter" and would read a slow 503 as a timeout.
+    timeout check 2s
     retries 2
     option redispatch
 frontend paygate
     bind 127.0.0.1:{port}
+    stats enable
+    stats uri {STATS_PATH}
     default_backend gateways
 backend gateways
     balance roundrobin
-    option httpchk GET /healthz
+    option httpchk GET /readyz
 {servers}
 """)
     log = open(directory / "haproxy.out", "ab")  # noqa: SIM115
@@ -146,7 +167,7 @@ backend gateways
             if proc.poll() is not None:
                 raise RuntimeError((directory / "haproxy.out").read_text())
             with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+                return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
             return False
 
         eventually_sync(up, timeout=30, interval=0.1, what="HAProxy to serve")
@@ -158,6 +179,21 @@ backend gateways
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+async def rotation(balancer: str) -> dict[int, tuple[str, int]]:
+    """HAProxy's view of each host (index): its check status ("UP", "DOWN", or "UP 1/2"
+    and the like while it changes) and how many requests it has been sent in all."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        csv = (await http.get(f"{balancer}{STATS_PATH};csv")).text
+    header, *rows = csv.splitlines()
+    names = header.lstrip("# ").split(",")
+    found = {}
+    for row in rows:
+        record = dict(zip(names, row.split(","), strict=False))
+        if record.get("pxname") == "gateways" and record.get("svname", "").startswith("h"):
+            found[int(record["svname"][1:])] = (record["status"], int(record["stot"] or 0))
+    return found
 
 
 async def lease_holders(admin: asyncpg.Connection, hosts: list[GatewayHost]) -> dict[str, int | None]:
@@ -343,37 +379,73 @@ async def _kill_one(admin: asyncpg.Connection, gateways: list[GatewayHost], bala
 
 async def _cut_one(survivors: list[GatewayHost], balancer: str, creds: Any, jwks: dict[str, Any]) -> PaymentLoad:
     """Blackhole one survivor's path to PostgreSQL under load: it answers 503, the other
-    serves; healed, it serves again."""
+    serves; HAProxy's /readyz check takes it out of rotation, and then no client through
+    HAProxy gets a 503; healed, it serves again and HAProxy sends it requests again."""
     cut, other = survivors
+    index = cut.host.index
     load = PaymentLoad(balancer, creds, jwks)
     load.start()
     try:
         await steady(load, time.monotonic())
+        assert (await rotation(balancer))[index][0] == "UP"
         cut.database.blackhole()
         cut_at = time.monotonic()
         try:
-            cut_answers = await _direct_payments(cut, creds, 3)
-            other_answers = await _direct_payments(other, creds, 3)
+            out = asyncio.create_task(_in_rotation(balancer, index, "DOWN"))  # watched meanwhile
+            try:
+                cut_answers = await _direct_payments(cut, creds, 3)
+                other_answers = await _direct_payments(other, creds, 3)
+                left_at = await out
+            finally:
+                out.cancel()
+            left_s = left_at - cut_at
+            # The cut goes on for a while with the host out of rotation: the window's
+            # length, not a wait for a result.
+            await asyncio.sleep(max(0.0, left_at + OUT_OF_ROTATION_S - time.monotonic()))
         finally:
             cut.database.heal()
         healed_at = time.monotonic()
-        print(f"host {cut.host.index} cut from PostgreSQL for {healed_at - cut_at:.1f}s: it answered "
+        print(f"host {index} cut from PostgreSQL for {healed_at - cut_at:.1f}s: it answered "
               f"{cut_answers} (status, Retry-After, seconds); host {other.host.index} answered {other_answers}")
         assert all(status == 503 and retry_after and seconds <= MAX_LATENCY_S
                    for status, retry_after, seconds in cut_answers), cut_answers
         assert all(status == 201 for status, _, _ in other_answers), other_answers
+        print(f"host {index} out of HAProxy's rotation {left_s:.2f}s after the cut")
+        assert left_s <= LEAVE_BOUND_S, f"out of rotation after {left_s:.2f}s"
         await steady(load, healed_at)
         recovered = await eventually(lambda: _direct_payments(cut, creds, 1),
                                      until=lambda answers: answers[0][0] == 201, timeout=30,
-                                     what=f"host {cut.host.index} to serve again")
-        print(f"host {cut.host.index} serves again {time.monotonic() - healed_at:.2f}s after the cut healed: "
+                                     what=f"host {index} to serve again")
+        print(f"host {index} serves again {time.monotonic() - healed_at:.2f}s after the cut healed: "
               f"{recovered}")
+        back_s = await _in_rotation(balancer, index, "UP") - healed_at
+        back = await rotation(balancer)
+        print(f"host {index} back in HAProxy's rotation {back_s:.2f}s after the cut healed")
+        assert back_s <= RETURN_BOUND_S, f"back in rotation after {back_s:.2f}s"
+        # Back means sent requests again: the load reaches it through HAProxy.
+        await eventually(lambda: rotation(balancer), until=lambda r: r[index][1] > back[index][1], timeout=30,
+                         interval=0.1, what=f"requests through HAProxy to reach host {index} again")
     finally:
         await load.stop()
     window = summarize(load, "host cut from PostgreSQL (through HAProxy)", cut_at, healed_at)
     print(window.line())
     assert not window.bad, window.line()
+    before = summarize(load, f"cut, host {index} still in rotation", cut_at, left_at)
+    print(before.line())
+    # Once HAProxy has taken the host out, a request it forwards goes to the other host:
+    # no 503 for a call started from then on (one started before may still meet the cut host).
+    after = [c for c in load.calls if left_at <= c.started < healed_at]
+    print(f"cut, host {index} out of rotation ({healed_at - left_at:.1f}s): {len(after)} calls, "
+          f"{sum(c.status == 503 for c in after)} 503")
+    assert after and not [c.describe() for c in after if c.status == 503], [c.describe() for c in after]
     return load
+
+
+async def _in_rotation(balancer: str, index: int, status: str) -> float:
+    """When (monotonic) HAProxy's check status of host ``index`` became ``status``."""
+    await eventually(lambda: rotation(balancer), until=lambda r: r[index][0] == status, timeout=30,
+                     interval=0.05, what=f"HAProxy to mark host {index} {status}")
+    return time.monotonic()
 
 
 async def _direct_payments(gateway: GatewayHost, creds: Any, count: int) -> list[tuple[int, str | None, float]]:

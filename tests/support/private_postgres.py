@@ -82,6 +82,10 @@ class PrivatePostgres:
         os.chmod(self.dir, 0o700)
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8",
                   "--no-sync", "--no-instructions")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server (again, after :meth:`stop`) on its data and port."""
         # Loopback only, its socket file in its own directory, no fsync (nothing here
         # outlives the test; a fast restart still checkpoints).
         options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} "

@@ -35,6 +35,8 @@ from paygate_server.console.security import (
 )
 from paygate_server.console.sessions import COOKIE_NAME, SessionPolicy, Sessions
 from paygate_server.console.web import NAV, Console, console_of, error_page
+from paygate_server.http.middleware import request_id_of
+from paygate_server.readiness import readiness_response
 
 __all__ = ["create_console_app", "create_console_app_from_env"]
 
@@ -44,6 +46,11 @@ log = logging.getLogger("paygate.console")
 
 async def _healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
+
+
+async def _readyz(request: Request) -> Response:
+    """As the gateway's /readyz: the console's pages all read the database."""
+    return await readiness_response(console_of(request).gateway.readiness, request_id_of(request.scope))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -69,6 +76,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def _routes(modules: Sequence[str]) -> list[BaseRoute]:
     routes: list[BaseRoute] = [Route("/healthz", _healthz, methods=["GET"]),
+                               Route("/readyz", _readyz, methods=["GET"]),
                                Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
     for name in modules:
         routes.extend(importlib.import_module(name).routes)
@@ -95,6 +103,7 @@ def create_console_app(settings: Settings | None = None, *, page_modules: Sequen
             await gateway.processing.drain(timeout_s=settings.processor_timeout_s)
             for extension in EXTENSIONS:  # as the gateway's app tears them down
                 await extension.teardown(gateway)
+            await gateway.readiness.close()
             await gateway.db.dispose()
 
     return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
