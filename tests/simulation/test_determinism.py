@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from paygate_server.simulation.runner import run_traced
 
 SEEDS = range(12)
@@ -18,6 +20,8 @@ def test_seeds_run_the_same_twice_in_one_process_with_crashes_faults_and_races()
     assert [r.digest for r in first] == [r.digest for r in second]
     traces = [r.trace for r in first]
     assert any("CRASH" in line for trace in traces for line in trace)
+    # webhooks too: a seed that ran the relay and the dispatcher through a crash
+    assert any(r.events and r.faults["crash"] for r in first)
     assert sum(sum(r.faults.values()) for r in first) > len(SEEDS)
     # two requests of one intent in flight together: an op starts before an earlier one answered
     raced = 0
@@ -33,8 +37,9 @@ def test_seeds_run_the_same_twice_in_one_process_with_crashes_faults_and_races()
     assert raced > len(SEEDS)
 
 
-def test_a_seed_runs_the_same_in_another_process() -> None:
-    seed = next(r for r in run_traced(SEEDS) if r.faults["crash"])
+@pytest.mark.parametrize("webhooks", [False, True], ids=["payments", "with-webhooks"])
+def test_a_seed_runs_the_same_in_another_process(webhooks: bool) -> None:
+    seed = next(r for r in run_traced(SEEDS) if r.faults["crash"] and bool(r.events) == webhooks)
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-m", "paygate_server", "simulate", "--seed", str(seed.seed), "--json"],
                          env=env, capture_output=True, text=True, timeout=120)
