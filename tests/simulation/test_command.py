@@ -25,10 +25,10 @@ def test_a_run_reports_seeds_steps_faults_histories_and_violations() -> None:
 
 
 def test_json_and_a_violation_exit_1_with_the_replay_command() -> None:
-    out = _paygate("--seeds", "3", "--jobs", "1", "--plant", "unknown-is-failure", "--json")
+    out = _paygate("--seeds", "10", "--jobs", "1", "--plant", "unknown-is-failure", "--json")
     assert out.returncode == 1, out.stderr
     report = json.loads(out.stdout)
-    assert report["seeds"] == 3 and report["violations"] >= 1
+    assert report["seeds"] == 10 and report["violations"] >= 1
     first = report["failures"][0]
     assert first["replay"] == f"paygate simulate --seed {first['seed']} --plant unknown-is-failure --trace"
     assert set(report) >= {"steps", "histories", "events", "faults", "elapsedS"}

@@ -22,6 +22,8 @@ def test_seeds_run_the_same_twice_in_one_process_with_crashes_faults_and_races()
     assert any("CRASH" in line for trace in traces for line in trace)
     # webhooks too: a seed that ran the relay and the dispatcher through a crash
     assert any(r.events and r.faults["crash"] for r in first)
+    # and processor notifications that settled an operation the gateway had no answer for
+    assert any(line.split()[1] == "notice" and line.endswith("settled 1") for trace in traces for line in trace)
     assert sum(sum(r.faults.values()) for r in first) > len(SEEDS)
     # two requests of one intent in flight together: an op starts before an earlier one answered
     raced = 0

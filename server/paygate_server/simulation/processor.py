@@ -48,6 +48,7 @@ from paygate_server.processing.connectors import (
     WebhookRejected,
     WebhookReply,
 )
+from paygate_server.simulation.notices import Notices
 
 __all__ = ["FAULT_KINDS", "Arrival", "Ledger", "Operation", "SimulatedConnector"]
 
@@ -90,6 +91,7 @@ class Ledger:
     arrivals: list[Arrival] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     live_loop: asyncio.AbstractEventLoop | None = None  # the gateway process now running
+    notices: Notices | None = None  # the seed's notifications, if it has them
 
     # --- what the processor does, once per reference ---------------------------------
 
@@ -163,6 +165,9 @@ class Ledger:
         self.log(f"processor {op.kind} {op.reference} {op.intent_id} {op.amount} "
                  f"{'approved' if op.approved else 'declined ' + str(op.decline_code)}")
         self.check(op.intent_id)
+        if self.notices is not None:
+            self.notices.announce(op.kind, op.reference, op.approved, op.decline_code,
+                                  op.charge_reference or op.reference)
 
     # --- the processor-side invariants, after every operation -----------------------
 

@@ -41,10 +41,12 @@ from paygate_server.intents.schemas import CreateIntent
 from paygate_server.intents.service import create_intent
 from paygate_server.processing.connectors import CardDetails
 from paygate_server.processing.service import CapturePayment, ProcessPayment
+from paygate_server.processors.notifications import apply_events
 from paygate_server.refunds.service import RefundPayment
 from paygate_server.simulation.invariants import check_quiescent, check_webhooks, gateway_view
 from paygate_server.simulation.loop import SimulatedCrash, SimulatedLoop, Stalled
 from paygate_server.simulation.merchant import Merchant, SimulatedDispatcher
+from paygate_server.simulation.notices import Notices
 from paygate_server.simulation.processor import Faults, Ledger, SimulatedConnector
 from paygate_server.simulation.template import Template
 from paygate_server.state import Gateway
@@ -75,6 +77,7 @@ MAX_DISPATCH_ROUNDS = 60
 # costs about four times one without (some 30 statements per webhook attempt), and the
 # payment core's faults are the bulk of the search.
 WEBHOOK_SHARE = 0.25
+NOTICE_SHARE = 0.5  # the seeds whose processor sends notifications
 
 
 @dataclass
@@ -126,6 +129,9 @@ class World:
         settings = self.settings(workdir / "gw0.db")
         self.faults = Faults(random.Random(self.rng.random()), self.rng.choice((0.0, 0.1, 0.25, 0.5)),
                              settings.processor_timeout_s, settings.attempt_deadline_s)
+        noticing = random.Random(seed ^ 0x0071CE)  # a source of its own, like the merchant's
+        self.notices = Notices(noticing, self.log) if noticing.random() < NOTICE_SHARE else None
+        self.ledger.notices = self.notices
         self.crashes_left = self.rng.choice((0, 0, 1, 1, 2, 3))
         self.intents: list[tuple[int, str]] = [(self.rng.choice((1000, 2500, 9999)),
                                                 self.rng.choice(("automatic", "manual")))
@@ -212,6 +218,8 @@ class World:
                 break
         self.result.faults.update(self.faults.counts)
         self.result.faults.update(self.merchant.faults.counts)
+        if self.notices is not None:
+            self.result.faults.update(self.notices.counts)
         self.result.violations[:0] = self.ledger.violations
         for violation in self.result.violations:
             self.log(f"VIOLATION {violation}")
@@ -230,6 +238,8 @@ class World:
         dispatcher = SimulatedDispatcher(self.db, self.template.master, settings, self.merchant)
         relay = Relay(self.db, settings, [self._webhook_consumer(settings, dispatcher)])
         gateway.notifier.add_listener(relay.wake)
+        if self.notices is not None:
+            self.notices.attach(loop, lambda event: apply_events(gateway, connector.name, [event]))
         reconciler = asyncio.create_task(gateway.reconciler.run_forever(), name="reconciler")
         background = [asyncio.create_task(relay.run_forever(), name="relay"),
                       asyncio.create_task(dispatcher.run_forever(), name="dispatcher")] if self.webhooks else []
@@ -251,9 +261,10 @@ class World:
         await gateway.processing.drain(timeout_s=gateway.settings.attempt_deadline_s + 1)
         # The background work stops (each would poll through the virtual hours ahead); what
         # it left is finished below by the same code run once.
-        for task in (reconciler, *background):
-            task.cancel()
-        await asyncio.gather(reconciler, *background, return_exceptions=True)
+        with _pool_quiet():  # a task cancelled mid-statement: its connection's close is logged
+            for task in (reconciler, *background):
+                task.cancel()
+            await asyncio.gather(reconciler, *background, return_exceptions=True)
         await self._settle(gateway)
         if self.webhooks:
             await self._send_webhooks(gateway, dispatcher)
@@ -289,8 +300,9 @@ class World:
     async def _settle(self, gateway: Gateway) -> None:
         store = gateway.payments
         for _ in range(MAX_RECONCILER_PASSES):
-            while self.ledger.arrivals:  # requests still on their way reach the processor first
-                await asyncio.sleep(max(0.001, min(a.at for a in self.ledger.arrivals) - self.now_s()))
+            # Requests still on their way reach the processor first, and its notices the gateway.
+            while (nxt := self._world_next()) is not None:
+                await asyncio.sleep(max(0.001, nxt - self.now_s()))
             due = await store.next_check_due()
             if due is None:
                 return
@@ -301,6 +313,13 @@ class World:
             self.result.steps += 1
             self.log(f"reconciler pass {sorted(report.outcomes.items())}")
         self.result.violations.append(f"the reconciler did not settle everything in {MAX_RECONCILER_PASSES} passes")
+
+    def _world_next(self) -> float | None:
+        """When the next request reaches the processor or the next notice the gateway."""
+        times = [a.at for a in self.ledger.arrivals]
+        if self.notices is not None and (at := self.notices.next_at()) is not None:
+            times.append(at)
+        return min(times, default=None)
 
     async def _client(self, gateway: Gateway, op: Op) -> None:
         if (wait := op.at - self.now_s()) > 0:
@@ -346,21 +365,20 @@ def _bury(loop: SimulatedLoop, db: Database | None, ids_source: random.Random) -
     drawn from a throwaway source."""
     state = random.getstate()
     ids.set_source(random.Random(0).randbytes)
-    logging.disable(logging.ERROR)  # the pool's "exception closing connection" (cancelled mid-statement)
     try:
-        tasks = asyncio.all_tasks(loop)
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(BaseException):
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        with contextlib.suppress(BaseException):
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        if db is not None:
+        with _pool_quiet():
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
             with contextlib.suppress(BaseException):
-                loop.run_until_complete(db.dispose())
-        loop.close()
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            if db is not None:
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(db.dispose())
+            loop.close()
     finally:
-        logging.disable(logging.NOTSET)
         random.setstate(state)
         ids.set_source(ids_source.randbytes)
 
@@ -370,11 +388,19 @@ def _collect_garbage() -> None:
     process's task never gave back is closed when it is collected — work for a database
     thread, on whatever loop runs then — so collections happen only here (the automatic
     collector is off during a seed): at the start of each process, the same in every run."""
-    logging.disable(logging.ERROR)  # the pool's "cleaning up a connection not checked in"
+    with _pool_quiet(), warnings.catch_warnings():  # "cleaning up a connection not checked in"
+        warnings.simplefilter("ignore")
+        gc.collect()
+
+
+@contextlib.contextmanager
+def _pool_quiet() -> Iterator[None]:
+    """The connection pool's errors off: what it logs when a task is cancelled in the middle
+    of a statement, or a crashed process's connection is collected, is the simulation's own
+    doing (as a process's shutdown's would be)."""
+    logging.disable(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            gc.collect()
+        yield
     finally:
         logging.disable(logging.NOTSET)
 
