@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,11 +29,16 @@ from paygate_server.procs import ServiceProcess, console_command
 from paygate_server.storage import create_database
 from tests.server.console.conftest import CHEAP
 from tests.support.console_seed import COMMON_LAST4, Seeded
-from tests.support.databases import drop_database, migrate, new_database_url
 from tests.support.processes import gateway_env
 
 sys.path.insert(0, str(Path(__file__).parent))
-from console_load import seed_as_after_a_day  # noqa: E402  (a sibling script, not a package)
+from console_load import (  # noqa: E402  (a sibling script, not a package)
+    backend_and_size,
+    fresh_database,
+    p50_p99,
+    print_table,
+    seed_as_after_a_day,
+)
 
 RUNS = 200
 EMAIL, PASSWORD = "load@example.com", "a long load-test password"
@@ -92,34 +95,22 @@ def measure(base_url: str, seeded: Seeded) -> list[tuple[str, float, float]]:
                 response = http.get(path)
                 times.append((time.perf_counter() - t) * 1000)
                 assert response.status_code == 200
-            times.sort()
-            results.append((name, statistics.median(times), times[int(len(times) * 0.99) - 1]))
+            results.append((name, *p50_p99(times)))
         return results
 
 
 def main() -> None:
-    backends = ("sqlite", "postgresql")
-    if len(sys.argv) != 3 or sys.argv[1] not in backends or not sys.argv[2].isdigit():
-        print("usage: console_http_load.py sqlite|postgresql N", file=sys.stderr)
-        sys.exit(2)
-    backend, n = sys.argv[1], int(sys.argv[2])
-    with tempfile.TemporaryDirectory() as folder:
-        url = new_database_url(backend, Path(folder))
-        try:
-            migrate(url)
-            seeded = asyncio.run(_prepare(url, n))
-            with ServiceProcess(console_command, log_path=Path(folder) / "console.log",
-                                env=gateway_env(url, Path(folder))) as console:
-                try:
-                    results = measure(console.base_url, seeded)
-                except httpx.HTTPError:
-                    print(console.output()[-3000:], file=sys.stderr)  # what the console said
-                    raise
-        finally:
-            drop_database(url)
-    print(f"| page over HTTP ({backend}, {n:,} payments, {RUNS} requests) | p50 ms | p99 ms |\n|---|---|---|")
-    for name, p50, p99 in results:
-        print(f"| {name} | {p50:.2f} | {p99:.2f} |")
+    backend, n = backend_and_size("console_http_load.py")
+    with fresh_database(backend) as (url, folder):
+        seeded = asyncio.run(_prepare(url, n))
+        with ServiceProcess(console_command, log_path=folder / "console.log",
+                            env=gateway_env(url, folder)) as console:
+            try:
+                results = measure(console.base_url, seeded)
+            except httpx.HTTPError:
+                print(console.output()[-3000:], file=sys.stderr)  # what the console said
+                raise
+    print_table(f"page over HTTP ({backend}, {n:,} payments, {RUNS} requests)", results)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,29 +114,51 @@ async def measure(url: str, n: int) -> list[tuple[str, float, float]]:
                 t = time.perf_counter()
                 await read()
                 times.append((time.perf_counter() - t) * 1000)
-            times.sort()
-            results.append((name, statistics.median(times), times[int(len(times) * 0.99) - 1]))
+            results.append((name, *p50_p99(times)))
         return results
     finally:
         await db.dispose()
 
 
-def main() -> None:
+# What this script and console_http_load.py share: the command line, the database, the table.
+def backend_and_size(script: str) -> tuple[str, int]:
+    """``SCRIPT sqlite|postgresql N`` from the command line; a usage line and exit 2 otherwise."""
     backends = ("sqlite", "postgresql")
     if len(sys.argv) != 3 or sys.argv[1] not in backends or not sys.argv[2].isdigit():
-        print("usage: console_load.py sqlite|postgresql N", file=sys.stderr)
+        print(f"usage: {script} sqlite|postgresql N", file=sys.stderr)
         sys.exit(2)
-    backend, n = sys.argv[1], int(sys.argv[2])
+    return sys.argv[1], int(sys.argv[2])
+
+
+@contextlib.contextmanager
+def fresh_database(backend: str) -> Iterator[tuple[str, Path]]:
+    """A new migrated database (PostgreSQL: on PAYGATE_TEST_DATABASE_URL's server) and a
+    scratch folder, both gone at the end."""
     with tempfile.TemporaryDirectory() as folder:
         url = new_database_url(backend, Path(folder))
         try:
             migrate(url)
-            results = asyncio.run(measure(url, n))
+            yield url, Path(folder)
         finally:
             drop_database(url)
-    print(f"| read ({backend}, {n:,} payments, {RUNS} runs) | p50 ms | p99 ms |\n|---|---|---|")
+
+
+def p50_p99(times_ms: list[float]) -> tuple[float, float]:
+    times_ms = sorted(times_ms)
+    return statistics.median(times_ms), times_ms[int(len(times_ms) * 0.99) - 1]
+
+
+def print_table(heading: str, results: list[tuple[str, float, float]]) -> None:
+    print(f"| {heading} | p50 ms | p99 ms |\n|---|---|---|")
     for name, p50, p99 in results:
         print(f"| {name} | {p50:.2f} | {p99:.2f} |")
+
+
+def main() -> None:
+    backend, n = backend_and_size("console_load.py")
+    with fresh_database(backend) as (url, _):
+        results = asyncio.run(measure(url, n))
+    print_table(f"read ({backend}, {n:,} payments, {RUNS} runs)", results)
 
 
 if __name__ == "__main__":

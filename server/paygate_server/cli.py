@@ -41,7 +41,7 @@ from paygate_server.storage.opening import first_contact
 from paygate_server.storage.urls import database_file, database_kind
 
 __all__ = ["main", "CommandError", "CLI_EXTENSIONS", "open_database", "run_with_db", "require_merchant",
-           "port_taken", "check_port_free"]
+           "port_taken", "check_port_free", "run_uvicorn"]
 
 
 class CommandError(Exception):
@@ -206,12 +206,17 @@ def _listen_address(args: argparse.Namespace) -> str:
     return f"{host}:{port} (fd {args.fd})"
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, starting: str,
+                fields: dict[str, Any], **options: Any) -> None:
+    """The start-up ``paygate serve`` and ``paygate console`` share: refuse a missing database
+    or a wrong schema and a taken port before anything listens, set up logging, log one
+    ``starting`` line (``fields`` plus where it listens), then run the ``app`` factory.
+
+    ``options`` go to ``uvicorn.run`` on top of what both servers need (workers, keep-alive)."""
     import logging.config
 
     import uvicorn
 
-    from paygate_server.headerguard import keep_alive_s
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
     from paygate_server.logs import STARTUP_LOGGER, logging_config
 
@@ -220,28 +225,37 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     if args.fd is None:
         check_port_free(args.host, args.port, "--port")
     logging.config.dictConfig(log_config)
-    database = settings.resolved_database_url
-    logging.getLogger(STARTUP_LOGGER).info("paygate serve starting", extra={"fields": {
-        "version": _version(), "database": database_kind(database),
-        "database_at": redact_url(database), "processor": redact_url(settings.processor_url),
-        "listen": _listen_address(args), "workers": args.workers}})
+    logging.getLogger(STARTUP_LOGGER).info(starting, extra={"fields": {**fields, "listen": _listen_address(args)}})
     uvicorn.run(
-        "paygate_server.app:create_app_from_env",
+        app,
         factory=True,
         host=args.host,
         port=args.port,
         fd=args.fd,
-        workers=args.workers,
         log_level=args.log_level,
         log_config=log_config,
         access_log=False,  # paygate.request logs each request (route templates, no raw paths)
         server_header=False,
         # One send per response, and limits on request heads (see paygate_server.http.protocol).
         http=CoalescingHttpToolsProtocol,
-        timeout_keep_alive=keep_alive_s(),  # type: ignore[arg-type]  # uvicorn takes seconds as a float too; clients close idle connections first (headerguard)
-        # Nothing in the gateway trusts the client's address from a header: /metrics treats a
-        # forwarded request as remote (observability.scrape), so X-Forwarded-For is not parsed.
+        # Nothing trusts the client's address from a header: /metrics treats a forwarded
+        # request as remote (observability.scrape) and the console records the peer's address.
         proxy_headers=False,
+        **options,
+    )
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.headerguard import keep_alive_s
+
+    database = settings.resolved_database_url
+    run_uvicorn(
+        args, settings, app="paygate_server.app:create_app_from_env", starting="paygate serve starting",
+        fields={"version": _version(), "database": database_kind(database), "database_at": redact_url(database),
+                "processor": redact_url(settings.processor_url), "workers": args.workers},
+        workers=args.workers,
+        # uvicorn takes seconds as a float too; clients close idle connections first (headerguard)
+        timeout_keep_alive=keep_alive_s(),
     )
 
 

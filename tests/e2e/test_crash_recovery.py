@@ -6,7 +6,7 @@ runs with ``PAYGATE_FAULT_POINT`` and kills itself (SIGKILL: no clean-up of any 
 that point of the first payment it handles, then is restarted; the *survivor* serves the
 checks and runs the reconciler.
 
-Rounds (kills) per point: 3 by default, 20 when the run selects the slow set (``-m slow``;
+Rounds (kills) per point: 2 by default, 20 when the run selects the slow set (``-m slow``;
 each database gets them, like every test). The test is marked ``slow`` so that ``-m slow``
 picks it; it counts as a slow-set run when it would not have been selected without that
 mark (see ``_rounds``); the count shows in the test id. ``PAYGATE_CRASH_ROUNDS`` overrides both.
@@ -22,24 +22,24 @@ import pytest
 
 import paygate
 from paygate_server.procs import ServiceProcess, gateway_command
-from tests.e2e.conftest import FAST_RECONCILE, Stack, running_stack
+from tests.e2e.conftest import FAST_RECONCILE, Stack
 from tests.support.processes import gateway_env
 from tests.support.signing import SignedClient
 from tests.support.slow_set import is_slow_run
 
-ROUNDS, SLOW_ROUNDS = 3, 20
+ROUNDS, SLOW_ROUNDS = 2, 20
 POINTS = ["after_attempt_commit", "during_processor_call", "after_processor_approved"]
 
 
 def _rounds(config: pytest.Config, marks: set[str]) -> int:
-    """20 rounds in the slow set (tests/support/slow_set.py), 3 otherwise."""
+    """20 rounds in the slow set (tests/support/slow_set.py), 2 otherwise."""
     if "PAYGATE_CRASH_ROUNDS" in os.environ:
         return int(os.environ["PAYGATE_CRASH_ROUNDS"])
     return SLOW_ROUNDS if is_slow_run(config, marks) else ROUNDS
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The round count is a parameter, so the test id says it (``[3-rounds-...]``)."""
+    """The round count is a parameter, so the test id says it (``[2-rounds-...]``)."""
     if "rounds" in metafunc.fixturenames:
         rounds = _rounds(metafunc.config, {m.name for m in metafunc.definition.iter_markers()})
         metafunc.parametrize("rounds", [rounds], ids=[f"{rounds}-rounds"])
@@ -48,28 +48,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("point", POINTS)
 def test_sigkill_at_each_point_never_double_charges_or_loses(
-        point: str, rounds: int, database_url: str, tmp_path: Path) -> None:
-    with running_stack(database_url, tmp_path) as stack:
+        point: str, rounds: int, stack: Stack, tmp_path: Path) -> None:
+    """On the module's stack (tests/e2e/conftest.py: one simulator and survivor per database,
+    not one per test); each test pays for a merchant of its own and checks only its intents."""
+    victim = _victim(stack, tmp_path, point)
+    creds = stack.merchant()
+    jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
+    intents: list[str] = []
+    try:
         if point == "during_processor_call":
             stack.set_faults(latencyMs=600)  # the kill (150 ms in) lands mid-call
-        victim = _victim(stack, database_url, tmp_path, point)
-        creds = stack.merchant()
-        jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
-        intents: list[str] = []
         try:
             asyncio.run(_crash_rounds(stack, victim, creds, jwks, intents, rounds))
         finally:
             victim.close()
         assert len(intents) == rounds
         asyncio.run(_check_settled(stack, creds, intents))
-        assert "Traceback" not in stack.gateway.output()
+    finally:
+        stack.set_faults()  # the next test on this stack starts without them
+    assert "Traceback" not in stack.gateway.output()
 
 
-def _victim(stack: Stack, database_url: str, tmp_path: Path, point: str) -> ServiceProcess:
-    """A gateway on the stack's database and processor that SIGKILLs itself at ``point``."""
+def _victim(stack: Stack, tmp_path: Path, point: str) -> ServiceProcess:
+    """A gateway on the stack's database, data folder and processor that SIGKILLs itself at
+    ``point``; its log is the test's."""
     return ServiceProcess(
         lambda fd: gateway_command(fd), log_path=tmp_path / "victim.log",
-        env=gateway_env(database_url, tmp_path, PAYGATE_PROCESSOR_URL=stack.simulator.base_url,
+        env=gateway_env(stack.database_url, stack.data_dir, PAYGATE_PROCESSOR_URL=stack.simulator.base_url,
                         PAYGATE_FAULT_POINT=point, PAYGATE_RUN_BACKGROUND="0", **FAST_RECONCILE),
     )
 
@@ -109,25 +114,24 @@ CAPTURE_POINTS = ["after_capture_commit", "during_processor_call"]
 @pytest.mark.slow
 @pytest.mark.parametrize("point", CAPTURE_POINTS)
 def test_sigkill_between_capture_committed_and_answered_captures_once(
-        point: str, rounds: int, database_url: str, tmp_path: Path) -> None:
+        point: str, rounds: int, stack: Stack, tmp_path: Path) -> None:
     """The victim authorizes nothing: the survivor does; the victim dies while capturing
     (before it sent the capture, or with the capture at the processor); the survivor's
     reconciler finds it or sends it again with its reference: captured exactly once. A third
     of the charge test's rounds (1 by default, 6 in the slow set): each waits out the
     in-flight grace before the reconciler may act."""
     rounds = max(1, rounds // 3)
-    with running_stack(database_url, tmp_path) as stack:
-        victim = _victim(stack, database_url, tmp_path, point)
-        creds = stack.merchant()
-        jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
-        intents: list[str] = []
-        try:
-            asyncio.run(_capture_crash_rounds(stack, victim, creds, jwks, intents, rounds, point))
-        finally:
-            victim.close()
-        assert len(intents) == rounds
-        asyncio.run(_check_captured_once(stack, creds, intents))
-        assert "Traceback" not in stack.gateway.output()
+    victim = _victim(stack, tmp_path, point)
+    creds = stack.merchant()
+    jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
+    intents: list[str] = []
+    try:
+        asyncio.run(_capture_crash_rounds(stack, victim, creds, jwks, intents, rounds, point))
+    finally:
+        victim.close()
+    assert len(intents) == rounds
+    asyncio.run(_check_captured_once(stack, creds, intents))
+    assert "Traceback" not in stack.gateway.output()
 
 
 async def _capture_crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, intents: list[str],  # type: ignore[no-untyped-def]

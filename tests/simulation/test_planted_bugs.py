@@ -14,7 +14,9 @@ WITHIN = {
     "offset-before-events": 400,
     "no-answer-is-delivered": 200,
 }
-CHUNK = 100
+# Small chunks: the search stops at the first chunk with a violation (unknown-is-failure has
+# one at seed 0: 25 seeds run, not 100).
+CHUNK = 25
 
 
 @pytest.mark.parametrize("plant", sorted(WITHIN))

@@ -7,17 +7,19 @@ them at the end, so parallel workers never share state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from paygate_server.storage import create_database, upgrade
+from paygate_server.storage import Database, create_database, upgrade
 
-__all__ = ["BACKENDS", "pg_base_url", "new_database_url", "drop_database", "migrate"]
+__all__ = ["BACKENDS", "pg_base_url", "new_database_url", "drop_database", "migrate", "opened_database"]
 
 BACKENDS = ["sqlite", "postgresql"]
 PG_ENV = "PAYGATE_TEST_DATABASE_URL"
@@ -63,3 +65,14 @@ def migrate(url: str) -> None:
             await db.dispose()
 
     asyncio.run(run())
+
+
+@contextlib.asynccontextmanager
+async def opened_database(url: str) -> AsyncIterator[Database]:
+    """A handle on an existing database, disposed at the end (the ``db`` fixtures of the
+    change-history and console tests: one place that opens and closes their pools)."""
+    database = create_database(url)
+    try:
+        yield database
+    finally:
+        await database.dispose()

@@ -7,13 +7,12 @@ shell's history): it is asked for twice, or read from standard input's first lin
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import sys
 from typing import Any
 
-from paygate_server.cli import CommandError, check_port_free, run_with_db
+from paygate_server.cli import CommandError, run_uvicorn, run_with_db
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.console.accounts import AccountError, Accounts, check_password, normalize_email
@@ -91,35 +90,10 @@ def cmd_operators_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_console(args: argparse.Namespace, settings: Settings) -> None:
-    import logging.config
-
-    import uvicorn
-
-    from paygate_server.http.protocol import CoalescingHttpToolsProtocol
-    from paygate_server.logs import STARTUP_LOGGER, logging_config
-
     check_console_origin(settings.console_origin)  # ValueError: one line
-    log_config = logging_config(args.log_level)
-    run_with_db(settings, lambda db: asyncio.sleep(0))  # refuse a missing database or wrong schema up front
-    if args.fd is None:
-        check_port_free(args.host, args.port, "--port")
-    logging.config.dictConfig(log_config)
-    listen = f"fd {args.fd}" if args.fd is not None else f"{args.host}:{args.port}"
-    logging.getLogger(STARTUP_LOGGER).info("paygate console starting", extra={"fields": {
-        "database": database_kind(settings.resolved_database_url), "listen": listen}})
-    uvicorn.run(
-        "paygate_server.console.app:create_console_app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        fd=args.fd,
-        log_level=args.log_level,
-        log_config=log_config,
-        access_log=False,
-        server_header=False,
-        http=CoalescingHttpToolsProtocol,  # limits on request heads (headerguard)
-        proxy_headers=False,  # the remote address recorded is the peer's, never a header's claim
-    )
+    run_uvicorn(args, settings, app="paygate_server.console.app:create_console_app_from_env",
+                starting="paygate console starting",
+                fields={"database": database_kind(settings.resolved_database_url)})
 
 
 def add_commands(sub: Any) -> None:

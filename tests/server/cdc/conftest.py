@@ -16,14 +16,14 @@ from paygate_server.crypto import MasterKey
 from paygate_server.intents.schemas import CreateIntent
 from paygate_server.intents.service import new_intent as new_intent_row
 from paygate_server.merchants import create_merchant
-from paygate_server.storage import Database, create_database
+from paygate_server.storage import Database
 from paygate_server.storage import change_log_partitions as parts
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.payments import INSERT_INTENT
 from paygate_server.storage.schema import change_log, payment_intents
 from paygate_server.storage.statements import execute
 from tests.support.app import TEST_MASTER_KEY
-from tests.support.databases import drop_database, migrate, new_database_url
+from tests.support.databases import drop_database, migrate, new_database_url, opened_database
 
 PRUNE_PARTITION_IDS = 20  # ids per change-log partition in the pruning tests (PostgreSQL)
 
@@ -60,11 +60,8 @@ def moto_s3() -> Iterator[str]:
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[Database]:
-    database = create_database(fresh_database_url)
-    try:
+    async with opened_database(fresh_database_url) as database:
         yield database
-    finally:
-        await database.dispose()
 
 
 async def new_merchant(db: Database) -> str:
@@ -123,11 +120,8 @@ def small_url(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 @pytest.fixture
 async def pdb(small_url: str) -> AsyncIterator[Database]:
-    db = create_database(small_url)
-    try:
+    async with opened_database(small_url) as db:
         yield db
-    finally:
-        await db.dispose()
 
 
 @pytest.fixture

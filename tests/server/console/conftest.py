@@ -17,8 +17,9 @@ from paygate_server.console.accounts import Accounts
 from paygate_server.console.app import create_console_app
 from paygate_server.console.web import Console
 from paygate_server.ids import random_token
-from paygate_server.storage import Database, create_database
+from paygate_server.storage import Database
 from tests.support.app import test_settings as make_settings
+from tests.support.databases import opened_database
 
 CHEAP = PasswordHasher.from_parameters(CHEAPEST)
 PASSWORD = "correct horse battery"
@@ -30,11 +31,8 @@ def new_email(prefix: str = "op") -> str:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    database = create_database(database_url)
-    try:
+    async with opened_database(database_url) as database:
         yield database
-    finally:
-        await database.dispose()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from paygate_server.storage.engine import Database
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as gateway_settings
 from tests.support.console_seed import COMMON_LAST4, MINUTE_US, Seeded, seed_payments
+from tests.support.databases import opened_database
 from tests.support.slow_set import is_slow_run
 
 NOW = now_us()
@@ -41,11 +42,8 @@ NOW = now_us()
 
 @pytest.fixture
 async def db(fresh_database_url: str) -> AsyncIterator[Database]:
-    database = create_database(fresh_database_url)
-    try:
+    async with opened_database(fresh_database_url) as database:
         yield database
-    finally:
-        await database.dispose()
 
 
 @pytest.fixture
