@@ -38,8 +38,11 @@ class Merchant:
     timeout_s: float  # the dispatcher's: a silent endpoint costs it this long
     log: Callable[[str], None]
     received: dict[str, list[bytes]] = field(default_factory=dict)  # event id → every body received
+    live_loop: asyncio.AbstractEventLoop | None = None  # the gateway process now running
 
     async def receive(self, event_id: str, body: bytes) -> AttemptResult:
+        if asyncio.get_running_loop() is not self.live_loop:
+            raise asyncio.CancelledError  # a crashed process's attempt, while it is cleaned up: it reaches nothing
         fault = self.faults.pick(HOOK_FAULTS)
         if fault == "hook_timeout":
             await asyncio.sleep(self.timeout_s)

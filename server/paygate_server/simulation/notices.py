@@ -93,8 +93,8 @@ class Notices:
     async def _apply(self, notice: Notice) -> None:
         assert self.deliver is not None
         settled = await self.deliver(notice.event)
-        if notice.done:
-            return
+        if notice.done or asyncio.get_running_loop() is not self.live_loop:
+            return  # applied twice at once, or by a process that crashed meanwhile: not done
         notice.done = True
         self.pending.remove(notice)
         self.log(f"notice {notice.label} -> settled {settled}")

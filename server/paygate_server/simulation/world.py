@@ -198,6 +198,7 @@ class World:
             except SimulatedCrash:
                 self.now = loop.time()
                 connector.dead = True
+                self._detach()
                 self.log(f"CRASH at turn {loop.turns}")
                 self.faults.counts["crash"] += 1
                 self.generation += 1
@@ -240,6 +241,7 @@ class World:
         gateway.notifier.add_listener(relay.wake)
         if self.notices is not None:
             self.notices.attach(loop, lambda event: apply_events(gateway, connector.name, [event]))
+        self.merchant.live_loop = loop
         reconciler = asyncio.create_task(gateway.reconciler.run_forever(), name="reconciler")
         background = [asyncio.create_task(relay.run_forever(), name="relay"),
                       asyncio.create_task(dispatcher.run_forever(), name="dispatcher")] if self.webhooks else []
@@ -313,6 +315,13 @@ class World:
             self.result.steps += 1
             self.log(f"reconciler pass {sorted(report.outcomes.items())}")
         self.result.violations.append(f"the reconciler did not settle everything in {MAX_RECONCILER_PASSES} passes")
+
+    def _detach(self) -> None:
+        """The process crashed: nothing it still runs while it is cleaned up (on its own
+        loop) reaches the processor, the merchant or the notices any more."""
+        self.ledger.live_loop = self.merchant.live_loop = None
+        if self.notices is not None:
+            self.notices.live_loop = None
 
     def _world_next(self) -> float | None:
         """When the next request reaches the processor or the next notice the gateway."""

@@ -59,7 +59,9 @@ class Dispatcher:
         self._settings = settings
         self._lease_s = settings.webhook_timeout_s + 15.0
         self._pool: httpcore.AsyncConnectionPool | None = None  # made at the first attempt
-        self._tasks: set[asyncio.Task[None]] = set()
+        # In the order they started (a dict, not a set): cancelled in that order too, the
+        # same from run to run (the deterministic simulation relies on it).
+        self._tasks: dict[asyncio.Task[None], None] = {}
         self._in_flight: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self.attempts = 0
@@ -124,10 +126,10 @@ class Dispatcher:
     def _start(self, event_id: str, endpoint_id: str) -> None:
         self._in_flight[endpoint_id] += 1
         task = asyncio.create_task(self._deliver(event_id, endpoint_id), name=f"webhook-{event_id}")
-        self._tasks.add(task)
+        self._tasks[task] = None
 
         def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
+            self._tasks.pop(t, None)
             self._in_flight[endpoint_id] -= 1
             if self._in_flight[endpoint_id] <= 0:
                 del self._in_flight[endpoint_id]
