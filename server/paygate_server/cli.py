@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from paygate_server.cli_parser import Parser
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.logs import redact_url
@@ -284,9 +285,9 @@ CLI_EXTENSIONS: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    json_flag = argparse.ArgumentParser(add_help=False)
+    json_flag = Parser(add_help=False)
     json_flag.add_argument("--json", action="store_true")
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="paygate", description="paygate payment gateway. Configuration: PAYGATE_* environment variables "
         "(PAYGATE_DATA_DIR, default ./paygate-data; PAYGATE_DATABASE_URL; PAYGATE_PROCESSOR_URL; ...).",
         formatter_class=_Formatter)

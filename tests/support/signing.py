@@ -11,12 +11,10 @@ from typing import Any
 import httpx
 
 from paygate._signing import compute_signature, format_timestamp
+from paygate_server.intents.schemas import OUTCOME_STATUSES
 from tests.support.eventually import eventually
 
 __all__ = ["Credentials", "SignedClient"]
-
-
-FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -74,10 +72,10 @@ class SignedClient:
         return response.json()
 
     async def final_status(self, intent_id: str, *, timeout: float = 30.0,
-                           until: Collection[str] = FINAL_STATUSES) -> dict[str, Any]:
-        """The intent's status once it is final, long-polling the status endpoint. "failed" is
-        not final for the long-poll (the intent may be processed again): the first look
-        does not wait."""
+                           until: Collection[str] = OUTCOME_STATUSES) -> dict[str, Any]:
+        """The intent's status once its attempt has an outcome (final, or failed), long-polling
+        the status endpoint. "failed" is not final for the long-poll (the intent may be
+        processed again): the first look does not wait."""
         waits = iter([0])
 
         async def look() -> dict[str, Any]:

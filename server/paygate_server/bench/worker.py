@@ -21,10 +21,10 @@ import orjson
 from paygate._signing import compute_signature, format_timestamp
 from paygate_server.bench.stats import LatencyHistogram
 from paygate_server.http1client import ConnectionPool, HttpConnection, HttpError, Response
+from paygate_server.intents.schemas import OUTCOME_STATUSES
 
-__all__ = ["FINAL_STATUSES", "SCENARIOS", "Recorder", "Signer", "WorkerConfig", "worker_main"]
+__all__ = ["SCENARIOS", "Recorder", "Signer", "WorkerConfig", "worker_main"]
 
-FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 # Where a manual-capture payment's first half ends (then the flow captures it).
 HELD = "requires_capture"
 SCENARIOS = ("payment", "create", "status", "process")
@@ -212,12 +212,13 @@ class Driver:
         outcome: str | None = None
         intent_id = await self.create(send, signer)
         if intent_id is not None:
-            stop = FINAL_STATUSES | {HELD} if self.cfg.capture_method == "manual" else FINAL_STATUSES
+            # A payment's flow ends at its attempt's outcome, a decline included.
+            stop = OUTCOME_STATUSES | {HELD} if self.cfg.capture_method == "manual" else OUTCOME_STATUSES
             outcome = await self._until(send, signer, intent_id, await self.process(send, signer, intent_id),
                                         stop, started)
             if outcome == HELD:
                 outcome = await self._until(send, signer, intent_id, await self.capture(send, signer, intent_id),
-                                            FINAL_STATUSES, started)
+                                            OUTCOME_STATUSES, started)
         self.rec.flow("payment", started, time.monotonic(), outcome)
 
     async def _until(self, send: Send, signer: Signer, intent_id: str, status: str | None,

@@ -28,6 +28,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from paygate_server.clock import now_us
+from paygate_server.console.actions import record_action_in
 from paygate_server.console.roles import ROLES, is_role
 from paygate_server.ids import new_id
 from paygate_server.storage import Database
@@ -43,7 +44,7 @@ from paygate_server.storage.operators import (
     set_password_hash,
 )
 
-__all__ = ["AccountError", "Accounts", "LOCKOUT_FAILURES", "LOCKOUT_WINDOW_S", "LOGIN_REFUSED", "MIN_PASSWORD",
+__all__ = ["AccountError", "Accounts", "Actor", "LOCKOUT_FAILURES", "LOCKOUT_WINDOW_S", "LOGIN_REFUSED", "MIN_PASSWORD",
            "normalize_email"]
 
 MIN_PASSWORD = 12
@@ -74,6 +75,15 @@ def check_password(password: str) -> None:
         raise AccountError(f"the password must be at least {MIN_PASSWORD} characters")
     if len(password) > MAX_PASSWORD:
         raise AccountError(f"the password must be at most {MAX_PASSWORD} characters")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """The operator who creates or disables an account from the console: the change and
+    its ``operator_actions`` record commit in one transaction, or neither does (a record
+    written afterwards could be lost in between, leaving an account nobody made)."""
+    operator_id: str
+    remote_addr: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +123,9 @@ class Accounts:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    async def create(self, email: str, role: str, password: str) -> OperatorRow:
+    async def create(self, email: str, role: str, password: str, by: Actor | None = None) -> OperatorRow:
+        """The new account; ``by``: record it as that operator's action (the command line
+        has no operator to record)."""
         email = normalize_email(email)
         if not is_role(role):
             raise AccountError(f"no role {role[:40]!r}: one of {', '.join(ROLES)}")
@@ -123,20 +135,28 @@ class Accounts:
             if await find_operator_by_email(conn, email) is None:
                 created = await insert_operator(conn, operator_id=row.id, email=email, role=role,
                                                 password_hash=row.password_hash, now=row.created_at)
+                if created and by is not None:
+                    await record_action_in(conn, operator_id=by.operator_id, action="operator.create",
+                                           target=row.id, detail={"email": email, "role": role},
+                                           remote_addr=by.remote_addr)
             else:
                 created = False
         if not created:  # taken before, or by a concurrent create (the unique email decides)
             raise AccountError(f"there is already an operator {email}")
         return row
 
-    async def disable(self, email: str) -> OperatorRow:
-        """Disable the account and revoke its sessions; disabling twice is not an error."""
+    async def disable(self, email: str, by: Actor | None = None) -> OperatorRow:
+        """Disable the account and revoke its sessions; disabling twice is not an error.
+        ``by``: record it as that operator's action, as :meth:`create`."""
         email = normalize_email(email)
         async with self.db.write() as conn:
             row = await find_operator_by_email(conn, email)
             if row is None:
                 raise AccountError(f"no operator {email}")
             await disable_operator(conn, row.id, now_us())
+            if by is not None:
+                await record_action_in(conn, operator_id=by.operator_id, action="operator.disable",
+                                       target=row.id, detail={"email": row.email}, remote_addr=by.remote_addr)
         return row
 
     async def list(self) -> list[OperatorRow]:

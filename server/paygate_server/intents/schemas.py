@@ -21,6 +21,7 @@ __all__ = [
     "CAPTURE_METHODS",
     "STATUSES",
     "FINAL_STATUSES",
+    "OUTCOME_STATUSES",
     "RESTING_STATUSES",
     "CreateIntent",
     "parse_create",
@@ -34,6 +35,10 @@ CAPTURE_METHODS = ("automatic", "manual")
 FINAL_STATUSES = frozenset({"succeeded", "canceled"})
 # Where a waiter stops (``wait``, the status stream): final, or waiting for the merchant.
 RESTING_STATUSES = FINAL_STATUSES | {"requires_capture"}
+# Where one processing attempt has ended: final, or declined — ``failed`` is not final (the
+# intent may be processed again with another card) but a client driving one attempt (the
+# bench, the tests) stops there.
+OUTCOME_STATUSES = FINAL_STATUSES | {"failed"}
 MAX_AMOUNT = 99_999_999
 PRODUCT_DETAILS_MAX_BYTES = 8 * 1024
 DESCRIPTION_MAX = 1000

@@ -2,8 +2,14 @@
 
 Database-derived gauges (intents by status, the reconciler's and the webhook sender's
 backlogs) are re-read at most every ``PAYGATE_METRICS_DB_REFRESH_S`` (default 5 s), so a
-tight scrape loop cannot turn into a table-scan loop. The webhook backlog is read from
-``webhook_deliveries`` when that table exists (pending deliveries), and left out otherwise.
+tight scrape loop cannot turn into a table-scan loop. The webhook backlog is the pending
+rows of ``webhook_deliveries``.
+
+When the database cannot be read, the scrape still answers 200 (the process's own series
+are still true) with ``paygate_metrics_database_up 0`` and *without* the database-derived
+gauges — absent, never a made-up 0 that would read as "no backlog" — and logs one line. This
+is the Prometheus exporter guidance for a partial failure (an ``up``-style gauge, not a
+failed scrape), documented in docs/operations.md.
 The change log's rows and bytes and the archive's lag (changes the archive consumer has
 not been delivered) come from :class:`.storage.history_prune.HistoryPruneStore`.
 """
@@ -72,8 +78,10 @@ class DatabaseGauges:
 
         try:
             counts = await read_payment_counts(gateway.db)
-        except Exception:
-            log.exception("metrics: reading the database failed")
+            webhooks = await read_webhook_backlog(gateway.db)
+        except Exception as exc:
+            # One line per refresh, not a traceback every few seconds for as long as it lasts.
+            log.warning("metrics: reading the database failed, its gauges are left out: %s", _one_line(exc))
             return [up(0)]
         intents = GaugeMetricFamily("paygate_payment_intents", "Payment intents by status.", labels=["status"])
         for status in STATUSES:
@@ -86,12 +94,15 @@ class DatabaseGauges:
             GaugeMetricFamily("paygate_reconcile_overdue", "Reconciler queue rows whose next check is due now or past.",
                               value=counts.reconcile_overdue),
         ]
+        families.append(GaugeMetricFamily("paygate_webhook_backlog",
+                                          "Webhook deliveries not yet delivered or given up.", value=webhooks))
         families.extend(await _history_gauges(gateway))
-        webhooks = await read_webhook_backlog(gateway.db)
-        if webhooks is not None:
-            families.append(GaugeMetricFamily("paygate_webhook_backlog",
-                                              "Webhook deliveries not yet delivered or given up.", value=webhooks))
         return families
+
+
+def _one_line(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 async def _history_gauges(gateway: Gateway) -> list[Metric]:

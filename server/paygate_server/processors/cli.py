@@ -4,7 +4,8 @@ Listed in ``cli.CLI_EXTENSIONS``. The work is done by :mod:`paygate_server.proce
 this module reads the operator's arguments and prints the results.
 
 A credential is never printed, and never part of a refusal: a malformed ``--credential``
-is refused without echoing it (the operator may have typed the secret alone). Because a
+is refused without echoing it (the operator may have typed the secret alone), and so is a
+command line argparse refuses (:mod:`paygate_server.cli_parser`). Because a
 value on the command line stays in the shell's history, ``--credential NAME=@FILE`` reads
 the value from a file instead (one trailing newline removed), e.g. a Docker or Kubernetes
 secret mounted as a file. A credential value that itself begins with ``@`` must be given

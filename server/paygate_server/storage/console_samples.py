@@ -60,10 +60,9 @@ async def sample_backlogs(db: Database, minute: int) -> bool:
     async with db.write() as conn:
         wrote = await insert_ignore(conn, console_samples, {"minute": minute, "name": RECONCILE_BACKLOG,
                                                             "worker": CLUSTER, "value": reconcile, "buckets": None})
-        if webhooks is not None:
-            wrote = await insert_ignore(conn, console_samples, {
-                "minute": minute, "name": WEBHOOK_BACKLOG, "worker": CLUSTER, "value": webhooks,
-                "buckets": None}) or wrote
+        wrote = await insert_ignore(conn, console_samples, {
+            "minute": minute, "name": WEBHOOK_BACKLOG, "worker": CLUSTER, "value": webhooks,
+            "buckets": None}) or wrote
     return wrote
 
 

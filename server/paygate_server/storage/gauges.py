@@ -32,10 +32,9 @@ async def read_payment_counts(db: Database) -> PaymentCounts:
     return PaymentCounts({str(status): int(n) for status, n in rows}, int(backlog), int(overdue))
 
 
-async def read_webhook_backlog(db: Database) -> int | None:
-    """Pending webhook deliveries; None when the webhook tables are not there (yet)."""
-    try:
-        async with db.read() as conn:
-            return int((await conn.execute(_WEBHOOK_BACKLOG)).scalar_one())
-    except Exception:  # noqa: BLE001 - the webhook tables are not there (yet)
-        return None
+async def read_webhook_backlog(db: Database) -> int:
+    """Pending webhook deliveries. A failed read raises: the table is part of every schema
+    the gateway runs on (migration 0003), so a failure is an outage, and /metrics must show
+    it as one rather than as an empty backlog."""
+    async with db.read() as conn:
+        return int((await conn.execute(_WEBHOOK_BACKLOG)).scalar_one())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.clock import now_us
@@ -42,7 +42,17 @@ async def list_origins(conn: AsyncConnection, merchant_id: str) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
-async def list_merchants(conn: AsyncConnection, *, limit: int) -> list[dict[str, object]]:
-    """The newest ``limit`` merchants' rows (``id``, ``name``, ``created_at``), newest first."""
-    rows = await conn.execute(select(merchants).order_by(merchants.c.created_at.desc(), merchants.c.id).limit(limit))
+async def list_merchants(conn: AsyncConnection, *, limit: int,
+                         before: tuple[int, str] | None = None) -> list[dict[str, object]]:
+    """``limit`` merchants' rows (``id``, ``name``, ``created_at``), newest first (then by id,
+    descending, so merchants made in the same microsecond keep one order), after the keyset
+    ``before`` — the ``(created_at, id)`` of the previous page's last row — if given.
+    Keyset, not ``OFFSET``: a merchant created while someone pages neither repeats nor
+    pushes one out of sight."""
+    query = select(merchants).order_by(merchants.c.created_at.desc(), merchants.c.id.desc()).limit(limit)
+    if before is not None:
+        # A row value, as in the payments search (storage/console_search.py).
+        query = query.where(tuple_(merchants.c.created_at, merchants.c.id)
+                            < tuple_(literal(before[0]), literal(before[1])))
+    rows = await conn.execute(query)
     return [dict(row._mapping) for row in rows]

@@ -153,3 +153,35 @@ async def test_two_concurrent_creates_of_one_email_make_one_account(accounts: Ac
     assert sum(not isinstance(r, BaseException) for r in results) == 1
     assert all(isinstance(r, AccountError) for r in results if isinstance(r, BaseException))
     assert len([op for op in await accounts.list() if op.email == email]) == 1
+
+
+# ---- the action's record commits with the change, or neither does ---------------------------
+
+async def test_create_and_disable_commit_with_their_record_or_not_at_all(
+        accounts: Accounts, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    from paygate_server.console import actions
+    from paygate_server.console.accounts import Actor
+
+    admin = await accounts.create(new_email("admin"), "admin", PASSWORD)
+    by = Actor(admin.id, "192.0.2.9")
+    kept = await accounts.create(new_email("kept"), "viewer", PASSWORD, by=by)
+    real_insert = actions.insert_action
+
+    async def failing_insert(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected: the record is not written")
+
+    monkeypatch.setattr(actions, "insert_action", failing_insert)
+    lost = new_email("lost")
+    with pytest.raises(RuntimeError, match="injected"):
+        await accounts.create(lost, "support", PASSWORD, by=by)
+    assert await accounts.find(lost) is None  # no account without its record
+    with pytest.raises(RuntimeError, match="injected"):
+        await accounts.disable(kept.email, by=by)
+    assert (await accounts.find(kept.email)).disabled_at is None  # type: ignore[union-attr]
+
+    monkeypatch.setattr(actions, "insert_action", real_insert)
+    await accounts.disable(kept.email, by=by)
+    assert (await accounts.find(kept.email)).disabled_at is not None  # type: ignore[union-attr]
+    recorded = await actions.recent_actions(db, limit=10, target=kept.id)
+    assert [(a.action, a.remote_addr) for a in recorded] == [("operator.disable", "192.0.2.9"),
+                                                            ("operator.create", "192.0.2.9")]

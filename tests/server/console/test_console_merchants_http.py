@@ -13,6 +13,7 @@ from sqlalchemy import insert
 from paygate_server.console.actions import recent_actions
 from paygate_server.merchants import create_merchant, load_api_key
 from paygate_server.processors.accounts import add_account, set_routing
+from paygate_server.storage.merchants import list_merchants
 from paygate_server.storage.schema_history import webhook_deliveries, webhook_events
 from paygate_server.storage.webhook_deliveries import DeliveryQueue
 from tests.server.console.conftest import InProcessConsole, running_console
@@ -153,3 +154,49 @@ async def test_hostile_forms_get_readable_refusals(con: InProcessConsole, path: 
     assert "Traceback" not in response.text
     missing = await con.http.get("/merchants/mer_nosuchmerchant")
     assert missing.status_code == 404 and "no such merchant" in missing.text
+
+
+async def test_merchants_list_pages_past_the_first_200_newest_first(fresh_database_url: str, tmp_path: Path) -> None:
+    from paygate_server.console.pages.merchants import LIST_LIMIT
+    from paygate_server.ids import new_id
+    from paygate_server.storage.merchants import insert_merchant
+    from tests.support.clock import fake_clock
+
+    async with running_console(make_settings(fresh_database_url, tmp_path)) as con:
+        await signed_in(con, "viewer")
+        made: list[str] = []
+        with fake_clock() as clock:
+            async with con.console.gateway.db.write() as conn:
+                for n in range(LIST_LIMIT + 7):
+                    if n % 3:  # a third of them alone in their microsecond, the rest in pairs: ties by id
+                        clock.set_elapsed(n * 1e-6)
+                    merchant_id = new_id("mer")
+                    await insert_merchant(conn, merchant_id, f"Shop {n}", [])
+                    made.append(merchant_id)
+        async with con.console.gateway.db.read() as conn:
+            rows = await list_merchants(conn, limit=1000)
+        expected = [r["id"] for r in sorted(rows, key=lambda r: (r["created_at"], r["id"]), reverse=True)]
+        assert sorted(expected) == sorted(made)
+
+        first = await con.http.get("/merchants")
+        shown = re.findall(r'href="/merchants/(mer_[A-Za-z0-9_]+)"', first.text)
+        assert first.status_code == 200 and shown == expected[:LIST_LIMIT]
+        older = re.search(r'href="(/merchants\?after=[^"]+)">Older', first.text)
+        assert older is not None and ">Newest<" not in first.text
+
+        # A merchant created meanwhile: the next page neither repeats a row nor skips one.
+        async with con.console.gateway.db.write() as conn:
+            await insert_merchant(conn, new_id("mer"), "Newcomer", [])
+        second = await con.http.get(older.group(1).replace("&amp;", "&"))
+        rest = re.findall(r'href="/merchants/(mer_[A-Za-z0-9_]+)"', second.text)
+        assert second.status_code == 200 and rest == expected[LIST_LIMIT:]
+        assert "Older" not in second.text and 'href="/merchants">Newest' in second.text
+        assert "Newcomer" in (await con.http.get("/merchants")).text
+
+        last = expected[-1]
+        created_at = next(r["created_at"] for r in rows if r["id"] == last)
+        empty = await con.http.get(f"/merchants?after={created_at}.{last}")
+        assert empty.status_code == 200 and "No older merchants" in empty.text
+        for bad in ("x", "12.", "99999999999999999999.mer_a", "1.mer_<script>", "1.pi_abc"):
+            refused = await con.http.get("/merchants", params={"after": bad})
+            assert refused.status_code == 400 and "page link is not valid" in refused.text, bad

@@ -2,6 +2,7 @@
 database-derived gauges, processor latency, and bearer-token protection."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,9 +10,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import make_url
 
-from paygate_server.observability import InstrumentedConnector
+from paygate_server.observability import InstrumentedConnector, scrape
+from paygate_server.storage import create_database
+from paygate_server.storage.gauges import read_webhook_backlog
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as make_settings
 
@@ -67,6 +72,49 @@ async def test_metrics_expose_requests_payments_backlogs_and_processor_latency(d
     assert _value(samples, "paygate_metrics_database_up") == 1.0
     assert (_value(samples, "paygate_processor_request_duration_seconds_count",
                    connector="simulator", operation="lookup", outcome="unknown") or 0) >= 1
+
+
+def _unreachable(database_url: str, tmp_path: Path) -> str:
+    """A database of the same kind that cannot be opened: an outage, as the gateway sees one."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'no-such-folder' / 'gone.db'}"
+    return make_url(database_url).set(database="paygate_t_no_such_database").render_as_string(hide_password=False)
+
+
+async def test_the_webhook_backlog_read_fails_loudly_in_an_outage(database_url: str, tmp_path: Path) -> None:
+    dead = create_database(_unreachable(database_url, tmp_path))
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whichever driver error; what matters is: not 0, not None
+            await read_webhook_backlog(dead)
+    finally:
+        await dead.dispose()
+
+
+async def test_a_database_outage_is_visible_on_metrics_not_a_healthy_zero(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(database_url, tmp_path, metrics_db_refresh_s=0.0)
+    dead = create_database(_unreachable(database_url, tmp_path))
+    # Only the webhook backlog's read goes to the dead database: the other counts work.
+    monkeypatch.setattr(scrape, "read_webhook_backlog", lambda db: read_webhook_backlog(dead))
+    try:
+        async with running_gateway(settings) as gw:
+            with caplog.at_level(logging.WARNING, logger="paygate.metrics"):
+                r = await gw.http.get("/metrics")
+            monkeypatch.setattr(scrape, "read_webhook_backlog", read_webhook_backlog)
+            healed = _samples((await gw.http.get("/metrics")).text)
+    finally:
+        await dead.dispose()
+    assert r.status_code == 200
+    samples = _samples(r.text)
+    assert _value(samples, "paygate_metrics_database_up") == 0.0
+    assert _value(samples, "paygate_webhook_backlog") is None  # absent, not a made-up 0
+    assert _value(samples, "paygate_payment_intents", status="created") is None  # one failure domain
+    assert any(s.name.startswith("paygate_http_") for s in samples)
+    records = [rec for rec in caplog.records if rec.name == "paygate.metrics"]
+    assert len(records) == 1 and records[0].exc_info is None and "\n" not in records[0].getMessage()
+    assert "gauges are left out" in records[0].getMessage()
+    assert _value(healed, "paygate_metrics_database_up") == 1.0
+    assert _value(healed, "paygate_webhook_backlog") is not None
 
 
 async def test_metrics_token_is_required_when_configured(database_url: str, tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ __all__ = ["routes"]
 LIST_LIMIT = 200
 DELIVERIES_SHOWN = 20
 _MERCHANT_ID = re.compile(r"mer_[A-Za-z0-9_]{1,60}")
+_AFTER = re.compile(r"([0-9]{1,19})\.(mer_[A-Za-z0-9_]{1,60})")
 _API_KEY = re.compile(r"pk_(test|live)_[A-Za-z0-9_-]{1,64}")
 _EVENT_ID = re.compile(r"evt_[A-Za-z0-9_]{1,60}")
 _ENDPOINT_ID = re.compile(r"we_[A-Za-z0-9_]{1,60}")
@@ -65,12 +66,28 @@ def _origins(text: str) -> list[str]:
     return [part for part in re.split(r"[\s,]+", text[:4000]) if part]
 
 
+def _page_after(request: Request) -> tuple[int, str] | None | str:
+    """The ``after`` keyset of ``GET /merchants?after=CREATED.mer_…`` (the previous page's
+    last row); None: the first page; the operator's message for a link someone edited."""
+    after = request.query_params.get("after")
+    if after is None:
+        return None
+    match = _AFTER.fullmatch(after)
+    if match is None or int(match.group(1)) >= 2**63:
+        return "That page link is not valid: here are the newest merchants."
+    return int(match.group(1)), match.group(2)
+
+
 async def _list_page(request: Request, signed_in: SignedIn, *, status: int = 200, message: str = "",
-                     name: str = "", origins: str = "") -> Response:
+                     name: str = "", origins: str = "", after: tuple[int, str] | None = None) -> Response:
     async with console_of(request).gateway.db.read() as conn:
-        merchants = await list_merchants(conn, limit=LIST_LIMIT)
+        merchants = await list_merchants(conn, limit=LIST_LIMIT + 1, before=after)  # one more: a next page?
+    older = None
+    if len(merchants) > LIST_LIMIT:
+        merchants = merchants[:LIST_LIMIT]
+        older = f"/merchants?after={merchants[-1]['created_at']}.{merchants[-1]['id']}"
     return render(request, "merchants.html", signed_in, status=status, merchants=merchants, message=message,
-                  name=name, origins=origins, limit=LIST_LIMIT)
+                  name=name, origins=origins, older=older, paged=after is not None)
 
 
 async def _merchant_page(request: Request, signed_in: SignedIn, merchant_id: str, *, status: int = 200,
@@ -96,7 +113,10 @@ async def _merchant_page(request: Request, signed_in: SignedIn, merchant_id: str
 
 @page("read")
 async def merchants_page(request: Request, signed_in: SignedIn) -> Response:
-    return await _list_page(request, signed_in)
+    after = _page_after(request)
+    if isinstance(after, str):
+        return await _list_page(request, signed_in, status=400, message=after)
+    return await _list_page(request, signed_in, after=after)
 
 
 @page("read")

@@ -13,8 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from paygate_server.console.accounts import AccountError
-from paygate_server.console.actions import record_action
+from paygate_server.console.accounts import AccountError, Actor
 from paygate_server.console.roles import ROLES
 from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import Form, console_of, form_action, page, remote_addr, render
@@ -40,13 +39,11 @@ async def create_operator(request: Request, signed_in: SignedIn, form: Form) -> 
     email, role = form.get("email", "")[:254], form.get("role", "")
     password = secrets.token_urlsafe(15)  # 20 characters, 120 bits
     try:
-        row = await console.accounts.create(email, role, password)
+        row = await console.accounts.create(email, role, password,
+                                            by=Actor(signed_in.operator_id, remote_addr(request)))
     except AccountError as exc:
         return await _page(request, signed_in, status=400, message=f"Not created: {exc}.", email=email,
                            role=role)
-    await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="operator.create",
-                        target=row.id, detail={"email": row.email, "role": row.role},
-                        remote_addr=remote_addr(request))
     return await _page(request, signed_in, created=(row.email, password))
 
 
@@ -58,11 +55,9 @@ async def disable_operator(request: Request, signed_in: SignedIn, form: Form) ->
         return await _page(request, signed_in, status=400,
                            message="You cannot disable your own account: ask another admin.")
     try:
-        row = await console.accounts.disable(email)
+        row = await console.accounts.disable(email, by=Actor(signed_in.operator_id, remote_addr(request)))
     except AccountError as exc:
         return await _page(request, signed_in, status=400, message=f"Not disabled: {exc}.")
-    await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="operator.disable",
-                        target=row.id, detail={"email": row.email}, remote_addr=remote_addr(request))
     return await _page(request, signed_in, message=f"{row.email} is disabled and signed out everywhere.")
 
 

@@ -1,0 +1,105 @@
+"""The ``paygate`` argument parser's refusals: one line, exit status 2, no secrets.
+
+argparse echoes what was typed when it refuses a command line: ``unrecognized arguments:
+--credentials secretKey=sk_live_…`` (a misspelt option), ``invalid choice: '…'`` (a value
+in a command's place), ``ignored explicit argument '…'``. A secret typed on the command line
+would then land in a terminal's scroll-back, a CI log or a support ticket. So a refusal
+names options but keeps only the values that cannot be secrets: lowercase words and plain
+numbers (``invalid choice: 'procesors'`` stays useful), never the value of an option in
+:data:`SECRET_OPTIONS` however it is abbreviated, never anything else typed.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, NoReturn
+
+__all__ = ["Parser", "SECRET_OPTIONS", "HIDDEN", "scrub"]
+
+#: Options whose value is a secret (SPEC §7: ``--credential NAME=VALUE``; §10: the bench's
+#: ``--metrics-token``).
+SECRET_OPTIONS = frozenset({"--credential", "--metrics-token"})
+HIDDEN = "…"
+
+# Safe to echo: a word such as a mistyped command name, or a number (a secret is neither:
+# keys and tokens carry digits, capitals, "_" or "=" and are longer).
+_SAFE = re.compile(r"[a-z][a-z-]{0,23}|-?\d{1,12}")
+
+# The command line being parsed, set by the outermost parse so that a sub-command's parser
+# (argparse makes one per command, each refusing on its own) scrubs against all of it.
+_typed: ContextVar[Sequence[str] | None] = ContextVar("paygate_cli_typed", default=None)
+
+
+def _is_secret_option(name: str) -> bool:
+    # argparse accepts any unambiguous prefix of a long option (``--cred``), so a prefix
+    # of a secret option carries a secret too (``--c`` is ambiguous enough to include).
+    return len(name) > 2 and any(option.startswith(name) for option in SECRET_OPTIONS)
+
+
+def _hidden_values(typed: Sequence[str]) -> set[str]:
+    hidden: set[str] = set()
+    secret_next = False
+    for token in typed:
+        if secret_next:
+            hidden.add(token)  # always, even a harmless-looking word
+            secret_next = False
+            continue
+        if token.startswith("-") and not _SAFE.fullmatch(token):
+            name, equals, value = token.partition("=")
+            if equals and (_is_secret_option(name) or not _SAFE.fullmatch(value)):
+                hidden.add(value)
+            elif not equals:
+                secret_next = _is_secret_option(name)
+            continue
+        if not _SAFE.fullmatch(token):
+            hidden.add(token)
+    hidden.discard("")
+    return hidden
+
+
+def scrub(message: str, typed: Sequence[str]) -> str:
+    """``message`` with every value from ``typed`` that may be a secret replaced."""
+    for value in sorted(_hidden_values(typed), key=len, reverse=True):
+        # Whole values only, so a one-letter value does not eat letters of the message.
+        message = re.sub(rf"(?<![\w]){re.escape(value)}(?![\w])", HIDDEN, message)
+    return message
+
+
+@contextmanager
+def _typing(args: Sequence[str]) -> Iterator[None]:
+    token = _typed.set(args) if _typed.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _typed.reset(token)
+
+
+class Parser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose refusals are one scrubbed line.
+
+    Sub-command parsers are made of the same class (``add_subparsers`` uses the parent's)."""
+
+    # Both: ``parse_args`` refuses unrecognized arguments after ``parse_known_args`` returns.
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: Any = None) -> argparse.Namespace:
+        typed = list(sys.argv[1:] if args is None else args)
+        with _typing(typed):
+            return super().parse_args(typed, namespace)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        typed = list(sys.argv[1:] if args is None else args)
+        with _typing(typed):
+            return super().parse_known_args(typed, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        typed = _typed.get()
+        if typed is None:
+            typed = sys.argv[1:]
+        line = scrub(message, typed).replace("\n", " ")
+        self.exit(2, f"{self.prog}: error: {line} (see {self.prog} --help)\n")

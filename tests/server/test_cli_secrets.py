@@ -1,0 +1,48 @@
+"""argparse's refusals never echo a secret typed on the command line (cli_parser)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from paygate_server.cli_parser import scrub
+
+SECRET = "sk_test_SECRET123abcdefGHIJKL4567"
+ADD = ["processors", "add", "--merchant", "mer_1", "--kind", "stripe", "--name", "Main"]
+
+
+@pytest.mark.parametrize("args", [
+    [*ADD, "--credential", f"secretKey={SECRET}", "--bogus"],            # an unknown option after it
+    [*ADD, "--credentials", f"secretKey={SECRET}"],                      # the option misspelt
+    [*ADD, f"--credentails=secretKey={SECRET}"],                         # misspelt, with "="
+    [*ADD, f"secretKey={SECRET}"],                                       # the option forgotten
+    [*ADD, SECRET],                                                      # the secret alone
+    [*ADD, "--json", "--cred", SECRET, "--json=yes"],                    # an abbreviation; a bad flag
+    [*ADD, f"--json={SECRET}"],                                          # ignored explicit argument
+    ["processors", "add", "--kind", "stripe", "--credential", f"secretKey={SECRET}"],  # required missing
+    ["--credential", f"secretKey={SECRET}", "processors", "add"],        # before the command
+    ["processors", SECRET],                                              # in a command's place
+    ["bench", "--metrics-token", "hunter", "--duration", "soon"],        # another secret option
+], ids=lambda args: " ".join(args)[-40:])
+def test_a_refused_command_line_never_echoes_a_secret(args: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    r = subprocess.run([sys.executable, "-m", "paygate_server", *args], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and "error:" in r.stderr, r.stderr
+    for secret in (SECRET, "SECRET123", "hunter"):
+        assert secret not in r.stderr, r.stderr
+
+
+def test_a_refusal_keeps_what_helps_and_cannot_be_a_secret() -> None:
+    # A mistyped command name and a bad number stay in the message: they are what to fix.
+    assert scrub("invalid choice: 'procesors'", ["procesors", "add"]) == "invalid choice: 'procesors'"
+    assert scrub("invalid int value: '-3'", ["--seeds", "-3"]) == "invalid int value: '-3'"
+    assert scrub("unrecognized arguments: --x Abc9", ["--x", "Abc9"]) == "unrecognized arguments: --x …"
+    # A secret option's value is hidden even when it looks harmless.
+    assert scrub("unrecognized arguments: word", ["--credential", "word"]) == "unrecognized arguments: …"
+    # Whole values only: a one-letter value does not eat the message's letters.
+    assert scrub("argument COMMAND: invalid choice", ["A"]) == "argument COMMAND: invalid choice"
