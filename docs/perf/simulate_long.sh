@@ -18,5 +18,9 @@ for ((start = from; start < to; start += step)); do
   count=$((to - start < step ? to - start : step))
   # Exit status 1 means a seed broke an invariant: the JSON says which; carry on.
   report=$("$paygate" simulate --seeds "$count" --start "$start" --jobs "$jobs" --json 2>/dev/null) || true
+  if [ -z "$report" ]; then  # killed (or it crashed): nothing to record, the piece runs again next time
+    echo "seeds $start..$((start + count - 1)): no report" >&2
+    exit 1
+  fi
   echo "{\"start\": $start, \"seeds\": $count, \"commit\": \"$commit\", \"report\": $report}" >> "$out"
 done

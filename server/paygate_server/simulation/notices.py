@@ -30,6 +30,7 @@ __all__ = ["Notice", "Notices"]
 
 DUPLICATE_RATE = 0.2
 LATE_RATE = 0.3
+RETRY_S = 5.0  # a notice the gateway failed to apply (it would have answered 5xx) is sent again
 
 
 @dataclass
@@ -92,7 +93,15 @@ class Notices:
 
     async def _apply(self, notice: Notice) -> None:
         assert self.deliver is not None
-        settled = await self.deliver(notice.event)
+        try:
+            settled = await self.deliver(notice.event)
+        except Exception as exc:  # noqa: BLE001 - what the gateway's endpoint answers 5xx for
+            loop = asyncio.get_running_loop()
+            if loop is self.live_loop and not notice.done:
+                self.log(f"notice {notice.label} -> {type(exc).__name__}, sent again in {RETRY_S:g} s")
+                notice.at = loop.time() + RETRY_S
+                loop.call_at(notice.at, self._send, notice)
+            return
         if notice.done or asyncio.get_running_loop() is not self.live_loop:
             return  # applied twice at once, or by a process that crashed meanwhile: not done
         notice.done = True

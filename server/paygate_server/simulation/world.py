@@ -62,6 +62,7 @@ EPOCH_US = 1_800_000_000 * 1_000_000  # the virtual clock's zero: 2027-01-15
 CARD = ResolvedCard(CardDetails("4242424242424242", 12, 2030, "123"),
                     {"brand": "visa", "last4": "4242", "expMonth": 12, "expYear": 2030}, None)
 MAX_RECONCILER_PASSES = 60
+MAX_WORLD_WAITS = 10_000  # for what is still travelling, before a reconciler pass
 CLIENT_WINDOW_S = 40.0
 # The reconciler's safety-net sweep (5 s by default): every pass it makes is event-driven
 # anyway, and each sweep costs statements that make a seed slower, not more searching.
@@ -303,8 +304,13 @@ class World:
         store = gateway.payments
         for _ in range(MAX_RECONCILER_PASSES):
             # Requests still on their way reach the processor first, and its notices the gateway.
-            while (nxt := self._world_next()) is not None:
+            for _ in range(MAX_WORLD_WAITS):
+                if (nxt := self._world_next()) is None:
+                    break
                 await asyncio.sleep(max(0.001, nxt - self.now_s()))
+            else:
+                self.result.violations.append(f"requests or notices still on their way after {MAX_WORLD_WAITS} waits")
+                return
             due = await store.next_check_due()
             if due is None:
                 return
