@@ -54,7 +54,7 @@ from paygate_server.storage import Database, create_database
 from paygate_server.storage.port import ExistingKey
 from paygate_server.storage.sqlite_copy import copy_committed, sqlite_url
 from paygate_server.storage.webhook_deliveries import DeliveryQueue
-from paygate_server.webhooks.events import WebhookConsumer
+from paygate_server.webhooks import consumer_for
 
 __all__ = ["SeedResult", "run_seed"]
 
@@ -238,7 +238,7 @@ class World:
         gateway = core_gateway(settings, self.db, self.template.master, connector)
         # As the cdc and webhooks extensions wire them (cdc/__init__.py, webhooks/__init__.py).
         dispatcher = SimulatedDispatcher(self.db, self.template.master, settings, self.merchant)
-        relay = Relay(self.db, settings, [self._webhook_consumer(settings, dispatcher)])
+        relay = Relay(self.db, settings, [consumer_for(settings, dispatcher)])
         gateway.notifier.add_listener(relay.wake)
         if self.notices is not None:
             self.notices.attach(loop, lambda event: apply_events(gateway, connector.name, [event]))
@@ -280,14 +280,10 @@ class World:
         loop.crash_at_turn = None
         await gateway.db.dispose()
 
-    @staticmethod
-    def _webhook_consumer(settings: Settings, dispatcher: SimulatedDispatcher) -> WebhookConsumer:
-        return WebhookConsumer(batch_size=settings.relay_batch_size, on_created=dispatcher.wake)
-
     async def _send_webhooks(self, gateway: Gateway, dispatcher: SimulatedDispatcher) -> None:
         """A relay run once delivers every change left (``paygate relay --once``); then the
         dispatcher sends what is pending, the clock jumping to each next attempt."""
-        drained = Relay(gateway.db, gateway.settings, [self._webhook_consumer(gateway.settings, dispatcher)])
+        drained = Relay(gateway.db, gateway.settings, [consumer_for(gateway.settings, dispatcher)])
         await drained.drain()
         queue = DeliveryQueue(gateway.db)
         for _ in range(MAX_DISPATCH_ROUNDS):

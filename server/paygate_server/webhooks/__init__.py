@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from paygate_server.config import Settings
 from paygate_server.extensions import Extension
 from paygate_server.webhooks import endpoints
 from paygate_server.webhooks.dispatcher import Dispatcher
@@ -27,7 +28,13 @@ from paygate_server.webhooks.events import WebhookConsumer
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
 
-__all__ = ["WebhooksExtension", "extension"]
+__all__ = ["WebhooksExtension", "consumer_for", "extension"]
+
+
+def consumer_for(settings: Settings, dispatcher: Dispatcher) -> WebhookConsumer:
+    """The relay's webhook consumer, waking ``dispatcher`` when it creates events (the
+    extension's and the simulation's)."""
+    return WebhookConsumer(batch_size=settings.relay_batch_size, on_created=dispatcher.wake)
 
 
 class WebhooksExtension(Extension):
@@ -39,8 +46,7 @@ class WebhooksExtension(Extension):
     async def setup(self, gateway: Gateway) -> None:
         dispatcher = Dispatcher(gateway.db, gateway.master_key, gateway.settings)
         gateway.webhook_dispatcher = dispatcher
-        gateway.relay.add(WebhookConsumer(batch_size=gateway.settings.relay_batch_size,
-                                          on_created=dispatcher.wake))
+        gateway.relay.add(consumer_for(gateway.settings, dispatcher))
 
     def background_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
         return [gateway.webhook_dispatcher.run_forever()]
