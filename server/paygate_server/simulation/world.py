@@ -51,6 +51,7 @@ from paygate_server.simulation.processor import Faults, Ledger, SimulatedConnect
 from paygate_server.simulation.template import Template
 from paygate_server.state import Gateway
 from paygate_server.storage import Database, create_database
+from paygate_server.storage.inline_sqlite import inline_creator
 from paygate_server.storage.port import ExistingKey
 from paygate_server.storage.sqlite_copy import copy_committed, sqlite_url
 from paygate_server.storage.webhook_deliveries import DeliveryQueue
@@ -234,7 +235,8 @@ class World:
         self.log(f"start generation {self.generation}")
         self.ledger.schedule(loop)
         settings = self.settings(path)
-        self.db = create_database(settings.database_url, pool_size=settings.db_pool_size)
+        self.db = create_database(settings.database_url, pool_size=settings.db_pool_size,
+                                  async_creator=inline_creator(path))
         gateway = core_gateway(settings, self.db, self.template.master, connector)
         # As the cdc and webhooks extensions wire them (cdc/__init__.py, webhooks/__init__.py).
         dispatcher = SimulatedDispatcher(self.db, self.template.master, settings, self.merchant)

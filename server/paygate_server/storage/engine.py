@@ -10,7 +10,7 @@ locked".
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 0,
                  pool_timeout_s: float = 10.0, connect_timeout_s: float | None = None,
                  command_timeout_s: float | None = None,
-                 idle_in_transaction_timeout_s: float | None = None) -> None:
+                 idle_in_transaction_timeout_s: float | None = None,
+                 async_creator: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.url = normalize_database_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         self._group: GroupCommitter | None = None
@@ -54,9 +55,12 @@ class Database:
             _private_sqlite_files(make_url(self.url).database)
             # No rollback on every check-in (a hop to aiosqlite's thread): _sqlite_reset rolls
             # back only a connection that is in a transaction.
+            # async_creator (SQLAlchemy's): the simulation's driver connections, aiosqlite's
+            # without its thread (storage/inline_sqlite.py); None: aiosqlite's.
             self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
                                               pool_timeout=pool_timeout_s, hide_parameters=True,
-                                              pool_reset_on_return=None)
+                                              pool_reset_on_return=None,
+                                              **({"async_creator": async_creator} if async_creator else {}))
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "reset", _sqlite_reset)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)

@@ -1,0 +1,255 @@
+"""aiosqlite's connection without its thread: what the simulation's gateway processes use.
+
+aiosqlite runs each call of a connection on a worker thread and hands the result back with
+``call_soon_threadsafe``; the simulated loop (:mod:`.loop`) makes that deterministic by
+waiting, at every turn, for every outstanding call. The wait is two thread switches per
+call — about a third of a seed's CPU time, for nothing: the statements' order is fixed by
+the barrier anyway. This connection runs each call at once, on the loop's thread, where
+aiosqlite would hand it to its thread, and hands the result back the same way
+(``call_soon_threadsafe``, which the simulated loop holds until its next turn, in the order
+the calls were made). Each call still makes one future and takes one turn, as with
+aiosqlite, so a seed's history is the same bit for bit whichever of the two runs it (tests/
+simulation/test_determinism.py compares them).
+
+Only what the gateway reaches of an ``aiosqlite.Connection`` is here: SQLAlchemy's aiosqlite
+dialect (cursors, commit, rollback, close, terminate, and the isolation-level change it
+queues on ``_tx`` with a future of its own) and :mod:`paygate_server.storage.statements`
+(``execute``, ``execute_fetchall``, ``row_factory``). Something else is an
+``AttributeError``, never a silent difference. It is given to the engine through
+SQLAlchemy's public ``async_creator`` (:func:`paygate_server.storage.create_database`).
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+__all__ = ["InlineConnection", "inline_creator"]
+
+T = TypeVar("T")
+_STOPPED = object()  # what a stop hands back, as aiosqlite's does
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class _RunAtOnce:
+    """Stands where aiosqlite's queue to its thread stands: a call put on it runs now."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, as the thread would
+            if future is not None:
+                future.get_loop().call_soon_threadsafe(_set_exception, future, exc)
+        else:
+            if future is not None:
+                future.get_loop().call_soon_threadsafe(_set_result, future, result)
+
+
+class _Result(Generic[T]):
+    """Awaitable, or an ``async with`` (closing a cursor it yields), like aiosqlite's."""
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self._obj: T | None = None
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> T:
+        self._obj = await self._coro
+        return self._obj
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if isinstance(self._obj, InlineCursor):
+            await self._obj.close()
+
+
+class InlineCursor:
+    def __init__(self, conn: InlineConnection, cursor: sqlite3.Cursor) -> None:
+        self._conn = conn
+        self._cursor = cursor
+
+    async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> InlineCursor:
+        await self._conn.run(self._cursor.execute, sql, [] if parameters is None else parameters)
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> InlineCursor:
+        await self._conn.run(self._cursor.executemany, sql, parameters)
+        return self
+
+    async def fetchone(self) -> Any:
+        return await self._conn.run(self._cursor.fetchone)
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        return await self._conn.run(self._cursor.fetchmany, *(() if size is None else (size,)))
+
+    async def fetchall(self) -> list[Any]:
+        return await self._conn.run(self._cursor.fetchall)
+
+    async def close(self) -> None:
+        await self._conn.run(self._cursor.close)
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._cursor.arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._cursor.arraysize = value
+
+    @property
+    def description(self) -> Any:
+        return self._cursor.description
+
+    async def __aenter__(self) -> InlineCursor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class InlineConnection:
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        self._running = True
+        self._connection: sqlite3.Connection | None = None  # SQLAlchemy's dialect reads it
+        self._connector = connector
+        self._tx = _RunAtOnce()  # SQLAlchemy's dialect queues its isolation-level change here
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise ValueError("no active connection")
+        return self._connection
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One call, as aiosqlite makes one: a future, the call, its result at the next turn."""
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        future: asyncio.Future[T] = asyncio.get_event_loop().create_future()
+        self._tx.put_nowait((future, partial(fn, *args, **kwargs)))
+        return await future
+
+    async def _connect(self) -> InlineConnection:
+        if self._connection is None:
+            try:
+                future: asyncio.Future[sqlite3.Connection] = asyncio.get_event_loop().create_future()
+                self._tx.put_nowait((future, self._connector))
+                self._connection = await future
+            except BaseException:
+                self.stop()
+                self._connection = None
+                raise
+        return self
+
+    def __await__(self) -> Generator[Any, None, InlineConnection]:
+        return self._connect().__await__()
+
+    def stop(self) -> asyncio.Future[Any] | None:
+        self._running = False
+
+        def close_and_stop() -> object:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+            return _STOPPED
+
+        try:
+            future: asyncio.Future[Any] | None = asyncio.get_event_loop().create_future()
+        except RuntimeError:
+            future = None
+        self._tx.put_nowait((future, close_and_stop))
+        return future
+
+    async def close(self) -> None:
+        if self._connection is None:
+            return
+        try:
+            await self.run(self._conn.close)
+        finally:
+            self._connection = None
+            future = self.stop()
+            if future is not None:
+                await future
+
+    def cursor(self) -> _Result[InlineCursor]:
+        return _Result(self._cursor())
+
+    async def _cursor(self) -> InlineCursor:
+        return InlineCursor(self, await self.run(self._conn.cursor))
+
+    async def commit(self) -> None:
+        await self.run(self._conn.commit)
+
+    async def rollback(self) -> None:
+        await self.run(self._conn.rollback)
+
+    def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _Result[InlineCursor]:
+        return _Result(self._on_cursor("execute", sql, [] if parameters is None else parameters))
+
+    def executescript(self, script: str) -> _Result[InlineCursor]:
+        return _Result(self._on_cursor("executescript", script))
+
+    async def _on_cursor(self, method: str, *args: Any) -> InlineCursor:
+        return InlineCursor(self, await self.run(getattr(self._conn, method), *args))
+
+    def execute_fetchall(self, sql: str, parameters: Iterable[Any] | None = None) -> _Result[list[Any]]:
+        return _Result(self.run(self._fetchall, sql, [] if parameters is None else parameters))
+
+    def _fetchall(self, sql: str, parameters: Any) -> list[Any]:
+        return self._conn.execute(sql, parameters).fetchall()
+
+    async def create_function(self, name: str, num_params: int, func: Callable[..., Any],
+                              deterministic: bool = False) -> None:
+        await self.run(self._conn.create_function, name, num_params, func, deterministic=deterministic)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: Literal["DEFERRED", "EXCLUSIVE", "IMMEDIATE"] | None) -> None:
+        self._conn.isolation_level = value
+
+    @property
+    def row_factory(self) -> Any:
+        return self._conn.row_factory
+
+    @row_factory.setter
+    def row_factory(self, factory: Any) -> None:
+        self._conn.row_factory = factory
+
+    @property
+    def total_changes(self) -> int:
+        return self._conn.total_changes
+
+
+def inline_creator(path: Path) -> Callable[[], Awaitable[InlineConnection]]:
+    """SQLAlchemy's ``async_creator`` for the database file at ``path``."""
+    async def connect() -> InlineConnection:
+        return await InlineConnection(partial(sqlite3.connect, str(path), check_same_thread=False))
+    return connect
