@@ -1,7 +1,8 @@
 """Which failures mean "the database is unavailable right now" (SPEC §2 ``503``).
 
 A restarted or unreachable PostgreSQL, a connection the server dropped, a pool with no
-connection free within its timeout, a SQLite database locked past its busy timeout: none
+connection free within its timeout, a SQLite database locked past its busy timeout, a SQLite
+write batch lost with its connection (:class:`DatabaseUnavailable`): none
 of these is the request's fault or a bug, and retrying shortly will most likely work. The
 HTTP layer answers them ``503 service_unavailable`` with ``Retry-After`` instead of
 ``500 internal_error`` (http/middleware.py). Everything about drivers and pools is decided
@@ -26,7 +27,8 @@ try:  # the PostgreSQL driver is an optional extra
 except ImportError:  # pragma: no cover - SQLite-only installs
     asyncpg = None  # type: ignore[assignment]
 
-__all__ = ["RETRY_AFTER_S", "StaleConnections", "connection_found_dead", "is_database_unavailable"]
+__all__ = ["RETRY_AFTER_S", "DatabaseUnavailable", "StaleConnections", "connection_found_dead",
+           "is_database_unavailable"]
 
 # What a 503 tells the client to wait: long enough for a pool to reconnect or a failover
 # to finish its first step, short enough that a checkout customer does not notice.
@@ -45,12 +47,20 @@ else:  # pragma: no cover
     _PG_INTERFACE = ()
     _PG_INTERNAL = ()
 
+class DatabaseUnavailable(Exception):
+    """An outage the storage layer found by itself rather than a driver error: a SQLite
+    write batch lost with its connection (group_commit.BatchLost), where nothing was
+    written and a retry is safe."""
+
+
 # Network failures reaching the server. Not every OSError: a full disk or a missing file
 # is not something a retry in two seconds fixes.
 _NETWORK: Final = (ConnectionError, TimeoutError, socket.gaierror)
 
 
 def _is_unavailable_one(exc: BaseException) -> bool:
+    if isinstance(exc, DatabaseUnavailable):
+        return True
     if isinstance(exc, sa_exc.TimeoutError):  # the pool had no connection within its timeout
         return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:

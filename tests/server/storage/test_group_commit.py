@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.storage import create_database
 from paygate_server.storage.migrate import upgrade
 from paygate_server.storage.statements import Sql, execute, fetch_all
+from tests.support.eventually import eventually
 
 _INSERT = Sql("INSERT INTO merchants (id, name, created_at) VALUES (:id, :name, 1)")
 
@@ -55,7 +61,6 @@ async def test_a_unit_that_breaks_the_connection_loses_its_batch_and_nobody_hang
     statement does: not even its rollback runs) fails every unit of its batch, instead of
     leaving them waiting for a commit that never comes; the next unit gets a new batch."""
     from paygate_server.storage.group_commit import BatchLost
-    from tests.support.eventually import eventually
 
     db = create_database(sqlite_url)
     group = db._group
@@ -93,3 +98,97 @@ async def test_a_unit_that_breaks_the_connection_loses_its_batch_and_nobody_hang
         assert names == ["mer_after"]  # the lost batch wrote nothing
     finally:
         await db.dispose()
+
+
+# --- a cancelled unit is undone alone: the other units of its batch still commit ----------
+
+class _Block:
+    """A SQL function that holds the connection's thread until released: a statement that
+    is still running when its task is cancelled (no timing involved: the test releases it)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def __call__(self) -> int:
+        self.entered.set()
+        self.released.wait(10)
+        return 1
+
+    async def install(self, conn: AsyncConnection) -> None:
+        raw = await conn.get_raw_connection()
+        await raw.driver_connection.create_function("paygate_block", 0, self)  # type: ignore[union-attr]
+
+    async def cancel_inside(self, task: asyncio.Task[Any], times: int = 1) -> None:
+        """Cancel ``task`` (``times`` times) while the blocking statement runs, then let it end."""
+        assert self.entered.is_set() and not self.released.is_set() and not task.done()
+        for _ in range(times):
+            task.cancel()
+            await asyncio.sleep(0)  # each cancellation delivered before the next one
+        self.released.set()
+
+
+async def _block_through_sqlalchemy(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT paygate_block()"))
+
+
+async def _block_on_the_driver(conn: AsyncConnection) -> None:
+    await fetch_all(conn, Sql("SELECT paygate_block() AS b"))
+
+
+async def _ids(url: str) -> list[str]:
+    """What a new process (a new engine) finds written."""
+    other = create_database(url)
+    try:
+        async with other.read() as conn:
+            return [r["id"] for r in await fetch_all(conn, Sql("SELECT id FROM merchants ORDER BY id"))]
+    finally:
+        await other.dispose()
+
+
+@pytest.mark.parametrize("times", [1, 2])
+@pytest.mark.parametrize("block", [_block_through_sqlalchemy, _block_on_the_driver])
+async def test_a_unit_cancelled_inside_a_statement_is_undone_alone(
+        sqlite_url: str, block: Callable[[AsyncConnection], Awaitable[None]], times: int) -> None:
+    """Cancelled while its statement runs (shutdown, an ``asyncio.timeout``, a client gone),
+    once or twice: that unit is rolled back and its caller hears CancelledError; the unit
+    before it in the batch, which had finished and waits for the commit, is written; the
+    unit queued behind it starts only once it is undone."""
+    db = create_database(sqlite_url)
+    group = db._group
+    assert group is not None
+    group.max_age_s = 60.0  # one batch for the three units
+    blocker = _Block()
+    try:
+        first_written = asyncio.Event()
+
+        async def first() -> None:
+            async with db.write() as conn:
+                await blocker.install(conn)
+                await execute(conn, _INSERT, id="mer_first", name="first")
+                first_written.set()
+                await eventually(lambda: group._waiting == 1, what="the cancelled unit queued")
+
+        async def cancelled() -> None:
+            await first_written.wait()
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_cancelled", name="cancelled")
+                await block(conn)
+                await execute(conn, _INSERT, id="mer_never", name="never")
+
+        async def third() -> None:
+            await asyncio.to_thread(blocker.entered.wait, 10)
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_third", name="third")
+
+        tasks = [asyncio.create_task(first()), asyncio.create_task(cancelled()), asyncio.create_task(third())]
+        await asyncio.to_thread(blocker.entered.wait, 10)
+        await eventually(lambda: group._waiting == 1, what="the third unit queued")
+        await blocker.cancel_inside(tasks[1], times)
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        assert results[0] is None and isinstance(results[1], asyncio.CancelledError) and results[2] is None, results
+        assert group.batches == 1  # still one commit for the batch
+    finally:
+        blocker.released.set()
+        await db.dispose()
+    assert await _ids(sqlite_url) == ["mer_first", "mer_third"]
