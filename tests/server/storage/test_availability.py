@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 
 from paygate_server.storage import create_database
 from paygate_server.storage.availability import RETRY_AFTER_S, is_database_unavailable
+from paygate_server.storage.group_commit import BatchLost
 from paygate_server.storage.statements import Sql, execute
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as settings_for
@@ -96,6 +97,8 @@ def test_classification_of_real_errors(tmp_path: Path) -> None:
     assert is_database_unavailable(wrapped)
     assert is_database_unavailable(sa_exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached"))
     assert is_database_unavailable(ConnectionRefusedError(111, "Connect call failed"))
+    # A SQLite write batch lost with its connection: nothing of it was written, retry later.
+    assert is_database_unavailable(BatchLost("the write batch was lost with its connection: RuntimeError()"))
     # asyncpg on a connection the server is closing under it (seen across a restart under
     # load: tests/e2e/test_postgres_restart.py); its other internal errors stay bugs.
     assert is_database_unavailable(asyncpg.InternalClientError(

@@ -1,4 +1,5 @@
-"""SQLite group commit: units share a commit, a failing unit rolls back only itself."""
+"""SQLite group commit: units share a commit, a failing or cancelled unit rolls back only
+itself, and a batch lost with its connection wrote nothing and answers 503."""
 from __future__ import annotations
 
 import asyncio
@@ -7,13 +8,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.storage import create_database
+from paygate_server.storage.availability import RETRY_AFTER_S, is_database_unavailable
 from paygate_server.storage.migrate import upgrade
-from paygate_server.storage.statements import Sql, execute, fetch_all
+from paygate_server.storage.statements import Sql, execute, fetch_all, fetch_tuples
 from tests.support.eventually import eventually
 
 _INSERT = Sql("INSERT INTO merchants (id, name, created_at) VALUES (:id, :name, 1)")
@@ -28,6 +31,16 @@ async def sqlite_url(tmp_path: Path) -> str:
     finally:
         await db.dispose()
     return url
+
+
+async def _ids(url: str) -> list[str]:
+    """What a new process (a new engine) finds written."""
+    other = create_database(url)
+    try:
+        async with other.read() as conn:
+            return [r["id"] for r in await fetch_all(conn, Sql("SELECT id FROM merchants ORDER BY id"))]
+    finally:
+        await other.dispose()
 
 
 async def test_concurrent_units_share_commits_and_fail_alone(sqlite_url: str) -> None:
@@ -93,11 +106,30 @@ async def test_a_unit_that_breaks_the_connection_loses_its_batch_and_nobody_hang
         results = await asyncio.wait_for(asyncio.gather(first(), breaking(), third(), return_exceptions=True), 10)
         assert isinstance(results[0], BatchLost) and isinstance(results[1], RuntimeError), results
         assert results[2] is None, results
-        async with db.read() as conn:
-            names = [r["id"] for r in await fetch_all(conn, Sql("SELECT id FROM merchants ORDER BY id"))]
-        assert names == ["mer_after"]  # the lost batch wrote nothing
+        # An outage, not a bug: the HTTP layer answers 503 with Retry-After (SPEC §2) ...
+        assert is_database_unavailable(results[0])
+        # ... and the lost batch wrote nothing, as a new process sees: retrying is safe.
+        assert await _ids(sqlite_url) == ["mer_after"]
+        async with db.write() as conn:  # the retry
+            await execute(conn, _INSERT, id="mer_first", name="first")
     finally:
         await db.dispose()
+    assert await _ids(sqlite_url) == ["mer_after", "mer_first"]
+
+
+async def test_a_lost_batch_answers_503_with_retry_after() -> None:
+    from paygate_server.http.middleware import RequestIdMiddleware
+    from paygate_server.storage.group_commit import BatchLost
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise BatchLost("the write batch was lost with its connection: OperationalError('disk I/O error')")
+
+    transport = httpx.ASGITransport(app=RequestIdMiddleware(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        r = await client.post("/v1/payment_intents")
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "service_unavailable"
+    assert r.headers["retry-after"] == str(RETRY_AFTER_S)
 
 
 # --- a cancelled unit is undone alone: the other units of its batch still commit ----------
@@ -134,16 +166,6 @@ async def _block_through_sqlalchemy(conn: AsyncConnection) -> None:
 
 async def _block_on_the_driver(conn: AsyncConnection) -> None:
     await fetch_all(conn, Sql("SELECT paygate_block() AS b"))
-
-
-async def _ids(url: str) -> list[str]:
-    """What a new process (a new engine) finds written."""
-    other = create_database(url)
-    try:
-        async with other.read() as conn:
-            return [r["id"] for r in await fetch_all(conn, Sql("SELECT id FROM merchants ORDER BY id"))]
-    finally:
-        await other.dispose()
 
 
 @pytest.mark.parametrize("times", [1, 2])
@@ -192,3 +214,45 @@ async def test_a_unit_cancelled_inside_a_statement_is_undone_alone(
         blocker.released.set()
         await db.dispose()
     assert await _ids(sqlite_url) == ["mer_first", "mer_third"]
+
+
+@pytest.mark.parametrize("times", [1, 2])
+async def test_a_unit_cancelled_after_its_work_is_part_of_the_batch(sqlite_url: str, times: int) -> None:
+    """Cancelled while its RELEASE waits for the connection (and, the second time, while
+    the commit does): its writes are the batch's, its caller hears CancelledError, and the
+    other unit of the batch is written — by the one commit."""
+    db = create_database(sqlite_url)
+    group = db._group
+    assert group is not None
+    group.max_age_s = 60.0
+    blocker = _Block()
+    try:
+        first_written, work_done = asyncio.Event(), asyncio.Event()
+
+        async def first() -> None:
+            async with db.write() as conn:
+                await blocker.install(conn)
+                await execute(conn, _INSERT, id="mer_first", name="first")
+                first_written.set()
+                await eventually(lambda: group._waiting == 1, what="the second unit queued")
+
+        async def second() -> None:
+            await first_written.wait()
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_second", name="second")
+                # The connection's thread busy when the unit's RELEASE is sent behind it.
+                busy = asyncio.ensure_future(fetch_tuples(conn, Sql("SELECT paygate_block()")))
+                await asyncio.to_thread(blocker.entered.wait, 10)
+                work_done.set()
+            await busy
+
+        tasks = [asyncio.create_task(first()), asyncio.create_task(second())]
+        await work_done.wait()  # the second unit now waits for its RELEASE
+        await blocker.cancel_inside(tasks[1], times)
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        assert results[0] is None and isinstance(results[1], asyncio.CancelledError), results
+        assert group.batches == 1
+    finally:
+        blocker.released.set()
+        await db.dispose()
+    assert await _ids(sqlite_url) == ["mer_first", "mer_second"]
