@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from paygate_server.storage import create_database
 from paygate_server.storage.availability import RETRY_AFTER_S, is_database_unavailable
 from paygate_server.storage.migrate import upgrade
-from paygate_server.storage.statements import Sql, execute, fetch_all, fetch_tuples
+from paygate_server.storage.statements import Sql, execute, fetch_all, fetch_tuples, fetch_value
 from tests.support.eventually import eventually
 
 _INSERT = Sql("INSERT INTO merchants (id, name, created_at) VALUES (:id, :name, 1)")
@@ -256,3 +257,44 @@ async def test_a_unit_cancelled_after_its_work_is_part_of_the_batch(sqlite_url: 
         blocker.released.set()
         await db.dispose()
     assert await _ids(sqlite_url) == ["mer_first", "mer_second"]
+
+
+async def test_postgresql_has_no_batch_to_lose(database_url: str) -> None:
+    """PostgreSQL writes are transactions of their own on pooled connections (no group
+    commit): a write cancelled inside a statement takes only its own transaction with it."""
+    if not database_url.startswith("postgres"):
+        pytest.skip("PostgreSQL: SQLite's case is the tests above")
+    db = create_database(database_url)
+    assert db._group is None
+    suffix = uuid.uuid4().hex[:12]
+    try:
+        async def cancelled() -> None:
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id=f"mer_cancelled_{suffix}", name="cancelled")
+                await conn.execute(text(f"SELECT pg_sleep(30), '{suffix}'"))
+
+        async def other() -> None:
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id=f"mer_other_{suffix}", name="other")
+
+        task = asyncio.create_task(cancelled())
+
+        async def sleeping() -> int:
+            async with db.read() as conn:
+                return int(await fetch_value(conn, Sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE :q AND state = 'active'"),
+                    q=f"SELECT pg_sleep(30), '{suffix}'%"))
+
+        await eventually(sleeping, until=lambda n: n == 1, what="the statement in flight")
+        await other()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with db.write() as conn:  # the pool still serves writes
+            await execute(conn, _INSERT, id=f"mer_two_{suffix}", name="two")
+        async with db.read() as conn:
+            found = await fetch_all(conn, Sql("SELECT id FROM merchants WHERE id LIKE :p ORDER BY id"), p=f"%{suffix}")
+        assert [r["id"] for r in found] == [f"mer_other_{suffix}", f"mer_two_{suffix}"]
+    finally:
+        await db.dispose()
+
