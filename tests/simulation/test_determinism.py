@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-from paygate_server.simulation import world
 from paygate_server.simulation.runner import run_traced
 
 SEEDS = range(12)
@@ -49,13 +48,3 @@ def test_a_seed_runs_the_same_in_another_process(webhooks: bool) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["digest"] == seed.digest
 
-
-def test_the_threadless_driver_gives_the_histories_aiosqlite_gives(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The simulation's gateway processes run their statements through
-    storage/inline_sqlite.py (aiosqlite's connection without its thread, a third of a seed's
-    CPU time). Through aiosqlite itself, every history is the same, bit for bit."""
-    inline = run_traced(SEEDS)
-    monkeypatch.setattr(world, "inline_creator", lambda path: None)  # no async_creator: aiosqlite
-    threaded = run_traced(SEEDS)
-    assert [r.digest for r in inline] == [r.digest for r in threaded]
-    assert any(r.events and r.faults["crash"] for r in inline)  # crashes and webhooks among them

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sqlalchemy import text
 
 from paygate_server.simulation.loop import SimulatedCrash, SimulatedLoop, Stalled
 from paygate_server.storage import create_database
+from paygate_server.storage.inline_sqlite import inline_creator
 
 
 def test_time_jumps_to_the_next_timer() -> None:
@@ -54,10 +56,15 @@ def test_a_crash_at_a_turn_stops_the_loop_there() -> None:
         loop.close()
 
 
-def test_database_results_come_back_in_the_order_they_were_asked(tmp_path: Path) -> None:
-    """Concurrent statements on several connections: the same interleaving every run."""
+@pytest.mark.parametrize("threadless", [False, True], ids=["aiosqlite", "inline"])
+def test_database_results_come_back_in_the_order_they_were_asked(tmp_path: Path, threadless: bool) -> None:
+    """Concurrent statements on several connections: the same interleaving every run, with
+    aiosqlite's threads and with the simulation's threadless connections (which start none)."""
+    path = tmp_path / "order.db"
+    threads_before = threading.active_count()
+
     async def run() -> list[tuple[int, int]]:
-        db = create_database(f"sqlite:///{tmp_path / 'order.db'}")
+        db = create_database(f"sqlite:///{path}", async_creator=inline_creator(path) if threadless else None)
         async with db.write() as conn:
             await conn.execute(text("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
             await conn.execute(text("DELETE FROM t"))
@@ -70,6 +77,8 @@ def test_database_results_come_back_in_the_order_they_were_asked(tmp_path: Path)
                 seen.append((i, (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()))
 
         await asyncio.gather(*(worker(i) for i in range(12)))
+        if threadless:
+            assert threading.active_count() == threads_before
         await db.dispose()
         return seen
 
