@@ -1,7 +1,7 @@
 """``GET /metrics``: the registry's series plus gauges read from the database on scrape.
 
 Database-derived gauges (intents by status, the reconciler's and the webhook sender's
-backlogs) are re-read at most every ``PAYGATE_METRICS_DB_REFRESH_S`` (default 5 s), so a
+backlogs, the change log's size) are re-read at most every ``PAYGATE_METRICS_DB_REFRESH_S`` (default 5 s), so a
 tight scrape loop cannot turn into a table-scan loop. The webhook backlog is the pending
 rows of ``webhook_deliveries``.
 
@@ -35,7 +35,7 @@ from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.schemas import STATUSES
 from paygate_server.observability.metrics import scrape_registry
 from paygate_server.storage.gauges import read_payment_counts, read_webhook_backlog
-from paygate_server.storage.history_prune import HistoryPruneStore
+from paygate_server.storage.history_prune import HistoryPruneStore, LogSize
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -79,6 +79,7 @@ class DatabaseGauges:
         try:
             counts = await read_payment_counts(gateway.db)
             webhooks = await read_webhook_backlog(gateway.db)
+            history = await HistoryPruneStore(gateway.db).size()
         except Exception as exc:
             # One line per refresh, not a traceback every few seconds for as long as it lasts.
             log.warning("metrics: reading the database failed, its gauges are left out: %s", _one_line(exc))
@@ -96,7 +97,7 @@ class DatabaseGauges:
         ]
         families.append(GaugeMetricFamily("paygate_webhook_backlog",
                                           "Webhook deliveries not yet delivered or given up.", value=webhooks))
-        families.extend(await _history_gauges(gateway))
+        families.extend(_history_gauges(history))
         return families
 
 
@@ -105,13 +106,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-async def _history_gauges(gateway: Gateway) -> list[Metric]:
+def _history_gauges(size: LogSize) -> list[Metric]:
     """The change log's size in the database and the archive's lag (docs/history.md)."""
-    try:
-        size = await HistoryPruneStore(gateway.db).size()
-    except Exception:
-        log.exception("metrics: reading the change log's size failed")
-        return []
     families: list[Metric] = [
         GaugeMetricFamily("paygate_change_log_rows",
                           "Change-log rows in the database (PostgreSQL: the planner's estimate).", value=size.rows),

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from paygate_server.observability import InstrumentedConnector, scrape
 from paygate_server.storage import create_database
 from paygate_server.storage.gauges import read_webhook_backlog
+from paygate_server.storage.history_prune import HistoryPruneStore
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as make_settings
 
@@ -115,6 +116,30 @@ async def test_a_database_outage_is_visible_on_metrics_not_a_healthy_zero(
     assert "gauges are left out" in records[0].getMessage()
     assert _value(healed, "paygate_metrics_database_up") == 1.0
     assert _value(healed, "paygate_webhook_backlog") is not None
+
+
+async def test_a_failed_read_of_the_change_log_size_is_an_outage_of_the_gauges_too(
+        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The change log's size is a database gauge like the others: its failed read makes
+    ``database_up`` 0 (one line logged, no traceback), never a 1 with gauges missing."""
+    settings = make_settings(database_url, tmp_path, metrics_db_refresh_s=0.0)
+    dead = create_database(_unreachable(database_url, tmp_path))
+    monkeypatch.setattr(scrape, "HistoryPruneStore", lambda db: HistoryPruneStore(dead))
+    try:
+        async with running_gateway(settings) as gw:
+            with caplog.at_level(logging.WARNING, logger="paygate.metrics"):
+                r = await gw.http.get("/metrics")
+            monkeypatch.setattr(scrape, "HistoryPruneStore", HistoryPruneStore)
+            healed = _samples((await gw.http.get("/metrics")).text)
+    finally:
+        await dead.dispose()
+    samples = _samples(r.text)
+    assert r.status_code == 200 and _value(samples, "paygate_metrics_database_up") == 0.0
+    assert _value(samples, "paygate_change_log_rows") is None and _value(samples, "paygate_webhook_backlog") is None
+    records = [rec for rec in caplog.records if rec.name == "paygate.metrics"]
+    assert len(records) == 1 and records[0].exc_info is None and "\n" not in records[0].getMessage()
+    assert _value(healed, "paygate_metrics_database_up") == 1.0
+    assert _value(healed, "paygate_change_log_rows") is not None
 
 
 async def test_metrics_token_is_required_when_configured(database_url: str, tmp_path: Path) -> None:
