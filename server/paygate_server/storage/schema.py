@@ -31,6 +31,8 @@ merchants = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The console's merchants list, newest first by (created_at, id) (migration 0009).
+    Index("ix_merchants_created", "created_at", "id"),
 )
 
 merchant_origins = Table(
