@@ -1,26 +1,34 @@
 """``paygate audit``: prove that the history is whole over all time, and show one intent's timeline.
 
 ``paygate audit verify`` (:func:`verify_archive`) checks, pruned or not: the manifest's hash
-chain; each segment's checksum, size and count; change ids gap-free from 1 to the newest
-across archive ∪ database; each intent's sequences gap-free; every change held in both
-places identical; every segment in the index by intent. Duplicates are counted, harmless.
-It streams (see the function).
+chain; each segment's checksum, size and count; each intent's sequences gap-free; each
+captured row's newest change (archive ∪ database) equal to the row as it is now; every change
+held in both places identical; every segment in the index by intent; change ids gap-free from
+1 to the newest across archive ∪ database where the change log's ids are gap-free (SQLite) —
+on PostgreSQL a hole is an id a rolled-back transaction took, reported, not a failure.
+Duplicates are counted, harmless. It streams (see the function).
 """
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_right
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
 from paygate_server.cdc.index import is_indexed, reindexed_segments
 from paygate_server.intents.history import render_history
 from paygate_server.storage import Database
-from paygate_server.storage.change_log import ChangeLog
+from paygate_server.storage.change_log import ChangeLog, EntityRow
 from paygate_server.storage.changes import Change
 from paygate_server.storage.relay_offsets import read_offset
+from paygate_server.storage.schema import CAPTURED_TABLES
 
-__all__ = ["VerifyReport", "verify_archive", "format_timeline", "IdIntervals", "SequenceTracker", "holes"]
+__all__ = ["VerifyReport", "verify_archive", "format_timeline", "IdIntervals", "SequenceTracker", "holes",
+           "split_ranges", "EntityTracker"]
 
 PAGE = 5000
 MAX_LISTED = 20
@@ -88,6 +96,75 @@ def holes(a: IdIntervals, b: IdIntervals, upto: int) -> list[tuple[int, int]]:
     if covered < upto:
         out.append((covered + 1, upto))
     return out
+
+
+def split_ranges(ranges: list[tuple[int, int]], within: Iterable[tuple[int, int]]
+                 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """``ranges`` (sorted, disjoint) cut into the parts inside some range of ``within`` and the rest."""
+    cover = sorted(within)
+    inside: list[tuple[int, int]] = []
+    outside: list[tuple[int, int]] = []
+    for a, b in ranges:
+        at = a
+        for c, d in cover:
+            if d < at or c > b:
+                continue
+            if c > at:
+                outside.append((at, c - 1))
+            inside.append((max(at, c), min(b, d)))
+            at = min(b, d) + 1
+            if at > b:
+                break
+        if at <= b:
+            outside.append((at, b))
+    return inside, outside
+
+
+def _digest(data: Mapping[str, Any], keys: Iterable[str]) -> bytes:
+    """A digest of the snapshot's values under ``keys`` (parsed JSON, key order irrelevant)."""
+    body = orjson.dumps({k: data.get(k) for k in keys}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
+class EntityTracker:
+    """Per entity (a captured row) seen in the archive: its newest change's sequence, its id,
+    the keys of its snapshot (one shared set per shape of row) and a 16-byte digest of the
+    snapshot — so a row can be compared with its newest archived change after the archive
+    pass without holding the change. Memory: one small record per entity."""
+
+    def __init__(self) -> None:
+        self.newest: dict[tuple[str, str], tuple[int, int, frozenset[str], bytes]] = {}
+        self._shapes: dict[frozenset[str], frozenset[str]] = {}
+
+    def add(self, change: Change) -> None:
+        key = (change.entity, change.entity_id)
+        held = self.newest.get(key)
+        if held is not None and held[0] >= change.intent_seq:
+            return
+        data = change.snapshot()
+        shape = frozenset(data)
+        keys = self._shapes.setdefault(shape, shape)
+        self.newest[key] = (change.intent_seq, change.id, keys, _digest(data, keys))
+
+
+def _entity_problem(row: EntityRow, archived: tuple[int, int, frozenset[str], bytes] | None) -> str | None:
+    """Why the row is not its newest change (archive ∪ database), or None. Only the keys the
+    change's snapshot has are compared: a column added after the change was captured is not
+    in it (as in a timeline, where it shows as null)."""
+    if row.newest_seq is not None and row.newest_data is not None and (
+            archived is None or row.newest_seq >= archived[0]):
+        stored = orjson.loads(row.newest_data)
+        current = orjson.loads(row.data)
+        if set(stored) <= set(current) and all(current[k] == v for k, v in stored.items()):
+            return None
+        return f"its newest change (id {row.newest_id}, sequence {row.newest_seq}) differs from the row"
+    if archived is None:
+        return "no change in the archive or the database"
+    seq, change_id, keys, digest = archived
+    current = orjson.loads(row.data)
+    if keys <= set(current) and _digest(current, keys) == digest:
+        return None
+    return f"its newest change (id {change_id}, sequence {seq}, archive only) differs from the row"
 
 
 class SequenceTracker:
@@ -166,22 +243,45 @@ class VerifyReport:
     missing: IdSample = field(default_factory=IdSample)  # the relay passed it, the archive lacks it
     mismatched: IdSample = field(default_factory=IdSample)  # archive and database differ
     lost: list[tuple[int, int]] = field(default_factory=list)  # id ranges in neither place
+    # PostgreSQL: id ranges in neither place taken by transactions that rolled back (a
+    # sequence is not transactional); information, not a failure — the entity and sequence
+    # checks are what prove no committed change is missing. Always empty on SQLite.
+    never_committed: list[tuple[int, int]] = field(default_factory=list)
+    ids_gap_free: bool = True  # the change log's ids have no holes by construction (SQLite)
+    entities: int = 0  # captured rows checked against their newest change
+    stale: list[str] = field(default_factory=list)  # rows whose newest change is not the row (the first few)
+    stale_count: int = 0
     # What verify held, for the operator and the tests: the most id intervals at once
-    # (bounded by gaps) and the intents tracked (one integer each).
+    # (bounded by gaps), the intents tracked (one integer each) and the entities tracked
+    # (one small record each: see EntityTracker).
     intervals_peak: int = 0
     intents_tracked: int = 0
+    entities_tracked: int = 0
 
     @property
     def lost_count(self) -> int:
         return sum(b - a + 1 for a, b in self.lost)
 
     @property
+    def never_committed_count(self) -> int:
+        return sum(b - a + 1 for a, b in self.never_committed)
+
+    @property
     def ok(self) -> bool:
-        return not (self.problems or self.missing or self.mismatched or self.lost)
+        return not (self.problems or self.missing or self.mismatched or self.lost or self.stale_count)
+
+    def add_stale(self, text: str) -> None:
+        self.stale_count += 1
+        if len(self.stale) < MAX_LISTED:
+            self.stale.append(text)
+
+    @staticmethod
+    def _ranges_text(ranges: list[tuple[int, int]]) -> str:
+        shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:MAX_LISTED]]
+        return ", ".join(shown) + (" …" if len(ranges) > MAX_LISTED else "")
 
     def lost_text(self) -> str:
-        shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in self.lost[:MAX_LISTED]]
-        return ", ".join(shown) + (" …" if len(self.lost) > MAX_LISTED else "")
+        return self._ranges_text(self.lost)
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "archive": self.archive, "segments": self.segments, "archived": self.archived,
@@ -190,14 +290,23 @@ class VerifyReport:
                 "missing": self.missing.first, "missingCount": self.missing.count,
                 "mismatched": self.mismatched.first, "mismatchedCount": self.mismatched.count,
                 "lost": [list(r) for r in self.lost[:MAX_LISTED]], "lostCount": self.lost_count,
-                "intervalsPeak": self.intervals_peak, "intentsTracked": self.intents_tracked}
+                "intervalsPeak": self.intervals_peak, "intentsTracked": self.intents_tracked,
+                "idsGapFree": self.ids_gap_free,
+                "neverCommitted": [list(r) for r in self.never_committed[:MAX_LISTED]],
+                "neverCommittedCount": self.never_committed_count,
+                "entities": self.entities, "stale": self.stale, "staleCount": self.stale_count,
+                "entitiesTracked": self.entities_tracked}
 
     def text(self) -> str:
         lines = [f"archive {self.archive}: {self.segments} segments, {self.archived} changes"
                  f" ({self.duplicates} duplicate copies)",
                  f"database: {self.database} changes, {self.pending} not yet archived (relay lag),"
                  f" {self.archive_only} archived changes no longer in it (pruned)",
-                 f"change ids 1..{self.newest}"]
+                 f"change ids 1..{self.newest}",
+                 f"rows: {self.entities} checked against their newest change"]
+        if self.never_committed:
+            lines.append(f"{self.never_committed_count} change ids never committed (rolled-back transactions):"
+                         f" {self._ranges_text(self.never_committed)}")
         lines += [f"PROBLEM {p}" for p in self.problems]
         for label, sample in (("missing from the archive", self.missing),
                               ("differ between the archive and the database", self.mismatched)):
@@ -206,6 +315,9 @@ class VerifyReport:
         if self.lost:
             lines.append(f"PROBLEM {self.lost_count} changes in neither the archive nor the database:"
                          f" {self.lost_text()}")
+        if self.stale_count:
+            lines.append(f"PROBLEM {self.stale_count} rows whose newest change is not the row as it is now:"
+                         f" {'; '.join(self.stale)}{' …' if self.stale_count > len(self.stale) else ''}")
         lines.append("OK: every change ever captured is in the archive or the database, identical where in both"
                      if self.ok else "FAILED")
         return "\n".join(lines)
@@ -242,10 +354,21 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
     it is in both: one streaming pass over the archive (a segment at a time, each compared with
     the database's rows in its id range) and one over the database (a page at a time). Held in
     memory: the manifest's entry names, the ids seen as intervals (:class:`IdIntervals`:
-    bounded by the gaps), one integer per intent seen (:class:`SequenceTracker`), one segment."""
+    bounded by the gaps), one integer per intent seen (:class:`SequenceTracker`), one small
+    record per entity archived (:class:`EntityTracker`), one segment or page.
+
+    Then a pass over the captured tables (a page at a time): each row's newest change must be
+    the row as it is now — the trigger's own snapshot expression, evaluated in the same read as
+    the database's newest change of the entity, so writes during verify do not disturb it.
+    With the per-intent sequences this catches a change lost anywhere, its tail included,
+    without relying on global ids. Those are gap-free only where the change log says so
+    (:attr:`ChangeLog.ids_gap_free`); elsewhere a hole outside any unreadable segment is an id
+    a rolled-back transaction took (``never_committed``)."""
     report = VerifyReport(reader.store.describe())
     archived, database_only = IdIntervals(), IdIntervals()
     sequences = SequenceTracker()
+    entities = EntityTracker()
+    unreadable: list[tuple[int, int]] = []  # the id ranges of segments that could not be read
     log = ChangeLog(db)
     reindexed = await reindexed_segments(reader.store)
     unindexed: list[int] = []
@@ -259,6 +382,8 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
             changes = await reader.segment(entry)
         except ArchiveProblem as exc:
             _problem(report, str(exc))
+            if isinstance(entry.fields.get("firstId"), int) and isinstance(entry.fields.get("lastId"), int):
+                unreadable.append((entry.fields["firstId"], entry.fields["lastId"]))
             continue
         fresh = []
         for change in changes:
@@ -266,6 +391,7 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
                 report.duplicates += 1
                 continue
             fresh.append(change)
+            entities.add(change)
             if (problem := sequences.add(change.intent_id, change.intent_seq)) is not None:
                 _problem(report, problem)
         report.archived += len(fresh)
@@ -294,10 +420,30 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
     for gap in sequences.gaps():
         _problem(report, gap)
     report.newest = max(archived.ends[-1] if len(archived) else 0, after)
-    report.lost = holes(archived, database_only, report.newest)
+    gaps = holes(archived, database_only, report.newest)
+    report.ids_gap_free = log.ids_gap_free
+    if report.ids_gap_free:
+        report.lost = gaps
+    else:  # an id an unreadable segment held is lost; any other hole was never committed
+        report.lost, report.never_committed = split_ranges(gaps, unreadable)
     report.intervals_peak = max(archived.peak, database_only.peak)
     report.intents_tracked = len(sequences.next)
+    report.entities_tracked = len(entities.newest)
+    await _check_rows(log, entities, report)
     return report
+
+
+async def _check_rows(log: ChangeLog, entities: EntityTracker, report: VerifyReport) -> None:
+    """Every captured row against its newest change, archive ∪ database (see verify_archive)."""
+    for table in CAPTURED_TABLES:
+        after = ""
+        while page := await log.rows(table, after, PAGE):
+            after = page[-1].entity_id
+            for row in page:
+                report.entities += 1
+                why = _entity_problem(row, entities.newest.get((row.entity, row.entity_id)))
+                if why is not None:
+                    report.add_stale(f"{row.entity} {row.entity_id}: {why}")
 
 
 def _summary(data: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ from sqlalchemy import Connection, Table, inspect
 
 from paygate_server.storage.schema import CAPTURED_TABLES, metadata
 
-__all__ = ["install_statements", "live_columns", "uninstall_statements", "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL"]
+__all__ = ["install_statements", "live_columns", "uninstall_statements", "snapshot_expr", "intent_id_expr",
+           "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL"]
 
 NOTIFY_CHANNEL = "paygate_changes"
 
@@ -28,13 +29,27 @@ NOTIFY_CHANNEL = "paygate_changes"
 SNAPSHOT_EXCLUDED = {"client_secret_hash", "vault_id", "card_fingerprint"}
 
 
-def _intent_id_expr(table_name: str) -> str:
-    return "NEW.id" if table_name == "payment_intents" else "NEW.intent_id"
+def intent_id_expr(table_name: str, row: str = "NEW") -> str:
+    """The intent a row of ``table_name`` (SQL name ``row``) belongs to."""
+    return f"{row}.id" if table_name == "payment_intents" else f"{row}.intent_id"
 
 
 def _snapshot_columns(table: Table, present: Collection[str] | None) -> list[str]:
     return [c.name for c in table.columns
             if c.name not in SNAPSHOT_EXCLUDED and (present is None or c.name in present)]
+
+
+def snapshot_expr(dialect: str, table_name: str, row: str = "NEW", present: Collection[str] | None = None) -> str:
+    """The JSON snapshot of a captured row (SQL name ``row``) as a change's ``data`` holds it:
+    the one expression per dialect, used by the capture triggers (``NEW``) and by ``paygate
+    audit verify`` to compute what a row's newest change must be (a table alias). PostgreSQL:
+    a jsonb value (the trigger stores it as text); SQLite: JSON text."""
+    table = metadata.tables[table_name]
+    if dialect == "postgresql":
+        excluded = "".join(f" - '{c}'" for c in sorted(SNAPSHOT_EXCLUDED) if c in table.columns)
+        return f"to_jsonb({row}){excluded}"
+    pairs = ", ".join(f"'{c}', {row}.{c}" for c in _snapshot_columns(table, present))
+    return f"json_object({pairs})"
 
 
 def _last_seq(intent: str, pruning: bool) -> str:
@@ -46,23 +61,19 @@ def _last_seq(intent: str, pruning: bool) -> str:
 
 
 def _sqlite_statements(table_name: str, entity: str, present: Collection[str] | None, pruning: bool) -> list[str]:
-    table = metadata.tables[table_name]
-    pairs = ", ".join(f"'{c}', NEW.{c}" for c in _snapshot_columns(table, present))
-    intent = _intent_id_expr(table_name)
+    intent = intent_id_expr(table_name)
     return [f"""CREATE TRIGGER trg_{table_name}_capture_{op} AFTER {op.upper()} ON {table_name}
 FOR EACH ROW BEGIN
   INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at)
   VALUES ('{entity}', NEW.id, '{op}', {intent}, NEW.merchant_id,
           (SELECT {_last_seq(intent, pruning)} + 1 FROM change_log WHERE intent_id = {intent}),
-          json_object({pairs}), NULL, NEW.updated_at);
+          {snapshot_expr('sqlite', table_name, 'NEW', present)}, NULL, NEW.updated_at);
 END""" for op in ("insert", "update")]
 
 
 def _postgres_statements(table_name: str, entity: str, _present: Collection[str] | None, pruning: bool) -> list[str]:
-    table = metadata.tables[table_name]
-    excluded = " - ".join(f"'{c}'" for c in SNAPSHOT_EXCLUDED if c in table.columns)
-    snapshot = f"to_jsonb(NEW) - {excluded}" if excluded else "to_jsonb(NEW)"
-    intent = _intent_id_expr(table_name)
+    snapshot = snapshot_expr("postgresql", table_name, "NEW")
+    intent = intent_id_expr(table_name)
     lock = (
         ""
         if table_name == "payment_intents"

@@ -44,11 +44,13 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from paygate_server.storage.capture import intent_id_expr, snapshot_expr
 from paygate_server.storage.changes import START, Change, Position
 from paygate_server.storage.engine import Database
+from paygate_server.storage.schema import CAPTURED_TABLES
 from paygate_server.storage.statements import Sql, fetch_one, fetch_tuples
 
-__all__ = ["Batch", "ChangeLog", "ChangeReader", "PostgresReader", "SqliteReader", "reader_for"]
+__all__ = ["Batch", "ChangeLog", "ChangeReader", "EntityRow", "PostgresReader", "SqliteReader", "reader_for"]
 
 # The columns of a Change, in its field order: ``Change(*row, position)``.
 _COLUMNS = "id, entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at"
@@ -207,11 +209,68 @@ _OF_MERCHANTS_INTENT = Sql(f"SELECT {_COLUMNS} FROM change_log WHERE intent_id =
                            " AND merchant_id = :merchant_id ORDER BY intent_seq")
 
 
+def _rows_sql(dialect: str, table_name: str) -> Sql:
+    """A page of ``table_name``'s rows by id: each row's snapshot as its capture trigger would
+    write it now (:func:`.capture.snapshot_expr`, the same expression) and, in the same
+    statement — so the same consistent read —, the entity's newest change still in the log
+    (found through the intent's changes, ``ix_change_log_intent_seq``)."""
+    entity = CAPTURED_TABLES[table_name]
+    intent = intent_id_expr(table_name, "t")
+    snapshot = snapshot_expr(dialect, table_name, "t")
+    if dialect == "postgresql":
+        snapshot = f"({snapshot})::text"
+    return Sql(f"""
+SELECT r.id, r.intent_id, r.snap, c.id, c.intent_seq, c.data FROM (
+  SELECT t.id AS id, {intent} AS intent_id, {snapshot} AS snap,
+    (SELECT n.id FROM change_log n WHERE n.intent_id = {intent} AND n.entity = '{entity}'
+       AND n.entity_id = t.id ORDER BY n.intent_seq DESC LIMIT 1) AS newest
+  FROM {table_name} t WHERE t.id > :after ORDER BY t.id LIMIT :page_size) r
+LEFT JOIN change_log c ON c.id = r.newest
+ORDER BY r.id
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRow:
+    """A captured row as it is now, next to its newest change still in the log."""
+
+    entity: str
+    entity_id: str
+    intent_id: str
+    data: str  # the snapshot the capture trigger would write for the row now (JSON text)
+    newest_id: int | None  # the entity's newest change in the log (None: none left, or never)
+    newest_seq: int | None
+    newest_data: str | None
+
+
 class ChangeLog:
     """Plain reads of the whole log, each in a transaction of its own (the audit, timelines)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._rows: dict[str, Sql] = {}
+
+    @property
+    def ids_gap_free(self) -> bool:
+        """Whether every change id from 1 to the newest was committed. SQLite: yes — an
+        ``AUTOINCREMENT`` id's counter (``sqlite_sequence``) is written in the inserting
+        transaction and rolled back with it, also when a statement aborts inside a
+        transaction, so a rolled-back capture leaves no hole; only pruning deletes rows
+        (and it keeps the counter). PostgreSQL: no — ids come from a sequence, which a
+        rolled-back transaction does not give back, so a capture that rolls back leaves an
+        id that never existed."""
+        return self._db.is_sqlite
+
+    async def rows(self, table_name: str, after_id: str, limit: int) -> list[EntityRow]:
+        """Up to ``limit`` rows of a captured table with an id above ``after_id``, by id, each
+        with its current snapshot and its entity's newest change in the log."""
+        sql = self._rows.get(table_name)
+        if sql is None:
+            sql = self._rows[table_name] = _rows_sql("sqlite" if self._db.is_sqlite else "postgresql", table_name)
+        async with self._db.read() as conn:
+            rows = await fetch_tuples(conn, sql, after=after_id, page_size=limit)
+        entity = CAPTURED_TABLES[table_name]
+        return [EntityRow(entity, *r) for r in rows]
 
     async def after(self, after_id: int, limit: int) -> list[Change]:
         """Up to ``limit`` changes with an id above ``after_id``, by id."""
