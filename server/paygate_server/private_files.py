@@ -27,7 +27,11 @@ def use_private_umask() -> None:
 def private_dir(path: Path, *, tighten: bool = True) -> Path:
     """Create ``path`` (and missing parents) 0700. With ``tighten``, an existing folder
     owned by us is made 0700 too (never a parent: someone may share it)."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
+    missing: list[Path] = []
+    for p in (path, *path.parents):  # up to the first that exists: its parents exist too
+        if p.exists():
+            break
+        missing.append(p)
     path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     for created in missing:  # mkdir's mode is filtered by the umask; parents get the default
         os.chmod(created, _DIR_MODE)
