@@ -29,6 +29,7 @@ from paygate_server.processing.connectors import (
     RefundRequest,
     SimulatorConnector,
 )
+from tests.support.eventually import eventually
 from tests.support.http_stub import CLOSE, HANG, RESET, Action, Raw, Reply, Seen, StubServer
 
 O = ChargeOutcome  # noqa: E741 - a one-letter alias keeps the outcome tables readable
@@ -173,8 +174,16 @@ async def test_a_cancelled_call_never_leaves_its_answer_to_the_next_one() -> Non
         SimulatorConnector(stub.url) as connector,
     ):
         with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):  # as the processing service's attempt deadline
+            # As the processing service's attempt deadline, expiring once the charge is at
+            # the processor (a fixed 50 ms could expire before it was sent, on a busy box).
+            async with asyncio.timeout(None) as deadline:
+                async def expire_once_sent() -> None:
+                    await eventually(lambda: stub.seen, what="the charge at the processor")
+                    deadline.reschedule(asyncio.get_running_loop().time())
+
+                expiring = asyncio.create_task(expire_once_sent())
                 await connector.charge(REQUEST)
+        await expiring
         await asyncio.wait_for(stub.wait_ended(0), 5)
         assert (await connector.lookup(REF)).outcome is O.APPROVED
     assert [s.connection for s in stub.seen] == [0, 1]
