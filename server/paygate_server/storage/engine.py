@@ -50,6 +50,8 @@ class Database:
                  async_creator: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.url = normalize_database_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
+        if async_creator is not None and not self.is_sqlite:
+            raise ValueError("async_creator is for SQLite's driver connections (the simulation's)")
         self._group: GroupCommitter | None = None
         if self.is_sqlite:
             _private_sqlite_files(make_url(self.url).database)
