@@ -198,10 +198,13 @@ class Reconciler:
         connector = await self._connector(attempt.connector)
         if attempt.kind in ("capture", "void"):
             return await self._check_follow_up(check, txn, attempt, connector)
+        # What a look-up says is the processor's state when the look-up reached it, not when its
+        # answer came back: the windows below are judged at the time it was asked.
+        asked_at = now_us()
         result = await connector.lookup(txn["reference"], processor_id=attempt.processor_id)
         label = result.outcome.value
         check_by = None
-        past_window = now_us() >= txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)
+        past_window = asked_at >= txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)
         if result.outcome is ChargeOutcome.UNKNOWN and past_window:
             sent = check.last_result == _CANCEL_SENT
             if not sent:
@@ -213,7 +216,7 @@ class Reconciler:
         if result.outcome is ChargeOutcome.NOT_FOUND:
             # Integer µs on both sides: a check due exactly at the deadline is past it.
             never_received_at = txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)
-            if now_us() >= never_received_at:
+            if asked_at >= never_received_at:
                 result = ChargeResult(txn["reference"], ChargeOutcome.FAILED,
                                       message="the processor never received this attempt")
                 label = "failed_never_received"
@@ -240,8 +243,11 @@ class Reconciler:
         would then do it at the processor behind the gateway's back (found by the
         simulation, docs/reliability.md). So: not before the request path's in-flight grace
         (a hold-expiry void is the reconciler's own: nobody sent it before), and after a
-        resend without an answer, not before that resend's own grace."""
+        resend without an answer, not before that resend's own grace. Judged at the time the
+        look-up was asked: a "not found" answer that took a while to come back may be older than
+        a send that arrived meanwhile (found by the long simulation run: seed 84555)."""
         assert attempt.charge_reference is not None
+        asked_at = now_us()
         result = await connector.lookup(attempt.reference, "capture" if attempt.kind == "capture" else "void",
                                         processor_id=attempt.processor_id)
         label = f"{attempt.kind}_{result.outcome.value}"
@@ -249,7 +255,7 @@ class Reconciler:
         if result.outcome is ChargeOutcome.NOT_FOUND:
             sent_by_request = not (attempt.kind == "void" and txn["reason"] == "expired")
             in_flight_until = self._in_flight_until(txn["created_at"]) if sent_by_request else 0
-            if now_us() < in_flight_until:
+            if asked_at < in_flight_until:
                 label, check_by = f"{attempt.kind}_not_found_yet", in_flight_until
             else:
                 if attempt.kind == "capture":
@@ -275,13 +281,14 @@ class Reconciler:
         # Looked up by its reference first; one the processor has not heard of is sent
         # (again) with that same reference, which the processor refunds once.
         # Not while an earlier send may still be on its way (see _check_follow_up).
+        asked_at = now_us()  # the look-up's answer is the processor's state then (see _check_follow_up)
         looked_up = await connector.lookup(refund["reference"], "refund", processor_id=refund["charge_processor_id"])
         result = RefundResult(refund["reference"], looked_up.outcome, looked_up.message)
         label = f"refund_{result.outcome.value}"
         check_by = not_before = None
         if looked_up.outcome is ChargeOutcome.NOT_FOUND:
             in_flight_until = self._in_flight_until(refund["created_at"])
-            if now_us() < in_flight_until:
+            if asked_at < in_flight_until:
                 label, check_by = "refund_not_found_yet", in_flight_until
             else:
                 result = await connector.refund(RefundRequest(refund["reference"], refund["charge_reference"],

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ class ScriptedProcessor:
     sent: list[tuple[str, str, str]] = field(default_factory=list)
     # Refunds: what looking one up answers (not found: the reconciler sends it again).
     refund_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
+    # Runs while a capture's or void's look-up is on its way back (a slow answer).
+    on_follow_up_lookup: Callable[[], None] | None = None
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         self.calls["charge"] += 1
@@ -74,6 +76,8 @@ class ScriptedProcessor:
         if kind == "refund":
             return ChargeResult(reference, self.refund_lookup)
         if kind != "charge":
+            if self.on_follow_up_lookup is not None:
+                self.on_follow_up_lookup()
             return ChargeResult(reference, self.follow_up_lookup)
         await asyncio.sleep(self.lookup_delay_s)  # a slow processor: lets two reconcilers overlap
         return ChargeResult(reference, self.lookup_outcome, auth_code="A1B2C3", message="scripted lookup")
@@ -460,6 +464,36 @@ async def test_a_resend_without_an_answer_is_not_followed_by_another_within_its_
     assert later[0][0] >= first[1][0] + grace  # not while the first resend may still be on its way
     assert len(processor.sent) == 3
     assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["status"] == "requires_capture"
+
+
+async def test_a_not_found_answer_counts_from_when_it_was_asked_not_when_it_came_back(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """Regression (the long simulation run, seed 84555): a capture's look-up asked inside the
+    in-flight grace was answered "not found" after it; the reconciler sent the capture again,
+    that resend was refused ("nothing done"), and the capture was settled failed — while the
+    first request, arriving meanwhile, captured at the processor. The answer is the
+    processor's state when the look-up reached it: inside the grace it proves nothing."""
+    gw, clock = clocked
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_outcome=ChargeOutcome.UNKNOWN)
+    shop, pid = await _held(gw, processor)
+    r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1500})
+    assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
+    grace = gw.gateway.settings.in_flight_grace_s
+    # The first look-up is asked before the grace ends, answered after it: "not found" (the
+    # first request had not arrived when it was asked). By the next one, it has.
+    answers = iter([ChargeOutcome.NOT_FOUND, ChargeOutcome.APPROVED])
+
+    def slow_answer() -> None:
+        clock.set_elapsed(max(clock.elapsed_s, grace + 1))
+        processor.follow_up_lookup = next(answers)
+
+    processor.on_follow_up_lookup = slow_answer
+    processor.follow_up_outcome = ChargeOutcome.FAILED  # a resend would be refused ("nothing done")
+    checks = await _run_reconciler(gw, clock, processor, until_s=3600)
+    assert [outcome for _, outcome in checks] == ["capture_not_found_yet", "capture_approved"], checks
+    assert len(processor.sent) == 1  # never sent again
+    got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (got["status"], got["amountReceived"]) == ("succeeded", 1500)
 
 
 async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGateway) -> None:
