@@ -421,15 +421,21 @@ async def _held(gw: InProcessGateway, processor: ScriptedProcessor) -> tuple[Sig
     return shop, pid
 
 
+async def _capture_unanswered(gw: InProcessGateway) -> tuple[ScriptedProcessor, SignedClient, str]:
+    """A held intent whose capture of 1500 got no answer (in_progress, the reconciler's)."""
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_outcome=ChargeOutcome.UNKNOWN)
+    shop, pid = await _held(gw, processor)
+    r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1500})
+    assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
+    return processor, shop, pid
+
+
 async def test_a_capture_the_processor_never_received_is_sent_again_with_its_reference(
         clocked: tuple[InProcessGateway, FakeClock]) -> None:
     """Once the request that sent it can no longer be on its way (the in-flight grace), not
     before: until then "not found" may only mean "not arrived yet"."""
     gw, clock = clocked
-    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_outcome=ChargeOutcome.UNKNOWN)
-    shop, pid = await _held(gw, processor)
-    r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1500})
-    assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
+    processor, shop, pid = await _capture_unanswered(gw)
     [(_, reference, authorization)] = processor.sent
     processor.follow_up_outcome = ChargeOutcome.APPROVED  # the processor never saw it; now it answers
     checks = await _run_reconciler(gw, clock, processor, until_s=3600)
@@ -451,10 +457,7 @@ async def test_a_resend_without_an_answer_is_not_followed_by_another_within_its_
     refused — and the first request, still on its way, then captured at the processor. A
     resend comes only when no earlier send can still arrive, so "nothing done" is the truth."""
     gw, clock = clocked
-    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_outcome=ChargeOutcome.UNKNOWN)
-    shop, pid = await _held(gw, processor)
-    r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1500})
-    assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
+    processor, shop, pid = await _capture_unanswered(gw)
     grace = gw.gateway.settings.in_flight_grace_s
     first = await _run_reconciler(gw, clock, processor, until_s=grace)  # the resend's answer is lost too
     assert [outcome for _, outcome in first] == ["capture_not_found_yet", "capture_sent_unknown"], first
@@ -474,10 +477,7 @@ async def test_a_not_found_answer_counts_from_when_it_was_asked_not_when_it_came
     first request, arriving meanwhile, captured at the processor. The answer is the
     processor's state when the look-up reached it: inside the grace it proves nothing."""
     gw, clock = clocked
-    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_outcome=ChargeOutcome.UNKNOWN)
-    shop, pid = await _held(gw, processor)
-    r = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1500})
-    assert r.status_code == 200 and r.json()["status"] == "in_progress", r.text
+    processor, shop, pid = await _capture_unanswered(gw)
     grace = gw.gateway.settings.in_flight_grace_s
     # The first look-up is asked before the grace ends, answered after it: "not found" (the
     # first request had not arrived when it was asked). By the next one, it has.
