@@ -19,7 +19,7 @@ def main(path: Path) -> None:
     faults: Counter[str] = Counter()
     per_commit: dict[str, Counter[str]] = defaultdict(Counter)
     covered: list[tuple[int, int]] = []
-    failing: list[tuple[int, list[str]]] = []
+    failing: list[tuple[int, list[str], str]] = []
     for line in path.read_text().splitlines():
         piece = json.loads(line)
         report = piece["report"]
@@ -28,7 +28,7 @@ def main(path: Path) -> None:
             totals[name] += report[name]
             per_commit[piece["commit"]][name] += report[name]
         faults.update(report["faults"])
-        failing += [tuple(f) for f in report["failures"]]
+        failing += [(f["seed"], f["violations"], piece["commit"]) for f in report["failures"]]
     covered.sort()
     print(f"pieces {len(covered)}, seeds {covered[0][0]:,}..{covered[-1][1] - 1:,}" if covered else "no pieces")
     gaps = [(a[1], b[0]) for a, b in zip(covered, covered[1:]) if b[0] > a[1]]
@@ -38,8 +38,8 @@ def main(path: Path) -> None:
     print(f"faults {sum(faults.values()):,}: " + " · ".join(f"{k} {v:,}" for k, v in faults.most_common()))
     for commit, figures in per_commit.items():
         print(f"  {commit}: " + " · ".join(f"{name} {figures[name]:,}" for name in FIELDS))
-    for seed, violations in failing:
-        print(f"FAILING seed {seed}: {violations}")
+    for seed, violations, commit in failing:
+        print(f"FAILING seed {seed} on {commit}: {violations}")
 
 
 if __name__ == "__main__":
