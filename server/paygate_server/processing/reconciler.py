@@ -204,7 +204,9 @@ class Reconciler:
         result = await connector.lookup(txn["reference"], processor_id=attempt.processor_id)
         label = result.outcome.value
         check_by = None
-        past_window = asked_at >= txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)
+        # Integer µs on both sides: a check due exactly at the window's end is past it.
+        window_end = txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)
+        past_window = asked_at >= window_end
         if result.outcome is ChargeOutcome.UNKNOWN and past_window:
             sent = check.last_result == _CANCEL_SENT
             if not sent:
@@ -214,15 +216,13 @@ class Reconciler:
             if sent:
                 result, label = ChargeResult(attempt.reference, ChargeOutcome.UNKNOWN, message=_CANCEL_SENT), "cancel_sent"
         if result.outcome is ChargeOutcome.NOT_FOUND:
-            # Integer µs on both sides: a check due exactly at the deadline is past it.
-            never_received_at = txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)
-            if asked_at >= never_received_at:
+            if past_window:
                 result = ChargeResult(txn["reference"], ChargeOutcome.FAILED,
                                       message="the processor never received this attempt")
                 label = "failed_never_received"
             else:
                 label = "not_found_yet"
-                check_by = never_received_at
+                check_by = window_end
         await self._store.settle_attempt(attempt, charge_outcome(
             result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1, check_by=check_by))
         if self._notifier is not None:
