@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from paygate_server.storage import Database
 
-__all__ = ["unguarded", "prune_rows"]
+__all__ = ["unguarded", "prune_rows", "forget_index"]
 
 
 async def unguarded(db: Database, statement: str, **params: Any) -> int:
@@ -37,3 +37,9 @@ async def unguarded(db: Database, statement: str, **params: Any) -> int:
 async def prune_rows(db: Database, where: str, **params: Any) -> int:
     """Delete the change-log rows matching ``where``, as pruning would."""
     return await unguarded(db, f"DELETE FROM change_log WHERE {where}", **params)
+
+
+async def forget_index(db: Database, where: str = "1 = 1", **params: Any) -> None:
+    """Delete the archive's index rows matching ``where`` (an index lost or never built)."""
+    async with db.write() as conn:
+        await conn.execute(text(f"DELETE FROM archive_index WHERE {where}"), params)

@@ -25,6 +25,7 @@ from paygate_server.cdc.prune import run_scheduled
 from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.store import store_for
 from paygate_server.extensions import Extension
+from paygate_server.storage.archive_index import ArchiveIndex
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -41,7 +42,7 @@ class CdcExtension(Extension):
         relay = Relay(gateway.db, settings)
         store = store_for(settings)
         gateway.archive_store = store
-        relay.add(ArchiveSink(store, batch_size=settings.archive_segment_max_changes,
+        relay.add(ArchiveSink(store, ArchiveIndex(gateway.db), batch_size=settings.archive_segment_max_changes,
                               linger_s=settings.archive_linger_s, fault_point=settings.fault_point))
         if settings.broker_url:
             client = broker_client_for(settings.broker_url, stream=settings.broker_stream,

@@ -3,9 +3,10 @@
 Layout in the object store (a folder by default, or an S3 bucket)::
 
     segments/000000000001.jsonl.gz   one change per line (gzip), in delivery order
-    index/<intent id>/<segment>.…     which segments hold an intent (:mod:`.index`), written
-                                     after the segment, before its entry
     manifest/000000000001.json       one entry per segment, written after the segment
+
+Between the segment and its entry, the segment is indexed by intent in the database
+(:mod:`.index`), so a segment with an entry is indexed.
 
 A manifest entry names its segment and holds the segment's SHA-256, size, change count,
 first/last change id, the relay position after it, and ``prev`` — the hash of the previous
@@ -29,6 +30,7 @@ from paygate_server.cdc.store import ObjectStore
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.faults import crash_point
 from paygate_server.storage import Transaction
+from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.changes import Change, Position
 
 __all__ = ["ArchiveSink", "ArchiveReader", "ManifestEntry", "ArchiveProblem", "GENESIS", "entry_hash"]
@@ -81,8 +83,10 @@ class ArchiveSink(Consumer):
     name = "archive"
     transactional = False
 
-    def __init__(self, store: ObjectStore, *, batch_size: int, linger_s: float, fault_point: str | None = None) -> None:
+    def __init__(self, store: ObjectStore, index: ArchiveIndex, *, batch_size: int, linger_s: float,
+                 fault_point: str | None = None) -> None:
         self.store = store
+        self.index = index
         self.batch_size = batch_size
         self.linger_s = linger_s
         self._fault = fault_point
@@ -107,7 +111,7 @@ class ArchiveSink(Consumer):
         await self.store.put(obj, data)
         crash_point(self._fault, "archive_after_segment")
         # The index before the entry: an entry in the manifest implies its index is complete.
-        await write_index(self.store, number, changes)
+        await write_index(self.index, number, changes)
         fields: dict[str, Any] = {
             "version": INDEXED_VERSION, "segment": number, "object": obj,
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "changes": len(changes),

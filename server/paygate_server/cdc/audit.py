@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
-from paygate_server.cdc.index import is_indexed, reindexed_segments
+from paygate_server.cdc.index import unindexed
 from paygate_server.intents.history import render_history
 from paygate_server.storage import Database
+from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.change_log import ChangeLog, EntityRow
 from paygate_server.storage.changes import Change
 from paygate_server.storage.relay_offsets import read_offset
@@ -370,14 +371,12 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
     entities = EntityTracker()
     unreadable: list[tuple[int, int]] = []  # the id ranges of segments that could not be read
     log = ChangeLog(db)
-    reindexed = await reindexed_segments(reader.store)
-    unindexed: list[int] = []
+    index = ArchiveIndex(db)
+    not_indexed: list[int] = []  # segments the index by intent does not cover (the first few)
     archive_pos = None
     async for entry in reader.walk(report.problems):
         report.segments += 1
         archive_pos = entry.position
-        if not is_indexed(entry, reindexed) and len(unindexed) < MAX_LISTED:
-            unindexed.append(entry.number)
         try:
             changes = await reader.segment(entry)
         except ArchiveProblem as exc:
@@ -385,6 +384,8 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
             if isinstance(entry.fields.get("firstId"), int) and isinstance(entry.fields.get("lastId"), int):
                 unreadable.append((entry.fields["firstId"], entry.fields["lastId"]))
             continue
+        if len(not_indexed) < MAX_LISTED and await unindexed(index, entry.number, changes):
+            not_indexed.append(entry.number)
         fresh = []
         for change in changes:
             if not archived.add(change.id):
@@ -396,8 +397,8 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
                 _problem(report, problem)
         report.archived += len(fresh)
         await _compare(log, fresh, report)
-    if unindexed:
-        _problem(report, f"segments not in the index by intent: {', '.join(map(str, unindexed))}"
+    if not_indexed:
+        _problem(report, f"segments not in the index by intent: {', '.join(map(str, not_indexed))}"
                          " (run `paygate audit reindex`)")
 
     pos = await read_offset(db, consumer)

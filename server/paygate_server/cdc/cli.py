@@ -116,7 +116,7 @@ async def _show(args: argparse.Namespace, settings: Settings) -> Any:
         store = store_for(settings)
         try:
             if args.archive:
-                return await archived_timeline(store, args.intent)
+                return await archived_timeline(db, store, args.intent)
             changes = await whole_timeline(db, args.intent, store)
             if not changes and await ChangeLog(db).intent_exists(args.intent):
                 # An intent without any history has lost it: it is not empty.
@@ -141,7 +141,7 @@ def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
     except _archive_errors() as exc:
         raise CommandError(f"cannot read the archive: {exc}") from None
     if not changes:
-        hint = " in the archive's index (archived before the index existed? `paygate audit reindex`)" if args.archive else ""
+        hint = " in the archive's index by intent (archived before it existed? `paygate audit reindex`)" if args.archive else ""
         raise CommandError(f"no history for {args.intent}{hint}")
     if args.json:
         print(json.dumps({"paymentIntentId": args.intent, "data": render_history(changes)}))
@@ -153,12 +153,14 @@ async def _reindex(settings: Settings) -> Any:
     from paygate_server.cdc.archive import ArchiveReader
     from paygate_server.cdc.index import reindex
     from paygate_server.cdc.store import store_for
+    from paygate_server.storage.archive_index import ArchiveIndex
 
-    store = store_for(settings)
-    try:
-        return await reindex(ArchiveReader(store))
-    finally:
-        await store.close()
+    async with open_database(settings) as db:
+        store = store_for(settings)
+        try:
+            return await reindex(ArchiveReader(store), ArchiveIndex(db))
+        finally:
+            await store.close()
 
 
 def cmd_audit_reindex(args: argparse.Namespace, settings: Settings) -> None:
@@ -169,7 +171,7 @@ def cmd_audit_reindex(args: argparse.Namespace, settings: Settings) -> None:
     if args.json:
         print(json.dumps(report.to_json()))
     else:
-        print(f"{report.segments} segments: {report.indexed} indexed now ({report.objects} index objects),"
+        print(f"{report.segments} segments: {report.indexed} indexed now ({report.intents} intents),"
               f" the others were already")
         for problem in report.problems:
             print(f"PROBLEM {problem}")
@@ -196,9 +198,9 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_audit_verify)
     p = audit.add_parser("show", help="an intent's timeline")
     p.add_argument("intent", metavar="pi_…")
-    p.add_argument("--archive", action="store_true", help="read it from the archive alone (not the database)")
+    p.add_argument("--archive", action="store_true", help="the archive's copy, found through the index by intent (not the database's rows)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_show)
-    p = audit.add_parser("reindex", help="build the index by intent of segments archived before it existed")
+    p = audit.add_parser("reindex", help="index by intent the segments the index does not cover (archived before it existed)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_reindex)

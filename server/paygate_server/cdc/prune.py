@@ -8,8 +8,9 @@ goes is always a range above the last run's end; the bound is the smallest of th
 
 (b) is checked by reading, not trusted: the manifest chain must hold up to the segment, the
 segment's SHA-256 and size must match its entry, and every change in the range must be in
-it and equal to the database's row (ids, sequence, snapshot) before the row is deleted. A
-missing, corrupt or different segment stops the bound just before the first change it
+it and equal to the database's row (ids, sequence, snapshot), and the archive's index by
+intent (:mod:`.index`) must name the segment for it, before the row is deleted. A
+missing, corrupt, different or unindexed segment stops the bound just before the first change it
 should have held. Entries and segments are read from a cursor kept with the pruning state
 (``change_log_prune.next_segment`` and the hash its entry must chain to, ``segment_prev``),
 so a run reads only the entries and segments it needs, not the whole archive: the chain
@@ -35,11 +36,12 @@ from paygate_server.cdc.archive import (
     ManifestEntry,
     entry_hash,
 )
-from paygate_server.cdc.index import is_indexed, reindexed_segments
+from paygate_server.cdc.index import unindexed
 from paygate_server.cdc.store import ObjectStore
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.faults import crash_point
+from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.change_log_partitions import Partition
 from paygate_server.storage.changes import Change
 from paygate_server.storage.engine import Database
@@ -122,8 +124,9 @@ class _ArchiveWalk:
     (``ArchiveReader.segment``). The first thing that does not check out ends the walk
     (``problem``): nothing after it is vouched for."""
 
-    def __init__(self, reader: ArchiveReader, names: list[str], cursor: Cursor) -> None:
+    def __init__(self, reader: ArchiveReader, index: ArchiveIndex, names: list[str], cursor: Cursor) -> None:
         self._reader = reader
+        self._index = index
         self._names = names
         self._number = cursor.next_segment
         self._prev = cursor.prev_hash
@@ -131,7 +134,6 @@ class _ArchiveWalk:
         self.found: dict[int, Change] = {}
         self.read: list[tuple[int, int, str, str]] = []  # (segment, largest id, prev, hash)
         self.problem: str | None = None
-        self._reindexed: set[int] | None = None
 
     async def _entry(self) -> ManifestEntry | None:
         if self._number > len(self._names):
@@ -149,14 +151,6 @@ class _ArchiveWalk:
                 or entry_hash(entry.fields) != entry.fields.get("hash"):
             self.problem = f"{name}: does not chain to the previous entry (edited)"
             return None
-        if not is_indexed(entry, self._reindexed if self._reindexed is not None else set()):
-            # Only an archive written before the index exists has such segments: listed once.
-            if self._reindexed is None:
-                self._reindexed = await reindexed_segments(self._reader.store)
-            if not is_indexed(entry, self._reindexed):
-                # Its changes could not be found by intent once gone from the database.
-                self.problem = f"{entry.object}: not indexed by intent (run `paygate audit reindex`)"
-                return None
         return entry
 
     async def find(self, change_id: int, above: int) -> Change | None:
@@ -170,6 +164,10 @@ class _ArchiveWalk:
                 changes = await self._reader.segment(entry)
             except ArchiveProblem as exc:
                 self.problem = str(exc)
+                break
+            if await unindexed(self._index, entry.number, [c for c in changes if c.id > above]):
+                # Its changes could not be found by intent once gone from the database.
+                self.problem = f"{entry.object}: not indexed by intent (run `paygate audit reindex`)"
                 break
             digest = str(entry.fields["hash"])
             self.read.append((entry.number, max((c.id for c in changes), default=0), self._prev, digest))
@@ -255,7 +253,7 @@ class HistoryPruner:
                                  dry_run: bool) -> tuple[int, _ArchiveWalk]:
         """Verify (pruned, target] against the archive batch by batch; on SQLite delete each
         verified batch at once. Returns how far the archive vouches for."""
-        walk = _ArchiveWalk(self._reader, await self._reader.entry_names(), cursor)
+        walk = _ArchiveWalk(self._reader, ArchiveIndex(self._db), await self._reader.entry_names(), cursor)
         lo = pruned
         while lo < target:
             hi = min(lo + self._batch, target)

@@ -7,8 +7,8 @@ back together:
 1. the database's rows of the intent (one indexed query, as before pruning existed);
 2. if they start at sequence 1 — the intent's whole history is still there, the common
    case — that is the answer: the archive is not read at all;
-3. else the archive's index (:mod:`.index`: one LIST) names the segments holding the
-   intent, and only those whose sequence range reaches below the database's first row are
+3. else the archive's index by intent (:mod:`.index`: one indexed query) names the
+   segments holding the intent, and only those whose sequence range reaches below the database's first row are
    read — each through its manifest entry (the entry's own hash checked) and its checksum;
 4. both are merged, de-duplicated by change id (the database's copy wins; whether the two
    agree is ``paygate audit verify``'s job), ordered by sequence, and must run 1, 2, … n
@@ -18,9 +18,10 @@ back together:
 from __future__ import annotations
 
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
-from paygate_server.cdc.index import UnsafeIntentId, segments_of
+from paygate_server.cdc.index import segments_of
 from paygate_server.cdc.store import ObjectStore
 from paygate_server.storage import Database
+from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.change_log import ChangeLog
 from paygate_server.storage.changes import Change
 
@@ -59,15 +60,11 @@ def check_gap_free(intent_id: str, changes: list[Change]) -> None:
     raise HistoryGap(f"history of {intent_id} is incomplete: {'; '.join(parts)}")
 
 
-async def _from_archive(reader: ArchiveReader, intent_id: str, *, below: int | None,
+async def _from_archive(db: Database, reader: ArchiveReader, intent_id: str, *, below: int | None,
                         merchant_id: str | None) -> list[Change]:
     """The intent's archived changes with a sequence below ``below`` (all when None)."""
-    try:
-        refs = await segments_of(reader.store, intent_id)
-    except UnsafeIntentId:
-        return []  # no such intent can have been captured
     found: list[Change] = []
-    for ref in refs:
+    for ref in await segments_of(ArchiveIndex(db), intent_id):
         if below is not None and ref.first_seq >= below:
             continue  # the database holds all of this segment's part
         entry = await reader.entry_for(ref.segment)
@@ -102,7 +99,7 @@ async def whole_timeline(db: Database, intent_id: str, store: ObjectStore | None
         return _merge(intent_id, recent)  # all in the database: the archive is not read
     if store is None:
         return _merge(intent_id, recent)  # no archive to complete it from: a gap, if any, is an error
-    older = await _from_archive(ArchiveReader(store), intent_id, below=recent[0].intent_seq if recent else None,
+    older = await _from_archive(db, ArchiveReader(store), intent_id, below=recent[0].intent_seq if recent else None,
                                 merchant_id=merchant_id)
     merged = _merge(intent_id, older, recent)
     if not recent and merged:
@@ -115,6 +112,8 @@ async def whole_timeline(db: Database, intent_id: str, store: ObjectStore | None
     return merged
 
 
-async def archived_timeline(store: ObjectStore, intent_id: str) -> list[Change]:
-    """The intent's changes from the archive alone (``paygate audit show --archive``)."""
-    return _merge(intent_id, await _from_archive(ArchiveReader(store), intent_id, below=None, merchant_id=None))
+async def archived_timeline(db: Database, store: ObjectStore, intent_id: str) -> list[Change]:
+    """The intent's changes as the archive holds them, found through the index (``paygate
+    audit show --archive``): none of the database's rows are read."""
+    return _merge(intent_id, await _from_archive(db, ArchiveReader(store), intent_id, below=None,
+                                                 merchant_id=None))

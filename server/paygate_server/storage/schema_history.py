@@ -20,7 +20,7 @@ from sqlalchemy import (
 
 from paygate_server.storage.schema import change_log, metadata
 
-__all__ = ["cdc_offsets", "change_log_prune", "change_log_floor", "webhook_endpoints", "webhook_events",
+__all__ = ["cdc_offsets", "change_log_prune", "change_log_floor", "archive_index", "webhook_endpoints", "webhook_events",
            "webhook_deliveries"]
 
 # The relay reads change_log in windows of transaction ids (PostgreSQL); see storage/change_log.py.
@@ -63,6 +63,18 @@ change_log_floor = Table(
     Column("intent_id", String(64), primary_key=True),
     Column("last_seq", BigInteger, nullable=False),
 )
+
+# The archive's index by intent (storage/archive_index.py): segment ``segment`` holds the
+# intent's changes ``first_seq..last_seq`` (a hint: possibly more, never fewer). Written by
+# the archive consumer, one row per intent per segment; read by timelines, pruning, verify.
+archive_index = Table(
+    "archive_index", metadata,
+    Column("intent_id", String(64), primary_key=True),
+    Column("segment", BigInteger, primary_key=True),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+)
+Index("ix_archive_index_segment", archive_index.c.segment)
 
 webhook_endpoints = Table(
     "webhook_endpoints", metadata,

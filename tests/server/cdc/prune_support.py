@@ -10,6 +10,7 @@ from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.store import LocalStore
 from paygate_server.config import Settings
 from paygate_server.storage import Database
+from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.changes import Change
 from tests.server.cdc.conftest import PRUNE_PARTITION_IDS, new_intent, new_merchant, touch
 
@@ -37,7 +38,7 @@ async def write_changes(db: Database, intents: int, touches: int = 3) -> list[st
 
 
 async def archive(db: Database, store: LocalStore, tmp_path: Path) -> None:
-    await Relay(db, settings(tmp_path), [ArchiveSink(store, batch_size=SEGMENT, linger_s=0.0)]).drain()
+    await Relay(db, settings(tmp_path), [ArchiveSink(store, ArchiveIndex(db), batch_size=SEGMENT, linger_s=0.0)]).drain()
 
 
 async def archived(store: LocalStore) -> dict[int, Change]:

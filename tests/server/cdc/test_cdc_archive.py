@@ -20,6 +20,7 @@ from paygate_server.cdc.s3 import S3Store, sign_v4
 from paygate_server.cdc.store import LocalStore
 from paygate_server.config import Settings
 from paygate_server.storage import Database
+from paygate_server.storage.archive_index import ArchiveIndex
 from tests.server.cdc.conftest import (
     all_changes,
     assert_exactly_once_in_order,
@@ -44,7 +45,7 @@ async def _load(db: Database, n: int = 6) -> list[str]:
 
 
 async def _archive(db: Database, store: Any, batch: int = 4) -> None:
-    await Relay(db, FAST, [ArchiveSink(store, batch_size=batch, linger_s=0.0)]).drain()
+    await Relay(db, FAST, [ArchiveSink(store, ArchiveIndex(db), batch_size=batch, linger_s=0.0)]).drain()
 
 
 async def _archived(store: Any) -> list[Any]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tracemalloc
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import orjson
@@ -21,18 +21,19 @@ from sqlalchemy import text
 
 from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader, ArchiveSink, decode_segment
 from paygate_server.cdc.audit import IdIntervals, SequenceTracker, holes, verify_archive
-from paygate_server.cdc.index import INDEX, index_objects, reindex, segments_of
+from paygate_server.cdc.index import INDEXED_VERSION, ranges_of, reindex, segments_of
 from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.s3 import S3Store
 from paygate_server.cdc.store import LocalStore, ObjectStore
 from paygate_server.cdc.timeline import HistoryGap, archived_timeline, whole_timeline
 from paygate_server.config import Settings
 from paygate_server.storage import Database
+from paygate_server.storage.archive_index import ArchiveIndex, SeqRange
 from paygate_server.storage.change_log import ChangeLog
 from paygate_server.storage.changes import Change
 from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, touch
 from tests.support.app import TEST_MASTER_KEY
-from tests.support.pruning import prune_rows, unguarded
+from tests.support.pruning import forget_index, prune_rows, unguarded
 
 FAST = Settings(relay_poll_interval_s=0.01, relay_lease_retry_s=0.02)
 
@@ -63,6 +64,18 @@ class SpyStore:
         await self.inner.close()
 
 
+class SpyIndex(ArchiveIndex):
+    """The real index, each record noted in a SpyStore's calls (to see it among the puts)."""
+
+    def __init__(self, db: Database, calls: list[tuple[str, str]]) -> None:
+        super().__init__(db)
+        self.calls = calls
+
+    async def record(self, segment: int, ranges: Mapping[str, SeqRange]) -> None:
+        self.calls.append(("index", f"{segment:012d}"))
+        await super().record(segment, ranges)
+
+
 async def _still_append_only(db: Database) -> None:
     with pytest.raises(Exception, match="append-only"):
         async with db.write() as conn:
@@ -70,7 +83,8 @@ async def _still_append_only(db: Database) -> None:
 
 
 async def _archive(db: Database, store: ObjectStore, batch: int = 3) -> None:
-    await Relay(db, FAST, [ArchiveSink(store, batch_size=batch, linger_s=0.0)]).drain()
+    index = SpyIndex(db, store.calls) if isinstance(store, SpyStore) else ArchiveIndex(db)
+    await Relay(db, FAST, [ArchiveSink(store, index, batch_size=batch, linger_s=0.0)]).drain()
 
 
 async def _history(db: Database, store: ObjectStore, rounds: int = 3) -> tuple[str, list[str]]:
@@ -107,28 +121,23 @@ async def _segments_holding(store: ObjectStore, intent_id: str) -> dict[int, lis
 # -- the index -------------------------------------------------------------------------------
 
 
-def test_index_objects_name_intent_segment_and_sequence_range() -> None:
+def test_the_index_holds_each_intents_sequence_range_in_a_segment() -> None:
     changes = [Change(i, "payment_intent", pid, "update", pid, "mer_1", seq, "{}", None, 0)
-               for i, (pid, seq) in enumerate([("pi_a", 4), ("pi_b", 1), ("pi_a", 5), ("pi_a", 6)], start=10)]
-    objects = index_objects(7, changes)
-    assert sorted(objects) == ["index/pi_a/000000000007.4-6.json", "index/pi_b/000000000007.1-1.json"]
-    assert orjson.loads(objects["index/pi_a/000000000007.4-6.json"]) == {
-        "segment": 7, "intentId": "pi_a", "ids": [10, 12, 13]}
+               for i, (pid, seq) in enumerate([("pi_a", 5), ("pi_b", 1), ("pi_a", 4), ("pi_a", 6)], start=10)]
+    assert ranges_of(changes) == {"pi_a": (4, 6), "pi_b": (1, 1)}
 
 
-@pytest.mark.parametrize("bad", ["../x", "pi_a/b", "", "pi a", "pi_ä"])
-def test_an_intent_id_that_could_leave_the_index_folder_is_refused(bad: str) -> None:
-    with pytest.raises(ValueError):
-        index_objects(1, [Change(1, "payment_intent", bad, "insert", bad, "mer_1", 1, "{}", None, 0)])
-
-
-async def test_stale_names_for_one_segment_merge_into_one_range(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    for name in ("000000000003.1-2.json", "000000000003.1-4.json", "000000000005.5-5.json", "junk"):
-        await store.put(f"{INDEX}pi_a/{name}", b"{}")
-    await store.put(f"{INDEX}pi_ab/000000000009.1-1.json", b"{}")  # a longer id sharing the prefix
-    refs = await segments_of(store, "pi_a")
-    assert [(r.segment, r.first_seq, r.last_seq) for r in refs] == [(3, 1, 4), (5, 5, 5)]
+async def test_a_second_record_of_a_segment_widens_its_range(db: Database) -> None:
+    """A segment number reused after a crash before its entry: both records hold (a hint
+    that may say more than the segment has, never less)."""
+    index = ArchiveIndex(db)
+    await index.record(3, {"pi_a": (1, 2)})
+    await index.record(3, {"pi_a": (3, 4), "pi_b": (1, 1)})
+    await index.record(5, {"pi_a": (5, 5)})
+    await index.record(9, {"pi_ab": (1, 1), "pi_a'); --": (1, 1)})  # a longer id sharing the prefix; hostile
+    assert [(r.segment, r.first_seq, r.last_seq) for r in await segments_of(index, "pi_a")] == [(3, 1, 4), (5, 5, 5)]
+    assert await index.of_segment(3) == {"pi_a": (1, 4), "pi_b": (1, 1)}
+    assert [r.segment for r in await segments_of(index, "pi_a'); --")] == [9]
 
 
 async def test_the_index_is_written_before_each_entry_and_names_every_segment_of_an_intent(
@@ -139,15 +148,16 @@ async def test_the_index_is_written_before_each_entry_and_names_every_segment_of
     entries, problems = await reader.entries()
     assert not problems and len(entries) >= 4
     puts = [name for op, name in spy.calls if op == "put"]
+    assert not [name for name in puts if not name.startswith(("segments/", "manifest/"))], puts
+    writes = [name for op, name in spy.calls if op in ("put", "index")]
     for entry in entries:
-        assert entry.fields["version"] == 2
-        segment_at = puts.index(entry.object)
-        entry_at = puts.index(f"manifest/{entry.number:012d}.json")
-        index_at = [i for i, n in enumerate(puts) if n.startswith(INDEX) and f"/{entry.number:012d}." in n]
-        assert index_at and all(segment_at < i < entry_at for i in index_at), (entry.number, puts)
+        assert entry.fields["version"] == INDEXED_VERSION == 3
+        segment_at = writes.index(entry.object)
+        entry_at = writes.index(f"manifest/{entry.number:012d}.json")
+        assert segment_at < writes.index(f"{entry.number:012d}") < entry_at, (entry.number, writes)
     for pid in ids:
         held = await _segments_holding(spy, pid)
-        refs = await segments_of(spy, pid)
+        refs = await segments_of(ArchiveIndex(db), pid)
         assert [(r.segment, r.first_seq, r.last_seq) for r in refs] == [
             (n, min(seqs), max(seqs)) for n, seqs in sorted(held.items())]
         assert len(refs) >= 2  # spread over several segments
@@ -177,11 +187,11 @@ async def test_a_timeline_is_identical_after_its_rows_leave_the_database(db: Dat
     spy.calls.clear()
     after = await whole_timeline(db, ids[0], spy, merchant_id=merchant)
     assert _same(after, before[ids[0]])
-    # Only the segments holding sequences 1-2 were read (one LIST, then entry + segment each).
+    # Only the segments holding sequences 1-2 were read (entry + segment each; the index is the database's).
     wanted = {n for n, seqs in (await _segments_holding(spy.inner, ids[0])).items() if min(seqs) <= 2}
     read = {name for op, name in spy.calls if op == "get" and name.startswith("segments/")}
     assert read == {f"segments/{n:012d}.jsonl.gz" for n in wanted}
-    assert [c for c in spy.calls if c[0] == "list"] == [("list", f"index/{ids[0]}/")]
+    assert [c for c in spy.calls if c[0] == "list"] == []
 
     # Wholly gone from the database: the archive alone, same timeline; another merchant sees nothing.
     await prune_rows(db, "intent_id IN (:a, :b)", a=ids[0], b=ids[1])
@@ -201,11 +211,12 @@ async def test_a_timeline_with_a_hole_is_an_error_never_a_shorter_list(db: Datab
     held = await _segments_holding(store, ids[1])
     first = min(held)  # holds sequence 1
 
-    index_file = next((root / "index" / ids[1]).glob(f"{first:012d}.*.json"))
-    index_file.rename(tmp_path / "aside")  # the index no longer names that segment
+    index = ArchiveIndex(db)
+    aside = await index.of_segment(first)
+    await forget_index(db, "intent_id = :pid AND segment = :n", pid=ids[1], n=first)  # no longer names it
     with pytest.raises(HistoryGap, match=f"{ids[1]} is incomplete: sequence 1 is in neither"):
         await whole_timeline(db, ids[1], store)
-    (tmp_path / "aside").rename(index_file)
+    await index.record(first, {ids[1]: aside[ids[1]]})
     assert [c.intent_seq for c in await whole_timeline(db, ids[1], store)] == [1, 2, 3, 4]
 
     (root / "segments" / f"{first:012d}.jsonl.gz").unlink()
@@ -228,28 +239,25 @@ async def test_timeline_and_verify_in_an_s3_bucket(db: Database, moto_s3: str) -
     try:
         merchant, ids = await _history(db, store)
         before = await whole_timeline(db, ids[2], store)
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"prod/index/{ids[2]}/")["Contents"]]
-        assert len(keys) >= 2
+        assert len(await segments_of(ArchiveIndex(db), ids[2])) >= 2
+        assert s3.list_objects_v2(Bucket=bucket, Prefix="prod/index/")["KeyCount"] == 0  # not in the bucket
         total = len(await all_changes(db))
         pruned = await prune_rows(db, "id <= :through", through=total - 4)  # all but the newest 4
         assert _same(await whole_timeline(db, ids[2], store, merchant_id=merchant), before)
         report = await verify_archive(db, ArchiveReader(store))
         assert report.ok and report.archive_only == pruned and report.database == 4, report.text()
 
-        # An archive written before the index, in the bucket: reindex builds it there too.
-        index_keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="prod/index/")["Contents"]]
-        for key in index_keys:
-            s3.delete_object(Bucket=bucket, Key=key)
+        # An archive written before the index, in the bucket: reindex builds it from there too.
+        await forget_index(db)
         for name, body in _old_style_entries([s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in sorted(
                 o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="prod/manifest/")["Contents"])]):
             s3.put_object(Bucket=bucket, Key=f"prod/{name}", Body=body)
         assert not (await verify_archive(db, ArchiveReader(store))).ok
         with pytest.raises(HistoryGap):
             await whole_timeline(db, ids[2], store)
-        done = await reindex(ArchiveReader(store))
+        done = await reindex(ArchiveReader(store), ArchiveIndex(db))
         assert done.indexed == done.segments == 4 and not done.problems
-        rebuilt = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="prod/index/")["Contents"]]
-        assert sorted(rebuilt) == sorted(index_keys)
+        assert s3.list_objects_v2(Bucket=bucket, Prefix="prod/index/")["KeyCount"] == 0
         assert _same(await whole_timeline(db, ids[2], store, merchant_id=merchant), before)
         assert (await verify_archive(db, ArchiveReader(store))).ok
 
@@ -412,7 +420,7 @@ async def test_verify_counts_duplicates_and_flags_a_different_copy(db: Database,
     store = LocalStore(tmp_path / "archive")
     await _history(db, store, rounds=1)
     changes = await all_changes(db)
-    sink = ArchiveSink(store, batch_size=10, linger_s=0.0)
+    sink = ArchiveSink(store, ArchiveIndex(db), batch_size=10, linger_s=0.0)
     await sink.start()
     await sink.deliver(changes[:2], None)  # at-least-once: a re-delivered batch
     report = await verify_archive(db, ArchiveReader(store))
@@ -431,8 +439,8 @@ async def test_reindex_builds_the_index_of_an_archive_written_before_it(
     store = LocalStore(root)
     merchant, ids = await _history(db, store)
     before = await whole_timeline(db, ids[0], store)
-    _make_old_style(root)
-    assert await archived_timeline(store, ids[0]) == []
+    await _make_old_style(db, root)
+    assert await archived_timeline(db, store, ids[0]) == []
     report = await verify_archive(db, ArchiveReader(store))
     assert not report.ok and any("not in the index by intent" in p and "reindex" in p for p in report.problems)
 
@@ -442,12 +450,12 @@ async def test_reindex_builds_the_index_of_an_archive_written_before_it(
                        env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     done = json.loads(r.stdout)
-    assert done["ok"] and done["indexed"] == done["segments"] == report.segments and done["objects"] > 0
-    assert (await reindex(ArchiveReader(store))).indexed == 0  # idempotent: nothing left to do
+    assert done["ok"] and done["indexed"] == done["segments"] == report.segments and done["intents"] > 0
+    assert (await reindex(ArchiveReader(store), ArchiveIndex(db))).indexed == 0  # idempotent: nothing left to do
     assert (await verify_archive(db, ArchiveReader(store))).ok
     await prune_rows(db, "intent_id = :pid", pid=ids[0])
     assert _same(await whole_timeline(db, ids[0], store, merchant_id=merchant), before)
-    assert _same(await archived_timeline(store, ids[0]), before)
+    assert _same(await archived_timeline(db, store, ids[0]), before)
 
 
 def _old_style_entries(entries: list[bytes]) -> list[tuple[str, bytes]]:
@@ -465,11 +473,9 @@ def _old_style_entries(entries: list[bytes]) -> list[tuple[str, bytes]]:
     return out
 
 
-def _make_old_style(root: Path) -> None:
+async def _make_old_style(db: Database, root: Path) -> None:
     """Turn a folder archive into what the sink wrote before the index existed."""
-    for path in sorted((root / "index").rglob("*"), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    (root / "index").rmdir()
+    await forget_index(db)
     manifest = sorted((root / "manifest").glob("*.json"))
     for name, body in _old_style_entries([p.read_bytes() for p in manifest]):
         (root / name).write_bytes(body)
@@ -493,9 +499,9 @@ def _synthetic(first: int, last: int, intents: int, skip: Collection[int]) -> li
     return out
 
 
-async def _write_synthetic(store: ObjectStore, total: int, intents: int, skip: Collection[int],
+async def _write_synthetic(db: Database, store: ObjectStore, total: int, intents: int, skip: Collection[int],
                            per_segment: int = 5000) -> None:
-    sink = ArchiveSink(store, batch_size=per_segment, linger_s=0.0)
+    sink = ArchiveSink(store, ArchiveIndex(db), batch_size=per_segment, linger_s=0.0)
     await sink.start()
     for first in range(1, total + 1, per_segment):
         await sink.deliver(_synthetic(first, min(total, first + per_segment - 1), intents, skip), None)
@@ -503,7 +509,7 @@ async def _write_synthetic(store: ObjectStore, total: int, intents: int, skip: C
 
 async def test_verify_streams_200000_changes_holding_one_interval_per_run(db: Database, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "archive")
-    await _write_synthetic(store, 200_000, intents=50, skip=set())
+    await _write_synthetic(db, store, 200_000, intents=50, skip=set())
     # What holding one segment's changes takes (verify holding all 40 would take 40 times that).
     tracemalloc.start()
     try:
@@ -526,7 +532,7 @@ async def test_verify_streams_200000_changes_holding_one_interval_per_run(db: Da
 async def test_verify_memory_is_bounded_by_the_gaps(db: Database, tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "archive")
     skip = set(range(1000, 20_001, 1000))  # 20 changes in neither place
-    await _write_synthetic(store, 20_000, intents=10, skip=skip, per_segment=2000)
+    await _write_synthetic(db, store, 20_000, intents=10, skip=skip, per_segment=2000)
     report = await verify_archive(db, ArchiveReader(store))
     # The ids no place holds: lost where ids are gap-free (SQLite); on PostgreSQL they could be
     # rolled-back transactions' — the per-intent sequences below are what fail there.

@@ -15,17 +15,20 @@ import pytest
 from sqlalchemy import text
 
 from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
+from paygate_server.cdc.index import reindex
 from paygate_server.cdc.prune import HistoryPruner
 from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.store import LocalStore
 from paygate_server.clock import now_us
 from paygate_server.storage import Database
 from paygate_server.storage import change_log_partitions as parts
+from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.history_prune import HistoryPruneStore
 from paygate_server.webhooks.events import WebhookConsumer
 from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, touch
 from tests.server.cdc.prune_support import WIDTH, archive, archived, count, settings, write_changes
+from tests.support.pruning import forget_index
 
 
 async def test_only_the_pruning_path_deletes(pdb: Database, store: LocalStore, tmp_path: Path) -> None:
@@ -173,6 +176,31 @@ async def test_a_bad_segment_blocks_its_range(pdb: Database, store: LocalStore, 
     assert [c.id for c in left] == [c.id for c in before if c.id > report.pruned_through]
 
 
+async def test_a_segment_the_index_by_intent_does_not_cover_blocks_its_range(
+        pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    """Once gone from the database, a change the index does not name could not be found by its
+    intent: it stays until `paygate audit reindex` has indexed its segment."""
+    await write_changes(pdb, 10)
+    await archive(pdb, store, tmp_path)
+    before = await all_changes(pdb)
+    reader = ArchiveReader(store)
+    entries, _ = await reader.entries()
+    victim = entries[1]
+    first_in_victim = min(c.id for c in await reader.segment(victim))
+    one = next(iter(await ArchiveIndex(pdb).of_segment(victim.number)))
+    await forget_index(pdb, "segment = :n AND intent_id = :pid", n=victim.number, pid=one)
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert report.limits["archive"] is not None and report.limits["archive"] < first_in_victim
+    assert report.archive_problem == f"{victim.object}: not indexed by intent (run `paygate audit reindex`)"
+    assert report.pruned_through < first_in_victim
+    assert [c.id for c in await all_changes(pdb)] == [c.id for c in before if c.id > report.pruned_through]
+
+    done = await reindex(reader, ArchiveIndex(pdb))
+    assert (done.indexed, done.segments, done.problems) == (1, len(entries), [])
+    report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    assert report.archive_problem is None and report.pruned_through >= first_in_victim, report.text()
+
+
 async def test_a_change_differing_from_its_archived_copy_is_kept(
         pdb: Database, store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     await write_changes(pdb, 6)
@@ -269,7 +297,7 @@ async def test_webhooks_after_pruning_announce_only_real_transitions(
         intents.append(pid)
 
     async def deliver() -> None:
-        await Relay(pdb, settings(tmp_path), [ArchiveSink(store, batch_size=8, linger_s=0.0),
+        await Relay(pdb, settings(tmp_path), [ArchiveSink(store, ArchiveIndex(pdb), batch_size=8, linger_s=0.0),
                                               WebhookConsumer(batch_size=50)]).drain()
 
     await deliver()

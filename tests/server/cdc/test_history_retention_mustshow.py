@@ -20,14 +20,17 @@ import pytest
 import paygate
 from paygate_server.cdc.archive import ArchiveReader
 from paygate_server.cdc.audit import verify_archive
+from paygate_server.cdc.index import segments_of
 from paygate_server.cdc.prune import HistoryPruner
 from paygate_server.clock import now_us
 from paygate_server.simulator.testing import start_simulator
 from paygate_server.storage import change_log_partitions as parts
+from paygate_server.storage.archive_index import ArchiveIndex
 from tests.server.cdc.conftest import PRUNE_PARTITION_IDS
 from tests.server.cdc.prune_support import count
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as gateway_settings
+from tests.support.pruning import forget_index
 from tests.support.signing import SignedClient
 
 ROUNDS = 4
@@ -117,8 +120,8 @@ async def test_the_history_leaves_the_database_and_stays_whole(gw: InProcessGate
     # A wholly pruned intent whose last archived part the index no longer finds: an error,
     # never a history that merely ends early.
     pid = first[0]
-    *_, last = sorted((tmp_path / "archive" / "index" / pid).iterdir())
-    last.unlink()
+    *_, last = await segments_of(ArchiveIndex(db), pid)
+    await forget_index(db, "intent_id = :pid AND segment = :n", pid=pid, n=last.segment)
     r = await shop.get(f"/api/v1/payment/intent/{pid}/history")
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error", r.text
 
