@@ -2,7 +2,9 @@
 ``simulate_long.sh`` appended to long-simulation.jsonl and prints seeds, steps, histories,
 webhook events, faults by kind and violations, overall and per commit.
 
-    python docs/perf/long_summary.py [docs/perf/long-simulation.jsonl]
+    python docs/perf/long_summary.py [--table] [docs/perf/long-simulation.jsonl]
+
+``--table``: the same figures as the rows of docs/reliability.md's long-run table.
 """
 from __future__ import annotations
 
@@ -14,7 +16,22 @@ from pathlib import Path
 FIELDS = ("seeds", "steps", "histories", "events", "violations")
 
 
-def main(path: Path) -> None:
+def table(totals: Counter[str], faults: Counter[str], per_commit: dict[str, Counter[str]],
+          covered: list[tuple[int, int]], failing: list[tuple[int, list[str], str]]) -> None:
+    distinct = len({s for a, b in covered for s in range(a, b)})
+    runs = sum(figures["seeds"] for figures in per_commit.values())
+    span = f"{covered[0][0]:,}–{covered[-1][1] - 1:,}" if covered else "none"
+    by_commit = " · ".join(f"`{c}` {f['seeds']:,}" for c, f in per_commit.items())
+    print(f"| seeds run | {distinct:,} distinct of 1,000,000 ({span}); {runs:,} seed runs in all, by commit: {by_commit} |")
+    print(f"| steps | {totals['steps']:,} |")
+    print(f"| histories checked | {totals['histories']:,} |")
+    print(f"| webhook events checked | {totals['events']:,} |")
+    print(f"| faults injected | {sum(faults.values()):,}: " + " · ".join(f"{k} {v:,}" for k, v in faults.most_common()) + " |")
+    seeds = ", ".join(f"{seed} on `{commit}`" for seed, _, commit in failing) or "none"
+    print(f"| violations | {len(failing)} seed{'s' if len(failing) != 1 else ''}: {seeds} |")
+
+
+def main(path: Path, as_table: bool = False) -> None:
     totals: Counter[str] = Counter()
     faults: Counter[str] = Counter()
     per_commit: dict[str, Counter[str]] = defaultdict(Counter)
@@ -30,6 +47,9 @@ def main(path: Path) -> None:
         faults.update(report["faults"])
         failing += [(f["seed"], f["violations"], piece["commit"]) for f in report["failures"]]
     covered.sort()
+    if as_table:
+        table(totals, faults, per_commit, covered, failing)
+        return
     print(f"pieces {len(covered)}, seeds {covered[0][0]:,}..{covered[-1][1] - 1:,}" if covered else "no pieces")
     gaps = [(a[1], b[0]) for a, b in zip(covered, covered[1:]) if b[0] > a[1]]
     if gaps:
@@ -43,4 +63,5 @@ def main(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("long-simulation.jsonl")))
+    args = [a for a in sys.argv[1:] if a != "--table"]
+    main(Path(args[0]) if args else Path(__file__).with_name("long-simulation.jsonl"), "--table" in sys.argv[1:])
