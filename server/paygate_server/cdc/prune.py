@@ -312,6 +312,7 @@ async def run_scheduled(db: Database, archive: ObjectStore, settings: Settings) 
     one process among all workers and hosts prunes (the others keep trying for it)."""
     pruner = HistoryPruner(db, archive, settings)
     lease = ConsumerLease(db, LEASE_NAME)
+    stopped_by: str | None = None  # the archive problem last logged: said once, not every run
     try:
         while True:
             try:
@@ -320,6 +321,10 @@ async def run_scheduled(db: Database, archive: ObjectStore, settings: Settings) 
                     if report.rows or report.partitions_created:
                         log.info("history pruned: %d rows, through id %d, limited by %s", report.rows,
                                  report.pruned_through, ", ".join(report.limited_by))
+                    if report.archive_problem != stopped_by and report.archive_problem is not None:
+                        # Pruning holds back until it is mended (a segment unreadable or not indexed).
+                        log.warning("history pruning stops at the archive: %s", report.archive_problem)
+                    stopped_by = report.archive_problem
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -6,17 +6,21 @@ ids) so that pruning drops and creates real partitions with a few dozen changes.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
 from paygate_server.cdc.index import reindex
-from paygate_server.cdc.prune import HistoryPruner
+from paygate_server.cdc.prune import HistoryPruner, run_scheduled
 from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.store import LocalStore
 from paygate_server.clock import now_us
@@ -28,6 +32,7 @@ from paygate_server.storage.history_prune import HistoryPruneStore
 from paygate_server.webhooks.events import WebhookConsumer
 from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, touch
 from tests.server.cdc.prune_support import WIDTH, archive, archived, count, settings, write_changes
+from tests.support.eventually import eventually
 from tests.support.pruning import forget_index
 
 
@@ -199,6 +204,37 @@ async def test_a_segment_the_index_by_intent_does_not_cover_blocks_its_range(
     assert (done.indexed, done.segments, done.problems) == (1, len(entries), [])
     report = await HistoryPruner(pdb, store, settings(tmp_path)).run()
     assert report.archive_problem is None and report.pruned_through >= first_in_victim, report.text()
+
+
+async def test_scheduled_pruning_says_once_why_it_stopped(
+        pdb: Database, store: LocalStore, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An operator learns that pruning holds back (a segment not indexed): one warning while
+    it lasts, not one per run."""
+    await write_changes(pdb, 10)
+    await archive(pdb, store, tmp_path)
+    victim = (await ArchiveReader(store).entries())[0][1]
+    await forget_index(pdb, "segment = :n", n=victim.number)
+    runs = 0
+    real_run = HistoryPruner.run
+
+    async def counted(self: HistoryPruner, **kwargs: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        return await real_run(self, **kwargs)
+
+    caplog.set_level(logging.WARNING, logger="paygate.cdc")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HistoryPruner, "run", counted)
+        task = asyncio.create_task(run_scheduled(pdb, store, replace(settings(tmp_path), history_prune_interval_s=0.01)))
+        try:
+            await eventually(lambda: runs, until=lambda n: n >= 4, what="four pruning runs")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    warnings = [r.getMessage() for r in caplog.records if "history pruning stops" in r.getMessage()]
+    assert warnings == [f"history pruning stops at the archive: {victim.object}: not indexed by intent"
+                        " (run `paygate audit reindex`)"]
 
 
 async def test_a_change_differing_from_its_archived_copy_is_kept(
