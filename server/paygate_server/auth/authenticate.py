@@ -11,6 +11,7 @@ from paygate_server.clock import parse_rfc3339_seconds
 from paygate_server.crypto import MasterKey
 from paygate_server.errors import ApiError
 from paygate_server.merchants import StoredKey, load_api_key
+from paygate_server.singleflight import SingleFlight
 from paygate_server.storage import Database
 
 __all__ = ["Authenticator", "Principal"]
@@ -36,6 +37,7 @@ class Authenticator:
         self._tolerance_s = tolerance_s
         self._cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, StoredKey | None]] = {}
+        self._reads: SingleFlight[str, StoredKey | None] = SingleFlight()  # concurrent misses share one read
         self.nonces = NonceBook(db)
 
     async def _key(self, api_key: str) -> StoredKey | None:
@@ -43,6 +45,11 @@ class Authenticator:
         cached = self._cache.get(api_key)
         if cached is not None and now - cached[0] < self._cache_ttl_s:
             return cached[1]
+        if self._cache_ttl_s <= 0:  # no cache: each request reads (a shared read could predate it)
+            return await self._read(api_key, now)
+        return await self._reads.run(api_key, lambda: self._read(api_key, now))
+
+    async def _read(self, api_key: str, now: float) -> StoredKey | None:
         async with self._db.read() as conn:
             stored = await load_api_key(conn, self._master, api_key)
         if len(self._cache) > 10_000:

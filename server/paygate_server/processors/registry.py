@@ -27,6 +27,7 @@ from paygate_server.crypto import MasterKey
 from paygate_server.processing.connectors import Connector, connector_kind
 from paygate_server.processors.accounts import open_credentials
 from paygate_server.processors.routing import Payment, Rule, choose, parse_rules
+from paygate_server.singleflight import SingleFlight
 from paygate_server.storage import Database
 from paygate_server.storage.processor_accounts import get_account, get_rules, list_accounts
 
@@ -62,6 +63,7 @@ class ProcessorRoutes:
         self._wrap = wrap
         self._options = options  # connect_timeout, read_timeout, … for every account's connector
         self._routing: dict[str, tuple[float, Routing | None]] = {}
+        self._reads: SingleFlight[str, Routing | None] = SingleFlight()  # concurrent misses share one read
         self._connectors: dict[str, Connector] = {}
         self._building: dict[str, asyncio.Lock] = {}
 
@@ -71,6 +73,11 @@ class ProcessorRoutes:
         cached = self._routing.get(merchant_id)
         if cached is not None and cached[0] > now:
             return cached[1]
+        if self._ttl <= 0:  # no cache: each payment reads (a shared read could predate it)
+            return await self._read_routing(merchant_id, now)
+        return await self._reads.run(merchant_id, lambda: self._read_routing(merchant_id, now))
+
+    async def _read_routing(self, merchant_id: str, now: float) -> Routing | None:
         # One statement, no transaction, for a merchant with no account (the usual case).
         async with self._db.read_one() as conn:
             accounts = tuple(row.id for row in await list_accounts(conn, merchant_id))
