@@ -21,9 +21,14 @@ from sqlalchemy import Connection, Table, inspect
 from paygate_server.storage.schema import CAPTURED_TABLES, metadata
 
 __all__ = ["install_statements", "live_columns", "uninstall_statements", "snapshot_expr", "intent_id_expr",
-           "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL"]
+           "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL", "PRUNING_REVISION", "HEADS_REVISION"]
 
 NOTIFY_CHANNEL = "paygate_changes"
+
+# The migrations whose triggers changed how a change is numbered: 0006 added the pruning
+# path (and the floor), 0011 the heads.
+PRUNING_REVISION = 6
+HEADS_REVISION = 11
 
 # Columns never copied into the history.
 SNAPSHOT_EXCLUDED = {"client_secret_hash", "vault_id", "card_fingerprint"}
@@ -53,25 +58,43 @@ def snapshot_expr(dialect: str, table_name: str, row: str = "NEW", present: Coll
 
 
 def _last_seq(intent: str, pruning: bool) -> str:
-    """The intent's last sequence number: its newest change in the log or, once pruning
-    has taken all of them, the one ``change_log_floor`` remembers — so a change after
-    pruning continues the intent's sequence instead of restarting it at 1."""
+    """Before revision 0011: the intent's last sequence number from its newest change in
+    the log or, once pruning has taken all of them, the one ``change_log_floor`` remembers."""
     floor = f"(SELECT last_seq FROM change_log_floor WHERE intent_id = {intent}), " if pruning else ""
     return f"COALESCE(MAX(intent_seq), {floor}0)"
 
 
-def _sqlite_statements(table_name: str, entity: str, present: Collection[str] | None, pruning: bool) -> list[str]:
+def _bump_head(intent: str, txid: str | None) -> str:
+    """Revision 0011 on: move the intent's head one sequence number on and, on PostgreSQL
+    (``txid``), remember the txid of the change it was at (the new change's predecessor).
+    One row per intent, written under the intent's row lock like the change itself, so its
+    numbers are the log's: gap-free, and never reused after pruning (heads are never
+    pruned). A look-up of the log by intent instead would visit every partition of it
+    (storage/change_log_partitions.py)."""
+    if txid is None:  # SQLite: an unqualified column of DO UPDATE is the existing row's
+        return f"""INSERT INTO change_log_heads (intent_id, last_seq) VALUES ({intent}, 1)
+    ON CONFLICT (intent_id) DO UPDATE SET last_seq = last_seq + 1"""
+    return f"""INSERT INTO change_log_heads AS h (intent_id, last_seq, last_txid) VALUES ({intent}, 1, {txid})
+    ON CONFLICT (intent_id) DO UPDATE SET last_seq = h.last_seq + 1, prev_txid = h.last_txid, last_txid = {txid}"""
+
+
+def _sqlite_statements(table_name: str, entity: str, present: Collection[str] | None, revision: int) -> list[str]:
     intent = intent_id_expr(table_name)
+    if revision >= HEADS_REVISION:
+        head = f"  {_bump_head(intent, None)};\n"
+        seq = f"(SELECT last_seq FROM change_log_heads WHERE intent_id = {intent})"
+    else:
+        head = ""
+        seq = f"(SELECT {_last_seq(intent, revision >= PRUNING_REVISION)} + 1 FROM change_log WHERE intent_id = {intent})"
     return [f"""CREATE TRIGGER trg_{table_name}_capture_{op} AFTER {op.upper()} ON {table_name}
 FOR EACH ROW BEGIN
-  INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at)
-  VALUES ('{entity}', NEW.id, '{op}', {intent}, NEW.merchant_id,
-          (SELECT {_last_seq(intent, pruning)} + 1 FROM change_log WHERE intent_id = {intent}),
+{head}  INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at)
+  VALUES ('{entity}', NEW.id, '{op}', {intent}, NEW.merchant_id, {seq},
           {snapshot_expr('sqlite', table_name, 'NEW', present)}, NULL, NEW.updated_at);
 END""" for op in ("insert", "update")]
 
 
-def _postgres_statements(table_name: str, entity: str, _present: Collection[str] | None, pruning: bool) -> list[str]:
+def _postgres_statements(table_name: str, entity: str, _present: Collection[str] | None, revision: int) -> list[str]:
     snapshot = snapshot_expr("postgresql", table_name, "NEW")
     intent = intent_id_expr(table_name)
     lock = (
@@ -81,16 +104,24 @@ def _postgres_statements(table_name: str, entity: str, _present: Collection[str]
         # so intent_seq is gap-free and ordered without deadlocks.
         else f"  PERFORM 1 FROM payment_intents WHERE id = {intent} FOR UPDATE;\n"
     )
+    if revision >= HEADS_REVISION:
+        numbering = f"  {_bump_head(intent, 'xid')}\n    RETURNING last_seq, prev_txid INTO seq, prev;\n"
+        prev_column, prev_value = ", prev_txid", ", prev"
+    else:
+        numbering = (f"  SELECT {_last_seq(intent, revision >= PRUNING_REVISION)} + 1 INTO seq"
+                     f" FROM change_log WHERE intent_id = {intent};\n")
+        prev_column = prev_value = ""
     return [
         f"""CREATE OR REPLACE FUNCTION fn_{table_name}_capture() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
   seq BIGINT;
+  prev BIGINT;
+  xid BIGINT := pg_current_xact_id()::text::bigint;
 BEGIN
-{lock}  SELECT {_last_seq(intent, pruning)} + 1 INTO seq FROM change_log WHERE intent_id = {intent};
-  INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at)
+{lock}{numbering}  INSERT INTO change_log (entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at{prev_column})
   VALUES ('{entity}', NEW.id, lower(TG_OP), {intent}, NEW.merchant_id, seq,
-          ({snapshot})::text, pg_current_xact_id()::text::bigint, NEW.updated_at);
+          ({snapshot})::text, xid, NEW.updated_at{prev_value});
   PERFORM pg_notify('{NOTIFY_CHANNEL}', {intent});
   RETURN NULL;
 END $$""",
@@ -141,20 +172,21 @@ BEGIN SELECT RAISE(ABORT, 'change_log is append-only'); END""",
 
 
 def install_statements(dialect: str, columns: Mapping[str, Collection[str]] | None = None, *,
-                       pruning: bool = True) -> list[str]:
+                       revision: int = HEADS_REVISION) -> list[str]:
     """The triggers' DDL. ``columns``: the captured tables' columns as they are in the
     database being migrated (SQLite names each column in its snapshot, and a migration
-    runs before later ones add theirs); None: as the schema declares them. ``pruning``:
-    the database has the pruning path's tables (revision 0006 on); the migrations before
-    it build the triggers of their time with False."""
+    runs before later ones add theirs); None: as the schema declares them. ``revision``:
+    the migration building them — each gets the triggers of its time, for the tables the
+    database has then (the pruning path's from 0006, the heads from 0011)."""
     postgres = dialect == "postgresql"
     build = _postgres_statements if postgres else _sqlite_statements
+    pruning = revision >= PRUNING_REVISION
     if postgres:
         append_only = _GUARDED_POSTGRES if pruning else _APPEND_ONLY_POSTGRES
     else:
         append_only = _GUARDED_SQLITE if pruning else _APPEND_ONLY_SQLITE
     return [s for name, entity in CAPTURED_TABLES.items()
-            for s in build(name, entity, None if columns is None else columns[name], pruning)] + append_only
+            for s in build(name, entity, None if columns is None else columns[name], revision)] + append_only
 
 
 def live_columns(bind: Connection) -> dict[str, list[str]]:

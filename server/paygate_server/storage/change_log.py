@@ -21,7 +21,10 @@ but its transaction may be *older* (a smaller txid: it began, wrote something el
 waited for the lock). With an unrelated transaction still running between the two txids,
 ``k+1`` falls inside the window and ``k`` outside. So before a window is used, its end is
 lowered until no change inside has its predecessor (``intent_seq - 1``) outside:
-``X := min(txid of such changes)``, repeated until none is left. By induction no
+``X := min(txid of such changes)``, repeated until none is left. Each change carries its
+predecessor's txid (``prev_txid``, from the intent's head, storage/capture.py), so the
+test reads the window's own rows and never looks a predecessor up (which, the log being
+partitioned by id, would visit every partition). By induction no
 predecessor is ever left behind a window, and within a window ids follow ``intent_seq``
 (change ``k+1`` is inserted after ``k`` committed), so delivering by id keeps per-intent order.
 
@@ -56,9 +59,8 @@ __all__ = ["Batch", "ChangeLog", "ChangeReader", "EntityRow", "PostgresReader", 
 _COLUMNS = "id, entity, entity_id, op, intent_id, merchant_id, intent_seq, data, txid, created_at"
 
 _BLOCKED = Sql("""
-SELECT min(c.txid) FROM change_log c
-JOIN change_log p ON p.intent_id = c.intent_id AND p.intent_seq = c.intent_seq - 1
-WHERE c.txid >= :horizon AND c.txid < :x AND p.txid >= :x
+SELECT min(txid) FROM change_log
+WHERE txid >= :horizon AND txid < :x AND prev_txid >= :x
 """)
 
 # The oldest transaction still running *in this database* (else the next txid). A snapshot's
@@ -88,8 +90,7 @@ WITH w AS MATERIALIZED (
 b AS MATERIALIZED (
   SELECT w.x,
     (SELECT min(c.txid) FROM change_log c
-      JOIN change_log p ON p.intent_id = c.intent_id AND p.intent_seq = c.intent_seq - 1
-      WHERE c.txid >= :horizon AND c.txid < w.x AND p.txid >= w.x) AS blocked,
+      WHERE c.txid >= :horizon AND c.txid < w.x AND c.prev_txid >= w.x) AS blocked,
     (SELECT min(l.txid) FROM change_log l WHERE l.txid >= w.x) IS NOT NULL AS beyond
   FROM w)
 SELECT b.x, b.blocked, b.beyond, {", ".join("c." + n for n in _COLUMNS.split(", "))}

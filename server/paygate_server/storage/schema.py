@@ -205,6 +205,9 @@ change_log = Table(
     # PostgreSQL: the writing transaction's id, to read rows in commit-safe order.
     Column("txid", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # PostgreSQL: the txid of the intent's change before this one (None: the first), from
+    # change_log_heads — the relay's test for a split intent (storage/change_log.py).
+    Column("prev_txid", BigInteger, nullable=True),
     # Not unique: on PostgreSQL the table is partitioned by id and a unique index must
     # include the partition key. The capture trigger numbers an intent's changes under
     # its row lock (storage/capture.py) and `paygate audit verify` checks every intent's

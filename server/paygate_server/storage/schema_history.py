@@ -20,7 +20,7 @@ from sqlalchemy import (
 
 from paygate_server.storage.schema import change_log, metadata
 
-__all__ = ["cdc_offsets", "change_log_prune", "change_log_floor", "archive_index", "webhook_endpoints", "webhook_events",
+__all__ = ["cdc_offsets", "change_log_prune", "change_log_floor", "change_log_heads", "archive_index", "webhook_endpoints", "webhook_events",
            "webhook_deliveries"]
 
 # The relay reads change_log in windows of transaction ids (PostgreSQL); see storage/change_log.py.
@@ -55,13 +55,24 @@ change_log_prune = Table(
     CheckConstraint("id = 1", name="ck_change_log_prune_one_row"),
 )
 
-# An intent's last pruned sequence number, for intents whose every change was pruned: the
-# capture trigger continues from it (storage/capture.py), so a change after pruning gets
-# the next number, never 1 again. One row per pruned intent, written by pruning only.
+# An intent's last pruned sequence number, for intents whose every change was pruned: what
+# a timeline says the database pruned through (cdc/timeline.py). One row per pruned
+# intent, written by pruning only. (Numbering continues from change_log_heads.)
 change_log_floor = Table(
     "change_log_floor", metadata,
     Column("intent_id", String(64), primary_key=True),
     Column("last_seq", BigInteger, nullable=False),
+)
+
+# Each intent's head of history: its last sequence number, the txid of that change and of
+# the one before it (PostgreSQL; None on SQLite). The capture triggers move it on with
+# every change (storage/capture.py); never pruned, so numbering never restarts.
+change_log_heads = Table(
+    "change_log_heads", metadata,
+    Column("intent_id", String(64), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_txid", BigInteger, nullable=True),
+    Column("prev_txid", BigInteger, nullable=True),
 )
 
 # The archive's index by intent (storage/archive_index.py): segment ``segment`` holds the

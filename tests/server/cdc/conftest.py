@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pytest
@@ -85,7 +85,9 @@ async def touch(conn: AsyncConnection, intent_id: str, status: str | None = None
 
 async def all_changes(db: Database) -> list[Change]:
     async with db.read() as conn:
-        return [Change(**r._mapping) for r in await conn.execute(select(change_log).order_by(change_log.c.id))]
+        # The columns a Change holds, named: a database at an older revision lacks later ones.
+        columns = [change_log.c[f.name] for f in fields(Change) if f.name in change_log.c]
+        return [Change(**r._mapping) for r in await conn.execute(select(*columns).order_by(change_log.c.id))]
 
 
 def assert_exactly_once_in_order(received: list[Change], expected: list[Change], *, dedupe: bool = False) -> None:

@@ -172,3 +172,37 @@ async def test_0006_moves_a_database_of_the_old_code_without_losing_a_row(unmigr
         assert (last.id, last.intent_id, last.intent_seq) == (before[-1].id + 1, intents[0], 3)
     finally:
         await db.dispose()
+
+
+async def test_0011_numbers_on_from_each_intents_newest_change_or_floor(unmigrated_url: str) -> None:
+    """A database at 0010 with history (and an intent whose every change was pruned, known
+    only by its floor): 0011 gives each intent a head at its newest change, numbering goes
+    on from it, and on PostgreSQL each new change names its predecessor's txid."""
+    db = create_database(unmigrated_url)
+    try:
+        await upgrade(db, "0010")
+        merchant = await new_merchant(db)
+        intents = []
+        for touches in range(3):
+            async with db.write() as conn:
+                pid = await new_intent(conn, merchant)
+                for _ in range(touches):
+                    await touch(conn, pid)
+            intents.append(pid)
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO change_log_floor (intent_id, last_seq) VALUES ('pi_pruned', 7)"))
+        before = await all_changes(db)
+        await upgrade(db)
+        async with db.read() as conn:
+            heads = {r[0]: (r[1], r[2]) for r in await conn.execute(
+                text("SELECT intent_id, last_seq, last_txid FROM change_log_heads"))}
+        newest = {c.intent_id: (c.intent_seq, c.txid) for c in before}  # ids follow each intent's seq
+        assert heads == {**newest, "pi_pruned": (7, None)}
+        async with db.write() as conn:
+            await touch(conn, intents[2], "succeeded")
+        async with db.read() as conn:
+            last = (await conn.execute(text(
+                "SELECT intent_id, intent_seq, prev_txid FROM change_log ORDER BY id DESC LIMIT 1"))).one()
+        assert tuple(last) == (intents[2], 3 + 1, newest[intents[2]][1])
+    finally:
+        await db.dispose()

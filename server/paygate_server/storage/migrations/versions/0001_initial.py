@@ -165,7 +165,7 @@ def upgrade() -> None:
     op.create_index('ux_transactions_one_in_flight', 'transactions', ['intent_id'], unique=True, sqlite_where=sa.text("status IN ('pending', 'unknown')"), postgresql_where=sa.text("status IN ('pending', 'unknown')"))
     op.create_index('ux_transactions_one_success', 'transactions', ['intent_id'], unique=True, sqlite_where=sa.text("status = 'succeeded'"), postgresql_where=sa.text("status = 'succeeded'"))
     dialect = op.get_bind().dialect.name
-    for statement in capture.install_statements(dialect, capture.live_columns(op.get_bind()), pruning=False):
+    for statement in capture.install_statements(dialect, capture.live_columns(op.get_bind()), revision=1):
         op.execute(statement)
 
 

@@ -46,7 +46,7 @@ def upgrade() -> None:
                     sqlite_where=_SUCCEEDED, postgresql_where=_SUCCEEDED)
     op.create_index("ix_payment_intents_held", "payment_intents", ["id"], unique=False,
                     sqlite_where=_HELD, postgresql_where=_HELD)
-    for statement in capture.install_statements(dialect, capture.live_columns(bind), pruning=False):
+    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=4):
         op.execute(statement)
 
 
@@ -64,5 +64,5 @@ def downgrade() -> None:
                           ("payment_intents", "amount_capturable"), ("payment_intents", "capture_method")):
         with op.batch_alter_table(table) as batch:
             batch.drop_column(column)
-    for statement in capture.install_statements(dialect, capture.live_columns(bind), pruning=False):
+    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=1):
         op.execute(statement)

@@ -42,7 +42,7 @@ def upgrade() -> None:
     for statement in capture.uninstall_statements(dialect):
         op.execute(statement)
     op.add_column("transactions", sa.Column("processor_id", sa.String(length=128), nullable=True))
-    for statement in capture.install_statements(dialect, capture.live_columns(bind), pruning=False):
+    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=5):
         op.execute(statement)
 
 
@@ -53,7 +53,7 @@ def downgrade() -> None:
         op.execute(statement)
     with op.batch_alter_table("transactions") as batch:
         batch.drop_column("processor_id")
-    for statement in capture.install_statements(dialect, capture.live_columns(bind), pruning=False):
+    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=4):
         op.execute(statement)
     op.drop_table("routing_rules")
     op.drop_index("ix_processor_accounts_merchant", table_name="processor_accounts")

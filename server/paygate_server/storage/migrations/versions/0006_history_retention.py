@@ -26,7 +26,9 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-_COLUMNS = ", ".join(c.name for c in change_log.columns)
+# change_log's columns as they were at this revision (later ones add theirs: 0011 prev_txid).
+_COLUMNS_0006 = [c for c in change_log.columns if c.name != "prev_txid"]
+_COLUMNS = ", ".join(c.name for c in _COLUMNS_0006)
 
 
 def _guard_tables() -> None:
@@ -62,7 +64,7 @@ def _postgres_partition(bind: sa.Connection) -> None:
     columns = ",\n  ".join(
         f"{c.name} {c.type.compile(dialect=dialect)}{'' if c.nullable else ' NOT NULL'}"
         + (" DEFAULT nextval('change_log_id_seq')" if c.name == "id" else "")
-        for c in change_log.columns)
+        for c in _COLUMNS_0006)
     op.execute(f"CREATE TABLE change_log (\n  {columns},\n  CONSTRAINT change_log_pkey PRIMARY KEY (id)\n)"
                " PARTITION BY RANGE (id)")
     # The sequence goes with the new table (dropping the old one would drop it otherwise).
@@ -80,9 +82,9 @@ def _postgres_partition(bind: sa.Connection) -> None:
 
 def _sqlite_rebuild(bind: sa.Connection) -> None:
     """Rebuild change_log with AUTOINCREMENT and the non-unique intent-sequence index."""
-    new = change_log.to_metadata(sa.MetaData(), name="change_log_new")
-    for index in list(new.indexes):
-        new.indexes.discard(index)
+    new = sa.Table("change_log_new", sa.MetaData(),
+                   *(sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable) for c in _COLUMNS_0006),
+                   sqlite_autoincrement=True)
     op.execute(sa.schema.CreateTable(new).compile(dialect=bind.dialect).string)
     op.execute(f"INSERT INTO change_log_new ({_COLUMNS}) SELECT {_COLUMNS} FROM change_log")
     op.execute("DROP TABLE change_log")
@@ -101,7 +103,7 @@ def upgrade() -> None:
         _postgres_partition(bind)
     else:
         _sqlite_rebuild(bind)
-    for statement in capture.install_statements(dialect, capture.live_columns(bind)):
+    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=6):
         op.execute(statement)
     # The webhook consumer's look-up of an entity's last event, once its changes are pruned.
     op.create_index("ix_webhook_events_object", "webhook_events", ["object_id", "change_id"])
