@@ -2,7 +2,7 @@
 
 One row per (intent, segment): archive segment ``segment`` holds the intent's changes with
 sequences ``first_seq..last_seq``. The archive consumer records a segment's rows with one
-statement (an executemany) after writing the segment and before its manifest entry, so a
+statement after writing the segment and before its manifest entry, so a
 segment with an entry is indexed (:mod:`paygate_server.cdc.index` says why it lives here
 and not in the archive).
 
@@ -15,24 +15,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import text
-
+from paygate_server import jsoncodec
 from paygate_server.storage.engine import Database
-from paygate_server.storage.statements import Sql, fetch_all
+from paygate_server.storage.statements import Sql, execute, fetch_all
 
 __all__ = ["ArchiveIndex", "SeqRange"]
 
 SeqRange = tuple[int, int]  # (first sequence, last sequence)
 
-_RECORD_SQLITE = text("""
+# One statement per segment on either database, its rows as arrays (PostgreSQL) or a JSON
+# array of [intent_id, first_seq, last_seq] (SQLite). (WHERE true: SQLite's rule for an
+# upsert clause after INSERT ... SELECT.)
+_RECORD_SQLITE = Sql("""
 INSERT INTO archive_index (intent_id, segment, first_seq, last_seq)
-VALUES (:intent_id, :segment, :first_seq, :last_seq)
+SELECT json_extract(value, '$[0]'), :segment, json_extract(value, '$[1]'), json_extract(value, '$[2]')
+FROM json_each(:rows) WHERE true
 ON CONFLICT (intent_id, segment) DO UPDATE
   SET first_seq = min(first_seq, excluded.first_seq), last_seq = max(last_seq, excluded.last_seq)
 """)
-_RECORD_PG = text("""
+_RECORD_PG = Sql("""
 INSERT INTO archive_index (intent_id, segment, first_seq, last_seq)
-VALUES (:intent_id, :segment, :first_seq, :last_seq)
+SELECT t.intent_id, :segment::bigint, t.first_seq, t.last_seq
+FROM unnest(:intent_ids::text[], :firsts::bigint[], :lasts::bigint[]) AS t(intent_id, first_seq, last_seq)
 ON CONFLICT (intent_id, segment) DO UPDATE
   SET first_seq = LEAST(archive_index.first_seq, EXCLUDED.first_seq),
       last_seq = GREATEST(archive_index.last_seq, EXCLUDED.last_seq)
@@ -50,10 +54,14 @@ class ArchiveIndex:
         """Record that ``segment`` holds each intent's changes in its range (one transaction)."""
         if not ranges:
             return
-        rows = [{"intent_id": intent_id, "segment": segment, "first_seq": first, "last_seq": last}
-                for intent_id, (first, last) in ranges.items()]
         async with self._db.write() as conn:
-            await conn.execute(_RECORD_SQLITE if self._db.is_sqlite else _RECORD_PG, rows)
+            if self._db.is_sqlite:
+                rows = jsoncodec.dumps([[intent_id, first, last] for intent_id, (first, last) in ranges.items()]).decode()
+                await execute(conn, _RECORD_SQLITE, segment=segment, rows=rows)
+            else:
+                await execute(conn, _RECORD_PG, segment=segment, intent_ids=list(ranges),
+                              firsts=[first for first, _ in ranges.values()],
+                              lasts=[last for _, last in ranges.values()])
 
     async def of_intent(self, intent_id: str) -> list[tuple[int, int, int]]:
         """``(segment, first_seq, last_seq)`` of every segment holding the intent, by segment."""
