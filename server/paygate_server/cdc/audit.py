@@ -373,6 +373,7 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
     log = ChangeLog(db)
     index = ArchiveIndex(db)
     not_indexed: list[int] = []  # segments the index by intent does not cover (the first few)
+    not_indexed_count = 0
     archive_pos = None
     async for entry in reader.walk(report.problems):
         report.segments += 1
@@ -384,8 +385,10 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
             if isinstance(entry.fields.get("firstId"), int) and isinstance(entry.fields.get("lastId"), int):
                 unreadable.append((entry.fields["firstId"], entry.fields["lastId"]))
             continue
-        if len(not_indexed) < MAX_LISTED and await unindexed(index, entry.number, changes):
-            not_indexed.append(entry.number)
+        if await unindexed(index, entry.number, changes):
+            not_indexed_count += 1
+            if len(not_indexed) < MAX_LISTED:
+                not_indexed.append(entry.number)
         fresh = []
         for change in changes:
             if not archived.add(change.id):
@@ -398,7 +401,8 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
         report.archived += len(fresh)
         await _compare(log, fresh, report)
     if not_indexed:
-        _problem(report, f"segments not in the index by intent: {', '.join(map(str, not_indexed))}"
+        more = f" … ({not_indexed_count} in all)" if not_indexed_count > len(not_indexed) else ""
+        _problem(report, f"segments not in the index by intent: {', '.join(map(str, not_indexed))}{more}"
                          " (run `paygate audit reindex`)")
 
     pos = await read_offset(db, consumer)

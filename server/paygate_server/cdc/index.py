@@ -71,9 +71,8 @@ async def segments_of(index: ArchiveIndex, intent_id: str) -> list[IndexRef]:
     return [IndexRef(*row) for row in await index.of_intent(intent_id)]
 
 
-async def unindexed(index: ArchiveIndex, segment: int, changes: Iterable[Change]) -> list[Change]:
+async def unindexed(index: ArchiveIndex, segment: int, changes: list[Change]) -> list[Change]:
     """The changes of ``segment`` its index rows do not cover (none: it is indexed for them)."""
-    changes = list(changes)
     if not changes:
         return []
     located = await index.of_segment(segment)

@@ -434,7 +434,7 @@ async def test_verify_counts_duplicates_and_flags_a_different_copy(db: Database,
 
 
 async def test_reindex_builds_the_index_of_an_archive_written_before_it(
-        db: Database, fresh_database_url: str, tmp_path: Path) -> None:
+        db: Database, fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "archive"
     store = LocalStore(root)
     merchant, ids = await _history(db, store)
@@ -443,6 +443,10 @@ async def test_reindex_builds_the_index_of_an_archive_written_before_it(
     assert await archived_timeline(db, store, ids[0]) == []
     report = await verify_archive(db, ArchiveReader(store))
     assert not report.ok and any("not in the index by intent" in p and "reindex" in p for p in report.problems)
+    monkeypatch.setattr("paygate_server.cdc.audit.MAX_LISTED", 1)  # more segments than listed: it says how many
+    listed = [p for p in (await verify_archive(db, ArchiveReader(store))).problems if "not in the index" in p]
+    assert listed == [f"segments not in the index by intent: 1 … ({report.segments} in all) (run `paygate audit reindex`)"]
+    monkeypatch.undo()
 
     env = {"PAYGATE_DATABASE_URL": fresh_database_url, "PAYGATE_DATA_DIR": str(tmp_path),
            "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}
