@@ -24,9 +24,13 @@ depends_on = None
 # Written with no trigger installed; on PostgreSQL the ALTER TABLE before it holds
 # change_log's lock until the migration commits, so no change slips in between.
 _BACKFILL = (
+    # One pass over the log: a correlated look-up per row would visit every partition per row.
     """INSERT INTO change_log_heads (intent_id, last_seq, last_txid)
-       SELECT c.intent_id, c.intent_seq, c.txid FROM change_log c
-       WHERE c.intent_seq = (SELECT max(n.intent_seq) FROM change_log n WHERE n.intent_id = c.intent_id)""",
+       SELECT intent_id, intent_seq, txid FROM (
+         SELECT intent_id, intent_seq, txid,
+                row_number() OVER (PARTITION BY intent_id ORDER BY intent_seq DESC) AS newest
+         FROM change_log) c
+       WHERE newest = 1""",
     """INSERT INTO change_log_heads (intent_id, last_seq)
        SELECT f.intent_id, f.last_seq FROM change_log_floor f
        WHERE NOT EXISTS (SELECT 1 FROM change_log_heads h WHERE h.intent_id = f.intent_id)""",
