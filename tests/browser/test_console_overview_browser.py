@@ -18,6 +18,7 @@ from paygate_server.procs import ServiceProcess, console_command
 from tests.browser.test_console_browser import PASSWORD, ConsoleSite, _off_thread
 from tests.e2e.conftest import running_stack
 from tests.support.databases import migrate, new_database_url
+from tests.support.eventually import eventually_sync
 from tests.support.processes import gateway_env, make_merchant
 
 APPROVED, DECLINED = 7, 3
@@ -59,12 +60,21 @@ def _log_in(page: Any, site: ConsoleSite, role: str) -> None:
     page.wait_for_url(site.url + "/")
 
 
+def _wait_for_the_overview(page: Any) -> None:
+    """Until the overview has fetched its figures once. Polled with ``evaluate`` (the DevTools
+    protocol's own call): ``wait_for_function`` builds its predicate with ``new Function`` in
+    the page, which the console's CSP (no ``'unsafe-eval'``) refuses whenever the first check
+    is not already true."""
+    eventually_sync(lambda: page.evaluate("() => Boolean(window.paygateOverview && window.paygateOverview.fetches >= 1)"),
+                    what="the overview's first fetch")
+
+
 def test_the_charts_draw_the_bursts_payments(browser: Any, burst: Burst) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
         _log_in(page, burst.site, "viewer")
-        page.wait_for_function("window.paygateOverview && window.paygateOverview.fetches >= 1")
+        _wait_for_the_overview(page)
         drawn = page.evaluate("""() => {
             const o = window.paygateOverview, sum = a => a.reduce((s, v) => s + (v || 0), 0);
             const outcomes = o.charts.outcomes;
@@ -90,11 +100,11 @@ def test_overview_fits_390px_and_tab_reaches_the_nav_and_a_form(browser: Any, bu
     try:
         page = context.new_page()
         _log_in(page, burst.site, "admin")
-        page.wait_for_function("window.paygateOverview && window.paygateOverview.fetches >= 1")
+        _wait_for_the_overview(page)
         for path in ("/", "/reconciliation", "/merchants"):
             page.goto(burst.site.url + path)
             if path == "/":
-                page.wait_for_function("window.paygateOverview && window.paygateOverview.fetches >= 1")
+                _wait_for_the_overview(page)
             assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
         page.goto(burst.site.url + "/merchants")
         reached: list[str] = []

@@ -23,6 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from paygate_server.private_files import private_dir, private_file
 from paygate_server.storage.availability import StaleConnections
 from paygate_server.storage.group_commit import GroupCommitter
+from paygate_server.storage.inline_sqlite import loop_creator
 from paygate_server.storage.statements import Autocommit
 from paygate_server.storage.urls import normalize_database_url
 
@@ -51,18 +52,23 @@ class Database:
         self.url = normalize_database_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         if async_creator is not None and not self.is_sqlite:
-            raise ValueError("async_creator is for SQLite's driver connections (the simulation's)")
+            raise ValueError("async_creator is for SQLite's driver connections")
         self._group: GroupCommitter | None = None
         if self.is_sqlite:
-            _private_sqlite_files(make_url(self.url).database)
-            # No rollback on every check-in (a hop to aiosqlite's thread): _sqlite_reset rolls
+            parsed = make_url(self.url)
+            _private_sqlite_files(parsed.database)
+            # Driver connections (SQLAlchemy's async_creator), opened with what the URL asks
+            # of sqlite3.connect: the gateway's run what cannot wait on the loop's thread
+            # and the rest on a worker thread (storage/inline_sqlite.py, LoopConnection); the
+            # simulation passes its own, which run everything on the loop's thread.
+            if async_creator is None:
+                connect_args, connect_kwargs = parsed.get_dialect()().create_connect_args(parsed)
+                async_creator = loop_creator(*connect_args, **connect_kwargs)
+            # No rollback on every check-in (a hop to a worker thread): _sqlite_reset rolls
             # back only a connection that is in a transaction.
-            # async_creator (SQLAlchemy's): the simulation's driver connections, aiosqlite's
-            # without its thread (storage/inline_sqlite.py); None: aiosqlite's.
             self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
                                               pool_timeout=pool_timeout_s, hide_parameters=True,
-                                              pool_reset_on_return=None,
-                                              **({"async_creator": async_creator} if async_creator else {}))
+                                              pool_reset_on_return=None, async_creator=async_creator)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "reset", _sqlite_reset)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -192,7 +198,7 @@ def _asyncpg_timeouts(connect_s: float | None, command_s: float | None,
 def _sqlite_reset(dbapi_connection: Any, _entry: ConnectionPoolEntry, state: PoolResetState) -> None:
     """The pool's reset on check-in, SQLite: roll back only a connection the driver says is
     in a transaction. Most come back with none (SQLAlchemy ended theirs, an
-    :class:`Autocommit` never opened one), and a ROLLBACK costs a hop to aiosqlite's thread."""
+    :class:`Autocommit` never opened one), and a ROLLBACK costs a hop to a worker thread."""
     if (state.asyncio_safe and not state.transaction_was_reset
             and dbapi_connection.driver_connection.in_transaction):
         dbapi_connection.rollback()

@@ -16,10 +16,12 @@ or all fail together, so no unit can act on a write that is then lost.
 
 A unit whose task is cancelled (a shutdown, an ``asyncio.timeout`` around a write, a client
 gone) fails alone, like any failing unit: its caller hears ``CancelledError`` and the batch
-goes on. That holds because nothing on the connection is left half done. aiosqlite runs a
-connection's calls one after the other on its one thread, so a statement whose caller was
-cancelled still runs to its end there, and whatever is sent next (the unit's ``ROLLBACK TO
-SAVEPOINT``) queues behind it. SQLAlchemy, though, treats a cancellation inside one of its
+goes on. That holds because nothing on the connection is left half done. A connection's
+calls run one after the other: the gateway's (storage/inline_sqlite.py) run a unit's
+statements on the loop's thread, where no cancellation can cut one short, and what can wait
+(the BEGIN, the COMMIT) on a worker thread, in order; aiosqlite's run every call on the
+connection's thread. Either way a statement whose caller was cancelled still runs to its end,
+and whatever is sent next (the unit's ``ROLLBACK TO SAVEPOINT``) queues behind it. SQLAlchemy, though, treats a cancellation inside one of its
 statements as a reason to drop the connection, which would take the batch with it: for the
 batch's connection that is switched off (its public ``handle_error`` event). A cancellation
 that arrives while the unit's own savepoint steps are in flight is held until they are done

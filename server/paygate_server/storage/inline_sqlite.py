@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-__all__ = ["InlineConnection", "inline_creator"]
+__all__ = ["InlineConnection", "LoopConnection", "inline_creator", "loop_creator"]
 
 T = TypeVar("T")
 _STOPPED = object()  # what a stop hands back, as aiosqlite's does
@@ -265,7 +266,140 @@ class InlineConnection:
 
 
 def inline_creator(path: Path) -> Callable[[], Awaitable[InlineConnection]]:
-    """SQLAlchemy's ``async_creator`` for the database file at ``path``."""
+    """SQLAlchemy's ``async_creator`` for the database file at ``path`` (the simulation's)."""
     async def connect() -> InlineConnection:
         return await InlineConnection(partial(sqlite3.connect, str(path), check_same_thread=False))
+    return connect
+
+
+# Statements that can wait — on another connection's write lock (up to the busy timeout) or
+# on the disk (a commit's fsync) — by how they begin. "ROLLBACK TO" and "RELEASE" (a
+# savepoint's) are neither: they stay inside the transaction that holds the lock.
+_BEGINS = ("BEGIN",)
+_ENDS = ("COMMIT", "END", "ROLLBACK")
+_CALLS_THAT_WAIT = frozenset({"commit", "rollback", "close", "executescript"})
+
+
+class LoopConnection(InlineConnection):
+    """The gateway's SQLite connection: a statement that cannot wait runs at once on the
+    event loop's thread; one that can runs on a worker thread, as all of them do with
+    aiosqlite.
+
+    With aiosqlite every call — a point read, a savepoint — is two thread switches and a
+    wake-up of the loop, which cost more than most of the statements themselves (about a
+    third of the gateway's CPU per SQLite payment, docs/performance.md). But a statement on
+    the loop's thread stops every request while it runs, so only what cannot wait runs
+    there: a read (``SELECT``: in WAL mode it takes no lock a writer holds) made through the
+    driver's own calls — storage/statements.py's: the payment paths' point reads and
+    bounded windows (keyset pages, a ``LIMIT``) — and any statement inside a transaction
+    begun ``IMMEDIATE``, which holds the write lock already (the group commit's batches,
+    storage/group_commit.py: whoever else writes waits for them anyway). ``BEGIN``,
+    ``COMMIT``, ``ROLLBACK``, a write outside such a transaction (it may wait up to the busy
+    timeout for another process's lock), a read through a SQLAlchemy cursor (the background
+    jobs' counts and scans, the migrations) with the fetching of its rows, a script, and
+    opening and closing the connection go to a worker thread. The price: a long statement
+    of the first kind holds the loop while it runs.
+
+    Calls on one connection keep their order, as on aiosqlite's one thread: a call made
+    while one is on a worker thread waits for it, even when the caller of that one was
+    cancelled (the statement still runs to its end).
+    """
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        super().__init__(connector)
+        self._write_locked = False
+        self._away: asyncio.Future[Any] | None = None  # the call on a worker thread, if any
+        self._cursors_away: weakref.WeakSet[sqlite3.Cursor] = weakref.WeakSet()  # last statement on a thread
+
+    def _waiting_call(self, fn: Callable[..., Any]) -> bool:
+        """The connection's own commit, rollback, close or script (a cursor's ``close`` is not)."""
+        return getattr(fn, "__self__", None) is self._connection and getattr(fn, "__name__", "") in _CALLS_THAT_WAIT
+
+    def _may_wait(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> bool:
+        owner = getattr(fn, "__self__", None)
+        if self._waiting_call(fn):
+            return True
+        if not args or not isinstance(args[0], str):
+            # No statement starts; a fetch from a cursor whose statement ran on a thread
+            # steps that statement on (its rows are found as they are fetched).
+            return isinstance(owner, sqlite3.Cursor) and owner in self._cursors_away
+        head = args[0].lstrip()[:12].upper()
+        if head.startswith(_BEGINS) or (head.startswith(_ENDS) and not head.startswith("ROLLBACK TO")):
+            return True
+        if self._write_locked:
+            return False
+        # A read through the driver's own calls (storage/statements.py: the paths' point
+        # reads and bounded windows) cannot wait; a SQLAlchemy cursor's may be a background
+        # job's scan or count, which would hold the loop as long as it runs.
+        return not head.startswith("SELECT") or isinstance(owner, sqlite3.Cursor)
+
+    def _after(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """The write lock's state after a call that ran on a worker thread."""
+        if self._waiting_call(fn):
+            self._write_locked = False
+        elif args and isinstance(args[0], str):
+            sql = args[0].lstrip().upper()
+            if sql.startswith(_BEGINS):
+                self._write_locked = "IMMEDIATE" in sql or "EXCLUSIVE" in sql
+            elif sql.startswith(_ENDS) and not sql.startswith("ROLLBACK TO"):
+                self._write_locked = False
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        while self._away is not None:
+            await asyncio.wait([self._away])  # in order; a cancelled waiter leaves it running
+        owner = getattr(fn, "__self__", None)
+        if not self._may_wait(fn, args):
+            if isinstance(owner, sqlite3.Cursor) and args:
+                self._cursors_away.discard(owner)
+            return fn(*args, **kwargs)
+        if isinstance(owner, sqlite3.Cursor) and args:
+            self._cursors_away.add(owner)
+        return await self._on_a_thread(fn, args, kwargs)
+
+    async def _on_a_thread(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        away = asyncio.get_running_loop().run_in_executor(None, partial(fn, *args, **kwargs))
+        self._away = away
+        try:
+            return await asyncio.shield(away)
+        finally:
+            if away.done():
+                self._settle(away, fn, args)
+            else:  # cancelled while it runs: the next call waits for it (see run)
+                away.add_done_callback(lambda done: self._settle(done, fn, args))
+
+    def _settle(self, away: asyncio.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if self._away is away:
+            self._away = None
+        if not away.cancelled() and away.exception() is None:
+            self._after(fn, args)
+
+    async def _connect(self) -> InlineConnection:
+        if self._connection is None:
+            self._connection = await asyncio.get_running_loop().run_in_executor(None, self._connector)
+        return self
+
+    def stop(self) -> asyncio.Future[Any] | None:
+        self._running = False
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return None
+        try:
+            return asyncio.get_running_loop().run_in_executor(None, connection.close)
+        except RuntimeError:  # no running loop (collected outside one): close here
+            connection.close()
+            return None
+
+
+def loop_creator(*args: Any, **kwargs: Any) -> Callable[[], Awaitable[LoopConnection]]:
+    """SQLAlchemy's ``async_creator`` for the gateway's SQLite database: ``args`` and
+    ``kwargs`` are ``sqlite3.connect``'s (the URL's, by its dialect). A connection is used
+    from more than one thread, never from two at once (see :class:`LoopConnection`)."""
+    connector = partial(sqlite3.connect, *args, **{**kwargs, "check_same_thread": False})
+
+    async def connect() -> LoopConnection:
+        connection = LoopConnection(connector)
+        await connection
+        return connection
     return connect

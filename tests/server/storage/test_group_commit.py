@@ -9,12 +9,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from paygate_server.storage import create_database
+from paygate_server.storage import Database, create_database
 from paygate_server.storage.availability import RETRY_AFTER_S, is_database_unavailable
 from paygate_server.storage.migrate import upgrade
 from paygate_server.storage.statements import Sql, execute, fetch_all, fetch_tuples, fetch_value
@@ -32,6 +34,16 @@ async def sqlite_url(tmp_path: Path) -> str:
     finally:
         await db.dispose()
     return url
+
+
+def _threaded_database(url: str) -> Database:
+    """The database on aiosqlite's own connections, every statement on the connection's
+    thread: a statement can then still run when its task is cancelled. (The gateway's run a
+    unit's statements on the loop's thread, where that cannot happen, but the committer
+    makes no assumption about its driver.)"""
+    path = make_url(url).database
+    assert path is not None
+    return create_database(url, async_creator=lambda: aiosqlite.connect(path))
 
 
 async def _ids(url: str) -> list[str]:
@@ -177,7 +189,7 @@ async def test_a_unit_cancelled_inside_a_statement_is_undone_alone(
     once or twice: that unit is rolled back and its caller hears CancelledError; the unit
     before it in the batch, which had finished and waits for the commit, is written; the
     unit queued behind it starts only once it is undone."""
-    db = create_database(sqlite_url)
+    db = _threaded_database(sqlite_url)
     group = db._group
     assert group is not None
     group.max_age_s = 60.0  # one batch for the three units
@@ -222,7 +234,7 @@ async def test_a_unit_cancelled_after_its_work_is_part_of_the_batch(sqlite_url: 
     """Cancelled while its RELEASE waits for the connection (and, the second time, while
     the commit does): its writes are the batch's, its caller hears CancelledError, and the
     other unit of the batch is written — by the one commit."""
-    db = create_database(sqlite_url)
+    db = _threaded_database(sqlite_url)
     group = db._group
     assert group is not None
     group.max_age_s = 60.0
