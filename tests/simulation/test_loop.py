@@ -6,12 +6,12 @@ import threading
 import time
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from sqlalchemy import text
 
 from paygate_server.simulation.loop import SimulatedCrash, SimulatedLoop, Stalled
 from paygate_server.storage import create_database
-from paygate_server.storage.inline_sqlite import inline_creator
 
 
 def test_time_jumps_to_the_next_timer() -> None:
@@ -56,15 +56,16 @@ def test_a_crash_at_a_turn_stops_the_loop_there() -> None:
         loop.close()
 
 
-@pytest.mark.parametrize("threadless", [False, True], ids=["aiosqlite", "inline"])
+@pytest.mark.parametrize("threadless", [False, True], ids=["aiosqlite", "gateway"])
 def test_database_results_come_back_in_the_order_they_were_asked(tmp_path: Path, threadless: bool) -> None:
     """Concurrent statements on several connections: the same interleaving every run, with
-    aiosqlite's threads and with the simulation's threadless connections (which start none)."""
+    aiosqlite's threads and with the gateway's connections (storage/inline_sqlite.py), whose
+    worker-thread calls the simulated loop runs at once: they start no thread."""
     path = tmp_path / "order.db"
     threads_before = threading.active_count()
 
     async def run() -> list[tuple[int, int]]:
-        db = create_database(f"sqlite:///{path}", async_creator=inline_creator(path) if threadless else None)
+        db = create_database(f"sqlite:///{path}", async_creator=None if threadless else lambda: aiosqlite.connect(path))
         async with db.write() as conn:
             await conn.execute(text("CREATE TABLE IF NOT EXISTS t (x INTEGER)"))
             await conn.execute(text("DELETE FROM t"))

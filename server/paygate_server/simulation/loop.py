@@ -42,12 +42,12 @@ __all__ = ["SimulatedCrash", "SimulatedLoop", "Stalled"]
 # Modules whose futures are completed from a thread (by call_soon_threadsafe): each
 # ``create_future`` call made by them is one statement handed to a worker thread —
 # aiosqlite's, and SQLAlchemy's adapter of it (which queues its isolation-level change on
-# the same thread) — and :mod:`paygate_server.storage.inline_sqlite`, which the simulation's
-# gateway processes use in aiosqlite's place: it runs each call at once, but hands its result
-# back the same way. A new release that hands work to the thread from elsewhere makes the
-# simulation stop with :class:`Stalled` naming this list, never go on nondeterministically.
-THREAD_MODULES = frozenset({"aiosqlite.core", "sqlalchemy.dialects.sqlite.aiosqlite",
-                            "paygate_server.storage.inline_sqlite"})
+# the connection's queue: the gateway's connections, storage/inline_sqlite.py, run it at
+# once and hand its result back the same way). The gateway's connections hand their other
+# thread work to ``run_in_executor``, which this loop runs at once. A new release that hands
+# work to a thread from elsewhere makes the simulation stop with :class:`Stalled` naming
+# this list, never go on nondeterministically.
+THREAD_MODULES = frozenset({"aiosqlite.core", "sqlalchemy.dialects.sqlite.aiosqlite"})
 # aiosqlite's ``Connection.stop`` queues the sentinel that ends the connection's thread, with
 # a future for it. A second ``stop`` of the same connection (SQLAlchemy force-closes a
 # connection whose graceful close was cancelled, and that close then stops it again: both

@@ -1,17 +1,15 @@
-"""aiosqlite's connection without its thread: what the simulation's gateway processes use.
+"""The gateway's SQLite driver connection: aiosqlite's interface, without a thread for
+what cannot wait.
 
-aiosqlite runs each call of a connection on a worker thread and hands the result back with
-``call_soon_threadsafe``; the simulated loop (:mod:`paygate_server.simulation.loop`) orders
-the results by waiting, at every turn, for every outstanding call. That wait costs two
-thread switches per call, and it does not quite make a run deterministic: a call starts on
-its thread in the order made, but calls of one turn on different connections run at the
-same time there, so (the likely cause) a read could run before or after a commit made just
-before it finished (seeds 517 and 949 each gave two different histories in two runs,
-2026-12-04). This connection runs each call at once, on the loop's thread, to its end, where aiosqlite
-would hand it to its thread, and hands the result back the same way
-(``call_soon_threadsafe``, which the simulated loop holds until its next turn, in the order
-the calls were made). Each call still makes one future and takes one turn, as with
-aiosqlite: most seeds' histories are the same with either (993 of seeds 0–999).
+aiosqlite runs every call of a connection on the connection's worker thread and hands the
+result back with ``call_soon_threadsafe``: two thread switches and a wake-up of the loop per
+call, which cost more than most of the gateway's statements themselves (about a third of its
+CPU per SQLite payment, docs/performance.md, "SQLite without the thread hop"). Here a call
+that cannot wait runs at once on the loop's thread, and only one that can — on a lock or on
+the disk — goes to a worker thread (:class:`LoopConnection` says which is which). The
+simulation's gateway processes use the same connection: its loop runs ``run_in_executor``'s
+function at once, so no thread decides the order of anything (docs/reliability.md,
+"Determinism: the mechanism").
 
 Only what the gateway reaches of an ``aiosqlite.Connection`` is here: SQLAlchemy's aiosqlite
 dialect (cursors, commit, rollback, close, terminate, and the isolation-level change it
@@ -27,13 +25,11 @@ import sqlite3
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from functools import partial
-from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-__all__ = ["InlineConnection", "LoopConnection", "inline_creator", "loop_creator"]
+__all__ = ["LoopConnection", "loop_creator"]
 
 T = TypeVar("T")
-_STOPPED = object()  # what a stop hands back, as aiosqlite's does
 
 
 def _set_result(future: asyncio.Future[Any], result: Any) -> None:
@@ -47,20 +43,15 @@ def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
 
 
 class _RunAtOnce:
-    """Stands where aiosqlite's queue to its thread stands: a call put on it runs now — until
-    a stop has run. After that, as on aiosqlite's ended thread, a call put on it never runs
-    and its future is never completed."""
-
-    def __init__(self) -> None:
-        self.ended = False
+    """Stands where aiosqlite's queue to its thread stands, for the one call SQLAlchemy's
+    dialect puts there itself (an isolation-level change): it runs now, and its result is
+    handed back as the thread would hand it (``call_soon_threadsafe``, which the simulated
+    loop counts as thread work and holds to its next turn)."""
 
     def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
         future, function = item
-        if self.ended:
-            return
         try:
             result = function()
-            self.ended = result is _STOPPED
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, as the thread would
             if future is not None:
                 future.get_loop().call_soon_threadsafe(_set_exception, future, exc)
@@ -84,20 +75,20 @@ class _Result(Generic[T]):
         return self._obj
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if isinstance(self._obj, InlineCursor):
+        if isinstance(self._obj, LoopCursor):
             await self._obj.close()
 
 
-class InlineCursor:
-    def __init__(self, conn: InlineConnection, cursor: sqlite3.Cursor) -> None:
+class LoopCursor:
+    def __init__(self, conn: LoopConnection, cursor: sqlite3.Cursor) -> None:
         self._conn = conn
         self._cursor = cursor
 
-    async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> InlineCursor:
+    async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> LoopCursor:
         await self._conn.run(self._cursor.execute, sql, [] if parameters is None else parameters)
         return self
 
-    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> InlineCursor:
+    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> LoopCursor:
         await self._conn.run(self._cursor.executemany, sql, parameters)
         return self
 
@@ -133,143 +124,11 @@ class InlineCursor:
     def description(self) -> Any:
         return self._cursor.description
 
-    async def __aenter__(self) -> InlineCursor:
+    async def __aenter__(self) -> LoopCursor:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-
-class InlineConnection:
-    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
-        self._running = True
-        self._connection: sqlite3.Connection | None = None  # SQLAlchemy's dialect reads it
-        self._connector = connector
-        self._tx = _RunAtOnce()  # SQLAlchemy's dialect queues its isolation-level change here
-
-    def __del__(self) -> None:
-        # As aiosqlite's: a connection collected unclosed (a crashed process's, say) is
-        # stopped then, on whatever loop runs the collection.
-        if self._connection is not None:
-            self.stop()
-
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise ValueError("no active connection")
-        return self._connection
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """One call, as aiosqlite makes one: a future, the call, its result at the next turn."""
-        if not self._running or not self._connection:
-            raise ValueError("Connection closed")
-        future: asyncio.Future[T] = asyncio.get_event_loop().create_future()
-        self._tx.put_nowait((future, partial(fn, *args, **kwargs)))
-        return await future
-
-    async def _connect(self) -> InlineConnection:
-        if self._connection is None:
-            try:
-                future: asyncio.Future[sqlite3.Connection] = asyncio.get_event_loop().create_future()
-                self._tx.put_nowait((future, self._connector))
-                self._connection = await future
-            except BaseException:
-                self.stop()
-                self._connection = None
-                raise
-        return self
-
-    def __await__(self) -> Generator[Any, None, InlineConnection]:
-        return self._connect().__await__()
-
-    def stop(self) -> asyncio.Future[Any] | None:
-        self._running = False
-
-        def close_and_stop() -> object:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-            return _STOPPED
-
-        try:
-            future: asyncio.Future[Any] | None = asyncio.get_event_loop().create_future()
-        except Exception:  # noqa: BLE001 - no loop (a collection outside one): nothing to await
-            future = None
-        self._tx.put_nowait((future, close_and_stop))
-        return future
-
-    async def close(self) -> None:
-        if self._connection is None:
-            return
-        try:
-            await self.run(self._conn.close)
-        finally:
-            self._connection = None
-            future = self.stop()
-            if future is not None:
-                await future
-
-    def cursor(self) -> _Result[InlineCursor]:
-        return _Result(self._cursor())
-
-    async def _cursor(self) -> InlineCursor:
-        return InlineCursor(self, await self.run(self._conn.cursor))
-
-    async def commit(self) -> None:
-        await self.run(self._conn.commit)
-
-    async def rollback(self) -> None:
-        await self.run(self._conn.rollback)
-
-    def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _Result[InlineCursor]:
-        return _Result(self._on_cursor("execute", sql, [] if parameters is None else parameters))
-
-    def executescript(self, script: str) -> _Result[InlineCursor]:
-        return _Result(self._on_cursor("executescript", script))
-
-    async def _on_cursor(self, method: str, *args: Any) -> InlineCursor:
-        return InlineCursor(self, await self.run(getattr(self._conn, method), *args))
-
-    def execute_fetchall(self, sql: str, parameters: Iterable[Any] | None = None) -> _Result[list[Any]]:
-        return _Result(self.run(self._fetchall, sql, [] if parameters is None else parameters))
-
-    def _fetchall(self, sql: str, parameters: Any) -> list[Any]:
-        return self._conn.execute(sql, parameters).fetchall()
-
-    async def create_function(self, name: str, num_params: int, func: Callable[..., Any],
-                              deterministic: bool = False) -> None:
-        await self.run(self._conn.create_function, name, num_params, func, deterministic=deterministic)
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.in_transaction
-
-    @property
-    def isolation_level(self) -> str | None:
-        return self._conn.isolation_level
-
-    @isolation_level.setter
-    def isolation_level(self, value: Literal["DEFERRED", "EXCLUSIVE", "IMMEDIATE"] | None) -> None:
-        self._conn.isolation_level = value
-
-    @property
-    def row_factory(self) -> Any:
-        return self._conn.row_factory
-
-    @row_factory.setter
-    def row_factory(self, factory: Any) -> None:
-        self._conn.row_factory = factory
-
-    @property
-    def total_changes(self) -> int:
-        return self._conn.total_changes
-
-
-def inline_creator(path: Path) -> Callable[[], Awaitable[InlineConnection]]:
-    """SQLAlchemy's ``async_creator`` for the database file at ``path`` (the simulation's)."""
-    async def connect() -> InlineConnection:
-        return await InlineConnection(partial(sqlite3.connect, str(path), check_same_thread=False))
-    return connect
 
 
 # Statements that can wait — on another connection's write lock (up to the busy timeout) or
@@ -280,7 +139,7 @@ _ENDS = ("COMMIT", "END", "ROLLBACK")
 _CALLS_THAT_WAIT = frozenset({"commit", "rollback", "close", "executescript"})
 
 
-class LoopConnection(InlineConnection):
+class LoopConnection:
     """The gateway's SQLite connection: a statement that cannot wait runs at once on the
     event loop's thread; one that can runs on a worker thread, as all of them do with
     aiosqlite.
@@ -306,10 +165,25 @@ class LoopConnection(InlineConnection):
     """
 
     def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
-        super().__init__(connector)
+        self._running = True
+        self._connection: sqlite3.Connection | None = None  # SQLAlchemy's dialect reads it
+        self._connector = connector
+        self._tx = _RunAtOnce()  # SQLAlchemy's dialect queues its isolation-level change here
         self._write_locked = False
         self._away: asyncio.Future[Any] | None = None  # the call on a worker thread, if any
         self._cursors_away: weakref.WeakSet[sqlite3.Cursor] = weakref.WeakSet()  # last statement on a thread
+
+    def __del__(self) -> None:
+        # As aiosqlite's: a connection collected unclosed (a crashed process's, say) is
+        # closed then.
+        if self._connection is not None:
+            self.stop()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise ValueError("no active connection")
+        return self._connection
 
     def _waiting_call(self, fn: Callable[..., Any]) -> bool:
         """The connection's own commit, rollback, close or script (a cursor's ``close`` is not)."""
@@ -375,7 +249,7 @@ class LoopConnection(InlineConnection):
         if not away.cancelled() and away.exception() is None:
             self._after(fn, args)
 
-    async def _connect(self) -> InlineConnection:
+    async def _connect(self) -> LoopConnection:
         if self._connection is None:
             self._connection = await asyncio.get_running_loop().run_in_executor(None, self._connector)
         return self
@@ -390,6 +264,73 @@ class LoopConnection(InlineConnection):
         except RuntimeError:  # no running loop (collected outside one): close here
             connection.close()
             return None
+
+    def __await__(self) -> Generator[Any, None, LoopConnection]:
+        return self._connect().__await__()
+
+    async def close(self) -> None:
+        if self._connection is None:
+            return
+        try:
+            await self.run(self._conn.close)
+        finally:
+            self._running = False
+            self._connection = None
+
+    def cursor(self) -> _Result[LoopCursor]:
+        return _Result(self._cursor())
+
+    async def _cursor(self) -> LoopCursor:
+        return LoopCursor(self, await self.run(self._conn.cursor))
+
+    async def commit(self) -> None:
+        await self.run(self._conn.commit)
+
+    async def rollback(self) -> None:
+        await self.run(self._conn.rollback)
+
+    def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> _Result[LoopCursor]:
+        return _Result(self._on_cursor("execute", sql, [] if parameters is None else parameters))
+
+    def executescript(self, script: str) -> _Result[LoopCursor]:
+        return _Result(self._on_cursor("executescript", script))
+
+    async def _on_cursor(self, method: str, *args: Any) -> LoopCursor:
+        return LoopCursor(self, await self.run(getattr(self._conn, method), *args))
+
+    def execute_fetchall(self, sql: str, parameters: Iterable[Any] | None = None) -> _Result[list[Any]]:
+        return _Result(self.run(self._fetchall, sql, [] if parameters is None else parameters))
+
+    def _fetchall(self, sql: str, parameters: Any) -> list[Any]:
+        return self._conn.execute(sql, parameters).fetchall()
+
+    async def create_function(self, name: str, num_params: int, func: Callable[..., Any],
+                              deterministic: bool = False) -> None:
+        await self.run(self._conn.create_function, name, num_params, func, deterministic=deterministic)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._conn.isolation_level
+
+    @isolation_level.setter
+    def isolation_level(self, value: Literal["DEFERRED", "EXCLUSIVE", "IMMEDIATE"] | None) -> None:
+        self._conn.isolation_level = value
+
+    @property
+    def row_factory(self) -> Any:
+        return self._conn.row_factory
+
+    @row_factory.setter
+    def row_factory(self, factory: Any) -> None:
+        self._conn.row_factory = factory
+
+    @property
+    def total_changes(self) -> int:
+        return self._conn.total_changes
 
 
 def loop_creator(*args: Any, **kwargs: Any) -> Callable[[], Awaitable[LoopConnection]]:
