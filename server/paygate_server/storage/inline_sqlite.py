@@ -173,12 +173,6 @@ class LoopConnection:
         self._away: asyncio.Future[Any] | None = None  # the call on a worker thread, if any
         self._cursors_away: weakref.WeakSet[sqlite3.Cursor] = weakref.WeakSet()  # last statement on a thread
 
-    def __del__(self) -> None:
-        # As aiosqlite's: a connection collected unclosed (a crashed process's, say) is
-        # closed then.
-        if self._connection is not None:
-            self.stop()
-
     @property
     def _conn(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -254,16 +248,17 @@ class LoopConnection:
             self._connection = await asyncio.get_running_loop().run_in_executor(None, self._connector)
         return self
 
-    def stop(self) -> asyncio.Future[Any] | None:
+    def stop(self) -> None:
+        """SQLAlchemy's forced close (a connection it gives up on): closed here and now. It
+        may run inside a garbage collection (the pool finalizing a connection nobody
+        returned), where handing work to an executor could wait on a lock the interrupted
+        code holds. A call still running on a thread finishes first: SQLite defers the
+        close until its statements are done. (A connection collected unclosed needs nothing
+        of this: the ``sqlite3.Connection`` closes itself when collected.)"""
         self._running = False
         connection, self._connection = self._connection, None
-        if connection is None:
-            return None
-        try:
-            return asyncio.get_running_loop().run_in_executor(None, connection.close)
-        except RuntimeError:  # no running loop (collected outside one): close here
+        if connection is not None:
             connection.close()
-            return None
 
     def __await__(self) -> Generator[Any, None, LoopConnection]:
         return self._connect().__await__()
