@@ -24,6 +24,7 @@ import asyncio
 import sqlite3
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Generic, Literal, TypeVar
 
@@ -160,8 +161,8 @@ class LoopConnection:
     of the first kind holds the loop while it runs.
 
     Calls on one connection keep their order, as on aiosqlite's one thread: a call made
-    while one is on a worker thread waits for it, even when the caller of that one was
-    cancelled (the statement still runs to its end).
+    while one is on the connection's thread waits for it, even when the caller of that one
+    was cancelled (the statement still runs to its end).
     """
 
     def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
@@ -172,6 +173,10 @@ class LoopConnection:
         self._write_locked = False
         self._away: asyncio.Future[Any] | None = None  # the call on a worker thread, if any
         self._cursors_away: weakref.WeakSet[sqlite3.Cursor] = weakref.WeakSet()  # last statement on a thread
+        # The connection's own thread, as aiosqlite's (started at its first call, gone with
+        # the connection): a shared pool could fill with calls waiting for the write lock
+        # while the COMMIT that would free it queues behind them.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paygate-sqlite")
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -227,7 +232,7 @@ class LoopConnection:
         return await self._on_a_thread(fn, args, kwargs)
 
     async def _on_a_thread(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        away = asyncio.get_running_loop().run_in_executor(None, partial(fn, *args, **kwargs))
+        away = asyncio.get_running_loop().run_in_executor(self._thread, partial(fn, *args, **kwargs))
         self._away = away
         try:
             return await asyncio.shield(away)
@@ -245,7 +250,7 @@ class LoopConnection:
 
     async def _connect(self) -> LoopConnection:
         if self._connection is None:
-            self._connection = await asyncio.get_running_loop().run_in_executor(None, self._connector)
+            self._connection = await asyncio.get_running_loop().run_in_executor(self._thread, self._connector)
         return self
 
     def stop(self) -> None:
@@ -271,6 +276,7 @@ class LoopConnection:
         finally:
             self._running = False
             self._connection = None
+            self._thread.shutdown(wait=False)
 
     def cursor(self) -> _Result[LoopCursor]:
         return _Result(self._cursor())

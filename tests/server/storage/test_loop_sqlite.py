@@ -4,6 +4,7 @@ and a connection's calls keep their order either way."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
@@ -136,3 +137,33 @@ async def test_the_urls_connect_arguments_reach_sqlite(tmp_path: Path) -> None:
     finally:
         await db.dispose()
     assert (tmp_path / "by-uri.db").exists()
+
+
+async def test_begins_waiting_on_many_connections_do_not_hold_up_the_commit_that_frees_them(
+        database_file: Path) -> None:
+    """More connections wait for the write lock than a shared thread pool has threads (the
+    loop's default has at most ``cpu_count() + 4``): the holder's COMMIT still runs, on its
+    own connection's thread, and each waiter gets the lock in turn. With one pool for all,
+    the COMMIT would queue behind the waiting BEGINs until their busy timeout failed them."""
+    connect = loop_creator(str(database_file), timeout=5.0)
+    holder = await connect()
+    waiters = [await connect() for _ in range((os.cpu_count() or 1) + 6)]
+    try:
+        for conn in (holder, *waiters):
+            conn.isolation_level = None
+        await holder.execute("BEGIN IMMEDIATE")
+        await holder.execute("INSERT INTO merchants (id, name, created_at) VALUES ('mer_holder', 'h', 1)")
+        begins = {asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE")): conn for conn in waiters}
+        await asyncio.sleep(0)  # every BEGIN on its thread, waiting
+        assert not any(begin.done() for begin in begins)
+        await holder.commit()
+        pending = set(begins)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for begin in done:
+                await begin  # no "database is locked"
+                await begins[begin].commit()
+        assert await holder.execute_fetchall("SELECT id FROM merchants") == [("mer_holder",)]
+    finally:
+        for conn in (holder, *waiters):
+            await conn.close()
