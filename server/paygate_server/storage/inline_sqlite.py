@@ -4,7 +4,7 @@ what cannot wait.
 aiosqlite runs every call of a connection on the connection's worker thread and hands the
 result back with ``call_soon_threadsafe``: two thread switches and a wake-up of the loop per
 call, which cost more than most of the gateway's statements themselves (about a third of its
-CPU per SQLite payment, docs/performance.md, "SQLite without the thread hop"). Here a call
+CPU per SQLite payment, docs/perf/history.md, "SQLite without the thread hop"). Here a call
 that cannot wait runs at once on the loop's thread, and only one that can — on a lock or on
 the disk — goes to a worker thread (:class:`LoopConnection` says which is which). The
 simulation's gateway processes use the same connection: its loop runs ``run_in_executor``'s
@@ -147,7 +147,7 @@ class LoopConnection:
 
     With aiosqlite every call — a point read, a savepoint — is two thread switches and a
     wake-up of the loop, which cost more than most of the statements themselves (about a
-    third of the gateway's CPU per SQLite payment, docs/performance.md). But a statement on
+    third of the gateway's CPU per SQLite payment, docs/perf/history.md). But a statement on
     the loop's thread stops every request while it runs, so only what cannot wait runs
     there: a read (``SELECT``: in WAL mode it takes no lock a writer holds) made through the
     driver's own calls — storage/statements.py's: the payment paths' point reads and
