@@ -21,6 +21,7 @@ SQLAlchemy's public ``async_creator`` (:func:`paygate_server.storage.create_data
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
@@ -136,8 +137,14 @@ class LoopCursor:
 # on the disk (a commit's fsync) — by how they begin. "ROLLBACK TO" and "RELEASE" (a
 # savepoint's) are neither: they stay inside the transaction that holds the lock.
 _BEGINS = ("BEGIN",)
+_LEADING = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)  # white space and comments
 _ENDS = ("COMMIT", "END", "ROLLBACK")
 _CALLS_THAT_WAIT = frozenset({"commit", "rollback", "close", "executescript"})
+
+
+def _words(sql: str) -> str:
+    """The statement from its first word on, upper-cased: what it is, whatever comment leads."""
+    return sql[_LEADING.match(sql).end():].upper()  # type: ignore[union-attr]  # matches always (may be empty)
 
 
 class LoopConnection:
@@ -196,7 +203,7 @@ class LoopConnection:
             # No statement starts; a fetch from a cursor whose statement ran on a thread
             # steps that statement on (its rows are found as they are fetched).
             return isinstance(owner, sqlite3.Cursor) and owner in self._cursors_away
-        head = args[0].lstrip()[:12].upper()
+        head = _words(args[0])[:12]
         if head.startswith(_BEGINS) or (head.startswith(_ENDS) and not head.startswith("ROLLBACK TO")):
             return True
         if self._write_locked:
@@ -211,7 +218,7 @@ class LoopConnection:
         if self._waiting_call(fn):
             self._write_locked = False
         elif args and isinstance(args[0], str):
-            sql = args[0].lstrip().upper()
+            sql = _words(args[0])
             if sql.startswith(_BEGINS):
                 self._write_locked = "IMMEDIATE" in sql or "EXCLUSIVE" in sql
             elif sql.startswith(_ENDS) and not sql.startswith("ROLLBACK TO"):

@@ -167,3 +167,16 @@ async def test_begins_waiting_on_many_connections_do_not_hold_up_the_commit_that
     finally:
         for conn in (holder, *waiters):
             await conn.close()
+
+
+async def test_a_statement_is_known_by_its_first_word_whatever_comment_leads(connection: LoopConnection) -> None:
+    loop_thread = threading.get_ident()
+    await connection.create_function("paygate_where", 0,
+                                     lambda: "loop" if threading.get_ident() == loop_thread else "worker")
+    insert = "INSERT INTO merchants (id, name, created_at) VALUES (:id, paygate_where(), 1)"
+    await connection.execute("/* the batch */ BEGIN IMMEDIATE")
+    await connection.execute(insert, {"id": "mer_locked"})
+    await connection.execute("-- done\n  COMMIT")
+    await connection.execute(insert, {"id": "mer_alone"})
+    assert await connection.execute_fetchall("SELECT id, name FROM merchants ORDER BY id") == [
+        ("mer_alone", "worker"), ("mer_locked", "loop")]
