@@ -58,9 +58,9 @@ class Database:
             parsed = make_url(self.url)
             _private_sqlite_files(parsed.database)
             # Driver connections (SQLAlchemy's async_creator), opened with what the URL asks
-            # of sqlite3.connect: the gateway's run what cannot wait on the loop's thread
-            # and the rest on a worker thread (storage/inline_sqlite.py, LoopConnection); the
-            # simulation passes its own, which run everything on the loop's thread.
+            # of sqlite3.connect: what cannot wait runs on the loop's thread and the rest on
+            # the connection's own thread (storage/inline_sqlite.py, LoopConnection). The
+            # simulation uses these too; a caller may pass others (tests: aiosqlite's).
             if async_creator is None:
                 connect_args, connect_kwargs = parsed.get_dialect()().create_connect_args(parsed)
                 async_creator = loop_creator(*connect_args, **connect_kwargs)

@@ -142,9 +142,11 @@ _ENDS = ("COMMIT", "END", "ROLLBACK")
 _CALLS_THAT_WAIT = frozenset({"commit", "rollback", "close", "executescript"})
 
 
-def _words(sql: str) -> str:
-    """The statement from its first word on, upper-cased: what it is, whatever comment leads."""
-    return sql[_LEADING.match(sql).end():].upper()  # type: ignore[union-attr]  # matches always (may be empty)
+def _words(sql: str, length: int = 12) -> str:
+    """The statement's first ``length`` characters from its first word on, upper-cased: what
+    it is, whatever comment leads (only those are upper-cased: this runs for every call)."""
+    start = _LEADING.match(sql).end()  # type: ignore[union-attr]  # matches always (may be empty)
+    return sql[start:start + length].upper()
 
 
 class LoopConnection:
@@ -203,7 +205,7 @@ class LoopConnection:
             # No statement starts; a fetch from a cursor whose statement ran on a thread
             # steps that statement on (its rows are found as they are fetched).
             return isinstance(owner, sqlite3.Cursor) and owner in self._cursors_away
-        head = _words(args[0])[:12]
+        head = _words(args[0])
         if head.startswith(_BEGINS) or (head.startswith(_ENDS) and not head.startswith("ROLLBACK TO")):
             return True
         if self._write_locked:
@@ -218,7 +220,7 @@ class LoopConnection:
         if self._waiting_call(fn):
             self._write_locked = False
         elif args and isinstance(args[0], str):
-            sql = _words(args[0])
+            sql = _words(args[0], 40)  # "BEGIN IMMEDIATE TRANSACTION" and the like
             if sql.startswith(_BEGINS):
                 self._write_locked = "IMMEDIATE" in sql or "EXCLUSIVE" in sql
             elif sql.startswith(_ENDS) and not sql.startswith("ROLLBACK TO"):
