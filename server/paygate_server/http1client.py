@@ -38,6 +38,7 @@ import contextlib
 import functools
 import socket
 import ssl as _ssl
+import struct
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
@@ -52,6 +53,8 @@ __all__ = ["MAX_BODY", "MAX_HEAD", "ConnectFailed", "ConnectionLost", "Connectio
 # refund, so 32 MiB is over 100,000 records). A head beyond 64 KiB is no real server's.
 MAX_HEAD = 64 * 1024
 MAX_BODY = 32 * 1024 * 1024
+# SO_LINGER on, 0 s: closing the socket resets the connection at once.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class HttpError(Exception):
@@ -272,11 +275,29 @@ class HttpConnection:
         self._reused = False
 
     def close(self) -> None:
+        self._end(reset=False)
+
+    def abort(self) -> None:
+        """End the connection with a reset (RST), dropping whatever of the request the
+        server has not received yet. A graceful close would let a partition that heals
+        deliver a request given up on, then the close behind it: the processor would act
+        on it after the gateway had stopped waiting, past the in-flight grace the
+        reconciler relies on (docs/processing.md, "a call given up on is reset")."""
+        self._end(reset=True)
+
+    def _end(self, *, reset: bool) -> None:
         protocol, self._protocol = self._protocol, None
         if protocol is None or protocol.transport is None:
             return
         try:
-            protocol.transport.close()
+            if reset:
+                sock = protocol.transport.get_extra_info("socket")
+                if sock is not None:
+                    with contextlib.suppress(OSError):  # linger 0: close() sends RST, drops the send queue
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                protocol.transport.abort()
+            else:
+                protocol.transport.close()
         except RuntimeError:
             # Its event loop is closed (a pool used from another loop, then dropped): end the
             # TCP connection at least; the transport's finalizer frees the descriptor.
@@ -309,8 +330,9 @@ class HttpConnection:
             response = await waiter
         except BaseException as exc:
             # Timeout, failure or cancellation: the answer may still come, so this connection
-            # must never carry another request.
-            self.close()
+            # must never carry another request, and what the server has not received of
+            # this one must never reach it.
+            self.abort()
             if reused and isinstance(exc, ConnectionLost) and not protocol.received:
                 raise ReusedConnectionClosed(str(exc)) from None
             raise

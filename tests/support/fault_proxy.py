@@ -13,7 +13,8 @@ Faults (each switchable at any time from the proxy's event loop, any combination
   wait, as they would in TCP's retransmission queue during a partition. New connections
   are accepted and not connected upstream. Healing delivers what waited (in order), as a
   partition that ends before TCP gives up does — including a close the client made
-  meanwhile;
+  meanwhile; a client's reset drops what waited, as the sender's kernel drops its
+  retransmission queue;
 * **half-open** — client→server bytes are dropped (discarded, not held) while the
   connection stays open, and server→client bytes still flow: the server never hears the
   client again. A connection that lost a byte is *torn* for good (its stream can never be
@@ -57,8 +58,9 @@ class ProxyStats:
 class _Link:
     """One client connection and its upstream connection."""
 
-    def __init__(self, client: asyncio.StreamWriter) -> None:
+    def __init__(self, client: asyncio.StreamWriter, client_reader: asyncio.StreamReader) -> None:
         self.client = client
+        self.client_reader = client_reader
         self.upstream: asyncio.StreamWriter | None = None
         self.torn = False
 
@@ -119,6 +121,12 @@ class FaultProxy:
         self.blackhole(False)
 
     @property
+    def clients_reset(self) -> bool:
+        """Whether the client of every open connection has reset it (what it sent before is
+        then dropped, as a sender's kernel drops its retransmission queue on a reset)."""
+        return all(link.client_reader.exception() is not None for link in self._links)
+
+    @property
     def open_connections(self) -> int:
         return len(self._links)
 
@@ -169,7 +177,7 @@ class FaultProxy:
             await task
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        link = _Link(writer)
+        link = _Link(writer, reader)
         self._links.add(link)
         self.stats.accepted += 1
         try:

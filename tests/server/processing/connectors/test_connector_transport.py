@@ -30,6 +30,7 @@ from paygate_server.processing.connectors import (
     SimulatorConnector,
 )
 from tests.support.eventually import eventually
+from tests.support.fault_proxy import FaultProxy
 from tests.support.http_stub import CLOSE, HANG, RESET, Action, Raw, Reply, Seen, StubServer
 
 O = ChargeOutcome  # noqa: E741 - a one-letter alias keeps the outcome tables readable
@@ -187,6 +188,31 @@ async def test_a_cancelled_call_never_leaves_its_answer_to_the_next_one() -> Non
         await asyncio.wait_for(stub.wait_ended(0), 5)
         assert (await connector.lookup(REF)).outcome is O.APPROVED
     assert [s.connection for s in stub.seen] == [0, 1]
+
+
+@pytest.mark.parametrize("reused", [False, True])
+async def test_a_charge_given_up_on_in_a_partition_never_reaches_the_processor_after_it(reused: bool) -> None:
+    """The reconciler fails a charge the processor says it never received once the in-flight
+    grace is over: that holds only if the request cannot arrive later. A blackhole holds
+    the bytes as TCP's retransmission queue would and delivers them when it heals, a close
+    behind them included; the connection the gateway gave up on must be reset instead."""
+    async with (
+        StubServer(lambda seen: Reply(404, NOT_FOUND) if seen.target.startswith("/v1/charges/")
+                   else Reply(200, APPROVED)) as stub,
+        FaultProxy("127.0.0.1", stub.port) as proxy,
+        SimulatorConnector(f"http://127.0.0.1:{proxy.port}", read_timeout=0.1) as connector,
+    ):
+        if reused:  # the charge goes on a keep-alive connection already linked to the server
+            assert (await connector.lookup(REF)).outcome is O.NOT_FOUND
+        proxy.blackhole()
+        assert (await connector.charge(REQUEST)).outcome is O.UNKNOWN
+        # The partition outlasts the call: it heals once the gateway's reset has reached the
+        # proxy (loopback: at once), and passes on or drops what it held.
+        await eventually(lambda: proxy.clients_reset, what="the gateway to reset the connection it gave up on")
+        proxy.heal()
+        await eventually(lambda: proxy.open_connections == 0, what="the held link to end")
+        assert (await connector.lookup(REF)).outcome is O.NOT_FOUND
+    assert [s.target for s in stub.seen] == [f"/v1/charges/{REF}"] * (2 if reused else 1)
 
 
 # --- (c) transport errors -------------------------------------------------------------------
