@@ -31,6 +31,11 @@ learns the commit's true outcome. Cancelled once its work is done (during its ``
 the commit, or the wait for it), a unit's writes are part of the batch: its caller hears
 ``CancelledError``, as for any cancelled call whose outcome it did not wait for.
 
+A unit that ends while others wait for their turn leaves the batch's commit to them. If
+the last of them is cancelled before its turn, a task commits the batch in its place:
+otherwise the batch — and SQLite's write lock — would stay open until some later write,
+its units' callers waiting for it (found by the simulation: seed 477126 and three others).
+
 A connection that really breaks (a step fails) loses the whole batch: every unit of it
 fails with :class:`BatchLost` — nothing of the batch was written, the connection is closed
 with its transaction, so retrying is safe and the HTTP layer answers ``503`` with
@@ -97,6 +102,7 @@ class GroupCommitter:
         self.max_units = max_units
         self.max_age_s = max_age_s
         self.batches = 0
+        self._committing: set[asyncio.Task[None]] = set()  # see _commit_left_open
         # Registered on the engine's dialect (SQLAlchemy's only target for this event); it
         # acts on this committer's batch connection alone.
         event.listen(engine.sync_engine, "handle_error", self._cancelled_statement)
@@ -146,8 +152,15 @@ class GroupCommitter:
         self._waiting += 1
         try:
             await self._lock.acquire()
-        finally:
+        except BaseException:
             self._waiting -= 1
+            if self._waiting == 0 and self._conn is not None:
+                # The unit before left the commit to a waiting one, and the last of those
+                # gives up: without this the batch — and the write lock — would stay open
+                # until some later write came, and its units' callers would wait for it.
+                self._commit_left_open()
+            raise
+        self._waiting -= 1
         committed: asyncio.Future[None] | None = None
         held: _Held = []
         try:
@@ -189,6 +202,18 @@ class GroupCommitter:
             raise held[0]
         # Durable only once the batch has committed (possibly by a later unit).
         await asyncio.shield(committed)
+
+    def _commit_left_open(self) -> None:
+        async def commit() -> None:
+            held: _Held = []
+            async with self._lock:
+                # A unit that came meanwhile and still waits commits the batch itself.
+                if self._conn is not None and self._waiting == 0:
+                    await self._commit(held)
+
+        task = asyncio.ensure_future(commit())
+        self._committing.add(task)
+        task.add_done_callback(self._committing.discard)
 
     async def _step(self, conn: AsyncConnection, sql: Sql, held: _Held) -> BaseException | None:
         """Run a savepoint step. A cancellation meanwhile is held, not acted on: the step

@@ -271,6 +271,39 @@ async def test_a_unit_cancelled_after_its_work_is_part_of_the_batch(sqlite_url: 
     assert await _ids(sqlite_url) == ["mer_first", "mer_second"]
 
 
+async def test_the_batch_commits_when_the_unit_it_was_left_to_gives_up_waiting(sqlite_url: str) -> None:
+    """A unit that ends while another waits leaves the commit to that one; if the waiting
+    unit is cancelled before its turn, the batch still commits — its caller is not kept
+    waiting for a later write, and the write lock is not held until one comes."""
+    db = create_database(sqlite_url)
+    group = db._group
+    assert group is not None
+    group.max_age_s = 60.0
+    try:
+        second_queued = asyncio.Event()
+
+        async def first() -> None:
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_first", name="first")
+                second_queued.set()
+                await eventually(lambda: group._waiting == 1, what="the second unit queued")
+                waiting.cancel()  # gives up while the first still holds the batch
+
+        async def second() -> None:
+            await second_queued.wait()
+            async with db.write() as conn:
+                await execute(conn, _INSERT, id="mer_second", name="second")
+
+        waiting = asyncio.create_task(second())
+        await asyncio.wait_for(first(), 10)  # returned: durable
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert group.batches == 1
+        assert await _ids(sqlite_url) == ["mer_first"]  # by another process, while this one runs
+    finally:
+        await db.dispose()
+
+
 async def test_postgresql_has_no_batch_to_lose(database_url: str) -> None:
     """PostgreSQL writes are transactions of their own on pooled connections (no group
     commit): a write cancelled inside a statement takes only its own transaction with it."""
