@@ -59,7 +59,7 @@ def test_a_crash_at_a_turn_stops_the_loop_there() -> None:
 @pytest.mark.parametrize("threadless", [False, True], ids=["aiosqlite", "gateway"])
 def test_database_results_come_back_in_the_order_they_were_asked(tmp_path: Path, threadless: bool) -> None:
     """Concurrent statements on several connections: the same interleaving every run, with
-    aiosqlite's threads and with the gateway's connections (storage/inline_sqlite.py), whose
+    aiosqlite's threads and with the gateway's connections (storage/loop_sqlite.py), whose
     worker-thread calls the simulated loop runs at once: they start no thread."""
     path = tmp_path / "order.db"
     threads_before = threading.active_count()

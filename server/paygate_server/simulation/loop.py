@@ -42,7 +42,7 @@ __all__ = ["SimulatedCrash", "SimulatedLoop", "Stalled"]
 # Modules whose futures are completed from a thread (by call_soon_threadsafe): each
 # ``create_future`` call made by them is one statement handed to a worker thread —
 # aiosqlite's, and SQLAlchemy's adapter of it (which queues its isolation-level change on
-# the connection's queue: the gateway's connections, storage/inline_sqlite.py, run it at
+# the connection's queue: the gateway's connections, storage/loop_sqlite.py, run it at
 # once and hand its result back the same way). The gateway's connections hand their other
 # thread work to ``run_in_executor``, which this loop runs at once. A new release that hands
 # work to a thread from elsewhere makes the simulation stop with :class:`Stalled` naming

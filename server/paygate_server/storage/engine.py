@@ -23,7 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from paygate_server.private_files import private_dir, private_file
 from paygate_server.storage.availability import StaleConnections
 from paygate_server.storage.group_commit import GroupCommitter
-from paygate_server.storage.inline_sqlite import loop_creator
+from paygate_server.storage.loop_sqlite import loop_creator
 from paygate_server.storage.statements import Autocommit
 from paygate_server.storage.urls import normalize_database_url
 
@@ -59,7 +59,7 @@ class Database:
             _private_sqlite_files(parsed.database)
             # Driver connections (SQLAlchemy's async_creator), opened with what the URL asks
             # of sqlite3.connect: what cannot wait runs on the loop's thread and the rest on
-            # the connection's own thread (storage/inline_sqlite.py, LoopConnection). The
+            # the connection's own thread (storage/loop_sqlite.py, LoopConnection). The
             # simulation uses these too; a caller may pass others (tests: aiosqlite's).
             if async_creator is None:
                 connect_args, connect_kwargs = parsed.get_dialect()().create_connect_args(parsed)

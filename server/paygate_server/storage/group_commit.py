@@ -17,7 +17,7 @@ or all fail together, so no unit can act on a write that is then lost.
 A unit whose task is cancelled (a shutdown, an ``asyncio.timeout`` around a write, a client
 gone) fails alone, like any failing unit: its caller hears ``CancelledError`` and the batch
 goes on. That holds because nothing on the connection is left half done. A connection's
-calls run one after the other: the gateway's (storage/inline_sqlite.py) run a unit's
+calls run one after the other: the gateway's (storage/loop_sqlite.py) run a unit's
 statements on the loop's thread, where no cancellation can cut one short, and what can wait
 (the BEGIN, the COMMIT) on a worker thread, in order; aiosqlite's run every call on the
 connection's thread. Either way a statement whose caller was cancelled still runs to its end,

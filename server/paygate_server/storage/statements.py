@@ -211,7 +211,7 @@ def _mapping_rows(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
 
 
 async def _sqlite(driver: Any, sql: Sql, params: dict[str, Any], mode: str) -> tuple[Sequence[Any], int]:
-    # ``driver`` is the SQLite driver connection (storage/inline_sqlite.py's, or aiosqlite's):
+    # ``driver`` is the SQLite driver connection (storage/loop_sqlite.py's, or aiosqlite's):
     # each call below runs on the loop's thread or is one hop to a worker thread. It
     # runs in autocommit mode (storage/engine.py): outside a unit of work a statement is its
     # own transaction, so there is no lazy BEGIN to mirror here.

@@ -1,4 +1,4 @@
-"""The gateway's SQLite connections (storage/inline_sqlite.py, ``LoopConnection``): what
+"""The gateway's SQLite connections (storage/loop_sqlite.py, ``LoopConnection``): what
 cannot wait runs on the event loop's thread, what can (a lock, an fsync) on a worker thread,
 and a connection's calls keep their order either way."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from paygate_server.storage import create_database
-from paygate_server.storage.inline_sqlite import LoopConnection, loop_creator
+from paygate_server.storage.loop_sqlite import LoopConnection, loop_creator
 from paygate_server.storage.migrate import upgrade
 from paygate_server.storage.statements import Sql, execute, fetch_value
 
