@@ -271,6 +271,13 @@ class HttpConnection:
             raise HttpTimeout("connect timeout") from None
         except OSError as exc:  # refused, unreachable, DNS, TLS handshake
             raise ConnectFailed(f"connect failed: {type(exc).__name__}") from None
+        # Linger 0: whenever the socket is closed — by abort(), or by the kernel when this
+        # process dies — the connection is reset and what the peer has not received is
+        # dropped, never delivered later (see abort()).
+        sock = protocol.transport.get_extra_info("socket") if protocol.transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         self._protocol = protocol
         self._reused = False
 
@@ -278,11 +285,12 @@ class HttpConnection:
         self._end(reset=False)
 
     def abort(self) -> None:
-        """End the connection with a reset (RST), dropping whatever of the request the
-        server has not received yet. A graceful close would let a partition that heals
-        deliver a request given up on, then the close behind it: the processor would act
-        on it after the gateway had stopped waiting, past the in-flight grace the
-        reconciler relies on (docs/processing.md, "a call given up on is reset")."""
+        """End the connection with a reset (RST: the socket lingers 0 s, see connect()),
+        dropping whatever of the request the server has not received yet. A graceful close
+        would let a partition that heals deliver a request given up on, then the close
+        behind it: the processor would act on it after the gateway had stopped waiting, past
+        the in-flight grace the reconciler relies on (docs/processing.md, "a call given up
+        on is reset")."""
         self._end(reset=True)
 
     def _end(self, *, reset: bool) -> None:
@@ -291,11 +299,7 @@ class HttpConnection:
             return
         try:
             if reset:
-                sock = protocol.transport.get_extra_info("socket")
-                if sock is not None:
-                    with contextlib.suppress(OSError):  # linger 0: close() sends RST, drops the send queue
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                protocol.transport.abort()
+                protocol.transport.abort()  # drops what is still buffered here; linger 0 does the rest
             else:
                 protocol.transport.close()
         except RuntimeError:

@@ -47,7 +47,7 @@ from paygate_server.processing.connectors import (
     VoidRequest,
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
-from paygate_server.processing.settle import refund_outcome
+from paygate_server.processing.settle import is_definitive, refund_outcome
 from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, Row, StoreRefusal
@@ -163,18 +163,21 @@ class Reconciler:
 
     async def check_now(self, kind: str, object_id: str) -> str | None:
         """Ask the processor about one operation now, whenever its check is due (an
-        operator's "ask now"): its queue row is leased and worked like any due check.
-        Returns the check's label (as a pass counts it), or None when the operation is not
-        waiting for an outcome (settled, or no such one) or its row changed since it was
-        read. A lease a reconciler holds looks like a later due time, so the two may ask
-        about the same operation at once: harmless — a look-up changes nothing, a resend
-        carries the same reference (the processor does it once) and an outcome is applied
-        once. ``kind``: ``charge`` (any attempt: charge, authorization, capture, void) or
+        operator's "ask now"). A look-up only: an outcome it learns is applied (once, as
+        every outcome is, and a charge the processor never received past its window is
+        failed, as a pass would), but nothing is sent — no capture, void or refund again,
+        no cancel — and an answer that settles nothing leaves the check as scheduled. A
+        reconciler's pass may be working the same operation meanwhile (its lease looks like
+        a later due time): a resend here could be refused ("nothing done") while the pass's
+        own send is still on its way, and settle the operation against what the processor
+        then does. Returns the check's label (as a pass counts it), or None when the
+        operation is not waiting for an outcome (settled, or no such one). ``kind``: its
+        queue row's — ``charge`` (a charge or an authorization), ``capture``, ``void`` or
         ``refund``."""
         check = await self._store.check_of(kind, object_id)
         if check is None:
             return None
-        return await self._check(check)
+        return await self._check(check, send=False)
 
     async def _connector(self, route: str) -> Connector:
         """Where the operation went is where it is asked about: never another processor."""
@@ -184,20 +187,22 @@ class Reconciler:
             return self.connector
         return await self._processors.connector(route, self.connector)
 
-    async def _check(self, check: Check) -> str | None:
-        if not await self._store.lease_check(check, now_us() + int(self._lease_s * _US)):
+    async def _check(self, check: Check, *, send: bool = True) -> str | None:
+        """``send``: a pass's check, under a lease, which may send what the processor never
+        received; otherwise a look-up only (see :meth:`check_now`)."""
+        if send and not await self._store.lease_check(check, now_us() + int(self._lease_s * _US)):
             return None
         if check.kind == "refund":
-            return await self._check_refund(check)
-        return await self._check_attempt(check)
+            return await self._check_refund(check, send)
+        return await self._check_attempt(check, send)
 
-    async def _check_attempt(self, check: Check) -> str:
+    async def _check_attempt(self, check: Check, send: bool) -> str:
         txn = await self._store.attempt_for_check(check.object_id)
         assert txn is not None
         attempt = Attempt.of(txn)
         connector = await self._connector(attempt.connector)
         if attempt.kind in ("capture", "void"):
-            return await self._check_follow_up(check, txn, attempt, connector)
+            return await self._check_follow_up(check, txn, attempt, connector, send)
         # What a look-up says is the processor's state when the look-up reached it, not when its
         # answer came back: the windows below are judged at the time it was asked.
         asked_at = now_us()
@@ -207,7 +212,7 @@ class Reconciler:
         # Integer µs on both sides: a check due exactly at the window's end is past it.
         window_end = txn["created_at"] + round(self._settings.not_found_fail_after_s * _US)
         past_window = asked_at >= window_end
-        if result.outcome is ChargeOutcome.UNKNOWN and past_window:
+        if result.outcome is ChargeOutcome.UNKNOWN and past_window and send:
             sent = check.last_result == _CANCEL_SENT
             if not sent:
                 # The cancel's own reference is the payment's: its notification names the attempt.
@@ -223,6 +228,8 @@ class Reconciler:
             else:
                 label = "not_found_yet"
                 check_by = window_end
+        if not send and not is_definitive(result.outcome):
+            return label  # a look-up that settles nothing changes nothing
         await self._store.settle_attempt(attempt, charge_outcome(
             result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1, check_by=check_by))
         if self._notifier is not None:
@@ -233,7 +240,8 @@ class Reconciler:
         """Until when the request that sent an operation may still reach the processor."""
         return created_at + round(self._settings.in_flight_grace_s * _US)
 
-    async def _check_follow_up(self, check: Check, txn: Row, attempt: Attempt, connector: Connector) -> str:
+    async def _check_follow_up(self, check: Check, txn: Row, attempt: Attempt, connector: Connector,
+                               send: bool) -> str:
         """A capture or void: looked up by its reference; one the processor has not heard
         of is sent (again) with that same reference — it was asked for, and the processor
         does it once per reference, so this can neither double it nor guess its outcome.
@@ -257,7 +265,7 @@ class Reconciler:
             in_flight_until = self._in_flight_until(txn["created_at"]) if sent_by_request else 0
             if asked_at < in_flight_until:
                 label, check_by = f"{attempt.kind}_not_found_yet", in_flight_until
-            else:
+            elif send:
                 if attempt.kind == "capture":
                     result = await connector.capture(CaptureRequest(attempt.reference, attempt.charge_reference,
                                                                     attempt.amount, attempt.currency,
@@ -267,6 +275,8 @@ class Reconciler:
                                                               attempt.processor_id))
                 label = f"{attempt.kind}_sent_{result.outcome.value}"
                 not_before = self._in_flight_until(now_us())
+        if not send and not is_definitive(result.outcome):
+            return label
         await self._store.settle_follow_up(attempt, follow_up_outcome(
             attempt.kind, result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1,
             check_by=check_by, not_before=not_before))
@@ -274,7 +284,7 @@ class Reconciler:
             self._notifier.publish(check.intent_id)
         return label
 
-    async def _check_refund(self, check: Check) -> str:
+    async def _check_refund(self, check: Check, send: bool) -> str:
         refund = await self._store.refund_for_check(check.object_id)
         assert refund is not None
         connector = await self._connector(refund["connector"])
@@ -290,12 +300,14 @@ class Reconciler:
             in_flight_until = self._in_flight_until(refund["created_at"])
             if asked_at < in_flight_until:
                 label, check_by = "refund_not_found_yet", in_flight_until
-            else:
+            elif send:
                 result = await connector.refund(RefundRequest(refund["reference"], refund["charge_reference"],
                                                               refund["amount"], refund["currency"],
                                                               refund["charge_processor_id"]))
                 label = f"refund_sent_{result.outcome.value}"
                 not_before = self._in_flight_until(now_us())
+        if not send and not is_definitive(result.outcome):
+            return label
         await self._store.settle_refund(check.object_id, refund_outcome(
             result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1,
             check_by=check_by, not_before=not_before))

@@ -32,6 +32,7 @@ from paygate_server.cards.resolved import ResolvedCard
 from paygate_server.faults import crash_point
 from paygate_server.intents.refusals import refusal_error
 from paygate_server.intents.schemas import render_intent
+from paygate_server.processing.calls import call_by, deadline_for
 from paygate_server.processing.connectors import (
     CaptureRequest,
     ChargeOutcome,
@@ -64,6 +65,7 @@ __all__ = ["HOLD_GONE", "MAX_FAILED_ATTEMPTS", "CapturePayment", "ProcessPayment
 
 # The processor said "nothing charged, try again" (e.g. 503): same reference, short backoff.
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)
+_DEADLINE_PASSED = ChargeResult("", ChargeOutcome.UNKNOWN, message="attempt deadline passed")
 # Card-testing limit (SPEC §5): past this many failed attempts an intent is refused.
 MAX_FAILED_ATTEMPTS = 10
 _US = 1_000_000
@@ -168,6 +170,7 @@ class ProcessingService:
         routes = await self._routes(command)
         new = NewAttempt(command.merchant_id, command.intent_id, card.summary, card.fingerprint, card.vault_id,
                          routes[0], int(settings.in_flight_grace_s * _US), MAX_FAILED_ATTEMPTS)
+        deadline = deadline_for(settings)
         try:
             begun = await store.begin_attempt(new, claim)
         except StoreRefusal as refusal:
@@ -178,7 +181,7 @@ class ProcessingService:
         gateway.notifier.publish(command.intent_id)
         crash_point(settings.fault_point, "after_attempt_commit")
 
-        return await self._within_budget(attempt, self._charge(attempt, card, before, claim, routes[1:]))
+        return await self._within_budget(attempt, self._charge(attempt, card, before, claim, routes[1:], deadline))
 
     async def _routes(self, command: ProcessPayment) -> tuple[str, ...]:
         """Where the attempt goes (SPEC §7): the merchant's accounts by its routing rules,
@@ -215,11 +218,12 @@ class ProcessingService:
         of the hold (committed with its reference first, like a charge) → the processor."""
         new = NewCapture(command.merchant_id, command.intent_id, command.amount,
                          int(self._gateway.settings.in_flight_grace_s * _US))
+        deadline = deadline_for(self._gateway.settings)
         try:
             begun = await self._gateway.payments.begin_capture(new, claim)
         except StoreRefusal as refusal:
             raise refusal_error(refusal, command.intent_id, "captured") from None
-        return begun if isinstance(begun, ExistingKey) else await self._follow_up(begun, claim)
+        return begun if isinstance(begun, ExistingKey) else await self._follow_up(begun, claim, deadline)
 
     async def cancel(self, merchant_id: str, intent_id: str, claim: KeyClaim | None) -> Processed | ExistingKey:
         """``created``/``failed`` → ``canceled`` at once; ``requires_capture`` → the hold is
@@ -237,20 +241,21 @@ class ProcessingService:
                 raise refusal_error(refusal, intent_id, "canceled") from None
         except StoreRefusal as refusal:
             raise refusal_error(refusal, intent_id, "canceled") from None
+        deadline = deadline_for(self._gateway.settings)
         try:
             begun = await store.begin_void(NewVoid(merchant_id, intent_id, "requested",
                                                    int(self._gateway.settings.in_flight_grace_s * _US)), claim)
         except StoreRefusal as refusal:
             raise refusal_error(refusal, intent_id, "canceled") from None
-        return begun if isinstance(begun, ExistingKey) else await self._follow_up(begun, claim)
+        return begun if isinstance(begun, ExistingKey) else await self._follow_up(begun, claim, deadline)
 
-    async def _follow_up(self, begun: tuple[Row, Attempt], claim: KeyClaim | None) -> Processed:
+    async def _follow_up(self, begun: tuple[Row, Attempt], claim: KeyClaim | None, deadline: float) -> Processed:
         _, attempt = begun
         self._gateway.notifier.publish(attempt.intent_id)
         crash_point(self._gateway.settings.fault_point, f"after_{attempt.kind}_commit")
-        return await self._within_budget(attempt, self._hold_operation(attempt, claim))
+        return await self._within_budget(attempt, self._hold_operation(attempt, claim, deadline))
 
-    async def _hold_operation(self, attempt: Attempt, claim: KeyClaim | None) -> Processed:
+    async def _hold_operation(self, attempt: Attempt, claim: KeyClaim | None, deadline: float) -> Processed:
         gateway = self._gateway
         assert attempt.charge_reference is not None
         connector = await gateway.processors.connector(attempt.connector, self.connector)
@@ -260,39 +265,28 @@ class ProcessingService:
         else:
             call = partial(connector.void, VoidRequest(attempt.reference, attempt.charge_reference,
                                                        attempt.processor_id))
-        result = await self._call_processor(call)
+        result = await self._call_processor(call, deadline)
         outcome = follow_up_outcome(attempt.kind, result, schedule=gateway.settings.reconcile_schedule_s)
         rendered = _Rendered()
         settled = await gateway.payments.settle_follow_up(attempt, outcome,
                                                           None if claim is None else AnswerSpec(claim, rendered))
         return await self._recorded(attempt, settled, rendered)
 
-    async def _call_processor(self, call: Callable[[], Awaitable[ChargeResult]]) -> ChargeResult:
-        fault = self._gateway.settings.fault_point
+    async def _call_processor(self, call: Callable[[], Awaitable[ChargeResult]], deadline: float) -> ChargeResult:
+        """The attempt's calls, all over by ``deadline`` (processing/calls.py): the
+        reconciler relies on no call outliving Settings.in_flight_grace_s."""
         killer = None
-        if fault == "during_processor_call":
+        if self._gateway.settings.fault_point == "during_processor_call":
             # Die while the processor is working on the request (the tests give it latency).
             killer = asyncio.get_running_loop().call_later(0.15, os.kill, os.getpid(), signal.SIGKILL)
-        # One hard deadline for every call of this attempt: the reconciler relies on no call
-        # outliving Settings.in_flight_grace_s.
-        result = ChargeResult("", ChargeOutcome.UNKNOWN, message="attempt deadline passed")
         try:
-            async with asyncio.timeout(self._gateway.settings.attempt_deadline_s):
-                result = await call()
-                for delay in RETRY_DELAYS_S:
-                    if result.outcome is not ChargeOutcome.RETRY:
-                        break
-                    await asyncio.sleep(delay)
-                    result = await call()  # same reference: never twice
-        except TimeoutError:
-            pass
+            return await call_by(deadline, call, _DEADLINE_PASSED, RETRY_DELAYS_S)
         finally:
             if killer is not None:
                 killer.cancel()
-        return result
 
     async def _charge(self, attempt: Attempt, card: ResolvedCard, before: Row,
-                      claim: KeyClaim | None, failover: tuple[str, ...]) -> Processed:
+                      claim: KeyClaim | None, failover: tuple[str, ...], deadline: float) -> Processed:
         """Call the processor and record the outcome (with the request's answer, if the
         outcome's transaction can store it). An account that answered that nothing was
         charged hands over to the next of ``failover`` — never on anything less certain."""
@@ -311,9 +305,10 @@ class ProcessingService:
                 result = ChargeResult(attempt.reference, ChargeOutcome.FAILED,
                                       message=f"processor account unusable ({type(exc).__name__}): nothing sent")
             else:
-                result = await self._call_processor(partial(connector.charge, request))
+                result = await self._call_processor(partial(connector.charge, request), deadline)
             if result.outcome is not ChargeOutcome.FAILED or not failover:
                 break
+            deadline = deadline_for(gateway.settings)  # the next account's attempt: a deadline of its own
             following = await store.fail_over(attempt, charge_outcome(result, schedule=()), failover[0],
                                               int(gateway.settings.in_flight_grace_s * _US))
             if following is None:  # settled meanwhile (a reconciler): nothing more to do here

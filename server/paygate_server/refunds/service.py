@@ -8,11 +8,18 @@ A command in (:class:`RefundPayment`), a domain result out (the refund's row).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from paygate_server import jsoncodec
 from paygate_server.intents.refusals import refusal_error
-from paygate_server.processing.connectors import Connector, RefundRequest
+from paygate_server.processing.calls import call_by, deadline_for
+from paygate_server.processing.connectors import (
+    ChargeOutcome,
+    Connector,
+    RefundRequest,
+    RefundResult,
+)
 from paygate_server.processing.settle import refund_outcome
 from paygate_server.refunds.schemas import render_refund
 from paygate_server.storage.port import (
@@ -55,6 +62,7 @@ class RefundService:
         store = gateway.payments
         new = NewRefund(command.merchant_id, command.intent_id, command.amount, command.reason,
                         int(gateway.settings.in_flight_grace_s * _US))
+        deadline = deadline_for(gateway.settings)
         try:
             reserved = await store.reserve_refund(new, claim)
         except StoreRefusal as refusal:
@@ -62,10 +70,13 @@ class RefundService:
         if isinstance(reserved, ExistingKey):
             return reserved
         connector = await gateway.processors.connector(reserved["connector"], self.connector)  # where the money was
-        result = await connector.refund(RefundRequest(
+        request = RefundRequest(
             reference=reserved["reference"], charge_reference=reserved["charge_reference"],
             amount=reserved["amount"], currency=reserved["currency"],
-            charge_processor_id=reserved["charge_processor_id"]))
+            charge_processor_id=reserved["charge_processor_id"])
+        # Bounded like a charge's calls: the reconciler sends it again after the same grace.
+        result = await call_by(deadline, partial(connector.refund, request), RefundResult(
+            request.reference, ChargeOutcome.UNKNOWN, "attempt deadline passed"))
         outcome = refund_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
         row = await store.settle_refund(reserved["id"], outcome,
                                         None if claim is None else AnswerSpec(claim, _render_answer))

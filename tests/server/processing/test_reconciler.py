@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +15,9 @@ from sqlalchemy import select, text, update
 
 import paygate
 from paygate_server.processing.connectors import (
-    CaptureRequest,
     ChargeOutcome,
-    ChargeRequest,
     ChargeResult,
-    RefundRequest,
-    RefundResult,
     SettlementRecord,
-    VoidRequest,
 )
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.service import ProcessingService, charge_outcome
@@ -32,65 +25,11 @@ from paygate_server.processing.settlement import reconcile_settlement
 from paygate_server.storage.port import Attempt, NewAttempt
 from paygate_server.storage.schema import change_log, reconcile_queue, transactions
 from tests.server.checkout.helpers import tokenize, vault_row
+from tests.server.processing.scripted import ScriptedProcessor
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
 from tests.support.clock import FakeClock, fake_clock
 from tests.support.signing import SignedClient
-
-
-@dataclass
-class ScriptedProcessor:
-    """A connector whose answers the test decides; records every call."""
-
-    charge_outcome: ChargeOutcome = ChargeOutcome.UNKNOWN
-    lookup_outcome: ChargeOutcome = ChargeOutcome.APPROVED
-    lookup_delay_s: float = 0.0
-    calls: Counter[str] = field(default_factory=Counter)
-    settled: list[SettlementRecord] = field(default_factory=list)
-    name: str = "scripted"
-    # Captures and voids: what sending one answers, and what looking one up answers.
-    follow_up_outcome: ChargeOutcome = ChargeOutcome.APPROVED
-    follow_up_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
-    sent: list[tuple[str, str, str]] = field(default_factory=list)
-    # Refunds: what looking one up answers (not found: the reconciler sends it again).
-    refund_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
-    # Runs while a capture's or void's look-up is on its way back (a slow answer).
-    on_follow_up_lookup: Callable[[], None] | None = None
-
-    async def charge(self, request: ChargeRequest) -> ChargeResult:
-        self.calls["charge"] += 1
-        return ChargeResult(request.reference, self.charge_outcome, auth_code="A1B2C3", message="scripted")
-
-    async def capture(self, request: CaptureRequest) -> ChargeResult:
-        self.calls["capture"] += 1
-        self.sent.append(("capture", request.reference, request.charge_reference))
-        return ChargeResult(request.reference, self.follow_up_outcome)
-
-    async def void(self, request: VoidRequest) -> ChargeResult:
-        self.calls["void"] += 1
-        self.sent.append(("void", request.reference, request.charge_reference))
-        return ChargeResult(request.reference, self.follow_up_outcome)
-
-    async def lookup(self, reference: str, kind: str = "charge", *, processor_id: str | None = None) -> ChargeResult:
-        self.calls["lookup" if kind == "charge" else f"lookup_{kind}"] += 1
-        if kind == "refund":
-            return ChargeResult(reference, self.refund_lookup)
-        if kind != "charge":
-            if self.on_follow_up_lookup is not None:
-                self.on_follow_up_lookup()
-            return ChargeResult(reference, self.follow_up_lookup)
-        await asyncio.sleep(self.lookup_delay_s)  # a slow processor: lets two reconcilers overlap
-        return ChargeResult(reference, self.lookup_outcome, auth_code="A1B2C3", message="scripted lookup")
-
-    async def refund(self, request: RefundRequest) -> RefundResult:
-        self.calls["refund"] += 1
-        return RefundResult(request.reference, ChargeOutcome.APPROVED)
-
-    async def settlement_report(self, day: dt.date) -> list[SettlementRecord]:
-        return list(self.settled) if day == dt.datetime.now(dt.UTC).date() else []
-
-    async def aclose(self) -> None:
-        pass
 
 
 async def _start_unknown_payment(gw: InProcessGateway, processor: ScriptedProcessor,
@@ -448,6 +387,25 @@ async def test_a_capture_the_processor_never_received_is_sent_again_with_its_ref
     assert (got["status"], got["amountReceived"]) == ("succeeded", 1500)
     async with gw.gateway.db.read() as conn:  # settled: off the queue
         assert (await conn.execute(select(reconcile_queue).where(reconcile_queue.c.intent_id == pid))).all() == []
+
+
+async def test_check_now_looks_up_but_never_sends(clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """An operator's "ask now" may run while a pass works the same capture (the pass's lease
+    looks like a later due time): a resend of its own could be refused while the pass's
+    send is still on its way. So it only looks up, and applies only what settles."""
+    gw, clock = clocked
+    processor, shop, pid = await _capture_unanswered(gw)
+    clock.set_elapsed(gw.gateway.settings.in_flight_grace_s + 1)  # past the grace: a pass would resend
+    [check] = [c for c in await gw.gateway.payments.all_checks() if c.intent_id == pid]
+    reconciler = Reconciler(gw.gateway.payments, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    assert await reconciler.check_now(check.kind, check.object_id) == "capture_not_found"
+    assert len(processor.sent) == 1  # the request's own capture, nothing more
+    assert await gw.gateway.payments.check_of(check.kind, check.object_id) == check  # left as scheduled
+    processor.follow_up_lookup = ChargeOutcome.APPROVED  # the processor has it now
+    assert await reconciler.check_now(check.kind, check.object_id) == "capture_approved"
+    got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (got["status"], got["amountReceived"]) == ("succeeded", 1500)
+    assert len(processor.sent) == 1
 
 
 async def test_a_resend_without_an_answer_is_not_followed_by_another_within_its_grace(

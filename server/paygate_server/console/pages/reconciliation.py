@@ -5,9 +5,10 @@
   with their age, route, reference and the processor's last answer
   (:func:`~paygate_server.storage.console_reads.reconciliation_queue`).
 * "Ask again" (``POST /reconciliation/check``, support and admin): the reconciler's own
-  :meth:`~paygate_server.processing.reconciler.Reconciler.check_now` — the same lease,
-  look-up and settle as its passes, so an operator's click can never settle an operation
-  twice or differently. Recorded as ``reconcile.check_now``.
+  :meth:`~paygate_server.processing.reconciler.Reconciler.check_now` — the same look-up
+  and settle as its passes, so an operator's click can never settle an operation twice or
+  differently, but a look-up only: resending what the processor has not received stays
+  the passes' (under their lease). Recorded as ``reconcile.check_now``.
 * The settlement report of a day (``?date=YYYY-MM-DD[&account=pa_…]``): what
   ``paygate reconcile settlement`` prints, through the same
   :func:`~paygate_server.processing.settlement.reconcile_settlement`.

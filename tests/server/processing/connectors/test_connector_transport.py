@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import gc
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -213,6 +214,44 @@ async def test_a_charge_given_up_on_in_a_partition_never_reaches_the_processor_a
         await eventually(lambda: proxy.open_connections == 0, what="the held link to end")
         assert (await connector.lookup(REF)).outcome is O.NOT_FOUND
     assert [s.target for s in stub.seen] == [f"/v1/charges/{REF}"] * (2 if reused else 1)
+
+
+# A process that sends one request through the proxy, says so, and waits to be killed.
+_DYING_SENDER = """
+import asyncio, sys
+from paygate_server.http1client import HttpConnection
+
+async def main() -> None:
+    conn = HttpConnection("127.0.0.1", int(sys.argv[1]))
+    await conn.connect()
+    answer = asyncio.ensure_future(conn.request("POST", "/v1/charges", body=b"{}", timeout=None))
+    await asyncio.sleep(0)  # one turn: the request is written (transport.write sends at once)
+    print("sent", flush=True)
+    await answer
+
+asyncio.run(main())
+"""
+
+
+async def test_a_request_of_a_gateway_that_dies_never_reaches_the_processor_after_it() -> None:
+    """The kernel closes a killed process's sockets; closed gracefully, a request held in a
+    partition would still be delivered when it heals, after the restarted gateway's
+    reconciler had judged it never received. The gateway's connections linger 0 s: reset."""
+    async with (
+        StubServer(lambda seen: Reply(200, APPROVED)) as stub,
+        FaultProxy("127.0.0.1", stub.port) as proxy,
+    ):
+        proxy.blackhole()
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", _DYING_SENDER, str(proxy.port),
+                                                     stdout=asyncio.subprocess.PIPE)
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 30) == b"sent\n"
+        child.kill()
+        await child.wait()
+        await eventually(lambda: proxy.clients_reset, what="the dead process's connection to be reset")
+        proxy.heal()
+        await eventually(lambda: proxy.open_connections == 0, what="the held link to end")
+    assert stub.seen == []
 
 
 # --- (c) transport errors -------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""One hard deadline for every processor call of an operation that moves money (a charge,
+authorization, capture, void or refund), counted from before the operation is begun.
+
+The reconciler takes an operation over once its in-flight grace has passed, counted from
+its row's ``created_at`` (``Settings.in_flight_grace_s``: the attempt deadline + 2 s): a
+charge the processor has not heard of is then "never received", and a capture, void or
+refund is sent again. That holds only if no call for the operation can still reach the
+processor by then. So the deadline starts before the operation is begun — what the store,
+the commit and the look-up of the account take comes out of it, not on top of it — a call
+whose deadline has passed is not made, and one given up on is reset rather than closed
+(``http1client.HttpConnection.abort``: the request's bytes go with it).
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from paygate_server.config import Settings
+from paygate_server.processing.connectors import ChargeOutcome, ChargeResult, RefundResult
+
+__all__ = ["call_by", "deadline_for"]
+
+Result = TypeVar("Result", ChargeResult, RefundResult)
+
+
+def deadline_for(settings: Settings) -> float:
+    """The loop time by which every call of an operation about to be begun must be over:
+    taken before the store stamps its row, so the window the reconciler counts from that
+    stamp can only be longer."""
+    return asyncio.get_running_loop().time() + settings.attempt_deadline_s
+
+
+async def call_by(deadline: float, call: Callable[[], Awaitable[Result]], unknown: Result,
+                  retry_delays: Sequence[float] = ()) -> Result:
+    """``call()`` — again after each of ``retry_delays`` while the processor answers "nothing
+    done, retry" (the same reference: never twice) — or ``unknown`` once ``deadline`` has
+    passed; not called at all if it has passed already."""
+    if asyncio.get_running_loop().time() >= deadline:
+        return unknown
+    try:
+        async with asyncio.timeout_at(deadline):
+            result = await call()
+            for delay in retry_delays:
+                if result.outcome is not ChargeOutcome.RETRY:
+                    break
+                await asyncio.sleep(delay)
+                result = await call()
+            return result
+    except TimeoutError:
+        return unknown

@@ -1,0 +1,86 @@
+"""A connector whose answers the test decides, and which records every call."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from paygate_server.processing.connectors import (
+    CaptureRequest,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeResult,
+    RefundRequest,
+    RefundResult,
+    SettlementRecord,
+    VoidRequest,
+)
+
+__all__ = ["ScriptedProcessor"]
+
+
+@dataclass
+class ScriptedProcessor:
+    """A connector whose answers the test decides; records every call."""
+
+    charge_outcome: ChargeOutcome = ChargeOutcome.UNKNOWN
+    lookup_outcome: ChargeOutcome = ChargeOutcome.APPROVED
+    lookup_delay_s: float = 0.0
+    calls: Counter[str] = field(default_factory=Counter)
+    settled: list[SettlementRecord] = field(default_factory=list)
+    name: str = "scripted"
+    # Captures and voids: what sending one answers, and what looking one up answers.
+    follow_up_outcome: ChargeOutcome = ChargeOutcome.APPROVED
+    follow_up_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
+    # Refunds: what looking one up answers (not found: the reconciler sends it again).
+    refund_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
+    # Runs while a capture's or void's look-up is on its way back (a slow answer).
+    on_follow_up_lookup: Callable[[], None] | None = None
+    # Operations ("charge", "capture", "void", "refund") the processor takes and never answers.
+    hang: set[str] = field(default_factory=set)
+
+    async def _maybe_hang(self, operation: str) -> None:
+        if operation in self.hang:
+            await asyncio.Event().wait()
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        self.calls["charge"] += 1
+        await self._maybe_hang("charge")
+        return ChargeResult(request.reference, self.charge_outcome, auth_code="A1B2C3", message="scripted")
+
+    async def capture(self, request: CaptureRequest) -> ChargeResult:
+        self.calls["capture"] += 1
+        self.sent.append(("capture", request.reference, request.charge_reference))
+        await self._maybe_hang("capture")
+        return ChargeResult(request.reference, self.follow_up_outcome)
+
+    async def void(self, request: VoidRequest) -> ChargeResult:
+        self.calls["void"] += 1
+        self.sent.append(("void", request.reference, request.charge_reference))
+        await self._maybe_hang("void")
+        return ChargeResult(request.reference, self.follow_up_outcome)
+
+    async def lookup(self, reference: str, kind: str = "charge", *, processor_id: str | None = None) -> ChargeResult:
+        self.calls["lookup" if kind == "charge" else f"lookup_{kind}"] += 1
+        if kind == "refund":
+            return ChargeResult(reference, self.refund_lookup)
+        if kind != "charge":
+            if self.on_follow_up_lookup is not None:
+                self.on_follow_up_lookup()
+            return ChargeResult(reference, self.follow_up_lookup)
+        await asyncio.sleep(self.lookup_delay_s)  # a slow processor: lets two reconcilers overlap
+        return ChargeResult(reference, self.lookup_outcome, auth_code="A1B2C3", message="scripted lookup")
+
+    async def refund(self, request: RefundRequest) -> RefundResult:
+        self.calls["refund"] += 1
+        await self._maybe_hang("refund")
+        return RefundResult(request.reference, ChargeOutcome.APPROVED)
+
+    async def settlement_report(self, day: dt.date) -> list[SettlementRecord]:
+        return list(self.settled) if day == dt.datetime.now(dt.UTC).date() else []
+
+    async def aclose(self) -> None:
+        pass
