@@ -81,7 +81,11 @@ class Reconciler:
         self._settings = settings
         self._notifier = notifier
         self._wake = asyncio.Event()
-        self._lease_s = settings.processor_connect_timeout_s + settings.processor_timeout_s + 30.0
+        # A check's calls — a look-up, perhaps a resend — are over within _check_s, and its
+        # lease outlasts that by more than a request's transit: another reconciler takes the
+        # row only once no call of this one can still reach the processor.
+        self._check_s = 2 * settings.attempt_deadline_s
+        self._lease_s = self._check_s + 30.0
         self._holds_due = 0.0  # the loop's time of the next expiry sweep
 
     def wake(self) -> None:
@@ -192,9 +196,10 @@ class Reconciler:
         received; otherwise a look-up only (see :meth:`check_now`)."""
         if send and not await self._store.lease_check(check, now_us() + int(self._lease_s * _US)):
             return None
-        if check.kind == "refund":
-            return await self._check_refund(check, send)
-        return await self._check_attempt(check, send)
+        async with asyncio.timeout(self._check_s):  # past it: the row waits out its lease
+            if check.kind == "refund":
+                return await self._check_refund(check, send)
+            return await self._check_attempt(check, send)
 
     async def _check_attempt(self, check: Check, send: bool) -> str:
         txn = await self._store.attempt_for_check(check.object_id)

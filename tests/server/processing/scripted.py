@@ -39,7 +39,7 @@ class ScriptedProcessor:
     refund_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
     # Runs while a capture's or void's look-up is on its way back (a slow answer).
     on_follow_up_lookup: Callable[[], None] | None = None
-    # Operations ("charge", "capture", "void", "refund") the processor takes and never answers.
+    # Operations ("charge", "capture", "void", "refund", "lookup") the processor takes and never answers.
     hang: set[str] = field(default_factory=set)
 
     async def _maybe_hang(self, operation: str) -> None:
@@ -65,6 +65,7 @@ class ScriptedProcessor:
 
     async def lookup(self, reference: str, kind: str = "charge", *, processor_id: str | None = None) -> ChargeResult:
         self.calls["lookup" if kind == "charge" else f"lookup_{kind}"] += 1
+        await self._maybe_hang("lookup")
         if kind == "refund":
             return ChargeResult(reference, self.refund_lookup)
         if kind != "charge":

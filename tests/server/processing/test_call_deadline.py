@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 import paygate
+from paygate_server import clock
 from paygate_server.config import Settings
 from paygate_server.processing.connectors import ChargeOutcome
+from paygate_server.processing.reconciler import Reconciler
 from paygate_server.processing.service import ProcessingService
 from paygate_server.refunds.service import RefundService
+from paygate_server.storage.schema import reconcile_queue
 from tests.server.processing.scripted import ScriptedProcessor
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
@@ -99,3 +103,25 @@ async def test_a_refund_without_an_answer_is_given_up_at_its_deadline(gw: InProc
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "unknown"  # the reconciler asks, and sends it again
     assert processor.calls["refund"] == 1
+
+
+async def test_a_reconciler_check_is_over_within_its_bound_and_the_row_waits_out_its_lease(
+        gw: InProcessGateway) -> None:
+    """Another reconciler takes a leased row when the lease ends: by then no call of the
+    check that took it may still be on its way, so the check's calls are bounded within it."""
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN)
+    _use(gw, processor)
+    shop = await gw.new_merchant()
+    pid, status = await _pay(gw, shop)
+    assert status == "in_progress"
+    [check] = await gw.gateway.payments.all_checks()
+    async with gw.gateway.db.write() as conn:  # due now
+        await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
+    processor.hang = {"lookup"}
+    reconciler = Reconciler(gw.gateway.payments, processor, gw.gateway.settings)  # type: ignore[arg-type]
+    started = clock.now_us()
+    report = await asyncio.wait_for(reconciler.run_once(), 10)
+    assert report.checked == 0 and processor.calls["lookup"] == 1
+    [leased] = await gw.gateway.payments.all_checks()
+    assert leased.object_id == check.object_id
+    assert leased.due_at - started >= (2 * DEADLINE_S + 30.0) * 1_000_000  # the lease outlasts the check's bound
