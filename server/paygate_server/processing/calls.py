@@ -19,9 +19,11 @@ from typing import TypeVar
 from paygate_server.config import Settings
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult, RefundResult
 
-__all__ = ["call_by", "deadline_for"]
+__all__ = ["DEADLINE_PASSED", "call_by", "deadline_for"]
 
 Result = TypeVar("Result", ChargeResult, RefundResult)
+# The message of the unknown result a call past its deadline stands for.
+DEADLINE_PASSED = "attempt deadline passed"
 
 
 def deadline_for(settings: Settings) -> float:

@@ -32,7 +32,7 @@ from paygate_server.cards.resolved import ResolvedCard
 from paygate_server.faults import crash_point
 from paygate_server.intents.refusals import refusal_error
 from paygate_server.intents.schemas import render_intent
-from paygate_server.processing.calls import call_by, deadline_for
+from paygate_server.processing.calls import DEADLINE_PASSED, call_by, deadline_for
 from paygate_server.processing.connectors import (
     CaptureRequest,
     ChargeOutcome,
@@ -65,7 +65,7 @@ __all__ = ["HOLD_GONE", "MAX_FAILED_ATTEMPTS", "CapturePayment", "ProcessPayment
 
 # The processor said "nothing charged, try again" (e.g. 503): same reference, short backoff.
 RETRY_DELAYS_S = (0.2, 0.5, 1.0)
-_DEADLINE_PASSED = ChargeResult("", ChargeOutcome.UNKNOWN, message="attempt deadline passed")
+_DEADLINE_PASSED = ChargeResult("", ChargeOutcome.UNKNOWN, message=DEADLINE_PASSED)
 # Card-testing limit (SPEC §5): past this many failed attempts an intent is refused.
 MAX_FAILED_ATTEMPTS = 10
 _US = 1_000_000

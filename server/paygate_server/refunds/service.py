@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from paygate_server import jsoncodec
 from paygate_server.intents.refusals import refusal_error
-from paygate_server.processing.calls import call_by, deadline_for
+from paygate_server.processing.calls import DEADLINE_PASSED, call_by, deadline_for
 from paygate_server.processing.connectors import (
     ChargeOutcome,
     Connector,
@@ -76,7 +76,7 @@ class RefundService:
             charge_processor_id=reserved["charge_processor_id"])
         # Bounded like a charge's calls: the reconciler sends it again after the same grace.
         result = await call_by(deadline, partial(connector.refund, request), RefundResult(
-            request.reference, ChargeOutcome.UNKNOWN, "attempt deadline passed"))
+            request.reference, ChargeOutcome.UNKNOWN, DEADLINE_PASSED))
         outcome = refund_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
         row = await store.settle_refund(reserved["id"], outcome,
                                         None if claim is None else AnswerSpec(claim, _render_answer))
