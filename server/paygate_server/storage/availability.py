@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - SQLite-only installs
     asyncpg = None  # type: ignore[assignment]
 
 __all__ = ["RETRY_AFTER_S", "DatabaseUnavailable", "StaleConnections", "connection_found_dead",
-           "is_database_unavailable"]
+           "is_database_unavailable", "opened_before_dead"]
 
 # What a 503 tells the client to wait: long enough for a pool to reconnect or a failover
 # to finish its first step, short enough that a checkout customer does not notice.
@@ -131,8 +131,16 @@ class StaleConnections:
         entry.info[_STALE] = self
 
     def _checkout(self, _dbapi_connection: Any, entry: ConnectionPoolEntry, _proxy: Any) -> None:
-        if entry.info.get(_OPENED, 0.0) < self.dead_at:
+        if opened_before_dead(entry.info):
             raise sa_exc.DisconnectionError("opened before a connection found dead")
+
+
+def opened_before_dead(info: dict[Any, Any]) -> bool:
+    """Whether the pooled connection whose ``info`` this is was opened before a connection
+    of its pool was last found dead (:class:`StaleConnections`): one the pool replaces at
+    its next checkout, and storage/engine.py's kept connections likewise."""
+    stale = info.get(_STALE)
+    return stale is not None and info.get(_OPENED, 0.0) < stale.dead_at
 
 
 def connection_found_dead(info: dict[Any, Any]) -> None:

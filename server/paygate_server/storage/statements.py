@@ -104,6 +104,11 @@ class Autocommit:
         """The pooled connection's ``info`` (as ``AsyncConnection.info``)."""
         return self._pooled.info
 
+    @property
+    def is_valid(self) -> bool:
+        """False once invalidated (found dead): its driver connection is closed."""
+        return self._pooled.is_valid
+
     # The pool's calls are synchronous but may do I/O (closing a connection past the pool's
     # size, say): SQLAlchemy's greenlet bridge runs them.
     async def invalidate(self) -> None:

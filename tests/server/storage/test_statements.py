@@ -217,3 +217,71 @@ async def test_a_dead_connection_retires_every_older_pooled_one(database_url: st
                 assert await fetch_value(conn, Sql("SELECT pg_backend_pid() AS pid")) not in pids
     finally:
         await db.dispose()
+
+
+async def test_single_statements_keep_a_quarter_of_the_pool_between_them(database_url: str) -> None:
+    """autocommit() keeps the connection of a block that ended well for the next block, up
+    to a quarter of the pool; the rest goes back to the pool. A block that raised gives its
+    connection back, and dispose() closes the kept ones."""
+    db = create_database(database_url, pool_size=8)
+    pool = db.engine.sync_engine.pool
+    one = Sql("SELECT 1 AS one")
+    try:
+        async with db.read_one() as conn:
+            first = conn.driver
+            assert await fetch_value(conn, one) == 1
+        assert pool.checkedout() == 1  # kept, not checked in
+        async with db.read_one() as conn:
+            assert conn.driver is first  # the kept one, not a checkout
+            assert await fetch_value(conn, one) == 1
+        assert await _read_together(db, one, readers=16, held=8) == [1] * 16
+        assert pool.checkedout() == 2  # 8 // 4 kept; the other six went back
+        with pytest.raises(RuntimeError):
+            async with db.read_one() as conn:
+                raise RuntimeError("the block failed")
+        assert pool.checkedout() == 1  # the failed block's connection went back to the pool
+        async with db.read_one() as conn:
+            with pytest.raises(IntegrityError):  # caught inside the block: the block ends well
+                await execute(conn, _INSERT, id="mer_a", name="A", at=1)
+                await execute(conn, _INSERT, id="mer_a", name="A", at=1)
+        assert pool.checkedout() == 1
+    finally:
+        await db.dispose()
+    assert pool.checkedout() == 0
+
+
+async def test_kept_connections_older_than_a_dead_one_are_replaced(database_url: str) -> None:
+    """PostgreSQL: every backend of the pool killed while two connections are kept between
+    statements. The first statement fails on a kept one; the next are served by new
+    connections, neither the other kept one nor any pooled one opened before it."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL: SQLite connections are files, not server processes")
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from paygate_server.storage.availability import is_database_unavailable
+
+    db = create_database(database_url, pool_size=8)
+    try:
+        pids = await _read_together(db, Sql("SELECT pg_backend_pid() AS pid"), readers=8, held=8)
+        assert db.engine.sync_engine.pool.checkedout() == 2
+        url = make_url(database_url)
+        admin = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
+        try:
+            assert await admin.fetchval("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
+                                        "pg_stat_activity WHERE pid = any($1::int[])) t", pids) == 8
+            await eventually(lambda: admin.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                                    "WHERE pid = any($1::int[])", pids),
+                             until=lambda alive: alive == 0, what="the backends to be gone")
+        finally:
+            await admin.close()
+        with pytest.raises(Exception) as caught:
+            async with db.read_one() as conn:
+                await fetch_value(conn, Sql("SELECT 1 AS one"))
+        assert is_database_unavailable(caught.value)
+        for _ in range(8):
+            async with db.read_one() as conn:
+                assert await fetch_value(conn, Sql("SELECT pg_backend_pid() AS pid")) not in pids
+    finally:
+        await db.dispose()
