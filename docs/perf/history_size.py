@@ -1,4 +1,4 @@
-"""How big the change log grows per payment, with and without pruning (docs/performance.md).
+"""How big the change log grows per payment, with and without pruning (docs/perf/change-log-size.md).
 
 Makes N complete payments (create → process, approved) through the in-process gateway
 against a real simulator process, lets the relay deliver them to every consumer and the

@@ -12,7 +12,7 @@
 
 Without ``PAYGATE_METRICS_TOKEN``, served only to direct loopback clients (anyone else
 gets ``404``); with it, a scrape needs ``Authorization: Bearer <token>`` from anywhere. Several workers: ``PROMETHEUS_MULTIPROC_DIR``
-(:mod:`.metrics`). Operator notes in docs/performance.md.
+(:mod:`.metrics`). Operator notes in docs/operations.md, "Metrics".
 """
 from __future__ import annotations
 

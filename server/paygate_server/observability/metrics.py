@@ -5,7 +5,7 @@ process collector). Several workers (``paygate serve --workers N``): set
 ``PROMETHEUS_MULTIPROC_DIR`` to an empty, writable folder *before* the gateway starts;
 prometheus_client then keeps every worker's values in memory-mapped files there, and a
 scrape (answered by any one worker) adds them up. Clear the folder when the gateway
-restarts (docs/performance.md).
+restarts (docs/operations.md, "Metrics").
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ is the ``(created_at, id)`` of the last row shown, and the next page is the rows
 before it in the order ``created_at DESC, id DESC`` — so a later page costs what the first
 does, and payments created while an operator pages do not shift or repeat rows. The
 indexes that keep every filter fast at 100,000 payments are migration 0008's
-(docs/performance.md "Console").
+(docs/perf/console.md).
 
 Exceptions::
 
@@ -158,7 +158,7 @@ async def _is_common_card(conn: AsyncConnection, last4: str) -> bool:
     """More than :data:`COMMON_CARD` attempts with these last 4 (counted no further)? A
     test card or a popular range: then the two ways of finding its payments differ by 10×
     on SQLite, whose planner cannot tell (at 100,000 payments, a last 4 shared by 30 %:
-    ~400 ms sorting them all against ~5 ms walking the newest; docs/performance.md)."""
+    ~400 ms sorting them all against ~5 ms walking the newest; docs/perf/console.md)."""
     some = select(_tx.intent_id).where(_tx.card_last4 == last4).limit(COMMON_CARD + 1).subquery()
     return int((await conn.execute(select(func.count()).select_from(some))).scalar_one()) > COMMON_CARD
 

@@ -373,7 +373,7 @@ def test_quantiles_interpolate_within_a_bucket() -> None:
 @pytest.mark.slow
 async def test_reads_count_right_at_100000_payments(db: Database, fresh_database_url: str,
                                                     request: pytest.FixtureRequest) -> None:
-    """The load check's database (docs/perf/console_load.py: speed is in docs/performance.md,
+    """The load check's database (docs/perf/console_load.py: speed is in docs/perf/console.md,
     not asserted here): the reads still find exactly what is there. SQLite seeds it in ~40 s;
     PostgreSQL took 58–106 s here (past this suite's budget of ~60 s), so there the load
     script is the check at this size and the tests above check the same reads."""
