@@ -56,8 +56,8 @@ class Database:
         self._group: GroupCommitter | None = None
         # Up to a quarter of the pool stays checked out between single statements
         # (autocommit()): a pool checkout and check-in cost more than the statement's own
-        # work on the driver (two greenlet hops, the pool's events, its reset), about 60 µs
-        # of CPU a statement, and a payment runs about eight (docs/performance.md,
+        # work on the driver (two greenlet hops, the pool's events, its reset), about 45 µs
+        # of CPU a statement, and a payment runs about seven (docs/performance.md,
         # "Connections kept between statements"). The other three quarters are always the
         # pool's: a kept connection is idle only until the next statement, which on a busy
         # gateway is microseconds, but nothing hands it to a transaction waiting on the pool.
