@@ -171,8 +171,11 @@ class Database:
             if not opened_before_dead(conn.info):
                 return conn
             # The pool would refuse it at checkout (StaleConnections): replaced the same way.
-            await conn.invalidate()
-            await conn.close()
+            # Popped already: handed back even if this task is cancelled meanwhile.
+            try:
+                await conn.invalidate()
+            finally:
+                await conn.close()
         return None
 
     @asynccontextmanager
