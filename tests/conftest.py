@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.app import InProcessGateway, running_gateway, test_settings
-from tests.support.databases import BACKENDS, drop_database, migrate, new_database_url
+from tests.support.databases import (
+    BACKENDS,
+    another_database,
+    drop_database,
+    migrate,
+    new_database_url,
+)
 from tests.support.simulation_summary import SimulationTotals
 from tests.support.simulation_summary import record as record_simulation
 
@@ -24,11 +30,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 @pytest.fixture
 def fresh_database_url(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Iterator[str]:
     """A brand-new migrated database on the same backend, for tests that need an empty one."""
-    backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
-    url = new_database_url(backend, tmp_path)
-    migrate(url)
-    yield url
-    drop_database(url)
+    with another_database(database_url, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,13 +4,16 @@
 ``json`` (one object a line: ``time``, ``level``, ``logger``, ``message`` and the fields).
 Structured fields travel in ``extra={"fields": {...}}`` so both formats render them.
 
-Two loggers are on whatever ``--log-level`` says (it governs diagnostics: uvicorn's and the
-gateway's warnings and errors):
+Three loggers are on at ``info`` whatever ``--log-level`` says (it governs diagnostics:
+uvicorn's and the gateway's warnings and errors):
 
 * ``paygate.startup`` — one line when a server starts (version, database kind, processor,
   listen address, workers; never a credential: see :func:`redact_url`);
 * ``paygate.request`` — one line a request (:mod:`paygate_server.observability.middleware`);
-  ``PAYGATE_ACCESS_LOG=0`` turns it off (then a request pays one ``isEnabledFor`` check).
+  ``PAYGATE_ACCESS_LOG=0`` turns it off (then a request pays one ``isEnabledFor`` check);
+* ``paygate.reconciler`` — one line a check of an operation whose outcome its request did
+  not learn, and one a hold it begins to void: what the gateway did about money on its
+  own (rare: an operation settled by its request has no check).
 
 uvicorn applies :func:`logging_config` in every process it starts (``log_config=``), so a
 multi-worker gateway logs the same way from every worker. What may appear in a line is
@@ -26,8 +29,10 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["LogFormatter", "logging_config", "redact_url", "REQUEST_LOGGER", "STARTUP_LOGGER"]
+__all__ = ["LogFormatter", "logging_config", "redact_url", "RECONCILER_LOGGER", "REQUEST_LOGGER",
+           "STARTUP_LOGGER"]
 
+RECONCILER_LOGGER = "paygate.reconciler"
 REQUEST_LOGGER = "paygate.request"
 STARTUP_LOGGER = "paygate.startup"
 _FORMATS = ("text", "json")
@@ -90,6 +95,7 @@ def logging_config(level: str = "warning", env: dict[str, str] | None = None) ->
             **{name: {"handlers": [], "level": level, "propagate": True}
                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
             STARTUP_LOGGER: {"level": "INFO"},
+            RECONCILER_LOGGER: {"level": "INFO"},
             REQUEST_LOGGER: {"level": "INFO" if access else "CRITICAL"},
         },
     }

@@ -6,6 +6,7 @@ captures and voids race."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from paygate_server.processing.settlement import reconcile_settlement
 from paygate_server.storage import create_database, open_payment_store
 from tests.e2e.conftest import Stack, running_stack
 from tests.e2e.test_processing import CARDS, encrypted, process
+from tests.support.databases import another_database
 from tests.support.signing import SignedClient
 
 HELD = frozenset({"requires_capture", "failed", "canceled", "succeeded"})
@@ -226,8 +228,15 @@ def test_refused_on_an_automatic_intent_and_bad_input(stack: Stack) -> None:
 
 @pytest.fixture(scope="module")
 def short_holds(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A gateway that voids holds after 2 s."""
-    with running_stack(database_url, tmp_path_factory.mktemp("holds"), PAYGATE_AUTHORIZATION_TTL_S="2") as s:
+    """A gateway that voids holds after 2 s, on a database of its own. On the module's
+    shared one, the other stack's gateway would work the same reconcile queue: woken by
+    the void's NOTIFY, it could take the void's check first and send it to its own
+    simulator (an operation routed ``default`` goes to the checking process's
+    ``PAYGATE_PROCESSOR_URL``), which knows no such hold — the void then stays unknown
+    (seen once in CI on PostgreSQL; docs/operations.md, "One default processor")."""
+    data_dir = tmp_path_factory.mktemp("holds")
+    with another_database(database_url, data_dir) as url, \
+            running_stack(url, data_dir, PAYGATE_AUTHORIZATION_TTL_S="2") as s:
         yield s
 
 
@@ -241,6 +250,10 @@ def test_a_hold_past_the_gateways_ttl_is_voided(short_holds: Stack) -> None:
         kinds = [e["data"]["kind"] for e in (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]
                  if e["type"] == "attempt.created"]
         assert kinds == ["authorization", "void"]
+        # The gateway says what it did on its own, at its default log level.
+        log = (short_holds.data_dir / "gateway.log").read_text()
+        assert f"hold of {pid} past PAYGATE_AUTHORIZATION_TTL_S: void begun" in log
+        assert re.search(rf"checked void txn_\w+ of {pid} \(check 1\): void_sent_approved", log), log[-2000:]
     run(short_holds, body)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from paygate_server.storage.migrate import head_revision
-from tests.support.databases import drop_database, new_database_url
+from tests.support.databases import another_database
 
 
 def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -21,10 +21,8 @@ def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture
 def empty_db(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
-    backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
-    url = new_database_url(backend, tmp_path)
-    yield url
-    drop_database(url)
+    with another_database(database_url, tmp_path, migrated=False) as url:
+        yield url
 
 
 def test_operator_flow(empty_db: str, tmp_path: Path) -> None:

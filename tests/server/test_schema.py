@@ -13,7 +13,7 @@ from sqlalchemy import text
 from paygate_server.storage import SchemaMismatch, check_schema, create_database, upgrade
 from paygate_server.storage.change_log_partitions import is_partition_name
 from paygate_server.storage.schema import metadata
-from tests.support.databases import drop_database, new_database_url
+from tests.support.databases import another_database
 
 
 async def test_migrated_schema_matches_metadata(database_url: str) -> None:
@@ -60,9 +60,8 @@ async def test_change_log_is_append_only(fresh_database_url: str) -> None:
 
 @pytest.fixture
 def unmigrated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    url = new_database_url("sqlite" if database_url.startswith("sqlite") else "postgresql", tmp_path)
-    yield url
-    drop_database(url)
+    with another_database(database_url, tmp_path, migrated=False) as url:
+        yield url
 
 
 async def test_0004_moves_a_database_of_the_old_code_without_losing_a_row(unmigrated_url: str) -> None:

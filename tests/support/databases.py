@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +19,8 @@ from sqlalchemy.engine import make_url
 
 from paygate_server.storage import Database, create_database, upgrade
 
-__all__ = ["BACKENDS", "pg_base_url", "new_database_url", "drop_database", "migrate", "opened_database"]
+__all__ = ["BACKENDS", "another_database", "drop_database", "migrate", "new_database_url", "opened_database",
+           "pg_base_url"]
 
 BACKENDS = ["sqlite", "postgresql"]
 PG_ENV = "PAYGATE_TEST_DATABASE_URL"
@@ -54,6 +55,19 @@ def drop_database(url: str) -> None:
     if url.startswith("postgres"):
         name = make_url(url).database
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def another_database(like: str, directory: Path, *, migrated: bool = True) -> Iterator[str]:
+    """A brand-new database on the backend of the database ``like`` (migrated unless told
+    not to), dropped at the end."""
+    url = new_database_url("sqlite" if like.startswith("sqlite") else "postgresql", directory)
+    try:
+        if migrated:
+            migrate(url)
+        yield url
+    finally:
+        drop_database(url)
 
 
 def migrate(url: str) -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.config import Settings
+from paygate_server.logs import RECONCILER_LOGGER
 from paygate_server.processing.connectors import (
     CaptureRequest,
     ChargeOutcome,
@@ -55,7 +56,7 @@ from paygate_server.waiting import wait_event
 
 __all__ = ["Reconciler", "PassReport", "list_unresolved"]
 
-log = logging.getLogger("paygate.reconciler")
+log = logging.getLogger(RECONCILER_LOGGER)
 _US = 1_000_000
 WAKE_MIN_INTERVAL_S = 0.1
 # The check's last result once the authorization was canceled by reference (sent once).
@@ -129,6 +130,7 @@ class Reconciler:
             except StoreRefusal:
                 continue  # captured, voided or being worked on since it was listed
             begun += 1
+            log.info("hold of %s past PAYGATE_AUTHORIZATION_TTL_S: void begun", row["id"])
             if self._notifier is not None:
                 self._notifier.publish(row["id"])
         return begun
@@ -154,6 +156,11 @@ class Reconciler:
                     continue
                 if result is None:
                     continue  # another reconciler holds the lease
+                # One line a check: which host worked an operation, and what it learnt, is
+                # the first thing to know about one that stays unsettled. Checks are rare
+                # (an operation settled by its request has none).
+                log.info("checked %s %s of %s (check %d): %s", row.kind, row.object_id, row.intent_id,
+                         row.checks + 1, result)
                 progressed = True
                 report.checked += 1
                 report.outcomes[result] = report.outcomes.get(result, 0) + 1

@@ -214,7 +214,7 @@ class Outcome:
 class Check:
     """A row of the reconciler's queue."""
 
-    kind: str  # charge | refund
+    kind: str  # charge (a charge or an authorization) | capture | void | refund
     object_id: str
     intent_id: str
     merchant_id: str

@@ -23,7 +23,7 @@ from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, tou
 from tests.server.cdc.prune_support import archive, count, write_changes
 from tests.support.app import TEST_MASTER_KEY, running_gateway
 from tests.support.app import test_settings as gateway_settings
-from tests.support.databases import drop_database, new_database_url
+from tests.support.databases import another_database
 from tests.support.eventually import eventually
 
 
@@ -135,9 +135,8 @@ async def test_the_gateway_prunes_on_a_schedule(small_url: str, tmp_path: Path) 
 
 @pytest.fixture
 def unmigrated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    url = new_database_url("sqlite" if database_url.startswith("sqlite") else "postgresql", tmp_path)
-    yield url
-    drop_database(url)
+    with another_database(database_url, tmp_path, migrated=False) as url:
+        yield url
 
 
 async def test_0006_moves_a_database_of_the_old_code_without_losing_a_row(unmigrated_url: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -454,7 +455,8 @@ async def test_a_not_found_answer_counts_from_when_it_was_asked_not_when_it_came
     assert (got["status"], got["amountReceived"]) == ("succeeded", 1500)
 
 
-async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGateway) -> None:
+async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGateway,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
     shop, pid = await _held(gw, processor)
     async with gw.gateway.db.read() as conn:
@@ -470,8 +472,16 @@ async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGate
 
     expiring = dataclasses.replace(gw.gateway.settings, authorization_ttl_s=0.0)
     reconcilers = [Reconciler(gw.gateway.payments, processor, expiring) for _ in range(3)]  # type: ignore[arg-type]
-    await asyncio.gather(*(r.run_once() for r in reconcilers))
+    with caplog.at_level(logging.INFO, logger="paygate.reconciler"):
+        await asyncio.gather(*(r.run_once() for r in reconcilers))
     assert len(voids_of_this_hold()) == 1  # three reconcilers, one void
+    # Each step says so once, in the log: the void begun, and the check that sent it.
+    async with gw.gateway.db.read() as conn:
+        void = (await conn.execute(select(transactions.c.id).where(
+            transactions.c.intent_id == pid, transactions.c.kind == "void"))).scalar_one()
+    assert [r.getMessage() for r in caplog.records if pid in r.getMessage()] == [
+        f"hold of {pid} past PAYGATE_AUTHORIZATION_TTL_S: void begun",
+        f"checked void {void} of {pid} (check 1): void_sent_approved"]
     got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
     assert (got["status"], got["cancellationReason"], got["amountCapturable"]) == ("canceled", "expired", 0)
     await reconcilers[0].run_once()
