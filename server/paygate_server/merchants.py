@@ -52,7 +52,11 @@ class StoredKey:
 
 def normalize_origin(value: str) -> str:
     """``scheme://host[:port]`` exactly, as browsers send it in ``Origin``."""
-    parts = urlsplit(value.strip())
+    try:
+        # An unclosed or non-IP bracketed host ("http://[::1") raises here, not a refusal below.
+        parts = urlsplit(value.strip())
+    except ValueError:
+        raise MerchantError(f"origin must look like https://shop.example: {value!r}") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise MerchantError(f"origin must look like https://shop.example: {value!r}")
     if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
