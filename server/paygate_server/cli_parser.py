@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
-__all__ = ["Parser", "SECRET_OPTIONS", "HIDDEN", "scrub"]
+__all__ = ["Parser", "SECRET_OPTIONS", "HIDDEN", "port_number", "scrub"]
 
 #: Options whose value is a secret (SPEC §7: ``--credential NAME=VALUE``; §10: the bench's
 #: ``--metrics-token``).
@@ -103,3 +103,11 @@ class Parser(argparse.ArgumentParser):
             typed = sys.argv[1:]
         line = scrub(message, typed).replace("\n", " ")
         self.exit(2, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type`` for a TCP port: 0 (any free port) to 65535, refused at parse time
+    (a larger one used to reach ``socket.bind`` and end in an OverflowError traceback)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or int(text) > 65535:
+        raise argparse.ArgumentTypeError("must be a port number from 0 to 65535")
+    return int(text)

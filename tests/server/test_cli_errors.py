@@ -183,3 +183,18 @@ def test_reconcile_settlement_reads_as_optional() -> None:
     r = paygate("reconcile", "--help", env={})
     usage = r.stdout.split("\n\n")[0]
     assert "paygate reconcile [--once] [--json]\n" in usage and "paygate reconcile settlement --date" in usage, usage
+
+
+# ---- numbers out of range on the command line ---------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["serve", "--port", "99999"], ["serve", "--port", "-1"], ["console", "--port", "65536"],
+    ["simulator", "--port", "70000"], ["demo", "--console-port", "123456"],
+], ids=" ".join)
+def test_a_port_out_of_range_is_refused_in_one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: accepted by argparse, then socket.bind's OverflowError as a traceback.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "must be a port number from 0 to 65535" in err and "Traceback" not in err, err

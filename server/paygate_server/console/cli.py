@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from paygate_server.cli import CommandError, run_uvicorn, run_with_db
+from paygate_server.cli_parser import port_number
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.console.accounts import AccountError, Accounts, check_password, normalize_email
@@ -99,7 +100,7 @@ def cmd_console(args: argparse.Namespace, settings: Settings) -> None:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("console", help="run the operator console (a web console on its own port)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8083)
+    p.add_argument("--port", type=port_number, default=8083)
     p.add_argument("--fd", type=int, help="serve on this inherited listening socket")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_console)
