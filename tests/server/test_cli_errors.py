@@ -198,3 +198,16 @@ def test_a_port_out_of_range_is_refused_in_one_line(args: list[str], capsys: pyt
     err = capsys.readouterr().err
     assert exited.value.code == 2 and len(err.splitlines()) == 1, err
     assert "must be a port number from 0 to 65535" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("url", [
+    "garbage", "mysql://ops:hunter2@db.example/paygate", "postgresql+psycopg2://ops:hunter2@127.0.0.1:1/x",
+    "postgresql://ops:hunter2@[::1/x", "postgresql://ops:hunter2@db.example:notaport/x", "sqlite://",
+])
+def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp_path: Path) -> None:
+    # Once: SQLAlchemy's ArgumentError, a missing driver's ModuleNotFoundError or an engine
+    # TypeError, each as a 40-line traceback.
+    r = paygate("merchants", "create", "--name", "Shop",
+                env={"PAYGATE_DATABASE_URL": url, "PAYGATE_DATA_DIR": str(tmp_path)})
+    line = assert_one_line(r, "PAYGATE_DATABASE_URL")
+    assert "hunter2" not in line
