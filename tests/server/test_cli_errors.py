@@ -211,3 +211,15 @@ def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp
                 env={"PAYGATE_DATABASE_URL": url, "PAYGATE_DATA_DIR": str(tmp_path)})
     line = assert_one_line(r, "PAYGATE_DATABASE_URL")
     assert "hunter2" not in line
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "99999999999999999999999", "10001", "x"])
+def test_deliveries_limit_out_of_range_is_refused_by_the_parser(limit: str, operator_env: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: -1 was all rows on SQLite and PostgreSQL's "LIMIT must not be negative" traceback,
+    # a 23-digit one SQLite's OverflowError traceback.
+    with pytest.raises(SystemExit) as exited:
+        main(["webhooks", "deliveries", "--limit", limit])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "argument --limit: must be a whole number from 1 to 10000" in err, err

@@ -6,9 +6,12 @@ import json
 from typing import Any
 
 from paygate_server.cli import CommandError, require_merchant, run_with_db
+from paygate_server.cli_parser import whole_number
 from paygate_server.config import Settings
 
 __all__ = ["add_commands"]
+
+MAX_LIMIT = 10_000  # deliveries one listing shows
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
@@ -106,7 +109,7 @@ def add_commands(sub: Any) -> None:
     p = webhooks.add_parser("deliveries", help="recent deliveries (e.g. --status failed)")
     p.add_argument("--status", choices=["pending", "delivered", "failed"])
     p.add_argument("--merchant")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=whole_number(1, MAX_LIMIT), default=100, help=f"at most {MAX_LIMIT} (default 100)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_deliveries)
     p = webhooks.add_parser("replay", help="send failed deliveries again (re-enables their endpoints)")
