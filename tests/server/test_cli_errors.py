@@ -3,6 +3,7 @@ says what is wrong and what to do, exit status 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -223,3 +224,21 @@ def test_deliveries_limit_out_of_range_is_refused_by_the_parser(limit: str, oper
     err = capsys.readouterr().err
     assert exited.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "argument --limit: must be a whole number from 1 to 10000" in err, err
+
+
+def test_replay_of_an_unknown_or_another_merchants_endpoint_or_event_is_refused(
+        operator_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: exit 0 and "0 failed deliveries scheduled again", as if the id were right.
+    mine, theirs = make_merchant(operator_env).merchant_id, make_merchant(operator_env).merchant_id
+    assert main(["webhooks", "create", "--merchant", theirs, "--url", "https://93.184.216.34/hook", "--json"]) == 0
+    endpoint = json.loads(capsys.readouterr().out)["webhookEndpointId"]
+    for args, says in (
+        (["--endpoint", "we_0000000000000000000000nope"], "no webhook endpoint we_0000000000000000000000nope"),
+        (["--event", "evt_0000000000000000000000nope"], "no event evt_0000000000000000000000nope"),
+        (["--endpoint", endpoint, "--merchant", mine], f"no webhook endpoint {endpoint} of merchant {mine}"),
+    ):
+        code = main(["webhooks", "replay", *args])
+        out = capsys.readouterr()
+        assert code == 2 and out.out == "" and out.err == f"paygate: {says}\n", out
+    assert main(["webhooks", "replay", "--endpoint", endpoint]) == 0  # its own: nothing failed yet
+    assert capsys.readouterr().out == "0 failed deliveries scheduled again\n"

@@ -83,9 +83,21 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError("say which failed deliveries to replay: --endpoint, --event, --merchant or --all")
 
     async def run(db: Any) -> int:
-        if args.merchant is not None:
-            async with db.read() as conn:
+        from paygate_server.storage.webhook_endpoints import merchant_of_endpoint
+        from paygate_server.storage.webhook_events import merchant_of_event
+
+        async with db.read() as conn:
+            if args.merchant is not None:
                 await require_merchant(conn, args.merchant)
+            # An id that names nothing (or another merchant's) is a typo, not "0 to replay".
+            for given, what, merchant_of in ((args.endpoint, "webhook endpoint", merchant_of_endpoint),
+                                             (args.event, "event", merchant_of_event)):
+                if given is None:
+                    continue
+                owner = await merchant_of(conn, given)
+                if owner is None or (args.merchant is not None and owner != args.merchant):
+                    of = f" of merchant {args.merchant}" if args.merchant is not None else ""
+                    raise CommandError(f"no {what} {given[:80]}{of}")
         return await DeliveryQueue(db).replay_failed(now_us(), merchant_id=args.merchant, endpoint_id=args.endpoint,
                                                      event_id=args.event)
 
