@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from paygate_server.cli_parser import Parser, port_number
+from paygate_server.cli_parser import Parser, port_number, whole_number
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.logs import redact_url
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gateway (API, hosted checkout, background workers)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=8080)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=whole_number(1, 256), default=1)
     p.add_argument("--fd", type=int, help="serve on this inherited listening socket")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_serve)

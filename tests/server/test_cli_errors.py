@@ -242,3 +242,13 @@ def test_replay_of_an_unknown_or_another_merchants_endpoint_or_event_is_refused(
         assert code == 2 and out.out == "" and out.err == f"paygate: {says}\n", out
     assert main(["webhooks", "replay", "--endpoint", endpoint]) == 0  # its own: nothing failed yet
     assert capsys.readouterr().out == "0 failed deliveries scheduled again\n"
+
+
+@pytest.mark.parametrize("workers", ["0", "-1", "257"])
+def test_serve_workers_out_of_range_is_refused_by_the_parser(workers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: --workers 0 or -1 started one gateway process on the default port, as if asked.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--workers", workers])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "argument --workers: must be a whole number from 1 to 256" in err, err
