@@ -88,6 +88,11 @@ async def create_merchant(conn: Transaction, master: MasterKey, *, name: str, or
     name = name.strip()
     if not name or len(name) > 200:
         raise MerchantError("a merchant name is 1 to 200 characters")
+    if not name.isprintable():
+        # A control character, or a byte of the command line that is not UTF-8 (a lone
+        # surrogate, which PostgreSQL's driver cannot encode: that was a traceback).
+        raise MerchantError("a merchant name has printable characters only (no control characters, "
+                            "nothing that is not UTF-8)")
     normalized = sorted({normalize_origin(o) for o in origins})
     merchant_id = new_id("mer")
     await insert_merchant(conn, merchant_id, name, normalized)

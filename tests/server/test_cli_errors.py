@@ -252,3 +252,12 @@ def test_serve_workers_out_of_range_is_refused_by_the_parser(workers: str, capsy
     err = capsys.readouterr().err
     assert exited.value.code == 2 and len(err.splitlines()) == 1, err
     assert "argument --workers: must be a whole number from 1 to 256" in err, err
+
+
+@pytest.mark.parametrize("name", [os.fsdecode(b"Caf\xe9"), "Shop\x01", "Shop\x1b[31m"], ids=["latin-1 byte", "SOH", "ESC"])
+def test_a_merchant_name_that_is_not_printable_utf8_is_refused(name: str, database_url: str, tmp_path: Path) -> None:
+    # Once: a byte of argv that is not UTF-8 ended in asyncpg's encode error as a 135-line
+    # traceback on PostgreSQL (a codec message on SQLite); control characters were stored.
+    r = paygate("merchants", "create", "--name", name, env={
+        "PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path), "PAYGATE_MASTER_KEY": TEST_MASTER_KEY})
+    assert_one_line(r, "a merchant name has printable characters only")
