@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from paygate_server.cli_parser import Parser
+from paygate_server.cli_parser import Parser, port_number, whole_number
 from paygate_server.config import Settings
 from paygate_server.crypto import load_master_key
 from paygate_server.logs import redact_url
@@ -320,15 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the gateway (API, hosted checkout, background workers)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--port", type=port_number, default=8080)
+    p.add_argument("--workers", type=whole_number(1, 256), default=1)
     p.add_argument("--fd", type=int, help="serve on this inherited listening socket")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("simulator", help="run the processor simulator (the card processor stand-in)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8081)
+    p.add_argument("--port", type=port_number, default=8081)
     p.add_argument("--store", help="the simulator's SQLite file (default: $PAYGATE_DATA_DIR/simulator.db)")
     p.set_defaults(func=cmd_simulator)
 

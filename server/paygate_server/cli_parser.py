@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
-__all__ = ["Parser", "SECRET_OPTIONS", "HIDDEN", "scrub"]
+__all__ = ["Parser", "SECRET_OPTIONS", "HIDDEN", "port_number", "scrub", "whole_number"]
 
 #: Options whose value is a secret (SPEC §7: ``--credential NAME=VALUE``; §10: the bench's
 #: ``--metrics-token``).
@@ -103,3 +103,22 @@ class Parser(argparse.ArgumentParser):
             typed = sys.argv[1:]
         line = scrub(message, typed).replace("\n", " ")
         self.exit(2, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type`` for a TCP port: 0 (any free port) to 65535, refused at parse time
+    (a larger one used to reach ``socket.bind`` and end in an OverflowError traceback)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or int(text) > 65535:
+        raise argparse.ArgumentTypeError("must be a port number from 0 to 65535")
+    return int(text)
+
+
+def whole_number(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for a count from ``minimum`` to ``maximum``, refused at parse time
+    (not as a database error or a traceback further on)."""
+    def parse(text: str) -> int:
+        if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= 12) or not minimum <= int(text) <= maximum:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {minimum} to {maximum}")
+        return int(text)
+    parse.__name__ = "whole number"  # argparse names the type in some refusals
+    return parse

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from paygate_server.cards.keys import DEFAULT_KEY_BITS
+from paygate_server.storage.urls import database_url_problem
 
 __all__ = ["Settings"]
 
@@ -160,6 +161,8 @@ class Settings:
             raw = env.get(_ENV_NAMES.get(f.name, "PAYGATE_" + f.name.upper()))
             if raw is not None and f.name not in _NOT_FROM_ENV:
                 values[f.name] = _parse(f.name, raw, f.default)
+        if values.get("database_url") and (problem := database_url_problem(values["database_url"])):
+            raise ValueError(f"PAYGATE_DATABASE_URL: {problem}")
         return cls(**values, extra={k: v for k, v in env.items() if k.startswith("PAYGATE_")})
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from paygate_server.cli_parser import port_number
 from paygate_server.config import Settings
 from paygate_server.private_files import private_dir
 
@@ -253,8 +254,8 @@ Press Ctrl-C to stop.""", flush=True)
 
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("demo", help="gateway + simulator + sample storefront on localhost, with a demo merchant")
-    p.add_argument("--port", type=int, default=8080, help="the gateway's port (0: any free port)")
-    p.add_argument("--simulator-port", type=int, default=8081)
-    p.add_argument("--storefront-port", type=int, default=8082)
-    p.add_argument("--console-port", type=int, default=8083, help="the operator console's port")
+    p.add_argument("--port", type=port_number, default=8080, help="the gateway's port (0: any free port)")
+    p.add_argument("--simulator-port", type=port_number, default=8081)
+    p.add_argument("--storefront-port", type=port_number, default=8082)
+    p.add_argument("--console-port", type=port_number, default=8083, help="the operator console's port")
     p.set_defaults(func=cmd_demo)

@@ -52,7 +52,11 @@ class StoredKey:
 
 def normalize_origin(value: str) -> str:
     """``scheme://host[:port]`` exactly, as browsers send it in ``Origin``."""
-    parts = urlsplit(value.strip())
+    try:
+        # An unclosed or non-IP bracketed host ("http://[::1") raises here, not a refusal below.
+        parts = urlsplit(value.strip())
+    except ValueError:
+        raise MerchantError(f"origin must look like https://shop.example: {value!r}") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise MerchantError(f"origin must look like https://shop.example: {value!r}")
     if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
@@ -84,6 +88,11 @@ async def create_merchant(conn: Transaction, master: MasterKey, *, name: str, or
     name = name.strip()
     if not name or len(name) > 200:
         raise MerchantError("a merchant name is 1 to 200 characters")
+    if not name.isprintable():
+        # A control character, or a byte of the command line that is not UTF-8 (a lone
+        # surrogate, which PostgreSQL's driver cannot encode: that was a traceback).
+        raise MerchantError("a merchant name has printable characters only (no control characters, "
+                            "nothing that is not UTF-8)")
     normalized = sorted({normalize_origin(o) for o in origins})
     merchant_id = new_id("mer")
     await insert_merchant(conn, merchant_id, name, normalized)

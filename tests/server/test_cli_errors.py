@@ -3,6 +3,7 @@ says what is wrong and what to do, exit status 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -183,3 +184,80 @@ def test_reconcile_settlement_reads_as_optional() -> None:
     r = paygate("reconcile", "--help", env={})
     usage = r.stdout.split("\n\n")[0]
     assert "paygate reconcile [--once] [--json]\n" in usage and "paygate reconcile settlement --date" in usage, usage
+
+
+# ---- numbers out of range on the command line ---------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["serve", "--port", "99999"], ["serve", "--port", "-1"], ["console", "--port", "65536"],
+    ["simulator", "--port", "70000"], ["demo", "--console-port", "123456"],
+], ids=" ".join)
+def test_a_port_out_of_range_is_refused_in_one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: accepted by argparse, then socket.bind's OverflowError as a traceback.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "must be a port number from 0 to 65535" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("url", [
+    "garbage", "mysql://ops:hunter2@db.example/paygate", "postgresql+psycopg2://ops:hunter2@127.0.0.1:1/x",
+    "postgresql://ops:hunter2@[::1/x", "postgresql://ops:hunter2@db.example:notaport/x", "sqlite://",
+])
+def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp_path: Path) -> None:
+    # Once: SQLAlchemy's ArgumentError, a missing driver's ModuleNotFoundError or an engine
+    # TypeError, each as a 40-line traceback.
+    r = paygate("merchants", "create", "--name", "Shop",
+                env={"PAYGATE_DATABASE_URL": url, "PAYGATE_DATA_DIR": str(tmp_path)})
+    line = assert_one_line(r, "PAYGATE_DATABASE_URL")
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "99999999999999999999999", "10001", "x"])
+def test_deliveries_limit_out_of_range_is_refused_by_the_parser(limit: str, operator_env: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: -1 was all rows on SQLite and PostgreSQL's "LIMIT must not be negative" traceback,
+    # a 23-digit one SQLite's OverflowError traceback.
+    with pytest.raises(SystemExit) as exited:
+        main(["webhooks", "deliveries", "--limit", limit])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "argument --limit: must be a whole number from 1 to 10000" in err, err
+
+
+def test_replay_of_an_unknown_or_another_merchants_endpoint_or_event_is_refused(
+        operator_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: exit 0 and "0 failed deliveries scheduled again", as if the id were right.
+    mine, theirs = make_merchant(operator_env).merchant_id, make_merchant(operator_env).merchant_id
+    assert main(["webhooks", "create", "--merchant", theirs, "--url", "https://93.184.216.34/hook", "--json"]) == 0
+    endpoint = json.loads(capsys.readouterr().out)["webhookEndpointId"]
+    for args, says in (
+        (["--endpoint", "we_0000000000000000000000nope"], "no webhook endpoint we_0000000000000000000000nope"),
+        (["--event", "evt_0000000000000000000000nope"], "no event evt_0000000000000000000000nope"),
+        (["--endpoint", endpoint, "--merchant", mine], f"no webhook endpoint {endpoint} of merchant {mine}"),
+    ):
+        code = main(["webhooks", "replay", *args])
+        out = capsys.readouterr()
+        assert code == 2 and out.out == "" and out.err == f"paygate: {says}\n", out
+    assert main(["webhooks", "replay", "--endpoint", endpoint]) == 0  # its own: nothing failed yet
+    assert capsys.readouterr().out == "0 failed deliveries scheduled again\n"
+
+
+@pytest.mark.parametrize("workers", ["0", "-1", "257"])
+def test_serve_workers_out_of_range_is_refused_by_the_parser(workers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: --workers 0 or -1 started one gateway process on the default port, as if asked.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--workers", workers])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "argument --workers: must be a whole number from 1 to 256" in err, err
+
+
+@pytest.mark.parametrize("name", [os.fsdecode(b"Caf\xe9"), "Shop\x01", "Shop\x1b[31m"], ids=["latin-1 byte", "SOH", "ESC"])
+def test_a_merchant_name_that_is_not_printable_utf8_is_refused(name: str, database_url: str, tmp_path: Path) -> None:
+    # Once: a byte of argv that is not UTF-8 ended in asyncpg's encode error as a 135-line
+    # traceback on PostgreSQL (a codec message on SQLite); control characters were stored.
+    r = paygate("merchants", "create", "--name", name, env={
+        "PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path), "PAYGATE_MASTER_KEY": TEST_MASTER_KEY})
+    assert_one_line(r, "a merchant name has printable characters only")

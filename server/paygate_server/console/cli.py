@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from typing import Any
 
 from paygate_server.cli import CommandError, run_uvicorn, run_with_db
+from paygate_server.cli_parser import port_number
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.console.accounts import AccountError, Accounts, check_password, normalize_email
@@ -25,12 +27,31 @@ from paygate_server.storage.urls import database_kind
 __all__ = ["add_commands"]
 
 
+def _has_terminal() -> bool:
+    """Whether this process has a controlling terminal (where getpass asks)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
     else:
-        password = getpass.getpass("password for the new operator: ")
-        if getpass.getpass("the same password again: ") != password:
+        if not _has_terminal():
+            # getpass would fall back to standard input, print a warning and the prompt there,
+            # and end in EOFError when it is empty.
+            raise CommandError("no terminal to ask the password at: pipe it with --password-stdin; "
+                               "nothing was created")
+        try:
+            password = getpass.getpass("password for the new operator: ")
+            again = getpass.getpass("the same password again: ")
+        except EOFError:  # Ctrl-D at the prompt
+            raise CommandError("no password was typed: nothing was created") from None
+        if again != password:
             raise CommandError("the two passwords differ: nothing was created")
     try:
         check_password(password)
@@ -99,7 +120,7 @@ def cmd_console(args: argparse.Namespace, settings: Settings) -> None:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("console", help="run the operator console (a web console on its own port)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8083)
+    p.add_argument("--port", type=port_number, default=8083)
     p.add_argument("--fd", type=int, help="serve on this inherited listening socket")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_console)

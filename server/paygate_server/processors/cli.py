@@ -40,6 +40,9 @@ __all__ = ["add_commands", "parse_pairs"]
 
 T = TypeVar("T")
 _MAX_SECRET_NAME = 32
+# A rules file: at most MAX_RULES small rules, a few KiB; read no further than this (a
+# mistaken --file /dev/zero or a log file must not be read whole into memory).
+MAX_RULES_FILE_BYTES = 1024 * 1024
 
 
 def _run(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
@@ -142,8 +145,17 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _read_rules(file: str) -> Any:
+    where = "standard input" if file == "-" else file
     try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+        if file == "-":
+            text = sys.stdin.read(MAX_RULES_FILE_BYTES + 1)
+            size = len(text)
+        else:
+            with Path(file).open("rb") as stream:
+                data = stream.read(MAX_RULES_FILE_BYTES + 1)
+            size, text = len(data), data.decode("utf-8")
+        if size > MAX_RULES_FILE_BYTES:
+            raise CommandError(f"{where} is larger than {MAX_RULES_FILE_BYTES // 1024} KiB: not a rules file")
     except FileNotFoundError:
         raise CommandError(f"no file {file}") from None
     except IsADirectoryError:
@@ -155,8 +167,9 @@ def _read_rules(file: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:  # its text names the place, never more of the document
-        raise CommandError(f"{'standard input' if file == '-' else file} is not JSON ({exc.msg} at line "
-                           f"{exc.lineno} column {exc.colno})") from None
+        raise CommandError(f"{where} is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:  # arrays or objects nested deeper than the parser's recursion limit
+        raise CommandError(f"{where} is not a rules file (JSON nested too deeply)") from None
 
 
 def _print_rules(rules: list[dict[str, Any]]) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-__all__ = ["database_kind", "normalize_database_url", "server_address", "database_file"]
+__all__ = ["database_kind", "database_url_problem", "normalize_database_url", "server_address", "database_file"]
 
 POSTGRESQL_DEFAULT_PORT = 5432
 
@@ -23,6 +24,28 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix):]
     return url
+
+
+# The drivers the engine is built for (normalize_database_url picks them for plain URLs).
+_DRIVERS = {("sqlite", "aiosqlite"), ("postgresql", "asyncpg")}
+_URL_EXAMPLES = "like sqlite:///path/to/paygate.db or postgresql://user@host:5432/paygate"
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` names no database this gateway can open, in words that never repeat
+    the URL (it may hold a password); None if it can be tried."""
+    try:
+        parsed = make_url(normalize_database_url(url))
+        kind, driver, port = parsed.get_backend_name(), parsed.get_driver_name(), parsed.port
+    except (ArgumentError, ValueError):  # unparseable, or a port that is not a number
+        return f"not a database URL: write one {_URL_EXAMPLES}"
+    if (kind, driver) not in _DRIVERS:
+        return f"not a database paygate supports ({kind}+{driver}): write an SQLite or PostgreSQL URL, {_URL_EXAMPLES}"
+    if kind == "sqlite" and (not parsed.database or parsed.database == ":memory:"):
+        return f"an SQLite URL names a file (every process opens the same one), {_URL_EXAMPLES}"
+    if port is not None and not 0 < port < 65536:
+        return "the port is not 1 to 65535"
+    return None
 
 
 def database_kind(url: str) -> str:

@@ -36,9 +36,16 @@ _INSERT = Sql("""
 _LIST = Sql(f"""
     SELECT {_COLUMNS} FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'
     ORDER BY created_at DESC, id DESC""")
+_MERCHANT_OF = Sql("SELECT merchant_id FROM webhook_endpoints WHERE id = :id")
 _DELETE = Sql("""
     UPDATE webhook_endpoints SET status = 'deleted', updated_at = :now
     WHERE id = :id AND merchant_id = :merchant_id AND status <> 'deleted'""")
+
+
+async def merchant_of_endpoint(conn: Connection, endpoint_id: str) -> str | None:
+    """The merchant an endpoint (deleted or not) belongs to; None if there is no such endpoint."""
+    merchant_id = await fetch_value(conn, _MERCHANT_OF, id=endpoint_id)
+    return None if merchant_id is None else str(merchant_id)
 
 
 async def count_active(conn: Connection, merchant_id: str) -> int:

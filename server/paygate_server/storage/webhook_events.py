@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paygate_server import jsoncodec
-from paygate_server.storage.statements import Connection, Sql, execute, fetch_all
+from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_value
 
 __all__ = ["NewEvent", "entity_statuses", "insert_events", "last_event_types"]
 
@@ -81,6 +81,15 @@ _SQLITE = {
         WHERE w.object_id IN (SELECT value FROM json_each(:object_ids))
           AND w.change_id = (SELECT max(change_id) FROM webhook_events WHERE object_id = w.object_id)"""),
 }
+
+
+_MERCHANT_OF = Sql("SELECT merchant_id FROM webhook_events WHERE id = :id")
+
+
+async def merchant_of_event(conn: Connection, event_id: str) -> str | None:
+    """The merchant an event belongs to; None if there is no such event."""
+    merchant_id = await fetch_value(conn, _MERCHANT_OF, id=event_id)
+    return None if merchant_id is None else str(merchant_id)
 
 
 def _json(value: Any) -> str:

@@ -6,9 +6,12 @@ import json
 from typing import Any
 
 from paygate_server.cli import CommandError, require_merchant, run_with_db
+from paygate_server.cli_parser import whole_number
 from paygate_server.config import Settings
 
 __all__ = ["add_commands"]
+
+MAX_LIMIT = 10_000  # deliveries one listing shows
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
@@ -80,9 +83,21 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError("say which failed deliveries to replay: --endpoint, --event, --merchant or --all")
 
     async def run(db: Any) -> int:
-        if args.merchant is not None:
-            async with db.read() as conn:
+        from paygate_server.storage.webhook_endpoints import merchant_of_endpoint
+        from paygate_server.storage.webhook_events import merchant_of_event
+
+        async with db.read() as conn:
+            if args.merchant is not None:
                 await require_merchant(conn, args.merchant)
+            # An id that names nothing (or another merchant's) is a typo, not "0 to replay".
+            for given, what, merchant_of in ((args.endpoint, "webhook endpoint", merchant_of_endpoint),
+                                             (args.event, "event", merchant_of_event)):
+                if given is None:
+                    continue
+                owner = await merchant_of(conn, given)
+                if owner is None or (args.merchant is not None and owner != args.merchant):
+                    of = f" of merchant {args.merchant}" if args.merchant is not None else ""
+                    raise CommandError(f"no {what} {given[:80]}{of}")
         return await DeliveryQueue(db).replay_failed(now_us(), merchant_id=args.merchant, endpoint_id=args.endpoint,
                                                      event_id=args.event)
 
@@ -106,7 +121,7 @@ def add_commands(sub: Any) -> None:
     p = webhooks.add_parser("deliveries", help="recent deliveries (e.g. --status failed)")
     p.add_argument("--status", choices=["pending", "delivered", "failed"])
     p.add_argument("--merchant")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=whole_number(1, MAX_LIMIT), default=100, help=f"at most {MAX_LIMIT} (default 100)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_deliveries)
     p = webhooks.add_parser("replay", help="send failed deliveries again (re-enables their endpoints)")

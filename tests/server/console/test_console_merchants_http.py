@@ -135,6 +135,9 @@ async def test_processor_accounts_and_rules_are_shown_never_credentials(con: InP
     ("/merchants", {"name": "x" * 250}, 400, "1 to 200 characters"),
     ("/merchants", {"name": "Shop", "origins": "javascript:alert(1)"}, 400, "origin must look like"),
     ("/merchants", {"name": "Shop", "origins": "https://a.example/path"}, 400, "no path"),
+    # urlsplit raises on an unclosed or non-IP bracketed host: once a 500, no merchant created
+    ("/merchants", {"name": "Shop", "origins": "http://[::1"}, 400, "origin must look like"),
+    ("/merchants/{m}/origins", {"origins": "https://[shop.example]"}, 400, "origin must look like"),
     ("/merchants/mer_nosuchmerchant/keys", {}, 404, "no such merchant"),
     ("/merchants/<script>/keys", {}, 404, "no such merchant"),
     ("/merchants/{m}/keys/revoke", {"api_key": "'; drop table api_keys"}, 400, "use the button"),

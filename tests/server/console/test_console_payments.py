@@ -186,6 +186,16 @@ async def test_search_refuses_bad_filters_readably(bench: Bench) -> None:
     assert nothing.status_code == 200 and "No payment matches" in nothing.text and "Widen the search" in nothing.text
 
 
+async def test_a_card_number_typed_into_the_search_is_refused_and_never_shown_back(bench: Bench) -> None:
+    # Once: a 200 whose form showed the number back in the id field's value.
+    await bench.signed_in("viewer")
+    for name, typed in (("id", "4242424242424242"), ("merchant", "4242 4242 4242 4242"), ("last4", "4000-0000-0000-0002")):
+        r = await bench.con.http.get("/payments", params={name: typed})
+        assert r.status_code == 400 and "looks like a card number" in r.text, (name, r.text[-1500:])
+        page = html.unescape(r.text)
+        assert typed not in page and typed.replace(" ", "+") not in page and typed.replace(" ", "%20") not in page, name
+
+
 # --- a payment's page --------------------------------------------------------------------
 
 async def test_a_payments_page_shows_its_timeline_attempts_and_no_card_data(bench: Bench) -> None:

@@ -6,7 +6,10 @@ import asyncio
 import getpass
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +69,7 @@ def test_create_from_stdin_then_disable_and_list(env: str, monkeypatch: pytest.M
 def test_create_asks_twice(env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     answers = iter([PASSWORD, PASSWORD])
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr("paygate_server.console.cli._has_terminal", lambda: True)  # (pytest may run without one)
     email = new_email("ask")
     assert main(["operators", "create", "--email", email, "--role", "viewer"]) == 0
     assert f"operator {email} (viewer) created" in capsys.readouterr().out
@@ -74,6 +78,18 @@ def test_create_asks_twice(env: str, monkeypatch: pytest.MonkeyPatch, capsys: py
     other = new_email("ask")
     assert main(["operators", "create", "--email", other, "--role", "viewer"]) == 2
     _one_line_refusal(capsys, "the two passwords differ")
+
+
+def test_create_without_a_terminal_or_password_stdin_is_one_line(env: str, tmp_path: Path) -> None:
+    # No controlling terminal (a new session) and standard input at its end: getpass's
+    # EOFError used to end the command in a 30-line traceback (after a warning and the prompt).
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    environ |= {"PAYGATE_DATABASE_URL": env, "PAYGATE_DATA_DIR": str(tmp_path), "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}
+    r = subprocess.run([sys.executable, "-m", "paygate_server", "operators", "create", "--email", new_email("tty"),
+                        "--role", "viewer"], env=environ, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=120, start_new_session=True)
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.startswith("paygate: no terminal to ask the password at") and len(r.stderr.splitlines()) == 1, r.stderr
 
 
 @pytest.mark.parametrize(("args", "stdin", "says"), [

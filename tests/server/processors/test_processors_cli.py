@@ -291,6 +291,13 @@ def test_routing_file_refusals(paygate: Run, merchant: str, tmp_path: Path) -> N
     binary.write_bytes(b"\xff\xfe[]")
     assert paygate.refused("routing", "set", "--merchant", merchant, "--file", str(binary)) == (
         f"{binary} is not UTF-8 text")
+    # Once a RecursionError traceback, and an endless read of /dev/zero.
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert paygate.refused("routing", "set", "--merchant", merchant, "--file", str(deep)) == (
+        f"{deep} is not a rules file (JSON nested too deeply)")
+    assert paygate.refused("routing", "set", "--merchant", merchant, "--file", "/dev/zero") == (
+        "/dev/zero is larger than 1024 KiB: not a rules file")
     # Not valid rules: the first problem named.
     invalid = rules_file(tmp_path, [{"when": {"currency": ["EUR"]}, "use": [a]}, {"when": {"brand": "x"}, "use": [a]}])
     assert paygate.refused("routing", "set", "--merchant", merchant, "--file", invalid) == (
