@@ -11,6 +11,7 @@ numbers (``invalid choice: 'procesors'`` stays useful), never the value of an op
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
-__all__ = ["Parser", "SECRET_OPTIONS", "HIDDEN", "port_number", "scrub", "whole_number"]
+__all__ = ["DAY_S", "Parser", "SECRET_OPTIONS", "HIDDEN", "port_number", "scrub", "seconds", "whole_number"]
 
 #: Options whose value is a secret (SPEC §7: ``--credential NAME=VALUE``; §10: the bench's
 #: ``--metrics-token``).
@@ -121,4 +122,25 @@ def whole_number(minimum: int, maximum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be a whole number from {minimum} to {maximum}")
         return int(text)
     parse.__name__ = "whole number"  # argparse names the type in some refusals
+    return parse
+
+
+DAY_S = 86_400.0  # the longest wait or run an option takes: anything longer is a typo
+
+
+def seconds(maximum: float, *, zero: bool = True) -> Callable[[str], float]:
+    """An argparse ``type`` for a duration (or a rate) up to ``maximum``: a finite number,
+    0 or more (more than 0 with ``zero=False``), refused at parse time ("nan", "inf" and
+    "-1" parse as floats and would reach a timer)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not ((0 <= value if zero else 0 < value) and value <= maximum):
+            low = "0" if zero else "more than 0"
+            top = f"{int(maximum):,}" if maximum.is_integer() else str(maximum)
+            raise argparse.ArgumentTypeError(f"must be a number from {low} to {top}")
+        return value
+    parse.__name__ = "number"  # argparse names the type in some refusals
     return parse

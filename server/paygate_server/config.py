@@ -1,6 +1,7 @@
 """Configuration from ``PAYGATE_*`` environment variables (SPEC §9), read once at start-up."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -158,9 +159,13 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
-            raw = env.get(_ENV_NAMES.get(f.name, "PAYGATE_" + f.name.upper()))
+            variable = _ENV_NAMES.get(f.name, "PAYGATE_" + f.name.upper())
+            raw = env.get(variable)
             if raw is not None and f.name not in _NOT_FROM_ENV:
-                values[f.name] = _parse(f.name, raw, f.default)
+                try:
+                    values[f.name] = _parse(f.name, raw, f.default)
+                except ValueError:  # float("x"): a message that names neither the variable nor the rule
+                    raise ValueError(f"{variable}: {_NUMBER_RULES[type(f.default)]}") from None
         if values.get("database_url") and (problem := database_url_problem(values["database_url"])):
             raise ValueError(f"PAYGATE_DATABASE_URL: {problem}")
         return cls(**values, extra={k: v for k, v in env.items() if k.startswith("PAYGATE_")})
@@ -171,15 +176,27 @@ _ENV_NAMES = {"relay_enabled": "PAYGATE_RELAY"}
 _NOT_FROM_ENV = frozenset({"idempotency_lock_timeout_s", "max_body_bytes", "extra"})
 
 
+# Every numeric setting is a size, a count or a duration: none is negative, none infinite.
+_NUMBER_RULES = {int: "must be a whole number, 0 or more", float: "must be a number of 0 or more",
+                 tuple: "must be numbers of 0 or more, separated by commas"}
+
+
+def _number(kind: type[int] | type[float], raw: str) -> int | float:
+    value = kind(raw)
+    if not 0 <= value < math.inf:  # also refuses nan
+        raise ValueError(raw)
+    return value
+
+
 def _parse(name: str, raw: str, default: object) -> object:
     """One variable's value. Empty means the default, except for a number (refused: a
     typo should not pass for the default) and for the S3 prefix (empty: the bucket's root)."""
     if isinstance(default, bool):
         return raw.strip().lower() in {"1", "true", "yes", "on"} if raw else default
     if isinstance(default, int | float):
-        return type(default)(raw)
+        return _number(type(default), raw)
     if isinstance(default, tuple):
-        return tuple(float(x) for x in raw.split(",")) if raw else default
+        return tuple(_number(float, x) for x in raw.split(",")) if raw else default
     if name == "archive_dir":
         return Path(raw) if raw else None
     if isinstance(default, Path):

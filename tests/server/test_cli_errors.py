@@ -214,6 +214,42 @@ def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp
     assert "hunter2" not in line
 
 
+@pytest.mark.parametrize(("args", "rule"), [
+    (["audit", "verify", "--wait", "nan"], "from 0 to 86,400"),
+    (["audit", "verify", "--wait", "-1"], "from 0 to 86,400"),
+    (["relay", "--once", "--lease-timeout", "inf"], "from 0 to 86,400"),
+    (["bench", "--duration", "0"], "from more than 0 to 86,400"),
+    (["bench", "--rate", "-5"], "from 0 to 1,000,000"),
+    (["bench", "--procs", "0"], "from 1 to 256"),
+    (["bench", "--merchants", "x"], "from 1 to 10000"),
+], ids=" ".join)
+def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[str], rule: str,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: nan, inf and -1 taken as floats and handed to timers; --procs 0 and the like
+    # reached the bench's set-up.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and rule in err, err
+
+
+@pytest.mark.parametrize(("variable", "value", "rule"), [
+    ("PAYGATE_AUTHORIZATION_TTL_S", "x", "must be a number of 0 or more"),
+    ("PAYGATE_AUTHORIZATION_TTL_S", "-1", "must be a number of 0 or more"),
+    ("PAYGATE_AUTHORIZATION_TTL_S", "nan", "must be a number of 0 or more"),
+    ("PAYGATE_TOKEN_TTL_S", "inf", "must be a number of 0 or more"),
+    ("PAYGATE_DB_POOL_SIZE", "2.5", "must be a whole number, 0 or more"),
+    ("PAYGATE_RECONCILE_SCHEDULE_S", "1,,2", "must be numbers of 0 or more, separated by commas"),
+    ("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S", "5,-60", "must be numbers of 0 or more, separated by commas"),
+])
+def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable: str, value: str, rule: str,
+                                                                          tmp_path: Path) -> None:
+    # Once: "could not convert string to float: 'x'", naming no variable; -1, nan and inf
+    # were taken (a hold voided at once, a TTL that overflows when turned into µs).
+    r = paygate("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
+    assert assert_one_line(r) == f"paygate: {variable}: {rule}"
+
+
 @pytest.mark.parametrize("limit", ["-1", "0", "99999999999999999999999", "10001", "x"])
 def test_deliveries_limit_out_of_range_is_refused_by_the_parser(limit: str, operator_env: str,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:

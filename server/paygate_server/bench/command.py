@@ -18,6 +18,7 @@ from paygate_server.bench.probe import MetricsProbe
 from paygate_server.bench.report import build_report, render_table
 from paygate_server.bench.runner import RunPlan, run
 from paygate_server.bench.worker import SCENARIOS, WorkerConfig
+from paygate_server.cli_parser import DAY_S, seconds, whole_number
 from paygate_server.config import Settings
 
 __all__ = ["add_commands", "cmd_bench"]
@@ -57,31 +58,31 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--database-pid", type=int, action="append", default=[],
                    help="database server PIDs (default: a PostgreSQL server on loopback from --database-url)")
     g.add_argument("--credentials", type=Path, help="JSON file: merchant credentials (one object, a list, or one per line)")
-    g.add_argument("--merchants", type=int, default=8, help="merchants to create (default 8)")
+    g.add_argument("--merchants", type=whole_number(1, 10_000), default=8, help="merchants to create (default 8)")
     w = p.add_argument_group("workload")
     w.add_argument("--scenario", choices=SCENARIOS, default="payment",
                    help="payment (create → process → status until final) or one endpoint")
-    w.add_argument("--concurrency", type=int, default=32, help="closed loop: flows in flight (default 32)")
-    w.add_argument("--rate", type=float, default=0.0, help="open loop: flows started per second (instead of --concurrency)")
-    w.add_argument("--duration", type=float, help="measured seconds (default 10 unless --count)")
-    w.add_argument("--count", type=int, help="measured flows (instead of, or as well as, --duration)")
-    w.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first (default 2)")
-    w.add_argument("--time-limit", type=float, default=600.0, help="hard bound on a --count run (default 600 s)")
-    w.add_argument("--procs", type=int, default=1, help="load generator processes (default 1)")
-    w.add_argument("--connections", type=int, default=512, help="open loop: connections per process at most")
-    w.add_argument("--processor-latency-ms", type=int, help="set the simulator's latency for the run")
-    w.add_argument("--processor-jitter-ms", type=int, default=0)
+    w.add_argument("--concurrency", type=whole_number(0, 100_000), default=32, help="closed loop: flows in flight (default 32)")
+    w.add_argument("--rate", type=seconds(1_000_000.0), default=0.0, help="open loop: flows started per second (instead of --concurrency)")
+    w.add_argument("--duration", type=seconds(DAY_S, zero=False), help="measured seconds (default 10 unless --count)")
+    w.add_argument("--count", type=whole_number(1, 1_000_000_000), help="measured flows (instead of, or as well as, --duration)")
+    w.add_argument("--warmup", type=seconds(DAY_S), default=2.0, help="seconds of unmeasured load first (default 2)")
+    w.add_argument("--time-limit", type=seconds(DAY_S, zero=False), default=600.0, help="hard bound on a --count run (default 600 s)")
+    w.add_argument("--procs", type=whole_number(1, 256), default=1, help="load generator processes (default 1)")
+    w.add_argument("--connections", type=whole_number(1, 100_000), default=512, help="open loop: connections per process at most")
+    w.add_argument("--processor-latency-ms", type=whole_number(0, 600_000), help="set the simulator's latency for the run")
+    w.add_argument("--processor-jitter-ms", type=whole_number(0, 600_000), default=0)
     w.add_argument("--card", action="append", help=f"card number(s) to pay with (default {DEFAULT_CARD})")
-    w.add_argument("--jwe-pool", type=int, default=64, help="pre-made encryptedCard JWEs, reused round-robin")
+    w.add_argument("--jwe-pool", type=whole_number(1, 100_000), default=64, help="pre-made encryptedCard JWEs, reused round-robin")
     w.add_argument("--capture-method", choices=("automatic", "manual"), default="automatic",
                    help="payment scenario: manual authorizes, then captures (authorize + capture per payment)")
     w.add_argument("--amount", type=int, default=1999)
     w.add_argument("--currency", default="USD")
     w.add_argument("--no-idempotency-keys", action="store_true",
                    help="send POSTs without Idempotency-Key (the SDK always sends one)")
-    w.add_argument("--prepare", type=int, help="status/process scenarios: intents made before the window")
-    w.add_argument("--status-wait", type=int, default=5, help="long-poll seconds while a payment is not final")
-    w.add_argument("--request-timeout", type=float, default=30.0)
+    w.add_argument("--prepare", type=whole_number(0, 100_000_000), help="status/process scenarios: intents made before the window")
+    w.add_argument("--status-wait", type=whole_number(0, 3600), default=5, help="long-poll seconds while a payment is not final")
+    w.add_argument("--request-timeout", type=seconds(DAY_S, zero=False), default=30.0)
     g.add_argument("--metrics-token", help="the gateway's PAYGATE_METRICS_TOKEN, to read its /metrics")
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from paygate_server.cli import CommandError, open_database
+from paygate_server.cli_parser import DAY_S, seconds
 from paygate_server.config import Settings
 
 __all__ = ["add_commands"]
@@ -184,7 +185,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--once", action="store_true", help="deliver what is committed now, then exit")
     p.add_argument("--consumer", action="append", help="only this consumer (repeatable)")
     p.add_argument("--no-dispatch", action="store_true", help="do not deliver webhooks from this process")
-    p.add_argument("--lease-timeout", type=float, default=30.0,
+    p.add_argument("--lease-timeout", type=seconds(DAY_S), default=30.0,
                    help="with --once: how long to wait for a consumer another relay holds")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_relay)
@@ -192,7 +193,7 @@ def add_commands(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the durable change history").add_subparsers(
         dest="audit_command", required=True)
     p = audit.add_parser("verify", help="prove the archive holds every change the database holds")
-    p.add_argument("--wait", type=float, default=0.0,
+    p.add_argument("--wait", type=seconds(DAY_S), default=0.0,
                    help="wait up to S seconds for the relay to archive everything; then lag is a failure")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit_verify)

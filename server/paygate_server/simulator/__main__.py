@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from paygate_server.cli_parser import seconds
+
 from .server import DEFAULT_PORT, serve
 
 
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--slow-card-delay",
-        type=float,
+        type=seconds(3600.0),
         default=30.0,
         help="seconds before answering card 4000000000001018 / timeoutRate faults",
     )
