@@ -20,13 +20,14 @@ from paygate_server.cards.resolved import FINGERPRINT_PURPOSE
 from paygate_server.checkout import endpoints as checkout_endpoints
 from paygate_server.clock import now_us
 from paygate_server.config import Settings
-from paygate_server.crypto import MasterKey, load_master_key
+from paygate_server.crypto import MasterKey
 from paygate_server.errors import ApiError
 from paygate_server.extensions import Extension, check_order, check_provided
 from paygate_server.heap import settle_after_startup
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
 from paygate_server.intents import endpoints as intent_endpoints
+from paygate_server.master_key import database_master_key
 from paygate_server.private_files import private_dir
 from paygate_server.processing import endpoints as processing_endpoints
 from paygate_server.processing.connectors import Connector, connector_for_url
@@ -67,10 +68,10 @@ async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EX
                          idle_in_transaction_timeout_s=settings.db_idle_in_transaction_timeout_s or None)
     try:
         await check_schema(db)
+        master = await database_master_key(settings, db)
     except Exception:
         await db.dispose()
         raise
-    master = load_master_key(settings.master_key, settings.master_key_path)
     timeouts = {"connect_timeout": settings.processor_connect_timeout_s, "read_timeout": settings.processor_timeout_s}
 
     def wrap(connector: Connector) -> Connector:  # every connector, the default's and each account's

@@ -19,8 +19,8 @@ from typing import Any
 
 from paygate_server.cli_parser import Parser, port_number, whole_number
 from paygate_server.config import Settings
-from paygate_server.crypto import load_master_key
 from paygate_server.logs import redact_url
+from paygate_server.master_key import database_master_key
 from paygate_server.merchants import (
     KeyPair,
     MerchantError,
@@ -155,7 +155,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_merchants_create(args: argparse.Namespace, settings: Settings) -> None:
     async def run(db: Database) -> Any:
         # The key only once the database is known to exist: it may create the key file.
-        master = load_master_key(settings.master_key, settings.master_key_path)
+        master = await database_master_key(settings, db)
         async with db.write() as conn:
             return await create_merchant(conn, master, name=args.name, origins=args.origin or [], live=args.live)
 
@@ -165,7 +165,7 @@ def cmd_merchants_create(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
     async def run(db: Database) -> Any:
-        master = load_master_key(settings.master_key, settings.master_key_path)
+        master = await database_master_key(settings, db)
         async with db.write() as conn:
             return await create_key(conn, master, args.merchant, live=args.live)
 
@@ -186,7 +186,7 @@ def cmd_keys_rotate_card_key(args: argparse.Namespace, settings: Settings) -> No
     from paygate_server.cards.keystore import rotate_card_key
 
     async def run(db: Database) -> Any:
-        master = load_master_key(settings.master_key, settings.master_key_path)
+        master = await database_master_key(settings, db)
         return await rotate_card_key(db, master, bits=settings.card_key_bits)
 
     retired, kid = run_with_db(settings, run)
@@ -209,9 +209,10 @@ def _listen_address(args: argparse.Namespace) -> str:
 
 def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, starting: str,
                 fields: dict[str, Any], **options: Any) -> None:
-    """The start-up ``paygate serve`` and ``paygate console`` share: refuse a missing database
-    or a wrong schema and a taken port before anything listens, set up logging, log one
-    ``starting`` line (``fields`` plus where it listens), then run the ``app`` factory.
+    """The start-up ``paygate serve`` and ``paygate console`` share: refuse a missing database,
+    a wrong schema, a master key that is not the database's and a taken port before anything
+    listens, set up logging, log one ``starting`` line (``fields`` plus where it listens),
+    then run the ``app`` factory.
 
     ``options`` go to ``uvicorn.run`` on top of what both servers need (workers, keep-alive)."""
     import logging.config
@@ -222,7 +223,8 @@ def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, start
     from paygate_server.logs import STARTUP_LOGGER, logging_config
 
     log_config = logging_config(args.log_level)
-    run_with_db(settings, lambda db: asyncio.sleep(0))  # refuse a missing database or wrong schema up front
+    # Up front, in one line each (in the app's start-up, a traceback from every worker).
+    run_with_db(settings, lambda db: database_master_key(settings, db))
     if args.fd is None:
         check_port_free(args.host, args.port, "--port")
     logging.config.dictConfig(log_config)

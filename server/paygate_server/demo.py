@@ -59,7 +59,7 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
     """The demo merchant, created on first run; its allowed origins are topped up when the
     storefront moves to another port. Returns the contents of ``demo-merchant.json``."""
     from paygate_server.cli import open_database
-    from paygate_server.crypto import load_master_key
+    from paygate_server.master_key import database_master_key
     from paygate_server.merchants import allow_origins, create_merchant, get_merchant
     from paygate_server.storage import upgrade
 
@@ -76,7 +76,7 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
                         await allow_origins(conn, saved["merchantId"], origins)
                         return dict(saved)
                 # The database was reset but the file was not: start over.
-            master = load_master_key(settings.master_key, settings.master_key_path)
+            master = await database_master_key(settings, db)
             async with db.write() as conn:
                 pair = await create_merchant(conn, master, name=SHOP_NAME, origins=origins)
         creds = {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret}

@@ -3,6 +3,7 @@ says what is wrong and what to do, exit status 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -13,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text as sql
 
 from paygate_server.cli import build_parser, main
 from tests.support.app import TEST_MASTER_KEY
+from tests.support.databases import opened_database
 from tests.support.processes import make_merchant
 
 
@@ -149,8 +152,9 @@ def test_server_port_taken(database_url: str, tmp_path: Path, command: str) -> N
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        r = paygate(command, "--port", str(port),
-                    env={"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path)})
+        r = paygate(command, "--port", str(port), env={"PAYGATE_DATABASE_URL": database_url,
+                                                       "PAYGATE_DATA_DIR": str(tmp_path),
+                                                       "PAYGATE_MASTER_KEY": TEST_MASTER_KEY})
     assert_one_line(r, f"127.0.0.1:{port}", "with --port ")
 
 
@@ -184,6 +188,46 @@ def test_reconcile_settlement_reads_as_optional() -> None:
     r = paygate("reconcile", "--help", env={})
     usage = r.stdout.split("\n\n")[0]
     assert "paygate reconcile [--once] [--json]\n" in usage and "paygate reconcile settlement --date" in usage, usage
+
+
+# ---- a master key that is not the database's -----------------------------------------------
+
+def test_a_master_key_that_is_not_the_databases_is_refused_before_anything_is_sealed(
+        fresh_database_url: str, tmp_path: Path) -> None:
+    # Once: `serve` died in its start-up with a SealError traceback (from every worker), and
+    # `merchants create`, `keys create` and the like sealed new secrets under the wrong key,
+    # leaving one database with secrets under two keys.
+    setup = {"PAYGATE_DATABASE_URL": fresh_database_url, "PAYGATE_DATA_DIR": str(tmp_path / "a"),
+             "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}
+    (tmp_path / "a").mkdir()
+    made = paygate("merchants", "create", "--name", "Shop", "--json", env=setup)
+    assert made.returncode == 0, made.stderr
+    merchant = json.loads(made.stdout)["merchantId"]
+
+    def merchants() -> int:
+        async def count() -> int:
+            async with opened_database(fresh_database_url) as db, db.read() as conn:
+                return int((await conn.execute(sql("SELECT count(*) FROM merchants"))).scalar_one())
+        return asyncio.run(count())
+
+    other = {**setup, "PAYGATE_MASTER_KEY": "11" * 32}
+    for args in (["merchants", "create", "--name", "Other"], ["keys", "create", "--merchant", merchant],
+                 ["vault", "rotate-data-key"], ["serve", "--port", "0"], ["console", "--port", "0"]):
+        assert_one_line(paygate(*args, env=other), "PAYGATE_MASTER_KEY is not the key this database's secrets are "
+                                                   "sealed with", "nothing was changed")
+    # No variable and no key file: refused too, and no new key file made (it would be the wrong key).
+    no_key = {k: v for k, v in setup.items() if k != "PAYGATE_MASTER_KEY"}
+    no_key["PAYGATE_DATA_DIR"] = str(tmp_path / "b")
+    (tmp_path / "b").mkdir()
+    assert_one_line(paygate("merchants", "create", "--name", "Other", env=no_key), "no master key",
+                    str(tmp_path / "b" / "master.key"))
+    assert list((tmp_path / "b").iterdir()) == []
+    # A key file that is another key is named as the file.
+    (tmp_path / "b" / "master.key").write_text("22" * 32 + "\n")
+    assert_one_line(paygate("keys", "create", "--merchant", merchant, env=no_key),
+                    f"the key file {tmp_path / 'b' / 'master.key'} is not the key")
+    assert merchants() == 1
+    assert paygate("keys", "create", "--merchant", merchant, env=setup).returncode == 0  # the right key still works
 
 
 # ---- numbers out of range on the command line ---------------------------------------------

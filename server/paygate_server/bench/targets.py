@@ -143,7 +143,9 @@ def spawned_stack(*, database_url: str | None, workers: int, merchants: int,
     env = {
         "PAYGATE_DATABASE_URL": url,
         "PAYGATE_DATA_DIR": str(folder),
-        "PAYGATE_MASTER_KEY": os.urandom(32).hex(),
+        # The operator's key when set: a --database-url used before is sealed under it (any
+        # other key is refused, docs/operations.md "The master key"); else one for this run.
+        "PAYGATE_MASTER_KEY": os.environ.get("PAYGATE_MASTER_KEY") or os.urandom(32).hex(),
         "PAYGATE_PROCESSOR_URL": simulator.base_url,
         **(extra_env or {}),
     }

@@ -10,7 +10,7 @@ from typing import Any
 
 from paygate_server.cli import CommandError, open_database
 from paygate_server.config import Settings
-from paygate_server.crypto import load_master_key
+from paygate_server.master_key import database_master_key
 from paygate_server.processing.connectors import ConnectorError, connector_for_url
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.settlement import reconcile_settlement
@@ -28,9 +28,9 @@ def _connector(settings: Settings) -> Any:
     return connector_for_url(settings.processor_url, **_timeouts(settings))
 
 
-def _processors(settings: Settings, db: Database) -> ProcessorRoutes:
+async def _processors(settings: Settings, db: Database) -> ProcessorRoutes:
     """The merchants' processor accounts, so that every operation is asked about where it went."""
-    master = load_master_key(settings.master_key, settings.master_key_path)
+    master = await database_master_key(settings, db)
     return ProcessorRoutes(db, master, cache_ttl_s=settings.key_cache_ttl_s, **_timeouts(settings))
 
 
@@ -51,7 +51,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
     async def run() -> dict[str, Any]:
         async with open_database(settings) as db:
             connector = _connector(settings)
-            processors = _processors(settings, db)
+            processors = await _processors(settings, db)
             try:
                 reconciler = Reconciler(open_payment_store(db), connector, settings, processors=processors)
                 if not args.once:
@@ -82,7 +82,7 @@ def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
 
     async def run() -> tuple[list[Any], dict[str, int]]:
         async with open_database(settings) as db:
-            processors = _processors(settings, db)
+            processors = await _processors(settings, db)
             default = _connector(settings)
             try:
                 route = default.name

@@ -100,13 +100,13 @@ def _account_json(account: ProcessorAccount, with_removed: bool) -> dict[str, An
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.crypto import load_master_key
+    from paygate_server.master_key import database_master_key
 
     given = parse_pairs("--setting", args.setting, secret=False)
     credentials = parse_pairs("--credential", args.credential, secret=True)
 
     async def run(db: Database) -> ProcessorAccount:
-        master = load_master_key(settings.master_key, settings.master_key_path)  # once the database exists
+        master = await database_master_key(settings, db)  # once the database exists
         return await add_account(db, master, merchant_id=args.merchant, kind=args.kind, name=args.name,
                                  settings=given, credentials=credentials)
 

@@ -1,5 +1,6 @@
 """Key material sealed under the master key (``sealed_keys``): checkout RSA keys and vault
-data keys, one ``purpose`` each.
+data keys, one ``purpose`` each (and, in a database that has neither yet, the key that only
+proves which master key it is: paygate_server/master_key.py).
 
 Exactly one key of a purpose is meant to be ``active`` (the one new data is encrypted
 under); rotation retires it and adds the next in one transaction, and retired keys stay so
@@ -20,7 +21,7 @@ from paygate_server.storage.dialect import insert_ignore
 from paygate_server.storage.engine import Database
 from paygate_server.storage.schema import sealed_keys
 
-__all__ = ["SealedKey", "add_first_key", "keys_of", "rotate_keys"]
+__all__ = ["SealedKey", "add_first_key", "keys_of", "oldest_key", "rotate_keys"]
 
 # Serializes the creation of a purpose's first key across PostgreSQL connections (SQLite's
 # writers are serialized already: BEGIN IMMEDIATE). A new checkout key has a random kid,
@@ -54,6 +55,17 @@ async def keys_of(db: Database, purpose: str) -> list[SealedKey]:
     """Every key of ``purpose``, active and retired, newest first."""
     async with db.read() as conn:
         return await _keys(conn, purpose)
+
+
+async def oldest_key(db: Database) -> SealedKey | None:
+    """The first key ever sealed in this database, of any purpose (None: none yet)."""
+    async with db.read() as conn:
+        row = (await conn.execute(select(sealed_keys.c.purpose, *_COLUMNS)
+                                  .order_by(sealed_keys.c.created_at, sealed_keys.c.kid).limit(1))).first()
+    if row is None:
+        return None
+    purpose, kid, sealed, public, state, created_at, retired_at = row
+    return SealedKey(kid, purpose, bytes(sealed), public, state, created_at, retired_at)
 
 
 async def _has_active(conn: AsyncConnection, purpose: str) -> bool:

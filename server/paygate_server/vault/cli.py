@@ -7,7 +7,7 @@ from typing import Any
 
 from paygate_server.cli import run_with_db
 from paygate_server.config import Settings
-from paygate_server.crypto import load_master_key
+from paygate_server.master_key import database_master_key
 from paygate_server.storage import Database
 from paygate_server.vault.datakeys import rotate_data_key
 
@@ -16,7 +16,7 @@ __all__ = ["add_commands"]
 
 def cmd_rotate_data_key(args: argparse.Namespace, settings: Settings) -> None:
     async def run(db: Database) -> tuple[list[int], int]:
-        master = load_master_key(settings.master_key, settings.master_key_path)
+        master = await database_master_key(settings, db)
         return await rotate_data_key(db, master)
 
     retired, version = run_with_db(settings, run)

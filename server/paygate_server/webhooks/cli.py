@@ -19,13 +19,13 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.crypto import load_master_key
     from paygate_server.errors import ApiError
+    from paygate_server.master_key import database_master_key
     from paygate_server.webhooks import model
     from paygate_server.webhooks.endpoints import parse_events, validate_url
 
     async def run(db: Any) -> dict[str, Any]:
-        master = load_master_key(settings.master_key, settings.master_key_path)
+        master = await database_master_key(settings, db)
         async with db.read() as conn:  # an unknown merchant first, before any DNS look-up
             await require_merchant(conn, args.merchant)
         try:
