@@ -6,7 +6,6 @@ Pure functions shared by the sync and async resources, so the two can differ onl
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
@@ -14,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
+from . import _json
 from ._base_client import ParamValue, RequestOptions, error_from_body
 from ._exceptions import APIError, WaitTimeoutError
 from ._models import (
@@ -313,7 +313,7 @@ def status_from_event(event: ServerSentEvent) -> PaymentStatus | None:
     """The status an SSE event carries; ``None`` for events to skip (keep-alives, other
     types); raises the mapped exception for an error event."""
     try:
-        data = json.loads(event.data)
+        data = _json.loads(event.data)
     except ValueError:
         return None
     if not isinstance(data, dict):

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from . import _json
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -175,7 +176,7 @@ def error_from_response(response: httpx.Response) -> PaygateError:
     except (UnicodeDecodeError, LookupError):
         text = None
     try:
-        body: Any = json.loads(response.content) if response.content else None
+        body: Any = _json.loads(response.content) if response.content else None
     except (ValueError, UnicodeDecodeError):
         body = None
     reason = response.reason_phrase or "error"
@@ -336,7 +337,7 @@ class BaseClient:
         if response.status_code == 204 or not response.content:
             return None
         try:
-            return json.loads(response.content)
+            return _json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
             raise APIError(
                 f"the gateway answered HTTP {response.status_code} with a body that is not JSON",

@@ -18,12 +18,12 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from . import _json
 from ._exceptions import SignatureVerificationError
 from ._models import Event
 
@@ -136,7 +136,7 @@ def verify(
         raise SignatureVerificationError("no matching webhook signature")
 
     try:
-        data = json.loads(body)
+        data = _json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise SignatureVerificationError("the webhook payload is not JSON") from None
     if not isinstance(data, dict):

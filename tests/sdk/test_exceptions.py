@@ -126,6 +126,24 @@ async def test_success_body_of_the_wrong_shape_is_an_api_error(make_client: Any)
         await resolve(client.payment_intents.get("pi_123"))
 
 
+@pytest.mark.parametrize(
+    ("status", "cls"), [(200, paygate.APIError), (409, paygate.InvalidRequestError),
+                        (500, paygate.APIError)]
+)
+async def test_json_nested_too_deeply_is_not_a_recursion_error(
+    make_client: Any, status: int, cls: type[Exception]
+) -> None:
+    # json.loads raises RecursionError (not ValueError) past the recursion limit: a few
+    # kilobytes of "[" from a broken peer must still give the documented exception.
+    for content in (b"[" * 100_000, b'{"error":' * 50_000):
+        client, _ = make_client(reply(status, content=content), max_retries=0)
+        with pytest.raises(paygate.PaygateError) as info:
+            await resolve(client.payment_intents.get("pi_123"))
+        assert type(info.value) is cls
+        assert info.value.http_status == status
+        assert info.value.request_id == "req_header"
+
+
 def test_error_class_without_status_uses_the_type() -> None:
     assert error_class(None, "x", "authentication_error") is paygate.AuthenticationError
     assert error_class(None, "x", "rate_limit_error") is paygate.RateLimitError

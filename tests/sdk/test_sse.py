@@ -167,6 +167,14 @@ async def test_stream_ends_when_the_gateway_ends_it(make_client: Any) -> None:
     assert len(gateway.requests) == 1
 
 
+async def test_event_data_nested_too_deeply_is_skipped(make_client: Any) -> None:
+    # Like any data that is not JSON: skipped, not a RecursionError out of the stream.
+    body = b"event: status\ndata: " + b"[" * 100_000 + b"\n\n" + sse(status_json("succeeded"))
+    client, _ = make_client(stream_reply(body, chunk=4096))
+    statuses = await collect(client.payment_intents.stream_status("pi_123"))
+    assert [s.status for s in statuses] == ["succeeded"]
+
+
 async def test_stream_until_custom_statuses(make_client: Any) -> None:
     body = sse(status_json("in_progress"), status_json("failed"), status_json("succeeded"))
     client, _ = make_client(stream_reply(body))

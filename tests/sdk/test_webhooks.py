@@ -154,6 +154,13 @@ def test_verified_but_not_a_json_object() -> None:
             webhooks.verify(payload, headers, SECRET)
 
 
+def test_verified_payload_nested_too_deeply_is_a_verification_error() -> None:
+    payload = "[" * 100_000
+    headers = third_party_headers(payload=payload)
+    with pytest.raises(paygate.SignatureVerificationError, match="JSON"):
+        webhooks.verify(payload, headers, SECRET)
+
+
 def test_secrets() -> None:
     raw = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
     headers = third_party_headers()
