@@ -189,6 +189,19 @@ def error_from_response(response: httpx.Response) -> PaygateError:
     )
 
 
+def undecodable(response: httpx.Response) -> APIError:
+    """The exception for an answer whose body httpx could not decode (a
+    ``Content-Encoding`` that does not match the bytes): an answer, but not the contract's."""
+    encoding = response.headers.get("content-encoding", "")
+    return APIError(
+        f"the gateway answered HTTP {response.status_code} with a body that could not be "
+        f"decoded (Content-Encoding: {encoding[:40]!r})",
+        http_status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+        headers=response.headers,
+    )
+
+
 class BaseClient:
     """Configuration and the request path shared by ``Client`` and ``AsyncClient``."""
 

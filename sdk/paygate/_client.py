@@ -21,6 +21,7 @@ from ._base_client import (
     BaseClient,
     PreparedRequest,
     RequestOptions,
+    undecodable,
 )
 from ._jwe import encrypt_card as _encrypt_card
 from ._resources import (
@@ -108,22 +109,26 @@ class Client(BaseClient):
             self._http.close()
 
     def _send(self, prepared: PreparedRequest) -> httpx.Response:
-        """Send with retries. Returns a 2xx response (open, if ``prepared.stream``)."""
+        """Send with retries. Returns a 2xx response (read, or open if ``prepared.stream``)."""
         attempt = 0
         while True:
             request = self._build_attempt(prepared)
             try:
-                response = self._http.send(request, stream=prepared.stream)
+                response = self._http.send(request, stream=True)
+                try:
+                    if not (prepared.stream and response.is_success):
+                        response.read()
+                except httpx.DecodingError as exc:
+                    raise undecodable(response) from exc
+                finally:
+                    if not (prepared.stream and response.is_success):
+                        response.close()
             except httpx.TransportError as exc:
                 delay = self._retry_or_raise(prepared, attempt, exc=exc)
             else:
                 self._log_response(prepared, response)
                 if response.is_success:
                     return response
-                try:
-                    response.read()
-                finally:
-                    response.close()
                 delay = self._retry_or_raise(prepared, attempt, response=response)
             self._sleep(delay)
             attempt += 1
@@ -224,22 +229,26 @@ class AsyncClient(BaseClient):
             await self._http.aclose()
 
     async def _send(self, prepared: PreparedRequest) -> httpx.Response:
-        """Send with retries. Returns a 2xx response (open, if ``prepared.stream``)."""
+        """Send with retries. Returns a 2xx response (read, or open if ``prepared.stream``)."""
         attempt = 0
         while True:
             request = self._build_attempt(prepared)
             try:
-                response = await self._http.send(request, stream=prepared.stream)
+                response = await self._http.send(request, stream=True)
+                try:
+                    if not (prepared.stream and response.is_success):
+                        await response.aread()
+                except httpx.DecodingError as exc:
+                    raise undecodable(response) from exc
+                finally:
+                    if not (prepared.stream and response.is_success):
+                        await response.aclose()
             except httpx.TransportError as exc:
                 delay = self._retry_or_raise(prepared, attempt, exc=exc)
             else:
                 self._log_response(prepared, response)
                 if response.is_success:
                     return response
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
                 delay = self._retry_or_raise(prepared, attempt, response=response)
             await self._sleep(delay)
             attempt += 1

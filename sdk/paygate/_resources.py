@@ -14,6 +14,7 @@ import httpx
 
 from . import _api
 from ._api import CaptureMethod
+from ._base_client import undecodable
 from ._models import (
     DEFAULT_WAIT_STATUSES,
     STREAM_END_STATUSES,
@@ -241,6 +242,8 @@ class PaymentIntents:
                             return
                     plan.remaining(client._clock())  # raises past the deadline
                 return
+            except httpx.DecodingError as exc:
+                raise undecodable(response) from exc
             except httpx.ReadTimeout:
                 # Idle past the read timeout: reopen at once (the deadline check is first).
                 pass
@@ -413,6 +416,8 @@ class AsyncPaymentIntents:
                             return
                     plan.remaining(client._clock())  # raises past the deadline
                 return
+            except httpx.DecodingError as exc:
+                raise undecodable(response) from exc
             except httpx.ReadTimeout:
                 pass
             except httpx.TransportError as exc:

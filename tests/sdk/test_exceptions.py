@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+import httpx
 import pytest
 
 import paygate
@@ -142,6 +143,30 @@ async def test_json_nested_too_deeply_is_not_a_recursion_error(
         assert type(info.value) is cls
         assert info.value.http_status == status
         assert info.value.request_id == "req_header"
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_body_that_does_not_match_its_content_encoding_is_an_api_error(
+    make_client: Any, status: int
+) -> None:
+    # "Content-Encoding: gzip" over bytes that are not gzip: httpx raises DecodingError
+    # (not a TransportError) while reading the body.
+    from .test_sse import DualStream
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            status,
+            headers={"Content-Encoding": "gzip", "X-Request-Id": "req_gzip"},
+            stream=DualStream(lambda: iter([b"not gzip at all"])),
+        )
+
+    client, gateway = make_client(broken, max_retries=0)
+    with pytest.raises(paygate.APIError) as info:
+        await resolve(client.payment_intents.get("pi_123"))
+    assert info.value.http_status == status
+    assert info.value.request_id == "req_gzip"
+    assert "decoded" in info.value.message
+    assert len(gateway.requests) == 1
 
 
 def test_error_class_without_status_uses_the_type() -> None:

@@ -175,6 +175,21 @@ async def test_event_data_nested_too_deeply_is_skipped(make_client: Any) -> None
     assert [s.status for s in statuses] == ["succeeded"]
 
 
+async def test_stream_body_that_does_not_match_its_content_encoding(make_client: Any) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip",
+                     "X-Request-Id": "req_gzip"},
+            stream=DualStream(lambda: iter([b"not gzip at all"])),
+        )
+
+    client, _ = make_client(broken)
+    with pytest.raises(paygate.APIError) as info:
+        await collect(client.payment_intents.stream_status("pi_123"))
+    assert info.value.http_status == 200 and info.value.request_id == "req_gzip"
+
+
 async def test_stream_until_custom_statuses(make_client: Any) -> None:
     body = sse(status_json("in_progress"), status_json("failed"), status_json("succeeded"))
     client, _ = make_client(stream_reply(body))
