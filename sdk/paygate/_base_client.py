@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -54,6 +54,7 @@ _MAX_BODY_IN_ERROR = 2000
 
 ParamValue = str | int
 JSONObject = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,26 @@ class BaseClient:
                 response.status_code,
                 response.headers.get("x-request-id"),
             )
+
+    @classmethod
+    def _parse(cls, response: httpx.Response, parse: Callable[[Any], T]) -> T:
+        """``parse`` applied to the JSON of a successful answer. A body of the wrong shape
+        (``parse`` raises ``APIError``) is reported with this answer's status, request id
+        and body, like any other answer that is not the contract's."""
+        body = cls._decode(response)
+        try:
+            return parse(body)
+        except APIError as exc:
+            if exc.http_status is not None:
+                raise
+            text = response.content.decode("utf-8", "replace")
+            raise APIError(
+                exc.message,
+                http_status=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+                headers=response.headers,
+                http_body=text[:_MAX_BODY_IN_ERROR],
+            ) from None
 
     @staticmethod
     def _decode(response: httpx.Response) -> Any:

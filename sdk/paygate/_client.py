@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -35,6 +36,8 @@ from ._resources import (
 from ._retry import Backoff
 
 __all__ = ["AsyncClient", "Client"]
+
+T = TypeVar("T")
 
 #: How long a fetched JWKS is reused (the gateway serves it with max-age=300).
 JWKS_TTL = 300.0
@@ -137,13 +140,17 @@ class Client(BaseClient):
         response = self._send(self._prepare(options))
         return self._decode(response)
 
+    def _request_parsed(self, options: RequestOptions, parse: Callable[[Any], T]) -> T:
+        response = self._send(self._prepare(options))
+        return self._parse(response, parse)
+
     def card_keys(self, *, refresh: bool = False) -> dict[str, Any]:
         """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for an
         hour unless ``refresh``."""
         with self._jwks_lock:
             now = self._clock()
             if refresh or self._jwks is None or now - self._jwks[0] > JWKS_TTL:
-                self._jwks = (now, _api.parse_jwks(self._request(_api.card_keys())))
+                self._jwks = (now, self._request_parsed(_api.card_keys(), _api.parse_jwks))
             return self._jwks[1]
 
     def encrypt_card(
@@ -257,12 +264,16 @@ class AsyncClient(BaseClient):
         response = await self._send(self._prepare(options))
         return self._decode(response)
 
+    async def _request_parsed(self, options: RequestOptions, parse: Callable[[Any], T]) -> T:
+        response = await self._send(self._prepare(options))
+        return self._parse(response, parse)
+
     async def card_keys(self, *, refresh: bool = False) -> dict[str, Any]:
         """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for an
         hour unless ``refresh``."""
         now = self._clock()
         if refresh or self._jwks is None or now - self._jwks[0] > JWKS_TTL:
-            self._jwks = (now, _api.parse_jwks(await self._request(_api.card_keys())))
+            self._jwks = (now, await self._request_parsed(_api.card_keys(), _api.parse_jwks))
         return self._jwks[1]
 
     async def encrypt_card(

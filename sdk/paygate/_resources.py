@@ -43,6 +43,10 @@ __all__ = [
 Statuses = Iterable[str | IntentStatus]
 
 
+def _parse_intent_page(body: Any) -> Page[PaymentIntent]:
+    return _api.parse_page(body, PaymentIntent.from_dict, "intents")
+
+
 def _reconnect_delay(delay: float, decoder: SSEDecoder) -> float:
     # The stream's own "retry:" (milliseconds) is a floor, capped like Retry-After.
     if decoder.retry is not None:
@@ -83,10 +87,10 @@ class PaymentIntents:
             capture_method=capture_method,
             idempotency_key=idempotency_key,
         )
-        return _api.parse_intent(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_intent)
 
     def get(self, payment_intent_id: str) -> PaymentIntent:
-        return _api.parse_intent(self._client._request(_api.get_intent(payment_intent_id)))
+        return self._client._request_parsed(_api.get_intent(payment_intent_id), _api.parse_intent)
 
     def list(
         self,
@@ -97,7 +101,7 @@ class PaymentIntents:
     ) -> Page[PaymentIntent]:
         """One page, newest first."""
         options = _api.list_intents(limit=limit, starting_after=starting_after, status=status)
-        return _api.parse_page(self._client._request(options), PaymentIntent.from_dict, "intents")
+        return self._client._request_parsed(options, _parse_intent_page)
 
     def list_auto_paging(
         self,
@@ -122,7 +126,7 @@ class PaymentIntents:
         ``InvalidRequestError``, 409). On ``requires_capture`` the gateway voids the
         authorization at the processor, releasing the held funds."""
         options = _api.cancel_intent(payment_intent_id, idempotency_key)
-        return _api.parse_intent(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_intent)
 
     def capture(
         self,
@@ -144,7 +148,7 @@ class PaymentIntents:
         options = _api.capture_intent(
             payment_intent_id, amount=amount, idempotency_key=idempotency_key
         )
-        return _api.parse_intent(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_intent)
 
     def process(
         self,
@@ -167,13 +171,13 @@ class PaymentIntents:
             encrypted_card=encrypted_card,
             idempotency_key=idempotency_key,
         )
-        return _api.parse_intent(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_intent)
 
     def status(self, payment_intent_id: str, *, wait: float | None = None) -> PaymentStatus:
         """The status; with ``wait`` (0-60 s) the gateway holds the request until the
         status changes or ``wait`` passes."""
         options = _api.get_status(payment_intent_id, wait, self._client.timeout)
-        return _api.parse_status(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_status)
 
     def wait_for_status(
         self,
@@ -257,7 +261,7 @@ class PaymentIntents:
 
     def history(self, payment_intent_id: str) -> builtins.list[HistoryEvent]:
         """Every change of the intent, oldest first."""
-        return _api.parse_history(self._client._request(_api.history(payment_intent_id)))
+        return self._client._request_parsed(_api.history(payment_intent_id), _api.parse_history)
 
 
 class AsyncPaymentIntents:
@@ -288,10 +292,12 @@ class AsyncPaymentIntents:
             capture_method=capture_method,
             idempotency_key=idempotency_key,
         )
-        return _api.parse_intent(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_intent)
 
     async def get(self, payment_intent_id: str) -> PaymentIntent:
-        return _api.parse_intent(await self._client._request(_api.get_intent(payment_intent_id)))
+        return await self._client._request_parsed(
+            _api.get_intent(payment_intent_id), _api.parse_intent
+        )
 
     async def list(
         self,
@@ -301,8 +307,7 @@ class AsyncPaymentIntents:
         status: str | IntentStatus | None = None,
     ) -> Page[PaymentIntent]:
         options = _api.list_intents(limit=limit, starting_after=starting_after, status=status)
-        body = await self._client._request(options)
-        return _api.parse_page(body, PaymentIntent.from_dict, "intents")
+        return await self._client._request_parsed(options, _parse_intent_page)
 
     async def list_auto_paging(
         self,
@@ -324,7 +329,7 @@ class AsyncPaymentIntents:
         self, payment_intent_id: str, *, idempotency_key: str | None = None
     ) -> PaymentIntent:
         options = _api.cancel_intent(payment_intent_id, idempotency_key)
-        return _api.parse_intent(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_intent)
 
     async def capture(
         self,
@@ -336,7 +341,7 @@ class AsyncPaymentIntents:
         options = _api.capture_intent(
             payment_intent_id, amount=amount, idempotency_key=idempotency_key
         )
-        return _api.parse_intent(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_intent)
 
     async def process(
         self,
@@ -352,11 +357,11 @@ class AsyncPaymentIntents:
             encrypted_card=encrypted_card,
             idempotency_key=idempotency_key,
         )
-        return _api.parse_intent(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_intent)
 
     async def status(self, payment_intent_id: str, *, wait: float | None = None) -> PaymentStatus:
         options = _api.get_status(payment_intent_id, wait, self._client.timeout)
-        return _api.parse_status(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_status)
 
     async def wait_for_status(
         self,
@@ -429,7 +434,9 @@ class AsyncPaymentIntents:
             last_event_id = decoder.last_event_id or last_event_id
 
     async def history(self, payment_intent_id: str) -> builtins.list[HistoryEvent]:
-        return _api.parse_history(await self._client._request(_api.history(payment_intent_id)))
+        return await self._client._request_parsed(
+            _api.history(payment_intent_id), _api.parse_history
+        )
 
 
 class Refunds:
@@ -450,7 +457,7 @@ class Refunds:
         options = _api.create_refund(
             payment_intent_id, amount=amount, reason=reason, idempotency_key=idempotency_key
         )
-        return _api.parse_refund(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_refund)
 
 
 class AsyncRefunds:
@@ -470,7 +477,7 @@ class AsyncRefunds:
         options = _api.create_refund(
             payment_intent_id, amount=amount, reason=reason, idempotency_key=idempotency_key
         )
-        return _api.parse_refund(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_refund)
 
 
 class WebhookEndpoints:
@@ -489,10 +496,12 @@ class WebhookEndpoints:
         """Register an endpoint (``events``: the types to send; default all). The answer's
         ``secret`` (``whsec_…``) is shown only here: store it to verify deliveries."""
         options = _api.create_webhook_endpoint(url, events, idempotency_key)
-        return _api.parse_webhook_endpoint(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_webhook_endpoint)
 
     def list(self) -> Page[WebhookEndpoint]:
-        return _api.parse_webhook_endpoints(self._client._request(_api.list_webhook_endpoints()))
+        return self._client._request_parsed(
+            _api.list_webhook_endpoints(), _api.parse_webhook_endpoints
+        )
 
     def delete(self, webhook_endpoint_id: str) -> None:
         self._client._request(_api.delete_webhook_endpoint(webhook_endpoint_id))
@@ -512,11 +521,11 @@ class AsyncWebhookEndpoints:
         idempotency_key: str | None = None,
     ) -> WebhookEndpoint:
         options = _api.create_webhook_endpoint(url, events, idempotency_key)
-        return _api.parse_webhook_endpoint(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_webhook_endpoint)
 
     async def list(self) -> Page[WebhookEndpoint]:
-        body = await self._client._request(_api.list_webhook_endpoints())
-        return _api.parse_webhook_endpoints(body)
+        options = _api.list_webhook_endpoints()
+        return await self._client._request_parsed(options, _api.parse_webhook_endpoints)
 
     async def delete(self, webhook_endpoint_id: str) -> None:
         await self._client._request(_api.delete_webhook_endpoint(webhook_endpoint_id))

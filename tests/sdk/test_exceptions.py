@@ -169,6 +169,31 @@ async def test_body_that_does_not_match_its_content_encoding_is_an_api_error(
     assert len(gateway.requests) == 1
 
 
+@pytest.mark.parametrize("content", [b"", b"null", b"[1, 2, 3]", b'"text"', b"true"])
+async def test_wrong_shape_errors_carry_the_answer_status_and_request_id(
+    make_client: Any, content: bytes
+) -> None:
+    # An empty 200, null or a list where an object (or a "data" list) was promised: the
+    # APIError says which answer it was, for every call that parses one.
+    calls = [
+        lambda c: c.payment_intents.create(amount=1, currency="USD", product_details={}),
+        lambda c: c.payment_intents.get("pi_123"),
+        lambda c: c.payment_intents.list(),
+        lambda c: c.payment_intents.status("pi_123"),
+        lambda c: c.payment_intents.history("pi_123"),
+        lambda c: c.refunds.create("pi_123"),
+        lambda c: c.webhook_endpoints.list(),
+        lambda c: c.card_keys(),
+    ]
+    client, _ = make_client(reply(200, content=content))
+    for call in calls:
+        with pytest.raises(paygate.APIError) as info:
+            await resolve(call(client))
+        assert info.value.http_status == 200
+        assert info.value.request_id == "req_header"
+        assert info.value.http_body == content.decode()
+
+
 def test_error_class_without_status_uses_the_type() -> None:
     assert error_class(None, "x", "authentication_error") is paygate.AuthenticationError
     assert error_class(None, "x", "rate_limit_error") is paygate.RateLimitError
