@@ -82,6 +82,20 @@ def parse_page(body: Any, item: Callable[[Mapping[str, Any]], T], what: str) -> 
     )
 
 
+def next_cursor(page: Page[PaymentIntent], seen: set[str]) -> str:
+    """The ``startingAfter`` of the page after ``page`` (which has ``hasMore``): its last
+    intent's id. ``APIError`` if that id is empty or was a cursor already (a gateway that
+    ignores ``startingAfter`` would otherwise be paged through forever)."""
+    cursor = page.data[-1].payment_intent_id
+    if not cursor or cursor in seen:
+        raise APIError(
+            "the gateway answered hasMore with a page that does not advance the list "
+            f"(last id {cursor!r} is empty or was already a cursor)"
+        )
+    seen.add(cursor)
+    return cursor
+
+
 # -- payment intents ----------------------------------------------------------------------
 
 

@@ -112,12 +112,13 @@ class PaymentIntents:
     ) -> Iterator[PaymentIntent]:
         """Every intent, newest first, fetching pages (of ``limit``) as needed."""
         cursor = starting_after
+        seen: set[str] = set()
         while True:
             page = self.list(limit=limit, starting_after=cursor, status=status)
             yield from page.data
             if not page.has_more or not page.data:
                 return
-            cursor = page.data[-1].payment_intent_id
+            cursor = _api.next_cursor(page, seen)
 
     def cancel(
         self, payment_intent_id: str, *, idempotency_key: str | None = None
@@ -317,13 +318,14 @@ class AsyncPaymentIntents:
         status: str | IntentStatus | None = None,
     ) -> AsyncIterator[PaymentIntent]:
         cursor = starting_after
+        seen: set[str] = set()
         while True:
             page = await self.list(limit=limit, starting_after=cursor, status=status)
             for intent in page.data:
                 yield intent
             if not page.has_more or not page.data:
                 return
-            cursor = page.data[-1].payment_intent_id
+            cursor = _api.next_cursor(page, seen)
 
     async def cancel(
         self, payment_intent_id: str, *, idempotency_key: str | None = None

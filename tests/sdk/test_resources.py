@@ -234,6 +234,23 @@ async def test_auto_paging_follows_the_cursor(make_client: Any) -> None:
         assert_signed(request)
 
 
+@pytest.mark.parametrize(
+    "pages",
+    [
+        [page_of(["pi_2", "pi_1"], True)],  # startingAfter ignored: the same page forever
+        [page_of(["pi_4", "pi_3"], True), page_of(["pi_2", "pi_1"], True)],  # a cycle
+        [reply(200, {"data": [{"status": "created"}], "hasMore": True})],  # no id to go on from
+    ],
+)
+async def test_auto_paging_refuses_a_list_that_does_not_advance(
+    make_client: Any, pages: list[Any]
+) -> None:
+    client, gateway = make_client(*pages)
+    with pytest.raises(paygate.APIError, match="does not advance"):
+        await collect(client.payment_intents.list_auto_paging(), limit=20)
+    assert len(gateway.requests) <= 3
+
+
 async def test_auto_paging_stops_on_an_empty_page(make_client: Any) -> None:
     client, gateway = make_client(page_of([], True))
     assert await collect(client.payment_intents.list_auto_paging()) == []
