@@ -355,6 +355,15 @@ def not_event_stream(response: httpx.Response) -> APIError:
     )
 
 
+def broken_event_stream(response: httpx.Response, reason: str) -> APIError:
+    return APIError(
+        reason,
+        http_status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+        headers=response.headers,
+    )
+
+
 # -- refunds, webhook endpoints, keys -----------------------------------------------------
 
 

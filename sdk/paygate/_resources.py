@@ -26,7 +26,7 @@ from ._models import (
     Refund,
     WebhookEndpoint,
 )
-from ._sse import SSEDecoder
+from ._sse import SSEDecoder, SSEError
 
 if TYPE_CHECKING:
     from ._client import AsyncClient, Client
@@ -249,6 +249,8 @@ class PaymentIntents:
                 return
             except httpx.DecodingError as exc:
                 raise undecodable(response) from exc
+            except SSEError as exc:
+                raise _api.broken_event_stream(response, str(exc)) from None
             except httpx.ReadTimeout:
                 # Idle past the read timeout: reopen at once (the deadline check is first).
                 pass
@@ -425,6 +427,8 @@ class AsyncPaymentIntents:
                 return
             except httpx.DecodingError as exc:
                 raise undecodable(response) from exc
+            except SSEError as exc:
+                raise _api.broken_event_stream(response, str(exc)) from None
             except httpx.ReadTimeout:
                 pass
             except httpx.TransportError as exc:

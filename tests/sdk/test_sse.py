@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 import paygate
-from paygate._sse import ServerSentEvent, SSEDecoder
+from paygate._sse import MAX_LINE, ServerSentEvent, SSEDecoder, SSEError
 
 from .conftest import FakeTime, assert_signed, collect, error_reply, status_json
 
@@ -140,6 +141,48 @@ def stream_reply(body: bytes, chunk: int = 7, fail_with: Exception | None = None
             raise fail_with
 
     return lambda request: event_stream(chunks)
+
+
+def test_a_long_line_in_small_chunks_costs_linear_time() -> None:
+    # 256 KiB of one line, 64 bytes at a time: rescanning what was buffered took ~30 s.
+    decoder = SSEDecoder()
+    started = time.perf_counter()
+    decoder.feed(b"data: ")
+    for _ in range(4096):
+        assert decoder.feed(b"x" * 64) == []
+    events = decoder.feed(b"\n\n")
+    assert time.perf_counter() - started < 5
+    assert [len(e.data) for e in events] == [4096 * 64]
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"data: " + b"x" * (MAX_LINE + 1),  # no newline, ever
+        b"data: " + b"x" * (MAX_LINE + 1) + b"\n",  # one line over the limit
+        b"data: xxxxxxxxxx\n" * (MAX_LINE // 10),  # an event that never ends
+    ],
+)
+def test_lines_and_events_over_the_limit_are_refused(stream: bytes) -> None:
+    with pytest.raises(SSEError):
+        feed_all(split_every(stream, 65536))
+
+
+async def test_stream_that_never_ends_a_line_is_an_api_error(make_client: Any) -> None:
+    def endless(request: httpx.Request) -> httpx.Response:
+        def chunks() -> Iterator[bytes]:
+            yield b"data: "
+            while True:
+                yield b"x" * 65536
+
+        response = event_stream(chunks)
+        response.headers["X-Request-Id"] = "req_sse"
+        return response
+
+    client, _ = make_client(endless)
+    with pytest.raises(paygate.APIError, match="longer than") as info:
+        await collect(client.payment_intents.stream_status("pi_123"))
+    assert info.value.http_status == 200 and info.value.request_id == "req_sse"
 
 
 async def test_stream_yields_until_final(make_client: Any) -> None:
