@@ -80,8 +80,21 @@ def sign_headers(
     }
 
 
+_SIGNED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {str(name).lower(): value for name, value in headers.items()}
+    """The headers by lower-case name. A mapping that lists a name twice (Starlette's and
+    Werkzeug's ``Headers`` do, for a header sent twice) must not repeat a signed one:
+    ``headers["webhook-id"]`` there is the first value and a dict keeps the last, so the
+    id the receiver deduplicates on could differ from the id that was verified."""
+    lowered: dict[str, str] = {}
+    for name, value in headers.items():
+        key = str(name).lower()
+        if key in lowered and key in _SIGNED_HEADERS:
+            raise SignatureVerificationError(f"the {key} header is repeated")
+        lowered[key] = value
+    return lowered
 
 
 def verify(
@@ -95,7 +108,7 @@ def verify(
     """Verify a delivery and return its JSON payload.
 
     ``headers`` is any mapping (names are matched case-insensitively). Raises
-    ``SignatureVerificationError`` if a header is missing, the timestamp is more than
+    ``SignatureVerificationError`` if a header is missing or repeated, the timestamp is more than
     ``tolerance`` seconds in the past or the future, no ``v1`` signature matches (compared
     in constant time), or the verified body is not a JSON object. ``now`` (Unix seconds)
     replaces the clock, for tests.

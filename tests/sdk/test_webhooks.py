@@ -126,6 +126,24 @@ def test_missing_headers_are_rejected(missing: str) -> None:
         webhooks.verify(PAYLOAD, {**third_party_headers(), missing: ""}, SECRET)
 
 
+def test_a_repeated_signed_header_is_rejected() -> None:
+    # A captured delivery replayed with a fresh webhook-id in front of the real one: the
+    # framework's headers["webhook-id"] (what a receiver deduplicates on) is the first,
+    # so the delivery must not verify against the second.
+    from starlette.datastructures import Headers
+
+    headers = third_party_headers()
+    for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        raw = [(b"webhook-id", b"evt_fresh")] if name == "webhook-id" else []
+        raw += [(k.encode(), v.encode()) for k, v in headers.items()]
+        if name != "webhook-id":
+            raw.append((name.upper().encode(), headers[name].encode()))
+        with pytest.raises(paygate.SignatureVerificationError, match="repeated"):
+            webhooks.verify(PAYLOAD, Headers(raw=raw), SECRET)
+        with pytest.raises(paygate.SignatureVerificationError, match="repeated"):
+            webhooks.construct_event(PAYLOAD, Headers(raw=raw), SECRET)
+
+
 @pytest.mark.parametrize("timestamp", ["soon", "1.5e9", ""])
 def test_malformed_timestamp_is_rejected(timestamp: str) -> None:
     with pytest.raises(paygate.SignatureVerificationError):
