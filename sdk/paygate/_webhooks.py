@@ -111,8 +111,12 @@ def verify(
     ``SignatureVerificationError`` if a header is missing or repeated, the timestamp is more than
     ``tolerance`` seconds in the past or the future, no ``v1`` signature matches (compared
     in constant time), or the verified body is not a JSON object. ``now`` (Unix seconds)
-    replaces the clock, for tests.
+    replaces the clock, for tests. A ``tolerance`` that is negative or NaN is a
+    ``ValueError`` (configuration, not the delivery).
     """
+    if not tolerance >= 0:
+        # NaN compares false both ways: it would accept any timestamp, replays included.
+        raise ValueError("tolerance must be a number of seconds >= 0")
     key = _key(secret)
     lowered = _lower(headers)
     msg_id = lowered.get("webhook-id")

@@ -108,6 +108,15 @@ def test_custom_tolerance() -> None:
     assert webhooks.verify(PAYLOAD, headers, SECRET, tolerance=90, now=now)
 
 
+@pytest.mark.parametrize("tolerance", [float("nan"), -1])
+def test_a_tolerance_that_is_nan_or_negative_is_refused(tolerance: float) -> None:
+    # NaN (e.g. float() of a bad setting) made both timestamp checks false: a delivery
+    # from 2001 verified, so did every replay.
+    headers = third_party_headers(timestamp=1_000_000_000)
+    with pytest.raises(ValueError, match="tolerance"):
+        webhooks.verify(PAYLOAD, headers, SECRET, tolerance)  # type: ignore[arg-type]
+
+
 def test_stale_and_future_with_the_real_clock() -> None:
     for offset in (-600, 600):
         with pytest.raises(paygate.SignatureVerificationError):
