@@ -264,12 +264,13 @@ class WaitPlan:
     def __init__(
         self, payment_intent_id: str, statuses: frozenset[str], timeout: float | None, now: float
     ) -> None:
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0")
+        if timeout is not None and not timeout >= 0:  # NaN too
+            raise ValueError("timeout must be >= 0 seconds, or None for no deadline")
         self.payment_intent_id = payment_intent_id
         self.statuses = statuses
         self.timeout = timeout
-        self.deadline = None if timeout is None else now + timeout
+        # An infinite timeout is no deadline (its "remaining" would not fit a ``wait``).
+        self.deadline = None if timeout is None or math.isinf(timeout) else now + timeout
         self.last: PaymentStatus | None = None
         self._polled = False
 

@@ -347,6 +347,28 @@ async def test_wait_for_status_does_not_hammer_a_gateway_that_ignores_wait(
     assert all(s <= 0.5 for s in fake_time.sleeps)
 
 
+async def test_wait_for_status_infinite_timeout_is_no_deadline(make_client: Any) -> None:
+    # float("inf") raised OverflowError (ceil of the remaining time) after the first poll.
+    client, gateway = make_client(
+        reply(200, status_json("in_progress")), reply(200, status_json("succeeded"))
+    )
+    status = await resolve(
+        client.payment_intents.wait_for_status("pi_123", timeout=float("inf"))
+    )
+    assert status.status == "succeeded"
+    assert [r.url.params.get("wait") for r in gateway.requests] == ["0", "60"]
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1.0])
+async def test_wait_for_status_nan_or_negative_timeout_is_refused(
+    make_client: Any, timeout: float
+) -> None:
+    client, gateway = make_client(reply(200, status_json("in_progress")))
+    with pytest.raises(ValueError, match="timeout must be"):
+        await resolve(client.payment_intents.wait_for_status("pi_123", timeout=timeout))
+    assert gateway.requests == []
+
+
 async def test_wait_for_status_timeout_zero_checks_once(
     make_client: Any, fake_time: FakeTime
 ) -> None:
