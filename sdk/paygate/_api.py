@@ -16,6 +16,7 @@ import httpx
 from . import _json
 from ._base_client import ParamValue, RequestOptions, error_from_body
 from ._exceptions import APIError, WaitTimeoutError
+from ._jwe import public_key_from_jwk, select_jwk
 from ._models import (
     STREAM_END_STATUSES,
     HistoryEvent,
@@ -426,4 +427,13 @@ def parse_jwks(body: Any) -> dict[str, Any]:
     obj = _object(body, "the checkout keys")
     if not isinstance(obj.get("keys"), list):
         raise APIError('expected a JWKS with a "keys" list from /checkout/v1/keys')
+    # The key encrypt_card() will use must be usable: otherwise the merchant would get a
+    # ValueError (as if their own input were wrong) and the bad JWKS would stay cached.
+    try:
+        jwk = select_jwk(obj)
+        public_key_from_jwk(jwk)
+    except ValueError as exc:
+        raise APIError(f"the gateway's JWKS (/checkout/v1/keys) has no usable key: {exc}") from None
+    if not isinstance(jwk.get("kid"), str) or not jwk.get("kid"):
+        raise APIError('the gateway\'s JWKS (/checkout/v1/keys) key has no "kid"')
     return dict(obj)

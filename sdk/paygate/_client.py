@@ -145,8 +145,8 @@ class Client(BaseClient):
         return self._parse(response, parse)
 
     def card_keys(self, *, refresh: bool = False) -> dict[str, Any]:
-        """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for an
-        hour unless ``refresh``."""
+        """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for five
+        minutes unless ``refresh``; ``APIError`` if it has no usable key."""
         with self._jwks_lock:
             now = self._clock()
             if refresh or self._jwks is None or now - self._jwks[0] > JWKS_TTL:
@@ -269,8 +269,8 @@ class AsyncClient(BaseClient):
         return self._parse(response, parse)
 
     async def card_keys(self, *, refresh: bool = False) -> dict[str, Any]:
-        """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for an
-        hour unless ``refresh``."""
+        """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for five
+        minutes unless ``refresh``; ``APIError`` if it has no usable key."""
         now = self._clock()
         if refresh or self._jwks is None or now - self._jwks[0] > JWKS_TTL:
             self._jwks = (now, await self._request_parsed(_api.card_keys(), _api.parse_jwks))

@@ -236,3 +236,34 @@ async def test_client_rejects_a_bad_jwks(make_client: Any) -> None:
     client, _ = make_client(reply(200, {"nokeys": []}))
     with pytest.raises(paygate.APIError):
         await resolve(client.card_keys())
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [],  # no key at all
+        [{"kty": "EC", "kid": "k1", "crv": "P-256", "x": "AA", "y": "AA"}],  # none RSA
+        [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}],  # a toy modulus
+        [{"kty": "RSA", "kid": "k1", "n": "!!!", "e": "AQAB"}],  # not base64url
+        "rsa_without_kid",
+    ],
+)
+async def test_client_refuses_a_jwks_it_cannot_encrypt_with(
+    make_client: Any, rsa_private_key: rsa.RSAPrivateKey, keys: Any
+) -> None:
+    # The gateway's answer is at fault, not the merchant's card: APIError (was ValueError,
+    # and the unusable JWKS stayed cached for five minutes).
+    if keys == "rsa_without_kid":
+        jwk = public_jwk(rsa_private_key, "k1")
+        del jwk["kid"]
+        keys = [jwk]
+    client, gateway = make_client(
+        reply(200, {"keys": keys}), reply(200, {"keys": [public_jwk(rsa_private_key, "k2")]})
+    )
+    with pytest.raises(paygate.APIError, match="JWKS") as info:
+        await resolve(client.encrypt_card(number=PAN, exp_month=12, exp_year=2030, cvc="123"))
+    assert info.value.http_status == 200 and info.value.request_id == "req_header"
+    assert PAN not in str(info.value)
+    # Nothing was cached: the next call fetches the keys again, and works.
+    token = await resolve(client.encrypt_card(number=PAN, exp_month=12, exp_year=2030, cvc="123"))
+    assert token.count(".") == 4 and len(gateway.requests) == 2
