@@ -54,7 +54,8 @@ class Backoff:
 
     def delay(self, retry_number: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``retry_number`` (0 for the first retry)."""
-        base = min(self.initial_delay * float(2 ** max(retry_number, 0)), self.max_delay)
+        # The exponent is bounded: float(2 ** 1024) overflows, and 2 ** 64 is past any cap.
+        base = min(self.initial_delay * float(2 ** min(max(retry_number, 0), 64)), self.max_delay)
         # Jitter in [base/2, base]: spreads clients that failed together, never waits longer
         # than the cap.
         delay = base * (1.0 - 0.5 * self.random())
