@@ -186,6 +186,13 @@ def test_small_rsa_keys_are_refused() -> None:
         ("exp_year", 203),
         ("cvc", "12"),
         ("cvc", "12a"),
+        # A minus sign is not a separator: these were taken as 2030, 12, 123 and the PAN.
+        ("exp_year", -30),
+        ("exp_year", "-2030"),
+        ("exp_month", -12),
+        ("cvc", "1-2-3"),
+        ("cvc", "12 3"),
+        ("number", -4242424242424242),
     ],
 )
 def test_bad_card_details_never_echo_the_card(jwks: dict[str, Any], field: str, value: Any) -> None:
