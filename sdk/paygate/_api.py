@@ -6,7 +6,6 @@ Pure functions shared by the sync and async resources, so the two can differ onl
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
@@ -14,8 +13,10 @@ from urllib.parse import quote
 
 import httpx
 
+from . import _json
 from ._base_client import ParamValue, RequestOptions, error_from_body
 from ._exceptions import APIError, WaitTimeoutError
+from ._jwe import public_key_from_jwk, select_jwk
 from ._models import (
     STREAM_END_STATUSES,
     HistoryEvent,
@@ -80,6 +81,20 @@ def parse_page(body: Any, item: Callable[[Mapping[str, Any]], T], what: str) -> 
         has_more=obj.get("hasMore") is True,
         raw=dict(obj),
     )
+
+
+def next_cursor(page: Page[PaymentIntent], seen: set[str]) -> str:
+    """The ``startingAfter`` of the page after ``page`` (which has ``hasMore``): its last
+    intent's id. ``APIError`` if that id is empty or was a cursor already (a gateway that
+    ignores ``startingAfter`` would otherwise be paged through forever)."""
+    cursor = page.data[-1].payment_intent_id
+    if not cursor or cursor in seen:
+        raise APIError(
+            "the gateway answered hasMore with a page that does not advance the list "
+            f"(last id {cursor!r} is empty or was already a cursor)"
+        )
+    seen.add(cursor)
+    return cursor
 
 
 # -- payment intents ----------------------------------------------------------------------
@@ -250,12 +265,13 @@ class WaitPlan:
     def __init__(
         self, payment_intent_id: str, statuses: frozenset[str], timeout: float | None, now: float
     ) -> None:
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be >= 0")
+        if timeout is not None and not timeout >= 0:  # NaN too
+            raise ValueError("timeout must be >= 0 seconds, or None for no deadline")
         self.payment_intent_id = payment_intent_id
         self.statuses = statuses
         self.timeout = timeout
-        self.deadline = None if timeout is None else now + timeout
+        # An infinite timeout is no deadline (its "remaining" would not fit a ``wait``).
+        self.deadline = None if timeout is None or math.isinf(timeout) else now + timeout
         self.last: PaymentStatus | None = None
         self._polled = False
 
@@ -313,7 +329,7 @@ def status_from_event(event: ServerSentEvent) -> PaymentStatus | None:
     """The status an SSE event carries; ``None`` for events to skip (keep-alives, other
     types); raises the mapped exception for an error event."""
     try:
-        data = json.loads(event.data)
+        data = _json.loads(event.data)
     except ValueError:
         return None
     if not isinstance(data, dict):
@@ -335,6 +351,15 @@ def is_event_stream(response: httpx.Response) -> bool:
 def not_event_stream(response: httpx.Response) -> APIError:
     return APIError(
         "the status stream did not answer text/event-stream",
+        http_status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+        headers=response.headers,
+    )
+
+
+def broken_event_stream(response: httpx.Response, reason: str) -> APIError:
+    return APIError(
+        reason,
         http_status=response.status_code,
         request_id=response.headers.get("x-request-id"),
         headers=response.headers,
@@ -402,4 +427,13 @@ def parse_jwks(body: Any) -> dict[str, Any]:
     obj = _object(body, "the checkout keys")
     if not isinstance(obj.get("keys"), list):
         raise APIError('expected a JWKS with a "keys" list from /checkout/v1/keys')
+    # The key encrypt_card() will use must be usable: otherwise the merchant would get a
+    # ValueError (as if their own input were wrong) and the bad JWKS would stay cached.
+    try:
+        jwk = select_jwk(obj)
+        public_key_from_jwk(jwk)
+    except ValueError as exc:
+        raise APIError(f"the gateway's JWKS (/checkout/v1/keys) has no usable key: {exc}") from None
+    if not isinstance(jwk.get("kid"), str) or not jwk.get("kid"):
+        raise APIError('the gateway\'s JWKS (/checkout/v1/keys) key has no "kid"')
     return dict(obj)

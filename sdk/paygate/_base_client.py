@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from . import _json
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -53,6 +54,7 @@ _MAX_BODY_IN_ERROR = 2000
 
 ParamValue = str | int
 JSONObject = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def error_from_response(response: httpx.Response) -> PaygateError:
     except (UnicodeDecodeError, LookupError):
         text = None
     try:
-        body: Any = json.loads(response.content) if response.content else None
+        body: Any = _json.loads(response.content) if response.content else None
     except (ValueError, UnicodeDecodeError):
         body = None
     reason = response.reason_phrase or "error"
@@ -185,6 +187,19 @@ def error_from_response(response: httpx.Response) -> PaygateError:
         headers=response.headers,
         text=text,
         fallback_message=f"HTTP {response.status_code} {reason}",
+    )
+
+
+def undecodable(response: httpx.Response) -> APIError:
+    """The exception for an answer whose body httpx could not decode (a
+    ``Content-Encoding`` that does not match the bytes): an answer, but not the contract's."""
+    encoding = response.headers.get("content-encoding", "")
+    return APIError(
+        f"the gateway answered HTTP {response.status_code} with a body that could not be "
+        f"decoded (Content-Encoding: {encoding[:40]!r})",
+        http_status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+        headers=response.headers,
     )
 
 
@@ -330,13 +345,33 @@ class BaseClient:
                 response.headers.get("x-request-id"),
             )
 
+    @classmethod
+    def _parse(cls, response: httpx.Response, parse: Callable[[Any], T]) -> T:
+        """``parse`` applied to the JSON of a successful answer. A body of the wrong shape
+        (``parse`` raises ``APIError``) is reported with this answer's status, request id
+        and body, like any other answer that is not the contract's."""
+        body = cls._decode(response)
+        try:
+            return parse(body)
+        except APIError as exc:
+            if exc.http_status is not None:
+                raise
+            text = response.content.decode("utf-8", "replace")
+            raise APIError(
+                exc.message,
+                http_status=response.status_code,
+                request_id=response.headers.get("x-request-id"),
+                headers=response.headers,
+                http_body=text[:_MAX_BODY_IN_ERROR],
+            ) from None
+
     @staticmethod
     def _decode(response: httpx.Response) -> Any:
         """The JSON of a successful answer (``None`` for an empty one, e.g. 204)."""
         if response.status_code == 204 or not response.content:
             return None
         try:
-            return json.loads(response.content)
+            return _json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
             raise APIError(
                 f"the gateway answered HTTP {response.status_code} with a body that is not JSON",

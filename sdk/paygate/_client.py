@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -21,6 +22,7 @@ from ._base_client import (
     BaseClient,
     PreparedRequest,
     RequestOptions,
+    undecodable,
 )
 from ._jwe import encrypt_card as _encrypt_card
 from ._resources import (
@@ -34,6 +36,8 @@ from ._resources import (
 from ._retry import Backoff
 
 __all__ = ["AsyncClient", "Client"]
+
+T = TypeVar("T")
 
 #: How long a fetched JWKS is reused (the gateway serves it with max-age=300).
 JWKS_TTL = 300.0
@@ -108,22 +112,26 @@ class Client(BaseClient):
             self._http.close()
 
     def _send(self, prepared: PreparedRequest) -> httpx.Response:
-        """Send with retries. Returns a 2xx response (open, if ``prepared.stream``)."""
+        """Send with retries. Returns a 2xx response (read, or open if ``prepared.stream``)."""
         attempt = 0
         while True:
             request = self._build_attempt(prepared)
             try:
-                response = self._http.send(request, stream=prepared.stream)
+                response = self._http.send(request, stream=True)
+                try:
+                    if not (prepared.stream and response.is_success):
+                        response.read()
+                except httpx.DecodingError as exc:
+                    raise undecodable(response) from exc
+                finally:
+                    if not (prepared.stream and response.is_success):
+                        response.close()
             except httpx.TransportError as exc:
                 delay = self._retry_or_raise(prepared, attempt, exc=exc)
             else:
                 self._log_response(prepared, response)
                 if response.is_success:
                     return response
-                try:
-                    response.read()
-                finally:
-                    response.close()
                 delay = self._retry_or_raise(prepared, attempt, response=response)
             self._sleep(delay)
             attempt += 1
@@ -132,13 +140,17 @@ class Client(BaseClient):
         response = self._send(self._prepare(options))
         return self._decode(response)
 
+    def _request_parsed(self, options: RequestOptions, parse: Callable[[Any], T]) -> T:
+        response = self._send(self._prepare(options))
+        return self._parse(response, parse)
+
     def card_keys(self, *, refresh: bool = False) -> dict[str, Any]:
-        """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for an
-        hour unless ``refresh``."""
+        """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for five
+        minutes unless ``refresh``; ``APIError`` if it has no usable key."""
         with self._jwks_lock:
             now = self._clock()
             if refresh or self._jwks is None or now - self._jwks[0] > JWKS_TTL:
-                self._jwks = (now, _api.parse_jwks(self._request(_api.card_keys())))
+                self._jwks = (now, self._request_parsed(_api.card_keys(), _api.parse_jwks))
             return self._jwks[1]
 
     def encrypt_card(
@@ -224,22 +236,26 @@ class AsyncClient(BaseClient):
             await self._http.aclose()
 
     async def _send(self, prepared: PreparedRequest) -> httpx.Response:
-        """Send with retries. Returns a 2xx response (open, if ``prepared.stream``)."""
+        """Send with retries. Returns a 2xx response (read, or open if ``prepared.stream``)."""
         attempt = 0
         while True:
             request = self._build_attempt(prepared)
             try:
-                response = await self._http.send(request, stream=prepared.stream)
+                response = await self._http.send(request, stream=True)
+                try:
+                    if not (prepared.stream and response.is_success):
+                        await response.aread()
+                except httpx.DecodingError as exc:
+                    raise undecodable(response) from exc
+                finally:
+                    if not (prepared.stream and response.is_success):
+                        await response.aclose()
             except httpx.TransportError as exc:
                 delay = self._retry_or_raise(prepared, attempt, exc=exc)
             else:
                 self._log_response(prepared, response)
                 if response.is_success:
                     return response
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
                 delay = self._retry_or_raise(prepared, attempt, response=response)
             await self._sleep(delay)
             attempt += 1
@@ -248,12 +264,16 @@ class AsyncClient(BaseClient):
         response = await self._send(self._prepare(options))
         return self._decode(response)
 
+    async def _request_parsed(self, options: RequestOptions, parse: Callable[[Any], T]) -> T:
+        response = await self._send(self._prepare(options))
+        return self._parse(response, parse)
+
     async def card_keys(self, *, refresh: bool = False) -> dict[str, Any]:
-        """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for an
-        hour unless ``refresh``."""
+        """The gateway's card-encryption JWKS (``GET /checkout/v1/keys``), cached for five
+        minutes unless ``refresh``; ``APIError`` if it has no usable key."""
         now = self._clock()
         if refresh or self._jwks is None or now - self._jwks[0] > JWKS_TTL:
-            self._jwks = (now, _api.parse_jwks(await self._request(_api.card_keys())))
+            self._jwks = (now, await self._request_parsed(_api.card_keys(), _api.parse_jwks))
         return self._jwks[1]
 
     async def encrypt_card(

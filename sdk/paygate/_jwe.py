@@ -123,8 +123,12 @@ def jwe_encrypt(key: KeyLike, kid: str | None, payload: bytes) -> str:
     return ".".join((protected, b64url(encrypted_key), b64url(iv), b64url(ciphertext), b64url(tag)))
 
 
-def _digits(value: str | int, what: str, lengths: range) -> str:
-    text = str(value).replace(" ", "").replace("-", "")
+def _digits(value: str | int, what: str, lengths: range, *, separators: bool = False) -> str:
+    # Spaces and dashes are separators only inside a card number given as a string: a
+    # minus sign (exp_year=-30, an int number < 0) or "1-2" as a month is not a digit.
+    text = str(value)
+    if separators and isinstance(value, str):
+        text = text.replace(" ", "").replace("-", "")
     if not (text.isascii() and text.isdigit() and len(text) in lengths):
         # Never echo the value: it may be a card number or a CVC.
         raise ValueError(f"{what} must be {lengths.start}-{lengths.stop - 1} digits")
@@ -152,10 +156,11 @@ def card_payload(
 ) -> bytes:
     """The JSON plaintext of an encrypted card (SPEC §5), after format checks.
 
-    ``number`` may contain spaces or dashes; ``exp_year`` may have 2 digits (20YY).
+    ``number`` (as a string) may contain spaces or dashes, no other field may;
+    ``exp_year`` may have 2 digits (20YY).
     ``expMonth``/``expYear`` are sent as integers, like the intent's ``card`` object.
     """
-    pan = _digits(number, "number", range(12, 20))
+    pan = _digits(number, "number", range(12, 20), separators=True)
     if not _luhn_valid(pan):
         # The gateway refuses it anyway, with an opaque 400: say why here.
         raise ValueError("number fails the Luhn check")

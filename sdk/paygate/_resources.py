@@ -14,6 +14,7 @@ import httpx
 
 from . import _api
 from ._api import CaptureMethod
+from ._base_client import undecodable
 from ._models import (
     DEFAULT_WAIT_STATUSES,
     STREAM_END_STATUSES,
@@ -25,7 +26,7 @@ from ._models import (
     Refund,
     WebhookEndpoint,
 )
-from ._sse import SSEDecoder
+from ._sse import SSEDecoder, SSEError
 
 if TYPE_CHECKING:
     from ._client import AsyncClient, Client
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 Statuses = Iterable[str | IntentStatus]
+
+
+def _parse_intent_page(body: Any) -> Page[PaymentIntent]:
+    return _api.parse_page(body, PaymentIntent.from_dict, "intents")
 
 
 def _reconnect_delay(delay: float, decoder: SSEDecoder) -> float:
@@ -82,10 +87,10 @@ class PaymentIntents:
             capture_method=capture_method,
             idempotency_key=idempotency_key,
         )
-        return _api.parse_intent(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_intent)
 
     def get(self, payment_intent_id: str) -> PaymentIntent:
-        return _api.parse_intent(self._client._request(_api.get_intent(payment_intent_id)))
+        return self._client._request_parsed(_api.get_intent(payment_intent_id), _api.parse_intent)
 
     def list(
         self,
@@ -96,7 +101,7 @@ class PaymentIntents:
     ) -> Page[PaymentIntent]:
         """One page, newest first."""
         options = _api.list_intents(limit=limit, starting_after=starting_after, status=status)
-        return _api.parse_page(self._client._request(options), PaymentIntent.from_dict, "intents")
+        return self._client._request_parsed(options, _parse_intent_page)
 
     def list_auto_paging(
         self,
@@ -107,12 +112,13 @@ class PaymentIntents:
     ) -> Iterator[PaymentIntent]:
         """Every intent, newest first, fetching pages (of ``limit``) as needed."""
         cursor = starting_after
+        seen: set[str] = set()
         while True:
             page = self.list(limit=limit, starting_after=cursor, status=status)
             yield from page.data
             if not page.has_more or not page.data:
                 return
-            cursor = page.data[-1].payment_intent_id
+            cursor = _api.next_cursor(page, seen)
 
     def cancel(
         self, payment_intent_id: str, *, idempotency_key: str | None = None
@@ -121,7 +127,7 @@ class PaymentIntents:
         ``InvalidRequestError``, 409). On ``requires_capture`` the gateway voids the
         authorization at the processor, releasing the held funds."""
         options = _api.cancel_intent(payment_intent_id, idempotency_key)
-        return _api.parse_intent(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_intent)
 
     def capture(
         self,
@@ -143,7 +149,7 @@ class PaymentIntents:
         options = _api.capture_intent(
             payment_intent_id, amount=amount, idempotency_key=idempotency_key
         )
-        return _api.parse_intent(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_intent)
 
     def process(
         self,
@@ -166,13 +172,13 @@ class PaymentIntents:
             encrypted_card=encrypted_card,
             idempotency_key=idempotency_key,
         )
-        return _api.parse_intent(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_intent)
 
     def status(self, payment_intent_id: str, *, wait: float | None = None) -> PaymentStatus:
         """The status; with ``wait`` (0-60 s) the gateway holds the request until the
         status changes or ``wait`` passes."""
         options = _api.get_status(payment_intent_id, wait, self._client.timeout)
-        return _api.parse_status(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_status)
 
     def wait_for_status(
         self,
@@ -241,6 +247,10 @@ class PaymentIntents:
                             return
                     plan.remaining(client._clock())  # raises past the deadline
                 return
+            except httpx.DecodingError as exc:
+                raise undecodable(response) from exc
+            except SSEError as exc:
+                raise _api.broken_event_stream(response, str(exc)) from None
             except httpx.ReadTimeout:
                 # Idle past the read timeout: reopen at once (the deadline check is first).
                 pass
@@ -254,7 +264,7 @@ class PaymentIntents:
 
     def history(self, payment_intent_id: str) -> builtins.list[HistoryEvent]:
         """Every change of the intent, oldest first."""
-        return _api.parse_history(self._client._request(_api.history(payment_intent_id)))
+        return self._client._request_parsed(_api.history(payment_intent_id), _api.parse_history)
 
 
 class AsyncPaymentIntents:
@@ -285,10 +295,12 @@ class AsyncPaymentIntents:
             capture_method=capture_method,
             idempotency_key=idempotency_key,
         )
-        return _api.parse_intent(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_intent)
 
     async def get(self, payment_intent_id: str) -> PaymentIntent:
-        return _api.parse_intent(await self._client._request(_api.get_intent(payment_intent_id)))
+        return await self._client._request_parsed(
+            _api.get_intent(payment_intent_id), _api.parse_intent
+        )
 
     async def list(
         self,
@@ -298,8 +310,7 @@ class AsyncPaymentIntents:
         status: str | IntentStatus | None = None,
     ) -> Page[PaymentIntent]:
         options = _api.list_intents(limit=limit, starting_after=starting_after, status=status)
-        body = await self._client._request(options)
-        return _api.parse_page(body, PaymentIntent.from_dict, "intents")
+        return await self._client._request_parsed(options, _parse_intent_page)
 
     async def list_auto_paging(
         self,
@@ -309,19 +320,20 @@ class AsyncPaymentIntents:
         status: str | IntentStatus | None = None,
     ) -> AsyncIterator[PaymentIntent]:
         cursor = starting_after
+        seen: set[str] = set()
         while True:
             page = await self.list(limit=limit, starting_after=cursor, status=status)
             for intent in page.data:
                 yield intent
             if not page.has_more or not page.data:
                 return
-            cursor = page.data[-1].payment_intent_id
+            cursor = _api.next_cursor(page, seen)
 
     async def cancel(
         self, payment_intent_id: str, *, idempotency_key: str | None = None
     ) -> PaymentIntent:
         options = _api.cancel_intent(payment_intent_id, idempotency_key)
-        return _api.parse_intent(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_intent)
 
     async def capture(
         self,
@@ -333,7 +345,7 @@ class AsyncPaymentIntents:
         options = _api.capture_intent(
             payment_intent_id, amount=amount, idempotency_key=idempotency_key
         )
-        return _api.parse_intent(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_intent)
 
     async def process(
         self,
@@ -349,11 +361,11 @@ class AsyncPaymentIntents:
             encrypted_card=encrypted_card,
             idempotency_key=idempotency_key,
         )
-        return _api.parse_intent(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_intent)
 
     async def status(self, payment_intent_id: str, *, wait: float | None = None) -> PaymentStatus:
         options = _api.get_status(payment_intent_id, wait, self._client.timeout)
-        return _api.parse_status(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_status)
 
     async def wait_for_status(
         self,
@@ -413,6 +425,10 @@ class AsyncPaymentIntents:
                             return
                     plan.remaining(client._clock())  # raises past the deadline
                 return
+            except httpx.DecodingError as exc:
+                raise undecodable(response) from exc
+            except SSEError as exc:
+                raise _api.broken_event_stream(response, str(exc)) from None
             except httpx.ReadTimeout:
                 pass
             except httpx.TransportError as exc:
@@ -424,7 +440,9 @@ class AsyncPaymentIntents:
             last_event_id = decoder.last_event_id or last_event_id
 
     async def history(self, payment_intent_id: str) -> builtins.list[HistoryEvent]:
-        return _api.parse_history(await self._client._request(_api.history(payment_intent_id)))
+        return await self._client._request_parsed(
+            _api.history(payment_intent_id), _api.parse_history
+        )
 
 
 class Refunds:
@@ -445,7 +463,7 @@ class Refunds:
         options = _api.create_refund(
             payment_intent_id, amount=amount, reason=reason, idempotency_key=idempotency_key
         )
-        return _api.parse_refund(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_refund)
 
 
 class AsyncRefunds:
@@ -465,7 +483,7 @@ class AsyncRefunds:
         options = _api.create_refund(
             payment_intent_id, amount=amount, reason=reason, idempotency_key=idempotency_key
         )
-        return _api.parse_refund(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_refund)
 
 
 class WebhookEndpoints:
@@ -484,10 +502,12 @@ class WebhookEndpoints:
         """Register an endpoint (``events``: the types to send; default all). The answer's
         ``secret`` (``whsec_…``) is shown only here: store it to verify deliveries."""
         options = _api.create_webhook_endpoint(url, events, idempotency_key)
-        return _api.parse_webhook_endpoint(self._client._request(options))
+        return self._client._request_parsed(options, _api.parse_webhook_endpoint)
 
     def list(self) -> Page[WebhookEndpoint]:
-        return _api.parse_webhook_endpoints(self._client._request(_api.list_webhook_endpoints()))
+        return self._client._request_parsed(
+            _api.list_webhook_endpoints(), _api.parse_webhook_endpoints
+        )
 
     def delete(self, webhook_endpoint_id: str) -> None:
         self._client._request(_api.delete_webhook_endpoint(webhook_endpoint_id))
@@ -507,11 +527,11 @@ class AsyncWebhookEndpoints:
         idempotency_key: str | None = None,
     ) -> WebhookEndpoint:
         options = _api.create_webhook_endpoint(url, events, idempotency_key)
-        return _api.parse_webhook_endpoint(await self._client._request(options))
+        return await self._client._request_parsed(options, _api.parse_webhook_endpoint)
 
     async def list(self) -> Page[WebhookEndpoint]:
-        body = await self._client._request(_api.list_webhook_endpoints())
-        return _api.parse_webhook_endpoints(body)
+        options = _api.list_webhook_endpoints()
+        return await self._client._request_parsed(options, _api.parse_webhook_endpoints)
 
     async def delete(self, webhook_endpoint_id: str) -> None:
         await self._client._request(_api.delete_webhook_endpoint(webhook_endpoint_id))

@@ -23,7 +23,6 @@ in ``[d/2, d]``, and never less than a (capped) ``Retry-After``.
 
 from __future__ import annotations
 
-import json
 import random as _random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
+
+from . import _json
 
 __all__ = ["Backoff", "is_retryable_response", "parse_retry_after"]
 
@@ -53,7 +54,8 @@ class Backoff:
 
     def delay(self, retry_number: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry ``retry_number`` (0 for the first retry)."""
-        base = min(self.initial_delay * float(2 ** max(retry_number, 0)), self.max_delay)
+        # The exponent is bounded: float(2 ** 1024) overflows, and 2 ** 64 is past any cap.
+        base = min(self.initial_delay * float(2 ** min(max(retry_number, 0), 64)), self.max_delay)
         # Jitter in [base/2, base]: spreads clients that failed together, never waits longer
         # than the cap.
         delay = base * (1.0 - 0.5 * self.random())
@@ -85,7 +87,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
 def error_code(response: httpx.Response) -> str | None:
     """``error.code`` of an error body that has been read, or ``None`` if there is none."""
     try:
-        body = json.loads(response.content)
+        body = _json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
         return None
     if isinstance(body, dict):

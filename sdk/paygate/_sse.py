@@ -10,6 +10,7 @@ Bytes go in (in chunks of any size, split anywhere, even inside a UTF-8 sequence
   the type (default ``message``); ``id`` sets the last event id (kept across events, unless
   it contains NUL); ``retry`` (digits only) sets the reconnection delay in milliseconds;
   other fields are ignored;
+- a line, or the data of one event, over ``MAX_LINE`` characters raises ``SSEError``;
 - a blank line dispatches the event, unless no ``data`` line was seen; an event left
   unterminated when the stream ends is discarded.
 """
@@ -17,10 +18,20 @@ Bytes go in (in chunks of any size, split anywhere, even inside a UTF-8 sequence
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-__all__ = ["SSEDecoder", "ServerSentEvent"]
+__all__ = ["MAX_LINE", "SSEDecoder", "SSEError", "ServerSentEvent"]
+
+#: The longest line, and the most ``data`` of one event, the decoder keeps (characters).
+#: The gateway's events are a few hundred bytes; a peer past this is refused, not buffered.
+MAX_LINE = 1 << 20
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class SSEError(ValueError):
+    """The stream broke a limit (a line or an event over ``MAX_LINE``)."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +47,13 @@ class SSEDecoder:
 
     def __init__(self) -> None:
         self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
+        self._partial: list[str] = []
+        self._partial_len = 0
         self._started = False
         self._pending_cr = False
         self._event = ""
         self._data: list[str] = []
+        self._data_len = 0
         self._has_data = False
         self._last_id: str | None = None
         self._retry: int | None = None
@@ -67,23 +80,30 @@ class SSEDecoder:
             if text[0] == "\n":
                 # The "\n" of a "\r\n" split across chunks: the line ended at the "\r".
                 text = text[1:]
-        buffer = self._buffer + text
+        # Only the new text is scanned; the unfinished line is kept in pieces, so a long
+        # line arriving in small chunks costs linear time, and is refused past the limit.
         start = 0
-        i = 0
-        n = len(buffer)
-        while i < n:
-            ch = buffer[i]
-            if ch == "\n" or ch == "\r":
-                yield buffer[start:i]
-                if ch == "\r":
-                    if i + 1 < n:
-                        if buffer[i + 1] == "\n":
-                            i += 1
-                    else:
-                        self._pending_cr = True
-                start = i + 1
-            i += 1
-        self._buffer = buffer[start:]
+        for match in _LINE_END.finditer(text):
+            piece = text[start : match.start()]
+            if self._partial:
+                self._partial.append(piece)
+                line = "".join(self._partial)
+                self._partial = []
+                self._partial_len = 0
+            else:
+                line = piece
+            if len(line) > MAX_LINE:
+                raise SSEError(f"the event stream sent a line longer than {MAX_LINE} characters")
+            yield line
+            start = match.end()
+            if match.group() == "\r" and start == len(text):
+                self._pending_cr = True
+        rest = text[start:]
+        if rest:
+            self._partial.append(rest)
+            self._partial_len += len(rest)
+            if self._partial_len > MAX_LINE:
+                raise SSEError(f"the event stream sent a line longer than {MAX_LINE} characters")
 
     def _lines_to_events(self, lines: Iterable[str]) -> Iterator[ServerSentEvent]:
         for line in lines:
@@ -102,6 +122,9 @@ class SSEDecoder:
         if name == "event":
             self._event = value
         elif name == "data":
+            self._data_len += len(value) + 1
+            if self._data_len > MAX_LINE:
+                raise SSEError(f"the event stream sent an event over {MAX_LINE} characters")
             self._data.append(value)
             self._has_data = True
         elif name == "id":
@@ -117,6 +140,7 @@ class SSEDecoder:
         has_data = self._has_data
         self._event = ""
         self._data = []
+        self._data_len = 0
         self._has_data = False
         if not has_data:
             return None

@@ -18,12 +18,12 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from . import _json
 from ._exceptions import SignatureVerificationError
 from ._models import Event
 
@@ -80,8 +80,21 @@ def sign_headers(
     }
 
 
+_SIGNED_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {str(name).lower(): value for name, value in headers.items()}
+    """The headers by lower-case name. A mapping that lists a name twice (Starlette's and
+    Werkzeug's ``Headers`` do, for a header sent twice) must not repeat a signed one:
+    ``headers["webhook-id"]`` there is the first value and a dict keeps the last, so the
+    id the receiver deduplicates on could differ from the id that was verified."""
+    lowered: dict[str, str] = {}
+    for name, value in headers.items():
+        key = str(name).lower()
+        if key in lowered and key in _SIGNED_HEADERS:
+            raise SignatureVerificationError(f"the {key} header is repeated")
+        lowered[key] = value
+    return lowered
 
 
 def verify(
@@ -95,11 +108,15 @@ def verify(
     """Verify a delivery and return its JSON payload.
 
     ``headers`` is any mapping (names are matched case-insensitively). Raises
-    ``SignatureVerificationError`` if a header is missing, the timestamp is more than
+    ``SignatureVerificationError`` if a header is missing or repeated, the timestamp is more than
     ``tolerance`` seconds in the past or the future, no ``v1`` signature matches (compared
     in constant time), or the verified body is not a JSON object. ``now`` (Unix seconds)
-    replaces the clock, for tests.
+    replaces the clock, for tests. A ``tolerance`` that is negative or NaN is a
+    ``ValueError`` (configuration, not the delivery).
     """
+    if not tolerance >= 0:
+        # NaN compares false both ways: it would accept any timestamp, replays included.
+        raise ValueError("tolerance must be a number of seconds >= 0")
     key = _key(secret)
     lowered = _lower(headers)
     msg_id = lowered.get("webhook-id")
@@ -136,7 +153,7 @@ def verify(
         raise SignatureVerificationError("no matching webhook signature")
 
     try:
-        data = json.loads(body)
+        data = _json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise SignatureVerificationError("the webhook payload is not JSON") from None
     if not isinstance(data, dict):

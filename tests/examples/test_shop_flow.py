@@ -78,6 +78,17 @@ async def test_pay_refuses_bad_tokens_and_cross_site_requests(shop: ShopHarness)
     assert not [r for r in shop.gateway.requests if r[1] == "/api/v1/payment/process"]
 
 
+async def test_pay_answers_400_to_json_nested_too_deeply(shop: ShopHarness) -> None:
+    # 15 KiB of "[" (under the 16 KiB limit) was a RecursionError out of read_json: a 500.
+    order_id = await shop.place_order()
+    for body in (b"[" * 15_000, b'{"token":' * 1_500):
+        r = await shop.http.post(f"/orders/{order_id}/pay", content=body,
+                                 headers={"content-type": "application/json"})
+        assert r.status_code == 400
+        assert r.json()["error"]["message"] == "The card form did not send a valid token."
+    assert not [r for r in shop.gateway.requests if r[1] == "/api/v1/payment/process"]
+
+
 async def test_admin_needs_the_password(shop: ShopHarness) -> None:
     r = await shop.http.post("/admin/login", data={"password": "guess"})
     assert r.status_code == 401

@@ -73,6 +73,21 @@ async def test_bad_signatures_are_refused_and_change_nothing(shop: ShopHarness) 
     assert (await deliver(shop, body, "evt_a")).json()["duplicate"] is False
 
 
+async def test_a_replay_under_a_second_webhook_id_header_is_refused(shop: ShopHarness) -> None:
+    # A captured delivery sent again with a new webhook-id header in front of the real
+    # one: it used to verify (against the last id) and be recorded under the new (first)
+    # id, as a delivery never seen.
+    order_id, intent = await paid_order(shop)
+    body = event("payment_intent.succeeded", intent)
+    headers = webhooks.sign_headers(body, shop.config.webhook_secret or "", msg_id="evt_real")
+    assert (await shop.http.post("/webhooks/paygate", content=body, headers=headers)).status_code == 200
+    replay = [("webhook-id", "evt_fresh"), *headers.items()]
+    r = await shop.http.post("/webhooks/paygate", content=body, headers=replay)
+    assert r.status_code == 400
+    order = await shop.order(order_id)
+    assert [e["webhookId"] for e in order["webhookEvents"]] == ["evt_real"]
+
+
 async def test_out_of_order_events_leave_the_order_paid(shop: ShopHarness) -> None:
     order_id, intent = await paid_order(shop)
     await deliver(shop, event("payment_intent.succeeded", intent), "evt_2")

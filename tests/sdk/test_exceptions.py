@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+import httpx
 import pytest
 
 import paygate
@@ -124,6 +125,73 @@ async def test_success_body_of_the_wrong_shape_is_an_api_error(make_client: Any)
     client, _ = make_client(reply(200, [1, 2, 3]))
     with pytest.raises(paygate.APIError):
         await resolve(client.payment_intents.get("pi_123"))
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"), [(200, paygate.APIError), (409, paygate.InvalidRequestError),
+                        (500, paygate.APIError)]
+)
+async def test_json_nested_too_deeply_is_not_a_recursion_error(
+    make_client: Any, status: int, cls: type[Exception]
+) -> None:
+    # json.loads raises RecursionError (not ValueError) past the recursion limit: a few
+    # kilobytes of "[" from a broken peer must still give the documented exception.
+    for content in (b"[" * 100_000, b'{"error":' * 50_000):
+        client, _ = make_client(reply(status, content=content), max_retries=0)
+        with pytest.raises(paygate.PaygateError) as info:
+            await resolve(client.payment_intents.get("pi_123"))
+        assert type(info.value) is cls
+        assert info.value.http_status == status
+        assert info.value.request_id == "req_header"
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_body_that_does_not_match_its_content_encoding_is_an_api_error(
+    make_client: Any, status: int
+) -> None:
+    # "Content-Encoding: gzip" over bytes that are not gzip: httpx raises DecodingError
+    # (not a TransportError) while reading the body.
+    from .test_sse import DualStream
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            status,
+            headers={"Content-Encoding": "gzip", "X-Request-Id": "req_gzip"},
+            stream=DualStream(lambda: iter([b"not gzip at all"])),
+        )
+
+    client, gateway = make_client(broken, max_retries=0)
+    with pytest.raises(paygate.APIError) as info:
+        await resolve(client.payment_intents.get("pi_123"))
+    assert info.value.http_status == status
+    assert info.value.request_id == "req_gzip"
+    assert "decoded" in info.value.message
+    assert len(gateway.requests) == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"null", b"[1, 2, 3]", b'"text"', b"true"])
+async def test_wrong_shape_errors_carry_the_answer_status_and_request_id(
+    make_client: Any, content: bytes
+) -> None:
+    # An empty 200, null or a list where an object (or a "data" list) was promised: the
+    # APIError says which answer it was, for every call that parses one.
+    calls = [
+        lambda c: c.payment_intents.create(amount=1, currency="USD", product_details={}),
+        lambda c: c.payment_intents.get("pi_123"),
+        lambda c: c.payment_intents.list(),
+        lambda c: c.payment_intents.status("pi_123"),
+        lambda c: c.payment_intents.history("pi_123"),
+        lambda c: c.refunds.create("pi_123"),
+        lambda c: c.webhook_endpoints.list(),
+        lambda c: c.card_keys(),
+    ]
+    client, _ = make_client(reply(200, content=content))
+    for call in calls:
+        with pytest.raises(paygate.APIError) as info:
+            await resolve(call(client))
+        assert info.value.http_status == 200
+        assert info.value.request_id == "req_header"
+        assert info.value.http_body == content.decode()
 
 
 def test_error_class_without_status_uses_the_type() -> None:

@@ -186,6 +186,13 @@ def test_small_rsa_keys_are_refused() -> None:
         ("exp_year", 203),
         ("cvc", "12"),
         ("cvc", "12a"),
+        # A minus sign is not a separator: these were taken as 2030, 12, 123 and the PAN.
+        ("exp_year", -30),
+        ("exp_year", "-2030"),
+        ("exp_month", -12),
+        ("cvc", "1-2-3"),
+        ("cvc", "12 3"),
+        ("number", -4242424242424242),
     ],
 )
 def test_bad_card_details_never_echo_the_card(jwks: dict[str, Any], field: str, value: Any) -> None:
@@ -236,3 +243,34 @@ async def test_client_rejects_a_bad_jwks(make_client: Any) -> None:
     client, _ = make_client(reply(200, {"nokeys": []}))
     with pytest.raises(paygate.APIError):
         await resolve(client.card_keys())
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [],  # no key at all
+        [{"kty": "EC", "kid": "k1", "crv": "P-256", "x": "AA", "y": "AA"}],  # none RSA
+        [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}],  # a toy modulus
+        [{"kty": "RSA", "kid": "k1", "n": "!!!", "e": "AQAB"}],  # not base64url
+        "rsa_without_kid",
+    ],
+)
+async def test_client_refuses_a_jwks_it_cannot_encrypt_with(
+    make_client: Any, rsa_private_key: rsa.RSAPrivateKey, keys: Any
+) -> None:
+    # The gateway's answer is at fault, not the merchant's card: APIError (was ValueError,
+    # and the unusable JWKS stayed cached for five minutes).
+    if keys == "rsa_without_kid":
+        jwk = public_jwk(rsa_private_key, "k1")
+        del jwk["kid"]
+        keys = [jwk]
+    client, gateway = make_client(
+        reply(200, {"keys": keys}), reply(200, {"keys": [public_jwk(rsa_private_key, "k2")]})
+    )
+    with pytest.raises(paygate.APIError, match="JWKS") as info:
+        await resolve(client.encrypt_card(number=PAN, exp_month=12, exp_year=2030, cvc="123"))
+    assert info.value.http_status == 200 and info.value.request_id == "req_header"
+    assert PAN not in str(info.value)
+    # Nothing was cached: the next call fetches the keys again, and works.
+    token = await resolve(client.encrypt_card(number=PAN, exp_month=12, exp_year=2030, cvc="123"))
+    assert token.count(".") == 4 and len(gateway.requests) == 2

@@ -234,6 +234,23 @@ async def test_auto_paging_follows_the_cursor(make_client: Any) -> None:
         assert_signed(request)
 
 
+@pytest.mark.parametrize(
+    "pages",
+    [
+        [page_of(["pi_2", "pi_1"], True)],  # startingAfter ignored: the same page forever
+        [page_of(["pi_4", "pi_3"], True), page_of(["pi_2", "pi_1"], True)],  # a cycle
+        [reply(200, {"data": [{"status": "created"}], "hasMore": True})],  # no id to go on from
+    ],
+)
+async def test_auto_paging_refuses_a_list_that_does_not_advance(
+    make_client: Any, pages: list[Any]
+) -> None:
+    client, gateway = make_client(*pages)
+    with pytest.raises(paygate.APIError, match="does not advance"):
+        await collect(client.payment_intents.list_auto_paging(), limit=20)
+    assert len(gateway.requests) <= 3
+
+
 async def test_auto_paging_stops_on_an_empty_page(make_client: Any) -> None:
     client, gateway = make_client(page_of([], True))
     assert await collect(client.payment_intents.list_auto_paging()) == []
@@ -328,6 +345,28 @@ async def test_wait_for_status_does_not_hammer_a_gateway_that_ignores_wait(
     # At most one poll per 0.5 s once the answers stop changing.
     assert 9 <= len(gateway.requests) <= 12
     assert all(s <= 0.5 for s in fake_time.sleeps)
+
+
+async def test_wait_for_status_infinite_timeout_is_no_deadline(make_client: Any) -> None:
+    # float("inf") raised OverflowError (ceil of the remaining time) after the first poll.
+    client, gateway = make_client(
+        reply(200, status_json("in_progress")), reply(200, status_json("succeeded"))
+    )
+    status = await resolve(
+        client.payment_intents.wait_for_status("pi_123", timeout=float("inf"))
+    )
+    assert status.status == "succeeded"
+    assert [r.url.params.get("wait") for r in gateway.requests] == ["0", "60"]
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1.0])
+async def test_wait_for_status_nan_or_negative_timeout_is_refused(
+    make_client: Any, timeout: float
+) -> None:
+    client, gateway = make_client(reply(200, status_json("in_progress")))
+    with pytest.raises(ValueError, match="timeout must be"):
+        await resolve(client.payment_intents.wait_for_status("pi_123", timeout=timeout))
+    assert gateway.requests == []
 
 
 async def test_wait_for_status_timeout_zero_checks_once(

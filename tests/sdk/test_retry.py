@@ -58,6 +58,13 @@ def test_backoff_extremes_of_the_random_source() -> None:
     assert paygate.Backoff(random=lambda: 0.999999).delay(2) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_backoff_of_a_late_retry_is_the_cap() -> None:
+    # max_retries above 1024 against a gateway down for good: retry 1024 raised
+    # OverflowError (int too large to convert to float) instead of waiting the cap.
+    backoff = paygate.Backoff(random=lambda: 0.0)
+    assert [backoff.delay(n) for n in (63, 64, 1024, 10**6)] == [5.0] * 4
+
+
 def test_seeded_backoff_is_reproducible() -> None:
     a = paygate.Backoff(random=random.Random(7).random)
     b = paygate.Backoff(random=random.Random(7).random)

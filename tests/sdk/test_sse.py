@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 import paygate
-from paygate._sse import ServerSentEvent, SSEDecoder
+from paygate._sse import MAX_LINE, ServerSentEvent, SSEDecoder, SSEError
 
 from .conftest import FakeTime, assert_signed, collect, error_reply, status_json
 
@@ -142,6 +143,48 @@ def stream_reply(body: bytes, chunk: int = 7, fail_with: Exception | None = None
     return lambda request: event_stream(chunks)
 
 
+def test_a_long_line_in_small_chunks_costs_linear_time() -> None:
+    # 256 KiB of one line, 64 bytes at a time: rescanning what was buffered took ~30 s.
+    decoder = SSEDecoder()
+    started = time.perf_counter()
+    decoder.feed(b"data: ")
+    for _ in range(4096):
+        assert decoder.feed(b"x" * 64) == []
+    events = decoder.feed(b"\n\n")
+    assert time.perf_counter() - started < 5
+    assert [len(e.data) for e in events] == [4096 * 64]
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"data: " + b"x" * (MAX_LINE + 1),  # no newline, ever
+        b"data: " + b"x" * (MAX_LINE + 1) + b"\n",  # one line over the limit
+        b"data: xxxxxxxxxx\n" * (MAX_LINE // 10),  # an event that never ends
+    ],
+)
+def test_lines_and_events_over_the_limit_are_refused(stream: bytes) -> None:
+    with pytest.raises(SSEError):
+        feed_all(split_every(stream, 65536))
+
+
+async def test_stream_that_never_ends_a_line_is_an_api_error(make_client: Any) -> None:
+    def endless(request: httpx.Request) -> httpx.Response:
+        def chunks() -> Iterator[bytes]:
+            yield b"data: "
+            while True:
+                yield b"x" * 65536
+
+        response = event_stream(chunks)
+        response.headers["X-Request-Id"] = "req_sse"
+        return response
+
+    client, _ = make_client(endless)
+    with pytest.raises(paygate.APIError, match="longer than") as info:
+        await collect(client.payment_intents.stream_status("pi_123"))
+    assert info.value.http_status == 200 and info.value.request_id == "req_sse"
+
+
 async def test_stream_yields_until_final(make_client: Any) -> None:
     body = sse(
         status_json("created"),
@@ -165,6 +208,29 @@ async def test_stream_ends_when_the_gateway_ends_it(make_client: Any) -> None:
     statuses = await collect(client.payment_intents.stream_status("pi_123"))
     assert [s.status for s in statuses] == ["failed"]
     assert len(gateway.requests) == 1
+
+
+async def test_event_data_nested_too_deeply_is_skipped(make_client: Any) -> None:
+    # Like any data that is not JSON: skipped, not a RecursionError out of the stream.
+    body = b"event: status\ndata: " + b"[" * 100_000 + b"\n\n" + sse(status_json("succeeded"))
+    client, _ = make_client(stream_reply(body, chunk=4096))
+    statuses = await collect(client.payment_intents.stream_status("pi_123"))
+    assert [s.status for s in statuses] == ["succeeded"]
+
+
+async def test_stream_body_that_does_not_match_its_content_encoding(make_client: Any) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip",
+                     "X-Request-Id": "req_gzip"},
+            stream=DualStream(lambda: iter([b"not gzip at all"])),
+        )
+
+    client, _ = make_client(broken)
+    with pytest.raises(paygate.APIError) as info:
+        await collect(client.payment_intents.stream_status("pi_123"))
+    assert info.value.http_status == 200 and info.value.request_id == "req_gzip"
 
 
 async def test_stream_until_custom_statuses(make_client: Any) -> None:

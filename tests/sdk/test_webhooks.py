@@ -108,6 +108,15 @@ def test_custom_tolerance() -> None:
     assert webhooks.verify(PAYLOAD, headers, SECRET, tolerance=90, now=now)
 
 
+@pytest.mark.parametrize("tolerance", [float("nan"), -1])
+def test_a_tolerance_that_is_nan_or_negative_is_refused(tolerance: float) -> None:
+    # NaN (e.g. float() of a bad setting) made both timestamp checks false: a delivery
+    # from 2001 verified, so did every replay.
+    headers = third_party_headers(timestamp=1_000_000_000)
+    with pytest.raises(ValueError, match="tolerance"):
+        webhooks.verify(PAYLOAD, headers, SECRET, tolerance)  # type: ignore[arg-type]
+
+
 def test_stale_and_future_with_the_real_clock() -> None:
     for offset in (-600, 600):
         with pytest.raises(paygate.SignatureVerificationError):
@@ -124,6 +133,24 @@ def test_missing_headers_are_rejected(missing: str) -> None:
         webhooks.verify(PAYLOAD, headers, SECRET)
     with pytest.raises(paygate.SignatureVerificationError):
         webhooks.verify(PAYLOAD, {**third_party_headers(), missing: ""}, SECRET)
+
+
+def test_a_repeated_signed_header_is_rejected() -> None:
+    # A captured delivery replayed with a fresh webhook-id in front of the real one: the
+    # framework's headers["webhook-id"] (what a receiver deduplicates on) is the first,
+    # so the delivery must not verify against the second.
+    from starlette.datastructures import Headers
+
+    headers = third_party_headers()
+    for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        raw = [(b"webhook-id", b"evt_fresh")] if name == "webhook-id" else []
+        raw += [(k.encode(), v.encode()) for k, v in headers.items()]
+        if name != "webhook-id":
+            raw.append((name.upper().encode(), headers[name].encode()))
+        with pytest.raises(paygate.SignatureVerificationError, match="repeated"):
+            webhooks.verify(PAYLOAD, Headers(raw=raw), SECRET)
+        with pytest.raises(paygate.SignatureVerificationError, match="repeated"):
+            webhooks.construct_event(PAYLOAD, Headers(raw=raw), SECRET)
 
 
 @pytest.mark.parametrize("timestamp", ["soon", "1.5e9", ""])
@@ -152,6 +179,13 @@ def test_verified_but_not_a_json_object() -> None:
         headers = third_party_headers(payload=payload)
         with pytest.raises(paygate.SignatureVerificationError, match="JSON"):
             webhooks.verify(payload, headers, SECRET)
+
+
+def test_verified_payload_nested_too_deeply_is_a_verification_error() -> None:
+    payload = "[" * 100_000
+    headers = third_party_headers(payload=payload)
+    with pytest.raises(paygate.SignatureVerificationError, match="JSON"):
+        webhooks.verify(payload, headers, SECRET)
 
 
 def test_secrets() -> None:

@@ -146,11 +146,12 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 async def read_json(request: Request) -> Any:
-    """A JSON body of at most ``MAX_FORM_BYTES``; ``None`` if it is not JSON."""
+    """A JSON body of at most ``MAX_FORM_BYTES``; ``None`` if it is not JSON (nested too
+    deeply included: ``json.loads`` raises ``RecursionError`` for that, not ``ValueError``)."""
     body = await read_body(request, MAX_FORM_BYTES)
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
