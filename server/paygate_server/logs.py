@@ -12,7 +12,7 @@ uvicorn's and the gateway's warnings and errors):
 * ``paygate.request`` — one line a request (:mod:`paygate_server.observability.middleware`);
   ``PAYGATE_ACCESS_LOG=0`` turns it off (then a request pays one ``isEnabledFor`` check);
 * ``paygate.reconciler`` — one line a check of an operation whose outcome its request did
-  not learn, and one a hold it begins to void: what the gateway did about money on its
+  not learn (which processor was asked, what it said), and one a hold it begins to void: what the gateway did about money on its
   own (rare: an operation settled by its request has no check).
 
 uvicorn applies :func:`logging_config` in every process it starts (``log_config=``), so a

@@ -231,7 +231,7 @@ def short_holds(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     """A gateway that voids holds after 2 s, on a database of its own. On the module's
     shared one, the other stack's gateway would work the same reconcile queue: woken by
     the void's NOTIFY, it could take the void's check first and send it to its own
-    simulator (an operation routed ``default`` goes to the checking process's
+    simulator (an operation of the default processor goes to the checking process's
     ``PAYGATE_PROCESSOR_URL``), which knows no such hold — the void then stays unknown
     (seen once in CI on PostgreSQL; docs/operations.md, "One default processor")."""
     data_dir = tmp_path_factory.mktemp("holds")
@@ -253,7 +253,7 @@ def test_a_hold_past_the_gateways_ttl_is_voided(short_holds: Stack) -> None:
         # The gateway says what it did on its own, at its default log level.
         log = (short_holds.data_dir / "gateway.log").read_text()
         assert f"hold of {pid} past PAYGATE_AUTHORIZATION_TTL_S: void begun" in log
-        assert re.search(rf"checked void txn_\w+ of {pid} \(check 1\): void_sent_approved", log), log[-2000:]
+        assert re.search(rf"checked void txn_\w+ of {pid} at simulator \(check 1\): void_sent_approved", log), log[-2000:]
     run(short_holds, body)
 
 

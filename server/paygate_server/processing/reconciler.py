@@ -156,11 +156,6 @@ class Reconciler:
                     continue
                 if result is None:
                     continue  # another reconciler holds the lease
-                # One line a check: which host worked an operation, and what it learnt, is
-                # the first thing to know about one that stays unsettled. Checks are rare
-                # (an operation settled by its request has none).
-                log.info("checked %s %s of %s (check %d): %s", row.kind, row.object_id, row.intent_id,
-                         row.checks + 1, result)
                 progressed = True
                 report.checked += 1
                 report.outcomes[result] = report.outcomes.get(result, 0) + 1
@@ -205,10 +200,17 @@ class Reconciler:
             return None
         async with asyncio.timeout(self._check_s):  # past it: the row waits out its lease
             if check.kind == "refund":
-                return await self._check_refund(check, send)
-            return await self._check_attempt(check, send)
+                label, route = await self._check_refund(check, send)
+            else:
+                label, route = await self._check_attempt(check, send)
+        # One line a check: which process asked which processor about an operation, and what
+        # it learnt, is the first thing to know about one that stays unsettled. Checks are
+        # rare (an operation settled by its request has none).
+        log.info("checked %s %s of %s at %s (check %d): %s", check.kind, check.object_id, check.intent_id, route,
+                 check.checks + 1, label)
+        return label
 
-    async def _check_attempt(self, check: Check, send: bool) -> str:
+    async def _check_attempt(self, check: Check, send: bool) -> tuple[str, str]:
         txn = await self._store.attempt_for_check(check.object_id)
         assert txn is not None
         attempt = Attempt.of(txn)
@@ -241,19 +243,19 @@ class Reconciler:
                 label = "not_found_yet"
                 check_by = window_end
         if not send and not is_definitive(result.outcome):
-            return label  # a look-up that settles nothing changes nothing
+            return label, attempt.connector  # a look-up that settles nothing changes nothing
         await self._store.settle_attempt(attempt, charge_outcome(
             result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1, check_by=check_by))
         if self._notifier is not None:
             self._notifier.publish(check.intent_id)
-        return label
+        return label, attempt.connector
 
     def _in_flight_until(self, created_at: int) -> int:
         """Until when the request that sent an operation may still reach the processor."""
         return created_at + round(self._settings.in_flight_grace_s * _US)
 
     async def _check_follow_up(self, check: Check, txn: Row, attempt: Attempt, connector: Connector,
-                               send: bool) -> str:
+                               send: bool) -> tuple[str, str]:
         """A capture or void: looked up by its reference; one the processor has not heard
         of is sent (again) with that same reference — it was asked for, and the processor
         does it once per reference, so this can neither double it nor guess its outcome.
@@ -288,15 +290,15 @@ class Reconciler:
                 label = f"{attempt.kind}_sent_{result.outcome.value}"
                 not_before = self._in_flight_until(now_us())
         if not send and not is_definitive(result.outcome):
-            return label
+            return label, attempt.connector
         await self._store.settle_follow_up(attempt, follow_up_outcome(
             attempt.kind, result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1,
             check_by=check_by, not_before=not_before))
         if self._notifier is not None:
             self._notifier.publish(check.intent_id)
-        return label
+        return label, attempt.connector
 
-    async def _check_refund(self, check: Check, send: bool) -> str:
+    async def _check_refund(self, check: Check, send: bool) -> tuple[str, str]:
         refund = await self._store.refund_for_check(check.object_id)
         assert refund is not None
         connector = await self._connector(refund["connector"])
@@ -319,13 +321,13 @@ class Reconciler:
                 label = f"refund_sent_{result.outcome.value}"
                 not_before = self._in_flight_until(now_us())
         if not send and not is_definitive(result.outcome):
-            return label
+            return label, refund["connector"]
         await self._store.settle_refund(check.object_id, refund_outcome(
             result, schedule=self._settings.reconcile_schedule_s, checks=check.checks + 1,
             check_by=check_by, not_before=not_before))
         if self._notifier is not None:
             self._notifier.publish(check.intent_id)
-        return label
+        return label, refund["connector"]
 
 
 async def list_unresolved(store: PaymentStore) -> list[dict[str, Any]]:

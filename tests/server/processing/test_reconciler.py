@@ -481,7 +481,7 @@ async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGate
             transactions.c.intent_id == pid, transactions.c.kind == "void"))).scalar_one()
     assert [r.getMessage() for r in caplog.records if pid in r.getMessage()] == [
         f"hold of {pid} past PAYGATE_AUTHORIZATION_TTL_S: void begun",
-        f"checked void {void} of {pid} (check 1): void_sent_approved"]
+        f"checked void {void} of {pid} at scripted (check 1): void_sent_approved"]
     got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
     assert (got["status"], got["cancellationReason"], got["amountCapturable"]) == ("canceled", "expired", 0)
     await reconcilers[0].run_once()
