@@ -335,6 +335,17 @@ class BaseClient:
             f"after {attempt + 1} attempt(s)"
         ) from exc
 
+    def _retry_undecodable(
+        self, prepared: PreparedRequest, attempt: int, response: httpx.Response, exc: Exception
+    ) -> float:
+        """After an answer whose body would not decode: a 429 or 5xx is retried like any
+        other (the status alone says the gateway or a proxy failed, and the key makes the
+        retry safe); any other status, or the last attempt, raises :func:`undecodable`."""
+        status = response.status_code
+        if (status == 429 or status >= 500) and attempt < self.max_retries:
+            return self._retry_or_raise(prepared, attempt, response=response)
+        raise undecodable(response) from exc
+
     def _log_response(self, prepared: PreparedRequest, response: httpx.Response) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

@@ -22,7 +22,6 @@ from ._base_client import (
     BaseClient,
     PreparedRequest,
     RequestOptions,
-    undecodable,
 )
 from ._jwe import encrypt_card as _encrypt_card
 from ._resources import (
@@ -121,11 +120,11 @@ class Client(BaseClient):
                 try:
                     if not (prepared.stream and response.is_success):
                         response.read()
-                except httpx.DecodingError as exc:
-                    raise undecodable(response) from exc
                 finally:
                     if not (prepared.stream and response.is_success):
                         response.close()
+            except httpx.DecodingError as exc:
+                delay = self._retry_undecodable(prepared, attempt, response, exc)
             except httpx.TransportError as exc:
                 delay = self._retry_or_raise(prepared, attempt, exc=exc)
             else:
@@ -245,11 +244,11 @@ class AsyncClient(BaseClient):
                 try:
                     if not (prepared.stream and response.is_success):
                         await response.aread()
-                except httpx.DecodingError as exc:
-                    raise undecodable(response) from exc
                 finally:
                     if not (prepared.stream and response.is_success):
                         await response.aclose()
+            except httpx.DecodingError as exc:
+                delay = self._retry_undecodable(prepared, attempt, response, exc)
             except httpx.TransportError as exc:
                 delay = self._retry_or_raise(prepared, attempt, exc=exc)
             else:

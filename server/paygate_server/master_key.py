@@ -35,7 +35,10 @@ class WrongMasterKey(ValueError):
 async def check_master_key(db: Database, master: MasterKey, source: str = "the master key") -> None:
     """Refuse ``master`` unless the database's oldest sealed key opens under it (adding the
     check key to a database that has none)."""
-    oldest = await oldest_key(db)
+    await _check_against(db, master, source, await oldest_key(db))
+
+
+async def _check_against(db: Database, master: MasterKey, source: str, oldest: SealedKey | None) -> None:
     if oldest is None:
         await add_first_key(db, CHECK_PURPOSE, lambda: SealedKey(
             _CHECK_KID, CHECK_PURPOSE, master.seal(CHECK_PURPOSE, os.urandom(16), aad=_CHECK_KID.encode()),
@@ -53,12 +56,13 @@ async def database_master_key(settings: Settings, db: Database) -> MasterKey:
     """The configured master key (the key file created on first run), once it is known to
     be ``db``'s."""
     path = settings.master_key_path
-    if not settings.master_key and not path.exists() and await oldest_key(db) is not None:
+    oldest = await oldest_key(db)
+    if not settings.master_key and not path.exists() and oldest is not None:
         # A new key file would be the wrong key: not even created.
         raise WrongMasterKey(f"no master key: PAYGATE_MASTER_KEY is not set and there is no key file {path}, "
                              f"but this database's secrets are sealed under one: set the variable or restore "
                              f"the file (nothing was changed)")
     master = load_master_key(settings.master_key, path)
     source = "PAYGATE_MASTER_KEY" if settings.master_key else f"the key file {path}"
-    await check_master_key(db, master, source)
+    await _check_against(db, master, source, oldest)
     return master

@@ -169,6 +169,30 @@ async def test_body_that_does_not_match_its_content_encoding_is_an_api_error(
     assert len(gateway.requests) == 1
 
 
+@pytest.mark.parametrize(("status", "attempts"), [(503, 3), (429, 3), (400, 1), (200, 1)])
+async def test_an_undecodable_body_is_retried_only_when_its_status_is(
+    make_client: Any, status: int, attempts: int
+) -> None:
+    # A proxy's 503 with a broken gzip body is still a 503: retried with the same key
+    # like any other, then raised as undecodable; a 400 or a 200 is raised at once.
+    from .test_sse import DualStream
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            status,
+            headers={"Content-Encoding": "gzip", "X-Request-Id": "req_gzip"},
+            stream=DualStream(lambda: iter([b"not gzip at all"])),
+        )
+
+    client, gateway = make_client(broken, max_retries=2)
+    with pytest.raises(paygate.APIError) as info:
+        await resolve(client.payment_intents.create(amount=1, currency="USD", product_details={}))
+    assert info.value.http_status == status
+    assert "decoded" in info.value.message
+    assert len(gateway.requests) == attempts
+    assert len({r.headers["idempotency-key"] for r in gateway.requests}) == 1
+
+
 @pytest.mark.parametrize("content", [b"", b"null", b"[1, 2, 3]", b'"text"', b"true"])
 async def test_wrong_shape_errors_carry_the_answer_status_and_request_id(
     make_client: Any, content: bytes

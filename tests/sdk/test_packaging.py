@@ -125,6 +125,9 @@ SMOKE = textwrap.dedent("""
 def test_sdk_alone_in_a_clean_virtualenv(tmp_path: Path) -> None:
     """A fresh venv (no system or project site-packages) with only httpx and cryptography
     installed from the package index, and a copy of sdk/paygate."""
+    # Nothing of the caller's PYTHONPATH reaches the venv's pythons: a "." in it would show
+    # pip the repository's own paygate.egg-info (written by the project's editable install).
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -132,13 +135,13 @@ def test_sdk_alone_in_a_clean_virtualenv(tmp_path: Path) -> None:
         [str(python), "-m", "pip", "install", "--quiet", "httpx", "cryptography"],
         check=True,
         timeout=240,
+        env=clean,
     )
     source = tmp_path / "src"
     shutil.copytree(
         SDK_DIR, source / "paygate", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(source)
+    env = {**clean, "PYTHONPATH": str(source)}
     result = subprocess.run(
         [str(python), "-c", SMOKE],
         capture_output=True,
@@ -157,6 +160,7 @@ def test_sdk_alone_in_a_clean_virtualenv(tmp_path: Path) -> None:
         text=True,
         check=True,
         timeout=60,
+        env=clean,
     ).stdout
     names = {d["name"].lower() for d in json.loads(listed)}
     assert {"httpx", "cryptography"} <= names
