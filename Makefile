@@ -35,6 +35,8 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check sdk server checkout tests
 	$(BIN)/mypy --strict sdk/paygate
 	$(BIN)/mypy server/paygate_server checkout/paygate_checkout
+	$(BIN)/ruff check examples
+	cd examples/storefront && MYPYPATH=../../sdk:../../server $(abspath $(BIN))/mypy --strict --explicit-package-bases --follow-imports=silent storefront
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)

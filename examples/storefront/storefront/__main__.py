@@ -9,6 +9,7 @@ import logging.config
 import os
 
 import uvicorn
+
 # Not the payment integration (that is the SDK alone): the HTTP server's limits on request
 # heads (size, count, time), shared by every paygate server and shipped in the same
 # `paygate` distribution as the SDK.

@@ -80,7 +80,8 @@ class Shop:
         env.globals.update(shop_name=config.shop_name, catalog=CATALOG, static_version=_static_version(),
                            gateway_url=config.browser_gateway_url, free_shipping_from=FREE_SHIPPING_FROM)
         return cls(config=config, store=OrderStore(config.database_path),
-                   auth=AdminAuthStore(config.database_path), signer=CookieSigner(config.secret_key), templates=env, client=client)
+                   auth=AdminAuthStore(config.database_path), signer=CookieSigner(config.secret_key),
+                   templates=env, client=client)
 
     def cart(self, request: Request) -> Cart:
         return Cart.from_data(self.signer.unsign("cart", request.cookies.get(CART_COOKIE)))
