@@ -1,7 +1,7 @@
 """The console's reconciliation queue (SPEC §12 "Reconciliation"): operations at the
 processor whose outcome the gateway does not know, oldest first.
 
-The rows are the reconciler's own queue (``reconcile_queue``, storage/payments.py): one per
+The rows are the reconciler's own queue (``reconcile_queue``, storage/reconcile_queue.py): one per
 charge, authorization, capture, void or refund not settled yet. Shown: every ``unknown``
 one, and the ``pending`` ones older than the safety window (a request still waiting on the
 processor is not stuck yet). ``last_result`` is what the reconciler's last look-up at the

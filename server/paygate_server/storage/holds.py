@@ -31,6 +31,7 @@ from paygate_server.storage.port import (
     OverCapture,
     Row,
 )
+from paygate_server.storage.reconcile_queue import add_check
 from paygate_server.storage.schema import payment_intents
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
 
@@ -85,10 +86,6 @@ class HoldOperations(ABC):
     async def _complete(self, conn: Connection, claim: KeyClaim, status: int, body: bytes) -> bool: ...
 
     @abstractmethod
-    async def _add_check(self, conn: Connection, kind: str, object_id: str, intent_id: str, merchant_id: str,
-                         due_at: int, now: int) -> None: ...
-
-    @abstractmethod
     async def _intent(self, conn: Connection, intent_id: str, merchant_id: str) -> Row | None:
         """The intent's row, read on ``conn``."""
 
@@ -130,7 +127,7 @@ class HoldOperations(ABC):
                               authorization["reference"], authorization["connector"], authorization["processor_id"])
             await execute(conn, _INSERT_FOLLOW_UP, id=attempt.transaction_id, kind=kind, reason=reason,
                           reference=attempt.reference, amount=amount, parent_id=authorization["id"], now=now)
-            await self._add_check(conn, kind, attempt.transaction_id, intent_id, merchant_id, now + check_after_us,
+            await add_check(conn, kind, attempt.transaction_id, intent_id, merchant_id, now + check_after_us,
                                   now)
             return row, attempt
 

@@ -29,7 +29,6 @@ from paygate_server.storage.port import (
     AnswerSpec,
     Attempt,
     AttemptInFlight,
-    Check,
     ExistingKey,
     IntentMissing,
     IntentNotInStatus,
@@ -43,8 +42,14 @@ from paygate_server.storage.port import (
     TokenSpent,
     TooManyFailures,
 )
+from paygate_server.storage.reconcile_queue import (
+    ReconcileQueue,
+    add_check,
+    defer_check,
+    drop_check,
+)
 from paygate_server.storage.schema import payment_intents, refunds, transactions
-from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
+from paygate_server.storage.statements import Connection, Sql, execute, fetch_one
 
 __all__ = ["SqlPaymentStore", "SqlitePaymentStore"]
 
@@ -145,22 +150,6 @@ _REDEEM_TOKEN = Sql(f"UPDATE vault_cards SET used_at = :now WHERE {REDEEM_WHERE}
 DROP_CVC = "UPDATE vault_cards SET cvc_sealed = NULL WHERE id = {vault_id} AND cvc_sealed IS NOT NULL"
 _DROP_ATTEMPT_CVC = Sql(DROP_CVC.format(vault_id=":vault_id"))
 
-# The reconciler's queue: a row per operation whose outcome is not known yet.
-_ADD_CHECK = Sql(
-    "INSERT INTO reconcile_queue (kind, object_id, intent_id, merchant_id, due_at, checks, last_result,"
-    " created_at) VALUES (:kind, :object_id, :intent_id, :merchant_id, :due_at, :checks, :last_result, :now)"
-)
-_MOVE_CHECK = Sql("UPDATE reconcile_queue SET due_at = :due_at, checks = :checks, last_result = :last_result"
-                  " WHERE kind = :kind AND object_id = :object_id")
-_DROP_CHECK = Sql("DELETE FROM reconcile_queue WHERE kind = :kind AND object_id = :object_id")
-_CHECK_COLUMNS = "kind, object_id, intent_id, merchant_id, due_at, checks, last_result, created_at"
-_DUE_CHECKS = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue WHERE due_at <= :now ORDER BY due_at LIMIT :limit")
-_NEXT_DUE = Sql("SELECT min(due_at) AS due_at FROM reconcile_queue")
-_LEASE_CHECK = Sql("UPDATE reconcile_queue SET due_at = :until"
-                   " WHERE kind = :kind AND object_id = :object_id AND due_at = :due_at")
-_ALL_CHECKS = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue ORDER BY created_at")
-_CHECK_OF = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue WHERE kind = :kind AND object_id = :object_id")
-
 _REFUND_COLUMNS = "id, intent_id, merchant_id, transaction_id, reference, amount, currency, status, reason," \
                   " error_code, created_at, updated_at"
 _REFUNDABLE = Sql(f"SELECT status, amount_received, amount_refunded, currency FROM payment_intents WHERE {_BY_ID}")
@@ -249,7 +238,7 @@ def refusal_to_begin(why: Row | None, new: NewAttempt) -> StoreRefusal | None:
     return None
 
 
-class SqlPaymentStore(HoldOperations, ABC):
+class SqlPaymentStore(HoldOperations, ReconcileQueue, ABC):
     """:class:`~paygate_server.storage.port.PaymentStore`, one transaction per change."""
 
     def __init__(self, db: Database) -> None:
@@ -400,7 +389,7 @@ class SqlPaymentStore(HoldOperations, ABC):
             attempt = Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"], row["currency"],
                               inserted["kind"], connector=new.connector)
             # If this process dies mid-call, the reconciler owns the attempt after the grace period.
-            await self._add_check(conn, "charge", attempt.transaction_id, new.intent_id, new.merchant_id,
+            await add_check(conn, "charge", attempt.transaction_id, new.intent_id, new.merchant_id,
                                   now + new.check_after_us, now)
             return row, attempt
 
@@ -465,7 +454,7 @@ class SqlPaymentStore(HoldOperations, ABC):
                                 attempt.amount, attempt.currency, attempt.kind, connector=connector)
             await execute(conn, _INSERT_FAILOVER, id=following.transaction_id, reference=following.reference,
                           connector=connector, previous=attempt.transaction_id, now=now)
-            await self._add_check(conn, "charge", following.transaction_id, attempt.intent_id, attempt.merchant_id,
+            await add_check(conn, "charge", following.transaction_id, attempt.intent_id, attempt.merchant_id,
                                   now + check_after_us, now)
             return following
 
@@ -487,11 +476,6 @@ class SqlPaymentStore(HoldOperations, ABC):
 
     # --- the settle path shared by every processor operation ---------------------------
 
-    async def _add_check(self, conn: Connection, kind: str, object_id: str, intent_id: str, merchant_id: str,
-                         due_at: int, now: int) -> None:
-        await execute(conn, _ADD_CHECK, kind=kind, object_id=object_id, intent_id=intent_id,
-                      merchant_id=merchant_id, due_at=due_at, checks=0, last_result=None, now=now)
-
     async def _intent(self, conn: Connection, intent_id: str, merchant_id: str) -> Row | None:
         return await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
 
@@ -507,7 +491,7 @@ class SqlPaymentStore(HoldOperations, ABC):
             return False
         if txn["vault_id"] is not None:  # paid with a checkout token
             await execute(conn, _DROP_ATTEMPT_CVC, vault_id=txn["vault_id"])
-        await execute(conn, _DROP_CHECK, kind=kind, object_id=txn["id"])
+        await drop_check(conn, kind, txn["id"])
         return True
 
     async def _defer(self, conn: Connection, kind: str, mark_unknown: Sql, row: Row, outcome: Outcome,
@@ -519,9 +503,7 @@ class SqlPaymentStore(HoldOperations, ABC):
                 "message": outcome.error_message, "processor_id": outcome.processor_id}))
         check = {"kind": kind, "object_id": row["id"], "due_at": outcome.due_at, "checks": outcome.checks,
                  "last_result": outcome.last_result}
-        if not await execute(conn, _MOVE_CHECK, **check):
-            await execute(conn, _ADD_CHECK, **check, intent_id=row["intent_id"], merchant_id=row["merchant_id"],
-                          now=now)
+        await defer_check(conn, check, row["intent_id"], row["merchant_id"], now)
 
     # --- refunds ----------------------------------------------------------------------
 
@@ -550,7 +532,7 @@ class SqlPaymentStore(HoldOperations, ABC):
                       "transaction_id": charge["id"], "reference": new_id("rref"), "amount": amount,
                       "currency": intent["currency"], "reason": new.reason}
             await execute(conn, _INSERT_REFUND, **refund, now=now)
-            await self._add_check(conn, "refund", refund["id"], new.intent_id, new.merchant_id,
+            await add_check(conn, "refund", refund["id"], new.intent_id, new.merchant_id,
                                   now + new.check_after_us, now)
             return {**refund, "status": "pending", "error_code": None, "created_at": now, "updated_at": now,
                     "charge_reference": charge["reference"], "connector": charge["connector"],
@@ -577,7 +559,7 @@ class SqlPaymentStore(HoldOperations, ABC):
                                    error_code=outcome.error_code, now=now) == 1:
                     if outcome.status != "succeeded":
                         await execute(conn, _RELEASE, intent_id=row["intent_id"], amount=row["amount"], now=now)
-                    await execute(conn, _DROP_CHECK, kind="refund", object_id=refund_id)
+                    await drop_check(conn, "refund", refund_id)
                 row = await fetch_one(conn, _GET_REFUND, id=refund_id)
                 assert row is not None
             if answer is not None:
@@ -592,32 +574,7 @@ class SqlPaymentStore(HoldOperations, ABC):
         async with self._db.read_one() as conn:
             return await fetch_one(conn, _REFUND_FOR_CHECK, id=refund_id)
 
-    # --- the reconciler's queue and the settlement report -------------------------------
-
-    async def due_checks(self, now: int, limit: int) -> list[Check]:
-        async with self._db.read_one() as conn:
-            return [Check(**r) for r in await fetch_all(conn, _DUE_CHECKS, now=now, limit=limit)]
-
-    async def next_check_due(self) -> int | None:
-        async with self._db.read_one() as conn:
-            row = await fetch_one(conn, _NEXT_DUE)
-        return None if row is None else row["due_at"]
-
-    async def lease_check(self, check: Check, until: int) -> bool:
-        """Take a due check for ``until`` (µs): two reconcilers never work one at once."""
-        async with self._db.write() as conn:
-            return await execute(conn, _LEASE_CHECK, kind=check.kind, object_id=check.object_id,
-                                 due_at=check.due_at, until=until) == 1
-
-    async def all_checks(self) -> list[Check]:
-        async with self._db.read_one() as conn:
-            return [Check(**r) for r in await fetch_all(conn, _ALL_CHECKS)]
-
-    async def check_of(self, kind: str, object_id: str) -> Check | None:
-        """The queue's row of one operation (None: its outcome is known, or no such one)."""
-        async with self._db.read_one() as conn:
-            row = await fetch_one(conn, _CHECK_OF, kind=kind, object_id=object_id)
-        return None if row is None else Check(**row)
+    # --- the settlement report ------------------------------------------------------
 
     async def settled_records(self, kind: str, connector: str, references: Sequence[str],
                               start: int, end: int) -> list[Row]:
