@@ -404,13 +404,21 @@ class ConnectionPool:
             started = asyncio.get_running_loop().time()
             try:
                 return await conn.request(method, target, headers, body, timeout)
-            except ReusedConnectionClosed:
+            except ReusedConnectionClosed as closed:
+                first = closed
                 left = timeout
                 if left is not None:
                     left -= asyncio.get_running_loop().time() - started
                     if left <= 0:
                         raise
-            return await conn.request(method, target, headers, body, left)  # conn reconnects
+            try:
+                return await conn.request(method, target, headers, body, left)  # conn reconnects
+            except ConnectFailed:
+                # The first write may have reached the server, which may have acted on it and
+                # gone away before answering: no new connection says nothing about that one.
+                # ConnectFailed means "not a byte sent" (an operation that failed over to
+                # another processor could be done twice); this is the first write's ending.
+                raise first from None
         finally:
             self._release(conn)
 

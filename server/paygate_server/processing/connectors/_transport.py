@@ -7,6 +7,11 @@ get an answer means (SPEC §7).
 - a timeout, a connection lost after sending, a malformed answer, any other transport
   error: ``UNKNOWN``. Messages name the exception's class only: its text could carry bytes
   of the request.
+
+Text taken from a processor's answer (a message, a code) goes through
+:func:`processor_text`: it is kept with the operation (``transactions.error_message``, the
+change history and its archive, the reconciler's ``last_result``), and a processor may
+quote the request back — a text that holds a card number is left out.
 """
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ from typing import Any, Self
 from urllib.parse import SplitResult, urlsplit
 
 from paygate_server import jsoncodec
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeout, Transport
 
 from .base import ChargeOutcome
 
-__all__ = ["KEEPALIVE_EXPIRY_S", "Answer", "PooledConnector", "connection_pool", "json_object", "transport_failure"]
+__all__ = ["KEEPALIVE_EXPIRY_S", "Answer", "PooledConnector", "connection_pool", "json_object", "processor_text",
+           "transport_failure"]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -86,6 +93,14 @@ def transport_failure(error: BaseException | None, status_code: int | None, *,
     if status_code is None:
         return ChargeOutcome.UNKNOWN, "no answer: outcome unknown"
     return None
+
+
+def processor_text(value: Any, limit: int = 200) -> str | None:
+    """A text of the processor's, at most ``limit`` characters, or None: not a string,
+    empty, or holding a card number (in any spacing ``contains_card_number`` knows)."""
+    if not isinstance(value, str) or not value or contains_card_number(value):
+        return None
+    return value[:limit]
 
 
 def json_object(status_code: int, body: bytes | None) -> dict[str, Any] | str:

@@ -33,7 +33,14 @@ from urllib.parse import quote
 from paygate_server import jsoncodec
 from paygate_server.http1client import Transport
 
-from ._transport import Answer, PooledConnector, connection_pool, json_object, transport_failure
+from ._transport import (
+    Answer,
+    PooledConnector,
+    connection_pool,
+    json_object,
+    processor_text,
+    transport_failure,
+)
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -141,9 +148,8 @@ def decline_code_for(reason_code: Any, reason: Any) -> str:
 
 
 def _text(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
-        return None
-    return _LONG_DIGITS.sub("[digits removed]", value[:_MAX_MESSAGE])
+    text = processor_text(value, _MAX_MESSAGE)  # None if it quotes a card number, in any spacing
+    return None if text is None else _LONG_DIGITS.sub("[digits removed]", text)
 
 
 def _str(value: Any) -> str | None:

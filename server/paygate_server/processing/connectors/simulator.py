@@ -21,7 +21,14 @@ from urllib.parse import quote, urlencode
 from paygate_server import jsoncodec
 from paygate_server.http1client import Transport
 
-from ._transport import Answer, PooledConnector, connection_pool, json_object, transport_failure
+from ._transport import (
+    Answer,
+    PooledConnector,
+    connection_pool,
+    json_object,
+    processor_text,
+    transport_failure,
+)
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -68,7 +75,7 @@ _NOT_FOUND = {"charge_not_found", "capture_not_found", "void_not_found", "refund
 
 
 def _text(value: Any) -> str | None:
-    return value[:_MAX_MESSAGE] if isinstance(value, str) and value else None
+    return processor_text(value, _MAX_MESSAGE)
 
 
 def classify(

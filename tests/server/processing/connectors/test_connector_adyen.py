@@ -495,3 +495,11 @@ async def test_no_secret_or_card_data_in_messages_or_reprs() -> None:
         for secret in secrets:
             assert secret not in text, (secret, text)
     assert [r.outcome for r in results] == [O.FAILED, O.DECLINED, O.FAILED, O.UNKNOWN, O.UNKNOWN, O.UNKNOWN]
+
+
+async def test_a_card_number_quoted_with_separators_is_left_out_too() -> None:
+    spaced = " ".join(CARD.number[i:i + 4] for i in range(0, 16, 4))
+    connector, _ = _connector(_json(200, _refused("8", f"Invalid Card Number {spaced}")))
+    result = await connector.charge(_request())
+    assert result.outcome is O.DECLINED and result.decline_code == "invalid_number"
+    assert spaced not in repr(result) and "1111 1111" not in (result.message or "")

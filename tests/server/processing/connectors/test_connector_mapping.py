@@ -220,6 +220,16 @@ def test_classify_carries_codes_and_messages() -> None:
     assert failed.decline_code is None and "processing_error" in (failed.message or "")
 
 
+@pytest.mark.parametrize("quoted", ["4242424242424242", "4242 4242 4242 4242", "4242-4242-4242-4242"])
+def test_a_processor_text_quoting_a_card_number_is_left_out(quoted: str) -> None:
+    retry = classify(Operation.CHARGE, REF, *_json(503, {**UNAVAILABLE, "message": f"card {quoted} busy"}))
+    refused = classify(Operation.CAPTURE, REF, *_json(200, {"reference": REF, "status": "refused",
+                                                            "declineCode": "x", "message": f"no {quoted}"}))
+    assert (retry.outcome, refused.outcome) == (O.RETRY, O.DECLINED)
+    for answer in (retry, refused):
+        assert quoted not in (answer.message or "") and "4242" not in (answer.message or "")
+
+
 @pytest.mark.parametrize(
     ("error", "kind"),
     [

@@ -114,6 +114,34 @@ async def test_request_that_meets_a_closing_keepalive_connection_is_sent_again(
         assert orjson.loads(resent.body)["reference"] == REF  # the processor's idempotency key
 
 
+@pytest.mark.parametrize("operation", ["charge", "refund"])
+async def test_a_resend_that_cannot_connect_is_unknown_not_failed(operation: str) -> None:
+    # The processor took the request on the reused connection and went away before
+    # answering: the resend finds nothing listening. The first write may have been acted
+    # on, so this is not "could not connect: nothing sent" (FAILED, which fails over).
+    stub: StubServer
+    requests = 0
+
+    def dies_with_the_second_request(seen: Seen) -> Action:
+        nonlocal requests
+        requests += 1
+        if requests == 2:
+            assert stub._server is not None
+            stub._server.close()
+            return CLOSE
+        return _answer(seen)
+
+    async with StubServer(dies_with_the_second_request) as stub, SimulatorConnector(stub.url) as connector:
+        assert (await connector.lookup(REF)).outcome is O.APPROVED  # connection 0, now reused
+        if operation == "charge":
+            result = await connector.charge(REQUEST)
+        else:
+            result = await connector.refund(RefundRequest("re_1", REF, 100, "USD"))
+    assert result.outcome is O.UNKNOWN
+    assert result.message == "transport error (ReusedConnectionClosed): outcome unknown"
+    assert len(stub.seen) == 2
+
+
 async def test_a_new_connection_that_closes_without_an_answer_is_unknown_and_not_resent() -> None:
     async with StubServer(lambda seen: CLOSE) as stub, SimulatorConnector(stub.url) as connector:
         result = await connector.charge(REQUEST)
