@@ -186,6 +186,24 @@ async def test_session_idle_and_absolute_deadlines(database_url: str, tmp_path: 
             assert (await con.http.get("/")).status_code == 303
 
 
+async def test_the_overviews_own_refresh_does_not_keep_an_idle_session_alive(database_url: str,
+                                                                             tmp_path: Path) -> None:
+    """The Overview's script fetches /overview.json every 10 s by itself: an operator who
+    signs in and walks away must still be signed out at the idle deadline."""
+    settings = make_settings(database_url, tmp_path, console_idle_timeout_s=600, console_session_ttl_s=3600)
+    async with running_console(settings) as con:
+        email = await con.operator("viewer")
+        with fake_clock() as clock:
+            await con.log_in(email)
+            for minute in range(2, 20, 2):  # the unattended page polls; nobody clicks anything
+                clock.set_elapsed(minute * 60)
+                polled = await con.http.get("/overview.json")
+                if minute * 60 <= 600:
+                    assert polled.status_code == 200, minute  # still signed in: the charts are drawn
+            assert polled.status_code == 401  # idle since the login: ended
+            assert (await con.http.get("/")).status_code == 303
+
+
 async def test_last_seen_is_written_at_most_once_a_minute(con: InProcessConsole) -> None:
     import base64
 
