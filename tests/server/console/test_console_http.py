@@ -51,6 +51,17 @@ async def test_healthz_static_and_headers(con: InProcessConsole) -> None:
     assert missing.status_code == 404 and "no such page" in missing.text
 
 
+async def test_an_error_page_under_static_is_not_cacheable(con: InProcessConsole) -> None:
+    """A missing static file is answered by the console's error page, which names the
+    signed-in operator and carries their CSRF token: no-store, as every page."""
+    email = await con.operator("admin")
+    await con.log_in(email)
+    for path in ("/static/nope.css", "/static/vendor/"):
+        missing = await con.http.get(path)
+        assert missing.status_code == 404 and email in missing.text, path
+        assert missing.headers["cache-control"] == "no-store", path
+
+
 async def test_pages_need_a_session(con: InProcessConsole) -> None:
     for path in ("/", "/activity", "/operators"):
         response = await con.http.get(path)
