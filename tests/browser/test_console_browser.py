@@ -122,6 +122,27 @@ def test_log_in_cookie_flags_and_logout_revokes(browser: Any, page: Any, site: C
         replay.close()
 
 
+def test_back_after_logout_shows_no_page_kept_by_the_browser(page: Any, site: ConsoleSite) -> None:
+    """htmx's search pushes history entries; it must keep no copy of the pages (they hold the
+    operator, a CSRF token and payments) for Back to show once the session has ended."""
+    email = site.operator("support")
+    _log_in(page, site, email)
+    page.wait_for_url(site.url + "/")
+    page.goto(site.url + "/payments")
+    for status in ("failed", "succeeded"):  # two searches by htmx: two pushed entries
+        page.get_by_label("Status").select_option(status)
+        page.get_by_role("button", name="Search").click()
+        page.wait_for_url(f"**status={status}**")
+    assert page.evaluate("sessionStorage.getItem('htmx-history-cache')") is None
+    elsewhere = page.context.new_page()  # the session ends in another tab
+    elsewhere.goto(site.url + "/activity")
+    elsewhere.get_by_role("button", name="Log out").click()
+    elsewhere.wait_for_url(site.url + "/login")
+    page.go_back()
+    page.wait_for_url(site.url + "/login")
+    assert email not in page.content()
+
+
 def test_ten_wrong_passwords_lock_the_account(page: Any, site: ConsoleSite) -> None:
     email = site.operator("viewer")
     for _ in range(10):

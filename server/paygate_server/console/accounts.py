@@ -8,8 +8,10 @@ so a flood of login attempts queues instead of taking the machine's memory.
 
 Lockout (SPEC §12): ten failed logins for one account within 15 minutes lock it for 15
 minutes from the tenth. While locked, even the right password is refused and nothing more
-is recorded (so the lock ends when it said it would). A good login does not erase the
-failures — they stay as the audit — but only failures after the last good login count.
+is recorded (so the lock ends when it said it would). A request reads the lock only once
+it holds a hashing slot, so concurrent guesses queued in a burst are refused from the tenth
+failure on, as sequential ones are. A good login does not erase the failures — they stay
+as the audit — but only failures after the last good login count.
 Every refusal reads the same (no hint whether the email exists, is locked or disabled),
 and an unknown or disabled email is verified against a dummy hash so it costs the same work.
 
@@ -117,9 +119,13 @@ class Accounts:
             return await asyncio.to_thread(self.hasher.hash, password)
 
     async def _verify(self, password_hash: str, password: str) -> bool:
+        async with self._hashing:
+            return await self._verify_now(password_hash, password)
+
+    async def _verify_now(self, password_hash: str, password: str) -> bool:
+        """Verify in a worker thread; the caller holds a hashing slot."""
         try:
-            async with self._hashing:
-                return await asyncio.to_thread(self.hasher.verify, password_hash, password)
+            return await asyncio.to_thread(self.hasher.verify, password_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
@@ -188,14 +194,18 @@ class Accounts:
         if row is None or row.disabled_at is not None:
             await self._verify(self._dummy_hash, password[:MAX_PASSWORD])
             return LoginResult(None)
-        now = now_us()
-        if await self.locked_until(row.id, now) is not None:
-            await self._verify(self._dummy_hash, password)
-            return LoginResult(None, locked=True)
-        if not await self._verify(row.password_hash, password):
-            async with self.db.write() as conn:
-                await record_failure(conn, row.id, now, remote_addr)
-            return LoginResult(None)
+        # The lock is read once this request holds a hashing slot, and its failure is
+        # recorded before the slot is let go: a burst of concurrent guesses, all waiting in
+        # line, is cut at the tenth failure instead of each being checked on arrival.
+        async with self._hashing:
+            now = now_us()
+            if await self.locked_until(row.id, now) is not None:
+                await self._verify_now(self._dummy_hash, password)
+                return LoginResult(None, locked=True)
+            if not await self._verify_now(row.password_hash, password):
+                async with self.db.write() as conn:
+                    await record_failure(conn, row.id, now, remote_addr)
+                return LoginResult(None)
         if self.hasher.check_needs_rehash(row.password_hash):
             async with self.db.write() as conn:
                 await set_password_hash(conn, row.id, await self.hash(password))

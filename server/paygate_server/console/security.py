@@ -95,7 +95,8 @@ def add_security_headers(headers: MutableHeaders, *, static: bool = False) -> No
 
 class SecurityHeaders:
     """Pure ASGI middleware: the headers above on every response; ``Cache-Control:
-    no-store`` on all but the static files (pages show who is signed in and payments)."""
+    no-store`` on all but the static files served (pages show who is signed in and
+    payments; so does the 404 page of a missing static file)."""
 
     def __init__(self, app: ASGIApp, static_prefix: str = "/static/") -> None:
         self.app = app
@@ -109,7 +110,9 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                add_security_headers(MutableHeaders(scope=message), static=static)
+                # A static file, not the error page answering a missing one (it names the
+                # operator and carries their CSRF token): that is a page like any other.
+                add_security_headers(MutableHeaders(scope=message), static=static and message["status"] < 400)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -1,9 +1,10 @@
 """Console sessions: a random 32-byte id in the cookie, only its SHA-256 in the database.
 
-A session ends at its idle deadline (no request for ``idle_s``), its absolute deadline
-(``ttl_s`` after login), at logout and when its account is disabled. ``last_seen_at`` is
-written at most once a minute, so a page's burst of requests costs one write, not one each
-(the idle deadline is therefore honoured to within a minute).
+A session ends at its idle deadline (no request by the operator for ``idle_s``; a page's
+own polling does not count), its absolute deadline (``ttl_s`` after login), at logout and
+when its account is disabled. ``last_seen_at`` is written at most once a minute, so a
+page's burst of requests costs one write, not one each (the idle deadline is therefore
+honoured to within a minute).
 """
 from __future__ import annotations
 
@@ -77,9 +78,11 @@ class Sessions:
                                  remote_addr=remote_addr, user_agent=(user_agent or "")[:300] or None)
         return base64.urlsafe_b64encode(session_id).decode().rstrip("=")
 
-    async def resume(self, cookie: str | None) -> SignedIn | None:
+    async def resume(self, cookie: str | None, *, activity: bool = True) -> SignedIn | None:
         """The live session of this cookie, None if there is none (malformed, unknown,
-        revoked, expired, or its account disabled)."""
+        revoked, expired, or its account disabled). ``activity=False``: a request a page's
+        script makes by itself (the Overview's refresh), which must not put the idle
+        deadline off — an unattended page would otherwise keep its session alive."""
         session_id = _decode(cookie) if cookie else None
         if session_id is None:
             return None
@@ -91,7 +94,7 @@ class Sessions:
                 or now - row.last_seen_at > self.policy.idle_s * _US
                 or now - row.created_at > self.policy.ttl_s * _US):
             return None
-        if now - row.last_seen_at >= TOUCH_EVERY_US:
+        if activity and now - row.last_seen_at >= TOUCH_EVERY_US:
             async with self.db.write() as conn:
                 await touch_session(conn, id_hash, now)
         return SignedIn(session_id, row.operator_id, row.email, row.role)

@@ -3,13 +3,20 @@ its edges (on the fake clock), unknown and disabled emails; SQLite and PostgreSQ
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Literal
 
 import pytest
 from argon2 import PasswordHasher
 from argon2.profiles import CHEAPEST
 
-from paygate_server.console.accounts import LOCKOUT_WINDOW_S, AccountError, Accounts
+from paygate_server.console.accounts import (
+    HASHING_AT_ONCE,
+    LOCKOUT_FAILURES,
+    LOCKOUT_WINDOW_S,
+    AccountError,
+    Accounts,
+)
 from paygate_server.console.sessions import SessionPolicy, Sessions
 from paygate_server.storage import Database
 from paygate_server.storage.operators import find_operator_by_email
@@ -185,3 +192,33 @@ async def test_create_and_disable_commit_with_their_record_or_not_at_all(
     recorded = await actions.recent_actions(db, limit=10, target=kept.id)
     assert [(a.action, a.remote_addr) for a in recorded] == [("operator.disable", "192.0.2.9"),
                                                             ("operator.create", "192.0.2.9")]
+
+
+# ---- the lockout holds against a burst of concurrent guesses ---------------------------------
+
+class SlowHasher(PasswordHasher):
+    """Cheap parameters, but each verification takes 20 ms of wall time, as a real one
+    takes hundreds: a burst of requests is all in flight before the first one finishes."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=CHEAPEST.time_cost, memory_cost=CHEAPEST.memory_cost,
+                         parallelism=CHEAPEST.parallelism, hash_len=CHEAPEST.hash_len, salt_len=CHEAPEST.salt_len)
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        time.sleep(0.02)
+        return super().verify(hash, password)
+
+
+async def test_a_burst_of_concurrent_guesses_gets_no_more_than_the_lockout_allows(db: Database) -> None:
+    accounts = Accounts(db, SlowHasher())
+    email = new_email("burst")
+    row = await accounts.create(email, "viewer", PASSWORD)
+    guesses = [f"wrong password {n:02d}" for n in range(30)] + [PASSWORD]
+    results = await asyncio.gather(*(accounts.login(email, guess, None) for guess in guesses))
+    # Every guess is checked against the lock when its turn to hash comes, not when it
+    # arrived: the burst is cut at ten failures (plus the one hashing beside the tenth).
+    assert results[-1].operator is None and results[-1].locked
+    async with db.read() as conn:
+        from paygate_server.storage.operators import recent_failures
+        recorded = await recent_failures(conn, row.id, after=0, limit=100)
+    assert LOCKOUT_FAILURES <= len(recorded) <= LOCKOUT_FAILURES + HASHING_AT_ONCE - 1

@@ -51,6 +51,17 @@ async def test_healthz_static_and_headers(con: InProcessConsole) -> None:
     assert missing.status_code == 404 and "no such page" in missing.text
 
 
+async def test_an_error_page_under_static_is_not_cacheable(con: InProcessConsole) -> None:
+    """A missing static file is answered by the console's error page, which names the
+    signed-in operator and carries their CSRF token: no-store, as every page."""
+    email = await con.operator("admin")
+    await con.log_in(email)
+    for path in ("/static/nope.css", "/static/vendor/"):
+        missing = await con.http.get(path)
+        assert missing.status_code == 404 and email in missing.text, path
+        assert missing.headers["cache-control"] == "no-store", path
+
+
 async def test_pages_need_a_session(con: InProcessConsole) -> None:
     for path in ("/", "/activity", "/operators"):
         response = await con.http.get(path)
@@ -183,6 +194,24 @@ async def test_session_idle_and_absolute_deadlines(database_url: str, tmp_path: 
             assert (await con.http.get("/")).status_code == 303
             await con.log_in(email)
             clock.set_elapsed(3600 + 1 + 600 + 61)  # 10 min idle (and the last touch up to a minute old)
+            assert (await con.http.get("/")).status_code == 303
+
+
+async def test_the_overviews_own_refresh_does_not_keep_an_idle_session_alive(database_url: str,
+                                                                             tmp_path: Path) -> None:
+    """The Overview's script fetches /overview.json every 10 s by itself: an operator who
+    signs in and walks away must still be signed out at the idle deadline."""
+    settings = make_settings(database_url, tmp_path, console_idle_timeout_s=600, console_session_ttl_s=3600)
+    async with running_console(settings) as con:
+        email = await con.operator("viewer")
+        with fake_clock() as clock:
+            await con.log_in(email)
+            for minute in range(2, 20, 2):  # the unattended page polls; nobody clicks anything
+                clock.set_elapsed(minute * 60)
+                polled = await con.http.get("/overview.json")
+                if minute * 60 <= 600:
+                    assert polled.status_code == 200, minute  # still signed in: the charts are drawn
+            assert polled.status_code == 401  # idle since the login: ended
             assert (await con.http.get("/")).status_code == 303
 
 

@@ -80,7 +80,8 @@ async def overview_page(request: Request, signed_in: SignedIn) -> Response:
 
 async def overview_json(request: Request) -> Response:
     """The charts' data. A script's request: no session is a 401 it can show, not a redirect."""
-    signed_in = await console_of(request).sessions.resume(request.cookies.get(COOKIE_NAME))
+    # The page's script polls by itself: no operator activity, the idle deadline stands.
+    signed_in = await console_of(request).sessions.resume(request.cookies.get(COOKIE_NAME), activity=False)
     if signed_in is None:
         return JSONResponse({"error": "signed_out", "message": "Your session has ended: log in again."},
                             status_code=401)
