@@ -105,8 +105,10 @@ async def _endpoint_and_replay(con: InProcessConsole) -> None:
     twice = await post(con, f"/merchants/{pair.merchant_id}/deliveries/replay", event_id="evt_consoletest1",
                        endpoint_id=endpoint_id)
     assert "nothing to replay" in twice.text
-    [action] = await recent_actions(gateway.db, limit=5, target="evt_consoletest1")
-    assert action.action == "webhook.replay"
+    # Both recorded, with what came of them (newest first).
+    second, first = await recent_actions(gateway.db, limit=5, target="evt_consoletest1")
+    assert first.action == second.action == "webhook.replay"
+    assert '"replayed"' in (first.detail or "") and "nothing to replay" in (second.detail or "")
 
 
 async def test_processor_accounts_and_rules_are_shown_never_credentials(con: InProcessConsole) -> None:

@@ -127,14 +127,18 @@ async def test_ask_again_settles_through_the_reconciler_and_is_recorded(
     again = await con.http.post("/reconciliation/check", headers={"origin": con.origin},
                                 data={"csrf": await con.csrf(), "kind": "charge", "object_id": stuck["object_id"]})
     assert again.status_code == 200 and "its outcome is known already" in again.text
-    [action] = await recent_actions(con.console.gateway.db, limit=5, target=stuck["object_id"])
-    assert action.action == "reconcile.check_now" and "failed_never_received" in (action.detail or "")
+    # Both asks are recorded, the one that learnt nothing too (newest first).
+    second, first = await recent_actions(con.console.gateway.db, limit=5, target=stuck["object_id"])
+    assert first.action == second.action == "reconcile.check_now"
+    assert "failed_never_received" in (first.detail or "") and "nothing to ask" in (second.detail or "")
 
     other = next(q for q in seeded.queue
                  if next(a for a in seeded.attempts if a["id"] == q["object_id"])["connector"] == "pa_seedalpha")
     missing = await con.http.post("/reconciliation/check", headers={"origin": con.origin},
                                   data={"csrf": await con.csrf(), "kind": "charge", "object_id": other["object_id"]})
     assert missing.status_code == 502 and "keeps trying" in missing.text  # its account does not exist here
+    [unreachable] = await recent_actions(con.console.gateway.db, limit=5, target=other["object_id"])
+    assert unreachable.action == "reconcile.check_now" and "processor unreachable" in (unreachable.detail or "")
 
 
 @pytest.mark.parametrize("form", [

@@ -237,12 +237,14 @@ async def replay(request: Request, signed_in: SignedIn, form: Form, merchant_id:
                                     message="That delivery cannot be replayed: use the button on its row.")
     replayed = await DeliveryQueue(console.gateway.db).replay_failed(now_us(), merchant_id=merchant_id,
                                                                     endpoint_id=endpoint_id, event_id=event_id)
+    # Recorded either way: the operator asked, whether or not there was anything to replay.
+    await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="webhook.replay",
+                        target=event_id, detail={"endpoint": endpoint_id, "merchant": merchant_id,
+                                                 "outcome": "replayed" if replayed else "nothing to replay"},
+                        remote_addr=remote_addr(request))
     if not replayed:
         return await _merchant_page(request, signed_in, merchant_id,
                                     message=f"{event_id} is not a failed delivery any more: nothing to replay.")
-    await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="webhook.replay",
-                        target=event_id, detail={"endpoint": endpoint_id, "merchant": merchant_id},
-                        remote_addr=remote_addr(request))
     return await _merchant_page(request, signed_in, merchant_id,
                                 message=f"{event_id} will be delivered again to {endpoint_id} by the gateway.")
 

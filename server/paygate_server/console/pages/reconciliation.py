@@ -128,18 +128,25 @@ async def check_now(request: Request, signed_in: SignedIn, form: Form) -> Respon
     if kind not in _KINDS or not _OBJECT_ID.fullmatch(object_id):
         return await _page(request, signed_in, status=400, failed=True,
                            message="That operation cannot be asked about: use the button on its row.")
+    async def record(result: str) -> None:
+        # Every ask is the operator's action, the ones that learnt nothing included.
+        await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="reconcile.check_now",
+                            target=object_id, detail={"kind": kind, "result": result},
+                            remote_addr=remote_addr(request))
+
     try:
         label = await console.gateway.reconciler.check_now(kind, object_id)
     except (ConnectorError, AccountMissing) as exc:
+        await record("processor unreachable")
         return await _page(request, signed_in, status=502, failed=True,
                            message=f"The processor could not be asked about {object_id}: {exc}. The reconciler "
                                    "keeps trying on its own.")
     if label is None:
+        await record("nothing to ask")
         return await _page(request, signed_in, message=f"Nothing to ask about {object_id}: its outcome is known "
                                                         "already, or the reconciler was asking at that moment — "
                                                         "the list below is as it is now.")
-    await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="reconcile.check_now",
-                        target=object_id, detail={"kind": kind, "result": label}, remote_addr=remote_addr(request))
+    await record(label)
     return await _page(request, signed_in, message=f"Asked the processor about {object_id}: {label}.")
 
 
