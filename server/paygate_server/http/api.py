@@ -17,8 +17,9 @@ judged here:
 
 - same key, same method + target + body, answered → the stored answer, with
   ``Idempotent-Replayed: true``;
-- same key, still running → ``409 idempotency_request_in_progress`` (a claim abandoned by a
-  crash is taken over by the store after ``idempotency_lock_timeout_s``);
+- same key, still running → ``409 idempotency_request_in_progress``; a claim abandoned
+  (its holder cut off after its first phase committed) past ``idempotency_lock_timeout_s``
+  is answered by the operation with what it began, as it is now (never begun again);
 - same key, another request → ``422 idempotency_key_reused``.
 
 Stored answers are sealed (AES-256-GCM under the master key's ``idempotency-response``
@@ -32,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
@@ -45,7 +46,7 @@ from paygate_server.crypto import SealError
 from paygate_server.errors import ApiError, error_body
 from paygate_server.http.middleware import MERCHANT_KEY, request_id_of
 from paygate_server.http.request_input import parse_json_object, refuse_nul
-from paygate_server.storage.port import ExistingKey, KeyClaim, PaymentStore
+from paygate_server.storage.port import ExistingKey, KeyClaim, PaymentStore, claim_abandoned
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -158,16 +159,10 @@ class IdempotencyScope:
         raise ApiError("idempotency_request_in_progress",
                        "a request with this Idempotency-Key is still being processed; retry later")
 
-    async def peek(self, store: PaymentStore) -> Response | None:
-        """Judge the key without claiming it (one read): the stored answer, 422 or 409 as
-        a claim would give; None if the key is free (or its claim abandoned)."""
-        existing = await store.find_key(self.merchant_id, self.key)
-        if existing is None:
-            return None
-        if (existing.request_hash == self.request_hash and existing.state == "in_progress"
-                and existing.locked_at < self.claim.stale_before):
-            return None
-        return self.judge(existing)
+    async def peek(self, store: PaymentStore) -> ExistingKey | None:
+        """The key's row without claiming it (one read), abandoned or not; None: free."""
+        found = await store.find_key(self.merchant_id, self.key)
+        return None if found is None else replace(found, abandoned=claim_abandoned(found, self.claim))
 
     async def answer(self, store: PaymentStore, status: int, body: bytes) -> Response:
         """Store the request's answer unless one is stored already; answer with the stored one."""

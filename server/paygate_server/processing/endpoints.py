@@ -10,6 +10,7 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint
 from paygate_server.intents.schemas import MAX_AMOUNT, render_intent
 from paygate_server.processing.service import CapturePayment, Processed, ProcessPayment
+from paygate_server.storage.port import ExistingKey
 from paygate_server.validation import reject_unknown, require, require_id, require_int
 
 __all__ = ["answer_processed", "routes"]
@@ -42,10 +43,14 @@ async def process_payment(ctx: ApiContext) -> Response:
             card = await gateway.vault.resolve_token(token, merchant_id=ctx.merchant_id, intent_id=intent_id)
         except ApiError:
             # A retry of a request that already consumed the token: its answer (or 409 while
-            # it still runs, 422 for another request) instead of token_invalid. Judged
-            # without claiming the key, so a racing original is never refused by this retry.
-            if ctx.idempotency is not None and (replay := await ctx.idempotency.peek(gateway.payments)) is not None:
-                return replay
+            # it still runs, 422 for another request; abandoned, the intent as it is now)
+            # instead of token_invalid. Judged without claiming the key, so a racing
+            # original is never refused by this retry.
+            if ctx.idempotency is not None and (found := await ctx.idempotency.peek(gateway.payments)) is not None:
+                resumed = await gateway.processing.resumed(found, ctx.merchant_id, intent_id)
+                if isinstance(resumed, ExistingKey):
+                    return ctx.idempotency.judge(resumed)
+                return await answer_processed(ctx, resumed)
             raise
     command = ProcessPayment(ctx.merchant_id, intent_id, card)
     return await answer_processed(ctx, await ctx.idempotently(lambda claim: gateway.processing.process(command, claim)))

@@ -176,12 +176,21 @@ class ProcessingService:
         except StoreRefusal as refusal:
             raise refusal_error(refusal, command.intent_id, "processed") from None
         if isinstance(begun, ExistingKey):
-            return begun
+            return await self.resumed(begun, command.merchant_id, command.intent_id)
         before, attempt = begun
         gateway.notifier.publish(command.intent_id)
         crash_point(settings.fault_point, "after_attempt_commit")
 
         return await self._within_budget(attempt, self._charge(attempt, card, before, claim, routes[1:], deadline))
+
+    async def resumed(self, existing: ExistingKey, merchant_id: str, intent_id: str) -> Processed | ExistingKey:
+        """A key that was there, for the endpoint to judge — unless it is abandoned (its
+        request was cut off after its first phase committed): then the intent as it is now,
+        which the endpoint stores as the key's answer. What that request began is the
+        reconciler's to settle; nothing is begun a second time under one key."""
+        if existing.abandoned and (row := await self._gateway.payments.get_intent(merchant_id, intent_id)) is not None:
+            return Processed(row, None)
+        return existing
 
     async def _routes(self, command: ProcessPayment) -> tuple[str, ...]:
         """Where the attempt goes (SPEC §7): the merchant's accounts by its routing rules,
@@ -223,7 +232,9 @@ class ProcessingService:
             begun = await self._gateway.payments.begin_capture(new, claim)
         except StoreRefusal as refusal:
             raise refusal_error(refusal, command.intent_id, "captured") from None
-        return begun if isinstance(begun, ExistingKey) else await self._follow_up(begun, claim, deadline)
+        if isinstance(begun, ExistingKey):
+            return await self.resumed(begun, command.merchant_id, command.intent_id)
+        return await self._follow_up(begun, claim, deadline)
 
     async def cancel(self, merchant_id: str, intent_id: str, claim: KeyClaim | None) -> Processed | ExistingKey:
         """``created``/``failed`` → ``canceled`` at once; ``requires_capture`` → the hold is
@@ -234,7 +245,7 @@ class ProcessingService:
             canceled = await store.cancel_intent(merchant_id, intent_id,
                                                  None if claim is None else AnswerSpec(claim, rendered))
             if isinstance(canceled, ExistingKey):
-                return canceled
+                return await self.resumed(canceled, merchant_id, intent_id)
             return Processed(canceled, rendered.body if claim is not None else None)
         except IntentNotInStatus as refusal:
             if refusal.status != "requires_capture":
@@ -247,7 +258,9 @@ class ProcessingService:
                                                    int(self._gateway.settings.in_flight_grace_s * _US)), claim)
         except StoreRefusal as refusal:
             raise refusal_error(refusal, intent_id, "canceled") from None
-        return begun if isinstance(begun, ExistingKey) else await self._follow_up(begun, claim, deadline)
+        if isinstance(begun, ExistingKey):
+            return await self.resumed(begun, merchant_id, intent_id)
+        return await self._follow_up(begun, claim, deadline)
 
     async def _follow_up(self, begun: tuple[Row, Attempt], claim: KeyClaim | None, deadline: float) -> Processed:
         _, attempt = begun

@@ -68,7 +68,7 @@ class RefundService:
         except StoreRefusal as refusal:
             raise refusal_error(refusal, command.intent_id, "refunded") from None
         if isinstance(reserved, ExistingKey):
-            return reserved
+            return await self._resumed(reserved, claim)
         connector = await gateway.processors.connector(reserved["connector"], self.connector)  # where the money was
         request = RefundRequest(
             reference=reserved["reference"], charge_reference=reserved["charge_reference"],
@@ -82,4 +82,18 @@ class RefundService:
                                         None if claim is None else AnswerSpec(claim, _render_answer))
         assert row is not None  # reserved above; refunds are never deleted
         gateway.notifier.publish(command.intent_id)
+        return row
+
+    async def _resumed(self, existing: ExistingKey, claim: KeyClaim | None) -> Row | ExistingKey:
+        """A key that was there, for the endpoint to judge — unless it is abandoned (its
+        request was cut off after the refund was reserved): then that refund as it is now,
+        stored as the key's answer. It is the reconciler's to send or settle; a second
+        refund is never reserved under one key."""
+        store = self._gateway.payments
+        if not existing.abandoned or existing.resource_id is None or claim is None:
+            return existing
+        row = await store.get_refund(existing.resource_id)
+        if row is None:
+            return existing
+        await store.store_answer(claim, 200, _render_answer(row))
         return row

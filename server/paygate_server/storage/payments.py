@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -41,6 +42,7 @@ from paygate_server.storage.port import (
     StoreRefusal,
     TokenSpent,
     TooManyFailures,
+    claim_abandoned,
 )
 from paygate_server.storage.reconcile_queue import (
     ReconcileQueue,
@@ -183,13 +185,12 @@ _REFUND_BY_REFERENCE = Sql(f"{REFUND_OPERATION} WHERE r.reference = :reference A
 # Idempotency keys (SPEC §3). A claim is made in the transaction of the change it guards.
 _KEY = "merchant_id = :merchant_id AND idempotency_key = :key"
 _INSERT_KEY = Sql(
-    "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_hash, state, locked_at, created_at)"
-    " VALUES (:merchant_id, :key, :request_hash, 'in_progress', :now, :now) ON CONFLICT DO NOTHING"
+    "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_hash, state, locked_at, created_at,"
+    " resource_id) VALUES (:merchant_id, :key, :request_hash, 'in_progress', :now, :now, :resource_id)"
+    " ON CONFLICT DO NOTHING"
 )
-FIND_KEY = Sql(f"SELECT request_hash, state, locked_at, response_status, response_body"
+FIND_KEY = Sql(f"SELECT request_hash, state, locked_at, response_status, response_body, resource_id"
                 f" FROM idempotency_keys WHERE {_KEY}")
-_TAKE_OVER_KEY = Sql(f"UPDATE idempotency_keys SET locked_at = :now WHERE {_KEY}"
-                     " AND state = 'in_progress' AND locked_at = :locked_at")
 _COMPLETE_KEY = Sql("UPDATE idempotency_keys SET state = 'done', response_status = :status,"
                     f" response_body = :body WHERE {_KEY} AND state = 'in_progress'")
 _STORED_ANSWER = Sql(f"SELECT response_status, response_body FROM idempotency_keys WHERE {_KEY} AND state = 'done'")
@@ -201,10 +202,12 @@ def _queue_kind(kind: str) -> str:
     return "charge" if kind == "authorization" else kind
 
 
-def existing_key(row: Row) -> ExistingKey:
+def existing_key(row: Row, claim: KeyClaim | None = None) -> ExistingKey:
+    """The key's row; as found by ``claim``, abandoned or not (:func:`claim_abandoned`)."""
     body = row["response_body"]
-    return ExistingKey(row["request_hash"], row["state"], row["locked_at"], row["response_status"],
-                       None if body is None else bytes(body))
+    found = ExistingKey(row["request_hash"], row["state"], row["locked_at"], row["response_status"],
+                        None if body is None else bytes(body), row["resource_id"])
+    return replace(found, abandoned=True) if claim is not None and claim_abandoned(found, claim) else found
 
 
 def _card_params(new: NewAttempt) -> dict[str, Any]:
@@ -251,22 +254,19 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, ABC):
 
     # --- idempotency keys, inside the change's transaction ---------------------------
 
-    async def _claim(self, conn: Connection, claim: KeyClaim) -> ExistingKey | None:
-        """Claim the key; an abandoned claim of the same request is taken over. Otherwise
-        the key's row, for the endpoint to judge (nothing claimed)."""
+    async def _claim(self, conn: Connection, claim: KeyClaim, resource_id: str | None = None) -> ExistingKey | None:
+        """Claim the key (naming ``resource_id``, what the request begins, when it is not the
+        intent of the request's body); None: claimed. Otherwise the key's row, for the
+        endpoint to judge or, abandoned, for the operation to answer from."""
         ids = {"merchant_id": claim.merchant_id, "key": claim.key}
-        if await execute(conn, _INSERT_KEY, **ids, request_hash=claim.request_hash, now=now_us()):
+        insert = {**ids, "request_hash": claim.request_hash, "resource_id": resource_id}
+        if await execute(conn, _INSERT_KEY, **insert, now=now_us()):
             return None
         row = await fetch_one(conn, FIND_KEY, **ids)
         if row is None:  # pruned between the insert and the read: claim it now
-            await execute(conn, _INSERT_KEY, **ids, request_hash=claim.request_hash, now=now_us())
+            await execute(conn, _INSERT_KEY, **insert, now=now_us())
             return None
-        found = existing_key(row)
-        if (found.request_hash == claim.request_hash and found.state == "in_progress"
-                and found.locked_at < claim.stale_before
-                and await execute(conn, _TAKE_OVER_KEY, **ids, locked_at=found.locked_at, now=now_us())):
-            return None
-        return found
+        return existing_key(row, claim)
 
     async def _complete(self, conn: Connection, claim: KeyClaim, status: int, body: bytes) -> bool:
         """Store the answer of a claimed key, unless someone already did (first writer wins)."""
@@ -510,8 +510,9 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, ABC):
     async def reserve_refund(self, new: NewRefund, claim: KeyClaim | None) -> Row | ExistingKey:
         """Reserve the amount on the intent (``amount_refunded + x <= amount``, one
         conditional statement) and record a ``pending`` refund with its reference."""
+        refund_id = new_id("re")
         async with self._db.write() as conn:
-            if claim is not None and (existing := await self._claim(conn, claim)) is not None:
+            if claim is not None and (existing := await self._claim(conn, claim, refund_id)) is not None:
                 return existing
             await self._lock_intent(conn, new.intent_id)
             intent = await fetch_one(conn, _REFUNDABLE, intent_id=new.intent_id, merchant_id=new.merchant_id)
@@ -528,7 +529,7 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, ABC):
                 raise OverRefund(None)
             charge = await fetch_one(conn, _CHARGE, intent_id=new.intent_id)
             assert charge is not None  # a succeeded intent has its succeeded attempt
-            refund = {"id": new_id("re"), "intent_id": new.intent_id, "merchant_id": new.merchant_id,
+            refund = {"id": refund_id, "intent_id": new.intent_id, "merchant_id": new.merchant_id,
                       "transaction_id": charge["id"], "reference": new_id("rref"), "amount": amount,
                       "currency": intent["currency"], "reason": new.reason}
             await execute(conn, _INSERT_REFUND, **refund, now=now)

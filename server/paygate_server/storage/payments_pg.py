@@ -9,8 +9,8 @@ intent's row first) and write the same rows, so the history is the same
 
 Off the happy path (the Idempotency-Key already there, the intent not processable, the
 token spent, another attempt in flight) the statement changes nothing, and a read-only
-"why not" lookup says which. Only what that lookup cannot settle — an abandoned claim to
-take over, or a state that changed between the two statements — goes to the general form.
+"why not" lookup says which. Only what that lookup cannot settle — a state that changed
+between the two statements — goes to the general form.
 """
 from __future__ import annotations
 
@@ -130,21 +130,14 @@ class PostgresPaymentStore(SqlPaymentStore):
     async def _lock_intent(self, conn: Connection, intent_id: str) -> None:
         await execute(conn, _LOCK_INTENT, intent_id=intent_id)
 
-    async def _key_in_the_way(self, conn: Connection, claim: KeyClaim | None) -> ExistingKey | None | bool:
+    async def _key_in_the_way(self, conn: Connection, claim: KeyClaim | None) -> ExistingKey | None:
         """After a one-statement form changed nothing: the key that stopped it (for the
-        endpoint to judge), True if it is an abandoned claim the general form takes over,
-        None if no key stands in the way. On the caller's connection: a request never
-        holds two (under a burst, two each would exhaust the pool)."""
+        endpoint to judge, or abandoned), None if no key stands in the way. On the caller's
+        connection: a request never holds two (under a burst, two each would exhaust the pool)."""
         if claim is None:
             return None
         row = await fetch_one(conn, FIND_KEY, merchant_id=claim.merchant_id, key=claim.key)
-        if row is None:
-            return None
-        found = existing_key(row)
-        if (found.request_hash == claim.request_hash and found.state == "in_progress"
-                and found.locked_at < claim.stale_before):
-            return True
-        return found
+        return None if row is None else existing_key(row, claim)
 
     async def create_intent(self, row: Row, claim: KeyClaim | None, answer: bytes) -> ExistingKey | None:
         params: dict[str, Any] = dict(row)
@@ -159,9 +152,7 @@ class PostgresPaymentStore(SqlPaymentStore):
                 raise
         async with self._db.read_one() as conn:
             in_the_way = await self._key_in_the_way(conn, claim)
-        if isinstance(in_the_way, ExistingKey):
-            return in_the_way
-        return await super().create_intent(row, claim, answer)
+        return in_the_way or await super().create_intent(row, claim, answer)
 
     # The happy path of each phase runs this module's code only (and the driver's): what the
     # general form shares with it is SQL text, evaluated at import.
@@ -188,12 +179,11 @@ class PostgresPaymentStore(SqlPaymentStore):
                 intent = dict(row)
                 return intent, Attempt(txn_id, reference, new.intent_id, new.merchant_id, row["amount"],
                                        row["currency"], intent.pop("attempt_kind"), connector=new.connector)
-            in_the_way = await self._key_in_the_way(conn, claim)
-            if isinstance(in_the_way, ExistingKey):
+            if (in_the_way := await self._key_in_the_way(conn, claim)) is not None:
                 return in_the_way
-            if in_the_way is None and (refusal := await self.why_not_begin(conn, new)) is not None:
+            if (refusal := await self.why_not_begin(conn, new)) is not None:
                 raise refusal
-        return await super().begin_attempt(new, claim)  # an abandoned claim, or a race
+        return await super().begin_attempt(new, claim)  # a state that changed between the two
 
     async def settle_attempt(self, attempt: Attempt, outcome: Outcome, *, before: Row | None = None,
                              answer: AnswerSpec | None = None) -> tuple[Row | None, bool]:

@@ -45,6 +45,7 @@ __all__ = [
     "StoreRefusal",
     "TokenSpent",
     "TooManyFailures",
+    "claim_abandoned",
 ]
 
 Row = Mapping[str, Any]
@@ -93,7 +94,7 @@ class KeyClaim:
     """An ``Idempotency-Key`` to claim in the same transaction (or statement) as a change.
 
     ``key`` is the digest of the client's key; ``stale_before`` (µs) is when an
-    ``in_progress`` claim counts as abandoned and may be taken over; ``seal`` turns an
+    ``in_progress`` claim counts as abandoned (:func:`claim_abandoned`); ``seal`` turns an
     answer into what is stored (the answers are sealed, http/api.py)."""
 
     merchant_id: str
@@ -105,13 +106,26 @@ class KeyClaim:
 
 @dataclass(frozen=True, slots=True)
 class ExistingKey:
-    """The key was there already: nothing changed. The endpoint judges it (replay, 409, 422)."""
+    """The key was there already: nothing changed. The endpoint judges it (replay, 409, 422),
+    unless it is ``abandoned`` (:func:`claim_abandoned`): then the operation answers with what
+    the claim began — the intent, or the refund ``resource_id`` — as it is now."""
 
     request_hash: str
     state: str
     locked_at: int
     response_status: int | None
     response_body: bytes | None
+    resource_id: str | None = None
+    abandoned: bool = False
+
+
+def claim_abandoned(found: ExistingKey, claim: KeyClaim) -> bool:
+    """The same request's claim, still ``in_progress`` past ``claim.stale_before``: its
+    holder was cut off (a crash, a failed write) after its first phase committed — a claim
+    commits only with the change it guards. Its operation is never begun again: what it
+    began is the reconciler's to settle, and the request is answered with that as it is."""
+    return (found.request_hash == claim.request_hash and found.state == "in_progress"
+            and found.locked_at < claim.stale_before)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,9 @@ idempotency_keys = Table(
     Column("response_status", Integer, nullable=True),
     Column("response_body", LargeBinary, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # What a multi-phase request began (a refund's id), written with its claim: an abandoned
+    # claim is answered with it as it is now (storage/payments.py, ``_claim``).
+    Column("resource_id", String(64), nullable=True),
     Index("ix_idempotency_keys_created", "created_at"),
 )
 

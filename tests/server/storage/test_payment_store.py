@@ -222,13 +222,14 @@ async def test_begin_with_a_key_in_progress_or_abandoned(shop: Shop) -> None:
     assert existing == claimed  # still running: the endpoint answers 409
     assert await shop.unchanged(second["id"]) == {"intent": second, "attempts": [], "checks": []}
 
-    # Abandoned (its lock is older than ``stale_before``): the claim is taken over.
+    # Abandoned (its lock is older than ``stale_before``): said so, and nothing begun again —
+    # the first phase of its request committed with the claim.
     abandoned = dataclasses.replace(scope.claim, stale_before=now_us() + MINUTE_US)
-    row, attempt = await shop.begin(second["id"], claim=abandoned)
-    assert row["status"] == "in_progress" and [a["id"] for a in await shop.attempts(second["id"])] == \
-        [attempt.transaction_id]
-    taken = await store.find_key(shop.merchant_id, scope.key)
-    assert taken is not None and taken.state == "in_progress" and taken.locked_at > claimed.locked_at
+    found = await store.begin_attempt(shop.new_attempt(second["id"]), abandoned)
+    assert found == dataclasses.replace(claimed, abandoned=True)
+    assert await shop.unchanged(second["id"]) == {"intent": second, "attempts": [], "checks": []}
+    assert len(await shop.attempts(first["id"])) == 1
+    assert await store.find_key(shop.merchant_id, scope.key) == claimed  # not taken over
 
 
 async def test_settle_unknown_keeps_the_attempt_unknown_and_moves_its_check(shop: Shop) -> None:

@@ -114,6 +114,22 @@ async def test_refund_with_a_key_stores_its_answer(shop: Shop) -> None:
     assert (await shop.current(charge.intent_id))["amount_refunded"] == 300  # reserved once
 
 
+async def test_an_abandoned_refund_claim_names_its_refund_and_reserves_nothing_again(shop: Shop) -> None:
+    # The request was cut off after its reservation committed (a crash, a failed write):
+    # past the lock timeout, its retry is told which refund it began; none is reserved again.
+    store = shop.store
+    charge = await shop.paid()
+    scope = shop.scope("refund-cut-off", "/api/v1/payment/refund")
+    refund = await store.reserve_refund(new_refund(shop, charge.intent_id, 300), scope.claim)
+    assert not isinstance(refund, ExistingKey)
+    running = await store.reserve_refund(new_refund(shop, charge.intent_id, 300), scope.claim)
+    assert isinstance(running, ExistingKey) and not running.abandoned  # still its holder's: 409
+    abandoned = dataclasses.replace(scope.claim, stale_before=now_us() + MINUTE_US)
+    again = await store.reserve_refund(new_refund(shop, charge.intent_id, 300), abandoned)
+    assert isinstance(again, ExistingKey) and again.abandoned and again.resource_id == refund["id"]
+    assert (await shop.current(charge.intent_id))["amount_refunded"] == 300  # reserved once
+
+
 async def test_refund_refusals(shop: Shop) -> None:
     store = shop.store
     created = await shop.intent()
