@@ -4,7 +4,10 @@ sandbox here. A payment's answer is decided by its card (the simulator's test ca
 approved, refused with a reason, or approved with the answer lost); captures, cancels and
 refunds are "received" and their outcome is queued as a notification item, signed with
 the official ``Adyen`` library, for the test to deliver to the gateway when it chooses
-(late, twice, out of order).
+(late, twice, out of order). Like Adyen, it keeps every ``Idempotency-Key`` for the whole
+company account, every endpoint together (docs.adyen.com/development-resources/api-idempotency):
+a request under a key seen before is answered the first request's answer and does nothing,
+whatever its endpoint.
 
     fake = FakeAdyen("ShopECOM", hmac_key)
     async with StubServer(fake.handler) as stub: ... apiBase = stub.url ...
@@ -51,6 +54,7 @@ class FakeAdyen:
     payments: dict[str, Payment] = field(default_factory=dict)  # pspReference -> payment
     queued: list[dict[str, Any]] = field(default_factory=list)  # notification items not delivered yet
     delivered: list[dict[str, Any]] = field(default_factory=list)
+    answers: dict[str, Reply] = field(default_factory=dict)  # Idempotency-Key -> the first answer
     _psp: itertools.count = field(default_factory=lambda: itertools.count(8815_0000_0000_0001))
 
     def _new_psp(self) -> str:
@@ -72,6 +76,16 @@ class FakeAdyen:
     def handler(self, seen: Seen) -> Action:
         if seen.headers.get("x-api-key") != "test-api-key" or not seen.target.startswith("/v71/"):
             return Reply(401, jsoncodec.dumps({"status": 401, "errorCode": "000", "message": "HTTP Status Response - Unauthorized", "errorType": "security"}))
+        key = seen.headers.get("idempotency-key")
+        if key is not None and key in self.answers:
+            return self.answers[key]  # done once: the first answer again, nothing done
+        answer, lost = self._handle(seen)
+        if key is not None:
+            self.answers[key] = answer
+        return CLOSE if lost else answer
+
+    def _handle(self, seen: Seen) -> tuple[Reply, bool]:
+        """The request's answer, and whether it is lost on its way back."""
         body = jsoncodec.loads(seen.body)
         path = seen.target[len("/v71"):]
         amount = body.get("amount") or {}
@@ -87,7 +101,7 @@ class FakeAdyen:
             self._notify("TECHNICAL_CANCEL", psp, payment.psp if payment else "", body["reference"], 0, "EUR", ok)
             return Reply(201, jsoncodec.dumps({"merchantAccount": self.merchant_account, "paymentReference":
                                                body["paymentReference"], "reference": body["reference"],
-                                               "pspReference": psp, "status": "received"}))
+                                               "pspReference": psp, "status": "received"})), False
         _, original, action = path.split("/")[1:4]
         payment = self.payments[original]
         psp = self._new_psp()
@@ -100,9 +114,9 @@ class FakeAdyen:
                      amount.get("currency", payment.currency), ok)
         return Reply(201, jsoncodec.dumps({"merchantAccount": self.merchant_account, "paymentPspReference": original,
                                            "reference": body["reference"], "pspReference": psp,
-                                           "status": "received", **({"amount": amount} if amount else {})}))
+                                           "status": "received", **({"amount": amount} if amount else {})})), False
 
-    def _payment(self, body: dict[str, Any], amount: dict[str, Any]) -> Action:
+    def _payment(self, body: dict[str, Any], amount: dict[str, Any]) -> tuple[Reply, bool]:
         card = body["paymentMethod"]["number"]
         psp = self._new_psp()
         manual = (body.get("additionalData") or {}).get("manualCapture") == "true"
@@ -111,15 +125,13 @@ class FakeAdyen:
         self.payments[psp] = Payment(psp, body["reference"], amount["value"], amount["currency"], state)
         self._notify("AUTHORISATION", psp, "", body["reference"], amount["value"], amount["currency"],
                      refused is None, "" if refused is None else refused[1])
-        if card == LOST:
-            return CLOSE
         answer: dict[str, Any] = {"pspReference": psp, "merchantReference": body["reference"],
                                   "amount": amount}
         if refused is None:
             answer.update(resultCode="Authorised", additionalData={"authCode": "064213"})
         else:
             answer.update(resultCode=refused[0], refusalReason=refused[1], refusalReasonCode=refused[2])
-        return Reply(200, jsoncodec.dumps(answer))
+        return Reply(200, jsoncodec.dumps(answer)), card == LOST
 
     async def deliver(self, http: httpx.AsyncClient, path: str, *, key: str | None = None) -> httpx.Response:
         """POST every queued item as one batch (``key``: sign with another HMAC key)."""

@@ -215,7 +215,7 @@ class Outcome:
     error_message: str | None = None
     intent_error: str | None = None  # the intent's ``last_error`` (JSON) on a failed charge
     due_at: int = 0  # unknown only
-    checks: int = 0  # unknown only
+    checks: int = 0  # unknown only: the checks made (0: the request's own answer, see defer_check)
     last_result: str | None = None  # unknown only
     # A capture's or void's: where its intent goes (succeeded, canceled, back to
     # requires_capture), and why it is canceled (requested | expired; None: the void's reason).

@@ -22,11 +22,15 @@ _ADD_CHECK = Sql(
 )
 _MOVE_CHECK = Sql("UPDATE reconcile_queue SET due_at = :due_at, checks = :checks, last_result = :last_result"
                   " WHERE kind = :kind AND object_id = :object_id")
+# The request's own answer moves its check only while no reconciler has taken it (see defer_check).
+_MOVE_UNTAKEN_CHECK = Sql(f"{_MOVE_CHECK.text} AND checks = 0")
+_HAS_CHECK = Sql("SELECT 1 AS one FROM reconcile_queue WHERE kind = :kind AND object_id = :object_id")
 _DROP_CHECK = Sql("DELETE FROM reconcile_queue WHERE kind = :kind AND object_id = :object_id")
 _CHECK_COLUMNS = "kind, object_id, intent_id, merchant_id, due_at, checks, last_result, created_at"
 _DUE_CHECKS = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue WHERE due_at <= :now ORDER BY due_at LIMIT :limit")
 _NEXT_DUE = Sql("SELECT min(due_at) AS due_at FROM reconcile_queue")
-_LEASE_CHECK = Sql("UPDATE reconcile_queue SET due_at = :until"
+# A lease counts the check it begins: a check taken is never "not checked yet" again.
+_LEASE_CHECK = Sql("UPDATE reconcile_queue SET due_at = :until, checks = checks + 1"
                    " WHERE kind = :kind AND object_id = :object_id AND due_at = :due_at")
 _ALL_CHECKS = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue ORDER BY created_at")
 _CHECK_OF = Sql(f"SELECT {_CHECK_COLUMNS} FROM reconcile_queue WHERE kind = :kind AND object_id = :object_id")
@@ -40,8 +44,15 @@ async def add_check(conn: Connection, kind: str, object_id: str, intent_id: str,
 
 async def defer_check(conn: Connection, check: dict[str, Any], intent_id: str, merchant_id: str, now: int) -> None:
     """Move the operation's check (``kind``, ``object_id``, ``due_at``, ``checks``,
-    ``last_result``), or add it if it has none (an operation whose request learnt nothing)."""
-    if not await execute(conn, _MOVE_CHECK, **check):
+    ``last_result``), or add it if it has none (an operation whose request learnt nothing).
+
+    ``checks`` 0 is the request's own "no answer": it moves the check only while no
+    reconciler has taken it (a lease counts the check). Written later — the request's write
+    held up past the in-flight grace — it would bring forward a check the reconciler had set
+    after sending the operation again, and the next check could send it once more while
+    that resend may still be on its way."""
+    if not await execute(conn, _MOVE_UNTAKEN_CHECK if check["checks"] == 0 else _MOVE_CHECK, **check) \
+            and await fetch_one(conn, _HAS_CHECK, kind=check["kind"], object_id=check["object_id"]) is None:
         await execute(conn, _ADD_CHECK, **check, intent_id=intent_id, merchant_id=merchant_id, now=now)
 
 

@@ -37,6 +37,7 @@ class ScriptedProcessor:
     sent: list[tuple[str, str, str]] = field(default_factory=list)
     # Refunds: what looking one up answers (not found: the reconciler sends it again).
     refund_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
+    refund_answer: ChargeOutcome = ChargeOutcome.APPROVED  # what sending a refund answers
     # Runs while a capture's or void's look-up is on its way back (a slow answer).
     on_follow_up_lookup: Callable[[], None] | None = None
     # Operations ("charge", "capture", "void", "refund", "lookup") the processor takes and never answers.
@@ -77,8 +78,9 @@ class ScriptedProcessor:
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         self.calls["refund"] += 1
+        self.sent.append(("refund", request.reference, request.charge_reference))
         await self._maybe_hang("refund")
-        return RefundResult(request.reference, ChargeOutcome.APPROVED)
+        return RefundResult(request.reference, self.refund_answer)
 
     async def settlement_report(self, day: dt.date) -> list[SettlementRecord]:
         return list(self.settled) if day == dt.datetime.now(dt.UTC).date() else []

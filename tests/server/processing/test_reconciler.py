@@ -18,12 +18,14 @@ import paygate
 from paygate_server.processing.connectors import (
     ChargeOutcome,
     ChargeResult,
+    RefundResult,
     SettlementRecord,
 )
 from paygate_server.processing.reconciler import Reconciler, list_unresolved
-from paygate_server.processing.service import ProcessingService, charge_outcome
+from paygate_server.processing.service import ProcessingService, charge_outcome, follow_up_outcome
+from paygate_server.processing.settle import refund_outcome
 from paygate_server.processing.settlement import reconcile_settlement
-from paygate_server.storage.port import Attempt, NewAttempt
+from paygate_server.storage.port import Attempt, ExistingKey, NewAttempt, NewRefund
 from paygate_server.storage.schema import change_log, reconcile_queue, transactions
 from tests.server.checkout.helpers import tokenize, vault_row
 from tests.server.processing.scripted import ScriptedProcessor
@@ -453,6 +455,57 @@ async def test_a_not_found_answer_counts_from_when_it_was_asked_not_when_it_came
     assert len(processor.sent) == 1  # never sent again
     got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
     assert (got["status"], got["amountReceived"]) == ("succeeded", 1500)
+
+
+async def test_the_requests_late_no_answer_does_not_bring_a_resend_forward(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """Regression: the request's own "no answer" (its capture timed out), written only after
+    the reconciler had taken over — its write held up by a busy database past the in-flight
+    grace — moved the check to the first back-off step, though the reconciler had just sent
+    the capture again (its answer lost too). The reconciler then sent it a third time while
+    that resend could still be on its way, and a "nothing done" to the third settled the
+    capture as refused. Once a check has been made, the request's "no answer" moves nothing."""
+    gw, clock = clocked
+    processor, shop, pid = await _capture_unanswered(gw)
+    grace = gw.gateway.settings.in_flight_grace_s
+    [check] = [c for c in await gw.gateway.payments.all_checks() if c.intent_id == pid]
+    async with gw.gateway.db.write() as conn:  # as if the request has not written its answer yet
+        await conn.execute(update(transactions).where(transactions.c.id == check.object_id).values(status="pending"))
+        await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(
+            due_at=clock.start_us + round(grace * 1_000_000), checks=0))
+    first = await _run_reconciler(gw, clock, processor, until_s=grace)
+    assert first == [(grace, "capture_sent_unknown")], first  # sent again; its answer lost
+    # Now the request's own answer is written: "no answer" (what _hold_operation writes).
+    row = await gw.gateway.payments.attempt_for_check(check.object_id)
+    assert row is not None
+    lost = ChargeResult(row["reference"], ChargeOutcome.UNKNOWN, message="timeout: outcome unknown")
+    await gw.gateway.payments.settle_follow_up(Attempt.of(row), follow_up_outcome(
+        "capture", lost, schedule=gw.gateway.settings.reconcile_schedule_s))
+    processor.follow_up_outcome = ChargeOutcome.FAILED  # a resend now would be refused ("nothing done")
+    later = await _run_reconciler(gw, clock, processor, until_s=3600)
+    assert later and later[0][0] >= first[0][0] + grace, later  # not while the resend may be on its way
+
+
+async def test_the_requests_late_no_answer_does_not_bring_a_refunds_resend_forward(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """The same for a refund: sent again at the grace (its answer lost), then the request's
+    late "no answer"; the next resend waits out the first resend's grace."""
+    gw, clock = clocked
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, refund_answer=ChargeOutcome.UNKNOWN)
+    shop, pid = await _start_unknown_payment(gw, processor, expect="succeeded")
+    grace = gw.gateway.settings.in_flight_grace_s
+    # Reserved by a request still waiting for the processor's answer.
+    refund = await gw.gateway.payments.reserve_refund(
+        NewRefund(shop.creds.merchant_id, pid, 500, None, round(grace * 1_000_000)), None)
+    assert not isinstance(refund, ExistingKey)
+    first = await _run_reconciler(gw, clock, processor, until_s=grace)
+    assert first == [(grace, "refund_sent_unknown")], first
+    await gw.gateway.payments.settle_refund(refund["id"], refund_outcome(  # the request's answer, late
+        RefundResult(refund["reference"], ChargeOutcome.UNKNOWN, "timeout"), schedule=SCHEDULE_S))
+    processor.refund_answer = ChargeOutcome.FAILED  # a resend now would be refused ("nothing done")
+    later = await _run_reconciler(gw, clock, processor, until_s=3600)
+    assert later and later[0][0] >= first[0][0] + grace, later
+    assert [s[0] for s in processor.sent] == ["refund", "refund"]
 
 
 async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGateway,

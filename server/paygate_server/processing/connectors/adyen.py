@@ -355,11 +355,14 @@ class AdyenConnector(PooledConnector):
     def __repr__(self) -> str:
         return f"AdyenConnector({self.api_base!r}, merchant_account={self.merchant_account!r})"
 
-    async def _post(self, operation: Operation, reference: str, path: str, payload: dict[str, Any]) -> Answer:
-        if not _IDEMPOTENCY_KEY.fullmatch(reference):
+    async def _post(self, operation: Operation, reference: str, path: str, payload: dict[str, Any],
+                    idempotency_key: str | None = None) -> Answer:
+        """``idempotency_key``: the request's key when it is not ``reference`` itself."""
+        key = reference if idempotency_key is None else idempotency_key
+        if not _IDEMPOTENCY_KEY.fullmatch(key):
             return Answer(ChargeOutcome.FAILED,
                           message="reference unusable as an Idempotency-Key (1-64 printable ASCII): nothing sent")
-        headers = self._headers + b"Idempotency-Key: " + reference.encode("ascii") + b"\r\n"
+        headers = self._headers + b"Idempotency-Key: " + key.encode("ascii") + b"\r\n"
         # idempotent=True: a request that met a pooled connection Adyen closed while idle
         # is written once more. Safe because every request carries its Idempotency-Key:
         # Adyen performs it once and replays the first answer (or says 704, in progress).
@@ -430,10 +433,17 @@ class AdyenConnector(PooledConnector):
         sent, ``RETRY`` when rate limited, ``UNKNOWN`` otherwise. A cancel only undoes an
         authorization not yet captured: a payment captured already (a charge, or an
         authorization captured since) stays as it is and the notification says
-        success=false."""
+        success=false.
+
+        Its Idempotency-Key is ``<reference>-cancel``, never ``reference`` itself: Adyen keeps
+        a key unique across the whole company account, every endpoint together, and the
+        reconciler gives the cancel the payment's own reference (so that its notification
+        names the attempt) — under the payment's key Adyen would answer the payment's first
+        answer again and cancel nothing, exactly when there is an authorization to release."""
         payload = {"merchantAccount": self.merchant_account, "paymentReference": payment_reference,
                    "reference": reference}
-        return _result(reference, await self._post(Operation.CANCEL_BY_REFERENCE, reference, "/cancels", payload))
+        return _result(reference, await self._post(Operation.CANCEL_BY_REFERENCE, reference, "/cancels", payload,
+                                                   f"{reference}-cancel"))
 
     async def lookup(self, reference: str, kind: SyncKind = "charge", *,
                      processor_id: str | None = None) -> ChargeResult:

@@ -208,7 +208,24 @@ async def test_cancel_by_reference_posts_the_standalone_cancel() -> None:
     [sent] = script.sent
     assert (sent.target, sent.body) == ("/v71/cancels", {"merchantAccount": MERCHANT, "paymentReference": REF,
                                                          "reference": "void_x"})
-    assert sent.headers["idempotency-key"] == "void_x"
+    assert sent.headers["idempotency-key"] == "void_x-cancel"
+
+
+async def test_cancel_by_reference_never_reuses_the_payments_idempotency_key() -> None:
+    """The reconciler gives the cancel the payment's own reference (its notification then
+    names the attempt). Adyen keeps an Idempotency-Key unique across the company account,
+    every endpoint together: under the payment's key it would answer the payment's first
+    answer again and cancel nothing — just when there is an authorization to release."""
+    answer = {"merchantAccount": MERCHANT, "paymentReference": REF, "reference": REF, "status": "received"}
+    connector, script = _connector(_json(200, {"pspReference": PSP, "resultCode": "Authorised",
+                                               "merchantReference": REF}), _json(201, answer))
+    await connector.charge(_request(capture=False))
+    result = await connector.cancel_by_reference(REF, REF)
+    assert result.outcome is O.UNKNOWN and "TECHNICAL_CANCEL" in (result.message or "")
+    payment, cancel = script.sent
+    assert cancel.body["reference"] == REF  # the notification names the attempt
+    assert cancel.headers["idempotency-key"] != payment.headers["idempotency-key"]
+    assert cancel.headers["idempotency-key"] == f"{REF}-cancel"  # stable: a second send is the same cancel
 
 
 async def test_cancel_by_reference_refused_by_adyen_is_failed() -> None:
