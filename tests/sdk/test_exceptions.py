@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -145,12 +146,8 @@ async def test_json_nested_too_deeply_is_not_a_recursion_error(
         assert info.value.request_id == "req_header"
 
 
-@pytest.mark.parametrize("status", [200, 500])
-async def test_body_that_does_not_match_its_content_encoding_is_an_api_error(
-    make_client: Any, status: int
-) -> None:
-    # "Content-Encoding: gzip" over bytes that are not gzip: httpx raises DecodingError
-    # (not a TransportError) while reading the body.
+def _gzip_that_is_not(status: int) -> Callable[[httpx.Request], httpx.Response]:
+    """An answer of ``status`` saying "Content-Encoding: gzip" over bytes that are not gzip."""
     from .test_sse import DualStream
 
     def broken(request: httpx.Request) -> httpx.Response:
@@ -160,6 +157,16 @@ async def test_body_that_does_not_match_its_content_encoding_is_an_api_error(
             stream=DualStream(lambda: iter([b"not gzip at all"])),
         )
 
+    return broken
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_body_that_does_not_match_its_content_encoding_is_an_api_error(
+    make_client: Any, status: int
+) -> None:
+    # "Content-Encoding: gzip" over bytes that are not gzip: httpx raises DecodingError
+    # (not a TransportError) while reading the body.
+    broken = _gzip_that_is_not(status)
     client, gateway = make_client(broken, max_retries=0)
     with pytest.raises(paygate.APIError) as info:
         await resolve(client.payment_intents.get("pi_123"))
@@ -175,15 +182,7 @@ async def test_an_undecodable_body_is_retried_only_when_its_status_is(
 ) -> None:
     # A proxy's 503 with a broken gzip body is still a 503: retried with the same key
     # like any other, then raised as undecodable; a 400 or a 200 is raised at once.
-    from .test_sse import DualStream
-
-    def broken(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            status,
-            headers={"Content-Encoding": "gzip", "X-Request-Id": "req_gzip"},
-            stream=DualStream(lambda: iter([b"not gzip at all"])),
-        )
-
+    broken = _gzip_that_is_not(status)
     client, gateway = make_client(broken, max_retries=2)
     with pytest.raises(paygate.APIError) as info:
         await resolve(client.payment_intents.create(amount=1, currency="USD", product_details={}))
