@@ -37,6 +37,7 @@ class InstrumentedConnector:
     def __init__(self, inner: Connector) -> None:
         self.inner = inner
         self.name = inner.name
+        self.resend_answers_s = inner.resend_answers_s
         # Labelled children, cached (one dict lookup a call).
         self._child = functools.cache(functools.partial(PROCESSOR_DURATION.labels, self.name))
 

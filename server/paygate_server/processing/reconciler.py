@@ -250,6 +250,18 @@ class Reconciler:
             self._notifier.publish(check.intent_id)
         return label, attempt.connector
 
+    @staticmethod
+    def _send_again(connector: Connector, looked_up: ChargeOutcome, asked_at: int, created_at: int) -> bool:
+        """Whether a capture, void or refund a look-up did not settle is one to send again
+        with its same reference (once no earlier send can still be on its way): the processor
+        has no record of it, or it cannot be asked and answers a resend with the first
+        answer for a while yet (``Connector.resend_answers_s``: Adyen) — else one it never
+        received would wait for a notification forever, a hold-expiry void that nobody has
+        sent first among them."""
+        if looked_up is ChargeOutcome.NOT_FOUND:
+            return True
+        return looked_up is ChargeOutcome.UNKNOWN and asked_at < created_at + round(connector.resend_answers_s * _US)
+
     def _in_flight_until(self, created_at: int) -> int:
         """Until when the request that sent an operation may still reach the processor."""
         return created_at + round(self._settings.in_flight_grace_s * _US)
@@ -274,11 +286,12 @@ class Reconciler:
                                         processor_id=attempt.processor_id)
         label = f"{attempt.kind}_{result.outcome.value}"
         check_by = not_before = None
-        if result.outcome is ChargeOutcome.NOT_FOUND:
+        if self._send_again(connector, result.outcome, asked_at, txn["created_at"]):
             sent_by_request = not (attempt.kind == "void" and txn["reason"] == "expired")
             in_flight_until = self._in_flight_until(txn["created_at"]) if sent_by_request else 0
             if asked_at < in_flight_until:
-                label, check_by = f"{attempt.kind}_not_found_yet", in_flight_until
+                if result.outcome is ChargeOutcome.NOT_FOUND:
+                    label, check_by = f"{attempt.kind}_not_found_yet", in_flight_until
             elif send:
                 if attempt.kind == "capture":
                     result = await connector.capture(CaptureRequest(attempt.reference, attempt.charge_reference,
@@ -310,10 +323,11 @@ class Reconciler:
         result = RefundResult(refund["reference"], looked_up.outcome, looked_up.message)
         label = f"refund_{result.outcome.value}"
         check_by = not_before = None
-        if looked_up.outcome is ChargeOutcome.NOT_FOUND:
+        if self._send_again(connector, looked_up.outcome, asked_at, refund["created_at"]):
             in_flight_until = self._in_flight_until(refund["created_at"])
             if asked_at < in_flight_until:
-                label, check_by = "refund_not_found_yet", in_flight_until
+                if looked_up.outcome is ChargeOutcome.NOT_FOUND:
+                    label, check_by = "refund_not_found_yet", in_flight_until
             elif send:
                 result = await connector.refund(RefundRequest(refund["reference"], refund["charge_reference"],
                                                               refund["amount"], refund["currency"],

@@ -270,6 +270,7 @@ class SimulatedConnector:
     reaches nothing."""
 
     name = "sim"
+    resend_answers_s = 0.0  # looked up
 
     def __init__(self, ledger: Ledger, faults: Faults, log: Callable[[str], None]) -> None:
         self.ledger = ledger

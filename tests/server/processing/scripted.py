@@ -31,6 +31,8 @@ class ScriptedProcessor:
     calls: Counter[str] = field(default_factory=Counter)
     settled: list[SettlementRecord] = field(default_factory=list)
     name: str = "scripted"
+    # > 0: an Adyen-like processor that cannot be asked; the reconciler sends again instead.
+    resend_answers_s: float = 0.0
     # Captures and voids: what sending one answers, and what looking one up answers.
     follow_up_outcome: ChargeOutcome = ChargeOutcome.APPROVED
     follow_up_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND

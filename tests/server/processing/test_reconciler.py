@@ -541,6 +541,45 @@ async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGate
     assert len(voids_of_this_hold()) == 1
 
 
+# --- A processor that cannot be asked (Adyen): sent again within its keys' lifetime --------
+
+async def test_at_a_processor_that_cannot_be_asked_an_unanswered_capture_is_sent_again(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """Its look-ups say UNKNOWN, never "not found": before, a capture it never received
+    waited for a notification forever. Sent again with the same reference once no earlier
+    send can be on its way, within the window its keys answer with the first answer, and
+    not after it."""
+    gw, clock = clocked
+    processor, shop, pid = await _capture_unanswered(gw)
+    processor.resend_answers_s, processor.follow_up_lookup = 3600.0, ChargeOutcome.UNKNOWN
+    [(_, reference, authorization)] = processor.sent
+    grace = gw.gateway.settings.in_flight_grace_s
+    checks = await _run_reconciler(gw, clock, processor, until_s=3600 + 2 * SCHEDULE_S[1])
+    labels = [outcome for _, outcome in checks]
+    assert labels[0] == "capture_unknown" and checks[0][0] < grace  # no resend inside the grace
+    resends = [at for at, outcome in checks if outcome == "capture_sent_unknown"]
+    assert resends and resends[0] >= grace and all(at < 3600 for at in resends)
+    assert labels[-1] == "capture_unknown" and checks[-1][0] >= 3600  # past the window: asked only
+    assert processor.sent == [("capture", reference, authorization)] * (1 + len(resends))  # one reference
+    assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["status"] == "in_progress"  # a notification settles it
+
+
+async def test_at_a_processor_that_cannot_be_asked_a_hold_past_the_ttl_is_voided(gw: InProcessGateway) -> None:
+    """The hold-expiry void is begun by the reconciler and sent by its first check; where a
+    look-up cannot say "not found" it was never sent at all."""
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_lookup=ChargeOutcome.UNKNOWN,
+                                  resend_answers_s=3600.0)
+    await _held(gw, processor)
+    expiring = dataclasses.replace(gw.gateway.settings, authorization_ttl_s=0.0)
+    await Reconciler(gw.gateway.payments, processor, expiring).run_once()  # type: ignore[arg-type]
+    assert [s[0] for s in processor.sent] == ["void"]
+    processor.resend_answers_s = 0.0  # as before: looked up, never sent
+    processor.sent.clear()
+    await _held(gw, processor)
+    await Reconciler(gw.gateway.payments, processor, expiring).run_once()  # type: ignore[arg-type]
+    assert processor.sent == []
+
+
 async def test_a_reconciler_without_the_accounts_never_asks_the_default_about_an_accounts_attempt(
         gw: InProcessGateway) -> None:
     """An attempt routed to a processor account is asked about at that account only: a

@@ -317,6 +317,9 @@ class AdyenConnector(PooledConnector):
     """
 
     name = "adyen"
+    # Look-ups cannot tell, and Adyen answers a request sent again under its Idempotency-Key
+    # with its first answer for at least 31 days (docs/processors.md): a week, with margin.
+    resend_answers_s = 7 * 86_400.0
 
     def __init__(
         self,

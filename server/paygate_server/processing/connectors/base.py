@@ -176,6 +176,13 @@ class Connector(Protocol):
     """One card processor. Implementations must be safe to share between tasks."""
 
     name: str
+    #: How long (s) the processor answers an operation sent again under the same reference
+    #: with its first answer (its idempotency keys' lifetime), for a processor whose look-ups
+    #: cannot tell (they answer UNKNOWN): within it, the reconciler sends a capture, void or
+    #: refund it has no outcome for again — else one the processor never received would wait
+    #: for a notification that cannot come. 0: look-ups tell, and an operation is sent again
+    #: only once one says "not found".
+    resend_answers_s: float
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         """Charge once per ``request.reference``. Never raises on network trouble:

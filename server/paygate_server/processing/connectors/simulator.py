@@ -160,6 +160,7 @@ class SimulatorConnector(PooledConnector):
     """
 
     name = "simulator"
+    resend_answers_s = 0.0  # looked up: it keeps every reference
 
     def __init__(
         self,

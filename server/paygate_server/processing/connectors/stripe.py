@@ -142,6 +142,7 @@ class StripeConnector(PooledConnector):
     """
 
     name = "stripe"
+    resend_answers_s = 0.0  # looked up: keys last 24 h, objects for good
 
     def __init__(self, secret_key: str, webhook_secret: str, *, api_base: str = DEFAULT_API_BASE,
                  connect_timeout: float = 2.0, read_timeout: float = 30.0, max_connections: int = 64,
