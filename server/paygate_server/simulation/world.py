@@ -38,7 +38,12 @@ from paygate_server.intents.schemas import CreateIntent
 from paygate_server.intents.service import create_intent
 from paygate_server.processors.notifications import apply_events
 from paygate_server.simulation.client import Client, Op, watch
-from paygate_server.simulation.invariants import check_quiescent, check_webhooks, gateway_view
+from paygate_server.simulation.invariants import (
+    check_keys,
+    check_quiescent,
+    check_webhooks,
+    gateway_view,
+)
 from paygate_server.simulation.loop import SimulatedCrash, SimulatedLoop, Stalled
 from paygate_server.simulation.merchant import Merchant, SimulatedDispatcher
 from paygate_server.simulation.notices import Notices
@@ -262,6 +267,7 @@ class World:
         if self.webhooks:
             self.result.events += len(view.events)
             self.result.violations += check_webhooks(view, self.merchant.received, len(HOOK_RETRIES_S))
+        self.result.violations += check_keys(self.client.records)
         loop.crash_at_turn = None
         await gateway.db.dispose()
 
