@@ -9,6 +9,10 @@ processor's ledger, the merchant's webhook endpoint and the clients live outside
 world, as they would. Each process runs the real reconciler, and the real relay (with the
 webhook consumer) and webhook dispatcher, as ``paygate serve`` does.
 
+The clients (:mod:`.client`) send each operation with an ``Idempotency-Key`` of its own,
+and again with that key when they got no answer (a crash, their own timeout), a 5xx or a
+409 in progress — soon, or past the lock timeout.
+
 After the clients are done the faults stop, the background work finishes, the real
 reconciler is run until its queue is empty (the clock jumping to each next check), the
 relay delivers every change and the dispatcher sends every event, and the invariants
