@@ -5,8 +5,10 @@ import random
 from typing import Any
 
 from paygate_server import jsoncodec
+from paygate_server.simulation.client import Answer, KeyRecord
 from paygate_server.simulation.invariants import (
     GatewayView,
+    check_keys,
     check_quiescent,
     check_webhooks,
     expected_events,
@@ -140,3 +142,34 @@ def test_each_broken_webhook_state_is_reported() -> None:
     # Failed once every retry was spent: the schedule ran out, not a bug.
     assert broken(lambda v, r: v.events.__setitem__(
         0, _event("evt_1", 1, "payment_intent.created", "pi_1", "failed", 9))) == []
+
+
+# --- the idempotency-key checks -------------------------------------------------------
+
+def _record(*begun: tuple[str, str], answers: tuple[Answer, ...] = ()) -> KeyRecord:
+    return KeyRecord("sim-op-1", "pi_1", list(begun), list(answers))
+
+
+def test_a_key_that_began_one_operation_and_answered_about_it_passes() -> None:
+    records = [
+        _record(("refund", "re_1"), answers=(Answer(1.0, 1, 409, "idempotency_request_in_progress", None),
+                                             Answer(2.0, 1, 500, "internal_error", None),
+                                             Answer(95.0, 2, 200, None, "re_1"))),
+        _record(("charge", "pi_1"), answers=(Answer(1.0, 1, 200, None, "pi_1"),)),
+        # Nothing begun (refused before its first phase): any answer.
+        _record(answers=(Answer(1.0, 1, 409, "intent_state_conflict", None),)),
+    ]
+    assert check_keys(records) == []
+
+
+def test_each_broken_key_is_reported() -> None:
+    cases = {
+        "2 operations begun under one key: refund re_1, refund re_2": _record(("refund", "re_1"), ("refund", "re_2")),
+        "send 2 answered 409 intent_state_conflict, its request began charge pi_1": _record(
+            ("charge", "pi_1"), answers=(Answer(95.0, 2, 409, "intent_state_conflict", None),)),
+        "send 2 answered 200 re_2, its request began refund re_1": _record(
+            ("refund", "re_1"), answers=(Answer(95.0, 2, 200, None, "re_2"),)),
+    }
+    for expected, record in cases.items():
+        found = check_keys([record])
+        assert any(expected in problem for problem in found), (expected, found)

@@ -35,6 +35,18 @@ left to send), :func:`check_webhooks`:
   ``failed`` only once every retry of the schedule was spent;
 - the merchant received every delivered event, each time with the same body, of the
   event's type and object; and never an event the gateway has no record of.
+
+And the merchant's ``Idempotency-Key`` s (every request is sent with one, and sent again
+with it after no answer, a 5xx or a 409 in progress: :mod:`.client`), :func:`check_keys`:
+
+- **one key, at most one operation begun**: the requests under one key began at most one
+  charge attempt, capture, void or refund reservation between them — never a second refund
+  (money paid out twice), whatever happened to the first request;
+- every answer under a key whose request began something is about what it began: a 200
+  whose refund (refunds) or intent (payments, captures, cancels) is that one — or ``409
+  idempotency_request_in_progress`` while it runs. A retry past the lock timeout of a
+  request cut off after its first phase is answered with what that request began, never
+  with ``409 intent_state_conflict`` nor a refund of its own.
 """
 from __future__ import annotations
 
@@ -43,13 +55,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paygate_server import jsoncodec
+from paygate_server.simulation.client import KeyRecord
 from paygate_server.simulation.processor import Ledger
 from paygate_server.state import Gateway
 from paygate_server.storage.change_log import ChangeLog
 from paygate_server.storage.changes import Change
 from paygate_server.storage.console_payment import WebhookEventView, payment_detail
 
-__all__ = ["GatewayView", "check_quiescent", "check_webhooks", "gateway_view"]
+__all__ = ["GatewayView", "check_keys", "check_quiescent", "check_webhooks", "gateway_view"]
 
 Row = dict[str, Any]
 _WHOLE_LOG = 1_000_000
@@ -193,3 +206,23 @@ def _intent_problems(intent: Row, txns: list[Row], refunds: list[Row], ledger: L
     if intent["amount_refunded"] > intent["amount_received"]:
         problems.append(f"amountRefunded {intent['amount_refunded']} > amountReceived {intent['amount_received']}")
     return problems
+
+
+def check_keys(records: list[KeyRecord]) -> list[str]:
+    """The idempotency-key invariants (module doc), over every key the merchant used."""
+    found: list[str] = []
+    for record in records:
+        if len(record.begun) > 1:
+            found.append(f"key {record.key}: {len(record.begun)} operations begun under one key: "
+                         + ", ".join(f"{kind} {of}" for kind, of in record.begun))
+        if not record.begun:
+            continue
+        kind, begun = record.begun[0]
+        for answer in record.answers:
+            if answer.code == "idempotency_request_in_progress" or answer.status >= 500:
+                continue  # not the request's answer: the client sends it again
+            if answer.status != 200 or answer.about != begun:
+                told = answer.code if answer.status != 200 else answer.about
+                found.append(f"key {record.key}: send {answer.send} answered {answer.status} {told}, "
+                             f"its request began {kind} {begun}")
+    return found

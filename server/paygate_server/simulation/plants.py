@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from paygate_server.cdc.relay import Consumer, Relay
+from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.processing import service
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 from paygate_server.storage.changes import Change, Position
+from paygate_server.storage.payments import SqlPaymentStore
+from paygate_server.storage.port import ExistingKey, KeyClaim
 from paygate_server.storage.relay_leases import ConsumerLease
+from paygate_server.storage.statements import Connection, Sql, execute
 from paygate_server.webhooks.dispatcher import AttemptResult, Dispatcher
 
 __all__ = ["PLANTS", "planted"]
@@ -91,11 +95,40 @@ def _no_answer_is_delivered() -> Iterator[None]:
         Dispatcher._record = real  # type: ignore[method-assign]
 
 
+_TAKE_OVER_KEY = Sql("UPDATE idempotency_keys SET locked_at = :now WHERE merchant_id = :merchant_id"
+                     " AND idempotency_key = :key AND state = 'in_progress' AND locked_at = :locked_at")
+
+
+@contextlib.contextmanager
+def _abandoned_claim_run_again() -> Iterator[None]:
+    """The store takes over a claim abandoned past the lock timeout and the operation runs
+    again (as before e40068f): a refund whose request was cut off after its reservation
+    reserves and sends a second refund under the same key; a payment's retry is answered
+    409 intent_state_conflict."""
+    real = SqlPaymentStore._claim
+
+    async def claim(self: SqlPaymentStore, conn: Connection, claim: KeyClaim,
+                    resource_id: str | None = None) -> ExistingKey | None:
+        found = await real(self, conn, claim, resource_id)
+        if (isinstance(found, ExistingKey) and found.abandoned
+                and await execute(conn, _TAKE_OVER_KEY, merchant_id=claim.merchant_id, key=claim.key,
+                                  locked_at=found.locked_at, now=now_us())):
+            return None
+        return found
+
+    SqlPaymentStore._claim = claim  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SqlPaymentStore._claim = real  # type: ignore[method-assign]
+
+
 PLANTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "unknown-is-failure": _unknown_is_failure,
     "early-never-received": _early_never_received,
     "offset-before-events": _offset_before_events,
     "no-answer-is-delivered": _no_answer_is_delivered,
+    "abandoned-claim-run-again": _abandoned_claim_run_again,
 }
 
 

@@ -9,6 +9,10 @@ processor's ledger, the merchant's webhook endpoint and the clients live outside
 world, as they would. Each process runs the real reconciler, and the real relay (with the
 webhook consumer) and webhook dispatcher, as ``paygate serve`` does.
 
+The clients (:mod:`.client`) send each operation with an ``Idempotency-Key`` of its own,
+and again with that key when they got no answer (a crash, their own timeout), a 5xx or a
+409 in progress — soon, or past the lock timeout.
+
 After the clients are done the faults stop, the background work finishes, the real
 reconciler is run until its queue is empty (the clock jumping to each next check), the
 relay delivers every change and the dispatcher sends every event, and the invariants
@@ -29,21 +33,21 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from paygate_server import clock, ids, jsoncodec
 from paygate_server.app import core_gateway
-from paygate_server.cards.resolved import ResolvedCard
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
-from paygate_server.errors import ApiError
 from paygate_server.intents.schemas import CreateIntent
 from paygate_server.intents.service import create_intent
-from paygate_server.processing.connectors import CardDetails
-from paygate_server.processing.service import CapturePayment, ProcessPayment
 from paygate_server.processors.notifications import apply_events
-from paygate_server.refunds.service import RefundPayment
-from paygate_server.simulation.invariants import check_quiescent, check_webhooks, gateway_view
+from paygate_server.simulation.client import Client, Op, watch
+from paygate_server.simulation.invariants import (
+    check_keys,
+    check_quiescent,
+    check_webhooks,
+    gateway_view,
+)
 from paygate_server.simulation.loop import SimulatedCrash, SimulatedLoop, Stalled
 from paygate_server.simulation.merchant import Merchant, SimulatedDispatcher
 from paygate_server.simulation.notices import Notices
@@ -59,8 +63,6 @@ from paygate_server.webhooks import consumer_for
 __all__ = ["SeedResult", "run_seed"]
 
 EPOCH_US = 1_800_000_000 * 1_000_000  # the virtual clock's zero: 2027-01-15
-CARD = ResolvedCard(CardDetails("4242424242424242", 12, 2030, "123"),
-                    {"brand": "visa", "last4": "4242", "expMonth": 12, "expYear": 2030}, None)
 MAX_RECONCILER_PASSES = 60
 MAX_WORLD_WAITS = 10_000  # for what is still travelling, before a reconciler pass
 CLIENT_WINDOW_S = 40.0
@@ -79,18 +81,6 @@ MAX_DISPATCH_ROUNDS = 60
 # payment core's faults are the bulk of the search.
 WEBHOOK_SHARE = 0.25
 NOTICE_SHARE = 0.5  # the seeds whose processor sends notifications
-
-
-@dataclass
-class Op:
-    """A client's request, planned; a request cut off by a crash may be sent again."""
-
-    number: int
-    at: float
-    intent: int
-    kind: str  # process | capture | cancel | refund
-    amount: int | None = None
-    state: str = "planned"  # planned | sent | answered | abandoned
 
 
 @dataclass
@@ -139,6 +129,9 @@ class World:
                                                for _ in range(self.rng.randint(1, 3))]
         self.intent_ids: list[str] = []
         self.ops = self._plan_ops()
+        # The client's retries draw from a source of their own too.
+        self.client = Client(random.Random(seed ^ 0xC11E), template.merchant_id,
+                             settings.idempotency_lock_timeout_s, self.log, self.result.violations)
         self.now = 0.0
         self.generation = 0
         self.db: Database | None = None  # the running process's
@@ -208,12 +201,8 @@ class World:
                 _bury(loop, self.db, self.ids)
                 path = fresh
                 self.now += self.rng.uniform(0.1, 30.0)  # down for a while
-                for op in self.ops:
-                    if op.state == "sent":  # cut off: the client sends it again, or gives up
-                        if self.rng.random() < 0.6:
-                            op.state, op.at = "planned", self.now + self.rng.uniform(0.0, 10.0)
-                        else:
-                            op.state = "abandoned"
+                for op in self.ops:  # cut off: the client sends it again with its key, or gives up
+                    self.client.cut_off(op, self.now)
             except Stalled as stalled:
                 self.result.violations.append(f"stalled: {stalled}")
                 _bury(loop, self.db, self.ids)
@@ -236,6 +225,7 @@ class World:
         settings = self.settings(path)
         self.db = create_database(settings.database_url, pool_size=settings.db_pool_size)
         gateway = core_gateway(settings, self.db, self.template.master, connector)
+        watch(gateway.payments)  # what each request's key began (simulation/client.py)
         # As the cdc and webhooks extensions wire them (cdc/__init__.py, webhooks/__init__.py).
         dispatcher = SimulatedDispatcher(self.db, self.template.master, settings, self.merchant)
         relay = Relay(self.db, settings, [consumer_for(settings, dispatcher)])
@@ -261,6 +251,7 @@ class World:
             # no turn of their own): most crashes land, some after the work is done.
             loop.crash_at_turn = loop.turns + self.rng.randint(1, 200)
         await asyncio.gather(*(self._client(gateway, op) for op in self.ops if op.state == "planned"))
+        await self.client.finish()
         # Calm: no more faults; what is in flight finishes; the reconciler settles the rest.
         self.faults.enabled = self.merchant.faults.enabled = False
         self.log("calm")
@@ -280,6 +271,7 @@ class World:
         if self.webhooks:
             self.result.events += len(view.events)
             self.result.violations += check_webhooks(view, self.merchant.received, len(HOOK_RETRIES_S))
+        self.result.violations += check_keys(self.client.records)
         loop.crash_at_turn = None
         await gateway.db.dispose()
 
@@ -336,33 +328,8 @@ class World:
         return min(times, default=None)
 
     async def _client(self, gateway: Gateway, op: Op) -> None:
-        if (wait := op.at - self.now_s()) > 0:
-            await asyncio.sleep(wait)
-        op.state = "sent"
-        intent_id = self.intent_ids[op.intent]
-        merchant = self.template.merchant_id
-        self.log(f"op {op.number} {op.kind} {intent_id} {op.amount}")
-        outcome: Any
-        try:
-            if op.kind == "process":
-                outcome = await gateway.processing.process(ProcessPayment(merchant, intent_id, CARD), None)
-            elif op.kind == "capture":
-                outcome = await gateway.processing.capture(CapturePayment(merchant, intent_id, op.amount), None)
-            elif op.kind == "cancel":
-                outcome = await gateway.processing.cancel(merchant, intent_id, None)
-            else:
-                outcome = await gateway.refunds.refund(RefundPayment(merchant, intent_id, op.amount, None), None)
-            said = _said(outcome)
-        except ApiError as error:
-            said = f"error {error.code}"
-        op.state = "answered"
-        self.result.steps += 1
-        self.log(f"op {op.number} -> {said}")
-
-
-def _said(outcome: Any) -> str:
-    row = getattr(outcome, "intent", outcome)
-    return f"{row['status']}"
+        await self.client.run(gateway, op, self.intent_ids[op.intent], self.now_s)
+        self.result.steps += op.state == "answered"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
