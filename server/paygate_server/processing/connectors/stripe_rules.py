@@ -117,7 +117,10 @@ def classify_error(step: Step, status_code: int | None, body: bytes | None,
     - a timeout, a lost connection, any other transport error: UNKNOWN;
     - a body that is not Stripe's error object: UNKNOWN;
     - ``idempotency_error`` (the key was used with other parameters, or is in use): UNKNOWN;
-    - a look-up: 404 → NOT_FOUND, anything else UNKNOWN;
+    - a look-up: UNKNOWN, 404 included — every look-up names a payment intent by the id
+      Stripe gave when it created it, so Stripe had it: "no such payment intent" now (a key
+      of another account, test data deleted) says nothing of whether it was confirmed, and
+      NOT_FOUND would fail a charge, or send a capture or refund again, on a guess;
     - 402 (a card error: the request was valid but the payment failed): DECLINED — whatever
       ``type`` says (localstripe labels its 402s ``invalid_request_error``);
     - 400 and 404 (Stripe refused the request before doing anything): a refund is DECLINED
@@ -138,7 +141,8 @@ def classify_error(step: Step, status_code: int | None, body: bytes | None,
         return Answer(unknown, message=f"idempotency error (HTTP {status_code}): outcome unknown")
     if step in _LOOKUPS:
         if status_code == 404:
-            return Answer(O.NOT_FOUND, message=detail)
+            return Answer(unknown, message="Stripe no longer knows the payment intent it created (HTTP 404: "
+                                           "another account's key, or deleted test data?): outcome unknown")
         return Answer(unknown, message=f"look-up failed (HTTP {status_code}): outcome unknown")
     if status_code == 402:
         return Answer(O.DECLINED, decline_code=decline_code(body_error), message=detail)

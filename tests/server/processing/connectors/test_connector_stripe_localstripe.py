@@ -149,8 +149,11 @@ async def test_a_charge_without_a_recorded_id_is_not_found(stripe: StripeConnect
     assert (await stripe.lookup("txn_ls_never")).outcome is O.NOT_FOUND
 
 
-async def test_an_unknown_intent_is_not_found(stripe: StripeConnector) -> None:
-    assert (await stripe.lookup("txn_ls_x", processor_id="pi_doesnotexist")).outcome is O.NOT_FOUND
+async def test_an_intent_stripe_no_longer_knows_is_unknown_not_not_found(stripe: StripeConnector) -> None:
+    # Its id came from Stripe: Stripe had it, so its 404 cannot mean "never received".
+    for kind in ("charge", "capture", "void", "refund"):
+        result = await stripe.lookup("txn_ls_x", kind, processor_id="pi_doesnotexist")  # type: ignore[arg-type]
+        assert result.outcome is O.UNKNOWN and "no longer knows" in (result.message or "")
 
 
 async def test_a_rejected_key_is_failed(localstripe_url: str) -> None:

@@ -362,7 +362,7 @@ async def test_a_charge_without_a_recorded_id_was_never_confirmed() -> None:
     (ok(pi("succeeded", latest_charge="ch_1")), O.APPROVED),
     (ok(pi("requires_confirmation")), O.NOT_FOUND),
     (ok({**pi("succeeded", latest_charge="ch_1"), "metadata": {"paygate_reference": "txn_other"}}), O.UNKNOWN),
-    (err(404, code="resource_missing"), O.NOT_FOUND),
+    (err(404, code="resource_missing"), O.UNKNOWN),  # Stripe created it: its 404 is no "never received"
     (err(500), O.UNKNOWN),
     (err(401), O.UNKNOWN),
     (HttpTimeout("t"), O.UNKNOWN),

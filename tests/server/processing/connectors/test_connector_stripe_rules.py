@@ -142,10 +142,11 @@ def test_unusual_statuses_are_unknown() -> None:
     assert classify_error(Step.CONFIRM, 302, _error(code="moved")).outcome is O.UNKNOWN
 
 
-def test_lookups_404_is_not_found_anything_else_unknown() -> None:
-    assert classify_error(Step.RETRIEVE, 404, _error(code="resource_missing")).outcome is O.NOT_FOUND
-    for status in (400, 401, 402, 429, 500):
-        assert classify_error(Step.RETRIEVE, status, _error(code="x")).outcome is O.UNKNOWN
+def test_a_lookups_error_is_unknown_404_included() -> None:
+    # Every look-up names an object by the id Stripe gave it: a 404 says nothing of a confirm.
+    for step in (Step.RETRIEVE, Step.LIST_REFUNDS):
+        for status in (400, 401, 402, 404, 429, 500):
+            assert classify_error(step, status, _error(code="resource_missing")).outcome is O.UNKNOWN
 
 
 def test_messages_never_carry_a_card_number_or_a_key() -> None:
