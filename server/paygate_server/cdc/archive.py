@@ -59,6 +59,11 @@ class ManifestEntry:
         return Position.from_json(self.fields["position"])
 
 
+# What every manifest entry holds, of which type (firstId/lastId: none in an empty segment's).
+_ENTRY_FIELDS: dict[str, type] = {"segment": int, "object": str, "sha256": str, "bytes": int, "changes": int,
+                                  "position": dict, "prev": str, "hash": str}
+
+
 class ArchiveProblem(Exception):
     """Something in the archive does not check out."""
 
@@ -132,8 +137,19 @@ class ArchiveReader:
         return [n for n in await self.store.list(MANIFEST) if n.endswith(".json")]
 
     async def entry(self, name: str) -> ManifestEntry:
+        """The entry ``name``; ValueError if it is not an entry's shape (every field the
+        readers use, of its type: an edited entry is a problem to report, not a crash)."""
         fields = orjson.loads(await self.store.get(name))
-        return ManifestEntry(int(fields["segment"]), fields)
+        if not isinstance(fields, dict):
+            raise ValueError("not a JSON object")
+        for key, kind in _ENTRY_FIELDS.items():
+            if not isinstance(fields.get(key), kind) or isinstance(fields.get(key), bool):
+                raise ValueError(f"field {key!r} missing or not {kind.__name__}")
+        position = fields["position"]
+        if not all(isinstance(position.get(k), int) for k in ("horizon", "lastId")) \
+                or not isinstance(position.get("windowEnd"), (int, type(None))):
+            raise ValueError("field 'position' malformed")
+        return ManifestEntry(fields["segment"], fields)
 
     async def entries(self) -> tuple[list[ManifestEntry], list[str]]:
         """Every manifest entry in order, and the problems of the chain (if any)."""
@@ -187,6 +203,8 @@ class ArchiveReader:
             data = await self.store.get(entry.object)
         except KeyError:
             raise ArchiveProblem(f"{entry.object}: missing") from None
+        except ValueError as exc:  # a name no segment has (a folder's "../…")
+            raise ArchiveProblem(f"{entry.object}: {exc}") from None
         if hashlib.sha256(data).hexdigest() != entry.fields["sha256"] or len(data) != entry.fields["bytes"]:
             raise ArchiveProblem(f"{entry.object}: checksum mismatch (corrupted or tampered)")
         try:

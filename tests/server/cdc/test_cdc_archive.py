@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
+from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader, ArchiveSink, entry_hash
 from paygate_server.cdc.audit import verify_archive
+from paygate_server.cdc.prune import HistoryPruner
 from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.s3 import S3Store, sign_v4
 from paygate_server.cdc.store import LocalStore
@@ -99,6 +101,37 @@ async def test_verify_detects_tampering_and_loss(db: Database, tmp_path: Path) -
     entry_path.unlink()
     report = await verify_archive(db, ArchiveReader(store))
     assert not report.ok and any("segments/000000000002.jsonl.gz: manifest entry absent" in p for p in report.problems), report.problems
+
+
+@pytest.mark.parametrize("edit", [
+    {"drop": "object"}, {"drop": "sha256"}, {"drop": "position"}, {"position": 5},
+    {"position": {"horizon": 0, "windowEnd": "x", "lastId": 8}}, {"object": "../../outside"}, {"segment": True},
+], ids=str)
+async def test_an_entry_edited_out_of_shape_is_a_problem_not_a_crash(
+        db: Database, tmp_path: Path, edit: dict[str, Any]) -> None:
+    """An entry missing a field, or holding one of another type (its hash recomputed, so only
+    its shape gives it away), is reported by verify and stops pruning and the timeline, each
+    in a line: before, verify crashed on it (KeyError, TypeError: a traceback)."""
+    root = tmp_path / "archive"
+    store = LocalStore(root)
+    await _load(db)
+    await _archive(db, store)
+    path = root / "manifest" / "000000000002.json"
+    entry = json.loads(path.read_text())
+    if "drop" in edit:
+        del entry[edit["drop"]]
+    else:
+        entry.update(edit)
+    entry["hash"] = entry_hash(entry)
+    path.write_text(json.dumps(entry))
+    report = await verify_archive(db, ArchiveReader(store))
+    assert not report.ok and any("manifest/000000000002.json" in p or "outside" in p for p in report.problems), \
+        report.problems
+    with pytest.raises(ArchiveProblem):
+        await ArchiveReader(store).segment(await ArchiveReader(store).entry_for(2))
+    if db.is_sqlite:  # (PostgreSQL's partitions here are far wider than these changes)
+        pruned = await HistoryPruner(db, store, Settings(data_dir=tmp_path, history_retention_s=0)).run(dry_run=True)
+        assert pruned.archive_problem and pruned.limits["archive"] == 4, pruned.text()
 
 
 async def test_a_segment_written_before_a_crash_without_its_entry_is_replaced(db: Database, tmp_path: Path) -> None:
