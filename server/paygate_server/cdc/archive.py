@@ -11,8 +11,10 @@ Between the segment and its entry, the segment is indexed by intent in the datab
 A manifest entry names its segment and holds the segment's SHA-256, size, change count,
 first/last change id, the relay position after it, and ``prev`` — the hash of the previous
 entry — and its own ``hash``: a hash chain, so editing, removing or reordering any entry
-or segment is detected by ``paygate audit verify``. Objects are never rewritten: a segment
-whose entry was never written (a crash in between) is simply replaced by the next one.
+or segment is detected by ``paygate audit verify``. Objects are never rewritten: entries and
+segments are created only where there is none (a relay that lost its lease fails rather than
+overwrite the next holder's); a segment whose entry was never written (a crash in between) is
+left, and the next one goes under a name of its own, ``segments/<n>.<sha256 prefix>.jsonl.gz``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import orjson
 
 from paygate_server.cdc.index import INDEXED_VERSION, write_index
 from paygate_server.cdc.relay import Consumer
-from paygate_server.cdc.store import ObjectStore
+from paygate_server.cdc.store import ObjectExists, ObjectMissing, ObjectStore
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.faults import crash_point
 from paygate_server.storage import Transaction
@@ -57,6 +59,11 @@ class ManifestEntry:
     @property
     def position(self) -> Position:
         return Position.from_json(self.fields["position"])
+
+
+# What every manifest entry holds, of which type (firstId/lastId: none in an empty segment's).
+_ENTRY_FIELDS: dict[str, type] = {"segment": int, "object": str, "sha256": str, "bytes": int, "changes": int,
+                                  "position": dict, "prev": str, "hash": str}
 
 
 class ArchiveProblem(Exception):
@@ -106,22 +113,50 @@ class ArchiveSink(Consumer):
 
     async def deliver(self, changes: list[Change], conn: Transaction | None) -> None:
         data = encode_segment(changes)
+        digest = hashlib.sha256(data).hexdigest()
         number = self._next
+        entry_name = f"{MANIFEST}{number:012d}.json"
+        # Nothing with an entry is ever overwritten: the lease fences the offset, not the
+        # archive, and a relay that lost its lease (connection dropped mid-write, a long
+        # pause) may write after the next holder started from the same manifest.
         obj = f"{SEGMENTS}{number:012d}.jsonl.gz"
-        await self.store.put(obj, data)
+        try:
+            await self.store.put_new(obj, data)
+        except ObjectExists:
+            # Left by a crash before its entry, or another relay's: this one's goes under a
+            # name of its own (from its content: the same name holds the same bytes).
+            if await self._has_entry(entry_name):
+                raise self._stale(number) from None
+            obj = f"{SEGMENTS}{number:012d}.{digest[:16]}.jsonl.gz"
+            await self.store.put(obj, data)
         crash_point(self._fault, "archive_after_segment")
         # The index before the entry: an entry in the manifest implies its index is complete.
         await write_index(self.index, number, changes)
         fields: dict[str, Any] = {
             "version": INDEXED_VERSION, "segment": number, "object": obj,
-            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "changes": len(changes),
+            "sha256": digest, "bytes": len(data), "changes": len(changes),
             "firstId": changes[0].id, "lastId": changes[-1].id,
             "position": changes[-1].position.to_json(), "createdAt": to_rfc3339(now_us()),
             "prev": self._prev,
         }
         fields["hash"] = entry_hash(fields)
-        await self.store.put(f"{MANIFEST}{number:012d}.json", orjson.dumps(fields))
+        try:
+            await self.store.put_new(entry_name, orjson.dumps(fields))
+        except ObjectExists:
+            raise self._stale(number) from None
         self._next, self._prev = number + 1, fields["hash"]
+
+    async def _has_entry(self, name: str) -> bool:
+        try:
+            await self.store.get(name)
+        except ObjectMissing:
+            return False
+        return True
+
+    @staticmethod
+    def _stale(number: int) -> ArchiveProblem:
+        return ArchiveProblem(f"segment {number} already has its manifest entry: another relay archived it"
+                              " (this one will start again from the manifest)")
 
 
 class ArchiveReader:
@@ -132,8 +167,19 @@ class ArchiveReader:
         return [n for n in await self.store.list(MANIFEST) if n.endswith(".json")]
 
     async def entry(self, name: str) -> ManifestEntry:
+        """The entry ``name``; ValueError if it is not an entry's shape (every field the
+        readers use, of its type: an edited entry is a problem to report, not a crash)."""
         fields = orjson.loads(await self.store.get(name))
-        return ManifestEntry(int(fields["segment"]), fields)
+        if not isinstance(fields, dict):
+            raise ValueError("not a JSON object")
+        for key, kind in _ENTRY_FIELDS.items():
+            if not isinstance(fields.get(key), kind) or isinstance(fields.get(key), bool):
+                raise ValueError(f"field {key!r} missing or not {kind.__name__}")
+        position = fields["position"]
+        if not all(isinstance(position.get(k), int) for k in ("horizon", "lastId")) \
+                or not isinstance(position.get("windowEnd"), (int, type(None))):
+            raise ValueError("field 'position' malformed")
+        return ManifestEntry(fields["segment"], fields)
 
     async def entries(self) -> tuple[list[ManifestEntry], list[str]]:
         """Every manifest entry in order, and the problems of the chain (if any)."""
@@ -187,6 +233,8 @@ class ArchiveReader:
             data = await self.store.get(entry.object)
         except KeyError:
             raise ArchiveProblem(f"{entry.object}: missing") from None
+        except ValueError as exc:  # a name no segment has (a folder's "../…")
+            raise ArchiveProblem(f"{entry.object}: {exc}") from None
         if hashlib.sha256(data).hexdigest() != entry.fields["sha256"] or len(data) != entry.fields["bytes"]:
             raise ArchiveProblem(f"{entry.object}: checksum mismatch (corrupted or tampered)")
         try:

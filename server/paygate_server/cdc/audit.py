@@ -18,13 +18,14 @@ from typing import Any
 
 import orjson
 
-from paygate_server.cdc.archive import ArchiveProblem, ArchiveReader
+from paygate_server.cdc.archive import MANIFEST, ArchiveProblem, ArchiveReader
 from paygate_server.cdc.index import unindexed
 from paygate_server.intents.history import render_history
 from paygate_server.storage import Database
 from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.change_log import ChangeLog, EntityRow
 from paygate_server.storage.changes import Change
+from paygate_server.storage.history_prune import HistoryPruneStore
 from paygate_server.storage.relay_offsets import read_offset
 from paygate_server.storage.schema import CAPTURED_TABLES
 
@@ -375,9 +376,19 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
     not_indexed: list[int] = []  # segments the index by intent does not cover (the first few)
     not_indexed_count = 0
     archive_pos = None
+    # The database's anchor of the chain: the hash of the last entry pruning verified (its
+    # cursor). Anyone who rewrites the archive can recompute an unkeyed chain; this hash they
+    # cannot change without the database, and what it covers exists nowhere else.
+    anchor = (await HistoryPruneStore(db).state()).cursor
+    anchored = anchor.next_segment - 1  # the entry whose hash pruning recorded (0: none)
     async for entry in reader.walk(report.problems):
         report.segments += 1
         archive_pos = entry.position
+        if entry.number == anchored:
+            anchored = 0
+            if entry.fields["hash"] != anchor.prev_hash:
+                _problem(report, f"{MANIFEST}{entry.number:012d}.json: not the entry pruning recorded (its hash"
+                                 " differs from the database's): the archive was rewritten")
         try:
             changes = await reader.segment(entry)
         except ArchiveProblem as exc:
@@ -400,6 +411,9 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
                 _problem(report, problem)
         report.archived += len(fresh)
         await _compare(log, fresh, report)
+    if anchored:
+        _problem(report, f"{MANIFEST}{anchored:012d}.json: absent, though pruning recorded it: the archive"
+                         " lost what pruning verified")
     if not_indexed:
         more = f" … ({not_indexed_count} in all)" if not_indexed_count > len(not_indexed) else ""
         _problem(report, f"segments not in the index by intent: {', '.join(map(str, not_indexed))}{more}"

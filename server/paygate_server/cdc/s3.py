@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from paygate_server.cdc.store import ObjectMissing
+from paygate_server.cdc.store import ObjectExists, ObjectMissing
 from paygate_server.config import Settings
 
 __all__ = ["S3Store", "S3Error", "sign_v4"]
@@ -90,14 +90,14 @@ class S3Store:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     async def _request(self, method: str, key: str | None, *, query: dict[str, str] | None = None,
-                       body: bytes = b"") -> httpx.Response:
+                       body: bytes = b"", extra: dict[str, str] | None = None) -> httpx.Response:
         path = f"/{self.bucket}" if self._path_style else ""
         path += f"/{key}" if key is not None else "/"
         query = query or {}
         payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         amz_date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = {"host": urlsplit(self._base).netloc, "x-amz-date": amz_date,
-                   "x-amz-content-sha256": payload_hash}
+                   "x-amz-content-sha256": payload_hash, **(extra or {})}
         headers["authorization"] = sign_v4(method, path, query, headers, payload_hash, access_key=self._access_key,
                                            secret_key=self._secret_key, region=self.region, amz_date=amz_date)
         url = self._base + _uri_encode(path, keep_slash=True)
@@ -107,6 +107,15 @@ class S3Store:
 
     async def put(self, name: str, data: bytes) -> None:
         r = await self._request("PUT", self._key(name), body=data)
+        if r.status_code != 200:
+            raise S3Error(f"PUT {name}: HTTP {r.status_code} {r.text[:200]}")
+
+    async def put_new(self, name: str, data: bytes) -> None:
+        """A conditional PUT (``If-None-Match: *``): 412 when the key exists, 409 when another
+        conditional write of it is under way — either way this one did not write."""
+        r = await self._request("PUT", self._key(name), body=data, extra={"if-none-match": "*"})
+        if r.status_code in (409, 412):
+            raise ObjectExists(name)
         if r.status_code != 200:
             raise S3Error(f"PUT {name}: HTTP {r.status_code} {r.text[:200]}")
 

@@ -1,7 +1,9 @@
 """Where archive objects live: a local folder, or an S3-compatible bucket (:mod:`.s3`).
 
 An object store here is a flat namespace of immutable objects: ``put`` makes an object
-appear whole or not at all, ``get`` reads one, ``list`` names them in order.
+appear whole or not at all, ``put_new`` too but only where there is none yet (else
+:class:`ObjectExists`: what one writer archived, another never replaces), ``get`` reads one,
+``list`` names them in order.
 """
 from __future__ import annotations
 
@@ -14,15 +16,23 @@ from typing import Protocol
 from paygate_server.config import Settings
 from paygate_server.private_files import private_dir
 
-__all__ = ["ObjectStore", "LocalStore", "ObjectMissing", "store_for"]
+__all__ = ["ObjectStore", "LocalStore", "ObjectMissing", "ObjectExists", "store_for"]
 
 
 class ObjectMissing(KeyError):
     """No object by that name."""
 
 
+class ObjectExists(Exception):
+    """``put_new``: an object by that name exists already (it was left as it was)."""
+
+
 class ObjectStore(Protocol):
     async def put(self, name: str, data: bytes) -> None: ...
+
+    async def put_new(self, name: str, data: bytes) -> None:
+        """Like ``put``, only if no object has that name; else ObjectExists."""
+        ...
 
     async def get(self, name: str) -> bytes: ...
 
@@ -37,7 +47,8 @@ class ObjectStore(Protocol):
 
 class LocalStore:
     """A folder. ``put`` writes a temporary file, fsyncs it, renames it into place and
-    fsyncs the folder: after a crash an object is either complete or absent."""
+    fsyncs the folder: after a crash an object is either complete or absent. ``put_new``
+    links it into place instead, which fails if the name is taken (atomic, as the rename)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -50,7 +61,7 @@ class LocalStore:
             raise ValueError(f"bad object name {name!r}")
         return self.root / name
 
-    def _put(self, name: str, data: bytes) -> None:
+    def _put(self, name: str, data: bytes, replace: bool = True) -> None:
         path = self._path(name)
         private_dir(path.parent)
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
@@ -60,7 +71,15 @@ class LocalStore:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            if replace:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise ObjectExists(name) from None
+                finally:
+                    tmp.unlink()
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -91,6 +110,9 @@ class LocalStore:
 
     async def put(self, name: str, data: bytes) -> None:
         await asyncio.to_thread(self._put, name, data)
+
+    async def put_new(self, name: str, data: bytes) -> None:
+        await asyncio.to_thread(self._put, name, data, False)
 
     async def get(self, name: str) -> bytes:
         return await asyncio.to_thread(self._get, name)

@@ -12,12 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
+from paygate_server.cdc.archive import (
+    ArchiveProblem,
+    ArchiveReader,
+    ArchiveSink,
+    encode_segment,
+    entry_hash,
+)
 from paygate_server.cdc.audit import verify_archive
+from paygate_server.cdc.prune import HistoryPruner
 from paygate_server.cdc.relay import Relay
 from paygate_server.cdc.s3 import S3Store, sign_v4
-from paygate_server.cdc.store import LocalStore
+from paygate_server.cdc.store import LocalStore, ObjectExists
 from paygate_server.config import Settings
 from paygate_server.storage import Database
 from paygate_server.storage.archive_index import ArchiveIndex
@@ -101,6 +109,37 @@ async def test_verify_detects_tampering_and_loss(db: Database, tmp_path: Path) -
     assert not report.ok and any("segments/000000000002.jsonl.gz: manifest entry absent" in p for p in report.problems), report.problems
 
 
+@pytest.mark.parametrize("edit", [
+    {"drop": "object"}, {"drop": "sha256"}, {"drop": "position"}, {"position": 5},
+    {"position": {"horizon": 0, "windowEnd": "x", "lastId": 8}}, {"object": "../../outside"}, {"segment": True},
+], ids=str)
+async def test_an_entry_edited_out_of_shape_is_a_problem_not_a_crash(
+        db: Database, tmp_path: Path, edit: dict[str, Any]) -> None:
+    """An entry missing a field, or holding one of another type (its hash recomputed, so only
+    its shape gives it away), is reported by verify and stops pruning and the timeline, each
+    in a line: before, verify crashed on it (KeyError, TypeError: a traceback)."""
+    root = tmp_path / "archive"
+    store = LocalStore(root)
+    await _load(db)
+    await _archive(db, store)
+    path = root / "manifest" / "000000000002.json"
+    entry = json.loads(path.read_text())
+    if "drop" in edit:
+        del entry[edit["drop"]]
+    else:
+        entry.update(edit)
+    entry["hash"] = entry_hash(entry)
+    path.write_text(json.dumps(entry))
+    report = await verify_archive(db, ArchiveReader(store))
+    assert not report.ok and any("manifest/000000000002.json" in p or "outside" in p for p in report.problems), \
+        report.problems
+    with pytest.raises(ArchiveProblem):
+        await ArchiveReader(store).segment(await ArchiveReader(store).entry_for(2))
+    if db.is_sqlite:  # (PostgreSQL's partitions here are far wider than these changes)
+        pruned = await HistoryPruner(db, store, Settings(data_dir=tmp_path, history_retention_s=0)).run(dry_run=True)
+        assert pruned.archive_problem and pruned.limits["archive"] == 4, pruned.text()
+
+
 async def test_a_segment_written_before_a_crash_without_its_entry_is_replaced(db: Database, tmp_path: Path) -> None:
     root = tmp_path / "archive"
     store = LocalStore(root)
@@ -112,6 +151,36 @@ async def test_a_segment_written_before_a_crash_without_its_entry_is_replaced(db
     await _archive(db, store)
     report = await verify_archive(db, ArchiveReader(store))
     assert report.ok and report.pending == 0, report.text()
+
+
+async def test_a_relay_that_lost_its_lease_never_overwrites_what_the_next_one_archived(
+        db: Database, tmp_path: Path) -> None:
+    """The lease fences the offset, not the archive: a relay whose lease went (its connection
+    dropped while it wrote a segment, a long pause) may still write after the next holder,
+    which started from the same manifest. Before, its segment and entry replaced the next
+    holder's under the same number — changes that holder had archived (its offset moved past
+    them, pruning may have taken them from the database) were gone from the archive. Now an
+    entry is created, never replaced, and a segment with an entry is never overwritten: the
+    stale relay fails and starts again from the manifest."""
+    store = LocalStore(tmp_path / "archive")
+    await _load(db, 4)
+    changes = await all_changes(db)
+    stale, live = (ArchiveSink(store, ArchiveIndex(db), batch_size=8, linger_s=0.0) for _ in range(2))
+    assert await stale.start() is None and await live.start() is None
+    await live.deliver(changes[:6], None)
+    # The live relay wrote segment 2's data but not yet its entry: the stale one's write lands
+    # in between (its segment under a name of its own), and whichever entry comes first stands.
+    await store.put("segments/000000000002.jsonl.gz", encode_segment(changes[6:]))
+    with pytest.raises(ArchiveProblem, match="already"):
+        await stale.deliver(changes[:4], None)
+    assert [c.id for c in await ArchiveReader(store).segment(await ArchiveReader(store).entry_for(1))] == \
+        [c.id for c in changes[:6]]
+    assert await stale.start() is not None  # it starts again from the manifest, after segment 1
+    await stale.deliver(changes[6:], None)
+    with pytest.raises(ArchiveProblem, match="already"):
+        await live.deliver(changes[6:], None)
+    report = await verify_archive(db, ArchiveReader(store))
+    assert report.ok and report.archived == len(changes) and report.duplicates == 0, report.text()
 
 
 def _paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -174,6 +243,14 @@ async def test_archive_in_an_s3_compatible_bucket(db: Database, moto_s3: str) ->
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="prod/")["Contents"]]
         assert "prod/manifest/000000000001.json" in keys and "prod/segments/000000000004.jsonl.gz" in keys
         assert_exactly_once_in_order(await _archived(store), await all_changes(db))
+
+        # A conditional PUT never replaces a key (a stale relay's entry or segment).
+        first = await store.get("manifest/000000000002.json")
+        with pytest.raises(ObjectExists):
+            await store.put_new("manifest/000000000002.json", b"{}")
+        assert await store.get("manifest/000000000002.json") == first
+        await store.put_new("scratch/fresh.json", b"{}")
+        assert await store.get("scratch/fresh.json") == b"{}"
 
         s3.put_object(Bucket=bucket, Key="prod/segments/000000000003.jsonl.gz", Body=b"tampered")
         report = await verify_archive(db, ArchiveReader(store))

@@ -49,6 +49,10 @@ class SpyStore:
         self.calls.append(("put", name))
         await self.inner.put(name, data)
 
+    async def put_new(self, name: str, data: bytes) -> None:
+        self.calls.append(("put", name))
+        await self.inner.put_new(name, data)
+
     async def get(self, name: str) -> bytes:
         self.calls.append(("get", name))
         return await self.inner.get(name)

@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import hashlib
 import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import text
 
-from paygate_server.cdc.archive import ArchiveReader, ArchiveSink
+from paygate_server.cdc.archive import GENESIS, ArchiveReader, ArchiveSink, entry_hash
+from paygate_server.cdc.audit import verify_archive
 from paygate_server.cdc.index import reindex
 from paygate_server.cdc.prune import HistoryPruner, run_scheduled
 from paygate_server.cdc.relay import Relay
@@ -378,3 +381,40 @@ async def test_a_run_reads_the_archive_from_its_cursor(pdb: Database, store: Loc
     third = await HistoryPruner(pdb, store, settings(tmp_path)).run()
     assert third.archive_problem == f"manifest/{cursor.next_segment:012d}.json: does not chain to the previous entry (edited)"
     assert third.pruned_through == second.pruned_through
+
+
+def _rechain(root: Path) -> None:
+    """Recompute every manifest entry's checksums and hash chain from the segments as they are
+    (what someone rewriting the archive does so that the chain still holds)."""
+    prev = GENESIS
+    for path in sorted((root / "manifest").iterdir()):
+        fields = json.loads(path.read_bytes())
+        data = (root / fields["object"]).read_bytes()
+        fields.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), prev=prev)
+        fields["hash"] = prev = entry_hash(fields)
+        path.write_text(json.dumps(fields))
+
+
+async def test_verify_holds_the_pruned_archive_to_the_hash_pruning_recorded(
+        pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    """Once pruned, the archive is the only copy of a change, and an unkeyed hash chain can be
+    recomputed by whoever rewrites it: the database keeps the hash of the last entry pruning
+    verified (the cursor's), and verify holds the archive to it. Before, a pruned change
+    rewritten (an older amount) with the chain recomputed verified OK (only an entity's
+    newest change is compared with its row)."""
+    await write_changes(pdb, 12)
+    await archive(pdb, store, tmp_path)
+    await HistoryPruner(pdb, store, settings(tmp_path)).run()
+    cursor = (await HistoryPruneStore(pdb).state()).cursor
+    assert cursor.next_segment > 2
+    assert (await verify_archive(pdb, ArchiveReader(store))).ok
+    root = store.root
+    segment = root / "segments" / "000000000001.jsonl.gz"
+    lines = gzip.decompress(segment.read_bytes()).splitlines()
+    first = json.loads(lines[0])  # an intent's creation: not its newest change
+    assert first["seq"] == 1
+    first["data"]["amount"] += 1
+    segment.write_bytes(gzip.compress(b"\n".join([orjson.dumps(first), *lines[1:]]) + b"\n", mtime=0))
+    _rechain(root)
+    report = await verify_archive(pdb, ArchiveReader(store))
+    assert not report.ok and any("pruning recorded" in p for p in report.problems), report.text()
