@@ -341,3 +341,22 @@ def test_a_merchant_name_that_is_not_printable_utf8_is_refused(name: str, databa
     r = paygate("merchants", "create", "--name", name, env={
         "PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path), "PAYGATE_MASTER_KEY": TEST_MASTER_KEY})
     assert_one_line(r, "a merchant name has printable characters only")
+
+
+def test_relay_once_meeting_another_relays_segment_is_one_line(
+        operator_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two relays really did split (one lost its lease mid-write): the archive refuses the
+    # stale one's entry; --once says so in one line, as the loop logs it and starts again.
+    from paygate_server.cdc.archive import ArchiveProblem
+    from paygate_server.cdc.relay import Relay
+
+    async def stale(self: Relay, **_: object) -> dict[str, int]:
+        raise ArchiveProblem("segment 3 already has its manifest entry: another relay archived it")
+
+    monkeypatch.setattr(Relay, "drain", stale)
+    assert main(["db", "upgrade"]) == 0
+    capsys.readouterr()
+    code = main(["relay", "--once"])
+    out = capsys.readouterr()
+    assert code == 2 and out.out == "", out
+    assert out.err == "paygate: the archive: segment 3 already has its manifest entry: another relay archived it\n"

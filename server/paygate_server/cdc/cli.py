@@ -19,6 +19,7 @@ __all__ = ["add_commands"]
 
 async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, int] | None:
     from paygate_server.app import EXTENSIONS, build_gateway
+    from paygate_server.cdc.archive import ArchiveProblem
 
     async with open_database(settings):
         pass  # a missing or unreachable database, or a wrong schema: one line, before anything starts
@@ -36,6 +37,8 @@ async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, 
                 return await relay.drain(lease_timeout_s=args.lease_timeout)
             except TimeoutError as exc:
                 raise CommandError(f"{exc} (is `paygate serve` running the relay? then --once is not needed)") from None
+            except ArchiveProblem as exc:  # e.g. another relay archived the same segment meanwhile
+                raise CommandError(f"the archive: {exc}") from None
         await gateway.notifier.start()
         work = [relay.run_forever()]
         if gateway.has("webhook_dispatcher") and not args.no_dispatch:
