@@ -98,9 +98,9 @@ SELECT min(id) FROM change_log WHERE id > :lo AND id <= :hi AND txid >= :horizon
   AND NOT (txid < :window_end AND id <= :last_id)""")
 _PG_UNCOVERED = text("SELECT min(id) FROM change_log WHERE id > :lo AND id <= :hi AND txid >= :horizon")
 _OLDEST = f"(SELECT {_OLDEST_RUNNING_EXPR} FROM (SELECT pg_current_snapshot() AS snap) s)"
-_PG_SEQUENCE = text(f"""
-SELECT (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM change_log_id_seq),
-       pg_snapshot_xmax(pg_current_snapshot())::text::bigint, {_OLDEST}""")
+# Read after the sequence, in a statement (and transaction) of its own: its snapshot must be
+# later than the sequence's read (see final_id).
+_PG_XMAX = text(f"SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, {_OLDEST}")
 _PG_OLDEST = text(f"SELECT {_OLDEST}")
 _PG_NEXT_ID = text("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM change_log_id_seq")
 
@@ -133,8 +133,15 @@ class HistoryPruneStore:
             async with self._db.read() as conn:
                 value = (await conn.execute(_MAX_ID)).scalar()
             return None if value is None else int(value)
+        # The sequence first, the snapshot after, each in a transaction of its own: a
+        # transaction that took an id up to ``last`` had its transaction id before that read,
+        # so below the later snapshot's xmax, and is waited for. (Read in one statement, the
+        # statement's snapshot came first: a transaction taking its xid and an id in between
+        # was not waited for, and its change could commit below a "final" id.)
         async with self._db.read() as conn:
-            last, next_txid, oldest = (await conn.execute(_PG_SEQUENCE)).one()
+            last = (await conn.execute(_PG_NEXT_ID)).scalar_one()
+        async with self._db.read() as conn:
+            next_txid, oldest = (await conn.execute(_PG_XMAX)).one()
         deadline = time.monotonic() + wait_s
         while oldest < next_txid:
             if time.monotonic() >= deadline:
