@@ -62,7 +62,9 @@ def test_create_from_stdin_then_disable_and_list(env: str, monkeypatch: pytest.M
     assert "sessions are revoked" in capsys.readouterr().out
     assert not _login(env, email, PASSWORD)
     assert main(["operators", "list", "--json"]) == 0
-    [row] = [r for r in json.loads(capsys.readouterr().out) if r["email"] == email]
+    listed = json.loads(capsys.readouterr().out)
+    assert set(listed) == {"data"}  # one JSON object, like every list's --json (SPEC §9)
+    [row] = [r for r in listed["data"] if r["email"] == email]
     assert row["disabledAt"] is not None
 
 
