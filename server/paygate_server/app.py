@@ -110,17 +110,32 @@ def core_gateway(settings: Settings, db: Database, master: MasterKey, connector:
 
 
 async def _housekeeping(gateway: Gateway) -> None:
-    """Once a minute: prune expired nonces and idempotency keys, pick up card-key rotations."""
+    """Once a minute: prune expired nonces and idempotency keys (background work)."""
     while True:
         try:
             await prune_nonces(gateway.db)
             await gateway.payments.prune_keys(now_us() - gateway.settings.idempotency_ttl_s * 1_000_000)
-            await gateway.card_keys.reload()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("housekeeping failed")
         await asyncio.sleep(60)
+
+
+# How often every serving process re-reads the checkout keys: a rotation made elsewhere is
+# published in its JWKS, and a retired key past its grace stops decrypting, within this.
+CARD_KEY_REFRESH_S = 60.0
+
+
+async def _refresh_card_keys(gateway: Gateway) -> None:
+    """Not background work: an API-only process (``PAYGATE_RUN_BACKGROUND=0``) serves the
+    JWKS and decrypts too, and without this would publish the key it started with for ever."""
+    while True:
+        await asyncio.sleep(CARD_KEY_REFRESH_S)
+        try:
+            await gateway.card_keys.reload()
+        except Exception:
+            log.exception("reloading the checkout keys failed")
 
 
 def _routes(extensions: Sequence[Extension]) -> list[BaseRoute]:
@@ -170,7 +185,10 @@ def create_app(settings: Settings | None = None, *, serving: bool = False,
         await gateway.notifier.start()
         if serving:
             settle_after_startup()
-        tasks: list[asyncio.Task[None]] = []
+        tasks = [asyncio.create_task(_refresh_card_keys(gateway), name="card-key-refresh")]
+        for extension in extensions:
+            for coro in extension.refresh_tasks(gateway):
+                tasks.append(asyncio.create_task(coro))
         if settings.run_background:
             tasks.append(asyncio.create_task(_housekeeping(gateway), name="housekeeping"))
             tasks.append(asyncio.create_task(gateway.reconciler.run_forever(), name="reconciler"))

@@ -47,6 +47,11 @@ class Extension:
         """Long-running work, started only inside ``paygate serve`` (``run_background``)."""
         return []
 
+    def refresh_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
+        """Keeping this process's caches current (e.g. keys rotated by another process),
+        started in every process that serves the app, ``PAYGATE_RUN_BACKGROUND=0`` included."""
+        return []
+
     async def teardown(self, gateway: Gateway) -> None:
         """Release what setup opened; runs for every extension, in list order."""
 

@@ -163,7 +163,9 @@ class Accounts:
             if by is not None:
                 await record_action_in(conn, operator_id=by.operator_id, action="operator.disable",
                                        target=row.id, detail={"email": row.email}, remote_addr=by.remote_addr)
-        return row
+            # The account as it is now (its disabledAt), not as it was read before.
+            disabled = await find_operator_by_email(conn, email)
+        return disabled or row
 
     async def list(self) -> list[OperatorRow]:
         async with self.db.read() as conn:

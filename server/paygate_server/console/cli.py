@@ -101,7 +101,7 @@ def cmd_operators_disable(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_operators_list(args: argparse.Namespace, settings: Settings) -> None:
     rows: list[OperatorRow] = _run_accounts(settings, lambda accounts: accounts.list())
     if args.json:
-        print(json.dumps([_shown(row) for row in rows]))
+        print(json.dumps({"data": [_shown(row) for row in rows]}))  # one object, as every --json (SPEC §9)
         return
     if not rows:
         print("no operators yet: paygate operators create --email E --role admin")

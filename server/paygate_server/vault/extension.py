@@ -2,8 +2,8 @@
 
 ``setup`` registers :class:`VaultService` as ``gateway.vault`` (the process
 endpoint redeems ``paymentDetails.token`` through it) after making sure a data key exists;
-``background_tasks`` purges expired tokens' CVCs and picks up data-key rotations made by
-other processes. The checkout's routes are in :mod:`paygate_server.checkout.endpoints`.
+``background_tasks`` purges expired tokens' CVCs; ``refresh_tasks`` picks up data-key
+rotations made by other processes (in API-only processes too: they encrypt new cards). The checkout's routes are in :mod:`paygate_server.checkout.endpoints`.
 """
 from __future__ import annotations
 
@@ -31,10 +31,20 @@ async def _purge_forever(gateway: Gateway) -> None:
             dropped, deleted = await vault.purge()
             if dropped or deleted:
                 log.info("vault purge: %d expired CVCs dropped, %d unused cards deleted", dropped, deleted)
-            await vault.keys.reload()
         except Exception:
             log.exception("vault purge failed")
         await asyncio.sleep(interval)
+
+
+async def _reload_data_keys_forever(gateway: Gateway) -> None:
+    vault = gateway.vault
+    interval = max(0.05, gateway.settings.vault_purge_interval_s)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await vault.keys.reload()
+        except Exception:
+            log.exception("reloading the vault data keys failed")
 
 
 class VaultExtension(Extension):
@@ -48,6 +58,9 @@ class VaultExtension(Extension):
 
     def background_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
         return [_purge_forever(gateway)]
+
+    def refresh_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
+        return [_reload_data_keys_forever(gateway)]
 
 
 extension = VaultExtension()

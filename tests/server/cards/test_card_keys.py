@@ -27,8 +27,10 @@ from paygate_server.cards import (
 )
 from paygate_server.cards.keystore import CardKeyStore, rotate_card_key
 from paygate_server.config import Settings
+from paygate_server.vault.datakeys import rotate_data_key
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as settings_for
+from tests.support.eventually import eventually
 
 
 def _b64url_int(value: str) -> int:
@@ -136,3 +138,26 @@ def test_fingerprint_errors_do_not_echo_the_value() -> None:
     assert "4242" not in str(caught.value)
     with pytest.raises(ValueError):
         fingerprint("4242424242424242", b"short")
+
+
+async def test_an_api_only_process_picks_up_key_rotations(fresh_database_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process with ``PAYGATE_RUN_BACKGROUND=0`` serves the JWKS and encrypts vault records
+    too: a checkout-key or vault data-key rotation made by another process reaches it
+    (it used to publish the key it started with, and seal new cards under the old data key,
+    until restarted; docs/operations.md, "Keys and rotation")."""
+    monkeypatch.setattr("paygate_server.app.CARD_KEY_REFRESH_S", 0.05)
+    settings = settings_for(fresh_database_url, tmp_path, run_background=False, vault_purge_interval_s=0.05)
+    async with running_gateway(settings) as g:
+        before = [k["kid"] for k in (await g.http.get("/checkout/v1/keys")).json()["keys"]]
+        version = g.gateway.vault.keys.active_version
+        _retired, kid = await rotate_card_key(g.gateway.db, g.gateway.master_key)
+        _old, new_version = await rotate_data_key(g.gateway.db, g.gateway.master_key)
+
+        async def published() -> list[str]:
+            return [k["kid"] for k in (await g.http.get("/checkout/v1/keys")).json()["keys"]]
+
+        assert await eventually(published, until=lambda kids: kids == [kid], what="the rotated key published")
+        assert kid not in before and new_version != version
+        await eventually(lambda: g.gateway.vault.keys.active_version == new_version,
+                         what="the new vault data key in use")

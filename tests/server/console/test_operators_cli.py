@@ -62,8 +62,22 @@ def test_create_from_stdin_then_disable_and_list(env: str, monkeypatch: pytest.M
     assert "sessions are revoked" in capsys.readouterr().out
     assert not _login(env, email, PASSWORD)
     assert main(["operators", "list", "--json"]) == 0
-    [row] = [r for r in json.loads(capsys.readouterr().out) if r["email"] == email]
+    listed = json.loads(capsys.readouterr().out)
+    assert set(listed) == {"data"}  # one JSON object, like every list's --json (SPEC §9)
+    [row] = [r for r in listed["data"] if r["email"] == email]
     assert row["disabledAt"] is not None
+
+
+def test_disable_json_shows_the_account_disabled(env: str, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    email = new_email("off")
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["operators", "create", "--email", email, "--role", "viewer", "--password-stdin"]) == 0
+    capsys.readouterr()
+    assert main(["operators", "disable", "--email", email, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["email"] == email and shown["disabled"] is True
+    assert shown["disabledAt"] is not None  # it printed the row read before disabling: null
 
 
 def test_create_asks_twice(env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
