@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from paygate_server.cli_parser import Parser, port_number, whole_number
@@ -375,6 +375,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, MerchantError, SchemaMismatch, ValueError) as exc:
         print(f"paygate: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader stopped reading (`paygate … | head`): nothing to say. Python flushes
+        # standard output once more at exit; that goes to /dev/null, not to a second error.
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:
         # Which file: "Permission denied" alone does not say what to fix.
         where = f": {exc.filename}" if exc.filename else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import re
@@ -360,3 +361,17 @@ def test_relay_once_meeting_another_relays_segment_is_one_line(
     out = capsys.readouterr()
     assert code == 2 and out.out == "", out
     assert out.err == "paygate: the archive: segment 3 already has its manifest entry: another relay archived it\n"
+
+
+def test_a_reader_that_stops_reading_gets_no_error(operator_env: str, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # `paygate … | head`: once head has its lines it closes the pipe; no "Broken pipe" line.
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    assert main(["db", "upgrade"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["operators", "list"]) == 1
+    assert capsys.readouterr().err == ""
