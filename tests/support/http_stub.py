@@ -91,6 +91,11 @@ class StubServer:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 
+    def stop_listening(self) -> None:
+        """Refuse new connections from now on (the processor went away); open ones stay."""
+        assert self._server is not None
+        self._server.close()
+
     async def wait_ended(self, index: int) -> None:
         """Until connection ``index`` has ended (wrap in a timeout)."""
         assert self._changed is not None

@@ -126,8 +126,7 @@ async def test_a_resend_that_cannot_connect_is_unknown_not_failed(operation: str
         nonlocal requests
         requests += 1
         if requests == 2:
-            assert stub._server is not None
-            stub._server.close()
+            stub.stop_listening()
             return CLOSE
         return _answer(seen)
 
