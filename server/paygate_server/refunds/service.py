@@ -69,14 +69,19 @@ class RefundService:
             raise refusal_error(refusal, command.intent_id, "refunded") from None
         if isinstance(reserved, ExistingKey):
             return await self._resumed(reserved, claim)
-        connector = await gateway.processors.connector(reserved["connector"], self.connector)  # where the money was
         request = RefundRequest(
             reference=reserved["reference"], charge_reference=reserved["charge_reference"],
             amount=reserved["amount"], currency=reserved["currency"],
             charge_processor_id=reserved["charge_processor_id"])
-        # Bounded like a charge's calls: the reconciler sends it again after the same grace.
-        result = await call_by(deadline, partial(connector.refund, request), RefundResult(
-            request.reference, ChargeOutcome.UNKNOWN, DEADLINE_PASSED))
+        try:
+            connector = await gateway.processors.connector(reserved["connector"], self.connector)  # where the money was
+        except Exception as exc:  # noqa: BLE001 - an account that cannot be used was sent nothing (as a charge's)
+            result = RefundResult(request.reference, ChargeOutcome.FAILED,
+                                  f"processor account unusable ({type(exc).__name__}): nothing sent")
+        else:
+            # Bounded like a charge's calls: the reconciler sends it again after the same grace.
+            result = await call_by(deadline, partial(connector.refund, request), RefundResult(
+                request.reference, ChargeOutcome.UNKNOWN, DEADLINE_PASSED))
         outcome = refund_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
         row = await store.settle_refund(reserved["id"], outcome,
                                         None if claim is None else AnswerSpec(claim, _render_answer))

@@ -2,7 +2,8 @@
 failed) leaves its Idempotency-Key ``in_progress``. Past the lock timeout, the retry with that
 key is answered with what the first request began, as it is now — the intent, or the refund —
 and never begins it a second time: a second refund reserved under one key would be money
-paid out twice (docs/api.md, "Idempotency")."""
+paid out twice (docs/api.md, "Idempotency"). And a refund whose account cannot be used: not
+a 500 that leaves its key abandoned, but refused with nothing sent."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -144,3 +145,23 @@ async def test_a_token_payment_cut_off_is_answered_with_its_intent_though_its_to
     await _is_answered_again(shop, "/api/v1/payment/process", body, "pay-token", retry)
     other = await shop.post("/api/v1/payment/process", body, idempotency_key="another-key")
     assert other.status_code == 400 and other.json()["error"]["code"] == "token_invalid"
+
+
+async def test_a_refund_whose_account_cannot_be_used_is_refused_not_a_500(
+        gw: InProcessGateway, processor: ScriptedProcessor, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a charge's: an account that cannot be built (its row gone, a kind this version
+    # does not know) was sent nothing — the refund is refused and its amount released.
+    from paygate_server.processors.registry import AccountMissing
+
+    shop = await gw.new_merchant()
+    pid = await _paid(gw, shop)
+
+    async def unusable(route: str, default: Any) -> Any:
+        raise AccountMissing(route)
+
+    monkeypatch.setattr(gw.gateway.processors, "connector", unusable)
+    r = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 300}, idempotency_key="re-1")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "failed" and processor.calls["refund"] == 0
+    assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["amountRefunded"] == 0
+    assert [c for c in await gw.gateway.payments.all_checks() if c.intent_id == pid] == []
