@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,7 +23,7 @@ from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
 from paygate_server.errors import ApiError
-from paygate_server.extensions import Extension, check_order, check_provided
+from paygate_server.extensions import Extension, check_order, check_provided, refresh_every
 from paygate_server.heap import settle_after_startup
 from paygate_server.http.api import error_response, json_response
 from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
@@ -127,15 +128,10 @@ async def _housekeeping(gateway: Gateway) -> None:
 CARD_KEY_REFRESH_S = 60.0
 
 
-async def _refresh_card_keys(gateway: Gateway) -> None:
+def _refresh_card_keys(gateway: Gateway) -> Coroutine[Any, Any, None]:
     """Not background work: an API-only process (``PAYGATE_RUN_BACKGROUND=0``) serves the
     JWKS and decrypts too, and without this would publish the key it started with for ever."""
-    while True:
-        await asyncio.sleep(CARD_KEY_REFRESH_S)
-        try:
-            await gateway.card_keys.reload()
-        except Exception:
-            log.exception("reloading the checkout keys failed")
+    return refresh_every(lambda: CARD_KEY_REFRESH_S, "the checkout keys", gateway.card_keys.reload)
 
 
 def _routes(extensions: Sequence[Extension]) -> list[BaseRoute]:

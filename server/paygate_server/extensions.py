@@ -9,7 +9,9 @@ silently never registered.
 """
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from starlette.middleware import Middleware
@@ -19,7 +21,20 @@ if TYPE_CHECKING:
     from paygate_server.processing.connectors import Connector
     from paygate_server.state import Gateway
 
-__all__ = ["Extension", "ExtensionOrderError", "check_order", "check_provided"]
+__all__ = ["Extension", "ExtensionOrderError", "check_order", "check_provided", "refresh_every"]
+
+log = logging.getLogger(__name__)
+
+
+async def refresh_every(interval_s: Callable[[], float], what: str, reload: Callable[[], Awaitable[None]]) -> None:
+    """A cache kept current for ever (a :meth:`Extension.refresh_tasks` task): ``reload``
+    every ``interval_s()`` seconds (read each time); a failure is logged, the next try comes."""
+    while True:
+        await asyncio.sleep(interval_s())
+        try:
+            await reload()
+        except Exception:
+            log.exception("reloading %s failed", what)
 
 # Filled by build_gateway itself before any extension's setup runs.
 CORE_SLOTS = frozenset({"processing", "refunds", "reconciler"})

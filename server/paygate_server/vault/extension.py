@@ -12,7 +12,7 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from paygate_server.extensions import Extension
+from paygate_server.extensions import Extension, refresh_every
 from paygate_server.vault.service import VaultService
 
 if TYPE_CHECKING:
@@ -36,17 +36,6 @@ async def _purge_forever(gateway: Gateway) -> None:
         await asyncio.sleep(interval)
 
 
-async def _reload_data_keys_forever(gateway: Gateway) -> None:
-    vault = gateway.vault
-    interval = max(0.05, gateway.settings.vault_purge_interval_s)
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await vault.keys.reload()
-        except Exception:
-            log.exception("reloading the vault data keys failed")
-
-
 class VaultExtension(Extension):
     name = "vault"
     provides = ("vault",)
@@ -60,7 +49,8 @@ class VaultExtension(Extension):
         return [_purge_forever(gateway)]
 
     def refresh_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
-        return [_reload_data_keys_forever(gateway)]
+        interval = max(0.05, gateway.settings.vault_purge_interval_s)
+        return [refresh_every(lambda: interval, "the vault data keys", gateway.vault.keys.reload)]
 
 
 extension = VaultExtension()
