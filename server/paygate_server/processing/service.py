@@ -20,7 +20,9 @@ A command in (:class:`ProcessPayment`, :class:`CapturePayment`), a domain result
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import re
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -115,6 +117,18 @@ def charge_outcome(result: ChargeResult, *, schedule: tuple[float, ...], checks:
     return Outcome("failed", decline_code=error["declineCode"], error_code=error["code"],
                    error_message=error["message"], intent_error=jsoncodec.dumps(error).decode(),
                    processor_id=result.processor_id)
+
+
+def _without_security_code(result: ChargeResult, cvc: str | None) -> ChargeResult:
+    """``result`` with the card's security code masked in the processor's text: what a
+    processor says of an attempt it did not settle is kept (the attempt's error, the
+    change history, the archive, the console), and a processor's validation message or
+    debug echo may quote the code it was sent. Card numbers are dropped when the text is
+    read (``processor_text``); the code is only known here, where the charge is sent."""
+    if not cvc or not result.message or cvc not in result.message:
+        return result
+    masked = re.sub(rf"(?<!\d){re.escape(cvc)}(?!\d)", "[removed]", result.message)
+    return dataclasses.replace(result, message=masked)
 
 
 # A capture or void refused because the hold is gone: the intent ends canceled, expired.
@@ -318,7 +332,8 @@ class ProcessingService:
                 result = ChargeResult(attempt.reference, ChargeOutcome.FAILED,
                                       message=f"processor account unusable ({type(exc).__name__}): nothing sent")
             else:
-                result = await self._call_processor(partial(connector.charge, request), deadline)
+                result = _without_security_code(
+                    await self._call_processor(partial(connector.charge, request), deadline), card.details.cvc)
             if result.outcome is not ChargeOutcome.FAILED or not failover:
                 break
             deadline = deadline_for(gateway.settings)  # the next account's attempt: a deadline of its own

@@ -11,6 +11,7 @@ simulator's protocol (a ``simulator`` account may point at any processor that do
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -19,6 +20,7 @@ import pytest
 import paygate
 from paygate_server.processors.accounts import add_account
 from tests.support.app import InProcessGateway
+from tests.support.eventually import eventually
 from tests.support.http_stub import Action, Reply, Seen, StubServer
 from tests.support.secret_scan import places_holding
 
@@ -65,3 +67,34 @@ async def test_a_processor_quoting_the_card_leaves_no_card_number_anywhere(
         assert r.status_code == 200 and r.json()["status"] == "requires_capture", r.text
         assert len(stub.seen) >= 3
     assert await places_holding(QUOTED, data_dir=tmp_path, database_url=database_url) == []
+
+
+CVC = "862"
+
+
+def _quoting_the_security_code(seen: Seen) -> Action:
+    body = orjson.loads(seen.body)
+    assert body["card"]["cvc"] == CVC  # the code the processor was sent, and quotes back
+    return Reply(503, orjson.dumps({"status": "error", "code": "busy", "retryable": True,
+                                    "message": f"security code {CVC} ok; card busy ({CVC}), try again"}))
+
+
+async def test_a_processor_quoting_the_security_code_leaves_it_nowhere(
+        gw: InProcessGateway, database_url: str, tmp_path: Path) -> None:
+    """The code is masked where the charge is sent (the only place that knows it); the
+    rest of the processor's words are kept, so the operator still reads why."""
+    async with StubServer(_quoting_the_security_code) as stub:
+        shop = await gw.new_merchant()
+        await add_account(gw.gateway.db, gw.gateway.master_key, merchant_id=shop.creds.merchant_id,
+                          kind="simulator", name="quoting", settings={"url": stub.url}, credentials={})
+        pid = (await shop.create_intent())["paymentIntentId"]
+        jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=PAN, exp_month=12, exp_year=2034, cvc=CVC)
+        r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                        "paymentDetails": {"encryptedCard": jwe}})
+        assert r.status_code == 200, r.text
+        # "Retry later" until the attempt's deadline: then it is unknown, with the words kept.
+        await eventually(partial(places_holding, ("security code [removed] ok; card busy ([removed])",),
+                                 data_dir=tmp_path, database_url=database_url),
+                         until=lambda places: "transactions.error_message" in places, timeout=30,
+                         what="the attempt settled unknown with the processor's words, masked")
+    assert await places_holding((f"code {CVC}", f"({CVC})"), data_dir=tmp_path, database_url=database_url) == []
