@@ -63,6 +63,11 @@ _HEADERS = {
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
     "referrer-policy": "same-origin",
+    # Another site's window that opens the console keeps no handle on it (and the console
+    # none on its opener), and no other site may load a console response as an image,
+    # script or the like (a JSON read through a side channel).
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
 }
 HSTS = "max-age=31536000"
 SECURE_SESSION_COOKIE = "__Host-" + COOKIE_NAME

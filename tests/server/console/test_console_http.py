@@ -44,11 +44,14 @@ async def test_healthz_static_and_headers(con: InProcessConsole) -> None:
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "same-origin"
+        assert response.headers["cross-origin-opener-policy"] == "same-origin"
+        assert response.headers["cross-origin-resource-policy"] == "same-origin"
         assert response.headers["cache-control"] == "no-store"
     for path in ("/static/console.css", "/static/vendor/htmx.min.js"):
         static = await con.http.get(path)
         assert static.status_code == 200 and static.headers.get("cache-control") != "no-store"
         assert static.headers["x-content-type-options"] == "nosniff"
+        assert static.headers["cross-origin-resource-policy"] == "same-origin"
     assert "style=" not in login.text and "<style" not in login.text and "<script>" not in login.text
     missing = await con.http.get("/nowhere")
     assert missing.status_code == 404 and "no such page" in missing.text
