@@ -16,15 +16,16 @@ Everything else — a DNS name — is the deployment's to declare.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 __all__ = ["HostName", "host_names_in", "parse_host", "safe_without_configuration"]
 
-# Characters a Host field cannot hold (userinfo, path, query, fragment, spaces, controls):
-# such a value is refused as unreadable rather than guessed at.
-_FORBIDDEN = frozenset("@/\\?# \t\r\n\x00")
+# ``name[:port]`` (RFC 9110 §7.2): a bracketed IPv6 literal or a name with no colon or
+# bracket, then at most one port of digits. Anything else — userinfo, a path, spaces, two
+# ports, stray brackets — is refused as unreadable rather than guessed at.
+_HOST = re.compile(r"(?P<name>\[[0-9A-Fa-f:.]+\]|[^\[\]:@/\\?#\s\x00-\x1f\x7f]+)(?::(?P<port>[0-9]{1,5}))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,24 +37,28 @@ class HostName:
 
 def parse_host(value: str | None) -> HostName | None:
     """The name and port of a ``Host`` value; None if missing or not ``name[:port]``."""
-    if not value or len(value) > 300 or any(ch in _FORBIDDEN for ch in value):
+    match = _HOST.fullmatch(value) if value and len(value) <= 300 else None
+    if match is None:
         return None
-    try:
-        parts = urlsplit("//" + value)
-        name, port = parts.hostname, parts.port  # .port raises ValueError on a bad port
-    except ValueError:
-        return None
-    if not name or value.endswith(":"):
+    name, port = match["name"].lower(), int(match["port"]) if match["port"] else None
+    if name.startswith("["):
+        name = name[1:-1]
+        if not isinstance(_ip(name), ipaddress.IPv6Address):
+            return None
+    if port is not None and port > 65535:
         return None
     return HostName(name, port)
 
 
-def _is_ip_literal(name: str) -> bool:
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(name)
+        return ipaddress.ip_address(name)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_ip_literal(name: str) -> bool:
+    return _ip(name) is not None
 
 
 def safe_without_configuration(host: HostName) -> bool:

@@ -151,6 +151,7 @@ def test_probes_answer_under_any_name(local: RunningConsole) -> None:
     b"GET /login HTTP/1.1\r\nHost: user@127.0.0.1\r\n",                        # userinfo
     b"GET /login HTTP/1.1\r\nHost: 127.0.0.1:\r\n",                            # an empty port
     b"GET /login HTTP/1.1\r\nHost: \r\n",                                      # empty
+    b"GET /login HTTP/1.1\r\nHost: [::1]x\r\n",                                # after the brackets
 ])
 def test_a_missing_repeated_or_unreadable_host_is_400(local: RunningConsole, head: bytes) -> None:
     status, answer = local.raw(head + b"Connection: close\r\n\r\n")
