@@ -94,8 +94,8 @@ def _routes(modules: Sequence[str]) -> list[BaseRoute]:
 
 
 def create_console_app(settings: Settings | None = None, *, page_modules: Sequence[str] = PAGE_MODULES) -> Starlette:
-    settings = replace(settings or Settings.from_env(), run_background=False)
-    check_console_origin(settings.console_origin)
+    settings = settings or Settings.from_env()
+    settings = replace(settings, run_background=False, console_origin=check_console_origin(settings.console_origin))
     routes = _routes(page_modules)
     routed = {route.path for route in routes if isinstance(route, Route)}
     nav = tuple(item for item in NAV if item.path in routed)

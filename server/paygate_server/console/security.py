@@ -88,16 +88,29 @@ class CsrfTokens:
         return token is not None and hmac.compare_digest(self.token(session_id), token)
 
 
-def check_console_origin(configured: str | None) -> None:
-    """A configured origin must be ``scheme://host[:port]`` (what browsers send), or every
-    form would be refused; ValueError says what is wrong."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def check_console_origin(configured: str | None) -> str | None:
+    """A configured origin must be ``scheme://host[:port]``; returned as browsers send
+    ``Origin`` — lower case, no default port, no trailing slash — since the ``Origin``
+    check compares strings and the https test reads the scheme (``HTTPS://Console.example.com:443/``
+    would otherwise refuse every form and leave the cookie without ``Secure``). ValueError
+    says what is wrong."""
     if not configured:
-        return
-    parts = urlsplit(configured)
-    if (parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/")
-            or parts.query or parts.fragment or "@" in parts.netloc):
-        raise ValueError(f"PAYGATE_CONSOLE_ORIGIN must be an origin like https://console.example.com, "
+        return None
+    refused = ValueError(f"PAYGATE_CONSOLE_ORIGIN must be an origin like https://console.example.com, "
                          f"not {configured[:100]!r}")
+    parts = urlsplit(configured.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        raise refused from None
+    if (parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/")
+            or parts.query or parts.fragment or "@" in parts.netloc):
+        raise refused
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[parts.scheme]) else f":{port}")
 
 
 def expected_origin(scheme: str, host: str | None, configured: str | None) -> str | None:

@@ -150,6 +150,21 @@ async def test_behind_an_https_origin_the_cookie_is_host_prefixed_and_a_plain_on
         assert "max-age=0" in cleared and "secure" in cleared  # a __Host- cookie is only cleared by a Secure one
 
 
+@pytest.mark.parametrize("configured", ["HTTPS://Console.Example.com:443/", " https://console.example.com "])
+async def test_a_configured_origin_is_read_as_browsers_send_origin(database_url: str, tmp_path: Path,
+                                                                   configured: str) -> None:
+    """Upper case, the default port, a slash: the browser's Origin is https://console.example.com.
+    Compared as written, every form was refused and the cookie was not Secure."""
+    settings = make_settings(database_url, tmp_path, console_origin=configured)
+    async with running_console(settings, base_url="http://console.example.com") as con:
+        email = await con.operator("viewer")
+        response = await con.http.post("/login", data={"email": email, "password": PASSWORD},
+                                       headers={"origin": "https://console.example.com"})
+        assert response.status_code == 303
+        assert "secure" in _cookie_header(response.headers.get_list("set-cookie"), SECURE_COOKIE).lower()
+        assert response.headers["strict-transport-security"] == HSTS
+
+
 @pytest.mark.parametrize("origin", [None, "http://evil.test", "null", "http://127.0.0.1:8084", "http://localhost:8083"])
 async def test_post_without_or_from_a_foreign_origin_is_refused(con: InProcessConsole, origin: str | None) -> None:
     email = await con.operator("admin")
