@@ -57,6 +57,22 @@ async def test_healthz_static_and_headers(con: InProcessConsole) -> None:
     assert missing.status_code == 404 and "no such page" in missing.text
 
 
+async def test_every_signed_in_page_carries_the_headers_and_is_not_stored(con: InProcessConsole) -> None:
+    """Pages show the operator, CSRF tokens and payments: no-store, and the same headers as
+    the login page, on each page of the navigation and the overview's JSON."""
+    await con.log_in(await con.operator("admin"))
+    for path in ("/", "/overview.json", "/payments", "/reconciliation", "/merchants", "/activity", "/operators"):
+        response = await con.http.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["cache-control"] == "no-store", path
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+        for name, value in (("x-frame-options", "DENY"), ("x-content-type-options", "nosniff"),
+                            ("referrer-policy", "same-origin"), ("cross-origin-opener-policy", "same-origin"),
+                            ("cross-origin-resource-policy", "same-origin")):
+            assert response.headers[name] == value, (path, name)
+        assert "strict-transport-security" not in response.headers, path  # plain http
+
+
 async def test_an_error_page_under_static_is_not_cacheable(con: InProcessConsole) -> None:
     """A missing static file is answered by the console's error page, which names the
     signed-in operator and carries their CSRF token: no-store, as every page."""
