@@ -52,8 +52,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-def launch_browser() -> Iterator[Any]:
-    """Chromium through Playwright, or a skip that says what is missing."""
+def launch_browser(extra_args: tuple[str, ...] = ()) -> Iterator[Any]:
+    """Chromium through Playwright, or a skip that says what is missing; ``extra_args``
+    after the usual ones (e.g. ``--host-resolver-rules``)."""
     if not CHROMIUM.exists() and shutil.which("chromium") is None:
         pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
     try:
@@ -62,7 +63,7 @@ def launch_browser() -> Iterator[Any]:
         pytest.skip("the playwright Python package is not installed")
     executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
     with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        instance = playwright.chromium.launch(executable_path=executable, args=[*CHROMIUM_ARGS, *extra_args])
         try:
             yield instance
         finally:

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from paygate_server.app import EXTENSIONS, build_gateway
 from paygate_server.config import Settings
@@ -29,12 +30,14 @@ from paygate_server.console.accounts import Accounts
 from paygate_server.console.pages import PAGE_MODULES
 from paygate_server.console.security import (
     CsrfTokens,
+    HostCheck,
     SecurityHeaders,
     add_security_headers,
     check_console_origin,
+    cookie_is_secure,
 )
-from paygate_server.console.sessions import COOKIE_NAME, SessionPolicy, Sessions
-from paygate_server.console.web import NAV, Console, console_of, error_page
+from paygate_server.console.sessions import SessionPolicy, Sessions
+from paygate_server.console.web import NAV, Console, console_of, error_page, signed_in_of
 from paygate_server.http.middleware import request_id_of
 from paygate_server.readiness import readiness_response
 
@@ -57,7 +60,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     signed_in = None
     if exc.status_code == 404:  # name the operator in the header if they are signed in
-        signed_in = await console_of(request).sessions.resume(request.cookies.get(COOKIE_NAME))
+        signed_in = await signed_in_of(request)
     message = {404: "There is no such page in the console: use the navigation above, or go to the Overview.",
                405: "This page cannot be used that way: open it from the console's navigation."}.get(
         exc.status_code, "The request could not be understood: open the page from the console and try again.")
@@ -70,8 +73,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     response = error_page(request, None, 500, "Something went wrong on the console's side: reload the page to see "
                                               "what was done, then try again; if it persists, the console's log "
                                               "says why.")
-    add_security_headers(response.headers)
+    add_security_headers(response.headers,
+                         https=cookie_is_secure(request.url.scheme, console_of(request).settings.console_origin))
     return response
+
+
+def _wrong_host(scope: Scope, status: int, message: str) -> Response:
+    """HostCheck's refusal: the console's error page, nobody signed in (the request is not
+    looked at further, its cookie least of all)."""
+    return error_page(Request(scope), None, status, message)
 
 
 def _routes(modules: Sequence[str]) -> list[BaseRoute]:
@@ -84,8 +94,8 @@ def _routes(modules: Sequence[str]) -> list[BaseRoute]:
 
 
 def create_console_app(settings: Settings | None = None, *, page_modules: Sequence[str] = PAGE_MODULES) -> Starlette:
-    settings = replace(settings or Settings.from_env(), run_background=False)
-    check_console_origin(settings.console_origin)
+    settings = settings or Settings.from_env()
+    settings = replace(settings, run_background=False, console_origin=check_console_origin(settings.console_origin))
     routes = _routes(page_modules)
     routed = {route.path for route in routes if isinstance(route, Route)}
     nav = tuple(item for item in NAV if item.path in routed)
@@ -106,7 +116,10 @@ def create_console_app(settings: Settings | None = None, *, page_modules: Sequen
             await gateway.readiness.close()
             await gateway.db.dispose()
 
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)],
+    # SecurityHeaders outermost: HostCheck's refusals carry the headers too.
+    middleware = [Middleware(SecurityHeaders, configured_origin=settings.console_origin),
+                  Middleware(HostCheck, configured_origin=settings.console_origin, refusal=_wrong_host)]
+    return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={HTTPException: _http_error, Exception: _unexpected}, lifespan=lifespan)
 
 

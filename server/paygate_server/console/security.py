@@ -15,23 +15,44 @@ and the session cookie's attributes.
   request origin"), which would make the ``Origin`` check refuse the console's own forms.
   ``same-origin`` still sends nothing to any other site.
 * **Cookie**: ``HttpOnly``, ``SameSite=Strict``, ``Path=/``, and ``Secure`` when the
-  console is reached over https (the request's scheme or the configured origin's).
+  console is reached over https (the request's scheme or the configured origin's). A
+  Secure cookie is named with the ``__Host-`` prefix (:func:`session_cookie_name`): the
+  browser then keeps it only from https, for this exact host, never from a sibling
+  sub-domain or a plain-http page that would set a cookie of the same name (cookie
+  tossing, session fixation). Over plain http (the demo, loopback) the prefix would make
+  the browser drop the cookie, so it is named without it.
+* **Host** (:class:`HostCheck`): a request whose ``Host`` is not a name the console
+  serves is refused before any page runs — DNS rebinding (``paygate_server.http.hosts``).
+  The names served: IP literals, ``localhost``, and the configured origin's host.
+* **HSTS**: over https, ``Strict-Transport-Security: max-age=31536000`` (a year; no
+  ``includeSubDomains``: the console's name says nothing about its siblings' TLS).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from paygate_server.console.sessions import COOKIE_NAME
 from paygate_server.crypto import MasterKey
+from paygate_server.http.hosts import (
+    HostName,
+    host_names_in,
+    parse_host,
+    safe_without_configuration,
+)
 
-__all__ = ["CONTENT_SECURITY_POLICY", "CSRF_FIELD", "CsrfTokens", "SecurityHeaders", "add_security_headers", "check_console_origin",
-           "cookie_is_secure",
-           "expected_origin", "origin_allowed"]
+__all__ = ["CONTENT_SECURITY_POLICY", "CSRF_FIELD", "HSTS", "SECURE_SESSION_COOKIE", "CsrfTokens",
+           "HostCheck", "SecurityHeaders", "add_security_headers", "check_console_origin", "console_serves_host",
+           "cookie_is_secure", "expected_origin", "origin_allowed", "session_cookie_name"]
+
+log = logging.getLogger("paygate.console")
 
 CSRF_PURPOSE = "console-csrf"
 CSRF_FIELD = "csrf"
@@ -42,7 +63,18 @@ _HEADERS = {
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
     "referrer-policy": "same-origin",
+    # Another site's window that opens the console keeps no handle on it (and the console
+    # none on its opener), and no other site may load a console response as an image,
+    # script or the like (a JSON read through a side channel).
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
 }
+HSTS = "max-age=31536000"
+SECURE_SESSION_COOKIE = "__Host-" + COOKIE_NAME
+# Liveness and readiness probes address the process by whatever name their platform
+# uses (a container's service name, a pod's address); they say "ok" or "not ready",
+# nothing a rebinding page could use, so they answer under any Host.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class CsrfTokens:
@@ -56,16 +88,29 @@ class CsrfTokens:
         return token is not None and hmac.compare_digest(self.token(session_id), token)
 
 
-def check_console_origin(configured: str | None) -> None:
-    """A configured origin must be ``scheme://host[:port]`` (what browsers send), or every
-    form would be refused; ValueError says what is wrong."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def check_console_origin(configured: str | None) -> str | None:
+    """A configured origin must be ``scheme://host[:port]``; returned as browsers send
+    ``Origin`` — lower case, no default port, no trailing slash — since the ``Origin``
+    check compares strings and the https test reads the scheme (``HTTPS://Console.example.com:443/``
+    would otherwise refuse every form and leave the cookie without ``Secure``). ValueError
+    says what is wrong."""
     if not configured:
-        return
-    parts = urlsplit(configured)
-    if (parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/")
-            or parts.query or parts.fragment or "@" in parts.netloc):
-        raise ValueError(f"PAYGATE_CONSOLE_ORIGIN must be an origin like https://console.example.com, "
+        return None
+    refused = ValueError(f"PAYGATE_CONSOLE_ORIGIN must be an origin like https://console.example.com, "
                          f"not {configured[:100]!r}")
+    parts = urlsplit(configured.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        raise refused from None
+    if (parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/")
+            or parts.query or parts.fragment or "@" in parts.netloc):
+        raise refused
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[parts.scheme]) else f":{port}")
 
 
 def expected_origin(scheme: str, host: str | None, configured: str | None) -> str | None:
@@ -81,16 +126,32 @@ def origin_allowed(headers: Mapping[str, str], expected: str | None) -> bool:
 
 
 def cookie_is_secure(scheme: str, configured: str | None) -> bool:
+    """Whether the console is reached over https: this request's scheme, or the configured
+    origin's (a TLS-terminating proxy in front speaks plain http to the console)."""
     return scheme == "https" or bool(configured and configured.startswith("https://"))
 
 
-def add_security_headers(headers: MutableHeaders, *, static: bool = False) -> None:
-    """The headers above (and no-store unless ``static``). Also used by the error handler
-    of last resort, which Starlette runs outside every middleware."""
+def session_cookie_name(secure: bool) -> str:
+    return SECURE_SESSION_COOKIE if secure else COOKIE_NAME
+
+
+def console_serves_host(host: HostName, configured: str | None) -> bool:
+    """An IP literal, ``localhost``, or the configured origin's host name. The port is not
+    compared: a rebinding page cannot choose the name, whatever the port, and proxies
+    differ in whether they pass the port on (nginx's ``$host`` drops it)."""
+    return safe_without_configuration(host) or (configured is not None and
+                                                 urlsplit(configured).hostname == host.name)
+
+
+def add_security_headers(headers: MutableHeaders, *, static: bool = False, https: bool = False) -> None:
+    """The headers above (no-store unless ``static``, HSTS if ``https``). Also used by the
+    error handler of last resort, which Starlette runs outside every middleware."""
     for name, value in _HEADERS.items():
         headers[name] = value
     if not static:
         headers["cache-control"] = "no-store"
+    if https:
+        headers["strict-transport-security"] = HSTS
 
 
 class SecurityHeaders:
@@ -98,8 +159,9 @@ class SecurityHeaders:
     no-store`` on all but the static files served (pages show who is signed in and
     payments; so does the 404 page of a missing static file)."""
 
-    def __init__(self, app: ASGIApp, static_prefix: str = "/static/") -> None:
+    def __init__(self, app: ASGIApp, configured_origin: str | None = None, static_prefix: str = "/static/") -> None:
         self.app = app
+        self.configured_origin = configured_origin
         self.static_prefix = static_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,7 +174,42 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 # A static file, not the error page answering a missing one (it names the
                 # operator and carries their CSRF token): that is a page like any other.
-                add_security_headers(MutableHeaders(scope=message), static=static and message["status"] < 400)
+                add_security_headers(MutableHeaders(scope=message), static=static and message["status"] < 400,
+                                     https=cookie_is_secure(scope["scheme"], self.configured_origin))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+Refusal = Callable[[Scope, int, str], Response]
+UNREADABLE_HOST = ("This request names no host, or names it in a way the console cannot read (its Host header): "
+                   "open the console from its address.")
+UNKNOWN_HOST = ("The console is not served under the name {name}: open it at the address you were given. Whoever "
+                "runs it declares that name with PAYGATE_CONSOLE_ORIGIN (docs/operations.md, Console).")
+
+
+class HostCheck:
+    """Pure ASGI middleware: a request must name, in one ``Host`` field, a host the console
+    serves (:func:`console_serves_host`); otherwise ``refusal`` answers it — 400 when the
+    field is missing, repeated or unreadable (RFC 9112 §3.2), 421 Misdirected Request for
+    a name the console does not serve — and no page runs. Probes are exempt (PROBE_PATHS)."""
+
+    def __init__(self, app: ASGIApp, configured_origin: str | None, refusal: Refusal) -> None:
+        self.app = app
+        self.configured_origin = configured_origin
+        self.refusal = refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBE_PATHS:
+            await self.app(scope, receive, send)
+            return
+        fields = host_names_in(scope["headers"])
+        host = parse_host(fields[0]) if len(fields) == 1 else None
+        if host is None:
+            await self.refusal(scope, 400, UNREADABLE_HOST)(scope, receive, send)
+            return
+        if not console_serves_host(host, self.configured_origin):
+            log.info("console request for a host it does not serve", extra={"fields": {"host": host.name[:100]}})
+            await self.refusal(scope, 421, UNKNOWN_HOST.format(name=host.name[:100]))(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

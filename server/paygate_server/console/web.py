@@ -25,15 +25,23 @@ from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.console.accounts import Accounts
 from paygate_server.console.roles import Permission, can
-from paygate_server.console.security import CSRF_FIELD, CsrfTokens, expected_origin, origin_allowed
-from paygate_server.console.sessions import COOKIE_NAME, Sessions, SignedIn
+from paygate_server.console.security import (
+    CSRF_FIELD,
+    CsrfTokens,
+    cookie_is_secure,
+    expected_origin,
+    origin_allowed,
+    session_cookie_name,
+)
+from paygate_server.console.sessions import Sessions, SignedIn
 from paygate_server.currencies import format_minor
 from paygate_server.errors import ApiError
 from paygate_server.http.api import read_body
 from paygate_server.state import Gateway
 
-__all__ = ["Console", "FORBIDDEN_ORIGIN", "Form", "FormRefused", "NAV", "NavItem", "console_of", "error_page",
-           "form_action", "origin_ok", "page", "read_form", "remote_addr", "render"]
+__all__ = ["Console", "FORBIDDEN_ORIGIN", "Form", "FormRefused", "NAV", "NavItem", "clear_session_cookie", "console_of",
+           "error_page", "form_action", "origin_ok", "page", "read_form", "remote_addr", "render", "session_cookie",
+           "set_session_cookie", "signed_in_of"]
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 50
@@ -90,6 +98,33 @@ def console_of(request: Request) -> Console:
     return console
 
 
+def _over_https(request: Request) -> bool:
+    return cookie_is_secure(request.url.scheme, console_of(request).settings.console_origin)
+
+
+def session_cookie(request: Request) -> str | None:
+    """The session cookie's value under the name this request's scheme gives it: over
+    https only the ``__Host-`` one (a plain name there may have been set by a sibling
+    sub-domain or a plain-http page: it is ignored)."""
+    return request.cookies.get(session_cookie_name(_over_https(request)))
+
+
+async def signed_in_of(request: Request, *, activity: bool = True) -> SignedIn | None:
+    return await console_of(request).sessions.resume(session_cookie(request), activity=activity)
+
+
+def set_session_cookie(response: Response, request: Request, value: str) -> None:
+    secure = _over_https(request)
+    response.set_cookie(session_cookie_name(secure), value, max_age=console_of(request).settings.console_session_ttl_s,
+                        path="/", httponly=True, samesite="strict", secure=secure)
+
+
+def clear_session_cookie(response: Response, request: Request) -> None:
+    # With the attributes it was set with: a __Host- cookie is only replaced by a Secure one.
+    secure = _over_https(request)
+    response.delete_cookie(session_cookie_name(secure), path="/", httponly=True, samesite="strict", secure=secure)
+
+
 def remote_addr(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -108,9 +143,9 @@ def error_page(request: Request, signed_in: SignedIn | None, status: int, messag
     return render(request, "error.html", signed_in, status=status, status_code=status, message=message)
 
 
-def _to_login() -> Response:
+def _to_login(request: Request) -> Response:
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE_NAME, path="/")
+    clear_session_cookie(response, request)
     return response
 
 
@@ -121,9 +156,9 @@ FormHandler = Callable[[Request, SignedIn, Form], Awaitable[Response]]
 def page(permission: Permission = "read") -> Callable[[PageHandler], Callable[[Request], Awaitable[Response]]]:
     def wrap(handler: PageHandler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            signed_in = await console_of(request).sessions.resume(request.cookies.get(COOKIE_NAME))
+            signed_in = await signed_in_of(request)
             if signed_in is None:
-                return _to_login()
+                return _to_login(request)
             if not can(signed_in.role, permission):
                 return error_page(request, signed_in, 403, "Your role cannot open this page. Ask an admin if you "
                                                            "need it.")
@@ -182,9 +217,9 @@ def form_action(permission: Permission) -> Callable[[FormHandler], Callable[[Req
             if not origin_ok(request):
                 return error_page(request, None, 403, FORBIDDEN_ORIGIN)
             console = console_of(request)
-            signed_in = await console.sessions.resume(request.cookies.get(COOKIE_NAME))
+            signed_in = await signed_in_of(request)
             if signed_in is None:
-                return _to_login()
+                return _to_login(request)
             try:
                 form = await read_form(request)
             except FormRefused as refused:

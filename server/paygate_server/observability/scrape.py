@@ -31,6 +31,7 @@ from starlette.types import Scope
 
 from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response
+from paygate_server.http.hosts import host_names_in, parse_host, safe_without_configuration
 from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.schemas import STATUSES
 from paygate_server.observability.metrics import scrape_registry
@@ -131,8 +132,17 @@ _FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
 
 
 def is_direct_loopback(scope: Scope) -> bool:
-    """The TCP peer is this host (127.0.0.0/8, ::1, ::ffff:127.x) and no proxy relayed the
-    request. No peer address (a Unix socket): not loopback, so the default stays closed."""
+    """The TCP peer is this host (127.0.0.0/8, ::1, ::ffff:127.x), no proxy relayed the
+    request, and it names the gateway by an IP literal or ``localhost``. No peer address (a
+    Unix socket): not loopback, so the default stays closed.
+
+    The name matters because of DNS rebinding: a page open in a browser on this host can
+    make its own name resolve to 127.0.0.1 and read what the gateway answers it — its
+    requests come from a loopback peer, but under ``Host: its-name`` (paygate_server.http.hosts)."""
+    hosts = host_names_in(scope["headers"])
+    host = parse_host(hosts[0]) if len(hosts) == 1 else None
+    if host is None or not safe_without_configuration(host):
+        return False
     client = scope.get("client")
     if not client:
         return False

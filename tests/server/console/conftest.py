@@ -64,7 +64,7 @@ class InProcessConsole:
 
 
 @contextlib.asynccontextmanager
-async def running_console(settings: Settings, base_url: str = "http://console.test") -> AsyncIterator[InProcessConsole]:
+async def running_console(settings: Settings, base_url: str = "http://127.0.0.1:8083") -> AsyncIterator[InProcessConsole]:
     app = create_console_app(settings)
     async with app.router.lifespan_context(app) as state:
         console: Console = state["console"]

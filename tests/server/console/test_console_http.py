@@ -12,7 +12,7 @@ import pytest
 
 from paygate_server.console.accounts import LOGIN_REFUSED, Accounts
 from paygate_server.console.roles import PERMISSIONS, ROLES, can
-from paygate_server.console.security import CONTENT_SECURITY_POLICY
+from paygate_server.console.security import CONTENT_SECURITY_POLICY, HSTS, SECURE_SESSION_COOKIE
 from paygate_server.console.sessions import COOKIE_NAME
 from tests.server.console.conftest import (
     CHEAP,
@@ -24,9 +24,12 @@ from tests.server.console.conftest import (
 from tests.support.app import test_settings as make_settings
 from tests.support.clock import fake_clock
 
+SECURE_COOKIE = SECURE_SESSION_COOKIE
+assert SECURE_COOKIE == "__Host-paygate_console"
 
-def _cookie_header(response_headers: list[str]) -> str:
-    [cookie] = [h for h in response_headers if h.startswith(COOKIE_NAME + "=")]
+
+def _cookie_header(response_headers: list[str], name: str = COOKIE_NAME) -> str:
+    [cookie] = [h for h in response_headers if h.startswith(name + "=")]
     return cookie
 
 
@@ -41,14 +44,33 @@ async def test_healthz_static_and_headers(con: InProcessConsole) -> None:
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "same-origin"
+        assert response.headers["cross-origin-opener-policy"] == "same-origin"
+        assert response.headers["cross-origin-resource-policy"] == "same-origin"
         assert response.headers["cache-control"] == "no-store"
     for path in ("/static/console.css", "/static/vendor/htmx.min.js"):
         static = await con.http.get(path)
         assert static.status_code == 200 and static.headers.get("cache-control") != "no-store"
         assert static.headers["x-content-type-options"] == "nosniff"
+        assert static.headers["cross-origin-resource-policy"] == "same-origin"
     assert "style=" not in login.text and "<style" not in login.text and "<script>" not in login.text
     missing = await con.http.get("/nowhere")
     assert missing.status_code == 404 and "no such page" in missing.text
+
+
+async def test_every_signed_in_page_carries_the_headers_and_is_not_stored(con: InProcessConsole) -> None:
+    """Pages show the operator, CSRF tokens and payments: no-store, and the same headers as
+    the login page, on each page of the navigation and the overview's JSON."""
+    await con.log_in(await con.operator("admin"))
+    for path in ("/", "/overview.json", "/payments", "/reconciliation", "/merchants", "/activity", "/operators"):
+        response = await con.http.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["cache-control"] == "no-store", path
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+        for name, value in (("x-frame-options", "DENY"), ("x-content-type-options", "nosniff"),
+                            ("referrer-policy", "same-origin"), ("cross-origin-opener-policy", "same-origin"),
+                            ("cross-origin-resource-policy", "same-origin")):
+            assert response.headers[name] == value, (path, name)
+        assert "strict-transport-security" not in response.headers, path  # plain http
 
 
 async def test_an_error_page_under_static_is_not_cacheable(con: InProcessConsole) -> None:
@@ -97,27 +119,69 @@ async def test_login_sets_a_strict_httponly_cookie_and_records_it(con: InProcess
     assert "login" in activity.text and "203.0.113.7" in activity.text
 
 
-async def test_cookie_is_secure_over_https(database_url: str, tmp_path: Path) -> None:
-    async with running_console(make_settings(database_url, tmp_path), base_url="https://console.test") as con:
+async def test_over_https_the_cookie_is_secure_host_prefixed_and_hsts_is_sent(database_url: str,
+                                                                             tmp_path: Path) -> None:
+    async with running_console(make_settings(database_url, tmp_path), base_url="https://localhost") as con:
         email = await con.operator("viewer")
         response = await con.log_in(email)
         assert response.status_code == 303
-        assert "secure" in _cookie_header(response.headers.get_list("set-cookie")).lower()
+        assert not [h for h in response.headers.get_list("set-cookie") if h.startswith(COOKIE_NAME + "=")]
+        cookie = _cookie_header(response.headers.get_list("set-cookie"), SECURE_COOKIE).lower()
+        assert "secure" in cookie and "path=/" in cookie and "domain" not in cookie  # what __Host- requires
+        assert response.headers["strict-transport-security"] == HSTS
+        home = await con.http.get("/")
+        assert home.status_code == 200 and email in home.text
+        assert home.headers["strict-transport-security"] == HSTS
 
 
-async def test_cookie_is_secure_when_the_configured_origin_is_https(database_url: str, tmp_path: Path) -> None:
+async def test_over_plain_http_no_hsts(con: InProcessConsole) -> None:
+    for path in ("/login", "/healthz", "/nowhere"):
+        assert "strict-transport-security" not in (await con.http.get(path)).headers, path
+
+
+async def test_behind_an_https_origin_the_cookie_is_host_prefixed_and_a_plain_one_is_ignored(
+        database_url: str, tmp_path: Path) -> None:
+    """The proxy speaks plain http to the console; the configured origin says https. A
+    cookie under the plain name (set by a sibling sub-domain or a plain-http page: cookie
+    tossing) opens nothing there, even one holding a live session id."""
     settings = make_settings(database_url, tmp_path, console_origin="https://console.example.com")
-    async with running_console(settings) as con:
+    async with running_console(settings, base_url="http://console.example.com") as con:
         email = await con.operator("viewer")
         here = await con.log_in(email)
         assert here.status_code == 403  # the request's own origin is not the configured one
         response = await con.http.post("/login", data={"email": email, "password": PASSWORD},
                                        headers={"origin": "https://console.example.com"})
         assert response.status_code == 303
-        assert "secure" in _cookie_header(response.headers.get_list("set-cookie")).lower()
+        assert response.headers["strict-transport-security"] == HSTS
+        cookie = _cookie_header(response.headers.get_list("set-cookie"), SECURE_COOKIE)
+        assert "secure" in cookie.lower()
+        # httpx sends no Secure cookie to a plain-http URL; the proxy in front would pass the browser's on.
+        value = cookie.split(";")[0].split("=", 1)[1]
+        con.http.cookies.clear()
+        signed_in = await con.http.get("/activity", headers={"cookie": f"{SECURE_COOKIE}={value}"})
+        assert signed_in.status_code == 200 and email in signed_in.text
+        tossed = await con.http.get("/activity", headers={"cookie": f"{COOKIE_NAME}={value}"})
+        assert (tossed.status_code, tossed.headers["location"]) == (303, "/login")
+        cleared = _cookie_header(tossed.headers.get_list("set-cookie"), SECURE_COOKIE).lower()
+        assert "max-age=0" in cleared and "secure" in cleared  # a __Host- cookie is only cleared by a Secure one
 
 
-@pytest.mark.parametrize("origin", [None, "http://evil.test", "null", "http://console.test:8083"])
+@pytest.mark.parametrize("configured", ["HTTPS://Console.Example.com:443/", " https://console.example.com "])
+async def test_a_configured_origin_is_read_as_browsers_send_origin(database_url: str, tmp_path: Path,
+                                                                   configured: str) -> None:
+    """Upper case, the default port, a slash: the browser's Origin is https://console.example.com.
+    Compared as written, every form was refused and the cookie was not Secure."""
+    settings = make_settings(database_url, tmp_path, console_origin=configured)
+    async with running_console(settings, base_url="http://console.example.com") as con:
+        email = await con.operator("viewer")
+        response = await con.http.post("/login", data={"email": email, "password": PASSWORD},
+                                       headers={"origin": "https://console.example.com"})
+        assert response.status_code == 303
+        assert "secure" in _cookie_header(response.headers.get_list("set-cookie"), SECURE_COOKIE).lower()
+        assert response.headers["strict-transport-security"] == HSTS
+
+
+@pytest.mark.parametrize("origin", [None, "http://evil.test", "null", "http://127.0.0.1:8084", "http://localhost:8083"])
 async def test_post_without_or_from_a_foreign_origin_is_refused(con: InProcessConsole, origin: str | None) -> None:
     email = await con.operator("admin")
     assert (await con.log_in(email)).status_code == 303
@@ -351,11 +415,11 @@ async def test_a_failing_page_is_a_readable_500(database_url: str, tmp_path: Pat
             await app(scope, receive, send)
 
         transport = httpx.ASGITransport(app=with_state, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8083") as http:
             email = new_email()
             await state["console"].accounts.create(email, "viewer", PASSWORD)
             await http.post("/login", data={"email": email, "password": PASSWORD},
-                            headers={"origin": "http://console.test"})
+                            headers={"origin": "http://127.0.0.1:8083"})
             response = await http.get("/broken")
     assert response.status_code == 500 and "reload the page" in response.text
     assert "4242424242424242" not in response.text and "sk_test" not in response.text

@@ -21,6 +21,8 @@ from paygate_server.storage.history_prune import HistoryPruneStore
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as make_settings
 
+# The in-process client addresses http://gateway.test; a scraper on this host names it so (DNS rebinding).
+BY_LOOPBACK_NAME = {"host": "127.0.0.1:8080"}
 INTENT = "/api/v1/payment/intent"
 
 
@@ -52,7 +54,7 @@ async def test_metrics_expose_requests_payments_backlogs_and_processor_latency(d
         assert gw.gateway.reconciler.connector is connector
         assert (await connector.lookup("ref_metrics_test")).outcome.value == "unknown"
 
-        r = await gw.http.get("/metrics")
+        r = await gw.http.get("/metrics", headers=BY_LOOPBACK_NAME)
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/plain")
         samples = _samples(r.text)
@@ -113,8 +115,8 @@ async def test_a_database_outage_is_visible_on_metrics_not_a_healthy_zero(
             with monkeypatch.context() as broken:
                 break_one_read(broken, dead)
                 with caplog.at_level(logging.WARNING, logger="paygate.metrics"):
-                    r = await gw.http.get("/metrics")
-            healed = _samples((await gw.http.get("/metrics")).text)
+                    r = await gw.http.get("/metrics", headers=BY_LOOPBACK_NAME)
+            healed = _samples((await gw.http.get("/metrics", headers=BY_LOOPBACK_NAME)).text)
     finally:
         await dead.dispose()
     assert r.status_code == 200
@@ -135,7 +137,7 @@ async def test_a_database_outage_is_visible_on_metrics_not_a_healthy_zero(
 async def test_metrics_token_is_required_when_configured(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(database_url, tmp_path, metrics_token="scrape-secret-1")
     async with running_gateway(settings) as gw:
-        missing = await gw.http.get("/metrics")
+        missing = await gw.http.get("/metrics", headers=BY_LOOPBACK_NAME)
         wrong = await gw.http.get("/metrics", headers={"Authorization": "Bearer nope"})
         right = await gw.http.get("/metrics", headers={"Authorization": "Bearer scrape-secret-1"})
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_credentials"
@@ -171,17 +173,25 @@ async def test_without_a_token_metrics_are_served_to_direct_loopback_clients_onl
         for host in ("127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1", "10.1.2.3", "192.168.0.7",
                      "2001:db8::1", "::ffff:10.1.2.3"):
             async with gw.client_from(host) as client:
-                answers[host] = await client.get("/metrics")
+                answers[host] = await client.get("/metrics", headers=BY_LOOPBACK_NAME)
         # Through a reverse proxy on the same host: loopback peer, but relayed for someone.
         async with gw.client_from("127.0.0.1") as client:
-            proxied = [await client.get("/metrics", headers={name: "203.0.113.9"})
+            proxied = [await client.get("/metrics", headers={name: "203.0.113.9", **BY_LOOPBACK_NAME})
                        for name in ("X-Forwarded-For", "Forwarded", "X-Real-IP")]
+            # A page in a browser on this host whose name now resolves to 127.0.0.1 (DNS
+            # rebinding): a loopback peer, under the page's own name.
+            rebound = [await client.get("/metrics", headers={"host": host})
+                       for host in ("rebound.example", "rebound.example:8080", "localhost.rebound.example")]
+            named = [await client.get("/metrics", headers={"host": host})
+                     for host in ("localhost:8080", "127.0.0.1:8080", "[::1]:8080")]
     for host in ("127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1"):
         assert answers[host].status_code == 200 and "paygate_http_requests_total" in answers[host].text, host
     for host in ("10.1.2.3", "192.168.0.7", "2001:db8::1", "::ffff:10.1.2.3"):
         assert answers[host].status_code == 404, host
         assert answers[host].json()["error"]["code"] == "resource_missing" and "paygate_" not in answers[host].text
     assert [r.status_code for r in proxied] == [404, 404, 404]
+    assert [r.status_code for r in rebound] == [404, 404, 404] and "paygate_" not in rebound[0].text
+    assert [r.status_code for r in named] == [200, 200, 200]
 
 
 async def test_with_a_token_metrics_need_it_from_everywhere_loopback_included(
@@ -190,7 +200,7 @@ async def test_with_a_token_metrics_need_it_from_everywhere_loopback_included(
     async with running_gateway(settings) as gw:
         async with gw.client_from("10.1.2.3") as remote, gw.client_from("127.0.0.1") as local:
             remote_ok = await remote.get("/metrics", headers={"Authorization": "Bearer scrape-secret-2"})
-            local_without = await local.get("/metrics")
+            local_without = await local.get("/metrics", headers=BY_LOOPBACK_NAME)
             remote_without = await remote.get("/metrics")
     assert remote_ok.status_code == 200 and "paygate_http_requests_total" in remote_ok.text
     assert local_without.status_code == 401 and remote_without.status_code == 401
@@ -209,5 +219,7 @@ def test_a_real_gateway_process_sees_its_loopback_scraper(tmp_path: Path) -> Non
     with start_gateway(url, tmp_path) as gateway:
         direct = httpx.get(gateway.base_url + "/metrics")
         relayed = httpx.get(gateway.base_url + "/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+        rebound = httpx.get(gateway.base_url + "/metrics", headers={"Host": "rebound.example"})
     assert direct.status_code == 200 and "paygate_http_requests_total" in direct.text
     assert relayed.status_code == 404
+    assert rebound.status_code == 404 and "paygate_" not in rebound.text  # DNS rebinding

@@ -14,12 +14,12 @@ from starlette.routing import Route
 
 from paygate_server.console.accounts import LOGIN_REFUSED
 from paygate_server.console.actions import record_action
-from paygate_server.console.security import cookie_is_secure
-from paygate_server.console.sessions import COOKIE_NAME, SignedIn
+from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import (
     FORBIDDEN_ORIGIN,
     Form,
     FormRefused,
+    clear_session_cookie,
     console_of,
     error_page,
     form_action,
@@ -27,6 +27,9 @@ from paygate_server.console.web import (
     read_form,
     remote_addr,
     render,
+    session_cookie,
+    set_session_cookie,
+    signed_in_of,
 )
 
 __all__ = ["routes"]
@@ -35,7 +38,7 @@ log = logging.getLogger("paygate.console")
 
 
 async def login_page(request: Request) -> Response:
-    signed_in = await console_of(request).sessions.resume(request.cookies.get(COOKIE_NAME))
+    signed_in = await signed_in_of(request)
     if signed_in is not None:
         return RedirectResponse("/", status_code=303)
     return render(request, "login.html", None, email="", message="")
@@ -63,20 +66,18 @@ async def login(request: Request) -> Response:
                                           user_agent=request.headers.get("user-agent"))
     await record_action(console.gateway.db, operator_id=operator.id, action="login", remote_addr=address)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE_NAME, cookie, max_age=console.settings.console_session_ttl_s, path="/",
-                        httponly=True, samesite="strict",
-                        secure=cookie_is_secure(request.url.scheme, console.settings.console_origin))
+    set_session_cookie(response, request, cookie)
     return response
 
 
 @form_action("read")
 async def logout(request: Request, signed_in: SignedIn, form: Form) -> Response:
     console = console_of(request)
-    await console.sessions.end(request.cookies.get(COOKIE_NAME))
+    await console.sessions.end(session_cookie(request))
     await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="logout",
                         remote_addr=remote_addr(request))
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
+    clear_session_cookie(response, request)
     return response
 
 

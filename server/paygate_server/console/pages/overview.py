@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from paygate_server.console.sessions import COOKIE_NAME, SignedIn
-from paygate_server.console.web import console_of, page, render
+from paygate_server.console.sessions import SignedIn
+from paygate_server.console.web import console_of, page, render, signed_in_of
 from paygate_server.storage.console_reads import Overview, overview
 
 __all__ = ["Totals", "overview_json", "routes", "series", "totals"]
@@ -81,7 +81,7 @@ async def overview_page(request: Request, signed_in: SignedIn) -> Response:
 async def overview_json(request: Request) -> Response:
     """The charts' data. A script's request: no session is a 401 it can show, not a redirect."""
     # The page's script polls by itself: no operator activity, the idle deadline stands.
-    signed_in = await console_of(request).sessions.resume(request.cookies.get(COOKIE_NAME), activity=False)
+    signed_in = await signed_in_of(request, activity=False)
     if signed_in is None:
         return JSONResponse({"error": "signed_out", "message": "Your session has ended: log in again."},
                             status_code=401)
