@@ -301,8 +301,14 @@ def _status(obj: dict[str, Any]) -> str:
 # -- the money an answer says moved ------------------------------------------------------------
 
 def _stripe_int(obj: dict[str, Any], key: str) -> int | None:
+    """An amount field: None when absent; ValueError when it is there but no integer (an
+    answer that says an amount moved in a form that cannot be read says nothing sure)."""
     value = obj.get(key)
-    return value if type(value) is int else None
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise ValueError(f"{key} is not an integer")
+    return value
 
 
 def stated_money(obj: dict[str, Any], kind: str) -> tuple[int | None, str | None]:
@@ -313,7 +319,7 @@ def stated_money(obj: dict[str, Any], kind: str) -> tuple[int | None, str | None
     authorization: ``amount_capturable``, less than ``amount`` after a partial
     authorization), else the intent's ``amount``. A capture: ``amount_received``, else its
     charge's ``amount_captured`` (localstripe's intents carry neither total). A refund: its
-    ``amount``."""
+    ``amount``. ValueError: an amount field that is no integer."""
     currency = obj.get("currency")
     currency = currency.upper() if isinstance(currency, str) and currency else None
     if kind == "refund":
@@ -336,7 +342,10 @@ def with_stated_money(result: ChargeResult, obj: dict[str, Any], kind: str) -> C
     """``result`` with the money ``obj`` (a payment intent) says its ``kind`` of operation
     moved, in the gateway's minor units; UNKNOWN when that is no amount the gateway could
     have sent (ISK 12345 from Stripe is no whole number of krónur)."""
-    amount, currency = stated_money(obj, kind)
+    try:
+        amount, currency = stated_money(obj, kind)
+    except ValueError as problem:
+        return dataclasses.replace(result, outcome=O.UNKNOWN, message=f"{problem}: outcome unknown")
     if amount is None or currency is None:
         return result if currency is None else dataclasses.replace(result, currency=currency)
     try:

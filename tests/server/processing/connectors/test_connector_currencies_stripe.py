@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select, update
 
 import paygate
+from paygate_server.processing.reconciler import list_unresolved
 from paygate_server.processors.accounts import add_account
 from paygate_server.storage.schema import reconcile_queue, refunds, transactions
 from tests.support.app import InProcessGateway
@@ -219,6 +220,38 @@ async def test_the_reconciler_settles_a_lost_isk_payment_by_stripes_amount(gw: I
         async with gw.gateway.db.write() as conn:
             await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
         await gw.gateway.reconciler.run_once()
+    finally:
+        await proxy.close()
+    final = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (final["status"], final["amountReceived"]) == ("succeeded", 500)
+
+
+async def test_a_lookup_that_finds_other_money_settles_nothing(gw: InProcessGateway, localstripe_url: str) -> None:
+    """A lost confirm of 500 kr; Stripe's intent then says 49900 (499 kr), then a string:
+    the reconciler's look-ups leave the attempt unknown, and listed. Once it says 50000,
+    the next look-up settles it."""
+    host, port = localstripe_url.removeprefix("http://").split(":")
+    losing = [True]
+    proxy = DroppingProxy(host, int(port), lambda data: losing[0] and b"/confirm HTTP/1.1" in data)
+    try:
+        shop, _ = await _shop(gw, await proxy.start())
+        pid, paid = await _pay(gw, shop, 500, "ISK")
+        assert paid["status"] == "in_progress"
+        losing[0] = False
+        pi_id = (await _attempt(gw, pid)).processor_id
+        said = {49900: "the processor says 499 ISK moved, not the 500 ISK sent", "50000": "amount is not an integer"}
+        for amount in (49900, "50000", 50000):
+            changed = httpx.post(f"{localstripe_url}/v1/payment_intents/{pi_id}", json={"amount": amount},
+                                 headers={"Authorization": f"Bearer {SECRET_KEY}"})
+            assert changed.status_code == 200 and changed.json()["amount"] == amount, changed.text
+            async with gw.gateway.db.write() as conn:
+                await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
+            await gw.gateway.reconciler.run_once()
+            if amount != 50000:
+                row = await _attempt(gw, pid)
+                assert row.status == "unknown", amount
+                [listed] = [u for u in await list_unresolved(gw.gateway.payments) if u["id"] == row.id]
+                assert listed["lastResult"].startswith(said[amount]), listed
     finally:
         await proxy.close()
     final = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
