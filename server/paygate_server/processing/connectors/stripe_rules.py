@@ -317,8 +317,9 @@ def stated_money(obj: dict[str, Any], kind: str) -> tuple[int | None, str | None
 
     A charge: what was received (an automatic one that succeeded) or is held (an
     authorization: ``amount_capturable``, less than ``amount`` after a partial
-    authorization), else the intent's ``amount``. A capture: ``amount_received``, else its
-    charge's ``amount_captured`` (localstripe's intents carry neither total). A refund: its
+    authorization), else the intent's ``amount``. A capture that succeeded:
+    ``amount_received``, else its charge's ``amount_captured`` (localstripe's intents carry
+    neither total). A refund: its
     ``amount``. ValueError: an amount field that is no integer."""
     currency = obj.get("currency")
     currency = currency.upper() if isinstance(currency, str) and currency else None
@@ -326,6 +327,10 @@ def stated_money(obj: dict[str, Any], kind: str) -> tuple[int | None, str | None
         return _stripe_int(obj, "amount"), currency
     status = obj.get("status")
     if kind == "capture":
+        if status != "succeeded":
+            # Not captured (the hold is gone, or not yet): amount_received (0) is no amount
+            # the capture refused.
+            return None, currency
         received = _stripe_int(obj, "amount_received")
         charge = obj.get("latest_charge")
         if received is None and isinstance(charge, dict):

@@ -22,6 +22,7 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.processing.connectors.adyen import AdyenConnector
 from paygate_server.processing.connectors.minor_units import ADYEN, STRIPE, Unrepresentable
+from paygate_server.processing.settle import other_money
 from tests.server.processing.connectors.test_connector_adyen import (
     AUTHORISED,
     HMAC_KEY,
@@ -203,3 +204,13 @@ async def test_adyen_is_sent_nothing_for_an_amount_it_cannot_take() -> None:
     assert (await connector_.capture(CaptureRequest("cap_1", REF, 1050, "IDR", PSP))).outcome is O.FAILED
     assert (await connector_.refund(RefundRequest("re_1", REF, 1050, "IDR", PSP))).outcome is O.DECLINED
     assert script.sent == []
+
+
+async def test_a_hold_gone_is_still_read_as_such_whatever_stripe_received() -> None:
+    """Real Stripe's canceled intent says amount_received 0: that is no capture of other
+    money, but the capture's refusal (the hold expired)."""
+    gone = ok(pi("canceled", capture_method="manual", cancellation_reason="automatic", amount=5000,
+                 amount_received=0, currency="eur"))
+    stripe, _ = connector(stripe_like(**{"GET /v1/payment_intents/pi_1": gone}))
+    result = other_money(await stripe.lookup("cap_1", "capture", processor_id="pi_1"), 4000, "EUR")
+    assert (result.outcome, result.decline_code) == (O.DECLINED, "authorization_expired")
