@@ -68,8 +68,8 @@ class MinorUnits:
                                   f"{format_minor(step, currency)} only: {format_minor(amount, currency)} "
                                   f"{currency} cannot be sent")
         if self.maximum is not None and sent > self.maximum:
-            raise Unrepresentable(f"{format_minor(amount, currency)} {currency} is more than {self.processor} takes "
-                                  f"in one payment")
+            raise Unrepresentable(f"{self.processor} takes at most {self.maximum} in its {currency} units: "
+                                  f"{format_minor(amount, currency)} {currency} cannot be sent")
         return sent
 
     def from_processor(self, amount: int, currency: str) -> int:

@@ -99,6 +99,8 @@ async def test_an_amount_adyen_cannot_take_is_not_sent(shop: Shop) -> None:
     failed = await shop.pay(1050, "IDR")  # Rp 10.50: Adyen counts whole rupiah
     assert (failed["status"], failed["lastError"]["code"]) == ("failed", "processing_error")
     assert shop.fake.payments == {}
+    attempt = await shop.attempt(failed["paymentIntentId"], "charge")
+    assert attempt.error_message == "Adyen takes IDR in whole units only: 10.50 IDR cannot be sent: nothing sent"
 
 
 async def test_an_isk_authorisation_notification_settles_a_lost_answer(shop: Shop) -> None:

@@ -125,7 +125,9 @@ async def test_an_amount_stripe_cannot_take_is_not_sent(gw: InProcessGateway, lo
     pid, paid = await _pay(gw, shop, amount, currency)
     assert paid["status"] == "failed"
     assert paid["lastError"]["code"] == "processing_error"
-    assert (await _attempt(gw, pid)).processor_id is None  # no payment intent was created
+    row = await _attempt(gw, pid)
+    assert row.processor_id is None  # no payment intent was created
+    assert row.error_message.endswith(f"{currency} cannot be sent: nothing sent")  # the operator sees why
     everything = _at_stripe(localstripe_url, "/v1/payment_intents", limit="100")["data"]
     assert [i for i in everything if i["metadata"].get("paygate_intent") == pid] == []
 
