@@ -21,7 +21,7 @@ from Adyen import util as adyen_util
 from sqlalchemy import select
 
 import paygate
-from paygate_server.processors.accounts import add_account
+from paygate_server.processors.accounts import add_account, set_routing
 from paygate_server.storage.schema import refunds, transactions
 from tests.support.app import InProcessGateway
 from tests.support.fake_adyen import LOST, FakeAdyen
@@ -160,3 +160,26 @@ async def test_a_refund_notification_in_another_currency_settles_nothing(shop: S
     shop.fake.queued = genuine
     await shop.deliver()
     assert await refund_status() == "succeeded"
+
+
+async def test_an_amount_the_first_account_cannot_take_fails_over_to_one_that_can(
+        gw: InProcessGateway, shop: Shop, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """KWD 1.235: Stripe takes three-decimal amounts ending in 0 only, Adyen takes it. The
+    Stripe account is sent nothing (its apiBase is a port nobody listens on: any request would
+    fail differently), the attempt fails over, and Adyen charges it."""
+    stripe = await add_account(gw.gateway.db, gw.gateway.master_key, merchant_id=shop.client.creds.merchant_id,
+                               kind="stripe", name="Stripe", settings={"apiBase": "http://127.0.0.1:9"},
+                               credentials={"secretKey": "sk_test_never_used", "webhookSecret": "whsec_x"})
+    adyen = shop.hook.split("/")[3]
+    await set_routing(gw.gateway.db, merchant_id=shop.client.creds.merchant_id,
+                      document=[{"use": [stripe.id, adyen]}])
+    paid = await shop.pay(1235, "KWD")
+    assert (paid["status"], paid["amountReceived"]) == ("succeeded", 1235)
+    async with gw.gateway.db.read() as conn:
+        attempts = (await conn.execute(select(transactions.c.connector, transactions.c.status,
+                                              transactions.c.error_message)
+                                       .where(transactions.c.intent_id == paid["paymentIntentId"])
+                                       .order_by(transactions.c.created_at))).all()
+    assert [(a.connector, a.status) for a in attempts] == [(stripe.id, "failed"), (adyen, "succeeded")]
+    assert attempts[0].error_message.endswith("1.235 KWD cannot be sent: nothing sent")
+    assert [(p.amount, p.currency) for p in shop.fake.payments.values()] == [(1235, "KWD")]
