@@ -48,7 +48,7 @@ from paygate_server.processing.connectors import (
     VoidRequest,
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
-from paygate_server.processing.settle import is_definitive, refund_outcome
+from paygate_server.processing.settle import is_definitive, other_money, refund_outcome
 from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, Row, StoreRefusal
@@ -220,7 +220,8 @@ class Reconciler:
         # What a look-up says is the processor's state when the look-up reached it, not when its
         # answer came back: the windows below are judged at the time it was asked.
         asked_at = now_us()
-        result = await connector.lookup(txn["reference"], processor_id=attempt.processor_id)
+        result = other_money(await connector.lookup(txn["reference"], processor_id=attempt.processor_id),
+                             attempt.amount, attempt.currency)
         label = result.outcome.value
         check_by = None
         # Integer µs on both sides: a check due exactly at the window's end is past it.
@@ -284,6 +285,8 @@ class Reconciler:
         asked_at = now_us()
         result = await connector.lookup(attempt.reference, "capture" if attempt.kind == "capture" else "void",
                                         processor_id=attempt.processor_id)
+        if attempt.kind == "capture":
+            result = other_money(result, attempt.amount, attempt.currency)
         label = f"{attempt.kind}_{result.outcome.value}"
         check_by = not_before = None
         if self._send_again(connector, result.outcome, asked_at, txn["created_at"]):
@@ -320,6 +323,7 @@ class Reconciler:
         # Not while an earlier send may still be on its way (see _check_follow_up).
         asked_at = now_us()  # the look-up's answer is the processor's state then (see _check_follow_up)
         looked_up = await connector.lookup(refund["reference"], "refund", processor_id=refund["charge_processor_id"])
+        looked_up = other_money(looked_up, refund["amount"], refund["currency"])
         result = RefundResult(refund["reference"], looked_up.outcome, looked_up.message)
         label = f"refund_{result.outcome.value}"
         check_by = not_before = None

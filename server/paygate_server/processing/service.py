@@ -114,8 +114,12 @@ def charge_outcome(result: ChargeResult, *, schedule: tuple[float, ...], checks:
                  "message": "The processor could not process the payment. Try again or use another card."}
     else:
         return unknown_outcome(result.outcome, result.message, schedule, checks, check_by, result.processor_id)
+    # The customer and the merchant read lastError; the operator, on the attempt, why the
+    # processor (or the connector, before sending anything) said nothing was charged: a
+    # refused key, an amount it cannot take. (A decline's reason is its decline code.)
+    said = result.message if result.outcome is ChargeOutcome.FAILED and result.message else error["message"]
     return Outcome("failed", decline_code=error["declineCode"], error_code=error["code"],
-                   error_message=error["message"], intent_error=jsoncodec.dumps(error).decode(),
+                   error_message=said, intent_error=jsoncodec.dumps(error).decode(),
                    processor_id=result.processor_id)
 
 

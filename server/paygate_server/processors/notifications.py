@@ -22,7 +22,7 @@ from paygate_server.processing.connectors import (
     WebhookReply,
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
-from paygate_server.processing.settle import is_definitive, refund_outcome
+from paygate_server.processing.settle import is_definitive, other_money, refund_outcome
 from paygate_server.processors.registry import AccountMissing
 from paygate_server.storage.port import Attempt, Row
 
@@ -75,6 +75,13 @@ async def _apply(gateway: Gateway, account_id: str, event: ProcessorEvent) -> in
         # committed: acknowledged, the reconciler settles ours by asking.
         log.info("processor notification (%s) names no operation of %s", event.kind, account_id)
         return 0
+    if event.kind != "void":  # a void moves no money: its notification's amount is the hold's
+        result = other_money(result, found["amount"], found["currency"])
+        if not is_definitive(result.outcome):
+            # Acknowledged (the processor would only send it again), applied to nothing: the
+            # operation stays as it is, for the reconciler and the operator.
+            log.warning("processor notification about %s %s not applied: %s", event.kind, found["id"], result.message)
+            return 0
     schedule = gateway.settings.reconcile_schedule_s
     if event.kind == "refund":
         row = await store.settle_refund(found["id"], refund_outcome(

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -57,6 +58,7 @@ from .base import (
     WebhookRejected,
     WebhookReply,
 )
+from .minor_units import ADYEN, Unrepresentable
 
 __all__ = ["API_VERSION", "KIND", "RESULT_CODES", "AdyenConnector", "Answer", "Operation", "classify",
            "decline_code_for", "signing_string"]
@@ -162,9 +164,12 @@ def classify(
     status_code: int | None,
     body: bytes | None,
     error: BaseException | None = None,
+    *,
+    sent_amount: dict[str, Any] | None = None,
 ) -> Answer:
     """Map one exchange with Adyen to an outcome. ``error`` is the exception raised
-    instead of an answer (timeout, connection refused or lost, malformed answer)."""
+    instead of an answer (timeout, connection refused or lost, malformed answer);
+    ``sent_amount``: the ``amount`` object of the payment sent."""
     unknown = ChargeOutcome.UNKNOWN
     failed = transport_failure(error, status_code, lookup=False)  # (Adyen is never looked up)
     if failed is not None:
@@ -175,7 +180,15 @@ def classify(
         return Answer(unknown, message=data)
 
     if operation is Operation.CHARGE and status_code == 200:
-        return _payment(reference, data)
+        answer = _payment(reference, data)
+        stated = data.get("amount")
+        if answer.outcome is ChargeOutcome.APPROVED and None not in (stated, sent_amount) and stated != sent_amount:
+            # A partial authorization (answered only to a request that allows it, which this
+            # connector's never do) or an answer about another payment: not this payment's
+            # outcome; its AUTHORISATION notification is checked the same way.
+            return Answer(unknown, processor_id=answer.processor_id,
+                          message="Adyen authorised another amount than was asked: outcome unknown")
+        return answer
     if operation is not Operation.CHARGE and status_code in (200, 201):
         return _modification(operation, reference, data)
     return _error(status_code, data)
@@ -359,8 +372,9 @@ class AdyenConnector(PooledConnector):
         return f"AdyenConnector({self.api_base!r}, merchant_account={self.merchant_account!r})"
 
     async def _post(self, operation: Operation, reference: str, path: str, payload: dict[str, Any],
-                    idempotency_key: str | None = None) -> Answer:
-        """``idempotency_key``: the request's key when it is not ``reference`` itself."""
+                    idempotency_key: str | None = None, *, sent_amount: dict[str, Any] | None = None) -> Answer:
+        """``idempotency_key``: the request's key when it is not ``reference`` itself;
+        ``sent_amount``: a payment's ``amount`` object, which its answer must not contradict."""
         key = reference if idempotency_key is None else idempotency_key
         if not _IDEMPOTENCY_KEY.fullmatch(key):
             return Answer(ChargeOutcome.FAILED,
@@ -374,10 +388,14 @@ class AdyenConnector(PooledConnector):
                                                 self._read_timeout, idempotent=True)
         except Exception as exc:  # noqa: BLE001 - every failure to get an answer is classified
             return classify(operation, reference, None, None, exc)
-        return classify(operation, reference, response.status, response.body)
+        return classify(operation, reference, response.status, response.body, sent_amount=sent_amount)
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         """``POST /v71/payments`` with the raw card (see the module's note on PCI)."""
+        try:
+            amount = _amount(request.amount, request.currency)
+        except Unrepresentable as problem:
+            return ChargeResult(request.reference, ChargeOutcome.FAILED, message=f"{problem}: nothing sent")
         method: dict[str, Any] = {
             "type": "scheme",
             "number": request.card.number,
@@ -389,7 +407,7 @@ class AdyenConnector(PooledConnector):
         payload: dict[str, Any] = {
             "merchantAccount": self.merchant_account,
             "reference": request.reference,
-            "amount": {"value": request.amount, "currency": request.currency},
+            "amount": amount,
             "paymentMethod": method,
             "shopperInteraction": "Ecommerce",
             "returnUrl": _RETURN_URL,
@@ -397,13 +415,16 @@ class AdyenConnector(PooledConnector):
         if not request.capture:
             # Adyen's per-payment manual capture: authorised and held until a /captures.
             payload["additionalData"] = {"manualCapture": "true"}
-        answer = await self._post(Operation.CHARGE, request.reference, "/payments", payload)
+        answer = await self._post(Operation.CHARGE, request.reference, "/payments", payload, sent_amount=amount)
         return _result(request.reference, answer)
 
     async def capture(self, request: CaptureRequest) -> ChargeResult:
         """Requests the capture; Adyen's CAPTURE notification says whether it happened."""
-        payload = {"merchantAccount": self.merchant_account, "reference": request.reference,
-                   "amount": {"value": request.amount, "currency": request.currency}}
+        try:
+            amount = _amount(request.amount, request.currency)
+        except Unrepresentable as problem:
+            return ChargeResult(request.reference, ChargeOutcome.FAILED, message=f"{problem}: nothing sent")
+        payload = {"merchantAccount": self.merchant_account, "reference": request.reference, "amount": amount}
         return await self._modify(Operation.CAPTURE, request.reference, request.charge_processor_id, payload)
 
     async def void(self, request: VoidRequest) -> ChargeResult:
@@ -413,8 +434,11 @@ class AdyenConnector(PooledConnector):
 
     async def refund(self, request: RefundRequest) -> RefundResult:
         """Requests the refund; Adyen's REFUND notification says whether it happened."""
-        payload = {"merchantAccount": self.merchant_account, "reference": request.reference,
-                   "amount": {"value": request.amount, "currency": request.currency}}
+        try:
+            amount = _amount(request.amount, request.currency)
+        except Unrepresentable as problem:
+            return RefundResult(request.reference, ChargeOutcome.DECLINED, f"{problem}: nothing sent")
+        payload = {"merchantAccount": self.merchant_account, "reference": request.reference, "amount": amount}
         result = await self._modify(Operation.REFUND, request.reference, request.charge_processor_id, payload)
         return RefundResult(request.reference, result.outcome, result.message)
 
@@ -524,7 +548,7 @@ def _event(item: dict[str, Any]) -> ProcessorEvent | None:
         else:
             result = ChargeResult(reference, ChargeOutcome.DECLINED, decline_code=decline_code_for(None, reason),
                                   message=f"Refused: {reason}" if reason else "Refused", processor_id=psp_reference)
-        return ProcessorEvent("charge", result, payment_processor_id=psp_reference)
+        return ProcessorEvent("charge", _stated(result, item.get("amount")), payment_processor_id=psp_reference)
     payment = _str(item.get("originalReference"))
     if success == "true" and code not in _FAILURES:
         result = ChargeResult(reference, ChargeOutcome.APPROVED, processor_id=payment)
@@ -532,7 +556,28 @@ def _event(item: dict[str, Any]) -> ProcessorEvent | None:
         detail = f": {reason}" if reason else ""
         result = ChargeResult(reference, ChargeOutcome.DECLINED, processor_id=payment,
                               message=f"Adyen {code}{detail}")
+    if kind != "void":  # a cancellation's amount is the payment's: it moves nothing
+        result = _stated(result, item.get("amount"))
     return ProcessorEvent(kind, result, payment_processor_id=payment)
+
+
+def _amount(amount: int, currency: str) -> dict[str, Any]:
+    """Adyen's ``amount`` object: ``value`` in Adyen's minor units (raises Unrepresentable)."""
+    return {"value": ADYEN.to_processor(amount, currency), "currency": currency}
+
+
+def _stated(result: ChargeResult, amount: Any) -> ChargeResult:
+    """``result`` with the money an answer's or notification's ``amount`` object states, in
+    the gateway's minor units; UNKNOWN if it is unreadable or no amount the gateway sends."""
+    if not isinstance(amount, dict):
+        return result
+    value, currency = amount.get("value"), amount.get("currency")
+    if type(value) is not int or not isinstance(currency, str):
+        return replace(result, outcome=ChargeOutcome.UNKNOWN, message="unreadable amount: outcome unknown")
+    try:
+        return replace(result, amount=ADYEN.from_processor(value, currency), currency=currency)
+    except Unrepresentable as problem:
+        return replace(result, outcome=ChargeOutcome.UNKNOWN, message=f"{_text(str(problem))}: outcome unknown")
 
 
 def _result(reference: str, answer: Answer) -> ChargeResult:

@@ -117,6 +117,11 @@ class ChargeResult:
     decline_code: str | None = None
     message: str | None = None
     processor_id: str | None = None  # the processor's id of the payment, when it says it
+    # The money the processor says the operation moved (held, for an authorization), in the
+    # gateway's minor units, when its answer or notification says: checked against the
+    # operation's own before it settles anything (processing/settle.py, other_money).
+    amount: int | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +138,8 @@ class RefundResult:
     reference: str
     outcome: ChargeOutcome  # APPROVED refunded; DECLINED/FAILED refused; RETRY; UNKNOWN
     message: str | None = None
+    amount: int | None = None  # as ChargeResult's: what the processor says was refunded
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ import datetime as _dt
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -82,6 +82,7 @@ from .base import (
     VoidRequest,
     WebhookReply,
 )
+from .minor_units import STRIPE, Unrepresentable
 from .stripe_rules import (
     Answer,
     Step,
@@ -92,6 +93,7 @@ from .stripe_rules import (
     refund_answer,
     refusal_by_payment_intent,
     void_answer,
+    with_stated_money,
 )
 from .stripe_webhooks import parse_webhook as _parse_webhook
 
@@ -121,6 +123,23 @@ class _Exchange:
 def _result(reference: str, answer: Answer, processor_id: str | None = None) -> ChargeResult:
     return ChargeResult(reference, answer.outcome, answer.auth_code, answer.decline_code, answer.message,
                         processor_id)
+
+
+def _not_sent(reference: str, problem: Unrepresentable) -> ChargeResult:
+    return ChargeResult(reference, O.FAILED, message=f"{problem}: nothing sent")
+
+
+def _as_sent(result: ChargeResult, amount: int, currency: str) -> ChargeResult:
+    """An answer about a request the connector just sent: another amount or currency than
+    the request's is not its outcome (a partial authorization, an intent of another
+    payment): UNKNOWN, for the operator."""
+    if result.outcome is not O.APPROVED:
+        return result
+    if (result.amount, result.currency) in ((amount, currency), (None, currency), (None, None)):
+        return result
+    stated = f"{result.amount} {result.currency}" if result.amount is not None else str(result.currency)
+    return replace(result, outcome=O.UNKNOWN,
+                   message=f"Stripe answered {stated} (minor units), not the {amount} {currency} sent: outcome unknown")
 
 
 def _nothing_moved(answer: Answer) -> Answer:
@@ -214,6 +233,10 @@ class StripeConnector(PooledConnector):
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         ref = request.reference
         card = request.card
+        try:
+            amount = STRIPE.to_processor(request.amount, request.currency)
+        except Unrepresentable as problem:
+            return _not_sent(ref, problem)  # before the card is sent anywhere
         card_form: Form = [("type", "card"), ("card[number]", card.number),
                            ("card[exp_month]", str(card.exp_month)), ("card[exp_year]", str(card.exp_year))]
         if card.cvc is not None:
@@ -223,7 +246,7 @@ class StripeConnector(PooledConnector):
         if pm_id is None:
             return _result(ref, _nothing_moved(made.answer or _no_id("payment method")))
         created = await self._call(Step.CREATE, "POST", "/v1/payment_intents", [
-            ("amount", str(request.amount)), ("currency", request.currency.lower()),
+            ("amount", str(amount)), ("currency", request.currency.lower()),
             ("capture_method", "automatic" if request.capture else "manual"),
             ("payment_method", pm_id), ("payment_method_types[]", "card"),
             ("metadata[paygate_reference]", ref), ("metadata[paygate_intent]", request.payment_intent_id),
@@ -244,10 +267,12 @@ class StripeConnector(PooledConnector):
             return _result(ref, await self._explain(Step.CONFIRM, confirmed, pi_id), pi_id)
         if confirmed.obj.get("id") != pi_id:
             return _result(ref, Answer(O.UNKNOWN, message="answer for another payment intent: outcome unknown"), pi_id)
-        return _result(ref, charge_answer(confirmed.obj), pi_id)
+        answered = with_stated_money(_result(ref, charge_answer(confirmed.obj), pi_id), confirmed.obj, "charge")
+        return _as_sent(answered, request.amount, request.currency)
 
     async def _follow_up(self, step: Step, reference: str, pi_id: str | None, tag: str, action: str,
-                         form: Form | None, read: Callable[[dict[str, Any]], Answer]) -> ChargeResult:
+                         form: Form | None, read: Callable[[dict[str, Any]], Answer],
+                         sent: tuple[int, str] | None = None) -> ChargeResult:
         """A capture or void: tag the intent with the operation's reference, then act."""
         if not pi_id:
             return _result(reference, Answer(O.FAILED, message="no Stripe payment intent recorded: nothing done"))
@@ -264,11 +289,18 @@ class StripeConnector(PooledConnector):
         if done.obj.get("id") != pi_id:
             return _result(reference, Answer(O.UNKNOWN, message="answer for another payment intent: outcome unknown"),
                            pi_id)
-        return _result(reference, read(done.obj), pi_id)
+        if sent is None:
+            return _result(reference, read(done.obj), pi_id)
+        return _as_sent(with_stated_money(_result(reference, read(done.obj), pi_id), done.obj, "capture"), *sent)
 
     async def capture(self, request: CaptureRequest) -> ChargeResult:
+        try:
+            amount = STRIPE.to_processor(request.amount, request.currency)
+        except Unrepresentable as problem:
+            return _not_sent(request.reference, problem)
         return await self._follow_up(Step.CAPTURE, request.reference, request.charge_processor_id, "paygate_capture",
-                                     "capture", [("amount_to_capture", str(request.amount))], capture_answer)
+                                     "capture", [("amount_to_capture", str(amount))], capture_answer,
+                                     (request.amount, request.currency))
 
     async def void(self, request: VoidRequest) -> ChargeResult:
         return await self._follow_up(Step.VOID, request.reference, request.charge_processor_id, "paygate_void",
@@ -277,15 +309,20 @@ class StripeConnector(PooledConnector):
     async def refund(self, request: RefundRequest) -> RefundResult:
         if not request.charge_processor_id:
             return RefundResult(request.reference, O.DECLINED, "no Stripe payment intent recorded: nothing refunded")
+        try:
+            amount = STRIPE.to_processor(request.amount, request.currency)
+        except Unrepresentable as problem:
+            return RefundResult(request.reference, O.DECLINED, f"{problem}: nothing sent")
         made = await self._call(Step.REFUND, "POST", "/v1/refunds", [
-            ("payment_intent", request.charge_processor_id), ("amount", str(request.amount)),
+            ("payment_intent", request.charge_processor_id), ("amount", str(amount)),
             ("metadata[paygate_reference]", request.reference),
         ], request.reference)
         if made.obj is None:
             assert made.answer is not None
             return RefundResult(request.reference, made.answer.outcome, made.answer.message)
-        answer = refund_answer(made.obj)
-        return RefundResult(request.reference, answer.outcome, answer.message)
+        answer = _as_sent(with_stated_money(_result(request.reference, refund_answer(made.obj)), made.obj, "refund"),
+                          request.amount, request.currency)
+        return RefundResult(request.reference, answer.outcome, answer.message, answer.amount, answer.currency)
 
     async def lookup(self, reference: str, kind: SyncKind = "charge", *,
                      processor_id: str | None = None) -> ChargeResult:
@@ -302,7 +339,10 @@ class StripeConnector(PooledConnector):
                 return _result(reference, Answer(O.NOT_FOUND, message="no payment intent recorded: never confirmed"))
             return _result(reference, Answer(O.UNKNOWN, message="no payment intent recorded: cannot ask Stripe"))
         if kind == "refund":
-            return _result(reference, await self._lookup_refund(reference, processor_id), processor_id)
+            refund = await self._lookup_refund(reference, processor_id)
+            if isinstance(refund, Answer):
+                return _result(reference, refund, processor_id)
+            return with_stated_money(_result(reference, refund_answer(refund), processor_id), refund, "refund")
         got = await self._retrieve(processor_id)
         if got.obj is None:
             assert got.answer is not None
@@ -313,15 +353,17 @@ class StripeConnector(PooledConnector):
             return _result(reference, Answer(O.UNKNOWN, message="the payment intent is another attempt's: outcome unknown"),
                            processor_id)
         read = {"charge": charge_answer, "capture": capture_answer, "void": void_answer}[kind]
-        return _result(reference, read(pi, lookup=True), processor_id)
+        found = _result(reference, read(pi, lookup=True), processor_id)
+        return found if kind == "void" else with_stated_money(found, pi, kind)
 
-    async def _lookup_refund(self, reference: str, pi_id: str) -> Answer:
+    async def _lookup_refund(self, reference: str, pi_id: str) -> dict[str, Any] | Answer:
+        """The refund with this reference, or what the listing said instead."""
         query = {"payment_intent": pi_id}
         async for refund in self._list("/v1/refunds", query, Step.LIST_REFUNDS):
             if isinstance(refund, Answer):
                 return refund
             if _metadata(refund, "paygate_reference") == reference:
-                return refund_answer(refund)
+                return refund
         return Answer(O.NOT_FOUND, message="no refund with this reference")
 
     async def _list(self, path: str, query: Mapping[str, str], step: Step,
@@ -400,7 +442,8 @@ def _amount(value: Any) -> int:
 def _settlement_record(txn: dict[str, Any]) -> SettlementRecord | None:
     """One balance transaction as a settlement record (None: not the gateway's, or not a
     charge or refund). The amount and currency are the charge's or refund's own, not the
-    balance's (which may be converted)."""
+    balance's (which may be converted), in the gateway's minor units (ISK's ×100 undone):
+    an amount that is none of them raises Unrepresentable, a ValueError."""
     source = txn.get("source")
     if not isinstance(source, dict):
         return None
@@ -418,7 +461,8 @@ def _settlement_record(txn: dict[str, Any]) -> SettlementRecord | None:
         captured = source.get("amount_captured")
         amount = _amount(captured if captured is not None else source["amount"])
         if pi.get("capture_method") != "manual":
-            return SettlementRecord("charge", charge_reference, intent, None, amount, currency, merchant)
+            return SettlementRecord("charge", charge_reference, intent, None, STRIPE.from_processor(amount, currency),
+                                    currency, merchant)
         kind, reference = "capture", _metadata(pi, "paygate_capture")
     elif txn.get("type") == "refund":
         kind, reference, amount = "refund", _metadata(source, "paygate_reference"), _amount(source["amount"])
@@ -426,7 +470,8 @@ def _settlement_record(txn: dict[str, Any]) -> SettlementRecord | None:
         return None
     if not reference:
         return None
-    return SettlementRecord(kind, reference, intent, charge_reference, amount, currency, merchant)
+    return SettlementRecord(kind, reference, intent, charge_reference, STRIPE.from_processor(amount, currency),
+                            currency, merchant)
 
 
 def _from_account(settings: Mapping[str, str], credentials: Mapping[str, str], **options: Any) -> StripeConnector:

@@ -14,6 +14,7 @@ either is left out, and an exception is named by its class only.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from typing import Any
@@ -22,10 +23,12 @@ from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
 
 from ._transport import Answer, transport_failure
-from .base import ChargeOutcome
+from .base import ChargeOutcome, ChargeResult
+from .minor_units import STRIPE, Unrepresentable
 
 __all__ = ["Answer", "Step", "capture_answer", "charge_answer", "classify_error", "decline_code",
-           "error_body", "refund_answer", "refusal_by_payment_intent", "void_answer"]
+           "error_body", "refund_answer", "refusal_by_payment_intent", "stated_money", "void_answer",
+           "with_stated_money"]
 
 O = ChargeOutcome  # noqa: E741 - a short alias keeps the tables readable
 _MAX_MESSAGE = 200
@@ -293,3 +296,64 @@ def refund_answer(refund: dict[str, Any]) -> Answer:
 def _status(obj: dict[str, Any]) -> str:
     status = obj.get("status")
     return repr(status[:40]) if isinstance(status, str) else type(status).__name__
+
+
+# -- the money an answer says moved ------------------------------------------------------------
+
+def _stripe_int(obj: dict[str, Any], key: str) -> int | None:
+    """An amount field: None when absent; ValueError when it is there but no integer (an
+    answer that says an amount moved in a form that cannot be read says nothing sure)."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise ValueError(f"{key} is not an integer")
+    return value
+
+
+def stated_money(obj: dict[str, Any], kind: str) -> tuple[int | None, str | None]:
+    """The amount (in Stripe's minor units) and the upper-case currency a payment intent or
+    a refund says its operation moved; (None, …) where the object does not say.
+
+    A charge: what was received (an automatic one that succeeded) or is held (an
+    authorization: ``amount_capturable``, less than ``amount`` after a partial
+    authorization), else the intent's ``amount``. A capture that succeeded:
+    ``amount_received``, else its charge's ``amount_captured`` (localstripe's intents carry
+    neither total). A refund: its
+    ``amount``. ValueError: an amount field that is no integer."""
+    currency = obj.get("currency")
+    currency = currency.upper() if isinstance(currency, str) and currency else None
+    if kind == "refund":
+        return _stripe_int(obj, "amount"), currency
+    status = obj.get("status")
+    if kind == "capture":
+        if status != "succeeded":
+            # Not captured (the hold is gone, or not yet): amount_received (0) is no amount
+            # the capture refused.
+            return None, currency
+        received = _stripe_int(obj, "amount_received")
+        charge = obj.get("latest_charge")
+        if received is None and isinstance(charge, dict):
+            received = _stripe_int(charge, "amount_captured")
+        return received, currency
+    if status == "requires_capture" and _stripe_int(obj, "amount_capturable") is not None:
+        return _stripe_int(obj, "amount_capturable"), currency
+    if status == "succeeded" and obj.get("capture_method") != "manual" and _stripe_int(obj, "amount_received") is not None:
+        return _stripe_int(obj, "amount_received"), currency
+    return _stripe_int(obj, "amount"), currency
+
+
+def with_stated_money(result: ChargeResult, obj: dict[str, Any], kind: str) -> ChargeResult:
+    """``result`` with the money ``obj`` (a payment intent) says its ``kind`` of operation
+    moved, in the gateway's minor units; UNKNOWN when that is no amount the gateway could
+    have sent (ISK 12345 from Stripe is no whole number of krónur)."""
+    try:
+        amount, currency = stated_money(obj, kind)
+    except ValueError as problem:
+        return dataclasses.replace(result, outcome=O.UNKNOWN, message=f"{problem}: outcome unknown")
+    if amount is None or currency is None:
+        return result if currency is None else dataclasses.replace(result, currency=currency)
+    try:
+        return dataclasses.replace(result, amount=STRIPE.from_processor(amount, currency), currency=currency)
+    except Unrepresentable as problem:
+        return dataclasses.replace(result, outcome=O.UNKNOWN, message=f"{problem}: outcome unknown")
