@@ -46,9 +46,11 @@ from paygate_server.processing.connectors import (
     RefundRequest,
     RefundResult,
     VoidRequest,
+    is_definitive,
+    other_money,
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
-from paygate_server.processing.settle import is_definitive, other_money, refund_outcome
+from paygate_server.processing.settle import refund_outcome
 from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, Row, StoreRefusal

@@ -42,8 +42,9 @@ from paygate_server.processing.connectors import (
     ChargeResult,
     Connector,
     VoidRequest,
+    is_definitive,
 )
-from paygate_server.processing.settle import is_definitive, unknown_outcome
+from paygate_server.processing.settle import unknown_outcome
 from paygate_server.processors.routing import Payment
 from paygate_server.storage.port import (
     AnswerSpec,

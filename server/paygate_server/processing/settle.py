@@ -13,45 +13,15 @@ reconciler's check are the store's: ``settle_attempt``/``settle_refund`` share t
 """
 from __future__ import annotations
 
-import dataclasses
 import random
-from typing import TypeVar
 
 from paygate_server.clock import now_us
-from paygate_server.currencies import format_minor
-from paygate_server.processing.connectors import ChargeOutcome, ChargeResult, RefundResult
+from paygate_server.processing.connectors import ChargeOutcome, RefundResult, is_definitive
 from paygate_server.storage.port import Outcome
 
-__all__ = ["is_definitive", "next_check_at", "other_money", "refund_outcome", "unknown_outcome"]
-
-_Result = TypeVar("_Result", ChargeResult, RefundResult)
+__all__ = ["next_check_at", "refund_outcome", "unknown_outcome"]
 
 _US = 1_000_000
-_DEFINITIVE = (ChargeOutcome.APPROVED, ChargeOutcome.DECLINED, ChargeOutcome.FAILED)
-
-
-def is_definitive(outcome: ChargeOutcome) -> bool:
-    """The processor said yes or no (as opposed to: unknown, try again, never heard of it)."""
-    return outcome in _DEFINITIVE
-
-
-def other_money(result: _Result, amount: int, currency: str) -> _Result:
-    """``result`` as the outcome of an operation of ``amount`` ``currency``: unchanged when
-    it states no money or the same, else UNKNOWN (docs/processors.md, "Amounts and
-    currencies"). A capture notification for less than was captured, a refund in another
-    currency, a partial authorization: none is the outcome of the operation the gateway
-    sent, and settling it would record money that did not move. It stays for the operator
-    (``paygate reconcile`` lists it), with what the processor said in its message."""
-    if not is_definitive(result.outcome):
-        return result
-    stated_amount = amount if result.amount is None else result.amount
-    stated_currency = currency if result.currency is None else result.currency
-    if (stated_amount, stated_currency) == (amount, currency):
-        return result
-    said = f"{format_minor(stated_amount, stated_currency)} {stated_currency[:3]}"
-    return dataclasses.replace(result, outcome=ChargeOutcome.UNKNOWN, message=(
-        f"the processor says {said} {'moved' if result.outcome is ChargeOutcome.APPROVED else 'was refused'}, "
-        f"not the {format_minor(amount, currency)} {currency} sent: not settled, for the operator"))
 
 
 def next_check_at(schedule: tuple[float, ...], checks: int, check_by: int | None = None,

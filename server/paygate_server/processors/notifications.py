@@ -20,9 +20,11 @@ from paygate_server.processing.connectors import (
     ProcessorEvent,
     RefundResult,
     WebhookReply,
+    is_definitive,
+    other_money,
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
-from paygate_server.processing.settle import is_definitive, other_money, refund_outcome
+from paygate_server.processing.settle import refund_outcome
 from paygate_server.processors.registry import AccountMissing
 from paygate_server.storage.port import Attempt, Row
 

@@ -30,6 +30,8 @@ from .base import (
     VoidRequest,
     WebhookRejected,
     WebhookReply,
+    is_definitive,
+    other_money,
 )
 from .simulator import SimulatorConnector
 
@@ -54,6 +56,8 @@ __all__ = [
     "KINDS",
     "connector_for_url",
     "connector_kind",
+    "is_definitive",
+    "other_money",
 ]
 
 # The kinds of processor account (SPEC §7): each is the module of that name here.

@@ -8,11 +8,14 @@ is asked about again later, a failed one may be charged again with another card.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import enum
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
+
+from paygate_server.currencies import format_minor
 
 __all__ = [
     "CaptureRequest",
@@ -31,6 +34,8 @@ __all__ = [
     "VoidRequest",
     "WebhookRejected",
     "WebhookReply",
+    "is_definitive",
+    "other_money",
 ]
 
 # What :meth:`Connector.lookup` looks up by the gateway's reference ("charge" covers an
@@ -140,6 +145,36 @@ class RefundResult:
     message: str | None = None
     amount: int | None = None  # as ChargeResult's: what the processor says was refunded
     currency: str | None = None
+
+
+_DEFINITIVE = (ChargeOutcome.APPROVED, ChargeOutcome.DECLINED, ChargeOutcome.FAILED)
+_Result = TypeVar("_Result", ChargeResult, RefundResult)
+
+
+def is_definitive(outcome: ChargeOutcome) -> bool:
+    """The processor said yes or no (as opposed to: unknown, try again, never heard of it)."""
+    return outcome in _DEFINITIVE
+
+
+def other_money(result: _Result, amount: int, currency: str) -> _Result:
+    """``result`` as the outcome of an operation of ``amount`` ``currency``: unchanged when
+    it states no money or the same, else UNKNOWN (docs/processors.md, "Amounts and
+    currencies"). A capture notification for less than was captured, a refund in another
+    currency, a partial authorization: none is the outcome of the operation the gateway
+    sent, and settling it would record money that did not move. It stays for the operator
+    (``paygate reconcile`` lists it), with what the processor said in its message. Every
+    answer, look-up and notification that states money passes here: the connectors' own
+    answers before they return, the reconciler's look-ups and the notifications."""
+    if not is_definitive(result.outcome):
+        return result
+    stated_amount = amount if result.amount is None else result.amount
+    stated_currency = currency if result.currency is None else result.currency
+    if (stated_amount, stated_currency) == (amount, currency):
+        return result
+    said = f"{format_minor(stated_amount, stated_currency)} {stated_currency[:3]}"
+    return dataclasses.replace(result, outcome=ChargeOutcome.UNKNOWN, message=(
+        f"the processor says {said} {'moved' if result.outcome is ChargeOutcome.APPROVED else 'was refused'}, "
+        f"not the {format_minor(amount, currency)} {currency} sent: not settled, for the operator"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ import datetime as _dt
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -81,6 +81,7 @@ from .base import (
     SyncKind,
     VoidRequest,
     WebhookReply,
+    other_money,
 )
 from .minor_units import STRIPE, Unrepresentable
 from .stripe_rules import (
@@ -127,19 +128,6 @@ def _result(reference: str, answer: Answer, processor_id: str | None = None) -> 
 
 def _not_sent(reference: str, problem: Unrepresentable) -> ChargeResult:
     return ChargeResult(reference, O.FAILED, message=f"{problem}: nothing sent")
-
-
-def _as_sent(result: ChargeResult, amount: int, currency: str) -> ChargeResult:
-    """An answer about a request the connector just sent: another amount or currency than
-    the request's is not its outcome (a partial authorization, an intent of another
-    payment): UNKNOWN, for the operator."""
-    if result.outcome is not O.APPROVED:
-        return result
-    if (result.amount, result.currency) in ((amount, currency), (None, currency), (None, None)):
-        return result
-    stated = f"{result.amount} {result.currency}" if result.amount is not None else str(result.currency)
-    return replace(result, outcome=O.UNKNOWN,
-                   message=f"Stripe answered {stated} (minor units), not the {amount} {currency} sent: outcome unknown")
 
 
 def _nothing_moved(answer: Answer) -> Answer:
@@ -268,7 +256,7 @@ class StripeConnector(PooledConnector):
         if confirmed.obj.get("id") != pi_id:
             return _result(ref, Answer(O.UNKNOWN, message="answer for another payment intent: outcome unknown"), pi_id)
         answered = with_stated_money(_result(ref, charge_answer(confirmed.obj), pi_id), confirmed.obj, "charge")
-        return _as_sent(answered, request.amount, request.currency)
+        return other_money(answered, request.amount, request.currency)
 
     async def _follow_up(self, step: Step, reference: str, pi_id: str | None, tag: str, action: str,
                          form: Form | None, read: Callable[[dict[str, Any]], Answer],
@@ -291,7 +279,7 @@ class StripeConnector(PooledConnector):
                            pi_id)
         if sent is None:
             return _result(reference, read(done.obj), pi_id)
-        return _as_sent(with_stated_money(_result(reference, read(done.obj), pi_id), done.obj, "capture"), *sent)
+        return other_money(with_stated_money(_result(reference, read(done.obj), pi_id), done.obj, "capture"), *sent)
 
     async def capture(self, request: CaptureRequest) -> ChargeResult:
         try:
@@ -320,7 +308,7 @@ class StripeConnector(PooledConnector):
         if made.obj is None:
             assert made.answer is not None
             return RefundResult(request.reference, made.answer.outcome, made.answer.message)
-        answer = _as_sent(with_stated_money(_result(request.reference, refund_answer(made.obj)), made.obj, "refund"),
+        answer = other_money(with_stated_money(_result(request.reference, refund_answer(made.obj)), made.obj, "refund"),
                           request.amount, request.currency)
         return RefundResult(request.reference, answer.outcome, answer.message, answer.amount, answer.currency)
 

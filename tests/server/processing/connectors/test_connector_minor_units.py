@@ -19,6 +19,7 @@ from paygate_server.processing.connectors import (
     ChargeRequest,
     ConnectorError,
     RefundRequest,
+    other_money,
 )
 from paygate_server.processing.connectors.adyen import AdyenConnector
 from paygate_server.processing.connectors.minor_units import (
@@ -27,7 +28,6 @@ from paygate_server.processing.connectors.minor_units import (
     MinorUnits,
     Unrepresentable,
 )
-from paygate_server.processing.settle import other_money
 from tests.server.processing.connectors.test_connector_adyen import (
     AUTHORISED,
     HMAC_KEY,
@@ -128,7 +128,7 @@ async def test_a_partial_authorization_is_unknown() -> None:
               currency="usd")
     stripe, _ = connector(stripe_like(confirm=ok(held)))
     result = await stripe.charge(_charge(500, "USD", capture=False))
-    assert result.outcome is O.UNKNOWN and "not the 500 USD sent" in (result.message or "")
+    assert result.outcome is O.UNKNOWN and "not the 5.00 USD sent" in (result.message or "")
 
 
 async def test_an_isk_charge_is_sent_and_read_in_stripes_units() -> None:
