@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from . import _json
-from ._base_client import ParamValue, RequestOptions, error_from_body
+from ._base_client import Deadline, ParamValue, RequestOptions, error_from_body
 from ._exceptions import APIError, WaitTimeoutError
 from ._jwe import public_key_from_jwk, select_jwk
 from ._models import (
@@ -42,6 +42,10 @@ LONG_POLL_MARGIN = 15.0
 MIN_POLL_INTERVAL = 0.5
 #: The read timeout of a status stream; on expiry the stream reconnects (SSE style).
 STREAM_READ_TIMEOUT = 75.0
+#: How long past a wait's deadline its last HTTP exchange may run: ``wait`` goes in whole
+#: seconds, rounded up, so the gateway's answer to the last long-poll may come up to a
+#: second after the deadline, and is worth having.
+DEADLINE_GRACE = 1.0
 
 
 def _segment(value: str, name: str) -> str:
@@ -192,7 +196,10 @@ def process_intent(
 
 
 def get_status(
-    payment_intent_id: str, wait: float | None, timeout: httpx.Timeout
+    payment_intent_id: str,
+    wait: float | None,
+    timeout: httpx.Timeout,
+    deadline: Deadline | None = None,
 ) -> RequestOptions:
     params: dict[str, ParamValue] = {
         "paymentIntentId": _require_id(payment_intent_id, "payment_intent_id")
@@ -210,11 +217,17 @@ def get_status(
                 write=timeout.write,
                 pool=timeout.pool,
             )
-    return RequestOptions("GET", f"{API}/payment/status", params=params, timeout=timeout)
+    return RequestOptions(
+        "GET", f"{API}/payment/status", params=params, timeout=timeout, deadline=deadline
+    )
 
 
 def stream_status(
-    payment_intent_id: str, last_event_id: str | None, timeout: httpx.Timeout, read: float | None
+    payment_intent_id: str,
+    last_event_id: str | None,
+    timeout: httpx.Timeout,
+    read: float | None,
+    deadline: Deadline | None = None,
 ) -> RequestOptions:
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     if last_event_id is not None:
@@ -228,6 +241,7 @@ def stream_status(
         ),
         stream=True,
         headers=headers,
+        deadline=deadline,
     )
 
 
@@ -274,6 +288,12 @@ class WaitPlan:
         self.deadline = None if timeout is None or math.isinf(timeout) else now + timeout
         self.last: PaymentStatus | None = None
         self._polled = False
+
+    def http_deadline(self) -> Deadline | None:
+        """The deadline of the wait's HTTP exchanges, retries included (``None``: none)."""
+        if self.deadline is None:
+            return None
+        return Deadline(self.deadline + DEADLINE_GRACE, self.timeout_error)
 
     def remaining(self, now: float) -> float | None:
         """Seconds left (``None``: no deadline); raises ``WaitTimeoutError`` past it."""

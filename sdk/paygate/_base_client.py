@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,10 +52,25 @@ logger = logging.getLogger("paygate")
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 DEFAULT_MAX_RETRIES = 3
 _MAX_BODY_IN_ERROR = 2000
+#: A timer that fires a hair before the deadline (clock granularity) still counts as it.
+_DEADLINE_SLACK = 0.05
 
 ParamValue = str | int
 JSONObject = dict[str, Any]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """An overall deadline over every attempt of one call, on the client's monotonic clock
+    (``BaseClient._clock``): each attempt's HTTP timeouts are cut to the time left, and a
+    failure that leaves no time for another attempt raises ``expired()`` instead of
+    retrying. The waits (``wait_for_status``, ``stream_status``) use it so that their
+    ``timeout`` holds against a gateway that never answers: without it every attempt had the
+    full read timeout, and a wait of 1 s took 4 x that before an ``APITimeoutError``."""
+
+    at: float
+    expired: Callable[[], PaygateError]
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,7 @@ class RequestOptions:
     timeout: httpx.Timeout | None = None
     stream: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
+    deadline: Deadline | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,7 @@ class PreparedRequest:
     timeout: httpx.Timeout
     stream: bool
     signed: bool
+    deadline: Deadline | None = None
 
     @property
     def idempotency_key(self) -> str | None:
@@ -239,6 +257,9 @@ class BaseClient:
         self.backoff = backoff if backoff is not None else Backoff()
         self._user_agent = user_agent or f"paygate-python/{__version__} httpx/{httpx.__version__}"
 
+    # Replaced by tests (and by nothing else): the only place the client reads the clock.
+    _clock = staticmethod(time.monotonic)
+
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} base_url={self.base_url!r} api_key={_mask(self._api_key)!r}>"
@@ -276,6 +297,7 @@ class BaseClient:
             timeout=options.timeout or self.timeout,
             stream=options.stream,
             signed=options.signed,
+            deadline=options.deadline,
         )
 
     def _build_attempt(self, prepared: PreparedRequest) -> httpx.Request:
@@ -292,7 +314,27 @@ class BaseClient:
             prepared.url,
             headers=headers,
             content=prepared.content or None,
-            extensions={"timeout": prepared.timeout.as_dict()},
+            extensions={"timeout": self._attempt_timeout(prepared).as_dict()},
+        )
+
+    def _attempt_timeout(self, prepared: PreparedRequest) -> httpx.Timeout:
+        """The call's timeouts, each cut to what is left of its deadline (if any);
+        ``deadline.expired()`` if nothing is left."""
+        timeout, deadline = prepared.timeout, prepared.deadline
+        if deadline is None:
+            return timeout
+        left = deadline.at - self._clock()
+        if left <= 0:
+            raise deadline.expired()
+
+        def cut(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(
+            connect=cut(timeout.connect),
+            read=cut(timeout.read),
+            write=cut(timeout.write),
+            pool=cut(timeout.pool),
         )
 
     def _retry_or_raise(
@@ -310,9 +352,15 @@ class BaseClient:
             if exc is not None
             else response is not None and is_retryable_response(response)
         )
+        deadline = prepared.deadline
         if retryable and attempt < self.max_retries:
             retry_after = parse_retry_after(response.headers) if response is not None else None
             delay = self.backoff.delay(attempt, retry_after)
+            if deadline is not None and self._clock() + delay >= deadline.at:
+                # No time for another attempt: the wait is over, whatever the last one was.
+                raise deadline.expired() from (
+                    exc if response is None else error_from_response(response)
+                )
             what = f"HTTP {response.status_code}" if response is not None else type(exc).__name__
             logger.info(
                 "paygate: %s %s failed (%s); retry %d/%d in %.2f s",
@@ -326,6 +374,13 @@ class BaseClient:
             return delay
         if response is not None:
             raise error_from_response(response)
+        if (
+            isinstance(exc, httpx.TimeoutException)
+            and deadline is not None
+            and self._clock() >= deadline.at - _DEADLINE_SLACK
+        ):
+            # The attempt's timeout was the deadline's (cut by _attempt_timeout).
+            raise deadline.expired() from exc
         if isinstance(exc, httpx.TimeoutException):
             raise APITimeoutError(
                 f"the request timed out ({type(exc).__name__}) after {attempt + 1} attempt(s)"

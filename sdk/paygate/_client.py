@@ -90,10 +90,9 @@ class Client(BaseClient):
         self.refunds = Refunds(self)
         self.webhook_endpoints = WebhookEndpoints(self)
 
-    # Replaced by tests (and by nothing else): the only places the client waits or reads
-    # the clock.
+    # Replaced by tests (and by nothing else): the only place the client waits (the clock
+    # is BaseClient._clock).
     _sleep = staticmethod(time.sleep)
-    _clock = staticmethod(time.monotonic)
 
     def __enter__(self) -> Self:
         return self
@@ -217,7 +216,6 @@ class AsyncClient(BaseClient):
         self.webhook_endpoints = AsyncWebhookEndpoints(self)
 
     _sleep = staticmethod(asyncio.sleep)
-    _clock = staticmethod(time.monotonic)
 
     async def __aenter__(self) -> Self:
         return self

@@ -196,7 +196,10 @@ class PaymentIntents:
         while True:
             wait = plan.next_wait(client._clock())
             started = client._clock()
-            status = self.status(payment_intent_id, wait=wait)
+            options = _api.get_status(
+                payment_intent_id, wait, client.timeout, plan.http_deadline()
+            )
+            status = client._request_parsed(options, _api.parse_status)
             done, pause = plan.done(status, started, client._clock())
             if done:
                 return status
@@ -227,7 +230,9 @@ class PaymentIntents:
             if remaining is not None:
                 read = min(read, remaining)
             prepared = client._prepare(
-                _api.stream_status(payment_intent_id, last_event_id, client.timeout, read)
+                _api.stream_status(
+                    payment_intent_id, last_event_id, client.timeout, read, plan.http_deadline()
+                )
             )
             response = client._send(prepared)
             decoder = SSEDecoder()
@@ -380,7 +385,10 @@ class AsyncPaymentIntents:
         while True:
             wait = plan.next_wait(client._clock())
             started = client._clock()
-            status = await self.status(payment_intent_id, wait=wait)
+            options = _api.get_status(
+                payment_intent_id, wait, client.timeout, plan.http_deadline()
+            )
+            status = await client._request_parsed(options, _api.parse_status)
             done, pause = plan.done(status, started, client._clock())
             if done:
                 return status
@@ -405,7 +413,9 @@ class AsyncPaymentIntents:
             if remaining is not None:
                 read = min(read, remaining)
             prepared = client._prepare(
-                _api.stream_status(payment_intent_id, last_event_id, client.timeout, read)
+                _api.stream_status(
+                    payment_intent_id, last_event_id, client.timeout, read, plan.http_deadline()
+                )
             )
             response = await client._send(prepared)
             decoder = SSEDecoder()
