@@ -244,8 +244,11 @@ class PaymentIntents:
                         status = _api.status_from_event(event)
                         if status is None:
                             continue
-                        failures = 0
                         if plan.last is None or status.raw != plan.last.raw:
+                            # Only news resets the failure count: a gateway that repeats
+                            # the last status and drops the connection, again and again,
+                            # must not be reconnected to forever.
+                            failures = 0
                             plan.last = status
                             yield status
                         if status.status in plan.statuses:
@@ -427,8 +430,8 @@ class AsyncPaymentIntents:
                         status = _api.status_from_event(event)
                         if status is None:
                             continue
-                        failures = 0
                         if plan.last is None or status.raw != plan.last.raw:
+                            failures = 0  # only news resets it (see PaymentIntents)
                             plan.last = status
                             yield status
                         if status.status in plan.statuses:

@@ -108,6 +108,18 @@ async def test_a_wait_past_its_deadline_does_not_retry_a_failing_gateway(hostile
     assert isinstance(cause, paygate.APIError) and cause.http_status == 503
 
 
+async def test_a_status_stream_repeating_itself_and_dropping_is_reopened_a_bounded_number_of_times(
+    hostile: Any,
+) -> None:
+    # The same status, then the connection drops mid-body, every time: the repeat reset
+    # the failure count, so the SDK reconnected forever (295 times in 3 s).
+    body = chunked_stream_head() + chunk(sse_event(status_json("in_progress")))
+    client, server = hostile(lambda seen: Drip((body,), 0.0), max_retries=2)
+    with pytest.raises(paygate.APIConnectionError):
+        await collect(client.payment_intents.stream_status("pi_123", timeout=30))
+    assert len(server.seen) == 3
+
+
 async def test_a_status_stream_making_progress_between_drops_keeps_going(hostile: Any) -> None:
     statuses = iter(["created", "in_progress", "requires_capture"])
 
