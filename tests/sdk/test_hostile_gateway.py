@@ -226,6 +226,29 @@ async def test_a_success_that_is_not_json_or_not_an_object_is_an_api_error(
     assert info.value.http_status == 200 and info.value.request_id == "req_bad"
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{"amount": 19.99}, {"amount": "1999"}, {"amountRefunded": "500"}, {"amountReceived": 1e3}],
+)
+async def test_an_intent_whose_money_is_not_an_integer_is_an_api_error(
+    hostile: Any, overrides: dict[str, Any]
+) -> None:
+    # Was: amount None, amountRefunded 0: a refund the gateway reported read as none.
+    client, _ = hostile(lambda seen: Raw(json_answer(200, intent_json(**overrides))))
+    with pytest.raises(paygate.APIError, match=next(iter(overrides))) as info:
+        await resolve(client.payment_intents.get("pi_123"))
+    assert info.value.http_status == 200 and info.value.request_id == "req_hostile"
+    assert info.value.http_body is not None
+
+
+async def test_unknown_fields_and_statuses_are_tolerated(hostile: Any) -> None:
+    body = intent_json(status="partially_paid", newField={"x": 1}, amountCapturable=None)
+    client, _ = hostile(lambda seen: Raw(json_answer(200, body)))
+    intent = await resolve(client.payment_intents.get("pi_123"))
+    assert intent.status == "partially_paid" and intent.raw["newField"] == {"x": 1}
+    assert intent.amount == 1999 and intent.amount_capturable is None
+
+
 async def test_an_error_body_that_is_not_utf8_keeps_its_status_and_request_id(
     hostile: Any,
 ) -> None:
