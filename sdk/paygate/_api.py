@@ -345,9 +345,11 @@ class WaitPlan:
         )
 
 
-def status_from_event(event: ServerSentEvent) -> PaymentStatus | None:
-    """The status an SSE event carries; ``None`` for events to skip (keep-alives, other
-    types); raises the mapped exception for an error event."""
+def status_from_event(event: ServerSentEvent, response: httpx.Response) -> PaymentStatus | None:
+    """The status an SSE event of ``response`` carries; ``None`` for events to skip
+    (keep-alives, other types); raises the mapped exception for an error event, and
+    ``APIError`` for a status the SDK must not guess at (an amount that is not an integer).
+    Either carries the stream's request id (an error event's own ``requestId`` first)."""
     try:
         data = _json.loads(event.data)
     except ValueError:
@@ -356,11 +358,18 @@ def status_from_event(event: ServerSentEvent) -> PaymentStatus | None:
         return None
     if event.event == "error" or isinstance(data.get("error"), dict):
         raise error_from_body(
-            data, status=None, text=event.data, fallback_message="the status stream failed"
+            data,
+            status=None,
+            headers=response.headers,
+            text=event.data,
+            fallback_message="the status stream failed",
         )
     if not isinstance(data.get("status"), str):
         return None
-    return PaymentStatus.from_dict(data)
+    try:
+        return PaymentStatus.from_dict(data)
+    except APIError as exc:
+        raise broken_event_stream(response, exc.message) from None
 
 
 def is_event_stream(response: httpx.Response) -> bool:

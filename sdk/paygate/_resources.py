@@ -241,7 +241,7 @@ class PaymentIntents:
                     raise _api.not_event_stream(response)
                 for chunk in response.iter_bytes():
                     for event in decoder.feed(chunk):
-                        status = _api.status_from_event(event)
+                        status = _api.status_from_event(event, response)
                         if status is None:
                             continue
                         if plan.last is None or status.raw != plan.last.raw:
@@ -427,7 +427,7 @@ class AsyncPaymentIntents:
                     raise _api.not_event_stream(response)
                 async for chunk in response.aiter_bytes():
                     for event in decoder.feed(chunk):
-                        status = _api.status_from_event(event)
+                        status = _api.status_from_event(event, response)
                         if status is None:
                             continue
                         if plan.last is None or status.raw != plan.last.raw:

@@ -281,3 +281,26 @@ async def test_a_stream_closed_cleanly_without_events_ends_quietly(hostile: Any)
     assert await collect(client.payment_intents.stream_status("pi_123", timeout=30)) == []
     assert len(server.seen) == 1
 
+
+
+async def test_an_error_event_carries_the_streams_request_id(hostile: Any) -> None:
+    # Was: request_id None when the event's body had no requestId of its own.
+    error = {"error": {"type": "api_error", "code": "internal_error", "message": "boom"}}
+    events = sse_event(status_json("in_progress")) + b"event: error\ndata: " + json.dumps(
+        error
+    ).encode() + b"\n\n"
+    client, _ = hostile(lambda seen: Drip((chunked_stream_head(), chunk(events)), 0.0))
+    with pytest.raises(paygate.APIError) as info:
+        await collect(client.payment_intents.stream_status("pi_123", timeout=30))
+    assert info.value.code == "internal_error" and info.value.request_id == "req_stream"
+
+
+async def test_a_status_event_whose_amount_is_not_an_integer_is_an_api_error_of_the_stream(
+    hostile: Any,
+) -> None:
+    # Was: an APIError with no status and no request id.
+    events = sse_event(status_json("succeeded", amountRefunded="500"))
+    client, _ = hostile(lambda seen: Drip((chunked_stream_head(), chunk(events)), 0.0))
+    with pytest.raises(paygate.APIError, match="amountRefunded") as info:
+        await collect(client.payment_intents.stream_status("pi_123", timeout=30))
+    assert info.value.http_status == 200 and info.value.request_id == "req_stream"
