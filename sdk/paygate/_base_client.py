@@ -54,6 +54,10 @@ DEFAULT_MAX_RETRIES = 3
 _MAX_BODY_IN_ERROR = 2000
 #: A timer that fires a hair before the deadline (clock granularity) still counts as it.
 _DEADLINE_SLACK = 0.05
+#: The most of one answer the client reads, decoded. The gateway's largest (a page of
+#: intents, an intent's history) are well under a MiB; past this, a broken proxy or a
+#: compression bomb would only fill the merchant's memory.
+MAX_ANSWER_BYTES = 32 << 20
 
 ParamValue = str | int
 JSONObject = dict[str, Any]
@@ -219,6 +223,50 @@ def undecodable(response: httpx.Response) -> APIError:
         request_id=response.headers.get("x-request-id"),
         headers=response.headers,
     )
+
+
+class AnswerBudget:
+    """What one answer may take while its body is read, in bytes and in time.
+
+    httpx's read timeout bounds each socket read, not the answer: a peer that drips a byte
+    just inside it holds the call forever. Here the whole body must arrive within the
+    attempt's read timeout, counted from the response head (``httpx.ReadTimeout`` past it,
+    retried like any other timeout), and be at most ``MAX_ANSWER_BYTES`` decoded
+    (``APIError``, not retried)."""
+
+    def __init__(self, response: httpx.Response, clock: Callable[[], float]) -> None:
+        self.response = response
+        self.clock = clock
+        self.size = 0
+        read = response.request.extensions.get("timeout", {}).get("read")
+        self.ends = None if read is None else clock() + float(read)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise self.too_large()
+
+    def take(self, chunk: bytes) -> bytes:
+        self.size += len(chunk)
+        if self.size > MAX_ANSWER_BYTES:
+            raise self.too_large()
+        if self.ends is not None and self.clock() > self.ends:
+            raise httpx.ReadTimeout(
+                "the answer did not arrive within the read timeout", request=self.response.request
+            )
+        return chunk
+
+    def keep(self, chunks: list[bytes]) -> None:
+        """Keep the body read as the response's content, as ``response.read()`` would."""
+        self.response._content = b"".join(chunks)
+
+    def too_large(self) -> APIError:
+        response = self.response
+        return APIError(
+            f"the gateway answered HTTP {response.status_code} with a body over "
+            f"{MAX_ANSWER_BYTES} bytes",
+            http_status=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+            headers=response.headers,
+        )
 
 
 class BaseClient:

@@ -19,6 +19,7 @@ from . import _api
 from ._base_client import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    AnswerBudget,
     BaseClient,
     PreparedRequest,
     RequestOptions,
@@ -118,7 +119,8 @@ class Client(BaseClient):
                 response = self._http.send(request, stream=True)
                 try:
                     if not (prepared.stream and response.is_success):
-                        response.read()
+                        budget = AnswerBudget(response, self._clock)
+                        budget.keep([budget.take(chunk) for chunk in response.iter_bytes()])
                 finally:
                     if not (prepared.stream and response.is_success):
                         response.close()
@@ -241,7 +243,8 @@ class AsyncClient(BaseClient):
                 response = await self._http.send(request, stream=True)
                 try:
                     if not (prepared.stream and response.is_success):
-                        await response.aread()
+                        budget = AnswerBudget(response, self._clock)
+                        budget.keep([budget.take(chunk) async for chunk in response.aiter_bytes()])
                 finally:
                     if not (prepared.stream and response.is_success):
                         await response.aclose()

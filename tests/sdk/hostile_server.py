@@ -160,6 +160,9 @@ class HostileServer:
                 if action == RESET:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
+                # Sends block (a big answer to a slow reader must not be cut short by the
+                # receive loop's polling timeout).
+                sock.settimeout(None)
                 if isinstance(action, Drip):
                     for part in action.parts:
                         sock.sendall(part)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -304,3 +305,59 @@ async def test_a_status_event_whose_amount_is_not_an_integer_is_an_api_error_of_
     with pytest.raises(paygate.APIError, match="amountRefunded") as info:
         await collect(client.payment_intents.stream_status("pi_123", timeout=30))
     assert info.value.http_status == 200 and info.value.request_id == "req_stream"
+
+
+# -- answers too large or too slow ----------------------------------------------------------
+
+OVER = paygate._base_client.MAX_ANSWER_BYTES + 1
+
+
+def chunked_answer(status: int, chunks: list[bytes], **headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status} X", "Content-Type: application/json",
+            "X-Request-Id: req_big", "Transfer-Encoding: chunked"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + b"".join(map(chunk, chunks)) + b"0\r\n\r\n"
+
+
+def gzip_bomb() -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    zeros = b"0" * (1 << 20)
+    data = b"".join(compressor.compress(zeros) for _ in range(OVER // len(zeros) + 1))
+    return data + compressor.flush()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: answer(200, b" " * OVER, request_id="req_big"), id="declared"),
+        pytest.param(lambda: chunked_answer(200, [b" " * (1 << 20)] * (OVER >> 20) + [b"  "]),
+                     id="chunked"),
+        pytest.param(lambda: chunked_answer(200, [gzip_bomb()], **{"Content-Encoding": "gzip"}),
+                     id="gzip-bomb"),
+        pytest.param(lambda: chunked_answer(503, [b" " * (1 << 20)] * (OVER >> 20) + [b"  "]),
+                     id="error-page"),
+    ],
+)
+async def test_an_answer_over_the_size_limit_is_an_api_error(
+    hostile: Any, make: Callable[[], bytes]
+) -> None:
+    # Was: read whole into memory, whatever its size (a 1 MiB gzip body became 33 MiB).
+    data = make()
+    client, server = hostile(lambda seen: Raw(data, close=True))
+    with pytest.raises(paygate.APIError, match="over") as info:
+        await resolve(client.payment_intents.get("pi_123"))
+    assert info.value.request_id == "req_big" and len(server.seen) == 1
+
+
+async def test_an_answer_dripped_slower_than_the_read_timeout_times_out(hostile: Any) -> None:
+    # Was: each byte came well inside the 0.5 s read timeout, so the answer was waited for
+    # as long as the peer kept dripping (here 345 bytes x 0.1 s; a hostile peer: forever).
+    body = json.dumps(intent_json()).encode()
+    head = answer(200, body)[: -len(body)]
+    drip = Drip((head, *(body[i : i + 1] for i in range(len(body)))), gap=0.1)
+    client, server = hostile(lambda seen: drip, timeout=0.5, max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(paygate.APITimeoutError):
+        await resolve(client.payment_intents.get("pi_123"))
+    assert time.monotonic() - started < 3
+    assert len(server.seen) == 2
