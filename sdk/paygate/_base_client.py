@@ -287,6 +287,15 @@ class BaseClient:
             raise ValueError("api_key is required")
         if not isinstance(signing_secret, str) or not signing_secret:
             raise ValueError("signing_secret is required")
+        if not all("!" <= ch <= "~" for ch in api_key):
+            # It goes in a header: httpx/h11 would refuse a newline (a key read from a file
+            # or an environment variable with its line end) with an error, and a debug log
+            # line, quoting the whole header, key included; a non-ASCII one escaped as a
+            # UnicodeEncodeError holding it. Refused here, without echoing it.
+            raise ValueError(
+                "api_key must be printable ASCII without spaces or line ends "
+                "(strip what was read from a file or an environment variable)"
+            )
         if api_key.startswith("sk_"):
             # The signing secret must never go on the wire: refuse before any request.
             raise ValueError("api_key looks like a signing secret (sk_…); pass the pk_… key")
