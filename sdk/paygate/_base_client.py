@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -158,6 +159,20 @@ def error_class(status: int | None, code: str | None, error_type: str | None) ->
     return APIError
 
 
+#: The most of one peer-given text (an error's message, code, request id) an exception keeps.
+_MAX_FIELD = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """A peer-given text fit for an exception message and a log line: control characters
+    (line ends first) become one space, and it is cut to ``_MAX_FIELD`` characters. A
+    gateway's, or a proxy's, error message must not forge lines in the merchant's logs or
+    fill them; the raw body stays in ``http_body``."""
+    text = _CONTROL.sub(" ", text)
+    return text if len(text) <= _MAX_FIELD else text[: _MAX_FIELD - 1] + "…"
+
+
 def error_from_body(
     body: Any,
     *,
@@ -172,7 +187,7 @@ def error_from_body(
 
     def field_(name: str) -> str | None:
         value = error.get(name)
-        return value if isinstance(value, str) and value else None
+        return one_line(value) if isinstance(value, str) and value else None
 
     code, error_type = field_("code"), field_("type")
     request_id = field_("requestId")

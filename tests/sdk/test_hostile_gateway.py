@@ -361,3 +361,18 @@ async def test_an_answer_dripped_slower_than_the_read_timeout_times_out(hostile:
         await resolve(client.payment_intents.get("pi_123"))
     assert time.monotonic() - started < 3
     assert len(server.seen) == 2
+
+
+async def test_an_error_message_cannot_forge_log_lines_or_fill_them(hostile: Any) -> None:
+    # Was: the gateway's message went into str(error) as sent, line ends and all.
+    forged = "nope\n2026-12-06 10:00:00 INFO shop: order 1042 paid\r\x1b[2J" + "x" * 10_000
+    error = {"error": {"type": "invalid_request_error", "code": "bad\ncode",
+                       "message": forged, "requestId": "req_1\u2028req_2"}}
+    client, _ = hostile(lambda seen: Raw(json_answer(400, error)))
+    with pytest.raises(paygate.InvalidRequestError) as info:
+        await resolve(client.payment_intents.get("pi_123"))
+    text = str(info.value)
+    assert not any(ch in text for ch in "\n\r\x1b\u2028"), text[:200]
+    assert info.value.message.startswith("nope 2026-12-06") and len(info.value.message) <= 500
+    assert info.value.code == "bad code" and info.value.request_id == "req_1 req_2"
+    assert info.value.http_body is not None and "nope\\n2026-12-06" in info.value.http_body
