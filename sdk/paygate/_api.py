@@ -263,6 +263,22 @@ def parse_status(body: Any) -> PaymentStatus:
     return PaymentStatus.from_dict(_object(body, "a payment status"))
 
 
+def _same_intent(status: PaymentStatus, payment_intent_id: str) -> PaymentStatus:
+    # The id asked about travels in the query string, which a cache or proxy in front of the
+    # gateway may ignore: another intent's "succeeded" must not pass for this one's.
+    if status.payment_intent_id and status.payment_intent_id != payment_intent_id:
+        raise APIError(
+            f"the gateway answered the status of {status.payment_intent_id!r} when asked "
+            f"about {payment_intent_id!r}"
+        )
+    return status
+
+
+def status_parser(payment_intent_id: str) -> Callable[[Any], PaymentStatus]:
+    """``parse_status`` for an answer about ``payment_intent_id`` (APIError for another)."""
+    return lambda body: _same_intent(parse_status(body), payment_intent_id)
+
+
 # -- waiting for a status -----------------------------------------------------------------
 
 
@@ -345,10 +361,13 @@ class WaitPlan:
         )
 
 
-def status_from_event(event: ServerSentEvent, response: httpx.Response) -> PaymentStatus | None:
-    """The status an SSE event of ``response`` carries; ``None`` for events to skip
-    (keep-alives, other types); raises the mapped exception for an error event, and
-    ``APIError`` for a status the SDK must not guess at (an amount that is not an integer).
+def status_from_event(
+    event: ServerSentEvent, response: httpx.Response, payment_intent_id: str
+) -> PaymentStatus | None:
+    """The status of ``payment_intent_id`` an SSE event of ``response`` carries; ``None``
+    for events to skip (keep-alives, other types); raises the mapped exception for an error
+    event, and ``APIError`` for a status the SDK must not guess at (an amount that is not an
+    integer, another intent's).
     Either carries the stream's request id (an error event's own ``requestId`` first)."""
     try:
         data = _json.loads(event.data)
@@ -367,7 +386,7 @@ def status_from_event(event: ServerSentEvent, response: httpx.Response) -> Payme
     if not isinstance(data.get("status"), str):
         return None
     try:
-        return PaymentStatus.from_dict(data)
+        return _same_intent(PaymentStatus.from_dict(data), payment_intent_id)
     except APIError as exc:
         raise broken_event_stream(response, exc.message) from None
 

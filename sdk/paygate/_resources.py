@@ -178,7 +178,7 @@ class PaymentIntents:
         """The status; with ``wait`` (0-60 s) the gateway holds the request until the
         status changes or ``wait`` passes."""
         options = _api.get_status(payment_intent_id, wait, self._client.timeout)
-        return self._client._request_parsed(options, _api.parse_status)
+        return self._client._request_parsed(options, _api.status_parser(payment_intent_id))
 
     def wait_for_status(
         self,
@@ -199,7 +199,7 @@ class PaymentIntents:
             options = _api.get_status(
                 payment_intent_id, wait, client.timeout, plan.http_deadline()
             )
-            status = client._request_parsed(options, _api.parse_status)
+            status = client._request_parsed(options, _api.status_parser(payment_intent_id))
             done, pause = plan.done(status, started, client._clock())
             if done:
                 return status
@@ -241,7 +241,7 @@ class PaymentIntents:
                     raise _api.not_event_stream(response)
                 for chunk in response.iter_bytes():
                     for event in decoder.feed(chunk):
-                        status = _api.status_from_event(event, response)
+                        status = _api.status_from_event(event, response, payment_intent_id)
                         if status is None:
                             continue
                         if plan.last is None or status.raw != plan.last.raw:
@@ -373,7 +373,7 @@ class AsyncPaymentIntents:
 
     async def status(self, payment_intent_id: str, *, wait: float | None = None) -> PaymentStatus:
         options = _api.get_status(payment_intent_id, wait, self._client.timeout)
-        return await self._client._request_parsed(options, _api.parse_status)
+        return await self._client._request_parsed(options, _api.status_parser(payment_intent_id))
 
     async def wait_for_status(
         self,
@@ -391,7 +391,7 @@ class AsyncPaymentIntents:
             options = _api.get_status(
                 payment_intent_id, wait, client.timeout, plan.http_deadline()
             )
-            status = await client._request_parsed(options, _api.parse_status)
+            status = await client._request_parsed(options, _api.status_parser(payment_intent_id))
             done, pause = plan.done(status, started, client._clock())
             if done:
                 return status
@@ -427,7 +427,7 @@ class AsyncPaymentIntents:
                     raise _api.not_event_stream(response)
                 async for chunk in response.aiter_bytes():
                     for event in decoder.feed(chunk):
-                        status = _api.status_from_event(event, response)
+                        status = _api.status_from_event(event, response, payment_intent_id)
                         if status is None:
                             continue
                         if plan.last is None or status.raw != plan.last.raw:

@@ -376,3 +376,39 @@ async def test_an_error_message_cannot_forge_log_lines_or_fill_them(hostile: Any
     assert info.value.message.startswith("nope 2026-12-06") and len(info.value.message) <= 500
     assert info.value.code == "bad code" and info.value.request_id == "req_1 req_2"
     assert info.value.http_body is not None and "nope\\n2026-12-06" in info.value.http_body
+
+
+# -- another intent's status ---------------------------------------------------------------
+
+OTHER = status_json("succeeded", paymentIntentId="pi_other")
+
+
+@pytest.mark.parametrize("call", ["status", "wait_for_status"])
+async def test_another_intents_status_never_passes_for_this_one(hostile: Any, call: str) -> None:
+    # A cache that keys on the path and ignores the query string answers every
+    # status?paymentIntentId=… with the first one it saw. Was: wait_for_status("pi_123")
+    # returned pi_other's "succeeded".
+    client, _ = hostile(lambda seen: Raw(json_answer(200, OTHER)))
+    method = getattr(client.payment_intents, call)
+    with pytest.raises(paygate.APIError, match="pi_other") as info:
+        await resolve(method("pi_123"))
+    assert info.value.http_status == 200 and info.value.request_id == "req_hostile"
+
+
+async def test_another_intents_status_on_the_stream_is_an_api_error(hostile: Any) -> None:
+    events = sse_event(status_json("in_progress")) + sse_event(OTHER, "pi_other:9")
+    client, _ = hostile(lambda seen: Drip((chunked_stream_head(), chunk(events)), 0.0))
+    seen: list[str] = []
+    with pytest.raises(paygate.APIError, match="pi_other") as info:
+        async for status in _statuses(client.payment_intents.stream_status("pi_123", timeout=30)):
+            seen.append(status.status)
+    assert seen == ["in_progress"] and info.value.request_id == "req_stream"
+
+
+async def _statuses(items: Any) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterator):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
