@@ -59,6 +59,7 @@ _DEADLINE_SLACK = 0.05
 #: intents, an intent's history) are well under a MiB; past this, a broken proxy or a
 #: compression bomb would only fill the merchant's memory.
 MAX_ANSWER_BYTES = 32 << 20
+_BODY_FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 ParamValue = str | int
 JSONObject = dict[str, Any]
@@ -269,9 +270,23 @@ class AnswerBudget:
             )
         return chunk
 
-    def keep(self, chunks: list[bytes]) -> None:
-        """Keep the body read as the response's content, as ``response.read()`` would."""
-        self.response._content = b"".join(chunks)
+    def answer(self, chunks: list[bytes]) -> httpx.Response:
+        """The response with the body read (decoded), as ``response.read()`` would have
+        left it. A new response (public API only): its ``Content-Encoding`` and framing
+        headers are dropped, as they described bytes that are now decoded."""
+        response = self.response
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in _BODY_FRAMING
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=response.request,
+            extensions=response.extensions,
+        )
 
     def too_large(self) -> APIError:
         response = self.response

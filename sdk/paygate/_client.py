@@ -120,7 +120,9 @@ class Client(BaseClient):
                 try:
                     if not (prepared.stream and response.is_success):
                         budget = AnswerBudget(response, self._clock)
-                        budget.keep([budget.take(chunk) for chunk in response.iter_bytes()])
+                        chunks = [budget.take(chunk) for chunk in response.iter_bytes()]
+                        response.close()
+                        response = budget.answer(chunks)
                 finally:
                     if not (prepared.stream and response.is_success):
                         response.close()
@@ -244,7 +246,9 @@ class AsyncClient(BaseClient):
                 try:
                     if not (prepared.stream and response.is_success):
                         budget = AnswerBudget(response, self._clock)
-                        budget.keep([budget.take(chunk) async for chunk in response.aiter_bytes()])
+                        chunks = [budget.take(chunk) async for chunk in response.aiter_bytes()]
+                        await response.aclose()
+                        response = budget.answer(chunks)
                 finally:
                     if not (prepared.stream and response.is_success):
                         await response.aclose()
