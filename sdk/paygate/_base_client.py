@@ -122,8 +122,13 @@ def validate_idempotency_key(key: str) -> str:
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
-    """The body, serialized once; these exact bytes are hashed, signed and sent."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The body, serialized once; these exact bytes are hashed, signed and sent.
+
+    ``allow_nan=False``: a NaN or infinity (in ``product_details``, say) would go out as
+    ``NaN``, which is not JSON; it is a ``ValueError`` here, before anything is sent."""
+    return json.dumps(
+        body, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 def _mask(key: str) -> str:

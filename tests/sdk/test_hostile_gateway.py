@@ -412,3 +412,15 @@ async def _statuses(items: Any) -> AsyncIterator[Any]:
     else:
         for item in items:
             yield item
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+async def test_a_body_that_json_cannot_hold_is_refused_before_sending(
+    hostile: Any, value: float
+) -> None:
+    # Was: sent as {"productDetails":{"weight":NaN}}, which no JSON parser accepts.
+    client, server = hostile(lambda seen: Raw(json_answer(201, intent_json())))
+    with pytest.raises(ValueError, match="JSON"):
+        await resolve(client.payment_intents.create(
+            amount=1999, currency="USD", product_details={"weight": value}))
+    assert server.seen == []
