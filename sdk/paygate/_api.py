@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from . import _json
-from ._base_client import ParamValue, RequestOptions, error_from_body
+from ._base_client import Deadline, ParamValue, RequestOptions, error_from_body
 from ._exceptions import APIError, WaitTimeoutError
 from ._jwe import public_key_from_jwk, select_jwk
 from ._models import (
@@ -42,6 +42,10 @@ LONG_POLL_MARGIN = 15.0
 MIN_POLL_INTERVAL = 0.5
 #: The read timeout of a status stream; on expiry the stream reconnects (SSE style).
 STREAM_READ_TIMEOUT = 75.0
+#: How long past a wait's deadline its last HTTP exchange may run: ``wait`` goes in whole
+#: seconds, rounded up, so the gateway's answer to the last long-poll may come up to a
+#: second after the deadline, and is worth having.
+DEADLINE_GRACE = 1.0
 
 
 def _segment(value: str, name: str) -> str:
@@ -192,7 +196,10 @@ def process_intent(
 
 
 def get_status(
-    payment_intent_id: str, wait: float | None, timeout: httpx.Timeout
+    payment_intent_id: str,
+    wait: float | None,
+    timeout: httpx.Timeout,
+    deadline: Deadline | None = None,
 ) -> RequestOptions:
     params: dict[str, ParamValue] = {
         "paymentIntentId": _require_id(payment_intent_id, "payment_intent_id")
@@ -210,11 +217,17 @@ def get_status(
                 write=timeout.write,
                 pool=timeout.pool,
             )
-    return RequestOptions("GET", f"{API}/payment/status", params=params, timeout=timeout)
+    return RequestOptions(
+        "GET", f"{API}/payment/status", params=params, timeout=timeout, deadline=deadline
+    )
 
 
 def stream_status(
-    payment_intent_id: str, last_event_id: str | None, timeout: httpx.Timeout, read: float | None
+    payment_intent_id: str,
+    last_event_id: str | None,
+    timeout: httpx.Timeout,
+    read: float | None,
+    deadline: Deadline | None = None,
 ) -> RequestOptions:
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     if last_event_id is not None:
@@ -228,6 +241,7 @@ def stream_status(
         ),
         stream=True,
         headers=headers,
+        deadline=deadline,
     )
 
 
@@ -247,6 +261,22 @@ def parse_intent(body: Any) -> PaymentIntent:
 
 def parse_status(body: Any) -> PaymentStatus:
     return PaymentStatus.from_dict(_object(body, "a payment status"))
+
+
+def _same_intent(status: PaymentStatus, payment_intent_id: str) -> PaymentStatus:
+    # The id asked about travels in the query string, which a cache or proxy in front of the
+    # gateway may ignore: another intent's "succeeded" must not pass for this one's.
+    if status.payment_intent_id and status.payment_intent_id != payment_intent_id:
+        raise APIError(
+            f"the gateway answered the status of {status.payment_intent_id!r} when asked "
+            f"about {payment_intent_id!r}"
+        )
+    return status
+
+
+def status_parser(payment_intent_id: str) -> Callable[[Any], PaymentStatus]:
+    """``parse_status`` for an answer about ``payment_intent_id`` (APIError for another)."""
+    return lambda body: _same_intent(parse_status(body), payment_intent_id)
 
 
 # -- waiting for a status -----------------------------------------------------------------
@@ -274,6 +304,12 @@ class WaitPlan:
         self.deadline = None if timeout is None or math.isinf(timeout) else now + timeout
         self.last: PaymentStatus | None = None
         self._polled = False
+
+    def http_deadline(self) -> Deadline | None:
+        """The deadline of the wait's HTTP exchanges, retries included (``None``: none)."""
+        if self.deadline is None:
+            return None
+        return Deadline(self.deadline + DEADLINE_GRACE, self.timeout_error)
 
     def remaining(self, now: float) -> float | None:
         """Seconds left (``None``: no deadline); raises ``WaitTimeoutError`` past it."""
@@ -325,9 +361,14 @@ class WaitPlan:
         )
 
 
-def status_from_event(event: ServerSentEvent) -> PaymentStatus | None:
-    """The status an SSE event carries; ``None`` for events to skip (keep-alives, other
-    types); raises the mapped exception for an error event."""
+def status_from_event(
+    event: ServerSentEvent, response: httpx.Response, payment_intent_id: str
+) -> PaymentStatus | None:
+    """The status of ``payment_intent_id`` an SSE event of ``response`` carries; ``None``
+    for events to skip (keep-alives, other types); raises the mapped exception for an error
+    event, and ``APIError`` for a status the SDK must not guess at (an amount that is not an
+    integer, another intent's).
+    Either carries the stream's request id (an error event's own ``requestId`` first)."""
     try:
         data = _json.loads(event.data)
     except ValueError:
@@ -336,11 +377,18 @@ def status_from_event(event: ServerSentEvent) -> PaymentStatus | None:
         return None
     if event.event == "error" or isinstance(data.get("error"), dict):
         raise error_from_body(
-            data, status=None, text=event.data, fallback_message="the status stream failed"
+            data,
+            status=None,
+            headers=response.headers,
+            text=event.data,
+            fallback_message="the status stream failed",
         )
     if not isinstance(data.get("status"), str):
         return None
-    return PaymentStatus.from_dict(data)
+    try:
+        return _same_intent(PaymentStatus.from_dict(data), payment_intent_id)
+    except APIError as exc:
+        raise broken_event_stream(response, exc.message) from None
 
 
 def is_event_stream(response: httpx.Response) -> bool:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,10 +53,30 @@ logger = logging.getLogger("paygate")
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 DEFAULT_MAX_RETRIES = 3
 _MAX_BODY_IN_ERROR = 2000
+#: A timer that fires a hair before the deadline (clock granularity) still counts as it.
+_DEADLINE_SLACK = 0.05
+#: The most of one answer the client reads, decoded. The gateway's largest (a page of
+#: intents, an intent's history) are well under a MiB; past this, a broken proxy or a
+#: compression bomb would only fill the merchant's memory.
+MAX_ANSWER_BYTES = 32 << 20
+_BODY_FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 ParamValue = str | int
 JSONObject = dict[str, Any]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """An overall deadline over every attempt of one call, on the client's monotonic clock
+    (``BaseClient._clock``): each attempt's HTTP timeouts are cut to the time left, and a
+    failure that leaves no time for another attempt raises ``expired()`` instead of
+    retrying. The waits (``wait_for_status``, ``stream_status``) use it so that their
+    ``timeout`` holds against a gateway that never answers: without it every attempt had the
+    full read timeout, and a wait of 1 s took 4 x that before an ``APITimeoutError``."""
+
+    at: float
+    expired: Callable[[], PaygateError]
 
 
 @dataclass(frozen=True)
@@ -71,6 +93,7 @@ class RequestOptions:
     timeout: httpx.Timeout | None = None
     stream: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
+    deadline: Deadline | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,7 @@ class PreparedRequest:
     timeout: httpx.Timeout
     stream: bool
     signed: bool
+    deadline: Deadline | None = None
 
     @property
     def idempotency_key(self) -> str | None:
@@ -98,8 +122,13 @@ def validate_idempotency_key(key: str) -> str:
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
-    """The body, serialized once; these exact bytes are hashed, signed and sent."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """The body, serialized once; these exact bytes are hashed, signed and sent.
+
+    ``allow_nan=False``: a NaN or infinity (in ``product_details``, say) would go out as
+    ``NaN``, which is not JSON; it is a ``ValueError`` here, before anything is sent."""
+    return json.dumps(
+        body, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 def _mask(key: str) -> str:
@@ -136,6 +165,20 @@ def error_class(status: int | None, code: str | None, error_type: str | None) ->
     return APIError
 
 
+#: The most of one peer-given text (an error's message, code, request id) an exception keeps.
+_MAX_FIELD = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """A peer-given text fit for an exception message and a log line: control characters
+    (line ends first) become one space, and it is cut to ``_MAX_FIELD`` characters. A
+    gateway's, or a proxy's, error message must not forge lines in the merchant's logs or
+    fill them; the raw body stays in ``http_body``."""
+    text = _CONTROL.sub(" ", text)
+    return text if len(text) <= _MAX_FIELD else text[: _MAX_FIELD - 1] + "…"
+
+
 def error_from_body(
     body: Any,
     *,
@@ -150,7 +193,7 @@ def error_from_body(
 
     def field_(name: str) -> str | None:
         value = error.get(name)
-        return value if isinstance(value, str) and value else None
+        return one_line(value) if isinstance(value, str) and value else None
 
     code, error_type = field_("code"), field_("type")
     request_id = field_("requestId")
@@ -203,6 +246,64 @@ def undecodable(response: httpx.Response) -> APIError:
     )
 
 
+class AnswerBudget:
+    """What one answer may take while its body is read, in bytes and in time.
+
+    httpx's read timeout bounds each socket read, not the answer: a peer that drips a byte
+    just inside it holds the call forever. Here the whole body must arrive within the
+    attempt's read timeout, counted from the response head (``httpx.ReadTimeout`` past it,
+    retried like any other timeout), and be at most ``MAX_ANSWER_BYTES`` decoded
+    (``APIError``, not retried)."""
+
+    def __init__(self, response: httpx.Response, clock: Callable[[], float]) -> None:
+        self.response = response
+        self.clock = clock
+        self.size = 0
+        read = response.request.extensions.get("timeout", {}).get("read")
+        self.ends = None if read is None else clock() + float(read)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise self.too_large()
+
+    def take(self, chunk: bytes) -> bytes:
+        self.size += len(chunk)
+        if self.size > MAX_ANSWER_BYTES:
+            raise self.too_large()
+        if self.ends is not None and self.clock() > self.ends:
+            raise httpx.ReadTimeout(
+                "the answer did not arrive within the read timeout", request=self.response.request
+            )
+        return chunk
+
+    def answer(self, chunks: list[bytes]) -> httpx.Response:
+        """The response with the body read (decoded), as ``response.read()`` would have
+        left it. A new response (public API only): its ``Content-Encoding`` and framing
+        headers are dropped, as they described bytes that are now decoded."""
+        response = self.response
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in _BODY_FRAMING
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=response.request,
+            extensions=response.extensions,
+        )
+
+    def too_large(self) -> APIError:
+        response = self.response
+        return APIError(
+            f"the gateway answered HTTP {response.status_code} with a body over "
+            f"{MAX_ANSWER_BYTES} bytes",
+            http_status=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+            headers=response.headers,
+        )
+
+
 class BaseClient:
     """Configuration and the request path shared by ``Client`` and ``AsyncClient``."""
 
@@ -221,6 +322,15 @@ class BaseClient:
             raise ValueError("api_key is required")
         if not isinstance(signing_secret, str) or not signing_secret:
             raise ValueError("signing_secret is required")
+        if not all("!" <= ch <= "~" for ch in api_key):
+            # It goes in a header: httpx/h11 would refuse a newline (a key read from a file
+            # or an environment variable with its line end) with an error, and a debug log
+            # line, quoting the whole header, key included; a non-ASCII one escaped as a
+            # UnicodeEncodeError holding it. Refused here, without echoing it.
+            raise ValueError(
+                "api_key must be printable ASCII without spaces or line ends "
+                "(strip what was read from a file or an environment variable)"
+            )
         if api_key.startswith("sk_"):
             # The signing secret must never go on the wire: refuse before any request.
             raise ValueError("api_key looks like a signing secret (sk_…); pass the pk_… key")
@@ -238,6 +348,9 @@ class BaseClient:
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self.backoff = backoff if backoff is not None else Backoff()
         self._user_agent = user_agent or f"paygate-python/{__version__} httpx/{httpx.__version__}"
+
+    # Replaced by tests (and by nothing else): the only place the client reads the clock.
+    _clock = staticmethod(time.monotonic)
 
     def __repr__(self) -> str:
         return (
@@ -276,6 +389,7 @@ class BaseClient:
             timeout=options.timeout or self.timeout,
             stream=options.stream,
             signed=options.signed,
+            deadline=options.deadline,
         )
 
     def _build_attempt(self, prepared: PreparedRequest) -> httpx.Request:
@@ -292,7 +406,27 @@ class BaseClient:
             prepared.url,
             headers=headers,
             content=prepared.content or None,
-            extensions={"timeout": prepared.timeout.as_dict()},
+            extensions={"timeout": self._attempt_timeout(prepared).as_dict()},
+        )
+
+    def _attempt_timeout(self, prepared: PreparedRequest) -> httpx.Timeout:
+        """The call's timeouts, each cut to what is left of its deadline (if any);
+        ``deadline.expired()`` if nothing is left."""
+        timeout, deadline = prepared.timeout, prepared.deadline
+        if deadline is None:
+            return timeout
+        left = deadline.at - self._clock()
+        if left <= 0:
+            raise deadline.expired()
+
+        def cut(value: float | None) -> float:
+            return left if value is None else min(value, left)
+
+        return httpx.Timeout(
+            connect=cut(timeout.connect),
+            read=cut(timeout.read),
+            write=cut(timeout.write),
+            pool=cut(timeout.pool),
         )
 
     def _retry_or_raise(
@@ -310,9 +444,15 @@ class BaseClient:
             if exc is not None
             else response is not None and is_retryable_response(response)
         )
+        deadline = prepared.deadline
         if retryable and attempt < self.max_retries:
             retry_after = parse_retry_after(response.headers) if response is not None else None
             delay = self.backoff.delay(attempt, retry_after)
+            if deadline is not None and self._clock() + delay >= deadline.at:
+                # No time for another attempt: the wait is over, whatever the last one was.
+                raise deadline.expired() from (
+                    exc if response is None else error_from_response(response)
+                )
             what = f"HTTP {response.status_code}" if response is not None else type(exc).__name__
             logger.info(
                 "paygate: %s %s failed (%s); retry %d/%d in %.2f s",
@@ -326,6 +466,13 @@ class BaseClient:
             return delay
         if response is not None:
             raise error_from_response(response)
+        if (
+            isinstance(exc, httpx.TimeoutException)
+            and deadline is not None
+            and self._clock() >= deadline.at - _DEADLINE_SLACK
+        ):
+            # The attempt's timeout was the deadline's (cut by _attempt_timeout).
+            raise deadline.expired() from exc
         if isinstance(exc, httpx.TimeoutException):
             raise APITimeoutError(
                 f"the request timed out ({type(exc).__name__}) after {attempt + 1} attempt(s)"

@@ -19,6 +19,7 @@ from . import _api
 from ._base_client import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    AnswerBudget,
     BaseClient,
     PreparedRequest,
     RequestOptions,
@@ -90,10 +91,9 @@ class Client(BaseClient):
         self.refunds = Refunds(self)
         self.webhook_endpoints = WebhookEndpoints(self)
 
-    # Replaced by tests (and by nothing else): the only places the client waits or reads
-    # the clock.
+    # Replaced by tests (and by nothing else): the only place the client waits (the clock
+    # is BaseClient._clock).
     _sleep = staticmethod(time.sleep)
-    _clock = staticmethod(time.monotonic)
 
     def __enter__(self) -> Self:
         return self
@@ -119,7 +119,10 @@ class Client(BaseClient):
                 response = self._http.send(request, stream=True)
                 try:
                     if not (prepared.stream and response.is_success):
-                        response.read()
+                        budget = AnswerBudget(response, self._clock)
+                        chunks = [budget.take(chunk) for chunk in response.iter_bytes()]
+                        response.close()
+                        response = budget.answer(chunks)
                 finally:
                     if not (prepared.stream and response.is_success):
                         response.close()
@@ -217,7 +220,6 @@ class AsyncClient(BaseClient):
         self.webhook_endpoints = AsyncWebhookEndpoints(self)
 
     _sleep = staticmethod(asyncio.sleep)
-    _clock = staticmethod(time.monotonic)
 
     async def __aenter__(self) -> Self:
         return self
@@ -243,7 +245,10 @@ class AsyncClient(BaseClient):
                 response = await self._http.send(request, stream=True)
                 try:
                     if not (prepared.stream and response.is_success):
-                        await response.aread()
+                        budget = AnswerBudget(response, self._clock)
+                        chunks = [budget.take(chunk) async for chunk in response.aiter_bytes()]
+                        await response.aclose()
+                        response = budget.answer(chunks)
                 finally:
                     if not (prepared.stream and response.is_success):
                         await response.aclose()

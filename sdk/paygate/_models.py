@@ -3,7 +3,10 @@
 The wire is camelCase, Python is snake_case. Every model keeps the whole object it was
 built from in ``raw`` (not shown in ``repr``), so a field the gateway adds later is
 readable by old clients (``intent.raw["newField"]``) and never breaks parsing. Parsing is
-lenient: a missing or mistyped optional field becomes ``None`` rather than an exception.
+lenient: a missing or mistyped optional field becomes ``None`` rather than an exception,
+and an unknown status stays a plain string. Money is the exception: an amount that is
+there but not a JSON integer (a float, a string, a boolean) is an ``APIError``, never a
+silent ``None`` or ``0`` the merchant could act on.
 Models holding mutable JSON (``metadata``, ``raw``...) are not hashable.
 """
 
@@ -15,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from ._exceptions import CardError
+from ._exceptions import APIError, CardError
 
 __all__ = [
     "DEFAULT_WAIT_STATUSES",
@@ -78,6 +81,19 @@ def _str(data: Mapping[str, Any], key: str) -> str | None:
 def _int(data: Mapping[str, Any], key: str) -> int | None:
     value = data.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _money(data: Mapping[str, Any], key: str) -> int | None:
+    """An amount in minor units; ``None`` if absent or null. Anything else is not the
+    contract's: reading ``"amountRefunded": "500"`` as 0, or ``19.99`` as nothing, would
+    let a merchant refund or ship on a wrong number."""
+    value = data.get(key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise APIError(
+        f"the gateway sent {key} as a JSON {type(value).__name__}, "
+        "not an integer amount in minor units"
+    )
 
 
 def _obj(data: Mapping[str, Any], key: str) -> JSONObject | None:
@@ -223,9 +239,9 @@ class PaymentIntent:
         return cls(
             payment_intent_id=_str(data, "paymentIntentId") or _str(data, "id") or "",
             status=_str(data, "status") or "",
-            amount=_int(data, "amount"),
+            amount=_money(data, "amount"),
             currency=_str(data, "currency"),
-            amount_refunded=_int(data, "amountRefunded") or 0,
+            amount_refunded=_money(data, "amountRefunded") or 0,
             merchant_id=_str(data, "merchantId"),
             product_details=_obj(data, "productDetails"),
             description=_str(data, "description"),
@@ -236,8 +252,8 @@ class PaymentIntent:
             created_at=_time(data, "createdAt"),
             updated_at=_time(data, "updatedAt"),
             capture_method=_str(data, "captureMethod"),
-            amount_capturable=_int(data, "amountCapturable"),
-            amount_received=_int(data, "amountReceived"),
+            amount_capturable=_money(data, "amountCapturable"),
+            amount_received=_money(data, "amountReceived"),
             cancellation_reason=_str(data, "cancellationReason"),
             raw=dict(data),
         )
@@ -275,9 +291,9 @@ class PaymentStatus:
         return cls(
             payment_intent_id=_str(data, "paymentIntentId") or "",
             status=_str(data, "status") or "",
-            amount=_int(data, "amount"),
+            amount=_money(data, "amount"),
             currency=_str(data, "currency"),
-            amount_refunded=_int(data, "amountRefunded") or 0,
+            amount_refunded=_money(data, "amountRefunded") or 0,
             last_error=_last_error(data),
             updated_at=_time(data, "updatedAt"),
             raw=dict(data),
@@ -304,7 +320,7 @@ class Refund:
         return cls(
             refund_id=_str(data, "refundId") or _str(data, "id") or "",
             payment_intent_id=_str(data, "paymentIntentId"),
-            amount=_int(data, "amount"),
+            amount=_money(data, "amount"),
             status=_str(data, "status"),
             reason=_str(data, "reason"),
             raw=dict(data),
@@ -342,7 +358,7 @@ class Attempt:
             payment_intent_id=_str(data, "paymentIntentId"),
             kind=_str(data, "kind"),
             status=_str(data, "status"),
-            amount=_int(data, "amount"),
+            amount=_money(data, "amount"),
             currency=_str(data, "currency"),
             card=Card.from_dict(card) if isinstance(card, dict) else None,
             decline_code=_str(data, "declineCode"),

@@ -178,7 +178,7 @@ class PaymentIntents:
         """The status; with ``wait`` (0-60 s) the gateway holds the request until the
         status changes or ``wait`` passes."""
         options = _api.get_status(payment_intent_id, wait, self._client.timeout)
-        return self._client._request_parsed(options, _api.parse_status)
+        return self._client._request_parsed(options, _api.status_parser(payment_intent_id))
 
     def wait_for_status(
         self,
@@ -196,7 +196,10 @@ class PaymentIntents:
         while True:
             wait = plan.next_wait(client._clock())
             started = client._clock()
-            status = self.status(payment_intent_id, wait=wait)
+            options = _api.get_status(
+                payment_intent_id, wait, client.timeout, plan.http_deadline()
+            )
+            status = client._request_parsed(options, _api.status_parser(payment_intent_id))
             done, pause = plan.done(status, started, client._clock())
             if done:
                 return status
@@ -227,7 +230,9 @@ class PaymentIntents:
             if remaining is not None:
                 read = min(read, remaining)
             prepared = client._prepare(
-                _api.stream_status(payment_intent_id, last_event_id, client.timeout, read)
+                _api.stream_status(
+                    payment_intent_id, last_event_id, client.timeout, read, plan.http_deadline()
+                )
             )
             response = client._send(prepared)
             decoder = SSEDecoder()
@@ -236,11 +241,14 @@ class PaymentIntents:
                     raise _api.not_event_stream(response)
                 for chunk in response.iter_bytes():
                     for event in decoder.feed(chunk):
-                        status = _api.status_from_event(event)
+                        status = _api.status_from_event(event, response, payment_intent_id)
                         if status is None:
                             continue
-                        failures = 0
                         if plan.last is None or status.raw != plan.last.raw:
+                            # Only news resets the failure count: a gateway that repeats
+                            # the last status and drops the connection, again and again,
+                            # must not be reconnected to forever.
+                            failures = 0
                             plan.last = status
                             yield status
                         if status.status in plan.statuses:
@@ -365,7 +373,7 @@ class AsyncPaymentIntents:
 
     async def status(self, payment_intent_id: str, *, wait: float | None = None) -> PaymentStatus:
         options = _api.get_status(payment_intent_id, wait, self._client.timeout)
-        return await self._client._request_parsed(options, _api.parse_status)
+        return await self._client._request_parsed(options, _api.status_parser(payment_intent_id))
 
     async def wait_for_status(
         self,
@@ -380,7 +388,10 @@ class AsyncPaymentIntents:
         while True:
             wait = plan.next_wait(client._clock())
             started = client._clock()
-            status = await self.status(payment_intent_id, wait=wait)
+            options = _api.get_status(
+                payment_intent_id, wait, client.timeout, plan.http_deadline()
+            )
+            status = await client._request_parsed(options, _api.status_parser(payment_intent_id))
             done, pause = plan.done(status, started, client._clock())
             if done:
                 return status
@@ -405,7 +416,9 @@ class AsyncPaymentIntents:
             if remaining is not None:
                 read = min(read, remaining)
             prepared = client._prepare(
-                _api.stream_status(payment_intent_id, last_event_id, client.timeout, read)
+                _api.stream_status(
+                    payment_intent_id, last_event_id, client.timeout, read, plan.http_deadline()
+                )
             )
             response = await client._send(prepared)
             decoder = SSEDecoder()
@@ -414,11 +427,11 @@ class AsyncPaymentIntents:
                     raise _api.not_event_stream(response)
                 async for chunk in response.aiter_bytes():
                     for event in decoder.feed(chunk):
-                        status = _api.status_from_event(event)
+                        status = _api.status_from_event(event, response, payment_intent_id)
                         if status is None:
                             continue
-                        failures = 0
                         if plan.last is None or status.raw != plan.last.raw:
+                            failures = 0  # only news resets it (see PaymentIntents)
                             plan.last = status
                             yield status
                         if status.status in plan.statuses:

@@ -46,12 +46,28 @@ def _key(secret: str) -> bytes:
     return key
 
 
-def _body(payload: bytes | str) -> bytes:
-    return payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+def _text_bytes(text: str) -> bytes:
+    # surrogateescape: a framework that decodes headers or bodies as UTF-8 that way
+    # (aiohttp) hands invalid bytes over as lone surrogates; this gives the bytes back, so
+    # what was signed is what is checked. A str that cannot be bytes at all raises
+    # UnicodeEncodeError, which verify() reports as a failed verification.
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _body(payload: bytes | bytearray | memoryview | str) -> bytes:
+    if isinstance(payload, str):
+        return _text_bytes(payload)
+    # Bytes-like only: bytes() would also turn an int into that many NUL bytes, or a list of
+    # ints into bytes, and sign or verify those instead of failing.
+    if isinstance(payload, bytes | bytearray) or (
+        isinstance(payload, memoryview) and payload.itemsize == 1
+    ):
+        return bytes(payload)
+    raise TypeError(f"the payload must be bytes or str, not {type(payload).__name__}")
 
 
 def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
-    message = f"{msg_id}.{timestamp}.".encode() + body
+    message = _text_bytes(msg_id) + f".{timestamp}.".encode() + body
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
@@ -136,8 +152,12 @@ def verify(
     if timestamp > current + tolerance:
         raise SignatureVerificationError("webhook timestamp too far in the future")
 
-    body = _body(payload)
-    expected = _digest(key, msg_id, timestamp, body)
+    try:
+        body = _body(payload)
+        expected = _digest(key, msg_id, timestamp, body)
+    except UnicodeEncodeError:
+        # A webhook-id (or a str body) no bytes could have been: nothing was signed so.
+        raise SignatureVerificationError("the webhook-id or payload is not text") from None
     matched = False
     for entry in raw_signatures.split(" "):
         version, sep, encoded = entry.partition(",")

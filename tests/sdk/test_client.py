@@ -37,6 +37,20 @@ def test_invalid_configuration(cls: Any, kwargs: dict[str, Any], message: str) -
         cls(args.pop("api_key"), args.pop("signing_secret"), args.pop("base_url"), **args)
 
 
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", "\x00", " ", "\t", "é"])
+@pytest.mark.parametrize("cls", [paygate.Client, paygate.AsyncClient])
+def test_an_api_key_that_cannot_go_in_a_header_is_refused_without_echoing_it(
+    cls: Any, suffix: str
+) -> None:
+    # Was: accepted; the first request then failed with an APIConnectionError (and an
+    # httpcore debug log line) quoting "Illegal header value b'Bearer pk_test_…\n'", or
+    # a UnicodeEncodeError holding the key.
+    key = API_KEY + suffix
+    with pytest.raises(ValueError, match="api_key") as info:
+        cls(key, SIGNING_SECRET, BASE_URL)
+    assert API_KEY not in str(info.value) and API_KEY not in repr(info.value)
+
+
 def test_repr_never_shows_credentials() -> None:
     client = paygate.Client(API_KEY, SIGNING_SECRET, BASE_URL)
     try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib
 import inspect
 
+import pytest
+
 import paygate
 
 EXPECTED = [
@@ -82,3 +84,33 @@ def test_exported_classes_and_functions_report_the_public_module() -> None:
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert obj.__module__ == "paygate", name
     assert callable(paygate.webhooks.verify) and callable(paygate.webhooks.sign)
+
+
+SUBMODULES = {
+    "webhooks": [
+        "DEFAULT_TOLERANCE",
+        "SignatureVerificationError",
+        "construct_event",
+        "sign",
+        "sign_headers",
+        "verify",
+    ],
+    "signing": [
+        "body_sha256",
+        "canonical_string",
+        "compute_signature",
+        "format_timestamp",
+        "new_nonce",
+        "sign_request",
+        "verify_signature",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUBMODULES))
+def test_public_submodules_pin_their_all_and_show_nothing_else(name: str) -> None:
+    # Was: paygate.webhooks and paygate.signing also offered `annotations` (the
+    # `from __future__` import), and nothing pinned their __all__.
+    module = importlib.import_module(f"paygate.{name}")
+    assert module.__all__ == SUBMODULES[name]
+    assert {n for n in vars(module) if not n.startswith("_")} == set(SUBMODULES[name])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -59,19 +60,48 @@ def test_lenient_parsing_of_odd_fields() -> None:
         {
             "paymentIntentId": "pi_1",
             "status": "some_future_status",
-            "amount": "12",
             "createdAt": "not a time",
             "metadata": {"n": 1},
             "card": "??",
             "lastError": 5,
-            "amountRefunded": True,
+            "amountReceived": None,
         }
     )
     assert intent.status == "some_future_status"
     assert intent.amount is None and intent.created_at is None
     assert intent.metadata == {"n": "1"}
     assert intent.card is None and intent.last_error is None and intent.amount_refunded == 0
+    assert intent.amount_received is None
     assert not intent.is_final
+
+
+MONEY_FIELDS = [
+    (paygate.PaymentIntent, "amount"),
+    (paygate.PaymentIntent, "amountRefunded"),
+    (paygate.PaymentIntent, "amountCapturable"),
+    (paygate.PaymentIntent, "amountReceived"),
+    (paygate.PaymentStatus, "amount"),
+    (paygate.PaymentStatus, "amountRefunded"),
+    (paygate.Refund, "amount"),
+    (paygate.Attempt, "amount"),
+]
+
+
+@pytest.mark.parametrize("model, key", MONEY_FIELDS)
+@pytest.mark.parametrize("value", [19.99, 1999.0, "1999", True, [1999], {"value": 1999}])
+def test_an_amount_that_is_not_an_integer_is_refused(model: Any, key: str, value: Any) -> None:
+    # Was: None (or 0 for amountRefunded) without a word: "amountRefunded": "500" read as
+    # nothing refunded.
+    with pytest.raises(paygate.APIError, match=key):
+        model.from_dict(intent_json(**{key: value}))
+
+
+@pytest.mark.parametrize("model, key", MONEY_FIELDS)
+def test_amounts_are_kept_exactly_however_large(model: Any, key: str) -> None:
+    parsed = model.from_dict(intent_json(**{key: 10**30}))
+    attribute = {"amountRefunded": "amount_refunded", "amountCapturable": "amount_capturable",
+                 "amountReceived": "amount_received"}.get(key, "amount")
+    assert getattr(parsed, attribute) == 10**30
 
 
 def test_status_model() -> None:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 from datetime import UTC, datetime
@@ -215,3 +217,40 @@ def test_sign_accepts_datetimes() -> None:
     assert webhooks.sign(PAYLOAD, SECRET, msg_id=MSG_ID, timestamp=moment) == webhooks.sign(
         PAYLOAD, SECRET, msg_id=MSG_ID, timestamp=int(moment.timestamp())
     )
+
+
+def test_a_webhook_id_of_invalid_utf8_bytes_verifies_as_its_bytes() -> None:
+    # aiohttp decodes headers as UTF-8 with surrogateescape: b"evt_\xff" arrives as
+    # "evt_\udcff". Was: UnicodeEncodeError out of verify() (a 500 at the receiver).
+    now = int(time.time())
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    raw_id = b"evt_\xff"
+    digest = hmac.new(key, raw_id + f".{now}.".encode() + PAYLOAD.encode(), hashlib.sha256)
+    headers = {
+        "webhook-id": raw_id.decode("utf-8", "surrogateescape"),
+        "webhook-timestamp": str(now),
+        "webhook-signature": "v1," + base64.b64encode(digest.digest()).decode(),
+    }
+    assert webhooks.verify(PAYLOAD, headers, SECRET)["type"] == "payment_intent.succeeded"
+
+
+def test_a_webhook_id_no_bytes_could_be_is_a_verification_error() -> None:
+    headers = webhooks.sign_headers(PAYLOAD, SECRET, msg_id=MSG_ID)
+    headers["webhook-id"] = "evt_\ud800"
+    with pytest.raises(paygate.SignatureVerificationError):
+        webhooks.verify(PAYLOAD, headers, SECRET)
+
+
+@pytest.mark.parametrize("payload", [5, [123, 125], None, {"type": "x"}])
+def test_a_payload_that_is_not_bytes_or_text_is_refused(payload: object) -> None:
+    # Was: bytes(5) signed five NUL bytes, bytes([123, 125]) signed "{}".
+    with pytest.raises(TypeError, match="payload"):
+        webhooks.sign(payload, SECRET, msg_id=MSG_ID, timestamp=1)  # type: ignore[arg-type]  # the misuse under test
+    with pytest.raises(TypeError, match="payload"):
+        webhooks.verify(payload, webhooks.sign_headers(b"{}", SECRET, msg_id=MSG_ID), SECRET)  # type: ignore[arg-type]  # the misuse under test
+
+
+def test_bytes_like_payloads_sign_as_their_bytes() -> None:
+    signature = webhooks.sign(b"{}", SECRET, msg_id=MSG_ID, timestamp=1)
+    for payload in (bytearray(b"{}"), memoryview(b"{}"), "{}"):
+        assert webhooks.sign(payload, SECRET, msg_id=MSG_ID, timestamp=1) == signature  # type: ignore[arg-type]  # bytearray/memoryview: bytes-like
