@@ -1,8 +1,8 @@
 """The gateway behind a real PgBouncer in transaction mode (docs/operations.md, "Behind
 PgBouncer"): migrated through it, two `paygate serve` processes paying, refunding,
-capturing and settling an unknown outcome through it, their relays' leases and change
-listeners on PAYGATE_DATABASE_SESSION_URL (PostgreSQL directly) — and refused, in one line
-or by the lease itself, where a session would go through the pooler.
+capturing and settling an unknown outcome through it, their relays archiving and sending
+webhooks, their leases and change listeners on PAYGATE_DATABASE_SESSION_URL (PostgreSQL
+directly). What is refused through the pooler: tests/server/storage/test_pooler_sessions.py.
 
 Skipped with the reason where pgbouncer is not installed (.ci/run installs Debian's) or
 PAYGATE_TEST_DATABASE_URL is unset.
@@ -10,47 +10,37 @@ PAYGATE_TEST_DATABASE_URL is unset.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 import paygate
 from paygate_server.cdc.archive import ArchiveReader
 from paygate_server.cdc.store import LocalStore
 from paygate_server.procs import ServiceProcess, gateway_command
 from paygate_server.simulator.testing import SimulatorProcess
-from paygate_server.storage import create_database
-from paygate_server.storage.relay_leases import ConsumerLease
-from paygate_server.storage.sessions import SessionNotBound
 from tests.e2e.conftest import FAST_RECONCILE
 from tests.e2e.test_processing import CVC
 from tests.support.databases import another_database, pg_base_url
 from tests.support.eventually import eventually
 from tests.support.http_stub import Reply, StubServer
-from tests.support.pgbouncer import PgBouncer, Unavailable
+from tests.support.pgbouncer import (
+    PgBouncer,
+    lease_holders,
+    migrate_through,
+    pgbouncer_or_skip,
+    through,
+)
 from tests.support.processes import gateway_env, make_merchant
 from tests.support.signing import Credentials, SignedClient
-
-# The advisory lock class of the relay's leases (storage/relay_leases.py).
-_LEASE_LOCK_CLASS = 7_342_001
 
 
 @pytest.fixture(scope="module")
 def bouncer() -> Iterator[PgBouncer]:
-    base = pg_base_url()  # skips without PAYGATE_TEST_DATABASE_URL
-    try:
-        pooler = PgBouncer(base)
-    except Unavailable as exc:
-        pytest.skip(f"no PgBouncer: {exc}")
-    with pooler:
+    with pgbouncer_or_skip() as pooler:
         yield pooler
 
 
@@ -59,20 +49,6 @@ def database(tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database (direct URL): the tests migrate it through the pooler."""
     with another_database(pg_base_url(), tmp_path, migrated=False) as url:
         yield url
-
-
-def _through(bouncer: PgBouncer, direct_url: str) -> str:
-    return bouncer.url(make_url(direct_url).database or "")
-
-
-def _paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "paygate_server", *args], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=60)
-
-
-def _migrate_through(bouncer: PgBouncer, direct_url: str, data_dir: Path) -> None:
-    done = _paygate("db", "upgrade", env=gateway_env(_through(bouncer, direct_url), data_dir))
-    assert done.returncode == 0, done.stderr
 
 
 def _card(base_url: str, number: str) -> str:
@@ -84,71 +60,6 @@ async def _process(shop: SignedClient, base_url: str, intent_id: str, number: st
     return await shop.post("/api/v1/payment/process", {
         "paymentIntentId": intent_id, "paymentMethod": "card",
         "paymentDetails": {"encryptedCard": _card(base_url, number)}})
-
-
-async def _lease_holders(direct_url: str) -> list[int]:
-    db = create_database(direct_url)
-    try:
-        async with db.read() as conn:
-            rows = await conn.execute(text(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :c"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
-                {"c": _LEASE_LOCK_CLASS})
-            return sorted(r[0] for r in rows)
-    finally:
-        await db.dispose()
-
-
-async def test_a_relay_lease_through_the_pooler_is_refused_never_held_twice(bouncer: PgBouncer, database: str,
-                                                                          tmp_path: Path) -> None:
-    """Through a transaction pooler a session advisory lock stays on a server connection
-    that the next client gets too, and its try is granted there (re-entrant): two relays
-    would both deliver. The lease refuses instead; on the session URL it is exclusive."""
-    _migrate_through(bouncer, database, tmp_path)
-    pooled = _through(bouncer, database)
-    # Two processes whose session URL is the pooler's too (a mistake the lease must survive).
-    one, two = create_database(pooled, session_url=pooled), create_database(pooled, session_url=pooled)
-    try:
-        a, b = ConsumerLease(one, "archive"), ConsumerLease(two, "archive")
-        with pytest.raises(SessionNotBound, match="pooler"):
-            await a.acquire()
-        with pytest.raises(SessionNotBound, match="pooler"):
-            await b.acquire()
-        assert not a.held and not b.held
-        assert await _lease_holders(database) == []  # undone where it was taken
-    finally:
-        await one.dispose()
-        await two.dispose()
-
-    one, two = create_database(pooled, session_url=database), create_database(pooled, session_url=database)
-    try:
-        a, b = ConsumerLease(one, "archive"), ConsumerLease(two, "archive")
-        assert await a.acquire()
-        assert not await b.acquire()
-        assert len(await _lease_holders(database)) == 1
-        await a.release()
-        assert await b.acquire()
-        await b.release()
-    finally:
-        await one.dispose()
-        await two.dispose()
-
-
-def test_serve_refuses_to_start_where_a_session_would_go_through_the_pooler(bouncer: PgBouncer, database: str,
-                                                                             tmp_path: Path) -> None:
-    _migrate_through(bouncer, database, tmp_path)
-    env = gateway_env(_through(bouncer, database), tmp_path)
-    done = _paygate("serve", "--port", "0", env=env)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and "PAYGATE_DATABASE_SESSION_URL" in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr
-
-    # A session URL that is the pooler too, or another database: refused as well.
-    done = _paygate("serve", "--port", "0", env={**env, "PAYGATE_DATABASE_SESSION_URL": _through(bouncer, database)})
-    assert done.returncode == 2 and "pooler" in done.stderr and "Traceback" not in done.stderr, done.stderr
-    with another_database(database, tmp_path) as elsewhere:
-        done = _paygate("serve", "--port", "0", env={**env, "PAYGATE_DATABASE_SESSION_URL": elsewhere})
-    assert done.returncode == 2 and "another database" in done.stderr, done.stderr
 
 
 async def _scenario(stack: dict[str, ServiceProcess], creds: Credentials, hooks: StubServer,
@@ -208,7 +119,7 @@ async def _scenario(stack: dict[str, ServiceProcess], creds: Credentials, hooks:
 
 def test_pay_refund_capture_and_reconcile_through_pgbouncer(bouncer: PgBouncer, database: str,
                                                             tmp_path: Path) -> None:
-    _migrate_through(bouncer, database, tmp_path)
+    migrate_through(bouncer, database, tmp_path)
     creds = make_merchant(database)
     env = {**FAST_RECONCILE, "PAYGATE_DATABASE_SESSION_URL": database, "PAYGATE_WEBHOOK_ALLOW_PRIVATE": "1",
            "PAYGATE_WEBHOOK_POLL_INTERVAL_S": "0.2", "PAYGATE_ARCHIVE_LINGER_S": "0.3",
@@ -219,16 +130,16 @@ def test_pay_refund_capture_and_reconcile_through_pgbouncer(bouncer: PgBouncer, 
             await _scenario(stack, creds, hooks, tmp_path / "archive")
             # Each consumer's lease held once, on the session URL's connections: none of the
             # backends PgBouncer holds.
-            holders = await _lease_holders(database)
+            holders = await lease_holders(database)
             assert holders and len(holders) == len(set(holders)), holders
 
     with SimulatorProcess(tmp_path / "simulator.db", slow_card_delay_s=6.0) as simulator:
         env["PAYGATE_PROCESSOR_URL"] = simulator.base_url
         gateways = {name: ServiceProcess(lambda fd: gateway_command(fd), log_path=tmp_path / f"gateway-{name}.log",
-                                         env=gateway_env(_through(bouncer, database), tmp_path / name, **env))
+                                         env=gateway_env(through(bouncer, database), tmp_path / name, **env))
                     for name in ("a", "b")}
         with gateways["a"], gateways["b"]:
             asyncio.run(run(gateways))
             pooled = bouncer.server_pids()
             assert pooled, "nothing went through PgBouncer"
-            assert pooled.isdisjoint(asyncio.run(_lease_holders(database)))
+            assert pooled.isdisjoint(asyncio.run(lease_holders(database)))

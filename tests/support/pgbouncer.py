@@ -8,20 +8,31 @@ Where none of that is possible the caller skips with :class:`Unavailable`'s reas
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Self
 
+import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from paygate_server.storage import create_database
+from tests.support.databases import pg_base_url
 from tests.support.eventually import eventually_sync
+from tests.support.processes import gateway_env
 
-__all__ = ["PgBouncer", "Unavailable"]
+__all__ = ["PgBouncer", "Unavailable", "lease_holders", "migrate_through", "paygate", "pgbouncer_or_skip", "through"]
+
+# The advisory lock class of the relay's leases (storage/relay_leases.py).
+_LEASE_LOCK_CLASS = 7_342_001
 
 _RUN_AS = "postgres"
 _START_TIMEOUT_S = 10.0
@@ -153,3 +164,46 @@ class PgBouncer:
                     self.proc.wait()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pgbouncer_or_skip() -> Iterator[PgBouncer]:
+    """A PgBouncer in front of the test PostgreSQL, or the test skipped with the reason."""
+    base = pg_base_url()  # skips without PAYGATE_TEST_DATABASE_URL
+    try:
+        pooler = PgBouncer(base)
+    except Unavailable as exc:
+        pytest.skip(f"no PgBouncer: {exc}")
+    with pooler:
+        yield pooler
+
+
+def through(pooler: PgBouncer, direct_url: str) -> str:
+    """The URL of ``direct_url``'s database through ``pooler``."""
+    return pooler.url(make_url(direct_url).database or "")
+
+
+def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``paygate <args>`` run to its end with ``env`` on top of this process's."""
+    return subprocess.run([sys.executable, "-m", "paygate_server", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def migrate_through(pooler: PgBouncer, direct_url: str, data_dir: Path) -> None:
+    """``paygate db upgrade`` on ``direct_url``'s database, through ``pooler``."""
+    done = paygate("db", "upgrade", env=gateway_env(through(pooler, direct_url), data_dir))
+    assert done.returncode == 0, done.stderr
+
+
+async def lease_holders(direct_url: str) -> list[int]:
+    """The backends holding a relay lease's advisory lock in ``direct_url``'s database."""
+    db = create_database(direct_url)
+    try:
+        async with db.read() as conn:
+            rows = await conn.execute(text(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :c"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+                {"c": _LEASE_LOCK_CLASS})
+            return sorted(r[0] for r in rows)
+    finally:
+        await db.dispose()
