@@ -190,8 +190,10 @@ def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def migrate_through(pooler: PgBouncer, direct_url: str, data_dir: Path) -> None:
-    """``paygate db upgrade`` on ``direct_url``'s database, through ``pooler``."""
-    done = paygate("db", "upgrade", env=gateway_env(through(pooler, direct_url), data_dir))
+    """``paygate db upgrade`` on ``direct_url``'s database, through ``pooler``, configured as
+    an operator would (docs/operations.md, "Behind PgBouncer")."""
+    done = paygate("db", "upgrade", env=gateway_env(through(pooler, direct_url), data_dir,
+                                                    PAYGATE_DATABASE_SESSION_URL=direct_url))
     assert done.returncode == 0, done.stderr
 
 
