@@ -86,3 +86,16 @@ def test_serve_refuses_to_start_where_a_session_would_go_through_the_pooler(boun
     with another_database(database, tmp_path) as elsewhere:
         done = paygate("serve", "--port", "0", env={**env, "PAYGATE_DATABASE_SESSION_URL": elsewhere})
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "another database" in done.stderr, done.stderr
+
+
+def test_named_statements_through_the_pooler_are_one_line_naming_the_session_url(bouncer: PgBouncer, database: str,
+                                                                                  tmp_path: Path) -> None:
+    """Without a session URL the driver's named statements meet another client's of the
+    same name on the server connection PgBouncer hands out (the first command leaves its
+    own there): once a driver error, now one line saying what to set."""
+    env = gateway_env(through(bouncer, database), tmp_path)
+    first = paygate("merchants", "create", "--name", "Shop", env=env)
+    assert first.returncode == 0, first.stderr
+    second = paygate("merchants", "create", "--name", "Shop", env=env)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert "transaction-mode pooler" in second.stderr and "PAYGATE_DATABASE_SESSION_URL" in second.stderr
