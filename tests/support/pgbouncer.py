@@ -29,7 +29,8 @@ from tests.support.databases import pg_base_url
 from tests.support.eventually import eventually_sync
 from tests.support.processes import gateway_env
 
-__all__ = ["PgBouncer", "Unavailable", "lease_holders", "migrate_through", "paygate", "pgbouncer_or_skip", "through"]
+__all__ = ["PgBouncer", "Unavailable", "lease_holders", "migrate_through", "paygate", "pgbouncer_installed",
+           "pgbouncer_or_skip", "through"]
 
 # The advisory lock class of the relay's leases (storage/relay_leases.py).
 _LEASE_LOCK_CLASS = 7_342_001
@@ -42,8 +43,16 @@ class Unavailable(RuntimeError):
     """No PgBouncer can be run here (the message says why)."""
 
 
+def _find_binary() -> str | None:
+    return shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None)
+
+
+def pgbouncer_installed() -> bool:
+    return _find_binary() is not None
+
+
 def _binary() -> str:
-    found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None)
+    found = _find_binary()
     if found is None:
         raise Unavailable("pgbouncer is not installed (Debian: apt-get install pgbouncer; .ci/run does)")
     return found
