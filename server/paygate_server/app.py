@@ -66,7 +66,8 @@ async def build_gateway(settings: Settings, extensions: Sequence[Extension] = EX
     db = create_database(settings.resolved_database_url, pool_size=settings.db_pool_size,
                          pool_timeout_s=settings.db_pool_timeout_s, connect_timeout_s=settings.db_connect_timeout_s,
                          command_timeout_s=settings.db_command_timeout_s or None,
-                         idle_in_transaction_timeout_s=settings.db_idle_in_transaction_timeout_s or None)
+                         idle_in_transaction_timeout_s=settings.db_idle_in_transaction_timeout_s or None,
+                         session_url=settings.resolved_session_url)
     try:
         await check_schema(db)
         master = await database_master_key(settings, db)

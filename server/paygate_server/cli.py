@@ -39,10 +39,11 @@ from paygate_server.storage import (
     upgrade,
 )
 from paygate_server.storage.opening import first_contact
+from paygate_server.storage.sessions import SessionNotBound, check_session_connections
 from paygate_server.storage.urls import database_file, database_kind
 
 __all__ = ["main", "CommandError", "CLI_EXTENSIONS", "open_database", "run_with_db", "require_merchant",
-           "port_taken", "check_port_free", "run_uvicorn"]
+           "port_taken", "check_port_free", "run_uvicorn", "check_sessions"]
 
 
 class CommandError(Exception):
@@ -91,6 +92,10 @@ def _check_data_files(settings: Settings, *, create: bool) -> None:
                        "to where your database is")
 
 
+_SESSION_URL_ADVICE = ("set PAYGATE_DATABASE_SESSION_URL to PostgreSQL itself, not through the pooler "
+                       "(docs/operations.md, \"Behind PgBouncer\")")
+
+
 @asynccontextmanager
 async def open_database(settings: Settings, *, check: bool = True) -> AsyncIterator[Database]:
     """The database for one command: refused in one line if it is missing or cannot be
@@ -98,12 +103,15 @@ async def open_database(settings: Settings, *, check: bool = True) -> AsyncItera
     commands that create it. Every command opens it here."""
     _check_data_files(settings, create=not check)
     url = settings.resolved_database_url
-    db = create_database(url)
+    db = create_database(url, session_url=settings.resolved_session_url)
     try:
         try:
             await first_contact(db, check=check)
         except CannotOpen as exc:
             shown = database_file(url) or redact_url(url)  # no credentials, nor a query string that may hold one
+            if exc.pooler:
+                raise CommandError(f"cannot use the database {shown} ({exc.reason}): PAYGATE_DATABASE_URL "
+                                   f"is a transaction-mode pooler (PgBouncer?): {_SESSION_URL_ADVICE}") from None
             server = "" if database_file(url) else " and that the database server is running"
             raise CommandError(f"cannot open the database {shown} ({exc.reason}): check {_configured(settings)}"
                                f"{server}") from None
@@ -207,8 +215,19 @@ def _listen_address(args: argparse.Namespace) -> str:
     return f"{host}:{port} (fd {args.fd})"
 
 
+async def check_sessions(settings: Settings, db: Database) -> None:
+    """Refuse, in one line, to run the relay or the change listener where their sessions
+    would go through a pooler (storage/sessions.py): two relays could then both hold a
+    consumer's lease, and long-polls would never be woken."""
+    try:
+        await check_session_connections(db)
+    except SessionNotBound as exc:
+        url = "PAYGATE_DATABASE_SESSION_URL" if settings.resolved_session_url else "PAYGATE_DATABASE_URL"
+        raise CommandError(f"{exc} ({url}): {_SESSION_URL_ADVICE}") from None
+
+
 def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, starting: str,
-                fields: dict[str, Any], **options: Any) -> None:
+                fields: dict[str, Any], session_work: bool = False, **options: Any) -> None:
     """The start-up ``paygate serve`` and ``paygate console`` share: refuse a missing database,
     a wrong schema, a master key that is not the database's and a taken port before anything
     listens, set up logging, log one ``starting`` line (``fields`` plus where it listens),
@@ -225,6 +244,8 @@ def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, start
     log_config = logging_config(args.log_level)
     # Up front, in one line each (in the app's start-up, a traceback from every worker).
     run_with_db(settings, lambda db: database_master_key(settings, db))
+    if session_work:
+        run_with_db(settings, lambda db: check_sessions(settings, db))
     if args.fd is None:
         check_port_free(args.host, args.port, "--port")
     logging.config.dictConfig(log_config)
@@ -254,6 +275,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     database = settings.resolved_database_url
     run_uvicorn(
         args, settings, app="paygate_server.app:create_app_from_env", starting="paygate serve starting",
+        session_work=True,
         fields={"version": _version(), "database": database_kind(database), "database_at": redact_url(database),
                 "processor": redact_url(settings.processor_url), "workers": args.workers},
         workers=args.workers,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from paygate_server.cards.keys import DEFAULT_KEY_BITS
-from paygate_server.storage.urls import database_url_problem
+from paygate_server.storage.urls import database_url_problem, session_url_problem
 
 __all__ = ["Settings"]
 
@@ -18,6 +18,10 @@ __all__ = ["Settings"]
 class Settings:
     data_dir: Path = Path("paygate-data")
     database_url: str = ""
+    # PostgreSQL behind a transaction-mode pooler (PgBouncer): database_url is the pooler's,
+    # this one reaches PostgreSQL directly for the relay's leases and the change listener,
+    # which need a session of their own (docs/operations.md, "Behind PgBouncer").
+    database_session_url: str = ""
     processor_url: str = "http://127.0.0.1:8081"
     master_key: str | None = None
     # Connections kept per process (PostgreSQL); a new one costs the server a fork.
@@ -145,6 +149,11 @@ class Settings:
         return self.database_url or f"sqlite:///{(self.data_dir / 'paygate.db').resolve()}"
 
     @property
+    def resolved_session_url(self) -> str | None:
+        """The session URL, if one is set (None: the database URL serves sessions too)."""
+        return self.database_session_url or None
+
+    @property
     def resolved_archive_dir(self) -> Path:
         return self.archive_dir or self.data_dir / "archive"
 
@@ -168,6 +177,9 @@ class Settings:
                     raise ValueError(f"{variable}: {_NUMBER_RULES[type(f.default)]}") from None
         if values.get("database_url") and (problem := database_url_problem(values["database_url"])):
             raise ValueError(f"PAYGATE_DATABASE_URL: {problem}")
+        if values.get("database_session_url") and (problem := session_url_problem(
+                values["database_session_url"], values.get("database_url", ""))):
+            raise ValueError(f"PAYGATE_DATABASE_SESSION_URL: {problem}")
         return cls(**values, extra={k: v for k, v in env.items() if k.startswith("PAYGATE_")})
 
 

@@ -259,6 +259,20 @@ def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp
     assert "hunter2" not in line
 
 
+@pytest.mark.parametrize(("database", "session"), [
+    ("postgresql://ops@127.0.0.1:6432/x", "garbage"),
+    ("postgresql://ops@127.0.0.1:6432/x", "sqlite:///tmp/x.db"),
+    ("sqlite:///tmp/x.db", "postgresql://ops:hunter2@127.0.0.1:5432/x"),
+    ("", "postgresql://ops:hunter2@127.0.0.1:5432/x"),  # the default database: SQLite
+])
+def test_an_unusable_session_url_is_one_line_without_its_password(database: str, session: str,
+                                                                   tmp_path: Path) -> None:
+    env = {"PAYGATE_DATABASE_SESSION_URL": session, "PAYGATE_DATA_DIR": str(tmp_path)}
+    r = paygate("merchants", "create", "--name", "Shop", env={**env, "PAYGATE_DATABASE_URL": database} if database else env)
+    line = assert_one_line(r, "PAYGATE_DATABASE_SESSION_URL")
+    assert "hunter2" not in line
+
+
 @pytest.mark.parametrize(("args", "rule"), [
     (["audit", "verify", "--wait", "nan"], "from 0 to 86,400"),
     (["audit", "verify", "--wait", "-1"], "from 0 to 86,400"),

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from paygate_server.cli import CommandError, open_database
+from paygate_server.cli import CommandError, check_sessions, open_database
 from paygate_server.cli_parser import DAY_S, seconds
 from paygate_server.config import Settings
 
@@ -21,8 +21,10 @@ async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, 
     from paygate_server.app import EXTENSIONS, build_gateway
     from paygate_server.cdc.archive import ArchiveProblem
 
-    async with open_database(settings):
-        pass  # a missing or unreachable database, or a wrong schema: one line, before anything starts
+    # A missing or unreachable database, a wrong schema, a lease that would go through a
+    # pooler: one line, before anything starts.
+    async with open_database(settings) as db:
+        await check_sessions(settings, db)
     gateway = await build_gateway(settings)
     try:
         relay = gateway.relay

@@ -30,6 +30,12 @@ from paygate_server.storage.urls import normalize_database_url
 __all__ = ["Database", "create_database"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_SESSION_POOL_SIZE = 4
+
+
+def _unnamed() -> str:
+    """SQLAlchemy's name for the statement it prepares: none (see _asyncpg_timeouts)."""
+    return ""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -48,11 +54,21 @@ class Database:
                  pool_timeout_s: float = 10.0, connect_timeout_s: float | None = None,
                  command_timeout_s: float | None = None,
                  idle_in_transaction_timeout_s: float | None = None,
-                 async_creator: Callable[[], Awaitable[Any]] | None = None) -> None:
+                 async_creator: Callable[[], Awaitable[Any]] | None = None,
+                 session_url: str | None = None) -> None:
         self.url = normalize_database_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         if async_creator is not None and not self.is_sqlite:
             raise ValueError("async_creator is for SQLite's driver connections")
+        if session_url is not None and self.is_sqlite:
+            raise ValueError("a session URL is for PostgreSQL behind a transaction pooler")
+        # session_url given: ``url`` is a transaction-mode pooler (PgBouncer), where a
+        # session's state does not outlive a transaction, and ``session_url`` reaches
+        # PostgreSQL directly for the work that needs a session of its own — the relay's
+        # leases (a session advisory lock) and the change listener (LISTEN). Without it
+        # both go to ``url``, as everything does (docs/operations.md, "Behind PgBouncer").
+        self.session_url = normalize_database_url(session_url) if session_url else self.url
+        self.behind_transaction_pooler = session_url is not None
         self._group: GroupCommitter | None = None
         # Up to a quarter of the pool stays checked out between single statements
         # (autocommit()): a pool checkout and check-in cost more than the statement's own
@@ -110,10 +126,25 @@ class Database:
                 self.url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False,
                 pool_timeout=pool_timeout_s, hide_parameters=True,
                 connect_args=_asyncpg_timeouts(connect_timeout_s, command_timeout_s,
-                                               idle_in_transaction_timeout_s),
+                                               idle_in_transaction_timeout_s, self.behind_transaction_pooler),
             )
             StaleConnections(self.engine.sync_engine)
             self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # The engine of the relay's leases and the change listener's URL: the pool's own
+        # unless a session URL was given. A handful of connections (one per relay consumer
+        # held for as long as it runs, a standby's for one try at a time); past them an
+        # overflow connection, closed on return.
+        self.session_engine = self.engine
+        if self.behind_transaction_pooler:
+            self.session_engine = create_async_engine(
+                self.session_url, pool_size=_SESSION_POOL_SIZE, max_overflow=_SESSION_POOL_SIZE,
+                pool_pre_ping=False, pool_timeout=pool_timeout_s, hide_parameters=True,
+                # The same statements as the pool's: a session URL given the pooler's address
+                # by mistake then meets the leases' and the listener's refusal
+                # (storage/sessions.py), not another client's prepared statement.
+                connect_args=_asyncpg_timeouts(connect_timeout_s, command_timeout_s,
+                                               idle_in_transaction_timeout_s, transaction_pooler=True))
+            StaleConnections(self.session_engine.sync_engine)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -201,6 +232,8 @@ class Database:
         if self._group is not None:
             await self._group.close()
         await self.engine.dispose()
+        if self.session_engine is not self.engine:
+            await self.session_engine.dispose()
 
 
 def _private_sqlite_files(database: str | None) -> None:
@@ -218,13 +251,28 @@ def _private_sqlite_files(database: str | None) -> None:
 
 
 def _asyncpg_timeouts(connect_s: float | None, command_s: float | None,
-                     idle_in_transaction_s: float | None) -> dict[str, Any]:
-    """asyncpg's ``connect()`` arguments for the timeouts given (None: the driver's default)."""
+                     idle_in_transaction_s: float | None, transaction_pooler: bool = False) -> dict[str, Any]:
+    """asyncpg's ``connect()`` arguments for the timeouts given (None: the driver's default),
+    and for a transaction-mode pooler (``transaction_pooler``) the prepared statements it
+    can take."""
     args: dict[str, Any] = {}
     if connect_s:
         args["timeout"] = connect_s
     if command_s:
         args["command_timeout"] = command_s
+    if transaction_pooler:
+        # Behind a transaction pooler consecutive transactions of one connection run on
+        # whichever server connection is free, so a prepared statement kept by name (asyncpg's
+        # cache, SQLAlchemy's) is missing there — or another client's of the same name is.
+        # Unnamed statements only: asyncpg parses, describes and binds one without a Sync in
+        # between, so the pooler keeps the statement on one server connection, and re-parses
+        # it at every execution. PgBouncer 1.21+ could keep named ones (max_prepared_statements).
+        # No start-up parameters either: PgBouncer refuses a connection that sends one it does
+        # not know, idle_in_transaction_session_timeout among them (its own
+        # idle_transaction_timeout does that job there).
+        args.update(statement_cache_size=0, prepared_statement_cache_size=0,
+                    prepared_statement_name_func=_unnamed)
+        return args
     if idle_in_transaction_s:
         # A session setting in the start-up packet: no server configuration involved.
         args["server_settings"] = {"idle_in_transaction_session_timeout": str(max(1, round(idle_in_transaction_s * 1000)))}

@@ -19,11 +19,21 @@ __all__ = ["CannotOpen", "first_contact"]
 
 
 class CannotOpen(Exception):
-    """The database cannot be reached or opened; ``reason`` says why in one line."""
+    """The database cannot be reached or opened; ``reason`` says why in one line.
+    ``pooler``: the failure is a transaction-mode pooler's (a prepared statement of another
+    client's there, or of ours gone), met without a session URL (docs/operations.md,
+    "Behind PgBouncer")."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, pooler: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.pooler = pooler
+
+
+# PostgreSQL's duplicate_prepared_statement and invalid_sql_statement_name: what the
+# driver's named prepared statements meet behind a transaction pooler, where consecutive
+# transactions run on whichever server connection is free.
+_POOLER_SQLSTATES = frozenset({"42P05", "26000"})
 
 
 async def first_contact(db: Database, *, check: bool = True) -> None:
@@ -40,7 +50,8 @@ async def first_contact(db: Database, *, check: bool = True) -> None:
         reason = _describe_open_error(exc)
         if reason is None:
             raise
-        raise CannotOpen(reason) from None
+        pooler = getattr(getattr(exc, "orig", None), "sqlstate", None) in _POOLER_SQLSTATES
+        raise CannotOpen(reason, pooler=pooler and not db.behind_transaction_pooler) from None
 
 
 def _describe_open_error(exc: BaseException) -> str | None:

@@ -1,7 +1,9 @@
 """One relay per consumer at a time, however many workers and hosts run one.
 
 PostgreSQL: a session advisory lock on a connection the relay keeps for as long as it runs,
-and every read and offset write of that consumer goes through the same connection. If the
+and every read and offset write of that consumer goes through the same connection — one
+that reaches PostgreSQL directly (the session URL's, behind a transaction pooler: see
+:mod:`.sessions`; one through a pooler is refused). If the
 process dies (even SIGKILL) or the connection drops, the server releases the lock at once,
 and the old holder cannot write another offset: its connection is gone. SQLite (one host):
 ``flock`` on a file next to the database; the kernel releases it when the process dies.
@@ -28,12 +30,13 @@ from paygate_server.storage.change_log import Batch, reader_for
 from paygate_server.storage.changes import Position
 from paygate_server.storage.engine import Database
 from paygate_server.storage.relay_offsets import ensure_offset, save_offset
+from paygate_server.storage.sessions import SessionNotBound, announced_pid, session_url_of
 
 __all__ = ["ConsumerLease", "LeaseLost"]
 
 # The advisory lock's first key: "the paygate relay" (the second is the consumer's name).
 _LOCK_CLASS = 7_342_001
-_TRY_LOCK = text("SELECT pg_try_advisory_lock(:c, hashtext(:n))")
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:c, hashtext(:n)) AS got, pg_backend_pid() AS pid")
 _UNLOCK = text("SELECT pg_advisory_unlock(:c, hashtext(:n))")
 
 
@@ -61,14 +64,13 @@ class ConsumerLease:
         if self._db.is_sqlite and not self._acquire_file():
             return False
         try:
-            conn = await self._db.engine.connect()
+            conn = await self._db.session_engine.connect()
         except BaseException:
             await self.release()
             raise
         if not self._db.is_sqlite:
             try:
-                got = (await conn.execute(_TRY_LOCK, {"c": _LOCK_CLASS, "n": self.consumer})).scalar_one()
-                await conn.commit()
+                got = await self._try_lock(conn)
             except BaseException:
                 await conn.close()
                 raise
@@ -77,6 +79,26 @@ class ConsumerLease:
                 return False
         self._conn = conn
         return True
+
+    async def _try_lock(self, conn: AsyncConnection) -> bool:
+        """The advisory lock, if free, on a connection that reaches PostgreSQL directly.
+
+        Through a pooler the lock would stay on a server connection the pooler hands to
+        other clients, and another relay's try would be granted there too (re-entrant):
+        refused with :class:`SessionNotBound`, the lock undone in the same transaction (so
+        on the server connection that took it) before anything believes it held."""
+        lock = {"c": _LOCK_CLASS, "n": self.consumer}
+        row = (await conn.execute(_TRY_LOCK, lock)).one()
+        raw = await conn.get_raw_connection()
+        if announced_pid(raw.driver_connection) != row.pid:
+            if row.got:
+                await conn.execute(_UNLOCK, lock)
+            await conn.commit()
+            raise SessionNotBound(f"the lease of relay consumer {self.consumer}: {session_url_of(self._db)} "
+                                  "reaches PostgreSQL through a connection pooler, where a session advisory lock "
+                                  "is not the session's own")
+        await conn.commit()
+        return bool(row.got)
 
     def _lock_path(self) -> Path:
         database = make_url(self._db.url).database or "paygate.db"

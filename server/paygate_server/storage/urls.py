@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-__all__ = ["database_kind", "database_url_problem", "normalize_database_url", "server_address", "database_file"]
+__all__ = ["database_kind", "database_url_problem", "session_url_problem", "normalize_database_url", "server_address", "database_file"]
 
 POSTGRESQL_DEFAULT_PORT = 5432
 
@@ -45,6 +45,15 @@ def database_url_problem(url: str) -> str | None:
         return f"an SQLite URL names a file (every process opens the same one), {_URL_EXAMPLES}"
     if port is not None and not 0 < port < 65536:
         return "the port is not 1 to 65535"
+    return None
+
+
+def session_url_problem(session_url: str, database_url: str) -> str | None:
+    """Why ``session_url`` cannot be the session URL beside ``database_url`` (None if it can)."""
+    if problem := database_url_problem(session_url):
+        return problem
+    if database_kind(session_url) != "postgresql" or database_kind(database_url) != "postgresql":
+        return "only for PostgreSQL behind a transaction pooler: the database URL and this one both postgresql://…"
     return None
 
 
