@@ -19,15 +19,14 @@ import orjson
 import pytest
 from sqlalchemy import select, update
 
-import paygate
 from paygate_server.processing.reconciler import list_unresolved
-from paygate_server.processors.accounts import add_account
-from paygate_server.storage.schema import reconcile_queue, refunds, transactions
+from paygate_server.storage.schema import reconcile_queue, refunds
 from tests.support.app import InProcessGateway
 from tests.support.eventually import eventually
 from tests.support.http_stub import Reply, Seen, StubServer
 from tests.support.localstripe import SECRET_KEY, localstripe_or_skip
 from tests.support.signing import SignedClient
+from tests.support.stripe_gateway import attempt_of, pay_by_card, stripe_shop
 from tests.support.tcp_proxy import DroppingProxy
 
 WEBHOOK_SECRET = "whsec_currencies"
@@ -40,27 +39,12 @@ def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 async def _shop(gw: InProcessGateway, api_base: str) -> tuple[SignedClient, str]:
-    shop = await gw.new_merchant()
-    account = await add_account(gw.gateway.db, gw.gateway.master_key, merchant_id=shop.creds.merchant_id,
-                                kind="stripe", name="Stripe", settings={"apiBase": api_base},
-                                credentials={"secretKey": SECRET_KEY, "webhookSecret": WEBHOOK_SECRET})
-    return shop, account.id
+    return await stripe_shop(gw, api_base, WEBHOOK_SECRET)
 
 
 async def _pay(gw: InProcessGateway, shop: SignedClient, amount: int, currency: str,
                **intent: Any) -> tuple[str, dict[str, Any]]:
-    pid = (await shop.create_intent(amount=amount, currency=currency, **intent))["paymentIntentId"]
-    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=APPROVE, exp_month=12, exp_year=2034, cvc="123")
-    answer = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
-                                                         "paymentDetails": {"encryptedCard": jwe}})
-    assert answer.status_code == 200, answer.text
-    return pid, answer.json()
-
-
-async def _attempt(gw: InProcessGateway, pid: str, kind: str = "charge") -> Any:
-    async with gw.gateway.db.read() as conn:
-        return (await conn.execute(select(transactions).where(transactions.c.intent_id == pid,
-                                                              transactions.c.kind == kind))).one()
+    return await pay_by_card(gw, shop, APPROVE, amount, currency, **intent)
 
 
 def _at_stripe(url: str, path: str, **params: str) -> Any:
@@ -92,7 +76,7 @@ async def test_what_stripe_is_sent_for_each_currency(gw: InProcessGateway, local
     shop, _ = await _shop(gw, localstripe_url)
     pid, paid = await _pay(gw, shop, amount, currency)
     assert (paid["status"], paid["amountReceived"], paid["currency"]) == ("succeeded", amount, currency)
-    row = await _attempt(gw, pid)
+    row = await attempt_of(gw, pid)
     intent = _at_stripe(localstripe_url, f"/v1/payment_intents/{row.processor_id}")
     assert (intent["status"], intent["amount"], intent["currency"]) == ("succeeded", at_stripe, currency.lower())
 
@@ -103,7 +87,7 @@ async def test_an_isk_refund_is_sent_in_stripes_units(gw: InProcessGateway, loca
     assert paid["status"] == "succeeded"
     refunded = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 150})
     assert refunded.status_code == 200 and refunded.json()["status"] == "succeeded", refunded.text
-    pi_id = (await _attempt(gw, pid)).processor_id
+    pi_id = (await attempt_of(gw, pid)).processor_id
     mine = [r for r in _at_stripe(localstripe_url, "/v1/refunds", payment_intent=pi_id)["data"]
             if r["metadata"].get("paygate_reference")]
     assert [(r["amount"], r["currency"]) for r in mine] == [(15000, "isk")]
@@ -125,7 +109,7 @@ async def test_an_amount_stripe_cannot_take_is_not_sent(gw: InProcessGateway, lo
     pid, paid = await _pay(gw, shop, amount, currency)
     assert paid["status"] == "failed"
     assert paid["lastError"]["code"] == "processing_error"
-    row = await _attempt(gw, pid)
+    row = await attempt_of(gw, pid)
     assert row.processor_id is None  # no payment intent was created
     assert row.error_message.endswith(f"{currency} cannot be sent: nothing sent")  # the operator sees why
     everything = _at_stripe(localstripe_url, "/v1/payment_intents", limit="100")["data"]
@@ -140,7 +124,7 @@ async def test_a_partial_capture_stripe_cannot_take_is_refused_and_the_hold_kept
     refused = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1235})
     assert refused.status_code == 200, refused.text
     assert (refused.json()["status"], refused.json()["amountReceived"]) == ("requires_capture", 0)
-    pi_id = (await _attempt(gw, pid, "authorization")).processor_id
+    pi_id = (await attempt_of(gw, pid, "authorization")).processor_id
     assert _at_stripe(localstripe_url, f"/v1/payment_intents/{pi_id}")["status"] == "requires_capture"
     captured = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 1230})
     assert (captured.json()["status"], captured.json()["amountReceived"]) == ("succeeded", 1230)
@@ -153,7 +137,7 @@ async def test_a_refund_stripe_cannot_take_is_refused_and_released(gw: InProcess
     assert paid["status"] == "succeeded"
     refused = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 1235})
     assert refused.status_code == 200 and refused.json()["status"] == "failed", refused.text
-    pi_id = (await _attempt(gw, pid)).processor_id
+    pi_id = (await attempt_of(gw, pid)).processor_id
     assert [r for r in _at_stripe(localstripe_url, "/v1/refunds", payment_intent=pi_id)["data"]
             if r["metadata"].get("paygate_reference")] == []
     async with gw.gateway.db.read() as conn:
@@ -185,7 +169,7 @@ async def test_an_event_for_another_amount_settles_nothing(gw: InProcessGateway,
         finally:
             await proxy.close()
         assert paid["status"] == "in_progress"
-        pi_id = (await _attempt(gw, pid)).processor_id
+        pi_id = (await attempt_of(gw, pid)).processor_id
 
         def delivered() -> Seen | None:
             return next((seen for seen in relay.seen if orjson.loads(seen.body)["data"]["object"]["id"] == pi_id), None)
@@ -200,7 +184,7 @@ async def test_an_event_for_another_amount_settles_nothing(gw: InProcessGateway,
         body = orjson.dumps(other)
         answer = await gw.http.post(f"/processors/v1/{account}/webhooks", content=body, headers=_signed(body))
         assert (answer.status_code, answer.content) == (200, b'{"received":true}')
-        assert (await _attempt(gw, pid)).status == "unknown", (field, value)
+        assert (await attempt_of(gw, pid)).status == "unknown", (field, value)
         assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "in_progress"
     answer = await gw.http.post(f"/processors/v1/{account}/webhooks", content=event.body, headers=_signed(event.body))
     assert answer.status_code == 200
@@ -240,7 +224,7 @@ async def test_a_lookup_that_finds_other_money_settles_nothing(gw: InProcessGate
         pid, paid = await _pay(gw, shop, 500, "ISK")
         assert paid["status"] == "in_progress"
         losing[0] = False
-        pi_id = (await _attempt(gw, pid)).processor_id
+        pi_id = (await attempt_of(gw, pid)).processor_id
         said = {49900: "the processor says 499 ISK moved, not the 500 ISK sent", "50000": "amount is not an integer"}
         for amount in (49900, "50000", 50000):
             changed = httpx.post(f"{localstripe_url}/v1/payment_intents/{pi_id}", json={"amount": amount},
@@ -250,7 +234,7 @@ async def test_a_lookup_that_finds_other_money_settles_nothing(gw: InProcessGate
                 await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
             await gw.gateway.reconciler.run_once()
             if amount != 50000:
-                row = await _attempt(gw, pid)
+                row = await attempt_of(gw, pid)
                 assert row.status == "unknown", amount
                 [listed] = [u for u in await list_unresolved(gw.gateway.payments) if u["id"] == row.id]
                 assert listed["lastResult"].startswith(said[amount]), listed

@@ -12,16 +12,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-import paygate
-from paygate_server.processors.accounts import add_account
-from paygate_server.storage.schema import reconcile_queue, transactions
+from paygate_server.storage.schema import reconcile_queue
 from tests.support.app import InProcessGateway
 from tests.support.eventually import eventually
 from tests.support.http_stub import Reply, Seen, StubServer
 from tests.support.localstripe import SECRET_KEY, localstripe_or_skip
 from tests.support.signing import SignedClient
+from tests.support.stripe_gateway import attempt_of, pay_by_card, stripe_shop
 from tests.support.tcp_proxy import DroppingProxy
 
 
@@ -38,27 +37,12 @@ async def _shop_at(gw: InProcessGateway, api_base: str) -> SignedClient:
 
 
 async def _shop_and_account(gw: InProcessGateway, api_base: str) -> tuple[SignedClient, str]:
-    shop = await gw.new_merchant()
-    account = await add_account(gw.gateway.db, gw.gateway.master_key, merchant_id=shop.creds.merchant_id, kind="stripe",
-                      name="Stripe", settings={"apiBase": api_base},
-                      credentials={"secretKey": SECRET_KEY, "webhookSecret": WEBHOOK_SECRET})
-    return shop, account.id
+    return await stripe_shop(gw, api_base, WEBHOOK_SECRET)
 
 
 async def _pay(gw: InProcessGateway, shop: SignedClient, number: str, amount: int = 2500,
                **intent: Any) -> tuple[str, dict[str, Any]]:
-    pid = (await shop.create_intent(amount=amount, currency="EUR", **intent))["paymentIntentId"]
-    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=number, exp_month=12, exp_year=2034, cvc="123")
-    answer = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
-                                                         "paymentDetails": {"encryptedCard": jwe}})
-    assert answer.status_code == 200, answer.text
-    return pid, answer.json()
-
-
-async def _attempt(gw: InProcessGateway, pid: str, kind: str = "charge") -> Any:
-    async with gw.gateway.db.read() as conn:
-        return (await conn.execute(select(transactions).where(transactions.c.intent_id == pid,
-                                                              transactions.c.kind == kind))).one()
+    return await pay_by_card(gw, shop, number, amount, "EUR", **intent)
 
 
 def _intent_at_stripe(url: str, pi_id: str) -> dict[str, Any]:
@@ -72,7 +56,7 @@ async def test_a_payment_through_a_stripe_account(gw: InProcessGateway, localstr
     shop = await _shop_at(gw, localstripe_url)
     pid, paid = await _pay(gw, shop, "4242424242424242")
     assert paid["status"] == "succeeded"
-    row = await _attempt(gw, pid)
+    row = await attempt_of(gw, pid)
     assert row.connector.startswith("pa_") and row.processor_id.startswith("pi_")
     assert row.auth_code.startswith("ch_")
     intent = _intent_at_stripe(localstripe_url, row.processor_id)
@@ -93,11 +77,11 @@ async def test_authorize_capture_part_and_refund(gw: InProcessGateway, localstri
     shop = await _shop_at(gw, localstripe_url)
     pid, held = await _pay(gw, shop, "4242424242424242", amount=5000, captureMethod="manual")
     assert held["status"] == "requires_capture"
-    authorization = await _attempt(gw, pid, "authorization")
+    authorization = await attempt_of(gw, pid, "authorization")
     assert _intent_at_stripe(localstripe_url, authorization.processor_id)["status"] == "requires_capture"
     captured = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 3000})
     assert captured.status_code == 200 and captured.json()["status"] == "succeeded", captured.text
-    capture = await _attempt(gw, pid, "capture")
+    capture = await attempt_of(gw, pid, "capture")
     intent = _intent_at_stripe(localstripe_url, authorization.processor_id)
     assert intent["status"] == "succeeded" and intent["metadata"]["paygate_capture"] == capture.reference
     refunded = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 1000})
@@ -113,7 +97,7 @@ async def test_authorize_then_cancel_voids_at_stripe(gw: InProcessGateway, local
     assert held["status"] == "requires_capture"
     canceled = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled", canceled.text
-    authorization = await _attempt(gw, pid, "authorization")
+    authorization = await attempt_of(gw, pid, "authorization")
     assert _intent_at_stripe(localstripe_url, authorization.processor_id)["status"] == "canceled"
 
 
@@ -125,7 +109,7 @@ async def test_a_lost_answer_is_settled_by_the_reconciler(gw: InProcessGateway, 
         shop = await _shop_at(gw, await proxy.start())
         pid, paid = await _pay(gw, shop, "4242424242424242", amount=3100)
         assert paid["status"] == "in_progress"  # unknown: the reconciler's
-        row = await _attempt(gw, pid)
+        row = await attempt_of(gw, pid)
         assert row.status == "unknown" and row.processor_id.startswith("pi_")  # recorded before the confirm
         # The reconciler asks the attempt's account (through the proxy, which loses nothing now).
         losing[0] = False
@@ -136,7 +120,7 @@ async def test_a_lost_answer_is_settled_by_the_reconciler(gw: InProcessGateway, 
         await proxy.close()
     final = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
     assert final["status"] == "succeeded"
-    assert (await _attempt(gw, pid)).auth_code.startswith("ch_")
+    assert (await attempt_of(gw, pid)).auth_code.startswith("ch_")
     charges = httpx.get(f"{localstripe_url}/v1/charges", params={"limit": 1000},
                         headers={"Authorization": f"Bearer {SECRET_KEY}"}).json()["data"]
     mine = [c for c in charges if c["payment_intent"] == row.processor_id and c["status"] == "succeeded"]
@@ -156,7 +140,7 @@ async def test_a_lost_answer_is_settled_by_stripes_webhook(gw: InProcessGateway,
         finally:
             await proxy.close()
         assert paid["status"] == "in_progress"
-        pi_id = (await _attempt(gw, pid)).processor_id
+        pi_id = (await attempt_of(gw, pid)).processor_id
 
         def delivered() -> Seen | None:
             return next((seen for seen in relay.seen if orjson.loads(seen.body)["data"]["object"]["id"] == pi_id), None)
@@ -168,7 +152,7 @@ async def test_a_lost_answer_is_settled_by_stripes_webhook(gw: InProcessGateway,
     answer = await gw.http.post(f"/processors/v1/{account}/webhooks", content=event.body, headers=headers)
     assert (answer.status_code, answer.content) == (200, b'{"received":true}')
     assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "succeeded"
-    assert (await _attempt(gw, pid)).auth_code.startswith("ch_")
+    assert (await attempt_of(gw, pid)).auth_code.startswith("ch_")
     # Tampered: refused, nothing applied (and the payment stays as the first delivery left it).
     tampered = event.body.replace(b"4700", b"4701")
     refused = await gw.http.post(f"/processors/v1/{account}/webhooks", content=tampered, headers=headers)
@@ -194,7 +178,7 @@ async def test_a_notification_racing_the_reconcilers_lookup_settles_the_attempt_
             await proxy.close()
         for pid, answer in paid:
             assert answer["status"] == "in_progress"
-            pi_id = (await _attempt(gw, pid)).processor_id
+            pi_id = (await attempt_of(gw, pid)).processor_id
 
             def delivered(pi_id: str = pi_id) -> Seen | None:
                 return next((s for s in relay.seen if orjson.loads(s.body)["data"]["object"]["id"] == pi_id), None)
@@ -209,7 +193,7 @@ async def test_a_notification_racing_the_reconcilers_lookup_settles_the_attempt_
                 gw.gateway.reconciler.run_once())
             assert hook.status_code == 200
             history = (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]
-            txn = (await _attempt(gw, pid)).id
+            txn = (await attempt_of(gw, pid)).id
             settled = [e for e in history if e["objectId"] == txn and e["data"]["status"] == "succeeded"]
             assert len(settled) == 1, history  # one settle, whoever won
             assert [e["data"]["status"] for e in history if e["type"].startswith("payment_intent")][-1] == "succeeded"
