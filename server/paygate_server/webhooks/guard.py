@@ -9,17 +9,30 @@ Teredo and the other IPv4-carrying forms are refused outright) — unless the op
 created *and* on every delivery, inside the connection itself (:class:`GuardedBackend`):
 the gateway connects to the very addresses it has just checked, so a DNS answer that
 changes in between (DNS rebinding) cannot slip a private address in.
+
+Names are resolved by the system resolver, which blocks a thread per look-up until the
+name's nameservers answer or its own timeout (seconds to tens of seconds) runs out — and a
+merchant can register a name whose nameservers never answer. The look-ups therefore run on
+threads of their own (:data:`RESOLVER_THREADS`), never the event loop's default executor,
+which the archive, the console's password hashing and the database drivers' own look-ups
+need; and concurrent look-ups of one name share one thread (an attempt that times out
+leaves its look-up running: the next attempt joins it instead of starting another).
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
+import weakref
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import httpcore
+
+from paygate_server.singleflight import SingleFlight
 
 __all__ = ["AddressRefused", "parse_webhook_url", "default_port", "address_allowed", "check_destination", "resolve_host",
            "GuardedBackend", "MAX_URL_LENGTH", "ALLOW_PRIVATE_VARIABLE"]
@@ -100,10 +113,31 @@ def address_allowed(ip: str) -> bool:
     return _ipv6_allowed(addr)
 
 
+RESOLVER_THREADS = 16  # distinct names being looked up at once, per process
+_resolver: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, its threads)
+_lookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SingleFlight[tuple[str, int], list[str]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _resolver_threads() -> ThreadPoolExecutor:
+    global _resolver
+    # Made at the first look-up, and again in a process forked after it (threads do not fork).
+    if _resolver is None or _resolver[0] != os.getpid():
+        _resolver = (os.getpid(), ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="webhook-dns"))
+    return _resolver[1]
+
+
+async def _look_up(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.run_in_executor(_resolver_threads(),
+                                       lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # in order, without repeats
+
+
 async def resolve_host(host: str, port: int) -> list[str]:
     """Every address the host resolves to (tests replace this to simulate DNS)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # in order, without repeats
+    flights = _lookups.setdefault(asyncio.get_running_loop(), SingleFlight())
+    return await flights.run((host, port), lambda: _look_up(host, port))
 
 
 async def check_destination(host: str, port: int, *, allow_private: bool) -> list[str]:
