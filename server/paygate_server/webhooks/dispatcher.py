@@ -52,6 +52,19 @@ class AttemptResult(NamedTuple):
     error: str | None
 
 
+def describe_failure(exc: BaseException) -> str:
+    """``Kind: what happened`` for an attempt's recorded error. The words come from the first
+    exception down the chain that has any: httpcore's network errors wrap anyio's, whose
+    messages are empty (a reset read as a bare ``ReadError:``)."""
+    cause: BaseException | None = exc
+    for _ in range(4):
+        if cause is None or str(cause):
+            break
+        cause = cause.__cause__ or cause.__context__
+    detail = str(cause)[:200] if cause is not None and str(cause) else "the connection ended"
+    return f"{exc.__class__.__name__}: {detail}"
+
+
 class Dispatcher:
     def __init__(self, db: Database, master: MasterKey, settings: Settings) -> None:
         self._queue = DeliveryQueue(db)
@@ -185,7 +198,7 @@ class Dispatcher:
         except TimeoutError:
             return AttemptResult(None, f"no answer within {budget:g} s")
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-            return AttemptResult(None, f"{exc.__class__.__name__}: {str(exc)[:200]}")
+            return AttemptResult(None, describe_failure(exc))
 
     def next_delay_s(self, attempts: int) -> float | None:
         """Seconds until the retry after ``attempts`` attempts, or None when they are spent."""

@@ -24,6 +24,7 @@ import asyncio
 import ipaddress
 import os
 import socket
+import ssl
 import weakref
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -159,6 +160,36 @@ async def check_destination(host: str, port: int, *, allow_private: bool) -> lis
     return ips
 
 
+class _TlsClosedWhenCancelled(httpcore.AsyncNetworkStream):
+    """A connection whose TLS handshake, if cancelled, closes it. httpcore closes the socket
+    when a handshake fails but not when it is cancelled — and the attempt's deadline
+    (``asyncio.timeout``) cancels: every attempt at an endpoint whose handshake hangs left a
+    socket open until the garbage collector found it."""
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        try:
+            return await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        except asyncio.CancelledError:
+            await self._stream.aclose()
+            raise
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network layer with the guard in ``connect_tcp``: resolve, check, then
     connect to the checked address. TLS still verifies the original host name."""
@@ -174,8 +205,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception | None = None
         for ip in ips:
             try:
-                return await self._inner.connect_tcp(ip, port, timeout=timeout, local_address=local_address,
-                                                     socket_options=socket_options)
+                return _TlsClosedWhenCancelled(await self._inner.connect_tcp(
+                    ip, port, timeout=timeout, local_address=local_address, socket_options=socket_options))
             except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
                 last = exc
         assert last is not None
