@@ -15,13 +15,21 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from paygate_server.config import Settings
+from paygate_server.crypto import MasterKey
 from paygate_server.storage.schema_history import webhook_deliveries
+from paygate_server.webhooks.dispatcher import Dispatcher
+from paygate_server.webhooks.model import new_secret
 from tests.server.webhooks.receiver import Receiver
 from tests.server.webhooks.test_webhook_delivery import endpoint, make_gateway  # noqa: F401 (fixture)
 from tests.support.eventually import eventually
 
 BLACKHOLE = "blackhole.hooks.test"
 HUNG_DELIVERIES = 40  # more than the default executor's threads on any machine (at most 32)
+
+
+def _name(host: Any) -> Any:
+    return host.decode() if isinstance(host, bytes) else host  # anyio asks with the IDNA-encoded bytes
 
 
 @pytest.fixture
@@ -31,7 +39,7 @@ def hanging_dns(monkeypatch: pytest.MonkeyPatch) -> Any:
     state: dict[str, Any] = {"hang": False, "blocked": 0, "release": release}
 
     def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == BLACKHOLE:
+        if _name(host) == BLACKHOLE:
             if state["hang"]:
                 state["blocked"] += 1
                 release.wait(20)
@@ -80,3 +88,36 @@ async def _check(live: Any, hanging_dns: Any) -> None:
         await eventually(lambda: len(receiver.delivered_ids()) == 1, timeout=5.0, what="the other endpoint")
         assert time.monotonic() - started < 5.0
         assert hanging_dns["blocked"] == 1  # one look-up of the name at a time, not one per attempt
+
+
+async def test_the_connection_goes_to_the_address_checked_not_a_second_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding at connect time: the name answers a public address to the guard's
+    look-up and loopback to any later one. The delivery connects to the checked address
+    (anyio is handed the literal, which resolves to itself without DNS): the loopback
+    receiver never hears from it, and the name is looked up once."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if _name(host) == "rebind.hooks.test":
+            asked.append(_name(host))
+            return real("93.184.216.34" if len(asked) == 1 else "127.0.0.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    settings = Settings.from_env({"PAYGATE_WEBHOOK_TIMEOUT_S": "1"})  # private addresses refused
+    dispatcher = Dispatcher(None, MasterKey(bytes(32)), settings)  # type: ignore[arg-type]  # attempt() alone: no queue
+    try:
+        async with Receiver() as receiver:
+            result = await dispatcher.attempt(f"http://rebind.hooks.test:{receiver.port}/hook", new_secret(),
+                                              "evt_rebind", b"{}")
+            assert result.status_code is None and result.error  # no way out of this sandbox to the public address
+            assert receiver.requests == [] and asked == ["rebind.hooks.test"]
+            asked.clear()
+            asked.append("the first answer was given")  # from now on the name answers loopback ...
+            refused = await dispatcher.attempt(f"http://rebind.hooks.test:{receiver.port}/hook", new_secret(),
+                                               "evt_rebind", b"{}")
+            assert refused.error is not None and "not public" in refused.error  # ... which the guard refuses
+            assert receiver.requests == []
+    finally:
+        await dispatcher.close()
