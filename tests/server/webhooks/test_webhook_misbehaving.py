@@ -174,8 +174,7 @@ async def test_misbehaving_endpoints_hold_up_no_other_and_read_well(database_url
             secrets = [(await endpoint(bad_shop, s.url(), events=["payment_intent.created"]))["secret"]
                        for s in servers]
             await endpoint(good_shop, healthy.url(), events=["payment_intent.created"])
-            for _ in range(2):
-                await bad_shop.create_intent()
+            bad_intents = [(await bad_shop.create_intent())["paymentIntentId"] for _ in range(2)]
             await eventually(lambda: all(len(s.connections) >= 2 for s in servers), what="the bad endpoints busy")
             started = time.monotonic()
             for _ in range(3):
@@ -204,7 +203,9 @@ async def test_misbehaving_endpoints_hold_up_no_other_and_read_well(database_url
             page = await con.http.get(f"/merchants/{bad_shop.creds.merchant_id}")
             assert page.status_code == 200 and "Recent deliveries" in page.text
             assert "no answer within" in page.text and "RemoteProtocolError" in page.text
-            shown = page.text
+            payment = await con.http.get(f"/payments/{bad_intents[0]}")  # its events and their deliveries
+            assert payment.status_code == 200 and "no answer within" in payment.text, payment.text[:300]
+            shown = page.text + payment.text
         for secret in secrets:
             for form in secret_forms(secret):
                 assert form not in shown and all(form not in t for t in texts)
