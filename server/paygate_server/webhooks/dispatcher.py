@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import ssl
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
+from urllib.parse import quote, urlsplit
 
 import httpcore
 
@@ -50,6 +52,28 @@ USER_AGENT = b"paygate-webhooks/1"
 class AttemptResult(NamedTuple):
     status_code: int | None
     error: str | None
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def ascii_url(url: str) -> str:
+    """The URL as sent: httpcore takes ASCII only, and a merchant's URL may have an
+    internationalized host (sent as IDNA, the form Python's resolver looked up at
+    registration) or UTF-8 in its path or query (percent-encoded, as browsers send it).
+    UnicodeError if the host has no IDNA form."""
+    if url.isascii():
+        return url
+    parts = urlsplit(url)
+    host = (parts.hostname or "").encode("idna").decode("ascii")
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return parts._replace(netloc=netloc, path=_percent_encoded(parts.path),
+                          query=_percent_encoded(parts.query)).geturl()
+
+
+def _percent_encoded(text: str) -> str:
+    """Only the non-ASCII characters, as UTF-8 (the rest of the merchant's URL is theirs)."""
+    return _NON_ASCII.sub(lambda m: quote(m.group()), text)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -188,6 +212,10 @@ class Dispatcher:
         ]
         budget = self._settings.webhook_timeout_s
         extensions = {"timeout": {"connect": budget, "read": budget, "write": budget, "pool": budget}}
+        try:
+            url = ascii_url(url)
+        except UnicodeError:
+            return AttemptResult(None, "the URL's host name has no IDNA form")
         try:
             async with asyncio.timeout(budget):
                 async with self._connections().stream("POST", url, headers=headers, content=body,

@@ -258,3 +258,27 @@ async def test_a_name_that_later_resolves_to_loopback_is_refused_at_delivery(
         row = await eventually(attempted, what="a delivery attempt")
         assert "loopback, private or link-local" in row.last_error
         assert receiver.requests == []  # the guard runs before any connection
+
+
+async def test_a_url_with_non_ascii_characters_is_delivered(
+        make_gateway: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpcore takes ASCII URLs only: an internationalized host name or a path in UTF-8
+    # (accepted at registration, as browsers accept them) is sent in its ASCII form.
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(guard, "resolve_host", resolve)
+    async with make_gateway() as live, Receiver() as receiver:
+        shop = await live.new_merchant()
+        hook = await endpoint(shop, f"http://bücher.hooks.test:{receiver.port}/hooks/café?shop=bücher",
+                              events=["payment_intent.created"])
+        await shop.create_intent()
+        await eventually(lambda: receiver.delivered_ids(), timeout=5.0, what="the delivery")
+        [request] = receiver.requests
+        assert request.path == "/hooks/caf%C3%A9?shop=b%C3%BCcher"
+        assert request.headers["host"] == f"xn--bcher-kva.hooks.test:{receiver.port}"
+        assert asked[-1] == "xn--bcher-kva.hooks.test"  # the name the guard checked is the one connected to
+        verified(request, hook["secret"])
