@@ -15,8 +15,9 @@ name's nameservers answer or its own timeout (seconds to tens of seconds) runs o
 merchant can register a name whose nameservers never answer. The look-ups therefore run on
 threads of their own (:data:`RESOLVER_THREADS`), never the event loop's default executor,
 which the archive, the console's password hashing and the database drivers' own look-ups
-need; and concurrent look-ups of one name share one thread (an attempt that times out
-leaves its look-up running: the next attempt joins it instead of starting another).
+need; registrations have threads apart from deliveries' (:func:`registration_lookups`);
+and concurrent look-ups of one name share one thread (an attempt that times out leaves its
+look-up running: the next attempt joins it instead of starting another).
 """
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ import os
 import socket
 import ssl
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -36,7 +39,7 @@ import httpcore
 from paygate_server.singleflight import SingleFlight
 
 __all__ = ["AddressRefused", "parse_webhook_url", "default_port", "address_allowed", "check_destination", "resolve_host",
-           "GuardedBackend", "MAX_URL_LENGTH", "ALLOW_PRIVATE_VARIABLE"]
+           "GuardedBackend", "registration_lookups", "MAX_URL_LENGTH", "ALLOW_PRIVATE_VARIABLE"]
 
 MAX_URL_LENGTH = 2048
 # The operator's switch (config.Settings.webhook_allow_private), named in refusals.
@@ -114,23 +117,37 @@ def address_allowed(ip: str) -> bool:
     return _ipv6_allowed(addr)
 
 
-RESOLVER_THREADS = 16  # distinct names being looked up at once, per process
-_resolver: tuple[int, ThreadPoolExecutor] | None = None  # (the process it was made in, its threads)
-_lookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SingleFlight[tuple[str, int], list[str]]] = \
+RESOLVER_THREADS = 16  # distinct names being looked up at once, per process, for each of the two uses
+# A registration looks up a name nobody has used yet, as many at once as a merchant sends
+# requests: its look-ups wait for threads of their own, never in front of a delivery's.
+_for_registration: ContextVar[bool] = ContextVar("webhook_lookup_for_registration", default=False)
+_resolvers: dict[bool, tuple[int, ThreadPoolExecutor]] = {}  # (the process they were made in, the threads)
+_lookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SingleFlight[tuple[bool, str, int], list[str]]] = \
     weakref.WeakKeyDictionary()
 
 
-def _resolver_threads() -> ThreadPoolExecutor:
-    global _resolver
+@contextmanager
+def registration_lookups() -> Iterator[None]:
+    """The look-ups made inside are a registration's (on its threads)."""
+    token = _for_registration.set(True)
+    try:
+        yield
+    finally:
+        _for_registration.reset(token)
+
+
+def _resolver_threads(registration: bool) -> ThreadPoolExecutor:
     # Made at the first look-up, and again in a process forked after it (threads do not fork).
-    if _resolver is None or _resolver[0] != os.getpid():
-        _resolver = (os.getpid(), ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="webhook-dns"))
-    return _resolver[1]
+    made = _resolvers.get(registration)
+    if made is None or made[0] != os.getpid():
+        name = "webhook-dns-registration" if registration else "webhook-dns"
+        made = _resolvers[registration] = (os.getpid(), ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix=name))
+    return made[1]
 
 
-async def _look_up(host: str, port: int) -> list[str]:
+async def _look_up(host: str, port: int, registration: bool) -> list[str]:
     loop = asyncio.get_running_loop()
-    infos = await loop.run_in_executor(_resolver_threads(),
+    infos = await loop.run_in_executor(_resolver_threads(registration),
                                        lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
     return list(dict.fromkeys(str(info[4][0]) for info in infos))  # in order, without repeats
 
@@ -138,7 +155,8 @@ async def _look_up(host: str, port: int) -> list[str]:
 async def resolve_host(host: str, port: int) -> list[str]:
     """Every address the host resolves to (tests replace this to simulate DNS)."""
     flights = _lookups.setdefault(asyncio.get_running_loop(), SingleFlight())
-    return await flights.run((host, port), lambda: _look_up(host, port))
+    registration = _for_registration.get()
+    return await flights.run((registration, host, port), lambda: _look_up(host, port, registration))
 
 
 async def check_destination(host: str, port: int, *, allow_private: bool) -> list[str]:

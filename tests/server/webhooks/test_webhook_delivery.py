@@ -276,7 +276,7 @@ async def test_a_url_with_non_ascii_characters_is_delivered(
         hook = await endpoint(shop, f"http://bücher.hooks.test:{receiver.port}/hooks/café?shop=bücher",
                               events=["payment_intent.created"])
         await shop.create_intent()
-        await eventually(lambda: receiver.delivered_ids(), timeout=5.0, what="the delivery")
+        await eventually(lambda: receiver.delivered_ids(), timeout=10.0, what="the delivery")
         [request] = receiver.requests
         assert request.path == "/hooks/caf%C3%A9?shop=b%C3%BCcher"
         assert request.headers["host"] == f"xn--bcher-kva.hooks.test:{receiver.port}"

@@ -26,6 +26,7 @@ from tests.support.eventually import eventually
 
 BLACKHOLE = "blackhole.hooks.test"
 HUNG_DELIVERIES = 40  # more than the default executor's threads on any machine (at most 32)
+HUNG_REGISTRATIONS = 24  # more than the look-up threads deliveries have
 
 
 def _name(host: Any) -> Any:
@@ -37,9 +38,10 @@ def hanging_dns(monkeypatch: pytest.MonkeyPatch) -> Any:
     real = socket.getaddrinfo
     release = threading.Event()
     state: dict[str, Any] = {"hang": False, "blocked": 0, "release": release}
+    # (a name under BLACKHOLE hangs too: registrations of names never seen before)
 
     def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if _name(host) == BLACKHOLE:
+        if _name(host) == BLACKHOLE or str(_name(host)).endswith("." + BLACKHOLE):
             if state["hang"]:
                 state["blocked"] += 1
                 release.wait(20)
@@ -121,3 +123,31 @@ async def test_the_connection_goes_to_the_address_checked_not_a_second_answer(mo
             assert receiver.requests == []
     finally:
         await dispatcher.close()
+
+
+async def test_registrations_of_hanging_names_delay_no_delivery(make_gateway: Any, hanging_dns: Any) -> None:  # noqa: F811
+    """A merchant registering names whose DNS hangs, many at once (each a name never looked
+    up before), holds threads of registration's own: deliveries still resolve at once."""
+    async with make_gateway(webhook_timeout_s=3.0) as live:
+        try:
+            await _register_while_delivering(live, hanging_dns)
+        finally:
+            hanging_dns["release"].set()
+
+
+async def _register_while_delivering(live: Any, hanging_dns: Any) -> None:
+    stuck_shop, shop = await live.new_merchant(), await live.new_merchant()
+    async with Receiver() as receiver:
+        await endpoint(shop, f"http://localhost:{receiver.port}/hook", events=["payment_intent.created"])
+        hanging_dns["hang"] = True
+        registering = [asyncio.create_task(stuck_shop.post(
+            "/api/v1/webhooks", {"url": f"https://n{i}.{BLACKHOLE}/hook"})) for i in range(HUNG_REGISTRATIONS)]
+        try:
+            await eventually(lambda: hanging_dns["blocked"], until=lambda n: n >= 16, timeout=10.0,
+                             what="registrations' look-ups hanging")
+            await shop.create_intent()
+            await eventually(lambda: len(receiver.delivered_ids()) == 1, timeout=5.0, what="the delivery by name")
+            assert not any(task.done() for task in registering)  # still waiting for their DNS
+        finally:
+            hanging_dns["release"].set()
+            await asyncio.gather(*registering, return_exceptions=True)
