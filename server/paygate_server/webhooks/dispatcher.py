@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpcore
 
@@ -67,8 +67,8 @@ def ascii_url(url: str) -> str:
     parts = urlsplit(url)
     host = (parts.hostname or "").encode("idna").decode("ascii")
     netloc = host if parts.port is None else f"{host}:{parts.port}"
-    return parts._replace(netloc=netloc, path=_percent_encoded(parts.path),
-                          query=_percent_encoded(parts.query)).geturl()
+    return urlunsplit((parts.scheme, netloc, _percent_encoded(parts.path), _percent_encoded(parts.query),
+                       parts.fragment))
 
 
 def _percent_encoded(text: str) -> str:
