@@ -41,7 +41,7 @@ from paygate_server.waiting import wait_event
 from paygate_server.webhooks.guard import AddressRefused, GuardedBackend
 from paygate_server.webhooks.model import open_secret, sign
 
-__all__ = ["Dispatcher", "AttemptResult"]
+__all__ = ["Dispatcher", "AttemptResult", "ascii_url", "describe_failure"]
 
 log = logging.getLogger("paygate.webhooks")
 _US = 1_000_000
@@ -66,6 +66,8 @@ def ascii_url(url: str) -> str:
         return url
     parts = urlsplit(url)
     host = (parts.hostname or "").encode("idna").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets
     netloc = host if parts.port is None else f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, netloc, _percent_encoded(parts.path), _percent_encoded(parts.query),
                        parts.fragment))
