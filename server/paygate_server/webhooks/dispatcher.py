@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import ssl
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpcore
 
@@ -39,7 +41,7 @@ from paygate_server.waiting import wait_event
 from paygate_server.webhooks.guard import AddressRefused, GuardedBackend
 from paygate_server.webhooks.model import open_secret, sign
 
-__all__ = ["Dispatcher", "AttemptResult"]
+__all__ = ["Dispatcher", "AttemptResult", "ascii_url", "describe_failure"]
 
 log = logging.getLogger("paygate.webhooks")
 _US = 1_000_000
@@ -50,6 +52,43 @@ USER_AGENT = b"paygate-webhooks/1"
 class AttemptResult(NamedTuple):
     status_code: int | None
     error: str | None
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def ascii_url(url: str) -> str:
+    """The URL as sent: httpcore takes ASCII only, and a merchant's URL may have an
+    internationalized host (sent as IDNA, the form Python's resolver looked up at
+    registration) or UTF-8 in its path or query (percent-encoded, as browsers send it).
+    UnicodeError if the host has no IDNA form."""
+    if url.isascii():
+        return url
+    parts = urlsplit(url)
+    host = (parts.hostname or "").encode("idna").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, _percent_encoded(parts.path), _percent_encoded(parts.query),
+                       parts.fragment))
+
+
+def _percent_encoded(text: str) -> str:
+    """Only the non-ASCII characters, as UTF-8 (the rest of the merchant's URL is theirs)."""
+    return _NON_ASCII.sub(lambda m: quote(m.group()), text)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``Kind: what happened`` for an attempt's recorded error. The words come from the first
+    exception down the chain that has any: httpcore's network errors wrap anyio's, whose
+    messages are empty (a reset read as a bare ``ReadError:``)."""
+    cause: BaseException | None = exc
+    for _ in range(4):
+        if cause is None or str(cause):
+            break
+        cause = cause.__cause__ or cause.__context__
+    detail = str(cause)[:200] if cause is not None and str(cause) else "the connection ended"
+    return f"{exc.__class__.__name__}: {detail}"
 
 
 class Dispatcher:
@@ -176,6 +215,10 @@ class Dispatcher:
         budget = self._settings.webhook_timeout_s
         extensions = {"timeout": {"connect": budget, "read": budget, "write": budget, "pool": budget}}
         try:
+            url = ascii_url(url)
+        except UnicodeError:
+            return AttemptResult(None, "the URL's host name has no IDNA form")
+        try:
             async with asyncio.timeout(budget):
                 async with self._connections().stream("POST", url, headers=headers, content=body,
                                              extensions=extensions) as response:
@@ -185,7 +228,7 @@ class Dispatcher:
         except TimeoutError:
             return AttemptResult(None, f"no answer within {budget:g} s")
         except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-            return AttemptResult(None, f"{exc.__class__.__name__}: {str(exc)[:200]}")
+            return AttemptResult(None, describe_failure(exc))
 
     def next_delay_s(self, attempts: int) -> float | None:
         """Seconds until the retry after ``attempts`` attempts, or None when they are spent."""

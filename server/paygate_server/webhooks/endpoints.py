@@ -20,6 +20,7 @@ from paygate_server.webhooks.guard import (
     check_destination,
     default_port,
     parse_webhook_url,
+    registration_lookups,
 )
 
 __all__ = ["routes", "parse_events", "validate_url"]
@@ -44,7 +45,8 @@ async def validate_url(url: str, *, allow_private: bool) -> None:
     except ValueError as exc:
         raise ApiError("parameter_invalid", str(exc), param="url") from None
     try:
-        await check_destination(parts.hostname or "", default_port(parts), allow_private=allow_private)
+        with registration_lookups():
+            await check_destination(parts.hostname or "", default_port(parts), allow_private=allow_private)
     except AddressRefused as exc:  # (its message never names an address)
         raise ApiError("parameter_invalid", str(exc), param="url") from None
 

@@ -9,20 +9,37 @@ Teredo and the other IPv4-carrying forms are refused outright) — unless the op
 created *and* on every delivery, inside the connection itself (:class:`GuardedBackend`):
 the gateway connects to the very addresses it has just checked, so a DNS answer that
 changes in between (DNS rebinding) cannot slip a private address in.
+
+Names are resolved by the system resolver, which blocks a thread per look-up until the
+name's nameservers answer or its own timeout (seconds to tens of seconds) runs out — and a
+merchant can register a name whose nameservers never answer. The look-ups therefore run on
+threads of their own (:data:`RESOLVER_THREADS`), never the event loop's default executor,
+which the archive, the console's password hashing and the database drivers' own look-ups
+need; registrations have threads apart from deliveries' (:func:`registration_lookups`);
+and concurrent look-ups of one name share one thread (an attempt that times out leaves its
+look-up running: the next attempt joins it instead of starting another).
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
-from collections.abc import Iterable
+import ssl
+import weakref
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import httpcore
 
+from paygate_server.singleflight import SingleFlight
+
 __all__ = ["AddressRefused", "parse_webhook_url", "default_port", "address_allowed", "check_destination", "resolve_host",
-           "GuardedBackend", "MAX_URL_LENGTH", "ALLOW_PRIVATE_VARIABLE"]
+           "GuardedBackend", "registration_lookups", "MAX_URL_LENGTH", "ALLOW_PRIVATE_VARIABLE"]
 
 MAX_URL_LENGTH = 2048
 # The operator's switch (config.Settings.webhook_allow_private), named in refusals.
@@ -100,10 +117,46 @@ def address_allowed(ip: str) -> bool:
     return _ipv6_allowed(addr)
 
 
+RESOLVER_THREADS = 16  # distinct names being looked up at once, per process, for each of the two uses
+# A registration looks up a name nobody has used yet, as many at once as a merchant sends
+# requests: its look-ups wait for threads of their own, never in front of a delivery's.
+_for_registration: ContextVar[bool] = ContextVar("webhook_lookup_for_registration", default=False)
+_resolvers: dict[bool, tuple[int, ThreadPoolExecutor]] = {}  # (the process they were made in, the threads)
+_lookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SingleFlight[tuple[bool, str, int], list[str]]] = \
+    weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def registration_lookups() -> Iterator[None]:
+    """The look-ups made inside are a registration's (on its threads)."""
+    token = _for_registration.set(True)
+    try:
+        yield
+    finally:
+        _for_registration.reset(token)
+
+
+def _resolver_threads(registration: bool) -> ThreadPoolExecutor:
+    # Made at the first look-up, and again in a process forked after it (threads do not fork).
+    made = _resolvers.get(registration)
+    if made is None or made[0] != os.getpid():
+        name = "webhook-dns-registration" if registration else "webhook-dns"
+        made = _resolvers[registration] = (os.getpid(), ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix=name))
+    return made[1]
+
+
+async def _look_up(host: str, port: int, registration: bool) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.run_in_executor(_resolver_threads(registration),
+                                       lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # in order, without repeats
+
+
 async def resolve_host(host: str, port: int) -> list[str]:
     """Every address the host resolves to (tests replace this to simulate DNS)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # in order, without repeats
+    flights = _lookups.setdefault(asyncio.get_running_loop(), SingleFlight())
+    registration = _for_registration.get()
+    return await flights.run((registration, host, port), lambda: _look_up(host, port, registration))
 
 
 async def check_destination(host: str, port: int, *, allow_private: bool) -> list[str]:
@@ -125,6 +178,36 @@ async def check_destination(host: str, port: int, *, allow_private: bool) -> lis
     return ips
 
 
+class _TlsClosedWhenCancelled(httpcore.AsyncNetworkStream):
+    """A connection whose TLS handshake, if cancelled, closes it. httpcore closes the socket
+    when a handshake fails but not when it is cancelled — and the attempt's deadline
+    (``asyncio.timeout``) cancels: every attempt at an endpoint whose handshake hangs left a
+    socket open until the garbage collector found it."""
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        try:
+            return await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        except asyncio.CancelledError:
+            await self._stream.aclose()
+            raise
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network layer with the guard in ``connect_tcp``: resolve, check, then
     connect to the checked address. TLS still verifies the original host name."""
@@ -140,8 +223,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception | None = None
         for ip in ips:
             try:
-                return await self._inner.connect_tcp(ip, port, timeout=timeout, local_address=local_address,
-                                                     socket_options=socket_options)
+                return _TlsClosedWhenCancelled(await self._inner.connect_tcp(
+                    ip, port, timeout=timeout, local_address=local_address, socket_options=socket_options))
             except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
                 last = exc
         assert last is not None

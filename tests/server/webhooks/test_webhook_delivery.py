@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from paygate_server.storage.schema_history import webhook_deliveries, webhook_events
 from paygate_server.webhooks import guard
+from paygate_server.webhooks.dispatcher import ascii_url
 from tests.server.webhooks.receiver import Received, Receiver
 from tests.support.app import TEST_MASTER_KEY, InProcessGateway, running_gateway
 from tests.support.app import test_settings as gateway_settings
@@ -258,3 +259,37 @@ async def test_a_name_that_later_resolves_to_loopback_is_refused_at_delivery(
         row = await eventually(attempted, what="a delivery attempt")
         assert "loopback, private or link-local" in row.last_error
         assert receiver.requests == []  # the guard runs before any connection
+
+
+@pytest.mark.parametrize(("url", "sent"), [
+    ("https://hooks.example/a?b=c", "https://hooks.example/a?b=c"),
+    ("https://bücher.example/hooks/é?x=ü", "https://xn--bcher-kva.example/hooks/%C3%A9?x=%C3%BC"),
+    ("http://[2606:4700::1111]:8443/café", "http://[2606:4700::1111]:8443/caf%C3%A9"),
+    ("http://Bücher.Example:8080/%C3%A9/é", "http://xn--bcher-kva.example:8080/%C3%A9/%C3%A9"),
+])
+def test_ascii_url(url: str, sent: str) -> None:
+    assert ascii_url(url) == sent
+
+
+async def test_a_url_with_non_ascii_characters_is_delivered(
+        make_gateway: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpcore takes ASCII URLs only: an internationalized host name or a path in UTF-8
+    # (accepted at registration, as browsers accept them) is sent in its ASCII form.
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(guard, "resolve_host", resolve)
+    async with make_gateway() as live, Receiver() as receiver:
+        shop = await live.new_merchant()
+        hook = await endpoint(shop, f"http://bücher.hooks.test:{receiver.port}/hooks/café?shop=bücher",
+                              events=["payment_intent.created"])
+        await shop.create_intent()
+        await eventually(lambda: receiver.delivered_ids(), timeout=10.0, what="the delivery")
+        [request] = receiver.requests
+        assert request.path == "/hooks/caf%C3%A9?shop=b%C3%BCcher"
+        assert request.headers["host"] == f"xn--bcher-kva.hooks.test:{receiver.port}"
+        assert asked[-1] == "xn--bcher-kva.hooks.test"  # the name the guard checked is the one connected to
+        verified(request, hook["secret"])
