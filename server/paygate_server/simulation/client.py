@@ -57,6 +57,8 @@ _PATHS = {"process": "/api/v1/payment/process", "capture": "/api/v1/payment/capt
           "cancel": "/api/v1/payment/cancel", "refund": "/api/v1/payment/refund"}
 # What a request's first phase begins at the store, by the store's method.
 _BEGINS = {"begin_attempt": "charge", "begin_capture": "capture", "begin_void": "void", "reserve_refund": "refund"}
+# What each kind of request begins at the store (its first phase), as _BEGINS names it.
+_BEGUN_BY = {"process": "charge", "capture": "capture", "cancel": "void", "refund": "refund"}
 
 
 @dataclass
@@ -137,6 +139,25 @@ class Client:
         op.state = "planned"
         op.at = now + (self.rng.uniform(0.5, 10.0) if how == "soon"
                        else self.lock_timeout_s + self.rng.uniform(1.0, 60.0))
+
+    async def recover_begun(self, gateway: Gateway, ops: list[Op]) -> None:
+        """After a crash, before any request is sent again: a request cut off after its
+        first phase committed but before the store's call returned to it (the crash fell
+        between the two) began something :func:`watch` never saw. Its key's row says so —
+        still ``in_progress``: a claim commits only with the change it guards — and names
+        the refund it began. Without this, :func:`~.invariants.check_keys` had nothing
+        begun for that key and checked none of its answers, nor a second operation begun
+        under it."""
+        for op in ops:
+            if op.record is None or op.record.begun:
+                continue
+            scope = IdempotencyScope(gateway, self.merchant_id, op.key, "POST", _PATHS[op.kind], b"")
+            found = await gateway.payments.find_key(self.merchant_id, scope.key)
+            if found is not None and found.state == "in_progress":
+                begun = found.resource_id if op.kind == "refund" else op.record.intent_id
+                if begun is not None:
+                    op.record.begun.append((_BEGUN_BY[op.kind], begun))
+                    self.log(f"op {op.number} began {_BEGUN_BY[op.kind]} {begun} before the crash, unseen")
 
     def cut_off(self, op: Op, now: float) -> None:
         """A crash cut ``op`` off (``now``: when the gateway is back)."""

@@ -244,6 +244,8 @@ class World:
                 intent_id = jsoncodec.loads(created.answer)["paymentIntentId"]
                 self.intent_ids.append(intent_id)
                 self.log(f"created {intent_id} {amount} {method}")
+        if self.generation:  # with the world attached: the reads let what is on its way arrive
+            await self.client.recover_begun(gateway, self.ops)
         if self.crashes_left:
             self.crashes_left -= 1
             # Within about the turns a generation runs (median 124, 90th percentile 321 over
