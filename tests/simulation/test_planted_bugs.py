@@ -14,6 +14,7 @@ WITHIN = {
     "offset-before-events": 400,
     "no-answer-is-delivered": 200,
     "abandoned-claim-run-again": 200,
+    "spent-token-retry-in-progress": 200,
 }
 # Small chunks: the search stops at the first chunk with a violation (unknown-is-failure has
 # one at seed 0: 25 seeds run, not 100).
