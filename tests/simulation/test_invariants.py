@@ -147,19 +147,24 @@ def test_each_broken_webhook_state_is_reported() -> None:
 # --- the idempotency-key checks -------------------------------------------------------
 
 def _record(*begun: tuple[str, str], answers: tuple[Answer, ...] = ()) -> KeyRecord:
-    return KeyRecord("sim-op-1", "pi_1", list(begun), list(answers))
+    return KeyRecord("sim-op-1", "pi_1", list(begun), answers=list(answers), begun_us=0 if begun else None)
+
+
+S = 1_000_000  # µs
 
 
 def test_a_key_that_began_one_operation_and_answered_about_it_passes() -> None:
     records = [
-        _record(("refund", "re_1"), answers=(Answer(1.0, 1, 409, "idempotency_request_in_progress", None),
-                                             Answer(2.0, 1, 500, "internal_error", None),
-                                             Answer(95.0, 2, 200, None, "re_1"))),
+        _record(("refund", "re_1"), answers=(Answer(1.0, 1, 409, "idempotency_request_in_progress", None, 1 * S),
+                                             Answer(2.0, 1, 500, "internal_error", None, 2 * S),
+                                             Answer(95.0, 2, 200, None, "re_1", 95 * S))),
+        # In progress within the lock timeout (90 s) of its operation's beginning.
+        _record(("charge", "pi_1"), answers=(Answer(90.0, 2, 409, "idempotency_request_in_progress", None, 90 * S),)),
         _record(("charge", "pi_1"), answers=(Answer(1.0, 1, 200, None, "pi_1"),)),
         # Nothing begun (refused before its first phase): any answer.
         _record(answers=(Answer(1.0, 1, 409, "intent_state_conflict", None),)),
     ]
-    assert check_keys(records) == []
+    assert check_keys(records, lock_timeout_s=90) == []
 
 
 def test_each_broken_key_is_reported() -> None:
@@ -169,7 +174,10 @@ def test_each_broken_key_is_reported() -> None:
             ("charge", "pi_1"), answers=(Answer(95.0, 2, 409, "intent_state_conflict", None),)),
         "send 2 answered 200 re_2, its request began refund re_1": _record(
             ("refund", "re_1"), answers=(Answer(95.0, 2, 200, None, "re_2"),)),
+        # Its claim abandoned, a retry is answered — never told to wait for it.
+        "send 3 answered 409 in progress past the lock timeout (91.0 s after its request began charge)": _record(
+            ("charge", "pi_1"), answers=(Answer(91.0, 3, 409, "idempotency_request_in_progress", None, 91 * S),)),
     }
     for expected, record in cases.items():
-        found = check_keys([record])
+        found = check_keys([record], lock_timeout_s=90)
         assert any(expected in problem for problem in found), (expected, found)

@@ -14,6 +14,7 @@ WITHIN = {
     "offset-before-events": 400,
     "no-answer-is-delivered": 200,
     "abandoned-claim-run-again": 200,
+    "spent-token-retry-in-progress": 200,
 }
 # Small chunks: the search stops at the first chunk with a violation (unknown-is-failure has
 # one at seed 0: 25 seeds run, not 100).
@@ -35,3 +36,18 @@ def test_the_simulation_finds_a_planted_bug(plant: str) -> None:
     assert replayed.violations == found
     assert any(line.split(maxsplit=1)[1].startswith("VIOLATION") for line in replayed.trace)
     assert run_one(seed).violations == []  # the same seed without the bug is clean
+
+
+def test_a_key_whose_first_phase_committed_unseen_before_a_crash_is_still_checked() -> None:
+    # Seed 56: op 4's payment commits its attempt and claim, and the crash falls before the
+    # store's call returns to the request — the watcher never saw it begin. Its retry past
+    # the lock timeout is then the key's only send the watcher sees; with the plant it is
+    # answered 409 intent_state_conflict. The key's row (still in_progress after the crash)
+    # records what was begun, so that answer is a violation, not a key with nothing begun.
+    clean = run_one(56)
+    assert any("op 4 began charge" in line and "unseen" in line for line in clean.trace), \
+        "seed 56 no longer crashes between op 4's commit and its return: pick another seed"
+    assert clean.violations == []
+    planted_run = run_one(56, "abandoned-claim-run-again")
+    assert any(v.startswith("key sim-op-4: send 2 answered 409 intent_state_conflict") for v in planted_run.violations), \
+        planted_run.violations

@@ -376,19 +376,20 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
     not_indexed: list[int] = []  # segments the index by intent does not cover (the first few)
     not_indexed_count = 0
     archive_pos = None
-    # The database's anchor of the chain: the hash of the last entry pruning verified (its
-    # cursor). Anyone who rewrites the archive can recompute an unkeyed chain; this hash they
-    # cannot change without the database, and what it covers exists nowhere else.
-    anchor = (await HistoryPruneStore(db).state()).cursor
-    anchored = anchor.next_segment - 1  # the entry whose hash pruning recorded (0: none)
+    # The database's anchors of the chain: the hash of the entry before pruning's cursor and,
+    # when pruning took part of the cursor's segment (it stopped inside it), that entry's own.
+    # Anyone who rewrites the archive can recompute an unkeyed chain; these hashes they cannot
+    # change without the database, and what they cover exists nowhere else.
+    cursor = (await HistoryPruneStore(db).state()).cursor
+    anchors = {number: digest for number, digest in ((cursor.next_segment - 1, cursor.prev_hash),
+                                                     (cursor.next_segment, cursor.segment_hash))
+               if number > 0 and digest is not None}
     async for entry in reader.walk(report.problems):
         report.segments += 1
         archive_pos = entry.position
-        if entry.number == anchored:
-            anchored = 0
-            if entry.fields["hash"] != anchor.prev_hash:
-                _problem(report, f"{MANIFEST}{entry.number:012d}.json: not the entry pruning recorded (its hash"
-                                 " differs from the database's): the archive was rewritten")
+        if (recorded := anchors.pop(entry.number, None)) is not None and entry.fields["hash"] != recorded:
+            _problem(report, f"{MANIFEST}{entry.number:012d}.json: not the entry pruning recorded (its hash"
+                             " differs from the database's): the archive was rewritten")
         try:
             changes = await reader.segment(entry)
         except ArchiveProblem as exc:
@@ -411,8 +412,8 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
                 _problem(report, problem)
         report.archived += len(fresh)
         await _compare(log, fresh, report)
-    if anchored:
-        _problem(report, f"{MANIFEST}{anchored:012d}.json: absent, though pruning recorded it: the archive"
+    for absent in sorted(anchors):
+        _problem(report, f"{MANIFEST}{absent:012d}.json: absent, though pruning recorded it: the archive"
                          " lost what pruning verified")
     if not_indexed:
         more = f" … ({not_indexed_count} in all)" if not_indexed_count > len(not_indexed) else ""

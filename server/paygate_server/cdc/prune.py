@@ -14,7 +14,9 @@ missing, corrupt, different or unindexed segment stops the bound just before the
 should have held. Entries and segments are read from a cursor kept with the pruning state
 (``change_log_prune.next_segment`` and the hash its entry must chain to, ``segment_prev``),
 so a run reads only the entries and segments it needs, not the whole archive: the chain
-before the cursor was checked by the runs that moved it there.
+before the cursor was checked by the runs that moved it there. A run that stops inside a
+segment also records that segment's entry's own hash (``segment_hash``): the changes it took
+from it are in the archive only, and the next run, and verify, hold the entry to it.
 
 SQLite deletes in batches, each its own transaction (a crash loses at most the batch in
 progress, which rolls back), then hands freed pages back (incremental vacuum). PostgreSQL
@@ -151,6 +153,10 @@ class _ArchiveWalk:
                 or entry_hash(entry.fields) != entry.fields.get("hash"):
             self.problem = f"{name}: does not chain to the previous entry (edited)"
             return None
+        if self._number == self.start.next_segment and self.start.segment_hash not in (None, entry.fields["hash"]):
+            # The segment a previous run took part of: the entry it read is the one to find.
+            self.problem = f"{name}: not the entry pruning read (its hash differs from the database's)"
+            return None
         return entry
 
     async def find(self, change_id: int, above: int) -> Change | None:
@@ -181,11 +187,12 @@ class _ArchiveWalk:
         self.found = {k: v for k, v in self.found.items() if k > through}
 
     def cursor(self, through: int) -> Cursor:
-        """The first segment that may hold a change above ``through``, and the hash its
-        entry must chain to."""
-        for number, largest, prev, _ in self.read:
+        """The first segment that may hold a change above ``through``, the hash its entry
+        must chain to and, read, its own hash (its changes at or below ``through`` leave
+        the database: what holds them from now on must stay as it was read)."""
+        for number, largest, prev, digest in self.read:
             if largest > through:
-                return Cursor(number, prev)
+                return Cursor(number, prev, digest)
         if self.read:
             return Cursor(self.read[-1][0] + 1, self.read[-1][3])
         return self.start

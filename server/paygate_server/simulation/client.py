@@ -34,10 +34,16 @@ from starlette.responses import Response
 
 from paygate_server import jsoncodec
 from paygate_server.cards.resolved import ResolvedCard
+from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, IdempotencyScope, Replayed, error_response
 from paygate_server.processing.connectors import CardDetails
-from paygate_server.processing.endpoints import answer_processed, cancel_intent, capture_payment
+from paygate_server.processing.endpoints import (
+    answer_processed,
+    cancel_intent,
+    capture_payment,
+    process_payment,
+)
 from paygate_server.processing.service import ProcessPayment
 from paygate_server.refunds.endpoints import create_refund
 from paygate_server.state import Gateway
@@ -57,6 +63,8 @@ _PATHS = {"process": "/api/v1/payment/process", "capture": "/api/v1/payment/capt
           "cancel": "/api/v1/payment/cancel", "refund": "/api/v1/payment/refund"}
 # What a request's first phase begins at the store, by the store's method.
 _BEGINS = {"begin_attempt": "charge", "begin_capture": "capture", "begin_void": "void", "reserve_refund": "refund"}
+# What each kind of request begins at the store (its first phase), as _BEGINS names it.
+_BEGUN_BY = {"process": "charge", "capture": "capture", "cancel": "void", "refund": "refund"}
 
 
 @dataclass
@@ -66,6 +74,7 @@ class Answer:
     status: int
     code: str | None  # an error's code
     about: str | None  # a 200's object: the refund's id, or the intent's
+    sent_us: int = 0  # when its request was sent (the gateway's clock, as the key's lock time)
 
 
 @dataclass
@@ -73,6 +82,9 @@ class KeyRecord:
     key: str
     intent_id: str
     begun: list[tuple[str, str]] = field(default_factory=list)  # (kind, intent or refund id), in order
+    # When the first operation was begun (the gateway's clock, µs): its claim was taken then
+    # or before, so a send past it by more than the lock timeout finds the claim abandoned.
+    begun_us: int | None = None
     answers: list[Answer] = field(default_factory=list)
 
 
@@ -85,6 +97,8 @@ class Op:
     intent: int
     kind: str  # process | capture | cancel | refund
     amount: int | None = None
+    by_token: bool = False  # a process paying with the intent's vault token, not a card
+    token: str | None = None  # that token, once the intent has one
     state: str = "planned"  # planned | sent | answered | abandoned
     sends: int = 0
     record: KeyRecord | None = None  # once first sent
@@ -110,6 +124,7 @@ def _watched(real: Callable[..., Awaitable[Any]], kind: str) -> Callable[..., Aw
         record = REQUEST_KEY.get()
         if record is not None and not isinstance(result, ExistingKey):
             record.begun.append((kind, result["id"] if kind == "refund" else result[1].intent_id))
+            record.begun_us = now_us() if record.begun_us is None else record.begun_us
         return result
     return begin
 
@@ -137,6 +152,26 @@ class Client:
         op.state = "planned"
         op.at = now + (self.rng.uniform(0.5, 10.0) if how == "soon"
                        else self.lock_timeout_s + self.rng.uniform(1.0, 60.0))
+
+    async def recover_begun(self, gateway: Gateway, ops: list[Op]) -> None:
+        """After a crash, before any request is sent again: a request cut off after its
+        first phase committed but before the store's call returned to it (the crash fell
+        between the two) began something :func:`watch` never saw. Its key's row says so —
+        still ``in_progress``: a claim commits only with the change it guards — and names
+        the refund it began. Without this, :func:`~.invariants.check_keys` had nothing
+        begun for that key and checked none of its answers, nor a second operation begun
+        under it."""
+        for op in ops:
+            if op.record is None or op.record.begun:
+                continue
+            scope = IdempotencyScope(gateway, self.merchant_id, op.key, "POST", _PATHS[op.kind], b"")
+            found = await gateway.payments.find_key(self.merchant_id, scope.key)
+            if found is not None and found.state == "in_progress":
+                begun = found.resource_id if op.kind == "refund" else op.record.intent_id
+                if begun is not None:
+                    op.record.begun.append((_BEGUN_BY[op.kind], begun))
+                    op.record.begun_us = found.locked_at
+                    self.log(f"op {op.number} began {_BEGUN_BY[op.kind]} {begun} before the crash, unseen")
 
     def cut_off(self, op: Op, now: float) -> None:
         """A crash cut ``op`` off (``now``: when the gateway is back)."""
@@ -181,14 +216,18 @@ class Client:
         """One POST under ``op``'s key, through the endpoint's code (as ``api_endpoint``
         runs it once the request is authenticated)."""
         REQUEST_KEY.set(record)
+        sent_us = now_us()
         body: dict[str, Any] = {"paymentIntentId": intent_id}
         if op.kind == "process":
-            body |= {"paymentMethod": "card", "paymentDetails": {"encryptedCard": "sim"}}
+            # A token goes through the endpoint's own token path (resolved, not consumed, then
+            # a spent token's retry judged by a peek at the key); a card past its decryption.
+            details = {"token": op.token} if op.by_token else {"encryptedCard": "sim"}
+            body |= {"paymentMethod": "card", "paymentDetails": details}
         elif op.kind in ("capture", "refund") and op.amount is not None:
             body["amount"] = op.amount
         ctx = self._context(gateway, _PATHS[op.kind], body, op.key)
-        handler = {"process": _process, "capture": capture_payment, "cancel": cancel_intent,
-                   "refund": create_refund}[op.kind]
+        handler = {"process": process_payment if op.by_token else _process, "capture": capture_payment,
+                   "cancel": cancel_intent, "refund": create_refund}[op.kind]
         try:
             response = await handler(ctx)
         except Replayed as replayed:
@@ -198,7 +237,7 @@ class Client:
         except Exception as exc:  # noqa: BLE001 - what the server's error middleware answers
             self.violations.append(f"op {op.number}: internal error {exc!r}")
             response = Response(b'{"error": {"code": "internal_error"}}', 500)
-        answer = _answer(now(), op.sends, response)
+        answer = _answer(now(), op.sends, response, sent_us)
         record.answers.append(answer)
         return answer
 
@@ -219,8 +258,9 @@ async def _process(ctx: ApiContext) -> Response:
         lambda claim: ctx.gateway.processing.process(command, claim)))
 
 
-def _answer(at: float, send: int, response: Response) -> Answer:
+def _answer(at: float, send: int, response: Response, sent_us: int) -> Answer:
     told = jsoncodec.loads(bytes(response.body))
     if response.status_code >= 300:
-        return Answer(at, send, response.status_code, told.get("error", {}).get("code"), None)
-    return Answer(at, send, response.status_code, None, told.get("refundId") or told.get("paymentIntentId"))
+        return Answer(at, send, response.status_code, told.get("error", {}).get("code"), None, sent_us)
+    return Answer(at, send, response.status_code, None, told.get("refundId") or told.get("paymentIntentId"),
+                  sent_us)

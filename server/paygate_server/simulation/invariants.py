@@ -46,7 +46,8 @@ with it after no answer, a 5xx or a 409 in progress: :mod:`.client`), :func:`che
   whose refund (refunds) or intent (payments, captures, cancels) is that one — or ``409
   idempotency_request_in_progress`` while it runs. A retry past the lock timeout of a
   request cut off after its first phase is answered with what that request began, never
-  with ``409 intent_state_conflict`` nor a refund of its own.
+  with ``409 intent_state_conflict`` nor a refund of its own — nor ``409 in progress``: a
+  send more than the lock timeout after the key's operation began finds its claim abandoned.
 """
 from __future__ import annotations
 
@@ -208,9 +209,10 @@ def _intent_problems(intent: Row, txns: list[Row], refunds: list[Row], ledger: L
     return problems
 
 
-def check_keys(records: list[KeyRecord]) -> list[str]:
+def check_keys(records: list[KeyRecord], *, lock_timeout_s: float) -> list[str]:
     """The idempotency-key invariants (module doc), over every key the merchant used."""
     found: list[str] = []
+    lock_us = round(lock_timeout_s * 1_000_000)
     for record in records:
         if len(record.begun) > 1:
             found.append(f"key {record.key}: {len(record.begun)} operations begun under one key: "
@@ -219,6 +221,12 @@ def check_keys(records: list[KeyRecord]) -> list[str]:
             continue
         kind, begun = record.begun[0]
         for answer in record.answers:
+            if answer.code == "idempotency_request_in_progress" and record.begun_us is not None \
+                    and answer.sent_us - record.begun_us > lock_us:
+                # Its claim was older than the lock timeout: abandoned, to be answered now.
+                found.append(f"key {record.key}: send {answer.send} answered 409 in progress past the lock timeout"
+                             f" ({(answer.sent_us - record.begun_us) / 1e6:.1f} s after its request began {kind})")
+                continue
             if answer.code == "idempotency_request_in_progress" or answer.status >= 500:
                 continue  # not the request's answer: the client sends it again
             if answer.status != 200 or answer.about != begun:

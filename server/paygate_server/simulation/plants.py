@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from paygate_server.cdc.relay import Consumer, Relay
 from paygate_server.config import Settings
+from paygate_server.http.api import IdempotencyScope
 from paygate_server.processing import service
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.payments import SqlPaymentStore
-from paygate_server.storage.port import ExistingKey, KeyClaim
+from paygate_server.storage.port import ExistingKey, KeyClaim, PaymentStore
 from paygate_server.storage.relay_leases import ConsumerLease
 from paygate_server.storage.statements import Connection
 from paygate_server.webhooks.dispatcher import AttemptResult, Dispatcher
@@ -115,12 +117,31 @@ def _abandoned_claim_run_again() -> Iterator[None]:
         SqlPaymentStore._claim = real  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def _spent_token_retry_in_progress() -> Iterator[None]:
+    """The token path's look at the key (its token is spent, so a retry never reaches the
+    claim) ignores that the claim is abandoned: a token payment retried past the lock timeout
+    after its request was cut off is answered 409 in progress, each time, for ever."""
+    real = IdempotencyScope.peek
+
+    async def peek(self: IdempotencyScope, store: PaymentStore) -> ExistingKey | None:
+        found = await real(self, store)
+        return None if found is None else replace(found, abandoned=False)
+
+    IdempotencyScope.peek = peek  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        IdempotencyScope.peek = real  # type: ignore[method-assign]
+
+
 PLANTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "unknown-is-failure": _unknown_is_failure,
     "early-never-received": _early_never_received,
     "offset-before-events": _offset_before_events,
     "no-answer-is-delivered": _no_answer_is_delivered,
     "abandoned-claim-run-again": _abandoned_claim_run_again,
+    "spent-token-retry-in-progress": _spent_token_retry_in_progress,
 }
 
 

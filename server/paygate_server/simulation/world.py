@@ -9,6 +9,9 @@ processor's ledger, the merchant's webhook endpoint and the clients live outside
 world, as they would. Each process runs the real reconciler, and the real relay (with the
 webhook consumer) and webhook dispatcher, as ``paygate serve`` does.
 
+Some intents are paid with a vault token (their card stored at their creation, as the
+hosted checkout does), through the process endpoint's token path; the rest with a card.
+
 The clients (:mod:`.client`) send each operation with an ``Idempotency-Key`` of its own,
 and again with that key when they got no answer (a crash, their own timeout), a 5xx or a
 409 in progress — soon, or past the lock timeout.
@@ -31,17 +34,18 @@ import shutil
 import warnings
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from paygate_server import clock, ids, jsoncodec
 from paygate_server.app import core_gateway
+from paygate_server.cards import fingerprint
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.intents.schemas import CreateIntent
 from paygate_server.intents.service import create_intent
 from paygate_server.processors.notifications import apply_events
-from paygate_server.simulation.client import Client, Op, watch
+from paygate_server.simulation.client import CARD, Client, Op, watch
 from paygate_server.simulation.invariants import (
     check_keys,
     check_quiescent,
@@ -58,6 +62,7 @@ from paygate_server.storage import Database, create_database
 from paygate_server.storage.port import ExistingKey
 from paygate_server.storage.sqlite_copy import copy_committed, sqlite_url
 from paygate_server.storage.webhook_deliveries import DeliveryQueue
+from paygate_server.vault.service import VaultService
 from paygate_server.webhooks import consumer_for
 
 __all__ = ["SeedResult", "run_seed"]
@@ -81,6 +86,7 @@ MAX_DISPATCH_ROUNDS = 60
 # payment core's faults are the bulk of the search.
 WEBHOOK_SHARE = 0.25
 NOTICE_SHARE = 0.5  # the seeds whose processor sends notifications
+TOKEN_SHARE = 0.3  # the intents whose payments are made with a vault token (the checkout's)
 
 
 @dataclass
@@ -129,6 +135,11 @@ class World:
                                                for _ in range(self.rng.randint(1, 3))]
         self.intent_ids: list[str] = []
         self.ops = self._plan_ops()
+        # Which intents pay by token: a source of its own, so the rest of the plan is as it was.
+        by_token = random.Random(seed ^ 0x70CE)
+        self.token_intents = {index for index in range(len(self.intents)) if by_token.random() < TOKEN_SHARE}
+        for op in self.ops:
+            op.by_token = op.kind == "process" and op.intent in self.token_intents
         # The client's retries draw from a source of their own too.
         self.client = Client(random.Random(seed ^ 0xC11E), template.merchant_id,
                              settings.idempotency_lock_timeout_s, self.log, self.result.violations)
@@ -236,6 +247,9 @@ class World:
         reconciler = asyncio.create_task(gateway.reconciler.run_forever(), name="reconciler")
         background = [asyncio.create_task(relay.run_forever(), name="relay"),
                       asyncio.create_task(dispatcher.run_forever(), name="dispatcher")] if self.webhooks else []
+        if self.token_intents:  # as the vault extension sets it up (vault/extension.py)
+            gateway.vault = VaultService(gateway)
+            await gateway.vault.start()
         if not self.intent_ids:
             for amount, method in self.intents:
                 data = CreateIntent(amount, "USD", {}, None, {}, method)
@@ -244,6 +258,10 @@ class World:
                 intent_id = jsoncodec.loads(created.answer)["paymentIntentId"]
                 self.intent_ids.append(intent_id)
                 self.log(f"created {intent_id} {amount} {method}")
+            for index in sorted(self.token_intents):
+                await self._tokenize(gateway, index)
+        if self.generation:  # with the world attached: the reads let what is on its way arrive
+            await self.client.recover_begun(gateway, self.ops)
         if self.crashes_left:
             self.crashes_left -= 1
             # Within about the turns a generation runs (median 124, 90th percentile 321 over
@@ -271,9 +289,21 @@ class World:
         if self.webhooks:
             self.result.events += len(view.events)
             self.result.violations += check_webhooks(view, self.merchant.received, len(HOOK_RETRIES_S))
-        self.result.violations += check_keys(self.client.records)
+        self.result.violations += check_keys(self.client.records, lock_timeout_s=settings.idempotency_lock_timeout_s)
         loop.crash_at_turn = None
         await gateway.db.dispose()
+
+    async def _tokenize(self, gateway: Gateway, index: int) -> None:
+        """The intent's card into the vault, as the checkout's tokenization stores it: its
+        token is what the intent's payments send."""
+        intent_id = self.intent_ids[index]
+        card = replace(CARD, fingerprint=fingerprint(CARD.details.number, gateway.fingerprint_key))
+        async with gateway.db.write() as conn:
+            stored = await gateway.vault.store(conn, card, merchant_id=self.template.merchant_id, intent_id=intent_id)
+        for op in self.ops:
+            if op.by_token and op.intent == index:
+                op.token = stored.token
+        self.log(f"tokenized the card of {intent_id}")
 
     async def _send_webhooks(self, gateway: Gateway, dispatcher: SimulatedDispatcher) -> None:
         """A relay run once delivers every change left (``paygate relay --once``); then the

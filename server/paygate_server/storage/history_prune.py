@@ -45,10 +45,12 @@ class PruneMoved(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """Where pruning's reading of the archive resumes: the first segment that may hold a
-    change above ``pruned_through``, and the hash its manifest entry must chain to."""
+    change above ``pruned_through``, the hash its manifest entry must chain to, and (once
+    pruning read it) that entry's own hash: pruning may have taken some of its changes."""
 
     next_segment: int = 1
     prev_hash: str = "0" * 64  # the archive's genesis (cdc/archive.py GENESIS)
+    segment_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +84,9 @@ ON CONFLICT (intent_id) DO UPDATE SET last_seq = GREATEST(change_log_floor.last_
 """
 _OPEN_GUARD = text("UPDATE change_log_prune SET through_id = :hi WHERE id = 1")
 _CLOSE_GUARD = text("UPDATE change_log_prune SET through_id = 0, pruned_through = :through,"
-                    " next_segment = :next_segment, segment_prev = :segment_prev, updated_at = :now WHERE id = 1")
-_STATE = text("SELECT pruned_through, next_segment, segment_prev FROM change_log_prune WHERE id = 1")
+                    " next_segment = :next_segment, segment_prev = :segment_prev, segment_hash = :segment_hash,"
+                    " updated_at = :now WHERE id = 1")
+_STATE = text("SELECT pruned_through, next_segment, segment_prev, segment_hash FROM change_log_prune WHERE id = 1")
 # Inside the pruning transaction: the row lock makes a second pruner wait, then see it moved.
 _STATE_LOCKED_PG = text("SELECT pruned_through FROM change_log_prune WHERE id = 1 FOR UPDATE")
 _STATE_LOCKED_SQLITE = text("SELECT pruned_through FROM change_log_prune WHERE id = 1")
@@ -115,8 +118,8 @@ class HistoryPruneStore:
 
     async def state(self) -> PruneState:
         async with self._db.read() as conn:
-            pruned, segment, prev = (await conn.execute(_STATE)).one()
-        return PruneState(int(pruned), Cursor(int(segment), str(prev)))
+            pruned, segment, prev, own = (await conn.execute(_STATE)).one()
+        return PruneState(int(pruned), Cursor(int(segment), str(prev), None if own is None else str(own)))
 
     async def final_id(self, *, wait_s: float = 10.0) -> int | None:
         """The largest id such that no change at or below it can still appear (None: no
@@ -216,7 +219,8 @@ class HistoryPruneStore:
             if fault is not None:
                 fault()
             await conn.execute(_CLOSE_GUARD, {"through": hi, "next_segment": cursor.next_segment,
-                                              "segment_prev": cursor.prev_hash, "now": now_us()})
+                                              "segment_prev": cursor.prev_hash,
+                                              "segment_hash": cursor.segment_hash, "now": now_us()})
         return deleted
 
     # PostgreSQL partitions ------------------------------------------------------------
@@ -245,7 +249,8 @@ class HistoryPruneStore:
             if fault is not None:
                 fault()
             await conn.execute(_CLOSE_GUARD, {"through": through, "next_segment": cursor.next_segment,
-                                              "segment_prev": cursor.prev_hash, "now": now_us()})
+                                              "segment_prev": cursor.prev_hash,
+                                              "segment_hash": cursor.segment_hash, "now": now_us()})
         return rows
 
     async def ensure_partitions(self) -> list[str]:

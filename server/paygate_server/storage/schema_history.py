@@ -43,7 +43,9 @@ cdc_offsets = Table(
 # sets it and resets it to 0 before committing. ``pruned_through``: every change with an id
 # at or below it has left the database (after being verified in the archive);
 # ``next_segment``: the first archive segment that may still hold a change above it, and
-# ``segment_prev`` the hash its manifest entry must chain to (cdc/prune.py).
+# ``segment_prev`` the hash its manifest entry must chain to, ``segment_hash`` that entry's
+# own hash as pruning read it (NULL: not read yet) — pruning may have taken part of that
+# segment's changes, which the archive alone holds then (cdc/prune.py).
 change_log_prune = Table(
     "change_log_prune", metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
@@ -51,6 +53,7 @@ change_log_prune = Table(
     Column("pruned_through", BigInteger, nullable=False, server_default=text("0")),
     Column("next_segment", BigInteger, nullable=False, server_default=text("1")),
     Column("segment_prev", String(64), nullable=False, server_default=text("'" + "0" * 64 + "'")),
+    Column("segment_hash", String(64), nullable=True),
     Column("updated_at", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint("id = 1", name="ck_change_log_prune_one_row"),
 )

@@ -418,3 +418,39 @@ async def test_verify_holds_the_pruned_archive_to_the_hash_pruning_recorded(
     _rechain(root)
     report = await verify_archive(pdb, ArchiveReader(store))
     assert not report.ok and any("pruning recorded" in p for p in report.problems), report.text()
+
+
+async def test_verify_holds_a_segment_pruning_took_part_of_to_the_hash_pruning_saw(
+        pdb: Database, store: LocalStore, tmp_path: Path) -> None:
+    """Pruning can stop inside a segment (the retention cutoff, a partition's end): its
+    cursor stays on that segment, the next run reads the rest of it. The changes it took
+    from that segment are then in the archive only — and the anchor was the hash of the
+    entry before it (or none at all, before the first segment), so that segment, rewritten
+    with the chain recomputed, verified OK."""
+    await write_changes(pdb, 5)  # 20 changes: segments of 8 (the third 17-24), partitions of 20 ids
+    cutoff = now_us()
+    await write_changes(pdb, 7)
+    await archive(pdb, store, tmp_path)
+    report = await HistoryPruner(pdb, store, settings(tmp_path, retention_s=1)).run(now=cutoff + 10**6)
+    through = report.pruned_through
+    assert through > 0
+    cursor = (await HistoryPruneStore(pdb).state()).cursor
+    root = store.root
+    straddled = root / "segments" / f"{cursor.next_segment:012d}.jsonl.gz"
+    lines = gzip.decompress(straddled.read_bytes()).splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[0]["id"] <= through < records[-1]["id"], "pruning did not stop inside a segment"
+    assert (await verify_archive(pdb, ArchiveReader(store))).ok
+    # A pruned change of that segment that is not its entity's newest: rewritten, no copy left.
+    newest = {(r["entity"], r["entityId"]): r["id"] for r in records}
+    victim = next(i for i, r in enumerate(records)
+                  if r["id"] <= through and newest[(r["entity"], r["entityId"])] != r["id"] and "amount" in r["data"])
+    records[victim]["data"]["amount"] += 1
+    straddled.write_bytes(gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in records), mtime=0))
+    _rechain(root)
+    tampered = await verify_archive(pdb, ArchiveReader(store))
+    assert not tampered.ok and any("pruning recorded" in p for p in tampered.problems), tampered.text()
+    # And pruning itself, reading on from that segment, holds it to the hash it read.
+    later = await HistoryPruner(pdb, store, settings(tmp_path, retention_s=1)).run(now=now_us() + 10**6)
+    assert later.pruned_through == through
+    assert later.archive_problem is not None and "not the entry pruning read" in later.archive_problem, later.text()
