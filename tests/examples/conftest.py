@@ -39,7 +39,8 @@ def _now(offset_s: float = 0) -> str:
 class FakeGateway:
     """Just enough of the merchant API for the shop. A token's name decides the outcome:
     ``tok_ok…`` succeeds, ``tok_nsf…`` is declined for insufficient funds, ``tok_slow…``
-    stays in_progress until ``settle()``."""
+    stays in_progress until ``settle()``; ``tok_lost…`` starts the payment (in_progress)
+    but no answer ever reaches the shop (every try times out)."""
 
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
@@ -47,6 +48,8 @@ class FakeGateway:
     refunds: list[dict[str, Any]] = field(default_factory=list)
     captures: list[tuple[str, int]] = field(default_factory=list)
     voids: list[str] = field(default_factory=list)
+    #: Paths the shop cannot reach (each call fails to connect): a gateway outage.
+    unreachable: set[str] = field(default_factory=set)
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -61,11 +64,15 @@ class FakeGateway:
         assert request.headers["authorization"].startswith("Bearer pk_test_")
         assert request.headers["x-signature"].startswith("sha256=")
         self.requests.append((request.method, request.url.path, dict(request.headers)))
+        if request.url.path in self.unreachable:
+            raise httpx.ConnectError("the gateway is unreachable", request=request)
         key = request.headers.get("idempotency-key")
         if key and key in self.idempotent:
             return httpx.Response(**self.idempotent[key])
         body = json.loads(request.content) if request.content else {}
         status, payload = self.route(request, body)
+        if request.url.path == "/api/v1/payment/process" and body["paymentDetails"]["token"].startswith("tok_lost"):
+            raise httpx.ReadTimeout("the answer was lost", request=request)
         if key:
             self.idempotent[key] = {"status_code": status, "json": payload}
         return httpx.Response(status, json=payload)
@@ -94,7 +101,7 @@ class FakeGateway:
             if token.startswith("tok_nsf"):
                 intent.update(status="failed", lastError={"code": "card_declined",
                               "declineCode": "insufficient_funds", "message": "declined"})
-            elif token.startswith("tok_slow"):
+            elif token.startswith(("tok_slow", "tok_lost")):
                 intent.update(status="in_progress", lastError=None)
             elif intent["captureMethod"] == "manual":
                 intent.update(status="requires_capture", lastError=None, amountCapturable=intent["amount"])

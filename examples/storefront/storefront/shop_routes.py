@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from storefront.catalog import CURRENCY, get_product
-from storefront.states import PaymentUpdate
+from storefront.states import OrderStatus, PaymentUpdate
 from storefront.store import Order
 from storefront.web import (
     CART_COOKIE,
@@ -135,7 +135,13 @@ async def order_page(request: Request) -> Response:
         return render(request, "not_found.html", status_code=404)
     problem = None
     try:
+        known = order.intent_id is not None
         order = await ensure_intent(shop, order)
+        if known and (order.payment.payable or order.status is OrderStatus.PROCESSING):
+            # The shop's record may be behind: the answer to a payment may have been lost
+            # (a timeout, a closed tab). A card form for an order the gateway is already
+            # charging would invite the customer to pay twice, so ask the gateway first.
+            order = await _refresh(shop, order)
     except paygate.PaygateError as exc:
         log.warning("creating the payment intent of %s failed: %s", order.id, exc)
         problem = "The payment service is not reachable right now. Please reload this page in a moment."
@@ -163,7 +169,12 @@ async def pay(request: Request) -> Response:
             order.intent_id, token=token, idempotency_key=f"storefront-{order.id}-{token}")
     except paygate.InvalidRequestError as exc:
         if exc.code == "intent_state_conflict":  # another attempt is running, or it is paid
-            return json_error(409, "This order is already being paid.", await _refresh(shop, order))
+            try:
+                order = await _refresh(shop, order)
+            except paygate.PaygateError:
+                # The page asks for the status until it knows; the stale record would show a card form.
+                return json_error(409, "This order is already being paid.")
+            return json_error(409, "This order is already being paid.", order)
         if exc.code == "token_invalid":
             return json_error(400, "Your card details expired. Please enter them again.", order)
         log.warning("process refused for %s: %s %s", order.id, exc.code, exc.message)
@@ -173,9 +184,10 @@ async def pay(request: Request) -> Response:
     except paygate.PaygateError as exc:
         # No answer: the payment may or may not have started. Never tell the customer
         # they were not charged; the page asks for the status until it knows.
+        # The order as stored (awaiting payment) is not sent: the page would show it, with a
+        # fresh card form, for a payment that may be going through.
         log.warning("process for %s got no answer: %s", order.id, exc)
-        return json_error(502, "We could not confirm your payment yet. This page will update by itself.",
-                          order)
+        return json_error(502, "We could not confirm your payment yet. This page will update by itself.")
     order = await run(shop.store.apply, order.id, PaymentUpdate.from_sdk(intent))
     return JSONResponse(order_json(order))
 
@@ -210,8 +222,10 @@ async def status(request: Request) -> Response:
     try:
         order = await _refresh(shop, order, wait)
     except paygate.PaygateError as exc:
+        # Asked while the outcome is unknown: the stored order may be behind, so none is sent
+        # (the page keeps showing "processing" and asks again).
         log.warning("status of %s unavailable: %s", order.id, exc)
-        return json_error(503, "Payment status temporarily unavailable.", order)
+        return json_error(503, "Payment status temporarily unavailable.")
     return JSONResponse(order_json(order), headers={"Cache-Control": "no-store"})
 
 
