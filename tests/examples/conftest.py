@@ -48,6 +48,9 @@ class FakeGateway:
     refunds: list[dict[str, Any]] = field(default_factory=list)
     captures: list[tuple[str, int]] = field(default_factory=list)
     voids: list[str] = field(default_factory=list)
+    #: What the processor says to the next refunds: ``succeeded``, ``pending``/``unknown``
+    #: (reserved until it confirms) or ``failed`` (nothing refunded, nothing reserved).
+    refund_status: str = "succeeded"
     #: Paths the shop cannot reach (each call fails to connect): a gateway outage.
     unreachable: set[str] = field(default_factory=set)
 
@@ -138,9 +141,10 @@ class FakeGateway:
                 return 400, {"error": {"type": "invalid_request_error", "code": "amount_too_large",
                                        "message": "more than was received", "requestId": "req_1"}}
             amount = body.get("amount", intent["amountReceived"] - intent["amountRefunded"])
-            intent["amountRefunded"] += amount
+            if self.refund_status != "failed":
+                intent["amountRefunded"] += amount
             refund = {"refundId": "re_" + secrets.token_hex(8), "paymentIntentId": intent["paymentIntentId"],
-                      "amount": amount, "currency": intent["currency"], "status": "succeeded",
+                      "amount": amount, "currency": intent["currency"], "status": self.refund_status,
                       "reason": body.get("reason")}
             self.refunds.append(refund)
             return 200, refund

@@ -165,14 +165,30 @@ async def admin_order(request: Request) -> Response:
     order = await run(shop_of(request).store.get, request.path_params["order_id"])
     if order is None:
         return render(request, "not_found.html", status_code=404)
-    notice = None
+    notice = error = None
     refunded = request.query_params.get("refunded")
     if refunded:
-        notice = f"Refund {refunded} sent to the gateway."
+        notice, error = await _refund_outcome(request, order, refunded)
     done = request.query_params.get("hold")
     if done in _HOLD_NOTICES:
         notice = _HOLD_NOTICES[done]
-    return await _detail(request, order, sid, notice=notice)
+    return await _detail(request, order, sid, notice=notice, error=error)
+
+
+async def _refund_outcome(request: Request, order: Order, refund_id: str) -> tuple[str | None, str | None]:
+    """(notice, error) for a refund of this order, by what the processor said — never
+    "refunded" before it confirmed. An id that is not one of this order's refunds says nothing
+    (the query string is anyone's to write)."""
+    refunds = await run(shop_of(request).store.refunds, order.id)
+    status = next((r["status"] for r in refunds if r["refund_id"] == refund_id), None)
+    if status == "succeeded":
+        return f"Refund {refund_id}: refunded to the customer's card.", None
+    if status in ("pending", "unknown"):
+        return (f"Refund {refund_id} sent; the processor has not confirmed it yet. "
+                "This page shows the outcome once it does."), None
+    if status == "failed":
+        return None, f"Refund {refund_id} failed: the processor refused it; nothing was refunded."
+    return None, None
 
 
 async def refund(request: Request) -> Response:

@@ -94,6 +94,8 @@ _ADDED_COLUMNS = {
 
 # Refund statuses that count towards what was refunded (the gateway reserves pending ones).
 _COUNTED_REFUNDS = ("succeeded", "pending", "unknown")
+# Of those, the ones the processor has not confirmed: reserved, not yet refunded.
+_PENDING_REFUNDS = ("pending", "unknown")
 
 
 def _now() -> str:
@@ -171,6 +173,7 @@ class OrderStore(SQLiteDatabase):
                 "SELECT * FROM order_lines WHERE order_id = ? ORDER BY position", (row["id"],))
         )
         payment = PaymentState(
+            amount_refund_pending=self._refund_total(conn, row["id"], _PENDING_REFUNDS),
             status=OrderStatus(row["status"]), total=row["total"],
             amount_refunded=row["amount_refunded"], intent_updated_at=_time(row["intent_updated_at"]),
             error_code=row["error_code"], decline_code=row["decline_code"],
@@ -279,11 +282,17 @@ class OrderStore(SQLiteDatabase):
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (refund_id) DO UPDATE SET status = excluded.status",
             (refund["refundId"], order.id, int(refund["amount"]), str(refund.get("status") or "succeeded"),
              refund.get("reason"), source, _now()))
-        placeholders = ",".join("?" * len(_COUNTED_REFUNDS))
-        refunded = conn.execute(
+        refunded = self._refund_total(conn, order.id, _COUNTED_REFUNDS)
+        pending = self._refund_total(conn, order.id, _PENDING_REFUNDS)
+        return self._save_payment(conn, order, apply_refunded_total(order.payment, refunded, pending))
+
+    @staticmethod
+    def _refund_total(conn: sqlite3.Connection, order_id: str, statuses: tuple[str, ...]) -> int:
+        placeholders = ",".join("?" * len(statuses))
+        total = conn.execute(
             f"SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE order_id = ? AND status IN ({placeholders})",
-            (order.id, *_COUNTED_REFUNDS)).fetchone()[0]
-        return self._save_payment(conn, order, apply_refunded_total(order.payment, int(refunded)))
+            (order_id, *statuses)).fetchone()[0]
+        return int(total)
 
     def record_refund(self, order_id: str, refund: Mapping[str, Any], source: str = "admin") -> Order:
         """``refund``: the gateway's refund object (``refundId``, ``amount``, ``status``, …)."""

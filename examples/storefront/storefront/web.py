@@ -232,7 +232,16 @@ _HEADLINES = {
 
 
 def _detail(order: Order, status: str, detail: str) -> str:
-    """The order page's line under the headline, with the amounts of a hold."""
+    """The order page's line under the headline, with the amounts of a hold and of a refund
+    the processor has not confirmed yet (never called "refunded" before it is)."""
+    text = _hold_detail(order, status, detail)
+    pending = order.payment.amount_refund_pending
+    if pending > 0 and OrderStatus(status) in PAID_STATUSES:
+        text += f" A refund of {format_money(pending, order.currency)} is being processed."
+    return text
+
+
+def _hold_detail(order: Order, status: str, detail: str) -> str:
     payment = order.payment
     if payment.manual_capture and status in ("awaiting_payment", "payment_failed"):
         return detail + " Your card is authorized now and charged only when your order ships."
@@ -267,8 +276,11 @@ def order_json(order: Order) -> dict[str, Any]:
         "declineMessage": message,
         "total": order.total,
         "totalLabel": format_money(order.total, order.currency),
-        "amountRefunded": order.payment.amount_refunded,
-        "amountRefundedLabel": format_money(order.payment.amount_refunded, order.currency),
+        # Refunded means confirmed by the processor; a pending refund is shown apart.
+        "amountRefunded": order.payment.refunded_settled,
+        "amountRefundedLabel": format_money(order.payment.refunded_settled, order.currency),
+        "amountRefundPending": order.payment.amount_refund_pending,
+        "amountRefundPendingLabel": format_money(order.payment.amount_refund_pending, order.currency),
         "card": card_label(order),
         # "Ship then capture": what is on hold (not charged) and what was charged.
         "captureMethod": order.capture_method,
