@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from storefront.cart import MAX_QUANTITY, Cart
 from storefront.catalog import CURRENCY, get_product
 from storefront.states import OrderStatus, PaymentUpdate
 from storefront.store import Order
@@ -37,9 +38,29 @@ __all__ = ["ensure_intent", "routes"]
 log = logging.getLogger("storefront")
 _TOKEN = re.compile(r"^tok_[A-Za-z0-9_-]{8,200}$")
 _ORDER_ID = re.compile(r"^ord_[A-Za-z0-9_-]{10,64}$")
+_QUANTITY = re.compile(r"^[0-9]{1,3}$")
 
 
-def _quantity(value: str | None, default: int) -> int:
+def _form_quantity(form: dict[str, str], lowest: int, default: int | None) -> int | None:
+    """The form's ``quantity``: a whole number from ``lowest`` to ``MAX_QUANTITY`` (ASCII
+    digits only: ``int()`` would also take "1_0", "１０" or " 7 "), ``default`` when the
+    field is absent, None when it is anything else — refused, never guessed at."""
+    text = form.get("quantity")
+    if text is None:
+        return default
+    if not _QUANTITY.match(text):
+        return None
+    value = int(text)
+    return value if lowest <= value <= MAX_QUANTITY else None
+
+
+def _cart_refused(request: Request, cart: Cart, message: str) -> Response:
+    """The cart as it was, with why the change was refused (400)."""
+    return render(request, "cart.html", status_code=400, cart=cart, lines=cart.lines(), totals=cart.totals(),
+                  error=message)
+
+
+def _int_param(value: str | None, default: int) -> int:
     try:
         return int(value) if value not in (None, "") else default
     except ValueError:
@@ -59,16 +80,25 @@ async def catalog(request: Request) -> Response:
 async def cart_page(request: Request) -> Response:
     shop = shop_of(request)
     cart = shop.cart(request)
-    return render(request, "cart.html", cart=cart, lines=cart.lines(), totals=cart.totals())
+    return render(request, "cart.html", cart=cart, lines=cart.lines(), totals=cart.totals(), error=None)
 
 
+# Prices and the currency are the catalogue's, never the form's: a request carrying them
+# is served with them ignored. What the form does say (which product, how many) is checked
+# and refused with a message when it is not something the shop's own pages would send.
 async def cart_add(request: Request) -> Response:
     shop = shop_of(request)
     form = await read_form(request)
     cart = shop.cart(request)
     sku = form.get("sku", "")
-    if get_product(sku) is not None:
-        cart.add(sku, max(1, _quantity(form.get("quantity"), 1)))
+    if get_product(sku) is None:
+        return _cart_refused(request, cart, "That product is not in our catalogue.")
+    quantity = _form_quantity(form, 1, default=1)
+    if quantity is None:
+        return _cart_refused(request, cart, f"Choose a quantity from 1 to {MAX_QUANTITY}.")
+    if cart.items.get(sku, 0) + quantity > MAX_QUANTITY:
+        return _cart_refused(request, cart, f"At most {MAX_QUANTITY} of each item per order.")
+    cart.add(sku, quantity)
     response = _redirect(f"/?added={sku}" if form.get("stay") else "/cart")
     response.set_cookie(CART_COOKIE, shop.cart_cookie(cart), httponly=True, samesite="lax", max_age=14 * 86400)
     return response
@@ -78,7 +108,13 @@ async def cart_update(request: Request) -> Response:
     shop = shop_of(request)
     form = await read_form(request)
     cart = shop.cart(request)
-    cart.set(form.get("sku", ""), max(0, _quantity(form.get("quantity"), 0)))
+    sku = form.get("sku", "")
+    if sku not in cart.items:
+        return _cart_refused(request, cart, "That item is not in your cart.")
+    quantity = _form_quantity(form, 0, default=None)
+    if quantity is None:
+        return _cart_refused(request, cart, f"Choose a quantity from 0 to {MAX_QUANTITY} (0 removes the item).")
+    cart.set(sku, quantity)
     response = _redirect("/cart")
     response.set_cookie(CART_COOKIE, shop.cart_cookie(cart), httponly=True, samesite="lax", max_age=14 * 86400)
     return response
@@ -218,7 +254,7 @@ async def status(request: Request) -> Response:
     order = await _order_or_none(request)
     if order is None:
         return json_error(404, "No such order.")
-    wait = min(max(_quantity(request.query_params.get("wait"), 0), 0), shop.config.status_wait_s)
+    wait = min(max(_int_param(request.query_params.get("wait"), 0), 0), shop.config.status_wait_s)
     try:
         order = await _refresh(shop, order, wait)
     except paygate.PaygateError as exc:
