@@ -9,6 +9,7 @@ the intent changes.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
@@ -127,7 +128,11 @@ async def checkout(request: Request) -> Response:
     lines = cart.lines()
     if not lines:
         return _redirect("/cart")
-    order = await run(shop.store.create, lines, cart.totals(), CURRENCY)
+    # The signed cart cookie names this cart as it is now (it changes with every edit, and
+    # is deleted once the order exists): a double-click or a retried POST carries the same
+    # one and gets the same order, not a second.
+    checkout_key = hashlib.sha256(request.cookies.get(CART_COOKIE, "").encode()).hexdigest()
+    order = await run(shop.store.create, lines, cart.totals(), CURRENCY, checkout_key)
     response = _redirect(f"/orders/{order.id}")
     response.delete_cookie(CART_COOKIE)
     return response

@@ -90,7 +90,10 @@ _ADDED_COLUMNS = {
     "capture_method": "TEXT NOT NULL DEFAULT 'automatic'",
     "amount_capturable": "INTEGER NOT NULL DEFAULT 0",
     "amount_received": "INTEGER",
+    "checkout_key": "TEXT",
 }
+# After the columns exist (an index cannot be made on a column an older database lacks).
+_ADDED_INDEXES = ("CREATE UNIQUE INDEX IF NOT EXISTS orders_checkout_key ON orders (checkout_key)",)
 
 # Refund statuses that count towards what was refunded (the gateway reserves pending ones).
 _COUNTED_REFUNDS = ("succeeded", "pending", "unknown")
@@ -161,6 +164,8 @@ class OrderStore(SQLiteDatabase):
             for name, decl in _ADDED_COLUMNS.items():
                 if name not in have:
                     conn.execute(f"ALTER TABLE orders ADD COLUMN {name} {decl}")
+            for statement in _ADDED_INDEXES:
+                conn.execute(statement)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -214,21 +219,30 @@ class OrderStore(SQLiteDatabase):
 
     # --- writing ----------------------------------------------------------------------
 
-    def create(self, lines: list[CartLine], totals: Totals, currency: str) -> Order:
+    def create(self, lines: list[CartLine], totals: Totals, currency: str,
+               checkout_key: str | None = None) -> Order:
         """The capture method is decided here, once: an order with a made-to-order item
-        (``ships_later``) is authorized at checkout and captured when it ships."""
+        (``ships_later``) is authorized at checkout and captured when it ships.
+
+        ``checkout_key`` names the checkout request (the cart it was made from): the same
+        key again — a double-click, a browser's retry — returns the order already made
+        instead of a second one."""
         if not lines or totals.total <= 0:
             raise ValueError("an order needs at least one line")
         capture_method = "manual" if any(line.product.ships_later for line in lines) else "automatic"
         order_id = "ord_" + secrets.token_urlsafe(18)  # the order page's URL: unguessable
         now = _now()
         with self._write() as conn:
+            if checkout_key is not None:
+                made = conn.execute("SELECT id FROM orders WHERE checkout_key = ?", (checkout_key,)).fetchone()
+                if made is not None:
+                    return self._locked(conn, made["id"])
             number = conn.execute("SELECT COALESCE(MAX(number), 1000) + 1 FROM orders").fetchone()[0]
             conn.execute(
                 "INSERT INTO orders (id, number, currency, subtotal, shipping, total, status,"
-                " capture_method, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " capture_method, checkout_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (order_id, number, currency, totals.subtotal, totals.shipping, totals.total,
-                 OrderStatus.AWAITING_PAYMENT.value, capture_method, now, now))
+                 OrderStatus.AWAITING_PAYMENT.value, capture_method, checkout_key, now, now))
             conn.executemany(
                 "INSERT INTO order_lines (order_id, position, sku, name, unit_price, quantity)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
