@@ -109,6 +109,15 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _is_refund_of(data: Mapping[str, Any], order: Order) -> bool:
+    """A refund object the shop can record against ``order``: an id and an amount in the
+    order's range (anything else would fail the table's checks: a 500, and the gateway
+    retrying one event for days)."""
+    amount = data.get("amount")
+    return (isinstance(data.get("refundId"), str) and isinstance(amount, int) and not isinstance(amount, bool)
+            and 0 < amount <= order.total)
+
+
 @dataclass(frozen=True)
 class OrderLine:
     sku: str
@@ -333,7 +342,7 @@ class OrderStore(SQLiteDatabase):
             if order is not None:
                 if event_type.startswith("payment_intent."):
                     self._save_payment(conn, order, apply_update(order.payment, PaymentUpdate.from_payload(data)))
-                elif event_type == "refund.succeeded" and data.get("refundId") and isinstance(data.get("amount"), int):
+                elif event_type == "refund.succeeded" and _is_refund_of(data, order):
                     self._record_refund(conn, order, data, "webhook")
             return WebhookReceipt(duplicate=False, order_id=order.id if order else None)
 
