@@ -51,6 +51,8 @@ class FakeGateway:
     #: What the processor says to the next refunds: ``succeeded``, ``pending``/``unknown``
     #: (reserved until it confirms) or ``failed`` (nothing refunded, nothing reserved).
     refund_status: str = "succeeded"
+    #: Paths whose requests take effect but whose answers never reach the shop (timeouts).
+    answers_lost: set[str] = field(default_factory=set)
     #: Paths the shop cannot reach (each call fails to connect): a gateway outage.
     unreachable: set[str] = field(default_factory=set)
 
@@ -70,15 +72,19 @@ class FakeGateway:
         if request.url.path in self.unreachable:
             raise httpx.ConnectError("the gateway is unreachable", request=request)
         key = request.headers.get("idempotency-key")
-        if key and key in self.idempotent:
-            return httpx.Response(**self.idempotent[key])
         body = json.loads(request.content) if request.content else {}
-        status, payload = self.route(request, body)
-        if request.url.path == "/api/v1/payment/process" and body["paymentDetails"]["token"].startswith("tok_lost"):
-            raise httpx.ReadTimeout("the answer was lost", request=request)
-        if key:
-            self.idempotent[key] = {"status_code": status, "json": payload}
-        return httpx.Response(status, json=payload)
+        if key and key in self.idempotent:
+            answer = httpx.Response(**self.idempotent[key])  # replayed, as the gateway does
+        else:
+            status, payload = self.route(request, body)
+            if key:
+                self.idempotent[key] = {"status_code": status, "json": payload}
+            answer = httpx.Response(status, json=payload)
+        lost_token = request.url.path == "/api/v1/payment/process" and body["paymentDetails"]["token"].startswith(
+            "tok_lost")
+        if lost_token or request.url.path in self.answers_lost:
+            raise httpx.ReadTimeout("the answer was lost", request=request)  # done, but nobody hears of it
+        return answer
 
     def route(self, request: httpx.Request, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         path = request.url.path

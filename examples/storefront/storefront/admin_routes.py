@@ -29,7 +29,7 @@ from storefront.admin_auth import client_key
 from storefront.money import format_decimal, format_money, parse_money
 from storefront.states import PaymentUpdate
 from storefront.store import Order
-from storefront.web import order_json, read_form, render, run, sentence, shop_of
+from storefront.web import order_json, outcome_unknown, read_form, render, run, sentence, shop_of
 
 __all__ = ["REFUND_REASONS", "authorized_post", "order_detail", "routes"]
 
@@ -225,6 +225,12 @@ async def refund(request: Request) -> Response:
             idempotency_key=f"storefront-refund-{draft.key}-{amount}-{draft.reason}")
     except paygate.PaygateError as exc:
         log.warning("refund of %s failed: %s", order.id, exc)
+        if outcome_unknown(exc):
+            # Perhaps refunded: "failed" would invite a second refund under a new key. The
+            # same form again carries the same key, so the gateway replays, never repeats.
+            return await _detail(request, order, sid, draft=draft, status_code=502,
+                                 error="No answer from the gateway: this refund may have been made. Submit the "
+                                       "same form again, unchanged, to find out; it is never refunded twice.")
         message = exc.message or "The gateway refused the refund."
         return await _detail(request, order, sid, draft=draft, error=f"Refund failed: {message}",
                              status_code=502)

@@ -34,6 +34,7 @@ __all__ = [
     "hold_state",
     "json_error",
     "order_json",
+    "outcome_unknown",
     "read_body",
     "read_form",
     "read_json",
@@ -191,6 +192,15 @@ def hold_state(order: Order) -> str:
     if status is OrderStatus.PROCESSING:
         return "Authorizing…"
     return "No authorization"
+
+
+def outcome_unknown(exc: paygate.PaygateError) -> bool:
+    """True when ``exc`` leaves the operation's outcome unknown — no answer, a gateway
+    failure (5xx), or the same request still running there — so it may have happened.
+    Only a refusal (4xx) says that nothing was done."""
+    if isinstance(exc, (paygate.APIConnectionError, paygate.APIError)):
+        return True
+    return exc.code == "idempotency_request_in_progress"
 
 
 def sentence(message: str) -> str:
