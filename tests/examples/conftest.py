@@ -65,6 +65,13 @@ class FakeGateway:
         if status == "succeeded" and intent["captureMethod"] == "automatic":
             intent["amountReceived"] = intent["amount"]
 
+    def settle_refund(self, refund_id: str, status: str) -> None:
+        """The reconciler's verdict on a pending refund; a refused one releases its reservation."""
+        refund = next(r for r in self.refunds if r["refundId"] == refund_id)
+        refund["status"] = status
+        if status == "failed":
+            self.intents[refund["paymentIntentId"]]["amountRefunded"] -= refund["amount"]
+
     def handle(self, request: httpx.Request) -> httpx.Response:
         assert request.headers["authorization"].startswith("Bearer pk_test_")
         assert request.headers["x-signature"].startswith("sha256=")
@@ -139,6 +146,13 @@ class FakeGateway:
             intent = self.intents[request.url.params["paymentIntentId"]]
             return 200, {k: intent[k] for k in ("paymentIntentId", "status", "amount", "currency",
                                                 "amountRefunded", "lastError", "updatedAt")}
+        if path.startswith("/api/v1/payment/intent/") and path.endswith("/history"):
+            intent_id = path.split("/")[-2]
+            refunds = [r for r in self.refunds if r["paymentIntentId"] == intent_id]
+            events = [{"type": "payment_intent.updated", "objectId": intent_id, "data": self.intents[intent_id]},
+                      *({"type": "refund.updated", "objectId": r["refundId"], "data": r} for r in refunds)]
+            return 200, {"data": [{**e, "sequence": i + 1, "createdAt": _now()} for i, e in enumerate(events)],
+                         "hasMore": False}
         if path.startswith("/api/v1/payment/intent/"):
             return 200, self.intents[path.rsplit("/", 1)[1]]
         if path == "/api/v1/payment/refund":

@@ -79,3 +79,31 @@ async def test_the_refund_notice_names_only_this_orders_refunds(shop: ShopHarnes
     # The query string is anyone's to write: a link must not put words in the back office.
     page = (await shop.http.get(f"/admin/orders/{order_id}?refunded=approved.+Call+555-0100+to+confirm")).text
     assert "Call 555-0100" not in page
+
+
+async def test_a_pending_refund_the_processor_refuses_is_released(shop: ShopHarness) -> None:
+    # A refused refund sends no webhook: the shop learns it from the intent's history.
+    order_id = await _paid(shop)
+    shop.gateway.refund_status = "pending"
+    await _admin_refund(shop, order_id, "6.00")
+    (refund,) = shop.gateway.refunds
+    shop.gateway.settle_refund(refund["refundId"], "failed")
+    admin_page = (await shop.http.get(f"/admin/orders/{order_id}")).text
+    assert "admin-refund-pending" not in admin_page
+    order = await shop.order(order_id)
+    assert (order["status"], order["amountRefunded"], order["amountRefundPending"]) == ("paid", 0, 0)
+    assert [r["status"] for r in order["refunds"]] == ["failed"]
+    # What it had reserved can be refunded again.
+    assert (await _admin_refund(shop, order_id, "37.00")).status_code == 200  # the confirmation page
+    customer = page_config((await shop.http.get(f"/orders/{order_id}")).text)["order"]
+    assert "being processed" not in customer["detail"]
+
+
+async def test_the_customer_page_learns_a_confirmed_refund_without_its_webhook(shop: ShopHarness) -> None:
+    order_id = await _paid(shop)
+    shop.gateway.refund_status = "unknown"
+    await _admin_refund(shop, order_id, "6.00")
+    (refund,) = shop.gateway.refunds
+    shop.gateway.settle_refund(refund["refundId"], "succeeded")
+    customer = page_config((await shop.http.get(f"/orders/{order_id}")).text)["order"]
+    assert (customer["status"], customer["amountRefunded"]) == ("partially_refunded", 600)

@@ -29,7 +29,16 @@ from storefront.admin_auth import client_key
 from storefront.money import format_decimal, format_money, parse_money
 from storefront.states import PaymentUpdate
 from storefront.store import Order
-from storefront.web import order_json, outcome_unknown, read_form, render, run, sentence, shop_of
+from storefront.web import (
+    order_json,
+    outcome_unknown,
+    read_form,
+    render,
+    run,
+    sentence,
+    settle_pending_refunds,
+    shop_of,
+)
 
 __all__ = ["REFUND_REASONS", "authorized_post", "order_detail", "routes"]
 
@@ -162,9 +171,14 @@ async def admin_order(request: Request) -> Response:
     sid = await _session(request)
     if sid is None:
         return RedirectResponse("/admin", status_code=303)
-    order = await run(shop_of(request).store.get, request.path_params["order_id"])
+    shop = shop_of(request)
+    order = await run(shop.store.get, request.path_params["order_id"])
     if order is None:
         return render(request, "not_found.html", status_code=404)
+    try:
+        order = await settle_pending_refunds(shop, order)
+    except paygate.PaygateError as exc:  # shown as pending, as stored; the next look asks again
+        log.warning("could not settle the pending refunds of %s: %s", order.id, exc)
     notice = error = None
     refunded = request.query_params.get("refunded")
     if refunded:

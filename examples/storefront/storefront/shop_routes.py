@@ -31,6 +31,7 @@ from storefront.web import (
     read_json,
     render,
     run,
+    settle_pending_refunds,
     shop_of,
 )
 
@@ -184,8 +185,12 @@ async def order_page(request: Request) -> Response:
             # charging would invite the customer to pay twice, so ask the gateway first.
             order = await _refresh(shop, order)
     except paygate.PaygateError as exc:
-        log.warning("creating the payment intent of %s failed: %s", order.id, exc)
+        log.warning("the payment intent of %s is unavailable: %s", order.id, exc)
         problem = "The payment service is not reachable right now. Please reload this page in a moment."
+    try:
+        order = await settle_pending_refunds(shop, order)
+    except paygate.PaygateError as exc:  # shown as being processed, as stored; the next look asks again
+        log.warning("could not settle the pending refunds of %s: %s", order.id, exc)
     view = order_json(order)
     page_config = {"orderId": order.id, "clientSecret": order.client_secret if view["payable"] else None,
                    "order": view, "payUrl": f"/orders/{order.id}/pay",

@@ -40,6 +40,7 @@ __all__ = [
     "apply_refunded_total",
     "apply_update",
     "decline_message",
+    "release_refund",
 ]
 
 
@@ -266,6 +267,13 @@ def apply_update(state: PaymentState, update: PaymentUpdate) -> PaymentState:
     elif not stale and update.updated_at is not None:
         state = dataclasses.replace(state, intent_updated_at=update.updated_at)
     return _with_refunds(state, update.amount_refunded or 0)
+
+
+def release_refund(state: PaymentState, amount: int) -> PaymentState:
+    """A refund the shop counted while pending was refused by the processor: the gateway
+    released what it had reserved, so the order's refunded total gives it back (the one
+    case where it shrinks: a fact about a refund, not an older view of the intent)."""
+    return dataclasses.replace(state, amount_refunded=max(state.amount_refunded - amount, 0))
 
 
 def apply_refunded_total(state: PaymentState, refunded: int, pending: int = 0) -> PaymentState:

@@ -27,6 +27,7 @@ from storefront.states import (
     PaymentUpdate,
     apply_refunded_total,
     apply_update,
+    release_refund,
 )
 
 __all__ = ["Order", "OrderLine", "OrderStore", "WebhookReceipt"]
@@ -316,6 +317,27 @@ class OrderStore(SQLiteDatabase):
             f"SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE order_id = ? AND status IN ({placeholders})",
             (order_id, *statuses)).fetchone()[0]
         return int(total)
+
+    def settle_refunds(self, order_id: str, outcomes: Mapping[str, str]) -> Order:
+        """Final outcomes (refund id → ``succeeded``/``failed``) of this order's refunds that
+        were still pending or unknown here; other ids and statuses change nothing."""
+        with self._write() as conn:
+            order = self._locked(conn, order_id)
+            placeholders = ",".join("?" * len(_PENDING_REFUNDS))
+            pending = conn.execute(
+                f"SELECT refund_id, amount FROM refunds WHERE order_id = ? AND status IN ({placeholders})",
+                (order_id, *_PENDING_REFUNDS)).fetchall()
+            state = order.payment
+            for row in pending:
+                outcome = outcomes.get(row["refund_id"])
+                if outcome not in ("succeeded", "failed"):
+                    continue
+                conn.execute("UPDATE refunds SET status = ? WHERE refund_id = ?", (outcome, row["refund_id"]))
+                if outcome == "failed":
+                    state = release_refund(state, int(row["amount"]))
+            refunded = self._refund_total(conn, order.id, _COUNTED_REFUNDS)
+            still_pending = self._refund_total(conn, order.id, _PENDING_REFUNDS)
+            return self._save_payment(conn, order, apply_refunded_total(state, refunded, still_pending))
 
     def record_refund(self, order_id: str, refund: Mapping[str, Any], source: str = "admin") -> Order:
         """``refund``: the gateway's refund object (``refundId``, ``amount``, ``status``, …)."""

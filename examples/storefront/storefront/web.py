@@ -41,6 +41,7 @@ __all__ = [
     "render",
     "run",
     "sentence",
+    "settle_pending_refunds",
     "shop_of",
 ]
 
@@ -99,6 +100,20 @@ class Shop:
                 f"script-src 'self' {origin}; frame-src {origin}; "
                 "connect-src 'self'; img-src 'self' data:; style-src 'self'; "
                 "base-uri 'none'; form-action 'self'; object-src 'none'; frame-ancestors 'none'")
+
+
+async def settle_pending_refunds(shop: Shop, order: Order) -> Order:
+    """Refunds the processor had not confirmed (``pending``/``unknown``), settled from the
+    intent's history. A confirmed refund also comes as ``refund.succeeded``, but a refused
+    one sends no event: without this look the order would show it "being processed" for
+    ever and keep its amount out of what can be refunded."""
+    if order.intent_id is None or order.payment.amount_refund_pending <= 0:
+        return order
+    outcomes: dict[str, str] = {}
+    for event in await shop.client.payment_intents.history(order.intent_id):  # oldest first
+        if isinstance(event.object, paygate.Refund) and event.object.status:
+            outcomes[event.object.refund_id] = event.object.status
+    return await run(shop.store.settle_refunds, order.id, outcomes)
 
 
 def shop_of(request: Request) -> Shop:
