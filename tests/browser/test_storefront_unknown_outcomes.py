@@ -1,6 +1,7 @@
-"""The storefront in Chromium when the answer to its payment call is lost on the way back.
+"""The storefront in Chromium when an outcome is not known yet: a payment whose answer
+was lost on the way back, and a refund the processor has not confirmed.
 
-A second storefront process (the example's own ``python -m storefront``) talks to
+For the payment, a second storefront process (the example's own ``python -m storefront``) talks to
 ``paygate demo``'s gateway through a TCP proxy that lets ``POST /api/v1/payment/process``
 reach the gateway — which charges the card — but cuts every answer to it: the SDK retries
 (the gateway replays), gives up, and the shop answers the page ``502``. The customer must
@@ -25,7 +26,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.browser.test_storefront import PAN, checkout, expect_status, pay, record_statuses
+from tests.browser.test_storefront import (
+    ADMIN_PASSWORD,
+    PAN,
+    admin_order,
+    checkout,
+    expect_status,
+    pay,
+    record_statuses,
+)
 from tests.e2e.conftest import FAST_RECONCILE
 from tests.examples.demo_process import REPO, Demo, running_demo
 from tests.support.eventually import eventually_sync
@@ -44,7 +53,8 @@ class LossyShop:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with running_demo(tmp_path_factory.mktemp("demo") / "paygate-data", **FAST_RECONCILE) as running:
+    with running_demo(tmp_path_factory.mktemp("demo") / "paygate-data", **FAST_RECONCILE,
+                      STOREFRONT_ADMIN_PASSWORD=ADMIN_PASSWORD) as running:
         yield running
 
 
@@ -113,3 +123,38 @@ def test_a_lost_pay_answer_never_offers_the_card_form_again(lossy_shop: LossySho
     # Never "awaiting payment" with a fresh card form in between: that invites paying twice.
     assert page.evaluate("window.__statuses") == ["processing", "paid"]
     expect(page.locator("#payment-panel")).to_be_hidden()
+
+
+def test_a_refund_the_processor_has_not_confirmed_is_pending_not_refunded(demo: Demo, page_factory: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = page_factory()
+    order_id = checkout(page, demo, "tw-dripper-02")  # 3200 + 500
+    pay(page, PAN)
+    expect_status(page, "paid")
+    admin = page.context.new_page()
+    admin.goto(f"{demo.shop}/admin")
+    admin.fill("#password", ADMIN_PASSWORD)
+    admin.locator("button[type=submit]", has_text="Log in").click()
+    # The processor acts on the refund but its answer is lost: the gateway's refund is unknown.
+    httpx.post(f"{demo.simulator}/v1/_faults", json={"dropResponseRate": 1.0}).raise_for_status()
+    try:
+        admin.goto(f"{demo.shop}/admin/orders/{order_id}")
+        admin.fill("#refund-amount", "6.00")
+        admin.locator("#refund-button").click()
+        expect(admin.locator("#admin-order-status")).to_have_text("Paid")
+        expect(admin.locator("#admin-notice")).to_contain_text("the processor has not confirmed it yet")
+        expect(admin.locator("#admin-refunded")).to_have_text("$0.00")
+        expect(admin.locator("#admin-refund-pending")).to_contain_text("$6.00")
+        page.reload()
+        expect(page.locator("#order-status")).to_have_text("Paid")
+        expect(page.locator("#order-detail")).to_contain_text("A refund of $6.00 is being processed.")
+    finally:
+        httpx.post(f"{demo.simulator}/v1/_faults", json={}).raise_for_status()
+    # The reconciler asks the processor; refund.succeeded follows, and only now is it refunded.
+    order = eventually_sync(lambda: admin_order(page, demo, order_id),
+                            until=lambda o: o["status"] == "partially_refunded", timeout=30, interval=0.2,
+                            what="the refund confirmed by the reconciler")
+    assert (order["amountRefunded"], order["amountRefundPending"]) == (600, 0)
+    page.reload()
+    expect(page.locator("#order-status")).to_have_text("Partially refunded")
