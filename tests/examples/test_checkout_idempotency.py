@@ -35,3 +35,16 @@ async def test_a_retried_checkout_after_a_lost_answer_lands_on_the_same_order(sh
     other = await shop.http.post("/checkout")
     assert other.headers["location"] != first.headers["location"]
     assert await _orders_in_admin(shop) == 2
+
+
+async def test_the_same_contents_ordered_again_are_another_order(shop: ShopHarness) -> None:
+    # The order is keyed by the cart cookie: two carts with the same contents, written in
+    # the same second (the expiry's unit), had the same cookie and so the same order.
+    from storefront.cart import Cart
+
+    writer = shop.app.state.shop
+    assert writer.cart_cookie(Cart({"tw-mug-12": 1})) != writer.cart_cookie(Cart({"tw-mug-12": 1}))
+    first = await shop.place_order("tw-mug-12")
+    second = await shop.place_order("tw-mug-12")
+    assert first != second
+    assert await _orders_in_admin(shop) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,11 @@ class Shop:
         return Cart.from_data(self.signer.unsign("cart", request.cookies.get(CART_COOKIE)))
 
     def cart_cookie(self, cart: Cart) -> str:
-        return self.signer.sign("cart", cart.to_data(), max_age_s=CART_MAX_AGE_S)
+        # A fresh nonce in every cookie written: checkout keys the order by the cookie, so
+        # the same contents written twice (a second order of the same thing, within the
+        # second that the expiry counts in) must not read as the same cart.
+        data = {**cart.to_data(), "nonce": secrets.token_urlsafe(12)}
+        return self.signer.sign("cart", data, max_age_s=CART_MAX_AGE_S)
 
     def content_security_policy(self) -> str:
         gateway = urlsplit(self.config.browser_gateway_url)
