@@ -39,7 +39,8 @@ def _now(offset_s: float = 0) -> str:
 class FakeGateway:
     """Just enough of the merchant API for the shop. A token's name decides the outcome:
     ``tok_ok…`` succeeds, ``tok_nsf…`` is declined for insufficient funds, ``tok_slow…``
-    stays in_progress until ``settle()``."""
+    stays in_progress until ``settle()``; ``tok_lost…`` starts the payment (in_progress)
+    but no answer ever reaches the shop (every try times out)."""
 
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
@@ -47,6 +48,13 @@ class FakeGateway:
     refunds: list[dict[str, Any]] = field(default_factory=list)
     captures: list[tuple[str, int]] = field(default_factory=list)
     voids: list[str] = field(default_factory=list)
+    #: What the processor says to the next refunds: ``succeeded``, ``pending``/``unknown``
+    #: (reserved until it confirms) or ``failed`` (nothing refunded, nothing reserved).
+    refund_status: str = "succeeded"
+    #: Paths whose requests take effect but whose answers never reach the shop (timeouts).
+    answers_lost: set[str] = field(default_factory=set)
+    #: Paths the shop cannot reach (each call fails to connect): a gateway outage.
+    unreachable: set[str] = field(default_factory=set)
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -57,18 +65,33 @@ class FakeGateway:
         if status == "succeeded" and intent["captureMethod"] == "automatic":
             intent["amountReceived"] = intent["amount"]
 
+    def settle_refund(self, refund_id: str, status: str) -> None:
+        """The reconciler's verdict on a pending refund; a refused one releases its reservation."""
+        refund = next(r for r in self.refunds if r["refundId"] == refund_id)
+        refund["status"] = status
+        if status == "failed":
+            self.intents[refund["paymentIntentId"]]["amountRefunded"] -= refund["amount"]
+
     def handle(self, request: httpx.Request) -> httpx.Response:
         assert request.headers["authorization"].startswith("Bearer pk_test_")
         assert request.headers["x-signature"].startswith("sha256=")
         self.requests.append((request.method, request.url.path, dict(request.headers)))
+        if request.url.path in self.unreachable:
+            raise httpx.ConnectError("the gateway is unreachable", request=request)
         key = request.headers.get("idempotency-key")
-        if key and key in self.idempotent:
-            return httpx.Response(**self.idempotent[key])
         body = json.loads(request.content) if request.content else {}
-        status, payload = self.route(request, body)
-        if key:
-            self.idempotent[key] = {"status_code": status, "json": payload}
-        return httpx.Response(status, json=payload)
+        if key and key in self.idempotent:
+            answer = httpx.Response(**self.idempotent[key])  # replayed, as the gateway does
+        else:
+            status, payload = self.route(request, body)
+            if key:
+                self.idempotent[key] = {"status_code": status, "json": payload}
+            answer = httpx.Response(status, json=payload)
+        lost_token = request.url.path == "/api/v1/payment/process" and body["paymentDetails"]["token"].startswith(
+            "tok_lost")
+        if lost_token or request.url.path in self.answers_lost:
+            raise httpx.ReadTimeout("the answer was lost", request=request)  # done, but nobody hears of it
+        return answer
 
     def route(self, request: httpx.Request, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         path = request.url.path
@@ -94,7 +117,7 @@ class FakeGateway:
             if token.startswith("tok_nsf"):
                 intent.update(status="failed", lastError={"code": "card_declined",
                               "declineCode": "insufficient_funds", "message": "declined"})
-            elif token.startswith("tok_slow"):
+            elif token.startswith(("tok_slow", "tok_lost")):
                 intent.update(status="in_progress", lastError=None)
             elif intent["captureMethod"] == "manual":
                 intent.update(status="requires_capture", lastError=None, amountCapturable=intent["amount"])
@@ -123,6 +146,13 @@ class FakeGateway:
             intent = self.intents[request.url.params["paymentIntentId"]]
             return 200, {k: intent[k] for k in ("paymentIntentId", "status", "amount", "currency",
                                                 "amountRefunded", "lastError", "updatedAt")}
+        if path.startswith("/api/v1/payment/intent/") and path.endswith("/history"):
+            intent_id = path.split("/")[-2]
+            refunds = [r for r in self.refunds if r["paymentIntentId"] == intent_id]
+            events = [{"type": "payment_intent.updated", "objectId": intent_id, "data": self.intents[intent_id]},
+                      *({"type": "refund.updated", "objectId": r["refundId"], "data": r} for r in refunds)]
+            return 200, {"data": [{**e, "sequence": i + 1, "createdAt": _now()} for i, e in enumerate(events)],
+                         "hasMore": False}
         if path.startswith("/api/v1/payment/intent/"):
             return 200, self.intents[path.rsplit("/", 1)[1]]
         if path == "/api/v1/payment/refund":
@@ -131,9 +161,10 @@ class FakeGateway:
                 return 400, {"error": {"type": "invalid_request_error", "code": "amount_too_large",
                                        "message": "more than was received", "requestId": "req_1"}}
             amount = body.get("amount", intent["amountReceived"] - intent["amountRefunded"])
-            intent["amountRefunded"] += amount
+            if self.refund_status != "failed":
+                intent["amountRefunded"] += amount
             refund = {"refundId": "re_" + secrets.token_hex(8), "paymentIntentId": intent["paymentIntentId"],
-                      "amount": amount, "currency": intent["currency"], "status": "succeeded",
+                      "amount": amount, "currency": intent["currency"], "status": self.refund_status,
                       "reason": body.get("reason")}
             self.refunds.append(refund)
             return 200, refund

@@ -106,3 +106,17 @@ async def test_without_a_secret_deliveries_are_retried_later(tmp_path: Any) -> N
     async with running_shop(tmp_path, webhook_secret=None) as shop:
         r = await shop.http.post("/webhooks/paygate", content=b"{}")
         assert r.status_code == 503
+
+
+async def test_a_refund_event_the_shop_cannot_record_is_acknowledged_not_a_500(shop: ShopHarness) -> None:
+    # A negative, zero, boolean or out-of-range amount failed the refunds table's checks (or
+    # SQLite's integer range): a 500, and the gateway retrying the event for days.
+    order_id, intent = await paid_order(shop)
+    await deliver(shop, event("payment_intent.succeeded", intent), "evt_paid")
+    for i, amount in enumerate((-5, 0, True, 2**70, 3701)):
+        refund = {"refundId": f"re_odd{i}", "paymentIntentId": intent["paymentIntentId"], "amount": amount,
+                  "currency": "USD", "status": "succeeded"}
+        r = await deliver(shop, event("refund.succeeded", refund), f"evt_odd{i}")
+        assert r.status_code == 200, (amount, r.text)
+    order = await shop.order(order_id)
+    assert (order["status"], order["amountRefunded"], order["refunds"]) == ("paid", 0, [])

@@ -29,7 +29,16 @@ from storefront.admin_auth import client_key
 from storefront.money import format_decimal, format_money, parse_money
 from storefront.states import PaymentUpdate
 from storefront.store import Order
-from storefront.web import order_json, read_form, render, run, sentence, shop_of
+from storefront.web import (
+    order_json,
+    outcome_unknown,
+    read_form,
+    render,
+    run,
+    sentence,
+    settle_pending_refunds,
+    shop_of,
+)
 
 __all__ = ["REFUND_REASONS", "authorized_post", "order_detail", "routes"]
 
@@ -162,17 +171,38 @@ async def admin_order(request: Request) -> Response:
     sid = await _session(request)
     if sid is None:
         return RedirectResponse("/admin", status_code=303)
-    order = await run(shop_of(request).store.get, request.path_params["order_id"])
+    shop = shop_of(request)
+    order = await run(shop.store.get, request.path_params["order_id"])
     if order is None:
         return render(request, "not_found.html", status_code=404)
-    notice = None
+    try:
+        order = await settle_pending_refunds(shop, order)
+    except paygate.PaygateError as exc:  # shown as pending, as stored; the next look asks again
+        log.warning("could not settle the pending refunds of %s: %s", order.id, exc)
+    notice = error = None
     refunded = request.query_params.get("refunded")
     if refunded:
-        notice = f"Refund {refunded} sent to the gateway."
+        notice, error = await _refund_outcome(request, order, refunded)
     done = request.query_params.get("hold")
     if done in _HOLD_NOTICES:
         notice = _HOLD_NOTICES[done]
-    return await _detail(request, order, sid, notice=notice)
+    return await _detail(request, order, sid, notice=notice, error=error)
+
+
+async def _refund_outcome(request: Request, order: Order, refund_id: str) -> tuple[str | None, str | None]:
+    """(notice, error) for a refund of this order, by what the processor said — never
+    "refunded" before it confirmed. An id that is not one of this order's refunds says nothing
+    (the query string is anyone's to write)."""
+    refunds = await run(shop_of(request).store.refunds, order.id)
+    status = next((r["status"] for r in refunds if r["refund_id"] == refund_id), None)
+    if status == "succeeded":
+        return f"Refund {refund_id}: refunded to the customer's card.", None
+    if status in ("pending", "unknown"):
+        return (f"Refund {refund_id} sent; the processor has not confirmed it yet. "
+                "This page shows the outcome once it does."), None
+    if status == "failed":
+        return None, f"Refund {refund_id} failed: the processor refused it; nothing was refunded."
+    return None, None
 
 
 async def refund(request: Request) -> Response:
@@ -209,6 +239,12 @@ async def refund(request: Request) -> Response:
             idempotency_key=f"storefront-refund-{draft.key}-{amount}-{draft.reason}")
     except paygate.PaygateError as exc:
         log.warning("refund of %s failed: %s", order.id, exc)
+        if outcome_unknown(exc):
+            # Perhaps refunded: "failed" would invite a second refund under a new key. The
+            # same form again carries the same key, so the gateway replays, never repeats.
+            return await _detail(request, order, sid, draft=draft, status_code=502,
+                                 error="No answer from the gateway: this refund may have been made. Submit the "
+                                       "same form again, unchanged, to find out; it is never refunded twice.")
         message = exc.message or "The gateway refused the refund."
         return await _detail(request, order, sid, draft=draft, error=f"Refund failed: {message}",
                              status_code=502)

@@ -29,7 +29,7 @@ from storefront.admin_routes import authorized_post, order_detail
 from storefront.money import format_money
 from storefront.states import OrderStatus, PaymentUpdate
 from storefront.store import Order
-from storefront.web import MAX_FORM_BYTES, read_body, read_form, render, run, sentence, shop_of
+from storefront.web import MAX_FORM_BYTES, outcome_unknown, read_body, read_form, render, run, sentence, shop_of
 
 __all__ = ["capture_amount", "routes"]
 
@@ -103,6 +103,11 @@ async def capture(request: Request) -> Response:
     except paygate.PaygateError as exc:
         log.warning("capture of %s failed: %s", order.id, exc)
         order = await _reread(order, request)
+        if outcome_unknown(exc):
+            return await order_detail(request, order, sid, status_code=502, capture_key=key, unshipped=unshipped,
+                                      error="No answer from the gateway: the capture may have gone through. This "
+                                            "page shows the outcome once the gateway knows; submitting the same "
+                                            "selection again never captures twice.")
         message = sentence(exc.message or "The gateway refused the capture.")
         return await order_detail(request, order, sid, status_code=502 if exc.http_status is None else 409,
                                   capture_key=key, unshipped=unshipped, error=f"Capture failed: {message}")
@@ -138,6 +143,10 @@ async def void(request: Request) -> Response:
     except paygate.PaygateError as exc:
         log.warning("void of %s failed: %s", order.id, exc)
         order = await _reread(order, request)
+        if outcome_unknown(exc):
+            return await order_detail(request, order, sid, status_code=502,
+                                      error="No answer from the gateway: the void may have gone through. This page "
+                                            "shows the outcome once the gateway knows.")
         message = sentence(exc.message or "The gateway refused the void.")
         return await order_detail(request, order, sid, status_code=502 if exc.http_status is None else 409,
                                   error=f"Void failed: {message}")

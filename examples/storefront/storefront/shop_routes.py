@@ -9,6 +9,7 @@ the intent changes.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
@@ -17,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from storefront.cart import MAX_QUANTITY, Cart
 from storefront.catalog import CURRENCY, get_product
-from storefront.states import PaymentUpdate
+from storefront.states import OrderStatus, PaymentUpdate
 from storefront.store import Order
 from storefront.web import (
     CART_COOKIE,
@@ -29,6 +31,7 @@ from storefront.web import (
     read_json,
     render,
     run,
+    settle_pending_refunds,
     shop_of,
 )
 
@@ -37,9 +40,29 @@ __all__ = ["ensure_intent", "routes"]
 log = logging.getLogger("storefront")
 _TOKEN = re.compile(r"^tok_[A-Za-z0-9_-]{8,200}$")
 _ORDER_ID = re.compile(r"^ord_[A-Za-z0-9_-]{10,64}$")
+_QUANTITY = re.compile(r"^[0-9]{1,3}$")
 
 
-def _quantity(value: str | None, default: int) -> int:
+def _form_quantity(form: dict[str, str], lowest: int, default: int | None) -> int | None:
+    """The form's ``quantity``: a whole number from ``lowest`` to ``MAX_QUANTITY`` (ASCII
+    digits only: ``int()`` would also take "1_0", "１０" or " 7 "), ``default`` when the
+    field is absent, None when it is anything else — refused, never guessed at."""
+    text = form.get("quantity")
+    if text is None:
+        return default
+    if not _QUANTITY.match(text):
+        return None
+    value = int(text)
+    return value if lowest <= value <= MAX_QUANTITY else None
+
+
+def _cart_refused(request: Request, cart: Cart, message: str) -> Response:
+    """The cart as it was, with why the change was refused (400)."""
+    return render(request, "cart.html", status_code=400, cart=cart, lines=cart.lines(), totals=cart.totals(),
+                  error=message)
+
+
+def _int_param(value: str | None, default: int) -> int:
     try:
         return int(value) if value not in (None, "") else default
     except ValueError:
@@ -59,16 +82,25 @@ async def catalog(request: Request) -> Response:
 async def cart_page(request: Request) -> Response:
     shop = shop_of(request)
     cart = shop.cart(request)
-    return render(request, "cart.html", cart=cart, lines=cart.lines(), totals=cart.totals())
+    return render(request, "cart.html", cart=cart, lines=cart.lines(), totals=cart.totals(), error=None)
 
 
+# Prices and the currency are the catalogue's, never the form's: a request carrying them
+# is served with them ignored. What the form does say (which product, how many) is checked
+# and refused with a message when it is not something the shop's own pages would send.
 async def cart_add(request: Request) -> Response:
     shop = shop_of(request)
     form = await read_form(request)
     cart = shop.cart(request)
     sku = form.get("sku", "")
-    if get_product(sku) is not None:
-        cart.add(sku, max(1, _quantity(form.get("quantity"), 1)))
+    if get_product(sku) is None:
+        return _cart_refused(request, cart, "That product is not in our catalogue.")
+    quantity = _form_quantity(form, 1, default=1)
+    if quantity is None:
+        return _cart_refused(request, cart, f"Choose a quantity from 1 to {MAX_QUANTITY}.")
+    if cart.items.get(sku, 0) + quantity > MAX_QUANTITY:
+        return _cart_refused(request, cart, f"At most {MAX_QUANTITY} of each item per order.")
+    cart.add(sku, quantity)
     response = _redirect(f"/?added={sku}" if form.get("stay") else "/cart")
     response.set_cookie(CART_COOKIE, shop.cart_cookie(cart), httponly=True, samesite="lax", max_age=14 * 86400)
     return response
@@ -78,7 +110,13 @@ async def cart_update(request: Request) -> Response:
     shop = shop_of(request)
     form = await read_form(request)
     cart = shop.cart(request)
-    cart.set(form.get("sku", ""), max(0, _quantity(form.get("quantity"), 0)))
+    sku = form.get("sku", "")
+    if sku not in cart.items:
+        return _cart_refused(request, cart, "That item is not in your cart.")
+    quantity = _form_quantity(form, 0, default=None)
+    if quantity is None:
+        return _cart_refused(request, cart, f"Choose a quantity from 0 to {MAX_QUANTITY} (0 removes the item).")
+    cart.set(sku, quantity)
     response = _redirect("/cart")
     response.set_cookie(CART_COOKIE, shop.cart_cookie(cart), httponly=True, samesite="lax", max_age=14 * 86400)
     return response
@@ -91,7 +129,11 @@ async def checkout(request: Request) -> Response:
     lines = cart.lines()
     if not lines:
         return _redirect("/cart")
-    order = await run(shop.store.create, lines, cart.totals(), CURRENCY)
+    # The signed cart cookie names this cart as it is now (it changes with every edit, and
+    # is deleted once the order exists): a double-click or a retried POST carries the same
+    # one and gets the same order, not a second.
+    checkout_key = hashlib.sha256(request.cookies.get(CART_COOKIE, "").encode()).hexdigest()
+    order = await run(shop.store.create, lines, cart.totals(), CURRENCY, checkout_key)
     response = _redirect(f"/orders/{order.id}")
     response.delete_cookie(CART_COOKIE)
     return response
@@ -135,10 +177,20 @@ async def order_page(request: Request) -> Response:
         return render(request, "not_found.html", status_code=404)
     problem = None
     try:
+        known = order.intent_id is not None
         order = await ensure_intent(shop, order)
+        if known and (order.payment.payable or order.status is OrderStatus.PROCESSING):
+            # The shop's record may be behind: the answer to a payment may have been lost
+            # (a timeout, a closed tab). A card form for an order the gateway is already
+            # charging would invite the customer to pay twice, so ask the gateway first.
+            order = await _refresh(shop, order)
     except paygate.PaygateError as exc:
-        log.warning("creating the payment intent of %s failed: %s", order.id, exc)
+        log.warning("the payment intent of %s is unavailable: %s", order.id, exc)
         problem = "The payment service is not reachable right now. Please reload this page in a moment."
+    try:
+        order = await settle_pending_refunds(shop, order)
+    except paygate.PaygateError as exc:  # shown as being processed, as stored; the next look asks again
+        log.warning("could not settle the pending refunds of %s: %s", order.id, exc)
     view = order_json(order)
     page_config = {"orderId": order.id, "clientSecret": order.client_secret if view["payable"] else None,
                    "order": view, "payUrl": f"/orders/{order.id}/pay",
@@ -163,7 +215,12 @@ async def pay(request: Request) -> Response:
             order.intent_id, token=token, idempotency_key=f"storefront-{order.id}-{token}")
     except paygate.InvalidRequestError as exc:
         if exc.code == "intent_state_conflict":  # another attempt is running, or it is paid
-            return json_error(409, "This order is already being paid.", await _refresh(shop, order))
+            try:
+                order = await _refresh(shop, order)
+            except paygate.PaygateError:
+                # The page asks for the status until it knows; the stale record would show a card form.
+                return json_error(409, "This order is already being paid.")
+            return json_error(409, "This order is already being paid.", order)
         if exc.code == "token_invalid":
             return json_error(400, "Your card details expired. Please enter them again.", order)
         log.warning("process refused for %s: %s %s", order.id, exc.code, exc.message)
@@ -173,9 +230,10 @@ async def pay(request: Request) -> Response:
     except paygate.PaygateError as exc:
         # No answer: the payment may or may not have started. Never tell the customer
         # they were not charged; the page asks for the status until it knows.
+        # The order as stored (awaiting payment) is not sent: the page would show it, with a
+        # fresh card form, for a payment that may be going through.
         log.warning("process for %s got no answer: %s", order.id, exc)
-        return json_error(502, "We could not confirm your payment yet. This page will update by itself.",
-                          order)
+        return json_error(502, "We could not confirm your payment yet. This page will update by itself.")
     order = await run(shop.store.apply, order.id, PaymentUpdate.from_sdk(intent))
     return JSONResponse(order_json(order))
 
@@ -206,12 +264,14 @@ async def status(request: Request) -> Response:
     order = await _order_or_none(request)
     if order is None:
         return json_error(404, "No such order.")
-    wait = min(max(_quantity(request.query_params.get("wait"), 0), 0), shop.config.status_wait_s)
+    wait = min(max(_int_param(request.query_params.get("wait"), 0), 0), shop.config.status_wait_s)
     try:
         order = await _refresh(shop, order, wait)
     except paygate.PaygateError as exc:
+        # Asked while the outcome is unknown: the stored order may be behind, so none is sent
+        # (the page keeps showing "processing" and asks again).
         log.warning("status of %s unavailable: %s", order.id, exc)
-        return json_error(503, "Payment status temporarily unavailable.", order)
+        return json_error(503, "Payment status temporarily unavailable.")
     return JSONResponse(order_json(order), headers={"Cache-Control": "no-store"})
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "apply_refunded_total",
     "apply_update",
     "decline_message",
+    "release_refund",
 ]
 
 
@@ -155,6 +156,10 @@ class PaymentState:
     #: What was charged or captured; None until the gateway says (a paid automatic
     #: order took its total).
     amount_received: int | None = None
+    #: The part of ``amount_refunded`` that the processor has not confirmed yet (refunds
+    #: the shop made whose status is ``pending`` or ``unknown``): reserved at the gateway,
+    #: so not refundable again, but not refunded either until ``refund.succeeded``.
+    amount_refund_pending: int = 0
 
     @property
     def payable(self) -> bool:
@@ -179,6 +184,11 @@ class PaymentState:
         return self.status is OrderStatus.AUTHORIZED and self.amount_capturable > 0
 
     @property
+    def refunded_settled(self) -> int:
+        """What the processor confirmed as refunded (what the order may call "refunded")."""
+        return max(self.amount_refunded - self.amount_refund_pending, 0)
+
+    @property
     def refundable(self) -> int:
         """How much can still be refunded: what was received, less refunds (0 unless paid)."""
         return max(self.received - self.amount_refunded, 0)
@@ -188,11 +198,14 @@ def _with_refunds(state: PaymentState, refunded: int) -> PaymentState:
     # Bounded by what was charged: a partial capture received less than the total.
     ceiling = state.received if state.status in PAID_STATUSES else state.total
     refunded = min(max(state.amount_refunded, refunded), ceiling)
+    # A refund the processor has not confirmed does not make the order "refunded": the
+    # customer would be told the money is back when it may never be.
+    settled = max(refunded - state.amount_refund_pending, 0)
     status = state.status
     if status in PAID_STATUSES:
-        if refunded > 0 and refunded >= state.received:
+        if settled > 0 and settled >= state.received:
             status = OrderStatus.REFUNDED
-        elif refunded > 0:
+        elif settled > 0:
             status = OrderStatus.PARTIALLY_REFUNDED
         else:
             status = OrderStatus.CAPTURED if state.manual_capture else OrderStatus.PAID
@@ -256,9 +269,17 @@ def apply_update(state: PaymentState, update: PaymentUpdate) -> PaymentState:
     return _with_refunds(state, update.amount_refunded or 0)
 
 
-def apply_refunded_total(state: PaymentState, refunded: int) -> PaymentState:
-    """After a refund the shop made or heard of (``refund.succeeded``)."""
-    return _with_refunds(state, refunded)
+def release_refund(state: PaymentState, amount: int) -> PaymentState:
+    """A refund the shop counted while pending was refused by the processor: the gateway
+    released what it had reserved, so the order's refunded total gives it back (the one
+    case where it shrinks: a fact about a refund, not an older view of the intent)."""
+    return dataclasses.replace(state, amount_refunded=max(state.amount_refunded - amount, 0))
+
+
+def apply_refunded_total(state: PaymentState, refunded: int, pending: int = 0) -> PaymentState:
+    """After a refund the shop made or heard of (``refund.succeeded``): ``refunded`` counts
+    every refund not refused, ``pending`` those of them the processor has not confirmed."""
+    return _with_refunds(dataclasses.replace(state, amount_refund_pending=pending), refunded)
 
 
 _DECLINES = {

@@ -27,6 +27,7 @@ from storefront.states import (
     PaymentUpdate,
     apply_refunded_total,
     apply_update,
+    release_refund,
 )
 
 __all__ = ["Order", "OrderLine", "OrderStore", "WebhookReceipt"]
@@ -90,10 +91,15 @@ _ADDED_COLUMNS = {
     "capture_method": "TEXT NOT NULL DEFAULT 'automatic'",
     "amount_capturable": "INTEGER NOT NULL DEFAULT 0",
     "amount_received": "INTEGER",
+    "checkout_key": "TEXT",
 }
+# After the columns exist (an index cannot be made on a column an older database lacks).
+_ADDED_INDEXES = ("CREATE UNIQUE INDEX IF NOT EXISTS orders_checkout_key ON orders (checkout_key)",)
 
 # Refund statuses that count towards what was refunded (the gateway reserves pending ones).
 _COUNTED_REFUNDS = ("succeeded", "pending", "unknown")
+# Of those, the ones the processor has not confirmed: reserved, not yet refunded.
+_PENDING_REFUNDS = ("pending", "unknown")
 
 
 def _now() -> str:
@@ -102,6 +108,15 @@ def _now() -> str:
 
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _is_refund_of(data: Mapping[str, Any], order: Order) -> bool:
+    """A refund object the shop can record against ``order``: an id and an amount in the
+    order's range (anything else would fail the table's checks: a 500, and the gateway
+    retrying one event for days)."""
+    amount = data.get("amount")
+    return (isinstance(data.get("refundId"), str) and isinstance(amount, int) and not isinstance(amount, bool)
+            and 0 < amount <= order.total)
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,8 @@ class OrderStore(SQLiteDatabase):
             for name, decl in _ADDED_COLUMNS.items():
                 if name not in have:
                     conn.execute(f"ALTER TABLE orders ADD COLUMN {name} {decl}")
+            for statement in _ADDED_INDEXES:
+                conn.execute(statement)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -171,6 +188,7 @@ class OrderStore(SQLiteDatabase):
                 "SELECT * FROM order_lines WHERE order_id = ? ORDER BY position", (row["id"],))
         )
         payment = PaymentState(
+            amount_refund_pending=self._refund_total(conn, row["id"], _PENDING_REFUNDS),
             status=OrderStatus(row["status"]), total=row["total"],
             amount_refunded=row["amount_refunded"], intent_updated_at=_time(row["intent_updated_at"]),
             error_code=row["error_code"], decline_code=row["decline_code"],
@@ -211,21 +229,30 @@ class OrderStore(SQLiteDatabase):
 
     # --- writing ----------------------------------------------------------------------
 
-    def create(self, lines: list[CartLine], totals: Totals, currency: str) -> Order:
+    def create(self, lines: list[CartLine], totals: Totals, currency: str,
+               checkout_key: str | None = None) -> Order:
         """The capture method is decided here, once: an order with a made-to-order item
-        (``ships_later``) is authorized at checkout and captured when it ships."""
+        (``ships_later``) is authorized at checkout and captured when it ships.
+
+        ``checkout_key`` names the checkout request (the cart it was made from): the same
+        key again — a double-click, a browser's retry — returns the order already made
+        instead of a second one."""
         if not lines or totals.total <= 0:
             raise ValueError("an order needs at least one line")
         capture_method = "manual" if any(line.product.ships_later for line in lines) else "automatic"
         order_id = "ord_" + secrets.token_urlsafe(18)  # the order page's URL: unguessable
         now = _now()
         with self._write() as conn:
+            if checkout_key is not None:
+                made = conn.execute("SELECT id FROM orders WHERE checkout_key = ?", (checkout_key,)).fetchone()
+                if made is not None:
+                    return self._locked(conn, made["id"])
             number = conn.execute("SELECT COALESCE(MAX(number), 1000) + 1 FROM orders").fetchone()[0]
             conn.execute(
                 "INSERT INTO orders (id, number, currency, subtotal, shipping, total, status,"
-                " capture_method, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " capture_method, checkout_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (order_id, number, currency, totals.subtotal, totals.shipping, totals.total,
-                 OrderStatus.AWAITING_PAYMENT.value, capture_method, now, now))
+                 OrderStatus.AWAITING_PAYMENT.value, capture_method, checkout_key, now, now))
             conn.executemany(
                 "INSERT INTO order_lines (order_id, position, sku, name, unit_price, quantity)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -279,11 +306,38 @@ class OrderStore(SQLiteDatabase):
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (refund_id) DO UPDATE SET status = excluded.status",
             (refund["refundId"], order.id, int(refund["amount"]), str(refund.get("status") or "succeeded"),
              refund.get("reason"), source, _now()))
-        placeholders = ",".join("?" * len(_COUNTED_REFUNDS))
-        refunded = conn.execute(
+        refunded = self._refund_total(conn, order.id, _COUNTED_REFUNDS)
+        pending = self._refund_total(conn, order.id, _PENDING_REFUNDS)
+        return self._save_payment(conn, order, apply_refunded_total(order.payment, refunded, pending))
+
+    @staticmethod
+    def _refund_total(conn: sqlite3.Connection, order_id: str, statuses: tuple[str, ...]) -> int:
+        placeholders = ",".join("?" * len(statuses))
+        total = conn.execute(
             f"SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE order_id = ? AND status IN ({placeholders})",
-            (order.id, *_COUNTED_REFUNDS)).fetchone()[0]
-        return self._save_payment(conn, order, apply_refunded_total(order.payment, int(refunded)))
+            (order_id, *statuses)).fetchone()[0]
+        return int(total)
+
+    def settle_refunds(self, order_id: str, outcomes: Mapping[str, str]) -> Order:
+        """Final outcomes (refund id → ``succeeded``/``failed``) of this order's refunds that
+        were still pending or unknown here; other ids and statuses change nothing."""
+        with self._write() as conn:
+            order = self._locked(conn, order_id)
+            placeholders = ",".join("?" * len(_PENDING_REFUNDS))
+            pending = conn.execute(
+                f"SELECT refund_id, amount FROM refunds WHERE order_id = ? AND status IN ({placeholders})",
+                (order_id, *_PENDING_REFUNDS)).fetchall()
+            state = order.payment
+            for row in pending:
+                outcome = outcomes.get(row["refund_id"])
+                if outcome not in ("succeeded", "failed"):
+                    continue
+                conn.execute("UPDATE refunds SET status = ? WHERE refund_id = ?", (outcome, row["refund_id"]))
+                if outcome == "failed":
+                    state = release_refund(state, int(row["amount"]))
+            refunded = self._refund_total(conn, order.id, _COUNTED_REFUNDS)
+            still_pending = self._refund_total(conn, order.id, _PENDING_REFUNDS)
+            return self._save_payment(conn, order, apply_refunded_total(state, refunded, still_pending))
 
     def record_refund(self, order_id: str, refund: Mapping[str, Any], source: str = "admin") -> Order:
         """``refund``: the gateway's refund object (``refundId``, ``amount``, ``status``, …)."""
@@ -310,7 +364,7 @@ class OrderStore(SQLiteDatabase):
             if order is not None:
                 if event_type.startswith("payment_intent."):
                     self._save_payment(conn, order, apply_update(order.payment, PaymentUpdate.from_payload(data)))
-                elif event_type == "refund.succeeded" and data.get("refundId") and isinstance(data.get("amount"), int):
+                elif event_type == "refund.succeeded" and _is_refund_of(data, order):
                     self._record_refund(conn, order, data, "webhook")
             return WebhookReceipt(duplicate=False, order_id=order.id if order else None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +35,14 @@ __all__ = [
     "hold_state",
     "json_error",
     "order_json",
+    "outcome_unknown",
     "read_body",
     "read_form",
     "read_json",
     "render",
     "run",
     "sentence",
+    "settle_pending_refunds",
     "shop_of",
 ]
 
@@ -87,7 +90,11 @@ class Shop:
         return Cart.from_data(self.signer.unsign("cart", request.cookies.get(CART_COOKIE)))
 
     def cart_cookie(self, cart: Cart) -> str:
-        return self.signer.sign("cart", cart.to_data(), max_age_s=CART_MAX_AGE_S)
+        # A fresh nonce in every cookie written: checkout keys the order by the cookie, so
+        # the same contents written twice (a second order of the same thing, within the
+        # second that the expiry counts in) must not read as the same cart.
+        data = {**cart.to_data(), "nonce": secrets.token_urlsafe(12)}
+        return self.signer.sign("cart", data, max_age_s=CART_MAX_AGE_S)
 
     def content_security_policy(self) -> str:
         gateway = urlsplit(self.config.browser_gateway_url)
@@ -98,6 +105,20 @@ class Shop:
                 f"script-src 'self' {origin}; frame-src {origin}; "
                 "connect-src 'self'; img-src 'self' data:; style-src 'self'; "
                 "base-uri 'none'; form-action 'self'; object-src 'none'; frame-ancestors 'none'")
+
+
+async def settle_pending_refunds(shop: Shop, order: Order) -> Order:
+    """Refunds the processor had not confirmed (``pending``/``unknown``), settled from the
+    intent's history. A confirmed refund also comes as ``refund.succeeded``, but a refused
+    one sends no event: without this look the order would show it "being processed" for
+    ever and keep its amount out of what can be refunded."""
+    if order.intent_id is None or order.payment.amount_refund_pending <= 0:
+        return order
+    outcomes: dict[str, str] = {}
+    for event in await shop.client.payment_intents.history(order.intent_id):  # oldest first
+        if isinstance(event.object, paygate.Refund) and event.object.status:
+            outcomes[event.object.refund_id] = event.object.status
+    return await run(shop.store.settle_refunds, order.id, outcomes)
 
 
 def shop_of(request: Request) -> Shop:
@@ -193,6 +214,15 @@ def hold_state(order: Order) -> str:
     return "No authorization"
 
 
+def outcome_unknown(exc: paygate.PaygateError) -> bool:
+    """True when ``exc`` leaves the operation's outcome unknown — no answer, a gateway
+    failure (5xx), or the same request still running there — so it may have happened.
+    Only a refusal (4xx) says that nothing was done."""
+    if isinstance(exc, (paygate.APIConnectionError, paygate.APIError)):
+        return True
+    return exc.code == "idempotency_request_in_progress"
+
+
 def sentence(message: str) -> str:
     """A lower-case message as a sentence: only the first letter is raised, so "USD
     amounts …" stays "USD" (``str.capitalize()`` would lower the rest: "Usd amounts")."""
@@ -232,7 +262,16 @@ _HEADLINES = {
 
 
 def _detail(order: Order, status: str, detail: str) -> str:
-    """The order page's line under the headline, with the amounts of a hold."""
+    """The order page's line under the headline, with the amounts of a hold and of a refund
+    the processor has not confirmed yet (never called "refunded" before it is)."""
+    text = _hold_detail(order, status, detail)
+    pending = order.payment.amount_refund_pending
+    if pending > 0 and OrderStatus(status) in PAID_STATUSES:
+        text += f" A refund of {format_money(pending, order.currency)} is being processed."
+    return text
+
+
+def _hold_detail(order: Order, status: str, detail: str) -> str:
     payment = order.payment
     if payment.manual_capture and status in ("awaiting_payment", "payment_failed"):
         return detail + " Your card is authorized now and charged only when your order ships."
@@ -267,8 +306,11 @@ def order_json(order: Order) -> dict[str, Any]:
         "declineMessage": message,
         "total": order.total,
         "totalLabel": format_money(order.total, order.currency),
-        "amountRefunded": order.payment.amount_refunded,
-        "amountRefundedLabel": format_money(order.payment.amount_refunded, order.currency),
+        # Refunded means confirmed by the processor; a pending refund is shown apart.
+        "amountRefunded": order.payment.refunded_settled,
+        "amountRefundedLabel": format_money(order.payment.refunded_settled, order.currency),
+        "amountRefundPending": order.payment.amount_refund_pending,
+        "amountRefundPendingLabel": format_money(order.payment.amount_refund_pending, order.currency),
         "card": card_label(order),
         # "Ship then capture": what is on hold (not charged) and what was charged.
         "captureMethod": order.capture_method,
