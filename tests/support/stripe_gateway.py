@@ -2,18 +2,24 @@
 the gateway's ``/api/v1/payment/process``: what the Stripe connector's gateway tests share."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
+import orjson
 from sqlalchemy import select
 
 import paygate
 from paygate_server.processors.accounts import add_account
 from paygate_server.storage.schema import transactions
 from tests.support.app import InProcessGateway
+from tests.support.eventually import eventually
+from tests.support.http_stub import Reply, Seen, StubServer
 from tests.support.localstripe import SECRET_KEY
 from tests.support.signing import SignedClient
+from tests.support.tcp_proxy import DroppingProxy
 
-__all__ = ["attempt_of", "pay_by_card", "stripe_shop"]
+__all__ = ["LostConfirm", "attempt_of", "pay_by_card", "pay_with_confirm_lost", "stripe_shop"]
 
 
 async def stripe_shop(gw: InProcessGateway, api_base: str, webhook_secret: str) -> tuple[SignedClient, str]:
@@ -41,3 +47,38 @@ async def attempt_of(gw: InProcessGateway, pid: str, kind: str = "charge") -> An
     async with gw.gateway.db.read() as conn:
         return (await conn.execute(select(transactions).where(transactions.c.intent_id == pid,
                                                               transactions.c.kind == kind))).one()
+
+
+@dataclass(frozen=True)
+class LostConfirm:
+    shop: SignedClient
+    account: str  # the shop's Stripe account
+    pid: str  # the intent, left in_progress
+    event: Seen  # localstripe's own signed payment_intent.succeeded for it, as it was sent
+
+
+async def pay_with_confirm_lost(gw: InProcessGateway, localstripe_url: str, hook: str, webhook_secret: str,
+                                number: str, amount: int, currency: str) -> LostConfirm:
+    """A card payment whose confirm localstripe carries out but whose answer is lost on the
+    way back, and the event localstripe sends about it (caught at a relay of the test's
+    registered as ``hook``, not delivered to the gateway)."""
+    host, port = localstripe_url.removeprefix("http://").split(":")
+    proxy = DroppingProxy(host, int(port), lambda data: b"/confirm HTTP/1.1" in data)
+    async with StubServer(lambda seen: Reply(200, b"")) as relay:
+        registered = httpx.post(f"{localstripe_url}/_config/webhooks/{hook}", data={
+            "url": relay.url + "/relay", "secret": webhook_secret, "events[]": ["payment_intent.succeeded"]})
+        assert registered.status_code == 200
+        try:
+            shop, account = await stripe_shop(gw, await proxy.start(), webhook_secret)
+            pid, paid = await pay_by_card(gw, shop, number, amount, currency)
+        finally:
+            await proxy.close()
+        assert paid["status"] == "in_progress"
+        pi_id = (await attempt_of(gw, pid)).processor_id
+
+        def delivered() -> Seen | None:
+            return next((seen for seen in relay.seen if orjson.loads(seen.body)["data"]["object"]["id"] == pi_id), None)
+
+        event = await eventually(delivered, what=f"localstripe's payment_intent.succeeded for {pi_id}")
+        assert event is not None
+    return LostConfirm(shop, account, pid, event)

@@ -22,11 +22,9 @@ from sqlalchemy import select, update
 from paygate_server.processing.reconciler import list_unresolved
 from paygate_server.storage.schema import reconcile_queue, refunds
 from tests.support.app import InProcessGateway
-from tests.support.eventually import eventually
-from tests.support.http_stub import Reply, Seen, StubServer
 from tests.support.localstripe import SECRET_KEY, localstripe_or_skip
 from tests.support.signing import SignedClient
-from tests.support.stripe_gateway import attempt_of, pay_by_card, stripe_shop
+from tests.support.stripe_gateway import attempt_of, pay_by_card, pay_with_confirm_lost, stripe_shop
 from tests.support.tcp_proxy import DroppingProxy
 
 WEBHOOK_SECRET = "whsec_currencies"
@@ -157,25 +155,8 @@ async def test_an_event_for_another_amount_settles_nothing(gw: InProcessGateway,
     """A lost confirm of an ISK payment; localstripe's own payment_intent.succeeded says
     50000 (500 kr). Changed to 49900 and signed again, the event is acknowledged and settles
     nothing; the real one settles the payment."""
-    host, port = localstripe_url.removeprefix("http://").split(":")
-    proxy = DroppingProxy(host, int(port), lambda data: b"/confirm HTTP/1.1" in data)
-    async with StubServer(lambda seen: Reply(200, b"")) as relay:
-        assert httpx.post(f"{localstripe_url}/_config/webhooks/currencies-test", data={
-            "url": relay.url + "/relay", "secret": WEBHOOK_SECRET,
-            "events[]": ["payment_intent.succeeded"]}).status_code == 200
-        try:
-            shop, account = await _shop(gw, await proxy.start())
-            pid, paid = await _pay(gw, shop, 500, "ISK")
-        finally:
-            await proxy.close()
-        assert paid["status"] == "in_progress"
-        pi_id = (await attempt_of(gw, pid)).processor_id
-
-        def delivered() -> Seen | None:
-            return next((seen for seen in relay.seen if orjson.loads(seen.body)["data"]["object"]["id"] == pi_id), None)
-
-        event = await eventually(delivered, what=f"localstripe's payment_intent.succeeded for {pi_id}")
-        assert event is not None
+    lost = await pay_with_confirm_lost(gw, localstripe_url, "currencies-test", WEBHOOK_SECRET, APPROVE, 500, "ISK")
+    shop, account, pid, event = lost.shop, lost.account, lost.pid, lost.event
     real = orjson.loads(event.body)
     assert (real["data"]["object"]["amount"], real["data"]["object"]["currency"]) == (50000, "isk")
     for field, value in (("amount", 49900), ("currency", "eur"), ("amount", 500)):

@@ -20,7 +20,7 @@ from tests.support.eventually import eventually
 from tests.support.http_stub import Reply, Seen, StubServer
 from tests.support.localstripe import SECRET_KEY, localstripe_or_skip
 from tests.support.signing import SignedClient
-from tests.support.stripe_gateway import attempt_of, pay_by_card, stripe_shop
+from tests.support.stripe_gateway import attempt_of, pay_by_card, pay_with_confirm_lost, stripe_shop
 from tests.support.tcp_proxy import DroppingProxy
 
 
@@ -128,25 +128,9 @@ async def test_a_lost_answer_is_settled_by_the_reconciler(gw: InProcessGateway, 
 
 
 async def test_a_lost_answer_is_settled_by_stripes_webhook(gw: InProcessGateway, localstripe_url: str) -> None:
-    host, port = localstripe_url.removeprefix("http://").split(":")
-    proxy = DroppingProxy(host, int(port), lambda data: b"/confirm HTTP/1.1" in data)
-    async with StubServer(lambda seen: Reply(200, b"")) as relay:
-        registered = httpx.post(f"{localstripe_url}/_config/webhooks/gateway-test", data={
-            "url": relay.url + "/relay", "secret": WEBHOOK_SECRET, "events[]": ["payment_intent.succeeded"]})
-        assert registered.status_code == 200
-        try:
-            shop, account = await _shop_and_account(gw, await proxy.start())
-            pid, paid = await _pay(gw, shop, "4242424242424242", amount=4700)
-        finally:
-            await proxy.close()
-        assert paid["status"] == "in_progress"
-        pi_id = (await attempt_of(gw, pid)).processor_id
-
-        def delivered() -> Seen | None:
-            return next((seen for seen in relay.seen if orjson.loads(seen.body)["data"]["object"]["id"] == pi_id), None)
-
-        event = await eventually(delivered, what=f"localstripe's payment_intent.succeeded for {pi_id}")
-        assert event is not None
+    lost = await pay_with_confirm_lost(gw, localstripe_url, "gateway-test", WEBHOOK_SECRET, "4242424242424242",
+                                       4700, "EUR")
+    shop, account, pid, event = lost.shop, lost.account, lost.pid, lost.event
     # What localstripe sent, as it sent it, to the account's endpoint.
     headers = {"stripe-signature": event.headers["stripe-signature"], "content-type": "application/json"}
     answer = await gw.http.post(f"/processors/v1/{account}/webhooks", content=event.body, headers=headers)
