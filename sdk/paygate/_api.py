@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 
 from . import _json
-from ._base_client import Deadline, ParamValue, RequestOptions, error_from_body
+from ._base_client import Deadline, ParamValue, RequestOptions, answer_error, error_from_body
 from ._exceptions import APIError, WaitTimeoutError
 from ._jwe import public_key_from_jwk, select_jwk
 from ._models import (
@@ -388,7 +388,7 @@ def status_from_event(
     try:
         return _same_intent(PaymentStatus.from_dict(data), payment_intent_id)
     except APIError as exc:
-        raise broken_event_stream(response, exc.message) from None
+        raise answer_error(response, exc.message) from None
 
 
 def is_event_stream(response: httpx.Response) -> bool:
@@ -397,21 +397,7 @@ def is_event_stream(response: httpx.Response) -> bool:
 
 
 def not_event_stream(response: httpx.Response) -> APIError:
-    return APIError(
-        "the status stream did not answer text/event-stream",
-        http_status=response.status_code,
-        request_id=response.headers.get("x-request-id"),
-        headers=response.headers,
-    )
-
-
-def broken_event_stream(response: httpx.Response, reason: str) -> APIError:
-    return APIError(
-        reason,
-        http_status=response.status_code,
-        request_id=response.headers.get("x-request-id"),
-        headers=response.headers,
-    )
+    return answer_error(response, "the status stream did not answer text/event-stream")
 
 
 # -- refunds, webhook endpoints, keys -----------------------------------------------------

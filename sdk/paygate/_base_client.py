@@ -233,16 +233,28 @@ def error_from_response(response: httpx.Response) -> PaygateError:
     )
 
 
+def answer_error(
+    response: httpx.Response, message: str, *, http_body: str | None = None
+) -> APIError:
+    """An ``APIError`` about ``response``, an answer that is not the contract's: its
+    status, request id and headers with ``message``."""
+    return APIError(
+        message,
+        http_status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+        headers=response.headers,
+        http_body=http_body,
+    )
+
+
 def undecodable(response: httpx.Response) -> APIError:
     """The exception for an answer whose body httpx could not decode (a
     ``Content-Encoding`` that does not match the bytes): an answer, but not the contract's."""
     encoding = response.headers.get("content-encoding", "")
-    return APIError(
+    return answer_error(
+        response,
         f"the gateway answered HTTP {response.status_code} with a body that could not be "
         f"decoded (Content-Encoding: {encoding[:40]!r})",
-        http_status=response.status_code,
-        request_id=response.headers.get("x-request-id"),
-        headers=response.headers,
     )
 
 
@@ -295,12 +307,10 @@ class AnswerBudget:
 
     def too_large(self) -> APIError:
         response = self.response
-        return APIError(
+        return answer_error(
+            response,
             f"the gateway answered HTTP {response.status_code} with a body over "
             f"{MAX_ANSWER_BYTES} bytes",
-            http_status=response.status_code,
-            request_id=response.headers.get("x-request-id"),
-            headers=response.headers,
         )
 
 
@@ -515,12 +525,8 @@ class BaseClient:
             if exc.http_status is not None:
                 raise
             text = response.content.decode("utf-8", "replace")
-            raise APIError(
-                exc.message,
-                http_status=response.status_code,
-                request_id=response.headers.get("x-request-id"),
-                headers=response.headers,
-                http_body=text[:_MAX_BODY_IN_ERROR],
+            raise answer_error(
+                response, exc.message, http_body=text[:_MAX_BODY_IN_ERROR]
             ) from None
 
     @staticmethod
@@ -531,9 +537,7 @@ class BaseClient:
         try:
             return _json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
-            raise APIError(
+            raise answer_error(
+                response,
                 f"the gateway answered HTTP {response.status_code} with a body that is not JSON",
-                http_status=response.status_code,
-                request_id=response.headers.get("x-request-id"),
-                headers=response.headers,
             ) from None

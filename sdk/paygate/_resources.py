@@ -14,7 +14,7 @@ import httpx
 
 from . import _api
 from ._api import CaptureMethod
-from ._base_client import undecodable
+from ._base_client import answer_error, undecodable
 from ._models import (
     DEFAULT_WAIT_STATUSES,
     STREAM_END_STATUSES,
@@ -258,7 +258,7 @@ class PaymentIntents:
             except httpx.DecodingError as exc:
                 raise undecodable(response) from exc
             except SSEError as exc:
-                raise _api.broken_event_stream(response, str(exc)) from None
+                raise answer_error(response, str(exc)) from None
             except httpx.ReadTimeout:
                 # Idle past the read timeout: reopen at once (the deadline check is first).
                 pass
@@ -441,7 +441,7 @@ class AsyncPaymentIntents:
             except httpx.DecodingError as exc:
                 raise undecodable(response) from exc
             except SSEError as exc:
-                raise _api.broken_event_stream(response, str(exc)) from None
+                raise answer_error(response, str(exc)) from None
             except httpx.ReadTimeout:
                 pass
             except httpx.TransportError as exc:
