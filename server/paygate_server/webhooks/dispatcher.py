@@ -185,12 +185,21 @@ class Dispatcher:
                 await self._finish(event_id, endpoint_id, "failed", target.attempts, None,
                                    f"endpoint {target.endpoint_status}")
                 return
-            secret = open_secret(self._master, target.endpoint_id, target.secret_sealed)
-            result = await self.attempt(target.url, secret, event_id, target.payload.encode())
+            try:
+                secret = open_secret(self._master, target.endpoint_id, target.secret_sealed)
+                result = await self.attempt(target.url, secret, event_id, target.payload.encode())
+            except Exception as exc:  # noqa: BLE001 - the gateway's own failure, recorded below
+                # Not the endpoint's doing (a secret the master key cannot open, a bug): an
+                # attempt that sent nothing, recorded like one, so that it backs off on the
+                # schedule and ends `failed` for the operator to see and replay — left to the
+                # lease, it came back every lease, a traceback each time, for ever.
+                log.exception("webhook delivery %s -> %s not sent", event_id, endpoint_id)
+                result = AttemptResult(None, f"not sent: {type(exc).__name__} in the gateway")
             self.attempts += 1
             await self._record(event_id, endpoint_id, target.attempts + 1, result)
         except Exception:
-            # The lease runs out and the delivery is retried; nothing is lost.
+            # Reading or recording failed (the database): the lease runs out and the delivery
+            # is retried; nothing is lost.
             log.exception("webhook delivery %s -> %s failed unexpectedly", event_id, endpoint_id)
 
     def _connections(self) -> httpcore.AsyncConnectionPool:

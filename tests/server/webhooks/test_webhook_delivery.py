@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from paygate_server.storage.schema_history import webhook_deliveries, webhook_events
+from paygate_server.storage.schema_history import (
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_events,
+)
 from paygate_server.webhooks import guard
 from paygate_server.webhooks.dispatcher import ascii_url
 from tests.server.webhooks.receiver import Received, Receiver
@@ -293,3 +297,27 @@ async def test_a_url_with_non_ascii_characters_is_delivered(
         assert request.headers["host"] == f"xn--bcher-kva.hooks.test:{receiver.port}"
         assert asked[-1] == "xn--bcher-kva.hooks.test"  # the name the guard checked is the one connected to
         verified(request, hook["secret"])
+
+
+async def test_a_delivery_the_gateway_cannot_send_backs_off_and_fails(live: InProcessGateway) -> None:
+    """The gateway's own failure (here: an endpoint secret the master key cannot open) is an
+    attempt that sent nothing: on the retry schedule, then ``failed`` with the reason, for
+    the operator to replay — not a retry every lease, for ever."""
+    shop = await live.new_merchant()
+    async with Receiver() as receiver:
+        hook = await endpoint(shop, receiver.url(), events=["payment_intent.created"])
+        async with live.gateway.db.write() as conn:
+            await conn.execute(update(webhook_endpoints).where(
+                webhook_endpoints.c.id == hook["webhookEndpointId"]).values(secret_sealed=b"\x01" * 40))
+        await shop.create_intent()
+
+        async def failed() -> list[Any]:
+            async with live.gateway.db.read() as conn:
+                return (await conn.execute(select(webhook_deliveries).where(
+                    webhook_deliveries.c.endpoint_id == hook["webhookEndpointId"],
+                    webhook_deliveries.c.status == "failed"))).all()
+
+        rows = await eventually(failed, what="the delivery failed after its schedule")
+        assert rows[0].attempts == 5 and rows[0].last_status_code is None  # 1 + the 4 retries
+        assert rows[0].last_error.startswith("not sent: ") and "in the gateway" in rows[0].last_error
+        assert receiver.requests == []
