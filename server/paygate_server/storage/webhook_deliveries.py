@@ -110,7 +110,8 @@ class DeliveryQueue:
     async def replay_failed(self, now: int, *, merchant_id: str | None = None, endpoint_id: str | None = None,
                             event_id: str | None = None) -> int:
         """Failed deliveries matching the filters go back to ``pending``, due now, with a fresh
-        retry schedule; their disabled endpoints are enabled again (the operator asked)."""
+        retry schedule and nothing of their last attempts (the count starts again, so does
+        what the last one got); their disabled endpoints are enabled again (the operator asked)."""
         where = [_delivery.status == "failed"]
         if merchant_id:
             where.append(_delivery.merchant_id == merchant_id)
@@ -125,7 +126,8 @@ class DeliveryQueue:
                     webhook_endpoints.c.id.in_(endpoint_ids), webhook_endpoints.c.status == "disabled")
                     .values(status="enabled", disabled_reason=None, updated_at=now))
             result = await conn.execute(update(webhook_deliveries).where(and_(*where)).values(
-                status="pending", attempts=0, next_attempt_at=now, last_error=None, updated_at=now))
+                status="pending", attempts=0, next_attempt_at=now, last_status_code=None, last_error=None,
+                updated_at=now))
         return result.rowcount
 
     async def recent(self, *, status: str | None = None, merchant_id: str | None = None,

@@ -112,3 +112,6 @@ async def test_claims_outcomes_and_replay(db: Database) -> None:  # noqa: F811
     async with db.read() as conn:
         assert (await endpoints.list_endpoints(conn, shop))[0].status == "enabled"
     assert [(d.event_id, d.next_attempt_at) for d in await queue.due(90, 10)] == [(second.event_id, 90)]
+    replayed = {r["event_id"]: r for r in await queue.recent(merchant_id=shop)}[second.event_id]
+    assert (replayed["status"], replayed["attempts"], replayed["last_status_code"], replayed["last_error"]) == (
+        "pending", 0, None, None)  # not a 410 the fresh schedule has not met
