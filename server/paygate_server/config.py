@@ -175,6 +175,8 @@ class Settings:
                     values[f.name] = _parse(f.name, raw, f.default)
                 except ValueError:  # float("x"): a message that names neither the variable nor the rule
                     raise ValueError(f"{variable}: {_NUMBER_RULES[type(f.default)]}") from None
+                if f.name in _MORE_THAN_ZERO and not values[f.name]:
+                    raise ValueError(f"{variable}: must be more than 0")
         if values.get("database_url") and (problem := database_url_problem(values["database_url"])):
             raise ValueError(f"PAYGATE_DATABASE_URL: {problem}")
         if values.get("database_session_url") and (problem := session_url_problem(
@@ -191,6 +193,17 @@ _NOT_FROM_ENV = frozenset({"idempotency_lock_timeout_s", "max_body_bytes", "extr
 # Every numeric setting is a size, a count or a duration: none is negative, none infinite.
 _NUMBER_RULES = {int: "must be a whole number, 0 or more", float: "must be a number of 0 or more",
                  tuple: "must be numbers of 0 or more, separated by commas"}
+
+
+# Where 0 means nothing that works: no connection or delivery at all, an attempt that times
+# out before it starts, a batch of nothing read for ever, a poll that spins a core.
+_MORE_THAN_ZERO = frozenset({
+    "db_pool_size", "processor_connect_timeout_s", "processor_timeout_s", "webhook_timeout_s",
+    "webhook_max_concurrency", "webhook_endpoint_concurrency", "relay_batch_size",
+    "archive_segment_max_changes", "history_prune_batch_rows", "change_poll_interval_s",
+    "relay_poll_interval_s", "relay_lease_retry_s", "webhook_poll_interval_s", "reconcile_sweep_interval_s",
+    "vault_purge_interval_s", "history_prune_interval_s", "metrics_db_refresh_s",
+})
 
 
 def _number(kind: type[int] | type[float], raw: str) -> int | float:

@@ -300,6 +300,11 @@ def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[st
     ("PAYGATE_DB_POOL_SIZE", "2.5", "must be a whole number, 0 or more"),
     ("PAYGATE_RECONCILE_SCHEDULE_S", "1,,2", "must be numbers of 0 or more, separated by commas"),
     ("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S", "5,-60", "must be numbers of 0 or more, separated by commas"),
+    # 0 where it means nothing that works (once taken: every webhook attempt timed out at
+    # once, no connection could be had, a poll spun a core).
+    ("PAYGATE_WEBHOOK_TIMEOUT_S", "0", "must be more than 0"),
+    ("PAYGATE_DB_POOL_SIZE", "0", "must be more than 0"),
+    ("PAYGATE_CHANGE_POLL_INTERVAL_S", "0.0", "must be more than 0"),
 ])
 def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable: str, value: str, rule: str,
                                                                           tmp_path: Path) -> None:
