@@ -1,6 +1,7 @@
 """``/api/v1/webhooks``: a merchant's webhook endpoints (SPEC §4, §6)."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.responses import Response
@@ -23,7 +24,10 @@ from paygate_server.webhooks.guard import (
     registration_lookups,
 )
 
-__all__ = ["routes", "parse_events", "validate_url"]
+__all__ = ["routes", "parse_events", "validate_url", "REGISTRATION_LOOKUP_S"]
+
+# How long a registration waits for its URL's host to resolve.
+REGISTRATION_LOOKUP_S = 5.0
 
 
 def parse_events(value: Any) -> list[str] | None:
@@ -45,10 +49,16 @@ async def validate_url(url: str, *, allow_private: bool) -> None:
     except ValueError as exc:
         raise ApiError("parameter_invalid", str(exc), param="url") from None
     try:
-        with registration_lookups():
-            await check_destination(parts.hostname or "", default_port(parts), allow_private=allow_private)
+        # Bounded: a name whose nameservers never answer held the request until the system
+        # resolver gave up (tens of seconds); the look-up's thread finishes on its own.
+        async with asyncio.timeout(REGISTRATION_LOOKUP_S):
+            with registration_lookups():
+                await check_destination(parts.hostname or "", default_port(parts), allow_private=allow_private)
     except AddressRefused as exc:  # (its message never names an address)
         raise ApiError("parameter_invalid", str(exc), param="url") from None
+    except TimeoutError:
+        raise ApiError("parameter_invalid", f"the URL's host did not resolve within {REGISTRATION_LOOKUP_S:g} s",
+                       param="url") from None
 
 
 async def create_webhook_endpoint(ctx: ApiContext) -> Response:

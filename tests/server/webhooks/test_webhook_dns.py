@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
 from paygate_server.storage.schema_history import webhook_deliveries
+from paygate_server.webhooks import endpoints as webhook_endpoints
 from paygate_server.webhooks.dispatcher import Dispatcher
 from paygate_server.webhooks.model import new_secret
 from tests.server.webhooks.receiver import Receiver
@@ -151,3 +152,21 @@ async def _register_while_delivering(live: Any, hanging_dns: Any) -> None:
         finally:
             hanging_dns["release"].set()
             await asyncio.gather(*registering, return_exceptions=True)
+
+
+async def test_a_registration_whose_host_never_resolves_is_refused_in_bounded_time(
+        make_gateway: Any, hanging_dns: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Not held until the system resolver gives up (tens of seconds; here, until released)."""
+    monkeypatch.setattr(webhook_endpoints, "REGISTRATION_LOOKUP_S", 0.5)
+    async with make_gateway() as live:
+        try:
+            shop = await live.new_merchant()
+            hanging_dns["hang"] = True
+            started = time.monotonic()
+            answer = await shop.post("/api/v1/webhooks", {"url": f"http://never.{BLACKHOLE}/hook"})
+            assert time.monotonic() - started < 5, "held past the look-up's bound"
+            error = answer.json()["error"]
+            assert (answer.status_code, error["code"], error["param"]) == (400, "parameter_invalid", "url"), answer.text
+            assert "did not resolve within 0.5 s" in error["message"]
+        finally:
+            hanging_dns["release"].set()
