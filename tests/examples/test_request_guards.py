@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.examples.conftest import ADMIN_PASSWORD, SHOP, ShopHarness
@@ -203,3 +204,19 @@ async def test_a_16_kib_form_is_still_read(shop: ShopHarness) -> None:
                              headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 303 and r.headers["location"] == "/cart"
     assert "Stoneware Mug" in (await shop.http.get("/cart")).text
+
+
+async def test_the_cart_cookie_is_secure_over_https(shop: ShopHarness) -> None:
+    # Once: Secure only on the admin's cookie, so a plain-http request on the shop's name
+    # (a downgraded link, an attacker on the network) carried the signed cart.
+    transport = httpx.ASGITransport(app=shop.app, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="https://shop.test",
+                                 headers={"origin": "https://shop.test"}) as page:
+        for path, data in (("/cart/add", {"sku": "tw-mug-12"}), ("/cart/update", {"sku": "tw-mug-12", "quantity": "2"})):
+            r = await page.post(path, data=data)
+            assert r.status_code == 303, (path, r.text)
+            attributes = [a.strip().lower() for a in r.headers["set-cookie"].split(";")]
+            assert attributes[0].startswith("tw_cart=") and "secure" in attributes, (path, attributes)
+    async with shop.client(origin=SHOP) as plain:  # the demo's plain http keeps working
+        r = await plain.post("/cart/add", data={"sku": "tw-mug-12"})
+        assert r.status_code == 303 and "secure" not in r.headers["set-cookie"].lower()

@@ -101,9 +101,7 @@ async def cart_add(request: Request) -> Response:
     if cart.items.get(sku, 0) + quantity > MAX_QUANTITY:
         return _cart_refused(request, cart, f"At most {MAX_QUANTITY} of each item per order.")
     cart.add(sku, quantity)
-    response = _redirect(f"/?added={sku}" if form.get("stay") else "/cart")
-    response.set_cookie(CART_COOKIE, shop.cart_cookie(cart), httponly=True, samesite="lax", max_age=14 * 86400)
-    return response
+    return _with_cart(_redirect(f"/?added={sku}" if form.get("stay") else "/cart"), request, cart)
 
 
 async def cart_update(request: Request) -> Response:
@@ -117,8 +115,14 @@ async def cart_update(request: Request) -> Response:
     if quantity is None:
         return _cart_refused(request, cart, f"Choose a quantity from 0 to {MAX_QUANTITY} (0 removes the item).")
     cart.set(sku, quantity)
-    response = _redirect("/cart")
-    response.set_cookie(CART_COOKIE, shop.cart_cookie(cart), httponly=True, samesite="lax", max_age=14 * 86400)
+    return _with_cart(_redirect("/cart"), request, cart)
+
+
+def _with_cart(response: Response, request: Request, cart: Cart) -> Response:
+    """``response`` setting the signed cart cookie: ``Secure`` over https, like the admin's
+    session cookie, so that a plain-http request on the shop's name never carries it."""
+    response.set_cookie(CART_COOKIE, shop_of(request).cart_cookie(cart), httponly=True, samesite="lax",
+                        max_age=14 * 86400, secure=request.url.scheme == "https")
     return response
 
 
