@@ -120,3 +120,20 @@ async def test_a_refund_event_the_shop_cannot_record_is_acknowledged_not_a_500(s
         assert r.status_code == 200, (amount, r.text)
     order = await shop.order(order_id)
     assert (order["status"], order["amountRefunded"], order["refunds"]) == ("paid", 0, [])
+
+
+async def test_an_intent_event_the_shop_cannot_record_is_acknowledged_not_a_500(shop: ShopHarness) -> None:
+    # Once: a signed intent event with an amount out of the shop's range (negative, past
+    # SQLite's integers, more than the order) or not an integer was a 500, which the gateway
+    # retries for days. Acknowledged, recorded, not applied: the order stays as it was.
+    order_id, intent = await paid_order(shop)
+    await deliver(shop, event("payment_intent.succeeded", intent), "evt_paid")
+    before = await shop.order(order_id)
+    for n, (field, value) in enumerate([("amountReceived", -1), ("amountReceived", 10**30),
+                                        ("amountRefunded", -5), ("amountRefunded", 10**19),
+                                        ("amountCapturable", -1), ("amountReceived", 12.5),
+                                        ("amountRefunded", "700"), ("amountReceived", intent["amount"] + 1)]):
+        r = await deliver(shop, event("payment_intent.updated", {**intent, field: value}), f"evt_odd_{n}")
+        assert r.status_code == 200, (field, value, r.status_code, r.text)
+    after = await shop.order(order_id)
+    assert {k: after[k] for k in ("status", "amountRefunded")} == {k: before[k] for k in ("status", "amountRefunded")}
