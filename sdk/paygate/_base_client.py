@@ -349,6 +349,10 @@ class BaseClient:
             raise ValueError("base_url must be an absolute http(s) URL")
         if url.query or url.fragment:
             raise ValueError("base_url must not have a query or fragment")
+        if url.userinfo:
+            # It would show in repr(client), in httpx's log lines and in errors naming the
+            # URL; the gateway authenticates by signature, not by a password in the URL.
+            raise ValueError("base_url must not carry a user name or password")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self._api_key = api_key

@@ -51,6 +51,14 @@ def test_an_api_key_that_cannot_go_in_a_header_is_refused_without_echoing_it(
     assert API_KEY not in str(info.value) and API_KEY not in repr(info.value)
 
 
+@pytest.mark.parametrize("cls", [paygate.Client, paygate.AsyncClient])
+def test_a_base_url_with_a_password_is_refused_without_echoing_it(cls: Any) -> None:
+    # Once: accepted, and repr(client) (and httpx's log lines) showed the password.
+    with pytest.raises(ValueError) as info:
+        cls(API_KEY, SIGNING_SECRET, "https://ops:hunter2-secret@gateway.example")
+    assert "hunter2-secret" not in str(info.value) and "user name or password" in str(info.value)
+
+
 def test_repr_never_shows_credentials() -> None:
     client = paygate.Client(API_KEY, SIGNING_SECRET, BASE_URL)
     try:
