@@ -295,7 +295,9 @@ async def test_a_url_with_non_ascii_characters_is_delivered(
         [request] = receiver.requests
         assert request.path == "/hooks/caf%C3%A9?shop=b%C3%BCcher"
         assert request.headers["host"] == f"xn--bcher-kva.hooks.test:{receiver.port}"
-        assert asked[-1] == "xn--bcher-kva.hooks.test"  # the name the guard checked is the one connected to
+        # The name the guard checked is the one connected to. (Other look-ups may land here
+        # too: the patch is process-wide, and a gateway of another test may be delivering.)
+        assert "xn--bcher-kva.hooks.test" in asked and not [host for host in asked if "bücher" in host]
         verified(request, hook["secret"])
 
 
