@@ -38,6 +38,10 @@ class Answer:
     decline_code: str | None = None
     message: str | None = None
     processor_id: str | None = None  # the processor's id of the payment, when it said it
+    # The money the answer says moved, in the gateway's minor units (ChargeResult's): the
+    # connector holds it to what it sent with other_money.
+    amount: int | None = None
+    currency: str | None = None
 
 
 class PooledConnector:

@@ -28,7 +28,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from paygate_server import jsoncodec
@@ -57,11 +57,14 @@ from .base import (
     VoidRequest,
     WebhookRejected,
     WebhookReply,
+    other_money,
 )
 from .minor_units import ADYEN, Unrepresentable
 
 __all__ = ["API_VERSION", "KIND", "RESULT_CODES", "AdyenConnector", "Answer", "Operation", "classify",
            "decline_code_for", "signing_string"]
+
+_Stating = TypeVar("_Stating", Answer, ChargeResult)  # what can state the money it moved
 
 # The Checkout API version, pinned in every URL: Adyen versions the request and answer
 # shapes by this path segment, and the tables below (result codes, error bodies, the
@@ -164,12 +167,12 @@ def classify(
     status_code: int | None,
     body: bytes | None,
     error: BaseException | None = None,
-    *,
-    sent_amount: dict[str, Any] | None = None,
 ) -> Answer:
     """Map one exchange with Adyen to an outcome. ``error`` is the exception raised
-    instead of an answer (timeout, connection refused or lost, malformed answer);
-    ``sent_amount``: the ``amount`` object of the payment sent."""
+    instead of an answer (timeout, connection refused or lost, malformed answer). A
+    payment's answer states the money it authorised, which the charge holds to what it sent
+    (a partial authorization, answered only to a request that allows it — this connector's
+    never do — or an answer about another payment, is not this payment's outcome)."""
     unknown = ChargeOutcome.UNKNOWN
     failed = transport_failure(error, status_code, lookup=False)  # (Adyen is never looked up)
     if failed is not None:
@@ -180,15 +183,7 @@ def classify(
         return Answer(unknown, message=data)
 
     if operation is Operation.CHARGE and status_code == 200:
-        answer = _payment(reference, data)
-        stated = data.get("amount")
-        if answer.outcome is ChargeOutcome.APPROVED and None not in (stated, sent_amount) and stated != sent_amount:
-            # A partial authorization (answered only to a request that allows it, which this
-            # connector's never do) or an answer about another payment: not this payment's
-            # outcome; its AUTHORISATION notification is checked the same way.
-            return Answer(unknown, processor_id=answer.processor_id,
-                          message="Adyen authorised another amount than was asked: outcome unknown")
-        return answer
+        return _stated(_payment(reference, data), data.get("amount"))
     if operation is not Operation.CHARGE and status_code in (200, 201):
         return _modification(operation, reference, data)
     return _error(status_code, data)
@@ -372,9 +367,8 @@ class AdyenConnector(PooledConnector):
         return f"AdyenConnector({self.api_base!r}, merchant_account={self.merchant_account!r})"
 
     async def _post(self, operation: Operation, reference: str, path: str, payload: dict[str, Any],
-                    idempotency_key: str | None = None, *, sent_amount: dict[str, Any] | None = None) -> Answer:
-        """``idempotency_key``: the request's key when it is not ``reference`` itself;
-        ``sent_amount``: a payment's ``amount`` object, which its answer must not contradict."""
+                    idempotency_key: str | None = None) -> Answer:
+        """``idempotency_key``: the request's key when it is not ``reference`` itself."""
         key = reference if idempotency_key is None else idempotency_key
         if not _IDEMPOTENCY_KEY.fullmatch(key):
             return Answer(ChargeOutcome.FAILED,
@@ -388,7 +382,7 @@ class AdyenConnector(PooledConnector):
                                                 self._read_timeout, idempotent=True)
         except Exception as exc:  # noqa: BLE001 - every failure to get an answer is classified
             return classify(operation, reference, None, None, exc)
-        return classify(operation, reference, response.status, response.body, sent_amount=sent_amount)
+        return classify(operation, reference, response.status, response.body)
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         """``POST /v71/payments`` with the raw card (see the module's note on PCI)."""
@@ -415,8 +409,8 @@ class AdyenConnector(PooledConnector):
         if not request.capture:
             # Adyen's per-payment manual capture: authorised and held until a /captures.
             payload["additionalData"] = {"manualCapture": "true"}
-        answer = await self._post(Operation.CHARGE, request.reference, "/payments", payload, sent_amount=amount)
-        return _result(request.reference, answer)
+        answer = await self._post(Operation.CHARGE, request.reference, "/payments", payload)
+        return other_money(_result(request.reference, answer), request.amount, request.currency)
 
     async def capture(self, request: CaptureRequest) -> ChargeResult:
         """Requests the capture; Adyen's CAPTURE notification says whether it happened."""
@@ -566,7 +560,7 @@ def _amount(amount: int, currency: str) -> dict[str, Any]:
     return {"value": ADYEN.to_processor(amount, currency), "currency": currency}
 
 
-def _stated(result: ChargeResult, amount: Any) -> ChargeResult:
+def _stated(result: _Stating, amount: Any) -> _Stating:
     """``result`` with the money an answer's or notification's ``amount`` object states, in
     the gateway's minor units; UNKNOWN if it is unreadable or no amount the gateway sends."""
     if not isinstance(amount, dict):
@@ -582,7 +576,8 @@ def _stated(result: ChargeResult, amount: Any) -> ChargeResult:
 
 def _result(reference: str, answer: Answer) -> ChargeResult:
     return ChargeResult(reference=reference, outcome=answer.outcome, auth_code=answer.auth_code,
-                        decline_code=answer.decline_code, message=answer.message, processor_id=answer.processor_id)
+                        decline_code=answer.decline_code, message=answer.message, processor_id=answer.processor_id,
+                        amount=answer.amount, currency=answer.currency)
 
 
 def _from_account(settings: Mapping[str, str], credentials: Mapping[str, str], **options: Any) -> AdyenConnector:
