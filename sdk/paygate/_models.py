@@ -308,7 +308,8 @@ class Refund:
     payment_intent_id: str | None
     amount: int | None
     status: str | None
-    reason: str | None = None
+    reason: str | None = None  # the merchant's
+    failure_reason: str | None = None  # a failed refund's: why, in the processor's words
     raw: JSONObject = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -323,6 +324,7 @@ class Refund:
             amount=_money(data, "amount"),
             status=_str(data, "status"),
             reason=_str(data, "reason"),
+            failure_reason=_str(data, "failureReason"),
             raw=dict(data),
         )
 

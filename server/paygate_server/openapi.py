@@ -157,6 +157,8 @@ SCHEMAS: dict[str, Any] = {
             "amount": {"type": "integer"}, "currency": {"type": "string"},
             "status": {"type": "string", "enum": ["pending", "unknown", "succeeded", "failed"]},
             "reason": {"type": ["string", "null"]},
+            "failureReason": {"type": ["string", "null"], "description":
+                              "Why a failed refund failed, in the processor's words; null unless failed."},
         },
     },
     "Attempt": {

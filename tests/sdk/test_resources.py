@@ -414,6 +414,15 @@ async def test_refunds(make_client: Any) -> None:
         await resolve(client.refunds.create("pi_123", amount=5.0))
 
 
+async def test_a_failed_refund_says_why(make_client: Any) -> None:
+    why = "amount_exceeds_remaining: refund amount exceeds what remains of the charge (0)"
+    answer = {"refundId": "re_1", "paymentIntentId": "pi_123", "amount": 500, "currency": "USD",
+              "status": "failed", "reason": "damaged", "failureReason": why}
+    client, _ = make_client(reply(200, answer))
+    refund = await resolve(client.refunds.create("pi_123", amount=500, reason="damaged"))
+    assert (refund.status, refund.reason, refund.failure_reason) == ("failed", "damaged", why)
+
+
 async def test_webhook_endpoints(make_client: Any) -> None:
     created = {
         "webhookEndpointId": "we_1",

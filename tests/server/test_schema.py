@@ -114,3 +114,33 @@ async def test_0004_moves_a_database_of_the_old_code_without_losing_a_row(unmigr
             ("canceled", "automatic", 0)
     finally:
         await db.dispose()
+
+
+
+async def test_0014_keeps_refunds_and_their_changes_carry_the_failure_reason(unmigrated_url: str) -> None:
+    """A refund of a database at 0013 survives 0014, and its later changes carry
+    ``failure_reason`` (SQLite's triggers name every column: they are rebuilt over it)."""
+    db = create_database(unmigrated_url)
+    try:
+        await upgrade(db, "0013")
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO merchants VALUES ('mer_1', 'x', 1)"))
+            await conn.execute(text(
+                "INSERT INTO payment_intents (id, merchant_id, status, amount, amount_refunded, currency,"
+                " client_secret_hash, created_at, updated_at) VALUES ('pi_1', 'mer_1', 'succeeded', 700, 200, 'EUR',"
+                " 'h', 1, 1)"))
+            await conn.execute(text(
+                "INSERT INTO refunds (id, intent_id, merchant_id, transaction_id, reference, amount, currency,"
+                " status, created_at, updated_at) VALUES ('re_1', 'pi_1', 'mer_1', 'txn_1', 'rref_1', 200, 'EUR',"
+                " 'pending', 2, 2)"))
+        await upgrade(db)
+        async with db.write() as conn:
+            await conn.execute(text("UPDATE refunds SET status = 'failed', failure_reason = 'refused', updated_at = 3"))
+        async with db.read() as conn:
+            assert (await conn.execute(text("SELECT id, amount FROM refunds"))).all() == [("re_1", 200)]
+            last = (await conn.execute(text("SELECT data FROM change_log WHERE entity = 'refund'"
+                                            " ORDER BY id DESC LIMIT 1"))).scalar_one()
+        snapshot = json.loads(last)
+        assert (snapshot["status"], snapshot["failure_reason"]) == ("failed", "refused")
+    finally:
+        await db.dispose()

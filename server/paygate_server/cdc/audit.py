@@ -480,6 +480,8 @@ def _summary(data: dict[str, Any]) -> str:
     decline = data.get("declineCode") or (error.get("declineCode") if isinstance(error, dict) else None)
     if decline:
         parts.append(f"decline={decline}")
+    if data.get("failureReason"):  # a failed refund's, the processor's words: quoted, on one line
+        parts.append(f"failure={orjson.dumps(data['failureReason']).decode()}")
     return " ".join(parts)
 
 

@@ -16,7 +16,12 @@ from __future__ import annotations
 import random
 
 from paygate_server.clock import now_us
-from paygate_server.processing.connectors import ChargeOutcome, RefundResult, is_definitive
+from paygate_server.processing.connectors import (
+    ChargeOutcome,
+    RefundResult,
+    is_definitive,
+    processor_text,
+)
 from paygate_server.storage.port import Outcome
 
 __all__ = ["next_check_at", "refund_outcome", "unknown_outcome"]
@@ -52,4 +57,9 @@ def refund_outcome(result: RefundResult, *, schedule: tuple[float, ...], checks:
         return unknown_outcome(result.outcome, result.message, schedule, checks, check_by, not_before=not_before)
     if result.outcome is ChargeOutcome.APPROVED:
         return Outcome("succeeded")
-    return Outcome("failed", error_code="refund_refused")
+    # Why, kept on the refund (its failureReason) for the operator and the merchant: the
+    # processor's words, or the connector's when it sent nothing. Connectors already leave
+    # out a text quoting a card number where they read it; checked again here, as this one
+    # text of the processor's reaches the merchant. A refund is sent no security code, and
+    # the gateway holds none by then (dropped with its authorization's outcome).
+    return Outcome("failed", error_code="refund_refused", error_message=processor_text(result.message, 500))

@@ -14,14 +14,15 @@ triggers; a migration calls :func:`install` for the dialect it runs on.
 """
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import contextlib
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 from sqlalchemy import Connection, Table, inspect
 
 from paygate_server.storage.schema import CAPTURED_TABLES, metadata
 
-__all__ = ["install_statements", "live_columns", "uninstall_statements", "snapshot_expr", "intent_id_expr",
-           "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL", "PRUNING_REVISION", "HEADS_REVISION"]
+__all__ = ["install_statements", "live_columns", "triggers_reinstalled", "uninstall_statements", "snapshot_expr",
+           "intent_id_expr", "SNAPSHOT_EXCLUDED", "NOTIFY_CHANNEL", "PRUNING_REVISION", "HEADS_REVISION"]
 
 NOTIFY_CHANNEL = "paygate_changes"
 
@@ -193,6 +194,19 @@ def live_columns(bind: Connection) -> dict[str, list[str]]:
     """The captured tables' columns as the database has them now (for a migration)."""
     inspector = inspect(bind)
     return {name: [c["name"] for c in inspector.get_columns(name)] for name in CAPTURED_TABLES}
+
+
+@contextlib.contextmanager
+def triggers_reinstalled(execute: Callable[[str], object], bind: Connection, revision: int) -> Iterator[None]:
+    """Around a migration's change to a captured table: the triggers dropped, then built again
+    over the columns the table has afterwards (SQLite's snapshot names each one), as of
+    ``revision``. ``execute``: the migration's (``op.execute``)."""
+    dialect = bind.dialect.name
+    for statement in uninstall_statements(dialect):
+        execute(statement)
+    yield
+    for statement in install_statements(dialect, live_columns(bind), revision=revision):
+        execute(statement)
 
 
 def uninstall_statements(dialect: str) -> list[str]:

@@ -88,6 +88,7 @@ class RefundView:
     status: str  # pending | unknown | succeeded | failed
     reason: str | None
     error_code: str | None
+    failure_reason: str | None  # a failed one's: the processor's words (processing/settle.py)
     created_at: int
     updated_at: int
 
@@ -140,7 +141,7 @@ async def payment_detail(db: Database, intent_id: str) -> PaymentDetail | None:
         ).where(_tx.intent_id == intent_id).order_by(_tx.created_at, _tx.id))
         refund_rows = await conn.execute(select(
             _rf.id, _rf.transaction_id, _rf.reference, _rf.amount, _rf.currency, _rf.status, _rf.reason,
-            _rf.error_code, _rf.created_at, _rf.updated_at,
+            _rf.error_code, _rf.failure_reason, _rf.created_at, _rf.updated_at,
         ).where(_rf.intent_id == intent_id).order_by(_rf.created_at, _rf.id))
         events = (await conn.execute(select(_ev.id, _ev.type, _ev.change_id, _ev.object_id, _ev.created_at)
                                      .where(_ev.intent_id == intent_id).order_by(_ev.change_id))).all()

@@ -153,7 +153,7 @@ DROP_CVC = "UPDATE vault_cards SET cvc_sealed = NULL WHERE id = {vault_id} AND c
 _DROP_ATTEMPT_CVC = Sql(DROP_CVC.format(vault_id=":vault_id"))
 
 _REFUND_COLUMNS = "id, intent_id, merchant_id, transaction_id, reference, amount, currency, status, reason," \
-                  " error_code, created_at, updated_at"
+                  " error_code, created_at, updated_at, failure_reason"
 _REFUNDABLE = Sql(f"SELECT status, amount_received, amount_refunded, currency FROM payment_intents WHERE {_BY_ID}")
 _RESERVE = Sql("UPDATE payment_intents SET amount_refunded = amount_refunded + :amount, version = version + 1,"
                " updated_at = :now WHERE id = :intent_id AND status = 'succeeded'"
@@ -167,9 +167,10 @@ _RECEIVED = ("FROM transactions t LEFT JOIN transactions p ON p.id = t.parent_id
 _CHARGE = Sql(f"SELECT t.id, COALESCE(p.reference, t.reference) AS reference, t.connector,"
               f" COALESCE(p.processor_id, t.processor_id) AS processor_id {_RECEIVED}")
 _INSERT_REFUND = Sql(f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (:id, :intent_id, :merchant_id,"
-                     " :transaction_id, :reference, :amount, :currency, 'pending', :reason, NULL, :now, :now)")
+                     " :transaction_id, :reference, :amount, :currency, 'pending', :reason, NULL, :now, :now, NULL)")
 _GET_REFUND = Sql(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = :id")
-_SETTLE_REFUND = Sql("UPDATE refunds SET status = :status, error_code = :error_code, updated_at = :now"
+_SETTLE_REFUND = Sql("UPDATE refunds SET status = :status, error_code = :error_code,"
+                     " failure_reason = :failure_reason, updated_at = :now"
                      f" {_UNSETTLED}")
 _MARK_REFUND_UNKNOWN = Sql("UPDATE refunds SET status = 'unknown', updated_at = :now"
                            " WHERE id = :id AND status = 'pending'")
@@ -535,8 +536,8 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, ABC):
             await execute(conn, _INSERT_REFUND, **refund, now=now)
             await add_check(conn, "refund", refund["id"], new.intent_id, new.merchant_id,
                                   now + new.check_after_us, now)
-            return {**refund, "status": "pending", "error_code": None, "created_at": now, "updated_at": now,
-                    "charge_reference": charge["reference"], "connector": charge["connector"],
+            return {**refund, "status": "pending", "error_code": None, "failure_reason": None, "created_at": now,
+                    "updated_at": now, "charge_reference": charge["reference"], "connector": charge["connector"],
                     "charge_processor_id": charge["processor_id"]}
 
     async def settle_refund(self, refund_id: str, outcome: Outcome, answer: AnswerSpec | None = None) -> Row | None:
@@ -557,7 +558,8 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, ABC):
                     if current is not None and current["status"] in ("pending", "unknown"):
                         await self._defer(conn, "refund", _MARK_REFUND_UNKNOWN, current, outcome, now)
                 elif await execute(conn, _SETTLE_REFUND, id=refund_id, status=outcome.status,
-                                   error_code=outcome.error_code, now=now) == 1:
+                                   error_code=outcome.error_code, failure_reason=outcome.error_message,
+                                   now=now) == 1:
                     if outcome.status != "succeeded":
                         await execute(conn, _RELEASE, intent_id=row["intent_id"], amount=row["amount"], now=now)
                     await drop_check(conn, "refund", refund_id)

@@ -174,6 +174,9 @@ refunds = Table(
     Column("error_code", String(64), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Why a failed refund failed: the processor's words, or the connector's when it sent
+    # nothing (masked as an attempt's error_message is: processing/settle.py). Migration 0014.
+    Column("failure_reason", Text, nullable=True),
     Index("ix_refunds_intent", "intent_id"),
 )
 

@@ -40,6 +40,7 @@ class ScriptedProcessor:
     # Refunds: what looking one up answers (not found: the reconciler sends it again).
     refund_lookup: ChargeOutcome = ChargeOutcome.NOT_FOUND
     refund_answer: ChargeOutcome = ChargeOutcome.APPROVED  # what sending a refund answers
+    refund_message: str | None = None  # and the words it says with it
     # Runs while a capture's or void's look-up is on its way back (a slow answer).
     on_follow_up_lookup: Callable[[], None] | None = None
     # Operations ("charge", "capture", "void", "refund", "lookup") the processor takes and never answers.
@@ -82,7 +83,7 @@ class ScriptedProcessor:
         self.calls["refund"] += 1
         self.sent.append(("refund", request.reference, request.charge_reference))
         await self._maybe_hang("refund")
-        return RefundResult(request.reference, self.refund_answer)
+        return RefundResult(request.reference, self.refund_answer, self.refund_message)
 
     async def settlement_report(self, day: dt.date) -> list[SettlementRecord]:
         return list(self.settled) if day == dt.datetime.now(dt.UTC).date() else []

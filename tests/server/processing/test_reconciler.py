@@ -503,9 +503,12 @@ async def test_the_requests_late_no_answer_does_not_bring_a_refunds_resend_forwa
     await gw.gateway.payments.settle_refund(refund["id"], refund_outcome(  # the request's answer, late
         RefundResult(refund["reference"], ChargeOutcome.UNKNOWN, "timeout"), schedule=SCHEDULE_S))
     processor.refund_answer = ChargeOutcome.FAILED  # a resend now would be refused ("nothing done")
+    processor.refund_message = "charge_not_refundable: nothing done"
     later = await _run_reconciler(gw, clock, processor, until_s=3600)
     assert later and later[0][0] >= first[0][0] + grace, later
     assert [s[0] for s in processor.sent] == ["refund", "refund"]
+    settled = await gw.gateway.payments.get_refund(refund["id"])  # refused: the reconciler kept why
+    assert settled is not None and (settled["status"], settled["failure_reason"]) == ("failed", processor.refund_message)
 
 
 async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGateway,

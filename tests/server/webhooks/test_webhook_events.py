@@ -51,7 +51,7 @@ async def test_status_transitions_become_events_exactly_once(db: Database) -> No
         "payment_intent.in_progress", "payment_intent.succeeded", "refund.succeeded"]
     refund = events[-1][1]["data"]
     assert refund == {"refundId": "re_test000000000000001", "paymentIntentId": pid, "amount": 200,
-                      "currency": "USD", "status": "succeeded", "reason": "damaged"}
+                      "currency": "USD", "status": "succeeded", "reason": "damaged", "failureReason": None}
     assert events[0][1]["data"]["paymentIntentId"] == pid and "clientSecret" not in events[0][1]["data"]
 
     # The offset is lost and every change is delivered again: no event is made twice.

@@ -13,6 +13,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ._transport import processor_text
 from .base import (
     CaptureRequest,
     CardDetails,
@@ -58,6 +59,7 @@ __all__ = [
     "connector_kind",
     "is_definitive",
     "other_money",
+    "processor_text",
 ]
 
 # The kinds of processor account (SPEC §7): each is the module of that name here.

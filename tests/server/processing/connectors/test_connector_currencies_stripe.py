@@ -135,12 +135,17 @@ async def test_a_refund_stripe_cannot_take_is_refused_and_released(gw: InProcess
     assert paid["status"] == "succeeded"
     refused = await shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 1235})
     assert refused.status_code == 200 and refused.json()["status"] == "failed", refused.text
+    # Why, for the merchant and the operator: the refund's history says what its answer said.
+    why = "Stripe takes KWD amounts in steps of 0.010 only: 1.235 KWD cannot be sent: nothing sent"
+    assert refused.json()["failureReason"] == why
+    events = (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]
+    assert [e["data"]["failureReason"] for e in events if e["type"].startswith("refund.")] == [None, why]
     pi_id = (await attempt_of(gw, pid)).processor_id
     assert [r for r in _at_stripe(localstripe_url, "/v1/refunds", payment_intent=pi_id)["data"]
             if r["metadata"].get("paygate_reference")] == []
     async with gw.gateway.db.read() as conn:
         [refund] = (await conn.execute(select(refunds).where(refunds.c.intent_id == pid))).all()
-    assert refund.status == "failed"
+    assert (refund.status, refund.failure_reason) == ("failed", why)
     status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
     assert status["amountRefunded"] == 0  # released: the merchant may refund 1.230 or 1.240
 
