@@ -102,7 +102,10 @@ SEAL_PURPOSE = "idempotency-response"
 _LEGACY_PLAINTEXT = b"{"
 # Refusals that are judgements of the request itself, not a start of the operation: like a
 # validation error, they store nothing (SPEC §3), so the key stays free for a corrected request.
-_NOT_STORED = frozenset({"idempotency_key_reused", "idempotency_request_in_progress", "token_invalid"})
+# A 429 too: a replay carries only the stored status and body, and a 429 without its
+# Retry-After breaks SPEC §2 (a retry under the key is refused afresh, with the header).
+_NOT_STORED = frozenset({"idempotency_key_reused", "idempotency_request_in_progress", "token_invalid",
+                         "rate_limited"})
 
 
 def parse_idempotency_key(value: str | None) -> str | None:

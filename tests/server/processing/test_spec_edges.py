@@ -1,0 +1,126 @@
+"""SPEC §2–§4 claims at their edges, over the signed API with a processor the test drives:
+``409 idempotency_request_in_progress`` while a request under the key is at the processor,
+a ``429`` that keeps its ``Retry-After`` on a retry under its key, capture's
+``1 <= amount <= amountCapturable`` at the upper bound, refund ``reason`` at 0, 200 and
+201 characters."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import paygate
+from paygate_server.processing.connectors import ChargeOutcome, RefundRequest, RefundResult
+from paygate_server.processing.service import MAX_FAILED_ATTEMPTS, ProcessingService
+from paygate_server.refunds.service import RefundService
+from tests.server.processing.scripted import ScriptedProcessor
+from tests.support.app import InProcessGateway
+from tests.support.signing import SignedClient
+
+PROCESS, CAPTURE, REFUND = "/api/v1/payment/process", "/api/v1/payment/capture", "/api/v1/payment/refund"
+
+
+@pytest.fixture
+def processor(gw: InProcessGateway) -> ScriptedProcessor:
+    scripted = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
+    gw.gateway.processing = ProcessingService(gw.gateway, scripted)  # type: ignore[arg-type]
+    gw.gateway.refunds = RefundService(gw.gateway, scripted)  # type: ignore[arg-type]
+    return scripted
+
+
+def _process_body(gw: InProcessGateway, pid: str) -> dict[str, Any]:
+    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4242424242424242",
+                               exp_month=12, exp_year=2034, cvc="123")
+    return {"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}}
+
+
+async def _processed(gw: InProcessGateway, shop: SignedClient, amount: int = 5000, **extra: Any) -> dict[str, Any]:
+    pid = (await shop.create_intent(amount=amount, **extra))["paymentIntentId"]
+    r = await shop.post(PROCESS, _process_body(gw, pid))
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def test_a_retry_while_the_first_is_at_the_processor_is_409_in_progress(
+        gw: InProcessGateway, processor: ScriptedProcessor, monkeypatch: pytest.MonkeyPatch) -> None:
+    shop = await gw.new_merchant()
+    pid = (await _processed(gw, shop))["paymentIntentId"]
+    at_processor, release = asyncio.Event(), asyncio.Event()
+    answer = processor.refund
+
+    async def held(request: RefundRequest) -> RefundResult:
+        at_processor.set()
+        await release.wait()
+        return await answer(request)
+
+    monkeypatch.setattr(processor, "refund", held)
+    body = {"paymentIntentId": pid, "amount": 700}
+    first = asyncio.create_task(shop.post(REFUND, body, idempotency_key="refund-1"))
+    await asyncio.wait_for(at_processor.wait(), 10)
+    try:
+        during = await shop.post(REFUND, body, idempotency_key="refund-1")
+        assert during.status_code == 409, during.text
+        error = during.json()["error"]
+        assert (error["type"], error["code"]) == ("invalid_request_error", "idempotency_request_in_progress")
+        other = await shop.post(REFUND, {**body, "amount": 701}, idempotency_key="refund-1")
+        assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused", other.text
+    finally:
+        release.set()
+    done = await asyncio.wait_for(first, 10)
+    assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
+    again = await shop.post(REFUND, body, idempotency_key="refund-1")
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == done.json()
+    assert processor.calls["refund"] == 1
+    assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["amountRefunded"] == 700
+
+
+async def test_a_rate_limited_retry_under_its_key_still_says_when_to_retry(
+        gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    # SPEC §2: 429 rate_limited comes with Retry-After. A stored 429 was replayed without it
+    # (a replay carries only the stored status and body).
+    processor.charge_outcome = ChargeOutcome.DECLINED
+    shop = await gw.new_merchant()
+    pid = (await shop.create_intent())["paymentIntentId"]
+    body = _process_body(gw, pid)
+    for _ in range(MAX_FAILED_ATTEMPTS):
+        assert (await shop.post(PROCESS, body)).json()["status"] == "failed"
+    for _ in range(2):
+        r = await shop.post(PROCESS, body, idempotency_key="pay-11")
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited", r.text
+        assert int(r.headers["retry-after"]) > 0
+    assert processor.calls["charge"] == MAX_FAILED_ATTEMPTS
+
+
+async def test_capture_takes_exactly_what_is_capturable_and_not_one_more(
+        gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    shop = await gw.new_merchant()
+    held = await _processed(gw, shop, 5000, captureMethod="manual")
+    pid = held["paymentIntentId"]
+    assert (held["status"], held["amountCapturable"]) == ("requires_capture", 5000)
+    over = await shop.post(CAPTURE, {"paymentIntentId": pid, "amount": 5001})
+    assert over.status_code == 400, over.text
+    assert (over.json()["error"]["code"], over.json()["error"]["param"]) == ("parameter_invalid", "amount")
+    assert processor.calls["capture"] == 0
+    still = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (still["status"], still["amountCapturable"], still["amountReceived"]) == ("requires_capture", 5000, 0)
+    r = await shop.post(CAPTURE, {"paymentIntentId": pid, "amount": 5000})
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["amountCapturable"], r.json()["amountReceived"]) == ("succeeded", 0, 5000)
+
+
+async def test_refund_reason_is_free_text_of_at_most_200_characters(
+        gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    shop = await gw.new_merchant()
+    pid = (await _processed(gw, shop, 5000))["paymentIntentId"]
+    for reason in ("r" * 201, 5, ["damaged"]):
+        r = await shop.post(REFUND, {"paymentIntentId": pid, "amount": 1, "reason": reason})
+        assert r.status_code == 400, r.text
+        assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("parameter_invalid", "reason")
+    assert processor.calls["refund"] == 0
+    # 0 characters is "at most 200" too (a merchant's form left empty).
+    for reason in ("r" * 200, "é" * 200, ""):
+        r = await shop.post(REFUND, {"paymentIntentId": pid, "amount": 1, "reason": reason})
+        assert r.status_code == 200, r.text
+        assert r.json()["reason"] == reason
+    assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["amountRefunded"] == 3
