@@ -305,6 +305,9 @@ def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[st
     ("PAYGATE_WEBHOOK_TIMEOUT_S", "0", "must be more than 0"),
     ("PAYGATE_DB_POOL_SIZE", "0", "must be more than 0"),
     ("PAYGATE_CHANGE_POLL_INTERVAL_S", "0.0", "must be more than 0"),
+    # SPEC §3: keys are kept at least 24 h (once any number was taken: 60 pruned keys after a
+    # minute, and a retry under one an hour later was a new request).
+    ("PAYGATE_IDEMPOTENCY_TTL_S", "86399", "must be at least 86400 (idempotency keys are kept at least 24 h)"),
 ])
 def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable: str, value: str, rule: str,
                                                                           tmp_path: Path) -> None:
