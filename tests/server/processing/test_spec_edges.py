@@ -2,10 +2,12 @@
 ``409 idempotency_request_in_progress`` while a request under the key is at the processor,
 a ``429`` that keeps its ``Retry-After`` on a retry under its key, capture's
 ``1 <= amount <= amountCapturable`` at the upper bound, refund ``reason`` at 0, 200 and
-201 characters."""
+201 characters; the status stream ending at ``requires_capture``."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from paygate_server.processing.service import MAX_FAILED_ATTEMPTS, ProcessingSer
 from paygate_server.refunds.service import RefundService
 from tests.server.processing.scripted import ScriptedProcessor
 from tests.support.app import InProcessGateway
+from tests.support.eventually import eventually
 from tests.support.signing import SignedClient
 
 PROCESS, CAPTURE, REFUND = "/api/v1/payment/process", "/api/v1/payment/capture", "/api/v1/payment/refund"
@@ -124,3 +127,29 @@ async def test_refund_reason_is_free_text_of_at_most_200_characters(
         assert r.status_code == 200, r.text
         assert r.json()["reason"] == reason
     assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["amountRefunded"] == 3
+
+
+def _sse_statuses(text: str) -> list[str]:
+    return [json.loads(line.removeprefix("data: "))["status"] for line in text.splitlines() if line.startswith("data: ")]
+
+
+async def test_the_status_stream_sends_each_change_and_ends_at_requires_capture(
+        gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    shop = await gw.new_merchant()
+    pid = (await shop.create_intent(captureMethod="manual"))["paymentIntentId"]
+    target = f"/api/v1/payment/status/stream?paymentIntentId={pid}"
+    # The in-process transport hands the answer over once the stream has ended: it ends by itself.
+    stream = asyncio.create_task(shop.get(target))
+    await eventually(lambda: gw.gateway.notifier.waiter_count, interval=0.005, what="the stream to subscribe")
+    r = await shop.post(PROCESS, _process_body(gw, pid))
+    assert r.status_code == 200 and r.json()["status"] == "requires_capture", r.text
+    answered = await asyncio.wait_for(stream, 10)
+    assert answered.status_code == 200 and answered.headers["content-type"].startswith("text/event-stream")
+    statuses = _sse_statuses(answered.text)
+    assert statuses[0] == "created" and statuses[-1] == "requires_capture", statuses
+    assert all(a != b for a, b in itertools.pairwise(statuses)), statuses  # one event per change
+    # Resting: one event, at once. Another merchant's intent: 404 before any stream.
+    assert _sse_statuses((await asyncio.wait_for(shop.get(target), 5)).text) == ["requires_capture"]
+    other = await gw.new_merchant()
+    r = await other.get(target)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "resource_missing"
