@@ -165,6 +165,7 @@ async def test_cancel_state_machine(gw: InProcessGateway) -> None:
     pid = (await shop.create_intent())["paymentIntentId"]
     r = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
     assert r.status_code == 200 and r.json()["status"] == "canceled"
+    assert r.json()["cancellationReason"] is None  # nothing was held (docs/api.md "Manual capture")
     again = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
     assert again.status_code == 409 and again.json()["error"]["code"] == "intent_state_conflict"
     r = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid, "status": "created"})

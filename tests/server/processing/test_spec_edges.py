@@ -6,6 +6,7 @@ a ``429`` that keeps its ``Retry-After`` on a retry under its key, capture's
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 from typing import Any
@@ -13,7 +14,13 @@ from typing import Any
 import pytest
 
 import paygate
-from paygate_server.processing.connectors import ChargeOutcome, RefundRequest, RefundResult
+from paygate_server.processing.connectors import (
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeResult,
+    RefundRequest,
+    RefundResult,
+)
 from paygate_server.processing.service import MAX_FAILED_ATTEMPTS, ProcessingService
 from paygate_server.refunds.service import RefundService
 from tests.server.processing.scripted import ScriptedProcessor
@@ -153,3 +160,45 @@ async def test_the_status_stream_sends_each_change_and_ends_at_requires_capture(
     other = await gw.new_merchant()
     r = await other.get(target)
     assert r.status_code == 404 and r.json()["error"]["code"] == "resource_missing"
+
+
+async def test_cancel_takes_created_failed_and_requires_capture_only(
+        gw: InProcessGateway, processor: ScriptedProcessor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §4: ``409 intent_state_conflict`` unless created/failed/requires_capture."""
+    shop = await gw.new_merchant()
+
+    async def cancel(pid: str) -> Any:
+        return await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
+
+    processor.charge_outcome = ChargeOutcome.DECLINED
+    failed = await _processed(gw, shop)
+    assert failed["status"] == "failed"
+    r = await cancel(failed["paymentIntentId"])
+    assert r.status_code == 200, r.text
+    # "requested" is a hold voided at the merchant's request; nothing was held here (docs/api.md).
+    assert (r.json()["status"], r.json()["cancellationReason"]) == ("canceled", None)
+
+    processor.charge_outcome = ChargeOutcome.APPROVED
+    succeeded = await _processed(gw, shop)
+    assert succeeded["status"] == "succeeded"
+    # At the processor, no answer yet: in_progress (the request's wait budget is short here).
+    monkeypatch.setattr(gw.gateway, "settings", dataclasses.replace(gw.gateway.settings, process_wait_budget_s=0.2))
+    release = asyncio.Event()
+    answer = processor.charge
+
+    async def held(request: ChargeRequest) -> ChargeResult:
+        await release.wait()
+        return await answer(request)
+
+    monkeypatch.setattr(processor, "charge", held)
+    try:
+        in_progress = await _processed(gw, shop)
+        assert in_progress["status"] == "in_progress"
+        for intent in (succeeded, in_progress):
+            r = await cancel(intent["paymentIntentId"])
+            assert r.status_code == 409 and r.json()["error"]["code"] == "intent_state_conflict", r.text
+            assert (await shop.get(f"/api/v1/payment/intent/{intent['paymentIntentId']}")).json()["status"] == \
+                intent["status"]
+    finally:
+        release.set()
+    assert processor.calls["void"] == 0
