@@ -285,6 +285,9 @@ def api_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             # Keys too: "?4242424242424242" is a key with an empty value.
             if contains_card_number(request.query_params.multi_items()):
                 raise ApiError("plaintext_card_data", "the query string contains what looks like a card number")
+            # And the path: SPEC §4 refuses a card number anywhere in a request, an id's place included.
+            if contains_card_number(list(request.path_params.values())):
+                raise ApiError("plaintext_card_data", "the path contains what looks like a card number")
             refuse_nul(request.query_params.multi_items())
             refuse_nul(request.path_params.items())
             ctx = ApiContext(request, gateway, rid, principal.merchant_id, principal.api_key,
