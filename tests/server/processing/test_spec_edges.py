@@ -202,3 +202,20 @@ async def test_cancel_takes_created_failed_and_requires_capture_only(
     finally:
         release.set()
     assert processor.calls["void"] == 0
+
+
+async def test_concurrent_refunds_of_a_partial_capture_stay_within_what_was_received(
+        gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    """SPEC §4: total refunds never exceed ``amountReceived`` — here less than ``amount``."""
+    shop = await gw.new_merchant()
+    pid = (await _processed(gw, shop, 5000, captureMethod="manual"))["paymentIntentId"]
+    captured = await shop.post(CAPTURE, {"paymentIntentId": pid, "amount": 3000})
+    assert captured.json()["amountReceived"] == 3000, captured.text
+    answers = await asyncio.gather(*(shop.post(REFUND, {"paymentIntentId": pid, "amount": 700}) for _ in range(20)))
+    assert sorted(r.status_code for r in answers) == [200] * 4 + [400] * 16
+    assert {r.json()["error"]["param"] for r in answers if r.status_code == 400} == {"amount"}
+    assert processor.calls["refund"] == 4
+    rest = await shop.post(REFUND, {"paymentIntentId": pid})  # what remains, by default
+    assert rest.status_code == 200 and rest.json()["amount"] == 200, rest.text
+    intent = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (intent["amountReceived"], intent["amountRefunded"], intent["status"]) == (3000, 3000, "succeeded")
