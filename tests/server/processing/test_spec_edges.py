@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-import paygate
 from paygate_server.processing.connectors import (
     ChargeOutcome,
     ChargeRequest,
@@ -21,9 +20,8 @@ from paygate_server.processing.connectors import (
     RefundRequest,
     RefundResult,
 )
-from paygate_server.processing.service import MAX_FAILED_ATTEMPTS, ProcessingService
-from paygate_server.refunds.service import RefundService
-from tests.server.processing.scripted import ScriptedProcessor
+from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
+from tests.server.processing.scripted import ScriptedProcessor, process_body, scripted
 from tests.support.app import InProcessGateway
 from tests.support.eventually import eventually
 from tests.support.signing import SignedClient
@@ -33,21 +31,12 @@ PROCESS, CAPTURE, REFUND = "/api/v1/payment/process", "/api/v1/payment/capture",
 
 @pytest.fixture
 def processor(gw: InProcessGateway) -> ScriptedProcessor:
-    scripted = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
-    gw.gateway.processing = ProcessingService(gw.gateway, scripted)  # type: ignore[arg-type]
-    gw.gateway.refunds = RefundService(gw.gateway, scripted)  # type: ignore[arg-type]
-    return scripted
-
-
-def _process_body(gw: InProcessGateway, pid: str) -> dict[str, Any]:
-    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4242424242424242",
-                               exp_month=12, exp_year=2034, cvc="123")
-    return {"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}}
+    return scripted(gw)
 
 
 async def _processed(gw: InProcessGateway, shop: SignedClient, amount: int = 5000, **extra: Any) -> dict[str, Any]:
     pid = (await shop.create_intent(amount=amount, **extra))["paymentIntentId"]
-    r = await shop.post(PROCESS, _process_body(gw, pid))
+    r = await shop.post(PROCESS, process_body(gw, pid))
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
 
@@ -92,7 +81,7 @@ async def test_a_rate_limited_retry_under_its_key_still_says_when_to_retry(
     processor.charge_outcome = ChargeOutcome.DECLINED
     shop = await gw.new_merchant()
     pid = (await shop.create_intent())["paymentIntentId"]
-    body = _process_body(gw, pid)
+    body = process_body(gw, pid)
     for _ in range(MAX_FAILED_ATTEMPTS):
         assert (await shop.post(PROCESS, body)).json()["status"] == "failed"
     for _ in range(2):
@@ -148,7 +137,7 @@ async def test_the_status_stream_sends_each_change_and_ends_at_requires_capture(
     # The in-process transport hands the answer over once the stream has ended: it ends by itself.
     stream = asyncio.create_task(shop.get(target))
     await eventually(lambda: gw.gateway.notifier.waiter_count, interval=0.005, what="the stream to subscribe")
-    r = await shop.post(PROCESS, _process_body(gw, pid))
+    r = await shop.post(PROCESS, process_body(gw, pid))
     assert r.status_code == 200 and r.json()["status"] == "requires_capture", r.text
     answered = await asyncio.wait_for(stream, 10)
     assert answered.status_code == 200 and answered.headers["content-type"].startswith("text/event-stream")
