@@ -208,3 +208,22 @@ async def test_concurrent_refunds_of_a_partial_capture_stay_within_what_was_rece
     assert rest.status_code == 200 and rest.json()["amount"] == 200, rest.text
     intent = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
     assert (intent["amountReceived"], intent["amountRefunded"], intent["status"]) == (3000, 3000, "succeeded")
+
+
+async def test_a_capture_refused_with_nothing_changed_returns_to_requires_capture(
+        gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    """SPEC §4: a capture the processor refuses with nothing changed returns the intent to
+    ``requires_capture`` with ``lastError``; the hold is still there to capture."""
+    shop = await gw.new_merchant()
+    pid = (await _processed(gw, shop, 5000, captureMethod="manual"))["paymentIntentId"]
+    processor.follow_up_outcome = ChargeOutcome.FAILED
+    r = await shop.post(CAPTURE, {"paymentIntentId": pid, "amount": 4000})
+    assert r.status_code == 200, r.text
+    refused = r.json()
+    assert (refused["status"], refused["amountCapturable"], refused["amountReceived"]) == ("requires_capture", 5000, 0)
+    assert refused["lastError"]["code"] == "processing_error" and refused["lastError"]["message"]
+    assert refused["cancellationReason"] is None
+    processor.follow_up_outcome = ChargeOutcome.APPROVED
+    r = await shop.post(CAPTURE, {"paymentIntentId": pid})
+    assert (r.json()["status"], r.json()["amountReceived"], r.json()["lastError"]) == ("succeeded", 5000, None)
+    assert processor.calls["capture"] == 2
