@@ -177,6 +177,8 @@ class Settings:
                     raise ValueError(f"{variable}: {_NUMBER_RULES[type(f.default)]}") from None
                 if f.name in _MORE_THAN_ZERO and not values[f.name]:
                     raise ValueError(f"{variable}: must be more than 0")
+                if f.name in _AT_LEAST and values[f.name] < _AT_LEAST[f.name][0]:
+                    raise ValueError(f"{variable}: must be at least {_AT_LEAST[f.name][0]} ({_AT_LEAST[f.name][1]})")
         if values.get("database_url") and (problem := database_url_problem(values["database_url"])):
             raise ValueError(f"PAYGATE_DATABASE_URL: {problem}")
         if values.get("database_session_url") and (problem := session_url_problem(
@@ -204,6 +206,13 @@ _MORE_THAN_ZERO = frozenset({
     "relay_poll_interval_s", "relay_lease_retry_s", "webhook_poll_interval_s", "reconcile_sweep_interval_s",
     "vault_purge_interval_s", "history_prune_interval_s", "metrics_db_refresh_s",
 })
+
+
+# Floors the contract sets: below them a merchant's client breaks (SPEC §3: an idempotency key
+# is kept at least 24 h, so a retry hours later still finds its answer instead of paying twice).
+_AT_LEAST: dict[str, tuple[int, str]] = {
+    "idempotency_ttl_s": (24 * 3600, "idempotency keys are kept at least 24 h"),
+}
 
 
 def _number(kind: type[int] | type[float], raw: str) -> int | float:

@@ -29,7 +29,9 @@ CODES: dict[str, tuple[int, str]] = {
     "intent_state_conflict": (409, "invalid_request_error"),
     "idempotency_request_in_progress": (409, "invalid_request_error"),
     "body_too_large": (413, "invalid_request_error"),
-    "unsupported_media_type": (415, "invalid_request_error"),
+    # Answered by the HTTP server before the app (headerguard.py writes it itself: the
+    # storefront runs on it too); listed so the OpenAPI document names it.
+    "headers_too_large": (431, "invalid_request_error"),
     "idempotency_key_reused": (422, "idempotency_error"),
     "rate_limited": (429, "rate_limit_error"),
     "internal_error": (500, "api_error"),

@@ -63,12 +63,12 @@ class HeadTooLarge(Exception):
     """Raised from a parser callback: httptools stops parsing, and the head is refused."""
 
 
-def _answer_431(message: str) -> bytes:
+def _answer(status_line: bytes, code: str, message: str) -> bytes:
     # The SPEC §2 error shape, with a request id of its own (the app never saw the request).
     rid = "req_" + secrets.token_hex(12)
-    body = ('{"error":{"type":"invalid_request_error","code":"headers_too_large",'
+    body = ('{"error":{"type":"invalid_request_error","code":"' + code + '",'
             f'"message":"{message}","requestId":"{rid}"}}}}').encode("ascii")
-    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    return (status_line + b"\r\n"
             b"content-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode("ascii") + b"\r\n"
             b"x-request-id: " + rid.encode("ascii") + b"\r\n"
@@ -161,13 +161,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn answers any exception out of a parser callback with a 400; ours is a 431.
         if self._refusal is not None:
             self._refuse(self._refusal)
-        else:
-            super().send_400_response(msg)
+            return
+        # Not HTTP/1.1 httptools can read (a bad request line, header or Content-Length):
+        # uvicorn's plain-text 400 carried no X-Request-Id and not the error shape (SPEC §2).
+        self._disarm_head_timer()
+        self.transport.write(_answer(b"HTTP/1.1 400 Bad Request", "parameter_invalid",
+                                     "the request is not valid HTTP/1.1"))
+        self.transport.close()
 
     def _refuse(self, message: str) -> None:
         self._refusal = message
         self._disarm_head_timer()
-        self.transport.write(_answer_431(message))
+        self.transport.write(_answer(b"HTTP/1.1 431 Request Header Fields Too Large", "headers_too_large", message))
         self.transport.close()
 
 

@@ -38,10 +38,10 @@ def require_str(body: dict[str, Any], name: str, *, max_len: int, min_len: int =
     return value
 
 
-def optional_str(body: dict[str, Any], name: str, *, max_len: int) -> str | None:
+def optional_str(body: dict[str, Any], name: str, *, max_len: int, min_len: int = 1) -> str | None:
     if body.get(name) is None:
         return None
-    return require_str(body, name, max_len=max_len)
+    return require_str(body, name, max_len=max_len, min_len=min_len)
 
 
 def require_int(body: dict[str, Any], name: str, *, minimum: int, maximum: int) -> int:

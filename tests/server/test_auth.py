@@ -177,3 +177,15 @@ async def test_unknown_route_and_method(gw: InProcessGateway) -> None:
     assert r.headers["x-request-id"]
     r = await gw.http.delete("/api/v1/payment/intent")
     assert r.status_code == 405
+
+
+async def test_a_body_of_exactly_64_kib_is_read(gw: InProcessGateway) -> None:
+    # SPEC §2: over 64 KiB is 413; 64 KiB itself is a body like any other (here: too much
+    # productDetails, refused by validation after authentication, not by size).
+    shop = await gw.new_merchant()
+    frame = b'{"amount":1,"currency":"USD","productDetails":{"b":""}}'
+    for size, status, code in ((64 * 1024, 400, "parameter_invalid"), (64 * 1024 + 1, 413, "body_too_large")):
+        body = frame[:-3] + b"x" * (size - len(frame)) + frame[-3:]
+        assert len(body) == size
+        r = await shop.post(INTENT, body=body)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text

@@ -191,6 +191,28 @@ def test_reconcile_settlement_reads_as_optional() -> None:
     assert "paygate reconcile [--once] [--json]\n" in usage and "paygate reconcile settlement --date" in usage, usage
 
 
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def test_a_missing_option_of_a_sub_command_is_one_line_naming_the_command(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: `paygate reconcile settlement` took its name from reconcile's two-line usage, so
+    # its refusal ran over three lines and sent the operator to a "--help" that is no command.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["reconcile", "settlement"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("paygate reconcile settlement: error: ") and "--date" in err, err
+    assert err.rstrip().endswith("(see paygate reconcile settlement --help)"), err
+    # Every command's name, as refusals and --help print it, is one line.
+    assert [p.prog for p in _parsers(build_parser()) if "\n" in p.prog] == []
+
+
 # ---- a master key that is not the database's -----------------------------------------------
 
 def test_a_master_key_that_is_not_the_databases_is_refused_before_anything_is_sealed(
@@ -305,6 +327,9 @@ def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[st
     ("PAYGATE_WEBHOOK_TIMEOUT_S", "0", "must be more than 0"),
     ("PAYGATE_DB_POOL_SIZE", "0", "must be more than 0"),
     ("PAYGATE_CHANGE_POLL_INTERVAL_S", "0.0", "must be more than 0"),
+    # SPEC §3: keys are kept at least 24 h (once any number was taken: 60 pruned keys after a
+    # minute, and a retry under one an hour later was a new request).
+    ("PAYGATE_IDEMPOTENCY_TTL_S", "86399", "must be at least 86400 (idempotency keys are kept at least 24 h)"),
 ])
 def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable: str, value: str, rule: str,
                                                                           tmp_path: Path) -> None:

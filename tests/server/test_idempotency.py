@@ -45,6 +45,23 @@ async def test_keys_are_scoped_to_the_merchant(gw: InProcessGateway) -> None:
     assert ra.json()["paymentIntentId"] != rb.json()["paymentIntentId"]
 
 
+async def test_a_key_is_the_merchants_across_its_api_keys(gw: InProcessGateway) -> None:
+    # SPEC §3 "Scope: the merchant": a retry signed with the merchant's other key (a rotation
+    # between the two) is the same request.
+    from paygate_server.merchants import create_key
+    from tests.support.signing import Credentials, SignedClient
+
+    shop = await gw.new_merchant()
+    async with gw.gateway.db.write() as conn:
+        second = await create_key(conn, gw.gateway.master_key, shop.creds.merchant_id)
+    rotated = SignedClient(gw.http, Credentials(second.merchant_id, second.api_key, second.signing_secret))
+    first = await shop.post(INTENT, BODY, idempotency_key="rotate-1")
+    again = await rotated.post(INTENT, BODY, idempotency_key="rotate-1")
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert await _count(shop) == 1
+
+
 async def test_rejected_requests_store_nothing(gw: InProcessGateway) -> None:
     shop = await gw.new_merchant()
     bad = await shop.post(INTENT, {**BODY, "amount": -1}, idempotency_key="k-val")

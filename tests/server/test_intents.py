@@ -61,6 +61,7 @@ async def test_create_get_and_render(gw: InProcessGateway) -> None:
         (_body(amountRefunded=5), "parameter_invalid", "amountRefunded"),
         (_body(merchantId="mer_someoneelse000000000000"), "parameter_invalid", "merchantId"),
         (_body(description=5), "parameter_invalid", "description"),
+        (_body(captureMethod=""), "parameter_invalid", "captureMethod"),
     ],
 )
 async def test_create_validation(gw: InProcessGateway, body: dict[str, Any], code: str, param: str) -> None:
@@ -164,6 +165,7 @@ async def test_cancel_state_machine(gw: InProcessGateway) -> None:
     pid = (await shop.create_intent())["paymentIntentId"]
     r = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
     assert r.status_code == 200 and r.json()["status"] == "canceled"
+    assert r.json()["cancellationReason"] is None  # nothing was held (docs/api.md "Manual capture")
     again = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
     assert again.status_code == 409 and again.json()["error"]["code"] == "intent_state_conflict"
     r = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid, "status": "created"})
@@ -235,3 +237,50 @@ async def test_currency_error_says_what_is_wrong(gw: InProcessGateway, currency:
     r = await shop.post(INTENT, _body(currency=currency))
     assert r.status_code == 400, r.text
     assert says in r.json()["error"]["message"]
+
+
+async def test_create_takes_every_limit_exactly(gw: InProcessGateway) -> None:
+    """SPEC §4 at its bounds: 20 metadata keys of 40 characters with values of 500,
+    productDetails of exactly 8 KiB of JSON (the tests above refuse one more of each)."""
+    shop = await gw.new_merchant()
+    metadata = {f"{i:02d}" + "k" * 38: "v" * 500 for i in range(20)}
+    empty = len(b'{"blob":""}')
+    for details in ({"blob": "x" * (8192 - empty)}, {"blob": "é" * ((8192 - empty) // 2)}):
+        r = await shop.post(INTENT, _body(metadata=metadata, productDetails=details, amount=99_999_999))
+        assert r.status_code == 201, r.text
+        assert (r.json()["metadata"], r.json()["productDetails"]) == (metadata, details)
+    r = await shop.post(INTENT, _body(productDetails={"blob": "x" * (8193 - empty)}))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "productDetails", r.text
+
+
+async def test_optional_fields_may_be_null(gw: InProcessGateway) -> None:
+    # null is "not given" for every optional field; captureMethod alone refused it.
+    shop = await gw.new_merchant()
+    intent = await shop.create_intent(description=None, metadata=None, captureMethod=None)
+    assert (intent["captureMethod"], intent["description"], intent["metadata"]) == ("automatic", None, {})
+    # "at most 1000 characters" (docs/api.md, the OpenAPI document) takes 0 and 1000; 1001 is refused.
+    for text in ("", "d" * 1000):
+        assert (await shop.create_intent(description=text))["description"] == text
+    r = await shop.post(INTENT, _body(description="d" * 1001))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "description", r.text
+
+
+async def test_only_create_answers_with_the_client_secret(gw: InProcessGateway) -> None:
+    shop = await gw.new_merchant()
+    created = await shop.create_intent()
+    pid = created["paymentIntentId"]
+    listed = (await shop.get("/api/v1/payment/intents?limit=100")).json()
+    assert [i["paymentIntentId"] for i in listed["data"]] == [pid] and listed["hasMore"] is False
+    assert listed["data"][0] == {k: v for k, v in created.items() if k != "clientSecret"}
+    canceled = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
+    assert "clientSecret" not in canceled.json()
+    assert created["clientSecret"] not in (await shop.get(f"{INTENT}/{pid}/history")).text
+
+
+async def test_a_cursor_of_another_merchant_reveals_nothing(gw: InProcessGateway) -> None:
+    alice, mallory = await gw.new_merchant("Alice"), await gw.new_merchant("Mallory")
+    theirs = (await alice.create_intent())["paymentIntentId"]
+    await mallory.create_intent()
+    for cursor in (theirs, "pi_" + "a" * 26):  # another merchant's, and no one's: the same empty page
+        r = await mallory.get(f"/api/v1/payment/intents?startingAfter={cursor}")
+        assert r.status_code == 200 and r.json() == {"data": [], "hasMore": False}, r.text

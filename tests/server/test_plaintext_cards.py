@@ -172,3 +172,15 @@ async def test_ordinary_values_pass(gw: InProcessGateway) -> None:
     r = await shop.post(INTENT, _intent_body(metadata=metadata, description=json.dumps(metadata)))
     assert r.status_code == 201, r.text
     assert r.json()["metadata"] == metadata
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", f"/api/v1/payment/intent/{MC}"),
+    ("GET", f"/api/v1/payment/intent/{quote('5105 1051 0510 5100')}/history"),
+    ("DELETE", f"/api/v1/webhooks/{MC}"),
+])
+async def test_paths_are_read_too(gw: InProcessGateway, method: str, path: str) -> None:
+    # SPEC §4: anything in a request that looks like a card number; a path segment is one
+    # (it was 404 resource_missing, as a malformed id).
+    shop: SignedClient = await gw.new_merchant()
+    _assert_refused(await shop.request(method, path))

@@ -102,7 +102,10 @@ SEAL_PURPOSE = "idempotency-response"
 _LEGACY_PLAINTEXT = b"{"
 # Refusals that are judgements of the request itself, not a start of the operation: like a
 # validation error, they store nothing (SPEC §3), so the key stays free for a corrected request.
-_NOT_STORED = frozenset({"idempotency_key_reused", "idempotency_request_in_progress", "token_invalid"})
+# A 429 too: a replay carries only the stored status and body, and a 429 without its
+# Retry-After breaks SPEC §2 (a retry under the key is refused afresh, with the header).
+_NOT_STORED = frozenset({"idempotency_key_reused", "idempotency_request_in_progress", "token_invalid",
+                         "rate_limited"})
 
 
 def parse_idempotency_key(value: str | None) -> str | None:
@@ -282,6 +285,9 @@ def api_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             # Keys too: "?4242424242424242" is a key with an empty value.
             if contains_card_number(request.query_params.multi_items()):
                 raise ApiError("plaintext_card_data", "the query string contains what looks like a card number")
+            # And the path: SPEC §4 refuses a card number anywhere in a request, an id's place included.
+            if contains_card_number(list(request.path_params.values())):
+                raise ApiError("plaintext_card_data", "the path contains what looks like a card number")
             refuse_nul(request.query_params.multi_items())
             refuse_nul(request.path_params.items())
             ctx = ApiContext(request, gateway, rid, principal.merchant_id, principal.api_key,

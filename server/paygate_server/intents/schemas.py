@@ -86,8 +86,11 @@ def parse_create(body: dict[str, Any], merchant_id: str) -> CreateIntent:
     assert product_details is not None
     if "merchantId" in body and body["merchantId"] != merchant_id:
         raise ApiError("parameter_invalid", "merchantId must be the merchant of the API key", param="merchantId")
-    description = optional_str(body, "description", max_len=DESCRIPTION_MAX)
-    capture_method = body.get("captureMethod", "automatic")
+    # At most 1000 characters (docs/api.md, the OpenAPI document): the empty text is one.
+    description = optional_str(body, "description", max_len=DESCRIPTION_MAX, min_len=0)
+    capture_method = body.get("captureMethod")
+    if capture_method is None:  # absent or null: the default, as for every optional field
+        capture_method = "automatic"
     if capture_method not in CAPTURE_METHODS:
         raise ApiError("parameter_invalid", 'captureMethod must be "automatic" or "manual"', param="captureMethod")
     return CreateIntent(amount, currency, product_details, description, _metadata(body), capture_method)

@@ -125,7 +125,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--once", action="store_true", help="one pass, then list what is still unresolved")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
-    inner = p.add_subparsers(dest="reconcile_command", metavar="[settlement]", title="optional command")
+    # prog: argparse would name the sub-command after the two-line usage above.
+    inner = p.add_subparsers(dest="reconcile_command", metavar="[settlement]", title="optional command", prog=p.prog)
     s = inner.add_parser("settlement", help="compare the processor's settlement report with our records")
     s.add_argument("--date", required=True, help="the UTC day, YYYY-MM-DD")
     s.add_argument("--account", metavar="pa_…", help="a processor account's report (default: the gateway's "

@@ -509,7 +509,7 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, ABC):
     # --- refunds ----------------------------------------------------------------------
 
     async def reserve_refund(self, new: NewRefund, claim: KeyClaim | None) -> Row | ExistingKey:
-        """Reserve the amount on the intent (``amount_refunded + x <= amount``, one
+        """Reserve the amount on the intent (``amount_refunded + x <= amount_received``, one
         conditional statement) and record a ``pending`` refund with its reference."""
         refund_id = new_id("re")
         async with self._db.write() as conn:

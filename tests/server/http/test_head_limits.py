@@ -4,6 +4,8 @@ process spoken to with raw sockets over loopback."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
 import sys
 import time
@@ -36,8 +38,12 @@ def _server(kind: str, tmp_path: Path) -> Iterator[ServiceProcess]:
         shop = ServiceProcess(
             lambda fd: [sys.executable, "-m", "storefront", "--fd", str(fd), "--log-level", "warning"],
             log_path=tmp_path / "storefront.log",
-            env={**LIMIT_ENV, "PYTHONPATH": str(STOREFRONT_DIR), "STOREFRONT_API_KEY": "pk_test_x",
-                 "STOREFRONT_SIGNING_SECRET": "sk_test_x", "STOREFRONT_DATA_DIR": str(tmp_path / "shop")})
+            # The storefront's package first, then this process's PYTHONPATH: the paygate_server it
+            # imports (headerguard) is the one under test, not whichever the venv installed.
+            env={**LIMIT_ENV,
+                 "PYTHONPATH": os.pathsep.join(p for p in (str(STOREFRONT_DIR), os.environ.get("PYTHONPATH")) if p),
+                 "STOREFRONT_API_KEY": "pk_test_x", "STOREFRONT_SIGNING_SECRET": "sk_test_x",
+                 "STOREFRONT_DATA_DIR": str(tmp_path / "shop")})
         with shop:
             yield shop
 
@@ -98,6 +104,25 @@ def test_one_field_too_many_is_431(server: ServiceProcess) -> None:
         response = _read_until_closed(sock)
     assert _status(response) == 431
     assert b'"code":"headers_too_large"' in response and b"x-request-id: req_" in response
+
+
+@pytest.mark.parametrize("head", [
+    pytest.param(b"GARBAGE\r\n\r\n", id="request-line"),
+    pytest.param(_request(b"Bad Header: v\r\n"), id="header-name"),
+    pytest.param(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", id="content-length"),
+])
+def test_what_is_not_http_is_400_in_the_error_shape_with_a_request_id(server: ServiceProcess, head: bytes) -> None:
+    # SPEC §2: every response carries X-Request-Id, every error is {"error": {...}}; uvicorn's
+    # own answer was "Invalid HTTP request received." in plain text, without one.
+    with _connect(server) as sock:
+        sock.sendall(head)
+        response = _read_until_closed(sock)
+    assert _status(response) == 400, response
+    headers, _, body = response.partition(b"\r\n\r\n")
+    assert b"\r\nx-request-id: req_" in headers and b"content-type: application/json" in headers
+    error = json.loads(body)["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "parameter_invalid")
+    assert headers.split(b"x-request-id: ")[1].split(b"\r\n")[0].decode() == error["requestId"]
 
 
 def test_a_head_over_16_kib_is_431(server: ServiceProcess) -> None:

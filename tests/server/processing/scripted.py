@@ -6,7 +6,9 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+import paygate
 from paygate_server.processing.connectors import (
     CaptureRequest,
     ChargeOutcome,
@@ -17,8 +19,13 @@ from paygate_server.processing.connectors import (
     SettlementRecord,
     VoidRequest,
 )
+from paygate_server.processing.service import ProcessingService
+from paygate_server.refunds.service import RefundService
 
-__all__ = ["ScriptedProcessor"]
+if TYPE_CHECKING:
+    from tests.support.app import InProcessGateway
+
+__all__ = ["ScriptedProcessor", "process_body", "scripted"]
 
 
 @dataclass
@@ -90,3 +97,18 @@ class ScriptedProcessor:
 
     async def aclose(self) -> None:
         pass
+
+
+def scripted(gw: InProcessGateway, processor: ScriptedProcessor | None = None) -> ScriptedProcessor:
+    """``gw``'s payments and refunds go to a scripted processor (approving, unless given one)."""
+    processor = processor or ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
+    gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
+    gw.gateway.refunds = RefundService(gw.gateway, processor)  # type: ignore[arg-type]
+    return processor
+
+
+def process_body(gw: InProcessGateway, pid: str) -> dict[str, Any]:
+    """A ``process`` body paying ``pid`` with a card encrypted to ``gw``'s key."""
+    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4242424242424242",
+                               exp_month=12, exp_year=2034, cvc="123")
+    return {"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}}

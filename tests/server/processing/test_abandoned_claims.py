@@ -12,12 +12,8 @@ from typing import Any
 
 import pytest
 
-import paygate
-from paygate_server.processing.connectors import ChargeOutcome
-from paygate_server.processing.service import ProcessingService
-from paygate_server.refunds.service import RefundService
 from tests.server.checkout.helpers import tokenize
-from tests.server.processing.scripted import ScriptedProcessor
+from tests.server.processing.scripted import ScriptedProcessor, process_body, scripted
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
 from tests.support.signing import SignedClient
@@ -36,10 +32,7 @@ async def gw(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[InProcess
 
 @pytest.fixture
 def processor(gw: InProcessGateway) -> ScriptedProcessor:
-    scripted = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
-    gw.gateway.processing = ProcessingService(gw.gateway, scripted)  # type: ignore[arg-type]
-    gw.gateway.refunds = RefundService(gw.gateway, scripted)  # type: ignore[arg-type]
-    return scripted
+    return scripted(gw)
 
 
 def _cut_off_after(gw: InProcessGateway, monkeypatch: pytest.MonkeyPatch, method: str) -> None:
@@ -61,15 +54,9 @@ async def _cut_off(shop: SignedClient, path: str, body: dict[str, Any], key: str
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
 
 
-def _process_body(gw: InProcessGateway, pid: str) -> dict[str, Any]:
-    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4242424242424242",
-                               exp_month=12, exp_year=2034, cvc="123")
-    return {"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}}
-
-
 async def _paid(gw: InProcessGateway, shop: SignedClient, capture_method: str = "automatic") -> str:
     pid: str = (await shop.create_intent(captureMethod=capture_method))["paymentIntentId"]
-    r = await shop.post("/api/v1/payment/process", _process_body(gw, pid))
+    r = await shop.post("/api/v1/payment/process", process_body(gw, pid))
     assert r.status_code == 200, r.text
     return pid
 
@@ -101,7 +88,7 @@ async def test_a_payment_cut_off_is_answered_with_its_intent_never_begun_again(
         gw: InProcessGateway, processor: ScriptedProcessor, monkeypatch: pytest.MonkeyPatch) -> None:
     shop = await gw.new_merchant()
     pid = (await shop.create_intent())["paymentIntentId"]
-    body = _process_body(gw, pid)
+    body = process_body(gw, pid)
     _cut_off_after(gw, monkeypatch, "begin_attempt")
     await _cut_off(shop, "/api/v1/payment/process", body, "pay-1")
     retry = await shop.post("/api/v1/payment/process", body, idempotency_key="pay-1")
