@@ -67,7 +67,7 @@ _SETTLE_INTENT = Sql(
     f" WHERE {_BY_ID} AND status = 'in_progress' RETURNING {_COLUMNS}"
 )
 # ``amount_capturable > 0`` says nothing the status does not (only a hold has an amount to
-# capture): it is ix_payment_intents_held's predicate on PostgreSQL (migration 0014), which the
+# capture): it is ix_payment_intents_held's predicate on PostgreSQL (migration 0015), which the
 # planner uses only for a query that states it.
 _EXPIRED = Sql(
     "SELECT i.id, i.merchant_id FROM payment_intents i JOIN transactions t ON t.intent_id = i.id"

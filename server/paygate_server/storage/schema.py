@@ -112,13 +112,13 @@ payment_intents = Table(
     Index("ix_payment_intents_merchant_created", "merchant_id", "created_at", "id"),
     # The console's payment search, newest first (migration 0008): all payments, by status.
     Index("ix_payment_intents_created", "created_at", "id"),
-    # SQLite only since migration 0014: on PostgreSQL an index on the status (its key or its
+    # SQLite only since migration 0015: on PostgreSQL an index on the status (its key or its
     # predicate) makes every status change write every index of the row (no HOT update), so
     # there a search by status walks ix_payment_intents_created (docs/performance.md).
     Index("ix_payment_intents_status_created", "status", "created_at", "id").ddl_if(dialect="sqlite"),
     # The holds (the reconciler's expiry sweep reads them): few rows, not a table scan. On
     # PostgreSQL by the held amount, the same rows (only requires_capture holds one), a column
-    # the automatic path never changes (migration 0014). The table's fillfactor is 90 there.
+    # the automatic path never changes (migration 0015). The table's fillfactor is 90 there.
     Index("ix_payment_intents_held", "id", sqlite_where=text("status = 'requires_capture'"),
           postgresql_where=text("amount_capturable > 0")),
 )

@@ -1,4 +1,4 @@
-"""PostgreSQL: a payment's updates of its intent are in place (HOT), migration 0014.
+"""PostgreSQL: a payment's updates of its intent are in place (HOT), migration 0015.
 
 PostgreSQL updates a row in place, without a new entry in each of its indexes, only if no
 column an index names (key, INCLUDE or predicate) changed and the new version fits on the

@@ -21,16 +21,16 @@ at 100,000 intents, docs/perf/history.md), like the indexes of migration 0008.
 SQLite has no HOT: an update there rewrites only the indexes of the columns it changes, so its
 status index stays and this migration changes nothing on it.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
