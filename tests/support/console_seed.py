@@ -101,6 +101,8 @@ def make_payments(n: int, *, merchants: int = 20, now: int | None = None, seed: 
                 out.queue.append({"kind": "charge", "object_id": attempt_id, "intent_id": intent_id,
                                   "merchant_id": merchant, "due_at": t + MINUTE_US, "checks": 1,
                                   "last_result": "timeout", "created_at": t})
+        if status != "requires_capture":
+            capturable = 0  # as the gateway keeps it: only a hold has an amount to capture
         refunded = 0
         if received and rng.random() < 0.1:
             refunded = rng.randrange(1, received + 1)

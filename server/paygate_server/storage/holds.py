@@ -66,10 +66,14 @@ _SETTLE_INTENT = Sql(
     " last_error = :last_error, version = version + 1, updated_at = :now"
     f" WHERE {_BY_ID} AND status = 'in_progress' RETURNING {_COLUMNS}"
 )
+# ``amount_capturable > 0`` says nothing the status does not (only a hold has an amount to
+# capture): it is ix_payment_intents_held's predicate on PostgreSQL (migration 0015), which the
+# planner uses only for a query that states it.
 _EXPIRED = Sql(
     "SELECT i.id, i.merchant_id FROM payment_intents i JOIN transactions t ON t.intent_id = i.id"
     " AND t.kind = 'authorization' AND t.status = 'succeeded'"
-    " WHERE i.status = 'requires_capture' AND t.updated_at < :before ORDER BY t.updated_at LIMIT :limit"
+    " WHERE i.status = 'requires_capture' AND i.amount_capturable > 0 AND t.updated_at < :before"
+    " ORDER BY t.updated_at LIMIT :limit"
 )
 
 
