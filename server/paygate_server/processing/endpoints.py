@@ -35,7 +35,10 @@ async def process_payment(ctx: ApiContext) -> Response:
         card = await resolve_encrypted_card(gateway, details["encryptedCard"])
     else:
         token = details["token"]
-        if not gateway.has("vault") or not isinstance(token, str):
+        if not isinstance(token, str):  # a malformed request, not a token that cannot be used
+            raise ApiError("parameter_invalid", 'paymentDetails.token must be a string ("tok_…")',
+                           param="paymentDetails.token")
+        if not gateway.has("vault"):
             raise ApiError("token_invalid", "the token is not valid for this payment", param="token")
         try:
             # Read, not consumed: the attempt consumes the token in its own transaction, after

@@ -191,3 +191,13 @@ async def test_a_retry_racing_the_original_never_burns_or_refuses(pgw: InProcess
         attempts = (await conn.execute(select(transactions.c.id).where(transactions.c.intent_id == pid))).all()
     assert len(attempts) == 1
     assert (await shop.final_status(pid))["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("token", [42, None, ["tok_x"], {"id": "tok_x"}, True])
+async def test_a_token_that_is_not_a_string_is_a_malformed_request(pgw: InProcessGateway, token: Any) -> None:
+    # Not a token that cannot be used (token_invalid) but a request of the wrong shape.
+    shop = await pgw.new_merchant()
+    intent = await shop.create_intent()
+    r = await _process(shop, intent["paymentIntentId"], token)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "parameter_invalid" and r.json()["error"]["param"] == "paymentDetails.token"
