@@ -33,6 +33,7 @@ _ROWS = {
     "attempts": Sql("SELECT kind, status, connector, reference, processor_id FROM transactions"
                     " WHERE intent_id = :intent_id ORDER BY created_at, id"),
     "refunds": Sql("SELECT status, amount FROM refunds WHERE intent_id = :intent_id"),
+    "late": Sql("SELECT object_id FROM late_outcomes WHERE intent_id = :intent_id"),
 }
 
 
@@ -175,5 +176,7 @@ def test_an_authorization_that_never_answers_is_canceled_by_reference(stack: Sta
         fake.queued = authorisation  # the late AUTHORISATION changes nothing now
         assert (await fake.deliver(http, hook)).status_code == 200
         assert (await shop.final_status(pid))["status"] == "failed"
+        # …and is no late outcome for the operator: its money was released by the cancel.
+        assert await _rows(stack, "late", pid) == []
 
     _run(stack, scenario)

@@ -12,7 +12,7 @@ from paygate_server.cli import CommandError, open_database
 from paygate_server.config import Settings
 from paygate_server.master_key import database_master_key
 from paygate_server.processing.connectors import ConnectorError, connector_for_url
-from paygate_server.processing.reconciler import Reconciler, list_unresolved
+from paygate_server.processing.reconciler import Reconciler, list_late_outcomes, list_unresolved
 from paygate_server.processing.settlement import reconcile_settlement
 from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
 from paygate_server.storage import Database, open_payment_store
@@ -47,6 +47,22 @@ def _print_unresolved(items: list[dict[str, Any]], as_json: bool) -> None:
               f"{item['since']:24} {item['lastResult'] or '-'}")
 
 
+def _print_late(items: list[dict[str, Any]]) -> None:
+    if not items:
+        return
+    print(f"{len(items)} settled outcome(s) the processor contradicted later (the gateway's status stays; "
+          "see docs/operations.md, Reconciliation):")
+    print(f"  {'kind':7} {'id':34} {'intent':32} {'gateway':9} {'processor':9} {'received':24} processor's text")
+    for item in items:
+        print(f"  {item['kind']:7} {item['objectId']:34} {item['paymentIntentId']:32} {item['gatewayStatus']:9} "
+              f"{item['processorStatus']:9} {item['receivedAt']:24} {_printable(item['processorText'] or '-')}")
+
+
+def _printable(text: str) -> str:
+    """The processor's words, with nothing that would drive the operator's terminal."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
     async def run() -> dict[str, Any]:
         async with open_database(settings) as db:
@@ -59,9 +75,9 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
                     print("reconciler running (Ctrl-C to stop)", flush=True)
                     await reconciler.run_forever()
                 report = await reconciler.run_once()
-                unresolved = await list_unresolved(open_payment_store(db))
-                return {"checked": report.checked, "settled": report.settled,
-                        "outcomes": report.outcomes, "unresolved": unresolved}
+                store = open_payment_store(db)
+                return {"checked": report.checked, "settled": report.settled, "outcomes": report.outcomes,
+                        "unresolved": await list_unresolved(store), "lateOutcomes": await list_late_outcomes(store)}
             finally:
                 await connector.aclose()
                 await processors.aclose()
@@ -72,6 +88,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
     else:
         print(f"checked {result['checked']}, settled {result['settled']}")
         _print_unresolved(result["unresolved"], False)
+        _print_late(result["lateOutcomes"])
 
 
 def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:

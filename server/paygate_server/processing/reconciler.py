@@ -56,7 +56,7 @@ from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, Row, StoreRefusal
 from paygate_server.waiting import wait_event
 
-__all__ = ["Reconciler", "PassReport", "list_unresolved"]
+__all__ = ["LATE_OUTCOMES_LISTED", "Reconciler", "PassReport", "list_late_outcomes", "list_unresolved"]
 
 log = logging.getLogger(RECONCILER_LOGGER)
 _US = 1_000_000
@@ -356,3 +356,20 @@ async def list_unresolved(store: PaymentStore) -> list[dict[str, Any]]:
     return [{"kind": r.kind, "id": r.object_id, "paymentIntentId": r.intent_id, "merchantId": r.merchant_id,
              "checks": r.checks, "lastResult": r.last_result, "nextCheckAt": to_rfc3339(r.due_at),
              "since": to_rfc3339(r.created_at)} for r in rows]
+
+
+# How many late outcomes ``paygate reconcile`` lists: open ones come first, so a limit cuts
+# only handled ones unless thousands are open (then the operator has a bigger problem).
+LATE_OUTCOMES_LISTED = 500
+
+
+async def list_late_outcomes(store: PaymentStore, *, open_only: bool = True) -> list[dict[str, Any]]:
+    """Settled outcomes a processor contradicted later (``late_outcomes``), open ones first:
+    the gateway shows money moved that did not, or the reverse — an operator's to-do."""
+    rows = await store.late_outcomes(limit=LATE_OUTCOMES_LISTED)
+    return [{"id": r.id, "kind": r.kind, "objectId": r.object_id, "paymentIntentId": r.intent_id,
+             "merchantId": r.merchant_id, "route": r.connector, "gatewayStatus": r.gateway_status,
+             "processorStatus": r.processor_status, "processorText": r.processor_text,
+             "receivedAt": to_rfc3339(r.received_at),
+             "handledAt": None if r.handled_at is None else to_rfc3339(r.handled_at), "handledBy": r.handled_by}
+            for r in rows if not (open_only and r.handled_at is not None)]

@@ -6,7 +6,9 @@ of its payment); only an operation sent through *this* account can be settled by
 notification signed with one account's secret can never touch another's payments. What
 it states is an outcome like any other answer: the store applies the first one and
 ignores the rest, so a notification racing a reconciler's look-up, or replayed by the
-processor, settles the operation once.
+processor, settles the operation once. One that *contradicts* a capture's, void's or
+refund's settled outcome (Adyen's ``REFUND_FAILED`` after its ``REFUND``) changes nothing
+either, but is recorded for the operator (``late_outcomes``; docs/processors.md, "Adyen").
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from paygate_server.clock import now_us
 from paygate_server.processing.connectors import (
     ChargeOutcome,
     ChargeResult,
@@ -22,11 +25,12 @@ from paygate_server.processing.connectors import (
     WebhookReply,
     is_definitive,
     other_money,
+    processor_text,
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import refund_outcome
 from paygate_server.processors.registry import AccountMissing
-from paygate_server.storage.port import Attempt, Row
+from paygate_server.storage.port import Attempt, LateOutcome, Row
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -86,20 +90,61 @@ async def _apply(gateway: Gateway, account_id: str, event: ProcessorEvent) -> in
             return 0
     schedule = gateway.settings.reconcile_schedule_s
     if event.kind == "refund":
-        row = await store.settle_refund(found["id"], refund_outcome(
-            RefundResult(result.reference, result.outcome, result.message), schedule=schedule))
+        outcome = refund_outcome(RefundResult(result.reference, result.outcome, result.message), schedule=schedule)
+        row = await store.settle_refund(found["id"], outcome)
         changed = row is not None and row["status"] != found["status"]
+        status_now = None if row is None else row["status"]  # as it is after the settle, by this or before
     else:
         attempt = Attempt.of(found)
         if event.kind == "charge":
-            settled, _ = await store.settle_attempt(attempt, charge_outcome(result, schedule=schedule))
+            outcome = charge_outcome(result, schedule=schedule)
+            settled, _ = await store.settle_attempt(attempt, outcome)
         else:
-            settled, _ = await store.settle_follow_up(attempt, follow_up_outcome(attempt.kind, result,
-                                                                                 schedule=schedule))
+            outcome = follow_up_outcome(attempt.kind, result, schedule=schedule)
+            settled, _ = await store.settle_follow_up(attempt, outcome)
         changed = settled is not None
+        status_now = outcome.status if changed else await _settled_as(gateway, account_id, event, found)
     if changed:
         gateway.notifier.publish(found["intent_id"])
+    # Not "elif": a refund settled otherwise by a racing settle counts as changed above.
+    if event.kind in _MONEY_MOVED_LATER and status_now in _SETTLED and status_now != outcome.status:
+        await _contradicted(gateway, account_id, event.kind, found, str(status_now), outcome.status,
+                            result.message)
     return int(changed)
+
+
+# Whose settled outcome a processor may contradict later: Adyen's CAPTURE_FAILED and
+# REFUND_FAILED come after their success once the scheme refuses it; a void's is the same
+# kind of answer. Not a charge: a success after ``failed`` is the normal end of an
+# authorization the reconciler canceled by its reference (its AUTHORISATION, late), and
+# the money of that one is released, not moved.
+_MONEY_MOVED_LATER = frozenset({"capture", "void", "refund"})
+_SETTLED = frozenset({"succeeded", "failed"})
+
+
+async def _settled_as(gateway: Gateway, account_id: str, event: ProcessorEvent, found: Row) -> str | None:
+    """The operation's status when this settle changed nothing: as read before it if it was
+    settled then (a settled status never changes), else read again (settled meanwhile)."""
+    if found["status"] in _SETTLED:
+        return str(found["status"])
+    again = await gateway.payments.find_operation(account_id, event.kind, event.result.reference,
+                                                  event.payment_processor_id)
+    return None if again is None else str(again["status"])
+
+
+async def _contradicted(gateway: Gateway, account_id: str, kind: str, found: Row, had: str, said: str,
+                        text: str | None) -> None:
+    """The processor says a settled operation ended otherwise. Outcomes settle once and SPEC
+    §6 has no status for "reversed later", so the operation keeps its status; the operator is
+    told — durably (``paygate reconcile``, the console's Reconciliation page) and in the log
+    — because the gateway now shows money moved that did not (or the reverse)."""
+    late = LateOutcome(kind=kind, object_id=found["id"], intent_id=found["intent_id"],
+                       merchant_id=found["merchant_id"], connector=account_id, gateway_status=had,
+                       processor_status=said, processor_text=processor_text(text, 500), received_at=now_us())
+    if await gateway.payments.record_late_outcome(late):
+        log.warning("processor notification contradicts a settled %s %s of %s (merchant %s): the gateway has %s, "
+                    "%s now says %s; the operation keeps its status, for an operator (paygate reconcile)",
+                    kind, found["id"], found["intent_id"], found["merchant_id"], had, account_id, said)
 
 
 async def _canceled_by_reference(gateway: Gateway, found: Row, event: ProcessorEvent) -> int:

@@ -26,6 +26,7 @@ from paygate_server.clock import now_us
 from paygate_server.ids import new_id
 from paygate_server.storage.engine import Database
 from paygate_server.storage.holds import HoldOperations
+from paygate_server.storage.late_outcomes import LateOutcomes
 from paygate_server.storage.port import (
     AnswerSpec,
     Attempt,
@@ -242,7 +243,7 @@ def refusal_to_begin(why: Row | None, new: NewAttempt) -> StoreRefusal | None:
     return None
 
 
-class SqlPaymentStore(HoldOperations, ReconcileQueue, ABC):
+class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
     """:class:`~paygate_server.storage.port.PaymentStore`, one transaction per change."""
 
     def __init__(self, db: Database) -> None:

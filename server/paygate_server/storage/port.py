@@ -33,6 +33,7 @@ __all__ = [
     "IntentMissing",
     "IntentNotInStatus",
     "KeyClaim",
+    "LateOutcome",
     "NewAttempt",
     "NewCapture",
     "NewRefund",
@@ -225,6 +226,25 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class LateOutcome:
+    """A processor's word that contradicts an outcome settled already (``late_outcomes``):
+    the operation keeps its status, the operator is told."""
+
+    kind: str  # capture | void | refund
+    object_id: str
+    intent_id: str
+    merchant_id: str
+    connector: str
+    gateway_status: str  # what the gateway had settled
+    processor_status: str  # what the processor said later
+    processor_text: str | None  # masked (processing/connectors/_transport.py processor_text)
+    received_at: int
+    id: int = 0  # 0 until stored
+    handled_at: int | None = None
+    handled_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Check:
     """A row of the reconciler's queue."""
 
@@ -293,3 +313,7 @@ class PaymentStore(Protocol):
     async def check_of(self, kind: str, object_id: str) -> Check | None: ...
     async def settled_records(self, kind: str, connector: str, references: Sequence[str],
                               start: int, end: int) -> list[Row]: ...
+
+    # Outcomes a processor contradicted after they settled (late_outcomes)
+    async def record_late_outcome(self, late: LateOutcome) -> bool: ...
+    async def late_outcomes(self, *, limit: int) -> list[LateOutcome]: ...

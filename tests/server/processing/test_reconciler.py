@@ -203,7 +203,7 @@ def test_reconcile_cli_lists_and_settlement_exit_code(fresh_database_url: str, t
         env = gateway_env(database_url, tmp_path, PAYGATE_PROCESSOR_URL=stack.simulator.base_url)
         r = run_cli("reconcile", "--once", "--json", env=env)
         assert r.returncode == 0, r.stderr
-        assert set(__import__("json").loads(r.stdout)) == {"checked", "settled", "outcomes", "unresolved"}
+        assert set(__import__("json").loads(r.stdout)) == {"checked", "settled", "outcomes", "unresolved", "lateOutcomes"}
         today = dt.datetime.now(dt.UTC).date().isoformat()
         r = run_cli("reconcile", "settlement", "--date", today, env=env)
         assert r.returncode == 0 and "0 mismatches" in r.stdout, r.stdout + r.stderr

@@ -2,10 +2,16 @@
 the processor's id of a payment is recorded before money moves and kept by every settle;
 failover settles an attempt that charged nothing and records the next one at another
 account in one transaction; a processor's notification finds its operation by reference
-or by the processor's id, only among the operations of that account."""
+or by the processor's id, only among the operations of that account; a processor's later
+word against a settled outcome is recorded once per operation and status, and listed open
+first."""
 from __future__ import annotations
 
-from paygate_server.storage.port import NewCapture, Outcome
+from dataclasses import replace
+
+from paygate_server.clock import now_us
+from paygate_server.storage.late_outcomes import mark_handled
+from paygate_server.storage.port import LateOutcome, NewCapture, Outcome
 from tests.server.storage.payment_store_helpers import (
     APPROVED,
     MINUTE_US,
@@ -83,3 +89,28 @@ async def test_a_notification_finds_its_operation_by_reference_or_processor_id_a
     assert found is not None and (found["id"], found["charge_reference"]) == (refund["id"], paid.reference)
     assert await store.find_operation("pa_elsewhere", "refund", refund["reference"], None) is None
     assert await store.find_operation("simulator", "refund", "", "pi_2") is None  # a refund needs its reference
+
+
+async def test_a_late_outcome_is_recorded_once_per_operation_and_status_and_listed_open_first(shop: Shop) -> None:
+    store = shop.store
+    paid = await shop.paid()
+    late = LateOutcome(kind="refund", object_id=f"re_{paid.transaction_id}", intent_id=paid.intent_id,
+                       merchant_id=shop.merchant_id, connector="pa_1", gateway_status="succeeded",
+                       processor_status="failed", processor_text="Refused by the scheme", received_at=now_us())
+    assert await store.record_late_outcome(late) is True
+    assert await store.record_late_outcome(late) is False  # the same notification again: nothing more
+    capture = replace(late, kind="capture", object_id=paid.transaction_id, received_at=late.received_at + 1)
+    assert await store.record_late_outcome(capture) is True  # newer: listed first
+
+    def mine(rows: list[LateOutcome]) -> list[LateOutcome]:
+        return [r for r in rows if r.intent_id == paid.intent_id]
+
+    listed = mine(await store.late_outcomes(limit=10_000))
+    assert [(r.object_id, r.gateway_status, r.processor_status, r.processor_text, r.handled_at) for r in listed] == [
+        (paid.transaction_id, "succeeded", "failed", "Refused by the scheme", None),
+        (late.object_id, "succeeded", "failed", "Refused by the scheme", None)]
+    async with shop.gw.gateway.db.write() as conn:
+        assert await mark_handled(conn, listed[0].id, "op_1", now_us()) is True
+        assert await mark_handled(conn, listed[0].id, "op_2", now_us()) is False  # handled already
+    listed = mine(await store.late_outcomes(limit=10_000))
+    assert [(r.object_id, r.handled_by) for r in listed] == [(late.object_id, None), (paid.transaction_id, "op_1")]

@@ -9,6 +9,11 @@
   and settle as its passes, so an operator's click can never settle an operation twice or
   differently, but a look-up only: resending what the processor has not received stays
   the passes' (under their lease). Recorded as ``reconcile.check_now``.
+* Settled outcomes the processor contradicted later (``late_outcomes``: Adyen's
+  ``REFUND_FAILED`` after the ``REFUND``), open ones first — what ``paygate reconcile``
+  lists too. "Mark handled" (``POST /reconciliation/late``, support and admin) closes one
+  once the operator has dealt with it at the processor and with the merchant; the mark and
+  its record (``reconcile.late_outcome_handled``) commit in one transaction.
 * The settlement report of a day (``?date=YYYY-MM-DD[&account=pa_…]``): what
   ``paygate reconcile settlement`` prints, through the same
   :func:`~paygate_server.processing.settlement.reconcile_settlement`.
@@ -23,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from paygate_server.console.actions import record_action
+from paygate_server.clock import now_us
+from paygate_server.console.actions import record_action, record_action_in
 from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import (
     Form,
@@ -38,10 +44,12 @@ from paygate_server.processing.connectors import ConnectorError
 from paygate_server.processing.settlement import Mismatch, reconcile_settlement
 from paygate_server.processors.registry import AccountMissing, is_account
 from paygate_server.storage.console_reads import InvalidSearch, reconciliation_queue
+from paygate_server.storage.late_outcomes import mark_handled
 
 __all__ = ["routes"]
 
 PAGE_SIZE = 50
+LATE_SHOWN = 100  # open ones first: past this, only handled ones are left out
 _KINDS = ("charge", "capture", "void", "refund")
 _OBJECT_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
 
@@ -110,7 +118,8 @@ async def _page(request: Request, signed_in: SignedIn, *, status: int = 200, mes
             settlement = await _settlement(request, date, account)
         except SettlementRefused as exc:
             settlement_error, status = str(exc), 400 if status == 200 else status
-    return render(request, "reconciliation.html", signed_in, status=status, queue=queue, after=after,
+    late = await console_of(request).gateway.payments.late_outcomes(limit=LATE_SHOWN)
+    return render(request, "reconciliation.html", signed_in, status=status, queue=queue, after=after, late=late,
                   age_text=age_text, message=message, failed=failed, date=date, account=account,
                   today=dt.datetime.now(dt.UTC).date().isoformat(), settlement=settlement,
                   settlement_error=settlement_error)
@@ -150,7 +159,26 @@ async def check_now(request: Request, signed_in: SignedIn, form: Form) -> Respon
     return await _page(request, signed_in, message=f"Asked the processor about {object_id}: {label}.")
 
 
+@form_action("reconcile")
+async def late_handled(request: Request, signed_in: SignedIn, form: Form) -> Response:
+    late_id = form.get("id", "")
+    if not (late_id.isascii() and late_id.isdigit() and len(late_id) <= 18):
+        return await _page(request, signed_in, status=400, failed=True,
+                           message="That late outcome cannot be marked: use the button on its row.")
+    db = console_of(request).gateway.db
+    async with db.write() as conn:
+        marked = await mark_handled(conn, int(late_id), signed_in.operator_id, now_us())
+        if marked:
+            await record_action_in(conn, operator_id=signed_in.operator_id, action="reconcile.late_outcome_handled",
+                                   target=f"late_{late_id}", remote_addr=remote_addr(request))
+    if not marked:
+        return await _page(request, signed_in, message="That late outcome is handled already (or does not exist): "
+                                                        "the list below is as it is now.")
+    return await _page(request, signed_in, message="Marked handled.")
+
+
 routes = [
     Route("/reconciliation", reconciliation_page, methods=["GET"]),
     Route("/reconciliation/check", check_now, methods=["POST"]),
+    Route("/reconciliation/late", late_handled, methods=["POST"]),
 ]
