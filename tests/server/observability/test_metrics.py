@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from paygate_server.clock import now_us
 from paygate_server.observability import InstrumentedConnector, scrape
 from paygate_server.storage import create_database
-from paygate_server.storage.gauges import read_webhook_backlog
+from paygate_server.storage.gauges import read_late_outcomes_open, read_webhook_backlog
 from paygate_server.storage.history_prune import HistoryPruneStore
 from paygate_server.storage.late_outcomes import mark_handled
 from paygate_server.storage.port import LateOutcome
@@ -109,11 +109,12 @@ def _unreachable(database_url: str, tmp_path: Path) -> str:
     return make_url(database_url).set(database="paygate_t_no_such_database").render_as_string(hide_password=False)
 
 
-async def test_the_webhook_backlog_read_fails_loudly_in_an_outage(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("read", [read_webhook_backlog, read_late_outcomes_open], ids=["webhooks", "late-outcomes"])
+async def test_a_backlog_read_fails_loudly_in_an_outage(database_url: str, tmp_path: Path, read: Any) -> None:
     dead = create_database(_unreachable(database_url, tmp_path))
     try:
         with pytest.raises(Exception):  # noqa: B017 - whichever driver error; what matters is: not 0, not None
-            await read_webhook_backlog(dead)
+            await read(dead)
     finally:
         await dead.dispose()
 
@@ -122,12 +123,16 @@ def _dead_webhook_backlog(monkeypatch: pytest.MonkeyPatch, dead: Any) -> None:
     monkeypatch.setattr(scrape, "read_webhook_backlog", lambda db: read_webhook_backlog(dead))
 
 
+def _dead_late_outcomes(monkeypatch: pytest.MonkeyPatch, dead: Any) -> None:
+    monkeypatch.setattr(scrape, "read_late_outcomes_open", lambda db: read_late_outcomes_open(dead))
+
+
 def _dead_change_log_size(monkeypatch: pytest.MonkeyPatch, dead: Any) -> None:
     monkeypatch.setattr(scrape, "HistoryPruneStore", lambda db: HistoryPruneStore(dead))
 
 
-@pytest.mark.parametrize("break_one_read", [_dead_webhook_backlog, _dead_change_log_size],
-                         ids=["webhook-backlog", "change-log-size"])
+@pytest.mark.parametrize("break_one_read", [_dead_webhook_backlog, _dead_late_outcomes, _dead_change_log_size],
+                         ids=["webhook-backlog", "late-outcomes", "change-log-size"])
 async def test_a_database_outage_is_visible_on_metrics_not_a_healthy_zero(
         database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         break_one_read: Any) -> None:
@@ -157,6 +162,7 @@ async def test_a_database_outage_is_visible_on_metrics_not_a_healthy_zero(
     assert "gauges are left out" in records[0].getMessage()
     assert _value(healed, "paygate_metrics_database_up") == 1.0
     assert _value(healed, "paygate_webhook_backlog") is not None
+    assert _value(healed, "paygate_late_outcomes_open") is not None
     assert _value(healed, "paygate_change_log_rows") is not None
 
 
