@@ -6,6 +6,7 @@ reaches the navigation and a form; a merchant and a key created in the page show
 secret once."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,10 @@ from typing import Any
 import pytest
 
 import paygate
+from paygate_server.clock import now_us
 from paygate_server.procs import ServiceProcess, console_command
+from paygate_server.storage import create_database, open_payment_store
+from paygate_server.storage.port import LateOutcome
 from tests.browser.test_console_browser import PASSWORD, ConsoleSite, _off_thread
 from tests.e2e.conftest import running_stack
 from tests.support.databases import migrate, new_database_url
@@ -91,6 +95,36 @@ def test_the_charts_draw_the_bursts_payments(browser: Any, burst: Burst) -> None
         assert drawn["rate"] and all(0 < r < 100 for r in drawn["rate"])
         assert page.locator('[data-total="payments"]').inner_text() == str(APPROVED + DECLINED)
         assert page.locator("#no-payments").is_hidden()
+    finally:
+        context.close()
+
+
+async def _record_a_late_outcome(database_url: str) -> None:
+    db = create_database(database_url)
+    try:
+        assert await open_payment_store(db).record_late_outcome(LateOutcome(
+            kind="refund", object_id="re_browser1", intent_id="pi_browser1", merchant_id="mer_browser",
+            connector="pa_adyen1", gateway_status="succeeded", processor_status="failed",
+            processor_text="Refused by the scheme", received_at=now_us()))
+    finally:
+        await db.dispose()
+
+
+def test_the_overview_refreshes_the_open_late_outcomes_and_keeps_the_link(browser: Any, burst: Burst) -> None:
+    """One recorded while the page is open shows at its next refresh, still a link to the list."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        _log_in(page, burst.site, "viewer")
+        _wait_for_the_overview(page)
+        count = page.locator('a[data-total="late_outcomes_open"]')
+        assert count.inner_text() == "0" and count.get_attribute("href") == "/reconciliation#late"
+        _off_thread(lambda: asyncio.run(_record_a_late_outcome(burst.site.database_url)))
+        eventually_sync(lambda: page.locator('a[data-total="late_outcomes_open"]').inner_text(),
+                        until=lambda text: text == "1", timeout=30, what="the refreshed count of open late outcomes")
+        assert page.locator('a[data-total="late_outcomes_open"]').get_attribute("href") == "/reconciliation#late"
+        # Nothing but the page's own refresh changed it: the page was not reloaded.
+        assert page.evaluate("window.paygateOverview.fetches") >= 2
     finally:
         context.close()
 

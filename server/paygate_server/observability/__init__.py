@@ -8,7 +8,8 @@
 - The console overview's per-minute latency and backlog samples, written by every worker
   to the database (:mod:`.console_sampler`, a background task).
 - Read on scrape: ``paygate_payment_intents{status}``, ``paygate_reconcile_backlog``,
-  ``paygate_reconcile_overdue``, ``paygate_webhook_backlog`` (once webhooks exist).
+  ``paygate_reconcile_overdue``, ``paygate_webhook_backlog`` (once webhooks exist),
+  ``paygate_late_outcomes_open``.
 
 Without ``PAYGATE_METRICS_TOKEN``, served only to direct loopback clients (anyone else
 gets ``404``); with it, a scrape needs ``Authorization: Bearer <token>`` from anywhere. Several workers: ``PROMETHEUS_MULTIPROC_DIR``

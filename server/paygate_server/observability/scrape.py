@@ -1,9 +1,11 @@
 """``GET /metrics``: the registry's series plus gauges read from the database on scrape.
 
 Database-derived gauges (intents by status, the reconciler's and the webhook sender's
-backlogs, the change log's size) are re-read at most every ``PAYGATE_METRICS_DB_REFRESH_S`` (default 5 s), so a
-tight scrape loop cannot turn into a table-scan loop. The webhook backlog is the pending
-rows of ``webhook_deliveries``.
+backlogs, the open late outcomes, the change log's size) are re-read at most every
+``PAYGATE_METRICS_DB_REFRESH_S`` (default 5 s), so a tight scrape loop cannot turn into a
+table-scan loop. The webhook backlog is the pending rows of ``webhook_deliveries``; the open
+late outcomes are the ``late_outcomes`` rows no operator has marked handled — the metric an
+alert watches, since the WARNING logged when one is recorded is only a log line.
 
 When the database cannot be read, the scrape still answers 200 (the process's own series
 are still true) with ``paygate_metrics_database_up 0`` and *without* the database-derived
@@ -35,7 +37,11 @@ from paygate_server.http.hosts import host_names_in, parse_host, safe_without_co
 from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.schemas import STATUSES
 from paygate_server.observability.metrics import scrape_registry
-from paygate_server.storage.gauges import read_payment_counts, read_webhook_backlog
+from paygate_server.storage.gauges import (
+    read_late_outcomes_open,
+    read_payment_counts,
+    read_webhook_backlog,
+)
 from paygate_server.storage.history_prune import HistoryPruneStore, LogSize
 
 if TYPE_CHECKING:
@@ -80,6 +86,7 @@ class DatabaseGauges:
         try:
             counts = await read_payment_counts(gateway.db)
             webhooks = await read_webhook_backlog(gateway.db)
+            late_open = await read_late_outcomes_open(gateway.db)
             history = await HistoryPruneStore(gateway.db).size()
         except Exception as exc:
             # One line per refresh, not a traceback every few seconds for as long as it lasts.
@@ -98,6 +105,9 @@ class DatabaseGauges:
         ]
         families.append(GaugeMetricFamily("paygate_webhook_backlog",
                                           "Webhook deliveries not yet delivered or given up.", value=webhooks))
+        families.append(GaugeMetricFamily("paygate_late_outcomes_open",
+                                          "Settled outcomes a processor contradicted later, not yet marked handled.",
+                                          value=late_open))
         families.extend(_history_gauges(history))
         return families
 

@@ -8,7 +8,9 @@ worker's and every host's payments count:
   ``transactions``, each operation counted in the minute it was last updated (its settle);
 * the reconciler's and the webhooks' backlogs and the gateway's latency — from
   ``console_samples``, written by every worker (storage/console_samples.py); the latency
-  histograms of all workers of a minute are summed before p50/p99 are taken.
+  histograms of all workers of a minute are summed before p50/p99 are taken;
+* the late outcomes no operator has marked handled — a count now, not a series: it is a
+  to-do list (storage/late_outcomes.py), read by the same statement as ``/metrics``' gauge.
 
 Each series has exactly 60 points, the oldest first, ending with the minute ``now`` is in
 (the current minute is partial); a minute with nothing in it is zeros (counts) or None
@@ -29,6 +31,7 @@ from paygate_server.storage.console_samples import (
     WEBHOOK_BACKLOG,
 )
 from paygate_server.storage.engine import Database
+from paygate_server.storage.gauges import read_late_outcomes_open
 from paygate_server.storage.statements import Sql, fetch_all
 
 __all__ = ["POINTS", "OutcomeMinute", "RateMinute", "RouteMinute", "BacklogMinute", "LatencyMinute", "Overview",
@@ -89,6 +92,7 @@ class Overview:
     routes: dict[str, list[RouteMinute]]  # by route (pa_… or the default's name), routes seen this hour
     backlogs: list[BacklogMinute]
     latency: list[LatencyMinute]
+    late_outcomes_open: int  # now, not per minute
 
 
 def quantile(q: float, counts: list[int]) -> float | None:
@@ -133,6 +137,7 @@ async def overview(db: Database, now: int | None = None) -> Overview:
         settles = await fetch_all(conn, _SETTLES, since=first * _MINUTE_US)
     async with db.read_one() as conn:
         samples = await fetch_all(conn, _SAMPLES, since=first * 60)
+    late_open = await read_late_outcomes_open(db)
 
     outcomes: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     routes: dict[str, dict[int, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
@@ -180,4 +185,5 @@ async def overview(db: Database, now: int | None = None) -> Overview:
         latency=[LatencyMinute(m * 60, sum(latency[m]) if m in latency else 0,
                                ms(quantile(0.5, latency[m])) if m in latency else None,
                                ms(quantile(0.99, latency[m])) if m in latency else None) for m in span],
+        late_outcomes_open=late_open,
     )

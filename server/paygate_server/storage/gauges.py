@@ -9,9 +9,11 @@ from paygate_server.clock import now_us
 from paygate_server.storage.engine import Database
 from paygate_server.storage.schema import payment_intents, reconcile_queue
 
-__all__ = ["PaymentCounts", "read_payment_counts", "read_webhook_backlog"]
+__all__ = ["PaymentCounts", "read_late_outcomes_open", "read_payment_counts", "read_webhook_backlog"]
 
 _WEBHOOK_BACKLOG = text("SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'")
+# Served by ix_late_outcomes_open (handled_at first); the same statement on both databases.
+_LATE_OUTCOMES_OPEN = text("SELECT count(*) FROM late_outcomes WHERE handled_at IS NULL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +40,11 @@ async def read_webhook_backlog(db: Database) -> int:
     it as one rather than as an empty backlog."""
     async with db.read() as conn:
         return int((await conn.execute(_WEBHOOK_BACKLOG)).scalar_one())
+
+
+async def read_late_outcomes_open(db: Database) -> int:
+    """Late outcomes no operator has marked handled (storage/late_outcomes.py). Raises on a
+    failed read, as :func:`read_webhook_backlog` does: the table is in every schema from
+    migration 0016 on, and a 0 during an outage would read as "nothing to look at"."""
+    async with db.read() as conn:
+        return int((await conn.execute(_LATE_OUTCOMES_OPEN)).scalar_one())

@@ -10,6 +10,7 @@ import pytest
 
 from paygate_server.clock import now_us
 from paygate_server.console.actions import recent_actions
+from paygate_server.storage.late_outcomes import mark_handled
 from paygate_server.storage.port import LateOutcome
 from tests.server.console.conftest import InProcessConsole, running_console
 from tests.server.console.test_console_overview_http import signed_in
@@ -72,3 +73,21 @@ async def test_support_marks_one_handled_and_it_is_recorded(con: InProcessConsol
                                 data={"csrf": await con.csrf(), "id": str(late.id)})
     assert again.status_code == 200 and "handled already" in again.text
     assert len(await recent_actions(con.console.gateway.db, limit=5, target=f"late_{late.id}")) == 1
+
+
+async def test_the_overview_counts_the_open_ones_and_links_to_them(con: InProcessConsole) -> None:
+    """Next to the reconciler's backlog, on the page and in its refreshed totals; a handled
+    one no longer counts."""
+    await signed_in(con, "viewer")
+
+    def count_on(page: str) -> str:
+        return page.split('<a href="/reconciliation#late" data-total="late_outcomes_open">')[1].split("</a>")[0]
+
+    assert count_on((await con.http.get("/")).text) == "0"
+    late = await _late(con)
+    assert count_on((await con.http.get("/")).text) == "1"
+    assert (await con.http.get("/overview.json")).json()["totals"]["late_outcomes_open"] == 1
+    async with con.console.gateway.db.write() as conn:
+        assert await mark_handled(conn, late.id, "op_overview", now_us())
+    assert count_on((await con.http.get("/")).text) == "0"
+    assert (await con.http.get("/overview.json")).json()["totals"]["late_outcomes_open"] == 0

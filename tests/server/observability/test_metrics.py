@@ -14,10 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
+from paygate_server.clock import now_us
 from paygate_server.observability import InstrumentedConnector, scrape
 from paygate_server.storage import create_database
-from paygate_server.storage.gauges import read_webhook_backlog
+from paygate_server.storage.gauges import read_late_outcomes_open, read_webhook_backlog
 from paygate_server.storage.history_prune import HistoryPruneStore
+from paygate_server.storage.late_outcomes import mark_handled
+from paygate_server.storage.port import LateOutcome
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as make_settings
 
@@ -77,6 +80,28 @@ async def test_metrics_expose_requests_payments_backlogs_and_processor_latency(d
                    connector="simulator", operation="lookup", outcome="unknown") or 0) >= 1
 
 
+async def test_open_late_outcomes_are_a_gauge_an_alert_can_watch(fresh_database_url: str, tmp_path: Path) -> None:
+    """0, then 1 once a processor contradicted a settled refund, then 0 once an operator
+    marked it handled: the gauge counts what still needs someone, not what ever happened."""
+    settings = make_settings(fresh_database_url, tmp_path, metrics_db_refresh_s=0.0)
+    async with running_gateway(settings) as gw:
+        async def late_open() -> float | None:
+            r = await gw.http.get("/metrics", headers=BY_LOOPBACK_NAME)
+            assert r.status_code == 200
+            return _value(_samples(r.text), "paygate_late_outcomes_open")
+
+        assert await late_open() == 0.0
+        late = LateOutcome(kind="refund", object_id="re_metrics1", intent_id="pi_metrics1", merchant_id="mer_m",
+                           connector="pa_adyen1", gateway_status="succeeded", processor_status="failed",
+                           processor_text="Refused by the scheme", received_at=now_us())
+        assert await gw.gateway.payments.record_late_outcome(late)
+        assert await late_open() == 1.0
+        [stored] = await gw.gateway.payments.late_outcomes(limit=10)
+        async with gw.gateway.db.write() as conn:
+            assert await mark_handled(conn, stored.id, "op_metrics", now_us())
+        assert await late_open() == 0.0
+
+
 def _unreachable(database_url: str, tmp_path: Path) -> str:
     """A database of the same kind that cannot be opened: an outage, as the gateway sees one."""
     if database_url.startswith("sqlite"):
@@ -84,11 +109,12 @@ def _unreachable(database_url: str, tmp_path: Path) -> str:
     return make_url(database_url).set(database="paygate_t_no_such_database").render_as_string(hide_password=False)
 
 
-async def test_the_webhook_backlog_read_fails_loudly_in_an_outage(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("read", [read_webhook_backlog, read_late_outcomes_open], ids=["webhooks", "late-outcomes"])
+async def test_a_backlog_read_fails_loudly_in_an_outage(database_url: str, tmp_path: Path, read: Any) -> None:
     dead = create_database(_unreachable(database_url, tmp_path))
     try:
         with pytest.raises(Exception):  # noqa: B017 - whichever driver error; what matters is: not 0, not None
-            await read_webhook_backlog(dead)
+            await read(dead)
     finally:
         await dead.dispose()
 
@@ -97,12 +123,16 @@ def _dead_webhook_backlog(monkeypatch: pytest.MonkeyPatch, dead: Any) -> None:
     monkeypatch.setattr(scrape, "read_webhook_backlog", lambda db: read_webhook_backlog(dead))
 
 
+def _dead_late_outcomes(monkeypatch: pytest.MonkeyPatch, dead: Any) -> None:
+    monkeypatch.setattr(scrape, "read_late_outcomes_open", lambda db: read_late_outcomes_open(dead))
+
+
 def _dead_change_log_size(monkeypatch: pytest.MonkeyPatch, dead: Any) -> None:
     monkeypatch.setattr(scrape, "HistoryPruneStore", lambda db: HistoryPruneStore(dead))
 
 
-@pytest.mark.parametrize("break_one_read", [_dead_webhook_backlog, _dead_change_log_size],
-                         ids=["webhook-backlog", "change-log-size"])
+@pytest.mark.parametrize("break_one_read", [_dead_webhook_backlog, _dead_late_outcomes, _dead_change_log_size],
+                         ids=["webhook-backlog", "late-outcomes", "change-log-size"])
 async def test_a_database_outage_is_visible_on_metrics_not_a_healthy_zero(
         database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         break_one_read: Any) -> None:
@@ -123,6 +153,7 @@ async def test_a_database_outage_is_visible_on_metrics_not_a_healthy_zero(
     samples = _samples(r.text)
     assert _value(samples, "paygate_metrics_database_up") == 0.0
     assert _value(samples, "paygate_webhook_backlog") is None  # absent, not a made-up 0
+    assert _value(samples, "paygate_late_outcomes_open") is None
     assert _value(samples, "paygate_payment_intents", status="created") is None  # one failure domain
     assert _value(samples, "paygate_change_log_rows") is None
     assert any(s.name.startswith("paygate_http_") for s in samples)
@@ -131,6 +162,7 @@ async def test_a_database_outage_is_visible_on_metrics_not_a_healthy_zero(
     assert "gauges are left out" in records[0].getMessage()
     assert _value(healed, "paygate_metrics_database_up") == 1.0
     assert _value(healed, "paygate_webhook_backlog") is not None
+    assert _value(healed, "paygate_late_outcomes_open") is not None
     assert _value(healed, "paygate_change_log_rows") is not None
 
 

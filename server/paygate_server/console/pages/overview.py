@@ -35,6 +35,7 @@ class Totals:
     success_rate: float | None  # approved / (approved + failed); None: none decided
     reconcile_backlog: int | None  # the latest sample; None: no worker sampled this hour
     webhook_backlog: int | None
+    late_outcomes_open: int  # now: settled outcomes a processor contradicted, not yet handled
     p50_ms: float | None  # the latest minute with requests
     p99_ms: float | None
 
@@ -52,6 +53,7 @@ def totals(view: Overview) -> Totals:
                   success_rate=approved / (approved + failed) if approved + failed else None,
                   reconcile_backlog=_latest([b.reconcile for b in view.backlogs]),
                   webhook_backlog=_latest([b.webhooks for b in view.backlogs]),
+                  late_outcomes_open=view.late_outcomes_open,
                   p50_ms=busy[-1].p50_ms if busy else None, p99_ms=busy[-1].p99_ms if busy else None)
 
 

@@ -90,6 +90,8 @@
     set("success_rate", t.success_rate === null ? "–" : (t.success_rate * 100).toFixed(1) + " %");
     set("latency", t.p50_ms === null ? "–" : t.p50_ms.toFixed(0) + " / " + t.p99_ms.toFixed(0) + " ms");
     set("reconcile_backlog", t.reconcile_backlog === null ? "–" : String(t.reconcile_backlog));
+    // On the link inside its <dd>: textContent on the <dd> would drop the link.
+    set("late_outcomes_open", String(t.late_outcomes_open));
     set("webhook_backlog", t.webhook_backlog === null ? "–" : String(t.webhook_backlog));
     var empty = document.getElementById("no-payments");
     if (empty) { empty.hidden = t.payments > 0; }
