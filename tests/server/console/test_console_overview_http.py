@@ -5,6 +5,7 @@ real simulator process (and who may), a day's settlement mismatches, and hostile
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 from paygate_server.clock import now_us
 from paygate_server.console.actions import recent_actions
+from paygate_server.intents.endpoints import routes as intent_routes
+from paygate_server.processing.endpoints import routes as processing_routes
 from paygate_server.simulator.testing import SimulatorProcess
 from paygate_server.storage import create_database
 from paygate_server.storage.console_overview import POINTS
@@ -83,6 +86,9 @@ async def test_an_empty_database_says_what_to_do(empty_console: InProcessConsole
     page = await empty_console.http.get("/")
     assert page.status_code == 200 and 'id="no-payments">' in page.text
     assert "No payments in the last hour" in page.text and "paygate demo" in page.text
+    # The API calls it names are this gateway's (SPEC §4), not another processor's.
+    named = re.findall(r"<code>POST (/[^<\s]+)</code>", page.text)
+    assert named and set(named) <= {route.path for route in [*intent_routes, *processing_routes]}, named
     assert "No processor answered in the last hour" in page.text
     data = (await empty_console.http.get("/overview.json")).json()
     assert data["totals"]["payments"] == 0 and data["totals"]["success_rate"] is None and data["routes"] == {}
