@@ -2,9 +2,9 @@
 so the sync and the async client both talk to it over real sockets.
 
 ``tests/support/http_stub.StubServer`` runs on the test's event loop, where a blocking
-``paygate.Client`` would freeze it; this one serves from its own threads. Each request is
-parsed (head, ``Content-Length`` body) and handed to the handler, which answers with raw
-bytes (``Raw``), bytes sent piece by piece (``Drip``), or ``CLOSE`` / ``RESET`` / ``HANG``
+``paygate.Client`` would freeze it; this one serves from its own threads, with the stub's
+actions, ``Seen`` and head parsing, plus ``Drip``. Each request is parsed (head,
+``Content-Length`` body) and handed to the handler, which answers with raw bytes (``Raw``), bytes sent piece by piece (``Drip``), or ``CLOSE`` / ``RESET`` / ``HANG``
 (read the request, then say nothing until the client gives up).
 
     with HostileServer(lambda seen: Raw(ok_json(intent))) as server:
@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from tests.support.http_stub import CLOSE, HANG, RESET, Raw, Seen, read_head
+
 __all__ = [
     "CLOSE",
     "HANG",
@@ -37,12 +39,6 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Raw:
-    data: bytes
-    close: bool = False  # close the connection once written
-
-
-@dataclass(frozen=True)
 class Drip:
     """``parts`` written one at a time, ``gap`` seconds apart (the fault under test is the
     slowness itself), then the connection is closed."""
@@ -51,19 +47,7 @@ class Drip:
     gap: float
 
 
-CLOSE = "close"  # close without a byte of answer (after the request was read)
-RESET = "reset"  # abort the connection (RST)
-HANG = "hang"  # never answer
-
 Action = Raw | Drip | str
-
-
-@dataclass(frozen=True)
-class Seen:
-    method: str
-    target: str
-    headers: dict[str, str]  # lower-case names
-    body: bytes
 
 
 def answer(
@@ -88,6 +72,8 @@ def json_answer(status: int, body: Any, **kwargs: Any) -> bytes:
 class HostileServer:
     handler: Callable[[Seen], Action]
     seen: list[Seen] = field(default_factory=list)
+    connections: int = 0  # accepted so far: Seen.connection is the index of the request's
+    _counting: threading.Lock = field(default_factory=threading.Lock)
     _server: socketserver.ThreadingTCPServer | None = None
     _thread: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
@@ -126,6 +112,8 @@ class HostileServer:
         self.__exit__(*exc)
 
     def _serve(self, sock: socket.socket) -> None:
+        with self._counting:
+            connection, self.connections = self.connections, self.connections + 1
         buffer = b""
         while not self._stopping.is_set():
             while b"\r\n\r\n" not in buffer:
@@ -134,12 +122,7 @@ class HostileServer:
                     return
                 buffer += data
             head, _, buffer = buffer.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, _ = lines[0].split(" ", 2)
-            headers = {
-                k.strip().lower(): v.strip()
-                for k, v in (line.split(":", 1) for line in lines[1:] if line)
-            }
+            method, target, headers = read_head(head)
             length = int(headers.get("content-length", "0"))
             while len(buffer) < length:
                 data = self._recv(sock)
@@ -147,7 +130,7 @@ class HostileServer:
                     return
                 buffer += data
             body, buffer = buffer[:length], buffer[length:]
-            seen = Seen(method, target, headers, body)
+            seen = Seen(method, target, headers, body, connection)
             self.seen.append(seen)
             action = self.handler(seen)
             try:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Self
 
-__all__ = ["CLOSE", "HANG", "RESET", "Action", "Raw", "Reply", "Seen", "StubServer"]
+__all__ = ["CLOSE", "HANG", "RESET", "Action", "Raw", "Reply", "Seen", "StubServer", "read_head"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ class Seen:
     headers: dict[str, str]  # lower-case names
     body: bytes
     connection: int  # 0 for the first TCP connection the server accepted, 1 for the next…
+
+
+def read_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    """A request head's method, target and headers (lower-case names)."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    return method, target, {k.strip().lower(): v.strip()
+                            for k, v in (line.split(":", 1) for line in lines[1:] if line)}
 
 
 @dataclass
@@ -130,10 +138,7 @@ class StubServer:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = lines[0].split(" ", 2)
-                headers = {k.strip().lower(): v.strip()
-                           for k, v in (line.split(":", 1) for line in lines[1:] if line)}
+                method, target, headers = read_head(head)
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 seen = Seen(method, target, headers, body, index)
                 self.seen.append(seen)
