@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from paygate_server.cli_parser import Parser, port_number, whole_number
+from paygate_server.cards.pan import contains_card_number
+from paygate_server.cli_parser import HIDDEN, Parser, port_number, whole_number
 from paygate_server.config import Settings
 from paygate_server.logs import redact_url
 from paygate_server.master_key import database_master_key
@@ -388,14 +389,25 @@ def _describe(parser: argparse.ArgumentParser) -> None:
                 _describe(command)
 
 
+def _without_card_numbers(message: str, typed: Sequence[str]) -> str:
+    """``message`` with every typed argument that holds a card number hidden: a refusal
+    names what was typed (``no merchant …``), and a card number pasted into the wrong
+    place must not land in a terminal's scroll-back or a CI log (SPEC §5)."""
+    for token in sorted(typed, key=len, reverse=True):
+        if token and contains_card_number(token):
+            message = message.replace(token, HIDDEN)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     use_private_umask()  # the data directory's files, logs and archives: owner only
-    args = build_parser().parse_args(argv)
+    typed = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(typed)
     try:
         settings = Settings.from_env()
         args.func(args, settings)
     except (CommandError, MerchantError, SchemaMismatch, ValueError) as exc:
-        print(f"paygate: {exc}", file=sys.stderr)
+        print(f"paygate: {_without_card_numbers(str(exc), typed)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader stopped reading (`paygate … | head`): nothing to say. Python flushes
@@ -406,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # Which file: "Permission denied" alone does not say what to fix.
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"paygate: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(_without_card_numbers(f"paygate: {exc.strerror or exc}{where}", typed), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -235,7 +235,7 @@ def requests(draw: st.DrawFn, shop: Shop, method: str, path: str) -> tuple[str, 
 
 def _examples(request: pytest.FixtureRequest) -> int:
     slow = is_slow_run(request.config, {m.name for m in request.node.iter_markers()})
-    return 12 if not slow else 300
+    return 4 if not slow else 300
 
 
 def _send(shop: Shop, method: str, target: str, body: bytes, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:

@@ -184,7 +184,7 @@ def test_hostile_console_input(console: Console, request: pytest.FixtureRequest,
     slow = is_slow_run(request.config, {m.name for m in request.node.iter_markers()})
     csrf = console.csrf()
 
-    @settings(max_examples=100 if slow else 6, deadline=None, database=None,
+    @settings(max_examples=100 if slow else 3, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
     @given(data=st.data())
     def fuzz(data: st.DataObject) -> None:
