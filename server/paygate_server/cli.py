@@ -389,14 +389,16 @@ def _describe(parser: argparse.ArgumentParser) -> None:
                 _describe(command)
 
 
-def _without_card_numbers(message: str, typed: Sequence[str]) -> str:
-    """``message`` with every typed argument that holds a card number hidden: a refusal
-    names what was typed (``no merchant …``), and a card number pasted into the wrong
-    place must not land in a terminal's scroll-back or a CI log (SPEC §5)."""
+def _one_line(message: str, typed: Sequence[str]) -> str:
+    """``message`` as one safe line: every typed argument that holds a card number hidden
+    (a refusal names what was typed, ``no merchant …``, and a card number pasted into the
+    wrong place must not land in a terminal's scroll-back or a CI log: SPEC §5), and every
+    control character escaped (a typed newline would split the line, an escape sequence
+    would drive the terminal)."""
     for token in sorted(typed, key=len, reverse=True):
         if token and contains_card_number(token):
             message = message.replace(token, HIDDEN)
-    return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -407,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         args.func(args, settings)
     except (CommandError, MerchantError, SchemaMismatch, ValueError) as exc:
-        print(f"paygate: {_without_card_numbers(str(exc), typed)}", file=sys.stderr)
+        print(f"paygate: {_one_line(str(exc), typed)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader stopped reading (`paygate … | head`): nothing to say. Python flushes
@@ -418,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # Which file: "Permission denied" alone does not say what to fix.
         where = f": {exc.filename}" if exc.filename else ""
-        print(_without_card_numbers(f"paygate: {exc.strerror or exc}{where}", typed), file=sys.stderr)
+        print(_one_line(f"paygate: {exc.strerror or exc}{where}", typed), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -137,3 +137,16 @@ def test_a_card_number_typed_in_the_wrong_place_is_not_echoed(
     out, err = capsys.readouterr()
     _check(argv, 2, out, err)
     assert "…" in err, err
+
+
+def test_a_control_character_typed_is_escaped_not_printed(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Once: ``--merchant $'\\r0'`` printed ``paygate: no merchant `` and ``0`` on two lines
+    (and an escape sequence typed would have reached the terminal as one)."""
+    for name, value in cli_env.items():
+        monkeypatch.setenv(name, value)
+    argv = ["processors", "remove", "--merchant", "\r0\n\x1b[2J", "--account", "pa_" + "0" * 26]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    _check(argv, 2, out, err)
+    assert "\x1b" not in err and "\\r0\\n\\x1b[2J" in err, err
