@@ -94,7 +94,7 @@ def test_garbage_arguments(words: tuple[str, ...], parser: argparse.ArgumentPars
     for name, value in cli_env.items():
         monkeypatch.setenv(name, value)
 
-    @settings(max_examples=25 if slow else 2, deadline=None, database=None,
+    @settings(max_examples=3 if slow else 2, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     @given(argv=command_lines(words, parser))
     def fuzz(argv: list[str]) -> None:
