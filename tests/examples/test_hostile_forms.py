@@ -40,7 +40,8 @@ async def test_hostile_shop_requests(shop: ShopHarness, data: st.DataObject) -> 
     token = re.search(r'name="csrf" value="([^"]+)"', page.text)
     csrf = token.group(1) if token else ""
     method, path = data.draw(st.sampled_from(routes))
-    target = re.sub(r"\{[a-z_]+\}", lambda _: data.draw(path_ids()), path)
+    order_ids = [await shop.place_order()] if "{order_id}" in path else []
+    target = re.sub(r"\{[a-z_]+\}", lambda _: data.draw(path_ids(order_ids)), path)
     query = data.draw(query_strings(("wait", "after", "sku")))
     target += f"?{query}" if query else ""
     pairs = data.draw(st.lists(st.tuples(st.sampled_from(FIELDS) | st.text(max_size=8),
