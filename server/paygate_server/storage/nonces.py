@@ -4,8 +4,8 @@ A nonce is stored as its digest (:func:`nonce_digest`), never as the client sent
 nonce is the client's text, and a random one can hold a 13–19-digit run that passes the
 Luhn check, which a PCI data scanner reports as a card number. The digest is SHA-256, like
 an ``Idempotency-Key``'s, but written in the letters ``a``–``p`` instead of hex's
-``0``–``f``: about 1.5 % of hex digests hold such a run (docs/security.md, "Request
-nonces"), one made of letters never does. A replay is found by the digest alone.
+``0``–``f``: about 1.5 % of hex digests hold such a run, one made of letters never does
+(docs/api.md, "a nonce is stored as a digest"). A replay is found by the digest alone.
 
 A batch is one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` whatever its size:
 a nonce that comes back from ``RETURNING`` is fresh, one that does not was already there.
