@@ -165,7 +165,7 @@ async def test_0017_a_nonce_recorded_before_the_upgrade_is_still_refused_after_i
 
         await upgrade(db)
         async with db.read() as conn:
-            stored = {row.nonce_digest for row in await conn.execute(text("SELECT nonce_digest FROM request_nonces"))}
+            stored = {row.nonce for row in await conn.execute(text("SELECT nonce FROM request_nonces"))}
         assert len(stored) == len(sent) and not stored & {n for _, n in sent}
         replays = await asyncio.gather(*(book.remember(k, n, in_window) for k, n in sent))
         assert replays == [False] * len(sent)

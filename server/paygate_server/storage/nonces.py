@@ -32,14 +32,14 @@ _HEX_AS_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 
 # One statement for any batch size (one prepared statement on PostgreSQL).
 _INSERT_POSTGRESQL = Sql(
-    "INSERT INTO request_nonces (api_key, nonce_digest, expires_at)"
+    "INSERT INTO request_nonces (api_key, nonce, expires_at)"
     " SELECT * FROM unnest(:api_keys::text[], :digests::text[], :expires::bigint[])"
-    " ON CONFLICT DO NOTHING RETURNING api_key, nonce_digest"
+    " ON CONFLICT DO NOTHING RETURNING api_key, nonce"
 )
 _INSERT_SQLITE = Sql(
-    "INSERT INTO request_nonces (api_key, nonce_digest, expires_at)"
+    "INSERT INTO request_nonces (api_key, nonce, expires_at)"
     " SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(:rows) WHERE true"
-    " ON CONFLICT DO NOTHING RETURNING api_key, nonce_digest"
+    " ON CONFLICT DO NOTHING RETURNING api_key, nonce"
 )
 
 
@@ -59,7 +59,7 @@ async def record_nonces(db: Database, batch: Sequence[tuple[str, str, int]]) -> 
                                     digests=[d for _, d, _ in rows], expires=[e for _, _, e in rows])
         else:
             fresh = await fetch_all(conn, _INSERT_SQLITE, rows=jsoncodec.dumps(rows).decode())
-    return {(row["api_key"], sent[(row["api_key"], row["nonce_digest"])]) for row in fresh}
+    return {(row["api_key"], sent[(row["api_key"], row["nonce"])]) for row in fresh}
 
 
 async def prune_nonces(db: Database) -> int:

@@ -59,7 +59,7 @@ api_keys = Table(
 request_nonces = Table(
     "request_nonces", metadata,
     Column("api_key", String(128), primary_key=True),
-    Column("nonce_digest", String(64), primary_key=True),
+    Column("nonce", String(64), primary_key=True),  # the digest (migration 0017)
     Column("expires_at", BigInteger, nullable=False),
     Index("ix_request_nonces_expires", "expires_at"),
 )

@@ -89,8 +89,8 @@ async def test_a_nonce_is_stored_as_a_digest_that_never_looks_like_a_card_number
         assert await asyncio.gather(book.remember("pk_test_aaaaaaaa", card_like, 10**15),
                                     book.remember("pk_test_aaaaaaaa", hex_card_like, 10**15)) == [True, True]
         async with db.read() as conn:
-            stored = [row["nonce_digest"] for row in await fetch_all(
-                conn, Sql("SELECT nonce_digest FROM request_nonces ORDER BY nonce_digest"))]
+            stored = [row["nonce"] for row in await fetch_all(
+                conn, Sql("SELECT nonce FROM request_nonces ORDER BY nonce"))]
         assert len(stored) == 2
         for value in stored:
             assert len(value) == 64 and set(value) <= set("abcdefghijklmnop"), value
