@@ -215,7 +215,12 @@ def test_reconcile_cli_lists_and_settlement_exit_code(fresh_database_url: str, t
             "card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2034, "cvc": "123"}}).raise_for_status()
         r = run_cli("reconcile", "settlement", "--date", today, "--json", env=env)
         assert r.returncode == 1
-        assert [m["problem"] for m in __import__("json").loads(r.stdout)["items"]] == ["missing_in_gateway"]
+        items = __import__("json").loads(r.stdout)["items"]
+        assert [m["problem"] for m in items] == ["missing_in_gateway"]
+        # Field names camelCase, as every other --json and the API (SPEC §2).
+        assert items[0] == {"kind": "charge", "problem": "missing_in_gateway", "reference": "ref_outside000000000000",
+                            "paymentIntentId": "pi_outside", "gateway": None,
+                            "processor": {"amount": 500, "currency": "USD", "merchantId": "mer_x"}}
 
 
 def test_rotate_card_key_keeps_old_kid_decrypting(database_url: str, tmp_path: Any) -> None:
