@@ -64,19 +64,26 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
-async def _run_forever(settings: Settings, db: Database, connector: Any, processors: ProcessorRoutes) -> None:
+async def _run_forever(settings: Settings, db: Database, connector: Any, processors: ProcessorRoutes,
+                       as_json: bool) -> None:
     """The standalone reconciler: event-driven like the gateway's own (SPEC §7) — every
     committed change, whichever process made it, wakes it to look at what is due — with the
     periodic sweep as the safety net. Without the change stream it would only notice a new
-    unknown outcome at its next sweep. It lists what is unresolved when it starts."""
+    unknown outcome at its next sweep. It lists what is unresolved when it starts (``--json``:
+    as one JSON object, like ``--once``'s; the log goes to standard error)."""
     store = open_payment_store(db)
     notifier = ChangeNotifier(db, poll_interval_s=settings.change_poll_interval_s)
     await notifier.start()  # listening before the first pass: no change after it is missed
     try:
         reconciler = Reconciler(store, connector, settings, notifier, processors)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        _print_unresolved(await list_unresolved(store), False)
-        print("reconciler running (Ctrl-C to stop)", flush=True)
+        unresolved, late = await list_unresolved(store), await list_late_outcomes(store)
+        if as_json:
+            print(json.dumps({"unresolved": unresolved, "lateOutcomes": late}), flush=True)
+        else:
+            _print_unresolved(unresolved, False)
+            _print_late(late)
+            print("reconciler running (Ctrl-C to stop)", flush=True)
         await reconciler.run_forever()
     finally:
         await notifier.stop()
@@ -89,7 +96,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
             processors = await _processors(settings, db)
             try:
                 if not args.once:
-                    await _run_forever(settings, db, connector, processors)
+                    await _run_forever(settings, db, connector, processors, args.json)
                 reconciler = Reconciler(open_payment_store(db), connector, settings, processors=processors)
                 report = await reconciler.run_once()
                 store = open_payment_store(db)

@@ -663,3 +663,15 @@ async def test_the_standalone_reconciler_lists_what_is_open_and_is_woken_by_chan
             finally:
                 reconciler.terminate()
                 reconciler.wait(30)
+            # --json: what it lists is one JSON object, as --once's (the log is on stderr).
+            reconciler = subprocess.Popen([sys.executable, "-m", "paygate_server", "reconcile", "--json"], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                assert reconciler.stdout is not None
+                line = await asyncio.wait_for(asyncio.to_thread(reconciler.stdout.readline), 60)
+                listing = __import__("json").loads(line)  # the database may hold other tests' payments
+                assert set(listing) == {"unresolved", "lateOutcomes"}
+                assert not {open_before, woken} & {item["paymentIntentId"] for item in listing["unresolved"]}
+            finally:
+                reconciler.terminate()
+                reconciler.wait(30)
