@@ -675,3 +675,27 @@ async def test_the_standalone_reconciler_lists_what_is_open_and_is_woken_by_chan
             finally:
                 reconciler.terminate()
                 reconciler.wait(30)
+
+
+async def test_the_gateways_reconciler_is_woken_by_changes(database_url: str, tmp_path: Path) -> None:
+    """SPEC §7, the gateway's own reconciler: with an hour's sweep, a lost answer is settled
+    at its first back-off step because the change woke the reconciler, not the sweep."""
+    from paygate_server.simulator.testing import TestCards, start_simulator
+    from tests.support.eventually import eventually
+
+    with start_simulator(tmp_path / "simulator") as simulator_url:
+        settings = settings_for(database_url, tmp_path, processor_url=simulator_url, run_background=True,
+                                reconcile_sweep_interval_s=3600.0)
+        async with running_gateway(settings) as gw:
+            shop = await gw.new_merchant()
+            pid = (await shop.create_intent())["paymentIntentId"]
+            jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=TestCards.DROPPED_ANSWER,
+                                       exp_month=12, exp_year=2034, cvc="123")
+            r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                            "paymentDetails": {"encryptedCard": jwe}})
+            assert r.json()["status"] == "in_progress", r.text
+
+            async def status() -> str:
+                return str((await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"])
+
+            await eventually(status, until=lambda s: s == "succeeded", what="the lost answer settled")
