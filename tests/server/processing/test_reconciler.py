@@ -215,7 +215,12 @@ def test_reconcile_cli_lists_and_settlement_exit_code(fresh_database_url: str, t
             "card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2034, "cvc": "123"}}).raise_for_status()
         r = run_cli("reconcile", "settlement", "--date", today, "--json", env=env)
         assert r.returncode == 1
-        assert [m["problem"] for m in __import__("json").loads(r.stdout)["items"]] == ["missing_in_gateway"]
+        items = __import__("json").loads(r.stdout)["items"]
+        assert [m["problem"] for m in items] == ["missing_in_gateway"]
+        # Field names camelCase, as every other --json and the API (SPEC §2).
+        assert items[0] == {"kind": "charge", "problem": "missing_in_gateway", "reference": "ref_outside000000000000",
+                            "paymentIntentId": "pi_outside", "gateway": None,
+                            "processor": {"amount": 500, "currency": "USD", "merchantId": "mer_x"}}
 
 
 def test_rotate_card_key_keeps_old_kid_decrypting(database_url: str, tmp_path: Any) -> None:
@@ -605,3 +610,92 @@ async def test_a_reconciler_without_the_accounts_never_asks_the_default_about_an
         status = (await conn.execute(select(transactions.c.status).where(
             transactions.c.id == attempt.transaction_id))).scalar_one()
     assert status == "pending"  # untouched: still the account's to answer
+
+
+async def test_the_standalone_reconciler_lists_what_is_open_and_is_woken_by_changes(
+        database_url: str, tmp_path: Path) -> None:
+    """SPEC §7: the reconciler is event-driven (it consumes the change stream) with a
+    periodic sweep as a safety net, and an unresolved outcome is surfaced (``paygate
+    reconcile`` lists it) — the standalone ``paygate reconcile`` as much as the gateway's
+    own. Its sweep here is an hour: a lost answer that happens while it waits is settled at
+    its first back-off step only because the change woke it."""
+    import subprocess
+    import sys
+
+    from paygate_server.simulator.testing import TestCards, start_simulator
+    from tests.support.eventually import eventually
+    from tests.support.processes import gateway_env
+
+    async def pay_with_the_answer_lost(shop: SignedClient) -> str:
+        pid = (await shop.create_intent())["paymentIntentId"]
+        jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=TestCards.DROPPED_ANSWER,
+                                   exp_month=12, exp_year=2034, cvc="123")
+        r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                        "paymentDetails": {"encryptedCard": jwe}})
+        assert r.json()["status"] == "in_progress", r.text
+        return pid
+
+    async def status(shop: SignedClient, pid: str) -> str:
+        return str((await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"])
+
+    with start_simulator(tmp_path / "simulator") as simulator_url:
+        # No background work in this gateway: the only reconciler is the standalone one.
+        async with running_gateway(settings_for(database_url, tmp_path, processor_url=simulator_url)) as gw:
+            shop = await gw.new_merchant()
+            open_before = await pay_with_the_answer_lost(shop)
+            env = {**__import__("os").environ, **gateway_env(
+                database_url, tmp_path, PAYGATE_PROCESSOR_URL=simulator_url, PAYGATE_RECONCILE_SWEEP_INTERVAL_S="3600")}
+            reconciler = subprocess.Popen([sys.executable, "-m", "paygate_server", "reconcile"], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                assert reconciler.stdout is not None
+                listed: list[str] = []
+                while not listed or not listed[-1].startswith("reconciler running"):
+                    line = await asyncio.wait_for(asyncio.to_thread(reconciler.stdout.readline), 60)
+                    assert line, f"paygate reconcile ended: {listed}"
+                    listed.append(line)
+                assert any(open_before in line for line in listed), listed
+                # Settled when its check is due (the first pass saw it), then nothing is due.
+                await eventually(lambda: status(shop, open_before), until=lambda s: s == "succeeded")
+                woken = await pay_with_the_answer_lost(shop)
+                await eventually(lambda: status(shop, woken), until=lambda s: s == "succeeded",
+                                 what="the payment settled by the standalone reconciler, woken by the change")
+            finally:
+                reconciler.terminate()
+                reconciler.wait(30)
+            # --json: what it lists is one JSON object, as --once's (the log is on stderr).
+            reconciler = subprocess.Popen([sys.executable, "-m", "paygate_server", "reconcile", "--json"], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                assert reconciler.stdout is not None
+                line = await asyncio.wait_for(asyncio.to_thread(reconciler.stdout.readline), 60)
+                listing = __import__("json").loads(line)  # the database may hold other tests' payments
+                assert set(listing) == {"unresolved", "lateOutcomes"}
+                assert not {open_before, woken} & {item["paymentIntentId"] for item in listing["unresolved"]}
+            finally:
+                reconciler.terminate()
+                reconciler.wait(30)
+
+
+async def test_the_gateways_reconciler_is_woken_by_changes(database_url: str, tmp_path: Path) -> None:
+    """SPEC §7, the gateway's own reconciler: with an hour's sweep, a lost answer is settled
+    at its first back-off step because the change woke the reconciler, not the sweep."""
+    from paygate_server.simulator.testing import TestCards, start_simulator
+    from tests.support.eventually import eventually
+
+    with start_simulator(tmp_path / "simulator") as simulator_url:
+        settings = settings_for(database_url, tmp_path, processor_url=simulator_url, run_background=True,
+                                reconcile_sweep_interval_s=3600.0)
+        async with running_gateway(settings) as gw:
+            shop = await gw.new_merchant()
+            pid = (await shop.create_intent())["paymentIntentId"]
+            jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=TestCards.DROPPED_ANSWER,
+                                       exp_month=12, exp_year=2034, cvc="123")
+            r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                            "paymentDetails": {"encryptedCard": jwe}})
+            assert r.json()["status"] == "in_progress", r.text
+
+            async def status() -> str:
+                return str((await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"])
+
+            await eventually(status, until=lambda s: s == "succeeded", what="the lost answer settled")
