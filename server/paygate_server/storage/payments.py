@@ -275,6 +275,13 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
         return await execute(conn, _COMPLETE_KEY, merchant_id=claim.merchant_id, key=claim.key,
                              status=status, body=claim.seal(body)) == 1
 
+    async def _answer(self, conn: Connection, answer: AnswerSpec | None, row: Row | None) -> bool:
+        """Store the request's answer, rendered from the changed ``row``, with the change.
+        False: no answer to store (or no row), or one was stored already."""
+        if answer is None or row is None:
+            return False
+        return await self._complete(conn, answer.claim, 200, answer.render(row))
+
     async def change_with_key(self, claim: KeyClaim | None,
                               change: Callable[[Connection], Awaitable[tuple[int, bytes]]]) -> tuple[int, bytes] | ExistingKey:
         """Any other one-transaction change (e.g. creating a webhook endpoint) under a key:
@@ -356,8 +363,7 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
             if row is None:
                 current = await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
                 raise IntentMissing() if current is None else IntentNotInStatus(current["status"])
-            if answer is not None:
-                await self._complete(conn, answer.claim, 200, answer.render(row))
+            await self._answer(conn, answer, row)
             return row
 
     # --- charge attempts --------------------------------------------------------------
@@ -402,26 +408,15 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
         race here). Returns the intent after the change (None: someone settled it first)
         and whether ``answer`` was stored with it."""
         async with self._db.write() as conn:
-            # The lock first, then the attempt: read before it, a settle committed while this
-            # waited would go unseen, and an unknown outcome put the settled attempt back on
-            # the queue.
-            await self._lock_intent(conn, attempt.intent_id)
-            txn = await fetch_one(conn, _ATTEMPT, id=attempt.transaction_id)
-            if txn is None or txn["status"] not in ("pending", "unknown"):
-                return None, False
-            now = now_us()
-            if not await self._settle_operation(conn, txn, outcome, now):
+            if (settled := await self._settle_locked(conn, attempt, _ATTEMPT, outcome)) is None:
                 return None, False
             if outcome.status == "unknown":
-                return await fetch_one(conn, _GET_INTENT, intent_id=attempt.intent_id,
-                                       merchant_id=attempt.merchant_id), False
+                return await self._intent(conn, attempt.intent_id, attempt.merchant_id), False
             row = await fetch_one(conn, _SETTLE_PROCESSING, intent_id=attempt.intent_id,
                                   merchant_id=attempt.merchant_id, status=outcome.status,
-                                  last_error=outcome.intent_error, failed=int(outcome.status == "failed"), now=now)
-            answered = False
-            if row is not None and answer is not None:
-                answered = await self._complete(conn, answer.claim, 200, answer.render(row))
-            return row, answered
+                                  last_error=outcome.intent_error, failed=int(outcome.status == "failed"),
+                                  now=settled[1])
+            return row, await self._answer(conn, answer, row)
 
     async def redeem_token(self, vault_id: str) -> bool:
         """Consume a card token outside an attempt; False if used or expired already."""
@@ -445,13 +440,9 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
         ``in_progress`` and this is not a failure of the card. None: settled by someone
         else meanwhile (nothing written)."""
         async with self._db.write() as conn:
-            await self._lock_intent(conn, attempt.intent_id)
-            txn = await fetch_one(conn, _ATTEMPT, id=attempt.transaction_id)
-            if txn is None or txn["status"] not in ("pending", "unknown"):
+            if (settled := await self._settle_locked(conn, attempt, _ATTEMPT, outcome)) is None:
                 return None
-            now = now_us()
-            if not await self._settle_operation(conn, txn, outcome, now):
-                return None
+            now = settled[1]
             following = Attempt(new_id("txn"), new_id("ref"), attempt.intent_id, attempt.merchant_id,
                                 attempt.amount, attempt.currency, attempt.kind, connector=connector)
             await execute(conn, _INSERT_FAILOVER, id=following.transaction_id, reference=following.reference,
@@ -480,6 +471,21 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
 
     async def _intent(self, conn: Connection, intent_id: str, merchant_id: str) -> Row | None:
         return await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
+
+    async def _settle_locked(self, conn: Connection, attempt: Attempt, read: Sql,
+                             outcome: Outcome) -> tuple[Row, int] | None:
+        """Take the intent's lock, read the operation (``read``) and settle it once: its row
+        and the time written; None: settled by someone else (nothing written). The lock
+        first: read before it, a settle committed while this waited would go unseen, and an
+        unknown outcome put the settled operation back on the queue."""
+        await self._lock_intent(conn, attempt.intent_id)
+        txn = await fetch_one(conn, read, id=attempt.transaction_id)
+        if txn is None or txn["status"] not in ("pending", "unknown"):
+            return None
+        now = now_us()
+        if not await self._settle_operation(conn, txn, outcome, now):
+            return None
+        return txn, now
 
     async def _settle_operation(self, conn: Connection, txn: Row, outcome: Outcome, now: int) -> bool:
         """Write a processor operation's outcome on its row, once (False: settled already),
@@ -566,8 +572,7 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
                     await drop_check(conn, "refund", refund_id)
                 row = await fetch_one(conn, _GET_REFUND, id=refund_id)
                 assert row is not None
-            if answer is not None:
-                await self._complete(conn, answer.claim, 200, answer.render(row))
+            await self._answer(conn, answer, row)
             return row
 
     async def get_refund(self, refund_id: str) -> Row | None:
