@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from paygate_server.cli import CommandError, run_uvicorn, run_with_db
+from paygate_server.cli import CommandError, emit, run_uvicorn, run_with_db
 from paygate_server.cli_parser import port_number
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
@@ -84,18 +84,12 @@ def cmd_operators_create(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(f"no role {args.role[:40]!r}: one of {', '.join(ROLES)}")
     password = _read_password(args.password_stdin)
     row: OperatorRow = _run_accounts(settings, lambda accounts: accounts.create(email, args.role, password))
-    if args.json:
-        print(json.dumps(_shown(row)))
-    else:
-        print(f"operator {row.email} ({row.role}) created: {row.id}")
+    emit(args, _shown(row), f"operator {row.email} ({row.role}) created: {row.id}")
 
 
 def cmd_operators_disable(args: argparse.Namespace, settings: Settings) -> None:
     row: OperatorRow = _run_accounts(settings, lambda accounts: accounts.disable(args.email))
-    if args.json:
-        print(json.dumps({**_shown(row), "disabled": True}))
-    else:
-        print(f"operator {row.email} disabled; their sessions are revoked")
+    emit(args, {**_shown(row), "disabled": True}, f"operator {row.email} disabled; their sessions are revoked")
 
 
 def cmd_operators_list(args: argparse.Namespace, settings: Settings) -> None:
