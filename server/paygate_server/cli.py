@@ -121,11 +121,16 @@ async def open_database(settings: Settings, *, check: bool = True) -> AsyncItera
         await db.dispose()
 
 
-def run_with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *, check: bool = True) -> Any:
-    """Run ``fn(db)`` on the opened database (see :func:`open_database`) to completion."""
+def run_with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *, check: bool = True,
+                refused: type[Exception] | tuple[type[Exception], ...] = ()) -> Any:
+    """Run ``fn(db)`` on the opened database (see :func:`open_database`) to completion;
+    ``refused``: the errors that are the operator's one line (a :class:`CommandError`)."""
     async def run() -> Any:
         async with open_database(settings, check=check) as db:
-            return await fn(db)
+            try:
+                return await fn(db)
+            except refused as exc:
+                raise CommandError(str(exc)) from None
 
     return asyncio.run(run())
 

@@ -20,7 +20,6 @@ from paygate_server.config import Settings
 from paygate_server.console.accounts import AccountError, Accounts, check_password, normalize_email
 from paygate_server.console.roles import ROLES, is_role
 from paygate_server.console.security import check_console_origin
-from paygate_server.storage import Database
 from paygate_server.storage.operators import OperatorRow
 from paygate_server.storage.urls import database_kind
 
@@ -61,13 +60,7 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _run_accounts(settings: Settings, work: Any) -> Any:
-    async def run(db: Database) -> Any:
-        try:
-            return await work(Accounts(db))
-        except AccountError as exc:
-            raise CommandError(str(exc)) from None
-
-    return run_with_db(settings, run)
+    return run_with_db(settings, lambda db: work(Accounts(db)), refused=AccountError)
 
 
 def _shown(row: OperatorRow) -> dict[str, Any]:

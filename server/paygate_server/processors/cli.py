@@ -47,13 +47,7 @@ MAX_RULES_FILE_BYTES = 1024 * 1024
 
 def _run(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
     """``fn`` on the database; an :class:`AccountError` is the operator's one line."""
-    async def run(db: Database) -> T:
-        try:
-            return await fn(db)
-        except AccountError as exc:
-            raise CommandError(str(exc)) from None
-
-    result: T = run_with_db(settings, run)
+    result: T = run_with_db(settings, fn, refused=AccountError)
     return result
 
 
