@@ -159,6 +159,19 @@ def test_server_port_taken(database_url: str, tmp_path: Path, command: str) -> N
     assert_one_line(r, f"127.0.0.1:{port}", "with --port ")
 
 
+def test_simulator_module_entry_point_port_taken(tmp_path: Path) -> None:
+    """docs/simulator.md's other way to start it, ``python -m paygate_server.simulator``."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "paygate_server.simulator", "--port", str(port),
+                            "--store", str(tmp_path / "sim.db")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.splitlines() == [f"python -m paygate_server.simulator: cannot listen on 127.0.0.1:{port} "
+                                     "(Address already in use): choose another port with --port (0: any free port)"]
+
+
 # ---- --help ------------------------------------------------------------------------------
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str, argparse.ArgumentParser]]:
