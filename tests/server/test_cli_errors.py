@@ -226,6 +226,22 @@ def test_a_missing_option_of_a_sub_command_is_one_line_naming_the_command(
     assert [p.prog for p in _parsers(build_parser()) if "\n" in p.prog] == []
 
 
+@pytest.mark.parametrize("typed, command", [
+    (["serve", "--prot", "8080"], "paygate serve"),
+    (["reconcile", "settlement", "--date", "2026-01-01", "--acount", "pa_x"], "paygate reconcile settlement"),
+])
+def test_a_misspelt_option_of_a_sub_command_sends_to_that_commands_help(
+        typed: list[str], command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: "paygate: error: unrecognized arguments: --prot 8080 (see paygate --help)", and
+    # paygate --help lists no option of serve's.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(typed)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"{command}: error: unrecognized arguments: "), err
+    assert err.rstrip().endswith(f"(see {command} --help)"), err
+
+
 # ---- a master key that is not the database's -----------------------------------------------
 
 def test_a_master_key_that_is_not_the_databases_is_refused_before_anything_is_sealed(
