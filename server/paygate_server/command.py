@@ -23,6 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from paygate_server.cli import main as run_command_line
     except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] in ("paygate_server", "paygate_checkout", "paygate"):
+            raise  # our own module missing is a broken install, not a missing extra
         print(NOT_INSTALLED.format(module=exc.name), file=sys.stderr)
         return 2
     return run_command_line(argv)
