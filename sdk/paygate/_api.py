@@ -420,6 +420,10 @@ def create_refund(
     )
 
 
+def get_refund(refund_id: str) -> RequestOptions:
+    return RequestOptions("GET", f"{API}/payment/refund/{_segment(refund_id, 'refund_id')}")
+
+
 def parse_refund(body: Any) -> Refund:
     return Refund.from_dict(_object(body, "a refund"))
 

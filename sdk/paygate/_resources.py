@@ -478,6 +478,10 @@ class Refunds:
         )
         return self._client._request_parsed(options, _api.parse_refund)
 
+    def get(self, refund_id: str) -> Refund:
+        """A refund as it is now: one answered ``pending`` or ``unknown`` settles later."""
+        return self._client._request_parsed(_api.get_refund(refund_id), _api.parse_refund)
+
 
 class AsyncRefunds:
     """``async_client.refunds``."""
@@ -497,6 +501,9 @@ class AsyncRefunds:
             payment_intent_id, amount=amount, reason=reason, idempotency_key=idempotency_key
         )
         return await self._client._request_parsed(options, _api.parse_refund)
+
+    async def get(self, refund_id: str) -> Refund:
+        return await self._client._request_parsed(_api.get_refund(refund_id), _api.parse_refund)
 
 
 class WebhookEndpoints:

@@ -3,6 +3,6 @@ from __future__ import annotations
 
 import sys
 
-from paygate_server.cli import main
+from paygate_server.command import main
 
 sys.exit(main())

@@ -43,7 +43,7 @@ from paygate_server.storage.opening import first_contact
 from paygate_server.storage.sessions import SessionNotBound, check_session_connections
 from paygate_server.storage.urls import database_file, database_kind
 
-__all__ = ["main", "CommandError", "CLI_EXTENSIONS", "open_database", "run_with_db", "require_merchant",
+__all__ = ["main", "CommandError", "CLI_EXTENSIONS", "emit", "open_database", "run_with_db", "require_merchant",
            "port_taken", "check_port_free", "run_uvicorn", "check_sessions"]
 
 
@@ -51,7 +51,8 @@ class CommandError(Exception):
     """An operator-facing failure: printed as one line, exit status 2."""
 
 
-def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+def emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    """A command's result: ``payload`` as one JSON object under ``--json``, else ``text``."""
     if getattr(args, "json", False):
         print(json.dumps(payload))
     else:
@@ -59,7 +60,7 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 
 
 def _emit_pair(args: argparse.Namespace, pair: KeyPair, heading: str = "") -> None:
-    _emit(args, {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret},
+    emit(args, {"merchantId": pair.merchant_id, "apiKey": pair.api_key, "signingSecret": pair.signing_secret},
           f"{heading}api key:        {pair.api_key}\nsigning secret: {pair.signing_secret}\n"
           "(the signing secret is shown only now: store it safely)")
 
@@ -121,11 +122,16 @@ async def open_database(settings: Settings, *, check: bool = True) -> AsyncItera
         await db.dispose()
 
 
-def run_with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *, check: bool = True) -> Any:
-    """Run ``fn(db)`` on the opened database (see :func:`open_database`) to completion."""
+def run_with_db(settings: Settings, fn: Callable[[Database], Awaitable[Any]], *, check: bool = True,
+                refused: type[Exception] | tuple[type[Exception], ...] = ()) -> Any:
+    """Run ``fn(db)`` on the opened database (see :func:`open_database`) to completion;
+    ``refused``: the errors that are the operator's one line (a :class:`CommandError`)."""
     async def run() -> Any:
         async with open_database(settings, check=check) as db:
-            return await fn(db)
+            try:
+                return await fn(db)
+            except refused as exc:
+                raise CommandError(str(exc)) from None
 
     return asyncio.run(run())
 
@@ -157,7 +163,7 @@ async def require_merchant(conn: Transaction, merchant_id: str) -> None:
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
     before, after = run_with_db(settings, upgrade, check=False)
     private_dir(settings.data_dir)  # the master key's folder, also when the database is elsewhere
-    _emit(args, {"from": before, "to": after},
+    emit(args, {"from": before, "to": after},
           f"database schema: {before or 'empty'} -> {after}" if before != after else f"database schema is current ({after})")
 
 
@@ -188,7 +194,7 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
             await revoke_key(conn, args.merchant, args.key)
 
     run_with_db(settings, run)
-    _emit(args, {"merchantId": args.merchant, "apiKey": args.key, "revoked": True}, f"revoked {args.key}")
+    emit(args, {"merchantId": args.merchant, "apiKey": args.key, "revoked": True}, f"revoked {args.key}")
 
 
 def cmd_keys_rotate_card_key(args: argparse.Namespace, settings: Settings) -> None:
@@ -199,7 +205,7 @@ def cmd_keys_rotate_card_key(args: argparse.Namespace, settings: Settings) -> No
         return await rotate_card_key(db, master, bits=settings.card_key_bits)
 
     retired, kid = run_with_db(settings, run)
-    _emit(args, {"kid": kid, "retired": retired},
+    emit(args, {"kid": kid, "retired": retired},
           f"new checkout key {kid}; retired {', '.join(retired) or 'none'} (retired keys keep decrypting for 25 h)")
 
 

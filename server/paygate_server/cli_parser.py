@@ -33,6 +33,9 @@ _SAFE = re.compile(r"[a-z][a-z-]{0,23}|-?\d{1,12}")
 # The command line being parsed, set by the outermost parse so that a sub-command's parser
 # (argparse makes one per command, each refusing on its own) scrubs against all of it.
 _typed: ContextVar[Sequence[str] | None] = ContextVar("paygate_cli_typed", default=None)
+# The last parser that parsed (a sub-command's, when one was given): the one whose --help
+# lists the options an unrecognized argument was meant to be.
+_innermost: ContextVar[argparse.ArgumentParser | None] = ContextVar("paygate_cli_innermost", default=None)
 
 
 def _is_secret_option(name: str) -> bool:
@@ -86,15 +89,25 @@ class Parser(argparse.ArgumentParser):
     Sub-command parsers are made of the same class (``add_subparsers`` uses the parent's)."""
 
     # Both: ``parse_args`` refuses unrecognized arguments after ``parse_known_args`` returns.
+    # argparse refuses them as the top-level parser (`paygate serve --prot 1` said "see paygate
+    # --help", which lists no option of serve's); the sub-command's parser refuses them here.
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: Any = None) -> argparse.Namespace:
         typed = list(sys.argv[1:] if args is None else args)
         with _typing(typed):
-            return super().parse_args(typed, namespace)
+            innermost = _innermost.set(None)
+            try:
+                parsed, unrecognized = self.parse_known_args(typed, namespace)
+                if unrecognized:
+                    (_innermost.get() or self).error(f"unrecognized arguments: {' '.join(unrecognized)}")
+                return parsed
+            finally:
+                _innermost.reset(innermost)
 
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                          namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         typed = list(sys.argv[1:] if args is None else args)
+        _innermost.set(self)
         with _typing(typed):
             return super().parse_known_args(typed, namespace)
 

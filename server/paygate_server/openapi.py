@@ -226,6 +226,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 _IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
 _INTENT_PATH = {"name": "intent_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_REFUND_PATH = {"name": "refund_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def _q(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
@@ -271,6 +272,9 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/payment/refund": {"post": _operation(
         "refundPayment", "Refund all or part of what a succeeded intent received", [_IDEMPOTENCY], "CreateRefund",
         ("200", "The refund", _json(_ref("Refund"))), 404, 409, 422)},
+    "/api/v1/payment/refund/{refund_id}": {"get": _operation(
+        "getRefund", "Retrieve a refund (a pending or unknown one settles later)", [_REFUND_PATH], None,
+        ("200", "The refund", _json(_ref("Refund"))), 404)},
     "/api/v1/payment/status": {"get": _operation(
         "getPaymentStatus", "Status, with an optional long-poll",
         [_q("paymentIntentId", {"type": "string"}, True), _q("wait", {"type": "integer", "minimum": 0, "maximum": 60})],

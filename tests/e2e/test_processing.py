@@ -195,7 +195,7 @@ def test_refund_and_process_refusals(stack: Stack) -> None:
             for body, param in (({"paymentIntentId": pid, "paymentMethod": "bank", "paymentDetails": {"token": "tok_x"}}, "paymentMethod"),
                                 ({"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {}}, "paymentDetails"),
                                 ({"paymentIntentId": pid, "paymentMethod": "card"}, "paymentDetails"),
-                                ({"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": 5}}, "encryptedCard")):
+                                ({"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": 5}}, "paymentDetails.encryptedCard")):
                 r = await shop.post("/api/v1/payment/process", body)
                 assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
             r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",

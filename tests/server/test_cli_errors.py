@@ -159,6 +159,19 @@ def test_server_port_taken(database_url: str, tmp_path: Path, command: str) -> N
     assert_one_line(r, f"127.0.0.1:{port}", "with --port ")
 
 
+def test_simulator_module_entry_point_port_taken(tmp_path: Path) -> None:
+    """docs/simulator.md's other way to start it, ``python -m paygate_server.simulator``."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "paygate_server.simulator", "--port", str(port),
+                            "--store", str(tmp_path / "sim.db")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.splitlines() == [f"python -m paygate_server.simulator: cannot listen on 127.0.0.1:{port} "
+                                     "(Address already in use): choose another port with --port (0: any free port)"]
+
+
 # ---- --help ------------------------------------------------------------------------------
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str, argparse.ArgumentParser]]:
@@ -211,6 +224,22 @@ def test_a_missing_option_of_a_sub_command_is_one_line_naming_the_command(
     assert err.rstrip().endswith("(see paygate reconcile settlement --help)"), err
     # Every command's name, as refusals and --help print it, is one line.
     assert [p.prog for p in _parsers(build_parser()) if "\n" in p.prog] == []
+
+
+@pytest.mark.parametrize("typed, command", [
+    (["serve", "--prot", "8080"], "paygate serve"),
+    (["reconcile", "settlement", "--date", "2026-01-01", "--acount", "pa_x"], "paygate reconcile settlement"),
+])
+def test_a_misspelt_option_of_a_sub_command_sends_to_that_commands_help(
+        typed: list[str], command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: "paygate: error: unrecognized arguments: --prot 8080 (see paygate --help)", and
+    # paygate --help lists no option of serve's.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(typed)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"{command}: error: unrecognized arguments: "), err
+    assert err.rstrip().endswith(f"(see {command} --help)"), err
 
 
 # ---- a master key that is not the database's -----------------------------------------------

@@ -1,6 +1,7 @@
 """Migrations produce exactly the schema the code declares; versions are checked."""
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
+from paygate_server.auth.nonces import NonceBook
 from paygate_server.storage import SchemaMismatch, check_schema, create_database, upgrade
 from paygate_server.storage.change_log_partitions import is_partition_name
 from paygate_server.storage.schema import metadata
@@ -142,5 +144,32 @@ async def test_0014_keeps_refunds_and_their_changes_carry_the_failure_reason(unm
                                             " ORDER BY id DESC LIMIT 1"))).scalar_one()
         snapshot = json.loads(last)
         assert (snapshot["status"], snapshot["failure_reason"]) == ("failed", "refused")
+    finally:
+        await db.dispose()
+
+
+async def test_0017_a_nonce_recorded_before_the_upgrade_is_still_refused_after_it(unmigrated_url: str) -> None:
+    """Nonces the code before 0017 stored as sent (more than one of the SQLite rewrite's
+    batches) are rewritten to their digests: each replay is still refused, none is stored
+    as sent any more, a new nonce is fresh, and rows already out of the window are gone."""
+    db = create_database(unmigrated_url)
+    book = NonceBook(db)
+    in_window = 10**18
+    sent = [(f"pk_test_{i % 3:08d}", f"{i:04d}-4242424242424242") for i in range(2500)]
+    try:
+        await upgrade(db, "0016")
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO request_nonces (api_key, nonce, expires_at) VALUES (:k, :n, :e)"),
+                               [{"k": k, "n": n, "e": in_window} for k, n in sent]
+                               + [{"k": "pk_test_00000000", "n": "expired-nonce-000", "e": 1}])
+
+        await upgrade(db)
+        async with db.read() as conn:
+            stored = {row.nonce for row in await conn.execute(text("SELECT nonce FROM request_nonces"))}
+        assert len(stored) == len(sent) and not stored & {n for _, n in sent}
+        replays = await asyncio.gather(*(book.remember(k, n, in_window) for k, n in sent))
+        assert replays == [False] * len(sent)
+        assert await book.remember("pk_test_00000000", "a-fresh-nonce-0001", in_window)
+        assert await book.remember("pk_test_00000000", "expired-nonce-000", in_window)  # deleted, not rewritten
     finally:
         await db.dispose()

@@ -35,8 +35,17 @@ async def unguarded(db: Database, statement: str, **params: Any) -> int:
 
 
 async def prune_rows(db: Database, where: str, **params: Any) -> int:
-    """Delete the change-log rows matching ``where``, as pruning would."""
-    return await unguarded(db, f"DELETE FROM change_log WHERE {where}", **params)
+    """Delete the change-log rows matching ``where``, as pruning would, and record how far
+    it went as pruning does (``audit verify`` tells a pruned change from one a restored
+    database lacks by that record)."""
+    async with db.read() as conn:
+        newest = (await conn.execute(text(f"SELECT max(id) FROM change_log WHERE {where}"), params)).scalar()
+    deleted = await unguarded(db, f"DELETE FROM change_log WHERE {where}", **params)
+    if newest is not None:
+        async with db.write() as conn:
+            await conn.execute(text("UPDATE change_log_prune SET pruned_through = :hi"
+                                    " WHERE id = 1 AND pruned_through < :hi"), {"hi": int(newest)})
+    return deleted
 
 
 async def forget_index(db: Database, where: str = "1 = 1", **params: Any) -> None:

@@ -32,12 +32,21 @@ async def stripe_shop(gw: InProcessGateway, api_base: str, webhook_secret: str) 
 
 
 async def pay_by_card(gw: InProcessGateway, shop: SignedClient, number: str, amount: int, currency: str,
-                      **intent: Any) -> tuple[str, dict[str, Any]]:
-    """A new intent paid with ``number``: its id and the process call's answer."""
-    pid = (await shop.create_intent(amount=amount, currency=currency, **intent))["paymentIntentId"]
+                      *, by_token: bool = False, **intent: Any) -> tuple[str, dict[str, Any]]:
+    """A new intent paid with ``number``: its id and the process call's answer. ``by_token``:
+    as the checkout pays, with a token of the card vaulted by ``/checkout/v1/tokens``
+    (its CVC kept until the outcome), else with ``encryptedCard`` (decrypted in memory only)."""
+    created = await shop.create_intent(amount=amount, currency=currency, **intent)
+    pid = created["paymentIntentId"]
     jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=number, exp_month=12, exp_year=2034, cvc="123")
+    details = {"encryptedCard": jwe}
+    if by_token:
+        tokenized = await gw.http.post("/checkout/v1/tokens", json={"clientSecret": created["clientSecret"],
+                                                                    "encryptedCard": jwe})
+        assert tokenized.status_code == 200, tokenized.text
+        details = {"token": tokenized.json()["token"]}
     answer = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
-                                                         "paymentDetails": {"encryptedCard": jwe}})
+                                                         "paymentDetails": details})
     assert answer.status_code == 200, answer.text
     return pid, answer.json()
 
@@ -58,7 +67,7 @@ class LostConfirm:
 
 
 async def pay_with_confirm_lost(gw: InProcessGateway, localstripe_url: str, hook: str, webhook_secret: str,
-                                number: str, amount: int, currency: str) -> LostConfirm:
+                                number: str, amount: int, currency: str, *, by_token: bool = False) -> LostConfirm:
     """A card payment whose confirm localstripe carries out but whose answer is lost on the
     way back, and the event localstripe sends about it (caught at a relay of the test's
     registered as ``hook``, not delivered to the gateway)."""
@@ -70,7 +79,7 @@ async def pay_with_confirm_lost(gw: InProcessGateway, localstripe_url: str, hook
         assert registered.status_code == 200
         try:
             shop, account = await stripe_shop(gw, await proxy.start(), webhook_secret)
-            pid, paid = await pay_by_card(gw, shop, number, amount, currency)
+            pid, paid = await pay_by_card(gw, shop, number, amount, currency, by_token=by_token)
         finally:
             await proxy.close()
         assert paid["status"] == "in_progress"

@@ -243,6 +243,9 @@ class VerifyReport:
     newest: int = 0  # the newest change id, in either place
     problems: list[str] = field(default_factory=list)
     missing: IdSample = field(default_factory=IdSample)  # the relay passed it, the archive lacks it
+    # Archived, absent from the database, and above anything pruning removed: the database
+    # lost it (restored from a backup older than the archive: docs/operations.md).
+    not_in_database: IdSample = field(default_factory=IdSample)
     mismatched: IdSample = field(default_factory=IdSample)  # archive and database differ
     lost: list[tuple[int, int]] = field(default_factory=list)  # id ranges in neither place
     # PostgreSQL: id ranges in neither place taken by transactions that rolled back (a
@@ -270,7 +273,8 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.problems or self.missing or self.mismatched or self.lost or self.stale_count)
+        return not (self.problems or self.missing or self.not_in_database or self.mismatched or self.lost
+                    or self.stale_count)
 
     def add_stale(self, text: str) -> None:
         self.stale_count += 1
@@ -290,6 +294,7 @@ class VerifyReport:
                 "duplicates": self.duplicates, "database": self.database, "archiveOnly": self.archive_only,
                 "pending": self.pending, "newest": self.newest, "problems": self.problems,
                 "missing": self.missing.first, "missingCount": self.missing.count,
+                "notInDatabase": self.not_in_database.first, "notInDatabaseCount": self.not_in_database.count,
                 "mismatched": self.mismatched.first, "mismatchedCount": self.mismatched.count,
                 "lost": [list(r) for r in self.lost[:MAX_LISTED]], "lostCount": self.lost_count,
                 "intervalsPeak": self.intervals_peak, "intentsTracked": self.intents_tracked,
@@ -311,6 +316,8 @@ class VerifyReport:
                          f" {self._ranges_text(self.never_committed)}")
         lines += [f"PROBLEM {p}" for p in self.problems]
         for label, sample in (("missing from the archive", self.missing),
+                              ("archived but missing from the database, though never pruned (a database"
+                               " restored from a backup older than the archive?)", self.not_in_database),
                               ("differ between the archive and the database", self.mismatched)):
             if sample.count:
                 lines.append(f"PROBLEM {sample.count} changes {label}: {sample.text()}")
@@ -332,12 +339,15 @@ def _problem(report: VerifyReport, text: str) -> None:
         report.problems.append("… more problems not listed")
 
 
-async def _compare(log: ChangeLog, segment: list[Change], report: VerifyReport) -> None:
-    """Compare one segment's (first-seen) changes with the database's copies in its id range."""
+async def _compare(log: ChangeLog, segment: list[Change], report: VerifyReport, prune: HistoryPruneStore) -> None:
+    """Compare one segment's (first-seen) changes with the database's copies in its id range.
+    One the database lacks was pruned if its id is at or below what pruning may have removed;
+    above it nothing ever leaves the change log, so the database lost it. The bound is read
+    after the rows (pruning may run meanwhile, and it only grows), only when one is absent."""
     if not segment:
         return
     mine = {c.id: c for c in segment}
-    found = 0
+    found: set[int] = set()
     after, upto = min(mine) - 1, max(mine)
     while page := await log.between(after, upto, PAGE):
         after = page[-1].id
@@ -345,10 +355,16 @@ async def _compare(log: ChangeLog, segment: list[Change], report: VerifyReport) 
             have = mine.get(stored.id)
             if have is None:
                 continue
-            found += 1
+            found.add(stored.id)
             if not have.same_content(stored):
                 report.mismatched.add(stored.id)
-    report.archive_only += len(mine) - found
+    absent_ids = sorted(mine.keys() - found)
+    pruned_through = (await prune.state()).may_be_pruned_through if absent_ids else 0
+    for absent in absent_ids:
+        if absent <= pruned_through:
+            report.archive_only += 1
+        else:
+            report.not_in_database.add(absent)
 
 
 async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str = "archive") -> VerifyReport:
@@ -380,7 +396,8 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
     # when pruning took part of the cursor's segment (it stopped inside it), that entry's own.
     # Anyone who rewrites the archive can recompute an unkeyed chain; these hashes they cannot
     # change without the database, and what they cover exists nowhere else.
-    cursor = (await HistoryPruneStore(db).state()).cursor
+    prune = HistoryPruneStore(db)
+    cursor = (await prune.state()).cursor
     anchors = {number: digest for number, digest in ((cursor.next_segment - 1, cursor.prev_hash),
                                                      (cursor.next_segment, cursor.segment_hash))
                if number > 0 and digest is not None}
@@ -411,7 +428,7 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
             if (problem := sequences.add(change.intent_id, change.intent_seq)) is not None:
                 _problem(report, problem)
         report.archived += len(fresh)
-        await _compare(log, fresh, report)
+        await _compare(log, fresh, report, prune)
     for absent in sorted(anchors):
         _problem(report, f"{MANIFEST}{absent:012d}.json: absent, though pruning recorded it: the archive"
                          " lost what pruning verified")

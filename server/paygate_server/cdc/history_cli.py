@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from paygate_server.cli import CommandError, open_database
+from paygate_server.cli import CommandError, emit, open_database
 from paygate_server.config import Settings
 
 __all__ = ["add_commands"]
@@ -47,10 +47,7 @@ async def _forget(args: argparse.Namespace, settings: Settings) -> bool:
 def cmd_history_forget_consumer(args: argparse.Namespace, settings: Settings) -> None:
     if not asyncio.run(_forget(args, settings)):
         raise CommandError(f"no relay consumer named {args.consumer} has an offset")
-    if args.json:
-        print(json.dumps({"forgotten": args.consumer}))
-    else:
-        print(f"forgot relay consumer {args.consumer}: it no longer holds back pruning")
+    emit(args, {"forgotten": args.consumer}, f"forgot relay consumer {args.consumer}: it no longer holds back pruning")
 
 
 def add_commands(sub: Any) -> None:

@@ -13,14 +13,13 @@ import os
 import sys
 from typing import Any
 
-from paygate_server.cli import CommandError, run_uvicorn, run_with_db
+from paygate_server.cli import CommandError, emit, run_uvicorn, run_with_db
 from paygate_server.cli_parser import port_number
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.console.accounts import AccountError, Accounts, check_password, normalize_email
 from paygate_server.console.roles import ROLES, is_role
 from paygate_server.console.security import check_console_origin
-from paygate_server.storage import Database
 from paygate_server.storage.operators import OperatorRow
 from paygate_server.storage.urls import database_kind
 
@@ -61,13 +60,7 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _run_accounts(settings: Settings, work: Any) -> Any:
-    async def run(db: Database) -> Any:
-        try:
-            return await work(Accounts(db))
-        except AccountError as exc:
-            raise CommandError(str(exc)) from None
-
-    return run_with_db(settings, run)
+    return run_with_db(settings, lambda db: work(Accounts(db)), refused=AccountError)
 
 
 def _shown(row: OperatorRow) -> dict[str, Any]:
@@ -84,18 +77,12 @@ def cmd_operators_create(args: argparse.Namespace, settings: Settings) -> None:
         raise CommandError(f"no role {args.role[:40]!r}: one of {', '.join(ROLES)}")
     password = _read_password(args.password_stdin)
     row: OperatorRow = _run_accounts(settings, lambda accounts: accounts.create(email, args.role, password))
-    if args.json:
-        print(json.dumps(_shown(row)))
-    else:
-        print(f"operator {row.email} ({row.role}) created: {row.id}")
+    emit(args, _shown(row), f"operator {row.email} ({row.role}) created: {row.id}")
 
 
 def cmd_operators_disable(args: argparse.Namespace, settings: Settings) -> None:
     row: OperatorRow = _run_accounts(settings, lambda accounts: accounts.disable(args.email))
-    if args.json:
-        print(json.dumps({**_shown(row), "disabled": True}))
-    else:
-        print(f"operator {row.email} disabled; their sessions are revoked")
+    emit(args, {**_shown(row), "disabled": True}, f"operator {row.email} disabled; their sessions are revoked")
 
 
 def cmd_operators_list(args: argparse.Namespace, settings: Settings) -> None:

@@ -14,11 +14,14 @@ from paygate_server.storage.port import (
     TooManyFailures,
 )
 
-__all__ = ["TOKEN_INVALID_MESSAGE", "no_such_intent", "refusal_error"]
+__all__ = ["TOKEN_INVALID_MESSAGE", "TOKEN_PARAM", "no_such_intent", "refusal_error"]
 
 # The message of ``token_invalid`` (SPEC §5), shared with the vault's own refusals.
 TOKEN_INVALID_MESSAGE = ("the token is not valid for this payment (tokens are single-use, expire,"
                          " and belong to one payment intent)")
+# Where ``process`` takes the token: a parameter is named by its path in the body (as Stripe's
+# ``payment_method_data[card][number]``), so a client can point at the field.
+TOKEN_PARAM = "paymentDetails.token"
 
 
 def no_such_intent(intent_id: str) -> ApiError:
@@ -37,7 +40,7 @@ def refusal_error(refusal: StoreRefusal, intent_id: str, verb: str) -> ApiError:
     if isinstance(refusal, AttemptInFlight):
         return ApiError("intent_state_conflict", "another payment attempt is in flight for this intent")
     if isinstance(refusal, TokenSpent):
-        return ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
+        return ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param=TOKEN_PARAM)
     if isinstance(refusal, OverRefund):
         if refusal.remaining is None:
             return ApiError("parameter_invalid", "amount exceeds what remains refundable", param="amount")

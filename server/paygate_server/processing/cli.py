@@ -15,6 +15,7 @@ from paygate_server.processing.connectors import ConnectorError, connector_for_u
 from paygate_server.processing.reconciler import Reconciler, list_late_outcomes, list_unresolved
 from paygate_server.processing.settlement import reconcile_settlement
 from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
+from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage import Database, open_payment_store
 
 __all__ = ["add_commands"]
@@ -63,17 +64,40 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
+async def _run_forever(settings: Settings, db: Database, connector: Any, processors: ProcessorRoutes,
+                       as_json: bool) -> None:
+    """The standalone reconciler: event-driven like the gateway's own (SPEC §7) — every
+    committed change, whichever process made it, wakes it to look at what is due — with the
+    periodic sweep as the safety net. Without the change stream it would only notice a new
+    unknown outcome at its next sweep. It lists what is unresolved when it starts (``--json``:
+    as one JSON object, like ``--once``'s; the log goes to standard error)."""
+    store = open_payment_store(db)
+    notifier = ChangeNotifier(db, poll_interval_s=settings.change_poll_interval_s)
+    await notifier.start()  # listening before the first pass: no change after it is missed
+    try:
+        reconciler = Reconciler(store, connector, settings, notifier, processors)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        unresolved, late = await list_unresolved(store), await list_late_outcomes(store)
+        if as_json:
+            print(json.dumps({"unresolved": unresolved, "lateOutcomes": late}), flush=True)
+        else:
+            _print_unresolved(unresolved, False)
+            _print_late(late)
+            print("reconciler running (Ctrl-C to stop)", flush=True)
+        await reconciler.run_forever()
+    finally:
+        await notifier.stop()
+
+
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
     async def run() -> dict[str, Any]:
         async with open_database(settings) as db:
             connector = _connector(settings)
             processors = await _processors(settings, db)
             try:
-                reconciler = Reconciler(open_payment_store(db), connector, settings, processors=processors)
                 if not args.once:
-                    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-                    print("reconciler running (Ctrl-C to stop)", flush=True)
-                    await reconciler.run_forever()
+                    await _run_forever(settings, db, connector, processors, args.json)
+                reconciler = Reconciler(open_payment_store(db), connector, settings, processors=processors)
                 report = await reconciler.run_once()
                 store = open_payment_store(db)
                 return {"checked": report.checked, "settled": report.settled, "outcomes": report.outcomes,

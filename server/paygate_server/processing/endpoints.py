@@ -8,6 +8,7 @@ from paygate_server import jsoncodec
 from paygate_server.cards.resolved import resolve_encrypted_card
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint
+from paygate_server.intents.refusals import TOKEN_INVALID_MESSAGE, TOKEN_PARAM
 from paygate_server.intents.schemas import MAX_AMOUNT, render_intent
 from paygate_server.processing.service import CapturePayment, Processed, ProcessPayment
 from paygate_server.storage.port import ExistingKey
@@ -32,14 +33,14 @@ async def process_payment(ctx: ApiContext) -> Response:
                        param="paymentDetails")
     gateway = ctx.gateway
     if "encryptedCard" in details:
-        card = await resolve_encrypted_card(gateway, details["encryptedCard"])
+        card = await resolve_encrypted_card(gateway, details["encryptedCard"], param="paymentDetails.encryptedCard")
     else:
         token = details["token"]
         if not isinstance(token, str):  # a malformed request, not a token that cannot be used
             raise ApiError("parameter_invalid", 'paymentDetails.token must be a string ("tok_…")',
-                           param="paymentDetails.token")
+                           param=TOKEN_PARAM)
         if not gateway.has("vault"):
-            raise ApiError("token_invalid", "the token is not valid for this payment", param="token")
+            raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param=TOKEN_PARAM)
         try:
             # Read, not consumed: the attempt consumes the token in its own transaction, after
             # the key was judged, so a refused request leaves the token redeemable.

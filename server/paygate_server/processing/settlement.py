@@ -11,7 +11,7 @@ Every mismatch is reported, none is "fixed" here — a mismatch is for a person 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from paygate_server.processing.connectors import Connector, SettlementRecord
@@ -32,7 +32,9 @@ class Mismatch:
     processor: dict[str, Any] | None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The ``--json`` item: field names camelCase, as everywhere on the wire (SPEC §2)."""
+        return {"kind": self.kind, "problem": self.problem, "reference": self.reference,
+                "paymentIntentId": self.payment_intent_id, "gateway": self.gateway, "processor": self.processor}
 
 
 def _day_bounds(day: dt.date) -> tuple[int, int]:

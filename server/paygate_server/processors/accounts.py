@@ -108,7 +108,7 @@ async def add_account(db: Database, master: MasterKey, *, merchant_id: str, kind
     if not name or len(name) > _MAX_NAME or not name.isprintable():
         raise AccountError(f"the name must be 1 to {_MAX_NAME} printable characters")
     await _merchant_exists(db, merchant_id)
-    account_id = new_id("pa", 12)
+    account_id = new_id("pa")  # 128 random bits, as every identifier (SPEC §2); 29 characters
     sealed = master.seal(CREDENTIALS_PURPOSE, jsoncodec.dumps(secrets), account_id.encode())
     now = now_us()
     async with db.write() as conn:

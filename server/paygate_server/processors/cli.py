@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from paygate_server.cli import CommandError, run_with_db
+from paygate_server.cli import CommandError, emit, run_with_db
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.processors.accounts import (
@@ -47,13 +47,7 @@ MAX_RULES_FILE_BYTES = 1024 * 1024
 
 def _run(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
     """``fn`` on the database; an :class:`AccountError` is the operator's one line."""
-    async def run(db: Database) -> T:
-        try:
-            return await fn(db)
-        except AccountError as exc:
-            raise CommandError(str(exc)) from None
-
-    result: T = run_with_db(settings, run)
+    result: T = run_with_db(settings, fn, refused=AccountError)
     return result
 
 
@@ -137,11 +131,9 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> None:
     _run(settings, lambda db: remove_account(db, merchant_id=args.merchant, account_id=args.account))
-    if args.json:
-        print(json.dumps({"processorAccountId": args.account, "removed": True}))
-    else:
-        print(f"removed {args.account}: no new payments go to it; its payments are still reconciled, "
-              "captured and refunded there")
+    emit(args, {"processorAccountId": args.account, "removed": True},
+         f"removed {args.account}: no new payments go to it; its payments are still reconciled, captured and"
+         " refunded there")
 
 
 def _read_rules(file: str) -> Any:
@@ -206,11 +198,9 @@ def cmd_routing_show(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_routing_clear(args: argparse.Namespace, settings: Settings) -> None:
     cleared = _run(settings, lambda db: clear_routing(db, args.merchant))
-    if args.json:
-        print(json.dumps({"merchantId": args.merchant, "cleared": cleared}))
-    else:
-        print("routing rules removed: payments go to the active processor accounts in the order they were added "
-              "(none: the default processor)" if cleared else "there were no routing rules")
+    emit(args, {"merchantId": args.merchant, "cleared": cleared},
+         "routing rules removed: payments go to the active processor accounts in the order they were added "
+         "(none: the default processor)" if cleared else "there were no routing rules")
 
 
 def add_commands(sub: Any) -> None:

@@ -28,7 +28,17 @@ __all__ = ["PLANTS", "planted"]
 
 
 @contextlib.contextmanager
-def _unknown_is_failure() -> Iterator[None]:
+def _replaced(owner: Any, name: str, replacement: Any) -> Iterator[None]:
+    """``owner.name`` is ``replacement`` for the length of the run, then what it was."""
+    real = getattr(owner, name)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, real)
+
+
+def _unknown_is_failure() -> contextlib.AbstractContextManager[None]:
     """The request path records a charge whose answer it never got (timeout, reset) as
     failed — the one thing a connector's "unknown" must never become."""
     real = service.charge_outcome
@@ -38,32 +48,19 @@ def _unknown_is_failure() -> Iterator[None]:
             result = ChargeResult(result.reference, ChargeOutcome.FAILED, message="planted: unknown taken as failed")
         return real(result, **kwargs)
 
-    service.charge_outcome = charge_outcome  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        service.charge_outcome = real
+    return _replaced(service, "charge_outcome", charge_outcome)
 
 
-@contextlib.contextmanager
-def _early_never_received() -> Iterator[None]:
+def _early_never_received() -> contextlib.AbstractContextManager[None]:
     """The reconciler fails a charge the processor has not seen at its first look-up,
     without waiting out the window in which the request may still be on its way."""
-    real = Settings.not_found_fail_after_s
-    Settings.not_found_fail_after_s = property(lambda self: 0.0)  # type: ignore[assignment,method-assign]
-    try:
-        yield
-    finally:
-        Settings.not_found_fail_after_s = real  # type: ignore[method-assign]
+    return _replaced(Settings, "not_found_fail_after_s", property(lambda self: 0.0))
 
 
-@contextlib.contextmanager
-def _offset_before_events() -> Iterator[None]:
+def _offset_before_events() -> contextlib.AbstractContextManager[None]:
     """The relay records a batch as delivered before it delivers it: the offset in one
     transaction, the webhook events in the next. A crash between the two loses the batch's
     events (at most once, where the rule is exactly once)."""
-    real = Relay._deliver_batch
-
     async def deliver(self: Relay, consumer: Consumer, lease: ConsumerLease, changes: list[Change],
                       pos: Position) -> None:
         await lease.save_offset(pos, len(changes))
@@ -71,15 +68,10 @@ def _offset_before_events() -> Iterator[None]:
             await consumer.deliver(changes, tx)
         consumer.after_commit()
 
-    Relay._deliver_batch = deliver  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Relay._deliver_batch = real  # type: ignore[method-assign]
+    return _replaced(Relay, "_deliver_batch", deliver)
 
 
-@contextlib.contextmanager
-def _no_answer_is_delivered() -> Iterator[None]:
+def _no_answer_is_delivered() -> contextlib.AbstractContextManager[None]:
     """The dispatcher takes an attempt that got no answer (a timeout, a reset) as delivered,
     though the endpoint may never have had the event."""
     real = Dispatcher._record
@@ -89,15 +81,10 @@ def _no_answer_is_delivered() -> Iterator[None]:
         await real(self, event_id, endpoint_id, attempts,
                    AttemptResult(200, None) if result.status_code is None else result)
 
-    Dispatcher._record = record  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Dispatcher._record = real  # type: ignore[method-assign]
+    return _replaced(Dispatcher, "_record", record)
 
 
-@contextlib.contextmanager
-def _abandoned_claim_run_again() -> Iterator[None]:
+def _abandoned_claim_run_again() -> contextlib.AbstractContextManager[None]:
     """The store takes over a claim abandoned past the lock timeout and the operation runs
     again (as before e40068f): a refund whose request was cut off after its reservation
     reserves and sends a second refund under the same key; a payment's retry is answered
@@ -110,15 +97,10 @@ def _abandoned_claim_run_again() -> Iterator[None]:
         # Treated as claimed (the old take-over also moved its lock on; that changes nothing here).
         return None if isinstance(found, ExistingKey) and found.abandoned else found
 
-    SqlPaymentStore._claim = claim  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        SqlPaymentStore._claim = real  # type: ignore[method-assign]
+    return _replaced(SqlPaymentStore, "_claim", claim)
 
 
-@contextlib.contextmanager
-def _spent_token_retry_in_progress() -> Iterator[None]:
+def _spent_token_retry_in_progress() -> contextlib.AbstractContextManager[None]:
     """The token path's look at the key (its token is spent, so a retry never reaches the
     claim) ignores that the claim is abandoned: a token payment retried past the lock timeout
     after its request was cut off is answered 409 in progress, each time, for ever."""
@@ -128,11 +110,7 @@ def _spent_token_retry_in_progress() -> Iterator[None]:
         found = await real(self, store)
         return None if found is None else replace(found, abandoned=False)
 
-    IdempotencyScope.peek = peek  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        IdempotencyScope.peek = real  # type: ignore[method-assign]
+    return _replaced(IdempotencyScope, "peek", peek)
 
 
 PLANTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {

@@ -35,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
+    if args.fd is None:
+        # As `paygate simulator` does: a port in use is one line, not uvicorn's startup log
+        # followed by its bind error and exit status 3.
+        from paygate_server.cli import CommandError, check_port_free
+
+        try:
+            check_port_free(args.host, args.port, "--port")
+        except CommandError as exc:
+            print(f"{parser.prog}: {exc}", file=sys.stderr)
+            return 2
     serve(
         args.host,
         args.port,

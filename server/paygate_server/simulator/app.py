@@ -25,9 +25,11 @@ from .context import (
     JSONResponse,
     Simulator,
     answer,
+    charge_not_found,
     install_log_filter,
     processing_error,
     read_body,
+    reference_conflict,
     sim,
 )
 from .faults import FaultConfig, FaultError, FaultInjector
@@ -110,14 +112,7 @@ async def post_charge(request: Request) -> Response:
             retryable=True,
         )
     if disposition is ChargeDisposition.CONFLICT:
-        # Deliberately no "retryable": the reference has a charge, just not this one.
-        raise ProtocolError(
-            409,
-            "reference_conflict",
-            "this reference was already used for a charge with different details",
-            param="reference",
-            retryable=None,
-        )
+        raise reference_conflict("charge")
     assert stored is not None
     created = disposition is ChargeDisposition.CREATED
     # Card behaviours apply to the charge that records the reference; a replay of the
@@ -179,20 +174,9 @@ async def post_refund(request: Request) -> Response:
     if disposition is RefundDisposition.ERROR:
         raise processing_error()
     if disposition is RefundDisposition.CONFLICT:
-        raise ProtocolError(
-            409,
-            "reference_conflict",
-            "this reference was already used for a refund with different details",
-            param="reference",
-            retryable=None,
-        )
+        raise reference_conflict("refund")
     if disposition is RefundDisposition.CHARGE_NOT_FOUND:
-        raise ProtocolError(
-            404,
-            "charge_not_found",
-            "no charge was recorded with this chargeReference",
-            param="chargeReference",
-        )
+        raise charge_not_found()
     assert charge is not None
     if disposition is RefundDisposition.NOT_REFUNDABLE:
         raise ProtocolError(

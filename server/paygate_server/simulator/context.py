@@ -27,9 +27,11 @@ __all__ = [
     "JSONResponse",
     "Simulator",
     "answer",
+    "charge_not_found",
     "install_log_filter",
     "processing_error",
     "read_body",
+    "reference_conflict",
     "sim",
 ]
 
@@ -151,3 +153,16 @@ def processing_error() -> ProtocolError:
     return ProtocolError(
         500, "processing_error", "the processor failed; nothing was recorded", retryable=False
     )
+
+
+def reference_conflict(operation: str) -> ProtocolError:
+    """A reference already used for another ``operation`` (a charge, refund, capture or
+    void). Deliberately no "retryable": the reference has a result, just not for this."""
+    message = f"this reference was already used for a {operation} with different details"
+    return ProtocolError(409, "reference_conflict", message, param="reference", retryable=None)
+
+
+def charge_not_found() -> ProtocolError:
+    """A refund, capture or void whose ``chargeReference`` names no recorded charge."""
+    message = "no charge was recorded with this chargeReference"
+    return ProtocolError(404, "charge_not_found", message, param="chargeReference")

@@ -14,7 +14,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .context import JSONResponse, processing_error, read_body, sim
+from .context import (
+    JSONResponse,
+    charge_not_found,
+    processing_error,
+    read_body,
+    reference_conflict,
+    sim,
+)
 from .protocol import (
     ProtocolError,
     capture_body,
@@ -33,23 +40,11 @@ def _refusal(
 ) -> ProtocolError:
     """The error for a request the store did not record (anything but CREATED/EXISTING)."""
     if disposition is HoldDisposition.CONFLICT:
-        # Deliberately no "retryable": the reference has a result, just not for this.
-        return ProtocolError(
-            409,
-            "reference_conflict",
-            f"this reference was already used for a {operation} with different details",
-            param="reference",
-            retryable=None,
-        )
+        return reference_conflict(operation)
     if disposition is HoldDisposition.ERROR:
         return processing_error()
     if disposition is HoldDisposition.CHARGE_NOT_FOUND:
-        return ProtocolError(
-            404,
-            "charge_not_found",
-            "no charge was recorded with this chargeReference",
-            param="chargeReference",
-        )
+        return charge_not_found()
     assert charge is not None
     if disposition is HoldDisposition.NOT_AUTHORIZED:
         return ProtocolError(

@@ -19,8 +19,6 @@ __all__ = ["DEFAULT_PORT", "serve"]
 DEFAULT_PORT = 8081
 STORE_ENV = "PAYGATE_SIMULATOR_STORE"
 
-logger = logging.getLogger("paygate.simulator")
-
 
 def serve(
     host: str = "127.0.0.1",

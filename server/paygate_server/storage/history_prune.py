@@ -57,6 +57,13 @@ class Cursor:
 class PruneState:
     pruned_through: int  # every change with an id at or below it has left the database
     cursor: Cursor
+    # A run that has not finished (a crash between its deletes and its record) may have
+    # deleted up to here; 0 when none is open. Nothing above both ever leaves the database.
+    guard_through: int = 0
+
+    @property
+    def may_be_pruned_through(self) -> int:
+        return max(self.pruned_through, self.guard_through)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,7 @@ _OPEN_GUARD = text("UPDATE change_log_prune SET through_id = :hi WHERE id = 1")
 _CLOSE_GUARD = text("UPDATE change_log_prune SET through_id = 0, pruned_through = :through,"
                     " next_segment = :next_segment, segment_prev = :segment_prev, segment_hash = :segment_hash,"
                     " updated_at = :now WHERE id = 1")
-_STATE = text("SELECT pruned_through, next_segment, segment_prev, segment_hash FROM change_log_prune WHERE id = 1")
+_STATE = text("SELECT pruned_through, next_segment, segment_prev, segment_hash, through_id FROM change_log_prune WHERE id = 1")
 # Inside the pruning transaction: the row lock makes a second pruner wait, then see it moved.
 _STATE_LOCKED_PG = text("SELECT pruned_through FROM change_log_prune WHERE id = 1 FOR UPDATE")
 _STATE_LOCKED_SQLITE = text("SELECT pruned_through FROM change_log_prune WHERE id = 1")
@@ -118,8 +125,9 @@ class HistoryPruneStore:
 
     async def state(self) -> PruneState:
         async with self._db.read() as conn:
-            pruned, segment, prev, own = (await conn.execute(_STATE)).one()
-        return PruneState(int(pruned), Cursor(int(segment), str(prev), None if own is None else str(own)))
+            pruned, segment, prev, own, guard = (await conn.execute(_STATE)).one()
+        return PruneState(int(pruned), Cursor(int(segment), str(prev), None if own is None else str(own)),
+                          guard_through=int(guard or 0))
 
     async def final_id(self, *, wait_s: float = 10.0) -> int | None:
         """The largest id such that no change at or below it can still appear (None: no

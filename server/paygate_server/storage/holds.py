@@ -87,16 +87,18 @@ class HoldOperations(ABC):
     async def _claim(self, conn: Connection, claim: KeyClaim) -> ExistingKey | None: ...
 
     @abstractmethod
-    async def _complete(self, conn: Connection, claim: KeyClaim, status: int, body: bytes) -> bool: ...
+    async def _answer(self, conn: Connection, answer: AnswerSpec | None, row: Row | None) -> bool:
+        """Store the request's answer rendered from ``row`` (False: none, or stored already)."""
 
     @abstractmethod
     async def _intent(self, conn: Connection, intent_id: str, merchant_id: str) -> Row | None:
         """The intent's row, read on ``conn``."""
 
     @abstractmethod
-    async def _settle_operation(self, conn: Connection, txn: Row, outcome: Outcome, now: int) -> bool:
-        """Write the outcome on the operation's row (once: False if it was settled already),
-        or mark it unknown and move its check."""
+    async def _settle_locked(self, conn: Connection, attempt: Attempt, read: Sql,
+                             outcome: Outcome) -> tuple[Row, int] | None:
+        """Under the intent's lock, settle the operation (``read``) once: its row and the
+        time written; None: settled by someone else."""
 
     async def begin_capture(self, new: NewCapture, claim: KeyClaim | None) -> tuple[Row, Attempt] | ExistingKey:
         return await self._begin(new.merchant_id, new.intent_id, "capture", new.amount, None, new.check_after_us,
@@ -141,22 +143,15 @@ class HoldOperations(ABC):
         where ``outcome.intent_status`` says (with the request's answer, if given)."""
         ids = {"intent_id": attempt.intent_id, "merchant_id": attempt.merchant_id}
         async with self._db.write() as conn:
-            await self._lock_intent(conn, attempt.intent_id)
-            txn = await fetch_one(conn, _FOLLOW_UP, id=attempt.transaction_id)
-            if txn is None or txn["status"] not in ("pending", "unknown"):
-                return None, False
-            now = now_us()
-            if not await self._settle_operation(conn, txn, outcome, now):
+            if (settled := await self._settle_locked(conn, attempt, _FOLLOW_UP, outcome)) is None:
                 return None, False
             if outcome.status == "unknown":
                 return await self._intent(conn, attempt.intent_id, attempt.merchant_id), False
+            txn, now = settled
             row = await fetch_one(conn, _SETTLE_INTENT, **ids, status=outcome.intent_status, amount=txn["amount"],
                                   held=txn["held"], reason=outcome.cancellation_reason or txn["reason"],
                                   last_error=outcome.intent_error, now=now)
-            answered = False
-            if row is not None and answer is not None:
-                answered = await self._complete(conn, answer.claim, 200, answer.render(row))
-            return row, answered
+            return row, await self._answer(conn, answer, row)
 
     async def expired_holds(self, authorized_before: int, limit: int) -> list[Row]:
         """Intents in ``requires_capture`` whose authorization is older than the cut-off."""

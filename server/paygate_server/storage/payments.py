@@ -36,9 +36,7 @@ from paygate_server.storage.port import (
     IntentNotInStatus,
     KeyClaim,
     NewAttempt,
-    NewRefund,
     Outcome,
-    OverRefund,
     Row,
     StoreRefusal,
     TokenSpent,
@@ -51,6 +49,7 @@ from paygate_server.storage.reconcile_queue import (
     defer_check,
     drop_check,
 )
+from paygate_server.storage.refunds import REFUND_BY_REFERENCE, RefundOperations
 from paygate_server.storage.schema import payment_intents, refunds, transactions
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_one
 
@@ -153,37 +152,6 @@ _REDEEM_TOKEN = Sql(f"UPDATE vault_cards SET used_at = :now WHERE {REDEEM_WHERE}
 DROP_CVC = "UPDATE vault_cards SET cvc_sealed = NULL WHERE id = {vault_id} AND cvc_sealed IS NOT NULL"
 _DROP_ATTEMPT_CVC = Sql(DROP_CVC.format(vault_id=":vault_id"))
 
-_REFUND_COLUMNS = "id, intent_id, merchant_id, transaction_id, reference, amount, currency, status, reason," \
-                  " error_code, created_at, updated_at, failure_reason"
-_REFUNDABLE = Sql(f"SELECT status, amount_received, amount_refunded, currency FROM payment_intents WHERE {_BY_ID}")
-_RESERVE = Sql("UPDATE payment_intents SET amount_refunded = amount_refunded + :amount, version = version + 1,"
-               " updated_at = :now WHERE id = :intent_id AND status = 'succeeded'"
-               " AND amount_refunded + :amount <= amount_received")
-_RELEASE = Sql("UPDATE payment_intents SET amount_refunded = amount_refunded - :amount, version = version + 1,"
-               " updated_at = :now WHERE id = :intent_id")
-# What received the money: a charge, or a capture (refunded at the processor against its
-# authorization's reference, where the money was taken).
-_RECEIVED = ("FROM transactions t LEFT JOIN transactions p ON p.id = t.parent_id"
-             " WHERE t.intent_id = :intent_id AND t.status = 'succeeded' AND t.kind IN ('charge', 'capture')")
-_CHARGE = Sql(f"SELECT t.id, COALESCE(p.reference, t.reference) AS reference, t.connector,"
-              f" COALESCE(p.processor_id, t.processor_id) AS processor_id {_RECEIVED}")
-_INSERT_REFUND = Sql(f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES (:id, :intent_id, :merchant_id,"
-                     " :transaction_id, :reference, :amount, :currency, 'pending', :reason, NULL, :now, :now, NULL)")
-_GET_REFUND = Sql(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = :id")
-_SETTLE_REFUND = Sql("UPDATE refunds SET status = :status, error_code = :error_code,"
-                     " failure_reason = :failure_reason, updated_at = :now"
-                     f" {_UNSETTLED}")
-_MARK_REFUND_UNKNOWN = Sql("UPDATE refunds SET status = 'unknown', updated_at = :now"
-                           " WHERE id = :id AND status = 'pending'")
-# A refund with what it is sent against: where its money was taken, and how that is named there.
-REFUND_OPERATION = ("SELECT r.id, r.intent_id, r.merchant_id, r.reference, r.amount, r.currency, r.status,"
-                    " r.created_at, t.connector, COALESCE(p.reference, t.reference) AS charge_reference,"
-                    " COALESCE(p.processor_id, t.processor_id) AS charge_processor_id FROM refunds r"
-                    " JOIN transactions t ON t.id = r.transaction_id"
-                    " LEFT JOIN transactions p ON p.id = t.parent_id")
-_REFUND_FOR_CHECK = Sql(f"{REFUND_OPERATION} WHERE r.id = :id")
-_REFUND_BY_REFERENCE = Sql(f"{REFUND_OPERATION} WHERE r.reference = :reference AND t.connector = :connector")
-
 # Idempotency keys (SPEC §3). A claim is made in the transaction of the change it guards.
 _KEY = "merchant_id = :merchant_id AND idempotency_key = :key"
 _INSERT_KEY = Sql(
@@ -243,7 +211,7 @@ def refusal_to_begin(why: Row | None, new: NewAttempt) -> StoreRefusal | None:
     return None
 
 
-class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
+class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutcomes, ABC):
     """:class:`~paygate_server.storage.port.PaymentStore`, one transaction per change."""
 
     def __init__(self, db: Database) -> None:
@@ -274,6 +242,13 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
         """Store the answer of a claimed key, unless someone already did (first writer wins)."""
         return await execute(conn, _COMPLETE_KEY, merchant_id=claim.merchant_id, key=claim.key,
                              status=status, body=claim.seal(body)) == 1
+
+    async def _answer(self, conn: Connection, answer: AnswerSpec | None, row: Row | None) -> bool:
+        """Store the request's answer, rendered from the changed ``row``, with the change.
+        False: no answer to store (or no row), or one was stored already."""
+        if answer is None or row is None:
+            return False
+        return await self._complete(conn, answer.claim, 200, answer.render(row))
 
     async def change_with_key(self, claim: KeyClaim | None,
                               change: Callable[[Connection], Awaitable[tuple[int, bytes]]]) -> tuple[int, bytes] | ExistingKey:
@@ -356,8 +331,7 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
             if row is None:
                 current = await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
                 raise IntentMissing() if current is None else IntentNotInStatus(current["status"])
-            if answer is not None:
-                await self._complete(conn, answer.claim, 200, answer.render(row))
+            await self._answer(conn, answer, row)
             return row
 
     # --- charge attempts --------------------------------------------------------------
@@ -402,26 +376,15 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
         race here). Returns the intent after the change (None: someone settled it first)
         and whether ``answer`` was stored with it."""
         async with self._db.write() as conn:
-            # The lock first, then the attempt: read before it, a settle committed while this
-            # waited would go unseen, and an unknown outcome put the settled attempt back on
-            # the queue.
-            await self._lock_intent(conn, attempt.intent_id)
-            txn = await fetch_one(conn, _ATTEMPT, id=attempt.transaction_id)
-            if txn is None or txn["status"] not in ("pending", "unknown"):
-                return None, False
-            now = now_us()
-            if not await self._settle_operation(conn, txn, outcome, now):
+            if (settled := await self._settle_locked(conn, attempt, _ATTEMPT, outcome)) is None:
                 return None, False
             if outcome.status == "unknown":
-                return await fetch_one(conn, _GET_INTENT, intent_id=attempt.intent_id,
-                                       merchant_id=attempt.merchant_id), False
+                return await self._intent(conn, attempt.intent_id, attempt.merchant_id), False
             row = await fetch_one(conn, _SETTLE_PROCESSING, intent_id=attempt.intent_id,
                                   merchant_id=attempt.merchant_id, status=outcome.status,
-                                  last_error=outcome.intent_error, failed=int(outcome.status == "failed"), now=now)
-            answered = False
-            if row is not None and answer is not None:
-                answered = await self._complete(conn, answer.claim, 200, answer.render(row))
-            return row, answered
+                                  last_error=outcome.intent_error, failed=int(outcome.status == "failed"),
+                                  now=settled[1])
+            return row, await self._answer(conn, answer, row)
 
     async def redeem_token(self, vault_id: str) -> bool:
         """Consume a card token outside an attempt; False if used or expired already."""
@@ -445,13 +408,9 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
         ``in_progress`` and this is not a failure of the card. None: settled by someone
         else meanwhile (nothing written)."""
         async with self._db.write() as conn:
-            await self._lock_intent(conn, attempt.intent_id)
-            txn = await fetch_one(conn, _ATTEMPT, id=attempt.transaction_id)
-            if txn is None or txn["status"] not in ("pending", "unknown"):
+            if (settled := await self._settle_locked(conn, attempt, _ATTEMPT, outcome)) is None:
                 return None
-            now = now_us()
-            if not await self._settle_operation(conn, txn, outcome, now):
-                return None
+            now = settled[1]
             following = Attempt(new_id("txn"), new_id("ref"), attempt.intent_id, attempt.merchant_id,
                                 attempt.amount, attempt.currency, attempt.kind, connector=connector)
             await execute(conn, _INSERT_FAILOVER, id=following.transaction_id, reference=following.reference,
@@ -464,10 +423,10 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
                              payment_processor_id: str | None) -> Row | None:
         """The operation a processor's notification is about, among those sent through
         ``connector``: a charge/authorization, capture or void (``OPERATION``'s columns)
-        or a refund (``REFUND_OPERATION``'s); None if there is none."""
+        or a refund (:data:`.refunds.REFUND_OPERATION`'s); None if there is none."""
         async with self._db.read_one() as conn:
             if kind == "refund":
-                return await fetch_one(conn, _REFUND_BY_REFERENCE, reference=reference, connector=connector) \
+                return await fetch_one(conn, REFUND_BY_REFERENCE, reference=reference, connector=connector) \
                     if reference else None
             if reference:
                 return await fetch_one(conn, _BY_REFERENCE[kind], reference=reference, connector=connector)
@@ -480,6 +439,21 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
 
     async def _intent(self, conn: Connection, intent_id: str, merchant_id: str) -> Row | None:
         return await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
+
+    async def _settle_locked(self, conn: Connection, attempt: Attempt, read: Sql,
+                             outcome: Outcome) -> tuple[Row, int] | None:
+        """Take the intent's lock, read the operation (``read``) and settle it once: its row
+        and the time written; None: settled by someone else (nothing written). The lock
+        first: read before it, a settle committed while this waited would go unseen, and an
+        unknown outcome put the settled operation back on the queue."""
+        await self._lock_intent(conn, attempt.intent_id)
+        txn = await fetch_one(conn, read, id=attempt.transaction_id)
+        if txn is None or txn["status"] not in ("pending", "unknown"):
+            return None
+        now = now_us()
+        if not await self._settle_operation(conn, txn, outcome, now):
+            return None
+        return txn, now
 
     async def _settle_operation(self, conn: Connection, txn: Row, outcome: Outcome, now: int) -> bool:
         """Write a processor operation's outcome on its row, once (False: settled already),
@@ -506,77 +480,6 @@ class SqlPaymentStore(HoldOperations, ReconcileQueue, LateOutcomes, ABC):
         check = {"kind": kind, "object_id": row["id"], "due_at": outcome.due_at, "checks": outcome.checks,
                  "last_result": outcome.last_result}
         await defer_check(conn, check, row["intent_id"], row["merchant_id"], now)
-
-    # --- refunds ----------------------------------------------------------------------
-
-    async def reserve_refund(self, new: NewRefund, claim: KeyClaim | None) -> Row | ExistingKey:
-        """Reserve the amount on the intent (``amount_refunded + x <= amount_received``, one
-        conditional statement) and record a ``pending`` refund with its reference."""
-        refund_id = new_id("re")
-        async with self._db.write() as conn:
-            if claim is not None and (existing := await self._claim(conn, claim, refund_id)) is not None:
-                return existing
-            await self._lock_intent(conn, new.intent_id)
-            intent = await fetch_one(conn, _REFUNDABLE, intent_id=new.intent_id, merchant_id=new.merchant_id)
-            if intent is None:
-                raise IntentMissing()
-            if intent["status"] != "succeeded":
-                raise IntentNotInStatus(intent["status"])
-            remaining = intent["amount_received"] - intent["amount_refunded"]
-            amount = remaining if new.amount is None else new.amount
-            if amount <= 0 or amount > remaining:
-                raise OverRefund(remaining)
-            now = now_us()
-            if await execute(conn, _RESERVE, intent_id=new.intent_id, amount=amount, now=now) != 1:
-                raise OverRefund(None)
-            charge = await fetch_one(conn, _CHARGE, intent_id=new.intent_id)
-            assert charge is not None  # a succeeded intent has its succeeded attempt
-            refund = {"id": refund_id, "intent_id": new.intent_id, "merchant_id": new.merchant_id,
-                      "transaction_id": charge["id"], "reference": new_id("rref"), "amount": amount,
-                      "currency": intent["currency"], "reason": new.reason}
-            await execute(conn, _INSERT_REFUND, **refund, now=now)
-            await add_check(conn, "refund", refund["id"], new.intent_id, new.merchant_id,
-                                  now + new.check_after_us, now)
-            return {**refund, "status": "pending", "error_code": None, "failure_reason": None, "created_at": now,
-                    "updated_at": now, "charge_reference": charge["reference"], "connector": charge["connector"],
-                    "charge_processor_id": charge["processor_id"]}
-
-    async def settle_refund(self, refund_id: str, outcome: Outcome, answer: AnswerSpec | None = None) -> Row | None:
-        """Record the processor's answer about a refund, once; a refused one releases its
-        reservation. Returns the refund as it is afterwards (settled here or before), and
-        stores ``answer`` for it in the same transaction."""
-        async with self._db.write() as conn:
-            row = await fetch_one(conn, _GET_REFUND, id=refund_id)
-            if row is None:
-                return None
-            if row["status"] in ("pending", "unknown"):
-                await self._lock_intent(conn, row["intent_id"])
-                now = now_us()
-                if outcome.status == "unknown":
-                    # Read again under the lock: settled while this waited, the refund must
-                    # not go back on the queue (the settle below is conditional on its own).
-                    current = await fetch_one(conn, _GET_REFUND, id=refund_id)
-                    if current is not None and current["status"] in ("pending", "unknown"):
-                        await self._defer(conn, "refund", _MARK_REFUND_UNKNOWN, current, outcome, now)
-                elif await execute(conn, _SETTLE_REFUND, id=refund_id, status=outcome.status,
-                                   error_code=outcome.error_code, failure_reason=outcome.error_message,
-                                   now=now) == 1:
-                    if outcome.status != "succeeded":
-                        await execute(conn, _RELEASE, intent_id=row["intent_id"], amount=row["amount"], now=now)
-                    await drop_check(conn, "refund", refund_id)
-                row = await fetch_one(conn, _GET_REFUND, id=refund_id)
-                assert row is not None
-            if answer is not None:
-                await self._complete(conn, answer.claim, 200, answer.render(row))
-            return row
-
-    async def get_refund(self, refund_id: str) -> Row | None:
-        async with self._db.read_one() as conn:
-            return await fetch_one(conn, _GET_REFUND, id=refund_id)
-
-    async def refund_for_check(self, refund_id: str) -> Row | None:
-        async with self._db.read_one() as conn:
-            return await fetch_one(conn, _REFUND_FOR_CHECK, id=refund_id)
 
     # --- the settlement report ------------------------------------------------------
 

@@ -53,11 +53,13 @@ api_keys = Table(
 )
 
 # Replay protection (SPEC §3): a nonce is remembered for as long as its timestamp is
-# acceptable, by every worker and host, because they all share this table.
+# acceptable, by every worker and host, because they all share this table. The nonce is
+# kept as its digest, 64 letters (storage/nonces.py, ``nonce_digest``): never the client's
+# text, which can look like a card number to a PCI data scanner.
 request_nonces = Table(
     "request_nonces", metadata,
     Column("api_key", String(128), primary_key=True),
-    Column("nonce", String(64), primary_key=True),
+    Column("nonce", String(64), primary_key=True),  # the digest (migration 0017)
     Column("expires_at", BigInteger, nullable=False),
     Index("ix_request_nonces_expires", "expires_at"),
 )

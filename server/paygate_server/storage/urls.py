@@ -6,6 +6,7 @@ storage package spells a driver or decides a database kind from a URL.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -41,6 +42,11 @@ def database_url_problem(url: str) -> str | None:
         return f"not a database URL: write one {_URL_EXAMPLES}"
     if (kind, driver) not in _DRIVERS:
         return f"not a database paygate supports ({kind}+{driver}): write an SQLite or PostgreSQL URL, {_URL_EXAMPLES}"
+    if kind == "postgresql" and importlib.util.find_spec("asyncpg") is None:
+        # The demo's virtualenv (make demo: ".[server]") has no PostgreSQL driver; without this
+        # the first connection ends in SQLAlchemy's ModuleNotFoundError traceback.
+        return ("PostgreSQL needs the asyncpg driver, which is not installed: "
+                "pip install \".[server,postgres]\" from your checkout")
     if kind == "sqlite" and (not parsed.database or parsed.database == ":memory:"):
         return f"an SQLite URL names a file (every process opens the same one), {_URL_EXAMPLES}"
     if port is not None and not 0 < port < 65536:

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from paygate_server.cli import run_with_db
+from paygate_server.cli import emit, run_with_db
 from paygate_server.config import Settings
 from paygate_server.master_key import database_master_key
 from paygate_server.storage import Database
@@ -20,12 +19,9 @@ def cmd_rotate_data_key(args: argparse.Namespace, settings: Settings) -> None:
         return await rotate_data_key(db, master)
 
     retired, version = run_with_db(settings, run)
-    if args.json:
-        print(json.dumps({"version": version, "retired": retired}))
-    else:
-        print(f"vault data key version {version} is now active; retired "
-              f"{', '.join(str(v) for v in retired) or 'none'} (old versions keep decrypting; "
-              "running gateways switch within PAYGATE_VAULT_PURGE_INTERVAL_S)")
+    emit(args, {"version": version, "retired": retired},
+         f"vault data key version {version} is now active; retired {', '.join(str(v) for v in retired) or 'none'}"
+         " (old versions keep decrypting; running gateways switch within PAYGATE_VAULT_PURGE_INTERVAL_S)")
 
 
 def add_commands(sub: Any) -> None:

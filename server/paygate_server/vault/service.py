@@ -29,7 +29,7 @@ from paygate_server.cards.resolved import ResolvedCard
 from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.ids import new_id
-from paygate_server.intents.refusals import TOKEN_INVALID_MESSAGE
+from paygate_server.intents.refusals import TOKEN_INVALID_MESSAGE, TOKEN_PARAM
 from paygate_server.processing.connectors import CardDetails
 from paygate_server.storage import vault as vault_store
 from paygate_server.storage.statements import Connection
@@ -107,11 +107,11 @@ class VaultService:
         docstring): ``400 token_invalid`` unless the token is unused, unexpired, and was
         made for this intent of this merchant."""
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-            raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
+            raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param=TOKEN_PARAM)
         row = await vault_store.usable_card(self._gateway.db, token_hash=hash_token(token), now=now_us(),
                                             intent_id=intent_id, merchant_id=merchant_id)
         if row is None:
-            raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
+            raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param=TOKEN_PARAM)
         return await self._resolve(row)
 
     async def _resolve(self, row: VaultCard) -> ResolvedCard:

@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from paygate_server.cli import CommandError, require_merchant, run_with_db
+from paygate_server.cli import CommandError, emit, require_merchant, run_with_db
 from paygate_server.cli_parser import whole_number
 from paygate_server.config import Settings
 
 __all__ = ["add_commands"]
 
 MAX_LIMIT = 10_000  # deliveries one listing shows
-
-
-def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
-    print(json.dumps(payload) if args.json else text)
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> None:
@@ -38,7 +33,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> None:
         return model.render_endpoint(endpoint, secret)
 
     endpoint = run_with_db(settings, run)
-    _emit(args, endpoint, f"webhook endpoint: {endpoint['webhookEndpointId']}\nurl:              {endpoint['url']}\n"
+    emit(args, endpoint, f"webhook endpoint: {endpoint['webhookEndpointId']}\nurl:              {endpoint['url']}\n"
                           f"events:           {', '.join(endpoint['events'])}\nsecret:           {endpoint['secret']}\n"
                           "(the secret is shown only now: store it safely)")
 
@@ -53,7 +48,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
             return [render_endpoint(e) for e in await list_endpoints(conn, args.merchant)]
 
     endpoints = run_with_db(settings, run)
-    _emit(args, {"data": endpoints}, "\n".join(
+    emit(args, {"data": endpoints}, "\n".join(
         f"{e['webhookEndpointId']}  {e['status']:<8}  {e['url']}  ({', '.join(e['events'])})" for e in endpoints)
         or "no webhook endpoints")
 
@@ -70,7 +65,7 @@ def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> None:
             status=args.status, merchant_id=args.merchant, limit=args.limit)]
 
     rows = run_with_db(settings, run)
-    _emit(args, {"data": rows}, "\n".join(
+    emit(args, {"data": rows}, "\n".join(
         f"{d['eventId']}  {d['webhookEndpointId']}  {d['status']:<9}  attempts={d['attempts']}  "
         f"last={d['lastStatusCode'] or d['lastError'] or '-'}" for d in rows) or "no deliveries")
 
@@ -102,7 +97,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
                                                      event_id=args.event)
 
     count = run_with_db(settings, run)
-    _emit(args, {"replayed": count}, f"{count} failed deliveries scheduled again")
+    emit(args, {"replayed": count}, f"{count} failed deliveries scheduled again")
 
 
 def add_commands(sub: Any) -> None:

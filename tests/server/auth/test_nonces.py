@@ -1,14 +1,18 @@
-"""Nonces written in batches: concurrent requests share one statement, replays still lose."""
+"""Nonces written in batches: concurrent requests share one statement, replays still lose;
+a nonce is stored as its digest, never as sent."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 
 import pytest
 from sqlalchemy import text
 
 from paygate_server.auth.nonces import NonceBook
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.storage import create_database
-from paygate_server.storage.statements import Sql, fetch_value
+from paygate_server.storage.statements import Sql, fetch_all, fetch_value
 
 _COUNT = Sql("SELECT count(*) AS n FROM request_nonces")
 
@@ -66,5 +70,34 @@ async def test_a_failed_write_fails_every_request_of_the_batch(fresh_database_ur
         # The driver's own error (sqlite3 or asyncpg): no common type narrower than this.
         with pytest.raises(Exception):  # noqa: B017
             await book.remember("pk_test_aaaaaaaa", "nonce-after-failure", 1)
+    finally:
+        await db.dispose()
+
+
+def _hex_digest_looks_like_a_card(nonce: str) -> bool:
+    return contains_card_number(hashlib.sha256(nonce.encode()).hexdigest())
+
+
+async def test_a_nonce_is_stored_as_a_digest_that_never_looks_like_a_card_number(fresh_database_url: str) -> None:
+    """Neither the nonce as sent (here one holding a test card number) nor a hex SHA-256
+    (here one whose hex digest the card detector flags) is what the table holds."""
+    card_like = "nonce-4242424242424242"
+    hex_card_like = next(n for n in (f"nonce-{i:010d}" for i in itertools.count()) if _hex_digest_looks_like_a_card(n))
+    db = create_database(fresh_database_url)
+    book = NonceBook(db)
+    try:
+        assert await asyncio.gather(book.remember("pk_test_aaaaaaaa", card_like, 10**15),
+                                    book.remember("pk_test_aaaaaaaa", hex_card_like, 10**15)) == [True, True]
+        async with db.read() as conn:
+            stored = [row["nonce"] for row in await fetch_all(
+                conn, Sql("SELECT nonce FROM request_nonces ORDER BY nonce"))]
+        assert len(stored) == 2
+        for value in stored:
+            assert len(value) == 64 and set(value) <= set("abcdefghijklmnop"), value
+            assert not contains_card_number(value)
+        assert not {card_like, hex_card_like} & set(stored)
+        # Found again by the digest: both replays are refused.
+        assert await asyncio.gather(book.remember("pk_test_aaaaaaaa", card_like, 10**15),
+                                    book.remember("pk_test_aaaaaaaa", hex_card_like, 10**15)) == [False, False]
     finally:
         await db.dispose()

@@ -52,7 +52,7 @@ async def test_token_pays_once_and_the_cvc_goes(pgw: InProcessGateway) -> None:
     # Reused: refused, and nothing reaches the processor.
     again = await _process(shop, pid, token)
     assert again.status_code == 400 and again.json()["error"]["code"] == "token_invalid"
-    assert again.json()["error"]["param"] == "token"
+    assert again.json()["error"]["param"] == "paymentDetails.token"
 
 
 async def _cvc_gone(gw: InProcessGateway, intent_id: str) -> bool:

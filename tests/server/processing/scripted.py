@@ -52,6 +52,9 @@ class ScriptedProcessor:
     on_follow_up_lookup: Callable[[], None] | None = None
     # Operations ("charge", "capture", "void", "refund", "lookup") the processor takes and never answers.
     hang: set[str] = field(default_factory=set)
+    # The references charges were looked up by, in order (the database is shared by the
+    # test session, so a reconciler's pass may look up other tests' due checks too).
+    looked_up: list[str] = field(default_factory=list)
 
     async def _maybe_hang(self, operation: str) -> None:
         if operation in self.hang:
@@ -76,6 +79,8 @@ class ScriptedProcessor:
 
     async def lookup(self, reference: str, kind: str = "charge", *, processor_id: str | None = None) -> ChargeResult:
         self.calls["lookup" if kind == "charge" else f"lookup_{kind}"] += 1
+        if kind == "charge":
+            self.looked_up.append(reference)
         await self._maybe_hang("lookup")
         if kind == "refund":
             return ChargeResult(reference, self.refund_lookup)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from paygate_server.processing.reconciler import Reconciler, list_unresolved
 from paygate_server.processing.service import ProcessingService, charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import refund_outcome
 from paygate_server.processing.settlement import reconcile_settlement
+from paygate_server.simulator.testing import TestCards, start_simulator
 from paygate_server.storage.port import Attempt, ExistingKey, NewAttempt, NewRefund
 from paygate_server.storage.schema import change_log, reconcile_queue, transactions
 from tests.server.checkout.helpers import tokenize, vault_row
@@ -32,6 +37,8 @@ from tests.server.processing.scripted import ScriptedProcessor
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
 from tests.support.clock import FakeClock, fake_clock
+from tests.support.eventually import eventually
+from tests.support.processes import gateway_env
 from tests.support.signing import SignedClient
 
 
@@ -57,7 +64,16 @@ async def _statuses(gw: InProcessGateway, pid: str) -> list[tuple[str, str]]:
     async with gw.gateway.db.read() as conn:
         rows = await conn.execute(select(change_log.c.entity, change_log.c.data)
                                   .where(change_log.c.intent_id == pid).order_by(change_log.c.intent_seq))
-        return [(r.entity, __import__("json").loads(r.data)["status"]) for r in rows]
+        return [(r.entity, json.loads(r.data)["status"]) for r in rows]
+
+
+@pytest.fixture
+async def lone_gw(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[InProcessGateway]:
+    """A gateway on a database of its own, for the tests that count what a whole reconciler
+    pass did: the session's database holds other tests' checks, which may be due (or, with
+    a TTL of 0, holds to void) when the pass runs."""
+    async with running_gateway(settings_for(fresh_database_url, tmp_path)) as g:
+        yield g
 
 
 async def test_unknown_outcome_is_settled_once_by_racing_reconcilers(gw: InProcessGateway) -> None:
@@ -67,9 +83,13 @@ async def test_unknown_outcome_is_settled_once_by_racing_reconcilers(gw: InProce
     settings = gw.gateway.settings
     a = Reconciler(gw.gateway.payments, processor, settings)  # type: ignore[arg-type]
     b = Reconciler(gw.gateway.payments, processor, settings)  # type: ignore[arg-type]
-    reports = await asyncio.gather(a.run_once(), b.run_once())
-    assert sum(r.settled for r in reports) == 1
-    assert processor.calls["lookup"] == 1  # the lease kept the second one off the row
+    await asyncio.gather(a.run_once(), b.run_once())
+    # Counted for this payment only: the passes also take other tests' checks that are due
+    # in the database the session shares.
+    async with gw.gateway.db.read() as conn:
+        reference = (await conn.execute(select(transactions.c.reference).where(
+            transactions.c.intent_id == pid))).scalar_one()
+    assert processor.looked_up.count(reference) == 1  # the lease kept the second one off the row
     final = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
     assert final["status"] == "succeeded"
     history = await _statuses(gw, pid)
@@ -78,7 +98,8 @@ async def test_unknown_outcome_is_settled_once_by_racing_reconcilers(gw: InProce
     assert await list_unresolved(gw.gateway.payments) == [] or all(i["paymentIntentId"] != pid for i in await list_unresolved(gw.gateway.payments))
 
 
-async def test_check_now_asks_about_one_operation_before_it_is_due(gw: InProcessGateway) -> None:
+async def test_check_now_asks_about_one_operation_before_it_is_due(lone_gw: InProcessGateway) -> None:
+    gw = lone_gw
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN)
     shop, pid = await _start_unknown_payment(gw, processor)
     other_shop, other = await _start_unknown_payment(gw, processor)
@@ -132,7 +153,8 @@ async def test_unclassifiable_answers_stay_unknown_and_are_listed(gw: InProcessG
     assert ("transaction", "failed") not in await _statuses(gw, pid)
 
 
-async def test_never_received_is_failed_only_after_the_safety_window(gw: InProcessGateway) -> None:
+async def test_never_received_is_failed_only_after_the_safety_window(lone_gw: InProcessGateway) -> None:
+    gw = lone_gw
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.UNKNOWN, lookup_outcome=ChargeOutcome.NOT_FOUND)
     shop, pid = await _start_unknown_payment(gw, processor)
     reconciler = Reconciler(gw.gateway.payments, processor, gw.gateway.settings)  # type: ignore[arg-type]
@@ -203,7 +225,7 @@ def test_reconcile_cli_lists_and_settlement_exit_code(fresh_database_url: str, t
         env = gateway_env(database_url, tmp_path, PAYGATE_PROCESSOR_URL=stack.simulator.base_url)
         r = run_cli("reconcile", "--once", "--json", env=env)
         assert r.returncode == 0, r.stderr
-        assert set(__import__("json").loads(r.stdout)) == {"checked", "settled", "outcomes", "unresolved", "lateOutcomes"}
+        assert set(json.loads(r.stdout)) == {"checked", "settled", "outcomes", "unresolved", "lateOutcomes"}
         today = dt.datetime.now(dt.UTC).date().isoformat()
         r = run_cli("reconcile", "settlement", "--date", today, env=env)
         assert r.returncode == 0 and "0 mismatches" in r.stdout, r.stdout + r.stderr
@@ -215,7 +237,12 @@ def test_reconcile_cli_lists_and_settlement_exit_code(fresh_database_url: str, t
             "card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2034, "cvc": "123"}}).raise_for_status()
         r = run_cli("reconcile", "settlement", "--date", today, "--json", env=env)
         assert r.returncode == 1
-        assert [m["problem"] for m in __import__("json").loads(r.stdout)["items"]] == ["missing_in_gateway"]
+        items = json.loads(r.stdout)["items"]
+        assert [m["problem"] for m in items] == ["missing_in_gateway"]
+        # Field names camelCase, as every other --json and the API (SPEC §2).
+        assert items[0] == {"kind": "charge", "problem": "missing_in_gateway", "reference": "ref_outside000000000000",
+                            "paymentIntentId": "pi_outside", "gateway": None,
+                            "processor": {"amount": 500, "currency": "USD", "merchantId": "mer_x"}}
 
 
 def test_rotate_card_key_keeps_old_kid_decrypting(database_url: str, tmp_path: Any) -> None:
@@ -229,7 +256,7 @@ def test_rotate_card_key_keeps_old_kid_decrypting(database_url: str, tmp_path: A
         old_jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
         r = run_cli("keys", "rotate-card-key", "--json", env=gateway_env(database_url, tmp_path))
         assert r.returncode == 0, r.stderr
-        new_kid = __import__("json").loads(r.stdout)["kid"]
+        new_kid = json.loads(r.stdout)["kid"]
         assert new_kid != old_jwks["keys"][0]["kid"]
 
         async def pay(jwks: dict[str, Any]) -> str:
@@ -253,7 +280,7 @@ def test_rotate_card_key_keeps_old_kid_decrypting(database_url: str, tmp_path: A
                     row = (await conn.execute(select(sealed_keys.c.public_jwk).where(sealed_keys.c.kid == new_kid))).one()
             finally:
                 await db.dispose()
-            return {"keys": [__import__("json").loads(row.public_jwk)]}
+            return {"keys": [json.loads(row.public_jwk)]}
 
         # The running gateway has not reloaded yet: an unknown kid makes it look once.
         assert asyncio.run(pay(asyncio.run(new_public_jwk()))) == "succeeded"
@@ -567,9 +594,10 @@ async def test_at_a_processor_that_cannot_be_asked_an_unanswered_capture_is_sent
     assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["status"] == "in_progress"  # a notification settles it
 
 
-async def test_at_a_processor_that_cannot_be_asked_a_hold_past_the_ttl_is_voided(gw: InProcessGateway) -> None:
+async def test_at_a_processor_that_cannot_be_asked_a_hold_past_the_ttl_is_voided(lone_gw: InProcessGateway) -> None:
     """The hold-expiry void is begun by the reconciler and sent by its first check; where a
     look-up cannot say "not found" it was never sent at all."""
+    gw = lone_gw
     processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED, follow_up_lookup=ChargeOutcome.UNKNOWN,
                                   resend_answers_s=3600.0)
     await _held(gw, processor)
@@ -584,11 +612,12 @@ async def test_at_a_processor_that_cannot_be_asked_a_hold_past_the_ttl_is_voided
 
 
 async def test_a_reconciler_without_the_accounts_never_asks_the_default_about_an_accounts_attempt(
-        gw: InProcessGateway) -> None:
+        lone_gw: InProcessGateway) -> None:
     """An attempt routed to a processor account is asked about at that account only: a
     reconciler built without the accounts (as ``paygate reconcile`` once was) refuses it
     instead of asking the default processor, whose "not found" would fail a charge the
     account may have taken."""
+    gw = lone_gw
     processor = ScriptedProcessor(lookup_outcome=ChargeOutcome.NOT_FOUND)
     gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
     shop = await gw.new_merchant()
@@ -605,3 +634,76 @@ async def test_a_reconciler_without_the_accounts_never_asks_the_default_about_an
         status = (await conn.execute(select(transactions.c.status).where(
             transactions.c.id == attempt.transaction_id))).scalar_one()
     assert status == "pending"  # untouched: still the account's to answer
+
+
+async def _pay_with_the_answer_lost(gw: InProcessGateway, shop: SignedClient) -> str:
+    """A payment the simulator takes and whose answer it drops: in_progress until reconciled."""
+    pid: str = (await shop.create_intent())["paymentIntentId"]
+    jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number=TestCards.DROPPED_ANSWER,
+                               exp_month=12, exp_year=2034, cvc="123")
+    r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
+                                                    "paymentDetails": {"encryptedCard": jwe}})
+    assert r.json()["status"] == "in_progress", r.text
+    return pid
+
+
+async def _status(shop: SignedClient, pid: str) -> str:
+    return str((await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"])
+
+
+async def test_the_standalone_reconciler_lists_what_is_open_and_is_woken_by_changes(
+        database_url: str, tmp_path: Path) -> None:
+    """SPEC §7: the reconciler is event-driven (it consumes the change stream) with a
+    periodic sweep as a safety net, and an unresolved outcome is surfaced (``paygate
+    reconcile`` lists it) — the standalone ``paygate reconcile`` as much as the gateway's
+    own. Its sweep here is an hour: a lost answer that happens while it waits is settled at
+    its first back-off step only because the change woke it."""
+    with start_simulator(tmp_path / "simulator") as simulator_url:
+        # No background work in this gateway: the only reconciler is the standalone one.
+        async with running_gateway(settings_for(database_url, tmp_path, processor_url=simulator_url)) as gw:
+            shop = await gw.new_merchant()
+            open_before = await _pay_with_the_answer_lost(gw, shop)
+            env = {**os.environ, **gateway_env(
+                database_url, tmp_path, PAYGATE_PROCESSOR_URL=simulator_url, PAYGATE_RECONCILE_SWEEP_INTERVAL_S="3600")}
+            reconciler = subprocess.Popen([sys.executable, "-m", "paygate_server", "reconcile"], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                assert reconciler.stdout is not None
+                listed: list[str] = []
+                while not listed or not listed[-1].startswith("reconciler running"):
+                    line = await asyncio.wait_for(asyncio.to_thread(reconciler.stdout.readline), 60)
+                    assert line, f"paygate reconcile ended: {listed}"
+                    listed.append(line)
+                assert any(open_before in line for line in listed), listed
+                # Settled when its check is due (the first pass saw it), then nothing is due.
+                await eventually(lambda: _status(shop, open_before), until=lambda s: s == "succeeded")
+                woken = await _pay_with_the_answer_lost(gw, shop)
+                await eventually(lambda: _status(shop, woken), until=lambda s: s == "succeeded",
+                                 what="the payment settled by the standalone reconciler, woken by the change")
+            finally:
+                reconciler.terminate()
+                reconciler.wait(30)
+            # --json: what it lists is one JSON object, as --once's (the log is on stderr).
+            reconciler = subprocess.Popen([sys.executable, "-m", "paygate_server", "reconcile", "--json"], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            try:
+                assert reconciler.stdout is not None
+                line = await asyncio.wait_for(asyncio.to_thread(reconciler.stdout.readline), 60)
+                listing = json.loads(line)  # the database may hold other tests' payments
+                assert set(listing) == {"unresolved", "lateOutcomes"}
+                assert not {open_before, woken} & {item["paymentIntentId"] for item in listing["unresolved"]}
+            finally:
+                reconciler.terminate()
+                reconciler.wait(30)
+
+
+async def test_the_gateways_reconciler_is_woken_by_changes(database_url: str, tmp_path: Path) -> None:
+    """SPEC §7, the gateway's own reconciler: with an hour's sweep, a lost answer is settled
+    at its first back-off step because the change woke the reconciler, not the sweep."""
+    with start_simulator(tmp_path / "simulator") as simulator_url:
+        settings = settings_for(database_url, tmp_path, processor_url=simulator_url, run_background=True,
+                                reconcile_sweep_interval_s=3600.0)
+        async with running_gateway(settings) as gw:
+            shop = await gw.new_merchant()
+            pid = await _pay_with_the_answer_lost(gw, shop)
+            await eventually(lambda: _status(shop, pid), until=lambda s: s == "succeeded", what="the lost answer settled")

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -101,7 +102,8 @@ def test_add_prints_the_account_and_never_credentials(paygate: Run, merchant: st
     created = paygate.json("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", "Main",
                            "--setting", f"url={URL}")
     assert set(created) == {"processorAccountId", "kind", "name"}
-    assert created["processorAccountId"].startswith("pa_")
+    # Opaque and random, at least 128 bits like every identifier (SPEC §2): 26 base32 characters.
+    assert re.fullmatch(r"pa_[a-z2-7]{26}", created["processorAccountId"]), created
     assert (created["kind"], created["name"]) == ("simulator", "Main")
 
     out = paygate.ok("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", " Backup ",

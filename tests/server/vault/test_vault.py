@@ -49,7 +49,7 @@ async def _redeem(gw: InProcessGateway, token: Any, *, merchant_id: str, intent_
     card = await (vault or _vault(gw)).resolve_token(token, merchant_id=merchant_id, intent_id=intent_id)
     assert card.vault_id is not None
     if not await gw.gateway.payments.redeem_token(card.vault_id):
-        raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="token")
+        raise ApiError("token_invalid", TOKEN_INVALID_MESSAGE, param="paymentDetails.token")
     return card
 
 

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from paygate_server.storage.schema import reconcile_queue
+from tests.server.checkout.helpers import vault_row
 from tests.support.app import InProcessGateway
 from tests.support.eventually import eventually
 from tests.support.http_stub import Reply, Seen, StubServer
@@ -141,6 +142,33 @@ async def test_a_lost_answer_is_settled_by_stripes_webhook(gw: InProcessGateway,
     tampered = event.body.replace(b"4700", b"4701")
     refused = await gw.http.post(f"/processors/v1/{account}/webhooks", content=tampered, headers=headers)
     assert refused.status_code == 400
+
+
+async def test_an_unverifiable_notification_applies_nothing_and_the_verified_one_takes_the_cvc(
+        gw: InProcessGateway, localstripe_url: str) -> None:
+    """SPEC §7: unverifiable → ``400``, nothing applied; SPEC §5: the CVC is kept only until
+    the authorization's outcome is known — here learnt from Stripe's notification, for a
+    checkout payment (a token: the card vaulted, its CVC with it)."""
+    lost = await pay_with_confirm_lost(gw, localstripe_url, "gateway-cvc", WEBHOOK_SECRET, "4242424242424242",
+                                       4800, "EUR", by_token=True)
+    shop, account, pid, event = lost.shop, lost.account, lost.pid, lost.event
+    status = f"/api/v1/payment/status?paymentIntentId={pid}"
+    hook = f"/processors/v1/{account}/webhooks"
+    assert (await vault_row(gw, intent_id=pid)).cvc_sealed is not None  # the outcome is not known yet
+    headers = {"stripe-signature": event.headers["stripe-signature"], "content-type": "application/json"}
+    signed_otherwise = {**headers, "stripe-signature": event.headers["stripe-signature"].replace("v1=", "v1=0")}
+    for body, sent in ((event.body.replace(b"4800", b"4801"), headers), (event.body, signed_otherwise),
+                       (event.body, {"content-type": "application/json"})):
+        refused = await gw.http.post(hook, content=body, headers=sent)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "parameter_invalid"
+    assert (await shop.get(status)).json()["status"] == "in_progress"  # nothing applied
+    assert (await attempt_of(gw, pid)).status == "unknown"
+    assert (await vault_row(gw, intent_id=pid)).cvc_sealed is not None
+    answer = await gw.http.post(hook, content=event.body, headers=headers)
+    assert (answer.status_code, answer.content) == (200, b'{"received":true}')
+    assert (await shop.get(status)).json()["status"] == "succeeded"
+    row = await vault_row(gw, intent_id=pid)  # gone with the outcome, in its transaction
+    assert row.cvc_sealed is None and row.pan_sealed is not None
 
 
 async def test_a_notification_racing_the_reconcilers_lookup_settles_the_attempt_once(

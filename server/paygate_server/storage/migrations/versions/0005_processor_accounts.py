@@ -18,8 +18,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    dialect = bind.dialect.name
     op.create_table(
         "processor_accounts",
         sa.Column("id", sa.String(length=32), primary_key=True),
@@ -39,22 +37,14 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
     )
     # The change-log triggers copy a row's live columns: reinstalled over the new one.
-    for statement in capture.uninstall_statements(dialect):
-        op.execute(statement)
-    op.add_column("transactions", sa.Column("processor_id", sa.String(length=128), nullable=True))
-    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=5):
-        op.execute(statement)
+    with capture.triggers_reinstalled(op.execute, op.get_bind(), revision=5):
+        op.add_column("transactions", sa.Column("processor_id", sa.String(length=128), nullable=True))
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
-    dialect = bind.dialect.name
-    for statement in capture.uninstall_statements(dialect):
-        op.execute(statement)
-    with op.batch_alter_table("transactions") as batch:
-        batch.drop_column("processor_id")
-    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=4):
-        op.execute(statement)
+    with capture.triggers_reinstalled(op.execute, op.get_bind(), revision=4):
+        with op.batch_alter_table("transactions") as batch:
+            batch.drop_column("processor_id")
     op.drop_table("routing_rules")
     op.drop_index("ix_processor_accounts_merchant", table_name="processor_accounts")
     op.drop_table("processor_accounts")

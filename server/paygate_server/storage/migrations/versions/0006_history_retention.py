@@ -95,16 +95,12 @@ def _sqlite_rebuild(bind: sa.Connection) -> None:
 
 def upgrade() -> None:
     bind = op.get_bind()
-    dialect = bind.dialect.name
-    for statement in capture.uninstall_statements(dialect):
-        op.execute(statement)
-    _guard_tables()
-    if dialect == "postgresql":
-        _postgres_partition(bind)
-    else:
-        _sqlite_rebuild(bind)
-    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=6):
-        op.execute(statement)
+    with capture.triggers_reinstalled(op.execute, bind, revision=6):
+        _guard_tables()
+        if bind.dialect.name == "postgresql":
+            _postgres_partition(bind)
+        else:
+            _sqlite_rebuild(bind)
     # The webhook consumer's look-up of an entity's last event, once its changes are pruned.
     op.create_index("ix_webhook_events_object", "webhook_events", ["object_id", "change_id"])
 

@@ -38,8 +38,6 @@ _BACKFILL = (
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    dialect = bind.dialect.name
     op.add_column("change_log", sa.Column("prev_txid", sa.BigInteger(), nullable=True))
     op.create_table(
         "change_log_heads",
@@ -48,20 +46,12 @@ def upgrade() -> None:
         sa.Column("last_txid", sa.BigInteger(), nullable=True),
         sa.Column("prev_txid", sa.BigInteger(), nullable=True),
     )
-    for statement in capture.uninstall_statements(dialect):
-        op.execute(statement)
-    for statement in _BACKFILL:
-        op.execute(statement)
-    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=11):
-        op.execute(statement)
+    with capture.triggers_reinstalled(op.execute, op.get_bind(), revision=11):
+        for statement in _BACKFILL:
+            op.execute(statement)
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
-    dialect = bind.dialect.name
-    for statement in capture.uninstall_statements(dialect):
-        op.execute(statement)
-    op.drop_table("change_log_heads")
-    op.drop_column("change_log", "prev_txid")
-    for statement in capture.install_statements(dialect, capture.live_columns(bind), revision=6):
-        op.execute(statement)
+    with capture.triggers_reinstalled(op.execute, op.get_bind(), revision=6):
+        op.drop_table("change_log_heads")
+        op.drop_column("change_log", "prev_txid")
