@@ -74,6 +74,7 @@ PLANS: dict[tuple[str, str], Plan] = {
     ("POST", "/api/v1/payment/capture"): Plan(fields=("paymentIntentId", "amount"), changes_intent=True),
     ("POST", "/api/v1/payment/cancel"): Plan(fields=("paymentIntentId",), changes_intent=True),
     ("POST", "/api/v1/payment/refund"): Plan(fields=("paymentIntentId", "amount", "reason"), changes_intent=True),
+    ("GET", "/api/v1/payment/refund/{refund_id}"): Plan(),
     ("POST", "/api/v1/webhooks"): Plan(fields=("url", "events")),
     ("GET", "/api/v1/webhooks"): Plan(query=("limit",)),
     ("DELETE", "/api/v1/webhooks/{endpoint_id}"): Plan(),
@@ -194,7 +195,7 @@ def requests(draw: st.DrawFn, shop: Shop, method: str, path: str) -> tuple[str, 
     plan = PLANS[(method, path)]
     real = _real_values(shop, plan, method)
     ids = {"intent_id": [shop.final["paymentIntentId"]], "endpoint_id": [shop.endpoint_id],
-           "account_id": ["pa_" + "0" * 26]}
+           "account_id": ["pa_" + "0" * 26], "refund_id": ["re_" + "0" * 26]}
     target = path
     for name, reals in ids.items():
         if "{" + name + "}" in target:
