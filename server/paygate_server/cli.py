@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from paygate_server.cli_parser import Parser, port_number, whole_number
+from paygate_server.cards.pan import contains_card_number
+from paygate_server.cli_parser import HIDDEN, Parser, port_number, whole_number
 from paygate_server.config import Settings
 from paygate_server.logs import redact_url
 from paygate_server.master_key import database_master_key
@@ -394,14 +395,27 @@ def _describe(parser: argparse.ArgumentParser) -> None:
                 _describe(command)
 
 
+def _one_line(message: str, typed: Sequence[str]) -> str:
+    """``message`` as one safe line: every typed argument that holds a card number hidden
+    (a refusal names what was typed, ``no merchant …``, and a card number pasted into the
+    wrong place must not land in a terminal's scroll-back or a CI log: SPEC §5), and every
+    control character escaped (a typed newline would split the line, an escape sequence
+    would drive the terminal)."""
+    for token in sorted(typed, key=len, reverse=True):
+        if token and contains_card_number(token):
+            message = message.replace(token, HIDDEN)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     use_private_umask()  # the data directory's files, logs and archives: owner only
-    args = build_parser().parse_args(argv)
+    typed = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(typed)
     try:
         settings = Settings.from_env()
         args.func(args, settings)
     except (CommandError, MerchantError, SchemaMismatch, ValueError) as exc:
-        print(f"paygate: {exc}", file=sys.stderr)
+        print(f"paygate: {_one_line(str(exc), typed)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader stopped reading (`paygate … | head`): nothing to say. Python flushes
@@ -412,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # Which file: "Permission denied" alone does not say what to fix.
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"paygate: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(_one_line(f"paygate: {exc.strerror or exc}{where}", typed), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

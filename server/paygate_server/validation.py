@@ -11,6 +11,7 @@ from typing import Any
 
 from paygate_server import jsoncodec
 from paygate_server.errors import ApiError
+from paygate_server.http.request_input import echoable_name
 
 __all__ = ["reject_unknown", "require", "optional_str", "require_str", "require_int", "parse_int_param",
            "require_id", "json_object_param"]
@@ -22,7 +23,11 @@ def reject_unknown(body: dict[str, Any], allowed: Iterable[str]) -> None:
     allowed_set = set(allowed)
     for key in body:
         if key not in allowed_set:
-            raise ApiError("parameter_invalid", f"unknown parameter: {key[:60]}", param=key[:60])
+            # The name is the client's text: echoed only if it is a plain word (a key can
+            # be a card number, a newline, a megabyte).
+            name = echoable_name(key)
+            raise ApiError("parameter_invalid", f"unknown parameter: {name}" if name else "unknown parameter",
+                           param=name)
 
 
 def require(body: dict[str, Any], name: str) -> Any:

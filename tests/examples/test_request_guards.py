@@ -220,3 +220,13 @@ async def test_the_cart_cookie_is_secure_over_https(shop: ShopHarness) -> None:
     async with shop.client(origin=SHOP) as plain:  # the demo's plain http keeps working
         r = await plain.post("/cart/add", data={"sku": "tw-mug-12"})
         assert r.status_code == 303 and "secure" not in r.headers["set-cookie"].lower()
+
+
+async def test_a_csrf_token_of_any_text_is_refused_with_403_not_a_crash(shop: ShopHarness) -> None:
+    """Once: a posted token holding non-ASCII text reached hmac.compare_digest as str,
+    which raises TypeError for it (a 500 instead of the refusal)."""
+    order_id = await shop.place_order()
+    await shop.login()
+    for token in ("\u0080", "é" * 64, "🙂"):
+        r = await shop.http.post(f"/admin/orders/{order_id}/refund", data={"csrf": token, "amount": "1.00"})
+        assert r.status_code == 403, (token, r.status_code)

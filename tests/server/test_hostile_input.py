@@ -74,3 +74,25 @@ async def test_deeply_nested_and_huge_numbers(gw: InProcessGateway) -> None:
         raw = b'{"amount": ' + amount.encode() + b', "currency": "USD", "productDetails": {}}'
         await _no_server_error(await shop.post("/api/v1/payment/intent", body=raw))
     assert (await shop.get("/api/v1/payment/intents")).json()["data"] == []
+
+
+async def test_an_unknown_parameter_is_named_only_if_it_is_a_plain_word(gw: InProcessGateway) -> None:
+    """Once: ``unknown parameter: <the key as sent>`` echoed any key — a card number, a
+    newline (a two-line message), up to 60 characters of anything — in message and param."""
+    shop = await gw.new_merchant()
+    intent = await shop.create_intent()
+    hostile_keys = ("4111 1111 1111 1111", "a\nb", "x" * 61, "é", "1")
+    for key in hostile_keys:
+        for path, body in (("/api/v1/payment/cancel", {"paymentIntentId": intent["paymentIntentId"], key: 1}),
+                           ("/checkout/v1/tokens", {"clientSecret": intent["clientSecret"], key: 1})):
+            r = await (shop.post(path, body) if path.startswith("/api") else gw.http.post(path, json=body))
+            assert r.status_code == 400, (path, key, r.text)
+            error = r.json()["error"]
+            assert key not in r.text and "\n" not in error["message"] and "param" not in error, (path, key, error)
+            if error["code"] != "plaintext_card_data":  # the API's card check may come first
+                assert (error["code"], error["message"]) == ("parameter_invalid", "unknown parameter"), error
+    r = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": intent["paymentIntentId"], "status": "x"})
+    assert r.json()["error"] | {"requestId": None} == {
+        "type": "invalid_request_error", "code": "parameter_invalid", "message": "unknown parameter: status",
+        "param": "status", "requestId": None}
+    assert (await shop.get(f"/api/v1/payment/intent/{intent['paymentIntentId']}")).json()["status"] == "created"

@@ -73,7 +73,9 @@ async def _authorized_post(request: Request, form: dict[str, str]) -> str | None
     """The session id of a logged-in POST with its CSRF token (the origin is checked by
     the middleware before any route runs)."""
     sid = await _session(request)
-    if sid is None or not hmac.compare_digest(form.get("csrf", ""), _csrf(request, sid)):
+    # As bytes: compare_digest refuses str holding non-ASCII (a TypeError), and a posted
+    # token is whatever the client typed.
+    if sid is None or not hmac.compare_digest(form.get("csrf", "").encode(), _csrf(request, sid).encode()):
         return None
     return sid
 

@@ -85,7 +85,9 @@ class CsrfTokens:
         return hmac.new(self._key, session_id, hashlib.sha256).hexdigest()
 
     def valid(self, session_id: bytes, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(self.token(session_id), token)
+        # As bytes: compare_digest refuses str holding non-ASCII (a TypeError, a 500), and a
+        # posted token is whatever the client typed.
+        return token is not None and hmac.compare_digest(self.token(session_id).encode(), token.encode())
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.console.accounts import Accounts
@@ -166,6 +167,9 @@ def page(permission: Permission = "read") -> Callable[[PageHandler], Callable[[R
                 # As in read_form: no id or filter holds a NUL, and PostgreSQL refuses one in text.
                 return error_page(request, signed_in, 400, "The address holds a character no field takes (NUL): "
                                                            "start again from the page's links.")
+            if contains_card_number(request.query_params.multi_items()):
+                # Every page shows its filters back (SPEC §12: never a card number).
+                return error_page(request, signed_in, 400, CARD_NUMBER_REFUSED)
             return await handler(request, signed_in)
         return endpoint
     return wrap
@@ -175,6 +179,10 @@ def origin_ok(request: Request) -> bool:
     configured = console_of(request).settings.console_origin
     return origin_allowed(request.headers, expected_origin(request.url.scheme, request.headers.get("host"),
                                                            configured))
+
+
+CARD_NUMBER_REFUSED = ("That looks like a card number: the console never takes one. To find a payment, search by "
+                       "its card's last 4 digits.")
 
 
 class FormRefused(Exception):
@@ -205,7 +213,12 @@ async def read_form(request: Request) -> Form:
     if any("\x00" in name or "\x00" in value for name, values in fields.items() for value in values):
         # No text the console stores or looks up holds a NUL, and PostgreSQL refuses one in text.
         raise FormRefused(400, "The form holds a character no field takes (NUL): type the values again.")
-    return {name: values[0] for name, values in fields.items()}
+    form = {name: values[0] for name, values in fields.items()}
+    # Whatever a form stores or shows back (a merchant's name, a refund's reason, an
+    # operator's email) must not be a card number; a password is never shown or stored.
+    if contains_card_number([(name, value) for name, value in form.items() if name != "password"]):
+        raise FormRefused(400, CARD_NUMBER_REFUSED)
+    return form
 
 
 FORBIDDEN_ORIGIN = "This form was not sent from the console's own page: open the console and try again."

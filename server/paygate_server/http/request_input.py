@@ -24,7 +24,7 @@ from typing import Any, Final
 from paygate_server import jsoncodec
 from paygate_server.errors import ApiError
 
-__all__ = ["MAX_JSON_DEPTH", "parse_json_object", "refuse_nul"]
+__all__ = ["MAX_JSON_DEPTH", "echoable_name", "parse_json_object", "refuse_nul"]
 
 # Levels of objects/arrays, the body itself being level 1. productDetails ("any JSON
 # object", SPEC §4) gets 31 below it: far more than any catalogue needs (docs/api.md).
@@ -32,12 +32,14 @@ MAX_JSON_DEPTH: Final = 32
 
 _NUL = "\x00"
 _NUL_ESCAPE: Final = b"\\u0000"
-# A top-level name echoed as ``param`` only when it cannot carry data worth hiding (no
-# digits: never part of a card number) — every API field name has this shape.
+# A name a client sent is echoed (as ``param``, in a message) only when it cannot carry data
+# worth hiding (no digits: never part of a card number) nor break a one-line message (no
+# control characters) — every API field name has this shape.
 _ECHOABLE_NAME = re.compile(r"[A-Za-z_]{1,60}")
 
 
-def _param(name: str) -> str | None:
+def echoable_name(name: str) -> str | None:
+    """``name`` if it is safe to echo in an error, else None."""
     return name if _ECHOABLE_NAME.fullmatch(name) else None
 
 
@@ -52,7 +54,7 @@ def _check_structure(document: dict[str, Any]) -> None:
     for key, child in document.items():
         if _NUL in key:
             raise _nul_error(None)
-        stack.append((child, 2, _param(key)))
+        stack.append((child, 2, echoable_name(key)))
     while stack:
         item, depth, top = stack.pop()
         if isinstance(item, str):
@@ -93,4 +95,4 @@ def refuse_nul(items: Iterable[tuple[str, str]]) -> None:
         if _NUL in name:
             raise _nul_error(None)
         if _NUL in value:
-            raise _nul_error(_param(name))
+            raise _nul_error(echoable_name(name))
