@@ -198,7 +198,7 @@ def test_settlement_is_reconciled_per_account(routed: Routed) -> None:
     # The default processor's report is compared with the default's operations only: nothing
     # of this merchant's (other test modules share the database with defaults of their own).
     default = settlement(clean=False)
-    assert not [m for m in default["items"] if m["payment_intent_id"] == final["paymentIntentId"]]
+    assert not [m for m in default["items"] if m["paymentIntentId"] == final["paymentIntentId"]]
     done = subprocess.run([sys.executable, "-m", "paygate_server", "reconcile", "settlement", "--date", today,
                            "--account", "pa_nosuchaccount"], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr.strip()) == (2, "paygate: no processor account pa_nosuchaccount")
