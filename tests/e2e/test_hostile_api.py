@@ -29,7 +29,6 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from starlette.routing import Route
 
 from paygate._signing import compute_signature, format_timestamp
 from paygate_server.app import create_app
@@ -43,6 +42,7 @@ from tests.support.hostile import (
     bodies,
     path_ids,
     query_strings,
+    served_routes,
     text_values,
 )
 from tests.support.slow_set import is_slow_run
@@ -98,10 +98,8 @@ PLANS: dict[tuple[str, str], Plan] = {
 
 def app_routes() -> list[tuple[str, str]]:
     """Every (method, path) the gateway serves, from the app (HEAD is GET's)."""
-    app = create_app(Settings(data_dir=Path("/nonexistent"), database_url="sqlite:///:memory:",
-                              master_key=TEST_MASTER_KEY))
-    return sorted((method, route.path) for route in app.routes if isinstance(route, Route)
-                  for method in (route.methods or ()) if method != "HEAD")
+    return served_routes(create_app(Settings(data_dir=Path("/nonexistent"), database_url="sqlite:///:memory:",
+                                             master_key=TEST_MASTER_KEY)))
 
 
 ROUTES = app_routes()

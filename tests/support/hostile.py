@@ -16,8 +16,9 @@ from typing import Any
 from urllib.parse import quote
 
 from hypothesis import strategies as st
+from starlette.routing import Route
 
-__all__ = ["CARD_NUMBERS", "SPEC_ERROR_CODES", "assert_no_leak", "assert_spec_error", "bodies",
+__all__ = ["CARD_NUMBERS", "SPEC_ERROR_CODES", "assert_no_leak", "assert_spec_error", "bodies", "served_routes",
            "path_ids", "query_strings", "scalars", "text_values"]
 
 # SPEC §2's table; method_not_allowed and headers_too_large are docs/api.md's additions for
@@ -150,3 +151,9 @@ def assert_spec_error(status: int, body: bytes, request_id: str | None) -> dict[
     assert isinstance(error["message"], str) and "\n" not in error["message"], error
     assert error["requestId"] == request_id, (error, request_id)
     return dict(error)
+
+
+def served_routes(app: Any) -> list[tuple[str, str]]:
+    """Every (method, path) a Starlette app serves (HEAD is GET's): what a fuzzing plan must cover."""
+    return sorted((method, route.path) for route in app.routes if isinstance(route, Route)
+                  for method in (route.methods or ()) if method != "HEAD")

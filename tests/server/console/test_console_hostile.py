@@ -22,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
-from starlette.routing import Route
 
 from paygate_server.config import Settings
 from paygate_server.console.accounts import Accounts
@@ -41,7 +40,13 @@ from paygate_server.storage.schema_console import operator_actions, operators
 from paygate_server.storage.schema_history import webhook_endpoints
 from tests.server.console.conftest import CHEAP, PASSWORD, InProcessConsole, new_email
 from tests.support.app import TEST_MASTER_KEY
-from tests.support.hostile import assert_no_leak, path_ids, query_strings, text_values
+from tests.support.hostile import (
+    assert_no_leak,
+    path_ids,
+    query_strings,
+    served_routes,
+    text_values,
+)
 from tests.support.processes import gateway_env, make_merchant
 from tests.support.slow_set import is_slow_run
 
@@ -84,10 +89,8 @@ WRITTEN = (merchants, merchant_origins, api_keys, operators, operator_actions, p
 
 
 def console_routes() -> list[tuple[str, str]]:
-    app = create_console_app(Settings(data_dir=Path("/nonexistent"), database_url="sqlite:///:memory:",
-                                      master_key=TEST_MASTER_KEY))
-    return sorted((method, route.path) for route in app.routes if isinstance(route, Route)
-                  for method in (route.methods or ()) if method != "HEAD")
+    return served_routes(create_console_app(Settings(data_dir=Path("/nonexistent"),
+                                                     database_url="sqlite:///:memory:", master_key=TEST_MASTER_KEY)))
 
 
 ROUTES = console_routes()
