@@ -72,7 +72,8 @@ def _claim_done(probing: bool) -> str:
 
 
 # By claim: none, the key alone, the key and its hex spelling.
-_CREATE = {None: INSERT_INTENT, **{p: Sql(f"WITH {_claim_done(p)} {INSERT_INTENT.text}") for p in (False, True)}}
+_CREATE: dict[bool | None, Sql] = {None: INSERT_INTENT, False: Sql(f"WITH {_claim_done(False)} {INSERT_INTENT.text}"),
+                                  True: Sql(f"WITH {_claim_done(True)} {INSERT_INTENT.text}")}
 
 
 def _claim_in_progress(source: str, probing: bool) -> str:
