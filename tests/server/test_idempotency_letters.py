@@ -186,3 +186,30 @@ async def test_after_the_window_a_hex_row_is_no_longer_looked_for(late: InProces
     again = await shop.post(INTENT, body=_create_body(), idempotency_key=KEY)
     assert again.status_code == 201 and "idempotent-replayed" not in again.headers
     assert len(await _rows(late, _INTENTS, shop.creds.merchant_id)) == 2
+
+
+# The claim of the code before 0019 (storage/payments.py at 9ff950c), as its workers still
+# send it during the roll.
+_OLD_CLAIM = Sql(
+    "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_hash, state, locked_at, created_at,"
+    " resource_id) VALUES (:merchant_id, :key, :request_hash, 'in_progress', :now, :now, :resource_id)"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+async def test_a_worker_of_the_old_code_cannot_claim_a_key_a_new_one_holds(gw: InProcessGateway) -> None:
+    """During the roll a retry can reach a worker not yet upgraded: its claim in hex of a key
+    claimed in letters fails (the old worker answers 500, having run nothing) instead of
+    running the request a second time; hex claims of other keys still work."""
+    shop = await gw.new_merchant()
+    first = await shop.post(INTENT, body=_create_body(), idempotency_key=KEY)
+    assert first.status_code == 201
+    merchant_id = shop.creds.merchant_id
+    old_claim = {"merchant_id": merchant_id, "request_hash": "0" * 64, "now": now_us(), "resource_id": None}
+    with pytest.raises(Exception, match="claimed by a newer worker"):
+        async with gw.gateway.db.write() as conn:
+            await execute(conn, _OLD_CLAIM, key=hashlib.sha256(KEY.encode()).hexdigest(), **old_claim)
+    assert len(await _rows(gw, _ROWS, merchant_id)) == 1
+    async with gw.gateway.db.write() as conn:
+        assert await execute(conn, _OLD_CLAIM, key=hashlib.sha256(b"another key").hexdigest(), **old_claim) == 1
+    assert len(await _rows(gw, _ROWS, merchant_id)) == 2
