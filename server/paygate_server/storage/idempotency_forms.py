@@ -18,7 +18,9 @@ reads the time once (one statement, the first claim of the process) and keeps it
 
 A hex row is only ever read by the new code: its answer (sealed under its hex digest,
 http/api.py) is replayed, its request hash compared in letters (:func:`found_in_hex`);
-the answer of an old-code claim is stored by that worker, as before.
+the answer of an old-code claim is stored by that worker, as before. The other direction —
+an old worker claiming in hex a key a new one holds in letters — is refused by 0019's
+trigger (its docstring).
 """
 from __future__ import annotations
 

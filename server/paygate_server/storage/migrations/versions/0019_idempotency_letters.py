@@ -29,6 +29,9 @@ could fire it; a later migration may drop it. What still remains for the roll â€
 one key in flight at once at workers of both versions â€” is in docs/api.md ("Idempotency
 keys across the upgrade to 0019").
 
+It rewrites no row: it creates a one-row table and the trigger (PostgreSQL takes the
+table's lock for the ``CREATE TRIGGER`` only, waiting for the claims in flight).
+
 The time is always recorded, on a fresh database too (0019 cannot tell an empty table from
 one an old worker is about to write to): a fresh install probes for the window.
 
