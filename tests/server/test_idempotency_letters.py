@@ -15,13 +15,16 @@ from typing import Any
 import pytest
 
 from paygate_server.clock import now_us
-from paygate_server.storage import statements
+from paygate_server.crypto import load_master_key
+from paygate_server.merchants import create_merchant
+from paygate_server.storage import create_database, statements, upgrade
 from paygate_server.storage.idempotency_forms import ROLL_ALLOWANCE_US
 from paygate_server.storage.statements import Sql, execute, fetch_all
 from tests.server.processing.scripted import process_body, scripted
-from tests.support.app import InProcessGateway, running_gateway
+from tests.support.app import TEST_MASTER_KEY, InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
-from tests.support.signing import SignedClient
+from tests.support.databases import another_database
+from tests.support.signing import Credentials, SignedClient
 
 INTENT, PROCESS = "/api/v1/payment/intent", "/api/v1/payment/process"
 # A key that is a card number with a prefix: never stored as sent.
@@ -215,3 +218,44 @@ async def test_a_worker_of_the_old_code_cannot_claim_a_key_a_new_one_holds(gw: I
     async with gw.gateway.db.write() as conn:
         assert await execute(conn, _OLD_CLAIM, key=hashlib.sha256(b"another key").hexdigest(), **old_claim) == 1
     assert len(await _rows(gw, _ROWS, merchant_id)) == 2
+
+
+@pytest.fixture
+def unmigrated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    with another_database(database_url, tmp_path, migrated=False) as url:
+        yield url
+
+
+async def test_a_key_stored_at_0017_is_kept_as_it_is_and_replayed_after_0019(unmigrated_url: str,
+                                                                               tmp_path: Path) -> None:
+    """The row written before the upgrade, by the old code's claim, crosses 0019 untouched
+    (nothing is rewritten) and its request is recognized after it."""
+    db = create_database(unmigrated_url)
+    master = load_master_key(TEST_MASTER_KEY, tmp_path / "unused.key")
+    body, answer = _create_body(), b'{"paymentIntentId":"pi_before_0019","status":"created"}'
+    key = hashlib.sha256(KEY.encode()).hexdigest()
+    request = hashlib.sha256(f"POST\n{INTENT}\n".encode())
+    request.update(body)
+    try:
+        await upgrade(db, "0017")
+        async with db.write() as conn:
+            pair = await create_merchant(conn, master, name="Before", origins=["http://127.0.0.1:9"])
+            sealed = master.seal("idempotency-response", answer,
+                                 f"paygate/idempotency/v1\x00{pair.merchant_id}\x00{key}".encode())
+            assert await execute(conn, _OLD_CLAIM, merchant_id=pair.merchant_id, key=key,
+                                 request_hash=request.hexdigest(), now=now_us(), resource_id=None) == 1
+            assert await execute(conn, Sql("UPDATE idempotency_keys SET state = 'done', response_status = 201,"
+                                           " response_body = :body WHERE idempotency_key = :key"),
+                                 body=sealed, key=key) == 1
+        await upgrade(db)
+    finally:
+        await db.dispose()
+    async with running_gateway(settings_for(unmigrated_url, tmp_path)) as g:
+        shop = SignedClient(g.http, Credentials(pair.merchant_id, pair.api_key, pair.signing_secret))
+        assert [r["idempotency_key"] for r in await _rows(g, _ROWS, pair.merchant_id)] == [key]
+        again = await shop.post(INTENT, body=body, idempotency_key=KEY)
+        assert again.status_code == 201 and again.headers.get("idempotent-replayed") == "true", again.text
+        assert again.content == answer
+        other = await shop.post(INTENT, body=_create_body(2500), idempotency_key=KEY)
+        assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+        assert await _rows(g, _INTENTS, pair.merchant_id) == []
