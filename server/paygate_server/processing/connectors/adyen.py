@@ -300,7 +300,7 @@ _EVENT_KINDS: dict[str, SyncKind] = {
     "CANCELLATION": "void", "TECHNICAL_CANCEL": "void",
     "REFUND": "refund", "REFUND_FAILED": "refund",
 }
-_ACTIONS: dict[Any, SyncKind] = {"cancel": "void", "refund": "refund"}
+_ACTIONS: dict[str, SyncKind] = {"cancel": "void", "refund": "refund"}
 # Events that report a failure whatever their "success" says: the scheme rejected a capture
 # or a refund Adyen had accepted earlier.
 _FAILURES = frozenset({"CAPTURE_FAILED", "REFUND_FAILED"})
@@ -524,7 +524,9 @@ def _event(item: dict[str, Any]) -> ProcessorEvent | None:
     kind: SyncKind | None = _EVENT_KINDS.get(code) if isinstance(code, str) else None
     if code == "CANCEL_OR_REFUND":
         # Adyen says which it did in additionalData["modification.action"].
-        kind = _ACTIONS.get(extra.get("modification.action"))
+        # Not signed, and any JSON: only a string can name an action (a list is unhashable).
+        action = extra.get("modification.action")
+        kind = _ACTIONS.get(action) if isinstance(action, str) else None
     success = item.get("success")
     if kind is None or success not in ("true", "false"):
         return None
