@@ -41,7 +41,7 @@ import orjson
 import pytest
 import stripe as stripe_lib
 from Adyen import util as adyen_util
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 import paygate
@@ -334,6 +334,8 @@ def _stripe_lib_accepts(body: bytes, header: str, secret: str) -> bool:
         stripe_lib.WebhookSignature.verify_header(body.decode("utf-8", "replace"), header, secret, tolerance=300)
     except stripe_lib.SignatureVerificationError:
         return False
+    except TypeError:  # the library's own answer to a non-ASCII v1 (hmac.compare_digest of str)
+        return False
     return True
 
 
@@ -348,7 +350,8 @@ def _check(world: World, response: httpx.Response, sent: bytes, expected: str | 
     assert response.status_code < 500, (response.status_code, response.text[:500], sent[:500])
     assert response.headers.get("x-request-id"), response.headers
     assert_no_leak(response.text)
-    event(f"{response.status_code}")
+    if currently_in_test_context():  # (statistics for --hypothesis-show-statistics)
+        event(f"{response.status_code}")
     if expected == "stripe":
         assert (response.status_code, response.content) == (200, b'{"received":true}'), (response.text, sent[:500])
         assert response.headers["content-type"].startswith("application/json")
@@ -356,8 +359,7 @@ def _check(world: World, response: httpx.Response, sent: bytes, expected: str | 
         assert (response.status_code, response.text) == (200, "[accepted]"), (response.text, sent[:500])
     else:
         assert response.status_code == expected, (response.status_code, response.text, sent[:500])
-        error = assert_spec_error(response.status_code, response.content, response.headers["x-request-id"])
-        event(error["code"])
+        assert_spec_error(response.status_code, response.content, response.headers["x-request-id"])
     assert world.state() == before, sent[:500]
     late = world.late()
     for name, rows in late.items():
@@ -521,7 +523,8 @@ def adyen_items(draw: st.DrawFn, world: World, own: str) -> tuple[dict[str, Any]
         item["merchantAccountCode"] = draw(st.sampled_from([ADYEN_ACCOUNTS["B" if own == "A" else "A"]]) | text_values)
         clean = False  # the signature no longer covers it (or it is another account's)
     item["additionalData"] = extra if draw(st.integers(0, 15)) else draw(json_values)
-    accepted = signature == "own" and clean and isinstance(item["additionalData"], dict) \
+    accepted = signature == "own" and clean and item.get("merchantAccountCode") == ADYEN_ACCOUNTS[own] \
+        and isinstance(item["additionalData"], dict) \
         and item["additionalData"].get("hmacSignature") == extra.get("hmacSignature")
     # Adyen's library signs a signed field's absence as "", as the gateway reads it.
     return item, accepted, f"{which} {named['kind']}"
