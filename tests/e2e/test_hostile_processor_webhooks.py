@@ -372,6 +372,7 @@ def _stripe_target(world: World, own: str) -> str:
     return f"/processors/v1/{world.shops[own].stripe}/webhooks"
 
 
+@pytest.mark.slow  # many more examples with -m slow
 def test_signed_hostile_stripe_events(world: World, request: pytest.FixtureRequest) -> None:
     @settings(max_examples=_examples(request, 8), **_SETTINGS)  # type: ignore[arg-type]
     @given(data=st.data())
@@ -432,6 +433,7 @@ def stripe_headers(draw: st.DrawFn, body: bytes, secret: str) -> tuple[list[tupl
     return headers, shape
 
 
+@pytest.mark.slow  # many more examples with -m slow
 def test_hostile_stripe_signatures(world: World, request: pytest.FixtureRequest) -> None:
     """Only a header that signs the body under the account's secret passes; the verdict is
     the official library's wherever its rules are the gateway's (it checks no future
@@ -560,6 +562,7 @@ def adyen_bodies(draw: st.DrawFn, world: World, own: str) -> tuple[bytes, str | 
     return body, expected, f"{shape}: " + ", ".join(why for _, _, why in items)
 
 
+@pytest.mark.slow  # many more examples with -m slow
 def test_signed_hostile_adyen_notifications(world: World, request: pytest.FixtureRequest) -> None:
     @settings(max_examples=_examples(request, 8), **_SETTINGS)  # type: ignore[arg-type]
     @given(data=st.data())
