@@ -55,7 +55,13 @@ from tests.support.app import TEST_MASTER_KEY
 from tests.support.background_loop import BackgroundLoop
 from tests.support.eventually import eventually_sync
 from tests.support.fake_adyen import LOST, FakeAdyen
-from tests.support.hostile import CARD_NUMBERS, assert_no_leak, assert_spec_error, json_values, text_values
+from tests.support.hostile import (
+    CARD_NUMBERS,
+    assert_no_leak,
+    assert_spec_error,
+    json_values,
+    text_values,
+)
 from tests.support.http_stub import StubServer
 from tests.support.localstripe import SECRET_KEY, start_localstripe
 from tests.support.secret_scan import places_holding

@@ -105,10 +105,10 @@ def processor_text(value: Any, limit: int = 200) -> str | None:
     spacing ``contains_card_number`` knows)."""
     if not isinstance(value, str):
         return None
-    value = value.replace("\x00", "")
-    if not value or contains_card_number(value):
+    text = value.replace("\x00", "")
+    if not text or contains_card_number(text):
         return None
-    return value[:limit]
+    return text[:limit]
 
 
 MAX_AUTH_CODE = 32  # transactions.auth_code

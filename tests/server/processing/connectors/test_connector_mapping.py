@@ -32,8 +32,8 @@ from paygate_server.processing.connectors import (
     VoidRequest,
     connector_for_url,
 )
-from paygate_server.processing.connectors.simulator import Operation, classify
 from paygate_server.processing.connectors._transport import auth_code, processor_text
+from paygate_server.processing.connectors.simulator import Operation, classify
 from tests.support.http_stub import Reply, Seen, StubServer
 
 O = ChargeOutcome  # noqa: E741 - a one-letter alias keeps the outcome tables readable
