@@ -48,7 +48,6 @@ from paygate_server.storage.statements import Sql, fetch_all
 from tests.e2e.conftest import Stack, running_stack
 from tests.support.app import TEST_MASTER_KEY
 from tests.support.background_loop import BackgroundLoop
-from tests.support.eventually import eventually_sync
 from tests.support.fake_adyen import LOST, FakeAdyen
 from tests.support.hostile import CARD_NUMBERS, assert_no_leak, assert_spec_error
 from tests.support.hostile_processors import (
@@ -67,6 +66,7 @@ from tests.support.http_stub import StubServer
 from tests.support.localstripe import SECRET_KEY, start_localstripe
 from tests.support.secret_scan import places_holding
 from tests.support.slow_set import is_slow_run
+from tests.support.tcp_proxy import DroppingProxy
 
 APPROVE = "4242424242424242"
 _STATE = {
@@ -93,7 +93,7 @@ class Merchant:
     stripe: str = ""  # processor account ids
     adyen: str = ""
     operations: list[dict[str, Any]] = field(default_factory=list)
-    lost: dict[str, Any] = field(default_factory=dict)  # the answer-lost Adyen authorization (unknown)
+    lost: dict[str, dict[str, Any]] = field(default_factory=dict)  # "stripe"/"adyen": a charge left unknown
 
 
 @dataclass
@@ -149,22 +149,35 @@ def _set_up(stack: Stack, loop: BackgroundLoop, stripe_url: str, http: httpx.Cli
     fakes = {name: FakeAdyen(ADYEN_ACCOUNTS[name], ADYEN_KEYS[name]) for name in ("A", "B")}
     stubs = {name: loop.enter(StubServer(fake.handler)) for name, fake in fakes.items()}
     world = World(stack, http, loop, db, {})
+    host, port = stripe_url.removeprefix("http://").split(":")
+    proxies: list[DroppingProxy] = []
     for name in ("A", "B"):
         creds = stack.merchant(f"Hostile processor shop {name}")
         shop = Merchant(name, creds.merchant_id, creds.api_key, creds.signing_secret)
 
-        async def accounts(shop: Merchant = shop, name: str = name) -> None:
-                shop.stripe = (await add_account(db, master, merchant_id=shop.merchant_id, kind="stripe",
-                                                 name="Stripe", settings={"apiBase": stripe_url},
-                                                 credentials={"secretKey": SECRET_KEY,
-                                                              "webhookSecret": STRIPE_SECRETS[name]})).id
-                shop.adyen = (await add_account(db, master, merchant_id=shop.merchant_id, kind="adyen", name="Adyen",
-                                                settings={"apiBase": stubs[name].url,
-                                                          "merchantAccount": ADYEN_ACCOUNTS[name]},
-                                                credentials={"apiKey": "test-api-key",
-                                                             "hmacKey": ADYEN_KEYS[name]})).id
-                await set_routing(db, merchant_id=shop.merchant_id, document=[
-                    {"when": {"currency": ["EUR"]}, "use": [shop.adyen]}, {"use": [shop.stripe]}])
+        # Stripe through a proxy that, once told to, loses every answer from the next confirm
+        # on (its own, and the reconciler's look-ups); closed at the end of the set-up.
+        dropping = {"on": False, "lost": False}
+
+        def lose(data: bytes, dropping: dict[str, bool] = dropping) -> bool:
+            dropping["lost"] = dropping["lost"] or (dropping["on"] and b"/confirm HTTP/1.1" in data)
+            return dropping["lost"]
+
+        proxy = DroppingProxy(host, int(port), lose)
+        proxies.append(proxy)
+        stripe_base = loop.run(proxy.start())
+
+        async def accounts(shop: Merchant = shop, name: str = name, stripe_base: str = stripe_base) -> None:
+            shop.stripe = (await add_account(db, master, merchant_id=shop.merchant_id, kind="stripe",
+                                             name="Stripe", settings={"apiBase": stripe_base},
+                                             credentials={"secretKey": SECRET_KEY,
+                                                          "webhookSecret": STRIPE_SECRETS[name]})).id
+            shop.adyen = (await add_account(db, master, merchant_id=shop.merchant_id, kind="adyen", name="Adyen",
+                                            settings={"apiBase": stubs[name].url,
+                                                      "merchantAccount": ADYEN_ACCOUNTS[name]},
+                                            credentials={"apiKey": "test-api-key", "hmacKey": ADYEN_KEYS[name]})).id
+            await set_routing(db, merchant_id=shop.merchant_id, document=[
+                {"when": {"currency": ["EUR"]}, "use": [shop.adyen]}, {"use": [shop.stripe]}])
 
         loop.run(accounts())
         # Stripe: a charge refunded in part; an authorization held (never captured).
@@ -175,15 +188,21 @@ def _set_up(stack: Stack, loop: BackgroundLoop, stripe_url: str, http: httpx.Cli
         assert refund.status_code == 200 and refund.json()["status"] == "succeeded", refund.text
         held = _pay(http, shop, 3000, "USD", captureMethod="manual")
         assert held["status"] == "requires_capture", held
+        dropping["on"] = True  # a charge Stripe makes but whose answers (look-ups too) are lost: unknown
+        assert _pay(http, shop, 2700, "USD")["status"] == "in_progress"
         # Adyen: a charge whose answer is lost (its attempt stays unknown: Adyen answers no
         # look-up), first, on a new connection (a keep-alive one closed unanswered is one the
         # pool may try again, and the fake answers a retry), and a charge.
         assert _pay(http, shop, 4100, "EUR", LOST)["status"] == "in_progress"
         assert _pay(http, shop, 4000, "EUR")["status"] == "succeeded"
         fakes[name].queued.clear()  # the LOST one's AUTHORISATION is never delivered
-        shop.operations = world.rows(_OPERATIONS, shop)
-        [shop.lost] = [r for r in shop.operations if r["status"] == "unknown"]
         world.shops[name] = shop
+    for proxy in proxies:
+        loop.run(proxy.close())
+    for shop in world.shops.values():
+        shop.operations = world.rows(_OPERATIONS, shop)
+        shop.lost = {kind: next(r for r in shop.operations if r["status"] == "unknown" and r["connector"] == account)
+                     for kind, account in (("stripe", shop.stripe), ("adyen", shop.adyen))}
     return world
 
 
@@ -365,43 +384,59 @@ def _adyen_post(world: World, name: str, *items: dict[str, Any]) -> httpx.Respon
                  [("Content-Type", b"application/json")])
 
 
+def _stripe_succeeded(lost: dict[str, Any], *, kind: str = "payment_intent.succeeded", **fields: Any) -> bytes:
+    """Stripe's event for the charge ``lost`` (a transaction row) succeeding, with ``fields``."""
+    return json.dumps({"id": "evt_" + uuid.uuid4().hex, "type": kind, "data": {"object": {
+        "id": lost["processor_id"], "object": "payment_intent", "status": "succeeded", "capture_method": "automatic",
+        "amount": lost["amount"], "amount_received": lost["amount"], "currency": lost["currency"].lower(),
+        "latest_charge": "ch_lost", "metadata": {"paygate_reference": lost["reference"]}, **fields}}}).encode()
+
+
+def _stripe_post(world: World, name: str, body: bytes) -> httpx.Response:
+    now = int(time.time())
+    header = f"t={now},v1={stripe_sign(STRIPE_SECRETS[name], now, body)}"
+    return _post(world, _stripe_target(world, name), body, [("Stripe-Signature", header.encode())])
+
+
 @pytest.mark.parametrize("psp", ["8815" * 40, "8815\x00", "\x00", "é" * 129])
 def test_ids_no_operation_can_have_name_none(world: World, psp: str) -> None:
     """Ids the gateway never gave or stored (longer than its columns, or with NUL, which
     PostgreSQL's text cannot hold) name no operation, as references and as the processor's
     ids; an answer-lost authorization is not settled with an id it could never be found by."""
     shop = world.shops["A"]
-    lost = shop.lost
-    now = int(time.time())
     before, late_before = world.state(), world.late()
-    for reference in (psp, lost["reference"]):
-        response = _adyen_post(world, "A", _adyen_item("A", reference, lost["amount"], lost["currency"],
+    for named in (None, shop.lost["adyen"]):
+        lost = shop.lost["adyen"]
+        response = _adyen_post(world, "A", _adyen_item("A", psp if named is None else named["reference"],
+                                                      lost["amount"], lost["currency"],
                                                       pspReference=psp, originalReference=psp))
         _check(world, response, b"", "adyen", before, late_before, shop.adyen, "A")
+    for named in (None, shop.lost["stripe"]):
         for kind in ("payment_intent.succeeded", "refund.updated"):
-            body = json.dumps({"type": kind, "data": {"object": {
-                "id": psp, "object": "payment_intent", "status": "succeeded", "latest_charge": "ch_1",
-                "payment_intent": psp, "metadata": {"paygate_reference": reference}}}}).encode()
-            header = f"t={now},v1={stripe_sign(STRIPE_SECRETS['A'], now, body)}"
-            response = _post(world, _stripe_target(world, "A"), body, [("Stripe-Signature", header.encode())])
-            _check(world, response, body, "stripe", before, late_before, shop.stripe, "A")
+            body = _stripe_succeeded(shop.lost["stripe"], kind=kind, id=psp, payment_intent=psp,
+                                     metadata={"paygate_reference": psp if named is None else named["reference"]})
+            _check(world, _stripe_post(world, "A", body), body, "stripe", before, late_before, shop.stripe, "A")
     assert "Traceback" not in world.stack.gateway.output()
 
 
 def test_a_valid_notification_still_settles_and_no_card_number_is_stored(world: World) -> None:
     """The positive control: the state checks above can see a change. The answer-lost
-    authorization of each shop is settled by its own AUTHORISATION, signed right; its
+    charge of each shop at Adyen and at Stripe is settled by its own notification; the Adyen one's
     authCode (unsigned, longer than the gateway keeps: a 500 on PostgreSQL) is left out."""
     for name, shop in world.shops.items():
-        lost = shop.lost
+        lost = shop.lost["adyen"]
         item = _adyen_item(name, lost["reference"], lost["amount"], lost["currency"],
                            additionalData={"authCode": "A" * 40})
         response = _adyen_post(world, name, item)
         assert (response.status_code, response.text) == (200, "[accepted]")
-        settled = eventually_sync(lambda shop=shop: next((
-            r for r in world.rows(_STATE["transactions"], shop) if r["status"] != "unknown"
-            and r["processor_id"] == "8815999900000001"), None), what="the lost authorization settled")
-        assert (settled["status"], settled["auth_code"]) == ("succeeded", None)
+        lost = shop.lost["stripe"]
+        body = _stripe_succeeded(lost)
+        assert _stripe_post(world, name, body).status_code == 200
+        rows = {r["reference"]: r for r in world.rows(_OPERATIONS, shop)}
+        assert rows[shop.lost["adyen"]["reference"]]["status"] == rows[lost["reference"]]["status"] == "succeeded"
+        auth_codes = {r["processor_id"]: r["auth_code"] for r in world.rows(_STATE["transactions"], shop)}
+        assert auth_codes["8815999900000001"] is None  # longer than the gateway keeps: left out
+        assert auth_codes[lost["processor_id"]] == "ch_lost"
     numbers = {n for number in CARD_NUMBERS for n in (number, number.replace(" ", "").replace("-", ""))}
     assert asyncio.run(places_holding(numbers, data_dir=world.stack.data_dir,
                                       database_url=world.stack.database_url)) == []
