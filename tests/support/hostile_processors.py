@@ -115,7 +115,16 @@ def stripe_events(draw: st.DrawFn, shops: Shops, own: str) -> tuple[bytes, str]:
         "payment_intent": draw(ids),
         "failure_reason": draw(text_values),
     }
-    obj = _mangled(draw, obj, list(obj))
+    money = ("amount", "amount_received", "amount_capturable")
+    if which == "own" and named["status"] == "unknown":
+        # About the charge left unknown: every amount it could state is another, or no
+        # integer, so it is never a valid outcome of it (the last test sends that one).
+        other = st.integers(-(2**63), 2**63).filter(lambda v: v != named["amount"])
+        for key in money:
+            obj[key] = draw(other | st.sampled_from([1.5, str(named["amount"]), True, [named["amount"]], {}]))
+    else:
+        money = ()
+    obj = _mangled(draw, obj, [key for key in obj if key not in money])
     event_doc: Any = {"id": "evt_" + uuid.uuid4().hex, "object": "event", "type": kind, "api_version": "2024-06-20",
                       "created": int(time.time()), "data": {"object": obj}}
     level = draw(st.sampled_from(["none"] * 6 + ["event", "data", "object", "type"]))
@@ -261,7 +270,7 @@ def adyen_items(draw: st.DrawFn, shops: Shops, own: str) -> tuple[dict[str, Any]
         extra.pop("hmacSignature", None)
     else:
         extra["hmacSignature"] = {"garbage": base64.b64encode(b"x" * 32).decode(), "not base64": "%%%é",
-                                  "huge": "A" * 200_000}.get(signature, base64.b64encode(b"y" * 32).decode())
+                                  "huge": "A" * 100_000}.get(signature, base64.b64encode(b"y" * 32).decode())
     if draw(st.integers(0, 7)) == 0:
         item["merchantAccountCode"] = draw(st.sampled_from([ADYEN_ACCOUNTS["B" if own == "A" else "A"]]) | text_values)
         clean = False  # the signature no longer covers it (or it is another account's)
@@ -294,7 +303,7 @@ def adyen_bodies(draw: st.DrawFn, shops: Shops, own: str) -> tuple[bytes, str | 
         body = draw(st.sampled_from([b"", b"{", b"\xff", b"[accepted]"]) | st.binary(max_size=50))
     elif shape == "too big":
         body = json.dumps({"notificationItems": wrapped, "pad": "p" * (300 * 1024)}).encode()
-    if shape == "too big":
+    if len(body) > 256 * 1024:  # the route's limit (processors/endpoints.py)
         expected: str | int = 413
     elif shape == "batch" and accepted:
         expected = "adyen"
