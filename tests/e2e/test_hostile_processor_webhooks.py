@@ -12,13 +12,15 @@ replays).
 
 Every answer must be: below 500; what the processor expects once verified (Stripe: ``200
 {"received":true}``, Adyen: ``200 [accepted]``) and SPEC §2's ``400 parameter_invalid``
-otherwise — which of the two is decided by the test from what it sent; free of tracebacks
-and card numbers. Nothing changes: every operation of both merchants is as it was (the
-only unsettled ones are answer-lost Adyen authorizations, and what the test sends about
-them never states their amount), except that a contradiction of a settled operation of
-the notified account may be recorded for the operator (``late_outcomes``). At the end a
-valid notification settles the target (the state check can see a change), and no card
-number is anywhere in the clear (the gateway's log is scanned by the e2e conftest).
+otherwise (``413`` past the route's size limit) — which, decided by the test from what it
+sent; free of tracebacks and card numbers. Nothing changes: every operation of both
+merchants is as it was (the only unsettled ones are each shop's answer-lost charge at
+Adyen and at Stripe, and what the fuzz sends about them never states their money right),
+except that a contradiction of a settled operation of the notified account may be
+recorded for the operator (``late_outcomes``). Ids the gateway cannot keep name nothing.
+At the end valid notifications settle the answer-lost charges (the state check can see a
+change), and no card number is anywhere in the clear (the gateway's log is scanned by the
+e2e conftest). A few examples by default; many with ``-m slow``.
 """
 from __future__ import annotations
 
