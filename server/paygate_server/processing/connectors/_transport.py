@@ -100,11 +100,25 @@ def transport_failure(error: BaseException | None, status_code: int | None, *,
 
 
 def processor_text(value: Any, limit: int = 200) -> str | None:
-    """A text of the processor's, at most ``limit`` characters, or None: not a string,
-    empty, or holding a card number (in any spacing ``contains_card_number`` knows)."""
-    if not isinstance(value, str) or not value or contains_card_number(value):
+    """A text of the processor's, at most ``limit`` characters, without NUL (PostgreSQL's
+    text cannot hold one), or None: not a string, empty, or holding a card number (in any
+    spacing ``contains_card_number`` knows)."""
+    if not isinstance(value, str):
         return None
-    return value[:limit]
+    text = value.replace("\x00", "")
+    if not text or contains_card_number(text):
+        return None
+    return text[:limit]
+
+
+MAX_AUTH_CODE = 32  # transactions.auth_code
+
+
+def auth_code(value: Any) -> str | None:
+    """A processor's authorization code as the gateway keeps it, or None: no text, or
+    longer than the gateway keeps (a code cut short would name nothing)."""
+    text = processor_text(value, MAX_AUTH_CODE + 1)
+    return text if text is not None and len(text) <= MAX_AUTH_CODE else None
 
 
 def json_object(status_code: int, body: bytes | None) -> dict[str, Any] | str:
