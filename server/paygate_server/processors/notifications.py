@@ -24,6 +24,7 @@ from paygate_server.processing.connectors import (
     RefundResult,
     WebhookReply,
     is_definitive,
+    keepable_id,
     other_money,
     processor_text,
 )
@@ -66,25 +67,17 @@ async def apply_events(gateway: Gateway, route: str, events: Sequence[ProcessorE
     return settled
 
 
-# The longest reference the gateway gives and processor id it keeps (storage/schema.py:
-# transactions.reference, .processor_id; refunds.reference).
+# The longest reference the gateway gives (storage/schema.py: transactions.reference,
+# refunds.reference).
 _MAX_REFERENCE = 64
-_MAX_PROCESSOR_ID = 128
-
-
-def _could_be_ours(value: str | None, limit: int) -> bool:
-    """Whether ``value`` could be an id the gateway gave or stored: not longer than its
-    column, and without NUL (PostgreSQL's text cannot hold one: the look-up would fail)."""
-    return value is None or (len(value) <= limit and "\x00" not in value)
 
 
 async def _apply(gateway: Gateway, account_id: str, event: ProcessorEvent) -> int:
     result = event.result
     if not is_definitive(result.outcome):
         return 0  # "still working on it": the reconciler keeps asking
-    if not (_could_be_ours(result.reference, _MAX_REFERENCE)
-            and _could_be_ours(event.payment_processor_id, _MAX_PROCESSOR_ID)
-            and _could_be_ours(result.processor_id, _MAX_PROCESSOR_ID)):
+    if not (keepable_id(result.reference, _MAX_REFERENCE) and keepable_id(event.payment_processor_id)
+            and keepable_id(result.processor_id)):
         # Names no operation of the gateway's, or one by an id it could not keep: acknowledged,
         # applied to nothing (an operation settled with it could never be found by it).
         log.info("processor notification (%s) for %s names ids the gateway never gives or keeps", event.kind,

@@ -26,8 +26,8 @@ from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeou
 
 from .base import ChargeOutcome
 
-__all__ = ["KEEPALIVE_EXPIRY_S", "Answer", "PooledConnector", "connection_pool", "json_object", "processor_text",
-           "transport_failure"]
+__all__ = ["KEEPALIVE_EXPIRY_S", "MAX_PROCESSOR_ID", "Answer", "PooledConnector", "connection_pool", "json_object",
+           "keepable_id", "processor_text", "transport_failure"]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -112,6 +112,14 @@ def processor_text(value: Any, limit: int = 200) -> str | None:
 
 
 MAX_AUTH_CODE = 32  # transactions.auth_code
+MAX_PROCESSOR_ID = 128  # transactions.processor_id, refunds.processor_id
+
+
+def keepable_id(value: str | None, limit: int = MAX_PROCESSOR_ID) -> bool:
+    """Whether ``value`` (None: no id) can be kept and found again as it is: not longer than
+    its column, and without NUL (PostgreSQL's text cannot hold one). An id cut short or
+    cleaned would name nothing at the processor."""
+    return value is None or (len(value) <= limit and "\x00" not in value)
 
 
 def auth_code(value: Any) -> str | None:

@@ -40,6 +40,7 @@ from ._transport import (
     auth_code,
     connection_pool,
     json_object,
+    keepable_id,
     processor_text,
     transport_failure,
 )
@@ -198,6 +199,10 @@ def _payment(reference: str, data: dict[str, Any]) -> Answer:
         return Answer(unknown, message="answer for another reference: outcome unknown")
     result_code = data.get("resultCode")
     psp_reference = _str(data.get("pspReference"))
+    if not keepable_id(psp_reference):
+        # An id the gateway cannot keep could never be captured, refunded or matched to its
+        # notification: as good as none (Adyen's are 16 characters).
+        psp_reference = None
     outcome = RESULT_CODES.get(result_code) if isinstance(result_code, str) else None
     if outcome is None:
         return Answer(unknown, message="unexpected resultCode: outcome unknown", processor_id=psp_reference)
