@@ -118,7 +118,7 @@ async def test_queue_lists_unknown_operations_oldest_first(seeded_console: tuple
 async def test_ask_again_settles_through_the_reconciler_and_is_recorded(
         seeded_console: tuple[InProcessConsole, Seeded]) -> None:
     con, seeded = seeded_console
-    await signed_in(con, "support")
+    await signed_in(con, "admin")
     page = await con.http.get("/reconciliation")
     assert ">Ask again</button>" in page.text
     # The seeded attempt never reached the simulator: past the not-found window, the
@@ -145,6 +145,24 @@ async def test_ask_again_settles_through_the_reconciler_and_is_recorded(
     assert missing.status_code == 502 and "keeps trying" in missing.text  # its account does not exist here
     [unreachable] = await recent_actions(con.console.gateway.db, limit=5, target=other["object_id"])
     assert unreachable.action == "reconcile.check_now" and "processor unreachable" in (unreachable.detail or "")
+
+
+async def test_ask_now_on_a_payments_page_that_cannot_reach_its_processor_is_a_502_not_a_500(
+        seeded_console: tuple[InProcessConsole, Seeded]) -> None:
+    """Once: the payment page's "ask the processor now" let the reconciler's AccountMissing
+    (an attempt routed to an account this database does not have) or ConnectorError escape:
+    a 500 where the Reconciliation page's "Ask again" answers 502 and says why."""
+    con, seeded = seeded_console
+    await signed_in(con, "admin")
+    stuck = next(q for q in seeded.queue
+                 if next(a for a in seeded.attempts if a["id"] == q["object_id"])["connector"] == "pa_seedalpha")
+    intent_id = next(a for a in seeded.attempts if a["id"] == stuck["object_id"])["intent_id"]
+    asked = await con.http.post(f"/payments/{intent_id}/reconcile", headers={"origin": con.origin},
+                                data={"csrf": await con.csrf(), "object_id": stuck["object_id"]})
+    assert asked.status_code == 502, asked.status_code
+    assert "no processor account pa_seedalpha" in asked.text and "keeps trying" in asked.text
+    done = (await recent_actions(con.console.gateway.db, limit=5, target=intent_id))[0]
+    assert done.action == "payment.reconcile" and "refused:processor_unreachable" in (done.detail or "")
 
 
 @pytest.mark.parametrize("form", [

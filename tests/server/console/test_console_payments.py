@@ -315,7 +315,15 @@ async def test_capture_part_of_a_hold_then_cancel_another(bench: Bench) -> None:
 async def test_ask_the_processor_now_settles_an_unknown_attempt(bench: Bench) -> None:
     pid = await bench.pay(2500, number=LOST_ANSWER, until=frozenset())
     assert (await bench.intent(pid))["status"] == "in_progress"  # no answer: the reconciler's, not before 600 s
-    await bench.signed_in("support")
+    await bench.signed_in("support")  # SPEC §12: support may not ask the processor; no button, and refused
+    page = (await bench.con.http.get(f"/payments/{pid}")).text
+    assert f'action="/payments/{pid}/reconcile"' not in page
+    txn_id = re.search(r"\b(txn_\w+)", page)
+    assert txn_id is not None
+    refused = await bench.post(f"/payments/{pid}/reconcile", {"object_id": txn_id.group(1)})
+    assert refused.status_code == 403 and "role cannot" in refused.text
+    assert (await bench.intent(pid))["status"] == "in_progress"
+    await bench.signed_in("admin")
     page = (await bench.con.http.get(f"/payments/{pid}")).text
     found = re.search(r'name="object_id" value="(txn_\w+)"', page)  # a button only on a pending or unknown one
     assert found is not None, page
