@@ -8,8 +8,11 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from paygate_server.bench.report import render_table
 
 ENDPOINT_FIELDS = {"count", "perSecond", "meanMs", "p50Ms", "p95Ms", "p99Ms", "maxMs", "errors"}
 
@@ -41,6 +44,7 @@ def test_spawned_bench_reports_payments_that_really_happened(tmp_path: Path) -> 
         assert cpu["seconds"] > 0 and cpu["processes"], group
         assert report["cpuSecondsPerPayment"][group] == pytest.approx(cpu["seconds"] / completed, rel=0.01)
     assert len(report["loadAverage"]["before"]) == 3
+    _assert_table_states(report)
 
     # Every payment the gateway calls succeeded was charged exactly once at the processor,
     # and the window's count is part of them (warm-up and drain payments succeed too).
@@ -53,6 +57,25 @@ def test_spawned_bench_reports_payments_that_really_happened(tmp_path: Path) -> 
     assert succeeded == approved >= completed
     assert per_intent == 1
     assert merchants == set(report["merchantIds"])
+
+
+def _assert_table_states(report: dict[str, Any]) -> None:
+    """SPEC §10: the table (what ``paygate bench`` prints without ``--json``) states the same
+    figures as the JSON — payments/s, each endpoint's p50/p95/p99 and errors, and the
+    gateway's CPU per payment."""
+    table = render_table(report)
+    assert f"{report['throughput']['perSecond']:,.1f}/s" in table
+    header = next(line for line in table.splitlines() if line.startswith("endpoint"))
+    assert header.split() == ["endpoint", "count", "per", "s", "mean", "ms", "p50", "ms", "p95", "ms", "p99", "ms",
+                              "max", "ms", "errors"]
+    for name, e in report["endpoints"].items():
+        label = "payment e2e" if name == "payment" else name
+        [row] = [line for line in table.splitlines() if line.startswith(label + " ")]
+        cells = row[len(label):].split()
+        assert cells[3:6] == [f"{e['p50Ms']:.2f}", f"{e['p95Ms']:.2f}", f"{e['p99Ms']:.2f}"], (name, row)
+        assert cells[-1] == f"{e['errors']:,}", (name, row)
+    [gateway] = [line for line in table.splitlines() if line.startswith("gateway ")]
+    assert "ms/payment" in table and f"{report['cpu']['gateway']['msPerOperation']:.3f}" in gateway.split()
 
 
 def test_bench_with_manual_capture_authorizes_then_captures(tmp_path: Path) -> None:

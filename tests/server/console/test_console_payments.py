@@ -6,6 +6,7 @@ API's operations with the API's idempotency, "ask the processor now", replaying 
 webhook delivery, roles, and hostile input — a readable page, never a 500."""
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -139,6 +140,26 @@ async def test_search_by_last4_amount_status_and_merchant(bench: Bench) -> None:
     by_id = await bench.con.http.get("/payments", params={"id": visa})
     assert visa in by_id.text and mastercard not in by_id.text
     assert_no_card_data(both.text)
+
+
+async def test_search_by_date_range_takes_whole_utc_days(bench: Bench) -> None:
+    """SPEC §12's date range through the form: ``from``/``to`` are UTC days, both included
+    (``to`` reaches the day's last microsecond)."""
+    intent = await bench.shop.create_intent(amount=777)
+    pid = intent["paymentIntentId"]
+    day = dt.datetime.fromisoformat(intent["createdAt"].replace("Z", "+00:00")).astimezone(dt.UTC).date()
+    await bench.signed_in("viewer")
+    merchant = bench.shop.creds.merchant_id
+
+    async def found(**days: dt.date) -> bool:
+        r = await bench.con.http.get("/payments", params={"merchant": merchant,
+                                                          **{k: v.isoformat() for k, v in days.items()}})
+        assert r.status_code == 200, r.text[:500]
+        return pid in r.text
+    one = dt.timedelta(days=1)
+    assert await found(**{"from": day, "to": day}) and await found(to=day) and await found(**{"from": day})
+    assert await found(**{"from": day - one, "to": day + one})
+    assert not await found(to=day - one) and not await found(**{"from": day + one})
 
 
 async def test_search_pages_with_an_older_link(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
