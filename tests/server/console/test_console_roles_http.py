@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from paygate_server.clock import now_us
+from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.console.accounts import LOGIN_REFUSED
+from paygate_server.console.actions import recent_actions
 from paygate_server.merchants import create_merchant
 from paygate_server.storage.port import LateOutcome
 from paygate_server.storage.schema import (
@@ -142,7 +143,7 @@ def _request(path: str, t: Targets) -> tuple[str, dict[str, str]]:
         "/merchants/{merchant_id}/origins": (f"/merchants/{t.merchant}/origins", {"origins": "https://more.example"}),
         "/merchants/{merchant_id}/keys": (f"/merchants/{t.merchant}/keys", {}),
         "/merchants/{merchant_id}/keys/revoke": (f"/merchants/{t.merchant}/keys/revoke", {"api_key": t.api_key}),
-        "/merchants/{merchant_id}/webhooks": (f"/merchants/{t.merchant}/webhooks", {"url": "https://hooks.example/y"}),
+        "/merchants/{merchant_id}/webhooks": (f"/merchants/{t.merchant}/webhooks", {"url": "http://127.0.0.1:9/y"}),
         "/operators": ("/operators", {"email": new_email("made"), "role": ADMIN}),
         "/operators/disable": ("/operators/disable", {"email": ""}),  # filled in with a real account
     }
@@ -158,15 +159,32 @@ async def _snapshot(con: InProcessConsole) -> dict[str, list[str]]:
 @pytest.fixture
 async def seeded(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[tuple[InProcessConsole, Targets]]:
     # The default processor is a closed port: an allowed "ask now" is answered, not hung.
-    settings = make_settings(fresh_database_url, tmp_path, processor_url="http://127.0.0.1:9")
+    # Private webhook addresses allowed: this sandbox resolves no public name.
+    settings = make_settings(fresh_database_url, tmp_path, processor_url="http://127.0.0.1:9",
+                             webhook_allow_private=True)
     async with running_console(settings) as con:
         rows = await seed_payments(con.console.gateway.db, 60, merchants=2)
         yield con, await _targets(con, rows)
 
 
-async def _as(con: InProcessConsole, role: str) -> None:
+async def _as(con: InProcessConsole, role: str) -> str:
     con.http.cookies.clear()
-    assert (await con.log_in(await con.operator(role))).status_code == 303
+    email = await con.operator(role)
+    assert (await con.log_in(email)).status_code == 303
+    return email
+
+
+async def _assert_recorded_and_shown(con: InProcessConsole, email: str, since: int) -> None:
+    """SPEC §12: the action is recorded with who, what and when, and shown on Activity."""
+    rows = [row for row in await recent_actions(con.console.gateway.db, limit=10)
+            if row.operator_email == email and row.at >= since]
+    assert rows and rows[0].action != "login", [row.action for row in rows]
+    done = rows[0]
+    if done.action == "logout":
+        assert (await con.log_in(email)).status_code == 303
+    page = (await con.http.get("/activity", params={"target": done.target} if done.target else None)).text
+    row = next((line for line in page.splitlines() if f"<td>{done.action}</td>" in line and email in line), None)
+    assert row is not None and to_rfc3339(done.at) in row, (done, page[-2000:])
 
 
 @pytest.mark.parametrize("path", sorted(FORMS))
@@ -174,16 +192,18 @@ async def test_a_form_a_role_may_not_send_is_refused_and_changes_nothing(
         seeded: tuple[InProcessConsole, Targets], path: str) -> None:
     con, targets = seeded
     for role in sorted(EVERY_ROLE - FORMS[path]) + sorted(FORMS[path]):  # the refused first: nothing done yet
-        await _as(con, role)
+        email = await _as(con, role)
         url, fields = _request(path, targets)
         if path == "/operators/disable":
             fields = {"email": await con.operator(VIEWER)}
         fields = {"csrf": await con.csrf(), **fields}
         before = await _snapshot(con)
+        started = now_us()
         response = await con.http.post(url, data=fields, headers={"origin": con.origin})
         if role in FORMS[path]:
             assert response.status_code < 500 and "role cannot" not in response.text, (role, path, response.text[:800])
             assert response.status_code != 403, (role, path, response.text[:800])
+            await _assert_recorded_and_shown(con, email, started)
             continue
         assert response.status_code == 403 and "role cannot do this" in response.text, (role, path, response.status_code)
         assert await _snapshot(con) == before, (role, path)
