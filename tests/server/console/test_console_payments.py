@@ -20,7 +20,9 @@ import pytest
 import paygate
 from paygate_server.console.pages import payments as payments_page
 from paygate_server.currencies import AmountError, format_minor, parse_major
+from paygate_server.clock import to_rfc3339
 from paygate_server.simulator.testing import SimulatorProcess
+from paygate_server.storage.console_reads import payment_detail
 from tests.server.console.conftest import InProcessConsole, running_console
 from tests.server.webhooks.receiver import Received, Receiver
 from tests.support.app import InProcessGateway, running_gateway
@@ -234,6 +236,50 @@ async def test_a_payments_page_shows_its_timeline_attempts_and_no_card_data(benc
                 "/payments/%00", "/payments/pi_" + "a" * 70):
         r = await bench.con.http.get(bad)
         assert r.status_code == 404 and "no such payment" in r.text, bad
+
+
+async def test_a_payments_page_shows_each_attempt_refund_and_webhook_delivery(bench: Bench) -> None:
+    """SPEC §12: the attempts (account, reference, outcome, times), the refunds, and the
+    webhooks sent with their deliveries — each row as the database has it."""
+    async def ok(_: Received) -> tuple[int, dict[str, str]]:
+        return 200, {}
+
+    async with Receiver(ok) as receiver:
+        assert (await bench.shop.post("/api/v1/webhooks", {"url": receiver.url()})).status_code == 201
+        pid = await bench.pay(2500)
+        refund = await bench.shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 700},
+                                       idempotency_key="page-refund-" + pid)
+        assert refund.status_code in (200, 201), refund.text
+        await bench.signed_in("viewer")
+        db = bench.con.console.gateway.db
+
+        async def delivered() -> Any:
+            return await payment_detail(db, pid)
+        detail = await eventually(delivered, what="every event delivered", until=lambda d: d.webhook_events and all(
+            x.status == "delivered" for e in d.webhook_events for x in e.deliveries) and d.refunds[0].status not in
+            ("pending", "unknown"))
+    page = (await bench.con.http.get(f"/payments/{pid}")).text
+
+    def row(first_cell: str) -> str:
+        found = re.search(rf"<tr><td>{re.escape(first_cell)}</td>.*?</tr>", page, re.S)
+        assert found is not None, (first_cell, page[-3000:])
+        return found.group(0)
+    [attempt] = detail.attempts
+    cells = row(attempt.id)
+    for fact in (attempt.kind, attempt.status, attempt.connector, attempt.reference, to_rfc3339(attempt.created_at),
+                 to_rfc3339(attempt.updated_at), "25.00 USD", "····4242"):
+        assert fact in cells, (fact, cells)
+    [made] = detail.refunds
+    cells = row(made.id)
+    for fact in ("7.00 USD", made.status, made.reference, to_rfc3339(made.created_at)):
+        assert fact in cells, (fact, cells)
+    assert len(detail.webhook_events) >= 2  # created, succeeded, the refund's
+    for event in detail.webhook_events:
+        [delivery] = event.deliveries
+        cells = row(event.id)
+        for fact in (event.type, delivery.endpoint_id, "delivered, 1 attempt", "200", to_rfc3339(delivery.updated_at)):
+            assert fact in cells, (fact, cells)
+    assert_no_card_data(page)
 
 
 # --- actions -----------------------------------------------------------------------------
