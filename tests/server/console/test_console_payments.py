@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 import paygate
+from paygate_server.clock import to_rfc3339
 from paygate_server.console.pages import payments as payments_page
 from paygate_server.currencies import AmountError, format_minor, parse_major
-from paygate_server.clock import to_rfc3339
 from paygate_server.simulator.testing import SimulatorProcess
 from paygate_server.storage.console_reads import payment_detail
 from tests.server.console.conftest import InProcessConsole, running_console
