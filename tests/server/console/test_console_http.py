@@ -21,6 +21,7 @@ from tests.server.console.conftest import (
     new_email,
     running_console,
 )
+from tests.support.app import InProcessGateway
 from tests.support.app import test_settings as make_settings
 from tests.support.clock import fake_clock
 
@@ -425,3 +426,12 @@ async def test_a_failing_page_is_a_readable_500(database_url: str, tmp_path: Pat
     assert "4242424242424242" not in response.text and "sk_test" not in response.text
     assert "Traceback" not in response.text
     assert response.headers["content-security-policy"]
+
+
+async def test_the_gateway_serves_no_console_page(gw: InProcessGateway) -> None:
+    """SPEC §12: the console is its own process and port, not the public API's — ``paygate
+    serve``'s app answers none of the console's routes."""
+    for path in ("/login", "/operators", "/payments", "/merchants", "/reconciliation", "/activity", "/overview.json"):
+        assert (await gw.http.get(path)).status_code == 404, path
+    refused = await gw.http.post("/login", data={"email": "a@example.com", "password": PASSWORD})
+    assert refused.status_code in (404, 405)
