@@ -7,7 +7,9 @@ so a permission widened in the code fails it. The routes are walked from the app
 added without a row here fails :func:`test_every_console_form_has_a_row`. A refused role
 gets 403 with a valid session, CSRF token and ``Origin`` — the request a hand-written form
 would send — and nothing in the database changes (every table an action could write,
-compared row by row); the same form from a role that may send it is not refused for its role.
+compared row by row); the same form from a role that may send it is not refused for its role,
+and is recorded and shown on the Activity page. Every form also needs its session's CSRF
+token and the console's ``Origin``, and every form a page renders carries the token.
 """
 from __future__ import annotations
 
@@ -250,3 +252,45 @@ async def test_a_disabled_operators_session_and_password_stop_at_once(seeded: tu
     assert (await con.http.get("/payments")).status_code == 303  # to /login: the session is revoked
     refused = await con.log_in(email)
     assert refused.status_code == 401 and LOGIN_REFUSED in refused.text.replace("&#39;", "'")
+
+
+@pytest.mark.parametrize("path", sorted(FORMS))
+async def test_every_form_needs_its_csrf_token_and_the_consoles_origin(seeded: tuple[InProcessConsole, Targets],
+                                                                      path: str) -> None:
+    """SPEC §12: every state-changing form carries a CSRF token and checks ``Origin`` — each
+    form, as an admin (who may send them all): without the token, with another session's,
+    without ``Origin`` or from another origin, it is refused with 403 and nothing changes."""
+    con, targets = seeded
+    await _as(con, ADMIN)
+    other_token = await con.csrf()
+    await _as(con, ADMIN)
+    url, fields = _request(path, targets)
+    if path == "/operators/disable":
+        fields = {"email": await con.operator(VIEWER)}
+    token = await con.csrf()
+    assert token != other_token
+    for data, origin in (({**fields}, con.origin), ({"csrf": other_token, **fields}, con.origin),
+                         ({"csrf": token, **fields}, None), ({"csrf": token, **fields}, "http://evil.example"),
+                         ({"csrf": token, **fields}, "null")):
+        before = await _snapshot(con)
+        response = await con.http.post(url, data=data, headers={"origin": origin} if origin else {})
+        assert response.status_code == 403, (path, origin, "csrf" in data, response.status_code)
+        assert await _snapshot(con) == before, (path, origin)
+
+
+async def test_every_post_form_a_page_renders_carries_the_csrf_token(seeded: tuple[InProcessConsole, Targets]) -> None:
+    con, t = seeded
+    await _as(con, ADMIN)
+    token = await con.csrf()
+    pages = ["/", "/payments", f"/payments/{t.paid}", f"/payments/{t.held}", f"/payments/{t.unknown}",
+             "/reconciliation", "/merchants", f"/merchants/{t.merchant}", "/activity", "/operators"]
+    seen = set()
+    for url in pages:
+        page = (await con.http.get(url)).text
+        for form in re.findall(r'<form method="post".*?</form>', page, re.S):
+            action = re.search(r'action="([^"]+)"', form)
+            assert action is not None and f'name="csrf" value="{token}"' in form, (url, form[:300])
+            seen.add(action.group(1))
+    # The forms looked at cover every kind the console has (logout, actions, merchants, operators).
+    assert {"/logout", f"/payments/{t.paid}/refund", f"/payments/{t.held}/capture", f"/payments/{t.held}/cancel",
+            "/reconciliation/late", "/merchants", f"/merchants/{t.merchant}/keys", "/operators"} <= seen, seen
