@@ -35,7 +35,8 @@ def test_spawned_bench_reports_payments_that_really_happened(tmp_path: Path) -> 
     assert completed > 0 and report["paymentsPerSecond"] > 0
     assert report["throughput"]["outcomes"] == {"succeeded": completed}
     assert report["errors"] == {}
-    for name in ("create", "process", "status", "payment"):
+    assert report["tokenize"] is True  # SPEC §10: create → tokenize → process → status until final
+    for name in ("create", "tokenize", "process", "status", "payment"):
         assert ENDPOINT_FIELDS <= report["endpoints"][name].keys()
         e = report["endpoints"][name]
         assert e["count"] >= completed and e["p50Ms"] <= e["p95Ms"] <= e["p99Ms"] <= e["maxMs"]
@@ -51,10 +52,15 @@ def test_spawned_bench_reports_payments_that_really_happened(tmp_path: Path) -> 
     with sqlite3.connect(tmp_path / "paygate.db") as db:
         succeeded = db.execute("SELECT count(*) FROM payment_intents WHERE status = 'succeeded'").fetchone()[0]
         merchants = {r[0] for r in db.execute("SELECT DISTINCT merchant_id FROM payment_intents")}
+        # Each paid through a checkout token: tokenized once, its vaulted card used once.
+        tokenized = db.execute("SELECT count(*) FROM payment_intents p JOIN checkout_limits c ON c.intent_id = p.id"
+                               " WHERE p.status = 'succeeded' AND c.tokenizations = 1").fetchone()[0]
+        used = db.execute("SELECT count(DISTINCT intent_id) FROM vault_cards WHERE used_at IS NOT NULL").fetchone()[0]
     with sqlite3.connect(tmp_path / "simulator.db") as sim:
         approved = sim.execute("SELECT count(*) FROM charges WHERE status = 'approved'").fetchone()[0]
         per_intent = sim.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM charges GROUP BY payment_intent_id)").fetchone()[0]
     assert succeeded == approved >= completed
+    assert tokenized == used == succeeded
     assert per_intent == 1
     assert merchants == set(report["merchantIds"])
 
@@ -81,11 +87,12 @@ def _assert_table_states(report: dict[str, Any]) -> None:
 def test_bench_with_manual_capture_authorizes_then_captures(tmp_path: Path) -> None:
     done = _paygate("bench", "--spawn", "--data-dir", str(tmp_path), "--duration", "3", "--warmup", "0.5",
                     "--merchants", "2", "--concurrency", "8", "--jwe-pool", "4", "--capture-method", "manual",
-                    "--json", "--quiet")
+                    "--encrypted-card", "--json", "--quiet")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     completed = report["throughput"]["completed"]
     assert report["captureMethod"] == "manual" and completed > 0
+    assert report["tokenize"] is False and "tokenize" not in report["endpoints"]  # the JWE straight to process
     assert report["throughput"]["outcomes"] == {"succeeded": completed} and report["errors"] == {}
     assert report["endpoints"]["capture"]["count"] >= completed
     # Every succeeded payment is an authorization captured once at the processor (in full).
