@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from paygate_server.clock import now_us
+from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.console.actions import recent_actions
+from paygate_server.console.pages.reconciliation import age_text
+from paygate_server.currencies import format_minor
 from paygate_server.intents.endpoints import routes as intent_routes
 from paygate_server.processing.endpoints import routes as processing_routes
 from paygate_server.simulator.testing import SimulatorProcess
@@ -113,6 +115,29 @@ async def test_queue_lists_unknown_operations_oldest_first(seeded_console: tuple
     refused = await con.http.post("/reconciliation/check", headers={"origin": con.origin},
                                   data={"csrf": await con.csrf(), "kind": "charge", "object_id": oldest_first[0]})
     assert refused.status_code == 403  # …and its POST is refused
+
+
+async def test_a_queue_row_states_its_age_when_it_began_its_amount_and_the_last_answer(
+        seeded_console: tuple[InProcessConsole, Seeded]) -> None:
+    """SPEC §12: unknown attempts with their age and the processor's last answer. The
+    amount reads as every other amount of the console does (once it was in minor units,
+    labelled "cents" whatever the currency)."""
+    con, seeded = seeded_console
+    await signed_in(con, "viewer")
+    oldest = min(seeded.queue, key=lambda q: q["created_at"])
+    attempt = next(a for a in seeded.attempts if a["id"] == oldest["object_id"])
+    before = now_us()
+    page = (await con.http.get("/reconciliation")).text
+    after = now_us()
+    found = re.search(rf"<tr>\s*<td>.*?{oldest['object_id']}.*?</tr>", page, re.S)
+    assert found is not None
+    row = found.group(0)
+    ages = {age_text(at - oldest["created_at"]) for at in (before, after)}
+    assert any(f"<td>{age}<br>" in row for age in ages), (ages, row)
+    assert to_rfc3339(oldest["created_at"]) in row
+    assert f"{format_minor(attempt['amount'], attempt['currency'])} {attempt['currency']}" in row, row
+    assert (oldest.get("last_result") or "not asked yet") in row
+    assert "minor units" not in page
 
 
 async def test_ask_again_settles_through_the_reconciler_and_is_recorded(
