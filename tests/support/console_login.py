@@ -6,7 +6,7 @@ import re
 
 __all__ = ["login_token"]
 
-_TOKEN = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
+_TOKEN = re.compile(r'name="csrf" value="([a-p]{64})"')
 
 
 def login_token(page: str) -> str:

@@ -51,6 +51,7 @@ from paygate_server.http.hosts import (
     parse_host,
     safe_without_configuration,
 )
+from paygate_server.letter_digests import as_letters
 
 __all__ = ["CONTENT_SECURITY_POLICY", "CSRF_FIELD", "HSTS", "SECURE_SESSION_COOKIE", "CsrfTokens",
            "HostCheck", "SecurityHeaders", "add_security_headers", "check_console_origin", "console_serves_host",
@@ -91,7 +92,10 @@ class CsrfTokens:
         self._key = master.derive(CSRF_PURPOSE)
 
     def token(self, session_id: bytes) -> str:
-        return hmac.new(self._key, session_id, hashlib.sha256).hexdigest()
+        # In letters, not hex: about 1.5 % of hex HMACs hold a Luhn-valid run of digits, and
+        # every form holding a card number is refused (web.read_form) — those sessions could
+        # send no form at all (letter_digests.py).
+        return as_letters(hmac.new(self._key, session_id, hashlib.sha256).hexdigest())
 
     def login_token(self, login_id: bytes) -> str:
         return self.token(b"login\x00" + login_id)

@@ -213,6 +213,9 @@ class FormRefused(Exception):
         self.message = message
 
 
+_NEVER_KEPT = frozenset({"password", CSRF_FIELD})
+
+
 async def read_form(request: Request) -> Form:
     """The url-encoded form's fields (the first value of each); FormRefused otherwise."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -234,8 +237,9 @@ async def read_form(request: Request) -> Form:
         raise FormRefused(400, "The form holds a character no field takes (NUL): type the values again.")
     form = {name: values[0] for name, values in fields.items()}
     # Whatever a form stores or shows back (a merchant's name, a refund's reason, an
-    # operator's email) must not be a card number; a password is never shown or stored.
-    if contains_card_number([(name, value) for name, value in form.items() if name != "password"]):
+    # operator's email) must not be a card number; a password and the form's CSRF token are
+    # never shown or stored.
+    if contains_card_number([(name, value) for name, value in form.items() if name not in _NEVER_KEPT]):
         raise FormRefused(400, CARD_NUMBER_REFUSED)
     return form
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.console.accounts import LOGIN_REFUSED, Accounts
 from paygate_server.console.roles import PERMISSIONS, ROLES, can
 from paygate_server.console.security import (
@@ -17,8 +18,10 @@ from paygate_server.console.security import (
     HSTS,
     LOGIN_COOKIE_NAME,
     SECURE_SESSION_COOKIE,
+    CsrfTokens,
 )
 from paygate_server.console.sessions import COOKIE_NAME
+from paygate_server.crypto import MasterKey
 from paygate_server.storage.operators import recent_failures
 from tests.server.console.conftest import (
     CHEAP,
@@ -266,6 +269,23 @@ async def test_post_without_or_with_a_wrong_csrf_token_is_refused(con: InProcess
         foreign = await second.csrf()
     refused = await con.http.post("/logout", data={"csrf": foreign}, headers={"origin": con.origin})
     assert refused.status_code == 403
+
+
+def test_no_csrf_token_looks_like_a_card_number() -> None:
+    # Written in hex, about 1.5 % of tokens held a Luhn-valid run of digits, and every form
+    # holding a card number is refused: those sessions (and login pages) could send no form.
+    tokens = CsrfTokens(MasterKey(bytes(range(32))))
+    for n in range(2_000):
+        for token in (tokens.token(n.to_bytes(16, "big")), tokens.login_token(n.to_bytes(16, "big"))):
+            assert len(token) == 64 and token.isalpha() and not contains_card_number(token), token
+
+
+async def test_a_csrf_field_is_judged_as_a_token_not_as_a_card_number(con: InProcessConsole) -> None:
+    # The token is never shown or stored: a wrong one that looks like a card number is a wrong
+    # token (403), not the card-number refusal (400) the other fields get.
+    await con.log_in(await con.operator("viewer"))
+    response = await con.http.post("/logout", data={"csrf": "4242424242424242"}, headers={"origin": con.origin})
+    assert response.status_code == 403 and "reload the page" in response.text
 
 
 async def test_logout_revokes_the_session(con: InProcessConsole) -> None:
