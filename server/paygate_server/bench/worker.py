@@ -79,8 +79,8 @@ class Signer:
             self._ts_second, self._ts = second, format_timestamp()
         nonce = os.urandom(16).hex()
         signature = compute_signature(self._secret, method, target, self._ts, nonce, body)
-        # URL-safe base64, not hex: a long run of digits could pass for a card number, which
-        # the gateway refuses in an Idempotency-Key (400 plaintext_card_data).
+        # URL-safe base64, not hex: a key is the merchant's free text, so one holding a long
+        # run of digits could pass for a card number in a load test's logs.
         extra = f"Idempotency-Key: bench_{secrets.token_urlsafe(12)}\r\n" if self._idempotency and method == "POST" else ""
         return self._auth + (
             f"X-Request-Timestamp: {self._ts}\r\nX-Request-Nonce: {nonce}\r\n"
