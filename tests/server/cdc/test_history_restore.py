@@ -1,0 +1,132 @@
+"""The database restored from a backup older than its archive, end to end (docs/operations.md,
+"Backups and restore"; docs/history.md, "After a restore").
+
+Payments, archived; a backup (SQLite's backup API, or pg_dump); more payments, archived; the
+backup restored into a new database, sequences, heads and relay offsets included. Before
+``paygate history resume-after-restore`` the gateway and the relay refuse (before, the relay
+adopted the archive's position and shipped the restored database's next changes under the ids
+the archive already held: "6 changes differ between the archive and the database", and an
+intent's sequence 3 twice). After it, new changes go on after the archive's ids and sequences,
+the relay ships them to the same archive, and ``audit verify`` passes, reporting what the
+restore lost."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paygate_server.cdc.archive import ArchiveAhead, ArchiveReader
+from paygate_server.cdc.audit import verify_archive
+from paygate_server.cdc.restore import archive_ahead
+from paygate_server.cdc.store import LocalStore
+from paygate_server.cdc.timeline import archived_timeline, whole_timeline
+from paygate_server.storage import Database
+from paygate_server.storage.changes import Change
+from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, touch
+from tests.server.cdc.restore_support import backup, restored
+from tests.server.cdc.test_cdc_archive import _archive, _load
+from tests.support.app import TEST_MASTER_KEY
+from tests.support.databases import opened_database
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``paygate …`` as the operator runs it: its own process, the worktree's code."""
+    path = os.pathsep.join(str(ROOT / p) for p in ("server", "sdk", "checkout", "."))
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")} | env | {"PYTHONPATH": path}
+    return subprocess.run([sys.executable, "-m", "paygate_server", *args], env=full, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _refused(result: subprocess.CompletedProcess[str], words: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("paygate: ") and words in result.stderr, result.stderr
+
+
+async def _archived(store: LocalStore) -> list[Change]:
+    return [c async for c in ArchiveReader(store).changes()]
+
+
+async def _before_the_failure(db: Database, url: str, tmp_path: Path, store: LocalStore) -> tuple[Path, list[str]]:
+    """Payments archived, a backup, then more payments archived (on intents the backup has and
+    on new ones): the backup and the intents it has."""
+    intents = await _load(db, 4)
+    await _archive(db, store)
+    saved = backup(url, tmp_path)
+    async with db.write() as conn:
+        await touch(conn, intents[0], "in_progress")
+    async with db.write() as conn:
+        await touch(conn, intents[0])
+        await touch(conn, intents[1], "canceled")
+    await _load(db, 2)
+    await _archive(db, store)
+    return saved, intents
+
+
+async def test_a_restore_under_a_newer_archive_is_refused_then_resumed(fresh_database_url: str,
+                                                                       tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "archive")
+    async with opened_database(fresh_database_url) as old:
+        saved, intents = await _before_the_failure(old, fresh_database_url, tmp_path, store)
+        kept_by_backup = {c.id for c in await all_changes(old)}
+    archived = await _archived(store)
+    async with restored(saved, fresh_database_url, tmp_path) as url, opened_database(url) as db:
+        backed_up = {c.id for c in await all_changes(db)}
+        lost = sorted(c.id for c in archived if c.id not in backed_up)
+        assert lost and kept_by_backup > backed_up
+        env = {"PAYGATE_DATABASE_URL": url, "PAYGATE_DATA_DIR": str(tmp_path / "data"),
+               "PAYGATE_MASTER_KEY": TEST_MASTER_KEY, "PAYGATE_ARCHIVE_DIR": str(tmp_path / "archive"),
+               "PAYGATE_PROCESSOR_URL": "http://127.0.0.1:9", "PAYGATE_RELAY_POLL_INTERVAL_S": "0.05"}
+
+        # Before the command: nothing runs on, nothing is written to the archive.
+        manifest = sorted((tmp_path / "archive" / "manifest").iterdir())
+        assert isinstance(await archive_ahead(db, store), ArchiveAhead)
+        with pytest.raises(ArchiveAhead, match="resume-after-restore"):
+            await _archive(db, store)
+        _refused(_cli(env, "serve", "--port", "0"), "run `paygate history resume-after-restore`")
+        _refused(_cli(env, "relay", "--once"), "restored from a backup older than the archive")
+        assert sorted((tmp_path / "archive" / "manifest").iterdir()) == manifest
+
+        done = _cli(env, "history", "resume-after-restore", "--json")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["lost"] | {"recordedAt": None} == {
+            "recordedAt": None, "firstId": lost[0], "lastId": lost[-1], "changes": len(lost), "intents": 4,
+            "archiveSegment": len(manifest), "resumedAfterId": max(c.id for c in archived)}, report
+        _refused(_cli(env, "history", "resume-after-restore"), "nothing to resume after")
+
+        # New payments: on the intent the restore set back, on one it did not touch, a new one.
+        merchant = await new_merchant(db)
+        async with db.write() as conn:
+            await touch(conn, intents[0], "canceled")
+            await touch(conn, intents[2])
+            fresh = await new_intent(conn, merchant)
+        new = [c for c in await all_changes(db) if c.id not in backed_up]
+        assert min(c.id for c in new) == max(c.id for c in archived) + 1
+        archived_seq = max(c.intent_seq for c in archived if c.intent_id == intents[0])
+        assert [c.intent_seq for c in new if c.intent_id == intents[0]] == [archived_seq + 1]
+
+        await _archive(db, store)  # the relay ships again, to the same archive
+        verified = await verify_archive(db, ArchiveReader(store))
+        assert verified.ok, verified.text()
+        assert verified.restore_lost == [len(lost)] and not verified.not_in_database, verified.text()
+        assert f"{len(lost)} changes (ids {lost[0]}–{lost[-1]}), in the archive only" in verified.text()
+        assert verified.to_json()["lostInRestores"][0]["inArchive"] == len(lost)
+        assert _cli(env, "audit", "verify").returncode == 0
+
+        # The intent touched on both sides: one history, the lost changes where they happened.
+        timeline = await whole_timeline(db, intents[0], store)
+        assert [c.intent_seq for c in timeline] == list(range(1, archived_seq + 2))
+        assert [c.id for c in timeline if c.id in lost] == [c.id for c in archived
+                                                          if c.intent_id == intents[0] and c.id in lost]
+        from_archive = await archived_timeline(db, store, intents[0])
+        assert [(c.id, c.intent_seq) for c in from_archive] == [(c.id, c.intent_seq) for c in timeline]
+        shown = _cli(env, "audit", "show", intents[0], "--archive")
+        assert shown.returncode == 0 and f"{archived_seq + 1} changes" in shown.stdout, shown.stderr
+        assert [c.intent_seq for c in await whole_timeline(db, fresh, store)] == [1]
