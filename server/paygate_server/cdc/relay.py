@@ -85,6 +85,7 @@ class ConsumerStats:
     batches: int = 0
     reads: int = 0
     last_error: str | None = None
+    refused: int = 0  # starts refused (ConsumerRefused): the consumer waits for an operator
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -159,6 +160,7 @@ class Relay:
                 if stats.last_error != str(exc):  # once, not at every retry
                     log.error("relay consumer %s stopped: %s", consumer.name, exc)
                 stats.last_error = str(exc)
+                stats.refused += 1
                 await asyncio.sleep(max(1.0, self._settings.relay_lease_retry_s))
             except Exception as exc:
                 stats.last_error = repr(exc)[:300]

@@ -21,7 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from paygate_server.cdc.archive import ArchiveAhead, ArchiveProblem, ArchiveReader, ManifestEntry, ahead_of
+from paygate_server.cdc.archive import (
+    ArchiveAhead,
+    ArchiveProblem,
+    ArchiveReader,
+    ManifestEntry,
+    ahead_of,
+)
 from paygate_server.cdc.index import unindexed, write_index
 from paygate_server.cdc.store import ObjectStore, store_for
 from paygate_server.clock import now_us, to_rfc3339
@@ -34,8 +40,8 @@ from paygate_server.storage.history_prune import HistoryPruneStore
 from paygate_server.storage.history_restores import RestoreRecord, RestoreStore
 from paygate_server.storage.relay_offsets import read_offset
 
-__all__ = ["archive_ahead", "refuse_if_archive_ahead", "resume_after_restore", "ResumeReport", "NothingToResume", "ResumeRefused",
-           "ARCHIVE_CONSUMER"]
+__all__ = ["archive_ahead", "refuse_if_archive_ahead", "resume_after_restore", "ResumeReport", "NothingToResume",
+           "ResumeRefused", "ARCHIVE_CONSUMER"]
 
 ARCHIVE_CONSUMER = "archive"
 _PAGE = 5000

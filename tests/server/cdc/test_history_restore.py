@@ -11,24 +11,29 @@ the relay ships them to the same archive, and ``audit verify`` passes, reporting
 restore lost."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from paygate_server.cdc.archive import ArchiveAhead, ArchiveReader
+from paygate_server.cdc.archive import ArchiveAhead, ArchiveReader, ArchiveSink
 from paygate_server.cdc.audit import verify_archive
+from paygate_server.cdc.relay import ConsumerStats, Relay
 from paygate_server.cdc.restore import archive_ahead
 from paygate_server.cdc.store import LocalStore
 from paygate_server.cdc.timeline import archived_timeline, whole_timeline
 from paygate_server.storage import Database
+from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.changes import Change
-from tests.server.cdc.conftest import all_changes, new_intent, new_merchant, touch
+from tests.server.cdc.conftest import ListSink, all_changes, new_intent, new_merchant, touch
 from tests.server.cdc.restore_support import backup, restored
-from tests.server.cdc.test_cdc_archive import _archive, _load
+from tests.server.cdc.test_cdc_archive import FAST, _archive, _load
 from tests.support.app import TEST_MASTER_KEY
 from tests.support.databases import opened_database
 
@@ -130,3 +135,35 @@ async def test_a_restore_under_a_newer_archive_is_refused_then_resumed(fresh_dat
         shown = _cli(env, "audit", "show", intents[0], "--archive")
         assert shown.returncode == 0 and f"{archived_seq + 1} changes" in shown.stdout, shown.stderr
         assert [c.intent_seq for c in await whole_timeline(db, fresh, store)] == [1]
+
+
+async def test_a_running_relay_stops_shipping_with_one_line_until_the_command_runs(
+        fresh_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The relay inside a gateway (``run_forever``): the archive consumer refuses in one log
+    line, logged once however often it asks again, and ships nothing; the others go on."""
+    store = LocalStore(tmp_path / "archive")
+    async with opened_database(fresh_database_url) as old:
+        saved, _ = await _before_the_failure(old, fresh_database_url, tmp_path, store)
+    manifest = sorted((tmp_path / "archive" / "manifest").iterdir())
+    async with restored(saved, fresh_database_url, tmp_path) as url, opened_database(url) as db:
+        other = ListSink(name="other")
+        relay = Relay(db, FAST, [ArchiveSink(store, ArchiveIndex(db), batch_size=4, linger_s=0.0), other])
+        task = asyncio.ensure_future(relay.run_forever())
+        try:
+            await asyncio.wait_for(relay.stats.setdefault("other", ConsumerStats()).caught_up.wait(), 30)
+            stopped = relay.stats.setdefault("archive", ConsumerStats())
+            await asyncio.wait_for(_until(lambda: stopped.refused >= 3), 30)  # asked again: still one line
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    lines = [r for r in caplog.records if r.name == "paygate.cdc" and r.levelname == "ERROR"]
+    assert len(lines) == 1 and "paygate history resume-after-restore" in lines[0].getMessage(), lines
+    assert lines[0].exc_info is None
+    assert relay.stats["archive"].delivered == 0 and other.received
+    assert sorted((tmp_path / "archive" / "manifest").iterdir()) == manifest
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)  # polling the relay's stats, bounded by the caller's wait_for
