@@ -378,16 +378,18 @@ async def _compare(log: ChangeLog, segment: list[Change], report: VerifyReport, 
     pruned_through = (await prune.state()).may_be_pruned_through if absent_ids else 0
     restore_lost: set[int] = set()
     for absent in absent_ids:
-        if absent <= pruned_through:
-            report.archive_only += 1
-            continue
+        # A recorded loss first: pruning later moves its bound past the lost ids, which never
+        # were in this database to prune.
         for i, record in enumerate(report.restores):
             if record.first_id <= absent <= record.last_id and number <= record.archive_segment:
                 report.restore_lost[i] += 1
                 restore_lost.add(absent)
                 break
         else:
-            report.not_in_database.add(absent)
+            if absent <= pruned_through:
+                report.archive_only += 1
+            else:
+                report.not_in_database.add(absent)
     return restore_lost
 
 

@@ -24,10 +24,13 @@ import pytest
 
 from paygate_server.cdc.archive import ArchiveAhead, ArchiveReader, ArchiveSink
 from paygate_server.cdc.audit import verify_archive
+from paygate_server.cdc.prune import HistoryPruner
 from paygate_server.cdc.relay import ConsumerStats, Relay
 from paygate_server.cdc.restore import archive_ahead
 from paygate_server.cdc.store import LocalStore
 from paygate_server.cdc.timeline import archived_timeline, whole_timeline
+from paygate_server.clock import now_us
+from paygate_server.config import Settings
 from paygate_server.storage import Database
 from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.changes import Change
@@ -135,6 +138,14 @@ async def test_a_restore_under_a_newer_archive_is_refused_then_resumed(fresh_dat
         shown = _cli(env, "audit", "show", intents[0], "--archive")
         assert shown.returncode == 0 and f"{archived_seq + 1} changes" in shown.stdout, shown.stderr
         assert [c.intent_seq for c in await whole_timeline(db, fresh, store)] == [1]
+
+        # Pruning goes on past the restore (on PostgreSQL only whole partitions go: none here).
+        pruned = await HistoryPruner(db, store, Settings(history_retention_s=0)).run(now=now_us() + 1_000_000)
+        assert pruned.archive_problem is None and (pruned.rows > 0 or not db.is_sqlite), pruned.to_json()
+        after = await verify_archive(db, ArchiveReader(store))
+        assert after.ok and after.restore_lost == [len(lost)] and after.archive_only == pruned.rows, after.text()
+        timeline = await whole_timeline(db, intents[0], store)
+        assert [c.intent_seq for c in timeline] == list(range(1, archived_seq + 2))
 
 
 async def test_a_running_relay_stops_shipping_with_one_line_until_the_command_runs(
