@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from paygate_server.cdc.archive import (
     ArchiveAhead,
     ArchiveProblem,
@@ -29,6 +31,7 @@ from paygate_server.cdc.archive import (
     ahead_of,
 )
 from paygate_server.cdc.index import unindexed, write_index
+from paygate_server.cdc.s3 import S3Error
 from paygate_server.cdc.store import ObjectStore, store_for
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.config import Settings
@@ -73,10 +76,15 @@ async def refuse_if_archive_ahead(settings: Settings, db: Database) -> None:
     relay: its payments would take the change ids the archive already holds."""
     store = store_for(settings)
     try:
-        if (ahead := await archive_ahead(db, store)) is not None:
-            raise ahead
+        ahead = await archive_ahead(db, store)
+    except (S3Error, httpx.HTTPError, ArchiveProblem, OSError):
+        # An archive that cannot be read now does not keep the gateway from starting (it did
+        # not before): the archive consumer reads it again at its start and refuses then.
+        return
     finally:
         await store.close()
+    if ahead is not None:
+        raise ahead
 
 
 async def _entry(reader: ArchiveReader, name: str) -> ManifestEntry:
