@@ -329,7 +329,8 @@ class VerifyReport:
         lines += [f"PROBLEM {p}" for p in self.problems]
         for label, sample in (("missing from the archive", self.missing),
                               ("archived but missing from the database, though never pruned (a database"
-                               " restored from a backup older than the archive?)", self.not_in_database),
+                               " restored from a backup older than the archive? then run `paygate history"
+                              " resume-after-restore`)", self.not_in_database),
                               ("differ between the archive and the database", self.mismatched)):
             if sample.count:
                 lines.append(f"PROBLEM {sample.count} changes {label}: {sample.text()}")
