@@ -37,7 +37,8 @@ from paygate_server.storage.changes import Change
 from tests.server.cdc.conftest import ListSink, all_changes, new_intent, new_merchant, touch
 from tests.server.cdc.restore_support import backup, restored
 from tests.server.cdc.test_cdc_archive import FAST, _archive, _load
-from tests.support.app import TEST_MASTER_KEY
+from tests.support.app import TEST_MASTER_KEY, running_gateway
+from tests.support.app import test_settings as gateway_settings
 from tests.support.databases import opened_database
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -138,6 +139,18 @@ async def test_a_restore_under_a_newer_archive_is_refused_then_resumed(fresh_dat
         shown = _cli(env, "audit", "show", intents[0], "--archive")
         assert shown.returncode == 0 and f"{archived_seq + 1} changes" in shown.stdout, shown.stderr
         assert [c.intent_seq for c in await whole_timeline(db, fresh, store)] == [1]
+
+        # The gateway on the resumed database: an intent created through the API is numbered
+        # and archived after the archive's changes, and its history answers.
+        settings = gateway_settings(url, tmp_path / "gateway", archive_dir=tmp_path / "archive")
+        async with running_gateway(settings) as gw:
+            shop = await gw.new_merchant()
+            pid = (await shop.create_intent(1234))["paymentIntentId"]
+            await gw.gateway.relay.drain()
+            history = await shop.get(f"/api/v1/payment/intent/{pid}/history")
+            assert history.status_code == 200 and [e["sequence"] for e in history.json()["data"]] == [1], history.text
+        assert min(c.id for c in await all_changes(db) if c.intent_id == pid) > max(c.id for c in archived)
+        assert (await verify_archive(db, ArchiveReader(store))).ok
 
         # Pruning goes on past the restore (on PostgreSQL only whole partitions go: none here).
         pruned = await HistoryPruner(db, store, Settings(history_retention_s=0)).run(now=now_us() + 1_000_000)
