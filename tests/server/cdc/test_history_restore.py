@@ -26,7 +26,7 @@ from paygate_server.cdc.archive import ArchiveAhead, ArchiveReader, ArchiveSink
 from paygate_server.cdc.audit import verify_archive
 from paygate_server.cdc.prune import HistoryPruner
 from paygate_server.cdc.relay import ConsumerStats, Relay
-from paygate_server.cdc.restore import archive_ahead
+from paygate_server.cdc.restore import ResumeRefused, archive_ahead, resume_after_restore
 from paygate_server.cdc.store import LocalStore
 from paygate_server.cdc.timeline import archived_timeline, whole_timeline
 from paygate_server.clock import now_us
@@ -34,6 +34,7 @@ from paygate_server.config import Settings
 from paygate_server.storage import Database
 from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.changes import Change
+from paygate_server.storage.history_restores import RestoreStore
 from tests.server.cdc.conftest import ListSink, all_changes, new_intent, new_merchant, touch
 from tests.server.cdc.restore_support import backup, restored
 from tests.server.cdc.test_cdc_archive import FAST, _archive, _load
@@ -191,3 +192,21 @@ async def test_a_running_relay_stops_shipping_with_one_line_until_the_command_ru
 async def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.01)  # polling the relay's stats, bounded by the caller's wait_for
+
+
+async def test_changes_written_under_the_archives_ids_before_the_command_are_refused(
+        fresh_database_url: str, tmp_path: Path) -> None:
+    """A writer that is not refused (``paygate reconcile``, the console) captured a change on
+    the restored database before the command: it holds an id the archive holds with other
+    content. Neither can be rewritten, so the command refuses in one line, changing nothing."""
+    store = LocalStore(tmp_path / "archive")
+    async with opened_database(fresh_database_url) as old:
+        saved, intents = await _before_the_failure(old, fresh_database_url, tmp_path, store)
+    async with restored(saved, fresh_database_url, tmp_path) as url, opened_database(url) as db:
+        async with db.write() as conn:
+            await touch(conn, intents[3], "canceled")
+        with pytest.raises(ResumeRefused, match="under ids the archive holds with other content") as refused:
+            await resume_after_restore(db, store)
+        assert "\n" not in str(refused.value)
+        assert await RestoreStore(db).records() == []
+        assert isinstance(await archive_ahead(db, store), ArchiveAhead)  # still refused
