@@ -141,16 +141,25 @@ async def resume_after_restore(db: Database, store: ObjectStore) -> ResumeReport
     if not names:
         raise NothingToResume("the archive is empty: there is nothing to resume after")
     resumed_through = await restores.resumed_through_segment()
+    high = await restores.id_high_water()
     offset = await read_offset(db, ARCHIVE_CONSUMER)
     pruned_through = (await HistoryPruneStore(db).state()).may_be_pruned_through
     # Newest first, back to the first entry the database had recorded delivering (it and
     # those before it hold only changes the backup has, or pruning took) or to the last
-    # restore recorded. Positions only grow along the manifest.
+    # restore recorded. Positions only grow along the manifest. An offset that covers an entry
+    # naming an id this database never handed out was not written by it (the relay before
+    # this command existed took the archive's own position on its first start after the
+    # restore): it says nothing about what the backup holds, and is ignored.
     newer: list[ManifestEntry] = []
+    trusted = True
     for name in reversed(names):
         entry = await _entry(reader, name)
-        if entry.number <= resumed_through or entry.position.key() <= offset.key():
+        if entry.number <= resumed_through:
             break
+        if trusted and entry.position.key() <= offset.key():
+            if ahead_of(entry, high) is None:
+                break
+            trusted = False
         newer.append(entry)
     newer.reverse()
     newest_segment = newer[-1].number if newer else 0
@@ -179,7 +188,6 @@ async def resume_after_restore(db: Database, store: ObjectStore) -> ResumeReport
         raise ResumeRefused(f"the database already holds {len(set(clashes))} changes under ids the archive holds with"
                             f" other content ({shown}): it ran after the restore before this command;"
                             " see docs/operations.md, \"Backups and restore\"")
-    high = await restores.id_high_water()
     if not lost and archive_max <= high:
         records = await restores.records()
         done = f" (the restore recorded at {to_rfc3339(records[-1].recorded_at)} is handled)" if records else ""

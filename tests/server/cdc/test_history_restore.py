@@ -35,6 +35,7 @@ from paygate_server.storage import Database
 from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.changes import Change
 from paygate_server.storage.history_restores import RestoreStore
+from paygate_server.storage.relay_offsets import save_offset
 from tests.server.cdc.conftest import ListSink, all_changes, new_intent, new_merchant, touch
 from tests.server.cdc.restore_support import backup, restored
 from tests.server.cdc.test_cdc_archive import FAST, _archive, _load
@@ -210,3 +211,22 @@ async def test_changes_written_under_the_archives_ids_before_the_command_are_ref
         assert "\n" not in str(refused.value)
         assert await RestoreStore(db).records() == []
         assert isinstance(await archive_ahead(db, store), ArchiveAhead)  # still refused
+
+
+async def test_an_offset_the_relay_took_from_the_archive_after_the_restore_is_not_trusted(
+        fresh_database_url: str, tmp_path: Path) -> None:
+    """Started after the restore with the code before the refusal, the relay took the archive's
+    own position as its offset (the position of changes this database never had). The
+    command does not read it as "delivered up to here": it finds every lost change."""
+    store = LocalStore(tmp_path / "archive")
+    async with opened_database(fresh_database_url) as old:
+        saved, _ = await _before_the_failure(old, fresh_database_url, tmp_path, store)
+    archived = await _archived(store)
+    reader = ArchiveReader(store)
+    newest = await reader.entry((await reader.entry_names())[-1])
+    async with restored(saved, fresh_database_url, tmp_path) as url, opened_database(url) as db:
+        backed_up = {c.id for c in await all_changes(db)}
+        async with db.write() as conn:
+            await save_offset(conn, "archive", newest.position, 0)
+        report = await resume_after_restore(db, store)
+        assert report.record.changes == len([c for c in archived if c.id not in backed_up]) > 0
