@@ -2,6 +2,8 @@
 # Alternating before/after runs of paygate bench: gateway CPU per complete payment and per create,
 # SQLite and PostgreSQL. Usage: alternate.sh ROUNDS OUTFILE
 # BEFORE and AFTER: worktrees of the two commits, each with its own .venv (make venv).
+# BEFORE_ARGS / AFTER_ARGS (optional): more bench options for one side only, e.g. AFTER_ARGS=--encrypted-card
+# to measure the flow an older commit's bench drove (it did not tokenize) with a newer one.
 # PAUSE_PGID (optional): a process group to stop (SIGSTOP) during each bench run and resume
 # (SIGCONT) right after, e.g. a long background job at nice 19 sharing the box; the trap resumes
 # it whatever way the script ends.
@@ -28,6 +30,8 @@ for round in $(seq 1 "$ROUNDS"); do
         tree=${TREE[$which]}
         commit=$(git -C "$tree" rev-parse --short HEAD)
         args=(--spawn --duration 15 --warmup 3 --concurrency 32 --scenario "$scenario" --json --quiet)
+        extra=$([ "$which" = before ] && echo "${BEFORE_ARGS:-}" || echo "${AFTER_ARGS:-}")
+        [ "$scenario" = payment ] && [ -n "$extra" ] && args+=($extra)
         name=""
         if [ "$db" = postgresql ]; then
           name="pab_${which}_${round}_${scenario}"

@@ -28,6 +28,7 @@ from paygate_server.console.accounts import Accounts
 from paygate_server.procs import ServiceProcess, console_command
 from paygate_server.storage import create_database
 from tests.server.console.conftest import CHEAP
+from tests.support.console_login import login_token
 from tests.support.console_seed import COMMON_LAST4, Seeded
 from tests.support.processes import gateway_env
 
@@ -83,7 +84,9 @@ def _pages(http: httpx.Client, seeded: Seeded) -> dict[str, str]:
 
 def measure(base_url: str, seeded: Seeded) -> list[tuple[str, float, float]]:
     with httpx.Client(base_url=base_url, timeout=30) as http:
-        signed = http.post("/login", data={"email": EMAIL, "password": PASSWORD}, headers={"origin": base_url})
+        token = login_token(http.get("/login").text)  # the login form's cookie and CSRF token
+        signed = http.post("/login", data={"email": EMAIL, "password": PASSWORD, "csrf": token},
+                           headers={"origin": base_url})
         assert signed.status_code == 303, signed.text[:300]
         results = []
         for name, path in _pages(http, seeded).items():

@@ -217,7 +217,8 @@ def error_from_response(response: httpx.Response) -> PaygateError:
     JSON (a proxy's HTML page, an empty 502) still gives the right class."""
     try:
         text: str | None = response.text
-    except (UnicodeDecodeError, LookupError):
+    # UnicodeError, not only UnicodeDecodeError: utf-16 without a BOM raises the former.
+    except (UnicodeError, LookupError):
         text = None
     try:
         body: Any = _json.loads(response.content) if response.content else None

@@ -86,7 +86,13 @@ def _typing(args: Sequence[str]) -> Iterator[None]:
 class Parser(argparse.ArgumentParser):
     """An :class:`argparse.ArgumentParser` whose refusals are one scrubbed line.
 
-    Sub-command parsers are made of the same class (``add_subparsers`` uses the parent's)."""
+    Sub-command parsers are made of the same class (``add_subparsers`` uses the parent's).
+    Options are taken only as spelt out: argparse would take ``--nam`` for ``--name``, and a
+    later option sharing the prefix would silently change what an operator's script means."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     # Both: ``parse_args`` refuses unrecognized arguments after ``parse_known_args`` returns.
     # argparse refuses them as the top-level parser (`paygate serve --prot 1` said "see paygate

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from paygate_server.console.security import HSTS, SECURE_SESSION_COOKIE
+from paygate_server.console.security import HSTS, LOGIN_COOKIE_NAME, SECURE_SESSION_COOKIE
 from paygate_server.procs import ServiceProcess, console_command
 from tests.browser.conftest import launch_browser
 from tests.browser.test_console_browser import ConsoleSite, _off_thread
@@ -84,7 +84,9 @@ def test_over_the_https_origin_the_cookie_is_host_prefixed_and_login_works(page:
     assert page.locator(".email").inner_text() == email  # the browser sends it back
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(proxied.public_url + "/login")
-    assert page.context.cookies() == []  # cleared: the Secure deletion matched the __Host- cookie
+    # The session cookie cleared (the Secure deletion matched the __Host- cookie); the login
+    # page it landed on set its form's own cookie, which opens nothing.
+    assert [c["name"] for c in page.context.cookies()] == ["__Host-" + LOGIN_COOKIE_NAME]
 
 
 def test_a_rebound_name_gets_the_wrong_address_page_not_the_login_form(page: Any, proxied: ProxiedConsole) -> None:

@@ -153,6 +153,13 @@ class FakeGateway:
                       *({"type": "refund.updated", "objectId": r["refundId"], "data": r} for r in refunds)]
             return 200, {"data": [{**e, "sequence": i + 1, "createdAt": _now()} for i, e in enumerate(events)],
                          "hasMore": False}
+        if path.startswith("/api/v1/payment/refund/"):
+            refund_id = path.rsplit("/", 1)[1]
+            found = [r for r in self.refunds if r["refundId"] == refund_id]
+            if found:
+                return 200, found[0]
+            return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                   "message": "no such refund", "param": "refundId", "requestId": "req_1"}}
         if path.startswith("/api/v1/payment/intent/"):
             return 200, self.intents[path.rsplit("/", 1)[1]]
         if path == "/api/v1/payment/refund":

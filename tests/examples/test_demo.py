@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from tests.examples.demo_process import running_demo
+from tests.support.console_login import login_token
 from tests.support.logscan import leaks_in
 
 
@@ -24,7 +25,8 @@ def _console_login(console: str, banner: str) -> tuple[str, str]:
     assert match is not None, banner
     email, password = match.groups()
     with httpx.Client(base_url=console, headers={"origin": console}) as client:
-        assert client.post("/login", data={"email": email, "password": password}).status_code == 303
+        token = login_token(client.get("/login").text)  # the login page's cookie and token, as a browser
+        assert client.post("/login", data={"email": email, "password": password, "csrf": token}).status_code == 303
         home = client.get("/")
         assert home.status_code == 200 and email in home.text and "admin" in home.text
     return email, password

@@ -82,7 +82,7 @@ async def test_the_refund_notice_names_only_this_orders_refunds(shop: ShopHarnes
 
 
 async def test_a_pending_refund_the_processor_refuses_is_released(shop: ShopHarness) -> None:
-    # A refused refund sends no webhook: the shop learns it from the intent's history.
+    # A refused refund sends no webhook: the shop reads the refund again (refunds.get).
     order_id = await _paid(shop)
     shop.gateway.refund_status = "pending"
     await _admin_refund(shop, order_id, "6.00")

@@ -261,6 +261,19 @@ async def test_an_error_body_that_is_not_utf8_keeps_its_status_and_request_id(
     assert info.value.http_status == 404 and info.value.request_id == "req_hostile"
 
 
+@pytest.mark.parametrize("charset", ["utf-16", "utf-32"])
+async def test_an_error_body_not_in_its_declared_charset_keeps_its_status_and_request_id(
+    hostile: Any, charset: str
+) -> None:
+    # Was: UnicodeError ("UTF-16 stream does not start with BOM") out of the client.
+    client, _ = hostile(
+        lambda seen: Raw(answer(409, b"null", content_type=f"application/json; charset={charset}"))
+    )
+    with pytest.raises(paygate.InvalidRequestError) as info:
+        await resolve(client.payment_intents.get("pi_123"))
+    assert info.value.http_status == 409 and info.value.request_id == "req_hostile"
+
+
 async def test_a_status_stream_of_garbage_events_then_close_ends(hostile: Any) -> None:
     garbage = (
         b"data: {not json\n\n" b"event: status\ndata: [1,2]\n\n" b"data: {\"no\": \"status\"}\n\n"

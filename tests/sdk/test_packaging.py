@@ -77,6 +77,19 @@ PROBE = textwrap.dedent("""
 """)
 
 
+def test_pip_install_paygate_depends_on_httpx_and_cryptography_only() -> None:
+    """SPEC §11: ``pip install paygate`` is the SDK and its two dependencies; the server's
+    are an extra (``paygate[server]``)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((SDK_DIR.parent.parent / "pyproject.toml").read_text())["project"]
+    assert sorted(Requirement(line).name for line in project["dependencies"]) == ["cryptography", "httpx"]
+    server = {Requirement(line).name for line in project["optional-dependencies"]["server"]}
+    assert {"starlette", "sqlalchemy"} <= server
+
+
 def test_import_loads_only_httpx_and_cryptography() -> None:
     out = subprocess.run(
         [sys.executable, "-c", PROBE], check=True, capture_output=True, text=True, timeout=60

@@ -242,6 +242,23 @@ def test_a_misspelt_option_of_a_sub_command_sends_to_that_commands_help(
     assert err.rstrip().endswith(f"(see {command} --help)"), err
 
 
+@pytest.mark.parametrize("typed, command, option", [
+    (["merchants", "create", "--nam", "Shop"], "paygate merchants create", "--nam"),
+    (["serve", "--po", "8080"], "paygate serve", "--po"),
+    (["reconcile", "settlement", "--dat", "2026-01-01"], "paygate reconcile settlement", "--dat"),
+])
+def test_an_abbreviated_option_is_refused(typed: list[str], command: str, option: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse takes a prefix of an option by default: an operator's script typing `--nam`
+    # would change meaning the day another option starting with it is added.
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(typed)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"{command}: error: ") and option in err, err
+    assert [p.prog for p in _parsers(build_parser()) if p.allow_abbrev] == []
+
+
 # ---- a master key that is not the database's -----------------------------------------------
 
 def test_a_master_key_that_is_not_the_databases_is_refused_before_anything_is_sealed(

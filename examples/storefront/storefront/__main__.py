@@ -21,7 +21,7 @@ from storefront.config import StorefrontConfig
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m storefront", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m storefront", description=__doc__, allow_abbrev=False)
     parser.add_argument("--host", default=os.environ.get("STOREFRONT_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("STOREFRONT_PORT", "8082")))
     parser.add_argument("--fd", type=int, default=None, help="serve on this inherited socket")

@@ -239,6 +239,14 @@ class OrderStore(SQLiteDatabase):
                 "WHERE order_id = ? ORDER BY rowid", (order_id,))
             return [dict(r) for r in rows]
 
+    def pending_refund_ids(self, order_id: str) -> list[str]:
+        """This order's refunds the processor has not confirmed or refused yet."""
+        placeholders = ",".join("?" * len(_PENDING_REFUNDS))
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT refund_id FROM refunds WHERE order_id = ? AND status IN ({placeholders}) "
+                                "ORDER BY rowid", (order_id, *_PENDING_REFUNDS))
+            return [str(r["refund_id"]) for r in rows]
+
     def webhook_events(self, order_id: str) -> list[dict[str, Any]]:
         with self._connect() as conn:
             rows = conn.execute(

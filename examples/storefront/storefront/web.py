@@ -108,16 +108,15 @@ class Shop:
 
 
 async def settle_pending_refunds(shop: Shop, order: Order) -> Order:
-    """Refunds the processor had not confirmed (``pending``/``unknown``), settled from the
-    intent's history. A confirmed refund also comes as ``refund.succeeded``, but a refused
+    """Refunds the processor had not confirmed (``pending``/``unknown``), each read again
+    from the gateway. A confirmed refund also comes as ``refund.succeeded``, but a refused
     one sends no event: without this look the order would show it "being processed" for
     ever and keep its amount out of what can be refunded."""
     if order.intent_id is None or order.payment.amount_refund_pending <= 0:
         return order
-    outcomes: dict[str, str] = {}
-    for event in await shop.client.payment_intents.history(order.intent_id):  # oldest first
-        if isinstance(event.object, paygate.Refund) and event.object.status:
-            outcomes[event.object.refund_id] = event.object.status
+    pending = await run(shop.store.pending_refund_ids, order.id)
+    refunds = await asyncio.gather(*(shop.client.refunds.get(refund_id) for refund_id in pending))
+    outcomes = {refund.refund_id: refund.status for refund in refunds if refund.status}
     return await run(shop.store.settle_refunds, order.id, outcomes)
 
 

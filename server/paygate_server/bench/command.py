@@ -76,6 +76,9 @@ def add_commands(sub: Any) -> None:
     w.add_argument("--jwe-pool", type=whole_number(1, 100_000), default=64, help="pre-made encryptedCard JWEs, reused round-robin")
     w.add_argument("--capture-method", choices=("automatic", "manual"), default="automatic",
                    help="payment scenario: manual authorizes, then captures (authorize + capture per payment)")
+    w.add_argument("--encrypted-card", action="store_true",
+                   help="payment scenario: process takes the JWE itself (the SDK's server-side encryption) instead "
+                        "of a token from POST /checkout/v1/tokens (the hosted form's step)")
     w.add_argument("--amount", type=int, default=1999)
     w.add_argument("--currency", default="USD")
     w.add_argument("--no-idempotency-keys", action="store_true",
@@ -176,7 +179,8 @@ def _run(args: argparse.Namespace, target: targets.Target) -> dict[str, Any]:
     base = WorkerConfig(index=0, scenario=args.scenario, host=host, port=port, merchants=target.merchants, jwes=jwes,
                         max_connections=args.connections, amount=args.amount, currency=args.currency,
                         idempotency_keys=not args.no_idempotency_keys, request_timeout_s=args.request_timeout,
-                        status_wait_s=args.status_wait, capture_method=args.capture_method)
+                        status_wait_s=args.status_wait, capture_method=args.capture_method,
+                        tokenize=not args.encrypted_card)
     plan = RunPlan(base=base, procs=args.procs, concurrency=args.concurrency, rate=args.rate,
                    duration_s=args.duration, count=args.count, warmup_s=args.warmup,
                    time_limit_s=args.time_limit, prepare=_prepare_count(args),
@@ -209,6 +213,7 @@ def _run(args: argparse.Namespace, target: targets.Target) -> dict[str, Any]:
         "idempotencyKeys": not args.no_idempotency_keys,
         "jwePool": len(jwes),
         "captureMethod": args.capture_method,
+        "tokenize": args.scenario == "payment" and not args.encrypted_card,
         "target": {"gateway": target.gateway_url, "simulator": target.simulator_url,
                    "database": target.database, "workers": target.workers,
                    "spawned": bool(args.spawn), "dataDir": str(args.data_dir) if args.data_dir else None,

@@ -7,7 +7,7 @@ from paygate_server.bench.runner import RunResult
 
 __all__ = ["ENDPOINT_ORDER", "build_report", "render_table"]
 
-ENDPOINT_ORDER = ("create", "process", "capture", "status", "status_wait", "payment")
+ENDPOINT_ORDER = ("create", "tokenize", "process", "capture", "status", "status_wait", "payment")
 _UNITS = {"payment": "payments", "create": "intents created", "status": "status reads",
           "process": "process calls"}
 
@@ -88,6 +88,8 @@ def render_table(report: dict[str, Any]) -> str:
     head = f"paygate bench: scenario {report['scenario']}"
     if report.get("captureMethod") == "manual" and report["scenario"] == "payment":
         head += " (manual capture: authorize, then capture)"
+    if report.get("tokenize") is False and report["scenario"] == "payment":
+        head += " (process takes the encryptedCard: no tokenize)"
     if report.get("mode") == "open":
         head += f", open loop at {report.get('targetRate')}/s"
     else:

@@ -30,6 +30,7 @@ HELD = "requires_capture"
 SCENARIOS = ("payment", "create", "status", "process")
 PRODUCT = {"sku": "bench-01", "name": "Benchmark mug"}
 PROGRESS_EVERY_S = 0.5
+_JSON_ONLY = b"Content-Type: application/json\r\n"
 
 Send = Callable[[str, str, bytes, bytes, float], Awaitable[Response]]  # method, target, headers, body, timeout
 
@@ -55,6 +56,10 @@ class WorkerConfig:
     flow_timeout_s: float = 60.0
     status_wait_s: int = 5
     capture_method: str = "automatic"  # manual: the payment flow authorizes, then captures
+    # The payment flow tokenizes at the checkout (POST /checkout/v1/tokens, as the hosted
+    # form does: SPEC §10's create → tokenize → process); False: process takes the JWE itself
+    # (the SDK's server-side encryption, SPEC §5), one request fewer.
+    tokenize: bool = True
 
 
 class Signer:
@@ -149,9 +154,11 @@ class Driver:
 
     # -- one request -------------------------------------------------------------------
 
-    async def call(self, send: Send, signer: Signer, endpoint: str, method: str, target: str,
+    async def call(self, send: Send, signer: Signer | None, endpoint: str, method: str, target: str,
                    body: bytes, expect: int) -> dict[str, Any] | None:
-        headers = signer.headers(method, target, body)
+        """One request; ``signer`` None: an unsigned one (the checkout's, authenticated by
+        the clientSecret in its body)."""
+        headers = _JSON_ONLY if signer is None else signer.headers(method, target, body)
         started = time.monotonic()
         try:
             response = await send(method, target, headers, body, self.cfg.request_timeout_s)
@@ -181,12 +188,21 @@ class Driver:
         return self.cfg.jwes[self.seq % len(self.cfg.jwes)]
 
     async def create(self, send: Send, signer: Signer) -> str | None:
-        data = await self.call(send, signer, "create", "POST", "/api/v1/payment/intent", self._create_body(), 201)
+        data = await self.create_intent(send, signer)
         return None if data is None else data.get("paymentIntentId")
 
-    async def process(self, send: Send, signer: Signer, intent_id: str) -> str | None:
-        body = orjson.dumps({"paymentIntentId": intent_id, "paymentMethod": "card",
-                             "paymentDetails": {"encryptedCard": self._next_jwe()}})
+    async def create_intent(self, send: Send, signer: Signer) -> dict[str, Any] | None:
+        return await self.call(send, signer, "create", "POST", "/api/v1/payment/intent", self._create_body(), 201)
+
+    async def tokenize(self, send: Send, client_secret: str) -> str | None:
+        """The hosted form's step: the encrypted card for a single-use token (SPEC §5)."""
+        body = orjson.dumps({"clientSecret": client_secret, "encryptedCard": self._next_jwe()})
+        data = await self.call(send, None, "tokenize", "POST", "/checkout/v1/tokens", body, 200)
+        return None if data is None else data.get("token")
+
+    async def process(self, send: Send, signer: Signer, intent_id: str, token: str | None = None) -> str | None:
+        card = {"token": token} if token is not None else {"encryptedCard": self._next_jwe()}
+        body = orjson.dumps({"paymentIntentId": intent_id, "paymentMethod": "card", "paymentDetails": card})
         data = await self.call(send, signer, "process", "POST", "/api/v1/payment/process", body, 200)
         return None if data is None else data.get("status")
 
@@ -207,14 +223,21 @@ class Driver:
     # -- flows ---------------------------------------------------------------------------
 
     async def payment_flow(self, send: Send, signer: Signer, started: float) -> None:
-        """create → process (encryptedCard) → status until final (at least one read); with
-        manual capture: → status until requires_capture → capture → status until final."""
+        """create → tokenize (unless ``tokenize`` is off: process takes the encryptedCard) →
+        process → status until final (at least one read); with manual capture: → status
+        until requires_capture → capture → status until final."""
         outcome: str | None = None
-        intent_id = await self.create(send, signer)
+        created = await self.create_intent(send, signer)
+        intent_id = None if created is None else created.get("paymentIntentId")
+        token = None
+        if intent_id is not None and self.cfg.tokenize:
+            token = await self.tokenize(send, str(created.get("clientSecret") if created else ""))
+            if token is None:
+                intent_id = None  # the error is recorded; the flow broke off
         if intent_id is not None:
             # A payment's flow ends at its attempt's outcome, a decline included.
             stop = OUTCOME_STATUSES | {HELD} if self.cfg.capture_method == "manual" else OUTCOME_STATUSES
-            outcome = await self._until(send, signer, intent_id, await self.process(send, signer, intent_id),
+            outcome = await self._until(send, signer, intent_id, await self.process(send, signer, intent_id, token),
                                         stop, started)
             if outcome == HELD:
                 outcome = await self._until(send, signer, intent_id, await self.capture(send, signer, intent_id),

@@ -15,7 +15,9 @@ Permission = Literal["read", "refund", "cancel", "capture", "reconcile", "replay
 
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 
-_SUPPORT: frozenset[Permission] = frozenset({"read", "refund", "cancel", "capture", "reconcile", "replay"})
+# Exactly SPEC §12's list. "reconcile" (ask the processor now, mark a late outcome handled)
+# is not in it: asking the processor can settle a payment, so it is admin's ("everything").
+_SUPPORT: frozenset[Permission] = frozenset({"read", "refund", "cancel", "capture", "replay"})
 PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     "admin": frozenset(get_args(Permission)),  # everything, operators and merchants included
     "support": _SUPPORT,

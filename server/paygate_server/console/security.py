@@ -3,8 +3,12 @@ and the session cookie's attributes.
 
 * **CSRF**: every state-changing form carries ``csrf`` = HMAC-SHA256 of the session id
   under a key derived from the master key (``MasterKey.derive``). Nothing is stored: the
-  token is valid exactly as long as its session. The login form has no session yet; it is
-  protected by the ``Origin`` check alone (a forged login could only sign the victim in).
+  token is valid exactly as long as its session. The login form has no session yet: its
+  token is the HMAC of a random id the login page puts in a cookie of its own
+  (``paygate_console_login``, the session cookie's attributes; a double-submit bound to
+  the browser), so a login form posted from anywhere but the console's own page, to that
+  browser, is refused as every other form is (a forged login signs the victim in to the
+  attacker's account: "login CSRF").
 * **Origin**: every POST must carry an ``Origin`` equal to the console's own (the
   configured ``PAYGATE_CONSOLE_ORIGIN``, else the origin the request was addressed to). A
   missing ``Origin`` is refused too, with no ``Referer`` fallback: every browser the console
@@ -50,7 +54,7 @@ from paygate_server.http.hosts import (
 
 __all__ = ["CONTENT_SECURITY_POLICY", "CSRF_FIELD", "HSTS", "SECURE_SESSION_COOKIE", "CsrfTokens",
            "HostCheck", "SecurityHeaders", "add_security_headers", "check_console_origin", "console_serves_host",
-           "cookie_is_secure", "expected_origin", "origin_allowed", "session_cookie_name"]
+           "cookie_is_secure", "expected_origin", "login_cookie_name", "origin_allowed", "session_cookie_name"]
 
 log = logging.getLogger("paygate.console")
 
@@ -71,6 +75,7 @@ _HEADERS = {
 }
 HSTS = "max-age=31536000"
 SECURE_SESSION_COOKIE = "__Host-" + COOKIE_NAME
+LOGIN_COOKIE_NAME = COOKIE_NAME + "_login"
 # Liveness and readiness probes address the process by whatever name their platform
 # uses (a container's service name, a pod's address); they say "ok" or "not ready",
 # nothing a rebinding page could use, so they answer under any Host.
@@ -78,16 +83,30 @@ PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class CsrfTokens:
+    """A form's token: HMAC-SHA256 of the session id — or, for the login form (no session
+    yet), of the random id in the browser's login cookie, under its own label so neither
+    kind of token is ever valid as the other."""
+
     def __init__(self, master: MasterKey) -> None:
         self._key = master.derive(CSRF_PURPOSE)
 
     def token(self, session_id: bytes) -> str:
         return hmac.new(self._key, session_id, hashlib.sha256).hexdigest()
 
+    def login_token(self, login_id: bytes) -> str:
+        return self.token(b"login\x00" + login_id)
+
     def valid(self, session_id: bytes, token: str | None) -> bool:
-        # As bytes: compare_digest refuses str holding non-ASCII (a TypeError, a 500), and a
-        # posted token is whatever the client typed.
-        return token is not None and hmac.compare_digest(self.token(session_id).encode(), token.encode())
+        return _same(self.token(session_id), token)
+
+    def valid_login(self, login_id: bytes, token: str | None) -> bool:
+        return _same(self.login_token(login_id), token)
+
+
+def _same(expected: str, token: str | None) -> bool:
+    # As bytes: compare_digest refuses str holding non-ASCII (a TypeError, a 500), and a
+    # posted token is whatever the client typed.
+    return token is not None and hmac.compare_digest(expected.encode(), token.encode())
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -135,6 +154,11 @@ def cookie_is_secure(scheme: str, configured: str | None) -> bool:
 
 def session_cookie_name(secure: bool) -> str:
     return SECURE_SESSION_COOKIE if secure else COOKIE_NAME
+
+
+def login_cookie_name(secure: bool) -> str:
+    """The login form's cookie (its CSRF token's other half), prefixed as the session's."""
+    return ("__Host-" if secure else "") + LOGIN_COOKIE_NAME
 
 
 def console_serves_host(host: HostName, configured: str | None) -> bool:

@@ -24,7 +24,7 @@ from paygate_server.storage.operators import (
     touch_session,
 )
 
-__all__ = ["COOKIE_NAME", "Sessions", "SessionPolicy", "SignedIn", "hash_session_id"]
+__all__ = ["COOKIE_NAME", "Sessions", "SessionPolicy", "SignedIn", "decode_id", "encode_id", "hash_session_id", "new_id_bytes"]
 
 COOKIE_NAME = "paygate_console"
 TOUCH_EVERY_US = 60 * 1_000_000
@@ -55,7 +55,16 @@ def hash_session_id(session_id: bytes) -> str:
     return hashlib.sha256(session_id).hexdigest()
 
 
-def _decode(cookie: str) -> bytes | None:
+def new_id_bytes() -> bytes:
+    return secrets.token_bytes(_ID_BYTES)
+
+
+def encode_id(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_id(cookie: str) -> bytes | None:
+    """A cookie's 32 random bytes (a session's, or the login form's), None if malformed."""
     if len(cookie) != 43:  # 32 bytes, base64url without padding
         return None
     try:
@@ -72,18 +81,18 @@ class Sessions:
 
     async def start(self, operator_id: str, *, remote_addr: str | None, user_agent: str | None) -> str:
         """A new session; returns the cookie's value (shown to nobody else, stored hashed)."""
-        session_id = secrets.token_bytes(_ID_BYTES)
+        session_id = new_id_bytes()
         async with self.db.write() as conn:
             await insert_session(conn, id_hash=hash_session_id(session_id), operator_id=operator_id, now=now_us(),
                                  remote_addr=remote_addr, user_agent=(user_agent or "")[:300] or None)
-        return base64.urlsafe_b64encode(session_id).decode().rstrip("=")
+        return encode_id(session_id)
 
     async def resume(self, cookie: str | None, *, activity: bool = True) -> SignedIn | None:
         """The live session of this cookie, None if there is none (malformed, unknown,
         revoked, expired, or its account disabled). ``activity=False``: a request a page's
         script makes by itself (the Overview's refresh), which must not put the idle
         deadline off — an unattended page would otherwise keep its session alive."""
-        session_id = _decode(cookie) if cookie else None
+        session_id = decode_id(cookie) if cookie else None
         if session_id is None:
             return None
         id_hash = hash_session_id(session_id)
@@ -101,7 +110,7 @@ class Sessions:
 
     async def end(self, cookie: str | None) -> bool:
         """Revoke the session (logout); False: it was not live."""
-        session_id = _decode(cookie) if cookie else None
+        session_id = decode_id(cookie) if cookie else None
         if session_id is None:
             return False
         async with self.db.write() as conn:

@@ -31,18 +31,19 @@ from paygate_server.console.security import (
     CsrfTokens,
     cookie_is_secure,
     expected_origin,
+    login_cookie_name,
     origin_allowed,
     session_cookie_name,
 )
-from paygate_server.console.sessions import Sessions, SignedIn
+from paygate_server.console.sessions import Sessions, SignedIn, decode_id, encode_id
 from paygate_server.currencies import format_minor
 from paygate_server.errors import ApiError
 from paygate_server.http.api import read_body
 from paygate_server.state import Gateway
 
 __all__ = ["Console", "FORBIDDEN_ORIGIN", "Form", "FormRefused", "NAV", "NavItem", "clear_session_cookie", "console_of",
-           "error_page", "form_action", "origin_ok", "page", "read_form", "remote_addr", "render", "session_cookie",
-           "set_session_cookie", "signed_in_of"]
+           "clear_login_cookie", "error_page", "form_action", "login_form_id", "origin_ok", "page", "read_form",
+           "remote_addr", "render", "session_cookie", "set_login_cookie", "set_session_cookie", "signed_in_of"]
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 50
@@ -126,6 +127,24 @@ def clear_session_cookie(response: Response, request: Request) -> None:
     response.delete_cookie(session_cookie_name(secure), path="/", httponly=True, samesite="strict", secure=secure)
 
 
+def login_form_id(request: Request) -> bytes | None:
+    """The random id of this browser's login cookie (the login form's CSRF token is its HMAC)."""
+    cookie = request.cookies.get(login_cookie_name(_over_https(request)))
+    return decode_id(cookie) if cookie else None
+
+
+def set_login_cookie(response: Response, request: Request, login_id: bytes) -> None:
+    # No Max-Age: it lasts the browser's session; the session cookie's attributes otherwise.
+    secure = _over_https(request)
+    response.set_cookie(login_cookie_name(secure), encode_id(login_id), path="/", httponly=True, samesite="strict",
+                        secure=secure)
+
+
+def clear_login_cookie(response: Response, request: Request) -> None:
+    secure = _over_https(request)
+    response.delete_cookie(login_cookie_name(secure), path="/", httponly=True, samesite="strict", secure=secure)
+
+
 def remote_addr(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -133,7 +152,7 @@ def remote_addr(request: Request) -> str | None:
 def render(request: Request, template: str, signed_in: SignedIn | None, *, status: int = 200,
            **context: Any) -> HTMLResponse:
     console = console_of(request)
-    csrf = console.csrf.token(signed_in.session_id) if signed_in else ""
+    csrf = context.pop("csrf", None) or (console.csrf.token(signed_in.session_id) if signed_in else "")
     nav = [item for item in console.nav if signed_in and can(signed_in.role, item.permission)]
     html = _env.get_template(template).render(console_name=console.name, operator=signed_in, csrf=csrf,
                                               csrf_field=CSRF_FIELD, nav=nav, path=request.url.path, **context)

@@ -46,6 +46,7 @@ from paygate_server.crypto import SealError
 from paygate_server.errors import ApiError, error_body
 from paygate_server.http.middleware import MERCHANT_KEY, request_id_of
 from paygate_server.http.request_input import parse_json_object, refuse_nul
+from paygate_server.letter_digests import as_letters, hex_spelling, sha256_letters
 from paygate_server.storage.port import ExistingKey, KeyClaim, PaymentStore, claim_abandoned
 
 if TYPE_CHECKING:
@@ -126,27 +127,34 @@ class IdempotencyScope:
         self.merchant_id = merchant_id
         # Only a digest of the key is stored: a key is the client's free text and could hold
         # anything (even something that looks like a card number), and the digest is
-        # enough to find it again.
-        self.key = hashlib.sha256(key.encode()).hexdigest()
+        # enough to find it again. Digests in letters, never hex: a hex one can hold a
+        # Luhn-valid run of digits (letter_digests.py; docs/api.md).
+        self.key = sha256_letters(key.encode())
         digest = hashlib.sha256(f"{method}\n{target}\n".encode())
         digest.update(body)
-        self.request_hash = digest.hexdigest()
-        stale_before = now_us() - gateway.settings.idempotency_lock_timeout_s * 1_000_000
-        self.claim = KeyClaim(merchant_id, self.key, self.request_hash, stale_before, self.seal)
+        self.request_hash = as_letters(digest.hexdigest())
+        now = now_us()
+        settings = gateway.settings
+        self.claim = KeyClaim(merchant_id, self.key, self.request_hash,
+                              now - settings.idempotency_lock_timeout_s * 1_000_000, self.seal,
+                              now - settings.idempotency_ttl_s * 1_000_000)
 
-    def _aad(self) -> bytes:
+    def _aad(self, in_hex: bool = False) -> bytes:
         # Bound to its row: a sealed answer copied under another merchant or key does not open.
-        return f"paygate/idempotency/v1\x00{self.merchant_id}\x00{self.key}".encode()
+        # A row stored before migration 0019 was sealed under the key's hex digest.
+        key = hex_spelling(self.key) if in_hex else self.key
+        return f"paygate/idempotency/v1\x00{self.merchant_id}\x00{key}".encode()
 
     def seal(self, body: bytes) -> bytes:
         """A response body as stored (see the module's docstring)."""
         return self._gateway.master_key.seal(SEAL_PURPOSE, body, self._aad())
 
-    def open(self, stored: bytes) -> bytes:
+    def open(self, stored: bytes, in_hex: bool = False) -> bytes:
+        """A stored answer's body (``in_hex``: found under the key's hex digest, ExistingKey)."""
         if stored[:1] == _LEGACY_PLAINTEXT:
             return stored
         try:
-            return self._gateway.master_key.open(SEAL_PURPOSE, stored, self._aad())
+            return self._gateway.master_key.open(SEAL_PURPOSE, stored, self._aad(in_hex))
         except SealError:
             # Another master key, or a tampered row: an operator's problem, not the client's.
             log.error("stored idempotent response for merchant %s does not open", self.merchant_id)
@@ -157,14 +165,14 @@ class IdempotencyScope:
         if existing.request_hash != self.request_hash:
             raise ApiError("idempotency_key_reused", "this Idempotency-Key was used with a different request")
         if existing.state == "done" and existing.response_status is not None and existing.response_body is not None:
-            return Response(self.open(existing.response_body), existing.response_status,
+            return Response(self.open(existing.response_body, existing.in_hex), existing.response_status,
                             {"Idempotent-Replayed": "true"}, media_type="application/json")
         raise ApiError("idempotency_request_in_progress",
                        "a request with this Idempotency-Key is still being processed; retry later")
 
     async def peek(self, store: PaymentStore) -> ExistingKey | None:
         """The key's row without claiming it (one read), abandoned or not; None: free."""
-        found = await store.find_key(self.merchant_id, self.key)
+        found = await store.find_key(self.claim)
         return None if found is None else replace(found, abandoned=claim_abandoned(found, self.claim))
 
     async def answer(self, store: PaymentStore, status: int, body: bytes) -> Response:

@@ -188,19 +188,26 @@ def cmd_routing_show(args: argparse.Namespace, settings: Settings) -> None:
         print(json.dumps({"merchantId": args.merchant, "rules": rules}))
     elif rules is not None:
         _print_rules(rules)
-    elif accounts:
-        print("no routing rules: every payment goes to the active processor accounts in the order they were "
-              f"added ({', '.join(a.id for a in accounts)})")
     else:
-        print("no routing rules and no processor accounts: payments go to the gateway's default processor "
-              "(PAYGATE_PROCESSOR_URL)")
+        print(f"no routing rules: {_without_rules(accounts)}")
+
+
+def _without_rules(accounts: list[ProcessorAccount]) -> str:
+    """Where payments go when the merchant has no routing rules."""
+    if accounts:
+        return ("every payment goes to the active processor accounts in the order they were added "
+                f"({', '.join(a.id for a in accounts)})")
+    return "no processor accounts either, so payments go to the gateway's default processor (PAYGATE_PROCESSOR_URL)"
 
 
 def cmd_routing_clear(args: argparse.Namespace, settings: Settings) -> None:
-    cleared = _run(settings, lambda db: clear_routing(db, args.merchant))
+    async def run(db: Database) -> tuple[bool, list[ProcessorAccount]]:
+        return await clear_routing(db, args.merchant), await list_processor_accounts(db, args.merchant)
+
+    cleared, accounts = _run(settings, run)
     emit(args, {"merchantId": args.merchant, "cleared": cleared},
-         "routing rules removed: payments go to the active processor accounts in the order they were added "
-         "(none: the default processor)" if cleared else "there were no routing rules")
+         f"routing rules removed: {_without_rules(accounts)}" if cleared
+         else "there were no routing rules")
 
 
 def add_commands(sub: Any) -> None:

@@ -24,6 +24,7 @@ from paygate_server.processing.connectors import (
     RefundResult,
     WebhookReply,
     is_definitive,
+    keepable_id,
     other_money,
     processor_text,
 )
@@ -66,10 +67,22 @@ async def apply_events(gateway: Gateway, route: str, events: Sequence[ProcessorE
     return settled
 
 
+# The longest reference the gateway gives (storage/schema.py: transactions.reference,
+# refunds.reference).
+_MAX_REFERENCE = 64
+
+
 async def _apply(gateway: Gateway, account_id: str, event: ProcessorEvent) -> int:
     result = event.result
     if not is_definitive(result.outcome):
         return 0  # "still working on it": the reconciler keeps asking
+    if not (keepable_id(result.reference, _MAX_REFERENCE) and keepable_id(event.payment_processor_id)
+            and keepable_id(result.processor_id)):
+        # Names no operation of the gateway's, or one by an id it could not keep: acknowledged,
+        # applied to nothing (an operation settled with it could never be found by it).
+        log.info("processor notification (%s) for %s names ids the gateway never gives or keeps", event.kind,
+                 account_id)
+        return 0
     store = gateway.payments
     found = await store.find_operation(account_id, event.kind, result.reference, event.payment_processor_id)
     if found is None and event.kind == "void" and result.reference:

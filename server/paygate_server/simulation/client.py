@@ -165,7 +165,7 @@ class Client:
             if op.record is None or op.record.begun:
                 continue
             scope = IdempotencyScope(gateway, self.merchant_id, op.key, "POST", _PATHS[op.kind], b"")
-            found = await gateway.payments.find_key(self.merchant_id, scope.key)
+            found = await gateway.payments.find_key(scope.claim)
             if found is not None and found.state == "in_progress":
                 begun = found.resource_id if op.kind == "refund" else op.record.intent_id
                 if begun is not None:

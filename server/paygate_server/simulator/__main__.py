@@ -12,7 +12,7 @@ from .server import DEFAULT_PORT, serve
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m paygate_server.simulator",
+        prog="python -m paygate_server.simulator", allow_abbrev=False,
         description="paygate processor simulator (a card-network sandbox)",
     )
     parser.add_argument("--host", default="127.0.0.1")

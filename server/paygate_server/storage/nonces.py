@@ -4,8 +4,9 @@ A nonce is stored as its digest (:func:`nonce_digest`), never as the client sent
 nonce is the client's text, and a random one can hold a 13–19-digit run that passes the
 Luhn check, which a PCI data scanner reports as a card number. The digest is SHA-256, like
 an ``Idempotency-Key``'s, but written in the letters ``a``–``p`` instead of hex's
-``0``–``f``: about 1.5 % of hex digests hold such a run, one made of letters never does
-(docs/api.md, "a nonce is stored as a digest"). A replay is found by the digest alone.
+``0``–``f`` (:mod:`paygate_server.letter_digests`): about 1.5 % of hex digests hold such
+a run, one made of letters never does (docs/api.md, "a nonce is stored as a digest"). A
+replay is found by the digest alone.
 
 A batch is one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` whatever its size:
 a nonce that comes back from ``RETURNING`` is fresh, one that does not was already there.
@@ -14,21 +15,18 @@ JSON document on SQLite), so the statement has one spelling per database.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 from sqlalchemy import delete
 
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
+from paygate_server.letter_digests import sha256_letters
 from paygate_server.storage.engine import Database
 from paygate_server.storage.schema import request_nonces
 from paygate_server.storage.statements import Sql, fetch_all
 
 __all__ = ["nonce_digest", "prune_nonces", "record_nonces"]
-
-# Hex's digits 0-9a-f written as the letters a-p (migration 0017 spells the same in SQL).
-_HEX_AS_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
 
 # One statement for any batch size (one prepared statement on PostgreSQL).
 _INSERT_POSTGRESQL = Sql(
@@ -45,7 +43,7 @@ _INSERT_SQLITE = Sql(
 
 def nonce_digest(nonce: str) -> str:
     """The stored form of a nonce: 64 letters ``a``–``p``, SHA-256 of its UTF-8 bytes."""
-    return hashlib.sha256(nonce.encode()).hexdigest().translate(_HEX_AS_LETTERS)
+    return sha256_letters(nonce.encode())
 
 
 async def record_nonces(db: Database, batch: Sequence[tuple[str, str, int]]) -> set[tuple[str, str]]:

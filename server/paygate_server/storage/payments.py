@@ -26,6 +26,15 @@ from paygate_server.clock import now_us
 from paygate_server.ids import new_id
 from paygate_server.storage.engine import Database
 from paygate_server.storage.holds import HoldOperations
+from paygate_server.storage.idempotency_forms import (
+    EITHER_SPELLING,
+    MERCHANT_SELECTED,
+    OLD_KEY_ABSENT,
+    found_in_hex,
+    hex_written_until,
+    old_spelling,
+    request_hash_in_letters,
+)
 from paygate_server.storage.late_outcomes import LateOutcomes
 from paygate_server.storage.port import (
     AnswerSpec,
@@ -153,14 +162,27 @@ DROP_CVC = "UPDATE vault_cards SET cvc_sealed = NULL WHERE id = {vault_id} AND c
 _DROP_ATTEMPT_CVC = Sql(DROP_CVC.format(vault_id=":vault_id"))
 
 # Idempotency keys (SPEC §3). A claim is made in the transaction of the change it guards.
+# Each claim and read has a second form for the window after migration 0019, which also
+# finds the key's hex spelling (``old_key``, storage/idempotency_forms.py).
 _KEY = "merchant_id = :merchant_id AND idempotency_key = :key"
-_INSERT_KEY = Sql(
-    "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_hash, state, locked_at, created_at,"
-    " resource_id) VALUES (:merchant_id, :key, :request_hash, 'in_progress', :now, :now, :resource_id)"
-    " ON CONFLICT DO NOTHING"
-)
-FIND_KEY = Sql(f"SELECT request_hash, state, locked_at, response_status, response_body, resource_id"
-                f" FROM idempotency_keys WHERE {_KEY}")
+_KEY_COLUMNS = "merchant_id, idempotency_key, request_hash, state, locked_at, created_at, resource_id"
+_KEY_ROW = ":key, :request_hash, 'in_progress', :now, :now, :resource_id"
+_INSERT_KEY = {
+    False: Sql(f"INSERT INTO idempotency_keys ({_KEY_COLUMNS}) VALUES (:merchant_id, {_KEY_ROW})"
+               " ON CONFLICT DO NOTHING"),
+    True: Sql(f"INSERT INTO idempotency_keys ({_KEY_COLUMNS})"
+              f" SELECT {MERCHANT_SELECTED.format(merchant='merchant_id')}, {_KEY_ROW}"
+              f" WHERE {OLD_KEY_ABSENT.format(merchant='merchant_id', old_key='old_key')} ON CONFLICT DO NOTHING"),
+}
+_KEY_ROW_COLUMNS = "idempotency_key, request_hash, state, locked_at, response_status, response_body, resource_id"
+# Both spellings can be there only if an old and a new worker claimed the key at once
+# (docs/api.md): the first claim is the request's.
+FIND_KEY = {
+    False: Sql(f"SELECT {_KEY_ROW_COLUMNS} FROM idempotency_keys WHERE {_KEY}"),
+    True: Sql(f"SELECT {_KEY_ROW_COLUMNS} FROM idempotency_keys"
+              f" WHERE {EITHER_SPELLING.format(merchant='merchant_id', key='key', old_key='old_key')}"
+              " ORDER BY created_at LIMIT 1"),
+}
 _COMPLETE_KEY = Sql("UPDATE idempotency_keys SET state = 'done', response_status = :status,"
                     f" response_body = :body WHERE {_KEY} AND state = 'in_progress'")
 _STORED_ANSWER = Sql(f"SELECT response_status, response_body FROM idempotency_keys WHERE {_KEY} AND state = 'done'")
@@ -172,12 +194,14 @@ def _queue_kind(kind: str) -> str:
     return "charge" if kind == "authorization" else kind
 
 
-def existing_key(row: Row, claim: KeyClaim | None = None) -> ExistingKey:
-    """The key's row; as found by ``claim``, abandoned or not (:func:`claim_abandoned`)."""
+def existing_key(row: Row, claim: KeyClaim) -> ExistingKey:
+    """The key's row as found by ``claim`` (under either spelling), abandoned or not
+    (:func:`claim_abandoned`)."""
     body = row["response_body"]
-    found = ExistingKey(row["request_hash"], row["state"], row["locked_at"], row["response_status"],
-                        None if body is None else bytes(body), row["resource_id"])
-    return replace(found, abandoned=True) if claim is not None and claim_abandoned(found, claim) else found
+    in_hex = found_in_hex(row, claim)
+    found = ExistingKey(request_hash_in_letters(row, in_hex), row["state"], row["locked_at"], row["response_status"],
+                        None if body is None else bytes(body), row["resource_id"], in_hex=in_hex)
+    return replace(found, abandoned=True) if claim_abandoned(found, claim) else found
 
 
 def _card_params(new: NewAttempt) -> dict[str, Any]:
@@ -216,6 +240,7 @@ class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutc
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._hex_until: int | None = None  # read once (storage/idempotency_forms.py)
 
     @abstractmethod
     async def _lock_intent(self, conn: Connection, intent_id: str) -> None:
@@ -224,19 +249,32 @@ class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutc
 
     # --- idempotency keys, inside the change's transaction ---------------------------
 
+    async def _old_key(self, conn: Connection, claim: KeyClaim) -> dict[str, str]:
+        """``{"old_key": …}``, the key's hex spelling, while a claim must probe it; else ``{}``."""
+        if self._hex_until is None:
+            self._hex_until = await hex_written_until(conn)
+        old = old_spelling(claim, self._hex_until)
+        return {} if old is None else {"old_key": old}
+
+    async def _find_key(self, conn: Connection, claim: KeyClaim) -> ExistingKey | None:
+        """The key's row under either spelling, abandoned or not; None: free."""
+        old = await self._old_key(conn, claim)
+        row = await fetch_one(conn, FIND_KEY[bool(old)], merchant_id=claim.merchant_id, key=claim.key, **old)
+        return None if row is None else existing_key(row, claim)
+
     async def _claim(self, conn: Connection, claim: KeyClaim, resource_id: str | None = None) -> ExistingKey | None:
         """Claim the key (naming ``resource_id``, what the request begins, when it is not the
         intent of the request's body); None: claimed. Otherwise the key's row, for the
         endpoint to judge or, abandoned, for the operation to answer from."""
-        ids = {"merchant_id": claim.merchant_id, "key": claim.key}
-        insert = {**ids, "request_hash": claim.request_hash, "resource_id": resource_id}
-        if await execute(conn, _INSERT_KEY, **insert, now=now_us()):
+        old = await self._old_key(conn, claim)
+        insert = {"merchant_id": claim.merchant_id, "key": claim.key, "request_hash": claim.request_hash,
+                  "resource_id": resource_id, **old}
+        if await execute(conn, _INSERT_KEY[bool(old)], **insert, now=now_us()):
             return None
-        row = await fetch_one(conn, FIND_KEY, **ids)
-        if row is None:  # pruned between the insert and the read: claim it now
-            await execute(conn, _INSERT_KEY, **insert, now=now_us())
-            return None
-        return existing_key(row, claim)
+        existing = await self._find_key(conn, claim)
+        if existing is None:  # pruned between the insert and the read: claim it now
+            await execute(conn, _INSERT_KEY[bool(old)], **insert, now=now_us())
+        return existing
 
     async def _complete(self, conn: Connection, claim: KeyClaim, status: int, body: bytes) -> bool:
         """Store the answer of a claimed key, unless someone already did (first writer wins)."""
@@ -262,10 +300,9 @@ class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutc
                 await self._complete(conn, claim, status, body)
             return status, body
 
-    async def find_key(self, merchant_id: str, key: str) -> ExistingKey | None:
+    async def find_key(self, claim: KeyClaim) -> ExistingKey | None:
         async with self._db.read_one() as conn:
-            row = await fetch_one(conn, FIND_KEY, merchant_id=merchant_id, key=key)
-        return None if row is None else existing_key(row)
+            return await self._find_key(conn, claim)
 
     async def store_answer(self, claim: KeyClaim, status: int, body: bytes) -> bool:
         """Store an answer for the key: a fresh row, or the ``in_progress`` claim's (first

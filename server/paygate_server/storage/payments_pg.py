@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from paygate_server import jsoncodec
 from paygate_server.clock import now_us
 from paygate_server.ids import new_id
+from paygate_server.storage.idempotency_forms import MERCHANT_SELECTED, OLD_KEY_ABSENT
 from paygate_server.storage.payments import (
     ATTEMPT_CARD,
     ATTEMPT_COLUMNS,
@@ -28,14 +29,12 @@ from paygate_server.storage.payments import (
     COLUMNS,
     DROP_CVC,
     FAIL,
-    FIND_KEY,
     INSERT_INTENT,
     REDEEM_WHERE,
     SETTLE_PROCESSING,
     START_PROCESSING,
     SUCCEED,
     SqlPaymentStore,
-    existing_key,
 )
 from paygate_server.storage.port import (
     AnswerSpec,
@@ -53,21 +52,38 @@ __all__ = ["PostgresPaymentStore"]
 _LOCK_INTENT = Sql("SELECT id FROM payment_intents WHERE id = :intent_id FOR UPDATE")
 
 # The key's row as one CTE of a larger statement. Without ON CONFLICT: a key that exists
-# makes the whole statement fail, and change nothing.
+# makes the whole statement fail, and change nothing. In the window after migration 0019
+# (``probing``) the key's hex spelling there fails it too: the key becomes NULL, which its
+# NOT NULL refuses (storage/idempotency_forms.py).
 _KEY_COLUMNS = "merchant_id, idempotency_key, request_hash, state, locked_at, created_at"
-_KEY_VALUES = ":idem_merchant_id, :idem_key, :idem_request_hash"
-_CLAIM_DONE = (f"idempotency_claim AS (INSERT INTO idempotency_keys ({_KEY_COLUMNS}, response_status,"
-               f" response_body) VALUES ({_KEY_VALUES}, 'done', :now, :now, 201, :idem_body))")
-_CREATE = {False: INSERT_INTENT, True: Sql(f"WITH {_CLAIM_DONE} {INSERT_INTENT.text}")}
+_PROBED_KEY = (f"CASE WHEN {OLD_KEY_ABSENT.format(merchant='idem_merchant_id', old_key='idem_old_key')}"
+               " THEN :idem_key END")
 
 
-def _claim_in_progress(source: str) -> str:
+def _key_values(probing: bool) -> str:
+    if not probing:
+        return ":idem_merchant_id, :idem_key, :idem_request_hash"
+    return f"{MERCHANT_SELECTED.format(merchant='idem_merchant_id')}, {_PROBED_KEY}, :idem_request_hash"
+
+
+def _claim_done(probing: bool) -> str:
+    return (f"idempotency_claim AS (INSERT INTO idempotency_keys ({_KEY_COLUMNS}, response_status,"
+            f" response_body) VALUES ({_key_values(probing)}, 'done', :now, :now, 201, :idem_body))")
+
+
+# By claim: none, the key alone, the key and its hex spelling.
+_CREATE: dict[bool | None, Sql] = {None: INSERT_INTENT, False: Sql(f"WITH {_claim_done(False)} {INSERT_INTENT.text}"),
+                                  True: Sql(f"WITH {_claim_done(True)} {INSERT_INTENT.text}")}
+
+
+def _claim_in_progress(source: str, probing: bool) -> str:
     """Claim the key ``in_progress`` once per row of the CTE ``source`` (none: no claim)."""
     return (f"idempotency_claim AS (INSERT INTO idempotency_keys ({_KEY_COLUMNS})"
-            f" SELECT {_KEY_VALUES}, 'in_progress', :now, :now FROM {source})")
+            f" SELECT {_key_values(probing)}, 'in_progress', :now, :now FROM {source})")
 
 
-def _begin_sql(redeeming: bool, claiming: bool) -> Sql:
+def _begin_sql(redeeming: bool, claiming: bool | None) -> Sql:
+    """``claiming``: None no claim, else whether the claim probes the hex spelling."""
     if redeeming:
         # The token is redeemed only if the intent moved (intent row first, as everywhere).
         # A token already used or expired leaves the attempt's status NULL: the not-null
@@ -86,12 +102,12 @@ def _begin_sql(redeeming: bool, claiming: bool) -> Sql:
         f" {ATTEMPT_KIND.format(intent='intent')} FROM {source} RETURNING kind),"
         " queued AS (INSERT INTO reconcile_queue (kind, object_id, intent_id, merchant_id, due_at, checks, created_at)"
         " SELECT 'charge', :id, id, merchant_id, :due_at, 0, :now FROM intent)"
-        f"{', ' + _claim_in_progress('intent') if claiming else ''}"
+        f"{'' if claiming is None else ', ' + _claim_in_progress('intent', claiming)}"
         f" SELECT {COLUMNS}, (SELECT kind FROM attempt) AS attempt_kind FROM intent"
     )
 
 
-_BEGIN = {(r, c): _begin_sql(r, c) for r in (False, True) for c in (False, True)}
+_BEGIN = {(r, c): _begin_sql(r, c) for r in (False, True) for c in (None, False, True)}
 
 
 def _settle_sql(approved: bool, answering: bool) -> Sql:
@@ -122,8 +138,10 @@ def _settle_sql(approved: bool, answering: bool) -> Sql:
 _SETTLE = {(a, s): _settle_sql(a, s) for a in (True, False) for s in (True, False)}
 
 
-def _key_params(claim: KeyClaim) -> dict[str, str]:
-    return {"idem_merchant_id": claim.merchant_id, "idem_key": claim.key, "idem_request_hash": claim.request_hash}
+def _key_params(claim: KeyClaim, old_key: dict[str, str]) -> dict[str, str]:
+    """The claim's parameters (``old_key``: :meth:`SqlPaymentStore._old_key`'s)."""
+    return {"idem_merchant_id": claim.merchant_id, "idem_key": claim.key, "idem_request_hash": claim.request_hash,
+            **{f"idem_{name}": value for name, value in old_key.items()}}
 
 
 class PostgresPaymentStore(SqlPaymentStore):
@@ -134,18 +152,18 @@ class PostgresPaymentStore(SqlPaymentStore):
         """After a one-statement form changed nothing: the key that stopped it (for the
         endpoint to judge, or abandoned), None if no key stands in the way. On the caller's
         connection: a request never holds two (under a burst, two each would exhaust the pool)."""
-        if claim is None:
-            return None
-        row = await fetch_one(conn, FIND_KEY, merchant_id=claim.merchant_id, key=claim.key)
-        return None if row is None else existing_key(row, claim)
+        return None if claim is None else await self._find_key(conn, claim)
 
     async def create_intent(self, row: Row, claim: KeyClaim | None, answer: bytes) -> ExistingKey | None:
         params: dict[str, Any] = dict(row)
-        if claim is not None:
-            params.update(_key_params(claim), idem_body=claim.seal(answer), now=row["created_at"])
         try:
             async with self._db.autocommit() as conn:
-                await execute(conn, _CREATE[claim is not None], **params)
+                probing = None
+                if claim is not None:
+                    old = await self._old_key(conn, claim)
+                    probing = bool(old)
+                    params.update(_key_params(claim, old), idem_body=claim.seal(answer), now=row["created_at"])
+                await execute(conn, _CREATE[probing], **params)
             return None
         except IntegrityError:
             if claim is None:
@@ -167,12 +185,16 @@ class PostgresPaymentStore(SqlPaymentStore):
             "connector": new.connector, "due_at": now + new.check_after_us, "brand": card["brand"],
             "last4": card["last4"], "exp_month": card["expMonth"], "exp_year": card["expYear"],
             "fingerprint": new.card_fingerprint, "vault_id": new.vault_id,
-            **(_key_params(claim) if claim is not None else {}),
         }
         row = None
         async with self._db.autocommit() as conn:
+            probing = None
+            if claim is not None:
+                old = await self._old_key(conn, claim)
+                probing = bool(old)
+                params.update(_key_params(claim, old))
             try:
-                row = await fetch_one(conn, _BEGIN[new.vault_id is not None, claim is not None], **params)
+                row = await fetch_one(conn, _BEGIN[new.vault_id is not None, probing], **params)
             except IntegrityError:
                 pass  # the key exists, or another attempt is in flight, or the token is spent
             if row is not None:

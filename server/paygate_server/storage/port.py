@@ -94,15 +94,18 @@ class OverCapture(StoreRefusal):
 class KeyClaim:
     """An ``Idempotency-Key`` to claim in the same transaction (or statement) as a change.
 
-    ``key`` is the digest of the client's key; ``stale_before`` (µs) is when an
+    ``key`` is the digest of the client's key and ``request_hash`` the request's, both in
+    letters (:mod:`paygate_server.letter_digests`); ``stale_before`` (µs) is when an
     ``in_progress`` claim counts as abandoned (:func:`claim_abandoned`); ``seal`` turns an
-    answer into what is stored (the answers are sealed, http/api.py)."""
+    answer into what is stored (the answers are sealed, http/api.py); keys created before
+    ``kept_since`` (µs: now − the TTL) are past their time (storage/idempotency_forms.py)."""
 
     merchant_id: str
     key: str
     request_hash: str
     stale_before: int
     seal: Callable[[bytes], bytes]
+    kept_since: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,9 @@ class ExistingKey:
     response_body: bytes | None
     resource_id: str | None = None
     abandoned: bool = False
+    # Found under the key's hex spelling, written by the code before migration 0019: its
+    # answer is sealed under that digest (``request_hash`` is given in letters either way).
+    in_hex: bool = False
 
 
 def claim_abandoned(found: ExistingKey, claim: KeyClaim) -> bool:
@@ -300,7 +306,7 @@ class PaymentStore(Protocol):
     # Idempotency keys beyond the claims above
     async def change_with_key(self, claim: KeyClaim | None,
                               change: Callable[[Any], Awaitable[tuple[int, bytes]]]) -> tuple[int, bytes] | ExistingKey: ...
-    async def find_key(self, merchant_id: str, key: str) -> ExistingKey | None: ...
+    async def find_key(self, claim: KeyClaim) -> ExistingKey | None: ...
     async def store_answer(self, claim: KeyClaim, status: int, body: bytes) -> bool: ...
     async def stored_answer(self, claim: KeyClaim) -> tuple[int, bytes] | None: ...
     async def prune_keys(self, created_before: int) -> int: ...

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 __all__ = ["metadata", "merchants", "merchant_origins", "api_keys", "request_nonces",
-           "idempotency_keys", "payment_intents", "transactions", "refunds", "change_log",
+           "idempotency_keys", "idempotency_letters_since", "payment_intents", "transactions", "refunds", "change_log",
            "sealed_keys", "reconcile_queue", "CAPTURED_TABLES"]
 
 metadata = MetaData()
@@ -68,7 +68,9 @@ idempotency_keys = Table(
     "idempotency_keys", metadata,
     Column("merchant_id", String(64), primary_key=True),
     Column("idempotency_key", String(255), primary_key=True),
-    # SHA-256 over method, path and body: "the same request" (SPEC §3).
+    # SHA-256 over method, path and body: "the same request" (SPEC §3). Both digests are
+    # written in letters since migration 0019 (hex in rows of the code before it; see
+    # storage/idempotency_forms.py).
     Column("request_hash", String(64), nullable=False),
     Column("state", String(16), nullable=False),  # in_progress | done
     Column("locked_at", BigInteger, nullable=False),
@@ -79,6 +81,13 @@ idempotency_keys = Table(
     # claim is answered with it as it is now (storage/payments.py, ``_claim``).
     Column("resource_id", String(64), nullable=True),
     Index("ix_idempotency_keys_created", "created_at"),
+)
+
+# When migration 0019 ran (µs; at most one row): since then keys are stored in letters, and
+# for a while a claim also looks for a key's hex row (storage/idempotency_forms.py).
+idempotency_letters_since = Table(
+    "idempotency_letters_since", metadata,
+    Column("upgraded_at", BigInteger, primary_key=True),
 )
 
 payment_intents = Table(

@@ -8,8 +8,11 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from paygate_server.bench.report import render_table
 
 ENDPOINT_FIELDS = {"count", "perSecond", "meanMs", "p50Ms", "p95Ms", "p99Ms", "maxMs", "errors"}
 
@@ -32,7 +35,8 @@ def test_spawned_bench_reports_payments_that_really_happened(tmp_path: Path) -> 
     assert completed > 0 and report["paymentsPerSecond"] > 0
     assert report["throughput"]["outcomes"] == {"succeeded": completed}
     assert report["errors"] == {}
-    for name in ("create", "process", "status", "payment"):
+    assert report["tokenize"] is True  # SPEC §10: create → tokenize → process → status until final
+    for name in ("create", "tokenize", "process", "status", "payment"):
         assert ENDPOINT_FIELDS <= report["endpoints"][name].keys()
         e = report["endpoints"][name]
         assert e["count"] >= completed and e["p50Ms"] <= e["p95Ms"] <= e["p99Ms"] <= e["maxMs"]
@@ -41,28 +45,54 @@ def test_spawned_bench_reports_payments_that_really_happened(tmp_path: Path) -> 
         assert cpu["seconds"] > 0 and cpu["processes"], group
         assert report["cpuSecondsPerPayment"][group] == pytest.approx(cpu["seconds"] / completed, rel=0.01)
     assert len(report["loadAverage"]["before"]) == 3
+    _assert_table_states(report)
 
     # Every payment the gateway calls succeeded was charged exactly once at the processor,
     # and the window's count is part of them (warm-up and drain payments succeed too).
     with sqlite3.connect(tmp_path / "paygate.db") as db:
         succeeded = db.execute("SELECT count(*) FROM payment_intents WHERE status = 'succeeded'").fetchone()[0]
         merchants = {r[0] for r in db.execute("SELECT DISTINCT merchant_id FROM payment_intents")}
+        # Each paid through a checkout token: tokenized once, its vaulted card used once.
+        tokenized = db.execute("SELECT count(*) FROM payment_intents p JOIN checkout_limits c ON c.intent_id = p.id"
+                               " WHERE p.status = 'succeeded' AND c.tokenizations = 1").fetchone()[0]
+        used = db.execute("SELECT count(DISTINCT intent_id) FROM vault_cards WHERE used_at IS NOT NULL").fetchone()[0]
     with sqlite3.connect(tmp_path / "simulator.db") as sim:
         approved = sim.execute("SELECT count(*) FROM charges WHERE status = 'approved'").fetchone()[0]
         per_intent = sim.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM charges GROUP BY payment_intent_id)").fetchone()[0]
     assert succeeded == approved >= completed
+    assert tokenized == used == succeeded
     assert per_intent == 1
     assert merchants == set(report["merchantIds"])
+
+
+def _assert_table_states(report: dict[str, Any]) -> None:
+    """SPEC §10: the table (what ``paygate bench`` prints without ``--json``) states the same
+    figures as the JSON — payments/s, each endpoint's p50/p95/p99 and errors, and the
+    gateway's CPU per payment."""
+    table = render_table(report)
+    assert f"{report['throughput']['perSecond']:,.1f}/s" in table
+    header = next(line for line in table.splitlines() if line.startswith("endpoint"))
+    assert header.split() == ["endpoint", "count", "per", "s", "mean", "ms", "p50", "ms", "p95", "ms", "p99", "ms",
+                              "max", "ms", "errors"]
+    for name, e in report["endpoints"].items():
+        label = "payment e2e" if name == "payment" else name
+        [row] = [line for line in table.splitlines() if line.startswith(label + " ")]
+        cells = row[len(label):].split()
+        assert cells[3:6] == [f"{e['p50Ms']:.2f}", f"{e['p95Ms']:.2f}", f"{e['p99Ms']:.2f}"], (name, row)
+        assert cells[-1] == f"{e['errors']:,}", (name, row)
+    [gateway] = [line for line in table.splitlines() if line.startswith("gateway ")]
+    assert "ms/payment" in table and f"{report['cpu']['gateway']['msPerOperation']:.3f}" in gateway.split()
 
 
 def test_bench_with_manual_capture_authorizes_then_captures(tmp_path: Path) -> None:
     done = _paygate("bench", "--spawn", "--data-dir", str(tmp_path), "--duration", "3", "--warmup", "0.5",
                     "--merchants", "2", "--concurrency", "8", "--jwe-pool", "4", "--capture-method", "manual",
-                    "--json", "--quiet")
+                    "--encrypted-card", "--json", "--quiet")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     completed = report["throughput"]["completed"]
     assert report["captureMethod"] == "manual" and completed > 0
+    assert report["tokenize"] is False and "tokenize" not in report["endpoints"]  # the JWE straight to process
     assert report["throughput"]["outcomes"] == {"succeeded": completed} and report["errors"] == {}
     assert report["endpoints"]["capture"]["count"] >= completed
     # Every succeeded payment is an authorization captured once at the processor (in full).

@@ -19,6 +19,7 @@ from paygate_server.console.web import Console
 from paygate_server.ids import random_token
 from paygate_server.storage import Database
 from tests.support.app import test_settings as make_settings
+from tests.support.console_login import login_token
 from tests.support.databases import opened_database
 
 CHEAP = PasswordHasher.from_parameters(CHEAPEST)
@@ -52,8 +53,13 @@ class InProcessConsole:
         return email
 
     async def log_in(self, email: str, password: str = PASSWORD) -> httpx.Response:
-        return await self.http.post("/login", data={"email": email, "password": password},
+        """As a browser does: the login page (its cookie and token), then the form."""
+        return await self.http.post("/login", data={"email": email, "password": password,
+                                                    "csrf": await self.login_token()},
                                     headers={"origin": self.origin})
+
+    async def login_token(self) -> str:
+        return login_token((await self.http.get("/login")).text)
 
     async def csrf(self) -> str:
         """The CSRF token of the signed-in session, as a page carries it."""

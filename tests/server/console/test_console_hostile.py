@@ -40,6 +40,7 @@ from paygate_server.storage.schema_console import operator_actions, operators
 from paygate_server.storage.schema_history import webhook_endpoints
 from tests.server.console.conftest import CHEAP, PASSWORD, InProcessConsole, new_email
 from tests.support.app import TEST_MASTER_KEY
+from tests.support.console_login import login_token
 from tests.support.hostile import (
     assert_no_leak,
     path_ids,
@@ -110,7 +111,8 @@ class Console:
 
     def log_in(self) -> None:
         self.http.cookies.clear()
-        r = self.http.post("/login", data={"email": self.email, "password": PASSWORD},
+        token = login_token(self.http.get("/login").text)
+        r = self.http.post("/login", data={"email": self.email, "password": PASSWORD, "csrf": token},
                            headers={"origin": self.proc.base_url})
         assert r.status_code == 303, r.text
 

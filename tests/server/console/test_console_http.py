@@ -12,8 +12,14 @@ import pytest
 
 from paygate_server.console.accounts import LOGIN_REFUSED, Accounts
 from paygate_server.console.roles import PERMISSIONS, ROLES, can
-from paygate_server.console.security import CONTENT_SECURITY_POLICY, HSTS, SECURE_SESSION_COOKIE
+from paygate_server.console.security import (
+    CONTENT_SECURITY_POLICY,
+    HSTS,
+    LOGIN_COOKIE_NAME,
+    SECURE_SESSION_COOKIE,
+)
 from paygate_server.console.sessions import COOKIE_NAME
+from paygate_server.storage.operators import recent_failures
 from tests.server.console.conftest import (
     CHEAP,
     PASSWORD,
@@ -21,11 +27,23 @@ from tests.server.console.conftest import (
     new_email,
     running_console,
 )
+from tests.support.app import InProcessGateway
 from tests.support.app import test_settings as make_settings
 from tests.support.clock import fake_clock
+from tests.support.console_login import login_token
 
 SECURE_COOKIE = SECURE_SESSION_COOKIE
+SECURE_LOGIN_COOKIE = "__Host-" + LOGIN_COOKIE_NAME
 assert SECURE_COOKIE == "__Host-paygate_console"
+
+
+async def _log_in_behind_https(con: InProcessConsole, email: str) -> httpx.Response:
+    """The login form behind a TLS proxy: its cookie is Secure, which httpx keeps from a
+    plain-http URL, so it is passed on by hand (as the proxy passes the browser's)."""
+    page = await con.http.get("/login")
+    cookie = _cookie_header(page.headers.get_list("set-cookie"), SECURE_LOGIN_COOKIE).split(";")[0]
+    return await con.http.post("/login", data={"email": email, "password": PASSWORD, "csrf": login_token(page.text)},
+                               headers={"origin": "https://console.example.com", "cookie": cookie})
 
 
 def _cookie_header(response_headers: list[str], name: str = COOKIE_NAME) -> str:
@@ -101,9 +119,48 @@ async def test_login_refusals_read_the_same(con: InProcessConsole) -> None:
     for response in (wrong, unknown):
         assert response.status_code == 401 and LOGIN_REFUSED.replace(",", "") in response.text.replace(",", "")
         assert COOKIE_NAME not in response.headers.get("set-cookie", "")
-    empty = await con.http.post("/login", data={"email": "", "password": ""}, headers={"origin": con.origin})
+    empty = await con.http.post("/login", data={"email": "", "password": "", "csrf": await con.login_token()},
+                                headers={"origin": con.origin})
     assert empty.status_code == 400 and "Enter your email" in empty.text
     assert PASSWORD not in wrong.text
+
+
+async def test_the_login_form_needs_its_own_browsers_csrf_token(database_url: str, tmp_path: Path) -> None:
+    """SPEC §12: every state-changing form carries a CSRF token — the login form too (login
+    CSRF: a page signing the operator's browser in to an account of the attacker's). Once
+    the login form was checked by Origin alone. Its token is bound to the login cookie the
+    login page sets; a form without it, or with another browser's, is refused before the
+    password is checked: no session, no counted failure."""
+    settings = make_settings(database_url, tmp_path)
+    async with running_console(settings) as con, running_console(settings) as other:
+        email = await con.operator("viewer")
+        operator = await con.console.accounts.find(email)
+        assert operator is not None
+        page = await con.http.get("/login")
+        [set_cookie] = [c for c in page.headers.get_list("set-cookie") if c.startswith(LOGIN_COOKIE_NAME + "=")]
+        attributes = {part.strip().lower() for part in set_cookie.split(";")[1:]}
+        assert {"httponly", "samesite=strict", "path=/"} <= attributes
+        assert not any(a.startswith(("max-age", "expires", "domain")) for a in attributes)
+        theirs = await other.login_token()
+        for token in (None, "", theirs, "0" * 64, "é"):
+            data = {"email": email, "password": PASSWORD} | ({} if token is None else {"csrf": token})
+            refused = await con.http.post("/login", data=data, headers={"origin": con.origin})
+            assert refused.status_code == 403 and "login form has expired" in refused.text, token
+            assert COOKIE_NAME + "=" not in refused.headers.get("set-cookie", "")  # no session cookie
+        con.http.cookies.clear()  # the right token, but no cookie it belongs to
+        cookieless = await con.http.post("/login", data={"email": email, "password": PASSWORD,
+                                                          "csrf": login_token(page.text)}, headers={"origin": con.origin})
+        assert cookieless.status_code == 403
+        async with con.console.gateway.db.read() as conn:
+            assert await recent_failures(conn, operator.id, after=0, limit=10) == []
+        assert (await con.http.get("/")).status_code == 303  # not signed in
+        # The refusal's form carries a fresh cookie and token: sent as it is, it logs in.
+        retry = login_token(cookieless.text)
+        done = await con.http.post("/login", data={"email": email, "password": PASSWORD, "csrf": retry},
+                                   headers={"origin": con.origin})
+        assert done.status_code == 303 and (await con.http.get("/")).status_code == 200
+        cleared = [c for c in done.headers.get_list("set-cookie") if c.startswith(LOGIN_COOKIE_NAME + "=")]
+        assert cleared and "max-age=0" in cleared[0].lower()  # the next login page makes a new one
 
 
 async def test_login_sets_a_strict_httponly_cookie_and_records_it(con: InProcessConsole) -> None:
@@ -149,8 +206,7 @@ async def test_behind_an_https_origin_the_cookie_is_host_prefixed_and_a_plain_on
         email = await con.operator("viewer")
         here = await con.log_in(email)
         assert here.status_code == 403  # the request's own origin is not the configured one
-        response = await con.http.post("/login", data={"email": email, "password": PASSWORD},
-                                       headers={"origin": "https://console.example.com"})
+        response = await _log_in_behind_https(con, email)
         assert response.status_code == 303
         assert response.headers["strict-transport-security"] == HSTS
         cookie = _cookie_header(response.headers.get_list("set-cookie"), SECURE_COOKIE)
@@ -174,8 +230,7 @@ async def test_a_configured_origin_is_read_as_browsers_send_origin(database_url:
     settings = make_settings(database_url, tmp_path, console_origin=configured)
     async with running_console(settings, base_url="http://console.example.com") as con:
         email = await con.operator("viewer")
-        response = await con.http.post("/login", data={"email": email, "password": PASSWORD},
-                                       headers={"origin": "https://console.example.com"})
+        response = await _log_in_behind_https(con, email)
         assert response.status_code == 303
         assert "secure" in _cookie_header(response.headers.get_list("set-cookie"), SECURE_COOKIE).lower()
         assert response.headers["strict-transport-security"] == HSTS
@@ -387,8 +442,8 @@ async def test_activity_pages_and_filter(con: InProcessConsole) -> None:
 def test_role_table() -> None:
     assert ROLES == ("admin", "support", "viewer")
     assert all(can("admin", p) for p in PERMISSIONS["admin"]) and can("admin", "manage_operators")
-    assert [p for p in ("read", "refund", "cancel", "capture", "reconcile", "replay") if can("support", p)] == [
-        "read", "refund", "cancel", "capture", "reconcile", "replay"]
+    # SPEC §12, exactly: support (read, refund, cancel, capture, replay) — not reconcile.
+    assert sorted(PERMISSIONS["support"]) == sorted(["read", "refund", "cancel", "capture", "replay"])
     assert not can("support", "manage_operators") and not can("support", "manage_merchants")
     assert can("viewer", "read") and not any(can("viewer", p) for p in PERMISSIONS["admin"] - {"read"})
     assert not can("root", "read")
@@ -418,10 +473,20 @@ async def test_a_failing_page_is_a_readable_500(database_url: str, tmp_path: Pat
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8083") as http:
             email = new_email()
             await state["console"].accounts.create(email, "viewer", PASSWORD)
-            await http.post("/login", data={"email": email, "password": PASSWORD},
+            token = login_token((await http.get("/login")).text)
+            await http.post("/login", data={"email": email, "password": PASSWORD, "csrf": token},
                             headers={"origin": "http://127.0.0.1:8083"})
             response = await http.get("/broken")
     assert response.status_code == 500 and "reload the page" in response.text
     assert "4242424242424242" not in response.text and "sk_test" not in response.text
     assert "Traceback" not in response.text
     assert response.headers["content-security-policy"]
+
+
+async def test_the_gateway_serves_no_console_page(gw: InProcessGateway) -> None:
+    """SPEC §12: the console is its own process and port, not the public API's — ``paygate
+    serve``'s app answers none of the console's routes."""
+    for path in ("/login", "/operators", "/payments", "/merchants", "/reconciliation", "/activity", "/overview.json"):
+        assert (await gw.http.get(path)).status_code == 404, path
+    refused = await gw.http.post("/login", data={"email": "a@example.com", "password": PASSWORD})
+    assert refused.status_code in (404, 405)

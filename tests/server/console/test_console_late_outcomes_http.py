@@ -1,6 +1,7 @@
 """The console's Reconciliation page lists settled outcomes a processor contradicted later
-(``late_outcomes``), escaped, open first; support and admin mark one handled (CSRF, the
-console's audit), a viewer sees it but cannot (docs/processors.md, "Adyen")."""
+(``late_outcomes``), escaped, open first; an admin marks one handled (CSRF, the console's
+audit); support and viewer see it but cannot (SPEC §12 gives support no reconcile;
+docs/processors.md, "Adyen")."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -50,9 +51,22 @@ async def test_a_late_outcome_is_listed_escaped_and_a_viewer_cannot_mark_it(con:
     assert still.handled_at is None
 
 
-async def test_support_marks_one_handled_and_it_is_recorded(con: InProcessConsole) -> None:
+async def test_a_support_operator_cannot_mark_one_handled(con: InProcessConsole) -> None:
     late = await _late(con)
     await signed_in(con, "support")
+    page = await con.http.get("/reconciliation")
+    assert page.status_code == 200 and ">Mark handled</button>" not in page.text
+    refused = await con.http.post("/reconciliation/late", headers={"origin": con.origin},
+                                  data={"csrf": await con.csrf(), "id": str(late.id)})
+    assert refused.status_code == 403 and "role cannot" in refused.text
+    [still] = await con.console.gateway.payments.late_outcomes(limit=10)
+    assert still.handled_at is None
+    assert await recent_actions(con.console.gateway.db, limit=5, target=f"late_{late.id}") == []
+
+
+async def test_an_admin_marks_one_handled_and_it_is_recorded(con: InProcessConsole) -> None:
+    late = await _late(con)
+    await signed_in(con, "admin")
     page = await con.http.get("/reconciliation")
     assert ">Mark handled</button>" in page.text
     no_token = await con.http.post("/reconciliation/late", headers={"origin": con.origin}, data={"id": str(late.id)})

@@ -16,6 +16,7 @@ from paygate_server.console.accounts import LOCKOUT_FAILURES, Accounts
 from paygate_server.storage import create_database
 from tests.server.console.conftest import CHEAP, PASSWORD, new_email
 from tests.server.console.test_console_hosts import RunningConsole, _start
+from tests.support.console_login import login_token
 
 # Headers that differ between any two answers whatever they say.
 _PER_ANSWER = {"date", "x-request-id", "content-length"}
@@ -40,8 +41,10 @@ def test_every_refusal_answers_alike(console: RunningConsole) -> None:
     wrong, disabled, locked = console.operator(), console.operator(), console.operator()
     _disable(console, disabled)
     with httpx.Client(base_url=console.url, headers={"origin": console.url}, timeout=30) as http:
+        token = login_token(http.get("/login").text)  # one browser: its login cookie and form
+
         def log_in(email: str, password: str) -> httpx.Response:
-            return http.post("/login", data={"email": email, "password": password})
+            return http.post("/login", data={"email": email, "password": password, "csrf": token})
 
         for _ in range(LOCKOUT_FAILURES):
             assert log_in(locked, "not the password").status_code == 401

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from paygate_server.clock import now_us
+from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.console.actions import recent_actions
+from paygate_server.console.pages.reconciliation import age_text
+from paygate_server.currencies import format_minor
 from paygate_server.intents.endpoints import routes as intent_routes
 from paygate_server.processing.endpoints import routes as processing_routes
 from paygate_server.simulator.testing import SimulatorProcess
@@ -115,10 +117,33 @@ async def test_queue_lists_unknown_operations_oldest_first(seeded_console: tuple
     assert refused.status_code == 403  # …and its POST is refused
 
 
+async def test_a_queue_row_states_its_age_when_it_began_its_amount_and_the_last_answer(
+        seeded_console: tuple[InProcessConsole, Seeded]) -> None:
+    """SPEC §12: unknown attempts with their age and the processor's last answer. The
+    amount reads as every other amount of the console does (once it was in minor units,
+    labelled "cents" whatever the currency)."""
+    con, seeded = seeded_console
+    await signed_in(con, "viewer")
+    oldest = min(seeded.queue, key=lambda q: q["created_at"])
+    attempt = next(a for a in seeded.attempts if a["id"] == oldest["object_id"])
+    before = now_us()
+    page = (await con.http.get("/reconciliation")).text
+    after = now_us()
+    found = re.search(rf"<tr>\s*<td>.*?{oldest['object_id']}.*?</tr>", page, re.S)
+    assert found is not None
+    row = found.group(0)
+    ages = {age_text(at - oldest["created_at"]) for at in (before, after)}
+    assert any(f"<td>{age}<br>" in row for age in ages), (ages, row)
+    assert to_rfc3339(oldest["created_at"]) in row
+    assert f"{format_minor(attempt['amount'], attempt['currency'])} {attempt['currency']}" in row, row
+    assert (oldest.get("last_result") or "not asked yet") in row
+    assert "minor units" not in page
+
+
 async def test_ask_again_settles_through_the_reconciler_and_is_recorded(
         seeded_console: tuple[InProcessConsole, Seeded]) -> None:
     con, seeded = seeded_console
-    await signed_in(con, "support")
+    await signed_in(con, "admin")
     page = await con.http.get("/reconciliation")
     assert ">Ask again</button>" in page.text
     # The seeded attempt never reached the simulator: past the not-found window, the
@@ -145,6 +170,24 @@ async def test_ask_again_settles_through_the_reconciler_and_is_recorded(
     assert missing.status_code == 502 and "keeps trying" in missing.text  # its account does not exist here
     [unreachable] = await recent_actions(con.console.gateway.db, limit=5, target=other["object_id"])
     assert unreachable.action == "reconcile.check_now" and "processor unreachable" in (unreachable.detail or "")
+
+
+async def test_ask_now_on_a_payments_page_that_cannot_reach_its_processor_is_a_502_not_a_500(
+        seeded_console: tuple[InProcessConsole, Seeded]) -> None:
+    """Once: the payment page's "ask the processor now" let the reconciler's AccountMissing
+    (an attempt routed to an account this database does not have) or ConnectorError escape:
+    a 500 where the Reconciliation page's "Ask again" answers 502 and says why."""
+    con, seeded = seeded_console
+    await signed_in(con, "admin")
+    stuck = next(q for q in seeded.queue
+                 if next(a for a in seeded.attempts if a["id"] == q["object_id"])["connector"] == "pa_seedalpha")
+    intent_id = next(a for a in seeded.attempts if a["id"] == stuck["object_id"])["intent_id"]
+    asked = await con.http.post(f"/payments/{intent_id}/reconcile", headers={"origin": con.origin},
+                                data={"csrf": await con.csrf(), "object_id": stuck["object_id"]})
+    assert asked.status_code == 502, asked.status_code
+    assert "no processor account pa_seedalpha" in asked.text and "keeps trying" in asked.text
+    done = (await recent_actions(con.console.gateway.db, limit=5, target=intent_id))[0]
+    assert done.action == "payment.reconcile" and "refused:processor_unreachable" in (done.detail or "")
 
 
 @pytest.mark.parametrize("form", [

@@ -6,6 +6,7 @@ API's operations with the API's idempotency, "ask the processor now", replaying 
 webhook delivery, roles, and hostile input — a readable page, never a 500."""
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -17,9 +18,11 @@ import httpx
 import pytest
 
 import paygate
+from paygate_server.clock import to_rfc3339
 from paygate_server.console.pages import payments as payments_page
 from paygate_server.currencies import AmountError, format_minor, parse_major
 from paygate_server.simulator.testing import SimulatorProcess
+from paygate_server.storage.console_reads import payment_detail
 from tests.server.console.conftest import InProcessConsole, running_console
 from tests.server.webhooks.receiver import Received, Receiver
 from tests.support.app import InProcessGateway, running_gateway
@@ -141,6 +144,26 @@ async def test_search_by_last4_amount_status_and_merchant(bench: Bench) -> None:
     assert_no_card_data(both.text)
 
 
+async def test_search_by_date_range_takes_whole_utc_days(bench: Bench) -> None:
+    """SPEC §12's date range through the form: ``from``/``to`` are UTC days, both included
+    (``to`` reaches the day's last microsecond)."""
+    intent = await bench.shop.create_intent(amount=777)
+    pid = intent["paymentIntentId"]
+    day = dt.datetime.fromisoformat(intent["createdAt"].replace("Z", "+00:00")).astimezone(dt.UTC).date()
+    await bench.signed_in("viewer")
+    merchant = bench.shop.creds.merchant_id
+
+    async def found(**days: dt.date) -> bool:
+        r = await bench.con.http.get("/payments", params={"merchant": merchant,
+                                                          **{k: v.isoformat() for k, v in days.items()}})
+        assert r.status_code == 200, r.text[:500]
+        return pid in r.text
+    one = dt.timedelta(days=1)
+    assert await found(**{"from": day, "to": day}) and await found(to=day) and await found(**{"from": day})
+    assert await found(**{"from": day - one, "to": day + one})
+    assert not await found(to=day - one) and not await found(**{"from": day + one})
+
+
 async def test_search_pages_with_an_older_link(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(payments_page, "PAGE_SIZE", 2)
     pids = [(await bench.shop.create_intent(amount=100 + i))["paymentIntentId"] for i in range(3)]
@@ -213,6 +236,50 @@ async def test_a_payments_page_shows_its_timeline_attempts_and_no_card_data(benc
                 "/payments/%00", "/payments/pi_" + "a" * 70):
         r = await bench.con.http.get(bad)
         assert r.status_code == 404 and "no such payment" in r.text, bad
+
+
+async def test_a_payments_page_shows_each_attempt_refund_and_webhook_delivery(bench: Bench) -> None:
+    """SPEC §12: the attempts (account, reference, outcome, times), the refunds, and the
+    webhooks sent with their deliveries — each row as the database has it."""
+    async def ok(_: Received) -> tuple[int, dict[str, str]]:
+        return 200, {}
+
+    async with Receiver(ok) as receiver:
+        assert (await bench.shop.post("/api/v1/webhooks", {"url": receiver.url()})).status_code == 201
+        pid = await bench.pay(2500)
+        refund = await bench.shop.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 700},
+                                       idempotency_key="page-refund-" + pid)
+        assert refund.status_code in (200, 201), refund.text
+        await bench.signed_in("viewer")
+        db = bench.con.console.gateway.db
+
+        async def delivered() -> Any:
+            return await payment_detail(db, pid)
+        detail = await eventually(delivered, what="every event delivered", until=lambda d: d.webhook_events and all(
+            x.status == "delivered" for e in d.webhook_events for x in e.deliveries) and d.refunds[0].status not in
+            ("pending", "unknown"))
+    page = (await bench.con.http.get(f"/payments/{pid}")).text
+
+    def row(first_cell: str) -> str:
+        found = re.search(rf"<tr><td>{re.escape(first_cell)}</td>.*?</tr>", page, re.S)
+        assert found is not None, (first_cell, page[-3000:])
+        return found.group(0)
+    [attempt] = detail.attempts
+    cells = row(attempt.id)
+    for fact in (attempt.kind, attempt.status, attempt.connector, attempt.reference, to_rfc3339(attempt.created_at),
+                 to_rfc3339(attempt.updated_at), "25.00 USD", "····4242"):
+        assert fact in cells, (fact, cells)
+    [made] = detail.refunds
+    cells = row(made.id)
+    for fact in ("7.00 USD", made.status, made.reference, to_rfc3339(made.created_at)):
+        assert fact in cells, (fact, cells)
+    assert len(detail.webhook_events) >= 2  # created, succeeded, the refund's
+    for event in detail.webhook_events:
+        [delivery] = event.deliveries
+        cells = row(event.id)
+        for fact in (event.type, delivery.endpoint_id, "delivered, 1 attempt", "200", to_rfc3339(delivery.updated_at)):
+            assert fact in cells, (fact, cells)
+    assert_no_card_data(page)
 
 
 # --- actions -----------------------------------------------------------------------------
@@ -315,7 +382,15 @@ async def test_capture_part_of_a_hold_then_cancel_another(bench: Bench) -> None:
 async def test_ask_the_processor_now_settles_an_unknown_attempt(bench: Bench) -> None:
     pid = await bench.pay(2500, number=LOST_ANSWER, until=frozenset())
     assert (await bench.intent(pid))["status"] == "in_progress"  # no answer: the reconciler's, not before 600 s
-    await bench.signed_in("support")
+    await bench.signed_in("support")  # SPEC §12: support may not ask the processor; no button, and refused
+    page = (await bench.con.http.get(f"/payments/{pid}")).text
+    assert f'action="/payments/{pid}/reconcile"' not in page
+    txn_id = re.search(r"\b(txn_\w+)", page)
+    assert txn_id is not None
+    refused = await bench.post(f"/payments/{pid}/reconcile", {"object_id": txn_id.group(1)})
+    assert refused.status_code == 403 and "role cannot" in refused.text
+    assert (await bench.intent(pid))["status"] == "in_progress"
+    await bench.signed_in("admin")
     page = (await bench.con.http.get(f"/payments/{pid}")).text
     found = re.search(r'name="object_id" value="(txn_\w+)"', page)  # a button only on a pending or unknown one
     assert found is not None, page

@@ -292,6 +292,23 @@ async def test_overview_counts_every_workers_payments(fresh_database_url: str) -
         await two.dispose()
 
 
+async def test_processor_outcomes_are_counted_per_account_and_outcome(db: Database, seeded: Seeded) -> None:
+    """SPEC §12: approved / declined / unknown per processor account — each answer under the
+    route its attempt went to, not just a total that adds up."""
+    seen = await overview(db, now=NOW)
+    answer = {"succeeded": "approved", "failed": "declined", "unknown": "unknown"}
+    expected: dict[tuple[str, str], int] = {}
+    for a in seeded.attempts:
+        if a["status"] in answer and a["updated_at"] >= seen.minutes[0] * 1_000_000:
+            key = (a["connector"], answer[a["status"]])
+            expected[key] = expected.get(key, 0) + 1
+    got = {(route, name): total for route, points in seen.routes.items()
+           for name in ("approved", "declined", "unknown") if (total := sum(getattr(p, name) for p in points))}
+    assert got == expected
+    assert {route for route, _ in expected} == {"simulator", "pa_seedalpha", "pa_seedbeta"}
+    assert {name for _, name in expected} == {"approved", "declined", "unknown"}
+
+
 async def test_backlogs_are_sampled_once_a_minute_by_whoever_comes_first(fresh_database_url: str) -> None:
     one, two = create_database(fresh_database_url), create_database(fresh_database_url)
     try:

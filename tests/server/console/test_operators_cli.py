@@ -156,3 +156,13 @@ def test_console_refuses_a_malformed_origin(env: str, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PAYGATE_CONSOLE_ORIGIN", origin)
     assert main(["console", "--port", "0"]) == 2
     _one_line_refusal(capsys, "PAYGATE_CONSOLE_ORIGIN must be an origin")
+
+
+def test_console_listens_on_127_0_0_1_8083_unless_told() -> None:
+    """SPEC §9: ``paygate console [--host --port]``, 127.0.0.1:8083 by default."""
+    from paygate_server.cli import build_parser
+
+    args = build_parser().parse_args(["console"])
+    assert (args.host, args.port) == ("127.0.0.1", 8083)
+    args = build_parser().parse_args(["console", "--host", "0.0.0.0", "--port", "9000"])
+    assert (args.host, args.port) == ("0.0.0.0", 9000)

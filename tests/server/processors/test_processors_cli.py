@@ -178,6 +178,19 @@ def test_routing_clear_is_the_way_back_to_no_account(paygate: Run, merchant: str
     assert paygate.ok("routing", "clear", "--merchant", merchant) == "there were no routing rules\n"
 
 
+def test_routing_clear_says_where_payments_go_now(paygate: Run, merchant: str, tmp_path: Path) -> None:
+    # Once one sentence for both cases: "… in the order they were added (none: the default
+    # processor)", which read as if the accounts were to be ignored.
+    a = add(paygate, merchant)
+    paygate.ok("routing", "set", "--merchant", merchant, "--file", rules_file(tmp_path, [{"use": [a]}]))
+    assert paygate.ok("routing", "clear", "--merchant", merchant) == (
+        f"routing rules removed: every payment goes to the active processor accounts in the order they were added ({a})\n")
+    paygate.ok("processors", "remove", "--merchant", merchant, "--account", a)
+    assert paygate.ok("routing", "show", "--merchant", merchant) == (
+        "no routing rules: no processor accounts either, so payments go to the gateway's default processor "
+        "(PAYGATE_PROCESSOR_URL)\n")
+
+
 def test_routing_set_reads_standard_input(paygate: Run, merchant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     a = add(paygate, merchant)
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps([{"use": [a]}])))

@@ -55,7 +55,7 @@ async def test_create_intent_with_a_key_answers_a_repeat_with_the_first_answer(s
     scope = shop.scope("create-1", "/api/v1/payment/intent")
     first, _ = new_intent(shop.merchant_id, CreateIntent(1999, "USD", {"name": "Mug"}, None, {}))
     assert await shop.store.create_intent(first, scope.claim, b'{"first":1}') is None
-    found = await shop.store.find_key(shop.merchant_id, scope.key)
+    found = await shop.store.find_key(scope.claim)
     assert found is not None and (found.state, found.response_status) == ("done", 201)
     assert found.response_body is not None and scope.open(found.response_body) == b'{"first":1}'
 
@@ -133,7 +133,7 @@ async def test_cancel_with_a_key_stores_its_answer(shop: Shop) -> None:
     refused = shop.scope("cancel-2")
     with pytest.raises(IntentNotInStatus):
         await store.cancel_intent(mid, row["id"], AnswerSpec(refused.claim, render))
-    assert await store.find_key(mid, refused.key) is None
+    assert await store.find_key(refused.claim) is None
 
 
 # --- charge attempts -------------------------------------------------------------------
@@ -178,7 +178,7 @@ async def test_begin_attempt_refusals_change_nothing(gw: InProcessGateway, shop:
         await store.begin_attempt(shop.new_attempt(intent["id"]), fresh.claim)
     assert refused.value.status == "in_progress"
     assert await shop.unchanged(intent["id"]) == in_progress
-    assert await store.find_key(shop.merchant_id, fresh.key) is None  # no claim kept
+    assert await store.find_key(fresh.claim) is None  # no claim kept
 
 
 async def test_too_many_failures(shop: Shop) -> None:
@@ -207,7 +207,7 @@ async def test_a_spent_token_refuses_the_attempt_and_changes_nothing(shop: Shop)
     with pytest.raises(TokenSpent):
         await shop.store.begin_attempt(shop.new_attempt(intent["id"], vault_id), scope.claim)
     assert await shop.unchanged(intent["id"]) == {"intent": intent, "attempts": [], "checks": []}
-    assert await shop.store.find_key(shop.merchant_id, scope.key) is None
+    assert await shop.store.find_key(scope.claim) is None
 
 
 async def test_begin_with_a_key_in_progress_or_abandoned(shop: Shop) -> None:
@@ -215,7 +215,7 @@ async def test_begin_with_a_key_in_progress_or_abandoned(shop: Shop) -> None:
     first, second = await shop.intent(), await shop.intent()
     scope = shop.scope("process-1")
     await shop.begin(first["id"], claim=scope.claim)
-    claimed = await store.find_key(shop.merchant_id, scope.key)
+    claimed = await store.find_key(scope.claim)
     assert claimed is not None and claimed.state == "in_progress"
 
     existing = await store.begin_attempt(shop.new_attempt(second["id"]), scope.claim)
@@ -229,7 +229,7 @@ async def test_begin_with_a_key_in_progress_or_abandoned(shop: Shop) -> None:
     assert found == dataclasses.replace(claimed, abandoned=True)
     assert await shop.unchanged(second["id"]) == {"intent": second, "attempts": [], "checks": []}
     assert len(await shop.attempts(first["id"])) == 1
-    assert await store.find_key(shop.merchant_id, scope.key) == claimed  # not taken over
+    assert await store.find_key(scope.claim) == claimed  # not taken over
 
 
 async def test_settle_unknown_keeps_the_attempt_unknown_and_moves_its_check(shop: Shop) -> None:
@@ -244,7 +244,7 @@ async def test_settle_unknown_keeps_the_attempt_unknown_and_moves_its_check(shop
     assert (txn["status"], txn["error_message"]) == ("unknown", "processor timeout")
     [check] = await shop.checks(intent["id"])
     assert (check["due_at"], check["checks"], check["last_result"]) == (due, 1, "timeout")
-    assert (await shop.store.find_key(shop.merchant_id, scope.key)).state == "in_progress"  # type: ignore[union-attr]
+    assert (await shop.store.find_key(scope.claim)).state == "in_progress"  # type: ignore[union-attr]
 
     await shop.store.settle_attempt(attempt, unknown(due + 1, 2))
     [check] = await shop.checks(intent["id"])

@@ -24,11 +24,11 @@ from tests.server.storage.payment_store_helpers import (
 async def test_store_answer_first_writer_wins(shop: Shop) -> None:
     store = shop.store
     scope = shop.scope("answer")
-    assert await store.find_key(shop.merchant_id, scope.key) is None
+    assert await store.find_key(scope.claim) is None
     assert await store.stored_answer(scope.claim) is None
     assert await store.store_answer(scope.claim, 402, b'{"first":1}') is True
     assert await store.store_answer(scope.claim, 200, b'{"second":1}') is False
-    found = await store.find_key(shop.merchant_id, scope.key)
+    found = await store.find_key(scope.claim)
     assert found is not None and (found.request_hash, found.state, found.response_status) == \
         (scope.request_hash, "done", 402)
     stored = await store.stored_answer(scope.claim)
@@ -43,7 +43,7 @@ async def test_store_answer_completes_a_claim(shop: Shop) -> None:
     assert await store.stored_answer(answered.claim) is None  # in progress: nothing to replay
     assert await store.store_answer(answered.claim, 200, b"{}") is True
     assert await store.stored_answer(answered.claim) is not None
-    assert (await store.find_key(shop.merchant_id, answered.key)).state == "done"  # type: ignore[union-attr]
+    assert (await store.find_key(answered.claim)).state == "done"  # type: ignore[union-attr]
 
 
 async def test_prune_keys_drops_answered_keys_only(lone: Shop) -> None:
@@ -53,8 +53,8 @@ async def test_prune_keys_drops_answered_keys_only(lone: Shop) -> None:
     await lone.begin((await lone.intent())["id"], claim=running.claim)
     assert await store.prune_keys(0) == 0
     assert await store.prune_keys(now_us() + 1) == 1
-    assert await store.find_key(lone.merchant_id, done.key) is None
-    assert await store.find_key(lone.merchant_id, running.key) is not None
+    assert await store.find_key(done.claim) is None
+    assert await store.find_key(running.claim) is not None
 
 
 async def test_change_with_key(shop: Shop) -> None:
@@ -79,7 +79,7 @@ async def test_change_with_key(shop: Shop) -> None:
     broken = shop.scope("broken")
     with pytest.raises(RuntimeError):
         await store.change_with_key(broken.claim, failing)
-    assert await store.find_key(shop.merchant_id, broken.key) is None  # the claim went with the change
+    assert await store.find_key(broken.claim) is None  # the claim went with the change
 
 
 # --- the reconciler's queue and the settlement report ----------------------------------

@@ -104,7 +104,7 @@ async def test_refund_with_a_key_stores_its_answer(shop: Shop) -> None:
     scope = shop.scope("refund-1", "/api/v1/payment/refund")
     refund = await store.reserve_refund(new_refund(shop, charge.intent_id, 300), scope.claim)
     assert not isinstance(refund, ExistingKey)
-    assert (await store.find_key(shop.merchant_id, scope.key)).state == "in_progress"  # type: ignore[union-attr]
+    assert (await store.find_key(scope.claim)).state == "in_progress"  # type: ignore[union-attr]
     row = await store.settle_refund(refund["id"], REFUNDED, AnswerSpec(scope.claim, render_refund_answer))
     assert row is not None
     stored = await store.stored_answer(scope.claim)
@@ -143,7 +143,7 @@ async def test_refund_refusals(shop: Shop) -> None:
     with pytest.raises(IntentMissing):
         await store.reserve_refund(dataclasses.replace(new_refund(shop, charge.intent_id, None),
                                                        merchant_id="mer_other"), None)
-    assert await store.find_key(shop.merchant_id, scope.key) is None
+    assert await store.find_key(scope.claim) is None
     assert (await shop.current(charge.intent_id))["amount_refunded"] == 0
     assert await store.settle_refund("re_missing", REFUNDED) is None
     assert await store.get_refund("re_missing") is None

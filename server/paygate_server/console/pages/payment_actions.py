@@ -36,7 +36,9 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import IdempotencyScope, Replayed, parse_idempotency_key
 from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.schemas import MAX_AMOUNT
+from paygate_server.processing.connectors import ConnectorError
 from paygate_server.processing.service import CapturePayment
+from paygate_server.processors.registry import AccountMissing
 from paygate_server.refunds.service import RefundPayment
 from paygate_server.storage.console_reads import PaymentDetail, payment_detail
 from paygate_server.storage.port import ExistingKey, KeyClaim
@@ -55,6 +57,7 @@ class Outcome:
     label: str  # the record's outcome: done | replayed | refused:<code>
     failed: bool = False
     facts: dict[str, str | int | None] | None = None
+    status: int | None = None  # the page's status; None: 409 when failed, else 200
 
 
 class Unusable(Exception):
@@ -130,8 +133,8 @@ async def _act(request: Request, signed_in: SignedIn, form: Form, action: str,
     await record({**(outcome.facts or {}), "outcome": outcome.label})
     fresh = await payment_detail(console.gateway.db, detail.intent.id)
     assert fresh is not None  # intents are never deleted
-    return await payment_view(request, signed_in, fresh, status=409 if outcome.failed else 200,
-                              notice=Notice(outcome.message, outcome.failed))
+    status = outcome.status or (409 if outcome.failed else 200)
+    return await payment_view(request, signed_in, fresh, status=status, notice=Notice(outcome.message, outcome.failed))
 
 
 @form_action("refund")
@@ -212,7 +215,15 @@ async def reconcile(request: Request, signed_in: SignedIn, form: Form) -> Respon
         else:
             raise Unusable("That operation is not one of this payment's: reload the page and try again.")
         facts: dict[str, str | int | None] = {"object": object_id}
-        label = await console_of(request).gateway.reconciler.check_now(kind, object_id)
+        try:
+            label = await console_of(request).gateway.reconciler.check_now(kind, object_id)
+        except (ConnectorError, AccountMissing) as exc:
+            # As the Reconciliation page's "Ask again": the processor's silence (or an account
+            # gone from this database) is an answer to show, not a 500.
+            why = f"there is no processor account {exc} here" if isinstance(exc, AccountMissing) else str(exc)
+            return Outcome(f"The processor could not be asked about {object_id}: {why}. The reconciler keeps "
+                           "trying on its own.", "refused:processor_unreachable", failed=True, facts=facts,
+                           status=502)
         if label is None:
             return Outcome(f"{object_id} is not waiting for an outcome (it is {status}): nothing "
                            "to ask. See its outcome below.", "refused:not_waiting", failed=True, facts=facts)

@@ -4,14 +4,15 @@
 * The queue: unknown operations (and pending ones past the safety window), oldest first,
   with their age, route, reference and the processor's last answer
   (:func:`~paygate_server.storage.console_reads.reconciliation_queue`).
-* "Ask again" (``POST /reconciliation/check``, support and admin): the reconciler's own
+* "Ask again" (``POST /reconciliation/check``, admin only: SPEC §12
+  gives support no reconcile): the reconciler's own
   :meth:`~paygate_server.processing.reconciler.Reconciler.check_now` — the same look-up
   and settle as its passes, so an operator's click can never settle an operation twice or
   differently, but a look-up only: resending what the processor has not received stays
   the passes' (under their lease). Recorded as ``reconcile.check_now``.
 * Settled outcomes the processor contradicted later (``late_outcomes``: Adyen's
   ``REFUND_FAILED`` after the ``REFUND``), open ones first — what ``paygate reconcile``
-  lists too. "Mark handled" (``POST /reconciliation/late``, support and admin) closes one
+  lists too. "Mark handled" (``POST /reconciliation/late``, admin only) closes one
   once the operator has dealt with it at the processor and with the merchant; the mark and
   its record (``reconcile.late_outcome_handled``) commit in one transaction.
 * The settlement report of a day (``?date=YYYY-MM-DD[&account=pa_…]``): what

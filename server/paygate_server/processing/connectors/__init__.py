@@ -13,7 +13,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ._transport import processor_text
+from ._transport import keepable_id, processor_text
 from .base import (
     CaptureRequest,
     CardDetails,
@@ -59,6 +59,7 @@ __all__ = [
     "connector_kind",
     "is_definitive",
     "other_money",
+    "keepable_id",
     "processor_text",
 ]
 

@@ -26,8 +26,8 @@ from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeou
 
 from .base import ChargeOutcome
 
-__all__ = ["KEEPALIVE_EXPIRY_S", "Answer", "PooledConnector", "connection_pool", "json_object", "processor_text",
-           "transport_failure"]
+__all__ = ["KEEPALIVE_EXPIRY_S", "MAX_PROCESSOR_ID", "Answer", "PooledConnector", "connection_pool", "json_object",
+           "keepable_id", "processor_text", "transport_failure"]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -100,11 +100,33 @@ def transport_failure(error: BaseException | None, status_code: int | None, *,
 
 
 def processor_text(value: Any, limit: int = 200) -> str | None:
-    """A text of the processor's, at most ``limit`` characters, or None: not a string,
-    empty, or holding a card number (in any spacing ``contains_card_number`` knows)."""
-    if not isinstance(value, str) or not value or contains_card_number(value):
+    """A text of the processor's, at most ``limit`` characters, without NUL (PostgreSQL's
+    text cannot hold one), or None: not a string, empty, or holding a card number (in any
+    spacing ``contains_card_number`` knows)."""
+    if not isinstance(value, str):
         return None
-    return value[:limit]
+    text = value.replace("\x00", "")
+    if not text or contains_card_number(text):
+        return None
+    return text[:limit]
+
+
+MAX_AUTH_CODE = 32  # transactions.auth_code
+MAX_PROCESSOR_ID = 128  # transactions.processor_id, refunds.processor_id
+
+
+def keepable_id(value: str | None, limit: int = MAX_PROCESSOR_ID) -> bool:
+    """Whether ``value`` (None: no id) can be kept and found again as it is: not longer than
+    its column, and without NUL (PostgreSQL's text cannot hold one). An id cut short or
+    cleaned would name nothing at the processor."""
+    return value is None or (len(value) <= limit and "\x00" not in value)
+
+
+def auth_code(value: Any) -> str | None:
+    """A processor's authorization code as the gateway keeps it, or None: no text, or
+    longer than the gateway keeps (a code cut short would name nothing)."""
+    text = processor_text(value, MAX_AUTH_CODE + 1)
+    return text if text is not None and len(text) <= MAX_AUTH_CODE else None
 
 
 def json_object(status_code: int, body: bytes | None) -> dict[str, Any] | str:

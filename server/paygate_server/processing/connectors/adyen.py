@@ -37,8 +37,10 @@ from paygate_server.http1client import Transport
 from ._transport import (
     Answer,
     PooledConnector,
+    auth_code,
     connection_pool,
     json_object,
+    keepable_id,
     processor_text,
     transport_failure,
 )
@@ -197,6 +199,10 @@ def _payment(reference: str, data: dict[str, Any]) -> Answer:
         return Answer(unknown, message="answer for another reference: outcome unknown")
     result_code = data.get("resultCode")
     psp_reference = _str(data.get("pspReference"))
+    if not keepable_id(psp_reference):
+        # An id the gateway cannot keep could never be captured, refunded or matched to its
+        # notification: as good as none (Adyen's are 16 characters).
+        psp_reference = None
     outcome = RESULT_CODES.get(result_code) if isinstance(result_code, str) else None
     if outcome is None:
         return Answer(unknown, message="unexpected resultCode: outcome unknown", processor_id=psp_reference)
@@ -209,8 +215,8 @@ def _payment(reference: str, data: dict[str, Any]) -> Answer:
         extra = data.get("additionalData")
         # additionalData.authCode is sent only when the merchant account enables it (Customer
         # Area > Developers > Additional data); otherwise there is no code to give: None.
-        auth_code = _text(extra.get("authCode")) if isinstance(extra, dict) else None
-        return Answer(outcome, auth_code=auth_code, processor_id=psp_reference)
+        code = auth_code(_text(extra.get("authCode"))) if isinstance(extra, dict) else None
+        return Answer(outcome, auth_code=code, processor_id=psp_reference)
     if result_code in _AUTHENTICATION:
         return Answer(outcome, decline_code="authentication_required", processor_id=psp_reference,
                       message=f"Adyen asks for 3-D Secure ({result_code}): not supported by this connector")
@@ -300,7 +306,7 @@ _EVENT_KINDS: dict[str, SyncKind] = {
     "CANCELLATION": "void", "TECHNICAL_CANCEL": "void",
     "REFUND": "refund", "REFUND_FAILED": "refund",
 }
-_ACTIONS: dict[Any, SyncKind] = {"cancel": "void", "refund": "refund"}
+_ACTIONS: dict[str, SyncKind] = {"cancel": "void", "refund": "refund"}
 # Events that report a failure whatever their "success" says: the scheme rejected a capture
 # or a refund Adyen had accepted earlier.
 _FAILURES = frozenset({"CAPTURE_FAILED", "REFUND_FAILED"})
@@ -524,7 +530,9 @@ def _event(item: dict[str, Any]) -> ProcessorEvent | None:
     kind: SyncKind | None = _EVENT_KINDS.get(code) if isinstance(code, str) else None
     if code == "CANCEL_OR_REFUND":
         # Adyen says which it did in additionalData["modification.action"].
-        kind = _ACTIONS.get(extra.get("modification.action"))
+        # Not signed, and any JSON: only a string can name an action (a list is unhashable).
+        action = extra.get("modification.action")
+        kind = _ACTIONS.get(action) if isinstance(action, str) else None
     success = item.get("success")
     if kind is None or success not in ("true", "false"):
         return None
@@ -535,10 +543,10 @@ def _event(item: dict[str, Any]) -> ProcessorEvent | None:
         if success == "true":
             # The code is in additionalData.authCode when enabled; else, for visa, mc and amex,
             # the reason reads "authCode:last4:expiry" (Webhooks API, AUTHORISATION's reason).
-            auth_code = _text(extra.get("authCode"))
-            if auth_code is None and reason and reason.count(":") == 2:
-                auth_code = reason.split(":", 1)[0] or None
-            result = ChargeResult(reference, ChargeOutcome.APPROVED, auth_code=auth_code, processor_id=psp_reference)
+            code = auth_code(_text(extra.get("authCode")))
+            if code is None and reason and reason.count(":") == 2:
+                code = auth_code(reason.split(":", 1)[0])
+            result = ChargeResult(reference, ChargeOutcome.APPROVED, auth_code=code, processor_id=psp_reference)
         else:
             result = ChargeResult(reference, ChargeOutcome.DECLINED, decline_code=decline_code_for(None, reason),
                                   message=f"Refused: {reason}" if reason else "Refused", processor_id=psp_reference)

@@ -22,7 +22,7 @@ from typing import Any
 from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
 
-from ._transport import Answer, transport_failure
+from ._transport import Answer, auth_code, transport_failure
 from .base import ChargeOutcome, ChargeResult
 from .minor_units import STRIPE, Unrepresentable
 
@@ -32,7 +32,6 @@ __all__ = ["Answer", "Step", "capture_answer", "charge_answer", "classify_error"
 
 O = ChargeOutcome  # noqa: E741 - a short alias keeps the tables readable
 _MAX_MESSAGE = 200
-_MAX_AUTH_CODE = 32  # transactions.auth_code
 # An API key in any form Stripe knows (secret, restricted, publishable; live or test).
 _KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_\w+")
 
@@ -201,11 +200,6 @@ def _latest_charge_id(pi: dict[str, Any]) -> str | None:
     return charge if isinstance(charge, str) and charge else None
 
 
-def _auth_code(charge_id: str) -> str | None:
-    # The gateway keeps at most 32 characters; a cut id would name no charge.
-    return charge_id if len(charge_id) <= _MAX_AUTH_CODE else None
-
-
 def _hold_gone(pi: dict[str, Any]) -> Answer:
     # Stripe cancels an uncaptured payment intent by itself when the authorization expires
     # (cancellation_reason "automatic"); any other reason is a void.
@@ -220,19 +214,19 @@ def charge_answer(pi: dict[str, Any], *, lookup: bool = False) -> Answer:
     authorization code, which the payment intent does not carry."""
     rule = _CHARGE_STATUSES.get(str(pi.get("status")))
     manual = pi.get("capture_method") == "manual"
-    auth_code = _latest_charge_id(pi)
+    charge_id = _latest_charge_id(pi)
     payment_error = pi.get("last_payment_error")
     if rule == "approved" or (rule == "authorized" and manual):
-        if auth_code is None:
+        if charge_id is None:
             return Answer(O.UNKNOWN, message="approved without a charge id: outcome unknown")
-        return Answer(O.APPROVED, auth_code=_auth_code(auth_code))
+        return Answer(O.APPROVED, auth_code=auth_code(charge_id))
     if rule in ("payment_error", "canceled") and isinstance(payment_error, dict):
         return Answer(O.DECLINED, decline_code=decline_code(payment_error), message=_detail(payment_error))
     if rule == "authentication":
         return Answer(O.DECLINED, decline_code="authentication_required",
                       message="the card requires authentication (3-D Secure), which is not supported yet")
-    if rule == "canceled" and manual and auth_code is not None:
-        return Answer(O.APPROVED, auth_code=_auth_code(auth_code))  # authorized, voided since
+    if rule == "canceled" and manual and charge_id is not None:
+        return Answer(O.APPROVED, auth_code=auth_code(charge_id))  # authorized, voided since
     if lookup and rule in ("payment_error", "not_confirmed", "canceled"):
         # No payment error and no charge: the intent was never confirmed, nothing charged.
         return Answer(O.NOT_FOUND, message="never confirmed")

@@ -36,6 +36,9 @@ __all__ = ["TOLERANCE_S", "parse_webhook", "sign", "verify_signature"]
 TOLERANCE_S = 300
 _REPLY = WebhookReply((), 200, b'{"received":true}', "application/json")
 _MAX_SIGNATURES = 16  # a header with more is no header Stripe sends
+# Unix seconds have 10 digits for centuries yet; a longer "t" is far outside the tolerance
+# (and read as a number would overflow the comparison with the clock's float).
+_MAX_TIMESTAMP_DIGITS = 12
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -53,14 +56,14 @@ def verify_signature(secret: str, header: str | None, body: bytes, *, now: float
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
         if key == "t" and value.isascii() and value.isdigit():
-            timestamp = int(value)
+            timestamp = int(value) if len(value) <= _MAX_TIMESTAMP_DIGITS else 10**_MAX_TIMESTAMP_DIGITS
         elif key == "v1":
             signatures.append(value)
     if timestamp is None:
         raise WebhookRejected("no timestamp in the Stripe-Signature header")
     if not signatures or len(signatures) > _MAX_SIGNATURES:
         raise WebhookRejected("no v1 signature in the Stripe-Signature header")
-    if abs(now - timestamp) > tolerance:
+    if timestamp >= 10**_MAX_TIMESTAMP_DIGITS or abs(now - timestamp) > tolerance:
         raise WebhookRejected("signature timestamp outside the tolerance")
     expected = sign(secret, timestamp, body).encode()
     # Every candidate is compared (constant time each), so timing says nothing of which.

@@ -309,6 +309,16 @@ def test_an_approval_without_an_auth_code_has_none() -> None:
     assert (result.outcome, result.auth_code, result.processor_id) == (O.APPROVED, None, PSP)
 
 
+@pytest.mark.parametrize("psp", ["P" * 129, "QFQTPCQ8\x00HXSKGK82"])
+def test_an_approval_whose_psp_reference_cannot_be_kept_is_unknown(psp: str) -> None:
+    # Once kept as given: longer than transactions.processor_id (or with a NUL PostgreSQL's
+    # text refuses), settling the charge failed on PostgreSQL (a 500 for /process), and an
+    # id cut or cleaned could never capture, refund or match a notification.
+    result = classify(Operation.CHARGE, REF, 200, orjson.dumps({**AUTHORISED, "pspReference": psp}))
+    assert (result.outcome, result.processor_id) == (O.UNKNOWN, None)
+    assert result.message == "Authorised without a pspReference: outcome unknown"
+
+
 def test_3ds_decline_says_it_is_not_supported() -> None:
     result = classify(Operation.CHARGE, REF, 200, orjson.dumps({"pspReference": PSP, "resultCode": "RedirectShopper"}))
     assert "3-D Secure" in (result.message or "") and "not supported" in (result.message or "")

@@ -262,6 +262,10 @@ def test_cancel_or_refund_follows_the_action_adyen_took(action: str, kind: str, 
     "item",
     [
         _item("CANCEL_OR_REFUND", original=PSP),  # no action: cannot tell what it did
+        # additionalData is not signed and may hold any JSON: an action that is no string
+        # (a list was unhashable: a 500) names nothing.
+        *(_item("CANCEL_OR_REFUND", original=PSP, extra={"modification.action": action})  # type: ignore[dict-item]
+          for action in (["refund"], {"a": 1}, 5, None)),
         _item("CHARGEBACK", original=PSP),
         _item("REPORT_AVAILABLE", reference="", psp="settlement_detail_report_batch_1.csv"),
         _item("PENDING"),

@@ -32,6 +32,7 @@ from paygate_server.processing.connectors import (
     VoidRequest,
     connector_for_url,
 )
+from paygate_server.processing.connectors._transport import auth_code, processor_text
 from paygate_server.processing.connectors.simulator import Operation, classify
 from tests.support.http_stub import Reply, Seen, StubServer
 
@@ -228,6 +229,14 @@ def test_a_processor_text_quoting_a_card_number_is_left_out(quoted: str) -> None
     assert (retry.outcome, refused.outcome) == (O.RETRY, O.DECLINED)
     for answer in (retry, refused):
         assert quoted not in (answer.message or "") and "4242" not in (answer.message or "")
+
+
+def test_a_processor_text_loses_its_nul_characters() -> None:
+    # PostgreSQL's text cannot hold NUL: a refusal's reason with one failed the settle (a 500).
+    refused = classify(Operation.CAPTURE, REF, *_json(200, {"reference": REF, "status": "refused",
+                                                            "declineCode": "x", "message": "no\x00 way"}))
+    assert refused.message == "no way"
+    assert processor_text("\x00") is None and auth_code("A" * 33) is None and auth_code("A1B2C3") == "A1B2C3"
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,17 @@ def test_a_timestamp_far_in_the_future_is_refused_by_us_only() -> None:
     assert theirs(sig) and not ours(sig, now=now)
 
 
+@pytest.mark.parametrize("digits", [13, 400, 4301, 10_000])
+def test_a_timestamp_of_too_many_digits_is_outside_the_tolerance(digits: int) -> None:
+    # Read as a number, a 400-digit "t" overflowed the comparison with the clock and one of
+    # over 4300 digits was past int()'s limit: a 500 instead of a rejection.
+    now = int(time.time())
+    sig = f"t={'9' * digits},v1={sign(SECRET, now, BODY)}"
+    with pytest.raises(WebhookRejected, match="outside the tolerance"):
+        connector(now=now + 0.5).parse_webhook({"stripe-signature": sig}, BODY)  # the clock is a float
+    assert not theirs(sig)
+
+
 def test_the_clock_is_injectable() -> None:
     sig = header(t=NOW)
     assert ours(sig, now=NOW + TOLERANCE_S) and not ours(sig, now=NOW + TOLERANCE_S + 1)
