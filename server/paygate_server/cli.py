@@ -277,8 +277,13 @@ def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, start
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.cdc.archive import ArchiveAhead
+    from paygate_server.cdc.restore import refuse_if_archive_ahead
     from paygate_server.headerguard import keep_alive_s
 
+    # A database restored under a newer archive would hand out the archive's change ids again
+    # (docs/operations.md, "Backups and restore"): refused like a schema that is not current.
+    run_with_db(settings, lambda db: refuse_if_archive_ahead(settings, db), refused=ArchiveAhead)
     database = settings.resolved_database_url
     run_uvicorn(
         args, settings, app="paygate_server.app:create_app_from_env", starting="paygate serve starting",

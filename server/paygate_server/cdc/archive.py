@@ -27,15 +27,19 @@ from typing import Any
 import orjson
 
 from paygate_server.cdc.index import INDEXED_VERSION, write_index
-from paygate_server.cdc.relay import Consumer
+from paygate_server.cdc.relay import Consumer, ConsumerRefused
 from paygate_server.cdc.store import ObjectExists, ObjectMissing, ObjectStore
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.faults import crash_point
 from paygate_server.storage import Transaction
 from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.changes import Change, Position
+from paygate_server.storage.history_restores import RestoreStore
 
-__all__ = ["ArchiveSink", "ArchiveReader", "ManifestEntry", "ArchiveProblem", "GENESIS", "entry_hash"]
+__all__ = ["ArchiveSink", "ArchiveReader", "ManifestEntry", "ArchiveProblem", "ArchiveAhead", "ahead_of", "GENESIS",
+           "entry_hash", "RESUME_COMMAND"]
+
+RESUME_COMMAND = "paygate history resume-after-restore"
 
 GENESIS = "0" * 64
 SEGMENTS = "segments/"
@@ -68,6 +72,24 @@ _ENTRY_FIELDS: dict[str, type] = {"segment": int, "object": str, "sha256": str, 
 
 class ArchiveProblem(Exception):
     """Something in the archive does not check out."""
+
+
+class ArchiveAhead(ArchiveProblem, ConsumerRefused):
+    """The archive holds change ids this database has not handed out yet: the database was
+    restored from a backup older than the archive. Shipping on would put the database's next
+    changes under ids (and sequence numbers) the archive already holds with other content."""
+
+
+def ahead_of(last: ManifestEntry, id_high_water: int) -> ArchiveAhead | None:
+    """The refusal when the archive's newest entry holds an id above the largest this database
+    ever handed out (never the case but after a restore: the archive only holds ids the
+    database gave it, and ids are never given back)."""
+    last_id = last.fields.get("lastId")
+    if not isinstance(last_id, int) or isinstance(last_id, bool) or last_id <= id_high_water:
+        return None
+    return ArchiveAhead(f"the archive holds changes up to id {last_id} but this database's change log has only"
+                        f" reached id {id_high_water}: the database was restored from a backup older than the"
+                        f" archive; run `{RESUME_COMMAND}` (docs/operations.md, \"Backups and restore\")")
 
 
 def _segments_named(first: int, last: int) -> str:
@@ -107,8 +129,15 @@ class ArchiveSink(Consumer):
             self._next, self._prev = 1, GENESIS
             return None
         last = await reader.entry(names[-1])
+        restores = RestoreStore(self.index.database)
+        if (ahead := ahead_of(last, await restores.id_high_water())) is not None:
+            raise ahead
         self._next = last.number + 1
         self._prev = str(last.fields["hash"])
+        if last.number <= await restores.resumed_through_segment():
+            # Written by the database before its restore: its position is not this one's
+            # (the resume command placed the offset after what this database holds).
+            return None
         return last.position
 
     async def deliver(self, changes: list[Change], conn: Transaction | None) -> None:

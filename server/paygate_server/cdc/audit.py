@@ -20,12 +20,14 @@ import orjson
 
 from paygate_server.cdc.archive import MANIFEST, ArchiveProblem, ArchiveReader
 from paygate_server.cdc.index import unindexed
+from paygate_server.clock import to_rfc3339
 from paygate_server.intents.history import render_history
 from paygate_server.storage import Database
 from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.change_log import ChangeLog, EntityRow
 from paygate_server.storage.changes import Change
 from paygate_server.storage.history_prune import HistoryPruneStore
+from paygate_server.storage.history_restores import RestoreRecord, RestoreStore
 from paygate_server.storage.relay_offsets import read_offset
 from paygate_server.storage.schema import CAPTURED_TABLES
 
@@ -247,6 +249,10 @@ class VerifyReport:
     # lost it (restored from a backup older than the archive: docs/operations.md).
     not_in_database: IdSample = field(default_factory=IdSample)
     mismatched: IdSample = field(default_factory=IdSample)  # archive and database differ
+    # The restores `paygate history resume-after-restore` recorded, and how many of each one's
+    # lost changes the archive holds: reported, not a failure (docs/history.md "After a restore").
+    restores: list[RestoreRecord] = field(default_factory=list)
+    restore_lost: list[int] = field(default_factory=list)
     lost: list[tuple[int, int]] = field(default_factory=list)  # id ranges in neither place
     # PostgreSQL: id ranges in neither place taken by transactions that rolled back (a
     # sequence is not transactional); information, not a failure — the entity and sequence
@@ -302,7 +308,9 @@ class VerifyReport:
                 "neverCommitted": [list(r) for r in self.never_committed[:MAX_LISTED]],
                 "neverCommittedCount": self.never_committed_count,
                 "entities": self.entities, "stale": self.stale, "staleCount": self.stale_count,
-                "entitiesTracked": self.entities_tracked}
+                "entitiesTracked": self.entities_tracked,
+                "lostInRestores": [{**r.to_json(), "inArchive": n} for r, n in zip(self.restores, self.restore_lost,
+                                                                                   strict=True)]}
 
     def text(self) -> str:
         lines = [f"archive {self.archive}: {self.segments} segments, {self.archived} changes"
@@ -314,10 +322,15 @@ class VerifyReport:
         if self.never_committed:
             lines.append(f"{self.never_committed_count} change ids never committed (rolled-back transactions):"
                          f" {self._ranges_text(self.never_committed)}")
+        for record, found in zip(self.restores, self.restore_lost, strict=True):
+            lines.append(f"lost in the restore recorded at {to_rfc3339(record.recorded_at)}: {found} changes"
+                         f" (ids {record.first_id}–{record.last_id}), in the archive only"
+                         f"{'' if found == record.changes else f' (the record counted {record.changes})'}")
         lines += [f"PROBLEM {p}" for p in self.problems]
         for label, sample in (("missing from the archive", self.missing),
                               ("archived but missing from the database, though never pruned (a database"
-                               " restored from a backup older than the archive?)", self.not_in_database),
+                               " restored from a backup older than the archive? then run `paygate history"
+                              " resume-after-restore`)", self.not_in_database),
                               ("differ between the archive and the database", self.mismatched)):
             if sample.count:
                 lines.append(f"PROBLEM {sample.count} changes {label}: {sample.text()}")
@@ -339,13 +352,17 @@ def _problem(report: VerifyReport, text: str) -> None:
         report.problems.append("… more problems not listed")
 
 
-async def _compare(log: ChangeLog, segment: list[Change], report: VerifyReport, prune: HistoryPruneStore) -> None:
+async def _compare(log: ChangeLog, segment: list[Change], report: VerifyReport, prune: HistoryPruneStore,
+                   number: int) -> set[int]:
     """Compare one segment's (first-seen) changes with the database's copies in its id range.
     One the database lacks was pruned if its id is at or below what pruning may have removed;
-    above it nothing ever leaves the change log, so the database lost it. The bound is read
-    after the rows (pruning may run meanwhile, and it only grows), only when one is absent."""
+    above it nothing ever leaves the change log, so the database lost it — in a restore
+    recorded by ``paygate history resume-after-restore`` when its id is in that restore's range
+    and its segment was in the archive then (returned: the ids so lost), else a problem. The
+    bound is read after the rows (pruning may run meanwhile, and it only grows), only when one
+    is absent."""
     if not segment:
-        return
+        return set()
     mine = {c.id: c for c in segment}
     found: set[int] = set()
     after, upto = min(mine) - 1, max(mine)
@@ -360,11 +377,21 @@ async def _compare(log: ChangeLog, segment: list[Change], report: VerifyReport, 
                 report.mismatched.add(stored.id)
     absent_ids = sorted(mine.keys() - found)
     pruned_through = (await prune.state()).may_be_pruned_through if absent_ids else 0
+    restore_lost: set[int] = set()
     for absent in absent_ids:
-        if absent <= pruned_through:
-            report.archive_only += 1
+        # A recorded loss first: pruning later moves its bound past the lost ids, which never
+        # were in this database to prune.
+        for i, record in enumerate(report.restores):
+            if record.first_id <= absent <= record.last_id and number <= record.archive_segment:
+                report.restore_lost[i] += 1
+                restore_lost.add(absent)
+                break
         else:
-            report.not_in_database.add(absent)
+            if absent <= pruned_through:
+                report.archive_only += 1
+            else:
+                report.not_in_database.add(absent)
+    return restore_lost
 
 
 async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str = "archive") -> VerifyReport:
@@ -382,7 +409,8 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
     without relying on global ids. Those are gap-free only where the change log says so
     (:attr:`ChangeLog.ids_gap_free`); elsewhere a hole outside any unreadable segment is an id
     a rolled-back transaction took (``never_committed``)."""
-    report = VerifyReport(reader.store.describe())
+    report = VerifyReport(reader.store.describe(), restores=await RestoreStore(db).records())
+    report.restore_lost = [0] * len(report.restores)
     archived, database_only = IdIntervals(), IdIntervals()
     sequences = SequenceTracker()
     entities = EntityTracker()
@@ -424,11 +452,14 @@ async def verify_archive(db: Database, reader: ArchiveReader, *, consumer: str =
                 report.duplicates += 1
                 continue
             fresh.append(change)
-            entities.add(change)
+        report.archived += len(fresh)
+        restore_lost = await _compare(log, fresh, report, prune, entry.number)
+        for change in fresh:
+            # A row the restore set back is compared with its newest change the database kept.
+            if change.id not in restore_lost:
+                entities.add(change)
             if (problem := sequences.add(change.intent_id, change.intent_seq)) is not None:
                 _problem(report, problem)
-        report.archived += len(fresh)
-        await _compare(log, fresh, report, prune)
     for absent in sorted(anchors):
         _problem(report, f"{MANIFEST}{absent:012d}.json: absent, though pruning recorded it: the archive"
                          " lost what pruning verified")

@@ -19,7 +19,7 @@ __all__ = ["add_commands"]
 
 async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, int] | None:
     from paygate_server.app import EXTENSIONS, build_gateway
-    from paygate_server.cdc.archive import ArchiveProblem
+    from paygate_server.cdc.archive import ArchiveAhead, ArchiveProblem
 
     # A missing or unreachable database, a wrong schema, a lease that would go through a
     # pooler: one line, before anything starts.
@@ -39,6 +39,8 @@ async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, 
                 return await relay.drain(lease_timeout_s=args.lease_timeout)
             except TimeoutError as exc:
                 raise CommandError(f"{exc} (is `paygate serve` running the relay? then --once is not needed)") from None
+            except ArchiveAhead as exc:  # restored under a newer archive: its own line names the command
+                raise CommandError(str(exc)) from None
             except ArchiveProblem as exc:  # e.g. another relay archived the same segment meanwhile
                 raise CommandError(f"the archive: {exc}") from None
         await gateway.notifier.start()

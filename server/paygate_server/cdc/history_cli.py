@@ -1,4 +1,5 @@
-"""``paygate history prune [--dry-run]`` and ``paygate history forget-consumer NAME``."""
+"""``paygate history prune [--dry-run]``, ``paygate history forget-consumer NAME`` and
+``paygate history resume-after-restore``."""
 from __future__ import annotations
 
 import argparse
@@ -50,6 +51,31 @@ def cmd_history_forget_consumer(args: argparse.Namespace, settings: Settings) ->
     emit(args, {"forgotten": args.consumer}, f"forgot relay consumer {args.consumer}: it no longer holds back pruning")
 
 
+async def _resume(settings: Settings) -> Any:
+    from paygate_server.cdc.restore import resume_after_restore
+    from paygate_server.cdc.store import store_for
+
+    async with open_database(settings) as db:
+        store = store_for(settings)
+        try:
+            return await resume_after_restore(db, store)
+        finally:
+            await store.close()
+
+
+def cmd_history_resume_after_restore(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.cdc.cli import _archive_errors
+    from paygate_server.cdc.restore import NothingToResume, ResumeRefused
+
+    try:
+        report = asyncio.run(_resume(settings))
+    except _archive_errors() as exc:
+        raise CommandError(f"cannot read the archive: {exc}") from None
+    except (NothingToResume, ResumeRefused) as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps(report.to_json()) if args.json else report.text())
+
+
 def add_commands(sub: Any) -> None:
     history = sub.add_parser("history", help="the change log in the database: retention").add_subparsers(
         dest="history_command", required=True)
@@ -62,3 +88,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("consumer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history_forget_consumer)
+    p = history.add_parser("resume-after-restore",
+                           help="after restoring the database from a backup older than the archive: go on after"
+                                " the archive's changes, recording those the restore lost")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history_resume_after_restore)

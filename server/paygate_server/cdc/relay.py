@@ -32,7 +32,7 @@ from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.relay_leases import ConsumerLease
 from paygate_server.waiting import wait_event
 
-__all__ = ["Consumer", "Relay", "ConsumerStats"]
+__all__ = ["Consumer", "ConsumerRefused", "Relay", "ConsumerStats"]
 
 log = logging.getLogger("paygate.cdc")
 
@@ -41,6 +41,12 @@ def _now() -> float:
     """The running loop's clock: monotonic, and a simulation's virtual time (every wait of the
     relay is a loop timer, so its deadlines must read the same clock)."""
     return asyncio.get_running_loop().time()
+
+
+class ConsumerRefused(Exception):
+    """A consumer must not deliver until an operator acts (its message, one line, says what
+    to run): the relay logs it once, delivers nothing to that consumer, and asks again at
+    every lease retry — the others go on."""
 
 
 class Consumer(abc.ABC):
@@ -79,6 +85,7 @@ class ConsumerStats:
     batches: int = 0
     reads: int = 0
     last_error: str | None = None
+    refused: int = 0  # starts refused (ConsumerRefused): the consumer waits for an operator
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -149,6 +156,12 @@ class Relay:
                     await asyncio.sleep(self._settings.relay_lease_retry_s)
                     continue
                 await self._pump(consumer, lease)
+            except ConsumerRefused as exc:
+                if stats.last_error != str(exc):  # once, not at every retry
+                    log.error("relay consumer %s stopped: %s", consumer.name, exc)
+                stats.last_error = str(exc)
+                stats.refused += 1
+                await asyncio.sleep(max(1.0, self._settings.relay_lease_retry_s))
             except Exception as exc:
                 stats.last_error = repr(exc)[:300]
                 log.exception("relay consumer %s failed; retrying", consumer.name)

@@ -5,10 +5,11 @@ database"), the database holds only a suffix of its history. :func:`whole_timeli
 back together:
 
 1. the database's rows of the intent (one indexed query, as before pruning existed);
-2. if they start at sequence 1 — the intent's whole history is still there, the common
-   case — that is the answer: the archive is not read at all;
+2. if they run 1, 2, … n — the intent's whole history is still there, the common case —
+   that is the answer: the archive is not read at all;
 3. else the archive's index by intent (:mod:`.index`: one indexed query) names the
-   segments holding the intent, and only those whose sequence range reaches below the database's first row are
+   segments holding the intent, and only those whose sequence range reaches below the database's first row
+   (below its last, when the database starts at 1 but a restore lost a stretch inside) are
    read — each through its manifest entry (the entry's own hash checked) and its checksum;
 4. both are merged, de-duplicated by change id (the database's copy wins; whether the two
    agree is ``paygate audit verify``'s job), ordered by sequence, and must run 1, 2, … n
@@ -95,12 +96,16 @@ async def whole_timeline(db: Database, intent_id: str, store: ObjectStore | None
     list: no such intent (for that merchant). HistoryGap when the two together have a hole;
     ArchiveProblem when a segment it needs is missing or fails its checksum."""
     recent = await ChangeLog(db).of_intent(intent_id, merchant_id=merchant_id)
-    if recent and recent[0].intent_seq == 1:
+    whole = bool(recent) and recent[0].intent_seq == 1
+    if whole and recent[-1].intent_seq == len(recent):
         return _merge(intent_id, recent)  # all in the database: the archive is not read
     if store is None:
         return _merge(intent_id, recent)  # no archive to complete it from: a gap, if any, is an error
-    older = await _from_archive(db, ArchiveReader(store), intent_id, below=recent[0].intent_seq if recent else None,
-                                merchant_id=merchant_id)
+    # The database lacks its beginning (pruned) or, from sequence 1, a stretch inside: changes
+    # a restore from an older backup lost, which the archive alone holds (docs/history.md,
+    # "After a restore").
+    below = recent[-1].intent_seq if whole else recent[0].intent_seq if recent else None
+    older = await _from_archive(db, ArchiveReader(store), intent_id, below=below, merchant_id=merchant_id)
     merged = _merge(intent_id, older, recent)
     if not recent and merged:
         # Wholly pruned: pruning recorded the last sequence it took, so the archive must reach

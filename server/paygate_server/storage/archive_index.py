@@ -50,6 +50,11 @@ class ArchiveIndex:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @property
+    def database(self) -> Database:
+        """The database the index lives in (the archive consumer reads its restores there)."""
+        return self._db
+
     async def record(self, segment: int, ranges: Mapping[str, SeqRange]) -> None:
         """Record that ``segment`` holds each intent's changes in its range (one transaction)."""
         if not ranges:

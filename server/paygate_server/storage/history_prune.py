@@ -30,6 +30,7 @@ from paygate_server.storage import change_log_partitions as parts
 from paygate_server.storage.change_log import _COLUMNS, _OLDEST_RUNNING_EXPR
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.engine import Database
+from paygate_server.storage.history_restores import PG_ID_HIGH_WATER
 
 __all__ = ["Cursor", "PruneState", "ConsumerBound", "HistoryPruneStore", "LogSize", "PruneMoved"]
 
@@ -112,7 +113,7 @@ _OLDEST = f"(SELECT {_OLDEST_RUNNING_EXPR} FROM (SELECT pg_current_snapshot() AS
 # later than the sequence's read (see final_id).
 _PG_XMAX = text(f"SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, {_OLDEST}")
 _PG_OLDEST = text(f"SELECT {_OLDEST}")
-_PG_NEXT_ID = text("SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM change_log_id_seq")
+_PG_NEXT_ID = text(PG_ID_HIGH_WATER)
 
 
 class HistoryPruneStore:

@@ -20,7 +20,7 @@ from sqlalchemy import (
 
 from paygate_server.storage.schema import change_log, metadata
 
-__all__ = ["cdc_offsets", "change_log_prune", "change_log_floor", "change_log_heads", "archive_index", "webhook_endpoints", "webhook_events",
+__all__ = ["cdc_offsets", "change_log_prune", "change_log_floor", "change_log_heads", "archive_index", "history_restores", "webhook_endpoints", "webhook_events",
            "webhook_deliveries"]
 
 # The relay reads change_log in windows of transaction ids (PostgreSQL); see storage/change_log.py.
@@ -89,6 +89,23 @@ archive_index = Table(
     Column("last_seq", BigInteger, nullable=False),
 )
 Index("ix_archive_index_segment", archive_index.c.segment)
+
+# Each restore of the database from a backup older than the archive, as `paygate history
+# resume-after-restore` recorded it (storage/history_restores.py, docs/history.md "After a
+# restore"): the archive's changes the database lost (``changes`` of them, ids
+# ``first_id..last_id``, in segments up to ``archive_segment``), and the id the change log
+# resumed after. ``paygate audit verify`` reports them instead of failing on them.
+history_restores = Table(
+    "history_restores", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("recorded_at", BigInteger, nullable=False),
+    Column("first_id", BigInteger, nullable=False),
+    Column("last_id", BigInteger, nullable=False),
+    Column("changes", BigInteger, nullable=False),
+    Column("intents", BigInteger, nullable=False),
+    Column("archive_segment", BigInteger, nullable=False),
+    Column("resumed_after_id", BigInteger, nullable=False),
+)
 
 webhook_endpoints = Table(
     "webhook_endpoints", metadata,

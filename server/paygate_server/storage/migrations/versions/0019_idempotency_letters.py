@@ -49,7 +49,7 @@ from alembic import op
 from paygate_server.clock import now_us
 
 revision = "0019"
-down_revision = "0017"  # 0018 is another change's; set this to it when both are merged
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
