@@ -70,6 +70,8 @@ INSERT_INTENT = Sql(f"INSERT INTO payment_intents ({COLUMNS})"
                     f" VALUES ({', '.join(':' + c.name for c in payment_intents.c)})")
 _BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
 _GET_INTENT = Sql(f"SELECT {COLUMNS} FROM payment_intents WHERE {_BY_ID}")
+# The checkout's lookup (its frame and every tokenization): one statement on the driver.
+_INTENT_BY_SECRET = Sql(f"SELECT {COLUMNS} FROM payment_intents WHERE client_secret_hash = :secret_hash")
 _CANCEL = Sql(f"UPDATE payment_intents SET status = 'canceled', version = version + 1, updated_at = :now"
               f" WHERE {_BY_ID} AND status IN ('created', 'failed') RETURNING {COLUMNS}")
 # The processing transitions, also the heart of PostgreSQL's one-statement forms.
@@ -336,10 +338,8 @@ class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutc
             return await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
 
     async def get_intent_by_client_secret_hash(self, secret_hash: str) -> Row | None:
-        async with self._db.read() as conn:
-            row = (await conn.execute(select(payment_intents).where(
-                payment_intents.c.client_secret_hash == secret_hash))).first()
-        return None if row is None else dict(row._mapping)
+        async with self._db.read_one() as conn:
+            return await fetch_one(conn, _INTENT_BY_SECRET, secret_hash=secret_hash)
 
     async def list_intents(self, merchant_id: str, *, limit: int, starting_after: str | None,
                            status: str | None) -> tuple[list[Row], bool]:
