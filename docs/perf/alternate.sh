@@ -23,7 +23,7 @@ trap 'resume; exit 130' INT TERM
 
 for round in $(seq 1 "$ROUNDS"); do
   for db in sqlite postgresql; do
-    for scenario in payment create; do
+    for scenario in ${SCENARIOS:-payment create}; do
       for which in before after; do
         tree=${TREE[$which]}
         commit=$(git -C "$tree" rev-parse --short HEAD)

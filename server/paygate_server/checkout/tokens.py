@@ -3,9 +3,9 @@
 Authenticated by the clientSecret alone (the frame has no cookies and no API key). Order
 of work, cheapest refusal first: body limit (413), JSON and the plaintext-card detector
 over everything but a JWE in ``encryptedCard`` (400), the clientSecret (404), the intent's state
-(409) and its limits (429), then the RSA-OAEP/AES-GCM decryption, then one transaction
-that counts the tokenization — conditionally, so the 21st is refused however many
-requests race — and stores the card in the vault.
+(409) and its limits (429), then the RSA-OAEP/AES-GCM decryption, then one unit of work
+(one statement on PostgreSQL) that counts the tokenization — conditionally, so the 21st
+is refused however many requests race — and stores the card in the vault, both or neither.
 
 Messages here reach the customer (the frame shows them), so they are written for one.
 """
@@ -111,11 +111,10 @@ async def _tokenize(gateway: Gateway, body: bytes) -> dict[str, Any]:
         if not counted:
             raise _rate_limited() from None
         raise ApiError("parameter_invalid", UNREADABLE_CARD, param="encryptedCard") from None
-    vault = gateway.vault
-    async with db.write() as conn:
-        if not await checkout_store.count_tokenization(conn, intent_id, limit=MAX_TOKENIZATIONS, now=now_us()):
-            raise _rate_limited()
-        stored = await vault.store(conn, card, merchant_id=merchant_id, intent_id=intent_id)
+    stored = await gateway.vault.store_counted(card, merchant_id=merchant_id, intent_id=intent_id,
+                                               limit=MAX_TOKENIZATIONS)
+    if stored is None:
+        raise _rate_limited()
     return {"token": stored.token, "card": stored.summary}
 
 
