@@ -2,6 +2,7 @@
 # Alternating before/after runs of paygate bench: gateway CPU per complete payment and per create,
 # SQLite and PostgreSQL. Usage: alternate.sh ROUNDS OUTFILE
 # BEFORE and AFTER: worktrees of the two commits, each with its own .venv (make venv).
+# SCENARIOS (optional): which to run, default "payment create".
 # PAUSE_PGID (optional): a process group to stop (SIGSTOP) during each bench run and resume
 # (SIGCONT) right after, e.g. a long background job at nice 19 sharing the box; the trap resumes
 # it whatever way the script ends.
