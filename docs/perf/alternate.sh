@@ -4,6 +4,7 @@
 # BEFORE and AFTER: worktrees of the two commits, each with its own .venv (make venv).
 # BEFORE_ARGS / AFTER_ARGS (optional): more bench options for one side only, e.g. AFTER_ARGS=--encrypted-card
 # to measure the flow an older commit's bench drove (it did not tokenize) with a newer one.
+# SCENARIOS (optional): which to run, default "payment create".
 # PAUSE_PGID (optional): a process group to stop (SIGSTOP) during each bench run and resume
 # (SIGCONT) right after, e.g. a long background job at nice 19 sharing the box; the trap resumes
 # it whatever way the script ends.
@@ -25,7 +26,7 @@ trap 'resume; exit 130' INT TERM
 
 for round in $(seq 1 "$ROUNDS"); do
   for db in sqlite postgresql; do
-    for scenario in payment create; do
+    for scenario in ${SCENARIOS:-payment create}; do
       for which in before after; do
         tree=${TREE[$which]}
         commit=$(git -C "$tree" rev-parse --short HEAD)

@@ -37,7 +37,7 @@ from paygate_server.http.api import error_response, json_response
 from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.endpoints import intent_status_events
 from paygate_server.merchants import get_merchant, list_origins
-from paygate_server.storage.checkout import merchant_is_live, tokenizations
+from paygate_server.storage.checkout import merchant_is_live
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -55,7 +55,7 @@ async def jwks(request: Request) -> Response:
 async def frame_context(gateway: Gateway, client_secret: str) -> FrameContext | None:
     """What the frame shows for a clientSecret; None if it names no intent."""
     try:
-        intent = await intent_of(gateway, client_secret)
+        intent, tokenizations = await intent_of(gateway, client_secret)
     except ApiError:
         return None
     merchant_id = intent["merchant_id"]
@@ -66,7 +66,7 @@ async def frame_context(gateway: Gateway, client_secret: str) -> FrameContext | 
         origins = tuple(o for o in await list_origins(conn, merchant_id) if is_valid_origin(o))
         live = await merchant_is_live(conn, merchant_id)
     problem = state_error(intent)
-    if problem is None and await tokenizations(gateway.db, intent["id"]) >= MAX_TOKENIZATIONS:
+    if problem is None and tokenizations >= MAX_TOKENIZATIONS:
         problem = ApiError("rate_limited", TOO_MANY_ATTEMPTS)
     if problem is not None:
         raise FrameUnavailable(problem.message, allowed_origins=origins, status_code=problem.status)
@@ -86,7 +86,7 @@ async def status_stream(request: Request) -> Response:
     rid = request_id_of(request.scope)
     gateway: Gateway = request.state.gateway
     try:
-        intent = await intent_of(gateway, request.query_params.get("clientSecret"))
+        intent, _ = await intent_of(gateway, request.query_params.get("clientSecret"))
         async with gateway.db.read() as conn:
             origins = await list_origins(conn, intent["merchant_id"])
     except ApiError as exc:

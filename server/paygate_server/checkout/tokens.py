@@ -3,9 +3,9 @@
 Authenticated by the clientSecret alone (the frame has no cookies and no API key). Order
 of work, cheapest refusal first: body limit (413), JSON and the plaintext-card detector
 over everything but a JWE in ``encryptedCard`` (400), the clientSecret (404), the intent's state
-(409) and its limits (429), then the RSA-OAEP/AES-GCM decryption, then one transaction
-that counts the tokenization — conditionally, so the 21st is refused however many
-requests race — and stores the card in the vault.
+(409) and its limits (429), then the RSA-OAEP/AES-GCM decryption, then one unit of work
+(one statement on PostgreSQL) that counts the tokenization — conditionally, so the 21st
+is refused however many requests race — and stores the card in the vault, both or neither.
 
 Messages here reach the customer (the frame shows them), so they are written for one.
 """
@@ -24,7 +24,7 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import error_response, json_response, read_body
 from paygate_server.http.middleware import request_id_of
 from paygate_server.http.request_input import parse_json_object
-from paygate_server.intents.service import intent_by_client_secret
+from paygate_server.intents.service import checkout_intent
 from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
 from paygate_server.storage import checkout as checkout_store
 from paygate_server.storage.port import Row
@@ -69,12 +69,13 @@ def state_error(intent: Row) -> ApiError | None:
     return None
 
 
-async def intent_of(gateway: Gateway, client_secret: Any) -> Row:
-    """The intent a clientSecret names; ``404 resource_missing`` if none."""
+async def intent_of(gateway: Gateway, client_secret: Any) -> tuple[Row, int]:
+    """The intent a clientSecret names and its tokenizations so far (one statement);
+    ``404 resource_missing`` if none."""
     if valid_client_secret(client_secret):
-        intent = await intent_by_client_secret(gateway.payments, client_secret)
-        if intent is not None:
-            return intent
+        found = await checkout_intent(gateway.payments, client_secret)
+        if found is not None:
+            return found
     raise ApiError("resource_missing", UNKNOWN_CHECKOUT, param="clientSecret")
 
 
@@ -93,12 +94,12 @@ def _parse(body: bytes) -> tuple[Any, Any]:
 async def _tokenize(gateway: Gateway, body: bytes) -> dict[str, Any]:
     client_secret, jwe = _parse(body)
     db = gateway.db
-    intent = await intent_of(gateway, client_secret)
+    intent, tokenizations = await intent_of(gateway, client_secret)
     if (problem := state_error(intent)) is not None:
         raise problem
     intent_id, merchant_id = intent["id"], intent["merchant_id"]
     # A cheap early refusal, before the decryption; the upsert below is what enforces it.
-    if await checkout_store.tokenizations(db, intent_id) >= MAX_TOKENIZATIONS:
+    if tokenizations >= MAX_TOKENIZATIONS:
         raise _rate_limited()
     try:
         card = await resolve_encrypted_card(gateway, jwe)
@@ -110,11 +111,10 @@ async def _tokenize(gateway: Gateway, body: bytes) -> dict[str, Any]:
         if not counted:
             raise _rate_limited() from None
         raise ApiError("parameter_invalid", UNREADABLE_CARD, param="encryptedCard") from None
-    vault = gateway.vault
-    async with db.write() as conn:
-        if not await checkout_store.count_tokenization(conn, intent_id, limit=MAX_TOKENIZATIONS, now=now_us()):
-            raise _rate_limited()
-        stored = await vault.store(conn, card, merchant_id=merchant_id, intent_id=intent_id)
+    stored = await gateway.vault.store_counted(card, merchant_id=merchant_id, intent_id=intent_id,
+                                               limit=MAX_TOKENIZATIONS)
+    if stored is None:
+        raise _rate_limited()
     return {"token": stored.token, "card": stored.summary}
 
 

@@ -21,8 +21,7 @@ from paygate_server.storage.port import (
     Row,
 )
 
-__all__ = ["Created", "create_intent", "hash_client_secret", "intent_by_client_secret",
-           "new_intent"]
+__all__ = ["Created", "checkout_intent", "create_intent", "hash_client_secret", "new_intent"]
 
 
 def hash_client_secret(client_secret: str) -> str:
@@ -72,5 +71,6 @@ async def create_intent(store: PaymentStore, merchant_id: str, data: CreateInten
     return Created(answer) if existing is None else existing
 
 
-async def intent_by_client_secret(store: PaymentStore, client_secret: str) -> Row | None:
-    return await store.get_intent_by_client_secret_hash(hash_client_secret(client_secret))
+async def checkout_intent(store: PaymentStore, client_secret: str) -> tuple[Row, int] | None:
+    """The intent a clientSecret names and its checkout's tokenizations so far, or None."""
+    return await store.checkout_intent(hash_client_secret(client_secret))

@@ -11,17 +11,20 @@ from __future__ import annotations
 from paygate_server.storage.engine import Database
 from paygate_server.storage.statements import Connection, Sql, fetch_one, fetch_value
 
-__all__ = ["count_tokenization", "merchant_is_live", "tokenizations"]
+__all__ = ["COUNT_TOKENIZATION", "count_tokenization", "merchant_is_live", "tokenizations"]
 
 _TOKENIZATIONS = Sql("SELECT tokenizations FROM checkout_limits WHERE intent_id = :intent_id")
 # Conditional, so concurrent requests can never push the count past the limit: at the limit
 # the update does nothing and returns no row.
-_COUNT = Sql(
+# (Its text is also the first half of the vault's one-statement store on PostgreSQL,
+# storage/vault.py.)
+COUNT_TOKENIZATION = (
     "INSERT INTO checkout_limits (intent_id, tokenizations, updated_at) VALUES (:intent_id, 1, :now)"
     " ON CONFLICT (intent_id) DO UPDATE SET tokenizations = checkout_limits.tokenizations + 1,"
     " updated_at = excluded.updated_at WHERE checkout_limits.tokenizations < :limit"
     " RETURNING tokenizations"
 )
+_COUNT = Sql(COUNT_TOKENIZATION)
 # api_keys.api_key holds the publishable key: a live pair makes the checkout a live one.
 _LIVE_KEY = Sql(
     "SELECT 1 FROM api_keys WHERE merchant_id = :merchant_id AND revoked_at IS NULL"

@@ -70,6 +70,14 @@ INSERT_INTENT = Sql(f"INSERT INTO payment_intents ({COLUMNS})"
                     f" VALUES ({', '.join(':' + c.name for c in payment_intents.c)})")
 _BY_ID = "id = :intent_id AND merchant_id = :merchant_id"
 _GET_INTENT = Sql(f"SELECT {COLUMNS} FROM payment_intents WHERE {_BY_ID}")
+# The checkout's lookup (its frame, its status stream and every tokenization), with the
+# intent's tokenizations so far (the card-testing limit, checked before the decryption):
+# one statement on the driver.
+_CHECKOUT_INTENT = Sql(
+    f"SELECT {', '.join('i.' + c.name for c in payment_intents.c)},"
+    " coalesce(l.tokenizations, 0) AS checkout_tokenizations FROM payment_intents i"
+    " LEFT JOIN checkout_limits l ON l.intent_id = i.id WHERE i.client_secret_hash = :secret_hash"
+)
 _CANCEL = Sql(f"UPDATE payment_intents SET status = 'canceled', version = version + 1, updated_at = :now"
               f" WHERE {_BY_ID} AND status IN ('created', 'failed') RETURNING {COLUMNS}")
 # The processing transitions, also the heart of PostgreSQL's one-statement forms.
@@ -335,11 +343,13 @@ class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutc
         async with self._db.read_one() as conn:
             return await fetch_one(conn, _GET_INTENT, intent_id=intent_id, merchant_id=merchant_id)
 
-    async def get_intent_by_client_secret_hash(self, secret_hash: str) -> Row | None:
-        async with self._db.read() as conn:
-            row = (await conn.execute(select(payment_intents).where(
-                payment_intents.c.client_secret_hash == secret_hash))).first()
-        return None if row is None else dict(row._mapping)
+    async def checkout_intent(self, secret_hash: str) -> tuple[Row, int] | None:
+        async with self._db.read_one() as conn:
+            found = await fetch_one(conn, _CHECKOUT_INTENT, secret_hash=secret_hash)
+        if found is None:
+            return None
+        row = dict(found)
+        return row, int(row.pop("checkout_tokenizations"))
 
     async def list_intents(self, merchant_id: str, *, limit: int, starting_after: str | None,
                            status: str | None) -> tuple[list[Row], bool]:

@@ -8,11 +8,13 @@ resolving a token run once per checkout payment.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from paygate_server.storage.checkout import COUNT_TOKENIZATION, count_tokenization
 from paygate_server.storage.engine import Database
 from paygate_server.storage.statements import Connection, Row, Sql, execute, fetch_one
 
-__all__ = ["SealedCard", "VaultCard", "insert_card", "purge_expired", "usable_card"]
+__all__ = ["SealedCard", "VaultCard", "insert_card", "insert_counted_card", "purge_expired", "usable_card"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +41,18 @@ class VaultCard:
     card: SealedCard
 
 
-_INSERT = Sql(
+_INSERT_INTO = (
     "INSERT INTO vault_cards (id, token_hash, merchant_id, intent_id, data_key_version, pan_sealed,"
     " cvc_sealed, fingerprint, brand, last4, exp_month, exp_year, created_at, expires_at, used_at)"
-    " VALUES (:id, :token_hash, :merchant_id, :intent_id, :data_key_version, :pan_sealed, :cvc_sealed,"
-    " :fingerprint, :brand, :last4, :exp_month, :exp_year, :created_at, :expires_at, NULL)"
 )
+_VALUES = (":id, :token_hash, :merchant_id, :intent_id, :data_key_version, :pan_sealed, :cvc_sealed,"
+           " :fingerprint, :brand, :last4, :exp_month, :exp_year, :created_at, :expires_at, NULL")
+_INSERT = Sql(f"{_INSERT_INTO} VALUES ({_VALUES})")
+# PostgreSQL: the checkout's conditional count and the new row in one statement (a
+# data-modifying CTE), so one autocommit round trip instead of BEGIN, two statements and
+# COMMIT: the row is inserted only if the count returned one, i.e. both or neither.
+# (SQLite has no DML in a CTE: there the two statements share one group-commit unit.)
+_COUNT_AND_INSERT_PG = Sql(f"WITH counted AS ({COUNT_TOKENIZATION}) {_INSERT_INTO} SELECT {_VALUES} FROM counted")
 _USABLE = Sql(
     "SELECT id, merchant_id, intent_id, data_key_version, pan_sealed, cvc_sealed, fingerprint, brand, last4,"
     " exp_month, exp_year FROM vault_cards WHERE token_hash = :token_hash AND used_at IS NULL"
@@ -59,8 +67,28 @@ async def insert_card(conn: Connection, card: VaultCard, *, token_hash: str, cre
                       expires_at: int) -> None:
     """A new vault row, inside the caller's unit of work (the checkout counts the
     tokenization in the same transaction)."""
-    await execute(conn, _INSERT, id=card.id, token_hash=token_hash, merchant_id=card.merchant_id,
-                  intent_id=card.intent_id, created_at=created_at, expires_at=expires_at, **asdict(card.card))
+    await execute(conn, _INSERT, **_row(card, token_hash, created_at, expires_at))
+
+
+def _row(card: VaultCard, token_hash: str, created_at: int, expires_at: int) -> dict[str, Any]:
+    return dict(id=card.id, token_hash=token_hash, merchant_id=card.merchant_id, intent_id=card.intent_id,
+                created_at=created_at, expires_at=expires_at, **asdict(card.card))
+
+
+async def insert_counted_card(db: Database, card: VaultCard, *, token_hash: str, created_at: int,
+                              expires_at: int, limit: int) -> bool:
+    """Count one tokenization of the card's intent (the checkout's card-testing limit,
+    ``checkout_limits``) and insert its vault row, both or neither: False, and nothing
+    written, when the count is at ``limit``."""
+    params = _row(card, token_hash, created_at, expires_at)
+    if db.is_sqlite:
+        async with db.write() as conn:
+            if not await count_tokenization(conn, card.intent_id, limit=limit, now=created_at):
+                return False
+            await execute(conn, _INSERT, **params)
+        return True
+    async with db.write_one() as conn:
+        return await execute(conn, _COUNT_AND_INSERT_PG, now=created_at, limit=limit, **params) == 1
 
 
 def _vault_card(row: Row) -> VaultCard:

@@ -93,14 +93,30 @@ class VaultService:
     async def store(self, conn: Connection, card: ResolvedCard, *, merchant_id: str,
                     intent_id: str) -> StoredCard:
         """Insert a vault row for ``card`` inside the caller's unit of work; its token."""
+        stored, row, now = self._new_row(card, merchant_id, intent_id)
+        await vault_store.insert_card(conn, row, token_hash=hash_token(stored.token), created_at=now,
+                                      expires_at=stored.expires_at)
+        return stored
+
+    async def store_counted(self, card: ResolvedCard, *, merchant_id: str, intent_id: str,
+                            limit: int) -> StoredCard | None:
+        """The checkout's store: count one tokenization of the intent and insert its vault
+        row, both or neither (one statement on PostgreSQL); None when the count is at
+        ``limit`` (the card-testing limit, SPEC §5)."""
+        stored, row, now = self._new_row(card, merchant_id, intent_id)
+        if not await vault_store.insert_counted_card(self._gateway.db, row, token_hash=hash_token(stored.token),
+                                                     created_at=now, expires_at=stored.expires_at, limit=limit):
+            return None
+        return stored
+
+    def _new_row(self, card: ResolvedCard, merchant_id: str, intent_id: str) -> tuple[StoredCard, VaultCard, int]:
         vault_id = new_id("vlt")
         token = new_id("tok", 20)
         sealed = self.seal_card(card, vault_id=vault_id, merchant_id=merchant_id, intent_id=intent_id)
         now = now_us()
         expires_at = now + int(self._gateway.settings.token_ttl_s * _US)
-        await vault_store.insert_card(conn, VaultCard(vault_id, merchant_id, intent_id, sealed),
-                                      token_hash=hash_token(token), created_at=now, expires_at=expires_at)
-        return StoredCard(token, vault_id, dict(card.summary), expires_at)
+        return (StoredCard(token, vault_id, dict(card.summary), expires_at),
+                VaultCard(vault_id, merchant_id, intent_id, sealed), now)
 
     async def resolve_token(self, token: Any, *, merchant_id: str, intent_id: str) -> ResolvedCard:
         """The card behind ``token``, not consuming it (its attempt does, see the module's

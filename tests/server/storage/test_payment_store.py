@@ -17,6 +17,7 @@ from paygate_server.clock import now_us
 from paygate_server.intents.schemas import CreateIntent
 from paygate_server.intents.service import new_intent
 from paygate_server.storage.change_log import ChangeLog
+from paygate_server.storage.checkout import count_tokenization
 from paygate_server.storage.port import (
     AnswerSpec,
     AttemptInFlight,
@@ -68,11 +69,14 @@ async def test_create_intent_with_a_key_answers_a_repeat_with_the_first_answer(s
     assert await shop.current(first["id"]) == first
 
 
-async def test_get_intent_by_client_secret_hash(shop: Shop) -> None:
+async def test_checkout_intent_by_client_secret_hash_with_its_tokenizations(shop: Shop) -> None:
     row = await shop.intent()
-    found = await shop.store.get_intent_by_client_secret_hash(row["client_secret_hash"])
-    assert found is not None and dict(found) == row
-    assert await shop.store.get_intent_by_client_secret_hash("0" * 64) is None
+    assert await shop.store.checkout_intent(row["client_secret_hash"]) == (row, 0)
+    for expected in (1, 2):
+        async with shop.gw.gateway.db.write() as conn:
+            assert await count_tokenization(conn, row["id"], limit=20, now=now_us())
+        assert await shop.store.checkout_intent(row["client_secret_hash"]) == (row, expected)
+    assert await shop.store.checkout_intent("0" * 64) is None
 
 
 async def test_list_intents_pages_newest_first_and_filters_by_status(gw: InProcessGateway, shop: Shop) -> None:

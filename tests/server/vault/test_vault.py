@@ -15,6 +15,7 @@ from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 from paygate_server.processing.service import charge_outcome
+from paygate_server.storage.checkout import tokenizations
 from paygate_server.storage.port import NewAttempt
 from paygate_server.storage.schema import sealed_keys
 from paygate_server.storage.schema_checkout import vault_cards
@@ -78,6 +79,25 @@ async def test_card_is_encrypted_at_rest_and_redeemed_once(gw: InProcessGateway)
         await _redeem(gw, stored.token, merchant_id=mid, intent_id=pid)
     assert (again.value.status, again.value.code) == (400, "token_invalid")
     assert (await vault_row(gw, id=stored.vault_id)).used_at is not None
+
+
+async def test_the_checkouts_store_counts_and_stores_both_or_neither(gw: InProcessGateway) -> None:
+    # The checkout's store (one statement on PostgreSQL): at the limit, neither the count
+    # nor a row; below it, both, and the token resolves to the card.
+    shop, intent = await _intent(gw)
+    pid, mid = intent["paymentIntentId"], shop.creds.merchant_id
+    vault = _vault(gw)
+    stored = [await vault.store_counted(resolved_card(gw, number), merchant_id=mid, intent_id=pid, limit=2)
+              for number in (VISA, MASTERCARD)]
+    assert await vault.store_counted(resolved_card(gw), merchant_id=mid, intent_id=pid, limit=2) is None
+    assert await tokenizations(gw.gateway.db, pid) == 2
+    async with gw.gateway.db.read() as conn:
+        ids = (await conn.execute(select(vault_cards.c.id).where(vault_cards.c.intent_id == pid))).scalars().all()
+    assert sorted(ids) == sorted(s.vault_id for s in stored if s is not None)
+    for number, one in zip((VISA, MASTERCARD), stored, strict=True):
+        assert one is not None
+        card = await vault.resolve_token(one.token, merchant_id=mid, intent_id=pid)
+        assert (card.details.number, card.details.cvc, card.vault_id) == (number, CVC, one.vault_id)
 
 
 async def test_token_is_bound_to_its_intent_and_merchant(gw: InProcessGateway) -> None:
