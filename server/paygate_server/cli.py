@@ -280,7 +280,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.cdc.archive import ArchiveAhead
     from paygate_server.cdc.restore import refuse_if_archive_ahead
     from paygate_server.headerguard import keep_alive_s
+    from paygate_server.logs import logging_config
 
+    logging_config(args.log_level)  # a wrong PAYGATE_LOG_FORMAT is said before the database is opened
     # A database restored under a newer archive would hand out the archive's change ids again
     # (docs/operations.md, "Backups and restore"): refused like a schema that is not current.
     run_with_db(settings, lambda db: refuse_if_archive_ahead(settings, db), refused=ArchiveAhead)

@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,6 +41,7 @@ from tests.server.cdc.test_cdc_archive import FAST, _archive, _load
 from tests.support.app import TEST_MASTER_KEY, running_gateway
 from tests.support.app import test_settings as gateway_settings
 from tests.support.databases import opened_database
+from tests.support.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -178,7 +178,7 @@ async def test_a_running_relay_stops_shipping_with_one_line_until_the_command_ru
         try:
             await asyncio.wait_for(relay.stats.setdefault("other", ConsumerStats()).caught_up.wait(), 30)
             stopped = relay.stats.setdefault("archive", ConsumerStats())
-            await asyncio.wait_for(_until(lambda: stopped.refused >= 3), 30)  # asked again: still one line
+            await eventually(lambda: stopped.refused >= 3, timeout=30, what="the relay asking again")  # still one line
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -188,11 +188,6 @@ async def test_a_running_relay_stops_shipping_with_one_line_until_the_command_ru
     assert lines[0].exc_info is None
     assert relay.stats["archive"].delivered == 0 and other.received
     assert sorted((tmp_path / "archive" / "manifest").iterdir()) == manifest
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)  # polling the relay's stats, bounded by the caller's wait_for
 
 
 async def test_changes_written_under_the_archives_ids_before_the_command_are_refused(
