@@ -53,7 +53,13 @@ class LossyShop:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    with running_demo(tmp_path_factory.mktemp("demo") / "paygate-data", **FAST_RECONCILE,
+    # The reconciler takes an unknown outcome over after the in-flight grace (connect + read
+    # timeouts + 4 s), and the simulator answers its look-ups whatever faults are set: the
+    # refund test's "not confirmed yet" pages must be read within that grace. A long connect
+    # timeout (never spent: the simulator accepts at once) makes it ~16 s instead of ~7 s,
+    # which a loaded CI machine's browser once overran.
+    with running_demo(tmp_path_factory.mktemp("demo") / "paygate-data",
+                      **{**FAST_RECONCILE, "PAYGATE_PROCESSOR_CONNECT_TIMEOUT_S": "10"},
                       STOREFRONT_ADMIN_PASSWORD=ADMIN_PASSWORD) as running:
         yield running
 
