@@ -11,8 +11,8 @@ from tests.support.databases import (
     BACKENDS,
     another_database,
     drop_database,
-    migrate,
-    new_database_url,
+    drop_templates,
+    migrated_database_url,
 )
 from tests.support.simulation_summary import SimulationTotals
 from tests.support.simulation_summary import record as record_simulation
@@ -21,8 +21,7 @@ from tests.support.simulation_summary import record as record_simulation
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One migrated database per backend per test session (tests isolate by merchant)."""
-    url = new_database_url(request.param, tmp_path_factory.mktemp("db"))
-    migrate(url)
+    url = migrated_database_url(request.param, tmp_path_factory.mktemp("db"))
     yield url
     drop_database(url)
 
@@ -45,6 +44,10 @@ _SIMULATION = SimulationTotals()
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     record_simulation(_SIMULATION, report)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    drop_templates()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

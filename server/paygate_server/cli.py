@@ -234,11 +234,14 @@ async def check_sessions(settings: Settings, db: Database) -> None:
 
 
 def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, starting: str,
-                fields: dict[str, Any], session_work: bool = False, **options: Any) -> None:
-    """The start-up ``paygate serve`` and ``paygate console`` share: refuse a missing database,
-    a wrong schema, a master key that is not the database's and a taken port before anything
-    listens, set up logging, log one ``starting`` line (``fields`` plus where it listens),
-    then run the ``app`` factory.
+                fields: dict[str, Any], session_work: bool = False,
+                also_check: Callable[[Database], Awaitable[None]] | None = None,
+                refused: type[Exception] | tuple[type[Exception], ...] = (), **options: Any) -> None:
+    """The start-up ``paygate serve`` and ``paygate console`` share: refuse a wrong log
+    format, a missing database, a wrong schema, a master key that is not the database's,
+    whatever ``also_check`` refuses (its ``refused`` errors, in one line) and a taken port
+    before anything listens, set up logging, log one ``starting`` line (``fields`` plus where
+    it listens), then run the ``app`` factory.
 
     ``options`` go to ``uvicorn.run`` on top of what both servers need (workers, keep-alive)."""
     import logging.config
@@ -248,11 +251,17 @@ def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, start
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
     from paygate_server.logs import STARTUP_LOGGER, logging_config
 
-    log_config = logging_config(args.log_level)
-    # Up front, in one line each (in the app's start-up, a traceback from every worker).
-    run_with_db(settings, lambda db: database_master_key(settings, db))
-    if session_work:
-        run_with_db(settings, lambda db: check_sessions(settings, db))
+    log_config = logging_config(args.log_level)  # a wrong PAYGATE_LOG_FORMAT is said first
+
+    async def checks(db: Database) -> None:
+        # Up front, in one line each (in the app's start-up, a traceback from every worker).
+        await database_master_key(settings, db)
+        if session_work:
+            await check_sessions(settings, db)
+        if also_check is not None:
+            await also_check(db)
+
+    run_with_db(settings, checks, refused=refused)
     if args.fd is None:
         check_port_free(args.host, args.port, "--port")
     logging.config.dictConfig(log_config)
@@ -280,16 +289,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.cdc.archive import ArchiveAhead
     from paygate_server.cdc.restore import refuse_if_archive_ahead
     from paygate_server.headerguard import keep_alive_s
-    from paygate_server.logs import logging_config
 
-    logging_config(args.log_level)  # a wrong PAYGATE_LOG_FORMAT is said before the database is opened
-    # A database restored under a newer archive would hand out the archive's change ids again
-    # (docs/operations.md, "Backups and restore"): refused like a schema that is not current.
-    run_with_db(settings, lambda db: refuse_if_archive_ahead(settings, db), refused=ArchiveAhead)
     database = settings.resolved_database_url
     run_uvicorn(
         args, settings, app="paygate_server.app:create_app_from_env", starting="paygate serve starting",
         session_work=True,
+        # A database restored under a newer archive would hand out the archive's change ids
+        # again (docs/operations.md, "Backups and restore"): refused like a schema that is not current.
+        also_check=lambda db: refuse_if_archive_ahead(settings, db), refused=ArchiveAhead,
         fields={"version": _version(), "database": database_kind(database), "database_at": redact_url(database),
                 "processor": redact_url(settings.processor_url), "workers": args.workers},
         workers=args.workers,

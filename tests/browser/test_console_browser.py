@@ -19,7 +19,7 @@ from paygate_server.procs import ServiceProcess, console_command
 from paygate_server.storage import create_database
 from tests.browser.conftest import ServerThread, _listening_socket
 from tests.server.console.conftest import CHEAP, PASSWORD, new_email
-from tests.support.databases import migrate, new_database_url
+from tests.support.databases import migrated_database_url
 from tests.support.processes import gateway_env
 
 REFUSED = "Wrong email or password"
@@ -72,8 +72,7 @@ def _stranger(console_url: str) -> Starlette:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleSite]:
     data_dir = tmp_path_factory.mktemp("console")
-    url = new_database_url("sqlite", data_dir)
-    _off_thread(lambda: migrate(url))
+    url = _off_thread(lambda: migrated_database_url("sqlite", data_dir))
     with ServiceProcess(console_command, log_path=data_dir / "console.log",
                         env=gateway_env(url, data_dir)) as proc:
         stranger = ServerThread(_stranger(proc.base_url), [_listening_socket()])

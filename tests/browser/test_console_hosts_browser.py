@@ -20,7 +20,7 @@ from paygate_server.procs import ServiceProcess, console_command
 from tests.browser.conftest import launch_browser
 from tests.browser.test_console_browser import ConsoleSite, _off_thread
 from tests.server.console.conftest import PASSWORD
-from tests.support.databases import migrate, new_database_url
+from tests.support.databases import migrated_database_url
 from tests.support.processes import gateway_env
 from tests.support.tls_proxy import TlsProxy
 
@@ -43,8 +43,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxiedConsole]:
     data_dir = tmp_path_factory.mktemp("console")
-    url = new_database_url("sqlite", data_dir)
-    _off_thread(lambda: migrate(url))
+    url = _off_thread(lambda: migrated_database_url("sqlite", data_dir))
     proxy = TlsProxy(PUBLIC_NAME, data_dir)
     public_url = f"https://{PUBLIC_NAME}:{proxy.port}"
     try:

@@ -21,7 +21,7 @@ from paygate_server.storage import create_database, open_payment_store
 from paygate_server.storage.port import LateOutcome
 from tests.browser.test_console_browser import PASSWORD, ConsoleSite, _off_thread
 from tests.e2e.conftest import running_stack
-from tests.support.databases import migrate, new_database_url
+from tests.support.databases import migrated_database_url
 from tests.support.eventually import eventually_sync
 from tests.support.processes import gateway_env, make_merchant
 
@@ -48,8 +48,7 @@ def _pay_burst(database_url: str, gateway_url: str) -> None:
 @pytest.fixture(scope="module")
 def burst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Burst]:
     data_dir: Path = tmp_path_factory.mktemp("overview")
-    url = new_database_url("sqlite", data_dir)
-    _off_thread(lambda: migrate(url))
+    url = _off_thread(lambda: migrated_database_url("sqlite", data_dir))
     with running_stack(url, data_dir / "stack") as stack, \
             ServiceProcess(console_command, log_path=data_dir / "console.log", env=gateway_env(url, data_dir)) as con:
         _off_thread(lambda: _pay_burst(url, stack.gateway.base_url))

@@ -26,7 +26,7 @@ from tests.support.app import TEST_MASTER_KEY
 from tests.support.eventually import eventually
 from tests.support.fake_adyen import FakeAdyen
 from tests.support.http_stub import StubServer
-from tests.support.localstripe import SECRET_KEY, start_localstripe
+from tests.support.localstripe import SECRET_KEY, enter_localstripe
 from tests.support.secret_scan import places_holding
 
 ADYEN_HMAC = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"
@@ -58,10 +58,7 @@ PAYMENTS = [
 def world(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dict[str, Any]]]:
     data_dir: Path = tmp_path_factory.mktemp("all-processors")
     with contextlib.ExitStack() as stack_:
-        try:
-            stripe_url = stack_.enter_context(start_localstripe(data_dir))
-        except RuntimeError as exc:
-            pytest.skip(f"localstripe cannot run here: {exc}")
+        stripe_url = enter_localstripe(stack_, data_dir)
         sims = {name: stack_.enter_context(SimulatorProcess(data_dir / f"{name}.db"))
                 for name in ("primary", "backup")}
         httpx.post(f"{sims['primary'].base_url}/v1/_faults", json={"errorRate": 1.0}).raise_for_status()

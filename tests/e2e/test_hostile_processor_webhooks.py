@@ -65,7 +65,7 @@ from tests.support.hostile_processors import (
     utf8,
 )
 from tests.support.http_stub import StubServer
-from tests.support.localstripe import SECRET_KEY, start_localstripe
+from tests.support.localstripe import SECRET_KEY, enter_localstripe
 from tests.support.secret_scan import places_holding
 from tests.support.slow_set import is_slow_run
 from tests.support.tcp_proxy import DroppingProxy
@@ -212,10 +212,7 @@ def _set_up(stack: Stack, loop: BackgroundLoop, stripe_url: str, http: httpx.Cli
 def world(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     data_dir: Path = tmp_path_factory.mktemp("hostile-processors")
     with contextlib.ExitStack() as stack_:
-        try:
-            stripe_url = stack_.enter_context(start_localstripe(data_dir))
-        except RuntimeError as exc:
-            pytest.skip(f"localstripe cannot run here: {exc}")
+        stripe_url = enter_localstripe(stack_, data_dir)
         stack = stack_.enter_context(running_stack(database_url, data_dir))
         loop = stack_.enter_context(BackgroundLoop())
         http = stack_.enter_context(httpx.Client(base_url=stack.gateway.base_url, timeout=httpx.Timeout(15.0)))

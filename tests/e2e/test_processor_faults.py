@@ -21,7 +21,7 @@ import pytest
 
 from paygate_server.simulator.testing import SimulatorProcess
 from tests.e2e.conftest import FAST_RECONCILE
-from tests.support.databases import BACKENDS, drop_database, migrate, new_database_url
+from tests.support.databases import BACKENDS, drop_database, migrated_database_url
 from tests.support.fault_proxy import FaultProxyThread
 from tests.support.fault_windows import Fault, Plan, check_windows, parametrize_plan, run_windows
 from tests.support.payment_load import PaymentLoad, check_settled
@@ -60,8 +60,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    url = new_database_url(backend, tmp_path)
-    migrate(url)
+    url = migrated_database_url(backend, tmp_path)
     yield url
     drop_database(url)
 

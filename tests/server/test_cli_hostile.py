@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from paygate_server.cli import build_parser, main
 from tests.support.app import TEST_MASTER_KEY
-from tests.support.databases import migrate, new_database_url
+from tests.support.databases import migrated_database_url
 from tests.support.hostile import CARD_NUMBERS, assert_no_leak, text_values
 from tests.support.slow_set import is_slow_run
 
@@ -71,8 +71,7 @@ def command_lines(draw: st.DrawFn, words: tuple[str, ...], parser: argparse.Argu
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     data_dir = tmp_path_factory.mktemp("cli")
-    url = new_database_url("sqlite", data_dir)
-    migrate(url)
+    url = migrated_database_url("sqlite", data_dir)
     return {"PAYGATE_DATABASE_URL": url, "PAYGATE_DATA_DIR": str(data_dir), "PAYGATE_MASTER_KEY": TEST_MASTER_KEY,
             "PAYGATE_PROCESSOR_URL": "http://127.0.0.1:9"}
 

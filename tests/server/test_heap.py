@@ -11,7 +11,7 @@ from paygate_server.app import create_app, create_app_from_env
 from paygate_server.heap import YOUNG_GENERATION_THRESHOLD, settle_after_startup
 from tests.support.app import TEST_MASTER_KEY
 from tests.support.app import test_settings as settings_for
-from tests.support.databases import migrate, new_database_url
+from tests.support.databases import migrated_database_url
 
 
 @pytest.fixture
@@ -34,8 +34,7 @@ def test_settling_freezes_the_startup_heap_and_widens_the_young_generation(
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    url = new_database_url("sqlite", tmp_path)
-    migrate(url)
+    url = migrated_database_url("sqlite", tmp_path)
     return url
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.databases import migrate, new_database_url
+from tests.support.databases import migrated_database_url
 from tests.support.logscan import leaks_in
 from tests.support.processes import make_merchant, start_gateway
 from tests.support.signing import Credentials, SignedClient
@@ -40,8 +40,7 @@ async def _requests(base_url: str, creds: Credentials) -> dict[str, Any]:
 
 
 def test_json_request_lines_and_the_startup_line(tmp_path: Path) -> None:
-    url = new_database_url("sqlite", tmp_path)
-    migrate(url)
+    url = migrated_database_url("sqlite", tmp_path)
     with start_gateway(url, tmp_path, PAYGATE_LOG_FORMAT="json",
                        PAYGATE_PROCESSOR_URL="http://user:pw@127.0.0.1:9/x?token=abc") as gateway:
         seen = _traffic(gateway.base_url, url)
@@ -72,8 +71,7 @@ def test_json_request_lines_and_the_startup_line(tmp_path: Path) -> None:
 
 
 def test_text_lines_and_the_switch_that_turns_request_lines_off(tmp_path: Path) -> None:
-    url = new_database_url("sqlite", tmp_path)
-    migrate(url)
+    url = migrated_database_url("sqlite", tmp_path)
     with start_gateway(url, tmp_path, name="text") as gateway:
         _traffic(gateway.base_url, url)
     text = gateway.output()

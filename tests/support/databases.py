@@ -3,12 +3,20 @@
 PostgreSQL tests need ``PAYGATE_TEST_DATABASE_URL`` (a database on a server where the
 user may CREATE DATABASE); each test session makes its own databases next to it and drops
 them at the end, so parallel workers never share state.
+
+A migrated database is a copy of one migrated per backend per test process (the template):
+running the migrations takes about a second, and the suite asks for over 400 of them. A
+PostgreSQL copy is ``CREATE DATABASE … TEMPLATE``, a SQLite one SQLite's online backup. The
+template is only ever copied, never opened by a gateway, so every copy is what the
+migrations alone make. :func:`drop_templates` drops them at the end of the session.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,9 +26,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from paygate_server.storage import Database, create_database, upgrade
+from paygate_server.storage.sqlite_copy import copy_committed
 
-__all__ = ["BACKENDS", "another_database", "drop_database", "migrate", "new_database_url", "opened_database",
-           "pg_base_url"]
+__all__ = ["BACKENDS", "another_database", "drop_database", "drop_templates", "migrate", "migrated_database_url",
+           "new_database_url", "opened_database", "pg_base_url"]
 
 BACKENDS = ["sqlite", "postgresql"]
 PG_ENV = "PAYGATE_TEST_DATABASE_URL"
@@ -57,14 +66,50 @@ def drop_database(url: str) -> None:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+_templates: dict[str, str] = {}  # backend → this process's migrated template
+_template_dir: list[Path] = []  # where the SQLite template lives (made on first use)
+
+
+def _template(backend: str) -> str:
+    if backend not in _templates:
+        if not _template_dir:
+            _template_dir.append(Path(tempfile.mkdtemp(prefix="paygate-template-")))
+        url = new_database_url(backend, _template_dir[0])
+        migrate(url)
+        _templates[backend] = url
+    return _templates[backend]
+
+
+def migrated_database_url(backend: str, directory: Path) -> str:
+    """A new database migrated to the newest schema (a copy of the template): the caller
+    drops it with :func:`drop_database`."""
+    template = _template(backend)
+    if backend == "sqlite":
+        url = new_database_url(backend, directory)
+        copy_committed(Path(make_url(template).database or ""), Path(make_url(url).database or ""))
+        return url
+    name = f"paygate_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(template).database}"'))
+    return make_url(pg_base_url()).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_templates() -> None:
+    """Drop this process's templates (the end of a test session)."""
+    for url in _templates.values():
+        drop_database(url)
+    _templates.clear()
+    for directory in _template_dir:
+        shutil.rmtree(directory, ignore_errors=True)
+    _template_dir.clear()
+
+
 @contextlib.contextmanager
 def another_database(like: str, directory: Path, *, migrated: bool = True) -> Iterator[str]:
     """A brand-new database on the backend of the database ``like`` (migrated unless told
     not to), dropped at the end."""
-    url = new_database_url("sqlite" if like.startswith("sqlite") else "postgresql", directory)
+    backend = "sqlite" if like.startswith("sqlite") else "postgresql"
+    url = migrated_database_url(backend, directory) if migrated else new_database_url(backend, directory)
     try:
-        if migrated:
-            migrate(url)
         yield url
     finally:
         drop_database(url)

@@ -32,7 +32,7 @@ import pytest
 
 from tests.support.eventually import eventually_sync
 
-__all__ = ["SECRET_KEY", "localstripe_or_skip", "start_localstripe"]
+__all__ = ["SECRET_KEY", "enter_localstripe", "localstripe_or_skip", "start_localstripe"]
 
 # localstripe accepts any key that starts with "sk_"; this one is the tests' own.
 SECRET_KEY = "sk_test_paygate_localstripe_0123456789"
@@ -92,12 +92,18 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float, log_p
             raise RuntimeError(f"localstripe did not answer within {timeout_s} s") from None
 
 
+def enter_localstripe(stack: contextlib.ExitStack, log_dir: Path) -> str:
+    """localstripe started on ``stack`` (stopped when the stack closes): its base URL. The
+    test, or the tests of a module-scoped fixture, are skipped with the reason if it cannot
+    start."""
+    try:
+        return stack.enter_context(start_localstripe(log_dir))
+    except RuntimeError as exc:
+        pytest.skip(f"localstripe cannot start: {exc}")
+
+
 def localstripe_or_skip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The body of a module-scoped fixture (``yield from`` it): one localstripe per test
     module; the module's tests are skipped, with the reason, if it cannot start."""
     with contextlib.ExitStack() as stack:
-        try:
-            url = stack.enter_context(start_localstripe(tmp_path_factory.mktemp("localstripe")))
-        except RuntimeError as exc:
-            pytest.skip(f"localstripe cannot start: {exc}")
-        yield url
+        yield enter_localstripe(stack, tmp_path_factory.mktemp("localstripe"))

@@ -23,7 +23,7 @@ from paygate_server.storage.payments import INSERT_INTENT
 from paygate_server.storage.schema import change_log, payment_intents
 from paygate_server.storage.statements import execute
 from tests.support.app import TEST_MASTER_KEY
-from tests.support.databases import another_database, opened_database
+from tests.support.databases import another_database, migrate, opened_database
 
 PRUNE_PARTITION_IDS = 20  # ids per change-log partition in the pruning tests (PostgreSQL)
 
@@ -114,7 +114,8 @@ def assert_exactly_once_in_order(received: list[Change], expected: list[Change],
 @pytest.fixture
 def small_url(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setattr(parts, "PARTITION_IDS", PRUNE_PARTITION_IDS)
-    with another_database(database_url, tmp_path) as url:
+    with another_database(database_url, tmp_path, migrated=False) as url:
+        migrate(url)  # run here, with the small partitions: a copy of the template has the usual ones
         yield url
 
 

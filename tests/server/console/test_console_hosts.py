@@ -25,7 +25,7 @@ from paygate_server.procs import ServiceProcess, console_command
 from paygate_server.storage import create_database
 from tests.server.console.conftest import CHEAP, PASSWORD, new_email
 from tests.support.console_login import login_token
-from tests.support.databases import migrate, new_database_url
+from tests.support.databases import migrated_database_url
 from tests.support.processes import gateway_env
 
 PUBLIC_ORIGIN = "https://console.paygate.test"
@@ -64,8 +64,7 @@ class RunningConsole:
 
 def _start(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[RunningConsole]:
     data_dir = tmp_path_factory.mktemp("console")
-    url = new_database_url("sqlite", data_dir)
-    migrate(url)
+    url = migrated_database_url("sqlite", data_dir)
     with ServiceProcess(console_command, log_path=data_dir / "console.log",
                         env=gateway_env(url, data_dir, **env)) as proc:
         yield RunningConsole(proc, url)

@@ -16,7 +16,7 @@ import pytest
 
 from paygate_server.procs import ServiceProcess
 from paygate_server.simulator.testing import SimulatorProcess
-from tests.support.databases import migrate, new_database_url
+from tests.support.databases import migrated_database_url
 from tests.support.processes import start_gateway
 
 STOREFRONT_DIR = Path(__file__).resolve().parents[3] / "examples" / "storefront"
@@ -27,8 +27,7 @@ LIMIT_ENV = {"PAYGATE_HTTP_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S)}  # size and cou
 @contextlib.contextmanager
 def _server(kind: str, tmp_path: Path) -> Iterator[ServiceProcess]:
     if kind == "gateway":
-        url = new_database_url("sqlite", tmp_path)
-        migrate(url)
+        url = migrated_database_url("sqlite", tmp_path)
         with start_gateway(url, tmp_path, **LIMIT_ENV) as gateway:
             yield gateway
     elif kind == "simulator":

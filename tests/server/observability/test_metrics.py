@@ -243,11 +243,10 @@ def test_a_real_gateway_process_sees_its_loopback_scraper(tmp_path: Path) -> Non
     scope: a scraper on this host gets the metrics, the same one relayed by a proxy does not."""
     import httpx
 
-    from tests.support.databases import migrate, new_database_url
+    from tests.support.databases import migrated_database_url
     from tests.support.processes import start_gateway
 
-    url = new_database_url("sqlite", tmp_path)
-    migrate(url)
+    url = migrated_database_url("sqlite", tmp_path)
     with start_gateway(url, tmp_path) as gateway:
         direct = httpx.get(gateway.base_url + "/metrics")
         relayed = httpx.get(gateway.base_url + "/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
