@@ -47,10 +47,24 @@ class Demo:
         creds = self.credentials()
         return paygate.Client(creds["apiKey"], creds["signingSecret"], self.gateway)
 
+    def child_pid(self, module: str) -> int:
+        """The pid of the demo's child process that runs ``python -m module`` (its simulator:
+        ``paygate_server.simulator``)."""
+        pids = [int(pid) for children in Path(f"/proc/{self.proc.pid}/task").glob("*/children")
+                for pid in children.read_text().split()]
+        found = [pid for pid in pids
+                 if ["-m", module] in _pairs(Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0"))]
+        assert len(found) == 1, f"not one child of the demo runs -m {module}: {found}"
+        return found[0]
+
     def charges(self, intent_id: str) -> list[dict[str, Any]]:
         r = httpx.get(f"{self.simulator}/v1/charges", params={"paymentIntentId": intent_id})
         r.raise_for_status()
         return r.json()["data"]  # type: ignore[no-any-return]
+
+
+def _pairs(args: list[str]) -> list[list[str]]:
+    return [args[i:i + 2] for i in range(len(args) - 1)]
 
 
 def _read_lines(stream: Any, sink: queue.Queue[str | None]) -> None:
