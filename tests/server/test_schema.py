@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from paygate_server.auth.nonces import NonceBook
@@ -29,6 +31,27 @@ async def test_migrated_schema_matches_metadata(database_url: str) -> None:
         await check_schema(db)
     finally:
         await db.dispose()
+
+
+async def test_the_migration_scripts_are_read_once_per_process(database_url: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every gateway start checks the schema; reading the scripts (Alembic compiles each one)
+    cost more than the check itself. They are the installed code's: read once per process."""
+    reads: list[object] = []
+    read = ScriptDirectory.from_config
+
+    def counted(config: Config) -> ScriptDirectory:
+        reads.append(config)
+        return read(config)
+
+    monkeypatch.setattr(ScriptDirectory, "from_config", staticmethod(counted))
+    db = create_database(database_url)
+    try:
+        for _ in range(3):
+            await check_schema(db)
+    finally:
+        await db.dispose()
+    assert len(reads) <= 1
 
 
 async def test_newer_schema_is_refused(fresh_database_url: str) -> None:

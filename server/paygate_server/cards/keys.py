@@ -86,9 +86,15 @@ def private_key_to_pkcs8_der(key: rsa.RSAPrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def private_key_from_pkcs8_der(data: bytes) -> rsa.RSAPrivateKey:
-    """Load what :func:`private_key_to_pkcs8_der` produced; refuses non-RSA and small keys."""
-    key = serialization.load_der_private_key(data, password=None)
+def private_key_from_pkcs8_der(data: bytes, *, sealed_by_us: bool = False) -> rsa.RSAPrivateKey:
+    """Load what :func:`private_key_to_pkcs8_der` produced; refuses non-RSA and small keys.
+
+    ``sealed_by_us``: ``data`` was just opened from a seal under the master key (AES-GCM,
+    the kid as associated data), so it is byte for byte a key this gateway generated and
+    checked; OpenSSL's consistency check of the RSA numbers (primality tests of p and q:
+    tens of ms of CPU for 2048 bits, most of a gateway's start-up) is then skipped. Bytes from
+    anywhere else are always checked."""
+    key = serialization.load_der_private_key(data, password=None, unsafe_skip_rsa_key_validation=sealed_by_us)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("not an RSA private key")
     if key.key_size < MIN_KEY_BITS:

@@ -74,7 +74,7 @@ class CardKeyStore:
             if row.state == "retired" and (row.retired_at or 0) < cutoff:
                 continue
             private[row.kid] = self._private.get(row.kid) or private_key_from_pkcs8_der(
-                self._master.open(CARD_KEY_PURPOSE, row.sealed, aad=row.kid.encode()))
+                self._master.open(CARD_KEY_PURPOSE, row.sealed, aad=row.kid.encode()), sealed_by_us=True)
             if row.state == "active" and row.public_jwk is not None:
                 published.append(jsoncodec.loads(row.public_jwk))
         self._private = private

@@ -1,6 +1,7 @@
 """Schema migrations (Alembic, driven programmatically) and the start-up schema check."""
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,21 @@ def _config() -> Config:
     return cfg
 
 
+# The migrations are the installed code's and do not change while it runs: every start-up
+# checks the schema, and Alembic compiles every script to read them, so once per process.
+@cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = _scripts().get_current_head()
     assert head is not None
     return head
 
 
 def _known_revisions() -> set[str]:
-    return {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
+    return {s.revision for s in _scripts().walk_revisions()}
 
 
 async def current_revision(db: Database) -> str | None:

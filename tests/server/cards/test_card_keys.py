@@ -161,3 +161,21 @@ async def test_an_api_only_process_picks_up_key_rotations(fresh_database_url: st
         assert kid not in before and new_version != version
         await eventually(lambda: g.gateway.vault.keys.active_version == new_version,
                          what="the new vault data key in use")
+
+
+async def test_a_sealed_checkout_key_is_loaded_on_the_seals_word(fresh_database_url: str, tmp_path: Path,
+                                                                  private_key: rsa.RSAPrivateKey,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenSSL's check of an RSA key's numbers (p and q prime, and so on) was most of a
+    gateway's start-up CPU. Bytes from outside are still checked; a key opened from its seal
+    under the master key is not checked again (the AES-GCM seal proves it is the key this
+    gateway generated), so even numbers that would fail the check load from the store."""
+    n = private_key.private_numbers()
+    inconsistent = rsa.RSAPrivateNumbers(n.p, n.q, n.d, n.dmp1 ^ 2, n.dmq1, n.iqmp, n.public_numbers).private_key(
+        unsafe_skip_rsa_key_validation=True)
+    with pytest.raises(ValueError):
+        private_key_from_pkcs8_der(private_key_to_pkcs8_der(inconsistent))
+    monkeypatch.setattr("paygate_server.cards.keystore.generate_private_key", lambda bits: inconsistent)
+    async with running_gateway(settings_for(fresh_database_url, tmp_path)) as g:  # ensure_active_key seals it
+        (kid,) = [k["kid"] for k in (await g.http.get("/checkout/v1/keys")).json()["keys"]]
+        assert (await g.gateway.card_keys.private_keys_for(kid))[kid].private_numbers() == inconsistent.private_numbers()
