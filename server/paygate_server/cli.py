@@ -8,40 +8,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import importlib.metadata
 import json
 import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.cards.pan import contains_card_number
 from paygate_server.cli_parser import HIDDEN, Parser, port_number, whole_number
 from paygate_server.config import Settings
 from paygate_server.logs import redact_url
-from paygate_server.master_key import database_master_key
-from paygate_server.merchants import (
-    KeyPair,
-    MerchantError,
-    create_key,
-    create_merchant,
-    get_merchant,
-    revoke_key,
-)
 from paygate_server.private_files import private_dir, use_private_umask
-from paygate_server.storage import (
-    CannotOpen,
-    Database,
-    SchemaMismatch,
-    Transaction,
-    create_database,
-    upgrade,
-)
+from paygate_server.storage import CannotOpen, SchemaMismatch
 from paygate_server.storage.opening import first_contact
-from paygate_server.storage.sessions import SessionNotBound, check_session_connections
 from paygate_server.storage.urls import database_file, database_kind
+
+if TYPE_CHECKING:
+    from paygate_server.merchants import KeyPair
+    from paygate_server.storage import Database, Transaction
+
+# What a command needs beyond parsing its arguments — the database engine (SQLAlchemy's
+# asyncio extension and ORM), Alembic, the gateway's services — is imported inside the
+# command: every `paygate …` and every process the tests spawn starts here, `--help` too
+# (tests/server/test_startup_imports.py).
 
 __all__ = ["main", "CommandError", "CLI_EXTENSIONS", "emit", "open_database", "run_with_db", "require_merchant",
            "port_taken", "check_port_free", "run_uvicorn", "check_sessions"]
@@ -103,6 +94,8 @@ async def open_database(settings: Settings, *, check: bool = True) -> AsyncItera
     """The database for one command: refused in one line if it is missing or cannot be
     reached, and (``check``) if its schema is not this code's; ``check=False`` is for the
     commands that create it. Every command opens it here."""
+    from paygate_server.storage import create_database
+
     _check_data_files(settings, create=not check)
     url = settings.resolved_database_url
     db = create_database(url, session_url=settings.resolved_session_url)
@@ -156,11 +149,15 @@ def check_port_free(host: str, port: int, option: str) -> None:
 
 async def require_merchant(conn: Transaction, merchant_id: str) -> None:
     """Every command that names a merchant refuses an unknown one the same way."""
+    from paygate_server.merchants import get_merchant
+
     if await get_merchant(conn, merchant_id) is None:
         raise CommandError(f"no merchant {merchant_id}")
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.storage import upgrade
+
     before, after = run_with_db(settings, upgrade, check=False)
     private_dir(settings.data_dir)  # the master key's folder, also when the database is elsewhere
     emit(args, {"from": before, "to": after},
@@ -168,6 +165,9 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_merchants_create(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.master_key import database_master_key
+    from paygate_server.merchants import create_merchant
+
     async def run(db: Database) -> Any:
         # The key only once the database is known to exist: it may create the key file.
         master = await database_master_key(settings, db)
@@ -179,6 +179,9 @@ def cmd_merchants_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.master_key import database_master_key
+    from paygate_server.merchants import create_key
+
     async def run(db: Database) -> Any:
         master = await database_master_key(settings, db)
         async with db.write() as conn:
@@ -188,6 +191,8 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.merchants import revoke_key
+
     async def run(db: Database) -> None:
         async with db.write() as conn:
             await require_merchant(conn, args.merchant)
@@ -199,6 +204,7 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_keys_rotate_card_key(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.cards.keystore import rotate_card_key
+    from paygate_server.master_key import database_master_key
 
     async def run(db: Database) -> Any:
         master = await database_master_key(settings, db)
@@ -226,6 +232,8 @@ async def check_sessions(settings: Settings, db: Database) -> None:
     """Refuse, in one line, to run the relay or the change listener where their sessions
     would go through a pooler (storage/sessions.py): two relays could then both hold a
     consumer's lease, and long-polls would never be woken."""
+    from paygate_server.storage.sessions import SessionNotBound, check_session_connections
+
     try:
         await check_session_connections(db)
     except SessionNotBound as exc:
@@ -250,6 +258,7 @@ def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, start
 
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
     from paygate_server.logs import STARTUP_LOGGER, logging_config
+    from paygate_server.master_key import database_master_key
 
     log_config = logging_config(args.log_level)  # a wrong PAYGATE_LOG_FORMAT is said first
 
@@ -306,6 +315,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _version() -> str:
+    import importlib.metadata  # (~0.1 s: only serve says its version)
+
     try:
         return importlib.metadata.version("paygate")
     except importlib.metadata.PackageNotFoundError:
@@ -428,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         args.func(args, settings)
-    except (CommandError, MerchantError, SchemaMismatch, ValueError) as exc:
+    except (CommandError, SchemaMismatch, ValueError) as exc:  # (a MerchantError is a ValueError)
         print(f"paygate: {_one_line(str(exc), typed)}", file=sys.stderr)
         return 2
     except BrokenPipeError:

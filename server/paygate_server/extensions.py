@@ -14,10 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from starlette.middleware import Middleware
-from starlette.routing import BaseRoute
-
 if TYPE_CHECKING:
+    from starlette.middleware import Middleware
+    from starlette.routing import BaseRoute
+
     from paygate_server.processing.connectors import Connector
     from paygate_server.state import Gateway
 

@@ -5,18 +5,28 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from paygate_server.auth.nonces import NonceBook
-from paygate_server.storage import SchemaMismatch, check_schema, create_database, upgrade
+from paygate_server.storage import (
+    SchemaMismatch,
+    check_schema,
+    create_database,
+    schema_version,
+    upgrade,
+)
 from paygate_server.storage.change_log_partitions import is_partition_name
+from paygate_server.storage.migrate import alembic_config
 from paygate_server.storage.schema import metadata
+from paygate_server.storage.schema_version import current_revision, head_revision, known_revisions
+from tests.server.test_cli import paygate
+from tests.server.test_cli_errors import assert_one_line
 from tests.support.databases import another_database
 
 
@@ -35,23 +45,25 @@ async def test_migrated_schema_matches_metadata(database_url: str) -> None:
 
 async def test_the_migration_scripts_are_read_once_per_process(database_url: str,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every gateway start checks the schema; reading the scripts (Alembic compiles each one)
-    cost more than the check itself. They are the installed code's: read once per process."""
-    reads: list[object] = []
-    read = ScriptDirectory.from_config
+    """Every gateway start checks the schema against the revisions the migration scripts name;
+    they are the installed code's and do not change while it runs: read once per process."""
+    reads: list[Path] = []
+    read_text = Path.read_text
 
-    def counted(config: Config) -> ScriptDirectory:
-        reads.append(config)
-        return read(config)
+    def counted(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self.parent == schema_version.MIGRATIONS / "versions":
+            reads.append(self)
+        return read_text(self, *args, **kwargs)
 
-    monkeypatch.setattr(ScriptDirectory, "from_config", staticmethod(counted))
+    monkeypatch.setattr(Path, "read_text", counted)
+    schema_version._revisions.cache_clear()  # as in a new process
     db = create_database(database_url)
     try:
         for _ in range(3):
             await check_schema(db)
     finally:
         await db.dispose()
-    assert len(reads) <= 1
+    assert reads and len(reads) == len(set(reads)), reads
 
 
 async def test_newer_schema_is_refused(fresh_database_url: str) -> None:
@@ -63,6 +75,43 @@ async def test_newer_schema_is_refused(fresh_database_url: str) -> None:
             await check_schema(db)
     finally:
         await db.dispose()
+
+
+def test_the_schema_check_reads_the_revisions_as_alembic_does() -> None:
+    """The start-up check reads the migration files' text, not Alembic's script directory
+    (storage/schema_version.py): a migration written so that the reading misses it, or a
+    second head, would make every start refuse or pass wrongly."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert head_revision() == scripts.get_current_head()
+    assert known_revisions() == {s.revision for s in scripts.walk_revisions()}
+
+
+async def test_the_current_revision_is_read_as_alembic_reads_it(unmigrated_url: str) -> None:
+    db = create_database(unmigrated_url)
+    try:
+        for upgraded_to in (None, "0001", "head"):
+            if upgraded_to is not None:
+                await upgrade(db, upgraded_to)
+            async with db.raw_connection() as conn:
+                alembics = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+            assert await current_revision(db) == alembics
+        assert alembics == head_revision()
+    finally:
+        await db.dispose()
+
+
+async def test_an_older_schema_is_refused_in_one_line(unmigrated_url: str, tmp_path: Path) -> None:
+    db = create_database(unmigrated_url)
+    try:
+        before_head = sorted(known_revisions())[-2]
+        await upgrade(db, before_head)
+        with pytest.raises(SchemaMismatch, match=f"at revision {before_head} but this code needs {head_revision()}"):
+            await check_schema(db)
+    finally:
+        await db.dispose()
+    r = paygate("merchants", "create", "--name", "Shop",
+                env={"PAYGATE_DATABASE_URL": unmigrated_url, "PAYGATE_DATA_DIR": str(tmp_path / "data")})
+    assert_one_line(r, f"at revision {before_head}", "run `paygate db upgrade`")
 
 
 async def test_change_log_is_append_only(fresh_database_url: str) -> None:

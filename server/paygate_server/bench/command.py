@@ -8,18 +8,17 @@ import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from paygate_server.bench import targets
-from paygate_server.bench.cpu import pids_listening_on
-from paygate_server.bench.probe import MetricsProbe
-from paygate_server.bench.report import build_report, render_table
-from paygate_server.bench.runner import RunPlan, run
-from paygate_server.bench.worker import SCENARIOS, WorkerConfig
+from paygate_server.bench.scenarios import SCENARIOS
 from paygate_server.cli_parser import DAY_S, seconds, whole_number
 from paygate_server.config import Settings
+
+if TYPE_CHECKING:
+    from paygate_server.bench.targets import Target
+
+# The load generator (httpx, the workers, the report) is imported when a bench runs, not
+# with this module: `paygate --help` imports it too.
 
 __all__ = ["add_commands", "cmd_bench"]
 
@@ -119,7 +118,10 @@ def _check(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _target(args: argparse.Namespace) -> Iterator[targets.Target]:
+def _target(args: argparse.Namespace) -> Iterator[Target]:
+    from paygate_server.bench import targets
+    from paygate_server.bench.cpu import pids_listening_on
+
     if args.spawn:
         extra_env = dict(item.split("=", 1) for item in args.gateway_env)
         with targets.spawned_stack(database_url=args.database_url, workers=args.workers,
@@ -153,6 +155,10 @@ def _prepare_count(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
+    import httpx
+
+    from paygate_server.bench import targets
+    from paygate_server.bench.report import render_table
     from paygate_server.cli import CommandError
 
     _check(args)
@@ -171,7 +177,13 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> None:
         print(render_table(report))
 
 
-def _run(args: argparse.Namespace, target: targets.Target) -> dict[str, Any]:
+def _run(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    from paygate_server.bench import targets
+    from paygate_server.bench.probe import MetricsProbe
+    from paygate_server.bench.report import build_report
+    from paygate_server.bench.runner import RunPlan, run
+    from paygate_server.bench.worker import WorkerConfig
+
     host, port = targets.ensure_loopback(target.gateway_url)
     cards = args.card or [DEFAULT_CARD]
     jwes = targets.make_jwe_pool(target.gateway_url, cards, args.jwe_pool) \

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from paygate._signing import compute_signature, format_timestamp
+from paygate_server.bench.scenarios import SCENARIOS
 from paygate_server.bench.stats import LatencyHistogram
 from paygate_server.http1client import ConnectionPool, HttpConnection, HttpError, Response
 from paygate_server.intents.schemas import OUTCOME_STATUSES
@@ -27,7 +28,6 @@ __all__ = ["SCENARIOS", "Recorder", "Signer", "WorkerConfig", "worker_main"]
 
 # Where a manual-capture payment's first half ends (then the flow captures it).
 HELD = "requires_capture"
-SCENARIOS = ("payment", "create", "status", "process")
 PRODUCT = {"sku": "bench-01", "name": "Benchmark mug"}
 PROGRESS_EVERY_S = 0.5
 _JSON_ONLY = b"Content-Type: application/json\r\n"

@@ -19,16 +19,13 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from paygate_server.cdc.archive import ArchiveSink
-from paygate_server.cdc.broker import BrokerSink, broker_client_for
-from paygate_server.cdc.prune import run_scheduled
-from paygate_server.cdc.relay import Relay
-from paygate_server.cdc.store import store_for
 from paygate_server.extensions import Extension
-from paygate_server.storage.archive_index import ArchiveIndex
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
+
+# The relay's parts are imported by the extension's set-up, not with the package: the
+# package is imported by its commands (cdc/cli.py) too, `paygate --help` included.
 
 __all__ = ["CdcExtension", "extension"]
 
@@ -38,6 +35,12 @@ class CdcExtension(Extension):
     provides = ("relay", "archive_store")
 
     async def setup(self, gateway: Gateway) -> None:
+        from paygate_server.cdc.archive import ArchiveSink
+        from paygate_server.cdc.broker import BrokerSink, broker_client_for
+        from paygate_server.cdc.relay import Relay
+        from paygate_server.cdc.store import store_for
+        from paygate_server.storage.archive_index import ArchiveIndex
+
         settings = gateway.settings
         relay = Relay(gateway.db, settings)
         store = store_for(settings)
@@ -53,6 +56,8 @@ class CdcExtension(Extension):
         gateway.notifier.add_listener(relay.wake)
 
     def background_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
+        from paygate_server.cdc.prune import run_scheduled
+
         settings = gateway.settings
         tasks = [gateway.relay.run_forever()] if settings.relay_enabled else []
         if settings.history_prune_interval_s > 0:

@@ -11,17 +11,20 @@ import getpass
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import CommandError, emit, run_uvicorn, run_with_db
 from paygate_server.cli_parser import port_number
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
-from paygate_server.console.accounts import AccountError, Accounts, check_password, normalize_email
 from paygate_server.console.roles import ROLES, is_role
-from paygate_server.console.security import check_console_origin
-from paygate_server.storage.operators import OperatorRow
 from paygate_server.storage.urls import database_kind
+
+if TYPE_CHECKING:
+    from paygate_server.storage.operators import OperatorRow
+
+# The accounts (Argon2, the database engine) and the console's security (Starlette) are
+# imported by the commands that use them, not with this module: `paygate --help` imports it too.
 
 __all__ = ["add_commands"]
 
@@ -37,6 +40,8 @@ def _has_terminal() -> bool:
 
 
 def _read_password(from_stdin: bool) -> str:
+    from paygate_server.console.accounts import AccountError, check_password
+
     if from_stdin:
         password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
     else:
@@ -60,6 +65,8 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _run_accounts(settings: Settings, work: Any) -> Any:
+    from paygate_server.console.accounts import AccountError, Accounts
+
     return run_with_db(settings, lambda db: work(Accounts(db)), refused=AccountError)
 
 
@@ -69,6 +76,8 @@ def _shown(row: OperatorRow) -> dict[str, Any]:
 
 
 def cmd_operators_create(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.console.accounts import AccountError, normalize_email
+
     try:  # the arguments first: a typo costs no password typing
         email = normalize_email(args.email)
     except AccountError as exc:
@@ -98,6 +107,8 @@ def cmd_operators_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_console(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.console.security import check_console_origin
+
     check_console_origin(settings.console_origin)  # ValueError: one line
     run_uvicorn(args, settings, app="paygate_server.console.app:create_console_app_from_env",
                 starting="paygate console starting",

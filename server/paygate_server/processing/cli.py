@@ -6,17 +6,17 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import CommandError, open_database
 from paygate_server.config import Settings
-from paygate_server.master_key import database_master_key
-from paygate_server.processing.connectors import ConnectorError, connector_for_url
-from paygate_server.processing.reconciler import Reconciler, list_late_outcomes, list_unresolved
-from paygate_server.processing.settlement import reconcile_settlement
-from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
-from paygate_server.realtime import ChangeNotifier
-from paygate_server.storage import Database, open_payment_store
+
+if TYPE_CHECKING:
+    from paygate_server.processors.registry import ProcessorRoutes
+    from paygate_server.storage import Database
+
+# The reconciler, the connectors and the database engine are imported by the commands that
+# run them, not with this module: `paygate --help` imports it too.
 
 __all__ = ["add_commands"]
 
@@ -26,10 +26,15 @@ def _timeouts(settings: Settings) -> dict[str, Any]:
 
 
 def _connector(settings: Settings) -> Any:
+    from paygate_server.processing.connectors import connector_for_url
+
     return connector_for_url(settings.processor_url, **_timeouts(settings))
 
 
 async def _processors(settings: Settings, db: Database) -> ProcessorRoutes:
+    from paygate_server.master_key import database_master_key
+    from paygate_server.processors.registry import ProcessorRoutes
+
     """The merchants' processor accounts, so that every operation is asked about where it went."""
     master = await database_master_key(settings, db)
     return ProcessorRoutes(db, master, cache_ttl_s=settings.key_cache_ttl_s, **_timeouts(settings))
@@ -71,6 +76,10 @@ async def _run_forever(settings: Settings, db: Database, connector: Any, process
     periodic sweep as the safety net. Without the change stream it would only notice a new
     unknown outcome at its next sweep. It lists what is unresolved when it starts (``--json``:
     as one JSON object, like ``--once``'s; the log goes to standard error)."""
+    from paygate_server.processing.reconciler import Reconciler, list_late_outcomes, list_unresolved
+    from paygate_server.realtime import ChangeNotifier
+    from paygate_server.storage import open_payment_store
+
     store = open_payment_store(db)
     notifier = ChangeNotifier(db, poll_interval_s=settings.change_poll_interval_s)
     await notifier.start()  # listening before the first pass: no change after it is missed
@@ -90,6 +99,9 @@ async def _run_forever(settings: Settings, db: Database, connector: Any, process
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.processing.reconciler import Reconciler, list_late_outcomes, list_unresolved
+    from paygate_server.storage import open_payment_store
+
     async def run() -> dict[str, Any]:
         async with open_database(settings) as db:
             connector = _connector(settings)
@@ -120,6 +132,10 @@ def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
         day = dt.date.fromisoformat(args.date)
     except ValueError:
         raise CommandError(f"--date must be YYYY-MM-DD, not {args.date!r}") from None
+    from paygate_server.processing.connectors import ConnectorError
+    from paygate_server.processing.settlement import reconcile_settlement
+    from paygate_server.processors.registry import AccountMissing, is_account
+    from paygate_server.storage import open_payment_store
 
     async def run() -> tuple[list[Any], dict[str, int]]:
         async with open_database(settings) as db:

@@ -18,23 +18,19 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from paygate_server.cli import CommandError, emit, run_with_db
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
-from paygate_server.processors.accounts import (
-    AccountError,
-    ProcessorAccount,
-    add_account,
-    clear_routing,
-    list_processor_accounts,
-    remove_account,
-    set_routing,
-    show_routing,
-)
 from paygate_server.processors.routing import rule_text
-from paygate_server.storage import Database
+
+if TYPE_CHECKING:
+    from paygate_server.processors.accounts import ProcessorAccount
+    from paygate_server.storage import Database
+
+# The accounts' storage (and the database engine) is imported by the commands that use it,
+# not with this module: `paygate --help` imports it too.
 
 __all__ = ["add_commands", "parse_pairs"]
 
@@ -47,6 +43,8 @@ MAX_RULES_FILE_BYTES = 1024 * 1024
 
 def _run(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
     """``fn`` on the database; an :class:`AccountError` is the operator's one line."""
+    from paygate_server.processors.accounts import AccountError
+
     result: T = run_with_db(settings, fn, refused=AccountError)
     return result
 
@@ -99,6 +97,8 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
     given = parse_pairs("--setting", args.setting, secret=False)
     credentials = parse_pairs("--credential", args.credential, secret=True)
 
+    from paygate_server.processors.accounts import add_account
+
     async def run(db: Database) -> ProcessorAccount:
         master = await database_master_key(settings, db)  # once the database exists
         return await add_account(db, master, merchant_id=args.merchant, kind=args.kind, name=args.name,
@@ -117,6 +117,8 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.processors.accounts import list_processor_accounts
+
     accounts = _run(settings, lambda db: list_processor_accounts(db, args.merchant, with_removed=args.all))
     if args.json:
         print(json.dumps({"data": [_account_json(a, args.all) for a in accounts]}))
@@ -130,6 +132,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.processors.accounts import remove_account
+
     _run(settings, lambda db: remove_account(db, merchant_id=args.merchant, account_id=args.account))
     emit(args, {"processorAccountId": args.account, "removed": True},
          f"removed {args.account}: no new payments go to it; its payments are still reconciled, captured and"
@@ -171,6 +175,8 @@ def _print_rules(rules: list[dict[str, Any]]) -> None:
 
 def cmd_routing_set(args: argparse.Namespace, settings: Settings) -> None:
     document = _read_rules(args.file)
+    from paygate_server.processors.accounts import set_routing
+
     rules = _run(settings, lambda db: set_routing(db, merchant_id=args.merchant, document=document))
     if args.json:
         print(json.dumps({"merchantId": args.merchant, "rules": rules}))
@@ -180,6 +186,8 @@ def cmd_routing_set(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_routing_show(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.processors.accounts import list_processor_accounts, show_routing
+
     async def run(db: Database) -> tuple[list[dict[str, Any]] | None, list[ProcessorAccount]]:
         return await show_routing(db, args.merchant), await list_processor_accounts(db, args.merchant)
 
@@ -201,6 +209,8 @@ def _without_rules(accounts: list[ProcessorAccount]) -> str:
 
 
 def cmd_routing_clear(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.processors.accounts import clear_routing, list_processor_accounts
+
     async def run(db: Database) -> tuple[bool, list[ProcessorAccount]]:
         return await clear_routing(db, args.merchant), await list_processor_accounts(db, args.merchant)
 

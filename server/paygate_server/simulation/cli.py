@@ -8,12 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import CommandError
 from paygate_server.config import Settings
-from paygate_server.simulation.plants import PLANTS
-from paygate_server.simulation.runner import Summary, replay_command, run_one, run_seeds
+from paygate_server.simulation.plant_names import PLANT_NAMES
+
+if TYPE_CHECKING:
+    from paygate_server.simulation.runner import Summary
+
+# The simulation (the whole gateway core) is imported when it runs: `paygate --help`
+# imports this module too.
 
 __all__ = ["add_commands"]
 
@@ -37,6 +42,8 @@ def cmd_simulate(args: argparse.Namespace, _settings: Settings) -> None:
         raise CommandError("--trace needs --seed S (one seed's history)")
     if args.jobs < 1 or args.jobs > 64:
         raise CommandError("--jobs must be 1 to 64")
+    from paygate_server.simulation.runner import Summary, run_one, run_seeds
+
     digest = None
     if args.seed is not None:
         result = run_one(args.seed, args.plant)
@@ -56,6 +63,8 @@ def cmd_simulate(args: argparse.Namespace, _settings: Settings) -> None:
 
 
 def _report(summary: Summary, args: argparse.Namespace, digest: str | None) -> None:
+    from paygate_server.simulation.runner import replay_command
+
     per_seed_ms = 1000 * summary.elapsed_s / summary.seeds if summary.seeds and summary.elapsed_s else 0.0
     failures: list[dict[str, Any]] = [{"seed": seed, "violations": found, "replay": replay_command(seed, args.plant)}
                 for seed, found in summary.failures]
@@ -89,7 +98,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--seed", type=_count, metavar="S", help="run seed S alone (a replay)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes to run seeds in (default: 2, or 1 on one core)")
-    p.add_argument("--plant", choices=sorted(PLANTS), help="plant a known bug (the simulation must find it)")
+    p.add_argument("--plant", choices=sorted(PLANT_NAMES), help="plant a known bug (the simulation must find it)")
     p.add_argument("--trace", action="store_true", help="with --seed: print the seed's whole history")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_simulate)

@@ -1,52 +1,28 @@
-"""Schema migrations (Alembic, driven programmatically) and the start-up schema check."""
+"""Schema migrations (Alembic, driven programmatically). The start-up schema check, which
+needs no Alembic, is :mod:`.schema_version`'s (re-exported here)."""
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from paygate_server.storage.engine import Database
+from paygate_server.storage.schema_version import (
+    MIGRATIONS,
+    SchemaMismatch,
+    check_schema,
+    current_revision,
+    head_revision,
+)
 
-__all__ = ["upgrade", "check_schema", "head_revision", "current_revision", "SchemaMismatch"]
-
-_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+__all__ = ["alembic_config", "upgrade", "check_schema", "head_revision", "current_revision", "SchemaMismatch"]
 
 
-class SchemaMismatch(RuntimeError):
-    """The database schema is not the one this code was written for."""
-
-
-def _config() -> Config:
+def alembic_config() -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
-
-
-# The migrations are the installed code's and do not change while it runs: every start-up
-# checks the schema, and Alembic compiles every script to read them, so once per process.
-@cache
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(_config())
-
-
-def head_revision() -> str:
-    head = _scripts().get_current_head()
-    assert head is not None
-    return head
-
-
-def _known_revisions() -> set[str]:
-    return {s.revision for s in _scripts().walk_revisions()}
-
-
-async def current_revision(db: Database) -> str | None:
-    async with db.raw_connection() as conn:
-        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
 
 
 async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str | None]:
@@ -54,7 +30,7 @@ async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str
     before = await current_revision(db)
 
     def run(sync_conn: Any) -> None:
-        cfg = _config()
+        cfg = alembic_config()
         cfg.attributes["connection"] = sync_conn
         command.upgrade(cfg, revision)
 
@@ -82,18 +58,3 @@ async def _sqlite_incremental_vacuum(db: Database) -> None:
             await driver.execute("VACUUM")
     finally:
         raw.close()
-
-
-async def check_schema(db: Database) -> None:
-    """Refuse to run on an unmigrated, older, or newer-than-code schema."""
-    current = await current_revision(db)
-    head = head_revision()
-    if current == head:
-        return
-    if current is None:
-        raise SchemaMismatch("the database has no paygate schema yet: run `paygate db upgrade` first")
-    if current not in _known_revisions():
-        raise SchemaMismatch(f"the database schema is at revision {current}, which is newer than this code "
-                             f"(it knows up to {head}): upgrade paygate before starting it on this database")
-    raise SchemaMismatch(f"the database schema is at revision {current} but this code needs {head}: "
-                         "run `paygate db upgrade`")

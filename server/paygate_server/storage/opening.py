@@ -9,11 +9,12 @@ into :class:`CannotOpen`, and the CLI adds what to do about it.
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError
+from paygate_server.storage.schema_version import check_schema
 
-from paygate_server.storage.engine import Database
-from paygate_server.storage.migrate import check_schema
+if TYPE_CHECKING:
+    from paygate_server.storage.engine import Database
 
 __all__ = ["CannotOpen", "first_contact"]
 
@@ -38,8 +39,11 @@ _POOLER_SQLSTATES = frozenset({"42P05", "26000"})
 
 async def first_contact(db: Database, *, check: bool = True) -> None:
     """Reach a fresh handle's database once: check its schema (``check``, may raise
-    :class:`~paygate_server.storage.migrate.SchemaMismatch`) or just connect. A failure to
+    :class:`~paygate_server.storage.schema_version.SchemaMismatch`) or just connect. A failure to
     reach or open it raises :class:`CannotOpen`; anything else propagates as is."""
+    # (here: the command line imports this module for --help too)
+    from sqlalchemy.exc import DBAPIError
+
     try:
         if check:
             await check_schema(db)
@@ -59,6 +63,8 @@ def _describe_open_error(exc: BaseException) -> str | None:
 
     Only meant for the first statement on a fresh handle: there, any driver or socket error
     is about reaching the database, not about the statement."""
+    from sqlalchemy.exc import DBAPIError
+
     if isinstance(exc, DBAPIError):
         # The driver's own sentence ("database "x" does not exist", "file is not a
         # database", "password authentication failed …"): first line only.

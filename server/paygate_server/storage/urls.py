@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+# SQLAlchemy's URL parser is imported where a URL is parsed, not with this module: the
+# settings (config.py) import it, and so does every command, `paygate --help` too.
 
 __all__ = ["database_kind", "database_url_problem", "session_url_problem", "normalize_database_url", "server_address", "database_file"]
 
@@ -35,8 +39,10 @@ _URL_EXAMPLES = "like sqlite:///path/to/paygate.db or postgresql://user@host:543
 def database_url_problem(url: str) -> str | None:
     """Why ``url`` names no database this gateway can open, in words that never repeat
     the URL (it may hold a password); None if it can be tried."""
+    from sqlalchemy.exc import ArgumentError
+
     try:
-        parsed = make_url(normalize_database_url(url))
+        parsed = _parse(normalize_database_url(url))
         kind, driver, port = parsed.get_backend_name(), parsed.get_driver_name(), parsed.port
     except (ArgumentError, ValueError):  # unparseable, or a port that is not a number
         return f"not a database URL: write one {_URL_EXAMPLES}"
@@ -52,6 +58,12 @@ def database_url_problem(url: str) -> str | None:
     if port is not None and not 0 < port < 65536:
         return "the port is not 1 to 65535"
     return None
+
+
+def _parse(url: str) -> URL:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url)
 
 
 def session_url_problem(session_url: str, database_url: str) -> str | None:
@@ -73,7 +85,7 @@ def database_kind(url: str) -> str:
 def database_file(url: str) -> Path | None:
     """The file the database lives in: an SQLite URL's (None for a database server or an
     in-memory database)."""
-    parsed = make_url(normalize_database_url(url))
+    parsed = _parse(normalize_database_url(url))
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     return Path(parsed.database)
@@ -83,5 +95,5 @@ def server_address(url: str) -> tuple[str, int] | None:
     """The host and port of a PostgreSQL URL's server (None for SQLite: no server)."""
     if database_kind(url) != "postgresql":
         return None
-    parsed = make_url(normalize_database_url(url))
+    parsed = _parse(normalize_database_url(url))
     return parsed.host or "127.0.0.1", parsed.port or POSTGRESQL_DEFAULT_PORT

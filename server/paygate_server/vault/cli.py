@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import emit, run_with_db
 from paygate_server.config import Settings
-from paygate_server.master_key import database_master_key
-from paygate_server.storage import Database
-from paygate_server.vault.datakeys import rotate_data_key
+
+if TYPE_CHECKING:
+    from paygate_server.storage import Database
 
 __all__ = ["add_commands"]
 
 
 def cmd_rotate_data_key(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.master_key import database_master_key
+    from paygate_server.vault.datakeys import rotate_data_key
+
     async def run(db: Database) -> tuple[list[int], int]:
         master = await database_master_key(settings, db)
         return await rotate_data_key(db, master)
