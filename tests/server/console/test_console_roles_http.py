@@ -196,7 +196,8 @@ class Template:
 
 @dataclass
 class Prepared:
-    """What a test gets: its own console on its own copy of the template."""
+    """What a test gets: a console on a copy of the template (its own, or ``shared``), the
+    rows the forms name and the template's sessions."""
     con: InProcessConsole
     targets: Targets
     sessions: dict[str, Session]
