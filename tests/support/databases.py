@@ -28,8 +28,8 @@ from sqlalchemy.engine import make_url
 from paygate_server.storage import Database, create_database, upgrade
 from paygate_server.storage.sqlite_copy import copy_committed
 
-__all__ = ["BACKENDS", "another_database", "drop_database", "drop_templates", "migrate", "migrated_database_url",
-           "new_database_url", "opened_database", "pg_base_url"]
+__all__ = ["BACKENDS", "another_database", "backend_of", "copy_of_database", "drop_database", "drop_templates",
+           "migrate", "migrated_database_url", "new_database_url", "opened_database", "pg_base_url"]
 
 BACKENDS = ["sqlite", "postgresql"]
 PG_ENV = "PAYGATE_TEST_DATABASE_URL"
@@ -50,6 +50,11 @@ async def _pg_admin(sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+def backend_of(url: str) -> str:
+    """The name in :data:`BACKENDS` of the database at ``url``."""
+    return "sqlite" if url.startswith("sqlite") else "postgresql"
 
 
 def new_database_url(backend: str, directory: Path) -> str:
@@ -83,9 +88,15 @@ def _template(backend: str) -> str:
 def migrated_database_url(backend: str, directory: Path) -> str:
     """A new database migrated to the newest schema (a copy of the template): the caller
     drops it with :func:`drop_database`."""
-    template = _template(backend)
-    if backend == "sqlite":
-        url = new_database_url(backend, directory)
+    return copy_of_database(_template(backend), directory)
+
+
+def copy_of_database(template: str, directory: Path) -> str:
+    """A new database holding what ``template`` holds (a SQLite file's committed state, or
+    PostgreSQL's ``CREATE DATABASE … TEMPLATE``, which fails while any connection is open
+    on the template: close its pools first). The caller drops it with :func:`drop_database`."""
+    if template.startswith("sqlite"):
+        url = new_database_url("sqlite", directory)
         copy_committed(Path(make_url(template).database or ""), Path(make_url(url).database or ""))
         return url
     name = f"paygate_t_{uuid.uuid4().hex[:12]}"
@@ -107,7 +118,7 @@ def drop_templates() -> None:
 def another_database(like: str, directory: Path, *, migrated: bool = True) -> Iterator[str]:
     """A brand-new database on the backend of the database ``like`` (migrated unless told
     not to), dropped at the end."""
-    backend = "sqlite" if like.startswith("sqlite") else "postgresql"
+    backend = backend_of(like)
     url = migrated_database_url(backend, directory) if migrated else new_database_url(backend, directory)
     try:
         yield url

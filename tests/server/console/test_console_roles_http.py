@@ -10,19 +10,34 @@ would send — and nothing in the database changes (every table an action could 
 compared row by row); the same form from a role that may send it is not refused for its role,
 and is recorded and shown on the Activity page. Every form also needs its session's CSRF
 token and the console's ``Origin``, and every form a page renders carries the token.
+
+The database is made once per module and backend (the template: migrated, 60 payments
+seeded, the rows the forms name, an operator of each role signed in) and only ever copied.
+A test that sends forms a role may send (and so changes rows) has a copy and a console of its
+own: what one test's allowed form does, no other test sees, and its refused roles go first,
+on rows nothing has acted on. The tests that only read, or only send forms that must be
+refused, share one copy and one console (``shared``); none of them sends a form that may
+succeed. The sessions are the template's, copied with it (a session is a row; its cookie and
+CSRF token depend only on its id and the master key), so a test signs in as a role without
+a new login; logging in itself is the login tests' subject.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from http.cookiejar import Cookie
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import select
 
 from paygate_server.clock import now_us, to_rfc3339
+from paygate_server.config import Settings
 from paygate_server.console.accounts import LOGIN_REFUSED
 from paygate_server.console.actions import recent_actions
 from paygate_server.merchants import create_merchant
@@ -53,8 +68,15 @@ from tests.server.console.conftest import InProcessConsole, new_email, running_c
 from tests.server.console.test_console_hostile import console_routes
 from tests.support.app import test_settings as make_settings
 from tests.support.console_seed import Seeded, seed_payments
+from tests.support.databases import (
+    backend_of,
+    copy_of_database,
+    drop_database,
+    migrated_database_url,
+)
 
 ADMIN, SUPPORT, VIEWER = "admin", "support", "viewer"
+ADMIN_AGAIN = "admin, second session"  # another session of the admin: another CSRF token
 EVERY_ROLE = frozenset({ADMIN, SUPPORT, VIEWER})
 STAFF = frozenset({ADMIN, SUPPORT})  # SPEC §12: support may refund, cancel, capture, replay
 ONLY_ADMIN = frozenset({ADMIN})
@@ -158,22 +180,110 @@ async def _snapshot(con: InProcessConsole) -> dict[str, list[str]]:
                 for table in SNAPSHOT}
 
 
-@pytest.fixture
-async def seeded(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[tuple[InProcessConsole, Targets]]:
+@dataclass
+class Session:
+    email: str
+    cookies: list[Cookie]
+
+
+@dataclass
+class Template:
+    """The module's seeded database (only ever copied once made) and what it holds."""
+    url: str
+    targets: Targets
+    sessions: dict[str, Session]  # a role (or ADMIN_AGAIN) → its operator's live session
+
+
+@dataclass
+class Prepared:
+    """What a test gets: a console on a copy of the template (its own, or ``shared``), the
+    rows the forms name and the template's sessions."""
+    con: InProcessConsole
+    targets: Targets
+    sessions: dict[str, Session]
+
+    def sign_in(self, who: str) -> str:
+        """The browser of ``who`` (a role or ADMIN_AGAIN), signed in: its operator's email."""
+        self.con.http.cookies.clear()
+        for cookie in self.sessions[who].cookies:
+            self.con.http.cookies.jar.set_cookie(cookie)
+        return self.sessions[who].email
+
+
+def _settings(url: str, data_dir: Path) -> Settings:
     # The default processor is a closed port: an allowed "ask now" is answered, not hung.
-    # Private webhook addresses allowed: this sandbox resolves no public name.
-    settings = make_settings(fresh_database_url, tmp_path, processor_url="http://127.0.0.1:9",
-                             webhook_allow_private=True)
-    async with running_console(settings) as con:
-        rows = await seed_payments(con.console.gateway.db, 60, merchants=2)
-        yield con, await _targets(con, rows)
+    # Private webhook addresses allowed: this sandbox resolves no public name. The template's
+    # sessions must outlive the module however loaded the machine: idle as long as they live.
+    settings = make_settings(url, data_dir, processor_url="http://127.0.0.1:9", webhook_allow_private=True)
+    return replace(settings, console_idle_timeout_s=settings.console_session_ttl_s)
 
 
-async def _as(con: InProcessConsole, role: str) -> str:
-    con.http.cookies.clear()
-    email = await con.operator(role)
-    assert (await con.log_in(email)).status_code == 303
-    return email
+async def _fill_template(url: str, data_dir: Path) -> Template:
+    async with running_console(_settings(url, data_dir)) as con:  # closed on return: copies need no open pool
+        targets = await _targets(con, await seed_payments(con.console.gateway.db, 60, merchants=2))
+        sessions: dict[str, Session] = {}
+        for who, role in ((ADMIN, ADMIN), (SUPPORT, SUPPORT), (VIEWER, VIEWER), (ADMIN_AGAIN, None)):
+            con.http.cookies.clear()
+            email = sessions[ADMIN].email if role is None else await con.operator(role)
+            assert (await con.log_in(email)).status_code == 303
+            sessions[who] = Session(email, list(con.http.cookies.jar))
+    return Template(url, targets, sessions)
+
+
+@pytest.fixture(scope="module")
+def template(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
+    directory = tmp_path_factory.mktemp("roles")
+    url = migrated_database_url(backend_of(database_url), directory)
+    try:
+        yield asyncio.run(_fill_template(url, directory))
+    finally:
+        drop_database(url)
+
+
+@contextlib.contextmanager
+def _copy(template: Template, directory: Path) -> Iterator[str]:
+    url = copy_of_database(template.url, directory)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def seeded_url(template: Template, tmp_path: Path) -> Iterator[str]:
+    with _copy(template, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def seeded(template: Template, seeded_url: str, tmp_path: Path) -> AsyncIterator[Prepared]:
+    """A console of the test's own, on a copy of its own."""
+    async with running_console(_settings(seeded_url, tmp_path)) as con:
+        yield Prepared(con, template.targets, template.sessions)
+
+
+@pytest.fixture(scope="module")
+def shared_url(template: Template, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _copy(template, tmp_path_factory.mktemp("roles-shared")) as url:
+        yield url
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_console(template: Template, shared_url: str,
+                         tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Prepared]:
+    async with running_console(_settings(shared_url, tmp_path_factory.mktemp("roles-shared-data"))) as con:
+        yield Prepared(con, template.targets, template.sessions)
+
+
+@pytest.fixture
+def shared(shared_console: Prepared) -> Prepared:
+    """The console of the module's tests that send no form a role may send (``SHARED``),
+    each test's browser starting with no cookie (nobody signed in)."""
+    shared_console.con.http.cookies.clear()
+    return shared_console
+
+
+SHARED = pytest.mark.asyncio(loop_scope="module")  # the loop of ``shared``
 
 
 async def _assert_recorded_and_shown(con: InProcessConsole, email: str, since: int) -> None:
@@ -190,11 +300,10 @@ async def _assert_recorded_and_shown(con: InProcessConsole, email: str, since: i
 
 
 @pytest.mark.parametrize("path", sorted(FORMS))
-async def test_a_form_a_role_may_not_send_is_refused_and_changes_nothing(
-        seeded: tuple[InProcessConsole, Targets], path: str) -> None:
-    con, targets = seeded
+async def test_a_form_a_role_may_not_send_is_refused_and_changes_nothing(seeded: Prepared, path: str) -> None:
+    con, targets = seeded.con, seeded.targets
     for role in sorted(EVERY_ROLE - FORMS[path]) + sorted(FORMS[path]):  # the refused first: nothing done yet
-        email = await _as(con, role)
+        email = seeded.sign_in(role)
         url, fields = _request(path, targets)
         if path == "/operators/disable":
             fields = {"email": await con.operator(VIEWER)}
@@ -212,25 +321,25 @@ async def test_a_form_a_role_may_not_send_is_refused_and_changes_nothing(
         assert (await con.http.get("/")).status_code == 200  # still signed in: a refusal is not a logout
 
 
+@SHARED
 @pytest.mark.parametrize("path", sorted(PAGES))
-async def test_every_page_opens_for_the_roles_that_may_read_it(seeded: tuple[InProcessConsole, Targets],
-                                                              path: str) -> None:
-    con, t = seeded
+async def test_every_page_opens_for_the_roles_that_may_read_it(shared: Prepared, path: str) -> None:
+    con, t = shared.con, shared.targets
     url = path.replace("{intent_id}", t.paid).replace("{merchant_id}", t.merchant)
     for role in sorted(EVERY_ROLE):
-        await _as(con, role)
+        shared.sign_in(role)
         response = await con.http.get(url)
         assert response.status_code == (200 if role in PAGES[path] else 403), (role, url, response.text[:500])
 
 
-async def test_a_support_operators_payment_page_offers_only_its_actions(
-        seeded: tuple[InProcessConsole, Targets]) -> None:
+@SHARED
+async def test_a_support_operators_payment_page_offers_only_its_actions(shared: Prepared) -> None:
     """Hidden as well as refused: support sees refund, capture and cancel, never "ask the
     processor" (admin's); a viewer sees no form but logout."""
-    con, t = seeded
+    con, t = shared.con, shared.targets
     offered: dict[str, set[str]] = {}
     for role in (ADMIN, SUPPORT, VIEWER):
-        await _as(con, role)
+        shared.sign_in(role)
         pages = "".join([(await con.http.get(f"/payments/{pid}")).text for pid in (t.paid, t.held, t.unknown)]
                         + [(await con.http.get("/reconciliation")).text,
                            (await con.http.get(f"/merchants/{t.merchant}")).text,
@@ -243,8 +352,9 @@ async def test_a_support_operators_payment_page_offers_only_its_actions(
     assert offered[VIEWER] <= {"logout"}
 
 
-async def test_a_disabled_operators_session_and_password_stop_at_once(seeded: tuple[InProcessConsole, Targets]) -> None:
-    con, _ = seeded
+@SHARED
+async def test_a_disabled_operators_session_and_password_stop_at_once(shared: Prepared) -> None:
+    con = shared.con  # its own operator: nobody else's session is disabled
     email = await con.operator(SUPPORT)
     await con.log_in(email)
     assert (await con.http.get("/payments")).status_code == 200
@@ -254,16 +364,16 @@ async def test_a_disabled_operators_session_and_password_stop_at_once(seeded: tu
     assert refused.status_code == 401 and LOGIN_REFUSED in refused.text.replace("&#39;", "'")
 
 
+@SHARED
 @pytest.mark.parametrize("path", sorted(FORMS))
-async def test_every_form_needs_its_csrf_token_and_the_consoles_origin(seeded: tuple[InProcessConsole, Targets],
-                                                                      path: str) -> None:
+async def test_every_form_needs_its_csrf_token_and_the_consoles_origin(shared: Prepared, path: str) -> None:
     """SPEC §12: every state-changing form carries a CSRF token and checks ``Origin`` — each
     form, as an admin (who may send them all): without the token, with another session's,
     without ``Origin`` or from another origin, it is refused with 403 and nothing changes."""
-    con, targets = seeded
-    await _as(con, ADMIN)
+    con, targets = shared.con, shared.targets
+    shared.sign_in(ADMIN_AGAIN)
     other_token = await con.csrf()
-    await _as(con, ADMIN)
+    shared.sign_in(ADMIN)
     url, fields = _request(path, targets)
     if path == "/operators/disable":
         fields = {"email": await con.operator(VIEWER)}
@@ -278,9 +388,10 @@ async def test_every_form_needs_its_csrf_token_and_the_consoles_origin(seeded: t
         assert await _snapshot(con) == before, (path, origin)
 
 
-async def test_every_post_form_a_page_renders_carries_the_csrf_token(seeded: tuple[InProcessConsole, Targets]) -> None:
-    con, t = seeded
-    await _as(con, ADMIN)
+@SHARED
+async def test_every_post_form_a_page_renders_carries_the_csrf_token(shared: Prepared) -> None:
+    con, t = shared.con, shared.targets
+    shared.sign_in(ADMIN)
     token = await con.csrf()
     pages = ["/", "/payments", f"/payments/{t.paid}", f"/payments/{t.held}", f"/payments/{t.unknown}",
              "/reconciliation", "/merchants", f"/merchants/{t.merchant}", "/activity", "/operators"]
