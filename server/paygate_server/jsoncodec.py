@@ -1,13 +1,22 @@
-"""One fast JSON codec for the whole server (orjson), so hot paths never touch ``json``."""
+"""One fast JSON codec for the whole server (orjson), so hot paths never touch ``json``.
+
+Integers are read exactly (orjson refuses a number beyond a double's range, ~1e308, as not
+JSON). Below that, orjson reads an integer beyond 64 bits as a
+float (``10**30`` becomes ``1e+30``), which would put a float where an amount was written
+and break an Adyen item's signature over its ``value``. So a document in which orjson
+found a float (rare in what the gateway reads: none of its fields is one) is read again by
+the standard library, whose integers are exact.
+"""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 
 __all__ = ["dumps", "loads", "JSONDecodeError"]
 
-JSONDecodeError = orjson.JSONDecodeError
+JSONDecodeError = orjson.JSONDecodeError  # (a json.JSONDecodeError, so a ValueError)
 
 
 def dumps(value: Any) -> bytes:
@@ -15,4 +24,26 @@ def dumps(value: Any) -> bytes:
 
 
 def loads(data: bytes | str) -> Any:
-    return orjson.loads(data)
+    value = orjson.loads(data)  # refuses what is not RFC 8259 JSON (NaN, bad UTF-8, …) first
+    if not _holds_float(value):
+        return value
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # past int()'s digit limit, or nested past the stack
+        text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        raise JSONDecodeError(f"not JSON the gateway reads ({type(exc).__name__})", text, 0) from None
+
+
+def _holds_float(value: Any) -> bool:
+    # Iterative: orjson takes 1,024 levels of nesting, more than Python's recursion limit.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+    return False

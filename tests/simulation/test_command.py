@@ -54,3 +54,12 @@ def test_a_malformed_value_is_refused_by_the_parser(args: tuple[str, ...]) -> No
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert "error:" in out.stderr.splitlines()[-1]
+
+
+def test_the_command_line_offers_exactly_the_plants_there_are() -> None:
+    # `--plant` offers names from plant_names.py so that `--help` need not import the plants
+    # (they patch the whole payment core); the two lists are kept by hand.
+    from paygate_server.simulation.plant_names import PLANT_NAMES
+    from paygate_server.simulation.plants import PLANTS
+
+    assert sorted(PLANT_NAMES) == sorted(PLANTS)

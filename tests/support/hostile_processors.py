@@ -148,7 +148,7 @@ def stripe_expects_200(body: bytes) -> bool:
     """What the gateway must answer a verified event: 200 for a JSON event with a ``type``
     string and a ``data.object`` object (whatever it says), 400 otherwise (or 413: too big)."""
     try:
-        doc = orjson.loads(body)  # RFC 8259 (no NaN, integers of 64 bits), as a JSON parser reads it
+        doc = orjson.loads(body)  # RFC 8259 (no NaN, numbers within a double's range), as the gateway reads it
     except orjson.JSONDecodeError:
         return False
     data = doc.get("data") if isinstance(doc, dict) else None

@@ -22,8 +22,9 @@ database.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from paygate_server.lazy import lazy_exports
 
 from .pan import (
     BRANDS,
@@ -55,17 +56,8 @@ __all__ = ["BRANDS", "DEFAULT_KEY_BITS", "INVALID_CARD_DATA_MESSAGE", "CardPaylo
 # The JWE and key helpers (the cryptography package, ~0.1 s to import) load on first use:
 # the card-number helpers above are wanted without them, by the command line's refusals and
 # by the processor simulator.
-_LAZY = {
-    **dict.fromkeys(("INVALID_CARD_DATA_MESSAGE", "CardPayload", "InvalidCardData", "decrypt_card_jwe"), "jwe"),
+__getattr__ = lazy_exports(__name__, {
+    **dict.fromkeys(("INVALID_CARD_DATA_MESSAGE", "CardPayload", "InvalidCardData", "decrypt_card_jwe"), ".jwe"),
     **dict.fromkeys(("DEFAULT_KEY_BITS", "fingerprint", "generate_private_key", "new_kid", "private_key_from_pkcs8_der",
-                     "private_key_to_pkcs8_der", "public_jwk", "render_jwks"), "keys"),
-}
-
-
-def __getattr__(name: str) -> object:
-    if name not in _LAZY:
-        # (an AttributeError lets ``from paygate_server.cards import jwe`` import the submodule)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+                     "private_key_to_pkcs8_der", "public_jwk", "render_jwks"), ".keys"),
+})

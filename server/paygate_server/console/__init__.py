@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from paygate_server.console.roles import ROLES, can
+from paygate_server.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from paygate_server.console.app import create_console_app, create_console_app_from_env
@@ -20,14 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["ROLES", "can", "create_console_app", "create_console_app_from_env"]
 
 
-def __getattr__(name: str) -> object:
-    # The application (and with it the gateway's services and the database engine) loads on
-    # first use, not with the package: `paygate --help` imports the console's commands (cli).
-    if name not in ("create_console_app", "create_console_app_from_env"):
-        # (an AttributeError lets ``from paygate_server.console import actions`` import the submodule)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from paygate_server.console import app
-
-    value = getattr(app, name)
-    globals()[name] = value
-    return value
+# The application (and with it the gateway's services and the database engine) loads on
+# first use, not with the package: `paygate --help` imports the console's commands (cli).
+__getattr__ = lazy_exports(__name__, dict.fromkeys(("create_console_app", "create_console_app_from_env"), ".app"))

@@ -6,9 +6,9 @@ here too. Nothing outside this package writes SQL or asks which database it runs
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, TypeAlias
 
+from paygate_server.lazy import lazy_exports
 from paygate_server.storage.opening import CannotOpen
 from paygate_server.storage.schema_version import SchemaMismatch, check_schema
 
@@ -31,24 +31,13 @@ __all__ = ["CannotOpen", "Database", "PaymentStore", "Transaction", "create_data
 # (and with it its ORM) and Alembic cost more than the rest of a command's start-up, and the
 # package is imported by whatever reads a database URL (config.py) — `paygate --help` too.
 # tests/server/test_startup_imports.py checks what the command line and the simulator load.
-_LAZY = {
-    "Database": ("paygate_server.storage.engine", "Database"),
-    "create_database": ("paygate_server.storage.engine", "create_database"),
-    "PaymentStore": ("paygate_server.storage.port", "PaymentStore"),
-    "Transaction": ("sqlalchemy.ext.asyncio", "AsyncConnection"),
-    "upgrade": ("paygate_server.storage.migrate", "upgrade"),
-}
-
-
-def __getattr__(name: str) -> object:
-    try:
-        module, attribute = _LAZY[name]
-    except KeyError:
-        # (an AttributeError lets ``from paygate_server.storage import vault`` import the submodule)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), attribute)
-    globals()[name] = value  # once: later look-ups find it without calling here
-    return value
+__getattr__ = lazy_exports(__name__, {
+    "Database": ".engine",
+    "create_database": ".engine",
+    "PaymentStore": ".port",
+    "Transaction": "sqlalchemy.ext.asyncio:AsyncConnection",
+    "upgrade": ".migrate",
+})
 
 
 def open_payment_store(db: Database) -> PaymentStore:

@@ -16,8 +16,9 @@ refuses a list with cdc after it) and runs the dispatcher inside ``paygate serve
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from paygate_server.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from paygate_server.webhooks.gateway import WebhooksExtension, consumer_for, extension
@@ -25,13 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["WebhooksExtension", "consumer_for", "extension"]
 
 
-def __getattr__(name: str) -> object:
-    # The extension (its routes, dispatcher and consumer, and through them the database
-    # engine) loads on first use, not with the package: the package is imported by its
-    # commands (webhooks/cli.py) too, `paygate --help` included.
-    if name not in __all__:
-        # (an AttributeError lets ``from paygate_server.webhooks import guard`` import the submodule)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module("paygate_server.webhooks.gateway"), name)
-    globals()[name] = value
-    return value
+# The extension (its routes, dispatcher and consumer, and through them the database engine)
+# loads on first use, not with the package: the package is imported by its commands
+# (webhooks/cli.py) too, `paygate --help` included.
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, ".gateway"))
