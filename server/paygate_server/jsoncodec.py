@@ -1,11 +1,11 @@
 """One fast JSON codec for the whole server (orjson), so hot paths never touch ``json``.
 
-Integers are read exactly (orjson refuses a number beyond a double's range, ~1e308, as not
-JSON). Below that, orjson reads an integer beyond 64 bits as a
-float (``10**30`` becomes ``1e+30``), which would put a float where an amount was written
-and break an Adyen item's signature over its ``value``. So a document in which orjson
-found a float (rare in what the gateway reads: none of its fields is one) is read again by
-the standard library, whose integers are exact.
+Integers are read exactly. orjson reads an integer beyond 64 bits as a float (``10**30``
+becomes ``1e+30``), which would put a float where an amount was written and break an Adyen
+item's signature over its ``value``; so a document in which orjson found a float (rare in
+what the gateway reads: none of its fields is one) is read again by the standard library,
+whose integers are exact. A number beyond a double's range (~1e308) orjson refuses as not
+JSON, and so does the gateway.
 """
 from __future__ import annotations
 
