@@ -175,14 +175,13 @@ def classify(
     payment's answer states the money it authorised, which the charge holds to what it sent
     (a partial authorization, answered only to a request that allows it — this connector's
     never do — or an answer about another payment, is not this payment's outcome)."""
-    unknown = ChargeOutcome.UNKNOWN
     failed = transport_failure(error, status_code, lookup=False)  # (Adyen is never looked up)
     if failed is not None:
-        return Answer(failed[0], message=failed[1])
+        return failed
     assert status_code is not None
     data = json_object(status_code, body)
-    if isinstance(data, str):
-        return Answer(unknown, message=data)
+    if isinstance(data, Answer):
+        return data
 
     if operation is Operation.CHARGE and status_code == 200:
         return _stated(_payment(reference, data), data.get("amount"))

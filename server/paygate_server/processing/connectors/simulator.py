@@ -93,11 +93,11 @@ def classify(
     unknown = ChargeOutcome.UNKNOWN
     failed = transport_failure(error, status_code, lookup=operation in _LOOKUPS.values())
     if failed is not None:
-        return Answer(failed[0], message=failed[1])
+        return failed
     assert status_code is not None
     data = json_object(status_code, body)
-    if isinstance(data, str):
-        return Answer(unknown, message=data)
+    if isinstance(data, Answer):
+        return data
     message = _text(data.get("message"))
 
     if status_code == 200:

@@ -134,7 +134,7 @@ def classify_error(step: Step, status_code: int | None, body: bytes | None,
     unknown = O.UNKNOWN
     failed = transport_failure(error, status_code, lookup=step in _LOOKUPS)
     if failed is not None:
-        return Answer(failed[0], message=failed[1])
+        return failed
     body_error = error_body(body)
     if body_error is None:
         return Answer(unknown, message=f"unreadable answer (HTTP {status_code}): outcome unknown")
