@@ -24,7 +24,7 @@ from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
 from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeout, Transport
 
-from .base import ChargeOutcome
+from .base import ChargeOutcome, ChargeResult
 
 __all__ = ["KEEPALIVE_EXPIRY_S", "MAX_PROCESSOR_ID", "Answer", "PooledConnector", "connection_pool", "json_object",
            "keepable_id", "processor_text", "transport_failure"]
@@ -42,6 +42,11 @@ class Answer:
     # connector holds it to what it sent with other_money.
     amount: int | None = None
     currency: str | None = None
+
+    def result(self, reference: str) -> ChargeResult:
+        """This answer as the outcome of the operation sent under ``reference``."""
+        return ChargeResult(reference, self.outcome, self.auth_code, self.decline_code, self.message,
+                            self.processor_id, self.amount, self.currency)
 
 
 class PooledConnector:

@@ -56,6 +56,7 @@ webhooks are :mod:`.stripe_webhooks`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import re
 import time
@@ -122,8 +123,8 @@ class _Exchange:
 
 
 def _result(reference: str, answer: Answer, processor_id: str | None = None) -> ChargeResult:
-    return ChargeResult(reference, answer.outcome, answer.auth_code, answer.decline_code, answer.message,
-                        processor_id)
+    # The payment intent's id is the processor's id (Stripe's answers carry no other).
+    return dataclasses.replace(answer.result(reference), processor_id=processor_id)
 
 
 def _not_sent(reference: str, problem: Unrepresentable) -> ChargeResult:
