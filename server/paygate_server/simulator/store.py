@@ -215,6 +215,11 @@ _VOIDS = _OperationTable("voids", VoidRecord)
 # --- operations run by the writer thread -------------------------------------------------
 
 
+def _charge(conn: sqlite3.Connection, reference: str) -> ChargeRecord | None:
+    row = conn.execute(_SELECT_CHARGE, (reference,)).fetchone()
+    return None if row is None else _charge_from(row)
+
+
 def _op_charge(
     conn: sqlite3.Connection, record: ChargeRecord, mode: ChargeMode
 ) -> tuple[ChargeDisposition, ChargeRecord | None]:
@@ -224,9 +229,8 @@ def _op_charge(
         inserted = conn.execute(_INSERT_CHARGE_IF_NEW, _charge_values(record)).rowcount
         if inserted:
             return ChargeDisposition.CREATED, record
-    row = conn.execute(_SELECT_CHARGE, (record.reference,)).fetchone()
-    if row is not None:
-        existing = _charge_from(row)
+    existing = _charge(conn, record.reference)
+    if existing is not None:
         if existing.same_request(record):
             return ChargeDisposition.EXISTING, existing
         return ChargeDisposition.CONFLICT, existing
@@ -261,10 +265,9 @@ def _op_refund(
         return RefundDisposition.CONFLICT, existing, None
     if error_if_new:
         return RefundDisposition.ERROR, None, None
-    row = conn.execute(_SELECT_CHARGE, (charge_reference,)).fetchone()
-    if row is None:
+    charge = _charge(conn, charge_reference)
+    if charge is None:
         return RefundDisposition.CHARGE_NOT_FOUND, None, None
-    charge = _charge_from(row)
     # Only what was taken can be given back: an authorization before its capture (or
     # after its void) has nothing to refund, a partial capture bounds the refunds.
     if charge.captured_amount == 0:
@@ -286,10 +289,9 @@ def _hold_of(
     conn: sqlite3.Connection, charge_reference: str
 ) -> tuple[HoldDisposition | None, ChargeRecord | None]:
     """The charge a capture or void names, or why there is no hold to act on."""
-    row = conn.execute(_SELECT_CHARGE, (charge_reference,)).fetchone()
-    if row is None:
+    charge = _charge(conn, charge_reference)
+    if charge is None:
         return HoldDisposition.CHARGE_NOT_FOUND, None
-    charge = _charge_from(row)
     if charge.status != "approved":
         return HoldDisposition.NOT_AUTHORIZED, charge
     return None, charge
@@ -519,11 +521,7 @@ class Store:
     # --- reads ----------------------------------------------------------------------
 
     async def get_charge(self, reference: str) -> ChargeRecord | None:
-        def run(conn: sqlite3.Connection) -> ChargeRecord | None:
-            row = conn.execute(_SELECT_CHARGE, (reference,)).fetchone()
-            return None if row is None else _charge_from(row)
-
-        return await self._read(run)
+        return await self._read(lambda conn: _charge(conn, reference))
 
     async def get_capture(self, reference: str) -> CaptureRecord | None:
         return await self._read(lambda conn: _CAPTURES.get(conn, reference))
