@@ -11,7 +11,7 @@ from paygate_server.clock import parse_rfc3339_seconds
 from paygate_server.crypto import MasterKey
 from paygate_server.errors import ApiError
 from paygate_server.merchants import StoredKey, load_api_key
-from paygate_server.singleflight import SingleFlight
+from paygate_server.singleflight import ExpiringCache
 from paygate_server.storage import Database
 
 __all__ = ["Authenticator", "Principal"]
@@ -35,27 +35,13 @@ class Authenticator:
         self._db = db
         self._master = master
         self._tolerance_s = tolerance_s
-        self._cache_ttl_s = cache_ttl_s
-        self._cache: dict[str, tuple[float, StoredKey | None]] = {}
-        self._reads: SingleFlight[str, StoredKey | None] = SingleFlight()  # concurrent misses share one read
+        self._keys: ExpiringCache[str, StoredKey | None] = ExpiringCache(cache_ttl_s, self._read_key,
+                                                                           max_entries=10_000)
         self.nonces = NonceBook(db)
 
-    async def _key(self, api_key: str) -> StoredKey | None:
-        now = time.monotonic()
-        cached = self._cache.get(api_key)
-        if cached is not None and now - cached[0] < self._cache_ttl_s:
-            return cached[1]
-        if self._cache_ttl_s <= 0:  # no cache: each request reads (a shared read could predate it)
-            return await self._read(api_key, now)
-        return await self._reads.run(api_key, lambda: self._read(api_key, now))
-
-    async def _read(self, api_key: str, now: float) -> StoredKey | None:
+    async def _read_key(self, api_key: str) -> StoredKey | None:
         async with self._db.read() as conn:
-            stored = await load_api_key(conn, self._master, api_key)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[api_key] = (now, stored)
-        return stored
+            return await load_api_key(conn, self._master, api_key)
 
     async def authenticate(self, *, method: str, target: str, headers: dict[str, str], body: bytes) -> Principal:
         authorization = headers.get("authorization")
@@ -71,7 +57,7 @@ class Authenticator:
         api_key = api_key.strip()
         if not _NONCE.fullmatch(nonce):
             raise ApiError("invalid_signature", "X-Request-Nonce must be 16 to 64 characters of [A-Za-z0-9_-]")
-        stored = await self._key(api_key)
+        stored = await self._keys.get(api_key)
         if stored is None or stored.revoked:
             raise ApiError("invalid_api_key", "the API key is not valid")
         if not signature_matches(stored.secret, method, target, timestamp, nonce, body, signature):

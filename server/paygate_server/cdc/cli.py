@@ -8,13 +8,32 @@ import json
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import CommandError, check_sessions, open_database
 from paygate_server.cli_parser import DAY_S, seconds
 from paygate_server.config import Settings
 
-__all__ = ["add_commands"]
+if TYPE_CHECKING:
+    from paygate_server.cdc.store import ObjectStore
+    from paygate_server.storage import Database
+
+__all__ = ["add_commands", "database_and_archive"]
+
+
+@contextlib.asynccontextmanager
+async def database_and_archive(settings: Settings) -> AsyncIterator[tuple[Database, ObjectStore]]:
+    """The database and the configured archive's store, for a command that reads both; the
+    store is closed before the database."""
+    from paygate_server.cdc.store import store_for
+
+    async with open_database(settings) as db:
+        store = store_for(settings)
+        try:
+            yield db, store
+        finally:
+            await store.close()
 
 
 async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, int] | None:
@@ -75,19 +94,14 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> None:
 async def _verify(args: argparse.Namespace, settings: Settings) -> Any:
     from paygate_server.cdc.archive import ArchiveReader
     from paygate_server.cdc.audit import verify_archive
-    from paygate_server.cdc.store import store_for
 
-    async with open_database(settings) as db:
-        store = store_for(settings)
-        try:
-            deadline = time.monotonic() + args.wait
-            while True:
-                report = await verify_archive(db, ArchiveReader(store))
-                if not report.ok or report.pending == 0 or time.monotonic() >= deadline:
-                    return report
-                await asyncio.sleep(0.25)  # waiting for the relay to catch up, bounded by --wait
-        finally:
-            await store.close()
+    async with database_and_archive(settings) as (db, store):
+        deadline = time.monotonic() + args.wait
+        while True:
+            report = await verify_archive(db, ArchiveReader(store))
+            if not report.ok or report.pending == 0 or time.monotonic() >= deadline:
+                return report
+            await asyncio.sleep(0.25)  # waiting for the relay to catch up, bounded by --wait
 
 
 def _archive_errors() -> tuple[type[BaseException], ...]:
@@ -116,23 +130,18 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def _show(args: argparse.Namespace, settings: Settings) -> Any:
-    from paygate_server.cdc.store import store_for
     from paygate_server.cdc.timeline import HistoryGap, archived_timeline, whole_timeline
     from paygate_server.storage.change_log import ChangeLog
 
-    async with open_database(settings) as db:
-        store = store_for(settings)
-        try:
-            if args.archive:
-                return await archived_timeline(db, store, args.intent)
-            changes = await whole_timeline(db, args.intent, store)
-            if not changes and await ChangeLog(db).intent_exists(args.intent):
-                # An intent without any history has lost it: it is not empty.
-                raise HistoryGap(f"history of {args.intent} is incomplete:"
-                                 " in neither the database nor the archive's index")
-            return changes
-        finally:
-            await store.close()
+    async with database_and_archive(settings) as (db, store):
+        if args.archive:
+            return await archived_timeline(db, store, args.intent)
+        changes = await whole_timeline(db, args.intent, store)
+        if not changes and await ChangeLog(db).intent_exists(args.intent):
+            # An intent without any history has lost it: it is not empty.
+            raise HistoryGap(f"history of {args.intent} is incomplete:"
+                             " in neither the database nor the archive's index")
+        return changes
 
 
 def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
@@ -160,15 +169,10 @@ def cmd_audit_show(args: argparse.Namespace, settings: Settings) -> None:
 async def _reindex(settings: Settings) -> Any:
     from paygate_server.cdc.archive import ArchiveReader
     from paygate_server.cdc.index import reindex
-    from paygate_server.cdc.store import store_for
     from paygate_server.storage.archive_index import ArchiveIndex
 
-    async with open_database(settings) as db:
-        store = store_for(settings)
-        try:
-            return await reindex(ArchiveReader(store), ArchiveIndex(db))
-        finally:
-            await store.close()
+    async with database_and_archive(settings) as (db, store):
+        return await reindex(ArchiveReader(store), ArchiveIndex(db))
 
 
 def cmd_audit_reindex(args: argparse.Namespace, settings: Settings) -> None:

@@ -14,15 +14,11 @@ __all__ = ["add_commands"]
 
 
 async def _prune(args: argparse.Namespace, settings: Settings) -> Any:
+    from paygate_server.cdc.cli import database_and_archive
     from paygate_server.cdc.prune import HistoryPruner
-    from paygate_server.cdc.store import store_for
 
-    async with open_database(settings) as db:
-        store = store_for(settings)
-        try:
-            return await HistoryPruner(db, store, settings).run(dry_run=args.dry_run)
-        finally:
-            await store.close()
+    async with database_and_archive(settings) as (db, store):
+        return await HistoryPruner(db, store, settings).run(dry_run=args.dry_run)
 
 
 def cmd_history_prune(args: argparse.Namespace, settings: Settings) -> None:
@@ -52,15 +48,11 @@ def cmd_history_forget_consumer(args: argparse.Namespace, settings: Settings) ->
 
 
 async def _resume(settings: Settings) -> Any:
+    from paygate_server.cdc.cli import database_and_archive
     from paygate_server.cdc.restore import resume_after_restore
-    from paygate_server.cdc.store import store_for
 
-    async with open_database(settings) as db:
-        store = store_for(settings)
-        try:
-            return await resume_after_restore(db, store)
-        finally:
-            await store.close()
+    async with database_and_archive(settings) as (db, store):
+        return await resume_after_restore(db, store)
 
 
 def cmd_history_resume_after_restore(args: argparse.Namespace, settings: Settings) -> None:

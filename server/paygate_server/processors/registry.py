@@ -17,7 +17,6 @@ a merchant with no account costs a payment no extra statement in between.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from paygate_server.crypto import MasterKey
 from paygate_server.processing.connectors import Connector, connector_kind
 from paygate_server.processors.accounts import open_credentials
 from paygate_server.processors.routing import Payment, Rule, choose, parse_rules
-from paygate_server.singleflight import SingleFlight
+from paygate_server.singleflight import ExpiringCache
 from paygate_server.storage import Database
 from paygate_server.storage.processor_accounts import get_account, get_rules, list_accounts
 
@@ -59,34 +58,23 @@ class ProcessorRoutes:
                  wrap: Callable[[Connector], Connector] = lambda c: c, **options: Any) -> None:
         self._db = db
         self._master = master
-        self._ttl = cache_ttl_s
         self._wrap = wrap
         self._options = options  # connect_timeout, read_timeout, … for every account's connector
-        self._routing: dict[str, tuple[float, Routing | None]] = {}
-        self._reads: SingleFlight[str, Routing | None] = SingleFlight()  # concurrent misses share one read
+        self._routing: ExpiringCache[str, Routing | None] = ExpiringCache(cache_ttl_s, self._read_routing)
         self._connectors: dict[str, Connector] = {}
         self._building: dict[str, asyncio.Lock] = {}
 
     async def route(self, merchant_id: str) -> Routing | None:
         """The merchant's routing; None: no account, the default processor."""
-        now = time.monotonic()
-        cached = self._routing.get(merchant_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        if self._ttl <= 0:  # no cache: each payment reads (a shared read could predate it)
-            return await self._read_routing(merchant_id, now)
-        return await self._reads.run(merchant_id, lambda: self._read_routing(merchant_id, now))
+        return await self._routing.get(merchant_id)
 
-    async def _read_routing(self, merchant_id: str, now: float) -> Routing | None:
+    async def _read_routing(self, merchant_id: str) -> Routing | None:
         # One statement, no transaction, for a merchant with no account (the usual case).
         async with self._db.read_one() as conn:
             accounts = tuple(row.id for row in await list_accounts(conn, merchant_id))
             stored = await get_rules(conn, merchant_id) if accounts else None
-        routing = None if not accounts else Routing(
+        return None if not accounts else Routing(
             accounts, None if stored is None else parse_rules(jsoncodec.loads(stored)))
-        if self._ttl > 0:
-            self._routing[merchant_id] = (now + self._ttl, routing)
-        return routing
 
     async def connector(self, route: str, default: Connector) -> Connector:
         """The connector an operation recorded with ``route`` goes to and is asked about

@@ -40,10 +40,10 @@ from .protocol import (
     charge_state,
     charge_summary,
     error_body,
+    parse_amount_input,
     parse_charge,
     parse_date,
     parse_json,
-    parse_refund,
     refund_body,
     rfc3339,
     settlement_body,
@@ -157,7 +157,7 @@ async def list_charges(request: Request) -> Response:
 
 async def post_refund(request: Request) -> Response:
     simulator = sim(request)
-    refund = parse_refund(parse_json(await read_body(request)))
+    refund = parse_amount_input(parse_json(await read_body(request)))
     fault = await simulator.draw_faults()
     disposition, stored, charge = await simulator.store.refund(
         refund.reference,

@@ -25,7 +25,7 @@ from .context import (
 from .protocol import (
     ProtocolError,
     capture_body,
-    parse_capture,
+    parse_amount_input,
     parse_json,
     parse_void,
     void_body,
@@ -64,7 +64,7 @@ def _refusal(
 
 async def post_capture(request: Request) -> Response:
     simulator = sim(request)
-    capture = parse_capture(parse_json(await read_body(request)))
+    capture = parse_amount_input(parse_json(await read_body(request)))
     fault = await simulator.draw_faults()
     disposition, stored, charge = await simulator.store.capture(
         capture.reference,

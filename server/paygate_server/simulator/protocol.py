@@ -21,21 +21,19 @@ from .records import CaptureRecord, ChargeRecord, RefundRecord, Settlement, Void
 __all__ = [
     "DECLINE_MESSAGES",
     "MAX_BODY_BYTES",
-    "CaptureInput",
+    "AmountInput",
     "ChargeInput",
     "ProtocolError",
-    "RefundInput",
     "VoidInput",
     "capture_body",
     "charge_body",
     "charge_state",
     "charge_summary",
     "error_body",
-    "parse_capture",
+    "parse_amount_input",
     "parse_charge",
     "parse_date",
     "parse_json",
-    "parse_refund",
     "parse_void",
     "refund_body",
     "rfc3339",
@@ -224,29 +222,16 @@ def parse_charge(data: dict[str, Any]) -> ChargeInput:
 
 
 @dataclass(frozen=True, slots=True)
-class RefundInput:
+class AmountInput:
+    """A capture's or a refund's request: both name a charge and an amount of it."""
+
     reference: str
     charge_reference: str
     amount: int
 
 
-def parse_refund(data: dict[str, Any]) -> RefundInput:
-    return RefundInput(
-        reference=_reference(data, "reference"),
-        charge_reference=_reference(data, "chargeReference"),
-        amount=_amount(data),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureInput:
-    reference: str
-    charge_reference: str
-    amount: int
-
-
-def parse_capture(data: dict[str, Any]) -> CaptureInput:
-    return CaptureInput(
+def parse_amount_input(data: dict[str, Any]) -> AmountInput:
+    return AmountInput(
         reference=_reference(data, "reference"),
         charge_reference=_reference(data, "chargeReference"),
         amount=_amount(data),

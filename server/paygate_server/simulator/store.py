@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from paygate_server.private_files import private_dir, private_file
 
@@ -146,19 +146,32 @@ def _migrate(conn: sqlite3.Connection) -> None:
 # The tables' columns are named after the records' fields, in the same order: a row is a
 # record's fields, and a record's values are a row.
 _CHARGE_FIELDS = [f.name for f in fields(ChargeRecord)]
-_REFUND_FIELDS = [f.name for f in fields(RefundRecord)]
-_CAPTURE_FIELDS = [f.name for f in fields(CaptureRecord)]
-_VOID_FIELDS = [f.name for f in fields(VoidRecord)]
 _CHARGE_COLUMNS = ", ".join(_CHARGE_FIELDS)
-_REFUND_COLUMNS = ", ".join(_REFUND_FIELDS)
-_CAPTURE_COLUMNS = ", ".join(_CAPTURE_FIELDS)
-_VOID_COLUMNS = ", ".join(_VOID_FIELDS)
 _charge_values = operator.attrgetter(*_CHARGE_FIELDS)
-_refund_values = operator.attrgetter(*_REFUND_FIELDS)
-_capture_values = operator.attrgetter(*_CAPTURE_FIELDS)
-_void_values = operator.attrgetter(*_VOID_FIELDS)
 _CAPTURE_IX = _CHARGE_FIELDS.index("capture")
 _VOIDED_IX = _CHARGE_FIELDS.index("voided")
+
+
+_Op = TypeVar("_Op", RefundRecord, CaptureRecord, VoidRecord)
+
+
+class _OperationTable(Generic[_Op]):
+    """The table of a refund, capture or void record, found by its reference."""
+
+    def __init__(self, name: str, record: type[_Op]) -> None:
+        self.name = name
+        self._record: type[_Op] = record
+        self.fields = [f.name for f in fields(record)]
+        self.columns = ", ".join(self.fields)
+        self._values = operator.attrgetter(*self.fields)
+        self._insert = f"INSERT INTO {name} ({self.columns}) VALUES ({_marks(self.fields)})"
+
+    def get(self, conn: sqlite3.Connection, reference: str) -> _Op | None:
+        row = conn.execute(f"SELECT {self.columns} FROM {self.name} WHERE reference = ?", (reference,)).fetchone()
+        return None if row is None else self._record(*row)
+
+    def add(self, conn: sqlite3.Connection, record: _Op) -> None:
+        conn.execute(self._insert, self._values(record))
 
 
 def _charge_from(row: tuple[Any, ...]) -> ChargeRecord:
@@ -194,9 +207,17 @@ _INSERT_CHARGE_IF_NEW = (
     f"INSERT INTO charges ({_CHARGE_COLUMNS}) VALUES ({_marks(_CHARGE_FIELDS)}) "
     "ON CONFLICT (reference) DO NOTHING"
 )
+_REFUNDS = _OperationTable("refunds", RefundRecord)
+_CAPTURES = _OperationTable("captures", CaptureRecord)
+_VOIDS = _OperationTable("voids", VoidRecord)
 
 
 # --- operations run by the writer thread -------------------------------------------------
+
+
+def _charge(conn: sqlite3.Connection, reference: str) -> ChargeRecord | None:
+    row = conn.execute(_SELECT_CHARGE, (reference,)).fetchone()
+    return None if row is None else _charge_from(row)
 
 
 def _op_charge(
@@ -208,9 +229,8 @@ def _op_charge(
         inserted = conn.execute(_INSERT_CHARGE_IF_NEW, _charge_values(record)).rowcount
         if inserted:
             return ChargeDisposition.CREATED, record
-    row = conn.execute(_SELECT_CHARGE, (record.reference,)).fetchone()
-    if row is not None:
-        existing = _charge_from(row)
+    existing = _charge(conn, record.reference)
+    if existing is not None:
         if existing.same_request(record):
             return ChargeDisposition.EXISTING, existing
         return ChargeDisposition.CONFLICT, existing
@@ -230,13 +250,6 @@ def _op_charge(
     return ChargeDisposition.CREATED, record
 
 
-def _by_reference(conn: sqlite3.Connection, table: str, columns: str, make: Callable[..., T],
-                  reference: str) -> T | None:
-    """The record of ``table`` with this reference (a refund, capture or void), or None."""
-    row = conn.execute(f"SELECT {columns} FROM {table} WHERE reference = ?", (reference,)).fetchone()
-    return None if row is None else make(*row)
-
-
 def _op_refund(
     conn: sqlite3.Connection,
     reference: str,
@@ -245,17 +258,16 @@ def _op_refund(
     created_at: str,
     error_if_new: bool = False,
 ) -> tuple[RefundDisposition, RefundRecord | None, ChargeRecord | None]:
-    existing = _by_reference(conn, "refunds", _REFUND_COLUMNS, RefundRecord, reference)
+    existing = _REFUNDS.get(conn, reference)
     if existing is not None:
         if existing.charge_reference == charge_reference and existing.amount == amount:
             return RefundDisposition.EXISTING, existing, None
         return RefundDisposition.CONFLICT, existing, None
     if error_if_new:
         return RefundDisposition.ERROR, None, None
-    row = conn.execute(_SELECT_CHARGE, (charge_reference,)).fetchone()
-    if row is None:
+    charge = _charge(conn, charge_reference)
+    if charge is None:
         return RefundDisposition.CHARGE_NOT_FOUND, None, None
-    charge = _charge_from(row)
     # Only what was taken can be given back: an authorization before its capture (or
     # after its void) has nothing to refund, a partial capture bounds the refunds.
     if charge.captured_amount == 0:
@@ -265,10 +277,7 @@ def _op_refund(
     refund = RefundRecord(
         reference, charge_reference, amount, charge.currency, "succeeded", created_at
     )
-    conn.execute(
-        f"INSERT INTO refunds ({_REFUND_COLUMNS}) VALUES ({_marks(_REFUND_FIELDS)})",
-        _refund_values(refund),
-    )
+    _REFUNDS.add(conn, refund)
     conn.execute(
         "UPDATE charges SET amount_refunded = amount_refunded + ? WHERE reference = ?",
         (amount, charge_reference),
@@ -280,10 +289,9 @@ def _hold_of(
     conn: sqlite3.Connection, charge_reference: str
 ) -> tuple[HoldDisposition | None, ChargeRecord | None]:
     """The charge a capture or void names, or why there is no hold to act on."""
-    row = conn.execute(_SELECT_CHARGE, (charge_reference,)).fetchone()
-    if row is None:
+    charge = _charge(conn, charge_reference)
+    if charge is None:
         return HoldDisposition.CHARGE_NOT_FOUND, None
-    charge = _charge_from(row)
     if charge.status != "approved":
         return HoldDisposition.NOT_AUTHORIZED, charge
     return None, charge
@@ -297,7 +305,7 @@ def _op_capture(
     now: str,
     error_if_new: bool,
 ) -> tuple[HoldDisposition, CaptureRecord | None, ChargeRecord | None]:
-    existing = _by_reference(conn, "captures", _CAPTURE_COLUMNS, CaptureRecord, reference)
+    existing = _CAPTURES.get(conn, reference)
     if existing is not None:
         if existing.charge_reference == charge_reference and existing.amount == amount:
             return HoldDisposition.EXISTING, existing, None
@@ -337,10 +345,7 @@ def _op_capture(
         decline_code=decline,
         created_at=now,
     )
-    conn.execute(
-        f"INSERT INTO captures ({_CAPTURE_COLUMNS}) VALUES ({_marks(_CAPTURE_FIELDS)})",
-        _capture_values(capture),
-    )
+    _CAPTURES.add(conn, capture)
     return HoldDisposition.CREATED, capture, charge
 
 
@@ -351,7 +356,7 @@ def _op_void(
     now: str,
     error_if_new: bool,
 ) -> tuple[HoldDisposition, VoidRecord | None, ChargeRecord | None]:
-    existing = _by_reference(conn, "voids", _VOID_COLUMNS, VoidRecord, reference)
+    existing = _VOIDS.get(conn, reference)
     if existing is not None:
         if existing.charge_reference == charge_reference:
             return HoldDisposition.EXISTING, existing, None
@@ -379,10 +384,7 @@ def _op_void(
         decline_code=decline,
         created_at=now,
     )
-    conn.execute(
-        f"INSERT INTO voids ({_VOID_COLUMNS}) VALUES ({_marks(_VOID_FIELDS)})",
-        _void_values(void),
-    )
+    _VOIDS.add(conn, void)
     return HoldDisposition.CREATED, void, charge
 
 
@@ -519,23 +521,16 @@ class Store:
     # --- reads ----------------------------------------------------------------------
 
     async def get_charge(self, reference: str) -> ChargeRecord | None:
-        def run(conn: sqlite3.Connection) -> ChargeRecord | None:
-            row = conn.execute(_SELECT_CHARGE, (reference,)).fetchone()
-            return None if row is None else _charge_from(row)
-
-        return await self._read(run)
-
-    async def _record(self, table: str, columns: str, make: Callable[..., T], reference: str) -> T | None:
-        return await self._read(lambda conn: _by_reference(conn, table, columns, make, reference))
+        return await self._read(lambda conn: _charge(conn, reference))
 
     async def get_capture(self, reference: str) -> CaptureRecord | None:
-        return await self._record("captures", _CAPTURE_COLUMNS, CaptureRecord, reference)
+        return await self._read(lambda conn: _CAPTURES.get(conn, reference))
 
     async def get_void(self, reference: str) -> VoidRecord | None:
-        return await self._record("voids", _VOID_COLUMNS, VoidRecord, reference)
+        return await self._read(lambda conn: _VOIDS.get(conn, reference))
 
     async def get_refund(self, reference: str) -> RefundRecord | None:
-        return await self._record("refunds", _REFUND_COLUMNS, RefundRecord, reference)
+        return await self._read(lambda conn: _REFUNDS.get(conn, reference))
 
     async def list_charges(
         self, *, payment_intent_id: str | None = None, merchant_id: str | None = None
@@ -595,11 +590,11 @@ class Store:
                 ]
                 captures = [
                     (CaptureRecord(*op), charge)
-                    for op, charge in joined(conn, "captures", _CAPTURE_FIELDS, "captured")
+                    for op, charge in joined(conn, _CAPTURES.name, _CAPTURES.fields, "captured")
                 ]
                 refunds = [
                     (RefundRecord(*op), charge)
-                    for op, charge in joined(conn, "refunds", _REFUND_FIELDS, "succeeded")
+                    for op, charge in joined(conn, _REFUNDS.name, _REFUNDS.fields, "succeeded")
                 ]
             finally:
                 conn.execute("COMMIT")

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,22 +216,32 @@ class HistoryPruneStore:
         result = await conn.execute(text(f"DELETE FROM {table} WHERE id > :lo AND id <= :hi"), {"lo": lo, "hi": hi})
         return int(result.rowcount)
 
-    async def delete_range(self, lo: int, hi: int, cursor: Cursor, *, fault: Any = None) -> int:
-        """Delete the changes with ids in (lo, hi] through the guard, in one transaction
-        that also records them pruned; returns how many rows went. ``fault``: called
-        after the delete, before the commit (the crash tests' hook)."""
+    @asynccontextmanager
+    async def _pruning(self, lo: int, through: int, cursor: Cursor, fault: Any,
+                       lock_timeout: bool = False) -> AsyncIterator[AsyncConnection]:
+        """The one transaction that prunes the changes in (lo, through]: it checks under the
+        state's lock that pruning is still at ``lo``, opens the guard for the caller's
+        deletes, then records them pruned with the archive's ``cursor``. ``fault``: called
+        after the deletes, before the commit (the crash tests' hook)."""
         async with self._db.write() as conn:
+            if lock_timeout:
+                await conn.execute(text(_LOCK_TIMEOUT))
             state = (await conn.execute(_STATE_LOCKED_SQLITE if self._db.is_sqlite else _STATE_LOCKED_PG)).one()
             if int(state[0]) != lo:
                 raise PruneMoved(f"pruning moved meanwhile (pruned through {state[0]}, expected {lo})")
-            await conn.execute(_OPEN_GUARD, {"hi": hi})
-            deleted = await self._guarded_delete(conn, "change_log", lo, hi)
+            await conn.execute(_OPEN_GUARD, {"hi": through})
+            yield conn
             if fault is not None:
                 fault()
-            await conn.execute(_CLOSE_GUARD, {"through": hi, "next_segment": cursor.next_segment,
+            await conn.execute(_CLOSE_GUARD, {"through": through, "next_segment": cursor.next_segment,
                                               "segment_prev": cursor.prev_hash,
                                               "segment_hash": cursor.segment_hash, "now": now_us()})
-        return deleted
+
+    async def delete_range(self, lo: int, hi: int, cursor: Cursor, *, fault: Any = None) -> int:
+        """Delete the changes with ids in (lo, hi] through the guard, in one transaction
+        that also records them pruned; returns how many rows went."""
+        async with self._pruning(lo, hi, cursor, fault) as conn:
+            return await self._guarded_delete(conn, "change_log", lo, hi)
 
     # PostgreSQL partitions ------------------------------------------------------------
 
@@ -245,21 +256,11 @@ class HistoryPruneStore:
         guard, the DEFAULT partition's rows up to its end; record everything below its
         end pruned. One transaction. Returns the rows that went."""
         through = partition.hi - 1
-        async with self._db.write() as conn:
-            await conn.execute(text(_LOCK_TIMEOUT))
-            state = (await conn.execute(_STATE_LOCKED_SQLITE if self._db.is_sqlite else _STATE_LOCKED_PG)).one()
-            if int(state[0]) != lo:
-                raise PruneMoved(f"pruning moved meanwhile (pruned through {state[0]}, expected {lo})")
-            await conn.execute(_OPEN_GUARD, {"hi": through})
+        async with self._pruning(lo, through, cursor, fault, lock_timeout=True) as conn:
             rows = int((await conn.execute(text(f"SELECT count(*) FROM {partition.name}"))).scalar_one())
             await conn.execute(text(_PG_FLOOR.format(table=partition.name)), {"lo": lo, "hi": through})
             rows += await self._guarded_delete(conn, parts.DEFAULT_PARTITION, lo, through)
             await conn.execute(text(f"DROP TABLE {partition.name}"))
-            if fault is not None:
-                fault()
-            await conn.execute(_CLOSE_GUARD, {"through": through, "next_segment": cursor.next_segment,
-                                              "segment_prev": cursor.prev_hash,
-                                              "segment_hash": cursor.segment_hash, "now": now_us()})
         return rows
 
     async def ensure_partitions(self) -> list[str]:

@@ -24,7 +24,7 @@ from paygate_server import jsoncodec
 from paygate_server.cards.pan import contains_card_number
 from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeout, Transport
 
-from .base import ChargeOutcome
+from .base import ChargeOutcome, ChargeResult
 
 __all__ = ["KEEPALIVE_EXPIRY_S", "MAX_PROCESSOR_ID", "Answer", "PooledConnector", "connection_pool", "json_object",
            "keepable_id", "processor_text", "transport_failure"]
@@ -42,6 +42,11 @@ class Answer:
     # connector holds it to what it sent with other_money.
     amount: int | None = None
     currency: str | None = None
+
+    def result(self, reference: str) -> ChargeResult:
+        """This answer as the outcome of the operation sent under ``reference``."""
+        return ChargeResult(reference, self.outcome, self.auth_code, self.decline_code, self.message,
+                            self.processor_id, self.amount, self.currency)
 
 
 class PooledConnector:
@@ -86,16 +91,15 @@ def connection_pool(base_url: str, what: str, setting: str, *, connect_timeout: 
     return pool, parts
 
 
-def transport_failure(error: BaseException | None, status_code: int | None, *,
-                      lookup: bool) -> tuple[ChargeOutcome, str] | None:
-    """The outcome of an exchange that brought no answer (None: there is one to read)."""
+def transport_failure(error: BaseException | None, status_code: int | None, *, lookup: bool) -> Answer | None:
+    """The meaning of an exchange that brought no answer (None: there is one to read)."""
     if isinstance(error, ConnectFailed) and not lookup:
-        return ChargeOutcome.FAILED, f"could not connect ({type(error).__name__}): nothing sent"
+        return Answer(ChargeOutcome.FAILED, message=f"could not connect ({type(error).__name__}): nothing sent")
     if error is not None:
         kind = "timeout" if isinstance(error, HttpTimeout | TimeoutError) else "transport error"
-        return ChargeOutcome.UNKNOWN, f"{kind} ({type(error).__name__}): outcome unknown"
+        return Answer(ChargeOutcome.UNKNOWN, message=f"{kind} ({type(error).__name__}): outcome unknown")
     if status_code is None:
-        return ChargeOutcome.UNKNOWN, "no answer: outcome unknown"
+        return Answer(ChargeOutcome.UNKNOWN, message="no answer: outcome unknown")
     return None
 
 
@@ -129,12 +133,12 @@ def auth_code(value: Any) -> str | None:
     return text if text is not None and len(text) <= MAX_AUTH_CODE else None
 
 
-def json_object(status_code: int, body: bytes | None) -> dict[str, Any] | str:
-    """The answer's JSON object, or why it is not one (a message: the outcome is unknown)."""
+def json_object(status_code: int, body: bytes | None) -> dict[str, Any] | Answer:
+    """The answer's JSON object, or, when it is not one, its meaning: the outcome is unknown."""
     try:
         data = jsoncodec.loads(body or b"")
     except jsoncodec.JSONDecodeError:
-        return f"unparseable answer (HTTP {status_code}): outcome unknown"
+        return Answer(ChargeOutcome.UNKNOWN, message=f"unparseable answer (HTTP {status_code}): outcome unknown")
     if not isinstance(data, dict):
-        return f"unexpected answer (HTTP {status_code}): outcome unknown"
+        return Answer(ChargeOutcome.UNKNOWN, message=f"unexpected answer (HTTP {status_code}): outcome unknown")
     return data

@@ -175,14 +175,13 @@ def classify(
     payment's answer states the money it authorised, which the charge holds to what it sent
     (a partial authorization, answered only to a request that allows it — this connector's
     never do — or an answer about another payment, is not this payment's outcome)."""
-    unknown = ChargeOutcome.UNKNOWN
     failed = transport_failure(error, status_code, lookup=False)  # (Adyen is never looked up)
     if failed is not None:
-        return Answer(failed[0], message=failed[1])
+        return failed
     assert status_code is not None
     data = json_object(status_code, body)
-    if isinstance(data, str):
-        return Answer(unknown, message=data)
+    if isinstance(data, Answer):
+        return data
 
     if operation is Operation.CHARGE and status_code == 200:
         return _stated(_payment(reference, data), data.get("amount"))
@@ -416,7 +415,7 @@ class AdyenConnector(PooledConnector):
             # Adyen's per-payment manual capture: authorised and held until a /captures.
             payload["additionalData"] = {"manualCapture": "true"}
         answer = await self._post(Operation.CHARGE, request.reference, "/payments", payload)
-        return other_money(_result(request.reference, answer), request.amount, request.currency)
+        return other_money(answer.result(request.reference), request.amount, request.currency)
 
     async def capture(self, request: CaptureRequest) -> ChargeResult:
         """Requests the capture; Adyen's CAPTURE notification says whether it happened."""
@@ -449,7 +448,7 @@ class AdyenConnector(PooledConnector):
             return ChargeResult(reference, ChargeOutcome.FAILED,
                                 message=f"{operation.value}: the payment's pspReference is not known: nothing sent")
         path = f"/payments/{quote(payment, safe='')}/{_PATHS[operation]}"
-        return _result(reference, await self._post(operation, reference, path, payload))
+        return (await self._post(operation, reference, path, payload)).result(reference)
 
     async def cancel_by_reference(self, payment_reference: str, reference: str) -> ChargeResult:
         """Cancels the authorization made with the gateway's ``payment_reference`` when its
@@ -469,8 +468,8 @@ class AdyenConnector(PooledConnector):
         answer again and cancel nothing, exactly when there is an authorization to release."""
         payload = {"merchantAccount": self.merchant_account, "paymentReference": payment_reference,
                    "reference": reference}
-        return _result(reference, await self._post(Operation.CANCEL_BY_REFERENCE, reference, "/cancels", payload,
-                                                   f"{reference}-cancel"))
+        answer = await self._post(Operation.CANCEL_BY_REFERENCE, reference, "/cancels", payload, f"{reference}-cancel")
+        return answer.result(reference)
 
     async def lookup(self, reference: str, kind: SyncKind = "charge", *,
                      processor_id: str | None = None) -> ChargeResult:
@@ -580,12 +579,6 @@ def _stated(result: _Stating, amount: Any) -> _Stating:
         return replace(result, amount=ADYEN.from_processor(value, currency), currency=currency)
     except Unrepresentable as problem:
         return replace(result, outcome=ChargeOutcome.UNKNOWN, message=f"{_text(str(problem))}: outcome unknown")
-
-
-def _result(reference: str, answer: Answer) -> ChargeResult:
-    return ChargeResult(reference=reference, outcome=answer.outcome, auth_code=answer.auth_code,
-                        decline_code=answer.decline_code, message=answer.message, processor_id=answer.processor_id,
-                        amount=answer.amount, currency=answer.currency)
 
 
 def _from_account(settings: Mapping[str, str], credentials: Mapping[str, str], **options: Any) -> AdyenConnector:

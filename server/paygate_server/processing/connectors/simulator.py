@@ -93,11 +93,11 @@ def classify(
     unknown = ChargeOutcome.UNKNOWN
     failed = transport_failure(error, status_code, lookup=operation in _LOOKUPS.values())
     if failed is not None:
-        return Answer(failed[0], message=failed[1])
+        return failed
     assert status_code is not None
     data = json_object(status_code, body)
-    if isinstance(data, str):
-        return Answer(unknown, message=data)
+    if isinstance(data, Answer):
+        return data
     message = _text(data.get("message"))
 
     if status_code == 200:
@@ -225,24 +225,24 @@ class SimulatorConnector(PooledConnector):
         answer = await self._exchange(
             Operation.CHARGE, request.reference, "POST", "/v1/charges", payload
         )
-        return _charge_result(request.reference, answer)
+        return answer.result(request.reference)
 
     async def capture(self, request: CaptureRequest) -> ChargeResult:
         payload = jsoncodec.dumps({"reference": request.reference, "chargeReference": request.charge_reference,
                                    "amount": request.amount})
         answer = await self._exchange(Operation.CAPTURE, request.reference, "POST", "/v1/captures", payload)
-        return _charge_result(request.reference, answer)
+        return answer.result(request.reference)
 
     async def void(self, request: VoidRequest) -> ChargeResult:
         payload = jsoncodec.dumps({"reference": request.reference, "chargeReference": request.charge_reference})
         answer = await self._exchange(Operation.VOID, request.reference, "POST", "/v1/voids", payload)
-        return _charge_result(request.reference, answer)
+        return answer.result(request.reference)
 
     async def lookup(self, reference: str, kind: SyncKind = "charge", *,
                      processor_id: str | None = None) -> ChargeResult:
         # The simulator keeps every record by the gateway's reference: no processor id needed.
         path = _LOOKUP_PATHS[kind] + quote(reference, safe="")
-        return _charge_result(reference, await self._exchange(_LOOKUPS[kind], reference, "GET", path, None))
+        return (await self._exchange(_LOOKUPS[kind], reference, "GET", path, None)).result(reference)
 
     async def cancel_by_reference(self, payment_reference: str, reference: str) -> None:
         return None  # the simulator answers look-ups
@@ -305,16 +305,6 @@ def _settlement_record(kind: Literal["charge", "capture", "refund"], item: dict[
         amount=_int(item["amount"]),
         currency=str(item["currency"]),
         merchant_id=item.get("merchantId"),
-    )
-
-
-def _charge_result(reference: str, answer: Answer) -> ChargeResult:
-    return ChargeResult(
-        reference=reference,
-        outcome=answer.outcome,
-        auth_code=answer.auth_code,
-        decline_code=answer.decline_code,
-        message=answer.message,
     )
 
 

@@ -93,6 +93,7 @@ from .stripe_rules import (
     error_body,
     refund_answer,
     refusal_by_payment_intent,
+    stripe_result,
     void_answer,
     with_stated_money,
 )
@@ -119,11 +120,6 @@ class _Exchange:
     obj: dict[str, Any] | None
     answer: Answer | None
     error: dict[str, Any] | None = None  # Stripe's error object, if the answer had one
-
-
-def _result(reference: str, answer: Answer, processor_id: str | None = None) -> ChargeResult:
-    return ChargeResult(reference, answer.outcome, answer.auth_code, answer.decline_code, answer.message,
-                        processor_id)
 
 
 def _not_sent(reference: str, problem: Unrepresentable) -> ChargeResult:
@@ -232,7 +228,7 @@ class StripeConnector(PooledConnector):
         made = await self._call(Step.PAYMENT_METHOD, "POST", "/v1/payment_methods", card_form, f"{ref}-pm")
         pm_id = _object_id(made.obj, "pm_")
         if pm_id is None:
-            return _result(ref, _nothing_moved(made.answer or _no_id("payment method")))
+            return stripe_result(ref, _nothing_moved(made.answer or _no_id("payment method")))
         created = await self._call(Step.CREATE, "POST", "/v1/payment_intents", [
             ("amount", str(amount)), ("currency", request.currency.lower()),
             ("capture_method", "automatic" if request.capture else "manual"),
@@ -242,20 +238,21 @@ class StripeConnector(PooledConnector):
         ], f"{ref}-create")
         pi_id = _object_id(created.obj, "pi_")
         if pi_id is None:
-            return _result(ref, _nothing_moved(created.answer or _no_id("payment intent")))
+            return stripe_result(ref, _nothing_moved(created.answer or _no_id("payment intent")))
         if request.record_processor_id is not None:
             try:
                 await request.record_processor_id(pi_id)
             except Exception as exc:  # noqa: BLE001 - whatever it was, the confirm is not sent
-                return _result(ref, Answer(O.FAILED, message=f"the processor id was not recorded "
-                                                             f"({type(exc).__name__}): nothing charged"), pi_id)
+                return stripe_result(ref, Answer(O.FAILED, message=f"the processor id was not recorded "
+                                                                    f"({type(exc).__name__}): nothing charged"), pi_id)
         path = f"/v1/payment_intents/{quote(pi_id, safe='')}/confirm"
         confirmed = await self._call(Step.CONFIRM, "POST", path, None, f"{ref}-confirm")
         if confirmed.obj is None:
-            return _result(ref, await self._explain(Step.CONFIRM, confirmed, pi_id), pi_id)
+            return stripe_result(ref, await self._explain(Step.CONFIRM, confirmed, pi_id), pi_id)
         if confirmed.obj.get("id") != pi_id:
-            return _result(ref, Answer(O.UNKNOWN, message="answer for another payment intent: outcome unknown"), pi_id)
-        answered = with_stated_money(_result(ref, charge_answer(confirmed.obj), pi_id), confirmed.obj, "charge")
+            return stripe_result(ref, Answer(O.UNKNOWN, message="answer for another payment intent: outcome unknown"),
+                                 pi_id)
+        answered = with_stated_money(stripe_result(ref, charge_answer(confirmed.obj), pi_id), confirmed.obj, "charge")
         return other_money(answered, request.amount, request.currency)
 
     async def _follow_up(self, step: Step, reference: str, pi_id: str | None, tag: str, action: str,
@@ -263,23 +260,23 @@ class StripeConnector(PooledConnector):
                          sent: tuple[int, str] | None = None) -> ChargeResult:
         """A capture or void: tag the intent with the operation's reference, then act."""
         if not pi_id:
-            return _result(reference, Answer(O.FAILED, message="no Stripe payment intent recorded: nothing done"))
+            return stripe_result(reference, Answer(O.FAILED, message="no Stripe payment intent recorded: nothing done"))
         quoted = quote(pi_id, safe="")
         tagged = await self._call(Step.TAG, "POST", f"/v1/payment_intents/{quoted}",
                                   [(f"metadata[{tag}]", reference)], f"{reference}-tag")
         if tagged.obj is None:
             assert tagged.answer is not None
             # Nothing but metadata was asked for: the hold is as it was.
-            return _result(reference, _nothing_moved(tagged.answer), pi_id)
+            return stripe_result(reference, _nothing_moved(tagged.answer), pi_id)
         done = await self._call(step, "POST", f"/v1/payment_intents/{quoted}/{action}", form, reference)
         if done.obj is None:
-            return _result(reference, await self._explain(step, done, pi_id), pi_id)
+            return stripe_result(reference, await self._explain(step, done, pi_id), pi_id)
         if done.obj.get("id") != pi_id:
-            return _result(reference, Answer(O.UNKNOWN, message="answer for another payment intent: outcome unknown"),
-                           pi_id)
+            return stripe_result(reference, Answer(O.UNKNOWN, message="answer for another payment intent: outcome unknown"),
+                                 pi_id)
         if sent is None:
-            return _result(reference, read(done.obj), pi_id)
-        return other_money(with_stated_money(_result(reference, read(done.obj), pi_id), done.obj, "capture"), *sent)
+            return stripe_result(reference, read(done.obj), pi_id)
+        return other_money(with_stated_money(stripe_result(reference, read(done.obj), pi_id), done.obj, "capture"), *sent)
 
     async def capture(self, request: CaptureRequest) -> ChargeResult:
         try:
@@ -308,8 +305,8 @@ class StripeConnector(PooledConnector):
         if made.obj is None:
             assert made.answer is not None
             return RefundResult(request.reference, made.answer.outcome, made.answer.message)
-        answer = other_money(with_stated_money(_result(request.reference, refund_answer(made.obj)), made.obj, "refund"),
-                          request.amount, request.currency)
+        answer = other_money(with_stated_money(stripe_result(request.reference, refund_answer(made.obj)), made.obj,
+                                               "refund"), request.amount, request.currency)
         return RefundResult(request.reference, answer.outcome, answer.message, answer.amount, answer.currency)
 
     async def lookup(self, reference: str, kind: SyncKind = "charge", *,
@@ -324,24 +321,24 @@ class StripeConnector(PooledConnector):
         """
         if not processor_id:
             if kind == "charge":
-                return _result(reference, Answer(O.NOT_FOUND, message="no payment intent recorded: never confirmed"))
-            return _result(reference, Answer(O.UNKNOWN, message="no payment intent recorded: cannot ask Stripe"))
+                return stripe_result(reference, Answer(O.NOT_FOUND, message="no payment intent recorded: never confirmed"))
+            return stripe_result(reference, Answer(O.UNKNOWN, message="no payment intent recorded: cannot ask Stripe"))
         if kind == "refund":
             refund = await self._lookup_refund(reference, processor_id)
             if isinstance(refund, Answer):
-                return _result(reference, refund, processor_id)
-            return with_stated_money(_result(reference, refund_answer(refund), processor_id), refund, "refund")
+                return stripe_result(reference, refund, processor_id)
+            return with_stated_money(stripe_result(reference, refund_answer(refund), processor_id), refund, "refund")
         got = await self._retrieve(processor_id)
         if got.obj is None:
             assert got.answer is not None
-            return _result(reference, got.answer, processor_id)
+            return stripe_result(reference, got.answer, processor_id)
         pi = got.obj
         owner = _metadata(pi, "paygate_reference")
         if kind == "charge" and owner != reference:
-            return _result(reference, Answer(O.UNKNOWN, message="the payment intent is another attempt's: outcome unknown"),
-                           processor_id)
+            return stripe_result(reference, Answer(O.UNKNOWN, message="the payment intent is another attempt's: "
+                                                                      "outcome unknown"), processor_id)
         read = {"charge": charge_answer, "capture": capture_answer, "void": void_answer}[kind]
-        found = _result(reference, read(pi, lookup=True), processor_id)
+        found = stripe_result(reference, read(pi, lookup=True), processor_id)
         return found if kind == "void" else with_stated_money(found, pi, kind)
 
     async def _lookup_refund(self, reference: str, pi_id: str) -> dict[str, Any] | Answer:

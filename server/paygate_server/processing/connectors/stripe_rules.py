@@ -27,8 +27,8 @@ from .base import ChargeOutcome, ChargeResult
 from .minor_units import STRIPE, Unrepresentable
 
 __all__ = ["Answer", "Step", "capture_answer", "charge_answer", "classify_error", "decline_code",
-           "error_body", "refund_answer", "refusal_by_payment_intent", "stated_money", "void_answer",
-           "with_stated_money"]
+           "error_body", "refund_answer", "refusal_by_payment_intent", "stated_money", "stripe_result",
+           "void_answer", "with_stated_money"]
 
 O = ChargeOutcome  # noqa: E741 - a short alias keeps the tables readable
 _MAX_MESSAGE = 200
@@ -134,7 +134,7 @@ def classify_error(step: Step, status_code: int | None, body: bytes | None,
     unknown = O.UNKNOWN
     failed = transport_failure(error, status_code, lookup=step in _LOOKUPS)
     if failed is not None:
-        return Answer(failed[0], message=failed[1])
+        return failed
     body_error = error_body(body)
     if body_error is None:
         return Answer(unknown, message=f"unreadable answer (HTTP {status_code}): outcome unknown")
@@ -335,6 +335,15 @@ def stated_money(obj: dict[str, Any], kind: str) -> tuple[int | None, str | None
     if status == "succeeded" and obj.get("capture_method") != "manual" and _stripe_int(obj, "amount_received") is not None:
         return _stripe_int(obj, "amount_received"), currency
     return _stripe_int(obj, "amount"), currency
+
+
+def stripe_result(reference: str, answer: Answer, processor_id: str | None = None, *,
+                  money: tuple[dict[str, Any], str] | None = None) -> ChargeResult:
+    """``answer`` as the outcome of ``reference``, whose payment intent ``processor_id`` is the
+    processor's id (Stripe's answers carry no other). ``money``: the object and the kind of
+    operation whose stated amount it carries (:func:`with_stated_money`)."""
+    result = dataclasses.replace(answer.result(reference), processor_id=processor_id)
+    return result if money is None else with_stated_money(result, *money)
 
 
 def with_stated_money(result: ChargeResult, obj: dict[str, Any], kind: str) -> ChargeResult:

@@ -21,14 +21,14 @@ from typing import Any
 
 from paygate_server import jsoncodec
 
-from .base import ChargeOutcome, ChargeResult, ProcessorEvent, WebhookRejected, WebhookReply
+from .base import ChargeOutcome, ProcessorEvent, WebhookRejected, WebhookReply
 from .stripe_rules import (
     Answer,
     charge_answer,
     decline_code,
     refund_answer,
+    stripe_result,
     void_answer,
-    with_stated_money,
 )
 
 __all__ = ["TOLERANCE_S", "parse_webhook", "sign", "verify_signature"]
@@ -83,15 +83,6 @@ def _pi_id(obj: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _result(reference: str, answer: Answer, processor_id: str | None = None, *,
-            money: tuple[dict[str, Any], str] | None = None) -> ChargeResult:
-    """``money``: the object and the kind of operation whose stated amount the event carries
-    (in the gateway's minor units; checked against the operation's before it settles)."""
-    result = ChargeResult(reference, answer.outcome, answer.auth_code, answer.decline_code, answer.message,
-                          processor_id)
-    return result if money is None else with_stated_money(result, *money)
-
-
 def _events(kind: str, obj: dict[str, Any]) -> tuple[ProcessorEvent, ...]:
     """The outcomes one event states (only outcomes: a pending refund is no event)."""
     pi_id = _pi_id(obj)
@@ -99,28 +90,29 @@ def _events(kind: str, obj: dict[str, Any]) -> tuple[ProcessorEvent, ...]:
         if obj.get("capture_method") == "manual":
             # A manual intent succeeds when it is captured: that capture's outcome. Its
             # reference is the one the connector tagged the intent with before capturing.
-            return (ProcessorEvent("capture", _result(_metadata(obj, "paygate_capture"), Answer(ChargeOutcome.APPROVED),
-                                                      money=(obj, "capture")), pi_id),)
+            return (ProcessorEvent("capture", stripe_result(_metadata(obj, "paygate_capture"),
+                                                            Answer(ChargeOutcome.APPROVED), money=(obj, "capture")),
+                                   pi_id),)
         answer = charge_answer(obj)
         if answer.outcome is not ChargeOutcome.APPROVED:
             return ()
-        return (ProcessorEvent("charge", _result(_metadata(obj, "paygate_reference"), answer, pi_id,
-                                                 money=(obj, "charge")), pi_id),)
+        return (ProcessorEvent("charge", stripe_result(_metadata(obj, "paygate_reference"), answer, pi_id,
+                                                        money=(obj, "charge")), pi_id),)
     if kind == "payment_intent.amount_capturable_updated":
         answer = charge_answer(obj)  # requires_capture on a manual intent: authorized
         if answer.outcome is not ChargeOutcome.APPROVED:
             return ()
-        return (ProcessorEvent("charge", _result(_metadata(obj, "paygate_reference"), answer, pi_id,
-                                                 money=(obj, "charge")), pi_id),)
+        return (ProcessorEvent("charge", stripe_result(_metadata(obj, "paygate_reference"), answer, pi_id,
+                                                        money=(obj, "charge")), pi_id),)
     if kind == "payment_intent.payment_failed":
         error = obj.get("last_payment_error")
         answer = Answer(ChargeOutcome.DECLINED, decline_code=decline_code(error))
-        return (ProcessorEvent("charge", _result(_metadata(obj, "paygate_reference"), answer, pi_id,
-                                                 money=(obj, "charge")), pi_id),)
+        return (ProcessorEvent("charge", stripe_result(_metadata(obj, "paygate_reference"), answer, pi_id,
+                                                        money=(obj, "charge")), pi_id),)
     if kind == "payment_intent.canceled":
         # Voided (APPROVED), or canceled by Stripe when the authorization expired (DECLINED
         # authorization_expired): the same reading as a void's look-up.
-        return (ProcessorEvent("void", _result(_metadata(obj, "paygate_void"), void_answer(obj)), pi_id),)
+        return (ProcessorEvent("void", stripe_result(_metadata(obj, "paygate_void"), void_answer(obj)), pi_id),)
     if kind in ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated"):
         reference = _metadata(obj, "paygate_reference")
         answer = refund_answer(obj)
@@ -128,7 +120,7 @@ def _events(kind: str, obj: dict[str, Any]) -> tuple[ProcessorEvent, ...]:
             return ()
         payment = obj.get("payment_intent")
         payment_id = payment if isinstance(payment, str) else None
-        return (ProcessorEvent("refund", _result(reference, answer, money=(obj, "refund")), payment_id),)
+        return (ProcessorEvent("refund", stripe_result(reference, answer, money=(obj, "refund")), payment_id),)
     return ()
 
 
