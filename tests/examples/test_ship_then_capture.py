@@ -185,3 +185,17 @@ async def test_webhooks_requires_capture_then_an_expired_hold(shop: ShopHarness)
                                                             "payment_intent.canceled"]
     customer = page_config((await shop.http.get(f"/orders/{order_id}")).text)["order"]
     assert "expired" in customer["detail"] and "not been charged" in customer["detail"]
+
+
+async def test_a_ship_box_of_any_other_text_ticks_nothing(shop: ShopHarness) -> None:
+    """Once: a ``ship`` value of "²" passed str.isdigit() and int() refused it (a 500), as it
+    did 5,000 digits; "١" was read as line 1. Only the positions the page offers count."""
+    order_id = await authorized_order(shop, MADE_TO_ORDER, "tw-mug-12")  # lines 0 and 1
+    await shop.login()
+    page = (await shop.http.get(f"/admin/orders/{order_id}")).text
+    form = list(_form(page, "capture-form").items())
+    hostile = [("ship", v) for v in ("\u00b2", "9" * 5000, "\u0661", "\uff11", " 1", "-0", "2")]
+    r = await post_form(shop, f"/admin/orders/{order_id}/capture", form + hostile)
+    assert r.status_code == 400 and "Nothing ships" in r.text and not shop.gateway.captures
+    r = await post_form(shop, f"/admin/orders/{order_id}/capture", form + hostile + [("ship", "0")])
+    assert r.status_code == 303 and [amount for _, amount in shop.gateway.captures] == [8600]

@@ -47,11 +47,10 @@ def capture_amount(order: Order, shipped: set[int]) -> int:
 
 
 def _positions(form_items: list[tuple[str, str]], count: int) -> set[int]:
-    chosen = set()
-    for key, value in form_items:
-        if key == "ship" and value.isdigit() and int(value) < count:
-            chosen.add(int(value))
-    return chosen
+    # Matched against the positions the page offers, never int()ed: "²" passes str.isdigit()
+    # and int() refuses it, as it does 5,000 digits (each was a 500).
+    offered = {str(i): i for i in range(count)}
+    return {offered[value] for key, value in form_items if key == "ship" and value in offered}
 
 
 async def _form_items(request: Request) -> tuple[dict[str, str], list[tuple[str, str]]]:

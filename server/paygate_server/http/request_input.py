@@ -5,15 +5,19 @@ One place for every route (``/api/v1`` and ``/checkout/v1``), at parse time:
 * the body is a JSON object nested at most :data:`MAX_JSON_DEPTH` levels deep. orjson
   parses up to 1024 levels but serialises only 254, so a deeper ``productDetails`` used to
   parse, pass validation and then fail with a 500 when it was stored or answered;
+* every integer fits in 64 bits (what orjson writes: -2**63 .. 2**64-1). The codec reads a
+  longer one exactly (jsoncodec), and then cannot write it back: a ``productDetails``
+  holding one passed validation and failed with a 500 when it was stored;
 * no string anywhere — keys and values, at any depth, and every query parameter name and
   value — holds a NUL character. PostgreSQL cannot store one in ``text``/``jsonb`` (the
   statement fails: a 500), SQLite stores it and C-string consumers truncate it; refused
   alike on both databases with ``400 parameter_invalid``.
 
-Both checks are exact, but the full walk runs only when a cheap look at the raw bytes says
+The checks are exact, but the full walk runs only when a cheap look at the raw bytes says
 it could matter: a NUL can only arrive as the escape ``\\u0000`` (JSON forbids a raw control
-character in a string, and orjson refuses one), and a body with at most
-:data:`MAX_JSON_DEPTH` opening brackets cannot nest deeper than that.
+character in a string, and orjson refuses one), a body with at most
+:data:`MAX_JSON_DEPTH` opening brackets cannot nest deeper than that, and an integer past
+64 bits has at least 19 digits.
 """
 from __future__ import annotations
 
@@ -32,6 +36,10 @@ MAX_JSON_DEPTH: Final = 32
 
 _NUL = "\x00"
 _NUL_ESCAPE: Final = b"\\u0000"
+# What orjson writes (int64 and uint64); the shortest integer outside has 19 digits.
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
 # A name a client sent is echoed (as ``param``, in a message) only when it cannot carry data
 # worth hiding (no digits: never part of a card number) nor break a one-line message (no
 # control characters) — every API field name has this shape.
@@ -49,7 +57,8 @@ def _nul_error(name: str | None) -> ApiError:
 
 
 def _check_structure(document: dict[str, Any]) -> None:
-    """Depth and NUL over the whole document, iteratively (no recursion limit to hit)."""
+    """Depth, integer range and NUL over the whole document, iteratively (no recursion
+    limit to hit)."""
     stack: list[tuple[Any, int, str | None]] = []
     for key, child in document.items():
         if _NUL in key:
@@ -60,6 +69,8 @@ def _check_structure(document: dict[str, Any]) -> None:
         if isinstance(item, str):
             if _NUL in item:
                 raise _nul_error(top)
+        elif type(item) is int and not _INT_MIN <= item <= _INT_MAX:
+            raise ApiError("parameter_invalid", "JSON integers must fit in 64 bits", param=top)
         elif isinstance(item, (dict, list)):
             if depth > MAX_JSON_DEPTH:
                 raise ApiError("parameter_invalid",
@@ -75,7 +86,8 @@ def _check_structure(document: dict[str, Any]) -> None:
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object: ``400 invalid_json`` if it is not one,
-    ``400 parameter_invalid`` if it nests too deep or holds a NUL character."""
+    ``400 parameter_invalid`` if it nests too deep, holds an integer past 64 bits or a NUL
+    character."""
     if not body.strip():
         raise ApiError("invalid_json", "the request body must be a JSON object")
     try:
@@ -84,7 +96,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise ApiError("invalid_json", "the request body is not valid JSON") from None
     if not isinstance(value, dict):
         raise ApiError("invalid_json", "the request body must be a JSON object")
-    if _NUL_ESCAPE in body or body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH:
+    if (_NUL_ESCAPE in body or body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH
+            or _LONG_DIGITS.search(body)):
         _check_structure(value)
     return value
 

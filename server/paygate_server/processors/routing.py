@@ -27,6 +27,10 @@ _CONDITIONS = ("currency", "brand", "amountMin", "amountMax", "captureMethod")
 _CAPTURE_METHODS = ("automatic", "manual")
 MAX_RULES = 100
 MAX_ACCOUNTS = 10
+# What orjson writes (uint64): the rules are stored as its JSON, while the file is read by
+# the standard library, whose integers have no bound (10**30 was a traceback). No lower:
+# stored rules are parsed again, and any it could write must stay valid.
+MAX_AMOUNT = 2**64 - 1
 
 
 class RulesInvalid(ValueError):
@@ -76,6 +80,8 @@ def _strings(where: str, value: Any, *, upper: bool = False) -> frozenset[str]:
 def _amount(where: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise RulesInvalid(f"{where} must be a non-negative integer (minor units)")
+    if value > MAX_AMOUNT:
+        raise RulesInvalid(f"{where} must be at most {MAX_AMOUNT} (minor units)")
     return value
 
 

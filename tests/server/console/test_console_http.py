@@ -459,6 +459,15 @@ async def test_activity_pages_and_filter(con: InProcessConsole) -> None:
     assert huge.status_code == 200
 
 
+async def test_activity_before_takes_ascii_digits_only(con: InProcessConsole) -> None:
+    """Once: ``?before=²`` passed str.isdigit() and int() refused it, a 500; other scripts'
+    digits (``٣``, ``１``) were read as numbers. Refused like a link someone edited."""
+    await con.log_in(await con.operator("viewer"))
+    for before in ("\u00b2", "\u0663", "\uff11", "1\u00b2"):
+        r = await con.http.get("/activity", params={"before": before})
+        assert r.status_code == 400 and "does not exist" in r.text, (before, r.status_code)
+
+
 def test_role_table() -> None:
     assert ROLES == ("admin", "support", "viewer")
     assert all(can("admin", p) for p in PERMISSIONS["admin"]) and can("admin", "manage_operators")

@@ -1,7 +1,8 @@
 """Hardening #15.6: bad input gets 400, never a 500 — on SQLite and PostgreSQL alike.
 
-Nesting past the bound, non-ASCII digits in integer query parameters, and NUL characters in
-any string of a body or a query are refused at parse time, before anything is stored.
+Nesting past the bound, integers past 64 bits, non-ASCII digits in integer query parameters,
+and NUL characters in any string of a body or a query are refused at parse time, before
+anything is stored.
 """
 from __future__ import annotations
 
@@ -80,6 +81,32 @@ async def test_nesting_is_bounded_at_parse_time(gw: InProcessGateway) -> None:
     r = await gw.http.post("/checkout/v1/tokens", content=body_with(b'"encryptedCard":"x",', b"clientSecret", nested(600)),
                            headers={"Content-Type": "application/json"})
     _refused(r)
+
+
+async def test_an_integer_past_64_bits_is_refused_at_parse_time(gw: InProcessGateway) -> None:
+    """The codec reads such an integer exactly and cannot write it back: a productDetails
+    holding one passed validation and was a 500 when stored (the hostile API fuzz's bodies
+    can draw one: its integers reach 2**70)."""
+    shop = await gw.new_merchant()
+    for number in (2**64, 10**30, -(2**63) - 1, 10**300):
+        for details in (b'{"n":%d}' % number, b'{"list":[1,{"deep":%d}]}' % number):
+            r = await shop.post("/api/v1/payment/intent", body=body_with(CREATE, b"productDetails", details))
+            _refused(r, param="productDetails")
+            assert str(number) not in r.text
+        _refused(await shop.post("/api/v1/payment/intent", body=body_with(b'"currency":"USD","productDetails":{},',
+                                                                           b"amount", b"%d" % number)), param="amount")
+    assert await _intent_count(shop) == 0
+    # The edges of what the codec writes are kept as written.
+    details = b'{"max":%d,"min":%d,"rate":1.5}' % (2**64 - 1, -(2**63))
+    ok = await shop.post("/api/v1/payment/intent", body=body_with(CREATE, b"productDetails", details))
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["productDetails"] == {"max": 2**64 - 1, "min": -(2**63), "rate": 1.5}
+    read = await shop.get(f"/api/v1/payment/intent/{ok.json()['paymentIntentId']}")
+    assert read.json()["productDetails"] == {"max": 2**64 - 1, "min": -(2**63), "rate": 1.5}
+    r = await gw.http.post("/checkout/v1/tokens", content=body_with(b'"encryptedCard":"x",', b"clientSecret",
+                                                                    b"%d" % 10**30),
+                           headers={"Content-Type": "application/json"})
+    _refused(r, param="clientSecret")
 
 
 @pytest.mark.parametrize("query", [

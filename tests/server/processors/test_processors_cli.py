@@ -317,7 +317,16 @@ def test_routing_file_refusals(paygate: Run, merchant: str, tmp_path: Path) -> N
     invalid = rules_file(tmp_path, [{"when": {"currency": ["EUR"]}, "use": [a]}, {"when": {"brand": "x"}, "use": [a]}])
     assert paygate.refused("routing", "set", "--merchant", merchant, "--file", invalid) == (
         "rule 2: unknown brand 'x' (brands: visa, mastercard, amex, discover, jcb, diners, unionpay, unknown)")
+    # An amount past 64 bits (the file is read with exact integers): once a TypeError
+    # traceback when the rules were written as JSON.
+    for amount in (2**64, 10**30):
+        huge = rules_file(tmp_path, [{"when": {"amountMin": amount}, "use": [a]}, {"use": [a]}])
+        assert paygate.refused("routing", "set", "--merchant", merchant, "--file", huge) == (
+            f"rule 1: amountMin must be at most {2**64 - 1} (minor units)")
     assert paygate.json("routing", "show", "--merchant", merchant)["rules"] is None
+    edge = rules_file(tmp_path, [{"when": {"amountMax": 2**64 - 1}, "use": [a]}, {"use": [a]}])
+    assert paygate.json("routing", "set", "--merchant", merchant, "--file", edge)["rules"][0]["when"] == {
+        "amountMax": 2**64 - 1}
 
 
 def test_routing_refuses_accounts_not_this_merchants_active_ones(

@@ -163,6 +163,9 @@ LAST = {"use": [C]}
      "rule 1: amountMax must be a non-negative integer (minor units)"),
     ([{"when": {"amountMax": "100"}, "use": [A]}, LAST],
      "rule 1: amountMax must be a non-negative integer (minor units)"),
+    # Past 64 bits: once accepted, and a traceback when the rules were written as JSON.
+    ([{"when": {"amountMax": 2**64}, "use": [A]}, LAST], f"rule 1: amountMax must be at most {2**64 - 1} (minor units)"),
+    ([{"when": {"amountMin": 10**30}, "use": [A]}, LAST], f"rule 1: amountMin must be at most {2**64 - 1} (minor units)"),
     ([{"when": {"amountMin": 2, "amountMax": 1}, "use": [A]}, LAST], "rule 1: amountMin is greater than amountMax"),
     ([{"when": {"captureMethod": "later"}, "use": [A]}, LAST], "rule 1: captureMethod must be automatic or manual"),
     ([{"when": {"captureMethod": []}, "use": [A]}, LAST],

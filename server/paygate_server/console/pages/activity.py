@@ -33,7 +33,8 @@ def facts(detail: str | None) -> str:
 async def activity(request: Request, signed_in: SignedIn) -> Response:
     before_raw = request.query_params.get("before", "")
     target = request.query_params.get("target", "").strip() or None
-    if before_raw and (not before_raw.isdigit() or len(before_raw) > 18):
+    # ASCII digits only: str.isdigit() also takes "²", which int() then refuses (a 500).
+    if before_raw and (not (before_raw.isascii() and before_raw.isdigit()) or len(before_raw) > 18):
         return error_page(request, signed_in, 400, "That page of the activity does not exist: start again from "
                                                    "the first page.")
     if target is not None and len(target) > _MAX_TARGET:

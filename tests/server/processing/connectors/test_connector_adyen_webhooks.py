@@ -13,6 +13,7 @@ import base64
 import copy
 import hashlib
 import hmac
+import json
 from typing import Any
 
 import orjson
@@ -188,6 +189,19 @@ def test_unreadable_notifications_are_rejected(body: bytes, match: str) -> None:
     with pytest.raises(WebhookRejected, match=match) as raised:
         _connector().parse_webhook({}, body)
     assert HMAC_KEY not in str(raised.value) and HMAC_KEY.lower() not in str(raised.value)
+
+
+def test_a_signed_batch_with_a_non_finite_number_anywhere_is_not_json() -> None:
+    """The slow set's Adyen fuzz drew a signed batch whose unsigned ``reason`` was
+    ``{"": Infinity}`` (as ``json.dumps`` writes it): not RFC 8259 JSON, so refused whole,
+    like any other body that is not JSON, however well its items are signed."""
+    item = _signed_by_adyen(_item())
+    assert json.loads(_body(item))  # the batch itself is good
+    for value in (float("inf"), float("-inf"), float("nan")):
+        body = json.dumps({"live": "false", "notificationItems": [
+            {"NotificationRequestItem": {**item, "reason": {"": value}}}]}, allow_nan=True).encode()
+        with pytest.raises(WebhookRejected, match="not JSON"):
+            _connector().parse_webhook({}, body)
 
 
 # --- events ----------------------------------------------------------------------------------
