@@ -39,7 +39,11 @@ _NUL_ESCAPE: Final = b"\\u0000"
 # What orjson writes (int64 and uint64); the shortest integer outside has 19 digits.
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
+# A run of 19 digits, found as a run of "9"s once every digit reads "9" and every other byte
+# a space: bytes.translate and a substring search take ~1 µs on a 1 KB body, where the regex
+# [0-9]{19} took ~9 µs (it tries each position).
+_DIGITS_AS_NINES: Final = bytes(0x39 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS: Final = b"9" * 19
 # A name a client sent is echoed (as ``param``, in a message) only when it cannot carry data
 # worth hiding (no digits: never part of a card number) nor break a one-line message (no
 # control characters) — every API field name has this shape.
@@ -97,7 +101,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError("invalid_json", "the request body must be a JSON object")
     if (_NUL_ESCAPE in body or body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH
-            or _LONG_DIGITS.search(body)):
+            or _LONG_DIGITS in body.translate(_DIGITS_AS_NINES)):
         _check_structure(value)
     return value
 
