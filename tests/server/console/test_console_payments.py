@@ -105,7 +105,9 @@ def alert(page: str) -> str:
 
 
 def assert_no_card_data(page: str) -> None:
-    assert PAN not in page and "cvc" not in page.lower()
+    # "cvc" as a word (a label, a field, a key): a random id may hold the letters
+    # (txn_ugobipcvc773…), and did, one run in a few hundred.
+    assert PAN not in page and not re.search(r"\bcvc\b", page, re.I)
     assert not re.search(r"\b\d{13,19}\b", page), "a card-number-like run of digits on a console page"
 
 
