@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from hypothesis import strategies as st
 from starlette.routing import Route
 
-__all__ = ["CARD_NUMBERS", "SPEC_ERROR_CODES", "assert_no_leak", "assert_spec_error", "bodies", "served_routes",
-           "path_ids", "query_strings", "scalars", "text_values"]
+__all__ = ["CARD_INTEGERS", "CARD_NUMBERS", "SPEC_ERROR_CODES", "assert_no_leak", "assert_spec_error", "bodies", "check_answer",
+           "hostile_keys", "hostile_values", "served_routes", "path_ids", "query_strings", "scalars", "text_values"]
 
 # SPEC §2's table; method_not_allowed and headers_too_large are docs/api.md's additions for
 # a wrong method and an oversized head (answered before any route runs).
@@ -30,6 +31,7 @@ SPEC_ERROR_CODES: dict[str, tuple[int, str]] = {
                      "nonce_reused"], (401, "authentication_error")),
     "resource_missing": (404, "invalid_request_error"),
     "method_not_allowed": (405, "invalid_request_error"),
+    "headers_too_large": (431, "invalid_request_error"),
     "intent_state_conflict": (409, "invalid_request_error"),
     "idempotency_request_in_progress": (409, "invalid_request_error"),
     "body_too_large": (413, "invalid_request_error"),
@@ -60,6 +62,43 @@ numbers = st.one_of(
 scalars = st.one_of(st.none(), st.booleans(), numbers, text_values)
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=10)
+
+
+# Card numbers as JSON numbers: the detector reads a number's digits too (SPEC §4).
+CARD_INTEGERS = (4242424242424242, 5555555555554444, 378282246310005)
+
+
+def _nest(depth: int, leaf: Any, in_objects: bool) -> Any:
+    for _ in range(depth):
+        leaf = {"a": leaf} if in_objects else [leaf]
+    return leaf
+
+
+# One hostile JSON value, to put in place of one field of an otherwise valid request
+# (tests/e2e/test_hostile_fields.py): the boundaries of every range a parser or a database
+# column has (64-bit integers, doubles, the API's own length limits), every JSON type,
+# text a database or a log mangles, card numbers in every shape, and nesting on both sides
+# of the gateway's depth limit (request_input.MAX_JSON_DEPTH) and of orjson's.
+hostile_values: st.SearchStrategy[Any] = st.one_of(
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**30, -(2**63), -(2**63) - 1, -(2**64) - 1, 0, -1, 1,
+                     1999, 99_999_999, 100_000_000, 2**31, 2**53 + 1, True, False, None, {}, [], "", "0", "1999",
+                     1e308, -1e308, -0.0, 0.0, 1.5, 1999.0, 5e-324, 1e19, *CARD_INTEGERS, 4242424242424242.0]),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    text_values,
+    # Long text and text at the API's length limits (metadata keys 40, reasons 200,
+    # metadata values 500, descriptions 1000), one either side.
+    st.sampled_from([n * "a" for n in (40, 41, 200, 201, 500, 501, 1000, 1001, 10_000)]
+                    + ["🙂" * 2_500, "\u202e" * 10_000, "\x00" * 10_000, "\x01\x1f\x7f\x85\u2028\u2029",
+                       "\ufeffUSD", "US\u200bD", "\u202eDSU\u202c", "e\u0301", "\U0001f1fa\U0001f1f8"]),
+    st.builds(_nest, st.sampled_from([1, 2, 29, 30, 31, 32, 33, 100, 1100]),
+              st.sampled_from([1, "x", {}, [], None, 2**64]), st.booleans()),
+    json_values,
+)
+# A hostile key name, for a field of an object the client names the keys of (metadata,
+# productDetails).
+hostile_keys: st.SearchStrategy[str] = st.one_of(
+    text_values, st.sampled_from(["", "a" * 40, "a" * 41, "a" * 10_000, "\x00", "__proto__", *CARD_NUMBERS]))
 
 
 def _encode(value: Any) -> str:
@@ -151,6 +190,21 @@ def assert_spec_error(status: int, body: bytes, request_id: str | None) -> dict[
     assert isinstance(error["message"], str) and "\n" not in error["message"], error
     assert error["requestId"] == request_id, (error, request_id)
     return dict(error)
+
+
+def check_answer(response: httpx.Response, data: bytes, *, json_errors: bool = True) -> dict[str, Any] | None:
+    """What every answer to a hostile request must be: below 500, with ``X-Request-Id``,
+    no traceback or card number in it; a refusal of a JSON route (``json_errors``) or any
+    refusal in JSON is SPEC §2's error, returned (None for a success)."""
+    assert response.status_code < 500, (response.status_code, data[:500])
+    request_id = response.headers.get("x-request-id")
+    assert request_id, response.headers
+    assert_no_leak(data.decode("utf-8", "replace"))
+    json_answer = response.headers.get("content-type", "").startswith("application/json")
+    if response.status_code < 400 or not (json_errors or json_answer):
+        return None
+    assert json_answer, (response.status_code, response.headers, data[:500])
+    return assert_spec_error(response.status_code, data, request_id)
 
 
 def served_routes(app: Any) -> list[tuple[str, str]]:
