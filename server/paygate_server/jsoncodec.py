@@ -6,6 +6,11 @@ item's signature over its ``value``; so a document in which orjson found a float
 what the gateway reads: none of its fields is one) is read again by the standard library,
 whose integers are exact. A number beyond a double's range (~1e308) orjson refuses as not
 JSON, and so does the gateway.
+
+What ``dumps`` writes is narrower: integers from :data:`INT_MIN` to :data:`INT_MAX`
+(orjson's int64 and uint64). So input the gateway stores or answers is refused past them
+where it is read (request bodies: ``http/request_input.py``; routing rules:
+``processors/routing.py``), not at the write, where it would be a 500.
 """
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "loads", "JSONDecodeError"]
+__all__ = ["INT_MAX", "INT_MIN", "JSONDecodeError", "dumps", "loads"]
 
 JSONDecodeError = orjson.JSONDecodeError  # (a json.JSONDecodeError, so a ValueError)
+INT_MIN = -(2**63)  # the integers dumps writes
+INT_MAX = 2**64 - 1
 
 
 def dumps(value: Any) -> bytes:

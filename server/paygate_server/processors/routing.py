@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from paygate_server import jsoncodec
 from paygate_server.cards import BRANDS
 from paygate_server.currencies import is_currency
 
@@ -27,10 +28,10 @@ _CONDITIONS = ("currency", "brand", "amountMin", "amountMax", "captureMethod")
 _CAPTURE_METHODS = ("automatic", "manual")
 MAX_RULES = 100
 MAX_ACCOUNTS = 10
-# What orjson writes (uint64): the rules are stored as its JSON, while the file is read by
-# the standard library, whose integers have no bound (10**30 was a traceback). No lower:
-# stored rules are parsed again, and any it could write must stay valid.
-MAX_AMOUNT = 2**64 - 1
+# What jsoncodec writes: the rules are stored as its JSON, while the file is read by the
+# standard library, whose integers have no bound (10**30 was a traceback). No lower: stored
+# rules are parsed again, and any it could write must stay valid.
+MAX_AMOUNT = jsoncodec.INT_MAX
 
 
 class RulesInvalid(ValueError):

@@ -165,9 +165,10 @@ class _OperationTable(Generic[_Op]):
         self.columns = ", ".join(self.fields)
         self._values = operator.attrgetter(*self.fields)
         self._insert = f"INSERT INTO {name} ({self.columns}) VALUES ({_marks(self.fields)})"
+        self._select = f"SELECT {self.columns} FROM {name} WHERE reference = ?"
 
     def get(self, conn: sqlite3.Connection, reference: str) -> _Op | None:
-        row = conn.execute(f"SELECT {self.columns} FROM {self.name} WHERE reference = ?", (reference,)).fetchone()
+        row = conn.execute(self._select, (reference,)).fetchone()
         return None if row is None else self._record(*row)
 
     def add(self, conn: sqlite3.Connection, record: _Op) -> None:
