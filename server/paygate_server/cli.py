@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from paygate_server.cards.pan import contains_card_number
-from paygate_server.cli_parser import HIDDEN, Parser, port_number, whole_number
+from paygate_server.cli_parser import HIDDEN, Parser, file_descriptor, port_number, whole_number
 from paygate_server.config import Settings
 from paygate_server.logs import redact_url
 from paygate_server.private_files import private_dir, use_private_umask
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=8080)
     p.add_argument("--workers", type=whole_number(1, 256), default=1)
-    p.add_argument("--fd", type=int, help="serve on this inherited listening socket")
+    p.add_argument("--fd", type=file_descriptor, help="serve on this inherited listening socket")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_serve)
 

@@ -314,6 +314,36 @@ def test_a_port_out_of_range_is_refused_in_one_line(args: list[str], capsys: pyt
     assert "must be a port number from 0 to 65535" in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("args", [
+    ["serve", "--fd", "99999999999999999999"], ["console", "--fd", "99999999999999999999"],
+    ["serve", "--fd", "-1"], ["console", "--fd", "\u0663"],
+], ids=" ".join)
+def test_an_inherited_socket_number_out_of_range_is_refused_by_the_parser(args: list[str],
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: --fd took any int, and a 20-digit one reached os.dup after the database checks:
+    # an OverflowError traceback ("٣" was read as fd 3).
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "argument --fd: must be a whole number from 0 to 2147483647" in err, err
+
+
+@pytest.mark.parametrize("args", [["--port", "99999999999"], ["--port", "-5"], ["--fd", "99999999999999999999"]],
+                         ids=" ".join)
+def test_the_simulator_module_refuses_a_port_or_socket_number_out_of_range(args: list[str],
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: python -m paygate_server.simulator --port 99999999999 was bind()'s OverflowError
+    # traceback, --fd 99999999999999999999 socket()'s.
+    from paygate_server.simulator.__main__ import main as simulator_main
+
+    with pytest.raises(SystemExit) as exited:
+        simulator_main(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith(f"python -m paygate_server.simulator: error: argument {args[0]}: must be"), err
+
+
 @pytest.mark.parametrize("url", [
     "garbage", "mysql://ops:hunter2@db.example/paygate", "postgresql+psycopg2://ops:hunter2@127.0.0.1:1/x",
     "postgresql://ops:hunter2@[::1/x", "postgresql://ops:hunter2@db.example:notaport/x", "sqlite://",

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import CommandError, emit, run_uvicorn, run_with_db
-from paygate_server.cli_parser import port_number
+from paygate_server.cli_parser import file_descriptor, port_number
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.console.roles import ROLES, is_role
@@ -119,7 +119,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("console", help="run the operator console (a web console on its own port)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=8083)
-    p.add_argument("--fd", type=int, help="serve on this inherited listening socket")
+    p.add_argument("--fd", type=file_descriptor, help="serve on this inherited listening socket")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_console)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from paygate_server.cli_parser import seconds
+from paygate_server.cli_parser import file_descriptor, port_number, seconds
 
 from .server import DEFAULT_PORT, serve
 
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         description="paygate processor simulator (a card-network sandbox)",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     parser.add_argument(
         "--store",
         default=None,
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed (else PAYGATE_SIMULATOR_SEED)")
     parser.add_argument(
-        "--fd", type=int, default=None, help="serve on this inherited listening socket"
+        "--fd", type=file_descriptor, default=None, help="serve on this inherited listening socket"
     )
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--access-log", action="store_true")
