@@ -406,6 +406,20 @@ def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[st
     # SPEC §3: keys are kept at least 24 h (once any number was taken: 60 pruned keys after a
     # minute, and a retry under one an hour later was a new request).
     ("PAYGATE_IDEMPOTENCY_TTL_S", "86399", "must be at least 86400 (idempotency keys are kept at least 24 h)"),
+    # Numbers as typed: float() and int() read "٣" as 3, "1_0" as 10, " 7 " as 7.
+    ("PAYGATE_DB_POOL_SIZE", "\u0663", "must be a whole number, 0 or more"),
+    ("PAYGATE_TOKEN_TTL_S", "1_0", "must be a number of 0 or more"),
+    ("PAYGATE_RELAY_BATCH_SIZE", " 7 ", "must be a whole number, 0 or more"),
+    # Too large to use: once taken, and then an OverflowError traceback in the background
+    # work (a hold's expiry as µs, a LIMIT SQLite cannot hold), PostgreSQL refusing every
+    # connection, or a start-up traceback making a checkout key of 3 bits.
+    ("PAYGATE_AUTHORIZATION_TTL_S", "1e300", "must be at most 315,360,000 (ten years)"),
+    ("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S", "5,1e12", "must be at most 315,360,000 (ten years)"),
+    ("PAYGATE_RELAY_BATCH_SIZE", "1" + "0" * 29, "must be at most 1,000,000"),
+    ("PAYGATE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", "1e7",
+     "must be at most 2,147,483 (PostgreSQL's limit, about 24 days)"),
+    ("PAYGATE_CARD_KEY_BITS", "3", "must be a multiple of 8 from 2048 to 8192"),
+    ("PAYGATE_CARD_KEY_BITS", "1" + "0" * 20, "must be a multiple of 8 from 2048 to 8192"),
 ])
 def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable: str, value: str, rule: str,
                                                                           tmp_path: Path) -> None:
