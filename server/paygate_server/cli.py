@@ -259,12 +259,17 @@ def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, start
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
     from paygate_server.logs import STARTUP_LOGGER, logging_config
     from paygate_server.master_key import database_master_key
+    from paygate_server.processing.connectors import connector_for_url
 
     log_config = logging_config(args.log_level)  # a wrong PAYGATE_LOG_FORMAT is said first
 
     async def checks(db: Database) -> None:
         # Up front, in one line each (in the app's start-up, a traceback from every worker).
         await database_master_key(settings, db)
+        try:  # (Settings checked the URL's form; this, that its scheme names a connector)
+            connector_for_url(settings.processor_url)
+        except ValueError as exc:
+            raise CommandError(f"PAYGATE_PROCESSOR_URL: {exc}") from None
         if session_work:
             await check_sessions(settings, db)
         if also_check is not None:

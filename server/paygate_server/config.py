@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from paygate_server.cards.keys import DEFAULT_KEY_BITS, MIN_KEY_BITS
 from paygate_server.storage.urls import database_url_problem, session_url_problem
@@ -182,6 +183,9 @@ class Settings:
                     raise ValueError(f"{variable}: must be at least {_AT_LEAST[f.name][0]} ({_AT_LEAST[f.name][1]})")
                 if (problem := _past_its_maximum(f.name, values[f.name])) is not None:
                     raise ValueError(f"{variable}: {problem}")
+        for name, (variable, schemes, example) in _URLS.items():
+            if values.get(name) and (problem := _url_problem(values[name], schemes)):
+                raise ValueError(f"{variable}: {problem}: write one like {example}")
         if values.get("database_url") and (problem := database_url_problem(values["database_url"])):
             raise ValueError(f"PAYGATE_DATABASE_URL: {problem}")
         if values.get("database_session_url") and (problem := session_url_problem(
@@ -216,6 +220,34 @@ _MORE_THAN_ZERO = frozenset({
 _AT_LEAST: dict[str, tuple[int, str]] = {
     "idempotency_ttl_s": (24 * 3600, "idempotency keys are kept at least 24 h"),
 }
+
+
+# The URLs read by a part that starts later — the processor's connector and the broker's
+# client in `paygate serve`'s start-up (a traceback from every worker), the relay's first
+# connection — checked here, so that each is one line naming its variable. The schemes: the
+# connectors' (processing/connectors: http(s) is the simulator's protocol, <name>+http(s)
+# or <name>:// a connector module's), NATS's, S3's.
+_URLS: dict[str, tuple[str, re.Pattern[str], str]] = {
+    "processor_url": ("PAYGATE_PROCESSOR_URL", re.compile(r"(?:[a-z][a-z0-9_]*\+)?https?|[a-z][a-z0-9_]*"),
+                      "http://127.0.0.1:8081"),
+    "broker_url": ("PAYGATE_BROKER_URL", re.compile(r"nats|tls"), "nats://127.0.0.1:4222"),
+    "archive_s3_endpoint": ("PAYGATE_ARCHIVE_S3_ENDPOINT", re.compile(r"https?"), "http://minio:9000"),
+}
+
+
+def _url_problem(url: str, schemes: re.Pattern[str]) -> str | None:
+    """Why ``url`` is no URL of one of ``schemes`` with a host (and a port that is a port),
+    in words that never repeat it (it may hold a password); None if it can be tried."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (ValueError for a port that is no number or past 65535)
+    except ValueError:
+        return "not a URL"
+    if not schemes.fullmatch(parts.scheme.lower()):
+        return "not a URL with a scheme paygate supports"
+    if not parts.hostname or not url.isprintable() or any(c.isspace() for c in url):
+        return "not a URL with a host"
+    return None
 
 
 # The largest number each setting takes. Past them a duration overflows what it is turned

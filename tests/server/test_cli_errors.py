@@ -429,6 +429,34 @@ def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable:
     assert assert_one_line(r) == f"paygate: {variable}: {rule}"
 
 
+@pytest.mark.parametrize(("variable", "value", "problem"), [
+    ("PAYGATE_PROCESSOR_URL", "nan", "not a URL with a scheme paygate supports: write one like http://127.0.0.1:8081"),
+    ("PAYGATE_PROCESSOR_URL", "http://ops:hunter2@[::1", "not a URL: write one like http://127.0.0.1:8081"),
+    ("PAYGATE_PROCESSOR_URL", "http://sim.example:99999", "not a URL: write one like http://127.0.0.1:8081"),
+    ("PAYGATE_BROKER_URL", "nats://ops:hunter2@[::1", "not a URL: write one like nats://127.0.0.1:4222"),
+    ("PAYGATE_BROKER_URL", "http://127.0.0.1:4222",
+     "not a URL with a scheme paygate supports: write one like nats://127.0.0.1:4222"),
+    ("PAYGATE_ARCHIVE_S3_ENDPOINT", "http:///bucket", "not a URL with a host: write one like http://minio:9000"),
+])
+def test_a_url_variable_that_is_no_url_is_named(variable: str, value: str, problem: str, tmp_path: Path) -> None:
+    # Once: taken, then the gateway's (and the console's) start-up traceback from every worker
+    # (urlsplit's "Invalid IPv6 URL", "unsupported processor URL scheme ''"), and nats-py's
+    # traceback from `paygate relay`.
+    r = paygate("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
+    assert assert_one_line(r) == f"paygate: {variable}: {problem}"
+
+
+@pytest.mark.parametrize("command", ["serve", "console"])
+def test_a_processor_url_naming_no_connector_stops_the_server_in_one_line(database_url: str, tmp_path: Path,
+                                                                          command: str) -> None:
+    # Once: "no connector for processor URL scheme 'nosuch'" as a traceback from the app's
+    # start-up (uvicorn's exit status 3), after the start-up line had been logged.
+    r = paygate(command, "--port", "0", env={"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path),
+                                             "PAYGATE_MASTER_KEY": TEST_MASTER_KEY,
+                                             "PAYGATE_PROCESSOR_URL": "nosuch://processor.example"})
+    assert assert_one_line(r) == "paygate: PAYGATE_PROCESSOR_URL: no connector for processor URL scheme 'nosuch'"
+
+
 @pytest.mark.parametrize("limit", ["-1", "0", "99999999999999999999999", "10001", "x"])
 def test_deliveries_limit_out_of_range_is_refused_by_the_parser(limit: str, operator_env: str,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
