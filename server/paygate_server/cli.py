@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # (tests/server/test_startup_imports.py).
 
 __all__ = ["main", "CommandError", "CLI_EXTENSIONS", "emit", "open_database", "run_with_db", "require_merchant",
-           "port_taken", "check_port_free", "run_uvicorn", "check_sessions"]
+           "port_taken", "check_port_free", "run_uvicorn", "check_sessions", "read_text_file"]
 
 
 class CommandError(Exception):
@@ -59,6 +59,33 @@ def _emit_pair(args: argparse.Namespace, pair: KeyPair, heading: str = "") -> No
 def _configured(settings: Settings) -> str:
     """The variable that chose the database (what to fix when it is wrong)."""
     return "PAYGATE_DATABASE_URL" if settings.database_url else "PAYGATE_DATA_DIR"
+
+
+def read_text_file(file: str, *, limit: int, what: str, prefix: str = "") -> str:
+    """The UTF-8 text of ``file`` (``-``: standard input), read no further than ``limit``
+    bytes: a mistaken ``/dev/zero``, a FIFO or a log file is refused, not read whole into
+    memory (``--credential key=@/dev/zero`` once read until memory ran out). Every refusal
+    is a :class:`CommandError` (``prefix`` first) saying which file and why, never its text."""
+    where = "standard input" if file == "-" else file
+    try:
+        if file == "-":
+            text = sys.stdin.read(limit + 1)
+            size = len(text.encode("utf-8", "surrogateescape"))
+        else:
+            with open(file, "rb") as stream:
+                data = stream.read(limit + 1)
+            size, text = len(data), data.decode("utf-8")
+    except FileNotFoundError:
+        raise CommandError(f"{prefix}no file {file}") from None
+    except IsADirectoryError:
+        raise CommandError(f"{prefix}{file} is a folder, not {what}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{prefix}{where} is not UTF-8 text") from None
+    except OSError as exc:
+        raise CommandError(f"{prefix}cannot read {where} ({exc.strerror or type(exc).__name__})") from None
+    if size > limit:
+        raise CommandError(f"{prefix}{where} is larger than {limit // 1024} KiB: not {what}")
+    return text
 
 
 def _check_data_files(settings: Settings, *, create: bool) -> None:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["add_commands"]
 
 
+_MAX_PASSWORD_LINE = 4096  # past check_password's longest, so a longer line is refused as too long
+
+
 def _has_terminal() -> bool:
     """Whether this process has a controlling terminal (where getpass asks)."""
     try:
@@ -43,7 +46,9 @@ def _read_password(from_stdin: bool) -> str:
     from paygate_server.console.accounts import AccountError, check_password
 
     if from_stdin:
-        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        # A line, but never more than a password can be: `--password-stdin < /dev/zero`
+        # (no newline, ever) once read until memory ran out.
+        password = sys.stdin.readline(_MAX_PASSWORD_LINE).removesuffix("\n").removesuffix("\r")
     else:
         if not _has_terminal():
             # getpass would fall back to standard input, print a warning and the prompt there,

@@ -240,6 +240,19 @@ def test_add_refusals(paygate: Run, merchant: str, extra: list[str], message: st
     assert paygate.json("processors", "list", "--merchant", merchant) == {"data": []}
 
 
+def test_a_secret_file_is_read_no_further_than_a_secret_can_be(paygate: Run, merchant: str, tmp_path: Path) -> None:
+    # Once: read whole, so --credential secretKey=@/dev/zero (or a FIFO) read until memory ran out.
+    big = tmp_path / "big.key"
+    big.write_text("k" * (64 * 1024 + 1))
+    assert paygate.refused("processors", "add", "--merchant", merchant, "--name", "X", "--kind", "stripe",
+                           "--credential", f"secretKey=@{big}") == (
+        f"--credential secretKey: {big} is larger than 64 KiB: not a secret")
+    assert paygate.refused("processors", "add", "--merchant", merchant, "--name", "X", "--kind", "stripe",
+                           "--credential", f"secretKey=@{tmp_path}") == (
+        f"--credential secretKey: {tmp_path} is a folder, not a secret")
+    assert paygate.json("processors", "list", "--merchant", merchant) == {"data": []}
+
+
 @pytest.mark.parametrize("name", ["", "   ", "tab\there", "x" * 201])
 def test_add_refuses_a_bad_name(paygate: Run, merchant: str, name: str) -> None:
     assert paygate.refused("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", name,
