@@ -537,3 +537,17 @@ def test_a_reader_that_stops_reading_gets_no_error(operator_env: str, capsys: py
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["operators", "list"]) == 1
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", [["simulator"], []], ids=["paygate simulator", "python -m paygate_server.simulator"])
+def test_a_simulator_seed_that_is_no_number_is_named(command: list[str], tmp_path: Path) -> None:
+    # Once: int()'s ValueError — a traceback from python -m paygate_server.simulator, and
+    # "invalid literal for int() with base 10: 'x'" (naming nothing) from paygate simulator.
+    module = "paygate_server" if command else "paygate_server.simulator"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    r = subprocess.run([sys.executable, "-m", module, *command, "--port", "0", "--store", str(tmp_path / "sim.db")],
+                       env={**base, "PAYGATE_SIMULATOR_SEED": "x", "PAYGATE_DATA_DIR": str(tmp_path)},
+                       capture_output=True, text=True, timeout=60)
+    prog = "paygate" if command else "python -m paygate_server.simulator"
+    assert r.returncode == 2 and r.stderr == f"{prog}: PAYGATE_SIMULATOR_SEED: must be a whole number, 0 or more\n", (
+        r.returncode, r.stderr)
