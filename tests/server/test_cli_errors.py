@@ -551,3 +551,24 @@ def test_a_simulator_seed_that_is_no_number_is_named(command: list[str], tmp_pat
     prog = "paygate" if command else "python -m paygate_server.simulator"
     assert r.returncode == 2 and r.stderr == f"{prog}: PAYGATE_SIMULATOR_SEED: must be a whole number, 0 or more\n", (
         r.returncode, r.stderr)
+
+
+def test_relay_once_with_an_s3_archive_it_cannot_reach_is_one_line(fresh_database_url: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: httpx's ConnectError as a traceback (audit verify, reindex and the others
+    # already said "cannot read the archive"). A database of its own: the relay takes leases.
+    monkeypatch.setenv("PAYGATE_DATABASE_URL", fresh_database_url)
+    monkeypatch.setenv("PAYGATE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PAYGATE_MASTER_KEY", TEST_MASTER_KEY)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    for name, value in {"PAYGATE_ARCHIVE_S3_BUCKET": "b", "PAYGATE_ARCHIVE_S3_ACCESS_KEY": "a",
+                        "PAYGATE_ARCHIVE_S3_SECRET_KEY": "s",
+                        "PAYGATE_ARCHIVE_S3_ENDPOINT": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["relay", "--once", "--consumer", "archive"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.startswith("paygate: cannot reach the archive: "), out
+    assert len(out.err.splitlines()) == 1, out.err

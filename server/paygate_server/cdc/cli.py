@@ -62,6 +62,8 @@ async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, 
                 raise CommandError(str(exc)) from None
             except ArchiveProblem as exc:  # e.g. another relay archived the same segment meanwhile
                 raise CommandError(f"the archive: {exc}") from None
+            except _archive_errors() as exc:  # an S3 archive that cannot be reached (once a traceback)
+                raise CommandError(f"cannot reach the archive: {exc}") from None
         await gateway.notifier.start()
         work = [relay.run_forever()]
         if gateway.has("webhook_dispatcher") and not args.no_dispatch:
