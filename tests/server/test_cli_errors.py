@@ -572,3 +572,14 @@ def test_relay_once_with_an_s3_archive_it_cannot_reach_is_one_line(fresh_databas
     out = capsys.readouterr()
     assert out.out == "" and out.err.startswith("paygate: cannot reach the archive: "), out
     assert len(out.err.splitlines()) == 1, out.err
+
+
+@pytest.mark.parametrize("content", [b"zz\n", b"\xff\xfe\x00", b""], ids=["text", "binary", "empty"])
+def test_a_damaged_key_file_is_named(content: bytes, database_url: str, tmp_path: Path) -> None:
+    # Once: "PAYGATE_MASTER_KEY must be 32 bytes, …" (a variable nobody had set) or, for
+    # bytes that are no text, "'utf-8' codec can't decode byte 0xff …", naming nothing.
+    (tmp_path / "master.key").write_bytes(content)
+    r = paygate("keys", "rotate-card-key", env={"PAYGATE_DATA_DIR": str(tmp_path),
+                                                "PAYGATE_DATABASE_URL": database_url})
+    assert assert_one_line(r) == (f"paygate: the key file {tmp_path / 'master.key'} must be 32 bytes, as 64 hex "
+                                  "digits or base64url")
