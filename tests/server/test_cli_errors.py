@@ -583,3 +583,10 @@ def test_a_damaged_key_file_is_named(content: bytes, database_url: str, tmp_path
                                                 "PAYGATE_DATABASE_URL": database_url})
     assert assert_one_line(r) == (f"paygate: the key file {tmp_path / 'master.key'} must be 32 bytes, as 64 hex "
                                   "digits or base64url")
+
+
+@pytest.mark.parametrize("typed", ["2026-W05-6", "20260131"])
+def test_reconcile_settlement_refuses_another_spelling_of_a_day(typed: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reconcile", "settlement", "--date", typed]) == 2
+    # Once: date.fromisoformat read both as 2026-01-31 (the second as an ISO week day).
+    assert capsys.readouterr().err == f"paygate: --date must be YYYY-MM-DD, not {typed!r}\n"

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import CommandError, open_database
+from paygate_server.clock import parse_day
 from paygate_server.config import Settings
 
 if TYPE_CHECKING:
@@ -128,10 +128,9 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
-    try:
-        day = dt.date.fromisoformat(args.date)
-    except ValueError:
-        raise CommandError(f"--date must be YYYY-MM-DD, not {args.date!r}") from None
+    day = parse_day(args.date)
+    if day is None:
+        raise CommandError(f"--date must be YYYY-MM-DD, not {args.date!r}")
     from paygate_server.processing.connectors import ConnectorError
     from paygate_server.processing.settlement import reconcile_settlement
     from paygate_server.processors.registry import AccountMissing, is_account

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from paygate_server.clock import now_us
+from paygate_server.clock import now_us, parse_day
 from paygate_server.console.actions import record_action, record_action_in
 from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import (
@@ -79,10 +79,9 @@ class SettlementRefused(ValueError):
 
 
 async def _settlement(request: Request, date: str, account: str) -> Settlement:
-    try:
-        day = dt.date.fromisoformat(date)
-    except ValueError:
-        raise SettlementRefused(f"The date must be a day like 2026-01-31, not {date[:40]!r}.") from None
+    day = parse_day(date)
+    if day is None:
+        raise SettlementRefused(f"The date must be a day like 2026-01-31, not {date[:40]!r}.")
     if day > dt.datetime.now(dt.UTC).date():
         raise SettlementRefused("That day has not happened yet: choose today or an earlier day.")
     gateway = console_of(request).gateway
