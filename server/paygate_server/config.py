@@ -186,6 +186,9 @@ class Settings:
         for name, (variable, schemes, example) in _URLS.items():
             if values.get(name) and (problem := _url_problem(values[name], schemes)):
                 raise ValueError(f"{variable}: {problem}: write one like {example}")
+        for name, (variable, pattern, rule) in _NAMES.items():
+            if values.get(name) and not pattern.fullmatch(values[name]):
+                raise ValueError(f"{variable}: {rule}")
         if values.get("database_url") and (problem := database_url_problem(values["database_url"])):
             raise ValueError(f"PAYGATE_DATABASE_URL: {problem}")
         if values.get("database_session_url") and (problem := session_url_problem(
@@ -232,6 +235,17 @@ _URLS: dict[str, tuple[str, re.Pattern[str], str]] = {
                       "http://127.0.0.1:8081"),
     "broker_url": ("PAYGATE_BROKER_URL", re.compile(r"nats|tls"), "nats://127.0.0.1:4222"),
     "archive_s3_endpoint": ("PAYGATE_ARCHIVE_S3_ENDPOINT", re.compile(r"https?"), "http://minio:9000"),
+}
+
+
+# Names that become part of a URL or a signature: the S3 bucket's host name (AWS's virtual
+# host), the region in every request's signing scope. Once, PAYGATE_ARCHIVE_S3_REGION=²
+# was httpx's InvalidURL as a traceback from `paygate audit verify` and the relay.
+_NAMES: dict[str, tuple[str, re.Pattern[str], str]] = {
+    "archive_s3_bucket": ("PAYGATE_ARCHIVE_S3_BUCKET", re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}"),
+                          "must be a bucket name: letters, digits, '.', '-' and '_'"),
+    "archive_s3_region": ("PAYGATE_ARCHIVE_S3_REGION", re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"),
+                          "must be a region name, like us-east-1"),
 }
 
 

@@ -590,3 +590,28 @@ def test_reconcile_settlement_refuses_another_spelling_of_a_day(typed: str, caps
     assert main(["reconcile", "settlement", "--date", typed]) == 2
     # Once: date.fromisoformat read both as 2026-01-31 (the second as an ISO week day).
     assert capsys.readouterr().err == f"paygate: --date must be YYYY-MM-DD, not {typed!r}\n"
+
+
+@pytest.mark.parametrize(("variable", "value", "rule"), [
+    ("PAYGATE_ARCHIVE_S3_REGION", "\u00b2", "must be a region name, like us-east-1"),
+    ("PAYGATE_ARCHIVE_S3_BUCKET", "b/../x", "must be a bucket name: letters, digits, '.', '-' and '_'"),
+])
+def test_an_s3_name_that_cannot_be_in_a_url_is_named(variable: str, value: str, rule: str, tmp_path: Path) -> None:
+    # Once: httpx's InvalidURL ("Invalid IDNA hostname: 'b.s3.².amazonaws.com'") as a traceback
+    # from audit verify and the relay.
+    env = {"PAYGATE_ARCHIVE_S3_BUCKET": "b", "PAYGATE_ARCHIVE_S3_ACCESS_KEY": "a", "PAYGATE_ARCHIVE_S3_SECRET_KEY": "s",
+           "PAYGATE_DATA_DIR": str(tmp_path), variable: value}
+    assert assert_one_line(paygate("audit", "verify", env=env)) == f"paygate: {variable}: {rule}"
+
+
+def test_relay_once_with_a_broker_it_cannot_reach_is_one_line(fresh_database_url: str, tmp_path: Path) -> None:
+    # Once: nats-py's NoServersError as a traceback, after four logged tracebacks of its own
+    # (one per connection attempt).
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    r = paygate("relay", "--once", "--consumer", "broker",
+                env={"PAYGATE_DATABASE_URL": fresh_database_url, "PAYGATE_DATA_DIR": str(tmp_path),
+                     "PAYGATE_MASTER_KEY": TEST_MASTER_KEY, "PAYGATE_BROKER_URL": f"nats://127.0.0.1:{port}"})
+    assert assert_one_line(r) == ("paygate: cannot reach the broker (PAYGATE_BROKER_URL): nats: no servers available "
+                                  "for connection")
