@@ -167,7 +167,8 @@ def test_console_refuses_a_missing_database(tmp_path: Path, monkeypatch: pytest.
 
 @pytest.mark.parametrize("origin", ["console.example.com", "https://console.example.com/path", "ftp://x.example",
                                     "https://user@console.example.com", "https://console.example.com:abc",
-                                    "https://:443", "https://console.example.com:99999"])
+                                    "https://:443", "https://console.example.com:99999",
+                                    "https://[::1"])  # (once "paygate: Invalid IPv6 URL", naming nothing)
 def test_console_refuses_a_malformed_origin(env: str, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str], origin: str) -> None:
     monkeypatch.setenv("PAYGATE_CONSOLE_ORIGIN", origin)
