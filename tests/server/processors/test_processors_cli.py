@@ -227,6 +227,11 @@ def test_unknown_merchant(paygate: Run, operator_env: str, tmp_path: Path, args:
      "simulator has no setting 'region' (settings: url)"),
     (["--kind", "simulator", "--setting", f"url={URL}", "--credential", "apiKey=k"],
      "simulator has no credential 'apiKey' (credentials: none)"),
+    # Once urlsplit's "Invalid IPv6 URL" and "Port out of range 0-65535", naming no setting.
+    (["--kind", "simulator", "--setting", "url=http://[::1"],
+     "the simulator connector needs an http(s)://host[:port][/path] URL"),
+    (["--kind", "simulator", "--setting", "url=http://sim.example:99999"],
+     "the simulator connector needs an http(s)://host[:port][/path] URL"),
     (["--kind", "simulator", "--setting", "url"], "--setting must be NAME=VALUE, not 'url'"),
     (["--kind", "simulator", "--setting", "=x"], "--setting must be NAME=VALUE, not '=x'"),
     (["--kind", "simulator", "--setting", f"url={URL}", "--setting", f"url={URL}"], "--setting url is given twice"),
