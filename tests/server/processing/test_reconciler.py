@@ -195,24 +195,30 @@ async def test_settlement_mismatches(gw: InProcessGateway) -> None:
     gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
     shop = await gw.new_merchant()
     refs = {}
-    for amount in (100, 200, 300):
+    for amount in (100, 200, 300, 400, 500):
+        # 400 is declined here (our record: failed) yet settled by the processor.
+        processor.charge_outcome = ChargeOutcome.DECLINED if amount == 400 else ChargeOutcome.APPROVED
         pid = (await shop.create_intent(amount=amount))["paymentIntentId"]
         jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4242424242424242",
                                    exp_month=12, exp_year=2034, cvc="123")
         r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
                                                         "paymentDetails": {"encryptedCard": jwe}})
-        assert r.json()["status"] == "succeeded"
+        assert r.json()["status"] == ("failed" if amount == 400 else "succeeded"), r.text
         async with gw.gateway.db.read() as conn:
             refs[amount] = (await conn.execute(select(transactions.c.reference).where(transactions.c.intent_id == pid))).scalar_one()
     record = lambda ref, amount: SettlementRecord("charge", ref, None, None, amount, "USD")  # noqa: E731
-    processor.settled = [record(refs[100], 100), record(refs[200], 250), record("ref_unknown0000000000", 999)]
+    processor.settled = [record(refs[100], 100), record(refs[200], 250), record("ref_unknown0000000000", 999),
+                         record(refs[400], 400), SettlementRecord("charge", refs[500], None, None, 500, "EUR")]
     mismatches, counts = await reconcile_settlement(gw.gateway.payments, processor, dt.datetime.now(dt.UTC).date())  # type: ignore[arg-type]
     problems = {(m.problem, m.reference) for m in mismatches}
+    # SPEC §7: every mismatch — missing on either side, amount or status differs.
     assert ("amount_differs", refs[200]) in problems
     assert ("missing_in_gateway", "ref_unknown0000000000") in problems
     assert ("missing_at_processor", refs[300]) in problems
+    assert ("status_differs", refs[400]) in problems
+    assert ("amount_differs", refs[500]) in problems  # the currency is part of the amount
     assert not any(m.reference == refs[100] for m in mismatches)
-    assert counts["processorRecords"] == 3
+    assert counts["processorRecords"] == 5
 
 
 def test_reconcile_cli_lists_and_settlement_exit_code(fresh_database_url: str, tmp_path: Any) -> None:
