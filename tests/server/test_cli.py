@@ -1,8 +1,10 @@
 """The ``paygate`` command line as an operator runs it (a real subprocess)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -75,3 +77,25 @@ def test_serve_refuses_unmigrated_database(tmp_path: Path) -> None:
     env = {"PAYGATE_DATA_DIR": str(tmp_path)}
     r = paygate("serve", "--port", "0", env=env)
     assert r.returncode == 2 and "paygate db upgrade" in r.stderr
+
+
+def test_without_configuration_the_data_lives_in_paygate_data_under_the_working_folder(tmp_path: Path) -> None:
+    """SPEC §9: PAYGATE_DATABASE_URL defaults to an SQLite file in PAYGATE_DATA_DIR, which
+    defaults to ./paygate-data; with no PAYGATE_MASTER_KEY a key file is made there (0600)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    for args in (("db", "upgrade"), ("merchants", "create", "--name", "Shop", "--json")):
+        done = subprocess.run([sys.executable, "-m", "paygate_server", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    data = tmp_path / "paygate-data"
+    assert (data / "paygate.db").is_file() and stat.S_IMODE((data / "master.key").stat().st_mode) == 0o600
+    with contextlib.closing(sqlite3.connect(data / "paygate.db")) as conn:
+        assert conn.execute("SELECT id FROM merchants").fetchall() == [(json.loads(done.stdout)["merchantId"],)]
+
+
+def test_history_retention_defaults_to_seven_days() -> None:
+    from paygate_server.config import Settings
+
+    # SPEC §8: PAYGATE_HISTORY_RETENTION_S, default 7 days.
+    assert Settings.from_env({}).history_retention_s == 7 * 24 * 3600
+    assert Settings.from_env({"PAYGATE_HISTORY_RETENTION_S": "60"}).history_retention_s == 60
