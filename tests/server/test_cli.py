@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -99,3 +100,42 @@ def test_history_retention_defaults_to_seven_days() -> None:
     # SPEC §8: PAYGATE_HISTORY_RETENTION_S, default 7 days.
     assert Settings.from_env({}).history_retention_s == 7 * 24 * 3600
     assert Settings.from_env({"PAYGATE_HISTORY_RETENTION_S": "60"}).history_retention_s == 60
+
+
+def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_processor_timeout(tmp_path: Path) -> None:
+    """SPEC §7/§9: `paygate simulator --port` as an operator starts it (the other tests start
+    `python -m paygate_server.simulator` with a short --slow-card-delay): its store goes to
+    the data folder, and card 4000000000001018 is recorded at once but answered later than
+    the gateway's default processor timeout."""
+    import httpx
+
+    from paygate_server.config import Settings
+    from paygate_server.simulator.testing import TestCards, charge_payload
+    from tests.support.eventually import eventually_sync
+
+    with socket.socket() as probe:  # a free port, asked of the OS
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PAYGATE_DATA_DIR": str(tmp_path / "data")}
+    child = subprocess.Popen([sys.executable, "-m", "paygate_server", "simulator", "--port", str(port)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+        eventually_sync(healthy, until=bool, timeout=30, what="paygate simulator answering")
+        assert (tmp_path / "data" / "simulator.db").is_file()
+        payload = charge_payload(TestCards.SLOW_ANSWER)
+        gateway_waits_s = Settings().processor_timeout_s
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}/v1/charges", json=payload, timeout=httpx.Timeout(5.0, read=gateway_waits_s + 0.5))
+        recorded = httpx.get(f"{base}/v1/charges/{payload['reference']}", timeout=5)
+        assert recorded.status_code == 200 and recorded.json()["status"] == "approved"
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
