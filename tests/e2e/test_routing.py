@@ -157,6 +157,20 @@ def test_a_timeout_is_reconciled_at_its_account_never_sent_to_the_next(routed: R
     assert routed.charges("failing", pid) == []
 
 
+def test_a_retryable_refusal_is_retried_at_its_account_with_the_same_reference(routed: Routed) -> None:
+    """1034's first call is a 503 with nothing charged, and a retry of that reference is
+    approved: the gateway retries the same attempt there (docs/processors.md) rather than
+    failing over, and a new reference would only meet the 503 again."""
+    final = _pay(routed, "4000000000001034", amount=950_000)  # [second, failing]
+    assert final["status"] == "succeeded", final
+    pid = final["paymentIntentId"]
+    [attempt] = routed.attempts(pid)
+    assert (attempt["connector"], attempt["status"]) == (routed.accounts["second"], "succeeded")
+    assert [(c["reference"], c["status"]) for c in routed.charges("second", pid)] == [
+        (attempt["reference"], "approved")]
+    assert routed.charges("failing", pid) == []
+
+
 def test_a_merchant_with_accounts_and_no_rules_tries_them_oldest_first(routed: Routed) -> None:
     """docs/processors.md's decision where SPEC §7 is silent: no rules, every active
     account in the order they were added (the first here refuses connections)."""
