@@ -2,7 +2,8 @@
 ``409 idempotency_request_in_progress`` while a request under the key is at the processor,
 a ``429`` that keeps its ``Retry-After`` on a retry under its key, capture's
 ``1 <= amount <= amountCapturable`` at the upper bound, refund ``reason`` at 0, 200 and
-201 characters; the status stream ending at ``requires_capture``."""
+201 characters; the status stream ending at ``requires_capture``; SPEC §7's attempt
+committed ``pending`` with its reference before the processor is called."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from paygate_server.processing.connectors import (
     ChargeOutcome,
@@ -21,6 +23,7 @@ from paygate_server.processing.connectors import (
     RefundResult,
 )
 from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
+from paygate_server.storage.schema import payment_intents, transactions
 from tests.server.processing.scripted import ScriptedProcessor, process_body, scripted
 from tests.support.app import InProcessGateway
 from tests.support.eventually import eventually
@@ -227,3 +230,34 @@ async def test_a_capture_refused_with_nothing_changed_returns_to_requires_captur
     r = await shop.post(CAPTURE, {"paymentIntentId": pid})
     assert (r.json()["status"], r.json()["amountReceived"], r.json()["lastError"]) == ("succeeded", 5000, None)
     assert processor.calls["capture"] == 2
+
+
+async def test_the_attempt_is_committed_pending_with_its_reference_before_the_processor_is_called(
+        gw: InProcessGateway, processor: ScriptedProcessor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §7: before calling the processor the gateway commits the attempt (``txn_…``,
+    ``pending``, with its reference), and the call carries that reference; a new card is a
+    new attempt with a new reference. Read from another connection while the processor
+    holds the call: only what is committed is seen."""
+    shop = await gw.new_merchant()
+    pid = (await shop.create_intent(amount=1234))["paymentIntentId"]
+    seen: list[tuple[str, Any, Any]] = []
+    answer = processor.charge
+
+    async def looking(request: ChargeRequest) -> ChargeResult:
+        async with gw.gateway.db.read() as conn:
+            attempt = (await conn.execute(select(transactions.c.id, transactions.c.status, transactions.c.intent_id)
+                                          .where(transactions.c.reference == request.reference))).one_or_none()
+            intent = (await conn.execute(select(payment_intents.c.status)
+                                         .where(payment_intents.c.id == pid))).scalar_one()
+        seen.append((request.reference, attempt, intent))
+        return await answer(request)
+
+    monkeypatch.setattr(processor, "charge", looking)
+    processor.charge_outcome = ChargeOutcome.DECLINED
+    assert (await shop.post(PROCESS, process_body(gw, pid))).json()["status"] == "failed"
+    processor.charge_outcome = ChargeOutcome.APPROVED
+    assert (await shop.post(PROCESS, process_body(gw, pid))).json()["status"] == "succeeded"
+    assert len(seen) == 2 and seen[0][0] != seen[1][0]  # the second card: a new attempt, a new reference
+    for _reference, attempt, intent in seen:
+        assert attempt is not None and attempt.id.startswith("txn_")
+        assert (attempt.status, attempt.intent_id, intent) == ("pending", pid, "in_progress")
