@@ -151,7 +151,10 @@ async def test_nonce_reuse_and_format(gw: InProcessGateway) -> None:
     # The same nonce under another key is that key's own.
     other = await gw.new_merchant()
     assert (await other.get("/api/v1/payment/intents", nonce=nonce)).status_code == 200
-    for bad in ("short", "x" * 65, "has space in it!!", "\u00fcn\u00efc\u00f8d\u00e9-nonce-123".encode("latin-1")):
+    # SPEC §3: 16–64 characters of [A-Za-z0-9_-], at both ends of the range and every class.
+    for good in ("A" * 15 + "z", "09_-" * 16, "aZ-_09" + "q" * 10):
+        assert (await shop.get("/api/v1/payment/intents", nonce=good)).status_code == 200, good
+    for bad in ("short", "x" * 15, "x" * 65, "x" * 15 + ".", "x" * 15 + "+", "has space in it!!", "\u00fcn\u00efc\u00f8d\u00e9-nonce-123".encode("latin-1")):
         headers = shop.headers_for("GET", "/api/v1/payment/intents", b"")
         headers["X-Request-Nonce"] = bad
         r = await gw.http.get("/api/v1/payment/intents", headers=headers)

@@ -85,12 +85,23 @@ async def test_started_request_errors_are_replayed(gw: InProcessGateway) -> None
     assert again.json() == first.json()
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "caf\u00e9"])
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "caf\u00e9", "unit\x1fsep", "del\x7f"])
 async def test_malformed_keys(gw: InProcessGateway, key: str) -> None:
     shop = await gw.new_merchant()
     r = await shop.post(INTENT, BODY, headers={"Idempotency-Key": key.encode("utf-8")})  # type: ignore[dict-item]
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "Idempotency-Key"
+
+
+@pytest.mark.parametrize("key", ["k" * 255, "~", "a key with spaces", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"])
+async def test_every_printable_ascii_key_of_1_to_255_is_taken(gw: InProcessGateway, key: str) -> None:
+    # SPEC §3: 1–255 printable ASCII (0x20–0x7e); the refusals above are one past each end.
+    # (Not a key that starts or ends with a space: HTTP strips those from a header's value.)
+    shop = await gw.new_merchant()
+    first = await shop.post(INTENT, BODY, idempotency_key=key)
+    assert first.status_code == 201, first.text
+    again = await shop.post(INTENT, BODY, idempotency_key=key)
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
 
 
 async def test_concurrent_requests_with_one_key_execute_once(gw: InProcessGateway) -> None:
