@@ -81,6 +81,24 @@ async def test_revoked_key_and_rotation(gw: InProcessGateway) -> None:
     assert (await other.get(f"{INTENT}/{pid}")).status_code == 200
 
 
+async def test_key_pairs_are_prefixed_and_a_live_pair_signs_like_a_test_one(gw: InProcessGateway) -> None:
+    # SPEC §2: API key pk_test_…/pk_live_…, signing secret sk_test_…/sk_live_… (only test
+    # pairs were ever used against the API); a live pair of the same merchant reaches its objects.
+    from paygate_server.merchants import create_key
+    from tests.support.signing import Credentials, SignedClient
+
+    shop = await gw.new_merchant()
+    assert shop.creds.api_key.startswith("pk_test_") and shop.creds.signing_secret.startswith("sk_test_")
+    async with gw.gateway.db.write() as conn:
+        live = await create_key(conn, gw.gateway.master_key, shop.creds.merchant_id, live=True)
+    assert live.api_key.startswith("pk_live_") and live.signing_secret.startswith("sk_live_")
+    live_shop = SignedClient(gw.http, Credentials(live.merchant_id, live.api_key, live.signing_secret))
+    pid = (await live_shop.create_intent())["paymentIntentId"]
+    assert (await shop.get(f"{INTENT}/{pid}")).json()["merchantId"] == shop.creds.merchant_id
+    assert await _code(await live_shop.get(f"{INTENT}/{pid}", secret=shop.creds.signing_secret)) == \
+        "invalid_signature"  # each key is signed with its own secret
+
+
 async def test_signature_tampering(gw: InProcessGateway) -> None:
     shop = await gw.new_merchant()
     body = b'{"amount":1999,"currency":"USD","productDetails":{}}'

@@ -227,3 +227,24 @@ async def test_a_capture_refused_with_nothing_changed_returns_to_requires_captur
     r = await shop.post(CAPTURE, {"paymentIntentId": pid})
     assert (r.json()["status"], r.json()["amountReceived"], r.json()["lastError"]) == ("succeeded", 5000, None)
     assert processor.calls["capture"] == 2
+
+
+async def test_failed_is_not_where_a_wait_or_a_stream_stops(gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    """SPEC §4: ``failed`` is not final (the intent may be processed again with another
+    card): a long-poll on a failed intent holds until the next change, and the status
+    stream goes on past ``failed`` to end at ``succeeded``."""
+    shop = await gw.new_merchant()
+    processor.charge_outcome = ChargeOutcome.DECLINED
+    failed = await _processed(gw, shop)
+    pid = failed["paymentIntentId"]
+    assert failed["status"] == "failed"
+    poll = asyncio.create_task(shop.get(f"/api/v1/payment/status?paymentIntentId={pid}&wait=30"))
+    stream = asyncio.create_task(shop.get(f"/api/v1/payment/status/stream?paymentIntentId={pid}"))
+    await eventually(lambda: gw.gateway.notifier.waiter_count >= 2, interval=0.005, what="both to wait")
+    assert not poll.done() and not stream.done()  # the in-process transport answers a stream once it ended
+    processor.charge_outcome = ChargeOutcome.APPROVED
+    r = await shop.post(PROCESS, process_body(gw, pid))
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    assert (await asyncio.wait_for(poll, 10)).json()["status"] in {"in_progress", "succeeded"}
+    statuses = _sse_statuses((await asyncio.wait_for(stream, 10)).text)
+    assert statuses[0] == "failed" and statuses[-1] == "succeeded", statuses
