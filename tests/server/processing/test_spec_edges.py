@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import re
 from typing import Any
 
 import pytest
@@ -248,3 +249,47 @@ async def test_failed_is_not_where_a_wait_or_a_stream_stops(gw: InProcessGateway
     assert (await asyncio.wait_for(poll, 10)).json()["status"] in {"in_progress", "succeeded"}
     statuses = _sse_statuses((await asyncio.wait_for(stream, 10)).text)
     assert statuses[0] == "failed" and statuses[-1] == "succeeded", statuses
+
+
+_CAMEL = re.compile(r"[a-z][a-zA-Z0-9]*")
+
+
+def _names(value: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every object key in an answer, with where it is; the merchant's own free-form JSON
+    (``metadata``, ``productDetails``) is theirs to name."""
+    if isinstance(value, list):
+        return [n for item in value for n in _names(item, where + "[]")]
+    if not isinstance(value, dict):
+        return []
+    return [(where, key) for key in value] + [
+        n for key, item in value.items() if key not in ("metadata", "productDetails") for n in _names(item, f"{where}.{key}")]
+
+
+async def test_every_field_name_on_the_wire_is_camel_case(gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    """SPEC §2: field names are camelCase — in every answer of a whole payment's life: the
+    intents (automatic, manual; declined, captured, voided), a refund, the status, the list,
+    the history with its attempts and refunds, webhook endpoints and errors."""
+    shop = await gw.new_merchant()
+    answers: list[Any] = []
+    processor.charge_outcome = ChargeOutcome.DECLINED
+    answers.append(declined := await _processed(gw, shop, metadata={"order_id": "1"}, productDetails={"Any Name": 1}))
+    processor.charge_outcome = ChargeOutcome.APPROVED
+    pid = declined["paymentIntentId"]
+    answers.append((await shop.post(PROCESS, process_body(gw, pid))).json())
+    answers.append((await shop.post(REFUND, {"paymentIntentId": pid, "amount": 100, "reason": "r"})).json())
+    held = await _processed(gw, shop, captureMethod="manual")
+    answers += [held, (await shop.post(CAPTURE, {"paymentIntentId": held["paymentIntentId"], "amount": 10})).json()]
+    voided = await _processed(gw, shop, captureMethod="manual")
+    answers.append((await shop.post("/api/v1/payment/cancel", {"paymentIntentId": voided["paymentIntentId"]})).json())
+    for target in (f"/api/v1/payment/status?paymentIntentId={pid}", "/api/v1/payment/intents?limit=100",
+                   f"/api/v1/payment/intent/{pid}", f"/api/v1/payment/intent/{pid}/history",
+                   f"/api/v1/payment/intent/{held['paymentIntentId']}/history", "/api/v1/payment/intent/pi_nothing"):
+        answers.append((await shop.get(target)).json())
+    answers.append((await shop.post("/api/v1/webhooks", {"url": "http://93.184.216.34/hook"})).json())
+    answers.append((await shop.get("/api/v1/webhooks")).json())
+    answers.append((await shop.post(REFUND, {"paymentIntentId": pid, "amount": 0})).json())
+    names = [n for answer in answers for n in _names(answer)]
+    kinds = {e["data"].get("kind") for a in answers if isinstance(a.get("data"), list)
+             for e in a["data"] if isinstance(e.get("data"), dict)}
+    assert {"charge", "authorization", "capture"} <= kinds  # the history's attempts were walked
+    assert len(names) > 200 and [n for n in names if not _CAMEL.fullmatch(n[1])] == []
