@@ -128,6 +128,14 @@ async def test_query_string_changed_after_signing(gw: InProcessGateway) -> None:
     assert await _code(r) == "invalid_signature"
     r = await shop.get("/api/v1/payment/intents?limit=2")
     assert r.status_code == 200
+    # SPEC §3: the target exactly as sent, percent-encoding and all, not as the server decodes it.
+    pid = (await shop.create_intent())["paymentIntentId"]
+    encoded = f"{INTENT}/pi%5F{pid.removeprefix('pi_')}"
+    assert (await shop.get(encoded)).json()["paymentIntentId"] == pid
+    assert await _code(await shop.get(f"{INTENT}/{pid}", send_target=encoded)) == "invalid_signature"
+    assert (await shop.get("/api/v1/payment/intents?limit=%32")).status_code == 200
+    r = await shop.get("/api/v1/payment/intents?limit=2", send_target="/api/v1/payment/intents?limit=%32")
+    assert await _code(r) == "invalid_signature"
 
 
 async def test_method_is_signed(gw: InProcessGateway) -> None:
