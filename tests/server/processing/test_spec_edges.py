@@ -265,10 +265,25 @@ def _names(value: Any, where: str = "") -> list[tuple[str, str]]:
         n for key, item in value.items() if key not in ("metadata", "productDetails") for n in _names(item, f"{where}.{key}")]
 
 
-async def test_every_field_name_on_the_wire_is_camel_case(gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+# SPEC §2: opaque, random (at least 128 bits: 26 base32 letters), prefixed identifiers.
+_ID = re.compile(r"(mer|pi|txn|re|tok|evt|we)_[a-z2-7]{26,}")
+
+
+def _ids(value: Any) -> list[tuple[str, str]]:
+    """Every ``…Id`` field's (name, value) in an answer but the request's own (``requestId``)."""
+    if isinstance(value, list):
+        return [i for item in value for i in _ids(item)]
+    if not isinstance(value, dict):
+        return []
+    return [(k, v) for k, v in value.items() if k.endswith("Id") and k != "requestId" and v is not None] + [
+        i for k, item in value.items() if k not in ("metadata", "productDetails") for i in _ids(item)]
+
+
+async def test_every_field_name_on_the_wire_is_camel_case_and_every_id_random(gw: InProcessGateway, processor: ScriptedProcessor) -> None:
     """SPEC §2: field names are camelCase — in every answer of a whole payment's life: the
     intents (automatic, manual; declined, captured, voided), a refund, the status, the list,
-    the history with its attempts and refunds, webhook endpoints and errors."""
+    the history with its attempts and refunds, webhook endpoints and errors; and every
+    identifier in them is prefixed and carries at least 128 random bits."""
     shop = await gw.new_merchant()
     answers: list[Any] = []
     processor.charge_outcome = ChargeOutcome.DECLINED
@@ -293,3 +308,7 @@ async def test_every_field_name_on_the_wire_is_camel_case(gw: InProcessGateway, 
              for e in a["data"] if isinstance(e.get("data"), dict)}
     assert {"charge", "authorization", "capture"} <= kinds  # the history's attempts were walked
     assert len(names) > 200 and [n for n in names if not _CAMEL.fullmatch(n[1])] == []
+    ids = [i for answer in answers for i in _ids(answer)]
+    assert {"merchantId", "paymentIntentId", "attemptId", "refundId", "objectId", "webhookEndpointId"} <= \
+        {name for name, _ in ids}
+    assert [i for i in ids if not (isinstance(i[1], str) and _ID.fullmatch(i[1]))] == []
