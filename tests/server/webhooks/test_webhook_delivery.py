@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -85,7 +86,7 @@ async def test_deliveries_verify_with_standardwebhooks(live: InProcessGateway) -
         assert payloads[0]["data"] == expected
         assert payloads[1]["data"]["status"] == "canceled" and "clientSecret" not in payloads[1]["data"]
         ids = [r.webhook_id for r in everything.requests]
-        assert all(i.startswith("evt_") for i in ids) and len(set(ids)) == 2
+        assert all(re.fullmatch(r"evt_[a-z2-7]{26,}", i) for i in ids) and len(set(ids)) == 2  # ≥ 128 bits
         request = everything.requests[0]
         assert request.method == "POST" and request.headers["content-type"] == "application/json"
         assert request.headers["webhook-signature"].startswith("v1,")
