@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 
 from paygate_server.app import _housekeeping
 from paygate_server.storage.schema import idempotency_keys
-from tests.support.app import InProcessGateway, running_gateway, test_settings
+from tests.support.app import InProcessGateway, running_gateway
+from tests.support.app import test_settings as settings_for
 from tests.support.clock import fake_clock
 from tests.support.eventually import eventually
 
@@ -144,7 +145,7 @@ async def test_keys_are_stored_only_as_digests(gw: InProcessGateway) -> None:
 @pytest.fixture
 async def lone_gw(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[InProcessGateway]:
     """On a database of its own: the housekeeping below prunes every merchant's old keys."""
-    async with running_gateway(test_settings(fresh_database_url, tmp_path)) as g:
+    async with running_gateway(settings_for(fresh_database_url, tmp_path)) as g:
         yield g
 
 
