@@ -308,6 +308,8 @@ async def test_every_field_name_on_the_wire_is_camel_case_and_every_id_random(gw
              for e in a["data"] if isinstance(e.get("data"), dict)}
     assert {"charge", "authorization", "capture"} <= kinds  # the history's attempts were walked
     assert len(names) > 200 and [n for n in names if not _CAMEL.fullmatch(n[1])] == []
+    # SPEC §4: clientSecret is returned by create (none of these) and to the checkout only.
+    assert [n for n in names if n[1] == "clientSecret"] == []
     ids = [i for answer in answers for i in _ids(answer)]
     assert {"merchantId", "paymentIntentId", "attemptId", "refundId", "objectId", "webhookEndpointId"} <= \
         {name for name, _ in ids}
