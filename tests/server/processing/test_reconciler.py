@@ -605,6 +605,29 @@ async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGate
     assert len(voids_of_this_hold()) == 1
 
 
+async def test_by_default_a_hold_is_kept_seven_days_and_voided_after(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """SPEC §4: PAYGATE_AUTHORIZATION_TTL_S defaults to 7 days. A second before, the hold
+    stands; a second after, the reconciler voids it and the intent ends canceled, expired."""
+    gw, clock = clocked
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
+    shop, pid = await _held(gw, processor)
+
+    async def a_pass() -> None:  # a new reconciler: one looks for expired holds once per sweep interval
+        await Reconciler(gw.gateway.payments, processor, gw.gateway.settings).run_once()  # type: ignore[arg-type]
+
+    week_s = 7 * 24 * 3600
+    clock.set_elapsed(week_s - 1)
+    await a_pass()
+    assert [s for s in processor.sent if s[0] == "void"] == []
+    assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["status"] == "requires_capture"
+    clock.set_elapsed(week_s + 1)
+    await a_pass()
+    assert len([s for s in processor.sent if s[0] == "void"]) == 1
+    got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (got["status"], got["cancellationReason"], got["amountCapturable"]) == ("canceled", "expired", 0)
+
+
 # --- A processor that cannot be asked (Adyen): sent again within its keys' lifetime --------
 
 async def test_at_a_processor_that_cannot_be_asked_an_unanswered_capture_is_sent_again(
