@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -128,10 +127,14 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.processing.settlement import DayNotYet, NotADay, settlement_day
+
     try:
-        day = dt.date.fromisoformat(args.date)
-    except ValueError:
+        day = settlement_day(args.date)
+    except NotADay:
         raise CommandError(f"--date must be YYYY-MM-DD, not {args.date!r}") from None
+    except DayNotYet:
+        raise CommandError(f"--date {args.date} has not happened yet (UTC): choose today or an earlier day") from None
     from paygate_server.processing.connectors import ConnectorError
     from paygate_server.processing.settlement import reconcile_settlement
     from paygate_server.processors.registry import AccountMissing, is_account
