@@ -99,6 +99,16 @@ async def test_a_busy_days_mismatches_are_paged_and_counted_whole(fresh_database
             assert past.status_code == 200 and "No more mismatches" in past.text and not _ROW.findall(past.text)
             assert f"<strong>{total} mismatches</strong>" in past.text
 
+            # Paging through one of the page's two lists keeps the other where it was: the
+            # queue's links keep the day's comparison and its page, and the reverse.
+            second = "missing_at_processor.charge.ref"  # a settlement cursor, kept as it is
+            end = "9223372036854775806.refund.z"  # past every queued operation
+            both = await con.http.get(f"/reconciliation?date={day}&settlement_after={second}&after={end}")
+            assert both.status_code == 200 and "No more operations" in both.text
+            hrefs = {html.unescape(h) for h in re.findall(r'<a href="(/reconciliation\?[^"]*)"', both.text)}
+            assert f"/reconciliation?date={day}&settlement_after={second}#queue" in hrefs, hrefs  # back to the oldest
+            assert f"/reconciliation?after={end}&date={day}#settlement" in hrefs, hrefs  # the first mismatches
+
 
 def _mismatch(problem: str, reference: str, kind: str = "charge") -> Mismatch:
     return Mismatch(kind, problem, reference, None, None, None)

@@ -160,13 +160,12 @@ async def _settlement(request: Request, date: str, account: str, after: str | No
                       next_cursor)
 
 
-def _settlement_link(params: dict[str, str], cursor: str | None = None) -> str:
-    """This day's comparison (and the queue's page, if one was chosen): its first page of
-    mismatches, or the page after ``cursor``."""
-    query = {name: params[name] for name in ("after", "date", "account") if params.get(name)}
-    if cursor is not None:
-        query["settlement_after"] = cursor
-    return f"/reconciliation?{urlencode(query)}#settlement"
+def _link(shown: dict[str, str | None], section: str, **changed: str | None) -> str:
+    """This page with one list moved (``changed``: ``after`` for the queue,
+    ``settlement_after`` for the day's mismatches; None for its first page) and everything
+    else it shows kept — paging through one list does not close or rewind the other."""
+    query = {name: value for name, value in {**shown, **changed}.items() if value}
+    return f"/reconciliation?{urlencode(query)}#{section}"
 
 
 async def _page(request: Request, signed_in: SignedIn, *, status: int = 200, message: str = "",
@@ -185,14 +184,16 @@ async def _page(request: Request, signed_in: SignedIn, *, status: int = 200, mes
             settlement = await _settlement(request, date, account, settlement_after)
         except SettlementRefused as exc:
             settlement_error, status = str(exc), 400 if status == 200 else status
-    links = {"after": after or "", "date": date, "account": account}
+    shown = {"after": after, "date": date, "account": account, "settlement_after": settlement_after}
     late = await console_of(request).gateway.payments.late_outcomes(limit=LATE_SHOWN)
     return render(request, "reconciliation.html", signed_in, status=status, queue=queue, after=after, late=late,
                   age_text=age_text, message=message, failed=failed, date=date, account=account,
                   today=dt.datetime.now(dt.UTC).date().isoformat(), settlement=settlement,
                   settlement_error=settlement_error, settlement_paged=bool(settlement_after),
-                  settlement_first=_settlement_link(links),
-                  settlement_next=_settlement_link(links, settlement.next_cursor)
+                  queue_first=_link(shown, "queue", after=None),
+                  queue_next=_link(shown, "queue", after=queue.next_cursor) if queue.next_cursor else None,
+                  settlement_first=_link(shown, "settlement", settlement_after=None),
+                  settlement_next=_link(shown, "settlement", settlement_after=settlement.next_cursor)
                   if settlement and settlement.next_cursor else None)
 
 
