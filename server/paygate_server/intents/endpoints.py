@@ -109,8 +109,8 @@ async def intent_status_events(gateway: Gateway, request: Request, merchant_id: 
     went through, in order, each from the change that brought it (its row as that change
     left it): a wake-up reads the intent's changes after the last one seen
     (``storage/status_changes.py``, one statement), so changes between two wake-ups are
-    never merged, and a change that keeps the status (a refund's reserve, a field) sends
-    nothing."""
+    never merged, and a change that keeps the status sends nothing. Changes pruned before the
+    stream read them (docs/history.md "Retention") leave it the intent as it is now."""
     history = StatusChanges(gateway.db)
 
     async def start() -> tuple[Any, int]:
