@@ -97,11 +97,11 @@ async def main(url: str, parts: int) -> None:
         for _ in range(2):
             await timed("before: the intent's row (get_intent)", lambda p: store.get_intent("mer_bench", p), pids)
             await timed("start: the row and its head", lambda p: stream.start("mer_bench", p), pids)
-            await timed("changes, none new, first read (no floor)", lambda p: stream.after(p, heads[p], 0), recent)
-            await timed("changes, none new, later read (floor)",
+            await timed("changes, none new, no floor (a first read whose guess missed)", lambda p: stream.after(p, heads[p], 0), recent)
+            await timed("changes, none new, with a floor (the guess, then the last change read)",
                         lambda p: stream.after(p, heads[p], ids[(p, heads[p])]), recent)
-            await timed("changes, 2 new, first read (no floor)", lambda p: stream.after(p, heads[p] - 2, 0), recent)
-            await timed("changes, 2 new, later read (floor)",
+            await timed("changes, 2 new, no floor (a first read whose guess missed)", lambda p: stream.after(p, heads[p] - 2, 0), recent)
+            await timed("changes, 2 new, with a floor (the guess, then the last change read)",
                         lambda p: stream.after(p, heads[p] - 2, ids[(p, heads[p] - 2)]), recent)
         if not db.is_sqlite:
             pid = recent[-1]

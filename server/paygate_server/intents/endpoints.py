@@ -113,7 +113,7 @@ async def intent_status_events(gateway: Gateway, request: Request, merchant_id: 
     stream read them (docs/history.md "Retention") leave it the intent as it is now."""
     history = StatusChanges(gateway.db)
 
-    async def start() -> tuple[Any, int]:
+    async def start() -> tuple[Any, int, int]:
         found = await history.start(merchant_id, intent_id)
         if found is None:
             raise no_such_intent(intent_id)
@@ -123,8 +123,8 @@ async def intent_status_events(gateway: Gateway, request: Request, merchant_id: 
         return sse_event("status", render_status(row), f"{intent_id}:{row['version']}")
 
     with gateway.notifier.subscribe(intent_id) as sub:
-        row, seq = await start()
-        status, after_id = row["status"], 0
+        row, seq, after_id = await start()
+        status, guessed = row["status"], True  # after_id is the id sequence's position, not a change's
         yield event(row)
         while status not in RESTING_STATUSES:
             if not await sub.wait(STREAM_KEEPALIVE_S):
@@ -132,8 +132,9 @@ async def intent_status_events(gateway: Gateway, request: Request, merchant_id: 
                     return
                 yield b": keep-alive\n\n"
                 continue
-            read = await history.after(intent_id, seq, after_id)
-            rows, after_id = read.rows, read.last_id
+            read = await history.after(intent_id, seq, after_id, guessed=guessed)
+            rows = read.rows
+            guessed, after_id = guessed and read.last_id == after_id, read.last_id
             if read.complete:
                 seq = read.head_seq
             else:
@@ -141,8 +142,8 @@ async def intent_status_events(gateway: Gateway, request: Request, merchant_id: 
                 # shorter than the stream's pause): what they were is not known here, the
                 # ones after them and the intent as it is now are — a second statement, in
                 # this case only.
-                row, seq = await start()
-                rows = [*rows, row]
+                row, seq, after_id = await start()
+                rows, guessed = [*rows, row], True
             for row in rows:
                 if row["status"] != status:
                     status = row["status"]

@@ -14,7 +14,9 @@ PostgreSQL the log is partitioned by id and a look-up by intent visits every par
 (storage/change_log_partitions.py), so once the stream has seen one change its later reads
 also say ``id >=`` the start of that change's partition: an intent's change ``k+1`` takes
 its id after ``k`` committed, so it has a larger id, and the partitions below are pruned.
-Until then (the first wake-up that finds changes) the read visits every partition once.
+Until then the floor is a guess — the id sequence's position when the stream began, read by
+its start — which a change in flight then can be below: the read then finds a hole in the
+sequence numbers and is made again without the floor (:meth:`StatusChanges.after`).
 SQLite's log is one table: the intent's index alone.
 
 Pruning (docs/history.md "Retention") takes changes by id and age, whatever the intent's
@@ -38,12 +40,15 @@ from paygate_server.storage.statements import Sql, fetch_one, fetch_tuples
 
 __all__ = ["IntentChanges", "StatusChanges"]
 
-# The intent (the merchant's only) and its head's sequence, from the same consistent read.
-_START = Sql(
-    f"SELECT {', '.join('i.' + c for c in COLUMNS.split(', '))}, h.last_seq AS head_seq"
+# The intent (the merchant's only) and its head's sequence, from the same consistent read;
+# on PostgreSQL also the change-log id sequence's position then: the first floor's guess.
+_START = (
+    f"SELECT {', '.join('i.' + c for c in COLUMNS.split(', '))}, h.last_seq AS head_seq, {{id_now}} AS id_now"
     " FROM payment_intents i LEFT JOIN change_log_heads h ON h.intent_id = i.id"
     " WHERE i.id = :intent_id AND i.merchant_id = :merchant_id"
 )
+_SQLITE_START = Sql(_START.format(id_now="0"))
+_PG_START = Sql(_START.format(id_now="(SELECT last_value FROM change_log_id_seq)"))
 # One row per change after :after_seq (none: one row of NULL change columns), the head first
 # in every row. Only the intent's own rows' snapshots come back: attempts and refunds move
 # the sequence on but carry no status of the intent (the intent's row changes with them,
@@ -75,20 +80,31 @@ class IntentChanges:
 class StatusChanges:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._changes = _SQLITE_CHANGES if db.is_sqlite else _PG_CHANGES
+        self._start, self._changes = (_SQLITE_START, _SQLITE_CHANGES) if db.is_sqlite else (_PG_START, _PG_CHANGES)
 
-    async def start(self, merchant_id: str, intent_id: str) -> tuple[Row, int] | None:
-        """The intent as it is (None: not the merchant's) and its history's last sequence."""
+    async def start(self, merchant_id: str, intent_id: str) -> tuple[Row, int, int] | None:
+        """The intent as it is (None: not the merchant's), its history's last sequence, and
+        an id the changes to come are very likely above (:meth:`after`'s ``guessed``)."""
         async with self._db.read_one() as conn:
-            found = await fetch_one(conn, _START, intent_id=intent_id, merchant_id=merchant_id)
+            found = await fetch_one(conn, self._start, intent_id=intent_id, merchant_id=merchant_id)
         if found is None:
             return None
         row = dict(found)
-        return row, int(row.pop("head_seq") or 0)
+        return row, int(row.pop("head_seq") or 0), int(row.pop("id_now") or 0)
 
-    async def after(self, intent_id: str, after_seq: int, after_id: int) -> IntentChanges:
+    async def after(self, intent_id: str, after_seq: int, after_id: int, *, guessed: bool = False) -> IntentChanges:
         """The intent's changes after sequence ``after_seq``; ``after_id``: an id every one of
-        them is above (the last change the caller read; 0: none yet)."""
+        them is above (the last change the caller read; 0: none yet) — or, ``guessed``,
+        very likely above: the id sequence's position when the stream began (:meth:`start`).
+        A change in flight then took its id before, perhaps in the partition below; then the
+        read misses it, sees the hole, and reads again without the floor — the visit of every
+        partition that the guess spares the stream's first read otherwise."""
+        read = await self._read(intent_id, after_seq, after_id)
+        if guessed and after_id and not read.complete:
+            read = await self._read(intent_id, after_seq, 0)
+        return read
+
+    async def _read(self, intent_id: str, after_seq: int, after_id: int) -> IntentChanges:
         params: dict[str, Any] = {"intent_id": intent_id, "after_seq": after_seq}
         if self._changes is _PG_CHANGES:
             # The start of the partition after_id is in (at the default width): the
