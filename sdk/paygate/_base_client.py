@@ -348,7 +348,9 @@ class BaseClient:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("base_url must be an absolute http(s) URL")
-        if url.query or url.fragment:
+        if url.query or url.fragment or "?" in base_url or "#" in base_url:
+            # An empty one too (``https://gw.example/?``): httpx keeps it, the API's path
+            # would follow it, and every request would go to ``/`` with its path as a query.
             raise ValueError("base_url must not have a query or fragment")
         if url.userinfo:
             # It would show in repr(client), in httpx's log lines and in errors naming the

@@ -44,7 +44,9 @@ def canonical_string(method: str, target: str, timestamp: str, nonce: str, body:
     """The five-line string that is signed.
 
     ``target`` is the request target exactly as it goes on the wire: the path (with any
-    base-URL prefix and percent-encoding) plus ``?`` and the raw query string, if any.
+    base-URL prefix and percent-encoding) plus ``?`` and the raw query string, if any —
+    no bare ``?`` for an empty query: the gateway cannot tell ``/path?`` from ``/path`` and
+    verifies against ``/path``.
     """
     if "\n" in target or "\n" in timestamp or "\n" in nonce:
         raise ValueError("signed values must not contain newlines")

@@ -280,7 +280,8 @@ PATHS: dict[str, dict[str, Any]] = {
         [_q("paymentIntentId", {"type": "string"}, True), _q("wait", {"type": "integer", "minimum": 0, "maximum": 60})],
         None, ("200", "Status", _json(_ref("PaymentStatus"))), 404)},
     "/api/v1/payment/status/stream": {"get": _operation(
-        "streamPaymentStatus", "Server-sent status events until final", [_q("paymentIntentId", {"type": "string"}, True)],
+        "streamPaymentStatus", "Server-sent status events, one per status change, until a final status or requires_capture",
+        [_q("paymentIntentId", {"type": "string"}, True)],
         None, ("200", "text/event-stream of `status` events (data: PaymentStatus)",
                {"content": {"text/event-stream": {"schema": {"type": "string"}}}}), 404)},
 }

@@ -10,7 +10,9 @@ a key the client names), is replaced by a hostile JSON value (tests.support.host
 ``hostile_values``): integers past 64 bits and at every boundary, doubles, booleans, null,
 long and control-character text, card numbers as text and as numbers, deep nesting, empty
 objects and arrays. For the status and list endpoints the field is a query parameter (the
-value as text, or left out for null).
+value as text, or left out for null). The checkout frame's ``POST /checkout/v1/tokens`` is
+sent unsigned, as the frame sends it, naming an intent replaced before SPEC §5's 20
+tokenizations per clientSecret run out.
 
 Every answer must be:
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -71,9 +73,19 @@ class Targets:
     authorized: dict[str, Any]
     succeeded: dict[str, Any]
     jwks: dict[str, Any]
+    tokenizing: dict[str, Any] = field(default_factory=dict)
+    tokenizations: int = 0
 
     def jwe(self) -> str:
         return paygate.encrypt_card(self.jwks, number="4242424242424242", exp_month=12, exp_year=2034, cvc="731")
+
+    def checkout(self) -> dict[str, Any]:
+        """The intent the tokens requests name: a new one before its tokenizations (SPEC §5's
+        limit of 20 per clientSecret, refused decryptions included) run out."""
+        if not self.tokenizing or self.tokenizations >= 15:
+            self.tokenizing, self.tokenizations = self.shop.create_intent(), 0
+        self.tokenizations += 1
+        return self.tokenizing
 
     def new_created(self) -> None:
         self.created = self.shop.create_intent()
@@ -110,6 +122,7 @@ class Case:
     fields: tuple[FieldPath, ...]
     target: Callable[[Targets], dict[str, Any]]
     accepted: Callable[[Targets, dict[str, Any], httpx.Response], None]
+    signed: bool = True  # the checkout frame's requests are not: its clientSecret is the credential
 
 
 def _read_back_created(t: Targets, sent: dict[str, Any], r: httpx.Response) -> None:
@@ -170,6 +183,17 @@ def _read_back_refund(t: Targets, sent: dict[str, Any], r: httpx.Response) -> No
         t.new_succeeded()
 
 
+def _read_back_token(t: Targets, sent: dict[str, Any], r: httpx.Response) -> None:
+    assert r.status_code == 200 and r.json()["card"]["last4"] == "4242", r.text
+    # The token pays for its intent: what was stored is the card that was sent.
+    intent_id = t.tokenizing["paymentIntentId"]
+    paid = t.shop.call("POST", "/api/v1/payment/process", {
+        "paymentIntentId": intent_id, "paymentMethod": "card", "paymentDetails": {"token": r.json()["token"]}})
+    assert paid.status_code == 200, paid.text
+    assert t.shop.settled(intent_id, SETTLED)["status"] == "succeeded"
+    t.tokenizing = {}
+
+
 def _read_back_endpoint(t: Targets, sent: dict[str, Any], r: httpx.Response) -> None:
     answer = r.json()
     assert answer["url"] == sent["url"], (sent, answer)
@@ -223,6 +247,10 @@ CASES: dict[str, Case] = {
     "process-token": Case("POST", "/api/v1/payment/process", _process_body(lambda t: {"token": t.token}), (
         ("paymentIntentId",), ("paymentMethod",), ("paymentDetails",), ("paymentDetails", "token"),
         ("paymentDetails", Key("token"))), lambda t: t.created, _read_back_processed),
+    "tokens": Case("POST", "/checkout/v1/tokens",
+                   lambda t: {"clientSecret": t.checkout()["clientSecret"], "encryptedCard": t.jwe()},
+                   (("clientSecret",), ("encryptedCard",), (Key("clientSecret"),), (Key("encryptedCard"),)),
+                   lambda t: t.tokenizing, _read_back_token, signed=False),
     "capture": Case("POST", "/api/v1/payment/capture",
                     lambda t: {"paymentIntentId": t.authorized["paymentIntentId"], "amount": 1000},
                     (("paymentIntentId",), ("amount",)), lambda t: t.authorized, _read_back_captured),
@@ -300,6 +328,9 @@ def _written(t: Targets, case: Case) -> tuple[Any, ...]:
 
 
 def _send(t: Targets, case: Case, sent: dict[str, Any]) -> httpx.Response:
+    if case.method == "POST" and not case.signed:
+        return t.shop.http.post(case.path, content=json.dumps(sent).encode(),
+                                headers={"Content-Type": "application/json"})
     if case.method == "POST":
         return t.shop.call("POST", case.path, sent)
     query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sent.items() if v is not None)

@@ -147,6 +147,55 @@ def test_a_lost_answer_is_reconciled_at_its_account_never_sent_to_the_next(route
     assert routed.charges("failing", pid) == []
 
 
+def test_a_timeout_is_reconciled_at_its_account_never_sent_to_the_next(routed: Routed) -> None:
+    # 1018 answers after 6 s, past the gateway's 2.5 s processor timeout (FAST_RECONCILE).
+    final = _pay(routed, "4000000000001018", amount=950_000)  # [second, failing]
+    assert final["status"] == "succeeded", final
+    pid = final["paymentIntentId"]
+    assert [(t["connector"], t["status"]) for t in routed.attempts(pid)] == [(routed.accounts["second"], "succeeded")]
+    assert [c["status"] for c in routed.charges("second", pid)] == ["approved"]
+    assert routed.charges("failing", pid) == []
+
+
+def test_a_retryable_refusal_is_retried_at_its_account_with_the_same_reference(routed: Routed) -> None:
+    """1034's first call is a 503 with nothing charged, and a retry of that reference is
+    approved: the gateway retries the same attempt there (docs/processors.md) rather than
+    failing over, and a new reference would only meet the 503 again."""
+    final = _pay(routed, "4000000000001034", amount=950_000)  # [second, failing]
+    assert final["status"] == "succeeded", final
+    pid = final["paymentIntentId"]
+    [attempt] = routed.attempts(pid)
+    assert (attempt["connector"], attempt["status"]) == (routed.accounts["second"], "succeeded")
+    assert [(c["reference"], c["status"]) for c in routed.charges("second", pid)] == [
+        (attempt["reference"], "approved")]
+    assert routed.charges("failing", pid) == []
+
+
+def test_a_merchant_with_accounts_and_no_rules_tries_them_oldest_first(routed: Routed) -> None:
+    """docs/processors.md's decision where SPEC §7 is silent: no rules, every active
+    account in the order they were added (the first here refuses connections)."""
+    creds = routed.stack.merchant("Accounts, no rules")
+
+    async def add() -> dict[str, str]:
+        db = create_database(routed.stack.database_url)
+        try:
+            ids = {}
+            for name, url in (("down", f"http://127.0.0.1:{_closed_port()}"),
+                              ("second", routed.simulators["second"].base_url)):
+                ids[name] = (await add_account(db, MasterKey(bytes.fromhex(TEST_MASTER_KEY)),
+                                               merchant_id=creds.merchant_id, kind="simulator", name=name,
+                                               settings={"url": url}, credentials={})).id
+            return ids
+        finally:
+            await db.dispose()
+    ids = asyncio.run(add())
+    mine = Routed(routed.stack, creds, ids, routed.simulators)
+    final = _pay(mine, amount=2600)
+    assert final["status"] == "succeeded", final
+    assert [(t["connector"], t["status"]) for t in mine.attempts(final["paymentIntentId"])] == [
+        (ids["down"], "failed"), (ids["second"], "succeeded")]
+
+
 def test_a_refund_goes_to_the_account_that_took_the_money(routed: Routed) -> None:
     final = _pay(routed, amount=3100)
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
+from typing import Any
 
 import pytest
 
@@ -82,3 +85,28 @@ def test_webhook_endpoints_through_the_sdk(stack: Stack) -> None:
         assert [e.id for e in client.webhook_endpoints.list().data] == [endpoint.id]
         client.webhook_endpoints.delete(endpoint.id)
         assert client.webhook_endpoints.list().data == ()
+
+
+def test_a_bare_question_mark_is_not_part_of_the_signed_target(stack: Stack) -> None:
+    """docs/api.md, "Signing every request": the server cannot tell ``/path?`` from ``/path``
+    (the ASGI scope has an empty query either way), so a request sent with a bare ``?`` is
+    verified against the target without it — the SDK never sends one."""
+    creds = stack.merchant()
+    sent = "/api/v1/payment/intents?"
+
+    def send(signed_as: str) -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {creds.api_key}",
+                   **paygate.sign_request(creds.signing_secret, "GET", signed_as, b"")}
+        host, port = stack.gateway.base_url.removeprefix("http://").rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("GET", sent, headers=headers)  # the target goes on the wire as written
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+    status, body = send("/api/v1/payment/intents")
+    assert status == 200 and body == {"data": [], "hasMore": False}, body
+    status, body = send(sent)
+    assert status == 401 and body["error"]["code"] == "invalid_signature", body

@@ -23,6 +23,10 @@ from .conftest import API_KEY, BASE_URL, SIGNING_SECRET, intent_json, reply, res
         ({"base_url": "gateway.test"}, "base_url"),
         ({"base_url": "ftp://gateway.test"}, "base_url"),
         ({"base_url": "https://gateway.test/?x=1"}, "base_url"),
+        # Empty ones too: once accepted, and every request went to / with the API's path
+        # after the "?" (or "#"), so the SDK sent, and signed, a bare "?".
+        ({"base_url": "https://gateway.test/?"}, "query or fragment"),
+        ({"base_url": "https://gateway.test/pay#"}, "query or fragment"),
         ({"max_retries": -1}, "max_retries"),
     ],
 )

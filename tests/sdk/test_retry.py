@@ -274,6 +274,22 @@ async def test_base_url_prefix_and_query_are_signed_as_sent(make_client: Any) ->
     assert_signed(request)
 
 
+async def test_no_query_no_question_mark(make_client: Any) -> None:
+    # The gateway cannot tell "/path?" from "/path" (docs/api.md, "Signing every request"):
+    # a request without query parameters goes, and is signed, without the "?".
+    client, gateway = make_client(
+        reply(200, {"data": [], "hasMore": False}), reply(200, intent_json())
+    )
+    await resolve(client.payment_intents.list())
+    await resolve(client.payment_intents.get("pi_123"))
+    assert [r.url.raw_path for r in gateway.requests] == [
+        b"/api/v1/payment/intents",
+        b"/api/v1/payment/intent/pi_123",
+    ]
+    for request in gateway.requests:
+        assert_signed(request)
+
+
 async def test_redirects_are_not_followed(make_client: Any) -> None:
     client, gateway = make_client(reply(307, headers={"Location": "https://evil.test/"}))
     with pytest.raises(paygate.APIError) as info:

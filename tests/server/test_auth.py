@@ -81,6 +81,24 @@ async def test_revoked_key_and_rotation(gw: InProcessGateway) -> None:
     assert (await other.get(f"{INTENT}/{pid}")).status_code == 200
 
 
+async def test_key_pairs_are_prefixed_and_a_live_pair_signs_like_a_test_one(gw: InProcessGateway) -> None:
+    # SPEC §2: API key pk_test_…/pk_live_…, signing secret sk_test_…/sk_live_… (only test
+    # pairs were ever used against the API); a live pair of the same merchant reaches its objects.
+    from paygate_server.merchants import create_key
+    from tests.support.signing import Credentials, SignedClient
+
+    shop = await gw.new_merchant()
+    assert shop.creds.api_key.startswith("pk_test_") and shop.creds.signing_secret.startswith("sk_test_")
+    async with gw.gateway.db.write() as conn:
+        live = await create_key(conn, gw.gateway.master_key, shop.creds.merchant_id, live=True)
+    assert live.api_key.startswith("pk_live_") and live.signing_secret.startswith("sk_live_")
+    live_shop = SignedClient(gw.http, Credentials(live.merchant_id, live.api_key, live.signing_secret))
+    pid = (await live_shop.create_intent())["paymentIntentId"]
+    assert (await shop.get(f"{INTENT}/{pid}")).json()["merchantId"] == shop.creds.merchant_id
+    assert await _code(await live_shop.get(f"{INTENT}/{pid}", secret=shop.creds.signing_secret)) == \
+        "invalid_signature"  # each key is signed with its own secret
+
+
 async def test_signature_tampering(gw: InProcessGateway) -> None:
     shop = await gw.new_merchant()
     body = b'{"amount":1999,"currency":"USD","productDetails":{}}'
@@ -110,6 +128,14 @@ async def test_query_string_changed_after_signing(gw: InProcessGateway) -> None:
     assert await _code(r) == "invalid_signature"
     r = await shop.get("/api/v1/payment/intents?limit=2")
     assert r.status_code == 200
+    # SPEC §3: the target exactly as sent, percent-encoding and all, not as the server decodes it.
+    pid = (await shop.create_intent())["paymentIntentId"]
+    encoded = f"{INTENT}/pi%5F{pid.removeprefix('pi_')}"
+    assert (await shop.get(encoded)).json()["paymentIntentId"] == pid
+    assert await _code(await shop.get(f"{INTENT}/{pid}", send_target=encoded)) == "invalid_signature"
+    assert (await shop.get("/api/v1/payment/intents?limit=%32")).status_code == 200
+    r = await shop.get("/api/v1/payment/intents?limit=2", send_target="/api/v1/payment/intents?limit=%32")
+    assert await _code(r) == "invalid_signature"
 
 
 async def test_method_is_signed(gw: InProcessGateway) -> None:
@@ -151,7 +177,10 @@ async def test_nonce_reuse_and_format(gw: InProcessGateway) -> None:
     # The same nonce under another key is that key's own.
     other = await gw.new_merchant()
     assert (await other.get("/api/v1/payment/intents", nonce=nonce)).status_code == 200
-    for bad in ("short", "x" * 65, "has space in it!!", "\u00fcn\u00efc\u00f8d\u00e9-nonce-123".encode("latin-1")):
+    # SPEC §3: 16–64 characters of [A-Za-z0-9_-], at both ends of the range and every class.
+    for good in ("A" * 15 + "z", "09_-" * 16, "aZ-_09" + "q" * 10):
+        assert (await shop.get("/api/v1/payment/intents", nonce=good)).status_code == 200, good
+    for bad in ("short", "x" * 15, "x" * 65, "x" * 15 + ".", "x" * 15 + "+", "has space in it!!", "\u00fcn\u00efc\u00f8d\u00e9-nonce-123".encode("latin-1")):
         headers = shop.headers_for("GET", "/api/v1/payment/intents", b"")
         headers["X-Request-Nonce"] = bad
         r = await gw.http.get("/api/v1/payment/intents", headers=headers)

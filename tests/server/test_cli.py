@@ -1,8 +1,11 @@
 """The ``paygate`` command line as an operator runs it (a real subprocess)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -75,3 +78,64 @@ def test_serve_refuses_unmigrated_database(tmp_path: Path) -> None:
     env = {"PAYGATE_DATA_DIR": str(tmp_path)}
     r = paygate("serve", "--port", "0", env=env)
     assert r.returncode == 2 and "paygate db upgrade" in r.stderr
+
+
+def test_without_configuration_the_data_lives_in_paygate_data_under_the_working_folder(tmp_path: Path) -> None:
+    """SPEC §9: PAYGATE_DATABASE_URL defaults to an SQLite file in PAYGATE_DATA_DIR, which
+    defaults to ./paygate-data; with no PAYGATE_MASTER_KEY a key file is made there (0600)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    for args in (("db", "upgrade"), ("merchants", "create", "--name", "Shop", "--json")):
+        done = subprocess.run([sys.executable, "-m", "paygate_server", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    data = tmp_path / "paygate-data"
+    assert (data / "paygate.db").is_file() and stat.S_IMODE((data / "master.key").stat().st_mode) == 0o600
+    with contextlib.closing(sqlite3.connect(data / "paygate.db")) as conn:
+        assert conn.execute("SELECT id FROM merchants").fetchall() == [(json.loads(done.stdout)["merchantId"],)]
+
+
+def test_history_retention_defaults_to_seven_days() -> None:
+    from paygate_server.config import Settings
+
+    # SPEC §8: PAYGATE_HISTORY_RETENTION_S, default 7 days.
+    assert Settings.from_env({}).history_retention_s == 7 * 24 * 3600
+    assert Settings.from_env({"PAYGATE_HISTORY_RETENTION_S": "60"}).history_retention_s == 60
+
+
+def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_processor_timeout(tmp_path: Path) -> None:
+    """SPEC §7/§9: `paygate simulator --port` as an operator starts it (the other tests start
+    `python -m paygate_server.simulator` with a short --slow-card-delay): its store goes to
+    the data folder, and card 4000000000001018 is recorded at once but answered later than
+    the gateway's default processor timeout."""
+    import httpx
+
+    from paygate_server.config import Settings
+    from paygate_server.simulator.testing import TestCards, charge_payload
+    from tests.support.eventually import eventually_sync
+
+    with socket.socket() as probe:  # a free port, asked of the OS
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PAYGATE_DATA_DIR": str(tmp_path / "data")}
+    child = subprocess.Popen([sys.executable, "-m", "paygate_server", "simulator", "--port", str(port)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+        eventually_sync(healthy, until=bool, timeout=30, what="paygate simulator answering")
+        assert (tmp_path / "data" / "simulator.db").is_file()
+        payload = charge_payload(TestCards.SLOW_ANSWER)
+        gateway_waits_s = Settings().processor_timeout_s
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}/v1/charges", json=payload, timeout=httpx.Timeout(5.0, read=gateway_waits_s + 0.5))
+        recorded = httpx.get(f"{base}/v1/charges/{payload['reference']}", timeout=5)
+        assert recorded.status_code == 200 and recorded.json()["status"] == "approved"
+    finally:
+        child.terminate()
+        child.wait(timeout=30)

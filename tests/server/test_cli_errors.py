@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import io
 import json
 import os
@@ -202,6 +203,24 @@ def test_reconcile_settlement_reads_as_optional() -> None:
     r = paygate("reconcile", "--help", env={})
     usage = r.stdout.split("\n\n")[0]
     assert "paygate reconcile [--once] [--json]\n" in usage and "paygate reconcile settlement --date" in usage, usage
+
+
+@pytest.mark.parametrize("days_ahead", [1, 400])
+def test_settlement_of_a_day_to_come_is_refused_as_the_console_does(tmp_path: Path, days_ahead: int) -> None:
+    # Once: accepted, the processor asked for a report of a day nobody had settled, and
+    # "0 mismatches" printed with exit status 0, while the console refused the same day.
+    day = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days_ahead)).isoformat()
+    data = tmp_path / "data"
+    line = assert_one_line(paygate("reconcile", "settlement", "--date", day, env={"PAYGATE_DATA_DIR": str(data)}),
+                           f"--date {day}", "has not happened yet", "today or an earlier day")
+    assert not data.exists(), line  # refused before the database or the processor
+
+
+def test_settlement_date_is_only_yyyy_mm_dd(tmp_path: Path) -> None:
+    # date.fromisoformat alone takes 20260131 and 2026-W05-6 as well; the console does not.
+    for typed in ("20260131", "2026-W05-6", "2026-02-30"):
+        assert_one_line(paygate("reconcile", "settlement", "--date", typed, env={"PAYGATE_DATA_DIR": str(tmp_path)}),
+                        "--date must be YYYY-MM-DD", typed)
 
 
 def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:

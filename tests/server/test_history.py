@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,7 @@ from paygate_server.simulator.testing import start_simulator
 from paygate_server.storage.archive_index import ArchiveIndex
 from paygate_server.storage.changes import Change
 from paygate_server.storage.schema import CAPTURED_TABLES
+from tests.server.console.conftest import running_console
 from tests.support.app import TEST_MASTER_KEY, InProcessGateway, running_gateway
 from tests.support.app import test_settings as gateway_settings
 from tests.support.pruning import forget_index, prune_rows
@@ -176,6 +178,13 @@ async def test_history_is_whole_after_the_database_lets_it_go(own_gw: InProcessG
     r = await shop.get(f"{INTENT}/{pid}/history")
     assert r.status_code == 200 and r.json()["data"] == events, r.text
     assert json.loads(_paygate("audit", "show", pid, "--json", env=env).stdout)["data"] == events
+    # The console's payment page shows the same whole timeline (SPEC §12: from the change
+    # history), the archived part included.
+    async with running_console(gw.gateway.settings) as con:
+        assert (await con.log_in(await con.operator("viewer"))).status_code == 303
+        page = (await con.http.get(f"/payments/{pid}")).text
+    shown = re.findall(r"<strong>([a-z_.]+)</strong> \S+ → ([a-z_]+)</li>", page)
+    assert shown == [(e["type"], e["data"]["status"]) for e in events] == EXPECTED
     other = await gw.new_merchant()
     assert (await other.get(f"{INTENT}/{pid}/history")).status_code == 404
     # Pruned or not, verify proves the history whole (ids gap-free on PostgreSQL too: the

@@ -2,10 +2,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
-from tests.support.app import InProcessGateway
+from paygate_server.app import _housekeeping
+from paygate_server.storage.schema import idempotency_keys
+from tests.support.app import InProcessGateway, running_gateway
+from tests.support.app import test_settings as settings_for
+from tests.support.clock import fake_clock
+from tests.support.eventually import eventually
 
 INTENT = "/api/v1/payment/intent"
 BODY = {"amount": 1999, "currency": "USD", "productDetails": {"sku": "mug-01"}}
@@ -85,12 +94,23 @@ async def test_started_request_errors_are_replayed(gw: InProcessGateway) -> None
     assert again.json() == first.json()
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "caf\u00e9"])
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "caf\u00e9", "unit\x1fsep", "del\x7f"])
 async def test_malformed_keys(gw: InProcessGateway, key: str) -> None:
     shop = await gw.new_merchant()
     r = await shop.post(INTENT, BODY, headers={"Idempotency-Key": key.encode("utf-8")})  # type: ignore[dict-item]
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "Idempotency-Key"
+
+
+@pytest.mark.parametrize("key", ["k" * 255, "~", "a key with spaces", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"])
+async def test_every_printable_ascii_key_of_1_to_255_is_taken(gw: InProcessGateway, key: str) -> None:
+    # SPEC §3: 1–255 printable ASCII (0x20–0x7e); the refusals above are one past each end.
+    # (Not a key that starts or ends with a space: HTTP strips those from a header's value.)
+    shop = await gw.new_merchant()
+    first = await shop.post(INTENT, BODY, idempotency_key=key)
+    assert first.status_code == 201, first.text
+    again = await shop.post(INTENT, BODY, idempotency_key=key)
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
 
 
 async def test_concurrent_requests_with_one_key_execute_once(gw: InProcessGateway) -> None:
@@ -120,3 +140,39 @@ async def test_keys_are_stored_only_as_digests(gw: InProcessGateway) -> None:
         stored = (await conn.execute(select(idempotency_keys.c.idempotency_key)
                                      .where(idempotency_keys.c.merchant_id == shop.creds.merchant_id))).scalars().all()
     assert len(stored) == 1 and "4242" not in stored[0] and len(stored[0]) == 64
+
+
+@pytest.fixture
+async def lone_gw(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[InProcessGateway]:
+    """On a database of its own: the housekeeping below prunes every merchant's old keys."""
+    async with running_gateway(settings_for(fresh_database_url, tmp_path)) as g:
+        yield g
+
+
+async def test_a_key_is_kept_24_hours_through_the_housekeeping(lone_gw: InProcessGateway) -> None:
+    # SPEC §3: kept at least 24 h. Two keys 2 s apart; at 24 h + 1 s after the first, the
+    # housekeeping (what the app runs once a minute) prunes the first and keeps the second,
+    # which is still replayed: the prune and the replay read one TTL the same way.
+    gw = lone_gw
+    shop = await gw.new_merchant()
+
+    async def stored_keys() -> int:
+        async with gw.gateway.db.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(idempotency_keys))).scalar_one())
+
+    with fake_clock() as clock:
+        assert (await shop.post(INTENT, BODY, idempotency_key="day-1")).status_code == 201
+        clock.set_elapsed(2)
+        second = await shop.post(INTENT, {**BODY, "amount": 2000}, idempotency_key="day-2")
+        assert second.status_code == 201 and await stored_keys() == 2
+        clock.set_elapsed(24 * 3600 + 1)
+        housekeeping = asyncio.create_task(_housekeeping(gw.gateway))
+        try:
+            await eventually(stored_keys, until=lambda n: n == 1, what="the first key to be pruned")
+        finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+        again = await shop.post(INTENT, {**BODY, "amount": 2000}, idempotency_key="day-2")
+        assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+        assert again.json() == second.json()

@@ -132,6 +132,42 @@ async def test_change_log_is_append_only(fresh_database_url: str) -> None:
         await db.dispose()
 
 
+async def test_every_insert_and_update_of_an_intent_transaction_or_refund_is_captured_by_the_database(
+        fresh_database_url: str) -> None:
+    """SPEC §8: captured in the same transaction and enforced by the database, so no code
+    path can forget it: plain SQL, past every gateway module, is in the change log too."""
+    db = create_database(fresh_database_url)
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO merchants VALUES ('mer_1', 'x', 1)"))
+            await conn.execute(text(
+                "INSERT INTO payment_intents (id, merchant_id, status, amount, currency, client_secret_hash, "
+                "created_at, updated_at) VALUES ('pi_1', 'mer_1', 'created', 5, 'USD', 'h', 1, 1)"))
+            await conn.execute(text(
+                "INSERT INTO transactions (id, intent_id, merchant_id, status, reference, connector, amount, currency,"
+                " created_at, updated_at) VALUES ('txn_1', 'pi_1', 'mer_1', 'pending', 'ref_1', 'simulator', 5, 'USD',"
+                " 2, 2)"))
+            await conn.execute(text(
+                "INSERT INTO refunds (id, intent_id, merchant_id, transaction_id, reference, amount, currency, status,"
+                " created_at, updated_at) VALUES ('re_1', 'pi_1', 'mer_1', 'txn_1', 'ref_r1', 5, 'USD', 'pending',"
+                " 3, 3)"))
+        for table in ("payment_intents", "transactions", "refunds"):
+            async with db.write() as conn:  # each in a transaction of its own
+                await conn.execute(text(f"UPDATE {table} SET status = 'succeeded', updated_at = 9"))
+        with pytest.raises(RuntimeError, match="rolled back"):
+            async with db.write() as conn:  # a write that does not commit leaves no change behind
+                await conn.execute(text("UPDATE refunds SET status = 'failed'"))
+                raise RuntimeError("rolled back")
+        async with db.read() as conn:
+            rows = (await conn.execute(text("SELECT entity_id, op, data FROM change_log ORDER BY id"))).all()
+        assert [(r.entity_id, r.op) for r in rows] == [
+            ("pi_1", "insert"), ("txn_1", "insert"), ("re_1", "insert"),
+            ("pi_1", "update"), ("txn_1", "update"), ("re_1", "update")]
+        assert [json.loads(r.data)["status"] for r in rows[3:]] == ["succeeded"] * 3
+    finally:
+        await db.dispose()
+
+
 @pytest.fixture
 def unmigrated_url(database_url: str, tmp_path: Path) -> Iterator[str]:
     with another_database(database_url, tmp_path, migrated=False) as url:

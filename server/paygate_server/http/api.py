@@ -89,7 +89,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def request_target(request: Request) -> str:
-    """The request target exactly as sent: raw path plus ``?`` and the raw query."""
+    """The request target exactly as sent: raw path plus ``?`` and the raw query — but
+    ``/path?`` is ``/path`` here: the ASGI scope's query string is empty for both, so a
+    client signs an empty query without its ``?`` (docs/api.md)."""
     scope = request.scope
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else scope["path"]

@@ -26,6 +26,7 @@ from paygate_server.intents.schemas import (
     render_intent,
     render_status,
 )
+from paygate_server.storage.status_changes import StatusChanges
 from paygate_server.validation import parse_int_param, require_id
 
 if TYPE_CHECKING:
@@ -102,27 +103,53 @@ def sse_event(event: str, data: Any, event_id: str | None = None) -> bytes:
 async def intent_status_events(gateway: Gateway, request: Request, merchant_id: str,
                                intent_id: str) -> AsyncIterator[bytes]:
     """One SSE event per status change, ending at a final status or ``requires_capture`` (SPEC §4). Shared by the
-    API's stream and the checkout's (``/checkout/v1/status/stream``)."""
-    async def load() -> Any:
-        row = await gateway.payments.get_intent(merchant_id, intent_id)
-        if row is None:
+    API's stream and the checkout's (``/checkout/v1/status/stream``).
+
+    The first event is the intent as the stream opens; after it, every status the intent
+    went through, in order, each from the change that brought it (its row as that change
+    left it): a wake-up reads the intent's changes after the last one seen
+    (``storage/status_changes.py``, one statement), so changes between two wake-ups are
+    never merged, and a change that keeps the status sends nothing. Changes pruned before the
+    stream read them (docs/history.md "Retention") leave it the intent as it is now."""
+    history = StatusChanges(gateway.db)
+
+    async def start() -> tuple[Any, int, int]:
+        found = await history.start(merchant_id, intent_id)
+        if found is None:
             raise no_such_intent(intent_id)
-        return row
+        return found
+
+    def event(row: Any) -> bytes:
+        return sse_event("status", render_status(row), f"{intent_id}:{row['version']}")
 
     with gateway.notifier.subscribe(intent_id) as sub:
-        row = await load()
-        version = row["version"]
-        yield sse_event("status", render_status(row), f"{intent_id}:{version}")
-        while row["status"] not in RESTING_STATUSES:
+        row, seq, after_id = await start()
+        status, guessed = row["status"], True  # after_id is the id sequence's position, not a change's
+        yield event(row)
+        while status not in RESTING_STATUSES:
             if not await sub.wait(STREAM_KEEPALIVE_S):
                 if await request.is_disconnected():
                     return
                 yield b": keep-alive\n\n"
                 continue
-            row = await load()
-            if row["version"] != version:
-                version = row["version"]
-                yield sse_event("status", render_status(row), f"{intent_id}:{version}")
+            read = await history.after(intent_id, seq, after_id, guessed=guessed)
+            rows = read.rows
+            guessed, after_id = guessed and read.last_id == after_id, read.last_id
+            if read.complete:
+                seq = read.head_seq
+            else:
+                # Changes the stream had not read yet left the log (pruned: a retention
+                # shorter than the stream's pause): what they were is not known here, the
+                # ones after them and the intent as it is now are — a second statement, in
+                # this case only.
+                row, seq, after_id = await start()
+                rows, guessed = [*rows, row], True
+            for row in rows:
+                if row["status"] != status:
+                    status = row["status"]
+                    yield event(row)
+                    if status in RESTING_STATUSES:
+                        return
 
 
 def status_events(ctx: ApiContext, intent_id: str) -> AsyncIterator[bytes]:

@@ -8,7 +8,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import CommandError, open_database
-from paygate_server.clock import parse_day
 from paygate_server.config import Settings
 
 if TYPE_CHECKING:
@@ -128,9 +127,14 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_settlement(args: argparse.Namespace, settings: Settings) -> None:
-    day = parse_day(args.date)
-    if day is None:
-        raise CommandError(f"--date must be YYYY-MM-DD, not {args.date!r}")
+    from paygate_server.processing.settlement import DayNotYet, NotADay, settlement_day
+
+    try:
+        day = settlement_day(args.date)
+    except NotADay:
+        raise CommandError(f"--date must be YYYY-MM-DD, not {args.date!r}") from None
+    except DayNotYet:
+        raise CommandError(f"--date {args.date} has not happened yet (UTC): choose today or an earlier day") from None
     from paygate_server.processing.connectors import ConnectorError
     from paygate_server.processing.settlement import reconcile_settlement
     from paygate_server.processors.registry import AccountMissing, is_account

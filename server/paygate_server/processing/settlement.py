@@ -14,12 +14,35 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from paygate_server.clock import parse_day
 from paygate_server.processing.connectors import Connector, SettlementRecord
 from paygate_server.storage.port import PaymentStore
 
-__all__ = ["Mismatch", "reconcile_settlement"]
+__all__ = ["PROBLEMS", "DayNotYet", "Mismatch", "NotADay", "reconcile_settlement", "settlement_day"]
 
 _US = 1_000_000
+# The kinds of mismatch, in the order the console lists them.
+PROBLEMS = ("missing_in_gateway", "missing_at_processor", "status_differs", "amount_differs")
+
+
+class NotADay(ValueError):
+    """Not a day written ``YYYY-MM-DD``."""
+
+
+class DayNotYet(ValueError):
+    """A day after today (UTC): no processor has settled anything on it."""
+
+
+def settlement_day(text: str, today: dt.date | None = None) -> dt.date:
+    """The day a settlement comparison is asked for — the one rule of the console and of
+    ``paygate reconcile settlement``: a day ``clock.parse_day`` reads (``YYYY-MM-DD`` only),
+    today (UTC) or earlier. Each caller words the refusal its own way."""
+    day = parse_day(text)
+    if day is None:
+        raise NotADay(text)
+    if day > (today or dt.datetime.now(dt.UTC).date()):
+        raise DayNotYet(text)
+    return day
 
 
 @dataclass(frozen=True)

@@ -318,6 +318,11 @@ class LoopConnection:
                               deterministic: bool = False) -> None:
         await self.run(self._conn.create_function, name, num_params, func, deterministic=deterministic)
 
+    async def set_trace_callback(self, trace: Callable[[str], object] | None) -> None:
+        """As aiosqlite's: every statement SQLite runs, trigger steps included, is passed
+        to ``trace`` (docs/perf/count.py counts them)."""
+        await self.run(self._conn.set_trace_callback, trace)
+
     @property
     def in_transaction(self) -> bool:
         return self._conn.in_transaction

@@ -243,6 +243,10 @@ def refusal_to_begin(why: Row | None, new: NewAttempt) -> StoreRefusal | None:
     return None
 
 
+# References bound into one settlement look-up (settled_records).
+_REFERENCES_PER_STATEMENT = 900
+
+
 class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutcomes, ABC):
     """:class:`~paygate_server.storage.port.PaymentStore`, one transaction per change."""
 
@@ -537,9 +541,13 @@ class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutc
         charges and captures; never an authorization: its capture is what settles)."""
         table = refunds if kind == "refund" else transactions
         found: dict[str, Row] = {}
+        references = list(references)
         async with self._db.read() as conn:
-            if references:
-                for r in await conn.execute(select(table).where(table.c.reference.in_(list(references)))):
+            # A day's report can hold more references than one statement may bind (asyncpg:
+            # 32,767 parameters; SQLite before 3.32: 999): looked up a slice at a time.
+            for at in range(0, len(references), _REFERENCES_PER_STATEMENT):
+                chunk = references[at:at + _REFERENCES_PER_STATEMENT]
+                for r in await conn.execute(select(table).where(table.c.reference.in_(chunk))):
                     found[r.reference] = dict(r._mapping)
             query = select(table).where(table.c.status == "succeeded", table.c.created_at >= start,
                                         table.c.created_at < end)

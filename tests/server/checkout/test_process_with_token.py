@@ -116,6 +116,7 @@ async def test_expired_token_is_refused(short_ttl_pgw: InProcessGateway) -> None
 
 
 async def test_ten_failed_attempts_then_rate_limited(pgw: InProcessGateway) -> None:
+    assert MAX_FAILED_ATTEMPTS == 10  # SPEC §5's number, not only whatever the constant says
     shop = await pgw.new_merchant()
     intent = await shop.create_intent()
     pid = intent["paymentIntentId"]

@@ -126,6 +126,7 @@ async def test_intent_must_be_payable(gw: InProcessGateway) -> None:
 
 
 async def test_twenty_first_tokenization_is_rate_limited(gw: InProcessGateway) -> None:
+    assert MAX_TOKENIZATIONS == 20  # SPEC §5's number, not only whatever the constant says
     _, intent = await _intent(gw)
     secret = intent["clientSecret"]
     jwe = encrypt(gw)

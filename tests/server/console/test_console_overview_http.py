@@ -224,6 +224,10 @@ async def test_settlement_of_a_day_lists_its_mismatches(seeded_console: tuple[In
     ({"date": "yesterday"}, "must be a day like"),
     ({"date": "2026-02-30"}, "must be a day like"),
     ({"date": "9999-01-01"}, "has not happened yet"),
+    ({"date": (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()}, "has not happened yet"),
+    ({"date": "20260101"}, "must be a day like"),  # date.fromisoformat's other spellings: not a day here
+    ({"date": "2026-01-01", "settlement_after": "not-a-cursor"}, "not valid"),
+    ({"date": "2026-01-01", "settlement_after": "missing_in_gateway.authorization.x"}, "not valid"),
     ({"date": "2026-01-01", "account": "acct'; drop table"}, "processor account id"),
     ({"date": "2026-01-01", "account": "pa_doesnotexist"}, "no processor account"),
     ({"after": "not-a-cursor"}, "not valid"),

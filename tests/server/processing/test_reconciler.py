@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from paygate_server.simulator.testing import TestCards, start_simulator
 from paygate_server.storage.port import Attempt, ExistingKey, NewAttempt, NewRefund
 from paygate_server.storage.schema import change_log, reconcile_queue, transactions
 from tests.server.checkout.helpers import tokenize, vault_row
-from tests.server.processing.scripted import ScriptedProcessor
+from tests.server.processing.scripted import ScriptedProcessor, process_body, scripted
 from tests.support.app import InProcessGateway, running_gateway
 from tests.support.app import test_settings as settings_for
 from tests.support.clock import FakeClock, fake_clock
@@ -195,24 +196,57 @@ async def test_settlement_mismatches(gw: InProcessGateway) -> None:
     gw.gateway.processing = ProcessingService(gw.gateway, processor)  # type: ignore[arg-type]
     shop = await gw.new_merchant()
     refs = {}
-    for amount in (100, 200, 300):
+    for amount in (100, 200, 300, 400, 500):
+        # 400 is declined here (our record: failed) yet settled by the processor.
+        processor.charge_outcome = ChargeOutcome.DECLINED if amount == 400 else ChargeOutcome.APPROVED
         pid = (await shop.create_intent(amount=amount))["paymentIntentId"]
         jwe = paygate.encrypt_card(gw.gateway.card_keys.jwks(), number="4242424242424242",
                                    exp_month=12, exp_year=2034, cvc="123")
         r = await shop.post("/api/v1/payment/process", {"paymentIntentId": pid, "paymentMethod": "card",
                                                         "paymentDetails": {"encryptedCard": jwe}})
-        assert r.json()["status"] == "succeeded"
+        assert r.json()["status"] == ("failed" if amount == 400 else "succeeded"), r.text
         async with gw.gateway.db.read() as conn:
             refs[amount] = (await conn.execute(select(transactions.c.reference).where(transactions.c.intent_id == pid))).scalar_one()
     record = lambda ref, amount: SettlementRecord("charge", ref, None, None, amount, "USD")  # noqa: E731
-    processor.settled = [record(refs[100], 100), record(refs[200], 250), record("ref_unknown0000000000", 999)]
+    processor.settled = [record(refs[100], 100), record(refs[200], 250), record("ref_unknown0000000000", 999),
+                         record(refs[400], 400), SettlementRecord("charge", refs[500], None, None, 500, "EUR")]
     mismatches, counts = await reconcile_settlement(gw.gateway.payments, processor, dt.datetime.now(dt.UTC).date())  # type: ignore[arg-type]
     problems = {(m.problem, m.reference) for m in mismatches}
+    # SPEC §7: every mismatch — missing on either side, amount or status differs.
     assert ("amount_differs", refs[200]) in problems
     assert ("missing_in_gateway", "ref_unknown0000000000") in problems
     assert ("missing_at_processor", refs[300]) in problems
+    assert ("status_differs", refs[400]) in problems
+    assert ("amount_differs", refs[500]) in problems  # the currency is part of the amount
     assert not any(m.reference == refs[100] for m in mismatches)
-    assert counts["processorRecords"] == 3
+    assert counts["processorRecords"] == 5
+
+
+async def test_a_settlement_report_of_more_records_than_a_statement_binds(lone_gw: InProcessGateway) -> None:
+    """A busy day's report (more references than one statement may bind: asyncpg takes at
+    most 32,767 parameters) is compared whole: once an InterfaceError on PostgreSQL. On a
+    database of its own: every success of the day at the processor is compared."""
+    gw = lone_gw
+    processor = scripted(gw)
+    shop = await gw.new_merchant()
+    ours = []
+    for amount in (100, 200):
+        pid = (await shop.create_intent(amount=amount))["paymentIntentId"]
+        assert (await shop.post("/api/v1/payment/process", process_body(gw, pid))).json()["status"] == "succeeded"
+        async with gw.gateway.db.read() as conn:
+            ours.append((await conn.execute(select(transactions.c.reference)
+                                            .where(transactions.c.intent_id == pid))).scalar_one())
+    strangers = [f"ref_busyday{i:014d}" for i in range(40_000)]
+    # Ours come last, past every slice but the final one; the second with another amount.
+    processor.settled = [*(SettlementRecord("charge", ref, None, None, 999, "USD") for ref in strangers),
+                         SettlementRecord("charge", ours[0], None, None, 100, "USD"),
+                         SettlementRecord("charge", ours[1], None, None, 250, "USD")]
+    mismatches, counts = await reconcile_settlement(gw.gateway.payments, processor,  # type: ignore[arg-type]
+                                                    dt.datetime.now(dt.UTC).date(), processor.name)
+    assert counts["processorRecords"] == 40_002
+    problems = Counter(m.problem for m in mismatches)
+    assert problems == {"missing_in_gateway": 40_000, "amount_differs": 1}
+    assert [m.reference for m in mismatches if m.problem == "amount_differs"] == [ours[1]]
 
 
 def test_reconcile_cli_lists_and_settlement_exit_code(fresh_database_url: str, tmp_path: Any) -> None:
@@ -569,6 +603,29 @@ async def test_holds_past_the_ttl_are_voided_by_the_reconciler(gw: InProcessGate
     assert (got["status"], got["cancellationReason"], got["amountCapturable"]) == ("canceled", "expired", 0)
     await reconcilers[0].run_once()
     assert len(voids_of_this_hold()) == 1
+
+
+async def test_by_default_a_hold_is_kept_seven_days_and_voided_after(
+        clocked: tuple[InProcessGateway, FakeClock]) -> None:
+    """SPEC §4: PAYGATE_AUTHORIZATION_TTL_S defaults to 7 days. A second before, the hold
+    stands; a second after, the reconciler voids it and the intent ends canceled, expired."""
+    gw, clock = clocked
+    processor = ScriptedProcessor(charge_outcome=ChargeOutcome.APPROVED)
+    shop, pid = await _held(gw, processor)
+
+    async def a_pass() -> None:  # a new reconciler: one looks for expired holds once per sweep interval
+        await Reconciler(gw.gateway.payments, processor, gw.gateway.settings).run_once()  # type: ignore[arg-type]
+
+    week_s = 7 * 24 * 3600
+    clock.set_elapsed(week_s - 1)
+    await a_pass()
+    assert [s for s in processor.sent if s[0] == "void"] == []
+    assert (await shop.get(f"/api/v1/payment/intent/{pid}")).json()["status"] == "requires_capture"
+    clock.set_elapsed(week_s + 1)
+    await a_pass()
+    assert len([s for s in processor.sent if s[0] == "void"]) == 1
+    got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (got["status"], got["cancellationReason"], got["amountCapturable"]) == ("canceled", "expired", 0)
 
 
 # --- A processor that cannot be asked (Adyen): sent again within its keys' lifetime --------

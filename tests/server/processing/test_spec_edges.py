@@ -2,16 +2,19 @@
 ``409 idempotency_request_in_progress`` while a request under the key is at the processor,
 a ``429`` that keeps its ``Retry-After`` on a retry under its key, capture's
 ``1 <= amount <= amountCapturable`` at the upper bound, refund ``reason`` at 0, 200 and
-201 characters; the status stream ending at ``requires_capture``."""
+201 characters; the status stream ending at ``requires_capture``; SPEC §7's attempt
+committed ``pending`` with its reference before the processor is called."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import itertools
 import json
+import re
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from paygate_server.processing.connectors import (
     ChargeOutcome,
@@ -21,6 +24,7 @@ from paygate_server.processing.connectors import (
     RefundResult,
 )
 from paygate_server.processing.service import MAX_FAILED_ATTEMPTS
+from paygate_server.storage.schema import payment_intents, transactions
 from tests.server.processing.scripted import ScriptedProcessor, process_body, scripted
 from tests.support.app import InProcessGateway
 from tests.support.eventually import eventually
@@ -227,3 +231,120 @@ async def test_a_capture_refused_with_nothing_changed_returns_to_requires_captur
     r = await shop.post(CAPTURE, {"paymentIntentId": pid})
     assert (r.json()["status"], r.json()["amountReceived"], r.json()["lastError"]) == ("succeeded", 5000, None)
     assert processor.calls["capture"] == 2
+
+
+async def test_the_attempt_is_committed_pending_with_its_reference_before_the_processor_is_called(
+        gw: InProcessGateway, processor: ScriptedProcessor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §7: before calling the processor the gateway commits the attempt (``txn_…``,
+    ``pending``, with its reference), and the call carries that reference; a new card is a
+    new attempt with a new reference. Read from another connection while the processor
+    holds the call: only what is committed is seen."""
+    shop = await gw.new_merchant()
+    pid = (await shop.create_intent(amount=1234))["paymentIntentId"]
+    seen: list[tuple[str, Any, Any]] = []
+    answer = processor.charge
+
+    async def looking(request: ChargeRequest) -> ChargeResult:
+        async with gw.gateway.db.read() as conn:
+            attempt = (await conn.execute(select(transactions.c.id, transactions.c.status, transactions.c.intent_id)
+                                          .where(transactions.c.reference == request.reference))).one_or_none()
+            intent = (await conn.execute(select(payment_intents.c.status)
+                                         .where(payment_intents.c.id == pid))).scalar_one()
+        seen.append((request.reference, attempt, intent))
+        return await answer(request)
+
+    monkeypatch.setattr(processor, "charge", looking)
+    processor.charge_outcome = ChargeOutcome.DECLINED
+    assert (await shop.post(PROCESS, process_body(gw, pid))).json()["status"] == "failed"
+    processor.charge_outcome = ChargeOutcome.APPROVED
+    assert (await shop.post(PROCESS, process_body(gw, pid))).json()["status"] == "succeeded"
+    assert len(seen) == 2 and seen[0][0] != seen[1][0]  # the second card: a new attempt, a new reference
+    for _reference, attempt, intent in seen:
+        assert attempt is not None and attempt.id.startswith("txn_")
+        assert (attempt.status, attempt.intent_id, intent) == ("pending", pid, "in_progress")
+
+
+async def test_failed_is_not_where_a_wait_or_a_stream_stops(gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    """SPEC §4: ``failed`` is not final (the intent may be processed again with another
+    card): a long-poll on a failed intent holds until the next change, and the status
+    stream goes on past ``failed`` to end at ``succeeded``."""
+    shop = await gw.new_merchant()
+    processor.charge_outcome = ChargeOutcome.DECLINED
+    failed = await _processed(gw, shop)
+    pid = failed["paymentIntentId"]
+    assert failed["status"] == "failed"
+    poll = asyncio.create_task(shop.get(f"/api/v1/payment/status?paymentIntentId={pid}&wait=30"))
+    stream = asyncio.create_task(shop.get(f"/api/v1/payment/status/stream?paymentIntentId={pid}"))
+    await eventually(lambda: gw.gateway.notifier.waiter_count >= 2, interval=0.005, what="both to wait")
+    assert not poll.done() and not stream.done()  # the in-process transport answers a stream once it ended
+    processor.charge_outcome = ChargeOutcome.APPROVED
+    r = await shop.post(PROCESS, process_body(gw, pid))
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    assert (await asyncio.wait_for(poll, 10)).json()["status"] in {"in_progress", "succeeded"}
+    statuses = _sse_statuses((await asyncio.wait_for(stream, 10)).text)
+    assert statuses[0] == "failed" and statuses[-1] == "succeeded", statuses
+
+
+_CAMEL = re.compile(r"[a-z][a-zA-Z0-9]*")
+
+
+def _names(value: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every object key in an answer, with where it is; the merchant's own free-form JSON
+    (``metadata``, ``productDetails``) is theirs to name."""
+    if isinstance(value, list):
+        return [n for item in value for n in _names(item, where + "[]")]
+    if not isinstance(value, dict):
+        return []
+    return [(where, key) for key in value] + [
+        n for key, item in value.items() if key not in ("metadata", "productDetails") for n in _names(item, f"{where}.{key}")]
+
+
+# SPEC §2: opaque, random (at least 128 bits: 26 base32 letters), prefixed identifiers.
+_ID = re.compile(r"(mer|pi|txn|re|tok|evt|we)_[a-z2-7]{26,}")
+
+
+def _ids(value: Any) -> list[tuple[str, str]]:
+    """Every ``…Id`` field's (name, value) in an answer but the request's own (``requestId``)."""
+    if isinstance(value, list):
+        return [i for item in value for i in _ids(item)]
+    if not isinstance(value, dict):
+        return []
+    return [(k, v) for k, v in value.items() if k.endswith("Id") and k != "requestId" and v is not None] + [
+        i for k, item in value.items() if k not in ("metadata", "productDetails") for i in _ids(item)]
+
+
+async def test_every_field_name_on_the_wire_is_camel_case_and_every_id_random(gw: InProcessGateway, processor: ScriptedProcessor) -> None:
+    """SPEC §2: field names are camelCase — in every answer of a whole payment's life: the
+    intents (automatic, manual; declined, captured, voided), a refund, the status, the list,
+    the history with its attempts and refunds, webhook endpoints and errors; and every
+    identifier in them is prefixed and carries at least 128 random bits."""
+    shop = await gw.new_merchant()
+    answers: list[Any] = []
+    processor.charge_outcome = ChargeOutcome.DECLINED
+    answers.append(declined := await _processed(gw, shop, metadata={"order_id": "1"}, productDetails={"Any Name": 1}))
+    processor.charge_outcome = ChargeOutcome.APPROVED
+    pid = declined["paymentIntentId"]
+    answers.append((await shop.post(PROCESS, process_body(gw, pid))).json())
+    answers.append((await shop.post(REFUND, {"paymentIntentId": pid, "amount": 100, "reason": "r"})).json())
+    held = await _processed(gw, shop, captureMethod="manual")
+    answers += [held, (await shop.post(CAPTURE, {"paymentIntentId": held["paymentIntentId"], "amount": 10})).json()]
+    voided = await _processed(gw, shop, captureMethod="manual")
+    answers.append((await shop.post("/api/v1/payment/cancel", {"paymentIntentId": voided["paymentIntentId"]})).json())
+    for target in (f"/api/v1/payment/status?paymentIntentId={pid}", "/api/v1/payment/intents?limit=100",
+                   f"/api/v1/payment/intent/{pid}", f"/api/v1/payment/intent/{pid}/history",
+                   f"/api/v1/payment/intent/{held['paymentIntentId']}/history", "/api/v1/payment/intent/pi_nothing"):
+        answers.append((await shop.get(target)).json())
+    answers.append((await shop.post("/api/v1/webhooks", {"url": "http://93.184.216.34/hook"})).json())
+    answers.append((await shop.get("/api/v1/webhooks")).json())
+    answers.append((await shop.post(REFUND, {"paymentIntentId": pid, "amount": 0})).json())
+    names = [n for answer in answers for n in _names(answer)]
+    kinds = {e["data"].get("kind") for a in answers if isinstance(a.get("data"), list)
+             for e in a["data"] if isinstance(e.get("data"), dict)}
+    assert {"charge", "authorization", "capture"} <= kinds  # the history's attempts were walked
+    assert len(names) > 200 and [n for n in names if not _CAMEL.fullmatch(n[1])] == []
+    # SPEC §4: clientSecret is returned by create (none of these) and to the checkout only.
+    assert [n for n in names if n[1] == "clientSecret"] == []
+    ids = [i for answer in answers for i in _ids(answer)]
+    assert {"merchantId", "paymentIntentId", "attemptId", "refundId", "objectId", "webhookEndpointId"} <= \
+        {name for name, _ in ids}
+    assert [i for i in ids if not (isinstance(i[1], str) and _ID.fullmatch(i[1]))] == []

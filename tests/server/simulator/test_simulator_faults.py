@@ -233,19 +233,23 @@ async def test_drop_response_rate_records_captures_voids_refunds_then_drops(
     assert (await sim.get(f"/v1/charges/{captured['reference']}")).json()["amountCaptured"] == 400
 
 
-async def test_timeout_rate_records_captures_and_voids_then_answers_late(
+async def test_timeout_rate_records_captures_voids_and_refunds_then_answers_late(
     sim: httpx.AsyncClient, slow_card_delay_s: float
 ) -> None:
+    # SPEC §7: the faults apply to every operation (charges, captures, voids, refunds).
     captured = await _authorized(sim)
     voided = await _authorized(sim)
+    charge = (await sim.post("/v1/charges", json=charge_payload(TestCards.VISA))).json()
     await _set_faults(sim, timeoutRate=1.0)
-    ops = [_operations(captured["reference"])[0], _operations(voided["reference"])[1]]
+    ops = [_operations(captured["reference"])[0], _operations(voided["reference"])[1],
+           _operations(charge["reference"])[2]]
     for path, payload in ops:
         with pytest.raises(httpx.ReadTimeout):
             await sim.post(f"/v1/{path}", json=payload,
                            timeout=httpx.Timeout(5.0, read=slow_card_delay_s / 4))
     assert (await sim.get(f"/v1/captures/{ops[0][1]['reference']}")).json()["status"] == "captured"
     assert (await sim.get(f"/v1/voids/{ops[1][1]['reference']}")).json()["status"] == "voided"
+    assert (await sim.get(f"/v1/refunds/{ops[2][1]['reference']}")).json()["status"] == "succeeded"
 
 
 async def test_latency_applies_to_captures_voids_and_refunds(sim: httpx.AsyncClient) -> None:

@@ -180,3 +180,16 @@ async def test_a_statement_is_known_by_its_first_word_whatever_comment_leads(con
     await connection.execute(insert, {"id": "mer_alone"})
     assert await connection.execute_fetchall("SELECT id, name FROM merchants ORDER BY id") == [
         ("mer_alone", "worker"), ("mer_locked", "loop")]
+
+
+async def test_a_trace_callback_sees_every_statement_until_it_is_removed(connection: LoopConnection) -> None:
+    """As aiosqlite's ``set_trace_callback``, which docs/perf/count.py counts statements with."""
+    traced: list[str] = []
+    await connection.set_trace_callback(traced.append)
+    await connection.execute("BEGIN IMMEDIATE")
+    await connection.execute("INSERT INTO merchants (id, name, created_at) VALUES ('mer_t', 'traced', 1)")
+    await connection.execute("COMMIT")
+    await connection.set_trace_callback(None)
+    await connection.execute_fetchall("SELECT id FROM merchants")
+    assert traced == ["BEGIN IMMEDIATE", "INSERT INTO merchants (id, name, created_at) VALUES ('mer_t', 'traced', 1)",
+                      "COMMIT"]

@@ -3,8 +3,10 @@ receiver on loopback; every delivery is verified with the third-party ``standard
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -84,7 +86,7 @@ async def test_deliveries_verify_with_standardwebhooks(live: InProcessGateway) -
         assert payloads[0]["data"] == expected
         assert payloads[1]["data"]["status"] == "canceled" and "clientSecret" not in payloads[1]["data"]
         ids = [r.webhook_id for r in everything.requests]
-        assert all(i.startswith("evt_") for i in ids) and len(set(ids)) == 2
+        assert all(re.fullmatch(r"evt_[a-z2-7]{26,}", i) for i in ids) and len(set(ids)) == 2  # ≥ 128 bits
         request = everything.requests[0]
         assert request.method == "POST" and request.headers["content-type"] == "application/json"
         assert request.headers["webhook-signature"].startswith("v1,")
@@ -137,6 +139,28 @@ async def test_a_receiver_failing_for_a_while_gets_every_event_with_the_same_id(
         await eventually(rows, until=lambda rs: {r.status for r in rs} == {"delivered"},  # recorded just after the 200
                          what="every delivery recorded as delivered")
         assert sum(r.attempts for r in await rows()) == 9
+
+
+async def test_any_2xx_is_delivered_and_nothing_else_is(live: InProcessGateway) -> None:
+    """SPEC §6: "any 2xx within 15 s is delivered", not only 200; a 300 (a 3xx with no
+    Location to not follow) is retried like any other failure, then marked failed."""
+    shop = await live.new_merchant()
+    codes = (201, 202, 204, 299, 300)
+
+    def answering(code: int) -> Callable[[Received], Any]:
+        async def answer(_: Received) -> tuple[int, dict[str, str]]:
+            return code, {}
+        return answer
+
+    async with contextlib.AsyncExitStack() as stack:
+        receivers = [await stack.enter_async_context(Receiver(answering(code))) for code in codes]
+        hooks = [await endpoint(shop, r.url(), events=["payment_intent.created"]) for r in receivers]
+        await shop.create_intent()
+        rows = {code: await eventually(lambda h=hook, s=status: deliveries(live, h["webhookEndpointId"], s),
+                                       what=f"the delivery to the endpoint answering {code} {status}")
+                for code, hook, status in zip(codes, hooks, ["delivered"] * 4 + ["failed"], strict=True)}
+    assert {code: (row.attempts, row.last_status_code) for code, [row] in rows.items()} == {
+        201: (1, 201), 202: (1, 202), 204: (1, 204), 299: (1, 299), 300: (5, 300)}
 
 
 async def test_410_disables_the_endpoint(live: InProcessGateway) -> None:
