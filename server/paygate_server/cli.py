@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from paygate_server.cards.pan import contains_card_number
-from paygate_server.cli_parser import HIDDEN, Parser, port_number, whole_number
+from paygate_server.cli_parser import HIDDEN, Parser, file_descriptor, port_number, whole_number
 from paygate_server.config import Settings
 from paygate_server.logs import redact_url
 from paygate_server.private_files import private_dir, use_private_umask
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # (tests/server/test_startup_imports.py).
 
 __all__ = ["main", "CommandError", "CLI_EXTENSIONS", "emit", "open_database", "run_with_db", "require_merchant",
-           "port_taken", "check_port_free", "run_uvicorn", "check_sessions"]
+           "port_taken", "check_port_free", "run_uvicorn", "check_sessions", "read_text_file"]
 
 
 class CommandError(Exception):
@@ -59,6 +59,33 @@ def _emit_pair(args: argparse.Namespace, pair: KeyPair, heading: str = "") -> No
 def _configured(settings: Settings) -> str:
     """The variable that chose the database (what to fix when it is wrong)."""
     return "PAYGATE_DATABASE_URL" if settings.database_url else "PAYGATE_DATA_DIR"
+
+
+def read_text_file(file: str, *, limit: int, what: str, prefix: str = "") -> str:
+    """The UTF-8 text of ``file`` (``-``: standard input), read no further than ``limit``
+    bytes: a mistaken ``/dev/zero``, a FIFO or a log file is refused, not read whole into
+    memory (``--credential key=@/dev/zero`` once read until memory ran out). Every refusal
+    is a :class:`CommandError` (``prefix`` first) saying which file and why, never its text."""
+    where = "standard input" if file == "-" else file
+    try:
+        if file == "-":
+            text = sys.stdin.read(limit + 1)
+            size = len(text.encode("utf-8", "surrogateescape"))
+        else:
+            with open(file, "rb") as stream:
+                data = stream.read(limit + 1)
+            size, text = len(data), data.decode("utf-8")
+    except FileNotFoundError:
+        raise CommandError(f"{prefix}no file {file}") from None
+    except IsADirectoryError:
+        raise CommandError(f"{prefix}{file} is a folder, not {what}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{prefix}{where} is not UTF-8 text") from None
+    except OSError as exc:
+        raise CommandError(f"{prefix}cannot read {where} ({exc.strerror or type(exc).__name__})") from None
+    if size > limit:
+        raise CommandError(f"{prefix}{where} is larger than {limit // 1024} KiB: not {what}")
+    return text
 
 
 def _check_data_files(settings: Settings, *, create: bool) -> None:
@@ -259,12 +286,17 @@ def run_uvicorn(args: argparse.Namespace, settings: Settings, *, app: str, start
     from paygate_server.http.protocol import CoalescingHttpToolsProtocol
     from paygate_server.logs import STARTUP_LOGGER, logging_config
     from paygate_server.master_key import database_master_key
+    from paygate_server.processing.connectors import connector_for_url
 
     log_config = logging_config(args.log_level)  # a wrong PAYGATE_LOG_FORMAT is said first
 
     async def checks(db: Database) -> None:
         # Up front, in one line each (in the app's start-up, a traceback from every worker).
         await database_master_key(settings, db)
+        try:  # (Settings checked the URL's form; this, that its scheme names a connector)
+            connector_for_url(settings.processor_url)
+        except ValueError as exc:
+            raise CommandError(f"PAYGATE_PROCESSOR_URL: {exc}") from None
         if session_work:
             await check_sessions(settings, db)
         if also_check is not None:
@@ -378,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=8080)
     p.add_argument("--workers", type=whole_number(1, 256), default=1)
-    p.add_argument("--fd", type=int, help="serve on this inherited listening socket")
+    p.add_argument("--fd", type=file_descriptor, help="serve on this inherited listening socket")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_serve)
 

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
-__all__ = ["DAY_S", "Parser", "SECRET_OPTIONS", "HIDDEN", "port_number", "scrub", "seconds", "whole_number"]
+__all__ = ["DAY_S", "Parser", "SECRET_OPTIONS", "HIDDEN", "file_descriptor", "port_number", "scrub", "seconds",
+           "whole_number"]
 
 #: Options whose value is a secret (SPEC §7: ``--credential NAME=VALUE``; §10: the bench's
 #: ``--metrics-token``).
@@ -142,6 +143,16 @@ def whole_number(minimum: int, maximum: int) -> Callable[[str], int]:
         return int(text)
     parse.__name__ = "whole number"  # argparse names the type in some refusals
     return parse
+
+
+def file_descriptor(text: str) -> int:
+    """An argparse ``type`` for ``--fd`` (an inherited listening socket): 0 to the largest
+    C int, refused at parse time (``--fd 99999999999999999999`` reached ``os.dup`` and was
+    an OverflowError traceback, after the database checks had run)."""
+    return _FD(text)
+
+
+_FD = whole_number(0, 2**31 - 1)
 
 
 DAY_S = 86_400.0  # the longest wait or run an option takes: anything longer is a typo

@@ -13,9 +13,9 @@ import calendar
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 
-__all__ = ["now_us", "set_source", "to_rfc3339", "parse_rfc3339_seconds"]
+__all__ = ["now_us", "set_source", "to_rfc3339", "parse_rfc3339_seconds", "parse_day"]
 
 _US = 1_000_000
 
@@ -63,3 +63,19 @@ def parse_rfc3339_seconds(value: str) -> int | None:
     except ValueError:
         return None
     return calendar.timegm(fields)
+
+
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_day(text: str) -> date | None:
+    """A day typed as ``YYYY-MM-DD`` in ASCII digits (`paygate reconcile settlement --date`,
+    the console's settlement and search forms), None for anything else. ``date.fromisoformat``
+    alone also takes ``20260131``, ``2026-W05-6`` and ``2026-031``, so a typo could reconcile
+    another day than the one meant."""
+    if not _DAY.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from paygate_server.cards.keys import DEFAULT_KEY_BITS
+from paygate_server.cards.keys import DEFAULT_KEY_BITS, MIN_KEY_BITS
 from paygate_server.storage.urls import database_url_problem, session_url_problem
 
 __all__ = ["Settings"]
@@ -179,6 +181,14 @@ class Settings:
                     raise ValueError(f"{variable}: must be more than 0")
                 if f.name in _AT_LEAST and values[f.name] < _AT_LEAST[f.name][0]:
                     raise ValueError(f"{variable}: must be at least {_AT_LEAST[f.name][0]} ({_AT_LEAST[f.name][1]})")
+                if (problem := _past_its_maximum(f.name, values[f.name])) is not None:
+                    raise ValueError(f"{variable}: {problem}")
+        for name, (variable, schemes, example) in _URLS.items():
+            if values.get(name) and (problem := _url_problem(values[name], schemes)):
+                raise ValueError(f"{variable}: {problem}: write one like {example}")
+        for name, (variable, pattern, rule) in _NAMES.items():
+            if values.get(name) and not pattern.fullmatch(values[name]):
+                raise ValueError(f"{variable}: {rule}")
         if values.get("database_url") and (problem := database_url_problem(values["database_url"])):
             raise ValueError(f"PAYGATE_DATABASE_URL: {problem}")
         if values.get("database_session_url") and (problem := session_url_problem(
@@ -215,7 +225,86 @@ _AT_LEAST: dict[str, tuple[int, str]] = {
 }
 
 
+# The URLs read by a part that starts later — the processor's connector and the broker's
+# client in `paygate serve`'s start-up (a traceback from every worker), the relay's first
+# connection — checked here, so that each is one line naming its variable. The schemes: the
+# connectors' (processing/connectors: http(s) is the simulator's protocol, <name>+http(s)
+# or <name>:// a connector module's), NATS's, S3's.
+_URLS: dict[str, tuple[str, re.Pattern[str], str]] = {
+    "processor_url": ("PAYGATE_PROCESSOR_URL", re.compile(r"(?:[a-z][a-z0-9_]*\+)?https?|[a-z][a-z0-9_]*"),
+                      "http://127.0.0.1:8081"),
+    "broker_url": ("PAYGATE_BROKER_URL", re.compile(r"nats|tls"), "nats://127.0.0.1:4222"),
+    "archive_s3_endpoint": ("PAYGATE_ARCHIVE_S3_ENDPOINT", re.compile(r"https?"), "http://minio:9000"),
+}
+
+
+# Names that become part of a URL or a signature: the S3 bucket's host name (AWS's virtual
+# host), the region in every request's signing scope. Once, PAYGATE_ARCHIVE_S3_REGION=²
+# was httpx's InvalidURL as a traceback from `paygate audit verify` and the relay.
+_NAMES: dict[str, tuple[str, re.Pattern[str], str]] = {
+    "archive_s3_bucket": ("PAYGATE_ARCHIVE_S3_BUCKET", re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}"),
+                          "must be a bucket name: letters, digits, '.', '-' and '_'"),
+    "archive_s3_region": ("PAYGATE_ARCHIVE_S3_REGION", re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"),
+                          "must be a region name, like us-east-1"),
+}
+
+
+def _url_problem(url: str, schemes: re.Pattern[str]) -> str | None:
+    """Why ``url`` is no URL of one of ``schemes`` with a host (and a port that is a port),
+    in words that never repeat it (it may hold a password); None if it can be tried."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (ValueError for a port that is no number or past 65535)
+    except ValueError:
+        return "not a URL"
+    if not schemes.fullmatch(parts.scheme.lower()):
+        return "not a URL with a scheme paygate supports"
+    if not parts.hostname or not url.isprintable() or any(c.isspace() for c in url):
+        return "not a URL with a host"
+    return None
+
+
+# The largest number each setting takes. Past them a duration overflows what it is turned
+# into — microseconds in the database (PAYGATE_AUTHORIZATION_TTL_S=1e300 was an OverflowError
+# traceback in the background work, every sweep), a datetime, PostgreSQL's milliseconds —
+# and a count reaches SQL as a LIMIT SQLite cannot hold (PAYGATE_RELAY_BATCH_SIZE=10**29, the
+# same). Ten years of seconds and a million of anything are past every sane value: a typo.
+_MAX_SECONDS = 10 * 365 * 86_400
+_MAX_COUNT = 1_000_000
+_AT_MOST: dict[str, tuple[int, str]] = {
+    # idle_in_transaction_session_timeout is a 32-bit count of milliseconds: past it every
+    # connection was refused and `paygate serve` died with a 167-line traceback.
+    "db_idle_in_transaction_timeout_s": (2_147_483, "PostgreSQL's limit, about 24 days"),
+    # A larger RSA key takes minutes to make, at start-up on a new database.
+    "card_key_bits": (8192, "a multiple of 8 from 2048"),
+}
+
+
+def _past_its_maximum(name: str, value: object) -> str | None:
+    """Why ``value`` is too large (or, for the card key's size, not a size), else None."""
+    if name == "card_key_bits":
+        assert isinstance(value, int)
+        if not MIN_KEY_BITS <= value <= _AT_MOST[name][0] or value % 8:
+            return f"must be a multiple of 8 from {MIN_KEY_BITS} to {_AT_MOST[name][0]}"
+        return None
+    numbers = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
+        return None
+    top, why = _AT_MOST.get(name) or ((_MAX_SECONDS, "ten years") if name.endswith("_s") else (_MAX_COUNT, ""))
+    if any(n > top for n in numbers):
+        return f"must be at most {top:,}" + (f" ({why})" if why else "")
+    return None
+
+
+# A number as an operator types it: ASCII digits (float() and int() also take "٣" as 3,
+# "1_0" as 10 and " 7 " as 7), a decimal point and an exponent where the default is a float.
+_WHOLE = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _number(kind: type[int] | type[float], raw: str) -> int | float:
+    if not (_WHOLE if kind is int else _DECIMAL).fullmatch(raw) or len(raw) > 40:
+        raise ValueError(raw)
     value = kind(raw)
     if not 0 <= value < math.inf:  # also refuses nan
         raise ValueError(raw)

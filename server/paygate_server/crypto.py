@@ -63,7 +63,7 @@ class MasterKey:
             raise SealError("sealed value does not open under this key") from exc
 
 
-def _decode_key(text: str) -> bytes:
+def _decode_key(text: str, where: str = "PAYGATE_MASTER_KEY") -> bytes:
     text = text.strip()
     for decode in (bytes.fromhex, lambda t: base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))):
         try:
@@ -72,7 +72,19 @@ def _decode_key(text: str) -> bytes:
             continue
         if len(key) == 32:
             return key
-    raise ValueError("PAYGATE_MASTER_KEY must be 32 bytes, as 64 hex digits or base64url")
+    raise ValueError(f"{where} must be 32 bytes, as 64 hex digits or base64url")
+
+
+def _read_key_file(key_file: Path) -> bytes:
+    """The key in ``key_file``; a refusal names the file (once, a damaged file was refused
+    as "PAYGATE_MASTER_KEY must be …", a variable nobody had set, or as a UnicodeDecodeError
+    naming nothing)."""
+    where = f"the key file {key_file}"
+    try:
+        text = key_file.read_bytes()[:1024].decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError(f"{where} must be 32 bytes, as 64 hex digits or base64url") from None
+    return _decode_key(text, where)
 
 
 def load_master_key(configured: str | None, key_file: Path) -> MasterKey:
@@ -80,7 +92,7 @@ def load_master_key(configured: str | None, key_file: Path) -> MasterKey:
     if configured:
         return MasterKey(_decode_key(configured))
     if key_file.exists():
-        return MasterKey(_decode_key(key_file.read_text()))
+        return MasterKey(_read_key_file(key_file))
     private_dir(key_file.parent)
     key = os.urandom(32)
     # Write a private temp file, then hard-link it into place: the link either appears
@@ -94,7 +106,7 @@ def load_master_key(configured: str | None, key_file: Path) -> MasterKey:
     try:
         os.link(tmp, key_file)
     except FileExistsError:
-        return MasterKey(_decode_key(key_file.read_text()))
+        return MasterKey(_read_key_file(key_file))
     finally:
         tmp.unlink(missing_ok=True)
     return MasterKey(key)

@@ -55,6 +55,22 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _read_saved(path: Path, *keys: str) -> dict[str, Any] | None:
+    """What the demo saved in ``path``, None if there is nothing usable: no file, or one
+    that is not a JSON object with a string at each of ``keys`` (edited by hand, or left by
+    something else). Once, ``{}`` or ``[]`` there was a KeyError or TypeError traceback from
+    `paygate demo`, and text that is no JSON a line that named no file."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (ValueError, RecursionError):  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        return None
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(key), str) for key in keys):
+        return None
+    return {key: value for key, value in saved.items() if isinstance(value, str)}  # (the demo writes strings)
+
+
 def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, Any]:
     """The demo merchant, created on first run; its allowed origins are topped up when the
     storefront moves to another port. Returns the contents of ``demo-merchant.json``."""
@@ -69,7 +85,7 @@ def ensure_demo_merchant(settings: Settings, origins: list[str]) -> dict[str, An
     async def run() -> dict[str, Any]:
         async with open_database(settings, check=False) as db:
             await upgrade(db)
-            saved = json.loads(path.read_text()) if path.exists() else None
+            saved = _read_saved(path, "merchantId", "apiKey", "signingSecret")
             if saved is not None:
                 async with db.write() as conn:
                     if await get_merchant(conn, saved["merchantId"]) is not None:
@@ -97,7 +113,7 @@ def ensure_demo_operator(settings: Settings) -> dict[str, str]:
     async def run() -> dict[str, str]:
         async with open_database(settings) as db:
             accounts = Accounts(db)
-            saved = json.loads(path.read_text()) if path.exists() else None
+            saved = _read_saved(path, "email", "password")
             existing = await accounts.find(DEMO_OPERATOR)
             if saved is not None and existing is not None and existing.disabled_at is None:
                 return {"email": str(saved["email"]), "password": str(saved["password"])}

@@ -333,6 +333,36 @@ def test_a_port_out_of_range_is_refused_in_one_line(args: list[str], capsys: pyt
     assert "must be a port number from 0 to 65535" in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("args", [
+    ["serve", "--fd", "99999999999999999999"], ["console", "--fd", "99999999999999999999"],
+    ["serve", "--fd", "-1"], ["console", "--fd", "\u0663"],
+], ids=" ".join)
+def test_an_inherited_socket_number_out_of_range_is_refused_by_the_parser(args: list[str],
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: --fd took any int, and a 20-digit one reached os.dup after the database checks:
+    # an OverflowError traceback ("٣" was read as fd 3).
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "argument --fd: must be a whole number from 0 to 2147483647" in err, err
+
+
+@pytest.mark.parametrize("args", [["--port", "99999999999"], ["--port", "-5"], ["--fd", "99999999999999999999"]],
+                         ids=" ".join)
+def test_the_simulator_module_refuses_a_port_or_socket_number_out_of_range(args: list[str],
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: python -m paygate_server.simulator --port 99999999999 was bind()'s OverflowError
+    # traceback, --fd 99999999999999999999 socket()'s.
+    from paygate_server.simulator.__main__ import main as simulator_main
+
+    with pytest.raises(SystemExit) as exited:
+        simulator_main(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith(f"python -m paygate_server.simulator: error: argument {args[0]}: must be"), err
+
+
 @pytest.mark.parametrize("url", [
     "garbage", "mysql://ops:hunter2@db.example/paygate", "postgresql+psycopg2://ops:hunter2@127.0.0.1:1/x",
     "postgresql://ops:hunter2@[::1/x", "postgresql://ops:hunter2@db.example:notaport/x", "sqlite://",
@@ -395,6 +425,20 @@ def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[st
     # SPEC §3: keys are kept at least 24 h (once any number was taken: 60 pruned keys after a
     # minute, and a retry under one an hour later was a new request).
     ("PAYGATE_IDEMPOTENCY_TTL_S", "86399", "must be at least 86400 (idempotency keys are kept at least 24 h)"),
+    # Numbers as typed: float() and int() read "٣" as 3, "1_0" as 10, " 7 " as 7.
+    ("PAYGATE_DB_POOL_SIZE", "\u0663", "must be a whole number, 0 or more"),
+    ("PAYGATE_TOKEN_TTL_S", "1_0", "must be a number of 0 or more"),
+    ("PAYGATE_RELAY_BATCH_SIZE", " 7 ", "must be a whole number, 0 or more"),
+    # Too large to use: once taken, and then an OverflowError traceback in the background
+    # work (a hold's expiry as µs, a LIMIT SQLite cannot hold), PostgreSQL refusing every
+    # connection, or a start-up traceback making a checkout key of 3 bits.
+    ("PAYGATE_AUTHORIZATION_TTL_S", "1e300", "must be at most 315,360,000 (ten years)"),
+    ("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S", "5,1e12", "must be at most 315,360,000 (ten years)"),
+    ("PAYGATE_RELAY_BATCH_SIZE", "1" + "0" * 29, "must be at most 1,000,000"),
+    ("PAYGATE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", "1e7",
+     "must be at most 2,147,483 (PostgreSQL's limit, about 24 days)"),
+    ("PAYGATE_CARD_KEY_BITS", "3", "must be a multiple of 8 from 2048 to 8192"),
+    ("PAYGATE_CARD_KEY_BITS", "1" + "0" * 20, "must be a multiple of 8 from 2048 to 8192"),
 ])
 def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable: str, value: str, rule: str,
                                                                           tmp_path: Path) -> None:
@@ -402,6 +446,34 @@ def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable:
     # were taken (a hold voided at once, a TTL that overflows when turned into µs).
     r = paygate("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
     assert assert_one_line(r) == f"paygate: {variable}: {rule}"
+
+
+@pytest.mark.parametrize(("variable", "value", "problem"), [
+    ("PAYGATE_PROCESSOR_URL", "nan", "not a URL with a scheme paygate supports: write one like http://127.0.0.1:8081"),
+    ("PAYGATE_PROCESSOR_URL", "http://ops:hunter2@[::1", "not a URL: write one like http://127.0.0.1:8081"),
+    ("PAYGATE_PROCESSOR_URL", "http://sim.example:99999", "not a URL: write one like http://127.0.0.1:8081"),
+    ("PAYGATE_BROKER_URL", "nats://ops:hunter2@[::1", "not a URL: write one like nats://127.0.0.1:4222"),
+    ("PAYGATE_BROKER_URL", "http://127.0.0.1:4222",
+     "not a URL with a scheme paygate supports: write one like nats://127.0.0.1:4222"),
+    ("PAYGATE_ARCHIVE_S3_ENDPOINT", "http:///bucket", "not a URL with a host: write one like http://minio:9000"),
+])
+def test_a_url_variable_that_is_no_url_is_named(variable: str, value: str, problem: str, tmp_path: Path) -> None:
+    # Once: taken, then the gateway's (and the console's) start-up traceback from every worker
+    # (urlsplit's "Invalid IPv6 URL", "unsupported processor URL scheme ''"), and nats-py's
+    # traceback from `paygate relay`.
+    r = paygate("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
+    assert assert_one_line(r) == f"paygate: {variable}: {problem}"
+
+
+@pytest.mark.parametrize("command", ["serve", "console"])
+def test_a_processor_url_naming_no_connector_stops_the_server_in_one_line(database_url: str, tmp_path: Path,
+                                                                          command: str) -> None:
+    # Once: "no connector for processor URL scheme 'nosuch'" as a traceback from the app's
+    # start-up (uvicorn's exit status 3), after the start-up line had been logged.
+    r = paygate(command, "--port", "0", env={"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path),
+                                             "PAYGATE_MASTER_KEY": TEST_MASTER_KEY,
+                                             "PAYGATE_PROCESSOR_URL": "nosuch://processor.example"})
+    assert assert_one_line(r) == "paygate: PAYGATE_PROCESSOR_URL: no connector for processor URL scheme 'nosuch'"
 
 
 @pytest.mark.parametrize("limit", ["-1", "0", "99999999999999999999999", "10001", "x"])
@@ -484,3 +556,81 @@ def test_a_reader_that_stops_reading_gets_no_error(operator_env: str, capsys: py
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["operators", "list"]) == 1
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", [["simulator"], []], ids=["paygate simulator", "python -m paygate_server.simulator"])
+def test_a_simulator_seed_that_is_no_number_is_named(command: list[str], tmp_path: Path) -> None:
+    # Once: int()'s ValueError — a traceback from python -m paygate_server.simulator, and
+    # "invalid literal for int() with base 10: 'x'" (naming nothing) from paygate simulator.
+    module = "paygate_server" if command else "paygate_server.simulator"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    r = subprocess.run([sys.executable, "-m", module, *command, "--port", "0", "--store", str(tmp_path / "sim.db")],
+                       env={**base, "PAYGATE_SIMULATOR_SEED": "x", "PAYGATE_DATA_DIR": str(tmp_path)},
+                       capture_output=True, text=True, timeout=60)
+    prog = "paygate" if command else "python -m paygate_server.simulator"
+    assert r.returncode == 2 and r.stderr == f"{prog}: PAYGATE_SIMULATOR_SEED: must be a whole number, 0 or more\n", (
+        r.returncode, r.stderr)
+
+
+def test_relay_once_with_an_s3_archive_it_cannot_reach_is_one_line(fresh_database_url: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: httpx's ConnectError as a traceback (audit verify, reindex and the others
+    # already said "cannot read the archive"). A database of its own: the relay takes leases.
+    monkeypatch.setenv("PAYGATE_DATABASE_URL", fresh_database_url)
+    monkeypatch.setenv("PAYGATE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PAYGATE_MASTER_KEY", TEST_MASTER_KEY)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    for name, value in {"PAYGATE_ARCHIVE_S3_BUCKET": "b", "PAYGATE_ARCHIVE_S3_ACCESS_KEY": "a",
+                        "PAYGATE_ARCHIVE_S3_SECRET_KEY": "s",
+                        "PAYGATE_ARCHIVE_S3_ENDPOINT": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["relay", "--once", "--consumer", "archive"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.startswith("paygate: cannot reach the archive: "), out
+    assert len(out.err.splitlines()) == 1, out.err
+
+
+@pytest.mark.parametrize("content", [b"zz\n", b"\xff\xfe\x00", b""], ids=["text", "binary", "empty"])
+def test_a_damaged_key_file_is_named(content: bytes, database_url: str, tmp_path: Path) -> None:
+    # Once: "PAYGATE_MASTER_KEY must be 32 bytes, …" (a variable nobody had set) or, for
+    # bytes that are no text, "'utf-8' codec can't decode byte 0xff …", naming nothing.
+    (tmp_path / "master.key").write_bytes(content)
+    r = paygate("keys", "rotate-card-key", env={"PAYGATE_DATA_DIR": str(tmp_path),
+                                                "PAYGATE_DATABASE_URL": database_url})
+    assert assert_one_line(r) == (f"paygate: the key file {tmp_path / 'master.key'} must be 32 bytes, as 64 hex "
+                                  "digits or base64url")
+
+
+@pytest.mark.parametrize("typed", ["2026-W05-6", "20260131"])
+def test_reconcile_settlement_refuses_another_spelling_of_a_day(typed: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reconcile", "settlement", "--date", typed]) == 2
+    # Once: date.fromisoformat read both as 2026-01-31 (the second as an ISO week day).
+    assert capsys.readouterr().err == f"paygate: --date must be YYYY-MM-DD, not {typed!r}\n"
+
+
+@pytest.mark.parametrize(("variable", "value", "rule"), [
+    ("PAYGATE_ARCHIVE_S3_REGION", "\u00b2", "must be a region name, like us-east-1"),
+    ("PAYGATE_ARCHIVE_S3_BUCKET", "b/../x", "must be a bucket name: letters, digits, '.', '-' and '_'"),
+])
+def test_an_s3_name_that_cannot_be_in_a_url_is_named(variable: str, value: str, rule: str, tmp_path: Path) -> None:
+    # Once: httpx's InvalidURL ("Invalid IDNA hostname: 'b.s3.².amazonaws.com'") as a traceback
+    # from audit verify and the relay.
+    env = {"PAYGATE_ARCHIVE_S3_BUCKET": "b", "PAYGATE_ARCHIVE_S3_ACCESS_KEY": "a", "PAYGATE_ARCHIVE_S3_SECRET_KEY": "s",
+           "PAYGATE_DATA_DIR": str(tmp_path), variable: value}
+    assert assert_one_line(paygate("audit", "verify", env=env)) == f"paygate: {variable}: {rule}"
+
+
+def test_relay_once_with_a_broker_it_cannot_reach_is_one_line(fresh_database_url: str, tmp_path: Path) -> None:
+    # Once: nats-py's NoServersError as a traceback, after four logged tracebacks of its own
+    # (one per connection attempt).
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    r = paygate("relay", "--once", "--consumer", "broker",
+                env={"PAYGATE_DATABASE_URL": fresh_database_url, "PAYGATE_DATA_DIR": str(tmp_path),
+                     "PAYGATE_MASTER_KEY": TEST_MASTER_KEY, "PAYGATE_BROKER_URL": f"nats://127.0.0.1:{port}"})
+    assert assert_one_line(r) == ("paygate: cannot reach the broker (PAYGATE_BROKER_URL): nats: no servers available "
+                                  "for connection")

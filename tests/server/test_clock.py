@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
-from paygate_server.clock import parse_rfc3339_seconds, to_rfc3339
+from paygate_server.clock import parse_day, parse_rfc3339_seconds, to_rfc3339
 
 
 def test_rendering_and_parsing_agree_with_datetime() -> None:
@@ -27,3 +27,17 @@ def test_rendering_and_parsing_agree_with_datetime() -> None:
 ])
 def test_anything_but_strict_utc_seconds_is_refused(value: str) -> None:
     assert parse_rfc3339_seconds(value) is None
+
+
+@pytest.mark.parametrize("text", ["20260131", "2026-W05-6", "2026-031", "2026-1-31", " 2026-01-31",
+                                  "\u0662\u0660\u0662\u0666-01-31", "2026-02-30", "0000-01-01", ""])
+def test_parse_day_takes_only_yyyy_mm_dd(text: str) -> None:
+    # Once (reconcile settlement --date, the console's settlement form): date.fromisoformat,
+    # which read "20260131" as that day and "2026-W05-6" as 2026-01-31 too.
+    assert parse_day(text) is None
+
+
+def test_parse_day() -> None:
+    assert parse_day("2026-01-31") == date(2026, 1, 31)
+    assert parse_day("9999-12-31") == date.max
+

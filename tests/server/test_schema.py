@@ -281,3 +281,22 @@ async def test_0017_a_nonce_recorded_before_the_upgrade_is_still_refused_after_i
         assert await book.remember("pk_test_00000000", "expired-nonce-000", in_window)  # deleted, not rewritten
     finally:
         await db.dispose()
+
+
+
+
+async def test_upgrades_run_at_once_on_a_new_database_take_turns(unmigrated_url: str) -> None:
+    """Several hosts (or init containers) running `paygate db upgrade` together on a new
+    database: once, each read "no schema" and all but one ended in a traceback ("database is
+    locked" on SQLite, a duplicate key in PostgreSQL's catalog; in one process, as here,
+    PostgreSQL's runs waited on each other for good). Now one migrates and the others wait,
+    then find the schema current."""
+    head = head_revision()
+    dbs = [create_database(unmigrated_url) for _ in range(3)]
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(upgrade(db) for db in dbs), return_exceptions=True), 60)
+    finally:
+        for db in dbs:
+            await db.dispose()
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert sorted(results, key=str) == [(head, head), (head, head), (None, head)], results  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import uvicorn
 # Not the payment integration (that is the SDK alone): the HTTP server's limits on request
 # heads (size, count, time), shared by every paygate server and shipped in the same
 # `paygate` distribution as the SDK.
+from paygate_server.cli_parser import file_descriptor, port_number
 from paygate_server.headerguard import uvicorn_http_options
 from paygate_server.logs import STARTUP_LOGGER, logging_config, redact_url
 
@@ -23,10 +24,17 @@ from storefront.config import StorefrontConfig
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m storefront", description=__doc__, allow_abbrev=False)
     parser.add_argument("--host", default=os.environ.get("STOREFRONT_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("STOREFRONT_PORT", "8082")))
-    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited socket")
+    # Ports and socket numbers refused here (once: bind()'s or socket()'s OverflowError, and
+    # int()'s ValueError for STOREFRONT_PORT=x, each a traceback).
+    parser.add_argument("--port", type=port_number, default=None, help="default: STOREFRONT_PORT, else 8082")
+    parser.add_argument("--fd", type=file_descriptor, default=None, help="serve on this inherited socket")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
+    if args.port is None:
+        try:
+            args.port = port_number(os.environ.get("STOREFRONT_PORT") or "8082")
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"storefront: STOREFRONT_PORT: {exc}") from None
     config = StorefrontConfig.from_env()
     app = create_app(config)
     log_config = logging_config(args.log_level)

@@ -63,10 +63,15 @@ def ensure_loopback(url: str) -> tuple[str, int]:
     return host, port
 
 
+MAX_CREDENTIALS_BYTES = 16 * 1024 * 1024  # 10,000 merchants' credentials are ~2 MB
+
+
 def load_credentials(path: Path) -> list[dict[str, str]]:
     """One credentials object (``paygate merchants create --json``, or the demo's
     ``demo-merchant.json``) or a list of them, or one such object per line."""
-    text = path.read_text()
+    from paygate_server.cli import read_text_file
+
+    text = read_text_file(str(path), limit=MAX_CREDENTIALS_BYTES, what="a credentials file")
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError:

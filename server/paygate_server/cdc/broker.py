@@ -64,7 +64,7 @@ class NatsClient:
         from nats.js.errors import NotFoundError
 
         self._nc = await nats.connect(self.url, connect_timeout=5, max_reconnect_attempts=3,
-                                      allow_reconnect=True)
+                                      allow_reconnect=True, error_cb=_quiet)
         self._js = self._nc.jetstream()
         try:
             await self._js.stream_info(self.stream)
@@ -93,6 +93,12 @@ class NatsClient:
         nc, self._nc = self._nc, None
         if nc is not None:
             await nc.close()
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback. Its default logs every failed attempt with a traceback
+    (four of them before `paygate relay --once` could say "cannot reach the broker"); the
+    failure that matters is raised to the relay, which says it once."""
 
 
 def broker_client_for(url: str, *, stream: str, subject_prefix: str) -> BrokerClient:

@@ -62,6 +62,10 @@ async def _run_relay(args: argparse.Namespace, settings: Settings) -> dict[str, 
                 raise CommandError(str(exc)) from None
             except ArchiveProblem as exc:  # e.g. another relay archived the same segment meanwhile
                 raise CommandError(f"the archive: {exc}") from None
+            except _archive_errors() as exc:  # an S3 archive that cannot be reached (once a traceback)
+                raise CommandError(f"cannot reach the archive: {exc}") from None
+            except _broker_errors() as exc:  # nor a broker (nats-py's NoServersError, once a traceback)
+                raise CommandError(f"cannot reach the broker (PAYGATE_BROKER_URL): {exc}") from None
         await gateway.notifier.start()
         work = [relay.run_forever()]
         if gateway.has("webhook_dispatcher") and not args.no_dispatch:
@@ -102,6 +106,15 @@ async def _verify(args: argparse.Namespace, settings: Settings) -> Any:
             if not report.ok or report.pending == 0 or time.monotonic() >= deadline:
                 return report
             await asyncio.sleep(0.25)  # waiting for the relay to catch up, bounded by --wait
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    """What publishing to the broker raises when it cannot be reached (the `nats` extra)."""
+    try:
+        from nats.errors import Error
+    except ImportError:
+        return ()
+    return (Error,)
 
 
 def _archive_errors() -> tuple[type[BaseException], ...]:

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import CommandError, emit, run_uvicorn, run_with_db
-from paygate_server.cli_parser import port_number
+from paygate_server.cli_parser import file_descriptor, port_number
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.console.roles import ROLES, is_role
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 # imported by the commands that use them, not with this module: `paygate --help` imports it too.
 
 __all__ = ["add_commands"]
+
+
+_MAX_PASSWORD_LINE = 4096  # past check_password's longest, so a longer line is refused as too long
 
 
 def _has_terminal() -> bool:
@@ -43,7 +46,9 @@ def _read_password(from_stdin: bool) -> str:
     from paygate_server.console.accounts import AccountError, check_password
 
     if from_stdin:
-        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        # A line, but never more than a password can be: `--password-stdin < /dev/zero`
+        # (no newline, ever) once read until memory ran out.
+        password = sys.stdin.readline(_MAX_PASSWORD_LINE).removesuffix("\n").removesuffix("\r")
     else:
         if not _has_terminal():
             # getpass would fall back to standard input, print a warning and the prompt there,
@@ -119,7 +124,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("console", help="run the operator console (a web console on its own port)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=8083)
-    p.add_argument("--fd", type=int, help="serve on this inherited listening socket")
+    p.add_argument("--fd", type=file_descriptor, help="serve on this inherited listening socket")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=cmd_console)
 

@@ -126,8 +126,8 @@ def check_console_origin(configured: str | None) -> str | None:
         return None
     refused = ValueError(f"PAYGATE_CONSOLE_ORIGIN must be an origin like https://console.example.com, "
                          f"not {configured[:100]!r}")
-    parts = urlsplit(configured.strip())
-    try:
+    try:  # (urlsplit refuses "http://[::1" itself: once "paygate: Invalid IPv6 URL", naming nothing)
+        parts = urlsplit(configured.strip())
         port = parts.port
     except ValueError:
         raise refused from None

@@ -11,17 +11,16 @@ Every mismatch is reported, none is "fixed" here — a mismatch is for a person 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from paygate_server.clock import parse_day
 from paygate_server.processing.connectors import Connector, SettlementRecord
 from paygate_server.storage.port import PaymentStore
 
 __all__ = ["PROBLEMS", "DayNotYet", "Mismatch", "NotADay", "reconcile_settlement", "settlement_day"]
 
 _US = 1_000_000
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # The kinds of mismatch, in the order the console lists them.
 PROBLEMS = ("missing_in_gateway", "missing_at_processor", "status_differs", "amount_differs")
 
@@ -36,15 +35,11 @@ class DayNotYet(ValueError):
 
 def settlement_day(text: str, today: dt.date | None = None) -> dt.date:
     """The day a settlement comparison is asked for — the one rule of the console and of
-    ``paygate reconcile settlement``: ``YYYY-MM-DD`` (only that spelling: ``fromisoformat``
-    alone takes ``20260131`` and ``2026-W05-6`` too), today (UTC) or earlier. Each caller
-    words the refusal its own way."""
-    if not _DAY.fullmatch(text):
+    ``paygate reconcile settlement``: a day ``clock.parse_day`` reads (``YYYY-MM-DD`` only),
+    today (UTC) or earlier. Each caller words the refusal its own way."""
+    day = parse_day(text)
+    if day is None:
         raise NotADay(text)
-    try:
-        day = dt.date.fromisoformat(text)
-    except ValueError:
-        raise NotADay(text) from None
     if day > (today or dt.datetime.now(dt.UTC).date()):
         raise DayNotYet(text)
     return day

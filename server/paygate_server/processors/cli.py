@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from paygate_server.cli import CommandError, emit, run_with_db
+from paygate_server.cli import CommandError, emit, read_text_file, run_with_db
 from paygate_server.clock import to_rfc3339
 from paygate_server.config import Settings
 from paygate_server.processors.routing import rule_text
@@ -39,6 +37,8 @@ _MAX_SECRET_NAME = 32
 # A rules file: at most MAX_RULES small rules, a few KiB; read no further than this (a
 # mistaken --file /dev/zero or a log file must not be read whole into memory).
 MAX_RULES_FILE_BYTES = 1024 * 1024
+# A secret (an API key, a PEM): a few KiB at most.
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
 def _run(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
@@ -50,14 +50,7 @@ def _run(settings: Settings, fn: Callable[[Database], Awaitable[T]]) -> T:
 
 
 def _read_secret_file(option: str, name: str, file: str) -> str:
-    try:
-        text = Path(file).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CommandError(f"{option} {name}: no file {file}") from None
-    except UnicodeDecodeError:
-        raise CommandError(f"{option} {name}: {file} is not UTF-8 text") from None
-    except OSError as exc:
-        raise CommandError(f"{option} {name}: cannot read {file} ({exc.strerror or type(exc).__name__})") from None
+    text = read_text_file(file, limit=MAX_SECRET_FILE_BYTES, what="a secret", prefix=f"{option} {name}: ")
     return text.removesuffix("\n").removesuffix("\r")
 
 
@@ -142,24 +135,7 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> None:
 
 def _read_rules(file: str) -> Any:
     where = "standard input" if file == "-" else file
-    try:
-        if file == "-":
-            text = sys.stdin.read(MAX_RULES_FILE_BYTES + 1)
-            size = len(text)
-        else:
-            with Path(file).open("rb") as stream:
-                data = stream.read(MAX_RULES_FILE_BYTES + 1)
-            size, text = len(data), data.decode("utf-8")
-        if size > MAX_RULES_FILE_BYTES:
-            raise CommandError(f"{where} is larger than {MAX_RULES_FILE_BYTES // 1024} KiB: not a rules file")
-    except FileNotFoundError:
-        raise CommandError(f"no file {file}") from None
-    except IsADirectoryError:
-        raise CommandError(f"{file} is a folder, not a rules file") from None
-    except UnicodeDecodeError:
-        raise CommandError(f"{file} is not UTF-8 text") from None
-    except OSError as exc:
-        raise CommandError(f"cannot read {file} ({exc.strerror or type(exc).__name__})") from None
+    text = read_text_file(file, limit=MAX_RULES_FILE_BYTES, what="a rules file")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:  # its text names the place, never more of the document

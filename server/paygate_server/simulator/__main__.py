@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from paygate_server.cli_parser import seconds
+from paygate_server.cli_parser import file_descriptor, port_number, seconds
 
+from .app import SEED_ENV, seed_from_env
 from .server import DEFAULT_PORT, serve
 
 
@@ -16,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         description="paygate processor simulator (a card-network sandbox)",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT)
     parser.add_argument(
         "--store",
         default=None,
@@ -30,11 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed (else PAYGATE_SIMULATOR_SEED)")
     parser.add_argument(
-        "--fd", type=int, default=None, help="serve on this inherited listening socket"
+        "--fd", type=file_descriptor, default=None, help="serve on this inherited listening socket"
     )
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
+    if args.seed is None and os.environ.get(SEED_ENV):
+        try:
+            args.seed = seed_from_env(os.environ[SEED_ENV])
+        except ValueError as exc:
+            print(f"{parser.prog}: {exc}", file=sys.stderr)
+            return 2
     if args.fd is None:
         # As `paygate simulator` does: a port in use is one line, not uvicorn's startup log
         # followed by its bind error and exit status 3.

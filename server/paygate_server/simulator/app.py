@@ -50,7 +50,7 @@ from .protocol import (
 )
 from .store import ChargeDisposition, ChargeMode, ChargeRecord, RefundDisposition, Store
 
-__all__ = ["ConnectionDropped", "Simulator", "create_app", "install_log_filter"]
+__all__ = ["ConnectionDropped", "SEED_ENV", "Simulator", "create_app", "install_log_filter", "seed_from_env"]
 
 SEED_ENV = "PAYGATE_SIMULATOR_SEED"
 # How far one POST /v1/_clock may move the clock (ten years).
@@ -295,6 +295,14 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def seed_from_env(text: str) -> int:
+    """``PAYGATE_SIMULATOR_SEED``: ASCII digits (once, int()'s ValueError for "x" was a start-up
+    traceback from ``python -m paygate_server.simulator``; "٣" was read as 3)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 30):
+        raise ValueError(f"{SEED_ENV}: must be a whole number, 0 or more")
+    return int(text)
+
+
 def create_app(
     store_path: str | pathlib.Path,
     *,
@@ -306,7 +314,7 @@ def create_app(
     if slow_card_delay_s < 0:
         raise ValueError("slow_card_delay_s must be >= 0")
     if seed is None and os.environ.get(SEED_ENV):
-        seed = int(os.environ[SEED_ENV])
+        seed = seed_from_env(os.environ[SEED_ENV])
     rng = random.Random(seed)
     store = Store(store_path)
     simulator = Simulator(

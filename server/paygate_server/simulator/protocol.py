@@ -45,7 +45,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_AMOUNT = 99_999_999
 _REFERENCE_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _CARD_SEPARATORS = str.maketrans("", "", " -")
 # A settlement's totals per currency, in the order they are shown.
 _TOTALS = (
@@ -257,9 +257,14 @@ def parse_date(value: str | None) -> _dt.date:
     if not _DATE_RE.fullmatch(value):
         raise _invalid("date", "date must be YYYY-MM-DD")
     try:
-        return _dt.date.fromisoformat(value)
+        day = _dt.date.fromisoformat(value)
     except ValueError:
         raise _invalid("date", "date must be a valid calendar day") from None
+    if day == _dt.date.max:
+        # A report spans the day up to the next one's start, which this one has not (once
+        # an OverflowError, a 500).
+        raise _invalid("date", "date must be before 9999-12-31")
+    return day
 
 
 # --- response bodies ----------------------------------------------------------------------

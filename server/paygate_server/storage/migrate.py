@@ -6,6 +6,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 
 from paygate_server.storage.engine import Database
 from paygate_server.storage.schema_version import (
@@ -14,6 +15,7 @@ from paygate_server.storage.schema_version import (
     check_schema,
     current_revision,
     head_revision,
+    read_revision,
 )
 
 __all__ = ["alembic_config", "upgrade", "check_schema", "head_revision", "current_revision", "SchemaMismatch"]
@@ -25,19 +27,32 @@ def alembic_config() -> Config:
     return cfg
 
 
+# One migration at a time. Several hosts (or init containers) running `paygate db upgrade`
+# at once each read "no schema" and raced to create the same tables: all but one ended in a
+# traceback ("database is locked" on SQLite, a duplicate key in PostgreSQL's catalog). Now
+# each waits for the one before it (PostgreSQL: this transaction-scoped advisory lock;
+# SQLite: the write lock taken up front, waited for up to the busy timeout) and reads the
+# revision only then, so the others find the schema current.
+_MIGRATION_LOCK = 7_342_002  # (relay_leases' locks are class 7_342_001)
+
+
 async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate to ``revision``; returns (before, after)."""
-    before = await current_revision(db)
+    before: list[str | None] = []
 
     def run(sync_conn: Any) -> None:
+        if sync_conn.dialect.name == "postgresql":
+            sync_conn.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _MIGRATION_LOCK})
+        before.append(read_revision(sync_conn))
         cfg = alembic_config()
         cfg.attributes["connection"] = sync_conn
         command.upgrade(cfg, revision)
 
-    async with db.engine.begin() as conn:
+    engine = db.engine.execution_options(sqlite_begin="IMMEDIATE") if db.is_sqlite else db.engine
+    async with engine.begin() as conn:
         await conn.run_sync(run)
     await _sqlite_incremental_vacuum(db)
-    return before, await current_revision(db)
+    return before[0], await current_revision(db)
 
 
 async def _sqlite_incremental_vacuum(db: Database) -> None:

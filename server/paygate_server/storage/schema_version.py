@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from paygate_server.storage.engine import Database
 
 __all__ = ["SchemaMismatch", "check_schema", "current_revision", "head_revision", "known_revisions",
-           "VERSION_TABLE"]
+           "read_revision", "VERSION_TABLE"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"  # Alembic's default, which migrations/env.py keeps
@@ -61,7 +61,7 @@ def head_revision() -> str:
     return heads.pop()
 
 
-def _read_revision(sync_conn: Any) -> str | None:
+def read_revision(sync_conn: Any) -> str | None:
     # Alembic's own reading (MigrationContext.get_current_revision): no table, no revision.
     from sqlalchemy import inspect, text
 
@@ -76,7 +76,7 @@ def _read_revision(sync_conn: Any) -> str | None:
 
 async def current_revision(db: Database) -> str | None:
     async with db.raw_connection() as conn:
-        return await conn.run_sync(_read_revision)
+        return await conn.run_sync(read_revision)
 
 
 async def check_schema(db: Database) -> None:

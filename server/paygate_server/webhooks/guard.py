@@ -54,7 +54,10 @@ def parse_webhook_url(url: str) -> SplitResult:
     """Syntax only: ``http(s)://host[:port]/path[?query]``, no credentials, no fragment."""
     if len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url):
         raise ValueError(f"url must be at most {MAX_URL_LENGTH} characters, without spaces")
-    parts = urlsplit(url)
+    try:  # (urlsplit refuses "http://[::1" itself, once as "Invalid IPv6 URL", naming no field)
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError("url must be an http:// or https:// URL with a host") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("url must be an http:// or https:// URL with a host")
     if parts.username or parts.password or parts.fragment:

@@ -112,3 +112,16 @@ def test_bench_refuses_targets_off_this_machine(tmp_path: Path) -> None:
                     "--duration", "1", timeout=30)
     assert done.returncode == 2
     assert "loopback" in done.stderr
+
+
+def test_a_credentials_file_is_read_no_further_than_its_limit(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once: read whole, so --credentials /dev/zero read until memory ran out.
+    from paygate_server.bench import targets
+    from paygate_server.cli import CommandError
+
+    monkeypatch.setattr(targets, "MAX_CREDENTIALS_BYTES", 1024, raising=False)
+    padded = tmp_path / "creds.json"
+    padded.write_text('{"merchantId": "mer_x", "apiKey": "pk_test_x", "signingSecret": "sk_test_x"}' + " " * 2000)
+    with pytest.raises(CommandError, match=f"^{padded} is larger than 1 KiB: not a credentials file$"):
+        targets.load_credentials(padded)

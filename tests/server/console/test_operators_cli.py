@@ -119,6 +119,23 @@ def test_create_refusals(env: str, monkeypatch: pytest.MonkeyPatch, capsys: pyte
     _one_line_refusal(capsys, says)
 
 
+class _EndlessInput(io.TextIOBase):
+    """Standard input that never ends a line (``--password-stdin < /dev/zero``)."""
+
+    def readline(self, size: int | None = -1) -> str:
+        if size is None or size < 0:
+            raise AssertionError("a read without a bound never returns on this input")
+        return "0" * size
+
+
+def test_a_password_line_that_never_ends_is_refused(env: str, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: readline() with no bound, which on /dev/zero read until memory ran out.
+    monkeypatch.setattr("sys.stdin", _EndlessInput())
+    assert main(["operators", "create", "--email", new_email("zero"), "--role", "viewer", "--password-stdin"]) == 2
+    _one_line_refusal(capsys, "at most 1024 characters")
+
+
 def test_duplicate_and_unknown(env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     email = new_email("dup")
     for expected in (0, 2):
@@ -150,7 +167,8 @@ def test_console_refuses_a_missing_database(tmp_path: Path, monkeypatch: pytest.
 
 @pytest.mark.parametrize("origin", ["console.example.com", "https://console.example.com/path", "ftp://x.example",
                                     "https://user@console.example.com", "https://console.example.com:abc",
-                                    "https://:443", "https://console.example.com:99999"])
+                                    "https://:443", "https://console.example.com:99999",
+                                    "https://[::1"])  # (once "paygate: Invalid IPv6 URL", naming nothing)
 def test_console_refuses_a_malformed_origin(env: str, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str], origin: str) -> None:
     monkeypatch.setenv("PAYGATE_CONSOLE_ORIGIN", origin)

@@ -227,6 +227,11 @@ def test_unknown_merchant(paygate: Run, operator_env: str, tmp_path: Path, args:
      "simulator has no setting 'region' (settings: url)"),
     (["--kind", "simulator", "--setting", f"url={URL}", "--credential", "apiKey=k"],
      "simulator has no credential 'apiKey' (credentials: none)"),
+    # Once urlsplit's "Invalid IPv6 URL" and "Port out of range 0-65535", naming no setting.
+    (["--kind", "simulator", "--setting", "url=http://[::1"],
+     "the simulator connector needs an http(s)://host[:port][/path] URL"),
+    (["--kind", "simulator", "--setting", "url=http://sim.example:99999"],
+     "the simulator connector needs an http(s)://host[:port][/path] URL"),
     (["--kind", "simulator", "--setting", "url"], "--setting must be NAME=VALUE, not 'url'"),
     (["--kind", "simulator", "--setting", "=x"], "--setting must be NAME=VALUE, not '=x'"),
     (["--kind", "simulator", "--setting", f"url={URL}", "--setting", f"url={URL}"], "--setting url is given twice"),
@@ -237,6 +242,19 @@ def test_unknown_merchant(paygate: Run, operator_env: str, tmp_path: Path, args:
 ], ids=lambda v: " ".join(v[:4]) if isinstance(v, list) else None)
 def test_add_refusals(paygate: Run, merchant: str, extra: list[str], message: str) -> None:
     assert paygate.refused("processors", "add", "--merchant", merchant, "--name", "X", *extra) == message
+    assert paygate.json("processors", "list", "--merchant", merchant) == {"data": []}
+
+
+def test_a_secret_file_is_read_no_further_than_a_secret_can_be(paygate: Run, merchant: str, tmp_path: Path) -> None:
+    # Once: read whole, so --credential secretKey=@/dev/zero (or a FIFO) read until memory ran out.
+    big = tmp_path / "big.key"
+    big.write_text("k" * (64 * 1024 + 1))
+    assert paygate.refused("processors", "add", "--merchant", merchant, "--name", "X", "--kind", "stripe",
+                           "--credential", f"secretKey=@{big}") == (
+        f"--credential secretKey: {big} is larger than 64 KiB: not a secret")
+    assert paygate.refused("processors", "add", "--merchant", merchant, "--name", "X", "--kind", "stripe",
+                           "--credential", f"secretKey=@{tmp_path}") == (
+        f"--credential secretKey: {tmp_path} is a folder, not a secret")
     assert paygate.json("processors", "list", "--merchant", merchant) == {"data": []}
 
 

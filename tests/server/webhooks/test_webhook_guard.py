@@ -126,3 +126,11 @@ async def test_registration_refuses_literals(gw: InProcessGateway) -> None:
         r = await shop.post(HOOKS, {"url": url})
         assert r.status_code == 400, (url, r.text)
         assert r.json()["error"]["param"] == "url", url
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://[fe80::1/hook", "https://]x[/"])
+def test_a_url_urlsplit_refuses_is_refused_naming_the_field(url: str) -> None:
+    # Once urlsplit's own "Invalid IPv6 URL" (the API's 400, the CLI's and the console's
+    # line), which names no field.
+    with pytest.raises(ValueError, match="^url must be an http:// or https:// URL with a host$"):
+        guard.parse_webhook_url(url)

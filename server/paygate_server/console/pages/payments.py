@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from paygate_server.clock import parse_day
 from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import console_of, page, render
 from paygate_server.currencies import AmountError, format_minor, is_currency, parse_major
@@ -37,7 +38,6 @@ __all__ = ["PAGE_SIZE", "SearchForm", "parse_search", "routes"]
 PAGE_SIZE = 50
 _MAX_FIELD = 64  # ids are shorter; anything longer is not one
 _ID_TEXT = re.compile(r"[A-Za-z0-9_]+")
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _US_PER_DAY = 86_400 * 1_000_000
 FIELDS = ("id", "merchant", "status", "currency", "amount_min", "amount_max", "last4", "from", "to")
 
@@ -56,9 +56,9 @@ class SearchForm:
 
 def _day_start(text: str) -> int:
     """Microseconds at 00:00 UTC of ``YYYY-MM-DD``; ValueError for anything else."""
-    if not _DAY.fullmatch(text):
+    day = parse_day(text)
+    if day is None:
         raise ValueError(text)
-    day = dt.date.fromisoformat(text)
     return (day - dt.date(1970, 1, 1)).days * _US_PER_DAY
 
 

@@ -74,10 +74,15 @@ def connection_pool(base_url: str, what: str, setting: str, *, connect_timeout: 
     instead if given) and the URL's parts; ValueError naming the connector (``what``) and
     its ``setting`` unless it is ``http(s)://host…``.
     ``read_timeout`` also bounds the wait for a free pooled connection."""
-    parts = urlsplit(base_url)
+    refused = ValueError(f"the {what} connector needs an http(s)://host[:port][/path] {setting}")
+    try:  # (urlsplit and .port refuse "http://[::1" and ":99999" themselves, naming no setting)
+        parts = urlsplit(base_url)
+        _ = parts.port
+    except ValueError:
+        raise refused from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"the {what} connector needs an http(s)://host[:port][/path] {setting}")
+        raise refused
     if transport is not None:
         return transport, parts
     tls = None
