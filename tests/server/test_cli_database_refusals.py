@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,3 +177,22 @@ def test_the_drivers_first_line_and_never_the_statement_or_its_parameters() -> N
     assert database_refusal(wrapped) == "disk I/O error"
     assert database_refusal(driver) == "disk I/O error"
     assert database_refusal(RuntimeError("a bug")) is None  # (a bug keeps its traceback)
+
+
+async def test_postgresql_permission_denied(pg_url: str, tmp_path: Path) -> None:
+    """The command connects as a role that may read the gateway's tables but not write them
+    (a read-only user configured by mistake): PostgreSQL's "permission denied for table …"."""
+    role = f"paygate_ro_{uuid.uuid4().hex[:12]}"
+    admin = await _connect(pg_url)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN; GRANT USAGE ON SCHEMA public TO "{role}"; '
+                            f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+        try:
+            r = await paygate_async(["merchants", "create", "--name", "Shop"],
+                                    env_for(make_url(pg_url).set(username=role, password=None)
+                                            .render_as_string(hide_password=False), tmp_path))
+        finally:
+            await admin.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+    finally:
+        await admin.close()
+    assert_refused(r, "permission denied for table")
