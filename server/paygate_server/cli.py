@@ -22,7 +22,7 @@ from paygate_server.config import Settings
 from paygate_server.logs import redact_url
 from paygate_server.private_files import private_dir, use_private_umask
 from paygate_server.storage import CannotOpen, SchemaMismatch
-from paygate_server.storage.opening import first_contact
+from paygate_server.storage.opening import database_refusal, first_contact
 from paygate_server.storage.urls import database_file, database_kind
 
 if TYPE_CHECKING:
@@ -487,5 +487,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A database that refuses mid-command (locked past the busy timeout, read-only, full,
+        # a statement timeout, the server ending the session): the driver's first line, never
+        # SQLAlchemy's, which carries the statement and its parameters. Anything else is a bug.
+        if (reason := database_refusal(exc)) is None:
+            raise
+        print(f"paygate: {_one_line(f'the database refused: {reason}', typed)}", file=sys.stderr)
+        return 2
     return 0
 

@@ -179,8 +179,8 @@ class Settings:
                     raise ValueError(f"{variable}: {_NUMBER_RULES[type(f.default)]}") from None
                 if f.name in _MORE_THAN_ZERO and not values[f.name]:
                     raise ValueError(f"{variable}: must be more than 0")
-                if f.name in _AT_LEAST and values[f.name] < _AT_LEAST[f.name][0]:
-                    raise ValueError(f"{variable}: must be at least {_AT_LEAST[f.name][0]} ({_AT_LEAST[f.name][1]})")
+                if (problem := _under_its_minimum(f.name, values[f.name])) is not None:
+                    raise ValueError(f"{variable}: {problem}")
                 if (problem := _past_its_maximum(f.name, values[f.name])) is not None:
                     raise ValueError(f"{variable}: {problem}")
         for name, (variable, schemes, example) in _URLS.items():
@@ -218,11 +218,33 @@ _MORE_THAN_ZERO = frozenset({
 })
 
 
-# Floors the contract sets: below them a merchant's client breaks (SPEC §3: an idempotency key
-# is kept at least 24 h, so a retry hours later still finds its answer instead of paying twice).
-_AT_LEAST: dict[str, tuple[int, str]] = {
+# Floors under which a value parses but makes no sense. The contract's: below them a
+# merchant's client breaks (SPEC §3: an idempotency key is kept at least 24 h, so a retry
+# hours later still finds its answer instead of paying twice). And ones no deployment goes
+# under: a schedule step of 0 (each step, the last of the reconciler's repeating) is a loop
+# with no pause against the processor or the merchant — 0.05 s, not 1 s, because the test
+# suite runs its schedules that fast (tests/e2e/conftest.py, the console's browser test); a
+# console session of 0 ends as it begins; a timestamp tolerance of 0 refuses every request
+# not signed in the server's own second.
+_AT_LEAST: dict[str, tuple[float, str]] = {
     "idempotency_ttl_s": (24 * 3600, "idempotency keys are kept at least 24 h"),
+    "reconcile_schedule_s": (0.05, "a step of 0 asks the processor again with no pause"),
+    "webhook_retry_schedule_s": (0.05, "a step of 0 calls the merchant again with no pause"),
+    "console_session_ttl_s": (60, "a session of 0 ends as soon as it begins"),
+    "console_idle_timeout_s": (60, "a session of 0 ends as soon as it begins"),
+    "timestamp_tolerance_s": (1, "0 refuses every request not signed in the server's own second"),
 }
+
+
+def _under_its_minimum(name: str, value: object) -> str | None:
+    """Why ``value`` (every step of a schedule) is under its setting's floor, else None."""
+    if name not in _AT_LEAST:
+        return None
+    floor, why = _AT_LEAST[name]
+    if isinstance(value, tuple):
+        return f"every step must be at least {floor:g} ({why})" if any(n < floor for n in value) else None
+    assert isinstance(value, int | float)
+    return f"must be at least {floor:g} ({why})" if value < floor else None
 
 
 # The URLs read by a part that starts later — the processor's connector and the broker's
@@ -275,6 +297,8 @@ _AT_MOST: dict[str, tuple[int, str]] = {
     # idle_in_transaction_session_timeout is a 32-bit count of milliseconds: past it every
     # connection was refused and `paygate serve` died with a 167-line traceback.
     "db_idle_in_transaction_timeout_s": (2_147_483, "PostgreSQL's limit, about 24 days"),
+    # SPEC §3 accepts a timestamp within ±300 s of the server's clock: no more.
+    "timestamp_tolerance_s": (300, "SPEC §3: ±300 s"),
     # A larger RSA key takes minutes to make, at start-up on a new database.
     "card_key_bits": (8192, "a multiple of 8 from 2048"),
 }

@@ -102,6 +102,20 @@ def test_history_retention_defaults_to_seven_days() -> None:
     assert Settings.from_env({"PAYGATE_HISTORY_RETENTION_S": "60"}).history_retention_s == 60
 
 
+def test_the_floors_of_settings_that_parse_but_make_no_sense_are_taken() -> None:
+    """Each floor itself is a value that works (tests/server/test_cli_errors.py has what is
+    refused below and above them): the suite's own fastest schedules among them."""
+    from paygate_server.config import Settings
+
+    settings = Settings.from_env({
+        "PAYGATE_RECONCILE_SCHEDULE_S": "0.05,0.3,1", "PAYGATE_WEBHOOK_RETRY_SCHEDULE_S": "0.05",
+        "PAYGATE_CONSOLE_SESSION_TTL_S": "60", "PAYGATE_CONSOLE_IDLE_TIMEOUT_S": "60",
+        "PAYGATE_TIMESTAMP_TOLERANCE_S": "1"})
+    assert settings.reconcile_schedule_s == (0.05, 0.3, 1.0) and settings.webhook_retry_schedule_s == (0.05,)
+    assert (settings.console_session_ttl_s, settings.console_idle_timeout_s, settings.timestamp_tolerance_s) == (60, 60, 1)
+    assert Settings.from_env({"PAYGATE_TIMESTAMP_TOLERANCE_S": "300"}).timestamp_tolerance_s == 300
+
+
 def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_processor_timeout(tmp_path: Path) -> None:
     """SPEC §7/§9: `paygate simulator --port` as an operator starts it (the other tests start
     `python -m paygate_server.simulator` with a short --slow-card-delay): its store goes to

@@ -425,6 +425,20 @@ def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[st
     # SPEC §3: keys are kept at least 24 h (once any number was taken: 60 pruned keys after a
     # minute, and a retry under one an hour later was a new request).
     ("PAYGATE_IDEMPOTENCY_TTL_S", "86399", "must be at least 86400 (idempotency keys are kept at least 24 h)"),
+    # Values that parse but make no sense (once all taken): a schedule step of 0, a hot loop
+    # against the processor or the merchant; a console session that ends at once; a signed
+    # request that must land in the server's own second, or a window wider than SPEC §3's.
+    ("PAYGATE_RECONCILE_SCHEDULE_S", "0",
+     "every step must be at least 0.05 (a step of 0 asks the processor again with no pause)"),
+    ("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S", "0,0",
+     "every step must be at least 0.05 (a step of 0 calls the merchant again with no pause)"),
+    ("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S", "5,0.01,60",
+     "every step must be at least 0.05 (a step of 0 calls the merchant again with no pause)"),
+    ("PAYGATE_CONSOLE_SESSION_TTL_S", "0", "must be at least 60 (a session of 0 ends as soon as it begins)"),
+    ("PAYGATE_CONSOLE_IDLE_TIMEOUT_S", "59", "must be at least 60 (a session of 0 ends as soon as it begins)"),
+    ("PAYGATE_TIMESTAMP_TOLERANCE_S", "0",
+     "must be at least 1 (0 refuses every request not signed in the server's own second)"),
+    ("PAYGATE_TIMESTAMP_TOLERANCE_S", "301", "must be at most 300 (SPEC §3: ±300 s)"),
     # Numbers as typed: float() and int() read "٣" as 3, "1_0" as 10, " 7 " as 7.
     ("PAYGATE_DB_POOL_SIZE", "\u0663", "must be a whole number, 0 or more"),
     ("PAYGATE_TOKEN_TTL_S", "1_0", "must be a number of 0 or more"),

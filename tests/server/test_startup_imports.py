@@ -48,6 +48,14 @@ def test_help_loads_no_database_code(argv: list[str], tmp_path: Path) -> None:
     assert "paygate_server.app" not in modules and "paygate_server.console.app" not in modules
 
 
+def test_asking_whether_an_error_is_the_databases_loads_no_database_code(tmp_path: Path) -> None:
+    """The command line's last except clause (cli.main) asks every error that reaches it
+    whether it is the database's: for a command that never opened one, that costs nothing."""
+    modules = loaded_after("from paygate_server.storage.opening import database_refusal\n"
+                           "assert database_refusal(RuntimeError('x')) is None", tmp_path=tmp_path)
+    assert families(modules, DATABASE) == []
+
+
 def test_the_simulator_loads_no_database_engine_nor_the_gateway(tmp_path: Path) -> None:
     """The processor simulator (`python -m paygate_server.simulator`, the tests' and the
     demo's) keeps its state in its own SQLite file through the standard library, and needs

@@ -9,6 +9,7 @@ into :class:`CannotOpen`, and the CLI adds what to do about it.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import TYPE_CHECKING
 
 from paygate_server.storage.schema_version import check_schema
@@ -16,7 +17,7 @@ from paygate_server.storage.schema_version import check_schema
 if TYPE_CHECKING:
     from paygate_server.storage.engine import Database
 
-__all__ = ["CannotOpen", "first_contact"]
+__all__ = ["CannotOpen", "first_contact", "database_refusal"]
 
 
 class CannotOpen(Exception):
@@ -80,3 +81,36 @@ def _describe_open_error(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return None
+
+
+def database_refusal(exc: BaseException) -> str | None:
+    """The driver's own first line for a database error that reached a command's top (the
+    database locked past the busy timeout, read-only or full, a statement timeout, the
+    server shutting the session down); None if ``exc`` is no database error.
+
+    Never ``str()`` of SQLAlchemy's exception: it adds ``[SQL: …]`` and ``[parameters: …]``,
+    which can hold sealed secrets or ids. The drivers are looked up in ``sys.modules``, not
+    imported: an error of a driver that was never loaded cannot be raised, and ``paygate
+    --help`` must not pay SQLAlchemy's import for an except clause."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+        if exc.orig is None:
+            return type(exc).__name__
+        # SQLAlchemy's asyncpg adapter wraps asyncpg's error (its cause) in its own, whose
+        # str() is a tuple of the message and that error.
+        driver = exc.orig
+        if type(driver).__module__.startswith("sqlalchemy.") and driver.__cause__ is not None:
+            driver = driver.__cause__
+        return _first_line(driver)
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+        return _first_line(exc)
+    asyncpg = sys.modules.get("asyncpg")
+    if asyncpg is not None and isinstance(exc, asyncpg.PostgresError | asyncpg.ConnectionDoesNotExistError):
+        return _first_line(exc)
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
