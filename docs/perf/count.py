@@ -2,8 +2,10 @@
 
 Runs the gateway in-process (tests/support/app.py) with a connector that approves at once,
 makes N complete payments (create → process with an encryptedCard and an Idempotency-Key →
-one status read) after a warm-up, and prints per payment: Python function calls (cProfile,
-the whole event loop), statements sent to the driver by kind (asyncpg's query logger: what
+one status read; TOKENIZE=1: create → tokenize → process with the token → status, the bench's
+default flow) after a warm-up, and prints per payment: Python function calls (cProfile,
+the whole event loop, then the gateway's share: the in-process httpx client's calls left out,
+"Gateway's calls" below), statements sent to the driver by kind (asyncpg's query logger: what
 goes through the driver's own fetch/execute, not SQLAlchemy's prepared path; sqlite3's trace
 callback: every statement, trigger steps included), and rows added per table. BG=1 runs the
 background tasks (relay, reconciler) too: a fixed drain after the payments, minus what an
@@ -14,6 +16,8 @@ its own virtualenv (an editable install resolves a subpackage missing from the t
     PYTHONPATH=server:sdk:checkout:. .venv/bin/python docs/perf/count.py sqlite:////tmp/count.db 30
     BG=1 PYTHONPATH=server:sdk:checkout:. .venv/bin/python docs/perf/count.py postgresql://127.0.0.1:5432/count 30
     DUMP=/tmp/p.pstats ...   (cProfile's stats, to diff two trees by function)
+    KEY_CACHE=1 ...          (the API-key cache on, 1 s as `paygate serve`'s default: the bench's
+                              setting; off by default, as in the tests)
 """
 from __future__ import annotations
 
@@ -85,6 +89,38 @@ class Approve:
 
 
 BACKGROUND = os.environ.get("BG", "0") == "1"
+TOKENIZE = os.environ.get("TOKENIZE", "0") == "1"
+KEY_CACHE_S = float(os.environ.get("KEY_CACHE", "0"))
+
+# Gateway's calls: the files of the in-process client (httpx and its ASGI transport, the
+# test's signing client and the SDK it signs with, the import machinery httpx's
+# is-trio-running check runs every request) are the client's, every other package's (ours,
+# Starlette, the drivers, this script's statement logger) the gateway's. The standard
+# library's and builtins' calls are shared: each counts as the client's in the share its
+# callers made from client code (cProfile's caller edges), e.g. asyncio's frames.
+_CLIENT = re.compile(r"/(httpx|anyio|sniffio|h11)/|/tests/support/signing|/sdk/paygate/"
+                     r"|^<frozen importlib")
+_SHARED = re.compile(r"^~$|/lib/python3\.\d+/(?!site-packages/)|^<frozen |^<string>$")
+
+
+def gateway_calls(stats: pstats.Stats) -> float:
+    """Python calls of the gateway alone, the client's share of each function taken out."""
+    entries = stats.stats  # type: ignore[attr-defined]
+    share = {f: (1.0 if _CLIENT.search(f[0]) else 0.0) for f in entries}
+    shared = [f for f in entries if _SHARED.search(f[0]) and not _CLIENT.search(f[0])]
+    for _ in range(50):  # the share flows down the caller graph; cycles settle in a few rounds
+        moved = 0.0
+        for f in shared:
+            callers = entries[f][4]
+            if not callers:
+                continue
+            made = sum(c[1] for c in callers.values()) or 1
+            new = sum(v[1] * share.get(c, 0.0) for c, v in callers.items()) / made
+            moved = max(moved, abs(new - share[f]))
+            share[f] = new
+        if moved < 1e-6:
+            break
+    return sum(v[1] * (1.0 - share[f]) for f, v in entries.items())
 DRAIN_S = 3.0
 
 
@@ -108,7 +144,8 @@ async def main(url: str, n: int) -> None:
     with tempfile.TemporaryDirectory() as data, contextlib.ExitStack() as stack:
         sim = os.environ.get("SIM") == "1"  # the real simulator process, the real connector
         extra = {"processor_url": stack.enter_context(start_simulator(data))} if sim else {}
-        settings = test_settings(url, Path(data), run_background=BACKGROUND, **extra)
+        settings = test_settings(url, Path(data), run_background=BACKGROUND,
+                                 key_cache_ttl_s=KEY_CACHE_S, **extra)
         async with running_gateway(settings) as gw:
             if not sim:
                 gw.gateway.processing.connector = Approve()
@@ -118,9 +155,16 @@ async def main(url: str, n: int) -> None:
                     for _ in range(n + 5)]
 
             async def payment(i: int) -> None:
-                pid = (await shop.create_intent())["paymentIntentId"]
-                body = {"paymentIntentId": pid, "paymentMethod": "card",
-                        "paymentDetails": {"encryptedCard": jwes[i]}}
+                created = await shop.create_intent()
+                pid = created["paymentIntentId"]
+                card: dict[str, str] = {"encryptedCard": jwes[i]}
+                if TOKENIZE:
+                    secret = created["clientSecret"]
+                    r = await gw.http.post("/checkout/v1/tokens",
+                                           json={"clientSecret": secret, "encryptedCard": jwes[i]})
+                    assert r.status_code == 200, r.text
+                    card = {"token": r.json()["token"]}
+                body = {"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": card}
                 r = await shop.post("/api/v1/payment/process", body, idempotency_key=f"k-{i}")
                 assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
                 r = await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")
@@ -144,15 +188,18 @@ async def main(url: str, n: int) -> None:
             for i in range(5, 5 + n):
                 await payment(i)
             prof.disable()
-            req_calls = pstats.Stats(prof).total_calls
+            req_stats = pstats.Stats(prof)
+            req_calls, req_gateway = req_stats.total_calls, gateway_calls(req_stats)  # type: ignore[attr-defined]
             prof.enable()
             await quiet()
             prof.disable()
             COUNTING = False
             after = await table_counts(gw)
     stats = pstats.Stats(prof)
-    print(f"== {url.split(':')[0]}  per payment over {n}")
+    flow = "tokenize" if TOKENIZE else "encryptedCard"
+    print(f"== {url.split(':')[0]}  per payment over {n} ({flow}, key cache {KEY_CACHE_S:g} s)")
     print(f"python calls, request path (+ background while it ran): {req_calls / n:.0f}")
+    print(f"  of which the gateway's (the in-process client's taken out): {req_gateway / n:.0f}")
     print(f"python calls incl. draining background: {stats.total_calls / n:.0f}")
     STATEMENTS.subtract(idle)
     total = sum(STATEMENTS.values())

@@ -227,8 +227,16 @@ def _groups_contain_card_number(groups: list[str], *, skip_first: bool = False) 
 
 
 def _string_contains_card_number(text: str) -> bool:
+    # A digit is one character (in any script), so a string or a run shorter than the
+    # fewest digits detected holds too few to be a card number: most strings of a request
+    # (ids, secrets, currencies, keys) are, and their runs are skipped before any splitting.
+    if len(text) < _MIN_DETECTED_DIGITS:
+        return False
     for run in _DIGIT_RUN.finditer(text):
-        after_plus = run.start() > 0 and text[run.start() - 1] in _PHONE_PLUS
+        start, end = run.span()
+        if end - start < _MIN_DETECTED_DIGITS:
+            continue
+        after_plus = start > 0 and text[start - 1] in _PHONE_PLUS
         for first, groups in _stretches(run.group()):
             if _groups_contain_card_number(groups, skip_first=after_plus and first == 0):
                 return True

@@ -212,3 +212,25 @@ def order_ids(draw: st.DrawFn) -> str:
 def test_phone_numbers_timestamps_and_order_ids_are_not_card_numbers(value: str, as_key: bool) -> None:
     document = {"metadata": {value: "x"}} if as_key else {"metadata": {"ref": value, "note": f"at {value}."}}
     assert not contains_card_number(document)
+
+
+def test_strings_and_runs_too_short_for_a_card_number_are_not_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common case of every request (ids, secrets, short values): nothing shorter than
+    the fewest digits detected (13) reaches the run's splitting, which is all the
+    detector's per-run cost; a long enough run still does, wherever it is in the string."""
+    from paygate_server.cards import pan
+
+    split: list[str] = []
+    original = pan._stretches
+    monkeypatch.setattr(pan, "_stretches", lambda run: split.append(run) or original(run))
+    short = {"paymentIntentId": "pi_2k7q3m4n5p6r7s2t3v4w5x6y7z", "currency": "EUR", "amount": 1999,
+             "clientSecret": "pi_2k7q_secret_3m4n5p6r7s2t3v4w5x6y7z", "note": "order 1042-2024 at 10.30"}
+    assert not contains_card_number(short)
+    assert split == []
+    # A run of 12 characters in a long string: one short of the fewest digits a card has.
+    assert not contains_card_number({"x": "card: 424242424242 please"})
+    assert split == []
+    assert contains_card_number({"note": "ids 2k7 4n5 then 4242 4242 4242 4242 ok"})
+    assert split == ["4242 4242 4242 4242"]
+    # Full-width digits are one character each, as ASCII ones: the length rule holds for them.
+    assert contains_card_number({"x": "４２４２４２４２４２４２４２４２"})
