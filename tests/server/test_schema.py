@@ -114,14 +114,19 @@ async def test_an_older_schema_is_refused_in_one_line(unmigrated_url: str, tmp_p
     assert_one_line(r, f"at revision {before_head}", "run `paygate db upgrade`")
 
 
+async def _merchant_and_intent(conn: Any) -> None:
+    """mer_1 and its intent pi_1, by plain SQL: past every gateway module."""
+    await conn.execute(text("INSERT INTO merchants VALUES ('mer_1', 'x', 1)"))
+    await conn.execute(text(
+        "INSERT INTO payment_intents (id, merchant_id, status, amount, currency, client_secret_hash, "
+        "created_at, updated_at) VALUES ('pi_1', 'mer_1', 'created', 5, 'USD', 'h', 1, 1)"))
+
+
 async def test_change_log_is_append_only(fresh_database_url: str) -> None:
     db = create_database(fresh_database_url)
     try:
         async with db.write() as conn:
-            await conn.execute(text("INSERT INTO merchants VALUES ('mer_1', 'x', 1)"))
-            await conn.execute(text(
-                "INSERT INTO payment_intents (id, merchant_id, status, amount, currency, client_secret_hash, "
-                "created_at, updated_at) VALUES ('pi_1', 'mer_1', 'created', 5, 'USD', 'h', 1, 1)"))
+            await _merchant_and_intent(conn)
         for statement in ("UPDATE change_log SET data = '{}'", "DELETE FROM change_log"):
             with pytest.raises(Exception, match="append-only"):
                 async with db.write() as conn:
@@ -139,10 +144,7 @@ async def test_every_insert_and_update_of_an_intent_transaction_or_refund_is_cap
     db = create_database(fresh_database_url)
     try:
         async with db.write() as conn:
-            await conn.execute(text("INSERT INTO merchants VALUES ('mer_1', 'x', 1)"))
-            await conn.execute(text(
-                "INSERT INTO payment_intents (id, merchant_id, status, amount, currency, client_secret_hash, "
-                "created_at, updated_at) VALUES ('pi_1', 'mer_1', 'created', 5, 'USD', 'h', 1, 1)"))
+            await _merchant_and_intent(conn)
             await conn.execute(text(
                 "INSERT INTO transactions (id, intent_id, merchant_id, status, reference, connector, amount, currency,"
                 " created_at, updated_at) VALUES ('txn_1', 'pi_1', 'mer_1', 'pending', 'ref_1', 'simulator', 5, 'USD',"
