@@ -137,8 +137,11 @@ def port_number(text: str) -> int:
 def whole_number(minimum: int, maximum: int) -> Callable[[str], int]:
     """An argparse ``type`` for a count from ``minimum`` to ``maximum``, refused at parse time
     (not as a database error or a traceback further on)."""
+    # A length bound before int(): int() of thousands of digits is slow, then a ValueError.
+    longest = max(12, len(str(minimum)), len(str(maximum)))
+
     def parse(text: str) -> int:
-        if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= 12) or not minimum <= int(text) <= maximum:
+        if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= longest) or not minimum <= int(text) <= maximum:
             raise argparse.ArgumentTypeError(f"must be a whole number from {minimum} to {maximum}")
         return int(text)
     parse.__name__ = "whole number"  # argparse names the type in some refusals

@@ -104,6 +104,13 @@ def test_parse_money_refuses_what_is_not_an_amount(text: str) -> None:
         parse_money(text, "USD")
 
 
+@pytest.mark.parametrize("text", ["٣.٥", "１０", "$１２.50", "12.５0", "۱۲", "१२"])
+def test_parse_money_takes_only_ascii_digits(text: str) -> None:
+    # int() reads any Unicode decimal digit: "٣.٥" was 3.50 and "１０" was 10.
+    with pytest.raises(ValueError, match="enter an amount such as 12.50"):
+        parse_money(text, "USD")
+
+
 def test_parse_money_knows_currencies_without_minor_units() -> None:
     assert parse_money("1500", "JPY") == 1500
     with pytest.raises(ValueError):

@@ -363,6 +363,33 @@ def test_the_simulator_module_refuses_a_port_or_socket_number_out_of_range(args:
     assert err.splitlines()[-1].startswith(f"python -m paygate_server.simulator: error: argument {args[0]}: must be"), err
 
 
+@pytest.mark.parametrize("args", [["--seed", "\u0663"], ["--seed", "1_0"], ["--seed", "-1"], ["--seed", str(2**64)],
+                                  ["--prot", "1"], ["--port"]], ids=" ".join)
+def test_the_simulator_module_refuses_in_one_line(args: list[str], capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Once: --seed was type=int ("٣" read as 3, "1_0" as 10), and a plain ArgumentParser
+    # printed its usage block before the error line (paygate's commands print one line).
+    from paygate_server.simulator import __main__ as simulator_module
+
+    monkeypatch.setattr(simulator_module, "serve", lambda *args, **kwargs: None)  # a value taken: no server
+    with pytest.raises(SystemExit) as exited:
+        simulator_module.main(["--store", str(tmp_path / "sim.db"), *args])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("python -m paygate_server.simulator: error: "), err
+    if args[0] == "--seed":
+        assert "argument --seed: must be a whole number from 0 to 18446744073709551615" in err, err
+
+
+def test_the_simulator_module_takes_a_64_bit_seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from paygate_server.simulator import __main__ as simulator_module
+
+    served: dict[str, object] = {}
+    monkeypatch.setattr(simulator_module, "serve", lambda *args, **kwargs: served.update(kwargs))
+    assert simulator_module.main(["--port", "0", "--store", str(tmp_path / "sim.db"), "--seed", str(2**64 - 1)]) == 0
+    assert served["seed"] == 2**64 - 1
+
+
 @pytest.mark.parametrize("url", [
     "garbage", "mysql://ops:hunter2@db.example/paygate", "postgresql+psycopg2://ops:hunter2@127.0.0.1:1/x",
     "postgresql://ops:hunter2@[::1/x", "postgresql://ops:hunter2@db.example:notaport/x", "sqlite://",

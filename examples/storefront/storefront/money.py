@@ -11,7 +11,9 @@ __all__ = ["CURRENCY_EXPONENTS", "format_decimal", "format_money", "parse_money"
 #: Digits after the decimal point, per ISO 4217, for the currencies the shop can show.
 CURRENCY_EXPONENTS: dict[str, int] = {"USD": 2, "EUR": 2, "GBP": 2, "CAD": 2, "JPY": 0}
 _SYMBOLS: dict[str, str] = {"USD": "$", "EUR": "€", "GBP": "£", "CAD": "CA$", "JPY": "¥"}
-_AMOUNT = re.compile(r"^(\d{1,9})(?:\.(\d+))?$")
+# [0-9], not \d: \d also takes "٣" or "１", which int() reads as 3 or 1 (ASCII digits only,
+# as the gateway's console reads amounts).
+_AMOUNT = re.compile(r"([0-9]{1,9})(?:\.([0-9]+))?")
 
 
 def _exponent(currency: str) -> int:
@@ -60,7 +62,7 @@ def parse_money(text: str, currency: str) -> int:
     symbol = _SYMBOLS.get(currency, "")
     if symbol and cleaned.startswith(symbol):
         cleaned = cleaned[len(symbol):]
-    match = _AMOUNT.match(cleaned)
+    match = _AMOUNT.fullmatch(cleaned)
     if match is None:
         raise ValueError("enter an amount such as 12.50")
     major, minor = match.group(1), match.group(2) or ""

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 __all__ = ["add_commands", "cmd_bench"]
 
 DEFAULT_CARD = "4242424242424242"
+#: The largest amount the gateway takes (``intents.schemas.MAX_AMOUNT``, not imported: it
+#: brings SQLAlchemy into ``paygate --help``).
+MAX_AMOUNT = 99_999_999
+#: Linux's largest PID (PID_MAX_LIMIT): the bench reads CPU times from /proc/<pid>.
+MAX_PID = 2**22
 
 EPILOG = """\
 examples:
@@ -43,7 +48,7 @@ def add_commands(sub: Any) -> None:
     g = p.add_argument_group("target")
     g.add_argument("--spawn", action="store_true",
                    help="start a simulator and a gateway on loopback for this run (the default without --gateway-url)")
-    g.add_argument("--workers", type=int, default=1, help="--spawn: gateway worker processes (default 1)")
+    g.add_argument("--workers", type=whole_number(1, 256), default=1, help="--spawn: gateway worker processes (default 1)")
     g.add_argument("--database-url", help="--spawn: the gateway's database (default a fresh SQLite file); "
                                           "otherwise: where to create merchants (with PAYGATE_MASTER_KEY)")
     g.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
@@ -51,10 +56,10 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--data-dir", type=Path, help="--spawn: keep databases and logs here (default a temp dir, removed)")
     g.add_argument("--gateway-url", help="a running gateway (loopback only)")
     g.add_argument("--simulator-url", help="its processor simulator (for --processor-latency-ms and its CPU)")
-    g.add_argument("--gateway-pid", type=int, action="append", default=[],
+    g.add_argument("--gateway-pid", type=whole_number(1, MAX_PID), action="append", default=[],
                    help="gateway PIDs for CPU accounting (default: whoever listens on the gateway's port)")
-    g.add_argument("--simulator-pid", type=int, action="append", default=[])
-    g.add_argument("--database-pid", type=int, action="append", default=[],
+    g.add_argument("--simulator-pid", type=whole_number(1, MAX_PID), action="append", default=[])
+    g.add_argument("--database-pid", type=whole_number(1, MAX_PID), action="append", default=[],
                    help="database server PIDs (default: a PostgreSQL server on loopback from --database-url)")
     g.add_argument("--credentials", type=Path, help="JSON file: merchant credentials (one object, a list, or one per line)")
     g.add_argument("--merchants", type=whole_number(1, 10_000), default=8, help="merchants to create (default 8)")
@@ -78,7 +83,7 @@ def add_commands(sub: Any) -> None:
     w.add_argument("--encrypted-card", action="store_true",
                    help="payment scenario: process takes the JWE itself (the SDK's server-side encryption) instead "
                         "of a token from POST /checkout/v1/tokens (the hosted form's step)")
-    w.add_argument("--amount", type=int, default=1999)
+    w.add_argument("--amount", type=whole_number(1, MAX_AMOUNT), default=1999, help="minor units (default 1999)")
     w.add_argument("--currency", default="USD")
     w.add_argument("--no-idempotency-keys", action="store_true",
                    help="send POSTs without Idempotency-Key (the SDK always sends one)")

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from paygate_server.cli_parser import file_descriptor, port_number, seconds
+from paygate_server.cli_parser import Parser, file_descriptor, port_number, seconds, whole_number
 
 from .app import SEED_ENV, seed_from_env
 from .server import DEFAULT_PORT, serve
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m paygate_server.simulator", allow_abbrev=False,
+    # cli_parser's Parser, as `paygate` uses: a refusal is one line, not a usage block first.
+    parser = Parser(
+        prog="python -m paygate_server.simulator",
         description="paygate processor simulator (a card-network sandbox)",
     )
     parser.add_argument("--host", default="127.0.0.1")
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         default=30.0,
         help="seconds before answering card 4000000000001018 / timeoutRate faults",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed (else PAYGATE_SIMULATOR_SEED)")
+    parser.add_argument("--seed", type=whole_number(0, 2**64 - 1), default=None, help="seed (else PAYGATE_SIMULATOR_SEED)")
     parser.add_argument(
         "--fd", type=file_descriptor, default=None, help="serve on this inherited listening socket"
     )

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from paygate_server.bench import command
 from paygate_server.bench.report import render_table
+from paygate_server.cli import build_parser
+from paygate_server.intents import schemas
 
 ENDPOINT_FIELDS = {"count", "perSecond", "meanMs", "p50Ms", "p95Ms", "p99Ms", "maxMs", "errors"}
 
@@ -125,3 +128,26 @@ def test_a_credentials_file_is_read_no_further_than_its_limit(tmp_path: Path,
     padded.write_text('{"merchantId": "mer_x", "apiKey": "pk_test_x", "signingSecret": "sk_test_x"}' + " " * 2000)
     with pytest.raises(CommandError, match=f"^{padded} is larger than 1 KiB: not a credentials file$"):
         targets.load_credentials(padded)
+
+
+@pytest.mark.parametrize(("args", "rule"), [
+    (["--amount", "\u0663"], "from 1 to 99999999"), (["--amount", "1_0"], "from 1 to 99999999"),
+    (["--amount", "0"], "from 1 to 99999999"), (["--amount", "100000000"], "from 1 to 99999999"),
+    (["--workers", "\uff12"], "from 1 to 256"), (["--workers", "1_0"], "from 1 to 256"),
+    (["--gateway-pid", "\u0663"], "from 1 to 4194304"), (["--simulator-pid", "-1"], "from 1 to 4194304"),
+    (["--database-pid", "99999999999999999999"], "from 1 to 4194304"),
+], ids=lambda value: " ".join(value) if isinstance(value, list) else "")
+def test_bench_numbers_are_ascii_digits_in_range(args: list[str], rule: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Once: type=int, which reads "٣" as 3 and "1_0" as 10 (and took any amount or PID).
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["bench", *args])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1, err
+    assert f"argument {args[0]}: must be a whole number {rule}" in err, err
+
+
+def test_bench_takes_the_largest_amount_and_pid() -> None:
+    assert command.MAX_AMOUNT == schemas.MAX_AMOUNT  # the gateway's own bound, copied (not imported)
+    args = build_parser().parse_args(["bench", "--amount", "99999999", "--workers", "256",
+                                      "--gateway-pid", "4194304", "--gateway-pid", "1"])
+    assert (args.amount, args.workers, args.gateway_pid) == (99_999_999, 256, [4_194_304, 1])
