@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from paygate_server.bench.scenarios import SCENARIOS
 from paygate_server.cli_parser import DAY_S, seconds, whole_number
 from paygate_server.config import Settings
+from paygate_server.currencies import MAX_AMOUNT
 
 if TYPE_CHECKING:
     from paygate_server.bench.targets import Target
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["add_commands", "cmd_bench"]
 
 DEFAULT_CARD = "4242424242424242"
-#: The largest amount the gateway takes (``intents.schemas.MAX_AMOUNT``, not imported: it
-#: brings SQLAlchemy into ``paygate --help``).
-MAX_AMOUNT = 99_999_999
 #: Linux's largest PID (PID_MAX_LIMIT): the bench reads CPU times from /proc/<pid>.
 MAX_PID = 2**22
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from paygate_server import jsoncodec
 from paygate_server.clock import to_rfc3339
-from paygate_server.currencies import currency_problem
+from paygate_server.currencies import MAX_AMOUNT, currency_problem
 from paygate_server.errors import ApiError
 from paygate_server.validation import (
     json_object_param,
@@ -39,7 +39,6 @@ RESTING_STATUSES = FINAL_STATUSES | {"requires_capture"}
 # intent may be processed again with another card) but a client driving one attempt (the
 # bench, the tests) stops there.
 OUTCOME_STATUSES = FINAL_STATUSES | {"failed"}
-MAX_AMOUNT = 99_999_999
 PRODUCT_DETAILS_MAX_BYTES = 8 * 1024
 DESCRIPTION_MAX = 1000
 METADATA_MAX_KEYS = 20

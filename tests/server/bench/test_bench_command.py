@@ -147,7 +147,7 @@ def test_bench_numbers_are_ascii_digits_in_range(args: list[str], rule: str, cap
 
 
 def test_bench_takes_the_largest_amount_and_pid() -> None:
-    assert command.MAX_AMOUNT == schemas.MAX_AMOUNT  # the gateway's own bound, copied (not imported)
+    assert command.MAX_AMOUNT == schemas.MAX_AMOUNT  # the gateway's own bound
     args = build_parser().parse_args(["bench", "--amount", "99999999", "--workers", "256",
                                       "--gateway-pid", "4194304", "--gateway-pid", "1"])
     assert (args.amount, args.workers, args.gateway_pid) == (99_999_999, 256, [4_194_304, 1])
