@@ -256,10 +256,11 @@ async def test_create_takes_every_limit_exactly(gw: InProcessGateway) -> None:
 
 
 async def test_optional_fields_may_be_null(gw: InProcessGateway) -> None:
-    # null is "not given" for every optional field; captureMethod alone refused it.
+    # null is "not given" for every optional field; captureMethod, then merchantId, refused it.
     shop = await gw.new_merchant()
-    intent = await shop.create_intent(description=None, metadata=None, captureMethod=None)
+    intent = await shop.create_intent(description=None, metadata=None, captureMethod=None, merchantId=None)
     assert (intent["captureMethod"], intent["description"], intent["metadata"]) == ("automatic", None, {})
+    assert intent["merchantId"] == shop.creds.merchant_id
     # "at most 1000 characters" (docs/api.md, the OpenAPI document) takes 0 and 1000; 1001 is refused.
     for text in ("", "d" * 1000):
         assert (await shop.create_intent(description=text))["description"] == text

@@ -83,7 +83,7 @@ def parse_create(body: dict[str, Any], merchant_id: str) -> CreateIntent:
     require(body, "productDetails")
     product_details = json_object_param(body, "productDetails", max_bytes=PRODUCT_DETAILS_MAX_BYTES)
     assert product_details is not None
-    if "merchantId" in body and body["merchantId"] != merchant_id:
+    if body.get("merchantId") is not None and body["merchantId"] != merchant_id:
         raise ApiError("parameter_invalid", "merchantId must be the merchant of the API key", param="merchantId")
     # At most 1000 characters (docs/api.md, the OpenAPI document): the empty text is one.
     description = optional_str(body, "description", max_len=DESCRIPTION_MAX, min_len=0)
