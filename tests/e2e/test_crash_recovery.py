@@ -1,5 +1,6 @@
-"""SIGKILL the gateway at each dangerous point of a payment, many times, and prove that
-after restart and reconciliation nothing is charged twice, lost, or left in flight.
+"""SIGKILL the gateway at each dangerous point of a payment — and of a capture, void or
+refund of one — many times, and prove that after restart and reconciliation nothing is
+charged (captured, voided, refunded) twice, lost, or left in flight.
 
 Two gateway processes share the database, as in a multi-worker deployment: the *victim*
 runs with ``PAYGATE_FAULT_POINT`` and kills itself (SIGKILL: no clean-up of any kind) at
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,7 @@ import pytest
 import paygate
 from paygate_server.procs import ServiceProcess, gateway_command
 from tests.e2e.conftest import FAST_RECONCILE, Stack
+from tests.support.eventually import eventually
 from tests.support.processes import gateway_env
 from tests.support.signing import SignedClient
 from tests.support.slow_set import is_slow_run
@@ -73,10 +76,26 @@ def _victim(stack: Stack, tmp_path: Path, point: str) -> ServiceProcess:
     """A gateway on the stack's database, data folder and processor that SIGKILLs itself at
     ``point``; its log is the test's."""
     return ServiceProcess(
-        lambda fd: gateway_command(fd), log_path=tmp_path / "victim.log",
+        lambda fd: gateway_command(fd), log_path=tmp_path / f"victim-{point}.log",
         env=gateway_env(stack.database_url, stack.data_dir, PAYGATE_PROCESSOR_URL=stack.simulator.base_url,
                         PAYGATE_FAULT_POINT=point, PAYGATE_RUN_BACKGROUND="0", **FAST_RECONCILE),
     )
+
+
+def _card_body(jwks: dict, intent_id: str) -> dict:  # type: ignore[type-arg]
+    """A ``process`` request paying ``intent_id`` with the test card."""
+    jwe = paygate.encrypt_card(jwks, number="4242424242424242", exp_month=12, exp_year=2034, cvc="123")
+    return {"paymentIntentId": intent_id, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}}
+
+
+async def _dies_answering(victim: ServiceProcess, creds, path: str, body: dict, **kw: str) -> None:  # type: ignore[no-untyped-def, type-arg]
+    """The victim's request, cut off by the victim's SIGKILL at its point; the victim stopped."""
+    async with httpx.AsyncClient(base_url=victim.base_url, timeout=30) as victim_http:
+        with pytest.raises(httpx.TransportError):
+            await SignedClient(victim_http, creds).post(path, body, **kw)
+    assert victim.proc is not None
+    assert victim.proc.wait(timeout=10) == -9  # it really died by SIGKILL at the point
+    victim.stop()
 
 
 async def _crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, intents: list[str],  # type: ignore[no-untyped-def]
@@ -87,14 +106,7 @@ async def _crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, inten
             victim.start()
             pid = (await survivor.create_intent())["paymentIntentId"]
             intents.append(pid)
-            jwe = paygate.encrypt_card(jwks, number="4242424242424242", exp_month=12, exp_year=2034, cvc="123")
-            async with httpx.AsyncClient(base_url=victim.base_url, timeout=30) as victim_http:
-                with pytest.raises(httpx.TransportError):
-                    await SignedClient(victim_http, creds).post("/api/v1/payment/process", {
-                        "paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}})
-            assert victim.proc is not None
-            assert victim.proc.wait(timeout=10) == -9  # it really died by SIGKILL at the point
-            victim.stop()
+            await _dies_answering(victim, creds, "/api/v1/payment/process", _card_body(jwks, pid))
 
 
 async def _check_settled(stack: Stack, creds, intents: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -108,67 +120,104 @@ async def _check_settled(stack: Stack, creds, intents: list[str]) -> None:  # ty
         assert status in {"succeeded", "failed"}
 
 
-CAPTURE_POINTS = ["after_capture_commit", "during_processor_call"]
+@dataclass(frozen=True)
+class Operation:
+    """A capture, void or refund of a payment of 2000 (``capture_method``), and what it
+    leaves once done exactly once."""
+
+    capture_method: str
+    path: str
+    body: dict[str, int]  # beyond paymentIntentId
+    intent: tuple[str, int, int]  # the gateway's status, amountReceived, amountRefunded
+    attempts: list[str]  # the kinds of the intent's attempts, in order
+    refunds: list[tuple[str, int]]  # the gateway's refunds: status, amount
+    charge: tuple[bool, int, bool, int]  # the processor's: captured, amountCaptured, voided, amountRefunded
+
+
+OPERATIONS = {
+    "capture": Operation("manual", "/api/v1/payment/capture", {"amount": 1500}, ("succeeded", 1500, 0),
+                         ["authorization", "capture"], [], (True, 1500, False, 0)),
+    "void": Operation("manual", "/api/v1/payment/cancel", {}, ("canceled", 0, 0),
+                      ["authorization", "void"], [], (False, 0, True, 0)),
+    # 700: a second refund would still fit the charge, so the processor would show 1400.
+    "refund": Operation("automatic", "/api/v1/payment/refund", {"amount": 700}, ("succeeded", 2000, 700),
+                        ["charge"], [("succeeded", 700)], (True, 2000, False, 700)),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", CAPTURE_POINTS)
-def test_sigkill_between_capture_committed_and_answered_captures_once(
-        point: str, rounds: int, stack: Stack, tmp_path: Path) -> None:
-    """The victim authorizes nothing: the survivor does; the victim dies while capturing
-    (before it sent the capture, or with the capture at the processor); the survivor's
-    reconciler finds it or sends it again with its reference: captured exactly once. A third
-    of the charge test's rounds (1 by default, 6 in the slow set): each waits out the
-    in-flight grace before the reconciler may act."""
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_sigkill_between_operation_committed_and_answered_does_it_once(
+        operation: str, rounds: int, stack: Stack, tmp_path: Path) -> None:
+    """The survivor takes the payment; the victim dies in a capture, void or refund of it,
+    committed with its reference: before it sent it (``after_<operation>_commit``), or with
+    it at the processor (``during_processor_call``). The survivor's reconciler finds it or
+    sends it again with that reference: done exactly once at the processor, and so
+    recorded. A third of the charge test's rounds per point (1 by default, 6 in the slow
+    set): the reconciler may act only past the in-flight grace, which one wait after all
+    the kills serves."""
     rounds = max(1, rounds // 3)
-    victim = _victim(stack, tmp_path, point)
     creds = stack.merchant()
     jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
     intents: list[str] = []
-    try:
-        asyncio.run(_capture_crash_rounds(stack, victim, creds, jwks, intents, rounds, point))
-    finally:
-        victim.close()
-    assert len(intents) == rounds
-    asyncio.run(_check_captured_once(stack, creds, intents))
+    for point in (f"after_{operation}_commit", "during_processor_call"):
+        victim = _victim(stack, tmp_path, point)
+        try:
+            asyncio.run(_operation_crash_rounds(stack, victim, creds, jwks, intents, rounds,
+                                                OPERATIONS[operation], point))
+        finally:
+            victim.close()
+    assert len(intents) == 2 * rounds
+    asyncio.run(_check_done_once(stack, creds, intents, OPERATIONS[operation]))
     assert "Traceback" not in stack.gateway.output()
 
 
-async def _capture_crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, intents: list[str],  # type: ignore[no-untyped-def]
-                                rounds: int, point: str) -> None:
+async def _operation_crash_rounds(stack: Stack, victim: ServiceProcess, creds, jwks, intents: list[str],  # type: ignore[no-untyped-def]
+                                  rounds: int, operation: Operation, point: str) -> None:
     async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as survivor_http:
         survivor = SignedClient(survivor_http, creds)
         for _ in range(rounds):
-            pid = (await survivor.create_intent(amount=2000, captureMethod="manual"))["paymentIntentId"]
+            pid = (await survivor.create_intent(amount=2000, captureMethod=operation.capture_method))["paymentIntentId"]
             intents.append(pid)
-            jwe = paygate.encrypt_card(jwks, number="4242424242424242", exp_month=12, exp_year=2034, cvc="123")
-            r = await survivor.post("/api/v1/payment/process", {
-                "paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": {"encryptedCard": jwe}})
-            assert r.json()["status"] == "requires_capture", r.text
+            r = await survivor.post("/api/v1/payment/process", _card_body(jwks, pid))
+            assert r.json()["status"] == {"manual": "requires_capture", "automatic": "succeeded"}[
+                operation.capture_method], r.text
             if point == "during_processor_call":
                 stack.set_faults(latencyMs=600)  # the kill (150 ms in) lands mid-call
             victim.start()
             try:
-                async with httpx.AsyncClient(base_url=victim.base_url, timeout=30) as victim_http:
-                    with pytest.raises(httpx.TransportError):
-                        await SignedClient(victim_http, creds).post("/api/v1/payment/capture",
-                                                                    {"paymentIntentId": pid, "amount": 1500})
+                await _dies_answering(victim, creds, operation.path, {"paymentIntentId": pid, **operation.body},
+                                      idempotency_key=pid)
             finally:
                 stack.set_faults()
-            assert victim.proc is not None
-            assert victim.proc.wait(timeout=10) == -9  # it really died by SIGKILL at the point
-            victim.stop()
 
 
-async def _check_captured_once(stack: Stack, creds, intents: list[str]) -> None:  # type: ignore[no-untyped-def]
+async def _check_done_once(stack: Stack, creds, intents: list[str], operation: Operation) -> None:  # type: ignore[no-untyped-def]
     async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as http:
         shop = SignedClient(http, creds)
         for pid in intents:
-            assert (await shop.final_status(pid, timeout=60))["status"] == "succeeded"
+            history = await _settled_history(shop, pid)
             got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
-            assert got["amountReceived"] == 1500
-            history = (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]
-            assert [e["data"]["kind"] for e in history if e["type"] == "attempt.created"] == \
-                ["authorization", "capture"]
+            assert (got["status"], got["amountReceived"], got["amountRefunded"]) == operation.intent, got
+            assert [e["data"]["kind"] for e in history if e["type"] == "attempt.created"] == operation.attempts
+            refunds = {e["objectId"]: e["data"] for e in history if e["type"].startswith("refund.")}
+            assert [(r["status"], r["amount"]) for r in refunds.values()] == operation.refunds, refunds
+            # The victim's request again, with its key: still that request's (its claim is held
+            # until the lock timeout, 90 s), never a second operation.
+            retry = await shop.post(operation.path, {"paymentIntentId": pid, **operation.body}, idempotency_key=pid)
+            assert retry.json()["error"]["code"] == "idempotency_request_in_progress", retry.text
             [charge] = stack.charges_at_processor(pid)
-            assert (charge["captured"], charge["amountCaptured"], charge["voided"]) == (True, 1500, False)
+            assert (charge["captured"], charge["amountCaptured"], charge["voided"], charge["amountRefunded"]) == \
+                operation.charge, charge
+
+
+async def _settled_history(shop: SignedClient, pid: str) -> list[dict]:  # type: ignore[type-arg]
+    """The intent's history once none of its attempts and refunds is pending or unknown."""
+    async def look() -> list[dict]:  # type: ignore[type-arg]
+        return (await shop.get(f"/api/v1/payment/intent/{pid}/history")).json()["data"]  # type: ignore[no-any-return]
+
+    def settled(events: list[dict]) -> bool:  # type: ignore[type-arg]
+        latest = {e["objectId"]: e["data"]["status"] for e in events if e["type"].startswith(("attempt.", "refund."))}
+        return bool(latest) and not set(latest.values()) & {"pending", "unknown"}
+
+    return await eventually(look, until=settled, timeout=60, interval=0.2, what=f"{pid}'s operations settled")

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import re
-import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from paygate_server import jsoncodec
 from paygate_server.cards.resolved import ResolvedCard
-from paygate_server.faults import crash_point
+from paygate_server.faults import crash_point, dying_mid_call
 from paygate_server.intents.refusals import refusal_error
 from paygate_server.intents.schemas import render_intent
 from paygate_server.processing.calls import DEADLINE_PASSED, call_by, deadline_for
@@ -307,15 +305,8 @@ class ProcessingService:
     async def _call_processor(self, call: Callable[[], Awaitable[ChargeResult]], deadline: float) -> ChargeResult:
         """The attempt's calls, all over by ``deadline`` (processing/calls.py): the
         reconciler relies on no call outliving Settings.in_flight_grace_s."""
-        killer = None
-        if self._gateway.settings.fault_point == "during_processor_call":
-            # Die while the processor is working on the request (the tests give it latency).
-            killer = asyncio.get_running_loop().call_later(0.15, os.kill, os.getpid(), signal.SIGKILL)
-        try:
+        with dying_mid_call(self._gateway.settings.fault_point):
             return await call_by(deadline, call, _DEADLINE_PASSED, RETRY_DELAYS_S)
-        finally:
-            if killer is not None:
-                killer.cancel()
 
     async def _charge(self, attempt: Attempt, card: ResolvedCard, before: Row,
                       claim: KeyClaim | None, failover: tuple[str, ...], deadline: float) -> Processed:

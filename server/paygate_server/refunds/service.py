@@ -12,6 +12,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from paygate_server import jsoncodec
+from paygate_server.faults import crash_point, dying_mid_call
 from paygate_server.intents.refusals import refusal_error
 from paygate_server.processing.calls import DEADLINE_PASSED, call_by, deadline_for
 from paygate_server.processing.connectors import (
@@ -69,6 +70,7 @@ class RefundService:
             raise refusal_error(refusal, command.intent_id, "refunded") from None
         if isinstance(reserved, ExistingKey):
             return await self._resumed(reserved, claim)
+        crash_point(gateway.settings.fault_point, "after_refund_commit")
         request = RefundRequest(
             reference=reserved["reference"], charge_reference=reserved["charge_reference"],
             amount=reserved["amount"], currency=reserved["currency"],
@@ -80,8 +82,9 @@ class RefundService:
                                   f"processor account unusable ({type(exc).__name__}): nothing sent")
         else:
             # Bounded like a charge's calls: the reconciler sends it again after the same grace.
-            result = await call_by(deadline, partial(connector.refund, request), RefundResult(
-                request.reference, ChargeOutcome.UNKNOWN, DEADLINE_PASSED))
+            with dying_mid_call(gateway.settings.fault_point):
+                result = await call_by(deadline, partial(connector.refund, request), RefundResult(
+                    request.reference, ChargeOutcome.UNKNOWN, DEADLINE_PASSED))
         outcome = refund_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
         row = await store.settle_refund(reserved["id"], outcome,
                                         None if claim is None else AnswerSpec(claim, _render_answer))
