@@ -1,4 +1,4 @@
-"""The crash test's round count follows the marker selection: 2 by default, 20 under ``-m slow``
+"""The crash test's round count follows the marker selection: 3 by default, 20 under ``-m slow``
 (checked on what pytest itself collects, in a separate run). Outside ``tests/e2e``: that
 package's fixtures expect every module to start servers."""
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _collected(*args: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("args", "rounds"), [
-    pytest.param((), 2, id="default"),
+    pytest.param((), 3, id="default"),
     pytest.param(("-m", "slow"), 20, id="slow"),
     pytest.param(("-m", "slow and not browser"), 20, id="slow-and-not-browser"),
 ])
