@@ -102,6 +102,25 @@ def test_history_retention_defaults_to_seven_days() -> None:
     assert Settings.from_env({"PAYGATE_HISTORY_RETENTION_S": "60"}).history_retention_s == 60
 
 
+def test_a_history_prune_interval_of_0_turns_the_gateways_pruning_off(tmp_path: Path) -> None:
+    """docs/operations.md and docs/history.md: PAYGATE_HISTORY_PRUNE_INTERVAL_S=0 is "never"
+    (run `paygate history prune`). Once every command refused it ("must be more than 0")."""
+    from paygate_server.cdc import extension
+    from paygate_server.config import Settings
+
+    r = paygate("db", "upgrade", env={"PAYGATE_HISTORY_PRUNE_INTERVAL_S": "0", "PAYGATE_DATA_DIR": str(tmp_path),
+                                      "PAYGATE_DATABASE_URL": ""})
+    assert r.returncode == 0, r.stderr
+    settings = Settings.from_env({"PAYGATE_HISTORY_PRUNE_INTERVAL_S": "0", "PAYGATE_RELAY": "0"})
+
+    class Gateway:  # what background_tasks reads: no relay, so only the pruning could start
+        pass
+
+    gateway = Gateway()
+    gateway.settings = settings  # type: ignore[attr-defined]
+    assert extension.background_tasks(gateway) == []  # type: ignore[arg-type]
+
+
 def test_the_floors_of_settings_that_parse_but_make_no_sense_are_taken() -> None:
     """Each floor itself is a value that works (tests/server/test_cli_errors.py has what is
     refused below and above them): the suite's own fastest schedules among them."""
