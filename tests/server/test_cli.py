@@ -135,6 +135,36 @@ def test_the_floors_of_settings_that_parse_but_make_no_sense_are_taken() -> None
     assert Settings.from_env({"PAYGATE_TIMESTAMP_TOLERANCE_S": "300"}).timestamp_tolerance_s == 300
 
 
+def test_paygate_simulator_keeps_its_store_where_paygate_simulator_store_says(tmp_path: Path) -> None:
+    """docs/simulator.md, docs/operations.md: `--store / PAYGATE_SIMULATOR_STORE`. Once
+    `paygate simulator` ignored the variable (only `python -m paygate_server.simulator` read
+    it) and kept its charges in $PAYGATE_DATA_DIR/simulator.db."""
+    import httpx
+
+    from tests.support.eventually import eventually_sync
+
+    with socket.socket() as probe:  # a free port, asked of the OS
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = tmp_path / "elsewhere" / "sim.db"
+    store.parent.mkdir()
+    env = {**os.environ, "PAYGATE_DATA_DIR": str(tmp_path / "data"), "PAYGATE_SIMULATOR_STORE": str(store)}
+    child = subprocess.Popen([sys.executable, "-m", "paygate_server", "simulator", "--port", str(port)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def healthy() -> bool:
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+        eventually_sync(healthy, until=bool, timeout=30, what="paygate simulator answering")
+        assert store.is_file() and not (tmp_path / "data" / "simulator.db").exists()
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
 def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_processor_timeout(tmp_path: Path) -> None:
     """SPEC §7/§9: `paygate simulator --port` as an operator starts it (the other tests start
     `python -m paygate_server.simulator` with a short --slow-card-delay): its store goes to
