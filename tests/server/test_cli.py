@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,10 +136,9 @@ def test_the_floors_of_settings_that_parse_but_make_no_sense_are_taken() -> None
     assert Settings.from_env({"PAYGATE_TIMESTAMP_TOLERANCE_S": "300"}).timestamp_tolerance_s == 300
 
 
-def test_paygate_simulator_keeps_its_store_where_paygate_simulator_store_says(tmp_path: Path) -> None:
-    """docs/simulator.md, docs/operations.md: `--store / PAYGATE_SIMULATOR_STORE`. Once
-    `paygate simulator` ignored the variable (only `python -m paygate_server.simulator` read
-    it) and kept its charges in $PAYGATE_DATA_DIR/simulator.db."""
+@contextlib.contextmanager
+def running_paygate_simulator(env: dict[str, str]) -> Iterator[str]:
+    """`paygate simulator --port P` as an operator starts it, on a free port, answering: its URL."""
     import httpx
 
     from tests.support.eventually import eventually_sync
@@ -146,23 +146,32 @@ def test_paygate_simulator_keeps_its_store_where_paygate_simulator_store_says(tm
     with socket.socket() as probe:  # a free port, asked of the OS
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    store = tmp_path / "elsewhere" / "sim.db"
-    store.parent.mkdir()
-    env = {**os.environ, "PAYGATE_DATA_DIR": str(tmp_path / "data"), "PAYGATE_SIMULATOR_STORE": str(store)}
-    child = subprocess.Popen([sys.executable, "-m", "paygate_server", "simulator", "--port", str(port)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-m", "paygate_server", "simulator", "--port", str(port)],
+                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
+        base = f"http://127.0.0.1:{port}"
+
         def healthy() -> bool:
             assert child.poll() is None, child.stderr.read() if child.stderr else ""
             try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
             except httpx.TransportError:
                 return False
         eventually_sync(healthy, until=bool, timeout=30, what="paygate simulator answering")
-        assert store.is_file() and not (tmp_path / "data" / "simulator.db").exists()
+        yield base
     finally:
         child.terminate()
         child.wait(timeout=30)
+
+
+def test_paygate_simulator_keeps_its_store_where_paygate_simulator_store_says(tmp_path: Path) -> None:
+    """docs/simulator.md, docs/operations.md: `--store / PAYGATE_SIMULATOR_STORE`. Once
+    `paygate simulator` ignored the variable (only `python -m paygate_server.simulator` read
+    it) and kept its charges in $PAYGATE_DATA_DIR/simulator.db."""
+    store = tmp_path / "elsewhere" / "sim.db"
+    store.parent.mkdir()
+    with running_paygate_simulator({"PAYGATE_DATA_DIR": str(tmp_path / "data"), "PAYGATE_SIMULATOR_STORE": str(store)}):
+        assert store.is_file() and not (tmp_path / "data" / "simulator.db").exists()
 
 
 def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_processor_timeout(tmp_path: Path) -> None:
@@ -174,24 +183,8 @@ def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_pro
 
     from paygate_server.config import Settings
     from paygate_server.simulator.testing import TestCards, charge_payload
-    from tests.support.eventually import eventually_sync
 
-    with socket.socket() as probe:  # a free port, asked of the OS
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PAYGATE_DATA_DIR": str(tmp_path / "data")}
-    child = subprocess.Popen([sys.executable, "-m", "paygate_server", "simulator", "--port", str(port)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            assert child.poll() is None, child.stderr.read() if child.stderr else ""
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-        eventually_sync(healthy, until=bool, timeout=30, what="paygate simulator answering")
+    with running_paygate_simulator({"PAYGATE_DATA_DIR": str(tmp_path / "data")}) as base:
         assert (tmp_path / "data" / "simulator.db").is_file()
         payload = charge_payload(TestCards.SLOW_ANSWER)
         gateway_waits_s = Settings().processor_timeout_s
@@ -199,6 +192,3 @@ def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_pro
             httpx.post(f"{base}/v1/charges", json=payload, timeout=httpx.Timeout(5.0, read=gateway_waits_s + 0.5))
         recorded = httpx.get(f"{base}/v1/charges/{payload['reference']}", timeout=5)
         assert recorded.status_code == 200 and recorded.json()["status"] == "approved"
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
