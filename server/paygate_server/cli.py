@@ -360,8 +360,8 @@ def cmd_simulator(args: argparse.Namespace, settings: Settings) -> None:
 
     check_port_free(args.host, args.port, "--port")
     private_dir(settings.data_dir)
-    store = args.store or str(settings.data_dir / "simulator.db")
-    serve(host=args.host, port=args.port, store_path=store)
+    # --store, else $PAYGATE_SIMULATOR_STORE, else the data folder's: serve() decides.
+    serve(host=args.host, port=args.port, store_path=args.store)
 
 
 # Domains add their sub-commands: each module defines ``add_commands(subparsers)``.
@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulator", help="run the processor simulator (the card processor stand-in)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port_number, default=8081)
-    p.add_argument("--store", help="the simulator's SQLite file (default: $PAYGATE_DATA_DIR/simulator.db)")
+    p.add_argument("--store", help="the simulator's SQLite file (default: $PAYGATE_SIMULATOR_STORE, else $PAYGATE_DATA_DIR/simulator.db)")
     p.set_defaults(func=cmd_simulator)
 
     for name in CLI_EXTENSIONS:

@@ -208,13 +208,14 @@ _NUMBER_RULES = {int: "must be a whole number, 0 or more", float: "must be a num
 
 
 # Where 0 means nothing that works: no connection or delivery at all, an attempt that times
-# out before it starts, a batch of nothing read for ever, a poll that spins a core.
+# out before it starts, a batch of nothing read for ever, a poll that spins a core. Not the
+# history's prune interval: its 0 is "never" (the gateway does not prune; `paygate history prune`).
 _MORE_THAN_ZERO = frozenset({
     "db_pool_size", "processor_connect_timeout_s", "processor_timeout_s", "webhook_timeout_s",
     "webhook_max_concurrency", "webhook_endpoint_concurrency", "relay_batch_size",
     "archive_segment_max_changes", "history_prune_batch_rows", "change_poll_interval_s",
     "relay_poll_interval_s", "relay_lease_retry_s", "webhook_poll_interval_s", "reconcile_sweep_interval_s",
-    "vault_purge_interval_s", "history_prune_interval_s", "metrics_db_refresh_s",
+    "vault_purge_interval_s", "metrics_db_refresh_s",
 })
 
 

@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,25 @@ def test_history_retention_defaults_to_seven_days() -> None:
     assert Settings.from_env({"PAYGATE_HISTORY_RETENTION_S": "60"}).history_retention_s == 60
 
 
+def test_a_history_prune_interval_of_0_turns_the_gateways_pruning_off(tmp_path: Path) -> None:
+    """docs/operations.md and docs/history.md: PAYGATE_HISTORY_PRUNE_INTERVAL_S=0 is "never"
+    (run `paygate history prune`). Once every command refused it ("must be more than 0")."""
+    from paygate_server.cdc import extension
+    from paygate_server.config import Settings
+
+    r = paygate("db", "upgrade", env={"PAYGATE_HISTORY_PRUNE_INTERVAL_S": "0", "PAYGATE_DATA_DIR": str(tmp_path),
+                                      "PAYGATE_DATABASE_URL": ""})
+    assert r.returncode == 0, r.stderr
+    settings = Settings.from_env({"PAYGATE_HISTORY_PRUNE_INTERVAL_S": "0", "PAYGATE_RELAY": "0"})
+
+    class Gateway:  # what background_tasks reads: no relay, so only the pruning could start
+        pass
+
+    gateway = Gateway()
+    gateway.settings = settings  # type: ignore[attr-defined]
+    assert extension.background_tasks(gateway) == []  # type: ignore[arg-type]
+
+
 def test_the_floors_of_settings_that_parse_but_make_no_sense_are_taken() -> None:
     """Each floor itself is a value that works (tests/server/test_cli_errors.py has what is
     refused below and above them): the suite's own fastest schedules among them."""
@@ -116,23 +136,18 @@ def test_the_floors_of_settings_that_parse_but_make_no_sense_are_taken() -> None
     assert Settings.from_env({"PAYGATE_TIMESTAMP_TOLERANCE_S": "300"}).timestamp_tolerance_s == 300
 
 
-def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_processor_timeout(tmp_path: Path) -> None:
-    """SPEC §7/§9: `paygate simulator --port` as an operator starts it (the other tests start
-    `python -m paygate_server.simulator` with a short --slow-card-delay): its store goes to
-    the data folder, and card 4000000000001018 is recorded at once but answered later than
-    the gateway's default processor timeout."""
+@contextlib.contextmanager
+def running_paygate_simulator(env: dict[str, str]) -> Iterator[str]:
+    """`paygate simulator --port P` as an operator starts it, on a free port, answering: its URL."""
     import httpx
 
-    from paygate_server.config import Settings
-    from paygate_server.simulator.testing import TestCards, charge_payload
     from tests.support.eventually import eventually_sync
 
     with socket.socket() as probe:  # a free port, asked of the OS
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PAYGATE_DATA_DIR": str(tmp_path / "data")}
-    child = subprocess.Popen([sys.executable, "-m", "paygate_server", "simulator", "--port", str(port)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-m", "paygate_server", "simulator", "--port", str(port)],
+                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
 
@@ -143,6 +158,33 @@ def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_pro
             except httpx.TransportError:
                 return False
         eventually_sync(healthy, until=bool, timeout=30, what="paygate simulator answering")
+        yield base
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def test_paygate_simulator_keeps_its_store_where_paygate_simulator_store_says(tmp_path: Path) -> None:
+    """docs/simulator.md, docs/operations.md: `--store / PAYGATE_SIMULATOR_STORE`. Once
+    `paygate simulator` ignored the variable (only `python -m paygate_server.simulator` read
+    it) and kept its charges in $PAYGATE_DATA_DIR/simulator.db."""
+    store = tmp_path / "elsewhere" / "sim.db"
+    store.parent.mkdir()
+    with running_paygate_simulator({"PAYGATE_DATA_DIR": str(tmp_path / "data"), "PAYGATE_SIMULATOR_STORE": str(store)}):
+        assert store.is_file() and not (tmp_path / "data" / "simulator.db").exists()
+
+
+def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_processor_timeout(tmp_path: Path) -> None:
+    """SPEC §7/§9: `paygate simulator --port` as an operator starts it (the other tests start
+    `python -m paygate_server.simulator` with a short --slow-card-delay): its store goes to
+    the data folder, and card 4000000000001018 is recorded at once but answered later than
+    the gateway's default processor timeout."""
+    import httpx
+
+    from paygate_server.config import Settings
+    from paygate_server.simulator.testing import TestCards, charge_payload
+
+    with running_paygate_simulator({"PAYGATE_DATA_DIR": str(tmp_path / "data")}) as base:
         assert (tmp_path / "data" / "simulator.db").is_file()
         payload = charge_payload(TestCards.SLOW_ANSWER)
         gateway_waits_s = Settings().processor_timeout_s
@@ -150,6 +192,3 @@ def test_paygate_simulator_serves_on_its_port_and_1018_outlasts_the_gateways_pro
             httpx.post(f"{base}/v1/charges", json=payload, timeout=httpx.Timeout(5.0, read=gateway_waits_s + 0.5))
         recorded = httpx.get(f"{base}/v1/charges/{payload['reference']}", timeout=5)
         assert recorded.status_code == 200 and recorded.json()["status"] == "approved"
-    finally:
-        child.terminate()
-        child.wait(timeout=30)

@@ -1,8 +1,10 @@
 """Processor latency: a connector wrapper that times every call.
 
 The observability extension's ``wrap_connector`` returns it; ``app.build_gateway`` applies
-that once, before building the services, so processing, refunds and the reconciler all
-receive this one wrapper (``gateway.connector``) and nothing is swapped afterwards.
+that to the default processor's connector once, before building the services, so
+processing, refunds and the reconciler all receive this one wrapper (``gateway.connector``)
+and nothing is swapped afterwards; each processor account's connector is wrapped the same
+way when ``processors/registry.py`` builds it.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def serve(
     benchmark rates it costs more than the simulator itself.
     """
     # --store, else $PAYGATE_SIMULATOR_STORE, else the data folder's (./paygate-data, as for the gateway).
-    data_dir = pathlib.Path(os.environ.get("PAYGATE_DATA_DIR", "paygate-data"))
+    data_dir = pathlib.Path(os.environ.get("PAYGATE_DATA_DIR") or "paygate-data")  # empty: the default, as config.py
     store = pathlib.Path(store_path or os.environ.get(STORE_ENV) or data_dir / "simulator.db")
     app = create_app(store, slow_card_delay_s=slow_card_delay_s, seed=seed)
     config = uvicorn.Config(
