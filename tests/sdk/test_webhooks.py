@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 import paygate
 from paygate import webhooks
@@ -254,3 +254,25 @@ def test_bytes_like_payloads_sign_as_their_bytes() -> None:
     signature = webhooks.sign(b"{}", SECRET, msg_id=MSG_ID, timestamp=1)
     for payload in (bytearray(b"{}"), memoryview(b"{}"), "{}"):
         assert webhooks.sign(payload, SECRET, msg_id=MSG_ID, timestamp=1) == signature  # type: ignore[arg-type]  # bytearray/memoryview: bytes-like
+
+
+def _non_canonical(signature: str) -> str:
+    """The same digest in base64 that is not the canonical encoding: the 32-byte digest's
+    last character carries two unused bits, and setting one still decodes to the same bytes."""
+    encoded = signature.removeprefix("v1,")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet[alphabet.index(encoded[-2]) ^ 1]
+    altered = encoded[:-2] + last + "="
+    assert altered != encoded and base64.b64decode(altered) == base64.b64decode(encoded)
+    return "v1," + altered
+
+
+def test_a_signature_in_non_canonical_base64_is_refused_as_standardwebhooks_does() -> None:
+    # Was accepted: the entry was base64-decoded and the bytes compared, so one signature had
+    # several spellings; standardwebhooks compares the "v1,<base64>" text and refuses them.
+    headers = third_party_headers()
+    headers["webhook-signature"] = _non_canonical(headers["webhook-signature"])
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(SECRET).verify(PAYLOAD, headers)
+    with pytest.raises(paygate.SignatureVerificationError, match="signature"):
+        webhooks.verify(PAYLOAD, headers, SECRET)
