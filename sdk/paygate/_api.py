@@ -14,7 +14,14 @@ from urllib.parse import quote
 import httpx
 
 from . import _json
-from ._base_client import Deadline, ParamValue, RequestOptions, answer_error, error_from_body
+from ._base_client import (
+    Deadline,
+    ParamValue,
+    RequestOptions,
+    answer_error,
+    error_from_body,
+    printable_ascii,
+)
 from ._exceptions import APIError, WaitTimeoutError
 from ._jwe import public_key_from_jwk, select_jwk
 from ._models import (
@@ -230,7 +237,9 @@ def stream_status(
     deadline: Deadline | None = None,
 ) -> RequestOptions:
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-    if last_event_id is not None:
+    # The id is the peer's text: one that is not printable ASCII cannot go back in a header
+    # (httpx raised UnicodeEncodeError for non-ASCII), so the stream reopens without it.
+    if last_event_id is not None and printable_ascii(last_event_id):
         headers["Last-Event-ID"] = last_event_id
     return RequestOptions(
         "GET",

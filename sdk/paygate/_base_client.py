@@ -115,8 +115,13 @@ class PreparedRequest:
         return self.headers.get("Idempotency-Key")
 
 
+def printable_ascii(text: str) -> bool:
+    """Whether ``text`` can be a header value as it is (httpx encodes values as ASCII)."""
+    return all(" " <= ch <= "~" for ch in text)
+
+
 def validate_idempotency_key(key: str) -> str:
-    if not 1 <= len(key) <= 255 or not all(" " <= ch <= "~" for ch in key):
+    if not 1 <= len(key) <= 255 or not printable_ascii(key):
         raise ValueError("idempotency_key must be 1-255 printable ASCII characters")
     return key
 

@@ -134,6 +134,25 @@ async def test_a_status_stream_making_progress_between_drops_keeps_going(hostile
     assert server.seen[1].headers["last-event-id"] == "pi_123:1"
 
 
+@pytest.mark.parametrize("event_id", ["pi_123:\u00e9", "pi_123:\x01", "pi_123:\x7f"])
+async def test_a_stream_event_id_that_cannot_go_in_a_header_is_not_sent_back(
+    hostile: Any, event_id: str
+) -> None:
+    # The stream's "id:" went back as Last-Event-ID on the reconnection as it came: a
+    # non-ASCII one was a UnicodeEncodeError out of stream_status (httpx encodes headers as
+    # ASCII), a control character was sent to the gateway in the header.
+    statuses = iter(["in_progress", "succeeded"])
+
+    def handler(seen: Seen) -> Drip:
+        event = sse_event(status_json(next(statuses)), event_id)
+        return Drip((chunked_stream_head() + chunk(event),), 0.0)
+
+    client, server = hostile(handler, max_retries=1)
+    got = await collect(client.payment_intents.stream_status("pi_123", timeout=30))
+    assert [s.status for s in got] == ["in_progress", "succeeded"]
+    assert "last-event-id" not in server.seen[1].headers
+
+
 # -- retries and their keys ---------------------------------------------------------------
 
 
