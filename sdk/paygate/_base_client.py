@@ -298,10 +298,12 @@ class AnswerBudget:
         left it. A new response (public API only): its ``Content-Encoding`` and framing
         headers are dropped, as they described bytes that are now decoded."""
         response = self.response
+        # The raw bytes: the decoded texts would be re-encoded as ASCII, and a header with a
+        # byte past 0x7f (a proxy's, in UTF-8) was a UnicodeEncodeError out of the call.
         headers = [
             (name, value)
-            for name, value in response.headers.multi_items()
-            if name.lower() not in _BODY_FRAMING
+            for name, value in response.headers.raw
+            if name.decode("latin-1").lower() not in _BODY_FRAMING
         ]
         return httpx.Response(
             response.status_code,
