@@ -35,6 +35,9 @@ _SECRET_PREFIX = "whsec_"
 
 
 def _key(secret: str) -> bytes:
+    if not isinstance(secret, str):
+        # None (a missing environment variable) was an AttributeError from removeprefix.
+        raise TypeError(f"the webhook secret must be a str (whsec_…), not {type(secret).__name__}")
     encoded = secret.removeprefix(_SECRET_PREFIX)
     try:
         # Unpadded base64 is accepted too, as other Standard Webhooks libraries do.

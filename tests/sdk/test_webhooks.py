@@ -203,6 +203,17 @@ def test_secrets() -> None:
         webhooks.verify(PAYLOAD, headers, "whsec_")
 
 
+@pytest.mark.parametrize("secret", [None, SECRET.encode(), 5])
+def test_a_secret_that_is_not_text_is_a_type_error(secret: object) -> None:
+    # Was AttributeError ('NoneType' object has no attribute 'removeprefix'): a secret read
+    # with os.environ.get() and missing, or read from a file as bytes.
+    headers = third_party_headers()
+    with pytest.raises(TypeError, match="webhook secret"):
+        webhooks.verify(PAYLOAD, headers, secret)  # type: ignore[arg-type]  # the misuse under test
+    with pytest.raises(TypeError, match="webhook secret"):
+        webhooks.sign(PAYLOAD, secret, msg_id=MSG_ID, timestamp=1)  # type: ignore[arg-type]  # the misuse under test
+
+
 def test_construct_event() -> None:
     event = webhooks.construct_event(PAYLOAD, third_party_headers(), SECRET)
     assert isinstance(event, paygate.Event)
