@@ -23,7 +23,7 @@ from ._base_client import (
     printable_ascii,
 )
 from ._exceptions import APIError, WaitTimeoutError
-from ._jwe import public_key_from_jwk, select_jwk
+from ._jwe import check_encrypts, public_key_from_jwk, select_jwk
 from ._models import (
     STREAM_END_STATUSES,
     HistoryEvent,
@@ -478,7 +478,7 @@ def parse_jwks(body: Any) -> dict[str, Any]:
     # ValueError (as if their own input were wrong) and the bad JWKS would stay cached.
     try:
         jwk = select_jwk(obj)
-        public_key_from_jwk(jwk)
+        check_encrypts(public_key_from_jwk(jwk))
     except ValueError as exc:
         raise APIError(f"the gateway's JWKS (/checkout/v1/keys) has no usable key: {exc}") from None
     if not isinstance(jwk.get("kid"), str) or not jwk.get("kid"):
