@@ -352,7 +352,11 @@ class BaseClient:
         if api_key.startswith("sk_"):
             # The signing secret must never go on the wire: refuse before any request.
             raise ValueError("api_key looks like a signing secret (sk_…); pass the pk_… key")
-        url = httpx.URL(base_url)
+        try:
+            url = httpx.URL(base_url)
+        except httpx.InvalidURL:
+            # As a ValueError, like every other refusal of the configuration here.
+            raise ValueError("base_url is not a valid URL") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("base_url must be an absolute http(s) URL")
         if url.query or url.fragment or "?" in base_url or "#" in base_url:
