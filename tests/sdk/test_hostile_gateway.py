@@ -261,18 +261,20 @@ async def test_an_intent_whose_money_is_not_an_integer_is_an_api_error(
     assert info.value.http_body is not None
 
 
-@pytest.mark.parametrize("status", [200, 404])
-async def test_an_answer_with_a_header_that_is_not_ascii_is_read(hostile: Any, status: int) -> None:
-    # A proxy's header in UTF-8 (or any byte past 0x7f): rebuilding the read answer from the
-    # decoded header texts re-encoded them as ASCII, a UnicodeEncodeError out of every call.
-    body = intent_json() if status == 200 else {"error": {"type": "invalid_request_error",
-                                                          "code": "resource_missing"}}
-    headers = {"Server": "caf\u00e9 \u00ff", "X-Note": "\u00e2\u0080\u0099"}  # bytes e9 ff, e2 80 99
-    client, _ = hostile(lambda seen: Raw(json_answer(status, body, headers=headers)))
-    if status == 200:
-        intent = await resolve(client.payment_intents.get("pi_123"))
-        assert intent.amount == 1999
-        return
+# A proxy's header in UTF-8 (or any byte past 0x7f): rebuilding the read answer from the
+# decoded header texts re-encoded them as ASCII, a UnicodeEncodeError out of every call.
+_NOT_ASCII = {"Server": "caf\u00e9 \u00ff", "X-Note": "\u00e2\u0080\u0099"}  # bytes e9 ff, e2 80 99
+
+
+async def test_a_success_with_a_header_that_is_not_ascii_is_read(hostile: Any) -> None:
+    client, _ = hostile(lambda seen: Raw(json_answer(200, intent_json(), headers=_NOT_ASCII)))
+    intent = await resolve(client.payment_intents.get("pi_123"))
+    assert intent.amount == 1999
+
+
+async def test_an_error_with_a_header_that_is_not_ascii_is_mapped(hostile: Any) -> None:
+    body = {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
+    client, _ = hostile(lambda seen: Raw(json_answer(404, body, headers=_NOT_ASCII)))
     with pytest.raises(paygate.InvalidRequestError) as info:
         await resolve(client.payment_intents.get("pi_123"))
     assert (info.value.http_status, info.value.code, info.value.request_id) == (
