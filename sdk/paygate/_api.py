@@ -14,9 +14,16 @@ from urllib.parse import quote
 import httpx
 
 from . import _json
-from ._base_client import Deadline, ParamValue, RequestOptions, answer_error, error_from_body
+from ._base_client import (
+    Deadline,
+    ParamValue,
+    RequestOptions,
+    answer_error,
+    error_from_body,
+    printable_ascii,
+)
 from ._exceptions import APIError, WaitTimeoutError
-from ._jwe import public_key_from_jwk, select_jwk
+from ._jwe import check_encrypts, public_key_from_jwk, select_jwk
 from ._models import (
     STREAM_END_STATUSES,
     HistoryEvent,
@@ -230,7 +237,9 @@ def stream_status(
     deadline: Deadline | None = None,
 ) -> RequestOptions:
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-    if last_event_id is not None:
+    # The id is the peer's text: one that is not printable ASCII cannot go back in a header
+    # (httpx raised UnicodeEncodeError for non-ASCII), so the stream reopens without it.
+    if last_event_id is not None and printable_ascii(last_event_id):
         headers["Last-Event-ID"] = last_event_id
     return RequestOptions(
         "GET",
@@ -469,7 +478,7 @@ def parse_jwks(body: Any) -> dict[str, Any]:
     # ValueError (as if their own input were wrong) and the bad JWKS would stay cached.
     try:
         jwk = select_jwk(obj)
-        public_key_from_jwk(jwk)
+        check_encrypts(public_key_from_jwk(jwk))
     except ValueError as exc:
         raise APIError(f"the gateway's JWKS (/checkout/v1/keys) has no usable key: {exc}") from None
     if not isinstance(jwk.get("kid"), str) or not jwk.get("kid"):

@@ -115,8 +115,13 @@ class PreparedRequest:
         return self.headers.get("Idempotency-Key")
 
 
+def printable_ascii(text: str) -> bool:
+    """Whether ``text`` can be a header value as it is (httpx encodes values as ASCII)."""
+    return all(" " <= ch <= "~" for ch in text)
+
+
 def validate_idempotency_key(key: str) -> str:
-    if not 1 <= len(key) <= 255 or not all(" " <= ch <= "~" for ch in key):
+    if not 1 <= len(key) <= 255 or not printable_ascii(key):
         raise ValueError("idempotency_key must be 1-255 printable ASCII characters")
     return key
 
@@ -293,10 +298,12 @@ class AnswerBudget:
         left it. A new response (public API only): its ``Content-Encoding`` and framing
         headers are dropped, as they described bytes that are now decoded."""
         response = self.response
+        # The raw bytes: the decoded texts would be re-encoded as ASCII, and a header with a
+        # byte past 0x7f (a proxy's, in UTF-8) was a UnicodeEncodeError out of the call.
         headers = [
             (name, value)
-            for name, value in response.headers.multi_items()
-            if name.lower() not in _BODY_FRAMING
+            for name, value in response.headers.raw
+            if name.decode("latin-1").lower() not in _BODY_FRAMING
         ]
         return httpx.Response(
             response.status_code,
@@ -345,7 +352,11 @@ class BaseClient:
         if api_key.startswith("sk_"):
             # The signing secret must never go on the wire: refuse before any request.
             raise ValueError("api_key looks like a signing secret (sk_…); pass the pk_… key")
-        url = httpx.URL(base_url)
+        try:
+            url = httpx.URL(base_url)
+        except httpx.InvalidURL:
+            # As a ValueError, like every other refusal of the configuration here.
+            raise ValueError("base_url is not a valid URL") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("base_url must be an absolute http(s) URL")
         if url.query or url.fragment or "?" in base_url or "#" in base_url:

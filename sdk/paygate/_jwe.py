@@ -102,6 +102,18 @@ def _resolve(key: KeyLike, kid: str | None) -> tuple[rsa.RSAPublicKey, str | Non
     return public_key_from_jwk(jwk), kid
 
 
+def _encrypt_key(public_key: rsa.RSAPublicKey, cek: bytes) -> bytes:
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    return public_key.encrypt(cek, oaep)
+
+
+def check_encrypts(public_key: rsa.RSAPublicKey) -> None:
+    """``ValueError`` unless OpenSSL encrypts with ``public_key``: some keys that parse it
+    refuses ("Encryption failed"), e.g. a modulus over 16,384 bits, or an exponent over
+    64 bits with a modulus over 3,072."""
+    _encrypt_key(public_key, bytes(32))
+
+
 def jwe_encrypt(key: KeyLike, kid: str | None, payload: bytes) -> str:
     """Encrypt ``payload`` as a JWE compact serialization (``RSA-OAEP-256``/``A256GCM``).
 
@@ -116,8 +128,7 @@ def jwe_encrypt(key: KeyLike, kid: str | None, payload: bytes) -> str:
     protected = b64url(json.dumps(header, separators=(",", ":")).encode("utf-8"))
     cek = AESGCM.generate_key(bit_length=256)
     iv = os.urandom(12)
-    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-    encrypted_key = public_key.encrypt(cek, oaep)
+    encrypted_key = _encrypt_key(public_key, cek)
     sealed = AESGCM(cek).encrypt(iv, payload, protected.encode("ascii"))
     ciphertext, tag = sealed[:-_TAG_BYTES], sealed[-_TAG_BYTES:]
     return ".".join((protected, b64url(encrypted_key), b64url(iv), b64url(ciphertext), b64url(tag)))

@@ -28,6 +28,8 @@ __all__ = ["MAX_LINE", "SSEDecoder", "SSEError", "ServerSentEvent"]
 #: The gateway's events are a few hundred bytes; a peer past this is refused, not buffered.
 MAX_LINE = 1 << 20
 _LINE_END = re.compile(r"\r\n|\r|\n")
+#: ``retry:`` values longer than this (milliseconds: over 30,000 years) are taken as 10**15.
+_MAX_RETRY_DIGITS = 15
 
 
 class SSEError(ValueError):
@@ -131,7 +133,10 @@ class SSEDecoder:
             if "\0" not in value:
                 self._last_id = value
         elif name == "retry" and value.isascii() and value.isdigit():
-            self._retry = int(value)
+            # int() refuses over 4,300 digits (a ValueError out of feed()); a delay that long
+            # is capped by the client anyway, so it is kept as a merely huge one.
+            digits = value.lstrip("0") or "0"
+            self._retry = int(digits) if len(digits) <= _MAX_RETRY_DIGITS else 10**_MAX_RETRY_DIGITS
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:

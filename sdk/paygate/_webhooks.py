@@ -35,6 +35,9 @@ _SECRET_PREFIX = "whsec_"
 
 
 def _key(secret: str) -> bytes:
+    if not isinstance(secret, str):
+        # None (a missing environment variable) was an AttributeError from removeprefix.
+        raise TypeError(f"the webhook secret must be a str (whsec_…), not {type(secret).__name__}")
     encoded = secret.removeprefix(_SECRET_PREFIX)
     try:
         # Unpadded base64 is accepted too, as other Standard Webhooks libraries do.
@@ -158,17 +161,18 @@ def verify(
     except UnicodeEncodeError:
         # A webhook-id (or a str body) no bytes could have been: nothing was signed so.
         raise SignatureVerificationError("the webhook-id or payload is not text") from None
+    # The base64 text is compared, not its decoded bytes, as standardwebhooks does: decoding
+    # also took spellings of the digest that are not its encoding (unused low bits set).
+    expected_text = base64.b64encode(expected)
     matched = False
     for entry in raw_signatures.split(" "):
         version, sep, encoded = entry.partition(",")
         if not sep or version != "v1":
             continue
-        try:
-            candidate = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            continue
+        # surrogatepass: any str encodes (compare_digest refuses non-ASCII text).
+        candidate = encoded.encode("utf-8", "surrogatepass")
         # No early exit: the time taken does not depend on which entry matched.
-        matched |= hmac.compare_digest(candidate, expected)
+        matched |= hmac.compare_digest(candidate, expected_text)
     if not matched:
         raise SignatureVerificationError("no matching webhook signature")
 

@@ -97,3 +97,14 @@ async def test_the_test_card_banner_is_for_shoppers_only(shop: ShopHarness) -> N
     for path in ("/admin", f"/admin/orders/{order_id}"):
         page = (await shop.http.get(path)).text
         assert "Log out" in page and 'class="test-banner"' not in page and "Use card" not in page, path
+
+
+async def test_a_refund_key_with_a_trailing_line_end_is_replaced_not_a_500(shop: ShopHarness) -> None:
+    # re.match with "$" also matched before a final "\n": the typed key went into the
+    # idempotency key, which the SDK refused (ValueError): a 500. Now a fresh key is made.
+    order_id = await _paid_order(shop)
+    fields = _hidden_fields((await shop.http.get(f"/admin/orders/{order_id}")).text)
+    r = await shop.http.post(f"/admin/orders/{order_id}/refund",
+                             data={**fields, "key": "k" * 20 + "\n", "amount": "5.00", "reason": "damaged"})
+    assert r.status_code == 303, r.text[:300]
+    assert [x["amount"] for x in shop.gateway.refunds] == [500]

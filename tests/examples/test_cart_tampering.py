@@ -31,6 +31,7 @@ def _cart(html: str) -> dict[str, str]:
     ({"sku": "tw-mug-12", "quantity": "\uff12"}, "Choose a quantity from 1 to 10."),  # a full-width 2
     ({"sku": "tw-mug-12", "quantity": "11"}, "Choose a quantity from 1 to 10."),
     ({"sku": "tw-mug-12", "quantity": "9" * 5000}, "Choose a quantity from 1 to 10."),
+    ({"sku": "tw-mug-12", "quantity": "3\n"}, "Choose a quantity from 1 to 10."),  # "$" took a final line end
     ({"sku": "tw-mug-12", "quantity": "9"}, "At most 10 of each item per order."),  # 2 already in the cart
 ])
 async def test_a_tampered_add_is_refused_with_a_message(shop: ShopHarness, form: dict[str, str],

@@ -199,3 +199,16 @@ async def test_a_ship_box_of_any_other_text_ticks_nothing(shop: ShopHarness) -> 
     assert r.status_code == 400 and "Nothing ships" in r.text and not shop.gateway.captures
     r = await post_form(shop, f"/admin/orders/{order_id}/capture", form + hostile + [("ship", "0")])
     assert r.status_code == 303 and [amount for _, amount in shop.gateway.captures] == [8600]
+
+
+async def test_a_capture_key_with_a_trailing_line_end_is_replaced_not_a_500(shop: ShopHarness) -> None:
+    # re.match with "$" also matched before a final "\n": the typed key went into the
+    # idempotency key, which the SDK refused (ValueError): a 500. Now such a key is not
+    # the form's, and the capture goes through under the order's own.
+    order_id = await authorized_order(shop, MADE_TO_ORDER)
+    await shop.login()
+    page = (await shop.http.get(f"/admin/orders/{order_id}")).text
+    fields = {**_form(page, "capture-form"), "key": "k" * 20 + "\n"}
+    r = await post_form(shop, f"/admin/orders/{order_id}/capture", [*fields.items(), ("ship", "0")])
+    assert r.status_code == 303, r.text[:300]
+    assert len(shop.gateway.captures) == 1

@@ -78,6 +78,15 @@ async def test_pay_refuses_bad_tokens_and_cross_site_requests(shop: ShopHarness)
     assert not [r for r in shop.gateway.requests if r[1] == "/api/v1/payment/process"]
 
 
+async def test_a_token_with_a_trailing_line_end_is_refused_not_a_500(shop: ShopHarness) -> None:
+    # re.match with "$" also matched before a final "\n": the token passed, went into the
+    # idempotency key, and the SDK refused that key (ValueError): a 500.
+    order_id = await shop.place_order()
+    r = await shop.http.post(f"/orders/{order_id}/pay", json={"token": "tok_ok_0123456789\n"})
+    assert r.status_code == 400
+    assert not [r for r in shop.gateway.requests if r[1] == "/api/v1/payment/process"]
+
+
 async def test_pay_answers_400_to_json_nested_too_deeply(shop: ShopHarness) -> None:
     # 15 KiB of "[" (under the 16 KiB limit) was a RecursionError out of read_json: a 500.
     order_id = await shop.place_order()

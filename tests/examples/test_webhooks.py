@@ -137,3 +137,29 @@ async def test_an_intent_event_the_shop_cannot_record_is_acknowledged_not_a_500(
         assert r.status_code == 200, (field, value, r.status_code, r.text)
     after = await shop.order(order_id)
     assert {k: after[k] for k in ("status", "amountRefunded")} == {k: before[k] for k in ("status", "amountRefunded")}
+
+
+async def test_a_refund_event_whose_reason_is_not_text_is_recorded_not_a_500(shop: ShopHarness) -> None:
+    # The reason went to SQLite as given: a JSON object or list ("type 'dict' is not
+    # supported") or an integer past SQLite's range was a 500, retried by the gateway for days.
+    order_id, intent = await paid_order(shop)
+    await deliver(shop, event("payment_intent.succeeded", intent), "evt_paid")
+    for n, reason in enumerate(({"x": 1}, ["damaged"], 10**30)):
+        refund = {"refundId": f"re_r{n}", "paymentIntentId": intent["paymentIntentId"], "amount": 100,
+                  "currency": "USD", "status": "succeeded", "reason": reason}
+        r = await deliver(shop, event("refund.succeeded", refund), f"evt_r{n}")
+        assert r.status_code == 200, (reason, r.status_code, r.text)
+    order = await shop.order(order_id)
+    assert order["amountRefunded"] == 300 and order["status"] == "partially_refunded"
+
+
+async def test_an_intent_event_whose_id_is_not_text_is_acknowledged_not_a_500(shop: ShopHarness) -> None:
+    # An intent event found by its metadata's orderId bound its paymentIntentId in the query
+    # as given: a list or an object was a 500 ("type 'list' is not supported"), retried for days.
+    order_id = await shop.place_order("tw-dripper-02")
+    await shop.login()
+    for n, intent_id in enumerate((["pi_x"], {"id": "pi_x"}, 10**30)):
+        data = {"paymentIntentId": intent_id, "status": "created", "metadata": {"orderId": order_id}}
+        r = await deliver(shop, event("payment_intent.created", data), f"evt_id{n}")
+        assert r.status_code == 200, (intent_id, r.status_code, r.text)
+    assert (await shop.order(order_id))["status"] == "awaiting_payment"

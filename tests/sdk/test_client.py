@@ -28,6 +28,10 @@ from .conftest import API_KEY, BASE_URL, SIGNING_SECRET, intent_json, reply, res
         ({"base_url": "https://gateway.test/?"}, "query or fragment"),
         ({"base_url": "https://gateway.test/pay#"}, "query or fragment"),
         ({"max_retries": -1}, "max_retries"),
+        # httpx's own refusals were httpx.InvalidURL, not a ValueError: a URL read from a
+        # file with its line end, or an unclosed IPv6 literal.
+        ({"base_url": "https://gateway.test/\n"}, "base_url"),
+        ({"base_url": "http://[::1"}, "base_url"),
     ],
 )
 @pytest.mark.parametrize("cls", [paygate.Client, paygate.AsyncClient])

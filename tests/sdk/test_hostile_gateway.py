@@ -134,6 +134,25 @@ async def test_a_status_stream_making_progress_between_drops_keeps_going(hostile
     assert server.seen[1].headers["last-event-id"] == "pi_123:1"
 
 
+@pytest.mark.parametrize("event_id", ["pi_123:\u00e9", "pi_123:\x01", "pi_123:\x7f"])
+async def test_a_stream_event_id_that_cannot_go_in_a_header_is_not_sent_back(
+    hostile: Any, event_id: str
+) -> None:
+    # The stream's "id:" went back as Last-Event-ID on the reconnection as it came: a
+    # non-ASCII one was a UnicodeEncodeError out of stream_status (httpx encodes headers as
+    # ASCII), a control character was sent to the gateway in the header.
+    statuses = iter(["in_progress", "succeeded"])
+
+    def handler(seen: Seen) -> Drip:
+        event = sse_event(status_json(next(statuses)), event_id)
+        return Drip((chunked_stream_head() + chunk(event),), 0.0)
+
+    client, server = hostile(handler, max_retries=1)
+    got = await collect(client.payment_intents.stream_status("pi_123", timeout=30))
+    assert [s.status for s in got] == ["in_progress", "succeeded"]
+    assert "last-event-id" not in server.seen[1].headers
+
+
 # -- retries and their keys ---------------------------------------------------------------
 
 
@@ -240,6 +259,26 @@ async def test_an_intent_whose_money_is_not_an_integer_is_an_api_error(
         await resolve(client.payment_intents.get("pi_123"))
     assert info.value.http_status == 200 and info.value.request_id == "req_hostile"
     assert info.value.http_body is not None
+
+
+# A proxy's header in UTF-8 (or any byte past 0x7f): rebuilding the read answer from the
+# decoded header texts re-encoded them as ASCII, a UnicodeEncodeError out of every call.
+_NOT_ASCII = {"Server": "caf\u00e9 \u00ff", "X-Note": "\u00e2\u0080\u0099"}  # bytes e9 ff, e2 80 99
+
+
+async def test_a_success_with_a_header_that_is_not_ascii_is_read(hostile: Any) -> None:
+    client, _ = hostile(lambda seen: Raw(json_answer(200, intent_json(), headers=_NOT_ASCII)))
+    intent = await resolve(client.payment_intents.get("pi_123"))
+    assert intent.amount == 1999
+
+
+async def test_an_error_with_a_header_that_is_not_ascii_is_mapped(hostile: Any) -> None:
+    body = {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
+    client, _ = hostile(lambda seen: Raw(json_answer(404, body, headers=_NOT_ASCII)))
+    with pytest.raises(paygate.InvalidRequestError) as info:
+        await resolve(client.payment_intents.get("pi_123"))
+    assert (info.value.http_status, info.value.code, info.value.request_id) == (
+        404, "resource_missing", "req_hostile")
 
 
 async def test_unknown_fields_and_statuses_are_tolerated(hostile: Any) -> None:

@@ -253,6 +253,13 @@ async def test_client_rejects_a_bad_jwks(make_client: Any) -> None:
         [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}],  # a toy modulus
         [{"kty": "RSA", "kid": "k1", "n": "!!!", "e": "AQAB"}],  # not base64url
         "rsa_without_kid",
+        # Keys that parse but OpenSSL will not encrypt with: a modulus past its 16,384 bits,
+        # an exponent past 64 bits with a modulus over 3,072 (was ValueError "Encryption
+        # failed" out of encrypt_card, as if the card were wrong, and the JWKS cached).
+        [{"kty": "RSA", "kid": "k1", "n": b64url(((1 << 20000) | 0x21).to_bytes(2501, "big")),
+          "e": "AQAB"}],
+        [{"kty": "RSA", "kid": "k1", "n": b64url(((1 << 4095) | 0x21).to_bytes(512, "big")),
+          "e": b64url(((1 << 100) | 1).to_bytes(13, "big"))}],
     ],
 )
 async def test_client_refuses_a_jwks_it_cannot_encrypt_with(

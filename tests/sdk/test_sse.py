@@ -88,6 +88,15 @@ def test_id_with_nul_is_ignored_and_bad_retry_is_ignored() -> None:
     assert events[-1] == ServerSentEvent(event="message", data="z", id="7", retry=None)
 
 
+def test_a_retry_of_thousands_of_digits_is_a_long_delay_not_a_value_error() -> None:
+    # int() refuses a string of over 4,300 digits: a ValueError (not an SSEError) out of
+    # feed(), and so out of stream_status. Leading zeros do not make it long.
+    events = feed_all([b"retry: " + b"9" * 5000 + b"\ndata: a\n\n"])
+    assert events[-1].retry is not None and events[-1].retry >= 10**15
+    events = feed_all([b"retry: " + b"0" * 5000 + b"1500\ndata: a\n\n"])
+    assert events[-1].retry == 1500
+
+
 def test_last_event_id_and_retry_are_tracked() -> None:
     decoder = SSEDecoder()
     decoder.feed(b"id: pi_1:3\nretry: 100\ndata: {}\n\n")

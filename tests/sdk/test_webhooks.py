@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 import paygate
 from paygate import webhooks
@@ -203,6 +203,17 @@ def test_secrets() -> None:
         webhooks.verify(PAYLOAD, headers, "whsec_")
 
 
+@pytest.mark.parametrize("secret", [None, SECRET.encode(), 5])
+def test_a_secret_that_is_not_text_is_a_type_error(secret: object) -> None:
+    # Was AttributeError ('NoneType' object has no attribute 'removeprefix'): a secret read
+    # with os.environ.get() and missing, or read from a file as bytes.
+    headers = third_party_headers()
+    with pytest.raises(TypeError, match="webhook secret"):
+        webhooks.verify(PAYLOAD, headers, secret)  # type: ignore[arg-type]  # the misuse under test
+    with pytest.raises(TypeError, match="webhook secret"):
+        webhooks.sign(PAYLOAD, secret, msg_id=MSG_ID, timestamp=1)  # type: ignore[arg-type]  # the misuse under test
+
+
 def test_construct_event() -> None:
     event = webhooks.construct_event(PAYLOAD, third_party_headers(), SECRET)
     assert isinstance(event, paygate.Event)
@@ -254,3 +265,25 @@ def test_bytes_like_payloads_sign_as_their_bytes() -> None:
     signature = webhooks.sign(b"{}", SECRET, msg_id=MSG_ID, timestamp=1)
     for payload in (bytearray(b"{}"), memoryview(b"{}"), "{}"):
         assert webhooks.sign(payload, SECRET, msg_id=MSG_ID, timestamp=1) == signature  # type: ignore[arg-type]  # bytearray/memoryview: bytes-like
+
+
+def _non_canonical(signature: str) -> str:
+    """The same digest in base64 that is not the canonical encoding: the 32-byte digest's
+    last character carries two unused bits, and setting one still decodes to the same bytes."""
+    encoded = signature.removeprefix("v1,")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet[alphabet.index(encoded[-2]) ^ 1]
+    altered = encoded[:-2] + last + "="
+    assert altered != encoded and base64.b64decode(altered) == base64.b64decode(encoded)
+    return "v1," + altered
+
+
+def test_a_signature_in_non_canonical_base64_is_refused_as_standardwebhooks_does() -> None:
+    # Was accepted: the entry was base64-decoded and the bytes compared, so one signature had
+    # several spellings; standardwebhooks compares the "v1,<base64>" text and refuses them.
+    headers = third_party_headers()
+    headers["webhook-signature"] = _non_canonical(headers["webhook-signature"])
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(SECRET).verify(PAYLOAD, headers)
+    with pytest.raises(paygate.SignatureVerificationError, match="signature"):
+        webhooks.verify(PAYLOAD, headers, SECRET)

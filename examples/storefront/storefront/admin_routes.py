@@ -51,7 +51,7 @@ REFUND_REASONS = {
     "duplicate": "Duplicate order",
     "other": "Other",
 }
-_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 async def _session(request: Request) -> str | None:
@@ -147,7 +147,7 @@ class RefundDraft:
         return cls(amount=form.get("amount", "")[:40],
                    reason=reason if reason in REFUND_REASONS else next(iter(REFUND_REASONS)),
                    # A retry of the same refund keeps its key: the gateway replays, never repeats.
-                   key=key if _KEY.match(key) else secrets.token_urlsafe(18))
+                   key=key if _KEY.fullmatch(key) else secrets.token_urlsafe(18))
 
 
 async def _detail(request: Request, order: Order, sid: str, *, draft: RefundDraft | None = None,

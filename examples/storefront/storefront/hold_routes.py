@@ -34,7 +34,7 @@ from storefront.web import MAX_FORM_BYTES, outcome_unknown, read_body, read_form
 __all__ = ["capture_amount", "routes"]
 
 log = logging.getLogger("storefront.admin")
-_KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 def capture_amount(order: Order, shipped: set[int]) -> int:
@@ -84,7 +84,7 @@ async def capture(request: Request) -> Response:
     if order is None:
         return render(request, "not_found.html", status_code=404)
     typed = form.get("key", "")
-    key = typed if _KEY.match(typed) else None
+    key = typed if _KEY.fullmatch(typed) else None
     shipped = _positions(items, len(order.lines))
     if order.intent_id is None or not order.payment.capturable:
         done = order.payment.received > 0

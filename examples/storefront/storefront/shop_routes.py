@@ -38,9 +38,11 @@ from storefront.web import (
 __all__ = ["ensure_intent", "routes"]
 
 log = logging.getLogger("storefront")
-_TOKEN = re.compile(r"^tok_[A-Za-z0-9_-]{8,200}$")
-_ORDER_ID = re.compile(r"^ord_[A-Za-z0-9_-]{10,64}$")
-_QUANTITY = re.compile(r"^[0-9]{1,3}$")
+# Used with fullmatch: re.match with "$" also took a final "\n" (a token so went into an
+# idempotency key the SDK refuses).
+_TOKEN = re.compile(r"tok_[A-Za-z0-9_-]{8,200}")
+_ORDER_ID = re.compile(r"ord_[A-Za-z0-9_-]{10,64}")
+_QUANTITY = re.compile(r"[0-9]{1,3}")
 
 
 def _form_quantity(form: dict[str, str], lowest: int, default: int | None) -> int | None:
@@ -50,7 +52,7 @@ def _form_quantity(form: dict[str, str], lowest: int, default: int | None) -> in
     text = form.get("quantity")
     if text is None:
         return default
-    if not _QUANTITY.match(text):
+    if not _QUANTITY.fullmatch(text):
         return None
     value = int(text)
     return value if lowest <= value <= MAX_QUANTITY else None
@@ -169,7 +171,7 @@ async def ensure_intent(shop: Shop, order: Order) -> Order:
 
 async def _order_or_none(request: Request) -> Order | None:
     order_id = request.path_params["order_id"]
-    if not _ORDER_ID.match(order_id):
+    if not _ORDER_ID.fullmatch(order_id):
         return None
     return await run(shop_of(request).store.get, order_id)
 
@@ -210,7 +212,7 @@ async def pay(request: Request) -> Response:
         return json_error(404, "No such order.")
     body = await read_json(request)
     token = body.get("token") if isinstance(body, dict) else None
-    if not isinstance(token, str) or not _TOKEN.match(token):
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         return json_error(400, "The card form did not send a valid token.", order)
     if order.intent_id is None or not order.payment.payable:
         return json_error(409, "This order cannot be paid now.", order)

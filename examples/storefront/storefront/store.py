@@ -328,11 +328,14 @@ class OrderStore(SQLiteDatabase):
 
     def _record_refund(self, conn: sqlite3.Connection, order: Order, refund: Mapping[str, Any],
                        source: str) -> Order:
+        # The reason is the merchant's text; anything else the gateway sends there (an object,
+        # an integer past SQLite's range) is not stored, rather than fail the whole event.
+        reason = refund.get("reason")
         conn.execute(
             "INSERT INTO refunds (refund_id, order_id, amount, status, reason, source, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (refund_id) DO UPDATE SET status = excluded.status",
             (refund["refundId"], order.id, int(refund["amount"]), str(refund.get("status") or "succeeded"),
-             refund.get("reason"), source, _now()))
+             reason if isinstance(reason, str) else None, source, _now()))
         refunded = self._refund_total(conn, order.id, _COUNTED_REFUNDS)
         pending = self._refund_total(conn, order.id, _PENDING_REFUNDS)
         return self._save_payment(conn, order, apply_refunded_total(order.payment, refunded, pending))
@@ -397,7 +400,9 @@ class OrderStore(SQLiteDatabase):
 
     def _order_for_event(self, conn: sqlite3.Connection, event_type: str, data: dict[str, Any]) -> Order | None:
         intent_id = data.get("paymentIntentId")
-        if isinstance(intent_id, str):
+        if not isinstance(intent_id, str):
+            intent_id = None  # not an id (a list, a number): SQLite could not even bind it
+        if intent_id is not None:
             row = conn.execute("SELECT * FROM orders WHERE intent_id = ?", (intent_id,)).fetchone()
             if row is not None:
                 return self._load(conn, row)
