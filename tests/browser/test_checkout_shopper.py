@@ -142,3 +142,29 @@ def test_hostile_message_shapes_from_the_frame_origin_are_sanitized(
     assert errors == [["api_error", 0], ["api_error", 0]]
     assert page.evaluate("({}).polluted") is None
     assert page.evaluate("window.__paygate.ready") == 1
+
+
+def test_a_pasted_expiry_with_a_four_digit_year_is_understood(
+    checkout_sites: Any, page_factory: Any
+) -> None:
+    """"12 / 2034" as a password manager shows it: 9 characters. A 7-character limit on
+    the field cut it to "12 / 20" before the formatter saw it — "Your card has expired."."""
+    sites = checkout_sites
+    page = page_factory()
+    frame = _open_checkout(page, sites, sites.new_checkout())
+    expiry = frame.locator("#pg-expiry")
+    for pasted in ("12 / 2034", " 12 / 2034 ", "12 - 2034"):
+        expiry.fill("")
+        expiry.focus()
+        page.keyboard.insert_text(pasted)  # what a paste does: one insertText
+        assert expiry.input_value() == "12 / 34", pasted
+        assert _error_of(frame, "pg-expiry") == ("false", ""), pasted
+    for pasted in ("1/34", "1/2034", "1 - 2034"):
+        expiry.fill("")
+        expiry.focus()
+        page.keyboard.insert_text(pasted)
+        assert expiry.input_value() == "01 / 34", pasted
+    # Typing still stops at four digits.
+    expiry.fill("")
+    expiry.press_sequentially("123456")
+    assert expiry.input_value() == "12 / 34"
