@@ -7,6 +7,7 @@ are in ``test_checkout_gateway.py``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.browser.test_checkout_browser import CVC, PAN, _error_of, _fill_card, _frame, _open_checkout
@@ -168,3 +169,22 @@ def test_a_pasted_expiry_with_a_four_digit_year_is_understood(
     expiry.fill("")
     expiry.press_sequentially("123456")
     assert expiry.input_value() == "12 / 34"
+
+
+def test_a_shopper_whose_clock_is_off_can_still_pay(checkout_sites: Any, page_factory: Any) -> None:
+    """generationTime is checked against the gateway's clock (5 minutes ahead at most, 24 h
+    behind): a device clock set an hour fast, or a day slow, must not make every attempt
+    fail with "could not be read" — retrying would never help."""
+    sites = checkout_sites
+    for offset_s in (3600, -25 * 3600):
+        checkout = sites.new_checkout()
+        page = page_factory()
+        page.clock.install(time=time.time() + offset_s)
+        page.clock.resume()  # the wrong time runs on like a real clock
+        frame = _open_checkout(page, sites, checkout)
+        _fill_card(frame)
+        frame.locator("#pg-submit").click()
+        page.wait_for_function("window.__paygate.tokens.length + window.__paygate.errors.length === 1")
+        assert page.evaluate("window.__paygate.errors") == [], offset_s
+        generated = checkout.decrypted[0].generation_time.timestamp()
+        assert abs(generated - time.time()) < 120, offset_s

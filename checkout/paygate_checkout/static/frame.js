@@ -246,7 +246,9 @@
     return global.fetch(url, init).then(
       function (response) {
         return readJson(response).then(function (body) {
-          return { ok: response.ok, status: response.status, body: body };
+          return {
+            ok: response.ok, status: response.status, body: body, date: response.headers.get("Date")
+          };
         });
       },
       function () {
@@ -272,6 +274,14 @@
       };
     }
     return { code: "api_error", message: "Your card could not be saved. Please try again." };
+  }
+
+  // The gateway checks generationTime against its own clock (at most minutes ahead, a day
+  // behind): take it from the keys response's Date header, so a shopper whose device
+  // clock is off can still pay. The device clock only if that header is missing.
+  function gatewayTime(dateHeader) {
+    var time = dateHeader ? Date.parse(dateHeader) : NaN;
+    return new Date(isNaN(time) ? Date.now() : time).toISOString();
   }
 
   function showDone(card) {
@@ -314,7 +324,7 @@
       expYear: states.expiry.year,
       cvc: Card.onlyDigits(fields.cvc.value),
       name: fields.name.value.trim(),
-      generationTime: new Date().toISOString()
+      generationTime: null
     };
     setBusy(true);
 
@@ -323,6 +333,7 @@
         if (!keys.ok) {
           throw apiError(keys);
         }
+        payload.generationTime = gatewayTime(keys.date);
         return Jwe.encrypt(keys.body, payload).catch(function () {
           throw {
             code: "encryption_failed",
