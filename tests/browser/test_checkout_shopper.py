@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.browser.test_checkout_browser import CVC, PAN, _error_of, _fill_card, _frame, _open_checkout
+from tests.browser.test_checkout_browser import CVC, PAN, _error_of, _fill_card, _open_checkout
 
 
 def _token_posts(sites: Any, checkout: Any) -> int:
