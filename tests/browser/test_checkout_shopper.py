@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.support.eventually import eventually_sync
 from tests.browser.test_checkout_browser import CVC, PAN, _error_of, _fill_card, _open_checkout
 
 
@@ -188,3 +189,31 @@ def test_a_shopper_whose_clock_is_off_can_still_pay(checkout_sites: Any, page_fa
         assert page.evaluate("window.__paygate.errors") == [], offset_s
         generated = checkout.decrypted[0].generation_time.timestamp()
         assert abs(generated - time.time()) < 120, offset_s
+
+
+def test_a_request_that_never_answers_ends_in_a_retryable_error(
+    checkout_sites: Any, page_factory: Any
+) -> None:
+    """A connection that hangs (no reset, no answer) must not leave the shopper looking
+    at "Processing…" for minutes: after 30 s it is a network error, and they can retry."""
+    sites = checkout_sites
+    checkout = sites.new_checkout()
+    page = page_factory()
+    page.clock.install()
+    held: list[Any] = []
+    page.route("**/checkout/v1/tokens", lambda route: held.append(route))
+    frame = _open_checkout(page, sites, checkout)
+    _fill_card(frame)
+    frame.locator("#pg-submit").click()
+    frame.wait_for_function("document.getElementById('pg-submit').disabled")
+    eventually_sync(lambda: len(held) == 1, timeout=10, interval=0.05, what="the token request")
+    page.clock.run_for(29_000)
+    assert frame.locator("#pg-submit").is_disabled()
+    page.clock.run_for(2_000)
+    page.wait_for_function("window.__paygate.errors.length === 1")
+    assert page.evaluate("window.__paygate.errors[0].code") == "network_error"
+    assert frame.locator("#pg-number").input_value() == "4242 4242 4242 4242"
+    assert frame.locator("#pg-submit").is_enabled()
+    page.unroute("**/checkout/v1/tokens")
+    frame.locator("#pg-submit").click()
+    page.wait_for_function("window.__paygate.tokens.length === 1")

@@ -239,22 +239,35 @@
     });
   }
 
+  // A connection that hangs (no answer, no reset) would keep "Processing…" up for minutes:
+  // past this the request is abandoned as a network error the shopper can retry.
+  var REQUEST_TIMEOUT_MS = 30000;
+
   function fetchJson(url, init) {
     init.credentials = "omit";
     init.cache = "no-store";
     init.referrerPolicy = "no-referrer";
-    return global.fetch(url, init).then(
-      function (response) {
+    var controller = new global.AbortController();
+    init.signal = controller.signal;
+    var timer = global.setTimeout(function () { controller.abort(); }, REQUEST_TIMEOUT_MS);
+    return global.fetch(url, init)
+      .then(function (response) {
         return readJson(response).then(function (body) {
           return {
             ok: response.ok, status: response.status, body: body, date: response.headers.get("Date")
           };
         });
-      },
-      function () {
-        return { ok: false, status: 0, body: null };
-      }
-    );
+      })
+      .then(
+        function (result) {
+          global.clearTimeout(timer);
+          return result;
+        },
+        function () {
+          global.clearTimeout(timer);
+          return { ok: false, status: 0, body: null };
+        }
+      );
   }
 
   function apiError(result) {
