@@ -217,3 +217,19 @@ def test_a_request_that_never_answers_ends_in_a_retryable_error(
     page.unroute("**/checkout/v1/tokens")
     frame.locator("#pg-submit").click()
     page.wait_for_function("window.__paygate.tokens.length === 1")
+
+
+def test_a_pasted_cvc_with_spaces_keeps_all_its_digits(checkout_sites: Any, page_factory: Any) -> None:
+    """A maxlength on the field cut " 1234" to " 123" before the form saw it."""
+    sites = checkout_sites
+    page = page_factory()
+    frame = _open_checkout(page, sites, sites.new_checkout())
+    cvc = frame.locator("#pg-cvc")
+    for number, pasted, expected in (("3782 822463 10005", " 1234", "1234"),
+                                     ("4242 4242 4242 4242", " 123 ", "123"),
+                                     ("4242 4242 4242 4242", "1234", "123")):
+        frame.locator("#pg-number").fill(number)
+        cvc.fill("")
+        cvc.focus()
+        page.keyboard.insert_text(pasted)
+        assert cvc.input_value() == expected, pasted

@@ -98,12 +98,15 @@
     return state;
   }
 
+  // The CVC's length limit is enforced here, not by a maxlength attribute: the browser
+  // would cut a pasted " 1234" to " 123" before the spaces could be dropped.
+  var cvcMax = 4;
+
   function updateBrand() {
     var brand = currentBrand();
     brandBadge.setAttribute("data-brand", brand);
     brandLabel.textContent = Card.brandLabel(brand);
-    var cvcMax = Math.max.apply(null, Card.cvcLengths(brand));
-    fields.cvc.maxLength = cvcMax;
+    cvcMax = Math.max.apply(null, Card.cvcLengths(brand));
     cvcHint.textContent = brand === "amex"
       ? "4 digits on the front of the card"
       : brand === "unknown" ? "3 or 4 digits on the card" : "3 digits on the back of the card";
@@ -180,7 +183,7 @@
   });
 
   fields.cvc.addEventListener("input", function () {
-    var digits = Card.onlyDigits(fields.cvc.value).slice(0, fields.cvc.maxLength);
+    var digits = Card.onlyDigits(fields.cvc.value).slice(0, cvcMax);
     if (digits !== fields.cvc.value) {
       fields.cvc.value = digits;
     }
