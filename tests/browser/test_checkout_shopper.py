@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.support.eventually import eventually_sync
 from tests.browser.test_checkout_browser import CVC, PAN, _error_of, _fill_card, _open_checkout
+from tests.support.eventually import eventually_sync
 
 
 def _token_posts(sites: Any, checkout: Any) -> int:
