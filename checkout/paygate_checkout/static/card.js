@@ -186,11 +186,12 @@
     if (digits.length === 0) {
       return "";
     }
-    // "1/" means January: pad it.
-    if (digits.length === 1 && /^\s*[0-9]\s*\//.test(raw)) {
+    // "1/", "1/34", "1-2034" mean January: pad it (typed or pasted).
+    if (/^\s*[0-9]\s*[\/.-]/.test(raw)) {
       digits = "0" + digits;
     }
-    // Autofill may give MMYYYY ("12/2034").
+    // Autofill or a paste may give MMYYYY ("12/2034", "12 / 2034"): the field has no
+    // maxlength, so this sees all of it and clips to MM / YY itself.
     if (digits.length === 6 && /^(0[1-9]|1[0-2])20[0-9]{2}$/.test(digits)) {
       digits = digits.slice(0, 2) + digits.slice(4);
     }

@@ -26,6 +26,31 @@
   // since document.currentScript is only set while the script first runs.
   var scriptUrl = script && script.src ? new URL(script.src, doc.baseURI) : null;
   var READY_GRACE_MS = 4000;
+  // What the frame sends, checked again here: the callbacks get fresh objects of the
+  // documented shapes only (no huge strings, no "__proto__" keys a merchant might merge).
+  var TOKEN = /^tok_[A-Za-z0-9_]{1,120}$/;
+  var CODE = /^[a-z][a-z0-9_]{0,63}$/;
+  var MAX_MESSAGE_CHARS = 500;
+
+  function cardOf(value) {
+    if (!value || typeof value !== "object") {
+      return null;
+    }
+    var card = {};
+    if (typeof value.brand === "string" && /^[a-z]{1,20}$/.test(value.brand)) {
+      card.brand = value.brand;
+    }
+    if (typeof value.last4 === "string" && /^[0-9]{4}$/.test(value.last4)) {
+      card.last4 = value.last4;
+    }
+    ["expMonth", "expYear"].forEach(function (key) {
+      var number = value[key];
+      if (typeof number === "number" && number % 1 === 0 && number >= 1 && number <= 9999) {
+        card[key] = number;
+      }
+    });
+    return card;
+  }
 
   function callback(fn, args) {
     if (typeof fn !== "function") {
@@ -115,14 +140,16 @@
           }
           break;
         case "paygate:token":
-          if (typeof data.token === "string") {
-            callback(options.onToken, [data.token, data.card || null]);
+          if (typeof data.token === "string" && TOKEN.test(data.token)) {
+            callback(options.onToken, [data.token, cardOf(data.card)]);
           }
           break;
         case "paygate:error":
           callback(options.onError, [{
-            code: typeof data.code === "string" ? data.code : "api_error",
-            message: typeof data.message === "string" ? data.message : ""
+            code: typeof data.code === "string" && CODE.test(data.code) ? data.code : "api_error",
+            message: typeof data.message === "string" && data.message.length <= MAX_MESSAGE_CHARS
+              ? data.message
+              : ""
           }]);
           break;
         default:

@@ -98,12 +98,15 @@
     return state;
   }
 
+  // The CVC's length limit is enforced here, not by a maxlength attribute: the browser
+  // would cut a pasted " 1234" to " 123" before the spaces could be dropped.
+  var cvcMax = 4;
+
   function updateBrand() {
     var brand = currentBrand();
     brandBadge.setAttribute("data-brand", brand);
     brandLabel.textContent = Card.brandLabel(brand);
-    var cvcMax = Math.max.apply(null, Card.cvcLengths(brand));
-    fields.cvc.maxLength = cvcMax;
+    cvcMax = Math.max.apply(null, Card.cvcLengths(brand));
     cvcHint.textContent = brand === "amex"
       ? "4 digits on the front of the card"
       : brand === "unknown" ? "3 or 4 digits on the card" : "3 digits on the back of the card";
@@ -180,7 +183,7 @@
   });
 
   fields.cvc.addEventListener("input", function () {
-    var digits = Card.onlyDigits(fields.cvc.value).slice(0, fields.cvc.maxLength);
+    var digits = Card.onlyDigits(fields.cvc.value).slice(0, cvcMax);
     if (digits !== fields.cvc.value) {
       fields.cvc.value = digits;
     }
@@ -239,20 +242,35 @@
     });
   }
 
+  // A connection that hangs (no answer, no reset) would keep "Processing…" up for minutes:
+  // past this the request is abandoned as a network error the shopper can retry.
+  var REQUEST_TIMEOUT_MS = 30000;
+
   function fetchJson(url, init) {
     init.credentials = "omit";
     init.cache = "no-store";
     init.referrerPolicy = "no-referrer";
-    return global.fetch(url, init).then(
-      function (response) {
+    var controller = new global.AbortController();
+    init.signal = controller.signal;
+    var timer = global.setTimeout(function () { controller.abort(); }, REQUEST_TIMEOUT_MS);
+    return global.fetch(url, init)
+      .then(function (response) {
         return readJson(response).then(function (body) {
-          return { ok: response.ok, status: response.status, body: body };
+          return {
+            ok: response.ok, status: response.status, body: body, date: response.headers.get("Date")
+          };
         });
-      },
-      function () {
-        return { ok: false, status: 0, body: null };
-      }
-    );
+      })
+      .then(
+        function (result) {
+          global.clearTimeout(timer);
+          return result;
+        },
+        function () {
+          global.clearTimeout(timer);
+          return { ok: false, status: 0, body: null };
+        }
+      );
   }
 
   function apiError(result) {
@@ -272,6 +290,14 @@
       };
     }
     return { code: "api_error", message: "Your card could not be saved. Please try again." };
+  }
+
+  // The gateway checks generationTime against its own clock (at most minutes ahead, a day
+  // behind): take it from the keys response's Date header, so a shopper whose device
+  // clock is off can still pay. The device clock only if that header is missing.
+  function gatewayTime(dateHeader) {
+    var time = dateHeader ? Date.parse(dateHeader) : NaN;
+    return new Date(isNaN(time) ? Date.now() : time).toISOString();
   }
 
   function showDone(card) {
@@ -314,7 +340,7 @@
       expYear: states.expiry.year,
       cvc: Card.onlyDigits(fields.cvc.value),
       name: fields.name.value.trim(),
-      generationTime: new Date().toISOString()
+      generationTime: null
     };
     setBusy(true);
 
@@ -323,6 +349,7 @@
         if (!keys.ok) {
           throw apiError(keys);
         }
+        payload.generationTime = gatewayTime(keys.date);
         return Jwe.encrypt(keys.body, payload).catch(function () {
           throw {
             code: "encryption_failed",
