@@ -1,7 +1,8 @@
 """Instructions per complete payment, counted by valgrind's callgrind (repeatable: no clock).
 
-Timings on a shared 2-core box move by ±20 % from run to run; an instruction count of the same
-code on the same inputs moves by a few hundredths of a percent. This runs the gateway
+Timings on a shared 2-core box move by ±20 % from run to run; instructions do not follow the
+box's load, only the code and its inputs (which still differ a little from run to run: random
+ids, keys and padding; measured repeats in docs/perf/history.md). This runs the gateway
 in-process (tests/support/app.py, as docs/perf/count.py does, with a connector that approves
 at once) under ``valgrind --tool=callgrind`` twice, serving N1 and then N2 complete payments
 after the same start-up and warm-up, and prints (Ir(N2) − Ir(N1)) / (N2 − N1): the
@@ -14,6 +15,7 @@ API-key and processor-route caches and the checkout keys' refresh at an hour, th
 notifier's poll at an hour (PostgreSQL's LISTEN still delivers). The database is reused
 from run to run (the first, native, run makes the schema and the checkout key: an RSA key
 generation costs a random number of instructions), so use one database per measurement.
+The runs under valgrind have PYTHONHASHSEED=0 (the same dict and set layouts every run).
 
     PYTHONPATH=server:sdk:checkout:. .venv/bin/python docs/perf/instructions.py \\
         postgresql://127.0.0.1:5432/perf_ir [N1 N2]        # default 20 60
@@ -31,27 +33,18 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 _HOUR = 3600.0
 
 
 async def _serve(url: str, n: int) -> None:
+    from payment_flow import Approve, pay  # this folder's (docs/perf/payment_flow.py)
+
     import paygate
     from paygate_server import app as app_module
-    from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
     from tests.support.app import running_gateway, test_settings
 
     app_module.CARD_KEY_REFRESH_S = _HOUR  # read at each wait (app._refresh_card_keys)
-
-    class Approve:
-        name = "simulator"
-
-        async def charge(self, request: Any) -> ChargeResult:
-            return ChargeResult(request.reference, ChargeOutcome.APPROVED, auth_code="A1")
-
-        async def aclose(self) -> None:
-            pass
 
     tokenize = os.environ.get("TOKENIZE", "0") == "1"
     with tempfile.TemporaryDirectory() as data:
@@ -63,19 +56,7 @@ async def _serve(url: str, n: int) -> None:
             jwes = [paygate.encrypt_card(jwks, number="4242424242424242", exp_month=12, exp_year=2034, cvc="123")
                     for _ in range(n + 5)]
             for i in range(n + 5):  # 5 of warm-up, then n
-                created = await shop.create_intent()
-                pid = created["paymentIntentId"]
-                card: dict[str, str] = {"encryptedCard": jwes[i]}
-                if tokenize:
-                    r = await gw.http.post("/checkout/v1/tokens",
-                                           json={"clientSecret": created["clientSecret"], "encryptedCard": jwes[i]})
-                    assert r.status_code == 200, r.text
-                    card = {"token": r.json()["token"]}
-                body = {"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": card}
-                r = await shop.post("/api/v1/payment/process", body, idempotency_key=f"k-{i}")
-                assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
-                r = await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")
-                assert r.status_code == 200
+                await pay(gw, shop, jwes[i], f"k-{i}", tokenize=tokenize)
 
 
 def _instructions(url: str, n: int) -> int:
@@ -83,7 +64,7 @@ def _instructions(url: str, n: int) -> int:
         done = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.out",
              sys.executable, __file__, "--serve", url, str(n)],
-            capture_output=True, text=True, check=False)
+            capture_output=True, text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "0"})
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
         sys.exit(f"instructions.py: the run of {n} payments failed:\n{done.stderr[-2000:]}")
