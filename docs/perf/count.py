@@ -33,11 +33,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from payment_flow import Approve, pay  # this folder's (docs/perf/payment_flow.py)
 from sqlalchemy import event, text
 from sqlalchemy.util import await_only
 
 import paygate
-from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 from paygate_server.simulator.testing import start_simulator
 from tests.support.app import running_gateway, test_settings
 from tests.support.databases import migrate
@@ -76,16 +76,6 @@ def _init(self: Any, *a: Any, **kw: Any) -> None:
 
 
 engine_mod.Database.__init__ = _init  # type: ignore[method-assign]
-
-
-class Approve:
-    name = "simulator"
-
-    async def charge(self, request: Any) -> ChargeResult:
-        return ChargeResult(request.reference, ChargeOutcome.APPROVED, auth_code="A1")
-
-    async def aclose(self) -> None:
-        pass
 
 
 BACKGROUND = os.environ.get("BG", "0") == "1"
@@ -155,20 +145,7 @@ async def main(url: str, n: int) -> None:
                     for _ in range(n + 5)]
 
             async def payment(i: int) -> None:
-                created = await shop.create_intent()
-                pid = created["paymentIntentId"]
-                card: dict[str, str] = {"encryptedCard": jwes[i]}
-                if TOKENIZE:
-                    secret = created["clientSecret"]
-                    r = await gw.http.post("/checkout/v1/tokens",
-                                           json={"clientSecret": secret, "encryptedCard": jwes[i]})
-                    assert r.status_code == 200, r.text
-                    card = {"token": r.json()["token"]}
-                body = {"paymentIntentId": pid, "paymentMethod": "card", "paymentDetails": card}
-                r = await shop.post("/api/v1/payment/process", body, idempotency_key=f"k-{i}")
-                assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
-                r = await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")
-                assert r.status_code == 200
+                await pay(gw, shop, jwes[i], f"k-{i}", tokenize=TOKENIZE)
 
             for i in range(5):
                 await payment(i)

@@ -17,8 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from payment_flow import Approve  # this folder's (docs/perf/payment_flow.py)
+
 import paygate
-from paygate_server.processing.connectors import ChargeOutcome, ChargeResult
 from tests.support.app import running_gateway, test_settings
 from tests.support.databases import migrate
 
@@ -31,16 +32,6 @@ COMMON = ("http/middleware", "headerguard", "logs", "auth/", "cards/", "crypto",
           "validation", "http/request_input", "realtime", "faults", "intents/schemas", "processing/connectors",
           "observability/", "state", "errors", "storage/availability", "storage/group_commit", "storage/changes",
           "config", "merchants", "storage/api_keys", "storage/nonces", "cdc/", "storage/notifications")
-
-
-class Approve:
-    name = "simulator"
-
-    async def charge(self, request: Any) -> ChargeResult:
-        return ChargeResult(request.reference, ChargeOutcome.APPROVED, auth_code="A1")
-
-    async def aclose(self) -> None:
-        pass
 
 
 async def main(url: str) -> None:

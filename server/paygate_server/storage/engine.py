@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import event
@@ -155,43 +156,40 @@ class Database:
             async with self.engine.begin() as conn:
                 yield conn
 
-    @asynccontextmanager
-    async def write_one(self) -> AsyncIterator[AsyncConnection | Autocommit]:
+    # write_one, read_one and autocommit are plain calls returning the block: a payment runs
+    # ~17 of them, and an @asynccontextmanager (nested, for the first two) costs a generator,
+    # asyncio's async-generator hooks and ~10 Python calls each (docs/perf/history.md,
+    # "Autocommit blocks without generators").
+
+    def write_one(self) -> AbstractAsyncContextManager[AsyncConnection | Autocommit]:
         """For a single, self-contained write statement (run with :mod:`.statements`): on
         PostgreSQL an :class:`Autocommit` driver connection (one round trip instead of
         BEGIN + statement + COMMIT); on SQLite a group-commit unit like any write."""
-        if self._group is not None:
-            async with self._group.unit() as conn:
-                yield conn
-        else:
-            async with self.autocommit() as conn:
-                yield conn
+        return self._group.unit() if self._group is not None else _AutocommitBlock(self)
 
-    @asynccontextmanager
-    async def read_one(self) -> AsyncIterator[Autocommit]:
+    def read_one(self) -> AbstractAsyncContextManager[Autocommit]:
         """For a single read statement (run with :mod:`.statements`): an
         :class:`Autocommit` driver connection. One statement is its own consistent
         snapshot, so it needs no read transaction."""
-        async with self.autocommit() as conn:
-            yield conn
+        return _AutocommitBlock(self)
 
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[Autocommit]:
+    def autocommit(self) -> AbstractAsyncContextManager[Autocommit]:
         """A pooled driver connection with no transaction: every statement commits on its
         own. On SQLite, for reads only (writes go through :meth:`write`'s group commit).
 
         The connection of a block that ended well is kept for the next one (most recent
         first); one whose block raised, a cancellation included, or that was found dead
         goes back to the pool, which resets or replaces it."""
+        return _AutocommitBlock(self)
+
+    async def _checked_out(self) -> Autocommit:
         conn = await self._kept_connection()
         if conn is None:
             conn = Autocommit(self.engine.dialect, await self.engine.raw_connection())
-        try:
-            yield conn
-        except BaseException:
-            await conn.close()
-            raise
-        if conn.is_valid and len(self._kept) < self._keep:
+        return conn
+
+    async def _checked_in(self, conn: Autocommit, failed: bool) -> None:
+        if not failed and conn.is_valid and len(self._kept) < self._keep:
             self._kept.append(conn)
         else:
             await conn.close()
@@ -295,3 +293,23 @@ def _sqlite_begin(conn: Any) -> None:
 
 def create_database(url: str, **kw: Any) -> Database:
     return Database(url, **kw)
+
+
+class _AutocommitBlock:
+    """One ``async with db.autocommit()``: the connection checked out on entry, kept or
+    given back on exit (:meth:`Database.autocommit`)."""
+
+    __slots__ = ("_db", "_conn")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: Autocommit | None = None
+
+    async def __aenter__(self) -> Autocommit:
+        self._conn = await self._db._checked_out()
+        return self._conn
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        assert self._conn is not None
+        await self._db._checked_in(self._conn, failed=exc_type is not None)

@@ -1,6 +1,8 @@
 """Hand-written statements on the driver: same transaction as SQLAlchemy, same errors."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -252,3 +254,30 @@ async def test_single_statements_keep_a_quarter_of_the_pool_between_them(databas
         await db.dispose()
     assert pool.checkedout() == 0
 
+
+
+async def test_single_statement_blocks_start_no_async_generator(fresh_database_url: str) -> None:
+    """read_one, write_one and autocommit are plain context managers: a payment runs ~17 of
+    these blocks, and an @asynccontextmanager costs each a generator, asyncio's hooks and ~10
+    Python calls (docs/perf/history.md, "Autocommit blocks without generators"). On SQLite
+    write_one is the group commit's unit, which is one."""
+    db = create_database(fresh_database_url)
+    started: list[object] = []
+    hooks = sys.get_asyncgen_hooks()
+    try:
+        async with db.write() as conn:
+            await execute(conn, _INSERT, id="mer_a", name="A", at=1)
+        sys.set_asyncgen_hooks(firstiter=lambda agen: (started.append(agen), hooks.firstiter(agen)),
+                               finalizer=hooks.finalizer)
+        async with db.read_one() as conn:
+            assert await fetch_value(conn, _GET, id="mer_a") == "mer_a"
+        async with db.autocommit() as conn:
+            assert await fetch_value(conn, _GET, id="mer_a") == "mer_a"
+        assert started == []
+        if not db.is_sqlite:
+            async with db.write_one() as conn:
+                assert await execute(conn, _RENAME, id="mer_a", name="A2") == 1
+            assert started == []
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+        await db.dispose()
