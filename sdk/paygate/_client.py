@@ -33,7 +33,7 @@ from ._resources import (
     Refunds,
     WebhookEndpoints,
 )
-from ._retry import Backoff
+from ._retry import Backoff, tls_failures_as_connect_errors
 
 __all__ = ["AsyncClient", "Client"]
 
@@ -242,7 +242,8 @@ class AsyncClient(BaseClient):
         while True:
             request = self._build_attempt(prepared)
             try:
-                response = await self._http.send(request, stream=True)
+                with tls_failures_as_connect_errors(request):
+                    response = await self._http.send(request, stream=True)
                 try:
                     if not (prepared.stream and response.is_success):
                         budget = AnswerBudget(response, self._clock)

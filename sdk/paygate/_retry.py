@@ -23,8 +23,10 @@ in ``[d/2, d]``, and never less than a (capped) ``Retry-After``.
 
 from __future__ import annotations
 
+import contextlib
 import random as _random
-from collections.abc import Callable, Mapping
+import ssl
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -105,6 +107,19 @@ def is_retryable_response(response: httpx.Response) -> bool:
     if status == 409:
         return error_code(response) == IN_PROGRESS_CODE
     return status == 429 or status >= 500
+
+
+@contextlib.contextmanager
+def tls_failures_as_connect_errors(request: httpx.Request) -> Iterator[None]:
+    """A failed TLS handshake (an untrusted or expired certificate, a wrong host name) as
+    ``httpx.ConnectError``, as httpx raises it from the sync client and, with httpcore 1.0.6
+    or later, from the async one too. httpx admits any httpcore 1.x, and httpcore before 1.0.6
+    let ``ssl.SSLError`` out of its async handshake unwrapped (httpcore #918): a merchant's
+    ``except paygate.APIConnectionError`` would have missed it."""
+    try:
+        yield
+    except ssl.SSLError as exc:
+        raise httpx.ConnectError(str(exc), request=request) from exc
 
 
 def is_retryable_exception(exc: BaseException) -> bool:

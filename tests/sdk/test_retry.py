@@ -266,11 +266,12 @@ async def test_base_url_prefix_and_query_are_signed_as_sent(make_client: Any) ->
         client.payment_intents.list(limit=2, status="in_progress", starting_after="pi_a b")
     )
     request = gateway.requests[0]
-    target = request.url.raw_path.decode()
-    assert (
-        target
-        == "/pay/gateway/api/v1/payment/intents?limit=2&startingAfter=pi_a+b&status=in_progress"
-    )
+    path, _, query = request.url.raw_path.decode().partition("?")
+    assert path == "/pay/gateway/api/v1/payment/intents"
+    # httpx spells the space "%20" before 0.28 and "+" from 0.28 (both within the SDK's
+    # range): the gateway reads either as a space and checks the signature over the bytes
+    # as sent, which is what assert_signed checks here.
+    assert query.replace("%20", "+") == "limit=2&startingAfter=pi_a+b&status=in_progress"
     assert_signed(request)
 
 

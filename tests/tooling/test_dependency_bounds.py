@@ -1,6 +1,7 @@
-"""What the server leans on below the documented surface (uvicorn's httptools protocol is
-subclassed, driver-level calls on SQLAlchemy/aiosqlite/asyncpg, Starlette) carries an upper
-bound that admits the installed release and stops at the next major (next minor before 1.0)."""
+"""What the server leans on below the documented surface (uvicorn's httptools protocol and
+httpcore's network backend are subclassed, driver-level calls on SQLAlchemy/aiosqlite/asyncpg,
+Starlette) carries an upper bound that admits the installed release and stops at the next major
+(next minor before 1.0)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LEANED_ON = {
     "uvicorn": "server",
     "httptools": "server",
+    "httpcore": "server",
     "starlette": "server",
     "sqlalchemy": "server",
     "aiosqlite": "server",
