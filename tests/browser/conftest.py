@@ -338,3 +338,10 @@ def page_factory(browser: Any) -> Iterator[Any]:
     yield new_page
     for context in contexts:
         context.close()
+
+
+def console_of(page: Any) -> list[str]:
+    """The page's console messages, as they are logged (to check that no card data is)."""
+    lines: list[str] = []
+    page.on("console", lambda message: lines.append(message.text))
+    return lines

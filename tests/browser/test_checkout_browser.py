@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from paygate_server.cards import card_brand, luhn_valid
+from tests.browser.conftest import console_of
 
 PAN = "4242424242424242"
 CVC = "123"
@@ -154,8 +155,7 @@ def test_frame_refuses_to_render_for_an_unregistered_origin(
     sites = checkout_sites
     checkout = sites.new_checkout()
     page = page_factory()
-    console: list[str] = []
-    page.on("console", lambda message: console.append(message.text))
+    console = console_of(page)
     # The stranger copies the merchant's page, secret and all.
     page.goto(sites.merchant_page(checkout, origin=sites.stranger))
     page.wait_for_function("window.__paygate.errors.length === 1")

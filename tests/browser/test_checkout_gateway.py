@@ -39,6 +39,7 @@ from tests.browser.conftest import (
     Sites,
     _listening_socket,
     _merchant_app,
+    console_of,
     launch_browser,
 )
 from tests.e2e.conftest import Stack, running_stack
@@ -286,8 +287,7 @@ def test_frame_refuses_an_unregistered_origin(real: Real, page_factory: Any) -> 
     assert response.status_code == 200
     assert f"frame-ancestors {real.sites.merchant}" in response.headers["content-security-policy"]
     page = page_factory()
-    console: list[str] = []
-    page.on("console", lambda message: console.append(message.text))
+    console = console_of(page)
     # The stranger copies the merchant's page, clientSecret and all.
     page.goto(f"{real.sites.stranger}/shop/checkout?secret={intent['clientSecret']}")
     page.wait_for_function("window.__paygate.errors.length === 1")

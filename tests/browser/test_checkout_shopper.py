@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.browser.conftest import console_of
 from tests.browser.test_checkout_browser import CVC, PAN, _error_of, _fill_card, _open_checkout
 from tests.support.eventually import eventually_sync
 
@@ -38,8 +39,7 @@ def test_network_failure_is_retryable_and_success_leaves_nothing_behind(
     sites = checkout_sites
     checkout = sites.new_checkout()
     page = page_factory()
-    console: list[str] = []
-    page.on("console", lambda message: console.append(message.text))
+    console = console_of(page)
     frame = _open_checkout(page, sites, checkout)
     _fill_card(frame)
     page.route("**/checkout/v1/tokens", lambda route: route.abort("internetdisconnected"))
