@@ -540,13 +540,6 @@ class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutc
         our successes of the day at ``connector`` (charges, captures, or refunds of its
         charges and captures; never an authorization: its capture is what settles)."""
         table = refunds if kind == "refund" else transactions
-        # Ours at this route only, of this kind: a reference the report shares with another
-        # account's record, or with a record of another kind, is not this record's match.
-        if table is transactions:
-            here = select(table).where(transactions.c.connector == connector, transactions.c.kind == kind)
-        else:
-            here = select(table).where(refunds.c.transaction_id.in_(
-                select(transactions.c.id).where(transactions.c.connector == connector)))
         found: dict[str, Row] = {}
         references = list(references)
         async with self._db.read() as conn:
@@ -554,9 +547,15 @@ class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutc
             # 32,767 parameters; SQLite before 3.32: 999): looked up a slice at a time.
             for at in range(0, len(references), _REFERENCES_PER_STATEMENT):
                 chunk = references[at:at + _REFERENCES_PER_STATEMENT]
-                for r in await conn.execute(here.where(table.c.reference.in_(chunk))):
+                for r in await conn.execute(select(table).where(table.c.reference.in_(chunk))):
                     found[r.reference] = dict(r._mapping)
-            query = here.where(table.c.status == "succeeded", table.c.created_at >= start, table.c.created_at < end)
+            query = select(table).where(table.c.status == "succeeded", table.c.created_at >= start,
+                                        table.c.created_at < end)
+            if table is transactions:
+                query = query.where(transactions.c.connector == connector, transactions.c.kind == kind)
+            else:
+                query = query.where(refunds.c.transaction_id.in_(
+                    select(transactions.c.id).where(transactions.c.connector == connector)))
             for r in await conn.execute(query):
                 found.setdefault(r.reference, dict(r._mapping))
         return list(found.values())

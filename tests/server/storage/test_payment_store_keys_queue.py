@@ -142,13 +142,6 @@ async def test_settled_records(lone: Shop) -> None:
     assert (record["id"], record["status"], record["amount"]) == (paid.transaction_id, "succeeded", 1999)
     assert refs(await store.settled_records("refund", "simulator", [], start, end)) == {refund["reference"]}
     assert await store.settled_records("refund", "other", [], start, end) == []
-    # A reference is ours only at its own route and of its own kind: another account's
-    # report that lists it, or lists a charge's reference as a refund, finds nothing.
-    assert await store.settled_records("charge", "other", [paid.reference, declined.reference], start, end) == []
-    assert await store.settled_records("refund", "other", [refund["reference"]], start, end) == []
-    assert await store.settled_records("capture", "simulator", [paid.reference], start, end) == []
-    assert await store.settled_records("refund", "simulator", [paid.reference], start, end) == \
-        await store.settled_records("refund", "simulator", [], start, end)
 
 async def test_check_of_one_operation(lone: Shop) -> None:
     store = lone.store
