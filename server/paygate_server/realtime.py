@@ -43,6 +43,10 @@ class Subscription:
         self._event.clear()
         return True
 
+    def wake(self) -> None:
+        """The intent changed (the notifier's call)."""
+        self._event.set()
+
     def __enter__(self) -> Subscription:
         return self
 
@@ -78,7 +82,7 @@ class ChangeNotifier:
     def publish(self, intent_id: str) -> None:
         """Wake this process's waiters for an intent (also called for local writes)."""
         for sub in tuple(self._waiters.get(intent_id, ())):
-            sub._event.set()
+            sub.wake()
         for callback in self._listeners:
             callback(intent_id)
 

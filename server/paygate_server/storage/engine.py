@@ -182,13 +182,13 @@ class Database:
         goes back to the pool, which resets or replaces it."""
         return _AutocommitBlock(self)
 
-    async def _checked_out(self) -> Autocommit:
+    async def _lend_connection(self) -> Autocommit:
         conn = await self._kept_connection()
         if conn is None:
             conn = Autocommit(self.engine.dialect, await self.engine.raw_connection())
         return conn
 
-    async def _checked_in(self, conn: Autocommit, failed: bool) -> None:
+    async def _take_back_connection(self, conn: Autocommit, failed: bool) -> None:
         if not failed and conn.is_valid and len(self._kept) < self._keep:
             self._kept.append(conn)
         else:
@@ -306,10 +306,10 @@ class _AutocommitBlock:
         self._conn: Autocommit | None = None
 
     async def __aenter__(self) -> Autocommit:
-        self._conn = await self._db._checked_out()
+        self._conn = await self._db._lend_connection()
         return self._conn
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         assert self._conn is not None
-        await self._db._checked_in(self._conn, failed=exc_type is not None)
+        await self._db._take_back_connection(self._conn, failed=exc_type is not None)
