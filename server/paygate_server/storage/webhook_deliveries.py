@@ -2,8 +2,18 @@
 
 A delivery is claimed with a lease: a conditional update moving ``next_attempt_at`` past
 the attempt's timeout, guarded by the value just read, so of two dispatchers that read the
-same due row only one wins it (webhooks/dispatcher.py). Each method opens its own unit of
-work on the :class:`Database`; the statements are the same on SQLite and PostgreSQL.
+same due row only one wins it (webhooks/dispatcher.py). The claim also sets ``lease_until``
+(the same time), which recording the attempt's outcome clears: an endpoint's deliveries in
+flight, from every process on the database, are its rows whose lease is still to run, and
+a claim is refused once they reach the endpoint's limit. A process that dies mid-attempt
+leaves its leases to run out, and they stop counting then.
+
+The count and the claims share one transaction, and claimers of one endpoint take turns:
+on SQLite the write lock (``BEGIN IMMEDIATE``) serializes every writer already; on
+PostgreSQL the transaction first takes an advisory lock per endpoint, so that of two
+claimers the second counts only once the first has committed (its count, a statement of
+its own, then sees the first's leases). Each method opens its own unit of work on the
+:class:`Database`; the statements are the same on SQLite and PostgreSQL but that lock.
 """
 from __future__ import annotations
 
@@ -12,7 +22,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import String, and_, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from paygate_server.storage.engine import Database
 from paygate_server.storage.schema_history import (
@@ -26,6 +37,17 @@ __all__ = ["DueDelivery", "DeliveryTarget", "DeliveryQueue"]
 _MAX_ERROR_LENGTH = 500  # the last_error column's size
 
 _delivery = webhook_deliveries.c
+
+# The advisory locks' first key: "a webhook endpoint's claims" (the relay's are 7_342_001,
+# migrations' 7_342_002); the second is the endpoint id's hash (a collision only makes two
+# endpoints' claimers take turns). Taken in the order of the keys, so that two claimers of
+# the same endpoints never wait for each other in a cycle (PostgreSQL evaluates the volatile
+# lock function after sorting).
+_CLAIM_LOCK_CLASS = 7_342_003
+_LOCK_ENDPOINTS_PG = text(
+    "SELECT pg_advisory_xact_lock(:lock_class, k) FROM"
+    " (SELECT DISTINCT hashtext(e) AS k FROM unnest(CAST(:endpoint_ids AS text[])) AS e) AS keys ORDER BY k"
+).bindparams(bindparam("endpoint_ids", type_=ARRAY(String)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,27 +72,52 @@ class DeliveryQueue:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def due(self, now: int, limit: int, *, skip_endpoints: Collection[str] = ()) -> list[DueDelivery]:
-        """Pending deliveries due by ``now``, earliest first, except those of ``skip_endpoints``."""
+    async def due(self, now: int, limit: int, *, skip_endpoints: Collection[str] = (),
+                  full_at: int | None = None) -> list[DueDelivery]:
+        """Pending deliveries due by ``now``, earliest first, except those of ``skip_endpoints``
+        and, given ``full_at``, of the endpoints with that many leases running at ``now`` (a
+        busy endpoint's backlog would crowd out the others' deliveries; its claims would
+        be refused anyway)."""
         query = (select(_delivery.event_id, _delivery.endpoint_id, _delivery.next_attempt_at)
                  .where(_delivery.status == "pending", _delivery.next_attempt_at <= now)
                  .order_by(_delivery.next_attempt_at).limit(limit))
         if skip_endpoints:
             query = query.where(_delivery.endpoint_id.not_in(list(skip_endpoints)))
+        if full_at is not None:
+            query = query.where(_delivery.endpoint_id.not_in(
+                select(_delivery.endpoint_id).where(_delivery.lease_until > now)
+                .group_by(_delivery.endpoint_id).having(func.count() >= full_at)))
         async with self._db.read() as conn:
             return [DueDelivery(*row) for row in await conn.execute(query)]
 
     @asynccontextmanager
-    async def claiming(self, lease_until: int) -> AsyncIterator[Callable[[DueDelivery], Awaitable[bool]]]:
-        """One unit of work for a round of claims: ``await claim(due)`` is True when this
-        caller won the delivery (its lease now runs until ``lease_until``)."""
+    async def claiming(self, now: int, lease_until: int, *, endpoint_ids: Collection[str],
+                       per_endpoint: int) -> AsyncIterator[Callable[[DueDelivery], Awaitable[bool]]]:
+        """One unit of work for a round of claims of deliveries to ``endpoint_ids``: ``await
+        claim(due)`` is True when this caller won the delivery (its lease now runs until
+        ``lease_until``); False when another did, or when the endpoint has ``per_endpoint``
+        leases running at ``now`` (this round's included), from whichever process."""
+        wanted = sorted(set(endpoint_ids))
         async with self._db.write() as conn:
+            if wanted and conn.dialect.name == "postgresql":
+                await conn.execute(_LOCK_ENDPOINTS_PG, {"lock_class": _CLAIM_LOCK_CLASS, "endpoint_ids": wanted})
+            leased: dict[str, int] = {endpoint_id: count for endpoint_id, count in await conn.execute(
+                select(_delivery.endpoint_id, func.count()).where(
+                    _delivery.endpoint_id.in_(wanted), _delivery.lease_until > now)
+                .group_by(_delivery.endpoint_id))} if wanted else {}
+            room = {endpoint_id: per_endpoint - leased.get(endpoint_id, 0) for endpoint_id in wanted}
+
             async def claim(due: DueDelivery) -> bool:
+                if room.get(due.endpoint_id, 0) <= 0:
+                    return False
                 result = await conn.execute(update(webhook_deliveries).where(
                     _delivery.event_id == due.event_id, _delivery.endpoint_id == due.endpoint_id,
                     _delivery.status == "pending", _delivery.next_attempt_at == due.next_attempt_at,
-                ).values(next_attempt_at=lease_until))
-                return result.rowcount == 1
+                ).values(next_attempt_at=lease_until, lease_until=lease_until))
+                if result.rowcount != 1:
+                    return False
+                room[due.endpoint_id] -= 1
+                return True
 
             yield claim
 
@@ -97,7 +144,8 @@ class DeliveryQueue:
         """Record an attempt's outcome on a pending delivery: ``delivered``, ``failed``, or
         ``pending`` again (due at ``next_at``)."""
         values: dict[str, Any] = {"status": status, "attempts": attempts, "last_status_code": status_code,
-                                  "last_error": error[:_MAX_ERROR_LENGTH] if error else None, "updated_at": now}
+                                  "last_error": error[:_MAX_ERROR_LENGTH] if error else None, "updated_at": now,
+                                  "lease_until": None}  # its endpoint's slot is free
         if next_at is not None:
             values["next_attempt_at"] = next_at
         if status == "delivered":
