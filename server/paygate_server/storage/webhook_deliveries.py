@@ -8,12 +8,12 @@ flight, from every process on the database, are its rows whose lease is still to
 a claim is refused once they reach the endpoint's limit. A process that dies mid-attempt
 leaves its leases to run out, and they stop counting then.
 
-The count and the claims share one transaction, and claimers of one endpoint take turns:
-on SQLite the write lock (``BEGIN IMMEDIATE``) serializes every writer already; on
-PostgreSQL the transaction first takes an advisory lock per endpoint, so that of two
-claimers the second counts only once the first has committed (its count, a statement of
-its own, then sees the first's leases). Each method opens its own unit of work on the
-:class:`Database`; the statements are the same on SQLite and PostgreSQL but that lock.
+Each claim counts in its own statement, and claimers of one endpoint take turns: on SQLite
+the write lock (``BEGIN IMMEDIATE``) serializes every writer already; on PostgreSQL a round
+of claims first takes an advisory lock per endpoint, held to its commit, so of two rounds
+the second counts only once the first has committed. Each method opens its own unit of
+work on the :class:`Database`; the statements are the same on SQLite and PostgreSQL but
+that lock.
 """
 from __future__ import annotations
 
@@ -38,11 +38,24 @@ _MAX_ERROR_LENGTH = 500  # the last_error column's size
 
 _delivery = webhook_deliveries.c
 
-# The advisory locks' first key: "a webhook endpoint's claims" (the relay's are 7_342_001,
-# migrations' 7_342_002); the second is the endpoint id's hash (a collision only makes two
-# endpoints' claimers take turns). Taken in the order of the keys, so that two claimers of
-# the same endpoints never wait for each other in a cycle (PostgreSQL evaluates the volatile
-# lock function after sorting).
+# The claim: the row as read (no other claimer moved it since) and its endpoint below its
+# limit — its live leases counted in the same statement, which sees this transaction's
+# earlier claims and, on PostgreSQL, runs after the lock below (so sees every other
+# claimer's committed ones: a statement's snapshot is taken when it starts).
+_live = webhook_deliveries.alias("live")
+_CLAIM = update(webhook_deliveries).where(
+    _delivery.event_id == bindparam("claimed_event"), _delivery.endpoint_id == bindparam("claimed_endpoint"),
+    _delivery.status == "pending", _delivery.next_attempt_at == bindparam("seen"),
+    select(func.count()).select_from(_live).where(
+        _live.c.endpoint_id == bindparam("claimed_endpoint"), _live.c.lease_until > bindparam("now"),
+    ).scalar_subquery() < bindparam("per_endpoint"),
+).values(next_attempt_at=bindparam("until"), lease_until=bindparam("until"))
+
+# PostgreSQL: the advisory locks' first key is "a webhook endpoint's claims" (the relay's
+# are 7_342_001, migrations' 7_342_002), the second the endpoint id's hash (a collision only
+# makes two endpoints' claimers take turns). Taken in the order of the keys, so that two
+# claimers of the same endpoints never wait for each other in a cycle (PostgreSQL evaluates
+# a volatile function of the select list after sorting).
 _CLAIM_LOCK_CLASS = 7_342_003
 _LOCK_ENDPOINTS_PG = text(
     "SELECT pg_advisory_xact_lock(:lock_class, k) FROM"
@@ -97,27 +110,16 @@ class DeliveryQueue:
         claim(due)`` is True when this caller won the delivery (its lease now runs until
         ``lease_until``); False when another did, or when the endpoint has ``per_endpoint``
         leases running at ``now`` (this round's included), from whichever process."""
-        wanted = sorted(set(endpoint_ids))
         async with self._db.write() as conn:
-            if wanted and conn.dialect.name == "postgresql":
-                await conn.execute(_LOCK_ENDPOINTS_PG, {"lock_class": _CLAIM_LOCK_CLASS, "endpoint_ids": wanted})
-            leased: dict[str, int] = {endpoint_id: count for endpoint_id, count in await conn.execute(
-                select(_delivery.endpoint_id, func.count()).where(
-                    _delivery.endpoint_id.in_(wanted), _delivery.lease_until > now)
-                .group_by(_delivery.endpoint_id))} if wanted else {}
-            room = {endpoint_id: per_endpoint - leased.get(endpoint_id, 0) for endpoint_id in wanted}
+            if endpoint_ids and conn.dialect.name == "postgresql":
+                await conn.execute(_LOCK_ENDPOINTS_PG, {"lock_class": _CLAIM_LOCK_CLASS,
+                                                        "endpoint_ids": sorted(set(endpoint_ids))})
 
             async def claim(due: DueDelivery) -> bool:
-                if room.get(due.endpoint_id, 0) <= 0:
-                    return False
-                result = await conn.execute(update(webhook_deliveries).where(
-                    _delivery.event_id == due.event_id, _delivery.endpoint_id == due.endpoint_id,
-                    _delivery.status == "pending", _delivery.next_attempt_at == due.next_attempt_at,
-                ).values(next_attempt_at=lease_until, lease_until=lease_until))
-                if result.rowcount != 1:
-                    return False
-                room[due.endpoint_id] -= 1
-                return True
+                result = await conn.execute(_CLAIM, {
+                    "claimed_event": due.event_id, "claimed_endpoint": due.endpoint_id, "seen": due.next_attempt_at,
+                    "now": now, "per_endpoint": per_endpoint, "until": lease_until})
+                return result.rowcount == 1
 
             yield claim
 
