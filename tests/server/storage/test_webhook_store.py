@@ -10,9 +10,9 @@ from sqlalchemy import func, select, text
 
 from paygate_server.storage import Database
 from paygate_server.storage import webhook_endpoints as endpoints
+from paygate_server.storage.schema_history import webhook_deliveries
 from paygate_server.storage.webhook_deliveries import DeliveryQueue, DueDelivery
 from paygate_server.storage.webhook_events import NewEvent, entity_statuses, insert_events
-from paygate_server.storage.schema_history import webhook_deliveries
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)
 from tests.support.databases import opened_database
 from tests.support.eventually import eventually
