@@ -110,12 +110,14 @@ class DeliveryQueue:
         claim(due)`` is True when this caller won the delivery (its lease now runs until
         ``lease_until``); False when another did, or when the endpoint has ``per_endpoint``
         leases running at ``now`` (this round's included), from whichever process."""
+        locked = frozenset(endpoint_ids)
         async with self._db.write() as conn:
-            if endpoint_ids and conn.dialect.name == "postgresql":
-                await conn.execute(_LOCK_ENDPOINTS_PG, {"lock_class": _CLAIM_LOCK_CLASS,
-                                                        "endpoint_ids": sorted(set(endpoint_ids))})
+            if locked and conn.dialect.name == "postgresql":
+                await conn.execute(_LOCK_ENDPOINTS_PG, {"lock_class": _CLAIM_LOCK_CLASS, "endpoint_ids": sorted(locked)})
 
             async def claim(due: DueDelivery) -> bool:
+                if due.endpoint_id not in locked:  # (not serialized with its other claimers)
+                    return False
                 result = await conn.execute(_CLAIM, {
                     "claimed_event": due.event_id, "claimed_endpoint": due.endpoint_id, "seen": due.next_attempt_at,
                     "now": now, "per_endpoint": per_endpoint, "until": lease_until})

@@ -154,6 +154,8 @@ async def test_an_endpoints_limit_counts_the_leases_of_every_process_until_they_
     assert await _claimed(one, 10, endpoint.id, rows[:1]) == [rows[0].event_id]
     assert await _claimed(another, 10, endpoint.id, rows[1:]) == [rows[1].event_id]  # one slot left of 2
     assert await _claimed(one, 10, endpoint.id, rows[2:]) == []
+    async with one.claiming(10, 110, endpoint_ids=["we_other"], per_endpoint=9) as claim:
+        assert not await claim(rows[2])  # an endpoint the round did not name (nor lock)
     assert await another.due(10, 10, full_at=2) == []  # the endpoint is full: its backlog is left out
     assert len(await another.due(10, 10, full_at=3)) == 3
 
