@@ -31,9 +31,10 @@ WARM_UP = 200
 NEW = "endpoint_ids" in inspect.signature(DeliveryQueue.claiming).parameters
 NOW, LEASE = 10_000_000, 30_000_000
 EXPLAINED = [
-    "UPDATE webhook_deliveries SET next_attempt_at = 5, lease_until = 5 WHERE event_id = 'evt_we_00_7'"
-    " AND endpoint_id = 'we_00' AND status = 'pending' AND next_attempt_at = 8 AND (SELECT count(*)"
-    " FROM webhook_deliveries AS live WHERE live.endpoint_id = 'we_00' AND live.lease_until > 3) < 4",
+    "UPDATE webhook_deliveries SET next_attempt_at = 5, lease_until = 5"
+    " WHERE event_id = 'evt_we_00_7' AND endpoint_id = 'we_00' AND status = 'pending'"
+    " AND next_attempt_at = 8 AND (SELECT count(*) FROM webhook_deliveries AS live"
+    " WHERE live.endpoint_id = 'we_00' AND live.lease_until > 3) < 4",
     f"SELECT event_id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= {NOW}"
     f" AND endpoint_id NOT IN (SELECT endpoint_id FROM webhook_deliveries WHERE lease_until > {NOW}"
     " GROUP BY endpoint_id HAVING count(*) >= 4) ORDER BY next_attempt_at LIMIT 8",
@@ -48,14 +49,15 @@ async def main(url: str) -> None:
             dict(id=e, merchant_id="mer_x", url="https://x.test/", events=None, secret_sealed=b"s",
                  status="enabled", created_at=1, updated_at=1) for e in endpoints])
         await conn.execute(insert(webhook_deliveries), [
-            dict(event_id=f"evt_{e}_{n}", endpoint_id=e, merchant_id="mer_x", status="pending", attempts=0,
-                 next_attempt_at=1 + n, created_at=1, updated_at=1)
+            dict(event_id=f"evt_{e}_{n}", endpoint_id=e, merchant_id="mer_x", status="pending",
+                 attempts=0, next_attempt_at=1 + n, created_at=1, updated_at=1)
             for i, e in enumerate(endpoints) for n in range(5000 if i == 0 else 200)])
     async with db.write() as conn:
         await conn.execute(text("ANALYZE webhook_deliveries"))
         if NEW and "--explain" in sys.argv:
             for sql in EXPLAINED:
-                print("\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql))))
+                plan = await conn.execute(text("EXPLAIN " + sql))
+                print("\n".join(row[0] for row in plan))
 
     per_statement: dict[str, list[float]] = {}
     started: dict[int, float] = {}
@@ -73,19 +75,20 @@ async def main(url: str) -> None:
     claims, dues = [], []
     for k in range(N + WARM_UP):
         t0 = time.perf_counter()
-        due = await (queue.due(NOW, 8, full_at=4) if NEW else queue.due(NOW, 8))  # type: ignore[call-arg]
+        due = await (queue.due(NOW, 8, full_at=4) if NEW else queue.due(NOW, 8))
         t1 = time.perf_counter()
         row = due[k % len(due)]
         t2 = time.perf_counter()
         if NEW:
-            round_ = queue.claiming(NOW, NOW + LEASE, endpoint_ids={row.endpoint_id}, per_endpoint=4)
+            round_ = queue.claiming(NOW, NOW + LEASE, endpoint_ids={row.endpoint_id},
+                                    per_endpoint=4)
         else:
             round_ = queue.claiming(NOW + LEASE)  # type: ignore[call-arg]
         async with round_ as claim:
             assert await claim(row)
         t3 = time.perf_counter()
-        await queue.finish(row.event_id, row.endpoint_id, status="pending", attempts=1, status_code=500,
-                           error="x", now=NOW, next_at=NOW - 1_000_000 + k)
+        await queue.finish(row.event_id, row.endpoint_id, status="pending", attempts=1,
+                           status_code=500, error="x", now=NOW, next_at=NOW - 1_000_000 + k)
         if k >= WARM_UP:
             dues.append(t1 - t0)
             claims.append(t3 - t2)
@@ -94,10 +97,11 @@ async def main(url: str) -> None:
         if key.startswith("UPDATE"):
             times = times[::2]  # the claims' UPDATEs, not finish()'s (they alternate)
         print(f"  {key:<32} median {statistics.median(times[-N:]) * 1e6:.0f} µs")
-    print(f"{'after' if NEW else 'before'}: {N} claims; claim transaction median {statistics.median(claims) * 1e6:.0f} µs"
-          f"; due() median {statistics.median(dues) * 1e6:.0f} µs")
+    claim_us, due_us = statistics.median(claims) * 1e6, statistics.median(dues) * 1e6
+    print(f"{'after' if NEW else 'before'}: {N} claims; claim transaction median {claim_us:.0f} µs;"
+          f" due() median {due_us:.0f} µs")
 
 
 if __name__ == "__main__":
-    with TemporaryDirectory() as directory, another_database("postgresql", Path(directory)) as database_url:
-        asyncio.run(main(database_url))
+    with TemporaryDirectory() as directory, another_database("postgresql", Path(directory)) as url:
+        asyncio.run(main(url))
