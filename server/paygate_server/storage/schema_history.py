@@ -152,6 +152,10 @@ webhook_deliveries = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     # When the next attempt is due; while an attempt runs, when its lease ends.
     Column("next_attempt_at", BigInteger, nullable=False),
+    # While an attempt runs, when its lease ends (as next_attempt_at); NULL otherwise. The
+    # endpoint's deliveries in flight, whichever process sent them, are its rows with a
+    # lease still to run (storage/webhook_deliveries.py).
+    Column("lease_until", BigInteger, nullable=True),
     Column("last_status_code", Integer, nullable=True),
     Column("last_error", String(500), nullable=True),
     Column("created_at", BigInteger, nullable=False),
@@ -159,4 +163,7 @@ webhook_deliveries = Table(
     Column("delivered_at", BigInteger, nullable=True),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     Index("ix_webhook_deliveries_endpoint", "endpoint_id", "status"),
+    # Only the rows with a lease: a few per endpoint, however long its backlog (0020).
+    Index("ix_webhook_deliveries_leased", "endpoint_id", "lease_until",
+          postgresql_where=text("lease_until IS NOT NULL"), sqlite_where=text("lease_until IS NOT NULL")),
 )

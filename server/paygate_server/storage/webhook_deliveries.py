@@ -2,8 +2,18 @@
 
 A delivery is claimed with a lease: a conditional update moving ``next_attempt_at`` past
 the attempt's timeout, guarded by the value just read, so of two dispatchers that read the
-same due row only one wins it (webhooks/dispatcher.py). Each method opens its own unit of
-work on the :class:`Database`; the statements are the same on SQLite and PostgreSQL.
+same due row only one wins it (webhooks/dispatcher.py). The claim also sets ``lease_until``
+(the same time), which recording the attempt's outcome clears: an endpoint's deliveries in
+flight, from every process on the database, are its rows whose lease is still to run, and
+a claim is refused once they reach the endpoint's limit. A process that dies mid-attempt
+leaves its leases to run out, and they stop counting then.
+
+Each claim counts in its own statement, and claimers of one endpoint take turns: on SQLite
+the write lock (``BEGIN IMMEDIATE``) serializes every writer already; on PostgreSQL a round
+of claims first takes an advisory lock per endpoint, held to its commit, so of two rounds
+the second counts only once the first has committed. Each method opens its own unit of
+work on the :class:`Database`; the statements are the same on SQLite and PostgreSQL but
+that lock.
 """
 from __future__ import annotations
 
@@ -12,7 +22,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import String, and_, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from paygate_server.storage.engine import Database
 from paygate_server.storage.schema_history import (
@@ -26,6 +37,30 @@ __all__ = ["DueDelivery", "DeliveryTarget", "DeliveryQueue"]
 _MAX_ERROR_LENGTH = 500  # the last_error column's size
 
 _delivery = webhook_deliveries.c
+
+# The claim: the row as read (no other claimer moved it since) and its endpoint below its
+# limit — its live leases counted in the same statement, which sees this transaction's
+# earlier claims and, on PostgreSQL, runs after the lock below (so sees every other
+# claimer's committed ones: a statement's snapshot is taken when it starts).
+_live = webhook_deliveries.alias("live")
+_CLAIM = update(webhook_deliveries).where(
+    _delivery.event_id == bindparam("claimed_event"), _delivery.endpoint_id == bindparam("claimed_endpoint"),
+    _delivery.status == "pending", _delivery.next_attempt_at == bindparam("seen"),
+    select(func.count()).select_from(_live).where(
+        _live.c.endpoint_id == bindparam("claimed_endpoint"), _live.c.lease_until > bindparam("now"),
+    ).scalar_subquery() < bindparam("per_endpoint"),
+).values(next_attempt_at=bindparam("until"), lease_until=bindparam("until"))
+
+# PostgreSQL: the advisory locks' first key is "a webhook endpoint's claims" (the relay's
+# are 7_342_001, migrations' 7_342_002), the second the endpoint id's hash (a collision only
+# makes two endpoints' claimers take turns). Taken in the order of the keys, so that two
+# claimers of the same endpoints never wait for each other in a cycle (PostgreSQL evaluates
+# a volatile function of the select list after sorting).
+_CLAIM_LOCK_CLASS = 7_342_003
+_LOCK_ENDPOINTS_PG = text(
+    "SELECT pg_advisory_xact_lock(:lock_class, k) FROM"
+    " (SELECT DISTINCT hashtext(e) AS k FROM unnest(CAST(:endpoint_ids AS text[])) AS e) AS keys ORDER BY k"
+).bindparams(bindparam("endpoint_ids", type_=ARRAY(String)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,26 +85,42 @@ class DeliveryQueue:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def due(self, now: int, limit: int, *, skip_endpoints: Collection[str] = ()) -> list[DueDelivery]:
-        """Pending deliveries due by ``now``, earliest first, except those of ``skip_endpoints``."""
+    async def due(self, now: int, limit: int, *, skip_endpoints: Collection[str] = (),
+                  full_at: int | None = None) -> list[DueDelivery]:
+        """Pending deliveries due by ``now``, earliest first, except those of ``skip_endpoints``
+        and, given ``full_at``, of the endpoints with that many leases running at ``now`` (a
+        busy endpoint's backlog would crowd out the others' deliveries; its claims would
+        be refused anyway)."""
         query = (select(_delivery.event_id, _delivery.endpoint_id, _delivery.next_attempt_at)
                  .where(_delivery.status == "pending", _delivery.next_attempt_at <= now)
                  .order_by(_delivery.next_attempt_at).limit(limit))
         if skip_endpoints:
             query = query.where(_delivery.endpoint_id.not_in(list(skip_endpoints)))
+        if full_at is not None:
+            query = query.where(_delivery.endpoint_id.not_in(
+                select(_delivery.endpoint_id).where(_delivery.lease_until > now)
+                .group_by(_delivery.endpoint_id).having(func.count() >= full_at)))
         async with self._db.read() as conn:
             return [DueDelivery(*row) for row in await conn.execute(query)]
 
     @asynccontextmanager
-    async def claiming(self, lease_until: int) -> AsyncIterator[Callable[[DueDelivery], Awaitable[bool]]]:
-        """One unit of work for a round of claims: ``await claim(due)`` is True when this
-        caller won the delivery (its lease now runs until ``lease_until``)."""
+    async def claiming(self, now: int, lease_until: int, *, endpoint_ids: Collection[str],
+                       per_endpoint: int) -> AsyncIterator[Callable[[DueDelivery], Awaitable[bool]]]:
+        """One unit of work for a round of claims of deliveries to ``endpoint_ids``: ``await
+        claim(due)`` is True when this caller won the delivery (its lease now runs until
+        ``lease_until``); False when another did, or when the endpoint has ``per_endpoint``
+        leases running at ``now`` (this round's included), from whichever process."""
+        locked = frozenset(endpoint_ids)
         async with self._db.write() as conn:
+            if locked and conn.dialect.name == "postgresql":
+                await conn.execute(_LOCK_ENDPOINTS_PG, {"lock_class": _CLAIM_LOCK_CLASS, "endpoint_ids": sorted(locked)})
+
             async def claim(due: DueDelivery) -> bool:
-                result = await conn.execute(update(webhook_deliveries).where(
-                    _delivery.event_id == due.event_id, _delivery.endpoint_id == due.endpoint_id,
-                    _delivery.status == "pending", _delivery.next_attempt_at == due.next_attempt_at,
-                ).values(next_attempt_at=lease_until))
+                if due.endpoint_id not in locked:  # (not serialized with its other claimers)
+                    return False
+                result = await conn.execute(_CLAIM, {
+                    "claimed_event": due.event_id, "claimed_endpoint": due.endpoint_id, "seen": due.next_attempt_at,
+                    "now": now, "per_endpoint": per_endpoint, "until": lease_until})
                 return result.rowcount == 1
 
             yield claim
@@ -97,7 +148,8 @@ class DeliveryQueue:
         """Record an attempt's outcome on a pending delivery: ``delivered``, ``failed``, or
         ``pending`` again (due at ``next_at``)."""
         values: dict[str, Any] = {"status": status, "attempts": attempts, "last_status_code": status_code,
-                                  "last_error": error[:_MAX_ERROR_LENGTH] if error else None, "updated_at": now}
+                                  "last_error": error[:_MAX_ERROR_LENGTH] if error else None, "updated_at": now,
+                                  "lease_until": None}  # its endpoint's slot is free
         if next_at is not None:
             values["next_attempt_at"] = next_at
         if status == "delivered":

@@ -13,9 +13,11 @@ the next step of ``PAYGATE_WEBHOOK_RETRY_SCHEDULE_S`` (±20 % jitter) until the 
 runs out, and the delivery is then ``failed`` — ``paygate webhooks replay`` sends it again.
 
 One slow or dead endpoint never delays the others: at most
-``PAYGATE_WEBHOOK_ENDPOINT_CONCURRENCY`` attempts per endpoint run at once in a process
-(its other due deliveries wait in the table, not in front of anyone), out of
-``PAYGATE_WEBHOOK_MAX_CONCURRENCY`` in total.
+``PAYGATE_WEBHOOK_ENDPOINT_CONCURRENCY`` attempts per endpoint run at once in the whole
+gateway — every process and host on the database: the claim counts the endpoint's leases
+still running, in its own transaction (storage/webhook_deliveries.py) — and its other due
+deliveries wait in the table, not in front of anyone; at most
+``PAYGATE_WEBHOOK_MAX_CONCURRENCY`` attempts run at once in a process.
 """
 from __future__ import annotations
 
@@ -130,8 +132,10 @@ class Dispatcher:
             free = self._settings.webhook_max_concurrency - len(self._tasks)
             if free <= 0:
                 break
+            # Endpoints this process alone keeps busy, and (in the query) those the gateway's
+            # processes together do, are left out: their rows would fill the page.
             busy = [e for e, n in self._in_flight.items() if n >= per_endpoint]
-            rows = await self._queue.due(now_us(), free * 2, skip_endpoints=busy)
+            rows = await self._queue.due(now_us(), free * 2, skip_endpoints=busy, full_at=per_endpoint)
             if not rows:
                 break
             claimed = await self._claim(rows, free, per_endpoint)
@@ -152,8 +156,13 @@ class Dispatcher:
     async def _claim(self, rows: Sequence[DueDelivery], free: int, per_endpoint: int) -> list[tuple[str, str]]:
         taken: list[tuple[str, str]] = []
         counts = Counter(self._in_flight)
-        lease_until = now_us() + int(self._lease_s * _US)
-        async with self._queue.claiming(lease_until) as claim:
+        now = now_us()
+        lease_until = now + int(self._lease_s * _US)
+        # The process's own count first (no claim tried for an endpoint it keeps busy by
+        # itself); the database's, every process's, in the claim.
+        endpoint_ids = {row.endpoint_id for row in rows if counts[row.endpoint_id] < per_endpoint}
+        async with self._queue.claiming(now, lease_until, endpoint_ids=endpoint_ids,
+                                        per_endpoint=per_endpoint) as claim:
             for row in rows:
                 if len(taken) >= free or counts[row.endpoint_id] >= per_endpoint:
                     continue

@@ -1,12 +1,21 @@
 """The webhook store's operations, each on both databases: endpoints, events with their
-deliveries, and the dispatcher's queue (claims, outcomes, replay)."""
+deliveries, and the dispatcher's queue (claims, outcomes, replay, the endpoint's limit)."""
 from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, select, text
 
 from paygate_server.storage import Database
 from paygate_server.storage import webhook_endpoints as endpoints
+from paygate_server.storage.schema_history import webhook_deliveries
 from paygate_server.storage.webhook_deliveries import DeliveryQueue, DueDelivery
 from paygate_server.storage.webhook_events import NewEvent, entity_statuses, insert_events
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)
+from tests.support.databases import opened_database
+from tests.support.eventually import eventually
 
 
 async def _endpoint(db: Database, merchant: str, url: str, events: list[str] | None = None,  # noqa: F811
@@ -81,7 +90,7 @@ async def test_claims_outcomes_and_replay(db: Database) -> None:  # noqa: F811
         await insert_events(conn, [_event(1, shop), _event(2, shop)], 5)
     queue = DeliveryQueue(db)
     first, second = sorted(await queue.due(5, 10), key=lambda d: d.event_id)
-    async with queue.claiming(lease_until=100) as claim:
+    async with queue.claiming(5, 100, endpoint_ids=[endpoint.id], per_endpoint=4) as claim:
         assert await claim(first)
         assert not await claim(first)  # its next_attempt_at moved: another dispatcher's read is stale
         assert not await claim(DueDelivery(second.event_id, second.endpoint_id, 4))
@@ -115,3 +124,72 @@ async def test_claims_outcomes_and_replay(db: Database) -> None:  # noqa: F811
     replayed = {r["event_id"]: r for r in await queue.recent(merchant_id=shop)}[second.event_id]
     assert (replayed["status"], replayed["attempts"], replayed["last_status_code"], replayed["last_error"]) == (
         "pending", 0, None, None)  # not a 410 the fresh schedule has not met
+
+
+@pytest.fixture
+async def other_db(fresh_database_url: str) -> AsyncIterator[Database]:
+    """A second handle on ``db``'s database: a pool of its own, as another process has."""
+    async with opened_database(fresh_database_url) as database:
+        yield database
+
+
+async def _backlog(db: Database, count: int) -> tuple[endpoints.Endpoint, list[DueDelivery]]:  # noqa: F811
+    """An endpoint with ``count`` deliveries due at 5."""
+    shop = await new_merchant(db)
+    endpoint = await _endpoint(db, shop, "https://a.test/1")
+    async with db.write() as conn:
+        await insert_events(conn, [_event(n, shop) for n in range(1, count + 1)], 5)
+    return endpoint, sorted(await DeliveryQueue(db).due(5, count), key=lambda d: d.event_id)
+
+
+async def _claimed(queue: DeliveryQueue, now: int, endpoint_id: str, rows: list[DueDelivery]) -> list[str]:
+    async with queue.claiming(now, now + 100, endpoint_ids=[endpoint_id], per_endpoint=2) as claim:
+        return [row.event_id for row in rows if await claim(row)]
+
+
+async def test_an_endpoints_limit_counts_the_leases_of_every_process_until_they_run_out(
+        db: Database, other_db: Database) -> None:  # noqa: F811
+    endpoint, rows = await _backlog(db, 5)
+    one, another = DeliveryQueue(db), DeliveryQueue(other_db)  # two processes' pools
+    assert await _claimed(one, 10, endpoint.id, rows[:1]) == [rows[0].event_id]
+    assert await _claimed(another, 10, endpoint.id, rows[1:]) == [rows[1].event_id]  # one slot left of 2
+    assert await _claimed(one, 10, endpoint.id, rows[2:]) == []
+    async with one.claiming(10, 110, endpoint_ids=["we_other"], per_endpoint=9) as claim:
+        assert not await claim(rows[2])  # an endpoint the round did not name (nor lock)
+    assert await another.due(10, 10, full_at=2) == []  # the endpoint is full: its backlog is left out
+    assert len(await another.due(10, 10, full_at=3)) == 3
+
+    # An outcome frees its slot; a lease that ran out (its process died) stops counting then.
+    await one.finish(rows[0].event_id, endpoint.id, status="delivered", attempts=1, status_code=200,
+                     error=None, now=20)
+    assert await _claimed(another, 20, endpoint.id, rows[2:]) == [rows[2].event_id]
+    assert await _claimed(one, 109, endpoint.id, rows[3:]) == []  # rows[1]'s lease runs until 110
+    assert await _claimed(one, 110, endpoint.id, rows[3:]) == [rows[3].event_id]
+    async with db.read() as conn:
+        leases = (await conn.execute(select(webhook_deliveries.c.event_id, webhook_deliveries.c.lease_until)
+                                     .where(webhook_deliveries.c.lease_until.is_not(None)))).all()
+    assert sorted(leases) == [(rows[1].event_id, 110), (rows[2].event_id, 120), (rows[3].event_id, 210)]
+
+
+async def _waiting_for_a_lock(db: Database) -> bool:  # noqa: F811
+    """PostgreSQL: whether some transaction waits for an advisory lock."""
+    async with db.read() as conn:
+        return bool((await conn.execute(text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))).scalar_one())
+
+
+async def test_claimers_of_one_endpoint_take_turns(db: Database, other_db: Database) -> None:  # noqa: F811
+    endpoint, rows = await _backlog(db, 4)
+    first, second = DeliveryQueue(db), DeliveryQueue(other_db)
+    async with first.claiming(10, 110, endpoint_ids=[endpoint.id], per_endpoint=2) as claim:
+        assert [await claim(row) for row in rows[:2]] == [True, True]  # not committed yet
+        # Another process's round, counting while the first is still open: it must wait for
+        # the first's commit, or it would count none of its leases and take two more.
+        rival = asyncio.create_task(_claimed(second, 10, endpoint.id, rows[2:]))
+        if not db.is_sqlite:  # (SQLite: its write lock, whoever comes first)
+            await eventually(lambda: _waiting_for_a_lock(other_db), until=lambda w: w or rival.done(),
+                             what="the second claimer waiting for the first")
+    assert await rival == []
+    async with db.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(webhook_deliveries)
+                                   .where(webhook_deliveries.c.lease_until > 10))).scalar_one() == 2
