@@ -92,7 +92,7 @@ async def status_stream(request: Request) -> Response:
     except ApiError as exc:
         return error_response(exc, rid)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Vary": "Origin",
-               "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+               "Referrer-Policy": "no-referrer"}
     origin = request.headers.get("origin")
     if origin is not None and origin in origins:
         headers["Access-Control-Allow-Origin"] = origin

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: a request id on every response, and errors that never leak.
+"""Pure ASGI middleware: a request id and ``nosniff`` on every response, and errors that never leak.
 
 Pure ASGI (not BaseHTTPMiddleware) keeps the per-request cost to a dict lookup and one
 header append.
@@ -18,6 +18,10 @@ __all__ = ["MERCHANT_KEY", "RequestIdMiddleware", "request_id_of"]
 
 log = logging.getLogger("paygate.http")
 _KEY = "paygate.request_id"
+# Every answer says what it is (JSON, HTML, JavaScript, an event stream): no browser may read
+# one as something else, a JSON error as a script, say. Responses that set their own security
+# headers (the checkout frame, the console) already carry it.
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 # The authenticated merchant of a request, for its log line (set by ``api_endpoint``).
 MERCHANT_KEY = "paygate.merchant_id"
 
@@ -45,7 +49,11 @@ class RequestIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), header]
+                headers = message.get("headers", [])
+                if any(name.lower() == _NOSNIFF[0] for name, _ in headers):
+                    message["headers"] = [*headers, header]
+                else:
+                    message["headers"] = [*headers, header, _NOSNIFF]
             await send(message)
 
         try:
@@ -68,5 +76,5 @@ class RequestIdMiddleware:
             body = jsoncodec.dumps(error_body(code, message, rid))
             await send({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                *extra, header]})
+                *extra, header, _NOSNIFF]})
             await send({"type": "http.response.body", "body": body})
