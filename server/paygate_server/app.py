@@ -42,6 +42,7 @@ from paygate_server.refunds import endpoints as refund_endpoints
 from paygate_server.refunds.service import RefundService
 from paygate_server.state import Gateway
 from paygate_server.storage import Database, check_schema, create_database
+from paygate_server.storage.availability import log_failure
 from paygate_server.storage.nonces import prune_nonces
 from paygate_server.vault import extension as vault_extension
 
@@ -120,7 +121,7 @@ async def _housekeeping(gateway: Gateway) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("housekeeping failed")
+            log_failure(log, "housekeeping failed")
         await asyncio.sleep(60)
 
 

@@ -29,12 +29,16 @@ log = logging.getLogger(__name__)
 async def refresh_every(interval_s: Callable[[], float], what: str, reload: Callable[[], Awaitable[None]]) -> None:
     """A cache kept current for ever (a :meth:`Extension.refresh_tasks` task): ``reload``
     every ``interval_s()`` seconds (read each time); a failure is logged, the next try comes."""
+    # Here, not at the top: command modules import this one to build their parsers, and
+    # `paygate --help` loads no database code (tests/server/test_startup_imports.py).
+    from paygate_server.storage.availability import log_failure
+
     while True:
         await asyncio.sleep(interval_s())
         try:
             await reload()
         except Exception:
-            log.exception("reloading %s failed", what)
+            log_failure(log, "reloading %s failed", what)
 
 # Filled by build_gateway itself before any extension's setup runs.
 CORE_SLOTS = frozenset({"processing", "refunds", "reconciler"})

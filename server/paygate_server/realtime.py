@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from paygate_server.storage import Database
+from paygate_server.storage.availability import log_failure
 from paygate_server.storage.notifications import follow_changes
 from paygate_server.waiting import wait_event
 
@@ -110,7 +111,7 @@ class ChangeNotifier:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("change notifier failed; reconnecting")
+                log_failure(log, "change notifier failed; reconnecting")
                 # Anything missed while down: wake everyone so they re-read.
                 for intent_id in list(self._waiters):
                     self.publish(intent_id)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from paygate_server.config import Settings
 from paygate_server.faults import crash_point
 from paygate_server.storage import Database, Transaction
+from paygate_server.storage.availability import log_failure
 from paygate_server.storage.change_log import ChangeLog
 from paygate_server.storage.changes import Change, Position
 from paygate_server.storage.relay_leases import ConsumerLease
@@ -164,7 +165,7 @@ class Relay:
                 await asyncio.sleep(max(1.0, self._settings.relay_lease_retry_s))
             except Exception as exc:
                 stats.last_error = repr(exc)[:300]
-                log.exception("relay consumer %s failed; retrying", consumer.name)
+                log_failure(log, "relay consumer %s failed; retrying", consumer.name)
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):

@@ -53,6 +53,7 @@ from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import refund_outcome
 from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
 from paygate_server.realtime import ChangeNotifier
+from paygate_server.storage.availability import log_failure
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, Row, StoreRefusal
 from paygate_server.waiting import wait_event
 
@@ -106,7 +107,7 @@ class Reconciler:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("reconciler pass failed")
+                log_failure(log, "reconciler pass failed")
                 next_due = None
             timeout = self._settings.reconcile_sweep_interval_s
             if next_due is not None:

@@ -11,8 +11,10 @@ from such an outage by itself: every connection opened before a dead one is repl
 """
 from __future__ import annotations
 
+import logging
 import socket
 import sqlite3
+import sys
 import time
 from typing import Any, Final
 
@@ -28,7 +30,7 @@ except ImportError:  # pragma: no cover - SQLite-only installs
     asyncpg = None  # type: ignore[assignment]
 
 __all__ = ["RETRY_AFTER_S", "DatabaseUnavailable", "StaleConnections", "connection_found_dead",
-           "is_database_unavailable", "opened_before_dead"]
+           "is_database_unavailable", "log_failure", "opened_before_dead"]
 
 # What a 503 tells the client to wait: long enough for a pool to reconnect or a failover
 # to finish its first step, short enough that a checkout customer does not notice.
@@ -102,6 +104,19 @@ def is_database_unavailable(exc: BaseException) -> bool:
             return True
         todo.extend((getattr(item, "orig", None), item.__cause__))
     return False
+
+
+def log_failure(logger: logging.Logger, message: str, *args: object) -> None:
+    """Log the exception being handled by a background loop that goes on (the reconciler,
+    the relay, the webhook dispatcher, housekeeping): an outage of the database is one
+    warning line naming the failure's type — it is expected, every pass fails the same way
+    until it is over, and the pool recovers by itself — while anything else is a bug,
+    logged as an error with its traceback. Call it only inside an ``except`` block."""
+    exc = sys.exc_info()[1]
+    if exc is not None and is_database_unavailable(exc):
+        logger.warning(message + ": the database is unavailable (%s)", *args, type(exc).__name__)
+    else:
+        logger.exception(message, *args)
 
 
 # Keys of the pooled connection's ``info`` (SQLAlchemy's per-connection dict for its users).

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from paygate_server.extensions import Extension, refresh_every
+from paygate_server.storage.availability import log_failure
 from paygate_server.vault.service import VaultService
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ async def _purge_forever(gateway: Gateway) -> None:
             if dropped or deleted:
                 log.info("vault purge: %d expired CVCs dropped, %d unused cards deleted", dropped, deleted)
         except Exception:
-            log.exception("vault purge failed")
+            log_failure(log, "vault purge failed")
         await asyncio.sleep(interval)
 
 

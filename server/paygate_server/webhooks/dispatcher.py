@@ -38,6 +38,7 @@ from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database
+from paygate_server.storage.availability import log_failure
 from paygate_server.storage.webhook_deliveries import DeliveryQueue, DueDelivery
 from paygate_server.waiting import wait_event
 from paygate_server.webhooks.guard import AddressRefused, GuardedBackend
@@ -117,7 +118,7 @@ class Dispatcher:
                 try:
                     await self.run_once()
                 except Exception:
-                    log.exception("webhook dispatch pass failed")
+                    log_failure(log, "webhook dispatch pass failed")
                 await wait_event(self._wake, self._settings.webhook_poll_interval_s)
         finally:
             for task in list(self._tasks):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import sqlite3
 import time
@@ -23,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from paygate_server.storage import create_database
-from paygate_server.storage.availability import RETRY_AFTER_S, is_database_unavailable
+from paygate_server.storage.availability import RETRY_AFTER_S, is_database_unavailable, log_failure
 from paygate_server.storage.group_commit import BatchLost
 from paygate_server.storage.statements import Sql, execute
 from tests.support.app import running_gateway
@@ -259,3 +260,18 @@ async def test_exhausted_pool_answers_503(database_url: str, tmp_path: Path) -> 
             assert time.monotonic() - started < 5.0
         r = await shop.get("/api/v1/payment/intents?limit=1")
         assert r.status_code == 200, r.text
+
+
+def test_a_background_loop_logs_an_outage_in_one_line_and_a_bug_with_its_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("paygate.test_loop")
+    for exc in (sqlite3.OperationalError("database is locked"), ValueError("a bug")):
+        try:
+            raise exc
+        except Exception:
+            log_failure(log, "pass %d failed", 7)
+    outage, bug = caplog.records
+    assert (outage.levelname, outage.getMessage(), outage.exc_info) == (
+        "WARNING", "pass 7 failed: the database is unavailable (OperationalError)", None)
+    assert (bug.levelname, bug.getMessage()) == ("ERROR", "pass 7 failed")
+    assert bug.exc_info is not None and bug.exc_info[1] is exc
