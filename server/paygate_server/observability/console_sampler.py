@@ -23,6 +23,7 @@ import socket
 import time
 
 from paygate_server.ids import random_token
+from paygate_server.storage.availability import log_failure
 from paygate_server.storage.console_samples import (
     LATENCY_BOUNDS_S,
     prune_samples,
@@ -107,5 +108,5 @@ class ConsoleSampler:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a sample lost is not worth stopping the worker
-                log.warning("console samples not written", exc_info=True)
+                log_failure(log, "console samples not written")
             await asyncio.sleep(interval_s)
