@@ -66,11 +66,11 @@ async def call_by(deadline: float, call: Callable[[], Awaitable[Result]], unknow
 async def call_at_processor(settings: Settings, deadline: float, call: Callable[[], Awaitable[Result]],
                             unknown: Result, retry_delays: Sequence[float] = (), *,
                             answered_point: str | None = None) -> Result:
-    """:func:`call_by` for a request: the process dies at ``during_processor_call`` with the
-    call under way, and at ``answered_point`` once the processor said yes or no — money
-    moved or refused, the gateway's record still ``pending`` — when those are the configured
-    fault point. (A charge's own point is the caller's: only after failover, and only if
-    approved.)"""
+    """:func:`call_by` for a request, with two crash points (each fires only when it is the
+    configured ``fault_point``): ``during_processor_call`` with the call under way, and
+    ``answered_point`` once the processor said yes or no — money moved or refused, the
+    gateway's record still ``pending``. (A charge's own point is its caller's: after
+    failover, and only if approved.)"""
     with dying_mid_call(settings.fault_point):
         result = await call_by(deadline, call, unknown, retry_delays)
     if answered_point is not None and is_definitive(result.outcome):
