@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from paygate_server.cards.keys import DEFAULT_KEY_BITS, MIN_KEY_BITS
+from paygate_server.faults import unknown_point
 from paygate_server.storage.urls import database_url_problem, session_url_problem
 
 __all__ = ["Settings"]
@@ -67,7 +68,8 @@ class Settings:
     # Manual capture (SPEC §4): a hold not captured within this long is voided by the gateway.
     authorization_ttl_s: float = 7 * 24 * 3600.0
     card_key_bits: int = DEFAULT_KEY_BITS  # RSA size of new checkout keys (cards/keys.py)
-    # Test seam for crash tests: the process SIGKILLs itself at this named point.
+    # Test seam for crash tests: the process SIGKILLs itself at this named point (one of
+    # faults.POINTS; any other name is refused at start-up).
     fault_point: str | None = None
     # Background work inside `paygate serve`.
     run_background: bool = True
@@ -189,6 +191,8 @@ class Settings:
         for name, (variable, pattern, rule) in _NAMES.items():
             if values.get(name) and not pattern.fullmatch(values[name]):
                 raise ValueError(f"{variable}: {rule}")
+        if values.get("fault_point") and (problem := unknown_point(values["fault_point"])):
+            raise ValueError(f"PAYGATE_FAULT_POINT: {problem}")
         if values.get("database_url") and (problem := database_url_problem(values["database_url"])):
             raise ValueError(f"PAYGATE_DATABASE_URL: {problem}")
         if values.get("database_session_url") and (problem := session_url_problem(

@@ -150,24 +150,26 @@ OPERATIONS = {
 def test_sigkill_between_operation_committed_and_answered_does_it_once(
         operation: str, rounds: int, stack: Stack, tmp_path: Path) -> None:
     """The survivor takes the payment; the victim dies in a capture, void or refund of it,
-    committed with its reference: before it sent it (``after_<operation>_commit``), or with
-    it at the processor (``during_processor_call``). The survivor's reconciler finds it or
-    sends it again with that reference: done exactly once at the processor, and so
-    recorded. A third of the charge test's rounds per point (1 by default, 6 in the slow
-    set): the reconciler may act only past the in-flight grace, which one wait after all
-    the kills serves."""
+    committed with its reference: before it sent it (``after_<operation>_commit``), with
+    it at the processor (``during_processor_call``), or with the processor's answer read
+    and not recorded (``after_<operation>_answered``: done at the processor, ``pending`` in
+    the gateway). The survivor's reconciler finds it or sends it again with that reference:
+    done exactly once at the processor, and so recorded. A third of the charge test's
+    rounds per point (1 by default, 6 in the slow set): the reconciler may act only past
+    the in-flight grace, which one wait after all the kills serves."""
     rounds = max(1, rounds // 3)
     creds = stack.merchant()
     jwks = httpx.get(f"{stack.gateway.base_url}/checkout/v1/keys").json()
     intents: list[str] = []
-    for point in (f"after_{operation}_commit", "during_processor_call"):
+    points = (f"after_{operation}_commit", "during_processor_call", f"after_{operation}_answered")
+    for point in points:
         victim = _victim(stack, tmp_path, point)
         try:
             asyncio.run(_operation_crash_rounds(stack, victim, creds, jwks, intents, rounds,
                                                 OPERATIONS[operation], point))
         finally:
             victim.close()
-    assert len(intents) == 2 * rounds
+    assert len(intents) == len(points) * rounds
     asyncio.run(_check_done_once(stack, creds, intents, OPERATIONS[operation]))
     assert "Traceback" not in stack.gateway.output()
 
@@ -190,6 +192,8 @@ async def _operation_crash_rounds(stack: Stack, victim: ServiceProcess, creds, j
                                       idempotency_key=pid)
             finally:
                 stack.set_faults()
+            if point.endswith("_answered"):  # it died after the processor did it, not before
+                assert _at_processor(stack, pid) == operation.charge
 
 
 async def _check_done_once(stack: Stack, creds, intents: list[str], operation: Operation) -> None:  # type: ignore[no-untyped-def]
@@ -200,15 +204,23 @@ async def _check_done_once(stack: Stack, creds, intents: list[str], operation: O
             got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
             assert (got["status"], got["amountReceived"], got["amountRefunded"]) == operation.intent, got
             assert [e["data"]["kind"] for e in history if e["type"] == "attempt.created"] == operation.attempts
+            # Each recorded as done, as the processor has it (not "refused": a second send of a
+            # void the processor had done is refused, and the intent is canceled either way).
+            attempts = {e["objectId"]: e["data"]["status"] for e in history if e["type"].startswith("attempt.")}
+            assert set(attempts.values()) == {"succeeded"}, attempts
             refunds = {e["objectId"]: e["data"] for e in history if e["type"].startswith("refund.")}
             assert [(r["status"], r["amount"]) for r in refunds.values()] == operation.refunds, refunds
             # The victim's request again, with its key: still that request's (its claim is held
             # until the lock timeout, 90 s), never a second operation.
             retry = await shop.post(operation.path, {"paymentIntentId": pid, **operation.body}, idempotency_key=pid)
             assert retry.json()["error"]["code"] == "idempotency_request_in_progress", retry.text
-            [charge] = stack.charges_at_processor(pid)
-            assert (charge["captured"], charge["amountCaptured"], charge["voided"], charge["amountRefunded"]) == \
-                operation.charge, charge
+            assert _at_processor(stack, pid) == operation.charge
+
+
+def _at_processor(stack: Stack, pid: str) -> tuple[bool, int, bool, int]:
+    """The intent's one charge at the processor: captured, amountCaptured, voided, amountRefunded."""
+    [charge] = stack.charges_at_processor(pid)
+    return charge["captured"], charge["amountCaptured"], charge["voided"], charge["amountRefunded"]
 
 
 async def _settled_history(shop: SignedClient, pid: str) -> list[dict]:  # type: ignore[type-arg]

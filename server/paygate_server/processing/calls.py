@@ -9,6 +9,10 @@ processor by then. So the deadline starts before the operation is begun — what
 the commit and the look-up of the account take comes out of it, not on top of it — a call
 whose deadline has passed is not made, and one given up on is reset rather than closed
 (``http1client.HttpConnection.abort``: the request's bytes go with it).
+
+The request path's calls go through :func:`call_at_processor`, where the crash tests'
+points around the processor are (``faults.py``): during the call, and — for a capture,
+void or refund — once the processor has answered and nothing of its answer is recorded.
 """
 from __future__ import annotations
 
@@ -17,9 +21,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from paygate_server.config import Settings
-from paygate_server.processing.connectors import ChargeOutcome, ChargeResult, RefundResult
+from paygate_server.faults import crash_point, dying_mid_call
+from paygate_server.processing.connectors import (
+    ChargeOutcome,
+    ChargeResult,
+    RefundResult,
+    is_definitive,
+)
 
-__all__ = ["DEADLINE_PASSED", "call_by", "deadline_for"]
+__all__ = ["DEADLINE_PASSED", "call_at_processor", "call_by", "deadline_for"]
 
 Result = TypeVar("Result", ChargeResult, RefundResult)
 # The message of the unknown result a call past its deadline stands for.
@@ -51,3 +61,18 @@ async def call_by(deadline: float, call: Callable[[], Awaitable[Result]], unknow
             return result
     except TimeoutError:
         return unknown
+
+
+async def call_at_processor(settings: Settings, deadline: float, call: Callable[[], Awaitable[Result]],
+                            unknown: Result, retry_delays: Sequence[float] = (), *,
+                            answered_point: str | None = None) -> Result:
+    """:func:`call_by` for a request, with two crash points (each fires only when it is the
+    configured ``fault_point``): ``during_processor_call`` with the call under way, and
+    ``answered_point`` once the processor said yes or no — money moved or refused, the
+    gateway's record still ``pending``. (A charge's own point is its caller's: after
+    failover, and only if approved.)"""
+    with dying_mid_call(settings.fault_point):
+        result = await call_by(deadline, call, unknown, retry_delays)
+    if answered_point is not None and is_definitive(result.outcome):
+        crash_point(settings.fault_point, answered_point)
+    return result

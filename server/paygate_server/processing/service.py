@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from paygate_server import jsoncodec
 from paygate_server.cards.resolved import ResolvedCard
-from paygate_server.faults import crash_point, dying_mid_call
+from paygate_server.faults import crash_point
 from paygate_server.intents.refusals import refusal_error
 from paygate_server.intents.schemas import render_intent
-from paygate_server.processing.calls import DEADLINE_PASSED, call_by, deadline_for
+from paygate_server.processing.calls import DEADLINE_PASSED, call_at_processor, deadline_for
 from paygate_server.processing.connectors import (
     CaptureRequest,
     ChargeOutcome,
@@ -295,18 +295,19 @@ class ProcessingService:
         else:
             call = partial(connector.void, VoidRequest(attempt.reference, attempt.charge_reference,
                                                        attempt.processor_id))
-        result = await self._call_processor(call, deadline)
+        result = await self._call_processor(call, deadline, answered_point=f"after_{attempt.kind}_answered")
         outcome = follow_up_outcome(attempt.kind, result, schedule=gateway.settings.reconcile_schedule_s)
         rendered = _Rendered()
         settled = await gateway.payments.settle_follow_up(attempt, outcome,
                                                           None if claim is None else AnswerSpec(claim, rendered))
         return await self._recorded(attempt, settled, rendered)
 
-    async def _call_processor(self, call: Callable[[], Awaitable[ChargeResult]], deadline: float) -> ChargeResult:
+    async def _call_processor(self, call: Callable[[], Awaitable[ChargeResult]], deadline: float, *,
+                              answered_point: str | None = None) -> ChargeResult:
         """The attempt's calls, all over by ``deadline`` (processing/calls.py): the
         reconciler relies on no call outliving Settings.in_flight_grace_s."""
-        with dying_mid_call(self._gateway.settings.fault_point):
-            return await call_by(deadline, call, _DEADLINE_PASSED, RETRY_DELAYS_S)
+        return await call_at_processor(self._gateway.settings, deadline, call, _DEADLINE_PASSED, RETRY_DELAYS_S,
+                                       answered_point=answered_point)
 
     async def _charge(self, attempt: Attempt, card: ResolvedCard, before: Row,
                       claim: KeyClaim | None, failover: tuple[str, ...], deadline: float) -> Processed:

@@ -12,9 +12,9 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from paygate_server import jsoncodec
-from paygate_server.faults import crash_point, dying_mid_call
+from paygate_server.faults import crash_point
 from paygate_server.intents.refusals import refusal_error
-from paygate_server.processing.calls import DEADLINE_PASSED, call_by, deadline_for
+from paygate_server.processing.calls import DEADLINE_PASSED, call_at_processor, deadline_for
 from paygate_server.processing.connectors import (
     ChargeOutcome,
     Connector,
@@ -82,9 +82,10 @@ class RefundService:
                                   f"processor account unusable ({type(exc).__name__}): nothing sent")
         else:
             # Bounded like a charge's calls: the reconciler sends it again after the same grace.
-            with dying_mid_call(gateway.settings.fault_point):
-                result = await call_by(deadline, partial(connector.refund, request), RefundResult(
-                    request.reference, ChargeOutcome.UNKNOWN, DEADLINE_PASSED))
+            result = await call_at_processor(
+                gateway.settings, deadline, partial(connector.refund, request),
+                RefundResult(request.reference, ChargeOutcome.UNKNOWN, DEADLINE_PASSED),
+                answered_point="after_refund_answered")
         outcome = refund_outcome(result, schedule=gateway.settings.reconcile_schedule_s)
         row = await store.settle_refund(reserved["id"], outcome,
                                         None if claim is None else AnswerSpec(claim, _render_answer))
