@@ -14,8 +14,8 @@ since, finds another lease there and records nothing — the new attempt records
 late outcome applied would free the new attempt's slot while it runs and overwrite what it
 records. The value names one claim: a claim writes ``now + lease`` with ``now`` no earlier
 than the row's ``next_attempt_at``, which is no earlier than any lease overtaken before it,
-so a delivery's leases only grow (hosts' clocks agreeing to within a lease, which the
-leases' counting assumes already).
+so every lease written after one is overtaken ends later than it (hosts' clocks agreeing
+to within a lease, which the leases' counting assumes already). No claim token needed.
 
 Each claim counts in its own statement, and claimers of one endpoint take turns: on SQLite
 the write lock (``BEGIN IMMEDIATE``) serializes every writer already; on PostgreSQL a round
