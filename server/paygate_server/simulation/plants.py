@@ -22,7 +22,7 @@ from paygate_server.storage.payments import SqlPaymentStore
 from paygate_server.storage.port import ExistingKey, KeyClaim, PaymentStore
 from paygate_server.storage.relay_leases import ConsumerLease
 from paygate_server.storage.statements import Connection
-from paygate_server.webhooks.dispatcher import AttemptResult, Dispatcher
+from paygate_server.webhooks.dispatcher import AttemptResult, Claim, Dispatcher
 
 __all__ = ["PLANTS", "planted"]
 
@@ -76,10 +76,8 @@ def _no_answer_is_delivered() -> contextlib.AbstractContextManager[None]:
     though the endpoint may never have had the event."""
     real = Dispatcher._record
 
-    async def record(self: Dispatcher, event_id: str, endpoint_id: str, attempts: int,
-                     result: AttemptResult) -> None:
-        await real(self, event_id, endpoint_id, attempts,
-                   AttemptResult(200, None) if result.status_code is None else result)
+    async def record(self: Dispatcher, claim: Claim, attempts: int, result: AttemptResult) -> None:
+        await real(self, claim, attempts, AttemptResult(200, None) if result.status_code is None else result)
 
     return _replaced(Dispatcher, "_record", record)
 

@@ -8,6 +8,15 @@ flight, from every process on the database, are its rows whose lease is still to
 a claim is refused once they reach the endpoint's limit. A process that dies mid-attempt
 leaves its leases to run out, and they stop counting then.
 
+An outcome is recorded only under the lease its attempt claimed (``lease_until`` as the
+claim wrote it: the fence). An attempt that outlived its lease, the delivery claimed again
+since, finds another lease there and records nothing — the new attempt records its own; a
+late outcome applied would free the new attempt's slot while it runs and overwrite what it
+records. The value names one claim: a claim writes ``now + lease`` with ``now`` no earlier
+than the row's ``next_attempt_at``, which is no earlier than any lease overtaken before it,
+so every lease written after one is overtaken ends later than it (hosts' clocks agreeing
+to within a lease, which the leases' counting assumes already). No claim token needed.
+
 Each claim counts in its own statement, and claimers of one endpoint take turns: on SQLite
 the write lock (``BEGIN IMMEDIATE``) serializes every writer already; on PostgreSQL a round
 of claims first takes an advisory lock per endpoint, held to its commit, so of two rounds
@@ -32,7 +41,7 @@ from paygate_server.storage.schema_history import (
     webhook_events,
 )
 
-__all__ = ["DueDelivery", "DeliveryTarget", "DeliveryQueue"]
+__all__ = ["DueDelivery", "DeliveryTarget", "DeliveryQueue", "MISSING_EVENT", "MISSING_ENDPOINT"]
 
 _MAX_ERROR_LENGTH = 500  # the last_error column's size
 
@@ -70,15 +79,23 @@ class DueDelivery:
     next_attempt_at: int  # as read: the claim only wins if nobody moved it since
 
 
+# DeliveryTarget.missing: the row a delivery cannot be sent without, not there.
+MISSING_EVENT = "event"
+MISSING_ENDPOINT = "endpoint"
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryTarget:
-    """What one attempt needs: the body, where to send it and the endpoint's sealed secret."""
+    """What one attempt needs: the body, where to send it and the endpoint's sealed secret.
+    ``missing`` names the row (:data:`MISSING_EVENT`, :data:`MISSING_ENDPOINT`) that could
+    not be loaded, its fields then empty: such a delivery can never be sent."""
     payload: str
     endpoint_id: str
     url: str
     endpoint_status: str
     secret_sealed: bytes
     attempts: int  # made so far
+    missing: str | None = None
 
 
 class DeliveryQueue:
@@ -126,15 +143,24 @@ class DeliveryQueue:
             yield claim
 
     async def target(self, event_id: str, endpoint_id: str) -> DeliveryTarget | None:
+        """The delivery's attempt as it would be sent; None when the delivery row is not there.
+        Outer joins: an event or endpoint row gone is told apart (``missing``) from a
+        delivery gone, so that the dispatcher can finish the delivery rather than drop it."""
         async with self._db.read() as conn:
             row = (await conn.execute(
-                select(webhook_events.c.payload, webhook_endpoints.c.id, webhook_endpoints.c.url,
+                select(webhook_events.c.id, webhook_events.c.payload, webhook_endpoints.c.id, webhook_endpoints.c.url,
                        webhook_endpoints.c.status, webhook_endpoints.c.secret_sealed, _delivery.attempts)
                 .select_from(webhook_deliveries)
-                .join(webhook_events, webhook_events.c.id == _delivery.event_id)
-                .join(webhook_endpoints, webhook_endpoints.c.id == _delivery.endpoint_id)
+                .outerjoin(webhook_events, webhook_events.c.id == _delivery.event_id)
+                .outerjoin(webhook_endpoints, webhook_endpoints.c.id == _delivery.endpoint_id)
                 .where(_delivery.event_id == event_id, _delivery.endpoint_id == endpoint_id))).first()
-        return None if row is None else DeliveryTarget(row[0], row[1], row[2], row[3], bytes(row[4]), row[5])
+        if row is None:
+            return None
+        found_event, payload, found_endpoint, url, status, sealed, attempts = row
+        if found_event is None or found_endpoint is None:
+            return DeliveryTarget("", endpoint_id, "", "", b"", attempts,
+                                  missing=MISSING_EVENT if found_event is None else MISSING_ENDPOINT)
+        return DeliveryTarget(payload, found_endpoint, url, status, bytes(sealed), attempts)
 
     async def disable_endpoint(self, endpoint_id: str, reason: str, now: int) -> None:
         """An enabled endpoint stops receiving deliveries until replayed."""
@@ -143,10 +169,12 @@ class DeliveryQueue:
                 webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.status == "enabled")
                 .values(status="disabled", disabled_reason=reason, updated_at=now))
 
-    async def finish(self, event_id: str, endpoint_id: str, *, status: str, attempts: int,
-                     status_code: int | None, error: str | None, now: int, next_at: int | None = None) -> None:
+    async def finish(self, event_id: str, endpoint_id: str, *, lease_until: int, status: str, attempts: int,
+                     status_code: int | None, error: str | None, now: int, next_at: int | None = None) -> bool:
         """Record an attempt's outcome on a pending delivery: ``delivered``, ``failed``, or
-        ``pending`` again (due at ``next_at``)."""
+        ``pending`` again (due at ``next_at``). Only while the delivery is still under the
+        lease the attempt claimed (``lease_until``, as its claim wrote it): False, nothing
+        recorded, when it was claimed again since (the lease ran out) or finished already."""
         values: dict[str, Any] = {"status": status, "attempts": attempts, "last_status_code": status_code,
                                   "last_error": error[:_MAX_ERROR_LENGTH] if error else None, "updated_at": now,
                                   "lease_until": None}  # its endpoint's slot is free
@@ -155,9 +183,10 @@ class DeliveryQueue:
         if status == "delivered":
             values["delivered_at"] = now
         async with self._db.write() as conn:
-            await conn.execute(update(webhook_deliveries).where(
+            result = await conn.execute(update(webhook_deliveries).where(
                 _delivery.event_id == event_id, _delivery.endpoint_id == endpoint_id,
-                _delivery.status == "pending").values(**values))
+                _delivery.status == "pending", _delivery.lease_until == lease_until).values(**values))
+        return result.rowcount == 1
 
     async def replay_failed(self, now: int, *, merchant_id: str | None = None, endpoint_id: str | None = None,
                             event_id: str | None = None) -> int:

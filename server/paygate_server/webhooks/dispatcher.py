@@ -3,7 +3,12 @@
 Every gateway worker (and ``paygate relay``) runs a dispatcher. It claims due deliveries
 with a lease — a conditional update moving ``next_attempt_at`` past the attempt's timeout —
 so two dispatchers never send the same delivery at once, and a dispatcher that dies
-mid-attempt leaves the delivery to be retried when its lease runs out.
+mid-attempt leaves the delivery to be retried when its lease runs out. An attempt's outcome
+is recorded under its lease only: one that outlived it, the delivery claimed again since,
+is dropped (logged) and the new attempt's outcome counts — at least once still, never a slot freed
+under a running attempt. A delivery whose event or endpoint row cannot be loaded is
+``failed`` at once (``event missing``, ``endpoint missing``), as one whose endpoint is
+disabled or deleted: it could never be sent, and each lease would take a slot for nothing.
 
 Each attempt POSTs the event's stored body with ``webhook-id`` (the event id, the same on
 every attempt), ``webhook-timestamp`` and ``webhook-signature``; redirects are not followed
@@ -44,7 +49,7 @@ from paygate_server.waiting import wait_event
 from paygate_server.webhooks.guard import AddressRefused, GuardedBackend
 from paygate_server.webhooks.model import open_secret, sign
 
-__all__ = ["Dispatcher", "AttemptResult", "ascii_url", "describe_failure"]
+__all__ = ["Dispatcher", "AttemptResult", "Claim", "ascii_url", "describe_failure"]
 
 log = logging.getLogger("paygate.webhooks")
 _US = 1_000_000
@@ -55,6 +60,13 @@ USER_AGENT = b"paygate-webhooks/1"
 class AttemptResult(NamedTuple):
     status_code: int | None
     error: str | None
+
+
+class Claim(NamedTuple):
+    """A delivery this dispatcher won, and the lease it won it under (its outcome's fence)."""
+    event_id: str
+    endpoint_id: str
+    lease_until: int
 
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
@@ -140,8 +152,8 @@ class Dispatcher:
             if not rows:
                 break
             claimed = await self._claim(rows, free, per_endpoint)
-            for event_id, endpoint_id in claimed:
-                self._start(event_id, endpoint_id)
+            for claim in claimed:
+                self._start(claim)
             started += len(claimed)
             if len(rows) < free * 2:
                 break
@@ -154,8 +166,8 @@ class Dispatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         return started
 
-    async def _claim(self, rows: Sequence[DueDelivery], free: int, per_endpoint: int) -> list[tuple[str, str]]:
-        taken: list[tuple[str, str]] = []
+    async def _claim(self, rows: Sequence[DueDelivery], free: int, per_endpoint: int) -> list[Claim]:
+        taken: list[Claim] = []
         counts = Counter(self._in_flight)
         now = now_us()
         lease_until = now + int(self._lease_s * _US)
@@ -168,13 +180,14 @@ class Dispatcher:
                 if len(taken) >= free or counts[row.endpoint_id] >= per_endpoint:
                     continue
                 if await claim(row):
-                    taken.append((row.event_id, row.endpoint_id))
+                    taken.append(Claim(row.event_id, row.endpoint_id, lease_until))
                     counts[row.endpoint_id] += 1
         return taken
 
-    def _start(self, event_id: str, endpoint_id: str) -> None:
+    def _start(self, claim: Claim) -> None:
+        endpoint_id = claim.endpoint_id
         self._in_flight[endpoint_id] += 1
-        task = asyncio.create_task(self._deliver(event_id, endpoint_id), name=f"webhook-{event_id}")
+        task = asyncio.create_task(self._deliver(claim), name=f"webhook-{claim.event_id}")
         self._tasks[task] = None
 
         def done(t: asyncio.Task[None]) -> None:
@@ -186,14 +199,17 @@ class Dispatcher:
 
         task.add_done_callback(done)
 
-    async def _deliver(self, event_id: str, endpoint_id: str) -> None:
+    async def _deliver(self, claim: Claim) -> None:
+        event_id, endpoint_id = claim.event_id, claim.endpoint_id
         try:
             target = await self._queue.target(event_id, endpoint_id)
-            if target is None:
+            if target is None:  # the delivery's own row: nothing to record anything on
                 return
-            if target.endpoint_status != "enabled":
-                await self._finish(event_id, endpoint_id, "failed", target.attempts, None,
-                                   f"endpoint {target.endpoint_status}")
+            if target.missing is not None or target.endpoint_status != "enabled":
+                # Never to be sent: finished now, its slot free, rather than left to its lease
+                # and claimed again at every lease's end, for ever.
+                why = f"{target.missing} missing" if target.missing else f"endpoint {target.endpoint_status}"
+                await self._finish(claim, "failed", target.attempts, None, why)
                 return
             try:
                 secret = open_secret(self._master, target.endpoint_id, target.secret_sealed)
@@ -206,7 +222,7 @@ class Dispatcher:
                 log.exception("webhook delivery %s -> %s not sent", event_id, endpoint_id)
                 result = AttemptResult(None, f"not sent: {type(exc).__name__} in the gateway")
             self.attempts += 1
-            await self._record(event_id, endpoint_id, target.attempts + 1, result)
+            await self._record(claim, target.attempts + 1, result)
         except Exception:
             # Reading or recording failed (the database): the lease runs out and the delivery
             # is retried; nothing is lost.
@@ -256,26 +272,33 @@ class Dispatcher:
             return None
         return schedule[attempts - 1] * random.uniform(*JITTER)
 
-    async def _record(self, event_id: str, endpoint_id: str, attempts: int, result: AttemptResult) -> None:
+    async def _record(self, claim: Claim, attempts: int, result: AttemptResult) -> None:
         code = result.status_code
         if code is not None and 200 <= code < 300:
-            await self._finish(event_id, endpoint_id, "delivered", attempts, code, None)
+            await self._finish(claim, "delivered", attempts, code, None)
         elif code == 410:
-            await self._queue.disable_endpoint(endpoint_id, "the endpoint answered 410 Gone", now_us())
-            await self._finish(event_id, endpoint_id, "failed", attempts, code, "410 Gone: endpoint disabled")
+            # The endpoint said it is gone, whether or not this attempt's lease still holds.
+            await self._queue.disable_endpoint(claim.endpoint_id, "the endpoint answered 410 Gone", now_us())
+            await self._finish(claim, "failed", attempts, code, "410 Gone: endpoint disabled")
         else:
             error = result.error or f"HTTP {code}"
             delay = self.next_delay_s(attempts)
             if delay is None:
-                await self._finish(event_id, endpoint_id, "failed", attempts, code, error)
+                await self._finish(claim, "failed", attempts, code, error)
             else:
-                await self._finish(event_id, endpoint_id, "pending", attempts, code, error,
-                                   next_at=now_us() + int(delay * _US))
+                await self._finish(claim, "pending", attempts, code, error, next_at=now_us() + int(delay * _US))
 
-    async def _finish(self, event_id: str, endpoint_id: str, status: str, attempts: int, code: int | None,
+    async def _finish(self, claim: Claim, status: str, attempts: int, code: int | None,
                       error: str | None, *, next_at: int | None = None) -> None:
-        await self._queue.finish(event_id, endpoint_id, status=status, attempts=attempts, status_code=code,
-                                 error=error, now=now_us(), next_at=next_at)
+        if not await self._queue.finish(claim.event_id, claim.endpoint_id, lease_until=claim.lease_until,
+                                        status=status, attempts=attempts, status_code=code, error=error,
+                                        now=now_us(), next_at=next_at):
+            # Its lease ran out and the delivery was claimed again (or finished already): that
+            # attempt records its own outcome, sending again if it must (at least once); this
+            # one, recorded, would free the other's slot while it runs and overwrite its count.
+            log.info("webhook delivery %s -> %s: outcome (%s) not recorded, the delivery is no longer under"
+                     " this attempt's lease (it ran out and the delivery was claimed again)",
+                     claim.event_id, claim.endpoint_id, status)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -95,21 +95,25 @@ async def test_claims_outcomes_and_replay(db: Database) -> None:  # noqa: F811
         assert not await claim(first)  # its next_attempt_at moved: another dispatcher's read is stale
         assert not await claim(DueDelivery(second.event_id, second.endpoint_id, 4))
     assert [d.event_id for d in await queue.due(99, 10)] == [second.event_id]  # the lease holds it
+    async with queue.claiming(5, 105, endpoint_ids=[endpoint.id], per_endpoint=4) as claim:
+        assert await claim(second)
 
-    await queue.finish(first.event_id, endpoint.id, status="delivered", attempts=1, status_code=200,
-                       error=None, now=50)
-    await queue.finish(second.event_id, endpoint.id, status="pending", attempts=1, status_code=500,
-                       error="HTTP 500", now=50, next_at=70)
-    await queue.finish(first.event_id, endpoint.id, status="failed", attempts=9, status_code=None,
-                       error="late", now=60)  # only a pending delivery takes an outcome
+    assert await queue.finish(first.event_id, endpoint.id, lease_until=100, status="delivered", attempts=1,
+                              status_code=200, error=None, now=50)
+    assert await queue.finish(second.event_id, endpoint.id, lease_until=105, status="pending", attempts=1,
+                              status_code=500, error="HTTP 500", now=50, next_at=70)
+    assert not await queue.finish(first.event_id, endpoint.id, lease_until=100, status="failed", attempts=9,
+                                  status_code=None, error="late", now=60)  # only a pending delivery takes an outcome
     recent = {r["event_id"]: r for r in await queue.recent(merchant_id=shop)}
     assert (recent[first.event_id]["status"], recent[first.event_id]["delivered_at"],
             recent[first.event_id]["last_status_code"]) == ("delivered", 50, 200)
     assert (recent[second.event_id]["status"], recent[second.event_id]["next_attempt_at"],
             recent[second.event_id]["last_error"]) == ("pending", 70, "HTTP 500")
 
-    await queue.finish(second.event_id, endpoint.id, status="failed", attempts=2, status_code=410,
-                       error="x" * 600, now=80)
+    async with queue.claiming(80, 180, endpoint_ids=[endpoint.id], per_endpoint=4) as claim:
+        assert await claim(DueDelivery(second.event_id, endpoint.id, 70))
+    assert await queue.finish(second.event_id, endpoint.id, lease_until=180, status="failed", attempts=2,
+                              status_code=410, error="x" * 600, now=80)
     await queue.disable_endpoint(endpoint.id, "the endpoint answered 410 Gone", 80)
     [failed] = await queue.recent(status="failed")
     assert failed["event_id"] == second.event_id and failed["last_error"] == "x" * 500
@@ -160,8 +164,8 @@ async def test_an_endpoints_limit_counts_the_leases_of_every_process_until_they_
     assert len(await another.due(10, 10, full_at=3)) == 3
 
     # An outcome frees its slot; a lease that ran out (its process died) stops counting then.
-    await one.finish(rows[0].event_id, endpoint.id, status="delivered", attempts=1, status_code=200,
-                     error=None, now=20)
+    await one.finish(rows[0].event_id, endpoint.id, lease_until=110, status="delivered", attempts=1,
+                     status_code=200, error=None, now=20)
     assert await _claimed(another, 20, endpoint.id, rows[2:]) == [rows[2].event_id]
     assert await _claimed(one, 109, endpoint.id, rows[3:]) == []  # rows[1]'s lease runs until 110
     assert await _claimed(one, 110, endpoint.id, rows[3:]) == [rows[3].event_id]
@@ -193,3 +197,55 @@ async def test_claimers_of_one_endpoint_take_turns(db: Database, other_db: Datab
     async with db.read() as conn:
         assert (await conn.execute(select(func.count()).select_from(webhook_deliveries)
                                    .where(webhook_deliveries.c.lease_until > 10))).scalar_one() == 2
+
+
+async def _delivery_row(db: Database, event_id: str) -> tuple[str, int, int, int | None, str | None]:  # noqa: F811
+    """(status, attempts, next_attempt_at, lease_until, last_error) of the event's delivery."""
+    async with db.read() as conn:
+        row = (await conn.execute(select(
+            webhook_deliveries.c.status, webhook_deliveries.c.attempts, webhook_deliveries.c.next_attempt_at,
+            webhook_deliveries.c.lease_until, webhook_deliveries.c.last_error)
+            .where(webhook_deliveries.c.event_id == event_id))).one()
+    return row[0], row[1], row[2], row[3], row[4]
+
+
+async def test_an_outcome_is_recorded_only_under_the_lease_its_attempt_claimed(
+        db: Database, other_db: Database) -> None:  # noqa: F811
+    endpoint, rows = await _backlog(db, 3)
+    one, another = DeliveryQueue(db), DeliveryQueue(other_db)
+    assert await _claimed(one, 10, endpoint.id, rows[:1]) == [rows[0].event_id]  # its lease: until 110
+    # That attempt outlives its lease; another process claims the delivery again.
+    assert await _claimed(another, 110, endpoint.id, [DueDelivery(rows[0].event_id, endpoint.id, 110)]) == [
+        rows[0].event_id]  # until 210
+
+    # The first attempt's late outcome finds another lease: nothing of it is recorded.
+    assert not await one.finish(rows[0].event_id, endpoint.id, lease_until=110, status="pending", attempts=1,
+                                status_code=500, error="HTTP 500", now=120, next_at=130)
+    assert await _delivery_row(db, rows[0].event_id) == ("pending", 0, 210, 210, None)
+    async with one.claiming(120, 220, endpoint_ids=[endpoint.id], per_endpoint=1) as claim:
+        assert not await claim(rows[1])  # the second attempt still holds the endpoint's one slot
+    assert sorted(d.event_id for d in await one.due(150, 10)) == [rows[1].event_id, rows[2].event_id]
+
+    # The second attempt's outcome is recorded, and frees the slot.
+    assert await another.finish(rows[0].event_id, endpoint.id, lease_until=210, status="delivered", attempts=1,
+                                status_code=200, error=None, now=150)
+    assert await _delivery_row(db, rows[0].event_id) == ("delivered", 1, 210, None, None)
+    # An attempt that outlived its lease with nobody claiming it since still records its outcome.
+    assert await _claimed(one, 150, endpoint.id, rows[1:2]) == [rows[1].event_id]  # until 250
+    assert await one.finish(rows[1].event_id, endpoint.id, lease_until=250, status="pending", attempts=1,
+                            status_code=503, error="HTTP 503", now=300, next_at=400)
+    assert await _delivery_row(db, rows[1].event_id) == ("pending", 1, 400, None, "HTTP 503")
+
+
+@pytest.mark.parametrize("gone", ["event", "endpoint"])
+async def test_a_delivery_whose_event_or_endpoint_row_is_gone_says_which(db: Database, gone: str) -> None:  # noqa: F811
+    endpoint, [row] = await _backlog(db, 1)
+    queue = DeliveryQueue(db)
+    async with db.write() as conn:  # (nothing deletes them today; a restore or a hand might)
+        if gone == "event":
+            await conn.execute(text("DELETE FROM webhook_events WHERE id = :id"), {"id": row.event_id})
+        else:
+            await conn.execute(text("DELETE FROM webhook_endpoints WHERE id = :id"), {"id": endpoint.id})
+    target = await queue.target(row.event_id, endpoint.id)
+    assert target is not None and (target.missing, target.endpoint_id, target.attempts) == (gone, endpoint.id, 0)
+    assert await queue.target("evt_none", endpoint.id) is None  # no such delivery
