@@ -226,7 +226,7 @@ class Dispatcher:
         except Exception:
             # Reading or recording failed (the database): the lease runs out and the delivery
             # is retried; nothing is lost.
-            log.exception("webhook delivery %s -> %s failed unexpectedly", event_id, endpoint_id)
+            log_failure(log, "webhook delivery %s -> %s failed unexpectedly", event_id, endpoint_id)
 
     def _connections(self) -> httpcore.AsyncConnectionPool:
         # Made when first needed: loading the system's CA certificates costs milliseconds that
