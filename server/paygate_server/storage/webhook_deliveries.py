@@ -213,9 +213,10 @@ class DeliveryQueue:
 
     async def recent(self, *, status: str | None = None, merchant_id: str | None = None,
                      limit: int = 100) -> list[dict[str, Any]]:
-        """The most recently updated deliveries (their columns by name), with their endpoint's URL."""
+        """The most recently updated deliveries (their columns by name), with their endpoint's URL
+        (None for a delivery failed as ``endpoint missing``: listed all the same)."""
         query = select(_delivery.event_id, _delivery.endpoint_id, webhook_endpoints.c.url, _delivery.status, _delivery.attempts,
-                       _delivery.last_status_code, _delivery.last_error, _delivery.next_attempt_at, _delivery.delivered_at).join(
+                       _delivery.last_status_code, _delivery.last_error, _delivery.next_attempt_at, _delivery.delivered_at).outerjoin(
             webhook_endpoints, webhook_endpoints.c.id == _delivery.endpoint_id)
         if status:
             query = query.where(_delivery.status == status)

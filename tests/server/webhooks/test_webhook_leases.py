@@ -16,6 +16,7 @@ from sqlalchemy import select, text
 from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database
 from paygate_server.storage.schema_history import webhook_deliveries
+from paygate_server.storage.webhook_deliveries import DeliveryQueue
 from paygate_server.storage.webhook_events import NewEvent, insert_events
 from paygate_server.webhooks import model
 from paygate_server.webhooks.dispatcher import AttemptResult, Dispatcher
@@ -132,3 +133,6 @@ async def test_a_delivery_whose_event_or_endpoint_is_gone_is_failed_at_once(
     assert await _row(db, event_id) == ("failed", 0, None, f"{gone} missing")  # its slot free at once
     clock.set_elapsed(LEASE_S)
     assert await dispatcher.send_due() == 0  # and not claimed again when the lease would have run out
+    # The operator sees it, and why (`paygate webhooks deliveries`, the console's merchant page).
+    [listed] = await DeliveryQueue(db).recent(merchant_id=merchant)
+    assert (listed["event_id"], listed["status"], listed["last_error"]) == (event_id, "failed", f"{gone} missing")
