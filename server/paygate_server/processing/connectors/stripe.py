@@ -103,7 +103,6 @@ __all__ = ["KIND", "STRIPE_VERSION", "StripeConnector"]
 
 STRIPE_VERSION = "2024-06-20"
 DEFAULT_API_BASE = "https://api.stripe.com"
-_KEEPALIVE_EXPIRY_S = 30.0
 _PAGE = 100  # Stripe's largest page
 _MAX_PAGES = 1000  # a bound on one listing: 100,000 objects
 # What may go into a header line: visible ASCII, no spaces (keys, ids, references).
