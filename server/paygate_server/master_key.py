@@ -22,7 +22,7 @@ from paygate_server.crypto import MasterKey, SealError, load_master_key
 from paygate_server.storage.engine import Database
 from paygate_server.storage.sealed_keys import SealedKey, add_first_key, oldest_key
 
-__all__ = ["CHECK_PURPOSE", "WrongMasterKey", "check_master_key", "database_master_key"]
+__all__ = ["CHECK_PURPOSE", "WrongMasterKey", "database_master_key"]
 
 CHECK_PURPOSE = "master-key-check"
 _CHECK_KID = "mkc_1"
@@ -32,13 +32,9 @@ class WrongMasterKey(ValueError):
     """The master key given does not open the database's sealed keys."""
 
 
-async def check_master_key(db: Database, master: MasterKey, source: str = "the master key") -> None:
+async def _check_against(db: Database, master: MasterKey, source: str, oldest: SealedKey | None) -> None:
     """Refuse ``master`` unless the database's oldest sealed key opens under it (adding the
     check key to a database that has none)."""
-    await _check_against(db, master, source, await oldest_key(db))
-
-
-async def _check_against(db: Database, master: MasterKey, source: str, oldest: SealedKey | None) -> None:
     if oldest is None:
         await add_first_key(db, CHECK_PURPOSE, lambda: SealedKey(
             _CHECK_KID, CHECK_PURPOSE, master.seal(CHECK_PURPOSE, os.urandom(16), aad=_CHECK_KID.encode()),

@@ -7,7 +7,7 @@ and host shares it.
 """
 from __future__ import annotations
 
-from paygate_server.auth.authenticate import Authenticator, Principal
+from paygate_server.auth.authenticate import Authenticator
 from paygate_server.auth.signing import signature_matches
 
-__all__ = ["Authenticator", "Principal", "signature_matches"]
+__all__ = ["Authenticator", "signature_matches"]

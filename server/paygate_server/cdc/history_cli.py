@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from paygate_server.cli import CommandError, emit, open_database
+from paygate_server.cli import CommandError, emit, run_with_db
 from paygate_server.config import Settings
 
 __all__ = ["add_commands"]
@@ -34,15 +34,10 @@ def cmd_history_prune(args: argparse.Namespace, settings: Settings) -> None:
     print(json.dumps(report.to_json()) if args.json else report.text())
 
 
-async def _forget(args: argparse.Namespace, settings: Settings) -> bool:
+def cmd_history_forget_consumer(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.storage.history_prune import HistoryPruneStore
 
-    async with open_database(settings) as db:
-        return await HistoryPruneStore(db).forget_consumer(args.consumer)
-
-
-def cmd_history_forget_consumer(args: argparse.Namespace, settings: Settings) -> None:
-    if not asyncio.run(_forget(args, settings)):
+    if not run_with_db(settings, lambda db: HistoryPruneStore(db).forget_consumer(args.consumer)):
         raise CommandError(f"no relay consumer named {args.consumer} has an offset")
     emit(args, {"forgotten": args.consumer}, f"forgot relay consumer {args.consumer}: it no longer holds back pruning")
 

@@ -50,12 +50,10 @@ from paygate_server.storage.engine import Database
 from paygate_server.storage.history_prune import Cursor, HistoryPruneStore
 from paygate_server.storage.relay_leases import ConsumerLease
 
-__all__ = ["HistoryPruner", "PruneReport", "BATCH_ROWS", "LEASE_NAME", "run_scheduled"]
+__all__ = ["HistoryPruner", "PruneReport", "LEASE_NAME", "run_scheduled"]
 
 log = logging.getLogger("paygate.cdc")
 
-# Rows verified and deleted per transaction (SQLite) and read per verification step: the default.
-BATCH_ROWS = Settings.history_prune_batch_rows
 # The lease (as the relay's: one holder among all workers and hosts) for scheduled pruning.
 LEASE_NAME = "history-prune"
 

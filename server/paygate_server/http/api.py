@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
@@ -218,7 +218,6 @@ class ApiContext:
     target: str
     body: bytes
     idempotency: IdempotencyScope | None = None
-    _parsed: Any = field(default=None)
 
     def json_object(self, *, ciphertext_at: tuple[tuple[str, ...], ...] = ()) -> dict[str, Any]:
         """The body as a JSON object, refused if it carries a plaintext card number.

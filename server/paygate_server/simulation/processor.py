@@ -50,9 +50,8 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.simulation.notices import Notices
 
-__all__ = ["FAULT_KINDS", "Arrival", "Ledger", "Operation", "SimulatedConnector"]
+__all__ = ["Arrival", "Ledger", "Operation", "SimulatedConnector"]
 
-FAULT_KINDS = ("delay", "retry", "refuse", "timeout", "lost", "duplicate", "unknown")
 DECLINE_CODES = ("generic_decline", "insufficient_funds", "expired_card")
 
 

@@ -98,7 +98,6 @@ class SeedResult:
     events: int = 0  # webhook events checked
     violations: list[str] = field(default_factory=list)
     digest: str = ""
-    virtual_s: float = 0.0
     trace: list[str] = field(default_factory=list)
 
 
@@ -225,7 +224,6 @@ class World:
         self.result.violations[:0] = self.ledger.violations
         for violation in self.result.violations:
             self.log(f"VIOLATION {violation}")
-        self.result.virtual_s = self.now
         self.result.digest = hashlib.sha256("\n".join(self.result.trace).encode()).hexdigest()
         return self.result
 

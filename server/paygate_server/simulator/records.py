@@ -14,7 +14,6 @@ __all__ = [
     "ALREADY_CAPTURED",
     "AUTHORIZATION_EXPIRED",
     "AUTHORIZATION_VOIDED",
-    "CAPTURE_REFUSALS",
     "ChargeDisposition",
     "ChargeMode",
     "ChargeRecord",
@@ -30,7 +29,6 @@ __all__ = [
 ALREADY_CAPTURED = "already_captured"
 AUTHORIZATION_EXPIRED = "authorization_expired"
 AUTHORIZATION_VOIDED = "authorization_voided"
-CAPTURE_REFUSALS = (ALREADY_CAPTURED, AUTHORIZATION_EXPIRED, AUTHORIZATION_VOIDED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one
 
-__all__ = ["ActionRow", "OperatorRow", "SessionRow", "disable_operator", "find_operator_by_email", "get_operator",
+__all__ = ["ActionRow", "OperatorRow", "SessionRow", "disable_operator", "find_operator_by_email",
            "insert_action", "insert_operator", "insert_session", "last_login_at", "list_actions", "list_operators",
            "recent_failures", "record_failure", "revoke_session", "find_session", "set_password_hash",
            "touch_session"]
@@ -62,7 +62,6 @@ class ActionRow:
 _OPERATOR_COLUMNS = "id, email, role, password_hash, created_at, disabled_at"
 _INSERT_OPERATOR = Sql(f"INSERT INTO operators ({_OPERATOR_COLUMNS})"
                        " VALUES (:id, :email, :role, :password_hash, :now, NULL)")
-_GET_OPERATOR = Sql(f"SELECT {_OPERATOR_COLUMNS} FROM operators WHERE id = :id")
 _FIND_OPERATOR = Sql(f"SELECT {_OPERATOR_COLUMNS} FROM operators WHERE email = :email")
 _LIST_OPERATORS = Sql(f"SELECT {_OPERATOR_COLUMNS} FROM operators ORDER BY email")
 _SET_HASH = Sql("UPDATE operators SET password_hash = :password_hash WHERE id = :id")
@@ -112,11 +111,6 @@ async def insert_operator(conn: Connection, *, operator_id: str, email: str, rol
     except IntegrityError:
         return False
     return True
-
-
-async def get_operator(conn: Connection, operator_id: str) -> OperatorRow | None:
-    row = await fetch_one(conn, _GET_OPERATOR, id=operator_id)
-    return None if row is None else _operator(row)
 
 
 async def find_operator_by_email(conn: Connection, email: str) -> OperatorRow | None:

@@ -19,8 +19,8 @@ async def _operator(db: Database, role: str = "viewer") -> store.OperatorRow:
         await store.insert_operator(conn, operator_id=op_id, email=email, role=role, password_hash="$argon2id$x",
                                     now=T0)
     async with db.read() as conn:
-        row = await store.get_operator(conn, op_id)
-    assert row is not None
+        row = await store.find_operator_by_email(conn, email)
+    assert row is not None and row.id == op_id
     return row
 
 
@@ -29,7 +29,6 @@ async def test_operator_insert_find_list_and_unique_email(db: Database) -> None:
     async with db.read() as conn:
         assert await store.find_operator_by_email(conn, row.email) == row
         assert await store.find_operator_by_email(conn, "nobody@example.com") is None
-        assert await store.get_operator(conn, "op_missing") is None
         assert row in await store.list_operators(conn)
     assert (row.role, row.created_at, row.disabled_at) == ("support", T0, None)
     assert "argon2" not in repr(row)
@@ -43,7 +42,7 @@ async def test_password_hash_is_replaced(db: Database) -> None:
     async with db.write() as conn:
         await store.set_password_hash(conn, row.id, "$argon2id$new")
     async with db.read() as conn:
-        assert (await store.get_operator(conn, row.id)).password_hash == "$argon2id$new"  # type: ignore[union-attr]
+        assert (await store.find_operator_by_email(conn, row.email)).password_hash == "$argon2id$new"  # type: ignore[union-attr]
 
 
 async def test_sessions_create_find_touch_revoke(db: Database) -> None:
@@ -75,7 +74,7 @@ async def test_disable_revokes_every_live_session_in_one_transaction(db: Databas
         assert await store.disable_operator(conn, row.id, T0 + 10)
         assert not await store.disable_operator(conn, row.id, T0 + 11)
     async with db.read() as conn:
-        assert (await store.get_operator(conn, row.id)).disabled_at == T0 + 10  # type: ignore[union-attr]
+        assert (await store.find_operator_by_email(conn, row.email)).disabled_at == T0 + 10  # type: ignore[union-attr]
         assert [(await store.find_session(conn, f"{n}" * 64)).revoked_at for n in range(3)] == [  # type: ignore[union-attr]
             T0 + 10, T0 + 10, None]
         assert (await store.find_session(conn, "0" * 64)).operator_disabled_at == T0 + 10  # type: ignore[union-attr]
@@ -84,7 +83,7 @@ async def test_disable_revokes_every_live_session_in_one_transaction(db: Databas
             await store.disable_operator(conn, other.id, T0 + 12)
             raise RuntimeError("boom")
     async with db.read() as conn:
-        assert (await store.get_operator(conn, other.id)).disabled_at is None  # type: ignore[union-attr]
+        assert (await store.find_operator_by_email(conn, other.email)).disabled_at is None  # type: ignore[union-attr]
         assert (await store.find_session(conn, "2" * 64)).revoked_at is None  # type: ignore[union-attr]
 
 

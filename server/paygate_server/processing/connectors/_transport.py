@@ -27,7 +27,7 @@ from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeou
 from .base import ChargeOutcome, ChargeResult
 
 __all__ = ["KEEPALIVE_EXPIRY_S", "MAX_PROCESSOR_ID", "Answer", "PooledConnector", "connection_pool", "json_object",
-           "keepable_id", "processor_text", "transport_failure"]
+           "keepable_id", "processor_text", "report_amount", "transport_failure"]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -147,3 +147,10 @@ def json_object(status_code: int, body: bytes | None) -> dict[str, Any] | Answer
     if not isinstance(data, dict):
         return Answer(ChargeOutcome.UNKNOWN, message=f"unexpected answer (HTTP {status_code}): outcome unknown")
     return data
+
+
+def report_amount(value: Any) -> int:
+    """A settlement report's amount: an integer (a bool is not one), else TypeError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("amount is not an integer")
+    return value

@@ -82,7 +82,6 @@ API_VERSION = "v71"
 _RETURN_URL = "https://no-redirect.paygate.invalid/adyen"
 
 _MAX_MESSAGE = 200
-_KEEPALIVE_EXPIRY_S = 30.0
 # Adyen's Idempotency-Key is at most 64 characters; anything but printable ASCII could
 # also break the request's head, so such a reference is refused before a byte is sent.
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")

@@ -27,6 +27,7 @@ from ._transport import (
     connection_pool,
     json_object,
     processor_text,
+    report_amount,
     transport_failure,
 )
 from .base import (
@@ -284,12 +285,6 @@ class SimulatorConnector(PooledConnector):
 
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("amount is not an integer")
-    return value
-
-
 _REPORT_LISTS: tuple[tuple[Literal["charge", "capture", "refund"], str], ...] = (
     ("charge", "charges"), ("capture", "captures"), ("refund", "refunds"))
 
@@ -302,7 +297,7 @@ def _settlement_record(kind: Literal["charge", "capture", "refund"], item: dict[
         reference=str(item["reference"]),
         payment_intent_id=item.get("paymentIntentId"),
         charge_reference=None if kind == "charge" else str(item["chargeReference"]),
-        amount=_int(item["amount"]),
+        amount=report_amount(item["amount"]),
         currency=str(item["currency"]),
         merchant_id=item.get("merchantId"),
     )

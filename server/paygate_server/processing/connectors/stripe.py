@@ -67,7 +67,7 @@ from urllib.parse import quote, urlencode
 from paygate_server import jsoncodec
 from paygate_server.http1client import Transport
 
-from ._transport import PooledConnector, connection_pool
+from ._transport import PooledConnector, connection_pool, report_amount
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -103,7 +103,6 @@ __all__ = ["KIND", "STRIPE_VERSION", "StripeConnector"]
 
 STRIPE_VERSION = "2024-06-20"
 DEFAULT_API_BASE = "https://api.stripe.com"
-_KEEPALIVE_EXPIRY_S = 30.0
 _PAGE = 100  # Stripe's largest page
 _MAX_PAGES = 1000  # a bound on one listing: 100,000 objects
 # What may go into a header line: visible ASCII, no spaces (keys, ids, references).
@@ -418,12 +417,6 @@ def _metadata(obj: Any, key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _amount(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("amount is not an integer")
-    return value
-
-
 def _settlement_record(txn: dict[str, Any]) -> SettlementRecord | None:
     """One balance transaction as a settlement record (None: not the gateway's, or not a
     charge or refund). The amount and currency are the charge's or refund's own, not the
@@ -444,13 +437,13 @@ def _settlement_record(txn: dict[str, Any]) -> SettlementRecord | None:
     kind: Literal["charge", "capture", "refund"]
     if txn.get("type") in ("charge", "payment"):
         captured = source.get("amount_captured")
-        amount = _amount(captured if captured is not None else source["amount"])
+        amount = report_amount(captured if captured is not None else source["amount"])
         if pi.get("capture_method") != "manual":
             return SettlementRecord("charge", charge_reference, intent, None, STRIPE.from_processor(amount, currency),
                                     currency, merchant)
         kind, reference = "capture", _metadata(pi, "paygate_capture")
     elif txn.get("type") == "refund":
-        kind, reference, amount = "refund", _metadata(source, "paygate_reference"), _amount(source["amount"])
+        kind, reference, amount = "refund", _metadata(source, "paygate_reference"), report_amount(source["amount"])
     else:
         return None
     if not reference:
