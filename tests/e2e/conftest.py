@@ -6,12 +6,13 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from paygate_server.procs import ServiceProcess
-from paygate_server.simulator.testing import SimulatorProcess
+from paygate_server.simulator.testing import SimulatorProcess, list_charges
 from tests.support.databases import migrate
 from tests.support.logscan import SessionLogs, scan_server_logs
 from tests.support.private_postgres import PrivatePostgres, Unavailable
@@ -55,10 +56,10 @@ class Stack:
     def merchant(self, name: str = "Shop", origins: list[str] | None = None) -> Credentials:
         return make_merchant(self.database_url, name, origins)
 
-    def charges_at_processor(self, intent_id: str) -> list[dict]:  # type: ignore[type-arg]
-        r = httpx.get(f"{self.simulator.base_url}/v1/charges", params={"paymentIntentId": intent_id})
-        r.raise_for_status()
-        return r.json()["data"]
+    def charges_at_processor(self, intent_id: str) -> list[dict[str, Any]]:
+        """The simulator's rows for the intent (``simulator.testing.list_charges``: each with
+        the references of the captures, voids and refunds that reached it)."""
+        return list_charges(self.simulator.base_url, intent_id)
 
     def set_faults(self, **faults: float) -> None:
         httpx.post(f"{self.simulator.base_url}/v1/_faults", json=faults).raise_for_status()

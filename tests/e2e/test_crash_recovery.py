@@ -24,6 +24,8 @@ import pytest
 
 import paygate
 from paygate_server.procs import ServiceProcess, gateway_command
+from paygate_server.storage import create_database
+from paygate_server.storage.statements import Sql, fetch_all
 from tests.e2e.conftest import FAST_RECONCILE, Stack
 from tests.support.eventually import eventually
 from tests.support.processes import gateway_env
@@ -131,17 +133,24 @@ class Operation:
     intent: tuple[str, int, int]  # the gateway's status, amountReceived, amountRefunded
     attempts: list[str]  # the kinds of the intent's attempts, in order
     refunds: list[tuple[str, int]]  # the gateway's refunds: status, amount
-    charge: tuple[bool, int, bool, int]  # the processor's: captured, amountCaptured, voided, amountRefunded
+    # The processor's: captured, amountCaptured, voided, amountRefunded, and how many capture,
+    # void and refund references reached the charge (a void sent again under a new reference
+    # changes no amount: only this count shows it).
+    charge: tuple[bool, int, bool, int, int, int, int]
+    reference_of: Sql  # the gateway's reference of the operation (one row), by intent_id
 
 
 OPERATIONS = {
     "capture": Operation("manual", "/api/v1/payment/capture", {"amount": 1500}, ("succeeded", 1500, 0),
-                         ["authorization", "capture"], [], (True, 1500, False, 0)),
+                         ["authorization", "capture"], [], (True, 1500, False, 0, 1, 0, 0),
+                         Sql("SELECT reference FROM transactions WHERE intent_id = :intent_id AND kind = 'capture'")),
     "void": Operation("manual", "/api/v1/payment/cancel", {}, ("canceled", 0, 0),
-                      ["authorization", "void"], [], (False, 0, True, 0)),
+                      ["authorization", "void"], [], (False, 0, True, 0, 0, 1, 0),
+                      Sql("SELECT reference FROM transactions WHERE intent_id = :intent_id AND kind = 'void'")),
     # 700: a second refund would still fit the charge, so the processor would show 1400.
     "refund": Operation("automatic", "/api/v1/payment/refund", {"amount": 700}, ("succeeded", 2000, 700),
-                        ["charge"], [("succeeded", 700)], (True, 2000, False, 700)),
+                        ["charge"], [("succeeded", 700)], (True, 2000, False, 700, 0, 0, 1),
+                        Sql("SELECT reference FROM refunds WHERE intent_id = :intent_id")),
 }
 
 
@@ -154,7 +163,9 @@ def test_sigkill_between_operation_committed_and_answered_does_it_once(
     it at the processor (``during_processor_call``), or with the processor's answer read
     and not recorded (``after_<operation>_answered``: done at the processor, ``pending`` in
     the gateway). The survivor's reconciler finds it or sends it again with that reference:
-    done exactly once at the processor, and so recorded. A third of the charge test's
+    done exactly once at the processor, and so recorded — and only that reference of its kind
+    reached the processor (the simulator lists them per charge), so a second send under
+    another reference fails even where it moves no money (a second void). A third of the charge test's
     rounds per point (1 by default, 6 in the slow set): the reconciler may act only past
     the in-flight grace, which one wait after all the kills serves."""
     rounds = max(1, rounds // 3)
@@ -170,7 +181,7 @@ def test_sigkill_between_operation_committed_and_answered_does_it_once(
         finally:
             victim.close()
     assert len(intents) == len(points) * rounds
-    asyncio.run(_check_done_once(stack, creds, intents, OPERATIONS[operation]))
+    asyncio.run(_check_done_once(stack, creds, intents, operation))
     assert "Traceback" not in stack.gateway.output()
 
 
@@ -196,7 +207,8 @@ async def _operation_crash_rounds(stack: Stack, victim: ServiceProcess, creds, j
                 assert _at_processor(stack, pid) == operation.charge
 
 
-async def _check_done_once(stack: Stack, creds, intents: list[str], operation: Operation) -> None:  # type: ignore[no-untyped-def]
+async def _check_done_once(stack: Stack, creds, intents: list[str], kind: str) -> None:  # type: ignore[no-untyped-def]
+    operation = OPERATIONS[kind]
     async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as http:
         shop = SignedClient(http, creds)
         for pid in intents:
@@ -215,12 +227,28 @@ async def _check_done_once(stack: Stack, creds, intents: list[str], operation: O
             retry = await shop.post(operation.path, {"paymentIntentId": pid, **operation.body}, idempotency_key=pid)
             assert retry.json()["error"]["code"] == "idempotency_request_in_progress", retry.text
             assert _at_processor(stack, pid) == operation.charge
+            # The one reference that reached the processor is the one the gateway recorded.
+            [charge] = stack.charges_at_processor(pid)
+            assert charge[f"{kind}s"] == [await _gateway_reference(stack, operation, pid)], charge
 
 
-def _at_processor(stack: Stack, pid: str) -> tuple[bool, int, bool, int]:
-    """The intent's one charge at the processor: captured, amountCaptured, voided, amountRefunded."""
+async def _gateway_reference(stack: Stack, operation: Operation, pid: str) -> str:
+    """The reference the gateway recorded for the intent's one capture, void or refund."""
+    db = create_database(stack.database_url)
+    try:
+        async with db.read() as conn:
+            [row] = await fetch_all(conn, operation.reference_of, intent_id=pid)
+    finally:
+        await db.dispose()
+    return str(row["reference"])
+
+
+def _at_processor(stack: Stack, pid: str) -> tuple[bool, int, bool, int, int, int, int]:
+    """The intent's one charge at the processor: captured, amountCaptured, voided, amountRefunded,
+    and the number of capture, void and refund references recorded against it."""
     [charge] = stack.charges_at_processor(pid)
-    return charge["captured"], charge["amountCaptured"], charge["voided"], charge["amountRefunded"]
+    return (charge["captured"], charge["amountCaptured"], charge["voided"], charge["amountRefunded"],
+            len(charge["captures"]), len(charge["voids"]), len(charge["refunds"]))
 
 
 async def _settled_history(shop: SignedClient, pid: str) -> list[dict]:  # type: ignore[type-arg]

@@ -145,11 +145,11 @@ async def list_charges(request: Request) -> Response:
             param="paymentIntentId",
         )
     simulator = sim(request)
-    records = await simulator.store.list_charges(
+    listed = await simulator.store.list_charges(
         payment_intent_id=intent or None, merchant_id=merchant or None
     )
     now = simulator.now()
-    return JSONResponse({"data": [charge_summary(r, now) for r in records]})
+    return JSONResponse({"data": [charge_summary(c, ops, now) for c, ops in listed]})
 
 
 # --- refunds ------------------------------------------------------------------------------

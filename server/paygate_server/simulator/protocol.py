@@ -16,7 +16,14 @@ from typing import Any
 
 from paygate_server import jsoncodec
 
-from .records import CaptureRecord, ChargeRecord, RefundRecord, Settlement, VoidRecord
+from .records import (
+    CaptureRecord,
+    ChargeRecord,
+    OperationReferences,
+    RefundRecord,
+    Settlement,
+    VoidRecord,
+)
 
 __all__ = [
     "DECLINE_MESSAGES",
@@ -304,8 +311,12 @@ def charge_state(record: ChargeRecord, now: str) -> dict[str, Any]:
     }
 
 
-def charge_summary(record: ChargeRecord, now: str) -> dict[str, Any]:
-    """One row of ``GET /v1/charges?paymentIntentId=``."""
+def charge_summary(
+    record: ChargeRecord, operations: OperationReferences, now: str
+) -> dict[str, Any]:
+    """One row of ``GET /v1/charges?paymentIntentId=``: the charge, where it stands, and
+    the references of the captures, voids and refunds recorded against it (beyond SPEC
+    §7's row: how many of each reached it, which its amounts cannot always show)."""
     return {
         "reference": record.reference,
         "paymentIntentId": record.payment_intent_id,
@@ -319,6 +330,9 @@ def charge_summary(record: ChargeRecord, now: str) -> dict[str, Any]:
         "expiresAt": record.expires_at,
         **charge_state(record, now),
         "createdAt": record.created_at,
+        "captures": list(operations.captures),
+        "voids": list(operations.voids),
+        "refunds": list(operations.refunds),
     }
 
 

@@ -1,8 +1,8 @@
 """What the simulator's ledger holds: charges (and authorizations), refunds, captures and
 voids, and what the store decided about a request for one of them.
 
-Plain values, no I/O: the store (``store.py``, the only module with SQL) reads and writes
-them, the protocol (``protocol.py``) renders them.
+Plain values, no I/O: the store (``store.py``, with its tables in ``schema.py``: the only
+modules with SQL) reads and writes them, the protocol (``protocol.py``) renders them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ __all__ = [
     "ChargeRecord",
     "CaptureRecord",
     "HoldDisposition",
+    "OperationReferences",
     "RefundDisposition",
     "RefundRecord",
     "Settlement",
@@ -120,6 +121,18 @@ class VoidRecord:
     status: str  # "voided" | "refused"
     decline_code: str | None
     created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class OperationReferences:
+    """The references of the captures, voids and refunds recorded against one charge,
+    each in the order recorded (refused captures and voids too: every request recorded
+    under a distinct reference). How many operations of a kind reached the charge, which
+    its amounts cannot show for a second void, or a refused second capture."""
+
+    captures: tuple[str, ...] = ()
+    voids: tuple[str, ...] = ()
+    refunds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

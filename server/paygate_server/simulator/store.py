@@ -38,11 +38,13 @@ from .records import (
     ChargeMode,
     ChargeRecord,
     HoldDisposition,
+    OperationReferences,
     RefundDisposition,
     RefundRecord,
     Settlement,
     VoidRecord,
 )
+from .schema import SCHEMA, migrate
 from .writer import Writer
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "ChargeMode",
     "ChargeRecord",
     "HoldDisposition",
+    "OperationReferences",
     "RefundDisposition",
     "RefundRecord",
     "Settlement",
@@ -62,85 +65,6 @@ __all__ = [
 T = TypeVar("T")
 
 READ_THREADS = 4
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS charges (
-    reference         TEXT PRIMARY KEY,
-    payment_intent_id TEXT NOT NULL,
-    merchant_id       TEXT NOT NULL,
-    amount            INTEGER NOT NULL,
-    currency          TEXT NOT NULL,
-    card_brand        TEXT NOT NULL,
-    card_last4        TEXT NOT NULL,
-    status            TEXT NOT NULL,
-    auth_code         TEXT,
-    decline_code      TEXT,
-    created_at        TEXT NOT NULL,
-    amount_refunded   INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS charges_by_intent ON charges (payment_intent_id);
-CREATE INDEX IF NOT EXISTS charges_by_merchant ON charges (merchant_id);
-CREATE INDEX IF NOT EXISTS charges_by_created ON charges (created_at);
-CREATE TABLE IF NOT EXISTS refunds (
-    reference        TEXT PRIMARY KEY,
-    charge_reference TEXT NOT NULL,
-    amount           INTEGER NOT NULL,
-    currency         TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    created_at       TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS refunds_by_charge ON refunds (charge_reference);
-CREATE INDEX IF NOT EXISTS refunds_by_created ON refunds (created_at);
--- References of card 4000000000001034 that already got their one 503 (no charge).
-CREATE TABLE IF NOT EXISTS retry_marks (
-    reference  TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL
-) WITHOUT ROWID;
--- Every capture and void request's result, refusals included (a replay returns it).
-CREATE TABLE IF NOT EXISTS captures (
-    reference        TEXT PRIMARY KEY,
-    charge_reference TEXT NOT NULL,
-    amount           INTEGER NOT NULL,
-    currency         TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    decline_code     TEXT,
-    created_at       TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS captures_by_charge ON captures (charge_reference);
-CREATE INDEX IF NOT EXISTS captures_by_created ON captures (created_at);
--- One capture per authorization, whatever the code above it decides.
-CREATE UNIQUE INDEX IF NOT EXISTS captures_one_per_charge
-    ON captures (charge_reference) WHERE status = 'captured';
-CREATE TABLE IF NOT EXISTS voids (
-    reference        TEXT PRIMARY KEY,
-    charge_reference TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    decline_code     TEXT,
-    created_at       TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS voids_by_charge ON voids (charge_reference);
--- The simulator's clock: how far POST /v1/_clock moved it ahead of the wall clock. Kept
--- so that time never runs backwards across a restart (a hold that expired stays so).
-CREATE TABLE IF NOT EXISTS clock (
-    id        INTEGER PRIMARY KEY CHECK (id = 1),
-    offset_us INTEGER NOT NULL
-);
-"""
-
-# Columns added with authorizations; a store file from before gets them on open.
-_CHARGE_COLUMNS_ADDED = (
-    ("capture", "INTEGER NOT NULL DEFAULT 1"),
-    ("expires_at", "TEXT"),
-    ("amount_captured", "INTEGER NOT NULL DEFAULT 0"),
-    ("voided", "INTEGER NOT NULL DEFAULT 0"),
-)
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    have = {row[1] for row in conn.execute("PRAGMA table_info(charges)")}
-    for name, ddl in _CHARGE_COLUMNS_ADDED:
-        if name not in have:
-            conn.execute(f"ALTER TABLE charges ADD COLUMN {name} {ddl}")
 
 
 # The tables' columns are named after the records' fields, in the same order: a row is a
@@ -173,6 +97,22 @@ class _OperationTable(Generic[_Op]):
 
     def add(self, conn: sqlite3.Connection, record: _Op) -> None:
         conn.execute(self._insert, self._values(record))
+
+    def references_by_charge(
+        self, conn: sqlite3.Connection, where: str, params: list[str]
+    ) -> dict[str, list[str]]:
+        """The references recorded against each charge that ``where`` selects (on the
+        charges as ``c``), in the order recorded: by ``created_at`` (milliseconds), ties
+        by reference."""
+        found: dict[str, list[str]] = {}
+        for charge_reference, reference in conn.execute(
+            f"SELECT o.charge_reference, o.reference FROM {self.name} o "
+            f"JOIN charges c ON c.reference = o.charge_reference WHERE {where} "
+            "ORDER BY o.created_at, o.reference",
+            params,
+        ):
+            found.setdefault(charge_reference, []).append(reference)
+        return found
 
 
 def _charge_from(row: tuple[Any, ...]) -> ChargeRecord:
@@ -421,8 +361,8 @@ class Store:
             private_file(pathlib.Path(self.path))  # SQLite's -wal and -shm take its mode
         self._loop = asyncio.get_running_loop()
         conn = _connect(self.path)
-        conn.executescript(_SCHEMA)
-        _migrate(conn)
+        conn.executescript(SCHEMA)
+        migrate(conn)
         row = conn.execute("SELECT offset_us FROM clock WHERE id = 1").fetchone()
         self.clock_offset_us = 0 if row is None else int(row[0])
         self._writer = Writer(conn, self._loop)
@@ -535,20 +475,46 @@ class Store:
 
     async def list_charges(
         self, *, payment_intent_id: str | None = None, merchant_id: str | None = None
-    ) -> list[ChargeRecord]:
+    ) -> list[tuple[ChargeRecord, OperationReferences]]:
+        """The charges of an intent or a merchant, oldest first, each with the references
+        of the operations recorded against it."""
         clauses: list[str] = []
         params: list[str] = []
         if payment_intent_id is not None:
-            clauses.append("payment_intent_id = ?")
+            clauses.append("c.payment_intent_id = ?")
             params.append(payment_intent_id)
         if merchant_id is not None:
-            clauses.append("merchant_id = ?")
+            clauses.append("c.merchant_id = ?")
             params.append(merchant_id)
         where = " AND ".join(clauses) or "1"
-        sql = f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE {where} ORDER BY created_at, reference"
+        sql = (
+            f"SELECT {_CHARGE_COLUMNS} FROM charges c WHERE {where} "
+            "ORDER BY created_at, reference"
+        )
 
-        def run(conn: sqlite3.Connection) -> list[ChargeRecord]:
-            return [_charge_from(row) for row in conn.execute(sql, params)]
+        def run(conn: sqlite3.Connection) -> list[tuple[ChargeRecord, OperationReferences]]:
+            # One read transaction: a charge's state and its operations come from the same
+            # snapshot (a capture is in both or in neither).
+            conn.execute("BEGIN")
+            try:
+                charges = [_charge_from(row) for row in conn.execute(sql, params)]
+                captures, voids, refunds = (
+                    table.references_by_charge(conn, where, params)
+                    for table in (_CAPTURES, _VOIDS, _REFUNDS)
+                )
+            finally:
+                conn.execute("COMMIT")
+            return [
+                (
+                    charge,
+                    OperationReferences(
+                        tuple(captures.get(charge.reference, ())),
+                        tuple(voids.get(charge.reference, ())),
+                        tuple(refunds.get(charge.reference, ())),
+                    ),
+                )
+                for charge in charges
+            ]
 
         return await self._read(run)
 

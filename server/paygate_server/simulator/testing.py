@@ -114,7 +114,9 @@ def void_payload(charge_reference: str, *, reference: str | None = None) -> dict
 def list_charges(base_url: str, payment_intent_id: str) -> list[dict[str, Any]]:
     """Every charge and authorization the simulator recorded for an intent, oldest first:
     rows of ``GET /v1/charges`` (``status``, ``capture``, ``captured``,
-    ``amountCaptured``, ``voided``, ``expired``, ``amountRefunded``, ...)."""
+    ``amountCaptured``, ``voided``, ``expired``, ``amountRefunded``, ..., and
+    ``captures``, ``voids``, ``refunds``: the references of every such request recorded
+    against it, in the order recorded, so a test can count how many reached it)."""
     with httpx.Client(base_url=base_url, timeout=10.0, trust_env=False) as client:
         response = client.get("/v1/charges", params={"paymentIntentId": payment_intent_id})
         response.raise_for_status()
