@@ -3,7 +3,8 @@
 A request reaches a Starlette endpoint through ``ExceptionMiddleware`` (a ``Request``, a
 wrapped app and a wrapped ``send``), the router (its routes tried in order, a regex match
 each) and the route's request wrapper (another ``Request``, wrapped app and wrapped
-``send``): ~80 Python calls a request, ~4 requests a payment. For the four requests of a
+``send``): ~45 Python calls a request as ``docs/perf/count.py`` counts them, 3–4 requests
+a payment (docs/perf/history.md, "Starlette's inner layers"). For the four requests of a
 payment (SPEC §10: create, tokenize, process, status) that work decides nothing:
 
 - their paths have no parameters, and no other route matches them with their method

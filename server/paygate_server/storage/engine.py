@@ -150,7 +150,7 @@ class Database:
     def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction: on SQLite a group-commit unit, on PostgreSQL the engine's
         ``begin()``. Handed back as it is, not wrapped in a generator of our own (SQLite
-        runs ~3 a payment: docs/perf/history.md, "Starlette's inner layers")."""
+        runs several a payment: docs/perf/history.md, "Starlette's inner layers")."""
         return self._group.unit() if self._group is not None else self.engine.begin()
 
     # write_one, read_one and autocommit are plain calls returning the block: a payment runs
