@@ -26,6 +26,7 @@ from paygate_server.errors import ApiError
 from paygate_server.extensions import Extension, check_order, check_provided, refresh_every
 from paygate_server.heap import settle_after_startup
 from paygate_server.http.api import error_response, json_response
+from paygate_server.http.direct_routes import DirectRoutes
 from paygate_server.http.middleware import RequestIdMiddleware, request_id_of
 from paygate_server.intents import endpoints as intent_endpoints
 from paygate_server.master_key import database_master_key
@@ -154,6 +155,13 @@ def _payment_path_first(routes: list[BaseRoute]) -> list[BaseRoute]:
     return sorted(routes, key=rank)  # stable: every other route keeps its order
 
 
+def _payment_path(routes: list[BaseRoute]) -> list[tuple[str, Route]]:
+    """The route the router picks for each request of :data:`PAYMENT_PATH`: the first that
+    matches its path and method (there is no other, tests/server/http/test_route_order.py)."""
+    return [(method, next(r for r in routes if isinstance(r, Route) and r.path == path and method in (r.methods or ())))
+            for method, path in PAYMENT_PATH]
+
+
 def _routes(extensions: Sequence[Extension]) -> list[BaseRoute]:
     from paygate_server.openapi import openapi_endpoint
 
@@ -224,8 +232,12 @@ def create_app(settings: Settings | None = None, *, serving: bool = False,
             await gateway.readiness.close()
             await gateway.db.dispose()
 
-    middleware = [*(m for extension in extensions for m in extension.middleware), Middleware(RequestIdMiddleware)]
-    return Starlette(routes=_routes(extensions), middleware=middleware, exception_handlers={HTTPException: _http_error},
+    routes = _routes(extensions)
+    # Innermost, so every request still passes the extensions' middleware and the request
+    # id's; the payment path's then skips Starlette's inner layers (http/direct_routes.py).
+    middleware = [*(m for extension in extensions for m in extension.middleware), Middleware(RequestIdMiddleware),
+                  Middleware(DirectRoutes, routes=_payment_path(routes), http_error=_http_error)]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_error},
                      lifespan=lifespan)
 
 

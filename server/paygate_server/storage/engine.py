@@ -147,14 +147,11 @@ class Database:
                                                idle_in_transaction_timeout_s, transaction_pooler=True))
             StaleConnections(self.session_engine.sync_engine)
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        if self._group is not None:
-            async with self._group.unit() as conn:
-                yield conn
-        else:
-            async with self.engine.begin() as conn:
-                yield conn
+    def write(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction: on SQLite a group-commit unit, on PostgreSQL the engine's
+        ``begin()``. Handed back as it is, not wrapped in a generator of our own (SQLite
+        runs several a payment: docs/perf/history.md, "Starlette's inner layers")."""
+        return self._group.unit() if self._group is not None else self.engine.begin()
 
     # write_one, read_one and autocommit are plain calls returning the block: a payment runs
     # ~17 of them, and an @asynccontextmanager (nested, for the first two) costs a generator,

@@ -281,3 +281,23 @@ async def test_single_statement_blocks_start_no_async_generator(fresh_database_u
     finally:
         sys.set_asyncgen_hooks(*hooks)
         await db.dispose()
+
+
+async def test_a_write_block_starts_one_async_generator_not_two(fresh_database_url: str) -> None:
+    """Database.write() hands back the group commit's unit (SQLite) or the engine's begin()
+    (PostgreSQL), each one async generator, without one of its own around it
+    (docs/perf/history.md, "Starlette's inner layers")."""
+    db = create_database(fresh_database_url)
+    started: list[object] = []
+    hooks = sys.get_asyncgen_hooks()
+    try:
+        sys.set_asyncgen_hooks(firstiter=lambda agen: (started.append(agen), hooks.firstiter(agen)),
+                               finalizer=hooks.finalizer)
+        async with db.write() as conn:
+            await execute(conn, _INSERT, id="mer_a", name="A", at=1)
+        assert len(started) == 1
+        async with db.read_one() as conn:
+            assert await fetch_value(conn, _GET, id="mer_a") == "mer_a"  # the write committed
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+        await db.dispose()
