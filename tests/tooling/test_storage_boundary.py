@@ -17,8 +17,8 @@ STORAGE = SERVER / "storage"
 
 # Not the gateway's database: the bundled processor simulator is another program (its own
 # process, its own SQLite ledger of what "the card network" charged); it shares the
-# distribution, not the gateway's storage.
-ALLOWED = {SERVER / "simulator" / "store.py"}
+# distribution, not the gateway's storage. Its ledger's statements and its tables' schema.
+ALLOWED = {SERVER / "simulator" / "store.py", SERVER / "simulator" / "schema.py"}
 
 _DRIVERS = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3", "psycopg")
 _DIALECT_NAMES = {"is_sqlite", "is_postgres", "dialect"}
