@@ -406,6 +406,19 @@ class Store:
             raise StoreClosed("store is closed")
         return await self._loop.run_in_executor(self._readers, lambda: fn(self._read_conn()))
 
+    async def _read_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`_read` in one read transaction: every statement of ``fn`` sees the same
+        snapshot (a charge's state and its operations, a day's lists)."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(run)
+
     # --- writes ---------------------------------------------------------------------
 
     async def charge(
@@ -493,17 +506,12 @@ class Store:
         )
 
         def run(conn: sqlite3.Connection) -> list[tuple[ChargeRecord, OperationReferences]]:
-            # One read transaction: a charge's state and its operations come from the same
-            # snapshot (a capture is in both or in neither).
-            conn.execute("BEGIN")
-            try:
-                charges = [_charge_from(row) for row in conn.execute(sql, params)]
-                captures, voids, refunds = (
-                    table.references_by_charge(conn, where, params)
-                    for table in (_CAPTURES, _VOIDS, _REFUNDS)
-                )
-            finally:
-                conn.execute("COMMIT")
+            # One snapshot: a capture is in the charge's state and its list, or in neither.
+            charges = [_charge_from(row) for row in conn.execute(sql, params)]
+            captures, voids, refunds = (
+                table.references_by_charge(conn, where, params)
+                for table in (_CAPTURES, _VOIDS, _REFUNDS)
+            )
             return [
                 (
                     charge,
@@ -516,7 +524,7 @@ class Store:
                 for charge in charges
             ]
 
-        return await self._read(run)
+        return await self._read_snapshot(run)
 
     async def settlement(self, day: _dt.date) -> Settlement:
         """Approved automatic charges, captures and succeeded refunds recorded on ``day``
@@ -543,28 +551,24 @@ class Store:
             ]
 
         def run(conn: sqlite3.Connection) -> Settlement:
-            # One read transaction, so every list comes from the same snapshot.
-            conn.execute("BEGIN")
-            try:
-                charges = [
-                    _charge_from(row)
-                    for row in conn.execute(
-                        f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE status = 'approved' "
-                        "AND capture = 1 AND created_at >= ? AND created_at < ? "
-                        "ORDER BY created_at, reference",
-                        (start, end),
-                    )
-                ]
-                captures = [
-                    (CaptureRecord(*op), charge)
-                    for op, charge in joined(conn, _CAPTURES.name, _CAPTURES.fields, "captured")
-                ]
-                refunds = [
-                    (RefundRecord(*op), charge)
-                    for op, charge in joined(conn, _REFUNDS.name, _REFUNDS.fields, "succeeded")
-                ]
-            finally:
-                conn.execute("COMMIT")
+            # One snapshot, so every list is of the same moment.
+            charges = [
+                _charge_from(row)
+                for row in conn.execute(
+                    f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE status = 'approved' "
+                    "AND capture = 1 AND created_at >= ? AND created_at < ? "
+                    "ORDER BY created_at, reference",
+                    (start, end),
+                )
+            ]
+            captures = [
+                (CaptureRecord(*op), charge)
+                for op, charge in joined(conn, _CAPTURES.name, _CAPTURES.fields, "captured")
+            ]
+            refunds = [
+                (RefundRecord(*op), charge)
+                for op, charge in joined(conn, _REFUNDS.name, _REFUNDS.fields, "succeeded")
+            ]
             return Settlement(charges, captures, refunds)
 
-        return await self._read(run)
+        return await self._read_snapshot(run)
