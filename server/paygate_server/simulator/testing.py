@@ -108,6 +108,17 @@ def void_payload(charge_reference: str, *, reference: str | None = None) -> dict
     return {"reference": reference or f"void_{uuid.uuid4().hex}", "chargeReference": charge_reference}
 
 
+def refund_payload(
+    charge_reference: str, amount: int, *, reference: str | None = None
+) -> dict[str, Any]:
+    """A ``POST /v1/refunds`` body; a fresh random reference unless given."""
+    return {
+        "reference": reference or f"re_{uuid.uuid4().hex}",
+        "chargeReference": charge_reference,
+        "amount": amount,
+    }
+
+
 # Blocking helpers for tests that hold the simulator's records up as the oracle.
 
 

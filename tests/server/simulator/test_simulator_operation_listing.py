@@ -24,6 +24,7 @@ from paygate_server.simulator.testing import (
     capture_payload,
     charge_payload,
     list_charges,
+    refund_payload,
     set_faults,
     void_payload,
 )
@@ -35,14 +36,6 @@ def _post(client: httpx.Client, path: str, body: dict[str, Any], status: int = 2
     response = client.post(path, json=body)
     assert response.status_code == status, response.text
     return response.json()  # type: ignore[no-any-return]
-
-
-def _refund(charge_reference: str, amount: int, reference: str | None = None) -> dict[str, Any]:
-    return {
-        "reference": reference or f"re_{uuid.uuid4().hex}",
-        "chargeReference": charge_reference,
-        "amount": amount,
-    }
 
 
 def _listed(base_url: str, intent: str) -> dict[str, dict[str, list[str]]]:
@@ -77,12 +70,12 @@ def test_every_recorded_request_is_listed_once_under_its_charge(
         assert _post(client, "/v1/captures", again)["declineCode"] == "already_captured"
         late_void = void_payload(captured["reference"])
         assert _post(client, "/v1/voids", late_void)["status"] == "refused"
-        refund = _refund(captured["reference"], 300)
+        refund = refund_payload(captured["reference"], 300)
         _post(client, "/v1/refunds", refund)
         _post(client, "/v1/refunds", refund)  # a replay
-        _post(client, "/v1/refunds", _refund(captured["reference"], 600), 422)  # over what is left: no record
+        _post(client, "/v1/refunds", refund_payload(captured["reference"], 600), 422)  # over what is left: no record
 
-        automatic_refund = _refund(untouched["reference"], 100)
+        automatic_refund = refund_payload(untouched["reference"], 100)
         _post(client, "/v1/refunds", automatic_refund)
 
     listed = _listed(process.base_url, intent)
