@@ -209,38 +209,34 @@ async def _operation_crash_rounds(stack: Stack, victim: ServiceProcess, creds, j
 
 async def _check_done_once(stack: Stack, creds, intents: list[str], kind: str) -> None:  # type: ignore[no-untyped-def]
     operation = OPERATIONS[kind]
-    async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as http:
-        shop = SignedClient(http, creds)
-        for pid in intents:
-            history = await _settled_history(shop, pid)
-            got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
-            assert (got["status"], got["amountReceived"], got["amountRefunded"]) == operation.intent, got
-            assert [e["data"]["kind"] for e in history if e["type"] == "attempt.created"] == operation.attempts
-            # Each recorded as done, as the processor has it (not "refused": a second send of a
-            # void the processor had done is refused, and the intent is canceled either way).
-            attempts = {e["objectId"]: e["data"]["status"] for e in history if e["type"].startswith("attempt.")}
-            assert set(attempts.values()) == {"succeeded"}, attempts
-            refunds = {e["objectId"]: e["data"] for e in history if e["type"].startswith("refund.")}
-            assert [(r["status"], r["amount"]) for r in refunds.values()] == operation.refunds, refunds
-            # The victim's request again, with its key: still that request's (its claim is held
-            # until the lock timeout, 90 s), never a second operation.
-            retry = await shop.post(operation.path, {"paymentIntentId": pid, **operation.body}, idempotency_key=pid)
-            assert retry.json()["error"]["code"] == "idempotency_request_in_progress", retry.text
-            assert _at_processor(stack, pid) == operation.charge
-            # The one reference that reached the processor is the one the gateway recorded.
-            [charge] = stack.charges_at_processor(pid)
-            assert charge[f"{kind}s"] == [await _gateway_reference(stack, operation, pid)], charge
-
-
-async def _gateway_reference(stack: Stack, operation: Operation, pid: str) -> str:
-    """The reference the gateway recorded for the intent's one capture, void or refund."""
-    db = create_database(stack.database_url)
+    db = create_database(stack.database_url)  # the gateway's references, read once per check
     try:
-        async with db.read() as conn:
-            [row] = await fetch_all(conn, operation.reference_of, intent_id=pid)
+        async with httpx.AsyncClient(base_url=stack.gateway.base_url, timeout=30) as http:
+            shop = SignedClient(http, creds)
+            for pid in intents:
+                history = await _settled_history(shop, pid)
+                got = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+                assert (got["status"], got["amountReceived"], got["amountRefunded"]) == operation.intent, got
+                assert [e["data"]["kind"] for e in history if e["type"] == "attempt.created"] == operation.attempts
+                # Each recorded as done, as the processor has it (not "refused": a second send of a
+                # void the processor had done is refused, and the intent is canceled either way).
+                attempts = {e["objectId"]: e["data"]["status"] for e in history if e["type"].startswith("attempt.")}
+                assert set(attempts.values()) == {"succeeded"}, attempts
+                refunds = {e["objectId"]: e["data"] for e in history if e["type"].startswith("refund.")}
+                assert [(r["status"], r["amount"]) for r in refunds.values()] == operation.refunds, refunds
+                # The victim's request again, with its key: still that request's (its claim is held
+                # until the lock timeout, 90 s), never a second operation.
+                retry = await shop.post(operation.path, {"paymentIntentId": pid, **operation.body},
+                                        idempotency_key=pid)
+                assert retry.json()["error"]["code"] == "idempotency_request_in_progress", retry.text
+                assert _at_processor(stack, pid) == operation.charge
+                # The one reference that reached the processor is the one the gateway recorded.
+                async with db.read() as conn:
+                    [recorded] = await fetch_all(conn, operation.reference_of, intent_id=pid)
+                [charge] = stack.charges_at_processor(pid)
+                assert charge[f"{kind}s"] == [recorded["reference"]], charge
     finally:
         await db.dispose()
-    return str(row["reference"])
 
 
 def _at_processor(stack: Stack, pid: str) -> tuple[bool, int, bool, int, int, int, int]:
