@@ -37,7 +37,9 @@ _ATTEMPTS = Sql("SELECT t.id FROM transactions t JOIN payment_intents i ON i.id 
                 " WHERE i.merchant_id = :m")
 _TO_HEX = Sql("UPDATE idempotency_keys SET idempotency_key = :key, request_hash = :request_hash,"
               " response_body = :body WHERE merchant_id = :m")
-_UPGRADED = Sql("UPDATE idempotency_letters_since SET upgraded_at = :at")
+_NOT_UPGRADED = Sql("DELETE FROM idempotency_letters_since")
+_UPGRADED = Sql("INSERT INTO idempotency_letters_since (upgraded_at) VALUES (:at)")
+_UPGRADES = Sql("SELECT upgraded_at FROM idempotency_letters_since")
 
 
 def _body(value: dict[str, Any]) -> bytes:
@@ -71,8 +73,18 @@ async def _store_as_before_0019(gw: InProcessGateway, shop: SignedClient, target
 
 
 async def _set_upgraded_at(url: str, tmp_path: Path, at: int) -> None:
+    """As if 0019 had upgraded the database at ``at`` (a database it created records none)."""
     async with running_gateway(settings_for(url, tmp_path)) as g, g.gateway.db.write() as conn:
+        await execute(conn, _NOT_UPGRADED)
         assert await execute(conn, _UPGRADED, at=at) == 1
+
+
+@pytest.fixture
+async def upgraded(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[InProcessGateway]:
+    """A gateway on a database 0019 upgraded moments ago: inside the window."""
+    await _set_upgraded_at(fresh_database_url, tmp_path, now_us())
+    async with running_gateway(settings_for(fresh_database_url, tmp_path)) as g:
+        yield g
 
 
 @pytest.fixture
@@ -99,8 +111,9 @@ async def test_keys_and_request_hashes_are_stored_in_letters_only(gw: InProcessG
     assert hex_key not in {r["idempotency_key"] for r in rows}
 
 
-async def test_a_created_intent_stored_in_hex_before_the_upgrade_is_replayed_after_it(gw: InProcessGateway) -> None:
-    """Within the window (the session's database was migrated moments ago)."""
+async def test_a_created_intent_stored_in_hex_before_the_upgrade_is_replayed_after_it(upgraded: InProcessGateway) -> None:
+    """Within the window."""
+    gw = upgraded
     shop = await gw.new_merchant()
     first = await shop.post(INTENT, body=_create_body(), idempotency_key=KEY)
     assert first.status_code == 201, first.text
@@ -115,7 +128,8 @@ async def test_a_created_intent_stored_in_hex_before_the_upgrade_is_replayed_aft
     assert len(await _rows(gw, _ROWS, shop.creds.merchant_id)) == 1  # the hex row, and no letters row beside it
 
 
-async def test_a_payment_stored_in_hex_before_the_upgrade_is_replayed_after_it(gw: InProcessGateway) -> None:
+async def test_a_payment_stored_in_hex_before_the_upgrade_is_replayed_after_it(upgraded: InProcessGateway) -> None:
+    gw = upgraded
     shop = await gw.new_merchant()
     processor = scripted(gw)
     pid = (await shop.create_intent())["paymentIntentId"]
@@ -164,6 +178,7 @@ async def test_the_probe_is_inside_the_claim_and_gone_after_the_window(
         fresh_database_url: str, tmp_path: Path, recorded: list[dict[str, Any]], after_the_window: int) -> None:
     """In the window the claim carries the hex spelling; after it, it does not, and a keyed
     request sends as many statements either way (the probe is no statement of its own)."""
+    await _set_upgraded_at(fresh_database_url, tmp_path, now_us())
     async with running_gateway(settings_for(fresh_database_url, tmp_path)) as g:
         _, in_window, probed = await _keyed_create(g, recorded)
     assert probed
@@ -171,6 +186,18 @@ async def test_the_probe_is_inside_the_claim_and_gone_after_the_window(
     async with running_gateway(settings_for(fresh_database_url, tmp_path)) as g:
         _, after, probed = await _keyed_create(g, recorded)
     assert not probed and after == in_window
+
+
+async def test_a_database_created_at_0019_or_later_is_never_probed(
+        fresh_database_url: str, tmp_path: Path, recorded: list[dict[str, Any]]) -> None:
+    """No older worker can write to a database `paygate db upgrade` created (its revisions
+    commit at once; older code refuses a newer schema): 0019 records no time there, and no
+    claim carries the hex spelling, from the first."""
+    async with running_gateway(settings_for(fresh_database_url, tmp_path)) as g:
+        async with g.gateway.db.read() as conn:
+            assert await fetch_all(conn, _UPGRADES) == []
+        _, _, probed = await _keyed_create(g, recorded)
+    assert not probed
 
 
 @pytest.fixture
@@ -248,6 +275,8 @@ async def test_a_key_stored_at_0017_is_kept_as_it_is_and_replayed_after_0019(unm
                                            " response_body = :body WHERE idempotency_key = :key"),
                                  body=sealed, key=key) == 1
         await upgrade(db)
+        async with db.read() as conn:
+            assert len(await fetch_all(conn, _UPGRADES)) == 1  # upgraded, not created: a window
     finally:
         await db.dispose()
     async with running_gateway(settings_for(unmigrated_url, tmp_path)) as g:

@@ -46,6 +46,10 @@ async def upgrade(db: Database, revision: str = "head") -> tuple[str | None, str
         before.append(read_revision(sync_conn))
         cfg = alembic_config()
         cfg.attributes["connection"] = sync_conn
+        # Every revision of a run commits at once, and code older than the schema refuses
+        # to start (schema_version.check_schema): on a database this run creates, no older
+        # worker can ever write (migration 0019 reads this).
+        cfg.attributes["created_by_this_run"] = before[0] is None
         command.upgrade(cfg, revision)
 
     engine = db.engine.execution_options(sqlite_begin="IMMEDIATE") if db.is_sqlite else db.engine

@@ -32,8 +32,10 @@ keys across the upgrade to 0019").
 It rewrites no row: it creates a one-row table and the trigger (PostgreSQL takes the
 table's lock for the ``CREATE TRIGGER`` only, waiting for the claims in flight).
 
-The time is always recorded, on a fresh database too (0019 cannot tell an empty table from
-one an old worker is about to write to): a fresh install probes for the window.
+On a database created by the same ``paygate db upgrade`` run no time is recorded, so no
+claim probes: no worker of the older code can have written there or ever will (the run's
+revisions commit at once, and older code refuses a newer schema). An empty table alone
+would not tell that: an old worker may be about to write to it.
 
 The table holds one row. Downgrade drops it and the trigger; rows stored in letters stay, and the older code
 cannot find them: a retry across a downgrade within the TTL runs again.
@@ -44,7 +46,7 @@ Revises: 0017
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 from paygate_server.clock import now_us
 
@@ -84,7 +86,8 @@ BEGIN SELECT RAISE(ABORT, '{_REFUSAL}'); END""",
 def upgrade() -> None:
     op.create_table("idempotency_letters_since", sa.Column("upgraded_at", sa.BigInteger(), primary_key=True))
     bind = op.get_bind()
-    bind.execute(sa.text("INSERT INTO idempotency_letters_since (upgraded_at) VALUES (:now)"), {"now": now_us()})
+    if not context.config.attributes.get("created_by_this_run", False):
+        bind.execute(sa.text("INSERT INTO idempotency_letters_since (upgraded_at) VALUES (:now)"), {"now": now_us()})
     for statement in _TRIGGER_POSTGRESQL if bind.dialect.name == "postgresql" else _TRIGGER_SQLITE:
         op.execute(statement)
 
