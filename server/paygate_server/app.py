@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
 from paygate_server import cdc, observability, webhooks
 from paygate_server.auth import Authenticator
@@ -189,12 +189,23 @@ async def _readyz(request: Request) -> Response:
     return await readiness_response(gateway.readiness, request_id_of(request.scope))
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the request's path is served with, for a 405's ``Allow`` (RFC 9110
+    §15.5.6: a 405 must carry it). Starlette's own names only the first route of the path,
+    and one path can be several routes (``/api/v1/webhooks``: GET and POST)."""
+    routes = request.scope["app"].routes
+    methods = {method for route in routes if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+               for method in route.methods or ()}
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "resource_missing", 405: "method_not_allowed"}.get(exc.status_code, "parameter_invalid")
     message = {404: "no such endpoint", 405: "method not allowed for this endpoint"}.get(
         exc.status_code, "bad request")
-    return error_response(ApiError(code, message), request_id_of(request.scope))
+    headers = {"Allow": _allowed_methods(request)} if exc.status_code == 405 else None
+    return error_response(ApiError(code, message, headers=headers), request_id_of(request.scope))
 
 
 def create_app(settings: Settings | None = None, *, serving: bool = False,

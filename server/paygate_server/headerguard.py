@@ -16,12 +16,17 @@ request, and waits forever for a head that never ends (slow-loris). uvicorn only
 * **time** — a head not complete ``head_timeout_s`` after the connection opened (first
   request) or after its first byte arrived (later requests on a keep-alive connection):
   the connection is closed without an answer (the client is gone or hostile; nginx's
-  ``client_header_timeout`` does the same in spirit).
+  ``client_header_timeout`` does the same in spirit). Likewise a body not complete
+  ``body_timeout_s`` after its head: a head announcing ``Content-Length: 65536`` and then
+  a byte now and then (or none) held its connection for as long as the client liked —
+  the head's limit, one step later, unauthenticated (the API reads a body before it checks
+  the signature over it).
 
 The gateway (``paygate serve``), the simulator and the sample storefront all run on it
 (:func:`uvicorn_http_options`), so the three answer the same way. Limits come from
-``PAYGATE_HTTP_MAX_HEAD_BYTES`` (16384), ``PAYGATE_HTTP_MAX_HEADERS`` (100) and
-``PAYGATE_HTTP_HEAD_TIMEOUT_S`` (10), read once when a server process starts.
+``PAYGATE_HTTP_MAX_HEAD_BYTES`` (16384), ``PAYGATE_HTTP_MAX_HEADERS`` (100),
+``PAYGATE_HTTP_HEAD_TIMEOUT_S`` (10) and ``PAYGATE_HTTP_BODY_TIMEOUT_S`` (30), read once when
+a server process starts.
 
 This module imports neither Starlette nor the gateway: the storefront uses it too.
 """
@@ -43,6 +48,7 @@ class HeadLimits:
     max_head_bytes: int = 16 * 1024
     max_headers: int = 100
     head_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> HeadLimits:
@@ -52,10 +58,12 @@ class HeadLimits:
             max_head_bytes=int(env.get("PAYGATE_HTTP_MAX_HEAD_BYTES", d.max_head_bytes)),
             max_headers=int(env.get("PAYGATE_HTTP_MAX_HEADERS", d.max_headers)),
             head_timeout_s=float(env.get("PAYGATE_HTTP_HEAD_TIMEOUT_S", d.head_timeout_s)),
+            body_timeout_s=float(env.get("PAYGATE_HTTP_BODY_TIMEOUT_S", d.body_timeout_s)),
         )
-        if limits.max_head_bytes < 1024 or limits.max_headers < 1 or not limits.head_timeout_s > 0:
-            raise ValueError("PAYGATE_HTTP_MAX_HEAD_BYTES must be >= 1024, PAYGATE_HTTP_MAX_HEADERS >= 1 "
-                             "and PAYGATE_HTTP_HEAD_TIMEOUT_S > 0")
+        if (limits.max_head_bytes < 1024 or limits.max_headers < 1 or not limits.head_timeout_s > 0
+                or not limits.body_timeout_s > 0):
+            raise ValueError("PAYGATE_HTTP_MAX_HEAD_BYTES must be >= 1024, PAYGATE_HTTP_MAX_HEADERS >= 1, "
+                             "PAYGATE_HTTP_HEAD_TIMEOUT_S > 0 and PAYGATE_HTTP_BODY_TIMEOUT_S > 0")
         return limits
 
 
@@ -87,6 +95,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_fields = 0
         self._refusal: str | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None  # armed from a head's end to its body's
 
     # -- the time limit ------------------------------------------------------------------
 
@@ -96,6 +105,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_body_timer()
         super().connection_lost(exc)
 
     def _arm_head_timer(self) -> None:
@@ -110,6 +120,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
+            self.transport.close()
+
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        # The app waiting for the rest of the body sees the client disconnect (and the API
+        # answers no one: http/api.py read_body).
+        self._body_timer = None
+        if not self.transport.is_closing():
             self.transport.close()
 
     # -- size and count ------------------------------------------------------------------
@@ -156,6 +178,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._disarm_head_timer()
         super().on_headers_complete()
+        self._disarm_body_timer()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
+
+    def on_message_complete(self) -> None:
+        self._disarm_body_timer()  # a request without a body ends with its head: never armed for long
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers any exception out of a parser callback with a 400; ours is a 431.

@@ -16,7 +16,7 @@ from paygate_server.intents.history import EVENT_TYPES
 from paygate_server.intents.schemas import CAPTURE_METHODS, STATUSES
 from paygate_server.processing.schemas import ATTEMPT_KINDS
 
-__all__ = ["document", "openapi_endpoint", "register"]
+__all__ = ["COMMON_ERROR_STATUSES", "document", "openapi_endpoint", "register"]
 
 _STATUS = {"type": "string", "enum": list(STATUSES)}
 _TIME = {"type": "string", "format": "date-time"}
@@ -215,9 +215,14 @@ for _code, (_status, _) in CODES.items():
     _ERROR_CODES_BY_STATUS.setdefault(_status, []).append(_code)
 
 
+# What any operation may answer: a malformed request, its credentials, its size, the rate
+# limit, a bug, the database unavailable (503 + Retry-After, docs/api.md "Errors").
+COMMON_ERROR_STATUSES = (400, 401, 413, 429, 500, 503)
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     out = {}
-    for status in (400, 401, 413, 429, 500, *statuses):
+    for status in (*COMMON_ERROR_STATUSES, *statuses):
         codes = ", ".join(_ERROR_CODES_BY_STATUS.get(status, []))
         out[str(status)] = {"description": f"Error ({codes})", **_json(_ref("Error"))}
     return out
@@ -256,7 +261,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "listPaymentIntents", "List intents, newest first",
         [_q("limit", {"type": "integer", "minimum": 1, "maximum": 100}), _q("startingAfter", {"type": "string"}),
          _q("status", _STATUS)], None,
-        ("200", "A page", _json(_ref("PaymentIntentList"))))},
+        ("200", "A page", _json(_ref("PaymentIntentList"))), 404)},  # 404: a malformed startingAfter
     "/api/v1/payment/cancel": {"post": _operation(
         "cancelPaymentIntent",
         "Cancel a created or failed intent, or void a requires_capture one's authorization", [_IDEMPOTENCY], "IntentReference",

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from paygate_server import jsoncodec
@@ -80,11 +80,17 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError("invalid_json", "Content-Length is not a number") from None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError("body_too_large", f"request bodies are limited to {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError("body_too_large", f"request bodies are limited to {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The connection closed before the body's end (the client left, or sent it too
+        # slowly: headerguard's body timeout). A client error, answered to no one — it was
+        # a 500 "unhandled error" with a traceback in the log, for anyone to cause at will.
+        raise ApiError("invalid_json", "the connection closed before the request body was complete") from None
     return b"".join(chunks)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from paygate_server import jsoncodec
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_value
 
-__all__ = ["Endpoint", "count_active", "insert_endpoint", "list_endpoints", "delete_endpoint"]
+__all__ = ["Endpoint", "count_active", "insert_endpoint", "list_endpoints", "delete_endpoint", "lock_merchant_endpoints"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,22 @@ async def merchant_of_endpoint(conn: Connection, endpoint_id: str) -> str | None
     """The merchant an endpoint (deleted or not) belongs to; None if there is no such endpoint."""
     merchant_id = await fetch_value(conn, _MERCHANT_OF, id=endpoint_id)
     return None if merchant_id is None else str(merchant_id)
+
+
+# PostgreSQL advisory locks' first key: "a merchant's endpoint creations" (the relay's are
+# 7_342_001, migrations' 7_342_002, endpoint claims' 7_342_003); the second, the merchant
+# id's hash (a collision only makes two merchants' creations take turns).
+_CREATE_LOCK_CLASS = 7_342_004
+_LOCK_MERCHANT_PG = Sql("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:merchant_id))")
+
+
+async def lock_merchant_endpoints(conn: Connection, merchant_id: str) -> None:
+    """Until the caller's transaction ends, no other one gets past this for the merchant:
+    the count that enforces the limit and the insert after it are one step. Without it,
+    PostgreSQL (read committed) let concurrent creations each count the same endpoints
+    and all insert, past the limit; SQLite's write lock serializes them already."""
+    if conn.dialect.name == "postgresql":
+        await fetch_value(conn, _LOCK_MERCHANT_PG, lock_class=_CREATE_LOCK_CLASS, merchant_id=merchant_id)
 
 
 async def count_active(conn: Connection, merchant_id: str) -> int:

@@ -132,7 +132,7 @@ def _json(name: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"description": "Error", **_json("Error")} for s in (400, 401, 413, 429, 500, *statuses)}
+    return {str(s): {"description": "Error", **_json("Error")} for s in (*openapi.COMMON_ERROR_STATUSES, *statuses)}
 
 
 openapi.register({

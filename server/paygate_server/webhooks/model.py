@@ -61,6 +61,7 @@ async def create_endpoint(conn: Transaction, master: MasterKey, merchant_id: str
                           events: list[str] | None) -> tuple[store.Endpoint, str]:
     """A new endpoint and its secret (in clear: shown once, stored sealed), in the caller's
     unit of work; ``parameter_invalid`` when the merchant has :data:`MAX_ENDPOINTS` already."""
+    await store.lock_merchant_endpoints(conn, merchant_id)
     if await store.count_active(conn, merchant_id) >= MAX_ENDPOINTS:
         raise ApiError("parameter_invalid", f"a merchant has at most {MAX_ENDPOINTS} webhook endpoints",
                        param="url")

@@ -17,11 +17,14 @@ import pytest
 from paygate_server.procs import ServiceProcess
 from paygate_server.simulator.testing import SimulatorProcess
 from tests.support.databases import migrated_database_url
+from tests.support.eventually import eventually_sync
 from tests.support.processes import start_gateway
 
 STOREFRONT_DIR = Path(__file__).resolve().parents[3] / "examples" / "storefront"
 HEAD_TIMEOUT_S = 1.0
-LIMIT_ENV = {"PAYGATE_HTTP_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S)}  # size and count: defaults
+BODY_TIMEOUT_S = 1.5
+LIMIT_ENV = {"PAYGATE_HTTP_HEAD_TIMEOUT_S": str(HEAD_TIMEOUT_S),  # size and count: defaults
+             "PAYGATE_HTTP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
 
 
 @contextlib.contextmanager
@@ -204,6 +207,36 @@ def test_a_head_that_never_ends_is_closed_within_the_timeout(server: ServiceProc
     assert HEAD_TIMEOUT_S * 0.9 <= elapsed < HEAD_TIMEOUT_S + 3
 
 
+def _open_for(sock: socket.socket, limit_s: float, trickle: bool) -> float:
+    """How long the server keeps the connection open (at most ``limit_s``), the client
+    sending one byte every 0.2 s if ``trickle``; reading whatever it answers meanwhile."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - started < limit_s:
+        try:
+            if trickle:
+                sock.send(b" ")
+            if sock.recv(65536) == b"":
+                break
+        except TimeoutError:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "trickled"])
+def test_a_body_that_never_ends_is_closed_within_the_timeout(server: ServiceProcess, trickle: bool) -> None:
+    """Found against ``paygate serve``: a complete head announcing a body, then the body
+    stalled or trickled a byte at a time, held the connection (and the request waiting on
+    it) open for as long as the client liked — the slow-loris the head's limit closes,
+    one step later. (``/healthz`` does not read the body: the server still waits for it.)"""
+    with _connect(server) as sock:
+        sock.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{")
+        elapsed = _open_for(sock, BODY_TIMEOUT_S + 5, trickle)
+    assert BODY_TIMEOUT_S * 0.9 <= elapsed < BODY_TIMEOUT_S + 3, elapsed
+
+
 def test_a_slow_second_head_on_a_keep_alive_connection_is_closed_too(server: ServiceProcess) -> None:
     with _connect(server) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -237,3 +270,31 @@ def test_an_idle_keep_alive_connection_outlives_a_clients_own_expiry(server: Ser
         time.sleep(idle_s + 0.5)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert _status(_read_until_closed(sock)) == 200
+
+
+def test_a_body_cut_off_is_a_client_error_in_the_log_not_a_500_with_a_traceback(tmp_path: Path) -> None:
+    """Found against ``paygate serve``: a client closing its connection mid-body (or the
+    body timeout closing it) surfaced as Starlette's ``ClientDisconnect`` out of the body
+    read — an ``unhandled error`` with its traceback in the log and a ``500`` request line,
+    for anyone to cause at will, before any authentication. Now ``400 invalid_json``,
+    answered to no one."""
+    paths = ["/api/v1/payment/intent", "/checkout/v1/tokens", "/processors/v1/pa_x/webhooks"]
+    with _server("gateway", tmp_path) as gateway:
+        for path in paths:
+            with _connect(gateway) as sock:  # the client leaves
+                sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{".encode())
+                time.sleep(0.2)
+        with _connect(gateway) as sock:  # the server's body timeout closes it
+            sock.sendall(f"POST {paths[0]} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{".encode())
+            _open_for(sock, BODY_TIMEOUT_S + 5, trickle=False)
+
+        def request_lines() -> list[str]:
+            return [line for line in gateway.output().splitlines()
+                    if "paygate.request request" in line and "route=/healthz" not in line]
+
+        lines = eventually_sync(request_lines, until=lambda found: len(found) >= len(paths) + 1,
+                                what="a request line for each body cut off")
+        log = gateway.output()
+    assert len(lines) == len(paths) + 1, log[-3000:]
+    assert all("status=400" in line and "error_code=invalid_json" in line for line in lines), lines
+    assert "Traceback" not in log and "unhandled error" not in log and "ClientDisconnect" not in log, log[-3000:]

@@ -1,6 +1,7 @@
 """``/api/v1/webhooks`` and ``paygate webhooks``: endpoints, secrets, the private-address guard."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -14,6 +15,7 @@ from jsonschema import Draft202012Validator
 from paygate_server.cli import main
 from paygate_server.webhooks import guard
 from paygate_server.webhooks.dispatcher import Dispatcher
+from paygate_server.webhooks.model import MAX_ENDPOINTS
 from tests.support.app import TEST_MASTER_KEY, InProcessGateway
 from tests.support.processes import make_merchant
 
@@ -71,6 +73,24 @@ async def test_create_is_idempotent(gw: InProcessGateway) -> None:
     assert first.status_code == again.status_code == 201
     assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == first.json()
     assert len((await shop.get(HOOKS)).json()["data"]) == 1
+
+
+async def test_a_merchant_has_at_most_max_endpoints_even_when_they_are_created_at_once(gw: InProcessGateway) -> None:
+    """The limit is a count and an insert in one transaction. On PostgreSQL (read
+    committed) concurrent creations each counted the same endpoints and all inserted: 40 at
+    once left 17 to 26 (found by hand against ``paygate serve``); now they take turns per
+    merchant. A deleted endpoint frees its place."""
+    shop, other = await gw.new_merchant(), await gw.new_merchant()
+    answers = await asyncio.gather(*(shop.post(HOOKS, {"url": f"http://93.184.216.34/hook{i}"}) for i in range(40)))
+    assert sorted(r.status_code for r in answers) == [201] * MAX_ENDPOINTS + [400] * (40 - MAX_ENDPOINTS)
+    refused = next(r for r in answers if r.status_code == 400).json()["error"]
+    assert (refused["code"], refused["param"]) == ("parameter_invalid", "url"), refused
+    listed = (await shop.get(HOOKS)).json()["data"]
+    assert len(listed) == MAX_ENDPOINTS
+    assert (await other.post(HOOKS, {"url": "http://93.184.216.34/other"})).status_code == 201  # per merchant
+    assert (await shop.request("DELETE", f"{HOOKS}/{listed[0]['webhookEndpointId']}")).status_code == 204
+    assert (await shop.post(HOOKS, {"url": "http://93.184.216.34/again"})).status_code == 201
+    assert (await shop.post(HOOKS, {"url": "http://93.184.216.34/more"})).status_code == 400
 
 
 @pytest.mark.parametrize("url", [
