@@ -34,9 +34,24 @@ def cmd_history_prune(args: argparse.Namespace, settings: Settings) -> None:
     print(json.dumps(report.to_json()) if args.json else report.text())
 
 
+def configured_consumers(settings: Settings) -> list[str]:
+    """The relay consumers this configuration runs: the archive and webhooks always, the
+    broker when ``PAYGATE_BROKER_URL`` is set."""
+    from paygate_server.cdc.archive import ArchiveSink
+    from paygate_server.cdc.broker import BrokerSink
+    from paygate_server.webhooks.events import WebhookConsumer
+
+    return [ArchiveSink.name, WebhookConsumer.name, *([BrokerSink.name] if settings.broker_url else [])]
+
+
 def cmd_history_forget_consumer(args: argparse.Namespace, settings: Settings) -> None:
     from paygate_server.storage.history_prune import HistoryPruneStore
 
+    if args.consumer in configured_consumers(settings):
+        # Its offset gone, pruning would stop waiting for it (and a running relay's offset
+        # writes would match no row): changes it has not delivered could leave the database.
+        raise CommandError(f"relay consumer {args.consumer} is configured: forgetting it would let pruning delete"
+                           " changes it has not been delivered; forget only a consumer no longer configured")
     if not run_with_db(settings, lambda db: HistoryPruneStore(db).forget_consumer(args.consumer)):
         raise CommandError(f"no relay consumer named {args.consumer} has an offset")
     emit(args, {"forgotten": args.consumer}, f"forgot relay consumer {args.consumer}: it no longer holds back pruning")
