@@ -226,3 +226,22 @@ async def test_forget_consumer_refuses_a_configured_consumer(pdb: Database, smal
     # A broker no longer configured is what the command is for.
     code, out, _ = await paygate(small_url, tmp_path, "history", "forget-consumer", "broker", "--json")
     assert (code, json.loads(out)) == (0, {"forgotten": "broker"})
+
+
+async def test_forget_consumer_refuses_a_consumer_a_relay_runs(pdb: Database, small_url: str, tmp_path: Path) -> None:
+    # A broker the gateway is configured with, the command's environment not (no
+    # PAYGATE_BROKER_URL there): its lease, held by the running relay, says it runs.
+    from paygate_server.storage.relay_leases import ConsumerLease
+
+    async with pdb.write() as conn:
+        await conn.execute(text("INSERT INTO cdc_offsets (consumer, horizon, last_id, delivered, updated_at)"
+                                " VALUES ('broker', 0, 0, 0, 0)"))
+    lease = ConsumerLease(pdb, "broker")
+    assert await lease.acquire()
+    try:
+        code, out, err = await paygate(small_url, tmp_path, "history", "forget-consumer", "broker")
+    finally:
+        await lease.release()
+    assert code == 2 and out == "" and "a relay holds its lease" in err and len(err.strip().splitlines()) == 1, err
+    async with pdb.read() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM cdc_offsets WHERE consumer = 'broker'"))).scalar() == 1
