@@ -1,8 +1,7 @@
 """The message-broker sink, for deployments that outgrow one machine.
 
 A :class:`BrokerSink` is a relay consumer over a small :class:`BrokerClient` interface —
-connect, publish a batch in order (each message with a dedup id and headers), report the
-last published position, close. :class:`NatsClient` speaks NATS JetStream; a Kafka client
+connect, publish a batch in order (each message with a dedup id and headers), close. :class:`NatsClient` speaks NATS JetStream; a Kafka client
 is one more module implementing the same four methods (an idempotent producer keyed by
 intent id, the change id as a header), chosen by the ``kafka://`` scheme of
 ``PAYGATE_BROKER_URL`` — not shipped, as no Kafka broker is available to test it against.
@@ -10,8 +9,17 @@ intent id, the change id as a header), chosen by the ``kafka://`` scheme of
 Messages: subject ``<prefix>.<merchant id>.<intent id>`` (subscribers can filter per
 merchant or intent, and order per intent is the order of the stream), body the same JSON
 record as an archive line, headers ``Nats-Msg-Id: chg-<change id>`` (JetStream drops a
-duplicate within the stream's duplicate window) and ``Paygate-Position`` (lets the relay
-resume exactly after the last message the stream holds).
+duplicate within the stream's duplicate window) and ``Paygate-Position`` (where the relay
+stood after the change: information for subscribers).
+
+The relay resumes from its own offset, never after the stream's last message: a batch is
+published pipelined, and a stream can hold a message without every one before it — nats-py,
+reconnecting, writes what it still buffered on the new connection while what had gone out on
+the dropped one is gone; a clustered stream changing leader drops some too. The batch then
+fails (unacknowledged), and resuming after the stream's last message would skip the lost
+ones for ever. Publishing the batch again from the offset costs nothing within the stream's
+duplicate window (JetStream drops the messages it holds by their ``Nats-Msg-Id``) and, after
+it, duplicates subscribers drop by change id (at least once).
 """
 from __future__ import annotations
 
@@ -43,8 +51,6 @@ class BrokerClient(Protocol):
     async def publish(self, messages: list[BrokerMessage]) -> None:
         """Publish in order; return once the broker has acknowledged every message."""
         ...
-
-    async def last_position(self) -> Position | None: ...
 
     async def close(self) -> None: ...
 
@@ -81,14 +87,6 @@ class NatsClient:
         async with asyncio.timeout(30):  # not wait_for: see paygate_server.waiting
             await asyncio.gather(*futures)
 
-    async def last_position(self) -> Position | None:
-        info = await self._js.stream_info(self.stream)
-        if not info.state.last_seq:
-            return None
-        msg = await self._js.get_msg(self.stream, info.state.last_seq)
-        value = (msg.headers or {}).get(POSITION_HEADER)
-        return Position.decode(value) if value else None
-
     async def close(self) -> None:
         nc, self._nc = self._nc, None
         if nc is not None:
@@ -123,7 +121,7 @@ class BrokerSink(Consumer):
     async def start(self) -> Position | None:
         await self.client.connect()
         self._connected = True
-        return await self.client.last_position()
+        return None  # never the stream's last message (see the module's docstring)
 
     def message(self, change: Change) -> BrokerMessage:
         return BrokerMessage(f"{self.subject_prefix}.{change.merchant_id}.{change.intent_id}",

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli import CommandError, emit, run_with_db
 from paygate_server.config import Settings
+
+if TYPE_CHECKING:
+    from paygate_server.storage import Database
 
 __all__ = ["add_commands"]
 
@@ -34,10 +37,43 @@ def cmd_history_prune(args: argparse.Namespace, settings: Settings) -> None:
     print(json.dumps(report.to_json()) if args.json else report.text())
 
 
-def cmd_history_forget_consumer(args: argparse.Namespace, settings: Settings) -> None:
-    from paygate_server.storage.history_prune import HistoryPruneStore
+def configured_consumers(settings: Settings) -> list[str]:
+    """The relay consumers this configuration runs: the archive and webhooks always, the
+    broker when ``PAYGATE_BROKER_URL`` is set."""
+    from paygate_server.cdc.archive import ArchiveSink
+    from paygate_server.cdc.broker import BrokerSink
+    from paygate_server.webhooks.events import WebhookConsumer
 
-    if not run_with_db(settings, lambda db: HistoryPruneStore(db).forget_consumer(args.consumer)):
+    return [ArchiveSink.name, WebhookConsumer.name, *([BrokerSink.name] if settings.broker_url else [])]
+
+
+async def _forget(db: Database, consumer: str) -> bool:
+    """Drop ``consumer``'s offset under its lease: refused while a relay holds it (it runs
+    the consumer, whatever this command's configuration says), and no relay starts it
+    meanwhile. Only a consumer with an offset is looked at (a relay named it)."""
+    from paygate_server.storage.history_prune import HistoryPruneStore
+    from paygate_server.storage.relay_leases import ConsumerLease
+
+    store = HistoryPruneStore(db)
+    if consumer not in await store.consumers():
+        return False
+    lease = ConsumerLease(db, consumer)
+    if not await lease.acquire():
+        raise CommandError(f"relay consumer {consumer} is running (a relay holds its lease): forgetting it would"
+                           " let pruning delete changes it has not been delivered")
+    try:
+        return await store.forget_consumer(consumer)
+    finally:
+        await lease.release()
+
+
+def cmd_history_forget_consumer(args: argparse.Namespace, settings: Settings) -> None:
+    if args.consumer in configured_consumers(settings):
+        # Its offset gone, pruning would stop waiting for it (and a running relay's offset
+        # writes would match no row): changes it has not delivered could leave the database.
+        raise CommandError(f"relay consumer {args.consumer} is configured: forgetting it would let pruning delete"
+                           " changes it has not been delivered; forget only a consumer no longer configured")
+    if not run_with_db(settings, lambda db: _forget(db, args.consumer)):
         raise CommandError(f"no relay consumer named {args.consumer} has an offset")
     emit(args, {"forgotten": args.consumer}, f"forgot relay consumer {args.consumer}: it no longer holds back pruning")
 

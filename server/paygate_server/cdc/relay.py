@@ -9,7 +9,7 @@ For each consumer: read the next changes after its position (commit-safe, see
 between the two re-delivers that batch (at least once; every record carries its change id
 for deduplication). A consumer that lives in the same database delivers *inside* the
 offset's transaction, which makes it exactly once; a sink that keeps its own durable
-position (the archive's manifest, the broker's last message) reports it on start, and the
+position (the archive's manifest) reports it on start, and the
 relay resumes from the later of the two, so a crash costs no duplicate there either.
 
 Every commit wakes the relay, but the work is per batch, not per wake-up: wake-ups that

@@ -16,7 +16,11 @@ from paygate_server.storage.engine import Database
 from paygate_server.storage.schema_history import cdc_offsets
 from paygate_server.storage.statements import Sql, execute
 
-__all__ = ["load_offset", "ensure_offset", "save_offset", "read_offset"]
+__all__ = ["OffsetGone", "load_offset", "ensure_offset", "save_offset", "read_offset"]
+
+
+class OffsetGone(RuntimeError):
+    """The consumer's offset row is not there to move (deleted while its relay ran)."""
 
 
 async def load_offset(conn: AsyncConnection, consumer: str) -> Position:
@@ -44,8 +48,13 @@ WHERE consumer = :consumer
 
 async def save_offset(conn: AsyncConnection, consumer: str, pos: Position, delivered: int) -> None:
     """Move the consumer to ``pos``, counting ``delivered`` more changes."""
-    await execute(conn, _SAVE_OFFSET, horizon=pos.horizon, window_end=pos.window_end, last_id=pos.last_id,
-                  delivered=delivered, now=now_us(), consumer=consumer)
+    moved = await execute(conn, _SAVE_OFFSET, horizon=pos.horizon, window_end=pos.window_end, last_id=pos.last_id,
+                          delivered=delivered, now=now_us(), consumer=consumer)
+    if moved != 1:
+        # Deleted under a running relay: recording nothing would deliver on as if recorded,
+        # while pruning, which no longer sees the consumer, stops waiting for it.
+        raise OffsetGone(f"the offset of relay consumer {consumer} is gone (deleted while its relay ran);"
+                         " the relay starts it again")
 
 
 async def read_offset(db: Database, consumer: str) -> Position:

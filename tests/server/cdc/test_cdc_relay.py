@@ -6,10 +6,12 @@ import time
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from paygate_server.cdc.relay import Relay
 from paygate_server.config import Settings
 from paygate_server.storage import Database
+from paygate_server.storage.changes import Change
 from paygate_server.storage.relay_leases import ConsumerLease
 from paygate_server.storage.schema_history import cdc_offsets
 from tests.server.cdc.conftest import (
@@ -156,3 +158,24 @@ async def test_after_commit_follows_each_committed_batch(db: Database, transacti
     # A consumer that does not override it inherits the no-op.
     plain = ListSink(name="plain")
     assert (await Relay(db, FAST, [plain]).drain())["plain"] == 7
+
+
+@pytest.mark.parametrize("transactional", [False, True])
+async def test_an_offset_that_vanished_is_not_written_as_if_it_were_there(db: Database, transactional: bool) -> None:
+    # Before: the offset's UPDATE matched no row and the relay went on delivering as if it
+    # had recorded it — pruning, which no longer saw the consumer, did not wait for it.
+    class Forgotten(ListSink):
+        async def deliver(self, changes: list[Change], conn: AsyncConnection | None) -> None:
+            await super().deliver(changes, conn)
+            forget = cdc_offsets.delete().where(cdc_offsets.c.consumer == self.name)
+            if conn is not None:  # (SQLite: one writer; the offset's transaction is this one)
+                await conn.execute(forget)
+                return
+            async with db.write() as other:  # `forget-consumer`, or any DELETE, meanwhile
+                await other.execute(forget)
+
+    merchant = await new_merchant(db)
+    async with db.write() as conn:
+        await new_intent(conn, merchant)
+    with pytest.raises(RuntimeError, match="the offset of relay consumer test is gone"):
+        await Relay(db, FAST, [Forgotten(transactional=transactional)]).drain()

@@ -205,3 +205,43 @@ async def test_0011_numbers_on_from_each_intents_newest_change_or_floor(unmigrat
         assert tuple(last) == (intents[2], 3 + 1, newest[intents[2]][1])
     finally:
         await db.dispose()
+
+
+async def test_forget_consumer_refuses_a_configured_consumer(pdb: Database, small_url: str, tmp_path: Path) -> None:
+    # Before: `forget-consumer webhooks` (or archive, or a configured broker) deleted the
+    # offset of a consumer the relay runs: pruning stopped waiting for it — changes it had
+    # not delivered could leave the database (webhook events never made) — and the running
+    # relay's offset writes then matched no row, silently.
+    async with pdb.write() as conn:
+        for name in ("archive", "webhooks", "broker"):
+            await conn.execute(text("INSERT INTO cdc_offsets (consumer, horizon, last_id, delivered, updated_at)"
+                                    " VALUES (:n, 0, 0, 0, 0)"), {"n": name})
+    for name, env in (("archive", {}), ("webhooks", {}), ("broker", {"PAYGATE_BROKER_URL": "nats://127.0.0.1:4222"})):
+        code, out, err = await paygate(small_url, tmp_path, "history", "forget-consumer", name, **env)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert f"relay consumer {name} is configured" in err
+    async with pdb.read() as conn:
+        kept = {r[0] for r in await conn.execute(text("SELECT consumer FROM cdc_offsets"))}
+    assert kept == {"archive", "webhooks", "broker"}
+    # A broker no longer configured is what the command is for.
+    code, out, _ = await paygate(small_url, tmp_path, "history", "forget-consumer", "broker", "--json")
+    assert (code, json.loads(out)) == (0, {"forgotten": "broker"})
+
+
+async def test_forget_consumer_refuses_a_consumer_a_relay_runs(pdb: Database, small_url: str, tmp_path: Path) -> None:
+    # A broker the gateway is configured with, the command's environment not (no
+    # PAYGATE_BROKER_URL there): its lease, held by the running relay, says it runs.
+    from paygate_server.storage.relay_leases import ConsumerLease
+
+    async with pdb.write() as conn:
+        await conn.execute(text("INSERT INTO cdc_offsets (consumer, horizon, last_id, delivered, updated_at)"
+                                " VALUES ('broker', 0, 0, 0, 0)"))
+    lease = ConsumerLease(pdb, "broker")
+    assert await lease.acquire()
+    try:
+        code, out, err = await paygate(small_url, tmp_path, "history", "forget-consumer", "broker")
+    finally:
+        await lease.release()
+    assert code == 2 and out == "" and "a relay holds its lease" in err and len(err.strip().splitlines()) == 1, err
+    async with pdb.read() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM cdc_offsets WHERE consumer = 'broker'"))).scalar() == 1
