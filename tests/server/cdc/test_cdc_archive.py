@@ -153,6 +153,27 @@ async def test_a_segment_written_before_a_crash_without_its_entry_is_replaced(db
     assert report.ok and report.pending == 0, report.text()
 
 
+def test_a_folder_the_archive_creates_is_made_durable_in_its_parent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file's fsync does not make its folder's name durable: every folder a put creates
+    is fsynced into its parent (else a crash could lose a segment already fsynced)."""
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    root = tmp_path / "archive"
+    LocalStore(root)._put("segments/2026/000000000001.jsonl.gz", b"x")
+    folders = [str(root.parent), str(root), str(root / "segments"), str(root / "segments" / "2026")]
+    assert [path for path in synced if path in folders] == folders, synced
+    synced.clear()
+    LocalStore(root)._put("segments/2026/000000000002.jsonl.gz", b"x")  # no folder created
+    assert [path for path in synced if path in folders] == [str(root / "segments" / "2026")], synced
+
+
 async def test_a_relay_that_lost_its_lease_never_overwrites_what_the_next_one_archived(
         db: Database, tmp_path: Path) -> None:
     """The lease fences the offset, not the archive: a relay whose lease went (its connection
