@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from paygate_checkout import normalize_origin as browser_origin
 from paygate_server.crypto import MasterKey
 from paygate_server.ids import new_id, random_token
 from paygate_server.storage import Transaction
@@ -51,26 +52,30 @@ class StoredKey:
 
 
 def normalize_origin(value: str) -> str:
-    """``scheme://host[:port]`` exactly, as browsers send it in ``Origin``."""
+    """``scheme://host[:port]`` exactly, as browsers send it in ``Origin`` — and only an
+    origin the checkout can honour: the frame's ``frame-ancestors`` and ``postMessage``
+    target take what :func:`paygate_checkout.normalize_origin` makes of it (lower case,
+    punycode, no default port). A wildcard, a host name with characters no browser writes
+    in an origin (``*``, ``_``, a quote, a space, a trailing dot) or a port of 0 is refused
+    here rather than stored, shown as allowed, and then left out of every frame's policy.
+    A value holding credentials is not repeated in the refusal."""
     try:
         # An unclosed or non-IP bracketed host ("http://[::1") raises here, not a refusal below.
         parts = urlsplit(value.strip())
+        has_userinfo = parts.username is not None or parts.password is not None
     except ValueError:
         raise MerchantError(f"origin must look like https://shop.example: {value!r}") from None
+    if has_userinfo:
+        raise MerchantError("an origin has no path, query or credentials (the value given holds credentials)")
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise MerchantError(f"origin must look like https://shop.example: {value!r}")
-    if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
         raise MerchantError(f"an origin has no path, query or credentials: {value!r}")
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    default_port = {"http": 80, "https": 443}[parts.scheme]
     try:
-        port = parts.port
-    except ValueError as exc:
-        raise MerchantError(f"bad port in origin {value!r}") from exc
-    suffix = f":{port}" if port and port != default_port else ""
-    return f"{parts.scheme}://{host}{suffix}"
+        return browser_origin(value)
+    except ValueError:
+        raise MerchantError(f"origin must look like https://shop.example (a host name of letters, digits, "
+                            f"hyphens and dots, no wildcard; a port from 1 to 65535): {value!r}") from None
 
 
 def _new_key_pair(merchant_id: str, live: bool) -> KeyPair:

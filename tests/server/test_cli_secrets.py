@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,18 @@ def test_a_refusal_keeps_what_helps_and_cannot_be_a_secret() -> None:
     assert scrub("unrecognized arguments: word", ["--credential", "word"]) == "unrecognized arguments: …"
     # Whole values only: a one-letter value does not eat the message's letters.
     assert scrub("argument COMMAND: invalid choice", ["A"]) == "argument COMMAND: invalid choice"
+
+
+def test_an_origin_holding_credentials_is_refused_without_repeating_them(tmp_path: Path) -> None:
+    """`merchants create --origin https://user:pass@shop.example` was refused with the
+    value in the message: the password went on to the terminal's scroll-back or a CI log."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")},
+           "PAYGATE_DATA_DIR": str(tmp_path)}
+    upgrade = subprocess.run([sys.executable, "-m", "paygate_server", "db", "upgrade"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert upgrade.returncode == 0, upgrade.stderr
+    r = subprocess.run([sys.executable, "-m", "paygate_server", "merchants", "create", "--name", "Shop",
+                        "--origin", f"https://shop:{SECRET}@shop.example"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "credentials" in r.stderr, r.stderr
+    assert SECRET not in r.stderr and "SECRET123" not in r.stderr, r.stderr
