@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from paygate_checkout import normalize_origin as browser_origin
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.crypto import MasterKey
 from paygate_server.ids import new_id, random_token
 from paygate_server.storage import Transaction
@@ -98,6 +99,10 @@ async def create_merchant(conn: Transaction, master: MasterKey, *, name: str, or
         # surrogate, which PostgreSQL's driver cannot encode: that was a traceback).
         raise MerchantError("a merchant name has printable characters only (no control characters, "
                             "nothing that is not UTF-8)")
+    if contains_card_number(name):
+        # Shown on every console page that lists it and in the checkout frame (SPEC §5, §12:
+        # never a card number); the console's form refused it already, the command line did not.
+        raise MerchantError("a merchant name must not hold a card number")
     normalized = sorted({normalize_origin(o) for o in origins})
     merchant_id = new_id("mer")
     await insert_merchant(conn, merchant_id, name, normalized)

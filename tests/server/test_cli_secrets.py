@@ -62,3 +62,17 @@ def test_an_origin_holding_credentials_is_refused_without_repeating_them(tmp_pat
                        text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "credentials" in r.stderr, r.stderr
     assert SECRET not in r.stderr and "SECRET123" not in r.stderr, r.stderr
+
+
+def test_a_merchant_name_holding_a_card_number_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    """A merchant's name is shown on the console's pages and in the checkout frame (SPEC §5,
+    §12: never a card number). The console's form refused one; the command line stored it."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")},
+           "PAYGATE_DATA_DIR": str(tmp_path)}
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "paygate_server", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert run("db", "upgrade").returncode == 0
+    r = run("merchants", "create", "--name", "Card 4242 4242 4242 4242", "--json")
+    assert r.returncode == 2 and r.stdout == "" and "card number" in r.stderr, (r.stdout, r.stderr)
+    assert "4242 4242" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
