@@ -1,6 +1,7 @@
 """argparse's refusals never echo a secret typed on the command line (cli_parser)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def test_an_origin_holding_credentials_is_refused_without_repeating_them(tmp_pat
     assert SECRET not in r.stderr and "SECRET123" not in r.stderr, r.stderr
 
 
-def test_a_merchant_name_holding_a_card_number_is_refused_without_repeating_it(tmp_path: Path) -> None:
+def test_a_merchant_name_or_webhook_url_holding_a_card_number_is_refused_without_repeating_it(tmp_path: Path) -> None:
     """A merchant's name is shown on the console's pages and in the checkout frame (SPEC §5,
     §12: never a card number). The console's form refused one; the command line stored it."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")},
@@ -76,3 +77,9 @@ def test_a_merchant_name_holding_a_card_number_is_refused_without_repeating_it(t
     r = run("merchants", "create", "--name", "Card 4242 4242 4242 4242", "--json")
     assert r.returncode == 2 and r.stdout == "" and "card number" in r.stderr, (r.stdout, r.stderr)
     assert "4242 4242" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    # The same for a webhook endpoint's URL (shown on the console's merchant and payment pages).
+    merchant = json.loads(run("merchants", "create", "--name", "Shop", "--json").stdout)["merchantId"]
+    env["PAYGATE_WEBHOOK_ALLOW_PRIVATE"] = "1"  # no DNS needed: the refusal comes first anyway
+    r = run("webhooks", "create", "--merchant", merchant, "--url", "http://127.0.0.1:9/hook?c=4242424242424242")
+    assert r.returncode == 2 and r.stdout == "" and "card number" in r.stderr, (r.stdout, r.stderr)
+    assert "4242424242424242" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
