@@ -65,9 +65,10 @@ def test_an_origin_holding_credentials_is_refused_without_repeating_them(tmp_pat
     assert SECRET not in r.stderr and "SECRET123" not in r.stderr, r.stderr
 
 
-def test_a_merchant_name_or_webhook_url_holding_a_card_number_is_refused_without_repeating_it(tmp_path: Path) -> None:
+def test_a_name_or_webhook_url_holding_a_card_number_is_refused_without_repeating_it(tmp_path: Path) -> None:
     """A merchant's name is shown on the console's pages and in the checkout frame (SPEC §5,
-    §12: never a card number). The console's form refused one; the command line stored it."""
+    §12: never a card number), as are webhook URLs and processor account names. The
+    console's forms and the API refused one; the command line stored it."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")},
            "PAYGATE_DATA_DIR": str(tmp_path)}
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,3 +84,8 @@ def test_a_merchant_name_or_webhook_url_holding_a_card_number_is_refused_without
     r = run("webhooks", "create", "--merchant", merchant, "--url", "http://127.0.0.1:9/hook?c=4242424242424242")
     assert r.returncode == 2 and r.stdout == "" and "card number" in r.stderr, (r.stdout, r.stderr)
     assert "4242424242424242" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    # And a processor account's name (shown on the console's merchant page).
+    r = run("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", "4242 4242 4242 4242",
+            "--setting", "url=http://127.0.0.1:9")
+    assert r.returncode == 2 and r.stdout == "" and "card number" in r.stderr, (r.stdout, r.stderr)
+    assert "4242 4242" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
