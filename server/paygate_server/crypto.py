@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from paygate_server.private_files import private_dir
+from paygate_server.private_files import private_dir, private_temp_file
 
 __all__ = ["MasterKey", "SealError", "load_master_key"]
 
@@ -97,8 +97,7 @@ def load_master_key(configured: str | None, key_file: Path) -> MasterKey:
     key = os.urandom(32)
     # Write a private temp file, then hard-link it into place: the link either appears
     # complete or fails because another process already published its key.
-    tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = private_temp_file(key_file)
     with os.fdopen(fd, "w") as f:
         f.write(key.hex() + "\n")
         f.flush()

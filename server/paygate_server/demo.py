@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from paygate_server.cli_parser import port_number
 from paygate_server.config import Settings
-from paygate_server.private_files import private_dir
+from paygate_server.private_files import private_dir, private_temp_file
 
 if TYPE_CHECKING:
     from paygate_server.procs import ServiceProcess
@@ -48,8 +48,7 @@ TEST_CARDS = """\
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` atomically with ``data``, readable by the owner only."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = private_temp_file(path)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)

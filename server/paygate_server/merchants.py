@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from paygate_checkout import normalize_origin as browser_origin
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.crypto import MasterKey
 from paygate_server.ids import new_id, random_token
 from paygate_server.storage import Transaction
@@ -51,26 +53,30 @@ class StoredKey:
 
 
 def normalize_origin(value: str) -> str:
-    """``scheme://host[:port]`` exactly, as browsers send it in ``Origin``."""
+    """``scheme://host[:port]`` exactly, as browsers send it in ``Origin`` — and only an
+    origin the checkout can honour: the frame's ``frame-ancestors`` and ``postMessage``
+    target take what :func:`paygate_checkout.normalize_origin` makes of it (lower case,
+    punycode, no default port). A wildcard, a host name with characters no browser writes
+    in an origin (``*``, ``_``, a quote, a space, a trailing dot) or a port of 0 is refused
+    here rather than stored, shown as allowed, and then left out of every frame's policy.
+    A value holding credentials is not repeated in the refusal."""
     try:
         # An unclosed or non-IP bracketed host ("http://[::1") raises here, not a refusal below.
         parts = urlsplit(value.strip())
+        has_userinfo = parts.username is not None or parts.password is not None
     except ValueError:
         raise MerchantError(f"origin must look like https://shop.example: {value!r}") from None
+    if has_userinfo:
+        raise MerchantError("an origin has no path, query or credentials (the value given holds credentials)")
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise MerchantError(f"origin must look like https://shop.example: {value!r}")
-    if parts.path not in {"", "/"} or parts.query or parts.fragment or parts.username:
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
         raise MerchantError(f"an origin has no path, query or credentials: {value!r}")
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    default_port = {"http": 80, "https": 443}[parts.scheme]
     try:
-        port = parts.port
-    except ValueError as exc:
-        raise MerchantError(f"bad port in origin {value!r}") from exc
-    suffix = f":{port}" if port and port != default_port else ""
-    return f"{parts.scheme}://{host}{suffix}"
+        return browser_origin(value)
+    except ValueError:
+        raise MerchantError(f"origin must look like https://shop.example (a host name of letters, digits, "
+                            f"hyphens and dots, no wildcard; a port from 1 to 65535): {value!r}") from None
 
 
 def _new_key_pair(merchant_id: str, live: bool) -> KeyPair:
@@ -93,6 +99,10 @@ async def create_merchant(conn: Transaction, master: MasterKey, *, name: str, or
         # surrogate, which PostgreSQL's driver cannot encode: that was a traceback).
         raise MerchantError("a merchant name has printable characters only (no control characters, "
                             "nothing that is not UTF-8)")
+    if contains_card_number(name):
+        # Shown on every console page that lists it and in the checkout frame (SPEC §5, §12:
+        # never a card number); the console's form refused it already, the command line did not.
+        raise MerchantError("a merchant name must not hold a card number")
     normalized = sorted({normalize_origin(o) for o in origins})
     merchant_id = new_id("mer")
     await insert_merchant(conn, merchant_id, name, normalized)

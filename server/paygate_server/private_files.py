@@ -10,9 +10,10 @@ gets the same.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["PRIVATE_UMASK", "fsync_dir", "private_dir", "private_file", "use_private_umask"]
+__all__ = ["PRIVATE_UMASK", "fsync_dir", "private_dir", "private_file", "private_temp_file", "use_private_umask"]
 
 PRIVATE_UMASK = 0o077
 _DIR_MODE = 0o700
@@ -71,3 +72,13 @@ def private_file(path: Path) -> Path:
     else:
         os.close(fd)  # a new file: nobody holds a lock on it yet
     return path
+
+
+def private_temp_file(beside: Path) -> tuple[int, Path]:
+    """A new, empty 0600 file in ``beside``'s folder, open for writing (the descriptor and
+    its path), to be renamed or linked over ``beside`` once written. Its name is random and
+    it is created exclusively, never following a symbolic link: a file someone planted
+    under a name we would have used (``.master.key.<pid>.tmp`` in a shared folder) was
+    opened and truncated instead, kept its owner and mode, and became the key file."""
+    fd, name = tempfile.mkstemp(prefix=f".{beside.name}.", suffix=".tmp", dir=beside.parent)
+    return fd, Path(name)

@@ -63,6 +63,7 @@ def test_operator_flow(empty_db: str, tmp_path: Path) -> None:
 
     for bad in (["merchants", "create", "--name", "X", "--origin", "ftp://x"],
                 ["merchants", "create", "--name", "X", "--origin", "https://x/path"],
+                ["merchants", "create", "--name", "X", "--origin", "https://*.shop.example"],  # no frame takes it
                 ["merchants", "create", "--name", ""],
                 ["keys", "create", "--merchant", "mer_nope"]):
         r = paygate(*bad, env=env)

@@ -1,9 +1,11 @@
 """argparse's refusals never echo a secret typed on the command line (cli_parser)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +48,44 @@ def test_a_refusal_keeps_what_helps_and_cannot_be_a_secret() -> None:
     assert scrub("unrecognized arguments: word", ["--credential", "word"]) == "unrecognized arguments: …"
     # Whole values only: a one-letter value does not eat the message's letters.
     assert scrub("argument COMMAND: invalid choice", ["A"]) == "argument COMMAND: invalid choice"
+
+
+def test_an_origin_holding_credentials_is_refused_without_repeating_them(tmp_path: Path) -> None:
+    """`merchants create --origin https://user:pass@shop.example` was refused with the
+    value in the message: the password went on to the terminal's scroll-back or a CI log."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")},
+           "PAYGATE_DATA_DIR": str(tmp_path)}
+    upgrade = subprocess.run([sys.executable, "-m", "paygate_server", "db", "upgrade"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert upgrade.returncode == 0, upgrade.stderr
+    r = subprocess.run([sys.executable, "-m", "paygate_server", "merchants", "create", "--name", "Shop",
+                        "--origin", f"https://shop:{SECRET}@shop.example"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "credentials" in r.stderr, r.stderr
+    assert SECRET not in r.stderr and "SECRET123" not in r.stderr, r.stderr
+
+
+def test_a_name_or_webhook_url_holding_a_card_number_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    """A merchant's name is shown on the console's pages and in the checkout frame (SPEC §5,
+    §12: never a card number), as are webhook URLs and processor account names. The
+    console's forms and the API refused one; the command line stored it."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")},
+           "PAYGATE_DATA_DIR": str(tmp_path)}
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "paygate_server", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert run("db", "upgrade").returncode == 0
+    r = run("merchants", "create", "--name", "Card 4242 4242 4242 4242", "--json")
+    assert r.returncode == 2 and r.stdout == "" and "card number" in r.stderr, (r.stdout, r.stderr)
+    assert "4242 4242" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    # The same for a webhook endpoint's URL (shown on the console's merchant and payment pages).
+    merchant = json.loads(run("merchants", "create", "--name", "Shop", "--json").stdout)["merchantId"]
+    env["PAYGATE_WEBHOOK_ALLOW_PRIVATE"] = "1"  # no DNS needed: the refusal comes first anyway
+    r = run("webhooks", "create", "--merchant", merchant, "--url", "http://127.0.0.1:9/hook?c=4242424242424242")
+    assert r.returncode == 2 and r.stdout == "" and "card number" in r.stderr, (r.stdout, r.stderr)
+    assert "4242424242424242" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    # And a processor account's name (shown on the console's merchant page).
+    r = run("processors", "add", "--merchant", merchant, "--kind", "simulator", "--name", "4242 4242 4242 4242",
+            "--setting", "url=http://127.0.0.1:9")
+    assert r.returncode == 2 and r.stdout == "" and "card number" in r.stderr, (r.stdout, r.stderr)
+    assert "4242 4242" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr

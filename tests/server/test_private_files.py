@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from paygate_server.crypto import load_master_key
+from paygate_server.demo import _write_private
+from paygate_server.private_files import private_temp_file
 from paygate_server.storage import create_database
 
 
@@ -88,3 +91,45 @@ def test_tightening_an_existing_file_keeps_this_process_s_locks_on_it(tmp_path: 
         probe = ("import fcntl, sys\nf = open(sys.argv[1], 'r+b')\n"
                  "try:\n    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(3)\n")
         assert subprocess.run([sys.executable, "-c", probe, str(path)]).returncode == 3, "the lock was dropped"
+
+
+def _shared_folder(tmp_path: Path) -> Path:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # as /tmp: anyone may create files in it (PAYGATE_DATA_DIR pointed at one)
+    return shared
+
+
+def _plant(path: Path) -> Path:
+    path.write_text("planted\n")
+    os.chmod(path, 0o666)
+    return path
+
+
+def test_a_file_planted_under_a_temporary_name_never_becomes_the_master_key(tmp_path: Path,
+                                                                           loose_umask: None) -> None:
+    """The key file was written to ``.master.key.<pid>.tmp``, opened with O_TRUNC and not
+    O_EXCL, then linked into place: a file someone left under that name (in a folder they
+    can write to) was truncated, given the key, kept its owner and its 0666, and became
+    master.key — readable by them."""
+    shared = _shared_folder(tmp_path)
+    key_file = shared / "master.key"
+    planted = _plant(shared / f".{key_file.name}.{os.getpid()}.tmp")
+    load_master_key(None, key_file)
+    assert _mode(key_file) == 0o600
+    assert planted.read_text() == "planted\n" and not os.path.samefile(planted, key_file)
+    assert sorted(p.name for p in shared.iterdir()) == sorted([key_file.name, planted.name])  # no temp file left
+
+
+def test_a_file_planted_under_a_temporary_name_never_becomes_the_demos_saved_secrets(tmp_path: Path,
+                                                                                    loose_umask: None) -> None:
+    """The same for the demo's saved credentials (the merchant's signing and webhook secrets,
+    the operator's password): written through a fresh, exclusive 0600 file, then renamed."""
+    shared = _shared_folder(tmp_path)
+    saved = shared / "demo-merchant.json"
+    planted = _plant(shared / f".{saved.name}.{os.getpid()}.tmp")
+    _write_private(saved, {"signingSecret": "sk_test_x"})
+    assert _mode(saved) == 0o600 and planted.read_text() == "planted\n"
+    fd, temp = private_temp_file(saved)
+    os.close(fd)
+    assert _mode(temp) == 0o600 and temp.parent == shared and temp.name.startswith(".demo-merchant.json.")

@@ -29,6 +29,7 @@ from functools import cached_property
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.clock import now_us
 from paygate_server.console.actions import record_action_in
 from paygate_server.console.roles import ROLES, is_role
@@ -67,6 +68,9 @@ class AccountError(Exception):
 def normalize_email(raw: str) -> str:
     """The stored form (lower-cased, trimmed); AccountError if it is not an address."""
     email = raw.strip().lower()
+    if contains_card_number(email):
+        # Shown in every console page's header and on Activity (SPEC §12: never a card number).
+        raise AccountError("an operator's email must not hold a card number")
     if len(email) > 254 or not _EMAIL.fullmatch(email):
         raise AccountError(f"not an email address: {raw[:80]!r}")
     return email

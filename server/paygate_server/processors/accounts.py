@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paygate_server import jsoncodec
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.clock import now_us
 from paygate_server.crypto import MasterKey
 from paygate_server.ids import new_id
@@ -107,6 +108,8 @@ async def add_account(db: Database, master: MasterKey, *, merchant_id: str, kind
     name = name.strip()
     if not name or len(name) > _MAX_NAME or not name.isprintable():
         raise AccountError(f"the name must be 1 to {_MAX_NAME} printable characters")
+    if contains_card_number(name):  # shown on the console's merchant page (SPEC §12: never a card number)
+        raise AccountError("the name must not hold a card number")
     await _merchant_exists(db, merchant_id)
     account_id = new_id("pa")  # 128 random bits, as every identifier (SPEC §2); 29 characters
     sealed = master.seal(CREDENTIALS_PURPOSE, jsoncodec.dumps(secrets), account_id.encode())

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from paygate_server import openapi
+from paygate_server.cards.pan import contains_card_number
 from paygate_server.clock import now_us
 from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint, json_response
@@ -43,7 +44,11 @@ def parse_events(value: Any) -> list[str] | None:
 
 
 async def validate_url(url: str, *, allow_private: bool) -> None:
-    """Syntax, then the private-address guard (the delivery checks again, every time)."""
+    """Syntax, then the private-address guard (the delivery checks again, every time).
+    Never a card number (the URL is shown on the console's pages and in the CLI's answers:
+    the API's body check refused one, the command line did not)."""
+    if contains_card_number(url):
+        raise ApiError("parameter_invalid", "a webhook URL must not hold a card number", param="url")
     try:
         parts = parse_webhook_url(url)
     except ValueError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from paygate_server.cards.pan import contains_card_number
 from paygate_server.console.accounts import LOGIN_REFUSED, Accounts
@@ -23,6 +24,7 @@ from paygate_server.console.security import (
 from paygate_server.console.sessions import COOKIE_NAME
 from paygate_server.crypto import MasterKey
 from paygate_server.storage.operators import recent_failures
+from paygate_server.storage.schema_console import operators
 from tests.server.console.conftest import (
     CHEAP,
     PASSWORD,
@@ -476,6 +478,21 @@ def test_role_table() -> None:
     assert not can("support", "manage_operators") and not can("support", "manage_merchants")
     assert can("viewer", "read") and not any(can("viewer", p) for p in PERMISSIONS["admin"] - {"read"})
     assert not can("root", "read")
+
+
+async def test_a_role_the_table_does_not_know_opens_nothing_the_overviews_data_included(
+        con: InProcessConsole) -> None:
+    """roles.can: an unknown role (a row edited by hand, no CHECK in the schema) may nothing.
+    Every page refused it, but /overview.json — the Overview's data, fetched by its script —
+    asked only for a session, and served payments per minute and outcomes to it."""
+    email = await con.operator("viewer")
+    assert (await con.log_in(email)).status_code == 303
+    async with con.console.gateway.db.write() as conn:
+        await conn.execute(update(operators).where(operators.c.email == email).values(role="auditor"))
+    for path in ("/", "/payments", "/activity"):
+        assert (await con.http.get(path)).status_code == 403, path
+    data = await con.http.get("/overview.json")
+    assert data.status_code == 403 and "payments" not in data.text and "totals" not in data.text, data.text
 
 
 async def test_the_console_starts_no_background_work(database_url: str, tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
+from paygate_checkout import is_valid_origin
 from paygate_server.console.actions import recent_actions
 from paygate_server.merchants import create_merchant, load_api_key
 from paygate_server.processors.accounts import add_account, set_routing
-from paygate_server.storage.merchants import list_merchants
+from paygate_server.storage.merchants import list_merchants, list_origins
 from paygate_server.storage.schema_history import webhook_deliveries, webhook_events
 from paygate_server.storage.webhook_deliveries import DeliveryQueue
 from tests.server.console.conftest import InProcessConsole, running_console
@@ -205,3 +206,38 @@ async def test_merchants_list_pages_past_the_first_200_newest_first(fresh_databa
         for bad in ("x", "12.", "99999999999999999999.mer_a", "1.mer_<script>", "1.pi_abc"):
             refused = await con.http.get("/merchants", params={"after": bad})
             assert refused.status_code == 400 and "page link is not valid" in refused.text, bad
+
+
+@pytest.mark.parametrize("typed", ["https://*.shop.example", "https://shop_x.example", "https://shop.example.",
+                                   'https://sh"op.example', "https://shop.example:0"])
+async def test_an_origin_no_frame_could_honour_is_refused_not_shown_as_allowed(con: InProcessConsole,
+                                                                               typed: str) -> None:
+    """The checkout frame's frame-ancestors and postMessage target take only plain origins
+    (paygate_checkout.is_valid_origin): a wildcard or a host no browser writes in an origin
+    was stored and shown as "Origins allowed." — and then silently left out of every frame's
+    policy, so the shop's checkout never rendered."""
+    await signed_in(con, "admin")
+    gateway = con.console.gateway
+    async with gateway.db.write() as conn:
+        pair = await create_merchant(conn, gateway.master_key, name="Target", origins=[])
+    refused = await post(con, f"/merchants/{pair.merchant_id}/origins", origins=typed)
+    assert refused.status_code == 400 and "origin must look like" in refused.text, refused.text[-800:]
+    created = await post(con, "/merchants", name="Wild", origins=typed)
+    assert created.status_code == 400 and "Not created" in created.text
+    async with gateway.db.read() as conn:
+        assert await list_origins(conn, pair.merchant_id) == []
+        assert "Wild" not in [row["name"] for row in await list_merchants(conn, limit=1000)]
+
+
+async def test_an_internationalized_origin_is_kept_as_browsers_send_it(con: InProcessConsole) -> None:
+    """Browsers write an IDN host in punycode in Origin (and CSP takes it so): stored as
+    typed, it matched no page and was left out of the frame's policy."""
+    await signed_in(con, "admin")
+    gateway = con.console.gateway
+    async with gateway.db.write() as conn:
+        pair = await create_merchant(conn, gateway.master_key, name="Bücher", origins=[])
+    added = await post(con, f"/merchants/{pair.merchant_id}/origins", origins="https://Bücher.example")
+    assert added.status_code == 200 and "Origins allowed" in added.text
+    async with gateway.db.read() as conn:
+        stored = await list_origins(conn, pair.merchant_id)
+    assert stored == ["https://xn--bcher-kva.example"] and all(is_valid_origin(o) for o in stored)

@@ -108,6 +108,8 @@ def test_create_without_a_terminal_or_password_stdin_is_one_line(env: str, tmp_p
 
 @pytest.mark.parametrize(("args", "stdin", "says"), [
     (["--email", "nope", "--role", "viewer"], PASSWORD, "not an email address"),
+    # An email is shown on every console page (SPEC §12: never a card number); not repeated.
+    (["--email", "4242424242424242@example.com", "--role", "viewer"], PASSWORD, "must not hold a card number"),
     (["--email", "a@example.com", "--role", "root"], PASSWORD, "no role 'root': one of admin, support, viewer"),
     (["--email", "a@example.com", "--role", "viewer"], "short", "at least 12 characters"),
     (["--email", "a@example.com", "--role", "viewer"], "", "at least 12 characters"),

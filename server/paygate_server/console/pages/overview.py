@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from paygate_server.console.roles import can
 from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import console_of, page, render, signed_in_of
 from paygate_server.storage.console_reads import Overview, overview
@@ -87,6 +88,8 @@ async def overview_json(request: Request) -> Response:
     if signed_in is None:
         return JSONResponse({"error": "signed_out", "message": "Your session has ended: log in again."},
                             status_code=401)
+    if not can(signed_in.role, "read"):  # as page("read") asks: a role the table does not know may nothing
+        return JSONResponse({"error": "forbidden", "message": "Your role cannot open this page."}, status_code=403)
     view = await overview(console_of(request).gateway.db)
     summary = totals(view)
     return JSONResponse({**series(view), "totals": asdict(summary),
