@@ -37,6 +37,7 @@ from tests.server.cdc.conftest import (
     touch,
 )
 from tests.support.app import TEST_MASTER_KEY
+from tests.support.fsyncs import record_fsyncs
 
 FAST = Settings(relay_poll_interval_s=0.01, relay_lease_retry_s=0.02)
 
@@ -157,14 +158,7 @@ def test_a_folder_the_archive_creates_is_made_durable_in_its_parent(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file's fsync does not make its folder's name durable: every folder a put creates
     is fsynced into its parent (else a crash could lose a segment already fsynced)."""
-    synced: list[str] = []
-    fsync = os.fsync
-
-    def recording(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording)
+    synced = record_fsyncs(monkeypatch)
     root = tmp_path / "archive"
     LocalStore(root)._put("segments/2026/000000000001.jsonl.gz", b"x")
     folders = [str(root.parent), str(root), str(root / "segments"), str(root / "segments" / "2026")]
