@@ -10,6 +10,7 @@ gets the same.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -51,7 +52,11 @@ def private_dir(path: Path, *, tighten: bool = True, durable: bool = False) -> P
     if durable:
         for created in reversed(missing):  # the outermost first: each in a parent made durable
             fsync_dir(created.parent)
-    if tighten and path not in missing and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+    existing = path.stat()
+    # Never a folder shared by design (the sticky bit: /tmp, /var/tmp) nor the root: run as
+    # root with PAYGATE_DATA_DIR=/tmp, tightening would lock every other user out of /tmp.
+    shared = existing.st_mode & stat.S_ISVTX or path.resolve() == Path(path.anchor or "/")
+    if tighten and path not in missing and existing.st_uid == os.getuid() and existing.st_mode & 0o077 and not shared:
         os.chmod(path, _DIR_MODE)
     return path
 
