@@ -248,8 +248,12 @@ def create_app(settings: Settings | None = None, *, serving: bool = False,
     # id's; the payment path's then skips Starlette's inner layers (http/direct_routes.py).
     middleware = [*(m for extension in extensions for m in extension.middleware), Middleware(RequestIdMiddleware),
                   Middleware(DirectRoutes, routes=_payment_path(routes), http_error=_http_error)]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_error},
-                     lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _http_error},
+                    lifespan=lifespan)
+    # A path with a trailing slash is an unknown route (404 resource_missing, docs/api.md),
+    # not a 307 to a Location built from the request's own Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 def create_app_from_env() -> Starlette:

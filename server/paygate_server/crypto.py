@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from paygate_server.private_files import private_dir, private_temp_file
+from paygate_server.private_files import fsync_dir, private_dir, private_temp_file
 
 __all__ = ["MasterKey", "SealError", "load_master_key"]
 
@@ -93,7 +93,7 @@ def load_master_key(configured: str | None, key_file: Path) -> MasterKey:
         return MasterKey(_decode_key(configured))
     if key_file.exists():
         return MasterKey(_read_key_file(key_file))
-    private_dir(key_file.parent)
+    private_dir(key_file.parent, durable=True)
     key = os.urandom(32)
     # Write a private temp file, then hard-link it into place: the link either appears
     # complete or fails because another process already published its key.
@@ -108,4 +108,7 @@ def load_master_key(configured: str | None, key_file: Path) -> MasterKey:
         return MasterKey(_read_key_file(key_file))
     finally:
         tmp.unlink(missing_ok=True)
+    # The key's name durable before anything is sealed under it: a crash must not keep
+    # the sealed data and lose the only key that opens it.
+    fsync_dir(key_file.parent)
     return MasterKey(key)

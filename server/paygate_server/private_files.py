@@ -10,10 +10,11 @@ gets the same.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["PRIVATE_UMASK", "private_dir", "private_file", "private_temp_file", "use_private_umask"]
+__all__ = ["PRIVATE_UMASK", "fsync_dir", "private_dir", "private_file", "private_temp_file", "use_private_umask"]
 
 PRIVATE_UMASK = 0o077
 _DIR_MODE = 0o700
@@ -25,9 +26,21 @@ def use_private_umask() -> None:
     os.umask(PRIVATE_UMASK)
 
 
-def private_dir(path: Path, *, tighten: bool = True) -> Path:
+def fsync_dir(path: Path) -> None:
+    """Make the names in folder ``path`` durable (a file's own fsync does not: its name is
+    an entry of the folder)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def private_dir(path: Path, *, tighten: bool = True, durable: bool = False) -> Path:
     """Create ``path`` (and missing parents) 0700. With ``tighten``, an existing folder
-    owned by us is made 0700 too (never a parent: someone may share it)."""
+    owned by us is made 0700 too (never a parent: someone may share it). With ``durable``,
+    each folder created is fsynced into its parent, so that a crash cannot lose a folder
+    (and the files fsynced in it) that this call created."""
     missing: list[Path] = []
     for p in (path, *path.parents):  # up to the first that exists: its parents exist too
         if p.exists():
@@ -36,7 +49,14 @@ def private_dir(path: Path, *, tighten: bool = True) -> Path:
     path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
     for created in missing:  # mkdir's mode is filtered by the umask; parents get the default
         os.chmod(created, _DIR_MODE)
-    if tighten and path not in missing and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+    if durable:
+        for created in reversed(missing):  # the outermost first: each in a parent made durable
+            fsync_dir(created.parent)
+    existing = path.stat()
+    # Never a folder shared by design (the sticky bit: /tmp, /var/tmp) nor the root: run as
+    # root with PAYGATE_DATA_DIR=/tmp, tightening would lock every other user out of /tmp.
+    shared = existing.st_mode & stat.S_ISVTX or path.resolve() == Path(path.anchor or "/")
+    if tighten and path not in missing and existing.st_uid == os.getuid() and existing.st_mode & 0o077 and not shared:
         os.chmod(path, _DIR_MODE)
     return path
 

@@ -15,8 +15,9 @@ from sqlalchemy import text
 
 from paygate_server.crypto import load_master_key
 from paygate_server.demo import _write_private
-from paygate_server.private_files import private_temp_file
+from paygate_server.private_files import private_dir, private_temp_file
 from paygate_server.storage import create_database
+from tests.support.fsyncs import record_fsyncs
 
 
 def _mode(path: Path) -> int:
@@ -133,3 +134,29 @@ def test_a_file_planted_under_a_temporary_name_never_becomes_the_demos_saved_sec
     fd, temp = private_temp_file(saved)
     os.close(fd)
     assert _mode(temp) == 0o600 and temp.parent == shared and temp.name.startswith(".demo-merchant.json.")
+
+
+def test_a_new_master_key_file_is_durable_before_it_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data sealed under a key whose file a crash could lose is lost with it: the key file's
+    folder (and the folders created for it, each in its parent) are fsynced before the key
+    is returned."""
+    synced = record_fsyncs(monkeypatch)
+    data = tmp_path / "data"
+    load_master_key(None, data / "master.key")
+    assert str(tmp_path) in synced and synced[-1] == str(data), synced
+
+
+def test_a_folder_shared_by_design_is_never_tightened(tmp_path: Path) -> None:
+    """An existing data folder of ours is tightened to 0700, unless it carries the sticky
+    bit (/tmp, /var/tmp): run as root with PAYGATE_DATA_DIR=/tmp, that locked every other
+    user out of /tmp."""
+    shared, loose = tmp_path / "tmp", tmp_path / "loose"
+    shared.mkdir()
+    loose.mkdir()
+    os.chmod(shared, 0o1777)
+    os.chmod(loose, 0o755)
+    load_master_key(None, shared / "master.key")
+    private_dir(loose)
+    assert _mode(shared) == 0o1777
+    assert _mode(shared / "master.key") == 0o600
+    assert _mode(loose) == 0o700

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from paygate_server.config import Settings
-from paygate_server.private_files import private_dir
+from paygate_server.private_files import fsync_dir, private_dir
 
 __all__ = ["ObjectStore", "LocalStore", "ObjectMissing", "ObjectExists", "store_for"]
 
@@ -47,7 +47,8 @@ class ObjectStore(Protocol):
 
 class LocalStore:
     """A folder. ``put`` writes a temporary file, fsyncs it, renames it into place and
-    fsyncs the folder: after a crash an object is either complete or absent. ``put_new``
+    fsyncs the folder (and any folder it had to create, into its parent): after a crash an
+    object is either complete or absent. ``put_new``
     links it into place instead, which fails if the name is taken (atomic, as the rename)."""
 
     def __init__(self, root: Path) -> None:
@@ -63,7 +64,7 @@ class LocalStore:
 
     def _put(self, name: str, data: bytes, replace: bool = True) -> None:
         path = self._path(name)
-        private_dir(path.parent)
+        private_dir(path.parent, durable=True)  # a new segment's folder survives a crash too
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # payment history: owner only
         try:
@@ -83,11 +84,7 @@ class LocalStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
 
     def _get(self, name: str) -> bytes:
         try:

@@ -37,6 +37,7 @@ from tests.server.cdc.conftest import (
     touch,
 )
 from tests.support.app import TEST_MASTER_KEY
+from tests.support.fsyncs import record_fsyncs
 
 FAST = Settings(relay_poll_interval_s=0.01, relay_lease_retry_s=0.02)
 
@@ -151,6 +152,20 @@ async def test_a_segment_written_before_a_crash_without_its_entry_is_replaced(db
     await _archive(db, store)
     report = await verify_archive(db, ArchiveReader(store))
     assert report.ok and report.pending == 0, report.text()
+
+
+def test_a_folder_the_archive_creates_is_made_durable_in_its_parent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file's fsync does not make its folder's name durable: every folder a put creates
+    is fsynced into its parent (else a crash could lose a segment already fsynced)."""
+    synced = record_fsyncs(monkeypatch)
+    root = tmp_path / "archive"
+    LocalStore(root)._put("segments/2026/000000000001.jsonl.gz", b"x")
+    folders = [str(root.parent), str(root), str(root / "segments"), str(root / "segments" / "2026")]
+    assert [path for path in synced if path in folders] == folders, synced
+    synced.clear()
+    LocalStore(root)._put("segments/2026/000000000002.jsonl.gz", b"x")  # no folder created
+    assert [path for path in synced if path in folders] == [str(root / "segments" / "2026")], synced
 
 
 async def test_a_relay_that_lost_its_lease_never_overwrites_what_the_next_one_archived(

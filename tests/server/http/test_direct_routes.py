@@ -39,6 +39,7 @@ async def apps(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Starlet
     app = create_app(support.test_settings(database_url, tmp_path))
     plain = Starlette(routes=app.routes, middleware=[m for m in app.user_middleware if m.cls is not DirectRoutes],
                       exception_handlers=app.exception_handlers)
+    plain.router.redirect_slashes = app.router.redirect_slashes
     async with app.router.lifespan_context(app) as state:
         yield app, plain, dict(state)
 

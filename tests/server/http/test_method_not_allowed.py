@@ -29,3 +29,19 @@ async def test_a_wrong_method_names_the_methods_allowed(gw: InProcessGateway, me
     assert r.status_code == 405, r.text
     assert r.json()["error"]["code"] == "method_not_allowed"
     assert r.headers.get("allow") == allow, r.headers
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/api/v1/payment/intent/"),  # a payment-path route (http/direct_routes.py)
+    ("GET", "/api/v1/payment/intents/"),
+    ("GET", "/api/v1/webhooks/"),
+    ("GET", "/checkout/v1/keys/"),
+])
+async def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(gw: InProcessGateway, method: str,
+                                                                    path: str) -> None:
+    """docs/api.md: unknown routes are 404 resource_missing. Starlette's router redirected
+    these (307) to a Location built from the request's own Host header."""
+    r = await gw.http.request(method, path, headers={"Host": "evil.example"})
+    assert r.status_code == 404, (r.status_code, r.headers)
+    assert r.json()["error"]["code"] == "resource_missing"
+    assert "location" not in r.headers
