@@ -51,7 +51,7 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import refund_outcome
-from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
+from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, default_for, is_account
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.availability import log_failure
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, Row, StoreRefusal
@@ -193,7 +193,7 @@ class Reconciler:
         if self._processors is None:
             if is_account(route):  # built without the accounts: it must not ask the default instead
                 raise AccountMissing(route)
-            return self.connector
+            return default_for(route, self.connector)
         return await self._processors.connector(route, self.connector)
 
     async def _check(self, check: Check, *, send: bool = True) -> str | None:
