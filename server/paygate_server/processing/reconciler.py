@@ -51,7 +51,12 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import refund_outcome
-from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, default_for, is_account
+from paygate_server.processors.registry import (
+    AccountMissing,
+    ProcessorRoutes,
+    default_for,
+    is_account,
+)
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.availability import log_failure
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, Row, StoreRefusal

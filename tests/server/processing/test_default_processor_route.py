@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 import paygate
 from paygate_server.processing.connectors.stripe import StripeConnector
 from paygate_server.processing.reconciler import Reconciler
-from paygate_server.processing.service import CapturePayment
+from paygate_server.processing.service import CapturePayment, Processed
 from paygate_server.simulator.testing import TestCards, start_simulator
 from paygate_server.storage.schema import reconcile_queue, transactions
 from tests.support.app import InProcessGateway, running_gateway
@@ -109,5 +109,5 @@ async def test_a_capture_is_not_sent_to_a_default_of_another_kind(simulated: InP
     finally:
         processing.connector = simulator
         await stripe.aclose()
-    assert not isinstance(captured, tuple) and captured.intent["status"] == "requires_capture"  # type: ignore[union-attr]
+    assert isinstance(captured, Processed) and captured.intent["status"] == "requires_capture"
     assert [a[:2] for a in await _attempts(gw, pid)] == [("authorization", "succeeded"), ("capture", "failed")]
