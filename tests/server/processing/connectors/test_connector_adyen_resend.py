@@ -16,57 +16,41 @@ connection from the request path)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
 from paygate_server.processing.reconciler import Reconciler
-from paygate_server.processors.accounts import add_account
 from paygate_server.processors.registry import ProcessorRoutes
 from paygate_server.storage.schema import reconcile_queue, refunds, transactions
-from tests.support.adyen_shop import HMAC_KEY, Shop
+from tests.support.adyen_shop import Shop, adyen_shop
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as make_settings
-from tests.support.fake_adyen import FakeAdyen
-from tests.support.http_stub import StubServer
 
 _HOUR_US = 3600 * 1_000_000
 
 
-@dataclass
-class Adyen:
-    shop: Shop
-    stub: StubServer
-
-
 @pytest.fixture
-async def adyen(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[Adyen]:
+async def shop(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[Shop]:
     """A merchant with an Adyen account at a fake Adyen, on a database of its own (a
     reconciler pass sees only this test's checks)."""
-    async with running_gateway(make_settings(fresh_database_url, tmp_path)) as gw:
-        fake = FakeAdyen("ShopECOM", HMAC_KEY)
-        async with StubServer(fake.handler) as stub:
-            client = await gw.new_merchant()
-            account = await add_account(gw.gateway.db, gw.gateway.master_key, merchant_id=client.creds.merchant_id,
-                                        kind="adyen", name="Adyen", settings={"apiBase": stub.url,
-                                                                              "merchantAccount": "ShopECOM"},
-                                        credentials={"apiKey": "test-api-key", "hmacKey": HMAC_KEY})
-            yield Adyen(Shop(gw, client, fake, f"/processors/v1/{account.id}/webhooks"), stub)
+    async with running_gateway(make_settings(fresh_database_url, tmp_path)) as gw, adyen_shop(gw) as s:
+        yield s
 
 
-async def _reconcile_with_adyen_down(adyen: Adyen, pid: str) -> None:
+async def _reconcile_with_adyen_down(shop: Shop, pid: str) -> None:
     """The operation's request long over (past the in-flight grace: sent again at its check),
     Adyen refusing connections, and a reconciler pass."""
-    gw = adyen.shop.gw
+    gw = shop.gw
     async with gw.gateway.db.write() as conn:
         await conn.execute(update(transactions).where(transactions.c.intent_id == pid)
                            .values(created_at=transactions.c.created_at - _HOUR_US))
         await conn.execute(update(refunds).where(refunds.c.intent_id == pid)
                            .values(created_at=refunds.c.created_at - _HOUR_US))
         await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
-    adyen.stub.stop_listening()
+    assert shop.adyen is not None
+    shop.adyen.stop_listening()
     settings = gw.gateway.settings
     processors = ProcessorRoutes(gw.gateway.db, gw.gateway.master_key, cache_ttl_s=0.0,
                                  connect_timeout=settings.processor_connect_timeout_s,
@@ -79,15 +63,14 @@ async def _reconcile_with_adyen_down(adyen: Adyen, pid: str) -> None:
     assert report.checked == 1, report
 
 
-async def test_a_refund_adyen_received_stays_unknown_when_its_resend_cannot_connect(adyen: Adyen) -> None:
-    shop = adyen.shop
+async def test_a_refund_adyen_received_stays_unknown_when_its_resend_cannot_connect(shop: Shop) -> None:
     pid = (await shop.pay(5000, "EUR"))["paymentIntentId"]
     shop.fake.queued.clear()
     answer = await shop.client.post("/api/v1/payment/refund", {"paymentIntentId": pid, "amount": 1500})
     assert answer.status_code == 200, answer.text
     [refund_item] = shop.fake.queued  # Adyen has it, and will refund it
 
-    await _reconcile_with_adyen_down(adyen, pid)
+    await _reconcile_with_adyen_down(shop, pid)
     async with shop.gw.gateway.db.read() as conn:
         status = (await conn.execute(select(refunds.c.status).where(refunds.c.intent_id == pid))).scalar_one()
     assert status == "unknown"  # not "failed": Adyen has the refund
@@ -100,14 +83,13 @@ async def test_a_refund_adyen_received_stays_unknown_when_its_resend_cannot_conn
     assert await shop.gw.gateway.payments.late_outcomes(limit=10) == []  # nothing contradicted
 
 
-async def test_a_capture_adyen_received_stays_unknown_when_its_resend_cannot_connect(adyen: Adyen) -> None:
-    shop = adyen.shop
+async def test_a_capture_adyen_received_stays_unknown_when_its_resend_cannot_connect(shop: Shop) -> None:
     pid = (await shop.pay(5000, "EUR", captureMethod="manual"))["paymentIntentId"]
     shop.fake.queued.clear()
     captured = await shop.client.post("/api/v1/payment/capture", {"paymentIntentId": pid, "amount": 4000})
     assert captured.status_code == 200 and captured.json()["status"] == "in_progress", captured.text
 
-    await _reconcile_with_adyen_down(adyen, pid)
+    await _reconcile_with_adyen_down(shop, pid)
     assert (await shop.attempt(pid, "capture")).status == "unknown"  # not "failed": Adyen has the capture
     assert (await shop.intent(pid))["status"] == "in_progress"  # not back to requires_capture
 
