@@ -32,6 +32,7 @@ class Shop:
     client: SignedClient
     fake: FakeAdyen
     hook: str
+    adyen: StubServer | None = None  # where the fake is served (to stop it listening)
 
     async def pay(self, amount: int, currency: str, number: str = APPROVE, **intent: Any) -> dict[str, Any]:
         pid = (await self.client.create_intent(amount=amount, currency=currency, **intent))["paymentIntentId"]
@@ -74,4 +75,4 @@ async def adyen_shop(gw: InProcessGateway) -> AsyncIterator[Shop]:
                                     kind="adyen", name="Adyen", settings={"apiBase": adyen.url,
                                                                           "merchantAccount": "ShopECOM"},
                                     credentials={"apiKey": "test-api-key", "hmacKey": HMAC_KEY})
-        yield Shop(gw, client, fake, f"/processors/v1/{account.id}/webhooks")
+        yield Shop(gw, client, fake, f"/processors/v1/{account.id}/webhooks", adyen)

@@ -31,9 +31,10 @@ exactly-once functions the request path uses:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from paygate_server.clock import now_us, to_rfc3339
 from paygate_server.config import Settings
@@ -51,7 +52,12 @@ from paygate_server.processing.connectors import (
 )
 from paygate_server.processing.service import charge_outcome, follow_up_outcome
 from paygate_server.processing.settle import refund_outcome
-from paygate_server.processors.registry import AccountMissing, ProcessorRoutes, is_account
+from paygate_server.processors.registry import (
+    AccountMissing,
+    ProcessorRoutes,
+    default_for,
+    is_account,
+)
 from paygate_server.realtime import ChangeNotifier
 from paygate_server.storage.availability import log_failure
 from paygate_server.storage.port import Attempt, Check, NewVoid, PaymentStore, Row, StoreRefusal
@@ -65,6 +71,9 @@ WAKE_MIN_INTERVAL_S = 0.1
 # The check's last result once the authorization was canceled by reference (sent once).
 _CANCEL_SENT = "canceled by reference at the processor; its notification settles the attempt"
 BATCH = 200
+# A resend's answers that say "nothing done" (_as_resent).
+_REFUSED = (ChargeOutcome.FAILED, ChargeOutcome.DECLINED)
+_Sent = TypeVar("_Sent", ChargeResult, RefundResult)
 
 
 @dataclass
@@ -193,7 +202,7 @@ class Reconciler:
         if self._processors is None:
             if is_account(route):  # built without the accounts: it must not ask the default instead
                 raise AccountMissing(route)
-            return self.connector
+            return default_for(route, self.connector)
         return await self._processors.connector(route, self.connector)
 
     async def _check(self, check: Check, *, send: bool = True) -> str | None:
@@ -292,7 +301,8 @@ class Reconciler:
             result = other_money(result, attempt.amount, attempt.currency)
         label = f"{attempt.kind}_{result.outcome.value}"
         check_by = not_before = None
-        if self._send_again(connector, result.outcome, asked_at, txn["created_at"]):
+        looked_up = result.outcome
+        if self._send_again(connector, looked_up, asked_at, txn["created_at"]):
             sent_by_request = not (attempt.kind == "void" and txn["reason"] == "expired")
             in_flight_until = self._in_flight_until(txn["created_at"]) if sent_by_request else 0
             if asked_at < in_flight_until:
@@ -306,6 +316,8 @@ class Reconciler:
                 else:
                     result = await connector.void(VoidRequest(attempt.reference, attempt.charge_reference,
                                                               attempt.processor_id))
+                # Nothing was sent before only for a hold-expiry void at its first check.
+                result = _as_resent(looked_up, sent_by_request or check.checks > 0, result)
                 label = f"{attempt.kind}_sent_{result.outcome.value}"
                 not_before = self._in_flight_until(now_us())
         if not send and not is_definitive(result.outcome):
@@ -339,6 +351,7 @@ class Reconciler:
                 result = await connector.refund(RefundRequest(refund["reference"], refund["charge_reference"],
                                                               refund["amount"], refund["currency"],
                                                               refund["charge_processor_id"]))
+                result = _as_resent(looked_up.outcome, True, result)  # a refund is sent by its request first
                 label = f"refund_sent_{result.outcome.value}"
                 not_before = self._in_flight_until(now_us())
         if not send and not is_definitive(result.outcome):
@@ -349,6 +362,25 @@ class Reconciler:
         if self._notifier is not None:
             self._notifier.publish(check.intent_id)
         return label, refund["connector"]
+
+
+def _as_resent(looked_up: ChargeOutcome, sent_before: bool, result: _Sent) -> _Sent:
+    """A capture's, void's or refund's outcome as its resend was answered. After a look-up that
+    said "not found" (and past the in-flight grace) the processor never had the operation:
+    the resend's answer is its outcome. After one that could not tell (``UNKNOWN``: Adyen,
+    whose look-ups cannot be made), an earlier send may be at the processor, doing it: a
+    resend refused or never sent (it could not connect; the key is refused before the
+    processor looks for the request it has) says nothing of that one. Settled on it, a
+    refund the processor is making would be failed and its amount released (the merchant
+    may refund it twice), a capture it is making would give the hold back. The operation
+    stays unknown, for the processor's notification (and the next resend, which a
+    processor that has the earlier request answers with that one's answer)."""
+    if looked_up is not ChargeOutcome.UNKNOWN or not sent_before or result.outcome not in _REFUSED:
+        return result
+    said = result.message or result.outcome.value
+    return dataclasses.replace(result, outcome=ChargeOutcome.UNKNOWN, message=(
+        f"sent again and {said}: that says nothing of the earlier send, which the processor may have; "
+        "outcome unknown"))
 
 
 async def list_unresolved(store: PaymentStore) -> list[dict[str, Any]]:

@@ -134,6 +134,13 @@ def _without_security_code(result: ChargeResult, cvc: str | None) -> ChargeResul
     return dataclasses.replace(result, message=masked)
 
 
+def _unusable(reference: str, exc: Exception) -> ChargeResult:
+    """The outcome of an operation whose route this process cannot reach (an account gone, a
+    default of another kind: ``ProcessorRoutes.connector``): nothing was sent."""
+    return ChargeResult(reference, ChargeOutcome.FAILED,
+                        message=f"processor account unusable ({type(exc).__name__}): nothing sent")
+
+
 # A capture or void refused because the hold is gone: the intent ends canceled, expired.
 HOLD_GONE = frozenset({"authorization_expired", "authorization_voided"})
 _REFUSED_MESSAGES = {
@@ -288,14 +295,19 @@ class ProcessingService:
     async def _hold_operation(self, attempt: Attempt, claim: KeyClaim | None, deadline: float) -> Processed:
         gateway = self._gateway
         assert attempt.charge_reference is not None
-        connector = await gateway.processors.connector(attempt.connector, self.connector)
-        if attempt.kind == "capture":
-            call = partial(connector.capture, CaptureRequest(attempt.reference, attempt.charge_reference,
-                                                             attempt.amount, attempt.currency, attempt.processor_id))
+        try:
+            connector = await gateway.processors.connector(attempt.connector, self.connector)
+        except Exception as exc:  # noqa: BLE001 - as a charge's: sent nothing, refused with the hold kept
+            result = _unusable(attempt.reference, exc)
         else:
-            call = partial(connector.void, VoidRequest(attempt.reference, attempt.charge_reference,
-                                                       attempt.processor_id))
-        result = await self._call_processor(call, deadline, answered_point=f"after_{attempt.kind}_answered")
+            if attempt.kind == "capture":
+                call = partial(connector.capture, CaptureRequest(attempt.reference, attempt.charge_reference,
+                                                                 attempt.amount, attempt.currency,
+                                                                 attempt.processor_id))
+            else:
+                call = partial(connector.void, VoidRequest(attempt.reference, attempt.charge_reference,
+                                                           attempt.processor_id))
+            result = await self._call_processor(call, deadline, answered_point=f"after_{attempt.kind}_answered")
         outcome = follow_up_outcome(attempt.kind, result, schedule=gateway.settings.reconcile_schedule_s)
         rendered = _Rendered()
         settled = await gateway.payments.settle_follow_up(attempt, outcome,
@@ -326,8 +338,7 @@ class ProcessingService:
             try:
                 connector = await gateway.processors.connector(attempt.connector, self.connector)
             except Exception as exc:  # noqa: BLE001 - an account that cannot be used was sent nothing
-                result = ChargeResult(attempt.reference, ChargeOutcome.FAILED,
-                                      message=f"processor account unusable ({type(exc).__name__}): nothing sent")
+                result = _unusable(attempt.reference, exc)
             else:
                 result = _without_security_code(
                     await self._call_processor(partial(connector.charge, request), deadline), card.details.cvc)

@@ -9,7 +9,9 @@
 - :meth:`~ProcessorRoutes.connector`: the connector for an operation's recorded route
   (``transactions.connector``): an account (``pa_…``, built once from its settings and
   sealed credentials, kept for the life of the process) or the caller's default connector
-  (each service holds the default it was given).
+  (each service holds the default it was given) — when the route names it: an operation
+  recorded at a default of another kind (``simulator`` while this process's default is
+  ``stripe``) went to another processor, which is never asked in its place.
 
 A merchant's routing is read at most once per ``PAYGATE_KEY_CACHE_TTL_S`` per process:
 a merchant with no account costs a payment no extra statement in between.
@@ -30,7 +32,7 @@ from paygate_server.singleflight import ExpiringCache
 from paygate_server.storage import Database
 from paygate_server.storage.processor_accounts import get_account, get_rules, list_accounts
 
-__all__ = ["ACCOUNT_PREFIX", "AccountMissing", "ProcessorRoutes", "Routing", "is_account"]
+__all__ = ["ACCOUNT_PREFIX", "AccountMissing", "ProcessorRoutes", "Routing", "default_for", "is_account"]
 
 ACCOUNT_PREFIX = "pa_"
 
@@ -41,7 +43,21 @@ def is_account(route: str) -> bool:
 
 
 class AccountMissing(LookupError):
-    """An operation names an account this database does not have."""
+    """An operation names a route this process cannot reach: an account this database does
+    not have, or a default processor of another kind than this process's."""
+
+
+def default_for(route: str, default: Connector) -> Connector:
+    """``default`` for an operation recorded with ``route`` (not an account): only if the
+    route is its name. The default is recorded by its connector's name, not its URL (an
+    address change of the same processor must not strand payments), so a default of another
+    name is another processor (``PAYGATE_PROCESSOR_URL`` changed, or set apart on one
+    process): its "no such payment" would fail a charge the first one took, and a capture,
+    void or refund sent there would go to a processor that never saw the payment. Raises
+    :class:`AccountMissing` instead (docs/operations.md, "One default processor")."""
+    if route != default.name:
+        raise AccountMissing(route)
+    return default
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +96,7 @@ class ProcessorRoutes:
         """The connector an operation recorded with ``route`` goes to and is asked about
         (never another processor): its account's, else ``default``."""
         if not is_account(route):
-            return default
+            return default_for(route, default)
         found = self._connectors.get(route)
         if found is not None:
             return found

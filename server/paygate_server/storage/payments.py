@@ -46,6 +46,7 @@ from paygate_server.storage.port import (
     KeyClaim,
     NewAttempt,
     Outcome,
+    ProcessorIdNotRecorded,
     Row,
     StoreRefusal,
     TokenSpent,
@@ -156,8 +157,11 @@ _BY_PROCESSOR_ID = {kind: Sql(
     f"{OPERATION} WHERE {'t' if kind == 'charge' else 'p'}.processor_id = :processor_id"
     f" AND t.connector = :connector AND t.kind IN {kinds} ORDER BY t.created_at DESC LIMIT 1")
     for kind, kinds in _KINDS.items()}
+# Matches once the id is there (a retry of the same attempt records it again); never while
+# the attempt is not pending, nor over another id.
 _RECORD_PROCESSOR_ID = Sql("UPDATE transactions SET processor_id = :processor_id, updated_at = :now"
-                           " WHERE id = :id AND status = 'pending' AND processor_id IS NULL")
+                           " WHERE id = :id AND status = 'pending'"
+                           " AND (processor_id IS NULL OR processor_id = :processor_id)")
 # The attempt consumes the card token it charges, in its own transaction: a request refused
 # by its Idempotency-Key, a non-processable intent or a lost race rolls back and leaves the
 # token redeemable.
@@ -448,9 +452,17 @@ class SqlPaymentStore(HoldOperations, RefundOperations, ReconcileQueue, LateOutc
 
     async def record_processor_id(self, transaction_id: str, processor_id: str) -> None:
         """Commit the processor's id of a pending attempt's payment before the step that
-        moves money (a connector's checkpoint): a lost answer is then looked up by it."""
+        moves money (a connector's checkpoint): a lost answer is then looked up by it.
+
+        Raises :class:`ProcessorIdNotRecorded` when it is not recorded: the attempt is not
+        pending any more (a reconciler settled it — a "not found" past its window fails it —
+        after the request outlived its in-flight grace, e.g. a process stalled), or it holds
+        another id. The connector then sends nothing that moves money: a charge confirmed
+        now would be one the gateway has failed, or one looked up under another id."""
         async with self._db.write() as conn:
-            await execute(conn, _RECORD_PROCESSOR_ID, id=transaction_id, processor_id=processor_id, now=now_us())
+            if await execute(conn, _RECORD_PROCESSOR_ID, id=transaction_id, processor_id=processor_id,
+                             now=now_us()) != 1:
+                raise ProcessorIdNotRecorded(transaction_id)
 
     async def fail_over(self, attempt: Attempt, outcome: Outcome, connector: str,
                         check_after_us: int) -> Attempt | None:

@@ -41,6 +41,7 @@ __all__ = [
     "Outcome",
     "OverCapture",
     "OverRefund",
+    "ProcessorIdNotRecorded",
     "PaymentStore",
     "Row",
     "StoreRefusal",
@@ -82,6 +83,12 @@ class OverRefund(StoreRefusal):
     def __init__(self, remaining: int | None) -> None:
         super().__init__(remaining)
         self.remaining = remaining  # None: the guard lost a race, the figure moved
+
+
+class ProcessorIdNotRecorded(StoreRefusal):
+    """The attempt is no longer pending (settled, or unknown: its request is over), or holds
+    another processor id: the id was not recorded, so nothing that would move money under it
+    may be sent (``ChargeRequest.record_processor_id``)."""
 
 
 class OverCapture(StoreRefusal):
@@ -285,7 +292,9 @@ class PaymentStore(Protocol):
                              answer: AnswerSpec | None = None) -> tuple[Row | None, bool]: ...
     async def attempt_for_check(self, transaction_id: str) -> Row | None: ...
     async def redeem_token(self, vault_id: str) -> bool: ...
-    async def record_processor_id(self, transaction_id: str, processor_id: str) -> None: ...
+    async def record_processor_id(self, transaction_id: str, processor_id: str) -> None:
+        """Raises ProcessorIdNotRecorded unless the pending attempt now holds ``processor_id``."""
+        ...
     async def fail_over(self, attempt: Attempt, outcome: Outcome, connector: str,
                         check_after_us: int) -> Attempt | None: ...
     async def find_operation(self, connector: str, kind: str, reference: str,

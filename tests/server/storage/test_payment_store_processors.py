@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from paygate_server.clock import now_us
 from paygate_server.storage.late_outcomes import mark_handled
-from paygate_server.storage.port import LateOutcome, NewCapture, Outcome
+from paygate_server.storage.port import LateOutcome, NewCapture, Outcome, ProcessorIdNotRecorded
 from tests.server.storage.payment_store_helpers import (
     APPROVED,
     MINUTE_US,
@@ -27,7 +29,9 @@ async def test_the_processor_id_is_recorded_while_pending_and_kept_by_the_settle
     store = shop.store
     _, attempt = await shop.begin((await shop.intent())["id"])
     await store.record_processor_id(attempt.transaction_id, "pi_stripe_1")
-    await store.record_processor_id(attempt.transaction_id, "pi_other")  # once recorded, it stays
+    await store.record_processor_id(attempt.transaction_id, "pi_stripe_1")  # a retry of the attempt: the same
+    with pytest.raises(ProcessorIdNotRecorded):  # once recorded, it stays: nothing goes out under another
+        await store.record_processor_id(attempt.transaction_id, "pi_other")
     [row] = await shop.attempts(attempt.intent_id)
     assert row["processor_id"] == "pi_stripe_1"
     await store.settle_attempt(attempt, unknown(0, 1))  # an answer without an id keeps it
@@ -36,6 +40,20 @@ async def test_the_processor_id_is_recorded_while_pending_and_kept_by_the_settle
     assert (row["status"], row["processor_id"]) == ("succeeded", "pi_stripe_1")
     check = await store.attempt_for_check(attempt.transaction_id)
     assert check is not None and (check["processor_id"], check["connector"]) == ("pi_stripe_1", "simulator")
+
+
+async def test_an_attempt_settled_before_its_id_is_recorded_refuses_the_id(shop: Shop) -> None:
+    """The request outlived its in-flight grace (a stalled process) and a reconciler failed
+    the attempt as never received: recording the id now raises, so the connector never sends
+    the step that would charge it (ChargeRequest.record_processor_id)."""
+    store = shop.store
+    _, attempt = await shop.begin((await shop.intent())["id"])
+    await store.settle_attempt(attempt, Outcome("failed", error_code="processing_error",
+                                                error_message="the processor never received this attempt"))
+    with pytest.raises(ProcessorIdNotRecorded):
+        await store.record_processor_id(attempt.transaction_id, "pi_stripe_1")
+    [row] = await shop.attempts(attempt.intent_id)
+    assert (row["status"], row["processor_id"]) == ("failed", None)
 
 
 async def test_an_outcome_with_the_processors_id_records_it(shop: Shop) -> None:
@@ -69,7 +87,8 @@ async def test_failover_settles_the_attempt_and_records_the_next_at_another_acco
 async def test_a_notification_finds_its_operation_by_reference_or_processor_id_at_its_account(shop: Shop) -> None:
     store = shop.store
     auth = await shop.held(5000)
-    await store.record_processor_id(auth.transaction_id, "pi_1")  # settled: not recorded any more
+    with pytest.raises(ProcessorIdNotRecorded):  # settled: not recorded any more
+        await store.record_processor_id(auth.transaction_id, "pi_1")
     assert (await store.find_operation("simulator", "charge", auth.reference, None)) is not None
     assert await store.find_operation("pa_elsewhere", "charge", auth.reference, None) is None
     assert await store.find_operation("simulator", "capture", auth.reference, None) is None  # another kind

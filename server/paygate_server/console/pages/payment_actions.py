@@ -38,7 +38,7 @@ from paygate_server.http.middleware import request_id_of
 from paygate_server.intents.schemas import MAX_AMOUNT
 from paygate_server.processing.connectors import ConnectorError
 from paygate_server.processing.service import CapturePayment
-from paygate_server.processors.registry import AccountMissing
+from paygate_server.processors.registry import AccountMissing, is_account
 from paygate_server.refunds.service import RefundPayment
 from paygate_server.storage.console_reads import PaymentDetail, payment_detail
 from paygate_server.storage.port import ExistingKey, KeyClaim
@@ -220,7 +220,10 @@ async def reconcile(request: Request, signed_in: SignedIn, form: Form) -> Respon
         except (ConnectorError, AccountMissing) as exc:
             # As the Reconciliation page's "Ask again": the processor's silence (or an account
             # gone from this database) is an answer to show, not a 500.
-            why = f"there is no processor account {exc} here" if isinstance(exc, AccountMissing) else str(exc)
+            why = str(exc)
+            if isinstance(exc, AccountMissing):  # an account gone, or a default of another kind here
+                why = (f"there is no processor account {exc} here" if is_account(str(exc))
+                       else f"it went to the default processor {exc}, which is not this process's")
             return Outcome(f"The processor could not be asked about {object_id}: {why}. The reconciler keeps "
                            "trying on its own.", "refused:processor_unreachable", failed=True, facts=facts,
                            status=502)

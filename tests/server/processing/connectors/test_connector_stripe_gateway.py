@@ -14,6 +14,8 @@ import orjson
 import pytest
 from sqlalchemy import update
 
+from paygate_server.processing.connectors import CardDetails, ChargeOutcome, ChargeRequest
+from paygate_server.storage.port import NewAttempt, Outcome
 from paygate_server.storage.schema import reconcile_queue
 from tests.server.checkout.helpers import vault_row
 from tests.support.app import InProcessGateway
@@ -209,3 +211,34 @@ async def test_a_notification_racing_the_reconcilers_lookup_settles_the_attempt_
             settled = [e for e in history if e["objectId"] == txn and e["data"]["status"] == "succeeded"]
             assert len(settled) == 1, history  # one settle, whoever won
             assert [e["data"]["status"] for e in history if e["type"].startswith("payment_intent")][-1] == "succeeded"
+
+
+async def test_an_attempt_settled_before_its_id_is_recorded_is_never_confirmed(
+        gw: InProcessGateway, localstripe_url: str) -> None:
+    """A request that outlived its in-flight grace (a stalled process) finds its attempt
+    failed by a reconciler ("never received"): the payment intent it created is never
+    confirmed, so the card is not charged for a payment the gateway calls failed (the
+    customer may pay again)."""
+    shop, account = await _shop_and_account(gw, localstripe_url)
+    pid = (await shop.create_intent(amount=2600, currency="EUR"))["paymentIntentId"]
+    begun = await gw.gateway.payments.begin_attempt(NewAttempt(
+        shop.creds.merchant_id, pid, {"brand": "visa", "last4": "4242", "expMonth": 12, "expYear": 2034}, None, None,
+        account, 0, 10), None)
+    assert isinstance(begun, tuple)
+    _, attempt = begun
+    never_received = Outcome("failed", error_code="processing_error",
+                             error_message="the processor never received this attempt")
+    await gw.gateway.payments.settle_attempt(attempt, never_received)  # the reconciler, meanwhile
+    created: list[str] = []
+
+    async def record(pi_id: str) -> None:
+        created.append(pi_id)
+        await gw.gateway.payments.record_processor_id(attempt.transaction_id, pi_id)
+
+    connector = await gw.gateway.processors.connector(account, gw.gateway.connector)
+    result = await connector.charge(ChargeRequest(attempt.reference, pid, shop.creds.merchant_id, 2600, "EUR",
+                                                  CardDetails("4242424242424242", 12, 2034, "123"),
+                                                  record_processor_id=record))
+    assert result.outcome is ChargeOutcome.FAILED
+    assert _intent_at_stripe(localstripe_url, created[0])["status"] == "requires_confirmation"  # never confirmed
+    assert (await attempt_of(gw, pid)).status == "failed"
