@@ -8,8 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.exceptions import HTTPException
+from storefront.web import read_body
 
 from tests.examples.conftest import ADMIN_PASSWORD, SHOP, ShopHarness
+from tests.support.cut_off import cut_off_request
 
 
 def _csrf(html: str) -> str:
@@ -230,3 +233,11 @@ async def test_a_csrf_token_of_any_text_is_refused_with_403_not_a_crash(shop: Sh
     for token in ("\u0080", "é" * 64, "🙂"):
         r = await shop.http.post(f"/admin/orders/{order_id}/refund", data={"csrf": token, "amount": "1.00"})
         assert r.status_code == 403, (token, r.status_code)
+
+
+async def test_a_body_cut_off_is_a_client_error_not_a_500() -> None:
+    """A client leaving mid-body surfaced as Starlette's ClientDisconnect out of the body
+    read: a 500 with its traceback in the shop's log. Now a 400 (answered to no one)."""
+    with pytest.raises(HTTPException) as refused:
+        await read_body(cut_off_request("/checkout"), 16 * 1024)
+    assert refused.value.status_code == 400

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import jinja2
 import paygate
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse
 
 from storefront.admin_auth import AdminAuthStore
@@ -147,10 +147,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _too_large(limit)
+    except ClientDisconnect:
+        # The connection closed mid-body (the client left, or headerguard's body timeout):
+        # a client error answered to no one, not a 500 with a traceback in the shop's log.
+        raise HTTPException(400, "The request body was not complete.") from None
     return bytes(body)
 
 

@@ -10,7 +10,7 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -140,11 +140,16 @@ async def read_body(request: Request) -> bytes:
         raise ProtocolError(413, "body_too_large", "request body is larger than 64 KiB")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ProtocolError(413, "body_too_large", "request body is larger than 64 KiB")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ProtocolError(413, "body_too_large", "request body is larger than 64 KiB")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Closed mid-body (the client left, or headerguard's body timeout): the gateway's
+        # answer (http/api.py), not a 500 with a traceback in the simulator's log.
+        raise ProtocolError(400, "invalid_json", "the connection closed before the request body was complete") from None
     return b"".join(chunks)
 
 

@@ -7,7 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
+from paygate_server.simulator.context import read_body
+from paygate_server.simulator.protocol import ProtocolError
 from paygate_server.simulator.testing import TestCards, charge_payload
+from tests.support.cut_off import cut_off_request
 
 
 def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -125,3 +128,11 @@ async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> N
     assert wrong.status_code == 405 and wrong.json()["status"] == "error"
     unknown = await client.get("/v1/charges/txn_never_seen")
     assert unknown.status_code == 404 and unknown.json()["code"] == "charge_not_found"
+
+
+async def test_a_body_cut_off_is_a_client_error_not_a_500() -> None:
+    """As the gateway's (http/api.py): a client leaving mid-body is 400 invalid_json, not
+    ClientDisconnect out of the read (a 500 with its traceback in the simulator's log)."""
+    with pytest.raises(ProtocolError) as refused:
+        await read_body(cut_off_request("/v1/charges"))
+    assert (refused.value.status, refused.value.code) == (400, "invalid_json")
