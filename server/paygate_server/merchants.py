@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from paygate_checkout import normalize_origin as browser_origin
 from paygate_server.cards.pan import contains_card_number
 from paygate_server.crypto import MasterKey
 from paygate_server.ids import new_id, random_token
@@ -72,6 +71,10 @@ def normalize_origin(value: str) -> str:
         raise MerchantError(f"origin must look like https://shop.example: {value!r}")
     if parts.path not in {"", "/"} or parts.query or parts.fragment:
         raise MerchantError(f"an origin has no path, query or credentials: {value!r}")
+    # Here, not at the top: the checkout package brings Starlette and Jinja2, which the
+    # commands that import this module (merchants, keys, webhooks) otherwise never load.
+    from paygate_checkout import normalize_origin as browser_origin
+
     try:
         return browser_origin(value)
     except ValueError:
