@@ -193,11 +193,17 @@ class DeliveryQueue:
         return True
 
     async def replay_failed(self, now: int, *, merchant_id: str | None = None, endpoint_id: str | None = None,
-                            event_id: str | None = None) -> int:
+                            event_id: str | None = None, enable_endpoints: bool = True) -> int:
         """Failed deliveries matching the filters go back to ``pending``, due now, with a fresh
         retry schedule and nothing of their last attempts (the count starts again, so does
-        what the last one got); their disabled endpoints are enabled again (the operator asked)."""
+        what the last one got); their disabled endpoints are enabled again (the operator asked:
+        ``paygate webhooks replay``). ``enable_endpoints=False`` (the console's replay of one
+        delivery) leaves a disabled or deleted endpoint's deliveries as they are, and the
+        endpoint too: see :meth:`endpoint_state` for why nothing was replayed."""
         where = [_delivery.status == "failed"]
+        if not enable_endpoints:
+            where.append(_delivery.endpoint_id.in_(
+                select(webhook_endpoints.c.id).where(webhook_endpoints.c.status == "enabled")))
         if merchant_id:
             where.append(_delivery.merchant_id == merchant_id)
         if endpoint_id:
@@ -214,6 +220,14 @@ class DeliveryQueue:
                 status="pending", attempts=0, next_attempt_at=now, last_status_code=None, last_error=None,
                 updated_at=now))
         return result.rowcount
+
+    async def endpoint_state(self, endpoint_id: str) -> tuple[str, str | None] | None:
+        """The endpoint's status (enabled, disabled, deleted) and why it was disabled; None if
+        there is no such endpoint."""
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(webhook_endpoints.c.status, webhook_endpoints.c.disabled_reason)
+                                      .where(webhook_endpoints.c.id == endpoint_id))).first()
+        return None if row is None else (row[0], row[1])
 
     async def recent(self, *, status: str | None = None, merchant_id: str | None = None,
                      limit: int = 100) -> list[dict[str, Any]]:

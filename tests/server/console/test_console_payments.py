@@ -436,3 +436,34 @@ async def test_replay_a_failed_webhook_delivery(bench: Bench) -> None:
         assert again.status_code == 409 and "Only a failed delivery" in alert(again.text)
         wrong = await bench.post(f"/payments/{pid}/replay", {"event_id": "evt_x' OR 1=1", "endpoint_id": endpoint_id})
         assert wrong.status_code == 400 and "not one of this payment" in alert(wrong.text)
+
+
+async def test_a_replay_never_re_enables_an_endpoint_disabled_by_a_410(bench: Bench) -> None:
+    """The endpoint's server said it is gone: a support operator's replay of one delivery is
+    refused, saying how the endpoint is re-enabled on purpose; the endpoint stays disabled,
+    the delivery failed, nothing sent, and the refusal is recorded."""
+    async def gone(_: Received) -> tuple[int, dict[str, str]]:
+        return 410, {}
+
+    async with Receiver(gone) as receiver:
+        r = await bench.shop.post("/api/v1/webhooks", {"url": receiver.url()})
+        assert r.status_code == 201, r.text
+        pid = (await bench.shop.create_intent())["paymentIntentId"]
+        await bench.signed_in("support")
+
+        async def page() -> str:
+            return (await bench.con.http.get(f"/payments/{pid}")).text
+        failed = await eventually(page, until=lambda p: 'aria-label="Replay evt_' in p, what="the 410'd delivery")
+        found = re.search(r'name="event_id" value="(evt_\w+)">\s*<input type="hidden" name="endpoint_id" '
+                          r'value="(we_\w+)"', failed)
+        assert found is not None
+        event_id, endpoint_id = found.groups()
+        refused = await bench.post(f"/payments/{pid}/replay", {"event_id": event_id, "endpoint_id": endpoint_id})
+        assert refused.status_code == 409, refused.text
+        said = alert(refused.text)
+        assert "is disabled" in said and "410" in said and f"paygate webhooks replay --endpoint {endpoint_id}" in said
+        [listed] = (await bench.shop.get("/api/v1/webhooks")).json()["data"]
+        assert listed["status"] == "disabled"
+        again = await page()
+        assert 'aria-label="Replay ' + event_id in again and "refused:endpoint_not_enabled" in again
+        assert len(receiver.requests) == 1  # the 410 only
