@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from paygate_server import jsoncodec
-from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_one, fetch_value
+from paygate_server.storage.statements import (
+    Connection,
+    Sql,
+    execute,
+    fetch_all,
+    fetch_one,
+    fetch_value,
+)
 
 __all__ = ["Endpoint", "count_active", "insert_endpoint", "list_endpoints", "page_endpoints", "delete_endpoint",
            "lock_merchant_endpoints"]

@@ -15,7 +15,11 @@ from paygate_server.console.actions import recent_actions
 from paygate_server.merchants import create_merchant, load_api_key
 from paygate_server.processors.accounts import add_account, set_routing
 from paygate_server.storage.merchants import list_merchants, list_origins
-from paygate_server.storage.schema_history import webhook_deliveries, webhook_endpoints, webhook_events
+from paygate_server.storage.schema_history import (
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_events,
+)
 from paygate_server.storage.webhook_deliveries import DeliveryQueue
 from tests.server.console.conftest import InProcessConsole, running_console
 from tests.support.app import test_settings as make_settings
