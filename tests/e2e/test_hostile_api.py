@@ -74,7 +74,7 @@ PLANS: dict[tuple[str, str], Plan] = {
     ("POST", "/api/v1/payment/refund"): Plan(fields=("paymentIntentId", "amount", "reason"), changes_intent=True),
     ("GET", "/api/v1/payment/refund/{refund_id}"): Plan(),
     ("POST", "/api/v1/webhooks"): Plan(fields=("url", "events")),
-    ("GET", "/api/v1/webhooks"): Plan(query=("limit",)),
+    ("GET", "/api/v1/webhooks"): Plan(query=("limit", "startingAfter")),
     ("DELETE", "/api/v1/webhooks/{endpoint_id}"): Plan(),
     ("POST", "/processors/v1/{account_id}/webhooks"): Plan(fields=("type", "data", "notificationItems"),
                                                             signed=False),

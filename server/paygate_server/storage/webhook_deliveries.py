@@ -162,19 +162,17 @@ class DeliveryQueue:
                                   missing=MISSING_EVENT if found_event is None else MISSING_ENDPOINT)
         return DeliveryTarget(payload, found_endpoint, url, status, bytes(sealed), attempts)
 
-    async def disable_endpoint(self, endpoint_id: str, reason: str, now: int) -> None:
-        """An enabled endpoint stops receiving deliveries until replayed."""
-        async with self._db.write() as conn:
-            await conn.execute(update(webhook_endpoints).where(
-                webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.status == "enabled")
-                .values(status="disabled", disabled_reason=reason, updated_at=now))
-
     async def finish(self, event_id: str, endpoint_id: str, *, lease_until: int, status: str, attempts: int,
-                     status_code: int | None, error: str | None, now: int, next_at: int | None = None) -> bool:
+                     status_code: int | None, error: str | None, now: int, next_at: int | None = None,
+                     disable_endpoint: str | None = None) -> bool:
         """Record an attempt's outcome on a pending delivery: ``delivered``, ``failed``, or
         ``pending`` again (due at ``next_at``). Only while the delivery is still under the
         lease the attempt claimed (``lease_until``, as its claim wrote it): False, nothing
-        recorded, when it was claimed again since (the lease ran out) or finished already."""
+        recorded, when it was claimed again since (the lease ran out) or finished already.
+        ``disable_endpoint`` (a reason: the endpoint answered ``410``) disables the endpoint,
+        if enabled, in the same transaction and under the same fence: an outcome dropped has
+        no side effect either (a late ``410`` never disables an endpoint whose later attempt
+        may have been delivered)."""
         values: dict[str, Any] = {"status": status, "attempts": attempts, "last_status_code": status_code,
                                   "last_error": error[:_MAX_ERROR_LENGTH] if error else None, "updated_at": now,
                                   "lease_until": None}  # its endpoint's slot is free
@@ -186,14 +184,26 @@ class DeliveryQueue:
             result = await conn.execute(update(webhook_deliveries).where(
                 _delivery.event_id == event_id, _delivery.endpoint_id == endpoint_id,
                 _delivery.status == "pending", _delivery.lease_until == lease_until).values(**values))
-        return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            if disable_endpoint is not None:
+                await conn.execute(update(webhook_endpoints).where(
+                    webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.status == "enabled")
+                    .values(status="disabled", disabled_reason=disable_endpoint, updated_at=now))
+        return True
 
     async def replay_failed(self, now: int, *, merchant_id: str | None = None, endpoint_id: str | None = None,
-                            event_id: str | None = None) -> int:
+                            event_id: str | None = None, enable_endpoints: bool = True) -> int:
         """Failed deliveries matching the filters go back to ``pending``, due now, with a fresh
         retry schedule and nothing of their last attempts (the count starts again, so does
-        what the last one got); their disabled endpoints are enabled again (the operator asked)."""
+        what the last one got); their disabled endpoints are enabled again (the operator asked:
+        ``paygate webhooks replay``). ``enable_endpoints=False`` (the console's replay of one
+        delivery) leaves a disabled or deleted endpoint's deliveries as they are, and the
+        endpoint too: see :meth:`endpoint_state` for why nothing was replayed."""
         where = [_delivery.status == "failed"]
+        if not enable_endpoints:
+            where.append(_delivery.endpoint_id.in_(
+                select(webhook_endpoints.c.id).where(webhook_endpoints.c.status == "enabled")))
         if merchant_id:
             where.append(_delivery.merchant_id == merchant_id)
         if endpoint_id:
@@ -210,6 +220,14 @@ class DeliveryQueue:
                 status="pending", attempts=0, next_attempt_at=now, last_status_code=None, last_error=None,
                 updated_at=now))
         return result.rowcount
+
+    async def endpoint_state(self, endpoint_id: str) -> tuple[str, str | None] | None:
+        """The endpoint's status (enabled, disabled, deleted) and why it was disabled; None if
+        there is no such endpoint."""
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(webhook_endpoints.c.status, webhook_endpoints.c.disabled_reason)
+                                      .where(webhook_endpoints.c.id == endpoint_id))).first()
+        return None if row is None else (row[0], row[1])
 
     async def recent(self, *, status: str | None = None, merchant_id: str | None = None,
                      limit: int = 100) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Webhook endpoints' rows: create, count, list, delete.
+"""Webhook endpoints' rows: create, count, list (whole, or a page after a cursor), delete.
 
 Each function runs on the caller's connection, so a create commits with whatever else its
 unit of work holds (the ``Idempotency-Key`` claim and stored answer of ``POST
@@ -8,11 +8,20 @@ the same on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from paygate_server import jsoncodec
-from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_value
+from paygate_server.storage.statements import (
+    Connection,
+    Sql,
+    execute,
+    fetch_all,
+    fetch_one,
+    fetch_value,
+)
 
-__all__ = ["Endpoint", "count_active", "insert_endpoint", "list_endpoints", "delete_endpoint", "lock_merchant_endpoints"]
+__all__ = ["Endpoint", "count_active", "insert_endpoint", "list_endpoints", "page_endpoints", "delete_endpoint",
+           "lock_merchant_endpoints"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +45,16 @@ _INSERT = Sql("""
 _LIST = Sql(f"""
     SELECT {_COLUMNS} FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'
     ORDER BY created_at DESC, id DESC""")
+# A page after a cursor (an endpoint of the merchant's, deleted or not: deleting the last one
+# of a page does not end the listing); one row more than the page, to tell whether another follows.
+_CURSOR = Sql("SELECT created_at, id FROM webhook_endpoints WHERE id = :id AND merchant_id = :merchant_id")
+_PAGE = Sql(f"""
+    SELECT {_COLUMNS} FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'
+      AND (created_at < :created_at OR (created_at = :created_at AND id < :id))
+    ORDER BY created_at DESC, id DESC LIMIT :limit""")
+_FIRST_PAGE = Sql(f"""
+    SELECT {_COLUMNS} FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'
+    ORDER BY created_at DESC, id DESC LIMIT :limit""")
 _MERCHANT_OF = Sql("SELECT merchant_id FROM webhook_endpoints WHERE id = :id")
 _DELETE = Sql("""
     UPDATE webhook_endpoints SET status = 'deleted', updated_at = :now
@@ -78,12 +97,30 @@ async def insert_endpoint(conn: Connection, *, endpoint_id: str, merchant_id: st
     return Endpoint(endpoint_id, merchant_id, url, tuple(events) if events else None, "enabled", None, now)
 
 
+def _endpoint(r: Any) -> Endpoint:
+    return Endpoint(r["id"], r["merchant_id"], r["url"], tuple(jsoncodec.loads(r["events"])) if r["events"] else None,
+                    r["status"], r["disabled_reason"], r["created_at"])
+
+
 async def list_endpoints(conn: Connection, merchant_id: str) -> list[Endpoint]:
     """The merchant's endpoints that are not deleted, newest first."""
-    return [Endpoint(r["id"], r["merchant_id"], r["url"],
-                     tuple(jsoncodec.loads(r["events"])) if r["events"] else None,
-                     r["status"], r["disabled_reason"], r["created_at"])
-            for r in await fetch_all(conn, _LIST, merchant_id=merchant_id)]
+    return [_endpoint(r) for r in await fetch_all(conn, _LIST, merchant_id=merchant_id)]
+
+
+async def page_endpoints(conn: Connection, merchant_id: str, *, limit: int,
+                         starting_after: str | None) -> tuple[list[Endpoint], bool]:
+    """At most ``limit`` of the merchant's endpoints that are not deleted, newest first, after
+    the endpoint ``starting_after`` (the last of the previous page), and whether more follow.
+    A cursor that names no endpoint of the merchant's is an empty page."""
+    if starting_after is None:
+        rows = await fetch_all(conn, _FIRST_PAGE, merchant_id=merchant_id, limit=limit + 1)
+    else:
+        cursor = await fetch_one(conn, _CURSOR, id=starting_after, merchant_id=merchant_id)
+        if cursor is None:
+            return [], False
+        rows = await fetch_all(conn, _PAGE, merchant_id=merchant_id, created_at=cursor["created_at"],
+                               id=cursor["id"], limit=limit + 1)
+    return [_endpoint(r) for r in rows[:limit]], len(rows) > limit
 
 
 async def delete_endpoint(conn: Connection, merchant_id: str, endpoint_id: str, now: int) -> bool:

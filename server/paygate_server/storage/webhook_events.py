@@ -5,8 +5,13 @@ relay offset, on that transaction's connection: what is written here commits wit
 offset or not at all. Whatever the number of events, one fixed statement per step:
 PostgreSQL takes arrays (``unnest``), SQLite a JSON array of rows (``json_each``). An event
 whose change has one already is skipped (a re-delivered batch), and so are its deliveries:
-only the events just inserted get one delivery per enabled endpoint of the merchant
-subscribed to the type.
+only the events just inserted get one delivery per endpoint of the merchant subscribed to
+the type: ``pending`` for an enabled endpoint; ``failed`` at once, ``endpoint disabled``
+and never attempted, for one disabled (a ``410``) within :data:`KEPT_FOR_DISABLED_US`
+— so that ``paygate webhooks replay`` sends them once the merchant has mended their
+receiver, as Stripe resends a disabled endpoint's events. An endpoint disabled longer gets
+no rows: one disabled for ever does not grow the table for ever. A disabled endpoint's
+``updated_at`` is when it was disabled (nothing else updates a disabled endpoint's row).
 """
 from __future__ import annotations
 
@@ -17,7 +22,13 @@ from typing import Any
 from paygate_server import jsoncodec
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_value
 
-__all__ = ["NewEvent", "entity_statuses", "insert_events", "last_event_types"]
+__all__ = ["NewEvent", "KEPT_FOR_DISABLED_US", "DISABLED_ERROR", "entity_statuses", "insert_events",
+           "last_event_types"]
+
+# How long after its endpoint was disabled an event still gets a (failed) delivery to it,
+# for a replay: 30 days, as long as Stripe keeps an event to resend.
+KEPT_FOR_DISABLED_US = 30 * 86_400 * 1_000_000
+DISABLED_ERROR = "endpoint disabled"  # the dispatcher's word for a pending one it finds disabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +57,12 @@ _PG = {
                AS t(id, merchant_id, type, change_id, intent_id, object_id, payload)
           ON CONFLICT DO NOTHING RETURNING id, merchant_id, type)
         INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, next_attempt_at,
-                                        created_at, updated_at)
-        SELECT ev.id, ep.id, ev.merchant_id, 'pending', 0, :now::bigint, :now::bigint, :now::bigint
-        FROM ev JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id AND ep.status = 'enabled'
+                                        created_at, updated_at, last_error)
+        SELECT ev.id, ep.id, ev.merchant_id, CASE WHEN ep.status = 'enabled' THEN 'pending' ELSE 'failed' END,
+               0, :now::bigint, :now::bigint, :now::bigint,
+               CASE WHEN ep.status = 'enabled' THEN NULL ELSE CAST(:disabled_error AS text) END
+        FROM ev JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id
+          AND (ep.status = 'enabled' OR (ep.status = 'disabled' AND ep.updated_at >= :disabled_since::bigint))
         WHERE ep.events IS NULL OR ep.events::jsonb ? ev.type"""),
     "last_events": Sql("""
         SELECT DISTINCT ON (object_id) object_id, type FROM webhook_events
@@ -70,10 +84,12 @@ _SQLITE = {
     # Our fresh event ids exist only where the insert above did not skip the change.
     "deliveries": Sql("""
         INSERT INTO webhook_deliveries (event_id, endpoint_id, merchant_id, status, attempts, next_attempt_at,
-                                        created_at, updated_at)
-        SELECT ev.id, ep.id, ev.merchant_id, 'pending', 0, :now, :now, :now
+                                        created_at, updated_at, last_error)
+        SELECT ev.id, ep.id, ev.merchant_id, CASE WHEN ep.status = 'enabled' THEN 'pending' ELSE 'failed' END,
+               0, :now, :now, :now, CASE WHEN ep.status = 'enabled' THEN NULL ELSE :disabled_error END
         FROM webhook_events ev
-        JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id AND ep.status = 'enabled'
+        JOIN webhook_endpoints ep ON ep.merchant_id = ev.merchant_id
+          AND (ep.status = 'enabled' OR (ep.status = 'disabled' AND ep.updated_at >= :disabled_since))
         WHERE ev.id IN (SELECT value FROM json_each(:ids))
           AND (ep.events IS NULL OR ev.type IN (SELECT value FROM json_each(ep.events)))"""),
     "last_events": Sql("""
@@ -117,13 +133,15 @@ async def last_event_types(conn: Connection, object_ids: Sequence[str]) -> dict[
 
 async def insert_events(conn: Connection, events: Sequence[NewEvent], now: int) -> int:
     """Insert the events whose change has none yet, and their deliveries; the number of
-    deliveries created."""
+    deliveries created (those failed at once, to a disabled endpoint, included)."""
+    disabled = {"disabled_error": DISABLED_ERROR, "disabled_since": now - KEPT_FOR_DISABLED_US}
     if conn.dialect.name == "postgresql":
         return await execute(
-            conn, _PG["write"], now=now, ids=[e.id for e in events], merchant_ids=[e.merchant_id for e in events],
+            conn, _PG["write"], now=now, **disabled, ids=[e.id for e in events],
+            merchant_ids=[e.merchant_id for e in events],
             types=[e.type for e in events], change_ids=[e.change_id for e in events],
             intent_ids=[e.intent_id for e in events], object_ids=[e.object_id for e in events],
             payloads=[e.payload for e in events])
     await execute(conn, _SQLITE["events"], now=now, rows=_json([
         (e.id, e.merchant_id, e.type, e.change_id, e.intent_id, e.object_id, e.payload) for e in events]))
-    return await execute(conn, _SQLITE["deliveries"], now=now, ids=_json([e.id for e in events]))
+    return await execute(conn, _SQLITE["deliveries"], now=now, **disabled, ids=_json([e.id for e in events]))

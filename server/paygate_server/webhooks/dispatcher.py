@@ -13,7 +13,8 @@ disabled or deleted: it could never be sent, and each lease would take a slot fo
 Each attempt POSTs the event's stored body with ``webhook-id`` (the event id, the same on
 every attempt), ``webhook-timestamp`` and ``webhook-signature``; redirects are not followed
 and the private-address guard runs inside the connection. Any 2xx within the timeout
-(15 s) is delivered; ``410 Gone`` disables the endpoint; anything else is retried after
+(15 s) is delivered; ``410 Gone`` disables the endpoint (with the outcome, under the
+attempt's lease: a late one disables nothing); anything else is retried after
 the next step of ``PAYGATE_WEBHOOK_RETRY_SCHEDULE_S`` (±20 % jitter) until the schedule
 runs out, and the delivery is then ``failed`` — ``paygate webhooks replay`` sends it again.
 
@@ -277,9 +278,11 @@ class Dispatcher:
         if code is not None and 200 <= code < 300:
             await self._finish(claim, "delivered", attempts, code, None)
         elif code == 410:
-            # The endpoint said it is gone, whether or not this attempt's lease still holds.
-            await self._queue.disable_endpoint(claim.endpoint_id, "the endpoint answered 410 Gone", now_us())
-            await self._finish(claim, "failed", attempts, code, "410 Gone: endpoint disabled")
+            # The endpoint said it is gone: disabled with the outcome, under its lease — an
+            # attempt that outlived its lease has no side effect (the later attempt's outcome
+            # is the delivery's, and it may have been delivered).
+            await self._finish(claim, "failed", attempts, code, "410 Gone: endpoint disabled",
+                               disable_endpoint="the endpoint answered 410 Gone")
         else:
             error = result.error or f"HTTP {code}"
             delay = self.next_delay_s(attempts)
@@ -289,10 +292,10 @@ class Dispatcher:
                 await self._finish(claim, "pending", attempts, code, error, next_at=now_us() + int(delay * _US))
 
     async def _finish(self, claim: Claim, status: str, attempts: int, code: int | None,
-                      error: str | None, *, next_at: int | None = None) -> None:
+                      error: str | None, *, next_at: int | None = None, disable_endpoint: str | None = None) -> None:
         if not await self._queue.finish(claim.event_id, claim.endpoint_id, lease_until=claim.lease_until,
                                         status=status, attempts=attempts, status_code=code, error=error,
-                                        now=now_us(), next_at=next_at):
+                                        now=now_us(), next_at=next_at, disable_endpoint=disable_endpoint):
             # Its lease ran out and the delivery was claimed again (or finished already): that
             # attempt records its own outcome, sending again if it must (at least once); this
             # one, recorded, would free the other's slot while it runs and overwrite its count.

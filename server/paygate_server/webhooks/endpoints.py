@@ -14,7 +14,7 @@ from paygate_server.errors import ApiError
 from paygate_server.http.api import ApiContext, api_endpoint, json_response
 from paygate_server.storage import Transaction
 from paygate_server.storage import webhook_endpoints as store
-from paygate_server.validation import reject_unknown, require_id, require_str
+from paygate_server.validation import parse_int_param, reject_unknown, require_id, require_str
 from paygate_server.webhooks import model
 from paygate_server.webhooks.guard import (
     MAX_URL_LENGTH,
@@ -29,6 +29,7 @@ __all__ = ["routes", "parse_events", "validate_url", "REGISTRATION_LOOKUP_S"]
 
 # How long a registration waits for its URL's host to resolve.
 REGISTRATION_LOOKUP_S = 5.0
+MAX_LIST_LIMIT = 100  # a list's page, as the intents' (its default here: every endpoint)
 
 
 def parse_events(value: Any) -> list[str] | None:
@@ -81,9 +82,17 @@ async def create_webhook_endpoint(ctx: ApiContext) -> Response:
 
 
 async def list_webhook_endpoints(ctx: ApiContext) -> Response:
+    """Paged as ``GET /api/v1/payment/intents`` is (``limit``, ``startingAfter``; other query
+    parameters ignored, as there), but ``limit`` defaults to its maximum: a merchant has at
+    most :data:`model.MAX_ENDPOINTS` endpoints, so a plain GET still answers all of them."""
+    limit = parse_int_param(ctx.query("limit"), "limit", default=MAX_LIST_LIMIT, minimum=1, maximum=MAX_LIST_LIMIT)
+    starting_after = ctx.query("startingAfter")
+    if starting_after is not None:
+        starting_after = require_id(starting_after, "startingAfter", "we")
     async with ctx.gateway.db.read() as conn:
-        endpoints = await store.list_endpoints(conn, ctx.merchant_id)
-    return json_response(200, {"data": [model.render_endpoint(e) for e in endpoints], "hasMore": False})
+        endpoints, has_more = await store.page_endpoints(conn, ctx.merchant_id, limit=limit,
+                                                         starting_after=starting_after)
+    return json_response(200, {"data": [model.render_endpoint(e) for e in endpoints], "hasMore": has_more})
 
 
 async def delete_webhook_endpoint(ctx: ApiContext) -> Response:
@@ -151,7 +160,13 @@ openapi.register({
         },
         "get": {
             "operationId": "listWebhookEndpoints", "summary": "The merchant's webhook endpoints, newest first",
-            "responses": {"200": {"description": "Endpoints", **_json("WebhookEndpointList")}, **_errors()},
+            "parameters": [
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": MAX_LIST_LIMIT}},
+                {"name": "startingAfter", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "The last webhookEndpointId of the previous page"},
+            ],
+            "responses": {"200": {"description": "Endpoints", **_json("WebhookEndpointList")}, **_errors(404)},
         },
     },
     "/api/v1/webhooks/{endpoint_id}": {

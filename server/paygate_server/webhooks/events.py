@@ -6,7 +6,7 @@ the previous snapshot) becomes ``payment_intent.<status>``; a refund reaching
 reservation bumping ``amountRefunded``) make no event. The payload is fixed at creation —
 ``{"type", "timestamp", "data"}`` with the object in the API's wire shape as of that
 change — and every enabled endpoint of the merchant subscribed to the type gets a
-delivery row. The relay runs this inside the transaction that records its offset, so each
+delivery row (one disabled by a ``410`` within 30 days, a row failed at once, for a replay). The relay runs this inside the transaction that records its offset, so each
 change yields its event exactly once (``change_id`` is unique besides); the rows are
 written by ``paygate_server.storage.webhook_events`` on that transaction's connection.
 

@@ -8,14 +8,18 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from paygate_checkout import is_valid_origin
 from paygate_server.console.actions import recent_actions
 from paygate_server.merchants import create_merchant, load_api_key
 from paygate_server.processors.accounts import add_account, set_routing
 from paygate_server.storage.merchants import list_merchants, list_origins
-from paygate_server.storage.schema_history import webhook_deliveries, webhook_events
+from paygate_server.storage.schema_history import (
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_events,
+)
 from paygate_server.storage.webhook_deliveries import DeliveryQueue
 from tests.server.console.conftest import InProcessConsole, running_console
 from tests.support.app import test_settings as make_settings
@@ -110,6 +114,22 @@ async def _endpoint_and_replay(con: InProcessConsole) -> None:
     second, first = await recent_actions(gateway.db, limit=5, target="evt_consoletest1")
     assert first.action == second.action == "webhook.replay"
     assert '"replayed"' in (first.detail or "") and "nothing to replay" in (second.detail or "")
+
+    # The endpoint disabled by a 410 (as the dispatcher leaves it): refused, not re-enabled.
+    async with gateway.db.write() as conn:
+        await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id).values(
+            status="disabled", disabled_reason="the endpoint answered 410 Gone"))
+        await conn.execute(update(webhook_deliveries).where(webhook_deliveries.c.event_id == "evt_consoletest1")
+                           .values(status="failed", last_status_code=410))
+    refused = await post(con, f"/merchants/{pair.merchant_id}/deliveries/replay", event_id="evt_consoletest1",
+                         endpoint_id=endpoint_id)
+    assert refused.status_code == 409 and "is disabled" in refused.text, refused.text
+    assert f"paygate webhooks replay --endpoint {endpoint_id}" in refused.text
+    assert await DeliveryQueue(gateway.db).endpoint_state(endpoint_id) == ("disabled", "the endpoint answered 410 Gone")
+    [row] = await DeliveryQueue(gateway.db).recent(merchant_id=pair.merchant_id)
+    assert row["status"] == "failed"
+    [third, *_] = await recent_actions(gateway.db, limit=5, target="evt_consoletest1")
+    assert "refused: endpoint not enabled" in (third.detail or "")
 
 
 async def test_processor_accounts_and_rules_are_shown_never_credentials(con: InProcessConsole) -> None:

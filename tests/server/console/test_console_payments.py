@@ -406,6 +406,25 @@ async def test_ask_the_processor_now_settles_an_unknown_attempt(bench: Bench) ->
     assert stranger.status_code == 400 and "not one of this payment" in alert(stranger.text)
 
 
+async def _payment_with_a_failed_delivery(bench: Bench, url: str) -> tuple[str, str, str]:
+    """A payment of the shop's whose event's delivery to a new endpoint at ``url`` failed,
+    as support sees it: (the intent, the event, the endpoint), read from the Replay button."""
+    r = await bench.shop.post("/api/v1/webhooks", {"url": url})
+    assert r.status_code == 201, r.text
+    pid = (await bench.shop.create_intent())["paymentIntentId"]
+    await bench.signed_in("support")
+    failed = await eventually(lambda: _page(bench, pid), until=lambda p: 'aria-label="Replay evt_' in p,
+                              what="a failed delivery")
+    found = re.search(r'name="event_id" value="(evt_\w+)">\s*<input type="hidden" name="endpoint_id" '
+                      r'value="(we_\w+)"', failed)
+    assert found is not None
+    return pid, found.group(1), found.group(2)
+
+
+async def _page(bench: Bench, pid: str) -> str:
+    return (await bench.con.http.get(f"/payments/{pid}")).text
+
+
 async def test_replay_a_failed_webhook_delivery(bench: Bench) -> None:
     answers = {"status": 500}
 
@@ -413,18 +432,10 @@ async def test_replay_a_failed_webhook_delivery(bench: Bench) -> None:
         return answers["status"], {}
 
     async with Receiver(responder) as receiver:
-        r = await bench.shop.post("/api/v1/webhooks", {"url": receiver.url()})
-        assert r.status_code == 201, r.text
-        pid = (await bench.shop.create_intent())["paymentIntentId"]
-        await bench.signed_in("support")
+        pid, event_id, endpoint_id = await _payment_with_a_failed_delivery(bench, receiver.url())
 
         async def page() -> str:
-            return (await bench.con.http.get(f"/payments/{pid}")).text
-        failed = await eventually(page, until=lambda p: 'aria-label="Replay evt_' in p, what="a failed delivery")
-        found = re.search(r'name="event_id" value="(evt_\w+)">\s*<input type="hidden" name="endpoint_id" '
-                          r'value="(we_\w+)"', failed)
-        assert found is not None
-        event_id, endpoint_id = found.groups()
+            return await _page(bench, pid)
         answers["status"] = 200
         replayed = await bench.post(f"/payments/{pid}/replay", {"event_id": event_id, "endpoint_id": endpoint_id})
         assert replayed.status_code == 200 and "sent to" in alert(replayed.text)
@@ -436,3 +447,23 @@ async def test_replay_a_failed_webhook_delivery(bench: Bench) -> None:
         assert again.status_code == 409 and "Only a failed delivery" in alert(again.text)
         wrong = await bench.post(f"/payments/{pid}/replay", {"event_id": "evt_x' OR 1=1", "endpoint_id": endpoint_id})
         assert wrong.status_code == 400 and "not one of this payment" in alert(wrong.text)
+
+
+async def test_a_replay_never_re_enables_an_endpoint_disabled_by_a_410(bench: Bench) -> None:
+    """The endpoint's server said it is gone: a support operator's replay of one delivery is
+    refused, saying how the endpoint is re-enabled on purpose; the endpoint stays disabled,
+    the delivery failed, nothing sent, and the refusal is recorded."""
+    async def gone(_: Received) -> tuple[int, dict[str, str]]:
+        return 410, {}
+
+    async with Receiver(gone) as receiver:
+        pid, event_id, endpoint_id = await _payment_with_a_failed_delivery(bench, receiver.url())
+        refused = await bench.post(f"/payments/{pid}/replay", {"event_id": event_id, "endpoint_id": endpoint_id})
+        assert refused.status_code == 409, refused.text
+        said = alert(refused.text)
+        assert "is disabled" in said and "410" in said and f"paygate webhooks replay --endpoint {endpoint_id}" in said
+        [listed] = (await bench.shop.get("/api/v1/webhooks")).json()["data"]
+        assert listed["status"] == "disabled"
+        again = await _page(bench, pid)
+        assert 'aria-label="Replay ' + event_id in again and "refused:endpoint_not_enabled" in again
+        assert len(receiver.requests) == 1  # the 410 only

@@ -113,8 +113,7 @@ async def test_claims_outcomes_and_replay(db: Database) -> None:  # noqa: F811
     async with queue.claiming(80, 180, endpoint_ids=[endpoint.id], per_endpoint=4) as claim:
         assert await claim(DueDelivery(second.event_id, endpoint.id, 70))
     assert await queue.finish(second.event_id, endpoint.id, lease_until=180, status="failed", attempts=2,
-                              status_code=410, error="x" * 600, now=80)
-    await queue.disable_endpoint(endpoint.id, "the endpoint answered 410 Gone", 80)
+                              status_code=410, error="x" * 600, now=80, disable_endpoint="the endpoint answered 410 Gone")
     [failed] = await queue.recent(status="failed")
     assert failed["event_id"] == second.event_id and failed["last_error"] == "x" * 500
     async with db.read() as conn:

@@ -18,11 +18,13 @@ import pytest
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from paygate_server.clock import now_us
 from paygate_server.storage.schema_history import (
     webhook_deliveries,
     webhook_endpoints,
     webhook_events,
 )
+from paygate_server.storage.webhook_deliveries import DeliveryQueue
 from paygate_server.webhooks import guard
 from paygate_server.webhooks.dispatcher import ascii_url
 from tests.server.webhooks.receiver import Received, Receiver
@@ -163,11 +165,14 @@ async def test_any_2xx_is_delivered_and_nothing_else_is(live: InProcessGateway) 
         201: (1, 201), 202: (1, 202), 204: (1, 204), 299: (1, 299), 300: (5, 300)}
 
 
-async def test_410_disables_the_endpoint(live: InProcessGateway) -> None:
+async def test_410_disables_the_endpoint_and_its_later_events_wait_for_a_replay(live: InProcessGateway) -> None:
+    """A disabled endpoint's events are kept, each a delivery failed at once (never sent),
+    so that the replay after the merchant mended their receiver sends them: none lost."""
     shop = await live.new_merchant()
+    mended = {"yes": False}
 
     async def gone(_: Received) -> tuple[int, dict[str, str]]:
-        return 410, {}
+        return (200, {}) if mended["yes"] else (410, {})
 
     async with Receiver(gone) as receiver:
         hook = await endpoint(shop, receiver.url())
@@ -189,8 +194,19 @@ async def test_410_disables_the_endpoint(live: InProcessGateway) -> None:
                     webhook_events.c.intent_id == pid))).first() is not None
 
         await eventually(event_exists, what="the event")
-        pending = await deliveries(live, hook["webhookEndpointId"], "pending")
-        assert pending == [] and len(receiver.requests) == 1
+        async with live.gateway.db.read() as conn:
+            later = {r[0] for r in await conn.execute(select(webhook_events.c.id).where(
+                webhook_events.c.intent_id == pid))}
+        assert await deliveries(live, hook["webhookEndpointId"], "pending") == []
+        kept = await deliveries(live, hook["webhookEndpointId"], "failed")
+        assert {r.event_id for r in kept} >= later
+        assert {(r.attempts, r.last_error) for r in kept if r.event_id in later} == {(0, "endpoint disabled")}
+        assert len(receiver.requests) == 1  # nothing sent to a disabled endpoint
+
+        mended["yes"] = True
+        assert await DeliveryQueue(live.gateway.db).replay_failed(
+            now_us(), endpoint_id=hook["webhookEndpointId"]) == len(kept)  # `paygate webhooks replay`
+        await eventually(lambda: receiver.delivered_ids() >= later, what="the kept events, replayed")
 
 
 async def test_failed_deliveries_are_replayed_with_the_same_id(

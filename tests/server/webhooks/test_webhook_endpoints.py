@@ -93,6 +93,36 @@ async def test_a_merchant_has_at_most_max_endpoints_even_when_they_are_created_a
     assert (await shop.post(HOOKS, {"url": "http://93.184.216.34/more"})).status_code == 400
 
 
+async def test_the_list_pages_like_the_intents_list(gw: InProcessGateway) -> None:
+    """``limit`` and ``startingAfter`` as ``GET /api/v1/payment/intents`` takes them (the
+    query string was ignored: ``limit=2`` answered every endpoint, ``hasMore`` always
+    false); without them, every endpoint (the default page is the maximum, 100 ≥ 16)."""
+    shop, other = await gw.new_merchant(), await gw.new_merchant()
+    for i in range(5):
+        assert (await shop.post(HOOKS, {"url": f"http://93.184.216.34/page{i}"})).status_code == 201
+    everything = (await shop.get(HOOKS)).json()
+    ids = [e["webhookEndpointId"] for e in everything["data"]]
+    assert len(ids) == 5 and not everything["hasMore"]
+    first = (await shop.get(f"{HOOKS}?limit=2")).json()
+    assert ([e["webhookEndpointId"] for e in first["data"]], first["hasMore"]) == (ids[:2], True)
+    second = (await shop.get(f"{HOOKS}?limit=2&startingAfter={ids[1]}")).json()
+    assert ([e["webhookEndpointId"] for e in second["data"]], second["hasMore"]) == (ids[2:4], True)
+    assert (await shop.request("DELETE", f"{HOOKS}/{ids[3]}")).status_code == 204  # a cursor deleted meanwhile
+    last = (await shop.get(f"{HOOKS}?limit=2&startingAfter={ids[3]}")).json()
+    assert ([e["webhookEndpointId"] for e in last["data"]], last["hasMore"]) == (ids[4:], False)
+    # Another merchant's endpoint as the cursor: an empty page, as the intents' (never a 404).
+    assert (await other.get(f"{HOOKS}?startingAfter={ids[0]}")).json() == {"data": [], "hasMore": False}
+    # An unknown parameter is ignored, as the intents list ignores one.
+    assert (await shop.get(f"{HOOKS}?colour=blue")).json()["data"] == (await shop.get(HOOKS)).json()["data"]
+    assert (await shop.get("/api/v1/payment/intents?colour=blue")).status_code == 200
+    for bad, status, param in [("limit=0", 400, "limit"), ("limit=101", 400, "limit"), ("limit=abc", 400, "limit"),
+                               ("startingAfter=pi_x", 404, "startingAfter")]:
+        r = await shop.get(f"{HOOKS}?{bad}")
+        assert (r.status_code, r.json()["error"]["param"]) == (status, param), (bad, r.text)
+    doc = (await gw.http.get("/api/v1/openapi.json")).json()
+    assert {p["name"] for p in doc["paths"][HOOKS]["get"]["parameters"]} == {"limit", "startingAfter"}
+
+
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:8080/hook", "http://localhost/hook", "http://10.1.2.3/hook", "http://192.168.0.7/",
     "http://172.16.5.5/", "http://169.254.169.254/latest/meta-data", "http://[::1]/hook",

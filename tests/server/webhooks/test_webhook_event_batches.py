@@ -1,5 +1,6 @@
 """Events come out the same however the changes are batched, across consumer restarts and
-failed deliveries; each event gets one delivery per enabled endpoint subscribed to its type."""
+failed deliveries; each event gets one delivery per endpoint subscribed to its type —
+failed at once, for a replay, to one disabled (within its 30 days)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,7 @@ from sqlalchemy import select, update
 
 from paygate_server import jsoncodec
 from paygate_server.cdc.relay import Relay
+from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database, Transaction
@@ -18,6 +20,7 @@ from paygate_server.storage.schema_history import (
     webhook_endpoints,
     webhook_events,
 )
+from paygate_server.storage.webhook_events import KEPT_FOR_DISABLED_US
 from paygate_server.webhooks.events import WebhookConsumer
 from paygate_server.webhooks.model import create_endpoint
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)
@@ -95,14 +98,22 @@ async def test_a_failed_delivery_is_redone_with_the_same_events(db: Database) ->
     assert await _types(db) == [(pid, "payment_intent.created"), (pid, "payment_intent.in_progress")]
 
 
-async def test_one_delivery_per_enabled_subscribed_endpoint(db: Database) -> None:  # noqa: F811
+async def test_one_delivery_per_subscribed_endpoint(db: Database) -> None:  # noqa: F811
     shop, other = await new_merchant(db), await new_merchant(db)
     async with db.write() as conn:
         everything, _ = await create_endpoint(conn, MASTER, shop, "http://all.test/", None)
         canceled_only, _ = await create_endpoint(conn, MASTER, shop, "http://c.test/", ["payment_intent.canceled"])
         off, _ = await create_endpoint(conn, MASTER, shop, "http://off.test/", None)
+        # Disabled (a 410) just now: its events are kept for a replay. Disabled longer than
+        # KEPT_FOR_DISABLED_US ago (updated_at: when it was disabled): none.
         await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == off.id)
-                           .values(status="disabled"))
+                           .values(status="disabled", updated_at=now_us()))
+        long_off, _ = await create_endpoint(conn, MASTER, shop, "http://long-off.test/", None)
+        await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == long_off.id)
+                           .values(status="disabled", updated_at=now_us() - KEPT_FOR_DISABLED_US - 60_000_000))
+        gone, _ = await create_endpoint(conn, MASTER, shop, "http://gone.test/", None)
+        await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == gone.id)
+                           .values(status="deleted"))
         elsewhere, _ = await create_endpoint(conn, MASTER, other, "http://other.test/", None)
         x = await new_intent(conn, shop)
         y = await new_intent(conn, other)
@@ -111,14 +122,16 @@ async def test_one_delivery_per_enabled_subscribed_endpoint(db: Database) -> Non
     await Relay(db, FAST, [WebhookConsumer(batch_size=500)]).drain()  # all in one batch
     async with db.read() as conn:
         events = {r.id: (r.object_id, r.type) for r in await conn.execute(select(webhook_events))}
-        deliveries = sorted((events[r.event_id], r.endpoint_id, r.merchant_id, r.status)
+        deliveries = sorted((events[r.event_id], r.endpoint_id, r.merchant_id, r.status, r.attempts, r.last_error)
                             for r in await conn.execute(select(webhook_deliveries)))
     expected: list[Any] = [
-        ((x, "payment_intent.created"), everything.id, shop, "pending"),
-        ((x, "payment_intent.canceled"), everything.id, shop, "pending"),
-        ((x, "payment_intent.canceled"), canceled_only.id, shop, "pending"),
-        ((y, "payment_intent.created"), elsewhere.id, other, "pending"),
-        ((y, "payment_intent.in_progress"), elsewhere.id, other, "pending"),
+        ((x, "payment_intent.created"), everything.id, shop, "pending", 0, None),
+        ((x, "payment_intent.canceled"), everything.id, shop, "pending", 0, None),
+        ((x, "payment_intent.canceled"), canceled_only.id, shop, "pending", 0, None),
+        ((x, "payment_intent.created"), off.id, shop, "failed", 0, "endpoint disabled"),
+        ((x, "payment_intent.canceled"), off.id, shop, "failed", 0, "endpoint disabled"),
+        ((y, "payment_intent.created"), elsewhere.id, other, "pending", 0, None),
+        ((y, "payment_intent.in_progress"), elsewhere.id, other, "pending", 0, None),
     ]
     assert deliveries == sorted(expected)
     async with db.read() as conn:

@@ -117,6 +117,42 @@ async def test_an_attempt_that_outlived_its_lease_records_nothing_over_the_next_
     assert await _row(db, waiting) == ("delivered", 1, None, None)
 
 
+async def _endpoint_status(db: Database, endpoint_id: str) -> str:  # noqa: F811
+    async with db.read() as conn:
+        return str((await conn.execute(text("SELECT status FROM webhook_endpoints WHERE id = :id"),
+                                       {"id": endpoint_id})).scalar_one())
+
+
+async def test_a_late_410_whose_lease_ran_out_does_not_disable_the_endpoint(
+        db: Database, fresh_database_url: str, tmp_path: Path, clock: FakeClock) -> None:  # noqa: F811
+    """A fenced-out outcome has no side effect: the 410 of an attempt that outlived its lease
+    (the delivery claimed again since, and delivered) leaves the endpoint enabled."""
+    merchant = await new_merchant(db)
+    endpoint_id = await _endpoint(db, merchant)
+    late = await _event(db, merchant, 1, clock.now_us)
+    one, another = (HeldDispatcher(db, fresh_database_url, tmp_path) for _ in range(2))
+    first_pass = asyncio.create_task(one.send_due())
+    await one.started.wait()
+    clock.set_elapsed(LEASE_S)
+    second_pass = asyncio.create_task(another.send_due())
+    await another.started.wait()
+    another.answers[0].set_result(AttemptResult(200, None))
+    assert await second_pass == 1
+    one.answers[0].set_result(AttemptResult(410, None))  # long after: its lease is another's now
+    assert await first_pass == 1
+    assert await _row(db, late) == ("delivered", 1, None, None)
+    assert await _endpoint_status(db, endpoint_id) == "enabled"
+    # Under its lease, a 410 disables the endpoint, with the outcome.
+    gone = await _event(db, merchant, 2, clock.now_us)
+    one.started.clear()
+    third_pass = asyncio.create_task(one.send_due())
+    await one.started.wait()
+    one.answers[1].set_result(AttemptResult(410, None))
+    assert await third_pass == 1
+    assert await _row(db, gone) == ("failed", 1, None, "410 Gone: endpoint disabled")
+    assert await _endpoint_status(db, endpoint_id) == "disabled"
+
+
 @pytest.mark.parametrize("gone", ["event", "endpoint"])
 async def test_a_delivery_whose_event_or_endpoint_is_gone_is_failed_at_once(
         db: Database, fresh_database_url: str, tmp_path: Path, clock: FakeClock, gone: str) -> None:  # noqa: F811

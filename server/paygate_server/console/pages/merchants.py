@@ -4,7 +4,8 @@ routing rules.
 
 Every change goes through the functions the CLI and the API use — ``merchants.py``
 (create, origins, keys), ``webhooks.model.create_endpoint`` with the API's URL checks,
-``DeliveryQueue.replay_failed`` (``paygate webhooks replay``) — and is recorded as an
+``DeliveryQueue.replay_failed`` (``paygate webhooks replay``, but never re-enabling an
+endpoint: console/pages/replay.py) — and is recorded as an
 operator action in the same transaction where there is one. A secret (a key's signing
 secret, an endpoint's) is in the answer to the form that made it and nowhere else: never
 in a later page, the action's record or a log. Processor accounts and routing rules are
@@ -20,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from paygate_server.clock import now_us
 from paygate_server.console.actions import record_action, record_action_in
+from paygate_server.console.pages.replay import replay_delivery
 from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import (
     Form,
@@ -235,13 +236,17 @@ async def replay(request: Request, signed_in: SignedIn, form: Form, merchant_id:
     if not _EVENT_ID.fullmatch(event_id) or not _ENDPOINT_ID.fullmatch(endpoint_id):
         return await _merchant_page(request, signed_in, merchant_id, status=400,
                                     message="That delivery cannot be replayed: use the button on its row.")
-    replayed = await DeliveryQueue(console.gateway.db).replay_failed(now_us(), merchant_id=merchant_id,
-                                                                    endpoint_id=endpoint_id, event_id=event_id)
+    outcome = await replay_delivery(console.gateway.db, merchant_id=merchant_id, endpoint_id=endpoint_id,
+                                    event_id=event_id)
+    replayed = outcome.replayed
     # Recorded either way: the operator asked, whether or not there was anything to replay.
+    label = "replayed" if replayed else "refused: endpoint not enabled" if outcome.refusal else "nothing to replay"
     await record_action(console.gateway.db, operator_id=signed_in.operator_id, action="webhook.replay",
-                        target=event_id, detail={"endpoint": endpoint_id, "merchant": merchant_id,
-                                                 "outcome": "replayed" if replayed else "nothing to replay"},
+                        target=event_id, detail={"endpoint": endpoint_id, "merchant": merchant_id, "outcome": label},
                         remote_addr=remote_addr(request))
+    if outcome.refusal:
+        return await _merchant_page(request, signed_in, merchant_id, status=409, message=outcome.refusal,
+                                    failed=True)
     if not replayed:
         return await _merchant_page(request, signed_in, merchant_id,
                                     message=f"{event_id} is not a failed delivery any more: nothing to replay.")

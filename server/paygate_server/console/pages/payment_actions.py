@@ -9,7 +9,8 @@ the API would have received (its method, path and JSON body), through
 :meth:`~paygate_server.http.api.IdempotencyScope.run`. A form sent twice is one operation:
 the second gets the first's stored answer. "Ask now" is
 :meth:`~paygate_server.processing.reconciler.Reconciler.check_now`; a replay is
-``paygate webhooks replay``'s ``DeliveryQueue.replay_failed`` for one delivery.
+``paygate webhooks replay``'s ``DeliveryQueue.replay_failed`` for one delivery, never
+re-enabling its endpoint (console/pages/replay.py).
 
 Every action — done, replayed or refused — is recorded (who, what, on which payment,
 amount, outcome, from where) and the page is shown again with what happened.
@@ -26,9 +27,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from paygate_server import jsoncodec
-from paygate_server.clock import now_us
 from paygate_server.console.actions import Detail, record_action
 from paygate_server.console.pages.payment import Notice, intent_id_of, payment_view
+from paygate_server.console.pages.replay import replay_delivery
 from paygate_server.console.sessions import SignedIn
 from paygate_server.console.web import Form, console_of, error_page, form_action, remote_addr
 from paygate_server.currencies import AmountError, format_minor, parse_major
@@ -42,7 +43,6 @@ from paygate_server.processors.registry import AccountMissing, is_account
 from paygate_server.refunds.service import RefundPayment
 from paygate_server.storage.console_reads import PaymentDetail, payment_detail
 from paygate_server.storage.port import ExistingKey, KeyClaim
-from paygate_server.storage.webhook_deliveries import DeliveryQueue
 
 __all__ = ["routes"]
 
@@ -244,13 +244,14 @@ async def replay(request: Request, signed_in: SignedIn, form: Form) -> Response:
         if (event_id, endpoint_id) not in statuses:
             raise Unusable("That delivery is not one of this payment's: reload the page and try again.")
         facts: dict[str, str | int | None] = {"event": event_id, "endpoint": endpoint_id}
-        replayed = await DeliveryQueue(console_of(request).gateway.db).replay_failed(
-            now_us(), merchant_id=detail.intent.merchant_id, endpoint_id=endpoint_id, event_id=event_id)
-        if not replayed:
+        outcome = await replay_delivery(console_of(request).gateway.db, merchant_id=detail.intent.merchant_id,
+                                        endpoint_id=endpoint_id, event_id=event_id)
+        if outcome.refusal:
+            return Outcome(outcome.refusal, "refused:endpoint_not_enabled", failed=True, facts=facts)
+        if not outcome.replayed:
             return Outcome(f"Only a failed delivery can be sent again; this one is "
                            f"{statuses[(event_id, endpoint_id)]}.", "refused:not_failed", failed=True, facts=facts)
-        return Outcome(f"Event {event_id} will be sent to {endpoint_id} again now (its endpoint is enabled again if it "
-                       "was disabled).", "done", facts=facts)
+        return Outcome(f"Event {event_id} will be sent to {endpoint_id} again now.", "done", facts=facts)
     return await _act(request, signed_in, form, "replay", run)
 
 
