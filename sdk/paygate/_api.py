@@ -448,8 +448,13 @@ def create_webhook_endpoint(
     return RequestOptions("POST", f"{API}/webhooks", body=body, idempotency_key=idempotency_key)
 
 
-def list_webhook_endpoints() -> RequestOptions:
-    return RequestOptions("GET", f"{API}/webhooks")
+def list_webhook_endpoints(*, limit: int | None, starting_after: str | None) -> RequestOptions:
+    params: dict[str, ParamValue] = {}
+    if limit is not None:
+        params["limit"] = limit
+    if starting_after is not None:
+        params["startingAfter"] = starting_after
+    return RequestOptions("GET", f"{API}/webhooks", params=params)
 
 
 def delete_webhook_endpoint(webhook_endpoint_id: str) -> RequestOptions:

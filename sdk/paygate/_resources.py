@@ -524,9 +524,13 @@ class WebhookEndpoints:
         options = _api.create_webhook_endpoint(url, events, idempotency_key)
         return self._client._request_parsed(options, _api.parse_webhook_endpoint)
 
-    def list(self) -> Page[WebhookEndpoint]:
+    def list(
+        self, *, limit: int | None = None, starting_after: str | None = None
+    ) -> Page[WebhookEndpoint]:
+        """One page, newest first; with no ``limit``, every endpoint (a merchant has at most 16)."""
         return self._client._request_parsed(
-            _api.list_webhook_endpoints(), _api.parse_webhook_endpoints
+            _api.list_webhook_endpoints(limit=limit, starting_after=starting_after),
+            _api.parse_webhook_endpoints
         )
 
     def delete(self, webhook_endpoint_id: str) -> None:
@@ -549,8 +553,10 @@ class AsyncWebhookEndpoints:
         options = _api.create_webhook_endpoint(url, events, idempotency_key)
         return await self._client._request_parsed(options, _api.parse_webhook_endpoint)
 
-    async def list(self) -> Page[WebhookEndpoint]:
-        options = _api.list_webhook_endpoints()
+    async def list(
+        self, *, limit: int | None = None, starting_after: str | None = None
+    ) -> Page[WebhookEndpoint]:
+        options = _api.list_webhook_endpoints(limit=limit, starting_after=starting_after)
         return await self._client._request_parsed(options, _api.parse_webhook_endpoints)
 
     async def delete(self, webhook_endpoint_id: str) -> None:

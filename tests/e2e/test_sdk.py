@@ -83,7 +83,14 @@ def test_webhook_endpoints_through_the_sdk(stack: Stack) -> None:
             "https://93.184.216.34/hooks", events=["payment_intent.succeeded"])  # public, no DNS needed
         assert endpoint.secret and endpoint.secret.startswith("whsec_")
         assert [e.id for e in client.webhook_endpoints.list().data] == [endpoint.id]
-        client.webhook_endpoints.delete(endpoint.id)
+        # Paged like the intents: newest first, limit and starting_after as the gateway takes them.
+        more = [client.webhook_endpoints.create(f"https://93.184.216.34/hooks/{n}") for n in range(2)]
+        first = client.webhook_endpoints.list(limit=2)
+        assert [e.id for e in first.data] == [more[1].id, more[0].id] and first.has_more
+        rest = client.webhook_endpoints.list(limit=2, starting_after=first.data[-1].id)
+        assert [e.id for e in rest.data] == [endpoint.id] and not rest.has_more
+        for made in (endpoint, *more):
+            client.webhook_endpoints.delete(made.id)
         assert client.webhook_endpoints.list().data == ()
 
 
