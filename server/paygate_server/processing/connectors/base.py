@@ -26,6 +26,7 @@ __all__ = [
     "Connector",
     "ConnectorError",
     "ConnectorKind",
+    "OtherAccountItem",
     "ProcessorEvent",
     "RefundRequest",
     "RefundResult",
@@ -204,13 +205,28 @@ class ProcessorEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class OtherAccountItem:
+    """A verified item of a notification about another account at the processor than the
+    connector's (Adyen: a company-level webhook carries every merchant account's items):
+    not read by this connector. ``index``: its place in the batch; ``account``: the
+    processor's name of the account (Adyen's ``merchantAccountCode``); ids, for the log."""
+
+    index: int
+    account: str
+    processor_id: str | None = None
+    event_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookReply:
-    """A verified notification: what it says, and the answer its processor expects."""
+    """A verified notification: what it says, and the answer its processor expects.
+    ``other_accounts``: its verified items for other accounts at the processor, not read."""
 
     events: tuple[ProcessorEvent, ...]
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"
+    other_accounts: tuple[OtherAccountItem, ...] = ()
 
 
 @runtime_checkable
