@@ -26,7 +26,7 @@ from Adyen import util as adyen_util
 from paygate_server import jsoncodec
 from tests.support.http_stub import CLOSE, Action, Reply, Seen
 
-__all__ = ["FakeAdyen"]
+__all__ = ["LOST", "PARTIAL", "FakeAdyen"]
 
 # card → (resultCode, refusalReason, refusalReasonCode); docs.adyen.com/development-resources/refusal-reasons
 _REFUSED = {
@@ -36,6 +36,7 @@ _REFUSED = {
     "4000000000000127": ("Refused", "CVC Declined", "24"),
 }
 LOST = "4000000000001026"  # authorised and notified, but the answer never arrives
+PARTIAL = "4000000000001083"  # authorised for half the amount: PartiallyAuthorised (never asked for)
 
 
 @dataclass
@@ -122,12 +123,16 @@ class FakeAdyen:
         manual = (body.get("additionalData") or {}).get("manualCapture") == "true"
         refused = _REFUSED.get(card)
         state = "refused" if refused else ("authorised" if manual else "captured")
+        if card == PARTIAL:  # the issuer holds what the card has: half
+            amount = {**amount, "value": amount["value"] // 2}
         self.payments[psp] = Payment(psp, body["reference"], amount["value"], amount["currency"], state)
         self._notify("AUTHORISATION", psp, "", body["reference"], amount["value"], amount["currency"],
                      refused is None, "" if refused is None else refused[1])
         answer: dict[str, Any] = {"pspReference": psp, "merchantReference": body["reference"],
                                   "amount": amount}
-        if refused is None:
+        if card == PARTIAL:
+            answer.update(resultCode="PartiallyAuthorised", additionalData={"authCode": "064214"})
+        elif refused is None:
             answer.update(resultCode="Authorised", additionalData={"authCode": "064213"})
         else:
             answer.update(resultCode=refused[0], refusalReason=refused[1], refusalReasonCode=refused[2])

@@ -114,8 +114,31 @@ RESULT_CODES: dict[str, ChargeOutcome] = {
     "Received": ChargeOutcome.UNKNOWN,
     "Pending": ChargeOutcome.UNKNOWN,
     "PresentToShopper": ChargeOutcome.UNKNOWN,
+    # "Authorised for a partial amount ... when the merchant supports Partial Authorisations
+    # and the cardholder has insufficient funds": never asked for here (no allowPartialAuth),
+    # so not this payment's outcome. Not taken as the whole amount, not failed (part of the
+    # money is held): unknown, and like every Adyen attempt left unknown, canceled by its
+    # reference past the safety window (processing/reconciler.py), whose TECHNICAL_CANCEL
+    # then fails it (docs/processors.md, "Adyen").
+    "PartiallyAuthorised": ChargeOutcome.UNKNOWN,
+    # In the v71 enum but described for no card payment (it is the stored-value and balance
+    # APIs' "operation completed"): no authorisation is stated; the AUTHORISATION says.
+    "Success": ChargeOutcome.UNKNOWN,
+    # Standalone 3-D Secure authentication only ("proceed to authorise the payment"): this
+    # connector never asks for it, and nothing was authorised — nothing charged.
+    "AuthenticationFinished": ChargeOutcome.FAILED,
+    "AuthenticationNotRequired": ChargeOutcome.FAILED,
 }
 _AUTHENTICATION = frozenset({"RedirectShopper", "IdentifyShopper", "ChallengeShopper"})
+_AUTHENTICATION_ONLY = frozenset({"AuthenticationFinished", "AuthenticationNotRequired"})
+# What the operator reads (``transactions.error_message``, ``paygate reconcile``) for the
+# results above whose meaning the generic texts would hide.
+_RESULT_TEXTS = {
+    "PartiallyAuthorised": "Adyen authorised only part of the amount (PartiallyAuthorised), which the gateway "
+                           "never asks for: not settled; canceled by its reference past the safety window",
+    "Success": "Adyen answered resultCode Success, which states no card authorisation: the outcome comes by "
+               "the AUTHORISATION notification",
+}
 
 def classify(
     operation: Operation,
@@ -176,6 +199,11 @@ def _payment(reference: str, data: dict[str, Any]) -> Answer:
     if outcome is ChargeOutcome.DECLINED:
         return Answer(outcome, decline_code=decline_code_for(data.get("refusalReasonCode"), reason),
                       message=f"{result_code}: {reason}" if reason else result_code, processor_id=psp_reference)
+    if result_code in _AUTHENTICATION_ONLY:
+        return Answer(outcome, processor_id=psp_reference, message=f"Adyen answered {result_code}, an "
+                      "authentication-only result this connector never asks for: nothing authorised")
+    if result_code in _RESULT_TEXTS:
+        return Answer(unknown, processor_id=psp_reference, message=_RESULT_TEXTS[result_code])
     if outcome is ChargeOutcome.FAILED:
         detail = f" ({reason})" if reason else ""
         return Answer(outcome, processor_id=psp_reference,

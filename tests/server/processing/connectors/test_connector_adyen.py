@@ -40,6 +40,7 @@ from paygate_server.processing.connectors import (
 from paygate_server.processing.connectors.adyen import (
     API_VERSION,
     KIND,
+    RESULT_CODES,
     AdyenConnector,
     Operation,
     classify,
@@ -290,7 +291,10 @@ async def test_api_base_with_a_path_keeps_it_before_the_version() -> None:
         ({"pspReference": PSP, "resultCode": "Received"}, O.UNKNOWN, None),
         ({"pspReference": PSP, "resultCode": "Pending"}, O.UNKNOWN, None),
         ({"pspReference": PSP, "resultCode": "PresentToShopper"}, O.UNKNOWN, None),
-        ({"pspReference": PSP, "resultCode": "PartiallyAuthorised"}, O.UNKNOWN, None),  # not in the table
+        ({"pspReference": PSP, "resultCode": "PartiallyAuthorised"}, O.UNKNOWN, None),  # see below
+        ({"pspReference": PSP, "resultCode": "Success"}, O.UNKNOWN, None),
+        ({"pspReference": PSP, "resultCode": "AuthenticationFinished"}, O.FAILED, None),
+        ({"pspReference": PSP, "resultCode": "AuthenticationNotRequired"}, O.FAILED, None),
         ({"pspReference": PSP, "resultCode": "authorised"}, O.UNKNOWN, None),  # case matters
         ({"pspReference": PSP}, O.UNKNOWN, None),  # no resultCode
         ({"pspReference": PSP, "resultCode": 1}, O.UNKNOWN, None),
@@ -317,6 +321,26 @@ def test_an_approval_whose_psp_reference_cannot_be_kept_is_unknown(psp: str) -> 
     result = classify(Operation.CHARGE, REF, 200, orjson.dumps({**AUTHORISED, "pspReference": psp}))
     assert (result.outcome, result.processor_id) == (O.UNKNOWN, None)
     assert result.message == "Authorised without a pspReference: outcome unknown"
+
+
+@pytest.mark.parametrize(("result_code", "outcome", "says"), [
+    # Never asked for (no allowPartialAuth): not the payment's outcome, and the operator is told why.
+    ("PartiallyAuthorised", O.UNKNOWN, "authorised only part of the amount"),
+    ("Success", O.UNKNOWN, "states no card authorisation"),
+    # Authentication only ("proceed to authorise the payment"): nothing authorised, nothing charged.
+    ("AuthenticationFinished", O.FAILED, "nothing authorised"),
+    ("AuthenticationNotRequired", O.FAILED, "nothing authorised"),
+])
+async def test_result_codes_adyen_documents_beyond_the_usual(result_code: str, outcome: ChargeOutcome,
+                                                             says: str) -> None:
+    held = 1000 if result_code == "PartiallyAuthorised" else 1999  # of the 1999 asked for
+    answer = {"pspReference": PSP, "resultCode": result_code, "merchantReference": REF,
+              "amount": {"value": held, "currency": "EUR"}}
+    connector, _ = _connector(_json(200, answer))
+    result = await connector.charge(_request())
+    assert (result.outcome, result.processor_id) == (outcome, PSP)
+    assert says in (result.message or ""), result.message
+    assert result_code in RESULT_CODES  # an explicit row of the table, not the fallback
 
 
 def test_3ds_decline_says_it_is_not_supported() -> None:
