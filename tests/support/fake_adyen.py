@@ -24,7 +24,7 @@ import httpx
 from Adyen import util as adyen_util
 
 from paygate_server import jsoncodec
-from tests.support.http_stub import CLOSE, Action, Reply, Seen
+from tests.support.http_stub import CLOSE, HANG, Action, Reply, Seen
 
 __all__ = ["LOST", "PARTIAL", "FakeAdyen"]
 
@@ -56,6 +56,9 @@ class FakeAdyen:
     queued: list[dict[str, Any]] = field(default_factory=list)  # notification items not delivered yet
     delivered: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, Reply] = field(default_factory=dict)  # Idempotency-Key -> the first answer
+    # Paths (e.g. "/v71/cancels") whose next request never reaches Adyen: never answered, nothing done.
+    unreached: set[str] = field(default_factory=set)
+    targets: list[str] = field(default_factory=list)  # every request's target, in order
     _psp: itertools.count = field(default_factory=lambda: itertools.count(8815_0000_0000_0001))
 
     def _new_psp(self) -> str:
@@ -77,6 +80,10 @@ class FakeAdyen:
     def handler(self, seen: Seen) -> Action:
         if seen.headers.get("x-api-key") != "test-api-key" or not seen.target.startswith("/v71/"):
             return Reply(401, jsoncodec.dumps({"status": 401, "errorCode": "000", "message": "HTTP Status Response - Unauthorized", "errorType": "security"}))
+        self.targets.append(seen.target)
+        if seen.target in self.unreached:
+            self.unreached.discard(seen.target)
+            return HANG
         key = seen.headers.get("idempotency-key")
         if key is not None and key in self.answers:
             return self.answers[key]  # done once: the first answer again, nothing done

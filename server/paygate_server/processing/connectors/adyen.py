@@ -219,10 +219,14 @@ def _modification(operation: Operation, reference: str, data: dict[str, Any]) ->
         return Answer(unknown, message=f"unexpected {operation.value} answer: outcome unknown")
     if data.get("reference") not in (None, reference):
         return Answer(unknown, message="answer for another reference: outcome unknown")
+    if operation is Operation.CANCEL_BY_REFERENCE:
+        # Adyen has the cancel (what the reconciler needs to know: a cancel it cannot tell
+        # was received is sent again); not its outcome, which the notification states.
+        return Answer(ChargeOutcome.APPROVED,
+                      message="cancel received by Adyen: the outcome comes by a TECHNICAL_CANCEL notification")
     payment = nonempty(data.get("paymentPspReference"))
-    event = "TECHNICAL_CANCEL" if operation is Operation.CANCEL_BY_REFERENCE else _EVENT_OF[operation]
-    return Answer(unknown, processor_id=payment,
-                  message=f"{operation.value} received by Adyen: the outcome comes by a {event} notification")
+    return Answer(unknown, processor_id=payment, message=f"{operation.value} received by Adyen: the outcome "
+                                                         f"comes by a {_EVENT_OF[operation]} notification")
 
 
 _EVENT_OF = {Operation.CAPTURE: "CAPTURE", Operation.VOID: "CANCELLATION", Operation.REFUND: "REFUND"}
@@ -395,9 +399,11 @@ class AdyenConnector(PooledConnector):
         """Cancels the authorization made with the gateway's ``payment_reference`` when its
         pspReference never arrived (``POST /v71/cancels``, the cancel's own ``reference``).
 
-        Returns ``UNKNOWN`` once Adyen has received it ("the outcome comes by a
-        TECHNICAL_CANCEL notification"), ``FAILED`` when Adyen refused it or it was never
-        sent, ``RETRY`` when rate limited, ``UNKNOWN`` otherwise. A cancel only undoes an
+        Returns ``APPROVED`` once Adyen has received it — the request, not its outcome,
+        which a TECHNICAL_CANCEL notification states —, ``FAILED`` when Adyen refused it or
+        it was never sent, ``RETRY`` when rate limited, ``UNKNOWN`` when whether Adyen has it
+        is not known (a timeout, a lost or unreadable answer, 704 "in progress"): the
+        reconciler sends it again, under the same key, at its next check. A cancel only undoes an
         authorization not yet captured: a payment captured already (a charge, or an
         authorization captured since) stays as it is and the notification says
         success=false.

@@ -277,8 +277,10 @@ class Connector(Protocol):
     async def cancel_by_reference(self, payment_reference: str, reference: str) -> ChargeResult | None:
         """Release an authorization whose outcome never arrived, by the gateway's reference,
         for a processor that cannot be asked about it (lookups always UNKNOWN): the outcome
-        comes by notification. A processor that answers look-ups has nothing to do here:
-        None, nothing sent."""
+        comes by notification. APPROVED: the processor has the request (not its outcome);
+        UNKNOWN: whether it has it is not known (sent again, with the same key); FAILED or
+        RETRY: not done. A processor that answers look-ups has nothing to do here: None,
+        nothing sent."""
         ...
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:

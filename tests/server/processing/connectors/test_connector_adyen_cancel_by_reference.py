@@ -23,15 +23,17 @@ from paygate_server.storage.schema import reconcile_queue, transactions
 from tests.support.adyen_shop import Shop, adyen_shop
 from tests.support.app import running_gateway
 from tests.support.app import test_settings as make_settings
-from tests.support.fake_adyen import PARTIAL
+from tests.support.fake_adyen import LOST, PARTIAL
 
 _HOUR_US = 3600 * 1_000_000
 
 
 @pytest.fixture
 async def shop(fresh_database_url: str, tmp_path: Path) -> AsyncIterator[Shop]:
-    """On a database of its own: a reconciler pass sees only this test's checks."""
-    async with running_gateway(make_settings(fresh_database_url, tmp_path)) as gw, adyen_shop(gw) as s:
+    """On a database of its own: a reconciler pass sees only this test's checks. A request
+    Adyen never answers times out after 1 s."""
+    settings = make_settings(fresh_database_url, tmp_path, processor_timeout_s=1.0)
+    async with running_gateway(settings) as gw, adyen_shop(gw) as s:
         yield s
 
 
@@ -72,8 +74,32 @@ async def test_a_partial_authorisation_is_never_the_amount_and_is_canceled_once(
     [cancel] = shop.fake.queued
     assert (cancel["eventCode"], cancel["success"]) == ("TECHNICAL_CANCEL", "true")
     await _past_the_window_and_checked(shop, pid)  # checked again before the notification: not sent again
-    assert len(_cancels(shop)) == 1 and len(shop.fake.queued) == 1
+    assert shop.fake.targets.count("/v71/cancels") == 1 and len(shop.fake.queued) == 1
     await shop.deliver()
     intent = await shop.intent(pid)
     assert (intent["status"], intent["amountReceived"], intent["amountCapturable"]) == ("failed", 0, 0), intent
+    assert [p.state for p in shop.fake.payments.values()] == ["cancelled"]
+
+
+async def test_a_cancel_by_reference_that_timed_out_is_sent_again_with_its_key(shop: Shop) -> None:
+    paid = await shop.pay(7000, "EUR", LOST, captureMethod="manual")  # authorised, its answer lost
+    pid = paid["paymentIntentId"]
+    assert paid["status"] == "in_progress"
+    shop.fake.queued.clear()  # its AUTHORISATION is late: only the cancel's may settle it
+    shop.fake.unreached.add("/v71/cancels")  # the first cancel never reaches Adyen: a timeout
+    await _past_the_window_and_checked(shop, pid)
+    assert _cancels(shop) == [] and shop.fake.queued == []  # Adyen has no cancel
+    assert "sent again at the next check" in await _last_result(shop, pid)
+    await _past_the_window_and_checked(shop, pid)  # the next check sends it again, same key
+    [key] = _cancels(shop)
+    attempt = await shop.attempt(pid, "authorization")
+    assert key == f"{attempt.reference}-cancel"
+    [cancel] = shop.fake.queued
+    assert (cancel["eventCode"], cancel["success"], cancel["merchantReference"]) == (
+        "TECHNICAL_CANCEL", "true", attempt.reference)
+    assert shop.fake.targets.count("/v71/cancels") == 2
+    await _past_the_window_and_checked(shop, pid)  # received: never sent a third time
+    assert shop.fake.targets.count("/v71/cancels") == 2 and len(shop.fake.queued) == 1
+    await shop.deliver()
+    assert (await shop.intent(pid))["status"] == "failed"  # released at Adyen: nothing charged
     assert [p.state for p in shop.fake.payments.values()] == ["cancelled"]
