@@ -128,6 +128,8 @@ class ChargeResult:
     # operation's own before it settles anything (processing/settle.py, other_money).
     amount: int | None = None
     currency: str | None = None
+    # RETRY only: how long the processor asked to be left alone (its Retry-After), if it said.
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ class RefundResult:
     message: str | None = None
     amount: int | None = None  # as ChargeResult's: what the processor says was refunded
     currency: str | None = None
+    retry_after_s: float | None = None  # as ChargeResult's
 
 
 _DEFINITIVE = (ChargeOutcome.APPROVED, ChargeOutcome.DECLINED, ChargeOutcome.FAILED)
