@@ -93,6 +93,7 @@ class Response:
     status: int
     body: bytes
     close: bool  # the server ends the connection after this answer
+    retry_after: bytes | None = None  # the Retry-After header's value, as sent
 
 
 class Transport(Protocol):
@@ -129,6 +130,7 @@ class _Protocol(asyncio.Protocol):
         self._head_size = 0
         self._head_done = False
         self._framed = False  # the head gave a Content-Length or a Transfer-Encoding
+        self._retry_after: bytes | None = None
         self._keep_alive = False
         self._complete = False
         self._error: HttpError | None = None  # raised by a callback, through llhttp
@@ -159,7 +161,7 @@ class _Protocol(asyncio.Protocol):
             self.stray = True  # bytes after a complete answer
         if self._complete:
             close = not self._keep_alive or self.stray
-            waiter.set_result(Response(self._status, b"".join(self._body), close))
+            waiter.set_result(Response(self._status, b"".join(self._body), close, self._retry_after))
         elif not self._head_done:
             # llhttp keeps no head in memory but would read one forever: bound it.
             self._head_size += len(data)
@@ -174,7 +176,7 @@ class _Protocol(asyncio.Protocol):
         if self._head_done and not self._framed:
             # Neither a length nor chunks: the body ends with the connection (RFC 9112
             # §6.3), which llhttp cannot be told through httptools.
-            waiter.set_result(Response(self._status, b"".join(self._body), True))
+            waiter.set_result(Response(self._status, b"".join(self._body), True, self._retry_after))
         else:  # no head yet, or a body cut short: the simulator's dropped answer
             waiter.set_exception(ConnectionLost(f"connection lost: {type(self.lost).__name__}"))
 
@@ -197,6 +199,8 @@ class _Protocol(asyncio.Protocol):
                 # llhttp frames ``gzip, chunked`` by its chunks and would hand over gzip
                 # bytes; no transfer-coding but chunked was asked for (no TE header sent).
                 self._fail(MalformedResponse("malformed response: unsupported transfer-coding"))
+        elif name == b"retry-after":
+            self._retry_after = value.strip()[:64]
         elif name == b"content-encoding" and value.strip().lower() != b"identity":
             # Not asked for (no Accept-Encoding is sent) and not decoded: an answer the
             # caller cannot read, said at once instead of as a garbled body.

@@ -24,9 +24,9 @@ import httpx
 from Adyen import util as adyen_util
 
 from paygate_server import jsoncodec
-from tests.support.http_stub import CLOSE, Action, Reply, Seen
+from tests.support.http_stub import CLOSE, HANG, Action, Reply, Seen
 
-__all__ = ["FakeAdyen"]
+__all__ = ["LOST", "PARTIAL", "FakeAdyen"]
 
 # card → (resultCode, refusalReason, refusalReasonCode); docs.adyen.com/development-resources/refusal-reasons
 _REFUSED = {
@@ -36,6 +36,7 @@ _REFUSED = {
     "4000000000000127": ("Refused", "CVC Declined", "24"),
 }
 LOST = "4000000000001026"  # authorised and notified, but the answer never arrives
+PARTIAL = "4000000000001083"  # authorised for half the amount: PartiallyAuthorised (never asked for)
 
 
 @dataclass
@@ -55,6 +56,9 @@ class FakeAdyen:
     queued: list[dict[str, Any]] = field(default_factory=list)  # notification items not delivered yet
     delivered: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, Reply] = field(default_factory=dict)  # Idempotency-Key -> the first answer
+    # Paths (e.g. "/v71/cancels") whose next request never reaches Adyen: never answered, nothing done.
+    unreached: set[str] = field(default_factory=set)
+    targets: list[str] = field(default_factory=list)  # every request's target, in order
     _psp: itertools.count = field(default_factory=lambda: itertools.count(8815_0000_0000_0001))
 
     def _new_psp(self) -> str:
@@ -76,6 +80,10 @@ class FakeAdyen:
     def handler(self, seen: Seen) -> Action:
         if seen.headers.get("x-api-key") != "test-api-key" or not seen.target.startswith("/v71/"):
             return Reply(401, jsoncodec.dumps({"status": 401, "errorCode": "000", "message": "HTTP Status Response - Unauthorized", "errorType": "security"}))
+        self.targets.append(seen.target)
+        if seen.target in self.unreached:
+            self.unreached.discard(seen.target)
+            return HANG
         key = seen.headers.get("idempotency-key")
         if key is not None and key in self.answers:
             return self.answers[key]  # done once: the first answer again, nothing done
@@ -122,12 +130,16 @@ class FakeAdyen:
         manual = (body.get("additionalData") or {}).get("manualCapture") == "true"
         refused = _REFUSED.get(card)
         state = "refused" if refused else ("authorised" if manual else "captured")
+        if card == PARTIAL:  # the issuer holds what the card has: half
+            amount = {**amount, "value": amount["value"] // 2}
         self.payments[psp] = Payment(psp, body["reference"], amount["value"], amount["currency"], state)
         self._notify("AUTHORISATION", psp, "", body["reference"], amount["value"], amount["currency"],
                      refused is None, "" if refused is None else refused[1])
         answer: dict[str, Any] = {"pspReference": psp, "merchantReference": body["reference"],
                                   "amount": amount}
-        if refused is None:
+        if card == PARTIAL:
+            answer.update(resultCode="PartiallyAuthorised", additionalData={"authCode": "064214"})
+        elif refused is None:
             answer.update(resultCode="Authorised", additionalData={"authCode": "064213"})
         else:
             answer.update(resultCode=refused[0], refusalReason=refused[1], refusalReasonCode=refused[2])

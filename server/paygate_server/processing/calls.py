@@ -47,8 +47,12 @@ async def call_by(deadline: float, call: Callable[[], Awaitable[Result]], unknow
                   retry_delays: Sequence[float] = ()) -> Result:
     """``call()`` — again after each of ``retry_delays`` while the processor answers "nothing
     done, retry" (the same reference: never twice) — or ``unknown`` once ``deadline`` has
-    passed; not called at all if it has passed already."""
-    if asyncio.get_running_loop().time() >= deadline:
+    passed; not called at all if it has passed already. A processor that says how long to
+    wait (its ``Retry-After``: ``retry_after_s``) is not asked again sooner; when that is past
+    the deadline it is not asked again at all, and its "retry" is the result (the caller
+    leaves the operation to the reconciler)."""
+    loop = asyncio.get_running_loop()
+    if loop.time() >= deadline:
         return unknown
     try:
         async with asyncio.timeout_at(deadline):
@@ -56,7 +60,10 @@ async def call_by(deadline: float, call: Callable[[], Awaitable[Result]], unknow
             for delay in retry_delays:
                 if result.outcome is not ChargeOutcome.RETRY:
                     break
-                await asyncio.sleep(delay)
+                wait = max(delay, result.retry_after_s or 0.0)
+                if loop.time() + wait >= deadline:
+                    break
+                await asyncio.sleep(wait)
                 result = await call()
             return result
     except TimeoutError:

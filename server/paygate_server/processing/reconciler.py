@@ -24,9 +24,10 @@ exactly-once functions the request path uses:
   answers every look-up "unknown": the attempt waits for its notification; past the same
   safety window the reconciler cancels the authorization by its reference (once; the
   processor keeps it idempotent), so that a lost authorization does not hold the shopper's
-  funds. It is still never failed by guesswork: the cancel's own notification settles it
-  (success: the authorization existed and is released — nothing charged), or the
-  authorization's does (docs/processors.md, "Adyen").
+  funds. A cancel whose answer never came (a timeout) is sent again, under the same key, at
+  the next check, until the processor says it has it. It is still never failed by guesswork:
+  the cancel's own notification settles it (success: the authorization existed and is
+  released — nothing charged), or the authorization's does (docs/processors.md, "Adyen").
 """
 from __future__ import annotations
 
@@ -241,10 +242,17 @@ class Reconciler:
         past_window = asked_at >= window_end
         if result.outcome is ChargeOutcome.UNKNOWN and past_window and send:
             sent = check.last_result == _CANCEL_SENT
-            if not sent:
+            # Sent (again) until the processor says it has it: one whose answer never came
+            # may never have reached it. Under the same key, which the processor does once,
+            # for as long as it keeps the key.
+            if not sent and asked_at < txn["created_at"] + round(connector.resend_answers_s * _US):
                 # The cancel's own reference is the payment's: its notification names the attempt.
                 canceled = await connector.cancel_by_reference(attempt.reference, attempt.reference)
-                sent = canceled is not None and canceled.outcome is ChargeOutcome.UNKNOWN  # the processor has it
+                sent = canceled is not None and canceled.outcome is ChargeOutcome.APPROVED  # the processor has it
+                if canceled is not None and canceled.outcome is ChargeOutcome.UNKNOWN:
+                    result, label = ChargeResult(attempt.reference, ChargeOutcome.UNKNOWN, message=(
+                        f"cancel by reference sent, whether the processor has it is unknown ({canceled.message}): "
+                        "sent again at the next check")), "cancel_unknown"
             if sent:
                 result, label = ChargeResult(attempt.reference, ChargeOutcome.UNKNOWN, message=_CANCEL_SENT), "cancel_sent"
         if result.outcome is ChargeOutcome.NOT_FOUND:

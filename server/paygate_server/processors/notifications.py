@@ -20,8 +20,10 @@ from paygate_server.clock import now_us
 from paygate_server.processing.connectors import (
     ChargeOutcome,
     ChargeResult,
+    OtherAccountItem,
     ProcessorEvent,
     RefundResult,
+    WebhookRejected,
     WebhookReply,
     is_definitive,
     keepable_id,
@@ -54,7 +56,45 @@ async def receive_notification(gateway: Gateway, account_id: str, headers: Mappi
     except AccountMissing:
         raise AccountUnknown(account_id) from None
     reply = connector.parse_webhook(headers, body)
-    return reply, await apply_events(gateway, account_id, reply.events)
+    settled = await apply_events(gateway, account_id, reply.events)
+    if reply.other_accounts:
+        settled += await _for_other_accounts(gateway, account_id, headers, body, reply.other_accounts)
+    return reply, settled
+
+
+async def _for_other_accounts(gateway: Gateway, account_id: str, headers: Mapping[str, str], body: bytes,
+                              items: Sequence[OtherAccountItem]) -> int:
+    """A verified batch also holds items for other accounts at the processor (an Adyen
+    company-level webhook carries every merchant account's). Each goes to the account of
+    the same merchant, of the same kind, that takes it as its own: whose connector verifies
+    the batch under that account's own secret and whose processor account the item names —
+    what that account's own URL would accept, applied only to operations sent through that
+    account. An item no such account takes is acknowledged (the processor would send the
+    batch again for ever) and applied to nothing; logged by its ids only. Never an account of
+    another merchant: a notification at one merchant's URL writes that merchant's payments
+    only (docs/processors.md, "Processor notifications")."""
+    left = {item.index: item for item in items}
+    settled = 0
+    for sibling in await gateway.processors.siblings(account_id):
+        if not left:
+            break
+        try:
+            theirs = (await gateway.processors.connector(sibling, gateway.connector)).parse_webhook(headers, body)
+        except (AccountMissing, ValueError, WebhookRejected):
+            continue  # not verified with its secret: not a batch its processor account sent it
+        taken = set(left) - {item.index for item in theirs.other_accounts}
+        if taken:
+            settled += await apply_events(gateway, sibling, theirs.events)
+            for index in taken:
+                log.info("processor notification for %s: item %d applied for %s, whose processor account it names",
+                         account_id, index, sibling)
+                del left[index]
+    for item in left.values():
+        log.warning("processor notification for %s: item %d is for processor account %r (pspReference %r, %s), "
+                    "which no account of this merchant verifies: acknowledged, applied to nothing", account_id,
+                    item.index, processor_text(item.account, 80), processor_text(item.processor_id, 64),
+                    processor_text(item.event_code, 40))
+    return settled
 
 
 async def apply_events(gateway: Gateway, route: str, events: Sequence[ProcessorEvent]) -> int:

@@ -113,6 +113,16 @@ class ProcessorRoutes:
                 self._connectors[route] = found
         return found
 
+    async def siblings(self, account_id: str) -> list[str]:
+        """The other accounts of ``account_id``'s merchant of the same kind, removed ones too
+        (their payments are still settled), oldest first; none if it is no account."""
+        async with self._db.read() as conn:
+            row = await get_account(conn, account_id)
+            if row is None:
+                return []
+            accounts = await list_accounts(conn, row.merchant_id, with_removed=True)
+        return [a.id for a in accounts if a.kind == row.kind and a.id != account_id]
+
     async def aclose(self) -> None:
         """Close the accounts' connectors (the default is its owner's to close)."""
         connectors, self._connectors = list(self._connectors.values()), {}

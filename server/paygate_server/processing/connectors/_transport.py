@@ -27,7 +27,7 @@ from paygate_server.http1client import ConnectFailed, ConnectionPool, HttpTimeou
 from .base import ChargeOutcome, ChargeResult
 
 __all__ = ["KEEPALIVE_EXPIRY_S", "MAX_PROCESSOR_ID", "Answer", "PooledConnector", "connection_pool", "json_object",
-           "keepable_id", "processor_text", "report_amount", "transport_failure"]
+           "keepable_id", "processor_text", "report_amount", "retry_after_s", "transport_failure"]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -42,11 +42,12 @@ class Answer:
     # connector holds it to what it sent with other_money.
     amount: int | None = None
     currency: str | None = None
+    retry_after_s: float | None = None  # RETRY only: the processor's Retry-After, in seconds
 
     def result(self, reference: str) -> ChargeResult:
         """This answer as the outcome of the operation sent under ``reference``."""
         return ChargeResult(reference, self.outcome, self.auth_code, self.decline_code, self.message,
-                            self.processor_id, self.amount, self.currency)
+                            self.processor_id, self.amount, self.currency, self.retry_after_s)
 
 
 class PooledConnector:
@@ -106,6 +107,18 @@ def transport_failure(error: BaseException | None, status_code: int | None, *, l
     if status_code is None:
         return Answer(ChargeOutcome.UNKNOWN, message="no answer: outcome unknown")
     return None
+
+
+# A Retry-After longer than this is no wait within an operation's deadline anyway.
+_MAX_RETRY_AFTER_S = 3600
+
+
+def retry_after_s(value: bytes | None) -> float | None:
+    """A Retry-After in delta-seconds (RFC 9110 §10.2.3), or None: absent, or an HTTP-date
+    (which would be read against a clock the processor does not share), or unreadable."""
+    if value is None or not value.isdigit():
+        return None
+    return float(min(int(value[:8]), _MAX_RETRY_AFTER_S))
 
 
 def processor_text(value: Any, limit: int = 200) -> str | None:

@@ -19,16 +19,12 @@ Adyen refuses every payment with a validation error, which is ``FAILED`` (nothin
 
 from __future__ import annotations
 
-import base64
 import binascii
 import datetime as _dt
 import enum
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from paygate_server import jsoncodec
@@ -41,8 +37,15 @@ from ._transport import (
     connection_pool,
     json_object,
     keepable_id,
-    processor_text,
     transport_failure,
+)
+from .adyen_webhooks import (
+    decline_code_for,
+    nonempty,
+    parse_notification,
+    signing_string,
+    stated,
+    text,
 )
 from .base import (
     CaptureRequest,
@@ -51,13 +54,11 @@ from .base import (
     ChargeResult,
     ConnectorError,
     ConnectorKind,
-    ProcessorEvent,
     RefundRequest,
     RefundResult,
     SettlementRecord,
     SyncKind,
     VoidRequest,
-    WebhookRejected,
     WebhookReply,
     other_money,
 )
@@ -66,7 +67,6 @@ from .minor_units import ADYEN, Unrepresentable
 __all__ = ["API_VERSION", "KIND", "RESULT_CODES", "AdyenConnector", "Answer", "Operation", "classify",
            "decline_code_for", "signing_string"]
 
-_Stating = TypeVar("_Stating", Answer, ChargeResult)  # what can state the money it moved
 
 # The Checkout API version, pinned in every URL: Adyen versions the request and answer
 # shapes by this path segment, and the tables below (result codes, error bodies, the
@@ -81,14 +81,10 @@ API_VERSION = "v71"
 # ``.invalid`` top-level domain (RFC 2606), which no one can own, says exactly that.
 _RETURN_URL = "https://no-redirect.paygate.invalid/adyen"
 
-_MAX_MESSAGE = 200
 # Adyen's Idempotency-Key is at most 64 characters; anything but printable ASCII could
 # also break the request's head, so such a reference is refused before a byte is sent.
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
-# Belt and braces: a run of 12+ digits in any text taken from Adyen is cut out of the
-# messages this module makes, so a card number echoed back can never reach a log.
-_LONG_DIGITS = re.compile(r"\d{12,}")
 
 
 class Operation(str, enum.Enum):
@@ -118,49 +114,31 @@ RESULT_CODES: dict[str, ChargeOutcome] = {
     "Received": ChargeOutcome.UNKNOWN,
     "Pending": ChargeOutcome.UNKNOWN,
     "PresentToShopper": ChargeOutcome.UNKNOWN,
+    # "Authorised for a partial amount ... when the merchant supports Partial Authorisations
+    # and the cardholder has insufficient funds": never asked for here (no allowPartialAuth),
+    # so not this payment's outcome. Not taken as the whole amount, not failed (part of the
+    # money is held): unknown, and like every Adyen attempt left unknown, canceled by its
+    # reference past the safety window (processing/reconciler.py), whose TECHNICAL_CANCEL
+    # then fails it (docs/processors.md, "Adyen").
+    "PartiallyAuthorised": ChargeOutcome.UNKNOWN,
+    # In the v71 enum but described for no card payment (it is the stored-value and balance
+    # APIs' "operation completed"): no authorisation is stated; the AUTHORISATION says.
+    "Success": ChargeOutcome.UNKNOWN,
+    # Standalone 3-D Secure authentication only ("proceed to authorise the payment"): this
+    # connector never asks for it, and nothing was authorised — nothing charged.
+    "AuthenticationFinished": ChargeOutcome.FAILED,
+    "AuthenticationNotRequired": ChargeOutcome.FAILED,
 }
 _AUTHENTICATION = frozenset({"RedirectShopper", "IdentifyShopper", "ChallengeShopper"})
-
-# Adyen's refusal reasons (docs.adyen.com/development-resources/refusal-reasons), by
-# refusalReasonCode and by refusalReason text (a notification carries only the text),
-# → the gateway's decline codes. Every other reason is a generic decline.
-_REFUSAL_CODES = {
-    "6": "expired_card",
-    "8": "invalid_number",
-    "11": "authentication_required",  # 3D Not Authenticated
-    "12": "insufficient_funds",  # Not enough balance
-    "24": "incorrect_cvc",  # CVC Declined
-    "38": "authentication_required",  # Authentication required
-    "42": "authentication_required",  # 3DS Authentication Error
+_AUTHENTICATION_ONLY = frozenset({"AuthenticationFinished", "AuthenticationNotRequired"})
+# What the operator reads (``transactions.error_message``, ``paygate reconcile``) for the
+# results above whose meaning the generic texts would hide.
+_RESULT_TEXTS = {
+    "PartiallyAuthorised": "Adyen authorised only part of the amount (PartiallyAuthorised), which the gateway "
+                           "never asks for: not settled; canceled by its reference past the safety window",
+    "Success": "Adyen answered resultCode Success, which states no card authorisation: the outcome comes by "
+               "the AUTHORISATION notification",
 }
-_REFUSAL_TEXTS = {
-    "expired card": "expired_card",
-    "invalid card number": "invalid_number",
-    "3d not authenticated": "authentication_required",
-    "not enough balance": "insufficient_funds",
-    "cvc declined": "incorrect_cvc",
-    "authentication required": "authentication_required",
-    "3ds authentication error": "authentication_required",
-}
-
-
-def decline_code_for(reason_code: Any, reason: Any) -> str:
-    """The gateway's decline code for an Adyen refusal (code first, then its text)."""
-    if isinstance(reason_code, str | int) and str(reason_code) in _REFUSAL_CODES:
-        return _REFUSAL_CODES[str(reason_code)]
-    if isinstance(reason, str):
-        return _REFUSAL_TEXTS.get(reason.strip().lower(), "generic_decline")
-    return "generic_decline"
-
-
-def _text(value: Any) -> str | None:
-    text = processor_text(value, _MAX_MESSAGE)  # None if it quotes a card number, in any spacing
-    return None if text is None else _LONG_DIGITS.sub("[digits removed]", text)
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
 
 def classify(
     operation: Operation,
@@ -183,7 +161,7 @@ def classify(
         return data
 
     if operation is Operation.CHARGE and status_code == 200:
-        return _stated(_payment(reference, data), data.get("amount"))
+        return stated(_payment(reference, data), data.get("amount"))
     if operation is not Operation.CHARGE and status_code in (200, 201):
         return _modification(operation, reference, data)
     return _error(status_code, data)
@@ -196,7 +174,7 @@ def _payment(reference: str, data: dict[str, Any]) -> Answer:
     if merchant_reference is not None and merchant_reference != reference:
         return Answer(unknown, message="answer for another reference: outcome unknown")
     result_code = data.get("resultCode")
-    psp_reference = _str(data.get("pspReference"))
+    psp_reference = nonempty(data.get("pspReference"))
     if not keepable_id(psp_reference):
         # An id the gateway cannot keep could never be captured, refunded or matched to its
         # notification: as good as none (Adyen's are 16 characters).
@@ -204,7 +182,7 @@ def _payment(reference: str, data: dict[str, Any]) -> Answer:
     outcome = RESULT_CODES.get(result_code) if isinstance(result_code, str) else None
     if outcome is None:
         return Answer(unknown, message="unexpected resultCode: outcome unknown", processor_id=psp_reference)
-    reason = _text(data.get("refusalReason"))
+    reason = text(data.get("refusalReason"))
     if outcome is ChargeOutcome.APPROVED:
         if psp_reference is None:
             # Without its pspReference the payment could never be captured or refunded; the
@@ -213,7 +191,7 @@ def _payment(reference: str, data: dict[str, Any]) -> Answer:
         extra = data.get("additionalData")
         # additionalData.authCode is sent only when the merchant account enables it (Customer
         # Area > Developers > Additional data); otherwise there is no code to give: None.
-        code = auth_code(_text(extra.get("authCode"))) if isinstance(extra, dict) else None
+        code = auth_code(text(extra.get("authCode"))) if isinstance(extra, dict) else None
         return Answer(outcome, auth_code=code, processor_id=psp_reference)
     if result_code in _AUTHENTICATION:
         return Answer(outcome, decline_code="authentication_required", processor_id=psp_reference,
@@ -221,6 +199,11 @@ def _payment(reference: str, data: dict[str, Any]) -> Answer:
     if outcome is ChargeOutcome.DECLINED:
         return Answer(outcome, decline_code=decline_code_for(data.get("refusalReasonCode"), reason),
                       message=f"{result_code}: {reason}" if reason else result_code, processor_id=psp_reference)
+    if result_code in _AUTHENTICATION_ONLY:
+        return Answer(outcome, processor_id=psp_reference, message=f"Adyen answered {result_code}, an "
+                      "authentication-only result this connector never asks for: nothing authorised")
+    if result_code in _RESULT_TEXTS:
+        return Answer(unknown, processor_id=psp_reference, message=_RESULT_TEXTS[result_code])
     if outcome is ChargeOutcome.FAILED:
         detail = f" ({reason})" if reason else ""
         return Answer(outcome, processor_id=psp_reference,
@@ -236,10 +219,14 @@ def _modification(operation: Operation, reference: str, data: dict[str, Any]) ->
         return Answer(unknown, message=f"unexpected {operation.value} answer: outcome unknown")
     if data.get("reference") not in (None, reference):
         return Answer(unknown, message="answer for another reference: outcome unknown")
-    payment = _str(data.get("paymentPspReference"))
-    event = "TECHNICAL_CANCEL" if operation is Operation.CANCEL_BY_REFERENCE else _EVENT_OF[operation]
-    return Answer(unknown, processor_id=payment,
-                  message=f"{operation.value} received by Adyen: the outcome comes by a {event} notification")
+    if operation is Operation.CANCEL_BY_REFERENCE:
+        # Adyen has the cancel (what the reconciler needs to know: a cancel it cannot tell
+        # was received is sent again); not its outcome, which the notification states.
+        return Answer(ChargeOutcome.APPROVED,
+                      message="cancel received by Adyen: the outcome comes by a TECHNICAL_CANCEL notification")
+    payment = nonempty(data.get("paymentPspReference"))
+    return Answer(unknown, processor_id=payment, message=f"{operation.value} received by Adyen: the outcome "
+                                                         f"comes by a {_EVENT_OF[operation]} notification")
 
 
 _EVENT_OF = {Operation.CAPTURE: "CAPTURE", Operation.VOID: "CANCELLATION", Operation.REFUND: "REFUND"}
@@ -250,10 +237,10 @@ def _error(status_code: int, data: dict[str, Any]) -> Answer:
     """An error answer: ``{status, errorCode, message, errorType, pspReference}``
     (docs.adyen.com/development-resources/response-handling)."""
     unknown = ChargeOutcome.UNKNOWN
-    code = _text(data.get("errorCode"))
+    code = text(data.get("errorCode"))
     if code is None:
         return Answer(unknown, message=f"unclassified answer (HTTP {status_code}): outcome unknown")
-    error_type = _text(data.get("errorType"))
+    error_type = text(data.get("errorType"))
     # Adyen's free text is left out: errorCode and errorType say what happened, and a
     # validation message may quote the request.
     detail = f"Adyen {error_type or 'error'} {code} (HTTP {status_code})"
@@ -268,47 +255,6 @@ def _error(status_code: int, data: dict[str, Any]) -> Answer:
     if status_code == 429:
         return Answer(ChargeOutcome.RETRY, message=f"{detail}: rate limited, nothing done")
     return Answer(unknown, message=f"{detail}: outcome unknown")
-
-
-# -- notifications ---------------------------------------------------------------------------
-
-# The fields Adyen signs, in its documented order (docs.adyen.com/development-resources/
-# webhooks/verify-hmac-signatures): amount.value and amount.currency are the 5th and 6th.
-_SIGNED = ("pspReference", "originalReference", "merchantAccountCode", "merchantReference",
-           "value", "currency", "eventCode", "success")
-
-
-def signing_string(item: Mapping[str, Any]) -> str:
-    """The text Adyen signs for one NotificationRequestItem; ValueError if a signed field
-    has a type Adyen never sends (it could not be the text Adyen signed)."""
-    amount = item.get("amount")
-    if not isinstance(amount, dict):
-        raise ValueError("no amount")
-    fields = {**item, "value": amount.get("value"), "currency": amount.get("currency")}
-    parts = []
-    for name in _SIGNED:
-        value = fields.get(name)
-        if value is None:
-            parts.append("")
-        elif isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-            parts.append(str(value))
-        else:
-            raise ValueError(f"{name} is not a string")
-    return ":".join(parts)
-
-
-# eventCode → what it is about. CANCEL_OR_REFUND is decided per item (below).
-_EVENT_KINDS: dict[str, SyncKind] = {
-    "AUTHORISATION": "charge",
-    "CAPTURE": "capture", "CAPTURE_FAILED": "capture",
-    "CANCELLATION": "void", "TECHNICAL_CANCEL": "void",
-    "REFUND": "refund", "REFUND_FAILED": "refund",
-}
-_ACTIONS: dict[str, SyncKind] = {"cancel": "void", "refund": "refund"}
-# Events that report a failure whatever their "success" says: the scheme rejected a capture
-# or a refund Adyen had accepted earlier.
-_FAILURES = frozenset({"CAPTURE_FAILED", "REFUND_FAILED"})
-_ACCEPTED = b"[accepted]"  # the answer Adyen expects, else it sends the batch again
 
 
 # -- the connector ---------------------------------------------------------------------------
@@ -453,9 +399,11 @@ class AdyenConnector(PooledConnector):
         """Cancels the authorization made with the gateway's ``payment_reference`` when its
         pspReference never arrived (``POST /v71/cancels``, the cancel's own ``reference``).
 
-        Returns ``UNKNOWN`` once Adyen has received it ("the outcome comes by a
-        TECHNICAL_CANCEL notification"), ``FAILED`` when Adyen refused it or it was never
-        sent, ``RETRY`` when rate limited, ``UNKNOWN`` otherwise. A cancel only undoes an
+        Returns ``APPROVED`` once Adyen has received it — the request, not its outcome,
+        which a TECHNICAL_CANCEL notification states —, ``FAILED`` when Adyen refused it or
+        it was never sent, ``RETRY`` when rate limited, ``UNKNOWN`` when whether Adyen has it
+        is not known (a timeout, a lost or unreadable answer, 704 "in progress"): the
+        reconciler sends it again, under the same key, at its next check. A cancel only undoes an
         authorization not yet captured: a payment captured already (a charge, or an
         authorization captured since) stays as it is and the notification says
         success=false.
@@ -483,101 +431,16 @@ class AdyenConnector(PooledConnector):
             "user with its own credentials, which this connector does not hold")
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:
-        """Verifies every item of a standard notification, then reads them all; one item
-        unverifiable, for another merchant account or unreadable rejects the whole batch."""
-        try:
-            data = jsoncodec.loads(body)
-        except jsoncodec.JSONDecodeError:
-            raise WebhookRejected("not JSON") from None
-        items = data.get("notificationItems") if isinstance(data, dict) else None
-        if not isinstance(items, list) or not items:
-            raise WebhookRejected("no notificationItems")
-        verified = []
-        for wrapper in items:
-            item = wrapper.get("NotificationRequestItem") if isinstance(wrapper, dict) else None
-            if not isinstance(item, dict):
-                raise WebhookRejected("an item is not a NotificationRequestItem")
-            self._verify(item)
-            verified.append(item)
-        events = tuple(event for item in verified if (event := _event(item)) is not None)
-        return WebhookReply(events, status=200, body=_ACCEPTED, content_type="text/plain")
-
-    def _verify(self, item: dict[str, Any]) -> None:
-        extra = item.get("additionalData")
-        signature = extra.get("hmacSignature") if isinstance(extra, dict) else None
-        if not isinstance(signature, str) or not signature:
-            raise WebhookRejected("an item has no hmacSignature")
-        try:
-            text = signing_string(item)
-            given = base64.b64decode(signature, validate=True)
-        except (ValueError, binascii.Error):
-            raise WebhookRejected("an item cannot be read") from None
-        expected = hmac.new(self._hmac_key, text.encode("utf-8"), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, given):
-            raise WebhookRejected("an item's hmacSignature does not match")
-        # Checked after the signature, so an unsigned item learns nothing of the account.
-        if item.get("merchantAccountCode") != self.merchant_account:
-            raise WebhookRejected("an item is for another merchant account")
-
-
-
-def _event(item: dict[str, Any]) -> ProcessorEvent | None:
-    """What one verified item states, or None when it states no outcome the gateway uses."""
-    code = item.get("eventCode")
-    extra = item.get("additionalData") or {}
-    kind: SyncKind | None = _EVENT_KINDS.get(code) if isinstance(code, str) else None
-    if code == "CANCEL_OR_REFUND":
-        # Adyen says which it did in additionalData["modification.action"].
-        # Not signed, and any JSON: only a string can name an action (a list is unhashable).
-        action = extra.get("modification.action")
-        kind = _ACTIONS.get(action) if isinstance(action, str) else None
-    success = item.get("success")
-    if kind is None or success not in ("true", "false"):
-        return None
-    psp_reference = _str(item.get("pspReference"))
-    reference = _str(item.get("merchantReference")) or ""
-    reason = _text(item.get("reason"))
-    if kind == "charge":
-        if success == "true":
-            # The code is in additionalData.authCode when enabled; else, for visa, mc and amex,
-            # the reason reads "authCode:last4:expiry" (Webhooks API, AUTHORISATION's reason).
-            code = auth_code(_text(extra.get("authCode")))
-            if code is None and reason and reason.count(":") == 2:
-                code = auth_code(reason.split(":", 1)[0])
-            result = ChargeResult(reference, ChargeOutcome.APPROVED, auth_code=code, processor_id=psp_reference)
-        else:
-            result = ChargeResult(reference, ChargeOutcome.DECLINED, decline_code=decline_code_for(None, reason),
-                                  message=f"Refused: {reason}" if reason else "Refused", processor_id=psp_reference)
-        return ProcessorEvent("charge", _stated(result, item.get("amount")), payment_processor_id=psp_reference)
-    payment = _str(item.get("originalReference"))
-    if success == "true" and code not in _FAILURES:
-        result = ChargeResult(reference, ChargeOutcome.APPROVED, processor_id=payment)
-    else:
-        detail = f": {reason}" if reason else ""
-        result = ChargeResult(reference, ChargeOutcome.DECLINED, processor_id=payment,
-                              message=f"Adyen {code}{detail}")
-    if kind != "void":  # a cancellation's amount is the payment's: it moves nothing
-        result = _stated(result, item.get("amount"))
-    return ProcessorEvent(kind, result, payment_processor_id=payment)
+        """Verifies every item of a standard notification, then reads those for this merchant
+        account; one item unverifiable or unreadable rejects the whole batch. A verified item
+        for another merchant account (a company-level webhook) is listed in the reply's
+        ``other_accounts``, not read (:mod:`.adyen_webhooks`)."""
+        return parse_notification(self._hmac_key, self.merchant_account, body)
 
 
 def _amount(amount: int, currency: str) -> dict[str, Any]:
     """Adyen's ``amount`` object: ``value`` in Adyen's minor units (raises Unrepresentable)."""
     return {"value": ADYEN.to_processor(amount, currency), "currency": currency}
-
-
-def _stated(result: _Stating, amount: Any) -> _Stating:
-    """``result`` with the money an answer's or notification's ``amount`` object states, in
-    the gateway's minor units; UNKNOWN if it is unreadable or no amount the gateway sends."""
-    if not isinstance(amount, dict):
-        return result
-    value, currency = amount.get("value"), amount.get("currency")
-    if type(value) is not int or not isinstance(currency, str):
-        return replace(result, outcome=ChargeOutcome.UNKNOWN, message="unreadable amount: outcome unknown")
-    try:
-        return replace(result, amount=ADYEN.from_processor(value, currency), currency=currency)
-    except Unrepresentable as problem:
-        return replace(result, outcome=ChargeOutcome.UNKNOWN, message=f"{_text(str(problem))}: outcome unknown")
 
 
 def _from_account(settings: Mapping[str, str], credentials: Mapping[str, str], **options: Any) -> AdyenConnector:

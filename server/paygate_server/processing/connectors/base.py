@@ -26,6 +26,7 @@ __all__ = [
     "Connector",
     "ConnectorError",
     "ConnectorKind",
+    "OtherAccountItem",
     "ProcessorEvent",
     "RefundRequest",
     "RefundResult",
@@ -127,6 +128,8 @@ class ChargeResult:
     # operation's own before it settles anything (processing/settle.py, other_money).
     amount: int | None = None
     currency: str | None = None
+    # RETRY only: how long the processor asked to be left alone (its Retry-After), if it said.
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,7 @@ class RefundResult:
     message: str | None = None
     amount: int | None = None  # as ChargeResult's: what the processor says was refunded
     currency: str | None = None
+    retry_after_s: float | None = None  # as ChargeResult's
 
 
 _DEFINITIVE = (ChargeOutcome.APPROVED, ChargeOutcome.DECLINED, ChargeOutcome.FAILED)
@@ -204,13 +208,28 @@ class ProcessorEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class OtherAccountItem:
+    """A verified item of a notification about another account at the processor than the
+    connector's (Adyen: a company-level webhook carries every merchant account's items):
+    not read by this connector. ``index``: its place in the batch; ``account``: the
+    processor's name of the account (Adyen's ``merchantAccountCode``); ids, for the log."""
+
+    index: int
+    account: str
+    processor_id: str | None = None
+    event_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookReply:
-    """A verified notification: what it says, and the answer its processor expects."""
+    """A verified notification: what it says, and the answer its processor expects.
+    ``other_accounts``: its verified items for other accounts at the processor, not read."""
 
     events: tuple[ProcessorEvent, ...]
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"
+    other_accounts: tuple[OtherAccountItem, ...] = ()
 
 
 @runtime_checkable
@@ -261,8 +280,10 @@ class Connector(Protocol):
     async def cancel_by_reference(self, payment_reference: str, reference: str) -> ChargeResult | None:
         """Release an authorization whose outcome never arrived, by the gateway's reference,
         for a processor that cannot be asked about it (lookups always UNKNOWN): the outcome
-        comes by notification. A processor that answers look-ups has nothing to do here:
-        None, nothing sent."""
+        comes by notification. APPROVED: the processor has the request (not its outcome);
+        UNKNOWN: whether it has it is not known (sent again, with the same key); FAILED or
+        RETRY: not done. A processor that answers look-ups has nothing to do here: None,
+        nothing sent."""
         ...
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookReply:

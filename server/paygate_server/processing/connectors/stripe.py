@@ -56,6 +56,7 @@ webhooks are :mod:`.stripe_webhooks`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import re
 import time
@@ -67,7 +68,7 @@ from urllib.parse import quote, urlencode
 from paygate_server import jsoncodec
 from paygate_server.http1client import Transport
 
-from ._transport import PooledConnector, connection_pool, report_amount
+from ._transport import PooledConnector, connection_pool, report_amount, retry_after_s
 from .base import (
     CaptureRequest,
     ChargeOutcome,
@@ -194,8 +195,10 @@ class StripeConnector(PooledConnector):
                 return _Exchange(response.status, None,
                                  Answer(O.UNKNOWN, message=f"unreadable answer (HTTP {response.status}): outcome unknown"))
             return _Exchange(response.status, data, None)
-        return _Exchange(response.status, None, classify_error(step, response.status, response.body),
-                         error_body(response.body))
+        answer = classify_error(step, response.status, response.body)
+        if answer.outcome is O.RETRY:  # "nothing done, try again": when Stripe says, if it does
+            answer = dataclasses.replace(answer, retry_after_s=retry_after_s(response.retry_after))
+        return _Exchange(response.status, None, answer, error_body(response.body))
 
     async def _retrieve(self, pi_id: str) -> _Exchange:
         return await self._call(Step.RETRIEVE, "GET", "/v1/payment_intents/" + quote(pi_id, safe=""))
@@ -303,7 +306,8 @@ class StripeConnector(PooledConnector):
         ], request.reference)
         if made.obj is None:
             assert made.answer is not None
-            return RefundResult(request.reference, made.answer.outcome, made.answer.message)
+            return RefundResult(request.reference, made.answer.outcome, made.answer.message,
+                                retry_after_s=made.answer.retry_after_s)
         answer = other_money(with_stated_money(stripe_result(request.reference, refund_answer(made.obj)), made.obj,
                                                "refund"), request.amount, request.currency)
         return RefundResult(request.reference, answer.outcome, answer.message, answer.amount, answer.currency)

@@ -252,10 +252,23 @@ def void_answer(pi: dict[str, Any], *, lookup: bool = False) -> Answer:
         # Canceled by Stripe itself: the authorization expired before any void.
         return _hold_gone(pi) if pi.get("cancellation_reason") == "automatic" else Answer(O.APPROVED)
     if rule == "already_captured":
-        return Answer(O.DECLINED, decline_code="already_captured", message="the authorization was captured")
+        # Captured at Stripe, not by the gateway (its capture is tagged and settled before any
+        # void can begin): the hold is gone, so "refused, hold kept" would invite another void,
+        # and the gateway has no capture of its own to record the money against (refunds and
+        # settlement reports are matched to one). Unknown: for the operator (docs/processors.md).
+        return Answer(O.UNKNOWN, message=f"the authorization was captured at Stripe outside the gateway"
+                                         f"{_received(pi)}: not voided, for the operator")
     if rule == "not_voided" and lookup:
         return Answer(O.NOT_FOUND, message="not voided")
     return Answer(O.UNKNOWN, message=f"unexpected payment intent status {_status(pi)}: outcome unknown")
+
+
+def _received(pi: dict[str, Any]) -> str:
+    """`` (amount_received 5000 eur)`` as the intent says it, or nothing."""
+    value, currency = pi.get("amount_received"), pi.get("currency")
+    if type(value) is not int or not isinstance(currency, str):
+        return ""
+    return f" (amount_received {value} {_text(currency[:3])})"
 
 
 def refusal_by_payment_intent(step: Step, refused: Answer, pi: dict[str, Any] | None) -> Answer:

@@ -40,6 +40,7 @@ from paygate_server.processing.connectors import (
 from paygate_server.processing.connectors.adyen import (
     API_VERSION,
     KIND,
+    RESULT_CODES,
     AdyenConnector,
     Operation,
     classify,
@@ -203,7 +204,7 @@ async def test_cancel_by_reference_posts_the_standalone_cancel() -> None:
               "reference": "void_x", "status": "received"}
     connector, script = _connector(_json(201, answer))
     result = await connector.cancel_by_reference(REF, "void_x")
-    assert (result.outcome, result.reference) == (O.UNKNOWN, "void_x")
+    assert (result.outcome, result.reference) == (O.APPROVED, "void_x")  # received: not its outcome
     assert "TECHNICAL_CANCEL" in (result.message or "")
     [sent] = script.sent
     assert (sent.target, sent.body) == ("/v71/cancels", {"merchantAccount": MERCHANT, "paymentReference": REF,
@@ -221,7 +222,7 @@ async def test_cancel_by_reference_never_reuses_the_payments_idempotency_key() -
                                                "merchantReference": REF}), _json(201, answer))
     await connector.charge(_request(capture=False))
     result = await connector.cancel_by_reference(REF, REF)
-    assert result.outcome is O.UNKNOWN and "TECHNICAL_CANCEL" in (result.message or "")
+    assert result.outcome is O.APPROVED and "TECHNICAL_CANCEL" in (result.message or "")
     payment, cancel = script.sent
     assert cancel.body["reference"] == REF  # the notification names the attempt
     assert cancel.headers["idempotency-key"] != payment.headers["idempotency-key"]
@@ -290,7 +291,10 @@ async def test_api_base_with_a_path_keeps_it_before_the_version() -> None:
         ({"pspReference": PSP, "resultCode": "Received"}, O.UNKNOWN, None),
         ({"pspReference": PSP, "resultCode": "Pending"}, O.UNKNOWN, None),
         ({"pspReference": PSP, "resultCode": "PresentToShopper"}, O.UNKNOWN, None),
-        ({"pspReference": PSP, "resultCode": "PartiallyAuthorised"}, O.UNKNOWN, None),  # not in the table
+        ({"pspReference": PSP, "resultCode": "PartiallyAuthorised"}, O.UNKNOWN, None),  # see below
+        ({"pspReference": PSP, "resultCode": "Success"}, O.UNKNOWN, None),
+        ({"pspReference": PSP, "resultCode": "AuthenticationFinished"}, O.FAILED, None),
+        ({"pspReference": PSP, "resultCode": "AuthenticationNotRequired"}, O.FAILED, None),
         ({"pspReference": PSP, "resultCode": "authorised"}, O.UNKNOWN, None),  # case matters
         ({"pspReference": PSP}, O.UNKNOWN, None),  # no resultCode
         ({"pspReference": PSP, "resultCode": 1}, O.UNKNOWN, None),
@@ -317,6 +321,26 @@ def test_an_approval_whose_psp_reference_cannot_be_kept_is_unknown(psp: str) -> 
     result = classify(Operation.CHARGE, REF, 200, orjson.dumps({**AUTHORISED, "pspReference": psp}))
     assert (result.outcome, result.processor_id) == (O.UNKNOWN, None)
     assert result.message == "Authorised without a pspReference: outcome unknown"
+
+
+@pytest.mark.parametrize(("result_code", "outcome", "says"), [
+    # Never asked for (no allowPartialAuth): not the payment's outcome, and the operator is told why.
+    ("PartiallyAuthorised", O.UNKNOWN, "authorised only part of the amount"),
+    ("Success", O.UNKNOWN, "states no card authorisation"),
+    # Authentication only ("proceed to authorise the payment"): nothing authorised, nothing charged.
+    ("AuthenticationFinished", O.FAILED, "nothing authorised"),
+    ("AuthenticationNotRequired", O.FAILED, "nothing authorised"),
+])
+async def test_result_codes_adyen_documents_beyond_the_usual(result_code: str, outcome: ChargeOutcome,
+                                                             says: str) -> None:
+    held = 1000 if result_code == "PartiallyAuthorised" else 1999  # of the 1999 asked for
+    answer = {"pspReference": PSP, "resultCode": result_code, "merchantReference": REF,
+              "amount": {"value": held, "currency": "EUR"}}
+    connector, _ = _connector(_json(200, answer))
+    result = await connector.charge(_request())
+    assert (result.outcome, result.processor_id) == (outcome, PSP)
+    assert says in (result.message or ""), result.message
+    assert result_code in RESULT_CODES  # an explicit row of the table, not the fallback
 
 
 def test_3ds_decline_says_it_is_not_supported() -> None:
@@ -377,6 +401,8 @@ def test_error_answers_of_a_charge(status: int, body: dict[str, Any], outcome: C
 )
 def test_answers_of_modifications(operation: Operation, status: int, body: dict[str, Any],
                                   outcome: ChargeOutcome) -> None:
+    if operation is Operation.CANCEL_BY_REFERENCE and body == {"status": "received", "reference": "op_1"}:
+        outcome = O.APPROVED  # Adyen has the cancel: the reconciler does not send it again
     assert classify(operation, "op_1", status, orjson.dumps(body)).outcome is outcome
 
 

@@ -164,11 +164,20 @@ def test_one_bad_item_rejects_the_whole_batch() -> None:
         _connector().parse_webhook({}, _body(*unsigned))
 
 
-def test_a_correctly_signed_item_for_another_merchant_account_is_rejected() -> None:
-    signed = _signed_by_adyen(_item(merchant="SomeoneElseECOM"))
+def test_a_correctly_signed_item_for_another_merchant_account_is_listed_not_read() -> None:
+    """A company-level webhook carries every merchant account's items under one key: the
+    batch is accepted, the connector reads its own account's items only, and lists the
+    others for the gateway (processors/notifications.py) — never reads them as its own."""
+    signed = _signed_by_adyen(_item(merchant="SomeoneElseECOM", reference="txn_9", psp="PSP0000000000009"))
     assert adyen_util.is_valid_hmac_notification(signed, HMAC_KEY)
-    with pytest.raises(WebhookRejected, match="another merchant account"):
-        _connector().parse_webhook({}, _body(_signed_by_adyen(_item()), signed))
+    reply = _connector().parse_webhook({}, _body(_signed_by_adyen(_item()), signed))
+    assert (reply.status, reply.body) == (200, b"[accepted]")
+    assert [event.result.reference for event in reply.events] == ["txn_1"]
+    [other] = reply.other_accounts
+    assert (other.index, other.account, other.processor_id, other.event_code) == (
+        1, "SomeoneElseECOM", "PSP0000000000009", "AUTHORISATION")
+    alone = _connector().parse_webhook({}, _body(signed))
+    assert (alone.events, len(alone.other_accounts), alone.body) == ((), 1, b"[accepted]")
 
 
 @pytest.mark.parametrize(

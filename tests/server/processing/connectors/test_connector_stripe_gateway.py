@@ -104,6 +104,36 @@ async def test_authorize_then_cancel_voids_at_stripe(gw: InProcessGateway, local
     assert _intent_at_stripe(localstripe_url, authorization.processor_id)["status"] == "canceled"
 
 
+async def test_a_void_of_a_hold_captured_at_stripe_is_never_refused_with_the_hold_kept(
+        gw: InProcessGateway, localstripe_url: str) -> None:
+    """The hold captured outside the gateway (Stripe's dashboard; here localstripe's own API),
+    then a void through the gateway: Stripe refuses the cancel, the payment intent says
+    succeeded. The intent must not go back to requires_capture (inviting another void, or a
+    capture of money taken already): the void stays unknown, the reconciler's look-up says
+    the same, and the operator sees it (docs/processors.md, "Stripe")."""
+    shop = await _shop_at(gw, localstripe_url)
+    pid, held = await _pay(gw, shop, "4242424242424242", amount=5000, captureMethod="manual")
+    assert held["status"] == "requires_capture"
+    pi_id = (await attempt_of(gw, pid, "authorization")).processor_id
+    outside = httpx.post(f"{localstripe_url}/v1/payment_intents/{pi_id}/capture",
+                         headers={"Authorization": f"Bearer {SECRET_KEY}"})
+    assert outside.status_code == 200 and outside.json()["status"] == "succeeded", outside.text
+    canceled = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
+    assert canceled.status_code < 500, canceled.text
+    status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
+    assert status["status"] == "in_progress", status
+    void = await attempt_of(gw, pid, "void")
+    assert void.status == "unknown" and "captured at Stripe" in void.error_message
+    again = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
+    assert again.status_code == 409, again.text  # no second void of a hold that is gone
+    async with gw.gateway.db.write() as conn:
+        await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
+    await gw.gateway.reconciler.run_once()
+    assert (await attempt_of(gw, pid, "void")).status == "unknown"
+    assert (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()["status"] == "in_progress"
+    assert _intent_at_stripe(localstripe_url, pi_id)["status"] == "succeeded"
+
+
 async def test_a_lost_answer_is_settled_by_the_reconciler(gw: InProcessGateway, localstripe_url: str) -> None:
     host, port = localstripe_url.removeprefix("http://").split(":")
     losing = [True]

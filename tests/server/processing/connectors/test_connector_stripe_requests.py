@@ -320,11 +320,13 @@ async def test_a_void_tags_then_cancels() -> None:
     assert script.sent[1].headers["idempotency-key"] == "void_1" and script.sent[1].form == []
 
 
-async def test_a_void_of_a_captured_authorization_is_refused() -> None:
-    answer = err(400, code="payment_intent_unexpected_state", payment_intent=pi("succeeded"))
+async def test_a_void_of_a_captured_authorization_is_unknown_not_refused() -> None:
+    answer = err(400, code="payment_intent_unexpected_state",
+                 payment_intent=pi("succeeded", amount_received=2500, currency="eur"))
     stripe, _ = connector(stripe_like(**{"POST /v1/payment_intents/pi_1/cancel": answer}))
     result = await stripe.void(VoidRequest("void_1", REF, charge_processor_id="pi_1"))
-    assert (result.outcome, result.decline_code) == (O.DECLINED, "already_captured")
+    assert (result.outcome, result.decline_code) == (O.UNKNOWN, None)
+    assert "captured at Stripe outside the gateway (amount_received 2500 eur)" in (result.message or "")
 
 
 async def test_a_refund_sends_the_intent_amount_and_reference() -> None:
