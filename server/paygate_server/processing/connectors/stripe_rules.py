@@ -285,7 +285,12 @@ def refusal_by_payment_intent(step: Step, refused: Answer, pi: dict[str, Any] | 
         if status == "canceled":
             return _hold_gone(pi)
         if status == "succeeded":
-            return Answer(O.DECLINED, decline_code="already_captured", message="the authorization was captured")
+            # Captured already, by no capture of this reference (a replay answers 200): at
+            # Stripe, outside the gateway. "Refused, hold kept" would put the intent back to
+            # requires_capture with no hold left; unknown instead, and the reconciler's
+            # look-up (capture_answer) settles the capture by what Stripe received.
+            return Answer(O.UNKNOWN, message=f"the authorization was captured at Stripe already"
+                                             f"{_received(pi)}: settled by a look-up")
     if step is Step.VOID:
         if status in ("canceled", "succeeded"):
             return void_answer(pi)

@@ -134,6 +134,33 @@ async def test_a_void_of_a_hold_captured_at_stripe_is_never_refused_with_the_hol
     assert _intent_at_stripe(localstripe_url, pi_id)["status"] == "succeeded"
 
 
+async def test_a_capture_of_a_hold_captured_at_stripe_is_settled_by_what_stripe_received(
+        gw: InProcessGateway, localstripe_url: str) -> None:
+    """The hold captured outside the gateway, then a capture through it: Stripe refuses it,
+    the payment intent says succeeded. The intent must not go back to requires_capture (a
+    hold that is gone, offered for capture again): the capture is unknown, and the
+    reconciler's look-up settles it by what Stripe received (docs/processors.md, "Stripe")."""
+    shop = await _shop_at(gw, localstripe_url)
+    pid, held = await _pay(gw, shop, "4242424242424242", amount=5000, captureMethod="manual")
+    assert held["status"] == "requires_capture"
+    pi_id = (await attempt_of(gw, pid, "authorization")).processor_id
+    outside = httpx.post(f"{localstripe_url}/v1/payment_intents/{pi_id}/capture",
+                         headers={"Authorization": f"Bearer {SECRET_KEY}"})
+    assert outside.status_code == 200 and outside.json()["status"] == "succeeded", outside.text
+    captured = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid})
+    assert captured.status_code == 200, captured.text
+    assert captured.json()["status"] == "in_progress"
+    capture = await attempt_of(gw, pid, "capture")
+    assert capture.status == "unknown" and "captured at Stripe already" in capture.error_message
+    assert (await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid})).status_code == 409
+    async with gw.gateway.db.write() as conn:
+        await conn.execute(update(reconcile_queue).where(reconcile_queue.c.intent_id == pid).values(due_at=0))
+    await gw.gateway.reconciler.run_once()
+    assert (await attempt_of(gw, pid, "capture")).status == "succeeded"
+    settled = (await shop.get(f"/api/v1/payment/intent/{pid}")).json()
+    assert (settled["status"], settled["amountReceived"]) == ("succeeded", 5000), settled
+
+
 async def test_a_lost_answer_is_settled_by_the_reconciler(gw: InProcessGateway, localstripe_url: str) -> None:
     host, port = localstripe_url.removeprefix("http://").split(":")
     losing = [True]
