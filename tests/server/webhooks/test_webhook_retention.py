@@ -17,7 +17,11 @@ from paygate_server.clock import now_us
 from paygate_server.config import Settings
 from paygate_server.crypto import MasterKey
 from paygate_server.storage import Database
-from paygate_server.storage.schema_history import webhook_deliveries, webhook_endpoints, webhook_events
+from paygate_server.storage.schema_history import (
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_events,
+)
 from paygate_server.webhooks import consumer_for
 from paygate_server.webhooks.model import create_endpoint
 from paygate_server.webhooks.retention import prune, prune_forever
