@@ -84,6 +84,23 @@ async def test_events_no_endpoint_ever_took_go_by_the_scan_but_each_objects_late
         assert [r.type for r in await conn.execute(select(webhook_events))] == ["payment_intent.canceled"]
 
 
+async def _delivered_long_ago(database: Database) -> None:
+    """A payment created then canceled, its two events delivered to one endpoint 31 days ago."""
+    shop = await new_merchant(database)
+    async with database.write() as conn:
+        await create_endpoint(conn, MasterKey(bytes.fromhex(TEST_MASTER_KEY)), shop, "http://a.test/", None)
+        intent = await new_intent(conn, shop)
+    async with database.write() as conn:
+        await touch(conn, intent, "canceled")
+    settings = Settings(**FAST)
+    await Relay(database, settings, [consumer_for(settings, _Dispatcher())]).drain()  # type: ignore[arg-type]
+    long_ago = now_us() - 31 * DAY
+    async with database.write() as conn:
+        await conn.execute(update(webhook_deliveries).values(status="delivered", updated_at=long_ago,
+                                                             next_attempt_at=long_ago))
+        await conn.execute(update(webhook_events).values(created_at=long_ago))
+
+
 @pytest.fixture
 def fresh_operator_env(fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     for name, value in {"PAYGATE_DATABASE_URL": fresh_database_url, "PAYGATE_DATA_DIR": str(tmp_path),
@@ -95,19 +112,8 @@ def fresh_operator_env(fresh_database_url: str, tmp_path: Path, monkeypatch: pyt
 async def test_the_prune_command_counts_then_deletes(fresh_operator_env: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     async with opened_database(fresh_operator_env) as database:
-        shop = await new_merchant(database)
-        async with database.write() as conn:
-            await create_endpoint(conn, MasterKey(bytes.fromhex(TEST_MASTER_KEY)), shop, "http://a.test/", None)
-            intent = await new_intent(conn, shop)
-        async with database.write() as conn:
-            await touch(conn, intent, "canceled")
-        settings = Settings(**FAST)
-        await Relay(database, settings, [consumer_for(settings, _Dispatcher())]).drain()  # type: ignore[arg-type]
-        long_ago = now_us() - 31 * DAY
-        async with database.write() as conn:
-            await conn.execute(update(webhook_deliveries).values(status="delivered", updated_at=long_ago,
-                                                                 next_attempt_at=long_ago))
-            await conn.execute(update(webhook_events).values(created_at=long_ago))
+        await _delivered_long_ago(database)
+
     def run(*args: str) -> dict[str, object]:
         assert main(["webhooks", "prune", *args, "--json"]) == 0
         return json.loads(capsys.readouterr().out)
@@ -131,16 +137,7 @@ async def test_the_gateways_background_work_prunes_on_its_schedule(fresh_databas
     """``paygate serve``'s background work runs the retention pass every
     PAYGATE_WEBHOOK_PRUNE_INTERVAL_S; 0 runs none (the operator's command does)."""
     async with opened_database(fresh_database_url) as database:
-        shop = await new_merchant(database)
-        async with database.write() as conn:
-            await create_endpoint(conn, MasterKey(bytes.fromhex(TEST_MASTER_KEY)), shop, "http://a.test/", None)
-            intent = await new_intent(conn, shop)
-        settings = Settings(**FAST)
-        await Relay(database, settings, [consumer_for(settings, _Dispatcher())]).drain()  # type: ignore[arg-type]
-        long_ago = now_us() - 31 * DAY
-        async with database.write() as conn:
-            await conn.execute(update(webhook_deliveries).values(status="delivered", updated_at=long_ago,
-                                                                 next_attempt_at=long_ago))
+        await _delivered_long_ago(database)
 
         async def deliveries() -> int:
             async with database.read() as conn:
@@ -148,9 +145,8 @@ async def test_the_gateways_background_work_prunes_on_its_schedule(fresh_databas
 
         # An interval of 0: the background task ends at once, having pruned nothing.
         await asyncio.wait_for(prune_forever(database, Settings(webhook_prune_interval_s=0)), timeout=5)
-        assert await deliveries() == 1
+        assert await deliveries() == 2
         every = gateway_settings(fresh_database_url, tmp_path / "every", run_background=True,
-                              webhook_prune_interval_s=0.05, webhook_poll_interval_s=60.0, **FAST)
+                                 webhook_prune_interval_s=0.05, webhook_poll_interval_s=60.0, **FAST)
         async with running_gateway(every):
             await eventually(deliveries, until=lambda n: n == 0, timeout=20, what="the background pruning")
-        assert intent  # (its events made the deliveries)
