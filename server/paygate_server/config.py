@@ -120,8 +120,8 @@ class Settings:
     webhook_max_concurrency: int = 64
     webhook_endpoint_concurrency: int = 4
     webhook_poll_interval_s: float = 1.0
-    # Webhook retention (docs/history.md "Webhook retention"): a finished delivery and an
-    # event leave the database this long after (30 days, as Stripe keeps events to resend);
+    # Webhook retention (docs/operations.md "Webhooks"): a finished delivery and an event
+    # leave the database this long after (30 days, as Stripe keeps events to resend);
     # it is also how long an endpoint disabled by a 410 gets its events for a replay. The
     # gateway prunes every interval (0: never, then run `paygate webhooks prune`), in
     # transactions of at most this many rows of each kind.

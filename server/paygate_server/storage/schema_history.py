@@ -168,7 +168,7 @@ webhook_deliveries = Table(
           postgresql_where=text("lease_until IS NOT NULL"), sqlite_where=text("lease_until IS NOT NULL")),
 )
 
-# Webhook retention's one row (storage/webhook_prune.py, docs/history.md "Webhook retention"):
+# Webhook retention's one row (storage/webhook_prune.py, docs/operations.md "Webhooks"):
 # ``events_after``, the change id the scan of old events has reached — every event at or
 # below it was looked at once past the retention (those kept then are looked at again
 # through their object or their deliveries, never by a scan from the start).

@@ -1,5 +1,5 @@
 """Webhook retention: finished deliveries and old events leave the database in bounded batches
-(docs/history.md "Webhook retention").
+(docs/operations.md "Webhooks": the decision).
 
 A delivery goes once it is ``delivered`` or ``failed``, holds no lease, and both its last
 update and its last attempt's lease end (``next_attempt_at``) are before ``before``: found

@@ -1,4 +1,4 @@
-"""Webhook retention (docs/history.md "Webhook retention"): the gateway's background pass and
+"""Webhook retention (docs/operations.md "Webhooks"): the gateway's background pass and
 ``paygate webhooks prune``.
 
 ``PAYGATE_WEBHOOK_RETENTION_S`` (30 days, as Stripe keeps events to resend) is the one

@@ -1,5 +1,5 @@
 """``webhook_prune``: webhook retention's one row, how far its scan of old events has come
-(storage/webhook_prune.py; docs/history.md "Webhook retention").
+(storage/webhook_prune.py; docs/operations.md "Webhooks").
 
 Deliveries are found by the index they already have (``ix_webhook_deliveries_due``: status
 and ``next_attempt_at``), events by their change id (``ux_webhook_events_change``) from this
