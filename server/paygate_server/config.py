@@ -120,6 +120,14 @@ class Settings:
     webhook_max_concurrency: int = 64
     webhook_endpoint_concurrency: int = 4
     webhook_poll_interval_s: float = 1.0
+    # Webhook retention (docs/operations.md "Webhooks"): a finished delivery and an event
+    # leave the database this long after (30 days, as Stripe keeps events to resend);
+    # it is also how long an endpoint disabled by a 410 gets its events for a replay. The
+    # gateway prunes every interval (0: never, then run `paygate webhooks prune`), in
+    # transactions of at most this many rows of each kind.
+    webhook_retention_s: int = 30 * 86_400
+    webhook_prune_interval_s: float = 60.0
+    webhook_prune_batch_rows: int = 2_000
     # Operator console (SPEC §12, docs/operations.md "Console"): a session ends after this
     # long without a request, and this long after login whatever happens.
     console_idle_timeout_s: int = 30 * 60
@@ -213,13 +221,14 @@ _NUMBER_RULES = {int: "must be a whole number, 0 or more", float: "must be a num
 
 # Where 0 means nothing that works: no connection or delivery at all, an attempt that times
 # out before it starts, a batch of nothing read for ever, a poll that spins a core. Not the
-# history's prune interval: its 0 is "never" (the gateway does not prune; `paygate history prune`).
+# history's or the webhooks' prune interval: 0 is "never" (the gateway does not prune;
+# `paygate history prune`, `paygate webhooks prune`).
 _MORE_THAN_ZERO = frozenset({
     "db_pool_size", "processor_connect_timeout_s", "processor_timeout_s", "webhook_timeout_s",
     "webhook_max_concurrency", "webhook_endpoint_concurrency", "relay_batch_size",
     "archive_segment_max_changes", "history_prune_batch_rows", "change_poll_interval_s",
     "relay_poll_interval_s", "relay_lease_retry_s", "webhook_poll_interval_s", "reconcile_sweep_interval_s",
-    "vault_purge_interval_s", "metrics_db_refresh_s",
+    "vault_purge_interval_s", "metrics_db_refresh_s", "webhook_prune_batch_rows",
 })
 
 
@@ -238,6 +247,8 @@ _AT_LEAST: dict[str, tuple[float, str]] = {
     "console_session_ttl_s": (60, "a session of 0 ends as soon as it begins"),
     "console_idle_timeout_s": (60, "a session of 0 ends as soon as it begins"),
     "timestamp_tolerance_s": (1, "0 refuses every request not signed in the server's own second"),
+    # A failed delivery must outlive a weekend to be replayed once the merchant mended their receiver.
+    "webhook_retention_s": (3 * 86_400, "a failed delivery must stay long enough to be replayed"),
 }
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import (
 from paygate_server.storage.schema import change_log, metadata
 
 __all__ = ["cdc_offsets", "change_log_prune", "change_log_floor", "change_log_heads", "archive_index", "history_restores", "webhook_endpoints", "webhook_events",
-           "webhook_deliveries"]
+           "webhook_deliveries", "webhook_prune"]
 
 # The relay reads change_log in windows of transaction ids (PostgreSQL); see storage/change_log.py.
 Index("ix_change_log_txid", change_log.c.txid)
@@ -166,4 +166,16 @@ webhook_deliveries = Table(
     # Only the rows with a lease: a few per endpoint, however long its backlog (0020).
     Index("ix_webhook_deliveries_leased", "endpoint_id", "lease_until",
           postgresql_where=text("lease_until IS NOT NULL"), sqlite_where=text("lease_until IS NOT NULL")),
+)
+
+# Webhook retention's one row (storage/webhook_prune.py, docs/operations.md "Webhooks"):
+# ``events_after``, the change id the scan of old events has reached — every event at or
+# below it was looked at once past the retention (those kept then are looked at again
+# through their object or their deliveries, never by a scan from the start).
+webhook_prune = Table(
+    "webhook_prune", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("events_after", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("id = 1", name="ck_webhook_prune_one_row"),
 )

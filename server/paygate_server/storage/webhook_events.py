@@ -7,8 +7,8 @@ PostgreSQL takes arrays (``unnest``), SQLite a JSON array of rows (``json_each``
 whose change has one already is skipped (a re-delivered batch), and so are its deliveries:
 only the events just inserted get one delivery per endpoint of the merchant subscribed to
 the type: ``pending`` for an enabled endpoint; ``failed`` at once, ``endpoint disabled``
-and never attempted, for one disabled (a ``410``) within :data:`KEPT_FOR_DISABLED_US`
-— so that ``paygate webhooks replay`` sends them once the merchant has mended their
+and never attempted, for one disabled (a ``410``) within ``kept_for_disabled_us`` — the
+webhook retention (``PAYGATE_WEBHOOK_RETENTION_S``, webhooks/retention.py), so that ``paygate webhooks replay`` sends them once the merchant has mended their
 receiver, as Stripe resends a disabled endpoint's events. An endpoint disabled longer gets
 no rows: one disabled for ever does not grow the table for ever. A disabled endpoint's
 ``updated_at`` is when it was disabled (nothing else updates a disabled endpoint's row).
@@ -22,12 +22,9 @@ from typing import Any
 from paygate_server import jsoncodec
 from paygate_server.storage.statements import Connection, Sql, execute, fetch_all, fetch_value
 
-__all__ = ["NewEvent", "KEPT_FOR_DISABLED_US", "DISABLED_ERROR", "entity_statuses", "insert_events",
+__all__ = ["NewEvent", "DISABLED_ERROR", "entity_statuses", "insert_events",
            "last_event_types"]
 
-# How long after its endpoint was disabled an event still gets a (failed) delivery to it,
-# for a replay: 30 days, as long as Stripe keeps an event to resend.
-KEPT_FOR_DISABLED_US = 30 * 86_400 * 1_000_000
 DISABLED_ERROR = "endpoint disabled"  # the dispatcher's word for a pending one it finds disabled
 
 
@@ -131,10 +128,11 @@ async def last_event_types(conn: Connection, object_ids: Sequence[str]) -> dict[
     return {r["object_id"]: r["type"] for r in rows}
 
 
-async def insert_events(conn: Connection, events: Sequence[NewEvent], now: int) -> int:
+async def insert_events(conn: Connection, events: Sequence[NewEvent], now: int, *, kept_for_disabled_us: int) -> int:
     """Insert the events whose change has none yet, and their deliveries; the number of
-    deliveries created (those failed at once, to a disabled endpoint, included)."""
-    disabled = {"disabled_error": DISABLED_ERROR, "disabled_since": now - KEPT_FOR_DISABLED_US}
+    deliveries created (those failed at once, to an endpoint disabled less than
+    ``kept_for_disabled_us`` ago, included)."""
+    disabled = {"disabled_error": DISABLED_ERROR, "disabled_since": now - kept_for_disabled_us}
     if conn.dialect.name == "postgresql":
         return await execute(
             conn, _PG["write"], now=now, **disabled, ids=[e.id for e in events],

@@ -1,4 +1,4 @@
-"""``paygate webhooks create|list|deliveries|replay``."""
+"""``paygate webhooks create|list|deliveries|replay|prune``."""
 from __future__ import annotations
 
 import argparse
@@ -100,6 +100,28 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
     emit(args, {"replayed": count}, f"{count} failed deliveries scheduled again")
 
 
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> None:
+    from paygate_server.clock import now_us
+    from paygate_server.storage.webhook_prune import count_prunable
+    from paygate_server.webhooks.retention import prune, retention_start
+
+    now = now_us()
+
+    async def run(db: Any) -> dict[str, Any]:
+        if args.dry_run:
+            deliveries, events = await count_prunable(db, retention_start(settings, now))
+            return {"deliveries": deliveries, "events": events, "dryRun": True}
+        done = await prune(db, settings, now)
+        return {"deliveries": done.deliveries, "events": done.events, "dryRun": False}
+
+    result = run_with_db(settings, run)
+    days = settings.webhook_retention_s / 86_400
+    verb = "would delete" if args.dry_run else "deleted"
+    emit(args, {**result, "retentionS": settings.webhook_retention_s},
+         f"{verb} {result['deliveries']} finished deliveries and {result['events']} events"
+         f" older than {days:g} days (PAYGATE_WEBHOOK_RETENTION_S)")
+
+
 def add_commands(sub: Any) -> None:
     webhooks = sub.add_parser("webhooks", help="webhook endpoints and deliveries").add_subparsers(
         dest="webhooks_command", required=True)
@@ -126,3 +148,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--all", action="store_true", help="every failed delivery")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
+    p = webhooks.add_parser("prune", help="delete deliveries and events older than the retention, now")
+    p.add_argument("--dry-run", action="store_true", help="count them, delete nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prune)

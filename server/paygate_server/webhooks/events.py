@@ -6,7 +6,8 @@ the previous snapshot) becomes ``payment_intent.<status>``; a refund reaching
 reservation bumping ``amountRefunded``) make no event. The payload is fixed at creation —
 ``{"type", "timestamp", "data"}`` with the object in the API's wire shape as of that
 change — and every enabled endpoint of the merchant subscribed to the type gets a
-delivery row (one disabled by a ``410`` within 30 days, a row failed at once, for a replay). The relay runs this inside the transaction that records its offset, so each
+delivery row (one disabled by a ``410`` within the webhook retention, 30 days by default,
+a row failed at once, for a replay: webhooks/retention.py). The relay runs this inside the transaction that records its offset, so each
 change yields its event exactly once (``change_id`` is unique besides); the rows are
 written by ``paygate_server.storage.webhook_events`` on that transaction's connection.
 
@@ -24,6 +25,7 @@ from typing import Any
 from paygate_server import jsoncodec
 from paygate_server.cdc.relay import Consumer
 from paygate_server.clock import now_us, to_rfc3339
+from paygate_server.config import Settings
 from paygate_server.ids import new_id
 from paygate_server.intents.history import render_object
 from paygate_server.intents.schemas import STATUSES
@@ -86,8 +88,10 @@ class WebhookConsumer(Consumer):
     transactional = True
     linger_s = 0.0
 
-    def __init__(self, *, batch_size: int, on_created: Callable[[], None] | None = None) -> None:
+    def __init__(self, *, batch_size: int, on_created: Callable[[], None] | None = None,
+                 retention_s: int = Settings.webhook_retention_s) -> None:
         self.batch_size = batch_size
+        self._kept_for_disabled_us = retention_s * 1_000_000  # see storage/webhook_events.py
         self._on_created = on_created
         self._created = 0
         # (entity, entity_id) -> (intent_seq, status) of the last change delivered and
@@ -142,7 +146,8 @@ class WebhookConsumer(Consumer):
             events.append(NewEvent(new_id("evt"), change.merchant_id, type_, change.id, change.intent_id,
                                    change.entity_id, payload.decode()))
         if events:
-            self._created += await insert_events(conn, events, now_us())
+            self._created += await insert_events(conn, events, now_us(),
+                                                 kept_for_disabled_us=self._kept_for_disabled_us)
 
     def after_commit(self) -> None:
         known, staged = self._known, self._staged

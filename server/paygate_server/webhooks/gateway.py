@@ -10,6 +10,7 @@ from paygate_server.extensions import Extension
 from paygate_server.webhooks import endpoints
 from paygate_server.webhooks.dispatcher import Dispatcher
 from paygate_server.webhooks.events import WebhookConsumer
+from paygate_server.webhooks.retention import prune_forever
 
 if TYPE_CHECKING:
     from paygate_server.state import Gateway
@@ -20,7 +21,8 @@ __all__ = ["WebhooksExtension", "consumer_for", "extension"]
 def consumer_for(settings: Settings, dispatcher: Dispatcher) -> WebhookConsumer:
     """The relay's webhook consumer, waking ``dispatcher`` when it creates events (the
     extension's and the simulation's)."""
-    return WebhookConsumer(batch_size=settings.relay_batch_size, on_created=dispatcher.wake)
+    return WebhookConsumer(batch_size=settings.relay_batch_size, on_created=dispatcher.wake,
+                           retention_s=settings.webhook_retention_s)
 
 
 class WebhooksExtension(Extension):
@@ -35,7 +37,7 @@ class WebhooksExtension(Extension):
         gateway.relay.add(consumer_for(gateway.settings, dispatcher))
 
     def background_tasks(self, gateway: Gateway) -> list[Coroutine[Any, Any, None]]:
-        return [gateway.webhook_dispatcher.run_forever()]
+        return [gateway.webhook_dispatcher.run_forever(), prune_forever(gateway.db, gateway.settings)]
 
     async def teardown(self, gateway: Gateway) -> None:
         if gateway.has("webhook_dispatcher"):  # teardown runs even after a failed setup

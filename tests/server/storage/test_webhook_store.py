@@ -55,10 +55,10 @@ async def test_events_once_per_change_with_a_delivery_per_subscribed_endpoint(db
     refunds_only = await _endpoint(db, shop, "https://a.test/2", ["refund.succeeded"])
     events = [_event(1, shop), _event(2, shop, "refund.succeeded")]
     async with db.write() as conn:
-        assert await insert_events(conn, events, 5) == 3
+        assert await insert_events(conn, events, 5, kept_for_disabled_us=0) == 3
     async with db.write() as conn:  # the same changes again (a re-delivered batch): nothing new
         again = [_event(1, shop, retry=1), _event(2, shop, "refund.succeeded", retry=1)]
-        assert await insert_events(conn, again, 6) == 0
+        assert await insert_events(conn, again, 6, kept_for_disabled_us=0) == 0
     queue = DeliveryQueue(db)
     due = await queue.due(5, 10)
     assert sorted((d.event_id, d.endpoint_id) for d in due) == sorted(
@@ -87,7 +87,7 @@ async def test_claims_outcomes_and_replay(db: Database) -> None:  # noqa: F811
     shop = await new_merchant(db)
     endpoint = await _endpoint(db, shop, "https://a.test/1")
     async with db.write() as conn:
-        await insert_events(conn, [_event(1, shop), _event(2, shop)], 5)
+        await insert_events(conn, [_event(1, shop), _event(2, shop)], 5, kept_for_disabled_us=0)
     queue = DeliveryQueue(db)
     first, second = sorted(await queue.due(5, 10), key=lambda d: d.event_id)
     async with queue.claiming(5, 100, endpoint_ids=[endpoint.id], per_endpoint=4) as claim:
@@ -141,7 +141,7 @@ async def _backlog(db: Database, count: int) -> tuple[endpoints.Endpoint, list[D
     shop = await new_merchant(db)
     endpoint = await _endpoint(db, shop, "https://a.test/1")
     async with db.write() as conn:
-        await insert_events(conn, [_event(n, shop) for n in range(1, count + 1)], 5)
+        await insert_events(conn, [_event(n, shop) for n in range(1, count + 1)], 5, kept_for_disabled_us=0)
     return endpoint, sorted(await DeliveryQueue(db).due(5, count), key=lambda d: d.event_id)
 
 

@@ -20,7 +20,6 @@ from paygate_server.storage.schema_history import (
     webhook_endpoints,
     webhook_events,
 )
-from paygate_server.storage.webhook_events import KEPT_FOR_DISABLED_US
 from paygate_server.webhooks.events import WebhookConsumer
 from paygate_server.webhooks.model import create_endpoint
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)
@@ -105,12 +104,12 @@ async def test_one_delivery_per_subscribed_endpoint(db: Database) -> None:  # no
         canceled_only, _ = await create_endpoint(conn, MASTER, shop, "http://c.test/", ["payment_intent.canceled"])
         off, _ = await create_endpoint(conn, MASTER, shop, "http://off.test/", None)
         # Disabled (a 410) just now: its events are kept for a replay. Disabled longer than
-        # KEPT_FOR_DISABLED_US ago (updated_at: when it was disabled): none.
+        # the retention ago (updated_at: when it was disabled): none.
         await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == off.id)
                            .values(status="disabled", updated_at=now_us()))
         long_off, _ = await create_endpoint(conn, MASTER, shop, "http://long-off.test/", None)
         await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == long_off.id)
-                           .values(status="disabled", updated_at=now_us() - KEPT_FOR_DISABLED_US - 60_000_000))
+                           .values(status="disabled", updated_at=now_us() - Settings().webhook_retention_s * 1_000_000 - 60_000_000))
         gone, _ = await create_endpoint(conn, MASTER, shop, "http://gone.test/", None)
         await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == gone.id)
                            .values(status="deleted"))

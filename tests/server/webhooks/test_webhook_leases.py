@@ -65,7 +65,7 @@ async def _event(db: Database, merchant: str, n: int, now: int) -> str:  # noqa:
     event = NewEvent(f"evt_lease_{n}_{merchant}", merchant, "payment_intent.created", n, "pi_x", "pi_x",
                      f'{{"n": {n}}}')
     async with db.write() as conn:
-        assert await insert_events(conn, [event], now) == 1
+        assert await insert_events(conn, [event], now, kept_for_disabled_us=0) == 1
     return event.id
 
 
