@@ -104,13 +104,9 @@ async def test_authorize_then_cancel_voids_at_stripe(gw: InProcessGateway, local
     assert _intent_at_stripe(localstripe_url, authorization.processor_id)["status"] == "canceled"
 
 
-async def test_a_void_of_a_hold_captured_at_stripe_is_never_refused_with_the_hold_kept(
-        gw: InProcessGateway, localstripe_url: str) -> None:
-    """The hold captured outside the gateway (Stripe's dashboard; here localstripe's own API),
-    then a void through the gateway: Stripe refuses the cancel, the payment intent says
-    succeeded. The intent must not go back to requires_capture (inviting another void, or a
-    capture of money taken already): the void stays unknown, the reconciler's look-up says
-    the same, and the operator sees it (docs/processors.md, "Stripe")."""
+async def _hold_captured_at_stripe(gw: InProcessGateway, localstripe_url: str) -> tuple[SignedClient, str, str]:
+    """A hold of 5000 made through the gateway, then captured outside it (Stripe's dashboard;
+    here localstripe's own API): the shop, the intent's id, the payment intent's id."""
     shop = await _shop_at(gw, localstripe_url)
     pid, held = await _pay(gw, shop, "4242424242424242", amount=5000, captureMethod="manual")
     assert held["status"] == "requires_capture"
@@ -118,6 +114,17 @@ async def test_a_void_of_a_hold_captured_at_stripe_is_never_refused_with_the_hol
     outside = httpx.post(f"{localstripe_url}/v1/payment_intents/{pi_id}/capture",
                          headers={"Authorization": f"Bearer {SECRET_KEY}"})
     assert outside.status_code == 200 and outside.json()["status"] == "succeeded", outside.text
+    return shop, pid, pi_id
+
+
+async def test_a_void_of_a_hold_captured_at_stripe_is_never_refused_with_the_hold_kept(
+        gw: InProcessGateway, localstripe_url: str) -> None:
+    """The hold captured outside the gateway (Stripe's dashboard; here localstripe's own API),
+    then a void through the gateway: Stripe refuses the cancel, the payment intent says
+    succeeded. The intent must not go back to requires_capture (inviting another void, or a
+    capture of money taken already): the void stays unknown, the reconciler's look-up says
+    the same, and the operator sees it (docs/processors.md, "Stripe")."""
+    shop, pid, pi_id = await _hold_captured_at_stripe(gw, localstripe_url)
     canceled = await shop.post("/api/v1/payment/cancel", {"paymentIntentId": pid})
     assert canceled.status_code < 500, canceled.text
     status = (await shop.get(f"/api/v1/payment/status?paymentIntentId={pid}")).json()
@@ -140,13 +147,7 @@ async def test_a_capture_of_a_hold_captured_at_stripe_is_settled_by_what_stripe_
     the payment intent says succeeded. The intent must not go back to requires_capture (a
     hold that is gone, offered for capture again): the capture is unknown, and the
     reconciler's look-up settles it by what Stripe received (docs/processors.md, "Stripe")."""
-    shop = await _shop_at(gw, localstripe_url)
-    pid, held = await _pay(gw, shop, "4242424242424242", amount=5000, captureMethod="manual")
-    assert held["status"] == "requires_capture"
-    pi_id = (await attempt_of(gw, pid, "authorization")).processor_id
-    outside = httpx.post(f"{localstripe_url}/v1/payment_intents/{pi_id}/capture",
-                         headers={"Authorization": f"Bearer {SECRET_KEY}"})
-    assert outside.status_code == 200 and outside.json()["status"] == "succeeded", outside.text
+    shop, pid, pi_id = await _hold_captured_at_stripe(gw, localstripe_url)
     captured = await shop.post("/api/v1/payment/capture", {"paymentIntentId": pid})
     assert captured.status_code == 200, captured.text
     assert captured.json()["status"] == "in_progress"
