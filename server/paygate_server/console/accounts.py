@@ -210,7 +210,7 @@ class Accounts:
                 return LoginResult(None, locked=True)
             if not await self._verify_now(row.password_hash, password):
                 async with self.db.write() as conn:
-                    await record_failure(conn, row.id, now, remote_addr)
+                    await record_failure(conn, row.id, now, remote_addr, forget_before=now - LOCKOUT_WINDOW_S * _US)
                 return LoginResult(None)
         if self.hasher.check_needs_rehash(row.password_hash):
             async with self.db.write() as conn:

@@ -4,7 +4,8 @@ A session ends at its idle deadline (no request by the operator for ``idle_s``; 
 own polling does not count), its absolute deadline (``ttl_s`` after login), at logout and
 when its account is disabled. ``last_seen_at`` is written at most once a minute, so a
 page's burst of requests costs one write, not one each (the idle deadline is therefore
-honoured to within a minute).
+honoured to within a minute). A login deletes the operator's sessions that are over, so
+the table keeps about the live ones.
 """
 from __future__ import annotations
 
@@ -81,10 +82,12 @@ class Sessions:
 
     async def start(self, operator_id: str, *, remote_addr: str | None, user_agent: str | None) -> str:
         """A new session; returns the cookie's value (shown to nobody else, stored hashed)."""
-        session_id = new_id_bytes()
-        async with self.db.write() as conn:
-            await insert_session(conn, id_hash=hash_session_id(session_id), operator_id=operator_id, now=now_us(),
-                                 remote_addr=remote_addr, user_agent=(user_agent or "")[:300] or None)
+        session_id, now = new_id_bytes(), now_us()
+        async with self.db.write() as conn:  # with the operator's sessions that are over
+            await insert_session(conn, id_hash=hash_session_id(session_id), operator_id=operator_id, now=now,
+                                 remote_addr=remote_addr, user_agent=(user_agent or "")[:300] or None,
+                                 created_before=now - self.policy.ttl_s * _US,
+                                 seen_before=now - self.policy.idle_s * _US)
         return encode_id(session_id)
 
     async def resume(self, cookie: str | None, *, activity: bool = True) -> SignedIn | None:

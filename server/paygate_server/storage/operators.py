@@ -78,10 +78,19 @@ _TOUCH_SESSION = Sql("UPDATE operator_sessions SET last_seen_at = :now WHERE id_
                      " AND revoked_at IS NULL")
 _REVOKE_SESSION = Sql("UPDATE operator_sessions SET revoked_at = :now WHERE id_hash = :id_hash"
                       " AND revoked_at IS NULL")
+# A new session's operator's sessions that are over (revoked, past the idle or absolute
+# deadline): nothing can resume them, and nothing else reads them but ``_LAST_LOGIN``, which
+# the new one answers. Run with each login, so an operator keeps only their live sessions.
+_FORGET_SESSIONS = Sql("DELETE FROM operator_sessions WHERE operator_id = :operator_id AND id_hash <> :id_hash"
+                       " AND (revoked_at IS NOT NULL OR created_at <= :created_before"
+                       " OR last_seen_at <= :seen_before)")
 _LAST_LOGIN = Sql("SELECT MAX(created_at) AS at FROM operator_sessions WHERE operator_id = :operator_id")
 
 _INSERT_FAILURE = Sql("INSERT INTO operator_login_failures (operator_id, at, remote_addr)"
                       " VALUES (:operator_id, :now, :remote_addr)")
+# Failures older than the lockout's window can be in no lock (accounts.py ``locked_until``):
+# forgotten with each new failure, so an account under attack keeps about a window's worth.
+_FORGET_FAILURES = Sql("DELETE FROM operator_login_failures WHERE operator_id = :operator_id AND at < :before")
 _RECENT_FAILURES = Sql("SELECT at FROM operator_login_failures WHERE operator_id = :operator_id AND at > :after"
                        " ORDER BY at DESC, id DESC LIMIT :limit")
 
@@ -137,9 +146,14 @@ async def disable_operator(conn: Connection, operator_id: str, now: int) -> bool
 
 
 async def insert_session(conn: Connection, *, id_hash: str, operator_id: str, now: int, remote_addr: str | None,
-                         user_agent: str | None) -> None:
+                         user_agent: str | None, created_before: int, seen_before: int) -> None:
+    """A new session, and the operator's sessions that are over deleted: revoked, created
+    at or before ``created_before`` or last seen at or before ``seen_before`` (the
+    console's absolute and idle deadlines as of ``now``)."""
     await execute(conn, _INSERT_SESSION, id_hash=id_hash, operator_id=operator_id, now=now,
                   remote_addr=remote_addr, user_agent=user_agent)
+    await execute(conn, _FORGET_SESSIONS, operator_id=operator_id, id_hash=id_hash,
+                  created_before=created_before, seen_before=seen_before)
 
 
 async def find_session(conn: Connection, id_hash: str) -> SessionRow | None:
@@ -166,8 +180,11 @@ async def last_login_at(conn: Connection, operator_id: str) -> int | None:
     return None if row is None or row["at"] is None else int(row["at"])
 
 
-async def record_failure(conn: Connection, operator_id: str, now: int, remote_addr: str | None) -> None:
+async def record_failure(conn: Connection, operator_id: str, now: int, remote_addr: str | None, *,
+                         forget_before: int) -> None:
+    """A failed login, and the operator's failures before ``forget_before`` deleted."""
     await execute(conn, _INSERT_FAILURE, operator_id=operator_id, now=now, remote_addr=remote_addr)
+    await execute(conn, _FORGET_FAILURES, operator_id=operator_id, before=forget_before)
 
 
 async def recent_failures(conn: Connection, operator_id: str, *, after: int, limit: int) -> list[int]:

@@ -4,17 +4,34 @@ Rows come in already sealed (``vault.service`` encrypts the card number and the 
 they reach this module) and go out sealed; tokens are kept only as their SHA-256. Each
 statement is written once, valid on both databases (:mod:`.statements`): storing and
 resolving a token run once per checkout payment.
+
+What is kept, and for how long (:func:`purge_expired`, the vault's background task): a row
+lives until its token expires (15 minutes). Then it is deleted — the encrypted number
+with it — unless its token was used by an attempt of an intent that still has an operation
+pending or unknown (a reconciler policy that retries "with the same reference" would need the
+card); such a row only loses its CVC, and goes once the intent has nothing in flight. Nothing
+reads a used token's card anyway (``usable_card`` requires ``used_at IS NULL``; captures,
+voids, refunds and the reconciler address the processor by reference; the attempt keeps the
+brand, last 4, expiry and fingerprint), so keeping it longer would be cardholder data kept
+with no use (PCI DSS 3.2.1, docs/checkout.md). The same batch deletes the tokenization
+counts (``checkout_limits``) of the intents it touched that are succeeded or canceled: no
+clientSecret of theirs can tokenize again.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sqlalchemy import and_, delete, exists, or_, select
+
 from paygate_server.storage.checkout import COUNT_TOKENIZATION, count_tokenization
 from paygate_server.storage.engine import Database
+from paygate_server.storage.schema import payment_intents, transactions
+from paygate_server.storage.schema_checkout import checkout_limits, vault_cards
 from paygate_server.storage.statements import Connection, Row, Sql, execute, fetch_one
 
-__all__ = ["SealedCard", "VaultCard", "insert_card", "insert_counted_card", "purge_expired", "usable_card"]
+__all__ = ["PURGE_BATCH", "SealedCard", "VaultCard", "VaultPurge", "insert_card", "insert_counted_card",
+           "purge_expired", "usable_card"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +75,12 @@ _USABLE = Sql(
     " exp_month, exp_year FROM vault_cards WHERE token_hash = :token_hash AND used_at IS NULL"
     " AND expires_at > :now AND intent_id = :intent_id AND merchant_id = :merchant_id"
 )
-# An expired token that was never used: its card was never charged, nothing needs the row.
-_DELETE_UNUSED = Sql("DELETE FROM vault_cards WHERE expires_at <= :now AND used_at IS NULL")
 _DROP_CVCS = Sql("UPDATE vault_cards SET cvc_sealed = NULL WHERE expires_at <= :now AND cvc_sealed IS NOT NULL")
+
+#: Rows deleted per transaction by the purge (it repeats until a batch comes back short).
+PURGE_BATCH = 1000
+# An intent that can never tokenize again: its checkout_limits row is dead.
+_FINAL_INTENT = ("succeeded", "canceled")
 
 
 async def insert_card(conn: Connection, card: VaultCard, *, token_hash: str, created_at: int,
@@ -109,10 +129,44 @@ async def usable_card(db: Database, *, token_hash: str, merchant_id: str, intent
     return None if row is None else _vault_card(row)
 
 
-async def purge_expired(db: Database, now: int) -> tuple[int, int]:
-    """Tokens expired at ``now``: delete the rows never used, drop the CVCs of the others.
-    (CVCs dropped, rows deleted)."""
+@dataclass(frozen=True, slots=True)
+class VaultPurge:
+    """What one purge removed."""
+
+    cvcs_dropped: int = 0
+    cards_deleted: int = 0
+    limits_deleted: int = 0
+
+
+def _done_with(now: int) -> Any:
+    """Rows nothing can need any more at ``now``: the token expired, and it was never used
+    or its intent has no operation pending or unknown (the partial index
+    ``ux_transactions_one_in_flight`` answers that per intent)."""
+    in_flight = exists().where(transactions.c.intent_id == vault_cards.c.intent_id,
+                               transactions.c.status.in_(("pending", "unknown")))
+    return and_(vault_cards.c.expires_at <= now, or_(vault_cards.c.used_at.is_(None), ~in_flight))
+
+
+async def purge_expired(db: Database, now: int, *, batch: int = PURGE_BATCH) -> VaultPurge:
+    """Delete the rows nothing can need any more (the module's docstring), ``batch`` per
+    transaction, and the tokenization counts of their final intents; then drop the CVC of
+    every expired row left (a used token whose intent still has an operation in flight).
+    Safe with several processes: each delete re-checks its condition."""
+    cards = limits = 0
+    while True:
+        async with db.write() as conn:
+            rows = (await conn.execute(select(vault_cards.c.id, vault_cards.c.intent_id).where(_done_with(now))
+                                       .order_by(vault_cards.c.expires_at).limit(batch))).all()
+            if rows:
+                ids, intents = [r.id for r in rows], sorted({r.intent_id for r in rows})
+                cards += (await conn.execute(delete(vault_cards).where(
+                    vault_cards.c.id.in_(ids), _done_with(now)))).rowcount or 0
+                final = select(payment_intents.c.id).where(payment_intents.c.id.in_(intents),
+                                                           payment_intents.c.status.in_(_FINAL_INTENT))
+                limits += (await conn.execute(delete(checkout_limits).where(
+                    checkout_limits.c.intent_id.in_(final)))).rowcount or 0
+        if len(rows) < batch:
+            break
     async with db.write() as conn:
-        deleted = await execute(conn, _DELETE_UNUSED, now=now)
         dropped = await execute(conn, _DROP_CVCS, now=now)
-    return dropped, deleted
+    return VaultPurge(dropped, cards, limits)

@@ -2,7 +2,7 @@
 
 ``setup`` registers :class:`VaultService` as ``gateway.vault`` (the process
 endpoint redeems ``paymentDetails.token`` through it) after making sure a data key exists;
-``background_tasks`` purges expired tokens' CVCs; ``refresh_tasks`` picks up data-key
+``background_tasks`` purges expired tokens (storage/vault.py ``purge_expired``); ``refresh_tasks`` picks up data-key
 rotations made by other processes (in API-only processes too: they encrypt new cards). The checkout's routes are in :mod:`paygate_server.checkout.endpoints`.
 """
 from __future__ import annotations
@@ -29,9 +29,10 @@ async def _purge_forever(gateway: Gateway) -> None:
     interval = max(0.05, gateway.settings.vault_purge_interval_s)
     while True:
         try:
-            dropped, deleted = await vault.purge()
-            if dropped or deleted:
-                log.info("vault purge: %d expired CVCs dropped, %d unused cards deleted", dropped, deleted)
+            done = await vault.purge()
+            if done.cvcs_dropped or done.cards_deleted or done.limits_deleted:
+                log.info("vault purge: %d cards deleted, %d CVCs dropped, %d tokenization counts deleted",
+                         done.cards_deleted, done.cvcs_dropped, done.limits_deleted)
         except Exception:
             log_failure(log, "vault purge failed")
         await asyncio.sleep(interval)

@@ -9,7 +9,9 @@ concurrent redemptions cannot both win), after the request's Idempotency-Key was
 A refused request therefore never burns a token. The CVC is dropped as soon as the
 authorization has an outcome — by the statements that record it (the payment store's ``settle_attempt``),
 in the same transaction, whoever learns it — or when the token expires (``purge``),
-whichever comes first.
+whichever comes first. The whole row (the encrypted number with it) goes when the token
+expires, or later if its intent still has an operation pending or unknown then: nothing
+reads a used token's card (``purge``, storage/vault.py).
 
 What is encrypted, and how it is bound to its row: the card number and the CVC are two
 AES-256-GCM ciphertexts under the row's own key (HKDF of the active data key and the
@@ -147,7 +149,9 @@ class VaultService:
         return ResolvedCard(details=CardDetails(number, card.exp_month, card.exp_year, cvc), summary=summary,
                             fingerprint=card.fingerprint, vault_id=vault_id)
 
-    async def purge(self) -> tuple[int, int]:
-        """Expired tokens: drop their CVCs, and the whole row of a token never used (its
-        card was never charged, so nothing needs it). (CVCs dropped, rows deleted)."""
+    async def purge(self) -> vault_store.VaultPurge:
+        """Expired tokens: delete the rows nothing can need any more — never used, or used
+        by an intent with no operation pending or unknown — with the tokenization counts of
+        their succeeded or canceled intents, and drop the CVCs of the rest
+        (:func:`~paygate_server.storage.vault.purge_expired`)."""
         return await vault_store.purge_expired(self._gateway.db, now_us())

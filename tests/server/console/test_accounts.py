@@ -9,6 +9,7 @@ from typing import Literal
 import pytest
 from argon2 import PasswordHasher
 from argon2.profiles import CHEAPEST
+from sqlalchemy import func, select
 
 from paygate_server.console.accounts import (
     HASHING_AT_ONCE,
@@ -19,6 +20,7 @@ from paygate_server.console.accounts import (
 from paygate_server.console.sessions import SessionPolicy, Sessions
 from paygate_server.storage import Database
 from paygate_server.storage.operators import find_operator_by_email
+from paygate_server.storage.schema_console import operator_login_failures, operator_sessions
 from tests.server.console.conftest import PASSWORD, new_email
 from tests.support.clock import fake_clock
 
@@ -226,3 +228,24 @@ async def test_a_burst_of_concurrent_guesses_gets_no_more_than_the_lockout_allow
     assert sum(result.locked for result in wrong) == 30 - len(recorded)  # each refused or recorded
     right = await accounts.login(email, PASSWORD, None)
     assert right.operator is None and right.locked
+
+
+async def test_an_operator_keeps_only_live_sessions_and_a_windows_failures(accounts: Accounts, db: Database) -> None:
+    """What a login and a failure delete (storage/operators.py): rows no lock and no session
+    can use any more, so neither table grows with the days."""
+    email = new_email()
+    row = await accounts.create(email, "viewer", PASSWORD)
+    sessions = Sessions(db, SessionPolicy())
+    with fake_clock() as clock:
+        for day in range(3):
+            clock.set_elapsed(day * 86_400)
+            assert (await accounts.login(email, "wrong password!", None)).operator is None
+            assert (await accounts.login(email, PASSWORD, None)).operator is not None
+            await sessions.start(row.id, remote_addr=None, user_agent=None)
+            await sessions.start(row.id, remote_addr=None, user_agent=None)  # a second browser, still live
+    async with db.read() as conn:
+        kept_sessions = await conn.scalar(select(func.count()).select_from(operator_sessions)
+                                          .where(operator_sessions.c.operator_id == row.id))
+        kept_failures = await conn.scalar(select(func.count()).select_from(operator_login_failures)
+                                          .where(operator_login_failures.c.operator_id == row.id))
+    assert (kept_sessions, kept_failures) == (2, 1)  # today's: 6 and 3 without the deletes

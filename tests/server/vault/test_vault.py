@@ -146,18 +146,17 @@ async def test_expired_token_is_refused_and_purged(short_ttl_gw: InProcessGatewa
     pid, mid = intent["paymentIntentId"], shop.creds.merchant_id
     unused = await _store(gw, mid, pid)
     used = await _store(gw, mid, pid)
-    await _redeem(gw, used.token, merchant_id=mid, intent_id=pid)  # outcome never known
+    await _redeem(gw, used.token, merchant_id=mid, intent_id=pid)  # no attempt recorded: nothing in flight
     await eventually(lambda: _past(used.expires_at), timeout=10, what="the tokens' expiry")
     with pytest.raises(ApiError) as expired:
         await _redeem(gw, unused.token, merchant_id=mid, intent_id=pid)
     assert expired.value.code == "token_invalid"
     assert (await vault_row(gw, id=unused.vault_id)).cvc_sealed is not None  # until the purge
 
-    dropped, deleted = await _vault(gw).purge()
-    assert (dropped, deleted) >= (1, 1)
+    assert (await _vault(gw).purge()).cards_deleted >= 2
     assert await vault_row(gw, id=unused.vault_id) is None  # never charged: nothing kept
-    row = await vault_row(gw, id=used.vault_id)
-    assert row.cvc_sealed is None and row.pan_sealed  # the CVC went at expiry
+    assert await vault_row(gw, id=used.vault_id) is None  # nothing in flight can need it
+    # (a used card whose intent has an operation in flight: test_vault_retention.py)
     async with gw.gateway.db.read() as conn:
         left = (await conn.execute(select(vault_cards.c.id).where(
             vault_cards.c.expires_at <= now_us(), vault_cards.c.cvc_sealed.is_not(None)))).all()
