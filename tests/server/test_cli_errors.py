@@ -12,22 +12,46 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text as sql
 
 from paygate_server.cli import build_parser, main
+from paygate_server.command import main as command_main
 from tests.support.app import TEST_MASTER_KEY
 from tests.support.databases import opened_database
 from tests.support.processes import make_merchant
+
+
+Ran = subprocess.CompletedProcess[str]
 
 
 def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
     return subprocess.run([sys.executable, "-m", "paygate_server", *args], env={**base, **env},
                           capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def paygate_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """:func:`paygate` without a new process: the same entry point (``python -m paygate_server``
+    calls :func:`paygate_server.command.main`) in this one, with the environment replaced the
+    same way. A traceback is an exception out of ``main`` here, so it still fails the test;
+    whatever reaches descriptor 2 is captured (``capfd``). For commands whose refusal is not
+    about the process; each test keeps at least one call through a real process."""
+    def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        with monkeypatch.context() as patched:
+            for name in [k for k in os.environ if k.startswith("PAYGATE_")]:
+                patched.delenv(name)
+            for name, value in env.items():
+                patched.setenv(name, value)
+            capfd.readouterr()
+            code = command_main(list(args))
+            out = capfd.readouterr()
+        return subprocess.CompletedProcess(["paygate", *args], code, out.out, out.err)
+    return run
 
 
 def assert_one_line(r: subprocess.CompletedProcess[str], *wanted: str) -> str:
@@ -48,11 +72,13 @@ def free_port() -> int:
 
 # ---- a missing or unreadable data folder or database -------------------------------------
 
-def test_missing_data_folder_is_named_and_not_created(tmp_path: Path) -> None:
+def test_missing_data_folder_is_named_and_not_created(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
     data = tmp_path / "paygate-dta"  # a typo
-    for args in (["merchants", "create", "--name", "Shop"], ["webhooks", "list", "--merchant", "mer_x"],
-                 ["vault", "rotate-data-key"], ["serve", "--port", "0"], ["audit", "verify"]):
-        line = assert_one_line(paygate(*args, env={"PAYGATE_DATA_DIR": str(data)}),
+    for args, run in ((["merchants", "create", "--name", "Shop"], paygate_here),
+                      (["webhooks", "list", "--merchant", "mer_x"], paygate_here),
+                      (["vault", "rotate-data-key"], paygate_here), (["serve", "--port", "0"], paygate),
+                      (["audit", "verify"], paygate_here)):
+        line = assert_one_line(run(*args, env={"PAYGATE_DATA_DIR": str(data)}),
                                "no data folder", str(data), "PAYGATE_DATA_DIR", "paygate db upgrade")
         assert not data.exists(), line  # neither a database nor a fresh master key in the wrong place
 
@@ -63,20 +89,20 @@ def test_missing_database_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unusable_data_folder_or_file(tmp_path: Path) -> None:
+def test_unusable_data_folder_or_file(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
-    for args in (["db", "upgrade"], ["webhooks", "list", "--merchant", "mer_x"]):
-        assert_one_line(paygate(*args, env={"PAYGATE_DATA_DIR": str(not_a_folder)}), "is not a folder",
+    for args, run in ((["db", "upgrade"], paygate), (["webhooks", "list", "--merchant", "mer_x"], paygate_here)):
+        assert_one_line(run(*args, env={"PAYGATE_DATA_DIR": str(not_a_folder)}), "is not a folder",
                         "PAYGATE_DATA_DIR")
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not an sqlite file, but long enough to have a header" * 100)
-    assert_one_line(paygate("webhooks", "list", "--merchant", "mer_x",
-                            env={"PAYGATE_DATABASE_URL": f"sqlite:///{garbage}"}),
+    assert_one_line(paygate_here("webhooks", "list", "--merchant", "mer_x",
+                                 env={"PAYGATE_DATABASE_URL": f"sqlite:///{garbage}"}),
                     str(garbage), "not a database", "PAYGATE_DATABASE_URL")
     folder = tmp_path / "folder.db"
     folder.mkdir()
-    assert_one_line(paygate("webhooks", "list", "--merchant", "mer_x",
+    assert_one_line(paygate_here("webhooks", "list", "--merchant", "mer_x",
                             env={"PAYGATE_DATABASE_URL": f"sqlite:///{folder}"}), str(folder), "folder")
 
 
@@ -281,14 +307,14 @@ def test_an_abbreviated_option_is_refused(typed: list[str], command: str, option
 # ---- a master key that is not the database's -----------------------------------------------
 
 def test_a_master_key_that_is_not_the_databases_is_refused_before_anything_is_sealed(
-        fresh_database_url: str, tmp_path: Path) -> None:
+        fresh_database_url: str, tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
     # Once: `serve` died in its start-up with a SealError traceback (from every worker), and
     # `merchants create`, `keys create` and the like sealed new secrets under the wrong key,
     # leaving one database with secrets under two keys.
     setup = {"PAYGATE_DATABASE_URL": fresh_database_url, "PAYGATE_DATA_DIR": str(tmp_path / "a"),
              "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}
     (tmp_path / "a").mkdir()
-    made = paygate("merchants", "create", "--name", "Shop", "--json", env=setup)
+    made = paygate_here("merchants", "create", "--name", "Shop", "--json", env=setup)
     assert made.returncode == 0, made.stderr
     merchant = json.loads(made.stdout)["merchantId"]
 
@@ -299,23 +325,26 @@ def test_a_master_key_that_is_not_the_databases_is_refused_before_anything_is_se
         return asyncio.run(count())
 
     other = {**setup, "PAYGATE_MASTER_KEY": "11" * 32}
-    for args in (["merchants", "create", "--name", "Other"], ["keys", "create", "--merchant", merchant],
-                 ["vault", "rotate-data-key"], ["serve", "--port", "0"], ["console", "--port", "0"]):
-        assert_one_line(paygate(*args, env=other), "PAYGATE_MASTER_KEY is not the key this database's secrets are "
+    # The servers in a process of their own (were the check gone, they would start and serve).
+    for args, run in ((["merchants", "create", "--name", "Other"], paygate_here),
+                      (["keys", "create", "--merchant", merchant], paygate_here),
+                      (["vault", "rotate-data-key"], paygate_here), (["serve", "--port", "0"], paygate),
+                      (["console", "--port", "0"], paygate)):
+        assert_one_line(run(*args, env=other), "PAYGATE_MASTER_KEY is not the key this database's secrets are "
                                                    "sealed with", "nothing was changed")
     # No variable and no key file: refused too, and no new key file made (it would be the wrong key).
     no_key = {k: v for k, v in setup.items() if k != "PAYGATE_MASTER_KEY"}
     no_key["PAYGATE_DATA_DIR"] = str(tmp_path / "b")
     (tmp_path / "b").mkdir()
-    assert_one_line(paygate("merchants", "create", "--name", "Other", env=no_key), "no master key",
+    assert_one_line(paygate_here("merchants", "create", "--name", "Other", env=no_key), "no master key",
                     str(tmp_path / "b" / "master.key"))
     assert list((tmp_path / "b").iterdir()) == []
     # A key file that is another key is named as the file.
     (tmp_path / "b" / "master.key").write_text("22" * 32 + "\n")
-    assert_one_line(paygate("keys", "create", "--merchant", merchant, env=no_key),
+    assert_one_line(paygate_here("keys", "create", "--merchant", merchant, env=no_key),
                     f"the key file {tmp_path / 'b' / 'master.key'} is not the key")
     assert merchants() == 1
-    assert paygate("keys", "create", "--merchant", merchant, env=setup).returncode == 0  # the right key still works
+    assert paygate_here("keys", "create", "--merchant", merchant, env=setup).returncode == 0  # the right key still works
 
 
 # ---- numbers out of range on the command line ---------------------------------------------
