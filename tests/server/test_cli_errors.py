@@ -24,7 +24,6 @@ from tests.support.app import TEST_MASTER_KEY
 from tests.support.databases import opened_database
 from tests.support.processes import make_merchant
 
-
 Ran = subprocess.CompletedProcess[str]
 
 
@@ -39,8 +38,9 @@ def paygate_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[s
     """:func:`paygate` without a new process: the same entry point (``python -m paygate_server``
     calls :func:`paygate_server.command.main`) in this one, with the environment replaced the
     same way. A traceback is an exception out of ``main`` here, so it still fails the test;
-    whatever reaches descriptor 2 is captured (``capfd``). For commands whose refusal is not
-    about the process; each test keeps at least one call through a real process."""
+    whatever reaches descriptor 2 is captured (``capfd``). For refusals that are not about the
+    process (settings, files, the database): the servers' refusals, argv's bytes and the
+    port and broker ones still go through :func:`paygate`."""
     def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         with monkeypatch.context() as patched:
             for name in [k for k in os.environ if k.startswith("PAYGATE_")]:
@@ -83,8 +83,8 @@ def test_missing_data_folder_is_named_and_not_created(tmp_path: Path, paygate_he
         assert not data.exists(), line  # neither a database nor a fresh master key in the wrong place
 
 
-def test_missing_database_file(tmp_path: Path) -> None:
-    assert_one_line(paygate("keys", "create", "--merchant", "mer_x", env={"PAYGATE_DATA_DIR": str(tmp_path)}),
+def test_missing_database_file(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
+    assert_one_line(paygate_here("keys", "create", "--merchant", "mer_x", env={"PAYGATE_DATA_DIR": str(tmp_path)}),
                     "no database", str(tmp_path / "paygate.db"), "paygate db upgrade")
     assert list(tmp_path.iterdir()) == []
 
@@ -232,20 +232,22 @@ def test_reconcile_settlement_reads_as_optional() -> None:
 
 
 @pytest.mark.parametrize("days_ahead", [1, 400])
-def test_settlement_of_a_day_to_come_is_refused_as_the_console_does(tmp_path: Path, days_ahead: int) -> None:
+def test_settlement_of_a_day_to_come_is_refused_as_the_console_does(tmp_path: Path, days_ahead: int,
+                                                                   paygate_here: Callable[..., Ran]) -> None:
     # Once: accepted, the processor asked for a report of a day nobody had settled, and
     # "0 mismatches" printed with exit status 0, while the console refused the same day.
     day = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days_ahead)).isoformat()
     data = tmp_path / "data"
-    line = assert_one_line(paygate("reconcile", "settlement", "--date", day, env={"PAYGATE_DATA_DIR": str(data)}),
+    line = assert_one_line(paygate_here("reconcile", "settlement", "--date", day, env={"PAYGATE_DATA_DIR": str(data)}),
                            f"--date {day}", "has not happened yet", "today or an earlier day")
     assert not data.exists(), line  # refused before the database or the processor
 
 
-def test_settlement_date_is_only_yyyy_mm_dd(tmp_path: Path) -> None:
+def test_settlement_date_is_only_yyyy_mm_dd(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
     # date.fromisoformat alone takes 20260131 and 2026-W05-6 as well; the console does not.
     for typed in ("20260131", "2026-W05-6", "2026-02-30"):
-        assert_one_line(paygate("reconcile", "settlement", "--date", typed, env={"PAYGATE_DATA_DIR": str(tmp_path)}),
+        assert_one_line(paygate_here("reconcile", "settlement", "--date", typed,
+                                     env={"PAYGATE_DATA_DIR": str(tmp_path)}),
                         "--date must be YYYY-MM-DD", typed)
 
 
@@ -423,10 +425,11 @@ def test_the_simulator_module_takes_a_64_bit_seed(monkeypatch: pytest.MonkeyPatc
     "garbage", "mysql://ops:hunter2@db.example/paygate", "postgresql+psycopg2://ops:hunter2@127.0.0.1:1/x",
     "postgresql://ops:hunter2@[::1/x", "postgresql://ops:hunter2@db.example:notaport/x", "sqlite://",
 ])
-def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp_path: Path) -> None:
+def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp_path: Path,
+                                                                   paygate_here: Callable[..., Ran]) -> None:
     # Once: SQLAlchemy's ArgumentError, a missing driver's ModuleNotFoundError or an engine
     # TypeError, each as a 40-line traceback.
-    r = paygate("merchants", "create", "--name", "Shop",
+    r = paygate_here("merchants", "create", "--name", "Shop",
                 env={"PAYGATE_DATABASE_URL": url, "PAYGATE_DATA_DIR": str(tmp_path)})
     line = assert_one_line(r, "PAYGATE_DATABASE_URL")
     assert "hunter2" not in line
@@ -439,9 +442,11 @@ def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp
     ("", "postgresql://ops:hunter2@127.0.0.1:5432/x"),  # the default database: SQLite
 ])
 def test_an_unusable_session_url_is_one_line_without_its_password(database: str, session: str,
-                                                                   tmp_path: Path) -> None:
+                                                                   tmp_path: Path,
+                                                                   paygate_here: Callable[..., Ran]) -> None:
     env = {"PAYGATE_DATABASE_SESSION_URL": session, "PAYGATE_DATA_DIR": str(tmp_path)}
-    r = paygate("merchants", "create", "--name", "Shop", env={**env, "PAYGATE_DATABASE_URL": database} if database else env)
+    r = paygate_here("merchants", "create", "--name", "Shop",
+                     env={**env, "PAYGATE_DATABASE_URL": database} if database else env)
     line = assert_one_line(r, "PAYGATE_DATABASE_SESSION_URL")
     assert "hunter2" not in line
 
@@ -511,10 +516,11 @@ def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[st
     ("PAYGATE_CARD_KEY_BITS", "1" + "0" * 20, "must be a multiple of 8 from 2048 to 8192"),
 ])
 def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable: str, value: str, rule: str,
-                                                                          tmp_path: Path) -> None:
+                                                                          tmp_path: Path,
+                                                                          paygate_here: Callable[..., Ran]) -> None:
     # Once: "could not convert string to float: 'x'", naming no variable; -1, nan and inf
     # were taken (a hold voided at once, a TTL that overflows when turned into µs).
-    r = paygate("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
+    r = paygate_here("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
     assert assert_one_line(r) == f"paygate: {variable}: {rule}"
 
 
@@ -527,11 +533,12 @@ def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable:
      "not a URL with a scheme paygate supports: write one like nats://127.0.0.1:4222"),
     ("PAYGATE_ARCHIVE_S3_ENDPOINT", "http:///bucket", "not a URL with a host: write one like http://minio:9000"),
 ])
-def test_a_url_variable_that_is_no_url_is_named(variable: str, value: str, problem: str, tmp_path: Path) -> None:
+def test_a_url_variable_that_is_no_url_is_named(variable: str, value: str, problem: str, tmp_path: Path,
+                                                paygate_here: Callable[..., Ran]) -> None:
     # Once: taken, then the gateway's (and the console's) start-up traceback from every worker
     # (urlsplit's "Invalid IPv6 URL", "unsupported processor URL scheme ''"), and nats-py's
     # traceback from `paygate relay`.
-    r = paygate("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
+    r = paygate_here("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
     assert assert_one_line(r) == f"paygate: {variable}: {problem}"
 
 
@@ -664,11 +671,12 @@ def test_relay_once_with_an_s3_archive_it_cannot_reach_is_one_line(fresh_databas
 
 
 @pytest.mark.parametrize("content", [b"zz\n", b"\xff\xfe\x00", b""], ids=["text", "binary", "empty"])
-def test_a_damaged_key_file_is_named(content: bytes, database_url: str, tmp_path: Path) -> None:
+def test_a_damaged_key_file_is_named(content: bytes, database_url: str, tmp_path: Path,
+                                     paygate_here: Callable[..., Ran]) -> None:
     # Once: "PAYGATE_MASTER_KEY must be 32 bytes, …" (a variable nobody had set) or, for
     # bytes that are no text, "'utf-8' codec can't decode byte 0xff …", naming nothing.
     (tmp_path / "master.key").write_bytes(content)
-    r = paygate("keys", "rotate-card-key", env={"PAYGATE_DATA_DIR": str(tmp_path),
+    r = paygate_here("keys", "rotate-card-key", env={"PAYGATE_DATA_DIR": str(tmp_path),
                                                 "PAYGATE_DATABASE_URL": database_url})
     assert assert_one_line(r) == (f"paygate: the key file {tmp_path / 'master.key'} must be 32 bytes, as 64 hex "
                                   "digits or base64url")
@@ -685,12 +693,13 @@ def test_reconcile_settlement_refuses_another_spelling_of_a_day(typed: str, caps
     ("PAYGATE_ARCHIVE_S3_REGION", "\u00b2", "must be a region name, like us-east-1"),
     ("PAYGATE_ARCHIVE_S3_BUCKET", "b/../x", "must be a bucket name: letters, digits, '.', '-' and '_'"),
 ])
-def test_an_s3_name_that_cannot_be_in_a_url_is_named(variable: str, value: str, rule: str, tmp_path: Path) -> None:
+def test_an_s3_name_that_cannot_be_in_a_url_is_named(variable: str, value: str, rule: str, tmp_path: Path,
+                                                     paygate_here: Callable[..., Ran]) -> None:
     # Once: httpx's InvalidURL ("Invalid IDNA hostname: 'b.s3.².amazonaws.com'") as a traceback
     # from audit verify and the relay.
     env = {"PAYGATE_ARCHIVE_S3_BUCKET": "b", "PAYGATE_ARCHIVE_S3_ACCESS_KEY": "a", "PAYGATE_ARCHIVE_S3_SECRET_KEY": "s",
            "PAYGATE_DATA_DIR": str(tmp_path), variable: value}
-    assert assert_one_line(paygate("audit", "verify", env=env)) == f"paygate: {variable}: {rule}"
+    assert assert_one_line(paygate_here("audit", "verify", env=env)) == f"paygate: {variable}: {rule}"
 
 
 def test_relay_once_with_a_broker_it_cannot_reach_is_one_line(fresh_database_url: str, tmp_path: Path) -> None:
