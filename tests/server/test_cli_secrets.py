@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from paygate_server.cli_parser import scrub
+from paygate_server.command import main as command_main
 
 SECRET = "sk_test_SECRET123abcdefGHIJKL4567"
 ADD = ["processors", "add", "--merchant", "mer_1", "--kind", "stripe", "--name", "Main"]
@@ -28,15 +29,22 @@ ADD = ["processors", "add", "--merchant", "mer_1", "--kind", "stripe", "--name",
     ["processors", SECRET],                                              # in a command's place
     ["bench", "--metrics-token", "hunter", "--duration", "soon"],        # another secret option
 ], ids=lambda args: " ".join(args)[-40:])
-def test_a_refused_command_line_never_echoes_a_secret(args: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
-    r = subprocess.run([sys.executable, "-m", "paygate_server", *args], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    assert r.stdout == ""
-    assert len(r.stderr.splitlines()) == 1 and "error:" in r.stderr, r.stderr
+def test_a_refused_command_line_never_echoes_a_secret(args: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    # The entry point ``python -m paygate_server`` runs (paygate_server.command.main), in this
+    # process: argparse refuses before anything else, and all it writes reaches descriptor 2.
+    for name in [k for k in os.environ if k.startswith("PAYGATE_")]:
+        monkeypatch.delenv(name)
+    try:
+        code = command_main(args)
+    except SystemExit as exited:
+        code = exited.code
+    r = capfd.readouterr()
+    assert code == 2, (code, r.out, r.err)
+    assert r.out == ""
+    assert len(r.err.splitlines()) == 1 and "error:" in r.err, r.err
     for secret in (SECRET, "SECRET123", "hunter"):
-        assert secret not in r.stderr, r.stderr
+        assert secret not in r.err, r.err
 
 
 def test_a_refusal_keeps_what_helps_and_cannot_be_a_secret() -> None:
