@@ -106,22 +106,22 @@ def test_unusable_data_folder_or_file(tmp_path: Path, paygate_here: Callable[...
                             env={"PAYGATE_DATABASE_URL": f"sqlite:///{folder}"}), str(folder), "folder")
 
 
-def test_unreachable_postgresql_never_shows_the_password(tmp_path: Path) -> None:
+def test_unreachable_postgresql_never_shows_the_password(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
     port = free_port()  # nothing listens there now: connection refused
     env = {"PAYGATE_DATABASE_URL": f"postgresql://paygate:hunter2secret@127.0.0.1:{port}/paygate",
            "PAYGATE_DATA_DIR": str(tmp_path)}
     for args in (["db", "upgrade"], ["merchants", "create", "--name", "Shop"]):
-        r = paygate(*args, env=env)
+        r = paygate_here(*args, env=env)
         line = assert_one_line(r, f"127.0.0.1:{port}", "connection refused", "PAYGATE_DATABASE_URL")
         assert "hunter2secret" not in r.stderr, line
 
 
-def test_postgresql_database_that_does_not_exist() -> None:
+def test_postgresql_database_that_does_not_exist(paygate_here: Callable[..., Ran]) -> None:
     base = os.environ.get("PAYGATE_TEST_DATABASE_URL")
     if not base:
         pytest.skip("PAYGATE_TEST_DATABASE_URL is not set")
     url = base.rsplit("/", 1)[0] + "/paygate_no_such_database_here"
-    assert_one_line(paygate("webhooks", "list", "--merchant", "mer_x", env={"PAYGATE_DATABASE_URL": url}),
+    assert_one_line(paygate_here("webhooks", "list", "--merchant", "mer_x", env={"PAYGATE_DATABASE_URL": url}),
                     "paygate_no_such_database_here", "does not exist", "PAYGATE_DATABASE_URL")
 
 
