@@ -12,19 +12,17 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text as sql
 
 from paygate_server.cli import build_parser, main
-from paygate_server.command import main as command_main
 from tests.support.app import TEST_MASTER_KEY
+from tests.support.cli_in_process import PaygateInProcess
 from tests.support.databases import opened_database
 from tests.support.processes import make_merchant
-
-Ran = subprocess.CompletedProcess[str]
 
 
 def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -34,24 +32,11 @@ def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture
-def paygate_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
-    """:func:`paygate` without a new process: the same entry point (``python -m paygate_server``
-    calls :func:`paygate_server.command.main`) in this one, with the environment replaced the
-    same way. A traceback is an exception out of ``main`` here, so it still fails the test;
-    whatever reaches descriptor 2 is captured (``capfd``). For refusals that are not about the
-    process (settings, files, the database): the servers' refusals, argv's bytes and the
-    port and broker ones still go through :func:`paygate`."""
-    def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        with monkeypatch.context() as patched:
-            for name in [k for k in os.environ if k.startswith("PAYGATE_")]:
-                patched.delenv(name)
-            for name, value in env.items():
-                patched.setenv(name, value)
-            capfd.readouterr()
-            code = command_main(list(args))
-            out = capfd.readouterr()
-        return subprocess.CompletedProcess(["paygate", *args], code, out.out, out.err)
-    return run
+def paygate_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> PaygateInProcess:
+    """:func:`paygate` in this process (tests/support/cli_in_process.py), for refusals that
+    are not about the process (settings, files, the database): the servers' refusals, argv's
+    bytes and the port and broker ones still go through :func:`paygate`."""
+    return PaygateInProcess(monkeypatch, capfd)
 
 
 def assert_one_line(r: subprocess.CompletedProcess[str], *wanted: str) -> str:
@@ -72,7 +57,7 @@ def free_port() -> int:
 
 # ---- a missing or unreadable data folder or database -------------------------------------
 
-def test_missing_data_folder_is_named_and_not_created(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
+def test_missing_data_folder_is_named_and_not_created(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     data = tmp_path / "paygate-dta"  # a typo
     for args, run in ((["merchants", "create", "--name", "Shop"], paygate_here),
                       (["webhooks", "list", "--merchant", "mer_x"], paygate_here),
@@ -83,13 +68,13 @@ def test_missing_data_folder_is_named_and_not_created(tmp_path: Path, paygate_he
         assert not data.exists(), line  # neither a database nor a fresh master key in the wrong place
 
 
-def test_missing_database_file(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
+def test_missing_database_file(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     assert_one_line(paygate_here("keys", "create", "--merchant", "mer_x", env={"PAYGATE_DATA_DIR": str(tmp_path)}),
                     "no database", str(tmp_path / "paygate.db"), "paygate db upgrade")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unusable_data_folder_or_file(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
+def test_unusable_data_folder_or_file(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
     for args, run in ((["db", "upgrade"], paygate), (["webhooks", "list", "--merchant", "mer_x"], paygate_here)):
@@ -106,7 +91,7 @@ def test_unusable_data_folder_or_file(tmp_path: Path, paygate_here: Callable[...
                             env={"PAYGATE_DATABASE_URL": f"sqlite:///{folder}"}), str(folder), "folder")
 
 
-def test_unreachable_postgresql_never_shows_the_password(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
+def test_unreachable_postgresql_never_shows_the_password(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     port = free_port()  # nothing listens there now: connection refused
     env = {"PAYGATE_DATABASE_URL": f"postgresql://paygate:hunter2secret@127.0.0.1:{port}/paygate",
            "PAYGATE_DATA_DIR": str(tmp_path)}
@@ -116,7 +101,7 @@ def test_unreachable_postgresql_never_shows_the_password(tmp_path: Path, paygate
         assert "hunter2secret" not in r.stderr, line
 
 
-def test_postgresql_database_that_does_not_exist(paygate_here: Callable[..., Ran]) -> None:
+def test_postgresql_database_that_does_not_exist(paygate_here: PaygateInProcess) -> None:
     base = os.environ.get("PAYGATE_TEST_DATABASE_URL")
     if not base:
         pytest.skip("PAYGATE_TEST_DATABASE_URL is not set")
@@ -233,7 +218,7 @@ def test_reconcile_settlement_reads_as_optional() -> None:
 
 @pytest.mark.parametrize("days_ahead", [1, 400])
 def test_settlement_of_a_day_to_come_is_refused_as_the_console_does(tmp_path: Path, days_ahead: int,
-                                                                   paygate_here: Callable[..., Ran]) -> None:
+                                                                   paygate_here: PaygateInProcess) -> None:
     # Once: accepted, the processor asked for a report of a day nobody had settled, and
     # "0 mismatches" printed with exit status 0, while the console refused the same day.
     day = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days_ahead)).isoformat()
@@ -243,7 +228,7 @@ def test_settlement_of_a_day_to_come_is_refused_as_the_console_does(tmp_path: Pa
     assert not data.exists(), line  # refused before the database or the processor
 
 
-def test_settlement_date_is_only_yyyy_mm_dd(tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
+def test_settlement_date_is_only_yyyy_mm_dd(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     # date.fromisoformat alone takes 20260131 and 2026-W05-6 as well; the console does not.
     for typed in ("20260131", "2026-W05-6", "2026-02-30"):
         assert_one_line(paygate_here("reconcile", "settlement", "--date", typed,
@@ -309,7 +294,7 @@ def test_an_abbreviated_option_is_refused(typed: list[str], command: str, option
 # ---- a master key that is not the database's -----------------------------------------------
 
 def test_a_master_key_that_is_not_the_databases_is_refused_before_anything_is_sealed(
-        fresh_database_url: str, tmp_path: Path, paygate_here: Callable[..., Ran]) -> None:
+        fresh_database_url: str, tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     # Once: `serve` died in its start-up with a SealError traceback (from every worker), and
     # `merchants create`, `keys create` and the like sealed new secrets under the wrong key,
     # leaving one database with secrets under two keys.
@@ -426,7 +411,7 @@ def test_the_simulator_module_takes_a_64_bit_seed(monkeypatch: pytest.MonkeyPatc
     "postgresql://ops:hunter2@[::1/x", "postgresql://ops:hunter2@db.example:notaport/x", "sqlite://",
 ])
 def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp_path: Path,
-                                                                   paygate_here: Callable[..., Ran]) -> None:
+                                                                   paygate_here: PaygateInProcess) -> None:
     # Once: SQLAlchemy's ArgumentError, a missing driver's ModuleNotFoundError or an engine
     # TypeError, each as a 40-line traceback.
     r = paygate_here("merchants", "create", "--name", "Shop",
@@ -443,7 +428,7 @@ def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp
 ])
 def test_an_unusable_session_url_is_one_line_without_its_password(database: str, session: str,
                                                                    tmp_path: Path,
-                                                                   paygate_here: Callable[..., Ran]) -> None:
+                                                                   paygate_here: PaygateInProcess) -> None:
     env = {"PAYGATE_DATABASE_SESSION_URL": session, "PAYGATE_DATA_DIR": str(tmp_path)}
     r = paygate_here("merchants", "create", "--name", "Shop",
                      env={**env, "PAYGATE_DATABASE_URL": database} if database else env)
@@ -517,7 +502,7 @@ def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[st
 ])
 def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable: str, value: str, rule: str,
                                                                           tmp_path: Path,
-                                                                          paygate_here: Callable[..., Ran]) -> None:
+                                                                          paygate_here: PaygateInProcess) -> None:
     # Once: "could not convert string to float: 'x'", naming no variable; -1, nan and inf
     # were taken (a hold voided at once, a TTL that overflows when turned into µs).
     r = paygate_here("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
@@ -534,7 +519,7 @@ def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable:
     ("PAYGATE_ARCHIVE_S3_ENDPOINT", "http:///bucket", "not a URL with a host: write one like http://minio:9000"),
 ])
 def test_a_url_variable_that_is_no_url_is_named(variable: str, value: str, problem: str, tmp_path: Path,
-                                                paygate_here: Callable[..., Ran]) -> None:
+                                                paygate_here: PaygateInProcess) -> None:
     # Once: taken, then the gateway's (and the console's) start-up traceback from every worker
     # (urlsplit's "Invalid IPv6 URL", "unsupported processor URL scheme ''"), and nats-py's
     # traceback from `paygate relay`.
@@ -672,7 +657,7 @@ def test_relay_once_with_an_s3_archive_it_cannot_reach_is_one_line(fresh_databas
 
 @pytest.mark.parametrize("content", [b"zz\n", b"\xff\xfe\x00", b""], ids=["text", "binary", "empty"])
 def test_a_damaged_key_file_is_named(content: bytes, database_url: str, tmp_path: Path,
-                                     paygate_here: Callable[..., Ran]) -> None:
+                                     paygate_here: PaygateInProcess) -> None:
     # Once: "PAYGATE_MASTER_KEY must be 32 bytes, …" (a variable nobody had set) or, for
     # bytes that are no text, "'utf-8' codec can't decode byte 0xff …", naming nothing.
     (tmp_path / "master.key").write_bytes(content)
@@ -694,7 +679,7 @@ def test_reconcile_settlement_refuses_another_spelling_of_a_day(typed: str, caps
     ("PAYGATE_ARCHIVE_S3_BUCKET", "b/../x", "must be a bucket name: letters, digits, '.', '-' and '_'"),
 ])
 def test_an_s3_name_that_cannot_be_in_a_url_is_named(variable: str, value: str, rule: str, tmp_path: Path,
-                                                     paygate_here: Callable[..., Ran]) -> None:
+                                                     paygate_here: PaygateInProcess) -> None:
     # Once: httpx's InvalidURL ("Invalid IDNA hostname: 'b.s3.².amazonaws.com'") as a traceback
     # from audit verify and the relay.
     env = {"PAYGATE_ARCHIVE_S3_BUCKET": "b", "PAYGATE_ARCHIVE_S3_ACCESS_KEY": "a", "PAYGATE_ARCHIVE_S3_SECRET_KEY": "s",
