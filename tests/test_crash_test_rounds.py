@@ -16,8 +16,10 @@ CRASH_TEST = "tests/e2e/test_crash_recovery.py"
 
 def _collected(*args: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "PAYGATE_CRASH_ROUNDS"}
+    # Without hypothesis's plugin: the crash test uses none of it, and loading it was half
+    # of each collection's time (about 4 of 8 s under load).
     out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                          "-p", "no:xdist", CRASH_TEST, *args],
+                          "-p", "no:xdist", "-p", "no:hypothesispytest", CRASH_TEST, *args],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode in (0, 5), out.stdout + out.stderr  # 5: nothing selected
     return [line for line in out.stdout.splitlines() if "::" in line]

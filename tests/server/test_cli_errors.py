@@ -20,6 +20,7 @@ from sqlalchemy import text as sql
 
 from paygate_server.cli import build_parser, main
 from tests.support.app import TEST_MASTER_KEY
+from tests.support.cli_in_process import PaygateInProcess
 from tests.support.databases import opened_database
 from tests.support.processes import make_merchant
 
@@ -28,6 +29,14 @@ def paygate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     base = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
     return subprocess.run([sys.executable, "-m", "paygate_server", *args], env={**base, **env},
                           capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def paygate_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> PaygateInProcess:
+    """:func:`paygate` in this process (tests/support/cli_in_process.py), for refusals that
+    are not about the process (settings, files, the database): the servers' refusals, argv's
+    bytes and the port and broker ones still go through :func:`paygate`."""
+    return PaygateInProcess(monkeypatch, capfd)
 
 
 def assert_one_line(r: subprocess.CompletedProcess[str], *wanted: str) -> str:
@@ -48,54 +57,56 @@ def free_port() -> int:
 
 # ---- a missing or unreadable data folder or database -------------------------------------
 
-def test_missing_data_folder_is_named_and_not_created(tmp_path: Path) -> None:
+def test_missing_data_folder_is_named_and_not_created(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     data = tmp_path / "paygate-dta"  # a typo
-    for args in (["merchants", "create", "--name", "Shop"], ["webhooks", "list", "--merchant", "mer_x"],
-                 ["vault", "rotate-data-key"], ["serve", "--port", "0"], ["audit", "verify"]):
-        line = assert_one_line(paygate(*args, env={"PAYGATE_DATA_DIR": str(data)}),
+    for args, run in ((["merchants", "create", "--name", "Shop"], paygate_here),
+                      (["webhooks", "list", "--merchant", "mer_x"], paygate_here),
+                      (["vault", "rotate-data-key"], paygate_here), (["serve", "--port", "0"], paygate),
+                      (["audit", "verify"], paygate_here)):
+        line = assert_one_line(run(*args, env={"PAYGATE_DATA_DIR": str(data)}),
                                "no data folder", str(data), "PAYGATE_DATA_DIR", "paygate db upgrade")
         assert not data.exists(), line  # neither a database nor a fresh master key in the wrong place
 
 
-def test_missing_database_file(tmp_path: Path) -> None:
-    assert_one_line(paygate("keys", "create", "--merchant", "mer_x", env={"PAYGATE_DATA_DIR": str(tmp_path)}),
+def test_missing_database_file(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
+    assert_one_line(paygate_here("keys", "create", "--merchant", "mer_x", env={"PAYGATE_DATA_DIR": str(tmp_path)}),
                     "no database", str(tmp_path / "paygate.db"), "paygate db upgrade")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unusable_data_folder_or_file(tmp_path: Path) -> None:
+def test_unusable_data_folder_or_file(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
-    for args in (["db", "upgrade"], ["webhooks", "list", "--merchant", "mer_x"]):
-        assert_one_line(paygate(*args, env={"PAYGATE_DATA_DIR": str(not_a_folder)}), "is not a folder",
+    for args, run in ((["db", "upgrade"], paygate), (["webhooks", "list", "--merchant", "mer_x"], paygate_here)):
+        assert_one_line(run(*args, env={"PAYGATE_DATA_DIR": str(not_a_folder)}), "is not a folder",
                         "PAYGATE_DATA_DIR")
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not an sqlite file, but long enough to have a header" * 100)
-    assert_one_line(paygate("webhooks", "list", "--merchant", "mer_x",
-                            env={"PAYGATE_DATABASE_URL": f"sqlite:///{garbage}"}),
+    assert_one_line(paygate_here("webhooks", "list", "--merchant", "mer_x",
+                                 env={"PAYGATE_DATABASE_URL": f"sqlite:///{garbage}"}),
                     str(garbage), "not a database", "PAYGATE_DATABASE_URL")
     folder = tmp_path / "folder.db"
     folder.mkdir()
-    assert_one_line(paygate("webhooks", "list", "--merchant", "mer_x",
+    assert_one_line(paygate_here("webhooks", "list", "--merchant", "mer_x",
                             env={"PAYGATE_DATABASE_URL": f"sqlite:///{folder}"}), str(folder), "folder")
 
 
-def test_unreachable_postgresql_never_shows_the_password(tmp_path: Path) -> None:
+def test_unreachable_postgresql_never_shows_the_password(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     port = free_port()  # nothing listens there now: connection refused
     env = {"PAYGATE_DATABASE_URL": f"postgresql://paygate:hunter2secret@127.0.0.1:{port}/paygate",
            "PAYGATE_DATA_DIR": str(tmp_path)}
     for args in (["db", "upgrade"], ["merchants", "create", "--name", "Shop"]):
-        r = paygate(*args, env=env)
+        r = paygate_here(*args, env=env)
         line = assert_one_line(r, f"127.0.0.1:{port}", "connection refused", "PAYGATE_DATABASE_URL")
         assert "hunter2secret" not in r.stderr, line
 
 
-def test_postgresql_database_that_does_not_exist() -> None:
+def test_postgresql_database_that_does_not_exist(paygate_here: PaygateInProcess) -> None:
     base = os.environ.get("PAYGATE_TEST_DATABASE_URL")
     if not base:
         pytest.skip("PAYGATE_TEST_DATABASE_URL is not set")
     url = base.rsplit("/", 1)[0] + "/paygate_no_such_database_here"
-    assert_one_line(paygate("webhooks", "list", "--merchant", "mer_x", env={"PAYGATE_DATABASE_URL": url}),
+    assert_one_line(paygate_here("webhooks", "list", "--merchant", "mer_x", env={"PAYGATE_DATABASE_URL": url}),
                     "paygate_no_such_database_here", "does not exist", "PAYGATE_DATABASE_URL")
 
 
@@ -206,20 +217,22 @@ def test_reconcile_settlement_reads_as_optional() -> None:
 
 
 @pytest.mark.parametrize("days_ahead", [1, 400])
-def test_settlement_of_a_day_to_come_is_refused_as_the_console_does(tmp_path: Path, days_ahead: int) -> None:
+def test_settlement_of_a_day_to_come_is_refused_as_the_console_does(tmp_path: Path, days_ahead: int,
+                                                                   paygate_here: PaygateInProcess) -> None:
     # Once: accepted, the processor asked for a report of a day nobody had settled, and
     # "0 mismatches" printed with exit status 0, while the console refused the same day.
     day = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days_ahead)).isoformat()
     data = tmp_path / "data"
-    line = assert_one_line(paygate("reconcile", "settlement", "--date", day, env={"PAYGATE_DATA_DIR": str(data)}),
+    line = assert_one_line(paygate_here("reconcile", "settlement", "--date", day, env={"PAYGATE_DATA_DIR": str(data)}),
                            f"--date {day}", "has not happened yet", "today or an earlier day")
     assert not data.exists(), line  # refused before the database or the processor
 
 
-def test_settlement_date_is_only_yyyy_mm_dd(tmp_path: Path) -> None:
+def test_settlement_date_is_only_yyyy_mm_dd(tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     # date.fromisoformat alone takes 20260131 and 2026-W05-6 as well; the console does not.
     for typed in ("20260131", "2026-W05-6", "2026-02-30"):
-        assert_one_line(paygate("reconcile", "settlement", "--date", typed, env={"PAYGATE_DATA_DIR": str(tmp_path)}),
+        assert_one_line(paygate_here("reconcile", "settlement", "--date", typed,
+                                     env={"PAYGATE_DATA_DIR": str(tmp_path)}),
                         "--date must be YYYY-MM-DD", typed)
 
 
@@ -281,14 +294,14 @@ def test_an_abbreviated_option_is_refused(typed: list[str], command: str, option
 # ---- a master key that is not the database's -----------------------------------------------
 
 def test_a_master_key_that_is_not_the_databases_is_refused_before_anything_is_sealed(
-        fresh_database_url: str, tmp_path: Path) -> None:
+        fresh_database_url: str, tmp_path: Path, paygate_here: PaygateInProcess) -> None:
     # Once: `serve` died in its start-up with a SealError traceback (from every worker), and
     # `merchants create`, `keys create` and the like sealed new secrets under the wrong key,
     # leaving one database with secrets under two keys.
     setup = {"PAYGATE_DATABASE_URL": fresh_database_url, "PAYGATE_DATA_DIR": str(tmp_path / "a"),
              "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}
     (tmp_path / "a").mkdir()
-    made = paygate("merchants", "create", "--name", "Shop", "--json", env=setup)
+    made = paygate_here("merchants", "create", "--name", "Shop", "--json", env=setup)
     assert made.returncode == 0, made.stderr
     merchant = json.loads(made.stdout)["merchantId"]
 
@@ -299,23 +312,26 @@ def test_a_master_key_that_is_not_the_databases_is_refused_before_anything_is_se
         return asyncio.run(count())
 
     other = {**setup, "PAYGATE_MASTER_KEY": "11" * 32}
-    for args in (["merchants", "create", "--name", "Other"], ["keys", "create", "--merchant", merchant],
-                 ["vault", "rotate-data-key"], ["serve", "--port", "0"], ["console", "--port", "0"]):
-        assert_one_line(paygate(*args, env=other), "PAYGATE_MASTER_KEY is not the key this database's secrets are "
+    # The servers in a process of their own (were the check gone, they would start and serve).
+    for args, run in ((["merchants", "create", "--name", "Other"], paygate_here),
+                      (["keys", "create", "--merchant", merchant], paygate_here),
+                      (["vault", "rotate-data-key"], paygate_here), (["serve", "--port", "0"], paygate),
+                      (["console", "--port", "0"], paygate)):
+        assert_one_line(run(*args, env=other), "PAYGATE_MASTER_KEY is not the key this database's secrets are "
                                                    "sealed with", "nothing was changed")
     # No variable and no key file: refused too, and no new key file made (it would be the wrong key).
     no_key = {k: v for k, v in setup.items() if k != "PAYGATE_MASTER_KEY"}
     no_key["PAYGATE_DATA_DIR"] = str(tmp_path / "b")
     (tmp_path / "b").mkdir()
-    assert_one_line(paygate("merchants", "create", "--name", "Other", env=no_key), "no master key",
+    assert_one_line(paygate_here("merchants", "create", "--name", "Other", env=no_key), "no master key",
                     str(tmp_path / "b" / "master.key"))
     assert list((tmp_path / "b").iterdir()) == []
     # A key file that is another key is named as the file.
     (tmp_path / "b" / "master.key").write_text("22" * 32 + "\n")
-    assert_one_line(paygate("keys", "create", "--merchant", merchant, env=no_key),
+    assert_one_line(paygate_here("keys", "create", "--merchant", merchant, env=no_key),
                     f"the key file {tmp_path / 'b' / 'master.key'} is not the key")
     assert merchants() == 1
-    assert paygate("keys", "create", "--merchant", merchant, env=setup).returncode == 0  # the right key still works
+    assert paygate_here("keys", "create", "--merchant", merchant, env=setup).returncode == 0  # the right key still works
 
 
 # ---- numbers out of range on the command line ---------------------------------------------
@@ -394,10 +410,11 @@ def test_the_simulator_module_takes_a_64_bit_seed(monkeypatch: pytest.MonkeyPatc
     "garbage", "mysql://ops:hunter2@db.example/paygate", "postgresql+psycopg2://ops:hunter2@127.0.0.1:1/x",
     "postgresql://ops:hunter2@[::1/x", "postgresql://ops:hunter2@db.example:notaport/x", "sqlite://",
 ])
-def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp_path: Path) -> None:
+def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp_path: Path,
+                                                                   paygate_here: PaygateInProcess) -> None:
     # Once: SQLAlchemy's ArgumentError, a missing driver's ModuleNotFoundError or an engine
     # TypeError, each as a 40-line traceback.
-    r = paygate("merchants", "create", "--name", "Shop",
+    r = paygate_here("merchants", "create", "--name", "Shop",
                 env={"PAYGATE_DATABASE_URL": url, "PAYGATE_DATA_DIR": str(tmp_path)})
     line = assert_one_line(r, "PAYGATE_DATABASE_URL")
     assert "hunter2" not in line
@@ -410,9 +427,11 @@ def test_an_unusable_database_url_is_one_line_without_its_password(url: str, tmp
     ("", "postgresql://ops:hunter2@127.0.0.1:5432/x"),  # the default database: SQLite
 ])
 def test_an_unusable_session_url_is_one_line_without_its_password(database: str, session: str,
-                                                                   tmp_path: Path) -> None:
+                                                                   tmp_path: Path,
+                                                                   paygate_here: PaygateInProcess) -> None:
     env = {"PAYGATE_DATABASE_SESSION_URL": session, "PAYGATE_DATA_DIR": str(tmp_path)}
-    r = paygate("merchants", "create", "--name", "Shop", env={**env, "PAYGATE_DATABASE_URL": database} if database else env)
+    r = paygate_here("merchants", "create", "--name", "Shop",
+                     env={**env, "PAYGATE_DATABASE_URL": database} if database else env)
     line = assert_one_line(r, "PAYGATE_DATABASE_SESSION_URL")
     assert "hunter2" not in line
 
@@ -482,10 +501,11 @@ def test_a_duration_or_count_out_of_range_is_refused_by_the_parser(args: list[st
     ("PAYGATE_CARD_KEY_BITS", "1" + "0" * 20, "must be a multiple of 8 from 2048 to 8192"),
 ])
 def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable: str, value: str, rule: str,
-                                                                          tmp_path: Path) -> None:
+                                                                          tmp_path: Path,
+                                                                          paygate_here: PaygateInProcess) -> None:
     # Once: "could not convert string to float: 'x'", naming no variable; -1, nan and inf
     # were taken (a hold voided at once, a TTL that overflows when turned into µs).
-    r = paygate("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
+    r = paygate_here("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
     assert assert_one_line(r) == f"paygate: {variable}: {rule}"
 
 
@@ -498,11 +518,12 @@ def test_a_numeric_variable_that_is_not_a_number_of_0_or_more_is_named(variable:
      "not a URL with a scheme paygate supports: write one like nats://127.0.0.1:4222"),
     ("PAYGATE_ARCHIVE_S3_ENDPOINT", "http:///bucket", "not a URL with a host: write one like http://minio:9000"),
 ])
-def test_a_url_variable_that_is_no_url_is_named(variable: str, value: str, problem: str, tmp_path: Path) -> None:
+def test_a_url_variable_that_is_no_url_is_named(variable: str, value: str, problem: str, tmp_path: Path,
+                                                paygate_here: PaygateInProcess) -> None:
     # Once: taken, then the gateway's (and the console's) start-up traceback from every worker
     # (urlsplit's "Invalid IPv6 URL", "unsupported processor URL scheme ''"), and nats-py's
     # traceback from `paygate relay`.
-    r = paygate("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
+    r = paygate_here("merchants", "create", "--name", "Shop", env={variable: value, "PAYGATE_DATA_DIR": str(tmp_path)})
     assert assert_one_line(r) == f"paygate: {variable}: {problem}"
 
 
@@ -635,11 +656,12 @@ def test_relay_once_with_an_s3_archive_it_cannot_reach_is_one_line(fresh_databas
 
 
 @pytest.mark.parametrize("content", [b"zz\n", b"\xff\xfe\x00", b""], ids=["text", "binary", "empty"])
-def test_a_damaged_key_file_is_named(content: bytes, database_url: str, tmp_path: Path) -> None:
+def test_a_damaged_key_file_is_named(content: bytes, database_url: str, tmp_path: Path,
+                                     paygate_here: PaygateInProcess) -> None:
     # Once: "PAYGATE_MASTER_KEY must be 32 bytes, …" (a variable nobody had set) or, for
     # bytes that are no text, "'utf-8' codec can't decode byte 0xff …", naming nothing.
     (tmp_path / "master.key").write_bytes(content)
-    r = paygate("keys", "rotate-card-key", env={"PAYGATE_DATA_DIR": str(tmp_path),
+    r = paygate_here("keys", "rotate-card-key", env={"PAYGATE_DATA_DIR": str(tmp_path),
                                                 "PAYGATE_DATABASE_URL": database_url})
     assert assert_one_line(r) == (f"paygate: the key file {tmp_path / 'master.key'} must be 32 bytes, as 64 hex "
                                   "digits or base64url")
@@ -656,12 +678,13 @@ def test_reconcile_settlement_refuses_another_spelling_of_a_day(typed: str, caps
     ("PAYGATE_ARCHIVE_S3_REGION", "\u00b2", "must be a region name, like us-east-1"),
     ("PAYGATE_ARCHIVE_S3_BUCKET", "b/../x", "must be a bucket name: letters, digits, '.', '-' and '_'"),
 ])
-def test_an_s3_name_that_cannot_be_in_a_url_is_named(variable: str, value: str, rule: str, tmp_path: Path) -> None:
+def test_an_s3_name_that_cannot_be_in_a_url_is_named(variable: str, value: str, rule: str, tmp_path: Path,
+                                                     paygate_here: PaygateInProcess) -> None:
     # Once: httpx's InvalidURL ("Invalid IDNA hostname: 'b.s3.².amazonaws.com'") as a traceback
     # from audit verify and the relay.
     env = {"PAYGATE_ARCHIVE_S3_BUCKET": "b", "PAYGATE_ARCHIVE_S3_ACCESS_KEY": "a", "PAYGATE_ARCHIVE_S3_SECRET_KEY": "s",
            "PAYGATE_DATA_DIR": str(tmp_path), variable: value}
-    assert assert_one_line(paygate("audit", "verify", env=env)) == f"paygate: {variable}: {rule}"
+    assert assert_one_line(paygate_here("audit", "verify", env=env)) == f"paygate: {variable}: {rule}"
 
 
 def test_relay_once_with_a_broker_it_cannot_reach_is_one_line(fresh_database_url: str, tmp_path: Path) -> None:

@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from paygate_server.cli_parser import scrub
+from tests.support.cli_in_process import PaygateInProcess
 
 SECRET = "sk_test_SECRET123abcdefGHIJKL4567"
+
+
+@pytest.fixture
+def paygate(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> PaygateInProcess:
+    """``paygate …`` through its entry point in this process (tests/support/cli_in_process.py):
+    these refusals come from the parser and the commands' checks, not from the process."""
+    return PaygateInProcess(monkeypatch, capfd)
 ADD = ["processors", "add", "--merchant", "mer_1", "--kind", "stripe", "--name", "Main"]
 
 
@@ -28,10 +34,8 @@ ADD = ["processors", "add", "--merchant", "mer_1", "--kind", "stripe", "--name",
     ["processors", SECRET],                                              # in a command's place
     ["bench", "--metrics-token", "hunter", "--duration", "soon"],        # another secret option
 ], ids=lambda args: " ".join(args)[-40:])
-def test_a_refused_command_line_never_echoes_a_secret(args: list[str]) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
-    r = subprocess.run([sys.executable, "-m", "paygate_server", *args], env=env, capture_output=True, text=True,
-                       timeout=120)
+def test_a_refused_command_line_never_echoes_a_secret(args: list[str], paygate: PaygateInProcess) -> None:
+    r = paygate(*args, env={})
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert r.stdout == ""
     assert len(r.stderr.splitlines()) == 1 and "error:" in r.stderr, r.stderr
@@ -50,30 +54,26 @@ def test_a_refusal_keeps_what_helps_and_cannot_be_a_secret() -> None:
     assert scrub("argument COMMAND: invalid choice", ["A"]) == "argument COMMAND: invalid choice"
 
 
-def test_an_origin_holding_credentials_is_refused_without_repeating_them(tmp_path: Path) -> None:
+def test_an_origin_holding_credentials_is_refused_without_repeating_them(tmp_path: Path,
+                                                                          paygate: PaygateInProcess) -> None:
     """`merchants create --origin https://user:pass@shop.example` was refused with the
     value in the message: the password went on to the terminal's scroll-back or a CI log."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")},
-           "PAYGATE_DATA_DIR": str(tmp_path)}
-    upgrade = subprocess.run([sys.executable, "-m", "paygate_server", "db", "upgrade"], env=env,
-                             capture_output=True, text=True, timeout=120)
+    env = {"PAYGATE_DATA_DIR": str(tmp_path)}
+    upgrade = paygate("db", "upgrade", env=env)
     assert upgrade.returncode == 0, upgrade.stderr
-    r = subprocess.run([sys.executable, "-m", "paygate_server", "merchants", "create", "--name", "Shop",
-                        "--origin", f"https://shop:{SECRET}@shop.example"], env=env, capture_output=True,
-                       text=True, timeout=120)
+    r = paygate("merchants", "create", "--name", "Shop", "--origin", f"https://shop:{SECRET}@shop.example", env=env)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "credentials" in r.stderr, r.stderr
     assert SECRET not in r.stderr and "SECRET123" not in r.stderr, r.stderr
 
 
-def test_a_name_or_webhook_url_holding_a_card_number_is_refused_without_repeating_it(tmp_path: Path) -> None:
+def test_a_name_or_webhook_url_holding_a_card_number_is_refused_without_repeating_it(
+        tmp_path: Path, paygate: PaygateInProcess) -> None:
     """A merchant's name is shown on the console's pages and in the checkout frame (SPEC §5,
     §12: never a card number), as are webhook URLs and processor account names. The
     console's forms and the API refused one; the command line stored it."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")},
-           "PAYGATE_DATA_DIR": str(tmp_path)}
+    env = {"PAYGATE_DATA_DIR": str(tmp_path)}
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "paygate_server", *args], env=env, capture_output=True,
-                              text=True, timeout=120)
+        return paygate(*args, env=env)
     assert run("db", "upgrade").returncode == 0
     r = run("merchants", "create", "--name", "Card 4242 4242 4242 4242", "--json")
     assert r.returncode == 2 and r.stdout == "" and "card number" in r.stderr, (r.stdout, r.stderr)
