@@ -29,8 +29,8 @@ the loop's public methods ``time``, ``create_future``, ``call_soon_threadsafe`` 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import selectors
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -70,6 +70,10 @@ class Stalled(Exception):
     thread's statement never came back."""
 
 
+def _submission(item: tuple[int, Any, Any, Any]) -> int:
+    return item[0]
+
+
 def _complete(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_result(None)
@@ -105,10 +109,9 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
         return self._sim_now
 
     def create_future(self) -> asyncio.Future[Any]:
-        future = super().create_future()
-        frame = inspect.currentframe()
-        caller = frame.f_back if frame is not None else None
-        if caller is not None and caller.f_globals.get("__name__") in THREAD_MODULES:
+        future: asyncio.Future[Any] = asyncio.Future(loop=self)  # what the base loop's create_future makes
+        caller = sys._getframe(1)  # who asked for it (no frame kept in a cycle)
+        if caller.f_globals.get("__name__") in THREAD_MODULES:
             if caller.f_code.co_name == STOP:
                 connection = caller.f_locals.get("self")
                 if connection in self._sim_stopped:
@@ -134,7 +137,7 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
 
     def run_in_executor(self, executor: Any, func: Callable[..., Any],  # type: ignore[override]
                         *args: Any) -> asyncio.Future[Any]:
-        future = self.create_future()
+        future: asyncio.Future[Any] = asyncio.Future(loop=self)  # never a thread's: not counted
         try:
             future.set_result(func(*args))
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, as an executor would
@@ -151,11 +154,15 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
             self.crash_at_turn = None
             raise SimulatedCrash(f"crash at turn {self.turns}")
         with self._sim_cond:
-            if not self._sim_cond.wait_for(lambda: not self._sim_submitted, timeout=STALL_AFTER_S):
+            # Most turns have nothing outstanding and nothing arrived: no wait, nothing to sort.
+            if self._sim_submitted and not self._sim_cond.wait_for(lambda: not self._sim_submitted,
+                                                                   timeout=STALL_AFTER_S):
                 raise Stalled(f"{len(self._sim_submitted)} database statement(s) did not come back "
                               f"in {STALL_AFTER_S:.0f} s")
-            arrived = sorted(self._sim_arrived, key=lambda item: item[0])
-            self._sim_arrived.clear()
+            arrived = self._sim_arrived
+            if arrived:
+                self._sim_arrived = []
+                arrived.sort(key=_submission)
         for _number, callback, args, context in arrived:
             self.call_soon(callback, *args, context=context)
         if arrived or timeout == 0:

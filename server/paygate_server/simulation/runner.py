@@ -1,8 +1,9 @@
 """Many seeds, in one process or several: what ``paygate simulate`` and the tests run.
 
-Each worker process makes its own template database once and runs its share of the seeds
-one after another in a scratch directory (in ``/dev/shm`` where there is one: the
-simulation's SQLite files need no disk). A seed's result does not depend on the process
+Each worker process makes its own template database once (simulation/template.py: kept
+for the process's later runs) and runs its share of the seeds one after another in a
+scratch directory (in ``/dev/shm`` where there is one: the simulation's SQLite files need
+no disk). A seed's result does not depend on the process
 that ran it, or on what ran before it there.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from paygate_server.simulation.plants import planted
 from paygate_server.simulation.template import Template
-from paygate_server.simulation.world import SeedResult, run_seed
+from paygate_server.simulation.world import SeedResult, collect_garbage, run_seed
 
 __all__ = ["Summary", "replay_command", "run_one", "run_seeds", "run_traced"]
 
@@ -60,9 +61,12 @@ def _scratch() -> Path:
 
 
 def _template(scratch: Path) -> Template:
-    template = Template.create(scratch / "template")
-    # What exists now (modules, the template's objects) lives as long as the process: out
-    # of the collector's sight, so that the collection after each crash costs milliseconds.
+    template = Template.create(scratch / "template")  # built by the process's first run only
+    # What an earlier run of this process left for the collector (a crashed gateway's
+    # connections) goes now, outside any seed; what exists then (modules, the template's
+    # objects) lives as long as the process: out of the collector's sight, so that the
+    # collection after each crash costs milliseconds.
+    collect_garbage()
     gc.freeze()
     return template
 

@@ -65,7 +65,7 @@ from paygate_server.storage.webhook_deliveries import DeliveryQueue
 from paygate_server.vault.service import VaultService
 from paygate_server.webhooks import consumer_for
 
-__all__ = ["SeedResult", "run_seed"]
+__all__ = ["SeedResult", "collect_garbage", "run_seed"]
 
 EPOCH_US = 1_800_000_000 * 1_000_000  # the virtual clock's zero: 2027-01-15
 MAX_RECONCILER_PASSES = 60
@@ -228,7 +228,7 @@ class World:
         return self.result
 
     async def _process(self, loop: SimulatedLoop, path: Path, connector: SimulatedConnector) -> None:
-        _collect_garbage()
+        collect_garbage()
         self.log(f"start generation {self.generation}")
         self.ledger.schedule(loop)
         settings = self.settings(path)
@@ -383,24 +383,32 @@ def _bury(loop: SimulatedLoop, db: Database | None, ids_source: random.Random) -
     state = random.getstate()
     ids.set_source(random.Random(0).randbytes)
     try:
-        with _pool_quiet():
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            if db is not None:
-                with contextlib.suppress(BaseException):
-                    loop.run_until_complete(db.dispose())
-            loop.close()
+        # Quiet: a connection that no task gave back is finalized when the last reference
+        # to it goes ("cleaning up a connection not checked in"): at the latest when
+        # _end_tasks returns.
+        with _pool_quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _end_tasks(loop, db)
     finally:
         random.setstate(state)
         ids.set_source(ids_source.randbytes)
 
 
-def _collect_garbage() -> None:
+def _end_tasks(loop: SimulatedLoop, db: Database | None) -> None:
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    if db is not None:
+        with contextlib.suppress(BaseException):
+            loop.run_until_complete(db.dispose())
+    loop.close()
+
+
+def collect_garbage() -> None:
     """Collect now, at a point of the seed's own choosing. A connection that a crashed
     process's task never gave back is closed when it is collected — work for a database
     thread, on whatever loop runs then — so collections happen only here (the automatic
@@ -425,7 +433,7 @@ def _pool_quiet() -> Iterator[None]:
 @contextlib.contextmanager
 def seeded(seed: int, world: World) -> Iterator[None]:
     """The process-wide sources of time and randomness, the seed's for the run; no
-    automatic garbage collection (see :func:`_collect_garbage`)."""
+    automatic garbage collection (see :func:`collect_garbage`)."""
     collecting = gc.isenabled()
     gc.disable()
     state = random.getstate()
