@@ -16,7 +16,7 @@ from paygate_server.merchants import create_merchant
 from paygate_server.state import Gateway
 from tests.support.signing import Credentials, SignedClient
 
-__all__ = ["InProcessGateway", "running_gateway", "test_settings"]
+__all__ = ["InProcessGateway", "running_gateway", "test_settings", "use_cli_env"]
 
 TEST_MASTER_KEY = "00" * 32
 
@@ -58,3 +58,12 @@ async def running_gateway(settings: Settings,
         transport = httpx.ASGITransport(app=with_state)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
             yield InProcessGateway(state["gateway"], http, with_state)
+
+
+def use_cli_env(monkeypatch: Any, database_url: str, data_dir: Path) -> str:
+    """The environment a ``paygate`` command run in this process reads: the database, a data
+    folder and the tests' master key (through ``monkeypatch``, undone after the test)."""
+    for name, value in {"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(data_dir),
+                        "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}.items():
+        monkeypatch.setenv(name, value)
+    return database_url

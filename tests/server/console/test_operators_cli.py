@@ -19,15 +19,12 @@ from paygate_server.cli import main
 from paygate_server.console.accounts import Accounts
 from paygate_server.storage import create_database
 from tests.server.console.conftest import CHEAP, PASSWORD, new_email
-from tests.support.app import TEST_MASTER_KEY
+from tests.support.app import TEST_MASTER_KEY, use_cli_env
 
 
 @pytest.fixture
 def env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for name, value in {"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path),
-                        "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}.items():
-        monkeypatch.setenv(name, value)
-    yield database_url
+    yield use_cli_env(monkeypatch, database_url, tmp_path)
 
 
 def _login(url: str, email: str, password: str) -> bool:

@@ -26,7 +26,7 @@ from paygate_server.processors import accounts
 from paygate_server.storage import create_database
 from paygate_server.storage.processor_accounts import AccountRow, get_account
 from paygate_server.storage.schema import metadata
-from tests.support.app import TEST_MASTER_KEY
+from tests.support.app import TEST_MASTER_KEY, use_cli_env
 from tests.support.processes import make_merchant
 
 URL = "http://127.0.0.1:9"
@@ -39,10 +39,7 @@ ADYEN = ["--kind", "adyen", "--setting", "apiBase=https://checkout-test.adyen.co
 
 @pytest.fixture
 def operator_env(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for name, value in {"PAYGATE_DATABASE_URL": database_url, "PAYGATE_DATA_DIR": str(tmp_path),
-                        "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}.items():
-        monkeypatch.setenv(name, value)
-    yield database_url
+    yield use_cli_env(monkeypatch, database_url, tmp_path)
 
 
 @pytest.fixture

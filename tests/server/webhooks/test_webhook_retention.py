@@ -27,7 +27,7 @@ from paygate_server.webhooks.model import create_endpoint
 from paygate_server.webhooks.retention import prune, prune_forever
 from tests.server.cdc.conftest import db, new_intent, new_merchant, touch  # noqa: F401 (fixture)
 from tests.server.test_cli_errors import assert_one_line, paygate
-from tests.support.app import TEST_MASTER_KEY, running_gateway
+from tests.support.app import TEST_MASTER_KEY, running_gateway, use_cli_env
 from tests.support.app import test_settings as gateway_settings
 from tests.support.databases import opened_database
 from tests.support.eventually import eventually
@@ -103,10 +103,7 @@ async def _delivered_long_ago(database: Database) -> None:
 
 @pytest.fixture
 def fresh_operator_env(fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for name, value in {"PAYGATE_DATABASE_URL": fresh_database_url, "PAYGATE_DATA_DIR": str(tmp_path),
-                        "PAYGATE_MASTER_KEY": TEST_MASTER_KEY}.items():
-        monkeypatch.setenv(name, value)
-    yield fresh_database_url
+    yield use_cli_env(monkeypatch, fresh_database_url, tmp_path)
 
 
 async def test_the_prune_command_counts_then_deletes(fresh_operator_env: str,
