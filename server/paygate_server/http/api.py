@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 __all__ = ["ApiContext", "IdempotencyScope", "Replayed", "api_endpoint", "error_response", "json_response",
            "parse_idempotency_key", "read_body"]
 
+# The API's names of the path's parameters (a refusal names the field as the wire does: a
+# route's ``{intent_id}`` is the intent's ``paymentIntentId``).
+_PATH_WIRE_NAMES = {"intent_id": "paymentIntentId", "endpoint_id": "webhookEndpointId"}
+
 log = logging.getLogger("paygate.api")
 
 Handler = Callable[["ApiContext"], Awaitable[Response]]
@@ -304,7 +308,7 @@ def api_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             if contains_card_number(list(request.path_params.values())):
                 raise ApiError("plaintext_card_data", "the path contains what looks like a card number")
             refuse_nul(request.query_params.multi_items())
-            refuse_nul(request.path_params.items())
+            refuse_nul((_PATH_WIRE_NAMES.get(name, name), value) for name, value in request.path_params.items())
             ctx = ApiContext(request, gateway, rid, principal.merchant_id, principal.api_key,
                              request.method, target, body)
             if request.method == "POST":

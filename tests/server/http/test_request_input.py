@@ -159,6 +159,13 @@ async def test_nul_is_refused_in_webhook_urls_and_queries(gw: InProcessGateway) 
         r = await shop.get(f"/api/v1/payment/intents?{query}")
         assert r.status_code == 400, (query, r.text)
         assert r.json()["error"]["code"] == "parameter_invalid"
+    # In the path: named as the API names the id (camelCase), not as the route does.
+    for path, param in (("/api/v1/payment/intent/pi_%00", "paymentIntentId"),
+                        ("/api/v1/payment/intent/pi_%00/history", "paymentIntentId")):
+        r = await shop.get(path)
+        assert (r.status_code, r.json()["error"].get("param")) == (400, param), (path, r.text)
+    r = await shop.request("DELETE", "/api/v1/webhooks/we_%00")
+    assert (r.status_code, r.json()["error"].get("param")) == (400, "webhookEndpointId"), r.text
 
 
 async def test_nul_in_a_refund_reason_is_refused_and_nothing_is_refunded(pgw: InProcessGateway) -> None:
