@@ -82,8 +82,8 @@ _REVOKE_SESSION = Sql("UPDATE operator_sessions SET revoked_at = :now WHERE id_h
 # deadline): nothing can resume them, and nothing else reads them but ``_LAST_LOGIN``, which
 # the new one answers. Run with each login, so an operator keeps only their live sessions.
 _FORGET_SESSIONS = Sql("DELETE FROM operator_sessions WHERE operator_id = :operator_id AND id_hash <> :id_hash"
-                       " AND (revoked_at IS NOT NULL OR created_at <= :created_before"
-                       " OR last_seen_at <= :seen_before)")
+                       " AND (revoked_at IS NOT NULL OR created_at < :created_before"
+                       " OR last_seen_at < :seen_before)")
 _LAST_LOGIN = Sql("SELECT MAX(created_at) AS at FROM operator_sessions WHERE operator_id = :operator_id")
 
 _INSERT_FAILURE = Sql("INSERT INTO operator_login_failures (operator_id, at, remote_addr)"
@@ -148,8 +148,9 @@ async def disable_operator(conn: Connection, operator_id: str, now: int) -> bool
 async def insert_session(conn: Connection, *, id_hash: str, operator_id: str, now: int, remote_addr: str | None,
                          user_agent: str | None, created_before: int, seen_before: int) -> None:
     """A new session, and the operator's sessions that are over deleted: revoked, created
-    at or before ``created_before`` or last seen at or before ``seen_before`` (the
-    console's absolute and idle deadlines as of ``now``)."""
+    before ``created_before`` or last seen before ``seen_before`` (the console's absolute
+    and idle deadlines as of ``now``: exactly what ``Sessions.resume`` refuses, never a
+    session it would still take)."""
     await execute(conn, _INSERT_SESSION, id_hash=id_hash, operator_id=operator_id, now=now,
                   remote_addr=remote_addr, user_agent=user_agent)
     await execute(conn, _FORGET_SESSIONS, operator_id=operator_id, id_hash=id_hash,

@@ -42,19 +42,17 @@ _INSERT = Sql("""
     INSERT INTO webhook_endpoints (id, merchant_id, url, events, secret_sealed, status, disabled_reason,
                                    created_at, updated_at)
     VALUES (:id, :merchant_id, :url, :events, :secret_sealed, 'enabled', NULL, :now, :now)""")
-_LIST = Sql(f"""
-    SELECT {_COLUMNS} FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'
-    ORDER BY created_at DESC, id DESC""")
-# A page after a cursor (an endpoint of the merchant's, deleted or not: deleting the last one
-# of a page does not end the listing); one row more than the page, to tell whether another follows.
+# The merchant's endpoints that are not deleted, newest first: all of them, a first page,
+# or a page after a cursor (an endpoint of the merchant's, deleted or not: deleting the last
+# one of a page does not end the listing). A page reads one row more than it holds, to tell
+# whether another follows.
+_LISTED = f"SELECT {_COLUMNS} FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'"
+_NEWEST_FIRST = " ORDER BY created_at DESC, id DESC"
+_LIST = Sql(_LISTED + _NEWEST_FIRST)
+_FIRST_PAGE = Sql(_LISTED + _NEWEST_FIRST + " LIMIT :limit")
+_PAGE = Sql(_LISTED + " AND (created_at < :created_at OR (created_at = :created_at AND id < :id))"
+            + _NEWEST_FIRST + " LIMIT :limit")
 _CURSOR = Sql("SELECT created_at, id FROM webhook_endpoints WHERE id = :id AND merchant_id = :merchant_id")
-_PAGE = Sql(f"""
-    SELECT {_COLUMNS} FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'
-      AND (created_at < :created_at OR (created_at = :created_at AND id < :id))
-    ORDER BY created_at DESC, id DESC LIMIT :limit""")
-_FIRST_PAGE = Sql(f"""
-    SELECT {_COLUMNS} FROM webhook_endpoints WHERE merchant_id = :merchant_id AND status <> 'deleted'
-    ORDER BY created_at DESC, id DESC LIMIT :limit""")
 _MERCHANT_OF = Sql("SELECT merchant_id FROM webhook_endpoints WHERE id = :id")
 _DELETE = Sql("""
     UPDATE webhook_endpoints SET status = 'deleted', updated_at = :now
